@@ -1,0 +1,1 @@
+"""Numeric models: Cleora, EMDE, baselines, metrics. Imports nothing else of fusionrec."""

@@ -1,0 +1,99 @@
+"""The one ``Settings``: read from ``fusionrec.toml`` (or ``FUSIONREC_CONFIG``) and ``FUSIONREC_*`` env vars.
+
+Nested blocks use ``__`` in env names: ``FUSIONREC_KAFKA__BROKERS=host:9092``,
+``FUSIONREC_API__PORT=8000``. Validation errors name the field. Entry points build it once
+(``Settings()``) and pass pieces down; ``models/`` and ``state/`` never see it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["EventTypeSpec", "KafkaSettings", "StreamSettings", "ApiSettings", "Settings", "DEFAULT_EVENT_TYPES"]
+
+
+class EventTypeSpec(BaseModel):
+    """One configurable event type: its name, the fields it requires and its weight in models."""
+
+    name: str
+    requires: list[str] = Field(default_factory=list, description="Fields that must be present, e.g. ['item_id|items']")
+    weight: float = 1.0
+
+
+DEFAULT_EVENT_TYPES: list[EventTypeSpec] = [
+    EventTypeSpec(name="view", requires=["item_id|items"], weight=1.0),
+    EventTypeSpec(name="click", requires=["item_id|items"], weight=1.0),
+    EventTypeSpec(name="add_to_cart", requires=["item_id|items"], weight=3.0),
+    EventTypeSpec(name="remove_from_cart", requires=["item_id|items"], weight=0.0),
+    EventTypeSpec(name="purchase", requires=["item_id|items"], weight=5.0),
+    EventTypeSpec(name="pos_purchase", requires=["item_id|items"], weight=5.0),
+    EventTypeSpec(name="search", requires=["query"], weight=0.0),
+    EventTypeSpec(name="rec_impression", requires=["request_id", "item_id|items"], weight=0.0),
+    EventTypeSpec(name="rec_click", requires=["request_id", "item_id"], weight=1.0),
+]
+
+
+class KafkaSettings(BaseModel):
+    brokers: str = "127.0.0.1:9092"
+    events_topic: str = "events"
+    dead_topic: str = "events.dead"
+    topn_topic: str = "user-topn"
+    catalog_topic: str = "catalog"
+    partitions: int = Field(default=4, ge=1, description="Partitions of the events topic (unit of scale)")
+
+
+class StreamSettings(BaseModel):
+    state_dir: Path = Path("var/state")
+    serving_dir: Path = Path("var/serving")
+    model_dir: Path = Path("var/models")
+    topn: int = Field(default=50, ge=1, le=1000, description="Items published per user")
+    history_len: int = Field(default=50, ge=1, description="Recent items kept per user")
+    half_life_s: float = Field(default=7 * 86400.0, gt=0, description="Decay half-life of item popularity and co-visitation, seconds")
+    max_event_bytes: int = Field(default=65536, ge=256)
+    batch_size: int = Field(default=2000, ge=1, description="Max Kafka messages per poll")
+    poll_timeout_s: float = Field(default=0.05, gt=0)
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    admin_keys: list[str] = Field(default_factory=lambda: ["admin-dev-key"])
+    client_keys: list[str] = Field(default_factory=lambda: ["client-dev-key"])
+    require_keys: bool = False
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("FUSIONREC_CONFIG", "fusionrec.toml"))
+
+
+class Settings(BaseSettings):
+    """All configuration. Precedence: init kwargs > env (``FUSIONREC_*``) > TOML file > defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="FUSIONREC_", env_nested_delimiter="__", extra="forbid")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    event_types: list[EventTypeSpec] = Field(default_factory=lambda: list(DEFAULT_EVENT_TYPES))
+    seed: int = 42
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=_config_file()))
