@@ -1,0 +1,1 @@
+"""Bytewax dataflows and the ``fusionrec`` command line: wiring only, logic lives in operators/."""

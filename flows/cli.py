@@ -1,0 +1,35 @@
+"""The ``fusionrec`` command: one subcommand per piece, each startable alone.
+
+Commands are small functions in modules named after what they start; this file only
+registers them, so importing it does no work.
+"""
+
+from __future__ import annotations
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="fusionrec: real-time multi-modal recommendations.")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _register()
+    app()
+
+
+def _register() -> None:
+    """Import command modules (each adds its commands to ``app``)."""
+    import importlib
+    import pkgutil
+
+    import flows
+
+    for mod in pkgutil.iter_modules(flows.__path__):
+        if mod.name.startswith("cmd_"):
+            importlib.import_module(f"flows.{mod.name}")
+
+
+if __name__ == "__main__":
+    main()
