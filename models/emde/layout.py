@@ -1,0 +1,140 @@
+"""Layout of EMDE's input sketch: which views (last item, decayed session, event types) sit where.
+
+The input sketch is the concatenation of *views*; each view is one sketch over the input
+modalities (``view_dim`` columns, the same item columns in every view, shifted by the
+view's offset). Views:
+
+- ``session``: all items of the history, decayed ``alpha ** (w * age)``;
+- ``last``: the newest item only;
+- ``type:<name>``: the decayed items of one event type (when the log has several).
+
+The stream keeps the raw (unnormalised) sketch; the network sees every view scaled to
+unit L2 norm, done by :meth:`SketchLayout.normalise` for both batch and stream input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from models.base import Histories
+from models.emde.sketch import history_sketches, history_weights, last_item_sketches
+
+__all__ = ["SketchLayout"]
+
+
+@dataclass(frozen=True)
+class SketchLayout:
+    """Where each view of a history lives in the flat input sketch.
+
+    Attributes
+    ----------
+    views : tuple of str
+        View names in column order, e.g. ``("session", "last")``.
+    view_dim : int
+        Columns per view (sum of depth * width over input modalities).
+    alpha : float
+        Decay base of the ``session`` and ``type:*`` views.
+    decay_w : float
+        Decay rate per unit of age.
+    time_unit : {"position", "seconds"}
+        Age unit: positions before the newest event, or seconds (needs ``Histories.ts``).
+    event_types : tuple of str
+        Names of the event-type codes (views ``type:<name>`` exist only if listed in ``views``).
+    """
+
+    views: tuple[str, ...]
+    view_dim: int
+    alpha: float = 0.9
+    decay_w: float = 1.0
+    time_unit: str = "position"
+    event_types: tuple[str, ...] = ()
+
+    @property
+    def input_dim(self) -> int:
+        return len(self.views) * self.view_dim
+
+    def offset(self, view: str) -> int:
+        """First column of ``view`` in the flat input sketch."""
+        return self.views.index(view) * self.view_dim
+
+    def raw_sketches(self, item_cols: NDArray[np.int32], histories: Histories) -> sp.csr_array:
+        """Unnormalised input sketches of a batch of histories.
+
+        Parameters
+        ----------
+        item_cols : ndarray of shape (n_items, in_depth), int32
+            Item columns within one view.
+        histories : Histories
+
+        Returns
+        -------
+        csr_array of shape (n_queries, input_dim), float32
+        """
+        ts = histories.ts if self.time_unit == "seconds" else None
+        weights = history_weights(histories.indptr, ts, self.alpha, self.decay_w)
+        blocks = []
+        for view in self.views:
+            cols = item_cols + self.offset(view)
+            if view == "session":
+                m = history_sketches(cols, histories.indptr, histories.items, self.input_dim, weights)
+            elif view == "last":
+                m = last_item_sketches(cols, histories.indptr, histories.items, self.input_dim)
+            elif view.startswith("type:"):
+                code = self.event_types.index(view[5:])
+                et = histories.event_type
+                mask = np.zeros(len(histories.items), np.float64) if et is None else (et == code)
+                m = history_sketches(cols, histories.indptr, histories.items, self.input_dim,
+                                     weights * mask)
+            else:
+                raise ValueError(f"unknown view {view!r}; expected session, last or type:<name>")
+            blocks.append(m)
+        out = blocks[0]
+        for m in blocks[1:]:
+            out = out + m
+        return sp.csr_array(out, dtype=np.float32)
+
+    def normalise(self, raw: sp.csr_array | NDArray[np.floating]) -> sp.csr_array:
+        """Scale every view of every row to unit L2 norm (empty views stay empty).
+
+        Parameters
+        ----------
+        raw : csr_array or ndarray of shape (n_queries, input_dim)
+
+        Returns
+        -------
+        csr_array of shape (n_queries, input_dim), float32
+
+        Raises
+        ------
+        ValueError
+            If ``raw`` has not ``input_dim`` columns.
+        """
+        m = sp.csr_array(raw, dtype=np.float32)
+        if m.shape[1] != self.input_dim:
+            raise ValueError(f"input sketches must have {self.input_dim} columns; got {m.shape[1]}")
+        m.sum_duplicates()
+        m.eliminate_zeros()
+        rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+        key = rows * len(self.views) + m.indices // self.view_dim
+        sq = np.bincount(key, weights=m.data.astype(np.float64) ** 2, minlength=m.shape[0] * len(self.views))
+        norm = np.sqrt(sq[key])
+        m.data = (m.data / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+        return m
+
+    def input_sketches(self, item_cols: NDArray[np.int32], histories: Histories) -> sp.csr_array:
+        """Normalised network input of a batch of histories (``normalise(raw_sketches(...))``)."""
+        return self.normalise(self.raw_sketches(item_cols, histories))
+
+    def to_dict(self) -> dict:
+        return {"views": list(self.views), "view_dim": self.view_dim, "alpha": self.alpha,
+                "decay_w": self.decay_w, "time_unit": self.time_unit, "event_types": list(self.event_types)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SketchLayout:
+        return cls(views=tuple(d["views"]), view_dim=int(d["view_dim"]), alpha=float(d["alpha"]),
+                   decay_w=float(d["decay_w"]), time_unit=str(d["time_unit"]),
+                   event_types=tuple(d["event_types"]))

@@ -1,0 +1,93 @@
+"""The versioned EMDE model directory: ``params.json`` + ``arrays.npz`` + ``network.npz``.
+
+Layout is documented in :mod:`models.emde.recommender`. Everything is plain arrays and
+JSON; loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.emde.dlsh import DLSHCodebook
+from models.emde.layout import SketchLayout
+from models.emde.modality import ModalitySpec
+from models.emde.network import SketchNetwork
+from models.errors import ModelFormatError
+
+__all__ = ["save_emde", "load_emde", "FORMAT", "VERSION"]
+
+FORMAT = "fusionrec.emde"
+VERSION = 1
+
+
+def save_emde(model: Any, path: Path) -> None:
+    """Write a fitted :class:`~models.emde.recommender.EMDE` to directory ``path`` (created)."""
+    path.mkdir(parents=True, exist_ok=True)
+    params = {
+        "format": FORMAT, "version": VERSION, "params": model.get_params(),
+        "modalities": [m.to_dict() for m in model.modality_specs_],
+        "layout": model.layout_.to_dict(), "n_items": int(model.n_items_),
+        "out_blocks": [list(b) for b in model.out_blocks_],
+        "train_loss": [float(x) for x in model.train_loss_],
+    }
+    arrays: dict[str, np.ndarray] = {"item_in_cols": model.item_in_cols_, "item_out_cols": model.item_out_cols_}
+    for name, codes in model.codes_.items():
+        arrays[f"codes__{name}"] = codes
+        book = model.codebooks_.get(name)
+        if book is not None:
+            arrays.update(book.to_arrays(f"dlsh__{name}__"))
+    if model.item_ids_ is not None:
+        arrays["item_ids"] = np.asarray(model.item_ids_, dtype=str)
+    state = {k: v.detach().cpu().numpy() for k, v in model.network_.state_dict().items()}
+    np.savez(path / "arrays.npz", **arrays)
+    np.savez(path / "network.npz", **state)
+    (path / "params.json").write_text(json.dumps(params, indent=1))
+
+
+def load_emde(cls: type, path: Path) -> Any:
+    """Read a directory written by :func:`save_emde` into a new ``cls`` instance.
+
+    Raises
+    ------
+    ModelFormatError
+        If a file is missing, or ``format``/``version`` differ from this code's.
+    """
+    for f in ("params.json", "arrays.npz", "network.npz"):
+        if not (path / f).is_file():
+            raise ModelFormatError(f"{path}: missing {f}; not an EMDE model directory")
+    meta = json.loads((path / "params.json").read_text())
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ModelFormatError(f"{path}: expected format {FORMAT!r} version {VERSION}; got "
+                               f"{meta.get('format')!r} version {meta.get('version')}")
+    params = dict(meta["params"])
+    specs = [ModalitySpec.from_dict(m) for m in meta["modalities"]]
+    params.pop("modalities", None)
+    model = cls(specs, **params)
+    with np.load(path / "arrays.npz", allow_pickle=False) as z:
+        model.item_in_cols_ = z["item_in_cols"]
+        model.item_out_cols_ = z["item_out_cols"]
+        model.codes_ = {m.name: z[f"codes__{m.name}"] for m in specs}
+        model.codebooks_ = {m.name: (DLSHCodebook.from_arrays(z, f"dlsh__{m.name}__")
+                                     if f"dlsh__{m.name}__mean" in z.files else None) for m in specs}
+        model.item_ids_ = tuple(str(i) for i in z["item_ids"]) if "item_ids" in z.files else None
+    model.modality_specs_ = tuple(specs)
+    model.layout_ = SketchLayout.from_dict(meta["layout"])
+    model.out_blocks_ = [tuple(b) for b in meta["out_blocks"]]
+    model.n_items_ = int(meta["n_items"])
+    model.train_loss_ = meta.get("train_loss", [])
+    net = SketchNetwork(model.layout_.input_dim, model.out_blocks_, model.hidden, model.n_layers)
+    with np.load(path / "network.npz", allow_pickle=False) as z:
+        state = {k: torch.from_numpy(z[k].copy()) for k in z.files}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelFormatError(f"{path}: network.npz does not match params.json: {exc}") from exc
+    net.eval()
+    model.network_ = net
+    model._readout_ = None
+    return model

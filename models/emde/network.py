@@ -1,0 +1,191 @@
+"""The EMDE sketch network (shallow residual feed-forward, torch) and its training loop.
+
+Input: a batch of (normalised) history sketches, sparse. The first layer is an
+``EmbeddingBag`` in ``sum`` mode, i.e. ``sketch @ W`` that only touches non-zero cells;
+then batch norm and leaky ReLU, then ``n_layers - 1`` residual blocks
+``h <- h + leaky_relu(bn(linear(h)))``; the output is shaped as a sketch (one logit per
+bucket of every depth row) and turned into probabilities by a softmax per depth row.
+The loss is the cross-entropy of each depth row against the target sketch (normalised
+to 1 across the width), averaged over rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from numpy.typing import NDArray
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["SketchNetwork", "train_network", "sparse_batch", "row_log_softmax"]
+
+log = logging.getLogger(__name__)
+
+
+class _Residual(nn.Module):
+    """``h + leaky_relu(bn(linear(h)))``."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden, hidden)
+        self.bn = nn.BatchNorm1d(hidden)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + nn.functional.leaky_relu(self.bn(self.linear(h)))
+
+
+class SketchNetwork(nn.Module):
+    """Shallow residual network from an input sketch to an output sketch.
+
+    Parameters
+    ----------
+    n_in : int
+        Length of the flat input sketch.
+    out_blocks : sequence of (depth, width)
+        Layout of the output sketch: modality blocks of ``depth`` rows of ``width`` buckets.
+    hidden : int, default 1024
+    n_layers : int, default 2
+        Hidden layers (1-5): the input layer plus ``n_layers - 1`` residual blocks.
+    """
+
+    def __init__(self, n_in: int, out_blocks: Sequence[tuple[int, int]], hidden: int = 1024,
+                 n_layers: int = 2) -> None:
+        super().__init__()
+        if not 1 <= n_layers <= 5:
+            raise ValueError(f"n_layers must lie in [1, 5]; got {n_layers}")
+        self.out_blocks = [(int(d), int(w)) for d, w in out_blocks]
+        self.embed = nn.EmbeddingBag(n_in, hidden, mode="sum")
+        self.bias = nn.Parameter(torch.zeros(hidden))
+        self.bn = nn.BatchNorm1d(hidden)
+        self.blocks = nn.ModuleList([_Residual(hidden) for _ in range(n_layers - 1)])
+        self.out = nn.Linear(hidden, sum(d * w for d, w in self.out_blocks))
+
+    def init_weights(self, generator: torch.Generator) -> None:
+        """Re-initialise every weight from ``generator`` (no global RNG involved)."""
+        with torch.no_grad():
+            self.embed.weight.normal_(0.0, 0.1, generator=generator)
+            for lin in [b.linear for b in self.blocks] + [self.out]:
+                bound = 1.0 / math.sqrt(lin.in_features)
+                lin.weight.uniform_(-bound, bound, generator=generator)
+                lin.bias.zero_()
+
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (batch, sum(depth * width)) for a CSR batch of input sketches."""
+        h = self.embed(indices, offsets, per_sample_weights=weights) + self.bias
+        h = nn.functional.leaky_relu(self.bn(h))
+        for block in self.blocks:
+            h = block(h)
+        return self.out(h)
+
+
+def row_log_softmax(logits: torch.Tensor, out_blocks: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Log-softmax over the width of every depth row; same flat shape as ``logits``."""
+    parts, start = [], 0
+    for depth, width in out_blocks:
+        block = logits[:, start:start + depth * width].reshape(-1, depth, width)
+        parts.append(torch.log_softmax(block, dim=-1).reshape(-1, depth * width))
+        start += depth * width
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
+def sparse_batch(x: sp.csr_array) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(indices, offsets, weights)`` of a CSR matrix for :class:`SketchNetwork`."""
+    return (torch.from_numpy(np.asarray(x.indices, dtype=np.int64)),
+            torch.from_numpy(np.asarray(x.indptr[:-1], dtype=np.int64)),
+            torch.from_numpy(np.asarray(x.data, dtype=np.float32)))
+
+
+def train_network(
+    net: SketchNetwork,
+    x: sp.csr_array,
+    targets: sp.csr_array,
+    out_cols: NDArray[np.int32],
+    *,
+    epochs: int = 3,
+    batch_size: int = 512,
+    lr: float = 1e-3,
+    lr_step_epochs: int = 1,
+    lr_gamma: float = 0.5,
+    random_state: int | np.random.Generator | None = None,
+    max_seconds: float | None = None,
+    progress: bool = True,
+) -> list[float]:
+    """Train ``net`` with Adam and step decay; deterministic on CPU for a fixed seed.
+
+    Parameters
+    ----------
+    net : SketchNetwork
+    x : csr_array of shape (n_samples, n_in), float32
+        Normalised input sketches.
+    targets : csr_array of shape (n_samples, n_items), float32
+        Target items of each sample with weights summing to 1 per row (one item with
+        weight 1 for next-item training).
+    out_cols : ndarray of shape (n_items, n_out_rows), int32
+        Column of every item's bucket in every row of the output sketch.
+    epochs, batch_size, lr : training schedule; lr is multiplied by ``lr_gamma`` every
+        ``lr_step_epochs`` epochs.
+    random_state : int, Generator or None
+        Seeds weight initialisation and the batch order.
+    max_seconds : float, optional
+        Stop after the first batch that ends past this wall-clock budget (then the
+        result depends on machine speed, so leave it None when determinism matters).
+    progress : bool, default True
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    list of float: mean loss of every epoch.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` and ``targets`` have different row counts.
+    """
+    if x.shape[0] != targets.shape[0]:
+        raise ValueError(f"x and targets must have one row count; got {x.shape[0]} and {targets.shape[0]}")
+    rng = np.random.default_rng(random_state)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    net.init_weights(gen)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step_epochs, gamma=lr_gamma)
+    cols_t = torch.from_numpy(np.asarray(out_cols, dtype=np.int64))
+    n_rows = out_cols.shape[1]
+    n = x.shape[0]
+    n_batches = math.ceil(n / batch_size)
+    start_t = time.perf_counter()
+    losses: list[float] = []
+    net.train()
+    with tqdm(total=epochs * n_batches, desc="EMDE", disable=not progress, leave=False) as bar:
+        for _ in range(epochs):
+            order = rng.permutation(n)
+            total = 0.0
+            for b in range(n_batches):
+                rows = np.sort(order[b * batch_size:(b + 1) * batch_size])
+                if len(rows) < 2:  # batch norm needs two samples
+                    continue
+                xb, tb = x[rows], targets[rows].tocoo()
+                logp = row_log_softmax(net(*sparse_batch(xb)), net.out_blocks)
+                gathered = logp[torch.from_numpy(tb.row.astype(np.int64))[:, None],
+                                cols_t[torch.from_numpy(tb.col.astype(np.int64))]]
+                w = torch.from_numpy(tb.data.astype(np.float32))
+                loss = -(w * gathered.sum(dim=1)).sum() / (len(rows) * n_rows)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+                bar.update(1)
+                if max_seconds is not None and time.perf_counter() - start_t > max_seconds:
+                    log.info("EMDE training stopped at the %.0f s budget", max_seconds)
+                    losses.append(total / (b + 1))
+                    net.eval()
+                    return losses
+            sched.step()
+            losses.append(total / n_batches)
+    net.eval()
+    return losses

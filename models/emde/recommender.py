@@ -1,0 +1,321 @@
+"""EMDE: the sketch recommender (DLSH codes per modality, history sketches, sketch network).
+
+Model directory (``save``/``load``; read by the stream and the API)::
+
+    model_dir/
+      params.json   {"format": "fusionrec.emde", "version": 1, "params": {...hyper-parameters},
+                     "modalities": [...ModalitySpec], "layout": {...SketchLayout},
+                     "n_items": int, "in_depth": int, "out_blocks": [[depth, width], ...]}
+      arrays.npz    item_in_cols (n_items, in_depth) int32    columns of an item within one view
+                    item_out_cols (n_items, out_depth) int32  columns of an item in the output sketch
+                    codes__<modality> (n_items, depth) int32  DLSH buckets
+                    dlsh__<modality>__{mean,scale,projections,biases}  fitted codebooks
+                    item_ids (n_items,) str                    when the log had shop ids
+      network.npz   the torch state dict as arrays
+
+The stream keeps one raw input sketch per user (``layout_.input_dim`` floats), updates it
+per event with ``sketch.update_sketch(s, item_in_cols_[item] + layout_.offset(view), w, decay)``
+for each view, and scores with :meth:`EMDE.recommend_sketches`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from numpy.typing import NDArray
+
+from models.base import Histories, InteractionLog
+from models.emde.dlsh import DLSHCodebook
+from models.emde.examples import future_examples, next_item_examples
+from models.emde.layout import SketchLayout
+from models.emde.modality import ModalitySpec, code_modality, parse_modalities
+from models.emde.network import SketchNetwork, row_log_softmax, sparse_batch, train_network
+from models.emde.sketch import item_columns
+from models.errors import ModelFitError, NotFittedError
+from models.topk import topk
+
+__all__ = ["EMDE"]
+
+DEFAULT_MODALITIES = "graph=sessions:32x128:3,seq=transitions:32x128:2"
+
+
+class EMDE:
+    """Efficient Manifold Density Estimator recommender (Dąbrowski et al. 2020).
+
+    Parameters
+    ----------
+    modalities : str or sequence of ModalitySpec / dict
+        Item modalities (see :mod:`models.emde.modality`); a string is parsed by
+        :func:`~models.emde.modality.parse_modalities`.
+    views : sequence of str, default ("session", "last")
+        Input views (see :mod:`models.emde.layout`); add ``"type:<name>"`` per event type.
+    alpha : float, default 0.9
+        Decay base of history sketches: weight ``alpha ** (decay_w * age)``.
+    decay_w : float, default 1
+    time_unit : {"position", "seconds"}, default "position"
+    objective : {"next", "future"}, default "next"
+        ``next``: prefix -> next item (sessions); ``future``: past -> later events (users).
+    hidden : int, default 1024
+    n_layers : int, default 2
+        Hidden layers (1-5).
+    epochs, batch_size, lr, lr_step_epochs, lr_gamma
+        Adam with step decay.
+    max_prefix : int, default 50
+        Newest events kept per training prefix / history.
+    n_cuts : int, default 4
+        ``future`` objective: random cuts per history.
+    max_train_seconds : float, optional
+        Wall-clock budget of the network training (None: run all epochs).
+    random_state : int or None
+    progress : bool, default False
+        tqdm progress bar during training.
+    """
+
+    def __init__(self, modalities: str | Sequence[ModalitySpec | Mapping[str, Any]] = DEFAULT_MODALITIES,
+                 *, views: Sequence[str] = ("session", "last"), alpha: float = 0.9, decay_w: float = 1.0,
+                 time_unit: str = "position", objective: str = "next", hidden: int = 1024,
+                 n_layers: int = 2, epochs: int = 3, batch_size: int = 512, lr: float = 1e-3,
+                 lr_step_epochs: int = 1, lr_gamma: float = 0.5, max_prefix: int = 50, n_cuts: int = 4,
+                 max_train_seconds: float | None = None, random_state: int | None = 0,
+                 progress: bool = False) -> None:
+        self.modalities = modalities
+        self.views = tuple(views)
+        self.alpha = alpha
+        self.decay_w = decay_w
+        self.time_unit = time_unit
+        self.objective = objective
+        self.hidden = hidden
+        self.n_layers = n_layers
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_step_epochs = lr_step_epochs
+        self.lr_gamma = lr_gamma
+        self.max_prefix = max_prefix
+        self.n_cuts = n_cuts
+        self.max_train_seconds = max_train_seconds
+        self.random_state = random_state
+        self.progress = progress
+
+    # ----------------------------------------------------------------- parameters
+    _PARAMS = ("views", "alpha", "decay_w", "time_unit", "objective", "hidden", "n_layers", "epochs",
+               "batch_size", "lr", "lr_step_epochs", "lr_gamma", "max_prefix", "n_cuts",
+               "max_train_seconds", "random_state", "progress")
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters as JSON-able values (modalities as a list of dicts)."""
+        d = {k: getattr(self, k) for k in self._PARAMS}
+        d["views"] = list(self.views)
+        d["modalities"] = [m.to_dict() for m in self._specs()]
+        return d
+
+    def _specs(self) -> tuple[ModalitySpec, ...]:
+        if isinstance(self.modalities, str):
+            return parse_modalities(self.modalities)
+        return tuple(m if isinstance(m, ModalitySpec) else ModalitySpec.from_dict(m) for m in self.modalities)
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, log: InteractionLog, *, side: Mapping[str, Any] | None = None) -> Self:
+        """Code the items, build training sketches from ``log`` and train the network.
+
+        Parameters
+        ----------
+        log : InteractionLog
+        side : mapping, optional
+            In-memory side data per modality name: list of titles (text/sentence) or an
+            array (n_items, dim) / ``(vectors, present)`` pair (dense).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            On an invalid objective/time unit or a modality without its data.
+        ModelFitError
+            If the log yields no training example or training produced NaN.
+        """
+        if self.objective not in ("next", "future"):
+            raise ValueError(f"objective must be 'next' or 'future'; got {self.objective!r}")
+        if self.time_unit not in ("position", "seconds"):
+            raise ValueError(f"time_unit must be 'position' or 'seconds'; got {self.time_unit!r}")
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(self.random_state)
+        specs = self._specs()
+        if len({m.name for m in specs}) != len(specs):
+            raise ValueError(f"modality names must be unique; got {[m.name for m in specs]}")
+        self.codes_: dict[str, NDArray[np.int32]] = {}
+        self.codebooks_: dict[str, DLSHCodebook | None] = {}
+        for spec in specs:
+            self.codes_[spec.name], self.codebooks_[spec.name] = code_modality(
+                spec, log, side, np.random.default_rng(rng.integers(2**62)))
+        self.modality_specs_ = specs
+        self._build_layout(log.n_items, log.event_types)
+        self.item_ids_ = log.item_ids
+        if self.objective == "next":
+            hist, nxt = next_item_examples(log, self.max_prefix)
+            targets = sp.csr_array((np.ones(len(nxt), np.float32), (np.arange(len(nxt)), nxt)),
+                                   shape=(len(nxt), log.n_items))
+        else:
+            hist, targets = future_examples(log, n_cuts=self.n_cuts, max_history=self.max_prefix,
+                                            random_state=rng)
+        if hist.n_queries < 2:
+            raise ModelFitError(f"EMDE: the log gives {hist.n_queries} training examples; need >= 2")
+        x = self.layout_.input_sketches(self.item_in_cols_, hist)
+        self.network_ = SketchNetwork(self.layout_.input_dim, self.out_blocks_, self.hidden, self.n_layers)
+        self.train_loss_ = train_network(
+            self.network_, x, targets, self.item_out_cols_, epochs=self.epochs, batch_size=self.batch_size,
+            lr=self.lr, lr_step_epochs=self.lr_step_epochs, lr_gamma=self.lr_gamma, random_state=rng,
+            max_seconds=self.max_train_seconds, progress=self.progress)
+        if not np.all(np.isfinite(self.train_loss_)):
+            raise ModelFitError(f"EMDE: training loss is not finite: {self.train_loss_}")
+        self.fit_seconds_ = time.perf_counter() - t0
+        self._readout_ = None
+        return self
+
+    def _build_layout(self, n_items: int, event_types: Sequence[str]) -> None:
+        """Item columns and layouts from ``codes_`` and the modality specs."""
+        ins, outs, out_blocks, in_off, out_off = [], [], [], 0, 0
+        for spec in self.modality_specs_:
+            codes = self.codes_[spec.name]
+            if spec.input:
+                ins.append(item_columns(codes, spec.width, in_off))
+                in_off += spec.depth * spec.width
+            if spec.output:
+                outs.append(item_columns(codes, spec.width, out_off))
+                out_off += spec.depth * spec.width
+                out_blocks.append((spec.depth, spec.width))
+        if not ins or not outs:
+            raise ValueError("EMDE needs at least one input and one output modality")
+        self.item_in_cols_ = np.concatenate(ins, axis=1)
+        self.item_out_cols_ = np.concatenate(outs, axis=1)
+        self.out_blocks_ = out_blocks
+        self.n_items_ = n_items
+        self.layout_ = SketchLayout(views=self.views, view_dim=in_off, alpha=self.alpha,
+                                    decay_w=self.decay_w, time_unit=self.time_unit,
+                                    event_types=tuple(event_types))
+
+    # ----------------------------------------------------------------- scoring
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise NotFittedError(self)
+
+    def _readout(self) -> torch.Tensor:
+        """Sparse (n_items, out_dim) one-hot code matrix, built once."""
+        if getattr(self, "_readout_", None) is None:
+            n, r = self.item_out_cols_.shape
+            out_dim = sum(d * w for d, w in self.out_blocks_)
+            c = sp.csr_array((np.full(n * r, 1.0 / r, np.float32), self.item_out_cols_.ravel().astype(np.int64),
+                              np.arange(0, n * r + 1, r, dtype=np.int64)), shape=(n, out_dim))
+            self._readout_ = torch.sparse_csr_tensor(
+                torch.from_numpy(c.indptr.astype(np.int64)), torch.from_numpy(c.indices.astype(np.int64)),
+                torch.from_numpy(c.data), size=c.shape, check_invariants=True)
+        return self._readout_
+
+    def score_sketches(self, raw: sp.csr_array | NDArray[np.floating]) -> NDArray[np.float32]:
+        """Score every item for a batch of raw input sketches.
+
+        Parameters
+        ----------
+        raw : csr_array or ndarray of shape (n_queries, layout_.input_dim)
+            Unnormalised input sketches (as the stream keeps them).
+
+        Returns
+        -------
+        ndarray of shape (n_queries, n_items), float32: the geometric mean over all output
+        depth rows of the item's bucket probability (the Count-Min readout with the
+        minimum replaced by the geometric mean), computed as ``exp(log_probs @ C)`` with
+        ``C`` the sparse one-hot code matrix.
+        """
+        self._check_fitted()
+        x = self.layout_.normalise(raw)
+        with torch.no_grad():
+            logp = row_log_softmax(self.network_(*sparse_batch(x)), self.out_blocks_)
+            mean_logp = torch.sparse.mm(self._readout(), logp.T).T
+        return torch.exp(mean_logp).numpy().astype(np.float32, copy=False)
+
+    def recommend_sketches(self, raw: sp.csr_array | NDArray[np.floating], n: int = 20, *,
+                           exclude: sp.csr_array | None = None
+                           ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """Top-``n`` items for raw input sketches (the stream's entry point).
+
+        ``exclude`` : csr_array of shape (n_queries, n_items); non-zero cells are never returned.
+        """
+        scores = self.score_sketches(raw)
+        if exclude is not None:
+            ex = sp.coo_array(exclude)
+            scores[ex.row, ex.col] = -np.inf
+        return topk(scores, n)
+
+    def recommend(self, histories: Histories, n: int = 20, *, exclude_seen: bool = False,
+                  batch_size: int = 1024) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """Top-``n`` items for each history (see :class:`models.base.Recommender`).
+
+        Returns
+        -------
+        (ids, scores) : int32 and float32 arrays of shape (n_queries, n), padded with -1/-inf.
+        """
+        self._check_fitted()
+        q = histories.n_queries
+        ids = np.full((q, n), -1, np.int32)
+        scores = np.full((q, n), -np.inf, np.float32)
+        for s in range(0, q, batch_size):
+            e = min(q, s + batch_size)
+            sub = _slice(histories, s, e)
+            raw = self.layout_.raw_sketches(self.item_in_cols_, sub)
+            exclude = None
+            if exclude_seen:
+                lens = np.diff(sub.indptr)
+                exclude = sp.csr_array((np.ones(len(sub.items), np.float32),
+                                        (np.repeat(np.arange(e - s), lens), sub.items)), shape=(e - s, self.n_items_))
+            ids[s:e], scores[s:e] = self.recommend_sketches(raw, n, exclude=exclude)
+        return ids, scores
+
+    def similar_items(self, item_idx: NDArray[np.int32], n: int = 20
+                      ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """Items most likely next to each given item: its one-item history sketch, scored.
+
+        The item itself is excluded. Returns int32/float32 arrays of shape (len(item_idx), n).
+        """
+        self._check_fitted()
+        item_idx = np.asarray(item_idx, dtype=np.int32)
+        hist = Histories(indptr=np.arange(len(item_idx) + 1, dtype=np.int64), items=item_idx,
+                         ts=np.zeros(len(item_idx)))
+        return self.recommend(hist, n, exclude_seen=True)
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: Path | str) -> None:
+        """Write the model directory described in the module docstring."""
+        from models.emde.model_dir import save_emde
+
+        self._check_fitted()
+        save_emde(self, Path(path))
+
+    @classmethod
+    def load(cls, path: Path | str) -> Self:
+        """Read a model directory written by :meth:`save` (no pickle).
+
+        Raises
+        ------
+        ModelFormatError
+            If a file is missing or the format/version does not match.
+        """
+        from models.emde.model_dir import load_emde
+
+        return load_emde(cls, Path(path))
+
+
+def _slice(h: Histories, s: int, e: int) -> Histories:
+    """Queries ``s:e`` of a batch of histories."""
+    a, b = h.indptr[s], h.indptr[e]
+    return Histories(indptr=h.indptr[s:e + 1] - a, items=h.items[a:b],
+                     ts=None if h.ts is None else h.ts[a:b],
+                     event_type=None if h.event_type is None else h.event_type[a:b])
+
