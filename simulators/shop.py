@@ -1,87 +1,31 @@
-"""``SyntheticShop``: a seeded shop that emits events (sessions with a funnel, POS baskets) and knows its ground truth.
+"""``SyntheticShop``: a seeded shop that emits events and knows its ground truth (which items each user would buy).
 
-How a visit is generated (all draws from one ``np.random.default_rng(seed)``):
-
-- a visitor is picked by activity (or, with ``p_new_user``, a brand-new user is created);
-- with ``p_pos`` the visit is an offline store basket: one ``pos_purchase`` event whose
-  ``items`` are drawn from the user's ground truth, with ``store_id`` = the user's home store;
-- otherwise it is an online session: optionally a ``search`` (a word of a liked category),
-  then ``view`` events. The first item comes from the user's ground truth (or, with
-  ``p_explore``, from global popularity); each next item is, with ``p_follow``, a co-visitation
-  successor of the previous one (see ``catalog.py``), else a fresh ground-truth draw. A viewed
-  item is added to the cart with ``p_cart_wish`` (ground-truth item) or ``p_cart_other``; each
-  carted item is bought (``purchase``) at the end of the session with ``p_buy``.
-- new items appear at ``new_items_per_1k_events`` (and join users' ground truth); they are
-  announced through ``on_new_item`` before any event mentions them.
-
-Events come out in time order; a session spreads over time (mean gap ``mean_gap_s``), so
-sessions of different users interleave as in a real stream.
+The catalog (``catalog.py``), the users' tastes and ground truth (``tastes.py``) and the visits
+(``visits.py``: sessions with a view -> add_to_cart -> purchase funnel, POS baskets, new users
+and new items) are drawn from one ``np.random.default_rng(seed)``. Events come out in time
+order; a session spreads over time (mean gap ``VisitSpec.mean_gap_s``), so sessions of
+different users interleave as in a real stream.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from operators.schema import BasketLine, Event
-from simulators.catalog import SUCCESSOR_WEIGHTS, Catalog, CatalogSpec, item_id_of
+from operators.schema import Event
+from simulators.catalog import Catalog, CatalogSpec, item_id_of
 from simulators.hit_rate import hit_rate_at_k, precision_at_k, random_hit_rate_at_k
 from simulators.tastes import TasteSpec, Users, user_id_of
+from simulators.visits import Uniforms, VisitGenerator, VisitSpec
 
-__all__ = ["VisitSpec", "SyntheticShop", "DEFAULT_START_TS"]
+__all__ = ["SyntheticShop", "DEFAULT_START_TS"]
 
 DEFAULT_START_TS = 1_700_000_000.0
 """Epoch seconds where a shop's clock starts unless told otherwise (2023-11-14T22:13:20Z)."""
-
-_UNIFORM_BUFFER = 8192
-
-
-@dataclass(frozen=True, slots=True)
-class VisitSpec:
-    """How visits (sessions and store baskets) unfold."""
-
-    mean_views: float = 5.0
-    p_follow: float = 0.5
-    p_explore: float = 0.1
-    p_search: float = 0.1
-    p_cart_wish: float = 0.3
-    p_cart_other: float = 0.05
-    p_buy: float = 0.6
-    p_pos: float = 0.08
-    mean_basket: float = 3.0
-    p_new_user: float = 0.02
-    new_items_per_1k_events: float = 2.0
-    mean_gap_s: float = 20.0
-
-
-class _Uniforms:
-    """Buffered U(0, 1) draws from the shop's generator (scalar numpy calls are slow)."""
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self._rng = rng
-        self._buf: list[float] = []
-        self._pos = 0
-
-    def __call__(self) -> float:
-        if self._pos == len(self._buf):
-            self._buf = self._rng.random(_UNIFORM_BUFFER).tolist()
-            self._pos = 0
-        self._pos += 1
-        return self._buf[self._pos - 1]
-
-    def exponential(self, mean: float) -> float:
-        return -mean * math.log1p(-self())
-
-    def geometric(self, mean: float) -> int:
-        """Number of failures before a success, with the given mean (>= 0)."""
-        if mean <= 0:
-            return 0
-        return int(math.log1p(-self()) / math.log1p(-1.0 / (1.0 + mean)))
 
 
 @dataclass(slots=True)
@@ -132,18 +76,13 @@ class SyntheticShop:
         self.seed = seed
         self.visit_spec = visit_spec or VisitSpec()
         self._rng = np.random.default_rng(seed)
-        self._u = _Uniforms(self._rng)
+        self._u = Uniforms(self._rng)
         self._catalog = Catalog(catalog_spec or CatalogSpec(), self._rng)
         self._catalog.add_items(n_items)
         self._users = Users(taste_spec or TasteSpec(), self._catalog, self._rng)
         self._users.add_users(n_users)
         self._clock = _Clock(now=float(start_ts))
-        self._n_events = 0
-        self._n_sessions = 0
-        self._n_visits = 0
-        self._next_new_item_at = self._draw_new_item_gap()
-        self._activity_cdf: NDArray[np.float64] | None = None
-        self._popularity_cdf: NDArray[np.float64] | None = None
+        self._visits = VisitGenerator(self._catalog, self._users, self.visit_spec, self._u, seed)
 
     # ------------------------------------------------------------------ ids and catalog
     @property
@@ -273,130 +212,10 @@ class SyntheticShop:
                 emitted += 1
                 continue
             clock.now = next_visit
-            self._maybe_add_items(on_new_item)
-            for ev in self._visit(next_visit):
+            self._visits.maybe_add_items(next_visit, on_new_item)
+            for ev in self._visits.visit(next_visit):
                 heapq.heappush(clock.pending, (ev.ts, clock.seq, ev))
                 clock.seq += 1
-            self._n_visits += 1
-            next_visit += self._u.exponential(self._events_per_visit() / rate_per_s)
+            next_visit += self._u.exponential(self._visits.events_per_visit() / rate_per_s)
 
     # ------------------------------------------------------------------ visit generation
-    def _events_per_visit(self) -> float:
-        """Running mean of events per visit (prior: 6 events, weight 20 visits), so ``rate_per_s`` holds."""
-        return (self._n_events + 120.0) / (self._n_visits + 20.0)
-
-    def _draw_new_item_gap(self) -> float:
-        rate = self.visit_spec.new_items_per_1k_events / 1000.0
-        return math.inf if rate <= 0 else self._n_events + self._u.exponential(1.0 / rate)
-
-    def _maybe_add_items(self, on_new_item: Callable[[dict], None] | None) -> None:
-        while self._n_events >= self._next_new_item_at:
-            new = self._catalog.add_items(1, created_ts=self._clock.now)
-            self._users.add_items(new)
-            self._popularity_cdf = None
-            if on_new_item is not None:
-                on_new_item(self._catalog.item_dict(int(new[0])))
-            self._next_new_item_at = self._draw_new_item_gap()
-
-    def _pick_user(self, ts: float) -> int:
-        if self._u() < self.visit_spec.p_new_user:
-            self._activity_cdf = None
-            return int(self._users.add_users(1, created_ts=ts)[0])
-        if self._activity_cdf is None:
-            self._activity_cdf = np.cumsum(self._users.activity)
-        return int(np.searchsorted(self._activity_cdf, self._u() * self._activity_cdf[-1], side="right"))
-
-    def _wish_item(self, u: int) -> int:
-        if self._u() < self.visit_spec.p_explore:
-            if self._popularity_cdf is None:
-                self._popularity_cdf = np.cumsum(self._catalog.popularity)
-            cdf = self._popularity_cdf
-            return int(np.searchsorted(cdf, self._u() * cdf[-1], side="right"))
-        cdf = self._users.wish_cdf[u]
-        return int(self._users.wish[u][np.searchsorted(cdf, self._u() * cdf[-1], side="right")])
-
-    def _next_item(self, u: int, prev: int) -> int:
-        if self._u() < self.visit_spec.p_follow:
-            r, acc = self._u(), 0.0
-            for j, w in enumerate(SUCCESSOR_WEIGHTS):
-                acc += w
-                if r < acc:
-                    return int(self._catalog.successors[prev, j])
-            return int(self._catalog.successors[prev, -1])
-        return self._wish_item(u)
-
-    def _event(self, ts: float, type_: str, user_id: str, **fields: object) -> Event:
-        self._n_events += 1
-        return Event(
-            event_id=f"sim{self.seed}-{self._n_events:09d}", ts=ts, type=type_, user_id=user_id, **fields
-        )
-
-    def _visit(self, ts: float) -> list[Event]:
-        v, cat = self.visit_spec, self._catalog
-        u = self._pick_user(ts)
-        uid = user_id_of(u)
-        if self._u() < v.p_pos:
-            n = 1 + self._u.geometric(v.mean_basket - 1.0)
-            items = list(dict.fromkeys(self._wish_item(u) for _ in range(n)))
-            lines = tuple(
-                BasketLine(
-                    item_id=item_id_of(i),
-                    quantity=float(1 + self._u.geometric(0.3)),
-                    price=float(cat.price[i]),
-                )
-                for i in items
-            )
-            store = f"store{int(self._users.home_store[u]):03d}"
-            return [self._event(round(ts, 3), "pos_purchase", uid, items=lines, store_id=store)]
-        self._n_sessions += 1
-        sid = f"s{self.seed}-{self._n_sessions:08d}"
-        out: list[Event] = []
-        t = ts
-        if self._u() < v.p_search:
-            pref = self._users.category_pref[u]
-            c = int(np.searchsorted(np.cumsum(pref), self._u(), side="right").clip(0, len(pref) - 1))
-            words = cat.words[c]
-            query = words[int(self._u() * 4)]  # the category's most frequent words
-            out.append(self._event(round(t, 3), "search", uid, session_id=sid, query=query))
-            t += self._u.exponential(v.mean_gap_s)
-        n_views = 1 + self._u.geometric(v.mean_views - 1.0)
-        wishes = self._users.wish_sets[u]
-        cart: list[int] = []
-        item = self._wish_item(u)
-        for step in range(n_views):
-            if step:
-                item = self._next_item(u, item)
-                t += self._u.exponential(v.mean_gap_s)
-            out.append(self._event(round(t, 3), "view", uid, session_id=sid, item_id=item_id_of(item)))
-            p_cart = v.p_cart_wish if item in wishes else v.p_cart_other
-            if item not in cart and self._u() < p_cart:
-                t += self._u.exponential(v.mean_gap_s)
-                price = float(cat.price[item])
-                out.append(
-                    self._event(
-                        round(t, 3),
-                        "add_to_cart",
-                        uid,
-                        session_id=sid,
-                        item_id=item_id_of(item),
-                        quantity=1.0,
-                        price=price,
-                    )
-                )
-                cart.append(item)
-        for item in cart:
-            if self._u() < v.p_buy:
-                t += self._u.exponential(v.mean_gap_s)
-                price = float(cat.price[item])
-                out.append(
-                    self._event(
-                        round(t, 3),
-                        "purchase",
-                        uid,
-                        session_id=sid,
-                        item_id=item_id_of(item),
-                        quantity=1.0,
-                        price=price,
-                    )
-                )
-        return out
