@@ -1,0 +1,128 @@
+"""Versioned model directories: write, find the newest, load, and hot-swap while running.
+
+Layout of ``model_dir``::
+
+    model_dir/
+      LATEST                      text: name of the newest complete version
+      20261129T163000Z-3f2a/      one version (immutable once LATEST points at it)
+        manifest.json             {"version", "model_class", "created", "n_items", ...}
+        item_ids.json             shop item id of each item_idx (list of str)
+        model/                    the recommender's own save() directory
+
+A version is written to a temporary directory, renamed into place, then ``LATEST`` is replaced
+atomically, so readers never see half a version.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from models.base import Recommender
+
+__all__ = ["ModelVersion", "write_version", "latest_version_path", "load_version", "ModelWatcher"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A loaded model version: the recommender and its item id <-> item_idx mapping."""
+
+    version: str
+    model: Recommender
+    item_ids: list[str]
+    manifest: dict[str, Any]
+    item_index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.item_index:
+            object.__setattr__(self, "item_index", {s: i for i, s in enumerate(self.item_ids)})
+
+
+def _class_path(model: object) -> str:
+    return f"{type(model).__module__}:{type(model).__qualname__}"
+
+
+def write_version(model_dir: Path, model: Recommender, item_ids: list[str], **manifest: Any) -> Path:
+    """Save ``model`` as a new version under ``model_dir`` and point ``LATEST`` at it."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
+    tmp = model_dir / f".tmp-{version}"
+    tmp.mkdir()
+    model.save(tmp / "model")
+    (tmp / "item_ids.json").write_text(json.dumps(item_ids))
+    (tmp / "manifest.json").write_text(json.dumps({
+        "version": version, "model_class": _class_path(model), "created": time.time(),
+        "n_items": len(item_ids), **manifest}, indent=2))
+    final = model_dir / version
+    os.rename(tmp, final)
+    latest_tmp = model_dir / f".LATEST-{version}"
+    latest_tmp.write_text(version)
+    os.replace(latest_tmp, model_dir / "LATEST")
+    log.info("wrote model version %s", final)
+    return final
+
+
+def latest_version_path(model_dir: Path) -> Path | None:
+    """Directory of the newest complete version, or ``None`` when there is none."""
+    pointer = Path(model_dir) / "LATEST"
+    if not pointer.exists():
+        return None
+    path = Path(model_dir) / pointer.read_text().strip()
+    return path if (path / "manifest.json").exists() else None
+
+
+def load_version(path: Path) -> ModelVersion:
+    """Load one version directory.
+
+    Raises
+    ------
+    ValueError
+        If the manifest names a class outside ``models``.
+    """
+    path = Path(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    module, _, qualname = manifest["model_class"].partition(":")
+    if not module.startswith("models."):
+        raise ValueError(f"model_class must live in models/; got {manifest['model_class']!r}")
+    cls = getattr(importlib.import_module(module), qualname)
+    model = cls.load(path / "model")
+    item_ids = json.loads((path / "item_ids.json").read_text())
+    return ModelVersion(version=manifest["version"], model=model, item_ids=item_ids, manifest=manifest)
+
+
+class ModelWatcher:
+    """Holds the current version and swaps in a newer one when ``LATEST`` changes.
+
+    ``current()`` checks the pointer at most every ``check_every_s`` seconds; a failed load
+    keeps the old version and logs the error.
+    """
+
+    def __init__(self, model_dir: Path, check_every_s: float = 2.0) -> None:
+        self.model_dir = Path(model_dir)
+        self.check_every_s = check_every_s
+        self._current: ModelVersion | None = None
+        self._checked = 0.0
+
+    def current(self) -> ModelVersion | None:
+        now = time.monotonic()
+        if now - self._checked >= self.check_every_s or self._current is None and self._checked == 0.0:
+            self._checked = now
+            path = latest_version_path(self.model_dir)
+            if path is not None and (self._current is None or self._current.version != path.name):
+                try:
+                    self._current = load_version(path)
+                    log.info("loaded model version %s", path.name)
+                except Exception:  # keep serving the old version; the error is logged
+                    log.exception("cannot load model version %s", path)
+        return self._current

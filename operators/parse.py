@@ -1,0 +1,207 @@
+"""Kafka message bytes -> ``Event`` or ``DeadLetter``; never raises, whatever the bytes.
+
+Validation is msgspec (``msgspec.convert`` onto a wire struct) plus the rules msgspec cannot
+express: known event type, fields each type requires, epoch-seconds timestamps, key = user_id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+import orjson
+
+from operators.errors import BadEvent
+from operators.schema import EVENT_FIELDS, BasketLine, DeadLetter, Event
+from operators.settings import EventTypeSpec
+
+__all__ = ["EventRules", "parse_event", "validate_event_dict", "is_event"]
+
+# epoch seconds accepted: 2000-01-01 .. 2100-01-01; larger values are most likely milliseconds
+_TS_MIN_S = 946_684_800.0
+_TS_MAX_S = 4_102_444_800.0
+
+
+@dataclass(frozen=True, slots=True)
+class EventRules:
+    """What a valid event is: the configured event types and the size limit (bytes)."""
+
+    types: dict[str, tuple[str, ...]]
+    max_event_bytes: int = 65536
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[EventTypeSpec], max_event_bytes: int = 65536) -> EventRules:
+        return cls(types={s.name: tuple(s.requires) for s in specs}, max_event_bytes=max_event_bytes)
+
+
+Id = str | int
+
+
+class _WireLine(msgspec.Struct, forbid_unknown_fields=True):
+    item_id: Id
+    quantity: float = 1.0
+    price: float | None = None
+
+
+class _WireEvent(msgspec.Struct):
+    event_id: Id
+    ts: float | str
+    type: str
+    user_id: Id
+    session_id: Id | None = None
+    item_id: Id | None = None
+    items: list[_WireLine | Id] | None = None
+    quantity: float | None = None
+    price: float | None = None
+    store_id: Id | None = None
+    query: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    campaign_id: Id | None = None
+    arm: str | None = None
+    request_id: str | None = None
+
+
+_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+
+
+def _id(field: str, value: Id | None) -> str | None:
+    """Canonical string of an id (ints become their decimal string; never via float)."""
+    if value is None:
+        return None
+    s = value if isinstance(value, str) else str(value)
+    if not s.strip():
+        raise BadEvent(field, "must be a non-empty string", value)
+    return s
+
+
+def _ts(value: float | str) -> float:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError as exc:
+            raise BadEvent("ts", "must be epoch seconds or an ISO-8601 time with zone", value) from exc
+    if value != value or value in (float("inf"), float("-inf")):
+        raise BadEvent("ts", "must be a finite number of epoch seconds", value)
+    if value > _TS_MAX_S and _TS_MIN_S * 1000 <= value <= _TS_MAX_S * 1000:
+        raise BadEvent("ts", "must be epoch seconds (looks like milliseconds)", value)
+    if not _TS_MIN_S <= value <= _TS_MAX_S:
+        raise BadEvent("ts", "must be epoch seconds between 2000-01-01 and 2100-01-01", value)
+    return float(value)
+
+
+def validate_event_dict(obj: object, rules: EventRules) -> Event:
+    """Validate a decoded JSON object against the contract.
+
+    Raises
+    ------
+    BadEvent
+        Naming the field (a JSON path such as ``items[2].item_id``) and the reason.
+    """
+    if not isinstance(obj, dict):
+        raise BadEvent("$", "event must be a JSON object", type(obj).__name__)
+    try:
+        w = msgspec.convert(obj, _WireEvent)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        m = _PATH.search(msg)
+        field = m.group("path") if m else "$"
+        reason = _PATH.sub("", msg)
+        if reason.startswith("Object missing required field"):
+            field = reason.split("`")[1]
+            reason = "required"
+        raise BadEvent(field, reason, obj.get(field.split("[")[0].split(".")[0]) if field != "$" else None) from exc
+    requires = rules.types.get(w.type)
+    if requires is None:
+        raise BadEvent("type", f"unknown event type (configured: {', '.join(sorted(rules.types))})", w.type)
+    items: tuple[BasketLine, ...] | None = None
+    if w.items is not None:
+        lines = []
+        for i, line in enumerate(w.items):
+            if isinstance(line, _WireLine):
+                lines.append(BasketLine(_id(f"items[{i}].item_id", line.item_id) or "", line.quantity, line.price))
+            else:
+                lines.append(BasketLine(_id(f"items[{i}]", line) or ""))
+        items = tuple(lines)
+    event = Event(
+        event_id=_id("event_id", w.event_id) or "",
+        ts=_ts(w.ts),
+        type=w.type,
+        user_id=_id("user_id", w.user_id) or "",
+        session_id=_id("session_id", w.session_id),
+        item_id=_id("item_id", w.item_id),
+        items=items,
+        quantity=w.quantity,
+        price=w.price,
+        store_id=_id("store_id", w.store_id),
+        query=w.query,
+        lat=w.lat,
+        lon=w.lon,
+        campaign_id=_id("campaign_id", w.campaign_id),
+        arm=w.arm,
+        request_id=w.request_id,
+        extra={k: v for k, v in obj.items() if k not in EVENT_FIELDS} or None,
+    )
+    for req in requires:
+        alternatives = req.split("|")
+        if not any(getattr(event, a, None) not in (None, (), "") for a in alternatives):
+            raise BadEvent(req, f"required for event type {w.type!r}", None)
+    return event
+
+
+def parse_event(
+    key: bytes | None,
+    value: bytes | None,
+    rules: EventRules,
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> Event | DeadLetter:
+    """Decode and validate one Kafka message; a bad one becomes a ``DeadLetter`` with its reason.
+
+    Parameters
+    ----------
+    key : bytes or None
+        Kafka key; must be the UTF-8 ``user_id``.
+    value : bytes or None
+        JSON object of one event (orjson), at most ``rules.max_event_bytes`` bytes.
+
+    Returns
+    -------
+    Event, or DeadLetter(reason, field, detail, raw, topic, partition, offset).
+    """
+
+    def dead(reason: str, field: str, detail: str) -> DeadLetter:
+        return DeadLetter(reason, field, detail, value or b"", topic, partition, offset)
+
+    if value is None:
+        return dead("missing_value", "value", "message has no value")
+    if key is None:
+        return dead("missing_key", "key", "message has no key (the key must be the user_id)")
+    if len(value) > rules.max_event_bytes:
+        return dead("too_large", "value", f"{len(value)} bytes > max_event_bytes={rules.max_event_bytes}")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return dead("malformed_json", "value", str(exc))
+    try:
+        event = validate_event_dict(obj, rules)
+    except BadEvent as exc:
+        reason = "unknown_event_type" if exc.field == "type" and "unknown" in exc.reason else (
+            "bad_timestamp" if exc.field == "ts" else "invalid_field")
+        return dead(reason, exc.field, str(exc))
+    try:
+        key_s = key.decode()
+    except UnicodeDecodeError:
+        return dead("key_mismatch", "key", f"key is not UTF-8: {key[:40]!r}")
+    if key_s != event.user_id:
+        return dead("key_mismatch", "key", f"key {key_s!r} != user_id {event.user_id!r}")
+    return event
+
+
+def is_event(x: Event | DeadLetter) -> bool:
+    return isinstance(x, Event)

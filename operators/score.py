@@ -1,0 +1,104 @@
+"""Score changed users with the active model, batched, and top up from popular items."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from models.base import Histories
+from operators.model_version import ModelVersion
+from state.users import UserState
+
+__all__ = ["TopN", "score_users", "encode_topn", "decode_topn", "POPULAR_KEY_PREFIX"]
+
+POPULAR_KEY_PREFIX = "\x00popular:"  # user-topn key of a partition's popular list
+
+
+class TopN(msgspec.Struct, omit_defaults=True):
+    """A user's published recommendations (value of the compacted ``user-topn`` topic).
+
+    ``source`` says where the items came from: ``model``, ``model+popular`` (topped up) or
+    ``popular`` (no usable history). ``updated_ts`` is wall-clock epoch seconds of scoring;
+    ``last_event_ts`` the event time of the newest event that shaped it.
+    """
+
+    user_id: str
+    items: list[str]
+    scores: list[float]
+    source: str
+    model_version: str | None
+    updated_ts: float
+    last_event_ts: float = 0.0
+
+
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder(TopN)
+
+
+def encode_topn(t: TopN) -> bytes:
+    return _enc.encode(t)
+
+
+def decode_topn(raw: bytes) -> TopN:
+    return _dec.decode(raw)
+
+
+def _histories(states: list[UserState], index: dict[str, int]) -> Histories:
+    seqs = [[index[i] for i in st.items if i in index] for st in states]
+    return Histories.from_lists(seqs)
+
+
+def score_users(
+    users: dict[str, UserState],
+    version: ModelVersion | None,
+    popular: tuple[list[str], np.ndarray],
+    n: int,
+    now_ts: float,
+) -> list[TopN]:
+    """One batched ``recommend`` call for all ``users``; lists shorter than ``n`` are topped up.
+
+    Parameters
+    ----------
+    users : dict of user_id to UserState
+        Users whose state changed in this batch (each is scored once: the debounce).
+    version : ModelVersion or None
+        Active model; ``None`` before the first training (popular only).
+    popular : (list of item_id, float32 scores)
+        Popularity ranking of the partition, best first.
+    n : int
+        Items per list.
+    now_ts : float
+        Wall-clock epoch seconds stamped on the lists.
+    """
+    uids = list(users)
+    states = [users[u] for u in uids]
+    pop_ids, pop_scores = popular
+    out: list[TopN] = []
+    if version is not None and uids:
+        hist = _histories(states, version.item_index)
+        ids, scores = version.model.recommend(hist, n)
+        has_hist = np.diff(hist.indptr) > 0
+    else:
+        ids = scores = None
+        has_hist = np.zeros(len(uids), dtype=bool)
+    for q, uid in enumerate(uids):
+        items: list[str] = []
+        vals: list[float] = []
+        source = "popular"
+        if ids is not None and has_hist[q]:
+            keep = ids[q] >= 0
+            items = [version.item_ids[i] for i in ids[q][keep]]  # type: ignore[union-attr]
+            vals = scores[q][keep].tolist()  # type: ignore[index]
+            source = "model"
+        if len(items) < n:
+            seen = set(items)
+            extra = [(i, s) for i, s in zip(pop_ids, pop_scores.tolist()) if i not in seen][: n - len(items)]
+            from_model = bool(items)
+            if extra and from_model:
+                source = "model+popular"
+            items += [i for i, _ in extra]
+            vals += [0.0 if from_model else float(s) for _, s in extra]
+        out.append(TopN(user_id=uid, items=items, scores=vals, source=source,
+                        model_version=version.version if version else None,
+                        updated_ts=now_ts, last_event_ts=states[q].last_ts))
+    return out

@@ -1,0 +1,1 @@
+"""RocksDB stores (one database per Kafka partition), their key layout and value encoding."""

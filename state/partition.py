@@ -1,0 +1,123 @@
+"""One RocksDB per Kafka partition: the single writer commits state and offset in one batch.
+
+The exactly-once rule (DESIGN.md, "State and recovery"): every change a batch of events
+makes is staged into one ``WriteBatch`` together with the next Kafka offset (``meta`` column
+family); ``commit`` writes it atomically. After ``kill -9`` the database holds either the whole
+batch and its offset or neither, so the worker resumes at the stored offset: nothing lost,
+nothing applied twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+
+from state import keys
+from state.options import StoreOptions
+
+__all__ = ["PartitionDB", "partition_path", "read_stored_offset", "list_partitions"]
+
+
+def partition_path(state_dir: Path, topic: str, partition: int) -> Path:
+    """``state_dir/<topic>/p0003``: where the database of one Kafka partition lives."""
+    return Path(state_dir) / topic / f"p{partition:04d}"
+
+
+def list_partitions(state_dir: Path, topic: str) -> list[int]:
+    """Partitions that have a database under ``state_dir`` for ``topic``, sorted."""
+    root = Path(state_dir) / topic
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name[1:]) for p in root.iterdir() if p.name.startswith("p") and (p / "CURRENT").exists())
+
+
+class PartitionDB:
+    """The database of one Kafka partition, opened by its single writer (or read-only).
+
+    Parameters
+    ----------
+    path : Path
+        Directory of the database; created if missing (writer only).
+    options : StoreOptions
+    read_only : bool
+        Open without taking the writer's lock (sees the data as of opening).
+    """
+
+    def __init__(self, path: Path, options: StoreOptions | None = None, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.options = options or StoreOptions()
+        cf = {"meta": Options(raw_mode=True)}
+        if read_only:
+            self._db = Rdict(str(self.path), options=Options(raw_mode=True),
+                             column_families=cf, access_type=AccessType.read_only())
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = Rdict(str(self.path), options=self.options.to_rocksdict(), column_families=cf)
+        self._meta = self._db.get_column_family("meta")
+        self._meta_handle = self._db.get_column_family_handle("meta")
+        self._write_opts = WriteOptions()
+        self._write_opts.sync = self.options.sync_writes
+
+    # reads -------------------------------------------------------------------------------
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
+
+    def get_many(self, keys_: list[bytes]) -> list[bytes | None]:
+        """Values of ``keys_`` in order (``None`` where absent), one RocksDB multi-get."""
+        if not keys_:
+            return []
+        return self._db[keys_]
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` pairs whose key starts with ``prefix``, in key order."""
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid():
+            k = it.key()
+            if not k.startswith(prefix):
+                break
+            yield k, it.value()
+            it.next()
+
+    def stored_offset(self) -> int | None:
+        """Next Kafka offset to read, or ``None`` if nothing was ever committed."""
+        raw = self._meta.get(keys.META_OFFSET)
+        return None if raw is None else keys.decode_int(raw)
+
+    def get_meta(self, key: bytes) -> bytes | None:
+        return self._meta.get(key)
+
+    # writes ------------------------------------------------------------------------------
+    def new_batch(self) -> WriteBatch:
+        return WriteBatch(raw_mode=True)
+
+    def stage_meta(self, batch: WriteBatch, key: bytes, value: bytes) -> None:
+        batch.put(key, value, self._meta_handle)
+
+    def commit(self, batch: WriteBatch, next_offset: int) -> None:
+        """Write ``batch`` plus ``next_offset`` atomically (one RocksDB write)."""
+        batch.put(keys.META_OFFSET, keys.encode_int(next_offset), self._meta_handle)
+        self._db.write(batch, self._write_opts)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> PartitionDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_stored_offset(state_dir: Path, topic: str, partition: int) -> int | None:
+    """The committed offset of one partition, read without the writer's lock; ``None`` if no DB."""
+    path = partition_path(state_dir, topic, partition)
+    if not (path / "CURRENT").exists():
+        return None
+    db = PartitionDB(path, read_only=True)
+    try:
+        return db.stored_offset()
+    finally:
+        db.close()

@@ -1,0 +1,63 @@
+"""Time-decayed item popularity of one partition, mirrored in memory for fast top-N."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+from rocksdict import WriteBatch
+
+from state import keys
+from state.codec import decode_value, encode_value
+from state.partition import PartitionDB
+
+__all__ = ["ItemPopularity", "PopularityStore"]
+
+
+class ItemPopularity(msgspec.Struct, array_like=True):
+    """Decayed weight ``score`` as of ``last_ts`` (epoch seconds)."""
+
+    score: float
+    last_ts: float
+
+
+class PopularityStore:
+    """Item popularity with exponential time decay (half-life ``half_life_s`` seconds).
+
+    ``add`` changes the in-memory mirror and stages the row; ``top`` ranks at a given time.
+    """
+
+    def __init__(self, db: PartitionDB, half_life_s: float) -> None:
+        self.db = db
+        self.half_life_s = half_life_s
+        self._rows: dict[str, ItemPopularity] = {
+            keys.strip_prefix(k, keys.POPULARITY): decode_value(k, v, ItemPopularity)
+            for k, v in db.scan(keys.POPULARITY)
+        }
+
+    def add(self, batch: WriteBatch, item_id: str, weight: float, ts: float) -> None:
+        row = self._rows.get(item_id)
+        if row is None:
+            row = ItemPopularity(0.0, ts)
+            self._rows[item_id] = row
+        if ts >= row.last_ts:
+            row.score = row.score * 0.5 ** ((ts - row.last_ts) / self.half_life_s) + weight
+            row.last_ts = ts
+        else:  # a late event decays to the row's time
+            row.score += weight * 0.5 ** ((row.last_ts - ts) / self.half_life_s)
+        batch.put(keys.popularity_key(item_id), encode_value(row))
+
+    def top(self, n: int, now_ts: float) -> tuple[list[str], np.ndarray]:
+        """The ``n`` most popular items at ``now_ts``: (item ids, float32 decayed scores)."""
+        if not self._rows:
+            return [], np.zeros(0, dtype=np.float32)
+        ids = list(self._rows)
+        score = np.fromiter((r.score for r in self._rows.values()), dtype=np.float64, count=len(ids))
+        last = np.fromiter((r.last_ts for r in self._rows.values()), dtype=np.float64, count=len(ids))
+        decayed = score * np.exp2(-(now_ts - last) / self.half_life_s)
+        k = min(n, len(ids))
+        part = np.argpartition(-decayed, k - 1)[:k]
+        order = part[np.lexsort((part, -decayed[part]))]
+        return [ids[i] for i in order], decayed[order].astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self._rows)
