@@ -1,0 +1,1 @@
+"""Starlette app: recommendations, campaigns, IQL, optimizer, events, catalog, analytics."""

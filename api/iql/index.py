@@ -1,0 +1,218 @@
+"""The catalogue index IQL runs on: dense item_idx, per-attribute bitmaps and range columns, live set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pyroaring import BitMap
+
+from api.iql.columns import CategoricalColumn, ListColumn
+from api.iql.errors import CatalogSchemaError
+from api.iql.numeric import NumericColumn
+from api.iql.schema import NUMERIC_TYPES, AttrType, Schema
+
+__all__ = ["CatalogIndex", "Column"]
+
+Column = CategoricalColumn | ListColumn | NumericColumn
+
+
+def _item_id(item: Mapping[str, Any]) -> str:
+    """The canonical string id of an item (ints become their decimal string, never via float)."""
+    value = item.get("item_id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or not value:
+        raise CatalogSchemaError(str(value), "item_id", "a non-empty string", value)
+    return value
+
+
+class CatalogIndex:
+    """Bitmap index over the item catalogue; upserts and deletes are visible to the next query.
+
+    ``item_idx`` is dense and assigned on first sight of an ``item_id`` (kept across delete and
+    re-insert). Per attribute: a value -> BitMap column (strings, bools, lists of strings) or a
+    sorted range column (numbers, timestamps), each with a ``present`` bitmap; ``null`` of an
+    attribute is ``live - present``. ``live`` holds items that exist and are not hidden.
+
+    Parameters
+    ----------
+    declared : mapping of str to AttrType or str, optional
+        Attribute types fixed up front; others are inferred from the first non-null value.
+    hidden_attribute : str or None
+        A bool attribute that, when true, removes the item from ``live`` (default ``"hidden"``).
+    exclude : iterable of str
+        Attributes not indexed (modality payloads: title text, image path, vectors).
+    bucket, max_delta : int, optional
+        Tuning of numeric columns, see ``api.iql.numeric.NumericColumn``.
+
+    Examples
+    --------
+    >>> index = CatalogIndex.build([{"item_id": "a", "brand": "Acme", "price": 10}])
+    >>> index.upsert({"item_id": "b", "brand": "Bolt", "price": 20})
+    >>> sorted(index.column("price").range(15, None))
+    [1]
+    """
+
+    def __init__(self, *, declared: Mapping[str, AttrType | str] | None = None,
+                 hidden_attribute: str | None = "hidden", exclude: Iterable[str] = (),
+                 bucket: int | None = None, max_delta: int | None = None) -> None:
+        self.schema = Schema(declared)
+        self.hidden_attribute = hidden_attribute
+        self.exclude = frozenset(exclude) | {"item_id"}
+        self._bucket, self._max_delta = bucket, max_delta
+        self._ids: list[str] = []
+        self._idx_of: dict[str, int] = {}
+        self._columns: dict[str, Column] = {}
+        self.live = BitMap()
+        self.existing = BitMap()
+
+    # ---- building ------------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, items: Iterable[Mapping[str, Any]], **options: Any) -> CatalogIndex:
+        """Bulk-build from item dicts (columns loaded with vectorised grouping; later duplicates upserted).
+
+        Raises
+        ------
+        CatalogSchemaError
+            On a missing ``item_id`` or an attribute value that conflicts with its type.
+        """
+        index = cls(**options)
+        raw: dict[str, tuple[list[int], list[Any]]] = {}
+        duplicates = []
+        for item in items:
+            item_id = _item_id(item)
+            if item_id in index._idx_of:
+                duplicates.append(item)
+                continue
+            idx = index._idx_of[item_id] = len(index._ids)
+            index._ids.append(item_id)
+            for name, value in item.items():
+                if value is not None and name not in index.exclude:
+                    column = raw.get(name)
+                    if column is None:
+                        column = raw[name] = ([], [])
+                    column[0].append(idx)
+                    column[1].append(value)
+        for name, (rows, values) in raw.items():
+            normalized = [index.schema.normalize(index._ids[r], name, v) for r, v in zip(rows, values, strict=True)]
+            keep = [i for i, v in enumerate(normalized) if v is not None]
+            column = index._new_column(index.schema[name])
+            column.bulk_load(np.asarray(rows, dtype=np.int64)[keep], [normalized[i] for i in keep])
+            index._columns[name] = column
+        index.existing = BitMap(range(len(index._ids)))
+        index.live = index.existing.copy()
+        hidden = index._columns.get(hidden_attribute := index.hidden_attribute or "")
+        if isinstance(hidden, CategoricalColumn) and index.schema.get(hidden_attribute) is AttrType.BOOL:
+            index.live -= hidden.eq(True)
+        for item in duplicates:
+            index.upsert(item)
+        return index
+
+    def _new_column(self, kind: AttrType) -> Column:
+        if kind in NUMERIC_TYPES:
+            return NumericColumn(self._bucket, self._max_delta)
+        return ListColumn() if kind is AttrType.STRING_LIST else CategoricalColumn()
+
+    # ---- writes --------------------------------------------------------------------------------
+
+    def upsert(self, item: Mapping[str, Any], *, partial: bool = False) -> int:
+        """Insert or replace an item; returns its item_idx.
+
+        Parameters
+        ----------
+        item : mapping
+            ``item_id`` plus attributes. A None value nulls the attribute.
+        partial : bool
+            If true, only the given attributes change (a patch: price, stock, hidden);
+            otherwise attributes missing from ``item`` become null.
+
+        Raises
+        ------
+        CatalogSchemaError
+            Before any change, if an attribute value conflicts with the attribute's type.
+        """
+        item_id = _item_id(item)
+        values = {
+            name: self.schema.normalize(item_id, name, value)
+            for name, value in item.items() if name not in self.exclude
+        }
+        idx = self._idx_of.get(item_id)
+        if idx is None:
+            idx = self._idx_of[item_id] = len(self._ids)
+            self._ids.append(item_id)
+        if not partial:
+            for name in self._columns.keys() - values.keys():
+                values[name] = None
+        for name, value in values.items():
+            column = self._columns.get(name)
+            if column is None:
+                if value is None:
+                    continue
+                column = self._columns[name] = self._new_column(self.schema[name])
+            column.set(idx, value)
+        self.existing.add(idx)
+        if self._is_hidden(idx):
+            self.live.discard(idx)
+        else:
+            self.live.add(idx)
+        return idx
+
+    def delete(self, item_id: str) -> bool:
+        """Remove an item from every index (its item_idx stays reserved). False if unknown."""
+        idx = self._idx_of.get(str(item_id))
+        if idx is None or idx not in self.existing:
+            return False
+        for column in self._columns.values():
+            if idx in column.present:
+                column.set(idx, None)
+        self.existing.discard(idx)
+        self.live.discard(idx)
+        return True
+
+    def _is_hidden(self, idx: int) -> bool:
+        column = self._columns.get(self.hidden_attribute or "")
+        return isinstance(column, CategoricalColumn) and column.value_at(idx) is True
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Number of live items."""
+        return len(self.live)
+
+    @property
+    def capacity(self) -> int:
+        """Number of item_idx ever assigned (array length for per-item outputs)."""
+        return len(self._ids)
+
+    def column(self, name: str) -> Column | None:
+        """The column of an attribute, or None if no item ever had it."""
+        return self._columns.get(name)
+
+    def item_idx(self, item_id: str) -> int | None:
+        """item_id -> item_idx, or None for an unknown id."""
+        return self._idx_of.get(item_id)
+
+    def lookup(self, item_ids: Sequence[str]) -> NDArray[np.int64]:
+        """item_ids -> item_idx array; -1 for unknown ids."""
+        get = self._idx_of.get
+        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    def item_ids(self, idx: Iterable[int]) -> list[str]:
+        """item_idx -> item_id strings."""
+        return [self._ids[i] for i in idx]
+
+    def get(self, item_id: str) -> dict[str, Any] | None:
+        """The indexed attributes of a live-or-hidden item (timestamps as epoch seconds), or None."""
+        idx = self._idx_of.get(item_id)
+        if idx is None or idx not in self.existing:
+            return None
+        item: dict[str, Any] = {"item_id": item_id}
+        for name, column in self._columns.items():
+            value = column.value_at(idx)
+            if value is not None:
+                item[name] = list(value) if isinstance(value, tuple) else value
+        return item

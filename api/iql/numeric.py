@@ -1,0 +1,141 @@
+"""Numeric and timestamp columns: sorted values with prefix bitmaps for ranges, plus a small delta set.
+
+Layout
+------
+``values[idx]`` always holds the current value (float64, NaN = null). Range queries run on a
+*base* snapshot: the present items sorted by value (``sorted_values``, ``sorted_idx``) and, every
+``bucket`` ranks, a prefix BitMap ``prefix[k]`` = items of rank < k * bucket. A range of ranks
+[a, b) is ``prefix[kb] - prefix[ka]`` for the bucket bounds nearest a and b, corrected by at most
+two partial runs of < bucket/2 items each, so cost does not grow with selectivity.
+
+Updates (the delta choice): an upsert writes ``values[idx]`` and adds idx to ``dirty``. A query
+removes dirty items from the base answer and re-tests them against their current values with
+numpy. When ``dirty`` exceeds ``max_delta`` the base is rebuilt, inside the write that crossed
+the limit, so readers never pay for a rebuild.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from numpy.typing import NDArray
+from pyroaring import BitMap
+
+from api.iql.columns import grow
+
+__all__ = ["NumericColumn"]
+
+
+class NumericColumn:
+    """A number or timestamp attribute (epoch seconds), indexed for range queries.
+
+    Parameters
+    ----------
+    bucket : int, optional
+        Ranks between prefix bitmaps; default ``max(1024, n // 256)`` at each rebuild.
+    max_delta : int, optional
+        Dirty items tolerated before a rebuild; default ``max(1024, n // 128)``.
+    """
+
+    def __init__(self, bucket: int | None = None, max_delta: int | None = None) -> None:
+        self._bucket_opt, self._max_delta_opt = bucket, max_delta
+        self.values = np.full(0, np.nan, dtype=np.float64)
+        self.present = BitMap()
+        self.dirty = BitMap()
+        self._dirty_idx: NDArray[np.int64] | None = None
+        self.rebuild()
+
+    def bulk_load(self, idx: NDArray[np.int64], values: Iterable[float | None]) -> None:
+        """Load an empty column from item_idx and float values (None/NaN = null)."""
+        vals = np.asarray([np.nan if v is None else v for v in values] if not isinstance(values, np.ndarray)
+                          else values, dtype=np.float64)
+        self.values = grow(self.values, int(idx.max()) + 1 if len(idx) else 0, np.nan)
+        self.values[idx] = vals
+        self.present = BitMap(np.sort(idx[~np.isnan(vals)]).astype(np.uint32))
+        self.rebuild()
+
+    def set(self, idx: int, value: float | None) -> None:
+        """Give item ``idx`` the value ``value`` (None = null); rebuild when the delta is full."""
+        self.values = grow(self.values, idx + 1, np.nan)
+        self.values[idx] = np.nan if value is None else value
+        if value is None:
+            self.present.discard(idx)
+        else:
+            self.present.add(idx)
+        self.dirty.add(idx)
+        self._dirty_idx = None
+        if len(self.dirty) > self._max_delta:
+            self.rebuild()
+
+    def value_at(self, idx: int) -> float | None:
+        """The value of item ``idx``, or None."""
+        v = float(self.values[idx]) if idx < len(self.values) else float("nan")
+        return None if v != v else v
+
+    def rebuild(self) -> None:
+        """Re-sort the present items and rebuild the prefix bitmaps; empties the delta."""
+        idx = np.asarray(self.present.to_array(), dtype=np.int64)
+        order = np.argsort(self.values[idx], kind="stable")
+        self.sorted_idx = idx[order].astype(np.uint32)
+        self.sorted_values = self.values[self.sorted_idx]
+        n = len(idx)
+        self._bucket = self._bucket_opt or max(1024, n // 256)
+        self._max_delta = self._max_delta_opt or max(1024, n // 128)
+        prefix, acc = [BitMap()], BitMap()
+        for start in range(0, n, self._bucket):
+            acc = acc | BitMap(np.sort(self.sorted_idx[start : start + self._bucket]))
+            prefix.append(acc)
+        self._prefix = prefix
+        self.dirty = BitMap()
+        self._dirty_idx = None
+
+    def range(self, low: float | None, high: float | None, low_inclusive: bool = True,
+              high_inclusive: bool = True) -> BitMap:
+        """Items with ``low <(=) value <(=) high``; None means unbounded on that side."""
+        a = 0 if low is None else int(np.searchsorted(self.sorted_values, low, "left" if low_inclusive else "right"))
+        b = len(self.sorted_values) if high is None else int(
+            np.searchsorted(self.sorted_values, high, "right" if high_inclusive else "left"))
+        result = self._ranks(a, b)
+        if not self.dirty:
+            return result
+        if self._dirty_idx is None:
+            self._dirty_idx = np.asarray(self.dirty.to_array(), dtype=np.int64)
+        current = self.values[self._dirty_idx]
+        keep = ~np.isnan(current)
+        if low is not None:
+            keep &= current >= low if low_inclusive else current > low
+        if high is not None:
+            keep &= current <= high if high_inclusive else current < high
+        return (result - self.dirty) | BitMap(self._dirty_idx[keep].astype(np.uint32))
+
+    def eq(self, value: float) -> BitMap:
+        """Items whose value equals ``value``."""
+        return self.range(value, value)
+
+    def any_of(self, values: Iterable[float]) -> BitMap:
+        """Items whose value is one of ``values``."""
+        maps = [self.eq(v) for v in set(values)]
+        return BitMap.union(*maps) if maps else BitMap()
+
+    def _run(self, a: int, b: int) -> BitMap:
+        return BitMap(np.sort(self.sorted_idx[a:b])) if b > a else BitMap()
+
+    def _ranks(self, a: int, b: int) -> BitMap:
+        """Base items of rank in [a, b) (a copy, safe to mutate)."""
+        if b - a <= self._bucket:
+            return self._run(a, b)
+        n = len(self.sorted_idx)
+        ka = round(a / self._bucket)
+        kb = min(round(b / self._bucket), len(self._prefix) - 1)
+        lo_rank, hi_rank = ka * self._bucket, min(kb * self._bucket, n)
+        result = self._prefix[kb] - self._prefix[ka]
+        if a < lo_rank:
+            result |= self._run(a, lo_rank)
+        elif a > lo_rank:
+            result -= self._run(lo_rank, a)
+        if b > hi_rank:
+            result |= self._run(hi_rank, b)
+        elif b < hi_rank:
+            result -= self._run(b, hi_rank)
+        return result

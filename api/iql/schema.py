@@ -1,0 +1,154 @@
+"""Attribute types of the catalogue: inference from item values, normalisation, conflicts."""
+
+from __future__ import annotations
+
+import numbers
+import re
+from collections.abc import Iterator, Mapping
+from datetime import date, datetime, timezone
+from enum import Enum
+
+import numpy as np
+
+from api.iql.errors import CatalogSchemaError
+
+__all__ = ["NUMERIC_TYPES", "AttrType", "Schema", "is_iso_timestamp", "to_epoch_s"]
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+
+
+class AttrType(str, Enum):
+    """Type of an item attribute, as IQL sees it."""
+
+    STRING = "string"
+    NUMBER = "number"
+    BOOL = "bool"
+    TIMESTAMP = "timestamp"
+    STRING_LIST = "list of strings"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+NUMERIC_TYPES = frozenset({AttrType.NUMBER, AttrType.TIMESTAMP})
+
+
+def is_iso_timestamp(value: object) -> bool:
+    """True for an ISO-8601 date or date-time string (``2024-05-01``, ``2024-05-01T10:00:00Z``)."""
+    return isinstance(value, str) and _ISO.match(value) is not None
+
+
+def to_epoch_s(value: object) -> float:
+    """datetime, date, ISO-8601 string or epoch-seconds number -> epoch seconds (naive = UTC).
+
+    Raises
+    ------
+    ValueError
+        If the value is none of these.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a timestamp: {value!r}")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        if not _ISO.match(value):
+            raise ValueError(f"not an ISO-8601 timestamp: {value!r}")
+        value = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    raise ValueError(f"not a timestamp: {value!r}")
+
+
+def _infer(value: object) -> AttrType | None:
+    if isinstance(value, bool | np.bool_):
+        return AttrType.BOOL
+    if isinstance(value, numbers.Real):
+        return AttrType.NUMBER
+    if isinstance(value, date):
+        return AttrType.TIMESTAMP
+    if isinstance(value, str):
+        return AttrType.TIMESTAMP if _ISO.match(value) else AttrType.STRING
+    if isinstance(value, list | tuple | set | frozenset):
+        return AttrType.STRING_LIST
+    return None
+
+
+def _normalize(value: object, kind: AttrType) -> object:
+    """Value -> stored form (str, bool, float, tuple[str, ...]); None for null; ValueError if it does not fit."""
+    if kind is AttrType.STRING:
+        if isinstance(value, str):
+            return value
+    elif kind is AttrType.BOOL:
+        if isinstance(value, bool | np.bool_):
+            return bool(value)
+    elif kind is AttrType.NUMBER:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+            number = float(value)
+            return None if number != number else number
+    elif kind is AttrType.TIMESTAMP:
+        if not isinstance(value, bool | np.bool_):
+            try:
+                return to_epoch_s(value)
+            except ValueError:
+                pass
+    elif isinstance(value, list | tuple | set | frozenset) and all(isinstance(v, str) for v in value):
+        return tuple(dict.fromkeys(value))
+    raise ValueError(kind)
+
+
+class Schema(Mapping[str, AttrType]):
+    """Attribute name -> type, inferred from the first non-null value unless declared.
+
+    An ISO-8601 string infers a timestamp; a later non-ISO string for it is then a conflict
+    (declare the attribute as ``"string"`` to avoid that). Numbers are accepted for timestamps
+    (epoch seconds). Types never change once set, which is what lets compiled plans be cached.
+
+    Parameters
+    ----------
+    declared : mapping of str to AttrType or its value, optional
+        Types fixed up front (``{"created_at": "timestamp"}``).
+    """
+
+    def __init__(self, declared: Mapping[str, AttrType | str] | None = None) -> None:
+        self._types: dict[str, AttrType] = {k: AttrType(v) for k, v in (declared or {}).items()}
+        self.version = 0
+
+    def __getitem__(self, name: str) -> AttrType:
+        return self._types[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def __repr__(self) -> str:
+        return f"Schema({ {k: v.value for k, v in self._types.items()} })"
+
+    def normalize(self, item_id: str, name: str, value: object) -> object:
+        """Check ``value`` against the type of ``name`` (inferring it on first sight) and normalise it.
+
+        Raises
+        ------
+        CatalogSchemaError
+            If the value does not fit the attribute's type, or is of no supported kind.
+        """
+        if value is None:
+            return None
+        kind = self._types.get(name)
+        if kind is None:
+            kind = _infer(value)
+            if kind is None:
+                raise CatalogSchemaError(
+                    item_id, name, "a string, number, bool, timestamp or list of strings", value
+                )
+        try:
+            normalized = _normalize(value, kind)
+        except ValueError:
+            raise CatalogSchemaError(item_id, name, f"a {kind} (its type in this catalogue)", value) from None
+        if name not in self._types:
+            self._types[name] = kind
+            self.version += 1
+        return normalized
