@@ -1,0 +1,150 @@
+"""``fusionrec eval``: fit registered recommenders on a dataset directory and print the next-item table."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+from flows.cli import app
+from models.data import FORMATS, load_dataset, validation_split
+from models.evaluate import EvalReport, fit_and_evaluate
+from models.registry import REGISTRY, create_model
+
+__all__ = ["eval_command", "run_eval", "format_table", "summary_json", "parse_overrides"]
+
+QUICK_QUERIES = 3000
+"""Test prefixes scored per model under ``--quick``."""
+
+KS = (5, 10, 20)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, dict[str, object]]:
+    """``["vsknn.k=100", "stan.lambda_spw=2.5"]`` -> ``{"vsknn": {"k": 100}, "stan": {"lambda_spw": 2.5}}``.
+
+    Values are read as JSON when they parse (numbers, booleans, null, quoted strings), else as
+    plain strings.
+
+    Raises
+    ------
+    typer.BadParameter
+        If an entry is not ``model.param=value``.
+    """
+    out: dict[str, dict[str, object]] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        model, dot, param = key.partition(".")
+        if not sep or not dot or not model or not param:
+            raise typer.BadParameter(f"--set: expected model.param=value; got {pair!r}")
+        try:
+            value: object = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(model, {})[param] = value
+    return out
+
+
+def run_eval(data_dir: Path, fmt: str, models: list[str], *, max_queries: int | None = None,
+             split: str = "test", valid_days: float | None = None, valid_frac: float = 0.1,
+             overrides: dict[str, dict[str, object]] | None = None, batch_size: int = 500,
+             seed: int = 0) -> tuple[str, list[EvalReport]]:
+    """Load ``data_dir``, fit and evaluate each model, return (dataset name, reports).
+
+    Parameters
+    ----------
+    data_dir : Path
+    fmt : str
+        One of ``models.data.FORMATS``.
+    models : list of str
+        Registry names.
+    max_queries : int, optional
+        Seeded sample of test prefixes.
+    split : {"test", "valid"}
+        ``valid`` evaluates on the last sessions of train (``validation_split``), for tuning.
+    valid_days, valid_frac : see ``models.data.validation_split``.
+    overrides : dict, optional
+        Per-model constructor overrides (from ``--set``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown model, format or split.
+    """
+    unknown = [m for m in models if m not in REGISTRY]
+    if unknown:
+        raise ValueError(f"models: unknown {unknown}; registered: {', '.join(REGISTRY)}")
+    if split not in ("test", "valid"):
+        raise ValueError(f"split: must be 'test' or 'valid'; got {split!r}")
+    data = load_dataset(data_dir, fmt)
+    if split == "valid":
+        data = validation_split(data, days=valid_days, frac=valid_frac)
+    log = logging.getLogger(__name__)
+    log.info("%s: %d train events, %d sessions, %d items; %d test prefixes (%d test events dropped as unseen)",
+             data.name, data.train.n_events, data.train.n_sessions, data.train.n_items, data.test.n_queries,
+             data.n_dropped_test)
+    overrides = overrides or {}
+    reports = []
+    for name in models:
+        model = create_model(name, **overrides.get(name, {}))
+        reports.append(fit_and_evaluate(name, model, data, ks=KS, max_queries=max_queries,
+                                        batch_size=batch_size, seed=seed))
+    return data.name, reports
+
+
+def format_table(reports: list[EvalReport]) -> str:
+    """A fixed-width table: one row per model, HR/MRR @5/10/20, P/R/MAP@20, coverage, pop-bias, timings."""
+    cols = ([f"HR@{k}" for k in KS] + [f"MRR@{k}" for k in KS]
+            + ["P@20", "R@20", "MAP@20", "Coverage@20", "Popularity@20"])
+    head = ["model", *[c.replace("Coverage", "Cov").replace("Popularity", "Pop") for c in cols],
+            "train s", "pref/s", "peak MB"]
+    rows = []
+    for r in reports:
+        rows.append([r.model, *[f"{r.metrics[c]:.4f}" for c in cols], f"{r.train_s:.1f}",
+                     f"{r.prefixes_per_s:.0f}", f"{r.peak_mb:.0f}"])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def summary_json(dataset: str, reports: list[EvalReport]) -> str:
+    """One JSON line: each model's HR@20, MRR@20, train and score seconds."""
+    return json.dumps({
+        "dataset": dataset,
+        "n_queries": reports[0].n_queries if reports else 0,
+        "models": {r.model: {"HR@20": round(r.metrics["HR@20"], 6), "MRR@20": round(r.metrics["MRR@20"], 6),
+                             "train_s": round(r.train_s, 3), "score_s": round(r.score_s, 3)} for r in reports},
+    })
+
+
+@app.command("eval")
+def eval_command(
+    data: Path = typer.Option(..., "--data", "--dataset", help="Dataset directory."),
+    fmt: str = typer.Option("sessionrec", "--format", help=f"One of: {', '.join(FORMATS)}."),
+    models: str = typer.Option("pop,sknn,vsknn,stan,vstan", "--models", help="Comma-separated registry names."),
+    quick: bool = typer.Option(False, "--quick", help=f"Score a seeded sample of {QUICK_QUERIES} test prefixes."),
+    max_queries: int | None = typer.Option(None, "--max-queries", help="Score a seeded sample of this many prefixes."),
+    split: str = typer.Option("test", "--split", help="'test', or 'valid' (last sessions of train; for tuning)."),
+    valid_days: float | None = typer.Option(None, "--valid-days", help="Validation = sessions ending in the last N days."),
+    valid_frac: float = typer.Option(0.1, "--valid-frac", help="Validation = last fraction of sessions (no --valid-days)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a hyper-parameter: model.param=value (repeatable)."),
+    batch_size: int = typer.Option(500, "--batch-size", help="Prefixes per recommend call."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the prefix sample."),
+) -> None:
+    """Fit and evaluate recommenders; print a table and end with one JSON line."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    limit = max_queries if max_queries is not None else (QUICK_QUERIES if quick else None)
+    try:
+        name, reports = run_eval(data, fmt, names, max_queries=limit, split=split, valid_days=valid_days,
+                                 valid_frac=valid_frac, overrides=parse_overrides(set_),
+                                 batch_size=batch_size, seed=seed)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    typer.echo(f"# {name}: {reports[0].n_queries if reports else 0} prefixes")
+    typer.echo(format_table(reports))
+    typer.echo(summary_json(name, reports))

@@ -1,0 +1,126 @@
+"""Loader for SR-GNN-style pickles (``all_train_seq.txt``, ``test.txt``, ``test_time.txt``).
+
+These public dataset files are Python pickles of plain lists and tuples of ints. They are read
+with :class:`_PlainUnpickler`, which refuses every global (class or function) reference, so a
+file can only ever produce lists, tuples, ints, floats and strings; pickle is used for nothing
+else in ``models/``.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from models.data.encoding import Dataset, encode_train, lookup_items
+from models.data.task import NextItemTask, pairs_task
+
+__all__ = ["load_srgnn", "read_plain_pickle", "SESSION_SECONDS"]
+
+SESSION_SECONDS = 3600.0
+"""Pseudo-time: these files carry no train timestamps, so train session ``s`` is placed at
+``s * SESSION_SECONDS`` epoch seconds (events one second apart) and every test prefix just after
+the last train session. Time-decay hyper-parameters then count roughly in sessions."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """An unpickler that builds only built-in containers and scalars (no globals at all)."""
+
+    def find_class(self, module: str, name: str) -> object:
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: only plain lists/tuples allowed")
+
+
+def read_plain_pickle(path: Path) -> object:
+    """Load a pickle that may hold only lists, tuples, dicts, ints, floats and strings.
+
+    Raises
+    ------
+    pickle.UnpicklingError
+        If the file references any class or function.
+    """
+    data = Path(path).read_bytes()
+    return _PlainUnpickler(io.BytesIO(data)).load()
+
+
+def _check_pairs(obj: object, path: Path) -> tuple[list, list]:
+    if not (isinstance(obj, tuple | list) and len(obj) == 2 and len(obj[0]) == len(obj[1])):
+        raise ValueError(f"{path.name}: expected a pair (prefixes, targets) of equal length")
+    return list(obj[0]), list(obj[1])
+
+
+def load_srgnn(data_dir: Path) -> Dataset:
+    """Load an SR-GNN-style directory as (train log, given (prefix, next) pairs).
+
+    Parameters
+    ----------
+    data_dir : Path
+        Holds ``all_train_seq.txt`` (list of item-id lists, one per train session, in time
+        order) and ``test.txt`` (``(prefixes, targets)``); ``test_time.txt`` (the same pairs with
+        ``(item, unix_seconds)`` elements) is used when ``test.txt`` is absent.
+
+    Returns
+    -------
+    Dataset whose test task has one query per pair. Items are strings of the original ints.
+    Prefix items unseen in train are dropped, and pairs whose target is unseen or whose
+    prefix becomes empty are dropped (counted in ``n_dropped_test``), as session-rec drops
+    unknown test items. Timestamps are pseudo-times (see ``SESSION_SECONDS``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``all_train_seq.txt`` or both test files are missing.
+
+    References
+    ----------
+    Wu et al., "Session-based Recommendation with Graph Neural Networks", AAAI 2019
+    (github.com/CRIPAC-DIG/SR-GNN, ``datasets/preprocess.py``).
+    """
+    data_dir = Path(data_dir)
+    train_path = data_dir / "all_train_seq.txt"
+    if not train_path.exists():
+        raise FileNotFoundError(f"{data_dir}: no all_train_seq.txt (SR-GNN layout)")
+    seqs = read_plain_pickle(train_path)
+    if not isinstance(seqs, list):
+        raise ValueError(f"{train_path.name}: expected a list of sessions; got {type(seqs).__name__}")
+    lens = np.array([len(s) for s in seqs], dtype=np.int64)
+    items = np.array([str(int(i)) for s in seqs for i in s])
+    sess = np.repeat(np.arange(len(seqs), dtype=np.int64), lens)
+    pos = np.arange(len(items)) - np.repeat(np.cumsum(lens) - lens, lens)
+    ts = sess * SESSION_SECONDS + pos
+    log, _ = encode_train(sess, items, ts.astype(np.float64))
+    prefixes, targets = _read_test(data_dir)
+    task, dropped = _pairs_in_catalogue(log.item_ids or (), prefixes, targets, now=len(seqs) * SESSION_SECONDS)
+    return Dataset(name=data_dir.name, train=log, test=task, n_dropped_test=dropped)
+
+
+def _read_test(data_dir: Path) -> tuple[list, list]:
+    """(prefixes, targets) of item ints from ``test.txt`` or ``test_time.txt``."""
+    path = data_dir / "test.txt"
+    if path.exists():
+        return _check_pairs(read_plain_pickle(path), path)
+    path = data_dir / "test_time.txt"
+    if path.exists():
+        pre, tar = _check_pairs(read_plain_pickle(path), path)
+        return [[e[0] for e in p] for p in pre], [t[0] if isinstance(t, tuple | list) else t for t in tar]
+    raise FileNotFoundError(f"{data_dir}: no test.txt or test_time.txt (SR-GNN layout)")
+
+
+def _pairs_in_catalogue(item_ids: tuple[str, ...], prefixes: list, targets: list,
+                        now: float) -> tuple[NextItemTask, int]:
+    """Map pairs to train indices; drop unknown prefix items and pairs that become unusable."""
+    lens = np.array([len(p) for p in prefixes], dtype=np.int64)
+    flat = lookup_items(item_ids, np.array([str(int(i)) for p in prefixes for i in p]))
+    tgt = lookup_items(item_ids, np.array([str(int(t)) for t in targets]))
+    bounds = np.concatenate([[0], np.cumsum(lens)])
+    new_pre, new_tgt = [], []
+    for q in range(len(targets)):
+        p = flat[bounds[q]:bounds[q + 1]]
+        p = p[p >= 0]
+        if tgt[q] >= 0 and len(p):
+            new_pre.append(p.tolist())
+            new_tgt.append(int(tgt[q]))
+    ts = [[now + j for j in range(len(p) + 1)] for p in new_pre]
+    ids = tuple(str(q) for q in range(len(new_tgt)))
+    return pairs_task(new_pre, new_tgt, ts, ids), len(targets) - len(new_tgt)

@@ -1,0 +1,70 @@
+"""The model registry: name -> recommender class and the hyper-parameters ``fusionrec eval`` uses.
+
+Adding a model is one line in ``REGISTRY``. Classes are named as ``"module:Class"`` and imported
+only when created, so a registry entry costs nothing (no torch import) until it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from models.base import Recommender
+
+__all__ = ["ModelSpec", "REGISTRY", "create_model", "model_names"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a recommender lives and the parameters it is evaluated with by default.
+
+    Attributes
+    ----------
+    target : str
+        ``"package.module:ClassName"``.
+    params : mapping of str to object
+        Keyword arguments for the constructor.
+    """
+
+    target: str
+    params: Mapping[str, object] = field(default_factory=dict)
+
+
+REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
+    "pop": ModelSpec("models.popularity:Popularity"),
+    "itemknn": ModelSpec("models.itemknn:ItemKNN"),
+    # session-rec conf/example_next.yml: sknn {k: 100, sample_size: 500, similarity: cosine}
+    "sknn": ModelSpec("models.sknn:SKNN", {"k": 100, "sample_size": 500, "similarity": "cosine"}),
+    # session-rec conf/example_next.yml: vsknn {k: 500, sample_size: 5000, weighting: quadratic,
+    # weighting_score: div, idf_weighting: 5}
+    "vsknn": ModelSpec("models.sknn:VSKNN", {"k": 500, "sample_size": 5000, "weighting": "quadratic",
+                                             "weighting_score": "div", "idf_weighting": 5.0}),
+    "stan": ModelSpec("models.stan:STAN", {"k": 500, "sample_size": 5000}),
+    "vstan": ModelSpec("models.stan:VSTAN", {"k": 500, "sample_size": 5000}),
+})
+"""Name -> spec; the names ``fusionrec eval --models`` accepts."""
+
+
+def model_names() -> list[str]:
+    """Registered names in registry order."""
+    return list(REGISTRY)
+
+
+def create_model(name: str, **overrides: object) -> Recommender:
+    """A new, unfitted recommender: ``REGISTRY[name]`` with ``overrides`` on top of its parameters.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not registered (the message lists the names).
+    TypeError
+        If an override is not a constructor parameter (raised by the class).
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"models: unknown model {name!r}; registered: {', '.join(REGISTRY)}")
+    spec = REGISTRY[name]
+    module_name, cls_name = spec.target.split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(**{**dict(spec.params), **overrides})

@@ -1,0 +1,102 @@
+"""Sparse views shared by the neighbourhood models: session x item matrix, history matrices, seen-masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from models.base import Histories, InteractionLog
+
+__all__ = ["SessionIndex", "history_matrix", "check_histories", "mask_seen", "last_positions"]
+
+
+@dataclass(frozen=True)
+class SessionIndex:
+    """The training sessions as a binary sparse matrix (each session's *set* of items).
+
+    Attributes
+    ----------
+    x : csr_array of shape (n_sessions, n_items), float32
+        1 where the session holds the item (duplicates collapsed).
+    xt : csr_array of shape (n_items, n_sessions), float32
+        Transpose of ``x`` (sessions of each item).
+    last_ts : ndarray of shape (n_sessions,), float64
+        Epoch seconds of each session's last event (session-rec's ``session_time``).
+    n_unique : ndarray of shape (n_sessions,), float32
+        Distinct items per session.
+    """
+
+    x: sp.csr_array
+    xt: sp.csr_array
+    last_ts: NDArray[np.float64]
+    n_unique: NDArray[np.float32]
+
+    @classmethod
+    def from_log(cls, log: InteractionLog) -> SessionIndex:
+        """Build from a training log (events sorted by session, then time)."""
+        n_s = log.n_sessions
+        x = sp.csr_array((np.ones(log.n_events, dtype=np.float32), (log.session_idx, log.item_idx)),
+                         shape=(n_s, log.n_items))
+        x.sum_duplicates()
+        x.data[:] = 1.0
+        bounds = log.session_bounds()
+        last_ts = log.ts[np.maximum(bounds[1:] - 1, 0)].astype(np.float64)
+        return cls(x=x, xt=x.T.tocsr(), last_ts=last_ts, n_unique=np.diff(x.indptr).astype(np.float32))
+
+
+def check_histories(histories: Histories, n_items: int, model: str) -> None:
+    """Raise ValueError (naming the model) if a history holds an index outside ``[0, n_items)``."""
+    it = histories.items
+    if len(it) and (it.min() < 0 or it.max() >= n_items):
+        raise ValueError(f"{model}.recommend: item indices must lie in [0, {n_items}); got range "
+                         f"[{it.min()}, {it.max()}]")
+
+
+def history_matrix(histories: Histories, n_items: int, values: NDArray[np.floating] | None = None,
+                   *, reduce: str = "sum") -> sp.csr_array:
+    """Histories as a sparse (n_queries, n_items) matrix.
+
+    Parameters
+    ----------
+    histories : Histories
+    n_items : int
+    values : ndarray of shape (nnz,), optional
+        Value of each history position (default 1).
+    reduce : {"sum", "last", "max"}
+        How repeated items of one history combine: add up, keep the newest position's value,
+        or keep the largest.
+    """
+    n_q = histories.n_queries
+    rows = np.repeat(np.arange(n_q, dtype=np.int64), np.diff(histories.indptr))
+    cols = histories.items.astype(np.int64)
+    vals = np.ones(len(cols), dtype=np.float32) if values is None else np.asarray(values, dtype=np.float32)
+    if reduce in ("last", "max") and len(cols):
+        key = rows * n_items + cols
+        if reduce == "last":
+            rev = np.arange(len(key))[::-1]
+            _, first_rev = np.unique(key[rev], return_index=True)
+            keep = rev[first_rev]
+        else:
+            order = np.lexsort((-vals, key))
+            _, first = np.unique(key[order], return_index=True)
+            keep = order[first]
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    m = sp.csr_array((vals, (rows, cols)), shape=(n_q, n_items))
+    m.sum_duplicates()
+    return m
+
+
+def last_positions(histories: Histories, n_items: int) -> sp.csr_array:
+    """(n_queries, n_items) matrix of each item's newest 1-based position in its history (0 = absent)."""
+    lens = np.diff(histories.indptr)
+    pos = np.arange(len(histories.items)) - np.repeat(histories.indptr[:-1], lens) + 1
+    return history_matrix(histories, n_items, pos.astype(np.float32), reduce="last")
+
+
+def mask_seen(scores: NDArray[np.floating], histories: Histories) -> None:
+    """Set ``scores[q, i] = -inf`` in place for every item ``i`` in history ``q``."""
+    rows = np.repeat(np.arange(histories.n_queries), np.diff(histories.indptr))
+    scores[rows, histories.items] = -np.inf
