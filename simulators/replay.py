@@ -1,0 +1,370 @@
+"""Readers that turn real logs into ``Event``s in time order: session-rec TSV, SR-GNN pickles, UCI Online Retail.
+
+| format          | input                                              | event                               | user_id        |
+|-----------------|----------------------------------------------------|-------------------------------------|----------------|
+| ``sessionrec``  | TSV with header ``SessionId ItemId Time`` (+ any)  | ``view`` per row                    | ``UserId`` if present, else the session |
+| ``srgnn``       | pickle: ``list[list[item]]`` or ``(prefixes, next)``; an item is ``int`` or ``(int, unix_s)`` | ``view`` per click | the session |
+| ``online_retail`` | parquet (``InvoiceNo StockCode Description Quantity InvoiceDate UnitPrice CustomerID Country``) | one ``pos_purchase`` per invoice with its ``items`` | ``CustomerID`` (``guest-<invoice>`` if missing) |
+
+Ids are kept as the text in the file (read as strings) or formatted from integers, never from
+floats. ``ts`` is epoch seconds: session-rec ``Time`` is checked to be seconds (milliseconds are
+detected and rejected with a reason); untimed SR-GNN sessions get synthetic times, one click every
+``gap_s`` seconds from ``start_ts``; ``InvoiceDate`` (no zone in the file) is read as UTC.
+
+SR-GNN files are pickles; they are read with an unpickler that refuses every global, so only
+plain lists, tuples and numbers load (a pickle cannot run code through it).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from operators.schema import BasketLine, Event
+
+__all__ = [
+    "REPLAY_FORMATS",
+    "ReplayFormatError",
+    "read_sessionrec",
+    "read_srgnn",
+    "read_online_retail",
+    "online_retail_catalog",
+    "read_replay",
+    "replay_catalog",
+]
+
+log = logging.getLogger(__name__)
+
+REPLAY_FORMATS: tuple[str, ...] = ("sessionrec", "srgnn", "online_retail")
+_MS_THRESHOLD = 1e11  # epoch seconds stay below this until the year 5138
+_RETAIL_COLUMNS = (
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+)
+
+
+class ReplayFormatError(ValueError):
+    """A log file does not have the shape its format promises; the message names the file and what is wrong."""
+
+
+# ---------------------------------------------------------------------- session-rec TSV
+def read_sessionrec(
+    path: str | Path, *, limit: int | None = None, event_type: str = "view", source: str | None = None
+) -> Iterator[Event]:
+    """Yield one event per row of a session-rec TSV, in time order (ties keep file order).
+
+    Parameters
+    ----------
+    path : str or Path
+        TSV with a header holding at least ``SessionId``, ``ItemId`` and ``Time`` (unix seconds).
+    limit : int, optional
+        Stop after this many events (the earliest ones).
+    event_type : str
+        ``type`` of every event (the session-rec files hold clicks).
+    source : str, optional
+        Prefix of ``event_id`` (and of session/user ids where they are made up); default the file stem.
+
+    Raises
+    ------
+    ReplayFormatError
+        If a column is missing or ``Time`` looks like milliseconds.
+    """
+    path = Path(path)
+    header = path.open("r", encoding="utf-8").readline().rstrip("\r\n").split("\t")
+    missing = {"SessionId", "ItemId", "Time"} - set(header)
+    if missing:
+        raise ReplayFormatError(
+            f"{path}: session-rec TSV needs columns SessionId, ItemId, Time; missing {sorted(missing)}"
+        )
+    types = {c: pa.string() for c in header if c != "Time"} | {"Time": pa.float64()}
+    table = pcsv.read_csv(
+        path,
+        parse_options=pcsv.ParseOptions(delimiter="\t"),
+        convert_options=pcsv.ConvertOptions(column_types=types),
+    )
+    ts = table.column("Time").to_numpy()
+    if len(ts) and np.nanmax(ts) > _MS_THRESHOLD:
+        raise ReplayFormatError(
+            f"{path}: Time: must be unix seconds; got {float(np.nanmax(ts))!r} (looks like milliseconds)"
+        )
+    order = np.argsort(ts, kind="stable")[:limit]
+    sessions = table.column("SessionId").to_pylist()
+    items = table.column("ItemId").to_pylist()
+    users = table.column("UserId").to_pylist() if "UserId" in header else sessions
+    stem = source or path.stem
+    for row in order.tolist():
+        yield Event(
+            event_id=f"{stem}:{row}",
+            ts=float(ts[row]),
+            type=event_type,
+            user_id=users[row],
+            session_id=sessions[row],
+            item_id=items[row],
+        )
+
+
+# ---------------------------------------------------------------------- SR-GNN pickles
+class _NoGlobalsUnpickler(pickle.Unpickler):
+    """Loads plain containers and numbers only; any class or function reference is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in an SR-GNN pickle")
+
+
+def _load_srgnn(path: Path) -> list[list[Any]]:
+    """Sessions from an SR-GNN pickle: full sessions, or ``(prefixes, next)`` pairs joined into sessions."""
+    try:
+        obj = _NoGlobalsUnpickler(io.BytesIO(path.read_bytes())).load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise ReplayFormatError(f"{path}: not an SR-GNN pickle: {exc}") from exc
+    if not isinstance(obj, list | tuple) or not obj:
+        raise ReplayFormatError(
+            f"{path}: expected a non-empty list of sessions or (prefixes, next); got {type(obj).__name__}"
+        )
+    # sessions and prefixes are lists; a timed click is an (item_id, unix_s) tuple
+    is_pairs = (
+        len(obj) == 2
+        and isinstance(obj[0], list)
+        and isinstance(obj[1], list)
+        and len(obj[0]) == len(obj[1])
+        and all(isinstance(p, list) for p in obj[0][:100])
+        and not any(isinstance(n, list) for n in obj[1][:100])
+    )
+    if is_pairs:
+        return [[*prefix, nxt] for prefix, nxt in zip(obj[0], obj[1], strict=True)]
+    if not all(isinstance(s, list) for s in obj):
+        raise ReplayFormatError(f"{path}: expected a list of sessions (lists of item ids)")
+    return [list(s) for s in obj]
+
+
+def _click(path: Path, click: Any) -> tuple[str, float | None]:
+    if isinstance(click, int):
+        return str(click), None
+    if isinstance(click, list | tuple) and len(click) == 2 and isinstance(click[0], int):
+        t = float(click[1])
+        if t > _MS_THRESHOLD:
+            raise ReplayFormatError(
+                f"{path}: click time: must be unix seconds; got {click[1]!r} (looks like milliseconds)"
+            )
+        return str(click[0]), t
+    raise ReplayFormatError(
+        f"{path}: a click must be an int item id or (item_id, unix_seconds); got {click!r}"
+    )
+
+
+def read_srgnn(
+    path: str | Path,
+    *,
+    limit: int | None = None,
+    start_ts: float = 1_700_000_000.0,
+    gap_s: float = 1.0,
+    event_type: str = "view",
+    source: str | None = None,
+) -> Iterator[Event]:
+    """Yield one event per click of an SR-GNN-style pickle, in time order; each session is its own user.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``all_train_seq.txt`` (``list[list[int]]``), ``test.txt`` (``(prefixes, next)``), or a timed
+        variant whose clicks are ``(item_id, unix_seconds)`` (``all_test_seq_time.txt``, ``test_time.txt``).
+        A ``(prefix, next)`` pair becomes one session ``prefix + [next]``.
+    limit : int, optional
+        Stop after this many events.
+    start_ts, gap_s : float
+        Synthetic time for untimed files: session after session, one click every ``gap_s`` seconds.
+    event_type : str
+        ``type`` of every event.
+    source : str, optional
+        Prefix of ``event_id`` (and of session/user ids where they are made up); default the file stem.
+
+    Raises
+    ------
+    ReplayFormatError
+        If the pickle holds anything but lists/tuples of clicks, or references any global.
+    """
+    path = Path(path)
+    sessions = _load_srgnn(path)
+    stem = source or path.stem
+    first = next((c for s in sessions for c in s), None)
+    if first is None or _click(path, first)[1] is None:  # untimed: generated in time order, stream it
+        t, n = start_ts, 0
+        for s, clicks in enumerate(sessions):
+            for pos, click in enumerate(clicks):
+                if limit is not None and n >= limit:
+                    return
+                item, ts = _click(path, click)
+                if ts is not None:
+                    raise ReplayFormatError(
+                        f"{path}: session {s} has a timed click {click!r}; the file starts untimed"
+                    )
+                yield _view(stem, s, pos, t, item, event_type)
+                t, n = t + gap_s, n + 1
+        return
+    rows: list[tuple[float, int, int, str]] = []  # (ts, session, position, item_id)
+    for s, clicks in enumerate(sessions):
+        for pos, click in enumerate(clicks):
+            item, ts = _click(path, click)
+            if ts is None:
+                raise ReplayFormatError(
+                    f"{path}: session {s} has an untimed click {click!r}; the file starts timed"
+                )
+            rows.append((ts, s, pos, item))
+    rows.sort()
+    for ts, s, pos, item in rows[:limit]:
+        yield _view(stem, s, pos, ts, item, event_type)
+
+
+def _view(stem: str, session: int, pos: int, ts: float, item: str, event_type: str) -> Event:
+    sid = f"{stem}:{session}"
+    return Event(event_id=f"{sid}:{pos}", ts=ts, type=event_type, user_id=sid, session_id=sid, item_id=item)
+
+
+# ---------------------------------------------------------------------- UCI Online Retail
+def _customer_id(value: float | None, invoice: str) -> str:
+    """``CustomerID`` (a float column in the parquet) as its integer text; ``guest-<invoice>`` when missing."""
+    if value is None or math.isnan(value):
+        return f"guest-{invoice}"
+    if not float(value).is_integer():
+        raise ReplayFormatError(f"CustomerID: must be a whole number; got {value!r} in invoice {invoice}")
+    return str(int(value))
+
+
+def _read_retail(path: Path) -> pa.Table:
+    try:
+        table = pq.read_table(path, columns=list(_RETAIL_COLUMNS))
+    except (pa.ArrowInvalid, KeyError) as exc:
+        raise ReplayFormatError(
+            f"{path}: Online Retail parquet needs columns {list(_RETAIL_COLUMNS)}: {exc}"
+        ) from exc
+    return table
+
+
+def read_online_retail(
+    path: str | Path, *, limit: int | None = None, source: str | None = None
+) -> Iterator[Event]:
+    """Yield one ``pos_purchase`` per invoice (its lines as ``items``), in time order.
+
+    Cancellations (invoice ``C...``) and lines with quantity <= 0 are skipped; an invoice with
+    no line left yields nothing. ``event_id`` is ``<file stem>:<InvoiceNo>``, ``session_id`` the
+    invoice, ``extra`` holds the ``country``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The parquet file.
+    limit : int, optional
+        Stop after this many events (invoices).
+    source : str, optional
+        Prefix of ``event_id`` (and of session/user ids where they are made up); default the file stem.
+    """
+    path = Path(path)
+    table = _read_retail(path)
+    keep = pc.and_(
+        pc.greater(table.column("Quantity"), 0), pc.invert(pc.starts_with(table.column("InvoiceNo"), "C"))
+    )
+    table = table.filter(keep)
+    invoice = table.column("InvoiceNo").to_numpy(zero_copy_only=False).astype(str)
+    when = table.column("InvoiceDate").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy() / 1e6
+    # order rows by (first time of their invoice, invoice, row): invoices stay contiguous
+    uniq, inv_idx = np.unique(invoice, return_inverse=True)
+    first_ts = np.full(len(uniq), np.inf)
+    np.minimum.at(first_ts, inv_idx, when)
+    order = np.lexsort((np.arange(len(invoice)), inv_idx, first_ts[inv_idx]))
+    inv_sorted = inv_idx[order]
+    starts = np.flatnonzero(np.r_[True, inv_sorted[1:] != inv_sorted[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    stock = table.column("StockCode").to_pylist()
+    qty = table.column("Quantity").to_pylist()
+    price = table.column("UnitPrice").to_pylist()
+    customer = table.column("CustomerID").to_pylist()
+    country = table.column("Country").to_pylist()
+    stem = source or path.stem
+    for n, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        if limit is not None and n >= limit:
+            return
+        rows = order[a:b].tolist()
+        inv = str(uniq[inv_sorted[a]])
+        first = rows[0]
+        yield Event(
+            event_id=f"{stem}:{inv}",
+            ts=float(first_ts[inv_sorted[a]]),
+            type="pos_purchase",
+            user_id=_customer_id(customer[first], inv),
+            session_id=inv,
+            items=tuple(
+                BasketLine(item_id=str(stock[r]), quantity=float(qty[r]), price=price[r]) for r in rows
+            ),
+            extra={"country": country[first]} if country[first] is not None else None,
+        )
+
+
+def online_retail_catalog(path: str | Path) -> list[dict]:
+    """Item records from Online Retail: ``item_id`` (StockCode), ``title`` (its most frequent
+    Description), ``price`` (median UnitPrice of sold lines), ``n_lines``; sorted by item_id."""
+    table = _read_retail(Path(path))
+    table = table.filter(pc.greater(table.column("Quantity"), 0))
+    titles: dict[str, dict[str, int]] = {}
+    prices: dict[str, list[float]] = {}
+    for code, desc, p in zip(
+        table.column("StockCode").to_pylist(),
+        table.column("Description").to_pylist(),
+        table.column("UnitPrice").to_pylist(),
+        strict=True,
+    ):
+        if desc:
+            d = titles.setdefault(code, {})
+            d[desc] = d.get(desc, 0) + 1
+        prices.setdefault(code, []).append(p)
+    out = []
+    for code in sorted(prices):
+        desc_counts = titles.get(code, {})
+        title = max(desc_counts, key=lambda k: (desc_counts[k], k)).strip() if desc_counts else None
+        out.append(
+            {
+                "item_id": code,
+                "title": title,
+                "price": float(np.median(prices[code])),
+                "n_lines": len(prices[code]),
+            }
+        )
+    return out
+
+
+# ---------------------------------------------------------------------- dispatch
+def read_replay(
+    path: str | Path, fmt: str, *, limit: int | None = None, source: str | None = None
+) -> Iterator[Event]:
+    """Events of ``path`` read as ``fmt`` (one of ``REPLAY_FORMATS``), in time order.
+
+    Raises
+    ------
+    ValueError
+        If ``fmt`` is not a known format (the message lists them).
+    """
+    readers = {"sessionrec": read_sessionrec, "srgnn": read_srgnn, "online_retail": read_online_retail}
+    if fmt not in readers:
+        raise ValueError(f"format: must be one of {list(REPLAY_FORMATS)}; got {fmt!r}")
+    return readers[fmt](path, limit=limit, source=source)
+
+
+def replay_catalog(path: str | Path, fmt: str) -> list[dict]:
+    """Item records a log carries (Online Retail: title and price); empty for click-only formats."""
+    return online_retail_catalog(path) if fmt == "online_retail" else []
