@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import ast as pyast
-from datetime import datetime, timezone
 from importlib.resources import files
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedInput, UnexpectedToken, VisitError
 
 from api.iql import ast
 from api.iql.errors import IQLError
+from api.iql.schema import to_epoch_s
 
-__all__ = ["IQLParser", "parse_timestamp"]
+__all__ = ["IQLParser"]
 
 _DURATION_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _VALUE_START = {"STRING", "NUMBER", "NAME", "PARAM"}
@@ -29,20 +29,6 @@ _DISPLAY = {
     "NAME": "an attribute",
     "$END": "end of input",
 }
-
-
-def parse_timestamp(text: str) -> float:
-    """ISO-8601 date or date-time -> epoch seconds (naive times are UTC).
-
-    Raises
-    ------
-    ValueError
-        If ``text`` is not ISO-8601.
-    """
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
 
 
 def _pos(node: Token | Any) -> ast.Pos:
@@ -126,7 +112,7 @@ class _ToAst(Transformer):
 
     def timestamp(self, meta: Any, c: list[Token]) -> ast.Literal:
         try:
-            value = parse_timestamp(str(c[0]))
+            value = to_epoch_s(str(c[0]))
         except ValueError as exc:
             raise IQLError(c[0].line, c[0].column, "an ISO-8601 timestamp", f"'{c[0]}'") from exc
         return ast.Literal(value, "timestamp", _pos(c[0]))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numbers
 import re
 from collections.abc import Iterator, Mapping
-from datetime import date, datetime, timezone
-from enum import Enum
+from datetime import UTC, date, datetime
+from enum import StrEnum
 
 import numpy as np
 
@@ -17,7 +17,7 @@ __all__ = ["NUMERIC_TYPES", "AttrType", "Schema", "is_iso_timestamp", "to_epoch_
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 
 
-class AttrType(str, Enum):
+class AttrType(StrEnum):
     """Type of an item attribute, as IQL sees it."""
 
     STRING = "string"
@@ -25,9 +25,6 @@ class AttrType(str, Enum):
     BOOL = "bool"
     TIMESTAMP = "timestamp"
     STRING_LIST = "list of strings"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 NUMERIC_TYPES = frozenset({AttrType.NUMBER, AttrType.TIMESTAMP})
@@ -57,7 +54,7 @@ def to_epoch_s(value: object) -> float:
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     raise ValueError(f"not a timestamp: {value!r}")
 
 

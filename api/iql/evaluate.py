@@ -1,0 +1,238 @@
+"""Run a compiled IQL plan: bind request values, combine column bitmaps -> BitMap of item_idx.
+
+Null semantics (SQL-like, two-valued at the top): a comparison, IN, BETWEEN, CONTAINS/ANY/ALL is
+true only where the attribute has a value, and false when the value it is compared with is null
+(a missing parameter is an error, but a missing ``context.item`` attribute is null). ``!=``,
+``NOT IN`` and ``NOT BETWEEN`` likewise select only items with a value. ``NOT cond`` is every
+live item ``cond`` does not select, nulls included. Results are always within ``index.live``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pyroaring import BitMap
+
+from api.iql import plan as p
+from api.iql.context import RequestContext
+from api.iql.errors import IQLError
+from api.iql.index import CatalogIndex
+from api.iql.numeric import NumericColumn
+from api.iql.schema import NUMERIC_TYPES, AttrType, to_epoch_s
+
+__all__ = ["candidates_mask", "evaluate"]
+
+
+def evaluate(plan: p.FilterPlan | p.PlanNode, index: CatalogIndex, context: RequestContext) -> BitMap:
+    """Items (item_idx) selected by ``plan`` for this request.
+
+    Raises
+    ------
+    IQLError
+        If a request parameter is missing or cannot be coerced to the type it is compared with.
+    """
+    root = plan.root if isinstance(plan, p.FilterPlan) else plan
+    return _Run(index, context).node(root) & index.live
+
+
+def candidates_mask(selected: BitMap, candidates: NDArray[np.integer]) -> NDArray[np.bool_]:
+    """Boolean mask over ``candidates`` (item_idx, any order): True where the item is in ``selected``."""
+    cand = np.asarray(candidates)
+    if cand.size == 0:
+        return np.zeros(0, dtype=bool)
+    valid = cand >= 0
+    inside = selected & BitMap(np.unique(cand[valid]).astype(np.uint32))
+    return valid & np.isin(cand, np.asarray(inside.to_array(), dtype=np.int64))
+
+
+def coerce(value: Any, expect: AttrType | None, where: str, pos: Any, many: bool = False) -> Any:
+    """A bound value in the form columns store: float, str, bool, frozenset of those, or None.
+
+    Raises
+    ------
+    IQLError
+        Naming ``where`` (``$price_max``, ``context.user.segment``) at ``pos``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, list | tuple | set | frozenset):
+        if not many:
+            raise IQLError(pos.line, pos.column, f"a single value for {where}", f"{list(value)!r}")
+        return frozenset(v for v in (coerce(x, expect, where, pos) for x in value) if v is not None)
+    if expect is None:
+        return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
+    try:
+        if expect in NUMERIC_TYPES:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, str) and expect is AttrType.TIMESTAMP and "-" in value[1:]:
+                return to_epoch_s(value)
+            number = float(value)
+            if math.isnan(number):
+                return None
+            return number
+        if expect is AttrType.BOOL:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "1", "false", "0"):
+                return text in ("true", "1")
+            raise ValueError
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError
+    except (TypeError, ValueError):
+        raise IQLError(pos.line, pos.column, f"a {expect} for {where}", f"{value!r}") from None
+
+
+class _Run:
+    """One evaluation: binds value nodes against the request and walks predicate nodes."""
+
+    def __init__(self, index: CatalogIndex, context: RequestContext) -> None:
+        self.index, self.ctx = index, context
+
+    # ---- values --------------------------------------------------------------------------------
+
+    def bind(self, node: p.ValueNode) -> Any:
+        match node:
+            case p.Const(value=value):
+                return value
+            case p.ParamValue(name=name, expect=expect, pos=pos, many=many):
+                if name not in self.ctx.params:
+                    raise IQLError(pos.line, pos.column, f"a value for request parameter ${name}", "none")
+                return coerce(self.ctx.params[name], expect, f"${name}", pos, many)
+            case p.ContextValue(scope=scope, name=name, expect=expect, pos=pos, many=many):
+                source = self.ctx.item if scope == "item" else self.ctx.user
+                raw = None if source is None else source.get(name)
+                return coerce(raw, expect, f"context.{scope}.{name}", pos, many)
+            case p.CartValue(func=func, name=name, expect=expect, pos=pos):
+                return self._cart(func, name, expect, pos)
+            case p.NowValue():
+                return float(self.ctx.now_s)
+            case p.ArithValue(op=op, left=left, right=right):
+                a, b = self.bind(left), self.bind(right)
+                if a is None or b is None:
+                    return None
+                if op == "/":
+                    return a / b if b else None
+                return a + b if op == "+" else a - b if op == "-" else a * b
+            case p.ValueList(items=items):
+                out: set[Any] = set()
+                for item in items:
+                    value = self.bind(item)
+                    if isinstance(value, frozenset):
+                        out |= value
+                    elif value is not None:
+                        out.add(value)
+                return frozenset(out)
+        raise AssertionError(f"unknown value node {node!r}")  # pragma: no cover
+
+    def _cart(self, func: str, name: str, expect: AttrType | None, pos: Any) -> Any:
+        where = f"context.cart.{name}"
+        values: list[Any] = []
+        for item in self.ctx.cart:
+            value = coerce(item.get(name), expect, where, pos, many=True)
+            if isinstance(value, frozenset):
+                values.extend(value)
+            elif value is not None:
+                values.append(value)
+        if func == "any":
+            return frozenset(values)
+        if not values:
+            return None
+        if func == "min":
+            return min(values)
+        if func == "max":
+            return max(values)
+        return sum(values) / len(values) if func == "avg" else float(sum(values))
+
+    # ---- predicates ----------------------------------------------------------------------------
+
+    def node(self, node: p.PlanNode) -> BitMap:
+        match node:
+            case p.AllOf(items=items):
+                maps = []
+                for item in items:
+                    result = self.node(item)
+                    if not result:
+                        return BitMap()
+                    maps.append(result)
+                return BitMap.intersection(*maps)
+            case p.AnyOf(items=items):
+                return BitMap.union(*(self.node(i) for i in items))
+            case p.Negate(item=item):
+                return self.index.live - self.node(item)
+            case p.Match():
+                return self._match(node)
+            case p.Range():
+                return self._range(node)
+            case p.NullTest(attribute=name, negated=negated):
+                column = self.index.column(name)
+                present = column.present if column is not None else BitMap()
+                return present if negated else self.index.live - present
+            case p.ConstTest():
+                return self.index.live if self._const(node) else BitMap()
+        raise AssertionError(f"unknown plan node {node!r}")  # pragma: no cover
+
+    def _match(self, node: p.Match) -> BitMap:
+        column = self.index.column(node.attribute)
+        value = self.bind(node.value)
+        if column is None or value is None:
+            return BitMap()
+        op = node.op
+        if isinstance(value, frozenset):
+            op = {"eq": "in", "ne": "not_in", "contains": "any"}.get(op, op)  # type: ignore[assignment]
+        if op in ("eq", "contains"):
+            return column.eq(value)
+        if op == "ne":
+            return column.present - column.eq(value)
+        if op in ("in", "any"):
+            return column.any_of(value)
+        if op == "not_in":
+            return column.present - column.any_of(value)
+        return column.all_of(value)  # type: ignore[union-attr]
+
+    def _range(self, node: p.Range) -> BitMap:
+        column = self.index.column(node.attribute)
+        low = None if node.low is None else self.bind(node.low)
+        high = None if node.high is None else self.bind(node.high)
+        if (not isinstance(column, NumericColumn) or (node.low is not None and low is None)
+                or (node.high is not None and high is None)):
+            return BitMap()
+        inside = column.range(low, high, node.low_inclusive, node.high_inclusive)
+        return column.present - inside if node.negated else inside
+
+    def _const(self, node: p.ConstTest) -> bool:
+        left = self.bind(node.left)
+        right = None if node.right is None else self.bind(node.right)
+        if node.op == "is_null":
+            return left is None
+        if node.op == "is_not_null":
+            return left is not None
+        if node.op == "truthy":
+            return left is True
+        if left is None or right is None:
+            return False
+        if node.op in ("in", "not_in", "any"):
+            hit = bool(left & right) if isinstance(left, frozenset) else left in right
+            return hit if node.op != "not_in" else not hit
+        if node.op in ("contains", "all"):
+            needed = right if isinstance(right, frozenset) else {right}
+            return isinstance(left, frozenset) and needed <= left
+        try:
+            return bool(_COMPARE[node.op](left, right))
+        except TypeError:
+            return False
+
+
+_COMPARE = {
+    "==": lambda a, b: a in b if isinstance(b, frozenset) else a == b,
+    "!=": lambda a, b: a not in b if isinstance(b, frozenset) else a != b,
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+}
