@@ -15,36 +15,54 @@ __all__ = ["SessionIndex", "history_matrix", "check_histories", "mask_seen", "la
 
 @dataclass(frozen=True)
 class SessionIndex:
-    """The training sessions as a binary sparse matrix (each session's *set* of items).
+    """The training sessions as a sparse matrix (each session's *set* of items).
 
     Attributes
     ----------
     x : csr_array of shape (n_sessions, n_items), float32
-        1 where the session holds the item (duplicates collapsed).
-    xt : csr_array of shape (n_items, n_sessions), float32
-        Transpose of ``x`` (sessions of each item).
+        1 where the session holds the item (duplicates collapsed), canonical (sorted indices).
+    last_pos : ndarray of shape (x.nnz,), float32
+        Aligned with ``x.indices``: the item's newest 1-based position in its session
+        (positions count duplicates), as STAN's ``pos_last``.
     last_ts : ndarray of shape (n_sessions,), float64
         Epoch seconds of each session's last event (session-rec's ``session_time``).
-    n_unique : ndarray of shape (n_sessions,), float32
-        Distinct items per session.
+    xt : csr_array of shape (n_items, n_sessions), float32
+        Transpose of ``x`` (the sessions of each item).
     """
 
     x: sp.csr_array
-    xt: sp.csr_array
+    last_pos: NDArray[np.float32]
     last_ts: NDArray[np.float64]
-    n_unique: NDArray[np.float32]
+    xt: sp.csr_array
+
+    @property
+    def n_sessions(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def n_unique(self) -> NDArray[np.float32]:
+        """Distinct items per session, shape (n_sessions,)."""
+        return np.diff(self.x.indptr).astype(np.float32)
 
     @classmethod
     def from_log(cls, log: InteractionLog) -> SessionIndex:
         """Build from a training log (events sorted by session, then time)."""
-        n_s = log.n_sessions
-        x = sp.csr_array((np.ones(log.n_events, dtype=np.float32), (log.session_idx, log.item_idx)),
-                         shape=(n_s, log.n_items))
-        x.sum_duplicates()
-        x.data[:] = 1.0
-        bounds = log.session_bounds()
+        hist = Histories(indptr=log.session_bounds(), items=log.item_idx)
+        pos = last_positions(hist, log.n_items)
+        pos.sort_indices()
+        bounds = hist.indptr
         last_ts = log.ts[np.maximum(bounds[1:] - 1, 0)].astype(np.float64)
-        return cls(x=x, xt=x.T.tocsr(), last_ts=last_ts, n_unique=np.diff(x.indptr).astype(np.float32))
+        return cls.from_arrays(pos.indptr, pos.indices, pos.data, last_ts, log.n_items)
+
+    @classmethod
+    def from_arrays(cls, indptr: NDArray, indices: NDArray, last_pos: NDArray, last_ts: NDArray,
+                    n_items: int) -> SessionIndex:
+        """Rebuild from saved arrays (``x.indptr``, ``x.indices``, ``last_pos``, ``last_ts``)."""
+        n_s = len(indptr) - 1
+        x = sp.csr_array((np.ones(len(indices), dtype=np.float32), indices.astype(np.int32),
+                          indptr.astype(np.int64)), shape=(n_s, n_items))
+        return cls(x=x, last_pos=np.asarray(last_pos, dtype=np.float32),
+                   last_ts=np.asarray(last_ts, dtype=np.float64), xt=x.T.tocsr())
 
 
 def check_histories(histories: Histories, n_items: int, model: str) -> None:

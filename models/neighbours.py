@@ -1,0 +1,326 @@
+"""The session-neighbourhood engine behind SKNN, V-SKNN, STAN and V-STAN, vectorised over a batch.
+
+For a batch of prefixes it (1) finds every training session sharing an item with each prefix
+with one sparse product ``Q @ X.T``, (2) keeps the ``sample_size`` most recent (or random) of
+them, (3) scores their similarity, (4) keeps the ``k`` most similar per prefix and (5) spreads
+each neighbour's weight over its items. Steps 2 and 4 are per-row top-m selections done with
+one ``np.lexsort`` over all rows; no step loops in Python over sessions or items. Subclasses
+define the similarity (:meth:`SessionKNNBase._similarity`) and the weight each neighbour gives
+each of its items (:meth:`SessionKNNBase._entry_weights`).
+
+References
+----------
+Ludewig, Latifi, Jannach, "Empirical analysis of session-based recommendation algorithms",
+UMUAI 2021; github.com/rn5l/session-rec ``algorithms/knn/``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from models.base import Histories, InteractionLog
+from models.errors import ModelFitError, NotFittedError
+from models.persistence import load_model_dir, save_model_dir
+from models.session_index import SessionIndex, check_histories
+
+__all__ = ["SessionKNNBase", "QueryItems", "top_per_row", "expand_rows"]
+
+_DAY_S = 86_400.0
+
+
+def top_per_row(rows: NDArray[np.int64], keys: Sequence[NDArray], m: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The best ``m`` entries of each row; smaller keys are better, ``keys[0]`` most significant.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (nnz,), int
+        Row of each entry.
+    keys : sequence of ndarray of shape (nnz,)
+        Sort keys, most significant first; ascending = better.
+    m : int
+        Entries kept per row.
+
+    Returns
+    -------
+    (sel, rank) : indices of the kept entries, sorted by (row, keys), and their 0-based rank.
+    """
+    order = np.lexsort((*reversed(tuple(keys)), rows))
+    r = rows[order]
+    rank = np.arange(len(r), dtype=np.int64) - np.searchsorted(r, r, side="left")
+    keep = rank < m
+    return order[keep], rank[keep]
+
+
+def expand_rows(indptr: NDArray[np.int64], rows: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Entries of CSR rows ``rows``: (owner position in ``rows``, index into ``indices``), contiguous per row."""
+    start = indptr[rows]
+    lens = indptr[rows + 1] - start
+    total = int(lens.sum())
+    owner = np.repeat(np.arange(len(rows), dtype=np.int64), lens)
+    offsets = np.repeat(np.cumsum(lens) - lens, lens)
+    return owner, np.repeat(start, lens) + (np.arange(total, dtype=np.int64) - offsets)
+
+
+class QueryItems:
+    """The distinct (prefix, item) pairs of a batch, searchable, with each item's newest position.
+
+    Attributes
+    ----------
+    rows, items : ndarray of shape (n_pairs,), int64
+        Sorted by (row, item).
+    last_pos : ndarray of shape (n_pairs,), float64
+        Newest 1-based position of the item in its prefix (positions count duplicates).
+    length : ndarray of shape (n_queries,), int64
+        Prefix lengths with duplicates (session-rec's ``len(session_items)``).
+    n_unique : ndarray of shape (n_queries,), int64
+        Distinct items per prefix.
+    now : ndarray of shape (n_queries,), float64
+        Epoch seconds of the newest event of each prefix (``default_now`` when unknown).
+    """
+
+    def __init__(self, hist: Histories, n_items: int, default_now: float) -> None:
+        self.n_items = n_items
+        self.length = np.diff(hist.indptr).astype(np.int64)
+        b = len(self.length)
+        row = np.repeat(np.arange(b, dtype=np.int64), self.length)
+        pos = np.arange(len(row), dtype=np.int64) - np.repeat(hist.indptr[:-1], self.length) + 1
+        key = row * n_items + hist.items.astype(np.int64)
+        order = np.lexsort((pos, key))
+        k_sorted = key[order]
+        last = np.ones(len(order), dtype=bool)
+        last[:-1] = k_sorted[1:] != k_sorted[:-1]
+        self.keys = k_sorted[last]
+        self.rows = self.keys // n_items
+        self.items = self.keys % n_items
+        self.last_pos = pos[order][last].astype(np.float64)
+        self.n_unique = np.bincount(self.rows, minlength=b).astype(np.int64)
+        self.now = np.full(b, default_now, dtype=np.float64)
+        if hist.ts is not None:
+            has = self.length > 0
+            self.now[has] = hist.ts[hist.indptr[1:][has] - 1]
+
+    @property
+    def n_queries(self) -> int:
+        return int(len(self.length))
+
+    def find(self, rows: NDArray[np.int64], items: NDArray[np.integer]) -> NDArray[np.int64]:
+        """Index into the pairs of each (row, item), ``-1`` when the item is not in that prefix."""
+        key = rows * self.n_items + items.astype(np.int64)
+        pos = np.searchsorted(self.keys, key)
+        pos_c = np.minimum(pos, max(len(self.keys) - 1, 0))
+        if not len(self.keys):
+            return np.full(len(key), -1, dtype=np.int64)
+        return np.where(self.keys[pos_c] == key, pos_c, -1)
+
+    def matrix(self, values: NDArray[np.floating] | None = None) -> sp.csr_array:
+        """(n_queries, n_items) sparse matrix of the pairs (values default to 1)."""
+        v = np.ones(len(self.keys), dtype=np.float64) if values is None else values
+        return sp.csr_array((v, (self.rows, self.items)), shape=(self.n_queries, self.n_items))
+
+
+class SessionKNNBase:
+    """Shared fit / recommend / save of the session-kNN family (see the module docstring).
+
+    Subclasses take at least ``k``, ``sample_size``, ``sampling`` and ``random_state`` and
+    implement ``_validate``, ``_similarity`` and ``_entry_weights``.
+    """
+
+    _chunk: int = 256
+    """Prefixes scored at once inside ``recommend`` (bounds memory)."""
+    _positive_only: bool = True
+    """Drop neighbours with similarity <= 0 (session-rec's ``if similarity > 0``)."""
+
+    k: int
+    sample_size: int
+    sampling: str
+    random_state: int | None
+
+    # ---- hooks ---------------------------------------------------------------------------
+    def _validate(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k: must be >= 1; got {self.k}")
+        if self.sample_size < 0:
+            raise ValueError(f"sample_size: must be >= 0 (0 = all candidates); got {self.sample_size}")
+        if self.sampling not in ("recent", "random"):
+            raise ValueError(f"sampling: must be 'recent' or 'random'; got {self.sampling!r}")
+
+    def _train_window(self, log: InteractionLog) -> InteractionLog:
+        return log
+
+    def _similarity(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
+                    overlap: NDArray[np.float64]) -> NDArray[np.float64]:
+        raise NotImplementedError
+
+    def _entry_weights(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
+                       sim: NDArray[np.float64], owner: NDArray[np.int64], entry: NDArray[np.int64]
+                       ) -> NDArray[np.float64]:
+        raise NotImplementedError
+
+    # ---- the estimator contract ----------------------------------------------------------
+    def get_params(self) -> dict[str, object]:
+        """Constructor arguments as stored (scikit-learn's rule)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {n: getattr(self, n) for n in names}
+
+    def fit(self, log: InteractionLog) -> Self:
+        """Index the training sessions of ``log``.
+
+        Raises
+        ------
+        ValueError
+            If a hyper-parameter is invalid (the message names it).
+        ModelFitError
+            If the log (after ``last_n_days``) holds no events.
+        """
+        self._validate()
+        log = self._train_window(log)
+        if log.n_events == 0:
+            raise ModelFitError(f"{type(self).__name__}.fit: the log holds no events")
+        index = SessionIndex.from_log(log)
+        counts = np.bincount(log.item_idx, minlength=log.n_items).astype(np.float64)
+        idf = np.where(counts > 0, np.log(index.n_sessions / np.maximum(counts, 1.0)), 0.0)
+        self._set_state(index, idf, np.random.default_rng(self.random_state).random(index.n_sessions),
+                        float(log.ts.max()))
+        return self
+
+    def _set_state(self, index: SessionIndex, idf: NDArray, rand_key: NDArray, now: float) -> None:
+        self.index_ = index
+        self.n_items_ = int(index.x.shape[1])
+        self.idf_ = np.asarray(idf, dtype=np.float64)
+        self.rand_key_ = np.asarray(rand_key, dtype=np.float64)
+        self.now_ = now
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "index_"):
+            raise NotFittedError(self)
+
+    def recommend(self, histories: Histories, n: int = 20, *, exclude_seen: bool = False
+                  ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """Top-``n`` items for each prefix from its session neighbourhood.
+
+        Parameters
+        ----------
+        histories : Histories
+            Prefixes (item indices, oldest first; ``ts`` in epoch seconds used by time decays,
+            else the end of train is "now").
+        n : int
+            List length, >= 1.
+        exclude_seen : bool
+            Drop the prefix's own items.
+
+        Returns
+        -------
+        (ids, scores) : int32 and float32 arrays of shape (n_queries, n), best first; items no
+        neighbour holds are not recommended (``-1`` / ``-inf`` padding). Ties go to the lower index.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            If ``n < 1`` or a history holds an index outside the catalogue.
+        """
+        self._check_fitted()
+        if n < 1:
+            raise ValueError(f"n must be >= 1; got {n}")
+        check_histories(histories, self.n_items_, type(self).__name__)
+        b = histories.n_queries
+        ids = np.full((b, n), -1, dtype=np.int32)
+        vals = np.full((b, n), -np.inf, dtype=np.float32)
+        for lo in range(0, b, self._chunk):
+            hi = min(lo + self._chunk, b)
+            a, z = histories.indptr[lo], histories.indptr[hi]
+            sub = Histories(indptr=histories.indptr[lo:hi + 1] - a, items=histories.items[a:z],
+                            ts=None if histories.ts is None else histories.ts[a:z])
+            self._recommend_chunk(sub, n, exclude_seen, ids[lo:hi], vals[lo:hi])
+        return ids, vals
+
+    def _recommend_chunk(self, hist: Histories, n: int, exclude_seen: bool,
+                         ids: NDArray[np.int32], vals: NDArray[np.float32]) -> None:
+        q = QueryItems(hist, self.n_items_, self.now_)
+        rows, sess, sim = self._neighbours(q)
+        owner, entry = expand_rows(self.index_.x.indptr, sess)
+        w = self._entry_weights(q, rows, sess, sim, owner, entry)
+        key = rows[owner] * self.n_items_ + self.index_.x.indices[entry].astype(np.int64)
+        uk, inv = np.unique(key, return_inverse=True)
+        score = np.bincount(inv.reshape(-1), weights=w, minlength=len(uk))
+        r, it = uk // self.n_items_, uk % self.n_items_
+        keep = score > 0
+        if exclude_seen or not getattr(self, "remind", True):
+            keep &= q.find(r, it) < 0
+        r, it, score = r[keep], it[keep], score[keep]
+        sel, rank = top_per_row(r, [-score, it], n)
+        ids[r[sel], rank] = it[sel]
+        vals[r[sel], rank] = score[sel]
+
+    def _neighbours(self, q: QueryItems) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+        """(row, session, similarity) of the ``k`` nearest sampled neighbours of each prefix."""
+        c = (q.matrix() @ self.index_.xt).tocsr()
+        c.sort_indices()
+        rows = np.repeat(np.arange(q.n_queries, dtype=np.int64), np.diff(c.indptr))
+        sess = c.indices.astype(np.int64)
+        overlap = c.data.astype(np.float64)
+        if self.sample_size > 0:
+            key = -self.index_.last_ts[sess] if self.sampling == "recent" else self.rand_key_[sess]
+            sel, _ = top_per_row(rows, [key, sess], self.sample_size)
+            sel.sort()
+            rows, sess, overlap = rows[sel], sess[sel], overlap[sel]
+        sim = self._similarity(q, rows, sess, overlap)
+        if self._positive_only:
+            ok = sim > 0
+            rows, sess, sim = rows[ok], sess[ok], sim[ok]
+        sel, _ = top_per_row(rows, [-sim, -self.index_.last_ts[sess], sess], self.k)
+        return rows[sel], sess[sel], sim[sel]
+
+    def _weighted_overlap(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
+                          weights: NDArray[np.float64]) -> NDArray[np.float64]:
+        """For each (row, session) pair, the sum of ``weights`` (one per query pair) of shared items."""
+        owner, entry = expand_rows(self.index_.x.indptr, sess)
+        qi = q.find(rows[owner], self.index_.x.indices[entry])
+        hit = qi >= 0
+        return np.bincount(owner[hit], weights=weights[qi[hit]], minlength=len(sess))
+
+    def similar_items(self, item_idx: NDArray[np.int32], n: int = 20
+                      ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """Items recommended after a one-item session ``[i]`` (the item itself excluded)."""
+        q = np.asarray(item_idx, dtype=np.int32)
+        hist = Histories(indptr=np.arange(len(q) + 1, dtype=np.int64), items=q)
+        return self.recommend(hist, n, exclude_seen=True)
+
+    def save(self, path: Path) -> None:
+        """Write ``arrays.npz`` (session index, idf, sampling keys) and ``params.json`` to ``path``."""
+        self._check_fitted()
+        ix = self.index_
+        save_model_dir(path, type(self).__name__, self.get_params(), {
+            "indptr": ix.x.indptr, "indices": ix.x.indices, "last_pos": ix.last_pos, "last_ts": ix.last_ts,
+            "idf": self.idf_, "rand_key": self.rand_key_, "now": np.array([self.now_]),
+            "n_items": np.array([self.n_items_]),
+        })
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        """Read a directory written by :meth:`save` (``allow_pickle=False``)."""
+        params, a = load_model_dir(path, cls.__name__)
+        model = cls(**params)
+        index = SessionIndex.from_arrays(a["indptr"], a["indices"], a["last_pos"], a["last_ts"], int(a["n_items"][0]))
+        model._set_state(index, a["idf"], a["rand_key"], float(a["now"][0]))
+        return model
+
+
+def day_window(log: InteractionLog, days: float | None) -> InteractionLog:
+    """Events from midnight (UTC) ``days`` days before the last day of ``log`` on (session-rec ``last_n_days``)."""
+    if days is None:
+        return log
+    last_day = np.floor(log.ts.max() / _DAY_S) * _DAY_S
+    keep = log.ts >= last_day - days * _DAY_S
+    sess = log.session_idx[keep]
+    _, remap = np.unique(sess, return_inverse=True)
+    return InteractionLog(session_idx=remap.astype(np.int32), item_idx=log.item_idx[keep], ts=log.ts[keep],
+                          n_items=log.n_items, item_ids=log.item_ids)
