@@ -31,5 +31,7 @@ def _register() -> None:
             importlib.import_module(f"flows.{mod.name}")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m flows.cli: use the importable module's app, not __main__'s
+    import flows.cli
+
+    flows.cli.main()

@@ -114,8 +114,8 @@ class PartitionDB:
 def read_stored_offset(state_dir: Path, topic: str, partition: int) -> int | None:
     """The committed offset of one partition, read without the writer's lock; ``None`` if no DB."""
     path = partition_path(state_dir, topic, partition)
-    if not (path / "CURRENT").exists():
-        return None
+    if not (path / "CURRENT").exists() or "meta" not in Rdict.list_cf(str(path), Options(raw_mode=True)):
+        return None  # no database, or one being created: nothing committed yet
     db = PartitionDB(path, read_only=True)
     try:
         return db.stored_offset()

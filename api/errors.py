@@ -1,0 +1,62 @@
+"""HTTP errors as JSON that names the field: ``{"error": {"field": ..., "reason": ...}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+__all__ = ["ApiError", "exception_handlers", "validate_params"]
+
+M = TypeVar("M", bound=BaseModel)
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP ``status``, the offending ``field`` and the ``reason``."""
+
+    def __init__(self, status: int, field: str, reason: str, **extra: object) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.status, self.field, self.reason, self.extra = status, field, reason, extra
+
+    def __repr__(self) -> str:
+        return f"ApiError(status={self.status}, field={self.field!r}, reason={self.reason!r})"
+
+
+def validate_params(model: type[M], data: dict[str, object]) -> M:
+    """Validate query/body data with pydantic; the first error becomes a 422 ``ApiError``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "$"
+        raise ApiError(422, field, err["msg"], value=err.get("input") if not isinstance(err.get("input"), dict) else None) from exc
+
+
+def _error(status: int, field: str, reason: str, **extra: object) -> JSONResponse:
+    body: dict[str, object] = {"field": field, "reason": reason}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse({"error": body}, status_code=status)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _error(exc.status, exc.field, exc.reason, **exc.extra)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, "path" if exc.status_code in (404, 405) else "$", str(exc.detail))
+
+
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _error(500, "$", f"internal error: {type(exc).__name__}")
+
+
+exception_handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _server_error}

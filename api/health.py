@@ -1,0 +1,26 @@
+"""``GET /healthz`` (readiness) and ``GET /metrics`` (Prometheus text format)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.json import json_response
+from api.services import Services
+
+__all__ = ["healthz", "metrics"]
+
+
+async def healthz(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    ready = svc.topn.wait_caught_up(0) and svc.catalog.wait_caught_up(0)
+    return json_response({"status": "ok" if ready else "starting", "users_with_topn": len(svc.topn),
+                          "catalog_items": len(svc.catalog)}, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    svc.metrics.topn_users.set(len(svc.topn))
+    svc.metrics.catalog_items.set(len(svc.catalog))
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)

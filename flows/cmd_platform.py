@@ -1,0 +1,201 @@
+"""``fusionrec broker | topics | train | flow | serve | run``: start each piece, or all of them.
+
+``run`` is what ``make run`` calls: a local Tansu broker, the topics, a synthetic shop's
+history (trained on and replayed), the Bytewax flow, the API and a live simulated shop, all
+as child processes in their own process groups; Ctrl-C stops every one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli import app
+from operators.broker import LocalBroker, wait_for_port
+from operators.kafka import ensure_topics, platform_topics
+from operators.settings import Settings
+
+log = logging.getLogger("fusionrec")
+
+
+def _settings() -> Settings:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return Settings()
+
+
+def _topics(s: Settings) -> None:
+    k = s.kafka
+    ensure_topics(k.brokers, platform_topics(k.events_topic, k.dead_topic, k.topn_topic, k.catalog_topic, k.partitions))
+
+
+@app.command("broker")
+def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1")] = 9092) -> None:
+    """Run a local Kafka-protocol broker (Tansu, in-memory storage) until Ctrl-C."""
+    _settings()
+    with LocalBroker(port) as b:
+        typer.echo(f"broker on {b.bootstrap} (memory storage; Ctrl-C stops it)")
+        try:
+            while b.proc is not None and b.proc.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command("topics")
+def topics_cmd() -> None:
+    """Create the platform's topics (events, events.dead, user-topn, catalog) if missing."""
+    s = _settings()
+    _topics(s)
+    typer.echo(f"topics ready on {s.kafka.brokers}")
+
+
+@app.command("train")
+def train_cmd(
+    events: Annotated[Path | None, typer.Option(help="JSONL event log to train on")] = None,
+    simulate: Annotated[int, typer.Option(help="Or: train on this many synthetic-shop events")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic shop")] = 0,
+) -> None:
+    """Train the co-visitation model and write a new model version (picked up without restart)."""
+    from operators.training import read_events_jsonl, train_covisitation
+
+    s = _settings()
+    if events is not None:
+        stream = read_events_jsonl(events, s)
+    elif simulate > 0:
+        from simulators.shop import SyntheticShop
+
+        stream = iter(SyntheticShop(seed=seed).history(simulate))
+    else:
+        raise typer.BadParameter("give --events FILE or --simulate N", param_hint="--events")
+    path = train_covisitation(stream, s)
+    typer.echo(f"model version written: {path}")
+
+
+@app.command("flow")
+def flow_cmd(workers: Annotated[int, typer.Option("-w", "--workers", help="Worker threads")] = 1) -> None:
+    """Run the real-time dataflow (same as ``python -m bytewax.run flows.realtime:flow -w N``)."""
+    _settings()
+    os.execv(sys.executable, [sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)])
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    workers: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Run the HTTP API with uvicorn (settings from fusionrec.toml / FUSIONREC_*)."""
+    s = _settings()
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
+                workers=workers or s.api.workers, log_level="warning")
+
+
+def _child(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    out = open(log_path, "ab")  # noqa: SIM115 - closed when the child exits
+    return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
+    for p in reversed(children):
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for p in reversed(children):
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+@app.command("run")
+def run_cmd(
+    port: Annotated[int, typer.Option(help="Broker port")] = 9092,
+    api_port: Annotated[int, typer.Option(help="API port")] = 8000,
+    workers: Annotated[int, typer.Option("-w", "--workers", help="Flow worker threads")] = 2,
+    history: Annotated[int, typer.Option(help="Synthetic history events to train on and replay")] = 30000,
+    rate: Annotated[float, typer.Option(help="Live simulated events per second")] = 50.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    replay: Annotated[Path | None, typer.Option(help="Replay this real log instead of the synthetic shop")] = None,
+    replay_format: Annotated[str, typer.Option("--format", help="sessionrec | srgnn | online_retail")] = "sessionrec",
+    replay_limit: Annotated[int, typer.Option(help="Max events to replay (0 = all)")] = 200000,
+    var: Annotated[Path, typer.Option(help="Working directory for state, models and logs")] = Path("var/run"),
+) -> None:
+    """Start the whole platform embedded: broker, topics, training, flow, API, live shop."""
+    from operators.training import train_covisitation
+
+    _settings()
+    var.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, FUSIONREC_KAFKA__BROKERS=f"127.0.0.1:{port}",
+               FUSIONREC_STREAM__STATE_DIR=str(var / "state"), FUSIONREC_STREAM__MODEL_DIR=str(var / "models"),
+               FUSIONREC_API__PORT=str(api_port))
+    os.environ.update(env)
+    s = Settings()
+    broker = LocalBroker(port, log_path=var / "broker.log").start()
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        _topics(s)
+        children += _seed_and_train(s, var, history, seed, replay, replay_format, replay_limit, train_covisitation)
+        children.append(_child([sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)],
+                               env, var / "flow.log"))
+        children.append(_child([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
+                                "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"],
+                               env, var / "api.log"))
+        wait_for_port("127.0.0.1", api_port, 30)
+        if replay is None:
+            children.append(_child([sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
+                                    "--events", "100000000", "--rate", str(rate), "--seed", str(seed),
+                                    "--skip-history", str(history), "--no-progress"], env, var / "simulate.log"))
+        base = f"http://127.0.0.1:{api_port}"
+        typer.echo(f"""
+fusionrec is running (logs in {var}/):
+  broker           127.0.0.1:{port}   (Tansu, in-memory)
+  API              {base}
+  recommendations  {base}/v1/recommendations?user_id=<user>
+  health/metrics   {base}/healthz   {base}/metrics
+Ctrl-C stops everything.""")
+        while all(p.poll() is None for p in children if p.args[-1] != "--no-progress" or True):
+            time.sleep(1.0)
+            dead = [p for p in children if p.poll() is not None]
+            if dead:
+                typer.echo(f"a child exited ({dead[0].args[:4]}); see logs in {var}/; stopping", err=True)
+                break
+    except KeyboardInterrupt:
+        typer.echo("stopping...")
+    finally:
+        _stop_all(children)
+        broker.stop()
+
+
+def _seed_and_train(s: Settings, var: Path, history: int, seed: int, replay: Path | None, fmt: str,
+                    limit: int, train) -> list[subprocess.Popen[bytes]]:  # noqa: ANN001
+    """Produce the catalog and the history into Kafka and train the first model version on it."""
+    from simulators.producer import EventProducer
+
+    if replay is not None:
+        from simulators.replay import read_replay, replay_catalog
+
+        events = list(read_replay(replay, fmt, limit=limit or None))
+        catalog = replay_catalog(replay, fmt)
+    else:
+        from simulators.shop import SyntheticShop
+
+        shop = SyntheticShop(seed=seed)
+        catalog = shop.catalog()
+        events = shop.history(history, end_ts=time.time(), rate_per_s=max(1.0, history / 7 / 86400))
+    typer.echo(f"training on {len(events)} events...")
+    train(events, s)
+    with EventProducer.from_settings(s.kafka) as p:
+        p.send_catalog(catalog)
+        p.send_events(events, progress=True)
+    return []

@@ -1,0 +1,88 @@
+"""Offline training on an event log: events -> ``InteractionLog`` -> model -> new model version."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from models.base import InteractionLog
+from models.covisit import CoVisitation
+from operators.model_version import write_version
+from operators.parse import EventRules, validate_event_dict
+from operators.schema import Event, encode_event
+from operators.settings import Settings
+
+__all__ = ["events_to_log", "train_covisitation", "read_events_jsonl", "write_events_jsonl"]
+
+log = logging.getLogger(__name__)
+
+
+def events_to_log(events: Iterable[Event], event_types: list[str]) -> InteractionLog:
+    """Build the training log: one row per (event, item), sessions = ``session_id`` or ``user_id``.
+
+    Returns
+    -------
+    InteractionLog sorted by (session, ts), with ``item_ids`` the shop id of each item_idx
+    (in order of first appearance) and ``event_type`` codes indexing ``event_types``.
+    Events of types not in ``event_types`` are skipped.
+    """
+    type_code = {t: i for i, t in enumerate(event_types)}
+    items: dict[str, int] = {}
+    sessions: dict[str, int] = {}
+    sess, item, ts, et = [], [], [], []
+    for e in events:
+        code = type_code.get(e.type)
+        if code is None:
+            continue
+        s = sessions.setdefault(e.session_id or e.user_id, len(sessions))
+        for i in e.item_ids():
+            sess.append(s)
+            item.append(items.setdefault(i, len(items)))
+            ts.append(e.ts)
+            et.append(code)
+    s_arr = np.asarray(sess, dtype=np.int32)
+    t_arr = np.asarray(ts, dtype=np.float64)
+    order = np.lexsort((t_arr, s_arr))
+    return InteractionLog(session_idx=s_arr[order], item_idx=np.asarray(item, dtype=np.int32)[order],
+                          ts=t_arr[order], n_items=len(items), event_type=np.asarray(et, dtype=np.int8)[order],
+                          event_types=tuple(event_types), item_ids=tuple(items))
+
+
+def train_covisitation(events: Iterable[Event], settings: Settings, **params: float) -> Path:
+    """Fit ``CoVisitation`` on ``events`` and write a new version under ``settings.stream.model_dir``."""
+    types = [t.name for t in settings.event_types if t.weight > 0]
+    weights = tuple(t.weight for t in settings.event_types if t.weight > 0)
+    il = events_to_log(events, types)
+    if il.n_items == 0:
+        raise ValueError("events: no interactions with items of a weighted event type; nothing to train on")
+    model = CoVisitation(type_weights=weights, **params).fit(il)  # type: ignore[arg-type]
+    assert il.item_ids is not None
+    return write_version(settings.stream.model_dir, model, list(il.item_ids),
+                         n_events=il.n_events, n_sessions=il.n_sessions, trained_on="events")
+
+
+def write_events_jsonl(events: Iterable[Event], path: Path) -> int:
+    """One event per line in the wire format; returns the count."""
+    n = 0
+    with open(path, "wb") as f:
+        for e in events:
+            f.write(encode_event(e) + b"\n")
+            n += 1
+    return n
+
+
+def read_events_jsonl(path: Path, settings: Settings) -> Iterator[Event]:
+    """Events from a JSONL file; invalid lines are logged with their line number and skipped."""
+    rules = EventRules.from_specs(settings.event_types, settings.stream.max_event_bytes)
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield validate_event_dict(msgspec.json.decode(line), rules)
+            except (ValueError, msgspec.DecodeError) as exc:
+                log.warning("%s:%d: skipped: %s", path, lineno, exc)

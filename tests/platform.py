@@ -1,0 +1,155 @@
+"""Test harness for real parts: a flow subprocess, an API over HTTP, catch-up waits, state dumps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import tomli_w
+import uvicorn
+
+from api.app import create_app
+from operators.broker import free_port, wait_for_port
+from operators.kafka import ensure_topics, high_watermarks, platform_topics
+from operators.settings import Settings
+from state.partition import PartitionDB, list_partitions, partition_path, read_stored_offset
+from state.popularity import PopularityStore
+from state.users import UserStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_settings(bootstrap: str, tmp: Path, partitions: int = 4, **stream: object) -> Settings:
+    """Settings with topics unique to one test and state/models under ``tmp``."""
+    tag = uuid.uuid4().hex[:8]
+    s = Settings(
+        kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "dead_topic": f"dead-{tag}",
+               "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}", "partitions": partitions},
+        stream={"state_dir": tmp / "state", "model_dir": tmp / "models", "serving_dir": tmp / "serving",
+                "batch_size": 500, **stream},
+    )
+    k = s.kafka
+    ensure_topics(k.brokers, platform_topics(k.events_topic, k.dead_topic, k.topn_topic, k.catalog_topic, k.partitions))
+    return s
+
+
+def write_config(settings: Settings, path: Path) -> Path:
+    path.write_text(tomli_w.dumps(settings.model_dump(mode="json", exclude_none=True)))
+    return path
+
+
+class FlowProcess:
+    """``python -m bytewax.run flows.realtime:flow`` as a child process configured by a TOML file."""
+
+    def __init__(self, settings: Settings, config_path: Path, workers: int = 1, processes: int = 1) -> None:
+        self.settings = settings
+        self.config = write_config(settings, config_path)
+        self.workers, self.processes = workers, processes
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.log = config_path.with_suffix(".log")
+
+    def start(self) -> FlowProcess:
+        env = dict(os.environ, FUSIONREC_CONFIG=str(self.config), PYTHONPATH=str(ROOT))
+        args = [sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(self.workers)]
+        out = open(self.log, "ab")  # noqa: SIM115
+        if self.processes == 1:
+            self.procs = [subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                           start_new_session=True)]
+        else:
+            ports = [free_port() for _ in range(self.processes)]
+            hosts = ";".join(f"127.0.0.1:{p}" for p in ports)
+            self.procs = [subprocess.Popen(args + ["-i", str(i), "-a", hosts], env=env, stdout=out,
+                                           stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+                          for i in range(self.processes)]
+        return self
+
+    def kill9(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def wait_caught_up(settings: Settings, flow: FlowProcess | None = None, timeout_s: float = 120.0) -> None:
+    """Block until every partition's stored offset reaches the topic's log end."""
+    k = settings.kafka
+    end = high_watermarks(k.brokers, k.events_topic)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stored = {p: read_stored_offset(settings.stream.state_dir, k.events_topic, p) or 0 for p in end}
+        if all(stored[p] >= end[p] for p in end):
+            return
+        if flow is not None and not flow.alive():
+            raise RuntimeError(f"flow died:\n{flow.log_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"flow not caught up after {timeout_s} s: stored {stored}, end {end}")
+        time.sleep(0.1)
+
+
+def stored_total(settings: Settings) -> int:
+    """Sum over partitions of the committed next offsets (messages consumed so far)."""
+    k = settings.kafka
+    return sum(read_stored_offset(settings.stream.state_dir, k.events_topic, p) or 0
+               for p in range(k.partitions))
+
+
+def dump_state(settings: Settings) -> dict[str, object]:
+    """Everything the stream stored, per partition, for equality checks (read-only open)."""
+    out: dict[str, object] = {}
+    topic = settings.kafka.events_topic
+    for p in list_partitions(settings.stream.state_dir, topic):
+        db = PartitionDB(partition_path(settings.stream.state_dir, topic, p), read_only=True)
+        try:
+            users = {u: st for u, st in UserStore(db).all().items()}
+            pop = {i: (round(r.score, 9), r.last_ts) for i, r in PopularityStore(db, 1.0)._rows.items()}
+            out[str(p)] = {"offset": db.stored_offset(), "users": users, "popularity": pop,
+                           "dead": dict(db.scan(b"d:"))}
+        finally:
+            db.close()
+    return out
+
+
+class ApiServer:
+    """The Starlette app under uvicorn in a background thread, on a free port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ApiServer:
+        self.thread.start()
+        wait_for_port("127.0.0.1", self.port, 20)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
