@@ -19,7 +19,7 @@ __all__ = ["simulate_cmd", "replay_cmd", "shift_to"]
 
 log = logging.getLogger(__name__)
 
-_MAX_RATE_TS_SPACING = 1000.0
+_MAX_RATE_TS_SPACING = 100.0
 """Events per second of simulated time when ``simulate --rate 0`` sends as fast as possible."""
 
 

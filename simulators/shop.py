@@ -30,9 +30,12 @@ DEFAULT_START_TS = 1_700_000_000.0
 
 @dataclass(slots=True)
 class _Clock:
-    now: float
+    """Where the stream is: the next visit's time, the events already generated but not yet yielded."""
+
+    next_visit: float
     pending: list[tuple[float, int, Event]] = field(default_factory=list)
     seq: int = 0
+    warm: bool = False
 
 
 class SyntheticShop:
@@ -81,7 +84,7 @@ class SyntheticShop:
         self._catalog.add_items(n_items)
         self._users = Users(taste_spec or TasteSpec(), self._catalog, self._rng)
         self._users.add_users(n_users)
-        self._clock = _Clock(now=float(start_ts))
+        self._clock = _Clock(next_visit=float(start_ts))
         self._visits = VisitGenerator(self._catalog, self._users, self.visit_spec, self._u, seed)
 
     # ------------------------------------------------------------------ ids and catalog
@@ -107,8 +110,8 @@ class SyntheticShop:
 
     @property
     def now(self) -> float:
-        """The shop's clock: epoch seconds of the last generated visit."""
-        return self._clock.now
+        """The shop's clock: epoch seconds the stream has reached (the next visit's time)."""
+        return self._clock.next_visit
 
     def catalog(self, *, since: int = 0, vectors: bool = True) -> list[dict]:
         """Item records (``item_id``, title, category, brand, price, on_sale, tags, created_ts, vector).
@@ -172,10 +175,15 @@ class SyntheticShop:
         return float(np.mean([len(self._users.wish[u]) for u in users])) / self.n_items
 
     # ------------------------------------------------------------------ events
-    def history(self, n_events: int, *, end_ts: float | None = None, rate_per_s: float = 1.0) -> list[Event]:
-        """``n_events`` events for training; with ``end_ts`` they end around it (start = end - n/rate)."""
+    def history(
+        self, n_events: int, *, end_ts: float | None = None, rate_per_s: float = 1.0, warm_up: bool = True
+    ) -> list[Event]:
+        """``n_events`` events for training; with ``end_ts`` they end around it (start = end - n/rate).
+
+        Same parameters as ``events``; the shop's clock continues afterwards.
+        """
         start = None if end_ts is None else end_ts - n_events / rate_per_s
-        return list(self.events(n_events, start_ts=start, rate_per_s=rate_per_s))
+        return list(self.events(n_events, start_ts=start, rate_per_s=rate_per_s, warm_up=warm_up))
 
     def events(
         self,
@@ -184,6 +192,7 @@ class SyntheticShop:
         start_ts: float | None = None,
         rate_per_s: float = 1.0,
         on_new_item: Callable[[dict], None] | None = None,
+        warm_up: bool = True,
     ) -> Iterator[Event]:
         """Yield ``n_events`` events in time order, continuing the shop's clock.
 
@@ -198,24 +207,46 @@ class SyntheticShop:
             Mean events per second of simulated time (the ``ts`` spacing, not wall-clock pacing).
         on_new_item : callable, optional
             Called with the catalog record of each new item before any event mentions it.
+        warm_up : bool
+            When the stream (re)starts, join the shop mid-stream: simulate the
+            ``VisitSpec.warm_up_s`` seconds before the start (at most the stream's own length,
+            ``n_events / rate_per_s``, to bound the cost) and keep only their events from the
+            start on, so the rate holds from the first seconds. The first sessions are then
+            partial (e.g. a purchase whose view was before the start), as in any cut of a log.
+            Without it the rate ramps up over the first few session lengths.
         """
         if rate_per_s <= 0:
             raise ValueError(f"rate_per_s: must be > 0; got {rate_per_s}")
         clock = self._clock
-        if start_ts is not None and start_ts != clock.now:
-            clock.now, clock.pending = float(start_ts), []
-        next_visit = clock.now
+        if start_ts is not None and start_ts != clock.next_visit:
+            clock.next_visit, clock.pending, clock.warm = float(start_ts), [], False
+        if warm_up and not clock.warm:
+            self._warm_up(min(self.visit_spec.warm_up_s, n_events / rate_per_s), rate_per_s, on_new_item)
+        clock.warm = True
         emitted = 0
         while emitted < n_events:
-            if clock.pending and clock.pending[0][0] <= next_visit:
+            if clock.pending and clock.pending[0][0] <= clock.next_visit:
                 yield heapq.heappop(clock.pending)[2]
                 emitted += 1
                 continue
-            clock.now = next_visit
-            self._visits.maybe_add_items(next_visit, on_new_item)
-            for ev in self._visits.visit(next_visit):
+            self._visit(clock.next_visit, on_new_item, keep_from=-np.inf)
+            clock.next_visit += self._u.exponential(self._visits.events_per_visit() / rate_per_s)
+
+    def _visit(self, ts: float, on_new_item: Callable[[dict], None] | None, keep_from: float) -> None:
+        """Generate one visit at ``ts``; queue its events from ``keep_from`` on."""
+        clock = self._clock
+        self._visits.maybe_add_items(ts, on_new_item)
+        for ev in self._visits.visit(ts):
+            if ev.ts >= keep_from:
                 heapq.heappush(clock.pending, (ev.ts, clock.seq, ev))
                 clock.seq += 1
-            next_visit += self._u.exponential(self._visits.events_per_visit() / rate_per_s)
+
+    def _warm_up(self, seconds: float, rate_per_s: float, on_new_item: Callable[[dict], None] | None) -> None:
+        """Simulate ``seconds`` before the clock; queue only the events at or after it."""
+        start = self._clock.next_visit
+        t = start - seconds
+        while t < start:
+            self._visit(t, on_new_item, keep_from=start)
+            t += self._u.exponential(self._visits.events_per_visit() / rate_per_s)
 
     # ------------------------------------------------------------------ visit generation

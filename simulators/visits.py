@@ -48,6 +48,8 @@ class VisitSpec:
     p_new_user: float = 0.02
     new_items_per_1k_events: float = 2.0
     mean_gap_s: float = 20.0
+    warm_up_s: float = 300.0
+    """Seconds simulated before a (re)start so the stream starts in steady state (see ``events``)."""
 
 
 class Uniforms:

@@ -59,7 +59,7 @@ def test_simulate_sends_catalog_then_events(tansu_bootstrap: str, make_topic) ->
     msgs = _consume(tansu_bootstrap, events, 2, 500)
     assert len(msgs) == 500
     shop = SyntheticShop(n_items=100, n_users=30, seed=3)
-    want = {e.event_id: e.user_id for e in shop.events(500, rate_per_s=1000.0)}  # the --rate 0 ts spacing
+    want = {e.event_id: e.user_id for e in shop.events(500, rate_per_s=100.0)}  # the --rate 0 ts spacing
     got = {orjson.loads(m.value())["event_id"]: m.key().decode() for m in msgs}
     assert got == want  # same seed -> same events, keyed by user
     items = _consume(tansu_bootstrap, catalog, 1, 100)

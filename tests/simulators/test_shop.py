@@ -49,7 +49,16 @@ def test_events_are_valid_time_ordered_and_unique(shop_and_events) -> None:
     assert len({e.event_id for e in events}) == len(events)
     assert all(isinstance(e.user_id, str) and e.user_id for e in events)
     # rate_per_s sets the ts spacing: 20k events at 20/s span ~1,000 s (plus open sessions' tail)
-    assert 800 < ts[-1] - ts[0] < 1400
+    assert 800 < ts[-1] - ts[0] < 1200
+
+
+def test_warm_up_holds_the_rate_from_the_start() -> None:
+    """Joining mid-stream: the first minute already runs at the asked rate; cold starts ramp up."""
+    for warm_up, lo, hi in ((True, 0.8, 1.25), (False, 0.1, 0.6)):
+        shop = SyntheticShop(n_items=500, n_users=200, seed=1)
+        ts = np.array([e.ts for e in shop.events(10_000, start_ts=0.0, rate_per_s=50.0, warm_up=warm_up)])
+        assert ts[0] >= 0.0
+        assert lo * 50 * 20 < (ts < 20.0).sum() < hi * 50 * 20
 
 
 def test_history_continues_and_end_ts() -> None:
@@ -61,8 +70,9 @@ def test_history_continues_and_end_ts() -> None:
     assert not {e.event_id for e in hist} & {e.event_id for e in live}
 
 
-def test_funnel_shape(shop_and_events) -> None:
-    _, events = shop_and_events
+def test_funnel_shape() -> None:
+    shop = SyntheticShop(n_items=1000, n_users=300, seed=7)
+    events = shop.history(10_000, rate_per_s=20.0, warm_up=False)  # whole sessions only
     counts = Counter(e.type for e in events)
     assert set(counts) == {"view", "add_to_cart", "purchase", "pos_purchase", "search"}
     assert counts["view"] > 3 * counts["add_to_cart"] > 3 * counts["purchase"] > 0
