@@ -32,6 +32,8 @@ class IQLEngine:
         The catalogue; upserts and deletes on it are seen by the next ``filter`` call.
     cache_size : int
         Compiled plans kept (LRU), per kind (filters, boosters).
+    parser : IQLParser, optional
+        A parser to share (it is stateless once built); a new one by default.
 
     Examples
     --------
@@ -43,9 +45,9 @@ class IQLEngine:
     ['a']
     """
 
-    def __init__(self, index: CatalogIndex, cache_size: int = 1024) -> None:
+    def __init__(self, index: CatalogIndex, cache_size: int = 1024, parser: IQLParser | None = None) -> None:
         self.index = index
-        self.parser = IQLParser()
+        self.parser = parser or IQLParser()
         self.compile_filter = functools.lru_cache(maxsize=cache_size)(self._compile_filter)
         self.compile_boosters = functools.lru_cache(maxsize=cache_size)(self._compile_boosters)
 

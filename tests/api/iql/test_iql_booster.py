@@ -1,0 +1,49 @@
+"""Boosters: per-candidate float32 multipliers from BOOST clauses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from api.iql import CatalogIndex, IQLEngine, IQLError, RequestContext
+
+
+@pytest.fixture
+def engine() -> IQLEngine:
+    return IQLEngine(CatalogIndex.build([
+        {"item_id": "a", "brand": "Acme", "price": 10},
+        {"item_id": "b", "brand": "Bolt", "price": 150},
+        {"item_id": "c", "brand": "Acme", "price": 200},
+        {"item_id": "d", "brand": "Acme", "price": 5, "hidden": True},
+    ]))
+
+
+def test_single_clause(engine: IQLEngine) -> None:
+    cand = engine.index.lookup(["b", "a", "c"])
+    out = engine.boost('BOOST 1.5 IF brand == "Acme"', RequestContext(), cand)
+    assert out.dtype == np.float32 and out.tolist() == [1.0, 1.5, 1.5]
+
+
+def test_clauses_multiply_and_unknown_or_hidden_candidates_get_one(engine: IQLEngine) -> None:
+    cand = engine.index.lookup(["a", "b", "c", "zz", "d"])
+    text = 'BOOST 1.5 IF brand == "Acme"\nBOOST 0.5 IF price > $cap'
+    out = engine.boost(text, RequestContext(params={"cap": 100}), cand)
+    assert out.tolist() == [1.5, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_booster_with_context(engine: IQLEngine) -> None:
+    ctx = engine.context(item_id="b")
+    out = engine.boost("BOOST 2 IF brand == context.item.brand BOOST 0 IF price < 20", ctx,
+                       engine.index.lookup(["a", "b"]))
+    assert out.tolist() == [0.0, 2.0]
+
+
+def test_empty_candidates(engine: IQLEngine) -> None:
+    assert engine.boost('BOOST 2 IF brand == "Acme"', RequestContext(), np.zeros(0, dtype=np.int64)).shape == (0,)
+
+
+def test_booster_errors_are_caught_at_save_time(engine: IQLEngine) -> None:
+    with pytest.raises(IQLError, match="column 14: expected an attribute of the catalogue"):
+        engine.validate_boosters('BOOST 1.5 IF colour == "red"')
+    with pytest.raises(IQLError, match="expected 'IF' after '1.5', found 'WHEN'"):
+        engine.validate_boosters('BOOST 1.5 WHEN brand == "Acme"')
