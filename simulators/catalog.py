@@ -138,6 +138,7 @@ class Catalog:
         self.successors = np.empty((0, spec.n_successors), np.int32)
         self.created_ts = np.empty(0, np.float64)
         self.titles: list[str] = []
+        self.item_ids: list[str] = []
         self._by_brand: dict[int, list[int]] = {}
         self._by_category: dict[int, list[int]] = {}
         self.tags: list[list[str]] = []
@@ -186,6 +187,7 @@ class Catalog:
         self.on_sale = np.concatenate([self.on_sale, rng.random(n) < 0.1])
         self.vector = np.concatenate([self.vector, vec.astype(np.float32)])
         self.created_ts = np.concatenate([self.created_ts, np.full(n, created_ts)])
+        self.item_ids.extend(item_id_of(int(i)) for i in new)
         for j in range(n):
             cw = self.words[cat[j]]
             self.titles.append(

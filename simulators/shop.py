@@ -27,6 +27,9 @@ __all__ = ["SyntheticShop", "DEFAULT_START_TS"]
 DEFAULT_START_TS = 1_700_000_000.0
 """Epoch seconds where a shop's clock starts unless told otherwise (2023-11-14T22:13:20Z)."""
 
+_WARM_UP_MIN_EVENTS = 50_000
+"""The warm-up may always simulate this many events (more only for longer streams)."""
+
 
 @dataclass(slots=True)
 class _Clock:
@@ -209,8 +212,8 @@ class SyntheticShop:
             Called with the catalog record of each new item before any event mentions it.
         warm_up : bool
             When the stream (re)starts, join the shop mid-stream: simulate the
-            ``VisitSpec.warm_up_s`` seconds before the start (at most the stream's own length,
-            ``n_events / rate_per_s``, to bound the cost) and keep only their events from the
+            ``VisitSpec.warm_up_s`` seconds before the start (at most the time of
+            ``max(n_events, 50_000)`` events, to bound the cost) and keep only their events from the
             start on, so the rate holds from the first seconds. The first sessions are then
             partial (e.g. a purchase whose view was before the start), as in any cut of a log.
             Without it the rate ramps up over the first few session lengths.
@@ -221,7 +224,8 @@ class SyntheticShop:
         if start_ts is not None and start_ts != clock.next_visit:
             clock.next_visit, clock.pending, clock.warm = float(start_ts), [], False
         if warm_up and not clock.warm:
-            self._warm_up(min(self.visit_spec.warm_up_s, n_events / rate_per_s), rate_per_s, on_new_item)
+            budget_s = max(n_events, _WARM_UP_MIN_EVENTS) / rate_per_s
+            self._warm_up(min(self.visit_spec.warm_up_s, budget_s), rate_per_s, on_new_item)
         clock.warm = True
         emitted = 0
         while emitted < n_events:

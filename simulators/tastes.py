@@ -58,10 +58,12 @@ class Users:
     home_store : ndarray of shape (n_users,), int32
     created_ts : ndarray of shape (n_users,), float64
         Epoch seconds the user appeared (``-inf`` for the initial users).
-    wish : list of ndarray of int64
+    wish : list of list of int
         Per user, the sorted item indices of their ground truth.
-    wish_cdf : list of ndarray of float64
-        Per user, the cumulative affinity over ``wish`` (for sampling).
+    wish_cdf : list of list of float
+        Per user, the cumulative affinity over ``wish`` (for sampling with ``bisect``).
+    wish_sets : list of set of int
+        Per user, ``wish`` as a set (for membership tests).
     """
 
     def __init__(self, spec: TasteSpec, catalog: Catalog, rng: np.random.Generator) -> None:
@@ -75,8 +77,8 @@ class Users:
         self.home_store = np.empty(0, np.int32)
         self.created_ts = np.empty(0, np.float64)
         self._norm = np.empty(0, np.float64)
-        self.wish: list[NDArray[np.int64]] = []
-        self.wish_cdf: list[NDArray[np.float64]] = []
+        self.wish: list[list[int]] = []
+        self.wish_cdf: list[list[float]] = []
         self.wish_sets: list[set[int]] = []
 
     def __len__(self) -> int:
@@ -129,9 +131,9 @@ class Users:
                 items = np.flatnonzero(take[r])
                 if len(items) == 0:  # everyone wants something: their top item
                     items = np.array([int(np.argmax(a[r]))])
-                self.wish.append(items)
-                self.wish_cdf.append(np.cumsum(a[r, items]))
-                self.wish_sets.append(set(items.tolist()))
+                self.wish.append(items.tolist())
+                self.wish_cdf.append(np.cumsum(a[r, items]).tolist())
+                self.wish_sets.append(set(self.wish[-1]))
         self._norm = np.concatenate([self._norm, norms])
         return new
 
@@ -146,6 +148,6 @@ class Users:
             rows, cols = np.nonzero(self._rng.random(a.shape) < p)
             for r, col in zip(rows.tolist(), cols.tolist(), strict=True):
                 u, i = int(block[r]), int(items[col])
-                self.wish[u] = np.append(self.wish[u], i)
-                self.wish_cdf[u] = np.append(self.wish_cdf[u], self.wish_cdf[u][-1] + a[r, col])
+                self.wish[u].append(i)
+                self.wish_cdf[u].append(self.wish_cdf[u][-1] + float(a[r, col]))
                 self.wish_sets[u].add(i)

@@ -16,15 +16,15 @@ A visit (all draws from the shop's one generator):
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
 
 from operators.schema import BasketLine, Event
-from simulators.catalog import SUCCESSOR_WEIGHTS, Catalog, item_id_of
+from simulators.catalog import SUCCESSOR_WEIGHTS, Catalog
 from simulators.tastes import Users, user_id_of
 
 __all__ = ["VisitSpec", "Uniforms", "VisitGenerator"]
@@ -103,8 +103,8 @@ class VisitGenerator:
         self._n_events = 0
         self._n_sessions = 0
         self._n_visits = 0
-        self._activity_cdf: NDArray[np.float64] | None = None
-        self._popularity_cdf: NDArray[np.float64] | None = None
+        self._activity_cdf: list[float] | None = None
+        self._popularity_cdf: list[float] | None = None
         self._next_new_item_at = self._draw_new_item_gap()
 
     def events_per_visit(self) -> float:
@@ -130,17 +130,19 @@ class VisitGenerator:
             self._activity_cdf = None
             return int(self._users.add_users(1, created_ts=ts)[0])
         if self._activity_cdf is None:
-            self._activity_cdf = np.cumsum(self._users.activity)
-        return int(np.searchsorted(self._activity_cdf, self._u() * self._activity_cdf[-1], side="right"))
+            self._activity_cdf = np.cumsum(self._users.activity).tolist()
+        return self._draw(self._activity_cdf)
 
     def _wish_item(self, u: int) -> int:
         if self._u() < self.visit_spec.p_explore:
             if self._popularity_cdf is None:
-                self._popularity_cdf = np.cumsum(self._catalog.popularity)
-            cdf = self._popularity_cdf
-            return int(np.searchsorted(cdf, self._u() * cdf[-1], side="right"))
-        cdf = self._users.wish_cdf[u]
-        return int(self._users.wish[u][np.searchsorted(cdf, self._u() * cdf[-1], side="right")])
+                self._popularity_cdf = np.cumsum(self._catalog.popularity).tolist()
+            return self._draw(self._popularity_cdf)
+        return self._users.wish[u][self._draw(self._users.wish_cdf[u])]
+
+    def _draw(self, cdf: list[float]) -> int:
+        """An index drawn with probability proportional to the increments of ``cdf``."""
+        return min(bisect.bisect_right(cdf, self._u() * cdf[-1]), len(cdf) - 1)
 
     def _next_item(self, u: int, prev: int) -> int:
         if self._u() < self.visit_spec.p_follow:
@@ -174,7 +176,7 @@ class VisitGenerator:
         items = list(dict.fromkeys(self._wish_item(u) for _ in range(n)))
         lines = tuple(
             BasketLine(
-                item_id=item_id_of(i),
+                item_id=cat.item_ids[i],
                 quantity=float(1 + self._u.geometric(0.3)),
                 price=float(cat.price[i]),
             )
@@ -205,7 +207,7 @@ class VisitGenerator:
             if step:
                 item = self._next_item(u, item)
                 t += self._u.exponential(v.mean_gap_s)
-            out.append(self._event(round(t, 3), "view", uid, session_id=sid, item_id=item_id_of(item)))
+            out.append(self._event(round(t, 3), "view", uid, session_id=sid, item_id=cat.item_ids[item]))
             p_cart = v.p_cart_wish if item in wishes else v.p_cart_other
             if item not in cart and self._u() < p_cart:
                 t += self._u.exponential(v.mean_gap_s)
@@ -216,7 +218,7 @@ class VisitGenerator:
                         "add_to_cart",
                         uid,
                         session_id=sid,
-                        item_id=item_id_of(item),
+                        item_id=cat.item_ids[item],
                         quantity=1.0,
                         price=price,
                     )
@@ -232,7 +234,7 @@ class VisitGenerator:
                         "purchase",
                         uid,
                         session_id=sid,
-                        item_id=item_id_of(item),
+                        item_id=cat.item_ids[item],
                         quantity=1.0,
                         price=price,
                     )
