@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.iql import CatalogIndex, IQLEngine, RequestContext
+from api.iql import CatalogIndex, IQLEngine
 from api.iql.parser import IQLParser
 
 PARSER = IQLParser()  # stateless once built; shared to keep examples fast
@@ -123,7 +123,7 @@ def _apply(model: dict[str, Item], op: str, key: str, attrs: Item) -> None:
         model[key] = {k: v for k, v in attrs.items() if v is not None}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=items_st, ops=ops_st, expr=expr_st, current=st.integers(0, 34), cart=st.lists(st.integers(0, 34),
        max_size=3), bucket=st.sampled_from([2, 3, None]), max_delta=st.sampled_from([1, 4, None]))
 def test_bitmaps_agree_with_python(items: list[Item], ops: list, expr: Expr, current: int, cart: list[int],
