@@ -127,3 +127,17 @@ def test_send_events_rejects_two_paces() -> None:
         producer.send_events([], rate_per_s=1.0, speed=2.0)
     with pytest.raises(ValueError, match="speed: must be > 0"):
         producer.send_events([], speed=0.0)
+
+
+def test_delivery_errors_are_counted() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    events = SyntheticShop(n_items=50, n_users=10, seed=2).history(5)
+    producer = EventProducer(f"127.0.0.1:{port}", config={"message.timeout.ms": 300})
+    assert producer.send_events(events, progress=False) == 5
+    assert producer.delivered == 0
+    assert producer.errors == {"_MSG_TIMED_OUT": 5}
+    producer.close()
