@@ -42,7 +42,7 @@ def _boundary_ties(model: VSKNN, prefixes: object, k: int) -> np.ndarray:
     c = (q.matrix() @ model.index_.xt).tocsr()
     c.sort_indices()
     rows = np.repeat(np.arange(q.n_queries), np.diff(c.indptr))
-    sim = model._similarity(q, rows, c.indices.astype(np.int64), c.data.astype(np.float64))
+    sim = model._similarity(q, rows, c.indices.astype(np.int64), c.data.astype(np.float64), None)
     out = np.zeros(q.n_queries, dtype=bool)
     for r in range(q.n_queries):
         v = np.sort(sim[rows == r])[::-1]

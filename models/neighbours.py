@@ -30,7 +30,7 @@ from models.errors import ModelFitError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
 from models.session_index import SessionIndex, check_histories
 
-__all__ = ["SessionKNNBase", "QueryItems", "top_per_row", "expand_rows"]
+__all__ = ["SessionKNNBase", "QueryItems", "top_per_row", "select_per_row", "expand_rows", "day_window"]
 
 _DAY_S = 86_400.0
 
@@ -56,6 +56,18 @@ def top_per_row(rows: NDArray[np.int64], keys: Sequence[NDArray], m: int) -> tup
     rank = np.arange(len(r), dtype=np.int64) - np.searchsorted(r, r, side="left")
     keep = rank < m
     return order[keep], rank[keep]
+
+
+def select_per_row(rows: NDArray[np.int64], keys: Sequence[NDArray], m: int) -> NDArray[np.int64]:
+    """Indices of the best ``m`` entries of each row (in no particular order); as :func:`top_per_row`
+    but rows with at most ``m`` entries are kept without sorting."""
+    counts = np.bincount(rows) if len(rows) else np.zeros(0, dtype=np.int64)
+    big = counts[rows] > m
+    if not big.any():
+        return np.arange(len(rows), dtype=np.int64)
+    idx_big = np.flatnonzero(big)
+    sel, _ = top_per_row(rows[idx_big], [k_[idx_big] for k_ in keys], m)
+    return np.sort(np.concatenate([np.flatnonzero(~big), idx_big[sel]]))
 
 
 def expand_rows(indptr: NDArray[np.int64], rows: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -154,8 +166,14 @@ class SessionKNNBase:
     def _train_window(self, log: InteractionLog) -> InteractionLog:
         return log
 
+    def _query_weights(self, q: QueryItems) -> NDArray[np.float64] | None:
+        """Weight of each (prefix, item) pair of ``q`` whose sum over shared items the similarity needs."""
+        return None
+
     def _similarity(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
-                    overlap: NDArray[np.float64]) -> NDArray[np.float64]:
+                    overlap: NDArray[np.float64], num: NDArray[np.float64] | None) -> NDArray[np.float64]:
+        """Similarity of each (row, session) candidate; ``overlap`` = shared item count, ``num`` =
+        sum of ``_query_weights`` over shared items (None when there are no weights)."""
         raise NotImplementedError
 
     def _entry_weights(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
@@ -262,21 +280,33 @@ class SessionKNNBase:
 
     def _neighbours(self, q: QueryItems) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
         """(row, session, similarity) of the ``k`` nearest sampled neighbours of each prefix."""
-        c = (q.matrix() @ self.index_.xt).tocsr()
+        xt = self.index_.xt
+        c = (q.matrix() @ xt).tocsr()
         c.sort_indices()
         rows = np.repeat(np.arange(q.n_queries, dtype=np.int64), np.diff(c.indptr))
         sess = c.indices.astype(np.int64)
         overlap = c.data.astype(np.float64)
+        w = self._query_weights(q)
+        num = None
+        if w is not None and len(w) and np.all(w > 0):
+            cw = (q.matrix(w) @ xt).tocsr()
+            cw.sort_indices()
+            if cw.nnz == c.nnz:  # positive weights: the same pattern, so entries align
+                num = cw.data.astype(np.float64)
         if self.sample_size > 0:
-            key = -self.index_.last_ts[sess] if self.sampling == "recent" else self.rand_key_[sess]
-            sel, _ = top_per_row(rows, [key, sess], self.sample_size)
-            sel.sort()
+            if self.sampling == "recent":  # sessions are indexed newest first: keep each row's head
+                sel = np.flatnonzero(np.arange(len(rows)) - c.indptr[rows] < self.sample_size)
+            else:
+                sel = select_per_row(rows, [self.rand_key_[sess], sess], self.sample_size)
             rows, sess, overlap = rows[sel], sess[sel], overlap[sel]
-        sim = self._similarity(q, rows, sess, overlap)
+            num = None if num is None else num[sel]
+        if w is not None and num is None:
+            num = self._weighted_overlap(q, rows, sess, w)
+        sim = self._similarity(q, rows, sess, overlap, num)
         if self._positive_only:
             ok = sim > 0
             rows, sess, sim = rows[ok], sess[ok], sim[ok]
-        sel, _ = top_per_row(rows, [-sim, -self.index_.last_ts[sess], sess], self.k)
+        sel = select_per_row(rows, [-sim, sess], self.k)
         return rows[sel], sess[sel], sim[sel]
 
     def _weighted_overlap(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],

@@ -15,7 +15,11 @@ __all__ = ["SessionIndex", "history_matrix", "check_histories", "mask_seen", "la
 
 @dataclass(frozen=True)
 class SessionIndex:
-    """The training sessions as a sparse matrix (each session's *set* of items).
+    """The training sessions as a sparse matrix (each session's *set* of items), newest session first.
+
+    Rows are ordered by recency: row 0 is the session whose last event is the newest (ties keep
+    log order), so "the most recent sessions holding an item" are the first entries of that
+    item's row of ``xt``, and recency sampling needs no sort.
 
     Attributes
     ----------
@@ -47,12 +51,18 @@ class SessionIndex:
     @classmethod
     def from_log(cls, log: InteractionLog) -> SessionIndex:
         """Build from a training log (events sorted by session, then time)."""
-        hist = Histories(indptr=log.session_bounds(), items=log.item_idx)
+        bounds = log.session_bounds()
+        last_ts = log.ts[np.maximum(bounds[1:] - 1, 0)].astype(np.float64)
+        newest_first = np.lexsort((np.arange(len(last_ts)), -last_ts))
+        rank = np.empty_like(newest_first)
+        rank[newest_first] = np.arange(len(newest_first))
+        lens = np.diff(bounds)
+        order = np.argsort(np.repeat(rank, lens), kind="stable")
+        new_bounds = np.concatenate([[0], np.cumsum(lens[newest_first])]).astype(np.int64)
+        hist = Histories(indptr=new_bounds, items=log.item_idx[order])
         pos = last_positions(hist, log.n_items)
         pos.sort_indices()
-        bounds = hist.indptr
-        last_ts = log.ts[np.maximum(bounds[1:] - 1, 0)].astype(np.float64)
-        return cls.from_arrays(pos.indptr, pos.indices, pos.data, last_ts, log.n_items)
+        return cls.from_arrays(pos.indptr, pos.indices, pos.data, last_ts[newest_first], log.n_items)
 
     @classmethod
     def from_arrays(cls, indptr: NDArray, indices: NDArray, last_pos: NDArray, last_ts: NDArray,

@@ -79,7 +79,7 @@ class SKNN(SessionKNNBase):
             raise ValueError(f"similarity: must be cosine, jaccard, tanimoto or binary; got {self.similarity!r}")
 
     def _similarity(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
-                    overlap: NDArray[np.float64]) -> NDArray[np.float64]:
+                    overlap: NDArray[np.float64], num: NDArray[np.float64] | None) -> NDArray[np.float64]:
         a = q.n_unique[rows].astype(np.float64)
         b = self.index_.n_unique[sess].astype(np.float64)
         if self.similarity == "cosine":
@@ -159,10 +159,13 @@ class VSKNN(SessionKNNBase):
     def _position_weights(self, q: QueryItems) -> NDArray[np.float64]:
         return POSITION_WEIGHTS[self.weighting](q.last_pos, q.length[q.rows].astype(np.float64))
 
+    def _query_weights(self, q: QueryItems) -> NDArray[np.float64]:
+        return self._position_weights(q)
+
     def _similarity(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
-                    overlap: NDArray[np.float64]) -> NDArray[np.float64]:
+                    overlap: NDArray[np.float64], num: NDArray[np.float64] | None) -> NDArray[np.float64]:
         w = self._position_weights(q)
-        num = self._weighted_overlap(q, rows, sess, w)
+        num = self._weighted_overlap(q, rows, sess, w) if num is None else num
         if self.similarity == "vec":
             sim = num / q.n_unique[rows]
         else:

@@ -19,10 +19,11 @@ from models.data.task import NextItemTask, pairs_task
 
 __all__ = ["load_srgnn", "read_plain_pickle", "SESSION_SECONDS"]
 
-SESSION_SECONDS = 3600.0
+SESSION_SECONDS = 60.0
 """Pseudo-time: these files carry no train timestamps, so train session ``s`` is placed at
-``s * SESSION_SECONDS`` epoch seconds (events one second apart) and every test prefix just after
-the last train session. Time-decay hyper-parameters then count roughly in sessions."""
+``s * SESSION_SECONDS`` epoch seconds (events 0.01 s apart) and every test prefix just after
+the last train session; time decays (STAN's ``lambda_snh``) then count in sessions and should
+be tuned on the validation split."""
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -88,7 +89,7 @@ def load_srgnn(data_dir: Path) -> Dataset:
     items = np.array([str(int(i)) for s in seqs for i in s])
     sess = np.repeat(np.arange(len(seqs), dtype=np.int64), lens)
     pos = np.arange(len(items)) - np.repeat(np.cumsum(lens) - lens, lens)
-    ts = sess * SESSION_SECONDS + pos
+    ts = sess * SESSION_SECONDS + pos * 0.01
     log, _ = encode_train(sess, items, ts.astype(np.float64))
     prefixes, targets = _read_test(data_dir)
     task, dropped = _pairs_in_catalogue(log.item_ids or (), prefixes, targets, now=len(seqs) * SESSION_SECONDS)
@@ -121,6 +122,6 @@ def _pairs_in_catalogue(item_ids: tuple[str, ...], prefixes: list, targets: list
         if tgt[q] >= 0 and len(p):
             new_pre.append(p.tolist())
             new_tgt.append(int(tgt[q]))
-    ts = [[now + j for j in range(len(p) + 1)] for p in new_pre]
+    ts = [[now + 0.01 * j for j in range(len(p) + 1)] for p in new_pre]
     ids = tuple(str(q) for q in range(len(new_tgt)))
     return pairs_task(new_pre, new_tgt, ts, ids), len(targets) - len(new_tgt)
