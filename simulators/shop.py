@@ -252,5 +252,3 @@ class SyntheticShop:
         while t < start:
             self._visit(t, on_new_item, keep_from=start)
             t += self._u.exponential(self._visits.events_per_visit() / rate_per_s)
-
-    # ------------------------------------------------------------------ visit generation
