@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import Annotated
 import typer
 
 from flows.cli import app
-from operators.broker import LocalBroker, wait_for_port
+from operators.broker import LocalBroker, die_with_parent, wait_for_port
 from operators.kafka import ensure_topics, platform_topics
 from operators.settings import Settings
 
@@ -102,7 +103,12 @@ def serve_cmd(
 
 def _child(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     out = open(log_path, "ab")  # noqa: SIM115 - closed when the child exits
-    return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=die_with_parent)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
@@ -132,10 +138,11 @@ def run_cmd(
     var: Annotated[Path, typer.Option(help="Working directory for state, models and logs")] = Path("var/run"),
 ) -> None:
     """Start the whole platform embedded: broker, topics, training, flow, API, live shop."""
-    from operators.training import train_covisitation
-
     _settings()
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     var.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(var / "state", ignore_errors=True)  # the in-memory broker starts empty: so does the state
     env = dict(os.environ, FUSIONREC_KAFKA__BROKERS=f"127.0.0.1:{port}",
                FUSIONREC_STREAM__STATE_DIR=str(var / "state"), FUSIONREC_STREAM__MODEL_DIR=str(var / "models"),
                FUSIONREC_API__PORT=str(api_port))
@@ -145,7 +152,7 @@ def run_cmd(
     children: list[subprocess.Popen[bytes]] = []
     try:
         _topics(s)
-        children += _seed_and_train(s, var, history, seed, replay, replay_format, replay_limit, train_covisitation)
+        _seed_and_train(s, history, seed, replay, replay_format, replay_limit)
         children.append(_child([sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)],
                                env, var / "flow.log"))
         children.append(_child([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
@@ -164,11 +171,12 @@ fusionrec is running (logs in {var}/):
   recommendations  {base}/v1/recommendations?user_id=<user>
   health/metrics   {base}/healthz   {base}/metrics
 Ctrl-C stops everything.""")
-        while all(p.poll() is None for p in children if p.args[-1] != "--no-progress" or True):
+        while True:
             time.sleep(1.0)
-            dead = [p for p in children if p.poll() is not None]
+            dead = [p for p in children if p.poll() is not None and p.returncode != 0]
             if dead:
-                typer.echo(f"a child exited ({dead[0].args[:4]}); see logs in {var}/; stopping", err=True)
+                typer.echo(f"a child failed ({' '.join(map(str, dead[0].args[1:4]))}); see {var}/*.log; stopping",
+                           err=True)
                 break
     except KeyboardInterrupt:
         typer.echo("stopping...")
@@ -177,9 +185,9 @@ Ctrl-C stops everything.""")
         broker.stop()
 
 
-def _seed_and_train(s: Settings, var: Path, history: int, seed: int, replay: Path | None, fmt: str,
-                    limit: int, train) -> list[subprocess.Popen[bytes]]:  # noqa: ANN001
-    """Produce the catalog and the history into Kafka and train the first model version on it."""
+def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, fmt: str, limit: int) -> None:
+    """Train the first model version on the history, then produce the catalog and the history to Kafka."""
+    from operators.training import train_covisitation
     from simulators.producer import EventProducer
 
     if replay is not None:
@@ -194,8 +202,7 @@ def _seed_and_train(s: Settings, var: Path, history: int, seed: int, replay: Pat
         catalog = shop.catalog()
         events = shop.history(history, end_ts=time.time(), rate_per_s=max(1.0, history / 7 / 86400))
     typer.echo(f"training on {len(events)} events...")
-    train(events, s)
+    train_covisitation(events, s)
     with EventProducer.from_settings(s.kafka) as p:
         p.send_catalog(catalog)
         p.send_events(events, progress=True)
-    return []

