@@ -105,7 +105,7 @@ class Catalog:
     successors : ndarray of shape (n_items, n_successors), int32
         Co-visitation successors (item indices in the same (category, brand) group).
     created_ts : ndarray of shape (n_items,), float64
-        Epoch seconds the item appeared (``-inf`` for the initial catalog).
+        Epoch seconds the item was listed (the initial catalog: up to a year before the shop's start).
     """
 
     def __init__(self, spec: CatalogSpec, rng: np.random.Generator) -> None:
@@ -147,7 +147,7 @@ class Catalog:
         return len(self.category)
 
     def add_items(
-        self, n: int, created_ts: float = -np.inf, category: NDArray[np.int_] | None = None
+        self, n: int, created_ts: float | NDArray[np.float64], category: NDArray[np.int_] | None = None
     ) -> NDArray[np.int64]:
         """Append ``n`` new items (vectorised) and wire them into the co-visitation structure.
 
@@ -155,8 +155,8 @@ class Catalog:
         ----------
         n : int
             Number of items to add.
-        created_ts : float
-            Epoch seconds they appear (``-inf`` for the initial catalog).
+        created_ts : float or ndarray of shape (n,)
+            Epoch seconds they appear (listed).
         category : ndarray of shape (n,), optional
             Categories to use; drawn uniformly when omitted.
 
@@ -186,7 +186,9 @@ class Catalog:
         self.popularity = np.concatenate([self.popularity, rng.lognormal(0.0, 1.0, n)])
         self.on_sale = np.concatenate([self.on_sale, rng.random(n) < 0.1])
         self.vector = np.concatenate([self.vector, vec.astype(np.float32)])
-        self.created_ts = np.concatenate([self.created_ts, np.full(n, created_ts)])
+        self.created_ts = np.concatenate(
+            [self.created_ts, np.broadcast_to(np.asarray(created_ts, np.float64), (n,))]
+        )
         self.item_ids.extend(item_id_of(int(i)) for i in new)
         for j in range(n):
             cw = self.words[cat[j]]
@@ -224,7 +226,6 @@ class Catalog:
     def item_dict(self, item_idx: int) -> dict:
         """The catalog record of one item (what goes to the ``catalog`` topic)."""
         i = int(item_idx)
-        created = float(self.created_ts[i])
         return {
             "item_id": item_id_of(i),
             "title": self.titles[i],
@@ -233,6 +234,6 @@ class Catalog:
             "price": float(self.price[i]),
             "on_sale": bool(self.on_sale[i]),
             "tags": list(self.tags[i]),
-            "created_ts": created if np.isfinite(created) else None,
+            "created_ts": round(float(self.created_ts[i]), 3),
             "vector": [round(x, 5) for x in self.vector[i].tolist()],
         }

@@ -27,6 +27,9 @@ __all__ = ["SyntheticShop", "DEFAULT_START_TS"]
 DEFAULT_START_TS = 1_700_000_000.0
 """Epoch seconds where a shop's clock starts unless told otherwise (2023-11-14T22:13:20Z)."""
 
+_INITIAL_ITEMS_AGE_S = 365 * 86400.0
+"""The initial catalog was listed over the year before the shop's start."""
+
 _WARM_UP_MIN_EVENTS = 50_000
 """The warm-up may always simulate this many events (more only for longer streams)."""
 
@@ -84,7 +87,8 @@ class SyntheticShop:
         self._rng = np.random.default_rng(seed)
         self._u = Uniforms(self._rng)
         self._catalog = Catalog(catalog_spec or CatalogSpec(), self._rng)
-        self._catalog.add_items(n_items)
+        listed_ago_s = self._rng.uniform(0.0, _INITIAL_ITEMS_AGE_S, n_items)
+        self._catalog.add_items(n_items, created_ts=float(start_ts) - listed_ago_s)
         self._users = Users(taste_spec or TasteSpec(), self._catalog, self._rng)
         self._users.add_users(n_users)
         self._clock = _Clock(next_visit=float(start_ts))

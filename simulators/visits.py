@@ -34,7 +34,35 @@ _UNIFORM_BUFFER = 8192
 
 @dataclass(frozen=True, slots=True)
 class VisitSpec:
-    """How visits (sessions and store baskets) unfold."""
+    """How visits (sessions and store baskets) unfold.
+
+    Attributes
+    ----------
+    mean_views : float
+        Mean ``view`` events per online session (>= 1, geometric).
+    p_follow : float
+        Probability that the next view is a co-visitation successor of the previous item.
+    p_explore : float
+        Probability that an item draw ignores taste and follows global popularity.
+    p_search : float
+        Probability that a session opens with a ``search``.
+    p_cart_wish, p_cart_other : float
+        Probability of ``add_to_cart`` after viewing a ground-truth item / any other item.
+    p_buy : float
+        Probability that a carted item is bought (``purchase``) at the end of the session.
+    p_pos : float
+        Share of visits that are offline store baskets (``pos_purchase``).
+    mean_basket : float
+        Mean distinct-draw count of a store basket.
+    p_new_user : float
+        Share of visits by a brand-new user.
+    new_items_per_1k_events : float
+        Arrival rate of new catalog items.
+    mean_gap_s : float
+        Mean seconds between two events of one session.
+    warm_up_s : float
+        Seconds simulated before a (re)start so the stream starts in steady state.
+    """
 
     mean_views: float = 5.0
     p_follow: float = 0.5
@@ -49,7 +77,6 @@ class VisitSpec:
     new_items_per_1k_events: float = 2.0
     mean_gap_s: float = 20.0
     warm_up_s: float = 300.0
-    """Seconds simulated before a (re)start so the stream starts in steady state (see ``events``)."""
 
 
 class Uniforms:
@@ -68,6 +95,7 @@ class Uniforms:
         return self._buf[self._pos - 1]
 
     def exponential(self, mean: float) -> float:
+        """An exponential draw with the given mean."""
         return -mean * math.log1p(-self())
 
     def geometric(self, mean: float) -> int:
