@@ -157,13 +157,7 @@ class _Run:
     def node(self, node: p.PlanNode) -> BitMap:
         match node:
             case p.AllOf(items=items):
-                maps = []
-                for item in items:
-                    result = self.node(item)
-                    if not result:
-                        return BitMap()
-                    maps.append(result)
-                return BitMap.intersection(*maps)
+                return self._all_of(items)
             case p.AnyOf(items=items):
                 return BitMap.union(*(self.node(i) for i in items))
             case p.Negate(item=item):
@@ -179,6 +173,23 @@ class _Run:
             case p.ConstTest():
                 return self.index.live if self._const(node) else BitMap()
         raise AssertionError(f"unknown plan node {node!r}")  # pragma: no cover
+
+    def _all_of(self, items: tuple[p.PlanNode, ...]) -> BitMap:
+        """Intersect the positive children, then subtract negated ones (no complement of live needed)."""
+        positive = [i for i in items if not isinstance(i, p.Negate)]
+        negated = [i.item for i in items if isinstance(i, p.Negate)]
+        maps = []
+        for item in positive:
+            result = self.node(item)
+            if not result:
+                return BitMap()
+            maps.append(result)
+        selected = BitMap.intersection(*maps) if maps else self.index.live
+        for item in negated:
+            selected = selected - self.node(item)
+            if not selected:
+                break
+        return selected
 
     def _match(self, node: p.Match) -> BitMap:
         column = self.index.column(node.attribute)
