@@ -62,6 +62,9 @@ def load_online_retail(data_dir: Path, *, test_days: float = 14.0, min_item_supp
     u_inv, inv_code, counts = np.unique(inv, return_inverse=True, return_counts=True)
     keep = counts[inv_code] >= 2
     inv, item, ts, cust = inv[keep], item[keep], ts[keep], cust[keep]
+    if len(ts) == 0:
+        raise ValueError(f"{files[0].name}: no baskets left after dropping cancellations, items with < "
+                         f"{min_item_support} lines and baskets with < 2 lines")
     is_test = ts >= ts.max() - test_days * _DAY_S
     log, _ = encode_train(inv[~is_test], item[~is_test], ts[~is_test], user_keys=cust[~is_test])
     task, dropped = encode_test(log.item_ids or (), inv[is_test], item[is_test], ts[is_test])

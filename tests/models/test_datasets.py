@@ -1,0 +1,154 @@
+"""Loaders, the next-item task and the evaluation loop on tiny files written in tmp_path."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from models.base import Histories
+from models.data import expand_sessions, load_dataset, load_online_retail, validation_split
+from models.evaluate import fit_and_evaluate, rank_queries, sample_queries
+from models.popularity import Popularity
+
+T0 = 1_396_000_000.0
+
+
+def write_tsv(path: Path, rows: list[tuple[object, object, float]], header: str = "SessionId\tItemId\tTime") -> None:
+    path.write_text(header + "\n" + "".join(f"{s}\t{i}\t{t}\n" for s, i, t in rows))
+
+
+@pytest.fixture()
+def sessionrec_dir(tmp_path: Path) -> Path:
+    train = [(1, "a", T0), (1, "b", T0 + 5), (2, "b", T0 + 10), (2, "c", T0 + 20), (2, "a", T0 + 30),
+             (3, "c", T0 + 40), (3, "d", T0 + 50)]
+    # test: session 10 keeps a b c; session 11 loses its unknown item and becomes length 1 (dropped);
+    # session 9 is listed out of time order
+    test = [(10, "a", T0 + 100), (10, "b", T0 + 110), (11, "zz", T0 + 100), (11, "c", T0 + 120),
+            (10, "c", T0 + 130), (9, "d", T0 + 210), (9, "b", T0 + 200)]
+    write_tsv(tmp_path / "x_train_full.txt", train)
+    write_tsv(tmp_path / "x_test.txt", test)
+    return tmp_path
+
+
+def test_sessionrec_loader(sessionrec_dir: Path) -> None:
+    ds = load_dataset(sessionrec_dir, "sessionrec")
+    assert ds.train.item_ids == ("a", "b", "c", "d")
+    assert ds.train.n_events == 7 and ds.train.n_sessions == 3
+    assert ds.n_dropped_test == 1
+    t = ds.test
+    assert t.session_ids == ("9", "10")                      # numeric id order, as session-rec sorts
+    assert t.n_queries == 1 + 2
+    prefixes = t.prefixes()
+    assert [prefixes.query(q).tolist() for q in range(3)] == [[1], [0], [0, 1]]   # b then d for session 9
+    assert t.next_items().tolist() == [3, 1, 2]
+    indptr, rest = t.rest()
+    assert [rest[indptr[q]:indptr[q + 1]].tolist() for q in range(3)] == [[3], [1, 2], [2]]
+    assert prefixes.ts is not None and prefixes.ts[0] == T0 + 200
+
+
+def test_sessionrec_errors_name_the_problem(tmp_path: Path) -> None:
+    write_tsv(tmp_path / "x_train_full.txt", [(1, "a", 1.7e12), (1, "b", 1.7e12)])
+    write_tsv(tmp_path / "x_test.txt", [(2, "a", T0), (2, "b", T0)])
+    with pytest.raises(ValueError, match="looks like milliseconds"):
+        load_dataset(tmp_path, "sessionrec")
+    write_tsv(tmp_path / "x_train_full.txt", [(1, "a", T0)], header="Session\tProduct\tTime")
+    with pytest.raises(ValueError, match="no item column"):
+        load_dataset(tmp_path, "sessionrec")
+    with pytest.raises(FileNotFoundError, match="_train_full"):
+        load_dataset(tmp_path / "..", "sessionrec")
+    with pytest.raises(ValueError, match="format: must be one of"):
+        load_dataset(tmp_path, "parquet")
+
+
+def test_srgnn_loader_drops_unknown_items(tmp_path: Path) -> None:
+    (tmp_path / "all_train_seq.txt").write_bytes(pickle.dumps([[1, 2, 3], [2, 3], [4, 1]]))
+    prefixes = [[1, 2], [9, 2], [9], [3]]
+    targets = [3, 1, 2, 99]
+    (tmp_path / "test.txt").write_bytes(pickle.dumps((prefixes, targets)))
+    ds = load_dataset(tmp_path, "srgnn")
+    assert ds.train.item_ids == ("1", "2", "3", "4")
+    # pair 2 loses item 9 (prefix [2] remains); pair 3 has an empty prefix; pair 4 an unknown target
+    assert ds.n_dropped_test == 2 and ds.test.n_queries == 2
+    assert [ds.test.prefixes().query(q).tolist() for q in range(2)] == [[0, 1], [1]]
+    assert ds.test.next_items().tolist() == [2, 0]
+    assert np.all(np.diff(ds.train.ts) >= 0)                  # pseudo-time follows session order
+
+
+def test_srgnn_pickle_with_a_global_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "all_train_seq.txt").write_bytes(pickle.dumps([print]))
+    (tmp_path / "test.txt").write_bytes(pickle.dumps(([[1]], [1])))
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load global builtins.print"):
+        load_dataset(tmp_path, "srgnn")
+
+
+def test_online_retail_loader(tmp_path: Path) -> None:
+    rows = []
+    day = datetime(2011, 11, 1, 10, 0)
+    for inv in range(12):                                  # 12 invoices 3 days apart, A B C each
+        for code in ("A", "B", "C") if inv % 2 else ("C", "B", "A"):
+            rows.append({"InvoiceNo": str(500 + inv), "StockCode": code, "Quantity": 2,
+                         "InvoiceDate": day + timedelta(days=3 * inv), "CustomerID": 17850.0 if inv < 4 else None})
+    rows.append({"InvoiceNo": "C999", "StockCode": "A", "Quantity": -1, "InvoiceDate": day,
+                 "CustomerID": 17850.0})
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "retail.parquet")
+    ds = load_dataset(tmp_path, "online_retail")
+    assert set(ds.train.item_ids or ()) == {"A", "B", "C"}
+    assert ds.test.sessions.n_queries == 5 and ds.train.n_sessions == 7    # days 21..33 are the last 14
+    assert ds.test.n_queries == 5 * 2
+    assert ds.train.user_idx is not None and ds.train.user_idx.max() == 1  # customer 17850 and unknown
+    with pytest.raises(ValueError, match="no baskets left"):
+        load_online_retail(tmp_path, min_item_support=100)
+
+
+def test_movielens_loader_holds_out_the_last_ratings(tmp_path: Path) -> None:
+    lines = ["userId,movieId,rating,timestamp"]
+    for u in (1, 2):
+        for j, m in enumerate([10, 20, 30, 40, 50]):
+            lines.append(f"{u},{m + u},{4.0},{1000 + 10 * j}")
+    lines.append("3,11,4.0,5")
+    lines.append("3,21,4.0,6")
+    (tmp_path / "ratings.csv").write_text("\n".join(lines) + "\n")
+    ds = load_dataset(tmp_path, "movielens")
+    assert ds.exclude_seen
+    # user 1: train 11 21 31 41, test 51 (unseen in train -> dropped); user 3: 11 then 21 (kept)
+    assert ds.n_dropped_test >= 1
+    assert ds.test.n_queries == 1
+    assert ds.test.prefixes().query(0).tolist() == [ds.train.item_ids.index("11")]
+
+
+def test_validation_split_keeps_the_item_space(sessionrec_dir: Path) -> None:
+    ds = load_dataset(sessionrec_dir, "sessionrec")
+    val = validation_split(ds, frac=0.34)
+    assert val.train.n_items == ds.train.n_items and val.train.item_ids == ds.train.item_ids
+    assert val.train.n_sessions == 2                         # the latest session (3) is held out
+    with pytest.raises(ValueError, match="frac must be in"):
+        validation_split(ds, frac=1.5)
+
+
+def test_expand_sessions_and_sampling() -> None:
+    task = expand_sessions(Histories.from_lists([[1, 2, 3], [4], [5, 6]]))
+    assert task.n_queries == 3
+    assert task.next_items().tolist() == [2, 3, 6]
+    sub = sample_queries(task, 2, seed=0)
+    assert sub.n_queries == 2 and sample_queries(task, 2, seed=0).query_len.tolist() == sub.query_len.tolist()
+
+
+def test_fit_and_evaluate_reports_every_metric(sessionrec_dir: Path) -> None:
+    ds = load_dataset(sessionrec_dir, "sessionrec")
+    rep = fit_and_evaluate("pop", Popularity(), ds, ks=(1, 2))
+    assert rep.n_queries == 3 and rep.score_s >= 0 and rep.train_s >= 0
+    assert set(rep.metrics) == {f"{m}@{k}" for m in ("HR", "MRR", "P", "R", "MAP", "Coverage", "Popularity")
+                                for k in (1, 2)}
+    # a, b and c have 2 events each: ties go to the lower index, so the list is a, b
+    assert rep.metrics["HR@1"] == 0.0
+    assert rep.metrics["HR@2"] == pytest.approx(1 / 3)         # [a] -> b is the only hit
+    model = Popularity().fit(ds.train)
+    a, _ = rank_queries(model, ds.test, 2, batch_size=1)
+    b, _ = rank_queries(model, ds.test, 2, batch_size=100)
+    np.testing.assert_array_equal(a, b)
