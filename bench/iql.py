@@ -56,15 +56,41 @@ def synthetic(n: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, np.nda
     hidden = rng.random(n) < 0.01
     tag_names = [f"t{k}" for k in range(N_TAGS)]
     items = [
-        {"item_id": f"sku{i}", "brand": f"brand{b}", "category": f"c{c}", "price": p,
-         "rating": None if r != r else r, "in_stock": s, "created": t,
-         "tags": [tag_names[k] for k in range(N_TAGS) if bits >> k & 1], "hidden": h}
-        for i, (b, c, p, r, s, t, bits, h) in enumerate(zip(
-            brand.tolist(), category.tolist(), price.tolist(), rating.tolist(), in_stock.tolist(),
-            created.tolist(), tag_bits.tolist(), hidden.tolist(), strict=True))
+        {
+            "item_id": f"sku{i}",
+            "brand": f"brand{b}",
+            "category": f"c{c}",
+            "price": p,
+            "rating": None if r != r else r,
+            "in_stock": s,
+            "created": t,
+            "tags": [tag_names[k] for k in range(N_TAGS) if bits >> k & 1],
+            "hidden": h,
+        }
+        for i, (b, c, p, r, s, t, bits, h) in enumerate(
+            zip(
+                brand.tolist(),
+                category.tolist(),
+                price.tolist(),
+                rating.tolist(),
+                in_stock.tolist(),
+                created.tolist(),
+                tag_bits.tolist(),
+                hidden.tolist(),
+                strict=True,
+            )
+        )
     ]
-    cols = {"brand": brand, "category": category, "price": price, "rating": rating, "in_stock": in_stock,
-            "created": created, "tags": tag_bits, "live": ~hidden}
+    cols = {
+        "brand": brand,
+        "category": category,
+        "price": price,
+        "rating": rating,
+        "in_stock": in_stock,
+        "created": created,
+        "tags": tag_bits,
+        "live": ~hidden,
+    }
     return items, cols
 
 
@@ -87,20 +113,36 @@ def _code(cols: dict[str, Any], name: str, value: str) -> int:
 
 SYNTHETIC_QUERIES: list[tuple[str, Mask]] = [
     ('brand == "brand7"', lambda c: c["brand"] == 7),
-    ('category IN ["c1", "c2", "c3"] AND in_stock', lambda c: _isin(c["category"], [1, 2, 3]) & c["in_stock"]),
+    (
+        'category IN ["c1", "c2", "c3"] AND in_stock',
+        lambda c: _isin(c["category"], [1, 2, 3]) & c["in_stock"],
+    ),
     ("price < 20", lambda c: c["price"] < 20),
-    ("price BETWEEN 50 AND 150 AND in_stock", lambda c: (c["price"] >= 50) & (c["price"] <= 150) & c["in_stock"]),
-    ('created > now() - 30d AND category == "c3"',
-     lambda c: (c["created"] > NOW_S - 30 * DAY_S) & (c["category"] == 3)),
-    ('tags CONTAINS "t5" AND brand NOT IN ["brand0", "brand1"]',
-     lambda c: (c["tags"] & _tag(5) != 0) & ~_isin(c["brand"], [0, 1])),
-    ('tags ALL ["t1", "t2"] OR rating >= 4.5',
-     lambda c: (c["tags"] & (_tag(1) | _tag(2)) == _tag(1) | _tag(2)) | (c["rating"] >= 4.5)),
+    (
+        "price BETWEEN 50 AND 150 AND in_stock",
+        lambda c: (c["price"] >= 50) & (c["price"] <= 150) & c["in_stock"],
+    ),
+    (
+        'created > now() - 30d AND category == "c3"',
+        lambda c: (c["created"] > NOW_S - 30 * DAY_S) & (c["category"] == 3),
+    ),
+    (
+        'tags CONTAINS "t5" AND brand NOT IN ["brand0", "brand1"]',
+        lambda c: (c["tags"] & _tag(5) != 0) & ~_isin(c["brand"], [0, 1]),
+    ),
+    (
+        'tags ALL ["t1", "t2"] OR rating >= 4.5',
+        lambda c: (c["tags"] & (_tag(1) | _tag(2)) == _tag(1) | _tag(2)) | (c["rating"] >= 4.5),
+    ),
     ("rating IS NULL OR price > 500", lambda c: np.isnan(c["rating"]) | (c["price"] > 500)),
-    ("brand == context.item.brand AND price <= MAX(context.cart.price) * 1.2",
-     lambda c: (c["brand"] == 3) & (c["price"] <= c["_cart_max"] * 1.2)),
-    ('NOT category == "c0" AND price < $max AND created >= "2026-03-01"',
-     lambda c: (c["category"] != 0) & (c["price"] < 100) & (c["created"] >= 1772323200.0)),
+    (
+        "brand == context.item.brand AND price <= MAX(context.cart.price) * 1.2",
+        lambda c: (c["brand"] == 3) & (c["price"] <= c["_cart_max"] * 1.2),
+    ),
+    (
+        'NOT category == "c0" AND price < $max AND created >= "2026-03-01"',
+        lambda c: (c["category"] != 0) & (c["price"] < 100) & (c["created"] >= 1772323200.0),
+    ),
     ("in_stock AND price > 1", lambda c: c["in_stock"] & (c["price"] > 1)),
 ]
 
@@ -131,18 +173,37 @@ def fashion(directory: Path) -> tuple[list[dict[str, Any]], dict[str, np.ndarray
 
 
 FASHION_QUERIES: list[tuple[str, Mask]] = [
-    ('gender == "Men" AND articleType == "Shirts"',
-     lambda c: (c["gender"] == _code(c, "gender", "Men")) & (c["articleType"] == _code(c, "articleType", "Shirts"))),
-    ('baseColour IN ["Navy Blue", "Black", "White"] AND season == "Summer"',
-     lambda c: _isin(c["baseColour"], [_code(c, "baseColour", v) for v in ("Navy Blue", "Black", "White")])
-     & (c["season"] == _code(c, "season", "Summer"))),
+    (
+        'gender == "Men" AND articleType == "Shirts"',
+        lambda c: (
+            (c["gender"] == _code(c, "gender", "Men"))
+            & (c["articleType"] == _code(c, "articleType", "Shirts"))
+        ),
+    ),
+    (
+        'baseColour IN ["Navy Blue", "Black", "White"] AND season == "Summer"',
+        lambda c: (
+            _isin(c["baseColour"], [_code(c, "baseColour", v) for v in ("Navy Blue", "Black", "White")])
+            & (c["season"] == _code(c, "season", "Summer"))
+        ),
+    ),
     ("year >= 2015", lambda c: c["year"] >= 2015),
-    ('masterCategory == "Apparel" AND year BETWEEN 2011 AND 2013 AND NOT usage == "Casual"',
-     lambda c: (c["masterCategory"] == _code(c, "masterCategory", "Apparel")) & (c["year"] >= 2011)
-     & (c["year"] <= 2013) & ~(c["usage"] == _code(c, "usage", "Casual"))),
-    ("articleType == context.item.articleType AND gender == context.item.gender",
-     lambda c: (c["articleType"] == _code(c, "articleType", c["_item"]["articleType"]))
-     & (c["gender"] == _code(c, "gender", c["_item"]["gender"]))),
+    (
+        'masterCategory == "Apparel" AND year BETWEEN 2011 AND 2013 AND NOT usage == "Casual"',
+        lambda c: (
+            (c["masterCategory"] == _code(c, "masterCategory", "Apparel"))
+            & (c["year"] >= 2011)
+            & (c["year"] <= 2013)
+            & ~(c["usage"] == _code(c, "usage", "Casual"))
+        ),
+    ),
+    (
+        "articleType == context.item.articleType AND gender == context.item.gender",
+        lambda c: (
+            (c["articleType"] == _code(c, "articleType", c["_item"]["articleType"]))
+            & (c["gender"] == _code(c, "gender", c["_item"]["gender"]))
+        ),
+    ),
 ]
 
 
@@ -162,8 +223,14 @@ def _timed_ms(fn: Callable[[], Any], reps: int) -> tuple[np.ndarray, np.ndarray,
     return wall, cpu, out
 
 
-def run_suite(label: str, engine: IQLEngine, cols: dict[str, np.ndarray], queries: list[tuple[str, Mask]],
-              ctx: RequestContext, reps: int) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+def run_suite(
+    label: str,
+    engine: IQLEngine,
+    cols: dict[str, np.ndarray],
+    queries: list[tuple[str, Mask]],
+    ctx: RequestContext,
+    reps: int,
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
     """Time compile, filter and numpy mask for each query; check both select the same items."""
     rows, pooled, pooled_cpu = [], [], []
     live = cols["live"]
@@ -176,11 +243,21 @@ def run_suite(label: str, engine: IQLEngine, cols: dict[str, np.ndarray], querie
             raise SystemExit(f"{label}: {text!r}: bitmap selects {len(selected)}, numpy {int(mask.sum())}")
         pooled.append(filter_ms)
         pooled_cpu.append(filter_cpu)
-        rows.append({"catalog": label, "query": text, "selected_pct": 100 * len(selected) / len(live),
-                     "compile_p50": np.percentile(compile_ms, 50), "compile_p99": np.percentile(compile_ms, 99),
-                     "p50": np.percentile(filter_ms, 50), "p99": np.percentile(filter_ms, 99),
-                     "np_p50": np.percentile(numpy_ms, 50), "np_p99": np.percentile(numpy_ms, 99),
-                     "cpu_p99": np.percentile(filter_cpu, 99), "np_cpu_p99": np.percentile(numpy_cpu, 99)})
+        rows.append(
+            {
+                "catalog": label,
+                "query": text,
+                "selected_pct": 100 * len(selected) / len(live),
+                "compile_p50": np.percentile(compile_ms, 50),
+                "compile_p99": np.percentile(compile_ms, 99),
+                "p50": np.percentile(filter_ms, 50),
+                "p99": np.percentile(filter_ms, 99),
+                "np_p50": np.percentile(numpy_ms, 50),
+                "np_p99": np.percentile(numpy_ms, 99),
+                "cpu_p99": np.percentile(filter_cpu, 99),
+                "np_cpu_p99": np.percentile(numpy_cpu, 99),
+            }
+        )
     return rows, np.concatenate(pooled), np.concatenate(pooled_cpu)
 
 
@@ -199,27 +276,43 @@ def run_updates(engine: IQLEngine, n: int, reps: int, seed: int) -> dict[str, An
         filter_cpu[k] = (time.thread_time_ns() - mid_cpu) / 1e6
         filter_ms[k] = (time.perf_counter_ns() - mid) / 1e6
         upsert_ms[k] = (mid - start) / 1e6
-    return {"catalog": "synthetic+upserts", "query": "price < 20 (after each price upsert)",
-            "selected_pct": float("nan"), "compile_p50": float("nan"), "compile_p99": float("nan"),
-            "p50": np.percentile(filter_ms, 50), "p99": np.percentile(filter_ms, 99),
-            "np_p50": np.percentile(upsert_ms, 50), "np_p99": np.percentile(upsert_ms, 99),
-            "cpu_p99": np.percentile(filter_cpu, 99), "np_cpu_p99": float("nan")}
+    return {
+        "catalog": "synthetic+upserts",
+        "query": "price < 20 (after each price upsert)",
+        "selected_pct": float("nan"),
+        "compile_p50": float("nan"),
+        "compile_p99": float("nan"),
+        "p50": np.percentile(filter_ms, 50),
+        "p99": np.percentile(filter_ms, 99),
+        "np_p50": np.percentile(upsert_ms, 50),
+        "np_p99": np.percentile(upsert_ms, 99),
+        "cpu_p99": np.percentile(filter_cpu, 99),
+        "np_cpu_p99": float("nan"),
+    }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     """Markdown table: one row per (catalogue, query)."""
-    print("| catalog | query | sel % | compile p50 / p99 ms | IQL p50 ms | IQL p99 ms | IQL p99 CPU ms "
-          "| numpy p50 ms | numpy p99 ms | numpy p99 CPU ms |")
+    print(
+        "| catalog | query | sel % | compile p50 / p99 ms | IQL p50 ms | IQL p99 ms | IQL p99 CPU ms "
+        "| numpy p50 ms | numpy p99 ms | numpy p99 CPU ms |"
+    )
     print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
 
     def fmt(x: float) -> str:
         return "—" if x != x else f"{x:.3f}"
 
     for r in rows:
-        comp = "—" if r["compile_p50"] != r["compile_p50"] else f"{r['compile_p50']:.3f} / {r['compile_p99']:.3f}"
+        comp = (
+            "—"
+            if r["compile_p50"] != r["compile_p50"]
+            else f"{r['compile_p50']:.3f} / {r['compile_p99']:.3f}"
+        )
         sel = "—" if r["selected_pct"] != r["selected_pct"] else f"{r['selected_pct']:.2f}"
-        print(f"| {r['catalog']} | `{r['query']}` | {sel} | {comp} | {fmt(r['p50'])} | {fmt(r['p99'])} "
-              f"| {fmt(r['cpu_p99'])} | {fmt(r['np_p50'])} | {fmt(r['np_p99'])} | {fmt(r['np_cpu_p99'])} |")
+        print(
+            f"| {r['catalog']} | `{r['query']}` | {sel} | {comp} | {fmt(r['p50'])} | {fmt(r['p99'])} "
+            f"| {fmt(r['cpu_p99'])} | {fmt(r['np_p50'])} | {fmt(r['np_p99'])} | {fmt(r['np_cpu_p99'])} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -245,8 +338,9 @@ def main(argv: list[str] | None = None) -> None:
     current = int(np.flatnonzero((cols["brand"] == 3) & cols["live"])[0])
     cart = [int(i) for i in np.flatnonzero(cols["live"])[:3]]
     cols["_cart_max"] = cols["price"][cart].max()
-    ctx = engine.context(item_id=f"sku{current}", cart_item_ids=[f"sku{i}" for i in cart],
-                         params={"max": "100"}, now_s=NOW_S)
+    ctx = engine.context(
+        item_id=f"sku{current}", cart_item_ids=[f"sku{i}" for i in cart], params={"max": "100"}, now_s=NOW_S
+    )
     rows, pooled, pooled_cpu = run_suite("synthetic", engine, cols, SYNTHETIC_QUERIES, ctx, reps)
     rows.append(run_updates(engine, args.items, reps, args.seed))
 
@@ -261,25 +355,40 @@ def main(argv: list[str] | None = None) -> None:
         f_cols["_item"] = f_items[0]
         f_rows, f_pooled, _ = run_suite("fashion", f_engine, f_cols, FASHION_QUERIES, f_ctx, reps)
         rows += f_rows
-        summary = {"fashion_items": len(f_items), "fashion_p50_ms": round(float(np.percentile(f_pooled, 50)), 4),
-                   "fashion_p99_ms": round(float(np.percentile(f_pooled, 99)), 4)}
+        summary = {
+            "fashion_items": len(f_items),
+            "fashion_p50_ms": round(float(np.percentile(f_pooled, 50)), 4),
+            "fashion_p99_ms": round(float(np.percentile(f_pooled, 99)), 4),
+        }
 
     print_table(rows)
     p99 = float(np.percentile(pooled, 99))
     synth = [r for r in rows if r["catalog"] == "synthetic"]
-    print(f"target p99 <= {TARGET_P99_MS} ms over the synthetic suite: {'met' if p99 <= TARGET_P99_MS else 'MISSED'}"
-          f" ({p99:.3f} ms wall; {float(np.percentile(pooled_cpu, 99)):.3f} ms CPU). In the 'synthetic+upserts' row"
-          " the numpy columns hold the upsert's own time.")
-    print(json.dumps({
-        "bench": "iql", "items": args.items, "reps": reps, "quick": args.quick,
-        "p50_ms": round(float(np.percentile(pooled, 50)), 4), "p99_ms": round(p99, 4),
-        "p99_cpu_ms": round(float(np.percentile(pooled_cpu, 99)), 4),
-        "compile_p50_ms": round(float(np.median([r["compile_p50"] for r in synth])), 4),
-        "numpy_p50_ms": round(float(np.median([r["np_p50"] for r in synth])), 4),
-        "numpy_p99_ms": round(float(np.median([r["np_p99"] for r in synth])), 4),
-        "build_s": round(build_s, 2), "target_p99_ms": TARGET_P99_MS, "meets_target": p99 <= TARGET_P99_MS,
-        **summary,
-    }))
+    print(
+        f"target p99 <= {TARGET_P99_MS} ms over the synthetic suite: {'met' if p99 <= TARGET_P99_MS else 'MISSED'}"
+        f" ({p99:.3f} ms wall; {float(np.percentile(pooled_cpu, 99)):.3f} ms CPU). In the 'synthetic+upserts' row"
+        " the numpy columns hold the upsert's own time."
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "iql",
+                "items": args.items,
+                "reps": reps,
+                "quick": args.quick,
+                "p50_ms": round(float(np.percentile(pooled, 50)), 4),
+                "p99_ms": round(p99, 4),
+                "p99_cpu_ms": round(float(np.percentile(pooled_cpu, 99)), 4),
+                "compile_p50_ms": round(float(np.median([r["compile_p50"] for r in synth])), 4),
+                "numpy_p50_ms": round(float(np.median([r["np_p50"] for r in synth])), 4),
+                "numpy_p99_ms": round(float(np.median([r["np_p99"] for r in synth])), 4),
+                "build_s": round(build_s, 2),
+                "target_p99_ms": TARGET_P99_MS,
+                "meets_target": p99 <= TARGET_P99_MS,
+                **summary,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

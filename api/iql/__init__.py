@@ -18,6 +18,12 @@ from api.iql.index import CatalogIndex
 from api.iql.schema import AttrType
 
 __all__ = [
-    "AttrType", "CatalogIndex", "CatalogSchemaError", "IQLEngine", "IQLError", "RequestContext",
-    "candidates_mask", "evaluate",
+    "AttrType",
+    "CatalogIndex",
+    "CatalogSchemaError",
+    "IQLEngine",
+    "IQLError",
+    "RequestContext",
+    "candidates_mask",
+    "evaluate",
 ]

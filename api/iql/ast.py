@@ -6,9 +6,29 @@ from dataclasses import dataclass
 from typing import Literal as TLiteral
 
 __all__ = [
-    "Aggregate", "And", "Arith", "Attr", "Between", "BoosterClause", "Boosters", "Compare", "ContextRef",
-    "Expr", "In", "IsNull", "ListOp", "ListValue", "Literal", "Node", "Not", "Now", "Operand", "Or",
-    "Param", "Pos", "Truthy",
+    "Aggregate",
+    "And",
+    "Arith",
+    "Attr",
+    "Between",
+    "BoosterClause",
+    "Boosters",
+    "Compare",
+    "ContextRef",
+    "Expr",
+    "In",
+    "IsNull",
+    "ListOp",
+    "ListValue",
+    "Literal",
+    "Node",
+    "Not",
+    "Now",
+    "Operand",
+    "Or",
+    "Param",
+    "Pos",
+    "Truthy",
 ]
 
 

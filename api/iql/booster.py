@@ -13,8 +13,9 @@ from api.iql.plan import BoosterPlan
 __all__ = ["boost_multipliers"]
 
 
-def boost_multipliers(plan: BoosterPlan, index: CatalogIndex, context: RequestContext,
-                      candidates: NDArray[np.integer]) -> NDArray[np.float32]:
+def boost_multipliers(
+    plan: BoosterPlan, index: CatalogIndex, context: RequestContext, candidates: NDArray[np.integer]
+) -> NDArray[np.float32]:
     """Score multipliers for ``candidates``: the product of the weights of the clauses each matches.
 
     Parameters

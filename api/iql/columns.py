@@ -11,6 +11,7 @@ from pyroaring import BitMap
 
 __all__ = ["CategoricalColumn", "ListColumn", "grow"]
 
+
 def grow(array: NDArray[Any], size: int, fill: Any) -> NDArray[Any]:
     """Return ``array`` with room for ``size`` rows (capacity doubles; new rows = ``fill``)."""
     if size <= len(array):

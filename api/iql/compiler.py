@@ -20,8 +20,11 @@ __all__ = ["compile_boosters", "compile_filter"]
 
 _FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 _LITERAL_TYPES = {
-    "string": AttrType.STRING, "number": AttrType.NUMBER, "duration": AttrType.NUMBER,
-    "bool": AttrType.BOOL, "timestamp": AttrType.TIMESTAMP,
+    "string": AttrType.STRING,
+    "number": AttrType.NUMBER,
+    "duration": AttrType.NUMBER,
+    "bool": AttrType.BOOL,
+    "timestamp": AttrType.TIMESTAMP,
 }
 Typed = tuple[p.ValueNode, AttrType | None]
 
@@ -98,8 +101,12 @@ class _Compiler:
             case ast.Truthy(operand=ast.Attr() as attr):
                 kind = self.attribute(attr)
                 if kind is not AttrType.BOOL:
-                    raise IQLError(attr.pos.line, attr.pos.column, f"a condition ({attr.name} is a {kind}; "
-                                   "compare it, e.g. with '==')", f"attribute '{attr.name}'")
+                    raise IQLError(
+                        attr.pos.line,
+                        attr.pos.column,
+                        f"a condition ({attr.name} is a {kind}; compare it, e.g. with '==')",
+                        f"attribute '{attr.name}'",
+                    )
                 return p.Match(attr.name, "eq", p.Const(True))
             case ast.Truthy(operand=operand):
                 value, _ = self.value(operand, AttrType.BOOL)
@@ -136,8 +143,11 @@ class _Compiler:
             return p.ConstTest(op, value, self.values(node.values, kind), kind)
         kind = self.attribute(node.operand)
         if kind is AttrType.STRING_LIST:
-            raise self._op_error(node, f"ANY or ALL ({node.operand.name} is a list of strings)",
-                                 "NOT IN" if node.negated else "IN")
+            raise self._op_error(
+                node,
+                f"ANY or ALL ({node.operand.name} is a list of strings)",
+                "NOT IN" if node.negated else "IN",
+            )
         return p.Match(node.operand.name, op, self.values(node.values, kind))  # type: ignore[arg-type]
 
     def between(self, node: ast.Between) -> p.PlanNode:
@@ -149,8 +159,11 @@ class _Compiler:
             return p.Negate(inside) if node.negated else inside
         kind = self.attribute(node.operand)
         if kind not in NUMERIC_TYPES:
-            raise self._op_error(node, f"a number or timestamp attribute before BETWEEN ({node.operand.name} "
-                                 f"is a {kind})", node.operand.name)
+            raise self._op_error(
+                node,
+                f"a number or timestamp attribute before BETWEEN ({node.operand.name} is a {kind})",
+                node.operand.name,
+            )
         low, _ = self.value(node.low, kind)
         high, _ = self.value(node.high, kind)
         return p.Range(node.operand.name, low, high, True, True, node.negated)
@@ -166,12 +179,19 @@ class _Compiler:
         kind = self.attribute(node.operand)
         if kind is not AttrType.STRING_LIST:
             hint = "'==' or IN" if node.op != "all" else "'=='"
-            raise self._op_error(node, f"a list attribute before {keyword} ({node.operand.name} is a {kind}; "
-                                 f"use {hint})", node.operand.name)
+            raise self._op_error(
+                node,
+                f"a list attribute before {keyword} ({node.operand.name} is a {kind}; use {hint})",
+                node.operand.name,
+            )
         if node.op == "contains":
             if isinstance(node.values, ast.ListValue):
-                raise IQLError(node.values.pos.line, node.values.pos.column,
-                               "one value after CONTAINS (use ANY or ALL for several)", "a list")
+                raise IQLError(
+                    node.values.pos.line,
+                    node.values.pos.column,
+                    "one value after CONTAINS (use ANY or ALL for several)",
+                    "a list",
+                )
             value, _ = self.value(node.values, AttrType.STRING, many=True)
             return p.Match(node.operand.name, "contains", value)
         return p.Match(node.operand.name, node.op, self.values(node.values, AttrType.STRING))
@@ -183,8 +203,12 @@ class _Compiler:
         if kind is None:
             close = difflib.get_close_matches(node.name, list(self.schema), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise IQLError(node.pos.line, node.pos.column, f"an attribute of the catalogue{hint}",
-                           f"unknown attribute '{node.name}'")
+            raise IQLError(
+                node.pos.line,
+                node.pos.column,
+                f"an attribute of the catalogue{hint}",
+                f"unknown attribute '{node.name}'",
+            )
         self.attributes.add(node.name)
         return kind
 
@@ -204,14 +228,19 @@ class _Compiler:
                 try:
                     return p.Const(to_epoch_s(value)), AttrType.TIMESTAMP
                 except ValueError:
-                    raise IQLError(node.pos.line, node.pos.column, "an ISO-8601 timestamp",
-                                   _describe(node)) from None
+                    raise IQLError(
+                        node.pos.line, node.pos.column, "an ISO-8601 timestamp", _describe(node)
+                    ) from None
             case ast.Literal(value=value, kind=kind):
                 self._check(expect, _LITERAL_TYPES[kind], node)
                 return p.Const(value), _LITERAL_TYPES[kind]
             case ast.Attr():
-                raise IQLError(node.pos.line, node.pos.column,
-                               "a value (comparing two attributes is not supported)", _describe(node))
+                raise IQLError(
+                    node.pos.line,
+                    node.pos.column,
+                    "a value (comparing two attributes is not supported)",
+                    _describe(node),
+                )
             case ast.Param(name=name):
                 self.params.add(name)
                 return p.ParamValue(name, expect, node.pos, many), expect
@@ -234,8 +263,12 @@ class _Compiler:
             case ast.Aggregate(func=func, ref=ref):
                 kind = self._context_attribute(ref)
                 if kind not in NUMERIC_TYPES:
-                    raise IQLError(ref.pos.line, ref.pos.column, f"a number or timestamp attribute inside "
-                                   f"{func.upper()}()", f"{_describe(ref)} (a {kind})")
+                    raise IQLError(
+                        ref.pos.line,
+                        ref.pos.column,
+                        f"a number or timestamp attribute inside {func.upper()}()",
+                        f"{_describe(ref)} (a {kind})",
+                    )
                 self._check(expect, kind, node)
                 return p.CartValue(func, ref.name, kind, node.pos), kind
             case ast.Now():
@@ -244,7 +277,9 @@ class _Compiler:
             case ast.Arith(op=op, left=left, right=right):
                 lv, lt = self.value(left, AttrType.NUMBER)
                 rv, rt = self.value(right, AttrType.NUMBER)
-                kind = AttrType.TIMESTAMP if AttrType.TIMESTAMP in (lt, rt) and op in "+-" else AttrType.NUMBER
+                kind = (
+                    AttrType.TIMESTAMP if AttrType.TIMESTAMP in (lt, rt) and op in "+-" else AttrType.NUMBER
+                )
                 self._check(expect, kind, node)
                 return p.ArithValue(op, lv, rv, node.pos), kind
         raise AssertionError(f"unknown operand {node!r}")  # pragma: no cover
@@ -252,16 +287,24 @@ class _Compiler:
     def _context_attribute(self, node: ast.ContextRef) -> AttrType:
         kind = self.schema.get(node.name)
         if kind is None:
-            raise IQLError(node.pos.line, node.pos.column, f"an attribute of the catalogue after "
-                           f"context.{node.scope}.", f"unknown attribute '{node.name}'")
+            raise IQLError(
+                node.pos.line,
+                node.pos.column,
+                f"an attribute of the catalogue after context.{node.scope}.",
+                f"unknown attribute '{node.name}'",
+            )
         return kind
 
     @staticmethod
     def _many(value: p.ValueNode | None, node: ast.Node, many: bool) -> p.ValueNode:
         if not many:
             pos = node.pos  # type: ignore[union-attr]
-            raise IQLError(pos.line, pos.column, "a single value (use IN, ANY or '==' for a set of values)",
-                           f"the set {_describe(node)}")
+            raise IQLError(
+                pos.line,
+                pos.column,
+                "a single value (use IN, ANY or '==' for a set of values)",
+                f"the set {_describe(node)}",
+            )
         return value  # type: ignore[return-value]
 
     @staticmethod

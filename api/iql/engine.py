@@ -67,9 +67,15 @@ class IQLEngine:
         """Check a campaign's boosters when it is saved. Raises IQLError."""
         self.compile_boosters(text)
 
-    def context(self, *, item_id: str | None = None, cart_item_ids: tuple[str, ...] | list[str] = (),
-                user: dict[str, object] | None = None, params: dict[str, object] | None = None,
-                now_s: float | None = None) -> RequestContext:
+    def context(
+        self,
+        *,
+        item_id: str | None = None,
+        cart_item_ids: tuple[str, ...] | list[str] = (),
+        user: dict[str, object] | None = None,
+        params: dict[str, object] | None = None,
+        now_s: float | None = None,
+    ) -> RequestContext:
         """A RequestContext whose current item and cart are looked up in the index by id.
 
         Unknown ids are left out (the current item is then null, so ``context.item.*`` is null).
@@ -83,11 +89,14 @@ class IQLEngine:
         """Live items (item_idx) the filter selects for this request. Raises IQLError."""
         return evaluate(self.compile_filter(text), self.index, context)
 
-    def filter_candidates(self, text: str, context: RequestContext,
-                          candidates: NDArray[np.integer]) -> NDArray[np.bool_]:
+    def filter_candidates(
+        self, text: str, context: RequestContext, candidates: NDArray[np.integer]
+    ) -> NDArray[np.bool_]:
         """Boolean mask over candidate item_idx: True where the filter keeps the item."""
         return candidates_mask(self.filter(text, context), candidates)
 
-    def boost(self, text: str, context: RequestContext, candidates: NDArray[np.integer]) -> NDArray[np.float32]:
+    def boost(
+        self, text: str, context: RequestContext, candidates: NDArray[np.integer]
+    ) -> NDArray[np.float32]:
         """Score multipliers (float32, one per candidate) from booster clauses. Raises IQLError."""
         return boost_multipliers(self.compile_boosters(text), self.index, context, candidates)

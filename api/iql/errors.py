@@ -26,7 +26,9 @@ class IQLError(ValueError):
 
     def __init__(self, line: int, column: int, expected: str, found: str, after: str | None = None) -> None:
         where = f" after {after}" if after else ""
-        super().__init__(f"IQL error at line {line}, column {column}: expected {expected}{where}, found {found}")
+        super().__init__(
+            f"IQL error at line {line}, column {column}: expected {expected}{where}, found {found}"
+        )
         self.line, self.column, self.expected, self.found, self.after = line, column, expected, found, after
 
     def __repr__(self) -> str:

@@ -213,8 +213,11 @@ class _Run:
         column = self.index.column(node.attribute)
         low = None if node.low is None else self.bind(node.low)
         high = None if node.high is None else self.bind(node.high)
-        if (not isinstance(column, NumericColumn) or (node.low is not None and low is None)
-                or (node.high is not None and high is None)):
+        if (
+            not isinstance(column, NumericColumn)
+            or (node.low is not None and low is None)
+            or (node.high is not None and high is None)
+        ):
             return BitMap()
         inside = column.range(low, high, node.low_inclusive, node.high_inclusive)
         return column.present - inside if node.negated else inside
@@ -245,5 +248,8 @@ class _Run:
 _COMPARE = {
     "==": lambda a, b: a in b if isinstance(b, frozenset) else a == b,
     "!=": lambda a, b: a not in b if isinstance(b, frozenset) else a != b,
-    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
 }

@@ -56,9 +56,15 @@ class CatalogIndex:
     [1]
     """
 
-    def __init__(self, *, declared: Mapping[str, AttrType | str] | None = None,
-                 hidden_attribute: str | None = "hidden", exclude: Iterable[str] = (),
-                 bucket: int | None = None, max_delta: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        declared: Mapping[str, AttrType | str] | None = None,
+        hidden_attribute: str | None = "hidden",
+        exclude: Iterable[str] = (),
+        bucket: int | None = None,
+        max_delta: int | None = None,
+    ) -> None:
         self.schema = Schema(declared)
         self.hidden_attribute = hidden_attribute
         self.exclude = frozenset(exclude) | {"item_id"}
@@ -98,7 +104,9 @@ class CatalogIndex:
                     column[0].append(idx)
                     column[1].append(value)
         for name, (rows, values) in raw.items():
-            normalized = [index.schema.normalize(index._ids[r], name, v) for r, v in zip(rows, values, strict=True)]
+            normalized = [
+                index.schema.normalize(index._ids[r], name, v) for r, v in zip(rows, values, strict=True)
+            ]
             keep = [i for i, v in enumerate(normalized) if v is not None]
             column = index._new_column(index.schema[name])
             column.bulk_load(np.asarray(rows, dtype=np.int64)[keep], [normalized[i] for i in keep])
@@ -138,7 +146,8 @@ class CatalogIndex:
         item_id = _item_id(item)
         values = {
             name: self.schema.normalize(item_id, name, value)
-            for name, value in item.items() if name not in self.exclude
+            for name, value in item.items()
+            if name not in self.exclude
         }
         idx = self._idx_of.get(item_id)
         if idx is None:

@@ -48,8 +48,10 @@ class NumericColumn:
 
     def bulk_load(self, idx: NDArray[np.int64], values: Iterable[float | None]) -> None:
         """Load an empty column from item_idx and float values (None/NaN = null)."""
-        vals = np.asarray([np.nan if v is None else v for v in values] if not isinstance(values, np.ndarray)
-                          else values, dtype=np.float64)
+        vals = np.asarray(
+            [np.nan if v is None else v for v in values] if not isinstance(values, np.ndarray) else values,
+            dtype=np.float64,
+        )
         self.values = grow(self.values, int(idx.max()) + 1 if len(idx) else 0, np.nan)
         self.values[idx] = vals
         self.present = BitMap(np.sort(idx[~np.isnan(vals)]).astype(np.uint32))
@@ -90,12 +92,20 @@ class NumericColumn:
         self.dirty = BitMap()
         self._dirty_idx = None
 
-    def range(self, low: float | None, high: float | None, low_inclusive: bool = True,
-              high_inclusive: bool = True) -> BitMap:
+    def range(
+        self, low: float | None, high: float | None, low_inclusive: bool = True, high_inclusive: bool = True
+    ) -> BitMap:
         """Items with ``low <(=) value <(=) high``; None means unbounded on that side."""
-        a = 0 if low is None else int(np.searchsorted(self.sorted_values, low, "left" if low_inclusive else "right"))
-        b = len(self.sorted_values) if high is None else int(
-            np.searchsorted(self.sorted_values, high, "right" if high_inclusive else "left"))
+        a = (
+            0
+            if low is None
+            else int(np.searchsorted(self.sorted_values, low, "left" if low_inclusive else "right"))
+        )
+        b = (
+            len(self.sorted_values)
+            if high is None
+            else int(np.searchsorted(self.sorted_values, high, "right" if high_inclusive else "left"))
+        )
         result = self._ranks(a, b)
         if not self.dirty:
             return result

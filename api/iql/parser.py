@@ -223,5 +223,3 @@ def _display(name: str) -> str:
         return f"'{name.lstrip('_')}'"
     literal = {"LPAR": "(", "RPAR": ")", "LSQB": "[", "RSQB": "]", "COMMA": ",", "DOT": "."}.get(name, name)
     return f"'{literal}'"
-
-

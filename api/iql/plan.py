@@ -9,9 +9,24 @@ from api.iql.ast import Pos
 from api.iql.schema import AttrType
 
 __all__ = [
-    "AllOf", "AnyOf", "ArithValue", "BoosterPlan", "CartValue", "Const", "ConstTest", "ContextValue",
-    "FilterPlan", "Match", "Negate", "NowValue", "NullTest", "ParamValue", "PlanNode", "Range",
-    "ValueList", "ValueNode",
+    "AllOf",
+    "AnyOf",
+    "ArithValue",
+    "BoosterPlan",
+    "CartValue",
+    "Const",
+    "ConstTest",
+    "ContextValue",
+    "FilterPlan",
+    "Match",
+    "Negate",
+    "NowValue",
+    "NullTest",
+    "ParamValue",
+    "PlanNode",
+    "Range",
+    "ValueList",
+    "ValueNode",
 ]
 
 # ---- values: known at compile time (Const) or bound per request -------------------------------

@@ -10,12 +10,16 @@ from api.iql import CatalogIndex, IQLEngine, IQLError, RequestContext
 
 @pytest.fixture
 def engine() -> IQLEngine:
-    return IQLEngine(CatalogIndex.build([
-        {"item_id": "a", "brand": "Acme", "price": 10},
-        {"item_id": "b", "brand": "Bolt", "price": 150},
-        {"item_id": "c", "brand": "Acme", "price": 200},
-        {"item_id": "d", "brand": "Acme", "price": 5, "hidden": True},
-    ]))
+    return IQLEngine(
+        CatalogIndex.build(
+            [
+                {"item_id": "a", "brand": "Acme", "price": 10},
+                {"item_id": "b", "brand": "Bolt", "price": 150},
+                {"item_id": "c", "brand": "Acme", "price": 200},
+                {"item_id": "d", "brand": "Acme", "price": 5, "hidden": True},
+            ]
+        )
+    )
 
 
 def test_single_clause(engine: IQLEngine) -> None:
@@ -33,13 +37,16 @@ def test_clauses_multiply_and_unknown_or_hidden_candidates_get_one(engine: IQLEn
 
 def test_booster_with_context(engine: IQLEngine) -> None:
     ctx = engine.context(item_id="b")
-    out = engine.boost("BOOST 2 IF brand == context.item.brand BOOST 0 IF price < 20", ctx,
-                       engine.index.lookup(["a", "b"]))
+    out = engine.boost(
+        "BOOST 2 IF brand == context.item.brand BOOST 0 IF price < 20", ctx, engine.index.lookup(["a", "b"])
+    )
     assert out.tolist() == [0.0, 2.0]
 
 
 def test_empty_candidates(engine: IQLEngine) -> None:
-    assert engine.boost('BOOST 2 IF brand == "Acme"', RequestContext(), np.zeros(0, dtype=np.int64)).shape == (0,)
+    assert engine.boost(
+        'BOOST 2 IF brand == "Acme"', RequestContext(), np.zeros(0, dtype=np.int64)
+    ).shape == (0,)
 
 
 def test_booster_errors_are_caught_at_save_time(engine: IQLEngine) -> None:

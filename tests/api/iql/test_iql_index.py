@@ -16,16 +16,39 @@ def ids(engine: IQLEngine, text: str) -> list[str]:
 
 
 def test_schema_is_inferred_per_attribute() -> None:
-    index = CatalogIndex.build([
-        {"item_id": "a", "s": "x", "n": 3, "f": 1.5, "b": True, "l": ["p", "q"],
-         "t": "2024-01-02T03:04:05Z", "dt": datetime(2024, 1, 1, tzinfo=UTC)},
-    ])
+    index = CatalogIndex.build(
+        [
+            {
+                "item_id": "a",
+                "s": "x",
+                "n": 3,
+                "f": 1.5,
+                "b": True,
+                "l": ["p", "q"],
+                "t": "2024-01-02T03:04:05Z",
+                "dt": datetime(2024, 1, 1, tzinfo=UTC),
+            },
+        ]
+    )
     assert dict(index.schema) == {
-        "s": AttrType.STRING, "n": AttrType.NUMBER, "f": AttrType.NUMBER, "b": AttrType.BOOL,
-        "l": AttrType.STRING_LIST, "t": AttrType.TIMESTAMP, "dt": AttrType.TIMESTAMP,
+        "s": AttrType.STRING,
+        "n": AttrType.NUMBER,
+        "f": AttrType.NUMBER,
+        "b": AttrType.BOOL,
+        "l": AttrType.STRING_LIST,
+        "t": AttrType.TIMESTAMP,
+        "dt": AttrType.TIMESTAMP,
     }
-    assert index.get("a") == {"item_id": "a", "s": "x", "n": 3.0, "f": 1.5, "b": True, "l": ["p", "q"],
-                              "t": 1704164645.0, "dt": 1704067200.0}
+    assert index.get("a") == {
+        "item_id": "a",
+        "s": "x",
+        "n": 3.0,
+        "f": 1.5,
+        "b": True,
+        "l": ["p", "q"],
+        "t": 1704164645.0,
+        "dt": 1704067200.0,
+    }
 
 
 def test_type_conflict_is_a_clear_error_and_changes_nothing() -> None:
@@ -34,14 +57,20 @@ def test_type_conflict_is_a_clear_error_and_changes_nothing() -> None:
         index.upsert({"item_id": "a", "brand": "Bolt", "price": "cheap"})
     err = info.value
     assert (err.item_id, err.attribute, err.value) == ("a", "price", "cheap")
-    assert str(err) == "item 'a': attribute 'price' must be a number (its type in this catalogue); got 'cheap' (str)"
+    assert (
+        str(err)
+        == "item 'a': attribute 'price' must be a number (its type in this catalogue); got 'cheap' (str)"
+    )
     assert index.get("a") == {"item_id": "a", "price": 10.0, "brand": "Acme"}
 
 
 @pytest.mark.parametrize(
     ("item", "match"),
     [
-        ({"item_id": "x", "v": {"nested": 1}}, "attribute 'v' must be a string, number, bool, timestamp or list"),
+        (
+            {"item_id": "x", "v": {"nested": 1}},
+            "attribute 'v' must be a string, number, bool, timestamp or list",
+        ),
         ({"item_id": "x", "tags": ["a", 1]}, "attribute 'tags' must be a list of strings"),
         ({"price": 1}, "attribute 'item_id' must be a non-empty string"),
         ({"item_id": 1.5}, "attribute 'item_id' must be a non-empty string"),
@@ -68,10 +97,14 @@ def test_excluded_payloads_are_not_indexed() -> None:
 
 
 def test_upsert_and_delete_are_visible_to_the_next_query() -> None:
-    engine = IQLEngine(CatalogIndex.build([
-        {"item_id": "a", "brand": "Acme", "price": 10, "tags": ["red"]},
-        {"item_id": "b", "brand": "Bolt", "price": 30, "tags": ["blue"]},
-    ]))
+    engine = IQLEngine(
+        CatalogIndex.build(
+            [
+                {"item_id": "a", "brand": "Acme", "price": 10, "tags": ["red"]},
+                {"item_id": "b", "brand": "Bolt", "price": 30, "tags": ["blue"]},
+            ]
+        )
+    )
     assert ids(engine, 'brand == "Acme"') == ["a"]
     engine.index.upsert({"item_id": "b", "brand": "Acme", "price": 5, "tags": ["red", "new"]})
     assert ids(engine, 'brand == "Acme"') == ["a", "b"]
@@ -84,7 +117,7 @@ def test_upsert_and_delete_are_visible_to_the_next_query() -> None:
     assert engine.index.delete("b") is True
     assert ids(engine, 'brand == "Acme"') == ["a"]
     assert ids(engine, "price < 8") == ["c"]
-    assert ids(engine, "NOT brand == \"Core\"") == ["a"]
+    assert ids(engine, 'NOT brand == "Core"') == ["a"]
     assert engine.index.delete("b") is False and engine.index.get("b") is None
     assert engine.index.upsert({"item_id": "b", "brand": "Bolt"}) == 1  # the same item_idx comes back
     assert ids(engine, "price IS NULL") == ["b"]
@@ -101,7 +134,9 @@ def test_full_upsert_nulls_missing_attributes_partial_keeps_them() -> None:
 
 
 def test_hidden_items_leave_the_live_set() -> None:
-    engine = IQLEngine(CatalogIndex.build([{"item_id": "a", "p": 1, "hidden": True}, {"item_id": "b", "p": 2}]))
+    engine = IQLEngine(
+        CatalogIndex.build([{"item_id": "a", "p": 1, "hidden": True}, {"item_id": "b", "p": 2}])
+    )
     assert ids(engine, "p > 0") == ["b"] and len(engine.index) == 1
     engine.index.upsert({"item_id": "a", "hidden": False}, partial=True)
     engine.index.upsert({"item_id": "b", "hidden": True}, partial=True)
@@ -111,13 +146,26 @@ def test_hidden_items_leave_the_live_set() -> None:
 
 def test_incremental_equals_bulk_build() -> None:
     rng = np.random.default_rng(5)
-    items = [{"item_id": f"i{i}", "c": str(rng.integers(0, 4)), "n": float(rng.integers(0, 50)),
-              "l": [str(x) for x in rng.choice(6, rng.integers(0, 3), replace=False)]} for i in range(300)]
+    items = [
+        {
+            "item_id": f"i{i}",
+            "c": str(rng.integers(0, 4)),
+            "n": float(rng.integers(0, 50)),
+            "l": [str(x) for x in rng.choice(6, rng.integers(0, 3), replace=False)],
+        }
+        for i in range(300)
+    ]
     bulk = IQLEngine(CatalogIndex.build(items, bucket=8))
     incremental = IQLEngine(CatalogIndex(bucket=8, max_delta=16))
     for item in items:
         incremental.index.upsert(item)
-    for text in ['c == "1"', "n BETWEEN 10 AND 30", 'l ANY ["1", "2"]', 'l ALL ["1", "2"]', "n > 44 OR c != \"0\""]:
+    for text in [
+        'c == "1"',
+        "n BETWEEN 10 AND 30",
+        'l ANY ["1", "2"]',
+        'l ALL ["1", "2"]',
+        'n > 44 OR c != "0"',
+    ]:
         assert ids(bulk, text) == ids(incremental, text), text
 
 
@@ -140,5 +188,7 @@ def test_numeric_column_ranges_with_delta_and_rebuilds(bucket: int | None, max_d
         low_inc, high_inc = (bool(x) for x in rng.random(2) < 0.5)
         with np.errstate(invalid="ignore"):
             mask = (truth >= low if low_inc else truth > low) & (truth <= high if high_inc else truth < high)
-        assert sorted(column.range(float(low), float(high), low_inc, high_inc)) == np.flatnonzero(mask).tolist()
+        assert (
+            sorted(column.range(float(low), float(high), low_inc, high_inc)) == np.flatnonzero(mask).tolist()
+        )
     assert sorted(column.range(None, 10.0)) == np.flatnonzero(truth <= 10).tolist()

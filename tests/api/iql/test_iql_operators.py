@@ -9,12 +9,30 @@ from api.iql import CatalogIndex, IQLEngine, IQLError, RequestContext
 NOW_S = 1_780_000_000.0
 DAY_S = 86_400.0
 ITEMS = [
-    {"item_id": "a", "brand": "Acme", "price": 10, "tags": ["red", "sale"], "in_stock": True,
-     "created": NOW_S - 1 * DAY_S},
-    {"item_id": "b", "brand": "Bolt", "price": 30, "tags": ["blue"], "in_stock": False,
-     "created": NOW_S - 10 * DAY_S},
-    {"item_id": "c", "brand": "Acme", "price": 50, "tags": ["red"], "in_stock": True,
-     "created": NOW_S - 30 * DAY_S},
+    {
+        "item_id": "a",
+        "brand": "Acme",
+        "price": 10,
+        "tags": ["red", "sale"],
+        "in_stock": True,
+        "created": NOW_S - 1 * DAY_S,
+    },
+    {
+        "item_id": "b",
+        "brand": "Bolt",
+        "price": 30,
+        "tags": ["blue"],
+        "in_stock": False,
+        "created": NOW_S - 10 * DAY_S,
+    },
+    {
+        "item_id": "c",
+        "brand": "Acme",
+        "price": 50,
+        "tags": ["red"],
+        "in_stock": True,
+        "created": NOW_S - 30 * DAY_S,
+    },
     {"item_id": "d", "brand": "Core", "tags": []},
     {"item_id": "e", "brand": "Acme", "price": 70, "hidden": True},
     {"item_id": "f", "price": 20, "tags": ["blue", "red"], "in_stock": True, "created": NOW_S},
@@ -33,13 +51,13 @@ def ids(engine: IQLEngine, text: str, ctx: RequestContext | None = None) -> list
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('brand == "Acme"', ["a", "c"]),           # e is hidden: never selected
-        ('brand != "Acme"', ["b", "d"]),           # f has no brand: != needs a value
+        ('brand == "Acme"', ["a", "c"]),  # e is hidden: never selected
+        ('brand != "Acme"', ["b", "d"]),  # f has no brand: != needs a value
         ("price < 30", ["a", "f"]),
         ("price <= 30", ["a", "b", "f"]),
         ("price > 30", ["c"]),
         ("price >= 30", ["b", "c"]),
-        ("30 > price", ["a", "f"]),                 # value on the left is flipped
+        ("30 > price", ["a", "f"]),  # value on the left is flipped
         ("price == 20", ["f"]),
         ("price != 20", ["a", "b", "c"]),
         ('brand IN ["Bolt", "Core", "Nope"]', ["b", "d"]),
@@ -56,7 +74,7 @@ def ids(engine: IQLEngine, text: str, ctx: RequestContext | None = None) -> list
         ("brand IS NOT NULL", ["a", "b", "c", "d"]),
         ("in_stock", ["a", "c", "f"]),
         ("in_stock == false", ["b"]),
-        ("NOT in_stock", ["b", "d"]),              # NOT includes items without a value
+        ("NOT in_stock", ["b", "d"]),  # NOT includes items without a value
         ('brand == "Acme" AND price > 20', ["c"]),
         ('brand == "Bolt" OR tags CONTAINS "sale"', ["a", "b"]),
         ('NOT (brand == "Acme" OR price IS NULL)', ["b", "f"]),
@@ -67,7 +85,7 @@ def ids(engine: IQLEngine, text: str, ctx: RequestContext | None = None) -> list
         ("created >= 2026-05-18", ["a", "b", "f"]),
         ("created > 1779000000", ["a", "b", "f"]),
         ("2 * 3 > 5", ["a", "b", "c", "d", "f"]),  # value-only condition: true -> all live items
-        ("1 > 2 OR brand == \"Core\"", ["d"]),
+        ('1 > 2 OR brand == "Core"', ["d"]),
     ],
 )
 def test_operator(engine: IQLEngine, text: str, expected: list[str]) -> None:
@@ -75,8 +93,9 @@ def test_operator(engine: IQLEngine, text: str, expected: list[str]) -> None:
 
 
 def test_context_item_user_and_cart(engine: IQLEngine) -> None:
-    ctx = engine.context(item_id="a", cart_item_ids=["b", "c", "zz"], user={"segment": "vip", "max_price": 25},
-                         now_s=NOW_S)
+    ctx = engine.context(
+        item_id="a", cart_item_ids=["b", "c", "zz"], user={"segment": "vip", "max_price": 25}, now_s=NOW_S
+    )
     assert ctx.item is not None and ctx.item["brand"] == "Acme" and len(ctx.cart) == 2
     assert ids(engine, "brand == context.item.brand", ctx) == ["a", "c"]
     assert ids(engine, "brand != context.item.brand", ctx) == ["b", "d"]
@@ -104,18 +123,26 @@ def test_missing_context_is_null(engine: IQLEngine) -> None:
 
 
 def test_params_are_coerced_to_the_compared_type(engine: IQLEngine) -> None:
-    params = {"brand": "Acme", "max": "40", "brands": ["Bolt", "Core"], "stock": "true", "since": "2026-05-10"}
+    params = {
+        "brand": "Acme",
+        "max": "40",
+        "brands": ["Bolt", "Core"],
+        "stock": "true",
+        "since": "2026-05-10",
+    }
     ctx = RequestContext(params=params, now_s=NOW_S)
     assert ids(engine, "brand == $brand AND price < $max", ctx) == ["a"]
     assert ids(engine, "brand IN $brands", ctx) == ["b", "d"]
-    assert ids(engine, "brand IN ($brand, \"Bolt\")", ctx) == ["a", "b", "c"]
+    assert ids(engine, 'brand IN ($brand, "Bolt")', ctx) == ["a", "b", "c"]
     assert ids(engine, "in_stock == $stock", ctx) == ["a", "c", "f"]
     assert ids(engine, "created > $since", ctx) == ["a", "b", "f"]
     assert ids(engine, "$max > 30 AND price == 10", ctx) == ["a"]
 
 
 def test_param_errors_name_the_parameter(engine: IQLEngine) -> None:
-    with pytest.raises(IQLError, match=r"column 10: expected a value for request parameter \$brand, found none"):
+    with pytest.raises(
+        IQLError, match=r"column 10: expected a value for request parameter \$brand, found none"
+    ):
         engine.filter("brand == $brand", RequestContext())
     with pytest.raises(IQLError, match=r"expected a number for \$max, found 'cheap'"):
         engine.filter("price < $max", RequestContext(params={"max": "cheap"}))
@@ -126,8 +153,11 @@ def test_param_errors_name_the_parameter(engine: IQLEngine) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('brnd == "Acme"', "column 1: expected an attribute of the catalogue (did you mean 'brand'?), "
-                           "found unknown attribute 'brnd'"),
+        (
+            'brnd == "Acme"',
+            "column 1: expected an attribute of the catalogue (did you mean 'brand'?), "
+            "found unknown attribute 'brnd'",
+        ),
         ('price == "cheap"', "column 10: expected a number, found string 'cheap'"),
         ('brand > "A"', "expected '==' or '!=' (brand is a string), found '>'"),
         ('tags == "red"', "expected CONTAINS, ANY or ALL (tags is a list of strings), found '=='"),

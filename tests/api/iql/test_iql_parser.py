@@ -18,8 +18,9 @@ def test_comparison_and_precedence(parser: IQLParser) -> None:
     tree = parser.parse_filter('a == 1 OR b != "x" AND NOT c < 2')
     assert isinstance(tree, ast.Or)
     left, right = tree.items
-    assert left == ast.Compare("==", ast.Attr("a", ast.Pos(1, 1)), ast.Literal(1.0, "number", ast.Pos(1, 6)),
-                               ast.Pos(1, 1))
+    assert left == ast.Compare(
+        "==", ast.Attr("a", ast.Pos(1, 1)), ast.Literal(1.0, "number", ast.Pos(1, 6)), ast.Pos(1, 1)
+    )
     assert isinstance(right, ast.And)
     assert isinstance(right.items[1], ast.Not)
     assert right.items[1].item.op == "<"
@@ -33,9 +34,15 @@ def test_parentheses_override_precedence(parser: IQLParser) -> None:
 @pytest.mark.parametrize(
     ("text", "node_type"),
     [
-        ("x IN [1, 2]", ast.In), ("x NOT IN (1, 2)", ast.In), ("x BETWEEN 1 AND 2", ast.Between),
-        ("x NOT BETWEEN 1 AND 2", ast.Between), ('t CONTAINS "a"', ast.ListOp), ('t ANY ["a"]', ast.ListOp),
-        ('t ALL ("a", "b")', ast.ListOp), ("x IS NULL", ast.IsNull), ("x IS NOT NULL", ast.IsNull),
+        ("x IN [1, 2]", ast.In),
+        ("x NOT IN (1, 2)", ast.In),
+        ("x BETWEEN 1 AND 2", ast.Between),
+        ("x NOT BETWEEN 1 AND 2", ast.Between),
+        ('t CONTAINS "a"', ast.ListOp),
+        ('t ANY ["a"]', ast.ListOp),
+        ('t ALL ("a", "b")', ast.ListOp),
+        ("x IS NULL", ast.IsNull),
+        ("x IS NOT NULL", ast.IsNull),
         ("flag", ast.Truthy),
     ],
 )
@@ -50,21 +57,32 @@ def test_keywords_are_case_insensitive(parser: IQLParser) -> None:
 
 
 def test_literals(parser: IQLParser) -> None:
-    tree = parser.parse_filter("a IN [\"q\\\"\", -2.5e1, true, FALSE, 2024-01-01T00:00:00Z, 90m, 's']")
+    tree = parser.parse_filter('a IN ["q\\"", -2.5e1, true, FALSE, 2024-01-01T00:00:00Z, 90m, \'s\']')
     assert isinstance(tree, ast.In) and isinstance(tree.values, ast.ListValue)
     values = [(v.value, v.kind) for v in tree.values.items]  # type: ignore[union-attr]
-    assert values == [('q"', "string"), (-25.0, "number"), (True, "bool"), (False, "bool"),
-                      (1704067200.0, "timestamp"), (5400.0, "duration"), ("s", "string")]
+    assert values == [
+        ('q"', "string"),
+        (-25.0, "number"),
+        (True, "bool"),
+        (False, "bool"),
+        (1704067200.0, "timestamp"),
+        (5400.0, "duration"),
+        ("s", "string"),
+    ]
 
 
 def test_durations_in_every_unit(parser: IQLParser) -> None:
-    seconds = [parser.parse_filter(f"t > now() - {d}").right.right.value for d in ("5s", "5m", "5h", "5d", "5w")]
+    seconds = [
+        parser.parse_filter(f"t > now() - {d}").right.right.value for d in ("5s", "5m", "5h", "5d", "5w")
+    ]
     assert seconds == [5.0, 300.0, 18000.0, 432000.0, 3024000.0]
 
 
 def test_context_params_and_aggregates(parser: IQLParser) -> None:
-    tree = parser.parse_filter("brand == context.item.brand AND p <= MIN(context.cart.price) * 1.2 "
-                               "AND s == $seg AND b == ANY(context.cart.brand) AND u == context.user.segment")
+    tree = parser.parse_filter(
+        "brand == context.item.brand AND p <= MIN(context.cart.price) * 1.2 "
+        "AND s == $seg AND b == ANY(context.cart.brand) AND u == context.user.segment"
+    )
     assert isinstance(tree, ast.And)
     assert tree.items[0].right == ast.ContextRef("item", "brand", ast.Pos(1, 10))
     assert isinstance(tree.items[1].right, ast.Arith)
@@ -87,7 +105,7 @@ def test_boosters(parser: IQLParser) -> None:
 
 def test_error_names_line_column_and_expected_value(parser: IQLParser) -> None:
     with pytest.raises(IQLError) as info:
-        parser.parse_filter('price < 10 AND brand == AND x')
+        parser.parse_filter("price < 10 AND brand == AND x")
     err = info.value
     assert (err.line, err.column, err.expected, err.found) == (1, 25, "a value", "'AND'")
     assert str(err) == "IQL error at line 1, column 25: expected a value after '==', found 'AND'"
@@ -119,7 +137,9 @@ def test_error_unexpected_character_lists_acceptable_tokens(parser: IQLParser) -
 
 
 def test_error_unterminated_string(parser: IQLParser) -> None:
-    with pytest.raises(IQLError, match="column 6: expected a closing quote after '==', found an unterminated"):
+    with pytest.raises(
+        IQLError, match="column 6: expected a closing quote after '==', found an unterminated"
+    ):
         parser.parse_filter('a == "abc')
 
 

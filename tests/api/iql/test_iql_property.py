@@ -32,13 +32,25 @@ ATTRIBUTES = {
     "hidden": st.sampled_from([None, None, None, False, True]),
 }
 items_st = st.lists(st.fixed_dictionaries(ATTRIBUTES), min_size=1, max_size=30)
-ops_st = st.lists(st.tuples(st.sampled_from(["upsert", "patch", "delete"]), st.integers(0, 34),
-                            st.fixed_dictionaries({}, optional=ATTRIBUTES)), max_size=25)
+ops_st = st.lists(
+    st.tuples(
+        st.sampled_from(["upsert", "patch", "delete"]),
+        st.integers(0, 34),
+        st.fixed_dictionaries({}, optional=ATTRIBUTES),
+    ),
+    max_size=25,
+)
 
 # ---- expressions: (text, reference predicate(item, env) over plain dicts) ---------------------
 
-NUM_OPS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
-           "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+NUM_OPS = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
 FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 Expr = tuple[str, Any]
 PARAM_VALUE = 4.0
@@ -54,8 +66,11 @@ def _lit(value: Any) -> str:
 
 @st.composite
 def leaf(draw: st.DrawFn) -> Expr:
-    kind = draw(st.sampled_from(["str", "num", "bool", "in", "between", "list", "null", "param", "time",
-                                 "ctx", "cart"]))
+    kind = draw(
+        st.sampled_from(
+            ["str", "num", "bool", "in", "between", "list", "null", "param", "time", "ctx", "cart"]
+        )
+    )
     if kind == "str":
         op, v = draw(st.sampled_from(["==", "!="])), draw(st.sampled_from(STRINGS))
         return f"c {op} {_lit(v)}", lambda i, e: _has(i, "c") and NUM_OPS[op](i["c"], v)
@@ -86,8 +101,10 @@ def leaf(draw: st.DrawFn) -> Expr:
             return f"l CONTAINS {_lit(v)}", lambda i, e: _has(i, "l") and v in i["l"]
         values = draw(st.lists(st.sampled_from(ELEMENTS), max_size=3))
         test = any if op == "ANY" else all
-        return (f"l {op} ({', '.join(_lit(v) for v in values)})" if values else f"l {op} []",
-                lambda i, e: _has(i, "l") and test(v in i["l"] for v in values))
+        return (
+            f"l {op} ({', '.join(_lit(v) for v in values)})" if values else f"l {op} []",
+            lambda i, e: _has(i, "l") and test(v in i["l"] for v in values),
+        )
     if kind == "null":
         attr, negated = draw(st.sampled_from(["c", "n", "b", "l", "t"])), draw(st.booleans())
         return f"{attr} IS {'NOT ' if negated else ''}NULL", lambda i, e: _has(i, attr) == negated
@@ -99,14 +116,21 @@ def leaf(draw: st.DrawFn) -> Expr:
         return f"t >= now() - {hours}h", lambda i, e: _has(i, "t") and i["t"] >= NOW_S - hours * HOUR_S
     if kind == "ctx":
         return "c == context.item.c", lambda i, e: _has(i, "c") and i["c"] == e["current"].get("c")
-    return "n <= MAX(context.cart.n)", lambda i, e: _has(i, "n") and e["cart_max"] is not None and i["n"] <= e["cart_max"]
+    return (
+        "n <= MAX(context.cart.n)",
+        lambda i, e: _has(i, "n") and e["cart_max"] is not None and i["n"] <= e["cart_max"],
+    )
 
 
 def combine(children: st.SearchStrategy[Expr]) -> st.SearchStrategy[Expr]:
     pair = st.tuples(children, children)
     return st.one_of(
-        pair.map(lambda p: (f"({p[0][0]}) AND ({p[1][0]})", lambda i, e, a=p[0][1], b=p[1][1]: a(i, e) and b(i, e))),
-        pair.map(lambda p: (f"({p[0][0]}) OR ({p[1][0]})", lambda i, e, a=p[0][1], b=p[1][1]: a(i, e) or b(i, e))),
+        pair.map(
+            lambda p: (f"({p[0][0]}) AND ({p[1][0]})", lambda i, e, a=p[0][1], b=p[1][1]: a(i, e) and b(i, e))
+        ),
+        pair.map(
+            lambda p: (f"({p[0][0]}) OR ({p[1][0]})", lambda i, e, a=p[0][1], b=p[1][1]: a(i, e) or b(i, e))
+        ),
         children.map(lambda c: (f"NOT ({c[0]})", lambda i, e, a=c[1]: not a(i, e))),
     )
 
@@ -124,12 +148,32 @@ def _apply(model: dict[str, Item], op: str, key: str, attrs: Item) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(items=items_st, ops=ops_st, expr=expr_st, current=st.integers(0, 34), cart=st.lists(st.integers(0, 34),
-       max_size=3), bucket=st.sampled_from([2, 3, None]), max_delta=st.sampled_from([1, 4, None]))
-def test_bitmaps_agree_with_python(items: list[Item], ops: list, expr: Expr, current: int, cart: list[int],
-                                   bucket: int | None, max_delta: int | None) -> None:
-    declared = {"c": "string", "n": "number", "b": "bool", "l": "list of strings", "t": "timestamp",
-                "hidden": "bool"}
+@given(
+    items=items_st,
+    ops=ops_st,
+    expr=expr_st,
+    current=st.integers(0, 34),
+    cart=st.lists(st.integers(0, 34), max_size=3),
+    bucket=st.sampled_from([2, 3, None]),
+    max_delta=st.sampled_from([1, 4, None]),
+)
+def test_bitmaps_agree_with_python(
+    items: list[Item],
+    ops: list,
+    expr: Expr,
+    current: int,
+    cart: list[int],
+    bucket: int | None,
+    max_delta: int | None,
+) -> None:
+    declared = {
+        "c": "string",
+        "n": "number",
+        "b": "bool",
+        "l": "list of strings",
+        "t": "timestamp",
+        "hidden": "bool",
+    }
     rows = [{"item_id": f"i{k}", **item} for k, item in enumerate(items)]
     index = CatalogIndex.build(rows, declared=declared, bucket=bucket, max_delta=max_delta)
     model = {row["item_id"]: {k: v for k, v in row.items() if v is not None} for row in rows}
@@ -142,12 +186,18 @@ def test_bitmaps_agree_with_python(items: list[Item], ops: list, expr: Expr, cur
         _apply(model, op, key, {"item_id": key, **attrs})
 
     engine = IQLEngine(index, parser=PARSER)
-    ctx = engine.context(item_id=f"i{current}", cart_item_ids=[f"i{k}" for k in cart],
-                         params={"p": str(PARAM_VALUE)}, now_s=NOW_S)
+    ctx = engine.context(
+        item_id=f"i{current}",
+        cart_item_ids=[f"i{k}" for k in cart],
+        params={"p": str(PARAM_VALUE)},
+        now_s=NOW_S,
+    )
     cart_values = [model[f"i{k}"]["n"] for k in cart if f"i{k}" in model and "n" in model[f"i{k}"]]
     env = {"current": model.get(f"i{current}", {}), "cart_max": max(cart_values) if cart_values else None}
 
     text, predicate = expr
     got = sorted(index.item_ids(engine.filter(text, ctx)))
-    want = sorted(key for key, item in model.items() if item.get("hidden") is not True and predicate(item, env))
+    want = sorted(
+        key for key, item in model.items() if item.get("hidden") is not True and predicate(item, env)
+    )
     assert got == want, text
