@@ -18,7 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["EventTypeSpec", "KafkaSettings", "StreamSettings", "ApiSettings", "Settings", "DEFAULT_EVENT_TYPES"]
+__all__ = ["EventTypeSpec", "KafkaSettings", "StreamSettings", "ApiSettings", "AnalyticsSettings", "Settings",
+           "DEFAULT_EVENT_TYPES"]
 
 
 class EventTypeSpec(BaseModel):
@@ -39,6 +40,7 @@ DEFAULT_EVENT_TYPES: list[EventTypeSpec] = [
     EventTypeSpec(name="search", requires=["query"], weight=0.0),
     EventTypeSpec(name="rec_impression", requires=["request_id", "item_id|items"], weight=0.0),
     EventTypeSpec(name="rec_click", requires=["request_id", "item_id"], weight=1.0),
+    EventTypeSpec(name="rec_request", requires=["request_id", "campaign_id"], weight=0.0),  # one per served list
 ]
 
 
@@ -72,6 +74,19 @@ class ApiSettings(BaseModel):
     require_keys: bool = False
 
 
+class AnalyticsSettings(BaseModel):
+    """The analytics flow (flows/analytics.py): attribution rule, buckets, output topic."""
+
+    topic: str = Field(default="analytics", description="Compacted topic of aggregated counters")
+    bucket_s: int = Field(default=3600, ge=60, description="Time bucket of the counters, seconds")
+    attribution: str = Field(default="last_touch", pattern="^(last_touch|first_touch)$")
+    attribution_window_s: float = Field(default=86400.0, gt=0, description="Default window, seconds")
+    campaign_windows_s: dict[str, float] = Field(default_factory=dict, description="Per-campaign windows, seconds")
+    cart_types: list[str] = Field(default_factory=lambda: ["add_to_cart"])
+    order_types: list[str] = Field(default_factory=lambda: ["purchase", "pos_purchase"])
+    top_items: int = Field(default=20, ge=1, le=500, description="Top impressed/clicked items kept per campaign")
+
+
 def _config_file() -> Path:
     return Path(os.environ.get("FUSIONREC_CONFIG", "fusionrec.toml"))
 
@@ -84,6 +99,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     event_types: list[EventTypeSpec] = Field(default_factory=lambda: list(DEFAULT_EVENT_TYPES))
     seed: int = 42
 
