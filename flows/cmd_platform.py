@@ -199,8 +199,9 @@ def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, f
         from simulators.shop import SyntheticShop
 
         shop = SyntheticShop(seed=seed)
-        catalog = shop.catalog()
+        # the same call `fusionrec simulate --skip-history` repeats, so the live shop continues it
         events = shop.history(history, end_ts=time.time(), rate_per_s=max(1.0, history / 7 / 86400))
+        catalog = shop.catalog()  # after the history: it includes the items that appeared during it
     typer.echo(f"training on {len(events)} events...")
     train_covisitation(events, s)
     with EventProducer.from_settings(s.kafka) as p:

@@ -102,6 +102,9 @@ class PartitionDB:
         self._db.write(batch, self._write_opts)
 
     def close(self) -> None:
+        """Release the database (and its lock). The ``meta`` view holds a reference, so drop it first."""
+        self._meta = None  # type: ignore[assignment]
+        self._meta_handle = None
         self._db.close()
 
     def __enter__(self) -> PartitionDB:

@@ -40,8 +40,8 @@ def test_recommendations_beat_chance_and_are_fresh(broker, tmp_path):
                         recs[u] = [i["item_id"] for i in body["items"]]
                 time.sleep(0.2)
             assert len(recs) == len(users), f"{len(users) - len(recs)} users without a published list"
-            hit, chance = shop.hit_rate(recs, 10), shop.random_hit_rate(10, users)
-            assert hit > 3 * chance, f"hit@10 {hit:.3f} vs chance {chance:.3f}"
+            prec, chance = shop.precision_at_k(recs, 10), shop.random_precision_at_k(users)
+            assert prec > 5 * chance, f"precision@10 {prec:.3f} vs chance {chance:.3f}"
 
             # freshness: one more event for one user shows up over HTTP within a few seconds
             u = users[0]

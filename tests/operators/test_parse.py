@@ -1,0 +1,90 @@
+"""operators/parse.py: whatever the bytes, parsing returns an Event or a DeadLetter with a reason."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.errors import BadEvent
+from operators.parse import EventRules, parse_event, validate_event_dict
+from operators.schema import DeadLetter, Event, encode_event
+from operators.settings import DEFAULT_EVENT_TYPES
+
+RULES = EventRules.from_specs(DEFAULT_EVENT_TYPES, max_event_bytes=4096)
+TS = 1_764_400_000.0
+
+
+def ev(**kw: object) -> dict:
+    base = {"event_id": "e1", "ts": TS, "type": "view", "user_id": "u1", "item_id": "i1"}
+    base.update(kw)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+@given(st.binary(max_size=300), st.one_of(st.none(), st.binary(max_size=10)))
+@settings(max_examples=300, deadline=None)
+def test_never_raises_on_bytes(value, key):
+    out = parse_event(key, value, RULES)
+    assert isinstance(out, Event | DeadLetter)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=5),
+                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                           max_leaves=8)
+
+
+@given(st.dictionaries(st.sampled_from(["event_id", "ts", "type", "user_id", "item_id", "items", "price", "x"]),
+                       json_values, max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_never_raises_on_json_objects(obj):
+    out = parse_event(b"u1", orjson.dumps(obj), RULES)
+    assert isinstance(out, Event | DeadLetter)
+    if isinstance(out, DeadLetter):
+        assert out.reason and out.field and out.detail
+
+
+def test_round_trip_keeps_unknown_fields_and_canonical_ids():
+    e = parse_event(b"7", orjson.dumps(ev(user_id=7, item_id=12345678901234567890, shop_field={"a": 1})), RULES)
+    assert isinstance(e, Event)
+    assert e.user_id == "7" and e.item_id == "12345678901234567890"
+    assert e.extra == {"shop_field": {"a": 1}}
+    again = parse_event(b"7", encode_event(e), RULES)
+    assert again == e
+
+
+@pytest.mark.parametrize(("obj", "field", "match"), [
+    (ev(ts=TS * 1000), "ts", "looks like milliseconds"),
+    (ev(ts=12.0), "ts", "between 2000-01-01"),
+    (ev(user_id=None), "user_id", "required"),
+    (ev(user_id=1.5), "user_id", "Expected"),
+    (ev(user_id=""), "user_id", "non-empty"),
+    (ev(type="teleport"), "type", "unknown event type"),
+    (ev(item_id=None), "item_id|items", "required for event type 'view'"),
+    (ev(item_id=None, items=[{"item_id": "a"}, {"item_id": ""}]), "items[1].item_id", "non-empty"),
+    (ev(type="search", item_id=None), "query", "required"),
+])
+def test_bad_event_names_the_field(obj, field, match):
+    with pytest.raises(BadEvent, match=match) as info:
+        validate_event_dict(obj, RULES)
+    assert info.value.field == field
+
+
+def test_iso_time_is_converted_and_baskets_accept_plain_ids():
+    e = validate_event_dict(ev(ts="2025-11-29T10:00:00Z", type="purchase", item_id=None, items=["a", 3]), RULES)
+    assert e.ts == 1764410400.0
+    assert [line.item_id for line in e.items] == ["a", "3"]
+
+
+@pytest.mark.parametrize(("key", "value", "reason"), [
+    (b"u1", None, "missing_value"),
+    (None, orjson.dumps(ev()), "missing_key"),
+    (b"u2", orjson.dumps(ev()), "key_mismatch"),
+    (b"u1", b"x" * 5000, "too_large"),
+    (b"u1", b"{nope", "malformed_json"),
+])
+def test_dead_letter_reasons(key, value, reason):
+    out = parse_event(key, value, RULES, topic="events", partition=3, offset=42)
+    assert isinstance(out, DeadLetter)
+    assert (out.reason, out.partition, out.offset) == (reason, 3, 42)
+    assert out.raw == (value or b"")
