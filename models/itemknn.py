@@ -12,8 +12,8 @@ from numpy.typing import NDArray
 
 from models.base import Histories, InteractionLog
 from models.errors import ModelFitError, NotFittedError
-from models.neighbours import select_per_row, top_per_row
 from models.persistence import load_model_dir, save_model_dir
+from models.ragged_topk import select_per_row, top_per_row
 from models.session_index import check_histories
 
 __all__ = ["ItemKNN"]

@@ -17,7 +17,6 @@ UMUAI 2021; github.com/rn5l/session-rec ``algorithms/knn/``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
@@ -28,46 +27,12 @@ from numpy.typing import NDArray
 from models.base import Histories, InteractionLog
 from models.errors import ModelFitError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
+from models.ragged_topk import select_per_row, top_per_row
 from models.session_index import SessionIndex, check_histories
 
-__all__ = ["SessionKNNBase", "QueryItems", "top_per_row", "select_per_row", "expand_rows", "day_window"]
+__all__ = ["SessionKNNBase", "QueryItems", "expand_rows", "day_window"]
 
 _DAY_S = 86_400.0
-
-
-def top_per_row(rows: NDArray[np.int64], keys: Sequence[NDArray], m: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """The best ``m`` entries of each row; smaller keys are better, ``keys[0]`` most significant.
-
-    Parameters
-    ----------
-    rows : ndarray of shape (nnz,), int
-        Row of each entry.
-    keys : sequence of ndarray of shape (nnz,)
-        Sort keys, most significant first; ascending = better.
-    m : int
-        Entries kept per row.
-
-    Returns
-    -------
-    (sel, rank) : indices of the kept entries, sorted by (row, keys), and their 0-based rank.
-    """
-    order = np.lexsort((*reversed(tuple(keys)), rows))
-    r = rows[order]
-    rank = np.arange(len(r), dtype=np.int64) - np.searchsorted(r, r, side="left")
-    keep = rank < m
-    return order[keep], rank[keep]
-
-
-def select_per_row(rows: NDArray[np.int64], keys: Sequence[NDArray], m: int) -> NDArray[np.int64]:
-    """Indices of the best ``m`` entries of each row (in no particular order); as :func:`top_per_row`
-    but rows with at most ``m`` entries are kept without sorting."""
-    counts = np.bincount(rows) if len(rows) else np.zeros(0, dtype=np.int64)
-    big = counts[rows] > m
-    if not big.any():
-        return np.arange(len(rows), dtype=np.int64)
-    idx_big = np.flatnonzero(big)
-    sel, _ = top_per_row(rows[idx_big], [k_[idx_big] for k_ in keys], m)
-    return np.sort(np.concatenate([np.flatnonzero(~big), idx_big[sel]]))
 
 
 def expand_rows(indptr: NDArray[np.int64], rows: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
