@@ -51,7 +51,8 @@ class CatalogIndex:
     Examples
     --------
     >>> index = CatalogIndex.build([{"item_id": "a", "brand": "Acme", "price": 10}])
-    >>> index.upsert({"item_id": "b", "brand": "Bolt", "price": 20})
+    >>> index.upsert({"item_id": "b", "brand": "Bolt", "price": 20})  # returns the item_idx
+    1
     >>> sorted(index.column("price").range(15, None))
     [1]
     """
