@@ -99,10 +99,26 @@ def topic_partitions(brokers: str, topic: str, timeout_s: float = 10.0) -> list[
 
 
 def high_watermarks(brokers: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
-    """Next offset to be written per partition (the log end)."""
-    c = Consumer({"bootstrap.servers": brokers, "group.id": "fusionrec-watermarks", "enable.auto.commit": False})
+    """Log end offset (next offset to be written) per partition.
+
+    The broker's answer is checked by reading from it: Tansu 0.6 reports the *base* offset of
+    the newest record batch as the high watermark (checked: 7,350 reported, 7,588 stored), so any
+    records found at or after the reported offset move the end forward.
+    """
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "fusionrec-watermarks", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 10})
     try:
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
                 for p in topic_partitions(brokers, topic, timeout_s)}
+        c.assign([TopicPartition(topic, p, max(hw, 0)) for p, hw in ends.items()])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msgs = c.consume(10000, 0.2)
+            if not msgs:
+                break
+            for m in msgs:
+                if not m.error():
+                    ends[m.partition()] = max(ends[m.partition()], m.offset() + 1)
+        return ends
     finally:
         c.close()
