@@ -14,7 +14,7 @@ from models.data import FORMATS, load_dataset, validation_split
 from models.evaluate import EvalReport, fit_and_evaluate
 from models.registry import REGISTRY, create_model
 
-__all__ = ["eval_command", "run_eval", "format_table", "summary_json", "parse_overrides"]
+__all__ = ["eval_command", "run_eval", "format_table", "summary_json", "parse_overrides", "read_params_file"]
 
 QUICK_QUERIES = 3000
 """Test prefixes scored per model under ``--quick``."""
@@ -45,6 +45,23 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, object]]:
             value = raw
         out.setdefault(model, {})[param] = value
     return out
+
+
+def read_params_file(path: Path) -> dict[str, dict[str, object]]:
+    """Per-model constructor parameters from a JSON file ``{model: {param: value}}``.
+
+    Raises
+    ------
+    ValueError
+        If the file is not such an object (the message names the file).
+    """
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--params-file {path}: cannot read JSON ({exc})") from exc
+    if not isinstance(obj, dict) or not all(isinstance(v, dict) for v in obj.values()):
+        raise ValueError(f"--params-file {path}: expected {{model: {{param: value}}}}")
+    return {str(k): dict(v) for k, v in obj.items()}
 
 
 def run_eval(data_dir: Path, fmt: str, models: list[str], *, max_queries: int | None = None,
@@ -131,6 +148,8 @@ def eval_command(
     valid_days: float | None = typer.Option(None, "--valid-days", help="Validation = sessions ending in the last N days."),
     valid_frac: float = typer.Option(0.1, "--valid-frac", help="Validation = last fraction of sessions (no --valid-days)."),
     set_: list[str] = typer.Option([], "--set", help="Override a hyper-parameter: model.param=value (repeatable)."),
+    params_file: Path | None = typer.Option(None, "--params-file",
+                                            help="JSON {model: {param: value}} (e.g. from bench/tune_baselines.py); --set wins."),
     batch_size: int = typer.Option(500, "--batch-size", help="Prefixes per recommend call."),
     seed: int = typer.Option(0, "--seed", help="Seed of the prefix sample."),
 ) -> None:
@@ -139,8 +158,11 @@ def eval_command(
     names = [m.strip() for m in models.split(",") if m.strip()]
     limit = max_queries if max_queries is not None else (QUICK_QUERIES if quick else None)
     try:
+        overrides = read_params_file(params_file) if params_file else {}
+        for model, params in parse_overrides(set_).items():
+            overrides.setdefault(model, {}).update(params)
         name, reports = run_eval(data, fmt, names, max_queries=limit, split=split, valid_days=valid_days,
-                                 valid_frac=valid_frac, overrides=parse_overrides(set_),
+                                 valid_frac=valid_frac, overrides=overrides,
                                  batch_size=batch_size, seed=seed)
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -137,12 +137,14 @@ class ItemKNN:
         return self.recommend(Histories(indptr=np.arange(len(q) + 1, dtype=np.int64), items=q), n)
 
     def save(self, path: Path) -> None:
+        """Write ``arrays.npz`` and ``params.json`` to the directory ``path``."""
         s = self._sims()
         save_model_dir(path, "ItemKNN", self.get_params(), {
             "indptr": s.indptr, "indices": s.indices, "data": s.data, "n_items": np.array([s.shape[0]])})
 
     @classmethod
     def load(cls, path: Path) -> Self:
+        """Read a directory written by :meth:`save` (``allow_pickle=False``)."""
         params, a = load_model_dir(path, "ItemKNN")
         model = cls(**params)
         n = int(a["n_items"][0])

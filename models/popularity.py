@@ -85,10 +85,12 @@ class Popularity:
         return self.recommend(hist, n, exclude_seen=True)
 
     def save(self, path: Path) -> None:
+        """Write ``arrays.npz`` and ``params.json`` to the directory ``path``."""
         save_model_dir(path, "Popularity", {"count": self.count}, {"scores": self._scores()})
 
     @classmethod
     def load(cls, path: Path) -> Self:
+        """Read a directory written by :meth:`save` (``allow_pickle=False``)."""
         params, arrays = load_model_dir(path, "Popularity")
         model = cls(**params)
         model.scores_ = arrays["scores"].astype(np.float32)

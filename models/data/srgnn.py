@@ -17,7 +17,7 @@ import numpy as np
 from models.data.encoding import Dataset, encode_train, lookup_items
 from models.data.task import NextItemTask, pairs_task
 
-__all__ = ["load_srgnn", "read_plain_pickle", "SESSION_SECONDS"]
+__all__ = ["load_srgnn", "read_plain_pickle", "sessions_from_pairs", "SESSION_SECONDS"]
 
 SESSION_SECONDS = 60.0
 """Pseudo-time: these files carry no train timestamps, so train session ``s`` is placed at
@@ -58,7 +58,8 @@ def load_srgnn(data_dir: Path) -> Dataset:
     ----------
     data_dir : Path
         Holds ``all_train_seq.txt`` (list of item-id lists, one per train session, in time
-        order) and ``test.txt`` (``(prefixes, targets)``); ``test_time.txt`` (the same pairs with
+        order; or SR-GNN's prefix-expanded ``train.txt``, from which the sessions are rebuilt)
+        and ``test.txt`` (``(prefixes, targets)``); ``test_time.txt`` (the same pairs with
         ``(item, unix_seconds)`` elements) is used when ``test.txt`` is absent.
 
     Returns
@@ -71,7 +72,7 @@ def load_srgnn(data_dir: Path) -> Dataset:
     Raises
     ------
     FileNotFoundError
-        If ``all_train_seq.txt`` or both test files are missing.
+        If both train files or both test files are missing.
 
     References
     ----------
@@ -79,12 +80,7 @@ def load_srgnn(data_dir: Path) -> Dataset:
     (github.com/CRIPAC-DIG/SR-GNN, ``datasets/preprocess.py``).
     """
     data_dir = Path(data_dir)
-    train_path = data_dir / "all_train_seq.txt"
-    if not train_path.exists():
-        raise FileNotFoundError(f"{data_dir}: no all_train_seq.txt (SR-GNN layout)")
-    seqs = read_plain_pickle(train_path)
-    if not isinstance(seqs, list):
-        raise ValueError(f"{train_path.name}: expected a list of sessions; got {type(seqs).__name__}")
+    seqs = _read_train_sessions(data_dir)
     lens = np.array([len(s) for s in seqs], dtype=np.int64)
     items = np.array([str(int(i)) for s in seqs for i in s])
     sess = np.repeat(np.arange(len(seqs), dtype=np.int64), lens)
@@ -94,6 +90,40 @@ def load_srgnn(data_dir: Path) -> Dataset:
     prefixes, targets = _read_test(data_dir)
     task, dropped = _pairs_in_catalogue(log.item_ids or (), prefixes, targets, now=len(seqs) * SESSION_SECONDS)
     return Dataset(name=data_dir.name, train=log, test=task, n_dropped_test=dropped)
+
+
+def _read_train_sessions(data_dir: Path) -> list[list[int]]:
+    """Train sessions from ``all_train_seq.txt``, else rebuilt from SR-GNN's expanded ``train.txt``."""
+    path = data_dir / "all_train_seq.txt"
+    if path.exists():
+        seqs = read_plain_pickle(path)
+        if not isinstance(seqs, list):
+            raise ValueError(f"{path.name}: expected a list of sessions; got {type(seqs).__name__}")
+        return seqs
+    path = data_dir / "train.txt"
+    if not path.exists():
+        raise FileNotFoundError(f"{data_dir}: no all_train_seq.txt or train.txt (SR-GNN layout)")
+    return sessions_from_pairs(*_check_pairs(read_plain_pickle(path), path))
+
+
+def sessions_from_pairs(prefixes: list, targets: list) -> list[list[int]]:
+    """Undo SR-GNN's prefix expansion: ``(s[:-1], s[-1]), (s[:-2], s[-2]), ...`` -> ``s``.
+
+    A pair continues the current session when ``prefix + [target]`` is one item shorter than
+    the previous pair's and a prefix of the session; any other pair starts a new session (its
+    ``prefix + [target]`` is the full session).
+    """
+    seqs: list[list[int]] = []
+    current: list[int] = []
+    last_len = 0
+    for p, t in zip(prefixes, targets, strict=True):
+        full = [*p, t]
+        if len(full) == last_len - 1 and current[: len(full)] == full:
+            last_len = len(full)
+            continue
+        current, last_len = full, len(full)
+        seqs.append(full)
+    return seqs
 
 
 def _read_test(data_dir: Path) -> tuple[list, list]:

@@ -152,3 +152,15 @@ def test_fit_and_evaluate_reports_every_metric(sessionrec_dir: Path) -> None:
     a, _ = rank_queries(model, ds.test, 2, batch_size=1)
     b, _ = rank_queries(model, ds.test, 2, batch_size=100)
     np.testing.assert_array_equal(a, b)
+
+
+def test_srgnn_train_pairs_are_folded_back_into_sessions(tmp_path: Path) -> None:
+    sessions = [[1, 2, 3], [1, 2], [4, 1, 4, 2]]
+    pairs = [(s[:-i], s[-i]) for s in sessions for i in range(1, len(s))]
+    (tmp_path / "train.txt").write_bytes(pickle.dumps(([p for p, _ in pairs], [t for _, t in pairs])))
+    (tmp_path / "test.txt").write_bytes(pickle.dumps(([[1]], [2])))
+    ds = load_dataset(tmp_path, "srgnn")
+    ids = ds.train.item_ids or ()
+    bounds = ds.train.session_bounds()
+    got = [[int(ids[i]) for i in ds.train.item_idx[bounds[s]:bounds[s + 1]]] for s in range(ds.train.n_sessions)]
+    assert got == sessions
