@@ -1,0 +1,50 @@
+"""POST /v1/events over HTTP: valid events reach Kafka keyed by user; bad ones get a 4xx naming the field."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from tests.platform import ApiServer, make_settings
+
+pytestmark = pytest.mark.integration
+
+
+def _consume(broker: str, topic: str, partitions: int, n: int) -> list:
+    c = Consumer({"bootstrap.servers": broker, "group.id": "t", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out: list = []
+    for _ in range(50):
+        out += [m for m in c.consume(100, 0.1) if not m.error()]
+        if len(out) >= n:
+            break
+    c.close()
+    return out
+
+
+def test_post_events(broker, tmp_path):
+    s = make_settings(broker, tmp_path, partitions=2)
+    with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
+        r = c.post("/v1/events", content=orjson.dumps({"type": "view", "user_id": 42, "item_id": "i1"}))
+        assert r.status_code == 202 and r.json()["accepted"] == 1
+        batch = [{"type": "add_to_cart", "user_id": "u2", "item_id": "i2", "event_id": "e2", "ts": 1764400000}]
+        assert c.post("/v1/events", json=batch).status_code == 202
+
+        bad = c.post("/v1/events", json=[batch[0], {**batch[0], "ts": 1764400000000}])
+        assert bad.status_code == 422
+        assert bad.json()["error"]["field"] == "events[1].ts"
+        assert "milliseconds" in bad.json()["error"]["reason"]
+        r = c.post("/v1/events", json={"type": "view", "item_id": "i1"})
+        assert (r.status_code, r.json()["error"]["field"]) == (422, "user_id")
+        r = c.post("/v1/events", content=b"{oops")
+        assert (r.status_code, r.json()["error"]["field"]) == (400, "body")
+        r = c.get("/v1/recommendations", params={"n": 0})
+        assert (r.status_code, r.json()["error"]["field"]) == (422, "n")
+        assert c.get("/v1/items/nope").status_code == 404
+        assert "fusionrec_api_events_accepted_total 2.0" in c.get("/metrics").text
+
+    msgs = _consume(broker, s.kafka.events_topic, 2, 2)
+    got = sorted((m.key(), orjson.loads(m.value())["type"]) for m in msgs)
+    assert got == [(b"42", "view"), (b"u2", "add_to_cart")]
