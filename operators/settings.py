@@ -50,6 +50,7 @@ class KafkaSettings(BaseModel):
     dead_topic: str = "events.dead"
     topn_topic: str = "user-topn"
     catalog_topic: str = "catalog"
+    served_topic: str | None = Field(default=None, description="Lists served by campaigns (API -> optimizer, analytics); default '<events_topic>.served'")
     partitions: int = Field(default=4, ge=1, description="Partitions of the events topic (unit of scale)")
 
 
@@ -72,6 +73,16 @@ class ApiSettings(BaseModel):
     admin_keys: list[str] = Field(default_factory=lambda: ["admin-dev-key"])
     client_keys: list[str] = Field(default_factory=lambda: ["client-dev-key"])
     require_keys: bool = False
+    state_dir: Path = Field(default=Path("var/api"), description="The API's RocksDB: campaigns, optimizer snapshot")
+    feedback: bool = Field(default=True, description="Read the events and served topics for rewards and windowed popularity")
+    snapshot_every_s: float = Field(default=2.0, gt=0, description="Optimizer snapshot interval, seconds")
+    max_open_lists: int = Field(default=200_000, ge=1, description="Served lists kept for attribution (oldest dropped first)")
+    campaign_check_s: float = Field(default=0.5, gt=0, description="How often a worker checks for campaigns written by others")
+    vector_attribute: str = Field(default="vector", description="Catalog attribute holding a dense vector (visual similarity)")
+    catalog_exclude: list[str] = Field(default_factory=lambda: ["vector", "image", "image_path"],
+                                       description="Catalog attributes not indexed for IQL (modality payloads)")
+    popularity_bucket_s: float = Field(default=3600.0, gt=0, description="Bucket of windowed popularity, seconds")
+    popularity_horizon_s: float = Field(default=30 * 86400.0, gt=0, description="Longest popularity window, seconds")
 
 
 class AnalyticsSettings(BaseModel):
@@ -79,8 +90,8 @@ class AnalyticsSettings(BaseModel):
 
     topic: str = Field(default="analytics", description="Compacted topic of aggregated counters")
     bucket_s: int = Field(default=3600, ge=60, description="Time bucket of the counters, seconds")
-    attribution: str = Field(default="last_touch", pattern="^(last_touch|first_touch)$")
-    attribution_window_s: float = Field(default=86400.0, gt=0, description="Default window, seconds")
+    attribution_window_s: float = Field(default=86400.0, gt=0, description="Window of lists that do not say, seconds")
+    default_goal: str = Field(default="purchase", description="Goal of lists that do not say (rewards column)")
     campaign_windows_s: dict[str, float] = Field(default_factory=dict, description="Per-campaign windows, seconds")
     cart_types: list[str] = Field(default_factory=lambda: ["add_to_cart"])
     order_types: list[str] = Field(default_factory=lambda: ["purchase", "pos_purchase"])
