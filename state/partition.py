@@ -9,6 +9,7 @@ nothing applied twice.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,13 +115,25 @@ class PartitionDB:
         self.close()
 
 
-def read_stored_offset(state_dir: Path, topic: str, partition: int) -> int | None:
-    """The committed offset of one partition, read without the writer's lock; ``None`` if no DB."""
+def read_stored_offset(state_dir: Path, topic: str, partition: int, attempts: int = 20) -> int | None:
+    """The committed offset of one partition, read without the writer's lock; ``None`` if no DB.
+
+    A read-only open races with the writer's compactions (a file named by the MANIFEST can be
+    gone a moment later); such an open is retried up to ``attempts`` times, 50 ms apart.
+    """
     path = partition_path(state_dir, topic, partition)
-    if not (path / "CURRENT").exists() or "meta" not in Rdict.list_cf(str(path), Options(raw_mode=True)):
-        return None  # no database, or one being created: nothing committed yet
-    db = PartitionDB(path, read_only=True)
-    try:
-        return db.stored_offset()
-    finally:
-        db.close()
+    for attempt in range(attempts):
+        if not (path / "CURRENT").exists() or "meta" not in Rdict.list_cf(str(path), Options(raw_mode=True)):
+            return None  # no database, or one being created: nothing committed yet
+        try:
+            db = PartitionDB(path, read_only=True)
+        except Exception:  # rocksdict raises a bare Exception for IO/corruption races
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+            continue
+        try:
+            return db.stored_offset()
+        finally:
+            db.close()
+    return None
