@@ -1,6 +1,6 @@
 """IQL filter benchmark: bitmap plans vs a numpy boolean mask of the same predicate, same run.
 
-    .venv/bin/python bench/iql.py [--quick] [--items 1000000] [--reps 1000] [--seed 0]
+    .venv/bin/python bench/iql.py [--quick] [--items 1000000] [--reps 1000] [--seed 0] [--pace-ms 1.0]
         [--fashion /work/shared/datasets/fashion_product_styles]
 
 Builds a synthetic catalogue (default 1 M items) through ``CatalogIndex.build`` from item dicts,
@@ -8,7 +8,10 @@ and the 44 k-item fashion catalogue when its CSV is present (skipped with a mess
 For each query of a suite of different selectivity it times: compile (parse + type-check, no
 cache), filter (``IQLEngine.filter``: cached plan, bind the request, run on bitmaps -> BitMap
 of live item_idx) and the numpy mask over columnar arrays of the same data (live items only).
-Both answers are checked to select the same number of items. One row measures filters while
+Both answers are checked to select the same number of items. Each timed call follows an untimed
+idle of ``--pace-ms`` (default 1 ms), as a server idles between requests; ``--pace-ms 0`` times a
+tight loop, whose wall-clock tail on a shared, oversubscribed machine is the scheduler's time
+slice (see the CPU-time columns, which exclude waiting for a core). One row measures filters while
 partial price upserts stream in (the numeric delta path). Prints a table, the command, and as
 the last line one JSON object (``p50_ms``, ``p99_ms``: filter time pooled over all synthetic
 queries; ``items``).
@@ -20,6 +23,7 @@ import argparse
 import csv
 import gc
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -207,15 +211,18 @@ FASHION_QUERIES: list[tuple[str, Mask]] = [
 ]
 
 
-def _timed_ms(fn: Callable[[], Any], reps: int) -> tuple[np.ndarray, np.ndarray, Any]:
+def _timed_ms(fn: Callable[[], Any], reps: int, pace_s: float = 0.0) -> tuple[np.ndarray, np.ndarray, Any]:
     """Wall-clock and thread-CPU milliseconds of ``reps`` calls (after one warm-up call), and its result.
 
     CPU time excludes waiting for a core; on a shared machine the wall-clock tail is mostly that wait.
+    ``pace_s`` idles before each call (not timed), as a server does between requests.
     """
     out = fn()
     gc.collect()
     wall, cpu = np.empty(reps), np.empty(reps)
     for k in range(reps):
+        if pace_s:
+            time.sleep(pace_s)
         start, start_cpu = time.perf_counter_ns(), time.thread_time_ns()
         fn()
         cpu[k] = (time.thread_time_ns() - start_cpu) / 1e6
@@ -230,15 +237,16 @@ def run_suite(
     queries: list[tuple[str, Mask]],
     ctx: RequestContext,
     reps: int,
+    pace_s: float,
 ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
     """Time compile, filter and numpy mask for each query; check both select the same items."""
     rows, pooled, pooled_cpu = [], [], []
     live = cols["live"]
     for text, mask_fn in queries:
         compile_ms, _, _ = _timed_ms(lambda t=text: engine._compile_filter(t), max(20, reps // 10))
-        filter_ms, filter_cpu, selected = _timed_ms(lambda t=text: engine.filter(t, ctx), reps)
+        filter_ms, filter_cpu, selected = _timed_ms(lambda t=text: engine.filter(t, ctx), reps, pace_s)
         with np.errstate(invalid="ignore"):
-            numpy_ms, numpy_cpu, mask = _timed_ms(lambda f=mask_fn: f(cols) & live, reps)
+            numpy_ms, numpy_cpu, mask = _timed_ms(lambda f=mask_fn: f(cols) & live, reps, pace_s)
         if len(selected) != int(mask.sum()):
             raise SystemExit(f"{label}: {text!r}: bitmap selects {len(selected)}, numpy {int(mask.sum())}")
         pooled.append(filter_ms)
@@ -261,7 +269,7 @@ def run_suite(
     return rows, np.concatenate(pooled), np.concatenate(pooled_cpu)
 
 
-def run_updates(engine: IQLEngine, n: int, reps: int, seed: int) -> dict[str, Any]:
+def run_updates(engine: IQLEngine, n: int, reps: int, seed: int, pace_s: float) -> dict[str, Any]:
     """Filter ``price < 20`` right after each of ``reps`` partial price upserts (numeric delta path)."""
     rng = np.random.default_rng(seed + 1)
     targets = rng.integers(0, n, reps)
@@ -269,6 +277,8 @@ def run_updates(engine: IQLEngine, n: int, reps: int, seed: int) -> dict[str, An
     upsert_ms, filter_ms, filter_cpu = np.empty(reps), np.empty(reps), np.empty(reps)
     ctx = RequestContext(now_s=NOW_S)
     for k in range(reps):
+        if pace_s:
+            time.sleep(pace_s)
         start = time.perf_counter_ns()
         engine.index.upsert({"item_id": f"sku{targets[k]}", "price": float(prices[k])}, partial=True)
         mid, mid_cpu = time.perf_counter_ns(), time.thread_time_ns()
@@ -322,10 +332,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=None, help="filter repetitions per query")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fashion", type=Path, default=FASHION_DIR)
+    ap.add_argument(
+        "--pace-ms",
+        type=float,
+        default=1.0,
+        help="idle before each timed query, as between requests (0 = tight loop)",
+    )
     args = ap.parse_args(argv)
     reps = args.reps or (200 if args.quick else 1000)
-    command = "python bench/iql.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(f"command: {command.strip()}")
+    pace_s = args.pace_ms / 1000
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
+    command = " ".join([python, "bench/iql.py", *(argv if argv is not None else sys.argv[1:])])
+    print(f"command: {command}")
 
     start = time.perf_counter()
     items, cols = synthetic(args.items, args.seed)
@@ -341,8 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     ctx = engine.context(
         item_id=f"sku{current}", cart_item_ids=[f"sku{i}" for i in cart], params={"max": "100"}, now_s=NOW_S
     )
-    rows, pooled, pooled_cpu = run_suite("synthetic", engine, cols, SYNTHETIC_QUERIES, ctx, reps)
-    rows.append(run_updates(engine, args.items, reps, args.seed))
+    rows, pooled, pooled_cpu = run_suite("synthetic", engine, cols, SYNTHETIC_QUERIES, ctx, reps, pace_s)
+    rows.append(run_updates(engine, args.items, reps, args.seed, pace_s))
 
     summary: dict[str, Any] = {}
     loaded = fashion(args.fashion)
@@ -353,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
         f_engine = IQLEngine(CatalogIndex.build(f_items, exclude=["title"]))
         f_ctx = f_engine.context(item_id=f_items[0]["item_id"], now_s=NOW_S)
         f_cols["_item"] = f_items[0]
-        f_rows, f_pooled, _ = run_suite("fashion", f_engine, f_cols, FASHION_QUERIES, f_ctx, reps)
+        f_rows, f_pooled, _ = run_suite("fashion", f_engine, f_cols, FASHION_QUERIES, f_ctx, reps, pace_s)
         rows += f_rows
         summary = {
             "fashion_items": len(f_items),
@@ -375,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
                 "bench": "iql",
                 "items": args.items,
                 "reps": reps,
+                "pace_ms": args.pace_ms,
                 "quick": args.quick,
                 "p50_ms": round(float(np.percentile(pooled, 50)), 4),
                 "p99_ms": round(p99, 4),
