@@ -9,7 +9,7 @@ from models.base import Histories
 from operators.model_version import ModelVersion
 from state.users import UserState
 
-__all__ = ["TopN", "score_users", "encode_topn", "decode_topn", "POPULAR_KEY_PREFIX"]
+__all__ = ["TopN", "score_users", "encode_topn", "decode_topn", "recent_items", "POPULAR_KEY_PREFIX", "RECENT_ITEMS"]
 
 POPULAR_KEY_PREFIX = "\x00popular:"  # user-topn key of a partition's popular list
 
@@ -19,7 +19,9 @@ class TopN(msgspec.Struct, omit_defaults=True):
 
     ``source`` says where the items came from: ``model``, ``model+popular`` (topped up) or
     ``popular`` (no usable history). ``updated_ts`` is wall-clock epoch seconds of scoring;
-    ``last_event_ts`` the event time of the newest event that shaped it.
+    ``last_event_ts`` the event time of the newest event that shaped it. ``recent`` holds the
+    user's recently touched items, newest first, distinct (the API's "last seen" scenario;
+    absent in lists published before it existed).
     """
 
     user_id: str
@@ -29,6 +31,7 @@ class TopN(msgspec.Struct, omit_defaults=True):
     model_version: str | None
     updated_ts: float
     last_event_ts: float = 0.0
+    recent: list[str] = msgspec.field(default_factory=list)
 
 
 _enc = msgspec.json.Encoder()
@@ -41,6 +44,26 @@ def encode_topn(t: TopN) -> bytes:
 
 def decode_topn(raw: bytes) -> TopN:
     return _dec.decode(raw)
+
+
+RECENT_ITEMS = 20
+"""Recent items published per user (``TopN.recent``)."""
+
+
+def recent_items(history: list[str], k: int = RECENT_ITEMS) -> list[str]:
+    """The last ``k`` distinct items of a history (oldest first), newest first.
+
+    Examples
+    --------
+    >>> recent_items(["a", "b", "a", "c"], 2)
+    ['c', 'a']
+    """
+    out: dict[str, None] = {}
+    for item in reversed(history):
+        if len(out) >= k:
+            break
+        out.setdefault(item, None)
+    return list(out)
 
 
 def _histories(states: list[UserState], index: dict[str, int]) -> Histories:
@@ -100,5 +123,5 @@ def score_users(
             vals += [0.0 if from_model else float(s) for _, s in extra]
         out.append(TopN(user_id=uid, items=items, scores=vals, source=source,
                         model_version=version.version if version else None,
-                        updated_ts=now_ts, last_event_ts=states[q].last_ts))
+                        updated_ts=now_ts, last_event_ts=states[q].last_ts, recent=recent_items(states[q].items)))
     return out

@@ -1,0 +1,69 @@
+"""The catalog as the request path sees it: IQL index and vector index, fed by the catalog topic.
+
+The ``catalog`` TopicTable's reader thread hands each change to ``CatalogView.on_update``, which
+only queues it. ``sync()``, called at the start of a request on the event-loop thread, applies
+the queue, so the indexes are changed and read by one thread and every change is visible on
+the next request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+
+from api.iql import CatalogIndex, CatalogSchemaError, IQLEngine
+from api.vector_index import VectorIndex
+
+__all__ = ["CatalogView"]
+
+log = logging.getLogger(__name__)
+
+
+class CatalogView:
+    """CatalogIndex + IQLEngine + VectorIndex, updated from a queue of catalog changes.
+
+    Parameters
+    ----------
+    vector_attribute : str
+        Attribute holding an item's dense vector.
+    exclude : iterable of str
+        Attributes IQL does not index (modality payloads); the vector attribute is always excluded.
+    """
+
+    def __init__(self, vector_attribute: str = "vector", exclude: Iterable[str] = ()) -> None:
+        self.vector_attribute = vector_attribute
+        self.index = CatalogIndex(exclude=set(exclude) | {vector_attribute})
+        self.engine = IQLEngine(self.index)
+        self.vectors = VectorIndex()
+        self._queue: deque[tuple[str, object | None]] = deque()
+        self.n_rejected = 0
+
+    def on_update(self, item_id: str, item: object | None) -> None:
+        """TopicTable callback (reader thread): queue the change."""
+        self._queue.append((item_id, item))
+
+    def sync(self) -> None:
+        """Apply queued changes (call on the thread that serves requests)."""
+        q = self._queue
+        while q:
+            item_id, item = q.popleft()
+            if item is None:
+                self.index.delete(item_id)
+                self.vectors.delete(item_id)
+                continue
+            if not isinstance(item, dict):
+                self.n_rejected += 1
+                log.warning("catalog item %r is not a JSON object; skipped", item_id)
+                continue
+            try:
+                self.index.upsert({**item, "item_id": item.get("item_id", item_id)})
+            except CatalogSchemaError as exc:
+                self.n_rejected += 1
+                log.warning("catalog item skipped: %s", exc)
+                continue
+            vec = item.get(self.vector_attribute)
+            if vec is not None:
+                self.vectors.set(str(item.get("item_id", item_id)), vec)
+            else:
+                self.vectors.delete(item_id)

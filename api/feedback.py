@@ -1,0 +1,146 @@
+"""The optimizer's feed: served lists become pulls, feedback events become rewards (and popularity).
+
+``FeedbackFold`` is the in-memory fold over two topics: the served topic (one ``Impression`` per
+list a campaign served, produced by ``GET /v1/recommendations``) and the events topic (whatever
+produced them: ``POST /v1/events``, the shop's own producers, simulators). Every API worker and
+replica folds the same messages, so all of them hold the same optimizer state. Which event
+rewards which list is decided by ``operators/attribution.py`` (shared with analytics).
+
+A feedback event can be read before the list it refers to (two topics, no order between them):
+it is parked under its request_id and attributed when the list arrives (at most
+``max_orphans`` parked; the oldest go first). Lists stay open for attribution until their
+window has passed (by the served clock) or ``max_open`` newer lists exist.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from api.optimizer import OptimizerConfig, ThompsonOptimizer
+from api.window_popularity import WindowPopularity
+from operators.attribution import Impression, attribute_events
+from operators.schema import Event
+
+__all__ = ["FeedbackFold"]
+
+_PER_USER = 20  # open lists kept per user for last-touch matching
+
+
+class FeedbackFold:
+    """Pulls, rewards and windowed popularity from served lists and events.
+
+    Parameters
+    ----------
+    optimizer : ThompsonOptimizer
+        Receives ``record(pulls=1)`` per list and ``record(rewards=1)`` per attributed list.
+    popularity : WindowPopularity
+        Receives every event's items with its type weight.
+    config_of : callable campaign_id -> OptimizerConfig
+        The campaign's optimizer knobs (discount half-life) at fold time.
+    type_weights : dict of str to float
+        Weight of each event type in popularity.
+    max_open, max_orphans : int
+        Bounds of the lists kept for attribution and of the parked early feedback.
+    """
+
+    def __init__(self, optimizer: ThompsonOptimizer, popularity: WindowPopularity,
+                 config_of: Callable[[str], OptimizerConfig], type_weights: dict[str, float],
+                 max_open: int = 200_000, max_orphans: int = 10_000) -> None:
+        self.optimizer, self.popularity, self.config_of = optimizer, popularity, config_of
+        self.type_weights = type_weights
+        self.max_open, self.max_orphans = max_open, max_orphans
+        self.open: OrderedDict[str, Impression] = OrderedDict()
+        self.rewarded: OrderedDict[str, float] = OrderedDict()  # request_id -> end of its window
+        self.by_user: dict[str, deque[str]] = {}
+        self.orphans: OrderedDict[str, list[Event]] = OrderedDict()
+        self.clock = 0.0
+        self.n_served = self.n_rewards = 0
+        self.skipped: dict[str, int] = {}
+        self.open_delta: dict[str, Impression | None] = {}
+        self.rewarded_delta: dict[str, float | None] = {}
+        self.lock = threading.Lock()
+
+    # ---- folding -------------------------------------------------------------------------
+
+    def served(self, imp: Impression) -> None:
+        """One list served: a pull for its arm; open it for attribution."""
+        with self.lock:
+            cfg = self.config_of(imp.campaign_id)
+            self.optimizer.record((imp.campaign_id, imp.arm, imp.segment), imp.ts, cfg, pulls=1)
+            self.n_served += 1
+            self.open[imp.request_id] = imp
+            self.open_delta[imp.request_id] = imp
+            if imp.user_id is not None:
+                q = self.by_user.setdefault(imp.user_id, deque(maxlen=_PER_USER))
+                q.append(imp.request_id)
+            self.clock = max(self.clock, imp.ts)
+            for ev in self.orphans.pop(imp.request_id, []):
+                self._feedback(ev)
+            self._expire()
+
+    def event(self, ev: Event) -> None:
+        """One event: popularity, then a reward if it converts an open list."""
+        self.popularity.add(ev.item_ids(), self.type_weights.get(ev.type, 0.0), ev.ts)
+        if ev.request_id is None and ev.user_id not in self.by_user:
+            return
+        with self.lock:
+            self._feedback(ev)
+
+    def _served_to(self, user_id: str) -> list[Impression]:
+        return [imp for rid in self.by_user.get(user_id, ()) if (imp := self.open.get(rid)) is not None]
+
+    def _feedback(self, ev: Event) -> None:
+        res = attribute_events([ev], self.open.get, rewarded=self.rewarded, served_to=self._served_to)
+        for r in res.rewards:
+            imp = self.open[r.request_id]
+            self.optimizer.record((r.campaign_id, r.arm, r.segment), r.ts, self.config_of(r.campaign_id), rewards=1)
+            self.rewarded[r.request_id] = self.rewarded_delta[r.request_id] = imp.ts + imp.window_s
+            self.n_rewards += 1
+        for reason, n in res.skipped.items():
+            if reason == "unknown_request" and ev.request_id is not None:
+                self.orphans.setdefault(ev.request_id, []).append(ev)
+                while len(self.orphans) > self.max_orphans:
+                    self.orphans.popitem(last=False)
+            else:
+                self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    def _expire(self) -> None:
+        while self.open:
+            rid, imp = next(iter(self.open.items()))
+            if imp.ts + imp.window_s >= self.clock and len(self.open) <= self.max_open:
+                break
+            del self.open[rid]
+            self.open_delta[rid] = None
+            q = self.by_user.get(imp.user_id) if imp.user_id is not None else None
+            if q is not None and q and q[0] == rid:
+                q.popleft()
+                if not q:
+                    del self.by_user[imp.user_id]  # type: ignore[arg-type]
+        while self.rewarded:
+            rid, end = next(iter(self.rewarded.items()))
+            if end >= self.clock and len(self.rewarded) <= self.max_open:
+                break
+            del self.rewarded[rid]
+            self.rewarded_delta[rid] = None
+
+    # ---- snapshot support ----------------------------------------------------------------
+
+    def take_deltas(self) -> tuple[dict[str, Impression | None], dict[str, float | None]]:
+        """Lists opened/closed and rewarded/forgotten since the last call."""
+        with self.lock:
+            o, r = self.open_delta, self.rewarded_delta
+            self.open_delta, self.rewarded_delta = {}, {}
+            return o, r
+
+    def restore(self, open_lists: list[Impression], rewarded: dict[str, float]) -> None:
+        """Load open lists (served order) and rewarded lists from a snapshot."""
+        with self.lock:
+            for imp in sorted(open_lists, key=lambda i: i.ts):
+                self.open[imp.request_id] = imp
+                if imp.user_id is not None:
+                    self.by_user.setdefault(imp.user_id, deque(maxlen=_PER_USER)).append(imp.request_id)
+                self.clock = max(self.clock, imp.ts)
+            for rid, end in sorted(rewarded.items(), key=lambda kv: kv[1]):
+                self.rewarded[rid] = end

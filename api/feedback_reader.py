@@ -1,0 +1,186 @@
+"""A thread that feeds ``FeedbackFold`` from Kafka and snapshots the optimizer to RocksDB.
+
+Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists, and the
+offsets they reflect. The served topic resumes at its stored offsets. The events topic is read
+from the beginning, because windowed popularity is not in the snapshot; events below the stored
+offset only count for popularity, never twice for rewards. Every ``snapshot_every_s`` the
+worker that owns the store writes the changes since the last snapshot in one batch, with the
+offsets (the first time: the whole state).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import msgspec
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from api.feedback import FeedbackFold
+from operators.attribution import Impression
+from operators.kafka import high_watermarks, topic_partitions
+from operators.parse import EventRules, parse_event
+from operators.schema import Event
+from state.bandit import BanditSnapshot, BanditStore
+from state.codec import decode_value, encode_value
+
+__all__ = ["FeedbackReader", "encode_impression"]
+
+log = logging.getLogger(__name__)
+
+_imp_dec = msgspec.json.Decoder(Impression)
+_imp_enc = msgspec.json.Encoder()
+
+
+def encode_impression(imp: Impression) -> bytes:
+    """Impression -> JSON bytes (value of the served topic)."""
+    return _imp_enc.encode(imp)
+
+
+class FeedbackReader:
+    """Consumes the served and events topics into a fold; owns the snapshot cadence.
+
+    Parameters
+    ----------
+    brokers, events_topic, served_topic : str
+        Where to read.
+    fold : FeedbackFold
+        What to feed.
+    store : BanditStore
+        Snapshot persistence.
+    rules : EventRules
+        Event validation (invalid events are skipped: the flow dead-letters them).
+    snapshot_every_s : float
+        Snapshot interval.
+    """
+
+    def __init__(self, brokers: str, events_topic: str, served_topic: str, fold: FeedbackFold,
+                 store: BanditStore, rules: EventRules, snapshot_every_s: float = 2.0) -> None:
+        self.brokers, self.events_topic, self.served_topic = brokers, events_topic, served_topic
+        self.fold, self.store, self.rules = fold, store, rules
+        self.snapshot_every_s = snapshot_every_s
+        self.offsets: dict[tuple[str, int], int] = {}
+        self._stored: dict[tuple[str, int], int] = {}
+        self._wrote_full = False
+        self._stop = threading.Event()
+        self._caught_up = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FeedbackReader:
+        snap = self.store.load()
+        self._restore(snap)
+        self._thread = threading.Thread(target=self._run, name="feedback-reader", daemon=True)
+        self._thread.start()
+        return self
+
+    def _restore(self, snap: BanditSnapshot) -> None:
+        self.fold.optimizer.arms.update(snap.arms)
+        opened = [decode_value(rid.encode(), raw, Impression) for rid, raw in snap.impressions.items()]
+        self.fold.restore(opened, snap.rewarded)
+        self._stored = dict(snap.offsets)
+        self.offsets = dict(snap.offsets)
+
+    def wait_caught_up(self, timeout_s: float) -> bool:
+        """True once everything in both topics before ``start`` has been folded."""
+        return self._caught_up.wait(timeout_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        try:
+            self.snapshot()
+        finally:
+            self.store.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._consume()
+            except Exception:
+                log.exception("feedback reader failed; retrying in 1 s")
+                time.sleep(1.0)
+
+    def _consume(self) -> None:
+        parts = {t: topic_partitions(self.brokers, t) for t in (self.served_topic, self.events_topic)}
+        end = {(t, p): off for t in parts for p, off in high_watermarks(self.brokers, t).items()}
+        assign = [TopicPartition(self.served_topic, p, self._stored.get((self.served_topic, p), OFFSET_BEGINNING))
+                  for p in parts[self.served_topic]]
+        assign += [TopicPartition(self.events_topic, p, OFFSET_BEGINNING) for p in parts[self.events_topic]]
+        c = Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-api-feedback",
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10})
+        c.assign(assign)
+        pos = {k: 0 for k in end}
+        last_snapshot = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                for m in c.consume(2000, 0.05):
+                    if m.error():
+                        continue
+                    key = (m.topic(), m.partition())
+                    pos[key] = m.offset() + 1
+                    self._apply(key, m.offset(), m.key(), m.value())
+                if not self._caught_up.is_set() and all(
+                        max(pos[k], self._stored.get(k, 0) if k[0] == self.served_topic else 0) >= e
+                        for k, e in end.items()):
+                    self._caught_up.set()
+                if time.monotonic() - last_snapshot >= self.snapshot_every_s:
+                    self.snapshot()
+                    last_snapshot = time.monotonic()
+        finally:
+            c.close()
+
+    def _apply(self, key: tuple[str, int], offset: int, k: bytes | None, value: bytes | None) -> None:
+        fresh = offset >= self._stored.get(key, 0)
+        if key[0] == self.served_topic:
+            if value is None:
+                return
+            try:
+                imp = _imp_dec.decode(value)
+            except msgspec.DecodeError as exc:
+                log.warning("skipping undecodable served list at %s@%d: %s", key, offset, exc)
+            else:
+                self.fold.served(imp)
+        else:
+            ev = parse_event(k, value, self.rules)
+            if isinstance(ev, Event):
+                if fresh:
+                    self.fold.event(ev)
+                else:
+                    self.fold.popularity.add(ev.item_ids(), self.fold.type_weights.get(ev.type, 0.0), ev.ts)
+        if fresh:
+            self.offsets[key] = offset + 1
+
+    def snapshot(self) -> bool:
+        """Write the changes since the last snapshot if this process is the store's writer."""
+        if not self.store.try_own():
+            self.fold.take_deltas()  # another worker writes: nothing to keep
+            self.fold.optimizer.take_dirty()
+            return False
+        if not self._wrote_full:
+            self.fold.take_deltas()
+            self.fold.optimizer.take_dirty()
+            with self.fold.lock:
+                snap = BanditSnapshot(
+                    arms=dict(self.fold.optimizer.arms),
+                    impressions={rid: encode_value(imp) for rid, imp in self.fold.open.items()},
+                    rewarded=dict(self.fold.rewarded), offsets=dict(self.offsets))
+            self.store.replace(snap)
+            self._wrote_full = True
+            return True
+        with self.fold.lock:
+            opened, rewarded = self.fold.take_deltas()
+            arms = self.fold.optimizer.take_dirty()
+            offsets = dict(self.offsets)
+        batch = self.store.new_batch()
+        for ak, st in arms.items():
+            self.store.stage_arm(batch, ak, st)
+        for rid, imp in opened.items():
+            self.store.stage_impression(batch, rid, None if imp is None else encode_value(imp))
+        for rid, end in rewarded.items():
+            self.store.stage_rewarded(batch, rid, end)
+        for (topic, part), off in offsets.items():
+            self.store.stage_offset(batch, topic, part, off)
+        self.store.commit(batch)
+        return True

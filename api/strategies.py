@@ -1,0 +1,187 @@
+"""Candidate strategies: the real recommenders behind scenarios and arms.
+
+Each strategy turns the request's inputs into ranked candidates ``(item ids, scores)``, best
+first, using the data the API holds: the published top-N (flow), the current model version
+(``recommend``/``similar_items``), the catalog's vectors, windowed popularity (events topic).
+A strategy with nothing to say returns empty lists; the caller tops up from the fallback.
+
+=============  =================  ==========================================================
+strategy       needs              source
+=============  =================  ==========================================================
+personalized   user_id            the user's published top-N (``user-topn``)
+session        session or item_id ``model.recommend`` on the session's items, newest last
+similar        item_id            ``model.similar_items`` (co-visitation until EMDE lands)
+visual         item_id            cosine kNN over the catalog's vector attribute
+cart           cart               ``model.recommend`` per cart item, scores summed (a set)
+top            -                  popularity over ``window`` (default 7d), optional ``category``
+last_seen      user_id            the user's recent items, newest first (published with top-N)
+popular        -                  decayed popularity published by the flow's partitions
+=============  =================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from api.iql import IQLError, RequestContext
+from models.base import Histories
+from operators.model_version import ModelVersion
+from operators.score import TopN
+
+if TYPE_CHECKING:
+    from api.services import Services
+
+__all__ = ["Inputs", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "parse_duration_s"]
+
+Ranked = tuple[list[str], list[float]]
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration_s(text: object) -> float:
+    """``"24h"``, ``"7d"``, ``"90m"``, ``"3600"`` or a number -> seconds (> 0).
+
+    Raises
+    ------
+    ValueError
+        If the text is not a positive number with an optional unit s, m, h, d, w.
+    """
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = _DURATION.match(str(text).strip())
+        if m is None:
+            raise ValueError(f"must be a duration like '24h', '7d', '90m' or seconds; got {text!r}")
+        value = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if not value > 0:
+        raise ValueError(f"must be > 0; got {text!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """What a request gives strategies: who, which item, which cart/session, extra parameters."""
+
+    user_id: str | None = None
+    item_id: str | None = None
+    cart: tuple[str, ...] = ()
+    session: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+Strategy = Callable[["Services", Inputs, Mapping[str, Any], int], Ranked]
+
+
+def _topn(svc: Services, user_id: str | None) -> TopN | None:
+    t = svc.topn.get(user_id) if user_id else None
+    return t if isinstance(t, TopN) else None
+
+
+def _personalized(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+    t = _topn(svc, inp.user_id)
+    if t is None or t.source == "popular":
+        return [], []
+    return t.items[:k], t.scores[:k]
+
+
+def _last_seen(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+    t = _topn(svc, inp.user_id)
+    recent = t.recent[:k] if t is not None else []
+    return list(recent), [float(len(recent) - i) for i in range(len(recent))]
+
+
+def _ranked(version: ModelVersion, ids: np.ndarray, scores: np.ndarray) -> Ranked:
+    keep = (ids >= 0) & np.isfinite(scores)
+    return [version.item_ids[i] for i in ids[keep]], scores[keep].astype(float).tolist()
+
+
+def _indices(version: ModelVersion, item_ids: tuple[str, ...] | list[str]) -> list[int]:
+    return [i for i in (version.item_index.get(x) for x in item_ids) if i is not None]
+
+
+def _session(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+    version = svc.models.current()
+    hist = _indices(version, list(inp.session) or ([inp.item_id] if inp.item_id else [])) if version else []
+    if not hist:
+        return [], []
+    ids, scores = version.model.recommend(Histories.from_lists([hist]), k)  # type: ignore[union-attr]
+    return _ranked(version, ids[0], scores[0])  # type: ignore[arg-type]
+
+
+def _similar(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+    version = svc.models.current()
+    hist = _indices(version, [inp.item_id] if inp.item_id else []) if version else []
+    if not hist:
+        return [], []
+    ids, scores = version.model.similar_items(np.asarray(hist, dtype=np.int32), k)  # type: ignore[union-attr]
+    return _ranked(version, ids[0], scores[0])  # type: ignore[arg-type]
+
+
+def _cart(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+    version = svc.models.current()
+    hist = sorted(set(_indices(version, inp.cart))) if version else []
+    if not hist:
+        return [], []
+    ids, scores = version.model.recommend(Histories.from_lists([[i] for i in hist]), k)  # type: ignore[union-attr]
+    keep = (ids >= 0) & np.isfinite(scores)
+    total = np.bincount(ids[keep], weights=scores[keep], minlength=len(version.item_ids))  # type: ignore[union-attr]
+    total[hist] = 0.0
+    order = np.flatnonzero(total > 0)
+    order = order[np.lexsort((order, -total[order]))][:k]
+    return _ranked(version, order, total[order])  # type: ignore[arg-type]
+
+
+def _visual(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+    if not inp.item_id:
+        return [], []
+    ids, scores = svc.catalog_view.vectors.similar(inp.item_id, k)
+    return ids, scores.astype(float).tolist()
+
+
+def _top(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+    window_s = parse_duration_s(params.get("window", "7d"))
+    ids, scores = svc.window_popularity.top(window_s)
+    category = params.get("category")
+    if category is None or not ids:
+        return ids[:k], scores[:k].tolist()
+    view = svc.catalog_view
+    attr = str(params.get("category_attribute", "category"))
+    try:
+        mask = view.engine.filter_candidates(f"{attr} == $category", RequestContext(params={"category": category}),
+                                             view.index.lookup(ids))
+    except IQLError:
+        return [], []  # the catalog has no such attribute (yet) or the value does not fit its type
+    sel = np.flatnonzero(mask)[:k]
+    return [ids[i] for i in sel], scores[sel].tolist()
+
+
+def _popular(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+    ranked = svc.popular(k)
+    return [i for i, _ in ranked], [s for _, s in ranked]
+
+
+_STRATEGIES: dict[str, Strategy] = {
+    "personalized": _personalized, "session": _session, "similar": _similar, "visual": _visual,
+    "cart": _cart, "top": _top, "last_seen": _last_seen, "popular": _popular,
+}
+
+STRATEGY_NEEDS: dict[str, tuple[str, ...]] = {
+    "personalized": ("user_id",), "session": ("session|item_id",), "similar": ("item_id",),
+    "visual": ("item_id",), "cart": ("cart",), "top": (), "last_seen": ("user_id",), "popular": (),
+}
+"""Request inputs each strategy needs (``a|b``: one of them)."""
+
+
+def strategy_names() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def run_strategy(name: str, svc: Services, inputs: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+    """Candidates of strategy ``name`` (known: checked when the campaign was saved)."""
+    return _STRATEGIES[name](svc, inputs, params, k)

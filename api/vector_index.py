@@ -1,0 +1,92 @@
+"""Nearest neighbours in a vector modality of the catalog (cosine, exact, numpy).
+
+Items may carry a dense vector attribute (image embedding or any other modality). Rows are
+L2-normalised when set; the matrix is rebuilt lazily after changes, so a burst of catalog
+updates costs one ``vstack``. A query is one matrix-vector product and an ``argpartition``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from numpy.typing import NDArray
+
+from models.topk import topk
+
+__all__ = ["VectorIndex"]
+
+log = logging.getLogger(__name__)
+
+
+class VectorIndex:
+    """item_id -> unit vector; ``similar(item_id, n)`` by cosine similarity.
+
+    Parameters
+    ----------
+    dim : int or None
+        Vector length; taken from the first vector when None. Vectors of another length are
+        refused (logged, the item is left out).
+    """
+
+    def __init__(self, dim: int | None = None) -> None:
+        self.dim = dim
+        self._row: dict[str, int] = {}
+        self._ids: list[str] = []
+        self._vecs: list[NDArray[np.float32]] = []
+        self._live: list[bool] = []
+        self._matrix: NDArray[np.float32] | None = None
+        self._live_arr: NDArray[np.bool_] | None = None
+
+    def __len__(self) -> int:
+        return sum(self._live)
+
+    def set(self, item_id: str, vector: object) -> bool:
+        """Insert or replace an item's vector; False (and logged) if it is not a finite vector of ``dim``."""
+        try:
+            v = np.asarray(vector, dtype=np.float32).ravel()
+        except (TypeError, ValueError):
+            log.warning("item %r: vector is not numeric; left out of visual similarity", item_id)
+            return False
+        if self.dim is None and v.size:
+            self.dim = int(v.size)
+        norm = float(np.linalg.norm(v)) if v.size else 0.0
+        if v.size != self.dim or not np.isfinite(norm) or norm == 0.0:
+            log.warning("item %r: vector must be %s finite non-zero floats; got %d values", item_id, self.dim, v.size)
+            self.delete(item_id)
+            return False
+        row = self._row.get(item_id)
+        if row is None:
+            self._row[item_id] = len(self._ids)
+            self._ids.append(item_id)
+            self._vecs.append(v / norm)
+            self._live.append(True)
+        else:
+            self._vecs[row] = v / norm
+            self._live[row] = True
+        self._matrix = None
+        return True
+
+    def delete(self, item_id: str) -> None:
+        row = self._row.get(item_id)
+        if row is not None and self._live[row]:
+            self._live[row] = False
+            self._matrix = None
+
+    def similar(self, item_id: str, n: int) -> tuple[list[str], NDArray[np.float32]]:
+        """The ``n`` items with the most similar vectors (the item itself excluded), best first.
+
+        Returns ``([], empty)`` when the item has no vector.
+        """
+        row = self._row.get(item_id)
+        if row is None or not self._live[row]:
+            return [], np.zeros(0, dtype=np.float32)
+        if self._matrix is None:
+            self._matrix = np.vstack(self._vecs)
+            self._live_arr = np.asarray(self._live)
+        scores = self._matrix @ self._matrix[row]
+        scores[~self._live_arr] = -np.inf  # type: ignore[operator]
+        scores[row] = -np.inf
+        idx, val = topk(scores[None, :], n)
+        keep = idx[0] >= 0
+        return [self._ids[i] for i in idx[0][keep]], val[0][keep]

@@ -1,0 +1,199 @@
+"""Attribution: which served list (campaign, arm) earns a reward for a feedback event.
+
+Pure functions shared by the API's optimizer feed (``api/feedback.py``) and the analytics flow,
+so the bandit and the dashboard never disagree. The rules, in order:
+
+1. A feedback event is a rec_click or a campaign's goal event (``goal_types``).
+2. It refers to a served list by ``request_id`` (any goal event type may carry it); without a
+   ``request_id``, last-touch (``last_touch``): the newest list served to the same user before
+   the event, within the window, that contains one of the event's items.
+3. The served list must be known (an ``Impression``); if the event names a ``campaign_id`` or an
+   ``arm``, they must match the list's.
+4. ``0 <= event.ts - impression.ts <= impression.window_s`` (late or early feedback is ignored).
+5. One reward per served list (a Bernoulli trial: the list converted or it did not), one use
+   per ``event_id`` (duplicates from producer retries are ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from operators.schema import Event
+
+__all__ = ["Impression", "Reward", "Attribution", "goal_types", "attribute", "last_touch",
+           "attribute_events"]
+
+
+class Impression(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One served list of a campaign (a pull of ``arm``), as published on the served topic.
+
+    Attributes
+    ----------
+    request_id : str
+        Id returned to the client with the list; feedback events carry it.
+    campaign_id, arm : str
+        The campaign and the arm the optimizer picked (``control`` for the held-out group).
+    ts : float
+        Epoch seconds the list was served.
+    goal : str
+        The campaign's goal event type (``click``, ``add_to_cart``, ``purchase``, ...).
+    window_s : float
+        Attribution window, seconds after ``ts``.
+    user_id : str or None
+        Who it was served to (last-touch matching); None for anonymous requests.
+    segment : str
+        Optimizer segment ("" when the campaign has none).
+    items : list of str
+        The served item ids, best first.
+    """
+
+    request_id: str
+    campaign_id: str
+    arm: str
+    ts: float
+    goal: str
+    window_s: float
+    user_id: str | None = None
+    segment: str = ""
+    items: list[str] = msgspec.field(default_factory=list)
+
+
+class Reward(msgspec.Struct, frozen=True):
+    """A served list that converted: the event that made it, and how long it took."""
+
+    request_id: str
+    campaign_id: str
+    arm: str
+    segment: str
+    event_id: str
+    event_type: str
+    ts: float
+    delay_s: float
+
+
+@dataclass
+class Attribution:
+    """Result of ``attribute_events``: rewards, and why the other events earned none (reason -> count)."""
+
+    rewards: list[Reward] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def goal_types(goal: str) -> frozenset[str]:
+    """Event types that count as reaching ``goal``: a click goal also counts ``rec_click``.
+
+    Examples
+    --------
+    >>> sorted(goal_types("click"))
+    ['click', 'rec_click']
+    >>> sorted(goal_types("purchase"))
+    ['pos_purchase', 'purchase']
+    """
+    if goal in ("click", "rec_click"):
+        return frozenset({"click", "rec_click"})
+    if goal == "purchase":
+        return frozenset({"purchase", "pos_purchase"})
+    return frozenset({goal})
+
+
+def attribute(event: Event, impression: Impression | None) -> Reward | str:
+    """Decide whether ``event`` rewards ``impression`` (rules 1, 3 and 4 of the module docstring).
+
+    Returns
+    -------
+    Reward, or a reason string when it does not: ``unknown_request``, ``not_goal``,
+    ``campaign_mismatch``, ``arm_mismatch``, ``before_serving``, ``outside_window``.
+    """
+    if impression is None:
+        return "unknown_request"
+    if event.type not in goal_types(impression.goal):
+        return "not_goal"
+    if event.campaign_id is not None and event.campaign_id != impression.campaign_id:
+        return "campaign_mismatch"
+    if event.arm is not None and event.arm != impression.arm:
+        return "arm_mismatch"
+    delay = event.ts - impression.ts
+    if delay < 0:
+        return "before_serving"
+    if delay > impression.window_s:
+        return "outside_window"
+    return Reward(impression.request_id, impression.campaign_id, impression.arm, impression.segment,
+                  event.event_id, event.type, event.ts, delay)
+
+
+def last_touch(event: Event, served: Sequence[Impression]) -> Impression | None:
+    """The newest of ``served`` (one user's lists, any order) before ``event``, within its window,
+    holding one of the event's items; None if there is none."""
+    items = set(event.item_ids())
+    best: Impression | None = None
+    for imp in served:
+        if imp.ts <= event.ts <= imp.ts + imp.window_s and items.intersection(imp.items):
+            if best is None or imp.ts > best.ts:
+                best = imp
+    return best
+
+
+def attribute_events(
+    events: Iterable[Event],
+    find: Callable[[str], Impression | None],
+    *,
+    rewarded: Container[str] = frozenset(),
+    seen_event_ids: Container[str] = frozenset(),
+    served_to: Callable[[str], Sequence[Impression]] | None = None,
+) -> Attribution:
+    """Rewards earned by ``events`` (all five rules), in event order.
+
+    Parameters
+    ----------
+    events : iterable of Event
+        Any events; those that are neither rec_click nor a goal of the list they refer to are skipped.
+    find : callable request_id -> Impression or None
+        Look-up of served lists.
+    rewarded : container of str
+        request_ids that already earned their reward (earlier batches).
+    seen_event_ids : container of str
+        event_ids already used (earlier batches).
+    served_to : callable user_id -> sequence of Impression, optional
+        A user's recent lists; enables last-touch for events without ``request_id``.
+
+    Returns
+    -------
+    Attribution
+        ``rewards`` (at most one per request_id, one per event_id) and skip counts by reason
+        (``no_request`` for events without request_id and no last-touch match, ``duplicate_event``,
+        ``already_rewarded`` plus those of ``attribute``).
+    """
+    out = Attribution()
+    new_rewarded: set[str] = set()
+    new_events: set[str] = set()
+    for ev in events:
+        if ev.event_id in seen_event_ids or ev.event_id in new_events:
+            out.skip("duplicate_event")
+            continue
+        if ev.request_id is not None:
+            imp = find(ev.request_id)
+        elif served_to is not None:
+            imp = last_touch(ev, served_to(ev.user_id))
+            if imp is None:
+                out.skip("no_request")
+                continue
+        else:
+            out.skip("no_request")
+            continue
+        decision = attribute(ev, imp)
+        if isinstance(decision, str):
+            out.skip(decision)
+            continue
+        if decision.request_id in rewarded or decision.request_id in new_rewarded:
+            out.skip("already_rewarded")
+            continue
+        new_rewarded.add(decision.request_id)
+        new_events.add(ev.event_id)
+        out.rewards.append(decision)
+    return out
