@@ -9,6 +9,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pyroaring import BitMap
 
+from api.iql.bitmaps import bitmap_of
+
 __all__ = ["CategoricalColumn", "ListColumn", "grow"]
 
 
@@ -25,8 +27,8 @@ def _grouped_bitmaps(codes: NDArray[np.int64], idx: NDArray[np.int64], n_codes: 
     """One BitMap per code from parallel (code, item_idx) arrays; idx ascending within each code."""
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(n_codes + 1))
-    rows = idx[order].astype(np.uint32)
-    return [BitMap(rows[bounds[c] : bounds[c + 1]]) for c in range(n_codes)]
+    rows = idx[order]
+    return [bitmap_of(rows[bounds[c] : bounds[c + 1]]) for c in range(n_codes)]
 
 
 class _Vocabulary:
@@ -74,7 +76,7 @@ class CategoricalColumn(_Vocabulary):
         self.codes = grow(self.codes, int(idx[-1]) + 1 if len(idx) else 0, -1)
         self.codes[idx] = codes
         self.bitmaps = _grouped_bitmaps(codes, idx, len(self.values))
-        self.present = BitMap(idx.astype(np.uint32))
+        self.present = bitmap_of(idx)
 
     def set(self, idx: int, value: Any) -> None:
         """Give item ``idx`` the value ``value`` (``None`` = null)."""
@@ -113,7 +115,7 @@ class ListColumn(_Vocabulary):
         for i, row in enumerate(idx.tolist()):
             self.rows[row] = tuple(flat[bounds[i] : bounds[i + 1]].tolist())
         self.bitmaps = _grouped_bitmaps(flat, np.repeat(idx, lengths), len(self.values))
-        self.present = BitMap(idx.astype(np.uint32))
+        self.present = bitmap_of(idx)
 
     def set(self, idx: int, value: tuple[str, ...] | None) -> None:
         """Give item ``idx`` the list ``value`` (``None`` = null, ``()`` = present but empty)."""

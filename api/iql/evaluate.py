@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from pyroaring import BitMap
 
 from api.iql import plan as p
+from api.iql.bitmaps import bitmap_of, indices_of
 from api.iql.context import RequestContext
 from api.iql.errors import IQLError
 from api.iql.index import CatalogIndex
@@ -45,8 +46,8 @@ def candidates_mask(selected: BitMap, candidates: NDArray[np.integer]) -> NDArra
     if cand.size == 0:
         return np.zeros(0, dtype=bool)
     valid = cand >= 0
-    inside = selected & BitMap(np.unique(cand[valid]).astype(np.uint32))
-    return valid & np.isin(cand, np.asarray(inside.to_array(), dtype=np.int64))
+    inside = selected & bitmap_of(np.unique(cand[valid]))
+    return valid & np.isin(cand, indices_of(inside))
 
 
 def coerce(value: Any, expect: AttrType | None, where: str, pos: Any, many: bool = False) -> Any:

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pyroaring import BitMap
 
+from api.iql.bitmaps import bitmap_of, indices_of
 from api.iql.columns import grow
 
 __all__ = ["NumericColumn"]
@@ -54,7 +55,7 @@ class NumericColumn:
         )
         self.values = grow(self.values, int(idx.max()) + 1 if len(idx) else 0, np.nan)
         self.values[idx] = vals
-        self.present = BitMap(np.sort(idx[~np.isnan(vals)]).astype(np.uint32))
+        self.present = bitmap_of(np.sort(idx[~np.isnan(vals)]))
         self.rebuild()
 
     def set(self, idx: int, value: float | None) -> None:
@@ -77,8 +78,8 @@ class NumericColumn:
 
     def rebuild(self) -> None:
         """Re-sort the present items and rebuild the prefix bitmaps; empties the delta."""
-        idx = np.asarray(self.present.to_array(), dtype=np.int64)
-        order = np.argsort(self.values[idx], kind="stable")
+        idx = indices_of(self.present)
+        order = np.argsort(self.values[idx])
         self.sorted_idx = idx[order].astype(np.uint32)
         self.sorted_values = self.values[self.sorted_idx]
         n = len(idx)
@@ -86,7 +87,7 @@ class NumericColumn:
         self._max_delta = self._max_delta_opt or max(1024, n // 128)
         prefix, acc = [BitMap()], BitMap()
         for start in range(0, n, self._bucket):
-            acc = acc | BitMap(np.sort(self.sorted_idx[start : start + self._bucket]))
+            acc = acc | bitmap_of(np.sort(self.sorted_idx[start : start + self._bucket]))
             prefix.append(acc)
         self._prefix = prefix
         self.dirty = BitMap()
@@ -110,14 +111,14 @@ class NumericColumn:
         if not self.dirty:
             return result
         if self._dirty_idx is None:
-            self._dirty_idx = np.asarray(self.dirty.to_array(), dtype=np.int64)
+            self._dirty_idx = indices_of(self.dirty)
         current = self.values[self._dirty_idx]
         keep = ~np.isnan(current)
         if low is not None:
             keep &= current >= low if low_inclusive else current > low
         if high is not None:
             keep &= current <= high if high_inclusive else current < high
-        return (result - self.dirty) | BitMap(self._dirty_idx[keep].astype(np.uint32))
+        return (result - self.dirty) | bitmap_of(self._dirty_idx[keep])
 
     def eq(self, value: float) -> BitMap:
         """Items whose value equals ``value``."""
@@ -129,7 +130,7 @@ class NumericColumn:
         return BitMap.union(*maps) if maps else BitMap()
 
     def _run(self, a: int, b: int) -> BitMap:
-        return BitMap(np.sort(self.sorted_idx[a:b])) if b > a else BitMap()
+        return bitmap_of(np.sort(self.sorted_idx[a:b])) if b > a else BitMap()
 
     def _ranks(self, a: int, b: int) -> BitMap:
         """Base items of rank in [a, b) (a copy, safe to mutate)."""
