@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from api.analytics import analytics_routes, build_analytics
+from api.dashboard import dashboard_routes
 from api.errors import exception_handlers
 from api.events import post_events
 from api.health import healthz, metrics
@@ -28,9 +30,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = build_services(settings)
+        app.state.analytics = build_analytics(settings)
         try:
             yield
         finally:
+            app.state.analytics.close()
             app.state.services.close()
 
     routes = [
@@ -39,5 +43,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/v1/items/{item_id}", get_item, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *analytics_routes(),
+        *dashboard_routes(),
     ]
     return Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)  # type: ignore[arg-type]

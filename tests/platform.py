@@ -45,10 +45,12 @@ def write_config(settings: Settings, path: Path) -> Path:
 
 
 class FlowProcess:
-    """``python -m bytewax.run flows.realtime:flow`` as a child process configured by a TOML file."""
+    """``python -m bytewax.run <flow>`` (default ``flows.realtime:flow``) as a child process configured by a TOML file."""
 
-    def __init__(self, settings: Settings, config_path: Path, workers: int = 1, processes: int = 1) -> None:
+    def __init__(self, settings: Settings, config_path: Path, workers: int = 1, processes: int = 1,
+                 flow: str = "flows.realtime:flow") -> None:
         self.settings = settings
+        self.flow = flow
         self.config = write_config(settings, config_path)
         self.workers, self.processes = workers, processes
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -56,7 +58,7 @@ class FlowProcess:
 
     def start(self) -> FlowProcess:
         env = dict(os.environ, FUSIONREC_CONFIG=str(self.config), PYTHONPATH=str(ROOT))
-        args = [sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(self.workers)]
+        args = [sys.executable, "-m", "bytewax.run", self.flow, "-w", str(self.workers)]
         out = open(self.log, "ab")  # noqa: SIM115
         if self.processes == 1:
             self.procs = [subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -93,13 +95,15 @@ class FlowProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def wait_caught_up(settings: Settings, flow: FlowProcess | None = None, timeout_s: float = 120.0) -> None:
-    """Block until every partition's stored offset reaches the topic's log end."""
+def wait_caught_up(settings: Settings, flow: FlowProcess | None = None, timeout_s: float = 120.0,
+                   state_dir: Path | None = None) -> None:
+    """Block until every partition's stored offset (under ``state_dir``, default the stream's) reaches the log end."""
     k = settings.kafka
+    state_dir = settings.stream.state_dir if state_dir is None else state_dir
     end = high_watermarks(k.brokers, k.events_topic)
     deadline = time.monotonic() + timeout_s
     while True:
-        stored = {p: read_stored_offset(settings.stream.state_dir, k.events_topic, p) or 0 for p in end}
+        stored = {p: read_stored_offset(state_dir, k.events_topic, p) or 0 for p in end}
         if all(stored[p] >= end[p] for p in end):
             return
         if flow is not None and not flow.alive():

@@ -1,0 +1,271 @@
+"""Analytics endpoints (admin scope): per-campaign series and totals, overview, ops, CSV export.
+
+* ``GET /v1/analytics/campaigns/{id}?from=&to=&bucket=&format=`` -- per arm (and scenario) the
+  counters as a time series and totals (CTR = clicks / impressions, CVR = orders / impressions,
+  AOV = revenue / orders), exposed vs control stats with the uplift of conversion, AOS and AOV
+  and their confidence intervals, and the top impressed / clicked items. ``from``/``to`` are
+  epoch seconds or ISO-8601; ``bucket`` is ``hour``, ``day``, ``week``, seconds, or ``auto``
+  (the smallest step that gives at most ``max_points`` points: server-side downsampling).
+  ``format=csv`` returns one row per bucket and arm.
+* ``GET /v1/analytics/overview`` -- every campaign's totals.
+* ``GET /v1/analytics/ops`` -- events/s into ``events``, lag per partition of both flows,
+  dead letters by reason, model version.
+
+The data is the compacted ``analytics`` topic (flows/analytics.py), read by a ``TopicTable``
+into an ``AnalyticsView``. Dead-letter counts come from the analytics flow, which parses every
+message with the same rules as the real-time flow and counts dead letters exactly once in its
+own database (the API never opens a flow's RocksDB as a writer). The real-time flow's offsets
+are read with a read-only open of its partition databases when ``state_dir`` is on this host.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.analytics_view import AnalyticsView, Slice
+from api.errors import ApiError, validate_params
+from api.json import json_response
+from api.topic_table import TopicTable
+from operators.analytics_join import COUNTER_FIELDS, GROUP_FIELDS
+from operators.analytics_topic import decode_record
+from operators.analytics_uplift import METHOD, GroupTotals, uplift
+from operators.control_group import CONTROL, EXPOSED
+from operators.kafka import TopicSpec, ensure_topics, high_watermarks
+from operators.model_version import latest_version_path
+from operators.settings import Settings
+from state.partition import read_stored_offset
+
+__all__ = ["AnalyticsService", "build_analytics", "require_admin", "get_campaign_analytics", "get_overview",
+           "get_ops", "analytics_routes", "STEPS"]
+
+STEPS = {"hour": 3600, "day": 86400, "week": 7 * 86400}
+_AUTO = (3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
+
+
+@dataclass
+class AnalyticsService:
+    """The analytics topic's reader and view, plus the last sample of the events log end."""
+
+    settings: Settings
+    table: TopicTable
+    view: AnalyticsView
+    _last_end: tuple[float, int] | None = field(default=None)
+
+    def close(self) -> None:
+        self.table.stop()
+
+    def ops(self) -> dict[str, object]:
+        """Blocking: reads the events log end (and the real-time flow's offsets when local)."""
+        k, s = self.settings.kafka, self.settings.stream
+        end = high_watermarks(k.brokers, k.events_topic)
+        now, total = time.monotonic(), sum(end.values())
+        rate = None
+        if self._last_end is not None and now - self._last_end[0] > 0.5:
+            rate = (total - self._last_end[1]) / (now - self._last_end[0])
+        if self._last_end is None or now - self._last_end[0] > 0.5:
+            self._last_end = (now, total)
+        dead: dict[str, int] = {}
+        parts = []
+        for p in sorted(end):
+            row = self.view.ops.get(p)
+            for reason, n in (row.dead if row else {}).items():
+                dead[reason] = dead.get(reason, 0) + n
+            rt = read_stored_offset(s.state_dir, k.events_topic, p) if Path(s.state_dir).is_dir() else None
+            parts.append({"partition": p, "log_end": end[p],
+                          "analytics_offset": row.next_offset if row else 0,
+                          "analytics_lag": end[p] - (row.next_offset if row else 0),
+                          "realtime_offset": rt, "realtime_lag": None if rt is None else end[p] - rt,
+                          "max_event_ts": row.max_event_ts if row else None})
+        latest = latest_version_path(s.model_dir)
+        return {"events_per_s": rate, "log_end_total": total, "partitions": parts, "dead_letters": dead,
+                "model_version": latest.name if latest else None,
+                "analytics_updated_ts": max((r.updated_ts for r in self.view.ops.values()), default=None)}
+
+
+def build_analytics(settings: Settings) -> AnalyticsService:
+    """Create the ``analytics`` topic if missing and start reading it."""
+    topic = settings.analytics.topic
+    ensure_topics(settings.kafka.brokers, [TopicSpec(topic, 1, compacted=True)])
+    view = AnalyticsView()
+    table = TopicTable(settings.kafka.brokers, topic, decode_record, on_update=view.apply).start()
+    return AnalyticsService(settings, table, view)
+
+
+def require_admin(request: Request) -> None:
+    """401 without a key, 403 with a non-admin key, when ``api.require_keys`` is on.
+
+    The key is read from ``X-API-Key``, ``Authorization: Bearer <key>`` or ``?api_key=``.
+    """
+    api = request.app.state.analytics.settings.api
+    if not api.require_keys:
+        return
+    auth = request.headers.get("authorization", "")
+    key = (request.headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else "")
+           or request.query_params.get("api_key"))
+    if not key:
+        raise ApiError(401, "X-API-Key", "an admin API key is required")
+    if key not in api.admin_keys:
+        raise ApiError(403, "X-API-Key", "this key has no admin scope")
+
+
+def _ts(v: object) -> float | None:
+    if v is None or v == "":
+        return None
+    s = str(v)
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    try:
+        d = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError("must be epoch seconds or ISO-8601") from exc
+    return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
+
+
+class CampaignParams(BaseModel, extra="forbid"):
+    from_: float | None = Field(default=None, alias="from")
+    to: float | None = None
+    bucket: str = "auto"
+    format: str = Field(default="json", pattern="^(json|csv)$")
+    max_points: int = Field(default=400, ge=10, le=20000)
+    top: int = Field(default=10, ge=1, le=100)
+    api_key: str | None = None
+
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def _time(cls, v: object) -> float | None:
+        return _ts(v)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if v not in STEPS and v != "auto" and not (v.isdigit() and int(v) >= 60):
+            raise ValueError("must be hour, day, week, auto or a number of seconds >= 60")
+        return v
+
+
+def _step(p: CampaignParams, span: tuple[int, int] | None, base: int) -> int:
+    if p.bucket in STEPS:
+        return max(STEPS[p.bucket], base)
+    if p.bucket != "auto":
+        return max(int(p.bucket) // base * base, base)
+    if span is None:
+        return base
+    lo = p.from_ if p.from_ is not None else span[0]
+    hi = p.to if p.to is not None else span[1] + base
+    for step in (base,) + tuple(s for s in _AUTO if s > base):
+        if (hi - lo) / step <= p.max_points:
+            return step
+    return int(math.ceil((hi - lo) / p.max_points / 86400)) * 86400
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def _counter_totals(v: list[float]) -> dict[str, float | None]:
+    d: dict[str, float | None] = dict(zip(COUNTER_FIELDS, v, strict=True))
+    d["ctr"] = _ratio(v[3], v[1])
+    d["cvr"] = _ratio(v[5], v[1])
+    d["aov"] = _ratio(v[7], v[5])
+    d["items_per_order"] = _ratio(v[6], v[5])
+    return d
+
+
+def _series(sl: Slice, fields: tuple[str, ...]) -> dict[str, object]:
+    return {"buckets": sl.buckets.tolist(),
+            "series": {f: sl.values[:, i].tolist() for i, f in enumerate(fields)}}
+
+
+def campaign_report(svc: AnalyticsService, campaign: str, p: CampaignParams) -> dict[str, object]:
+    """The JSON body of ``GET /v1/analytics/campaigns/{id}`` (also used by the CSV export)."""
+    view = svc.view
+    span = view.span(campaign)
+    if span is None and campaign not in view.campaigns():
+        raise ApiError(404, "campaign_id", f"no analytics for campaign {campaign!r}")
+    step = _step(p, span, svc.settings.analytics.bucket_s)
+    lo = None if p.from_ is None else int(p.from_)
+    hi = None if p.to is None else int(p.to)
+    arms = view.arms(campaign, lo, hi, step)
+    groups = view.groups(campaign, lo, hi, step)
+    total = [0.0] * len(COUNTER_FIELDS)
+    arm_out = []
+    for (arm, scenario), sl in arms.items():
+        t = sl.totals().tolist()
+        total = [a + b for a, b in zip(total, t, strict=True)]
+        arm_out.append({"arm": arm, "scenario": scenario, **_series(sl, COUNTER_FIELDS), "totals": _counter_totals(t)})
+    group_out = {g: {**_series(sl, GROUP_FIELDS), "totals": dict(zip(GROUP_FIELDS, sl.totals().tolist(), strict=True))}
+                 for g, sl in groups.items()}
+    gt = {g: GroupTotals(**v["totals"]) for g, v in group_out.items()}  # type: ignore[arg-type]
+    ups = [asdict(u) for u in uplift(gt.get(EXPOSED, GroupTotals()), gt.get(CONTROL, GroupTotals()))]
+    return {"campaign_id": campaign, "from": lo, "to": hi, "bucket_s": step, "span": span,
+            "fields": list(COUNTER_FIELDS), "arms": arm_out, "totals": _counter_totals(total),
+            "groups": group_out, "uplift": ups, "uplift_method": METHOD,
+            "top_items": view.top_items(campaign, p.top)}
+
+
+def _csv(report: dict[str, object]) -> Response:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["campaign_id", "arm", "scenario", "bucket_start", "bucket_start_iso", *COUNTER_FIELDS])
+    for a in report["arms"]:  # type: ignore[attr-defined]
+        cols = [a["series"][f] for f in COUNTER_FIELDS]
+        for i, b in enumerate(a["buckets"]):
+            iso = datetime.fromtimestamp(b, UTC).isoformat().replace("+00:00", "Z")
+            w.writerow([report["campaign_id"], a["arm"], a["scenario"], b, iso, *(c[i] for c in cols)])
+    name = f"analytics-{report['campaign_id']}.csv"
+    return Response(buf.getvalue(), media_type="text/csv",
+                    headers={"content-disposition": f'attachment; filename="{name}"'})
+
+
+async def get_campaign_analytics(request: Request) -> Response:
+    require_admin(request)
+    svc: AnalyticsService = request.app.state.analytics
+    p = validate_params(CampaignParams, dict(request.query_params))
+    if p.from_ is not None and p.to is not None and p.to <= p.from_:
+        raise ApiError(422, "to", "must be after from", value=p.to)
+    report = campaign_report(svc, request.path_params["campaign_id"], p)
+    return _csv(report) if p.format == "csv" else json_response(report)
+
+
+async def get_overview(request: Request) -> Response:
+    """``{"campaigns": [{"campaign_id", "arms", "span", "totals"}], "n_campaigns"}``, one row per campaign."""
+    require_admin(request)
+    view: AnalyticsView = request.app.state.analytics.view
+    rows = []
+    for c in view.campaigns():
+        arms = view.arms(c, None, None, 86400 * 365 * 100)
+        t = [0.0] * len(COUNTER_FIELDS)
+        for sl in arms.values():
+            t = [a + b for a, b in zip(t, sl.totals().tolist(), strict=True)]
+        rows.append({"campaign_id": c, "arms": sorted({a for a, _ in arms}), "span": view.span(c),
+                     "totals": _counter_totals(t)})
+    return json_response({"n_campaigns": len(rows), "campaigns": rows})
+
+
+async def get_ops(request: Request) -> Response:
+    require_admin(request)
+    svc: AnalyticsService = request.app.state.analytics
+    return json_response(await run_in_threadpool(svc.ops))
+
+
+def analytics_routes() -> list[Route]:
+    """The analytics routes, for ``create_app``'s route list."""
+    return [
+        Route("/v1/analytics/campaigns/{campaign_id}", get_campaign_analytics, methods=["GET"]),
+        Route("/v1/analytics/overview", get_overview, methods=["GET"]),
+        Route("/v1/analytics/ops", get_ops, methods=["GET"]),
+    ]

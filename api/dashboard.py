@@ -1,0 +1,30 @@
+"""``GET /dashboard``: the operator's dashboard, one static page drawing the analytics API.
+
+The page (``api/static/dashboard.html`` + ``dashboard.js``) fetches ``/v1/analytics/*`` and the
+optimizer's ``/v1/campaigns/{id}/arms`` and draws with uPlot (MIT, vendored from the npm
+registry into ``api/static/vendor/``; no CDN at run time). Data calls need an admin key when
+``api.require_keys`` is on: open ``/dashboard?api_key=...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+__all__ = ["STATIC_DIR", "dashboard", "dashboard_routes"]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+async def dashboard(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "dashboard.html", media_type="text/html")
+
+
+def dashboard_routes() -> list[BaseRoute]:
+    """``/dashboard`` and its static files under ``/dashboard/static``."""
+    return [Route("/dashboard", dashboard, methods=["GET"]),
+            Mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")]

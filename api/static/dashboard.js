@@ -1,0 +1,251 @@
+// fusionrec dashboard: draws /v1/analytics/* with uPlot (vendored). No framework, no CDN.
+"use strict";
+(function () {
+  const params = new URLSearchParams(location.search);
+  const apiKey = params.get("api_key");
+  const headers = apiKey ? { "X-API-Key": apiKey } : {};
+  const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563"];
+  const state = { campaign: params.get("campaign"), overview: [], plots: {}, loads: 0, lastReport: null };
+  window.dashboardState = state; // read by the browser test
+  const $ = (id) => document.getElementById(id);
+  const fmt = (v, d = 0) => (v === null || v === undefined || Number.isNaN(v)) ? "–" :
+    Number(v).toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
+  const pct = (v, d = 1) => (v === null || v === undefined) ? "–" : fmt(100 * v, d) + " %";
+
+  async function getJSON(url) {
+    const r = await fetch(url, { headers });
+    if (!r.ok) throw new Error(url + " -> " + r.status);
+    return r.json();
+  }
+
+  function setStatus(text) { $("status").textContent = text; }
+
+  function query() {
+    const q = new URLSearchParams({ bucket: $("bucket").value });
+    const range = $("range").value;
+    const rep = state.lastSpan;
+    if (range !== "all" && rep) {
+      const end = rep[1] + 3600;
+      q.set("from", String(end - Number(range)));
+      q.set("to", String(end));
+    }
+    if (apiKey) q.set("api_key", apiKey);
+    return q;
+  }
+
+  function renderList() {
+    const ul = $("campaign-list");
+    const f = $("filter").value.toLowerCase();
+    ul.replaceChildren();
+    for (const c of state.overview) {
+      if (f && !c.campaign_id.toLowerCase().includes(f)) continue;
+      const li = document.createElement("li");
+      li.dataset.campaign = c.campaign_id;
+      if (c.campaign_id === state.campaign) li.className = "active";
+      const name = document.createElement("span");
+      name.textContent = c.campaign_id;
+      const n = document.createElement("span");
+      n.className = "muted";
+      n.textContent = fmt(c.totals.impressions);
+      li.append(name, n);
+      li.addEventListener("click", () => selectCampaign(c.campaign_id));
+      ul.append(li);
+    }
+  }
+
+  async function loadOverview() {
+    const o = await getJSON("/v1/analytics/overview" + (apiKey ? "?api_key=" + encodeURIComponent(apiKey) : ""));
+    state.overview = o.campaigns;
+    if (!state.campaign && o.campaigns.length) state.campaign = o.campaigns[0].campaign_id;
+    renderList();
+  }
+
+  function plot(id, series, data) {
+    const el = $(id);
+    if (state.plots[id]) state.plots[id].destroy();
+    el.replaceChildren();
+    const opts = { width: Math.max(320, el.clientWidth || 480), height: 240, series: [{}].concat(series),
+                   scales: { x: { time: true } }, legend: { live: false } };
+    state.plots[id] = new uPlot(opts, data, el);
+    el.dataset.points = String(data[0].length);
+    el.dataset.campaign = state.campaign;
+  }
+
+  function drawTraffic(rep) {
+    const xs = new Map();
+    for (const a of rep.arms) a.buckets.forEach((b, i) => {
+      const r = xs.get(b) || [0, 0];
+      r[0] += a.series.impressions[i]; r[1] += a.series.clicks[i]; xs.set(b, r);
+    });
+    const keys = [...xs.keys()].sort((a, b) => a - b);
+    plot("plot-traffic", [
+      { label: "impressions", stroke: COLORS[0], width: 1.5 },
+      { label: "clicks", stroke: COLORS[1], width: 1.5 },
+    ], [keys, keys.map((k) => xs.get(k)[0]), keys.map((k) => xs.get(k)[1])]);
+  }
+
+  function drawCtr(rep) {
+    const arms = rep.arms.filter((a) => a.totals.impressions > 0);
+    const all = [...new Set(arms.flatMap((a) => a.buckets))].sort((a, b) => a - b);
+    const data = [all];
+    const series = [];
+    arms.forEach((a, j) => {
+      const m = new Map(a.buckets.map((b, i) => [b, a.series.impressions[i] ? a.series.clicks[i] / a.series.impressions[i] : null]));
+      data.push(all.map((b) => (m.has(b) ? m.get(b) : null)));
+      series.push({ label: a.arm + (a.scenario !== "default" ? " / " + a.scenario : ""), stroke: COLORS[j % COLORS.length],
+                    width: 1.5, spanGaps: true, value: (u, v) => pct(v) });
+    });
+    plot("plot-ctr", series, data);
+  }
+
+  function cell(tr, text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    tr.append(td);
+  }
+
+  function drawArms(rep, bandit) {
+    const tb = $("arms").querySelector("tbody");
+    tb.replaceChildren();
+    const reqTotal = rep.arms.reduce((s, a) => s + a.totals.requests, 0);
+    const pulls = bandit ? bandit.reduce((s, b) => s + (b.pulls || 0), 0) : 0;
+    for (const a of rep.arms) {
+      const b = bandit ? bandit.find((x) => x.arm === a.arm) : null;
+      const tr = document.createElement("tr");
+      const t = a.totals;
+      cell(tr, a.arm); cell(tr, a.scenario); cell(tr, fmt(t.requests));
+      cell(tr, reqTotal ? pct(t.requests / reqTotal) : "–");
+      cell(tr, fmt(t.impressions)); cell(tr, fmt(t.clicks)); cell(tr, pct(t.ctr, 2)); cell(tr, fmt(t.carts));
+      cell(tr, fmt(t.orders)); cell(tr, fmt(t.revenue, 2)); cell(tr, fmt(t.rewards));
+      cell(tr, b && pulls ? pct(b.pulls / pulls) : "–");
+      cell(tr, b && b.p_best !== undefined ? pct(b.p_best) : "–");
+      tb.append(tr);
+    }
+  }
+
+  function drawUplift(rep) {
+    const box = $("uplift");
+    const rows = rep.uplift.filter((u) => u.uplift !== null);
+    const W = 420, H = 40 + 36 * Math.max(rows.length, 1), L = 110, R = W - 20;
+    const lo = Math.min(-0.1, ...rows.map((u) => u.ci_low)), hi = Math.max(0.1, ...rows.map((u) => u.ci_high));
+    const x = (v) => L + (R - L) * (v - lo) / (hi - lo);
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("width", W); svg.setAttribute("height", H); svg.setAttribute("id", "uplift-svg");
+    const add = (tag, attrs, text) => {
+      const e = document.createElementNS(ns, tag);
+      for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+      if (text !== undefined) e.textContent = text;
+      svg.append(e); return e;
+    };
+    add("line", { x1: x(0), x2: x(0), y1: 10, y2: H - 20, stroke: "#999", "stroke-dasharray": "3,3" });
+    add("text", { x: x(0), y: H - 5, "font-size": 11, "text-anchor": "middle" }, "0 %");
+    const names = { conversion: "conversion", aos: "AOS (items)", aov: "AOV (value)" };
+    rows.forEach((u, i) => {
+      const y = 30 + 36 * i;
+      const color = u.ci_low > 0 ? "#15803d" : (u.ci_high < 0 ? "#b91c1c" : "#555");
+      add("text", { x: 5, y: y + 4, "font-size": 12 }, names[u.metric] || u.metric);
+      add("line", { x1: x(u.ci_low), x2: x(u.ci_high), y1: y, y2: y, stroke: color, "stroke-width": 3, class: "ci" });
+      add("circle", { cx: x(u.uplift), cy: y, r: 5, fill: color });
+      add("text", { x: x(u.uplift), y: y - 9, "font-size": 11, "text-anchor": "middle" },
+          `${pct(u.uplift)} [${pct(u.ci_low)}, ${pct(u.ci_high)}]`);
+    });
+    if (!rows.length) add("text", { x: 10, y: 30, "font-size": 12 }, "no control group data yet");
+    box.replaceChildren(svg);
+    $("uplift-method").textContent = "uplift = exposed / control − 1; interval: " + rep.uplift_method;
+    const tb = $("groups").querySelector("tbody");
+    tb.replaceChildren();
+    for (const [g, v] of Object.entries(rep.groups)) {
+      const t = v.totals, tr = document.createElement("tr");
+      cell(tr, g); cell(tr, fmt(t.users)); cell(tr, fmt(t.converted)); cell(tr, fmt(t.orders));
+      cell(tr, t.users ? pct(t.converted / t.users) : "–");
+      cell(tr, t.orders ? fmt(t.items / t.orders, 2) : "–"); cell(tr, t.orders ? fmt(t.revenue / t.orders, 2) : "–");
+      tb.append(tr);
+    }
+  }
+
+  function drawTop(id, rows) {
+    const ol = $(id);
+    ol.replaceChildren();
+    for (const [item, n] of rows) {
+      const li = document.createElement("li");
+      li.textContent = `${item} (${fmt(n)})`;
+      ol.append(li);
+    }
+  }
+
+  async function loadCampaign() {
+    if (!state.campaign) return;
+    const c = encodeURIComponent(state.campaign);
+    const ov = state.overview.find((x) => x.campaign_id === state.campaign);
+    state.lastSpan = ov ? ov.span : null;
+    const q = query();
+    const rep = await getJSON(`/v1/analytics/campaigns/${c}?${q}`);
+    let bandit = null;
+    try {
+      const r = await fetch(`/v1/campaigns/${c}/arms`, { headers });
+      if (r.ok) { const b = await r.json(); bandit = b.arms || b; }
+    } catch (e) { bandit = null; }
+    state.lastReport = rep;
+    $("campaign-title").textContent = "campaign " + rep.campaign_id;
+    const span = rep.span ? rep.span.map((s) => new Date(s * 1000).toISOString().slice(0, 16).replace("T", " ")) : [];
+    $("campaign-span").textContent = `data ${span.join(" – ")} UTC · step ${rep.bucket_s / 3600} h · range ends at the newest data`;
+    q.set("format", "csv");
+    $("csv").href = `/v1/analytics/campaigns/${c}?${q}`;
+    drawTraffic(rep); drawCtr(rep); drawArms(rep, Array.isArray(bandit) ? bandit : null); drawUplift(rep);
+    drawTop("top-impressed", rep.top_items.impressed); drawTop("top-clicked", rep.top_items.clicked);
+    state.loads += 1;
+    document.body.dataset.loads = String(state.loads);
+  }
+
+  async function loadOps() {
+    const o = await getJSON("/v1/analytics/ops" + (apiKey ? "?api_key=" + encodeURIComponent(apiKey) : ""));
+    $("ops-rate").textContent = o.events_per_s === null ? "…" : fmt(o.events_per_s, 1);
+    $("ops-model").textContent = o.model_version || "none";
+    const tb = $("ops-lag").querySelector("tbody");
+    tb.replaceChildren();
+    for (const p of o.partitions) {
+      const tr = document.createElement("tr");
+      cell(tr, p.partition); cell(tr, fmt(p.log_end)); cell(tr, p.realtime_lag === null ? "–" : fmt(p.realtime_lag));
+      cell(tr, fmt(p.analytics_lag));
+      tb.append(tr);
+    }
+    const dead = $("ops-dead").querySelector("tbody");
+    dead.replaceChildren();
+    const entries = Object.entries(o.dead_letters);
+    if (!entries.length) { const tr = document.createElement("tr"); cell(tr, "none"); dead.append(tr); }
+    for (const [reason, n] of entries) { const tr = document.createElement("tr"); cell(tr, reason); cell(tr, fmt(n)); dead.append(tr); }
+  }
+
+  async function selectCampaign(id) {
+    state.campaign = id;
+    renderList();
+    await refresh(false);
+  }
+
+  let chain = Promise.resolve(), pending = 0;
+  function refresh(withOverview = true, periodic = false) {
+    if (periodic && pending > 0) return chain; // a refresh is already queued
+    pending += 1;
+    chain = chain.then(async () => {
+      try {
+        if (withOverview) await loadOverview();
+        await loadCampaign();
+        await loadOps();
+        setStatus("updated " + new Date().toLocaleTimeString());
+      } catch (e) {
+        setStatus("error: " + e.message);
+      } finally {
+        pending -= 1;
+      }
+    });
+    return chain;
+  }
+
+  $("range").addEventListener("change", () => refresh(false));
+  $("bucket").addEventListener("change", () => refresh(false));
+  $("filter").addEventListener("input", renderList);
+  refresh();
+  setInterval(() => refresh(true, true), 5000);
+})();
