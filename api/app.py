@@ -9,14 +9,25 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from api.analytics import analytics_routes, build_analytics
+from api.auth import ApiKeyMiddleware
+from api.campaigns import (
+    create_campaign,
+    delete_campaign,
+    get_arms,
+    get_campaign,
+    list_campaigns,
+    put_campaign,
+)
 from api.dashboard import dashboard_routes
 from api.errors import exception_handlers
 from api.events import post_events
 from api.health import healthz, metrics
 from api.items import get_item
+from api.openapi import openapi
 from api.recommendations import get_recommendations
 from api.services import build_services
 from operators.settings import Settings
@@ -43,7 +54,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/v1/items/{item_id}", get_item, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/v1/campaigns", list_campaigns, methods=["GET"]),
+        Route("/v1/campaigns", create_campaign, methods=["POST"]),
+        Route("/v1/campaigns/{campaign_id}", get_campaign, methods=["GET"]),
+        Route("/v1/campaigns/{campaign_id}", put_campaign, methods=["PUT"]),
+        Route("/v1/campaigns/{campaign_id}", delete_campaign, methods=["DELETE"]),
+        Route("/v1/campaigns/{campaign_id}/arms", get_arms, methods=["GET"]),
         *analytics_routes(),
         *dashboard_routes(),
     ]
-    return Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)  # type: ignore[arg-type]
+    a = settings.api
+    middleware = [Middleware(ApiKeyMiddleware, admin_keys=a.admin_keys, client_keys=a.client_keys)] if a.require_keys else []
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=exception_handlers,  # type: ignore[arg-type]
+                     lifespan=lifespan)

@@ -6,15 +6,26 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
 from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from api.campaign_registry import CampaignRegistry
+from api.catalog import CatalogView
+from api.feedback import FeedbackFold
+from api.feedback_reader import FeedbackReader, encode_impression
+from api.optimizer import ThompsonOptimizer
 from api.topic_table import TopicTable
-from operators.kafka import make_producer
+from api.window_popularity import WindowPopularity
+from operators.attribution import Impression
+from operators.kafka import TopicSpec, ensure_topics, make_producer
+from operators.model_version import ModelWatcher
 from operators.parse import EventRules
 from operators.score import POPULAR_KEY_PREFIX, TopN, decode_topn
 from operators.settings import Settings
+from state.bandit import BanditStore
+from state.campaigns import CampaignStore
 
 __all__ = ["ApiMetrics", "Services", "build_services"]
 
@@ -47,7 +58,24 @@ class Services:
     catalog: TopicTable
     producer: Producer
     metrics: ApiMetrics
+    catalog_view: CatalogView
+    models: ModelWatcher
+    campaigns: CampaignRegistry
+    optimizer: ThompsonOptimizer
+    window_popularity: WindowPopularity
+    fold: FeedbackFold
+    served_topic: str
+    reader: FeedbackReader | None = None
     _popular: tuple[float, list[tuple[str, float]]] = (0.0, [])
+
+    def publish_served(self, imp: Impression, key: str) -> None:
+        """Record a served campaign list: to the served topic (every worker folds it), or, without
+        the feedback reader, straight into this worker's fold."""
+        if self.reader is None:
+            self.fold.served(imp)
+            return
+        self.producer.produce(self.served_topic, key=key.encode(), value=encode_impression(imp))
+        self.producer.poll(0)
 
     def popular(self, n: int) -> list[tuple[str, float]]:
         """Items popular across all partitions (sum of the partitions' decayed scores), cached 1 s."""
@@ -66,16 +94,41 @@ class Services:
         self.topn.stop()
         self.catalog.stop()
         self.producer.flush(10)
+        if self.reader is not None:
+            self.reader.stop()
 
 
 def build_services(settings: Settings) -> Services:
-    """Start the readers of ``user-topn`` and ``catalog`` and a producer for ``events``."""
-    k = settings.kafka
+    """Start the readers of ``user-topn``, ``catalog`` and (feedback) the events and served topics;
+    open the campaign and optimizer stores under ``api.state_dir``; a producer for ``events``."""
+    k, a = settings.kafka, settings.api
+    served_topic = k.served_topic or f"{k.events_topic}.served"
+    state_dir = a.state_dir or settings.stream.state_dir.parent / "api"
+    view = CatalogView(a.vector_attribute, a.catalog_exclude)
+    campaigns = CampaignRegistry(CampaignStore(state_dir / "campaigns"), a.campaign_check_s)
+    optimizer = ThompsonOptimizer(np.random.default_rng(settings.seed))
+    popularity = WindowPopularity(a.popularity_bucket_s, a.popularity_horizon_s)
+    rules = EventRules.from_specs(settings.event_types, settings.stream.max_event_bytes)
+    fold = FeedbackFold(optimizer, popularity, campaigns.config_of, {t.name: t.weight for t in settings.event_types},
+                        max_open=a.max_open_lists)
+    reader = None
+    if a.feedback:
+        ensure_topics(k.brokers, [TopicSpec(served_topic, k.partitions)])
+        reader = FeedbackReader(k.brokers, k.events_topic, served_topic, fold, BanditStore(state_dir / "bandit"),
+                                rules, a.snapshot_every_s).start()
     return Services(
         settings=settings,
-        rules=EventRules.from_specs(settings.event_types, settings.stream.max_event_bytes),
+        rules=rules,
         topn=TopicTable(k.brokers, k.topn_topic, decode_topn).start(),
-        catalog=TopicTable(k.brokers, k.catalog_topic, orjson.loads).start(),
+        catalog=TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update).start(),
         producer=make_producer(k.brokers),
         metrics=ApiMetrics(),
+        catalog_view=view,
+        models=ModelWatcher(settings.stream.model_dir),
+        campaigns=campaigns,
+        optimizer=optimizer,
+        window_popularity=popularity,
+        fold=fold,
+        served_topic=served_topic,
+        reader=reader,
     )

@@ -73,7 +73,7 @@ class ApiSettings(BaseModel):
     admin_keys: list[str] = Field(default_factory=lambda: ["admin-dev-key"])
     client_keys: list[str] = Field(default_factory=lambda: ["client-dev-key"])
     require_keys: bool = False
-    state_dir: Path = Field(default=Path("var/api"), description="The API's RocksDB: campaigns, optimizer snapshot")
+    state_dir: Path | None = Field(default=None, description="The API's RocksDB (campaigns, optimizer); default <stream.state_dir>/../api")
     feedback: bool = Field(default=True, description="Read the events and served topics for rewards and windowed popularity")
     snapshot_every_s: float = Field(default=2.0, gt=0, description="Optimizer snapshot interval, seconds")
     max_open_lists: int = Field(default=200_000, ge=1, description="Served lists kept for attribution (oldest dropped first)")

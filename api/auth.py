@@ -1,0 +1,84 @@
+"""API keys with scopes: ``admin`` (campaigns, catalog, analytics) and ``client`` (recommendations, events).
+
+A pure ASGI middleware (no per-request task overhead). When ``require_keys`` is on, a request
+to a scoped path needs ``X-API-Key: <key>`` (or ``Authorization: Bearer <key>``): no or an
+unknown key -> 401, a key without the path's scope -> 403. Admin keys hold both scopes. Paths
+without a scope (health, metrics, the OpenAPI schema) are open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["ApiKeyMiddleware", "scope_of"]
+
+_SCOPED_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("/v1/campaigns", "admin"),
+    ("/v1/items", "admin"),
+    ("/v1/analytics", "admin"),
+    ("/v1/recommendations", "client"),
+    ("/v1/events", "client"),
+)
+
+
+def scope_of(path: str) -> str | None:
+    """The scope a path needs, or None for an open path."""
+    for prefix, scope in _SCOPED_PREFIXES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return scope
+    return None
+
+
+class ApiKeyMiddleware:
+    """Checks the key of scoped requests.
+
+    Parameters
+    ----------
+    app : ASGI app
+    admin_keys, client_keys : iterable of str
+        Keys of each scope (from ``ApiSettings``).
+    """
+
+    def __init__(self, app: ASGIApp, admin_keys: Iterable[str], client_keys: Iterable[str]) -> None:
+        self.app = app
+        self.scopes: dict[str, frozenset[str]] = {k: frozenset({"admin", "client"}) for k in admin_keys}
+        for k in client_keys:
+            self.scopes.setdefault(k, frozenset({"client"}))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        need = scope_of(scope["path"])
+        if need is None:
+            await self.app(scope, receive, send)
+            return
+        key = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                key = value.decode("latin-1")
+            elif name == b"authorization" and value[:7].lower() == b"bearer ":
+                key = value[7:].decode("latin-1").strip()
+        if not key:
+            await _deny(send, 401, "missing API key (X-API-Key header or Authorization: Bearer)")
+            return
+        granted = self.scopes.get(key)
+        if granted is None:
+            await _deny(send, 401, "unknown API key")
+            return
+        if need not in granted:
+            await _deny(send, 403, f"this key lacks the {need!r} scope")
+            return
+        await self.app(scope, receive, send)
+
+
+async def _deny(send: Send, status: int, reason: str) -> None:
+    body = orjson.dumps({"error": {"field": "api_key", "reason": reason}})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'ApiKey realm="fusionrec"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

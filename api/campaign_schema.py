@@ -1,0 +1,84 @@
+"""The campaign document the admin API accepts, validated field by field (pydantic).
+
+Checks that need the running platform (IQL against the catalog schema, the goal against the
+configured event types) happen in ``api/campaigns.py`` when the campaign is saved.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from api.strategies import STRATEGY_NEEDS
+from state.campaigns import Arm, BanditConfig, Campaign
+
+__all__ = ["ID_PATTERN", "ArmIn", "OptimizerIn", "CampaignIn", "StrategyName", "FallbackName"]
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+StrategyName = Literal["personalized", "session", "similar", "visual", "cart", "top", "last_seen", "popular"]
+FallbackName = Literal["popular", "top"]
+ParamValue = str | int | float | bool
+
+assert set(STRATEGY_NEEDS) == set(StrategyName.__args__), "StrategyName must list every strategy"  # type: ignore[attr-defined]
+
+
+class ArmIn(BaseModel, extra="forbid"):
+    """One arm: a name unique in the campaign, a strategy, and its parameters."""
+
+    name: str = Field(pattern=ID_PATTERN, description="Arm name, unique within the campaign")
+    strategy: StrategyName
+    params: dict[str, ParamValue] = Field(default_factory=dict, max_length=32,
+                                          description="Strategy parameters, e.g. {'window': '24h', 'category': 'shoes'}")
+
+
+class OptimizerIn(BaseModel, extra="forbid"):
+    """Thompson-sampling knobs (see api/optimizer.py)."""
+
+    prior_alpha: float = Field(default=1.0, gt=0, le=1e6)
+    prior_beta: float = Field(default=1.0, gt=0, le=1e6)
+    floor: float = Field(default=0.0, ge=0, le=1, description="Minimum traffic share per arm")
+    half_life_s: float | None = Field(default=None, gt=0, le=1e9, description="Evidence half-life (drift); none = keep all")
+    segment_param: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                                      description="Request parameter whose value selects the optimizer segment")
+
+
+class CampaignIn(BaseModel, extra="forbid"):
+    """A campaign as sent to ``POST /v1/campaigns`` or ``PUT /v1/campaigns/{campaign_id}``."""
+
+    campaign_id: str | None = Field(default=None, pattern=ID_PATTERN, description="Required for POST; PUT takes it from the path")
+    scenario: StrategyName
+    arms: list[ArmIn] = Field(default_factory=list, max_length=20, description="Default: one arm running the scenario")
+    filter: str = Field(default="", max_length=4000, description="IQL filter, checked against the catalog when saved")
+    boosters: str = Field(default="", max_length=4000, description="IQL booster clauses, e.g. BOOST 1.5 IF brand == \"Acme\"")
+    n: int = Field(default=10, ge=1, le=500)
+    goal: str = Field(default="click", pattern=r"^[a-z][a-z0-9_]{0,63}$", description="Goal event type")
+    window_s: float = Field(default=86400.0, gt=0, le=90 * 86400.0, description="Attribution window after serving, seconds")
+    fallback: FallbackName = "popular"
+    control_share: float = Field(default=0.0, ge=0, lt=1, description="Share of users (by hash) held out on the fallback")
+    optimizer: OptimizerIn = Field(default_factory=OptimizerIn)
+    params: dict[str, ParamValue] = Field(default_factory=dict, max_length=32, description="Parameters for every arm")
+
+    @model_validator(mode="after")
+    def _check(self) -> CampaignIn:
+        names = [a.name for a in self.arms]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"arms: names must be unique; repeated {dup}")
+        if "control" in names:
+            raise ValueError("arms: 'control' is reserved for the control group")
+        n_arms = max(1, len(self.arms))
+        if self.optimizer.floor * n_arms > 1:
+            raise ValueError(f"optimizer.floor: floor * n_arms must be <= 1; got {self.optimizer.floor} * {n_arms}")
+        return self
+
+    def to_campaign(self, campaign_id: str, created_ts: float, now_ts: float, version: int) -> Campaign:
+        arms = [Arm(a.name, a.strategy, dict(a.params)) for a in self.arms] or [Arm(self.scenario, self.scenario)]
+        o = self.optimizer
+        return Campaign(
+            campaign_id=campaign_id, scenario=self.scenario, arms=arms, filter=self.filter,
+            boosters=self.boosters, n=self.n, goal=self.goal, window_s=self.window_s, fallback=self.fallback,
+            control_share=self.control_share,
+            optimizer=BanditConfig(o.prior_alpha, o.prior_beta, o.floor, o.half_life_s, o.segment_param),
+            params=dict(self.params), created_ts=created_ts, updated_ts=now_ts, version=version)
