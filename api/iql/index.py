@@ -105,9 +105,7 @@ class CatalogIndex:
                     column[0].append(idx)
                     column[1].append(value)
         for name, (rows, values) in raw.items():
-            normalized = [
-                index.schema.normalize(index._ids[r], name, v) for r, v in zip(rows, values, strict=True)
-            ]
+            normalized = index.schema.normalize_many([index._ids[r] for r in rows], name, values)
             keep = [i for i, v in enumerate(normalized) if v is not None]
             column = index._new_column(index.schema[name])
             column.bulk_load(np.asarray(rows, dtype=np.int64)[keep], [normalized[i] for i in keep])

@@ -149,3 +149,20 @@ class Schema(Mapping[str, AttrType]):
             self._types[name] = kind
             self.version += 1
         return normalized
+
+    def normalize_many(self, item_ids: list[str], name: str, values: list[object]) -> list[object]:
+        """``normalize`` for a whole column (bulk builds): skips per-value checks for uniform types.
+
+        Raises
+        ------
+        CatalogSchemaError
+            As ``normalize``, naming the first offending item.
+        """
+        if values:
+            self.normalize(item_ids[0], name, values[0])  # infer the type from the first value
+        kind, types = self._types.get(name), set(map(type, values))
+        if kind is AttrType.STRING and types == {str} or kind is AttrType.BOOL and types == {bool}:
+            return values
+        if kind in NUMERIC_TYPES and types <= {int, float}:
+            return [None if v != v else float(v) for v in values]  # type: ignore[arg-type]
+        return [self.normalize(i, name, v) for i, v in zip(item_ids, values, strict=True)]
