@@ -1,0 +1,52 @@
+"""Attribution rules (operators/attribution.py): goal, window, mismatch, one reward per list, last-touch."""
+
+from __future__ import annotations
+
+from operators.attribution import Impression, attribute, attribute_events, goal_types, last_touch
+from operators.schema import Event
+
+IMP = Impression("r1", "home", "a", 100.0, "click", 60.0, user_id="u1", items=["i1", "i2"])
+
+
+def _ev(eid: str, ts: float, type_: str = "rec_click", **kw: object) -> Event:
+    kw.setdefault("item_id", "i1")
+    return Event(eid, ts, type_, kw.pop("user_id", "u1"), **kw)  # type: ignore[arg-type]
+
+
+def test_goal_types():
+    assert goal_types("click") == {"click", "rec_click"}
+    assert goal_types("add_to_cart") == {"add_to_cart"}
+    assert goal_types("purchase") == {"purchase", "pos_purchase"}
+
+
+def test_attribute_reasons():
+    assert attribute(_ev("e", 110.0, request_id="r1"), None) == "unknown_request"
+    assert attribute(_ev("e", 110.0, "view", request_id="r1"), IMP) == "not_goal"
+    assert attribute(_ev("e", 110.0, request_id="r1", campaign_id="other"), IMP) == "campaign_mismatch"
+    assert attribute(_ev("e", 110.0, request_id="r1", arm="b"), IMP) == "arm_mismatch"
+    assert attribute(_ev("e", 99.0, request_id="r1"), IMP) == "before_serving"
+    assert attribute(_ev("e", 160.5, request_id="r1"), IMP) == "outside_window"
+    r = attribute(_ev("e", 160.0, request_id="r1", campaign_id="home", arm="a"), IMP)
+    assert not isinstance(r, str)
+    assert (r.request_id, r.campaign_id, r.arm, r.event_id, r.delay_s) == ("r1", "home", "a", "e", 60.0)
+
+
+def test_one_reward_per_list_and_per_event():
+    evs = [_ev("e1", 101.0, request_id="r1"), _ev("e1", 101.0, request_id="r1"), _ev("e2", 102.0, request_id="r1")]
+    res = attribute_events(evs, {"r1": IMP}.get)
+    assert [r.event_id for r in res.rewards] == ["e1"]
+    assert res.skipped == {"duplicate_event": 1, "already_rewarded": 1}
+    again = attribute_events([_ev("e3", 103.0, request_id="r1")], {"r1": IMP}.get, rewarded={"r1"})
+    assert again.rewards == [] and again.skipped == {"already_rewarded": 1}
+
+
+def test_last_touch_picks_newest_list_with_the_item():
+    older = Impression("r0", "home", "b", 90.0, "purchase", 600.0, user_id="u1", items=["i1"])
+    newer = Impression("r2", "home", "a", 95.0, "purchase", 600.0, user_id="u1", items=["i9"])
+    newest = Impression("r3", "home", "c", 97.0, "purchase", 600.0, user_id="u1", items=["i1"])
+    buy = _ev("p", 120.0, "purchase")
+    assert last_touch(buy, [older, newer, newest]) is newest
+    assert last_touch(_ev("p", 2000.0, "purchase"), [older, newest]) is None  # outside every window
+    res = attribute_events([buy], {}.get, served_to=lambda u: [older, newer, newest])
+    assert [(r.request_id, r.arm) for r in res.rewards] == [("r3", "c")]
+    assert attribute_events([buy], {}.get).skipped == {"no_request": 1}
