@@ -26,18 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from operators.broker import LocalBroker  # noqa: E402
 from operators.training import train_covisitation  # noqa: E402
 from simulators.producer import EventProducer  # noqa: E402
-from simulators.replay import read_replay  # noqa: E402
+from simulators.replay import read_replay, resolve_log_path  # noqa: E402
 from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up  # noqa: E402
-
-
-def _log_file(data: Path, fmt: str) -> Path:
-    if data.is_file():
-        return data
-    if fmt == "sessionrec":
-        return next(data.glob("*train_full*.txt"))
-    if fmt == "srgnn":
-        return data / "all_train_seq.txt"
-    return next(p for p in data.iterdir() if p.suffix in (".parquet", ".csv", ".xlsx"))
 
 
 def main() -> int:
@@ -47,7 +37,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=20000)
     ap.add_argument("--sample", type=int, default=300)
     args = ap.parse_args()
-    path = _log_file(args.data, args.format)
+    path = resolve_log_path(args.data, args.format)
     events = list(read_replay(path, args.format, limit=args.limit))
     with tempfile.TemporaryDirectory() as tmp, LocalBroker() as broker:
         s = make_settings(broker.bootstrap, Path(tmp))

@@ -191,8 +191,9 @@ def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, f
     from simulators.producer import EventProducer
 
     if replay is not None:
-        from simulators.replay import read_replay, replay_catalog
+        from simulators.replay import read_replay, replay_catalog, resolve_log_path
 
+        replay = resolve_log_path(replay, fmt)
         events = list(read_replay(replay, fmt, limit=limit or None))
         catalog = replay_catalog(replay, fmt)
     else:

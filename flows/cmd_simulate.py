@@ -88,7 +88,7 @@ def simulate_cmd(
 
 @app.command("replay")
 def replay_cmd(
-    path: Annotated[Path, typer.Argument(help="Log file", exists=True, dir_okay=False)],
+    path: Annotated[Path, typer.Argument(help="Log file, or a dataset directory holding one", exists=True)],
     fmt: Annotated[str, typer.Option("--format", help="sessionrec | srgnn | online_retail")] = "sessionrec",
     speed: Annotated[float | None, typer.Option(help="Replay at event time x this factor")] = None,
     rate: Annotated[float | None, typer.Option(help="Replay at this many events per second")] = None,
@@ -104,13 +104,14 @@ def replay_cmd(
 ) -> None:
     """Replay a real log (session-rec TSV, SR-GNN pickle, UCI Online Retail parquet) into Kafka, keyed by user."""
     from simulators.producer import EventProducer
-    from simulators.replay import REPLAY_FORMATS, read_replay, replay_catalog
+    from simulators.replay import REPLAY_FORMATS, read_replay, replay_catalog, resolve_log_path
 
     if fmt not in REPLAY_FORMATS:
         raise typer.BadParameter(f"must be one of {list(REPLAY_FORMATS)}; got {fmt!r}", param_hint="--format")
     if sum(x is not None for x in (speed, rate)) + max_rate > 1:
         raise typer.BadParameter("give one of --speed, --rate, --max-rate", param_hint="--speed")
     brokers, topic, catalog_topic = _kafka(brokers, topic, catalog_topic)
+    path = resolve_log_path(path, fmt)
     stream = read_replay(path, fmt, limit=limit, source=source)
     if now:
         stream = shift_to(stream, time.time())

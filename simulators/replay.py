@@ -35,6 +35,7 @@ from operators.schema import BasketLine, Event
 
 __all__ = [
     "REPLAY_FORMATS",
+    "resolve_log_path",
     "ReplayFormatError",
     "read_sessionrec",
     "read_srgnn",
@@ -368,3 +369,30 @@ def read_replay(
 def replay_catalog(path: str | Path, fmt: str) -> list[dict]:
     """Item records a log carries (Online Retail: title and price); empty for click-only formats."""
     return online_retail_catalog(path) if fmt == "online_retail" else []
+
+
+def resolve_log_path(path: str | Path, fmt: str) -> Path:
+    """The log file to replay when ``path`` is a dataset directory (as under ../shared/datasets).
+
+    sessionrec: the ``*train_full*`` file (else the only ``.txt``/``.tsv``); srgnn:
+    ``all_train_seq.txt``; online_retail: the ``.parquet``/``.csv``/``.xlsx`` file.
+
+    Raises
+    ------
+    ReplayFormatError
+        If the directory holds no file of that format.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    pick: list[Path]
+    if fmt == "sessionrec":
+        pick = sorted(path.glob("*train_full*")) or sorted(p for p in path.iterdir() if p.suffix in (".txt", ".tsv"))
+    elif fmt == "srgnn":
+        pick = [p for p in (path / "all_train_seq.txt",) if p.exists()]
+    else:
+        pick = sorted(p for p in path.iterdir() if p.suffix in (".parquet", ".csv", ".xlsx"))
+    if not pick:
+        raise ReplayFormatError(f"path: no {fmt} log file in directory {path}")
+    return pick[0]
+
