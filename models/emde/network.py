@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -103,7 +103,7 @@ def sparse_batch(x: sp.csr_array) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 def train_network(
     net: SketchNetwork,
-    x: sp.csr_array,
+    x: sp.csr_array | Callable[[NDArray[np.int64]], sp.csr_array],
     targets: sp.csr_array,
     out_cols: NDArray[np.int32],
     *,
@@ -121,8 +121,9 @@ def train_network(
     Parameters
     ----------
     net : SketchNetwork
-    x : csr_array of shape (n_samples, n_in), float32
-        Normalised input sketches.
+    x : csr_array of shape (n_samples, n_in), float32, or callable
+        Normalised input sketches, or a function from sorted sample indices to their
+        rows (so sketches of a large log are built one batch at a time).
     targets : csr_array of shape (n_samples, n_items), float32
         Target items of each sample with weights summing to 1 per row (one item with
         weight 1 for next-item training).
@@ -147,8 +148,9 @@ def train_network(
     ValueError
         If ``x`` and ``targets`` have different row counts.
     """
-    if x.shape[0] != targets.shape[0]:
+    if not callable(x) and x.shape[0] != targets.shape[0]:
         raise ValueError(f"x and targets must have one row count; got {x.shape[0]} and {targets.shape[0]}")
+    rows_of = x if callable(x) else x.__getitem__
     rng = np.random.default_rng(random_state)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     net.init_weights(gen)
@@ -156,7 +158,7 @@ def train_network(
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step_epochs, gamma=lr_gamma)
     cols_t = torch.from_numpy(np.asarray(out_cols, dtype=np.int64))
     n_rows = out_cols.shape[1]
-    n = x.shape[0]
+    n = targets.shape[0]
     n_batches = math.ceil(n / batch_size)
     start_t = time.perf_counter()
     losses: list[float] = []
@@ -169,7 +171,7 @@ def train_network(
                 rows = np.sort(order[b * batch_size:(b + 1) * batch_size])
                 if len(rows) < 2:  # batch norm needs two samples
                     continue
-                xb, tb = x[rows], targets[rows].tocoo()
+                xb, tb = rows_of(rows), targets[rows].tocoo()
                 logp = row_log_softmax(net(*sparse_batch(xb)), net.out_blocks)
                 gathered = logp[torch.from_numpy(tb.row.astype(np.int64))[:, None],
                                 cols_t[torch.from_numpy(tb.col.astype(np.int64))]]

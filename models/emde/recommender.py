@@ -21,6 +21,7 @@ for each view, and scores with :meth:`EMDE.recommend_sketches`.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -168,10 +169,12 @@ class EMDE:
                                             random_state=rng)
         if hist.n_queries < 2:
             raise ModelFitError(f"EMDE: the log gives {hist.n_queries} training examples; need >= 2")
-        x = self.layout_.input_sketches(self.item_in_cols_, hist)
+        def inputs(rows: NDArray[np.int64]) -> sp.csr_array:
+            return self.layout_.input_sketches(self.item_in_cols_, _take(hist, rows))
+
         self.network_ = SketchNetwork(self.layout_.input_dim, self.out_blocks_, self.hidden, self.n_layers)
         self.train_loss_ = train_network(
-            self.network_, x, targets, self.item_out_cols_, epochs=self.epochs, batch_size=self.batch_size,
+            self.network_, inputs, targets, self.item_out_cols_, epochs=self.epochs, batch_size=self.batch_size,
             lr=self.lr, lr_step_epochs=self.lr_step_epochs, lr_gamma=self.lr_gamma, random_state=rng,
             max_seconds=self.max_train_seconds, progress=self.progress)
         if not np.all(np.isfinite(self.train_loss_)):
@@ -214,9 +217,11 @@ class EMDE:
             out_dim = sum(d * w for d, w in self.out_blocks_)
             c = sp.csr_array((np.full(n * r, 1.0 / r, np.float32), self.item_out_cols_.ravel().astype(np.int64),
                               np.arange(0, n * r + 1, r, dtype=np.int64)), shape=(n, out_dim))
-            self._readout_ = torch.sparse_csr_tensor(
-                torch.from_numpy(c.indptr.astype(np.int64)), torch.from_numpy(c.indices.astype(np.int64)),
-                torch.from_numpy(c.data), size=c.shape, check_invariants=True)
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                self._readout_ = torch.sparse_csr_tensor(
+                    torch.from_numpy(c.indptr.astype(np.int64)), torch.from_numpy(c.indices.astype(np.int64)),
+                    torch.from_numpy(c.data), size=c.shape, check_invariants=True)
         return self._readout_
 
     def score_sketches(self, raw: sp.csr_array | NDArray[np.floating]) -> NDArray[np.float32]:
@@ -310,6 +315,15 @@ class EMDE:
         from models.emde.model_dir import load_emde
 
         return load_emde(cls, Path(path))
+
+
+def _take(h: Histories, rows: NDArray[np.int64]) -> Histories:
+    """Queries ``rows`` of a batch of histories."""
+    lens = np.diff(h.indptr)[rows]
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    pos = np.repeat(h.indptr[rows] - indptr[:-1], lens) + np.arange(indptr[-1])
+    return Histories(indptr=indptr, items=h.items[pos], ts=None if h.ts is None else h.ts[pos],
+                     event_type=None if h.event_type is None else h.event_type[pos])
 
 
 def _slice(h: Histories, s: int, e: int) -> Histories:
