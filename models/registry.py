@@ -34,6 +34,7 @@ class ModelSpec:
 
 REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
     "pop": ModelSpec("models.popularity:Popularity"),
+    "covisit": ModelSpec("models.covisit:CoVisitation"),
     "itemknn": ModelSpec("models.itemknn:ItemKNN"),
     # session-rec conf/example_next.yml: sknn {k: 100, sample_size: 500, similarity: cosine}
     "sknn": ModelSpec("models.sknn:SKNN", {"k": 100, "sample_size": 500, "similarity": "cosine"}),
@@ -43,6 +44,7 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
                                              "weighting_score": "div", "idf_weighting": 5.0}),
     "stan": ModelSpec("models.stan:STAN", {"k": 500, "sample_size": 5000}),
     "vstan": ModelSpec("models.stan:VSTAN", {"k": 500, "sample_size": 5000}),
+    "emde": ModelSpec("models.emde:EMDE", {"max_train_seconds": 270.0}),
 })
 """Name -> spec; the names ``fusionrec eval --models`` accepts."""
 
