@@ -1,14 +1,15 @@
 """The optimizer's feed: served lists become pulls, feedback events become rewards (and popularity).
 
-``FeedbackFold`` is the in-memory fold over two topics: the served topic (one ``Impression`` per
-list a campaign served, produced by ``GET /v1/recommendations``) and the events topic (whatever
-produced them: ``POST /v1/events``, the shop's own producers, simulators). Every API worker and
-replica folds the same messages, so all of them hold the same optimizer state. Which event
-rewards which list is decided by ``operators/attribution.py`` (shared with analytics).
+``FeedbackFold`` is the in-memory fold over the events topic: ``rec_request`` events (one per list
+a campaign served, produced by ``GET /v1/recommendations``) are pulls, and feedback events
+(whoever produced them: ``POST /v1/events``, the shop's own producers, simulators) are rewards.
+Every API worker and replica folds the same messages, so all of them hold the same optimizer
+state, and the analytics flow joins the same events. Which event rewards which list is decided
+by ``operators/attribution.py`` (shared with analytics).
 
-A feedback event can be read before the list it refers to (two topics, no order between them):
-it is parked under its request_id and attributed when the list arrives (at most
-``max_orphans`` parked; the oldest go first). Lists stay open for attribution until their
+A feedback event can be read before the list it refers to (another partition when the client
+used another user id): it is parked under its request_id and attributed when the list arrives
+(at most ``max_orphans`` parked; the oldest go first). Lists stay open for attribution until their
 window has passed (by the served clock) or ``max_open`` newer lists exist.
 """
 
@@ -20,7 +21,7 @@ from collections.abc import Callable
 
 from api.optimizer import OptimizerConfig, ThompsonOptimizer
 from api.window_popularity import WindowPopularity
-from operators.attribution import Impression, attribute_events
+from operators.attribution import REQUEST_TYPE, Impression, attribute_events, impression_of
 from operators.schema import Event
 
 __all__ = ["FeedbackFold"]
@@ -81,7 +82,12 @@ class FeedbackFold:
             self._expire()
 
     def event(self, ev: Event) -> None:
-        """One event: popularity, then a reward if it converts an open list."""
+        """One event: a served list (``rec_request``), or popularity and a reward if it converts one."""
+        if ev.type == REQUEST_TYPE:
+            imp = impression_of(ev)
+            if imp is not None:
+                self.served(imp)
+            return
         self.popularity.add(ev.item_ids(), self.type_weights.get(ev.type, 0.0), ev.ts)
         if ev.request_id is None and ev.user_id not in self.by_user:
             return

@@ -1,9 +1,9 @@
-"""A thread that feeds ``FeedbackFold`` from Kafka and snapshots the optimizer to RocksDB.
+"""A thread that feeds ``FeedbackFold`` from the events topic and snapshots the optimizer to RocksDB.
 
 Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists, and the
-offsets they reflect. The served topic resumes at its stored offsets. The events topic is read
-from the beginning, because windowed popularity is not in the snapshot; events below the stored
-offset only count for popularity, never twice for rewards. Every ``snapshot_every_s`` the
+offsets they reflect. The events topic is read from the beginning, because windowed popularity
+is not in the snapshot; events below the stored offset only count for popularity, never twice
+for pulls or rewards. Every ``snapshot_every_s`` the
 worker that owns the store writes the changes since the last snapshot in one batch, with the
 offsets (the first time: the whole state).
 """
@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 
-import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from api.feedback import FeedbackFold
@@ -25,25 +24,17 @@ from operators.schema import Event
 from state.bandit import BanditSnapshot, BanditStore
 from state.codec import decode_value, encode_value
 
-__all__ = ["FeedbackReader", "encode_impression"]
+__all__ = ["FeedbackReader"]
 
 log = logging.getLogger(__name__)
 
-_imp_dec = msgspec.json.Decoder(Impression)
-_imp_enc = msgspec.json.Encoder()
-
-
-def encode_impression(imp: Impression) -> bytes:
-    """Impression -> JSON bytes (value of the served topic)."""
-    return _imp_enc.encode(imp)
-
 
 class FeedbackReader:
-    """Consumes the served and events topics into a fold; owns the snapshot cadence.
+    """Consumes the events topic into a fold; owns the snapshot cadence.
 
     Parameters
     ----------
-    brokers, events_topic, served_topic : str
+    brokers, events_topic : str
         Where to read.
     fold : FeedbackFold
         What to feed.
@@ -55,9 +46,9 @@ class FeedbackReader:
         Snapshot interval.
     """
 
-    def __init__(self, brokers: str, events_topic: str, served_topic: str, fold: FeedbackFold,
+    def __init__(self, brokers: str, events_topic: str, fold: FeedbackFold,
                  store: BanditStore, rules: EventRules, snapshot_every_s: float = 2.0) -> None:
-        self.brokers, self.events_topic, self.served_topic = brokers, events_topic, served_topic
+        self.brokers, self.events_topic = brokers, events_topic
         self.fold, self.store, self.rules = fold, store, rules
         self.snapshot_every_s = snapshot_every_s
         self.offsets: dict[tuple[str, int], int] = {}
@@ -82,7 +73,7 @@ class FeedbackReader:
         self.offsets = dict(snap.offsets)
 
     def wait_caught_up(self, timeout_s: float) -> bool:
-        """True once everything in both topics before ``start`` has been folded."""
+        """True once every event written before ``start`` has been folded."""
         return self._caught_up.wait(timeout_s)
 
     def stop(self) -> None:
@@ -103,27 +94,22 @@ class FeedbackReader:
                 time.sleep(1.0)
 
     def _consume(self) -> None:
-        parts = {t: topic_partitions(self.brokers, t) for t in (self.served_topic, self.events_topic)}
-        end = {(t, p): off for t in parts for p, off in high_watermarks(self.brokers, t).items()}
-        assign = [TopicPartition(self.served_topic, p, self._stored.get((self.served_topic, p), OFFSET_BEGINNING))
-                  for p in parts[self.served_topic]]
-        assign += [TopicPartition(self.events_topic, p, OFFSET_BEGINNING) for p in parts[self.events_topic]]
+        topic = self.events_topic
+        parts = topic_partitions(self.brokers, topic)
+        end = high_watermarks(self.brokers, topic)
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-api-feedback",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10})
-        c.assign(assign)
-        pos = {k: 0 for k in end}
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        pos = dict.fromkeys(parts, 0)
         last_snapshot = time.monotonic()
         try:
             while not self._stop.is_set():
                 for m in c.consume(2000, 0.05):
                     if m.error():
                         continue
-                    key = (m.topic(), m.partition())
-                    pos[key] = m.offset() + 1
-                    self._apply(key, m.offset(), m.key(), m.value())
-                if not self._caught_up.is_set() and all(
-                        max(pos[k], self._stored.get(k, 0) if k[0] == self.served_topic else 0) >= e
-                        for k, e in end.items()):
+                    pos[m.partition()] = m.offset() + 1
+                    self._apply((topic, m.partition()), m.offset(), m.key(), m.value())
+                if not self._caught_up.is_set() and all(pos[p] >= end.get(p, 0) for p in parts):
                     self._caught_up.set()
                 if time.monotonic() - last_snapshot >= self.snapshot_every_s:
                     self.snapshot()
@@ -132,25 +118,14 @@ class FeedbackReader:
             c.close()
 
     def _apply(self, key: tuple[str, int], offset: int, k: bytes | None, value: bytes | None) -> None:
-        fresh = offset >= self._stored.get(key, 0)
-        if key[0] == self.served_topic:
-            if value is None:
-                return
-            try:
-                imp = _imp_dec.decode(value)
-            except msgspec.DecodeError as exc:
-                log.warning("skipping undecodable served list at %s@%d: %s", key, offset, exc)
-            else:
-                self.fold.served(imp)
-        else:
-            ev = parse_event(k, value, self.rules)
-            if isinstance(ev, Event):
-                if fresh:
-                    self.fold.event(ev)
-                else:
-                    self.fold.popularity.add(ev.item_ids(), self.fold.type_weights.get(ev.type, 0.0), ev.ts)
-        if fresh:
+        ev = parse_event(k, value, self.rules)
+        if not isinstance(ev, Event):
+            return  # the flow dead-letters it
+        if offset >= self._stored.get(key, 0):
+            self.fold.event(ev)
             self.offsets[key] = offset + 1
+        else:  # already in the snapshot: popularity only
+            self.fold.popularity.add(ev.item_ids(), self.fold.type_weights.get(ev.type, 0.0), ev.ts)
 
     def snapshot(self) -> bool:
         """Write the changes since the last snapshot if this process is the store's writer."""

@@ -3,7 +3,6 @@ the user's published top-N (popular items for unknown users)."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 
@@ -20,6 +19,7 @@ from api.services import Services
 from api.serving import serve_list
 from api.strategies import STRATEGY_NEEDS, Inputs, parse_duration_s
 from operators.attribution import Impression
+from operators.control_group import CONTROL, CONTROL_ARM, group_of
 from operators.score import TopN
 from state.campaigns import Campaign
 
@@ -80,12 +80,6 @@ class CampaignRequestParams(BaseModel, extra="allow"):
         return extra
 
 
-def _user_bucket(campaign_id: str, user_id: str) -> float:
-    """Deterministic uniform [0, 1) of (campaign, user): the control-group draw."""
-    h = hashlib.blake2b(f"{campaign_id}\x00{user_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2.0**64
-
-
 def _check_inputs(c: Campaign, inputs: Inputs) -> None:
     for need in STRATEGY_NEEDS[c.scenario]:
         options = need.split("|")
@@ -111,8 +105,8 @@ def _campaign_list(svc: Services, raw: dict[str, str]) -> Response:
     cfg = optimizer_config(c)
     segment = extras.get(c.optimizer.segment_param, "") if c.optimizer.segment_param else ""
     now = time.time()
-    if c.control_share > 0 and p.user_id is not None and _user_bucket(c.campaign_id, p.user_id) < c.control_share:
-        arm, strategy, arm_params = "control", c.fallback, {}
+    if c.control_share > 0 and p.user_id is not None and group_of(p.user_id, c.campaign_id, c.control_share) == CONTROL:
+        arm, strategy, arm_params = CONTROL_ARM, c.fallback, {}
     else:
         arm = svc.optimizer.choose(c.campaign_id, [a.name for a in c.arms], segment, cfg, now)
         spec = next(a for a in c.arms if a.name == arm)
@@ -127,7 +121,7 @@ def _campaign_list(svc: Services, raw: dict[str, str]) -> Response:
     items = [i["item_id"] for i in served.items]
     svc.publish_served(Impression(request_id=request_id, campaign_id=c.campaign_id, arm=arm, ts=now, goal=c.goal,
                                   window_s=c.window_s, user_id=p.user_id, segment=segment, items=items),
-                       key=p.user_id or request_id)
+                       c.scenario, strategy)
     svc.metrics.recs_source.labels(f"campaign:{strategy}").inc()
     return json_response({
         "request_id": request_id, "campaign": c.campaign_id, "arm": arm, "scenario": c.scenario,

@@ -14,14 +14,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from api.campaign_registry import CampaignRegistry
 from api.catalog import CatalogView
 from api.feedback import FeedbackFold
-from api.feedback_reader import FeedbackReader, encode_impression
+from api.feedback_reader import FeedbackReader
 from api.optimizer import ThompsonOptimizer
 from api.topic_table import TopicTable
 from api.window_popularity import WindowPopularity
-from operators.attribution import Impression
-from operators.kafka import TopicSpec, ensure_topics, make_producer
+from operators.attribution import REQUEST_TYPE, Impression
+from operators.kafka import make_producer
 from operators.model_version import ModelWatcher
 from operators.parse import EventRules
+from operators.schema import Event, encode_event
 from operators.score import POPULAR_KEY_PREFIX, TopN, decode_topn
 from operators.settings import Settings
 from state.bandit import BanditStore
@@ -64,17 +65,21 @@ class Services:
     optimizer: ThompsonOptimizer
     window_popularity: WindowPopularity
     fold: FeedbackFold
-    served_topic: str
     reader: FeedbackReader | None = None
     _popular: tuple[float, list[tuple[str, float]]] = (0.0, [])
 
-    def publish_served(self, imp: Impression, key: str) -> None:
-        """Record a served campaign list: to the served topic (every worker folds it), or, without
-        the feedback reader, straight into this worker's fold."""
+    def publish_served(self, imp: Impression, scenario: str, strategy: str) -> None:
+        """Record a served campaign list as a ``rec_request`` event in the events topic (every API
+        worker folds it into the optimizer, the analytics flow joins it); without the feedback
+        reader, straight into this worker's fold."""
         if self.reader is None:
             self.fold.served(imp)
             return
-        self.producer.produce(self.served_topic, key=key.encode(), value=encode_impression(imp))
+        ev = Event(event_id=imp.request_id, ts=imp.ts, type=REQUEST_TYPE, user_id=imp.user_id or "anonymous",
+                   campaign_id=imp.campaign_id, arm=imp.arm, request_id=imp.request_id,
+                   extra={"scenario": scenario, "strategy": strategy, "goal": imp.goal, "window_s": imp.window_s,
+                          "segment": imp.segment, "served_items": imp.items})
+        self.producer.produce(self.settings.kafka.events_topic, key=ev.user_id.encode(), value=encode_event(ev))
         self.producer.poll(0)
 
     def popular(self, n: int) -> list[tuple[str, float]]:
@@ -99,10 +104,9 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
-    """Start the readers of ``user-topn``, ``catalog`` and (feedback) the events and served topics;
+    """Start the readers of ``user-topn``, ``catalog`` and (feedback) the events topic;
     open the campaign and optimizer stores under ``api.state_dir``; a producer for ``events``."""
     k, a = settings.kafka, settings.api
-    served_topic = k.served_topic or f"{k.events_topic}.served"
     state_dir = a.state_dir or settings.stream.state_dir.parent / "api"
     view = CatalogView(a.vector_attribute, a.catalog_exclude)
     campaigns = CampaignRegistry(CampaignStore(state_dir / "campaigns"), a.campaign_check_s)
@@ -113,8 +117,7 @@ def build_services(settings: Settings) -> Services:
                         max_open=a.max_open_lists)
     reader = None
     if a.feedback:
-        ensure_topics(k.brokers, [TopicSpec(served_topic, k.partitions)])
-        reader = FeedbackReader(k.brokers, k.events_topic, served_topic, fold, BanditStore(state_dir / "bandit"),
+        reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),
                                 rules, a.snapshot_every_s).start()
     return Services(
         settings=settings,
@@ -129,6 +132,5 @@ def build_services(settings: Settings) -> Services:
         optimizer=optimizer,
         window_popularity=popularity,
         fold=fold,
-        served_topic=served_topic,
         reader=reader,
     )

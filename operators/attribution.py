@@ -23,8 +23,11 @@ import msgspec
 
 from operators.schema import Event
 
-__all__ = ["Impression", "Reward", "Attribution", "goal_types", "attribute", "last_touch",
-           "attribute_events"]
+__all__ = ["Impression", "Reward", "Attribution", "REQUEST_TYPE", "goal_types", "impression_of", "attribute",
+           "last_touch", "attribute_events"]
+
+REQUEST_TYPE = "rec_request"
+"""Event type of a served list: the API produces one per campaign list into the events topic."""
 
 
 class Impression(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -100,6 +103,25 @@ def goal_types(goal: str) -> frozenset[str]:
     if goal == "purchase":
         return frozenset({"purchase", "pos_purchase"})
     return frozenset({goal})
+
+
+def impression_of(event: Event, default_goal: str = "click", default_window_s: float = 86400.0) -> Impression | None:
+    """The served list a ``rec_request`` event registers (None if it lacks request_id or campaign_id).
+
+    Extra fields read: ``goal``, ``window_s``, ``segment``, ``served_items`` (list of item ids;
+    else the event's own items).
+    """
+    if event.request_id is None or event.campaign_id is None:
+        return None
+    extra = event.extra or {}
+    window = extra.get("window_s")
+    served = extra.get("served_items")
+    return Impression(
+        request_id=event.request_id, campaign_id=event.campaign_id, arm=event.arm or "unknown", ts=event.ts,
+        goal=str(extra.get("goal") or default_goal),
+        window_s=float(window) if isinstance(window, int | float) and not isinstance(window, bool) else default_window_s,
+        user_id=event.user_id, segment=str(extra.get("segment") or ""),
+        items=[str(i) for i in served] if isinstance(served, list) else event.item_ids())
 
 
 def attribute(event: Event, impression: Impression | None) -> Reward | str:

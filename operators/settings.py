@@ -50,7 +50,6 @@ class KafkaSettings(BaseModel):
     dead_topic: str = "events.dead"
     topn_topic: str = "user-topn"
     catalog_topic: str = "catalog"
-    served_topic: str | None = Field(default=None, description="Lists served by campaigns (API -> optimizer, analytics); default '<events_topic>.served'")
     partitions: int = Field(default=4, ge=1, description="Partitions of the events topic (unit of scale)")
 
 
@@ -74,7 +73,7 @@ class ApiSettings(BaseModel):
     client_keys: list[str] = Field(default_factory=lambda: ["client-dev-key"])
     require_keys: bool = False
     state_dir: Path | None = Field(default=None, description="The API's RocksDB (campaigns, optimizer); default <stream.state_dir>/../api")
-    feedback: bool = Field(default=True, description="Read the events and served topics for rewards and windowed popularity")
+    feedback: bool = Field(default=True, description="Read the events topic for pulls, rewards and windowed popularity")
     snapshot_every_s: float = Field(default=2.0, gt=0, description="Optimizer snapshot interval, seconds")
     max_open_lists: int = Field(default=200_000, ge=1, description="Served lists kept for attribution (oldest dropped first)")
     campaign_check_s: float = Field(default=0.5, gt=0, description="How often a worker checks for campaigns written by others")

@@ -28,7 +28,7 @@ __all__ = ["Arm", "BanditConfig", "Campaign", "CampaignStore"]
 _PREFIX = b"c:"
 
 
-class Arm(msgspec.Struct, frozen=True, omit_defaults=True):
+class Arm(msgspec.Struct, frozen=True):
     """One alternative the optimizer chooses between: a strategy with its parameters."""
 
     name: str
@@ -36,7 +36,7 @@ class Arm(msgspec.Struct, frozen=True, omit_defaults=True):
     params: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class BanditConfig(msgspec.Struct, frozen=True, omit_defaults=True):
+class BanditConfig(msgspec.Struct, frozen=True):
     """Optimizer knobs of one campaign (see ``api/optimizer.py``)."""
 
     prior_alpha: float = 1.0
@@ -46,7 +46,7 @@ class BanditConfig(msgspec.Struct, frozen=True, omit_defaults=True):
     segment_param: str | None = None
 
 
-class Campaign(msgspec.Struct, frozen=True, omit_defaults=True):
+class Campaign(msgspec.Struct, frozen=True):
     """A campaign: scenario, arms, IQL filter and boosters, list length, goal and fallback.
 
     ``window_s`` is the attribution window of the goal (seconds after serving);
