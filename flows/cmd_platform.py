@@ -63,9 +63,11 @@ def train_cmd(
     events: Annotated[Path | None, typer.Option(help="JSONL event log to train on")] = None,
     simulate: Annotated[int, typer.Option(help="Or: train on this many synthetic-shop events")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic shop")] = 0,
+    model: Annotated[str, typer.Option(help="Registered model: covisit, emde, vsknn, ... (models/registry.py)")
+                     ] = "covisit",
 ) -> None:
-    """Train the co-visitation model and write a new model version (picked up without restart)."""
-    from operators.training import read_events_jsonl, train_covisitation
+    """Train a model and write a new model version (running flows and APIs pick it up without restart)."""
+    from operators.training import read_events_jsonl, train_model
 
     s = _settings()
     if events is not None:
@@ -76,7 +78,7 @@ def train_cmd(
         stream = iter(SyntheticShop(seed=seed).history(simulate))
     else:
         raise typer.BadParameter("give --events FILE or --simulate N", param_hint="--events")
-    path = train_covisitation(stream, s)
+    path = train_model(stream, s, model)
     typer.echo(f"model version written: {path}")
 
 

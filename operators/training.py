@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -10,13 +11,13 @@ import msgspec
 import numpy as np
 
 from models.base import InteractionLog
-from models.covisit import CoVisitation
+from models.registry import create_model
 from operators.model_version import write_version
 from operators.parse import EventRules, validate_event_dict
 from operators.schema import Event, encode_event
 from operators.settings import Settings
 
-__all__ = ["events_to_log", "train_covisitation", "read_events_jsonl", "write_events_jsonl"]
+__all__ = ["events_to_log", "train_model", "train_covisitation", "read_events_jsonl", "write_events_jsonl"]
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +53,38 @@ def events_to_log(events: Iterable[Event], event_types: list[str]) -> Interactio
                           event_types=tuple(event_types), item_ids=tuple(items))
 
 
-def train_covisitation(events: Iterable[Event], settings: Settings, **params: float) -> Path:
-    """Fit ``CoVisitation`` on ``events`` and write a new version under ``settings.stream.model_dir``."""
+def train_model(events: Iterable[Event], settings: Settings, model: str = "covisit", **params: object) -> Path:
+    """Fit the registered recommender ``model`` on ``events``; write a new version under ``model_dir``.
+
+    Event types with weight 0 in the settings are left out of the training log. The running
+    flow and API pick the new version up without a restart (``ModelWatcher``).
+
+    Raises
+    ------
+    ValueError
+        If no event touches an item through a weighted event type.
+    KeyError
+        If ``model`` is not in ``models.registry``.
+    """
     types = [t.name for t in settings.event_types if t.weight > 0]
     weights = tuple(t.weight for t in settings.event_types if t.weight > 0)
     il = events_to_log(events, types)
     if il.n_items == 0:
         raise ValueError("events: no interactions with items of a weighted event type; nothing to train on")
-    model = CoVisitation(type_weights=weights, **params).fit(il)  # type: ignore[arg-type]
+    if model == "covisit":
+        params.setdefault("type_weights", weights)
+    if model == "emde":
+        params.setdefault("progress", True)
+    t0 = time.perf_counter()
+    rec = create_model(model, **params).fit(il)
     assert il.item_ids is not None
-    return write_version(settings.stream.model_dir, model, list(il.item_ids),
-                         n_events=il.n_events, n_sessions=il.n_sessions, trained_on="events")
+    return write_version(settings.stream.model_dir, rec, list(il.item_ids), model_name=model,
+                         n_events=il.n_events, n_sessions=il.n_sessions, train_s=round(time.perf_counter() - t0, 3))
+
+
+def train_covisitation(events: Iterable[Event], settings: Settings, **params: object) -> Path:
+    """``train_model(events, settings, "covisit", **params)``: the spine's default model."""
+    return train_model(events, settings, "covisit", **params)
 
 
 def write_events_jsonl(events: Iterable[Event], path: Path) -> int:
