@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,6 +24,8 @@ class IQLEngine:
     """Filters and boosters over one ``CatalogIndex``; plans cached per query text.
 
     The cache is owned by the engine (build one in the app's lifespan, keep it in ``app.state``).
+    Threads: one writer (``index.upsert``/``delete``) and any number of readers; a reader may miss
+    a write that happens during its query (seen by the next one) but never sees a broken index.
     Caching on the text alone is sound because attribute types never change once set, and a
     query that fails to compile raises (errors are not cached), so it is re-checked next time.
 
@@ -71,9 +74,9 @@ class IQLEngine:
         self,
         *,
         item_id: str | None = None,
-        cart_item_ids: tuple[str, ...] | list[str] = (),
-        user: dict[str, object] | None = None,
-        params: dict[str, object] | None = None,
+        cart_item_ids: Sequence[str] = (),
+        user: Mapping[str, object] | None = None,
+        params: Mapping[str, object] | None = None,
         now_s: float | None = None,
     ) -> RequestContext:
         """A RequestContext whose current item and cart are looked up in the index by id.

@@ -192,3 +192,35 @@ def test_numeric_column_ranges_with_delta_and_rebuilds(bucket: int | None, max_d
             sorted(column.range(float(low), float(high), low_inc, high_inc)) == np.flatnonzero(mask).tolist()
         )
     assert sorted(column.range(None, 10.0)) == np.flatnonzero(truth <= 10).tolist()
+
+
+def test_queries_during_a_stream_of_upserts_from_another_thread() -> None:
+    import threading
+
+    index = CatalogIndex.build(
+        [{"item_id": f"i{k}", "p": float(k % 50)} for k in range(2000)], bucket=16, max_delta=64
+    )
+    engine = IQLEngine(index)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        rng = np.random.default_rng(1)
+        try:
+            for k in range(3000):
+                index.upsert({"item_id": f"i{int(rng.integers(0, 2500))}", "p": float(rng.integers(0, 50))})
+                if k % 7 == 0:
+                    index.delete(f"i{int(rng.integers(0, 2500))}")
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    while writer.is_alive():
+        engine.filter("p BETWEEN 10 AND 30 OR p IS NULL", RequestContext())
+    writer.join()
+    assert not errors
+    got = ids(engine, "p BETWEEN 10 AND 30")
+    want = sorted(
+        k for k in (f"i{j}" for j in range(2500)) if (item := index.get(k)) and 10 <= item.get("p", -1) <= 30
+    )
+    assert got == want
