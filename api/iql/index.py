@@ -45,6 +45,9 @@ class CatalogIndex:
         A bool attribute that, when true, removes the item from ``live`` (default ``"hidden"``).
     exclude : iterable of str
         Attributes not indexed (modality payloads: title text, image path, vectors).
+    skip_unsupported : bool
+        Ignore (and list in ``schema.skipped``) attributes whose first value cannot be indexed
+        (dicts, lists of numbers) instead of raising; type conflicts still raise.
     bucket, max_delta : int, optional
         Tuning of numeric columns, see ``api.iql.numeric.NumericColumn``.
 
@@ -63,10 +66,11 @@ class CatalogIndex:
         declared: Mapping[str, AttrType | str] | None = None,
         hidden_attribute: str | None = "hidden",
         exclude: Iterable[str] = (),
+        skip_unsupported: bool = False,
         bucket: int | None = None,
         max_delta: int | None = None,
     ) -> None:
-        self.schema = Schema(declared)
+        self.schema = Schema(declared, skip_unsupported)
         self.hidden_attribute = hidden_attribute
         self.exclude = frozenset(exclude) | {"item_id"}
         self._bucket, self._max_delta = bucket, max_delta
@@ -106,6 +110,8 @@ class CatalogIndex:
                     column[1].append(value)
         for name, (rows, values) in raw.items():
             normalized = index.schema.normalize_many([index._ids[r] for r in rows], name, values)
+            if name in index.schema.skipped:
+                continue
             keep = [i for i, v in enumerate(normalized) if v is not None]
             column = index._new_column(index.schema[name])
             column.bulk_load(np.asarray(rows, dtype=np.int64)[keep], [normalized[i] for i in keep])

@@ -95,6 +95,14 @@ def _normalize(value: object, kind: AttrType) -> object:
     raise ValueError(kind)
 
 
+def _fits(value: object, kind: AttrType) -> bool:
+    try:
+        _normalize(value, kind)
+    except ValueError:
+        return False
+    return True
+
+
 class Schema(Mapping[str, AttrType]):
     """Attribute name -> type, inferred from the first non-null value unless declared.
 
@@ -106,10 +114,18 @@ class Schema(Mapping[str, AttrType]):
     ----------
     declared : mapping of str to AttrType or its value, optional
         Types fixed up front (``{"created_at": "timestamp"}``).
+    skip_unsupported : bool
+        If true, an attribute whose first value IQL cannot index (a dict, a list of numbers such
+        as an embedding) is listed in ``skipped`` and ignored from then on, instead of raising.
+        Conflicts with an attribute's type always raise.
     """
 
-    def __init__(self, declared: Mapping[str, AttrType | str] | None = None) -> None:
+    def __init__(
+        self, declared: Mapping[str, AttrType | str] | None = None, skip_unsupported: bool = False
+    ) -> None:
         self._types: dict[str, AttrType] = {k: AttrType(v) for k, v in (declared or {}).items()}
+        self.skip_unsupported = skip_unsupported
+        self.skipped: set[str] = set()
         self.version = 0
 
     def __getitem__(self, name: str) -> AttrType:
@@ -132,11 +148,14 @@ class Schema(Mapping[str, AttrType]):
         CatalogSchemaError
             If the value does not fit the attribute's type, or is of no supported kind.
         """
-        if value is None:
+        if value is None or name in self.skipped:
             return None
         kind = self._types.get(name)
         if kind is None:
             kind = _infer(value)
+            if self.skip_unsupported and (kind is None or not _fits(value, kind)):
+                self.skipped.add(name)
+                return None
             if kind is None:
                 raise CatalogSchemaError(
                     item_id, name, "a string, number, bool, timestamp or list of strings", value
@@ -160,6 +179,8 @@ class Schema(Mapping[str, AttrType]):
         """
         if values:
             self.normalize(item_ids[0], name, values[0])  # infer the type from the first value
+        if name in self.skipped:
+            return [None] * len(values)
         kind, types = self._types.get(name), set(map(type, values))
         if kind is AttrType.STRING and types == {str} or kind is AttrType.BOOL and types == {bool}:
             return values

@@ -224,3 +224,17 @@ def test_queries_during_a_stream_of_upserts_from_another_thread() -> None:
         k for k in (f"i{j}" for j in range(2500)) if (item := index.get(k)) and 10 <= item.get("p", -1) <= 30
     )
     assert got == want
+
+
+def test_skip_unsupported_attributes_instead_of_raising() -> None:
+    index = CatalogIndex.build(
+        [
+            {"item_id": "a", "emb": [0.1, 0.2], "meta": {"x": 1}, "p": 1},
+            {"item_id": "b", "emb": [0.3], "p": 2},
+        ],
+        skip_unsupported=True,
+    )
+    index.upsert({"item_id": "c", "meta": {"y": 2}, "p": 3})
+    assert dict(index.schema) == {"p": AttrType.NUMBER} and index.schema.skipped == {"emb", "meta"}
+    with pytest.raises(CatalogSchemaError, match="attribute 'p' must be a number"):
+        index.upsert({"item_id": "d", "p": "x"})
