@@ -15,6 +15,8 @@ from api.iql.engine import IQLEngine
 from api.iql.errors import CatalogSchemaError, IQLError
 from api.iql.evaluate import candidates_mask, evaluate
 from api.iql.index import CatalogIndex
+from api.iql.parser import IQLParser
+from api.iql.plan import BoosterPlan, FilterPlan
 from api.iql.schema import AttrType
 
 __all__ = [
@@ -23,6 +25,9 @@ __all__ = [
     "CatalogSchemaError",
     "IQLEngine",
     "IQLError",
+    "IQLParser",
+    "FilterPlan",
+    "BoosterPlan",
     "RequestContext",
     "candidates_mask",
     "evaluate",
