@@ -96,7 +96,7 @@ class _Compiler:
                 self.attribute(attr)
                 return p.NullTest(attr.name, negated)
             case ast.IsNull(operand=operand, negated=negated):
-                value, _ = self.value(operand, None)
+                value, _ = self.value(operand, None, many=True)
                 return p.ConstTest("is_not_null" if negated else "is_null", value, None)
             case ast.Truthy(operand=ast.Attr() as attr):
                 kind = self.attribute(attr)
@@ -171,7 +171,7 @@ class _Compiler:
     def list_op(self, node: ast.ListOp) -> p.PlanNode:
         keyword = node.op.upper()
         if not isinstance(node.operand, ast.Attr):
-            value, _ = self.value(node.operand, None)
+            value, _ = self.value(node.operand, None, many=True)
             if node.op == "contains":
                 element, _ = self.value(node.values, AttrType.STRING)  # type: ignore[arg-type]
                 return p.ConstTest("contains", value, element, AttrType.STRING)

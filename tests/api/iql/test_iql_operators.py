@@ -111,6 +111,9 @@ def test_context_item_user_and_cart(engine: IQLEngine) -> None:
     assert ids(engine, 'context.user.segment == "vip" AND price < context.user.max_price', ctx) == ["a", "f"]
     assert ids(engine, 'context.user.segment != "vip" OR brand == "Core"', ctx) == ["d"]
     assert ids(engine, "context.user.missing IS NULL AND price == 10", ctx) == ["a"]
+    assert ids(engine, 'context.item.tags CONTAINS "sale" AND price == 30', ctx) == ["b"]
+    assert ids(engine, 'context.item.tags ANY ["x", "red"] AND price == 30', ctx) == ["b"]
+    assert ids(engine, "context.item.tags IS NOT NULL AND price == 30", ctx) == ["b"]
 
 
 def test_missing_context_is_null(engine: IQLEngine) -> None:
