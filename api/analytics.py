@@ -3,7 +3,8 @@
 * ``GET /v1/analytics/campaigns/{id}?from=&to=&bucket=&format=`` -- per arm (and scenario) the
   counters as a time series and totals (CTR = clicks / impressions, CVR = orders / impressions,
   AOV = revenue / orders), exposed vs control stats with the uplift of conversion, AOS and AOV
-  and their confidence intervals, and the top impressed / clicked items. ``from``/``to`` are
+  and their confidence intervals (cumulative from the campaign's start to ``to``: a test's
+  users stay in it whatever range is plotted), and the top impressed / clicked items. ``from``/``to`` are
   epoch seconds or ISO-8601; ``bucket`` is ``hour``, ``day``, ``week``, seconds, or ``auto``
   (the smallest step that gives at most ``max_points`` points: server-side downsampling).
   ``format=csv`` returns one row per bucket and arm.
@@ -27,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
@@ -209,7 +211,10 @@ def campaign_report(svc: AnalyticsService, campaign: str, p: CampaignParams) -> 
         arm_out.append({"arm": arm, "scenario": scenario, **_series(sl, COUNTER_FIELDS), "totals": _counter_totals(t)})
     group_out = {g: {**_series(sl, GROUP_FIELDS), "totals": dict(zip(GROUP_FIELDS, sl.totals().tolist(), strict=True))}
                  for g, sl in groups.items()}
-    gt = {g: GroupTotals(**v["totals"]) for g, v in group_out.items()}  # type: ignore[arg-type]
+    # the A/B comparison is cumulative: from the campaign's start to ``to`` (a user assigned before
+    # ``from`` still belongs to the test), whatever range the series show
+    cumulative = view.groups(campaign, None, hi, 100 * 365 * 86400)
+    gt = {g: GroupTotals(*sl.totals().tolist()) for g, sl in cumulative.items()}
     ups = [asdict(u) for u in uplift(gt.get(EXPOSED, GroupTotals()), gt.get(CONTROL, GroupTotals()))]
     return {"campaign_id": campaign, "from": lo, "to": hi, "bucket_s": step, "span": span,
             "fields": list(COUNTER_FIELDS), "arms": arm_out, "totals": _counter_totals(total),
@@ -231,6 +236,14 @@ def _csv(report: dict[str, object]) -> Response:
                     headers={"content-disposition": f'attachment; filename="{name}"'})
 
 
+def _bandit_url(request: Request, campaign: str) -> str | None:
+    """The optimizer's ``/v1/campaigns/{id}/arms`` when the facade knows the campaign, else None."""
+    campaigns = getattr(request.app.state.services, "campaigns", None)
+    if campaigns is None or campaigns.get(campaign) is None:
+        return None
+    return f"/v1/campaigns/{quote(campaign, safe='')}/arms"
+
+
 async def get_campaign_analytics(request: Request) -> Response:
     require_admin(request)
     svc: AnalyticsService = request.app.state.analytics
@@ -238,6 +251,7 @@ async def get_campaign_analytics(request: Request) -> Response:
     if p.from_ is not None and p.to is not None and p.to <= p.from_:
         raise ApiError(422, "to", "must be after from", value=p.to)
     report = campaign_report(svc, request.path_params["campaign_id"], p)
+    report["bandit_url"] = _bandit_url(request, report["campaign_id"])  # type: ignore[arg-type]
     return _csv(report) if p.format == "csv" else json_response(report)
 
 

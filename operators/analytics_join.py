@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from operators.attribution import Impression, Reward, attribute, attribute_events, last_touch
+from operators.attribution import Impression, Reward, attribute, attribute_events, impression_of, last_touch
 from operators.control_group import CONTROL, CONTROL_ARM, EXPOSED
 from operators.schema import Event
 
@@ -55,7 +55,6 @@ _C = {f: i for i, f in enumerate(COUNTER_FIELDS)}
 _G = {f: i for i, f in enumerate(GROUP_FIELDS)}
 _RECENT_IDS = 256
 _MAX_SERVED = 200
-UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ class JoinRules:
     bucket_s: int = 3600
     window_s: float = 86400.0
     campaign_windows_s: dict[str, float] = field(default_factory=dict)
-    default_goal: str = "purchase"
+    default_goal: str = "click"
     cart_types: frozenset[str] = frozenset({"add_to_cart"})
     order_types: frozenset[str] = frozenset({"purchase", "pos_purchase"})
     request_type: str = "rec_request"
@@ -174,18 +173,15 @@ def _find(user: AnalyticsUser, request_id: str | None) -> Served | None:
     return None
 
 
-def _register(user: AnalyticsUser, ev: Event, rules: JoinRules, items: list[str]) -> Served | None:
-    """The list ``ev`` refers to; created from the event's fields when first seen (None if unknown)."""
+def _register(user: AnalyticsUser, ev: Event, rules: JoinRules) -> Served | None:
+    """The list ``ev`` refers to; registered from the event (``attribution.impression_of``) when first seen."""
     s = _find(user, ev.request_id)
-    if s is not None or ev.request_id is None or ev.campaign_id is None:
+    if s is not None:
         return s
-    window = _extra(ev, "window_s")
-    imp = Impression(
-        request_id=ev.request_id, campaign_id=ev.campaign_id, arm=ev.arm or UNKNOWN, ts=ev.ts,
-        goal=str(_extra(ev, "goal") or rules.default_goal),
-        window_s=float(window) if isinstance(window, int | float) else
-        rules.campaign_windows_s.get(ev.campaign_id, rules.window_s),
-        user_id=ev.user_id, segment=str(_extra(ev, "segment") or ""), items=items)
+    window = rules.campaign_windows_s.get(ev.campaign_id or "", rules.window_s)
+    imp = impression_of(ev, rules.default_goal, window)
+    if imp is None:
+        return None
     s = Served(imp=imp, scenario=str(_extra(ev, "scenario") or "default"))
     user.served.append(s)
     return s
@@ -198,9 +194,7 @@ def _join_group(user: AnalyticsUser, campaign: str, group: str, ts: float, inc: 
 
 
 def _on_request(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments) -> None:
-    served_items = _extra(ev, "served_items")
-    items = [str(i) for i in served_items] if isinstance(served_items, list) else ev.item_ids()
-    s = _register(user, ev, rules, items)
+    s = _register(user, ev, rules)
     if s is None:
         inc.skip("unknown_request")
         return
@@ -214,7 +208,7 @@ def _on_request(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increment
 
 def _on_impression(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments) -> None:
     shown = ev.item_ids()
-    s = _register(user, ev, rules, shown)
+    s = _register(user, ev, rules)
     if s is None:
         inc.skip("unknown_request")
         return
@@ -233,7 +227,7 @@ def _on_impression(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increm
 
 
 def _on_click(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments) -> None:
-    s = _register(user, ev, rules, ev.item_ids())
+    s = _register(user, ev, rules)
     if s is None:
         inc.skip("unknown_request")
         return

@@ -37,8 +37,8 @@ class GroupTotals:
     def rate(self) -> tuple[float, float] | None:
         """(conversion rate, var of its log) or None when undefined."""
         n, k = self.users, self.converted
-        if n <= 0 or k <= 0:
-            return None
+        if n <= 0 or k <= 0 or k > n:
+            return None  # undefined (k > n only when users were counted outside the window summed)
         p = k / n
         return p, (1 - p) / (n * p)
 

@@ -90,7 +90,7 @@ class AnalyticsSettings(BaseModel):
     topic: str = Field(default="analytics", description="Compacted topic of aggregated counters")
     bucket_s: int = Field(default=3600, ge=60, description="Time bucket of the counters, seconds")
     attribution_window_s: float = Field(default=86400.0, gt=0, description="Window of lists that do not say, seconds")
-    default_goal: str = Field(default="purchase", description="Goal of lists that do not say (rewards column)")
+    default_goal: str = Field(default="click", description="Goal of lists that do not say (rewards column)")
     campaign_windows_s: dict[str, float] = Field(default_factory=dict, description="Per-campaign windows, seconds")
     cart_types: list[str] = Field(default_factory=lambda: ["add_to_cart"])
     order_types: list[str] = Field(default_factory=lambda: ["purchase", "pos_purchase"])

@@ -64,7 +64,7 @@
     const el = $(id);
     if (state.plots[id]) state.plots[id].destroy();
     el.replaceChildren();
-    const opts = { width: Math.max(320, el.clientWidth || 480), height: 240, series: [{}].concat(series),
+    const opts = { width: Math.max(240, el.clientWidth || 480), height: 240, series: [{}].concat(series),
                    scales: { x: { time: true } }, legend: { live: false } };
     state.plots[id] = new uPlot(opts, data, el);
     el.dataset.points = String(data[0].length);
@@ -127,7 +127,7 @@
   function drawUplift(rep) {
     const box = $("uplift");
     const rows = rep.uplift.filter((u) => u.uplift !== null);
-    const W = 420, H = 40 + 36 * Math.max(rows.length, 1), L = 110, R = W - 20;
+    const W = Math.max(300, Math.min(480, box.clientWidth || 420)), H = 40 + 36 * Math.max(rows.length, 1), L = 110, R = W - 20;
     const lo = Math.min(-0.1, ...rows.map((u) => u.ci_low)), hi = Math.max(0.1, ...rows.map((u) => u.ci_high));
     const x = (v) => L + (R - L) * (v - lo) / (hi - lo);
     const ns = "http://www.w3.org/2000/svg";
@@ -183,10 +183,12 @@
     const q = query();
     const rep = await getJSON(`/v1/analytics/campaigns/${c}?${q}`);
     let bandit = null;
-    try {
-      const r = await fetch(`/v1/campaigns/${c}/arms`, { headers });
-      if (r.ok) { const b = await r.json(); bandit = b.arms || b; }
-    } catch (e) { bandit = null; }
+    if (rep.bandit_url) { // the optimizer's pulls and P(best), when the facade serves them
+      try {
+        const r = await fetch(rep.bandit_url, { headers });
+        if (r.ok) { const b = await r.json(); bandit = b.arms || b; }
+      } catch (e) { bandit = null; }
+    }
     state.lastReport = rep;
     $("campaign-title").textContent = "campaign " + rep.campaign_id;
     const span = rep.span ? rep.span.map((s) => new Date(s * 1000).toISOString().slice(0, 16).replace("T", " ")) : [];

@@ -70,7 +70,7 @@ def ev(i: int, kind: str, ts: float, **kw: object) -> Event:
 
 def served(i: int, ts: float, rid: str, arm: str, items: list[str], window_s: float = 600.0) -> Event:
     return ev(i, "rec_request", ts, request_id=rid, campaign_id="c", arm=arm,
-              extra={"served_items": items, "window_s": window_s, "scenario": "home"})
+              extra={"served_items": items, "window_s": window_s, "scenario": "home", "goal": "purchase"})
 
 
 def test_last_touch_window_and_late_bucket():

@@ -1,0 +1,115 @@
+"""The dashboard in a real headless Chromium (Debian ``chromium``, driven by Playwright).
+
+Data comes from the running platform: a simulated A/B test of two campaigns goes through the
+broker and the analytics flow, and the API under uvicorn serves the page. Screenshots of each
+view go to ``tests/artifacts/`` (gitignored). Skipped when ``/usr/bin/chromium`` is absent
+(``apt-get install -y chromium``); never ``playwright install``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flows.analytics_logic import analytics_state_dir
+from simulators.ab import ABSimulation
+from simulators.producer import EventProducer
+from tests.analytics.conftest import ab_simulation
+from tests.analytics.test_flow import analytics_settings
+from tests.platform import ApiServer, FlowProcess, wait_caught_up
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: apt-get install -y chromium")]
+
+
+def campaign(sim: ABSimulation, name: str) -> ABSimulation:
+    spec = dataclasses.replace(sim.spec, campaign_id=name)
+    return ABSimulation(spec, sim.item_ids, sim.prices, sim.n_users, sim.seed + 1)
+
+
+@pytest.fixture(scope="module")
+def platform(broker, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dash")
+    s = analytics_settings(broker, tmp)
+    home = ab_simulation(800, seed=3)
+    events = sorted(home.events() + campaign(home, "cart").events(), key=lambda e: e.ts)
+    with EventProducer.from_settings(s.kafka) as p:
+        p.send_events(events, progress=False)
+    flow = FlowProcess(s, tmp / "analytics.toml", flow="flows.analytics:flow").start()
+    try:
+        wait_caught_up(s, flow, timeout_s=120, state_dir=analytics_state_dir(s))
+        with ApiServer(s) as api:
+            for name in ("home", "cart"):  # the facade's campaigns: the optimizer folds the same rec_requests
+                r = httpx.post(f"{api.url}/v1/campaigns", json={
+                    "campaign_id": name, "scenario": "personalized", "goal": "purchase", "window_s": 3600,
+                    "control_share": 0.2, "arms": [{"name": "covisit", "strategy": "personalized"},
+                                                   {"name": "emde", "strategy": "popular"}]}, timeout=10)
+                assert r.status_code in (200, 201), r.text
+            yield api
+    finally:
+        flow.stop()
+
+
+def test_dashboard_renders_switches_campaign_and_range(platform):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            page.goto(f"{platform.url}/dashboard")
+            # the analytics topic may still be loading: wait until a plot has data
+            page.wait_for_function("() => Number(document.querySelector('#plot-traffic')?.dataset.points || 0) > 0",
+                                   timeout=30000)
+            assert page.locator("#plot-traffic canvas").count() == 1
+            assert page.locator("#plot-ctr canvas").count() == 1
+            assert page.locator("#campaign-list li").count() == 2
+            first = page.locator("#plot-traffic").get_attribute("data-campaign")
+            assert page.locator("#arms tbody tr").count() == 3  # two arms and the control requests
+            # the optimizer's P(best) and share of pulls (GET /v1/campaigns/{id}/arms) are shown
+            page.wait_for_function("() => [...document.querySelectorAll('#arms tbody tr td:last-child')]"
+                                   ".some(td => td.textContent.includes('%'))")
+            assert page.locator("#uplift-svg line.ci").count() == 3  # conversion, AOS, AOV intervals
+            assert page.locator("#top-impressed li").count() > 0 and page.locator("#top-clicked li").count() > 0
+            page.wait_for_function("() => document.querySelector('#ops-lag tbody').children.length === 4")
+            page.screenshot(path=str(ARTIFACTS / "dashboard-campaign.png"), full_page=True)
+
+            other = "cart" if first == "home" else "home"
+            page.locator(f"#campaign-list li[data-campaign='{other}']").click()
+            page.wait_for_function(f"() => document.querySelector('#plot-traffic').dataset.campaign === '{other}'")
+            assert page.locator("#campaign-title").inner_text() == f"campaign {other}"
+            page.screenshot(path=str(ARTIFACTS / "dashboard-other-campaign.png"), full_page=True)
+
+            all_points = int(page.locator("#plot-traffic").get_attribute("data-points"))
+            loads = int(page.locator("body").get_attribute("data-loads"))
+            page.select_option("#range", "86400")
+            page.wait_for_function(f"() => Number(document.body.dataset.loads) > {loads}")
+            day_points = int(page.locator("#plot-traffic").get_attribute("data-points"))
+            assert 0 < day_points < all_points
+            page.screenshot(path=str(ARTIFACTS / "dashboard-last-24h.png"), full_page=True)
+
+            page.select_option("#bucket", "day")
+            page.select_option("#range", "all")
+            page.wait_for_function("() => Number(document.querySelector('#plot-traffic').dataset.points) <= 3")
+            page.screenshot(path=str(ARTIFACTS / "dashboard-daily.png"), full_page=True)
+            page.set_viewport_size({"width": 1280, "height": 900})
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+        finally:
+            browser.close()
+    assert errors == []
+    if shutil.which("true"):  # keep the artifact list visible in -s runs
+        print("screenshots:", sorted(p.name for p in ARTIFACTS.glob("dashboard*.png")))
