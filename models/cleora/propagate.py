@@ -1,0 +1,183 @@
+"""The Cleora propagation kernel: ``Q ← rowL2(M·Q)``, fused, in dimension blocks, on all cores.
+
+Speed comes from four things (measured in ``bench/cleora.py``):
+
+* the row L2 normalisation of iteration t is folded into iteration t+1 as a per-column scale
+  of M (``y_i = Σ_j m_ij · s_j · x_j`` with ``s_j = 1/‖x_j‖``), and the squared row norms are
+  accumulated while each output row is still in L1 — no separate normalisation pass;
+* the graph arrives in a locality order (hubs first, see ``graph.py``), so the rows of Q that
+  most non-zeros point at stay in cache;
+* Q is processed in blocks of ``block_dim`` dimensions (dimensions are independent), so the
+  gathered part of Q is smaller and cache-resident for longer;
+* rows are split into chunks of equal non-zeros and the chunks spread over the threads, so
+  power-law hubs don't leave a core idle.
+
+The result is bit-identical for a given graph, seed, dimension and block size, independent of
+thread count (each output row is summed by one thread, in CSR order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+__all__ = ["propagate", "as_kernel_csr"]
+
+
+@numba.njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+def _spmm_block(indptr, indices, data, scale, x, y, sq, chunks, d0, d1):  # pragma: no cover
+    width = d1 - d0
+    for c in numba.prange(len(chunks) - 1):
+        acc = np.empty(width, dtype=np.float32)  # one L1-resident accumulator per chunk
+        for i in range(chunks[c], chunks[c + 1]):
+            acc[:] = np.float32(0.0)
+            start, stop = indptr[i], indptr[i + 1]
+            for p in range(start, stop - 1, 2):  # two non-zeros at once: more loads in flight
+                j0, j1 = indices[p], indices[p + 1]
+                w0, w1 = data[p] * scale[j0], data[p + 1] * scale[j1]
+                x0, x1 = x[j0, d0:d1], x[j1, d0:d1]
+                for d in range(width):
+                    acc[d] += w0 * x0[d] + w1 * x1[d]
+            if (stop - start) % 2 == 1:
+                j = indices[stop - 1]
+                w = data[stop - 1] * scale[j]
+                xr = x[j, d0:d1]
+                for d in range(width):
+                    acc[d] += w * xr[d]
+            yr = y[i, d0:d1]
+            s = np.float32(0.0)
+            for d in range(width):
+                yr[d] = acc[d]
+                s += acc[d] * acc[d]
+            sq[i] += s
+
+
+@numba.njit(parallel=True, cache=True)
+def _scale_rows(y, scale):  # pragma: no cover
+    n, dim = y.shape
+    for i in numba.prange(n):
+        s = scale[i]
+        for d in range(dim):
+            y[i, d] *= s
+
+
+def _inv_norm(sq: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``1/sqrt(sq)`` with 0 for zero rows (isolated nodes stay zero)."""
+    out = np.zeros_like(sq)
+    nz = sq > 0
+    out[nz] = 1.0 / np.sqrt(sq[nz])
+    return out
+
+
+def _row_chunks(indptr: NDArray[np.int64], n_chunks: int) -> NDArray[np.int64]:
+    """Row boundaries that split the non-zeros into ``n_chunks`` near-equal parts."""
+    targets = np.linspace(0, indptr[-1], n_chunks + 1)
+    bounds = np.searchsorted(indptr, targets, side="left").astype(np.int64)
+    bounds[0], bounds[-1] = 0, len(indptr) - 1
+    return np.unique(bounds)
+
+
+def as_kernel_csr(m: sp.csr_array | sp.csr_matrix) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32]]:
+    """The ``(indptr int64, indices int32, data float32)`` triple the kernel reads.
+
+    Raises
+    ------
+    ValueError
+        If ``m`` is not square or has more than 2³¹−1 columns.
+    """
+    if m.shape[0] != m.shape[1]:
+        raise ValueError(f"m: must be square (n_nodes, n_nodes); got shape {m.shape}")
+    if m.shape[1] >= 2**31:
+        raise ValueError(f"m: at most 2**31-1 nodes are supported; got {m.shape[1]}")
+    return (np.asarray(m.indptr, dtype=np.int64), np.asarray(m.indices, dtype=np.int32),
+            np.asarray(m.data, dtype=np.float32))
+
+
+def _buffer(shape: tuple[int, int], out_dir: Path | None, name: str) -> NDArray[np.float32]:
+    if out_dir is None:
+        return np.empty(shape, dtype=np.float32)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(out_dir / name, mode="w+", dtype=np.float32, shape=shape)
+
+
+def propagate(
+    m: sp.csr_array | sp.csr_matrix | tuple[NDArray, NDArray, NDArray],
+    q: NDArray[np.float32],
+    n_iter: int = 4,
+    *,
+    block_dim: int | None = 64,
+    n_threads: int | None = None,
+    work_dir: Path | None = None,
+    on_iteration: Callable[[int], None] | None = None,
+) -> NDArray[np.float32]:
+    """Cleora propagation: repeat ``Q ← row_l2_normalize(M @ Q)`` ``n_iter`` times.
+
+    Parameters
+    ----------
+    m : csr_array of shape (n_nodes, n_nodes), or its ``(indptr, indices, data)`` triple
+        Transition matrix, e.g. ``Graph.markov()``; float32 values, sorted int32 indices.
+        The arrays may be memory-mapped (graphs larger than RAM: slower, but they work).
+    q : ndarray of shape (n_nodes, dim), float32, C-contiguous
+        Start embeddings (e.g. ``hash_init``). **Used as a work buffer and overwritten.**
+    n_iter : int
+        Iterations, >= 1 (Cleora uses 3–5).
+    block_dim : int or None
+        Dimensions per block (cache lever); ``None`` processes all dimensions at once.
+    n_threads : int or None
+        Threads for the kernel; ``None`` uses numba's default (all cores).
+    work_dir : Path or None
+        If given, the second buffer is a memory-mapped ``.npy`` file in this directory.
+    on_iteration : callable or None
+        Called with the 1-based iteration number after each iteration (progress bars).
+
+    Returns
+    -------
+    ndarray of shape (n_nodes, dim), float32, rows L2-normalised (rows of isolated nodes are 0).
+    Either ``q`` itself or the second buffer.
+
+    Raises
+    ------
+    ValueError
+        If shapes disagree (the message gives both), ``q`` is not float32 C-contiguous,
+        or ``n_iter < 1``.
+
+    References
+    ----------
+    Rychalska et al., "Cleora: A Simple, Strong and Scalable Graph Embedding Scheme",
+    arXiv 2102.02302.
+    """
+    indptr, indices, data = m if isinstance(m, tuple) else as_kernel_csr(m)
+    n = len(indptr) - 1
+    if q.ndim != 2 or q.shape[0] != n:
+        raise ValueError(f"q: must have shape (n_nodes={n}, dim); got {q.shape}")
+    if q.dtype != np.float32 or not q.flags.c_contiguous:
+        raise ValueError(f"q: must be a C-contiguous float32 array; got {q.dtype}, "
+                         f"c_contiguous={q.flags.c_contiguous}")
+    if n_iter < 1:
+        raise ValueError(f"n_iter: must be >= 1; got {n_iter}")
+    dim = q.shape[1]
+    width = dim if block_dim is None else max(1, min(int(block_dim), dim))
+    old_threads = numba.get_num_threads()
+    if n_threads is not None:
+        numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        chunks = _row_chunks(indptr, 32 * numba.get_num_threads())
+        x, y = q, _buffer(q.shape, work_dir, "cleora_work.npy")
+        scale = np.ones(n, dtype=np.float32)
+        for it in range(n_iter):
+            sq = np.zeros(n, dtype=np.float32)
+            for d0 in range(0, dim, width):
+                _spmm_block(indptr, indices, data, scale, x, y, sq, chunks, d0, min(d0 + width, dim))
+            scale = _inv_norm(sq)
+            x, y = y, x
+            if on_iteration is not None:
+                on_iteration(it + 1)
+        _scale_rows(x, scale)
+        return x
+    finally:
+        numba.set_num_threads(old_threads)
