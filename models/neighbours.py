@@ -33,6 +33,8 @@ from models.session_index import SessionIndex, check_histories
 __all__ = ["SessionKNNBase", "QueryItems", "expand_rows", "day_window"]
 
 _DAY_S = 86_400.0
+_ENTRY_BUDGET = 2_000_000
+"""Neighbour entries (sessions x their items) materialised per chunk, roughly."""
 
 
 def expand_rows(indptr: NDArray[np.int64], rows: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -141,9 +143,20 @@ class SessionKNNBase:
         sum of ``_query_weights`` over shared items (None when there are no weights)."""
         raise NotImplementedError
 
+    def _pair_weights(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
+                      sim: NDArray[np.float64]) -> NDArray[np.float64] | None:
+        """Separable models: the weight a neighbour pair gives each of its items (times
+        ``_item_factor``); None when the weight depends on the (pair, item) entry."""
+        return None
+
+    def _item_factor(self) -> NDArray[np.float64] | None:
+        """Per-item multiplier of separable models (e.g. the IDF boost); None = 1."""
+        return None
+
     def _entry_weights(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
                        sim: NDArray[np.float64], owner: NDArray[np.int64], entry: NDArray[np.int64]
                        ) -> NDArray[np.float64]:
+        """Non-separable models: the weight of each neighbour entry (``entry`` indexes ``x``)."""
         raise NotImplementedError
 
     # ---- the estimator contract ----------------------------------------------------------
@@ -179,6 +192,12 @@ class SessionKNNBase:
         self.idf_ = np.asarray(idf, dtype=np.float64)
         self.rand_key_ = np.asarray(rand_key, dtype=np.float64)
         self.now_ = now
+
+    def _chunk_size(self) -> int:
+        """Prefixes per chunk, fewer when neighbour sessions are long (bounds the entry arrays)."""
+        k_eff = min(self.k, self.sample_size) if self.sample_size > 0 else self.k
+        mean_len = float(self.index_.x.nnz) / max(self.index_.n_sessions, 1)
+        return int(np.clip(_ENTRY_BUDGET / max(k_eff * mean_len, 1.0), 8, self._chunk))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "index_"):
@@ -217,8 +236,9 @@ class SessionKNNBase:
         b = histories.n_queries
         ids = np.full((b, n), -1, dtype=np.int32)
         vals = np.full((b, n), -np.inf, dtype=np.float32)
-        for lo in range(0, b, self._chunk):
-            hi = min(lo + self._chunk, b)
+        chunk = self._chunk_size()
+        for lo in range(0, b, chunk):
+            hi = min(lo + chunk, b)
             a, z = histories.indptr[lo], histories.indptr[hi]
             sub = Histories(indptr=histories.indptr[lo:hi + 1] - a, items=histories.items[a:z],
                             ts=None if histories.ts is None else histories.ts[a:z])
@@ -229,12 +249,24 @@ class SessionKNNBase:
                          ids: NDArray[np.int32], vals: NDArray[np.float32]) -> None:
         q = QueryItems(hist, self.n_items_, self.now_)
         rows, sess, sim = self._neighbours(q)
-        owner, entry = expand_rows(self.index_.x.indptr, sess)
-        w = self._entry_weights(q, rows, sess, sim, owner, entry)
-        key = rows[owner] * self.n_items_ + self.index_.x.indices[entry].astype(np.int64)
-        uk, inv = np.unique(key, return_inverse=True)
-        score = np.bincount(inv.reshape(-1), weights=w, minlength=len(uk))
-        r, it = uk // self.n_items_, uk % self.n_items_
+        pair_w = self._pair_weights(q, rows, sess, sim)
+        if pair_w is not None:  # separable: one sparse product spreads the pair weights over items
+            nmat = sp.csr_array((pair_w, (rows, sess)), shape=(q.n_queries, self.index_.n_sessions))
+            s = (nmat @ self.index_.x).tocsr()
+            s.sort_indices()
+            r = np.repeat(np.arange(q.n_queries, dtype=np.int64), np.diff(s.indptr))
+            it = s.indices.astype(np.int64)
+            score = s.data.astype(np.float64)
+            factor = self._item_factor()
+            if factor is not None:
+                score = score * factor[it]
+        else:
+            owner, entry = expand_rows(self.index_.x.indptr, sess)
+            w = self._entry_weights(q, rows, sess, sim, owner, entry)
+            key = rows[owner] * self.n_items_ + self.index_.x.indices[entry].astype(np.int64)
+            uk, inv = np.unique(key, return_inverse=True)
+            score = np.bincount(inv.reshape(-1), weights=w, minlength=len(uk))
+            r, it = uk // self.n_items_, uk % self.n_items_
         keep = score > 0
         if exclude_seen or not getattr(self, "remind", True):
             keep &= q.find(r, it) < 0
@@ -242,6 +274,43 @@ class SessionKNNBase:
         sel, rank = top_per_row(r, [-score, it], n)
         ids[r[sel], rank] = it[sel]
         vals[r[sel], rank] = score[sel]
+
+    def _shared(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64]
+                ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+        """Every item a neighbour pair shares with its prefix: (pair index, newest position of the
+        item in the prefix, newest position in the neighbour session).
+
+        Walks either the neighbours' items or the sessions of the prefix items, whichever is
+        fewer entries (long baskets vs. popular items).
+        """
+        ix = self.index_
+        cost_sessions = int(np.diff(ix.x.indptr)[sess].sum())
+        cost_items = int(np.diff(ix.xt.indptr)[q.items].sum())
+        if cost_sessions <= cost_items:
+            owner, entry = expand_rows(ix.x.indptr, sess)
+            qi = q.find(rows[owner], ix.x.indices[entry])
+            hit = qi >= 0
+            return owner[hit], q.last_pos[qi[hit]], ix.last_pos[entry[hit]].astype(np.float64)
+        owner, entry = expand_rows(ix.xt.indptr, q.items)
+        n_s = ix.n_sessions
+        pair_key = rows * n_s + sess
+        order = np.argsort(pair_key)
+        key = q.rows[owner] * n_s + ix.xt.indices[entry].astype(np.int64)
+        pos = np.searchsorted(pair_key[order], key)
+        pos_c = np.minimum(pos, max(len(order) - 1, 0))
+        hit = (pos < len(order)) & (pair_key[order][pos_c] == key) if len(order) else np.zeros(len(key), bool)
+        return order[pos_c[hit]], q.last_pos[owner[hit]], ix.xt_last_pos[entry[hit]].astype(np.float64)
+
+    def _newest_shared(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64]
+                       ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Per pair: newest prefix position of a shared item, and its neighbour-side counterpart
+        ``p*`` (newest position in the neighbour of an item shared with the prefix)."""
+        pair, q_pos, s_pos = self._shared(q, rows, sess)
+        newest_q = np.zeros(len(sess))
+        p_star = np.zeros(len(sess))
+        np.maximum.at(newest_q, pair, q_pos)
+        np.maximum.at(p_star, pair, s_pos)
+        return newest_q, p_star
 
     def _neighbours(self, q: QueryItems) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
         """(row, session, similarity) of the ``k`` nearest sampled neighbours of each prefix."""

