@@ -13,6 +13,7 @@ from starlette.responses import Response
 from api.campaign_registry import optimizer_config
 from api.campaign_schema import ID_PATTERN
 from api.errors import ApiError, validate_params
+from api.explain import explain_items
 from api.iql import IQLError
 from api.json import json_response
 from api.services import Services
@@ -87,7 +88,7 @@ def _check_inputs(c: Campaign, inputs: Inputs) -> None:
             raise ApiError(422, options[0], f"required for campaign {c.campaign_id!r} (scenario {c.scenario})")
 
 
-def _campaign_list(svc: Services, raw: dict[str, str]) -> Response:
+def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False) -> Response:
     p = validate_params(CampaignRequestParams, raw)
     lists: dict[str, tuple[str, ...]] = {}
     for field in ("cart", "session"):
@@ -123,12 +124,15 @@ def _campaign_list(svc: Services, raw: dict[str, str]) -> Response:
                                   window_s=c.window_s, user_id=p.user_id, segment=segment, items=items),
                        c.scenario, strategy)
     svc.metrics.recs_source.labels(f"campaign:{strategy}").inc()
-    return json_response({
+    body = {
         "request_id": request_id, "campaign": c.campaign_id, "arm": arm, "scenario": c.scenario,
         "strategy": strategy, "segment": segment, "user_id": p.user_id, "items": served.items,
         "from_arm": served.from_arm, "topped_up": served.topped_up,
         "fallback": c.fallback if served.topped_up else None,
-    })
+    }
+    if explain:  # hook of api/explain.py
+        body["explanations"] = explain_items(svc, c, arm, strategy, inputs, served.items)
+    return json_response(body)
 
 
 async def get_recommendations(request: Request) -> Response:
@@ -140,8 +144,12 @@ async def get_recommendations(request: Request) -> Response:
     """
     svc: Services = request.app.state.services
     raw = dict(request.query_params)
+    flag = raw.pop("explain", "false").lower()  # explain=true: per-item explanations (api/explain.py)
+    if flag not in ("true", "false", "1", "0"):
+        raise ApiError(422, "explain", "must be true or false", value=flag)
+    explain = flag in ("true", "1")
     if "campaign" in raw:
-        return _campaign_list(svc, raw)
+        return _campaign_list(svc, raw, explain)
     p = validate_params(RecommendationParams, raw)
     t = svc.topn.get(p.user_id) if p.user_id else None
     if isinstance(t, TopN):
@@ -152,4 +160,7 @@ async def get_recommendations(request: Request) -> Response:
         items = [{"item_id": i, "score": s} for i, s in svc.popular(p.n)]
         body = {"source": "popular", "model_version": None}
     svc.metrics.recs_source.labels(body["source"]).inc()
+    if explain:  # hook of api/explain.py
+        strategy = "popular" if body["source"] == "popular" else "personalized"
+        body["explanations"] = explain_items(svc, None, None, strategy, Inputs(user_id=p.user_id), items)
     return json_response({"request_id": uuid.uuid4().hex, "user_id": p.user_id, "items": items, **body})
