@@ -18,10 +18,11 @@ from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Producer
 
 from operators.kafka import make_producer
-from operators.model_version import ModelWatcher
+from operators.model_version import ModelVersion, ModelWatcher
 from operators.schema import DeadLetter, Event, encode_dead_letter
 from operators.score import POPULAR_KEY_PREFIX, TopN, encode_topn, score_users
 from operators.settings import Settings
+from operators.sketch_state import SketchUpdater, supports_sketches
 from operators.user_update import PartitionApplier
 from state.partition import PartitionDB, partition_path
 
@@ -53,6 +54,7 @@ class WorkerResources:
     settings: Settings
     _producer: Producer | None = None
     _watcher: ModelWatcher | None = None
+    _sketcher: SketchUpdater | None = None
     _popular_published: dict[int, float] = field(default_factory=dict)
 
     @property
@@ -66,6 +68,15 @@ class WorkerResources:
         if self._watcher is None:
             self._watcher = ModelWatcher(self.settings.stream.model_dir)
         return self._watcher
+
+    def model(self) -> tuple[ModelVersion | None, SketchUpdater | None]:
+        """The current model version and, for EMDE, its sketch updater (one per version)."""
+        version = self.watcher.current()
+        if not supports_sketches(version):
+            return version, None
+        if self._sketcher is None or self._sketcher.version is not version:
+            self._sketcher = SketchUpdater(version)  # type: ignore[arg-type]
+        return version, self._sketcher
 
 
 class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
@@ -89,13 +100,14 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
             self.applier = self._open(values[0][0])
         s = self.res.settings
         t0 = time.perf_counter()
-        applied = self.applier.apply(sorted(((o, m) for _, o, m in values), key=lambda x: x[0]))
+        version, sketcher = self.res.model()
+        applied = self.applier.apply(sorted(((o, m) for _, o, m in values), key=lambda x: x[0]), sketcher)
         t1 = time.perf_counter()
         if applied.next_offset == self.applier.next_offset:
             return [], StatefulBatchLogic.RETAIN
         now = time.time()
         pop = self.applier.popularity.top(s.stream.topn, now if applied.max_event_ts == 0 else applied.max_event_ts)
-        lists = score_users(applied.users, self.res.watcher.current(), pop, s.stream.topn, now)
+        lists = score_users(applied.users, version, pop, s.stream.topn, now, sketcher)
         t2 = time.perf_counter()
         self._publish(lists, applied.dead, pop, now)
         self.applier.commit(applied)

@@ -7,6 +7,7 @@ import numpy as np
 
 from models.base import Histories
 from operators.model_version import ModelVersion
+from operators.sketch_state import SketchUpdater
 from state.users import UserState
 
 __all__ = ["TopN", "score_users", "encode_topn", "decode_topn", "recent_items", "POPULAR_KEY_PREFIX", "RECENT_ITEMS"]
@@ -71,12 +72,35 @@ def _histories(states: list[UserState], index: dict[str, int]) -> Histories:
     return Histories.from_lists(seqs)
 
 
+_SCORE_CELLS = 1 << 23
+"""Max (users x items) score cells held at once: users are scored in chunks of this size."""
+
+
+def _recommend(version: ModelVersion, states: list[UserState], hist: Histories, n: int,
+               sketcher: SketchUpdater | None) -> tuple[np.ndarray, np.ndarray]:
+    """Batched top-``n`` in chunks that keep the dense score matrix under ``_SCORE_CELLS``."""
+    n_items = max(len(version.item_ids), 1)
+    step = max(1, _SCORE_CELLS // n_items)
+    ids = np.full((len(states), n), -1, np.int32)
+    scores = np.full((len(states), n), -np.inf, np.float32)
+    for lo in range(0, len(states), step):
+        hi = min(len(states), lo + step)
+        if sketcher is not None:
+            ids[lo:hi], scores[lo:hi] = version.model.recommend_sketches(sketcher.matrix(states[lo:hi]), n)
+        else:
+            sub = Histories(indptr=hist.indptr[lo:hi + 1] - hist.indptr[lo],
+                            items=hist.items[hist.indptr[lo]:hist.indptr[hi]])
+            ids[lo:hi], scores[lo:hi] = version.model.recommend(sub, n)
+    return ids, scores
+
+
 def score_users(
     users: dict[str, UserState],
     version: ModelVersion | None,
     popular: tuple[list[str], np.ndarray],
     n: int,
     now_ts: float,
+    sketcher: SketchUpdater | None = None,
 ) -> list[TopN]:
     """One batched ``recommend`` call for all ``users``; lists shorter than ``n`` are topped up.
 
@@ -92,6 +116,9 @@ def score_users(
         Items per list.
     now_ts : float
         Wall-clock epoch seconds stamped on the lists.
+    sketcher : SketchUpdater, optional
+        When the model is EMDE: score the users' stored sketches (``recommend_sketches``)
+        instead of rebuilding them from histories.
     """
     uids = list(users)
     states = [users[u] for u in uids]
@@ -99,8 +126,8 @@ def score_users(
     out: list[TopN] = []
     if version is not None and uids:
         hist = _histories(states, version.item_index)
-        ids, scores = version.model.recommend(hist, n)
         has_hist = np.diff(hist.indptr) > 0
+        ids, scores = _recommend(version, states, hist, n, sketcher)
     else:
         ids = scores = None
         has_hist = np.zeros(len(uids), dtype=bool)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from rocksdict import WriteBatch
 
 from operators.schema import DeadLetter, Event
+from operators.sketch_state import SketchUpdater
 from state import keys
 from state.partition import PartitionDB
 from state.popularity import PopularityStore
@@ -86,10 +87,13 @@ class PartitionApplier:
         raw = db.get_meta(keys.META_APPLIED)
         self.n_applied_total = 0 if raw is None else keys.decode_int(raw)
 
-    def apply(self, messages: Sequence[tuple[int, Event | DeadLetter]]) -> Applied:
+    def apply(self, messages: Sequence[tuple[int, Event | DeadLetter]],
+              sketcher: SketchUpdater | None = None) -> Applied:
         """Stage the effect of ``(offset, parsed message)`` pairs, in offset order.
 
-        Nothing is written until :meth:`commit`.
+        With a ``sketcher`` (an EMDE model version is active) each changed user's sketch is
+        updated with the user's new events, once per user and batch. Nothing is written
+        until :meth:`commit`.
         """
         out = Applied(batch=self.db.new_batch(), next_offset=self.next_offset)
         fresh = [(o, m) for o, m in messages if o >= self.next_offset]
@@ -100,6 +104,7 @@ class PartitionApplier:
         user_ids = list(dict.fromkeys(e.user_id for e in events))
         states = dict(zip(user_ids, self.users.get_many(user_ids)))
         dead_counts: dict[str, int] = {}
+        fresh_items: dict[str, tuple[list[str], list[str], list[float]]] = {}
         for _, msg in fresh:
             if isinstance(msg, DeadLetter):
                 out.dead.append(msg)
@@ -111,6 +116,9 @@ class PartitionApplier:
                 out.n_duplicates += 1
                 continue
             out.users[msg.user_id] = st
+            new = fresh_items.setdefault(msg.user_id, ([], [], []))
+            for item_id in msg.item_ids():
+                new[0].append(item_id), new[1].append(msg.type), new[2].append(msg.ts)
             out.n_applied += 1
             out.max_event_ts = max(out.max_event_ts, msg.ts)
             w = self.type_weights.get(msg.type, 0.0)
@@ -118,6 +126,8 @@ class PartitionApplier:
                 for item_id in msg.item_ids():
                     self.popularity.add(out.batch, item_id, w, msg.ts)
         for uid, st in out.users.items():
+            if sketcher is not None:
+                sketcher.fold(st, *fresh_items[uid])
             self.users.stage(out.batch, uid, st)
         for reason, n in dead_counts.items():
             k = keys.dead_key(reason)

@@ -29,6 +29,8 @@ class UserState(msgspec.Struct, omit_defaults=True):
         Epoch seconds of the newest applied event.
     session_id : str or None
         Session of the newest event.
+    sketch_cols, sketch_vals, sketch_version, sketch_ts
+        The EMDE input sketch of the history (sparse), see ``operators/sketch_state.py``.
     """
 
     items: list[str] = msgspec.field(default_factory=list)
@@ -38,8 +40,10 @@ class UserState(msgspec.Struct, omit_defaults=True):
     recent_event_ids: list[str] = msgspec.field(default_factory=list)
     last_ts: float = 0.0
     session_id: str | None = None
-    sketch: bytes | None = None  # float32 sketch vector, raw (filled by the EMDE stream scorer)
-    sketch_ts: float = 0.0
+    sketch_cols: bytes = b""  # EMDE raw input sketch, sparse: sorted int32 columns ...
+    sketch_vals: bytes = b""  # ... and their float32 values (operators/sketch_state.py)
+    sketch_version: str | None = None  # model version the sketch was built with
+    sketch_ts: float = 0.0  # epoch seconds of the newest event in the sketch
 
 
 class UserStore:
