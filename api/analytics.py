@@ -1,5 +1,7 @@
 """Analytics endpoints (admin scope): per-campaign series and totals, overview, ops, CSV export.
 
+The admin scope is enforced by ``api/auth.py``'s middleware for every ``/v1/analytics`` path.
+
 * ``GET /v1/analytics/campaigns/{id}?from=&to=&bucket=&format=`` -- per arm (and scenario) the
   counters as a time series and totals (CTR = clicks / impressions, CVR = orders / impressions,
   AOV = revenue / orders), exposed vs control stats with the uplift of conversion, AOS and AOV
@@ -49,7 +51,7 @@ from operators.model_version import latest_version_path
 from operators.settings import Settings
 from state.partition import read_stored_offset
 
-__all__ = ["AnalyticsService", "build_analytics", "require_admin", "get_campaign_analytics", "get_overview",
+__all__ = ["AnalyticsService", "build_analytics", "get_campaign_analytics", "get_overview",
            "get_ops", "analytics_routes", "STEPS"]
 
 STEPS = {"hour": 3600, "day": 86400, "week": 7 * 86400}
@@ -101,25 +103,8 @@ def build_analytics(settings: Settings) -> AnalyticsService:
     topic = settings.analytics.topic
     ensure_topics(settings.kafka.brokers, [TopicSpec(topic, 1, compacted=True)])
     view = AnalyticsView()
-    table = TopicTable(settings.kafka.brokers, topic, decode_record, on_update=view.apply).start()
+    table = TopicTable(settings.kafka.brokers, topic, decode_record, on_update=view.apply, keep=False).start()
     return AnalyticsService(settings, table, view)
-
-
-def require_admin(request: Request) -> None:
-    """401 without a key, 403 with a non-admin key, when ``api.require_keys`` is on.
-
-    The key is read from ``X-API-Key``, ``Authorization: Bearer <key>`` or ``?api_key=``.
-    """
-    api = request.app.state.analytics.settings.api
-    if not api.require_keys:
-        return
-    auth = request.headers.get("authorization", "")
-    key = (request.headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else "")
-           or request.query_params.get("api_key"))
-    if not key:
-        raise ApiError(401, "X-API-Key", "an admin API key is required")
-    if key not in api.admin_keys:
-        raise ApiError(403, "X-API-Key", "this key has no admin scope")
 
 
 def _ts(v: object) -> float | None:
@@ -144,7 +129,6 @@ class CampaignParams(BaseModel, extra="forbid"):
     format: str = Field(default="json", pattern="^(json|csv)$")
     max_points: int = Field(default=400, ge=10, le=20000)
     top: int = Field(default=10, ge=1, le=100)
-    api_key: str | None = None
 
     @field_validator("from_", "to", mode="before")
     @classmethod
@@ -245,7 +229,6 @@ def _bandit_url(request: Request, campaign: str) -> str | None:
 
 
 async def get_campaign_analytics(request: Request) -> Response:
-    require_admin(request)
     svc: AnalyticsService = request.app.state.analytics
     p = validate_params(CampaignParams, dict(request.query_params))
     if p.from_ is not None and p.to is not None and p.to <= p.from_:
@@ -257,7 +240,6 @@ async def get_campaign_analytics(request: Request) -> Response:
 
 async def get_overview(request: Request) -> Response:
     """``{"campaigns": [{"campaign_id", "arms", "span", "totals"}], "n_campaigns"}``, one row per campaign."""
-    require_admin(request)
     view: AnalyticsView = request.app.state.analytics.view
     rows = []
     for c in view.campaigns():
@@ -271,7 +253,6 @@ async def get_overview(request: Request) -> Response:
 
 
 async def get_ops(request: Request) -> Response:
-    require_admin(request)
     svc: AnalyticsService = request.app.state.analytics
     return json_response(await run_in_threadpool(svc.ops))
 

@@ -34,11 +34,15 @@ class TopicTable:
         Turns a value into what ``get`` returns; a value that fails to decode is logged and skipped.
     on_update : callable (key, value or None), optional
         Called on the reader thread after each change (``None`` = tombstone).
+    keep : bool
+        Keep the latest value per key (``get``/``items``); False when ``on_update`` folds the
+        values into its own structure (the analytics view), so they are not held twice.
     """
 
     def __init__(self, brokers: str, topic: str, decode: Callable[[bytes], object],
-                 on_update: Callable[[str, object | None], None] | None = None) -> None:
+                 on_update: Callable[[str, object | None], None] | None = None, keep: bool = True) -> None:
         self.brokers, self.topic, self.decode, self.on_update = brokers, topic, decode, on_update
+        self.keep = keep
         self._data: dict[str, object] = {}
         self._stop = threading.Event()
         self._caught_up = threading.Event()
@@ -113,6 +117,7 @@ class TopicTable:
             except Exception as exc:  # a bad value must not stop the reader
                 log.warning("skipping undecodable value for key %r in %s: %s", k, self.topic, exc)
                 return
-            self._data[k] = obj
+            if self.keep:
+                self._data[k] = obj
         if self.on_update is not None:
             self.on_update(k, obj)

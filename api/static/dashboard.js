@@ -29,7 +29,6 @@
       q.set("from", String(end - Number(range)));
       q.set("to", String(end));
     }
-    if (apiKey) q.set("api_key", apiKey);
     return q;
   }
 
@@ -54,7 +53,7 @@
   }
 
   async function loadOverview() {
-    const o = await getJSON("/v1/analytics/overview" + (apiKey ? "?api_key=" + encodeURIComponent(apiKey) : ""));
+    const o = await getJSON("/v1/analytics/overview");
     state.overview = o.campaigns;
     if (!state.campaign && o.campaigns.length) state.campaign = o.campaigns[0].campaign_id;
     renderList();
@@ -194,7 +193,7 @@
     const span = rep.span ? rep.span.map((s) => new Date(s * 1000).toISOString().slice(0, 16).replace("T", " ")) : [];
     $("campaign-span").textContent = `data ${span.join(" – ")} UTC · step ${rep.bucket_s / 3600} h · range ends at the newest data`;
     q.set("format", "csv");
-    $("csv").href = `/v1/analytics/campaigns/${c}?${q}`;
+    state.csvUrl = `/v1/analytics/campaigns/${c}?${q}`;
     drawTraffic(rep); drawCtr(rep); drawArms(rep, Array.isArray(bandit) ? bandit : null); drawUplift(rep);
     drawTop("top-impressed", rep.top_items.impressed); drawTop("top-clicked", rep.top_items.clicked);
     state.loads += 1;
@@ -202,7 +201,7 @@
   }
 
   async function loadOps() {
-    const o = await getJSON("/v1/analytics/ops" + (apiKey ? "?api_key=" + encodeURIComponent(apiKey) : ""));
+    const o = await getJSON("/v1/analytics/ops");
     $("ops-rate").textContent = o.events_per_s === null ? "…" : fmt(o.events_per_s, 1);
     $("ops-model").textContent = o.model_version || "none";
     const tb = $("ops-lag").querySelector("tbody");
@@ -245,6 +244,18 @@
     return chain;
   }
 
+  // CSV through fetch, so the admin key goes in a header (a plain link could not send it)
+  $("csv").addEventListener("click", async (ev) => {
+    ev.preventDefault();
+    if (!state.csvUrl) return;
+    const r = await fetch(state.csvUrl, { headers });
+    if (!r.ok) { setStatus("CSV: " + r.status); return; }
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(await r.blob());
+    a.download = `analytics-${state.campaign}.csv`;
+    a.click();
+    URL.revokeObjectURL(a.href);
+  });
   $("range").addEventListener("change", () => refresh(false));
   $("bucket").addEventListener("change", () => refresh(false));
   $("filter").addEventListener("input", renderList);

@@ -1,0 +1,99 @@
+"""The analytics view and endpoints: merge, downsampling, a year x 100 campaigns, params, admin scope."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from api.analytics import AnalyticsService, CampaignParams, campaign_report
+from api.analytics_view import AnalyticsView, Series
+from operators.analytics_topic import CounterRow, GroupRow, TopItemsRow
+from operators.settings import Settings
+from tests.platform import ApiServer, make_settings
+
+H = 3600
+T0 = 1_700_000_000 // H * H
+
+
+def row(p: int, bucket: int, impressions: float, clicks: float, campaign: str = "c", arm: str = "a") -> CounterRow:
+    return CounterRow(p, campaign, arm, "home", bucket, [impressions, impressions, 0, clicks, 0, 0, 0, 0, 0])
+
+
+def test_series_upsert_keeps_buckets_sorted_and_overwrites():
+    s = Series(2)
+    for b in [5, 1, 9, 3, 3, 7, 1] + list(range(100, 140)):
+        s.upsert(b, [b, 1.0])
+    b, v = s.range(None, None)
+    assert b.tolist() == [1, 3, 5, 7, 9, *range(100, 140)]
+    assert v[:, 0].tolist() == b.tolist()
+    assert s.range(3, 9)[0].tolist() == [3, 5, 7]
+
+
+def test_view_sums_partitions_and_downsamples():
+    v = AnalyticsView()
+    v.load([row(0, T0, 10, 1), row(1, T0, 5, 2), row(0, T0 + H, 7, 0), row(0, T0, 12, 3)])  # last overwrites
+    sl = v.arms("c", None, None, H)[("a", "home")]
+    assert sl.buckets.tolist() == [T0, T0 + H]
+    assert sl.values[:, 1].tolist() == [17, 7] and sl.values[:, 3].tolist() == [5, 0]
+    day = v.arms("c", None, None, 86400)[("a", "home")]
+    assert day.values[:, 1].sum() == 24 and len(day.buckets) <= 2
+    assert v.arms("c", T0 + H, None, H)[("a", "home")].values[:, 1].tolist() == [7]
+
+
+def test_top_items_sum_partitions():
+    v = AnalyticsView()
+    v.load([TopItemsRow(0, "c", [("x", 5), ("y", 2)], [("x", 1)]), TopItemsRow(1, "c", [("y", 4)], [])])
+    assert v.top_items("c", 5) == {"impressed": [("y", 6), ("x", 5)], "clicked": [("x", 1)]}
+
+
+def test_a_year_of_hourly_buckets_for_100_campaigns_stays_small_and_fast():
+    v = AnalyticsView()
+    vals = [5.0, 100.0, 800.0, 10.0, 3.0, 2.0, 4.0, 50.0, 2.0]
+    for c in range(100):
+        for arm in ("a", "b"):
+            for h in range(365 * 24):
+                v.apply("", CounterRow(0, f"c{c:03d}", arm, "home", T0 + H * h, vals))
+        for g in ("exposed", "control"):
+            for d in range(365):
+                v.apply("", GroupRow(0, f"c{c:03d}", g, T0 + 86400 * d, [10, 5, 6, 12, 30, 60.0, 700.0]))
+    svc = AnalyticsService(Settings(), None, v)  # type: ignore[arg-type]  # no reader: the view is fed directly
+    t = time.perf_counter()
+    rep = campaign_report(svc, "c042", CampaignParams())
+    took = time.perf_counter() - t
+    points = len(rep["arms"][0]["buckets"])
+    assert 0 < points <= 400 and rep["bucket_s"] == 86400  # auto: a year of hours -> days
+    assert rep["totals"]["impressions"] == 2 * 365 * 24 * 100
+    assert took < 1.0
+    t = time.perf_counter()
+    assert len([v.arms(c, None, None, 100 * 365 * 86400) for c in v.campaigns()]) == 100
+    assert time.perf_counter() - t < 2.0
+
+
+@pytest.mark.integration
+def test_endpoints_check_params_scope_and_campaign(broker, tmp_path):
+    s = make_settings(broker, tmp_path, partitions=1)
+    s = s.model_copy(update={"api": s.api.model_copy(update={"require_keys": True}),
+                             "analytics": s.analytics.model_copy(update={"topic": s.kafka.events_topic + "-an"})})
+    admin, client = s.api.admin_keys[0], s.api.client_keys[0]
+    with ApiServer(s) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        assert c.get("/v1/analytics/overview").status_code == 401
+        assert c.get("/v1/analytics/overview", headers={"X-API-Key": client}).status_code == 403
+        ok = c.get("/v1/analytics/overview", headers={"X-API-Key": admin})
+        assert ok.status_code == 200 and ok.json() == {"n_campaigns": 0, "campaigns": []}
+        h = {"X-API-Key": admin}
+        r = c.get("/v1/analytics/campaigns/nope", headers=h)
+        assert r.status_code == 404 and r.json()["error"]["field"] == "campaign_id"
+        r = c.get("/v1/analytics/campaigns/nope", params={"from": "yesterday"}, headers=h)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "from"
+        r = c.get("/v1/analytics/campaigns/nope", params={"bucket": "fortnight"}, headers=h)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "bucket"
+        r = c.get("/v1/analytics/campaigns/nope", params={"from": "2024-01-02T00:00:00Z", "to": "2024-01-01"},
+                  headers=h)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "to"
+        ops = c.get("/v1/analytics/ops", headers=h).json()
+        assert [p["partition"] for p in ops["partitions"]] == [0] and ops["dead_letters"] == {}
+        assert c.get("/dashboard").status_code == 200  # the page itself is open; its data calls need the key
+        assert "uPlot" in c.get("/dashboard/static/vendor/uPlot.iife.min.js").text[:2000]
