@@ -6,7 +6,9 @@ view's offset). Views:
 
 - ``session``: all items of the history, decayed ``alpha ** (w * age)``;
 - ``last``: the newest item only;
-- ``type:<name>``: the decayed items of one event type (when the log has several).
+- ``type:<name>``: the decayed items of one event type (when the log has several);
+- ``knn:session`` / ``knn:last``: the decayed session / the last item expanded to its
+  co-occurrence neighbours (:mod:`models.emde.neighbours`).
 
 The stream keeps the raw (unnormalised) sketch; the network sees every view scaled to
 unit L2 norm, done by :meth:`SketchLayout.normalise` for both batch and stream input.
@@ -21,6 +23,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from models.base import Histories
+from models.emde.neighbours import expand_to_neighbours
 from models.emde.sketch import history_sketches, history_weights, last_item_sketches
 
 __all__ = ["SketchLayout"]
@@ -61,7 +64,8 @@ class SketchLayout:
         """First column of ``view`` in the flat input sketch."""
         return self.views.index(view) * self.view_dim
 
-    def raw_sketches(self, item_cols: NDArray[np.int32], histories: Histories) -> sp.csr_array:
+    def raw_sketches(self, item_cols: NDArray[np.int32], histories: Histories,
+                     neighbours: sp.csr_array | None = None) -> sp.csr_array:
         """Unnormalised input sketches of a batch of histories.
 
         Parameters
@@ -69,6 +73,8 @@ class SketchLayout:
         item_cols : ndarray of shape (n_items, in_depth), int32
             Item columns within one view.
         histories : Histories
+        neighbours : csr_array of shape (n_items, n_items), optional
+            Needed by ``knn:*`` views.
 
         Returns
         -------
@@ -89,8 +95,21 @@ class SketchLayout:
                 mask = np.zeros(len(histories.items), np.float64) if et is None else (et == code)
                 m = history_sketches(cols, histories.indptr, histories.items, self.input_dim,
                                      weights * mask)
+            elif view in ("knn:session", "knn:last"):
+                if neighbours is None:
+                    raise ValueError(f"view {view!r} needs the neighbour matrix; got None")
+                if view == "knn:session":
+                    ptr, its, wts = histories.indptr, histories.items, weights
+                else:
+                    lens = np.diff(histories.indptr)
+                    ptr = np.concatenate([[0], np.cumsum(lens > 0)]).astype(np.int64)
+                    its = histories.items[histories.indptr[1:][lens > 0] - 1]
+                    wts = np.ones(len(its))
+                ptr, its, wts = expand_to_neighbours(neighbours, ptr, its, wts)
+                m = history_sketches(cols, ptr, its, self.input_dim, wts)
             else:
-                raise ValueError(f"unknown view {view!r}; expected session, last or type:<name>")
+                raise ValueError(f"unknown view {view!r}; expected session, last, knn:session, knn:last "
+                                 f"or type:<name>")
             blocks.append(m)
         out = blocks[0]
         for m in blocks[1:]:
@@ -125,9 +144,10 @@ class SketchLayout:
         m.data = (m.data / np.where(norm > 0, norm, 1.0)).astype(np.float32)
         return m
 
-    def input_sketches(self, item_cols: NDArray[np.int32], histories: Histories) -> sp.csr_array:
+    def input_sketches(self, item_cols: NDArray[np.int32], histories: Histories,
+                       neighbours: sp.csr_array | None = None) -> sp.csr_array:
         """Normalised network input of a batch of histories (``normalise(raw_sketches(...))``)."""
-        return self.normalise(self.raw_sketches(item_cols, histories))
+        return self.normalise(self.raw_sketches(item_cols, histories, neighbours))
 
     def to_dict(self) -> dict:
         return {"views": list(self.views), "view_dim": self.view_dim, "alpha": self.alpha,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from models.emde.dlsh import DLSHCodebook
@@ -43,6 +44,9 @@ def save_emde(model: Any, path: Path) -> None:
             arrays.update(book.to_arrays(f"dlsh__{name}__"))
     if model.item_ids_ is not None:
         arrays["item_ids"] = np.asarray(model.item_ids_, dtype=str)
+    if model.neighbours_ is not None:
+        nb = model.neighbours_
+        arrays.update(knn_indptr=nb.indptr, knn_indices=nb.indices, knn_data=nb.data)
     state = {k: v.detach().cpu().numpy() for k, v in model.network_.state_dict().items()}
     np.savez(path / "arrays.npz", **arrays)
     np.savez(path / "network.npz", **state)
@@ -74,6 +78,9 @@ def load_emde(cls: type, path: Path) -> Any:
         model.codes_ = {m.name: z[f"codes__{m.name}"] for m in specs}
         model.codebooks_ = {m.name: (DLSHCodebook.from_arrays(z, f"dlsh__{m.name}__")
                                      if f"dlsh__{m.name}__mean" in z.files else None) for m in specs}
+        model.neighbours_ = (sp.csr_array((z["knn_data"], z["knn_indices"], z["knn_indptr"]),
+                                          shape=(len(z["knn_indptr"]) - 1,) * 2)
+                             if "knn_indptr" in z.files else None)
         model.item_ids_ = tuple(str(i) for i in z["item_ids"]) if "item_ids" in z.files else None
     model.modality_specs_ = tuple(specs)
     model.layout_ = SketchLayout.from_dict(meta["layout"])

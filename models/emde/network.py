@@ -154,7 +154,7 @@ def train_network(
     rng = np.random.default_rng(random_state)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     net.init_weights(gen)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step_epochs, gamma=lr_gamma)
     cols_t = torch.from_numpy(np.asarray(out_cols, dtype=np.int64))
     n_rows = out_cols.shape[1]

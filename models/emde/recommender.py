@@ -11,6 +11,7 @@ Model directory (``save``/``load``; read by the stream and the API)::
                     codes__<modality> (n_items, depth) int32  DLSH buckets
                     dlsh__<modality>__{mean,scale,projections,biases}  fitted codebooks
                     item_ids (n_items,) str                    when the log had shop ids
+                    knn_{indptr,indices,data}                  neighbour matrix (knn:* views)
       network.npz   the torch state dict as arrays
 
 The stream keeps one raw input sketch per user (``layout_.input_dim`` floats), updates it
@@ -36,6 +37,7 @@ from models.emde.dlsh import DLSHCodebook
 from models.emde.examples import future_examples, next_item_examples
 from models.emde.layout import SketchLayout
 from models.emde.modality import ModalitySpec, code_modality, parse_modalities
+from models.emde.neighbours import cooccurrence_neighbours
 from models.emde.network import SketchNetwork, row_log_softmax, sparse_batch, train_network
 from models.emde.sketch import item_columns
 from models.errors import ModelFitError, NotFittedError
@@ -55,7 +57,10 @@ class EMDE:
         Item modalities (see :mod:`models.emde.modality`); a string is parsed by
         :func:`~models.emde.modality.parse_modalities`.
     views : sequence of str, default ("session", "last")
-        Input views (see :mod:`models.emde.layout`); add ``"type:<name>"`` per event type.
+        Input views (see :mod:`models.emde.layout`); add ``"type:<name>"`` per event type and
+        ``"knn:session"`` / ``"knn:last"`` for item-kNN-style neighbour views.
+    knn_k : int, default 20
+        Co-occurrence neighbours per item for ``knn:*`` views.
     alpha : float, default 0.9
         Decay base of history sketches: weight ``alpha ** (decay_w * age)``.
     decay_w : float, default 1
@@ -84,7 +89,7 @@ class EMDE:
                  n_layers: int = 2, epochs: int = 3, batch_size: int = 512, lr: float = 1e-3,
                  lr_step_epochs: int = 1, lr_gamma: float = 0.5, max_prefix: int = 50, n_cuts: int = 4,
                  max_train_seconds: float | None = None, random_state: int | None = 0,
-                 progress: bool = False) -> None:
+                 progress: bool = False, knn_k: int = 20) -> None:
         self.modalities = modalities
         self.views = tuple(views)
         self.alpha = alpha
@@ -103,11 +108,12 @@ class EMDE:
         self.max_train_seconds = max_train_seconds
         self.random_state = random_state
         self.progress = progress
+        self.knn_k = knn_k
 
     # ----------------------------------------------------------------- parameters
     _PARAMS = ("views", "alpha", "decay_w", "time_unit", "objective", "hidden", "n_layers", "epochs",
                "batch_size", "lr", "lr_step_epochs", "lr_gamma", "max_prefix", "n_cuts",
-               "max_train_seconds", "random_state", "progress")
+               "max_train_seconds", "random_state", "progress", "knn_k")
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters as JSON-able values (modalities as a list of dicts)."""
@@ -160,6 +166,8 @@ class EMDE:
         self.modality_specs_ = specs
         self._build_layout(log.n_items, log.event_types)
         self.item_ids_ = log.item_ids
+        self.neighbours_ = (cooccurrence_neighbours(log, self.knn_k)
+                            if any(v.startswith("knn:") for v in self.views) else None)
         if self.objective == "next":
             hist, nxt = next_item_examples(log, self.max_prefix)
             targets = sp.csr_array((np.ones(len(nxt), np.float32), (np.arange(len(nxt)), nxt)),
@@ -170,7 +178,7 @@ class EMDE:
         if hist.n_queries < 2:
             raise ModelFitError(f"EMDE: the log gives {hist.n_queries} training examples; need >= 2")
         def inputs(rows: NDArray[np.int64]) -> sp.csr_array:
-            return self.layout_.input_sketches(self.item_in_cols_, _take(hist, rows))
+            return self.layout_.input_sketches(self.item_in_cols_, _take(hist, rows), self.neighbours_)
 
         self.network_ = SketchNetwork(self.layout_.input_dim, self.out_blocks_, self.hidden, self.n_layers)
         self.train_loss_ = train_network(
@@ -274,7 +282,7 @@ class EMDE:
         for s in range(0, q, batch_size):
             e = min(q, s + batch_size)
             sub = _slice(histories, s, e)
-            raw = self.layout_.raw_sketches(self.item_in_cols_, sub)
+            raw = self.layout_.raw_sketches(self.item_in_cols_, sub, self.neighbours_)
             exclude = None
             if exclude_seen:
                 lens = np.diff(sub.indptr)

@@ -212,3 +212,12 @@ def test_text_and_dense_modalities_from_side_data(tmp_path) -> None:
     other = (m.codes_["t"][:20, None] == m.codes_["t"][None, 20:40]).mean()
     assert same > other
     assert (m.codes_["v"][0] == m.codes_["v"][1]).mean() > (m.codes_["v"][0] == m.codes_["v"][50]).mean()
+
+
+def test_knn_views_train_and_survive_save_load(tmp_path) -> None:
+    m = EMDE("g=sessions:8x32:2", views=("session", "last", "knn:last"), knn_k=5, **_SMALL).fit(_planted_log())
+    assert m.neighbours_.shape == (100, 100)
+    np.testing.assert_allclose(m.neighbours_.sum(axis=1)[m.neighbours_.sum(axis=1) > 0], 1.0, rtol=1e-5)
+    m.save(tmp_path / "k")
+    h = Histories.from_lists([[5, 6], [61]])
+    np.testing.assert_array_equal(m.recommend(h, 5)[0], EMDE.load(tmp_path / "k").recommend(h, 5)[0])
