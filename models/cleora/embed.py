@@ -28,6 +28,7 @@ def embed(
     n_threads: int | None = None,
     work_dir: Path | None = None,
     include_transient: bool = False,
+    keep_basis: bool = False,
     name: str = "graph",
     on_iteration: Callable[[int], None] | None = None,
 ) -> EmbeddingStore:
@@ -49,6 +50,12 @@ def embed(
         Passed to :func:`~models.cleora.propagate.propagate`.
     include_transient : bool
         Also return the transient (virtual) nodes.
+    keep_basis : bool
+        Also keep ``Q_{T-1}`` (the iteration before the last) as the store's ``basis``, which
+        :func:`~models.cleora.inductive.embed_new_nodes` then uses: a new node's vector
+        ``rowL2(M′·Q_{T-1})`` is exactly the last Cleora step, so it agrees with a full
+        re-embedding also on bipartite graphs (user–item), where ``M′·Q_T`` lands in the other
+        parity and is nearly orthogonal. Costs one more (n, dim) matrix.
     name : str
         Graph name recorded in the manifest (e.g. ``"session-item-view"``).
 
@@ -71,10 +78,22 @@ def embed(
     kernel_m = as_kernel_csr(graph.markov(markov))
     q = np.empty((graph.n_nodes, dim), dtype=np.float32)
     fill_hash_block(graph.keys, q, 0, seed)
-    q = propagate(kernel_m, q, n_iter, block_dim=block_dim, n_threads=n_threads, work_dir=work_dir,
-                  on_iteration=on_iteration)
+    basis = None
+    if keep_basis and n_iter > 1:
+        q = propagate(kernel_m, q, n_iter - 1, block_dim=block_dim, n_threads=n_threads, work_dir=work_dir,
+                      on_iteration=on_iteration)
+        basis = q.copy()
+        q = propagate(kernel_m, q, 1, block_dim=block_dim, n_threads=n_threads, work_dir=work_dir,
+                      on_iteration=None if on_iteration is None else lambda _: on_iteration(n_iter))
+    else:
+        if keep_basis:  # one iteration: the basis is the normalised start
+            basis = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), np.float32(1e-30))
+        q = propagate(kernel_m, q, n_iter, block_dim=block_dim, n_threads=n_threads, work_dir=work_dir,
+                      on_iteration=on_iteration)
     keep = np.ones(graph.n_nodes, dtype=bool) if include_transient else ~graph.transient
     vectors = q if keep.all() else q[keep]
+    if basis is not None and not keep.all():
+        basis = basis[keep]
     manifest = {
         "graph": name,
         "columns": " ".join(map(str, graph.columns)),
@@ -88,6 +107,7 @@ def embed(
         "n_dropped_rows": graph.n_dropped,
         "n_trimmed_fields": graph.n_trimmed,
         "nnz": graph.nnz,
+        "has_basis": basis is not None,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return EmbeddingStore(labels=graph.labels[keep], vectors=vectors, manifest=manifest)
+    return EmbeddingStore(labels=graph.labels[keep], vectors=vectors, manifest=manifest, basis=basis)

@@ -259,10 +259,10 @@ def graph_from_arrays(
     if len(members) and (members.min() < 0 or members.max() >= len(labels)):
         raise GraphInputError("members", f"must lie in [0, {len(labels)})", (members.min(), members.max()))
     rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(np.asarray(indptr, dtype=np.int64)))
-    o = np.lexsort((members, rows))
-    first = np.ones(len(o), dtype=bool)
-    first[1:] = (rows[o][1:] != rows[o][:-1]) | (members[o][1:] != members[o][:-1])
-    distinct = np.bincount(rows[o][first], minlength=len(indptr) - 1)
+    pair = np.sort(rows * len(labels) + members)  # (row, member) as one sortable int64
+    first = np.ones(len(pair), dtype=bool)
+    first[1:] = pair[1:] != pair[:-1]
+    distinct = np.bincount(pair[first] // len(labels), minlength=len(indptr) - 1)
     keep_row = distinct >= 2
     new_row = np.cumsum(keep_row) - 1
     keep = keep_row[rows]

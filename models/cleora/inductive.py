@@ -1,7 +1,11 @@
 """Embeddings for nodes unseen at training time: one more Cleora step, ``rowL2(M′·Q)``, for a batch.
 
 A new node's row of M′ holds its edges to known nodes, row-normalised like Cleora's left Markov
-matrix; its vector is the normalised weighted mean of its known neighbours' vectors. Unknown
+matrix; its vector is the normalised weighted mean of its known neighbours' vectors. Those are
+the store's ``basis`` (``Q_{T-1}``, saved by ``embed(keep_basis=True)``) when present, so the new
+vector is exactly Cleora's last step; without a basis ``Q_T`` is used, which is fine on clique
+graphs (item–item) but nearly orthogonal to the full embedding on bipartite graphs, whose two
+sides alternate between two "parities" from one iteration to the next. Unknown
 neighbours are ignored; a node with no known neighbour gets a zero vector (check
 ``np.any(v != 0, axis=1)``). The batch is gathered and reduced with numpy, so the per-node
 cost is a few microseconds (``bench/cleora.py`` prints it).
@@ -83,7 +87,8 @@ def embed_new_nodes(
     neighbours : sequence of sequences of str
         For each new node, the labels of the nodes it links to (e.g. a new session's items).
     store : EmbeddingStore
-        Trained embeddings; its label index is built on first use and then reused.
+        Trained embeddings; its label index is built on first use and then reused. Its
+        ``basis`` is used when present, else its ``vectors``.
     weights : sequence of sequences of float, optional
         Same shape as ``neighbours``; default 1 per edge.
 
@@ -102,4 +107,4 @@ def embed_new_nodes(
     get = store.index.get
     rows = np.fromiter((get(s, -1) for x in neighbours for s in x), dtype=np.int64, count=int(indptr[-1]))
     w = None if weights is None else np.fromiter((v for x in weights for v in x), dtype=np.float32)
-    return embed_new_nodes_csr(indptr, rows, store.vectors, w)
+    return embed_new_nodes_csr(indptr, rows, store.vectors if store.basis is None else store.basis, w)

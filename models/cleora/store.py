@@ -3,7 +3,8 @@
 Directory layout (``format_version`` 1)::
 
     manifest.json      graph, columns, dim, iterations, seed, markov, counts, created, format_version
-    vectors.npy        float32 (n, dim), rows L2-normalised
+    vectors.npy        float32 (n, dim), rows L2-normalised (Q_T)
+    basis.npy          optional float32 (n, dim): Q_{T-1}, used for inductive vectors
     label_bytes.npy    uint8 (total_utf8_bytes,): the labels' UTF-8 bytes, concatenated
     label_offsets.npy  int64 (n + 1,): label i is label_bytes[offsets[i]:offsets[i + 1]]
 
@@ -42,20 +43,25 @@ class EmbeddingStore:
         May be a read-only memory map.
     manifest : dict
         Provenance (see the module docstring); ``dim`` and counts are checked on load.
+    basis : ndarray of shape (n, dim), float32, optional
+        ``Q_{T-1}`` for inductive embedding (see ``embed(keep_basis=True)``).
 
     Raises
     ------
     ValueError
-        If ``len(labels) != vectors.shape[0]`` (the message gives both).
+        If ``len(labels) != vectors.shape[0]`` or ``basis`` has another shape than ``vectors``.
     """
 
     def __init__(self, labels: Sequence[str] | NDArray[np.str_] | None, vectors: NDArray[np.float32],
-                 manifest: dict[str, Any], *, _label_bytes: NDArray[np.uint8] | None = None,
+                 manifest: dict[str, Any], *, basis: NDArray[np.float32] | None = None, _label_bytes: NDArray[np.uint8] | None = None,
                  _label_offsets: NDArray[np.int64] | None = None) -> None:
         n = vectors.shape[0]
         if labels is not None and len(labels) != n:
             raise ValueError(f"labels: {len(labels)} labels for {n} vector rows")
+        if basis is not None and basis.shape != vectors.shape:
+            raise ValueError(f"basis: shape {basis.shape} differs from vectors {vectors.shape}")
         self.vectors = vectors
+        self.basis = basis
         self.manifest = dict(manifest)
         self._labels = None if labels is None else [str(s) for s in labels]
         self._bytes, self._offsets = _label_bytes, _label_offsets
@@ -114,7 +120,10 @@ class EmbeddingStore:
         np.save(tmp / "vectors.npy", np.ascontiguousarray(self.vectors, dtype=np.float32))
         np.save(tmp / "label_bytes.npy", np.frombuffer(b"".join(encoded), dtype=np.uint8))
         np.save(tmp / "label_offsets.npy", offsets)
-        manifest = {**self.manifest, "format_version": FORMAT_VERSION, "n_embedded": len(self), "dim": self.dim}
+        if self.basis is not None:
+            np.save(tmp / "basis.npy", np.ascontiguousarray(self.basis, dtype=np.float32))
+        manifest = {**self.manifest, "format_version": FORMAT_VERSION, "n_embedded": len(self), "dim": self.dim,
+                    "has_basis": self.basis is not None}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         if path.exists():
             shutil.rmtree(path)
@@ -152,4 +161,12 @@ class EmbeddingStore:
         if len(offsets) != vectors.shape[0] + 1 or vectors.shape[0] != manifest.get("n_embedded"):
             raise StoreFormatError(f"{path}: {vectors.shape[0]} vectors, {len(offsets) - 1} labels, "
                                    f"manifest n_embedded={manifest.get('n_embedded')}")
-        return cls(None, vectors, manifest, _label_bytes=label_bytes, _label_offsets=offsets)
+        basis = None
+        if manifest.get("has_basis"):
+            if not (path / "basis.npy").exists():
+                raise StoreFormatError(f"{path}: manifest has_basis=true but basis.npy is missing")
+            basis = np.load(path / "basis.npy", mmap_mode=mode, allow_pickle=False)
+            if basis.shape != vectors.shape:
+                raise StoreFormatError(f"{path / 'basis.npy'}: shape {basis.shape} differs from vectors "
+                                       f"{vectors.shape}")
+        return cls(None, vectors, manifest, basis=basis, _label_bytes=label_bytes, _label_offsets=offsets)
