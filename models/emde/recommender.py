@@ -41,7 +41,6 @@ from models.emde.neighbours import cooccurrence_neighbours
 from models.emde.network import SketchNetwork, row_log_softmax, sparse_batch, train_network
 from models.emde.sketch import item_columns
 from models.errors import ModelFitError, NotFittedError
-from models.topk import topk
 
 __all__ = ["EMDE"]
 
@@ -232,6 +231,14 @@ class EMDE:
                     torch.from_numpy(c.data), size=c.shape, check_invariants=True)
         return self._readout_
 
+    def _mean_log_probs(self, raw: sp.csr_array | NDArray[np.floating]) -> torch.Tensor:
+        """Mean over output depth rows of each item's bucket log-probability, (n_queries, n_items)."""
+        self._check_fitted()
+        x = self.layout_.normalise(raw)
+        with torch.no_grad():
+            logp = row_log_softmax(self.network_(*sparse_batch(x)), self.out_blocks_)
+            return torch.sparse.mm(self._readout(), logp.T).T
+
     def score_sketches(self, raw: sp.csr_array | NDArray[np.floating]) -> NDArray[np.float32]:
         """Score every item for a batch of raw input sketches.
 
@@ -245,27 +252,43 @@ class EMDE:
         ndarray of shape (n_queries, n_items), float32: the geometric mean over all output
         depth rows of the item's bucket probability (the Count-Min readout with the
         minimum replaced by the geometric mean), computed as ``exp(log_probs @ C)`` with
-        ``C`` the sparse one-hot code matrix.
+        ``C`` the sparse one-hot code matrix (entries ``1 / n_rows``).
         """
-        self._check_fitted()
-        x = self.layout_.normalise(raw)
-        with torch.no_grad():
-            logp = row_log_softmax(self.network_(*sparse_batch(x)), self.out_blocks_)
-            mean_logp = torch.sparse.mm(self._readout(), logp.T).T
-        return torch.exp(mean_logp).numpy().astype(np.float32, copy=False)
+        return torch.exp(self._mean_log_probs(raw)).numpy()
 
     def recommend_sketches(self, raw: sp.csr_array | NDArray[np.floating], n: int = 20, *,
                            exclude: sp.csr_array | None = None
                            ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
         """Top-``n`` items for raw input sketches (the stream's entry point).
 
-        ``exclude`` : csr_array of shape (n_queries, n_items); non-zero cells are never returned.
+        Parameters
+        ----------
+        raw : csr_array or ndarray of shape (n_queries, layout_.input_dim)
+        n : int
+        exclude : csr_array of shape (n_queries, n_items), optional
+            Non-zero cells are never returned.
+
+        Returns
+        -------
+        (ids, scores) : int32 and float32 arrays of shape (n_queries, n), best first, scores
+        the geometric-mean probabilities; padded with -1 / -inf.
         """
-        scores = self.score_sketches(raw)
+        if n < 1:
+            raise ValueError(f"n must be >= 1; got {n}")
+        mean_logp = self._mean_log_probs(raw)
         if exclude is not None:
             ex = sp.coo_array(exclude)
-            scores[ex.row, ex.col] = -np.inf
-        return topk(scores, n)
+            mean_logp[torch.from_numpy(ex.row.astype(np.int64)), torch.from_numpy(ex.col.astype(np.int64))] = -np.inf
+        q, n_items = mean_logp.shape
+        k = min(n, n_items)
+        val, idx = torch.topk(mean_logp, k, dim=1)  # deterministic on CPU
+        ids = np.full((q, n), -1, np.int32)
+        scores = np.full((q, n), -np.inf, np.float32)
+        val_np = val.numpy()
+        ids[:, :k] = np.where(np.isfinite(val_np), idx.numpy(), -1)
+        scores[:, :k] = np.exp(val_np)
+        scores[ids < 0] = -np.inf
+        return ids, scores
 
     def recommend(self, histories: Histories, n: int = 20, *, exclude_seen: bool = False,
                   batch_size: int = 1024) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
