@@ -6,10 +6,11 @@ so bytes per user grow with the distinct buckets touched, not with the sketch wi
 
 Per event with a known item (position decay, the default ``time_unit``): decayed views
 (``session``, ``type:*``) are multiplied by ``alpha ** w`` and the item's ``depth`` columns are
-added; the ``last`` view is replaced by the item's columns. All events of one user in one
-batch are folded in at once (one ``np.unique`` per user and batch). The result equals
-``layout.raw_sketches`` of the user's whole history (tested), up to pruning of values below
-``prune_below`` (weights older than ~90 positions at alpha = 0.9).
+added (a sorted merge, O(nnz) memory moves, no sort); the ``last`` view is replaced by the
+item's columns. Events are folded one at a time, so the float32 result is bit-identical however
+the events were batched (what makes a restart after ``kill -9`` reproduce the state exactly).
+It equals ``layout.raw_sketches`` of the user's whole history (tested, to float32 rounding), up
+to pruning of values below ``prune_below`` (weights older than ~90 positions at alpha = 0.9).
 
 When the model version changes, a user's sketch is rebuilt from the recent history the state
 keeps, the first time the user is touched (lazy migration).
@@ -74,46 +75,32 @@ class SketchUpdater:
             self.rebuild([st])
             return
         idx = self.version.item_index
-        known = [(idx[i], t, s) for i, t, s in zip(items, types, ts) if i in idx]
-        if not known:
-            return
         cols, vals = _decode(st)
-        k = len(known)
-        item_idx = np.fromiter((x[0] for x in known), dtype=np.int64, count=k)
-        ev_ts = np.fromiter((x[2] for x in known), dtype=np.float64, count=k)
+        cols, vals = cols.copy(), vals.copy()
         lay = self.layout
-        if self._seconds:
-            age_new = np.maximum(ev_ts[-1] - ev_ts, 0.0)
-            age_old = max(ev_ts[-1] - st.sketch_ts, 0.0)
-        else:
-            age_new = np.arange(k - 1, -1, -1, dtype=np.float64)
-            age_old = float(k)
-        w_new = np.power(lay.alpha, lay.decay_w * age_new)
-        keep_old = self._decayed[cols]
-        vals = np.where(keep_old, vals * np.float32(lay.alpha ** (lay.decay_w * age_old)), vals)
-        add_cols, add_vals = [], []
-        for view in lay.views:
-            off = lay.offset(view)
-            if view == "session":
-                add_cols.append((self.cols[item_idx] + off).ravel())
-                add_vals.append(np.repeat(w_new, self.cols.shape[1]))
-            elif view == "last":
-                in_view = (cols >= off) & (cols < off + lay.view_dim)
-                cols, vals = cols[~in_view], vals[~in_view]
-                add_cols.append(self.cols[item_idx[-1]] + off)
-                add_vals.append(np.ones(self.cols.shape[1]))
-            elif view.startswith("type:"):
-                mask = np.fromiter((x[1] == view[5:] for x in known), dtype=bool, count=k)
-                if mask.any():
-                    add_cols.append((self.cols[item_idx[mask]] + off).ravel())
-                    add_vals.append(np.repeat(w_new[mask], self.cols.shape[1]))
-        all_cols = np.concatenate([cols.astype(np.int64), *add_cols])
-        all_vals = np.concatenate([vals.astype(np.float64), *add_vals])
-        u, inv = np.unique(all_cols, return_inverse=True)
-        summed = np.bincount(inv, weights=all_vals)
-        keep = ~self._decayed[u] | (summed >= self.prune_below)
-        _encode(st, u[keep].astype(np.int32), summed[keep].astype(np.float32))
-        st.sketch_ts = float(ev_ts[-1])
+        step = np.float32(lay.alpha ** lay.decay_w)
+        last_ts = st.sketch_ts
+        for item_id, type_, ts_ in zip(items, types, ts):
+            j = idx.get(item_id)
+            if j is None:
+                continue
+            # one event at a time, so the result does not depend on how events were batched
+            decay = np.float32(lay.alpha ** (lay.decay_w * max(ts_ - last_ts, 0.0))) if self._seconds else step
+            decayed = self._decayed[cols]
+            vals[decayed] *= decay
+            for view in lay.views:
+                off = lay.offset(view)
+                if view == "last":
+                    in_view = (cols >= off) & (cols < off + lay.view_dim)
+                    cols, vals = cols[~in_view], vals[~in_view]
+                    cols, vals = _merge(cols, vals, self.cols[j] + off)
+                elif view == "session" or view == f"type:{type_}":
+                    cols, vals = _merge(cols, vals, self.cols[j] + off)
+            keep = ~self._decayed[cols] | (vals >= self.prune_below)
+            cols, vals = cols[keep], vals[keep]
+            last_ts = ts_
+        _encode(st, cols, vals)
+        st.sketch_ts = float(last_ts)
 
     def rebuild(self, states: Sequence[UserState]) -> None:
         """Recompute sketches from the kept histories (one batched ``raw_sketches`` call)."""
@@ -147,6 +134,18 @@ class SketchUpdater:
         return sp.csr_array((np.concatenate(vals) if vals else np.zeros(0, np.float32),
                              np.concatenate(cols) if cols else np.zeros(0, np.int32),
                              np.asarray(indptr, dtype=np.int64)), shape=(len(states), self.layout.input_dim))
+
+
+def _merge(cols: NDArray[np.int32], vals: NDArray[np.float32], new: NDArray[np.int32]
+           ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+    """Add 1.0 at the (distinct) columns ``new`` of a sorted sparse vector."""
+    new = np.sort(new.astype(np.int32))
+    pos = np.searchsorted(cols, new)
+    hit = pos < len(cols)
+    hit[hit] = cols[pos[hit]] == new[hit]
+    vals[pos[hit]] += np.float32(1.0)
+    miss = ~hit
+    return np.insert(cols, pos[miss], new[miss]), np.insert(vals, pos[miss], np.float32(1.0))
 
 
 def _decode(st: UserState) -> tuple[NDArray[np.int32], NDArray[np.float32]]:

@@ -12,18 +12,46 @@ import threading
 import time
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
+from operators.kafka import high_watermarks
+from operators.score import POPULAR_KEY_PREFIX, decode_topn
+from operators.training import train_model
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
+from tests.integration.test_stream_emde import SMALL_EMDE
 from tests.platform import FlowProcess, dump_state, make_settings, stored_total, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
 
+def _last_lists(broker: str, topic: str, partitions: int) -> dict[str, tuple]:
+    """Newest published list per user: (items, rounded scores, model version, last event ts)."""
+    c = Consumer({"bootstrap.servers": broker, "group.id": "t", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    end = high_watermarks(broker, topic)
+    seen = {p: 0 for p in end}
+    out: dict[str, tuple] = {}
+    while any(seen[p] < end[p] for p in end):
+        for m in c.consume(5000, 0.2):
+            if m.error():
+                continue
+            seen[m.partition()] = m.offset() + 1
+            t = decode_topn(m.value())
+            if not t.user_id.startswith(POPULAR_KEY_PREFIX):
+                out[t.user_id] = (t.items, [round(x, 4) for x in t.scores], t.model_version, t.last_event_ts)
+    c.close()
+    return out
+
+
 def test_kill9_restart_equals_uninterrupted_run(broker, tmp_path):
     s = make_settings(broker, tmp_path / "killed", partitions=4)
-    ref = s.model_copy(update={"stream": s.stream.model_copy(update={"state_dir": tmp_path / "ref" / "state"})})
+    ref = make_settings(broker, tmp_path / "ref", partitions=4)
+    ref = ref.model_copy(update={  # same events and model; own state, user-topn and dead-letter topics
+        "kafka": ref.kafka.model_copy(update={"events_topic": s.kafka.events_topic}),
+        "stream": ref.stream.model_copy(update={"model_dir": s.stream.model_dir})})
     shop = SyntheticShop(n_items=800, n_users=600, seed=3)
+    train_model(shop.history(8000), s, "emde", **SMALL_EMDE)  # EMDE: sketches are part of the state
     events = list(shop.events(40000, rate_per_s=20.0))
 
     def produce() -> None:
@@ -63,4 +91,9 @@ def test_kill9_restart_equals_uninterrupted_run(broker, tmp_path):
     n_users = sum(len(p["users"]) for p in ref_state.values())
     n_applied = sum(sum(st.counts.values()) for p in ref_state.values() for st in p["users"].values())
     assert n_applied == len(events) and n_users > 100
+    assert sum(bool(st.sketch_cols) for p in ref_state.values() for st in p["users"].values()) > 100
     assert killed_state == ref_state
+    killed_lists = _last_lists(broker, s.kafka.topn_topic, 4)
+    ref_lists = _last_lists(broker, ref.kafka.topn_topic, 4)
+    assert len(ref_lists) == n_users
+    assert killed_lists == ref_lists
