@@ -97,12 +97,16 @@ class ModalitySpec:
 
 
 def parse_modalities(text: str) -> tuple[ModalitySpec, ...]:
-    """Compact command-line form ``"name=source:DEPTHxWIDTH[:n_iter],..."``.
+    """Compact command-line form ``"name=source:DEPTHxWIDTH[:n_iter[:in|out]],..."``.
+
+    A trailing ``in`` (``out``) keeps the modality in the input (output) sketch only.
 
     Examples
     --------
     >>> [m.depth for m in parse_modalities("g=sessions:32x128:3,r=random:8x128")]
     [32, 8]
+    >>> parse_modalities("s=transitions:16x128:2:in")[0].output
+    False
     """
     specs = []
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -114,6 +118,10 @@ def parse_modalities(text: str) -> tuple[ModalitySpec, ...]:
             kw["depth"], kw["width"] = int(d), int(w)
         if len(fields) > 2:
             kw["n_iter"] = int(fields[2])
+        if len(fields) > 3:
+            if fields[3] not in ("in", "out"):
+                raise ValueError(f"modality {name!r}: 4th field must be 'in' or 'out'; got {fields[3]!r}")
+            kw["input"], kw["output"] = fields[3] == "in", fields[3] == "out"
         specs.append(ModalitySpec(**kw))
     return tuple(specs)
 

@@ -44,7 +44,7 @@ from models.errors import ModelFitError, NotFittedError
 
 __all__ = ["EMDE"]
 
-DEFAULT_MODALITIES = "graph=sessions:32x128:3,seq=transitions:32x128:2"
+DEFAULT_MODALITIES = "g=sessions:16x128:3,s=transitions:16x128:2:in"
 
 
 class EMDE:
@@ -55,10 +55,10 @@ class EMDE:
     modalities : str or sequence of ModalitySpec / dict
         Item modalities (see :mod:`models.emde.modality`); a string is parsed by
         :func:`~models.emde.modality.parse_modalities`.
-    views : sequence of str, default ("session", "last")
+    views : sequence of str, default ("session", "last", "knn:last")
         Input views (see :mod:`models.emde.layout`); add ``"type:<name>"`` per event type and
         ``"knn:session"`` / ``"knn:last"`` for item-kNN-style neighbour views.
-    knn_k : int, default 20
+    knn_k : int, default 10
         Co-occurrence neighbours per item for ``knn:*`` views.
     alpha : float, default 0.9
         Decay base of history sketches: weight ``alpha ** (decay_w * age)``.
@@ -66,7 +66,7 @@ class EMDE:
     time_unit : {"position", "seconds"}, default "position"
     objective : {"next", "future"}, default "next"
         ``next``: prefix -> next item (sessions); ``future``: past -> later events (users).
-    hidden : int, default 1024
+    hidden : int, default 512
     n_layers : int, default 2
         Hidden layers (1-5).
     epochs, batch_size, lr, lr_step_epochs, lr_gamma
@@ -83,12 +83,12 @@ class EMDE:
     """
 
     def __init__(self, modalities: str | Sequence[ModalitySpec | Mapping[str, Any]] = DEFAULT_MODALITIES,
-                 *, views: Sequence[str] = ("session", "last"), alpha: float = 0.9, decay_w: float = 1.0,
-                 time_unit: str = "position", objective: str = "next", hidden: int = 1024,
-                 n_layers: int = 2, epochs: int = 3, batch_size: int = 512, lr: float = 1e-3,
+                 *, views: Sequence[str] = ("session", "last", "knn:last"), alpha: float = 0.9,
+                 decay_w: float = 1.0, time_unit: str = "position", objective: str = "next", hidden: int = 512,
+                 n_layers: int = 2, epochs: int = 3, batch_size: int = 1024, lr: float = 3e-3,
                  lr_step_epochs: int = 1, lr_gamma: float = 0.5, max_prefix: int = 50, n_cuts: int = 4,
                  max_train_seconds: float | None = None, random_state: int | None = 0,
-                 progress: bool = False, knn_k: int = 20) -> None:
+                 progress: bool = False, knn_k: int = 10) -> None:
         self.modalities = modalities
         self.views = tuple(views)
         self.alpha = alpha
