@@ -159,7 +159,7 @@ def embed_modality(spec: ModalitySpec, log: InteractionLog, side: Mapping[str, A
         make = session_hyperedges if spec.source == "sessions" else transition_hyperedges
         ptr, members = make(bounds, log.item_idx)
         q = embed_hyperedges(ptr, members, n, dim=spec.dim, n_iter=spec.n_iter, random_state=random_state)
-        return q, np.isin(np.arange(n), members)
+        return q, np.linalg.norm(q, axis=1) > 0
     if spec.name in side:
         data = side[spec.name]
     elif spec.path is None:
@@ -184,7 +184,7 @@ def embed_modality(spec: ModalitySpec, log: InteractionLog, side: Mapping[str, A
         return vec, present
     ptr, members = word_hyperedges(texts, n)
     q = embed_hyperedges(ptr, members, n, dim=spec.dim, n_iter=spec.n_iter, random_state=random_state)
-    return q, present & np.isin(np.arange(n), members)
+    return q, present & (np.linalg.norm(q, axis=1) > 0)
 
 
 def code_modality(spec: ModalitySpec, log: InteractionLog, side: Mapping[str, Any] | None = None,
