@@ -55,9 +55,10 @@ class EMDE:
     modalities : str or sequence of ModalitySpec / dict
         Item modalities (see :mod:`models.emde.modality`); a string is parsed by
         :func:`~models.emde.modality.parse_modalities`.
-    views : sequence of str, default ("session", "last", "knn:last")
+    views : sequence of str, default ("session", "last")
         Input views (see :mod:`models.emde.layout`); add ``"type:<name>"`` per event type and
-        ``"knn:session"`` / ``"knn:last"`` for item-kNN-style neighbour views.
+        ``"knn:session"`` / ``"knn:last"`` for item-kNN-style neighbour views (better offline,
+        see bench/RESULTS.md; the stream folds only ``session``/``last``/``type:*`` so far).
     knn_k : int, default 10
         Co-occurrence neighbours per item for ``knn:*`` views.
     alpha : float, default 0.9
@@ -83,7 +84,7 @@ class EMDE:
     """
 
     def __init__(self, modalities: str | Sequence[ModalitySpec | Mapping[str, Any]] = DEFAULT_MODALITIES,
-                 *, views: Sequence[str] = ("session", "last", "knn:last"), alpha: float = 0.9,
+                 *, views: Sequence[str] = ("session", "last"), alpha: float = 0.9,
                  decay_w: float = 1.0, time_unit: str = "position", objective: str = "next", hidden: int = 512,
                  n_layers: int = 2, epochs: int = 3, batch_size: int = 1024, lr: float = 3e-3,
                  lr_step_epochs: int = 1, lr_gamma: float = 0.5, max_prefix: int = 50, n_cuts: int = 4,
