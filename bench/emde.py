@@ -190,7 +190,7 @@ def ablation_part(max_queries: int | None, train_s: float) -> list[dict]:
                 "+ text + random codes": graph + [text, rand]}
     rows = []
     for label, mods in variants.items():
-        m = EMDE(mods, **{**EMDE_BASE, "max_train_seconds": train_s})
+        m = EMDE(mods, views=("session", "last", "knn:last"), **{**EMDE_BASE, "max_train_seconds": train_s})
         r = fit_and_evaluate(label, m, data, max_queries=max_queries)
         rows.append({"variant": label, "HR@20": r.metrics["HR@20"], "MRR@20": r.metrics["MRR@20"],
                      "R@20": r.metrics["R@20"], "train_s": r.train_s, "n_queries": r.n_queries})
