@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from numpy.typing import NDArray
 
 from models.data.encoding import Dataset, encode_test, encode_train
 
 __all__ = ["load_sessionrec", "find_sessionrec_files", "read_events_tsv"]
+
+log = logging.getLogger(__name__)
 
 _SESSION = ("sessionid", "session", "session_id")
 _ITEM = ("itemid", "item", "item_id")
@@ -48,13 +52,15 @@ def read_events_tsv(path: Path) -> tuple[NDArray, NDArray, NDArray[np.float64]]:
 
     The delimiter is sniffed from the header (tab, comma or semicolon); columns are found by
     name, case-insensitively (``SessionId``/``session_id``, ``ItemId``/``item_id``,
-    ``Time``/``timestamp``). Ids stay strings exactly as written.
+    ``Time``/``timestamp``). Ids stay strings exactly as written. Time may be epoch seconds,
+    milliseconds or microseconds (detected by magnitude and converted, with a warning) or ISO
+    8601 text; without a time column the file order is used (with a warning).
 
     Raises
     ------
     ValueError
-        If a column is missing (the message names it and lists the header) or the time column
-        does not parse as numbers.
+        If the session or item column is missing (the message names it and lists the header),
+        or the time column holds empty or unparseable values.
     """
     path = Path(path)
     with path.open("r", encoding="utf-8") as fh:
@@ -63,27 +69,49 @@ def read_events_tsv(path: Path) -> tuple[NDArray, NDArray, NDArray[np.float64]]:
     names = header.split(delim)
     norm = [n.strip().lower() for n in names]
 
-    def pick(options: tuple[str, ...], what: str) -> str:
+    def pick(options: tuple[str, ...], what: str) -> str | None:
         for o in options:
             if o in norm:
                 return names[norm.index(o)]
+        if what == "time":
+            return None
         raise ValueError(f"{path.name}: no {what} column (looked for {options}); header is {names}")
 
     s_col, i_col, t_col = pick(_SESSION, "session"), pick(_ITEM, "item"), pick(_TIME, "time")
-    types = {n: pa.string() for n in names}
-    types[t_col] = pa.float64()
+    cols = [c for c in (s_col, i_col, t_col) if c is not None]
     try:
         table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delim),
-                               convert_options=pacsv.ConvertOptions(column_types=types,
-                                                                    include_columns=[s_col, i_col, t_col]))
+                               convert_options=pacsv.ConvertOptions(
+                                   column_types={n: pa.string() for n in names}, include_columns=cols))
     except pa.ArrowInvalid as exc:
         raise ValueError(f"{path.name}: cannot parse ({exc})") from exc
-    ts = table[t_col].to_numpy(zero_copy_only=False).astype(np.float64)
-    if ts.size and np.nanmax(ts) > 1e11:
-        raise ValueError(f"{path.name}: {t_col} must be epoch seconds; got {np.nanmax(ts):.0f} "
-                         f"(looks like milliseconds)")
+    if t_col is None:
+        log.warning("%s: no time column (looked for %s); using the file order as time", path.name, _TIME)
+        ts = np.arange(table.num_rows, dtype=np.float64)
+    else:
+        ts = _epoch_seconds(table[t_col], f"{path.name}: {t_col}")
     return (np.asarray(table[s_col].to_numpy(zero_copy_only=False), dtype=str),
             np.asarray(table[i_col].to_numpy(zero_copy_only=False), dtype=str), ts)
+
+
+def _epoch_seconds(col: pa.ChunkedArray, where: str) -> NDArray[np.float64]:
+    """Numbers (s, ms or us by magnitude) or ISO 8601 text -> float64 epoch seconds."""
+    if col.null_count:
+        raise ValueError(f"{where}: {col.null_count} empty values")
+    try:
+        ts = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        try:
+            stamps = pc.cast(col, pa.timestamp("us"))
+        except pa.ArrowInvalid as exc:
+            raise ValueError(f"{where}: must be epoch seconds or ISO 8601; got {col[0].as_py()!r}") from exc
+        return pc.cast(stamps, pa.int64()).to_numpy(zero_copy_only=False) / 1e6
+    top = float(np.nanmax(np.abs(ts))) if ts.size else 0.0
+    for limit, unit, scale in ((1e14, "microseconds", 1e6), (1e11, "milliseconds", 1e3)):
+        if top > limit:
+            log.warning("%s: values up to %.0f look like %s; converted to seconds", where, top, unit)
+            return ts / scale
+    return ts
 
 
 def load_sessionrec(data_dir: Path, *, validation: bool = False) -> Dataset:

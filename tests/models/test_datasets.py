@@ -52,10 +52,22 @@ def test_sessionrec_loader(sessionrec_dir: Path) -> None:
     assert prefixes.ts is not None and prefixes.ts[0] == T0 + 200
 
 
+def test_sessionrec_time_units_are_detected(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_tsv(tmp_path / "x_train_full.txt", [(1, "a", T0 * 1000), (1, "b", T0 * 1000 + 5000)])
+    write_tsv(tmp_path / "x_test.txt", [(2, "a", "2014-04-07T00:49:00"), (2, "b", "2014-04-07T00:50:00")])
+    ds = load_dataset(tmp_path, "sessionrec")
+    assert "look like milliseconds" in caplog.text
+    assert ds.train.ts.tolist() == [T0, T0 + 5]
+    assert ds.test.sessions.ts is not None and ds.test.sessions.ts[0] == 1396831740.0
+    (tmp_path / "x_train_full.txt").write_text("SessionId,ItemId\n1,a\n1,b\n")
+    assert load_dataset(tmp_path, "sessionrec").train.ts.tolist() == [0.0, 1.0]
+    assert "using the file order as time" in caplog.text
+
+
 def test_sessionrec_errors_name_the_problem(tmp_path: Path) -> None:
-    write_tsv(tmp_path / "x_train_full.txt", [(1, "a", 1.7e12), (1, "b", 1.7e12)])
     write_tsv(tmp_path / "x_test.txt", [(2, "a", T0), (2, "b", T0)])
-    with pytest.raises(ValueError, match="looks like milliseconds"):
+    write_tsv(tmp_path / "x_train_full.txt", [(1, "a", "yesterday"), (1, "b", T0)])
+    with pytest.raises(ValueError, match="must be epoch seconds or ISO 8601; got 'yesterday'"):
         load_dataset(tmp_path, "sessionrec")
     write_tsv(tmp_path / "x_train_full.txt", [(1, "a", T0)], header="Session\tProduct\tTime")
     with pytest.raises(ValueError, match="no item column"):
