@@ -89,8 +89,8 @@ class AnalyticsService:
             rt = read_stored_offset(s.state_dir, k.events_topic, p) if Path(s.state_dir).is_dir() else None
             parts.append({"partition": p, "log_end": end[p],
                           "analytics_offset": row.next_offset if row else 0,
-                          "analytics_lag": end[p] - (row.next_offset if row else 0),
-                          "realtime_offset": rt, "realtime_lag": None if rt is None else end[p] - rt,
+                          "analytics_lag": max(0, end[p] - (row.next_offset if row else 0)),
+                          "realtime_offset": rt, "realtime_lag": None if rt is None else max(0, end[p] - rt),
                           "max_event_ts": row.max_event_ts if row else None})
         latest = latest_version_path(s.model_dir)
         return {"events_per_s": rate, "log_end_total": total, "partitions": parts, "dead_letters": dead,
@@ -249,7 +249,8 @@ async def get_overview(request: Request) -> Response:
             t = [a + b for a, b in zip(t, sl.totals().tolist(), strict=True)]
         rows.append({"campaign_id": c, "arms": sorted({a for a, _ in arms}), "span": view.span(c),
                      "totals": _counter_totals(t)})
-    return json_response({"n_campaigns": len(rows), "campaigns": rows})
+    base = request.app.state.analytics.settings.analytics.bucket_s
+    return json_response({"n_campaigns": len(rows), "bucket_s": base, "campaigns": rows})
 
 
 async def get_ops(request: Request) -> Response:

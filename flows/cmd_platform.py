@@ -147,7 +147,8 @@ def run_cmd(
     shutil.rmtree(var / "state", ignore_errors=True)  # the in-memory broker starts empty: so does the state
     env = dict(os.environ, FUSIONREC_KAFKA__BROKERS=f"127.0.0.1:{port}",
                FUSIONREC_STREAM__STATE_DIR=str(var / "state"), FUSIONREC_STREAM__MODEL_DIR=str(var / "models"),
-               FUSIONREC_API__PORT=str(api_port))
+               FUSIONREC_API__PORT=str(api_port),
+               FUSIONREC_ANALYTICS__BUCKET_S="60")  # minute buckets: the live dashboard moves at once
     os.environ.update(env)
     s = Settings()
     broker = LocalBroker(port, log_path=var / "broker.log").start()
@@ -157,6 +158,8 @@ def run_cmd(
         _seed_and_train(s, history, seed, replay, replay_format, replay_limit)
         children.append(_child([sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)],
                                env, var / "flow.log"))
+        children.append(_child([sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", "1"],
+                               env, var / "analytics.log"))  # attribution + counters (flows/analytics.py)
         children.append(_child([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
                                 "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"],
                                env, var / "api.log"))
@@ -165,6 +168,8 @@ def run_cmd(
             children.append(_child([sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
                                     "--events", "100000000", "--rate", str(rate), "--seed", str(seed),
                                     "--skip-history", str(history), "--no-progress"], env, var / "simulate.log"))
+            children.append(_child([sys.executable, "-m", "flows.cli", "simulate-ab", "--api",
+                                    f"http://127.0.0.1:{api_port}", "--seed", str(seed)], env, var / "simulate-ab.log"))
         base = f"http://127.0.0.1:{api_port}"
         typer.echo(f"""
 fusionrec is running (logs in {var}/):
@@ -172,6 +177,7 @@ fusionrec is running (logs in {var}/):
   API              {base}
   recommendations  {base}/v1/recommendations?user_id=<user>
   health/metrics   {base}/healthz   {base}/metrics
+  dashboard        {base}/dashboard   (campaign home-ab: a live A/B test with a control group)
 Ctrl-C stops everything.""")
         while True:
             time.sleep(1.0)

@@ -28,7 +28,7 @@ from operators.control_group import CONTROL, CONTROL_ARM, group_of
 from operators.schema import BasketLine, Event
 from simulators.shop import DEFAULT_START_TS
 
-__all__ = ["ABSpec", "ABTruth", "ABSimulation"]
+__all__ = ["ABSpec", "ABTruth", "ABSimulation", "react"]
 
 
 @dataclass(frozen=True)
@@ -121,31 +121,46 @@ class ABSimulation:
         """The events of one visit: served list, impression, click, cart, order (as they happen)."""
         s = self.spec
         rid = f"req{self.seed}-{seq}"
-        out: list[Event] = []
-
-        def ev(kind: str, dt: float, **kw: object) -> Event:
-            return Event(event_id=f"ev{self.seed}-{seq}-{len(out)}", ts=round(ts + dt, 3), type=kind, user_id=u,
-                         **kw)  # type: ignore[arg-type]
-
         control = self.groups[u] == CONTROL
         arms = sorted(s.arms)
         arm = CONTROL_ARM if control else arms[int(rng.integers(len(arms)))]
-        idx = [] if control else rng.choice(len(self.item_ids), s.list_size, replace=False).tolist()
-        served = [self.item_ids[i] for i in idx]
-        out.append(ev("rec_request", 0.0, request_id=rid, campaign_id=s.campaign_id, arm=arm,
-                      extra={"scenario": s.scenario, "goal": "purchase", "window_s": s.window_s,
-                             "served_items": served}))
-        clicked: int | None = None
-        if not control:
-            out.append(ev("rec_impression", 1.0, request_id=rid, items=tuple(BasketLine(i) for i in served)))
-            if rng.random() < s.arms[arm]:
-                clicked = idx[int(rng.integers(len(idx)))]
-                out.append(ev("rec_click", 5.0, request_id=rid, item_id=self.item_ids[clicked]))
-                if rng.random() < s.p_cart_after_click:
-                    out.append(ev("add_to_cart", 20.0, item_id=self.item_ids[clicked]))
-        if rng.random() < (s.p_order_after_click if clicked is not None else s.p_order):
-            lines = rng.integers(len(self.item_ids), size=1 + int(rng.poisson(s.extra_lines_mean))).tolist()
-            lines += [] if clicked is None else [clicked]
-            basket = tuple(BasketLine(self.item_ids[i], 1.0, float(self.prices[i])) for i in lines)
-            out.append(ev("purchase", 60.0, items=basket))
-        return out
+        served = [] if control else [self.item_ids[i] for i in
+                                     rng.choice(len(self.item_ids), s.list_size, replace=False).tolist()]
+        request = Event(event_id=f"ev{self.seed}-{seq}-r", ts=round(ts, 3), type="rec_request", user_id=u,
+                        request_id=rid, campaign_id=s.campaign_id, arm=arm,
+                        extra={"scenario": s.scenario, "goal": "purchase", "window_s": s.window_s,
+                               "served_items": served})
+        return [request, *react(s, rng, u, ts, rid, s.arms.get(arm, 0.0), served, self.item_ids, self.prices,
+                                f"ev{self.seed}-{seq}")]
+
+
+def react(spec: ABSpec, rng: np.random.Generator, user_id: str, ts: float, request_id: str, ctr: float,
+          served: list[str], item_ids: list[str], prices: np.ndarray, id_prefix: str) -> list[Event]:
+    """How a user reacts to one served list (empty for the control group): the simulator's truth.
+
+    Sees it (``rec_impression``), clicks one item with probability ``ctr``, puts it in the cart
+    (``p_cart_after_click``), orders with ``p_order_after_click`` after a click, else ``p_order``:
+    a basket of ``1 + Poisson(extra_lines_mean)`` uniform catalog items (+ the clicked one).
+    """
+    out: list[Event] = []
+
+    def ev(kind: str, dt: float, **kw: object) -> Event:
+        return Event(event_id=f"{id_prefix}-{len(out)}", ts=round(ts + dt, 3), type=kind, user_id=user_id,
+                     **kw)  # type: ignore[arg-type]
+
+    clicked: str | None = None
+    if served:
+        out.append(ev("rec_impression", 1.0, request_id=request_id, items=tuple(BasketLine(i) for i in served)))
+        if rng.random() < ctr:
+            clicked = served[int(rng.integers(len(served)))]
+            out.append(ev("rec_click", 5.0, request_id=request_id, item_id=clicked))
+            if rng.random() < spec.p_cart_after_click:
+                out.append(ev("add_to_cart", 20.0, item_id=clicked))
+    if rng.random() < (spec.p_order_after_click if clicked is not None else spec.p_order):
+        lines = rng.integers(len(item_ids), size=1 + int(rng.poisson(spec.extra_lines_mean))).tolist()
+        basket = [BasketLine(item_ids[i], 1.0, float(prices[i])) for i in lines]
+        if clicked is not None:
+            k = item_ids.index(clicked) if clicked in item_ids else -1
+            basket.append(BasketLine(clicked, 1.0, float(prices[k]) if k >= 0 else float(np.mean(prices))))
+        out.append(ev("purchase", 60.0, items=tuple(basket)))
+    return out

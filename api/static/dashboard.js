@@ -25,7 +25,7 @@
     const range = $("range").value;
     const rep = state.lastSpan;
     if (range !== "all" && rep) {
-      const end = rep[1] + 3600;
+      const end = rep[1] + (state.baseBucket || 3600); // the end of the newest bucket
       q.set("from", String(end - Number(range)));
       q.set("to", String(end));
     }
@@ -55,6 +55,7 @@
   async function loadOverview() {
     const o = await getJSON("/v1/analytics/overview");
     state.overview = o.campaigns;
+    state.baseBucket = o.bucket_s;
     if (!state.campaign && o.campaigns.length) state.campaign = o.campaigns[0].campaign_id;
     renderList();
   }
@@ -63,8 +64,12 @@
     const el = $(id);
     if (state.plots[id]) state.plots[id].destroy();
     el.replaceChildren();
+    const xs = data[0];
+    const step = (state.lastReport && state.lastReport.bucket_s) || 3600;
+    const x = { time: true };
+    if (xs.length < 2) x.range = (u, lo, hi) => [(xs[0] || 0) - step, (xs[0] || 0) + step]; // one bucket: pad it
     const opts = { width: Math.max(240, el.clientWidth || 480), height: 240, series: [{}].concat(series),
-                   scales: { x: { time: true } }, legend: { live: false } };
+                   scales: { x }, legend: { live: false } };
     state.plots[id] = new uPlot(opts, data, el);
     el.dataset.points = String(data[0].length);
     el.dataset.campaign = state.campaign;
@@ -91,7 +96,8 @@
     arms.forEach((a, j) => {
       const m = new Map(a.buckets.map((b, i) => [b, a.series.impressions[i] ? a.series.clicks[i] / a.series.impressions[i] : null]));
       data.push(all.map((b) => (m.has(b) ? m.get(b) : null)));
-      series.push({ label: a.arm + (a.scenario !== "default" ? " / " + a.scenario : ""), stroke: COLORS[j % COLORS.length],
+      const oneScenario = new Set(arms.map((x) => x.scenario)).size === 1;
+      series.push({ label: oneScenario ? a.arm : `${a.arm} / ${a.scenario}`, stroke: COLORS[j % COLORS.length],
                     width: 1.5, spanGaps: true, value: (u, v) => pct(v) });
     });
     plot("plot-ctr", series, data);
@@ -181,6 +187,7 @@
     state.lastSpan = ov ? ov.span : null;
     const q = query();
     const rep = await getJSON(`/v1/analytics/campaigns/${c}?${q}`);
+    state.lastReport = rep;
     let bandit = null;
     if (rep.bandit_url) { // the optimizer's pulls and P(best), when the facade serves them
       try {
@@ -188,10 +195,10 @@
         if (r.ok) { const b = await r.json(); bandit = b.arms || b; }
       } catch (e) { bandit = null; }
     }
-    state.lastReport = rep;
     $("campaign-title").textContent = "campaign " + rep.campaign_id;
     const span = rep.span ? rep.span.map((s) => new Date(s * 1000).toISOString().slice(0, 16).replace("T", " ")) : [];
-    $("campaign-span").textContent = `data ${span.join(" – ")} UTC · step ${rep.bucket_s / 3600} h · range ends at the newest data`;
+    const stepText = rep.bucket_s >= 3600 ? `${rep.bucket_s / 3600} h` : `${rep.bucket_s / 60} min`;
+    $("campaign-span").textContent = `data ${span.join(" – ")} UTC · step ${stepText} · range ends at the newest data`;
     q.set("format", "csv");
     state.csvUrl = `/v1/analytics/campaigns/${c}?${q}`;
     drawTraffic(rep); drawCtr(rep); drawArms(rep, Array.isArray(bandit) ? bandit : null); drawUplift(rep);

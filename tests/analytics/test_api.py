@@ -82,7 +82,7 @@ def test_endpoints_check_params_scope_and_campaign(broker, tmp_path):
         assert c.get("/v1/analytics/overview").status_code == 401
         assert c.get("/v1/analytics/overview", headers={"X-API-Key": client}).status_code == 403
         ok = c.get("/v1/analytics/overview", headers={"X-API-Key": admin})
-        assert ok.status_code == 200 and ok.json() == {"n_campaigns": 0, "campaigns": []}
+        assert ok.status_code == 200 and ok.json() == {"n_campaigns": 0, "bucket_s": 3600, "campaigns": []}
         h = {"X-API-Key": admin}
         r = c.get("/v1/analytics/campaigns/nope", headers=h)
         assert r.status_code == 404 and r.json()["error"]["field"] == "campaign_id"

@@ -1,0 +1,52 @@
+"""``fusionrec analytics`` (the analytics flow) and ``fusionrec simulate-ab`` (a live A/B test via the API)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from flows.cli import app
+from operators.settings import Settings
+
+__all__ = ["analytics_cmd", "simulate_ab_cmd"]
+
+
+@app.command("analytics")
+def analytics_cmd(workers: Annotated[int, typer.Option("-w", "--workers", help="Worker threads")] = 1) -> None:
+    """Run the analytics dataflow (same as ``python -m bytewax.run flows.analytics:flow -w N``)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.execv(sys.executable, [sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", str(workers)])
+
+
+@app.command("simulate-ab")
+def simulate_ab_cmd(
+    api: Annotated[str | None, typer.Option(help="Base URL of the API (default: settings)")] = None,
+    campaign: Annotated[str, typer.Option(help="Campaign to create and drive")] = "home-ab",
+    visits_per_s: Annotated[float, typer.Option(help="Users asking for a list per second")] = 4.0,
+    visits: Annotated[int, typer.Option(help="Visits before stopping (0 = forever)")] = 0,
+    control_share: Annotated[float, typer.Option(help="Share of users held back (control group)")] = 0.2,
+    ctr_personalized: Annotated[float, typer.Option(help="True CTR of the 'personalized' arm")] = 0.25,
+    ctr_popular: Annotated[float, typer.Option(help="True CTR of the 'popular' arm")] = 0.10,
+    seed: Annotated[int, typer.Option(help="Seed of the shop (users, catalog) and of the reactions")] = 0,
+) -> None:
+    """Play users of the synthetic shop against a campaign of the running API, with known CTRs per arm."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from simulators.ab import ABSpec
+    from simulators.ab_live import LiveAB
+    from simulators.shop import SyntheticShop
+
+    s = Settings()
+    shop = SyntheticShop(seed=seed)
+    cat = shop.catalog(vectors=False)
+    spec = ABSpec(campaign_id=campaign, scenario="personalized", control_share=control_share,
+                  arms={"personalized": ctr_personalized, "popular": ctr_popular})
+    live = LiveAB(api or f"http://{s.api.host}:{s.api.port}", spec, shop.user_ids, [c["item_id"] for c in cat],
+                  np.array([c["price"] for c in cat]), seed=seed, admin_key=s.api.admin_keys[0],
+                  client_key=s.api.client_keys[0])
+    typer.echo(f"A/B test {campaign!r}: arms {spec.arms} (true CTRs), control share {control_share}")
+    live.run(visits_per_s, visits or None)
