@@ -19,6 +19,20 @@ from models.session_index import check_histories
 __all__ = ["ItemKNN"]
 
 
+_BLOCK_PRODUCTS = 4_000_000
+"""Multiply-adds per block of item rows when counting co-occurrences (bounds memory)."""
+
+
+def _row_blocks(et: sp.csr_array, e: sp.csr_array) -> list[tuple[int, int]]:
+    """Blocks of item rows whose share of ``et @ e`` costs about ``_BLOCK_PRODUCTS`` each."""
+    sess_len = np.diff(e.indptr).astype(np.float64)
+    cost = np.bincount(np.repeat(np.arange(et.shape[0]), np.diff(et.indptr)),
+                       weights=sess_len[et.indices], minlength=et.shape[0])
+    edges = np.searchsorted(np.cumsum(cost), np.arange(1, int(cost.sum() // _BLOCK_PRODUCTS) + 1) * _BLOCK_PRODUCTS)
+    bounds = np.unique(np.concatenate([[0], edges, [et.shape[0]]]))
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
 class ItemKNN:
     """Item-to-item kNN over session co-occurrence.
 
@@ -75,16 +89,21 @@ class ItemKNN:
         e = sp.csr_array((np.ones(log.n_events, dtype=np.float64), (log.session_idx, log.item_idx)),
                          shape=(log.n_sessions, log.n_items))
         e.sum_duplicates()
-        c = (e.T @ e).tocoo()
-        off = c.row != c.col
-        rows, cols, vals = c.row[off].astype(np.int64), c.col[off].astype(np.int64), c.data[off]
+        et = e.T.tocsr()
         supp = np.bincount(log.item_idx, minlength=log.n_items).astype(np.float64)
-        vals = vals / ((supp[rows] + self.lmbd) ** self.alpha * (supp[cols] + self.lmbd) ** (1.0 - self.alpha))
-        order = np.lexsort((cols, rows))
-        rows, cols, vals = rows[order], cols[order], vals[order]
-        sel = select_per_row(rows, [-vals, cols], self.n_sims)
-        self.sims_ = sp.csr_array((vals[sel].astype(np.float32), (rows[sel], cols[sel])),
-                                  shape=(log.n_items, log.n_items))
+        parts = []
+        for lo, hi in _row_blocks(et, e):
+            c = (et[lo:hi] @ e).tocsr()   # co-occurrence rows lo..hi-1, canonical
+            c.sort_indices()
+            rows = lo + np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(c.indptr))
+            cols = c.indices.astype(np.int64)
+            off = rows != cols
+            rows, cols, vals = rows[off], cols[off], c.data[off]
+            vals = vals / ((supp[rows] + self.lmbd) ** self.alpha * (supp[cols] + self.lmbd) ** (1.0 - self.alpha))
+            sel = select_per_row(rows, [-vals, cols], self.n_sims)
+            parts.append((rows[sel], cols[sel], vals[sel]))
+        rows, cols, vals = (np.concatenate(x) for x in zip(*parts, strict=True))
+        self.sims_ = sp.csr_array((vals.astype(np.float32), (rows, cols)), shape=(log.n_items, log.n_items))
         return self
 
     def _sims(self) -> sp.csr_array:
