@@ -61,12 +61,14 @@ def create_model(name: str, **overrides: object) -> Recommender:
     ------
     ValueError
         If ``name`` is not registered (the message lists the names).
-    TypeError
-        If an override is not a constructor parameter (raised by the class).
+        Also if an override is not a constructor parameter (the message names the model).
     """
     if name not in REGISTRY:
         raise ValueError(f"models: unknown model {name!r}; registered: {', '.join(REGISTRY)}")
     spec = REGISTRY[name]
     module_name, cls_name = spec.target.split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(**{**dict(spec.params), **overrides})
+    try:
+        return cls(**{**dict(spec.params), **overrides})
+    except TypeError as exc:
+        raise ValueError(f"{name}: bad hyper-parameter in {sorted(overrides)} ({exc})") from exc
