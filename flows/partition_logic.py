@@ -1,21 +1,25 @@
 """Bytewax stateful logic that owns one Kafka partition's RocksDB: apply, publish, commit.
 
-Per batch: apply the messages (``operators.user_update``), score every changed user once
-(``operators.score``), produce their top-N, the partition's popular list and the dead letters,
-flush the producer, and only then commit the state with the next offset in one write batch.
-So outputs are at-least-once (a crash between flush and commit republishes the same lists,
-harmless on the compacted topic; dead letters carry their source offset) and state is
-exactly-once.
+Per batch: apply the messages (``operators.user_update``; changed users are marked pending
+in the same write batch), and when the debounce interval (``stream.rescore_interval_s``) has
+passed, score every pending user once (``operators.score``); produce their top-N, the
+partition's popular list and the dead letters, flush the producer, and only then commit the
+state, the cleared markers and the next offset in one write batch. A timer (``notify_at``)
+scores users left pending when no batch follows. So outputs are at-least-once (a crash between
+flush and commit republishes the same lists, harmless on the compacted topic; pending markers
+survive a crash, so nothing stays unscored) and state is exactly-once.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Producer
+from rocksdict import WriteBatch
 
 from operators.kafka import make_producer
 from operators.model_version import ModelVersion, ModelWatcher
@@ -30,7 +34,7 @@ __all__ = ["Parsed", "BatchReport", "WorkerResources", "PartitionLogic"]
 
 log = logging.getLogger(__name__)
 
-Parsed = tuple[int, int, Event | DeadLetter]  # (partition, offset, parsed message)
+Parsed = tuple[int, int, Event | DeadLetter | None]  # (partition, offset, parsed message); None = wake-up
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,6 @@ class WorkerResources:
     _producer: Producer | None = None
     _watcher: ModelWatcher | None = None
     _sketcher: SketchUpdater | None = None
-    _popular_published: dict[int, float] = field(default_factory=dict)
 
     @property
     def producer(self) -> Producer:
@@ -86,6 +89,8 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         self.res = res
         self.applier: PartitionApplier | None = None
         self.partition = -1
+        self.last_scored_s = 0.0  # time.monotonic() of the last scoring
+        self.popular_published_s = 0.0  # time.time() the popular list was last published
 
     def _open(self, partition: int) -> PartitionApplier:
         s = self.res.settings
@@ -98,36 +103,65 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
     def on_batch(self, values: list[Parsed]) -> tuple[list[BatchReport], bool]:
         if self.applier is None:
             self.applier = self._open(values[0][0])
-        s = self.res.settings
+        msgs = sorted(((o, m) for _, o, m in values if m is not None), key=lambda x: x[0])
+        if not msgs:  # a wake-up: a restarted partition rescores what a crash left pending
+            return self.on_notify()
         t0 = time.perf_counter()
-        version, sketcher = self.res.model()
-        applied = self.applier.apply(sorted(((o, m) for _, o, m in values), key=lambda x: x[0]), sketcher)
+        _, sketcher = self.res.model()
+        applied = self.applier.apply(msgs, sketcher)
         t1 = time.perf_counter()
         if applied.next_offset == self.applier.next_offset:
             return [], StatefulBatchLogic.RETAIN
-        now = time.time()
-        pop = self.applier.popularity.top(s.stream.topn, now if applied.max_event_ts == 0 else applied.max_event_ts)
-        lists = score_users(applied.users, version, pop, s.stream.topn, now, sketcher)
+        due = time.monotonic() - self.last_scored_s >= self.res.settings.stream.rescore_interval_s
+        lists = self._score(applied.batch, applied.max_event_ts) if due else []
         t2 = time.perf_counter()
-        self._publish(lists, applied.dead, pop, now)
+        self._publish(lists, applied.dead)
         self.applier.commit(applied)
         t3 = time.perf_counter()
         return [BatchReport(self.partition, applied.next_offset, applied.n_applied, len(applied.dead),
                             applied.n_duplicates, applied.n_replayed, len(lists), t1 - t0, t2 - t1, t3 - t2)
                 ], StatefulBatchLogic.RETAIN
 
-    def _publish(self, lists: list[TopN], dead: list[DeadLetter], pop: tuple, now: float) -> None:
+    def _score(self, batch: WriteBatch, event_ts: float) -> list[TopN]:
+        """Score every user changed since the last scoring (the debounce), once; stage their markers' removal."""
+        assert self.applier is not None
+        s = self.res.settings.stream
+        version, sketcher = self.res.model()
+        now = time.time()
+        self.last_scored_s = time.monotonic()
+        pop = self.applier.popularity.top(s.topn, event_ts or now)
+        lists = score_users(self.applier.take_dirty(batch), version, pop, s.topn, now, sketcher)
+        if now - self.popular_published_s >= 1.0:
+            key = f"{POPULAR_KEY_PREFIX}{self.partition}"
+            lists.append(TopN(user_id=key, items=pop[0], scores=pop[1].tolist(), source="popular",
+                              model_version=None, updated_ts=now))
+            self.popular_published_s = now
+        return lists
+
+    def notify_at(self) -> datetime | None:
+        """Wake up when pending users are due for rescoring (no new batch may come soon)."""
+        if self.applier is None or not self.applier.dirty:
+            return None
+        due = self.last_scored_s + self.res.settings.stream.rescore_interval_s - time.monotonic()
+        return datetime.now(UTC) + timedelta(seconds=max(due, 0.0))
+
+    def on_notify(self) -> tuple[list[BatchReport], bool]:
+        if self.applier is None or not self.applier.dirty:
+            return [], StatefulBatchLogic.RETAIN
+        batch = self.applier.db.new_batch()
+        lists = self._score(batch, 0.0)
+        self._publish(lists, [])
+        self.applier.db.commit(batch, self.applier.next_offset)
+        return [], StatefulBatchLogic.RETAIN
+
+    def _publish(self, lists: list[TopN], dead: list[DeadLetter]) -> None:
+        """Produce the lists and dead letters and wait for delivery (before any commit)."""
+        if not lists and not dead:
+            return
         k = self.res.settings.kafka
         p = self.res.producer
         for t in lists:
             p.produce(k.topn_topic, key=t.user_id.encode(), value=encode_topn(t))
-        last = self.res._popular_published.get(self.partition, 0.0)
-        if now - last >= 1.0:
-            key = f"{POPULAR_KEY_PREFIX}{self.partition}"
-            p.produce(k.topn_topic, key=key.encode(), value=encode_topn(TopN(
-                user_id=key, items=pop[0], scores=pop[1].tolist(), source="popular",
-                model_version=None, updated_ts=now)))
-            self.res._popular_published[self.partition] = now
         for d in dead:
             p.produce(k.dead_topic, key=d.reason.encode(), value=encode_dead_letter(d))
         remaining = p.flush(30)

@@ -15,7 +15,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.partition_logic import BatchReport, Parsed, PartitionLogic, WorkerResources
-from flows.source import ResumingKafkaSource
+from flows.source import PartitionWake, ResumingKafkaSource
 from operators.parse import EventRules, parse_event
 from operators.settings import Settings
 
@@ -24,7 +24,9 @@ __all__ = ["build_flow"]
 log = logging.getLogger(__name__)
 
 
-def _parse(rules: EventRules, msg: KafkaSourceMessage | KafkaError) -> tuple[str, Parsed] | None:
+def _parse(rules: EventRules, msg: KafkaSourceMessage | KafkaError | PartitionWake) -> tuple[str, Parsed] | None:
+    if isinstance(msg, PartitionWake):
+        return str(msg.partition), (msg.partition, -1, None)
     if isinstance(msg, KafkaError):
         log.warning("kafka error in source: %s", msg.err)
         return None
@@ -52,7 +54,7 @@ def build_flow(settings: Settings) -> Dataflow:
     flow = Dataflow("realtime")
     src = ResumingKafkaSource(k.brokers.split(","), k.events_topic, s.state_dir, batch_size=s.batch_size)
     msgs = op.input("events", flow, src)                                  # KafkaSourceMessage | KafkaError
-    keyed = op.filter_map("parse", msgs, partial(_parse, rules))          # (partition, (partition, offset, Event|DeadLetter))
+    keyed = op.filter_map("parse", msgs, partial(_parse, rules))          # (partition, (partition, offset, Event|DeadLetter|None))
     reports = op.stateful_batch("apply", keyed, lambda _resume: PartitionLogic(res))  # (partition, BatchReport)
     op.output("reports", reports, _ReportSink())
     return flow

@@ -3,16 +3,46 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from bytewax.connectors.kafka import KafkaSource
+from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING
 
 from state.partition import read_stored_offset
 
-__all__ = ["ResumingKafkaSource"]
+__all__ = ["ResumingKafkaSource", "PartitionWake"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartitionWake:
+    """First item of every (re)started source partition: lets the partition's logic start even if
+    no new message comes (e.g. to rescore users a crash left pending)."""
+
+    partition: int
+
+
+class _WakingPartition(StatefulSourcePartition):
+    def __init__(self, inner: StatefulSourcePartition, partition: int) -> None:
+        self.inner, self.partition, self.woken = inner, partition, False
+
+    def next_batch(self) -> list:
+        if not self.woken:
+            self.woken = True
+            return [PartitionWake(self.partition)]
+        return self.inner.next_batch()
+
+    def next_awake(self):  # noqa: ANN201
+        return self.inner.next_awake()
+
+    def snapshot(self):  # noqa: ANN201
+        return self.inner.snapshot()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 class ResumingKafkaSource(KafkaSource):
@@ -35,4 +65,5 @@ class ResumingKafkaSource(KafkaSource):
         part = int(for_part.split("-", 1)[0])
         stored = read_stored_offset(self.state_dir, self.topic, part)
         log.info("partition %d of %s resumes at offset %s", part, self.topic, stored)
-        return super().build_part(step_id, for_part, stored if stored is not None else resume_state)
+        inner = super().build_part(step_id, for_part, stored if stored is not None else resume_state)
+        return _WakingPartition(inner, part)

@@ -63,6 +63,8 @@ class StreamSettings(BaseModel):
     max_event_bytes: int = Field(default=65536, ge=256)
     batch_size: int = Field(default=2000, ge=1, description="Max Kafka messages per poll")
     poll_timeout_s: float = Field(default=0.05, gt=0)
+    rescore_interval_s: float = Field(default=0.1, ge=0, description=(
+        "Debounce: changed users are rescored at most this often per partition (0 = every batch)"))
 
 
 class ApiSettings(BaseModel):

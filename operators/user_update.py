@@ -86,6 +86,11 @@ class PartitionApplier:
         self.next_offset = 0 if stored is None else stored
         raw = db.get_meta(keys.META_APPLIED)
         self.n_applied_total = 0 if raw is None else keys.decode_int(raw)
+        pending = [keys.strip_prefix(k, keys.DIRTY) for k, _ in db.scan(keys.DIRTY)]
+        self.dirty: dict[str, UserState] = {
+            u: st for u, st in zip(pending, self.users.get_many(pending)) if st is not None}
+        """Users changed since they were last scored (persisted as ``r:`` keys, so a restart
+        rescores what a crash left pending)."""
 
     def apply(self, messages: Sequence[tuple[int, Event | DeadLetter]],
               sketcher: SketchUpdater | None = None) -> Applied:
@@ -129,6 +134,9 @@ class PartitionApplier:
             if sketcher is not None:
                 sketcher.fold(st, *fresh_items[uid])
             self.users.stage(out.batch, uid, st)
+            if uid not in self.dirty:
+                out.batch.put(keys.dirty_key(uid), b"")
+            self.dirty[uid] = st
         for reason, n in dead_counts.items():
             k = keys.dead_key(reason)
             old = self.db.get(k)
@@ -142,6 +150,14 @@ class PartitionApplier:
         """Write the staged batch and its next offset atomically."""
         self.db.commit(applied.batch, applied.next_offset)
         self.next_offset = applied.next_offset
+
+    def take_dirty(self, batch: WriteBatch) -> dict[str, UserState]:
+        """The users awaiting rescoring; their markers are deleted in ``batch`` (commit it after
+        publishing their lists)."""
+        taken, self.dirty = self.dirty, {}
+        for uid in taken:
+            batch.delete(keys.dirty_key(uid))
+        return taken
 
     def dead_counts(self) -> dict[str, int]:
         return {keys.strip_prefix(k, keys.DEAD): keys.decode_int(v) for k, v in self.db.scan(keys.DEAD)}

@@ -6,6 +6,7 @@ column family      key                     value (state/codec.py)
 default            ``u:`` + user_id        UserState (history, counts, recent event ids)
 default            ``p:`` + item_id        ItemPopularity (decayed count, last ts)
 default            ``d:`` + reason         dead-letter count (int64 big-endian)
+default            ``r:`` + user_id        empty: the user changed and awaits rescoring
 meta               ``offset``              next Kafka offset to read (int64 big-endian)
 meta               ``applied``             events applied so far (int64 big-endian)
 meta               ``model_version``       version string of the models the state uses
@@ -19,13 +20,14 @@ from __future__ import annotations
 import struct
 
 __all__ = [
-    "USER", "POPULARITY", "DEAD", "META_OFFSET", "META_APPLIED", "META_MODEL_VERSION",
+    "USER", "POPULARITY", "DEAD", "DIRTY", "dirty_key", "META_OFFSET", "META_APPLIED", "META_MODEL_VERSION",
     "user_key", "popularity_key", "dead_key", "strip_prefix", "encode_int", "decode_int",
 ]
 
 USER = b"u:"
 POPULARITY = b"p:"
 DEAD = b"d:"
+DIRTY = b"r:"
 META_OFFSET = b"offset"
 META_APPLIED = b"applied"
 META_MODEL_VERSION = b"model_version"
@@ -39,6 +41,10 @@ def user_key(user_id: str) -> bytes:
 
 def popularity_key(item_id: str) -> bytes:
     return POPULARITY + item_id.encode()
+
+
+def dirty_key(user_id: str) -> bytes:
+    return DIRTY + user_id.encode()
 
 
 def dead_key(reason: str) -> bytes:
