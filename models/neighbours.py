@@ -253,20 +253,17 @@ class SessionKNNBase:
         if pair_w is not None:  # separable: one sparse product spreads the pair weights over items
             nmat = sp.csr_array((pair_w, (rows, sess)), shape=(q.n_queries, self.index_.n_sessions))
             s = (nmat @ self.index_.x).tocsr()
-            s.sort_indices()
-            r = np.repeat(np.arange(q.n_queries, dtype=np.int64), np.diff(s.indptr))
-            it = s.indices.astype(np.int64)
-            score = s.data.astype(np.float64)
-            factor = self._item_factor()
-            if factor is not None:
-                score = score * factor[it]
-        else:
+        else:  # entry weights summed per (prefix, item) by the COO -> CSR conversion
             owner, entry = expand_rows(self.index_.x.indptr, sess)
             w = self._entry_weights(q, rows, sess, sim, owner, entry)
-            key = rows[owner] * self.n_items_ + self.index_.x.indices[entry].astype(np.int64)
-            uk, inv = np.unique(key, return_inverse=True)
-            score = np.bincount(inv.reshape(-1), weights=w, minlength=len(uk))
-            r, it = uk // self.n_items_, uk % self.n_items_
+            s = sp.csr_array((w, (rows[owner], self.index_.x.indices[entry])), shape=(q.n_queries, self.n_items_))
+        s.sum_duplicates()
+        r = np.repeat(np.arange(q.n_queries, dtype=np.int64), np.diff(s.indptr))
+        it = s.indices.astype(np.int64)
+        score = s.data.astype(np.float64)
+        factor = self._item_factor()
+        if factor is not None:
+            score = score * factor[it]
         keep = score > 0
         if exclude_seen or not getattr(self, "remind", True):
             keep &= q.find(r, it) < 0
