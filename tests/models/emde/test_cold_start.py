@@ -1,0 +1,107 @@
+"""Cold start: hashed title vectors and borrowed codes make a new item scorable without training."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from models.base import Histories
+from models.emde import EMDE
+from models.emde.cold_start import _word_vectors, extend_emde, nearest_known, title_vectors
+from tests.models.emde.test_emde import _MODS, _SMALL, _planted_log
+
+TASTE_WORDS = ["amber", "birch", "cobalt", "dune", "ember"]
+
+
+def _titles() -> list[str]:
+    """Item i of taste g: the taste's word, an item word and a shared generic word."""
+    return [f"{TASTE_WORDS[i // 20]} w{i} Classic" for i in range(100)]
+
+
+@pytest.fixture(scope="module")
+def fitted() -> EMDE:
+    return EMDE(_MODS, **_SMALL).fit(_planted_log())
+
+
+def test_title_vectors_are_deterministic_inductive_and_normalised() -> None:
+    a = title_vectors(["Red wool scarf", "blue shirt", ""])
+    b = title_vectors(["blue shirt"])  # another batch, another vocabulary order
+    np.testing.assert_array_equal(a[1], b[0])
+    np.testing.assert_array_equal(title_vectors(["SCARF, red wool!"])[0], a[0])  # case and punctuation
+    np.testing.assert_allclose(np.linalg.norm(a[:2], axis=1), 1.0, rtol=1e-6)
+    assert not a[2].any()
+    assert not np.array_equal(title_vectors(["blue shirt"], seed=1)[0], b[0])
+    w = _word_vectors(["x", "y"], 4096, 0)
+    assert w.min() > -1.0 and w.max() < 1.0 and abs(float(w.mean())) < 0.03
+    with pytest.raises(ValueError, match="dim must be >= 1; got 0"):
+        title_vectors(["a"], dim=0)
+
+
+def test_nearest_known_orders_by_cosine_then_index() -> None:
+    known = title_vectors(["red wool scarf", "blue cotton shirt", "red silk scarf", "red silk scarf"])
+    idx, cos = nearest_known(title_vectors(["silk scarf red", "blue shirt"]), known, k=3)
+    assert idx[0].tolist()[:2] == [2, 3] and cos[0, 0] == pytest.approx(1.0)
+    assert idx[1, 0] == 1 and np.all(np.diff(cos, axis=1) <= 0)
+    assert nearest_known(known[:1], known, k=10)[0].shape == (1, 4)
+
+
+def test_new_item_borrows_its_nearest_items_codes_and_the_original_is_untouched(fitted: EMDE) -> None:
+    before = {k: getattr(fitted, k).copy() for k in ("item_in_cols_", "item_out_cols_")}
+    readout = fitted._readout()
+    ext, nbr = extend_emde(fitted, ["Cobalt w45 classic NEW", "qqq zzz"], _titles(), new_ids=["n1", "n2"])
+    assert nbr[:, 0].tolist() == [45, -1]  # the second shares no word: left out
+    assert ext.n_items_ == 101 and ext.item_ids_[-1] == "n1" and len(ext.item_ids_) == 101
+    np.testing.assert_array_equal(ext.item_in_cols_[100], fitted.item_in_cols_[45])
+    np.testing.assert_array_equal(ext.item_out_cols_[100], fitted.item_out_cols_[45])
+    for name, codes in fitted.codes_.items():
+        np.testing.assert_array_equal(ext.codes_[name][100], codes[45])
+    # the original keeps its tables and readout (other threads score with it)
+    assert fitted.n_items_ == 100 and fitted._readout() is readout and len(fitted.item_ids_) == 100
+    for k, v in before.items():
+        np.testing.assert_array_equal(getattr(fitted, k), v)
+    # recommendable: scored exactly like its donor, by every query
+    raw = ext.layout_.raw_sketches(ext.item_in_cols_, _taste_histories())
+    scores = ext.score_sketches(raw)
+    assert scores.shape[1] == 101
+    np.testing.assert_array_equal(scores[:, 100], scores[:, 45])
+    ids, _ = ext.recommend(Histories.from_lists([[42, 43, 44], [43, 44], [1, 2, 3], [61, 62]]), 10)
+    assert set(ids[0, :2]) == set(ids[1, :2]) == {45, 100}  # next to its donor where 45 comes next ...
+    assert not (ids[2:] == 100).any()  # ... and absent from other tastes' lists
+
+
+def _taste_histories() -> Histories:
+    """4 queries per taste (interleaved: query q has taste q % 5), 3 items each."""
+    return Histories.from_lists([[g * 20 + (s + t) % 20 for t in range(3)] for s in range(4) for g in range(5)])
+
+
+def test_similar_items_of_a_new_item_are_its_donors_neighbours(fitted: EMDE) -> None:
+    ext, _ = extend_emde(fitted, ["cobalt w45 classic new"], _titles())
+    new, donor = np.int32(100), np.int32(45)
+    a, _ = ext.similar_items(np.array([new]), 10)
+    b, _ = ext.similar_items(np.array([donor]), 10)
+    assert new not in a[0] and a[0, 0] // 20 == 2
+    assert set(a[0].tolist()) - {45} == set(b[0].tolist()) - {100}
+    assert (45 in a[0]) == (100 in b[0])
+    c, _ = fitted.similar_items(np.array([donor]), 10)  # the original never returns the new item
+    assert c.max() < 100
+
+
+def test_vote_over_k_neighbours_takes_the_heaviest_bucket_per_column() -> None:
+    cols = np.array([[1, 10], [1, 11], [2, 11], [3, 12]], np.int32)
+    m = SimpleNamespace(item_in_cols_=cols, item_out_cols_=cols + 100, codes_={"t": cols - 1}, n_items_=4,
+                        item_ids_=None, _readout_="built")
+    titles = ["red scarf", "red scarf wool", "red wool", "green tea"]
+    ext, nbr = extend_emde(m, ["red scarf wool"], titles, k=3)
+    assert nbr[0, 0] == 1 and sorted(nbr[0].tolist()) == [0, 1, 2]  # 0 and 2 are equally near
+    # column 0: bucket 1 (items 1, 0) beats 2; column 1: bucket 11 (items 1, 2) beats 10
+    assert ext.item_in_cols_[-1].tolist() == [1, 11] and ext.item_out_cols_[-1].tolist() == [101, 111]
+    assert ext.codes_["t"][-1].tolist() == [0, 10] and ext._readout_ is None and m._readout_ == "built"
+
+
+def test_extend_emde_checks_its_inputs(fitted: EMDE) -> None:
+    with pytest.raises(ValueError, match="known has 3 rows but the model has 100 items"):
+        extend_emde(fitted, ["x"], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="new_ids has 2 ids but new_titles has 1 titles"):
+        extend_emde(fitted, ["x"], _titles(), new_ids=["a", "b"])
