@@ -1,0 +1,135 @@
+"""A compacted Kafka topic read into memory: latest value per key, kept fresh by a thread.
+
+This is how API processes read data owned by the flow (DESIGN.md: one writer per RocksDB;
+readers get the data another way). ``user-topn`` and ``catalog`` are read this way; every API
+replica keeps its own copy, so replicas scale without touching the flow's databases. The flow's
+workers read ``catalog`` the same way (new items, ``operators.catalog_overlay``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from operators.kafka import high_watermarks, topic_partitions
+
+__all__ = ["TopicTable"]
+
+log = logging.getLogger(__name__)
+
+
+class TopicTable:
+    """Latest value per key of a compacted topic.
+
+    Parameters
+    ----------
+    brokers : str
+        Bootstrap servers.
+    topic : str
+        Topic to read from the beginning (``assign()``, no consumer group).
+    decode : callable bytes -> object
+        Turns a value into what ``get`` returns; a value that fails to decode is logged and skipped.
+    on_update : callable (key, value or None), optional
+        Called on the reader thread after each change (``None`` = tombstone).
+    keep : bool
+        Keep the latest value per key (``get``/``items``); False when ``on_update`` folds the
+        values into its own structure (the analytics view), so they are not held twice.
+    reader : str
+        Names the reader in the consumer's ``group.id`` (``fusionrec-<reader>-<topic>``; no
+        group is joined, offsets are assigned).
+
+    Attributes
+    ----------
+    n_messages : int
+        Messages applied so far (grows with every change: a cheap "has it changed" check).
+    last_update_s : float
+        Wall-clock epoch seconds of the last applied message.
+    """
+
+    def __init__(self, brokers: str, topic: str, decode: Callable[[bytes], object],
+                 on_update: Callable[[str, object | None], None] | None = None, keep: bool = True,
+                 reader: str = "api") -> None:
+        self.brokers, self.topic, self.decode, self.on_update = brokers, topic, decode, on_update
+        self.keep, self.reader = keep, reader
+        self._data: dict[str, object] = {}
+        self._stop = threading.Event()
+        self._caught_up = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.n_messages = 0
+        self.last_update_s = 0.0
+
+    def get(self, key: str) -> object | None:
+        return self._data.get(key)
+
+    def items(self) -> list[tuple[str, object]]:
+        return list(self._data.items())
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def start(self) -> TopicTable:
+        self._thread = threading.Thread(target=self._run, name=f"topic-table-{self.topic}", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_caught_up(self, timeout_s: float) -> bool:
+        """True once everything written before ``start`` has been read."""
+        return self._caught_up.wait(timeout_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._consume()
+            except Exception:
+                log.exception("reader of %s failed; retrying in 1 s", self.topic)
+                time.sleep(1.0)
+
+    def _consume(self) -> None:
+        parts = topic_partitions(self.brokers, self.topic)
+        end = high_watermarks(self.brokers, self.topic)
+        c = Consumer({"bootstrap.servers": self.brokers, "group.id": f"fusionrec-{self.reader}-{self.topic}",
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10})
+        offsets = {p: 0 for p in parts}
+        c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
+        if all(v == 0 for v in end.values()):
+            self._caught_up.set()
+        try:
+            while not self._stop.is_set():
+                for m in c.consume(5000, 0.05):
+                    if m.error():
+                        continue
+                    offsets[m.partition()] = m.offset() + 1
+                    self._apply(m.key(), m.value())
+                if not self._caught_up.is_set() and all(offsets[p] >= end.get(p, 0) for p in parts):
+                    self._caught_up.set()
+        finally:
+            c.close()
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        k = key.decode(errors="replace")
+        self.n_messages += 1
+        self.last_update_s = time.time()
+        if value is None:
+            self._data.pop(k, None)
+            obj = None
+        else:
+            try:
+                obj = self.decode(value)
+            except Exception as exc:  # a bad value must not stop the reader
+                log.warning("skipping undecodable value for key %r in %s: %s", k, self.topic, exc)
+                return
+            if self.keep:
+                self._data[k] = obj
+        if self.on_update is not None:
+            self.on_update(k, obj)
