@@ -25,7 +25,7 @@ from flows.analytics_logic import (
     Parsed,
     analytics_state_dir,
 )
-from flows.source import ResumingKafkaSource
+from flows.source import PartitionWake, ResumingKafkaSource
 from operators.kafka import TopicSpec, ensure_topics
 from operators.parse import EventRules, parse_event
 from operators.settings import Settings
@@ -35,7 +35,9 @@ __all__ = ["build_flow"]
 log = logging.getLogger(__name__)
 
 
-def _parse(rules: EventRules, msg: KafkaSourceMessage | KafkaError) -> tuple[str, Parsed] | None:
+def _parse(rules: EventRules, msg: KafkaSourceMessage | KafkaError | PartitionWake) -> tuple[str, Parsed] | None:
+    if isinstance(msg, PartitionWake):
+        return None  # the analytics have nothing pending to do on (re)start: wait for messages
     if isinstance(msg, KafkaError):
         log.warning("kafka error in source: %s", msg.err)
         return None
