@@ -108,11 +108,31 @@ class Graph:
 
 
 def _mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    """SplitMix64 finaliser, vectorised (uint64 arithmetic wraps)."""
+    """SplitMix64 finaliser, vectorised (uint64 arithmetic wraps); works in place on a fresh copy."""
     x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _incidence(rows: NDArray[np.int64], nodes: NDArray[np.int64], n_rows: int, n: int) -> sp.csr_array:
+    """(rows × nodes) incidence counts as float32 CSR, built directly (no int64 COO copy)."""
+    order = np.argsort(rows, kind="stable")
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    g = sp.csr_array((np.ones(len(order), dtype=np.float32), nodes[order].astype(np.int32), indptr),
+                     shape=(n_rows, n))
+    g.sum_duplicates()  # sorts each row's indices: canonical, whatever the input order
+    return g
+
+
+def _scale_rows(g: sp.csr_array, w: NDArray[np.float64]) -> sp.csr_array:
+    """``diag(w) @ g`` in place on g's data (float32)."""
+    g.data *= np.repeat(w, np.diff(g.indptr)).astype(np.float32)
+    return g
 
 
 def _fields(row: Row, cols: tuple[Column, ...], i: int) -> list[list[str]]:
@@ -263,11 +283,13 @@ def graph_from_arrays(
     first = np.ones(len(pair), dtype=bool)
     first[1:] = pair[1:] != pair[:-1]
     distinct = np.bincount(pair[first] // len(labels), minlength=len(indptr) - 1)
+    del pair, first
     keep_row = distinct >= 2
-    new_row = np.cumsum(keep_row) - 1
     keep = keep_row[rows]
+    inc = [((np.cumsum(keep_row) - 1)[rows[keep]], members[keep])]
+    del rows, keep
     cols = parse_columns("complex::reflexive::node")
-    return _assemble(labels, np.zeros(len(labels), dtype=bool), [(new_row[rows[keep]], members[keep])],
+    return _assemble(labels, np.zeros(len(labels), dtype=bool), inc,
                      int(keep_row.sum()), cols, max_hyperedge_size, int((~keep_row).sum()))
 
 
@@ -307,26 +329,32 @@ def _assemble(labels: NDArray[np.str_], transient: NDArray[np.bool_],
     row_rank[np.argsort(row_hash, kind="stable")] = np.arange(n_rows)
     n = len(order)
     gs, ks = [], []
-    for r, nodes in inc:
-        g = sp.csr_array((np.ones(len(r)), (row_rank[r], position[nodes])), shape=(n_rows, n))
-        g.sum_duplicates()
-        gs.append(g)
-        ks.append(np.asarray(g.sum(axis=1)).ravel())
-    adj = sp.csr_array((n, n), dtype=np.float64)
+    while inc:
+        r, nodes = inc.pop(0)
+        gs.append(_incidence(row_rank[r], position[nodes], n_rows, n))
+        ks.append(np.add.reduceat(gs[-1].data, gs[-1].indptr[:-1]).astype(np.float64))
+        del r, nodes
+    adj = sp.csr_array((n, n), dtype=np.float32)
     for c, col in enumerate(cols):
         if col.reflexive:
             w = np.divide(1.0, ks[c] ** 2, out=np.zeros(n_rows), where=ks[c] > 0)
-            adj = adj + gs[c].T.tocsr() @ (sp.diags_array(w) @ gs[c])
+            gt = gs[c].T.tocsr()
+            adj = adj + gt @ _scale_rows(gs[c].copy() if len(cols) == 2 else gs[c], w)
+            del gt
     if len(cols) == 2:
         kk = ks[0] * ks[1]
         w = np.divide(1.0, kk, out=np.zeros(n_rows), where=kk > 0)
-        b = gs[0].T.tocsr() @ (sp.diags_array(w) @ gs[1])
+        gt = gs[0].T.tocsr()
+        gs[0] = None
+        b = gt @ _scale_rows(gs[1], w)
+        del gt
         adj = adj + b + b.T.tocsr()
+    del gs
     adj = sp.csr_array(adj)
     adj.sum_duplicates()
     adj.sort_indices()
-    adj = sp.csr_array((adj.data.astype(np.float32), adj.indices.astype(np.int32), adj.indptr.astype(np.int64)),
-                       shape=(n, n))
+    adj = sp.csr_array((adj.data.astype(np.float32, copy=False), adj.indices.astype(np.int32, copy=False),
+                        adj.indptr.astype(np.int64, copy=False)), shape=(n, n))
     adj.has_sorted_indices = True
     return Graph(labels=labels[order], keys=keys[order], transient=transient[order], adjacency=adj,
                  columns=cols, n_rows=n_rows, n_dropped=dropped, n_trimmed=trimmed)

@@ -7,10 +7,12 @@ Speed comes from four things (measured in ``bench/cleora.py``):
   accumulated while each output row is still in L1 — no separate normalisation pass;
 * the graph arrives in a locality order (hubs first, see ``graph.py``), so the rows of Q that
   most non-zeros point at stay in cache;
-* Q is processed in blocks of ``block_dim`` dimensions (dimensions are independent), so the
-  gathered part of Q is smaller and cache-resident for longer;
-* rows are split into chunks of equal non-zeros and the chunks spread over the threads, so
-  power-law hubs don't leave a core idle.
+* Q is processed in blocks of ``block_dim`` dimensions (dimensions of M·Q are independent):
+  block b of the new Q needs only block b of the old one, so it is computed into one
+  (n, block_dim) buffer and written back over Q — the whole run needs Q plus that buffer,
+  not two copies of Q;
+* rows are split into many chunks of equal non-zeros, handed out to the threads dynamically,
+  so power-law hubs — or a core taken by another process — don't leave a thread idle.
 
 The result is bit-identical for a given graph, seed, dimension and block size, independent of
 thread count (each output row is summed by one thread, in CSR order).
@@ -49,7 +51,7 @@ def _spmm_block(indptr, indices, data, scale, x, y, sq, chunks, d0, d1):  # prag
                 xr = x[j, d0:d1]
                 for d in range(width):
                     acc[d] += w * xr[d]
-            yr = y[i, d0:d1]
+            yr = y[i]
             s = np.float32(0.0)
             for d in range(width):
                 yr[d] = acc[d]
@@ -64,6 +66,14 @@ def _scale_rows(y, scale):  # pragma: no cover
         s = scale[i]
         for d in range(dim):
             y[i, d] *= s
+
+
+@numba.njit(parallel=True, cache=True)
+def _store_block(x, y, d0):  # pragma: no cover
+    n, width = y.shape
+    for i in numba.prange(n):
+        for d in range(width):
+            x[i, d0 + d] = y[i, d]
 
 
 def _inv_norm(sq: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -110,7 +120,7 @@ def propagate(
     q: NDArray[np.float32],
     n_iter: int = 4,
     *,
-    block_dim: int | None = 64,
+    block_dim: int | None = 256,
     n_threads: int | None = None,
     work_dir: Path | None = None,
     on_iteration: Callable[[int], None] | None = None,
@@ -131,14 +141,14 @@ def propagate(
     n_threads : int or None
         Threads for the kernel; ``None`` uses numba's default (all cores).
     work_dir : Path or None
-        If given, the second buffer is a memory-mapped ``.npy`` file in this directory.
+        If given, the (n_nodes, block_dim) work buffer is a memory-mapped ``.npy`` file here.
     on_iteration : callable or None
         Called with the 1-based iteration number after each iteration (progress bars).
 
     Returns
     -------
-    ndarray of shape (n_nodes, dim), float32, rows L2-normalised (rows of isolated nodes are 0).
-    Either ``q`` itself or the second buffer.
+    ndarray of shape (n_nodes, dim), float32, rows L2-normalised (rows of isolated nodes are 0):
+    ``q`` itself, updated in place. Peak extra memory is one (n_nodes, block_dim) buffer.
 
     Raises
     ------
@@ -166,18 +176,26 @@ def propagate(
     if n_threads is not None:
         numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))
     try:
-        chunks = _row_chunks(indptr, 32 * numba.get_num_threads())
-        x, y = q, _buffer(q.shape, work_dir, "cleora_work.npy")
+        chunks = _row_chunks(indptr, 128 * numba.get_num_threads())
+        old_chunksize = numba.set_parallel_chunksize(1)  # chunks are handed out dynamically
+        # Dimensions are independent in M·Q, so block b of the new Q needs only block b of the
+        # old one: compute it into a (n, width) buffer, then write it back over Q in place.
+        y = _buffer((n, width), work_dir, "cleora_block.npy")
         scale = np.ones(n, dtype=np.float32)
         for it in range(n_iter):
             sq = np.zeros(n, dtype=np.float32)
             for d0 in range(0, dim, width):
-                _spmm_block(indptr, indices, data, scale, x, y, sq, chunks, d0, min(d0 + width, dim))
+                d1 = min(d0 + width, dim)
+                yb = y if d1 - d0 == width else y[:, : d1 - d0]
+                _spmm_block(indptr, indices, data, scale, q, yb, sq, chunks, d0, d1)
+                _store_block(q, yb, d0)
             scale = _inv_norm(sq)
-            x, y = y, x
             if on_iteration is not None:
                 on_iteration(it + 1)
-        _scale_rows(x, scale)
-        return x
+        del y
+        _scale_rows(q, scale)
+        return q
     finally:
         numba.set_num_threads(old_threads)
+        if "old_chunksize" in locals():
+            numba.set_parallel_chunksize(old_chunksize)

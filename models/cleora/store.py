@@ -63,7 +63,8 @@ class EmbeddingStore:
         self.vectors = vectors
         self.basis = basis
         self.manifest = dict(manifest)
-        self._labels = None if labels is None else [str(s) for s in labels]
+        self._labels = None if labels is None else (labels.tolist() if isinstance(labels, np.ndarray)
+                                                     else list(labels))
         self._bytes, self._offsets = _label_bytes, _label_offsets
         self._index: dict[str, int] | None = None
 
