@@ -15,12 +15,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
 from models.cleora.store import EmbeddingStore
 
 __all__ = ["embed_new_nodes", "embed_new_nodes_csr"]
+
+
+@numba.njit(cache=True, fastmath=True, boundscheck=False)
+def _mean_rows(indptr, rows, weights, vectors, out):  # pragma: no cover - compiled
+    dim = vectors.shape[1]
+    for k in range(len(indptr) - 1):
+        acc = out[k]
+        for p in range(indptr[k], indptr[k + 1]):
+            j = rows[p]
+            if j < 0:
+                continue
+            w = weights[p]
+            v = vectors[j]
+            for d in range(dim):
+                acc[d] += w * v[d]
+        s = np.float32(0.0)
+        for d in range(dim):
+            s += acc[d] * acc[d]
+        if s > 0:
+            inv = np.float32(1.0) / np.sqrt(s)
+            for d in range(dim):
+                acc[d] *= inv
 
 
 def embed_new_nodes_csr(
@@ -57,21 +80,9 @@ def embed_new_nodes_csr(
         raise ValueError(f"indptr: last entry must equal len(rows)={len(rows)}; got {indptr[-1]}")
     if weights is not None and len(weights) != len(rows):
         raise ValueError(f"weights: need one per neighbour ({len(rows)}); got {len(weights)}")
-    n_new, dim = len(indptr) - 1, vectors.shape[1]
-    owner = np.repeat(np.arange(n_new), np.diff(indptr))
-    known = rows >= 0
-    owner, rows = owner[known], rows[known]
-    out = np.zeros((n_new, dim), dtype=np.float32)
-    if len(rows) == 0:
-        return out
-    gathered = np.asarray(vectors[rows], dtype=np.float32)
-    if weights is not None:
-        gathered *= np.asarray(weights, dtype=np.float32)[known][:, None]
-    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    sums = np.add.reduceat(gathered, starts, axis=0)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    np.divide(sums, norms, out=sums, where=norms > 0)
-    out[owner[starts]] = sums
+    out = np.zeros((len(indptr) - 1, vectors.shape[1]), dtype=np.float32)
+    w = np.ones(len(rows), dtype=np.float32) if weights is None else np.asarray(weights, dtype=np.float32)
+    _mean_rows(indptr, rows, w, vectors, out)
     return out
 
 
