@@ -17,16 +17,19 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Producer
 from rocksdict import WriteBatch
 
+from operators.catalog_overlay import CatalogOverlay
 from operators.kafka import make_producer
 from operators.model_version import ModelVersion, ModelWatcher
 from operators.schema import DeadLetter, Event, encode_dead_letter
 from operators.score import POPULAR_KEY_PREFIX, TopN, encode_topn, score_users
 from operators.settings import Settings
 from operators.sketch_state import SketchUpdater, supports_sketches
+from operators.topic_table import TopicTable
 from operators.user_update import PartitionApplier
 from state.partition import PartitionDB, partition_path
 
@@ -59,6 +62,7 @@ class WorkerResources:
     _producer: Producer | None = None
     _watcher: ModelWatcher | None = None
     _sketcher: SketchUpdater | None = None
+    _overlay: CatalogOverlay | None = None
 
     @property
     def producer(self) -> Producer:
@@ -72,14 +76,27 @@ class WorkerResources:
             self._watcher = ModelWatcher(self.settings.stream.model_dir)
         return self._watcher
 
+    @property
+    def overlay(self) -> CatalogOverlay:
+        """New catalog items for scoring (starts the ``catalog`` reader on first use)."""
+        if self._overlay is None:
+            k = self.settings.kafka
+            self._overlay = CatalogOverlay(TopicTable(k.brokers, k.catalog_topic, orjson.loads, reader="flow").start())
+        return self._overlay
+
     def model(self) -> tuple[ModelVersion | None, SketchUpdater | None]:
-        """The current model version and, for EMDE, its sketch updater (one per version)."""
+        """The version to score with and, for EMDE, the sketch updater of the trained version.
+
+        For EMDE, scoring sees the catalog's new items (``operators.catalog_overlay``) while the
+        sketches are folded with the trained version only, so state does not depend on when the
+        catalog was read.
+        """
         version = self.watcher.current()
         if not supports_sketches(version):
             return version, None
         if self._sketcher is None or self._sketcher.version is not version:
             self._sketcher = SketchUpdater(version)  # type: ignore[arg-type]
-        return version, self._sketcher
+        return self.overlay.apply(version), self._sketcher
 
 
 class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):

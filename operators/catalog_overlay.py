@@ -1,0 +1,158 @@
+"""New catalog items on top of a trained EMDE version: an extended ModelVersion for scoring.
+
+The ``catalog`` topic (key = item_id, value = item dict with a ``title``) is read into memory
+(``operators.topic_table.TopicTable``). Items it holds that the trained version does not know
+get codes at once from their titles (``models.emde.cold_start.extend_emde``: each borrows the
+codes of its nearest known item by hashed title vector), so they are recommendable and
+findable by ``similar_items`` within about a second, without retraining.
+
+Only **scoring** uses the extended version (the readout over items, ``similar_items``). The
+per-user sketches in the stream are folded with the **base** version's item_index, so the
+state never depends on when the catalog was read (exactly-once state, ``kill -9`` test): an
+event on a new item is kept in the user's history but adds nothing to the sketch until a
+trained version knows the item (the lazy rebuild on a version change then folds it).
+
+The extended version has its own version string, ``<base>+<n_new>.<hash of their ids>``, so
+anything cached per version (the API's candidate cache) sees the change; its manifest keeps
+``base_version`` and ``catalog_items``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from models.emde.cold_start import extend_emde, title_vectors
+from operators.model_version import ModelVersion, ModelWatcher
+
+__all__ = ["CatalogItems", "CatalogOverlay", "CatalogModelWatcher", "supports_extension"]
+
+log = logging.getLogger(__name__)
+
+
+class CatalogItems(Protocol):
+    """What the overlay reads from the catalog (``TopicTable`` satisfies it)."""
+
+    n_messages: int
+
+    def items(self) -> list[tuple[str, object]]: ...
+
+
+def supports_extension(version: ModelVersion | None) -> bool:
+    """True when the version's model has EMDE item code tables that new items can join."""
+    m = None if version is None else version.model
+    return m is not None and all(hasattr(m, a) for a in ("item_in_cols_", "item_out_cols_", "codes_", "n_items_"))
+
+
+class CatalogOverlay:
+    """``apply(base)``: the base version plus the catalog's unknown items (EMDE only).
+
+    Rebuilt at most once per ``min_interval_s`` and only when the catalog (its message count)
+    or the base version changed; otherwise the last extended version is returned as is. A new
+    base version is extended at once. Thread-safe (one build at a time).
+
+    Parameters
+    ----------
+    catalog : CatalogItems
+        The catalog read into memory, values item dicts.
+    min_interval_s : float, default 1.0
+        Debounce of rebuilds while the catalog changes.
+    title_field : str, default "title"
+    k, dim, seed, min_cosine
+        Passed to :func:`models.emde.cold_start.extend_emde`.
+    clock : callable, default time.monotonic
+    """
+
+    def __init__(self, catalog: CatalogItems, *, min_interval_s: float = 1.0, title_field: str = "title",
+                 k: int = 1, dim: int = 512, seed: int = 0, min_cosine: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.catalog = catalog
+        self.min_interval_s = min_interval_s
+        self.title_field = title_field
+        self.extend_kw: dict[str, Any] = {"k": k, "dim": dim, "seed": seed, "min_cosine": min_cosine}
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._base: ModelVersion | None = None
+        self._extended: ModelVersion | None = None
+        self._seen = -1  # catalog.n_messages at the last build
+        self._built_s = -float("inf")
+        self._known_titles: list[str | None] | None = None
+        self._known_vectors: np.ndarray | None = None
+        self.n_builds = 0
+
+    def apply(self, base: ModelVersion | None) -> ModelVersion | None:
+        """The version to score with: ``base`` extended by the catalog's new items.
+
+        Non-EMDE versions and ``None`` are returned unchanged.
+        """
+        if not supports_extension(base):
+            return base
+        assert base is not None
+        with self._lock:
+            n = self.catalog.n_messages
+            same_base = base is self._base
+            if same_base and (n == self._seen or self.clock() - self._built_s < self.min_interval_s):
+                return self._extended
+            try:
+                self._extended = self._build(base)
+            except Exception:  # keep scoring with what we have; the error is logged
+                log.exception("cannot extend model version %s with the catalog", base.version)
+                if not same_base:
+                    self._extended = base
+            self._base, self._seen, self._built_s = base, n, self.clock()
+            return self._extended
+
+    def _titles(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for item_id, item in self.catalog.items():
+            title = item.get(self.title_field) if isinstance(item, dict) else None
+            if isinstance(title, str) and title.strip():
+                out[item_id] = title
+        return out
+
+    def _build(self, base: ModelVersion) -> ModelVersion:
+        """Extend ``base`` with every titled catalog item it does not know (sorted by id)."""
+        self.n_builds += 1
+        titles = self._titles()
+        new_ids = sorted(i for i in titles if i not in base.item_index)
+        if not new_ids:
+            return base
+        known = [titles.get(i) for i in base.item_ids]
+        if base is not self._base or known != self._known_titles or self._known_vectors is None:
+            self._known_titles = known
+            self._known_vectors = title_vectors(known, self.extend_kw["dim"], self.extend_kw["seed"])
+        model, nbr = extend_emde(base.model, [titles[i] for i in new_ids], self._known_vectors,
+                                 new_ids=new_ids, **self.extend_kw)
+        added = [i for i, ok in zip(new_ids, nbr[:, 0] >= 0) if ok] if nbr.shape[1] else []
+        if not added:
+            return base
+        digest = hashlib.blake2b("\n".join(added).encode(), digest_size=3).hexdigest()
+        index = dict(base.item_index)
+        index.update((i, len(base.item_ids) + j) for j, i in enumerate(added))
+        log.info("model version %s: %d new catalog items scorable (%d without a title match)",
+                 base.version, len(added), len(new_ids) - len(added))
+        return replace(base, version=f"{base.version}+{len(added)}.{digest}", model=model,
+                       item_ids=list(base.item_ids) + added, item_index=index,
+                       manifest={**base.manifest, "base_version": base.version, "catalog_items": len(added)})
+
+
+class CatalogModelWatcher(ModelWatcher):
+    """A :class:`ModelWatcher` whose ``current()`` is extended by a :class:`CatalogOverlay`.
+
+    For readers that only score (the API): ``current()`` = ``overlay.apply(newest trained version)``.
+    """
+
+    def __init__(self, model_dir: Path, overlay: CatalogOverlay, check_every_s: float = 2.0) -> None:
+        super().__init__(model_dir, check_every_s)
+        self.overlay = overlay
+
+    def current(self) -> ModelVersion | None:
+        return self.overlay.apply(super().current())

@@ -1,0 +1,97 @@
+"""CatalogOverlay: new catalog items extend an EMDE version for scoring, debounced."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.emde import EMDE
+from models.popularity import Popularity
+from operators.catalog_overlay import CatalogOverlay
+from operators.model_version import ModelVersion
+from tests.models.emde.test_cold_start import _titles
+from tests.models.emde.test_emde import _MODS, _SMALL, _planted_log
+
+
+class Catalog:
+    """A catalog in memory with the TopicTable surface the overlay reads."""
+
+    def __init__(self, items: dict[str, dict]) -> None:
+        self.data = dict(items)
+        self.n_messages = len(items)
+
+    def put(self, item_id: str, item: dict) -> None:
+        self.data[item_id] = item
+        self.n_messages += 1
+
+    def items(self) -> list[tuple[str, object]]:
+        return list(self.data.items())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def base() -> ModelVersion:
+    log = _planted_log()
+    return ModelVersion(version="v1", model=EMDE(_MODS, **_SMALL).fit(log), item_ids=list(log.item_ids), manifest={})
+
+
+def _catalog() -> Catalog:
+    return Catalog({f"i{k}": {"title": t} for k, t in enumerate(_titles())})
+
+
+def test_new_items_join_the_version_for_scoring(base: ModelVersion) -> None:
+    cat = _catalog()
+    overlay = CatalogOverlay(cat, clock=Clock())
+    assert overlay.apply(base) is base  # nothing new
+    cat.put("n-b", {"title": "Ember w85 classic"})
+    cat.put("n-a", {"title": "cobalt w45 classic"})
+    cat.put("n-c", {"title": "unheard of"})  # no shared word: left out
+    cat.put("n-d", {"price": 3.0})  # no title: left out
+    overlay.clock.t += 1.0  # type: ignore[attr-defined]
+    ext = overlay.apply(base)
+    assert ext is not None and ext is not base
+    assert ext.version.startswith("v1+2.") and ext.manifest == {"base_version": "v1", "catalog_items": 2}
+    assert ext.item_ids[100:] == ["n-a", "n-b"] and ext.item_index["n-a"] == 100 and ext.item_index["i3"] == 3
+    assert ext.model.n_items_ == 102 and base.model.n_items_ == 100 and len(base.item_ids) == 100
+    np.testing.assert_array_equal(ext.model.item_out_cols_[[100, 101]], base.model.item_out_cols_[[45, 85]])
+    sim, _ = ext.model.similar_items(np.array([ext.item_index["n-a"]], np.int32), 5)
+    assert sim[0, 0] // 20 == 2 and 100 not in sim[0]  # the donor's taste
+
+
+def test_rebuilds_are_debounced_and_follow_the_base_version(base: ModelVersion) -> None:
+    cat, clock = _catalog(), Clock()
+    cat.put("n-a", {"title": "cobalt w45 classic"})
+    overlay = CatalogOverlay(cat, clock=clock, min_interval_s=1.0)
+    first = overlay.apply(base)
+    assert first is not None and first.item_ids[-1] == "n-a" and overlay.n_builds == 1
+    clock.t += 5.0
+    assert overlay.apply(base) is first and overlay.n_builds == 1  # catalog unchanged: no rebuild
+    cat.put("n-b", {"title": "amber w3"})
+    second = overlay.apply(base)  # the last build was 5 s ago: at once
+    assert second is not None and second.item_ids[-2:] == ["n-a", "n-b"] and overlay.n_builds == 2
+    assert second.version != first.version
+    cat.put("n-c", {"title": "dune w61"})
+    clock.t += 0.5
+    assert overlay.apply(base) is second  # changed, but within the debounce interval
+    clock.t += 0.5
+    third = overlay.apply(base)
+    assert third is not None and third.item_ids[-1] == "n-c" and overlay.n_builds == 3
+    other = ModelVersion(version="v2", model=base.model, item_ids=base.item_ids, manifest={})
+    fourth = overlay.apply(other)  # a new trained version is extended at once
+    assert fourth is not None and fourth.version.startswith("v2+3.") and overlay.n_builds == 4
+
+
+def test_other_models_pass_through_unchanged() -> None:
+    log = _planted_log()
+    pop = ModelVersion(version="p", model=Popularity().fit(log), item_ids=list(log.item_ids), manifest={})
+    cat = _catalog()
+    cat.put("n-a", {"title": "cobalt w45 classic"})
+    overlay = CatalogOverlay(cat)
+    assert overlay.apply(pop) is pop and overlay.apply(None) is None and overlay.n_builds == 0
