@@ -44,6 +44,8 @@ def platform(broker, tmp_path_factory):
     events = sorted(home.events() + campaign(home, "cart").events(), key=lambda e: e.ts)
     with EventProducer.from_settings(s.kafka) as p:
         p.send_events(events, progress=False)
+        for bad in (b"{not json", b'{"type": "view"}'):  # two dead letters for the ops panel
+            p.produce(s.kafka.events_topic, b"ab000001", bad)
     flow = FlowProcess(s, tmp / "analytics.toml", flow="flows.analytics:flow").start()
     try:
         wait_caught_up(s, flow, timeout_s=120, state_dir=analytics_state_dir(s))
@@ -86,6 +88,8 @@ def test_dashboard_renders_switches_campaign_and_range(platform):
             assert page.locator("#uplift-svg line.ci").count() == 3  # conversion, AOS, AOV intervals
             assert page.locator("#top-impressed li").count() > 0 and page.locator("#top-clicked li").count() > 0
             page.wait_for_function("() => document.querySelector('#ops-lag tbody').children.length === 4")
+            dead = page.locator("#ops-dead tbody").inner_text()
+            assert "malformed_json" in dead and "invalid_field" in dead
             page.screenshot(path=str(ARTIFACTS / "dashboard-campaign.png"), full_page=True)
 
             other = "cart" if first == "home" else "home"
