@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from test_sknn import candidates, compare, random_log, random_prefixes, ranked, recency_rank
 
 from models.base import Histories
 from models.stan import STAN, VSTAN
-from tests.models.test_sknn import candidates, compare, random_log, random_prefixes, ranked, recency_rank
 
 DAY = 86_400.0
 
