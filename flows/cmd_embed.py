@@ -1,0 +1,82 @@
+"""``fusionrec embed``: build a Cleora graph from a TSV hyperedge file or a JSONL event log and embed it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+from tqdm import tqdm
+
+from flows.cli import app
+from models.cleora import GraphInputError, build_graph, embed, read_tsv, rows_from_events
+
+__all__ = ["embed_command", "read_events"]
+
+
+def read_events(path: Path) -> Iterator[dict]:
+    """Events from a JSON-lines file, one object per line (blank lines skipped).
+
+    Raises
+    ------
+    typer.BadParameter
+        On a line that is not a JSON object (the message gives the file and line number).
+    """
+    with open(path, encoding="utf-8") as fh:
+        for no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise typer.BadParameter(f"{path}:{no}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(ev, dict):
+                raise typer.BadParameter(f"{path}:{no}: must be a JSON object; got {type(ev).__name__}")
+            yield ev
+
+
+@app.command("embed")
+def embed_command(
+    input_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="TSV hyperedges or JSONL events."),
+    out: Path = typer.Option(..., "--out", help="Directory for the embedding store (replaced if present)."),
+    columns: str = typer.Option("complex::reflexive::node", help="Cleora column spec of a TSV input."),
+    events: bool = typer.Option(False, "--events", help="Input is a JSON-lines event log."),
+    group_by: str = typer.Option("session_id", help="Events: user_id, session_id or event (baskets)."),
+    event_type: list[str] = typer.Option([], "--type", help="Events: keep these types (repeatable)."),
+    shape: str = typer.Option("clique", help="Events: clique (item–item) or bipartite (group–item)."),
+    dim: int = typer.Option(256, min=1, max=65536),
+    iterations: int = typer.Option(4, min=1),
+    seed: int = typer.Option(0, min=0),
+    markov: str = typer.Option("left", help="left or symmetric."),
+    max_hyperedge_size: int = typer.Option(256, min=2),
+    threads: int | None = typer.Option(None, min=1, help="Kernel threads (default: all cores)."),
+    name: str | None = typer.Option(None, help="Graph name in the manifest (default: input file stem)."),
+) -> None:
+    """Embed a graph with Cleora and save vectors, ids and a manifest as memory-mappable files."""
+    try:
+        _run(input_path, out, columns, events, group_by, event_type, shape, dim, iterations, seed, markov,
+             max_hyperedge_size, threads, name)
+    except (GraphInputError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _run(input_path: Path, out: Path, columns: str, events: bool, group_by: str, event_type: list[str],
+         shape: str, dim: int, iterations: int, seed: int, markov: str, max_hyperedge_size: int,
+         threads: int | None, name: str | None) -> None:
+    """The command's body (separate so bad input becomes one error line and exit code 2)."""
+    if events:
+        evs = tqdm(read_events(input_path), desc="read events", unit=" ev")
+        rows, spec = rows_from_events(evs, group_by=group_by, types=set(event_type) or None, shape=shape)
+    else:
+        rows, spec = tqdm(read_tsv(input_path), desc="read rows", unit=" rows"), columns
+    graph = build_graph(rows, spec, max_hyperedge_size=max_hyperedge_size)
+    typer.echo(f"graph: {graph.n_nodes:,} nodes, {graph.nnz:,} non-zeros, {graph.n_rows:,} rows "
+               f"({graph.n_dropped:,} dropped, {graph.n_trimmed:,} trimmed), columns '{spec}'")
+    with tqdm(total=iterations, desc=f"propagate dim {dim}", unit=" it") as bar:
+        store = embed(graph, dim, iterations, seed=seed, markov=markov, n_threads=threads, keep_basis=True,
+                      name=name or input_path.stem, on_iteration=lambda _: bar.update(1))
+    path = store.save(out)
+    typer.echo(f"saved {len(store):,} vectors of dim {store.dim} to {path}")
+    typer.echo(json.dumps(store.manifest, sort_keys=True))
