@@ -4,7 +4,8 @@
         [--trials 16] [--max-queries 2000] [--valid-days D | --valid-frac 0.1] --out bench/tuned/NAME.json
 
 Each model gets the registry default plus ``trials - 1`` random configurations from the grids
-below (the spaces of session-rec's ``conf/opt`` files), evaluated on a seeded sample of
+below (the spaces of session-rec's ``conf/opt`` files; ``--space-file`` adds one for any other
+registered model, e.g. EMDE), evaluated on a seeded sample of
 validation prefixes; the objective is HR@20 (MRR@20 breaks ties). The best parameters go to
 ``--out`` as ``{model: {param: value}}`` for ``fusionrec eval --params-file``.
 """
@@ -59,9 +60,12 @@ def main(
     valid_frac: float = typer.Option(0.1, "--valid-frac"),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(..., "--out", help="JSON file for the best parameters."),
+    space_file: Path | None = typer.Option(None, "--space-file",
+                                           help="JSON {model: {param: [values]}} added to / replacing SPACES."),
 ) -> None:
     """Random search per model on the validation split; write the best parameters."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    spaces = {**SPACES, **(json.loads(space_file.read_text()) if space_file else {})}
     ds = validation_split(load_dataset(data, fmt), days=valid_days, frac=valid_frac)
     typer.echo(f"# {ds.name}: {ds.train.n_sessions} train sessions, {ds.test.n_queries} validation prefixes "
                f"(sampling {max_queries}); objective HR@20")
@@ -71,7 +75,16 @@ def main(
         if name not in REGISTRY:
             raise typer.BadParameter(f"--models: unknown {name!r}; registered: {', '.join(REGISTRY)}")
         defaults = dict(REGISTRY[name].params)
-        configs = [defaults] + [{**defaults, **draw(SPACES.get(name, {}), rng)} for _ in range(trials - 1)]
+        if name not in spaces:
+            typer.echo(f"# {name}: no search space (give one with --space-file); evaluating its defaults only")
+        configs, seen = [defaults], {json.dumps(defaults, sort_keys=True)}
+        for _ in range(50 * trials if name in spaces else 0):   # distinct draws, as many as the space holds
+            if len(configs) >= trials:
+                break
+            cfg = {**defaults, **draw(spaces[name], rng)}
+            if json.dumps(cfg, sort_keys=True) not in seen:
+                seen.add(json.dumps(cfg, sort_keys=True))
+                configs.append(cfg)
         scored = []
         for cfg in configs:
             rep = fit_and_evaluate(name, create_model(name, **cfg), ds, ks=(20,), max_queries=max_queries, seed=seed)
