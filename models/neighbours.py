@@ -2,11 +2,13 @@
 
 For a batch of prefixes it (1) finds every training session sharing an item with each prefix
 with one sparse product ``Q @ X.T``, (2) keeps the ``sample_size`` most recent (or random) of
-them, (3) scores their similarity, (4) keeps the ``k`` most similar per prefix and (5) spreads
-each neighbour's weight over its items. Steps 2 and 4 are per-row top-m selections done with
-one ``np.lexsort`` over all rows; no step loops in Python over sessions or items. Subclasses
-define the similarity (:meth:`SessionKNNBase._similarity`) and the weight each neighbour gives
-each of its items (:meth:`SessionKNNBase._entry_weights`).
+them (sessions are indexed newest first, so this is each row's head), (3) scores their
+similarity, (4) keeps the ``k`` most similar per prefix (:mod:`models.ragged_topk`) and (5)
+spreads each neighbour's weight over its items: one sparse product ``N @ X`` when the weight
+factors into (neighbour) x (item) as in SKNN/V-SKNN, else per-entry weights summed by a COO->CSR
+conversion (STAN/V-STAN). No step loops in Python over sessions or items. Subclasses define the
+similarity (:meth:`SessionKNNBase._similarity`) and either :meth:`SessionKNNBase._pair_weights`
+(+ ``_item_factor``) or :meth:`SessionKNNBase._entry_weights`.
 
 References
 ----------
@@ -108,7 +110,8 @@ class SessionKNNBase:
     """Shared fit / recommend / save of the session-kNN family (see the module docstring).
 
     Subclasses take at least ``k``, ``sample_size``, ``sampling`` and ``random_state`` and
-    implement ``_validate``, ``_similarity`` and ``_entry_weights``.
+    implement ``_similarity`` and ``_pair_weights`` or ``_entry_weights`` (``_validate``,
+    ``_query_weights``, ``_item_factor`` and ``_train_window`` are optional).
     """
 
     _chunk: int = 256
