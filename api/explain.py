@@ -3,9 +3,9 @@
 Per item: the arm and scenario, the strategy that produced it (the arm's, or the campaign's
 fallback for topped-up items), the campaign's filter (every served item passed it), the booster
 clauses that matched the item and their combined multiplier, and the strongest contributions to
-its score computed from the model (``operators/analytics_explain.py``): which of the history
-items the strategy scored -- the user's recent items, the session, the current item or the
-cart -- weighed most. Strategies that score no history (popular, top, visual, last seen) say
+its score computed from the model (``operators/analytics_explain.py``): for co-visitation,
+which of the history items the strategy scored -- the user's recent items, the session, the
+current item or the cart -- weighed most; for EMDE, how much each modality's sketch raised it. Strategies that score no history (popular, top, visual, last seen) say
 what their score is instead.
 """
 
@@ -19,7 +19,12 @@ import numpy as np
 
 from api.iql.booster import boost_multipliers
 from api.strategies import Inputs
-from operators.analytics_explain import history_contributions, supports_contributions
+from operators.analytics_explain import (
+    history_contributions,
+    modality_contributions,
+    supports_contributions,
+    supports_modalities,
+)
 from operators.score import TopN
 
 if TYPE_CHECKING:
@@ -94,12 +99,16 @@ def explain_items(svc: Services, campaign: Campaign | None, arm: str | None, str
         hist = _history(svc, s, inputs)
         if hist is None:
             by_strategy[s] = ({}, None, _BASIS.get(s, "the strategy's own score"))
-        elif version is None or not supports_contributions(version.model):
-            model = "no model version" if version is None else type(version.model).__name__
-            by_strategy[s] = ({}, f"{model} exposes no per-item score decomposition", hist[1])
-        else:
+        elif version is not None and supports_contributions(version.model):
             contrib = history_contributions(version.model, version.item_index, hist[0], ids, top)
             by_strategy[s] = ({k: [dataclasses.asdict(c) for c in v] for k, v in contrib.items()}, None, hist[1])
+        elif version is not None and supports_modalities(version.model):
+            contrib = modality_contributions(version.model, version.item_index, hist[0], ids)
+            by_strategy[s] = ({k: [dataclasses.asdict(c) for c in v[:top]] for k, v in contrib.items()}, None,
+                              hist[1] + " (per-modality sketch contributions)")
+        else:
+            model = "no model version" if version is None else type(version.model).__name__
+            by_strategy[s] = ({}, f"{model} exposes no per-item score decomposition", hist[1])
     out = []
     for j, item in enumerate(items):
         s = campaign.fallback if (item.get("fallback") and campaign is not None) else strategy

@@ -11,7 +11,12 @@ import scipy.sparse as sp
 
 from models.base import Histories
 from models.covisit import CoVisitation
-from operators.analytics_explain import history_contributions, supports_contributions
+from operators.analytics_explain import (
+    history_contributions,
+    modality_contributions,
+    supports_contributions,
+    supports_modalities,
+)
 from operators.model_version import latest_version_path, load_version
 from operators.training import train_covisitation
 from simulators.producer import EventProducer
@@ -53,6 +58,36 @@ def test_models_without_a_matrix_are_refused():
     assert not supports_contributions(object())
     with pytest.raises(ValueError, match="no item-item matrix"):
         history_contributions(object(), {}, [], [])
+
+
+def test_emde_modality_contributions_are_ablations_through_the_network():
+    from models.base import InteractionLog
+    from models.emde import EMDE
+
+    rng = np.random.default_rng(0)
+    sess, items = [], []
+    for k in range(800):  # 4 tastes of 15 items; sessions walk inside a taste
+        g, start = rng.integers(4), rng.integers(15)
+        for t in range(int(rng.integers(2, 6))):
+            sess.append(k)
+            items.append(int(g * 15 + (start + t) % 15))
+    log = InteractionLog(session_idx=np.array(sess, np.int32), item_idx=np.array(items, np.int32),
+                         ts=np.arange(len(items), dtype=np.float64), n_items=60,
+                         item_ids=tuple(f"i{k}" for k in range(60)))
+    m = EMDE("g=sessions:4x16:2,r=random:4x16", hidden=32, epochs=1, batch_size=256, random_state=0).fit(log)
+    assert supports_modalities(m) and not supports_contributions(m)
+    index = {f"i{k}": k for k in range(60)}
+    got = modality_contributions(m, index, ["i3", "i4", "zz"], ["i5", "i40", "nope"])
+    assert got["nope"] == [] and {c.source for c in got["i5"]} == {"modality:g", "modality:r"}
+    raw = m.layout_.raw_sketches(m.item_in_cols_, Histories.from_lists([[3, 4]]), m.neighbours_).toarray()
+    ablated = raw.copy()
+    for view in m.layout_.views:  # g is the first input block of each view
+        ablated[:, m.layout_.offset(view):m.layout_.offset(view) + 4 * 16] = 0
+    s_full, s_abl = m.score_sketches(np.vstack([raw, ablated]))[:, 5]
+    g = next(c for c in got["i5"] if c.source == "modality:g")
+    assert g.value == pytest.approx(np.log(s_full) - np.log(s_abl), rel=1e-4)
+    positive = [c.share for c in got["i5"] if c.value > 0]
+    assert not positive or sum(positive) == pytest.approx(1.0)
 
 
 @pytest.mark.integration
