@@ -19,6 +19,7 @@ from api.optimizer import ThompsonOptimizer
 from api.topic_table import TopicTable
 from api.window_popularity import WindowPopularity
 from operators.attribution import REQUEST_TYPE, Impression
+from operators.catalog_overlay import CatalogModelWatcher, CatalogOverlay
 from operators.kafka import make_producer
 from operators.model_version import ModelWatcher
 from operators.parse import EventRules
@@ -119,15 +120,16 @@ def build_services(settings: Settings) -> Services:
     if a.feedback:
         reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),
                                 rules, a.snapshot_every_s).start()
+    catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update).start()
     return Services(
         settings=settings,
         rules=rules,
         topn=TopicTable(k.brokers, k.topn_topic, decode_topn).start(),
-        catalog=TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update).start(),
+        catalog=catalog,
         producer=make_producer(k.brokers),
         metrics=ApiMetrics(),
         catalog_view=view,
-        models=ModelWatcher(settings.stream.model_dir),
+        models=CatalogModelWatcher(settings.stream.model_dir, CatalogOverlay(catalog)),  # + new catalog items
         campaigns=campaigns,
         optimizer=optimizer,
         window_popularity=popularity,
