@@ -69,6 +69,7 @@ class AnalyticsApplier:
         self.next_offset = 0 if stored is None else stored
         self.n_applied_total = self.store.applied()
         self.max_event_ts = 0.0
+        self._tops: dict[tuple[str, str], dict[str, int]] = {}
 
     def apply(self, messages: Sequence[tuple[int, Event | DeadLetter]]) -> AnalyticsApplied:
         """Stage the effect of ``(offset, parsed message)`` pairs, in offset order; nothing is written yet."""
@@ -132,22 +133,36 @@ class AnalyticsApplier:
         return rows
 
     def _stage_items(self, b: WriteBatch, inc: Increments) -> list[Record]:
+        """Stage item counts; republish the top lists of the campaigns whose items changed.
+
+        Counts only grow, so a campaign's new top list is the top of (its previous top list and the
+        items that changed): one scan of the campaign's items on first use, then no scans.
+        """
         ks = list(inc.items)
         dbk = [keys.item_key(*k) for k in ks]
-        staged: dict[tuple[str, str], dict[str, int]] = {}
+        changed: dict[tuple[str, str], dict[str, int]] = {}
         for k, key, old in zip(ks, dbk, self.store.get_ints(dbk), strict=True):
             self.store.stage_int(b, key, old + inc.items[k])
-            staged.setdefault((k[0], k[1]), {})[k[2]] = old + inc.items[k]
+            changed.setdefault((k[0], k[1]), {})[k[2]] = old + inc.items[k]
         rows: list[Record] = []
-        for campaign in sorted({c for c, _ in staged}):
+        for campaign in sorted({c for c, _ in changed}):
             tops = []
             for kind in ("impressed", "clicked"):
-                prefix = keys.item_prefix(campaign, kind)
-                counts = {k[len(prefix):].decode(): n for k, n in self.store.scan_ints(prefix)}
-                counts.update(staged.get((campaign, kind), {}))
-                tops.append(heapq.nlargest(self.top_items, counts.items(), key=lambda kv: (kv[1], kv[0])))
+                top = self._top(campaign, kind)
+                top.update(changed.get((campaign, kind), {}))
+                best = heapq.nlargest(self.top_items, top.items(), key=lambda kv: (kv[1], kv[0]))
+                self._tops[(campaign, kind)] = dict(best)
+                tops.append(best)
             rows.append(TopItemsRow(self.partition, campaign, tops[0], tops[1]))
         return rows
+
+    def _top(self, campaign: str, kind: str) -> dict[str, int]:
+        """The committed top list of (campaign, kind), scanned from the database the first time."""
+        if (campaign, kind) not in self._tops:
+            prefix = keys.item_prefix(campaign, kind)
+            counts = ((k[len(prefix):].decode(), n) for k, n in self.store.scan_ints(prefix))
+            self._tops[(campaign, kind)] = dict(heapq.nlargest(self.top_items, counts, key=lambda kv: (kv[1], kv[0])))
+        return dict(self._tops[(campaign, kind)])
 
     def _stage_dead(self, b: WriteBatch, dead: dict[str, int]) -> dict[str, int]:
         total = {k[len(keys.DEAD):].decode(): n

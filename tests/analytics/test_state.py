@@ -6,10 +6,17 @@ import pytest
 
 from operators.analytics_apply import AnalyticsApplier
 from operators.analytics_join import COUNTER_FIELDS, JoinRules
-from operators.analytics_topic import CounterRow, OpsRow, decode_record, encode_record, record_key
+from operators.analytics_topic import (
+    CounterRow,
+    OpsRow,
+    TopItemsRow,
+    decode_record,
+    encode_record,
+    record_key,
+)
 from operators.control_group import CONTROL, EXPOSED, group_of, user_fraction
 from operators.schema import DeadLetter
-from state.analytics import COUNTER, AnalyticsStore, counter_key, split_key
+from state.analytics import COUNTER, AnalyticsStore, counter_key, item_prefix, split_key
 from state.partition import PartitionDB
 
 
@@ -57,6 +64,11 @@ def test_applier_commits_with_offset_skips_replays_and_resumes(tmp_path, small_a
     rest = a.apply(msgs[1000:])  # overlapping re-delivery: only offsets >= 1500 count
     a.commit(rest)
     resumed = counters(db)
+    top = [r for r in rest.rows if isinstance(r, TopItemsRow)][-1]
+    prefix = item_prefix(top.campaign_id, "impressed")
+    scanned = sorted(((k[len(prefix):].decode(), n) for k, n in AnalyticsStore(db).scan_ints(prefix)),
+                     key=lambda kv: (kv[1], kv[0]), reverse=True)  # ties: the published order (count, id) desc
+    assert [tuple(x) for x in top.impressed] == scanned[:20]
     ops = [r for r in rest.rows if isinstance(r, OpsRow)][0]
     assert ops.next_offset == len(msgs) and ops.dead == {"malformed_json": 1}
     db.close()
