@@ -6,8 +6,9 @@ so bytes per user grow with the distinct buckets touched, not with the sketch wi
 
 Per event with a known item (position decay, the default ``time_unit``): decayed views
 (``session``, ``type:*``) are multiplied by ``alpha ** w`` and the item's ``depth`` columns are
-added (a sorted merge, O(nnz) memory moves, no sort); the ``last`` view is replaced by the
-item's columns. Events are folded one at a time, so the float32 result is bit-identical however
+added; the ``last`` view is replaced by the item's columns. A user's events of one batch are
+folded into a dense float32 copy (``input_dim`` floats, vectorised per view) that is stored
+back sparse. Events are folded one at a time, so the float32 result is bit-identical however
 the events were batched (what makes a restart after ``kill -9`` reproduce the state exactly).
 It equals ``layout.raw_sketches`` of the user's whole history (tested, to float32 rounding), up
 to pruning of values below ``prune_below`` (weights older than ~90 positions at alpha = 0.9).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
@@ -57,12 +59,13 @@ class SketchUpdater:
         self.cols = m.item_in_cols_.astype(np.int32)
         self.prune_below = prune_below
         self.type_codes = {t: i for i, t in enumerate(self.layout.event_types)}
-        self._decayed = np.zeros(self.layout.input_dim, dtype=bool)
-        for v in self.layout.views:
-            if v != "last":
-                o = self.layout.offset(v)
-                self._decayed[o:o + self.layout.view_dim] = True
         self._seconds = self.layout.time_unit == "seconds"
+        self._view_offsets = [(v, self.layout.offset(v)) for v in self.layout.views]
+        self._offsets = np.array([o for _, o in self._view_offsets], dtype=np.int64)
+        self._is_last = np.array([v == "last" for v, _ in self._view_offsets], dtype=np.bool_)
+        self._adds_cache: dict[str, NDArray[np.bool_]] = {}
+        self._step = np.full(256, self.layout.alpha ** self.layout.decay_w, dtype=np.float32)
+        self._thr = np.float32(prune_below)
 
     # ----------------------------------------------------------------- per user
     def fold(self, st: UserState, items: Sequence[str], types: Sequence[str], ts: Sequence[float]) -> None:
@@ -75,32 +78,33 @@ class SketchUpdater:
             self.rebuild([st])
             return
         idx = self.version.item_index
-        cols, vals = _decode(st)
-        cols, vals = cols.copy(), vals.copy()
+        known = [(idx[i], t, x) for i, t, x in zip(items, types, ts) if i in idx]
+        if not known:
+            return
         lay = self.layout
-        step = np.float32(lay.alpha ** lay.decay_w)
-        last_ts = st.sketch_ts
-        for item_id, type_, ts_ in zip(items, types, ts):
-            j = idx.get(item_id)
-            if j is None:
-                continue
-            # one event at a time, so the result does not depend on how events were batched
-            decay = np.float32(lay.alpha ** (lay.decay_w * max(ts_ - last_ts, 0.0))) if self._seconds else step
-            decayed = self._decayed[cols]
-            vals[decayed] *= decay
-            for view in lay.views:
-                off = lay.offset(view)
-                if view == "last":
-                    in_view = (cols >= off) & (cols < off + lay.view_dim)
-                    cols, vals = cols[~in_view], vals[~in_view]
-                    cols, vals = _merge(cols, vals, self.cols[j] + off)
-                elif view == "session" or view == f"type:{type_}":
-                    cols, vals = _merge(cols, vals, self.cols[j] + off)
-            keep = ~self._decayed[cols] | (vals >= self.prune_below)
-            cols, vals = cols[keep], vals[keep]
-            last_ts = ts_
-        _encode(st, cols, vals)
-        st.sketch_ts = float(last_ts)
+        item_idx = [k[0] for k in known]
+        if self._seconds:
+            ev_ts = np.array([st.sketch_ts] + [k[2] for k in known], dtype=np.float64)
+            decay = np.power(lay.alpha, lay.decay_w * np.maximum(np.diff(ev_ts), 0.0)).astype(np.float32)
+        else:
+            decay = self._step[: len(known)] if len(known) <= len(self._step) else np.full(
+                len(known), self._step[0], dtype=np.float32)
+        adds = np.stack([self._adds(k[1]) for k in known])
+        cols, vals = _decode(st)
+        new_cols, new_vals = _fold_kernel(
+            cols, vals, self.cols[item_idx], decay, adds, self._offsets, self._is_last,
+            lay.view_dim, lay.input_dim, self._thr)
+        st.sketch_cols = new_cols.tobytes()
+        st.sketch_vals = new_vals.tobytes()
+        st.sketch_ts = float(known[-1][2])
+
+    def _adds(self, event_type: str) -> NDArray[np.bool_]:
+        """Which views an event of ``event_type`` adds to (session always, ``type:<t>`` on a match)."""
+        row = self._adds_cache.get(event_type)
+        if row is None:
+            row = np.array([v == "session" or v == f"type:{event_type}" for v, _ in self._view_offsets])
+            self._adds_cache[event_type] = row
+        return row
 
     def rebuild(self, states: Sequence[UserState]) -> None:
         """Recompute sketches from the kept histories (one batched ``raw_sketches`` call)."""
@@ -136,16 +140,69 @@ class SketchUpdater:
                              np.asarray(indptr, dtype=np.int64)), shape=(len(states), self.layout.input_dim))
 
 
-def _merge(cols: NDArray[np.int32], vals: NDArray[np.float32], new: NDArray[np.int32]
-           ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
-    """Add 1.0 at the (distinct) columns ``new`` of a sorted sparse vector."""
-    new = np.sort(new.astype(np.int32))
-    pos = np.searchsorted(cols, new)
-    hit = pos < len(cols)
-    hit[hit] = cols[pos[hit]] == new[hit]
-    vals[pos[hit]] += np.float32(1.0)
-    miss = ~hit
-    return np.insert(cols, pos[miss], new[miss]), np.insert(vals, pos[miss], np.float32(1.0))
+@numba.njit(cache=True, nogil=True)
+def _fold_kernel(cols, vals, item_cols, decay, adds, offsets, is_last, view_dim, input_dim, thr):  # noqa: ANN001, ANN202
+    """Fold k events into a sparse sketch, one event at a time (decay, prune, add), in O(k * nnz).
+
+    cols/vals: the sorted sparse sketch; item_cols (k, depth): each event's item columns within
+    a view; decay (k,): factor applied to decayed views before event i; adds (k, n_views): the
+    views event i adds 1.0 to; the ``last`` views are replaced by the event's item.
+    """
+    dense = np.zeros(input_dim, dtype=np.float32)
+    active = np.zeros(input_dim, dtype=np.bool_)
+    stack = np.empty(len(cols) + item_cols.shape[0] * item_cols.shape[1] * len(offsets), dtype=np.int64)
+    n = 0
+    for i in range(len(cols)):
+        dense[cols[i]] = vals[i]
+        active[cols[i]] = True
+        stack[n] = cols[i]
+        n += 1
+    for e in range(item_cols.shape[0]):
+        d = decay[e]
+        for a in range(n):
+            c = stack[a]
+            if not active[c]:
+                continue
+            v = (c // view_dim)
+            if is_last[v]:
+                dense[c] = 0.0
+                active[c] = False
+                continue
+            x = dense[c] * d
+            if x < thr:
+                x = np.float32(0.0)
+                active[c] = False
+            dense[c] = x
+        for v in range(len(offsets)):
+            if not (is_last[v] or adds[e, v]):
+                continue
+            for j in range(item_cols.shape[1]):
+                c = offsets[v] + item_cols[e, j]
+                if is_last[v]:
+                    dense[c] = np.float32(1.0)
+                else:
+                    dense[c] += np.float32(1.0)
+                if not active[c]:
+                    active[c] = True
+                    stack[n] = c
+                    n += 1
+        if n > len(stack) - item_cols.shape[1] * len(offsets):  # compact the list of touched columns
+            m = 0
+            for a in range(n):
+                if active[stack[a]]:
+                    stack[m] = stack[a]
+                    m += 1
+            n = m
+    m = 0
+    out = np.empty(n, dtype=np.int64)
+    for a in range(n):
+        c = stack[a]
+        if active[c]:
+            active[c] = False  # each column once
+            out[m] = c
+            m += 1
+    out = np.sort(out[:m])
+    return out.astype(np.int32), dense[out]
 
 
 def _decode(st: UserState) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
