@@ -120,7 +120,7 @@ def propagate(
     q: NDArray[np.float32],
     n_iter: int = 4,
     *,
-    block_dim: int | None = 256,
+    block_dim: int | None = 512,
     n_threads: int | None = None,
     work_dir: Path | None = None,
     on_iteration: Callable[[int], None] | None = None,
