@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.analytics_join import (
     COUNTER_FIELDS,
@@ -15,6 +17,7 @@ from operators.analytics_join import (
     encode_user,
 )
 from operators.schema import BasketLine, Event
+from tests.analytics.conftest import ab_simulation, with_noise
 from tests.analytics.recount import FIELDS, GFIELDS, recount
 
 T0 = 1_700_000_000.0
@@ -128,3 +131,14 @@ def test_impression_without_request_registers_the_list_from_its_fields():
 def test_decode_user_refuses_unknown_versions(bad):
     with pytest.raises(ValueError, match="unknown version byte"):
         decode_user(bad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(sim_seed=st.integers(0, 10_000), noise_seed=st.integers(0, 10_000),
+       dup=st.floats(0.0, 0.2), late=st.floats(0.0, 0.2))
+def test_join_equals_recount_for_any_noise(sim_seed, noise_seed, dup, late):
+    sim = ab_simulation(40, seed=sim_seed % 50)
+    log = with_noise(sim.events(), seed=noise_seed, dup_share=dup, late_share=late)
+    counters, groups = as_dicts(run(log))
+    want_c, want_g = recount(log)
+    assert counters == clean(want_c) and groups == clean(want_g)
