@@ -286,6 +286,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="scaled synthetic graph, bounded DeepWalk (< 10 min)")
     p.add_argument("--iters", type=int, default=4)
     p.add_argument("--no-deepwalk", action="store_true")
+    p.add_argument("--only-synth", type=int, metavar="DIM", help="only the synthetic row at this dim")
     p.add_argument("--worker", choices=["ours", "pycleora"], help=argparse.SUPPRESS)
     p.add_argument("--graph", help=argparse.SUPPRESS)
     p.add_argument("--dim", type=int, default=256, help=argparse.SUPPRESS)
@@ -298,6 +299,7 @@ def main() -> None:
         return
     import tempfile
     command = ".venv/bin/python bench/cleora.py" + (" --quick" if args.quick else "") + \
+        (f" --only-synth {args.only_synth}" if args.only_synth else "") + \
         ("" if args.iters == 4 else f" --iters {args.iters}") + (" --no-deepwalk" if args.no_deepwalk else "")
     t_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="cleora_bench_"))
@@ -306,7 +308,9 @@ def main() -> None:
           f"on {os.cpu_count()} cores", flush=True)
     synth = "synth:250000:2500000" if args.quick else "synth:1000000:10000000"
     jobs = [(synth, 256, 2), (synth, 1024, 1)]
-    have_real = [n for n, d in REAL.items() if (d / "all_train_seq.txt").exists()]
+    if args.only_synth:
+        jobs = [(synth, args.only_synth, 2)]
+    have_real = [n for n, d in REAL.items() if (d / "all_train_seq.txt").exists()] if not args.only_synth else []
     if not have_real:
         print(f"real datasets not found under {DATASETS}: real-graph rows and DeepWalk skipped", flush=True)
     jobs += [(n, 256, 3) for n in have_real] + ([] if args.quick else [(n, 1024, 2) for n in have_real])
@@ -363,7 +367,7 @@ def main() -> None:
     if have_real and not args.no_deepwalk:
         from models.cleora import build_graph, embed
         qrows = []
-        for ds in have_real[: 1 if args.quick else 2]:
+        for ds in have_real[:1]:
             g = build_graph(([f"i{x}" for x in s] for s in real_sessions(ds)), max_hyperedge_size=TRIM)
             max_pairs = 10000 if args.quick else None
             for dim in (256,) if args.quick else (256, 1024):
@@ -374,7 +378,7 @@ def main() -> None:
                 qrows.append({"model": f"Cleora dim {dim}, {args.iters} iters", "dataset": ds, "s": secs,
                               "hr": hr, "mrr": mrr, "pairs": npairs})
             cfg = dict(dim=128, walks=4, length=20, window=5, epochs=1) if args.quick else \
-                dict(dim=128, walks=10, length=80, window=10, epochs=1)
+                dict(dim=128, walks=10, length=40, window=5, epochs=1)
             vec, labels, secs, walk_s, tokens = deepwalk(g, **cfg)
             hr, mrr, npairs = next_item_quality(vec, labels, ds, max_pairs)
             qrows.append({"model": "DeepWalk " + " ".join(f"{k}={v}" for k, v in cfg.items()), "dataset": ds,
@@ -393,9 +397,9 @@ def main() -> None:
     summary.update(
         speedup_vs_pycleora=round(head["speedup"], 2),
         speedup_vs_pycleora_cpu=round(head["cpu_speedup"], 2),
-        speedup_vs_pycleora_dim1024=round(rows[1]["speedup"], 2),
+        speedup_vs_pycleora_dim1024=round(rows[1]["speedup"], 2) if len(rows) > 1 else None,
         peak_mem_ratio_vs_pycleora=round(head["mem_ratio"], 3),
-        peak_mem_ratio_vs_pycleora_dim1024=round(rows[1]["mem_ratio"], 3),
+        peak_mem_ratio_vs_pycleora_dim1024=round(rows[1]["mem_ratio"], 3) if len(rows) > 1 else None,
         neighbour_overlap_at_10=round(real_row["overlap"], 3),
         neighbour_overlap_graph=real_row["graph"],
         headline_graph=f"{head['graph']} nnz={head['nnz']} dim={head['dim']} iters={args.iters}",

@@ -24,7 +24,7 @@ def embed(
     *,
     seed: int = 0,
     markov: Literal["left", "symmetric"] = "left",
-    block_dim: int | None = 512,
+    block_dim: int | Literal["auto"] | None = "auto",
     n_threads: int | None = None,
     work_dir: Path | None = None,
     include_transient: bool = False,
