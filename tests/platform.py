@@ -64,11 +64,17 @@ class FlowProcess:
             self.procs = [subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                            start_new_session=True)]
         else:
-            ports = [free_port() for _ in range(self.processes)]
-            hosts = ";".join(f"127.0.0.1:{p}" for p in ports)
-            self.procs = [subprocess.Popen(args + ["-i", str(i), "-a", hosts], env=env, stdout=out,
-                                           stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-                          for i in range(self.processes)]
+            for _attempt in range(5):  # a free port can be taken by another test before Bytewax binds it
+                ports = [free_port() for _ in range(self.processes)]
+                hosts = ";".join(f"127.0.0.1:{p}" for p in ports)
+                mark = self.log.stat().st_size if self.log.exists() else 0
+                self.procs = [subprocess.Popen(args + ["-i", str(i), "-a", hosts], env=env, stdout=out,
+                                               stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+                              for i in range(self.processes)]
+                time.sleep(1.0)
+                if self.alive() or "Address already in use" not in self.log.read_bytes()[mark:].decode(errors="replace"):
+                    break
+                self.kill9()
         return self
 
     def kill9(self) -> None:
