@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,10 @@ def test_service_commands_and_environment(name, monkeypatch):
         if cmd[0] == "fusionrec":
             assert cmd[1] in _commands(), f"{name}: unknown subcommand {cmd[1]}"
         else:
-            assert cmd[:4] == ["python", "-m", "bytewax.run", "flows.realtime:flow"]
+            assert cmd[:3] == ["python", "-m", "bytewax.run"]
+            assert cmd[3] in ("flows.realtime:flow", "flows.analytics:flow")
+            module = importlib.import_module(cmd[3].split(":")[0])
+            assert callable(module.build_flow)
         env = {k: str(v) for k, v in svc["environment"].items() if k.startswith("FUSIONREC_")}
         for k, v in env.items():
             monkeypatch.setenv(k, v)
