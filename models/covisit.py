@@ -81,7 +81,14 @@ class CoVisitation:
         self.popularity_ = (pop / max(pop.max(), 1e-30)).astype(np.float32)
         return self
 
+    def _check_items(self, items: NDArray[np.integer], field: str) -> None:
+        n = len(self.popularity_)
+        if len(items) and (items.min() < 0 or items.max() >= n):
+            bad = items[(items < 0) | (items >= n)][0]
+            raise ValueError(f"{field}: item index {bad} outside the catalogue [0, {n})")
+
     def _history_matrix(self, histories: Histories) -> sp.csr_array:
+        self._check_items(histories.items, "histories.items")
         lens = np.diff(histories.indptr)
         q = np.repeat(np.arange(histories.n_queries), lens)
         pos_from_end = np.concatenate([np.arange(n - 1, -1, -1) for n in lens]) if len(lens) else np.zeros(0)
@@ -105,6 +112,7 @@ class CoVisitation:
         """Items most co-visited with each of ``item_idx`` (the item itself excluded)."""
         self._check()
         item_idx = np.asarray(item_idx, dtype=np.int32)
+        self._check_items(item_idx, "item_idx")
         scores = self.covisit_[item_idx].toarray() + 1e-6 * self.popularity_[None, :]
         scores[np.arange(len(item_idx)), item_idx] = -np.inf
         return topk(scores, n)
