@@ -12,6 +12,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 
+from api.filter_cache import BitmapCache
 from api.iql import CatalogIndex, CatalogSchemaError, IQLEngine
 from api.vector_index import VectorIndex
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class CatalogView:
-    """CatalogIndex + IQLEngine + VectorIndex, updated from a queue of catalog changes.
+    """CatalogIndex + IQLEngine (+ a cache of its results) + VectorIndex, updated from a queue of catalog changes.
 
     Parameters
     ----------
@@ -35,9 +36,11 @@ class CatalogView:
         self.vector_attribute = vector_attribute
         self.index = CatalogIndex(exclude=set(exclude) | {vector_attribute})
         self.engine = IQLEngine(self.index)
+        self.bitmaps = BitmapCache(self.index)
         self.vectors = VectorIndex()
         self._queue: deque[tuple[str, object | None]] = deque()
         self.n_rejected = 0
+        self.version = 0  # bumped by every sync that applied a change (caches key on it)
 
     def on_update(self, item_id: str, item: object | None) -> None:
         """TopicTable callback (reader thread): queue the change."""
@@ -46,6 +49,8 @@ class CatalogView:
     def sync(self) -> None:
         """Apply queued changes (call on the thread that serves requests)."""
         q = self._queue
+        if q:
+            self.version += 1
         while q:
             item_id, item = q.popleft()
             if item is None:

@@ -12,6 +12,7 @@ from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from api.campaign_registry import CampaignRegistry
+from api.candidate_cache import CandidateCache
 from api.catalog import CatalogView
 from api.feedback import FeedbackFold
 from api.feedback_reader import FeedbackReader
@@ -66,6 +67,7 @@ class Services:
     optimizer: ThompsonOptimizer
     window_popularity: WindowPopularity
     fold: FeedbackFold
+    candidates: CandidateCache = field(default_factory=CandidateCache)
     reader: FeedbackReader | None = None
     _popular: tuple[float, list[tuple[str, float]]] = (0.0, [])
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from api.filter_cache import in_bitmap
 from api.iql import RequestContext
-from api.iql.evaluate import candidates_mask
 from api.strategies import Inputs, run_strategy
 from state.campaigns import Campaign
 
@@ -46,14 +46,23 @@ def request_context(svc: Services, inputs: Inputs) -> RequestContext:
                                            user=user or None, params=dict(inputs.params))
 
 
-def _keep(svc: Services, campaign: Campaign, ctx: RequestContext, ids: list[str]) -> np.ndarray:
+def _keep(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarray) -> np.ndarray:
     view = svc.catalog_view
-    idx = view.index.lookup(ids)
     if campaign.filter.strip():
-        return view.engine.filter_candidates(campaign.filter, ctx, idx)
+        plan = view.engine.compile_filter(campaign.filter)
+        return in_bitmap(view.bitmaps.bitmap(plan, ctx, view.version), idx)
     if view.index.capacity == 0:
-        return np.ones(len(ids), dtype=bool)
-    return (idx < 0) | candidates_mask(view.index.live, idx)  # unknown to the catalog: kept
+        return np.ones(len(idx), dtype=bool)
+    return (idx < 0) | in_bitmap(view.index.live, idx)  # unknown to the catalog: kept
+
+
+def _boost(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarray) -> np.ndarray:
+    """Score multipliers: the product of the weights of the booster clauses each candidate matches."""
+    view = svc.catalog_view
+    mult = np.ones(len(idx))
+    for weight, condition in view.engine.compile_boosters(campaign.boosters).clauses:
+        mult[in_bitmap(view.bitmaps.bitmap(condition, ctx, view.version), idx)] *= weight
+    return mult
 
 
 def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
@@ -62,12 +71,13 @@ def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: 
     if not ids:
         return [], np.zeros(0)
     s = np.asarray(scores, dtype=np.float64)
-    keep = _keep(svc, campaign, ctx, ids) & np.fromiter((i not in exclude for i in ids), bool, len(ids))
+    idx = svc.catalog_view.index.lookup(ids)
+    keep = _keep(svc, campaign, ctx, idx) & np.fromiter((i not in exclude for i in ids), bool, len(ids))
     sel = np.flatnonzero(keep)
     ids = [ids[i] for i in sel]
     s = s[sel]
     if campaign.boosters.strip() and ids:
-        s = s * svc.catalog_view.engine.boost(campaign.boosters, ctx, svc.catalog_view.index.lookup(ids))
+        s = s * _boost(svc, campaign, ctx, idx[sel])
         order = np.argsort(-s, kind="stable")
         ids, s = [ids[i] for i in order], s[order]
     return ids, s

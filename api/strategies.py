@@ -119,8 +119,12 @@ def _similar(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> R
     hist = _indices(version, [inp.item_id] if inp.item_id else []) if version else []
     if not hist:
         return [], []
-    ids, scores = version.model.similar_items(np.asarray(hist, dtype=np.int32), k)  # type: ignore[union-attr]
-    return _ranked(version, ids[0], scores[0])  # type: ignore[arg-type]
+
+    def compute() -> Ranked:
+        ids, scores = version.model.similar_items(np.asarray(hist, dtype=np.int32), k)  # type: ignore[union-attr]
+        return _ranked(version, ids[0], scores[0])  # type: ignore[arg-type]
+
+    return svc.candidates.get(("similar", version.version, hist[0], k), compute)  # type: ignore[union-attr]
 
 
 def _cart(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
@@ -140,8 +144,13 @@ def _cart(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Rank
 def _visual(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
     if not inp.item_id:
         return [], []
-    ids, scores = svc.catalog_view.vectors.similar(inp.item_id, k)
-    return ids, scores.astype(float).tolist()
+    view = svc.catalog_view
+
+    def compute() -> Ranked:
+        ids, scores = view.vectors.similar(inp.item_id, k)  # type: ignore[arg-type]
+        return ids, scores.astype(float).tolist()
+
+    return svc.candidates.get(("visual", view.version, inp.item_id, k), compute)
 
 
 def _top(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:

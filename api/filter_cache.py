@@ -1,0 +1,120 @@
+"""Per-request IQL results reused across requests that bind the same values.
+
+A compiled plan's answer depends only on the catalog and on the values it binds: request
+parameters, ``context.item/user.*`` attributes, cart aggregates and ``now()``. ``BitmapCache``
+keys each evaluated condition by its plan node and exactly those bound values (``now()`` at one
+second resolution), so two requests for items of the same category share one evaluation. The
+cache is cleared whenever the catalog changes (``CatalogView.version``), so upserts and deletes
+are still seen by the next request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Hashable
+
+import numpy as np
+from numpy.typing import NDArray
+from pyroaring import BitMap
+
+from api.iql import plan as p
+from api.iql.context import RequestContext
+from api.iql.evaluate import evaluate
+from api.iql.index import CatalogIndex
+
+__all__ = ["BitmapCache", "in_bitmap"]
+
+
+def in_bitmap(selected: BitMap, idx: NDArray[np.integer]) -> NDArray[np.bool_]:
+    """Mask over a short candidate array: True where the item_idx is in ``selected`` (-1 never is)."""
+    return np.fromiter((i >= 0 and i in selected for i in idx.tolist()), dtype=bool, count=len(idx))
+
+
+def _refs(node: object) -> tuple[tuple[str, ...], ...]:
+    """The bound values a plan node reads: ``("param", name)``, ``("item"|"user", name)``, ``("cart", f, name)``, ``("now",)``."""
+    if isinstance(node, p.ParamValue):
+        return (("param", node.name),)
+    if isinstance(node, p.ContextValue):
+        return ((node.scope, node.name),)
+    if isinstance(node, p.CartValue):
+        return (("cart", node.func, node.name),)
+    if isinstance(node, p.NowValue):
+        return (("now",),)
+    if not dataclasses.is_dataclass(node):
+        return ()
+    out: list[tuple[str, ...]] = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if dataclasses.is_dataclass(v):
+                out.extend(r for r in _refs(v) if r not in out)
+    return tuple(out)
+
+
+def _freeze(value: object) -> Hashable:
+    if isinstance(value, list | tuple | set | frozenset):
+        return tuple(sorted(map(repr, value)))
+    return repr(value)
+
+
+def _bound(ref: tuple[str, ...], ctx: RequestContext) -> Hashable:
+    kind = ref[0]
+    if kind == "param":
+        return _freeze(ctx.params.get(ref[1], KeyError))
+    if kind in ("item", "user"):
+        scope = ctx.item if kind == "item" else ctx.user
+        return _freeze(None if scope is None else scope.get(ref[1]))
+    if kind == "cart":
+        return tuple(_freeze(c.get(ref[2])) for c in ctx.cart)
+    return int(ctx.now_s)
+
+
+class BitmapCache:
+    """Evaluated plan nodes by (node, bound values), bounded LRU, cleared on catalog change.
+
+    Parameters
+    ----------
+    index : CatalogIndex
+        The catalog the nodes run on.
+    max_entries : int
+        Bitmaps kept.
+    """
+
+    def __init__(self, index: CatalogIndex, max_entries: int = 4096) -> None:
+        self.index = index
+        self.max_entries = max_entries
+        self._version = -1
+        self._entries: OrderedDict[Hashable, BitMap] = OrderedDict()
+        self._refs: dict[object, tuple[tuple[str, ...], ...]] = {}
+        self.hits = self.misses = 0
+
+    def bitmap(self, node: p.FilterPlan | p.PlanNode, ctx: RequestContext, catalog_version: int) -> BitMap:
+        """``evaluate(node, index, ctx)``, reused when the catalog and the bound values are the same.
+
+        Raises
+        ------
+        IQLError
+            As ``evaluate`` (a missing or mistyped request parameter); errors are not cached.
+        """
+        if catalog_version != self._version:
+            self._entries.clear()
+            self._version = catalog_version
+        root = node.root if isinstance(node, p.FilterPlan) else node
+        refs = self._refs.get(root)
+        if refs is None:
+            if len(self._refs) > self.max_entries:
+                self._refs.clear()
+            refs = self._refs[root] = _refs(root)
+        key = (root, tuple(_bound(r, ctx) for r in refs))
+        hit = self._entries.get(key)
+        if hit is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return hit
+        self.misses += 1
+        result = evaluate(root, self.index, ctx)
+        self._entries[key] = result
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return result

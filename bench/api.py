@@ -1,0 +1,188 @@
+"""HTTP load benchmark: campaign recommendations with an IQL filter vs a trivial JSON endpoint, same app, same run.
+
+    .venv/bin/python bench/api.py [--quick] [--items 5000] [--duration-s 20] [--connections 32] [--workers 2]
+
+Starts a local Tansu broker, sends a synthetic catalog (with vectors) and a co-visitation model
+trained on the synthetic shop, then runs the app under uvicorn with ``--workers`` processes
+(uvloop + httptools) on loopback. The load generator is ``wrk`` (Debian package; one thread, a
+fixed number of connections, a fixed duration: bounded), driven by a Lua script that picks a
+random current item per request. Measured, alternating, ``--rounds`` times each:
+
+* ``recommendations``: ``GET /v1/recommendations?campaign=pdp&item_id=<random>&max_price=<p>`` on a
+  campaign ``similar`` (co-visitation ``similar_items``) with the filter
+  ``category == context.item.category AND price < $max_price`` and a booster; the optimizer picks
+  between two arms, and every served list is published as a ``rec_request`` event that both
+  workers fold back (the full serving path, feedback reader included);
+* ``trivial``: ``GET /healthz`` of the same app (a small JSON body, no work).
+
+Prints a table (best round of each, by throughput, and the median round), the command, and as the last
+line one JSON object: ``rps``, ``p99_ms`` (recommendations), ``trivial_rps``, ``ratio``.
+Targets (issue 5): >= 3,000 req/s, p99 <= 15 ms, >= 50 % of the trivial endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import tomli_w
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from operators.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
+from operators.kafka import ensure_topics, platform_topics  # noqa: E402
+from operators.settings import Settings  # noqa: E402
+from operators.training import train_covisitation  # noqa: E402
+from simulators.producer import EventProducer  # noqa: E402
+from simulators.shop import SyntheticShop  # noqa: E402
+
+FILTER = "category == context.item.category AND price < $max_price"
+BOOSTERS = "BOOST 1.5 IF on_sale == true"
+
+_LUA = """
+local ids = {%s}
+math.randomseed(%d)
+request = function()
+  local id = ids[math.random(#ids)]
+  return wrk.format("GET", "/v1/recommendations?campaign=pdp&item_id=" .. id .. "&max_price=200")
+end
+"""
+
+
+def _settings(bootstrap: str, tmp: Path) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    s = Settings(
+        kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "dead_topic": f"dead-{tag}",
+               "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}", "partitions": 2},
+        stream={"state_dir": tmp / "state", "model_dir": tmp / "models", "serving_dir": tmp / "serving"},
+        api={"state_dir": tmp / "api"},
+    )
+    k = s.kafka
+    ensure_topics(k.brokers, platform_topics(k.events_topic, k.dead_topic, k.topn_topic, k.catalog_topic, k.partitions))
+    return s
+
+
+def _wrk(url: str, script: Path | None, duration_s: float, connections: int) -> dict[str, float]:
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:.0f}s", "--latency", "--timeout", "2s"]
+    if script is not None:
+        args += ["-s", str(script)]
+    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: .*", out)
+    return {"rps": rps, "p50_ms": ms("50"), "p99_ms": ms("99"), "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+            "socket_errors": 1.0 if errors else 0.0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="8 s per measurement, 2 rounds")
+    ap.add_argument("--items", type=int, default=5000)
+    ap.add_argument("--duration-s", type=float, default=20.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    if a.quick:
+        a.duration_s, a.rounds = 8.0, 2
+    if shutil.which("wrk") is None:
+        sys.exit("bench/api.py needs wrk: apt-get install wrk")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        with LocalBroker() as broker:
+            s = _settings(broker.bootstrap, tmp)
+            shop = SyntheticShop(n_items=a.items, n_users=max(100, a.items // 10), seed=a.seed)
+            train_covisitation(shop.history(max(20_000, a.items * 6)), s)
+            catalog = shop.catalog()
+            with EventProducer.from_settings(s.kafka) as producer:
+                producer.send_catalog(catalog)
+            config = tmp / "fusionrec.toml"
+            config.write_text(tomli_w.dumps(s.model_dump(mode="json", exclude_none=True)))
+            port = free_port()
+            env = dict(os.environ, FUSIONREC_CONFIG=str(config), PYTHONPATH=str(ROOT))
+            server = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
+                 "--port", str(port), "--workers", str(a.workers), "--loop", "uvloop", "--http", "httptools",
+                 "--no-access-log", "--log-level", "warning"],
+                env=env, cwd=tmp, start_new_session=True)
+            url = f"http://127.0.0.1:{port}"
+            wait_for_port("127.0.0.1", port, 60)
+            c = httpx.Client(base_url=url, timeout=10)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                r = c.get("/healthz")
+                if r.status_code == 200 and r.json()["catalog_items"] == len(catalog):
+                    break
+                time.sleep(0.2)
+            body = {"scenario": "similar", "filter": FILTER, "boosters": BOOSTERS, "n": 10,
+                    "arms": [{"name": "covisit", "strategy": "similar"}, {"name": "visual", "strategy": "visual"}]}
+            r = c.put("/v1/campaigns/pdp", json=body)
+            assert r.status_code in (200, 201), r.text
+            time.sleep(2 * s.api.campaign_check_s + 0.2)  # the other worker picks the campaign up
+            ids = [d["item_id"] for d in catalog]
+            script = tmp / "recs.lua"
+            script.write_text(_LUA % (",".join(f'"{i}"' for i in ids), a.seed))
+            for probe in range(20):  # both workers answer the campaign (and warm their caches)
+                r = c.get("/v1/recommendations", params={"campaign": "pdp", "item_id": ids[probe], "max_price": 200})
+                assert r.status_code == 200 and r.json()["items"], r.text
+            _wrk(url + "/healthz", None, 2, a.connections)  # warm-up
+            _wrk(url + "/", script, 2, a.connections)
+            runs: dict[str, list[dict[str, float]]] = {"recommendations": [], "trivial": []}
+            for _ in range(a.rounds):
+                runs["trivial"].append(_wrk(url + "/healthz", None, a.duration_s, a.connections))
+                runs["recommendations"].append(_wrk(url + "/", script, a.duration_s, a.connections))
+            arms = c.get("/v1/campaigns/pdp/arms").json()
+    finally:
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    best = {k: max(v, key=lambda r: r["rps"]) for k, v in runs.items()}
+    med = {k: statistics.median(r["rps"] for r in v) for k, v in runs.items()}
+    print(f"\nAPI load, loopback, uvicorn {a.workers} workers (uvloop, httptools), wrk -t1 -c{a.connections}, "
+          f"{a.duration_s:.0f} s x {a.rounds} rounds, {a.items:,} items\n")
+    print("| endpoint | best req/s | median req/s | p50 ms | p99 ms | non-2xx |")
+    print("|---|--:|--:|--:|--:|--:|")
+    for k in ("recommendations", "trivial"):
+        b = best[k]
+        print(f"| {k} | {b['rps']:,.0f} | {med[k]:,.0f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} | {b['non2xx']:.0f} |")
+    ratio = best["recommendations"]["rps"] / best["trivial"]["rps"]
+    served = sum(x["pulls"] for x in arms["arms"])
+    per_arm = ", ".join(f"{x['arm']} {x['pulls']:,}" for x in arms["arms"])
+    print(f"\nrecommendations / trivial = {ratio:.0%}; lists served and folded back by the optimizer: {served:,} "
+          f"({per_arm})")
+    print(f"command: .venv/bin/python bench/api.py {' '.join(sys.argv[1:])}".rstrip())
+    print(json.dumps({"api": "recommendations+filter", "rps": round(best["recommendations"]["rps"], 1),
+                      "p99_ms": round(best["recommendations"]["p99_ms"], 2),
+                      "trivial_rps": round(best["trivial"]["rps"], 1), "ratio": round(ratio, 3),
+                      "median_rps": round(med["recommendations"], 1), "items": a.items, "workers": a.workers}))
+
+
+if __name__ == "__main__":
+    main()
