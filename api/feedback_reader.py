@@ -59,6 +59,8 @@ class FeedbackReader:
         self._thread: threading.Thread | None = None
 
     def start(self) -> FeedbackReader:
+        # resolve the struct types once, on this thread, before the reader thread uses them
+        decode_value(b"warm-up", encode_value(Impression("r", "c", "a", 0.0, "click", 1.0)), Impression)
         snap = self.store.load()
         self._restore(snap)
         self._thread = threading.Thread(target=self._run, name="feedback-reader", daemon=True)
@@ -104,7 +106,7 @@ class FeedbackReader:
         last_snapshot = time.monotonic()
         try:
             while not self._stop.is_set():
-                for m in c.consume(2000, 0.05):
+                for m in c.consume(500, 0.05):
                     if m.error():
                         continue
                     pos[m.partition()] = m.offset() + 1

@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=5000)
     ap.add_argument("--duration-s", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
