@@ -71,12 +71,18 @@ class SketchUpdater:
     def fold(self, st: UserState, items: Sequence[str], types: Sequence[str], ts: Sequence[float]) -> None:
         """Add a user's new events (oldest first) to ``st``'s sketch, in place.
 
-        If ``st`` was sketched by another model version, rebuild from its kept history instead
-        (the new events are already part of ``st.items``).
+        If ``st`` was sketched by another model version (or never), its sketch is first rebuilt
+        from the history *before* these events (they are the last ``len(items)`` entries of
+        ``st.items``), then the new events are folded one by one. A new user therefore starts from
+        an empty sketch, which keeps the result independent of batching (exactly-once replays).
         """
         if st.sketch_version != self.version.version:
-            self.rebuild([st])
-            return
+            k = len(items)
+            before = UserState(items=st.items[: len(st.items) - k], ts=st.ts[: len(st.ts) - k],
+                               types=st.types[: len(st.types) - k])
+            self.rebuild([before])
+            st.sketch_cols, st.sketch_vals = before.sketch_cols, before.sketch_vals
+            st.sketch_version, st.sketch_ts = before.sketch_version, before.sketch_ts
         idx = self.version.item_index
         known = [(idx[i], t, x) for i, t, x in zip(items, types, ts) if i in idx]
         if not known:

@@ -18,6 +18,7 @@ from api.app import create_app
 from operators.broker import free_port, wait_for_port
 from operators.kafka import ensure_topics, high_watermarks, platform_topics
 from operators.settings import Settings
+from state import keys
 from state.partition import PartitionDB, list_partitions, partition_path, read_stored_offset
 from state.popularity import PopularityStore
 from state.users import UserStore
@@ -103,20 +104,39 @@ class FlowProcess:
 
 def wait_caught_up(settings: Settings, flow: FlowProcess | None = None, timeout_s: float = 120.0,
                    state_dir: Path | None = None) -> None:
-    """Block until every partition's stored offset (under ``state_dir``, default the stream's) reaches the log end."""
+    """Block until every partition's stored offset (under ``state_dir``, default the stream's) reaches the log end.
+
+    For the realtime flow (default ``state_dir``) also wait until no user is pending rescoring.
+    """
     k = settings.kafka
+    realtime = state_dir is None
     state_dir = settings.stream.state_dir if state_dir is None else state_dir
     end = high_watermarks(k.brokers, k.events_topic)
     deadline = time.monotonic() + timeout_s
     while True:
         stored = {p: read_stored_offset(state_dir, k.events_topic, p) or 0 for p in end}
-        if all(stored[p] >= end[p] for p in end):
+        if all(stored[p] >= end[p] for p in end) and not (realtime and pending_users(settings)):
             return
         if flow is not None and not flow.alive():
             raise RuntimeError(f"flow died:\n{flow.log_text()[-3000:]}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"flow not caught up after {timeout_s} s: stored {stored}, end {end}")
         time.sleep(0.1)
+
+
+def pending_users(settings: Settings) -> int:
+    """Users applied but not yet rescored (``r:`` markers; the debounce), over all partitions."""
+    topic, n = settings.kafka.events_topic, 0
+    for p in list_partitions(settings.stream.state_dir, topic):
+        try:
+            db = PartitionDB(partition_path(settings.stream.state_dir, topic, p), read_only=True)
+        except Exception:  # the writer is compacting: count it as pending and look again
+            return 1
+        try:
+            n += sum(1 for _ in db.scan(keys.DIRTY))
+        finally:
+            db.close()
+    return n
 
 
 def stored_total(settings: Settings) -> int:
