@@ -311,7 +311,7 @@ def main() -> None:
     if args.only_synth:
         jobs = [(synth, args.only_synth, 2)]
     have_real = [n for n, d in REAL.items() if (d / "all_train_seq.txt").exists()] if not args.only_synth else []
-    if not have_real:
+    if not have_real and not args.only_synth:
         print(f"real datasets not found under {DATASETS}: real-graph rows and DeepWalk skipped", flush=True)
     jobs += [(n, 256, 3) for n in have_real] + ([] if args.quick else [(n, 1024, 2) for n in have_real])
     rows = []
