@@ -234,17 +234,17 @@ def deepwalk(graph, dim: int, walks: int, length: int, window: int, epochs: int,
     return np.asarray(model.wv.vectors, dtype=np.float32), labels, time.perf_counter() - t, walk_s, len(sentences) * length
 
 
-def same_init_check(dataset: str, dim: int, iters: int) -> tuple[float, float, float, float]:
+def same_init_check(spec: str, dim: int, iters: int) -> tuple[float, float, float, float]:
     """Ours started from pycleora's own Q₀ vs pycleora: max |diff| and top-10 overlap (same algorithm?);
     plus the top-10 overlap of each implementation with itself across two seeds."""
     import pycleora
 
-    from models.cleora import build_graph, embed, propagate
-    pg = pycleora.SparseMatrix.from_iterator(graph_lines(dataset), columns="complex::reflexive::node",
+    from models.cleora import embed, propagate
+    pg = pycleora.SparseMatrix.from_iterator(graph_lines(spec), columns="complex::reflexive::node",
                                              hyperedge_trim_n=TRIM)
     ref = pycleora.embed(pg, dim, iters, whiten=False, seed=0)
     q0 = pg.initialize_deterministically(dim, 0)
-    g = build_graph(([f"i{x}" for x in s] for s in real_sessions(dataset)), max_hyperedge_size=TRIM)
+    g = build_ours(spec)
     pos = {s: i for i, s in enumerate(pg.entity_ids)}
     perm = np.array([pos[s] for s in g.labels.tolist()])
     out = propagate(g.markov(), np.ascontiguousarray(q0[perm]), iters)
@@ -351,8 +351,8 @@ def main() -> None:
         ("build s ours/py", "{ours_build_s:.1f}/{py_build_s:.1f}"), ("overlap@10", "{overlap:.3f}"),
         ("overlap pool", "pool")]))
     summary: dict = {"command": command, "copy_bandwidth_gbs": round(bw_copy, 2)}
-    if have_real:
-        ds = have_real[0]
+    if not args.only_synth:
+        ds = have_real[0] if have_real else "synth:20000:200000"
         diff, ov_same, ov_ours, ov_py = same_init_check(ds, 256, args.iters)
         summary.update(same_init_max_abs_diff=diff, neighbour_overlap_at_10_same_init=round(ov_same, 3),
                        overlap_ours_seed0_vs_seed1=round(ov_ours, 3), overlap_pycleora_seed0_vs_seed1=round(ov_py, 3))
@@ -360,6 +360,7 @@ def main() -> None:
               f"{diff:.2e}, top-10 overlap {ov_same:.3f}")
         print(f"top-10 overlap across seeds 0/1: ours {ov_ours:.3f}, pycleora {ov_py:.3f} (pycleora's Q0 is "
               f"structured, its seed barely matters; see tests/models/cleora)")
+    if have_real:
         b_us, s_us = inductive_us_per_node(ds, 256, args.iters)
         summary.update(inductive_us_per_node_batch=round(b_us, 2), inductive_us_per_node_single=round(s_us, 2))
         print(f"inductive embed_new_nodes on {ds} test prefixes, dim 256: {b_us:.2f} us/node in a batch of "
