@@ -5,6 +5,7 @@ Run: ``uvicorn --factory api.app:create_app`` (settings from ``fusionrec.toml`` 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -25,6 +26,7 @@ from api.campaigns import (
 from api.dashboard import dashboard_routes
 from api.errors import exception_handlers
 from api.events import post_events
+from api.feedback_reader import drain_forever
 from api.health import healthz, metrics
 from api.items import get_item
 from api.openapi import openapi
@@ -42,9 +44,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = build_services(settings)
         app.state.analytics = build_analytics(settings)
+        reader = app.state.services.reader
+        drain = asyncio.create_task(drain_forever(reader)) if reader is not None else None
         try:
             yield
         finally:
+            if drain is not None:
+                drain.cancel()
             app.state.analytics.close()
             app.state.services.close()
 

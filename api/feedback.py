@@ -61,7 +61,7 @@ class FeedbackFold:
         self.skipped: dict[str, int] = {}
         self.open_delta: dict[str, Impression | None] = {}
         self.rewarded_delta: dict[str, float | None] = {}
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # snapshot takes it around take_deltas, which takes it too
 
     # ---- folding -------------------------------------------------------------------------
 

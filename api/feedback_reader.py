@@ -10,9 +10,11 @@ offsets (the first time: the whole state).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from collections import deque
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -24,7 +26,7 @@ from operators.schema import Event
 from state.bandit import BanditSnapshot, BanditStore
 from state.codec import decode_value, encode_value
 
-__all__ = ["FeedbackReader"]
+__all__ = ["FeedbackReader", "drain_forever"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,10 @@ class FeedbackReader:
         Event validation (invalid events are skipped: the flow dead-letters them).
     snapshot_every_s : float
         Snapshot interval.
+
+    The thread only fetches; ``drain`` folds. Set ``drain_on_loop`` (the app does, and runs
+    ``drain`` every few milliseconds on its event loop) to keep all Python work of the fold on
+    the thread that serves requests; otherwise the reader thread drains.
     """
 
     def __init__(self, brokers: str, events_topic: str, fold: FeedbackFold,
@@ -54,15 +60,22 @@ class FeedbackReader:
         self.offsets: dict[tuple[str, int], int] = {}
         self._stored: dict[tuple[str, int], int] = {}
         self._wrote_full = False
+        self.drain_on_loop = False
+        self._queue: deque[list[tuple[int, int, bytes | None, bytes | None]]] = deque()
+        self._queued: dict[int, int] = {}
+        self._pos: dict[int, int] = {}
+        self._end: dict[int, int] | None = None
+        self._last_snapshot = time.monotonic()
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> FeedbackReader:
+    def start(self, drain_on_loop: bool = False) -> FeedbackReader:
         # resolve the struct types once, on this thread, before the reader thread uses them
         decode_value(b"warm-up", encode_value(Impression("r", "c", "a", 0.0, "click", 1.0)), Impression)
         snap = self.store.load()
         self._restore(snap)
+        self.drain_on_loop = drain_on_loop
         self._thread = threading.Thread(target=self._run, name="feedback-reader", daemon=True)
         self._thread.start()
         return self
@@ -83,6 +96,7 @@ class FeedbackReader:
         if self._thread is not None:
             self._thread.join(5)
         try:
+            self.drain(None)
             self.snapshot()
         finally:
             self.store.close()
@@ -96,28 +110,51 @@ class FeedbackReader:
                 time.sleep(1.0)
 
     def _consume(self) -> None:
+        """Fetch raw messages into the queue (the GIL is released while librdkafka waits).
+
+        Resumes after what was already queued, so a reconnect never folds a message twice.
+        """
         topic = self.events_topic
         parts = topic_partitions(self.brokers, topic)
-        end = high_watermarks(self.brokers, topic)
+        if self._end is None:
+            self._end = high_watermarks(self.brokers, topic)
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-api-feedback",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10})
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        pos = dict.fromkeys(parts, 0)
-        last_snapshot = time.monotonic()
+        c.assign([TopicPartition(topic, p, self._queued.get(p, OFFSET_BEGINNING)) for p in parts])
         try:
             while not self._stop.is_set():
-                for m in c.consume(500, 0.05):
-                    if m.error():
-                        continue
-                    pos[m.partition()] = m.offset() + 1
-                    self._apply((topic, m.partition()), m.offset(), m.key(), m.value())
-                if not self._caught_up.is_set() and all(pos[p] >= end.get(p, 0) for p in parts):
-                    self._caught_up.set()
-                if time.monotonic() - last_snapshot >= self.snapshot_every_s:
-                    self.snapshot()
-                    last_snapshot = time.monotonic()
+                batch = [(m.partition(), m.offset(), m.key(), m.value()) for m in c.consume(1000, 0.05)
+                         if not m.error()]
+                if batch:
+                    self._queue.append(batch)
+                    for p, off, _, _ in batch:
+                        self._queued[p] = off + 1
+                if not self.drain_on_loop:
+                    self.drain(None)
         finally:
             c.close()
+
+    def drain(self, max_messages: int | None = 2000) -> int:
+        """Fold queued messages (at most about ``max_messages``), snapshot when due; returns how many.
+
+        The app calls this from its event loop (``drain_on_loop``), so folding never competes
+        with request handling for the GIL; otherwise the reader thread calls it itself.
+        """
+        n = 0
+        topic = self.events_topic
+        while self._queue and (max_messages is None or n < max_messages):
+            batch = self._queue.popleft()
+            for p, off, k, v in batch:
+                self._pos[p] = off + 1
+                self._apply((topic, p), off, k, v)
+            n += len(batch)
+        if not self._caught_up.is_set() and self._end is not None and all(
+                self._pos.get(p, 0) >= e for p, e in self._end.items()):
+            self._caught_up.set()
+        if time.monotonic() - self._last_snapshot >= self.snapshot_every_s:
+            self._last_snapshot = time.monotonic()
+            self.snapshot()
+        return n
 
     def _apply(self, key: tuple[str, int], offset: int, k: bytes | None, value: bytes | None) -> None:
         ev = parse_event(k, value, self.rules)
@@ -161,3 +198,10 @@ class FeedbackReader:
             self.store.stage_offset(batch, topic, part, off)
         self.store.commit(batch)
         return True
+
+
+async def drain_forever(reader: FeedbackReader, interval_s: float = 0.005, max_messages: int = 2000) -> None:
+    """Fold the reader's queue on the app's event loop, a bounded slice at a time, until cancelled."""
+    while True:
+        n = reader.drain(max_messages)
+        await asyncio.sleep(0 if n >= max_messages else interval_s)

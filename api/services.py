@@ -121,7 +121,7 @@ def build_services(settings: Settings) -> Services:
     reader = None
     if a.feedback:
         reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),
-                                rules, a.snapshot_every_s).start()
+                                rules, a.snapshot_every_s).start(drain_on_loop=True)
     catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update).start()
     return Services(
         settings=settings,

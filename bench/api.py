@@ -62,13 +62,13 @@ end
 """
 
 
-def _settings(bootstrap: str, tmp: Path) -> Settings:
+def _settings(bootstrap: str, tmp: Path, feedback: bool = True) -> Settings:
     tag = uuid.uuid4().hex[:8]
     s = Settings(
         kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "dead_topic": f"dead-{tag}",
                "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}", "partitions": 2},
         stream={"state_dir": tmp / "state", "model_dir": tmp / "models", "serving_dir": tmp / "serving"},
-        api={"state_dir": tmp / "api"},
+        api={"state_dir": tmp / "api", "feedback": feedback},
     )
     k = s.kafka
     ensure_topics(k.brokers, platform_topics(k.events_topic, k.dead_topic, k.topn_topic, k.catalog_topic, k.partitions))
@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-feedback", action="store_true",
+                    help="api.feedback=false: no events reader (lists counted by the serving worker only)")
     a = ap.parse_args()
     if a.quick:
         a.duration_s, a.rounds = 8.0, 2
@@ -112,7 +114,7 @@ def main() -> None:
     server: subprocess.Popen[bytes] | None = None
     try:
         with LocalBroker() as broker:
-            s = _settings(broker.bootstrap, tmp)
+            s = _settings(broker.bootstrap, tmp, feedback=not a.no_feedback)
             shop = SyntheticShop(n_items=a.items, n_users=max(100, a.items // 10), seed=a.seed)
             train_covisitation(shop.history(max(20_000, a.items * 6)), s)
             catalog = shop.catalog()
@@ -166,7 +168,8 @@ def main() -> None:
     best = {k: max(v, key=lambda r: r["rps"]) for k, v in runs.items()}
     med = {k: statistics.median(r["rps"] for r in v) for k, v in runs.items()}
     print(f"\nAPI load, loopback, uvicorn {a.workers} workers (uvloop, httptools), wrk -t1 -c{a.connections}, "
-          f"{a.duration_s:.0f} s x {a.rounds} rounds, {a.items:,} items\n")
+          f"{a.duration_s:.0f} s x {a.rounds} rounds, {a.items:,} items, feedback reader "
+          f"{'off' if a.no_feedback else 'on'}\n")
     print("| endpoint | best req/s | median req/s | p50 ms | p99 ms | non-2xx |")
     print("|---|--:|--:|--:|--:|--:|")
     for k in ("recommendations", "trivial"):
@@ -181,7 +184,8 @@ def main() -> None:
     print(json.dumps({"api": "recommendations+filter", "rps": round(best["recommendations"]["rps"], 1),
                       "p99_ms": round(best["recommendations"]["p99_ms"], 2),
                       "trivial_rps": round(best["trivial"]["rps"], 1), "ratio": round(ratio, 3),
-                      "median_rps": round(med["recommendations"], 1), "items": a.items, "workers": a.workers}))
+                      "median_rps": round(med["recommendations"], 1), "items": a.items, "workers": a.workers,
+                      "feedback": not a.no_feedback}))
 
 
 if __name__ == "__main__":

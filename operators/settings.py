@@ -76,7 +76,7 @@ class ApiSettings(BaseModel):
     require_keys: bool = False
     state_dir: Path | None = Field(default=None, description="The API's RocksDB (campaigns, optimizer); default <stream.state_dir>/../api")
     feedback: bool = Field(default=True, description="Read the events topic for pulls, rewards and windowed popularity")
-    snapshot_every_s: float = Field(default=2.0, gt=0, description="Optimizer snapshot interval, seconds")
+    snapshot_every_s: float = Field(default=0.5, gt=0, description="Optimizer snapshot interval, seconds")
     max_open_lists: int = Field(default=200_000, ge=1, description="Served lists kept for attribution (oldest dropped first)")
     campaign_check_s: float = Field(default=0.5, gt=0, description="How often a worker checks for campaigns written by others")
     vector_attribute: str = Field(default="vector", description="Catalog attribute holding a dense vector (visual similarity)")
