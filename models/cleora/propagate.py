@@ -40,18 +40,22 @@ def _spmm_block(indptr, indices, data, scale, x, y, sq, chunks, d0, d1):  # prag
         for i in range(chunks[c], chunks[c + 1]):
             acc[:] = np.float32(0.0)
             start, stop = indptr[i], indptr[i + 1]
-            for p in range(start, stop - 1, 2):  # two non-zeros at once: more loads in flight
-                j0, j1 = indices[p], indices[p + 1]
+            p = start
+            while p + 4 <= stop:  # four non-zeros at once: more independent loads in flight
+                j0, j1, j2, j3 = indices[p], indices[p + 1], indices[p + 2], indices[p + 3]
                 w0, w1 = data[p] * scale[j0], data[p + 1] * scale[j1]
-                x0, x1 = x[j0, d0:d1], x[j1, d0:d1]
+                w2, w3 = data[p + 2] * scale[j2], data[p + 3] * scale[j3]
+                x0, x1, x2, x3 = x[j0, d0:d1], x[j1, d0:d1], x[j2, d0:d1], x[j3, d0:d1]
                 for d in range(width):
-                    acc[d] += w0 * x0[d] + w1 * x1[d]
-            if (stop - start) % 2 == 1:
-                j = indices[stop - 1]
-                w = data[stop - 1] * scale[j]
+                    acc[d] += (w0 * x0[d] + w1 * x1[d]) + (w2 * x2[d] + w3 * x3[d])
+                p += 4
+            while p < stop:
+                j = indices[p]
+                w = data[p] * scale[j]
                 xr = x[j, d0:d1]
                 for d in range(width):
                     acc[d] += w * xr[d]
+                p += 1
             yr = y[i]
             s = np.float32(0.0)
             for d in range(width):
