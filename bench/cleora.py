@@ -285,6 +285,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="scaled synthetic graph, bounded DeepWalk (< 10 min)")
     p.add_argument("--iters", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=2, help="alternating ours/pycleora rounds per row")
     p.add_argument("--no-deepwalk", action="store_true")
     p.add_argument("--only-synth", type=int, metavar="DIM", help="only the synthetic row at this dim")
     p.add_argument("--worker", choices=["ours", "pycleora"], help=argparse.SUPPRESS)
@@ -300,6 +301,7 @@ def main() -> None:
     import tempfile
     command = ".venv/bin/python bench/cleora.py" + (" --quick" if args.quick else "") + \
         (f" --only-synth {args.only_synth}" if args.only_synth else "") + \
+        ("" if args.rounds == 2 else f" --rounds {args.rounds}") + \
         ("" if args.iters == 4 else f" --iters {args.iters}") + (" --no-deepwalk" if args.no_deepwalk else "")
     t_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="cleora_bench_"))
@@ -323,12 +325,21 @@ def main() -> None:
         else:
             labels = np.array(sorted({f"i{x}" for s in real_sessions(spec) for x in s}))
         np.save(tmp / "sample.npy", labels)
-        res = {}
-        for impl in ("ours", "pycleora"):
-            res[impl] = run_worker(impl, spec, dim, args.iters, reps, tmp / "sample.npy", tmp)
-            print(f"  {spec} dim {dim} {impl}: embed {res[impl]['embed_s']:.2f}s (walls "
-                  f"{', '.join(f'{x:.2f}' for x in res[impl]['walls'])}), build {res[impl]['build_s']:.1f}s, "
-                  f"peak {res[impl]['peak_rss_mb']:.0f} MB", flush=True)
+        res: dict[str, dict] = {}
+        for rnd in range(args.rounds):  # alternate the two, so load changes hit both alike
+            for impl in ("ours", "pycleora"):
+                r = run_worker(impl, spec, dim, args.iters, reps, tmp / "sample.npy" if rnd == 0 else None, tmp)
+                print(f"  {spec} dim {dim} {impl} round {rnd + 1}: embed walls "
+                      f"{', '.join(f'{x:.2f}' for x in r['walls'])}s, build {r['build_s']:.1f}s, "
+                      f"peak {r['peak_rss_mb']:.0f} MB, load {os.getloadavg()[0]:.1f}", flush=True)
+                if impl not in res:
+                    res[impl] = {**r, "all_walls": [], "all_cpus": [], "peaks": []}
+                res[impl]["all_walls"] += r["walls"]
+                res[impl]["all_cpus"].append(r["embed_cpu_s"])
+                res[impl]["peaks"].append(r["peak_rss_mb"])
+        for r in res.values():
+            r.update(embed_s=statistics.median(r["all_walls"]), embed_cpu_s=statistics.median(r["all_cpus"]),
+                     peak_rss_mb=max(r["peaks"]))
         o, q = res["ours"], res["pycleora"]
         rows.append({
             "graph": spec, "nodes": o["n_nodes"], "nnz": o["nnz"], "dim": dim, "iters": args.iters,
