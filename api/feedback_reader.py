@@ -144,6 +144,9 @@ class FeedbackReader:
         topic = self.events_topic
         while self._queue and (max_messages is None or n < max_messages):
             batch = self._queue.popleft()
+            if max_messages is not None and len(batch) > max_messages - n:
+                self._queue.appendleft(batch[max_messages - n:])
+                batch = batch[:max_messages - n]
             for p, off, k, v in batch:
                 self._pos[p] = off + 1
                 self._apply((topic, p), off, k, v)
@@ -200,7 +203,7 @@ class FeedbackReader:
         return True
 
 
-async def drain_forever(reader: FeedbackReader, interval_s: float = 0.005, max_messages: int = 2000) -> None:
+async def drain_forever(reader: FeedbackReader, interval_s: float = 0.005, max_messages: int = 200) -> None:
     """Fold the reader's queue on the app's event loop, a bounded slice at a time, until cancelled."""
     while True:
         n = reader.drain(max_messages)

@@ -146,9 +146,12 @@ def main() -> None:
             ids = [d["item_id"] for d in catalog]
             script = tmp / "recs.lua"
             script.write_text(_LUA % (",".join(f'"{i}"' for i in ids), a.seed))
-            for probe in range(20):  # both workers answer the campaign (and warm their caches)
+            answered = 0
+            for probe in range(40):  # both workers answer the campaign (and warm their caches)
                 r = c.get("/v1/recommendations", params={"campaign": "pdp", "item_id": ids[probe], "max_price": 200})
-                assert r.status_code == 200 and r.json()["items"], r.text
+                assert r.status_code == 200, r.text
+                answered += bool(r.json()["items"])
+            assert answered >= 20, f"only {answered} of 40 probes got items"
             _wrk(url + "/healthz", None, 2, a.connections)  # warm-up
             _wrk(url + "/", script, 2, a.connections)
             runs: dict[str, list[dict[str, float]]] = {"recommendations": [], "trivial": []}
