@@ -5,7 +5,7 @@ Model directory (``save``/``load``; read by the stream and the API)::
     model_dir/
       params.json   {"format": "fusionrec.emde", "version": 1, "params": {...hyper-parameters},
                      "modalities": [...ModalitySpec], "layout": {...SketchLayout},
-                     "n_items": int, "in_depth": int, "out_blocks": [[depth, width], ...]}
+                     "n_items": int, "out_blocks": [[depth, width], ...], "train_loss": [...]}
       arrays.npz    item_in_cols (n_items, in_depth) int32    columns of an item within one view
                     item_out_cols (n_items, out_depth) int32  columns of an item in the output sketch
                     codes__<modality> (n_items, depth) int32  DLSH buckets
