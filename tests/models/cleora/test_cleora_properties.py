@@ -134,3 +134,24 @@ def test_same_algorithm_as_pycleora():
     ours_exact, py_exact = _overlap(ours, exact), _overlap(ref, exact)
     assert ours_exact >= 0.6 and ours_exact > py_exact
     assert _overlap(ours, ref) >= 0.1
+
+
+def test_memory_mapped_graph_and_buffers_give_the_same_result(tmp_path):
+    g = build_graph(_sessions(6, 500))
+    m = g.markov()
+    in_ram = propagate(m, hash_init(g.keys, 48), 3, block_dim=16)
+    arrays = []
+    for name, a in (("indptr", m.indptr.astype(np.int64)), ("indices", m.indices), ("data", m.data)):
+        np.save(tmp_path / f"{name}.npy", a)
+        arrays.append(np.load(tmp_path / f"{name}.npy", mmap_mode="r"))
+    q = np.lib.format.open_memmap(tmp_path / "q.npy", mode="w+", dtype=np.float32, shape=in_ram.shape)
+    q[:] = hash_init(g.keys, 48)
+    on_disk = propagate(tuple(arrays), q, 3, block_dim=16, work_dir=tmp_path / "work")
+    assert isinstance(on_disk, np.memmap) and np.array_equal(np.asarray(on_disk), in_ram)
+
+
+def test_symmetric_markov_variant():
+    g = build_graph(_sessions(7, 500))
+    left, sym = embed(g, 32, 3).vectors, embed(g, 32, 3, markov="symmetric").vectors
+    assert np.allclose(np.linalg.norm(sym, axis=1), 1.0, atol=1e-5)
+    assert not np.array_equal(left, sym) and _cos_rows(left, sym).mean() > 0.5
