@@ -30,6 +30,7 @@ from operators.score import POPULAR_KEY_PREFIX, TopN, encode_topn, score_users
 from operators.settings import Settings
 from operators.sketch_state import SketchUpdater, supports_sketches
 from operators.topic_table import TopicTable
+from operators.user_embedding import EmbeddingUpdater
 from operators.user_update import PartitionApplier
 from state.partition import PartitionDB, partition_path
 
@@ -62,6 +63,7 @@ class WorkerResources:
     _producer: Producer | None = None
     _watcher: ModelWatcher | None = None
     _sketcher: SketchUpdater | None = None
+    _embedder: EmbeddingUpdater | None = None
     _overlay: CatalogOverlay | None = None
 
     @property
@@ -83,6 +85,15 @@ class WorkerResources:
             k = self.settings.kafka
             self._overlay = CatalogOverlay(TopicTable(k.brokers, k.catalog_topic, orjson.loads, reader="flow").start())
         return self._overlay
+
+    def embedder(self) -> EmbeddingUpdater | None:
+        """The M′·Q updater of the trained version, when it carries Cleora item vectors."""
+        version = self.watcher.current()
+        if version is None or version.item_vectors is None:
+            return None
+        if self._embedder is None or self._embedder.version is not version:
+            self._embedder = EmbeddingUpdater(version)
+        return self._embedder
 
     def model(self) -> tuple[ModelVersion | None, SketchUpdater | None]:
         """The version to score with and, for EMDE, the sketch updater of the trained version.
@@ -125,7 +136,7 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
             return self.on_notify()
         t0 = time.perf_counter()
         _, sketcher = self.res.model()
-        applied = self.applier.apply(msgs, sketcher)
+        applied = self.applier.apply(msgs, sketcher, self.res.embedder())
         t1 = time.perf_counter()
         if applied.next_offset == self.applier.next_offset:
             return [], StatefulBatchLogic.RETAIN

@@ -7,6 +7,7 @@ Layout of ``model_dir``::
       20261129T163000Z-3f2a/      one version (immutable once LATEST points at it)
         manifest.json             {"version", "model_class", "created", "n_items", ...}
         item_ids.json             shop item id of each item_idx (list of str)
+        item_vectors.npy          optional: Cleora item embeddings, row = item_idx (for M′·Q)
         model/                    the recommender's own save() directory
 
 A version is written to a temporary directory, renamed into place, then ``LATEST`` is replaced
@@ -26,6 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from models.base import Recommender
 
 __all__ = ["ModelVersion", "write_version", "latest_version_path", "load_version", "ModelWatcher"]
@@ -42,6 +46,8 @@ class ModelVersion:
     item_ids: list[str]
     manifest: dict[str, Any]
     item_index: dict[str, int] = field(default_factory=dict)
+    item_vectors: NDArray[np.float32] | None = None
+    """Cleora item embeddings (n_items, dim) float32, row = item_idx, memory-mapped; for M′·Q."""
 
     def __post_init__(self) -> None:
         if not self.item_index:
@@ -52,8 +58,10 @@ def _class_path(model: object) -> str:
     return f"{type(model).__module__}:{type(model).__qualname__}"
 
 
-def write_version(model_dir: Path, model: Recommender, item_ids: list[str], **manifest: Any) -> Path:
-    """Save ``model`` as a new version under ``model_dir`` and point ``LATEST`` at it."""
+def write_version(model_dir: Path, model: Recommender, item_ids: list[str], *,
+                  item_vectors: NDArray[np.float32] | None = None, **manifest: Any) -> Path:
+    """Save ``model`` (and optional Cleora ``item_vectors``, one row per item) as a new version
+    under ``model_dir`` and point ``LATEST`` at it."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
@@ -61,6 +69,10 @@ def write_version(model_dir: Path, model: Recommender, item_ids: list[str], **ma
     tmp.mkdir()
     model.save(tmp / "model")
     (tmp / "item_ids.json").write_text(json.dumps(item_ids))
+    if item_vectors is not None:
+        if item_vectors.shape[0] != len(item_ids):
+            raise ValueError(f"item_vectors has {item_vectors.shape[0]} rows for {len(item_ids)} items")
+        np.save(tmp / "item_vectors.npy", np.ascontiguousarray(item_vectors, dtype=np.float32))
     (tmp / "manifest.json").write_text(json.dumps({
         "version": version, "model_class": _class_path(model), "created": time.time(),
         "n_items": len(item_ids), **manifest}, indent=2))
@@ -98,7 +110,10 @@ def load_version(path: Path) -> ModelVersion:
     cls = getattr(importlib.import_module(module), qualname)
     model = cls.load(path / "model")
     item_ids = json.loads((path / "item_ids.json").read_text())
-    return ModelVersion(version=manifest["version"], model=model, item_ids=item_ids, manifest=manifest)
+    vec_path = path / "item_vectors.npy"
+    vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False) if vec_path.exists() else None
+    return ModelVersion(version=manifest["version"], model=model, item_ids=item_ids, manifest=manifest,
+                        item_vectors=vectors)
 
 
 class ModelWatcher:

@@ -53,11 +53,31 @@ def events_to_log(events: Iterable[Event], event_types: list[str]) -> Interactio
                           event_types=tuple(event_types), item_ids=tuple(items))
 
 
-def train_model(events: Iterable[Event], settings: Settings, model: str = "covisit", **params: object) -> Path:
+def cleora_item_vectors(log: InteractionLog, dim: int = 64, n_iter: int = 3, seed: int = 0) -> np.ndarray:
+    """Cleora embeddings of the session–item hypergraph, one row per item_idx (float32, L2 rows).
+
+    Each session is a hyperedge of its items (clique expansion, ``complex::reflexive::item``);
+    items without a session neighbour get the zero vector.
+    """
+    from models.cleora import build_graph, embed
+
+    assert log.item_ids is not None
+    bounds = log.session_bounds()
+    ids = np.asarray(log.item_ids, dtype=object)
+    rows = [list(ids[log.item_idx[a:b]]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    store = embed(build_graph(rows, "complex::reflexive::item"), dim=dim, n_iter=n_iter, seed=seed,
+                  name="session-item")
+    return store.vectors_of(list(log.item_ids))
+
+
+def train_model(events: Iterable[Event], settings: Settings, model: str = "covisit", *, cleora_dim: int = 64,
+                **params: object) -> Path:
     """Fit the registered recommender ``model`` on ``events``; write a new version under ``model_dir``.
 
     Event types with weight 0 in the settings are left out of the training log. The running
-    flow and API pick the new version up without a restart (``ModelWatcher``).
+    flow and API pick the new version up without a restart (``ModelWatcher``). Cleora item
+    vectors of the session graph (``cleora_dim``; 0 = none) are saved with the version: the
+    stream keeps each user's M′·Q embedding from them.
 
     Raises
     ------
@@ -78,7 +98,8 @@ def train_model(events: Iterable[Event], settings: Settings, model: str = "covis
     t0 = time.perf_counter()
     rec = create_model(model, **params).fit(il)
     assert il.item_ids is not None
-    return write_version(settings.stream.model_dir, rec, list(il.item_ids), model_name=model,
+    vectors = cleora_item_vectors(il, cleora_dim) if cleora_dim > 0 else None
+    return write_version(settings.stream.model_dir, rec, list(il.item_ids), item_vectors=vectors, model_name=model,
                          n_events=il.n_events, n_sessions=il.n_sessions, train_s=round(time.perf_counter() - t0, 3))
 
 

@@ -15,6 +15,7 @@ from rocksdict import WriteBatch
 
 from operators.schema import DeadLetter, Event
 from operators.sketch_state import SketchUpdater
+from operators.user_embedding import EmbeddingUpdater
 from state import keys
 from state.partition import PartitionDB
 from state.popularity import PopularityStore
@@ -93,11 +94,12 @@ class PartitionApplier:
         rescores what a crash left pending)."""
 
     def apply(self, messages: Sequence[tuple[int, Event | DeadLetter]],
-              sketcher: SketchUpdater | None = None) -> Applied:
+              sketcher: SketchUpdater | None = None, embedder: EmbeddingUpdater | None = None) -> Applied:
         """Stage the effect of ``(offset, parsed message)`` pairs, in offset order.
 
         With a ``sketcher`` (an EMDE model version is active) each changed user's sketch is
-        updated with the user's new events, once per user and batch. Nothing is written
+        updated with the user's new events, once per user and batch; with an ``embedder`` (the
+        version has Cleora item vectors) the user's M′·Q embedding likewise. Nothing is written
         until :meth:`commit`.
         """
         out = Applied(batch=self.db.new_batch(), next_offset=self.next_offset)
@@ -133,6 +135,8 @@ class PartitionApplier:
         for uid, st in out.users.items():
             if sketcher is not None:
                 sketcher.fold(st, *fresh_items[uid])
+            if embedder is not None:
+                embedder.fold(st, *fresh_items[uid])
             self.users.stage(out.batch, uid, st)
             if uid not in self.dirty:
                 out.batch.put(keys.dirty_key(uid), b"")

@@ -44,6 +44,8 @@ class UserState(msgspec.Struct, omit_defaults=True):
     sketch_vals: bytes = b""  # ... and their float32 values (operators/sketch_state.py)
     sketch_version: str | None = None  # model version the sketch was built with
     sketch_ts: float = 0.0  # epoch seconds of the newest event in the sketch
+    embedding: bytes = b""  # M'.Q user embedding, raw float32, unnormalised (operators/user_embedding.py)
+    embedding_version: str | None = None
 
 
 class UserStore:

@@ -61,5 +61,7 @@ def test_emde_sketches_in_state_and_add_to_cart_moves_the_list(broker, tmp_path)
     known = set(category) & set(train_items)
     with_known = [st for st in users if known & set(st.items)]
     assert len(with_known) > 100 and all(st.sketch_cols for st in with_known)
+    # M'.Q: every user with a known item has an inductive embedding from the version's Cleora vectors
+    assert all(st.embedding_version == version and len(st.embedding) > 0 for st in with_known)
     per_user = sum(len(st.sketch_cols) + len(st.sketch_vals) for st in users) / len(users)
     assert per_user < 64 * 1024

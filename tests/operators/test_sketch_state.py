@@ -57,3 +57,28 @@ def test_version_change_rebuilds_lazily(version):
     assert st.sketch_version == "v1" and st.sketch_cols
     scores = version.model.recommend_sketches(up.matrix([st]), 5)
     assert scores[0].shape == (1, 5) and (scores[0] >= 0).all()
+
+
+def test_user_embedding_is_m_prime_q_of_the_history(version):
+    """M′·Q: the folded user embedding equals the normalised decayed sum of the items' Cleora vectors."""
+    from operators.training import cleora_item_vectors, events_to_log
+    from operators.user_embedding import EmbeddingUpdater, user_vectors
+
+    shop = SyntheticShop(n_items=120, n_users=40, seed=2)
+    log = events_to_log(shop.history(3000), ["view", "add_to_cart", "purchase", "pos_purchase"])
+    q = cleora_item_vectors(log, dim=16)
+    assert q.shape == (log.n_items, 16) and np.allclose(np.linalg.norm(q[np.abs(q).sum(1) > 0], axis=1), 1, atol=1e-5)
+    v = ModelVersion(version="v1", model=version.model, item_ids=list(log.item_ids), manifest={}, item_vectors=q)
+    up = EmbeddingUpdater(v, alpha=0.5)
+    hist = [e[0] for e in _history(6, 1, v.item_ids)]
+    one_by_one, batch = UserState(), UserState()
+    for it in hist:
+        one_by_one.items.append(it)
+        up.fold(one_by_one, [it], ["view"], [0.0])
+    batch.items.extend(hist)
+    up.fold(batch, hist, ["view"] * len(hist), [0.0] * len(hist))
+    assert one_by_one.embedding == batch.embedding  # bit-identical however batched
+    known = [v.item_index[i] for i in hist if i in v.item_index]
+    w = 0.5 ** np.arange(len(known) - 1, -1, -1)
+    want = (w[:, None] * q[known]).sum(0)
+    np.testing.assert_allclose(user_vectors([batch], 16)[0], want / np.linalg.norm(want), rtol=1e-5, atol=1e-6)
