@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from operators.attribution import Impression, attribute, attribute_events, goal_types, last_touch
 from operators.schema import Event
 
@@ -50,3 +53,18 @@ def test_last_touch_picks_newest_list_with_the_item():
     res = attribute_events([buy], {}.get, served_to=lambda u: [older, newer, newest])
     assert [(r.request_id, r.arm) for r in res.rewards] == [("r3", "c")]
     assert attribute_events([buy], {}.get).skipped == {"no_request": 1}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["r1", "r2", "nope", None]), st.sampled_from(["rec_click", "view", "purchase"]),
+                          st.floats(50, 300), st.sampled_from(["e1", "e2", "e3", "e4"])), max_size=20))
+def test_any_feedback_rewards_each_list_at_most_once_inside_its_window(evs):
+    imps = {"r1": IMP, "r2": Impression("r2", "home", "b", 150.0, "click", 30.0, user_id="u1", items=["i2"])}
+    events = [_ev(eid, ts, t, request_id=rid) for rid, t, ts, eid in evs]
+    res = attribute_events(events, imps.get, served_to=lambda u: list(imps.values()))
+    rids = [r.request_id for r in res.rewards]
+    assert len(rids) == len(set(rids)) and len({r.event_id for r in res.rewards}) == len(rids)
+    for r in res.rewards:
+        imp = imps[r.request_id]
+        assert r.event_type in goal_types(imp.goal) and 0 <= r.ts - imp.ts <= imp.window_s
+    assert len(res.rewards) + sum(res.skipped.values()) == len(events)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api.feedback import FeedbackFold
 from api.optimizer import OptimizerConfig, ThompsonOptimizer
@@ -82,8 +84,9 @@ def test_discount_lets_the_optimizer_follow_drift():
         opt.record(("c", "b", ""), float(t), cfg, pulls=1, rewards=1)
     assert opt.p_best("c", ["a", "b"], "", cfg, 600.0)[1] > 0.99
     plain = _opt(5)
-    for key, st in opt.arms.items():
-        plain.arms[key] = ArmStats(st.total_pulls, st.total_rewards, 600.0, st.total_pulls, st.total_rewards)
+    for key, arm_stats in opt.arms.items():
+        plain.arms[key] = ArmStats(arm_stats.total_pulls, arm_stats.total_rewards, 600.0,
+                                   arm_stats.total_pulls, arm_stats.total_rewards)
     assert plain.p_best("c", ["a", "b"], "", CFG, 600.0)[1] == pytest.approx(0.5, abs=0.05)  # no discount: a tie
 
 
@@ -135,3 +138,20 @@ def test_simulated_ab_converges_with_sublinear_regret(seed):
     assert last.count(2) / len(last) > 0.85, f"best arm share in the last 1000 rounds: {last.count(2) / 1000:.2f}"
     first_half, second_half = regret[rounds // 2 - 1], regret[-1] - regret[rounds // 2 - 1]
     assert second_half < 0.5 * first_half, f"regret first half {first_half:.1f}, second half {second_half:.1f}"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 50), st.integers(0, 50)), min_size=1, max_size=8),
+       st.floats(0.1, 10), st.floats(0.1, 10))
+def test_posterior_and_p_best_invariants(counts, prior_a, prior_b):
+    """Any counts: posteriors are valid Betas (rewards capped at pulls) and P(best) is a distribution."""
+    cfg = OptimizerConfig(prior_alpha=prior_a, prior_beta=prior_b)
+    opt = _opt()
+    for arm, pulls, rewards in counts:
+        opt.record(("c", f"a{arm}", ""), 0.0, cfg, pulls=pulls, rewards=rewards)
+    arms = [f"a{i}" for i in range(4)]
+    a, b = opt.posterior("c", arms, "", cfg, 0.0)
+    assert (a >= prior_a).all() and (b >= prior_b - 1e-9).all()
+    pb = opt.p_best("c", arms, "", cfg, 0.0, draws=2000)
+    assert pb.sum() == pytest.approx(1.0) and (pb >= 0).all()
+    assert opt.choose("c", arms, "", cfg, 0.0) in arms
