@@ -298,8 +298,17 @@ class EMDE:
         Returns
         -------
         (ids, scores) : int32 and float32 arrays of shape (n_queries, n), padded with -1/-inf.
+
+        Raises
+        ------
+        ValueError
+            If a history holds an item index outside ``[0, n_items_)`` (the message gives both).
         """
         self._check_fitted()
+        items = np.asarray(histories.items)
+        if len(items) and (items.min() < 0 or items.max() >= self.n_items_):
+            bad = items[(items < 0) | (items >= self.n_items_)][0]
+            raise ValueError(f"histories.items: item index {bad} outside the catalogue [0, {self.n_items_})")
         q = histories.n_queries
         ids = np.full((q, n), -1, np.int32)
         scores = np.full((q, n), -np.inf, np.float32)
