@@ -2,7 +2,7 @@
 event -> visible-over-HTTP latency at a fixed input rate, bytes per user, and online/offline
 parity of the published top-N. Not a test.
 
-    .venv/bin/python bench/stream.py --quick          # ~4-6 min
+    .venv/bin/python bench/stream.py --quick          # < 5 min
     .venv/bin/python bench/stream.py                  # more events, more test sessions
 
 The model is EMDE (sketches updated per event in RocksDB, batched rescoring) unless
@@ -227,7 +227,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--model", default="emde", choices=["emde", "covisit"])
     args = ap.parse_args()
-    n = args.events or (30000 if args.quick else 70000)
+    n = args.events or (20000 if args.quick else 70000)
     events, test, source = load_events(n)
     rates = [1000.0, 5000.0]
     with tempfile.TemporaryDirectory() as tmp, LocalBroker() as broker:
@@ -235,7 +235,10 @@ def main() -> None:
         model_dir = tmp_p / "models"
         t0 = time.perf_counter()
         train_settings = _share_models(make_settings(broker.bootstrap, tmp_p / "train"), model_dir)
-        train_model(events, train_settings, args.model, **MODEL_PARAMS[args.model])
+        params = dict(MODEL_PARAMS[args.model])
+        if args.quick and args.model == "emde":
+            params.update(max_train_seconds=40.0, epochs=2)
+        train_model(events, train_settings, args.model, **params)
         train_s = time.perf_counter() - t0
         s = make_settings(broker.bootstrap, tmp_p / "raw", partitions=args.partitions)
         values = [(e.user_id.encode(), encode_event(e)) for e in events]
@@ -243,10 +246,10 @@ def main() -> None:
         assert sum(high_watermarks(broker.bootstrap, s.kafka.events_topic).values()) == len(values)
         updates = flow_rate(broker.bootstrap, tmp_p, events, 1, args.partitions, model_dir, rescore=False)
         flows = [flow_rate(broker.bootstrap, tmp_p, events, w, args.partitions, model_dir) for w in (1, 2)]
-        lats = [visible_latency(broker.bootstrap, tmp_p, events, r, 10 if args.quick else 30, args.partitions,
+        lats = [visible_latency(broker.bootstrap, tmp_p, events, r, 8 if args.quick else 30, args.partitions,
                                 model_dir) for r in rates]
         par = (parity(broker.bootstrap, tmp_p, test, args.partitions, model_dir,
-                      300 if args.quick else 1500, 6 if args.quick else 10) if test else {})
+                      200 if args.quick else 1500, 5 if args.quick else 10) if test else {})
     broker_eps = min(prod_rate, cons_rate)
     print(f"\ninput: {len(events)} events, {source}; model {args.model} (trained in {train_s:.1f} s); "
           f"{args.partitions} partitions; cores: {os.cpu_count()}")
