@@ -82,6 +82,7 @@ class ApiSettings(BaseModel):
     vector_attribute: str = Field(default="vector", description="Catalog attribute holding a dense vector (visual similarity)")
     catalog_exclude: list[str] = Field(default_factory=lambda: ["vector", "image", "image_path"],
                                        description="Catalog attributes not indexed for IQL (modality payloads)")
+    gc_tuning: bool = Field(default=True, description="After startup: gc.freeze() and a gen-0 threshold of 50,000 (p99 under load)")
     popularity_bucket_s: float = Field(default=3600.0, gt=0, description="Bucket of windowed popularity, seconds")
     popularity_horizon_s: float = Field(default=30 * 86400.0, gt=0, description="Longest popularity window, seconds")
 
