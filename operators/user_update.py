@@ -40,15 +40,19 @@ class Applied:
     max_event_ts: float = 0.0
 
 
-def apply_event(state: UserState, event: Event, history_len: int) -> bool:
-    """Add ``event`` to ``state`` in place; returns False for a duplicate ``event_id``."""
+def apply_event(state: UserState, event: Event, history_len: int, record_items: bool = True) -> bool:
+    """Add ``event`` to ``state`` in place; returns False for a duplicate ``event_id``.
+
+    With ``record_items=False`` (event types of weight 0: served lists, impressions, searches)
+    only the counts, the dedupe ids and the times change, not the item history.
+    """
     if event.event_id in state.recent_event_ids:
         return False
     state.recent_event_ids.append(event.event_id)
     if len(state.recent_event_ids) > _RECENT_IDS:
         del state.recent_event_ids[: len(state.recent_event_ids) - _RECENT_IDS]
     state.counts[event.type] = state.counts.get(event.type, 0) + 1
-    for item_id in event.item_ids():
+    for item_id in event.item_ids() if record_items else ():
         state.items.append(item_id)
         state.ts.append(event.ts)
         state.types.append(event.type)
@@ -119,28 +123,30 @@ class PartitionApplier:
                 continue
             st = states.get(msg.user_id) or UserState()
             states[msg.user_id] = st
-            if not apply_event(st, msg, self.history_len):
+            w = self.type_weights.get(msg.type, 0.0)
+            if not apply_event(st, msg, self.history_len, record_items=w > 0):
                 out.n_duplicates += 1
                 continue
             out.users[msg.user_id] = st
-            new = fresh_items.setdefault(msg.user_id, ([], [], []))
-            for item_id in msg.item_ids():
-                new[0].append(item_id), new[1].append(msg.type), new[2].append(msg.ts)
             out.n_applied += 1
             out.max_event_ts = max(out.max_event_ts, msg.ts)
-            w = self.type_weights.get(msg.type, 0.0)
-            if w > 0:
+            if w > 0:  # weight-0 types (served lists, impressions) neither shape nor rescore the user
+                new = fresh_items.setdefault(msg.user_id, ([], [], []))
                 for item_id in msg.item_ids():
+                    new[0].append(item_id), new[1].append(msg.type), new[2].append(msg.ts)
                     self.popularity.add(out.batch, item_id, w, msg.ts)
         for uid, st in out.users.items():
-            if sketcher is not None:
-                sketcher.fold(st, *fresh_items[uid])
-            if embedder is not None:
-                embedder.fold(st, *fresh_items[uid])
+            new = fresh_items.get(uid)
+            if new is not None:
+                if sketcher is not None:
+                    sketcher.fold(st, *new)
+                if embedder is not None:
+                    embedder.fold(st, *new)
+                if uid not in self.dirty:
+                    out.batch.put(keys.dirty_key(uid), b"")
+            if new is not None or uid in self.dirty:
+                self.dirty[uid] = st  # the newest state is what gets scored
             self.users.stage(out.batch, uid, st)
-            if uid not in self.dirty:
-                out.batch.put(keys.dirty_key(uid), b"")
-            self.dirty[uid] = st
         for reason, n in dead_counts.items():
             k = keys.dead_key(reason)
             old = self.db.get(k)

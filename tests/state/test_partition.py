@@ -85,3 +85,18 @@ def test_popularity_decays_with_half_life(tmp_path):
         ids, scores = ap.popularity.top(2, 1100.0 + 1e9)
         assert ids == ["new", "old"]
         assert scores.tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_zero_weight_events_count_but_neither_shape_history_nor_rescore(tmp_path):
+    with PartitionDB(tmp_path / "p") as db:
+        ap = PartitionApplier(db, WEIGHTS, history_len=10, half_life_s=3600.0)
+        served = Event("s1", 1.7e9, "rec_impression", "u1", items=(), request_id="r1", item_id="shown")
+        a = ap.apply([(0, event(0)), (1, served)])
+        ap.commit(a)
+        st_ = UserStore(db).get("u1")
+        assert st_.items == ["a"] and st_.counts == {"view": 1, "rec_impression": 1}
+        ap.take_dirty(db.new_batch())
+        b = ap.apply([(2, Event("s2", 1.7e9 + 5, "rec_impression", "u1", item_id="shown2", request_id="r2"))])
+        ap.commit(b)
+        assert ap.dirty == {} and UserStore(db).get("u1").items == ["a"]
+        assert ap.popularity.top(5, 1.7e9)[0] == ["a"]
