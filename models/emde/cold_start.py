@@ -85,13 +85,11 @@ def title_vectors(titles: Sequence[str | None], dim: int = 512, seed: int = 0) -
     """
     if dim < 1:
         raise ValueError(f"dim must be >= 1; got {dim}")
-    vocab: dict[str, int] = {}
-    rows: list[int] = []
-    cols: list[int] = []
-    for i, t in enumerate(titles):
-        for w in set(_WORD.findall(t.lower())) if t else ():
-            rows.append(i)
-            cols.append(vocab.setdefault(w, len(vocab)))
+    bags = [sorted(set(_WORD.findall(t.lower()))) if t else [] for t in titles]
+    # sorted vocabulary: a title's words are summed in the same order in any batch and process
+    vocab = {w: j for j, w in enumerate(sorted({w for b in bags for w in b}))}
+    rows = [i for i, b in enumerate(bags) for _ in b]
+    cols = [vocab[w] for b in bags for w in b]
     words = _word_vectors(list(vocab), dim, seed)
     bag = sp.csr_array((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(titles), len(vocab)))
     v = np.asarray(bag @ words, dtype=np.float32)
