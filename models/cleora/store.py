@@ -63,8 +63,8 @@ class EmbeddingStore:
         self.vectors = vectors
         self.basis = basis
         self.manifest = dict(manifest)
-        self._labels = None if labels is None else (labels.tolist() if isinstance(labels, np.ndarray)
-                                                     else list(labels))
+        self._label_array = labels if isinstance(labels, np.ndarray) else None  # decoded lazily
+        self._labels = None if labels is None or self._label_array is not None else list(labels)
         self._bytes, self._offsets = _label_bytes, _label_offsets
         self._index: dict[str, int] | None = None
 
@@ -78,6 +78,8 @@ class EmbeddingStore:
     @property
     def labels(self) -> list[str]:
         """Labels of the rows (decoded from the mapped bytes on first use)."""
+        if self._labels is None and self._label_array is not None:
+            self._labels = self._label_array.tolist()
         if self._labels is None:
             raw = bytes(self._bytes) if self._bytes is not None else b""
             off = np.asarray(self._offsets).tolist()
