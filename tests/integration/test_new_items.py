@@ -105,5 +105,5 @@ def test_new_item_is_recommended_and_similar_within_seconds(broker, tmp_path):
     # the state was folded with the trained version only: the new item is in the user's history
     # but in no sketch, whenever the catalog was read
     users = {u: st for part in dump_state(s).values() for u, st in part["users"].items()}
-    assert all(st.sketch_version == base.version for st in users.values())
+    assert all(st.sketch_version == base.version for st in users.values() if st.items)  # weight-0-only users: no sketch
     assert NEW in users[user].items
