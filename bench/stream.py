@@ -103,7 +103,7 @@ def flow_rate(bootstrap: str, tmp: Path, events: list[Event], workers: int, part
         while stored_total(s) == 0:
             time.sleep(0.01)
         t_first, n_first = time.perf_counter(), stored_total(s)
-        wait_caught_up(s, flow, timeout_s=600)
+        wait_caught_up(s, flow, timeout_s=600, pending=rescore)
         t_done = time.perf_counter()
     finally:
         flow.stop()

@@ -103,13 +103,14 @@ class FlowProcess:
 
 
 def wait_caught_up(settings: Settings, flow: FlowProcess | None = None, timeout_s: float = 120.0,
-                   state_dir: Path | None = None) -> None:
+                   state_dir: Path | None = None, pending: bool = True) -> None:
     """Block until every partition's stored offset (under ``state_dir``, default the stream's) reaches the log end.
 
-    For the realtime flow (default ``state_dir``) also wait until no user is pending rescoring.
+    For the realtime flow (default ``state_dir``) also wait until no user is pending rescoring,
+    unless ``pending=False``.
     """
     k = settings.kafka
-    realtime = state_dir is None
+    realtime = state_dir is None and pending
     state_dir = settings.stream.state_dir if state_dir is None else state_dir
     end = high_watermarks(k.brokers, k.events_topic)
     deadline = time.monotonic() + timeout_s
