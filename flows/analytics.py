@@ -14,47 +14,21 @@ import logging
 from functools import partial
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.analytics_logic import (
     AnalyticsLogic,
-    AnalyticsReport,
     AnalyticsResources,
-    Parsed,
     analytics_state_dir,
 )
-from flows.source import PartitionWake, ResumingKafkaSource
+from flows.source import ReportSink, ResumingKafkaSource, parse_by_partition
 from operators.kafka import TopicSpec, ensure_topics
-from operators.parse import EventRules, parse_event
+from operators.parse import EventRules
 from operators.settings import Settings
 
 __all__ = ["build_flow"]
 
 log = logging.getLogger(__name__)
-
-
-def _parse(rules: EventRules, msg: KafkaSourceMessage | KafkaError | PartitionWake) -> tuple[str, Parsed] | None:
-    if isinstance(msg, PartitionWake):
-        return None  # the analytics have nothing pending to do on (re)start: wait for messages
-    if isinstance(msg, KafkaError):
-        log.warning("kafka error in source: %s", msg.err)
-        return None
-    parsed = parse_event(msg.key, msg.value, rules, topic=msg.topic, partition=msg.partition, offset=msg.offset)
-    return str(msg.partition), (msg.partition, msg.offset, parsed)
-
-
-class _LogReports(StatelessSinkPartition[tuple[str, AnalyticsReport]]):
-    def write_batch(self, items: list[tuple[str, AnalyticsReport]]) -> None:
-        for _, r in items:
-            log.debug("analytics partition %d -> offset %d: %d applied, %d dead, %d rows, skipped %s",
-                      r.partition, r.next_offset, r.n_applied, r.n_dead, r.n_rows, r.skipped)
-
-
-class _ReportSink(DynamicSink[tuple[str, AnalyticsReport]]):
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _LogReports:
-        return _LogReports()
 
 
 def build_flow(settings: Settings) -> Dataflow:
@@ -67,9 +41,9 @@ def build_flow(settings: Settings) -> Dataflow:
     src = ResumingKafkaSource(k.brokers.split(","), k.events_topic, analytics_state_dir(settings),
                               batch_size=s.batch_size)
     msgs = op.input("events", flow, src)                                  # KafkaSourceMessage | KafkaError
-    keyed = op.filter_map("parse", msgs, partial(_parse, rules))          # (partition, (partition, offset, parsed))
+    keyed = op.filter_map("parse", msgs, partial(parse_by_partition, rules, wake=False))          # (partition, (partition, offset, parsed))
     reports = op.stateful_batch("join", keyed, lambda _resume: AnalyticsLogic(res))  # (partition, AnalyticsReport)
-    op.output("reports", reports, _ReportSink())
+    op.output("reports", reports, ReportSink())
     return flow
 
 

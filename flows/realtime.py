@@ -10,40 +10,16 @@ import logging
 from functools import partial
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from flows.partition_logic import BatchReport, Parsed, PartitionLogic, WorkerResources
-from flows.source import PartitionWake, ResumingKafkaSource
-from operators.parse import EventRules, parse_event
+from flows.partition_logic import PartitionLogic, WorkerResources
+from flows.source import ReportSink, ResumingKafkaSource, parse_by_partition
+from operators.parse import EventRules
 from operators.settings import Settings
 
 __all__ = ["build_flow"]
 
 log = logging.getLogger(__name__)
-
-
-def _parse(rules: EventRules, msg: KafkaSourceMessage | KafkaError | PartitionWake) -> tuple[str, Parsed] | None:
-    if isinstance(msg, PartitionWake):
-        return str(msg.partition), (msg.partition, -1, None)
-    if isinstance(msg, KafkaError):
-        log.warning("kafka error in source: %s", msg.err)
-        return None
-    parsed = parse_event(msg.key, msg.value, rules, topic=msg.topic, partition=msg.partition, offset=msg.offset)
-    return str(msg.partition), (msg.partition, msg.offset, parsed)
-
-
-class _LogReports(StatelessSinkPartition[tuple[str, BatchReport]]):
-    def write_batch(self, items: list[tuple[str, BatchReport]]) -> None:
-        for _, r in items:
-            log.debug("partition %d -> offset %d: %d applied, %d dead, %d dup, %d users scored",
-                      r.partition, r.next_offset, r.n_applied, r.n_dead, r.n_duplicates, r.n_users_scored)
-
-
-class _ReportSink(DynamicSink[tuple[str, BatchReport]]):
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _LogReports:
-        return _LogReports()
 
 
 def build_flow(settings: Settings) -> Dataflow:
@@ -54,9 +30,9 @@ def build_flow(settings: Settings) -> Dataflow:
     flow = Dataflow("realtime")
     src = ResumingKafkaSource(k.brokers.split(","), k.events_topic, s.state_dir, batch_size=s.batch_size)
     msgs = op.input("events", flow, src)                                  # KafkaSourceMessage | KafkaError
-    keyed = op.filter_map("parse", msgs, partial(_parse, rules))          # (partition, (partition, offset, Event|DeadLetter|None))
+    keyed = op.filter_map("parse", msgs, partial(parse_by_partition, rules))          # (partition, (partition, offset, Event|DeadLetter|None))
     reports = op.stateful_batch("apply", keyed, lambda _resume: PartitionLogic(res))  # (partition, BatchReport)
-    op.output("reports", reports, _ReportSink())
+    op.output("reports", reports, ReportSink())
     return flow
 
 

@@ -6,13 +6,16 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from bytewax.connectors.kafka import KafkaSource
+from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from bytewax.inputs import StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING
 
+from operators.parse import EventRules, parse_event
+from operators.schema import DeadLetter, Event
 from state.partition import read_stored_offset
 
-__all__ = ["ResumingKafkaSource", "PartitionWake"]
+__all__ = ["ResumingKafkaSource", "PartitionWake", "parse_by_partition", "ReportSink"]
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +70,33 @@ class ResumingKafkaSource(KafkaSource):
         log.info("partition %d of %s resumes at offset %s", part, self.topic, stored)
         inner = super().build_part(step_id, for_part, stored if stored is not None else resume_state)
         return _WakingPartition(inner, part)
+
+
+def parse_by_partition(rules: EventRules, msg: KafkaSourceMessage | KafkaError | PartitionWake, *,
+                       wake: bool = True) -> tuple[str, tuple[int, int, Event | DeadLetter | None]] | None:
+    """Key a source item by its Kafka partition: ``(partition, (partition, offset, Event | DeadLetter))``.
+
+    A ``PartitionWake`` becomes ``(partition, (partition, -1, None))`` when ``wake`` (else it is
+    dropped); a Kafka client error is logged and dropped (it is not an event).
+    """
+    if isinstance(msg, PartitionWake):
+        return (str(msg.partition), (msg.partition, -1, None)) if wake else None
+    if isinstance(msg, KafkaError):
+        log.warning("kafka error in source: %s", msg.err)
+        return None
+    parsed = parse_event(msg.key, msg.value, rules, topic=msg.topic, partition=msg.partition, offset=msg.offset)
+    return str(msg.partition), (msg.partition, msg.offset, parsed)
+
+
+class _LogReports(StatelessSinkPartition[tuple[str, object]]):
+    def write_batch(self, items: list[tuple[str, object]]) -> None:
+        for _, report in items:
+            log.debug("%r", report)
+
+
+class ReportSink(DynamicSink[tuple[str, object]]):
+    """Per-batch reports of a stateful step, logged at debug level."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _LogReports:
+        return _LogReports()
+
