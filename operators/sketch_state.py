@@ -79,8 +79,9 @@ class SketchUpdater:
         if st.sketch_version != self.version.version:
             k = len(items)
             before = UserState(items=st.items[: len(st.items) - k], ts=st.ts[: len(st.ts) - k],
-                               types=st.types[: len(st.types) - k])
-            self.rebuild([before])
+                               types=st.types[: len(st.types) - k], sketch_version=self.version.version)
+            if before.items:  # a user known before this version: rebuild (lazy migration)
+                self.rebuild([before])
             st.sketch_cols, st.sketch_vals = before.sketch_cols, before.sketch_vals
             st.sketch_version, st.sketch_ts = before.sketch_version, before.sketch_ts
         idx = self.version.item_index

@@ -134,7 +134,7 @@ class PartitionApplier:
                 new = fresh_items.setdefault(msg.user_id, ([], [], []))
                 for item_id in msg.item_ids():
                     new[0].append(item_id), new[1].append(msg.type), new[2].append(msg.ts)
-                    self.popularity.add(out.batch, item_id, w, msg.ts)
+                    self.popularity.add(item_id, w, msg.ts)
         for uid, st in out.users.items():
             new = fresh_items.get(uid)
             if new is not None:
@@ -147,6 +147,7 @@ class PartitionApplier:
             if new is not None or uid in self.dirty:
                 self.dirty[uid] = st  # the newest state is what gets scored
             self.users.stage(out.batch, uid, st)
+        self.popularity.stage(out.batch)
         for reason, n in dead_counts.items():
             k = keys.dead_key(reason)
             old = self.db.get(k)

@@ -23,7 +23,8 @@ class ItemPopularity(msgspec.Struct, array_like=True):
 class PopularityStore:
     """Item popularity with exponential time decay (half-life ``half_life_s`` seconds).
 
-    ``add`` changes the in-memory mirror and stages the row; ``top`` ranks at a given time.
+    ``add`` changes the in-memory mirror; ``stage`` puts the rows changed since the last call into
+    a write batch (once per item and batch); ``top`` ranks at a given time.
     """
 
     def __init__(self, db: PartitionDB, half_life_s: float) -> None:
@@ -33,8 +34,9 @@ class PopularityStore:
             keys.strip_prefix(k, keys.POPULARITY): decode_value(k, v, ItemPopularity)
             for k, v in db.scan(keys.POPULARITY)
         }
+        self._changed: set[str] = set()
 
-    def add(self, batch: WriteBatch, item_id: str, weight: float, ts: float) -> None:
+    def add(self, item_id: str, weight: float, ts: float) -> None:
         row = self._rows.get(item_id)
         if row is None:
             row = ItemPopularity(0.0, ts)
@@ -44,7 +46,13 @@ class PopularityStore:
             row.last_ts = ts
         else:  # a late event decays to the row's time
             row.score += weight * 0.5 ** ((row.last_ts - ts) / self.half_life_s)
-        batch.put(keys.popularity_key(item_id), encode_value(row))
+        self._changed.add(item_id)
+
+    def stage(self, batch: WriteBatch) -> None:
+        """Put every row changed since the last ``stage`` into ``batch``."""
+        for item_id in self._changed:
+            batch.put(keys.popularity_key(item_id), encode_value(self._rows[item_id]))
+        self._changed.clear()
 
     def top(self, n: int, now_ts: float) -> tuple[list[str], np.ndarray]:
         """The ``n`` most popular items at ``now_ts``: (item ids, float32 decayed scores)."""
