@@ -20,33 +20,16 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from tqdm import tqdm
 
+from operators.kafka import producer_config
 from operators.schema import Event, encode_event
 from operators.settings import KafkaSettings
 
-__all__ = ["EventProducer", "producer_config"]
+__all__ = ["EventProducer"]
 
 log = logging.getLogger(__name__)
 
 _POLL_EVERY = 1000
 _MAX_SLEEP_S = 0.5
-
-
-def producer_config(
-    brokers: str, *, linger_ms: int = 5, compression: str = "none", **overrides: Any
-) -> dict[str, Any]:
-    """librdkafka settings for fusionrec producers (murmur2_random partitioner, batching, acks=all)."""
-    cfg: dict[str, Any] = {
-        "bootstrap.servers": brokers,
-        "partitioner": "murmur2_random",
-        "linger.ms": linger_ms,
-        "batch.num.messages": 10_000,
-        "compression.type": compression,
-        "acks": "all",
-        "enable.idempotence": False,
-        "queue.buffering.max.messages": 500_000,
-    }
-    cfg.update(overrides)
-    return cfg
 
 
 class EventProducer:
@@ -94,7 +77,8 @@ class EventProducer:
         self.events_topic = events_topic
         self.catalog_topic = catalog_topic
         self._producer = Producer(
-            producer_config(brokers, linger_ms=linger_ms, compression=compression, **dict(config or {}))
+            producer_config(brokers, **{"linger.ms": linger_ms, "compression.type": compression,
+                                        "queue.buffering.max.messages": 500_000, **dict(config or {})})
         )
         self.sent = 0
         self.delivered = 0

@@ -24,13 +24,13 @@ Counter values are a version byte then raw float64 (``np.frombuffer``).
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 from rocksdict import WriteBatch
 
+from state import keys
 from state.errors import StateCorrupted
 from state.partition import PartitionDB
 
@@ -41,12 +41,11 @@ USER = b"a:"
 COUNTER = b"c:"
 GROUP = b"g:"
 ITEM = b"i:"
-DEAD = b"d:"
+DEAD = keys.DEAD  # same layout as the realtime flow: dead-letter counts per reason
 SEP = b"\x1f"
-META_APPLIED = b"applied"
+META_APPLIED = keys.META_APPLIED
 
 _VERSION = 1
-_I64 = struct.Struct(">q")
 
 
 def _join(prefix: bytes, *parts: str) -> bytes:
@@ -55,12 +54,12 @@ def _join(prefix: bytes, *parts: str) -> bytes:
 
 def counter_key(campaign: str, arm: str, scenario: str, bucket: int) -> bytes:
     """``c:`` + campaign ␟ arm ␟ scenario ␟ bucket (int64 big-endian)."""
-    return _join(COUNTER, campaign, arm, scenario) + SEP + _I64.pack(bucket)
+    return _join(COUNTER, campaign, arm, scenario) + SEP + keys.encode_int(bucket)
 
 
 def group_key(campaign: str, group: str, bucket: int) -> bytes:
     """``g:`` + campaign ␟ group ␟ bucket (int64 big-endian)."""
-    return _join(GROUP, campaign, group) + SEP + _I64.pack(bucket)
+    return _join(GROUP, campaign, group) + SEP + keys.encode_int(bucket)
 
 
 def item_prefix(campaign: str, kind: str) -> bytes:
@@ -78,7 +77,7 @@ def split_key(key: bytes) -> tuple[list[str], int | None]:
     if prefix == ITEM:
         return [p.decode() for p in body.split(SEP, 2)], None
     head, bucket = body[:-9], body[-8:]
-    return [p.decode() for p in head.split(SEP)], _I64.unpack(bucket)[0]
+    return [p.decode() for p in head.split(SEP)], keys.decode_int(bucket)
 
 
 def _encode_vec(values: NDArray[np.float64]) -> bytes:
@@ -125,18 +124,18 @@ class AnalyticsStore:
 
     # integer counts (items, dead letters) ------------------------------------------------------
     def get_ints(self, keys_: Sequence[bytes]) -> list[int]:
-        return [0 if raw is None else _I64.unpack(raw)[0] for raw in self.db.get_many(list(keys_))]
+        return [0 if raw is None else keys.decode_int(raw) for raw in self.db.get_many(list(keys_))]
 
     def stage_int(self, batch: WriteBatch, key: bytes, value: int) -> None:
-        batch.put(key, _I64.pack(value))
+        batch.put(key, keys.encode_int(value))
 
     def scan_ints(self, prefix: bytes) -> Iterator[tuple[bytes, int]]:
         for k, raw in self.db.scan(prefix):
-            yield k, _I64.unpack(raw)[0]
+            yield k, keys.decode_int(raw)
 
     def applied(self) -> int:
         raw = self.db.get_meta(META_APPLIED)
-        return 0 if raw is None else _I64.unpack(raw)[0]
+        return 0 if raw is None else keys.decode_int(raw)
 
     def stage_applied(self, batch: WriteBatch, n: int) -> None:
-        self.db.stage_meta(batch, META_APPLIED, _I64.pack(n))
+        self.db.stage_meta(batch, META_APPLIED, keys.encode_int(n))
