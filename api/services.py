@@ -59,6 +59,7 @@ class Services:
     rules: EventRules
     topn: TopicTable
     catalog: TopicTable
+    item_links: TopicTable
     producer: Producer
     metrics: ApiMetrics
     catalog_view: CatalogView
@@ -101,13 +102,14 @@ class Services:
     def close(self) -> None:
         self.topn.stop()
         self.catalog.stop()
+        self.item_links.stop()
         self.producer.flush(10)
         if self.reader is not None:
             self.reader.stop()
 
 
 def build_services(settings: Settings) -> Services:
-    """Start the readers of ``user-topn``, ``catalog`` and (feedback) the events topic;
+    """Start the readers of ``user-topn``, ``catalog``, ``item-links`` and (feedback) the events topic;
     open the campaign and optimizer stores under ``api.state_dir``; a producer for ``events``."""
     k, a = settings.kafka, settings.api
     state_dir = a.state_dir or settings.stream.state_dir.parent / "api"
@@ -123,15 +125,18 @@ def build_services(settings: Settings) -> Services:
         reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),
                                 rules, a.snapshot_every_s).start(drain_on_loop=True)
     catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update).start()
+    item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads).start()
     return Services(
         settings=settings,
         rules=rules,
         topn=TopicTable(k.brokers, k.topn_topic, decode_topn).start(),
         catalog=catalog,
+        item_links=item_links,
         producer=make_producer(k.brokers),
         metrics=ApiMetrics(),
         catalog_view=view,
-        models=CatalogModelWatcher(settings.stream.model_dir, CatalogOverlay(catalog)),  # + new catalog items
+        # + new catalog items: title codes at once, graph codes by M′·Q once they have interactions
+        models=CatalogModelWatcher(settings.stream.model_dir, CatalogOverlay(catalog, links=item_links)),
         campaigns=campaigns,
         optimizer=optimizer,
         window_popularity=popularity,

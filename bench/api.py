@@ -66,12 +66,12 @@ def _settings(bootstrap: str, tmp: Path, feedback: bool = True) -> Settings:
     tag = uuid.uuid4().hex[:8]
     s = Settings(
         kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "dead_topic": f"dead-{tag}",
-               "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}", "partitions": 2},
+               "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}", "item_links_topic": f"links-{tag}", "partitions": 2},
         stream={"state_dir": tmp / "state", "model_dir": tmp / "models", "serving_dir": tmp / "serving"},
         api={"state_dir": tmp / "api", "feedback": feedback},
     )
     k = s.kafka
-    ensure_topics(k.brokers, platform_topics(k.events_topic, k.dead_topic, k.topn_topic, k.catalog_topic, k.partitions))
+    ensure_topics(k.brokers, platform_topics(k))
     return s
 
 

@@ -34,7 +34,7 @@ def _settings() -> Settings:
 
 def _topics(s: Settings) -> None:
     k = s.kafka
-    ensure_topics(k.brokers, platform_topics(k.events_topic, k.dead_topic, k.topn_topic, k.catalog_topic, k.partitions))
+    ensure_topics(k.brokers, platform_topics(k))
 
 
 @app.command("broker")

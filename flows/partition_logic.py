@@ -1,7 +1,7 @@
 """Bytewax stateful logic that owns one Kafka partition's RocksDB: apply, publish, commit.
 
 Per batch: apply the messages (``operators.user_update``; changed users are marked pending
-in the same write batch), and when the debounce interval (``stream.rescore_interval_s``) has
+in the same write batch; new items' co-occurrence rows are published to ``item-links``), and when the debounce interval (``stream.rescore_interval_s``) has
 passed, score every pending user once (``operators.score``); produce their top-N, the
 partition's popular list and the dead letters, flush the producer, and only then commit the
 state, the cleared markers and the next offset in one write batch. A timer (``notify_at``)
@@ -22,7 +22,7 @@ from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Producer
 from rocksdict import WriteBatch
 
-from operators.catalog_overlay import CatalogOverlay
+from operators.catalog_overlay import CatalogOverlay, encode_links, links_key, supports_links
 from operators.kafka import make_producer
 from operators.model_version import ModelVersion, ModelWatcher
 from operators.schema import DeadLetter, Event, encode_dead_letter
@@ -83,8 +83,15 @@ class WorkerResources:
         """New catalog items for scoring (starts the ``catalog`` reader on first use)."""
         if self._overlay is None:
             k = self.settings.kafka
-            self._overlay = CatalogOverlay(TopicTable(k.brokers, k.catalog_topic, orjson.loads, reader="flow").start())
+            self._overlay = CatalogOverlay(
+                TopicTable(k.brokers, k.catalog_topic, orjson.loads, reader="flow").start(),
+                links=TopicTable(k.brokers, k.item_links_topic, orjson.loads, reader="flow").start())
         return self._overlay
+
+    def known_items(self) -> dict[str, int] | None:
+        """The trained version's item index when its model codes new items by M′·Q, else None."""
+        version = self.watcher.current()
+        return version.item_index if version is not None and supports_links(version) else None
 
     def embedder(self) -> EmbeddingUpdater | None:
         """The M′·Q updater of the trained version, when it carries Cleora item vectors."""
@@ -136,14 +143,14 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
             return self.on_notify()
         t0 = time.perf_counter()
         _, sketcher = self.res.model()
-        applied = self.applier.apply(msgs, sketcher, self.res.embedder())
+        applied = self.applier.apply(msgs, sketcher, self.res.embedder(), self.res.known_items())
         t1 = time.perf_counter()
         if applied.next_offset == self.applier.next_offset:
             return [], StatefulBatchLogic.RETAIN
         due = time.monotonic() - self.last_scored_s >= self.res.settings.stream.rescore_interval_s
         lists = self._score(applied.batch, applied.max_event_ts) if due else []
         t2 = time.perf_counter()
-        self._publish(lists, applied.dead)
+        self._publish(lists, applied.dead, applied.links)
         self.applier.commit(applied)
         t3 = time.perf_counter()
         return [BatchReport(self.partition, applied.next_offset, applied.n_applied, len(applied.dead),
@@ -182,9 +189,11 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         self.applier.db.commit(batch, self.applier.next_offset)
         return [], StatefulBatchLogic.RETAIN
 
-    def _publish(self, lists: list[TopN], dead: list[DeadLetter]) -> None:
-        """Produce the lists and dead letters and wait for delivery (before any commit)."""
-        if not lists and not dead:
+    def _publish(self, lists: list[TopN], dead: list[DeadLetter],
+                 links: dict[str, dict[str, int]] | None = None) -> None:
+        """Produce the lists, dead letters and changed new-item links, and wait for delivery
+        (before any commit)."""
+        if not lists and not dead and not links:
             return
         k = self.res.settings.kafka
         p = self.res.producer
@@ -192,6 +201,8 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
             p.produce(k.topn_topic, key=t.user_id.encode(), value=encode_topn(t))
         for d in dead:
             p.produce(k.dead_topic, key=d.reason.encode(), value=encode_dead_letter(d))
+        for item_id, counts in (links or {}).items():
+            p.produce(k.item_links_topic, key=links_key(item_id, self.partition), value=encode_links(item_id, counts))
         remaining = p.flush(30)
         if remaining:
             raise RuntimeError(f"{remaining} output messages not delivered to Kafka within 30 s; not committing")

@@ -6,15 +6,23 @@ get codes at once from their titles (``models.emde.cold_start.extend_emde``: eac
 codes of its nearest known item by hashed title vector), so they are recommendable and
 findable by ``similar_items`` within about a second, without retraining.
 
+Once a new item has interactions, its graph modalities get their own codes by Cleora's M′·Q:
+each partition of the stream counts the item's co-occurrences with known items in users'
+recent histories (``operators.item_links``, exactly once in its RocksDB) and publishes its
+row to the compacted ``item-links`` topic (key ``<item_id>@<partition>``); the overlay sums
+the partitions' rows into M′ and codes the item with the modality's DLSH codebook
+(``models.emde.cold_start.inductive_codes``). An item with interactions but no title match
+joins too.
+
 Only **scoring** uses the extended version (the readout over items, ``similar_items``). The
 per-user sketches in the stream are folded with the **base** version's item_index, so the
 state never depends on when the catalog was read (exactly-once state, ``kill -9`` test): an
 event on a new item is kept in the user's history but adds nothing to the sketch until a
 trained version knows the item (the lazy rebuild on a version change then folds it).
 
-The extended version has its own version string, ``<base>+<n_new>.<hash of their ids>``, so
-anything cached per version (the API's candidate cache) sees the change; its manifest keeps
-``base_version`` and ``catalog_items``.
+The extended version has its own version string, ``<base>+<n_new>.<hash of their ids and
+codes>``, so anything cached per version (the API's candidate cache) sees the change; its
+manifest keeps ``base_version``, ``catalog_items`` and ``linked_items`` (items coded by M′·Q).
 """
 
 from __future__ import annotations
@@ -29,11 +37,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
+import scipy.sparse as sp
 
 from models.emde.cold_start import extend_emde, title_vectors
 from operators.model_version import ModelVersion, ModelWatcher
 
-__all__ = ["CatalogItems", "CatalogOverlay", "CatalogModelWatcher", "supports_extension"]
+__all__ = ["CatalogItems", "CatalogOverlay", "CatalogModelWatcher", "supports_extension", "supports_links",
+           "links_key", "encode_links"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +63,21 @@ def supports_extension(version: ModelVersion | None) -> bool:
     return m is not None and all(hasattr(m, a) for a in ("item_in_cols_", "item_out_cols_", "codes_", "n_items_"))
 
 
+def supports_links(version: ModelVersion | None) -> bool:
+    """True when new items can also get graph codes by M′·Q (the EMDE keeps its graph vectors)."""
+    return supports_extension(version) and bool(getattr(version.model, "graph_vectors_", None))  # type: ignore[union-attr]
+
+
+def links_key(item_id: str, partition: int) -> bytes:
+    """Key of one partition's row of a new item on the ``item-links`` topic."""
+    return f"{item_id}@{partition}".encode()
+
+
+def encode_links(item_id: str, counts: dict[str, int]) -> bytes:
+    """Value on the ``item-links`` topic: ``{"item_id": ..., "links": {known item id: count}}``."""
+    return orjson.dumps({"item_id": item_id, "links": counts})
+
+
 class CatalogOverlay:
     """``apply(base)``: the base version plus the catalog's unknown items (EMDE only).
 
@@ -63,6 +89,9 @@ class CatalogOverlay:
     ----------
     catalog : CatalogItems
         The catalog read into memory, values item dicts.
+    links : CatalogItems, optional
+        The ``item-links`` topic read into memory (values from :func:`encode_links`); without
+        it new items keep their title codes until the next training.
     min_interval_s : float, default 1.0
         Debounce of rebuilds while the catalog changes.
     title_field : str, default "title"
@@ -71,10 +100,11 @@ class CatalogOverlay:
     clock : callable, default time.monotonic
     """
 
-    def __init__(self, catalog: CatalogItems, *, min_interval_s: float = 1.0, title_field: str = "title",
-                 k: int = 1, dim: int = 512, seed: int = 0, min_cosine: float = 0.2,
+    def __init__(self, catalog: CatalogItems, *, links: CatalogItems | None = None, min_interval_s: float = 1.0,
+                 title_field: str = "title", k: int = 1, dim: int = 512, seed: int = 0, min_cosine: float = 0.2,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.catalog = catalog
+        self.links = links
         self.min_interval_s = min_interval_s
         self.title_field = title_field
         self.extend_kw: dict[str, Any] = {"k": k, "dim": dim, "seed": seed, "min_cosine": min_cosine}
@@ -97,7 +127,7 @@ class CatalogOverlay:
             return base
         assert base is not None
         with self._lock:
-            n = self.catalog.n_messages
+            n = self.catalog.n_messages + (0 if self.links is None else self.links.n_messages)
             same_base = base is self._base
             if same_base and (n == self._seen or self.clock() - self._built_s < self.min_interval_s):
                 return self._extended
@@ -118,30 +148,59 @@ class CatalogOverlay:
                 out[item_id] = title
         return out
 
+    def _links(self, base: ModelVersion, new_ids: list[str]) -> sp.csr_array | None:
+        """M′ before normalisation: (len(new_ids), n_items) summed co-occurrence counts, or None."""
+        if self.links is None:
+            return None
+        row_of = {i: r for r, i in enumerate(new_ids)}
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
+        for _, v in self.links.items():
+            r = row_of.get(v.get("item_id")) if isinstance(v, dict) else None
+            if r is None or not isinstance(v.get("links"), dict):
+                continue
+            for known, count in v["links"].items():
+                c = base.item_index.get(known)
+                if c is not None and isinstance(count, int | float) and count > 0:
+                    rows.append(r)
+                    cols.append(c)
+                    vals.append(float(count))
+        m = sp.coo_array((np.asarray(vals, np.float32), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
+                         shape=(len(new_ids), len(base.item_ids)))
+        return sp.csr_array(m)  # duplicates (one row per partition) are summed
+
     def _build(self, base: ModelVersion) -> ModelVersion:
-        """Extend ``base`` with every titled catalog item it does not know (sorted by id)."""
+        """Extend ``base`` with the catalog items it does not know (sorted by id) that have a
+        title match or links."""
         self.n_builds += 1
         titles = self._titles()
-        new_ids = sorted(i for i in titles if i not in base.item_index)
+        catalog_ids = {i for i, _ in self.catalog.items()}
+        new_ids = sorted(i for i in catalog_ids if i not in base.item_index)
         if not new_ids:
             return base
         known = [titles.get(i) for i in base.item_ids]
         if base is not self._base or known != self._known_titles or self._known_vectors is None:
             self._known_titles = known
             self._known_vectors = title_vectors(known, self.extend_kw["dim"], self.extend_kw["seed"])
-        model, nbr = extend_emde(base.model, [titles[i] for i in new_ids], self._known_vectors,
-                                 new_ids=new_ids, **self.extend_kw)
-        added = [i for i, ok in zip(new_ids, nbr[:, 0] >= 0) if ok] if nbr.shape[1] else []
+        links = self._links(base, new_ids) if supports_links(base) else None
+        model, _, added_mask = extend_emde(base.model, [titles.get(i) for i in new_ids], self._known_vectors,
+                                           links=links, new_ids=new_ids, **self.extend_kw)
+        added = [i for i, ok in zip(new_ids, added_mask) if ok]
         if not added:
             return base
-        digest = hashlib.blake2b("\n".join(added).encode(), digest_size=3).hexdigest()
+        n_linked = 0 if links is None else int((np.diff(links.indptr) > 0)[added_mask].sum())
+        h = hashlib.blake2b("\n".join(added).encode(), digest_size=3)
+        for name in sorted(model.codes_):
+            h.update(np.ascontiguousarray(model.codes_[name][len(base.item_ids):]).tobytes())
         index = dict(base.item_index)
         index.update((i, len(base.item_ids) + j) for j, i in enumerate(added))
-        log.info("model version %s: %d new catalog items scorable (%d without a title match)",
-                 base.version, len(added), len(new_ids) - len(added))
-        return replace(base, version=f"{base.version}+{len(added)}.{digest}", model=model,
+        log.info("model version %s: %d new catalog items scorable (%d coded by M′·Q from interactions, "
+                 "%d without title match or links)", base.version, len(added), n_linked, len(new_ids) - len(added))
+        return replace(base, version=f"{base.version}+{len(added)}.{h.hexdigest()}", model=model,
                        item_ids=list(base.item_ids) + added, item_index=index,
-                       manifest={**base.manifest, "base_version": base.version, "catalog_items": len(added)})
+                       manifest={**base.manifest, "base_version": base.version, "catalog_items": len(added),
+                                 "linked_items": n_linked})
 
 
 class CatalogModelWatcher(ModelWatcher):

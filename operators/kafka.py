@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from operators.settings import KafkaSettings
+
 __all__ = ["TopicSpec", "producer_config", "make_producer", "ensure_topics", "high_watermarks",
            "topic_partitions", "platform_topics"]
 
@@ -26,14 +28,15 @@ class TopicSpec:
     compacted: bool = False
 
 
-def platform_topics(events_topic: str, dead_topic: str, topn_topic: str, catalog_topic: str,
-                    partitions: int) -> list[TopicSpec]:
-    """The topics fusionrec needs; ``user-topn`` and ``catalog`` are compacted (latest value per key)."""
+def platform_topics(kafka: KafkaSettings) -> list[TopicSpec]:
+    """The topics fusionrec needs; ``user-topn``, ``catalog`` and ``item-links`` are compacted
+    (latest value per key)."""
     return [
-        TopicSpec(events_topic, partitions),
-        TopicSpec(dead_topic, 1),
-        TopicSpec(topn_topic, partitions, compacted=True),
-        TopicSpec(catalog_topic, 1, compacted=True),
+        TopicSpec(kafka.events_topic, kafka.partitions),
+        TopicSpec(kafka.dead_topic, 1),
+        TopicSpec(kafka.topn_topic, kafka.partitions, compacted=True),
+        TopicSpec(kafka.catalog_topic, 1, compacted=True),
+        TopicSpec(kafka.item_links_topic, 1, compacted=True),
     ]
 
 

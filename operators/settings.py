@@ -50,6 +50,8 @@ class KafkaSettings(BaseModel):
     dead_topic: str = "events.dead"
     topn_topic: str = "user-topn"
     catalog_topic: str = "catalog"
+    item_links_topic: str = Field(default="item-links", description=(
+        "Compacted topic of new items' co-occurrence with known items, per partition (their M′·Q codes)"))
     partitions: int = Field(default=4, ge=1, description="Partitions of the events topic (unit of scale)")
 
 

@@ -8,15 +8,17 @@ restart after ``kill -9`` neither loses nor double-applies an event.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
 from rocksdict import WriteBatch
 
+from operators.item_links import new_item_links
 from operators.schema import DeadLetter, Event
 from operators.sketch_state import SketchUpdater
 from operators.user_embedding import EmbeddingUpdater
 from state import keys
+from state.item_links import ItemLinkStore
 from state.partition import PartitionDB
 from state.popularity import PopularityStore
 from state.users import UserState, UserStore
@@ -38,6 +40,8 @@ class Applied:
     n_duplicates: int = 0
     n_replayed: int = 0
     max_event_ts: float = 0.0
+    links: dict[str, dict[str, int]] = field(default_factory=dict)
+    """New items whose co-occurrence counts changed: their whole row (to publish)."""
 
 
 def apply_event(state: UserState, event: Event, history_len: int, record_items: bool = True) -> bool:
@@ -78,13 +82,17 @@ class PartitionApplier:
         Recent items kept per user.
     half_life_s : float
         Popularity decay half-life, seconds.
+    links_window : int, default 5
+        Previous items of the user an event's item is paired with, for new items' links.
     """
 
     def __init__(self, db: PartitionDB, type_weights: dict[str, float], history_len: int,
-                 half_life_s: float) -> None:
+                 half_life_s: float, links_window: int = 5) -> None:
         self.db = db
         self.users = UserStore(db)
         self.popularity = PopularityStore(db, half_life_s)
+        self.links = ItemLinkStore(db)
+        self.links_window = links_window
         self.type_weights = type_weights
         self.history_len = history_len
         stored = db.stored_offset()
@@ -98,13 +106,16 @@ class PartitionApplier:
         rescores what a crash left pending)."""
 
     def apply(self, messages: Sequence[tuple[int, Event | DeadLetter]],
-              sketcher: SketchUpdater | None = None, embedder: EmbeddingUpdater | None = None) -> Applied:
+              sketcher: SketchUpdater | None = None, embedder: EmbeddingUpdater | None = None,
+              known_items: Container[str] | None = None) -> Applied:
         """Stage the effect of ``(offset, parsed message)`` pairs, in offset order.
 
         With a ``sketcher`` (an EMDE model version is active) each changed user's sketch is
         updated with the user's new events, once per user and batch; with an ``embedder`` (the
-        version has Cleora item vectors) the user's M′·Q embedding likewise. Nothing is written
-        until :meth:`commit`.
+        version has Cleora item vectors) the user's M′·Q embedding likewise. With
+        ``known_items`` (the trained version's items, when its model codes new items by M′·Q),
+        items outside it count their co-occurrences with known ones (``operators.item_links``).
+        Nothing is written until :meth:`commit`.
         """
         out = Applied(batch=self.db.new_batch(), next_offset=self.next_offset)
         fresh = [(o, m) for o, m in messages if o >= self.next_offset]
@@ -124,6 +135,7 @@ class PartitionApplier:
             st = states.get(msg.user_id) or UserState()
             states[msg.user_id] = st
             w = self.type_weights.get(msg.type, 0.0)
+            before = st.items[-self.links_window:] if known_items is not None and w > 0 else None
             if not apply_event(st, msg, self.history_len, record_items=w > 0):
                 out.n_duplicates += 1
                 continue
@@ -135,6 +147,10 @@ class PartitionApplier:
                 for item_id in msg.item_ids():
                     new[0].append(item_id), new[1].append(msg.type), new[2].append(msg.ts)
                     self.popularity.add(item_id, w, msg.ts)
+                if before is not None:
+                    for new_item, known_item in new_item_links(before, msg.item_ids(), known_items,  # type: ignore[arg-type]
+                                                               self.links_window):
+                        self.links.add(new_item, known_item)
         for uid, st in out.users.items():
             new = fresh_items.get(uid)
             if new is not None:
@@ -148,6 +164,7 @@ class PartitionApplier:
                 self.dirty[uid] = st  # the newest state is what gets scored
             self.users.stage(out.batch, uid, st)
         self.popularity.stage(out.batch)
+        out.links = self.links.stage(out.batch)
         for reason, n in dead_counts.items():
             k = keys.dead_key(reason)
             old = self.db.get(k)

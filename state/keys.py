@@ -7,6 +7,7 @@ default            ``u:`` + user_id        UserState (history, counts, recent ev
 default            ``p:`` + item_id        ItemPopularity (decayed count, last ts)
 default            ``d:`` + reason         dead-letter count (int64 big-endian)
 default            ``r:`` + user_id        empty: the user changed and awaits rescoring
+default            ``l:`` + item_id        ItemLinks of a new item (co-occurring known items)
 meta               ``offset``              next Kafka offset to read (int64 big-endian)
 meta               ``applied``             events applied so far (int64 big-endian)
 meta               ``model_version``       version string of the models the state uses
@@ -20,7 +21,7 @@ from __future__ import annotations
 import struct
 
 __all__ = [
-    "USER", "POPULARITY", "DEAD", "DIRTY", "dirty_key", "META_OFFSET", "META_APPLIED", "META_MODEL_VERSION",
+    "USER", "POPULARITY", "DEAD", "DIRTY", "LINKS", "dirty_key", "links_key", "META_OFFSET", "META_APPLIED", "META_MODEL_VERSION",
     "user_key", "popularity_key", "dead_key", "strip_prefix", "encode_int", "decode_int",
 ]
 
@@ -28,6 +29,7 @@ USER = b"u:"
 POPULARITY = b"p:"
 DEAD = b"d:"
 DIRTY = b"r:"
+LINKS = b"l:"
 META_OFFSET = b"offset"
 META_APPLIED = b"applied"
 META_MODEL_VERSION = b"model_version"
@@ -45,6 +47,10 @@ def popularity_key(item_id: str) -> bytes:
 
 def dirty_key(user_id: str) -> bytes:
     return DIRTY + user_id.encode()
+
+
+def links_key(item_id: str) -> bytes:
+    return LINKS + item_id.encode()
 
 
 def dead_key(reason: str) -> bytes:

@@ -31,12 +31,12 @@ def make_settings(bootstrap: str, tmp: Path, partitions: int = 4, **stream: obje
     tag = uuid.uuid4().hex[:8]
     s = Settings(
         kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "dead_topic": f"dead-{tag}",
-               "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}", "partitions": partitions},
+               "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}", "item_links_topic": f"links-{tag}", "partitions": partitions},
         stream={"state_dir": tmp / "state", "model_dir": tmp / "models", "serving_dir": tmp / "serving",
                 "batch_size": 500, **stream},
     )
     k = s.kafka
-    ensure_topics(k.brokers, platform_topics(k.events_topic, k.dead_topic, k.topn_topic, k.catalog_topic, k.partitions))
+    ensure_topics(k.brokers, platform_topics(k))
     return s
 
 
@@ -157,7 +157,7 @@ def dump_state(settings: Settings) -> dict[str, object]:
             users = {u: st for u, st in UserStore(db).all().items()}
             pop = {i: (round(r.score, 9), r.last_ts) for i, r in PopularityStore(db, 1.0)._rows.items()}
             out[str(p)] = {"offset": db.stored_offset(), "users": users, "popularity": pop,
-                           "dead": dict(db.scan(b"d:"))}
+                           "dead": dict(db.scan(b"d:")), "links": dict(db.scan(b"l:"))}
         finally:
             db.close()
     return out

@@ -1,7 +1,7 @@
-"""Cold start of new items in a fitted EMDE: hashed title vectors and code borrowing.
+"""Cold start of new items in a fitted EMDE: title codes at once, graph codes by M′·Q.
 
-A new catalog item has no interactions, so its DLSH codes cannot come from the graph or
-the session modalities. It gets them at once from its title instead:
+A new catalog item has no interactions at first, so its DLSH codes cannot come from the
+graph or the session modalities. It gets them at once from its title instead:
 
 1. **Title vector** (inductive, no training state): each lower-cased word is hashed
    (blake2b, seeded) to a vector uniform in (-1, 1), the way Cleora initialises an entity
@@ -15,9 +15,15 @@ the session modalities. It gets them at once from its title instead:
 The extended model scores the new item like its donor: it is recommendable by the readout
 and findable by ``similar_items`` without retraining.
 
-Limits of the rule: a new item is only as good as its title. It ranks (for k = 1) exactly
-tied with its donor, so it cannot rank by its own popularity or quality until it is trained
-on; items whose words are all unseen (cosine <= ``min_cosine`` with every known item) are
+3. **Interactions** (:func:`inductive_codes`): once the item co-occurs with known items in
+   users' histories, its graph modalities (``sessions``, ``transitions``) get their own codes:
+   Cleora's inductive embedding M′·Q (mean of the neighbours' Cleora vectors, row-normalised
+   adjacency M′) cut by the modality's fitted DLSH codebook. From then on it is placed by how
+   it is used, not by its words.
+
+Limits of the rule: until it has interactions, a new item is only as good as its title: it
+ranks (for k = 1) exactly tied with its donor; its popularity and quality count only once it
+is trained on; items whose words are all unseen (cosine <= ``min_cosine`` with every known item) are
 left out; two items with the same words are indistinguishable; the hash vectors capture
 shared words, not synonyms.
 """
@@ -34,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-__all__ = ["title_vectors", "nearest_known", "extend_emde"]
+__all__ = ["title_vectors", "nearest_known", "inductive_codes", "extend_emde"]
 
 _WORD = re.compile(r"\w+")
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -145,13 +151,72 @@ def _vote(table: NDArray[np.int32], nbr: NDArray[np.int32], w: NDArray[np.float3
     return np.take_along_axis(cand, pick[:, None, :], axis=1)[:, 0]
 
 
-def extend_emde(model: Any, new_titles: Sequence[str | None], known: Sequence[str | None] | NDArray[np.float32],
-                *, k: int = 1, dim: int = 512, seed: int = 0, min_cosine: float = 0.2,
-                new_ids: Sequence[str] | None = None) -> tuple[Any, NDArray[np.int32]]:
-    """A copy of a fitted EMDE whose item tables gain rows for new items (codes borrowed by title).
+def inductive_codes(model: Any, links: sp.csr_array) -> dict[str, NDArray[np.int32]]:
+    """Graph-modality codes of new items from their interaction neighbours: DLSH(M′·Q).
 
-    The original model is not modified (other threads may be scoring with it); the copy is
-    shallow and shares the network, layout and codebooks.
+    Cleora's inductive step (the seed paper; Rychalska et al. 2021): a node outside the
+    trained graph is embedded as the mean of its neighbours' embeddings Q, weighted by the
+    row-normalised adjacency M′, then L2-normalised as after each Cleora iteration (a row with
+    a single neighbour keeps that neighbour's vector exactly, so it gets that item's codes).
+    The vector is cut into buckets by the modality's own fitted DLSH codebook.
+
+    Parameters
+    ----------
+    model : EMDE
+        Fitted, with ``graph_vectors_`` (models fitted before they were kept have none: the
+        result is then empty) and ``codebooks_``.
+    links : scipy.sparse.csr_array of shape (n_new, model.n_items_), non-negative
+        Interaction weights of each new item with known items (co-occurrence counts).
+
+    Returns
+    -------
+    dict of modality name to int32 array (n_new, depth)
+        One entry per ``sessions``/``transitions`` modality with vectors and a codebook; rows
+        without links are -1.
+
+    Raises
+    ------
+    ValueError
+        If ``links`` does not have ``n_items_`` columns or has a negative weight.
+    """
+    n_items = int(model.n_items_)
+    if links.shape[1] != n_items:
+        raise ValueError(f"links has {links.shape[1]} columns but the model has {n_items} items")
+    links = sp.csr_array(links, dtype=np.float32)
+    if links.nnz and links.data.min() < 0:
+        raise ValueError("links must be non-negative interaction weights")
+    links.eliminate_zeros()
+    has = np.diff(links.indptr) > 0
+    single = np.diff(links.indptr) == 1
+    used, remap = np.unique(links.indices, return_inverse=True)
+    m = sp.csr_array((links.data, remap, links.indptr), shape=(links.shape[0], len(used)))
+    m = sp.csr_array(sp.diags_array(1.0 / np.maximum(m.sum(axis=1), 1e-30)) @ m)  # M′: rows sum to 1
+    out: dict[str, NDArray[np.int32]] = {}
+    for name, q in getattr(model, "graph_vectors_", {}).items():
+        book = model.codebooks_.get(name)
+        if book is None:
+            continue
+        emb = np.asarray(m @ q[used].astype(np.float32), dtype=np.float32)  # M′·Q
+        norm = np.linalg.norm(emb, axis=1, keepdims=True)
+        emb = np.where(single[:, None], emb, emb / np.maximum(norm, 1e-12))
+        codes = np.full((links.shape[0], book.depth), -1, np.int32)
+        codes[has] = book.encode(emb[has])
+        out[name] = codes
+    return out
+
+
+def extend_emde(model: Any, new_titles: Sequence[str | None], known: Sequence[str | None] | NDArray[np.float32],
+                *, links: sp.csr_array | None = None, k: int = 1, dim: int = 512, seed: int = 0,
+                min_cosine: float = 0.2, new_ids: Sequence[str] | None = None
+                ) -> tuple[Any, NDArray[np.int32], NDArray[np.bool_]]:
+    """A copy of a fitted EMDE whose item tables gain rows for new items.
+
+    A new item's codes come from its title at once (borrowed from the nearest known titles)
+    and, once it has interactions (``links``), its graph modalities' codes are its own, by
+    M′·Q (:func:`inductive_codes`). An item with links but no title match borrows its other
+    modalities' codes from its strongest link. The original model is not modified (other
+    threads may be scoring with it); the copy is shallow and shares the network, layout and
+    codebooks.
 
     Parameters
     ----------
@@ -161,32 +226,36 @@ def extend_emde(model: Any, new_titles: Sequence[str | None], known: Sequence[st
     known : sequence of str or None of length model.n_items_, or ndarray of shape (n_items_, dim)
         Titles of the model's items by item_idx (``None`` where unknown), or their
         :func:`title_vectors` computed once by the caller.
+    links : scipy.sparse.csr_array of shape (n_new, n_items_), optional
+        Interaction weights of each new item with known items (see :func:`inductive_codes`).
     k : int, default 1
         Neighbours whose codes are borrowed (1: copy the nearest; > 1: cosine-weighted vote
         per code column).
     dim, seed : int
         Title vector size and hash seed (see :func:`title_vectors`).
     min_cosine : float, default 0.2
-        A neighbour counts only above this cosine; a new item with none is not added. Two
-        titles of 4 words sharing one word have cosine ~0.25; unrelated titles have cosine
-        ~N(0, 1/dim) (std 0.044 at dim 512), so 0.2 means "shares at least a word".
+        A neighbour counts only above this cosine. Two titles of 4 words sharing one word have
+        cosine ~0.25; unrelated titles have cosine ~N(0, 1/dim) (std 0.044 at dim 512), so
+        0.2 means "shares at least a word".
     new_ids : sequence of str, optional
         Shop ids of the new items, appended to ``item_ids_`` when the model keeps ids.
 
     Returns
     -------
-    (extended, neighbours)
-        ``extended`` : EMDE with ``n_items_ + n_added`` items; added item ``j`` (in input
+    (extended, neighbours, added)
+        ``extended`` : EMDE with ``n_items_ + added.sum()`` items; added item ``j`` (in input
         order, skipping the left-out ones) has item_idx ``model.n_items_ + j``.
         ``neighbours`` : int32 array of shape (n_new, min(k, n_items_)), the known item_idx
-        each new item borrowed from, nearest first; -1 where the cosine was <= ``min_cosine``
-        (row all -1: the item was left out).
+        each new item borrowed title codes from, nearest first; -1 where the cosine was
+        <= ``min_cosine``.
+        ``added`` : bool array (n_new,): the item has a title match or links (a model without
+        graph vectors needs a title match).
 
     Raises
     ------
     ValueError
-        If ``known`` does not have one row per model item, or ``new_ids`` one id per title
-        (the messages give both numbers).
+        If ``known`` does not have one row per model item, ``new_ids`` one id per title or
+        ``links`` one row per title (the messages give both numbers).
     """
     n_items = int(model.n_items_)
     kv = known if isinstance(known, np.ndarray) else title_vectors(known, dim, seed)
@@ -194,17 +263,33 @@ def extend_emde(model: Any, new_titles: Sequence[str | None], known: Sequence[st
         raise ValueError(f"known has {kv.shape[0]} rows but the model has {n_items} items")
     if new_ids is not None and len(new_ids) != len(new_titles):
         raise ValueError(f"new_ids has {len(new_ids)} ids but new_titles has {len(new_titles)} titles")
+    if links is not None and links.shape[0] != len(new_titles):
+        raise ValueError(f"links has {links.shape[0]} rows but new_titles has {len(new_titles)} titles")
     nbr, cos = nearest_known(title_vectors(new_titles, kv.shape[1], seed), kv, k)
     valid = cos > min_cosine
     nbr = np.where(valid, nbr, -1).astype(np.int32)
-    added = valid[:, 0] if nbr.shape[1] else np.zeros(len(new_titles), bool)
+    titled = valid[:, 0] if nbr.shape[1] else np.zeros(len(new_titles), bool)
+    graph = inductive_codes(model, links) if links is not None else {}
+    linked = next(iter(graph.values()))[:, 0] >= 0 if graph else np.zeros(len(new_titles), bool)
+    added = titled | linked
+    # title donors; an item without one borrows from its strongest link (ties: lowest item_idx)
     a_nbr = np.maximum(nbr[added], 0)
     w = np.where(valid[added], cos[added], 0.0).astype(np.float32)
-
+    if (linked & ~titled).any():
+        assert links is not None
+        strongest = np.asarray(sp.csr_array(links).sorted_indices().argmax(axis=1)).ravel()  # ties: lowest idx
+        rows = (linked & ~titled)[added]
+        a_nbr[rows] = strongest[added][rows][:, None]
+        w[rows] = 1.0
+    codes = {name: _vote(c, a_nbr, w) for name, c in model.codes_.items()}
+    for name, g in graph.items():  # own graph codes, M′·Q, for the items with interactions
+        own = linked[added]
+        codes[name][own] = g[added][own]
     out = copy.copy(model)
-    out.item_in_cols_ = np.concatenate([model.item_in_cols_, _vote(model.item_in_cols_, a_nbr, w)])
-    out.item_out_cols_ = np.concatenate([model.item_out_cols_, _vote(model.item_out_cols_, a_nbr, w)])
-    out.codes_ = {name: np.concatenate([c, _vote(c, a_nbr, w)]) for name, c in model.codes_.items()}
+    new_in, new_out = model.item_columns(codes)
+    out.item_in_cols_ = np.concatenate([model.item_in_cols_, new_in])
+    out.item_out_cols_ = np.concatenate([model.item_out_cols_, new_out])
+    out.codes_ = {name: np.concatenate([c, codes[name]]) for name, c in model.codes_.items()}
     n_added = int(added.sum())
     out.n_items_ = n_items + n_added
     if getattr(model, "item_ids_", None) is not None:
@@ -215,4 +300,4 @@ def extend_emde(model: Any, new_titles: Sequence[str | None], known: Sequence[st
         indptr = np.concatenate([nb.indptr, np.full(n_added, nb.indptr[-1], nb.indptr.dtype)])
         out.neighbours_ = sp.csr_array((nb.data, nb.indices, indptr), shape=(out.n_items_, out.n_items_))
     out._readout_ = None
-    return out, nbr
+    return out, nbr, added

@@ -31,10 +31,12 @@ from models.emde.dlsh import DLSHCodebook, fit_dlsh
 from models.emde.graph_embedding import embed_hyperedges, session_hyperedges, transition_hyperedges
 from models.emde.side_data import read_texts, read_vectors, word_hyperedges
 
-__all__ = ["ModalitySpec", "SOURCES", "code_modality", "embed_modality", "parse_modalities"]
+__all__ = ["ModalitySpec", "SOURCES", "GRAPH_SOURCES", "code_modality", "embed_modality", "parse_modalities"]
 
 Source = Literal["sessions", "transitions", "text", "sentence", "dense", "random"]
 SOURCES: tuple[str, ...] = ("sessions", "transitions", "text", "sentence", "dense", "random")
+GRAPH_SOURCES: tuple[str, ...] = ("sessions", "transitions")
+"""Sources embedded from the interaction graph: new items get their codes by M′·Q once they have interactions."""
 
 
 @dataclass(frozen=True)
@@ -195,26 +197,36 @@ def embed_modality(spec: ModalitySpec, log: InteractionLog, side: Mapping[str, A
 
 def code_modality(spec: ModalitySpec, log: InteractionLog, side: Mapping[str, Any] | None = None,
                   random_state: int | np.random.Generator | None = None
-                  ) -> tuple[NDArray[np.int32], DLSHCodebook | None]:
+                  ) -> tuple[NDArray[np.int32], DLSHCodebook | None, NDArray[np.float16] | None]:
     """DLSH codes of every item for one modality.
 
     Items without an embedding (not in the graph, no title, not in the vector file) get
     uniformly random buckets, as do all items of a ``random`` modality.
 
+    Graph sources (``sessions``, ``transitions``) are coded from their float16-rounded Cleora
+    vectors, which are returned: a new item's codes can then be computed inductively by the
+    same codebook from M′·Q, the mean vector of its interaction neighbours
+    (:func:`models.emde.cold_start.inductive_codes`), and a new item linked to one known item
+    gets exactly that item's codes.
+
     Returns
     -------
-    (codes, codebook) : int32 (n_items, depth) in ``[0, width)``, and the fitted
-        :class:`DLSHCodebook` (None for ``random``) to code new items later.
+    (codes, codebook, graph_vectors) : int32 (n_items, depth) in ``[0, width)``; the fitted
+        :class:`DLSHCodebook` (None for ``random``) to code new items later; for graph
+        sources with a codebook the float16 (n_items, dim) item vectors, else None.
     """
     rng = np.random.default_rng(random_state)
     codes = rng.integers(0, spec.width, size=(log.n_items, spec.depth), dtype=np.int32)
     emb = embed_modality(spec, log, side, rng)
     if emb is None:
-        return codes, None
+        return codes, None, None
     vec, present = emb
     if not present.any():
-        return codes, None
-    book = fit_dlsh(vec[present], depth=spec.depth, width=spec.width, quantiles=spec.quantiles,
+        return codes, None, None
+    graph = spec.source in GRAPH_SOURCES
+    if graph:
+        vec = vec.astype(np.float16)
+    book = fit_dlsh(vec[present].astype(np.float32), depth=spec.depth, width=spec.width, quantiles=spec.quantiles,
                     random_state=rng)
-    codes[present] = book.encode(vec[present])
-    return codes, book
+    codes[present] = book.encode(vec[present].astype(np.float32))
+    return codes, book, vec if graph else None

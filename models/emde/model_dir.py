@@ -42,6 +42,8 @@ def save_emde(model: Any, path: Path) -> None:
         book = model.codebooks_.get(name)
         if book is not None:
             arrays.update(book.to_arrays(f"dlsh__{name}__"))
+    for name, vec in getattr(model, "graph_vectors_", {}).items():
+        arrays[f"graph__{name}"] = vec
     if model.item_ids_ is not None:
         arrays["item_ids"] = np.asarray(model.item_ids_, dtype=str)
     if model.neighbours_ is not None:
@@ -78,6 +80,7 @@ def load_emde(cls: type, path: Path) -> Any:
         model.codes_ = {m.name: z[f"codes__{m.name}"] for m in specs}
         model.codebooks_ = {m.name: (DLSHCodebook.from_arrays(z, f"dlsh__{m.name}__")
                                      if f"dlsh__{m.name}__mean" in z.files else None) for m in specs}
+        model.graph_vectors_ = {m.name: z[f"graph__{m.name}"] for m in specs if f"graph__{m.name}" in z.files}
         model.neighbours_ = (sp.csr_array((z["knn_data"], z["knn_indices"], z["knn_indptr"]),
                                           shape=(len(z["knn_indptr"]) - 1,) * 2)
                              if "knn_indptr" in z.files else None)

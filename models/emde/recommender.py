@@ -10,6 +10,8 @@ Model directory (``save``/``load``; read by the stream and the API)::
                     item_out_cols (n_items, out_depth) int32  columns of an item in the output sketch
                     codes__<modality> (n_items, depth) int32  DLSH buckets
                     dlsh__<modality>__{mean,scale,projections,biases}  fitted codebooks
+                    graph__<modality> (n_items, dim) float16   Cleora vectors of graph modalities
+                                                               (new items' codes by M′·Q)
                     item_ids (n_items,) str                    when the log had shop ids
                     knn_{indptr,indices,data}                  neighbour matrix (knn:* views)
       network.npz   the torch state dict as arrays
@@ -160,9 +162,12 @@ class EMDE:
             raise ValueError(f"modality names must be unique; got {[m.name for m in specs]}")
         self.codes_: dict[str, NDArray[np.int32]] = {}
         self.codebooks_: dict[str, DLSHCodebook | None] = {}
+        self.graph_vectors_: dict[str, NDArray[np.float16]] = {}
         for spec in specs:
-            self.codes_[spec.name], self.codebooks_[spec.name] = code_modality(
+            self.codes_[spec.name], self.codebooks_[spec.name], vec = code_modality(
                 spec, log, side, np.random.default_rng(rng.integers(2**62)))
+            if vec is not None:
+                self.graph_vectors_[spec.name] = vec
         self.modality_specs_ = specs
         self._build_layout(log.n_items, log.event_types)
         self.item_ids_ = log.item_ids
@@ -193,25 +198,45 @@ class EMDE:
 
     def _build_layout(self, n_items: int, event_types: Sequence[str]) -> None:
         """Item columns and layouts from ``codes_`` and the modality specs."""
-        ins, outs, out_blocks, in_off, out_off = [], [], [], 0, 0
-        for spec in self.modality_specs_:
-            codes = self.codes_[spec.name]
-            if spec.input:
-                ins.append(item_columns(codes, spec.width, in_off))
-                in_off += spec.depth * spec.width
-            if spec.output:
-                outs.append(item_columns(codes, spec.width, out_off))
-                out_off += spec.depth * spec.width
-                out_blocks.append((spec.depth, spec.width))
-        if not ins or not outs:
-            raise ValueError("EMDE needs at least one input and one output modality")
-        self.item_in_cols_ = np.concatenate(ins, axis=1)
-        self.item_out_cols_ = np.concatenate(outs, axis=1)
-        self.out_blocks_ = out_blocks
+        self.item_in_cols_, self.item_out_cols_ = self.item_columns(self.codes_)
+        self.out_blocks_ = [(m.depth, m.width) for m in self.modality_specs_ if m.output]
         self.n_items_ = n_items
-        self.layout_ = SketchLayout(views=self.views, view_dim=in_off, alpha=self.alpha,
+        view_dim = sum(m.depth * m.width for m in self.modality_specs_ if m.input)
+        self.layout_ = SketchLayout(views=self.views, view_dim=view_dim, alpha=self.alpha,
                                     decay_w=self.decay_w, time_unit=self.time_unit,
                                     event_types=tuple(event_types))
+
+    def item_columns(self, codes: Mapping[str, NDArray[np.int32]]
+                     ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+        """Sketch columns of items given their DLSH codes per modality.
+
+        Parameters
+        ----------
+        codes : mapping of modality name to int32 array (n, depth of that modality)
+            One entry per modality of ``modality_specs_``, the same ``n`` rows in each.
+
+        Returns
+        -------
+        (in_cols, out_cols) : int32 arrays (n, in_depth) and (n, out_depth): the columns of
+        each item within one input view and in the output sketch (``item_in_cols_`` rows).
+
+        Raises
+        ------
+        ValueError
+            If no modality is an input or none an output.
+        """
+        ins, outs, in_off, out_off = [], [], 0, 0
+        for spec in self.modality_specs_:
+            c = codes[spec.name]
+            if spec.input:
+                ins.append(item_columns(c, spec.width, in_off))
+                in_off += spec.depth * spec.width
+            if spec.output:
+                outs.append(item_columns(c, spec.width, out_off))
+                out_off += spec.depth * spec.width
+        if not ins or not outs:
+            raise ValueError("EMDE needs at least one input and one output modality")
+        return np.concatenate(ins, axis=1), np.concatenate(outs, axis=1)
 
     # ----------------------------------------------------------------- scoring
     def _check_fitted(self) -> None:

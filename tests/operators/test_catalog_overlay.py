@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from models.emde import EMDE
+from models.emde.cold_start import inductive_codes
 from models.popularity import Popularity
-from operators.catalog_overlay import CatalogOverlay
+from operators.catalog_overlay import CatalogOverlay, encode_links, links_key
 from operators.model_version import ModelVersion
-from tests.models.emde.test_cold_start import _titles
+from tests.models.emde.test_cold_start import _links, _titles
 from tests.models.emde.test_emde import _MODS, _SMALL, _planted_log
 
 
@@ -57,7 +59,7 @@ def test_new_items_join_the_version_for_scoring(base: ModelVersion) -> None:
     overlay.clock.t += 1.0  # type: ignore[attr-defined]
     ext = overlay.apply(base)
     assert ext is not None and ext is not base
-    assert ext.version.startswith("v1+2.") and ext.manifest == {"base_version": "v1", "catalog_items": 2}
+    assert ext.version.startswith("v1+2.") and ext.manifest == {"base_version": "v1", "catalog_items": 2, "linked_items": 0}
     assert ext.item_ids[100:] == ["n-a", "n-b"] and ext.item_index["n-a"] == 100 and ext.item_index["i3"] == 3
     assert ext.model.n_items_ == 102 and base.model.n_items_ == 100 and len(base.item_ids) == 100
     np.testing.assert_array_equal(ext.model.item_out_cols_[[100, 101]], base.model.item_out_cols_[[45, 85]])
@@ -95,3 +97,33 @@ def test_other_models_pass_through_unchanged() -> None:
     cat.put("n-a", {"title": "cobalt w45 classic"})
     overlay = CatalogOverlay(cat)
     assert overlay.apply(pop) is pop and overlay.apply(None) is None and overlay.n_builds == 0
+
+
+def _link_rows(rows: dict[tuple[str, int], dict[str, int]]) -> Catalog:
+    """The ``item-links`` topic in memory: one row per (new item, partition), as the flow publishes it."""
+    return Catalog({links_key(i, p).decode(): orjson.loads(encode_links(i, c)) for (i, p), c in rows.items()})
+
+
+def test_new_items_with_interactions_get_graph_codes_by_m_prime_q(base: ModelVersion) -> None:
+    """Partitions' rows are summed into M′; linked items get their own graph codes, an
+    untitled item joins by its links alone, and a change of links changes the version."""
+    cat, clock = _catalog(), Clock()
+    cat.put("n-a", {"title": "cobalt w45 classic"})  # titled like taste 2 ...
+    cat.put("n-u", {"price": 2.0})  # no title
+    links = _link_rows({("n-a", 0): {"i83": 2, "i84": 1}, ("n-a", 1): {"i84": 1, "unknown": 5},  # ... used with taste 4
+                        ("n-u", 1): {"i61": 3}, ("n-z", 0): {"i1": 1}})  # n-z: not in the catalog
+    overlay = CatalogOverlay(cat, links=links, clock=clock)
+    ext = overlay.apply(base)
+    assert ext is not None and ext.item_ids[100:] == ["n-a", "n-u"]
+    assert ext.manifest["linked_items"] == 2 and ext.manifest["catalog_items"] == 2
+    m = base.model
+    want = inductive_codes(m, _links([{83: 2.0, 84: 2.0}, {61: 3.0}]))
+    for name in ("g", "s"):
+        np.testing.assert_array_equal(ext.model.codes_[name][100:], want[name])
+    np.testing.assert_array_equal(ext.model.codes_["r"][101], m.codes_["r"][61])  # untitled: its strongest link
+    links.put(links_key("n-a", 2).decode(), {"item_id": "n-a", "links": {"i20": 9}})
+    clock.t += 1.0
+    again = overlay.apply(base)
+    assert again is not None and again is not ext and again.version != ext.version
+    assert again.item_ids == ext.item_ids  # same items, new codes: a new version string for caches
+

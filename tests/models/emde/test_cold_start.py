@@ -6,10 +6,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from models.base import Histories
 from models.emde import EMDE
-from models.emde.cold_start import _word_vectors, extend_emde, nearest_known, title_vectors
+from models.emde.cold_start import _word_vectors, extend_emde, inductive_codes, nearest_known, title_vectors
 from tests.models.emde.test_emde import _MODS, _SMALL, _planted_log
 
 TASTE_WORDS = ["amber", "birch", "cobalt", "dune", "ember"]
@@ -50,8 +51,8 @@ def test_nearest_known_orders_by_cosine_then_index() -> None:
 def test_new_item_borrows_its_nearest_items_codes_and_the_original_is_untouched(fitted: EMDE) -> None:
     before = {k: getattr(fitted, k).copy() for k in ("item_in_cols_", "item_out_cols_")}
     readout = fitted._readout()
-    ext, nbr = extend_emde(fitted, ["Cobalt w45 classic NEW", "qqq zzz"], _titles(), new_ids=["n1", "n2"])
-    assert nbr[:, 0].tolist() == [45, -1]  # the second shares no word: left out
+    ext, nbr, added = extend_emde(fitted, ["Cobalt w45 classic NEW", "qqq zzz"], _titles(), new_ids=["n1", "n2"])
+    assert nbr[:, 0].tolist() == [45, -1] and added.tolist() == [True, False]  # the second shares no word: left out
     assert ext.n_items_ == 101 and ext.item_ids_[-1] == "n1" and len(ext.item_ids_) == 101
     np.testing.assert_array_equal(ext.item_in_cols_[100], fitted.item_in_cols_[45])
     np.testing.assert_array_equal(ext.item_out_cols_[100], fitted.item_out_cols_[45])
@@ -77,7 +78,7 @@ def _taste_histories() -> Histories:
 
 
 def test_similar_items_of_a_new_item_are_its_donors_neighbours(fitted: EMDE) -> None:
-    ext, _ = extend_emde(fitted, ["cobalt w45 classic new"], _titles())
+    ext, _, _ = extend_emde(fitted, ["cobalt w45 classic new"], _titles())
     new, donor = np.int32(100), np.int32(45)
     a, _ = ext.similar_items(np.array([new]), 10)
     b, _ = ext.similar_items(np.array([donor]), 10)
@@ -91,9 +92,9 @@ def test_similar_items_of_a_new_item_are_its_donors_neighbours(fitted: EMDE) -> 
 def test_vote_over_k_neighbours_takes_the_heaviest_bucket_per_column() -> None:
     cols = np.array([[1, 10], [1, 11], [2, 11], [3, 12]], np.int32)
     m = SimpleNamespace(item_in_cols_=cols, item_out_cols_=cols + 100, codes_={"t": cols - 1}, n_items_=4,
-                        item_ids_=None, _readout_="built")
+                        item_ids_=None, _readout_="built", item_columns=lambda c: (c["t"] + 1, c["t"] + 101))
     titles = ["red scarf", "red scarf wool", "red wool", "green tea"]
-    ext, nbr = extend_emde(m, ["red scarf wool"], titles, k=3)
+    ext, nbr, _ = extend_emde(m, ["red scarf wool"], titles, k=3)
     assert nbr[0, 0] == 1 and sorted(nbr[0].tolist()) == [0, 1, 2]  # 0 and 2 are equally near
     # column 0: bucket 1 (items 1, 0) beats 2; column 1: bucket 11 (items 1, 2) beats 10
     assert ext.item_in_cols_[-1].tolist() == [1, 11] and ext.item_out_cols_[-1].tolist() == [101, 111]
@@ -105,3 +106,54 @@ def test_extend_emde_checks_its_inputs(fitted: EMDE) -> None:
         extend_emde(fitted, ["x"], ["a", "b", "c"])
     with pytest.raises(ValueError, match="new_ids has 2 ids but new_titles has 1 titles"):
         extend_emde(fitted, ["x"], _titles(), new_ids=["a", "b"])
+    with pytest.raises(ValueError, match="links has 2 rows but new_titles has 1 titles"):
+        extend_emde(fitted, ["x"], _titles(), links=sp.csr_array((2, 100), dtype=np.float32))
+
+
+def _links(rows: list[dict[int, float]], n_items: int = 100) -> sp.csr_array:
+    data = [(r, c, w) for r, row in enumerate(rows) for c, w in row.items()]
+    r, c, w = zip(*data) if data else ((), (), ())
+    return sp.csr_array((np.asarray(w, np.float32), (np.asarray(r, int), np.asarray(c, int))), shape=(len(rows), n_items))
+
+
+def test_inductive_codes_are_dlsh_of_the_mean_neighbour_vector(fitted: EMDE) -> None:
+    """M′·Q: one neighbour gives its own codes exactly; several, the codebook's bucket of the
+    normalised weighted mean of their Cleora vectors; no neighbour, -1."""
+    assert set(fitted.graph_vectors_) == {"g", "s"}  # graph modalities keep their vectors; random has none
+    codes = inductive_codes(fitted, _links([{45: 3.0}, {41: 1.0, 42: 3.0}, {}]))
+    assert set(codes) == {"g", "s"}
+    for name, c in codes.items():
+        np.testing.assert_array_equal(c[0], fitted.codes_[name][45])
+        q = fitted.graph_vectors_[name].astype(np.float32)
+        mean = (q[41] + 3 * q[42]) / 4
+        np.testing.assert_array_equal(c[1], fitted.codebooks_[name].encode((mean / np.linalg.norm(mean))[None])[0])
+        assert (c[2] == -1).all()
+    with pytest.raises(ValueError, match="links has 3 columns but the model has 100 items"):
+        inductive_codes(fitted, sp.csr_array((1, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="non-negative"):
+        inductive_codes(fitted, _links([{1: -1.0}]))
+
+
+def test_interactions_move_a_new_item_from_its_title_to_where_it_is_used(fitted: EMDE) -> None:
+    """Titled like taste 2 (cobalt) but used with taste 4 (ember) items: graph codes by M′·Q
+    take it to taste 4; an untitled item with links joins by its links alone."""
+    links = _links([{}, {83: 2.0, 84: 2.0, 85: 1.0}, {60: 1.0, 61: 2.0}, {}])
+    ext, nbr, added = extend_emde(fitted, ["cobalt w45 new", "cobalt w45 new", None, None], _titles(),
+                                  links=links, new_ids=["t", "tl", "l", "x"])
+    assert added.tolist() == [True, True, True, False] and ext.item_ids_[100:] == ("t", "tl", "l")
+    assert nbr[:, 0].tolist() == [45, 45, -1, -1]
+    g = inductive_codes(fitted, links)
+    for name in ("g", "s"):
+        np.testing.assert_array_equal(ext.codes_[name][100], fitted.codes_[name][45])  # title only
+        np.testing.assert_array_equal(ext.codes_[name][101], g[name][1])  # own graph codes
+        np.testing.assert_array_equal(ext.codes_[name][102], g[name][2])
+    np.testing.assert_array_equal(ext.codes_["r"][101], fitted.codes_["r"][45])  # non-graph: from the title
+    np.testing.assert_array_equal(ext.codes_["r"][102], fitted.codes_["r"][61])  # ... or the strongest link
+    in_cols, out_cols = fitted.item_columns({k: v[100:] for k, v in ext.codes_.items()})
+    np.testing.assert_array_equal(ext.item_in_cols_[100:], in_cols)
+    np.testing.assert_array_equal(ext.item_out_cols_[100:], out_cols)
+    sim = {i: ext.similar_items(np.array([i], np.int32), 10)[0][0].tolist() for i in (45, 61, 100, 101, 102)}
+    taste4 = {i: np.mean([j // 20 == 4 for j in ids]) for i, ids in sim.items()}
+    assert set(sim[100]) - {45} == set(sim[45]) - {100}  # title only: its donor's neighbourhood
+    assert taste4[101] >= 0.7 and taste4[100] <= 0.2  # used with taste 4: found among taste 4
+    assert len(set(sim[102]) & set(sim[61])) >= 6  # untitled: placed next to its strongest link
