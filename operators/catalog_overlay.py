@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -156,13 +157,14 @@ class CatalogOverlay:
         rows: list[int] = []
         cols: list[int] = []
         vals: list[float] = []
-        for _, v in self.links.items():
-            r = row_of.get(v.get("item_id")) if isinstance(v, dict) else None
-            if r is None or not isinstance(v.get("links"), dict):
+        for _, v in self.links.items():  # rows that are not what encode_links writes are skipped
+            item = v.get("item_id") if isinstance(v, dict) else None
+            r = row_of.get(item) if isinstance(item, str) else None
+            if r is None or not isinstance(v.get("links"), dict):  # type: ignore[union-attr]
                 continue
-            for known, count in v["links"].items():
+            for known, count in v["links"].items():  # type: ignore[index]
                 c = base.item_index.get(known)
-                if c is not None and isinstance(count, int | float) and count > 0:
+                if c is not None and isinstance(count, int | float) and math.isfinite(count) and count > 0:
                     rows.append(r)
                     cols.append(c)
                     vals.append(float(count))

@@ -112,6 +112,9 @@ def test_new_items_with_interactions_get_graph_codes_by_m_prime_q(base: ModelVer
     cat.put("n-u", {"price": 2.0})  # no title
     links = _link_rows({("n-a", 0): {"i83": 2, "i84": 1}, ("n-a", 1): {"i84": 1, "unknown": 5},  # ... used with taste 4
                         ("n-u", 1): {"i61": 3}, ("n-z", 0): {"i1": 1}})  # n-z: not in the catalog
+    for key, bad in [("b1", [1, 2]), ("b2", {"item_id": ["n-a"], "links": {}}), ("b3", {"item_id": "n-a", "links": 3}),
+                     ("b4", {"item_id": "n-a", "links": {"i1": "x", "i2": -1, "i3": float("nan"), "i4": None}})]:
+        links.put(key, bad)  # not what the flow writes: skipped, nothing breaks
     overlay = CatalogOverlay(cat, links=links, clock=clock)
     ext = overlay.apply(base)
     assert ext is not None and ext.item_ids[100:] == ["n-a", "n-u"]
