@@ -52,7 +52,7 @@ def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1")] 
 
 @app.command("topics")
 def topics_cmd() -> None:
-    """Create the platform's topics (events, events.dead, user-topn, catalog) if missing."""
+    """Create the platform's topics (events, events.dead, user-topn, catalog, item-links) if missing."""
     s = _settings()
     _topics(s)
     typer.echo(f"topics ready on {s.kafka.brokers}")

@@ -133,7 +133,9 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         self.partition = partition
         weights = {t.name: t.weight for t in s.event_types}
         log.info("opened state of partition %d at offset %s", partition, db.stored_offset())
-        return PartitionApplier(db, weights, s.stream.history_len, s.stream.half_life_s)
+        st = s.stream
+        return PartitionApplier(db, weights, st.history_len, st.half_life_s, st.links_window, st.links_max_gap_s,
+                                st.links_per_item)
 
     def on_batch(self, values: list[Parsed]) -> tuple[list[BatchReport], bool]:
         if self.applier is None:
@@ -190,7 +192,7 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         return [], StatefulBatchLogic.RETAIN
 
     def _publish(self, lists: list[TopN], dead: list[DeadLetter],
-                 links: dict[str, dict[str, int]] | None = None) -> None:
+                 links: dict[str, dict[str, int] | None] | None = None) -> None:
         """Produce the lists, dead letters and changed new-item links, and wait for delivery
         (before any commit)."""
         if not lists and not dead and not links:
@@ -202,7 +204,8 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         for d in dead:
             p.produce(k.dead_topic, key=d.reason.encode(), value=encode_dead_letter(d))
         for item_id, counts in (links or {}).items():
-            p.produce(k.item_links_topic, key=links_key(item_id, self.partition), value=encode_links(item_id, counts))
+            p.produce(k.item_links_topic, key=links_key(item_id, self.partition),
+                      value=None if counts is None else encode_links(item_id, counts))  # None: tombstone
         remaining = p.flush(30)
         if remaining:
             raise RuntimeError(f"{remaining} output messages not delivered to Kafka within 30 s; not committing")

@@ -41,7 +41,7 @@ import numpy as np
 import orjson
 import scipy.sparse as sp
 
-from models.emde.cold_start import extend_emde, title_vectors
+from models.emde.cold_start import extend_emde, nearest_known, title_vectors
 from operators.model_version import ModelVersion, ModelWatcher
 
 __all__ = ["CatalogItems", "CatalogOverlay", "CatalogModelWatcher", "supports_extension", "supports_links",
@@ -82,9 +82,13 @@ def encode_links(item_id: str, counts: dict[str, int]) -> bytes:
 class CatalogOverlay:
     """``apply(base)``: the base version plus the catalog's unknown items (EMDE only).
 
-    Rebuilt at most once per ``min_interval_s`` and only when the catalog (its message count)
-    or the base version changed; otherwise the last extended version is returned as is. A new
-    base version is extended at once. Thread-safe (one build at a time).
+    Rebuilt at most once per ``min_interval_s`` and only when the catalog or the item links
+    (their message counts) changed; otherwise the last extended version is returned as is. A
+    new base version is extended at once, on the caller's thread. Other rebuilds run on a
+    background thread (``background=True``): ``apply`` never waits for them and returns the
+    last extension of the same base meanwhile, so neither the API's event loop nor the flow's
+    batches stall on a rebuild. Title neighbours are cached per item and title, so a rebuild
+    for changed links recomputes only M′·Q. Thread-safe.
 
     Parameters
     ----------
@@ -93,31 +97,50 @@ class CatalogOverlay:
     links : CatalogItems, optional
         The ``item-links`` topic read into memory (values from :func:`encode_links`); without
         it new items keep their title codes until the next training.
+    min_links : float, default 3
+        Co-occurrences (summed over partitions) before an item's graph codes are its own: one
+        shopper's single co-view does not replace what its title says.
     min_interval_s : float, default 1.0
-        Debounce of rebuilds while the catalog changes.
+        Debounce of rebuilds while the catalog or the links change.
+    background : bool, default True
+        Rebuild for a changed catalog or links on a background thread (False: on the caller's).
     title_field : str, default "title"
     k, dim, seed, min_cosine
         Passed to :func:`models.emde.cold_start.extend_emde`.
     clock : callable, default time.monotonic
     """
 
-    def __init__(self, catalog: CatalogItems, *, links: CatalogItems | None = None, min_interval_s: float = 1.0,
-                 title_field: str = "title", k: int = 1, dim: int = 512, seed: int = 0, min_cosine: float = 0.2,
+    def __init__(self, catalog: CatalogItems, *, links: CatalogItems | None = None, min_links: float = 3.0,
+                 min_interval_s: float = 1.0, background: bool = True, title_field: str = "title", k: int = 1,
+                 dim: int = 512, seed: int = 0, min_cosine: float = 0.2,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.catalog = catalog
         self.links = links
+        self.min_links = min_links
         self.min_interval_s = min_interval_s
+        self.background = background
         self.title_field = title_field
         self.extend_kw: dict[str, Any] = {"k": k, "dim": dim, "seed": seed, "min_cosine": min_cosine}
         self.clock = clock
-        self._lock = threading.Lock()
-        self._base: ModelVersion | None = None
+        self._lock = threading.Lock()  # guards the fields below (held briefly)
+        self._build_lock = threading.Lock()  # one build at a time
+        self._base: ModelVersion | None = None  # newest base seen
         self._extended: ModelVersion | None = None
-        self._seen = -1  # catalog.n_messages at the last build
+        self._extended_base: ModelVersion | None = None  # the base _extended was built from
+        self._building = False
+        self._seen = -1  # catalog + links message counts at the last build
         self._built_s = -float("inf")
         self._known_titles: list[str | None] | None = None
         self._known_vectors: np.ndarray | None = None
+        self._title_cache: dict[str, tuple[str | None, np.ndarray, np.ndarray]] = {}  # id -> (title, idx, cos)
         self.n_builds = 0
+
+    def _n_messages(self) -> int:
+        return self.catalog.n_messages + (0 if self.links is None else self.links.n_messages)
+
+    def _for(self, base: ModelVersion) -> ModelVersion:
+        """The newest extension of ``base`` (``base`` itself while none is built)."""
+        return self._extended if self._extended_base is base and self._extended is not None else base
 
     def apply(self, base: ModelVersion | None) -> ModelVersion | None:
         """The version to score with: ``base`` extended by the catalog's new items.
@@ -128,18 +151,33 @@ class CatalogOverlay:
             return base
         assert base is not None
         with self._lock:
-            n = self.catalog.n_messages + (0 if self.links is None else self.links.n_messages)
-            same_base = base is self._base
-            if same_base and (n == self._seen or self.clock() - self._built_s < self.min_interval_s):
-                return self._extended
+            n = self._n_messages()
+            if base is self._base:
+                due = n != self._seen and not self._building and self.clock() - self._built_s >= self.min_interval_s
+                if not due:
+                    return self._for(base)
+                self._seen, self._built_s = n, self.clock()
+                if self.background:
+                    self._building = True
+                    threading.Thread(target=self._rebuild, args=(base,), name="catalog-overlay", daemon=True).start()
+                    return self._for(base)
+            else:
+                self._base, self._seen, self._built_s = base, n, self.clock()
+        self._rebuild(base)
+        with self._lock:
+            return self._for(base)
+
+    def _rebuild(self, base: ModelVersion) -> None:
+        with self._build_lock:
             try:
-                self._extended = self._build(base)
+                ext: ModelVersion | None = self._build(base)
             except Exception:  # keep scoring with what we have; the error is logged
                 log.exception("cannot extend model version %s with the catalog", base.version)
-                if not same_base:
-                    self._extended = base
-            self._base, self._seen, self._built_s = base, n, self.clock()
-            return self._extended
+                ext = None
+            with self._lock:
+                self._building = False
+                if base is self._base and (ext is not None or self._extended_base is not base):
+                    self._extended, self._extended_base = ext or base, base
 
     def _titles(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -150,7 +188,8 @@ class CatalogOverlay:
         return out
 
     def _links(self, base: ModelVersion, new_ids: list[str]) -> sp.csr_array | None:
-        """M′ before normalisation: (len(new_ids), n_items) summed co-occurrence counts, or None."""
+        """M′ before normalisation: (len(new_ids), n_items) co-occurrence counts summed over
+        partitions; rows under ``min_links`` in total are emptied. None without a links table."""
         if self.links is None:
             return None
         row_of = {i: r for r, i in enumerate(new_ids)}
@@ -164,30 +203,49 @@ class CatalogOverlay:
                 continue
             for known, count in v["links"].items():  # type: ignore[index]
                 c = base.item_index.get(known)
-                if c is not None and isinstance(count, int | float) and math.isfinite(count) and count > 0:
+                if (c is not None and isinstance(count, int | float) and not isinstance(count, bool)
+                        and math.isfinite(count) and count > 0):
                     rows.append(r)
                     cols.append(c)
-                    vals.append(float(count))
-        m = sp.coo_array((np.asarray(vals, np.float32), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
-                         shape=(len(new_ids), len(base.item_ids)))
-        return sp.csr_array(m)  # duplicates (one row per partition) are summed
+                    vals.append(min(float(count), 1e9))
+        m = sp.csr_array(sp.coo_array((np.asarray(vals, np.float32), (np.asarray(rows, np.int64),
+                                                                          np.asarray(cols, np.int64))),
+                                      shape=(len(new_ids), len(base.item_ids))))  # partitions' rows summed
+        m.sum_duplicates()
+        weak = np.asarray(m.sum(axis=1)).ravel() < self.min_links
+        return sp.csr_array(sp.diags_array((~weak).astype(np.float32)) @ m)
+
+    def _title_neighbours(self, base: ModelVersion, titles: dict[str, str], new_ids: list[str]
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """``nearest_known`` of the new items' titles, cached per (item, title) for this base."""
+        known = [titles.get(i) for i in base.item_ids]
+        if base is not self._extended_base or known != self._known_titles or self._known_vectors is None:
+            self._known_titles = known
+            self._known_vectors = title_vectors(known, self.extend_kw["dim"], self.extend_kw["seed"])
+            self._title_cache = {}
+        todo = [i for i in new_ids if i not in self._title_cache or self._title_cache[i][0] != titles.get(i)]
+        if todo:
+            idx, cos = nearest_known(title_vectors([titles.get(i) for i in todo], self.extend_kw["dim"],
+                                                   self.extend_kw["seed"]), self._known_vectors, self.extend_kw["k"])
+            self._title_cache.update((i, (titles.get(i), idx[j], cos[j])) for j, i in enumerate(todo))
+        cached = [self._title_cache[i] for i in new_ids]
+        k = min(self.extend_kw["k"], len(base.item_ids))
+        return (np.array([c[1] for c in cached], np.int32).reshape(len(new_ids), k),
+                np.array([c[2] for c in cached], np.float32).reshape(len(new_ids), k))
 
     def _build(self, base: ModelVersion) -> ModelVersion:
         """Extend ``base`` with the catalog items it does not know (sorted by id) that have a
         title match or links."""
         self.n_builds += 1
         titles = self._titles()
-        catalog_ids = {i for i, _ in self.catalog.items()}
-        new_ids = sorted(i for i in catalog_ids if i not in base.item_index)
+        new_ids = sorted(i for i, _ in self.catalog.items() if i not in base.item_index)
         if not new_ids:
             return base
-        known = [titles.get(i) for i in base.item_ids]
-        if base is not self._base or known != self._known_titles or self._known_vectors is None:
-            self._known_titles = known
-            self._known_vectors = title_vectors(known, self.extend_kw["dim"], self.extend_kw["seed"])
+        neighbours = self._title_neighbours(base, titles, new_ids)
         links = self._links(base, new_ids) if supports_links(base) else None
-        model, _, added_mask = extend_emde(base.model, [titles.get(i) for i in new_ids], self._known_vectors,
-                                           links=links, new_ids=new_ids, **self.extend_kw)
+        model, _, added_mask = extend_emde(base.model, [titles.get(i) for i in new_ids], self._known_vectors,  # type: ignore[arg-type]
+                                           links=links, new_ids=new_ids, title_neighbours=neighbours,
+                                           **self.extend_kw)
         added = [i for i, ok in zip(new_ids, added_mask) if ok]
         if not added:
             return base

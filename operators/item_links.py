@@ -15,8 +15,9 @@ from collections.abc import Container, Sequence
 __all__ = ["new_item_links"]
 
 
-def new_item_links(before: Sequence[str], items: Sequence[str], known: Container[str],
-                   window: int = 5) -> list[tuple[str, str]]:
+def new_item_links(before: Sequence[str], items: Sequence[str], known: Container[str], window: int = 5, *,
+                   before_ts: Sequence[float] | None = None, ts: float = 0.0, max_gap_s: float = float("inf"),
+                   max_items: int = 50) -> list[tuple[str, str]]:
     """(unknown item, known item) pairs of one event, in a deterministic order.
 
     Parameters
@@ -24,11 +25,19 @@ def new_item_links(before: Sequence[str], items: Sequence[str], known: Container
     before : sequence of str
         The user's item history before this event, oldest first (the last ``window`` count).
     items : sequence of str
-        The event's items.
+        The event's items (repeats count once; the first ``max_items`` distinct ones count).
     known : container of str
         Item ids of the trained version.
     window : int, default 5
         Previous items each event item is paired with.
+    before_ts : sequence of float, optional
+        Event times of ``before`` (epoch seconds); with ``ts``, previous items older than
+        ``max_gap_s`` before the event are not paired (a new visit is not the same context).
+    ts : float
+        This event's time, epoch seconds.
+    max_gap_s : float, default inf
+    max_items : int, default 50
+        Bounds the pairs of a huge basket to ``max_items * (window + max_items)``.
 
     Returns
     -------
@@ -40,19 +49,26 @@ def new_item_links(before: Sequence[str], items: Sequence[str], known: Container
     [('n2', 'b')]
     >>> new_item_links(["a"], ["n1", "b"], known={"a", "b"})
     [('n1', 'a'), ('n1', 'b')]
+    >>> new_item_links(["a", "b"], ["n1"], {"a", "b"}, before_ts=[0.0, 100.0], ts=1000.0, max_gap_s=1800.0)
+    [('n1', 'a'), ('n1', 'b')]
+    >>> new_item_links(["a", "b"], ["n1"], {"a", "b"}, before_ts=[0.0, 100.0], ts=1850.0, max_gap_s=1800.0)
+    [('n1', 'b')]
     """
-    ctx = list(dict.fromkeys(before[-window:])) if window > 0 else []
-    if all(i in known for i in items) and all(j in known for j in ctx):
+    start = max(len(before) - window, 0) if window > 0 else len(before)
+    recent = before[start:]
+    if before_ts is not None and max_gap_s != float("inf"):
+        recent = [i for i, t in zip(recent, before_ts[start:]) if ts - t <= max_gap_s]
+    ctx = list(dict.fromkeys(recent))
+    basket = list(dict.fromkeys(items))[:max_items]
+    is_known = {x: x in known for x in dict.fromkeys(ctx + basket)}
+    if all(is_known.values()):
         return []
+    in_ctx = set(ctx)
     out: list[tuple[str, str]] = []
-    for n, i in enumerate(items):
-        i_known = i in known
-        for j in ctx + [x for x in items[n + 1:] if x not in ctx]:
-            if j == i:
+    for n, i in enumerate(basket):
+        i_known = is_known[i]
+        for j in ctx + [x for x in basket[n + 1:] if x not in in_ctx]:
+            if j == i or is_known[j] == i_known:
                 continue
-            j_known = j in known
-            if i_known and not j_known:
-                out.append((j, i))
-            elif j_known and not i_known:
-                out.append((i, j))
+            out.append((j, i) if i_known else (i, j))
     return out

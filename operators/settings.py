@@ -67,6 +67,12 @@ class StreamSettings(BaseModel):
     poll_timeout_s: float = Field(default=0.05, gt=0)
     rescore_interval_s: float = Field(default=0.1, ge=0, description=(
         "Debounce: changed users are rescored at most this often per partition (0 = every batch)"))
+    links_window: int = Field(default=5, ge=1, description=(
+        "New items: an event's item is linked to the user's this many previous items (M′ of M′·Q)"))
+    links_max_gap_s: float = Field(default=1800.0, gt=0, description=(
+        "New items: previous items older than this before the event are not linked, seconds"))
+    links_per_item: int = Field(default=100, ge=1, description=(
+        "New items: strongest links kept per item and partition (a row is cut back at twice this)"))
 
 
 class ApiSettings(BaseModel):

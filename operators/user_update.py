@@ -40,8 +40,9 @@ class Applied:
     n_duplicates: int = 0
     n_replayed: int = 0
     max_event_ts: float = 0.0
-    links: dict[str, dict[str, int]] = field(default_factory=dict)
-    """New items whose co-occurrence counts changed: their whole row (to publish)."""
+    links: dict[str, dict[str, int] | None] = field(default_factory=dict)
+    """New items whose co-occurrence counts changed: their whole row (to publish); ``None``:
+    the row was deleted (the trained version now knows the item)."""
 
 
 def apply_event(state: UserState, event: Event, history_len: int, record_items: bool = True) -> bool:
@@ -82,17 +83,22 @@ class PartitionApplier:
         Recent items kept per user.
     half_life_s : float
         Popularity decay half-life, seconds.
-    links_window : int, default 5
-        Previous items of the user an event's item is paired with, for new items' links.
+    links_window, links_max_gap_s, links_per_item
+        New items' links (``operators.item_links``, ``state.item_links``): previous items of
+        the user an event's item is paired with, their maximum age (seconds), and the links
+        kept per item.
     """
 
     def __init__(self, db: PartitionDB, type_weights: dict[str, float], history_len: int,
-                 half_life_s: float, links_window: int = 5) -> None:
+                 half_life_s: float, links_window: int = 5, links_max_gap_s: float = 1800.0,
+                 links_per_item: int = 100) -> None:
         self.db = db
         self.users = UserStore(db)
         self.popularity = PopularityStore(db, half_life_s)
-        self.links = ItemLinkStore(db)
+        self.links = ItemLinkStore(db, links_per_item)
         self.links_window = links_window
+        self.links_max_gap_s = links_max_gap_s
+        self._links_known: Container[str] | None = None  # the known_items the link rows were last pruned by
         self.type_weights = type_weights
         self.history_len = history_len
         stored = db.stored_offset()
@@ -114,7 +120,8 @@ class PartitionApplier:
         updated with the user's new events, once per user and batch; with an ``embedder`` (the
         version has Cleora item vectors) the user's M′·Q embedding likewise. With
         ``known_items`` (the trained version's items, when its model codes new items by M′·Q),
-        items outside it count their co-occurrences with known ones (``operators.item_links``).
+        items outside it count their co-occurrences with known ones (``operators.item_links``);
+        when it changes (a new version), rows of items it now knows are deleted.
         Nothing is written until :meth:`commit`.
         """
         out = Applied(batch=self.db.new_batch(), next_offset=self.next_offset)
@@ -122,6 +129,9 @@ class PartitionApplier:
         out.n_replayed = len(messages) - len(fresh)
         if not fresh:
             return out
+        if known_items is not None and known_items is not self._links_known:  # a new trained version
+            self.links.forget(known_items)
+            self._links_known = known_items
         events = [m for _, m in fresh if isinstance(m, Event)]
         user_ids = list(dict.fromkeys(e.user_id for e in events))
         states = dict(zip(user_ids, self.users.get_many(user_ids)))
@@ -135,7 +145,10 @@ class PartitionApplier:
             st = states.get(msg.user_id) or UserState()
             states[msg.user_id] = st
             w = self.type_weights.get(msg.type, 0.0)
-            before = st.items[-self.links_window:] if known_items is not None and w > 0 else None
+            if known_items is not None and w > 0:
+                before, before_ts = st.items[-self.links_window:], st.ts[-self.links_window:]
+            else:
+                before = before_ts = None
             if not apply_event(st, msg, self.history_len, record_items=w > 0):
                 out.n_duplicates += 1
                 continue
@@ -148,8 +161,9 @@ class PartitionApplier:
                     new[0].append(item_id), new[1].append(msg.type), new[2].append(msg.ts)
                     self.popularity.add(item_id, w, msg.ts)
                 if before is not None:
-                    for new_item, known_item in new_item_links(before, msg.item_ids(), known_items,  # type: ignore[arg-type]
-                                                               self.links_window):
+                    for new_item, known_item in new_item_links(
+                            before, msg.item_ids(), known_items, self.links_window,  # type: ignore[arg-type]
+                            before_ts=before_ts, ts=msg.ts, max_gap_s=self.links_max_gap_s):
                         self.links.add(new_item, known_item)
         for uid, st in out.users.items():
             new = fresh_items.get(uid)

@@ -8,6 +8,8 @@ so they change exactly once per event, like the rest of the state.
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import msgspec
 from rocksdict import WriteBatch
 
@@ -31,9 +33,10 @@ class ItemLinkStore:
     ----------
     db : PartitionDB
     max_links : int, default 100
-        Links kept per new item. When a row reaches twice this many, it is cut back to the
-        ``max_links`` strongest (count desc, then id asc): a pure function of the event
-        sequence, so a replay after a crash gives the same rows whatever the batch sizes.
+        Links kept per new item: when a row reaches ``2 * max_links``, it is cut back to the
+        ``max_links`` strongest (count desc, then id asc), so a row holds up to
+        ``2 * max_links - 1``. A pure function of the event sequence: a replay after a crash
+        gives the same rows whatever the batch sizes.
     """
 
     def __init__(self, db: PartitionDB, max_links: int = 100) -> None:
@@ -54,13 +57,29 @@ class ItemLinkStore:
             self._rows[new_item] = dict(keep)
         self._changed.add(new_item)
 
-    def stage(self, batch: WriteBatch) -> dict[str, dict[str, int]]:
-        """Put every row changed since the last ``stage`` into ``batch``; returns those rows."""
-        out = {i: self._rows[i] for i in sorted(self._changed)}
-        for item_id, counts in out.items():
-            batch.put(keys.links_key(item_id), encode_value(ItemLinks(counts)))
+    def stage(self, batch: WriteBatch) -> dict[str, dict[str, int] | None]:
+        """Put every row changed since the last ``stage`` into ``batch`` (deleted rows as
+        deletes); returns copies of those rows, ``None`` for a deleted one."""
+        out: dict[str, dict[str, int] | None] = {}
+        for item_id in sorted(self._changed):
+            row = self._rows.get(item_id)
+            if row is None:
+                batch.delete(keys.links_key(item_id))
+                out[item_id] = None
+            else:
+                batch.put(keys.links_key(item_id), encode_value(ItemLinks(row)))
+                out[item_id] = dict(row)
         self._changed.clear()
         return out
+
+    def forget(self, known: Container[str]) -> int:
+        """Delete the rows of items in ``known`` (a newer trained version learnt them) at the
+        next ``stage``; returns how many."""
+        gone = [i for i in self._rows if i in known]
+        for item_id in gone:
+            del self._rows[item_id]
+        self._changed.update(gone)
+        return len(gone)
 
     def get(self, item_id: str) -> dict[str, int]:
         return dict(self._rows.get(item_id, {}))

@@ -23,8 +23,8 @@ and findable by ``similar_items`` without retraining.
 
 Limits of the rule: until it has interactions, a new item is only as good as its title: it
 ranks (for k = 1) exactly tied with its donor; its popularity and quality count only once it
-is trained on; items whose words are all unseen (cosine <= ``min_cosine`` with every known item) are
-left out; two items with the same words are indistinguishable; the hash vectors capture
+is trained on; items whose words are all unseen (cosine <= ``min_cosine`` with every known item)
+and without interactions are left out; two items with the same words are indistinguishable; the hash vectors capture
 shared words, not synonyms.
 """
 
@@ -156,58 +156,67 @@ def inductive_codes(model: Any, links: sp.csr_array) -> dict[str, NDArray[np.int
 
     Cleora's inductive step (the seed paper; Rychalska et al. 2021): a node outside the
     trained graph is embedded as the mean of its neighbours' embeddings Q, weighted by the
-    row-normalised adjacency M′, then L2-normalised as after each Cleora iteration (a row with
-    a single neighbour keeps that neighbour's vector exactly, so it gets that item's codes).
-    The vector is cut into buckets by the modality's own fitted DLSH codebook.
+    row-normalised adjacency M′, then L2-normalised as after each Cleora iteration; the vector
+    is cut into buckets by the modality's own fitted DLSH codebook. Neighbours without a
+    vector in that modality (no edge in training: a zero Cleora row) are dropped. A row with a
+    single remaining neighbour takes that neighbour's codes (its M′·Q is the neighbour's vector).
 
     Parameters
     ----------
     model : EMDE
         Fitted, with ``graph_vectors_`` (models fitted before they were kept have none: the
         result is then empty) and ``codebooks_``.
-    links : scipy.sparse.csr_array of shape (n_new, model.n_items_), non-negative
-        Interaction weights of each new item with known items (co-occurrence counts).
+    links : scipy.sparse.csr_array of shape (n_new, model.n_items_), finite, non-negative
+        Interaction weights of each new item with known items (co-occurrence counts). Not
+        modified.
 
     Returns
     -------
     dict of modality name to int32 array (n_new, depth)
         One entry per ``sessions``/``transitions`` modality with vectors and a codebook; rows
-        without links are -1.
+        without a usable neighbour are -1.
 
     Raises
     ------
     ValueError
-        If ``links`` does not have ``n_items_`` columns or has a negative weight.
+        If ``links`` does not have ``n_items_`` columns or has a negative or non-finite weight.
     """
     n_items = int(model.n_items_)
     if links.shape[1] != n_items:
         raise ValueError(f"links has {links.shape[1]} columns but the model has {n_items} items")
-    links = sp.csr_array(links, dtype=np.float32)
-    if links.nnz and links.data.min() < 0:
-        raise ValueError("links must be non-negative interaction weights")
+    links = sp.csr_array(links, dtype=np.float32, copy=True)
+    if links.nnz and not (np.isfinite(links.data).all() and links.data.min() >= 0):
+        raise ValueError("links must be finite, non-negative interaction weights")
+    links.sum_duplicates()
     links.eliminate_zeros()
-    has = np.diff(links.indptr) > 0
-    single = np.diff(links.indptr) == 1
     used, remap = np.unique(links.indices, return_inverse=True)
-    m = sp.csr_array((links.data, remap, links.indptr), shape=(links.shape[0], len(used)))
-    m = sp.csr_array(sp.diags_array(1.0 / np.maximum(m.sum(axis=1), 1e-30)) @ m)  # M′: rows sum to 1
     out: dict[str, NDArray[np.int32]] = {}
     for name, q in getattr(model, "graph_vectors_", {}).items():
         book = model.codebooks_.get(name)
         if book is None:
             continue
-        emb = np.asarray(m @ q[used].astype(np.float32), dtype=np.float32)  # M′·Q
-        norm = np.linalg.norm(emb, axis=1, keepdims=True)
-        emb = np.where(single[:, None], emb, emb / np.maximum(norm, 1e-12))
+        qu = q[used].astype(np.float32)
+        has_vector = np.any(qu != 0, axis=1)
+        m = sp.csr_array((links.data * has_vector[remap], remap.copy(), links.indptr.copy()),
+                         shape=(links.shape[0], len(used)))  # own arrays: eliminate_zeros works in place
+        m.eliminate_zeros()
+        degree = np.diff(m.indptr)
         codes = np.full((links.shape[0], book.depth), -1, np.int32)
-        codes[has] = book.encode(emb[has])
+        single = np.flatnonzero(degree == 1)
+        codes[single] = model.codes_[name][used[m.indices[m.indptr[single]]]]
+        multi = np.flatnonzero(degree > 1)
+        if len(multi):
+            emb = np.asarray(m[multi] @ qu, dtype=np.float32)  # M′·Q up to the row scale ...
+            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)  # ... which L2 removes
+            codes[multi] = book.encode(emb)
         out[name] = codes
     return out
 
 
 def extend_emde(model: Any, new_titles: Sequence[str | None], known: Sequence[str | None] | NDArray[np.float32],
                 *, links: sp.csr_array | None = None, k: int = 1, dim: int = 512, seed: int = 0,
-                min_cosine: float = 0.2, new_ids: Sequence[str] | None = None
+                min_cosine: float = 0.2, new_ids: Sequence[str] | None = None,
+                title_neighbours: tuple[NDArray[np.int32], NDArray[np.float32]] | None = None
                 ) -> tuple[Any, NDArray[np.int32], NDArray[np.bool_]]:
     """A copy of a fitted EMDE whose item tables gain rows for new items.
 
@@ -239,6 +248,9 @@ def extend_emde(model: Any, new_titles: Sequence[str | None], known: Sequence[st
         0.2 means "shares at least a word".
     new_ids : sequence of str, optional
         Shop ids of the new items, appended to ``item_ids_`` when the model keeps ids.
+    title_neighbours : (idx, cos) arrays of shape (n_new, min(k, n_items_)), optional
+        ``nearest_known(title_vectors(new_titles, dim, seed), known vectors, k)`` computed by
+        the caller (the catalog overlay caches it per title); computed here when None.
 
     Returns
     -------
@@ -265,12 +277,14 @@ def extend_emde(model: Any, new_titles: Sequence[str | None], known: Sequence[st
         raise ValueError(f"new_ids has {len(new_ids)} ids but new_titles has {len(new_titles)} titles")
     if links is not None and links.shape[0] != len(new_titles):
         raise ValueError(f"links has {links.shape[0]} rows but new_titles has {len(new_titles)} titles")
-    nbr, cos = nearest_known(title_vectors(new_titles, kv.shape[1], seed), kv, k)
+    nbr, cos = (title_neighbours if title_neighbours is not None
+                else nearest_known(title_vectors(new_titles, kv.shape[1], seed), kv, k))
     valid = cos > min_cosine
     nbr = np.where(valid, nbr, -1).astype(np.int32)
     titled = valid[:, 0] if nbr.shape[1] else np.zeros(len(new_titles), bool)
     graph = inductive_codes(model, links) if links is not None else {}
-    linked = next(iter(graph.values()))[:, 0] >= 0 if graph else np.zeros(len(new_titles), bool)
+    own = {name: g[:, 0] >= 0 for name, g in graph.items()}  # per modality: coded by M′·Q
+    linked = np.logical_or.reduce(list(own.values())) if own else np.zeros(len(new_titles), bool)
     added = titled | linked
     # title donors; an item without one borrows from its strongest link (ties: lowest item_idx)
     a_nbr = np.maximum(nbr[added], 0)
@@ -282,9 +296,9 @@ def extend_emde(model: Any, new_titles: Sequence[str | None], known: Sequence[st
         a_nbr[rows] = strongest[added][rows][:, None]
         w[rows] = 1.0
     codes = {name: _vote(c, a_nbr, w) for name, c in model.codes_.items()}
-    for name, g in graph.items():  # own graph codes, M′·Q, for the items with interactions
-        own = linked[added]
-        codes[name][own] = g[added][own]
+    for name, g in graph.items():  # own graph codes, M′·Q, for the items with usable interactions
+        mine = own[name][added]
+        codes[name][mine] = g[added][mine]
     out = copy.copy(model)
     new_in, new_out = model.item_columns(codes)
     out.item_in_cols_ = np.concatenate([model.item_in_cols_, new_in])

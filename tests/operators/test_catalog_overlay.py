@@ -50,7 +50,7 @@ def _catalog() -> Catalog:
 
 def test_new_items_join_the_version_for_scoring(base: ModelVersion) -> None:
     cat = _catalog()
-    overlay = CatalogOverlay(cat, clock=Clock())
+    overlay = CatalogOverlay(cat, clock=Clock(), background=False)
     assert overlay.apply(base) is base  # nothing new
     cat.put("n-b", {"title": "Ember w85 classic"})
     cat.put("n-a", {"title": "cobalt w45 classic"})
@@ -70,7 +70,7 @@ def test_new_items_join_the_version_for_scoring(base: ModelVersion) -> None:
 def test_rebuilds_are_debounced_and_follow_the_base_version(base: ModelVersion) -> None:
     cat, clock = _catalog(), Clock()
     cat.put("n-a", {"title": "cobalt w45 classic"})
-    overlay = CatalogOverlay(cat, clock=clock, min_interval_s=1.0)
+    overlay = CatalogOverlay(cat, clock=clock, min_interval_s=1.0, background=False)
     first = overlay.apply(base)
     assert first is not None and first.item_ids[-1] == "n-a" and overlay.n_builds == 1
     clock.t += 5.0
@@ -110,19 +110,21 @@ def test_new_items_with_interactions_get_graph_codes_by_m_prime_q(base: ModelVer
     cat, clock = _catalog(), Clock()
     cat.put("n-a", {"title": "cobalt w45 classic"})  # titled like taste 2 ...
     cat.put("n-u", {"price": 2.0})  # no title
+    cat.put("n-w", {"title": "amber w3"})  # titled, 2 links only: below min_links, keeps its title codes
     links = _link_rows({("n-a", 0): {"i83": 2, "i84": 1}, ("n-a", 1): {"i84": 1, "unknown": 5},  # ... used with taste 4
-                        ("n-u", 1): {"i61": 3}, ("n-z", 0): {"i1": 1}})  # n-z: not in the catalog
+                        ("n-u", 1): {"i61": 3}, ("n-z", 0): {"i1": 1}, ("n-w", 0): {"i90": 2}})  # n-z: not in the catalog
     for key, bad in [("b1", [1, 2]), ("b2", {"item_id": ["n-a"], "links": {}}), ("b3", {"item_id": "n-a", "links": 3}),
                      ("b4", {"item_id": "n-a", "links": {"i1": "x", "i2": -1, "i3": float("nan"), "i4": None}})]:
         links.put(key, bad)  # not what the flow writes: skipped, nothing breaks
-    overlay = CatalogOverlay(cat, links=links, clock=clock)
+    overlay = CatalogOverlay(cat, links=links, clock=clock, background=False)
     ext = overlay.apply(base)
-    assert ext is not None and ext.item_ids[100:] == ["n-a", "n-u"]
-    assert ext.manifest["linked_items"] == 2 and ext.manifest["catalog_items"] == 2
+    assert ext is not None and ext.item_ids[100:] == ["n-a", "n-u", "n-w"]
+    assert ext.manifest["linked_items"] == 2 and ext.manifest["catalog_items"] == 3
     m = base.model
     want = inductive_codes(m, _links([{83: 2.0, 84: 2.0}, {61: 3.0}]))
     for name in ("g", "s"):
-        np.testing.assert_array_equal(ext.model.codes_[name][100:], want[name])
+        np.testing.assert_array_equal(ext.model.codes_[name][100:102], want[name])
+        np.testing.assert_array_equal(ext.model.codes_[name][102], m.codes_[name][3])  # n-w: title donor i3
     np.testing.assert_array_equal(ext.model.codes_["r"][101], m.codes_["r"][61])  # untitled: its strongest link
     links.put(links_key("n-a", 2).decode(), {"item_id": "n-a", "links": {"i20": 9}})
     clock.t += 1.0
@@ -130,3 +132,34 @@ def test_new_items_with_interactions_get_graph_codes_by_m_prime_q(base: ModelVer
     assert again is not None and again is not ext and again.version != ext.version
     assert again.item_ids == ext.item_ids  # same items, new codes: a new version string for caches
 
+
+
+def test_background_rebuilds_never_block_and_keep_the_base(base: ModelVersion) -> None:
+    """A changed catalog is rebuilt on a thread: ``apply`` returns the last extension of the same
+    base meanwhile, then the new one; a new base is extended at once."""
+    import threading
+    import time
+
+    cat, clock = _catalog(), Clock()
+    cat.put("n-a", {"title": "cobalt w45 classic"})
+    overlay = CatalogOverlay(cat, clock=clock)
+    first = overlay.apply(base)  # a new base: built at once, on this thread
+    assert first is not None and first.item_ids[-1] == "n-a"
+    gate = threading.Event()
+    build = overlay._build
+
+    def slow_build(b: ModelVersion) -> ModelVersion:
+        gate.wait(10)
+        return build(b)
+
+    overlay._build = slow_build  # type: ignore[method-assign]
+    cat.put("n-b", {"title": "amber w3"})
+    clock.t += 2.0
+    assert overlay.apply(base) is first  # the rebuild waits on the gate: the last extension is served
+    assert overlay.apply(base) is first and overlay._building
+    gate.set()
+    deadline = time.monotonic() + 10
+    while overlay.apply(base) is first and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = overlay.apply(base)
+    assert second is not None and second.item_ids[-2:] == ["n-a", "n-b"] and second.version.startswith("v1+2.")

@@ -23,7 +23,7 @@ def _events(n: int, seed: int = 0) -> list[Event]:
     for i in range(n):
         item = f"n{rng.randrange(4)}" if rng.random() < 0.2 else f"k{rng.randrange(30)}"
         typ = rng.choice(["view", "view", "add_to_cart", "rec_impression"])
-        out.append(Event(event_id=f"e{i}", ts=1.7e9 + i, type=typ, user_id=f"u{rng.randrange(8)}", item_id=item))
+        out.append(Event(event_id=f"e{i}", ts=1.7e9 + 30 * i, type=typ, user_id=f"u{rng.randrange(8)}", item_id=item))
     return out + out[-12:-2]  # redelivered events: duplicates
 
 
@@ -31,7 +31,7 @@ def _run(path, events: list[Event], batch_sizes: list[int]) -> dict[str, dict[st
     """Apply ``events`` in batches; a batch size of 0 means: crash here (drop the staged
     batch, reopen the database) and replay from the stored offset."""
     db = PartitionDB(path)
-    ap = PartitionApplier(db, WEIGHTS, history_len=10, half_life_s=3600.0)
+    ap = PartitionApplier(db, WEIGHTS, history_len=10, half_life_s=3600.0, links_max_gap_s=600.0)
     msgs = list(enumerate(events))
     sizes = iter(batch_sizes)
     while ap.next_offset < len(msgs):
@@ -40,7 +40,7 @@ def _run(path, events: list[Event], batch_sizes: list[int]) -> dict[str, dict[st
             ap.apply(msgs[ap.next_offset:ap.next_offset + 37], known_items=KNOWN)
             db.close()
             db = PartitionDB(path)
-            ap = PartitionApplier(db, WEIGHTS, history_len=10, half_life_s=3600.0)
+            ap = PartitionApplier(db, WEIGHTS, history_len=10, half_life_s=3600.0, links_max_gap_s=600.0)
             continue
         start = max(0, ap.next_offset - 3)  # the source may redeliver a few (skipped by offset)
         ap.commit(ap.apply(msgs[start:ap.next_offset + size], known_items=KNOWN))
@@ -62,10 +62,15 @@ def test_links_are_exactly_once_whatever_the_batches_and_crashes(tmp_path) -> No
             continue
         seen.add(e.event_id)
         if WEIGHTS[e.type] > 0:
-            for new, known in new_item_links(hist.get(e.user_id, []), [e.item_id], KNOWN):
+            h = hist.setdefault(e.user_id, [])
+            for new, known in new_item_links([i for i, _ in h], [e.item_id], KNOWN, before_ts=[t for _, t in h],
+                                             ts=e.ts, max_gap_s=600.0):
                 want.setdefault(new, {})[known] = want.get(new, {}).get(known, 0) + 1
-            hist.setdefault(e.user_id, []).append(e.item_id)
+            h.append((e.item_id, e.ts))
     assert ref == want
+    no_gap = sum(len(new_item_links([i for i, _ in h[:k]], [h[k][0]], KNOWN)) for h in hist.values()
+                 for k in range(len(h)))
+    assert sum(sum(r.values()) for r in ref.values()) < no_gap  # the 600 s gap cut some context
     assert _run(tmp_path / "b", events, [7, 1, 0, 300, 0, 0, 13, 999]) == ref
 
 
@@ -90,3 +95,18 @@ def test_known_items_pairs() -> None:
     assert new_item_links(["k1"], ["n1", "n2", "k2"], KNOWN) == [("n1", "k1"), ("n1", "k2"), ("n2", "k1"),
                                                                  ("n2", "k2")]
     assert new_item_links(["k1", "k2", "k3"], ["n1"], KNOWN, window=1) == [("n1", "k3")]
+
+
+def test_rows_of_items_a_new_version_knows_are_deleted(tmp_path) -> None:
+    db = PartitionDB(tmp_path / "p")
+    ap = PartitionApplier(db, WEIGHTS, history_len=10, half_life_s=3600.0)
+    msgs = list(enumerate(_events(400)))
+    first = ap.apply(msgs[:200], known_items=KNOWN)
+    ap.commit(first)
+    assert set(first.links) == {"n0", "n1", "n2", "n3"} and all(first.links.values())
+    newer = KNOWN | {"n0", "n1"}  # retrained: n0 and n1 are known now
+    second = ap.apply(msgs[200:], known_items=newer)
+    ap.commit(second)
+    assert second.links["n0"] is None and second.links["n1"] is None  # tombstones to publish
+    assert set(ItemLinkStore(db)._rows) == {"n2", "n3"}
+    db.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import numpy as np
@@ -128,10 +129,21 @@ def test_inductive_codes_are_dlsh_of_the_mean_neighbour_vector(fitted: EMDE) -> 
         mean = (q[41] + 3 * q[42]) / 4
         np.testing.assert_array_equal(c[1], fitted.codebooks_[name].encode((mean / np.linalg.norm(mean))[None])[0])
         assert (c[2] == -1).all()
+    # a neighbour without a vector in a modality (no edge in training) is dropped there
+    holed = copy.copy(fitted)
+    holed.graph_vectors_ = {k: v.copy() for k, v in fitted.graph_vectors_.items()}
+    holed.graph_vectors_["g"][7] = 0
+    links = _links([{7: 1.0}, {7: 5.0, 45: 1.0}])
+    before = links.copy()
+    codes = inductive_codes(holed, links)
+    assert (codes["g"][0] == -1).all() and (codes["s"][0] == fitted.codes_["s"][7]).all()
+    np.testing.assert_array_equal(codes["g"][1], fitted.codes_["g"][45])
+    assert (links != before).nnz == 0  # the caller's matrix is not modified
     with pytest.raises(ValueError, match="links has 3 columns but the model has 100 items"):
         inductive_codes(fitted, sp.csr_array((1, 3), dtype=np.float32))
-    with pytest.raises(ValueError, match="non-negative"):
-        inductive_codes(fitted, _links([{1: -1.0}]))
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite, non-negative"):
+            inductive_codes(fitted, _links([{1: bad}]))
 
 
 def test_interactions_move_a_new_item_from_its_title_to_where_it_is_used(fitted: EMDE) -> None:
