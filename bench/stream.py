@@ -226,6 +226,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=None)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--model", default="emde", choices=["emde", "covisit"])
+    ap.add_argument("--views", default=None, help="EMDE input views, comma-separated (e.g. session,last,knn:last)")
     args = ap.parse_args()
     n = args.events or (20000 if args.quick else 70000)
     events, test, source = load_events(n)
@@ -238,6 +239,8 @@ def main() -> None:
         params = dict(MODEL_PARAMS[args.model])
         if args.quick and args.model == "emde":
             params.update(max_train_seconds=40.0, epochs=2)
+        if args.views and args.model == "emde":
+            params["views"] = tuple(args.views.split(","))
         train_model(events, train_settings, args.model, **params)
         train_s = time.perf_counter() - t0
         s = make_settings(broker.bootstrap, tmp_p / "raw", partitions=args.partitions)
@@ -270,7 +273,7 @@ def main() -> None:
         print(f"{'offline':10} {par['offline_hr20']:>8} {par['offline_mrr20']:>8}")
         print(f"same rank online and offline: {par['same_rank_share']:.1%} of pairs")
     cmd = "python bench/stream.py" + (" --quick" if args.quick else "") + (
-        f" --model {args.model}" if args.model != "emde" else "")
+        f" --model {args.model}" if args.model != "emde" else "") + (f" --views {args.views}" if args.views else "")
     print(f"\ncommand: .venv/bin/{cmd}")
     best = max(flows, key=lambda f: f["events_per_s"])
     print(json.dumps({
@@ -281,7 +284,7 @@ def main() -> None:
         "broker_consume_per_s": round(cons_rate), "visible_p50_ms": lats[-1]["visible_p50_ms"],
         "visible_p99_ms": lats[-1]["visible_p99_ms"], "visible_rate_per_s": lats[-1]["rate_per_s"],
         "bytes_per_user": flows[0]["bytes_per_user"], "events": len(events), "source": source,
-        "model": args.model, "train_s": round(train_s, 1), **par}))
+        "model": args.model, "views": args.views, "train_s": round(train_s, 1), **par}))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ so bytes per user grow with the distinct buckets touched, not with the sketch wi
 
 Per event with a known item (position decay, the default ``time_unit``): decayed views
 (``session``, ``type:*``) are multiplied by ``alpha ** w`` and the item's ``depth`` columns are
-added; the ``last`` view is replaced by the item's columns. A user's events of one batch are
+added; the ``last`` view is replaced by the item's columns; the neighbour views add
+(``knn:session``, decayed like ``session``) or put (``knn:last``) the columns of the item's
+co-occurrence neighbours, weighted ``N[item, j]`` (``models.emde.neighbours``). A user's events of one batch are
 folded into a dense float32 copy (``input_dim`` floats, vectorised per view) that is stored
 back sparse. Events are folded one at a time, so the float32 result is bit-identical however
 the events were batched (what makes a restart after ``kill -9`` reproduce the state exactly).
@@ -62,7 +64,17 @@ class SketchUpdater:
         self._seconds = self.layout.time_unit == "seconds"
         self._view_offsets = [(v, self.layout.offset(v)) for v in self.layout.views]
         self._offsets = np.array([o for _, o in self._view_offsets], dtype=np.int64)
-        self._is_last = np.array([v == "last" for v, _ in self._view_offsets], dtype=np.bool_)
+        kinds = {"last": _LAST, "knn:session": _KNN, "knn:last": _KNN_LAST}
+        self._kind = np.array([kinds.get(v, _PLAIN) for v, _ in self._view_offsets], dtype=np.int8)
+        self.neighbours = getattr(m, "neighbours_", None)
+        if (self._kind >= _KNN).any() and self.neighbours is None:
+            raise ValueError(f"model version {version.version} has knn:* views but no neighbour matrix")
+        if (self._kind >= _KNN).any():
+            nb = sp.csr_array(self.neighbours)
+            self._nb = (nb.indptr.astype(np.int64), nb.indices.astype(np.int64), nb.data.astype(np.float32),
+                        int(np.diff(nb.indptr).max(initial=0)))
+        else:  # no neighbour views: an empty matrix
+            self._nb = (np.zeros(len(self.cols) + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), 0)
         self._adds_cache: dict[str, NDArray[np.bool_]] = {}
         self._step = np.full(256, self.layout.alpha ** self.layout.decay_w, dtype=np.float32)
         self._thr = np.float32(prune_below)
@@ -99,8 +111,8 @@ class SketchUpdater:
         adds = np.stack([self._adds(k[1]) for k in known])
         cols, vals = _decode(st)
         new_cols, new_vals = _fold_kernel(
-            cols, vals, self.cols[item_idx], decay, adds, self._offsets, self._is_last,
-            lay.view_dim, lay.input_dim, self._thr)
+            cols, vals, np.asarray(item_idx, dtype=np.int64), self.cols, *self._nb, decay, adds, self._offsets,
+            self._kind, lay.view_dim, lay.input_dim, self._thr)
         st.sketch_cols = new_cols.tobytes()
         st.sketch_vals = new_vals.tobytes()
         st.sketch_ts = float(known[-1][2])
@@ -125,7 +137,7 @@ class SketchUpdater:
         h = Histories.from_lists(seqs, tss)
         h = Histories(indptr=h.indptr, items=h.items, ts=h.ts,
                       event_type=np.array([c for t in tys for c in t], dtype=np.int8))
-        raw = self.layout.raw_sketches(self.cols, h)
+        raw = self.layout.raw_sketches(self.cols, h, self.neighbours)
         raw.sum_duplicates()
         for q, st in enumerate(states):
             lo, hi = raw.indptr[q], raw.indptr[q + 1]
@@ -147,31 +159,44 @@ class SketchUpdater:
                              np.asarray(indptr, dtype=np.int64)), shape=(len(states), self.layout.input_dim))
 
 
+_PLAIN, _LAST, _KNN, _KNN_LAST = 0, 1, 2, 3
+"""View kinds of the fold kernel: decayed item view (``session``, ``type:*``), ``last``,
+decayed neighbour view (``knn:session``), last item's neighbours (``knn:last``)."""
+
+
 @numba.njit(cache=True, nogil=True)
-def _fold_kernel(cols, vals, item_cols, decay, adds, offsets, is_last, view_dim, input_dim, thr):  # noqa: ANN001, ANN202
+def _fold_kernel(cols, vals, items, all_cols, nb_ptr, nb_idx, nb_w, max_nb, decay, adds, offsets, kind,  # noqa: ANN001, ANN202
+                 view_dim, input_dim, thr):
     """Fold k events into a sparse sketch, one event at a time (decay, prune, add), in O(k * nnz).
 
-    cols/vals: the sorted sparse sketch; item_cols (k, depth): each event's item columns within
-    a view; decay (k,): factor applied to decayed views before event i; adds (k, n_views): the
-    views event i adds 1.0 to; the ``last`` views are replaced by the event's item.
+    cols/vals: the sorted sparse sketch; items (k,): each event's item_idx; all_cols (n_items,
+    depth): item columns within a view; nb_ptr/nb_idx/nb_w: the CSR neighbour matrix N (for
+    ``knn:*`` views; max_nb = its longest row); decay (k,): factor applied to decayed views
+    before event i; adds (k, n_views): the decayed item views event i adds 1.0 to; kind
+    (n_views,): ``_PLAIN``/``_LAST``/``_KNN``/``_KNN_LAST``. ``last`` views are replaced by the
+    event's item, ``knn:last`` views by its neighbours' columns weighted ``N[item, j]``,
+    ``knn:session`` views decay and add them.
     """
+    depth = all_cols.shape[1]
     dense = np.zeros(input_dim, dtype=np.float32)
     active = np.zeros(input_dim, dtype=np.bool_)
-    stack = np.empty(len(cols) + item_cols.shape[0] * item_cols.shape[1] * len(offsets), dtype=np.int64)
+    per_event = (1 + max_nb) * depth * len(offsets)
+    stack = np.empty(len(cols) + len(items) * per_event, dtype=np.int64)
     n = 0
     for i in range(len(cols)):
         dense[cols[i]] = vals[i]
         active[cols[i]] = True
         stack[n] = cols[i]
         n += 1
-    for e in range(item_cols.shape[0]):
+    for e in range(len(items)):
         d = decay[e]
+        it = items[e]
         for a in range(n):
             c = stack[a]
             if not active[c]:
                 continue
             v = (c // view_dim)
-            if is_last[v]:
+            if kind[v] == _LAST or kind[v] == _KNN_LAST:
                 dense[c] = 0.0
                 active[c] = False
                 continue
@@ -181,19 +206,31 @@ def _fold_kernel(cols, vals, item_cols, decay, adds, offsets, is_last, view_dim,
                 active[c] = False
             dense[c] = x
         for v in range(len(offsets)):
-            if not (is_last[v] or adds[e, v]):
+            k = kind[v]
+            if k == _PLAIN and not adds[e, v]:
                 continue
-            for j in range(item_cols.shape[1]):
-                c = offsets[v] + item_cols[e, j]
-                if is_last[v]:
-                    dense[c] = np.float32(1.0)
-                else:
-                    dense[c] += np.float32(1.0)
-                if not active[c]:
-                    active[c] = True
-                    stack[n] = c
-                    n += 1
-        if n > len(stack) - item_cols.shape[1] * len(offsets):  # compact the list of touched columns
+            if k == _PLAIN or k == _LAST:
+                for j in range(depth):
+                    c = offsets[v] + all_cols[it, j]
+                    if k == _LAST:
+                        dense[c] = np.float32(1.0)
+                    else:
+                        dense[c] += np.float32(1.0)
+                    if not active[c]:
+                        active[c] = True
+                        stack[n] = c
+                        n += 1
+            else:
+                for p in range(nb_ptr[it], nb_ptr[it + 1]):
+                    nb, w = nb_idx[p], nb_w[p]
+                    for j in range(depth):
+                        c = offsets[v] + all_cols[nb, j]
+                        dense[c] += w
+                        if not active[c]:
+                            active[c] = True
+                            stack[n] = c
+                            n += 1
+        if n > len(stack) - per_event:  # compact the list of touched columns
             m = 0
             for a in range(n):
                 if active[stack[a]]:

@@ -60,7 +60,7 @@ class EMDE:
     views : sequence of str, default ("session", "last")
         Input views (see :mod:`models.emde.layout`); add ``"type:<name>"`` per event type and
         ``"knn:session"`` / ``"knn:last"`` for item-kNN-style neighbour views (better offline,
-        see bench/RESULTS.md; the stream folds only ``session``/``last``/``type:*`` so far).
+        see bench/RESULTS.md; the stream folds every view per event, ``operators.sketch_state``).
     knn_k : int, default 10
         Co-occurrence neighbours per item for ``knn:*`` views.
     alpha : float, default 0.9

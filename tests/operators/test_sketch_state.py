@@ -28,8 +28,20 @@ def _history(n: int, seed: int, item_ids: list[str]) -> list[tuple[str, str, flo
     return [(it, ["view", "add_to_cart"][int(rng.integers(2))], 1.7e9 + j) for j, it in enumerate(items)]
 
 
+@pytest.fixture(scope="module")
+def knn_version() -> ModelVersion:
+    """The best offline configuration: neighbour views (``knn:session``, ``knn:last``) too."""
+    shop = SyntheticShop(n_items=120, n_users=40, seed=2)
+    log = events_to_log(shop.history(3000), ["view", "add_to_cart", "purchase", "pos_purchase"])
+    model = EMDE("graph=sessions:8x16:2", views=("session", "last", "knn:session", "knn:last"), hidden=32,
+                 epochs=1, random_state=0, knn_k=5).fit(log)
+    return ModelVersion(version="v1", model=model, item_ids=list(log.item_ids), manifest={})
+
+
+@pytest.mark.parametrize("which", ["version", "knn_version"])
 @pytest.mark.parametrize("chunks", [[1] * 12, [5, 7], [12]])
-def test_per_event_folding_equals_batch_rebuild(version, chunks):
+def test_per_event_folding_equals_batch_rebuild(request, which, chunks):
+    version = request.getfixturevalue(which)
     up = SketchUpdater(version, prune_below=0.0)
     events = _history(11, 0, version.item_ids)
     inc = UserState()
@@ -46,7 +58,9 @@ def test_per_event_folding_equals_batch_rebuild(version, chunks):
     a, b = up.matrix([inc]).toarray(), up.matrix([batch]).toarray()
     assert a.shape == (1, version.model.layout_.input_dim)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert np.count_nonzero(a) > 0
+    lay = version.model.layout_
+    for view in lay.views:  # every view is filled, the neighbour views too
+        assert np.count_nonzero(a[0, lay.offset(view):lay.offset(view) + lay.view_dim]) > 0, view
 
 
 def test_version_change_rebuilds_lazily(version):
