@@ -138,6 +138,10 @@ def run_cmd(
     replay_format: Annotated[str, typer.Option("--format", help="sessionrec | srgnn | online_retail")] = "sessionrec",
     replay_limit: Annotated[int, typer.Option(help="Max events to replay (0 = all)")] = 200000,
     var: Annotated[Path, typer.Option(help="Working directory for state, models and logs")] = Path("var/run"),
+    model: Annotated[str, typer.Option(help=(
+        "Model of the first version: covisit (seconds to train) or emde (sketches and M′·Q in the stream, "
+        "new items by title and by M′·Q; trains up to --train-seconds)"))] = "covisit",
+    train_seconds: Annotated[float, typer.Option(help="EMDE: network training budget, seconds")] = 60.0,
 ) -> None:
     """Start the whole platform embedded: broker, topics, training, flow, API, live shop."""
     _settings()
@@ -155,7 +159,7 @@ def run_cmd(
     children: list[subprocess.Popen[bytes]] = []
     try:
         _topics(s)
-        _seed_and_train(s, history, seed, replay, replay_format, replay_limit)
+        _seed_and_train(s, history, seed, replay, replay_format, replay_limit, model, train_seconds)
         children.append(_child([sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)],
                                env, var / "flow.log"))
         children.append(_child([sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", "1"],
@@ -193,9 +197,10 @@ Ctrl-C stops everything.""")
         broker.stop()
 
 
-def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, fmt: str, limit: int) -> None:
+def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, fmt: str, limit: int,
+                    model: str = "covisit", train_seconds: float = 60.0) -> None:
     """Train the first model version on the history, then produce the catalog and the history to Kafka."""
-    from operators.training import train_covisitation
+    from operators.training import train_model
     from simulators.producer import EventProducer
 
     if replay is not None:
@@ -211,8 +216,8 @@ def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, f
         # the same call `fusionrec simulate --skip-history` repeats, so the live shop continues it
         events = shop.history(history, end_ts=time.time(), rate_per_s=max(1.0, history / 7 / 86400))
         catalog = shop.catalog()  # after the history: it includes the items that appeared during it
-    typer.echo(f"training on {len(events)} events...")
-    train_covisitation(events, s)
+    typer.echo(f"training {model} on {len(events)} events...")
+    train_model(events, s, model, **({"max_train_seconds": train_seconds} if model == "emde" else {}))
     with EventProducer.from_settings(s.kafka) as p:
         p.send_catalog(catalog)
         p.send_events(events, progress=True)
