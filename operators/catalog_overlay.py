@@ -134,6 +134,7 @@ class CatalogOverlay:
         self._known_vectors: np.ndarray | None = None
         self._title_cache: dict[str, tuple[str | None, np.ndarray, np.ndarray]] = {}  # id -> (title, idx, cos)
         self.n_builds = 0
+        self._logged: tuple[str, int, int] = ("", -1, -1)
 
     def _n_messages(self) -> int:
         return self.catalog.n_messages + (0 if self.links is None else self.links.n_messages)
@@ -255,8 +256,11 @@ class CatalogOverlay:
             h.update(np.ascontiguousarray(model.codes_[name][len(base.item_ids):]).tobytes())
         index = dict(base.item_index)
         index.update((i, len(base.item_ids) + j) for j, i in enumerate(added))
-        log.info("model version %s: %d new catalog items scorable (%d coded by M′·Q from interactions, "
-                 "%d without title match or links)", base.version, len(added), n_linked, len(new_ids) - len(added))
+        counts = (base.version, len(added), n_linked)
+        log.log(logging.INFO if counts[:2] != self._logged[:2] else logging.DEBUG,  # INFO when the item set grows
+                "model version %s: %d new catalog items scorable (%d coded by M′·Q from interactions, "
+                "%d without title match or links)", base.version, len(added), n_linked, len(new_ids) - len(added))
+        self._logged = counts
         return replace(base, version=f"{base.version}+{len(added)}.{h.hexdigest()}", model=model,
                        item_ids=list(base.item_ids) + added, item_index=index,
                        manifest={**base.manifest, "base_version": base.version, "catalog_items": len(added),
