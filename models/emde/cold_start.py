@@ -310,8 +310,31 @@ def extend_emde(model: Any, new_titles: Sequence[str | None], known: Sequence[st
         ids = [new_ids[j] if new_ids is not None else f"new:{j}" for j in np.flatnonzero(added)]
         out.item_ids_ = tuple(model.item_ids_) + tuple(ids)
     nb = getattr(model, "neighbours_", None)
-    if nb is not None:  # knn views: new items have no co-occurrence neighbours yet
-        indptr = np.concatenate([nb.indptr, np.full(n_added, nb.indptr[-1], nb.indptr.dtype)])
-        out.neighbours_ = sp.csr_array((nb.data, nb.indices, indptr), shape=(out.n_items_, out.n_items_))
+    if nb is not None:  # knn views: a new item's neighbours are its links, else its title donor's
+        rows = _neighbour_rows(nb, links, linked[added] if links is not None else np.zeros(n_added, bool),
+                               np.flatnonzero(added), a_nbr[:, 0], int(getattr(model, "knn_k", 10)))
+        out.neighbours_ = sp.csr_array(sp.vstack([nb, rows]), dtype=np.float32)
+        out.neighbours_.resize((out.n_items_, out.n_items_))
     out._readout_ = None
     return out, nbr, added
+
+
+def _neighbour_rows(nb: sp.csr_array, links: sp.csr_array | None, own: NDArray[np.bool_], rows: NDArray[np.intp],
+                    donors: NDArray[np.int32], k: int) -> sp.csr_array:
+    """Rows of the ``knn:*`` neighbour matrix for added items: the ``k`` strongest links,
+    normalised to sum 1 (as ``cooccurrence_neighbours`` rows), where ``own``; else the donor's row.
+
+    ``rows``: each added item's row in ``links``; ``donors``: its title (or strongest-link) donor.
+    Shape (n_added, nb.shape[1]), float32.
+    """
+    out = sp.csr_array(nb[np.asarray(donors, np.int64)], dtype=np.float32).tolil()
+    if links is not None and own.any():
+        lk = sp.csr_array(links, dtype=np.float32)
+        for a in np.flatnonzero(own):  # added items with links: few
+            lo, hi = lk.indptr[rows[a]], lk.indptr[rows[a] + 1]
+            cols, vals = lk.indices[lo:hi], lk.data[lo:hi]
+            top = np.lexsort((cols, -vals))[:k]
+            out.rows[a] = sorted(cols[top].tolist())
+            w = dict(zip(cols[top].tolist(), (vals[top] / vals[top].sum()).tolist()))
+            out.data[a] = [w[c] for c in out.rows[a]]
+    return sp.csr_array(out)

@@ -17,8 +17,8 @@ from tests.platform import ApiServer, FlowProcess, dump_state, make_settings, wa
 
 pytestmark = pytest.mark.integration
 
-SMALL_EMDE = {"modalities": "graph=sessions:16x32:2,seq=transitions:16x32:2", "hidden": 256, "epochs": 2,
-              "progress": False}
+SMALL_EMDE = {"modalities": "graph=sessions:16x32:2,seq=transitions:16x32:2", "views": ("session", "last"),
+              "hidden": 256, "epochs": 2, "progress": False}
 
 
 def test_emde_sketches_in_state_and_add_to_cart_moves_the_list(broker, tmp_path):

@@ -169,3 +169,20 @@ def test_interactions_move_a_new_item_from_its_title_to_where_it_is_used(fitted:
     assert set(sim[100]) - {45} == set(sim[45]) - {100}  # title only: its donor's neighbourhood
     assert taste4[101] >= 0.7 and taste4[100] <= 0.2  # used with taste 4: found among taste 4
     assert len(set(sim[102]) & set(sim[61])) >= 6  # untitled: placed next to its strongest link
+
+
+def test_new_items_get_knn_neighbours_from_links_or_their_donor() -> None:
+    """knn:* views: a new item's neighbour row is its donor's (title only) or its strongest
+    links, normalised (as trained rows are); known items never point to new ones."""
+    m = EMDE(_MODS, views=("session", "last", "knn:last"), knn_k=3, **_SMALL).fit(_planted_log())
+    links = _links([{}, {83: 2.0, 84: 5.0, 85: 1.0, 86: 1.0}])
+    ext, _, added = extend_emde(m, ["cobalt w45 new", None], _titles(), links=links)
+    assert added.tolist() == [True, True] and ext.neighbours_.shape == (102, 102)
+    nb = ext.neighbours_
+    np.testing.assert_array_equal(nb[[100]].toarray()[0, :100], m.neighbours_[[45]].toarray()[0])  # the donor's
+    row = nb[[101]].toarray()[0]
+    assert np.flatnonzero(row).tolist() == [83, 84, 85]  # top 3 by count (ties: lower index)
+    np.testing.assert_allclose(row[[83, 84, 85]], [2 / 8, 5 / 8, 1 / 8], rtol=1e-6)
+    assert nb[:100, 100:].nnz == 0
+    sims, _ = ext.similar_items(np.array([101], np.int32), 10)  # scorable with the neighbour view
+    assert np.mean([i // 20 == 4 for i in sims[0].tolist()]) >= 0.6
