@@ -160,23 +160,28 @@ class CatalogOverlay:
                 self._seen, self._built_s = n, self.clock()
                 if self.background:
                     self._building = True
-                    threading.Thread(target=self._rebuild, args=(base,), name="catalog-overlay", daemon=True).start()
+                    threading.Thread(target=self._rebuild, args=(base, True), name="catalog-overlay",
+                                     daemon=True).start()
                     return self._for(base)
             else:
                 self._base, self._seen, self._built_s = base, n, self.clock()
-        self._rebuild(base)
+        self._rebuild(base, False)
         with self._lock:
             return self._for(base)
 
-    def _rebuild(self, base: ModelVersion) -> None:
+    def _rebuild(self, base: ModelVersion, background: bool) -> None:
         with self._build_lock:
-            try:
-                ext: ModelVersion | None = self._build(base)
-            except Exception:  # keep scoring with what we have; the error is logged
-                log.exception("cannot extend model version %s with the catalog", base.version)
-                ext = None
+            ext: ModelVersion | None = None
+            if base is self._base:  # else a newer base arrived meanwhile: this build is obsolete
+                try:
+                    ext = self._build(base)
+                except Exception:  # keep scoring with what we have; the error is logged
+                    log.exception("cannot extend model version %s with the catalog", base.version)
             with self._lock:
-                self._building = False
+                if background:
+                    self._building = False
+                if ext is None:
+                    self._seen = -1  # retry after the debounce interval, even if nothing changes
                 if base is self._base and (ext is not None or self._extended_base is not base):
                     self._extended, self._extended_base = ext or base, base
 
@@ -229,6 +234,7 @@ class CatalogOverlay:
             idx, cos = nearest_known(title_vectors([titles.get(i) for i in todo], self.extend_kw["dim"],
                                                    self.extend_kw["seed"]), self._known_vectors, self.extend_kw["k"])
             self._title_cache.update((i, (titles.get(i), idx[j], cos[j])) for j, i in enumerate(todo))
+        self._title_cache = {i: self._title_cache[i] for i in new_ids}  # items that left the catalog go
         cached = [self._title_cache[i] for i in new_ids]
         k = min(self.extend_kw["k"], len(base.item_ids))
         return (np.array([c[1] for c in cached], np.int32).reshape(len(new_ids), k),
@@ -254,11 +260,15 @@ class CatalogOverlay:
         h = hashlib.blake2b("\n".join(added).encode(), digest_size=3)
         for name in sorted(model.codes_):
             h.update(np.ascontiguousarray(model.codes_[name][len(base.item_ids):]).tobytes())
+        nb = getattr(model, "neighbours_", None)
+        if nb is not None:  # knn views: the new items' neighbour rows (from links) change scores too
+            rows = sp.csr_array(nb[len(base.item_ids):])
+            h.update(rows.indices.tobytes() + rows.data.tobytes() + rows.indptr.tobytes())
         index = dict(base.item_index)
         index.update((i, len(base.item_ids) + j) for j, i in enumerate(added))
         counts = (base.version, len(added), n_linked)
         log.log(logging.INFO if counts[:2] != self._logged[:2] else logging.DEBUG,  # INFO when the item set grows
-                "model version %s: %d new catalog items scorable (%d coded by M′·Q from interactions, "
+                "model version %s: %d new catalog items scorable (%d with enough interactions for M′·Q, "
                 "%d without title match or links)", base.version, len(added), n_linked, len(new_ids) - len(added))
         self._logged = counts
         return replace(base, version=f"{base.version}+{len(added)}.{h.hexdigest()}", model=model,

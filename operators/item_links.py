@@ -49,6 +49,8 @@ def new_item_links(before: Sequence[str], items: Sequence[str], known: Container
     [('n2', 'b')]
     >>> new_item_links(["a"], ["n1", "b"], known={"a", "b"})
     [('n1', 'a'), ('n1', 'b')]
+    >>> new_item_links(["a"], ["a", "n1"], known={"a"})  # a pair counts once per event
+    [('n1', 'a')]
     >>> new_item_links(["a", "b"], ["n1"], {"a", "b"}, before_ts=[0.0, 100.0], ts=1000.0, max_gap_s=1800.0)
     [('n1', 'a'), ('n1', 'b')]
     >>> new_item_links(["a", "b"], ["n1"], {"a", "b"}, before_ts=[0.0, 100.0], ts=1850.0, max_gap_s=1800.0)
@@ -63,12 +65,15 @@ def new_item_links(before: Sequence[str], items: Sequence[str], known: Container
     is_known = {x: x in known for x in dict.fromkeys(ctx + basket)}
     if all(is_known.values()):
         return []
-    in_ctx = set(ctx)
     out: list[tuple[str, str]] = []
+    counted: set[tuple[str, str]] = set()  # each unordered pair once, whichever list holds it
     for n, i in enumerate(basket):
         i_known = is_known[i]
-        for j in ctx + [x for x in basket[n + 1:] if x not in in_ctx]:
+        for j in ctx + basket[n + 1:]:
             if j == i or is_known[j] == i_known:
                 continue
-            out.append((j, i) if i_known else (i, j))
+            pair = (j, i) if i_known else (i, j)
+            if pair not in counted:
+                counted.add(pair)
+                out.append(pair)
     return out

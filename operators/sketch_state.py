@@ -89,9 +89,9 @@ class SketchUpdater:
         an empty sketch, which keeps the result independent of batching (exactly-once replays).
         """
         if st.sketch_version != self.version.version:
-            k = len(items)
-            before = UserState(items=st.items[: len(st.items) - k], ts=st.ts[: len(st.ts) - k],
-                               types=st.types[: len(st.types) - k], sketch_version=self.version.version)
+            cut = max(len(st.items) - len(items), 0)  # the kept history may be shorter than the new events
+            before = UserState(items=st.items[:cut], ts=st.ts[:cut], types=st.types[:cut],
+                               sketch_version=self.version.version)
             if before.items:  # a user known before this version: rebuild (lazy migration)
                 self.rebuild([before])
             st.sketch_cols, st.sketch_vals = before.sketch_cols, before.sketch_vals
@@ -179,19 +179,22 @@ def _fold_kernel(cols, vals, items, all_cols, nb_ptr, nb_idx, nb_w, max_nb, deca
     """
     depth = all_cols.shape[1]
     dense = np.zeros(input_dim, dtype=np.float32)
-    active = np.zeros(input_dim, dtype=np.bool_)
+    active = np.zeros(input_dim, dtype=np.bool_)  # the column holds a value
+    listed = np.zeros(input_dim, dtype=np.bool_)  # the column is in stack[:n] (at most once)
     per_event = (1 + max_nb) * depth * len(offsets)
-    stack = np.empty(len(cols) + len(items) * per_event, dtype=np.int64)
+    stack = np.empty(min(len(cols) + len(items) * per_event, input_dim), dtype=np.int64)
     n = 0
     for i in range(len(cols)):
         dense[cols[i]] = vals[i]
         active[cols[i]] = True
+        listed[cols[i]] = True
         stack[n] = cols[i]
         n += 1
+    compact_at = 2 * n + per_event
     for e in range(len(items)):
         d = decay[e]
         it = items[e]
-        for a in range(n):
+        for a in range(n):  # every listed column decays (or is cleared) exactly once per event
             c = stack[a]
             if not active[c]:
                 continue
@@ -216,8 +219,9 @@ def _fold_kernel(cols, vals, items, all_cols, nb_ptr, nb_idx, nb_w, max_nb, deca
                         dense[c] = np.float32(1.0)
                     else:
                         dense[c] += np.float32(1.0)
-                    if not active[c]:
-                        active[c] = True
+                    active[c] = True
+                    if not listed[c]:
+                        listed[c] = True
                         stack[n] = c
                         n += 1
             else:
@@ -226,23 +230,27 @@ def _fold_kernel(cols, vals, items, all_cols, nb_ptr, nb_idx, nb_w, max_nb, deca
                     for j in range(depth):
                         c = offsets[v] + all_cols[nb, j]
                         dense[c] += w
-                        if not active[c]:
-                            active[c] = True
+                        active[c] = True
+                        if not listed[c]:
+                            listed[c] = True
                             stack[n] = c
                             n += 1
-        if n > len(stack) - per_event:  # compact the list of touched columns
+        if n >= compact_at:  # drop columns that hold no value any more (amortised O(1) per entry)
             m = 0
             for a in range(n):
-                if active[stack[a]]:
-                    stack[m] = stack[a]
+                c = stack[a]
+                if active[c]:
+                    stack[m] = c
                     m += 1
+                else:
+                    listed[c] = False
             n = m
+            compact_at = 2 * n + per_event
     m = 0
     out = np.empty(n, dtype=np.int64)
     for a in range(n):
         c = stack[a]
         if active[c]:
-            active[c] = False  # each column once
             out[m] = c
             m += 1
     out = np.sort(out[:m])

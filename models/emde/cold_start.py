@@ -329,7 +329,8 @@ def _neighbour_rows(nb: sp.csr_array, links: sp.csr_array | None, own: NDArray[n
     """
     out = sp.csr_array(nb[np.asarray(donors, np.int64)], dtype=np.float32).tolil()
     if links is not None and own.any():
-        lk = sp.csr_array(links, dtype=np.float32)
+        lk = sp.csr_array(links, dtype=np.float32, copy=True)
+        lk.sum_duplicates()
         for a in np.flatnonzero(own):  # added items with links: few
             lo, hi = lk.indptr[rows[a]], lk.indptr[rows[a] + 1]
             cols, vals = lk.indices[lo:hi], lk.data[lo:hi]

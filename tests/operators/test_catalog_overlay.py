@@ -163,3 +163,24 @@ def test_background_rebuilds_never_block_and_keep_the_base(base: ModelVersion) -
         time.sleep(0.01)
     second = overlay.apply(base)
     assert second is not None and second.item_ids[-2:] == ["n-a", "n-b"] and second.version.startswith("v1+2.")
+
+
+def test_a_failed_build_is_retried_after_the_debounce(base: ModelVersion) -> None:
+    cat, clock = _catalog(), Clock()
+    cat.put("n-a", {"title": "cobalt w45 classic"})
+    overlay = CatalogOverlay(cat, clock=clock, background=False)
+    build, calls = overlay._build, []
+
+    def flaky(b: ModelVersion) -> ModelVersion:
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("transient")
+        return build(b)
+
+    overlay._build = flaky  # type: ignore[method-assign]
+    assert overlay.apply(base) is base  # the first build failed: the trained version, unextended
+    clock.t += 0.5
+    assert overlay.apply(base) is base and len(calls) == 1  # within the debounce interval
+    clock.t += 1.0
+    ext = overlay.apply(base)  # nothing changed in the catalog, but the failure is retried
+    assert ext is not None and ext.item_ids[-1] == "n-a" and len(calls) == 2

@@ -96,3 +96,41 @@ def test_user_embedding_is_m_prime_q_of_the_history(version):
     w = 0.5 ** np.arange(len(known) - 1, -1, -1)
     want = (w[:, None] * q[known]).sum(0)
     np.testing.assert_allclose(user_vectors([batch], 16)[0], want / np.linalg.norm(want), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["version", "knn_version"])
+def test_folding_with_pruning_is_bit_identical_however_batched(request, which):
+    """With the default pruning, long histories: values pruned and re-added within one call
+    decay once per event, so every batching gives the same float32 sketch."""
+    version = request.getfixturevalue(which)
+    up = SketchUpdater(version)  # prune_below 1e-4: columns drop out after ~90 positions
+    events = _history(299, 3, version.item_ids)
+    results = []
+    for chunk in (1, 37, 300):
+        st = UserState()
+        for start in range(0, len(events), chunk):
+            new = events[start:start + chunk]
+            for it, ty, t in new:
+                st.items.append(it), st.types.append(ty), st.ts.append(t)
+            up.fold(st, [e[0] for e in new], [e[1] for e in new], [e[2] for e in new])
+        results.append(up.matrix([st]).toarray())
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+    batch = UserState(items=[e[0] for e in events], types=[e[1] for e in events], ts=[e[2] for e in events])
+    up.rebuild([batch])  # the whole history at once: equal up to the pruned tail
+    np.testing.assert_allclose(results[0], up.matrix([batch]).toarray(), atol=2e-4)
+
+
+def test_a_new_user_with_more_events_than_the_kept_history_counts_each_once(version):
+    """A first batch longer than ``history_len`` (a big basket): nothing is folded twice."""
+    up = SketchUpdater(version, prune_below=0.0)
+    events = _history(59, 4, version.item_ids)
+    kept = 40  # the user state keeps only the last 40 items, the batch has 60
+    st = UserState(items=[e[0] for e in events][-kept:], types=[e[1] for e in events][-kept:],
+                   ts=[e[2] for e in events][-kept:])
+    up.fold(st, [e[0] for e in events], [e[1] for e in events], [e[2] for e in events])
+    one_by_one = UserState()
+    for it, ty, t in events:
+        one_by_one.items.append(it), one_by_one.types.append(ty), one_by_one.ts.append(t)
+        up.fold(one_by_one, [it], [ty], [t])
+    np.testing.assert_array_equal(up.matrix([st]).toarray(), up.matrix([one_by_one]).toarray())
