@@ -172,15 +172,17 @@ class CatalogOverlay:
     def _rebuild(self, base: ModelVersion, background: bool) -> None:
         with self._build_lock:
             ext: ModelVersion | None = None
+            failed = False
             if base is self._base:  # else a newer base arrived meanwhile: this build is obsolete
                 try:
                     ext = self._build(base)
                 except Exception:  # keep scoring with what we have; the error is logged
                     log.exception("cannot extend model version %s with the catalog", base.version)
+                    failed = True
             with self._lock:
                 if background:
                     self._building = False
-                if ext is None:
+                if failed and base is self._base:
                     self._seen = -1  # retry after the debounce interval, even if nothing changes
                 if base is self._base and (ext is not None or self._extended_base is not base):
                     self._extended, self._extended_base = ext or base, base
