@@ -7,7 +7,8 @@ parity of the published top-N. Not a test.
 
 The model is EMDE (sketches updated per event in RocksDB, batched rescoring) unless
 ``--model covisit``. Input: ../shared/datasets/rsc15_100k_sessionrec when present (train_full
-to train and to replay, test for parity), else the synthetic shop (no parity run).
+to train and to replay, test for parity), else (or with ``--synthetic``) the synthetic shop, whose
+next events after the replayed ones are held out for parity.
 Parity: held-out test sessions are replayed position by position through the live flow; after
 each position the list the API serves is scored against the session's next item (HR@20,
 MRR@20), and the same (prefix, next) pairs are scored offline with the same model version.
@@ -47,17 +48,18 @@ from tests.platform import ApiServer, FlowProcess, make_settings, stored_total, 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "rsc15_100k_sessionrec"
 
 
-def load_events(n: int) -> tuple[list[Event], list[Event], str]:
-    """(train events, held-out test events or [], description)."""
-    if SHARED.exists():
+def load_events(n: int, synthetic: bool = False) -> tuple[list[Event], list[Event], str]:
+    """(train events, held-out test events, description): rsc15 when present, else the synthetic
+    shop, whose held-out part is the fifth of events that follows the first ``n``."""
+    if SHARED.exists() and not synthetic:
         from simulators.replay import read_replay
 
         path = next(SHARED.glob("*train_full*.txt"))
         ev = list(read_replay(path, "sessionrec", limit=n))
         test = list(read_replay(next(SHARED.glob("*_test.txt")), "sessionrec"))
         return ev, test, f"rsc15 replay ({path.name})"
-    shop = SyntheticShop(seed=1)
-    return shop.history(n), [], "synthetic shop"
+    ev = SyntheticShop(seed=1).history(n + n // 5)
+    return ev[:n], ev[n:], "synthetic shop (held out: the next events)"
 
 
 MODEL_PARAMS = {"emde": {"max_train_seconds": 90.0, "epochs": 3, "progress": False}, "covisit": {}}
@@ -227,10 +229,11 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=None)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--model", default="emde", choices=["emde", "covisit"])
+    ap.add_argument("--synthetic", action="store_true", help="Use the synthetic shop even when rsc15 is present")
     ap.add_argument("--views", default=None, help="EMDE input views, comma-separated (e.g. session,last,knn:last)")
     args = ap.parse_args()
     n = args.events or (20000 if args.quick else 70000)
-    events, test, source = load_events(n)
+    events, test, source = load_events(n, args.synthetic)
     rates = [1000.0, 5000.0]
     with tempfile.TemporaryDirectory() as tmp, LocalBroker() as broker:
         tmp_p = Path(tmp)
@@ -274,7 +277,8 @@ def main() -> None:
         print(f"{'offline':10} {par['offline_hr20']:>8} {par['offline_mrr20']:>8}")
         print(f"same rank online and offline: {par['same_rank_share']:.1%} of pairs")
     cmd = "python bench/stream.py" + (" --quick" if args.quick else "") + (
-        f" --model {args.model}" if args.model != "emde" else "") + (f" --views {args.views}" if args.views else "")
+        f" --model {args.model}" if args.model != "emde" else "") + (f" --views {args.views}" if args.views else "") + (
+        " --synthetic" if args.synthetic else "")
     print(f"\ncommand: .venv/bin/{cmd}")
     best = max(flows, key=lambda f: f["events_per_s"])
     print(json.dumps({
