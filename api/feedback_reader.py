@@ -118,6 +118,12 @@ class FeedbackReader:
         parts = topic_partitions(self.brokers, topic)
         if self._end is None:
             self._end = high_watermarks(self.brokers, topic)
+            ahead = {p: off for (t, p), off in self.offsets.items() if t == topic and off > self._end.get(p, 0)}
+            if ahead:  # a recreated topic (e.g. a fresh in-memory broker) under an old snapshot
+                log.warning("the optimizer snapshot is ahead of topic %s (stored offsets %s, log end %s): was the "
+                            "topic recreated? Served lists and rewards below the stored offsets are not counted; "
+                            "remove the API state directory to start the optimizer afresh", topic, ahead,
+                            {p: self._end.get(p, 0) for p in ahead})
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-api-feedback",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10})
         c.assign([TopicPartition(topic, p, self._queued.get(p, OFFSET_BEGINNING)) for p in parts])

@@ -78,7 +78,11 @@ def train_cmd(
         stream = iter(SyntheticShop(seed=seed).history(simulate))
     else:
         raise typer.BadParameter("give --events FILE or --simulate N", param_hint="--events")
-    path = train_model(stream, s, model)
+    try:
+        path = train_model(stream, s, model)
+    except (ValueError, KeyError, FileNotFoundError) as exc:  # unknown model, empty log, missing file
+        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise typer.BadParameter(msg, param_hint="--model/--events") from exc
     typer.echo(f"model version written: {path}")
 
 
@@ -148,7 +152,8 @@ def run_cmd(
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     var.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(var / "state", ignore_errors=True)  # the in-memory broker starts empty: so does the state
+    for stale in ("state", "api"):  # the in-memory broker starts empty: so do the flow's and the API's state
+        shutil.rmtree(var / stale, ignore_errors=True)
     env = dict(os.environ, FUSIONREC_KAFKA__BROKERS=f"127.0.0.1:{port}",
                FUSIONREC_STREAM__STATE_DIR=str(var / "state"), FUSIONREC_STREAM__MODEL_DIR=str(var / "models"),
                FUSIONREC_API__PORT=str(api_port),

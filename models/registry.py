@@ -44,9 +44,12 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
                                              "weighting_score": "div", "idf_weighting": 5.0}),
     "stan": ModelSpec("models.stan:STAN", {"k": 500, "sample_size": 5000}),
     "vstan": ModelSpec("models.stan:VSTAN", {"k": 500, "sample_size": 5000}),
-    # the configuration every session dataset picked on validation (bench/RESULTS.md, EMDE):
-    # the last item expanded to its co-occurrence neighbours as a third input view
-    "emde": ModelSpec("models.emde:EMDE", {"max_train_seconds": 270.0, "views": ("session", "last", "knn:last")}),
+    # the configuration the session datasets picked on validation (bench/RESULTS.md, EMDE, quiet-machine
+    # runs): the last item expanded to its co-occurrence neighbours as a third input view, and 8x128
+    # random codes per item next to the Cleora modalities
+    "emde": ModelSpec("models.emde:EMDE", {
+        "max_train_seconds": 270.0, "views": ("session", "last", "knn:last"),
+        "modalities": "g=sessions:16x128:3,s=transitions:16x128:2:in,r=random:8x128"}),
 })
 """Name -> spec; the names ``fusionrec eval --models`` accepts."""
 

@@ -81,9 +81,12 @@ def _id(field: str, value: Id | None) -> str | None:
 def _ts(value: float | str) -> float:
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
             raise BadEvent("ts", "must be epoch seconds or an ISO-8601 time with zone", value) from exc
+        if when.tzinfo is None:  # a naive time would be read in the host's zone: ambiguous
+            raise BadEvent("ts", "ISO-8601 time needs a zone (e.g. 'Z' or '+01:00')", value)
+        value = when.timestamp()
     if value != value or value in (float("inf"), float("-inf")):
         raise BadEvent("ts", "must be a finite number of epoch seconds", value)
     if value > _TS_MAX_S and _TS_MIN_S * 1000 <= value <= _TS_MAX_S * 1000:

@@ -56,6 +56,8 @@ def test_round_trip_keeps_unknown_fields_and_canonical_ids():
 @pytest.mark.parametrize(("obj", "field", "match"), [
     (ev(ts=TS * 1000), "ts", "looks like milliseconds"),
     (ev(ts=12.0), "ts", "between 2000-01-01"),
+    (ev(ts="2025-11-29T10:00:00"), "ts", "needs a zone"),
+    (ev(ts="yesterday"), "ts", "ISO-8601 time with zone"),
     (ev(user_id=None), "user_id", "required"),
     (ev(user_id=1.5), "user_id", "Expected"),
     (ev(user_id=""), "user_id", "non-empty"),
