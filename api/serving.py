@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["ServedList", "serve_list", "request_context"]
 
 _OVERFETCH = 4
+_FALLBACK_POOL = 2000
+"""Candidates the fallback strategy is asked for before the campaign filter (popular lists are cheap)."""
 
 
 @dataclass
@@ -102,7 +104,9 @@ def serve_list(svc: Services, campaign: Campaign, strategy: str, params: Mapping
     out.from_arm = len(out.items)
     if len(out.items) < n:
         taken = exclude | set(ids[:n])
-        more, more_scores = _filtered(svc, campaign, ctx, campaign.fallback, inputs, params, k + len(taken), taken)
+        # the fallback is filtered too: draw from a deep pool so a narrow filter still fills the list
+        pool = max(k + len(taken), _FALLBACK_POOL)
+        more, more_scores = _filtered(svc, campaign, ctx, campaign.fallback, inputs, params, pool, taken)
         extra = [{"item_id": i, "score": float(s), "fallback": True}
                  for i, s in zip(more[: n - len(out.items)], more_scores.tolist(), strict=False)]
         out.items += extra

@@ -171,8 +171,18 @@ def _top(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranke
 
 
 def _popular(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+    """The stream's popular items (each partition publishes its top-N), then, when ``k`` asks
+    for more (a filtered fallback), every item with events in the API's popularity horizon,
+    ranked below them."""
     ranked = svc.popular(k)
-    return [i for i, _ in ranked], [s for _, s in ranked]
+    ids, scores = [i for i, _ in ranked], [s for _, s in ranked]
+    if len(ids) < k:
+        w_ids, _ = svc.window_popularity.top(svc.settings.api.popularity_horizon_s)
+        seen, floor = set(ids), (scores[-1] if scores else 1.0)
+        tail = [i for i in w_ids if i not in seen][: k - len(ids)]
+        ids += tail
+        scores += (floor * (1.0 - (np.arange(len(tail)) + 1.0) / (len(tail) + 1.0))).tolist()
+    return ids, scores
 
 
 _STRATEGIES: dict[str, Strategy] = {
