@@ -104,3 +104,23 @@ def test_replay_rejects_unknown_format_and_two_paces(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "must be one of" in result.output
     result = CliRunner().invoke(app, ["replay", str(p), "--speed", "2", "--max-rate"])
     assert result.exit_code == 2 and "give one of --speed, --rate, --max-rate" in result.output
+
+
+def test_catalog_publishes_items_and_names_bad_lines(tansu_bootstrap: str, make_topic, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    import flows.cmd_platform  # noqa: F401  (registers the command)
+
+    topic = make_topic("cli-catalog", 1)
+    monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", tansu_bootstrap)
+    monkeypatch.setenv("FUSIONREC_KAFKA__CATALOG_TOPIC", topic)
+    good = tmp_path / "items.jsonl"
+    good.write_bytes(b'{"item_id": "n-1", "title": "Red wool scarf", "price": 9.5}\n\n{"item_id": "n-2"}\n')
+    result = CliRunner().invoke(app, ["catalog", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "published 2 items" in result.output
+    got = {m.key().decode(): orjson.loads(m.value()) for m in _consume(tansu_bootstrap, topic, 1, 2)}
+    assert got == {"n-1": {"item_id": "n-1", "title": "Red wool scarf", "price": 9.5}, "n-2": {"item_id": "n-2"}}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"item_id": "n-3"}\n{"title": "no id"}\n')
+    result = CliRunner().invoke(app, ["catalog", str(bad)])
+    assert result.exit_code == 2 and "bad.jsonl:2" in result.output and "item_id" in result.output
