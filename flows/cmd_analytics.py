@@ -36,6 +36,7 @@ def simulate_ab_cmd(
 ) -> None:
     """Play users of the synthetic shop against a campaign of the running API, with known CTRs per arm."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
     from simulators.ab import ABSpec
     from simulators.ab_live import LiveAB
     from simulators.shop import SyntheticShop

@@ -212,13 +212,14 @@ def run_cmd(
             children.append(_child([sys.executable, "-m", "flows.cli", "simulate-ab", "--api",
                                     f"http://127.0.0.1:{api_port}", "--seed", str(seed)], env, var / "simulate-ab.log"))
         base = f"http://127.0.0.1:{api_port}"
+        ab = "   (campaign home-ab: a live A/B test with a control group)" if replay is None else ""
         typer.echo(f"""
 fusionrec is running (logs in {var}/):
   broker           127.0.0.1:{port}   (Tansu, in-memory)
   API              {base}
   recommendations  {base}/v1/recommendations?user_id=<user>
   health/metrics   {base}/healthz   {base}/metrics
-  dashboard        {base}/dashboard   (campaign home-ab: a live A/B test with a control group)
+  dashboard        {base}/dashboard{ab}
 Ctrl-C stops everything.""")
         while True:
             time.sleep(1.0)
