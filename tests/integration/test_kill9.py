@@ -52,7 +52,8 @@ def test_kill9_restart_equals_uninterrupted_run(broker, tmp_path):
         "kafka": ref.kafka.model_copy(update={"events_topic": s.kafka.events_topic}),
         "stream": ref.stream.model_copy(update={"model_dir": s.stream.model_dir})})
     shop = SyntheticShop(n_items=800, n_users=600, seed=3)
-    train_model(shop.history(8000), s, "emde", **SMALL_EMDE)  # EMDE: sketches are part of the state
+    # EMDE: sketches are part of the state, the neighbour view (knn:last, the default) included
+    train_model(shop.history(8000), s, "emde", **{**SMALL_EMDE, "views": ("session", "last", "knn:last")})
     events = list(shop.events(40000, rate_per_s=20.0))
 
     def produce() -> None:
