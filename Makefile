@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 REPLAY ?=
 FORMAT ?= sessionrec
+MODEL ?= covisit
 PYTEST_ARGS ?=
 
 .PHONY: install run test lint bench-deps clean
@@ -20,7 +21,7 @@ install: $(STAMP)
 
 ## run: set up and run the whole platform embedded (broker, flow, API, live shop); Ctrl-C stops it
 run: install
-	$(BIN)/fusionrec run $(if $(REPLAY),--replay $(REPLAY) --format $(FORMAT),)
+	$(BIN)/fusionrec run --model $(MODEL) $(if $(REPLAY),--replay $(REPLAY) --format $(FORMAT),)
 
 ## test: set up and run the test suite
 test: install
