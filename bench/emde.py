@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import torch
 import typer
 
-from models.base import Histories, InteractionLog
+from models.base import Histories, InteractionLog, incidence_matrix
 from models.data import load_dataset, validation_split
 from models.emde import EMDE, ModalitySpec
 from models.evaluate import fit_and_evaluate
@@ -128,21 +128,13 @@ class _ALS:
                                              iterations=iterations, random_state=random_state)
 
     def fit(self, log: InteractionLog) -> _ALS:
-        b = log.session_bounds()
-        rows = np.repeat(np.arange(len(b) - 1), np.diff(b))
-        x = sp.csr_matrix((np.ones(log.n_events, np.float32), (rows, log.item_idx)),
-                          shape=(log.n_sessions, log.n_items))
-        x.sum_duplicates()
-        x.data[:] = 1.0
+        x = sp.csr_matrix(incidence_matrix(log.session_bounds(), log.item_idx, log.n_items))  # implicit: spmatrix
         self.model.fit(x, show_progress=False)
         self.n_items = log.n_items
         return self
 
     def recommend(self, h: Histories, n: int = 20, *, exclude_seen: bool = False):
-        rows = np.repeat(np.arange(h.n_queries), np.diff(h.indptr))
-        x = sp.csr_matrix((np.ones(len(h.items), np.float32), (rows, h.items)), shape=(h.n_queries, self.n_items))
-        x.sum_duplicates()
-        x.data[:] = 1.0
+        x = sp.csr_matrix(incidence_matrix(h.indptr, h.items, self.n_items))
         users = self.model.recalculate_user(np.arange(h.n_queries), x)
         scores = np.asarray(users @ self.model.item_factors.T, dtype=np.float32)
         if exclude_seen:

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
-__all__ = ["InteractionLog", "Histories", "Recommender"]
+__all__ = ["InteractionLog", "Histories", "Recommender", "incidence_matrix"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +140,29 @@ class Recommender(Protocol):
 
     @classmethod
     def load(cls, path: Path) -> Self: ...
+
+
+def incidence_matrix(indptr: NDArray[np.int64], items: NDArray[np.integer], n_items: int, *,
+                     binary: bool = True) -> sp.csr_array:
+    """The (row x item) matrix of CSR-style lists: row ``r`` holds ``items[indptr[r]:indptr[r+1]]``.
+
+    Parameters
+    ----------
+    indptr : ndarray of shape (n_rows + 1,)
+        E.g. ``InteractionLog.session_bounds()`` or ``Histories.indptr``.
+    items : ndarray of shape (indptr[-1],), int
+    n_items : int
+    binary : bool, default True
+        1.0 where a row holds the item at all; else how many times it does.
+
+    Returns
+    -------
+    csr_array of shape (n_rows, n_items), float32, duplicates summed.
+    """
+    lens = np.diff(indptr)
+    rows = np.repeat(np.arange(len(lens)), lens)
+    x = sp.csr_array((np.ones(len(items), np.float32), (rows, np.asarray(items))), shape=(len(lens), n_items))
+    x.sum_duplicates()
+    if binary:
+        x.data[:] = 1.0
+    return x

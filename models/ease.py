@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from models.base import Histories, InteractionLog
+from models.base import Histories, InteractionLog, incidence_matrix
 from models.errors import ModelFormatError, NotFittedError
 from models.topk import topk
 
@@ -47,13 +47,7 @@ class EASE:
         self.binary = binary
 
     def _matrix(self, indptr: NDArray[np.int64], items: NDArray[np.int32], n_items: int) -> sp.csr_array:
-        lens = np.diff(indptr)
-        rows = np.repeat(np.arange(len(lens)), lens)
-        x = sp.csr_array((np.ones(len(items), np.float32), (rows, items)), shape=(len(lens), n_items))
-        x.sum_duplicates()
-        if self.binary:
-            x.data[:] = 1.0
-        return x
+        return incidence_matrix(indptr, items, n_items, binary=self.binary)
 
     def fit(self, log: InteractionLog) -> Self:
         """Solve for the item-item weights from the (session or user) x item matrix of ``log``."""

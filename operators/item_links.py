@@ -58,12 +58,14 @@ def new_item_links(before: Sequence[str], items: Sequence[str], known: Container
     """
     start = max(len(before) - window, 0) if window > 0 else len(before)
     recent = before[start:]
+    if all(i in known for i in items) and all(j in known for j in recent):  # the common case: no allocation
+        return []
     if before_ts is not None and max_gap_s != float("inf"):
         recent = [i for i, t in zip(recent, before_ts[start:]) if ts - t <= max_gap_s]
     ctx = list(dict.fromkeys(recent))
     basket = list(dict.fromkeys(items))[:max_items]
     is_known = {x: x in known for x in dict.fromkeys(ctx + basket)}
-    if all(is_known.values()):
+    if all(is_known.values()):  # the unknown items were beyond the time gap or the basket cap
         return []
     out: list[tuple[str, str]] = []
     counted: set[tuple[str, str]] = set()  # each unordered pair once, whichever list holds it

@@ -40,6 +40,8 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from models.emde.neighbours import top_k_rows
+
 __all__ = ["title_vectors", "nearest_known", "inductive_codes", "extend_emde"]
 
 _WORD = re.compile(r"\w+")
@@ -327,15 +329,12 @@ def _neighbour_rows(nb: sp.csr_array, links: sp.csr_array | None, own: NDArray[n
     ``rows``: each added item's row in ``links``; ``donors``: its title (or strongest-link) donor.
     Shape (n_added, nb.shape[1]), float32.
     """
-    out = sp.csr_array(nb[np.asarray(donors, np.int64)], dtype=np.float32).tolil()
-    if links is not None and own.any():
-        lk = sp.csr_array(links, dtype=np.float32, copy=True)
-        lk.sum_duplicates()
-        for a in np.flatnonzero(own):  # added items with links: few
-            lo, hi = lk.indptr[rows[a]], lk.indptr[rows[a] + 1]
-            cols, vals = lk.indices[lo:hi], lk.data[lo:hi]
-            top = np.lexsort((cols, -vals))[:k]
-            out.rows[a] = sorted(cols[top].tolist())
-            w = dict(zip(cols[top].tolist(), (vals[top] / vals[top].sum()).tolist()))
-            out.data[a] = [w[c] for c in out.rows[a]]
-    return sp.csr_array(out)
+    donor_rows = sp.csr_array(nb[np.asarray(donors, np.int64)], dtype=np.float32)
+    if links is None or not own.any():
+        return donor_rows
+    mine = sp.csr_array(links, dtype=np.float32, copy=True)[np.asarray(rows)[own]].tocoo()
+    mine.sum_duplicates()
+    linked_rows = top_k_rows(mine.row, mine.col, mine.data, mine.shape, k)
+    pick = np.arange(len(own))  # each added item's row in [donor rows; linked rows]
+    pick[own] = len(own) + np.arange(int(own.sum()))
+    return sp.csr_array(sp.vstack([donor_rows, linked_rows]))[pick]

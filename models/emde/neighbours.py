@@ -12,9 +12,9 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from models.base import InteractionLog
+from models.base import InteractionLog, incidence_matrix
 
-__all__ = ["cooccurrence_neighbours", "expand_to_neighbours"]
+__all__ = ["cooccurrence_neighbours", "expand_to_neighbours", "top_k_rows"]
 
 
 def cooccurrence_neighbours(log: InteractionLog, k: int = 20) -> sp.csr_array:
@@ -31,23 +31,28 @@ def cooccurrence_neighbours(log: InteractionLog, k: int = 20) -> sp.csr_array:
     csr_array of shape (n_items, n_items), float32, zero diagonal; empty rows for items
     that never share a session.
     """
-    b = log.session_bounds()
-    rows = np.repeat(np.arange(len(b) - 1), np.diff(b))
-    x = sp.csr_array((np.ones(log.n_events, np.float32), (rows, log.item_idx)),
-                     shape=(log.n_sessions, log.n_items))
-    x.sum_duplicates()
-    x.data[:] = 1.0
+    x = incidence_matrix(log.session_bounds(), log.item_idx, log.n_items)
     a = (x.T @ x).tocoo()
     support = np.asarray(x.sum(axis=0)).ravel()
     keep = a.row != a.col
     r, c = a.row[keep], a.col[keep]
     v = a.data[keep] / np.sqrt(support[r] * support[c])
+    return top_k_rows(r, c, v, (log.n_items, log.n_items), k)
+
+
+def top_k_rows(r: NDArray[np.integer], c: NDArray[np.integer], v: NDArray[np.floating], shape: tuple[int, int],
+               k: int) -> sp.csr_array:
+    """The ``k`` largest entries of each row of the COO triplets ``(r, c, v)`` (ties: lower
+    column), each row scaled to sum 1 (empty rows stay empty): a neighbour matrix.
+
+    ``(r, c)`` pairs must be distinct (sum duplicates first). Returns float32 csr of ``shape``.
+    """
     order = np.lexsort((c, -v, r))
     r, c, v = r[order], c[order], v[order]
-    starts = np.searchsorted(r, np.arange(log.n_items))
+    starts = np.searchsorted(r, np.arange(shape[0]))
     rank = np.arange(len(r)) - starts[r]
     sel = rank < k
-    n = sp.csr_array((v[sel].astype(np.float32), (r[sel], c[sel])), shape=(log.n_items, log.n_items))
+    n = sp.csr_array((v[sel].astype(np.float32), (r[sel], c[sel])), shape=shape)
     sums = np.asarray(n.sum(axis=1)).ravel()
     return sp.csr_array(sp.diags_array(1.0 / np.where(sums > 0, sums, 1.0)) @ n, dtype=np.float32)
 
