@@ -153,11 +153,19 @@ async def get_recommendations(request: Request) -> Response:
     p = validate_params(RecommendationParams, raw)
     t = svc.topn.get(p.user_id) if p.user_id else None
     if isinstance(t, TopN):
-        items = [{"item_id": i, "score": s} for i, s in zip(t.items[: p.n], t.scores[: p.n])]
+        # the flow published this list before the catalog may have changed: drop what is no longer servable
+        svc.catalog_view.sync()
+        keep = svc.catalog_view.servable(t.items).tolist()
+        items = [{"item_id": i, "score": s} for i, s, ok in zip(t.items, t.scores, keep, strict=False) if ok][: p.n]
         body = {"source": t.source, "model_version": t.model_version, "updated_ts": t.updated_ts,
                 "last_event_ts": t.last_event_ts}
+        if len(items) < p.n and t.source != "popular":
+            more = svc.servable_popular(p.n - len(items), exclude={i["item_id"] for i in items})
+            if more:
+                items += [{"item_id": i, "score": s, "fallback": True} for i, s in more]
+                body["source"] = "model+popular"
     else:
-        items = [{"item_id": i, "score": s} for i, s in svc.popular(p.n)]
+        items = [{"item_id": i, "score": s} for i, s in svc.servable_popular(p.n)]
         body = {"source": "popular", "model_version": None}
     svc.metrics.recs_source.labels(body["source"]).inc()
     if explain:  # hook of api/explain.py

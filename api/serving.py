@@ -55,7 +55,7 @@ def _keep(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarra
         return in_bitmap(view.bitmaps.bitmap(plan, ctx, view.version), idx)
     if view.index.capacity == 0:
         return np.ones(len(idx), dtype=bool)
-    return (idx < 0) | in_bitmap(view.index.live, idx)  # unknown to the catalog: kept
+    return (idx < 0) | in_bitmap(view.index.live, idx)  # unknown to the catalog: kept (as CatalogView.servable)
 
 
 def _boost(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarray) -> np.ndarray:

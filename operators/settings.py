@@ -90,6 +90,9 @@ class ApiSettings(BaseModel):
     vector_attribute: str = Field(default="vector", description="Catalog attribute holding a dense vector (visual similarity)")
     catalog_exclude: list[str] = Field(default_factory=lambda: ["vector", "image", "image_path"],
                                        description="Catalog attributes not indexed for IQL (modality payloads)")
+    hidden_attribute: str | None = Field(default="hidden", description="Catalog bool: true = never served")
+    in_stock_attribute: str | None = Field(default="in_stock", description="Catalog bool: false = never served (out of stock)")
+    stock_attribute: str | None = Field(default="stock", description="Catalog number: <= 0 = never served (out of stock)")
     gc_tuning: bool = Field(default=True, description="After startup: gc.freeze() and a gen-0 threshold of 50,000 (p99 under load)")
     popularity_bucket_s: float = Field(default=3600.0, gt=0, description="Bucket of windowed popularity, seconds")
     popularity_horizon_s: float = Field(default=30 * 86400.0, gt=0, description="Longest popularity window, seconds")
