@@ -1,4 +1,8 @@
-"""``POST /v1/events``: validate one event or a list, produce them to Kafka, answer 202.
+"""``POST /v1/events``: validate one event or a list, produce them to Kafka, answer 202 once durable.
+
+202 means the broker acknowledged every event (``acks=all``); when it cannot within
+``api.event_ack_timeout_s`` (or is known to be down) the answer is 503 with ``Retry-After`` and
+nothing is accepted.
 
 ``event_id`` (a UUID) and ``ts`` (now, epoch seconds) are filled in when absent; everything
 else must satisfy the event contract (operators/parse.py). A list is accepted whole or refused
@@ -14,6 +18,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.durable_producer import BrokerUnavailable
 from api.errors import ApiError
 from api.json import json_response
 from api.services import Services
@@ -52,8 +57,13 @@ async def post_events(request: Request) -> Response:
             field = f"events[{i}].{exc.field}" if many else exc.field
             raise ApiError(422, field, exc.reason, value=exc.value if not isinstance(exc.value, dict) else None) from exc
     topic = svc.settings.kafka.events_topic
-    for ev in events:
-        svc.producer.produce(topic, key=ev.user_id.encode(), value=encode_event(ev))
-    svc.producer.poll(0)
+    try:  # 202 only once the broker acknowledged every event (api/durable_producer.py)
+        await svc.durable.produce_acked([(topic, ev.user_id.encode(), encode_event(ev)) for ev in events])
+    except BrokerUnavailable as exc:
+        svc.metrics.events_unavailable.inc(len(events))
+        retry = svc.settings.api.retry_after_s
+        return json_response({"error": {"field": "broker", "reason": f"{exc.reason}; nothing was accepted, retry "
+                                        f"with the same event_ids", "event_ids": [e.event_id for e in events]}},
+                             status_code=503, headers={"Retry-After": str(retry)})
     svc.metrics.events_accepted.inc(len(events))
     return json_response({"accepted": len(events), "event_ids": [e.event_id for e in events]}, status_code=202)

@@ -15,12 +15,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from api.feedback import FeedbackFold
 from operators.attribution import Impression
 from operators.kafka import high_watermarks, topic_partitions
+from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from operators.parse import EventRules, parse_event
 from operators.schema import Event
 from state.bandit import BanditSnapshot, BanditStore
@@ -46,6 +48,10 @@ class FeedbackReader:
         Event validation (invalid events are skipped: the flow dead-letters them).
     snapshot_every_s : float
         Snapshot interval.
+    on_beyond_end : callable (BeyondLogEnd), optional
+        Called when a position was found beyond the log end (the events topic was recreated,
+        e.g. by a broker that came back empty); the reader then reads the new log from its start
+        and counts it as new (pulls and rewards included).
 
     The thread only fetches; ``drain`` folds. Set ``drain_on_loop`` (the app does, and runs
     ``drain`` every few milliseconds on its event loop) to keep all Python work of the fold on
@@ -53,15 +59,19 @@ class FeedbackReader:
     """
 
     def __init__(self, brokers: str, events_topic: str, fold: FeedbackFold,
-                 store: BanditStore, rules: EventRules, snapshot_every_s: float = 2.0) -> None:
+                 store: BanditStore, rules: EventRules, snapshot_every_s: float = 2.0,
+                 on_beyond_end: Callable[[BeyondLogEnd], None] | None = None) -> None:
         self.brokers, self.events_topic = brokers, events_topic
+        self.on_beyond_end = on_beyond_end
+        self.guard = OffsetGuard(brokers, events_topic, "earliest")
         self.fold, self.store, self.rules = fold, store, rules
         self.snapshot_every_s = snapshot_every_s
         self.offsets: dict[tuple[str, int], int] = {}
         self._stored: dict[tuple[str, int], int] = {}
         self._wrote_full = False
         self.drain_on_loop = False
-        self._queue: deque[list[tuple[int, int, bytes | None, bytes | None]]] = deque()
+        # fetched batches, and {partition: offset} resets of a recreated log, in order
+        self._queue: deque[list[tuple[int, int, bytes | None, bytes | None]] | dict[int, int]] = deque()
         self._queued: dict[int, int] = {}
         self._pos: dict[int, int] = {}
         self._end: dict[int, int] | None = None
@@ -86,6 +96,10 @@ class FeedbackReader:
         self.fold.restore(opened, snap.rewarded)
         self._stored = dict(snap.offsets)
         self.offsets = dict(snap.offsets)
+
+    def alive(self) -> bool:
+        """The reader thread runs (it retries its own failures; only a bug ends it)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def wait_caught_up(self, timeout_s: float) -> bool:
         """True once every event written before ``start`` has been folded."""
@@ -118,20 +132,29 @@ class FeedbackReader:
         parts = topic_partitions(self.brokers, topic)
         if self._end is None:
             self._end = high_watermarks(self.brokers, topic)
-            ahead = {p: off for (t, p), off in self.offsets.items() if t == topic and off > self._end.get(p, 0)}
-            if ahead:  # a recreated topic (e.g. a fresh in-memory broker) under an old snapshot
-                log.warning("the optimizer snapshot is ahead of topic %s (stored offsets %s, log end %s): was the "
-                            "topic recreated? Served lists and rewards below the stored offsets are not counted; "
-                            "remove the API state directory to start the optimizer afresh", topic, ahead,
-                            {p: self._end.get(p, 0) for p in ahead})
+            ahead = {p: off for (t, p), off in self._stored.items() if t == topic and off > self._end.get(p, 0)}
+            for p, off in sorted(ahead.items()):  # a recreated topic (e.g. a fresh in-memory broker) under an old snapshot
+                b = BeyondLogEnd(topic, p, off, 0, self._end.get(p, 0), 0)
+                log.error("the optimizer snapshot's offset %d of %s[%d] is beyond the log end %d: the topic was "
+                          "recreated; its events count as new from offset 0", off, topic, p, b.log_end)
+                self._stored[(topic, p)] = self.offsets[(topic, p)] = 0
+                self.guard.detected += 1
+                if self.on_beyond_end is not None:
+                    self.on_beyond_end(b)
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-api-feedback",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10})
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
+                      "error_cb": self._on_error})
         c.assign([TopicPartition(topic, p, self._queued.get(p, OFFSET_BEGINNING)) for p in parts])
+        last_message_s = time.monotonic()
         try:
             while not self._stop.is_set():
+                idle = time.monotonic() - last_message_s >= self.guard.check_every_s
+                if self.guard.due(idle) and self._reset_beyond_end(c, parts):
+                    continue
                 batch = [(m.partition(), m.offset(), m.key(), m.value()) for m in c.consume(1000, 0.05)
                          if not m.error()]
                 if batch:
+                    last_message_s = time.monotonic()
                     self._queue.append(batch)
                     for p, off, _, _ in batch:
                         self._queued[p] = off + 1
@@ -139,6 +162,29 @@ class FeedbackReader:
                     self.drain(None)
         finally:
             c.close()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.name() in CONNECTION_LOST_CODES:
+            self.guard.connection_lost()
+
+    def _reset_beyond_end(self, c: Consumer, parts: list[int]) -> bool:
+        """Check the fetch positions against the log ends; re-read a recreated log from its start.
+
+        Offsets below the snapshot's count as already folded, so the reset travels through the
+        queue (after what was fetched from the old log) and lowers the snapshot's offsets when
+        ``drain`` reaches it: events of the new log are new events.
+        """
+        found = self.guard.check(c, {p: off for p, off in self._queued.items() if off > 0})
+        if not found:
+            return False
+        reset = {b.partition: b.resume_at for b in found}
+        self._queued.update(reset)
+        self._queue.append(reset)
+        for b in found:
+            if self.on_beyond_end is not None:
+                self.on_beyond_end(b)
+        c.assign([TopicPartition(self.events_topic, p, self._queued.get(p, OFFSET_BEGINNING)) for p in parts])
+        return True
 
     def drain(self, max_messages: int | None = 2000) -> int:
         """Fold queued messages (at most about ``max_messages``), snapshot when due; returns how many.
@@ -150,6 +196,12 @@ class FeedbackReader:
         topic = self.events_topic
         while self._queue and (max_messages is None or n < max_messages):
             batch = self._queue.popleft()
+            if isinstance(batch, dict):  # a recreated log: its partitions start again at these offsets
+                for p, off in batch.items():
+                    self._pos[p] = off
+                    self._stored[(topic, p)] = min(self._stored.get((topic, p), 0), off)
+                    self.offsets[(topic, p)] = off
+                continue
             if max_messages is not None and len(batch) > max_messages - n:
                 self._queue.appendleft(batch[max_messages - n:])
                 batch = batch[:max_messages - n]

@@ -39,7 +39,7 @@ def build_flow(settings: Settings) -> Dataflow:
     res = AnalyticsResources(settings)
     flow = Dataflow("analytics")
     src = ResumingKafkaSource(k.brokers.split(","), k.events_topic, analytics_state_dir(settings),
-                              batch_size=s.batch_size)
+                              batch_size=s.batch_size, offset_policy=s.offset_beyond_end)
     msgs = op.input("events", flow, src)                                  # KafkaSourceMessage | KafkaError
     keyed = op.filter_map("parse", msgs, partial(parse_by_partition, rules, wake=False))          # (partition, (partition, offset, parsed))
     reports = op.stateful_batch("join", keyed, lambda _resume: AnalyticsLogic(res))  # (partition, AnalyticsReport)

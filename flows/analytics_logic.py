@@ -15,9 +15,11 @@ from pathlib import Path
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Producer
 
+from flows.source import apply_offset_reset, split_at_resets
 from operators.analytics_apply import AnalyticsApplier
 from operators.analytics_join import JoinRules
 from operators.analytics_topic import encode_record, record_key
+from operators.delivery import deliver_all
 from operators.kafka import make_producer
 from operators.schema import DeadLetter, Event
 from operators.settings import Settings
@@ -83,20 +85,27 @@ class AnalyticsLogic(StatefulBatchLogic[Parsed, AnalyticsReport, None]):
     def on_batch(self, values: list[Parsed]) -> tuple[list[AnalyticsReport], bool]:
         if self.applier is None:
             self.applier = self._open(values[0][0])
+        reports: list[AnalyticsReport] = []
+        for segment, reset in split_at_resets(values):  # a recreated log: commit its offset first
+            if segment:
+                reports += self._on_messages(segment)
+            if reset is not None:
+                apply_offset_reset(self.applier.db, reset)
+                self.applier.next_offset = reset.to_offset
+        return reports, StatefulBatchLogic.RETAIN
+
+    def _on_messages(self, values: list[Parsed]) -> list[AnalyticsReport]:
         a = self.applier
+        assert a is not None
         applied = a.apply(sorted(((o, m) for _, o, m in values), key=lambda x: x[0]))
         if applied.next_offset == a.next_offset:
-            return [], StatefulBatchLogic.RETAIN
-        p = self.res.producer
+            return []
         topic = self.res.settings.analytics.topic
-        for r in applied.rows:
-            p.produce(topic, key=record_key(r), value=encode_record(r))
-        remaining = p.flush(30)
-        if remaining:
-            raise RuntimeError(f"{remaining} analytics rows not delivered to Kafka within 30 s; not committing")
+        deliver_all(self.res.producer, [(topic, record_key(r), encode_record(r)) for r in applied.rows],
+                    what=f"analytics rows of partition {a.partition}")  # waits through a broker outage
         a.commit(applied)
         return [AnalyticsReport(a.partition, applied.next_offset, applied.n_applied, applied.n_dead,
-                                len(applied.rows), applied.skipped)], StatefulBatchLogic.RETAIN
+                                len(applied.rows), applied.skipped)]
 
     def snapshot(self) -> None:
         return None  # state lives in RocksDB with its offset; nothing for Bytewax to keep

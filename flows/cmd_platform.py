@@ -2,7 +2,8 @@
 
 ``run`` is what ``make run`` calls: a local Tansu broker, the topics, a synthetic shop's
 history (trained on and replayed), the Bytewax flow, the API and a live simulated shop, all
-as child processes in their own process groups; Ctrl-C stops every one of them.
+as child processes in their own process groups, each restarted with backoff when it fails
+(``flows/supervisor.py``); Ctrl-C stops every one of them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Annotated
 import typer
 
 from flows.cli import app
+from flows.supervisor import Supervisor
 from operators.broker import LocalBroker, die_with_parent, wait_for_port
 from operators.kafka import ensure_topics, platform_topics
 from operators.settings import Settings
@@ -197,24 +199,33 @@ def run_cmd(
     os.environ.update(env)
     s = Settings()
     broker = LocalBroker(port, log_path=var / "broker.log").start()
+    sup = Supervisor(notify=lambda msg: typer.echo(msg, err=True))
+    sup.add("broker", lambda: broker.start().proc if broker.proc is None or broker.proc.poll() is not None
+            else broker.proc, after_restart=lambda: _topics(s))  # comes back empty: topics again
     children: list[subprocess.Popen[bytes]] = []
+
+    def supervise(name: str, args: list[str], log_name: str) -> None:
+        def start() -> subprocess.Popen[bytes]:
+            p = _child(args, env, var / log_name)
+            children.append(p)
+            return p
+        sup.add(name, start)
+
     try:
         _topics(s)
         _seed_and_train(s, history, seed, replay, replay_format, replay_limit, model, train_seconds)
-        children.append(_child([sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)],
-                               env, var / "flow.log"))
-        children.append(_child([sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", "1"],
-                               env, var / "analytics.log"))  # attribution + counters (flows/analytics.py)
-        children.append(_child([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
-                                "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"],
-                               env, var / "api.log"))
+        supervise("flow", [sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)], "flow.log")
+        supervise("analytics", [sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", "1"],
+                  "analytics.log")  # attribution + counters (flows/analytics.py)
+        supervise("api", [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
+                          "--port", str(api_port), "--log-level", "warning"], "api.log")
         wait_for_port("127.0.0.1", api_port, 30)
         if replay is None:
-            children.append(_child([sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
-                                    "--events", "100000000", "--rate", str(rate), "--seed", str(seed),
-                                    "--skip-history", str(history), "--no-progress"], env, var / "simulate.log"))
-            children.append(_child([sys.executable, "-m", "flows.cli", "simulate-ab", "--api",
-                                    f"http://127.0.0.1:{api_port}", "--seed", str(seed)], env, var / "simulate-ab.log"))
+            supervise("simulate", [sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
+                                   "--events", "100000000", "--rate", str(rate), "--seed", str(seed),
+                                   "--skip-history", str(history), "--no-progress"], "simulate.log")
+            supervise("simulate-ab", [sys.executable, "-m", "flows.cli", "simulate-ab", "--api",
+                                      f"http://127.0.0.1:{api_port}", "--seed", str(seed)], "simulate-ab.log")
         base = f"http://127.0.0.1:{api_port}"
         ab = "   (campaign home-ab: a live A/B test with a control group)" if replay is None else ""
         typer.echo(f"""
@@ -222,16 +233,12 @@ fusionrec is running (logs in {var}/):
   broker           127.0.0.1:{port}   (Tansu, in-memory)
   API              {base}
   recommendations  {base}/v1/recommendations?user_id=<user>
-  health/metrics   {base}/healthz   {base}/metrics
+  health/metrics   {base}/healthz (live)   {base}/readyz (ready)   {base}/metrics
   dashboard        {base}/dashboard{ab}
-Ctrl-C stops everything.""")
+A failed piece is restarted with backoff (logs in {var}/); Ctrl-C stops everything.""")
         while True:
             time.sleep(1.0)
-            dead = [p for p in children if p.poll() is not None and p.returncode != 0]
-            if dead:
-                typer.echo(f"a child failed ({' '.join(map(str, dead[0].args[1:4]))}); see {var}/*.log; stopping",
-                           err=True)
-                break
+            sup.tick()
     except KeyboardInterrupt:
         typer.echo("stopping...")
     finally:

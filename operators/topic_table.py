@@ -13,9 +13,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from operators.kafka import high_watermarks, topic_partitions
+from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 
 __all__ = ["TopicTable"]
 
@@ -41,6 +42,10 @@ class TopicTable:
     reader : str
         Names the reader in the consumer's ``group.id`` (``fusionrec-<reader>-<topic>``; no
         group is joined, offsets are assigned).
+    on_beyond_end : callable (BeyondLogEnd), optional
+        Called when a position was found beyond the log end (the topic was recreated, e.g. by a
+        broker that came back empty); the reader then re-reads the new log from its start and
+        keeps the values it holds until they are replaced.
 
     Attributes
     ----------
@@ -52,8 +57,10 @@ class TopicTable:
 
     def __init__(self, brokers: str, topic: str, decode: Callable[[bytes], object],
                  on_update: Callable[[str, object | None], None] | None = None, keep: bool = True,
-                 reader: str = "api") -> None:
+                 reader: str = "api", on_beyond_end: Callable[[BeyondLogEnd], None] | None = None) -> None:
         self.brokers, self.topic, self.decode, self.on_update = brokers, topic, decode, on_update
+        self.on_beyond_end = on_beyond_end
+        self.guard = OffsetGuard(brokers, topic, "earliest")
         self.keep, self.reader = keep, reader
         self._data: dict[str, object] = {}
         self._stop = threading.Event()
@@ -76,6 +83,10 @@ class TopicTable:
         self._thread.start()
         return self
 
+    def alive(self) -> bool:
+        """The reader thread runs (it retries its own failures; only a bug ends it)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def wait_caught_up(self, timeout_s: float) -> bool:
         """True once everything written before ``start`` has been read."""
         return self._caught_up.wait(timeout_s)
@@ -97,22 +108,38 @@ class TopicTable:
         parts = topic_partitions(self.brokers, self.topic)
         end = high_watermarks(self.brokers, self.topic)
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": f"fusionrec-{self.reader}-{self.topic}",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10})
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
+                      "error_cb": self._on_error})
         offsets = {p: 0 for p in parts}
         c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
         if all(v == 0 for v in end.values()):
             self._caught_up.set()
+        last_message_s = time.monotonic()
         try:
             while not self._stop.is_set():
+                idle = time.monotonic() - last_message_s >= self.guard.check_every_s
+                if self.guard.due(idle):
+                    found = self.guard.check(c, offsets)
+                    for b in found:
+                        offsets[b.partition] = b.resume_at
+                        if self.on_beyond_end is not None:
+                            self.on_beyond_end(b)
+                    if found:
+                        c.assign([TopicPartition(self.topic, p, off) for p, off in offsets.items()])
                 for m in c.consume(5000, 0.05):
                     if m.error():
                         continue
+                    last_message_s = time.monotonic()
                     offsets[m.partition()] = m.offset() + 1
                     self._apply(m.key(), m.value())
                 if not self._caught_up.is_set() and all(offsets[p] >= end.get(p, 0) for p in parts):
                     self._caught_up.set()
         finally:
             c.close()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.name() in CONNECTION_LOST_CODES:
+            self.guard.connection_lost()
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:

@@ -11,6 +11,7 @@ default            ``l:`` + item_id        ItemLinks of a new item (co-occurring
 meta               ``offset``              next Kafka offset to read (int64 big-endian)
 meta               ``applied``             events applied so far (int64 big-endian)
 meta               ``model_version``       version string of the models the state uses
+meta               ``offset_resets``       times the stored offset was beyond the log end (int64)
 =================  ======================  ===============================================
 
 Ids are UTF-8. Integers are fixed-width big-endian so they sort.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import struct
 
 __all__ = [
-    "USER", "POPULARITY", "DEAD", "DIRTY", "LINKS", "dirty_key", "links_key", "META_OFFSET", "META_APPLIED", "META_MODEL_VERSION",
+    "USER", "POPULARITY", "DEAD", "DIRTY", "LINKS", "dirty_key", "links_key", "META_OFFSET", "META_APPLIED", "META_MODEL_VERSION", "META_OFFSET_RESETS",
     "user_key", "popularity_key", "dead_key", "strip_prefix", "encode_int", "decode_int",
 ]
 
@@ -33,6 +34,7 @@ LINKS = b"l:"
 META_OFFSET = b"offset"
 META_APPLIED = b"applied"
 META_MODEL_VERSION = b"model_version"
+META_OFFSET_RESETS = b"offset_resets"
 
 _I64 = struct.Struct(">q")
 
