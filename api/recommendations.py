@@ -21,6 +21,7 @@ from api.serving import serve_list
 from api.strategies import STRATEGY_NEEDS, Inputs, parse_duration_s
 from operators.attribution import Impression
 from operators.control_group import CONTROL, CONTROL_ARM, group_of
+from operators.ids import BadId, CanonicalId, canonical_id
 from operators.score import TopN
 from state.campaigns import Campaign
 
@@ -31,7 +32,7 @@ _PARAM_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 
 
 class RecommendationParams(BaseModel, extra="allow"):
-    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    user_id: CanonicalId | None = None
     n: int = Field(default=20, ge=1, le=500)
 
 
@@ -39,22 +40,23 @@ def _id_list(value: str | None) -> tuple[str, ...]:
     """Comma-separated item ids -> distinct ids in order. Raises ValueError naming the bound broken."""
     if value is None:
         return ()
-    ids = tuple(dict.fromkeys(x.strip() for x in value.split(",") if x.strip()))
-    if not ids:
+    parts = [x for x in value.split(",") if x.strip()]
+    if not parts:
         raise ValueError("must hold at least one item id (comma-separated)")
-    if len(ids) > _MAX_LIST:
-        raise ValueError(f"at most {_MAX_LIST} item ids; got {len(ids)}")
-    if any(len(x) > 256 for x in ids):
-        raise ValueError("item ids must be at most 256 characters")
-    return ids
+    if len(parts) > _MAX_LIST:
+        raise ValueError(f"at most {_MAX_LIST} item ids; got {len(parts)}")
+    try:
+        return tuple(dict.fromkeys(canonical_id(x) for x in parts))
+    except BadId as exc:
+        raise ValueError(f"item ids: {exc}") from exc
 
 
 class CampaignRequestParams(BaseModel, extra="allow"):
     """Query of a campaign request; other parameters become IQL ``$params`` (``user.x`` -> ``context.user.x``)."""
 
     campaign: str = Field(pattern=ID_PATTERN)
-    user_id: str | None = Field(default=None, min_length=1, max_length=256)
-    item_id: str | None = Field(default=None, min_length=1, max_length=256)
+    user_id: CanonicalId | None = None
+    item_id: CanonicalId | None = None
     cart: str | None = Field(default=None, max_length=30_000, description="Comma-separated item ids")
     session: str | None = Field(default=None, max_length=30_000, description="Comma-separated item ids, oldest first")
     n: int | None = Field(default=None, ge=1, le=500, description="Default: the campaign's n")

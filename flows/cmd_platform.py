@@ -109,6 +109,7 @@ def catalog_cmd(
     """
     import orjson
 
+    from operators.ids import BadId, canonical_id
     from simulators.producer import EventProducer
 
     s = _settings()
@@ -121,9 +122,12 @@ def catalog_cmd(
                 item = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 raise typer.BadParameter(f"{items}:{lineno}: not JSON: {exc}", param_hint="ITEMS") from exc
-            if not isinstance(item, dict) or not isinstance(item.get("item_id"), str) or not item["item_id"]:
-                raise typer.BadParameter(f"{items}:{lineno}: needs a JSON object with a non-empty string item_id",
-                                         param_hint="ITEMS")
+            if not isinstance(item, dict):
+                raise typer.BadParameter(f"{items}:{lineno}: needs a JSON object with an item_id", param_hint="ITEMS")
+            try:
+                item["item_id"] = canonical_id(item.get("item_id"))
+            except BadId as exc:
+                raise typer.BadParameter(f"{items}:{lineno}: item_id: {exc}", param_hint="ITEMS") from exc
             records.append(item)
     with EventProducer.from_settings(s.kafka) as p:
         n = p.send_catalog(records)

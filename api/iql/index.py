@@ -13,6 +13,7 @@ from api.iql.columns import CategoricalColumn, ListColumn
 from api.iql.errors import CatalogSchemaError
 from api.iql.numeric import NumericColumn
 from api.iql.schema import NUMERIC_TYPES, AttrType, Schema
+from operators.ids import BadId, canonical_id
 
 __all__ = ["CatalogIndex", "Column"]
 
@@ -20,13 +21,12 @@ Column = CategoricalColumn | ListColumn | NumericColumn
 
 
 def _item_id(item: Mapping[str, Any]) -> str:
-    """The canonical string id of an item (ints become their decimal string, never via float)."""
+    """The canonical string id of an item (the rule of ``operators.ids``: ``12345.0`` -> ``"12345"``)."""
     value = item.get("item_id")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, str) or not value:
-        raise CatalogSchemaError(str(value), "item_id", "a non-empty string", value)
-    return value
+    try:
+        return canonical_id(value)
+    except BadId as exc:
+        raise CatalogSchemaError(str(value)[:80], "item_id", f"an id ({exc.reason})", value) from None
 
 
 class CatalogIndex:

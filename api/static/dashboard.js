@@ -123,8 +123,12 @@
       cell(tr, reqTotal ? pct(t.requests / reqTotal) : "–");
       cell(tr, fmt(t.impressions)); cell(tr, fmt(t.clicks)); cell(tr, pct(t.ctr, 2)); cell(tr, fmt(t.carts));
       cell(tr, fmt(t.orders)); cell(tr, fmt(t.revenue, 2)); cell(tr, fmt(t.rewards));
-      cell(tr, b && pulls ? pct(b.pulls / pulls) : "–");
-      cell(tr, b && b.p_best !== undefined ? pct(b.p_best) : "–");
+      if (a.arm === "control") { // held back by a hash, not an arm of the optimizer: no share of pulls, no P(best)
+        cell(tr, "held back", "control-note"); cell(tr, "not an arm", "control-note");
+      } else {
+        cell(tr, b && pulls ? pct(b.pulls / pulls) : "–");
+        cell(tr, b && b.p_best !== undefined ? pct(b.p_best) : "–");
+      }
       tb.append(tr);
     }
   }
