@@ -65,11 +65,23 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic shop")] = 0,
     model: Annotated[str, typer.Option(help="Registered model: covisit, emde, vsknn, ... (models/registry.py)")
                      ] = "covisit",
+    lake: Annotated[Path | None, typer.Option(help="Or: train on the event lake under this directory")] = None,
+    window: Annotated[str, typer.Option(help="With --lake: the newest window to train on, e.g. 30d, 12h")] = "30d",
 ) -> None:
     """Train a model and write a new model version (running flows and APIs pick it up without restart)."""
     from operators.training import read_events_jsonl, train_model
 
     s = _settings()
+    if lake is not None:
+        from operators.lake_read import parse_window
+        from operators.lake_training import train_from_lake
+
+        try:
+            path = train_from_lake(s, parse_window(window), model, lake_dir=lake)
+        except (ValueError, FileNotFoundError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--lake/--window/--model") from exc
+        typer.echo(f"model version written: {path}")
+        return
     if events is not None:
         stream = read_events_jsonl(events, s)
     elif simulate > 0:
@@ -77,7 +89,7 @@ def train_cmd(
 
         stream = iter(SyntheticShop(seed=seed).history(simulate))
     else:
-        raise typer.BadParameter("give --events FILE or --simulate N", param_hint="--events")
+        raise typer.BadParameter("give --events FILE, --simulate N or --lake DIR", param_hint="--events")
     try:
         path = train_model(stream, s, model)
     except (ValueError, KeyError, FileNotFoundError) as exc:  # unknown model, empty log, missing file
