@@ -194,17 +194,21 @@ def run_cmd(
         "Model of the first version: covisit (seconds to train) or emde (sketches and M′·Q in the stream, "
         "new items by title and by M′·Q; trains up to --train-seconds)"))] = "covisit",
     train_seconds: Annotated[float, typer.Option(help="EMDE: network training budget, seconds")] = 60.0,
+    trainer_every: Annotated[str, typer.Option(help=(
+        "The learning loop: archive events to the lake and run the gated trainer this often (first run after "
+        "4/5 of it; holdout = the newest 3 min); 0 = off"))] = "5m",
 ) -> None:
     """Start the whole platform embedded: broker, topics, training, flow, API, live shop."""
     _settings()
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     var.mkdir(parents=True, exist_ok=True)
-    for stale in ("state", "api"):  # the in-memory broker starts empty: so do the flow's and the API's state
+    for stale in ("state", "api", "lake"):  # the in-memory broker starts empty: so do the flow's, the API's state and the lake
         shutil.rmtree(var / stale, ignore_errors=True)
     env = dict(os.environ, FUSIONREC_KAFKA__BROKERS=f"127.0.0.1:{port}",
                FUSIONREC_STREAM__STATE_DIR=str(var / "state"), FUSIONREC_STREAM__MODEL_DIR=str(var / "models"),
-               FUSIONREC_API__PORT=str(api_port),
+               FUSIONREC_API__PORT=str(api_port), FUSIONREC_LAKE__LAKE_DIR=str(var / "lake"),
+               FUSIONREC_GATE__HOLDOUT_HOURS=os.environ.get("FUSIONREC_GATE__HOLDOUT_HOURS", "0.05"),
                FUSIONREC_ANALYTICS__BUCKET_S="60")  # minute buckets: the live dashboard moves at once
     os.environ.update(env)
     s = Settings()
@@ -220,6 +224,14 @@ def run_cmd(
         children.append(_child([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
                                 "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"],
                                env, var / "api.log"))
+        if trainer_every not in ("0", ""):  # the learning loop (issue 12): lake + gated trainer
+            from operators.lake_read import parse_window
+
+            first = f"{0.8 * parse_window(trainer_every):.0f}s"
+            children.append(_child([sys.executable, "-m", "bytewax.run", "flows.archive:flow", "-w", "1"],
+                                   env, var / "archive.log"))
+            children.append(_child([sys.executable, "-m", "flows.cli", "trainer", "--every", trainer_every,
+                                    "--delay", first, "--model", model], env, var / "trainer.log"))
         wait_for_port("127.0.0.1", api_port, 30)
         if replay is None:
             children.append(_child([sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
@@ -236,6 +248,7 @@ fusionrec is running (logs in {var}/):
   recommendations  {base}/v1/recommendations?user_id=<user>
   health/metrics   {base}/healthz   {base}/metrics
   dashboard        {base}/dashboard{ab}
+  learning loop    lake in {var}/lake, gated trainer every {trainer_every} (verdicts on the dashboard's ops panel)
 Ctrl-C stops everything.""")
         while True:
             time.sleep(1.0)

@@ -27,6 +27,7 @@ def trainer_cmd(
     every: Annotated[str | None, typer.Option(help="Interval between runs, e.g. 6h, 10m (default trainer.every_s)")
                      ] = None,
     once: Annotated[bool, typer.Option(help="One run, then exit")] = False,
+    delay: Annotated[str, typer.Option(help="Wait this long before the first run, e.g. 4m (0 = at once)")] = "0",
     model: Annotated[str | None, typer.Option(help="Challenger model (default trainer.model)")] = None,
 ) -> None:
     """Every interval: train a challenger on the lake, gate it against the serving model, promote or keep."""
@@ -37,6 +38,8 @@ def trainer_cmd(
     every_s = parse_window(every) if every else s.trainer.every_s
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if delay.strip() not in ("0", "") and stop.wait(parse_window(delay)):
+        return
     while True:
         run = run_once(s, model=model)
         typer.echo(f"trainer: {run['verdict']}: {run['reason']}")

@@ -228,6 +228,26 @@
     const entries = Object.entries(o.dead_letters);
     if (!entries.length) { const tr = document.createElement("tr"); cell(tr, "none"); dead.append(tr); }
     for (const [reason, n] of entries) { const tr = document.createElement("tr"); cell(tr, reason); cell(tr, fmt(n)); dead.append(tr); }
+    drawTrainer(o);
+  }
+
+  // the learning loop (issue 12): the serving version's card and the trainer's last verdicts
+  function drawTrainer(o) {
+    const c = o.serving;
+    const m = c && c.metric && c.metrics ? c.metric + " " + fmt(c.metrics[c.metric], 3) +
+      (c.champion_metrics ? " (replaced " + fmt(c.champion_metrics[c.metric], 3) + ")" : "") : "";
+    $("ops-card").textContent = !c ? "none" : [c.model_name || "", c.window ? "data to " + c.window.end : "",
+      c.counts ? fmt(c.counts.events) + " events" : "", m].filter(Boolean).join(" · ");
+    const tb = $("ops-trainer").querySelector("tbody");
+    tb.replaceChildren();
+    const runs = o.trainer_runs || [];
+    if (!runs.length) { const tr = document.createElement("tr"); cell(tr, "no run yet"); tb.append(tr); }
+    for (const r of runs) {
+      const tr = document.createElement("tr");
+      tr.className = "run-" + r.verdict;
+      cell(tr, new Date(r.ts * 1000).toISOString().slice(11, 19)); cell(tr, r.verdict); cell(tr, r.reason);
+      tb.append(tr);
+    }
   }
 
   async function selectCampaign(id) {
