@@ -94,10 +94,14 @@ def main() -> None:
               f"{r['before']:.1%} | {r['after']:.1%} | {r['el_before']} | {r['el_after']} | {r['reasons']} |")
 
 
+def _share(counts: list[int]) -> str:
+    """Items from the arm / items served, over the eligible requests."""
+    return f"{counts[2] / counts[3]:.1%}" if counts[3] else "–"
+
+
 def _measure(servers, args, rng, live, catalog, in_model, weights):  # type: ignore[no-untyped-def]
     n = args.n
     clients = {k: httpx.Client(base_url=v.url, timeout=30) for k, v in servers.items()}
-    c0 = clients["after"]
     deadline = time.monotonic() + 60
     for c in clients.values():
         while c.get("/healthz").json().get("catalog_items", 0) < len(catalog) and time.monotonic() < deadline:
@@ -162,20 +166,15 @@ def _measure(servers, args, rng, live, catalog, in_model, weights):  # type: ign
                 if k == "after" and body.get("reason"):
                     reasons[body["reason"]] += 1
 
-        def share(k: str, eligible: bool) -> str:
-            a, b = (got[k][2], got[k][3]) if eligible else (got[k][0], got[k][1])
-            return f"{a / b:.1%}" if b else "–"
-
         sizes.sort()
         rows.append({"scenario": scenario, "filter": filt, "filtered": sizes[len(sizes) // 2],
                      "requests": args.requests, "eligible": n_eligible,
                      "before": got["before"][0] / got["before"][1], "after": got["after"][0] / got["after"][1],
-                     "el_before": share("before", True), "el_after": share("after", True),
+                     "el_before": _share(got["before"]), "el_after": _share(got["after"]),
                      "reasons": ", ".join(f"{k} {v}" for k, v in reasons.most_common()) or "–"})
         print(rows[-1], flush=True)
     for c in clients.values():
         c.close()
-    del c0
     return rows
 
 
