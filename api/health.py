@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from api.json import json_response
 from api.services import Services
+from api.trainer_view import trainer_metrics_text
 
 __all__ = ["healthz", "readyz", "metrics", "not_ready_reasons"]
 
@@ -60,4 +61,5 @@ async def metrics(request: Request) -> Response:
     svc.metrics.topn_users.set(len(svc.topn))
     svc.metrics.catalog_items.set(len(svc.catalog))
     svc.metrics.broker_up.set(1 if svc.durable.broker_up else 0)
-    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(svc.metrics.registry) + trainer_metrics_text(svc.settings.stream.model_dir)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

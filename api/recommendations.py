@@ -70,16 +70,21 @@ class CampaignRequestParams(BaseModel, extra="allow"):
             parse_duration_s(v)
         return v
 
-    def extras(self) -> dict[str, str]:
-        """The extra query parameters (IQL ``$params``), checked: at most 32, short names and values."""
+    def extras(self) -> dict[str, str | list[str]]:
+        """The extra query parameters (IQL ``$params``), checked: at most 32, short names and values.
+
+        A key given more than once (``&bs=Acme&bs=Bolt``) is a list parameter (for ``IN $bs``,
+        ``ANY $bs``); given once it is one value, which IN reads as a list of one.
+        """
         extra = dict(self.model_extra or {})
         if len(extra) > 32:
             raise ApiError(422, "query", f"at most 32 extra parameters; got {len(extra)}")
         for k, v in extra.items():
             if not k or len(k) > 64 or not set(k) <= _PARAM_NAME_CHARS:
                 raise ApiError(422, k[:64] or "query", "parameter names are letters, digits, '_' and '.' (max 64)")
-            if not isinstance(v, str) or len(v) > 1000:
-                raise ApiError(422, k, "must be one value of at most 1000 characters")
+            values = v if isinstance(v, list) else [v]
+            if len(values) > 100 or not all(isinstance(x, str) and len(x) <= 1000 for x in values):
+                raise ApiError(422, k, "must be at most 100 values of at most 1000 characters each")
         return extra
 
 
@@ -103,10 +108,11 @@ def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False) ->
     if c is None:
         raise ApiError(404, "campaign", f"unknown campaign {p.campaign!r}")
     extras = p.extras()
-    inputs = Inputs(user_id=p.user_id, item_id=p.item_id, cart=cart, session=session, params=extras)
-    _check_inputs(c, inputs)
+    _check_inputs(c, Inputs(user_id=p.user_id, item_id=p.item_id, cart=cart, session=session))
     cfg = optimizer_config(c)
     segment = extras.get(c.optimizer.segment_param, "") if c.optimizer.segment_param else ""
+    if not isinstance(segment, str):
+        raise ApiError(400, c.optimizer.segment_param or "segment", "the segment parameter takes one value")
     now = time.time()
     if c.control_share > 0 and p.user_id is not None and group_of(p.user_id, c.campaign_id, c.control_share) == CONTROL:
         arm, strategy, arm_params = CONTROL_ARM, c.fallback, {}
@@ -115,11 +121,14 @@ def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False) ->
         spec = next(a for a in c.arms if a.name == arm)
         strategy, arm_params = spec.strategy, spec.params
     params = {**c.params, **arm_params, **{k: v for k, v in (("window", p.window), ("category", p.category)) if v}}
+    # IQL $params: the campaign's and the arm's parameters are defaults, the request's override them
+    inputs = Inputs(user_id=p.user_id, item_id=p.item_id, cart=cart, session=session,
+                    params={**c.params, **arm_params, **extras})
     n = p.n or c.n
     try:
-        served = serve_list(svc, c, strategy, params, inputs, n)
-    except IQLError as exc:
-        raise ApiError(400, "filter", str(exc), **exc.to_dict()) from exc
+        served = serve_list(svc, c, strategy, params, inputs, n, fill_from_model=svc.settings.api.fill_from_model)
+    except IQLError as exc:  # a $param missing or not fitting its use: the 400 names the parameter
+        raise ApiError(400, exc.param or "filter", str(exc), **exc.to_dict()) from exc
     request_id = uuid.uuid4().hex
     items = [i["item_id"] for i in served.items]
     svc.publish_served(Impression(request_id=request_id, campaign_id=c.campaign_id, arm=arm, ts=now, goal=c.goal,
@@ -131,6 +140,7 @@ def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False) ->
         "strategy": strategy, "segment": segment, "user_id": p.user_id, "items": served.items,
         "from_arm": served.from_arm, "topped_up": served.topped_up,
         "fallback": c.fallback if served.topped_up else None,
+        "reason": served.reason, "reason_detail": served.reason_detail,
     }
     if explain:  # hook of api/explain.py
         body["explanations"] = explain_items(svc, c, arm, strategy, inputs, served.items)
@@ -145,8 +155,12 @@ async def get_recommendations(request: Request) -> Response:
     "campaign", "arm", "scenario", "strategy", "items", "from_arm", "topped_up", "fallback"}``.
     """
     svc: Services = request.app.state.services
-    raw = dict(request.query_params)
-    flag = raw.pop("explain", "false").lower()  # explain=true: per-item explanations (api/explain.py)
+    raw: dict[str, str | list[str]] = {}
+    for k, v in request.query_params.multi_items():  # a repeated key is a list parameter
+        prev = raw.get(k)
+        raw[k] = v if prev is None else [*prev, v] if isinstance(prev, list) else [prev, v]
+    flag = raw.pop("explain", "false")  # explain=true: per-item explanations (api/explain.py)
+    flag = flag.lower() if isinstance(flag, str) else str(flag)
     if flag not in ("true", "false", "1", "0"):
         raise ApiError(422, "explain", "must be true or false", value=flag)
     explain = flag in ("true", "1")
@@ -169,6 +183,10 @@ async def get_recommendations(request: Request) -> Response:
     else:
         items = [{"item_id": i, "score": s} for i, s in svc.servable_popular(p.n)]
         body = {"source": "popular", "model_version": None}
+    if len(items) < p.n:  # say why the list is short
+        body["reason"] = "no_popular_items" if not items else "few_servable_items"
+        body["reason_detail"] = (f"{len(items)} servable items between the user's list and the popular ones; "
+                                 f"n = {p.n}")
     svc.metrics.recs_source.labels(body["source"]).inc()
     if explain:  # hook of api/explain.py
         strategy = "popular" if body["source"] == "popular" else "personalized"

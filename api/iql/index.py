@@ -26,7 +26,7 @@ def _item_id(item: Mapping[str, Any]) -> str:
     try:
         return canonical_id(value)
     except BadId as exc:
-        raise CatalogSchemaError(str(value)[:80], "item_id", f"an id ({exc.reason})", value) from None
+        raise CatalogSchemaError(str(value)[:80], "item_id", f"a non-empty string id ({exc.reason})", value) from None
 
 
 class CatalogIndex:
