@@ -1,9 +1,10 @@
 """A thread that feeds ``FeedbackFold`` from the events topic and snapshots the optimizer to RocksDB.
 
-Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists, and the
-offsets they reflect. The events topic is read from the beginning, because windowed popularity
-is not in the snapshot; events below the stored offset only count for popularity, never twice
-for pulls or rewards. Every ``snapshot_every_s`` the
+Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists, windowed
+popularity, and the offsets they reflect; then read only the tail of the events topic, from
+those offsets (start-up costs the snapshot's size, not the history's length). A snapshot written
+without popularity (older versions) makes the reader start from the beginning once: events
+below the stored offset then count for popularity only, never twice for pulls or rewards. Every ``snapshot_every_s`` the
 worker that owns the store writes the changes since the last snapshot in one batch, with the
 offsets (the first time: the whole state).
 """
@@ -76,6 +77,7 @@ class FeedbackReader:
         self._pos: dict[int, int] = {}
         self._end: dict[int, int] | None = None
         self._last_snapshot = time.monotonic()
+        self.n_folded = 0  # messages folded by this process (a restart from a snapshot folds only the tail)
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,6 +98,11 @@ class FeedbackReader:
         self.fold.restore(opened, snap.rewarded)
         self._stored = dict(snap.offsets)
         self.offsets = dict(snap.offsets)
+        if snap.popularity_clock is not None:  # popularity is in the snapshot: read only the tail
+            self.fold.popularity.restore(snap.popularity, snap.popularity_clock)
+            tail = {p: off for (t, p), off in snap.offsets.items() if t == self.events_topic}
+            self._queued.update(tail)
+            self._pos.update(tail)
 
     def alive(self) -> bool:
         """The reader thread runs (it retries its own failures; only a bug ends it)."""
@@ -138,6 +145,7 @@ class FeedbackReader:
                 log.error("the optimizer snapshot's offset %d of %s[%d] is beyond the log end %d: the topic was "
                           "recreated; its events count as new from offset 0", off, topic, p, b.log_end)
                 self._stored[(topic, p)] = self.offsets[(topic, p)] = 0
+                self._queued[p] = self._pos[p] = 0
                 self.guard.detected += 1
                 if self.on_beyond_end is not None:
                     self.on_beyond_end(b)
@@ -209,6 +217,7 @@ class FeedbackReader:
                 self._pos[p] = off + 1
                 self._apply((topic, p), off, k, v)
             n += len(batch)
+        self.n_folded += n
         if not self._caught_up.is_set() and self._end is not None and all(
                 self._pos.get(p, 0) >= e for p, e in self._end.items()):
             self._caught_up.set()
@@ -229,18 +238,22 @@ class FeedbackReader:
 
     def snapshot(self) -> bool:
         """Write the changes since the last snapshot if this process is the store's writer."""
+        popularity = self.fold.popularity
         if not self.store.try_own():
             self.fold.take_deltas()  # another worker writes: nothing to keep
             self.fold.optimizer.take_dirty()
+            popularity.take_dirty()
             return False
         if not self._wrote_full:
             self.fold.take_deltas()
             self.fold.optimizer.take_dirty()
             with self.fold.lock:
+                _, _, clock = popularity.take_dirty()
                 snap = BanditSnapshot(
                     arms=dict(self.fold.optimizer.arms),
                     impressions={rid: encode_value(imp) for rid, imp in self.fold.open.items()},
-                    rewarded=dict(self.fold.rewarded), offsets=dict(self.offsets))
+                    rewarded=dict(self.fold.rewarded), offsets=dict(self.offsets),
+                    popularity=popularity.weights(), popularity_clock=clock)
             self.store.replace(snap)
             self._wrote_full = True
             return True
@@ -248,7 +261,9 @@ class FeedbackReader:
             opened, rewarded = self.fold.take_deltas()
             arms = self.fold.optimizer.take_dirty()
             offsets = dict(self.offsets)
+            weights, dropped, clock = popularity.take_dirty()
         batch = self.store.new_batch()
+        self.store.stage_popularity(batch, weights, dropped, clock)
         for ak, st in arms.items():
             self.store.stage_arm(batch, ak, st)
         for rid, imp in opened.items():

@@ -31,6 +31,7 @@ from operators.score import POPULAR_KEY_PREFIX, TopN, decode_topn
 from operators.settings import Settings
 from state.bandit import BanditStore
 from state.campaigns import CampaignStore
+from state.serving import ServingOptions, ServingStore
 
 __all__ = ["ApiMetrics", "Services", "build_services"]
 
@@ -177,7 +178,10 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         rules=rules,
         topn=TopicTable(k.brokers, k.topn_topic, decode_topn, on_update=partial(_keep_popular, popular_lists),
-                        on_beyond_end=beyond_end).start(),
+                        update_prefix=POPULAR_KEY_PREFIX, on_beyond_end=beyond_end,
+                        store=None if a.topn_store == "memory" else ServingStore(
+                            settings.stream.serving_dir / k.topn_topic,
+                            ServingOptions(block_cache_bytes=a.topn_cache_bytes))).start(),
         popular_lists=popular_lists,
         catalog=catalog,
         item_links=item_links,

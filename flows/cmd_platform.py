@@ -205,10 +205,11 @@ def run_cmd(
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     var.mkdir(parents=True, exist_ok=True)
-    for stale in ("state", "api", "lake"):  # the in-memory broker starts empty: so do the flow's, the API's state and the lake
+    for stale in ("state", "api", "lake", "serving"):  # the in-memory broker starts empty: so do the flow's, the API's state and the lake
         shutil.rmtree(var / stale, ignore_errors=True)
     env = dict(os.environ, FUSIONREC_KAFKA__BROKERS=f"127.0.0.1:{port}",
                FUSIONREC_STREAM__STATE_DIR=str(var / "state"), FUSIONREC_STREAM__MODEL_DIR=str(var / "models"),
+               FUSIONREC_STREAM__SERVING_DIR=str(var / "serving"),
                FUSIONREC_API__PORT=str(api_port), FUSIONREC_LAKE__LAKE_DIR=str(var / "lake"),
                FUSIONREC_GATE__HOLDOUT_HOURS=os.environ.get("FUSIONREC_GATE__HOLDOUT_HOURS", "0.05"),
                FUSIONREC_ANALYTICS__BUCKET_S="60")  # minute buckets: the live dashboard moves at once

@@ -107,6 +107,11 @@ class ApiSettings(BaseModel):
     gc_tuning: bool = Field(default=True, description="After startup: gc.freeze() and a gen-0 threshold of 50,000 (p99 under load)")
     popularity_bucket_s: float = Field(default=3600.0, gt=0, description="Bucket of windowed popularity, seconds")
     popularity_horizon_s: float = Field(default=30 * 86400.0, gt=0, description="Longest popularity window, seconds")
+    topn_store: Literal["rocksdb", "memory"] = Field(default="rocksdb", description=(
+        "Where each API process keeps user-topn: a local RocksDB under stream.serving_dir (bounded memory, "
+        "restarts read only the tail) or a dict (everything in RAM, re-read from the start)"))
+    topn_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=1 << 20, description=(
+        "Block cache of the local user-topn store, bytes (its memory bound, with 32 MB of write buffers)"))
     event_ack_timeout_s: float = Field(default=5.0, gt=0, description=(
         "POST /v1/events waits this long for the broker's acknowledgement before answering 503, seconds"))
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After of a 503 (events not durable), seconds")
