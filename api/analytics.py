@@ -42,6 +42,7 @@ from api.analytics_view import AnalyticsView, Slice
 from api.errors import ApiError, validate_params
 from api.json import json_response
 from api.topic_table import TopicTable
+from api.trainer_view import trainer_ops
 from operators.analytics_join import COUNTER_FIELDS, GROUP_FIELDS
 from operators.analytics_topic import decode_record
 from operators.analytics_uplift import METHOD, GroupTotals, uplift
@@ -95,7 +96,8 @@ class AnalyticsService:
         latest = latest_version_path(s.model_dir)
         return {"events_per_s": rate, "log_end_total": total, "partitions": parts, "dead_letters": dead,
                 "model_version": latest.name if latest else None,
-                "analytics_updated_ts": max((r.updated_ts for r in self.view.ops.values()), default=None)}
+                "analytics_updated_ts": max((r.updated_ts for r in self.view.ops.values()), default=None),
+                **trainer_ops(s.model_dir)}
 
 
 def build_analytics(settings: Settings) -> AnalyticsService:

@@ -6,7 +6,7 @@ configured event types) happen in ``api/campaigns.py`` when the campaign is save
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -19,7 +19,9 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 StrategyName = Literal["personalized", "session", "similar", "visual", "cart", "top", "last_seen", "popular"]
 FallbackName = Literal["popular", "top"]
-ParamValue = str | int | float | bool
+Scalar = str | int | float | bool
+ParamValue = Scalar | Annotated[list[Scalar], Field(max_length=1000)]
+"""A campaign or arm parameter: one value or a list (an IQL ``$param`` used with IN / ANY / ALL)."""
 
 assert set(STRATEGY_NEEDS) == set(StrategyName.__args__), "StrategyName must list every strategy"  # type: ignore[attr-defined]
 

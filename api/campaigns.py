@@ -22,6 +22,7 @@ from api.errors import ApiError, validate_params
 from api.iql import IQLError
 from api.json import json_response
 from api.services import Services
+from operators.control_group import CONTROL_ARM
 from state.campaigns import Campaign
 
 __all__ = ["list_campaigns", "create_campaign", "get_campaign", "put_campaign", "delete_campaign", "get_arms"]
@@ -119,19 +120,27 @@ async def delete_campaign(request: Request) -> Response:
 
 
 async def get_arms(request: Request) -> Response:
-    """Pulls, rewards, posterior and P(best) of each arm (and of ``control`` if the campaign has one)."""
+    """Pulls, rewards, posterior and P(best) of each of the campaign's arms; the control group (not an
+    arm: it takes no part in Thompson sampling) apart with its lists and rewards; this campaign's
+    feedback counters."""
     svc: Services = request.app.state.services
     cid = _campaign_id(request)
     c = svc.campaigns.get(cid)
     if c is None:
         raise ApiError(404, "campaign_id", f"unknown campaign {cid!r}")
     p = validate_params(ArmsParams, dict(request.query_params))
-    names = [a.name for a in c.arms] + (["control"] if c.control_share > 0 else [])
-    reports = svc.optimizer.report(cid, names, p.segment, optimizer_config(c), time.time())
+    now = time.time()
+    names = [a.name for a in c.arms]  # the optimizer's arms only: the control group is not one
+    reports = svc.optimizer.report(cid, names, p.segment, optimizer_config(c), now)
+    control = None
+    if c.control_share > 0:  # held back by a hash, served the fallback: lists and rewards, no posterior
+        st = svc.optimizer.arms.get((cid, CONTROL_ARM, p.segment))
+        control = {"arm": CONTROL_ARM, "share": c.control_share, "strategy": c.fallback,
+                   "lists": st.total_pulls if st else 0, "rewards": st.total_rewards if st else 0}
     fold = svc.fold
     return json_response({
         "campaign": cid, "segment": p.segment, "segments": svc.optimizer.segments(cid),
         "arms": [dataclasses.asdict(r) for r in reports],
-        "feedback": None if fold is None else {"served": fold.n_served, "rewards": fold.n_rewards,
-                                               "open_lists": len(fold.open), "skipped": dict(fold.skipped)},
+        "control": control,
+        "feedback": None if fold is None else fold.campaign_counters(cid),
     })

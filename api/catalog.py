@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from api.filter_cache import BitmapCache
+import numpy as np
+from numpy.typing import NDArray
+
+from api.filter_cache import BitmapCache, in_bitmap
 from api.iql import CatalogIndex, CatalogSchemaError, IQLEngine
 from api.vector_index import VectorIndex
 
@@ -30,11 +33,17 @@ class CatalogView:
         Attribute holding an item's dense vector.
     exclude : iterable of str
         Attributes IQL does not index (modality payloads); the vector attribute is always excluded.
+    hidden_attribute, in_stock_attribute, stock_attribute : str or None
+        The availability rule: an item with ``hidden == true``, ``in_stock == false`` or
+        ``stock <= 0`` is never served (None switches a rule off).
     """
 
-    def __init__(self, vector_attribute: str = "vector", exclude: Iterable[str] = ()) -> None:
+    def __init__(self, vector_attribute: str = "vector", exclude: Iterable[str] = (), *,
+                 hidden_attribute: str | None = "hidden", in_stock_attribute: str | None = "in_stock",
+                 stock_attribute: str | None = "stock") -> None:
         self.vector_attribute = vector_attribute
-        self.index = CatalogIndex(exclude=set(exclude) | {vector_attribute})
+        self.index = CatalogIndex(exclude=set(exclude) | {vector_attribute}, hidden_attribute=hidden_attribute,
+                                  in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute)
         self.engine = IQLEngine(self.index)
         self.bitmaps = BitmapCache(self.index)
         self.vectors = VectorIndex()
@@ -72,3 +81,14 @@ class CatalogView:
                 self.vectors.set(str(item.get("item_id", item_id)), vec)
             else:
                 self.vectors.delete(item_id)
+
+    def servable(self, item_ids: Sequence[str]) -> NDArray[np.bool_]:
+        """Mask over ``item_ids``: False for items the catalog has deleted, hidden or marked out of stock.
+
+        Ids the catalog never held are kept (a shop may serve without publishing a catalog). Cost
+        O(len(item_ids)): one dict lookup and one bitmap probe per id. Call ``sync()`` first.
+        """
+        if self.index.capacity == 0:
+            return np.ones(len(item_ids), dtype=bool)
+        idx = self.index.lookup(item_ids)
+        return (idx < 0) | in_bitmap(self.index.live, idx)

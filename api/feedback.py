@@ -69,6 +69,7 @@ class FeedbackFold:
         self.clock = 0.0
         self.n_served = self.n_rewards = 0
         self.skipped: dict[str, int] = {}
+        self.by_campaign: dict[str, dict[str, int]] = {}  # campaign -> served, rewards, open_lists, skipped:<reason>
         self.open_delta: dict[str, Impression | None] = {}
         self.rewarded_delta: dict[str, float | None] = {}
         self.lock = threading.RLock()  # snapshot takes it around take_deltas, which takes it too
@@ -90,6 +91,9 @@ class FeedbackFold:
             cfg = self.config_of(imp.campaign_id)
             self.optimizer.record((imp.campaign_id, imp.arm, imp.segment), imp.ts, cfg, pulls=1)
             self.n_served += 1
+            self._count(imp.campaign_id, "served")
+            if imp.request_id not in self.open:
+                self._count(imp.campaign_id, "open_lists")
             self.open[imp.request_id] = imp
             self.open_delta[imp.request_id] = imp
             if imp.user_id is not None:
@@ -123,6 +127,9 @@ class FeedbackFold:
             self.optimizer.record((r.campaign_id, r.arm, r.segment), r.ts, self.config_of(r.campaign_id), rewards=1)
             self.rewarded[r.request_id] = self.rewarded_delta[r.request_id] = imp.ts + imp.window_s
             self.n_rewards += 1
+            self._count(r.campaign_id, "rewards")
+        known = self.open.get(ev.request_id) if ev.request_id is not None else None
+        campaign = known.campaign_id if known is not None else ev.campaign_id
         for reason, n in res.skipped.items():
             if reason == "unknown_request" and ev.request_id is not None:
                 self.orphans.setdefault(ev.request_id, []).append(ev)
@@ -130,6 +137,21 @@ class FeedbackFold:
                     self.orphans.popitem(last=False)
             else:
                 self.skipped[reason] = self.skipped.get(reason, 0) + n
+                if campaign is not None:
+                    self._count(campaign, f"skipped:{reason}", n)
+
+    def _count(self, campaign_id: str, name: str, n: int = 1) -> None:
+        row = self.by_campaign.setdefault(campaign_id, {"served": 0, "rewards": 0, "open_lists": 0})
+        row[name] = row.get(name, 0) + n
+
+    def campaign_counters(self, campaign_id: str) -> dict[str, object]:
+        """This API worker's feedback counters of one campaign: lists served (pulls), rewards, lists
+        open for attribution, and feedback events skipped by reason (those naming the campaign or one of its lists)."""
+        with self.lock:
+            row = dict(self.by_campaign.get(campaign_id, {}))
+        skipped = {k[8:]: v for k, v in row.items() if k.startswith("skipped:")}
+        return {"served": row.get("served", 0), "rewards": row.get("rewards", 0),
+                "open_lists": row.get("open_lists", 0), "skipped": skipped}
 
     def _expire(self) -> None:
         while self.open:
@@ -138,6 +160,7 @@ class FeedbackFold:
                 break
             del self.open[rid]
             self.open_delta[rid] = None
+            self._count(imp.campaign_id, "open_lists", -1)
             q = self.by_user.get(imp.user_id) if imp.user_id is not None else None
             if q is not None and q and q[0] == rid:
                 q.popleft()
@@ -163,6 +186,8 @@ class FeedbackFold:
         """Load open lists (served order) and rewarded lists from a snapshot."""
         with self.lock:
             for imp in sorted(open_lists, key=lambda i: i.ts):
+                if imp.request_id not in self.open:
+                    self._count(imp.campaign_id, "open_lists")
                 self.open[imp.request_id] = imp
                 if imp.user_id is not None:
                     self.by_user.setdefault(imp.user_id, deque(maxlen=_PER_USER)).append(imp.request_id)

@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from api.json import json_response
 from api.services import Services
+from api.trainer_view import trainer_metrics_text
 
 __all__ = ["healthz", "metrics"]
 
@@ -23,4 +24,5 @@ async def metrics(request: Request) -> Response:
     svc: Services = request.app.state.services
     svc.metrics.topn_users.set(len(svc.topn))
     svc.metrics.catalog_items.set(len(svc.catalog))
-    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(svc.metrics.registry) + trainer_metrics_text(svc.settings.stream.model_dir)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

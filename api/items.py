@@ -1,4 +1,4 @@
-"""``GET /v1/items/{item_id}``: one catalog item as the shop sent it."""
+"""``GET /v1/items/{item_id}``: one catalog item as the shop sent it (the id percent-encoded: ``/ + % & space`` work)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ from starlette.responses import Response
 from api.errors import ApiError
 from api.json import json_response
 from api.services import Services
+from operators.ids import BadId, canonical_id
 
 __all__ = ["get_item"]
 
 
 async def get_item(request: Request) -> Response:
     svc: Services = request.app.state.services
-    item_id = request.path_params["item_id"]
+    raw = request.path_params["item_id"]  # percent-decoded by the server; '/' allowed (a path parameter)
+    try:
+        item_id = canonical_id(raw)
+    except BadId as exc:
+        raise ApiError(422, "item_id", exc.reason, value=raw[:80]) from exc
     item = svc.catalog.get(item_id)
     if item is None:
         raise ApiError(404, "item_id", f"unknown item {item_id!r}")

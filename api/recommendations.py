@@ -20,6 +20,7 @@ from api.serving import serve_list
 from api.strategies import STRATEGY_NEEDS, Inputs, parse_duration_s
 from operators.attribution import Impression
 from operators.control_group import CONTROL, CONTROL_ARM, group_of
+from operators.ids import BadId, CanonicalId, canonical_id
 from operators.score import TopN
 from state.campaigns import Campaign
 
@@ -30,7 +31,7 @@ _PARAM_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 
 
 class RecommendationParams(BaseModel, extra="allow"):
-    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    user_id: CanonicalId | None = None
     n: int = Field(default=20, ge=1, le=500)
 
 
@@ -38,22 +39,23 @@ def _id_list(value: str | None) -> tuple[str, ...]:
     """Comma-separated item ids -> distinct ids in order. Raises ValueError naming the bound broken."""
     if value is None:
         return ()
-    ids = tuple(dict.fromkeys(x.strip() for x in value.split(",") if x.strip()))
-    if not ids:
+    parts = [x for x in value.split(",") if x.strip()]
+    if not parts:
         raise ValueError("must hold at least one item id (comma-separated)")
-    if len(ids) > _MAX_LIST:
-        raise ValueError(f"at most {_MAX_LIST} item ids; got {len(ids)}")
-    if any(len(x) > 256 for x in ids):
-        raise ValueError("item ids must be at most 256 characters")
-    return ids
+    if len(parts) > _MAX_LIST:
+        raise ValueError(f"at most {_MAX_LIST} item ids; got {len(parts)}")
+    try:
+        return tuple(dict.fromkeys(canonical_id(x) for x in parts))
+    except BadId as exc:
+        raise ValueError(f"item ids: {exc}") from exc
 
 
 class CampaignRequestParams(BaseModel, extra="allow"):
     """Query of a campaign request; other parameters become IQL ``$params`` (``user.x`` -> ``context.user.x``)."""
 
     campaign: str = Field(pattern=ID_PATTERN)
-    user_id: str | None = Field(default=None, min_length=1, max_length=256)
-    item_id: str | None = Field(default=None, min_length=1, max_length=256)
+    user_id: CanonicalId | None = None
+    item_id: CanonicalId | None = None
     cart: str | None = Field(default=None, max_length=30_000, description="Comma-separated item ids")
     session: str | None = Field(default=None, max_length=30_000, description="Comma-separated item ids, oldest first")
     n: int | None = Field(default=None, ge=1, le=500, description="Default: the campaign's n")
@@ -67,16 +69,21 @@ class CampaignRequestParams(BaseModel, extra="allow"):
             parse_duration_s(v)
         return v
 
-    def extras(self) -> dict[str, str]:
-        """The extra query parameters (IQL ``$params``), checked: at most 32, short names and values."""
+    def extras(self) -> dict[str, str | list[str]]:
+        """The extra query parameters (IQL ``$params``), checked: at most 32, short names and values.
+
+        A key given more than once (``&bs=Acme&bs=Bolt``) is a list parameter (for ``IN $bs``,
+        ``ANY $bs``); given once it is one value, which IN reads as a list of one.
+        """
         extra = dict(self.model_extra or {})
         if len(extra) > 32:
             raise ApiError(422, "query", f"at most 32 extra parameters; got {len(extra)}")
         for k, v in extra.items():
             if not k or len(k) > 64 or not set(k) <= _PARAM_NAME_CHARS:
                 raise ApiError(422, k[:64] or "query", "parameter names are letters, digits, '_' and '.' (max 64)")
-            if not isinstance(v, str) or len(v) > 1000:
-                raise ApiError(422, k, "must be one value of at most 1000 characters")
+            values = v if isinstance(v, list) else [v]
+            if len(values) > 100 or not all(isinstance(x, str) and len(x) <= 1000 for x in values):
+                raise ApiError(422, k, "must be at most 100 values of at most 1000 characters each")
         return extra
 
 
@@ -100,10 +107,11 @@ def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False) ->
     if c is None:
         raise ApiError(404, "campaign", f"unknown campaign {p.campaign!r}")
     extras = p.extras()
-    inputs = Inputs(user_id=p.user_id, item_id=p.item_id, cart=cart, session=session, params=extras)
-    _check_inputs(c, inputs)
+    _check_inputs(c, Inputs(user_id=p.user_id, item_id=p.item_id, cart=cart, session=session))
     cfg = optimizer_config(c)
     segment = extras.get(c.optimizer.segment_param, "") if c.optimizer.segment_param else ""
+    if not isinstance(segment, str):
+        raise ApiError(400, c.optimizer.segment_param or "segment", "the segment parameter takes one value")
     now = time.time()
     if c.control_share > 0 and p.user_id is not None and group_of(p.user_id, c.campaign_id, c.control_share) == CONTROL:
         arm, strategy, arm_params = CONTROL_ARM, c.fallback, {}
@@ -112,11 +120,14 @@ def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False) ->
         spec = next(a for a in c.arms if a.name == arm)
         strategy, arm_params = spec.strategy, spec.params
     params = {**c.params, **arm_params, **{k: v for k, v in (("window", p.window), ("category", p.category)) if v}}
+    # IQL $params: the campaign's and the arm's parameters are defaults, the request's override them
+    inputs = Inputs(user_id=p.user_id, item_id=p.item_id, cart=cart, session=session,
+                    params={**c.params, **arm_params, **extras})
     n = p.n or c.n
     try:
         served = serve_list(svc, c, strategy, params, inputs, n)
-    except IQLError as exc:
-        raise ApiError(400, "filter", str(exc), **exc.to_dict()) from exc
+    except IQLError as exc:  # a $param missing or not fitting its use: the 400 names the parameter
+        raise ApiError(400, exc.param or "filter", str(exc), **exc.to_dict()) from exc
     request_id = svc.signer.issue(c.campaign_id, arm, p.user_id, now)
     items = [i["item_id"] for i in served.items]
     svc.publish_served(Impression(request_id=request_id, campaign_id=c.campaign_id, arm=arm, ts=now, goal=c.goal,
@@ -142,8 +153,12 @@ async def get_recommendations(request: Request) -> Response:
     "campaign", "arm", "scenario", "strategy", "items", "from_arm", "topped_up", "fallback"}``.
     """
     svc: Services = request.app.state.services
-    raw = dict(request.query_params)
-    flag = raw.pop("explain", "false").lower()  # explain=true: per-item explanations (api/explain.py)
+    raw: dict[str, str | list[str]] = {}
+    for k, v in request.query_params.multi_items():  # a repeated key is a list parameter
+        prev = raw.get(k)
+        raw[k] = v if prev is None else [*prev, v] if isinstance(prev, list) else [prev, v]
+    flag = raw.pop("explain", "false")  # explain=true: per-item explanations (api/explain.py)
+    flag = flag.lower() if isinstance(flag, str) else str(flag)
     if flag not in ("true", "false", "1", "0"):
         raise ApiError(422, "explain", "must be true or false", value=flag)
     explain = flag in ("true", "1")
@@ -152,11 +167,19 @@ async def get_recommendations(request: Request) -> Response:
     p = validate_params(RecommendationParams, raw)
     t = svc.topn.get(p.user_id) if p.user_id else None
     if isinstance(t, TopN):
-        items = [{"item_id": i, "score": s} for i, s in zip(t.items[: p.n], t.scores[: p.n])]
+        # the flow published this list before the catalog may have changed: drop what is no longer servable
+        svc.catalog_view.sync()
+        keep = svc.catalog_view.servable(t.items).tolist()
+        items = [{"item_id": i, "score": s} for i, s, ok in zip(t.items, t.scores, keep, strict=False) if ok][: p.n]
         body = {"source": t.source, "model_version": t.model_version, "updated_ts": t.updated_ts,
                 "last_event_ts": t.last_event_ts}
+        if len(items) < p.n and t.source != "popular":
+            more = svc.servable_popular(p.n - len(items), exclude={i["item_id"] for i in items})
+            if more:
+                items += [{"item_id": i, "score": s, "fallback": True} for i, s in more]
+                body["source"] = "model+popular"
     else:
-        items = [{"item_id": i, "score": s} for i, s in svc.popular(p.n)]
+        items = [{"item_id": i, "score": s} for i, s in svc.servable_popular(p.n)]
         body = {"source": "popular", "model_version": None}
     svc.metrics.recs_source.labels(body["source"]).inc()
     if explain:  # hook of api/explain.py

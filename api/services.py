@@ -92,6 +92,10 @@ class Services:
 
     def popular(self, n: int) -> list[tuple[str, float]]:
         """Items popular across all partitions (sum of the partitions' decayed scores), cached 1 s."""
+        return self._ranked_popular()[:n]
+
+    def _ranked_popular(self) -> list[tuple[str, float]]:
+        """All popular items, best first (the 1 s cache itself: do not mutate)."""
         at, ranked = self._popular
         if time.monotonic() - at > 1.0:
             total: dict[str, float] = {}
@@ -101,7 +105,21 @@ class Services:
                         total[item] = total.get(item, 0.0) + s
             ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
             self._popular = (time.monotonic(), ranked)
-        return ranked[:n]
+        return ranked
+
+    def servable_popular(self, n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, float]]:
+        """The ``n`` most popular items the catalog lets us serve (not deleted, hidden or out of
+        stock), skipping ``exclude``: scans the ranked list in chunks, O(n) while few items are unservable."""
+        self.catalog_view.sync()
+        ranked = self._ranked_popular()
+        out: list[tuple[str, float]] = []
+        start, chunk = 0, max(2 * n, 16)
+        while len(out) < n and start < len(ranked):
+            part = ranked[start:start + chunk]
+            mask = self.catalog_view.servable([i for i, _ in part])
+            out += [kv for kv, ok in zip(part, mask.tolist(), strict=True) if ok and kv[0] not in exclude]
+            start, chunk = start + chunk, chunk * 2
+        return out[:n]
 
     def close(self) -> None:
         self.topn.stop()
@@ -117,7 +135,8 @@ def build_services(settings: Settings) -> Services:
     open the campaign and optimizer stores under ``api.state_dir``; a producer for ``events``."""
     k, a = settings.kafka, settings.api
     state_dir = a.state_dir or settings.stream.state_dir.parent / "api"
-    view = CatalogView(a.vector_attribute, a.catalog_exclude)
+    view = CatalogView(a.vector_attribute, a.catalog_exclude, hidden_attribute=a.hidden_attribute,
+                       in_stock_attribute=a.in_stock_attribute, stock_attribute=a.stock_attribute)
     campaigns = CampaignRegistry(CampaignStore(state_dir / "campaigns"), a.campaign_check_s)
     optimizer = ThompsonOptimizer(np.random.default_rng(settings.seed))
     popularity = WindowPopularity(a.popularity_bucket_s, a.popularity_horizon_s)

@@ -55,7 +55,7 @@ def _keep(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarra
         return in_bitmap(view.bitmaps.bitmap(plan, ctx, view.version), idx)
     if view.index.capacity == 0:
         return np.ones(len(idx), dtype=bool)
-    return (idx < 0) | in_bitmap(view.index.live, idx)  # unknown to the catalog: kept
+    return (idx < 0) | in_bitmap(view.index.live, idx)  # unknown to the catalog: kept (as CatalogView.servable)
 
 
 def _boost(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarray) -> np.ndarray:
@@ -96,6 +96,13 @@ def serve_list(svc: Services, campaign: Campaign, strategy: str, params: Mapping
     """
     svc.catalog_view.sync()
     ctx = request_context(svc, inputs)
+    # bind the filter and boosters first (cached per bound values): a request parameter that is
+    # missing or does not fit its use is an IQLError even when no candidate would reach the filter
+    none = np.zeros(0, dtype=np.int64)
+    if campaign.filter.strip():
+        _keep(svc, campaign, ctx, none)
+    if campaign.boosters.strip():
+        _boost(svc, campaign, ctx, none)
     exclude = set(inputs.cart) | set(inputs.session) | ({inputs.item_id} if inputs.item_id else set())
     k = n * _OVERFETCH + len(exclude)
     ids, scores = _filtered(svc, campaign, ctx, strategy, inputs, params, k, exclude)

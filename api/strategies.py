@@ -164,8 +164,10 @@ def _top(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranke
     try:
         mask = view.engine.filter_candidates(f"{attr} == $category", RequestContext(params={"category": category}),
                                              view.index.lookup(ids))
-    except IQLError:
-        return [], []  # the catalog has no such attribute (yet) or the value does not fit its type
+    except IQLError as exc:
+        if exc.param is not None:  # the value does not fit the attribute's type: a 400 naming `category`
+            raise
+        return [], []  # the catalog has no such attribute (yet)
     sel = np.flatnonzero(mask)[:k]
     return [ids[i] for i in sel], scores[sel].tolist()
 

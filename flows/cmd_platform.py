@@ -65,11 +65,23 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic shop")] = 0,
     model: Annotated[str, typer.Option(help="Registered model: covisit, emde, vsknn, ... (models/registry.py)")
                      ] = "covisit",
+    lake: Annotated[Path | None, typer.Option(help="Or: train on the event lake under this directory")] = None,
+    window: Annotated[str, typer.Option(help="With --lake: the newest window to train on, e.g. 30d, 12h")] = "30d",
 ) -> None:
     """Train a model and write a new model version (running flows and APIs pick it up without restart)."""
     from operators.training import read_events_jsonl, train_model
 
     s = _settings()
+    if lake is not None:
+        from operators.lake_read import parse_window
+        from operators.lake_training import train_from_lake
+
+        try:
+            path = train_from_lake(s, parse_window(window), model, lake_dir=lake)
+        except (ValueError, FileNotFoundError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--lake/--window/--model") from exc
+        typer.echo(f"model version written: {path}")
+        return
     if events is not None:
         stream = read_events_jsonl(events, s)
     elif simulate > 0:
@@ -77,7 +89,7 @@ def train_cmd(
 
         stream = iter(SyntheticShop(seed=seed).history(simulate))
     else:
-        raise typer.BadParameter("give --events FILE or --simulate N", param_hint="--events")
+        raise typer.BadParameter("give --events FILE, --simulate N or --lake DIR", param_hint="--events")
     try:
         path = train_model(stream, s, model)
     except (ValueError, KeyError, FileNotFoundError) as exc:  # unknown model, empty log, missing file
@@ -97,6 +109,7 @@ def catalog_cmd(
     """
     import orjson
 
+    from operators.ids import BadId, canonical_id
     from simulators.producer import EventProducer
 
     s = _settings()
@@ -109,9 +122,12 @@ def catalog_cmd(
                 item = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 raise typer.BadParameter(f"{items}:{lineno}: not JSON: {exc}", param_hint="ITEMS") from exc
-            if not isinstance(item, dict) or not isinstance(item.get("item_id"), str) or not item["item_id"]:
-                raise typer.BadParameter(f"{items}:{lineno}: needs a JSON object with a non-empty string item_id",
-                                         param_hint="ITEMS")
+            if not isinstance(item, dict):
+                raise typer.BadParameter(f"{items}:{lineno}: needs a JSON object with an item_id", param_hint="ITEMS")
+            try:
+                item["item_id"] = canonical_id(item.get("item_id"))
+            except BadId as exc:
+                raise typer.BadParameter(f"{items}:{lineno}: item_id: {exc}", param_hint="ITEMS") from exc
             records.append(item)
     with EventProducer.from_settings(s.kafka) as p:
         n = p.send_catalog(records)
@@ -189,17 +205,21 @@ def run_cmd(
         "Model of the first version: covisit (seconds to train) or emde (sketches and M′·Q in the stream, "
         "new items by title and by M′·Q; trains up to --train-seconds)"))] = "covisit",
     train_seconds: Annotated[float, typer.Option(help="EMDE: network training budget, seconds")] = 60.0,
+    trainer_every: Annotated[str, typer.Option(help=(
+        "The learning loop: archive events to the lake and run the gated trainer this often (first run after "
+        "4/5 of it; holdout = the newest 3 min); 0 = off"))] = "5m",
 ) -> None:
     """Start the whole platform embedded: broker, topics, training, flow, API, live shop."""
     _settings()
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     var.mkdir(parents=True, exist_ok=True)
-    for stale in ("state", "api"):  # the in-memory broker starts empty: so do the flow's and the API's state
+    for stale in ("state", "api", "lake"):  # the in-memory broker starts empty: so do the flow's, the API's state and the lake
         shutil.rmtree(var / stale, ignore_errors=True)
     env = dict(os.environ, FUSIONREC_KAFKA__BROKERS=f"127.0.0.1:{port}",
                FUSIONREC_STREAM__STATE_DIR=str(var / "state"), FUSIONREC_STREAM__MODEL_DIR=str(var / "models"),
-               FUSIONREC_API__PORT=str(api_port),
+               FUSIONREC_API__PORT=str(api_port), FUSIONREC_LAKE__LAKE_DIR=str(var / "lake"),
+               FUSIONREC_GATE__HOLDOUT_HOURS=os.environ.get("FUSIONREC_GATE__HOLDOUT_HOURS", "0.05"),
                FUSIONREC_ANALYTICS__BUCKET_S="60")  # minute buckets: the live dashboard moves at once
     os.environ.update(env)
     s = Settings()
@@ -219,6 +239,14 @@ def run_cmd(
         children.append(_child([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
                                 "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"],
                                env, var / "api.log"))
+        if trainer_every not in ("0", ""):  # the learning loop (issue 12): lake + gated trainer
+            from operators.lake_read import parse_window
+
+            first = f"{0.8 * parse_window(trainer_every):.0f}s"
+            children.append(_child([sys.executable, "-m", "bytewax.run", "flows.archive:flow", "-w", "1"],
+                                   env, var / "archive.log"))
+            children.append(_child([sys.executable, "-m", "flows.cli", "trainer", "--every", trainer_every,
+                                    "--delay", first, "--model", model], env, var / "trainer.log"))
         wait_for_port("127.0.0.1", api_port, 30)
         if replay is None:
             children.append(_child([sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
@@ -236,6 +264,7 @@ fusionrec is running (logs in {var}/):
   health/metrics   {base}/healthz   {base}/metrics (admin key)
   dashboard        {base}/dashboard?api_key={s.api.admin_keys[0] if s.api.admin_keys else '<admin key>'}{ab}
   keys (X-API-Key) admin {s.api.admin_keys[:1]}, client {s.api.client_keys[:1]}
+  learning loop    lake in {var}/lake, gated trainer every {trainer_every} (verdicts on the dashboard's ops panel)
 Ctrl-C stops everything.""")
         while True:
             time.sleep(1.0)

@@ -32,7 +32,8 @@ from numpy.typing import NDArray
 
 from models.base import Recommender
 
-__all__ = ["ModelVersion", "write_version", "latest_version_path", "load_version", "ModelWatcher"]
+__all__ = ["ModelVersion", "write_version", "latest_version_path", "load_version", "ModelWatcher", "point_latest",
+           "PROMOTIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,34 @@ def _class_path(model: object) -> str:
     return f"{type(model).__module__}:{type(model).__qualname__}"
 
 
+PROMOTIONS = "promotions.jsonl"
+"""Append-only log under ``model_dir``: one JSON line per change of ``LATEST`` (action, version, reason)."""
+
+
+def point_latest(model_dir: Path, version: str, *, action: str = "promote", reason: str = "") -> None:
+    """Replace ``model_dir/LATEST`` atomically with ``version`` (readers see the old or the new name)
+    and append the change to ``model_dir/promotions.jsonl``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``version`` is not a complete version directory under ``model_dir``.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / version / "manifest.json").exists():
+        raise FileNotFoundError(f"{model_dir / version}: not a complete model version")
+    latest_tmp = model_dir / f".LATEST-{version}"
+    latest_tmp.write_text(version)
+    os.replace(latest_tmp, model_dir / "LATEST")
+    with open(model_dir / PROMOTIONS, "a") as f:
+        f.write(json.dumps({"ts": time.time(), "action": action, "version": version, "reason": reason}) + "\n")
+
+
 def write_version(model_dir: Path, model: Recommender, item_ids: list[str], *,
-                  item_vectors: NDArray[np.float32] | None = None, **manifest: Any) -> Path:
+                  item_vectors: NDArray[np.float32] | None = None, promote: bool = True, **manifest: Any) -> Path:
     """Save ``model`` (and optional Cleora ``item_vectors``, one row per item) as a new version
-    under ``model_dir`` and point ``LATEST`` at it."""
+    under ``model_dir`` and, when ``promote``, point ``LATEST`` at it (a gated challenger is
+    written with ``promote=False`` and pointed at only if it passes)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
@@ -78,10 +103,9 @@ def write_version(model_dir: Path, model: Recommender, item_ids: list[str], *,
         "n_items": len(item_ids), **manifest}, indent=2))
     final = model_dir / version
     os.rename(tmp, final)
-    latest_tmp = model_dir / f".LATEST-{version}"
-    latest_tmp.write_text(version)
-    os.replace(latest_tmp, model_dir / "LATEST")
-    log.info("wrote model version %s", final)
+    if promote:
+        point_latest(model_dir, version)
+    log.info("wrote model version %s%s", final, "" if promote else " (not promoted)")
     return final
 
 

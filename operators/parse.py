@@ -16,6 +16,7 @@ import msgspec
 import orjson
 
 from operators.errors import BadEvent
+from operators.ids import BadId, canonical_id
 from operators.schema import EVENT_FIELDS, BasketLine, DeadLetter, Event
 from operators.settings import EventTypeSpec, Settings
 
@@ -49,7 +50,7 @@ class EventRules:
         return cls.from_specs(settings.event_types, s.max_event_bytes, s.future_skew_s, s.max_age_s)
 
 
-Id = str | int
+Id = str | int | float  # any of them becomes its canonical string (operators/ids.py) or a BadEvent
 
 
 class _WireLine(msgspec.Struct, forbid_unknown_fields=True):
@@ -81,13 +82,13 @@ _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 
 
 def _id(field: str, value: Id | None) -> str | None:
-    """Canonical string of an id (ints become their decimal string; never via float)."""
+    """Canonical string of an id (the rule of ``operators.ids``), None for None; BadEvent naming ``field``."""
     if value is None:
         return None
-    s = value if isinstance(value, str) else str(value)
-    if not s.strip():
-        raise BadEvent(field, "must be a non-empty string", value)
-    return s
+    try:
+        return canonical_id(value)
+    except BadId as exc:
+        raise BadEvent(field, exc.reason, value) from exc
 
 
 def _ts(value: float | str, rules: EventRules, received_ts: float | None) -> float:
@@ -227,6 +228,10 @@ def parse_event(
         key_s = key.decode()
     except UnicodeDecodeError:
         return dead("key_mismatch", "key", f"key is not UTF-8: {key[:40]!r}")
+    try:
+        key_s = canonical_id(key_s)  # the key names the user by the same rule (a JVM producer may send "12345.0")
+    except BadId:
+        pass
     if key_s != event.user_id:
         return dead("key_mismatch", "key", f"key {key_s!r} != user_id {event.user_id!r}")
     return event

@@ -19,7 +19,7 @@ from pydantic_settings import (
 )
 
 __all__ = ["EventTypeSpec", "KafkaSettings", "StreamSettings", "ApiSettings", "AnalyticsSettings", "Settings",
-           "DEFAULT_EVENT_TYPES"]
+           "DEFAULT_EVENT_TYPES", "LakeSettings", "TrainerSettings", "GateSettings"]
 
 
 class EventTypeSpec(BaseModel):
@@ -110,6 +110,9 @@ class ApiSettings(BaseModel):
     vector_attribute: str = Field(default="vector", description="Catalog attribute holding a dense vector (visual similarity)")
     catalog_exclude: list[str] = Field(default_factory=lambda: ["vector", "image", "image_path"],
                                        description="Catalog attributes not indexed for IQL (modality payloads)")
+    hidden_attribute: str | None = Field(default="hidden", description="Catalog bool: true = never served")
+    in_stock_attribute: str | None = Field(default="in_stock", description="Catalog bool: false = never served (out of stock)")
+    stock_attribute: str | None = Field(default="stock", description="Catalog number: <= 0 = never served (out of stock)")
     gc_tuning: bool = Field(default=True, description="After startup: gc.freeze() and a gen-0 threshold of 50,000 (p99 under load)")
     popularity_bucket_s: float = Field(default=3600.0, gt=0, description="Bucket of windowed popularity, seconds")
     popularity_horizon_s: float = Field(default=30 * 86400.0, gt=0, description="Longest popularity window, seconds")
@@ -128,6 +131,37 @@ class AnalyticsSettings(BaseModel):
     top_items: int = Field(default=20, ge=1, le=500, description="Top impressed/clicked items kept per campaign")
 
 
+class LakeSettings(BaseModel):
+    """The event lake (flows/archive.py): Parquet files of ``events`` and ``catalog`` by date."""
+
+    lake_dir: Path = Path("var/lake")
+    retention_days: float = Field(default=90.0, gt=0, description="Dates older than this before the newest event are deleted, days")
+    flush_rows: int = Field(default=50_000, ge=1, description="Rows buffered per partition before a file is written")
+    flush_interval_s: float = Field(default=5.0, gt=0, description="Oldest buffered row waits at most this long, seconds")
+    compact_min_files: int = Field(default=8, ge=2, description="Compact a (partition, date) once it has this many small files")
+    compact_small_rows: int = Field(default=20_000, ge=1, description="A file with fewer rows than this is small")
+    read_batch_rows: int = Field(default=262_144, ge=1024, description="Rows per record batch when training reads the lake")
+
+
+class TrainerSettings(BaseModel):
+    """``fusionrec trainer``: what it trains and how often."""
+
+    every_s: float = Field(default=6 * 3600.0, gt=0, description="Seconds between trainer runs")
+    window_days: float = Field(default=30.0, gt=0, description="Training window ending at the newest archived event, days")
+    model: str = Field(default="covisit", description="Registered model of the challenger (models/registry.py)")
+    min_events: int = Field(default=1000, ge=1, description="Fewer events in the window: the run is skipped")
+
+
+class GateSettings(BaseModel):
+    """The gate a challenger passes before it goes live (``fusionrec trainer``)."""
+
+    holdout_hours: float = Field(default=24.0, gt=0, description="Newest slice held out of the challenger's training, hours")
+    metric: str = Field(default="HR@20", description="Gate metric (models/evaluate.py score_rankings key)")
+    margin: float = Field(default=0.02, ge=0, description="Relative gain over the champion needed to promote (0.02 = 2 %)")
+    max_queries: int = Field(default=20_000, ge=1, description="Holdout prefixes evaluated (seeded sample)")
+    min_queries: int = Field(default=200, ge=1, description="Fewer holdout prefixes: no verdict, the champion stays")
+
+
 def _config_file() -> Path:
     return Path(os.environ.get("FUSIONREC_CONFIG", "fusionrec.toml"))
 
@@ -141,6 +175,9 @@ class Settings(BaseSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
     event_types: list[EventTypeSpec] = Field(default_factory=lambda: list(DEFAULT_EVENT_TYPES))
     seed: int = 42
 

@@ -80,18 +80,24 @@ class SketchUpdater:
         self._thr = np.float32(prune_below)
 
     # ----------------------------------------------------------------- per user
-    def fold(self, st: UserState, items: Sequence[str], types: Sequence[str], ts: Sequence[float]) -> None:
+    def fold(self, st: UserState, items: Sequence[str], types: Sequence[str], ts: Sequence[float],
+             before: UserState | None = None) -> None:
         """Add a user's new events (oldest first) to ``st``'s sketch, in place.
 
         If ``st`` was sketched by another model version (or never), its sketch is first rebuilt
-        from the history *before* these events (they are the last ``len(items)`` entries of
-        ``st.items``), then the new events are folded one by one. A new user therefore starts from
-        an empty sketch, which keeps the result independent of batching (exactly-once replays).
+        from the history *before* these events: ``before`` (the kept history the applier saw
+        before the batch, whose cut to ``history_len`` may already have dropped part of it
+        from ``st``), else the entries of ``st.items`` that precede the last ``len(items)``;
+        then the new events are folded one by one. A new user therefore starts from an empty
+        sketch, which keeps the result independent of batching (exactly-once replays).
         """
         if st.sketch_version != self.version.version:
-            cut = max(len(st.items) - len(items), 0)  # the kept history may be shorter than the new events
-            before = UserState(items=st.items[:cut], ts=st.ts[:cut], types=st.types[:cut],
-                               sketch_version=self.version.version)
+            if before is None:
+                cut = max(len(st.items) - len(items), 0)  # the kept history may be shorter than the new events
+                before = UserState(items=st.items[:cut], ts=st.ts[:cut], types=st.types[:cut])
+            else:
+                before = UserState(items=list(before.items), ts=list(before.ts), types=list(before.types))
+            before.sketch_version = self.version.version
             if before.items:  # a user known before this version: rebuild (lazy migration)
                 self.rebuild([before])
             st.sketch_cols, st.sketch_vals = before.sketch_cols, before.sketch_vals

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -10,14 +11,14 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from models.base import InteractionLog
+from models.base import InteractionLog, Recommender
 from models.registry import create_model
 from operators.model_version import write_version
 from operators.parse import EventRules, validate_event_dict
 from operators.schema import Event, encode_event
 from operators.settings import Settings
 
-__all__ = ["events_to_log", "train_model", "train_covisitation", "read_events_jsonl", "write_events_jsonl"]
+__all__ = ["events_to_log", "train_model", "weighted_types", "fit_model", "write_fitted", "train_covisitation", "read_events_jsonl", "write_events_jsonl"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,49 @@ def cleora_item_vectors(log: InteractionLog, dim: int = 64, n_iter: int = 3, see
     return store.vectors_of(list(log.item_ids))
 
 
+def weighted_types(settings: Settings) -> tuple[list[str], tuple[float, ...]]:
+    """Event types with weight > 0 (the ones models train on) and their weights."""
+    types = [t.name for t in settings.event_types if t.weight > 0]
+    return types, tuple(t.weight for t in settings.event_types if t.weight > 0)
+
+
+def fit_model(il: InteractionLog, settings: Settings, model: str = "covisit", *,
+              side: dict[str, object] | None = None, **params: object) -> tuple[Recommender, float]:
+    """Create the registered recommender ``model`` and fit it on ``il``; returns it and the fit seconds.
+
+    ``side`` (item side data by modality name: titles, vectors) is passed to ``fit`` only when the
+    model's ``fit`` takes it (EMDE); every other model gets the log alone, as the protocol says.
+
+    Raises
+    ------
+    ValueError
+        If ``il`` has no item, or ``model`` is not registered.
+    """
+    if il.n_items == 0:
+        raise ValueError("events: no interactions with items of a weighted event type; nothing to train on")
+    if model == "covisit":
+        params.setdefault("type_weights", weighted_types(settings)[1])
+    if model == "emde":
+        params.setdefault("progress", True)
+    t0 = time.perf_counter()
+    rec = create_model(model, **params)
+    if side and "side" in inspect.signature(rec.fit).parameters:
+        rec.fit(il, side=side)  # type: ignore[call-arg]
+    else:
+        rec.fit(il)
+    return rec, time.perf_counter() - t0
+
+
+def write_fitted(rec: Recommender, il: InteractionLog, settings: Settings, model: str, fit_s: float, *,
+                 cleora_dim: int = 64, promote: bool = True, **manifest: object) -> Path:
+    """Write a fitted model as a new version (Cleora item vectors of ``il`` for M′·Q when ``cleora_dim``)."""
+    assert il.item_ids is not None
+    vectors = cleora_item_vectors(il, cleora_dim) if cleora_dim > 0 else None
+    return write_version(settings.stream.model_dir, rec, list(il.item_ids), item_vectors=vectors, model_name=model,
+                         n_events=il.n_events, n_sessions=il.n_sessions, train_s=round(fit_s, 3), promote=promote,
+                         **manifest)
+
+
 def train_model(events: Iterable[Event], settings: Settings, model: str = "covisit", *, cleora_dim: int = 64,
                 **params: object) -> Path:
     """Fit the registered recommender ``model`` on ``events``; write a new version under ``model_dir``.
@@ -82,25 +126,11 @@ def train_model(events: Iterable[Event], settings: Settings, model: str = "covis
     Raises
     ------
     ValueError
-        If no event touches an item through a weighted event type.
-    KeyError
-        If ``model`` is not in ``models.registry``.
+        If no event touches an item through a weighted event type, or ``model`` is not registered.
     """
-    types = [t.name for t in settings.event_types if t.weight > 0]
-    weights = tuple(t.weight for t in settings.event_types if t.weight > 0)
-    il = events_to_log(events, types)
-    if il.n_items == 0:
-        raise ValueError("events: no interactions with items of a weighted event type; nothing to train on")
-    if model == "covisit":
-        params.setdefault("type_weights", weights)
-    if model == "emde":
-        params.setdefault("progress", True)
-    t0 = time.perf_counter()
-    rec = create_model(model, **params).fit(il)
-    assert il.item_ids is not None
-    vectors = cleora_item_vectors(il, cleora_dim) if cleora_dim > 0 else None
-    return write_version(settings.stream.model_dir, rec, list(il.item_ids), item_vectors=vectors, model_name=model,
-                         n_events=il.n_events, n_sessions=il.n_sessions, train_s=round(time.perf_counter() - t0, 3))
+    il = events_to_log(events, weighted_types(settings)[0])
+    rec, fit_s = fit_model(il, settings, model, **params)
+    return write_fitted(rec, il, settings, model, fit_s, cleora_dim=cleora_dim)
 
 
 def train_covisitation(events: Iterable[Event], settings: Settings, **params: object) -> Path:

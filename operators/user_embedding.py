@@ -4,7 +4,9 @@ A user is a new node of the session–item graph whose edges go to the items of 
 Cleora's inductive step gives it ``rowL2(M′·Q)``. With M′'s row = decayed event weights, the
 unnormalised sum ``e ← alpha · e + Q[item]`` is updated per event in O(dim) and normalised when
 read (:func:`user_vectors`). Events are folded one at a time (batch-invariant, like the sketches);
-a user first seen by a version starts from the history before the batch.
+a user first seen by a version starts from its kept history *before* the batch (``before``,
+captured by the applier before the batch cut the history to ``history_len``), so folding 60
+events as one batch or as several gives bit-identical bytes (what ``kill -9`` recovery needs).
 
 Stored as raw float32 (``UserState.embedding``, ``dim * 4`` bytes).
 """
@@ -40,12 +42,29 @@ class EmbeddingUpdater:
         self.q = version.item_vectors
         self.alpha = np.float32(alpha)
 
-    def fold(self, st: UserState, items: Sequence[str], types: Sequence[str], ts: Sequence[float]) -> None:
-        """Add a user's new events (the last ``len(items)`` of ``st.items``) to its embedding."""
+    def fold(self, st: UserState, items: Sequence[str], types: Sequence[str], ts: Sequence[float],
+             before: Sequence[str] | None = None) -> None:
+        """Add a user's new events (oldest first) to its embedding, in place.
+
+        Parameters
+        ----------
+        st : UserState
+            The user after the batch (``st.items`` may already be cut to ``history_len``).
+        items, types, ts : sequences of equal length
+            The batch's new events of this user, oldest first (``types``/``ts`` unused here;
+            same call shape as ``SketchUpdater.fold``).
+        before : sequence of str, optional
+            The user's kept items before the batch. Used only when ``st``'s embedding is of
+            another version (or none): the embedding is rebuilt from them first. Without it,
+            the items of ``st.items`` that precede the new ones are used (never the new ones
+            twice, even when the batch is longer than the kept history).
+        """
         dim = self.q.shape[1]
         if st.embedding_version != self.version.version:
             e = np.zeros(dim, dtype=np.float32)
-            self._add(e, st.items[: len(st.items) - len(items)])
+            if before is None:
+                before = st.items[: max(len(st.items) - len(items), 0)]
+            self._add(e, before)
             st.embedding_version = self.version.version
         else:
             e = np.frombuffer(st.embedding, dtype=np.float32).copy() if st.embedding else np.zeros(dim, np.float32)

@@ -70,6 +70,12 @@ def apply_event(state: UserState, event: Event, history_len: int, record_items: 
     return True
 
 
+def _needs_rebuild(st: UserState, sketcher: SketchUpdater | None, embedder: EmbeddingUpdater | None) -> bool:
+    """True when the user's sketch or M′·Q embedding is of another model version (or none yet)."""
+    return (sketcher is not None and st.sketch_version != sketcher.version.version) or (
+        embedder is not None and st.embedding_version != embedder.version.version)
+
+
 class PartitionApplier:
     """Owns the stores of one partition database and applies message batches to them.
 
@@ -137,6 +143,7 @@ class PartitionApplier:
         states = dict(zip(user_ids, self.users.get_many(user_ids)))
         dead_counts: dict[str, int] = {}
         fresh_items: dict[str, tuple[list[str], list[str], list[float]]] = {}
+        before_batch: dict[str, UserState] = {}
         for _, msg in fresh:
             if isinstance(msg, DeadLetter):
                 out.dead.append(msg)
@@ -144,6 +151,10 @@ class PartitionApplier:
                 continue
             st = states.get(msg.user_id) or UserState()
             states[msg.user_id] = st
+            if msg.user_id not in before_batch and _needs_rebuild(st, sketcher, embedder):
+                # the history before this batch: what a version's first fold rebuilds from (the
+                # batch may cut it to history_len, which must not depend on where batches end)
+                before_batch[msg.user_id] = UserState(items=list(st.items), ts=list(st.ts), types=list(st.types))
             w = self.type_weights.get(msg.type, 0.0)
             if known_items is not None and w > 0:
                 before, before_ts = st.items[-self.links_window:], st.ts[-self.links_window:]
@@ -168,10 +179,11 @@ class PartitionApplier:
         for uid, st in out.users.items():
             new = fresh_items.get(uid)
             if new is not None:
+                base = before_batch.get(uid)
                 if sketcher is not None:
-                    sketcher.fold(st, *new)
+                    sketcher.fold(st, *new, before=base)
                 if embedder is not None:
-                    embedder.fold(st, *new)
+                    embedder.fold(st, *new, before=None if base is None else base.items)
                 if uid not in self.dirty:
                     out.batch.put(keys.dirty_key(uid), b"")
             if new is not None or uid in self.dirty:

@@ -200,6 +200,15 @@ class Catalog:
         self._wire_successors(new, first_build=start == 0)
         return new
 
+    def regroup(self) -> None:
+        """A new season: items are dealt new (category, brand) groups at random (a permutation of the
+        current labels, so group sizes stay) and the co-visitation successors are wired again within
+        them. What used to be viewed together no longer is; titles and vectors keep the old labels."""
+        perm = self._rng.permutation(len(self))
+        self.category, self.brand = self.category[perm], self.brand[perm]
+        self._by_brand, self._by_category = {}, {}
+        self._wire_successors(np.arange(len(self)), first_build=True)
+
     def _wire_successors(self, new: NDArray[np.int64], first_build: bool) -> None:
         """Pick successors for ``new`` items in their (category, brand) group (category if the group is small).
 

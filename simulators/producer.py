@@ -20,6 +20,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from tqdm import tqdm
 
+from operators.ids import BadId, canonical_id
 from operators.kafka import producer_config
 from operators.schema import Event, encode_event
 from operators.settings import KafkaSettings
@@ -122,11 +123,14 @@ class EventProducer:
         Raises
         ------
         ValueError
-            If ``item`` has no non-empty string ``item_id``.
+            If ``item`` has no valid ``item_id`` (the rule of ``operators.ids``; it is sent canonical).
         """
-        item_id = item.get("item_id")
-        if not isinstance(item_id, str) or not item_id:
-            raise ValueError(f"item_id: must be a non-empty string; got {item_id!r}")
+        try:
+            item_id = canonical_id(item.get("item_id"))
+        except BadId as exc:
+            raise ValueError(f"item_id: {exc}") from exc
+        if item_id != item["item_id"]:
+            item = {**item, "item_id": item_id}
         self.produce(
             self.catalog_topic, item_id.encode(), orjson.dumps(item, option=orjson.OPT_SERIALIZE_NUMPY)
         )

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from operators.ids import BadId, canonical_id
 from operators.schema import BasketLine, Event
 
 __all__ = [
@@ -63,6 +64,27 @@ _RETAIL_COLUMNS = (
 
 class ReplayFormatError(ValueError):
     """A log file does not have the shape its format promises; the message names the file and what is wrong."""
+
+
+def _canonical_ids(path: Path, column: str, values: list[Any]) -> list[str]:
+    """A column of ids in canonical form (``operators.ids``), each distinct value checked once.
+
+    Raises
+    ------
+    ReplayFormatError
+        Naming the file, column, row and the rule broken.
+    """
+    canon: dict[Any, str] = {}
+    out = []
+    for row, v in enumerate(values):
+        c = canon.get(v)
+        if c is None:
+            try:
+                c = canon[v] = canonical_id(v)
+            except BadId as exc:
+                raise ReplayFormatError(f"{path}: {column} of row {row + 1}: {exc}") from exc
+        out.append(c)
+    return out
 
 
 # ---------------------------------------------------------------------- session-rec TSV
@@ -106,9 +128,9 @@ def read_sessionrec(
             f"{path}: Time: must be unix seconds; got {float(np.nanmax(ts))!r} (looks like milliseconds)"
         )
     order = np.argsort(ts, kind="stable")[:limit]
-    sessions = table.column("SessionId").to_pylist()
-    items = table.column("ItemId").to_pylist()
-    users = table.column("UserId").to_pylist() if "UserId" in header else sessions
+    sessions = _canonical_ids(path, "SessionId", table.column("SessionId").to_pylist())
+    items = _canonical_ids(path, "ItemId", table.column("ItemId").to_pylist())
+    users = _canonical_ids(path, "UserId", table.column("UserId").to_pylist()) if "UserId" in header else sessions
     stem = source or path.stem
     for row in order.tolist():
         yield Event(

@@ -181,6 +181,14 @@ class SyntheticShop:
         users = range(self.n_users) if user_ids is None else [self._user_idx(u) for u in user_ids]
         return float(np.mean([len(self._users.wish[u]) for u in users])) / self.n_items
 
+    def drift(self) -> None:
+        """Tastes drift mid-run: the season regroups the catalog (new co-visitation groups) and every
+        user's tastes and ground truth are drawn again. Events generated afterwards follow the new
+        tastes; ``ground_truth`` and ``hit_rate`` answer for them. A model trained before is stale."""
+        self._catalog.regroup()
+        self._users.redraw()
+        self._visits.reset_caches()
+
     # ------------------------------------------------------------------ events
     def history(
         self, n_events: int, *, end_ts: float | None = None, rate_per_s: float = 1.0, warm_up: bool = True

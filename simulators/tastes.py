@@ -137,6 +137,19 @@ class Users:
         self._norm = np.concatenate([self._norm, norms])
         return new
 
+    def redraw(self) -> None:
+        """Every user's tastes (category preference, brands, activity, home store) and ground truth
+        are drawn again from the current catalog; ids and creation times stay."""
+        n, created = len(self), self.created_ts.copy()
+        c = self._catalog.spec.n_categories
+        self.category_pref = np.empty((0, c), np.float64)
+        self.favourite_brands = np.empty((0, self.spec.brands_per_user), np.int32)
+        self.activity, self.home_store = np.empty(0, np.float64), np.empty(0, np.int32)
+        self.created_ts, self._norm = np.empty(0, np.float64), np.empty(0, np.float64)
+        self.wish, self.wish_cdf, self.wish_sets = [], [], []
+        self.add_users(n)
+        self.created_ts = created
+
     def add_items(self, items: NDArray[np.int_]) -> None:
         """Let new catalog ``items`` enter existing users' ground truth at the usual density."""
         items = np.asarray(items)

@@ -135,6 +135,10 @@ class VisitGenerator:
         self._popularity_cdf: list[float] | None = None
         self._next_new_item_at = self._draw_new_item_gap()
 
+    def reset_caches(self) -> None:
+        """Forget the cached activity and popularity CDFs (after users' tastes were drawn again)."""
+        self._activity_cdf = self._popularity_cdf = None
+
     def events_per_visit(self) -> float:
         """Running mean of events per visit (prior: 6 events, weight 20 visits), so ``rate_per_s`` holds."""
         return (self._n_events + 120.0) / (self._n_visits + 20.0)

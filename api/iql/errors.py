@@ -22,14 +22,19 @@ class IQLError(ValueError):
         What it got, quoted (``"'AND'"``, ``"end of input"``, ``"string 'cheap'"``).
     after : str, optional
         The token the expectation follows (``"'=='"``), named in the message when given.
+    param : str, optional
+        The request parameter (without ``$``) that is missing or does not fit its use, when that
+        is the error (the API names it as the field of its 400).
     """
 
-    def __init__(self, line: int, column: int, expected: str, found: str, after: str | None = None) -> None:
+    def __init__(self, line: int, column: int, expected: str, found: str, after: str | None = None,
+                 param: str | None = None) -> None:
         where = f" after {after}" if after else ""
         super().__init__(
             f"IQL error at line {line}, column {column}: expected {expected}{where}, found {found}"
         )
         self.line, self.column, self.expected, self.found, self.after = line, column, expected, found, after
+        self.param = param
 
     def __repr__(self) -> str:
         return (
@@ -45,6 +50,7 @@ class IQLError(ValueError):
             "expected": self.expected,
             "found": self.found,
             "message": str(self),
+            **({"param": self.param} if self.param is not None else {}),
         }
 
 

@@ -60,9 +60,10 @@ def coerce(value: Any, expect: AttrType | None, where: str, pos: Any, many: bool
     """
     if value is None:
         return None
+    param = where[1:] if where.startswith("$") else None
     if isinstance(value, list | tuple | set | frozenset):
         if not many:
-            raise IQLError(pos.line, pos.column, f"a single value for {where}", f"{list(value)!r}")
+            raise IQLError(pos.line, pos.column, f"a single value for {where}", f"{list(value)!r}", param=param)
         return frozenset(v for v in (coerce(x, expect, where, pos) for x in value) if v is not None)
     if expect is None:
         return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
@@ -89,7 +90,7 @@ def coerce(value: Any, expect: AttrType | None, where: str, pos: Any, many: bool
             return str(value)
         raise ValueError
     except (TypeError, ValueError):
-        raise IQLError(pos.line, pos.column, f"a {expect} for {where}", f"{value!r}") from None
+        raise IQLError(pos.line, pos.column, f"a {expect} for {where}", f"{value!r}", param=param) from None
 
 
 class _Run:
@@ -106,7 +107,7 @@ class _Run:
                 return value
             case p.ParamValue(name=name, expect=expect, pos=pos, many=many):
                 if name not in self.ctx.params:
-                    raise IQLError(pos.line, pos.column, f"a value for request parameter ${name}", "none")
+                    raise IQLError(pos.line, pos.column, f"a value for request parameter ${name}", "none", param=name)
                 return coerce(self.ctx.params[name], expect, f"${name}", pos, many)
             case p.ContextValue(scope=scope, name=name, expect=expect, pos=pos, many=many):
                 source = self.ctx.item if scope == "item" else self.ctx.user
@@ -200,6 +201,8 @@ class _Run:
         op = node.op
         if isinstance(value, frozenset):
             op = {"eq": "in", "ne": "not_in", "contains": "any"}.get(op, op)  # type: ignore[assignment]
+        elif op in ("in", "not_in", "any", "all"):
+            value = frozenset((value,))  # a list parameter given once (``&bs=Acme``) is a list of one
         if op in ("eq", "contains"):
             return column.eq(value)
         if op == "ne":
@@ -235,6 +238,7 @@ class _Run:
         if left is None or right is None:
             return False
         if node.op in ("in", "not_in", "any"):
+            right = right if isinstance(right, frozenset) else frozenset((right,))  # never a substring test
             hit = bool(left & right) if isinstance(left, frozenset) else left in right
             return hit if node.op != "not_in" else not hit
         if node.op in ("contains", "all"):

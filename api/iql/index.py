@@ -13,6 +13,7 @@ from api.iql.columns import CategoricalColumn, ListColumn
 from api.iql.errors import CatalogSchemaError
 from api.iql.numeric import NumericColumn
 from api.iql.schema import NUMERIC_TYPES, AttrType, Schema
+from operators.ids import BadId, canonical_id
 
 __all__ = ["CatalogIndex", "Column"]
 
@@ -20,13 +21,12 @@ Column = CategoricalColumn | ListColumn | NumericColumn
 
 
 def _item_id(item: Mapping[str, Any]) -> str:
-    """The canonical string id of an item (ints become their decimal string, never via float)."""
+    """The canonical string id of an item (the rule of ``operators.ids``: ``12345.0`` -> ``"12345"``)."""
     value = item.get("item_id")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, str) or not value:
-        raise CatalogSchemaError(str(value), "item_id", "a non-empty string", value)
-    return value
+    try:
+        return canonical_id(value)
+    except BadId as exc:
+        raise CatalogSchemaError(str(value)[:80], "item_id", f"a non-empty string id ({exc.reason})", value) from None
 
 
 class CatalogIndex:
@@ -35,7 +35,8 @@ class CatalogIndex:
     ``item_idx`` is dense and assigned on first sight of an ``item_id`` (kept across delete and
     re-insert). Per attribute: a value -> BitMap column (strings, bools, lists of strings) or a
     sorted range column (numbers, timestamps), each with a ``present`` bitmap; ``null`` of an
-    attribute is ``live - present``. ``live`` holds items that exist and are not hidden.
+    attribute is ``live - present``. ``live`` holds items that exist and may be served: not hidden,
+    not ``in_stock == false``, not ``stock <= 0``.
 
     Parameters
     ----------
@@ -43,6 +44,12 @@ class CatalogIndex:
         Attribute types fixed up front; others are inferred from the first non-null value.
     hidden_attribute : str or None
         A bool attribute that, when true, removes the item from ``live`` (default ``"hidden"``).
+    in_stock_attribute : str or None
+        A bool attribute that, when false, removes the item from ``live`` (default None: no such
+        rule; the API passes ``api.in_stock_attribute``, ``"in_stock"``).
+    stock_attribute : str or None
+        A number attribute that, when ``<= 0``, removes the item from ``live`` (default None; the
+        API passes ``api.stock_attribute``, ``"stock"``).
     exclude : iterable of str
         Attributes not indexed (modality payloads: title text, image path, vectors).
     skip_unsupported : bool
@@ -65,6 +72,8 @@ class CatalogIndex:
         *,
         declared: Mapping[str, AttrType | str] | None = None,
         hidden_attribute: str | None = "hidden",
+        in_stock_attribute: str | None = None,
+        stock_attribute: str | None = None,
         exclude: Iterable[str] = (),
         skip_unsupported: bool = False,
         bucket: int | None = None,
@@ -72,6 +81,8 @@ class CatalogIndex:
     ) -> None:
         self.schema = Schema(declared, skip_unsupported)
         self.hidden_attribute = hidden_attribute
+        self.in_stock_attribute = in_stock_attribute
+        self.stock_attribute = stock_attribute
         self.exclude = frozenset(exclude) | {"item_id"}
         self._bucket, self._max_delta = bucket, max_delta
         self._ids: list[str] = []
@@ -117,10 +128,7 @@ class CatalogIndex:
             column.bulk_load(np.asarray(rows, dtype=np.int64)[keep], [normalized[i] for i in keep])
             index._columns[name] = column
         index.existing = BitMap(range(len(index._ids)))
-        index.live = index.existing.copy()
-        hidden = index._columns.get(hidden_attribute := index.hidden_attribute or "")
-        if isinstance(hidden, CategoricalColumn) and index.schema.get(hidden_attribute) is AttrType.BOOL:
-            index.live -= hidden.eq(True)
+        index.live = index.existing - index._unavailable()
         for item in duplicates:
             index.upsert(item)
         return index
@@ -188,8 +196,32 @@ class CatalogIndex:
         return True
 
     def _is_hidden(self, idx: int) -> bool:
-        column = self._columns.get(self.hidden_attribute or "")
-        return isinstance(column, CategoricalColumn) and column.value_at(idx) is True
+        """True if the item is hidden, marked out of stock or has a stock ``<= 0`` (not servable)."""
+        hidden = self._columns.get(self.hidden_attribute or "")
+        if isinstance(hidden, CategoricalColumn) and hidden.value_at(idx) is True:
+            return True
+        in_stock = self._columns.get(self.in_stock_attribute or "")
+        if isinstance(in_stock, CategoricalColumn) and in_stock.value_at(idx) is False:
+            return True
+        stock = self._columns.get(self.stock_attribute or "")
+        if isinstance(stock, NumericColumn):
+            value = stock.value_at(idx)
+            return value is not None and value <= 0
+        return False
+
+    def _unavailable(self) -> BitMap:
+        """Items hidden, out of stock (``in_stock == false``) or with ``stock <= 0`` (bulk form of ``_is_hidden``)."""
+        out = BitMap()
+        hidden = self._columns.get(self.hidden_attribute or "")
+        if isinstance(hidden, CategoricalColumn):
+            out |= hidden.eq(True)
+        in_stock = self._columns.get(self.in_stock_attribute or "")
+        if isinstance(in_stock, CategoricalColumn):
+            out |= in_stock.eq(False)
+        stock = self._columns.get(self.stock_attribute or "")
+        if isinstance(stock, NumericColumn):
+            out |= stock.range(None, 0.0)
+        return out
 
     # ---- reads ---------------------------------------------------------------------------------
 

@@ -123,8 +123,12 @@
       cell(tr, reqTotal ? pct(t.requests / reqTotal) : "–");
       cell(tr, fmt(t.impressions)); cell(tr, fmt(t.clicks)); cell(tr, pct(t.ctr, 2)); cell(tr, fmt(t.carts));
       cell(tr, fmt(t.orders)); cell(tr, fmt(t.revenue, 2)); cell(tr, fmt(t.rewards));
-      cell(tr, b && pulls ? pct(b.pulls / pulls) : "–");
-      cell(tr, b && b.p_best !== undefined ? pct(b.p_best) : "–");
+      if (a.arm === "control") { // held back by a hash, not an arm of the optimizer: no share of pulls, no P(best)
+        cell(tr, "held back", "control-note"); cell(tr, "not an arm", "control-note");
+      } else {
+        cell(tr, b && pulls ? pct(b.pulls / pulls) : "–");
+        cell(tr, b && b.p_best !== undefined ? pct(b.p_best) : "–");
+      }
       tb.append(tr);
     }
   }
@@ -224,6 +228,26 @@
     const entries = Object.entries(o.dead_letters);
     if (!entries.length) { const tr = document.createElement("tr"); cell(tr, "none"); dead.append(tr); }
     for (const [reason, n] of entries) { const tr = document.createElement("tr"); cell(tr, reason); cell(tr, fmt(n)); dead.append(tr); }
+    drawTrainer(o);
+  }
+
+  // the learning loop (issue 12): the serving version's card and the trainer's last verdicts
+  function drawTrainer(o) {
+    const c = o.serving;
+    const m = c && c.metric && c.metrics ? c.metric + " " + fmt(c.metrics[c.metric], 3) +
+      (c.champion_metrics ? " (replaced " + fmt(c.champion_metrics[c.metric], 3) + ")" : "") : "";
+    $("ops-card").textContent = !c ? "none" : [c.model_name || "", c.window ? "data to " + c.window.end : "",
+      c.counts ? fmt(c.counts.events) + " events" : "", m].filter(Boolean).join(" · ");
+    const tb = $("ops-trainer").querySelector("tbody");
+    tb.replaceChildren();
+    const runs = o.trainer_runs || [];
+    if (!runs.length) { const tr = document.createElement("tr"); cell(tr, "no run yet"); tb.append(tr); }
+    for (const r of runs) {
+      const tr = document.createElement("tr");
+      tr.className = "run-" + r.verdict;
+      cell(tr, new Date(r.ts * 1000).toISOString().slice(11, 19)); cell(tr, r.verdict); cell(tr, r.reason);
+      tb.append(tr);
+    }
   }
 
   async function selectCampaign(id) {

@@ -100,7 +100,7 @@ def test_every_scenario_answers_from_real_data(broker, tmp_path):
             assert body["from_arm"] == 6 and item not in _ids(body)
             assert all(catalog[i]["category"] == catalog[item]["category"] for i in _ids(body))
             r = c.get("/v1/recommendations", params={"campaign": "pdp", "item_id": item})
-            assert r.status_code == 400 and r.json()["error"]["field"] == "filter"  # $max_price missing
+            assert r.status_code == 400 and r.json()["error"]["field"] == "max_price"  # $max_price missing: named
             # a narrow filter on a popular campaign: the fallback pool reaches past the published top-N
             # (every item with events in the popularity horizon), so the list still fills
             cat_items = {i for e in live if weights.get(e.type, 0) > 0 for i in e.item_ids()

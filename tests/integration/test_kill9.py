@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from operators.kafka import high_watermarks
+from operators.schema import Event
 from operators.score import POPULAR_KEY_PREFIX, decode_topn
 from operators.training import train_model
 from simulators.producer import EventProducer
@@ -45,16 +46,33 @@ def _last_lists(broker: str, topic: str, partitions: int) -> dict[str, tuple]:
     return out
 
 
+def _with_bursts(events: list[Event], n_users: int, length: int, seed: int) -> list[Event]:
+    """``events`` with ``n_users`` bursts of ``length`` consecutive views of one user inserted:
+    one batch then holds more of that user's items than the state keeps (``history_len``), the
+    case where EMDE's sketch and M′·Q once depended on where batches ended."""
+    rng = random.Random(seed)
+    items = sorted({i for e in events for i in e.item_ids()})
+    out = list(events)
+    for b in range(n_users):
+        at = rng.randrange(len(out))
+        t0 = out[at].ts
+        burst = [Event(event_id=f"burst-{b}-{j}", ts=t0 + j * 1e-3, type="view", user_id=f"burst-user-{b}",
+                       item_id=rng.choice(items)) for j in range(length)]
+        out[at:at] = burst
+    return out
+
+
 def test_kill9_restart_equals_uninterrupted_run(broker, tmp_path):
-    s = make_settings(broker, tmp_path / "killed", partitions=4)
-    ref = make_settings(broker, tmp_path / "ref", partitions=4)
+    # history_len 20: batches often hold more of a user's items than the state keeps
+    s = make_settings(broker, tmp_path / "killed", partitions=4, history_len=20)
+    ref = make_settings(broker, tmp_path / "ref", partitions=4, history_len=20)
     ref = ref.model_copy(update={  # same events and model; own state, user-topn and dead-letter topics
         "kafka": ref.kafka.model_copy(update={"events_topic": s.kafka.events_topic}),
         "stream": ref.stream.model_copy(update={"model_dir": s.stream.model_dir})})
     shop = SyntheticShop(n_items=800, n_users=600, seed=3)
     # EMDE: sketches are part of the state, the neighbour view (knn:last, the default) included
     train_model(shop.history(8000), s, "emde", **{**SMALL_EMDE, "views": ("session", "last", "knn:last")})
-    events = list(shop.events(40000, rate_per_s=20.0))
+    events = _with_bursts(list(shop.events(40000, rate_per_s=20.0)), n_users=12, length=60, seed=5)
 
     def produce() -> None:
         with EventProducer.from_settings(s.kafka) as p:
@@ -93,7 +111,15 @@ def test_kill9_restart_equals_uninterrupted_run(broker, tmp_path):
     n_users = sum(len(p["users"]) for p in ref_state.values())
     n_applied = sum(sum(st.counts.values()) for p in ref_state.values() for st in p["users"].values())
     assert n_applied == len(events) and n_users > 100
+    assert all(ref_state[p]["users"].get(f"burst-user-{b}") is None or
+               sum(ref_state[p]["users"][f"burst-user-{b}"].counts.values()) == 60 for p in ref_state for b in range(12))
     assert sum(bool(st.sketch_cols) for p in ref_state.values() for st in p["users"].values()) > 100
+    assert sum(bool(st.embedding) for p in ref_state.values() for st in p["users"].values()) > 100  # M′·Q
+    # every stored field of every user bit for bit: history, counts, dedupe ids, times, the EMDE
+    # sketch (columns and float32 values) and the M′·Q embedding bytes; popularity, dead letters, links
+    for p in ref_state:
+        diff = [u for u, st in ref_state[p]["users"].items() if killed_state[p]["users"].get(u) != st]
+        assert not diff, f"partition {p}: {len(diff)} users differ, e.g. {diff[:5]}"
     assert killed_state == ref_state
     killed_lists = _last_lists(broker, s.kafka.topn_topic, 4)
     ref_lists = _last_lists(broker, ref.kafka.topn_topic, 4)

@@ -216,3 +216,18 @@ def test_ground_truth_api_errors_and_shapes() -> None:
         next(shop.events(1, rate_per_s=0))
     with pytest.raises(ValueError, match="n_items=0"):
         SyntheticShop(n_items=0)
+
+
+def test_drift_changes_tastes_and_groups_deterministically():
+    def run() -> tuple[list, list, list]:
+        shop = SyntheticShop(n_items=300, n_users=50, seed=9)
+        shop.history(2000)
+        before = [shop.ground_truth(u) for u in shop.user_ids]
+        shop.drift()
+        after = [shop.ground_truth(u) for u in shop.user_ids]
+        return before, after, [e.item_id for e in shop.events(500)]
+
+    before, after, events = run()
+    overlap = sum(len(b & a) for b, a in zip(before, after, strict=True)) / sum(len(b) for b in before)
+    assert overlap < 0.4  # most of what users wanted before is not what they want now
+    assert run() == (before, after, events)  # same seed, same drift

@@ -1,0 +1,102 @@
+"""``fusionrec trainer`` (train, gate, promote on a schedule) and ``fusionrec models list|show|promote|rollback``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from flows.cli import app
+from operators.settings import Settings
+
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: versions, cards, promotion, rollback.")
+app.add_typer(models_app, name="models")
+
+
+def _settings() -> Settings:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return Settings()
+
+
+@app.command("trainer")
+def trainer_cmd(
+    every: Annotated[str | None, typer.Option(help="Interval between runs, e.g. 6h, 10m (default trainer.every_s)")
+                     ] = None,
+    once: Annotated[bool, typer.Option(help="One run, then exit")] = False,
+    delay: Annotated[str, typer.Option(help="Wait this long before the first run, e.g. 4m (0 = at once)")] = "0",
+    model: Annotated[str | None, typer.Option(help="Challenger model (default trainer.model)")] = None,
+) -> None:
+    """Every interval: train a challenger on the lake, gate it against the serving model, promote or keep."""
+    from operators.lake_read import parse_window
+    from operators.trainer import run_once
+
+    s = _settings()
+    every_s = parse_window(every) if every else s.trainer.every_s
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if delay.strip() not in ("0", "") and stop.wait(parse_window(delay)):
+        return
+    while True:
+        run = run_once(s, model=model)
+        typer.echo(f"trainer: {run['verdict']}: {run['reason']}")
+        if once or stop.wait(every_s):
+            return
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Versions, oldest first: serving marker, model, data window end, gate verdict and metric."""
+    from operators.model_registry import list_versions
+
+    s = _settings()
+    for v in list_versions(s.stream.model_dir):
+        gate = v.get("gate") or {}
+        metric = gate.get("metric")
+        score = (gate.get("challenger") or {}).get(metric) if metric else None
+        typer.echo(f"{'*' if v['serving'] else ' '} {v['version']}  {v.get('model_name', '?'):<8} "
+                   f"window end {(v.get('window') or {}).get('end', '-'):<20} {gate.get('verdict', '-'):<9} "
+                   f"{f'{metric}={score:.4f}' if score is not None else ''}")
+
+
+@models_app.command("show")
+def models_show(version: Annotated[str | None, typer.Argument(help="Version (default: the serving one)")] = None) -> None:
+    """The model card of a version (JSON)."""
+    from operators.model_registry import read_card
+    from operators.model_version import latest_version_path
+
+    s = _settings()
+    path = s.stream.model_dir / version if version else latest_version_path(s.stream.model_dir)
+    if path is None or not (path / "manifest.json").exists():
+        raise typer.BadParameter(f"no version {version or 'serving'} under {s.stream.model_dir}", param_hint="VERSION")
+    typer.echo(json.dumps(read_card(path), indent=2))
+
+
+@models_app.command("promote")
+def models_promote(version: Annotated[str, typer.Argument(help="Version to serve")],
+                   reason: Annotated[str, typer.Option(help="Recorded in promotions.jsonl")] = "by hand") -> None:
+    """Serve VERSION (the flow and the API follow LATEST within ~2 s, without a restart)."""
+    from operators.model_registry import promote
+
+    s = _settings()
+    try:
+        promote(s.stream.model_dir, version, reason)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="VERSION") from exc
+    typer.echo(f"serving {version}")
+
+
+@models_app.command("rollback")
+def models_rollback(reason: Annotated[str, typer.Option(help="Recorded in promotions.jsonl")] = "by hand") -> None:
+    """Serve again the version that served before the current one."""
+    from operators.model_registry import rollback
+
+    s = _settings()
+    try:
+        version = rollback(s.stream.model_dir, reason)
+    except LookupError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"rolled back: serving {version}")

@@ -1,0 +1,46 @@
+"""IQL list parameters (issue 15): one value is a list of one for IN / ANY / ALL (never a substring
+or character test), and a parameter that does not fit its use names itself in the error."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.iql import CatalogIndex, IQLEngine, IQLError, RequestContext
+
+ITEMS = [{"item_id": "a", "brand": "Acme", "tags": ["x", "y"], "price": 1},
+         {"item_id": "b", "brand": "A", "tags": ["y"], "price": 2},
+         {"item_id": "c", "brand": "Bolt", "tags": ["z"], "price": 3}]
+
+
+@pytest.fixture
+def engine() -> IQLEngine:
+    return IQLEngine(CatalogIndex.build(ITEMS))
+
+
+def ids(engine: IQLEngine, text: str, **params: object) -> list[str]:
+    return sorted(engine.index.item_ids(engine.filter(text, RequestContext(params=params))))
+
+
+@pytest.mark.parametrize(("text", "params", "expected"), [
+    ("brand IN $bs", {"bs": "Acme"}, ["a"]),  # not the characters of "Acme" (which would hit "A")
+    ("brand IN $bs", {"bs": ["Acme", "Bolt"]}, ["a", "c"]),
+    ("brand NOT IN $bs", {"bs": "Acme"}, ["b", "c"]),
+    ("tags ANY $t", {"t": "z"}, ["c"]),
+    ("tags ALL $t", {"t": ["x", "y"]}, ["a"]),
+    ("price IN $p", {"p": ["1", "3"]}, ["a", "c"]),
+    ("$v IN $bs", {"v": "Ac", "bs": "Acme"}, []),  # value-only IN: membership, not a substring test
+])
+def test_list_parameters(engine, text, params, expected):
+    assert ids(engine, text, **params) == expected
+
+
+@pytest.mark.parametrize(("text", "params", "param"), [
+    ("price < $p", {"p": "cheap"}, "p"),
+    ("price < $p", {"p": ["1", "2"]}, "p"),
+    ("price IN $p", {"p": ["1", "x"]}, "p"),
+    ("brand == $b", {}, "b"),
+])
+def test_parameter_errors_name_the_parameter(engine, text, params, param):
+    with pytest.raises(IQLError) as info:
+        ids(engine, text, **params)
+    assert info.value.param == param and info.value.to_dict()["param"] == param

@@ -1,0 +1,82 @@
+"""Catalog state on every list (issue 15): hidden, deleted and out-of-stock items are never served,
+by the user's published top-N, the popular fallback or a campaign, including lists published
+before the catalog changed. Real broker, API over HTTP; the flow's lists are produced directly."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import orjson
+import pytest
+
+from operators.score import POPULAR_KEY_PREFIX, TopN, encode_topn
+from simulators.producer import EventProducer
+from tests.platform import ApiServer, make_settings
+
+pytestmark = pytest.mark.integration
+
+ITEMS = [f"i{k:02d}" for k in range(30)]
+
+
+def _wait(pred, timeout_s: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _served(r: httpx.Response) -> list[str]:
+    assert r.status_code == 200, r.text
+    return [i["item_id"] for i in r.json()["items"]]
+
+
+def test_unservable_items_never_served(broker, tmp_path):
+    s = make_settings(broker, tmp_path, partitions=1)
+    k = s.kafka
+    with EventProducer.from_settings(k) as p:
+        p.send_catalog({"item_id": i, "category": "a", "price": 10.0 + n} for n, i in enumerate(ITEMS))
+        # lists the flow published before the catalog changed
+        p.produce(k.topn_topic, b"u1", encode_topn(TopN("u1", ITEMS[:10], [10.0 - j for j in range(10)], "model", "v1", 1.0)))
+        p.produce(k.topn_topic, f"{POPULAR_KEY_PREFIX}0".encode(),
+                  encode_topn(TopN(f"{POPULAR_KEY_PREFIX}0", ITEMS, [30.0 - j for j in range(30)], "popular", "v1", 1.0)))
+        p.flush()
+    with ApiServer(s) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        _wait(lambda: c.get("/healthz").json().get("catalog_items") == 30, what="catalog")
+        _wait(lambda: _served(c.get("/v1/recommendations", params={"user_id": "u1", "n": 5})) == ITEMS[:5], what="top-N")
+        assert _served(c.get("/v1/recommendations", params={"n": 5})) == ITEMS[:5]
+
+        with EventProducer.from_settings(k) as p:
+            p.send_item({"item_id": "i00", "category": "a", "price": 10.0, "hidden": True})
+            p.send_item({"item_id": "i02", "category": "a", "price": 12.0, "in_stock": False})
+            p.send_item({"item_id": "i03", "category": "a", "price": 13.0, "stock": 0})
+            p.produce(k.catalog_topic, b"i01", None)  # deleted: a tombstone
+            p.flush()
+        gone = {"i00", "i01", "i02", "i03"}
+        _wait(lambda: not gone & set(_served(c.get("/v1/recommendations", params={"user_id": "u1", "n": 5}))),
+              what="catalog change")
+        r = c.get("/v1/recommendations", params={"user_id": "u1", "n": 8})
+        assert _served(r) == ITEMS[4:10] + ITEMS[10:12]  # the published list, then topped up from popular
+        assert r.json()["source"] == "model+popular" and [i.get("fallback", False) for i in r.json()["items"]] == [False] * 6 + [True] * 2
+        # the popular fallback (unknown user, no user) skips them too, and still fills n
+        assert _served(c.get("/v1/recommendations", params={"user_id": "nobody", "n": 5})) == ITEMS[4:9]
+        assert _served(c.get("/v1/recommendations", params={"n": 26})) == ITEMS[4:30]
+
+        # every scenario and fallback of a campaign: with and without a filter
+        for body in ({"scenario": "popular", "arms": [{"name": "p", "strategy": "popular"}], "n": 6},
+                     {"scenario": "personalized", "arms": [{"name": "m", "strategy": "personalized"}], "n": 12,
+                      "filter": "category == \"a\""}):
+            assert c.put("/v1/campaigns/cs", json=body).status_code in (200, 201)
+            for _ in range(3):
+                got = _served(c.get("/v1/recommendations", params={"campaign": "cs", "user_id": "u1"}))
+                assert got and not gone & set(got), got
+        # back in stock: served again
+        with EventProducer.from_settings(k) as p:
+            p.send_item({"item_id": "i02", "category": "a", "price": 12.0, "in_stock": True, "stock": 4})
+            p.flush()
+        _wait(lambda: "i02" in _served(c.get("/v1/recommendations", params={"user_id": "u1", "n": 5})), what="restock")
+        assert orjson.loads(c.get("/v1/items/i02").content)["in_stock"] is True

@@ -1,0 +1,49 @@
+"""The identifier rule at the API (issue 15): URL-encoded ids are fetchable, ``12345.0`` is ``12345``,
+ids with control characters or over 256 characters are a 422 naming the field. Real broker, HTTP."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from simulators.producer import EventProducer
+from tests.platform import ApiServer, make_settings
+
+pytestmark = pytest.mark.integration
+
+ODD_IDS = ["a/b", "x+y", "50%", "p&q", "sp ace", "a/../b", "ü?#"]
+
+
+def test_ids_at_the_api(broker, tmp_path):
+    s = make_settings(broker, tmp_path, partitions=1)
+    with EventProducer.from_settings(s.kafka) as p:
+        p.send_catalog([{"item_id": i, "title": f"item {i}"} for i in ODD_IDS] + [{"item_id": 12345.0, "title": "n"}])
+    with ApiServer(s) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        deadline = time.monotonic() + 20
+        while c.get("/healthz").json().get("catalog_items", 0) < len(ODD_IDS) + 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for item_id in ODD_IDS:
+            r = c.get("/v1/items/" + quote(item_id, safe=""))
+            assert r.status_code == 200, (item_id, r.text)
+            assert r.json()["item_id"] == item_id
+        assert c.get("/v1/items/12345").json()["item_id"] == "12345"
+        assert c.get("/v1/items/12345.0").json()["item_id"] == "12345"
+        assert c.get("/v1/items/nope%2Fx").status_code == 404
+        r = c.get("/v1/items/a%09b")
+        assert r.status_code == 422 and r.json()["error"]["field"] == "item_id"
+
+        r = c.post("/v1/events", json={"type": "view", "user_id": 12345.0, "item_id": "777.0"})
+        assert r.status_code == 202, r.text
+        for bad, field in (({"user_id": "u\t1"}, "user_id"), ({"item_id": "x" * 10_000}, "item_id"),
+                           ({"item_id": "a\nb"}, "item_id")):
+            r = c.post("/v1/events", json={"type": "view", "user_id": "u1", "item_id": "i1", **bad})
+            assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
+        r = c.get("/v1/recommendations", params={"user_id": "12345.0"})
+        assert r.status_code == 200 and r.json()["user_id"] == "12345"
+        for params, field in (({"user_id": "u\t1"}, "user_id"), ({"user_id": "x" * 10_000}, "user_id")):
+            r = c.get("/v1/recommendations", params=params)
+            assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text

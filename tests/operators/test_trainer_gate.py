@@ -1,0 +1,121 @@
+"""The trainer's gate: bad challengers are rejected with a reason, a better one is promoted, rollback is live.
+
+The lake is written directly (``LakePartition``) from a synthetic shop; models are the fast
+ones (``pop``, ``covisit``) through ``models.registry``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import _register, app
+from models.base import InteractionLog
+from operators.lake_schema import events_table
+from operators.lake_store import LakePartition
+from operators.model_registry import read_card, read_runs, rollback
+from operators.model_version import ModelWatcher, latest_version_path
+from operators.settings import Settings
+from operators.trainer import run_once
+from simulators.shop import SyntheticShop
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lake")
+    shop = SyntheticShop(n_items=400, n_users=300, seed=4)
+    events = shop.history(40000, rate_per_s=2.0)  # ~5.5 simulated hours
+    for p in range(2):
+        rows = [(p, k, e) for k, e in enumerate(e for e in events if zlib.crc32(e.user_id.encode()) % 2 == p)]
+        LakePartition(root, "events", p).append(events_table(rows), len(rows))
+    return root
+
+
+def _settings(lake, tmp_path) -> Settings:
+    return Settings(stream={"model_dir": tmp_path / "models"}, lake={"lake_dir": lake},
+                    trainer={"window_days": 1.0, "min_events": 500},
+                    gate={"holdout_hours": 1.0, "margin": 0.02, "min_queries": 100, "max_queries": 5000})
+
+
+def shuffled(il: InteractionLog) -> InteractionLog:
+    """The items of the log permuted at random: no co-visitation left."""
+    return replace(il, item_idx=np.random.default_rng(0).permutation(il.item_idx))
+
+
+def truncated(il: InteractionLog) -> InteractionLog:
+    """The first 3 % of the sessions only."""
+    keep = il.session_idx < max(1, il.n_sessions // 33)
+    return replace(il, session_idx=il.session_idx[keep], item_idx=il.item_idx[keep], ts=il.ts[keep],
+                   event_type=il.event_type[keep] if il.event_type is not None else None)
+
+
+def test_gate_rejects_bad_challengers_promotes_better_and_rolls_back(lake, tmp_path):
+    s = _settings(lake, tmp_path)
+    model_dir = s.stream.model_dir
+    first = run_once(s, model="pop")
+    assert first["verdict"] == "promoted" and first["reason"] == "no champion was serving"
+    pop_version = first["challenger"]
+
+    better = run_once(s, model="covisit")
+    assert better["verdict"] == "promoted", better
+    assert better["champion"] == pop_version and better["metrics"]["challenger"] > 1.02 * better["metrics"]["champion"]
+    champion = better["challenger"]
+    assert latest_version_path(model_dir).name == champion
+
+    for transform in (shuffled, truncated):
+        bad = run_once(s, model="covisit", transform=transform)
+        assert bad["verdict"] == "rejected", bad
+        assert bad["metrics"]["challenger"] < 0.8 * bad["metrics"]["champion"], bad
+        assert latest_version_path(model_dir).name == champion  # the champion keeps serving
+        card = read_card(model_dir / bad["challenger"])
+        assert card["gate"]["verdict"] == "rejected" and "does not beat the champion" in card["gate"]["reason"]
+        assert card["gate"]["transform"] == transform.__name__ and card["gate"]["champion_version"] == champion
+        assert card["counts"]["events"] > 0 and card["window"]["end"] and card["code_version"]
+    assert [r["verdict"] for r in read_runs(model_dir)] == ["promoted", "promoted", "rejected", "rejected"]
+
+    watcher = ModelWatcher(model_dir)  # what the flow and the API use
+    assert watcher.current().version == champion
+    t0 = time.monotonic()
+    assert rollback(model_dir) == pop_version
+    while watcher.current().version != pop_version:
+        assert time.monotonic() - t0 < 5.0, "rollback not picked up"
+        time.sleep(0.05)
+    assert time.monotonic() - t0 <= 2.5
+
+
+def test_models_cli(lake, tmp_path, monkeypatch):
+    s = _settings(lake, tmp_path)
+    monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(s.stream.model_dir))
+    a = run_once(s, model="pop")["challenger"]
+    b = run_once(s, model="covisit")["challenger"]
+    _register()
+    runner = CliRunner()
+    out = runner.invoke(app, ["models", "list"])
+    assert out.exit_code == 0 and f"* {b}" in out.output and f"  {a}" in out.output
+    card = json.loads(runner.invoke(app, ["models", "show"]).output)
+    assert card["version"] == b and card["gate"]["verdict"] == "promoted"
+    assert runner.invoke(app, ["models", "rollback"]).exit_code == 0
+    assert latest_version_path(s.stream.model_dir).name == a
+    assert runner.invoke(app, ["models", "promote", b]).exit_code == 0
+    assert latest_version_path(s.stream.model_dir).name == b
+    assert runner.invoke(app, ["models", "promote", "nope"]).exit_code != 0
+
+
+def test_train_from_the_lake_cli(lake, tmp_path, monkeypatch):
+    model_dir = tmp_path / "models"
+    monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(model_dir))
+    _register()
+    out = CliRunner().invoke(app, ["train", "--lake", str(lake), "--window", "2h", "--model", "covisit"])
+    assert out.exit_code == 0, out.output
+    card = read_card(latest_version_path(model_dir))
+    w = card["window"]
+    assert w["end_ts"] - w["start_ts"] == pytest.approx(7200.0)
+    assert 0 < card["counts"]["events"] < 40000 and card["counts"]["items"] > 100 and card["model_name"] == "covisit"
+    bad = CliRunner().invoke(app, ["train", "--lake", str(tmp_path / "empty"), "--window", "2h"])
+    assert bad.exit_code == 2 and "archive" in " ".join(bad.output.split())
