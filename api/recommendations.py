@@ -125,7 +125,7 @@ def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False) ->
                     params={**c.params, **arm_params, **extras})
     n = p.n or c.n
     try:
-        served = serve_list(svc, c, strategy, params, inputs, n)
+        served = serve_list(svc, c, strategy, params, inputs, n, fill_from_model=svc.settings.api.fill_from_model)
     except IQLError as exc:  # a $param missing or not fitting its use: the 400 names the parameter
         raise ApiError(400, exc.param or "filter", str(exc), **exc.to_dict()) from exc
     request_id = svc.signer.issue(c.campaign_id, arm, p.user_id, now)
@@ -139,6 +139,7 @@ def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False) ->
         "strategy": strategy, "segment": segment, "user_id": p.user_id, "items": served.items,
         "from_arm": served.from_arm, "topped_up": served.topped_up,
         "fallback": c.fallback if served.topped_up else None,
+        "reason": served.reason, "reason_detail": served.reason_detail,
     }
     if explain:  # hook of api/explain.py
         body["explanations"] = explain_items(svc, c, arm, strategy, inputs, served.items)
@@ -181,6 +182,10 @@ async def get_recommendations(request: Request) -> Response:
     else:
         items = [{"item_id": i, "score": s} for i, s in svc.servable_popular(p.n)]
         body = {"source": "popular", "model_version": None}
+    if len(items) < p.n:  # say why the list is short
+        body["reason"] = "no_popular_items" if not items else "few_servable_items"
+        body["reason_detail"] = (f"{len(items)} servable items between the user's list and the popular ones; "
+                                 f"n = {p.n}")
     svc.metrics.recs_source.labels(body["source"]).inc()
     if explain:  # hook of api/explain.py
         strategy = "popular" if body["source"] == "popular" else "personalized"

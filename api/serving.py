@@ -4,8 +4,10 @@
 (over-fetched, so filtering leaves enough), items of the request (current item, cart, session)
 are excluded, the campaign's IQL filter keeps the items it selects (a bitmap over the catalog
 index; without a filter, hidden and deleted items are still dropped), boosters multiply the
-scores and the list is re-ranked (stable). If fewer than ``n`` remain, the campaign's fallback
-strategy fills the rest through the same filter, and the result says how many came from it.
+scores and the list is re-ranked (stable). If fewer than ``n`` remain, the filter steers the arm:
+the filtered catalog is scored with the arm's model (its whole ranking, walked through the
+filter). Only then does the campaign's fallback strategy fill the rest through the same filter;
+the result says how many came from it and why the arm fell short (``reason``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from api.filter_cache import in_bitmap
 from api.iql import RequestContext
-from api.strategies import Inputs, run_strategy
+from api.strategies import Inputs, model_ranking, run_strategy
 from state.campaigns import Campaign
 
 if TYPE_CHECKING:
@@ -38,6 +40,10 @@ class ServedList:
     items: list[dict[str, Any]] = field(default_factory=list)
     from_arm: int = 0
     topped_up: int = 0
+    reason: str | None = None
+    """Why the arm gave fewer than n items: filter_too_selective, unknown_user, unknown_item, no_model,
+    no_events_in_window, no_popular_items, history_too_short, model_exhausted."""
+    reason_detail: str | None = None
 
 
 def request_context(svc: Services, inputs: Inputs) -> RequestContext:
@@ -67,9 +73,9 @@ def _boost(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarr
     return mult
 
 
-def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
-              params: Mapping[str, Any], k: int, exclude: set[str]) -> tuple[list[str], np.ndarray]:
-    ids, scores = run_strategy(strategy, svc, inputs, params, k)
+def _select(svc: Services, campaign: Campaign, ctx: RequestContext, ids: list[str], scores: list[float],
+            exclude: set[str]) -> tuple[list[str], np.ndarray]:
+    """Candidates the filter keeps (and the request does not exclude), boosted and re-ranked (stable)."""
     if not ids:
         return [], np.zeros(0)
     s = np.asarray(scores, dtype=np.float64)
@@ -85,9 +91,74 @@ def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: 
     return ids, s
 
 
+def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
+              params: Mapping[str, Any], k: int, exclude: set[str]) -> tuple[list[str], np.ndarray]:
+    ids, scores = run_strategy(strategy, svc, inputs, params, k)
+    return _select(svc, campaign, ctx, ids, scores, exclude)
+
+
+def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
+                params: Mapping[str, Any], need: int, exclude: set[str]) -> tuple[list[str], np.ndarray] | None:
+    """The filtered catalog scored by the arm's model: its whole ranking (``model_ranking``) walked
+    in growing chunks through the filter until ``need`` items are kept; None if the strategy has none."""
+    ranking = model_ranking(strategy, svc, inputs, params)
+    if ranking is None:
+        return None
+    all_ids, all_scores = ranking
+    out_ids: list[str] = []
+    out_s: list[np.ndarray] = []
+    start, chunk = 0, max(8 * need, 256)
+    while start < len(all_ids) and len(out_ids) < need:
+        ids, s = _select(svc, campaign, ctx, all_ids[start:start + chunk], all_scores[start:start + chunk], exclude)
+        out_ids += ids
+        out_s.append(s)
+        start, chunk = start + chunk, chunk * 4
+    return out_ids, (np.concatenate(out_s) if out_s else np.zeros(0))
+
+
+def _filtered_catalog_size(svc: Services, campaign: Campaign, ctx: RequestContext, exclude: set[str]) -> int:
+    """Servable items the campaign's filter selects for this request, the request's own items excluded."""
+    view = svc.catalog_view
+    selected = (view.bitmaps.bitmap(view.engine.compile_filter(campaign.filter), ctx, view.version)
+                if campaign.filter.strip() else view.index.live)
+    idx = view.index.lookup(list(exclude))
+    return len(selected) - int(in_bitmap(selected, idx).sum())
+
+
+_NEEDS_REASON = {"personalized": "unknown_user", "last_seen": "unknown_user", "similar": "unknown_item",
+                 "session": "unknown_item", "cart": "unknown_item", "visual": "unknown_item",
+                 "top": "no_events_in_window", "popular": "no_popular_items"}
+
+
+def _reason(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
+            n_candidates: int, from_arm: int, n: int, exclude: set[str]) -> tuple[str, str]:
+    """Why the arm gave fewer than ``n`` items: ``(code, detail)``."""
+    filtered = _filtered_catalog_size(svc, campaign, ctx, exclude)
+    if campaign.filter.strip() and filtered < n:
+        return "filter_too_selective", f"the filter selects {filtered} servable items for this request; n = {n}"
+    if n_candidates == 0:
+        if strategy in ("similar", "session", "cart", "personalized") and svc.models.current() is None:
+            return "no_model", "no model version is loaded yet"
+        code = _NEEDS_REASON.get(strategy, "no_candidates")
+        what = {"unknown_user": f"user {inputs.user_id!r} has no published list or history yet",
+                "unknown_item": "the request's items are unknown to the arm's model"
+                                + (" (or have no vector)" if strategy == "visual" else ""),
+                "no_events_in_window": "no events in the popularity window",
+                "no_popular_items": "no popular items published yet"}.get(code, "the arm returned no candidates")
+        return code, what
+    if strategy in ("last_seen",):
+        return "history_too_short", f"the user has {n_candidates} recently seen items"
+    return "model_exhausted", f"the arm's model scores {from_arm} of the {filtered} items the filter selects"
+
+
 def serve_list(svc: Services, campaign: Campaign, strategy: str, params: Mapping[str, Any],
-               inputs: Inputs, n: int) -> ServedList:
+               inputs: Inputs, n: int, *, fill_from_model: bool = True) -> ServedList:
     """The ``n`` items of one campaign request for the chosen arm's ``strategy``.
+
+    The arm's over-fetched candidates go through the filter first; if fewer than ``n`` pass and
+    ``fill_from_model``, the filtered catalog is scored by the arm's model (``model_ranking``)
+    before the campaign's fallback tops the list up. ``reason``/``reason_detail`` say why the
+    arm gave fewer than ``n``.
 
     Raises
     ------
@@ -105,17 +176,28 @@ def serve_list(svc: Services, campaign: Campaign, strategy: str, params: Mapping
         _boost(svc, campaign, ctx, none)
     exclude = set(inputs.cart) | set(inputs.session) | ({inputs.item_id} if inputs.item_id else set())
     k = n * _OVERFETCH + len(exclude)
-    ids, scores = _filtered(svc, campaign, ctx, strategy, inputs, params, k, exclude)
+    raw_ids, raw_scores = run_strategy(strategy, svc, inputs, params, k)
+    ids, scores = _select(svc, campaign, ctx, raw_ids, raw_scores, exclude)
+    if len(ids) < n and fill_from_model and raw_ids:
+        deep = _from_model(svc, campaign, ctx, strategy, inputs, params, n, exclude)
+        if deep is not None:
+            seen = set(ids)
+            extra = [j for j, i in enumerate(deep[0]) if i not in seen]
+            ids = ids + [deep[0][j] for j in extra]
+            floor = float(scores[-1]) if len(scores) else np.inf  # below the arm's own candidates
+            scores = np.concatenate([scores, np.minimum(deep[1][extra], floor)])
     out = ServedList()
     out.items = [{"item_id": i, "score": float(s)} for i, s in zip(ids[:n], scores[:n].tolist(), strict=True)]
     out.from_arm = len(out.items)
     if len(out.items) < n:
+        out.reason, out.reason_detail = _reason(svc, campaign, ctx, strategy, inputs, len(raw_ids), out.from_arm,
+                                                n, exclude)
         taken = exclude | set(ids[:n])
         # the fallback is filtered too: draw from a deep pool so a narrow filter still fills the list
         pool = max(k + len(taken), _FALLBACK_POOL)
         more, more_scores = _filtered(svc, campaign, ctx, campaign.fallback, inputs, params, pool, taken)
-        extra = [{"item_id": i, "score": float(s), "fallback": True}
-                 for i, s in zip(more[: n - len(out.items)], more_scores.tolist(), strict=False)]
-        out.items += extra
-        out.topped_up = len(extra)
+        extra_items = [{"item_id": i, "score": float(s), "fallback": True}
+                       for i, s in zip(more[: n - len(out.items)], more_scores.tolist(), strict=False)]
+        out.items += extra_items
+        out.topped_up = len(extra_items)
     return out

@@ -36,7 +36,7 @@ from operators.score import TopN
 if TYPE_CHECKING:
     from api.services import Services
 
-__all__ = ["Inputs", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "parse_duration_s"]
+__all__ = ["Inputs", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "model_ranking", "parse_duration_s"]
 
 Ranked = tuple[list[str], list[float]]
 
@@ -114,7 +114,7 @@ def _session(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> R
     return _ranked(version, ids[0], scores[0])  # type: ignore[arg-type]
 
 
-def _similar(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+def _similar(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, cache: bool = True) -> Ranked:
     version = svc.models.current()
     hist = _indices(version, [inp.item_id] if inp.item_id else []) if version else []
     if not hist:
@@ -124,6 +124,8 @@ def _similar(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> R
         ids, scores = version.model.similar_items(np.asarray(hist, dtype=np.int32), k)  # type: ignore[union-attr]
         return _ranked(version, ids[0], scores[0])  # type: ignore[arg-type]
 
+    if not cache:
+        return compute()
     return svc.candidates.get(("similar", version.version, hist[0], k), compute)  # type: ignore[union-attr]
 
 
@@ -197,6 +199,40 @@ STRATEGY_NEEDS: dict[str, tuple[str, ...]] = {
     "visual": ("item_id",), "cart": ("cart",), "top": (), "last_seen": ("user_id",), "popular": (),
 }
 """Request inputs each strategy needs (``a|b``: one of them)."""
+
+
+def model_ranking(name: str, svc: Services, inputs: Inputs, params: Mapping[str, Any]) -> Ranked | None:
+    """The arm's whole ranking: every item its model (or source) can score, best first, uncached.
+
+    What a campaign filter is applied to when the arm's over-fetched candidates run out, so a
+    selective filter is served from the arm's model rather than from the fallback: ``similar``,
+    ``session`` and ``cart`` ask the model for all its items (for EMDE one readout over the
+    catalog), ``personalized`` scores the catalog from the user's recent items (published with
+    the top-N) with the model, ``visual`` ranks every vector, ``top`` every item with events in
+    the window, ``popular`` every item with events in the popularity horizon. None for
+    ``last_seen`` (nothing beyond the user's recent items).
+    """
+    version = svc.models.current()
+    n_model = len(version.item_ids) if version is not None else 0
+    if name in ("session", "cart"):
+        return _STRATEGIES[name](svc, inputs, params, max(n_model, 1))
+    if name == "similar":
+        return _similar(svc, inputs, params, max(n_model, 1), cache=False)
+    if name == "personalized":
+        t = _topn(svc, inputs.user_id)
+        if t is None or not t.recent:
+            return [], []
+        return _session(svc, Inputs(session=tuple(reversed(t.recent))), params, max(n_model, 1))
+    if name == "visual":
+        if not inputs.item_id:
+            return [], []
+        ids, scores = svc.catalog_view.vectors.similar(inputs.item_id, max(len(svc.catalog_view.vectors), 1))
+        return ids, scores.astype(float).tolist()
+    if name == "top":
+        return _top(svc, inputs, params, 1 << 30)
+    if name == "popular":
+        return _popular(svc, inputs, params, 1 << 30)
+    return None
 
 
 def strategy_names() -> list[str]:

@@ -110,6 +110,9 @@ class ApiSettings(BaseModel):
     vector_attribute: str = Field(default="vector", description="Catalog attribute holding a dense vector (visual similarity)")
     catalog_exclude: list[str] = Field(default_factory=lambda: ["vector", "image", "image_path"],
                                        description="Catalog attributes not indexed for IQL (modality payloads)")
+    fill_from_model: bool = Field(default=True, description=(
+        "Campaign lists: when the filter leaves fewer than n of the arm's candidates, score the filtered catalog "
+        "with the arm's model before the fallback"))
     hidden_attribute: str | None = Field(default="hidden", description="Catalog bool: true = never served")
     in_stock_attribute: str | None = Field(default="in_stock", description="Catalog bool: false = never served (out of stock)")
     stock_attribute: str | None = Field(default="stock", description="Catalog number: <= 0 = never served (out of stock)")
