@@ -110,6 +110,9 @@ def test_oversize_events_ids_and_batches_are_4xx(api):
     }
     for what, ev in cases.items():
         r = _post(c, ev)
+        if what == "1 MB user_id":  # the id rule (length) refuses it before the size rule
+            assert (r.status_code, r.json()["error"]["field"]) == (422, "user_id"), r.text[:200]
+            continue
         assert r.status_code == 413, (what, r.status_code, r.text[:200])
         assert "max_event_bytes" in r.json()["error"]["reason"], what
     r = c.post("/v1/events", json=[{"type": "view", "user_id": "u1", "item_id": "i1"}] * 1001, headers=CLIENT)
