@@ -147,9 +147,20 @@ def serve_cmd(
     port: Annotated[int | None, typer.Option()] = None,
     workers: Annotated[int | None, typer.Option()] = None,
 ) -> None:
-    """Run the HTTP API with uvicorn (settings from fusionrec.toml / FUSIONREC_*)."""
+    """Run the HTTP API with uvicorn (settings from fusionrec.toml / FUSIONREC_*).
+
+    Refuses a non-loopback ``--host`` unless keys are required, an admin key is configured and no
+    development key is (README, "Security").
+    """
     s = _settings()
     import uvicorn
+
+    from api.auth import exposure_problem
+
+    problem = exposure_problem(host or s.api.host, s.api.require_keys, s.api.admin_keys, s.api.client_keys)
+    if problem:
+        typer.echo(f"fusionrec serve: {problem}", err=True)
+        raise typer.Exit(2)
 
     uvicorn.run("api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
                 workers=workers or s.api.workers, log_level="warning")
@@ -212,6 +223,10 @@ def run_cmd(
                FUSIONREC_ANALYTICS__BUCKET_S="60")  # minute buckets: the live dashboard moves at once
     os.environ.update(env)
     s = Settings()
+    if not s.api.admin_keys and not s.api.client_keys:  # the API listens on loopback only: convenience keys
+        env.update(FUSIONREC_API__ADMIN_KEYS='["admin-dev-key"]', FUSIONREC_API__CLIENT_KEYS='["client-dev-key"]')
+        os.environ.update(env)
+        s = Settings()
     broker = LocalBroker(port, log_path=var / "broker.log").start()
     children: list[subprocess.Popen[bytes]] = []
     try:
@@ -246,8 +261,9 @@ fusionrec is running (logs in {var}/):
   broker           127.0.0.1:{port}   (Tansu, in-memory)
   API              {base}
   recommendations  {base}/v1/recommendations?user_id=<user>
-  health/metrics   {base}/healthz   {base}/metrics
-  dashboard        {base}/dashboard{ab}
+  health/metrics   {base}/healthz   {base}/metrics (admin key)
+  dashboard        {base}/dashboard?api_key={s.api.admin_keys[0] if s.api.admin_keys else '<admin key>'}{ab}
+  keys (X-API-Key) admin {s.api.admin_keys[:1]}, client {s.api.client_keys[:1]}
   learning loop    lake in {var}/lake, gated trainer every {trainer_every} (verdicts on the dashboard's ops panel)
 Ctrl-C stops everything.""")
         while True:

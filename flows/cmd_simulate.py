@@ -73,7 +73,9 @@ def simulate_cmd(
         log.info("catalog: %d items to %s", n_items_sent, catalog_topic)
         stream = shop.events(
             events,
-            start_ts=time.time(),
+            # live at --rate; as fast as possible, a burst of simulated time that ends now (the flow
+            # dead-letters events ahead of the receiving clock: stream.future_skew_s)
+            start_ts=time.time() if rate else time.time() - events / _MAX_RATE_TS_SPACING,
             rate_per_s=rate or _MAX_RATE_TS_SPACING,
             on_new_item=producer.send_item,
         )
