@@ -287,11 +287,15 @@ def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, f
     from simulators.producer import EventProducer
 
     if replay is not None:
+        from operators.retail_cleaning import CleaningReport, cleaning_rule
         from simulators.replay import read_replay, replay_catalog, resolve_log_path
 
         replay = resolve_log_path(replay, fmt)
-        events = list(read_replay(replay, fmt, limit=limit or None))
-        catalog = replay_catalog(replay, fmt)
+        rule, report = cleaning_rule(s.retail_cleaning), CleaningReport()
+        events = list(read_replay(replay, fmt, limit=limit or None, cleaning=rule, report=report))
+        catalog = replay_catalog(replay, fmt, rule)
+        if fmt == "online_retail":  # the same cleaned lines train the model and go to Kafka
+            typer.echo("cleaning (Online Retail):\n  " + "\n  ".join(report.lines()))
     else:
         from simulators.shop import SyntheticShop
 
