@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from api.analytics import analytics_routes, build_analytics
-from api.auth import ApiKeyMiddleware
+from api.auth import ApiKeyMiddleware, exposure_problem
 from api.campaigns import (
     create_campaign,
     delete_campaign,
@@ -47,7 +47,12 @@ def _tune_gc() -> None:
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
+    """The app; raises ``RuntimeError`` if ``api.host`` is not loopback and the keys leave it open (``exposure_problem``)."""
     settings = settings or Settings()
+    a = settings.api
+    problem = exposure_problem(a.host, a.require_keys, a.admin_keys, a.client_keys)
+    if problem:
+        raise RuntimeError(problem)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -82,7 +87,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *analytics_routes(),
         *dashboard_routes(),
     ]
-    a = settings.api
     middleware = [Middleware(ApiKeyMiddleware, admin_keys=a.admin_keys, client_keys=a.client_keys)] if a.require_keys else []
     return Starlette(routes=routes, middleware=middleware, exception_handlers=exception_handlers,  # type: ignore[arg-type]
                      lifespan=lifespan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from api.optimizer import OptimizerConfig
+from operators.control_group import CONTROL_ARM
 from state.campaigns import Campaign, CampaignStore
 
 __all__ = ["CampaignRegistry", "optimizer_config"]
@@ -54,6 +55,19 @@ class CampaignRegistry:
     def config_of(self, campaign_id: str) -> OptimizerConfig:
         """Optimizer knobs by id (reader thread; no refresh, a slightly old copy is fine)."""
         return optimizer_config(self._campaigns.get(campaign_id))
+
+    def declares(self, campaign_id: str, arm: str) -> bool:
+        """True if the campaign exists and declares ``arm`` (or ``arm`` is its control group).
+
+        A miss re-reads the store at once (a list served by another worker right after the campaign
+        was written). Bounds the optimizer's keys to campaigns and arms that exist.
+        """
+        c = self._campaigns.get(campaign_id)
+        if c is None:
+            self._checked = 0.0
+            self._refresh()
+            c = self._campaigns.get(campaign_id)
+        return c is not None and (arm == CONTROL_ARM or any(a.name == arm for a in c.arms))
 
     def put(self, campaign: Campaign) -> None:
         """Write through to the store, then re-read it (other workers may have written too)."""

@@ -5,8 +5,15 @@
 nothing is accepted.
 
 ``event_id`` (a UUID) and ``ts`` (now, epoch seconds) are filled in when absent; everything
-else must satisfy the event contract (operators/parse.py). A list is accepted whole or refused
-whole, with the index of the first bad event in the field path (``events[3].ts``).
+else must satisfy the flow's own event contract (operators/parse.py: fields, types, size,
+``ts`` within ``stream.future_skew_s`` ahead and ``api.max_age_s`` behind now), so what is
+answered 202 is never dead-lettered later. A list is accepted whole or refused whole, with the
+index of the first bad event in the field path (``events[3].ts``).
+
+Trust boundary: server-only event types (``api.server_only_types``: served lists) are refused,
+and an event naming a ``request_id`` must carry one the API issued (``api/request_ids.py``) to
+the same ``user_id``, for the same ``campaign_id``/``arm`` when it names them, with ``ts`` inside
+the list's attribution window.
 """
 
 from __future__ import annotations
@@ -21,21 +28,62 @@ from starlette.responses import Response
 from api.durable_producer import BrokerUnavailable
 from api.errors import ApiError
 from api.json import json_response
+from api.request_ids import IssuedRequest
 from api.services import Services
 from operators.errors import BadEvent
 from operators.parse import validate_event_dict
-from operators.schema import encode_event
+from operators.schema import Event, encode_event
 
 __all__ = ["post_events"]
 
 
+def _check_feedback(svc: Services, ev: Event, now: float) -> None:
+    """Raise ``BadEvent`` unless ``ev``'s request_id is one the API served to ``ev.user_id`` within its window."""
+    if ev.request_id is None:
+        return
+    issued = svc.signer.verify(ev.request_id, ev.user_id)
+    if not isinstance(issued, IssuedRequest):
+        raise BadEvent("request_id", issued, ev.request_id)
+    if ev.campaign_id is not None and ev.campaign_id != issued.campaign_id:
+        raise BadEvent("campaign_id", f"the list {ev.request_id!r} was served by campaign {issued.campaign_id!r}",
+                       ev.campaign_id)
+    if ev.arm is not None and ev.arm != issued.arm:
+        raise BadEvent("arm", f"the list was served by arm {issued.arm!r}", ev.arm)
+    skew = svc.settings.stream.future_skew_s or 0.0
+    if ev.ts < issued.ts - skew:
+        raise BadEvent("ts", f"before the list was served ({issued.ts:.3f})", ev.ts)
+    c = svc.campaigns.get(issued.campaign_id) if issued.campaign_id else None
+    window = c.window_s if c is not None else svc.settings.analytics.attribution_window_s
+    if ev.ts > issued.ts + window + skew:
+        raise BadEvent("ts", f"after the list's attribution window ({window:g} s from {issued.ts:.3f})", ev.ts)
+
+
+def _reason(exc: BadEvent) -> str:
+    return "bad_timestamp" if exc.field == "ts" else ("too_large" if exc.field == "$size" else "invalid_field")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, read chunk by chunk: refused (413) as soon as it passes ``limit`` bytes, before the rest arrives."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body", f"{declared} bytes > api.max_body_bytes={limit}")
+    chunks, n = [], 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > limit:
+            raise ApiError(413, "body", f"more than api.max_body_bytes={limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def post_events(request: Request) -> Response:
     svc: Services = request.app.state.services
-    body = await request.body()
-    limit = svc.settings.stream.max_event_bytes * 100
-    if len(body) > limit:
+    a = svc.settings.api
+    try:
+        body = await _read_body(request, a.max_body_bytes)
+    except ApiError:
         svc.metrics.events_rejected.labels("too_large").inc()
-        raise ApiError(413, "body", f"{len(body)} bytes > limit {limit}")
+        raise
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -45,20 +93,39 @@ async def post_events(request: Request) -> Response:
     raw = obj if many else [obj]
     if many and not raw:
         raise ApiError(422, "events", "empty list")
-    events = []
+    if len(raw) > a.max_events_per_request:
+        svc.metrics.events_rejected.labels("too_large").inc()
+        raise ApiError(413, "events", f"{len(raw)} events > api.max_events_per_request={a.max_events_per_request}")
+    now = time.time()
+    server_only = frozenset(a.server_only_types)
+    max_bytes = svc.settings.stream.max_event_bytes
+    events, encoded = [], []
     for i, e in enumerate(raw):
         if isinstance(e, dict):
             e.setdefault("event_id", uuid.uuid4().hex)
-            e.setdefault("ts", time.time())
+            e.setdefault("ts", now)
         try:
-            events.append(validate_event_dict(e, svc.rules))
+            ev = validate_event_dict(e, svc.ingest_rules, now)
+            if ev.type in server_only:
+                raise BadEvent("type", "only the server produces this event type", ev.type)
+            _check_feedback(svc, ev, now)
+            value = encode_event(ev)
+            if len(value) > max_bytes:  # the flow's too_large rule, on the bytes the flow will read
+                raise BadEvent("$size", f"{len(value)} bytes > stream.max_event_bytes={max_bytes}", None)
         except BadEvent as exc:
-            svc.metrics.events_rejected.labels("invalid_field").inc()
-            field = f"events[{i}].{exc.field}" if many else exc.field
-            raise ApiError(422, field, exc.reason, value=exc.value if not isinstance(exc.value, dict) else None) from exc
+            reason = _reason(exc)
+            svc.metrics.events_rejected.labels(reason).inc()
+            field = "$" if exc.field == "$size" else exc.field
+            field = f"events[{i}].{field}" if many else field
+            status = 413 if reason == "too_large" else 422
+            value_out = exc.value if isinstance(exc.value, str | int | float) and len(str(exc.value)) <= 200 else None
+            raise ApiError(status, field, exc.reason, value=value_out) from exc
+        events.append(ev)
+        encoded.append(value)
     topic = svc.settings.kafka.events_topic
     try:  # 202 only once the broker acknowledged every event (api/durable_producer.py)
-        await svc.durable.produce_acked([(topic, ev.user_id.encode(), encode_event(ev)) for ev in events])
+        await svc.durable.produce_acked([(topic, ev.user_id.encode(), value)
+                                         for ev, value in zip(events, encoded, strict=True)])
     except BrokerUnavailable as exc:
         svc.metrics.events_unavailable.inc(len(events))
         retry = svc.settings.api.retry_after_s

@@ -19,6 +19,8 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
+import msgspec
+
 from api.optimizer import OptimizerConfig, ThompsonOptimizer
 from api.window_popularity import WindowPopularity
 from operators.attribution import REQUEST_TYPE, Impression, attribute_events, impression_of
@@ -44,12 +46,20 @@ class FeedbackFold:
         Weight of each event type in popularity.
     max_open, max_orphans : int
         Bounds of the lists kept for attribution and of the parked early feedback.
+    declares : callable (campaign_id, arm) -> bool, optional
+        Whether a campaign exists and declares the arm; lists of others are not counted
+        (``skipped["unknown_arm"]``), so the optimizer's keys stay bounded.
+    max_segments : int
+        Segments kept per campaign; lists of further segments count for segment ``""``.
     """
 
     def __init__(self, optimizer: ThompsonOptimizer, popularity: WindowPopularity,
                  config_of: Callable[[str], OptimizerConfig], type_weights: dict[str, float],
-                 max_open: int = 200_000, max_orphans: int = 10_000) -> None:
+                 max_open: int = 200_000, max_orphans: int = 10_000,
+                 declares: Callable[[str, str], bool] | None = None, max_segments: int = 100) -> None:
         self.optimizer, self.popularity, self.config_of = optimizer, popularity, config_of
+        self.declares, self.max_segments = declares, max_segments
+        self._segments: dict[str, set[str]] = {}
         self.type_weights = type_weights
         self.max_open, self.max_orphans = max_open, max_orphans
         self.open: OrderedDict[str, Impression] = OrderedDict()
@@ -68,6 +78,15 @@ class FeedbackFold:
 
     def served(self, imp: Impression) -> None:
         """One list served: a pull for its arm; open it for attribution."""
+        if self.declares is not None and not self.declares(imp.campaign_id, imp.arm):
+            self.skipped["unknown_arm"] = self.skipped.get("unknown_arm", 0) + 1
+            return
+        seen = self._segments.setdefault(imp.campaign_id, {""})
+        if imp.segment not in seen:
+            if len(seen) > self.max_segments:
+                imp = msgspec.structs.replace(imp, segment="")
+            else:
+                seen.add(imp.segment)
         with self.lock:
             cfg = self.config_of(imp.campaign_id)
             self.optimizer.record((imp.campaign_id, imp.arm, imp.segment), imp.ts, cfg, pulls=1)

@@ -24,7 +24,7 @@ from api.feedback import FeedbackFold
 from operators.attribution import Impression
 from operators.kafka import high_watermarks, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
-from operators.parse import EventRules, parse_event
+from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import Event
 from state.bandit import BanditSnapshot, BanditStore
 from state.codec import decode_value, encode_value
@@ -72,7 +72,7 @@ class FeedbackReader:
         self._wrote_full = False
         self.drain_on_loop = False
         # fetched batches, and {partition: offset} resets of a recreated log, in order
-        self._queue: deque[list[tuple[int, int, bytes | None, bytes | None]] | dict[int, int]] = deque()
+        self._queue: deque[list[tuple[int, int, bytes | None, bytes | None, float | None]] | dict[int, int]] = deque()
         self._queued: dict[int, int] = {}
         self._pos: dict[int, int] = {}
         self._end: dict[int, int] | None = None
@@ -159,12 +159,13 @@ class FeedbackReader:
                 idle = time.monotonic() - last_message_s >= self.guard.check_every_s
                 if self.guard.due(idle) and self._reset_beyond_end(c, parts):
                     continue
-                batch = [(m.partition(), m.offset(), m.key(), m.value()) for m in c.consume(1000, 0.05)
+                batch = [(m.partition(), m.offset(), m.key(), m.value(), kafka_timestamp_s(m.timestamp()))
+                         for m in c.consume(1000, 0.05)
                          if not m.error()]
                 if batch:
                     last_message_s = time.monotonic()
                     self._queue.append(batch)
-                    for p, off, _, _ in batch:
+                    for p, off, *_ in batch:
                         self._queued[p] = off + 1
                 if not self.drain_on_loop:
                     self.drain(None)
@@ -213,9 +214,9 @@ class FeedbackReader:
             if max_messages is not None and len(batch) > max_messages - n:
                 self._queue.appendleft(batch[max_messages - n:])
                 batch = batch[:max_messages - n]
-            for p, off, k, v in batch:
+            for p, off, k, v, received in batch:
                 self._pos[p] = off + 1
-                self._apply((topic, p), off, k, v)
+                self._apply((topic, p), off, k, v, received)
             n += len(batch)
         self.n_folded += n
         if not self._caught_up.is_set() and self._end is not None and all(
@@ -226,8 +227,9 @@ class FeedbackReader:
             self.snapshot()
         return n
 
-    def _apply(self, key: tuple[str, int], offset: int, k: bytes | None, value: bytes | None) -> None:
-        ev = parse_event(k, value, self.rules)
+    def _apply(self, key: tuple[str, int], offset: int, k: bytes | None, value: bytes | None,
+               received_ts: float | None = None) -> None:
+        ev = parse_event(k, value, self.rules, received_ts=received_ts)
         if not isinstance(ev, Event):
             return  # the flow dead-letters it
         if offset >= self._stored.get(key, 0):

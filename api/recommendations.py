@@ -4,7 +4,6 @@ the user's published top-N (popular items for unknown users)."""
 from __future__ import annotations
 
 import time
-import uuid
 
 from pydantic import BaseModel, Field, field_validator
 from starlette.requests import Request
@@ -129,7 +128,7 @@ def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False) ->
         served = serve_list(svc, c, strategy, params, inputs, n, fill_from_model=svc.settings.api.fill_from_model)
     except IQLError as exc:  # a $param missing or not fitting its use: the 400 names the parameter
         raise ApiError(400, exc.param or "filter", str(exc), **exc.to_dict()) from exc
-    request_id = uuid.uuid4().hex
+    request_id = svc.signer.issue(c.campaign_id, arm, p.user_id, now)
     items = [i["item_id"] for i in served.items]
     svc.publish_served(Impression(request_id=request_id, campaign_id=c.campaign_id, arm=arm, ts=now, goal=c.goal,
                                   window_s=c.window_s, user_id=p.user_id, segment=segment, items=items),
@@ -191,4 +190,5 @@ async def get_recommendations(request: Request) -> Response:
     if explain:  # hook of api/explain.py
         strategy = "popular" if body["source"] == "popular" else "personalized"
         body["explanations"] = explain_items(svc, None, None, strategy, Inputs(user_id=p.user_id), items)
-    return json_response({"request_id": uuid.uuid4().hex, "user_id": p.user_id, "items": items, **body})
+    request_id = svc.signer.issue("", "", p.user_id, time.time())  # feedback on it verifies; no campaign learns
+    return json_response({"request_id": request_id, "user_id": p.user_id, "items": items, **body})

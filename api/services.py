@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,9 +20,10 @@ from api.durable_producer import DurableProducer
 from api.feedback import FeedbackFold
 from api.feedback_reader import FeedbackReader
 from api.optimizer import ThompsonOptimizer
+from api.request_ids import RequestSigner, load_request_secret
 from api.topic_table import TopicTable
 from api.window_popularity import WindowPopularity
-from operators.attribution import REQUEST_TYPE, Impression
+from operators.attribution import ANONYMOUS_USER, REQUEST_TYPE, Impression
 from operators.catalog_overlay import CatalogModelWatcher, CatalogOverlay
 from operators.model_version import ModelWatcher
 from operators.offset_guard import BeyondLogEnd
@@ -78,6 +80,8 @@ class Services:
     optimizer: ThompsonOptimizer
     window_popularity: WindowPopularity
     fold: FeedbackFold
+    signer: RequestSigner
+    ingest_rules: EventRules
     candidates: CandidateCache = field(default_factory=CandidateCache)
     reader: FeedbackReader | None = None
     popular_lists: dict[str, TopN] = field(default_factory=dict)
@@ -91,7 +95,7 @@ class Services:
         if self.reader is None:
             self.fold.served(imp)
             return
-        ev = Event(event_id=imp.request_id, ts=imp.ts, type=REQUEST_TYPE, user_id=imp.user_id or "anonymous",
+        ev = Event(event_id=imp.request_id, ts=imp.ts, type=REQUEST_TYPE, user_id=imp.user_id or ANONYMOUS_USER,
                    campaign_id=imp.campaign_id, arm=imp.arm, request_id=imp.request_id,
                    extra={"scenario": scenario, "strategy": strategy, "goal": imp.goal, "window_s": imp.window_s,
                           "segment": imp.segment, "served_items": imp.items})
@@ -164,9 +168,11 @@ def build_services(settings: Settings) -> Services:
     campaigns = CampaignRegistry(CampaignStore(state_dir / "campaigns"), a.campaign_check_s)
     optimizer = ThompsonOptimizer(np.random.default_rng(settings.seed))
     popularity = WindowPopularity(a.popularity_bucket_s, a.popularity_horizon_s)
-    rules = EventRules.from_specs(settings.event_types, settings.stream.max_event_bytes)
+    rules = EventRules.from_settings(settings)
+    # live ingestion (POST /v1/events): the flow's rules, and events no older than api.max_age_s
+    ingest_rules = dataclasses.replace(rules, max_age_s=min(settings.stream.max_age_s or a.max_age_s, a.max_age_s))
     fold = FeedbackFold(optimizer, popularity, campaigns.config_of, {t.name: t.weight for t in settings.event_types},
-                        max_open=a.max_open_lists)
+                        max_open=a.max_open_lists, declares=campaigns.declares)
     reader = None
     if a.feedback:
         reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),
@@ -195,5 +201,7 @@ def build_services(settings: Settings) -> Services:
         optimizer=optimizer,
         window_popularity=popularity,
         fold=fold,
+        signer=RequestSigner(load_request_secret(a.request_secret, state_dir)),
+        ingest_rules=ingest_rules,
         reader=reader,
     )

@@ -35,7 +35,7 @@ def build_flow(settings: Settings) -> Dataflow:
     """Wire the analytics dataflow (creates the compacted ``analytics`` topic if missing)."""
     k, s = settings.kafka, settings.stream
     ensure_topics(k.brokers, [TopicSpec(settings.analytics.topic, 1, compacted=True)])
-    rules = EventRules.from_specs(settings.event_types, s.max_event_bytes)
+    rules = EventRules.from_settings(settings)
     res = AnalyticsResources(settings)
     flow = Dataflow("analytics")
     src = ResumingKafkaSource(k.brokers.split(","), k.events_topic, analytics_state_dir(settings),

@@ -24,7 +24,7 @@ def build_flow(settings: Settings) -> Dataflow:
     """Wire the archiver; the logic lives in ``flows/archive_logic.py`` and ``operators/lake_*.py``."""
     k = settings.kafka
     tables = {k.events_topic: "events", k.catalog_topic: "catalog"}
-    rules = EventRules.from_specs(settings.event_types, settings.stream.max_event_bytes)
+    rules = EventRules.from_settings(settings)
     flow = Dataflow("archive")
     src = LakeSource(k.brokers.split(","), tables, str(settings.lake.lake_dir), batch_size=settings.stream.batch_size)
     msgs = op.input("topics", flow, src)                                               # KafkaSourceMessage | KafkaError

@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING
 
 from operators.lake_schema import catalog_table, events_table
 from operators.lake_store import LakePartition, read_manifest
-from operators.parse import EventRules, parse_event
+from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import Event
 from operators.settings import LakeSettings
 
@@ -64,7 +64,8 @@ def to_archive_row(tables: dict[str, str], rules: EventRules, msg: KafkaSourceMe
     table = tables[msg.topic]
     payload: object
     if table == "events":
-        parsed = parse_event(msg.key, msg.value, rules, topic=msg.topic, partition=msg.partition, offset=msg.offset)
+        parsed = parse_event(msg.key, msg.value, rules, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                             received_ts=kafka_timestamp_s(msg.timestamp))
         payload = parsed if isinstance(parsed, Event) else None
     else:
         ts_ms = msg.timestamp[1] if msg.timestamp and msg.timestamp[1] > 0 else time.time() * 1000

@@ -42,6 +42,9 @@ def simulate_ab_cmd(
     from simulators.shop import SyntheticShop
 
     s = Settings()
+    if not s.api.admin_keys or not s.api.client_keys:
+        raise typer.BadParameter("needs an admin and a client key: set api.admin_keys and api.client_keys "
+                                 "(FUSIONREC_API__ADMIN_KEYS='[\"...\"]'); `fusionrec run` sets development keys")
     shop = SyntheticShop(seed=seed)
     cat = shop.catalog(vectors=False)
     spec = ABSpec(campaign_id=campaign, scenario="personalized", control_share=control_share,

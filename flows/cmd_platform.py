@@ -149,9 +149,20 @@ def serve_cmd(
     port: Annotated[int | None, typer.Option()] = None,
     workers: Annotated[int | None, typer.Option()] = None,
 ) -> None:
-    """Run the HTTP API with uvicorn (settings from fusionrec.toml / FUSIONREC_*)."""
+    """Run the HTTP API with uvicorn (settings from fusionrec.toml / FUSIONREC_*).
+
+    Refuses a non-loopback ``--host`` unless keys are required, an admin key is configured and no
+    development key is (README, "Security").
+    """
     s = _settings()
     import uvicorn
+
+    from api.auth import exposure_problem
+
+    problem = exposure_problem(host or s.api.host, s.api.require_keys, s.api.admin_keys, s.api.client_keys)
+    if problem:
+        typer.echo(f"fusionrec serve: {problem}", err=True)
+        raise typer.Exit(2)
 
     uvicorn.run("api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
                 workers=workers or s.api.workers, log_level="warning")
@@ -215,6 +226,10 @@ def run_cmd(
                FUSIONREC_ANALYTICS__BUCKET_S="60")  # minute buckets: the live dashboard moves at once
     os.environ.update(env)
     s = Settings()
+    if not s.api.admin_keys and not s.api.client_keys:  # the API listens on loopback only: convenience keys
+        env.update(FUSIONREC_API__ADMIN_KEYS='["admin-dev-key"]', FUSIONREC_API__CLIENT_KEYS='["client-dev-key"]')
+        os.environ.update(env)
+        s = Settings()
     broker = LocalBroker(port, log_path=var / "broker.log").start()
     sup = Supervisor(notify=lambda msg: typer.echo(msg, err=True))
     sup.add("broker", lambda: broker.start().proc if broker.proc is None or broker.proc.poll() is not None
@@ -257,8 +272,9 @@ fusionrec is running (logs in {var}/):
   broker           127.0.0.1:{port}   (Tansu, in-memory)
   API              {base}
   recommendations  {base}/v1/recommendations?user_id=<user>
-  health/metrics   {base}/healthz (live)   {base}/readyz (ready)   {base}/metrics
-  dashboard        {base}/dashboard{ab}
+  health/metrics   {base}/healthz (live)   {base}/readyz (ready)   {base}/metrics (admin key)
+  dashboard        {base}/dashboard?api_key={s.api.admin_keys[0] if s.api.admin_keys else '<admin key>'}{ab}
+  keys (X-API-Key) admin {s.api.admin_keys[:1]}, client {s.api.client_keys[:1]}
   learning loop    lake in {var}/lake, gated trainer every {trainer_every} (verdicts on the dashboard's ops panel)
 A failed piece is restarted with backoff (logs in {var}/); Ctrl-C stops everything.""")
         while True:
@@ -278,11 +294,15 @@ def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, f
     from simulators.producer import EventProducer
 
     if replay is not None:
+        from operators.retail_cleaning import CleaningReport, cleaning_rule
         from simulators.replay import read_replay, replay_catalog, resolve_log_path
 
         replay = resolve_log_path(replay, fmt)
-        events = list(read_replay(replay, fmt, limit=limit or None))
-        catalog = replay_catalog(replay, fmt)
+        rule, report = cleaning_rule(s.retail_cleaning), CleaningReport()
+        events = list(read_replay(replay, fmt, limit=limit or None, cleaning=rule, report=report))
+        catalog = replay_catalog(replay, fmt, rule)
+        if fmt == "online_retail":  # the same cleaned lines train the model and go to Kafka
+            typer.echo("cleaning (Online Retail):\n  " + "\n  ".join(report.lines()))
     else:
         from simulators.shop import SyntheticShop
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def build_flow(settings: Settings) -> Dataflow:
     """Wire the dataflow; every callable comes from ``operators``/``flows.partition_logic``."""
     k, s = settings.kafka, settings.stream
-    rules = EventRules.from_specs(settings.event_types, s.max_event_bytes)
+    rules = EventRules.from_settings(settings)
     res = WorkerResources(settings)
     flow = Dataflow("realtime")
     src = ResumingKafkaSource(k.brokers.split(","), k.events_topic, s.state_dir, batch_size=s.batch_size,

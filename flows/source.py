@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError as ConfluentKafkaError
 from prometheus_client import Counter
 
 from operators.offset_guard import CONNECTION_LOST_CODES, OffsetGuard, OffsetPolicy
-from operators.parse import EventRules, parse_event
+from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import DeadLetter, Event
 from state.partition import PartitionDB, read_stored_offset
 
@@ -158,7 +158,8 @@ def parse_by_partition(rules: EventRules, msg: KafkaSourceMessage | KafkaError |
     if isinstance(msg, KafkaError):
         log.warning("kafka error in source: %s", msg.err)
         return None
-    parsed = parse_event(msg.key, msg.value, rules, topic=msg.topic, partition=msg.partition, offset=msg.offset)
+    parsed = parse_event(msg.key, msg.value, rules, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                         received_ts=kafka_timestamp_s(msg.timestamp))
     return str(msg.partition), (msg.partition, msg.offset, parsed)
 
 

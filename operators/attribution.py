@@ -7,8 +7,9 @@ so the bandit and the dashboard never disagree. The rules, in order:
 2. It refers to a served list by ``request_id`` (any goal event type may carry it); without a
    ``request_id``, last-touch (``last_touch``): the newest list served to the same user before
    the event, within the window, that contains one of the event's items.
-3. The served list must be known (an ``Impression``); if the event names a ``campaign_id`` or an
-   ``arm``, they must match the list's.
+3. The served list must be known (an ``Impression``) and served to the event's user (lists served
+   without a user id excepted); if the event names a ``campaign_id`` or an ``arm``, they must match
+   the list's.
 4. ``0 <= event.ts - impression.ts <= impression.window_s`` (late or early feedback is ignored).
 5. One reward per served list (a Bernoulli trial: the list converted or it did not), one use
    per ``event_id`` (duplicates from producer retries are ignored).
@@ -23,11 +24,13 @@ import msgspec
 
 from operators.schema import Event
 
-__all__ = ["Impression", "Reward", "Attribution", "REQUEST_TYPE", "goal_types", "impression_of", "attribute",
+__all__ = ["Impression", "Reward", "Attribution", "REQUEST_TYPE", "ANONYMOUS_USER", "goal_types", "impression_of", "attribute",
            "last_touch", "attribute_events"]
 
 REQUEST_TYPE = "rec_request"
 """Event type of a served list: the API produces one per campaign list into the events topic."""
+ANONYMOUS_USER = "anonymous"
+"""User id (and Kafka key) of the record of a list served without a user id; such a list is bound to no user."""
 
 
 class Impression(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -124,7 +127,7 @@ def impression_of(event: Event, default_goal: str = "click", default_window_s: f
         request_id=event.request_id, campaign_id=event.campaign_id, arm=event.arm or "unknown", ts=event.ts,
         goal=str(extra.get("goal") or default_goal),
         window_s=float(window) if isinstance(window, int | float) and not isinstance(window, bool) else default_window_s,
-        user_id=event.user_id, segment=str(extra.get("segment") or ""),
+        user_id=None if event.user_id == ANONYMOUS_USER else event.user_id, segment=str(extra.get("segment") or ""),
         items=[str(i) for i in served] if isinstance(served, list) else event.item_ids())
 
 
@@ -133,11 +136,13 @@ def attribute(event: Event, impression: Impression | None) -> Reward | str:
 
     Returns
     -------
-    Reward, or a reason string when it does not: ``unknown_request``, ``not_goal``,
+    Reward, or a reason string when it does not: ``unknown_request``, ``user_mismatch``, ``not_goal``,
     ``campaign_mismatch``, ``arm_mismatch``, ``before_serving``, ``outside_window``.
     """
     if impression is None:
         return "unknown_request"
+    if impression.user_id is not None and impression.user_id != event.user_id:
+        return "user_mismatch"
     if event.type not in goal_types(impression.goal):
         return "not_goal"
     if event.campaign_id is not None and event.campaign_id != impression.campaign_id:

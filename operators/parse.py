@@ -7,6 +7,7 @@ express: known event type, fields each type requires, epoch-seconds timestamps, 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,9 +18,9 @@ import orjson
 from operators.errors import BadEvent
 from operators.ids import BadId, canonical_id
 from operators.schema import EVENT_FIELDS, BasketLine, DeadLetter, Event
-from operators.settings import EventTypeSpec
+from operators.settings import EventTypeSpec, Settings
 
-__all__ = ["EventRules", "parse_event", "validate_event_dict", "is_event"]
+__all__ = ["EventRules", "parse_event", "validate_event_dict", "is_event", "kafka_timestamp_s"]
 
 # epoch seconds accepted: 2000-01-01 .. 2100-01-01; larger values are most likely milliseconds
 _TS_MIN_S = 946_684_800.0
@@ -28,14 +29,25 @@ _TS_MAX_S = 4_102_444_800.0
 
 @dataclass(frozen=True, slots=True)
 class EventRules:
-    """What a valid event is: the configured event types and the size limit (bytes)."""
+    """What a valid event is: the configured event types, the size limit (bytes) and how far ``ts`` may
+    lie ahead of (``future_skew_s``) or behind (``max_age_s``) the receiving clock (None = no bound)."""
 
     types: dict[str, tuple[str, ...]]
     max_event_bytes: int = 65536
+    future_skew_s: float | None = 300.0
+    max_age_s: float | None = None
 
     @classmethod
-    def from_specs(cls, specs: Iterable[EventTypeSpec], max_event_bytes: int = 65536) -> EventRules:
-        return cls(types={s.name: tuple(s.requires) for s in specs}, max_event_bytes=max_event_bytes)
+    def from_specs(cls, specs: Iterable[EventTypeSpec], max_event_bytes: int = 65536,
+                   future_skew_s: float | None = 300.0, max_age_s: float | None = None) -> EventRules:
+        return cls(types={s.name: tuple(s.requires) for s in specs}, max_event_bytes=max_event_bytes,
+                   future_skew_s=future_skew_s, max_age_s=max_age_s)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventRules:
+        """The flow's rules: event types, ``stream.max_event_bytes``, ``future_skew_s`` and ``max_age_s``."""
+        s = settings.stream
+        return cls.from_specs(settings.event_types, s.max_event_bytes, s.future_skew_s, s.max_age_s)
 
 
 Id = str | int | float  # any of them becomes its canonical string (operators/ids.py) or a BadEvent
@@ -79,7 +91,7 @@ def _id(field: str, value: Id | None) -> str | None:
         raise BadEvent(field, exc.reason, value) from exc
 
 
-def _ts(value: float | str) -> float:
+def _ts(value: float | str, rules: EventRules, received_ts: float | None) -> float:
     if isinstance(value, str):
         try:
             when = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -94,11 +106,21 @@ def _ts(value: float | str) -> float:
         raise BadEvent("ts", "must be epoch seconds (looks like milliseconds)", value)
     if not _TS_MIN_S <= value <= _TS_MAX_S:
         raise BadEvent("ts", "must be epoch seconds between 2000-01-01 and 2100-01-01", value)
+    now = time.time() if received_ts is None else received_ts
+    if rules.future_skew_s is not None and value > now + rules.future_skew_s:
+        raise BadEvent("ts", f"more than future_skew_s={rules.future_skew_s:g} s ahead of the receiving clock "
+                             f"({now:.0f})", value)
+    if rules.max_age_s is not None and value < now - rules.max_age_s:
+        raise BadEvent("ts", f"older than max_age_s={rules.max_age_s:g} s before the receiving clock ({now:.0f})",
+                       value)
     return float(value)
 
 
-def validate_event_dict(obj: object, rules: EventRules) -> Event:
+def validate_event_dict(obj: object, rules: EventRules, received_ts: float | None = None) -> Event:
     """Validate a decoded JSON object against the contract.
+
+    ``received_ts`` (epoch s) is the receiving clock ``ts`` is bounded by (``rules.future_skew_s``,
+    ``rules.max_age_s``); None = the wall clock now.
 
     Raises
     ------
@@ -132,7 +154,7 @@ def validate_event_dict(obj: object, rules: EventRules) -> Event:
         items = tuple(lines)
     event = Event(
         event_id=_id("event_id", w.event_id) or "",
-        ts=_ts(w.ts),
+        ts=_ts(w.ts, rules, received_ts),
         type=w.type,
         user_id=_id("user_id", w.user_id) or "",
         session_id=_id("session_id", w.session_id),
@@ -164,6 +186,7 @@ def parse_event(
     topic: str | None = None,
     partition: int | None = None,
     offset: int | None = None,
+    received_ts: float | None = None,
 ) -> Event | DeadLetter:
     """Decode and validate one Kafka message; a bad one becomes a ``DeadLetter`` with its reason.
 
@@ -173,6 +196,9 @@ def parse_event(
         Kafka key; must be the UTF-8 ``user_id``.
     value : bytes or None
         JSON object of one event (orjson), at most ``rules.max_event_bytes`` bytes.
+    received_ts : float, optional
+        The receiving clock, epoch s: the Kafka message's timestamp (deterministic on re-reads);
+        None = the wall clock.
 
     Returns
     -------
@@ -193,7 +219,7 @@ def parse_event(
     except orjson.JSONDecodeError as exc:
         return dead("malformed_json", "value", str(exc))
     try:
-        event = validate_event_dict(obj, rules)
+        event = validate_event_dict(obj, rules, received_ts)
     except BadEvent as exc:
         reason = "unknown_event_type" if exc.field == "type" and "unknown" in exc.reason else (
             "bad_timestamp" if exc.field == "ts" else "invalid_field")
@@ -209,6 +235,13 @@ def parse_event(
     if key_s != event.user_id:
         return dead("key_mismatch", "key", f"key {key_s!r} != user_id {event.user_id!r}")
     return event
+
+
+def kafka_timestamp_s(timestamp: tuple[int, int] | None) -> float | None:
+    """A Kafka message's ``(type, ms)`` timestamp in epoch seconds; None when it has none."""
+    if timestamp is None or timestamp[0] == 0 or timestamp[1] <= 0:  # 0 = TIMESTAMP_NOT_AVAILABLE
+        return None
+    return timestamp[1] / 1000.0
 
 
 def is_event(x: Event | DeadLetter) -> bool:

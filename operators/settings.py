@@ -64,6 +64,12 @@ class StreamSettings(BaseModel):
     history_len: int = Field(default=50, ge=1, description="Recent items kept per user")
     half_life_s: float = Field(default=7 * 86400.0, gt=0, description="Decay half-life of item popularity and co-visitation, seconds")
     max_event_bytes: int = Field(default=65536, ge=256)
+    future_skew_s: float | None = Field(default=300.0, ge=0, description=(
+        "Events more than this ahead of their receiving clock (the Kafka message timestamp, else the "
+        "wall clock) are dead letters `bad_timestamp`, seconds; None = no bound"))
+    max_age_s: float | None = Field(default=None, gt=0, description=(
+        "Events older than this before their receiving clock are dead letters `bad_timestamp`, seconds; "
+        "None (default) = no bound, so replays of historical logs pass; the API bounds live events itself"))
     batch_size: int = Field(default=2000, ge=1, description="Max Kafka messages per poll")
     poll_timeout_s: float = Field(default=0.05, gt=0)
     rescore_interval_s: float = Field(default=0.1, ge=0, description=(
@@ -87,9 +93,23 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
-    admin_keys: list[str] = Field(default_factory=lambda: ["admin-dev-key"])
-    client_keys: list[str] = Field(default_factory=lambda: ["client-dev-key"])
-    require_keys: bool = False
+    admin_keys: list[str] = Field(default_factory=list, description=(
+        "Keys of the admin scope (and client); from the config file or FUSIONREC_API__ADMIN_KEYS, none built in"))
+    client_keys: list[str] = Field(default_factory=list, description=(
+        "Keys of the client scope (recommendations, events: the key shops put in pages and apps)"))
+    require_keys: bool = Field(default=True, description=(
+        "Closed by default; false opens every endpoint (refused on a non-loopback bind address)"))
+    max_age_s: float = Field(default=7 * 86400.0, gt=0, description=(
+        "POST /v1/events: events older than this are refused (422 on `ts`), seconds; the flow's "
+        "`stream.future_skew_s` and `stream.max_age_s` apply too"))
+    server_only_types: list[str] = Field(default_factory=lambda: ["rec_request"], description=(
+        "Event types only the server produces; POST /v1/events refuses them"))
+    max_events_per_request: int = Field(default=1000, ge=1, description="POST /v1/events: events in one request")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description=(
+        "POST /v1/events: body size; a larger one is refused (413) as soon as it passes this"))
+    request_secret: str | None = Field(default=None, description=(
+        "HMAC key of the request ids the API issues (share it between replicas); default: a random key "
+        "kept in <api state_dir>/request_secret"))
     state_dir: Path | None = Field(default=None, description="The API's RocksDB (campaigns, optimizer); default <stream.state_dir>/../api")
     feedback: bool = Field(default=True, description="Read the events topic for pulls, rewards and windowed popularity")
     snapshot_every_s: float = Field(default=0.5, gt=0, description="Optimizer snapshot interval, seconds")
@@ -161,6 +181,20 @@ class GateSettings(BaseModel):
     min_queries: int = Field(default=200, ge=1, description="Fewer holdout prefixes: no verdict, the champion stays")
 
 
+class RetailCleaningSettings(BaseModel):
+    """The cleaning rule of Online Retail logs (replay and training; models/data/retail_cleaning.py)."""
+
+    non_product_codes: list[str] = Field(default_factory=lambda: [
+        "POST", "DOT", "M", "C2", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS"],
+        description="StockCodes that are not products (postage, fees, adjustments), case-insensitive")
+    fee_pattern: str = Field(default=(
+        r"^\W*(?:(?:next day|dotcom|amazon|bank|packing|cruk|manual)\s+)*"
+        r"(?:postage|carriage|fees?|charges?|commission|manual|discount|samples?|re-?adjust\w*|"
+        r"adjust(?:ment)?(?: bad debt)?)\W*$|gift voucher"),
+        description="Regex (case-insensitive) on a code's most frequent Description that marks it a non-product")
+    keep_guests: bool = Field(default=True, description="Lines without CustomerID: one guest user per invoice (else dropped)")
+
+
 def _config_file() -> Path:
     return Path(os.environ.get("FUSIONREC_CONFIG", "fusionrec.toml"))
 
@@ -174,6 +208,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
+    retail_cleaning: RetailCleaningSettings = Field(default_factory=RetailCleaningSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     gate: GateSettings = Field(default_factory=GateSettings)

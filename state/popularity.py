@@ -61,7 +61,8 @@ class PopularityStore:
         ids = list(self._rows)
         score = np.fromiter((r.score for r in self._rows.values()), dtype=np.float64, count=len(ids))
         last = np.fromiter((r.last_ts for r in self._rows.values()), dtype=np.float64, count=len(ids))
-        decayed = score * np.exp2(-(now_ts - last) / self.half_life_s)
+        # a row newer than now_ts is not grown back to now (2^(+age) overflows to inf for far-future rows)
+        decayed = score * np.exp2(-np.maximum(now_ts - last, 0.0) / self.half_life_s)
         k = min(n, len(ids))
         part = np.argpartition(-decayed, k - 1)[:k]
         order = part[np.lexsort((part, -decayed[part]))]

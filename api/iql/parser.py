@@ -6,7 +6,7 @@ import ast as pyast
 from importlib.resources import files
 from typing import Any
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedInput, UnexpectedToken, VisitError
 
 from api.iql import ast
@@ -15,6 +15,8 @@ from api.iql.schema import to_epoch_s
 
 __all__ = ["IQLParser"]
 
+MAX_DEPTH = 64
+"""Deepest nesting of conditions and arithmetic a query may have (deeper: an ``IQLError``, not a RecursionError)."""
 _DURATION_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _VALUE_START = {"STRING", "NUMBER", "NAME", "PARAM"}
 _CONDITION_START = {"_NOT", "LPAR"}
@@ -101,7 +103,15 @@ class _ToAst(Transformer):
         return ast.Arith(str(c[1]), c[0], c[2], _pos(meta))  # type: ignore[arg-type]
 
     def string(self, meta: Any, c: list[Token]) -> ast.Literal:
-        return ast.Literal(pyast.literal_eval(str(c[0])), "string", _pos(c[0]))
+        text = str(c[0])
+        if "\x00" in text:
+            raise IQLError(c[0].line, c[0].column, "a string without NUL characters (write \\0)", "a NUL character")
+        try:
+            value = pyast.literal_eval(text)
+        except (SyntaxError, ValueError) as exc:  # \x1, \N{nope}, \u12 ...
+            raise IQLError(c[0].line, c[0].column, "a string with valid escapes (\\\\, \\n, \\t, \\\", \\xNN, "
+                           "\\uNNNN, \\N{NAME})", f"string {text[:40]!r}: {getattr(exc, 'msg', exc)}") from None
+        return ast.Literal(value, "string", _pos(c[0]))
 
     def number(self, meta: Any, c: list[Token]) -> ast.Literal:
         return ast.Literal(float(c[0]), "number", _pos(c[0]))
@@ -180,12 +190,25 @@ class IQLParser:
             tree = interactive.feed_eof(seen[-1] if seen else None)
         except UnexpectedInput as exc:
             raise _syntax_error(text, exc, interactive, seen) from None
+        _check_depth(tree)
         try:
             return self._to_ast.transform(tree)
         except VisitError as exc:
             if isinstance(exc.orig_exc, IQLError):
                 raise exc.orig_exc from None
             raise
+
+
+def _check_depth(tree: Any) -> None:
+    """Raise ``IQLError`` at the first node nested deeper than ``MAX_DEPTH`` (iteratively: no recursion)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            line, column = getattr(node.meta, "line", 1), getattr(node.meta, "column", 1)
+            raise IQLError(line, column, f"at most {MAX_DEPTH} levels of nesting (NOT, parentheses, operators)",
+                           "a deeper expression")
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
 
 
 def _syntax_error(text: str, exc: UnexpectedInput, interactive: Any, seen: list[Token]) -> IQLError:

@@ -74,7 +74,8 @@ def test_a_year_of_hourly_buckets_for_100_campaigns_stays_small_and_fast():
 @pytest.mark.integration
 def test_endpoints_check_params_scope_and_campaign(broker, tmp_path):
     s = make_settings(broker, tmp_path, partitions=1)
-    s = s.model_copy(update={"api": s.api.model_copy(update={"require_keys": True}),
+    s = s.model_copy(update={"api": s.api.model_copy(update={"require_keys": True, "admin_keys": ["admin-k"],
+                                                             "client_keys": ["client-k"]}),
                              "analytics": s.analytics.model_copy(update={"topic": s.kafka.events_topic + "-an"})})
     admin, client = s.api.admin_keys[0], s.api.client_keys[0]
     with ApiServer(s) as api:

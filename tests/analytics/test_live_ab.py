@@ -48,7 +48,10 @@ def test_live_ab_bandit_and_analytics_agree(broker, tmp_path):
             while True:
                 rep = c.get("/v1/analytics/campaigns/live").json()
                 dash = {a["arm"]: (a["totals"]["requests"], a["totals"]["rewards"]) for a in rep.get("arms", [])}
-                bandit = {a["arm"]: (a["pulls"], a["rewards"]) for a in c.get("/v1/campaigns/live/arms").json()["arms"]}
+                arms = c.get("/v1/campaigns/live/arms").json()
+                bandit = {a["arm"]: (a["pulls"], a["rewards"]) for a in arms["arms"]}
+                if arms["control"]:  # the control group is reported apart from the optimizer's arms
+                    bandit["control"] = (arms["control"]["lists"], arms["control"]["rewards"])
                 bandit = {k: v for k, v in bandit.items() if v != (0, 0)}
                 if sum(r for r, _ in dash.values()) == 300 and dash == bandit:
                     break

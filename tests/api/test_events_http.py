@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import orjson
 import pytest
@@ -29,7 +31,7 @@ def test_post_events(broker, tmp_path):
     with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
         r = c.post("/v1/events", content=orjson.dumps({"type": "view", "user_id": 42, "item_id": "i1"}))
         assert r.status_code == 202 and r.json()["accepted"] == 1
-        batch = [{"type": "add_to_cart", "user_id": "u2", "item_id": "i2", "event_id": "e2", "ts": 1764400000}]
+        batch = [{"type": "add_to_cart", "user_id": "u2", "item_id": "i2", "event_id": "e2", "ts": int(time.time()) - 3600}]
         assert c.post("/v1/events", json=batch).status_code == 202
 
         bad = c.post("/v1/events", json=[batch[0], {**batch[0], "ts": 1764400000000}])

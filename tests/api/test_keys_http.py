@@ -1,0 +1,112 @@
+"""Closed by default (issue 13): the key matrix of every endpoint, over HTTP, and the bind-address rule.
+
+Under the default config no key is built in and keys are required, so every scoped endpoint
+answers 401; with keys configured, the client key reaches recommendations and events only. A
+non-loopback ``--host`` is refused unless keys are required, an admin key is set and no
+development key is.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+from starlette.routing import Route
+
+from api.app import create_app
+from api.auth import exposure_problem, scope_of
+from operators.settings import Settings
+from tests.platform import ROOT, ApiServer, make_settings
+
+pytestmark = pytest.mark.integration
+
+ADMIN, CLIENT = "admin-" + "a" * 24, "client-" + "c" * 24
+OPEN = {"/healthz", "/openapi.json", "/dashboard"}
+
+
+def _endpoints() -> list[tuple[str, str]]:
+    """(method, path) of every route the app declares, path parameters filled in."""
+    out = []
+    for r in create_app().routes:
+        if isinstance(r, Route):
+            path = r.path.replace("{campaign_id}", "home").replace("{item_id}", "i1")
+            out += [(m, path) for m in sorted(r.methods or ()) if m != "HEAD"]
+    return out
+
+
+def _call(c: httpx.Client, method: str, path: str, key: str | None) -> int:
+    headers = {"X-API-Key": key} if key else {}
+    body = {"scenario": "popular"} if method in ("PUT", "POST") and "campaign" in path else (
+        {"type": "view", "user_id": "u1", "item_id": "i1"} if method == "POST" else None)
+    return c.request(method, path, json=body, headers=headers).status_code
+
+
+def test_every_endpoint_has_a_scope_or_is_deliberately_open():
+    eps = _endpoints()
+    assert len(eps) >= 15
+    for _, path in eps:
+        assert scope_of(path) is not None or path in OPEN, path
+    assert scope_of("/metrics") == "admin" and scope_of("/v1/analytics/ops") == "admin"
+
+
+def test_default_config_is_closed(broker, tmp_path):
+    s = make_settings(broker, tmp_path, partitions=1)
+    s = s.model_copy(update={"api": type(s.api)()})  # the defaults, untouched
+    assert s.api.require_keys and not s.api.admin_keys and not s.api.client_keys
+    with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
+        for method, path in _endpoints():
+            for key in (None, "admin-dev-key", "client-dev-key"):
+                status = _call(c, method, path, key)
+                if path in OPEN:  # /healthz may say 503 (not ready yet), never 401
+                    assert status in (200, 503), (method, path, status)
+                else:
+                    assert status == 401, (method, path, key, status)
+
+
+def test_key_matrix_with_keys_configured(broker, tmp_path):
+    s = make_settings(broker, tmp_path, partitions=1)
+    s = s.model_copy(update={"api": type(s.api)(admin_keys=[ADMIN], client_keys=[CLIENT])})
+    with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
+        for method, path in _endpoints():
+            need = scope_of(path)
+            got = {who: _call(c, method, path, key) for who, key in (("none", None), ("client", CLIENT),
+                                                                        ("admin", ADMIN), ("other", "nope"))}
+            if need is None:
+                assert all(v in (200, 503) for v in got.values()), (method, path, got)
+                continue
+            assert got["none"] == 401 and got["other"] == 401, (method, path, got)
+            assert got["admin"] not in (401, 403) and got["admin"] < 500, (method, path, got)
+            if need == "admin":
+                assert got["client"] == 403, (method, path, got)
+            else:
+                assert got["client"] not in (401, 403) and got["client"] < 500, (method, path, got)
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({}, "admin key"),
+    ({"FUSIONREC_API__REQUIRE_KEYS": "false"}, "require_keys"),
+    ({"FUSIONREC_API__ADMIN_KEYS": '["admin-dev-key"]', "FUSIONREC_API__CLIENT_KEYS": '["client-dev-key"]'},
+     "development keys"),
+    ({"FUSIONREC_API__ADMIN_KEYS": '["short"]'}, "shorter than 16"),
+])
+def test_serve_refuses_a_public_bind_that_is_not_locked(tmp_path, env, says):
+    full = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONREC_")}
+    full.update(env, FUSIONREC_CONFIG=str(tmp_path / "none.toml"), PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
+                       env=full, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "refusing to listen on '0.0.0.0'" in r.stderr and says in r.stderr, r.stderr
+
+
+def test_public_bind_rules():
+    assert exposure_problem("127.0.0.1", False, [], []) is None
+    assert exposure_problem("localhost", True, ["admin-dev-key"], []) is None
+    assert exposure_problem("::1", False, [], []) is None
+    assert exposure_problem("0.0.0.0", True, [ADMIN], [CLIENT]) is None
+    assert exposure_problem("10.0.0.5", True, [ADMIN], ["client-dev-key"]) is not None
+    assert exposure_problem("::", True, [], [CLIENT]) is not None
+    with pytest.raises(RuntimeError, match="refusing to listen"):
+        create_app(Settings(api={"host": "0.0.0.0"}))
