@@ -38,6 +38,7 @@ class WindowPopularity:
         self._lock = threading.Lock()
         self._dirty: set[tuple[int, str]] = set()  # (bucket, item) changed since ``take_dirty``
         self._dropped: set[int] = set()  # buckets dropped since ``take_dirty``
+        self._refreshing: set[float] = set()  # windows being re-ranked in the background
 
     def add(self, item_ids: list[str], weight: float, ts: float) -> None:
         """Count ``weight`` for each of ``item_ids`` at event time ``ts`` (epoch s)."""
@@ -79,18 +80,36 @@ class WindowPopularity:
             self._cache.clear()
 
     def top(self, window_s: float) -> tuple[list[str], np.ndarray]:
-        """All items with weight in the window, best first: (item ids, float64 sums); ties by id."""
+        """All items with weight in the window, best first: (item ids, float64 sums); ties by id.
+
+        A ranking older than ``cache_s`` is served as it is while a background thread recomputes
+        it (stale-while-revalidate), so the periodic recount never runs on a request's path;
+        only the first request for a window computes it inline.
+        """
         now = time.monotonic()
-        hit = self._cache.get(window_s)
-        if hit is not None and now - hit[0] < self.cache_s:
+        hit = self._cache.get(window_s) if self.cache_s > 0 else None
+        if hit is not None:
+            if now - hit[0] >= self.cache_s and window_s not in self._refreshing:
+                self._refreshing.add(window_s)
+                threading.Thread(target=self._refresh, args=(window_s,), name="popularity-rank", daemon=True).start()
             return hit[1], hit[2]
+        return self._rank(window_s)
+
+    def _refresh(self, window_s: float) -> None:
+        try:
+            self._rank(window_s)
+        finally:
+            self._refreshing.discard(window_s)
+
+    def _rank(self, window_s: float) -> tuple[list[str], np.ndarray]:
+        now = time.monotonic()
         first = int((self.clock - window_s) // self.bucket_s) + 1
         total: dict[str, float] = {}
         with self._lock:
-            for b, bucket in self._buckets.items():
-                if b >= first:
-                    for i, w in bucket.items():
-                        total[i] = total.get(i, 0.0) + w
+            buckets = [bucket.copy() for b, bucket in self._buckets.items() if b >= first]
+        for bucket in buckets:
+            for i, w in bucket.items():
+                total[i] = total.get(i, 0.0) + w
         ids = sorted(total, key=lambda i: (-total[i], i))
         scores = np.fromiter((total[i] for i in ids), dtype=np.float64, count=len(ids))
         if len(self._cache) > 64:  # windows come from requests: keep the cache bounded
