@@ -61,5 +61,6 @@ async def metrics(request: Request) -> Response:
     svc.metrics.topn_users.set(len(svc.topn))
     svc.metrics.catalog_items.set(len(svc.catalog))
     svc.metrics.broker_up.set(1 if svc.durable.broker_up else 0)
+    svc.metrics.catalog_rejected.set(len(svc.catalog_view.rejected))
     body = generate_latest(svc.metrics.registry) + trainer_metrics_text(svc.settings.stream.model_dir)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -62,6 +62,9 @@ class ApiMetrics:
                                          "Reader positions found beyond the log end (topic recreated); re-read from "
                                          "the new log's start", ["topic"], registry=r)
         self.broker_up = Gauge("fusionrec_api_broker_up", "1 while the event broker answers", registry=r)
+        self.catalog_rejected = Gauge("fusionrec_api_catalog_rejected",
+                                      "Catalog items whose latest version the schema rule rejected (not served)",
+                                      registry=r)
 
 
 @dataclass
