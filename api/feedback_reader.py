@@ -74,6 +74,7 @@ class FeedbackReader:
         # fetched batches, and {partition: offset} resets of a recreated log, in order
         self._queue: deque[list[tuple[int, int, bytes | None, bytes | None, float | None]] | dict[int, int]] = deque()
         self._queued: dict[int, int] = {}
+        self._last_ts: dict[int, int] = {}  # Kafka timestamp (ms) of the last record fetched per partition
         self._pos: dict[int, int] = {}
         self._end: dict[int, int] | None = None
         self._last_snapshot = time.monotonic()
@@ -159,11 +160,17 @@ class FeedbackReader:
                 idle = time.monotonic() - last_message_s >= self.guard.check_every_s
                 if self.guard.due(idle) and self._reset_beyond_end(c, parts):
                     continue
+                if self.guard.suspect:  # at start or after a lost connection: read nothing before a check passed
+                    time.sleep(0.05)
+                    continue
                 batch = [(m.partition(), m.offset(), m.key(), m.value(), kafka_timestamp_s(m.timestamp()))
                          for m in c.consume(1000, 0.05)
                          if not m.error()]
                 if batch:
                     last_message_s = time.monotonic()
+                    for m in batch:
+                        if m[4] is not None:
+                            self._last_ts[m[0]] = round(m[4] * 1000)  # back to the record's ms (exact)
                     self._queue.append(batch)
                     for p, off, *_ in batch:
                         self._queued[p] = off + 1
@@ -183,7 +190,7 @@ class FeedbackReader:
         queue (after what was fetched from the old log) and lowers the snapshot's offsets when
         ``drain`` reaches it: events of the new log are new events.
         """
-        found = self.guard.check(c, {p: off for p, off in self._queued.items() if off > 0})
+        found = self.guard.check({p: off for p, off in self._queued.items() if off > 0}, self._last_ts)
         if not found:
             return False
         reset = {b.partition: b.resume_at for b in found}

@@ -112,7 +112,7 @@ class Services:
     def _ranked_popular(self) -> list[tuple[str, float]]:
         """All popular items, best first (the 1 s cache itself: do not mutate)."""
         at, ranked = self._popular
-        if time.monotonic() - at > 1.0:
+        if time.monotonic() - at > 1.0 or not ranked:  # nothing yet: look again at once (cheap)
             total: dict[str, float] = {}
             for t in list(self.popular_lists.values()):
                 if isinstance(t, TopN):

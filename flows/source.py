@@ -72,11 +72,11 @@ class _GuardedPartition(StatefulSourcePartition):
         self.consumer.assign([TopicPartition(topic, partition, start if start is not None else OFFSET_BEGINNING)])
         self.woken = False
         self.last_message_s = time.monotonic()
+        self.last_timestamp_ms: int | None = None  # Kafka timestamp of the last record read (recreated-log check)
 
     def _on_error(self, err: ConfluentKafkaError) -> None:
         if err.name() in CONNECTION_LOST_CODES:
             self.guard.connection_lost()
-        log.info("kafka client of %s[%d]: %s", self.topic, self.partition, err)
 
     def next_batch(self) -> list:
         if not self.woken:
@@ -85,7 +85,8 @@ class _GuardedPartition(StatefulSourcePartition):
         out: list = []
         idle = time.monotonic() - self.last_message_s >= self.guard.check_every_s
         if self.guard.due(idle):
-            for b in self.guard.check(self.consumer, {self.partition: self.next_offset}):
+            last = {self.partition: self.last_timestamp_ms} if self.last_timestamp_ms is not None else None
+            for b in self.guard.check({self.partition: self.next_offset}, last):
                 FLOW_OFFSET_BEYOND_END.labels(self.topic, self.policy).inc()
                 if self.policy == "fail":
                     raise RuntimeError(
@@ -95,6 +96,8 @@ class _GuardedPartition(StatefulSourcePartition):
                 self.consumer.assign([TopicPartition(self.topic, self.partition, b.resume_at)])
                 out.append(OffsetReset(self.partition, b.next_offset, b.resume_at, b.log_end))
                 self.next_offset = b.resume_at
+        if self.guard.suspect:  # at start or after a lost connection: nothing is read before a check passed
+            return out
         for m in self.consumer.consume(self.batch_size, 0.001):
             err = m.error()
             if err is not None:
@@ -106,6 +109,7 @@ class _GuardedPartition(StatefulSourcePartition):
                                           timestamp=m.timestamp()))
             self.next_offset = m.offset() + 1
             self.last_message_s = time.monotonic()
+            self.last_timestamp_ms = m.timestamp()[1]
         return out
 
     def snapshot(self) -> int:
@@ -139,7 +143,7 @@ class ResumingKafkaSource(KafkaSource):
         log.info("partition %d of %s resumes at offset %s", part, self.topic, stored)
         return _GuardedPartition(self._brokers, self.topic, part, stored if stored is not None else resume_state,
                                  self._batch_size, self.offset_policy,
-                                 {"fetch.wait.max.ms": "20", "statistics.interval.ms": "0",
+                                 {"fetch.wait.max.ms": "20", "statistics.interval.ms": "0", "topic.metadata.refresh.interval.ms": "5000",
                                   "enable.partition.eof": "false"})
 
 

@@ -145,23 +145,28 @@ class TopicTable:
         if all(offsets[p] >= end.get(p, 0) for p in parts):
             self._caught_up.set()
         last_message_s = time.monotonic()
+        last_ts: dict[int, int] = {}  # Kafka timestamp (ms) of the last record read per partition
         try:
             while not self._stop.is_set():
                 idle = time.monotonic() - last_message_s >= self.guard.check_every_s
                 if self.guard.due(idle):
-                    found = self.guard.check(c, offsets)
+                    found = self.guard.check(offsets, last_ts)
                     for b in found:
                         offsets[b.partition] = b.resume_at
                         if self.on_beyond_end is not None:
                             self.on_beyond_end(b)
                     if found:
                         c.assign([TopicPartition(self.topic, p, off) for p, off in offsets.items()])
+                if self.guard.suspect:  # at start or after a lost connection: read nothing before a check passed
+                    time.sleep(0.05)
+                    continue
                 changed: dict[int, int] = {}
                 for m in c.consume(5000, 0.05):
                     if m.error():
                         continue
                     last_message_s = time.monotonic()
                     offsets[m.partition()] = changed[m.partition()] = m.offset() + 1
+                    last_ts[m.partition()] = m.timestamp()[1]
                     self._apply(m.key(), m.value())
                 if self.store is not None and (changed or self._pending):
                     self.store.write(self._pending, changed)  # values and their offsets in one batch
