@@ -24,5 +24,6 @@ async def metrics(request: Request) -> Response:
     svc: Services = request.app.state.services
     svc.metrics.topn_users.set(len(svc.topn))
     svc.metrics.catalog_items.set(len(svc.catalog))
+    svc.metrics.catalog_rejected.set(len(svc.catalog_view.rejected))
     body = generate_latest(svc.metrics.registry) + trainer_metrics_text(svc.settings.stream.model_dir)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

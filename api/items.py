@@ -20,6 +20,10 @@ async def get_item(request: Request) -> Response:
         item_id = canonical_id(raw)
     except BadId as exc:
         raise ApiError(422, "item_id", exc.reason, value=raw[:80]) from exc
+    svc.catalog_view.sync()
+    rejected = svc.catalog_view.rejected.get(item_id)
+    if rejected is not None:  # the catalog rule rejected its latest version: not served anywhere
+        raise ApiError(404, "item_id", f"item {item_id!r} was rejected by the catalog schema rule: {rejected}")
     item = svc.catalog.get(item_id)
     if item is None:
         raise ApiError(404, "item_id", f"unknown item {item_id!r}")

@@ -53,6 +53,9 @@ class ApiMetrics:
         self.recs_source = Counter("fusionrec_api_recommendations", "Lists served by source", ["source"], registry=r)
         self.topn_users = Gauge("fusionrec_api_topn_users", "Users with a published top-N", registry=r)
         self.catalog_items = Gauge("fusionrec_api_catalog_items", "Items in the catalog", registry=r)
+        self.catalog_rejected = Gauge("fusionrec_api_catalog_rejected",
+                                      "Catalog items whose latest version the schema rule rejected (not served)",
+                                      registry=r)
 
 
 @dataclass

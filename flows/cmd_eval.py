@@ -102,6 +102,9 @@ def run_eval(data_dir: Path, fmt: str, models: list[str], *, max_queries: int | 
     log.info("%s: %d train events, %d sessions, %d items; %d test prefixes (%d test events dropped as unseen)",
              data.name, data.train.n_events, data.train.n_sessions, data.train.n_items, data.test.n_queries,
              data.n_dropped_test)
+    if data.cleaning is not None:  # Online Retail: what the shared cleaning rule did (models/data/retail_cleaning.py)
+        for line in data.cleaning.lines():  # type: ignore[attr-defined]
+            log.info("cleaning: %s", line)
     overrides = overrides or {}
     reports = []
     for name in models:

@@ -105,6 +105,7 @@ def replay_cmd(
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
 ) -> None:
     """Replay a real log (session-rec TSV, SR-GNN pickle, UCI Online Retail parquet) into Kafka, keyed by user."""
+    from operators.retail_cleaning import CleaningReport, cleaning_rule
     from simulators.producer import EventProducer
     from simulators.replay import REPLAY_FORMATS, read_replay, replay_catalog, resolve_log_path
 
@@ -114,15 +115,19 @@ def replay_cmd(
         raise typer.BadParameter("give one of --speed, --rate, --max-rate", param_hint="--speed")
     brokers, topic, catalog_topic = _kafka(brokers, topic, catalog_topic)
     path = resolve_log_path(path, fmt)
-    stream = read_replay(path, fmt, limit=limit, source=source)
+    rule = cleaning_rule(Settings().retail_cleaning)
+    report = CleaningReport()
+    stream = read_replay(path, fmt, limit=limit, source=source, cleaning=rule, report=report)
     if now:
         stream = shift_to(stream, time.time())
     with EventProducer(brokers, events_topic=topic, catalog_topic=catalog_topic) as producer:
-        n_items = producer.send_catalog(replay_catalog(path, fmt)) if catalog else 0
+        n_items = producer.send_catalog(replay_catalog(path, fmt, rule)) if catalog else 0
         sent = producer.send_events(stream, speed=speed, rate_per_s=rate, progress=progress, total=limit)
     typer.echo(
         f"replayed {sent} events from {path} to {topic} ({n_items} catalog items); "
         f"delivered {producer.delivered}, errors {dict(producer.errors) or 0}"
     )
+    if fmt == "online_retail":  # what the cleaning rule did ([retail_cleaning] in fusionrec.toml)
+        typer.echo("cleaning (Online Retail):\n  " + "\n  ".join(report.lines()))
     if producer.errors:
         raise typer.Exit(1)

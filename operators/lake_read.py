@@ -152,7 +152,8 @@ def read_interactions(lake_dir: Path, start_ts: float, end_ts: float, event_type
     items, sessions, users = _Codes(), _Codes(), _Codes()
     parts: dict[str, list[np.ndarray]] = {"s": [], "i": [], "t": [], "e": []}
     n_rows = 0
-    for batch in dset.to_batches(columns=_COLUMNS, filter=flt, batch_size=batch_rows):
+    for batch in dset.to_batches(columns=_COLUMNS, filter=flt, batch_size=batch_rows, batch_readahead=1,
+                                 fragment_readahead=1):  # bounded memory: one batch in flight
         if batch.num_rows == 0:
             continue
         n_rows += batch.num_rows

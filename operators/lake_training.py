@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +16,14 @@ import numpy as np
 import orjson
 
 from operators.lake_read import LakeWindow, lake_time_range, read_catalog, read_interactions
-from operators.model_registry import code_version, write_card
+from operators.model_registry import iso, write_card
 from operators.model_version import point_latest
 from operators.settings import Settings
-from operators.training import fit_model, weighted_types, write_fitted
+from operators.training import fit_model, log_card, weighted_types, write_fitted
 
-__all__ = ["side_data", "window_bounds", "read_window", "train_from_lake", "iso", "window_card"]
+__all__ = ["side_data", "window_bounds", "read_window", "train_from_lake", "window_card"]
 
 log = logging.getLogger(__name__)
-
-
-def iso(ts: float) -> str:
-    """Epoch seconds -> ``2026-12-03T04:30:00Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def side_data(catalog: dict[str, str], item_ids: Sequence[str], vector_attribute: str = "vector") -> dict[str, Any]:
@@ -108,10 +102,7 @@ def train_from_lake(settings: Settings, window_s: float, model: str = "covisit",
 
 def window_card(win: LakeWindow, *, catalog_items: int, model: str, read_s: float, fit_s: float) -> dict[str, Any]:
     """The data part of a model card: window, counts, times, code version."""
-    il = win.log
-    return {"model_name": model, "code_version": code_version(), "trained_at": iso(time.time()),
-            "window": {"start_ts": win.start_ts, "end_ts": win.end_ts, "start": iso(win.start_ts),
-                       "end": iso(win.end_ts)},
-            "counts": {"events": win.n_rows, "interactions": il.n_events, "items": il.n_items,
-                       "sessions": il.n_sessions, "users": win.n_users, "catalog_items": catalog_items},
-            "read_s": round(read_s, 3), "train_s": round(fit_s, 3)}
+    card = log_card(win.log, model, fit_s, source="lake", start_ts=win.start_ts, end_ts=win.end_ts)
+    card["counts"].update(events=win.n_rows, users=win.n_users, catalog_items=catalog_items)
+    card["read_s"] = round(read_s, 3)
+    return card

@@ -17,18 +17,24 @@ import json
 import os
 import subprocess
 import time
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from operators.model_version import PROMOTIONS, latest_version_path, point_latest
 
-__all__ = ["CARD", "RUNS", "read_card", "write_card", "list_versions", "promote", "rollback", "rollback_target",
+__all__ = ["CARD", "RUNS", "iso", "read_card", "write_card", "list_versions", "promote", "rollback", "rollback_target",
            "append_run", "read_runs", "code_version"]
 
 CARD = "card.json"
 RUNS = "trainer_runs.jsonl"
 _ROOT = Path(__file__).resolve().parents[1]
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds -> ``2026-12-03T04:30:00Z``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def code_version() -> str:

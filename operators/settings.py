@@ -170,6 +170,20 @@ class GateSettings(BaseModel):
     min_queries: int = Field(default=200, ge=1, description="Fewer holdout prefixes: no verdict, the champion stays")
 
 
+class RetailCleaningSettings(BaseModel):
+    """The cleaning rule of Online Retail logs (replay and training; models/data/retail_cleaning.py)."""
+
+    non_product_codes: list[str] = Field(default_factory=lambda: [
+        "POST", "DOT", "M", "C2", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS"],
+        description="StockCodes that are not products (postage, fees, adjustments), case-insensitive")
+    fee_pattern: str = Field(default=(
+        r"^\W*(?:(?:next day|dotcom|amazon|bank|packing|cruk|manual)\s+)*"
+        r"(?:postage|carriage|fees?|charges?|commission|manual|discount|samples?|re-?adjust\w*|"
+        r"adjust(?:ment)?(?: bad debt)?)\W*$|gift voucher"),
+        description="Regex (case-insensitive) on a code's most frequent Description that marks it a non-product")
+    keep_guests: bool = Field(default=True, description="Lines without CustomerID: one guest user per invoice (else dropped)")
+
+
 def _config_file() -> Path:
     return Path(os.environ.get("FUSIONREC_CONFIG", "fusionrec.toml"))
 
@@ -183,6 +197,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
+    retail_cleaning: RetailCleaningSettings = Field(default_factory=RetailCleaningSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     gate: GateSettings = Field(default_factory=GateSettings)

@@ -7,18 +7,20 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
 
 from models.base import InteractionLog, Recommender
 from models.registry import create_model
-from operators.model_version import write_version
+from operators.model_registry import code_version, iso, write_card
+from operators.model_version import point_latest, write_version
 from operators.parse import EventRules, validate_event_dict
 from operators.schema import Event, encode_event
 from operators.settings import Settings
 
-__all__ = ["events_to_log", "train_model", "weighted_types", "fit_model", "write_fitted", "train_covisitation", "read_events_jsonl", "write_events_jsonl"]
+__all__ = ["events_to_log", "train_model", "weighted_types", "fit_model", "write_fitted", "log_card", "train_covisitation", "read_events_jsonl", "write_events_jsonl"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,19 @@ def write_fitted(rec: Recommender, il: InteractionLog, settings: Settings, model
                          **manifest)
 
 
+def log_card(il: InteractionLog, model: str, fit_s: float, *, source: str, start_ts: float | None = None,
+             end_ts: float | None = None) -> dict[str, Any]:
+    """A model card's data part: the window (default: the log's first and last ``ts``), counts,
+    training time, when and by which code (``operators/model_registry.py`` describes cards)."""
+    lo = float(il.ts.min()) if start_ts is None and il.n_events else start_ts
+    hi = float(il.ts.max()) if end_ts is None and il.n_events else end_ts
+    return {"model_name": model, "source": source, "code_version": code_version(), "trained_at": iso(time.time()),
+            "window": {"start_ts": lo, "end_ts": hi, "start": iso(lo) if lo is not None else None,
+                       "end": iso(hi) if hi is not None else None},
+            "counts": {"interactions": il.n_events, "items": il.n_items, "sessions": il.n_sessions},
+            "train_s": round(fit_s, 3)}
+
+
 def train_model(events: Iterable[Event], settings: Settings, model: str = "covisit", *, cleora_dim: int = 64,
                 **params: object) -> Path:
     """Fit the registered recommender ``model`` on ``events``; write a new version under ``model_dir``.
@@ -130,7 +145,10 @@ def train_model(events: Iterable[Event], settings: Settings, model: str = "covis
     """
     il = events_to_log(events, weighted_types(settings)[0])
     rec, fit_s = fit_model(il, settings, model, **params)
-    return write_fitted(rec, il, settings, model, fit_s, cleora_dim=cleora_dim)
+    path = write_fitted(rec, il, settings, model, fit_s, cleora_dim=cleora_dim, promote=False)
+    write_card(path, log_card(il, model, fit_s, source="events"))
+    point_latest(settings.stream.model_dir, path.name, reason="fusionrec train")
+    return path
 
 
 def train_covisitation(events: Iterable[Event], settings: Settings, **params: object) -> Path:

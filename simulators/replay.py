@@ -4,7 +4,7 @@
 |-----------------|----------------------------------------------------|-------------------------------------|----------------|
 | ``sessionrec``  | TSV with header ``SessionId ItemId Time`` (+ any)  | ``view`` per row                    | ``UserId`` if present, else the session |
 | ``srgnn``       | pickle: ``list[list[item]]`` or ``(prefixes, next)``; an item is ``int`` or ``(int, unix_s)`` | ``view`` per click | the session |
-| ``online_retail`` | parquet (``InvoiceNo StockCode Description Quantity InvoiceDate UnitPrice CustomerID Country``) | one ``pos_purchase`` per invoice with its ``items`` | ``CustomerID`` (``guest-<invoice>`` if missing) |
+| ``online_retail`` | parquet or csv (``InvoiceNo StockCode Description Quantity InvoiceDate UnitPrice CustomerID Country``), cleaned by ``operators.retail_cleaning`` | one ``pos_purchase`` per invoice with its ``items`` | ``CustomerID`` (``guest-<invoice>`` if missing) |
 
 Ids are kept as the text in the file (read as strings) or formatted from integers, never from
 floats. ``ts`` is epoch seconds: session-rec ``Time`` is checked to be seconds (milliseconds are
@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 
 from operators.ids import BadId, canonical_id
+from operators.retail_cleaning import CleaningReport, RetailCleaning, clean_retail, read_retail_table
 from operators.schema import BasketLine, Event
 
 __all__ = [
@@ -50,16 +49,6 @@ log = logging.getLogger(__name__)
 
 REPLAY_FORMATS: tuple[str, ...] = ("sessionrec", "srgnn", "online_retail")
 _MS_THRESHOLD = 1e11  # epoch seconds stay below this until the year 5138
-_RETAIL_COLUMNS = (
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-)
 
 
 class ReplayFormatError(ValueError):
@@ -262,48 +251,54 @@ def _view(stem: str, session: int, pos: int, ts: float, item: str, event_type: s
 
 # ---------------------------------------------------------------------- UCI Online Retail
 def _customer_id(value: float | None, invoice: str) -> str:
-    """``CustomerID`` (a float column in the parquet) as its integer text; ``guest-<invoice>`` when missing."""
+    """``CustomerID`` (a float column in the parquet) as its canonical id; ``guest-<invoice>`` when missing."""
     if value is None or math.isnan(value):
         return f"guest-{invoice}"
-    if not float(value).is_integer():
-        raise ReplayFormatError(f"CustomerID: must be a whole number; got {value!r} in invoice {invoice}")
-    return str(int(value))
-
-
-def _read_retail(path: Path) -> pa.Table:
     try:
-        table = pq.read_table(path, columns=list(_RETAIL_COLUMNS))
-    except (pa.ArrowInvalid, KeyError) as exc:
-        raise ReplayFormatError(
-            f"{path}: Online Retail parquet needs columns {list(_RETAIL_COLUMNS)}: {exc}"
-        ) from exc
+        return canonical_id(value)
+    except BadId as exc:
+        raise ReplayFormatError(f"CustomerID: {exc} in invoice {invoice}") from exc
+
+
+def _read_retail(path: Path, cleaning: RetailCleaning | None,
+                 report: CleaningReport | None) -> pa.Table:
+    """The cleaned purchase lines of an Online Retail log (parquet or csv); ``report`` gets the counts."""
+    try:
+        table = read_retail_table(path)
+    except ValueError as exc:
+        raise ReplayFormatError(str(exc)) from exc
+    table, counts = clean_retail(table, cleaning)
+    if report is not None:
+        report.__dict__.update(counts.__dict__)
     return table
 
 
 def read_online_retail(
-    path: str | Path, *, limit: int | None = None, source: str | None = None
+    path: str | Path, *, limit: int | None = None, source: str | None = None,
+    cleaning: RetailCleaning | None = None, report: CleaningReport | None = None,
 ) -> Iterator[Event]:
-    """Yield one ``pos_purchase`` per invoice (its lines as ``items``), in time order.
+    """Yield one ``pos_purchase`` per invoice (its cleaned lines as ``items``), in time order.
 
-    Cancellations (invoice ``C...``) and lines with quantity <= 0 are skipped; an invoice with
-    no line left yields nothing. ``event_id`` is ``<file stem>:<InvoiceNo>``, ``session_id`` the
-    invoice, ``extra`` holds the ``country``.
+    The log is cleaned first by the shared rule (``operators.retail_cleaning``: non-product
+    codes, negative and zero prices, cancellations netted against earlier purchases, guests);
+    an invoice with no line left yields nothing. ``event_id`` is ``<file stem>:<InvoiceNo>``,
+    ``session_id`` the invoice, ``extra`` holds the ``country``.
 
     Parameters
     ----------
     path : str or Path
-        The parquet file.
+        The ``.parquet`` or ``.csv`` file.
     limit : int, optional
         Stop after this many events (invoices).
     source : str, optional
         Prefix of ``event_id`` (and of session/user ids where they are made up); default the file stem.
+    cleaning : RetailCleaning, optional
+        The rule (default: the documented defaults; ``cleaning_rule(settings.retail_cleaning)``).
+    report : CleaningReport, optional
+        Filled with the counts of every rule's effect when the reading starts.
     """
     path = Path(path)
-    table = _read_retail(path)
-    keep = pc.and_(
-        pc.greater(table.column("Quantity"), 0), pc.invert(pc.starts_with(table.column("InvoiceNo"), "C"))
-    )
-    table = table.filter(keep)
+    table = _read_retail(path, cleaning, report)
     invoice = table.column("InvoiceNo").to_numpy(zero_copy_only=False).astype(str)
     when = table.column("InvoiceDate").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy() / 1e6
     # order rows by (first time of their invoice, invoice, row): invoices stay contiguous
@@ -314,7 +309,7 @@ def read_online_retail(
     inv_sorted = inv_idx[order]
     starts = np.flatnonzero(np.r_[True, inv_sorted[1:] != inv_sorted[:-1]])
     ends = np.r_[starts[1:], len(order)]
-    stock = table.column("StockCode").to_pylist()
+    stock = _canonical_ids(path, "StockCode", table.column("StockCode").to_pylist())
     qty = table.column("Quantity").to_pylist()
     price = table.column("UnitPrice").to_pylist()
     customer = table.column("CustomerID").to_pylist()
@@ -333,25 +328,22 @@ def read_online_retail(
             user_id=_customer_id(customer[first], inv),
             session_id=inv,
             items=tuple(
-                BasketLine(item_id=str(stock[r]), quantity=float(qty[r]), price=price[r]) for r in rows
+                BasketLine(item_id=stock[r], quantity=float(qty[r]), price=price[r]) for r in rows
             ),
             extra={"country": country[first]} if country[first] is not None else None,
         )
 
 
-def online_retail_catalog(path: str | Path) -> list[dict]:
-    """Item records from Online Retail: ``item_id`` (StockCode), ``title`` (its most frequent
-    Description), ``price`` (median UnitPrice of sold lines), ``n_lines``; sorted by item_id."""
-    table = _read_retail(Path(path))
-    table = table.filter(pc.greater(table.column("Quantity"), 0))
+def online_retail_catalog(path: str | Path, cleaning: RetailCleaning | None = None) -> list[dict]:
+    """Item records from Online Retail's cleaned lines (no postage, fees or adjustments): ``item_id``
+    (StockCode), ``title`` (its most frequent Description), ``price`` (median UnitPrice), ``n_lines``; sorted by item_id."""
+    path = Path(path)
+    table = _read_retail(path, cleaning, None)
     titles: dict[str, dict[str, int]] = {}
     prices: dict[str, list[float]] = {}
-    for code, desc, p in zip(
-        table.column("StockCode").to_pylist(),
-        table.column("Description").to_pylist(),
-        table.column("UnitPrice").to_pylist(),
-        strict=True,
-    ):
+    codes = _canonical_ids(path, "StockCode", table.column("StockCode").to_pylist())
+    for code, desc, p in zip(codes, table.column("Description").to_pylist(), table.column("UnitPrice").to_pylist(),
+                             strict=True):
         if desc:
             d = titles.setdefault(code, {})
             d[desc] = d.get(desc, 0) + 1
@@ -373,31 +365,36 @@ def online_retail_catalog(path: str | Path) -> list[dict]:
 
 # ---------------------------------------------------------------------- dispatch
 def read_replay(
-    path: str | Path, fmt: str, *, limit: int | None = None, source: str | None = None
+    path: str | Path, fmt: str, *, limit: int | None = None, source: str | None = None,
+    cleaning: RetailCleaning | None = None, report: CleaningReport | None = None,
 ) -> Iterator[Event]:
     """Events of ``path`` read as ``fmt`` (one of ``REPLAY_FORMATS``), in time order.
+
+    ``cleaning`` and ``report`` apply to ``online_retail`` (see ``read_online_retail``).
 
     Raises
     ------
     ValueError
         If ``fmt`` is not a known format (the message lists them).
     """
-    readers = {"sessionrec": read_sessionrec, "srgnn": read_srgnn, "online_retail": read_online_retail}
+    if fmt == "online_retail":
+        return read_online_retail(path, limit=limit, source=source, cleaning=cleaning, report=report)
+    readers = {"sessionrec": read_sessionrec, "srgnn": read_srgnn}
     if fmt not in readers:
         raise ValueError(f"format: must be one of {list(REPLAY_FORMATS)}; got {fmt!r}")
     return readers[fmt](path, limit=limit, source=source)
 
 
-def replay_catalog(path: str | Path, fmt: str) -> list[dict]:
-    """Item records a log carries (Online Retail: title and price); empty for click-only formats."""
-    return online_retail_catalog(path) if fmt == "online_retail" else []
+def replay_catalog(path: str | Path, fmt: str, cleaning: RetailCleaning | None = None) -> list[dict]:
+    """Item records a log carries (Online Retail: title and price of cleaned lines); empty for click-only formats."""
+    return online_retail_catalog(path, cleaning) if fmt == "online_retail" else []
 
 
 def resolve_log_path(path: str | Path, fmt: str) -> Path:
     """The log file to replay when ``path`` is a dataset directory (as under ../shared/datasets).
 
     sessionrec: the ``*train_full*`` file (else the only ``.txt``/``.tsv``); srgnn:
-    ``all_train_seq.txt``; online_retail: the ``.parquet``/``.csv``/``.xlsx`` file.
+    ``all_train_seq.txt``; online_retail: the ``.parquet`` or ``.csv`` file.
 
     Raises
     ------
@@ -413,7 +410,7 @@ def resolve_log_path(path: str | Path, fmt: str) -> Path:
     elif fmt == "srgnn":
         pick = [p for p in (path / "all_train_seq.txt",) if p.exists()]
     else:
-        pick = sorted(p for p in path.iterdir() if p.suffix in (".parquet", ".csv", ".xlsx"))
+        pick = sorted(p for p in path.iterdir() if p.suffix in (".parquet", ".csv"))
     if not pick:
         raise ReplayFormatError(f"path: no {fmt} log file in directory {path}")
     return pick[0]

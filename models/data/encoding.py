@@ -31,6 +31,8 @@ class Dataset:
         is pointless, so the evaluation passes ``exclude_seen=True``.
     n_dropped_test : int
         Test events (or pairs) dropped because their item never occurs in train.
+    cleaning : object, optional
+        What a cleaning step did to the raw log (Online Retail: ``retail_cleaning.CleaningReport``).
     """
 
     name: str
@@ -38,6 +40,7 @@ class Dataset:
     test: NextItemTask
     exclude_seen: bool = False
     n_dropped_test: int = 0
+    cleaning: object | None = None
 
 
 def first_appearance_codes(keys: NDArray) -> tuple[NDArray[np.int32], NDArray]:

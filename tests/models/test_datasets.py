@@ -102,18 +102,18 @@ def test_srgnn_pickle_with_a_global_is_refused(tmp_path: Path) -> None:
 def test_online_retail_loader(tmp_path: Path) -> None:
     rows = []
     day = datetime(2011, 11, 1, 10, 0)
-    for inv in range(12):                                  # 12 invoices 3 days apart, A B C each
-        for code in ("A", "B", "C") if inv % 2 else ("C", "B", "A"):
+    for inv in range(12):                                  # 12 invoices 3 days apart, A E C each
+        for code in ("A", "E", "C") if inv % 2 else ("C", "E", "A"):  # ("B" is UCI's bad-debt code: not a product)
             rows.append({"InvoiceNo": str(500 + inv), "StockCode": code, "Quantity": 2,
                          "InvoiceDate": day + timedelta(days=3 * inv), "CustomerID": 17850.0 if inv < 4 else None})
     rows.append({"InvoiceNo": "C999", "StockCode": "A", "Quantity": -1, "InvoiceDate": day,
                  "CustomerID": 17850.0})
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "retail.parquet")
     ds = load_dataset(tmp_path, "online_retail")
-    assert set(ds.train.item_ids or ()) == {"A", "B", "C"}
+    assert set(ds.train.item_ids or ()) == {"A", "E", "C"}
     assert ds.test.sessions.n_queries == 5 and ds.train.n_sessions == 7    # days 21..33 are the last 14
     assert ds.test.n_queries == 5 * 2
-    assert ds.train.user_idx is not None and ds.train.user_idx.max() == 1  # customer 17850 and unknown
+    assert ds.train.user_idx is not None and ds.train.user_idx.max() == 3  # customer 17850 and 3 guest invoices
     with pytest.raises(ValueError, match="no baskets left"):
         load_online_retail(tmp_path, min_item_support=100)
 

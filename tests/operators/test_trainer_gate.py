@@ -119,3 +119,15 @@ def test_train_from_the_lake_cli(lake, tmp_path, monkeypatch):
     assert 0 < card["counts"]["events"] < 40000 and card["counts"]["items"] > 100 and card["model_name"] == "covisit"
     bad = CliRunner().invoke(app, ["train", "--lake", str(tmp_path / "empty"), "--window", "2h"])
     assert bad.exit_code == 2 and "archive" in " ".join(bad.output.split())
+
+
+def test_every_version_has_a_card(tmp_path):
+    from operators.training import train_model
+
+    s = Settings(stream={"model_dir": tmp_path / "models"})
+    events = SyntheticShop(n_items=200, n_users=50, seed=1).history(3000)
+    path = train_model(events, s, "covisit")
+    card = read_card(path)
+    assert latest_version_path(s.stream.model_dir) == path
+    assert card["source"] == "events" and card["counts"]["interactions"] > 0 and card["code_version"]
+    assert card["window"]["start_ts"] == min(e.ts for e in events if e.type != "search")
