@@ -53,6 +53,12 @@ class KafkaSettings(BaseModel):
     item_links_topic: str = Field(default="item-links", description=(
         "Compacted topic of new items' co-occurrence with known items, per partition (their M′·Q codes)"))
     partitions: int = Field(default=4, ge=1, description="Partitions of the events topic (unit of scale)")
+    stats_topic: str = Field(default="", description=(
+        "Compacted topic of the flow's counters per partition, read by the API's /metrics (default '<events_topic>.stats')"))
+
+    def flow_stats_topic(self) -> str:
+        """The flow's stats topic: ``stats_topic`` or ``<events_topic>.stats``."""
+        return self.stats_topic or f"{self.events_topic}.stats"
 
 
 class StreamSettings(BaseModel):
