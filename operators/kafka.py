@@ -33,6 +33,7 @@ def platform_topics(kafka: KafkaSettings) -> list[TopicSpec]:
     (latest value per key)."""
     return [
         TopicSpec(kafka.events_topic, kafka.partitions),
+        TopicSpec(kafka.served_topic, kafka.partitions),  # served lists: the API's alone, same key and partitions
         TopicSpec(kafka.dead_topic, 1),
         TopicSpec(kafka.topn_topic, kafka.partitions, compacted=True),
         TopicSpec(kafka.catalog_topic, 1, compacted=True),
