@@ -29,7 +29,7 @@ from api.errors import exception_handlers
 from api.events import post_events
 from api.feedback_reader import drain_forever
 from api.health import healthz, metrics
-from api.items import get_item
+from api.items import get_catalog, get_item
 from api.openapi import openapi
 from api.recommendations import get_recommendations
 from api.services import build_services
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/v1/recommendations", get_recommendations, methods=["GET"]),
         Route("/v1/events", post_events, methods=["POST"]),
         Route("/v1/items/{item_id:path}", get_item, methods=["GET"]),
+        Route("/v1/catalog", get_catalog, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

@@ -28,6 +28,7 @@ _SCOPED_PREFIXES: tuple[tuple[str, str], ...] = (
     ("/metrics", "admin"),
     ("/v1/campaigns", "admin"),
     ("/v1/items", "admin"),
+    ("/v1/catalog", "admin"),
     ("/v1/analytics", "admin"),
     ("/v1/recommendations", "client"),
     ("/v1/events", "client"),

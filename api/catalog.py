@@ -48,7 +48,8 @@ class CatalogView:
         self.bitmaps = BitmapCache(self.index)
         self.vectors = VectorIndex()
         self._queue: deque[tuple[str, object | None]] = deque()
-        self.n_rejected = 0
+        self.n_rejected = 0  # catalog messages rejected by the schema rule so far
+        self.rejected: dict[str, str] = {}  # item_id -> reason, for items whose latest version was rejected
         self.version = 0  # bumped by every sync that applied a change (caches key on it)
 
     def on_update(self, item_id: str, item: object | None) -> None:
@@ -65,17 +66,27 @@ class CatalogView:
             if item is None:
                 self.index.delete(item_id)
                 self.vectors.delete(item_id)
+                self.rejected.pop(item_id, None)
                 continue
             if not isinstance(item, dict):
                 self.n_rejected += 1
-                log.warning("catalog item %r is not a JSON object; skipped", item_id)
+                self.rejected[item_id] = "not a JSON object"
+                self.index.withdraw(item_id)
+                self.vectors.delete(item_id)
+                log.warning("catalog item %r is not a JSON object; rejected", item_id)
                 continue
             try:
                 self.index.upsert({**item, "item_id": item.get("item_id", item_id)})
             except CatalogSchemaError as exc:
+                # the catalog rule (operators/catalog_rule.py): a value that does not fit even after
+                # coercion rejects the whole item, so nothing serves it with a value the filter cannot see
                 self.n_rejected += 1
-                log.warning("catalog item skipped: %s", exc)
+                self.rejected[item_id] = str(exc)
+                self.index.withdraw(item_id)
+                self.vectors.delete(item_id)
+                log.warning("catalog item rejected: %s", exc)
                 continue
+            self.rejected.pop(item_id, None)
             vec = item.get(self.vector_attribute)
             if vec is not None:
                 self.vectors.set(str(item.get("item_id", item_id)), vec)

@@ -1,4 +1,8 @@
-"""A thread that feeds ``FeedbackFold`` from the events topic and snapshots the optimizer to RocksDB.
+"""A thread that feeds ``FeedbackFold`` from the served-list and events topics and snapshots the optimizer to RocksDB.
+
+Served lists come from the server-only ``served`` topic (``kafka.served_topic``), feedback and
+popularity from ``events``; a ``rec_request`` on ``events`` (which clients can write to) is not a
+served list and counts for nothing.
 
 Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists, and the
 offsets they reflect. The events topic is read from the beginning, because windowed popularity
@@ -53,18 +57,24 @@ class FeedbackReader:
     """
 
     def __init__(self, brokers: str, events_topic: str, fold: FeedbackFold,
-                 store: BanditStore, rules: EventRules, snapshot_every_s: float = 2.0) -> None:
-        self.brokers, self.events_topic = brokers, events_topic
+                 store: BanditStore, rules: EventRules, snapshot_every_s: float = 2.0,
+                 served_topic: str | None = None, served_wait_s: float = 2.0) -> None:
+        self.brokers, self.events_topic, self.served_topic = brokers, events_topic, served_topic
+        self.topics = [events_topic] + ([served_topic] if served_topic else [])
+        self.served_wait_s = served_wait_s
+        # events without request_id newer than the newest served list wait (at most served_wait_s) for the
+        # lists of their time: last touch must not depend on how the two topics' reads interleave
+        self._held: deque[tuple[tuple[str, int], int, Event, float]] = deque()
         self.fold, self.store, self.rules = fold, store, rules
         self.snapshot_every_s = snapshot_every_s
         self.offsets: dict[tuple[str, int], int] = {}
         self._stored: dict[tuple[str, int], int] = {}
         self._wrote_full = False
         self.drain_on_loop = False
-        self._queue: deque[list[tuple[int, int, bytes | None, bytes | None, float | None]]] = deque()
-        self._queued: dict[int, int] = {}
-        self._pos: dict[int, int] = {}
-        self._end: dict[int, int] | None = None
+        self._queue: deque[list[tuple[str, int, int, bytes | None, bytes | None, float | None]]] = deque()
+        self._queued: dict[tuple[str, int], int] = {}
+        self._pos: dict[tuple[str, int], int] = {}
+        self._end: dict[tuple[str, int], int] | None = None
         self._last_snapshot = time.monotonic()
         self._stop = threading.Event()
         self._caught_up = threading.Event()
@@ -114,28 +124,27 @@ class FeedbackReader:
 
         Resumes after what was already queued, so a reconnect never folds a message twice.
         """
-        topic = self.events_topic
-        parts = topic_partitions(self.brokers, topic)
+        parts = {topic: topic_partitions(self.brokers, topic) for topic in self.topics}
         if self._end is None:
-            self._end = high_watermarks(self.brokers, topic)
-            ahead = {p: off for (t, p), off in self.offsets.items() if t == topic and off > self._end.get(p, 0)}
+            self._end = {(t, p): e for t in self.topics for p, e in high_watermarks(self.brokers, t).items()}
+            ahead = {k: off for k, off in self.offsets.items() if k in self._end and off > self._end[k]}
             if ahead:  # a recreated topic (e.g. a fresh in-memory broker) under an old snapshot
-                log.warning("the optimizer snapshot is ahead of topic %s (stored offsets %s, log end %s): was the "
-                            "topic recreated? Served lists and rewards below the stored offsets are not counted; "
-                            "remove the API state directory to start the optimizer afresh", topic, ahead,
-                            {p: self._end.get(p, 0) for p in ahead})
+                log.warning("the optimizer snapshot is ahead of its topics (stored offsets %s, log end %s): were they "
+                            "recreated? Served lists and rewards below the stored offsets are not counted; "
+                            "remove the API state directory to start the optimizer afresh", ahead,
+                            {k: self._end[k] for k in ahead})
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-api-feedback",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10})
-        c.assign([TopicPartition(topic, p, self._queued.get(p, OFFSET_BEGINNING)) for p in parts])
+        c.assign([TopicPartition(t, p, self._queued.get((t, p), OFFSET_BEGINNING)) for t, ps in parts.items() for p in ps])
         try:
             while not self._stop.is_set():
-                batch = [(m.partition(), m.offset(), m.key(), m.value(), kafka_timestamp_s(m.timestamp()))
+                batch = [(m.topic(), m.partition(), m.offset(), m.key(), m.value(), kafka_timestamp_s(m.timestamp()))
                          for m in c.consume(1000, 0.05)
                          if not m.error()]
                 if batch:
                     self._queue.append(batch)
-                    for p, off, *_ in batch:
-                        self._queued[p] = off + 1
+                    for t, p, off, *_ in batch:
+                        self._queued[(t, p)] = off + 1
                 if not self.drain_on_loop:
                     self.drain(None)
         finally:
@@ -148,18 +157,18 @@ class FeedbackReader:
         with request handling for the GIL; otherwise the reader thread calls it itself.
         """
         n = 0
-        topic = self.events_topic
         while self._queue and (max_messages is None or n < max_messages):
             batch = self._queue.popleft()
             if max_messages is not None and len(batch) > max_messages - n:
                 self._queue.appendleft(batch[max_messages - n:])
                 batch = batch[:max_messages - n]
-            for p, off, k, v, received in batch:
-                self._pos[p] = off + 1
-                self._apply((topic, p), off, k, v, received)
+            for t, p, off, k, v, received in batch:
+                self._pos[(t, p)] = off + 1
+                self._apply((t, p), off, k, v, received)
             n += len(batch)
+        self._release()
         if not self._caught_up.is_set() and self._end is not None and all(
-                self._pos.get(p, 0) >= e for p, e in self._end.items()):
+                self._pos.get(k, 0) >= e for k, e in self._end.items()):
             self._caught_up.set()
         if time.monotonic() - self._last_snapshot >= self.snapshot_every_s:
             self._last_snapshot = time.monotonic()
@@ -171,11 +180,29 @@ class FeedbackReader:
         ev = parse_event(k, value, self.rules, received_ts=received_ts)
         if not isinstance(ev, Event):
             return  # the flow dead-letters it
+        served = key[0] == self.served_topic
         if offset >= self._stored.get(key, 0):
+            if served:
+                self.fold.served_record(ev)
+                self.offsets[key] = offset + 1
+            elif self._held or (ev.request_id is None and 0.0 < self.fold.clock < ev.ts):
+                self._held.append((key, offset, ev, time.monotonic()))
+            else:
+                self.fold.event(ev)
+                self.offsets[key] = offset + 1
+        elif not served:  # already in the snapshot: popularity only
+            self.fold.popularity.add(ev.item_ids(), self.fold.type_weights.get(ev.type, 0.0), ev.ts)
+
+    def _release(self) -> None:
+        """Fold the waiting events, oldest first, whose served lists have been read or whose wait is over."""
+        deadline = time.monotonic() - self.served_wait_s
+        while self._held:
+            key, offset, ev, read_at = self._held[0]
+            if ev.request_id is None and ev.ts > self.fold.clock and read_at > deadline:
+                return
+            self._held.popleft()
             self.fold.event(ev)
             self.offsets[key] = offset + 1
-        else:  # already in the snapshot: popularity only
-            self.fold.popularity.add(ev.item_ids(), self.fold.type_weights.get(ev.type, 0.0), ev.ts)
 
     def snapshot(self) -> bool:
         """Write the changes since the last snapshot if this process is the store's writer."""

@@ -10,7 +10,7 @@ from api.json import json_response
 from api.services import Services
 from operators.ids import BadId, canonical_id
 
-__all__ = ["get_item"]
+__all__ = ["get_item", "get_catalog"]
 
 
 async def get_item(request: Request) -> Response:
@@ -20,7 +20,23 @@ async def get_item(request: Request) -> Response:
         item_id = canonical_id(raw)
     except BadId as exc:
         raise ApiError(422, "item_id", exc.reason, value=raw[:80]) from exc
+    svc.catalog_view.sync()
+    rejected = svc.catalog_view.rejected.get(item_id)
+    if rejected is not None:  # the catalog rule rejected its latest version: not served anywhere
+        raise ApiError(404, "item_id", f"item {item_id!r} was rejected by the catalog schema rule: {rejected}")
     item = svc.catalog.get(item_id)
     if item is None:
         raise ApiError(404, "item_id", f"unknown item {item_id!r}")
     return json_response(item)
+
+
+async def get_catalog(request: Request) -> Response:
+    """``{"items", "servable", "attributes": {name: type}, "rejected": n, "rejected_items": [{"item_id", "reason"}]}``:
+    the catalog as the API indexed it, and the items the schema rule rejected (the first 100)."""
+    svc: Services = request.app.state.services
+    view = svc.catalog_view
+    view.sync()
+    rejected = [{"item_id": i, "reason": r} for i, r in list(view.rejected.items())[:100]]
+    return json_response({"items": len(svc.catalog), "servable": len(view.index),
+                          "attributes": {k: v.value for k, v in view.index.schema.items()},
+                          "rejected": len(view.rejected), "rejected_items": rejected})

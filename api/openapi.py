@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.analytics import CampaignParams
 from api.campaign_schema import ID_PATTERN, CampaignIn
 from api.campaigns import ArmsParams
 from api.json import json_response
@@ -88,6 +89,33 @@ def build_openapi() -> dict[str, Any]:
             "security": admin}},
         "/healthz": {"get": {"summary": "Readiness", "responses": {"200": {"description": "ready"},
                                                                   "503": {"description": "starting"}}}},
+        "/v1/catalog": {"get": {
+            "summary": "The catalog as indexed: items, servable items, attribute types, items the schema rule rejected",
+            "responses": _responses(200, obj, 401, 403), "security": admin}},
+        "/v1/analytics/campaigns/{campaign_id}": {"get": {
+            "summary": "A campaign's analytics: series and totals per arm, groups, uplift, top items (JSON or CSV)",
+            "parameters": [{"name": "campaign_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                           *_query(CampaignParams)],
+            "responses": {**_responses(200, obj, 401, 403, 404, 422),
+                          "200": {"description": "OK", "content": {"application/json": {"schema": obj},
+                                                                   "text/csv": {"schema": {"type": "string"}}}}},
+            "security": admin}},
+        "/v1/analytics/overview": {"get": {
+            "summary": "One row per campaign with analytics: arms, time span, totals",
+            "responses": _responses(200, obj, 401, 403), "security": admin}},
+        "/v1/analytics/ops": {"get": {
+            "summary": "Operations: events per second, lag per partition of both flows, dead letters by reason, model version",
+            "responses": _responses(200, obj, 401, 403), "security": admin}},
+        "/dashboard": {"get": {
+            "summary": "The analytics dashboard (HTML; its data calls need the admin key)",
+            "responses": {"200": {"description": "OK", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics: API counters, the flow's applied / dead-lettered / duplicate counts, "
+                       "consumer lag per partition, scoring time, optimizer feedback lag, model version",
+            "responses": {**_responses(200, None, 401, 403),
+                          "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            "security": admin}},
+        "/openapi.json": {"get": {"summary": "This schema (OpenAPI 3.1)", "responses": _responses(200, obj)}},
     }
     return {
         "openapi": "3.1.0",

@@ -53,6 +53,9 @@ class ApiMetrics:
         self.recs_source = Counter("fusionrec_api_recommendations", "Lists served by source", ["source"], registry=r)
         self.topn_users = Gauge("fusionrec_api_topn_users", "Users with a published top-N", registry=r)
         self.catalog_items = Gauge("fusionrec_api_catalog_items", "Items in the catalog", registry=r)
+        self.catalog_rejected = Gauge("fusionrec_api_catalog_rejected",
+                                      "Catalog items whose latest version the schema rule rejected (not served)",
+                                      registry=r)
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Services:
     topn: TopicTable
     catalog: TopicTable
     item_links: TopicTable
+    flow_stats: TopicTable
     producer: Producer
     metrics: ApiMetrics
     catalog_view: CatalogView
@@ -77,9 +81,10 @@ class Services:
     _popular: tuple[float, list[tuple[str, float]]] = (0.0, [])
 
     def publish_served(self, imp: Impression, scenario: str, strategy: str) -> None:
-        """Record a served campaign list as a ``rec_request`` event in the events topic (every API
-        worker folds it into the optimizer, the analytics flow joins it); without the feedback
-        reader, straight into this worker's fold."""
+        """Record a served campaign list as a ``rec_request`` record in the server-only ``served`` topic
+        (key = user_id, as on ``events``, so a user's lists and events share a partition number; every
+        API worker folds it into the optimizer, the analytics flow joins it; user events never wait
+        behind it); without the feedback reader, straight into this worker's fold."""
         if self.reader is None:
             self.fold.served(imp)
             return
@@ -87,7 +92,7 @@ class Services:
                    campaign_id=imp.campaign_id, arm=imp.arm, request_id=imp.request_id,
                    extra={"scenario": scenario, "strategy": strategy, "goal": imp.goal, "window_s": imp.window_s,
                           "segment": imp.segment, "served_items": imp.items})
-        self.producer.produce(self.settings.kafka.events_topic, key=ev.user_id.encode(), value=encode_event(ev))
+        self.producer.produce(self.settings.kafka.served_topic, key=ev.user_id.encode(), value=encode_event(ev))
         self.producer.poll(0)
 
     def popular(self, n: int) -> list[tuple[str, float]]:
@@ -125,6 +130,7 @@ class Services:
         self.topn.stop()
         self.catalog.stop()
         self.item_links.stop()
+        self.flow_stats.stop()
         self.producer.flush(10)
         if self.reader is not None:
             self.reader.stop()
@@ -148,7 +154,8 @@ def build_services(settings: Settings) -> Services:
     reader = None
     if a.feedback:
         reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),
-                                rules, a.snapshot_every_s).start(drain_on_loop=True)
+                                rules, a.snapshot_every_s, served_topic=k.served_topic,
+                                served_wait_s=settings.analytics.served_wait_s).start(drain_on_loop=True)
     catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update).start()
     item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads).start()
     return Services(
@@ -157,6 +164,7 @@ def build_services(settings: Settings) -> Services:
         topn=TopicTable(k.brokers, k.topn_topic, decode_topn).start(),
         catalog=catalog,
         item_links=item_links,
+        flow_stats=TopicTable(k.brokers, k.flow_stats_topic(), orjson.loads).start(),  # the flow's counters (/metrics)
         producer=make_producer(k.brokers),
         metrics=ApiMetrics(),
         catalog_view=view,

@@ -1,15 +1,24 @@
 """Bytewax stateful logic that owns one partition's analytics database: join, publish, commit.
 
+Input: partition ``p`` of ``events`` and partition ``p`` of the server-only ``served`` topic
+(same key, so the same users). Served lists are registered as they are read; an event waits
+until the served lists of its time have been read (its ``ts`` <= the newest served list's
+``ts``), at most ``analytics.served_wait_s`` of wall time, so last-touch attribution does not
+depend on how the two topics' reads interleave (a restart after ``kill -9`` counts the same).
+
 Per batch: ``operators.analytics_apply`` stages the join's changes; the changed rows (absolute
 values) go to the compacted ``analytics`` topic; after the producer has flushed, the batch is
-committed with the next offset in one RocksDB write. Counters are exactly-once, the published
+committed with both next offsets in one RocksDB write (the events offset stops at the first
+event still waiting: it is re-read after a crash). Counters are exactly-once, the published
 rows at-least-once (a crash between flush and commit republishes the same absolute values).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bytewax.operators import StatefulBatchLogic
@@ -28,7 +37,7 @@ __all__ = ["Parsed", "AnalyticsReport", "AnalyticsResources", "AnalyticsLogic", 
 
 log = logging.getLogger(__name__)
 
-Parsed = tuple[int, int, Event | DeadLetter]  # (partition, offset, parsed message)
+Parsed = tuple[int, int, Event | DeadLetter, bool]  # (partition, offset, parsed message, from the served topic)
 
 
 def analytics_state_dir(settings: Settings) -> Path:
@@ -73,6 +82,7 @@ class AnalyticsLogic(StatefulBatchLogic[Parsed, AnalyticsReport, None]):
     def __init__(self, res: AnalyticsResources) -> None:
         self.res = res
         self.applier: AnalyticsApplier | None = None
+        self.held: list[tuple[int, Event | DeadLetter, float]] = []  # (offset, message, monotonic time read)
 
     def _open(self, partition: int) -> AnalyticsApplier:
         s = self.res.settings
@@ -83,9 +93,42 @@ class AnalyticsLogic(StatefulBatchLogic[Parsed, AnalyticsReport, None]):
     def on_batch(self, values: list[Parsed]) -> tuple[list[AnalyticsReport], bool]:
         if self.applier is None:
             self.applier = self._open(values[0][0])
+        now = time.monotonic()
+        last = self.held[-1][0] if self.held else self.applier.next_offset - 1
+        self.held += [(o, m, now) for o, m in sorted(((o, m) for _, o, m, srv in values if not srv),
+                                                      key=lambda x: x[0]) if o > last]
+        served = sorted(((o, m) for _, o, m, srv in values if srv), key=lambda x: x[0])
+        return self._apply(served)
+
+    def notify_at(self) -> datetime | None:
+        """When the oldest waiting event stops waiting for served lists."""
+        if not self.held:
+            return None
+        wait = self.res.settings.analytics.served_wait_s - (time.monotonic() - self.held[0][2])
+        return datetime.now(UTC) + timedelta(seconds=max(0.0, wait))
+
+    def on_notify(self) -> tuple[list[AnalyticsReport], bool]:
+        return self._apply([])
+
+    def _release(self, served_wm: float) -> list[tuple[int, Event | DeadLetter]]:
+        """The waiting events, oldest first, up to the first whose lists may not all have been read."""
+        deadline = time.monotonic() - self.res.settings.analytics.served_wait_s
+        n = 0
+        for _, m, read_at in self.held:
+            if isinstance(m, Event) and m.ts > served_wm and read_at > deadline:
+                break
+            n += 1
+        out = [(o, m) for o, m, _ in self.held[:n]]
+        del self.held[:n]
+        return out
+
+    def _apply(self, served: list[tuple[int, Event | DeadLetter]]) -> tuple[list[AnalyticsReport], bool]:
         a = self.applier
-        applied = a.apply(sorted(((o, m) for _, o, m in values), key=lambda x: x[0]))
-        if applied.next_offset == a.next_offset:
+        if a is None:
+            return [], StatefulBatchLogic.RETAIN
+        wm = max([a.served_wm] + [m.ts for o, m in served if isinstance(m, Event) and o >= a.served_next_offset])
+        applied = a.apply(self._release(wm), served)
+        if applied.next_offset == a.next_offset and applied.served_next_offset == a.served_next_offset:
             return [], StatefulBatchLogic.RETAIN
         p = self.res.producer
         topic = self.res.settings.analytics.topic

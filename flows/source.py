@@ -57,17 +57,22 @@ class ResumingKafkaSource(KafkaSource):
     """
 
     def __init__(self, brokers: list[str], topic: str, state_dir: Path, *, tail: bool = True,
-                 batch_size: int = 2000) -> None:
-        super().__init__(brokers, [topic], tail=tail, starting_offset=OFFSET_BEGINNING,
+                 batch_size: int = 2000, also: dict[str, bytes] | None = None) -> None:
+        """``also``: more topics read alongside ``topic`` (same partition numbers), each resumed at the
+        offset stored under its meta key in the same partition's database."""
+        self.also = dict(also or {})
+        super().__init__(brokers, [topic, *self.also], tail=tail, starting_offset=OFFSET_BEGINNING,
                          batch_size=batch_size, raise_on_errors=False,
                          add_config={"fetch.wait.max.ms": "20", "statistics.interval.ms": "0"})
         self.state_dir = Path(state_dir)
         self.topic = topic
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None):  # noqa: ANN201
-        part = int(for_part.split("-", 1)[0])
-        stored = read_stored_offset(self.state_dir, self.topic, part)
-        log.info("partition %d of %s resumes at offset %s", part, self.topic, stored)
+        idx, topic = for_part.split("-", 1)
+        part = int(idx)
+        stored = read_stored_offset(self.state_dir, self.topic, part, **(
+            {"key": self.also[topic]} if topic in self.also else {}))
+        log.info("partition %d of %s resumes at offset %s", part, topic, stored)
         inner = super().build_part(step_id, for_part, stored if stored is not None else resume_state)
         return _WakingPartition(inner, part)
 

@@ -115,8 +115,11 @@ class PartitionDB:
         self.close()
 
 
-def read_stored_offset(state_dir: Path, topic: str, partition: int, attempts: int = 20) -> int | None:
+def read_stored_offset(state_dir: Path, topic: str, partition: int, attempts: int = 20,
+                       key: bytes = keys.META_OFFSET) -> int | None:
     """The committed offset of one partition, read without the writer's lock; ``None`` if no DB.
+
+    ``key`` names another offset kept in the ``meta`` column family (e.g. of a second input topic).
 
     A read-only open races with the writer's compactions (a file named by the MANIFEST can be
     gone a moment later); such an open is retried up to ``attempts`` times, 50 ms apart.
@@ -133,7 +136,8 @@ def read_stored_offset(state_dir: Path, topic: str, partition: int, attempts: in
             time.sleep(0.05)
             continue
         try:
-            return db.stored_offset()
+            raw = db.get_meta(key)
+            return None if raw is None else keys.decode_int(raw)
         finally:
             db.close()
     return None

@@ -195,6 +195,13 @@ class CatalogIndex:
         self.live.discard(idx)
         return True
 
+    def withdraw(self, item_id: str) -> None:
+        """Make an item known but never live (a catalog message the schema rule rejected): deleted
+        if indexed, else its item_idx is reserved, so candidate look-ups see it and drop it."""
+        if not self.delete(item_id) and item_id not in self._idx_of:
+            self._idx_of[item_id] = len(self._ids)
+            self._ids.append(item_id)
+
     def _is_hidden(self, idx: int) -> bool:
         """True if the item is hidden, marked out of stock or has a stock ``<= 0`` (not servable)."""
         hidden = self._columns.get(self.hidden_attribute or "")

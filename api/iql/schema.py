@@ -11,6 +11,7 @@ from enum import StrEnum
 import numpy as np
 
 from api.iql.errors import CatalogSchemaError
+from operators.catalog_rule import coerce_value
 
 __all__ = ["NUMERIC_TYPES", "AttrType", "Schema", "is_iso_timestamp", "to_epoch_s"]
 
@@ -163,7 +164,10 @@ class Schema(Mapping[str, AttrType]):
         try:
             normalized = _normalize(value, kind)
         except ValueError:
-            raise CatalogSchemaError(item_id, name, f"a {kind} (its type in this catalogue)", value) from None
+            try:  # the catalog rule's coercions ("12.5" -> 12.5, "true" -> True, 123 -> "123"): operators/catalog_rule.py
+                normalized = _normalize(coerce_value(name, value, kind.value), kind)
+            except ValueError:
+                raise CatalogSchemaError(item_id, name, f"a {kind} (its type in this catalogue)", value) from None
         if name not in self._types:
             self._types[name] = kind
             self.version += 1

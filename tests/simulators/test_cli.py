@@ -124,3 +124,24 @@ def test_catalog_publishes_items_and_names_bad_lines(tansu_bootstrap: str, make_
     bad.write_bytes(b'{"item_id": "n-3"}\n{"title": "no id"}\n')
     result = CliRunner().invoke(app, ["catalog", str(bad)])
     assert result.exit_code == 2 and "bad.jsonl:2" in result.output and "item_id" in result.output
+
+
+def test_catalog_coerces_rejects_and_deletes_by_the_rule(tansu_bootstrap: str, make_topic, tmp_path: Path,
+                                                         monkeypatch) -> None:
+    import flows.cmd_platform  # noqa: F401  (registers the command)
+
+    topic = make_topic("cli-catalog-rule", 1)
+    monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", tansu_bootstrap)
+    monkeypatch.setenv("FUSIONREC_KAFKA__CATALOG_TOPIC", topic)
+    f = tmp_path / "items.jsonl"
+    f.write_bytes(b'{"item_id": "a", "price": 10.0}\n{"item_id": "b", "price": "12.5"}\n'
+                  b'{"item_id": "c", "price": "cheap"}\n{"item_id": 7.0, "price": 1}\n{"item_id": "old", "deleted": true}\n')
+    result = CliRunner().invoke(app, ["catalog", str(f)])
+    assert result.exit_code == 0, result.output
+    assert "published 3 items" in result.output and "coerced 1 values (price 1)" in result.output
+    assert "rejected 1 items; deleted 1" in result.output
+    assert "items.jsonl:3: item 'c': attribute 'price' must be a number; got 'cheap'" in result.output
+    msgs = _consume(tansu_bootstrap, topic, 1, 4)
+    got = {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None) for m in msgs}
+    assert got == {"a": {"item_id": "a", "price": 10.0}, "b": {"item_id": "b", "price": 12.5},
+                   "7": {"item_id": "7", "price": 1}, "old": None}
