@@ -65,6 +65,7 @@ class Services:
     topn: TopicTable
     catalog: TopicTable
     item_links: TopicTable
+    flow_stats: TopicTable
     producer: Producer
     metrics: ApiMetrics
     catalog_view: CatalogView
@@ -129,6 +130,7 @@ class Services:
         self.topn.stop()
         self.catalog.stop()
         self.item_links.stop()
+        self.flow_stats.stop()
         self.producer.flush(10)
         if self.reader is not None:
             self.reader.stop()
@@ -162,6 +164,7 @@ def build_services(settings: Settings) -> Services:
         topn=TopicTable(k.brokers, k.topn_topic, decode_topn).start(),
         catalog=catalog,
         item_links=item_links,
+        flow_stats=TopicTable(k.brokers, k.flow_stats_topic(), orjson.loads).start(),  # the flow's counters (/metrics)
         producer=make_producer(k.brokers),
         metrics=ApiMetrics(),
         catalog_view=view,

@@ -11,11 +11,13 @@ from bytewax.inputs import StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING
 
+from operators.kafka import topic_partitions
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import DeadLetter, Event
-from state.partition import read_stored_offset
+from state.errors import PartitionOwned
+from state.partition import check_not_owned, partition_path, read_stored_offset
 
-__all__ = ["ResumingKafkaSource", "PartitionWake", "parse_by_partition", "ReportSink"]
+__all__ = ["AssignedKafkaSource", "ResumingKafkaSource", "PartitionWake", "parse_by_partition", "ReportSink"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,20 @@ class _WakingPartition(StatefulSourcePartition):
         self.inner.close()
 
 
-class ResumingKafkaSource(KafkaSource):
+class AssignedKafkaSource(KafkaSource):
+    """Bytewax's ``KafkaSource`` whose partition listing gets only the bootstrap servers.
+
+    The listing uses an ``AdminClient``, a producer-type handle in librdkafka: given the consumer
+    properties of ``add_config`` (``fetch.wait.max.ms``) it logs "is a consumer property and will
+    be ignored by this producer instance" in every flow log. Consumers still get ``add_config``.
+    """
+
+    def list_parts(self) -> list[str]:
+        brokers = ",".join(self._brokers)
+        return [f"{p}-{topic}" for topic in self._topics for p in topic_partitions(brokers, topic)]
+
+
+class ResumingKafkaSource(AssignedKafkaSource):
     """Bytewax's ``KafkaSource`` (``assign()``, no consumer group), started at our stored offsets.
 
     The offset committed atomically with a partition's state is the single source of truth;
@@ -70,6 +85,12 @@ class ResumingKafkaSource(KafkaSource):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None):  # noqa: ANN201
         idx, topic = for_part.split("-", 1)
         part = int(idx)
+        if topic == self.topic:  # one writer per partition database: refuse at once, naming the owner's pid
+            try:
+                check_not_owned(partition_path(self.state_dir, self.topic, part))
+            except PartitionOwned as exc:
+                log.error("%s", exc)  # one clear line before Bytewax's traceback
+                raise
         stored = read_stored_offset(self.state_dir, self.topic, part, **(
             {"key": self.also[topic]} if topic in self.also else {}))
         log.info("partition %d of %s resumes at offset %s", part, topic, stored)

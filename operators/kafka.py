@@ -38,6 +38,7 @@ def platform_topics(kafka: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(kafka.topn_topic, kafka.partitions, compacted=True),
         TopicSpec(kafka.catalog_topic, 1, compacted=True),
         TopicSpec(kafka.item_links_topic, 1, compacted=True),
+        TopicSpec(kafka.flow_stats_topic(), 1, compacted=True),
     ]
 
 

@@ -56,6 +56,12 @@ class KafkaSettings(BaseModel):
         "Served lists (rec_request records), written by the API only, read by the optimizer and the analytics "
         "flow; as many partitions as events, same key (user_id)"))
     partitions: int = Field(default=4, ge=1, description="Partitions of the events topic (unit of scale)")
+    stats_topic: str = Field(default="", description=(
+        "Compacted topic of the flow's counters per partition, read by the API's /metrics (default '<events_topic>.stats')"))
+
+    def flow_stats_topic(self) -> str:
+        """The flow's stats topic: ``stats_topic`` or ``<events_topic>.stats``."""
+        return self.stats_topic or f"{self.events_topic}.stats"
 
 
 class StreamSettings(BaseModel):

@@ -9,6 +9,9 @@ nothing applied twice.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +19,44 @@ from pathlib import Path
 from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
 
 from state import keys
+from state.errors import PartitionOwned
 from state.options import StoreOptions
 
-__all__ = ["PartitionDB", "partition_path", "read_stored_offset", "list_partitions"]
+__all__ = ["PartitionDB", "partition_path", "read_stored_offset", "list_partitions", "check_not_owned", "OWNER_FILE"]
+
+
+OWNER_FILE = "OWNER"
+"""In a partition's directory: ``<pid> <host>`` of the process that last opened it for writing."""
+
+
+def _owner(path: Path) -> str | None:
+    try:
+        return (Path(path) / OWNER_FILE).read_text().strip().replace(" ", " on ", 1) or None
+    except OSError:
+        return None
+
+
+def check_not_owned(path: Path) -> None:
+    """Raise ``PartitionOwned`` at once if another process holds the database's lock (RocksDB's
+    ``LOCK`` file, a POSIX record lock); a no-op for a database that does not exist yet.
+
+    Call it before this process opens the database (closing the probe would drop a lock this
+    process held on the same file).
+
+    Raises
+    ------
+    PartitionOwned
+        Naming the partition and the owner's pid (from the ``OWNER`` file).
+    """
+    lock = Path(path) / "LOCK"
+    if not lock.exists():
+        return
+    with open(lock, "rb+") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise PartitionOwned(str(path), _owner(Path(path))) from exc
+        fcntl.lockf(f, fcntl.LOCK_UN)
 
 
 def partition_path(state_dir: Path, topic: str, partition: int) -> Path:
@@ -55,7 +93,13 @@ class PartitionDB:
                              column_families=cf, access_type=AccessType.read_only())
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = Rdict(str(self.path), options=self.options.to_rocksdict(), column_families=cf)
+            try:
+                self._db = Rdict(str(self.path), options=self.options.to_rocksdict(), column_families=cf)
+            except Exception as exc:  # rocksdict raises a bare Exception; a held LOCK means another writer
+                if "LOCK" in str(exc):
+                    raise PartitionOwned(str(self.path), _owner(self.path)) from exc
+                raise
+            (self.path / OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
         self._meta = self._db.get_column_family("meta")
         self._meta_handle = self._db.get_column_family_handle("meta")
         self._write_opts = WriteOptions()
