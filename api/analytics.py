@@ -205,7 +205,27 @@ def campaign_report(svc: AnalyticsService, campaign: str, p: CampaignParams) -> 
     return {"campaign_id": campaign, "from": lo, "to": hi, "bucket_s": step, "span": span,
             "fields": list(COUNTER_FIELDS), "arms": arm_out, "totals": _counter_totals(total),
             "groups": group_out, "uplift": ups, "uplift_method": METHOD,
-            "top_items": view.top_items(campaign, p.top)}
+            "top_items": view.top_items(campaign, p.top),
+            # the newest bucket while it is still filling (its end is after now): the dashboard keeps it off the lines
+            "open_bucket": _open_bucket(arm_out, step)}
+
+
+def _open_bucket(arms: list[dict[str, object]], step: float) -> float | None:
+    """Start of the newest bucket if it has not ended yet (wall clock), else None."""
+    newest = max((b for a in arms for b in a["buckets"]), default=None)  # type: ignore[attr-defined]
+    return newest if newest is not None and newest + step > time.time() else None
+
+
+def item_cards(catalog: object, item_ids: list[str]) -> dict[str, dict[str, str]]:
+    """``{item_id: {"title", "image"}}`` from the catalog topic's items (what each has of them)."""
+    out: dict[str, dict[str, str]] = {}
+    for item_id in item_ids:
+        item = catalog.get(item_id) if catalog is not None else None  # type: ignore[attr-defined]
+        if isinstance(item, dict):
+            card = {k: str(item[k]) for k in ("title", "image") if isinstance(item.get(k), str) and item[k]}
+            if card:
+                out[item_id] = card
+    return out
 
 
 def _csv(report: dict[str, object]) -> Response:
@@ -237,6 +257,10 @@ async def get_campaign_analytics(request: Request) -> Response:
         raise ApiError(422, "to", "must be after from", value=p.to)
     report = campaign_report(svc, request.path_params["campaign_id"], p)
     report["bandit_url"] = _bandit_url(request, report["campaign_id"])  # type: ignore[arg-type]
+    services = getattr(request.app.state, "services", None)
+    top = report["top_items"]
+    ids = list(dict.fromkeys(i for rows in top.values() for i, _ in rows))  # type: ignore[attr-defined]
+    report["items"] = item_cards(getattr(services, "catalog", None), ids)  # titles and images of the top items
     return _csv(report) if p.format == "csv" else json_response(report)
 
 

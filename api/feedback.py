@@ -1,7 +1,8 @@
 """The optimizer's feed: served lists become pulls, feedback events become rewards (and popularity).
 
-``FeedbackFold`` is the in-memory fold over the events topic: ``rec_request`` events (one per list
-a campaign served, produced by ``GET /v1/recommendations``) are pulls, and feedback events
+``FeedbackFold`` is the in-memory fold over the served-list and events topics: ``rec_request``
+records of the server-only ``served`` topic (one per list a campaign served, produced by
+``GET /v1/recommendations``) are pulls, and feedback events of ``events``
 (whoever produced them: ``POST /v1/events``, the shop's own producers, simulators) are rewards.
 Every API worker and replica folds the same messages, so all of them hold the same optimizer
 state, and the analytics flow joins the same events. Which event rewards which list is decided
@@ -104,12 +105,20 @@ class FeedbackFold:
                 self._feedback(ev)
             self._expire()
 
+    def served_record(self, ev: Event) -> None:
+        """One record of the server-only served-list topic: a ``rec_request`` registers its list."""
+        imp = impression_of(ev) if ev.type == REQUEST_TYPE else None
+        if imp is not None:
+            self.served(imp)
+
     def event(self, ev: Event) -> None:
-        """One event: a served list (``rec_request``), or popularity and a reward if it converts one."""
+        """One event of ``events``: popularity, and a reward if it converts a served list.
+
+        A ``rec_request`` here did not come from the server (served lists travel on their own topic)
+        and counts for nothing (``skipped["request_on_events"]``).
+        """
         if ev.type == REQUEST_TYPE:
-            imp = impression_of(ev)
-            if imp is not None:
-                self.served(imp)
+            self.skipped["request_on_events"] = self.skipped.get("request_on_events", 0) + 1
             return
         self.popularity.add(ev.item_ids(), self.type_weights.get(ev.type, 0.0), ev.ts)
         if ev.request_id is None and ev.user_id not in self.by_user:

@@ -1,10 +1,16 @@
-"""A thread that feeds ``FeedbackFold`` from the events topic and snapshots the optimizer to RocksDB.
+"""A thread that feeds ``FeedbackFold`` from the served-list and events topics and snapshots the optimizer to RocksDB.
+
+Served lists come from the server-only ``served`` topic (``kafka.served_topic``), feedback and
+popularity from ``events``; a ``rec_request`` on ``events`` (which clients can write to) is not a
+served list and counts for nothing.
 
 Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists, windowed
-popularity, and the offsets they reflect; then read only the tail of the events topic, from
-those offsets (start-up costs the snapshot's size, not the history's length). A snapshot written
+popularity, and the offsets they reflect; then read only the tails of the topics, from those
+offsets (start-up costs the snapshot's size, not the history's length). A snapshot written
 without popularity (older versions) makes the reader start from the beginning once: events
-below the stored offset then count for popularity only, never twice for pulls or rewards. Every ``snapshot_every_s`` the
+below the stored offset then count for popularity only, never twice for pulls or rewards.
+A position beyond a recreated topic's log end is detected (``operators/offset_guard.py``) and
+that partition is read again from its new start. Every ``snapshot_every_s`` the
 worker that owns the store writes the changes since the last snapshot in one batch, with the
 offsets (the first time: the whole state).
 """
@@ -49,10 +55,6 @@ class FeedbackReader:
         Event validation (invalid events are skipped: the flow dead-letters them).
     snapshot_every_s : float
         Snapshot interval.
-    on_beyond_end : callable (BeyondLogEnd), optional
-        Called when a position was found beyond the log end (the events topic was recreated,
-        e.g. by a broker that came back empty); the reader then reads the new log from its start
-        and counts it as new (pulls and rewards included).
 
     The thread only fetches; ``drain`` folds. Set ``drain_on_loop`` (the app does, and runs
     ``drain`` every few milliseconds on its event loop) to keep all Python work of the fold on
@@ -61,24 +63,31 @@ class FeedbackReader:
 
     def __init__(self, brokers: str, events_topic: str, fold: FeedbackFold,
                  store: BanditStore, rules: EventRules, snapshot_every_s: float = 2.0,
+                 served_topic: str | None = None, served_wait_s: float = 2.0,
                  on_beyond_end: Callable[[BeyondLogEnd], None] | None = None) -> None:
-        self.brokers, self.events_topic = brokers, events_topic
+        self.brokers, self.events_topic, self.served_topic = brokers, events_topic, served_topic
+        self.topics = [events_topic] + ([served_topic] if served_topic else [])
         self.on_beyond_end = on_beyond_end
-        self.guard = OffsetGuard(brokers, events_topic, "earliest")
+        self.guards = {t: OffsetGuard(brokers, t, "earliest") for t in self.topics}
+        self._last_ts: dict[tuple[str, int], int] = {}  # Kafka timestamp (ms) of the last record fetched
+        self.served_wait_s = served_wait_s
+        # events without request_id newer than the newest served list wait (at most served_wait_s) for the
+        # lists of their time: last touch must not depend on how the two topics' reads interleave
+        self._held: deque[tuple[tuple[str, int], int, Event, float]] = deque()
         self.fold, self.store, self.rules = fold, store, rules
         self.snapshot_every_s = snapshot_every_s
         self.offsets: dict[tuple[str, int], int] = {}
         self._stored: dict[tuple[str, int], int] = {}
         self._wrote_full = False
         self.drain_on_loop = False
-        # fetched batches, and {partition: offset} resets of a recreated log, in order
-        self._queue: deque[list[tuple[int, int, bytes | None, bytes | None, float | None]] | dict[int, int]] = deque()
-        self._queued: dict[int, int] = {}
-        self._last_ts: dict[int, int] = {}  # Kafka timestamp (ms) of the last record fetched per partition
-        self._pos: dict[int, int] = {}
-        self._end: dict[int, int] | None = None
+        # fetched batches, and {(topic, partition): offset} resets of a recreated log, in order
+        self._queue: deque[list[tuple[str, int, int, bytes | None, bytes | None, float | None]]
+                           | dict[tuple[str, int], int]] = deque()
+        self._queued: dict[tuple[str, int], int] = {}
+        self._pos: dict[tuple[str, int], int] = {}
+        self._end: dict[tuple[str, int], int] | None = None
         self._last_snapshot = time.monotonic()
-        self.n_folded = 0  # messages folded by this process (a restart from a snapshot folds only the tail)
+        self.n_folded = 0  # messages folded by this process (a restart from a snapshot folds only the tails)
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._thread: threading.Thread | None = None
@@ -99,11 +108,11 @@ class FeedbackReader:
         self.fold.restore(opened, snap.rewarded)
         self._stored = dict(snap.offsets)
         self.offsets = dict(snap.offsets)
-        if snap.popularity_clock is not None:  # popularity is in the snapshot: read only the tail
+        if snap.popularity_clock is not None:  # popularity is in the snapshot: read only the tails
             self.fold.popularity.restore(snap.popularity, snap.popularity_clock)
-            tail = {p: off for (t, p), off in snap.offsets.items() if t == self.events_topic}
-            self._queued.update(tail)
-            self._pos.update(tail)
+            tails = {k: off for k, off in snap.offsets.items() if k[0] in self.topics}
+            self._queued.update(tails)
+            self._pos.update(tails)
 
     def alive(self) -> bool:
         """The reader thread runs (it retries its own failures; only a bug ends it)."""
@@ -136,44 +145,41 @@ class FeedbackReader:
 
         Resumes after what was already queued, so a reconnect never folds a message twice.
         """
-        topic = self.events_topic
-        parts = topic_partitions(self.brokers, topic)
+        parts = {topic: topic_partitions(self.brokers, topic) for topic in self.topics}
         if self._end is None:
-            self._end = high_watermarks(self.brokers, topic)
-            ahead = {p: off for (t, p), off in self._stored.items() if t == topic and off > self._end.get(p, 0)}
-            for p, off in sorted(ahead.items()):  # a recreated topic (e.g. a fresh in-memory broker) under an old snapshot
-                b = BeyondLogEnd(topic, p, off, 0, self._end.get(p, 0), 0)
+            self._end = {(t, p): e for t in self.topics for p, e in high_watermarks(self.brokers, t).items()}
+            ahead = {k: off for k, off in self._stored.items() if k in self._end and off > self._end[k]}
+            for (t, p), off in sorted(ahead.items()):  # a recreated topic (e.g. a fresh in-memory broker) under an old snapshot
+                b = BeyondLogEnd(t, p, off, 0, self._end[(t, p)], 0)
                 log.error("the optimizer snapshot's offset %d of %s[%d] is beyond the log end %d: the topic was "
-                          "recreated; its events count as new from offset 0", off, topic, p, b.log_end)
-                self._stored[(topic, p)] = self.offsets[(topic, p)] = 0
-                self._queued[p] = self._pos[p] = 0
-                self.guard.detected += 1
+                          "recreated; its records count as new from offset 0", off, t, p, b.log_end)
+                self._stored[(t, p)] = self.offsets[(t, p)] = self._queued[(t, p)] = self._pos[(t, p)] = 0
+                self.guards[t].detected += 1
                 if self.on_beyond_end is not None:
                     self.on_beyond_end(b)
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-api-feedback",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
-                      "error_cb": self._on_error})
-        c.assign([TopicPartition(topic, p, self._queued.get(p, OFFSET_BEGINNING)) for p in parts])
+                      "topic.metadata.refresh.interval.ms": 5000, "error_cb": self._on_error})
+        c.assign([TopicPartition(t, p, self._queued.get((t, p), OFFSET_BEGINNING)) for t, ps in parts.items() for p in ps])
         last_message_s = time.monotonic()
         try:
             while not self._stop.is_set():
-                idle = time.monotonic() - last_message_s >= self.guard.check_every_s
-                if self.guard.due(idle) and self._reset_beyond_end(c, parts):
+                idle = time.monotonic() - last_message_s >= 10.0
+                if any(g.due(idle) for g in self.guards.values()) and self._reset_beyond_end(c, parts, idle):
                     continue
-                if self.guard.suspect:  # at start or after a lost connection: read nothing before a check passed
+                if any(g.suspect for g in self.guards.values()):  # read nothing before a check passed
                     time.sleep(0.05)
                     continue
-                batch = [(m.partition(), m.offset(), m.key(), m.value(), kafka_timestamp_s(m.timestamp()))
+                batch = [(m.topic(), m.partition(), m.offset(), m.key(), m.value(), kafka_timestamp_s(m.timestamp()))
                          for m in c.consume(1000, 0.05)
                          if not m.error()]
                 if batch:
                     last_message_s = time.monotonic()
-                    for m in batch:
-                        if m[4] is not None:
-                            self._last_ts[m[0]] = round(m[4] * 1000)  # back to the record's ms (exact)
                     self._queue.append(batch)
-                    for p, off, *_ in batch:
-                        self._queued[p] = off + 1
+                    for t, p, off, _k, _v, received in batch:
+                        self._queued[(t, p)] = off + 1
+                        if received is not None:
+                            self._last_ts[(t, p)] = round(received * 1000)  # the record's ms (exact)
                 if not self.drain_on_loop:
                     self.drain(None)
         finally:
@@ -181,25 +187,31 @@ class FeedbackReader:
 
     def _on_error(self, err: KafkaError) -> None:
         if err.name() in CONNECTION_LOST_CODES:
-            self.guard.connection_lost()
+            for g in self.guards.values():
+                g.connection_lost()
 
-    def _reset_beyond_end(self, c: Consumer, parts: list[int]) -> bool:
-        """Check the fetch positions against the log ends; re-read a recreated log from its start.
+    def _reset_beyond_end(self, c: Consumer, parts: dict[str, list[int]], idle: bool) -> bool:
+        """Check the fetch positions against the logs; re-read a recreated log from its start.
 
         Offsets below the snapshot's count as already folded, so the reset travels through the
         queue (after what was fetched from the old log) and lowers the snapshot's offsets when
-        ``drain`` reaches it: events of the new log are new events.
+        ``drain`` reaches it: records of the new log are new.
         """
-        found = self.guard.check({p: off for p, off in self._queued.items() if off > 0}, self._last_ts)
-        if not found:
+        reset: dict[tuple[str, int], int] = {}
+        for t, g in self.guards.items():
+            if not g.due(idle):
+                continue
+            found = g.check({p: off for (tt, p), off in self._queued.items() if tt == t and off > 0},
+                            {p: ms for (tt, p), ms in self._last_ts.items() if tt == t})
+            for b in found:
+                reset[(t, b.partition)] = b.resume_at
+                if self.on_beyond_end is not None:
+                    self.on_beyond_end(b)
+        if not reset:
             return False
-        reset = {b.partition: b.resume_at for b in found}
         self._queued.update(reset)
         self._queue.append(reset)
-        for b in found:
-            if self.on_beyond_end is not None:
-                self.on_beyond_end(b)
-        c.assign([TopicPartition(self.events_topic, p, self._queued.get(p, OFFSET_BEGINNING)) for p in parts])
+        c.assign([TopicPartition(t, p, self._queued.get((t, p), OFFSET_BEGINNING)) for t, ps in parts.items() for p in ps])
         return True
 
     def drain(self, max_messages: int | None = 2000) -> int:
@@ -209,25 +221,25 @@ class FeedbackReader:
         with request handling for the GIL; otherwise the reader thread calls it itself.
         """
         n = 0
-        topic = self.events_topic
         while self._queue and (max_messages is None or n < max_messages):
             batch = self._queue.popleft()
             if isinstance(batch, dict):  # a recreated log: its partitions start again at these offsets
-                for p, off in batch.items():
-                    self._pos[p] = off
-                    self._stored[(topic, p)] = min(self._stored.get((topic, p), 0), off)
-                    self.offsets[(topic, p)] = off
+                for k, off in batch.items():
+                    self._pos[k] = off
+                    self._stored[k] = min(self._stored.get(k, 0), off)
+                    self.offsets[k] = off
                 continue
             if max_messages is not None and len(batch) > max_messages - n:
                 self._queue.appendleft(batch[max_messages - n:])
                 batch = batch[:max_messages - n]
-            for p, off, k, v, received in batch:
-                self._pos[p] = off + 1
-                self._apply((topic, p), off, k, v, received)
+            for t, p, off, k, v, received in batch:
+                self._pos[(t, p)] = off + 1
+                self._apply((t, p), off, k, v, received)
             n += len(batch)
         self.n_folded += n
+        self._release()
         if not self._caught_up.is_set() and self._end is not None and all(
-                self._pos.get(p, 0) >= e for p, e in self._end.items()):
+                self._pos.get(k, 0) >= e for k, e in self._end.items()):
             self._caught_up.set()
         if time.monotonic() - self._last_snapshot >= self.snapshot_every_s:
             self._last_snapshot = time.monotonic()
@@ -239,11 +251,29 @@ class FeedbackReader:
         ev = parse_event(k, value, self.rules, received_ts=received_ts)
         if not isinstance(ev, Event):
             return  # the flow dead-letters it
+        served = key[0] == self.served_topic
         if offset >= self._stored.get(key, 0):
+            if served:
+                self.fold.served_record(ev)
+                self.offsets[key] = offset + 1
+            elif self._held or (ev.request_id is None and 0.0 < self.fold.clock < ev.ts):
+                self._held.append((key, offset, ev, time.monotonic()))
+            else:
+                self.fold.event(ev)
+                self.offsets[key] = offset + 1
+        elif not served:  # already in the snapshot: popularity only
+            self.fold.popularity.add(ev.item_ids(), self.fold.type_weights.get(ev.type, 0.0), ev.ts)
+
+    def _release(self) -> None:
+        """Fold the waiting events, oldest first, whose served lists have been read or whose wait is over."""
+        deadline = time.monotonic() - self.served_wait_s
+        while self._held:
+            key, offset, ev, read_at = self._held[0]
+            if ev.request_id is None and ev.ts > self.fold.clock and read_at > deadline:
+                return
+            self._held.popleft()
             self.fold.event(ev)
             self.offsets[key] = offset + 1
-        else:  # already in the snapshot: popularity only
-            self.fold.popularity.add(ev.item_ids(), self.fold.type_weights.get(ev.type, 0.0), ev.ts)
 
     def snapshot(self) -> bool:
         """Write the changes since the last snapshot if this process is the store's writer."""

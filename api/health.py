@@ -11,9 +11,11 @@ and windowed popularity); 503 with the reasons otherwise.
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.flow_metrics import flow_metrics_text
 from api.json import json_response
 from api.services import Services
 from api.trainer_view import trainer_metrics_text
@@ -62,5 +64,6 @@ async def metrics(request: Request) -> Response:
     svc.metrics.catalog_items.set(len(svc.catalog))
     svc.metrics.broker_up.set(1 if svc.durable.broker_up else 0)
     svc.metrics.catalog_rejected.set(len(svc.catalog_view.rejected))
-    body = generate_latest(svc.metrics.registry) + trainer_metrics_text(svc.settings.stream.model_dir)
+    body = (generate_latest(svc.metrics.registry) + trainer_metrics_text(svc.settings.stream.model_dir)
+            + await run_in_threadpool(flow_metrics_text, svc))  # the flow's counters, lag, model (api/flow_metrics.py)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -74,6 +74,7 @@ class Services:
     topn: TopicTable
     catalog: TopicTable
     item_links: TopicTable
+    flow_stats: TopicTable
     producer: Producer
     durable: DurableProducer
     metrics: ApiMetrics
@@ -92,9 +93,10 @@ class Services:
     _popular: tuple[float, list[tuple[str, float]]] = (0.0, [])
 
     def publish_served(self, imp: Impression, scenario: str, strategy: str) -> None:
-        """Record a served campaign list as a ``rec_request`` event in the events topic (every API
-        worker folds it into the optimizer, the analytics flow joins it); without the feedback
-        reader, straight into this worker's fold."""
+        """Record a served campaign list as a ``rec_request`` record in the server-only ``served`` topic
+        (key = user_id, as on ``events``, so a user's lists and events share a partition number; every
+        API worker folds it into the optimizer, the analytics flow joins it; user events never wait
+        behind it); without the feedback reader, straight into this worker's fold."""
         if self.reader is None:
             self.fold.served(imp)
             return
@@ -102,7 +104,7 @@ class Services:
                    campaign_id=imp.campaign_id, arm=imp.arm, request_id=imp.request_id,
                    extra={"scenario": scenario, "strategy": strategy, "goal": imp.goal, "window_s": imp.window_s,
                           "segment": imp.segment, "served_items": imp.items})
-        self.producer.produce(self.settings.kafka.events_topic, key=ev.user_id.encode(), value=encode_event(ev))
+        self.producer.produce(self.settings.kafka.served_topic, key=ev.user_id.encode(), value=encode_event(ev))
         self.producer.poll(0)
 
     def popular(self, n: int) -> list[tuple[str, float]]:
@@ -140,6 +142,7 @@ class Services:
         self.topn.stop()
         self.catalog.stop()
         self.item_links.stop()
+        self.flow_stats.stop()
         self.durable.stop()
         if self.reader is not None:
             self.reader.stop()
@@ -179,7 +182,9 @@ def build_services(settings: Settings) -> Services:
     reader = None
     if a.feedback:
         reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),
-                                rules, a.snapshot_every_s, on_beyond_end=beyond_end).start(drain_on_loop=True)
+                                rules, a.snapshot_every_s, served_topic=k.served_topic,
+                                served_wait_s=settings.analytics.served_wait_s,
+                                on_beyond_end=beyond_end).start(drain_on_loop=True)
     catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update,
                          on_beyond_end=beyond_end).start()
     item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads, on_beyond_end=beyond_end).start()
@@ -194,6 +199,8 @@ def build_services(settings: Settings) -> Services:
         popular_lists=popular_lists,
         catalog=catalog,
         item_links=item_links,
+        flow_stats=TopicTable(k.brokers, k.flow_stats_topic(), orjson.loads,
+                              on_beyond_end=beyond_end).start(),  # the flow's counters (/metrics)
         producer=durable.producer,
         durable=durable,
         metrics=metrics,

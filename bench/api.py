@@ -65,7 +65,7 @@ end
 def _settings(bootstrap: str, tmp: Path, feedback: bool = True) -> Settings:
     tag = uuid.uuid4().hex[:8]
     s = Settings(
-        kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "dead_topic": f"dead-{tag}",
+        kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "served_topic": f"served-{tag}", "dead_topic": f"dead-{tag}",
                "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}", "item_links_topic": f"links-{tag}", "partitions": 2},
         stream={"state_dir": tmp / "state", "model_dir": tmp / "models", "serving_dir": tmp / "serving"},
         api={"state_dir": tmp / "api", "feedback": feedback},

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def write_lake(lake: Path, n: int, partitions: int = 4, jsonl: Path | None = Non
     from operators.lake_store import LakePartition
     from operators.schema import encode_event
 
+    shutil.rmtree(lake, ignore_errors=True)  # a half-written lake of an interrupted run
     writers = [LakePartition(lake, "events", p) for p in range(partitions)]
     offsets = [0] * partitions
     out = open(jsonl, "wb") if jsonl else None  # noqa: SIM115

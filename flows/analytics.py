@@ -1,4 +1,4 @@
-"""The analytics dataflow: ``events`` -> per-partition attribution and counters -> ``analytics``.
+"""The analytics dataflow: ``events`` + ``served`` -> per-partition attribution and counters -> ``analytics``.
 
 Run: ``python -m bytewax.run flows.analytics:flow -w 1`` (settings from ``fusionrec.toml`` and
 ``FUSIONREC_*``). A flow of its own, beside ``flows/realtime.py`` and built the same way: it
@@ -14,6 +14,7 @@ import logging
 from functools import partial
 
 import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 
 from flows.analytics_logic import (
@@ -21,9 +22,11 @@ from flows.analytics_logic import (
     AnalyticsResources,
     analytics_state_dir,
 )
-from flows.source import ReportSink, ResumingKafkaSource, parse_by_partition
+from flows.source import OffsetReset, ReportSink, ResumingKafkaSource, parse_by_partition
+from operators.analytics_apply import SERVED_OFFSET
 from operators.kafka import TopicSpec, ensure_topics
 from operators.parse import EventRules
+from operators.schema import DeadLetter, Event
 from operators.settings import Settings
 
 __all__ = ["build_flow"]
@@ -39,12 +42,27 @@ def build_flow(settings: Settings) -> Dataflow:
     res = AnalyticsResources(settings)
     flow = Dataflow("analytics")
     src = ResumingKafkaSource(k.brokers.split(","), k.events_topic, analytics_state_dir(settings),
-                              batch_size=s.batch_size, offset_policy=s.offset_beyond_end)
+                              batch_size=s.batch_size, also={k.served_topic: SERVED_OFFSET},
+                              offset_policy=s.offset_beyond_end)
     msgs = op.input("events", flow, src)                                  # KafkaSourceMessage | KafkaError
-    keyed = op.filter_map("parse", msgs, partial(parse_by_partition, rules, wake=False))          # (partition, (partition, offset, parsed))
+    keyed = op.filter_map("parse", msgs, partial(_parse, rules, k.served_topic))  # (partition, (partition, offset, parsed, served))
     reports = op.stateful_batch("join", keyed, lambda _resume: AnalyticsLogic(res))  # (partition, AnalyticsReport)
     op.output("reports", reports, ReportSink())
     return flow
+
+
+def _parse(rules: EventRules, served_topic: str, msg: KafkaSourceMessage | KafkaError
+           ) -> tuple[str, tuple[int, int, Event | DeadLetter, bool]] | None:
+    """``parse_by_partition``, tagged with whether the message came from the served-list topic
+    (an ``OffsetReset`` of either topic passes through, tagged the same way)."""
+    if isinstance(msg, OffsetReset):
+        return str(msg.partition), (msg.partition, -2, msg, msg.topic == served_topic)  # type: ignore[return-value]
+    out = parse_by_partition(rules, msg, wake=False)
+    if out is None or not isinstance(msg, KafkaSourceMessage):
+        return None
+    key, (partition, offset, parsed) = out
+    assert parsed is not None
+    return key, (partition, offset, parsed, msg.topic == served_topic)
 
 
 def __getattr__(name: str) -> Dataflow:

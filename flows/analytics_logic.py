@@ -1,22 +1,31 @@
 """Bytewax stateful logic that owns one partition's analytics database: join, publish, commit.
 
+Input: partition ``p`` of ``events`` and partition ``p`` of the server-only ``served`` topic
+(same key, so the same users). Served lists are registered as they are read; an event waits
+until the served lists of its time have been read (its ``ts`` <= the newest served list's
+``ts``), at most ``analytics.served_wait_s`` of wall time, so last-touch attribution does not
+depend on how the two topics' reads interleave (a restart after ``kill -9`` counts the same).
+
 Per batch: ``operators.analytics_apply`` stages the join's changes; the changed rows (absolute
 values) go to the compacted ``analytics`` topic; after the producer has flushed, the batch is
-committed with the next offset in one RocksDB write. Counters are exactly-once, the published
+committed with both next offsets in one RocksDB write (the events offset stops at the first
+event still waiting: it is re-read after a crash). Counters are exactly-once, the published
 rows at-least-once (a crash between flush and commit republishes the same absolute values).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Producer
 
-from flows.source import apply_offset_reset, split_at_resets
-from operators.analytics_apply import AnalyticsApplier
+from flows.source import OffsetReset, apply_offset_reset
+from operators.analytics_apply import SERVED_OFFSET, AnalyticsApplier
 from operators.analytics_join import JoinRules
 from operators.analytics_topic import encode_record, record_key
 from operators.delivery import deliver_all
@@ -30,7 +39,7 @@ __all__ = ["Parsed", "AnalyticsReport", "AnalyticsResources", "AnalyticsLogic", 
 
 log = logging.getLogger(__name__)
 
-Parsed = tuple[int, int, Event | DeadLetter]  # (partition, offset, parsed message)
+Parsed = tuple[int, int, Event | DeadLetter, bool]  # (partition, offset, parsed message, from the served topic)
 
 
 def analytics_state_dir(settings: Settings) -> Path:
@@ -75,6 +84,7 @@ class AnalyticsLogic(StatefulBatchLogic[Parsed, AnalyticsReport, None]):
     def __init__(self, res: AnalyticsResources) -> None:
         self.res = res
         self.applier: AnalyticsApplier | None = None
+        self.held: list[tuple[int, Event | DeadLetter, float]] = []  # (offset, message, monotonic time read)
 
     def _open(self, partition: int) -> AnalyticsApplier:
         s = self.res.settings
@@ -85,27 +95,68 @@ class AnalyticsLogic(StatefulBatchLogic[Parsed, AnalyticsReport, None]):
     def on_batch(self, values: list[Parsed]) -> tuple[list[AnalyticsReport], bool]:
         if self.applier is None:
             self.applier = self._open(values[0][0])
-        reports: list[AnalyticsReport] = []
-        for segment, reset in split_at_resets(values):  # a recreated log: commit its offset first
-            if segment:
-                reports += self._on_messages(segment)
-            if reset is not None:
-                apply_offset_reset(self.applier.db, reset)
-                self.applier.next_offset = reset.to_offset
-        return reports, StatefulBatchLogic.RETAIN
+        for _, _, reset, served_topic in values:  # a recreated log: commit its new offset first
+            if isinstance(reset, OffsetReset):
+                self._reset(reset, served_topic)
+        values = [v for v in values if not isinstance(v[2], OffsetReset)]
+        now = time.monotonic()
+        last = self.held[-1][0] if self.held else self.applier.next_offset - 1
+        self.held += [(o, m, now) for o, m in sorted(((o, m) for _, o, m, srv in values if not srv),
+                                                      key=lambda x: x[0]) if o > last]
+        served = sorted(((o, m) for _, o, m, srv in values if srv), key=lambda x: x[0])
+        return self._apply(served)
 
-    def _on_messages(self, values: list[Parsed]) -> list[AnalyticsReport]:
+    def _reset(self, reset: OffsetReset, served_topic: bool) -> None:
+        """Resume a recreated topic's partition at ``reset.to_offset`` (committed at once)."""
         a = self.applier
         assert a is not None
-        applied = a.apply(sorted(((o, m) for _, o, m in values), key=lambda x: x[0]))
-        if applied.next_offset == a.next_offset:
-            return []
+        if served_topic:
+            apply_offset_reset(a.db, reset, SERVED_OFFSET)
+            a.served_next_offset = reset.to_offset
+        else:
+            apply_offset_reset(a.db, reset)
+            a.next_offset = reset.to_offset
+            if self.held:  # read from the old log, never applied: that log is gone
+                log.error("partition %d: %d events read from the old log before it was recreated are dropped",
+                          reset.partition, len(self.held))
+                self.held.clear()
+
+    def notify_at(self) -> datetime | None:
+        """When the oldest waiting event stops waiting for served lists."""
+        if not self.held:
+            return None
+        wait = self.res.settings.analytics.served_wait_s - (time.monotonic() - self.held[0][2])
+        return datetime.now(UTC) + timedelta(seconds=max(0.0, wait))
+
+    def on_notify(self) -> tuple[list[AnalyticsReport], bool]:
+        return self._apply([])
+
+    def _release(self, served_wm: float) -> list[tuple[int, Event | DeadLetter]]:
+        """The waiting events, oldest first, up to the first whose lists may not all have been read."""
+        deadline = time.monotonic() - self.res.settings.analytics.served_wait_s
+        n = 0
+        for _, m, read_at in self.held:
+            if isinstance(m, Event) and m.ts > served_wm and read_at > deadline:
+                break
+            n += 1
+        out = [(o, m) for o, m, _ in self.held[:n]]
+        del self.held[:n]
+        return out
+
+    def _apply(self, served: list[tuple[int, Event | DeadLetter]]) -> tuple[list[AnalyticsReport], bool]:
+        a = self.applier
+        if a is None:
+            return [], StatefulBatchLogic.RETAIN
+        wm = max([a.served_wm] + [m.ts for o, m in served if isinstance(m, Event) and o >= a.served_next_offset])
+        applied = a.apply(self._release(wm), served)
+        if applied.next_offset == a.next_offset and applied.served_next_offset == a.served_next_offset:
+            return [], StatefulBatchLogic.RETAIN
         topic = self.res.settings.analytics.topic
         deliver_all(self.res.producer, [(topic, record_key(r), encode_record(r)) for r in applied.rows],
                     what=f"analytics rows of partition {a.partition}")  # waits through a broker outage
         a.commit(applied)
         return [AnalyticsReport(a.partition, applied.next_offset, applied.n_applied, applied.n_dead,
-                                len(applied.rows), applied.skipped)]
+                                len(applied.rows), applied.skipped)], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> None:
         return None  # state lives in RocksDB with its offset; nothing for Bytewax to keep

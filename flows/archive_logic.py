@@ -15,10 +15,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import OFFSET_BEGINNING
 
+from flows.source import AssignedKafkaSource
 from operators.lake_schema import catalog_table, events_table
 from operators.lake_store import LakePartition, read_manifest
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
@@ -34,7 +35,7 @@ ArchiveRow = tuple[str, int, int, object]
 catalog message, or ``None`` for a message that is not archived (a dead letter)."""
 
 
-class LakeSource(KafkaSource):
+class LakeSource(AssignedKafkaSource):
     """Bytewax's ``KafkaSource`` (``assign()``, no consumer group) over ``events`` and ``catalog``,
     each partition started at the ``next_offset`` of its lake manifest (the beginning when none)."""
 

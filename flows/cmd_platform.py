@@ -184,7 +184,8 @@ def serve_cmd(
         raise typer.Exit(2)
 
     uvicorn.run("api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
-                workers=workers or s.api.workers, log_level="warning")
+                workers=workers or s.api.workers, log_level="warning", h11_max_incomplete_event_size=s.api.max_header_bytes,
+                timeout_keep_alive=5)
 
 
 def _child(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -230,11 +231,44 @@ def run_cmd(
         "The learning loop: archive events to the lake and run the gated trainer this often (first run after "
         "4/5 of it; holdout = the newest 3 min); 0 = off"))] = "5m",
 ) -> None:
-    """Start the whole platform embedded: broker, topics, training, flow, API, live shop."""
+    """Start the whole platform embedded: broker, topics, training, flow, API, live shop.
+
+    Ctrl-C (or SIGTERM/SIGHUP) at any moment stops everything and exits 0 (so ``make run`` ends
+    quietly); a second Ctrl-C while stopping is ignored. Each run starts fresh logs in ``var``
+    (the previous run's are kept as ``*.log.1``).
+    """
     _settings()
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
+    brokers: list[LocalBroker] = []
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        _run(port, api_port, workers, history, rate, seed, replay, replay_format, replay_limit, var, model,
+             train_seconds, trainer_every, children, brokers)
+    except KeyboardInterrupt:
+        typer.echo("stopping...")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean stop short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_all(children)
+        for b in brokers:
+            b.stop()
+
+
+def _rotate_logs(var: Path) -> None:
+    """Keep one previous run's logs: ``x.log`` -> ``x.log.1`` (replacing the older one)."""
+    for log_file in var.glob("*.log"):
+        log_file.replace(log_file.with_name(log_file.name + ".1"))
+
+
+def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed: int, replay: Path | None,
+         replay_format: str, replay_limit: int, var: Path, model: str, train_seconds: float, trainer_every: str,
+         children: list[subprocess.Popen[bytes]], brokers: list[LocalBroker]) -> None:
+    """The body of ``run``: supervises the children until Ctrl-C (KeyboardInterrupt out of it);
+    the broker and the children are appended to ``brokers``/``children`` as they start, so the
+    caller stops them whatever happens."""
     var.mkdir(parents=True, exist_ok=True)
+    _rotate_logs(var)
     for stale in ("state", "api", "lake", "serving"):  # the in-memory broker starts empty: so do the flow's, the API's state and the lake
         shutil.rmtree(var / stale, ignore_errors=True)
     env = dict(os.environ, FUSIONREC_KAFKA__BROKERS=f"127.0.0.1:{port}",
@@ -250,10 +284,10 @@ def run_cmd(
         os.environ.update(env)
         s = Settings()
     broker = LocalBroker(port, log_path=var / "broker.log").start()
+    brokers.append(broker)
     sup = Supervisor(notify=lambda msg: typer.echo(msg, err=True))
     sup.add("broker", lambda: broker.start().proc if broker.proc is None or broker.proc.poll() is not None
             else broker.proc, after_restart=lambda: _topics(s))  # comes back empty: topics again
-    children: list[subprocess.Popen[bytes]] = []
 
     def supervise(name: str, args: list[str], log_name: str) -> None:
         def start() -> subprocess.Popen[bytes]:
@@ -262,31 +296,30 @@ def run_cmd(
             return p
         sup.add(name, start)
 
-    try:
-        _topics(s)
-        _seed_and_train(s, history, seed, replay, replay_format, replay_limit, model, train_seconds)
-        supervise("flow", [sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)], "flow.log")
-        supervise("analytics", [sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", "1"],
-                  "analytics.log")  # attribution + counters (flows/analytics.py)
-        supervise("api", [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
-                          "--port", str(api_port), "--log-level", "warning"], "api.log")
-        if trainer_every not in ("0", ""):  # the learning loop (issue 12): lake + gated trainer
-            from operators.lake_read import parse_window
+    _topics(s)
+    _seed_and_train(s, history, seed, replay, replay_format, replay_limit, model, train_seconds)
+    supervise("flow", [sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)], "flow.log")
+    supervise("analytics", [sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", "1"],
+              "analytics.log")  # attribution + counters (flows/analytics.py)
+    supervise("api", [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
+                      "--port", str(api_port), "--log-level", "warning"], "api.log")
+    if trainer_every not in ("0", ""):  # the learning loop (issue 12): lake + gated trainer
+        from operators.lake_read import parse_window
 
-            first = f"{0.8 * parse_window(trainer_every):.0f}s"
-            supervise("archive", [sys.executable, "-m", "bytewax.run", "flows.archive:flow", "-w", "1"], "archive.log")
-            supervise("trainer", [sys.executable, "-m", "flows.cli", "trainer", "--every", trainer_every,
-                                  "--delay", first, "--model", model], "trainer.log")
-        wait_for_port("127.0.0.1", api_port, 30)
-        if replay is None:
-            supervise("simulate", [sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
-                                   "--events", "100000000", "--rate", str(rate), "--seed", str(seed),
-                                   "--skip-history", str(history), "--no-progress"], "simulate.log")
-            supervise("simulate-ab", [sys.executable, "-m", "flows.cli", "simulate-ab", "--api",
-                                      f"http://127.0.0.1:{api_port}", "--seed", str(seed)], "simulate-ab.log")
-        base = f"http://127.0.0.1:{api_port}"
-        ab = "   (campaign home-ab: a live A/B test with a control group)" if replay is None else ""
-        typer.echo(f"""
+        first = f"{0.8 * parse_window(trainer_every):.0f}s"
+        supervise("archive", [sys.executable, "-m", "bytewax.run", "flows.archive:flow", "-w", "1"], "archive.log")
+        supervise("trainer", [sys.executable, "-m", "flows.cli", "trainer", "--every", trainer_every,
+                              "--delay", first, "--model", model], "trainer.log")
+    wait_for_port("127.0.0.1", api_port, 30)
+    if replay is None:
+        supervise("simulate", [sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
+                               "--events", "100000000", "--rate", str(rate), "--seed", str(seed),
+                               "--skip-history", str(history), "--no-progress"], "simulate.log")
+        supervise("simulate-ab", [sys.executable, "-m", "flows.cli", "simulate-ab", "--api",
+                                  f"http://127.0.0.1:{api_port}", "--seed", str(seed)], "simulate-ab.log")
+    base = f"http://127.0.0.1:{api_port}"
+    ab = "   (campaign home-ab: a live A/B test with a control group)" if replay is None else ""
+    typer.echo(f"""
 fusionrec is running (logs in {var}/):
   broker           127.0.0.1:{port}   (Tansu, in-memory)
   API              {base}
@@ -296,14 +329,9 @@ fusionrec is running (logs in {var}/):
   keys (X-API-Key) admin {s.api.admin_keys[:1]}, client {s.api.client_keys[:1]}
   learning loop    lake in {var}/lake, gated trainer every {trainer_every} (verdicts on the dashboard's ops panel)
 A failed piece is restarted with backoff (logs in {var}/); Ctrl-C stops everything.""")
-        while True:
-            time.sleep(1.0)
-            sup.tick()
-    except KeyboardInterrupt:
-        typer.echo("stopping...")
-    finally:
-        _stop_all(children)
-        broker.stop()
+    while True:
+        time.sleep(1.0)
+        sup.tick()
 
 
 def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, fmt: str, limit: int,

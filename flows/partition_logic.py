@@ -13,6 +13,7 @@ survive a crash, so nothing stays unscored) and state is exactly-once.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,35 @@ class BatchReport:
     apply_s: float
     score_s: float
     publish_s: float
+
+
+@dataclass
+class FlowStats:
+    """What a partition publishes to the stats topic (``kafka.flow_stats_topic()``) for the API's /metrics.
+
+    Applied, duplicate and dead-letter counts come from the partition's database (exactly once,
+    they survive restarts); scoring time is this worker's since it opened the partition.
+    """
+
+    score_s_sum: float = 0.0
+    score_batches: int = 0
+    users_scored: int = 0
+    published_ts: float = 0.0
+    pending: bool = False  # something changed since the last publication
+
+    def scored(self, seconds: float, n_users: int) -> None:
+        self.score_s_sum += seconds
+        self.score_batches += 1
+        self.users_scored += n_users
+
+    def encode(self, partition: int, applier: PartitionApplier, model_version: str | None, now: float) -> bytes:
+        """``{"partition", "next_offset", "applied", "duplicates", "dead": {reason: n}, "score_s_sum",
+        "score_batches", "users_scored", "model_version", "pid", "updated_ts"}`` as JSON."""
+        return orjson.dumps({
+            "partition": partition, "next_offset": applier.next_offset, "applied": applier.n_applied_total,
+            "duplicates": applier.n_duplicates_total, "dead": applier.dead_counts(),
+            "score_s_sum": self.score_s_sum, "score_batches": self.score_batches, "users_scored": self.users_scored,
+            "model_version": model_version, "pid": os.getpid(), "updated_ts": now})
 
 
 @dataclass
@@ -128,6 +158,7 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         self.partition = -1
         self.last_scored_s = 0.0  # time.monotonic() of the last scoring
         self.popular_published_s = 0.0  # time.time() the popular list was last published
+        self.stats = FlowStats()  # this worker's scoring time, published with the partition's counters
 
     def _open(self, partition: int) -> PartitionApplier:
         s = self.res.settings
@@ -166,8 +197,11 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         due = time.monotonic() - self.last_scored_s >= self.res.settings.stream.rescore_interval_s
         lists = self._score(applied.batch, applied.max_event_ts) if due else []
         t2 = time.perf_counter()
+        if lists:
+            self.stats.scored(t2 - t1, len(lists))
         self._publish(lists, applied.dead, applied.links)
         self.applier.commit(applied)
+        self._publish_stats()
         t3 = time.perf_counter()
         return [BatchReport(self.partition, applied.next_offset, applied.n_applied, len(applied.dead),
                             applied.n_duplicates, applied.n_replayed, len(lists), t1 - t0, t2 - t1, t3 - t2)]
@@ -189,20 +223,50 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         return lists
 
     def notify_at(self) -> datetime | None:
-        """Wake up when pending users are due for rescoring (no new batch may come soon)."""
-        if self.applier is None or not self.applier.dirty:
+        """Wake up when pending users are due for rescoring (no new batch may come soon), or when
+        unpublished stats are due."""
+        if self.applier is None:
             return None
-        due = self.last_scored_s + self.res.settings.stream.rescore_interval_s - time.monotonic()
-        return datetime.now(UTC) + timedelta(seconds=max(due, 0.0))
+        dues = []
+        if self.applier.dirty:
+            dues.append(self.last_scored_s + self.res.settings.stream.rescore_interval_s - time.monotonic())
+        if self.stats.pending:
+            dues.append(self.stats.published_ts + 1.0 - time.time())
+        if not dues:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=max(min(dues), 0.0))
 
     def on_notify(self) -> tuple[list[BatchReport], bool]:
-        if self.applier is None or not self.applier.dirty:
+        if self.applier is None:
+            return [], StatefulBatchLogic.RETAIN
+        if not self.applier.dirty:
+            self._publish_stats(changed=False)
             return [], StatefulBatchLogic.RETAIN
         batch = self.applier.db.new_batch()
+        t0 = time.perf_counter()
         lists = self._score(batch, 0.0)
+        self.stats.scored(time.perf_counter() - t0, len(lists))
         self._publish(lists, [])
         self.applier.db.commit(batch, self.applier.next_offset)
+        self._publish_stats()
         return [], StatefulBatchLogic.RETAIN
+
+    def _publish_stats(self, changed: bool = True) -> None:
+        """After a commit: the partition's counters to the stats topic, at most once a second (when
+        not yet due, ``notify_at`` wakes the partition later, so the last counters get out too).
+        Not awaited: delivery rides on the producer's next flush (metrics, not state)."""
+        now = time.time()
+        if not changed and not self.stats.pending:
+            return
+        self.stats.pending = True
+        if self.applier is None or now - self.stats.published_ts < 1.0:
+            return
+        self.stats.published_ts, self.stats.pending = now, False
+        version, _ = self.res.model()
+        value = self.stats.encode(self.partition, self.applier, None if version is None else version.version, now)
+        self.res.producer.produce(self.res.settings.kafka.flow_stats_topic(), key=str(self.partition).encode(),
+                                  value=value)
+        self.res.producer.poll(0)
 
     def _publish(self, lists: list[TopN], dead: list[DeadLetter],
                  links: dict[str, dict[str, int] | None] | None = None) -> None:

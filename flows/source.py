@@ -14,13 +14,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from prometheus_client import Counter
 
+from operators.kafka import topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, OffsetGuard, OffsetPolicy
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import DeadLetter, Event
-from state.partition import PartitionDB, read_stored_offset
+from state.errors import PartitionOwned
+from state.partition import PartitionDB, check_not_owned, partition_path, read_stored_offset
 
-__all__ = ["ResumingKafkaSource", "PartitionWake", "OffsetReset", "parse_by_partition", "ReportSink",
-           "FLOW_OFFSET_BEYOND_END", "split_at_resets", "apply_offset_reset"]
+__all__ = ["AssignedKafkaSource", "ResumingKafkaSource", "PartitionWake", "OffsetReset", "parse_by_partition",
+           "ReportSink", "FLOW_OFFSET_BEYOND_END", "split_at_resets", "apply_offset_reset"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class OffsetReset:
     from_offset: int
     to_offset: int
     log_end: int
+    topic: str = ""
 
 
 class _GuardedPartition(StatefulSourcePartition):
@@ -94,7 +97,7 @@ class _GuardedPartition(StatefulSourcePartition):
                         f"{b.log_end} and stream.offset_beyond_end = 'fail': restore the topic, or set the policy "
                         "to 'earliest'/'latest' (or remove the partition's state) to go on")
                 self.consumer.assign([TopicPartition(self.topic, self.partition, b.resume_at)])
-                out.append(OffsetReset(self.partition, b.next_offset, b.resume_at, b.log_end))
+                out.append(OffsetReset(self.partition, b.next_offset, b.resume_at, b.log_end, self.topic))
                 self.next_offset = b.resume_at
         if self.guard.suspect:  # at start or after a lost connection: nothing is read before a check passed
             return out
@@ -119,8 +122,21 @@ class _GuardedPartition(StatefulSourcePartition):
         self.consumer.close()
 
 
-class ResumingKafkaSource(KafkaSource):
-    """Kafka input (``assign()``, no consumer group) started at the offsets stored in our RocksDB.
+class AssignedKafkaSource(KafkaSource):
+    """Bytewax's ``KafkaSource`` whose partition listing gets only the bootstrap servers.
+
+    The listing uses an ``AdminClient``, a producer-type handle in librdkafka: given the consumer
+    properties of ``add_config`` (``fetch.wait.max.ms``) it logs "is a consumer property and will
+    be ignored by this producer instance" in every flow log. Consumers still get ``add_config``.
+    """
+
+    def list_parts(self) -> list[str]:
+        brokers = ",".join(self._brokers)
+        return [f"{p}-{topic}" for topic in self._topics for p in topic_partitions(brokers, topic)]
+
+
+class ResumingKafkaSource(AssignedKafkaSource):
+    """Bytewax's ``KafkaSource`` (``assign()``, no consumer group), started at our stored offsets.
 
     The offset committed atomically with a partition's state is the single source of truth;
     Bytewax's own recovery store is not needed. A partition without a database starts at the
@@ -130,21 +146,34 @@ class ResumingKafkaSource(KafkaSource):
     """
 
     def __init__(self, brokers: list[str], topic: str, state_dir: Path, *, tail: bool = True,
-                 batch_size: int = 2000, offset_policy: OffsetPolicy = "earliest") -> None:
-        super().__init__(brokers, [topic], tail=tail, starting_offset=OFFSET_BEGINNING,
-                         batch_size=batch_size, raise_on_errors=False)
+                 batch_size: int = 2000, also: dict[str, bytes] | None = None,
+                 offset_policy: OffsetPolicy = "earliest") -> None:
+        """``also``: more topics read alongside ``topic`` (same partition numbers), each resumed at the
+        offset stored under its meta key in the same partition's database."""
+        self.also = dict(also or {})
+        super().__init__(brokers, [topic, *self.also], tail=tail, starting_offset=OFFSET_BEGINNING,
+                         batch_size=batch_size, raise_on_errors=False,
+                         add_config={"fetch.wait.max.ms": "20", "statistics.interval.ms": "0"})
         self.state_dir = Path(state_dir)
         self.topic = topic
         self.offset_policy = offset_policy
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None):  # noqa: ANN201
-        part = int(for_part.split("-", 1)[0])
-        stored = read_stored_offset(self.state_dir, self.topic, part)
-        log.info("partition %d of %s resumes at offset %s", part, self.topic, stored)
-        return _GuardedPartition(self._brokers, self.topic, part, stored if stored is not None else resume_state,
+        idx, topic = for_part.split("-", 1)
+        part = int(idx)
+        if topic == self.topic:  # one writer per partition database: refuse at once, naming the owner's pid
+            try:
+                check_not_owned(partition_path(self.state_dir, self.topic, part))
+            except PartitionOwned as exc:
+                log.error("%s", exc)  # one clear line before Bytewax's traceback
+                raise
+        stored = read_stored_offset(self.state_dir, self.topic, part, **(
+            {"key": self.also[topic]} if topic in self.also else {}))
+        log.info("partition %d of %s resumes at offset %s", part, topic, stored)
+        return _GuardedPartition(self._brokers, topic, part, stored if stored is not None else resume_state,
                                  self._batch_size, self.offset_policy,
-                                 {"fetch.wait.max.ms": "20", "statistics.interval.ms": "0", "topic.metadata.refresh.interval.ms": "5000",
-                                  "enable.partition.eof": "false"})
+                                 {"fetch.wait.max.ms": "20", "statistics.interval.ms": "0",
+                                  "topic.metadata.refresh.interval.ms": "5000", "enable.partition.eof": "false"})
 
 
 def parse_by_partition(rules: EventRules, msg: KafkaSourceMessage | KafkaError | PartitionWake | OffsetReset, *,
@@ -182,11 +211,12 @@ def split_at_resets(values: list[tuple[int, int, object]]) -> list[tuple[list, O
     return out
 
 
-def apply_offset_reset(db: PartitionDB, reset: OffsetReset) -> int:
-    """Commit the reset's offset in the partition's database; returns the partition's reset count."""
-    n = db.reset_offset(reset.to_offset)
-    log.error("partition %d now resumes at offset %d (stored %d was beyond the log end %d; reset #%d)",
-              reset.partition, reset.to_offset, reset.from_offset, reset.log_end, n)
+def apply_offset_reset(db: PartitionDB, reset: OffsetReset, meta_key: bytes | None = None) -> int:
+    """Commit the reset's offset in the partition's database (under ``meta_key`` for a topic read
+    alongside the main one); returns the partition's reset count."""
+    n = db.reset_offset(reset.to_offset, meta_key)
+    log.error("partition %d of %s now resumes at offset %d (stored %d was beyond the log end %d; reset #%d)",
+              reset.partition, reset.topic, reset.to_offset, reset.from_offset, reset.log_end, n)
     return n
 
 

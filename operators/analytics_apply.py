@@ -10,6 +10,7 @@ skipped, duplicates by ``event_id`` are skipped by the join.
 from __future__ import annotations
 
 import heapq
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from operators.analytics_join import (
     Increments,
     JoinRules,
     apply_event,
+    apply_served,
     decode_user,
     encode_user,
 )
@@ -31,9 +33,15 @@ from operators.analytics_topic import CounterRow, GroupRow, OpsRow, Record, TopI
 from operators.schema import DeadLetter, Event
 from state import analytics as keys
 from state.analytics import AnalyticsStore
+from state.keys import decode_int, encode_int
 from state.partition import PartitionDB
 
-__all__ = ["AnalyticsApplied", "AnalyticsApplier"]
+__all__ = ["AnalyticsApplied", "AnalyticsApplier", "SERVED_OFFSET", "SERVED_WM"]
+
+SERVED_OFFSET = b"served_offset"
+"""Meta key: next offset of the partition's served-list topic, committed with the state."""
+SERVED_WM = b"served_wm"
+"""Meta key: the newest served list's ``ts`` read so far (float64 big-endian): events wait for it."""
 
 
 @dataclass
@@ -42,6 +50,8 @@ class AnalyticsApplied:
 
     batch: WriteBatch
     next_offset: int
+    served_next_offset: int = 0
+    served_wm: float = 0.0
     rows: list[Record] = field(default_factory=list)
     n_applied: int = 0
     n_dead: int = 0
@@ -67,22 +77,36 @@ class AnalyticsApplier:
         self.store = AnalyticsStore(db)
         stored = db.stored_offset()
         self.next_offset = 0 if stored is None else stored
+        raw = db.get_meta(SERVED_OFFSET)
+        self.served_next_offset = 0 if raw is None else decode_int(raw)
+        raw = db.get_meta(SERVED_WM)
+        self.served_wm = 0.0 if raw is None else struct.unpack(">d", raw)[0]
         self.n_applied_total = self.store.applied()
         self.max_event_ts = 0.0
         self._tops: dict[tuple[str, str], dict[str, int]] = {}
 
-    def apply(self, messages: Sequence[tuple[int, Event | DeadLetter]]) -> AnalyticsApplied:
-        """Stage the effect of ``(offset, parsed message)`` pairs, in offset order; nothing is written yet."""
-        out = AnalyticsApplied(batch=self.db.new_batch(), next_offset=self.next_offset)
+    def apply(self, messages: Sequence[tuple[int, Event | DeadLetter]],
+              served: Sequence[tuple[int, Event | DeadLetter]] = ()) -> AnalyticsApplied:
+        """Stage the effect of ``(offset, parsed message)`` pairs of ``events`` and of the served-list
+        topic (``served``, registered first), each in offset order; nothing is written yet."""
+        out = AnalyticsApplied(batch=self.db.new_batch(), next_offset=self.next_offset,
+                               served_next_offset=self.served_next_offset, served_wm=self.served_wm)
         fresh = [(o, m) for o, m in messages if o >= self.next_offset]
-        if not fresh:
+        lists = [(o, m) for o, m in served if o >= self.served_next_offset]
+        if not fresh and not lists:
             return out
-        events = [m for _, m in fresh if isinstance(m, Event)]
+        events = [m for _, m in fresh if isinstance(m, Event)] + [m for _, m in lists if isinstance(m, Event)]
         uids = list(dict.fromkeys(e.user_id for e in events))
         users = {u: (AnalyticsUser() if raw is None else decode_user(raw))
                  for u, raw in zip(uids, self.store.get_users(uids), strict=True)}
         inc = Increments()
         dead: dict[str, int] = {}
+        for _, m in lists:
+            if isinstance(m, Event):
+                apply_served(users[m.user_id], m, self.rules, inc)
+                out.served_wm = max(out.served_wm, m.ts)
+        if lists:
+            out.served_next_offset = lists[-1][0] + 1
         for _, m in fresh:
             if isinstance(m, DeadLetter):
                 dead[m.reason] = dead.get(m.reason, 0) + 1
@@ -99,7 +123,10 @@ class AnalyticsApplier:
         dead_total = self._stage_dead(b, dead)
         self.n_applied_total += out.n_applied
         self.store.stage_applied(b, self.n_applied_total)
-        out.next_offset = fresh[-1][0] + 1
+        if fresh:
+            out.next_offset = fresh[-1][0] + 1
+        self.db.stage_meta(b, SERVED_OFFSET, encode_int(out.served_next_offset))
+        self.db.stage_meta(b, SERVED_WM, struct.pack(">d", out.served_wm))
         out.n_dead = sum(dead.values())
         out.skipped = inc.skipped
         out.rows.append(OpsRow(self.partition, out.next_offset, self.n_applied_total, dead_total,
@@ -110,6 +137,7 @@ class AnalyticsApplier:
         """Write the staged batch and its next offset atomically."""
         self.db.commit(applied.batch, applied.next_offset)
         self.next_offset = applied.next_offset
+        self.served_next_offset, self.served_wm = applied.served_next_offset, applied.served_wm
 
     # ------------------------------------------------------------------------------------------
     def _stage_counters(self, b: WriteBatch, inc: Increments) -> list[Record]:

@@ -7,11 +7,11 @@ partition, so per-user order is the log order).
 Which served list an event belongs to is decided by ``operators/attribution.py`` (shared with the
 optimizer, so the bandit and the dashboard never disagree):
 
-* ``rec_request`` (one per served list, from the API) registers the list: ``request_id``,
-  ``campaign_id``, ``arm``; optional extra fields ``scenario``, ``goal``, ``window_s``,
-  ``segment`` and ``served_items`` (or ``items``). A shop that sends no ``rec_request`` still
-  gets its lists registered by the first ``rec_impression``/``rec_click`` carrying
-  ``campaign_id`` (and ``arm``).
+* ``rec_request`` records of the server-only ``served`` topic (one per served list, from the API;
+  ``apply_served``) register the list: ``request_id``, ``campaign_id``, ``arm``; optional extra
+  fields ``scenario``, ``goal``, ``window_s``, ``segment`` and ``served_items`` (or ``items``).
+  Nothing else registers a list: feedback naming an unknown list counts for nothing, and a
+  ``rec_request`` on ``events`` (clients can write there) is skipped (``request_on_events``).
 * ``rec_impression`` counts once per list (a list re-displayed is one impression); its items are
   what was actually shown. ``rec_click`` counts once per (list, item).
 * add-to-carts and order lines are attributed per item: by ``request_id`` when the event has one,
@@ -45,7 +45,7 @@ from operators.dedupe import remember_event
 from operators.schema import Event
 
 __all__ = ["COUNTER_FIELDS", "GROUP_FIELDS", "JoinRules", "Served", "Membership", "AnalyticsUser",
-           "Increments", "apply_event", "encode_user", "decode_user"]
+           "Increments", "apply_event", "apply_served", "encode_user", "decode_user"]
 
 COUNTER_FIELDS: tuple[str, ...] = ("requests", "impressions", "impressed_items", "clicks", "carts", "orders",
                                    "order_items", "revenue", "rewards")
@@ -177,7 +177,7 @@ def _find(user: AnalyticsUser, request_id: str | None) -> Served | None:
 
 
 def _register(user: AnalyticsUser, ev: Event, rules: JoinRules) -> Served | None:
-    """The list ``ev`` refers to; registered from the event (``attribution.impression_of``) when first seen."""
+    """The list a served-list record registers (``attribution.impression_of``); the known one if seen before."""
     s = _find(user, ev.request_id)
     if s is not None:
         return s
@@ -211,7 +211,7 @@ def _on_request(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increment
 
 def _on_impression(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments) -> None:
     shown = ev.item_ids()
-    s = _register(user, ev, rules)
+    s = _find(user, ev.request_id)
     if s is None:
         inc.skip("unknown_request")
         return
@@ -230,7 +230,7 @@ def _on_impression(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increm
 
 
 def _on_click(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments) -> None:
-    s = _register(user, ev, rules)
+    s = _find(user, ev.request_id)
     if s is None:
         inc.skip("unknown_request")
         return
@@ -312,6 +312,19 @@ def _prune(user: AnalyticsUser) -> None:
     user.rewarded = [r for r in user.rewarded if r in live]
 
 
+def apply_served(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments) -> None:
+    """Register the list of one served-list record (``rec_request``) of ``user`` and count its request.
+
+    Lists are registered by ``request_id`` once (a re-sent record is ``duplicate_request``); they
+    do not enter the user's event-id window, so how far the served topic is read ahead of the
+    events never changes which duplicate events are caught.
+    """
+    if ev.type != rules.request_type:
+        inc.skip("not_a_served_list")
+        return
+    _on_request(user, ev, rules, inc)
+
+
 def apply_event(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments) -> bool:
     """Add the effect of ``ev`` to ``inc`` and update ``user`` in place.
 
@@ -335,8 +348,8 @@ def apply_event(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increment
         inc.skip("duplicate_event")
         return False
     t = ev.type
-    if t == rules.request_type:
-        _on_request(user, ev, rules, inc)
+    if t == rules.request_type:  # not from the server: served lists travel on their own topic
+        inc.skip("request_on_events")
     elif t == rules.impression_type:
         _on_impression(user, ev, rules, inc)
     elif t == rules.click_type:

@@ -33,10 +33,12 @@ def platform_topics(kafka: KafkaSettings) -> list[TopicSpec]:
     (latest value per key)."""
     return [
         TopicSpec(kafka.events_topic, kafka.partitions),
+        TopicSpec(kafka.served_topic, kafka.partitions),  # served lists: the API's alone, same key and partitions
         TopicSpec(kafka.dead_topic, 1),
         TopicSpec(kafka.topn_topic, kafka.partitions, compacted=True),
         TopicSpec(kafka.catalog_topic, 1, compacted=True),
         TopicSpec(kafka.item_links_topic, 1, compacted=True),
+        TopicSpec(kafka.flow_stats_topic(), 1, compacted=True),
     ]
 
 

@@ -31,22 +31,35 @@ def side_data(catalog: dict[str, str], item_ids: Sequence[str], vector_attribute
 
     Returns
     -------
-    dict with ``"title"``: list of str (``""`` where unknown) and, when any record carries a
-    list of numbers under ``vector_attribute``, that name -> ``(vectors float32 (n_items, dim),
-    present bool (n_items,))``. An EMDE modality of the same name uses them.
+    dict of modality name -> data, for EMDE modalities of the same name (``fit(log, side=...)``):
+    ``"title"``: list of str; ``"attributes"``: list of str, the record's other scalar and
+    list-of-string attributes as ``key value`` words (a text modality); and, when any record
+    carries a list of numbers under ``vector_attribute``, that name -> ``(vectors float32
+    (n_items, dim), present bool (n_items,))``. Items the catalog lacks get ``""`` / no vector.
     """
     records = [orjson.loads(catalog[i]) if i in catalog else {} for i in item_ids]
-    out: dict[str, Any] = {"title": [str(r.get("title") or "") for r in records]}
+    out: dict[str, Any] = {"title": [str(r.get("title") or "") for r in records],
+                           "attributes": [_attribute_words(r, vector_attribute) for r in records]}
     vecs = [r.get(vector_attribute) for r in records]
     dim = next((len(v) for v in vecs if isinstance(v, list) and v), 0)
     if dim:
         arr = np.zeros((len(item_ids), dim), np.float32)
         present = np.zeros(len(item_ids), bool)
         for k, v in enumerate(vecs):
-            if isinstance(v, list) and len(v) == dim:
+            if isinstance(v, list) and len(v) == dim and all(isinstance(x, int | float) for x in v):
                 arr[k], present[k] = v, True
         out[vector_attribute] = (arr, present)
     return out
+
+
+def _attribute_words(record: dict[str, Any], vector_attribute: str) -> str:
+    words = []
+    for key, value in record.items():
+        if key in ("item_id", "title", vector_attribute):
+            continue
+        values = value if isinstance(value, list) else [value]
+        words.extend(f"{key} {v}" for v in values if isinstance(v, str | int | float | bool))
+    return " ".join(words)
 
 
 def window_bounds(settings: Settings, window_s: float, lake_dir: Path | None = None) -> tuple[float, float]:
@@ -66,9 +79,20 @@ def window_bounds(settings: Settings, window_s: float, lake_dir: Path | None = N
 
 
 def read_window(settings: Settings, start_ts: float, end_ts: float, lake_dir: Path | None = None) -> LakeWindow:
-    """Weighted-type events of ``[start_ts, end_ts)`` from the lake, in ``lake.read_batch_rows`` batches."""
-    return read_interactions(Path(lake_dir or settings.lake.lake_dir), start_ts, end_ts, weighted_types(settings)[0],
-                             batch_rows=settings.lake.read_batch_rows)
+    """Weighted-type events of ``[start_ts, end_ts)`` from the lake, in ``lake.read_batch_rows`` batches.
+
+    The archiver may compact a file away between reading the manifests and scanning it: the read
+    is retried (twice) with fresh manifests.
+    """
+    for attempt in range(3):
+        try:
+            return read_interactions(Path(lake_dir or settings.lake.lake_dir), start_ts, end_ts,
+                                     weighted_types(settings)[0], batch_rows=settings.lake.read_batch_rows)
+        except FileNotFoundError:
+            if attempt == 2 or lake_time_range(Path(lake_dir or settings.lake.lake_dir)) is None:
+                raise
+            log.info("lake: a file was compacted away while reading; reading again")
+    raise AssertionError("unreachable")
 
 
 def train_from_lake(settings: Settings, window_s: float, model: str = "covisit", *, lake_dir: Path | None = None,

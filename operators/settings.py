@@ -53,7 +53,16 @@ class KafkaSettings(BaseModel):
     catalog_topic: str = "catalog"
     item_links_topic: str = Field(default="item-links", description=(
         "Compacted topic of new items' co-occurrence with known items, per partition (their M′·Q codes)"))
+    served_topic: str = Field(default="served", description=(
+        "Served lists (rec_request records), written by the API only, read by the optimizer and the analytics "
+        "flow; as many partitions as events, same key (user_id)"))
     partitions: int = Field(default=4, ge=1, description="Partitions of the events topic (unit of scale)")
+    stats_topic: str = Field(default="", description=(
+        "Compacted topic of the flow's counters per partition, read by the API's /metrics (default '<events_topic>.stats')"))
+
+    def flow_stats_topic(self) -> str:
+        """The flow's stats topic: ``stats_topic`` or ``<events_topic>.stats``."""
+        return self.stats_topic or f"{self.events_topic}.stats"
 
 
 class StreamSettings(BaseModel):
@@ -105,6 +114,8 @@ class ApiSettings(BaseModel):
     server_only_types: list[str] = Field(default_factory=lambda: ["rec_request"], description=(
         "Event types only the server produces; POST /v1/events refuses them"))
     max_events_per_request: int = Field(default=1000, ge=1, description="POST /v1/events: events in one request")
+    max_header_bytes: int = Field(default=65536, ge=4096, description=(
+        "Request line and headers (uvicorn h11_max_incomplete_event_size): larger ones are a 400"))
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description=(
         "POST /v1/events: body size; a larger one is refused (413) as soon as it passes this"))
     request_secret: str | None = Field(default=None, description=(
@@ -148,6 +159,8 @@ class AnalyticsSettings(BaseModel):
     cart_types: list[str] = Field(default_factory=lambda: ["add_to_cart"])
     order_types: list[str] = Field(default_factory=lambda: ["purchase", "pos_purchase"])
     top_items: int = Field(default=20, ge=1, le=500, description="Top impressed/clicked items kept per campaign")
+    served_wait_s: float = Field(default=2.0, ge=0, description=(
+        "An event waits at most this long (wall clock) for the served lists of its time to be read, seconds"))
 
 
 class LakeSettings(BaseModel):

@@ -117,6 +117,9 @@ class PartitionApplier:
         self.next_offset = 0 if stored is None else stored
         raw = db.get_meta(keys.META_APPLIED)
         self.n_applied_total = 0 if raw is None else keys.decode_int(raw)
+        raw = db.get_meta(keys.META_DUPLICATES)
+        self.n_duplicates_total = 0 if raw is None else keys.decode_int(raw)
+        self.dead_totals = {keys.strip_prefix(k, keys.DEAD): keys.decode_int(v) for k, v in db.scan(keys.DEAD)}
         pending = [keys.strip_prefix(k, keys.DIRTY) for k, _ in db.scan(keys.DIRTY)]
         self.dirty: dict[str, UserState] = {
             u: st for u, st in zip(pending, self.users.get_many(pending)) if st is not None}
@@ -202,8 +205,12 @@ class PartitionApplier:
             k = keys.dead_key(reason)
             old = self.db.get(k)
             out.batch.put(k, keys.encode_int((0 if old is None else keys.decode_int(old)) + n))
+            self.dead_totals[reason] = self.dead_totals.get(reason, 0) + n
         self.n_applied_total += out.n_applied
         self.db.stage_meta(out.batch, keys.META_APPLIED, keys.encode_int(self.n_applied_total))
+        if out.n_duplicates:
+            self.n_duplicates_total += out.n_duplicates
+            self.db.stage_meta(out.batch, keys.META_DUPLICATES, keys.encode_int(self.n_duplicates_total))
         out.next_offset = fresh[-1][0] + 1
         return out
 
@@ -221,4 +228,5 @@ class PartitionApplier:
         return taken
 
     def dead_counts(self) -> dict[str, int]:
-        return {keys.strip_prefix(k, keys.DEAD): keys.decode_int(v) for k, v in self.db.scan(keys.DEAD)}
+        """Dead letters by reason: committed ones plus those of the batch applied last (as ``n_applied_total``)."""
+        return dict(self.dead_totals)

@@ -20,6 +20,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from tqdm import tqdm
 
+from operators.attribution import REQUEST_TYPE
 from operators.ids import BadId, canonical_id
 from operators.kafka import producer_config
 from operators.schema import Event, encode_event
@@ -71,12 +72,14 @@ class EventProducer:
         *,
         events_topic: str = "events",
         catalog_topic: str = "catalog",
+        served_topic: str | None = "served",
         linger_ms: int = 5,
         compression: str = "none",
         config: Mapping[str, Any] | None = None,
     ) -> None:
         self.events_topic = events_topic
         self.catalog_topic = catalog_topic
+        self.served_topic = served_topic
         self._producer = Producer(
             producer_config(brokers, **{"linger.ms": linger_ms, "compression.type": compression,
                                         "queue.buffering.max.messages": 500_000, **dict(config or {})})
@@ -90,7 +93,8 @@ class EventProducer:
     def from_settings(cls, kafka: KafkaSettings, **kwargs: Any) -> EventProducer:
         """Build from the ``kafka`` block of ``Settings`` (brokers and topic names)."""
         return cls(
-            kafka.brokers, events_topic=kafka.events_topic, catalog_topic=kafka.catalog_topic, **kwargs
+            kafka.brokers, events_topic=kafka.events_topic, catalog_topic=kafka.catalog_topic,
+            served_topic=kafka.served_topic, **kwargs
         )
 
     # ------------------------------------------------------------------ single messages
@@ -114,8 +118,11 @@ class EventProducer:
             self._producer.poll(0)
 
     def send(self, event: Event, topic: str | None = None) -> None:
-        """Queue one event: key = ``user_id``, value = ``encode_event(event)``."""
-        self.produce(topic or self.events_topic, event.user_id.encode(), encode_event(event))
+        """Queue one event: key = ``user_id``, value = ``encode_event(event)``; a served list
+        (``rec_request``, as the API writes them: simulated A/B logs) goes to ``served_topic``."""
+        if topic is None:
+            topic = self.served_topic if event.type == REQUEST_TYPE and self.served_topic else self.events_topic
+        self.produce(topic, event.user_id.encode(), encode_event(event))
 
     def send_item(self, item: Mapping[str, Any]) -> None:
         """Queue one catalog record: key = ``item_id``, value = its orjson encoding.

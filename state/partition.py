@@ -9,6 +9,9 @@ nothing applied twice.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +19,44 @@ from pathlib import Path
 from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
 
 from state import keys
+from state.errors import PartitionOwned
 from state.options import StoreOptions
 
-__all__ = ["PartitionDB", "partition_path", "read_stored_offset", "list_partitions"]
+__all__ = ["PartitionDB", "partition_path", "read_stored_offset", "list_partitions", "check_not_owned", "OWNER_FILE"]
+
+
+OWNER_FILE = "OWNER"
+"""In a partition's directory: ``<pid> <host>`` of the process that last opened it for writing."""
+
+
+def _owner(path: Path) -> str | None:
+    try:
+        return (Path(path) / OWNER_FILE).read_text().strip().replace(" ", " on ", 1) or None
+    except OSError:
+        return None
+
+
+def check_not_owned(path: Path) -> None:
+    """Raise ``PartitionOwned`` at once if another process holds the database's lock (RocksDB's
+    ``LOCK`` file, a POSIX record lock); a no-op for a database that does not exist yet.
+
+    Call it before this process opens the database (closing the probe would drop a lock this
+    process held on the same file).
+
+    Raises
+    ------
+    PartitionOwned
+        Naming the partition and the owner's pid (from the ``OWNER`` file).
+    """
+    lock = Path(path) / "LOCK"
+    if not lock.exists():
+        return
+    with open(lock, "rb+") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise PartitionOwned(str(path), _owner(Path(path))) from exc
+        fcntl.lockf(f, fcntl.LOCK_UN)
 
 
 def partition_path(state_dir: Path, topic: str, partition: int) -> Path:
@@ -55,7 +93,13 @@ class PartitionDB:
                              column_families=cf, access_type=AccessType.read_only())
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = Rdict(str(self.path), options=self.options.to_rocksdict(), column_families=cf)
+            try:
+                self._db = Rdict(str(self.path), options=self.options.to_rocksdict(), column_families=cf)
+            except Exception as exc:  # rocksdict raises a bare Exception; a held LOCK means another writer
+                if "LOCK" in str(exc):
+                    raise PartitionOwned(str(self.path), _owner(self.path)) from exc
+                raise
+            (self.path / OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
         self._meta = self._db.get_column_family("meta")
         self._meta_handle = self._db.get_column_family_handle("meta")
         self._write_opts = WriteOptions()
@@ -102,17 +146,22 @@ class PartitionDB:
         batch.put(keys.META_OFFSET, keys.encode_int(next_offset), self._meta_handle)
         self._db.write(batch, self._write_opts)
 
-    def reset_offset(self, next_offset: int) -> int:
+    def reset_offset(self, next_offset: int, meta_key: bytes | None = None) -> int:
         """Commit ``next_offset`` below the stored one (the topic was recreated) and count it.
 
-        Returns the number of such resets of this partition so far (``meta:offset_resets``,
-        written in the same batch as the offset).
+        With ``meta_key``, the offset of another topic read into this database is set instead
+        of the main one. Returns the number of such resets of this partition so far
+        (``meta:offset_resets``, written in the same batch as the offset).
         """
         raw = self._meta.get(keys.META_OFFSET_RESETS)
         n = (0 if raw is None else keys.decode_int(raw)) + 1
         batch = self.new_batch()
         self.stage_meta(batch, keys.META_OFFSET_RESETS, keys.encode_int(n))
-        self.commit(batch, next_offset)
+        if meta_key is None:
+            self.commit(batch, next_offset)
+        else:
+            self.stage_meta(batch, meta_key, keys.encode_int(next_offset))
+            self._db.write(batch, self._write_opts)
         return n
 
     def close(self) -> None:
@@ -128,8 +177,11 @@ class PartitionDB:
         self.close()
 
 
-def read_stored_offset(state_dir: Path, topic: str, partition: int, attempts: int = 20) -> int | None:
+def read_stored_offset(state_dir: Path, topic: str, partition: int, attempts: int = 20,
+                       key: bytes = keys.META_OFFSET) -> int | None:
     """The committed offset of one partition, read without the writer's lock; ``None`` if no DB.
+
+    ``key`` names another offset kept in the ``meta`` column family (e.g. of a second input topic).
 
     A read-only open races with the writer's compactions (a file named by the MANIFEST can be
     gone a moment later); such an open is retried up to ``attempts`` times, 50 ms apart.
@@ -146,7 +198,8 @@ def read_stored_offset(state_dir: Path, topic: str, partition: int, attempts: in
             time.sleep(0.05)
             continue
         try:
-            return db.stored_offset()
+            raw = db.get_meta(key)
+            return None if raw is None else keys.decode_int(raw)
         finally:
             db.close()
     return None

@@ -30,7 +30,7 @@ def make_settings(bootstrap: str, tmp: Path, partitions: int = 4, **stream: obje
     """Settings with topics unique to one test and state/models under ``tmp``."""
     tag = uuid.uuid4().hex[:8]
     s = Settings(
-        kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "dead_topic": f"dead-{tag}",
+        kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "served_topic": f"served-{tag}", "dead_topic": f"dead-{tag}",
                "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}", "item_links_topic": f"links-{tag}", "partitions": partitions},
         stream={"state_dir": tmp / "state", "model_dir": tmp / "models", "serving_dir": tmp / "serving",
                 "batch_size": 500, **stream},

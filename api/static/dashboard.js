@@ -75,13 +75,33 @@
     el.dataset.campaign = state.campaign;
   }
 
+  // the newest bucket while it still fills (rep.open_bucket) is kept off the lines: drawn, it would
+  // look like a fall (a cliff) at the right edge; its counts so far are written under the plot
+  const closed = (rep, b) => rep.open_bucket === null || rep.open_bucket === undefined || b !== rep.open_bucket ||
+    rep.arms.every((a) => a.buckets.every((x) => x === rep.open_bucket)); // only the open bucket: draw it
+
+  function noteOpenBucket(rep) {
+    const el = $("open-bucket");
+    if (!el) return;
+    let imp = 0, clk = 0;
+    for (const a of rep.arms) a.buckets.forEach((b, i) => {
+      if (!closed(rep, b)) { imp += a.series.impressions[i]; clk += a.series.clicks[i]; }
+    });
+    const open = rep.open_bucket !== null && rep.open_bucket !== undefined;
+    el.textContent = !open ? "" :
+      `current bucket (in progress, not plotted): ${fmt(imp)} impressions, ${fmt(clk)} clicks so far`;
+  }
+
   function drawTraffic(rep) {
     const xs = new Map();
     for (const a of rep.arms) a.buckets.forEach((b, i) => {
+      if (!closed(rep, b)) return;
       const r = xs.get(b) || [0, 0];
       r[0] += a.series.impressions[i]; r[1] += a.series.clicks[i]; xs.set(b, r);
     });
     const keys = [...xs.keys()].sort((a, b) => a - b);
+    $("plot-traffic").dataset.openBucket = rep.open_bucket === null || rep.open_bucket === undefined ? "" : String(rep.open_bucket);
+    noteOpenBucket(rep);
     plot("plot-traffic", [
       { label: "impressions", stroke: COLORS[0], width: 1.5 },
       { label: "clicks", stroke: COLORS[1], width: 1.5 },
@@ -90,7 +110,7 @@
 
   function drawCtr(rep) {
     const arms = rep.arms.filter((a) => a.totals.impressions > 0);
-    const all = [...new Set(arms.flatMap((a) => a.buckets))].sort((a, b) => a - b);
+    const all = [...new Set(arms.flatMap((a) => a.buckets))].filter((b) => closed(rep, b)).sort((a, b) => a - b);
     const data = [all];
     const series = [];
     arms.forEach((a, j) => {
@@ -174,12 +194,27 @@
     }
   }
 
-  function drawTop(id, rows) {
+  const safeImage = (src) => /^(https?:\/\/|\/|data:image\/)/.test(src || "");
+
+  function drawTop(id, rows, cards) {
     const ol = $(id);
     ol.replaceChildren();
     for (const [item, n] of rows) {
+      const card = (cards || {})[item] || {};
       const li = document.createElement("li");
-      li.textContent = `${item} (${fmt(n)})`;
+      li.dataset.item = item;
+      if (safeImage(card.image)) {
+        const img = document.createElement("img");
+        img.src = card.image; img.alt = ""; img.className = "thumb"; img.loading = "lazy";
+        li.append(img);
+      }
+      const title = document.createElement("span");
+      title.className = "title";
+      title.textContent = card.title || item;
+      const meta = document.createElement("span");
+      meta.className = "muted";
+      meta.textContent = card.title ? ` ${item} · ${fmt(n)}` : ` (${fmt(n)})`;
+      li.append(title, meta);
       ol.append(li);
     }
   }
@@ -206,7 +241,7 @@
     q.set("format", "csv");
     state.csvUrl = `/v1/analytics/campaigns/${c}?${q}`;
     drawTraffic(rep); drawCtr(rep); drawArms(rep, Array.isArray(bandit) ? bandit : null); drawUplift(rep);
-    drawTop("top-impressed", rep.top_items.impressed); drawTop("top-clicked", rep.top_items.clicked);
+    drawTop("top-impressed", rep.top_items.impressed, rep.items); drawTop("top-clicked", rep.top_items.clicked, rep.items);
     state.loads += 1;
     document.body.dataset.loads = String(state.loads);
   }

@@ -13,6 +13,7 @@ from operators.analytics_join import (
     Increments,
     JoinRules,
     apply_event,
+    apply_served,
     decode_user,
     encode_user,
 )
@@ -27,9 +28,12 @@ def run(log: list[Event], rules: JoinRules | None = None) -> Increments:
     rules = rules or JoinRules()
     users: dict[str, AnalyticsUser] = {}
     inc = Increments()
-    for e in log:
+    for e in log:  # served lists (rec_request) come from their own topic, read in step with the events here
         u = users.get(e.user_id) or AnalyticsUser()
-        apply_event(u, e, rules, inc)
+        if e.type == "rec_request":
+            apply_served(u, e, rules, inc)
+        else:
+            apply_event(u, e, rules, inc)
         users[e.user_id] = decode_user(encode_user(u))  # as if stored and read back every event
     return inc
 
@@ -120,11 +124,21 @@ def test_control_request_puts_user_in_control_and_counts_orders():
     assert c == {("c", "control", "home", b0): {"requests": 1}}
 
 
-def test_impression_without_request_registers_the_list_from_its_fields():
-    log = [ev(1, "rec_impression", 0, request_id="r9", campaign_id="c", arm="A", item_id="x"),
-           ev(2, "add_to_cart", 30, item_id="x")]
-    c, _ = as_dicts(run(log, JoinRules(window_s=60.0)))
-    assert c[("c", "A", "default", int(T0 // 3600) * 3600)] == {"impressions": 1, "impressed_items": 1, "carts": 1}
+def test_only_served_lists_register_a_list():
+    """Feedback naming a list the server did not serve counts for nothing, and a rec_request posted to
+    ``events`` (clients can write there) is not a served list (issue 13: forged lists rigged the analytics)."""
+    forged = [ev(1, "rec_impression", 0, request_id="r9", campaign_id="c", arm="A", item_id="x"),
+              ev(2, "rec_click", 5, request_id="r9", campaign_id="c", arm="A", item_id="x"),
+              ev(3, "add_to_cart", 30, item_id="x")]
+    inc = run(forged, JoinRules(window_s=60.0))
+    assert as_dicts(inc) == ({}, {}) and inc.skipped["unknown_request"] == 2
+    users: dict[str, AnalyticsUser] = {}
+    inc = Increments()
+    u = users.setdefault("u1", AnalyticsUser())
+    apply_event(u, served(0, 0, "r9", "A", ["x"]), JoinRules(), inc)  # a rec_request on events
+    for e in forged:
+        apply_event(u, e, JoinRules(window_s=60.0), inc)
+    assert as_dicts(inc) == ({}, {}) and inc.skipped["request_on_events"] == 1
 
 
 @pytest.mark.parametrize("bad", [b"", b"\x02abc"])

@@ -44,24 +44,34 @@ def counters(db: PartitionDB) -> dict:
     return {k: v.tolist() for k, v in AnalyticsStore(db).scan_vectors(COUNTER, len(COUNTER_FIELDS))}
 
 
+def _split(log: list, upto: int | None = None) -> tuple[list, list]:
+    """(events, served lists) of ``log[:upto]``, each with its own topic's offsets (as the flow reads them)."""
+    evs = [m for m in log if getattr(m, "type", None) != "rec_request"]
+    lists = [m for m in log if getattr(m, "type", None) == "rec_request"]
+    n_ev = sum(1 for m in log[:upto] if getattr(m, "type", None) != "rec_request") if upto else len(evs)
+    n_li = sum(1 for m in log[:upto] if getattr(m, "type", None) == "rec_request") if upto else len(lists)
+    return list(enumerate(evs))[:n_ev], list(enumerate(lists))[:n_li]
+
+
 def test_applier_commits_with_offset_skips_replays_and_resumes(tmp_path, small_ab):
     _, log = small_ab
-    msgs = list(enumerate(log[:3000]))
-    msgs.insert(10, (10, DeadLetter("malformed_json", "value", "bad", b"{", "events", 0, 10)))
-    msgs = [(o, m) for o, m in enumerate(m for _, m in msgs)]
+    log = list(log[:3000])
+    log.insert(10, DeadLetter("malformed_json", "value", "bad", b"{", "events", 0, 10))
     path = tmp_path / "p0000"
     db = PartitionDB(path)
     a = AnalyticsApplier(db, 0, JoinRules())
-    first = a.apply(msgs[:1500])
+    first = a.apply(*_split(log, 1500))
     a.commit(first)
     assert any(isinstance(r, CounterRow) for r in first.rows) and first.n_dead == 1
-    assert a.apply(msgs[:1500]).rows == []  # a replay after a restart: nothing staged
+    assert a.apply(*_split(log, 1500)).rows == []  # a replay after a restart: nothing staged
     db.close()
 
-    db = PartitionDB(path)  # restart: resume at the stored offset
+    db = PartitionDB(path)  # restart: resume at the stored offsets of both topics
     a = AnalyticsApplier(db, 0, JoinRules())
-    assert a.next_offset == 1500
-    rest = a.apply(msgs[1000:])  # overlapping re-delivery: only offsets >= 1500 count
+    ev_upto, li_upto = _split(log, 1500)
+    assert (a.next_offset, a.served_next_offset) == (len(ev_upto), len(li_upto))
+    evs, lists = _split(log)
+    rest = a.apply(evs[len(ev_upto) - 200:], lists[len(li_upto) - 50:])  # overlapping re-delivery: only new offsets count
     a.commit(rest)
     resumed = counters(db)
     top = [r for r in rest.rows if isinstance(r, TopItemsRow)][-1]
@@ -70,11 +80,11 @@ def test_applier_commits_with_offset_skips_replays_and_resumes(tmp_path, small_a
                      key=lambda kv: (kv[1], kv[0]), reverse=True)  # ties: the published order (count, id) desc
     assert [tuple(x) for x in top.impressed] == scanned[:20]
     ops = [r for r in rest.rows if isinstance(r, OpsRow)][0]
-    assert ops.next_offset == len(msgs) and ops.dead == {"malformed_json": 1}
+    assert ops.next_offset == len(evs) and ops.dead == {"malformed_json": 1}
     db.close()
 
     db = PartitionDB(tmp_path / "once")
     b = AnalyticsApplier(db, 0, JoinRules())
-    b.commit(b.apply(msgs))
+    b.commit(b.apply(evs, lists))
     assert counters(db) == resumed
     db.close()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from flows.analytics_logic import analytics_state_dir
@@ -23,6 +25,7 @@ from tests.analytics.test_flow import analytics_settings
 from tests.platform import ApiServer, FlowProcess, wait_caught_up
 
 CHROMIUM = Path("/usr/bin/chromium")
+SVG = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='8' height='8'%3E%3Crect width='8' height='8' fill='%232563eb'/%3E%3C/svg%3E"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]
@@ -42,8 +45,15 @@ def platform(broker, tmp_path_factory):
     s = analytics_settings(broker, tmp)
     home = ab_simulation(800, seed=3)
     events = sorted(home.events() + campaign(home, "cart").events(), key=lambda e: e.ts)
+    # a third campaign whose newest bucket is still filling (events up to now): no cliff is drawn
+    live = campaign(ab_simulation(40, seed=5), "live").events()
+    lo, hi, now = min(e.ts for e in live), max(e.ts for e in live), time.time()
+    live = [msgspec.structs.replace(e, ts=now - 3 * 3600 + (3 * 3600 - 1) * (e.ts - lo) / max(hi - lo, 1e-9))
+            for e in live]  # the last three hours: the current hour's bucket is still open
     with EventProducer.from_settings(s.kafka) as p:
-        p.send_events(events, progress=False)
+        # the catalog: titles (and a small inline image) for the top-items lists
+        p.send_catalog({"item_id": i, "title": f"Product {i}", "image": SVG} for i in home.item_ids)
+        p.send_events(events + live, progress=False)
         for bad in (b"{not json", b'{"type": "view"}'):  # two dead letters for the ops panel
             p.produce(s.kafka.events_topic, b"ab000001", bad)
     flow = FlowProcess(s, tmp / "analytics.toml", flow="flows.analytics:flow").start()
@@ -79,12 +89,32 @@ def test_dashboard_renders_switches_campaign_and_range(platform):
                                    timeout=30000)
             assert page.locator("#plot-traffic canvas").count() == 1
             assert page.locator("#plot-ctr canvas").count() == 1
-            assert page.locator("#campaign-list li").count() == 2
+            assert page.locator("#campaign-list li").count() == 3
             first = page.locator("#plot-traffic").get_attribute("data-campaign")
             assert page.locator("#arms tbody tr").count() == 3  # two arms and the control requests
             # the optimizer's P(best) and share of pulls (GET /v1/campaigns/{id}/arms) are shown
             page.wait_for_function("() => [...document.querySelectorAll('#arms tbody tr td:last-child')]"
                                    ".some(td => td.textContent.includes('%'))")
+            # the control row is not an arm of the optimizer: no share of pulls, no P(best) (as /arms says)
+            control = page.locator("#arms tbody tr", has_text="control")
+            assert control.locator("td").nth(11).inner_text() == "held back"
+            assert control.locator("td").nth(12).inner_text() == "not an arm"
+            arms = httpx.get(f"{platform.url}/v1/campaigns/{first}/arms", timeout=10).json()
+            assert "control" not in [a["arm"] for a in arms["arms"]]
+            shares = [page.locator("#arms tbody tr", has_text=a["arm"]).first.locator("td").nth(11).inner_text()
+                      for a in arms["arms"]]
+            assert all(x.endswith("%") for x in shares), shares
+            # top items show the catalog's title and image, not bare ids
+            first_item = page.locator("#top-impressed li").first
+            item_id = first_item.get_attribute("data-item")
+            assert first_item.locator(".title").inner_text() == f"Product {item_id}"
+            assert first_item.locator("img.thumb").count() == 1
+            # nothing in the ops panel is clipped at the right edge (model version, lag columns)
+            clipped = page.evaluate("""() => { const box = document.querySelector('#ops').getBoundingClientRect();
+                return [...document.querySelectorAll('#ops-model, #ops-lag th, #ops-lag td')]
+                  .filter(e => e.getBoundingClientRect().right > box.right + 0.5).map(e => e.id || e.textContent); }""")
+            assert clipped == []
+            assert page.evaluate("() => { const o = document.querySelector('#ops'); return o.scrollWidth <= o.clientWidth; }")
             assert page.locator("#uplift-svg line.ci").count() == 3  # conversion, AOS, AOV intervals
             assert page.locator("#top-impressed li").count() > 0 and page.locator("#top-clicked li").count() > 0
             page.wait_for_function("() => document.querySelector('#ops-lag tbody').children.length === 4")
@@ -112,6 +142,23 @@ def test_dashboard_renders_switches_campaign_and_range(platform):
             page.screenshot(path=str(ARTIFACTS / "dashboard-daily.png"), full_page=True)
             page.set_viewport_size({"width": 1280, "height": 900})
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+
+            # a campaign with data up to now: its newest bucket is still filling and is not drawn (no cliff)
+            page.select_option("#bucket", "auto")
+            loads = int(page.locator("body").get_attribute("data-loads"))
+            page.locator("#campaign-list li[data-campaign='live']").click()
+            page.wait_for_function("() => document.querySelector('#plot-traffic').dataset.campaign === 'live'")
+            page.wait_for_function(f"() => Number(document.body.dataset.loads) > {loads}")
+            open_bucket = page.locator("#plot-traffic").get_attribute("data-open-bucket")
+            rep = httpx.get(f"{platform.url}/v1/analytics/campaigns/live", params={"bucket": "auto"}, timeout=10).json()
+            assert rep["open_bucket"] is not None and open_bucket == str(rep["open_bucket"]).removesuffix(".0")
+            buckets = sorted({b for a in rep["arms"] for b in a["buckets"]})
+            assert int(page.locator("#plot-traffic").get_attribute("data-points")) == len(buckets) - 1
+            assert "in progress" in page.locator("#open-bucket").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "dashboard-live.png"), full_page=True)
+            # the arms table fits its column (bandit share and P(best) are not cut off)
+            assert page.evaluate("() => { const t = document.querySelector('#arms');"
+                                 " return t.parentElement.scrollWidth <= t.parentElement.clientWidth; }")
         finally:
             browser.close()
     assert errors == []

@@ -5,7 +5,8 @@ trained on the pre-drift history): A never retrains; B also runs the archiver in
 one trainer run after the drift, whose challenger (trained on post-drift events) must pass the
 gate. The hit rate of the lists each flow publishes to its ``user-topn`` topic is measured
 against the simulator's ground truth (``simulators/hit_rate.py``) before the drift and for the
-users active after the trainer ran.
+users active after the trainer ran. Then ``rollback`` while flow B runs: its next lists carry the
+first version again within ~2 s (the flow's ``ModelWatcher``), without a restart.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import shutil
 import time
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from operators.kafka import high_watermarks
 from operators.lake_store import lake_manifests
+from operators.model_registry import rollback
 from operators.model_version import latest_version_path
+from operators.score import decode_topn
 from operators.trainer import run_once
 from operators.training import train_model
 from simulators.producer import EventProducer
@@ -90,6 +94,7 @@ def test_trainer_recovers_hit_rate_after_drift(broker, tmp_path):
         wait_caught_up(b, flows[1])
         lists_a = _last_lists(broker, a.kafka.topn_topic, 2)
         lists_b = _last_lists(broker, b.kafka.topn_topic, 2)
+        rollback_s = _rollback_reaches_the_flow(b, shop, v0)
     finally:
         for f in flows:
             f.stop()
@@ -97,10 +102,31 @@ def test_trainer_recovers_hit_rate_after_drift(broker, tmp_path):
     hr_b, n_b = _hit_rate(shop, lists_b, since)
     chance = shop.random_hit_rate(K)
     print(f"HR@{K}: before drift {hr_pre:.3f} ({n_pre} users); after drift, users active after the trainer ran: "
-          f"without trainer {hr_a:.3f} ({n_a}), with trainer {hr_b:.3f} ({n_b}); chance {chance:.3f}")
+          f"without trainer {hr_a:.3f} ({n_a}), with trainer {hr_b:.3f} ({n_b}); chance {chance:.3f}; "
+          f"rollback served by the flow after {rollback_s:.2f} s")
     assert n_pre > 100 and n_a > 100 and n_a == n_b
     assert {v[2] for u, v in lists_b.items() if v[3] is not None and v[3] >= since and v[4] == "model"} == {
         run["challenger"]}
     assert hr_pre > 0.9
     assert hr_a < hr_pre - 0.25, "without the trainer the lists should stay stale"
     assert hr_b > 0.9 * hr_pre and hr_b > hr_a + 0.25, "with the trainer the lists should recover"
+    assert rollback_s < 3.0, f"the flow served the rolled-back version after {rollback_s:.1f} s"
+
+
+def _rollback_reaches_the_flow(s, shop: SyntheticShop, version: str) -> float:
+    """``models rollback`` while flow B runs: seconds until a list it publishes carries ``version``."""
+    end = high_watermarks(s.kafka.brokers, s.kafka.topn_topic)
+    c = Consumer({"bootstrap.servers": s.kafka.brokers, "group.id": "t", "enable.auto.commit": False})
+    c.assign([TopicPartition(s.kafka.topn_topic, p, o) for p, o in end.items()])
+    t0 = time.monotonic()
+    assert rollback(s.stream.model_dir) == version
+    with EventProducer.from_settings(s.kafka) as p:
+        for e in shop.events(200, rate_per_s=RATE):
+            p.send_events([e], progress=False)
+            p.flush()
+            for m in c.consume(100, 0.05):
+                if not m.error() and decode_topn(m.value()).model_version == version:
+                    c.close()
+                    return time.monotonic() - t0
+    c.close()
+    return float("inf")

@@ -131,3 +131,31 @@ def test_every_version_has_a_card(tmp_path):
     assert latest_version_path(s.stream.model_dir) == path
     assert card["source"] == "events" and card["counts"]["interactions"] > 0 and card["code_version"]
     assert card["window"]["start_ts"] == min(e.ts for e in events if e.type != "search")
+
+
+def test_lake_training_gives_catalog_side_data_to_emde(tmp_path):
+    """EMDE trained from the lake reads titles, attributes and vectors of the catalog as of the window's end."""
+    from operators.lake_schema import catalog_table
+    from operators.lake_training import side_data, train_from_lake
+    from operators.model_version import load_version
+
+    shop = SyntheticShop(n_items=200, n_users=80, seed=3)
+    events = shop.history(4000, rate_per_s=1.0)
+    lake = tmp_path / "lake"
+    LakePartition(lake, "events", 0).append(events_table([(0, k, e) for k, e in enumerate(events)]), len(events))
+    items = shop.catalog()
+    msgs = [(0, k, events[0].ts, it["item_id"].encode(), json.dumps(it).encode()) for k, it in enumerate(items)]
+    LakePartition(lake, "catalog", 0).append(catalog_table(msgs), len(msgs))
+    ids = [it["item_id"] for it in items[:3]] + ["unknown"]
+    side = side_data({it["item_id"]: json.dumps(it) for it in items}, ids)
+    assert side["title"][:3] == [it["title"] for it in items[:3]] and side["title"][3] == ""
+    assert f"category {items[0]['category']}" in side["attributes"][0] and "vector" not in side["attributes"][0]
+    assert side["vector"][0].shape == (4, len(items[0]["vector"])) and side["vector"][1].tolist() == [1, 1, 1, 0]
+
+    s = Settings(stream={"model_dir": tmp_path / "models"})
+    path = train_from_lake(s, 30 * 86400.0, "emde", lake_dir=lake, cleora_dim=0,
+                           modalities="title=text:8x32,attributes=text:8x32,vector=dense:8x32",
+                           views=("session", "last"), hidden=64, epochs=1, progress=False)
+    v = load_version(path)
+    assert {m.name for m in v.model.modality_specs_} == {"title", "attributes", "vector"}
+    assert read_card(path)["counts"]["catalog_items"] == len(items)

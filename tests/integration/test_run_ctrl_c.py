@@ -1,0 +1,57 @@
+"""``fusionrec run`` (what ``make run`` starts): Ctrl-C at start-up or while running, even twice, stops
+everything and exits 0 (make prints no ``Error 130``), and each run starts fresh logs (issue 15)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from operators.broker import free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _start(var: Path, out: Path) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "flows.cli", "run", "--port", str(free_port()), "--api-port", str(free_port()),
+            "--var", str(var), "--history", "2000", "--trainer-every", "0", "-w", "1"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("FUSIONREC_CONFIG", None)
+    return subprocess.Popen(args, stdout=open(out, "wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=env,  # noqa: SIM115
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _wait_for(out: Path, text: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in out.read_text(errors="replace"):
+        assert time.monotonic() < deadline, out.read_text(errors="replace")[-2000:]
+        time.sleep(0.2)
+
+
+def test_ctrl_c_exits_0_and_logs_start_fresh(tmp_path):
+    var = tmp_path / "var"
+    # 1: Ctrl-C during start-up (training)
+    p = _start(var, tmp_path / "1.out")
+    _wait_for(tmp_path / "1.out", "training covisit", 120)
+    os.killpg(p.pid, signal.SIGINT)
+    assert p.wait(60) == 0, (tmp_path / "1.out").read_text()[-2000:]
+    first_broker_log = (var / "broker.log").read_bytes()
+    # 2: Ctrl-C while running, and again while stopping
+    p = _start(var, tmp_path / "2.out")
+    _wait_for(tmp_path / "2.out", "Ctrl-C stops everything", 180)
+    os.killpg(p.pid, signal.SIGINT)
+    time.sleep(0.3)
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGINT)
+    assert p.wait(60) == 0, (tmp_path / "2.out").read_text()[-2000:]
+    assert "stopping..." in (tmp_path / "2.out").read_text()
+    # logs: the previous run's are kept once as *.log.1, the current ones start empty
+    assert (var / "broker.log.1").read_bytes() == first_broker_log
+    assert (var / "flow.log").exists() and not (var / "flow.log.1").exists()
