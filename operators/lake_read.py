@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -26,8 +25,7 @@ from models.base import InteractionLog
 from operators.lake_schema import date_keys
 from operators.lake_store import lake_manifests
 
-__all__ = ["lake_dataset", "lake_time_range", "read_catalog", "read_interactions", "parse_window", "LakeWindow",
-           "catalog_records"]
+__all__ = ["lake_dataset", "lake_time_range", "read_catalog", "read_interactions", "parse_window", "LakeWindow"]
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +187,3 @@ def read_interactions(lake_dir: Path, start_ts: float, end_ts: float, event_type
              n_rows, il.n_events, il.n_items, len(sessions.index))
     return LakeWindow(il, start_ts, end_ts, n_rows, len(users.index))
 
-
-def catalog_records(catalog: dict[str, str], item_ids: Sequence[str]) -> list[dict | None]:
-    """The parsed catalog record of each of ``item_ids`` (None where the catalog has none)."""
-    return [orjson.loads(catalog[i]) if i in catalog else None for i in item_ids]

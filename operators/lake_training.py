@@ -79,9 +79,20 @@ def window_bounds(settings: Settings, window_s: float, lake_dir: Path | None = N
 
 
 def read_window(settings: Settings, start_ts: float, end_ts: float, lake_dir: Path | None = None) -> LakeWindow:
-    """Weighted-type events of ``[start_ts, end_ts)`` from the lake, in ``lake.read_batch_rows`` batches."""
-    return read_interactions(Path(lake_dir or settings.lake.lake_dir), start_ts, end_ts, weighted_types(settings)[0],
-                             batch_rows=settings.lake.read_batch_rows)
+    """Weighted-type events of ``[start_ts, end_ts)`` from the lake, in ``lake.read_batch_rows`` batches.
+
+    The archiver may compact a file away between reading the manifests and scanning it: the read
+    is retried (twice) with fresh manifests.
+    """
+    for attempt in range(3):
+        try:
+            return read_interactions(Path(lake_dir or settings.lake.lake_dir), start_ts, end_ts,
+                                     weighted_types(settings)[0], batch_rows=settings.lake.read_batch_rows)
+        except FileNotFoundError:
+            if attempt == 2 or lake_time_range(Path(lake_dir or settings.lake.lake_dir)) is None:
+                raise
+            log.info("lake: a file was compacted away while reading; reading again")
+    raise AssertionError("unreachable")
 
 
 def train_from_lake(settings: Settings, window_s: float, model: str = "covisit", *, lake_dir: Path | None = None,

@@ -80,6 +80,7 @@ def point_latest(model_dir: Path, version: str, *, action: str = "promote", reas
     os.replace(latest_tmp, model_dir / "LATEST")
     with open(model_dir / PROMOTIONS, "a") as f:
         f.write(json.dumps({"ts": time.time(), "action": action, "version": version, "reason": reason}) + "\n")
+    log.info("LATEST -> %s (%s%s)", version, action, f": {reason}" if reason else "")
 
 
 def write_version(model_dir: Path, model: Recommender, item_ids: list[str], *,
@@ -105,7 +106,7 @@ def write_version(model_dir: Path, model: Recommender, item_ids: list[str], *,
     os.rename(tmp, final)
     if promote:
         point_latest(model_dir, version)
-    log.info("wrote model version %s%s", final, "" if promote else " (not promoted)")
+    log.info("wrote model version %s%s", final, "" if promote else " (LATEST not moved)")
     return final
 
 
