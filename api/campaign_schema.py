@@ -38,10 +38,10 @@ class ArmIn(BaseModel, extra="forbid"):
 class OptimizerIn(BaseModel, extra="forbid"):
     """Thompson-sampling knobs (see api/optimizer.py)."""
 
-    prior_alpha: float = Field(default=1.0, gt=0, le=1e6)
-    prior_beta: float = Field(default=1.0, gt=0, le=1e6)
-    floor: float = Field(default=0.0, ge=0, le=1, description="Minimum traffic share per arm")
-    half_life_s: float | None = Field(default=None, gt=0, le=1e9, description="Evidence half-life (drift); none = keep all")
+    prior_alpha: float = Field(strict=True, default=1.0, gt=0, le=1e6)
+    prior_beta: float = Field(strict=True, default=1.0, gt=0, le=1e6)
+    floor: float = Field(strict=True, default=0.0, ge=0, le=1, description="Minimum traffic share per arm")
+    half_life_s: float | None = Field(strict=True, default=None, gt=0, le=1e9, description="Evidence half-life (drift); none = keep all")
     segment_param: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
                                       description="Request parameter whose value selects the optimizer segment")
 
@@ -54,11 +54,11 @@ class CampaignIn(BaseModel, extra="forbid"):
     arms: list[ArmIn] = Field(default_factory=list, max_length=20, description="Default: one arm running the scenario")
     filter: str = Field(default="", max_length=4000, description="IQL filter, checked against the catalog when saved")
     boosters: str = Field(default="", max_length=4000, description="IQL booster clauses, e.g. BOOST 1.5 IF brand == \"Acme\"")
-    n: int = Field(default=10, ge=1, le=500)
+    n: int = Field(strict=True, default=10, ge=1, le=500)
     goal: str = Field(default="click", pattern=r"^[a-z][a-z0-9_]{0,63}$", description="Goal event type")
-    window_s: float = Field(default=86400.0, gt=0, le=90 * 86400.0, description="Attribution window after serving, seconds")
+    window_s: float = Field(strict=True, default=86400.0, gt=0, le=90 * 86400.0, description="Attribution window after serving, seconds")
     fallback: FallbackName = "popular"
-    control_share: float = Field(default=0.0, ge=0, lt=1, description="Share of users (by hash) held out on the fallback")
+    control_share: float = Field(strict=True, default=0.0, ge=0, lt=1, description="Share of users (by hash) held out on the fallback")
     optimizer: OptimizerIn = Field(default_factory=OptimizerIn)
     params: dict[str, ParamValue] = Field(default_factory=dict, max_length=32, description="Parameters for every arm")
 

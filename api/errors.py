@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 
 __all__ = ["ApiError", "exception_handlers", "validate_params"]
 
@@ -51,7 +52,16 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return _error(exc.status_code, "path" if exc.status_code in (404, 405) else "$", str(exc.detail))
+    resp = _error(exc.status_code, "path" if exc.status_code in (404, 405) else "$", str(exc.detail))
+    if exc.status_code == 405:  # RFC 9110: list every method the path has (routes may split them)
+        allowed: set[str] = set()
+        for route in request.app.routes:
+            if route.matches(request.scope)[0] != Match.NONE:
+                allowed |= getattr(route, "methods", None) or set()
+        resp.headers["Allow"] = ", ".join(sorted(allowed))
+    elif exc.headers:
+        resp.headers.update(exc.headers)
+    return resp
 
 
 async def _server_error(request: Request, exc: Exception) -> JSONResponse:

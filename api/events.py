@@ -9,7 +9,7 @@ index of the first bad event in the field path (``events[3].ts``).
 Trust boundary: server-only event types (``api.server_only_types``: served lists) are refused,
 and an event naming a ``request_id`` must carry one the API issued (``api/request_ids.py``) to
 the same ``user_id``, for the same ``campaign_id``/``arm`` when it names them, with ``ts`` inside
-the list's attribution window.
+the list's attribution window (else 403: the caller may not report on that list).
 """
 
 from __future__ import annotations
@@ -32,25 +32,30 @@ from operators.schema import Event, encode_event
 __all__ = ["post_events"]
 
 
+class FeedbackRefused(BadEvent):
+    """Feedback on a list the caller may not report on (not issued, another user's, another campaign or arm,
+    outside the list's window): HTTP 403 naming the field."""
+
+
 def _check_feedback(svc: Services, ev: Event, now: float) -> None:
-    """Raise ``BadEvent`` unless ``ev``'s request_id is one the API served to ``ev.user_id`` within its window."""
+    """Raise ``FeedbackRefused`` unless ``ev``'s request_id is one the API served to ``ev.user_id`` within its window."""
     if ev.request_id is None:
         return
     issued = svc.signer.verify(ev.request_id, ev.user_id)
     if not isinstance(issued, IssuedRequest):
-        raise BadEvent("request_id", issued, ev.request_id)
+        raise FeedbackRefused("request_id", issued, ev.request_id)
     if ev.campaign_id is not None and ev.campaign_id != issued.campaign_id:
-        raise BadEvent("campaign_id", f"the list {ev.request_id!r} was served by campaign {issued.campaign_id!r}",
+        raise FeedbackRefused("campaign_id", f"the list {ev.request_id!r} was served by campaign {issued.campaign_id!r}",
                        ev.campaign_id)
     if ev.arm is not None and ev.arm != issued.arm:
-        raise BadEvent("arm", f"the list was served by arm {issued.arm!r}", ev.arm)
+        raise FeedbackRefused("arm", f"the list was served by arm {issued.arm!r}", ev.arm)
     skew = svc.settings.stream.future_skew_s or 0.0
     if ev.ts < issued.ts - skew:
-        raise BadEvent("ts", f"before the list was served ({issued.ts:.3f})", ev.ts)
+        raise FeedbackRefused("ts", f"before the list was served ({issued.ts:.3f})", ev.ts)
     c = svc.campaigns.get(issued.campaign_id) if issued.campaign_id else None
     window = c.window_s if c is not None else svc.settings.analytics.attribution_window_s
     if ev.ts > issued.ts + window + skew:
-        raise BadEvent("ts", f"after the list's attribution window ({window:g} s from {issued.ts:.3f})", ev.ts)
+        raise FeedbackRefused("ts", f"after the list's attribution window ({window:g} s from {issued.ts:.3f})", ev.ts)
 
 
 def _reason(exc: BadEvent) -> str:
@@ -90,7 +95,7 @@ async def post_events(request: Request) -> Response:
         raise ApiError(422, "events", "empty list")
     if len(raw) > a.max_events_per_request:
         svc.metrics.events_rejected.labels("too_large").inc()
-        raise ApiError(413, "events", f"{len(raw)} events > api.max_events_per_request={a.max_events_per_request}")
+        raise ApiError(422, "events", f"{len(raw)} events > api.max_events_per_request={a.max_events_per_request}")
     now = time.time()
     server_only = frozenset(a.server_only_types)
     max_bytes = svc.settings.stream.max_event_bytes
@@ -112,7 +117,7 @@ async def post_events(request: Request) -> Response:
             svc.metrics.events_rejected.labels(reason).inc()
             field = "$" if exc.field == "$size" else exc.field
             field = f"events[{i}].{field}" if many else field
-            status = 413 if reason == "too_large" else 422
+            status = 413 if reason == "too_large" else (403 if isinstance(exc, FeedbackRefused) else 422)
             value_out = exc.value if isinstance(exc.value, str | int | float) and len(str(exc.value)) <= 200 else None
             raise ApiError(status, field, exc.reason, value=value_out) from exc
         events.append(ev)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pydantic import BaseModel
@@ -13,10 +14,19 @@ from api.campaign_schema import ID_PATTERN, CampaignIn
 from api.campaigns import ArmsParams
 from api.json import json_response
 from api.recommendations import CampaignRequestParams
+from operators.settings import Settings
 
 __all__ = ["build_openapi", "openapi"]
 
 _REF = "#/components/schemas/{model}"
+_ID_CHARS = r"[^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+ID_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 256,
+                             "pattern": rf"^\s*{_ID_CHARS[:-1]}\s]{_ID_CHARS}*\s*$"}
+"""An id as ``operators/ids.py`` accepts it (printable, not only white space, at most 256 characters)."""
+_ID_PARAMS = frozenset({"user_id", "item_id"})
+_ID_LIST = {"type": "string", "maxLength": 4000,  # empty items are skipped
+            "pattern": rf"^(?=[\s,]*[^\s,])(\s*{_ID_CHARS[:-1]},]{{0,256}}\s*)(,\s*{_ID_CHARS[:-1]},]{{0,256}}\s*){{0,99}}$"}
+"""Comma-separated ids (``cart``, ``session``): 1 to 100 ids of at most 256 characters."""
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -35,8 +45,46 @@ def _query(model: type[BaseModel], optional: frozenset[str] = frozenset()) -> li
     required = set(s.get("required", [])) - optional
     return [{"name": name, "in": "query", "required": name in required,
              "description": prop.get("description", ""),
-             "schema": {k: v for k, v in _no_null(prop).items() if k not in ("title", "description")}}
+             "schema": ID_SCHEMA if name in _ID_PARAMS else _ID_LIST if name in ("cart", "session") else
+             {"type": "string", "maxLength": 32, "pattern": r"^\s*(\d*[1-9]\d*(\.\d+)?|\d+\.\d*[1-9]\d*)[smhdw]?\s*$"} if name == "window" else
+             {k: v for k, v in _no_null(prop).items() if k not in ("title", "description")}}
             for name, prop in s["properties"].items()]
+
+
+def event_schema(settings: Settings) -> dict[str, Any]:
+    """One event as ``POST /v1/events`` accepts it: one alternative per client-postable event type with the
+    fields it requires; ``ts`` within the bounds around the server's clock at the time the schema was built."""
+    now = time.time()
+    max_age = min(settings.stream.max_age_s or settings.api.max_age_s, settings.api.max_age_s)
+    ts = {"type": "number", "description": "epoch seconds (default: now); at most api.max_age_s old and "
+          "stream.future_skew_s ahead (bounds below: at the time this schema was served)",
+          "minimum": round(now - max_age * 0.9), "maximum": round(now)}
+    line = {"type": "object", "required": ["item_id"], "additionalProperties": False,
+            "properties": {"item_id": ID_SCHEMA, "quantity": {"type": "number"}, "price": {"type": "number"}}}
+    props = {"event_id": ID_SCHEMA, "ts": ts, "user_id": ID_SCHEMA, "session_id": ID_SCHEMA, "item_id": ID_SCHEMA,
+             "items": {"type": "array", "minItems": 1, "maxItems": 20, "items": {"anyOf": [ID_SCHEMA, line]}},
+             "quantity": {"type": "number"}, "price": {"type": "number"}, "store_id": ID_SCHEMA,
+             "query": {"type": "string", "maxLength": 1000}, "lat": {"type": "number"}, "lon": {"type": "number"},
+             "campaign_id": ID_SCHEMA, "arm": {"type": "string", "maxLength": 256},
+             "request_id": {"type": "string", "minLength": 1, "maxLength": 1024, "description": (
+                 "a request_id the API issued to this user_id (403 otherwise)")}}
+    raw = props
+    props = {k: v if k in ("event_id", "ts", "user_id") else {"anyOf": [v, {"type": "null"}]} for k, v in props.items()}
+    server_only = set(settings.api.server_only_types)
+    alts = []
+    for spec in settings.event_types:
+        if spec.name in server_only:
+            continue
+        alt: dict[str, Any] = {"type": "object", "required": ["type", "user_id"],
+                               "properties": {**props, "type": {"const": spec.name}}}
+        need = []
+        for req in spec.requires:  # present and not null (null counts as absent)
+            alt_of = [{"required": [n], "properties": {n: raw[n]}} for n in req.split("|")]
+            need.append(alt_of[0] if len(alt_of) == 1 else {"anyOf": alt_of})
+        if need:
+            alt["allOf"] = need
+        alts.append(alt)
+    return {"oneOf": alts}
 
 
 def _responses(ok: int, ok_schema: dict[str, Any] | None, *errors: int) -> dict[str, Any]:
@@ -48,13 +96,18 @@ def _responses(ok: int, ok_schema: dict[str, Any] | None, *errors: int) -> dict[
     return out
 
 
-def build_openapi() -> dict[str, Any]:
-    """The schema as a dict (paths, parameters, bodies, errors, security)."""
+def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
+    """The schema as a dict (paths, parameters, bodies, errors, security); event types and limits from ``settings``."""
+    settings = settings or Settings()
     campaign = CampaignIn.model_json_schema(ref_template=_REF)
     defs = campaign.pop("$defs", {})
+    campaign["properties"]["goal"] = {"enum": sorted(t.name for t in settings.event_types), "default": "click",
+                                      "description": "Goal event type (a configured one)"}
+    event = event_schema(settings)
+    put_campaign = {**campaign, "properties": {k: v for k, v in campaign["properties"].items() if k != "campaign_id"}}
     obj = {"type": "object"}
     cid = [{"name": "campaign_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}]
-    body = {"required": True, "content": {"application/json": {"schema": {"$ref": _REF.format(model="CampaignIn")}}}}
+    body = {"required": True, "content": {"application/json": {"schema": put_campaign}}}  # the id is the path's
     admin = [{"ApiKey": []}]
     client = [{"ApiKey": []}]
     paths: dict[str, Any] = {
@@ -65,15 +118,19 @@ def build_openapi() -> dict[str, Any]:
         "/v1/events": {"post": {
             "summary": "Send one event or a list of events",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "oneOf": [obj, {"type": "array", "items": obj}]}}}},
+                "oneOf": [event, {"type": "array", "minItems": 1, "maxItems": settings.api.max_events_per_request,
+                                  "items": event}]}}}},
             "responses": _responses(202, obj, 400, 401, 403, 413, 422), "security": client}},
         "/v1/items/{item_id}": {"get": {
             "summary": "One catalog item",
-            "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": _responses(200, obj, 401, 403, 404), "security": admin}},
+            "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": ID_SCHEMA}],
+            "responses": _responses(200, obj, 401, 403, 404, 422), "security": admin}},
         "/v1/campaigns": {
             "get": {"summary": "All campaigns", "responses": _responses(200, obj, 401, 403), "security": admin},
-            "post": {"summary": "Create a campaign", "requestBody": body,
+            "post": {"summary": "Create a campaign", "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"allOf": [{"$ref": _REF.format(model="CampaignIn")}, {
+                    "required": ["campaign_id"],
+                    "properties": {"campaign_id": {"type": "string", "pattern": ID_PATTERN}}}]}}}},
                      "responses": _responses(201, obj, 400, 401, 403, 409, 413, 422), "security": admin}},
         "/v1/campaigns/{campaign_id}": {
             "get": {"summary": "One campaign", "parameters": cid,
@@ -135,5 +192,5 @@ def build_openapi() -> dict[str, Any]:
 async def openapi(request: Request) -> Response:
     schema = getattr(request.app.state, "openapi_schema", None)
     if schema is None:
-        schema = request.app.state.openapi_schema = build_openapi()
+        schema = request.app.state.openapi_schema = build_openapi(request.app.state.services.settings)
     return json_response(schema)

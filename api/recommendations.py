@@ -56,8 +56,8 @@ class CampaignRequestParams(BaseModel, extra="allow"):
     campaign: str = Field(pattern=ID_PATTERN)
     user_id: CanonicalId | None = None
     item_id: CanonicalId | None = None
-    cart: str | None = Field(default=None, max_length=30_000, description="Comma-separated item ids")
-    session: str | None = Field(default=None, max_length=30_000, description="Comma-separated item ids, oldest first")
+    cart: str | None = Field(default=None, max_length=4000, description="Comma-separated item ids")
+    session: str | None = Field(default=None, max_length=4000, description="Comma-separated item ids, oldest first")
     n: int | None = Field(default=None, ge=1, le=500, description="Default: the campaign's n")
     window: str | None = Field(default=None, max_length=32, description="Popularity window of 'top', e.g. 24h")
     category: str | None = Field(default=None, min_length=1, max_length=256)
@@ -165,6 +165,12 @@ async def get_recommendations(request: Request) -> Response:
     explain = flag in ("true", "1")
     if "campaign" in raw:
         return _campaign_list(svc, raw, explain)
+    checked = validate_params(CampaignRequestParams, {**raw, "campaign": "x"})  # documented parameters hold on both paths
+    for field in ("cart", "session"):
+        try:
+            _id_list(getattr(checked, field))
+        except ValueError as exc:
+            raise ApiError(422, field, str(exc)) from exc
     p = validate_params(RecommendationParams, raw)
     t = svc.topn.get(p.user_id) if p.user_id else None
     if isinstance(t, TopN):

@@ -182,7 +182,8 @@ def serve_cmd(
         raise typer.Exit(2)
 
     uvicorn.run("api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
-                workers=workers or s.api.workers, log_level="warning")
+                workers=workers or s.api.workers, log_level="warning", h11_max_incomplete_event_size=s.api.max_header_bytes,
+                timeout_keep_alive=5)
 
 
 def _child(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

@@ -106,6 +106,8 @@ class ApiSettings(BaseModel):
     server_only_types: list[str] = Field(default_factory=lambda: ["rec_request"], description=(
         "Event types only the server produces; POST /v1/events refuses them"))
     max_events_per_request: int = Field(default=1000, ge=1, description="POST /v1/events: events in one request")
+    max_header_bytes: int = Field(default=65536, ge=4096, description=(
+        "Request line and headers (uvicorn h11_max_incomplete_event_size): larger ones are a 400"))
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description=(
         "POST /v1/events: body size; a larger one is refused (413) as soon as it passes this"))
     request_secret: str | None = Field(default=None, description=(

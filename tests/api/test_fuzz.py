@@ -54,3 +54,17 @@ def test_openapi_is_served(api_url):
 def test_no_server_errors(api_url, case):
     response = case.call(base_url=api_url, headers=KEY, timeout=10)
     assert response.status_code < 500, f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
+
+
+@pytest.mark.slow
+def test_extended_conformance_run_has_no_failure():
+    """``bench/fuzz_api.py``: schemathesis, every check (two documented exceptions in bench/schemathesis.toml),
+    1,000 examples per operation over HTTP against a real broker: no 5xx, no conformance failure."""
+    import importlib.util
+
+    from tests.platform import ROOT
+
+    spec = importlib.util.spec_from_file_location("fuzz_api", ROOT / "bench" / "fuzz_api.py")
+    fuzz = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(fuzz)  # type: ignore[union-attr]
+    assert fuzz.run(max_examples=1000) == 0

@@ -110,3 +110,13 @@ def test_public_bind_rules():
     assert exposure_problem("::", True, [], [CLIENT]) is not None
     with pytest.raises(RuntimeError, match="refusing to listen"):
         create_app(Settings(api={"host": "0.0.0.0"}))
+
+
+def test_undeclared_methods_are_405_with_allow(broker, tmp_path):
+    s = make_settings(broker, tmp_path, partitions=1)
+    s = s.model_copy(update={"api": type(s.api)(admin_keys=[ADMIN], client_keys=[CLIENT])})
+    with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10, headers={"X-API-Key": ADMIN}) as c:
+        for method, path, allow in (("TRACE", "/v1/campaigns", "GET, HEAD, POST"), ("PATCH", "/v1/campaigns/home",
+                                    "DELETE, GET, HEAD, PUT"), ("DELETE", "/v1/events", "POST")):
+            r = c.request(method, path)
+            assert r.status_code == 405 and r.headers["allow"] == allow, (method, path, r.headers)
