@@ -31,6 +31,7 @@ from api.feedback_reader import drain_forever
 from api.health import healthz, metrics, readyz
 from api.items import get_catalog, get_item
 from api.openapi import openapi
+from api.rate_limit import RateLimitMiddleware
 from api.recommendations import get_recommendations
 from api.services import build_services
 from operators.settings import Settings
@@ -89,5 +90,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *dashboard_routes(),
     ]
     middleware = [Middleware(ApiKeyMiddleware, admin_keys=a.admin_keys, client_keys=a.client_keys)] if a.require_keys else []
+    if a.rate_limit:  # outermost: a flood is refused before anything else runs
+        middleware.insert(0, Middleware(RateLimitMiddleware, limits=a.rate_limit))
     return Starlette(routes=routes, middleware=middleware, exception_handlers=exception_handlers,  # type: ignore[arg-type]
                      lifespan=lifespan)

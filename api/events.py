@@ -18,10 +18,13 @@ the list's attribution window (else 403: the caller may not report on that list)
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from functools import partial
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -67,13 +70,21 @@ def _reason(exc: BadEvent) -> str:
     return "bad_timestamp" if exc.field == "ts" else ("too_large" if exc.field == "$size" else "invalid_field")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, read chunk by chunk: refused (413) as soon as it passes ``limit`` bytes, before the rest arrives."""
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, read chunk by chunk: refused (413) as soon as it passes ``limit`` bytes, before the rest
+    arrives, and (408) when no chunk comes for ``timeout_s`` (a half-sent request does not hold the worker)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body", f"{declared} bytes > api.max_body_bytes={limit}")
     chunks, n = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout_s)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise ApiError(408, "body", f"no data for api.body_timeout_s={timeout_s:g} s") from None
         n += len(chunk)
         if n > limit:
             raise ApiError(413, "body", f"more than api.max_body_bytes={limit} bytes")
@@ -81,27 +92,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def post_events(request: Request) -> Response:
-    svc: Services = request.app.state.services
+_INLINE_EVENTS = 64
+"""Batches up to this many events are validated on the event loop (cheaper than a thread hop)."""
+
+
+def _validate(svc: Services, raw: list[object], many: bool, now: float) -> tuple[list[Event], list[bytes]]:
+    """Validate and encode every event of a request, or raise ``ApiError`` naming the first bad field."""
     a = svc.settings.api
-    try:
-        body = await _read_body(request, a.max_body_bytes)
-    except ApiError:
-        svc.metrics.events_rejected.labels("too_large").inc()
-        raise
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        svc.metrics.events_rejected.labels("malformed_json").inc()
-        raise ApiError(400, "body", f"malformed JSON: {exc}") from exc
-    many = isinstance(obj, list)
-    raw = obj if many else [obj]
-    if many and not raw:
-        raise ApiError(422, "events", "empty list")
-    if len(raw) > a.max_events_per_request:
-        svc.metrics.events_rejected.labels("too_large").inc()
-        raise ApiError(422, "events", f"{len(raw)} events > api.max_events_per_request={a.max_events_per_request}")
-    now = time.time()
     server_only = frozenset(a.server_only_types)
     max_bytes = svc.settings.stream.max_event_bytes
     events, encoded = [], []
@@ -127,6 +124,32 @@ async def post_events(request: Request) -> Response:
             raise ApiError(status, field, exc.reason, value=value_out) from exc
         events.append(ev)
         encoded.append(value)
+    return events, encoded
+
+
+async def post_events(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    a = svc.settings.api
+    try:
+        body = await _read_body(request, a.max_body_bytes, a.body_timeout_s)
+    except ApiError:
+        svc.metrics.events_rejected.labels("too_large").inc()
+        raise
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        svc.metrics.events_rejected.labels("malformed_json").inc()
+        raise ApiError(400, "body", f"malformed JSON: {exc}") from exc
+    many = isinstance(obj, list)
+    raw = obj if many else [obj]
+    if many and not raw:
+        raise ApiError(422, "events", "empty list")
+    if len(raw) > a.max_events_per_request:
+        svc.metrics.events_rejected.labels("too_large").inc()
+        raise ApiError(422, "events", f"{len(raw)} events > api.max_events_per_request={a.max_events_per_request}")
+    # big batches are validated on a worker thread: the event loop keeps serving other requests
+    check = partial(_validate, svc, raw, many, time.time())
+    events, encoded = await run_in_threadpool(check) if len(raw) > _INLINE_EVENTS else check()
     topic = svc.settings.kafka.events_topic
     try:  # 202 only once the broker acknowledged every event (api/durable_producer.py)
         await svc.durable.produce_acked([(topic, ev.user_id.encode(), value)

@@ -68,7 +68,7 @@ def _settings(bootstrap: str, tmp: Path, feedback: bool = True) -> Settings:
         kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "served_topic": f"served-{tag}", "dead_topic": f"dead-{tag}",
                "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}", "item_links_topic": f"links-{tag}", "partitions": 2},
         stream={"state_dir": tmp / "state", "model_dir": tmp / "models", "serving_dir": tmp / "serving"},
-        api={"state_dir": tmp / "api", "feedback": feedback},
+        api={"state_dir": tmp / "api", "feedback": feedback, "require_keys": False, "rate_limit": None},  # a load bench on loopback
     )
     k = s.kafka
     ensure_topics(k.brokers, platform_topics(k))

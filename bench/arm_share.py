@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from operators.broker import LocalBroker  # noqa: E402
 from operators.model_version import latest_version_path, load_version  # noqa: E402
 from operators.score import recent_items  # noqa: E402
-from operators.training import train_covisitation  # noqa: E402
+from operators.training import train_model  # noqa: E402
 from simulators.producer import EventProducer  # noqa: E402
 from simulators.shop import SyntheticShop  # noqa: E402
 from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up  # noqa: E402
@@ -53,13 +53,18 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=150)
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--model", default="covisit", help="Model of the version the arms use (covisit, emde, ...)")
+    ap.add_argument("--train-param", action="append", default=[], metavar="KEY=VALUE",
+                    help="Training parameter of the model (e.g. max_train_seconds=60), repeatable")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     with LocalBroker() as broker, tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         s = make_settings(broker.bootstrap, tmp, partitions=2)
         shop = SyntheticShop(n_items=args.items, n_users=args.users, seed=args.seed, start_ts=time.time() - 2 * 86400)
-        train_covisitation(shop.history(40_000), s)
+        params = {k: float(v) if v.replace(".", "", 1).isdigit() else v
+                  for k, v in (x.split("=", 1) for x in args.train_param)}
+        train_model(shop.history(40_000), s, args.model, **params)
         version = load_version(latest_version_path(s.stream.model_dir))  # type: ignore[arg-type]
         in_model = set(version.item_ids)
         live = list(shop.events(6000, rate_per_s=50.0))
@@ -85,7 +90,7 @@ def main() -> None:
             flow.stop()
     cmd = "  .venv/bin/python bench/arm_share.py " + " ".join(sys.argv[1:])
     print(f"\nArm share under a selective filter ({args.items} items, {args.users} users, n = {args.n}, "
-          f"{args.requests} requests per scenario; co-visitation model)\n{cmd}\n")
+          f"{args.requests} requests per scenario; model {args.model})\n{cmd}\n")
     print("| scenario | filter | filtered catalog (median items) | eligible requests | arm share before | "
           "arm share after | eligible: before | eligible: after | reasons (after) |")
     print("|---|---|---|---|---|---|---|---|---|")

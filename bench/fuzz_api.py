@@ -69,7 +69,7 @@ def run(max_examples: int, workers: int = 1, seed: int = 0, extra: list[str] | N
                    "--workers", str(workers), "--seed", str(seed), "--request-timeout", "20",
                    "--suppress-health-check", "all", "--output-sanitize", "false", *(extra or [])]
             print("$", " ".join(cmd), flush=True)
-            return subprocess.call(cmd, cwd=ROOT)
+            return subprocess.call(cmd, cwd=tmp)  # schemathesis keeps its cache in the working directory
         finally:
             server.should_exit = True
             thread.join(10)

@@ -114,6 +114,10 @@ class ApiSettings(BaseModel):
     server_only_types: list[str] = Field(default_factory=lambda: ["rec_request"], description=(
         "Event types only the server produces; POST /v1/events refuses them"))
     max_events_per_request: int = Field(default=1000, ge=1, description="POST /v1/events: events in one request")
+    rate_limit: str | None = Field(default="200/second;6000/minute", description=(
+        "Requests per (API key, client address), `limits` notation; over it: 429 with Retry-After; None = off"))
+    body_timeout_s: float = Field(default=10.0, gt=0, description=(
+        "POST /v1/events: a body that stops arriving for this long is refused (408), seconds"))
     max_header_bytes: int = Field(default=65536, ge=4096, description=(
         "Request line and headers (uvicorn h11_max_incomplete_event_size): larger ones are a 400"))
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description=(

@@ -34,7 +34,8 @@ def make_settings(bootstrap: str, tmp: Path, partitions: int = 4, **stream: obje
                "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}", "item_links_topic": f"links-{tag}", "partitions": partitions},
         stream={"state_dir": tmp / "state", "model_dir": tmp / "models", "serving_dir": tmp / "serving",
                 "batch_size": 500, **stream},
-        api={"require_keys": False},  # open on loopback for the tests; the key matrix is tests/api/test_keys_http.py
+        # open on loopback and unthrottled for the tests; the key matrix and the limits have their own tests
+        api={"require_keys": False, "rate_limit": None},
     )
     k = s.kafka
     ensure_topics(k.brokers, platform_topics(k))

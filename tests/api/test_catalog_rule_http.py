@@ -32,6 +32,10 @@ def test_rule_at_the_api(broker, tmp_path):
         deadline = time.monotonic() + 20
         while c.get("/healthz").json().get("catalog_items", 0) < 6 and time.monotonic() < deadline:
             time.sleep(0.1)
+        deadline = time.monotonic() + 20  # the published popular list is read (the API caches popular lists 1 s)
+        while not c.get("/v1/recommendations", params={"n": 1}).json()["items"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.1)
         r = c.get("/v1/items/i5")
         assert r.status_code == 404 and "rejected by the catalog schema rule" in r.json()["error"]["reason"]
         assert "'price' must be a number" in r.json()["error"]["reason"]

@@ -33,6 +33,10 @@ def test_list_parameters_and_errors(broker, tmp_path):
         deadline = time.monotonic() + 20
         while c.get("/healthz").json().get("catalog_items", 0) < 30 and time.monotonic() < deadline:
             time.sleep(0.1)
+        deadline = time.monotonic() + 20  # the published popular list is read (the API caches popular lists 1 s)
+        while not c.get("/v1/recommendations", params={"n": 1}).json()["items"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.1)
         r = c.put("/v1/campaigns/lp", json={"scenario": "popular", "n": 30,
                                             "filter": "brand IN $bs AND price < $max_price AND tags ANY $tags",
                                             "params": {"tags": ["t0", "t1", "t2", "t3"], "max_price": 100}})

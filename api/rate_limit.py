@@ -1,0 +1,64 @@
+"""Per-caller rate limits: a pure ASGI middleware over the ``limits`` library (moving windows, in memory).
+
+The caller is the pair (API key sent, client address): the client key is shared by every shopper
+of a shop, so limiting the key alone would throttle the whole shop for one abuser. Over the limit
+-> 429 with ``Retry-After`` (seconds) and a JSON error naming ``api_key``. ``/healthz`` is never
+limited. Each API process counts its own callers (a replica's limit is per process).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import orjson
+from limits import parse_many, storage, strategies
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["RateLimitMiddleware"]
+
+_EXEMPT = frozenset({"/healthz"})
+
+
+class RateLimitMiddleware:
+    """Refuses callers over ``limits`` (e.g. ``"200/second;5000/minute"``, the ``limits`` notation).
+
+    Raises
+    ------
+    ValueError
+        If ``limits`` does not parse (at start-up, naming the setting).
+    """
+
+    def __init__(self, app: ASGIApp, limits: str) -> None:
+        self.app = app
+        try:
+            self.items = parse_many(limits)
+        except ValueError as exc:
+            raise ValueError(f"api.rate_limit: {limits!r} is not a rate limit like '200/second;5000/minute'") from exc
+        self.limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        key = ""
+        for name, value in scope["headers"]:
+            if name in (b"x-api-key", b"authorization"):
+                key = value.decode("latin-1")[-64:]
+        client = scope.get("client") or ("?", 0)
+        who = f"{key}|{client[0]}"
+        for item in self.items:
+            if not self.limiter.hit(item, who):
+                reset = self.limiter.get_window_stats(item, who).reset_time
+                await _too_many(send, max(1, math.ceil(reset - time.time())), str(item))
+                return
+        await self.app(scope, receive, send)
+
+
+async def _too_many(send: Send, retry_after_s: int, limit: str) -> None:
+    body = orjson.dumps({"error": {"field": "api_key", "reason": f"rate limit exceeded ({limit} per key and client)",
+                                   "retry_after_s": retry_after_s}})
+    await send({"type": "http.response.start", "status": 429, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(retry_after_s).encode())]})
+    await send({"type": "http.response.body", "body": body})

