@@ -93,6 +93,10 @@ def _responses(ok: int, ok_schema: dict[str, Any] | None, *errors: int) -> dict[
     for code in errors:
         out[str(code)] = {"description": "Error naming the field",
                           "content": {"application/json": {"schema": _ERROR}}}
+    if 401 in errors:  # a scoped endpoint: also rate-limited per key and client ([api] rate_limit)
+        out["429"] = {"description": "Too many requests; retry after the Retry-After seconds",
+                      "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                      "content": {"application/json": {"schema": _ERROR}}}
     return out
 
 
