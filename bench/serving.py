@@ -57,6 +57,13 @@ def _measure(brokers: str, topic: str, backend: str, store_dir: str, n_users: in
     assert table.wait_caught_up(3600)
     ready_s = time.perf_counter() - t0
     time.sleep(1.0)  # let the last write batch land
+    if store is not None:  # lookups measured once RocksDB's background compactions of the ingest are done
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (
+                store._db.property_int_value("rocksdb.num-running-compactions")
+                or store._db.property_int_value("rocksdb.compaction-pending")
+                or store._db.property_int_value("rocksdb.num-running-flushes")):
+            time.sleep(0.2)
     rss = _rss_bytes()
     rng = random.Random(0)
     users = [f"u{rng.randrange(n_users):08d}" for _ in range(lookups)]

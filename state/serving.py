@@ -33,7 +33,9 @@ OFFSET = b"o:"
 
 @dataclass(frozen=True, slots=True)
 class ServingOptions:
-    """Memory knobs of a serving store (bytes): the block cache holds hot values, the write buffers recent writes."""
+    """Memory knobs of a serving store (bytes): the block cache holds hot values, the write buffers recent
+    writes; index and filter blocks stay with their open files (about 1-2 % of the data: kept out of the
+    cache, where a cache smaller than the data made every lookup re-read an index block, ~0.3 ms)."""
 
     block_cache_bytes: int = 64 * 1024 * 1024
     write_buffer_bytes: int = 16 * 1024 * 1024
@@ -47,7 +49,7 @@ class ServingOptions:
         opts.set_max_write_buffer_number(self.max_write_buffers)
         table = BlockBasedOptions()
         table.set_block_cache(Cache(self.block_cache_bytes))
-        table.set_cache_index_and_filter_blocks(True)
+        table.set_cache_index_and_filter_blocks(False)  # index / filters held per open file (~1-2 % of the data), not thrashed
         table.set_bloom_filter(10, False)
         opts.set_block_based_table_factory(table)
         return opts
