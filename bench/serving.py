@@ -132,7 +132,8 @@ def main() -> None:
         med = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
         print(f"| {name} | {med['ready_s']:.1f} | {med['rss_mb']:.0f} | {med['get_p50_us']:.1f} | "
               f"{med['get_p99_us']:.1f} |")
-    print(f"\ncommand: .venv/bin/python bench/serving.py --users {a.users} --rounds {a.rounds} --lookups {a.lookups}")
+    print(f"\ncommand: .venv/bin/python bench/serving.py --users {a.users} --rounds {a.rounds} --lookups {a.lookups} "
+          f"--backends {a.backends}")
 
 
 if __name__ == "__main__":
