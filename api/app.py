@@ -28,7 +28,7 @@ from api.dashboard import dashboard_routes
 from api.errors import exception_handlers
 from api.events import post_events
 from api.feedback_reader import drain_forever
-from api.health import healthz, metrics
+from api.health import healthz, metrics, readyz
 from api.items import get_catalog, get_item
 from api.openapi import openapi
 from api.rate_limit import RateLimitMiddleware
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/v1/items/{item_id:path}", get_item, methods=["GET"]),
         Route("/v1/catalog", get_catalog, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/v1/campaigns", list_campaigns, methods=["GET"]),

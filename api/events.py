@@ -1,4 +1,8 @@
-"""``POST /v1/events``: validate one event or a list, produce them to Kafka, answer 202.
+"""``POST /v1/events``: validate one event or a list, produce them to Kafka, answer 202 once durable.
+
+202 means the broker acknowledged every event (``acks=all``); when it cannot within
+``api.event_ack_timeout_s`` (or is known to be down) the answer is 503 with ``Retry-After`` and
+nothing is accepted.
 
 ``event_id`` (a UUID) and ``ts`` (now, epoch seconds) are filled in when absent; everything
 else must satisfy the flow's own event contract (operators/parse.py: fields, types, size,
@@ -24,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.durable_producer import BrokerUnavailable
 from api.errors import ApiError
 from api.json import json_response
 from api.request_ids import IssuedRequest
@@ -146,8 +151,14 @@ async def post_events(request: Request) -> Response:
     check = partial(_validate, svc, raw, many, time.time())
     events, encoded = await run_in_threadpool(check) if len(raw) > _INLINE_EVENTS else check()
     topic = svc.settings.kafka.events_topic
-    for ev, value in zip(events, encoded, strict=True):
-        svc.producer.produce(topic, key=ev.user_id.encode(), value=value)
-    svc.producer.poll(0)
+    try:  # 202 only once the broker acknowledged every event (api/durable_producer.py)
+        await svc.durable.produce_acked([(topic, ev.user_id.encode(), value)
+                                         for ev, value in zip(events, encoded, strict=True)])
+    except BrokerUnavailable as exc:
+        svc.metrics.events_unavailable.inc(len(events))
+        retry = svc.settings.api.retry_after_s
+        return json_response({"error": {"field": "broker", "reason": f"{exc.reason}; nothing was accepted, retry "
+                                        f"with the same event_ids", "event_ids": [e.event_id for e in events]}},
+                             status_code=503, headers={"Retry-After": str(retry)})
     svc.metrics.events_accepted.inc(len(events))
     return json_response({"accepted": len(events), "event_ids": [e.event_id for e in events]}, status_code=202)

@@ -4,10 +4,13 @@ Served lists come from the server-only ``served`` topic (``kafka.served_topic``)
 popularity from ``events``; a ``rec_request`` on ``events`` (which clients can write to) is not a
 served list and counts for nothing.
 
-Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists, and the
-offsets they reflect. The events topic is read from the beginning, because windowed popularity
-is not in the snapshot; events below the stored offset only count for popularity, never twice
-for pulls or rewards. Every ``snapshot_every_s`` the
+Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists, windowed
+popularity, and the offsets they reflect; then read only the tails of the topics, from those
+offsets (start-up costs the snapshot's size, not the history's length). A snapshot written
+without popularity (older versions) makes the reader start from the beginning once: events
+below the stored offset then count for popularity only, never twice for pulls or rewards.
+A position beyond a recreated topic's log end is detected (``operators/offset_guard.py``) and
+that partition is read again from its new start. Every ``snapshot_every_s`` the
 worker that owns the store writes the changes since the last snapshot in one batch, with the
 offsets (the first time: the whole state).
 """
@@ -19,12 +22,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from api.feedback import FeedbackFold
 from operators.attribution import Impression
 from operators.kafka import high_watermarks, topic_partitions
+from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import Event
 from state.bandit import BanditSnapshot, BanditStore
@@ -58,9 +63,13 @@ class FeedbackReader:
 
     def __init__(self, brokers: str, events_topic: str, fold: FeedbackFold,
                  store: BanditStore, rules: EventRules, snapshot_every_s: float = 2.0,
-                 served_topic: str | None = None, served_wait_s: float = 2.0) -> None:
+                 served_topic: str | None = None, served_wait_s: float = 2.0,
+                 on_beyond_end: Callable[[BeyondLogEnd], None] | None = None) -> None:
         self.brokers, self.events_topic, self.served_topic = brokers, events_topic, served_topic
         self.topics = [events_topic] + ([served_topic] if served_topic else [])
+        self.on_beyond_end = on_beyond_end
+        self.guards = {t: OffsetGuard(brokers, t, "earliest") for t in self.topics}
+        self._last_ts: dict[tuple[str, int], int] = {}  # Kafka timestamp (ms) of the last record fetched
         self.served_wait_s = served_wait_s
         # events without request_id newer than the newest served list wait (at most served_wait_s) for the
         # lists of their time: last touch must not depend on how the two topics' reads interleave
@@ -71,11 +80,14 @@ class FeedbackReader:
         self._stored: dict[tuple[str, int], int] = {}
         self._wrote_full = False
         self.drain_on_loop = False
-        self._queue: deque[list[tuple[str, int, int, bytes | None, bytes | None, float | None]]] = deque()
+        # fetched batches, and {(topic, partition): offset} resets of a recreated log, in order
+        self._queue: deque[list[tuple[str, int, int, bytes | None, bytes | None, float | None]]
+                           | dict[tuple[str, int], int]] = deque()
         self._queued: dict[tuple[str, int], int] = {}
         self._pos: dict[tuple[str, int], int] = {}
         self._end: dict[tuple[str, int], int] | None = None
         self._last_snapshot = time.monotonic()
+        self.n_folded = 0  # messages folded by this process (a restart from a snapshot folds only the tails)
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,6 +108,15 @@ class FeedbackReader:
         self.fold.restore(opened, snap.rewarded)
         self._stored = dict(snap.offsets)
         self.offsets = dict(snap.offsets)
+        if snap.popularity_clock is not None:  # popularity is in the snapshot: read only the tails
+            self.fold.popularity.restore(snap.popularity, snap.popularity_clock)
+            tails = {k: off for k, off in snap.offsets.items() if k[0] in self.topics}
+            self._queued.update(tails)
+            self._pos.update(tails)
+
+    def alive(self) -> bool:
+        """The reader thread runs (it retries its own failures; only a bug ends it)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def wait_caught_up(self, timeout_s: float) -> bool:
         """True once every event written before ``start`` has been folded."""
@@ -127,28 +148,71 @@ class FeedbackReader:
         parts = {topic: topic_partitions(self.brokers, topic) for topic in self.topics}
         if self._end is None:
             self._end = {(t, p): e for t in self.topics for p, e in high_watermarks(self.brokers, t).items()}
-            ahead = {k: off for k, off in self.offsets.items() if k in self._end and off > self._end[k]}
-            if ahead:  # a recreated topic (e.g. a fresh in-memory broker) under an old snapshot
-                log.warning("the optimizer snapshot is ahead of its topics (stored offsets %s, log end %s): were they "
-                            "recreated? Served lists and rewards below the stored offsets are not counted; "
-                            "remove the API state directory to start the optimizer afresh", ahead,
-                            {k: self._end[k] for k in ahead})
+            ahead = {k: off for k, off in self._stored.items() if k in self._end and off > self._end[k]}
+            for (t, p), off in sorted(ahead.items()):  # a recreated topic (e.g. a fresh in-memory broker) under an old snapshot
+                b = BeyondLogEnd(t, p, off, 0, self._end[(t, p)], 0)
+                log.error("the optimizer snapshot's offset %d of %s[%d] is beyond the log end %d: the topic was "
+                          "recreated; its records count as new from offset 0", off, t, p, b.log_end)
+                self._stored[(t, p)] = self.offsets[(t, p)] = self._queued[(t, p)] = self._pos[(t, p)] = 0
+                self.guards[t].detected += 1
+                if self.on_beyond_end is not None:
+                    self.on_beyond_end(b)
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-api-feedback",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10})
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
+                      "topic.metadata.refresh.interval.ms": 5000, "error_cb": self._on_error})
         c.assign([TopicPartition(t, p, self._queued.get((t, p), OFFSET_BEGINNING)) for t, ps in parts.items() for p in ps])
+        last_message_s = time.monotonic()
         try:
             while not self._stop.is_set():
+                idle = time.monotonic() - last_message_s >= 10.0
+                if any(g.due(idle) for g in self.guards.values()) and self._reset_beyond_end(c, parts, idle):
+                    continue
+                if any(g.suspect for g in self.guards.values()):  # read nothing before a check passed
+                    time.sleep(0.05)
+                    continue
                 batch = [(m.topic(), m.partition(), m.offset(), m.key(), m.value(), kafka_timestamp_s(m.timestamp()))
                          for m in c.consume(1000, 0.05)
                          if not m.error()]
                 if batch:
+                    last_message_s = time.monotonic()
                     self._queue.append(batch)
-                    for t, p, off, *_ in batch:
+                    for t, p, off, _k, _v, received in batch:
                         self._queued[(t, p)] = off + 1
+                        if received is not None:
+                            self._last_ts[(t, p)] = round(received * 1000)  # the record's ms (exact)
                 if not self.drain_on_loop:
                     self.drain(None)
         finally:
             c.close()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.name() in CONNECTION_LOST_CODES:
+            for g in self.guards.values():
+                g.connection_lost()
+
+    def _reset_beyond_end(self, c: Consumer, parts: dict[str, list[int]], idle: bool) -> bool:
+        """Check the fetch positions against the logs; re-read a recreated log from its start.
+
+        Offsets below the snapshot's count as already folded, so the reset travels through the
+        queue (after what was fetched from the old log) and lowers the snapshot's offsets when
+        ``drain`` reaches it: records of the new log are new.
+        """
+        reset: dict[tuple[str, int], int] = {}
+        for t, g in self.guards.items():
+            if not g.due(idle):
+                continue
+            found = g.check({p: off for (tt, p), off in self._queued.items() if tt == t and off > 0},
+                            {p: ms for (tt, p), ms in self._last_ts.items() if tt == t})
+            for b in found:
+                reset[(t, b.partition)] = b.resume_at
+                if self.on_beyond_end is not None:
+                    self.on_beyond_end(b)
+        if not reset:
+            return False
+        self._queued.update(reset)
+        self._queue.append(reset)
+        c.assign([TopicPartition(t, p, self._queued.get((t, p), OFFSET_BEGINNING)) for t, ps in parts.items() for p in ps])
+        return True
 
     def drain(self, max_messages: int | None = 2000) -> int:
         """Fold queued messages (at most about ``max_messages``), snapshot when due; returns how many.
@@ -159,6 +223,12 @@ class FeedbackReader:
         n = 0
         while self._queue and (max_messages is None or n < max_messages):
             batch = self._queue.popleft()
+            if isinstance(batch, dict):  # a recreated log: its partitions start again at these offsets
+                for k, off in batch.items():
+                    self._pos[k] = off
+                    self._stored[k] = min(self._stored.get(k, 0), off)
+                    self.offsets[k] = off
+                continue
             if max_messages is not None and len(batch) > max_messages - n:
                 self._queue.appendleft(batch[max_messages - n:])
                 batch = batch[:max_messages - n]
@@ -166,6 +236,7 @@ class FeedbackReader:
                 self._pos[(t, p)] = off + 1
                 self._apply((t, p), off, k, v, received)
             n += len(batch)
+        self.n_folded += n
         self._release()
         if not self._caught_up.is_set() and self._end is not None and all(
                 self._pos.get(k, 0) >= e for k, e in self._end.items()):
@@ -206,18 +277,22 @@ class FeedbackReader:
 
     def snapshot(self) -> bool:
         """Write the changes since the last snapshot if this process is the store's writer."""
+        popularity = self.fold.popularity
         if not self.store.try_own():
             self.fold.take_deltas()  # another worker writes: nothing to keep
             self.fold.optimizer.take_dirty()
+            popularity.take_dirty()
             return False
         if not self._wrote_full:
             self.fold.take_deltas()
             self.fold.optimizer.take_dirty()
             with self.fold.lock:
+                _, _, clock = popularity.take_dirty()
                 snap = BanditSnapshot(
                     arms=dict(self.fold.optimizer.arms),
                     impressions={rid: encode_value(imp) for rid, imp in self.fold.open.items()},
-                    rewarded=dict(self.fold.rewarded), offsets=dict(self.offsets))
+                    rewarded=dict(self.fold.rewarded), offsets=dict(self.offsets),
+                    popularity=popularity.weights(), popularity_clock=clock)
             self.store.replace(snap)
             self._wrote_full = True
             return True
@@ -225,7 +300,9 @@ class FeedbackReader:
             opened, rewarded = self.fold.take_deltas()
             arms = self.fold.optimizer.take_dirty()
             offsets = dict(self.offsets)
+            weights, dropped, clock = popularity.take_dirty()
         batch = self.store.new_batch()
+        self.store.stage_popularity(batch, weights, dropped, clock)
         for ak, st in arms.items():
             self.store.stage_arm(batch, ak, st)
         for rid, imp in opened.items():

@@ -1,4 +1,12 @@
-"""``GET /healthz`` (readiness) and ``GET /metrics`` (Prometheus text format)."""
+"""``GET /healthz`` (liveness), ``GET /readyz`` (readiness) and ``GET /metrics`` (Prometheus text format).
+
+Liveness says the process works: the event loop answers and its background threads (topic
+readers, producer poller, broker probe) run; an orchestrator restarts a process that fails it.
+It stays 200 through a broker outage, which a restart would not cure. Readiness says requests
+get right answers now: the broker answers (events can be made durable) and the readers have
+caught up with what was written before start (top-N lists, catalog, feedback for the optimizer
+and windowed popularity); 503 with the reasons otherwise.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +20,49 @@ from api.json import json_response
 from api.services import Services
 from api.trainer_view import trainer_metrics_text
 
-__all__ = ["healthz", "metrics"]
+__all__ = ["healthz", "readyz", "metrics", "not_ready_reasons"]
+
+
+def not_ready_reasons(svc: Services) -> list[str]:
+    """Why the API is not ready (empty when it is)."""
+    reasons = []
+    if not svc.durable.broker_up:
+        reasons.append("broker: the event broker does not answer")
+    if not svc.topn.wait_caught_up(0):
+        reasons.append("user-topn: still reading the published lists")
+    if not svc.catalog.wait_caught_up(0):
+        reasons.append("catalog: still reading the catalog")
+    if svc.reader is not None and not svc.reader.wait_caught_up(0):
+        reasons.append("feedback: still folding the events topic (optimizer, windowed popularity)")
+    return reasons
 
 
 async def healthz(request: Request) -> Response:
     svc: Services = request.app.state.services
-    ready = svc.topn.wait_caught_up(0) and svc.catalog.wait_caught_up(0)
-    return json_response({"status": "ok" if ready else "starting", "users_with_topn": len(svc.topn),
-                          "catalog_items": len(svc.catalog)}, status_code=200 if ready else 503)
+    threads = {"producer": svc.durable.alive(), "user-topn": svc.topn.alive(), "catalog": svc.catalog.alive(),
+               "item-links": svc.item_links.alive()}
+    if svc.reader is not None:
+        threads["feedback"] = svc.reader.alive()
+    dead = sorted(k for k, ok in threads.items() if not ok)
+    return json_response({"status": "ok" if not dead else "failing", "dead_threads": dead,
+                          "ready": not not_ready_reasons(svc), "broker_up": svc.durable.broker_up,
+                          "users_with_topn": len(svc.topn), "catalog_items": len(svc.catalog)},
+                         status_code=200 if not dead else 503)
+
+
+async def readyz(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    reasons = not_ready_reasons(svc)
+    return json_response({"status": "ready" if not reasons else "not_ready", "reasons": reasons,
+                          "users_with_topn": len(svc.topn), "catalog_items": len(svc.catalog)},
+                         status_code=200 if not reasons else 503)
 
 
 async def metrics(request: Request) -> Response:
     svc: Services = request.app.state.services
     svc.metrics.topn_users.set(len(svc.topn))
     svc.metrics.catalog_items.set(len(svc.catalog))
+    svc.metrics.broker_up.set(1 if svc.durable.broker_up else 0)
     svc.metrics.catalog_rejected.set(len(svc.catalog_view.rejected))
     body = (generate_latest(svc.metrics.registry) + trainer_metrics_text(svc.settings.stream.model_dir)
             + await run_in_threadpool(flow_metrics_text, svc))  # the flow's counters, lag, model (api/flow_metrics.py)

@@ -124,7 +124,7 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "oneOf": [event, {"type": "array", "minItems": 1, "maxItems": settings.api.max_events_per_request,
                                   "items": event}]}}}},
-            "responses": _responses(202, obj, 400, 401, 403, 413, 422), "security": client}},
+            "responses": _responses(202, obj, 400, 401, 403, 413, 422, 503), "security": client}},
         "/v1/items/{item_id}": {"get": {
             "summary": "One catalog item",
             "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": ID_SCHEMA}],
@@ -148,8 +148,12 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
             "summary": "The optimizer's arms: pulls, rewards, posterior, P(best)",
             "parameters": cid + _query(ArmsParams), "responses": _responses(200, obj, 401, 403, 404, 422),
             "security": admin}},
-        "/healthz": {"get": {"summary": "Readiness", "responses": {"200": {"description": "ready"},
-                                                                  "503": {"description": "starting"}}}},
+        "/healthz": {"get": {"summary": "Liveness (200 while the process works, broker outages included)",
+                             "responses": {"200": {"description": "alive"},
+                                           "503": {"description": "a background thread died"}}}},
+        "/readyz": {"get": {"summary": "Readiness: broker answers, readers caught up",
+                            "responses": {"200": {"description": "ready"},
+                                          "503": {"description": "not ready; the body lists the reasons"}}}},
         "/v1/catalog": {"get": {
             "summary": "The catalog as indexed: items, servable items, attribute types, items the schema rule rejected",
             "responses": _responses(200, obj, 401, 403), "security": admin}},

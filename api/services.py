@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import orjson
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from api.campaign_registry import CampaignRegistry
 from api.candidate_cache import CandidateCache
 from api.catalog import CatalogView
+from api.durable_producer import DurableProducer
 from api.feedback import FeedbackFold
 from api.feedback_reader import FeedbackReader
 from api.optimizer import ThompsonOptimizer
@@ -23,14 +25,15 @@ from api.topic_table import TopicTable
 from api.window_popularity import WindowPopularity
 from operators.attribution import ANONYMOUS_USER, REQUEST_TYPE, Impression
 from operators.catalog_overlay import CatalogModelWatcher, CatalogOverlay
-from operators.kafka import make_producer
 from operators.model_version import ModelWatcher
+from operators.offset_guard import BeyondLogEnd
 from operators.parse import EventRules
 from operators.schema import Event, encode_event
 from operators.score import POPULAR_KEY_PREFIX, TopN, decode_topn
 from operators.settings import Settings
 from state.bandit import BanditStore
 from state.campaigns import CampaignStore
+from state.serving import ServingOptions, ServingStore
 
 __all__ = ["ApiMetrics", "Services", "build_services"]
 
@@ -53,6 +56,12 @@ class ApiMetrics:
         self.recs_source = Counter("fusionrec_api_recommendations", "Lists served by source", ["source"], registry=r)
         self.topn_users = Gauge("fusionrec_api_topn_users", "Users with a published top-N", registry=r)
         self.catalog_items = Gauge("fusionrec_api_catalog_items", "Items in the catalog", registry=r)
+        self.events_unavailable = Counter("fusionrec_api_events_unavailable",
+                                          "Events refused with 503: the broker did not acknowledge them", registry=r)
+        self.offset_beyond_end = Counter("fusionrec_api_offset_beyond_log_end",
+                                         "Reader positions found beyond the log end (topic recreated); re-read from "
+                                         "the new log's start", ["topic"], registry=r)
+        self.broker_up = Gauge("fusionrec_api_broker_up", "1 while the event broker answers", registry=r)
         self.catalog_rejected = Gauge("fusionrec_api_catalog_rejected",
                                       "Catalog items whose latest version the schema rule rejected (not served)",
                                       registry=r)
@@ -67,6 +76,7 @@ class Services:
     item_links: TopicTable
     flow_stats: TopicTable
     producer: Producer
+    durable: DurableProducer
     metrics: ApiMetrics
     catalog_view: CatalogView
     models: ModelWatcher
@@ -78,6 +88,8 @@ class Services:
     ingest_rules: EventRules
     candidates: CandidateCache = field(default_factory=CandidateCache)
     reader: FeedbackReader | None = None
+    popular_lists: dict[str, TopN] = field(default_factory=dict)
+    """The partitions' popular lists (kept apart by the user-topn reader: ranking never scans users)."""
     _popular: tuple[float, list[tuple[str, float]]] = (0.0, [])
 
     def publish_served(self, imp: Impression, scenario: str, strategy: str) -> None:
@@ -102,10 +114,10 @@ class Services:
     def _ranked_popular(self) -> list[tuple[str, float]]:
         """All popular items, best first (the 1 s cache itself: do not mutate)."""
         at, ranked = self._popular
-        if time.monotonic() - at > 1.0:
+        if time.monotonic() - at > 1.0 or not ranked:  # nothing yet: look again at once (cheap)
             total: dict[str, float] = {}
-            for key, t in self.topn.items():
-                if key.startswith(POPULAR_KEY_PREFIX) and isinstance(t, TopN):
+            for t in list(self.popular_lists.values()):
+                if isinstance(t, TopN):
                     for item, s in zip(t.items, t.scores):
                         total[item] = total.get(item, 0.0) + s
             ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -131,9 +143,18 @@ class Services:
         self.catalog.stop()
         self.item_links.stop()
         self.flow_stats.stop()
-        self.producer.flush(10)
+        self.durable.stop()
         if self.reader is not None:
             self.reader.stop()
+
+
+def _keep_popular(popular: dict[str, TopN], key: str, value: object | None) -> None:
+    """``user-topn`` reader hook: keep the partitions' popular lists apart (O(1) per message)."""
+    if key.startswith(POPULAR_KEY_PREFIX):
+        if isinstance(value, TopN):
+            popular[key] = value
+        else:
+            popular.pop(key, None)
 
 
 def build_services(settings: Settings) -> Services:
@@ -141,6 +162,13 @@ def build_services(settings: Settings) -> Services:
     open the campaign and optimizer stores under ``api.state_dir``; a producer for ``events``."""
     k, a = settings.kafka, settings.api
     state_dir = a.state_dir or settings.stream.state_dir.parent / "api"
+    metrics = ApiMetrics()
+    popular_lists: dict[str, TopN] = {}
+    durable = DurableProducer(k.brokers, a.event_ack_timeout_s).start()
+
+    def beyond_end(b: BeyondLogEnd) -> None:
+        metrics.offset_beyond_end.labels(b.topic).inc()
+
     view = CatalogView(a.vector_attribute, a.catalog_exclude, hidden_attribute=a.hidden_attribute,
                        in_stock_attribute=a.in_stock_attribute, stock_attribute=a.stock_attribute)
     campaigns = CampaignRegistry(CampaignStore(state_dir / "campaigns"), a.campaign_check_s)
@@ -155,18 +183,27 @@ def build_services(settings: Settings) -> Services:
     if a.feedback:
         reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),
                                 rules, a.snapshot_every_s, served_topic=k.served_topic,
-                                served_wait_s=settings.analytics.served_wait_s).start(drain_on_loop=True)
-    catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update).start()
-    item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads).start()
+                                served_wait_s=settings.analytics.served_wait_s,
+                                on_beyond_end=beyond_end).start(drain_on_loop=True)
+    catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update,
+                         on_beyond_end=beyond_end).start()
+    item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads, on_beyond_end=beyond_end).start()
     return Services(
         settings=settings,
         rules=rules,
-        topn=TopicTable(k.brokers, k.topn_topic, decode_topn).start(),
+        topn=TopicTable(k.brokers, k.topn_topic, decode_topn, on_update=partial(_keep_popular, popular_lists),
+                        update_prefix=POPULAR_KEY_PREFIX, on_beyond_end=beyond_end,
+                        store=None if a.topn_store == "memory" else ServingStore(
+                            settings.stream.serving_dir / k.topn_topic,
+                            ServingOptions(block_cache_bytes=a.topn_cache_bytes))).start(),
+        popular_lists=popular_lists,
         catalog=catalog,
         item_links=item_links,
-        flow_stats=TopicTable(k.brokers, k.flow_stats_topic(), orjson.loads).start(),  # the flow's counters (/metrics)
-        producer=make_producer(k.brokers),
-        metrics=ApiMetrics(),
+        flow_stats=TopicTable(k.brokers, k.flow_stats_topic(), orjson.loads,
+                              on_beyond_end=beyond_end).start(),  # the flow's counters (/metrics)
+        producer=durable.producer,
+        durable=durable,
+        metrics=metrics,
         catalog_view=view,
         # + new catalog items: title codes at once, graph codes by M′·Q once they have interactions
         models=CatalogModelWatcher(settings.stream.model_dir, CatalogOverlay(catalog, links=item_links)),

@@ -22,7 +22,7 @@ from flows.analytics_logic import (
     AnalyticsResources,
     analytics_state_dir,
 )
-from flows.source import ReportSink, ResumingKafkaSource, parse_by_partition
+from flows.source import OffsetReset, ReportSink, ResumingKafkaSource, parse_by_partition
 from operators.analytics_apply import SERVED_OFFSET
 from operators.kafka import TopicSpec, ensure_topics
 from operators.parse import EventRules
@@ -42,7 +42,8 @@ def build_flow(settings: Settings) -> Dataflow:
     res = AnalyticsResources(settings)
     flow = Dataflow("analytics")
     src = ResumingKafkaSource(k.brokers.split(","), k.events_topic, analytics_state_dir(settings),
-                              batch_size=s.batch_size, also={k.served_topic: SERVED_OFFSET})
+                              batch_size=s.batch_size, also={k.served_topic: SERVED_OFFSET},
+                              offset_policy=s.offset_beyond_end)
     msgs = op.input("events", flow, src)                                  # KafkaSourceMessage | KafkaError
     keyed = op.filter_map("parse", msgs, partial(_parse, rules, k.served_topic))  # (partition, (partition, offset, parsed, served))
     reports = op.stateful_batch("join", keyed, lambda _resume: AnalyticsLogic(res))  # (partition, AnalyticsReport)
@@ -52,7 +53,10 @@ def build_flow(settings: Settings) -> Dataflow:
 
 def _parse(rules: EventRules, served_topic: str, msg: KafkaSourceMessage | KafkaError
            ) -> tuple[str, tuple[int, int, Event | DeadLetter, bool]] | None:
-    """``parse_by_partition``, tagged with whether the message came from the served-list topic."""
+    """``parse_by_partition``, tagged with whether the message came from the served-list topic
+    (an ``OffsetReset`` of either topic passes through, tagged the same way)."""
+    if isinstance(msg, OffsetReset):
+        return str(msg.partition), (msg.partition, -2, msg, msg.topic == served_topic)  # type: ignore[return-value]
     out = parse_by_partition(rules, msg, wake=False)
     if out is None or not isinstance(msg, KafkaSourceMessage):
         return None

@@ -24,9 +24,11 @@ from pathlib import Path
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Producer
 
-from operators.analytics_apply import AnalyticsApplier
+from flows.source import OffsetReset, apply_offset_reset
+from operators.analytics_apply import SERVED_OFFSET, AnalyticsApplier
 from operators.analytics_join import JoinRules
 from operators.analytics_topic import encode_record, record_key
+from operators.delivery import deliver_all
 from operators.kafka import make_producer
 from operators.schema import DeadLetter, Event
 from operators.settings import Settings
@@ -93,12 +95,31 @@ class AnalyticsLogic(StatefulBatchLogic[Parsed, AnalyticsReport, None]):
     def on_batch(self, values: list[Parsed]) -> tuple[list[AnalyticsReport], bool]:
         if self.applier is None:
             self.applier = self._open(values[0][0])
+        for _, _, reset, served_topic in values:  # a recreated log: commit its new offset first
+            if isinstance(reset, OffsetReset):
+                self._reset(reset, served_topic)
+        values = [v for v in values if not isinstance(v[2], OffsetReset)]
         now = time.monotonic()
         last = self.held[-1][0] if self.held else self.applier.next_offset - 1
         self.held += [(o, m, now) for o, m in sorted(((o, m) for _, o, m, srv in values if not srv),
                                                       key=lambda x: x[0]) if o > last]
         served = sorted(((o, m) for _, o, m, srv in values if srv), key=lambda x: x[0])
         return self._apply(served)
+
+    def _reset(self, reset: OffsetReset, served_topic: bool) -> None:
+        """Resume a recreated topic's partition at ``reset.to_offset`` (committed at once)."""
+        a = self.applier
+        assert a is not None
+        if served_topic:
+            apply_offset_reset(a.db, reset, SERVED_OFFSET)
+            a.served_next_offset = reset.to_offset
+        else:
+            apply_offset_reset(a.db, reset)
+            a.next_offset = reset.to_offset
+            if self.held:  # read from the old log, never applied: that log is gone
+                log.error("partition %d: %d events read from the old log before it was recreated are dropped",
+                          reset.partition, len(self.held))
+                self.held.clear()
 
     def notify_at(self) -> datetime | None:
         """When the oldest waiting event stops waiting for served lists."""
@@ -130,13 +151,9 @@ class AnalyticsLogic(StatefulBatchLogic[Parsed, AnalyticsReport, None]):
         applied = a.apply(self._release(wm), served)
         if applied.next_offset == a.next_offset and applied.served_next_offset == a.served_next_offset:
             return [], StatefulBatchLogic.RETAIN
-        p = self.res.producer
         topic = self.res.settings.analytics.topic
-        for r in applied.rows:
-            p.produce(topic, key=record_key(r), value=encode_record(r))
-        remaining = p.flush(30)
-        if remaining:
-            raise RuntimeError(f"{remaining} analytics rows not delivered to Kafka within 30 s; not committing")
+        deliver_all(self.res.producer, [(topic, record_key(r), encode_record(r)) for r in applied.rows],
+                    what=f"analytics rows of partition {a.partition}")  # waits through a broker outage
         a.commit(applied)
         return [AnalyticsReport(a.partition, applied.next_offset, applied.n_applied, applied.n_dead,
                                 len(applied.rows), applied.skipped)], StatefulBatchLogic.RETAIN

@@ -2,7 +2,8 @@
 
 ``run`` is what ``make run`` calls: a local Tansu broker, the topics, a synthetic shop's
 history (trained on and replayed), the Bytewax flow, the API and a live simulated shop, all
-as child processes in their own process groups; Ctrl-C stops every one of them.
+as child processes in their own process groups, each restarted with backoff when it fails
+(``flows/supervisor.py``); Ctrl-C stops every one of them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Annotated
 import typer
 
 from flows.cli import app
+from flows.supervisor import Supervisor
 from operators.broker import LocalBroker, die_with_parent, wait_for_port
 from operators.kafka import ensure_topics, platform_topics
 from operators.settings import Settings
@@ -262,15 +264,16 @@ def _rotate_logs(var: Path) -> None:
 def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed: int, replay: Path | None,
          replay_format: str, replay_limit: int, var: Path, model: str, train_seconds: float, trainer_every: str,
          children: list[subprocess.Popen[bytes]], brokers: list[LocalBroker]) -> None:
-    """The body of ``run``: returns when a child fails (Ctrl-C raises KeyboardInterrupt out of it);
+    """The body of ``run``: supervises the children until Ctrl-C (KeyboardInterrupt out of it);
     the broker and the children are appended to ``brokers``/``children`` as they start, so the
     caller stops them whatever happens."""
     var.mkdir(parents=True, exist_ok=True)
     _rotate_logs(var)
-    for stale in ("state", "api", "lake"):  # the in-memory broker starts empty: so do the flow's, the API's state and the lake
+    for stale in ("state", "api", "lake", "serving"):  # the in-memory broker starts empty: so do the flow's, the API's state and the lake
         shutil.rmtree(var / stale, ignore_errors=True)
     env = dict(os.environ, FUSIONREC_KAFKA__BROKERS=f"127.0.0.1:{port}",
                FUSIONREC_STREAM__STATE_DIR=str(var / "state"), FUSIONREC_STREAM__MODEL_DIR=str(var / "models"),
+               FUSIONREC_STREAM__SERVING_DIR=str(var / "serving"),
                FUSIONREC_API__PORT=str(api_port), FUSIONREC_LAKE__LAKE_DIR=str(var / "lake"),
                FUSIONREC_GATE__HOLDOUT_HOURS=os.environ.get("FUSIONREC_GATE__HOLDOUT_HOURS", "0.05"),
                FUSIONREC_ANALYTICS__BUCKET_S="60")  # minute buckets: the live dashboard moves at once
@@ -280,31 +283,40 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
         env.update(FUSIONREC_API__ADMIN_KEYS='["admin-dev-key"]', FUSIONREC_API__CLIENT_KEYS='["client-dev-key"]')
         os.environ.update(env)
         s = Settings()
-    brokers.append(LocalBroker(port, log_path=var / "broker.log").start())
+    broker = LocalBroker(port, log_path=var / "broker.log").start()
+    brokers.append(broker)
+    sup = Supervisor(notify=lambda msg: typer.echo(msg, err=True))
+    sup.add("broker", lambda: broker.start().proc if broker.proc is None or broker.proc.poll() is not None
+            else broker.proc, after_restart=lambda: _topics(s))  # comes back empty: topics again
+
+    def supervise(name: str, args: list[str], log_name: str) -> None:
+        def start() -> subprocess.Popen[bytes]:
+            p = _child(args, env, var / log_name)
+            children.append(p)
+            return p
+        sup.add(name, start)
+
     _topics(s)
     _seed_and_train(s, history, seed, replay, replay_format, replay_limit, model, train_seconds)
-    children.append(_child([sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)],
-                           env, var / "flow.log"))
-    children.append(_child([sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", "1"],
-                           env, var / "analytics.log"))  # attribution + counters (flows/analytics.py)
-    children.append(_child([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
-                            "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"],
-                           env, var / "api.log"))
+    supervise("flow", [sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)], "flow.log")
+    supervise("analytics", [sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", "1"],
+              "analytics.log")  # attribution + counters (flows/analytics.py)
+    supervise("api", [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
+                      "--port", str(api_port), "--log-level", "warning"], "api.log")
     if trainer_every not in ("0", ""):  # the learning loop (issue 12): lake + gated trainer
         from operators.lake_read import parse_window
 
         first = f"{0.8 * parse_window(trainer_every):.0f}s"
-        children.append(_child([sys.executable, "-m", "bytewax.run", "flows.archive:flow", "-w", "1"],
-                               env, var / "archive.log"))
-        children.append(_child([sys.executable, "-m", "flows.cli", "trainer", "--every", trainer_every,
-                                "--delay", first, "--model", model], env, var / "trainer.log"))
+        supervise("archive", [sys.executable, "-m", "bytewax.run", "flows.archive:flow", "-w", "1"], "archive.log")
+        supervise("trainer", [sys.executable, "-m", "flows.cli", "trainer", "--every", trainer_every,
+                              "--delay", first, "--model", model], "trainer.log")
     wait_for_port("127.0.0.1", api_port, 30)
     if replay is None:
-        children.append(_child([sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
-                                "--events", "100000000", "--rate", str(rate), "--seed", str(seed),
-                                "--skip-history", str(history), "--no-progress"], env, var / "simulate.log"))
-        children.append(_child([sys.executable, "-m", "flows.cli", "simulate-ab", "--api",
-                                f"http://127.0.0.1:{api_port}", "--seed", str(seed)], env, var / "simulate-ab.log"))
+        supervise("simulate", [sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
+                               "--events", "100000000", "--rate", str(rate), "--seed", str(seed),
+                               "--skip-history", str(history), "--no-progress"], "simulate.log")
+        supervise("simulate-ab", [sys.executable, "-m", "flows.cli", "simulate-ab", "--api",
+                                  f"http://127.0.0.1:{api_port}", "--seed", str(seed)], "simulate-ab.log")
     base = f"http://127.0.0.1:{api_port}"
     ab = "   (campaign home-ab: a live A/B test with a control group)" if replay is None else ""
     typer.echo(f"""
@@ -312,18 +324,14 @@ fusionrec is running (logs in {var}/):
   broker           127.0.0.1:{port}   (Tansu, in-memory)
   API              {base}
   recommendations  {base}/v1/recommendations?user_id=<user>
-  health/metrics   {base}/healthz   {base}/metrics (admin key)
+  health/metrics   {base}/healthz (live)   {base}/readyz (ready)   {base}/metrics (admin key)
   dashboard        {base}/dashboard?api_key={s.api.admin_keys[0] if s.api.admin_keys else '<admin key>'}{ab}
   keys (X-API-Key) admin {s.api.admin_keys[:1]}, client {s.api.client_keys[:1]}
   learning loop    lake in {var}/lake, gated trainer every {trainer_every} (verdicts on the dashboard's ops panel)
-Ctrl-C stops everything.""")
+A failed piece is restarted with backoff (logs in {var}/); Ctrl-C stops everything.""")
     while True:
         time.sleep(1.0)
-        dead = [p for p in children if p.poll() is not None and p.returncode != 0]
-        if dead:
-            typer.echo(f"a child failed ({' '.join(map(str, dead[0].args[1:4]))}); see {var}/*.log; stopping",
-                       err=True)
-            break
+        sup.tick()
 
 
 def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, fmt: str, limit: int,

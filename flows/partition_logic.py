@@ -23,7 +23,9 @@ from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Producer
 from rocksdict import WriteBatch
 
+from flows.source import apply_offset_reset, split_at_resets
 from operators.catalog_overlay import CatalogOverlay, encode_links, links_key, supports_links
+from operators.delivery import Record, deliver_all
 from operators.kafka import make_producer
 from operators.model_version import ModelVersion, ModelWatcher
 from operators.schema import DeadLetter, Event, encode_dead_letter
@@ -166,20 +168,32 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         log.info("opened state of partition %d at offset %s", partition, db.stored_offset())
         st = s.stream
         return PartitionApplier(db, weights, st.history_len, st.half_life_s, st.links_window, st.links_max_gap_s,
-                                st.links_per_item)
+                                st.links_per_item, dedupe_window_s=st.dedupe_window_s,
+                                dedupe_max_ids=st.dedupe_max_ids)
 
     def on_batch(self, values: list[Parsed]) -> tuple[list[BatchReport], bool]:
         if self.applier is None:
             self.applier = self._open(values[0][0])
+        reports: list[BatchReport] = []
+        for segment, reset in split_at_resets(values):  # a recreated log: commit its offset first
+            if segment:
+                reports += self._on_messages(segment)
+            if reset is not None:
+                apply_offset_reset(self.applier.db, reset)
+                self.applier.next_offset = reset.to_offset
+        return reports, StatefulBatchLogic.RETAIN
+
+    def _on_messages(self, values: list[Parsed]) -> list[BatchReport]:
+        assert self.applier is not None
         msgs = sorted(((o, m) for _, o, m in values if m is not None), key=lambda x: x[0])
         if not msgs:  # a wake-up: a restarted partition rescores what a crash left pending
-            return self.on_notify()
+            return self.on_notify()[0]
         t0 = time.perf_counter()
         _, sketcher = self.res.model()
         applied = self.applier.apply(msgs, sketcher, self.res.embedder(), self.res.known_items())
         t1 = time.perf_counter()
         if applied.next_offset == self.applier.next_offset:
-            return [], StatefulBatchLogic.RETAIN
+            return []
         due = time.monotonic() - self.last_scored_s >= self.res.settings.stream.rescore_interval_s
         lists = self._score(applied.batch, applied.max_event_ts) if due else []
         t2 = time.perf_counter()
@@ -190,8 +204,7 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         self._publish_stats()
         t3 = time.perf_counter()
         return [BatchReport(self.partition, applied.next_offset, applied.n_applied, len(applied.dead),
-                            applied.n_duplicates, applied.n_replayed, len(lists), t1 - t0, t2 - t1, t3 - t2)
-                ], StatefulBatchLogic.RETAIN
+                            applied.n_duplicates, applied.n_replayed, len(lists), t1 - t0, t2 - t1, t3 - t2)]
 
     def _score(self, batch: WriteBatch, event_ts: float) -> list[TopN]:
         """Score every user changed since the last scoring (the debounce), once; stage their markers' removal."""
@@ -262,17 +275,13 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         if not lists and not dead and not links:
             return
         k = self.res.settings.kafka
-        p = self.res.producer
-        for t in lists:
-            p.produce(k.topn_topic, key=t.user_id.encode(), value=encode_topn(t))
-        for d in dead:
-            p.produce(k.dead_topic, key=d.reason.encode(), value=encode_dead_letter(d))
-        for item_id, counts in (links or {}).items():
-            p.produce(k.item_links_topic, key=links_key(item_id, self.partition),
-                      value=None if counts is None else encode_links(item_id, counts))  # None: tombstone
-        remaining = p.flush(30)
-        if remaining:
-            raise RuntimeError(f"{remaining} output messages not delivered to Kafka within 30 s; not committing")
+        records: list[Record] = [(k.topn_topic, t.user_id.encode(), encode_topn(t)) for t in lists]
+        records += [(k.dead_topic, d.reason.encode(), encode_dead_letter(d)) for d in dead]
+        records += [(k.item_links_topic, links_key(item_id, self.partition),
+                     None if counts is None else encode_links(item_id, counts))  # None: tombstone
+                    for item_id, counts in (links or {}).items()]
+        # through a broker outage: wait (nothing is committed before the outputs are acknowledged)
+        deliver_all(self.res.producer, records, what=f"outputs of partition {self.partition}")
 
     def snapshot(self) -> None:
         return None  # state lives in RocksDB with its offset; nothing for Bytewax to keep

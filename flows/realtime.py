@@ -28,7 +28,8 @@ def build_flow(settings: Settings) -> Dataflow:
     rules = EventRules.from_settings(settings)
     res = WorkerResources(settings)
     flow = Dataflow("realtime")
-    src = ResumingKafkaSource(k.brokers.split(","), k.events_topic, s.state_dir, batch_size=s.batch_size)
+    src = ResumingKafkaSource(k.brokers.split(","), k.events_topic, s.state_dir, batch_size=s.batch_size,
+                              offset_policy=s.offset_beyond_end)
     msgs = op.input("events", flow, src)                                  # KafkaSourceMessage | KafkaError
     keyed = op.filter_map("parse", msgs, partial(parse_by_partition, rules))          # (partition, (partition, offset, Event|DeadLetter|None))
     reports = op.stateful_batch("apply", keyed, lambda _resume: PartitionLogic(res))  # (partition, BatchReport)

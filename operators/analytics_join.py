@@ -26,7 +26,8 @@ optimizer, so the bandit and the dashboard never disagree):
   that counts for the group: orders, items, revenue (with sums of squares for intervals) and
   converted users.
 
-Duplicates: an ``event_id`` seen among the user's last ``_RECENT_IDS`` is skipped; impressions
+Duplicates: an ``event_id`` seen among the user's last ``_RECENT_IDS``, or within 15 minutes of
+event time (``operators/dedupe.py``), is skipped; impressions
 and clicks are also deduplicated by list (and item), whatever their event ids. Late events are
 counted in the time bucket of their own ``ts``; a conversion is attributed when it arrives, to
 lists the stream has seen by then (a list that arrives after its conversion is not credited).
@@ -40,6 +41,7 @@ import msgspec
 
 from operators.attribution import Impression, Reward, attribute, attribute_events, impression_of, last_touch
 from operators.control_group import CONTROL, CONTROL_ARM, EXPOSED
+from operators.dedupe import remember_event
 from operators.schema import Event
 
 __all__ = ["COUNTER_FIELDS", "GROUP_FIELDS", "JoinRules", "Served", "Membership", "AnalyticsUser",
@@ -110,6 +112,7 @@ class AnalyticsUser(msgspec.Struct):
     groups: dict[str, Membership] = msgspec.field(default_factory=dict)
     rewarded: list[str] = msgspec.field(default_factory=list)
     recent_event_ids: list[str] = msgspec.field(default_factory=list)
+    recent_event_ts: list[float] = msgspec.field(default_factory=list)
     last_ts: float = 0.0
 
 
@@ -340,12 +343,10 @@ def apply_event(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increment
     bool
         False if ``ev.event_id`` was already applied (a duplicate; nothing counted).
     """
-    if ev.event_id in user.recent_event_ids:
+    if not remember_event(user.recent_event_ids, user.recent_event_ts, ev.event_id, ev.ts,
+                          max(user.last_ts, ev.ts), keep_min=_RECENT_IDS):
         inc.skip("duplicate_event")
         return False
-    user.recent_event_ids.append(ev.event_id)
-    if len(user.recent_event_ids) > _RECENT_IDS:
-        del user.recent_event_ids[: len(user.recent_event_ids) - _RECENT_IDS]
     t = ev.type
     if t == rules.request_type:  # not from the server: served lists travel on their own topic
         inc.skip("request_on_events")

@@ -10,7 +10,8 @@ from operators.model_version import ModelVersion
 from operators.sketch_state import SketchUpdater
 from state.users import UserState
 
-__all__ = ["TopN", "score_users", "encode_topn", "decode_topn", "recent_items", "POPULAR_KEY_PREFIX", "RECENT_ITEMS"]
+__all__ = ["TopN", "score_users", "encode_topn", "decode_topn", "recent_items", "shaped_ts", "POPULAR_KEY_PREFIX",
+           "RECENT_ITEMS"]
 
 POPULAR_KEY_PREFIX = "\x00popular:"  # user-topn key of a partition's popular list
 
@@ -33,6 +34,16 @@ class TopN(msgspec.Struct, omit_defaults=True):
     updated_ts: float
     last_event_ts: float = 0.0
     recent: list[str] = msgspec.field(default_factory=list)
+
+
+def shaped_ts(state: UserState) -> float:
+    """Event time of the newest event that shaped a user's list: the newest kept history entry.
+
+    Events of weight 0 (searches, served lists, impressions) neither enter the history nor
+    trigger a rescore, so they must not set ``last_event_ts`` either: whether one arrived before
+    the debounce scored the user would otherwise decide the published value.
+    """
+    return max(state.ts, default=0.0)
 
 
 _enc = msgspec.json.Encoder()
@@ -150,5 +161,5 @@ def score_users(
             vals += [0.0 if from_model else float(s) for _, s in extra]
         out.append(TopN(user_id=uid, items=items, scores=vals, source=source,
                         model_version=version.version if version else None,
-                        updated_ts=now_ts, last_event_ts=states[q].last_ts, recent=recent_items(states[q].items)))
+                        updated_ts=now_ts, last_event_ts=shaped_ts(states[q]), recent=recent_items(states[q].items)))
     return out

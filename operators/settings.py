@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -88,6 +89,13 @@ class StreamSettings(BaseModel):
         "New items: previous items older than this before the event are not linked, seconds"))
     links_per_item: int = Field(default=100, ge=1, description=(
         "New items: strongest links kept per item and partition (a row is cut back at twice this)"))
+    dedupe_window_s: float = Field(default=900.0, ge=0, description=(
+        "A re-sent event_id is skipped while its first copy is within this much event time of the user's "
+        "newest event (or among the user's last 64), seconds"))
+    dedupe_max_ids: int = Field(default=2000, ge=64, description="Most event ids remembered per user for dedupe")
+    offset_beyond_end: Literal["earliest", "latest", "fail"] = Field(default="earliest", description=(
+        "A stored offset beyond the log end (the topic was recreated, e.g. an empty broker): resume at the "
+        "new log's start (earliest), at its end (latest), or stop the flow with an error (fail)"))
 
 
 class ApiSettings(BaseModel):
@@ -134,6 +142,14 @@ class ApiSettings(BaseModel):
     gc_tuning: bool = Field(default=True, description="After startup: gc.freeze() and a gen-0 threshold of 50,000 (p99 under load)")
     popularity_bucket_s: float = Field(default=3600.0, gt=0, description="Bucket of windowed popularity, seconds")
     popularity_horizon_s: float = Field(default=30 * 86400.0, gt=0, description="Longest popularity window, seconds")
+    topn_store: Literal["rocksdb", "memory"] = Field(default="rocksdb", description=(
+        "Where each API process keeps user-topn: a local RocksDB under stream.serving_dir (bounded memory, "
+        "restarts read only the tail) or a dict (everything in RAM, re-read from the start)"))
+    topn_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=1 << 20, description=(
+        "Block cache of the local user-topn store, bytes (its memory bound, with 32 MB of write buffers)"))
+    event_ack_timeout_s: float = Field(default=5.0, gt=0, description=(
+        "POST /v1/events waits this long for the broker's acknowledgement before answering 503, seconds"))
+    retry_after_s: int = Field(default=5, ge=1, description="Retry-After of a 503 (events not durable), seconds")
 
 
 class AnalyticsSettings(BaseModel):

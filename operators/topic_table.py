@@ -13,9 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from operators.kafka import high_watermarks, topic_partitions
+from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
+from state.serving import ServingStore
 
 __all__ = ["TopicTable"]
 
@@ -41,6 +43,17 @@ class TopicTable:
     reader : str
         Names the reader in the consumer's ``group.id`` (``fusionrec-<reader>-<topic>``; no
         group is joined, offsets are assigned).
+    store : ServingStore, optional
+        Keep the values in this local RocksDB instead of a dict (``state/serving.py``): memory
+        stays bounded by its block cache, values are decoded when read, and a restarted process
+        resumes from the offsets stored with them, reading only the tail. ``on_update`` is then
+        called for the stored keys under ``update_prefix`` once at start, before any new message.
+    update_prefix : str
+        ``on_update`` is called only for keys that start with it ("" = every key).
+    on_beyond_end : callable (BeyondLogEnd), optional
+        Called when a position was found beyond the log end (the topic was recreated, e.g. by a
+        broker that came back empty); the reader then re-reads the new log from its start and
+        keeps the values it holds until they are replaced.
 
     Attributes
     ----------
@@ -52,10 +65,15 @@ class TopicTable:
 
     def __init__(self, brokers: str, topic: str, decode: Callable[[bytes], object],
                  on_update: Callable[[str, object | None], None] | None = None, keep: bool = True,
-                 reader: str = "api") -> None:
+                 reader: str = "api", on_beyond_end: Callable[[BeyondLogEnd], None] | None = None,
+                 store: ServingStore | None = None, update_prefix: str = "") -> None:
         self.brokers, self.topic, self.decode, self.on_update = brokers, topic, decode, on_update
+        self.on_beyond_end = on_beyond_end
+        self.store, self.update_prefix = store, update_prefix
+        self.guard = OffsetGuard(brokers, topic, "earliest")
         self.keep, self.reader = keep, reader
         self._data: dict[str, object] = {}
+        self._pending: list[tuple[bytes, bytes | None]] = []  # changes for the serving store, per poll
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,27 +81,49 @@ class TopicTable:
         self.last_update_s = 0.0
 
     def get(self, key: str) -> object | None:
-        return self._data.get(key)
+        if self.store is None:
+            return self._data.get(key)
+        raw = self.store.get(key.encode())
+        if raw is None:
+            return None
+        try:
+            return self.decode(raw)
+        except Exception as exc:  # stored before a codec change: skip it, as the reader would
+            log.warning("undecodable stored value for key %r of %s: %s", key, self.topic, exc)
+            return None
 
     def items(self) -> list[tuple[str, object]]:
+        if self.store is not None:
+            raise TypeError(f"{self.topic}: a table kept in a serving store is not iterated (bounded memory); use get")
         return list(self._data.items())
 
     def __len__(self) -> int:
-        return len(self._data)
+        """Keys held (with a serving store: RocksDB's estimate)."""
+        return len(self._data) if self.store is None else self.store.estimated_len()
 
     def start(self) -> TopicTable:
+        if self.store is not None and self.on_update is not None and self.update_prefix:
+            for k, raw in self.store.scan(self.update_prefix.encode()):  # e.g. the partitions' popular lists
+                self._apply(k, raw, write=False)
         self._thread = threading.Thread(target=self._run, name=f"topic-table-{self.topic}", daemon=True)
         self._thread.start()
         return self
+
+    def alive(self) -> bool:
+        """The reader thread runs (it retries its own failures; only a bug ends it)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def wait_caught_up(self, timeout_s: float) -> bool:
         """True once everything written before ``start`` has been read."""
         return self._caught_up.wait(timeout_s)
 
     def stop(self) -> None:
+        """Stop the reader thread; close the serving store (its offsets are already written)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+        if self.store is not None and (self._thread is None or not self._thread.is_alive()):
+            self.store.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -97,29 +137,60 @@ class TopicTable:
         parts = topic_partitions(self.brokers, self.topic)
         end = high_watermarks(self.brokers, self.topic)
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": f"fusionrec-{self.reader}-{self.topic}",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10})
-        offsets = {p: 0 for p in parts}
-        c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
-        if all(v == 0 for v in end.values()):
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
+                      "error_cb": self._on_error})
+        stored = self.store.offsets() if self.store is not None else {}
+        offsets = {p: stored.get(p, 0) for p in parts}
+        c.assign([TopicPartition(self.topic, p, offsets[p] or OFFSET_BEGINNING) for p in parts])
+        if all(offsets[p] >= end.get(p, 0) for p in parts):
             self._caught_up.set()
+        last_message_s = time.monotonic()
+        last_ts: dict[int, int] = {}  # Kafka timestamp (ms) of the last record read per partition
         try:
             while not self._stop.is_set():
+                idle = time.monotonic() - last_message_s >= self.guard.check_every_s
+                if self.guard.due(idle):
+                    found = self.guard.check(offsets, last_ts)
+                    for b in found:
+                        offsets[b.partition] = b.resume_at
+                        if self.on_beyond_end is not None:
+                            self.on_beyond_end(b)
+                    if found:
+                        c.assign([TopicPartition(self.topic, p, off) for p, off in offsets.items()])
+                if self.guard.suspect:  # at start or after a lost connection: read nothing before a check passed
+                    time.sleep(0.05)
+                    continue
+                changed: dict[int, int] = {}
                 for m in c.consume(5000, 0.05):
                     if m.error():
                         continue
-                    offsets[m.partition()] = m.offset() + 1
+                    last_message_s = time.monotonic()
+                    offsets[m.partition()] = changed[m.partition()] = m.offset() + 1
+                    last_ts[m.partition()] = m.timestamp()[1]
                     self._apply(m.key(), m.value())
+                if self.store is not None and (changed or self._pending):
+                    self.store.write(self._pending, changed)  # values and their offsets in one batch
+                    self._pending = []
                 if not self._caught_up.is_set() and all(offsets[p] >= end.get(p, 0) for p in parts):
                     self._caught_up.set()
         finally:
             c.close()
 
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def _on_error(self, err: KafkaError) -> None:
+        if err.name() in CONNECTION_LOST_CODES:
+            self.guard.connection_lost()
+
+    def _apply(self, key: bytes | None, value: bytes | None, write: bool = True) -> None:
         if key is None:
             return
         k = key.decode(errors="replace")
         self.n_messages += 1
         self.last_update_s = time.time()
+        if self.store is not None:
+            if write:
+                self._pending.append((key, value))
+            if self.on_update is None or not k.startswith(self.update_prefix):
+                return
         if value is None:
             self._data.pop(k, None)
             obj = None
@@ -129,7 +200,7 @@ class TopicTable:
             except Exception as exc:  # a bad value must not stop the reader
                 log.warning("skipping undecodable value for key %r in %s: %s", k, self.topic, exc)
                 return
-            if self.keep:
+            if self.keep and self.store is None:
                 self._data[k] = obj
-        if self.on_update is not None:
+        if self.on_update is not None and k.startswith(self.update_prefix):
             self.on_update(k, obj)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from rocksdict import WriteBatch
 
+from operators.dedupe import DEFAULT_KEEP_MAX, DEFAULT_KEEP_MIN, DEFAULT_WINDOW_S, remember_event
 from operators.item_links import new_item_links
 from operators.schema import DeadLetter, Event
 from operators.sketch_state import SketchUpdater
@@ -24,8 +25,6 @@ from state.popularity import PopularityStore
 from state.users import UserState, UserStore
 
 __all__ = ["Applied", "PartitionApplier", "apply_event"]
-
-_RECENT_IDS = 64
 
 
 @dataclass
@@ -45,17 +44,19 @@ class Applied:
     the row was deleted (the trained version now knows the item)."""
 
 
-def apply_event(state: UserState, event: Event, history_len: int, record_items: bool = True) -> bool:
+def apply_event(state: UserState, event: Event, history_len: int, record_items: bool = True,
+                dedupe_window_s: float = DEFAULT_WINDOW_S, dedupe_max_ids: int = DEFAULT_KEEP_MAX) -> bool:
     """Add ``event`` to ``state`` in place; returns False for a duplicate ``event_id``.
 
-    With ``record_items=False`` (event types of weight 0: served lists, impressions, searches)
-    only the counts, the dedupe ids and the times change, not the item history.
+    A duplicate is an ``event_id`` applied to this user within ``dedupe_window_s`` of event time
+    (or among the user's last 64 events; at most ``dedupe_max_ids`` remembered;
+    ``operators/dedupe.py``). With ``record_items=False`` (event types of weight 0: served lists,
+    impressions, searches) only the counts, the dedupe ids and the times change, not the item
+    history.
     """
-    if event.event_id in state.recent_event_ids:
+    if not remember_event(state.recent_event_ids, state.recent_event_ts, event.event_id, event.ts,
+                          max(state.last_ts, event.ts), dedupe_window_s, DEFAULT_KEEP_MIN, dedupe_max_ids):
         return False
-    state.recent_event_ids.append(event.event_id)
-    if len(state.recent_event_ids) > _RECENT_IDS:
-        del state.recent_event_ids[: len(state.recent_event_ids) - _RECENT_IDS]
     state.counts[event.type] = state.counts.get(event.type, 0) + 1
     for item_id in event.item_ids() if record_items else ():
         state.items.append(item_id)
@@ -89,6 +90,9 @@ class PartitionApplier:
         Recent items kept per user.
     half_life_s : float
         Popularity decay half-life, seconds.
+    dedupe_window_s, dedupe_max_ids
+        Duplicate ``event_id``s are skipped within this much event time per user, up to this
+        many ids per user (``operators/dedupe.py``).
     links_window, links_max_gap_s, links_per_item
         New items' links (``operators.item_links``, ``state.item_links``): previous items of
         the user an event's item is paired with, their maximum age (seconds), and the links
@@ -97,8 +101,10 @@ class PartitionApplier:
 
     def __init__(self, db: PartitionDB, type_weights: dict[str, float], history_len: int,
                  half_life_s: float, links_window: int = 5, links_max_gap_s: float = 1800.0,
-                 links_per_item: int = 100) -> None:
+                 links_per_item: int = 100, dedupe_window_s: float = DEFAULT_WINDOW_S,
+                 dedupe_max_ids: int = DEFAULT_KEEP_MAX) -> None:
         self.db = db
+        self.dedupe_window_s, self.dedupe_max_ids = dedupe_window_s, dedupe_max_ids
         self.users = UserStore(db)
         self.popularity = PopularityStore(db, half_life_s)
         self.links = ItemLinkStore(db, links_per_item)
@@ -163,7 +169,8 @@ class PartitionApplier:
                 before, before_ts = st.items[-self.links_window:], st.ts[-self.links_window:]
             else:
                 before = before_ts = None
-            if not apply_event(st, msg, self.history_len, record_items=w > 0):
+            if not apply_event(st, msg, self.history_len, record_items=w > 0,
+                               dedupe_window_s=self.dedupe_window_s, dedupe_max_ids=self.dedupe_max_ids):
                 out.n_duplicates += 1
                 continue
             out.users[msg.user_id] = st

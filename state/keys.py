@@ -12,6 +12,7 @@ meta               ``offset``              next Kafka offset to read (int64 big-
 meta               ``applied``             events applied so far (int64 big-endian)
 meta               ``duplicates``          events skipped as duplicates (same event_id) so far
 meta               ``model_version``       version string of the models the state uses
+meta               ``offset_resets``       times the stored offset was beyond the log end (int64)
 =================  ======================  ===============================================
 
 Ids are UTF-8. Integers are fixed-width big-endian so they sort.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import struct
 
 __all__ = [
-    "USER", "POPULARITY", "DEAD", "DIRTY", "LINKS", "dirty_key", "links_key", "META_OFFSET", "META_APPLIED", "META_DUPLICATES", "META_MODEL_VERSION",
+    "USER", "POPULARITY", "DEAD", "DIRTY", "LINKS", "dirty_key", "links_key", "META_OFFSET", "META_APPLIED", "META_DUPLICATES", "META_MODEL_VERSION", "META_OFFSET_RESETS",
     "user_key", "popularity_key", "dead_key", "strip_prefix", "encode_int", "decode_int",
 ]
 
@@ -35,6 +36,7 @@ META_OFFSET = b"offset"
 META_APPLIED = b"applied"
 META_DUPLICATES = b"duplicates"
 META_MODEL_VERSION = b"model_version"
+META_OFFSET_RESETS = b"offset_resets"
 
 _I64 = struct.Struct(">q")
 

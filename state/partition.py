@@ -146,6 +146,24 @@ class PartitionDB:
         batch.put(keys.META_OFFSET, keys.encode_int(next_offset), self._meta_handle)
         self._db.write(batch, self._write_opts)
 
+    def reset_offset(self, next_offset: int, meta_key: bytes | None = None) -> int:
+        """Commit ``next_offset`` below the stored one (the topic was recreated) and count it.
+
+        With ``meta_key``, the offset of another topic read into this database is set instead
+        of the main one. Returns the number of such resets of this partition so far
+        (``meta:offset_resets``, written in the same batch as the offset).
+        """
+        raw = self._meta.get(keys.META_OFFSET_RESETS)
+        n = (0 if raw is None else keys.decode_int(raw)) + 1
+        batch = self.new_batch()
+        self.stage_meta(batch, keys.META_OFFSET_RESETS, keys.encode_int(n))
+        if meta_key is None:
+            self.commit(batch, next_offset)
+        else:
+            self.stage_meta(batch, meta_key, keys.encode_int(next_offset))
+            self._db.write(batch, self._write_opts)
+        return n
+
     def close(self) -> None:
         """Release the database (and its lock). The ``meta`` view holds a reference, so drop it first."""
         self._meta = None  # type: ignore[assignment]

@@ -23,8 +23,9 @@ class UserState(msgspec.Struct, omit_defaults=True):
         Recent history, oldest first, at most ``history_len`` entries; ``ts`` in epoch seconds.
     counts : dict of str to int
         Applied events per event type.
-    recent_event_ids : list of str
-        The last event ids applied (dedupe of producer retries).
+    recent_event_ids, recent_event_ts : list of str, list of float
+        Event ids applied recently and their event times (dedupe of producer retries,
+        ``operators/dedupe.py``); ``recent_event_ts`` may be shorter in states written before it.
     last_ts : float
         Epoch seconds of the newest applied event.
     session_id : str or None
@@ -38,6 +39,7 @@ class UserState(msgspec.Struct, omit_defaults=True):
     types: list[str] = msgspec.field(default_factory=list)
     counts: dict[str, int] = msgspec.field(default_factory=dict)
     recent_event_ids: list[str] = msgspec.field(default_factory=list)
+    recent_event_ts: list[float] = msgspec.field(default_factory=list)
     last_ts: float = 0.0
     session_id: str | None = None
     sketch_cols: bytes = b""  # EMDE raw input sketch, sparse: sorted int32 columns ...

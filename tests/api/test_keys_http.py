@@ -24,7 +24,7 @@ from tests.platform import ROOT, ApiServer, make_settings
 pytestmark = pytest.mark.integration
 
 ADMIN, CLIENT = "admin-" + "a" * 24, "client-" + "c" * 24
-OPEN = {"/healthz", "/openapi.json", "/dashboard"}
+OPEN = {"/healthz", "/readyz", "/openapi.json", "/dashboard"}  # probes and docs are open
 
 
 def _endpoints() -> list[tuple[str, str]]:

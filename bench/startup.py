@@ -1,0 +1,149 @@
+"""API start to ready, and its memory: a first start (reads everything) vs a restart (snapshot + tail).
+
+    .venv/bin/python bench/startup.py [--events 1000000] [--users 200000] [--rounds 3]
+
+Starts a local Tansu broker and fills it like a shop with history: ``--events`` view/purchase
+events in ``events`` (4 partitions) and one published top-N list (50 items) per user in
+``user-topn``. Then starts the API (uvicorn, one worker, feedback reader on) as a child process
+and times ``GET /readyz`` until 200 (the broker answers and every reader has caught up), and
+reads the process's resident memory once ready:
+
+* ``first start``: empty API state: the feedback reader folds the whole events topic (what every
+  start did before: windowed popularity was not in the snapshot) and the top-N lists are read
+  in full; with ``topn_store = memory`` (the old dict) and ``rocksdb``;
+* ``restart``: the same process started again on its state: the optimizer's snapshot (with
+  windowed popularity) and the local top-N store, then only the tail.
+
+Prints a table (medians over ``--rounds``) and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import tomli_w
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from operators.broker import LocalBroker, free_port  # noqa: E402
+from operators.kafka import ensure_topics, make_producer, platform_topics  # noqa: E402
+from operators.schema import Event, encode_event  # noqa: E402
+from operators.score import TopN, encode_topn  # noqa: E402
+from operators.settings import Settings  # noqa: E402
+
+
+def _produce(brokers: str, topic: str, records) -> None:  # noqa: ANN001
+    p = make_producer(brokers)
+    for k, v in records:
+        while True:
+            try:
+                p.produce(topic, key=k, value=v)
+                break
+            except BufferError:
+                p.poll(0.05)
+    assert p.flush(600) == 0
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _start_api(config: Path, port: int) -> tuple[float, float]:
+    """Seconds from spawning the API to /readyz 200, and its RSS then (MB); the API is stopped after."""
+    env = dict(os.environ, FUSIONREC_CONFIG=str(config), PYTHONPATH=str(ROOT))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(timeout=2) as c:
+            while True:
+                try:
+                    if c.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None:
+                    raise RuntimeError("the API exited")
+                time.sleep(0.05)
+        ready_s = time.perf_counter() - t0
+        time.sleep(1.0)
+        return ready_s, _rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--users", type=int, default=200_000)
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    with LocalBroker() as broker, tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        tag = uuid.uuid4().hex[:6]
+        base = Settings(kafka={"brokers": broker.bootstrap, "events_topic": f"events-{tag}", "dead_topic": f"dead-{tag}",
+                               "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}",
+                               "item_links_topic": f"links-{tag}", "partitions": 4},
+                        api={"require_keys": False})
+        ensure_topics(broker.bootstrap, platform_topics(base.kafka))
+        t0 = time.perf_counter()
+        now = time.time()
+        _produce(broker.bootstrap, base.kafka.events_topic, (
+            (f"u{j % a.users:08d}".encode(), encode_event(Event(
+                event_id=f"e{j}", ts=now - 7 * 86400 + j * (7 * 86400 / a.events), type="view" if j % 5 else "purchase",
+                user_id=f"u{j % a.users:08d}", item_id=f"i{(j * 7919) % a.items:07d}")))
+            for j in range(a.events)))
+        _produce(broker.bootstrap, base.kafka.topn_topic, (
+            (f"u{j:08d}".encode(), encode_topn(TopN(user_id=f"u{j:08d}", items=[f"i{(j + k) % a.items:07d}" for k in range(50)],
+                                                    scores=[1.0 - k / 50 for k in range(50)], source="model",
+                                                    model_version="v1", updated_ts=now, last_event_ts=now)))
+            for j in range(a.users)))
+        print(f"history: {a.events:,} events, {a.users:,} top-N lists, published in {time.perf_counter() - t0:.0f} s",
+              flush=True)
+        rows: dict[str, list[tuple[float, float]]] = {}
+        for r in range(a.rounds):
+            for store in ("memory", "rocksdb"):
+                root = tmp / f"{store}-{r}"
+                s = base.model_copy(update={
+                    "stream": base.stream.model_copy(update={"state_dir": root / "state", "model_dir": root / "models",
+                                                             "serving_dir": root / "serving"}),
+                    "api": base.api.model_copy(update={"topn_store": store})})
+                config = root / "fusionrec.toml"
+                root.mkdir(parents=True)
+                config.write_text(tomli_w.dumps(s.model_dump(mode="json", exclude_none=True)))
+                first = _start_api(config, free_port())
+                rows.setdefault(f"first start, topn_store={store}", []).append(first)
+                again = _start_api(config, free_port())
+                rows.setdefault(f"restart, topn_store={store}", []).append(again)
+                print(f"round {r} {store}: first {first}, restart {again}", flush=True)
+                shutil.rmtree(root, ignore_errors=True)
+    print(f"\nAPI start to /readyz 200, one process, {a.events:,} events in history, {a.users:,} users "
+          f"(medians of {a.rounds} rounds)\n")
+    print("| start | ready after (s) | RSS when ready (MB) |")
+    print("|---|---|---|")
+    for name, vals in rows.items():
+        print(f"| {name} | {statistics.median(v[0] for v in vals):.1f} | {statistics.median(v[1] for v in vals):.0f} |")
+    print(f"\ncommand: .venv/bin/python bench/startup.py --events {a.events} --users {a.users} --items {a.items} "
+          f"--rounds {a.rounds}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""A compacted topic materialised on local disk: one RocksDB per API process (like a Kafka Streams global table).
+
+=================  ======================  ===============================================
+column family      key                     value
+=================  ======================  ===============================================
+default            key of the message      the message's value, raw (decoded when read)
+meta               ``o:`` + partition      next offset to read (int64 big-endian)
+=================  ======================  ===============================================
+
+One writer: the process's reader thread. The values and the offsets they reflect are written in
+one batch, so a restarted process resumes from its stored offsets and reads only the tail.
+Memory is bounded by the block cache and the write buffers, whatever the number of keys.
+Several processes on one host each take a free slot directory (``slot-0``, ``slot-1``, ...,
+held by a ``flock``), so a restarted worker reuses a slot another one left.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
+
+from state import keys
+
+__all__ = ["ServingOptions", "ServingStore", "OFFSET"]
+
+OFFSET = b"o:"
+
+
+@dataclass(frozen=True, slots=True)
+class ServingOptions:
+    """Memory knobs of a serving store (bytes): the block cache holds hot values, the write buffers recent writes."""
+
+    block_cache_bytes: int = 64 * 1024 * 1024
+    write_buffer_bytes: int = 16 * 1024 * 1024
+    max_write_buffers: int = 2
+
+    def to_rocksdict(self) -> Options:
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(True)
+        opts.create_missing_column_families(True)
+        opts.set_write_buffer_size(self.write_buffer_bytes)
+        opts.set_max_write_buffer_number(self.max_write_buffers)
+        table = BlockBasedOptions()
+        table.set_block_cache(Cache(self.block_cache_bytes))
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_bloom_filter(10, False)
+        opts.set_block_based_table_factory(table)
+        return opts
+
+
+class ServingStore:
+    """Latest value per key of one topic, on disk, with the offsets it reflects.
+
+    Parameters
+    ----------
+    root : Path
+        Directory under which the slot directories live (e.g. ``serving_dir/<topic>``).
+    options : ServingOptions, optional
+
+    Raises
+    ------
+    RuntimeError
+        If 64 slots are all held by other processes.
+    """
+
+    def __init__(self, root: Path, options: ServingOptions | None = None) -> None:
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = -1
+        for slot in range(64):
+            fd = os.open(root / f"slot-{slot}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._lock_fd, self.path = fd, root / f"slot-{slot}"
+            break
+        else:
+            raise RuntimeError(f"{root}: all 64 serving-store slots are held by other processes")
+        cf = {"meta": Options(raw_mode=True)}
+        self._db = Rdict(str(self.path), options=(options or ServingOptions()).to_rocksdict(), column_families=cf,
+                         access_type=AccessType.read_write())
+        self._meta = self._db.get_column_family("meta")
+        self._meta_handle = self._db.get_column_family_handle("meta")
+        self._write_opts = WriteOptions()
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Stored (key, value) pairs whose key starts with ``prefix``, in key order."""
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid() and it.key().startswith(prefix):
+            yield it.key(), it.value()
+            it.next()
+
+    def offsets(self) -> dict[int, int]:
+        """Next offset to read per partition, as last written."""
+        out = {}
+        it = self._meta.iter()
+        it.seek(OFFSET)
+        while it.valid() and it.key().startswith(OFFSET):
+            out[int(it.key()[len(OFFSET):])] = keys.decode_int(it.value())
+            it.next()
+        return out
+
+    def write(self, changes: Iterable[tuple[bytes, bytes | None]], offsets: dict[int, int]) -> None:
+        """Put (or, for ``None``, delete) values and set the partitions' next offsets, in one batch."""
+        batch = WriteBatch(raw_mode=True)
+        for k, v in changes:
+            if v is None:
+                batch.delete(k)
+            else:
+                batch.put(k, v)
+        for p, off in offsets.items():
+            batch.put(OFFSET + str(p).encode(), keys.encode_int(off), self._meta_handle)
+        self._db.write(batch, self._write_opts)
+
+    def estimated_len(self) -> int:
+        """RocksDB's estimate of the number of keys (exact after a compaction)."""
+        raw = self._db.property_int_value("rocksdb.estimate-num-keys")
+        return int(raw or 0)
+
+    def close(self) -> None:
+        self._meta = None  # type: ignore[assignment]
+        self._meta_handle = None
+        self._db.close()
+        if self._lock_fd >= 0:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
