@@ -64,8 +64,8 @@ def event_schema(settings: Settings) -> dict[str, Any]:
     props = {"event_id": ID_SCHEMA, "ts": ts, "user_id": ID_SCHEMA, "session_id": ID_SCHEMA, "item_id": ID_SCHEMA,
              "items": {"type": "array", "minItems": 1, "maxItems": 20, "items": {"anyOf": [ID_SCHEMA, line]}},
              "quantity": {"type": "number"}, "price": {"type": "number"}, "store_id": ID_SCHEMA,
-             "query": {"type": "string", "maxLength": 1000}, "lat": {"type": "number"}, "lon": {"type": "number"},
-             "campaign_id": ID_SCHEMA, "arm": {"type": "string", "maxLength": 256},
+             "query": {"type": "string"}, "lat": {"type": "number"}, "lon": {"type": "number"},
+             "campaign_id": ID_SCHEMA, "arm": {"type": "string"},  # free text, bounded by the event's size
              "request_id": {"type": "string", "minLength": 1, "maxLength": 1024, "description": (
                  "a request_id the API issued to this user_id (403 otherwise)")}}
     raw = props

@@ -105,11 +105,12 @@ class EventProducer:
             self.errors[err.name()] += 1
             log.warning("delivery to %s failed: %s", msg.topic(), err)
 
-    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Queue one message; waits (serving callbacks) while librdkafka's queue is full."""
+    def produce(self, topic: str, key: bytes | None, value: bytes, timestamp_ms: int = 0) -> None:
+        """Queue one message (``timestamp_ms`` 0 = now); waits (serving callbacks) while librdkafka's queue is full."""
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery,
+                                       timestamp=timestamp_ms)
                 break
             except BufferError:
                 self._producer.poll(0.05)
@@ -122,7 +123,10 @@ class EventProducer:
         (``rec_request``, as the API writes them: simulated A/B logs) goes to ``served_topic``."""
         if topic is None:
             topic = self.served_topic if event.type == REQUEST_TYPE and self.served_topic else self.events_topic
-        self.produce(topic, event.user_id.encode(), encode_event(event))
+        # a simulated or replayed event ahead of the wall clock (a replay shifted to now, sent faster than
+        # real time) is stamped with its own time: the flow bounds ts by the message's timestamp
+        ahead = event.ts > time.time()
+        self.produce(topic, event.user_id.encode(), encode_event(event), int(event.ts * 1000) if ahead else 0)
 
     def send_item(self, item: Mapping[str, Any]) -> None:
         """Queue one catalog record: key = ``item_id``, value = its orjson encoding.

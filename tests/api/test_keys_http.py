@@ -66,9 +66,12 @@ def test_default_config_is_closed(broker, tmp_path):
                     assert status == 401, (method, path, key, status)
 
 
-def test_key_matrix_with_keys_configured(broker, tmp_path):
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_key_matrix_with_keys_configured(broker, tmp_path, host):
+    """The same matrix whether the app is configured for loopback or for a public bind (``api.host``)."""
     s = make_settings(broker, tmp_path, partitions=1)
-    s = s.model_copy(update={"api": type(s.api)(admin_keys=[ADMIN], client_keys=[CLIENT])})
+    s = s.model_copy(update={"api": type(s.api)(host=host, admin_keys=[ADMIN], client_keys=[CLIENT],
+                                                rate_limit=None)})
     with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
         for method, path in _endpoints():
             need = scope_of(path)
