@@ -13,16 +13,14 @@ than loopback unless keys are required, an admin key is set and no development k
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["ApiKeyMiddleware", "DEV_KEYS", "exposure_problem", "is_loopback", "scope_of"]
+from operators.exposure import DEV_KEYS, exposure_problem, is_loopback
 
-DEV_KEYS = frozenset({"admin-dev-key", "client-dev-key"})
-"""The convenience keys of ``fusionrec run`` (loopback only); refused on any other bind address."""
+__all__ = ["ApiKeyMiddleware", "DEV_KEYS", "exposure_problem", "is_loopback", "scope_of"]
 
 _SCOPED_PREFIXES: tuple[tuple[str, str], ...] = (
     ("/metrics", "admin"),
@@ -40,40 +38,6 @@ def scope_of(path: str) -> str | None:
     for prefix, scope in _SCOPED_PREFIXES:
         if path == prefix or path.startswith(prefix + "/"):
             return scope
-    return None
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``); ``0.0.0.0`` is not."""
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def exposure_problem(host: str, require_keys: bool, admin_keys: Iterable[str], client_keys: Iterable[str]) -> str | None:
-    """Why the API must not listen on ``host`` with these key settings, or None if it may.
-
-    Loopback may run anything; any other address needs ``require_keys``, at least one admin key
-    and no development key (``DEV_KEYS``).
-    """
-    if is_loopback(host):
-        return None
-    where = f"refusing to listen on {host!r} (not loopback)"
-    if not require_keys:
-        return f"{where} with api.require_keys = false: set it true (FUSIONREC_API__REQUIRE_KEYS=true)"
-    admin, client = list(admin_keys), list(client_keys)
-    if not admin:
-        return (f"{where} without an admin key: set api.admin_keys (FUSIONREC_API__ADMIN_KEYS='[\"<secret>\"]') "
-                "and api.client_keys")
-    dev = sorted(DEV_KEYS.intersection(admin + client))
-    if dev:
-        return f"{where} with the development keys {dev}: replace them in api.admin_keys / api.client_keys"
-    short = [k[:4] + "…" for k in admin + client if len(k) < 16]
-    if short:
-        return f"{where}: keys shorter than 16 characters ({short}); use random keys (e.g. openssl rand -hex 24)"
     return None
 
 

@@ -176,7 +176,7 @@ def serve_cmd(
     s = _settings()
     import uvicorn
 
-    from api.auth import exposure_problem
+    from operators.exposure import exposure_problem
 
     problem = exposure_problem(host or s.api.host, s.api.require_keys, s.api.admin_keys, s.api.client_keys)
     if problem:
