@@ -225,8 +225,8 @@ def run_cmd(
     var: Annotated[Path, typer.Option(help="Working directory for state, models and logs")] = Path("var/run"),
     model: Annotated[str, typer.Option(help=(
         "Model of the first version: covisit (seconds to train) or emde (sketches and M′·Q in the stream, "
-        "new items by title and by M′·Q; trains up to --train-seconds)"))] = "covisit",
-    train_seconds: Annotated[float, typer.Option(help="EMDE: network training budget, seconds")] = 60.0,
+        "new items by title and by M′·Q; trains whole epochs)"))] = "covisit",
+    train_seconds: Annotated[float, typer.Option(help="EMDE: safety stop of the network training, seconds (it trains whole epochs; passing the stop is an error)")] = 600.0,
     trainer_every: Annotated[str, typer.Option(help=(
         "The learning loop: archive events to the lake and run the gated trainer this often (first run after "
         "4/5 of it; holdout = the newest 3 min); 0 = off"))] = "5m",
@@ -335,7 +335,7 @@ A failed piece is restarted with backoff (logs in {var}/); Ctrl-C stops everythi
 
 
 def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, fmt: str, limit: int,
-                    model: str = "covisit", train_seconds: float = 60.0) -> None:
+                    model: str = "covisit", train_seconds: float = 600.0) -> None:
     """Train the first model version on the history, then produce the catalog and the history to Kafka."""
     from operators.training import train_model
     from simulators.producer import EventProducer

@@ -46,9 +46,9 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
     "vstan": ModelSpec("models.stan:VSTAN", {"k": 500, "sample_size": 5000}),
     # the configuration the session datasets picked on validation (bench/RESULTS.md, EMDE, quiet-machine
     # runs): the last item expanded to its co-occurrence neighbours as a third input view, and 8x128
-    # random codes per item next to the Cleora modalities
+    # random codes per item next to the Cleora modalities; whole epochs (no wall-clock cap)
     "emde": ModelSpec("models.emde:EMDE", {
-        "max_train_seconds": 270.0, "views": ("session", "last", "knn:last"),
+        "epochs": 3, "views": ("session", "last", "knn:last"),
         "modalities": "g=sessions:16x128:3,s=transitions:16x128:2:in,r=random:8x128"}),
 })
 """Name -> spec; the names ``fusionrec eval --models`` accepts."""

@@ -44,6 +44,8 @@ def save_emde(model: Any, path: Path) -> None:
             arrays.update(book.to_arrays(f"dlsh__{name}__"))
     for name, vec in getattr(model, "graph_vectors_", {}).items():
         arrays[f"graph__{name}"] = vec
+    if getattr(model, "item_log_pop_", None) is not None:
+        arrays.update(item_log_pop=model.item_log_pop_, bucket_log_prior=model.bucket_log_prior_)
     if model.item_ids_ is not None:
         arrays["item_ids"] = np.asarray(model.item_ids_, dtype=str)
     if model.neighbours_ is not None:
@@ -85,6 +87,9 @@ def load_emde(cls: type, path: Path) -> Any:
                                           shape=(len(z["knn_indptr"]) - 1,) * 2)
                              if "knn_indptr" in z.files else None)
         model.item_ids_ = tuple(str(i) for i in z["item_ids"]) if "item_ids" in z.files else None
+        has_pop = "item_log_pop" in z.files  # versions written before the popularity decoder: mean readout
+        model.item_log_pop_ = z["item_log_pop"] if has_pop else None
+        model.bucket_log_prior_ = z["bucket_log_prior"] if has_pop else None
     model.modality_specs_ = tuple(specs)
     model.layout_ = SketchLayout.from_dict(meta["layout"])
     model.out_blocks_ = [tuple(b) for b in meta["out_blocks"]]
@@ -100,4 +105,5 @@ def load_emde(cls: type, path: Path) -> Any:
     net.eval()
     model.network_ = net
     model._readout_ = None
+    model._bias_ = None
     return model

@@ -23,6 +23,8 @@ from numpy.typing import NDArray
 from torch import nn
 from tqdm.auto import tqdm
 
+from models.errors import ModelFitError
+
 __all__ = ["SketchNetwork", "train_network", "sparse_batch", "row_log_softmax"]
 
 log = logging.getLogger(__name__)
@@ -134,8 +136,8 @@ def train_network(
     random_state : int, Generator or None
         Seeds weight initialisation and the batch order.
     max_seconds : float, optional
-        Stop after the first batch that ends past this wall-clock budget (then the
-        result depends on machine speed, so leave it None when determinism matters).
+        Safety stop: a batch that ends past this wall-clock budget raises ``ModelFitError``
+        (a model cut by machine speed is a failure, never a result).
     progress : bool, default True
         Show a tqdm progress bar.
 
@@ -147,6 +149,8 @@ def train_network(
     ------
     ValueError
         If ``x`` and ``targets`` have different row counts.
+    ModelFitError
+        If the ``max_seconds`` safety stop fires.
     """
     if not callable(x) and x.shape[0] != targets.shape[0]:
         raise ValueError(f"x and targets must have one row count; got {x.shape[0]} and {targets.shape[0]}")
@@ -163,7 +167,8 @@ def train_network(
     start_t = time.perf_counter()
     losses: list[float] = []
     net.train()
-    with tqdm(total=epochs * n_batches, desc="EMDE", disable=not progress, leave=False) as bar:
+    with tqdm(total=epochs * n, desc="EMDE", unit="ex", unit_scale=True, disable=not progress,
+              leave=False) as bar:  # examples/s
         for _ in range(epochs):
             order = rng.permutation(n)
             total = 0.0
@@ -181,12 +186,12 @@ def train_network(
                 loss.backward()
                 opt.step()
                 total += float(loss.detach())
-                bar.update(1)
+                bar.update(len(rows))
                 if max_seconds is not None and time.perf_counter() - start_t > max_seconds:
-                    log.info("EMDE training stopped at the %.0f s budget", max_seconds)
-                    losses.append(total / (b + 1))
                     net.eval()
-                    return losses
+                    raise ModelFitError(f"EMDE training passed its {max_seconds:.0f} s safety stop after "
+                                        f"{len(losses)} of {epochs} epochs; raise max_train_seconds or lower "
+                                        f"epochs (training runs whole epochs)")
             sched.step()
             losses.append(total / n_batches)
     net.eval()

@@ -3,6 +3,8 @@ planted-taste quality, save/load, batch == singles. Self-contained (no shared da
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,7 @@ from models.emde.sketch import (
     set_sketch,
     update_sketch,
 )
-from models.errors import ModelFormatError, NotFittedError
+from models.errors import ModelFitError, ModelFormatError, NotFittedError
 
 torch.set_num_threads(1)
 
@@ -221,3 +223,33 @@ def test_knn_views_train_and_survive_save_load(tmp_path) -> None:
     m.save(tmp_path / "k")
     h = Histories.from_lists([[5, 6], [61]])
     np.testing.assert_array_equal(m.recommend(h, 5)[0], EMDE.load(tmp_path / "k").recommend(h, 5)[0])
+
+
+def test_popularity_decoder_is_the_official_readout(fitted: EMDE, tmp_path) -> None:
+    """score(i) = log p(i) + sum_rows [log out(code_row(i)) - log prior(code_row(i))], over rows."""
+    log = _planted_log()
+    pop = copy.copy(fitted)
+    pop.decoder, pop._bias_ = "popularity", None
+    h = Histories.from_lists([[1, 2, 3], [45], [60, 61]])
+    raw = fitted.layout_.raw_sketches(fitted.item_in_cols_, h)
+    mean = fitted._mean_log_probs(raw).numpy()  # mean over rows of log out(code_row(i))
+    counts = np.bincount(log.item_idx, minlength=100) + 1.0
+    rows = fitted.item_out_cols_.shape[1]
+    prior = np.bincount(fitted.item_out_cols_.ravel(), weights=np.repeat(counts, rows),
+                        minlength=int(fitted.item_out_cols_.max()) + 1) / counts.sum()
+    official = (rows * mean + np.log(counts / counts.sum())[None, :]
+                - np.log(prior)[fitted.item_out_cols_].sum(axis=1)[None, :])
+    np.testing.assert_allclose(pop._mean_log_probs(raw).numpy() * rows, official, rtol=1e-4, atol=1e-3)
+    ids, _ = pop.recommend(h, 5)
+    np.testing.assert_array_equal(ids, np.argsort(-official, axis=1, kind="stable")[:, :5])
+    pop.save(tmp_path / "pop")
+    loaded = EMDE.load(tmp_path / "pop")
+    assert loaded.decoder == "popularity"
+    np.testing.assert_array_equal(loaded.recommend(h, 5)[0], ids)
+    with pytest.raises(ValueError, match="decoder"):
+        EMDE(_MODS, decoder="max", **_SMALL).fit(log)
+
+
+def test_the_wall_clock_safety_stop_is_a_failure_not_a_result() -> None:
+    with pytest.raises(ModelFitError, match="safety stop"):
+        EMDE(_MODS, **{**_SMALL, "max_train_seconds": 0.0}).fit(_planted_log())
