@@ -61,7 +61,8 @@ class WindowPopularity:
     def take_dirty(self) -> tuple[dict[tuple[int, str], float], set[int], float]:
         """What changed since the last call: ((bucket, item) -> weight, dropped buckets, clock) (for snapshots)."""
         with self._lock:
-            changed = {(b, i): self._buckets[b][i] for b, i in self._dirty if b in self._buckets}
+            # a bucket dropped and re-created by an older event since then no longer holds the item
+            changed = {(b, i): self._buckets[b][i] for b, i in self._dirty if i in self._buckets.get(b, ())}
             dropped = self._dropped
             self._dirty, self._dropped = set(), set()
             return changed, dropped, self.clock
