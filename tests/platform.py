@@ -9,7 +9,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import tomli_w
 import uvicorn
@@ -24,6 +26,22 @@ from state.popularity import PopularityStore
 from state.users import UserStore
 
 ROOT = Path(__file__).resolve().parents[1]
+
+T = TypeVar("T")
+
+
+def wait_for(pred: Callable[[], T], timeout_s: float = 20.0, what: str = "condition") -> T:
+    """Poll ``pred`` every 0.1 s until it returns a truthy value, and return that value.
+
+    Raises ``AssertionError`` naming ``what`` after ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def make_settings(bootstrap: str, tmp: Path, partitions: int = 4, **stream: object) -> Settings:

@@ -10,7 +10,7 @@ import pytest
 from operators.settings import Settings
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, make_settings
+from tests.platform import ApiServer, make_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -21,14 +21,6 @@ def _with_api(s: Settings, **api: object) -> Settings:
     return s.model_copy(update={"api": s.api.model_copy(update=api)})
 
 
-def _wait(pred, timeout_s: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture()
@@ -54,7 +46,7 @@ def test_crud_validation_iql_errors_and_restart(shop_settings):
             "optimizer": {"prior_alpha": 1, "prior_beta": 9, "floor": 0.05}}
     with ApiServer(s) as api:
         c = httpx.Client(base_url=api.url, timeout=10)
-        _wait(lambda: _ready(c), what="catalog")
+        wait_for(lambda: _ready(c), what="catalog")
         r = c.post("/v1/campaigns", json=body)
         assert r.status_code == 201, r.text
         created = r.json()
@@ -96,7 +88,7 @@ def test_crud_validation_iql_errors_and_restart(shop_settings):
             assert r.json()["campaign"] == "home" and r.json()["arm"] in ("day", "pop")
         r = c.get("/v1/recommendations", params={"campaign": "nope"})
         assert r.status_code == 404 and r.json()["error"]["field"] == "campaign"
-        _wait(lambda: sum(a["pulls"] for a in c.get("/v1/campaigns/home/arms").json()["arms"]) == 6, what="pulls")
+        wait_for(lambda: sum(a["pulls"] for a in c.get("/v1/campaigns/home/arms").json()["arms"]) == 6, what="pulls")
         arms_before = c.get("/v1/campaigns/home/arms").json()["arms"]
         time.sleep(s.api.snapshot_every_s + 0.5)
 

@@ -4,29 +4,19 @@ before the catalog changed. Real broker, API over HTTP; the flow's lists are pro
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import orjson
 import pytest
 
 from operators.score import POPULAR_KEY_PREFIX, TopN, encode_topn
 from simulators.producer import EventProducer
-from tests.platform import ApiServer, make_settings
+from tests.platform import ApiServer, make_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
 ITEMS = [f"i{k:02d}" for k in range(30)]
 
 
-def _wait(pred, timeout_s: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _served(r: httpx.Response) -> list[str]:
@@ -46,10 +36,10 @@ def test_unservable_items_never_served(broker, tmp_path):
         p.flush()
     with ApiServer(s) as api:
         c = httpx.Client(base_url=api.url, timeout=10)
-        _wait(lambda: c.get("/healthz").json().get("catalog_items") == 30, what="catalog")
-        _wait(lambda: _served(c.get("/v1/recommendations", params={"user_id": "u1", "n": 5})) == ITEMS[:5], what="top-N")
+        wait_for(lambda: c.get("/healthz").json().get("catalog_items") == 30, what="catalog")
+        wait_for(lambda: _served(c.get("/v1/recommendations", params={"user_id": "u1", "n": 5})) == ITEMS[:5], what="top-N")
         # the popular lists are cached for 1 s: wait for the published one
-        _wait(lambda: _served(c.get("/v1/recommendations", params={"n": 5})) == ITEMS[:5], what="popular")
+        wait_for(lambda: _served(c.get("/v1/recommendations", params={"n": 5})) == ITEMS[:5], what="popular")
 
         with EventProducer.from_settings(k) as p:
             p.send_item({"item_id": "i00", "category": "a", "price": 10.0, "hidden": True})
@@ -58,7 +48,7 @@ def test_unservable_items_never_served(broker, tmp_path):
             p.produce(k.catalog_topic, b"i01", None)  # deleted: a tombstone
             p.flush()
         gone = {"i00", "i01", "i02", "i03"}
-        _wait(lambda: not gone & set(_served(c.get("/v1/recommendations", params={"user_id": "u1", "n": 5}))),
+        wait_for(lambda: not gone & set(_served(c.get("/v1/recommendations", params={"user_id": "u1", "n": 5}))),
               what="catalog change")
         r = c.get("/v1/recommendations", params={"user_id": "u1", "n": 8})
         assert _served(r) == ITEMS[4:10] + ITEMS[10:12]  # the published list, then topped up from popular
@@ -79,5 +69,5 @@ def test_unservable_items_never_served(broker, tmp_path):
         with EventProducer.from_settings(k) as p:
             p.send_item({"item_id": "i02", "category": "a", "price": 12.0, "in_stock": True, "stock": 4})
             p.flush()
-        _wait(lambda: "i02" in _served(c.get("/v1/recommendations", params={"user_id": "u1", "n": 5})), what="restock")
+        wait_for(lambda: "i02" in _served(c.get("/v1/recommendations", params={"user_id": "u1", "n": 5})), what="restock")
         assert orjson.loads(c.get("/v1/items/i02").content)["in_stock"] is True

@@ -16,19 +16,14 @@ from operators.score import recent_items
 from operators.training import train_covisitation
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up
+from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_for
 
 pytestmark = pytest.mark.integration
 
 
+
 def _wait(pred, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(pred, timeout_s, what)
 
 
 def _ids(body: dict) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, make_settings
+from tests.platform import ApiServer, make_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +24,6 @@ CAMPAIGN = {"scenario": "popular", "goal": "purchase", "window_s": 600,
             "arms": [{"name": "popular", "strategy": "popular"}, {"name": "other", "strategy": "popular"}]}
 
 
-def _wait(pred, timeout_s: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture()
@@ -60,7 +52,7 @@ def test_forged_and_replayed_feedback_is_refused_and_never_counted(api):
     now = time.time()
     served = c.get("/v1/recommendations", params={"campaign": "home-ab", "user_id": "victim"}, headers=CLIENT).json()
     rid, arm = served["request_id"], served["arm"]
-    _wait(lambda: sum(p for p, _ in _pulls(c).values()) == 1, what="the served list's pull")
+    wait_for(lambda: sum(p for p, _ in _pulls(c).values()) == 1, what="the served list's pull")
 
     # a forged served list: the type is the server's alone
     r = _post(c, {"type": "rec_request", "user_id": "attacker", "request_id": "r-forged", "campaign_id": "home-ab",
@@ -83,7 +75,7 @@ def test_forged_and_replayed_feedback_is_refused_and_never_counted(api):
     for i in range(5):
         r = _post(c, {"type": "purchase", "user_id": "victim", "request_id": rid, "item_id": "i1", "event_id": f"p{i}"})
         assert r.status_code == 202, r.text
-    _wait(lambda: sum(w for _, w in _pulls(c).values()) == 1, what="the one reward")
+    wait_for(lambda: sum(w for _, w in _pulls(c).values()) == 1, what="the one reward")
     time.sleep(1.0)
     assert _pulls(c)[arm] == (1, 1) and sum(p for p, _ in _pulls(c).values()) == 1
 
