@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from models.errors import ModelFitError
 
-__all__ = ["SketchNetwork", "train_network", "sparse_batch", "row_log_softmax"]
+__all__ = ["SketchNetwork", "TrainInputs", "train_network", "sparse_batch", "row_log_softmax"]
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,11 @@ class SketchNetwork(nn.Module):
 
     def forward(self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Logits of shape (batch, sum(depth * width)) for a CSR batch of input sketches."""
-        h = self.embed(indices, offsets, per_sample_weights=weights) + self.bias
-        h = nn.functional.leaky_relu(self.bn(h))
+        return self.head(self.embed(indices, offsets, per_sample_weights=weights))
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits from the input layer's pre-activation ``sketch @ W`` of shape (batch, hidden)."""
+        h = nn.functional.leaky_relu(self.bn(h + self.bias))
         for block in self.blocks:
             h = block(h)
         return self.out(h)
@@ -103,9 +107,49 @@ def sparse_batch(x: sp.csr_array) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
             torch.from_numpy(np.asarray(x.data, dtype=np.float32)))
 
 
+@dataclass(frozen=True)
+class TrainInputs:
+    """Normalised input sketches of every training example, built once before training.
+
+    The input of example ``j`` is ``examples[j] + items[last[j]]``: the views that depend on
+    the whole history are stored per example, the views that depend on the newest item only
+    (``last``, ``knn:last``: most of the non-zeros) once per item. A batch embeds its examples'
+    rows and its distinct newest items' rows and adds them (the same ``sketch @ W``).
+
+    Attributes
+    ----------
+    examples : csr_array of shape (n_samples, n_in), float32
+    items : csr_array of shape (n_items, n_in), float32, or None
+    last : ndarray of shape (n_samples,), int64, or None
+        Row of ``items`` of every example (with ``items``).
+    """
+
+    examples: sp.csr_array
+    items: sp.csr_array | None = None
+    last: NDArray[np.int64] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.items is None) != (self.last is None):
+            raise ValueError("TrainInputs: items and last go together")
+        if self.last is not None and len(self.last) != self.examples.shape[0]:
+            raise ValueError(f"TrainInputs: {self.examples.shape[0]} examples but {len(self.last)} last items")
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.examples.shape[0])
+
+    def embed(self, net: SketchNetwork, rows: NDArray[np.int64]) -> torch.Tensor:
+        """``sketch @ W`` of the examples ``rows`` (sorted), shape (len(rows), hidden)."""
+        h = net.embed(*sparse_batch(self.examples[rows]))
+        if self.items is not None:
+            uniq, inv = np.unique(self.last[rows], return_inverse=True)
+            h = h + net.embed(*sparse_batch(self.items[uniq]))[torch.from_numpy(inv.astype(np.int64))]
+        return h
+
+
 def train_network(
     net: SketchNetwork,
-    x: sp.csr_array | Callable[[NDArray[np.int64]], sp.csr_array],
+    x: sp.csr_array | TrainInputs,
     targets: sp.csr_array,
     out_cols: NDArray[np.int32],
     *,
@@ -123,9 +167,8 @@ def train_network(
     Parameters
     ----------
     net : SketchNetwork
-    x : csr_array of shape (n_samples, n_in), float32, or callable
-        Normalised input sketches, or a function from sorted sample indices to their
-        rows (so sketches of a large log are built one batch at a time).
+    x : csr_array of shape (n_samples, n_in), float32, or TrainInputs
+        Normalised input sketches, precomputed (an epoch only gathers rows).
     targets : csr_array of shape (n_samples, n_items), float32
         Target items of each sample with weights summing to 1 per row (one item with
         weight 1 for next-item training).
@@ -152,9 +195,9 @@ def train_network(
     ModelFitError
         If the ``max_seconds`` safety stop fires.
     """
-    if not callable(x) and x.shape[0] != targets.shape[0]:
-        raise ValueError(f"x and targets must have one row count; got {x.shape[0]} and {targets.shape[0]}")
-    rows_of = x if callable(x) else x.__getitem__
+    inputs = x if isinstance(x, TrainInputs) else TrainInputs(sp.csr_array(x))
+    if inputs.n_samples != targets.shape[0]:
+        raise ValueError(f"x and targets must have one row count; got {inputs.n_samples} and {targets.shape[0]}")
     rng = np.random.default_rng(random_state)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     net.init_weights(gen)
@@ -176,8 +219,8 @@ def train_network(
                 rows = np.sort(order[b * batch_size:(b + 1) * batch_size])
                 if len(rows) < 2:  # batch norm needs two samples
                     continue
-                xb, tb = rows_of(rows), targets[rows].tocoo()
-                logp = row_log_softmax(net(*sparse_batch(xb)), net.out_blocks)
+                tb = targets[rows].tocoo()
+                logp = row_log_softmax(net.head(inputs.embed(net, rows)), net.out_blocks)
                 gathered = logp[torch.from_numpy(tb.row.astype(np.int64))[:, None],
                                 cols_t[torch.from_numpy(tb.col.astype(np.int64))]]
                 w = torch.from_numpy(tb.data.astype(np.float32))
