@@ -83,12 +83,17 @@ def event_schema(settings: Settings) -> dict[str, Any]:
                                "properties": {**props, "type": {"const": spec.name}}}
         need = []
         for req in spec.requires:  # present and not null (null counts as absent)
-            alt_of = [{"required": [n], "properties": {n: raw[n]}} for n in req.split("|")]
+            alt_of = [{"required": [n], "properties": {n: _present(raw[n])}} for n in req.split("|")]
             need.append(alt_of[0] if len(alt_of) == 1 else {"anyOf": alt_of})
         if need:
             alt["allOf"] = need
         alts.append(alt)
     return {"oneOf": alts}
+
+
+def _present(schema: dict[str, Any]) -> dict[str, Any]:
+    """A required field's schema: present means not empty (``operators/parse.py``: not None, "" or [])."""
+    return {**schema, "minLength": max(1, schema.get("minLength", 0))} if schema.get("type") == "string" else schema
 
 
 def _responses(ok: int, ok_schema: dict[str, Any] | None, *errors: int) -> dict[str, Any]:
