@@ -11,7 +11,7 @@ often mixed". :class:`SessionFusion` mixes them at the score level, with weights
    default) on the rest;
 3. pool each held-out prefix's candidates: EMDE's top ``n_candidates``, each kNN's top
    ``n_candidates`` and the prefix's own items (repeat consumption);
-4. describe each (prefix, candidate) pair by :data:`FEATURES` and fit a LambdaMART ranker
+4. describe each (prefix, candidate) pair (:func:`feature_names`) and fit a LambdaMART ranker
    (LightGBM, ``lambdarank``) whose target is the next item;
 5. refit the kNN models on the whole log (cheap: an index) and keep the EMDE fitted in 2, so the
    ranker sees at serving time the same kind of scores it was fitted on.
@@ -33,47 +33,58 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from models.base import Histories, InteractionLog
+from models.base import Histories, InteractionLog, incidence_matrix
 from models.errors import ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
 
-__all__ = ["SessionFusion", "FEATURES", "candidate_features"]
+__all__ = ["SessionFusion", "BASE_FEATURES", "KNN_FEATURES", "feature_names", "candidate_features"]
 
-FEATURES: tuple[str, ...] = (
+BASE_FEATURES: tuple[str, ...] = (
     "emde_log_prob",  # EMDE mean row log-probability minus the query's best (<= 0)
     "emde_rank",  # rank in EMDE's list; n_candidates when not in it
-    "knn0_score",  # first kNN model's score / its best score; 0 when not in its list
-    "knn0_rank",
-    "knn1_score",  # second kNN model (V-STAN, STAN by default); zeros when only one
-    "knn1_rank",
+    "emde_best_log_prob",  # per query: how sure EMDE is
     "history_count",  # times the candidate occurs in the query history (repeat consumption)
     "history_age",  # positions since its newest occurrence (0 = the last item); 99 when absent
     "log_popularity",  # log(1 + training occurrences)
     "transition_from_last",  # P(candidate follows the last item) in training sessions
     "transition_to_last",  # P(last item follows the candidate)
+    "transition_from_previous",  # P(candidate follows the item before the last)
+    "cooccurrence_last",  # sessions holding both the last item and the candidate, cosine-normalised
     "history_length",
-    "emde_best_log_prob",  # per query: how sure EMDE is
-    "knn0_best_score",  # per query: how close the nearest neighbours are
 )
-"""Columns of :func:`candidate_features`, in order."""
+"""Columns of :func:`candidate_features` before the per-kNN-model columns."""
 
-MONOTONE: tuple[int, ...] = (1, -1, 1, -1, 1, -1, 0, 0, 0, 1, 0, 0, 0, 0)
+KNN_FEATURES: tuple[str, ...] = ("score", "rank", "best_score")
+"""Per session-kNN model: its score / its best score (0 when not listed), its rank (n_candidates
+when not listed), and its best score (per query: how close the nearest neighbours are)."""
+
+MONOTONE_BASE: tuple[int, ...] = (1, -1, 0, 0, 0, 0, 1, 0, 1, 1, 0)
+MONOTONE_KNN: tuple[int, ...] = (1, -1, 0)
 """The ranker's score may only rise with a model's score and fall with its rank (LightGBM
 ``monotone_constraints``): what a ranker fitted on a small or unusual shop may never unlearn."""
 
-_KNN_SLOTS = 2
+
+def feature_names(knn_names: list[str]) -> list[str]:
+    """All feature columns for the given kNN models, in order."""
+    return list(BASE_FEATURES) + [f"{m}_{f}" for m in knn_names for f in KNN_FEATURES]
+
+
+_COOC_MAX_LEN = 30
+"""Sessions are cut to their last this many items when counting co-occurrences."""
 _ABSENT_AGE = 99.0
 _SCORE_CELLS = 1 << 24
 """Max (queries x items) float32 cells of EMDE scores held at once (64 MB)."""
 
 
 class _ItemStats:
-    """Popularity and first-order transitions of a training log (what the ranker's features read)."""
+    """Popularity, first-order transitions and session co-occurrences of a training log."""
 
-    def __init__(self, log_pop: NDArray[np.float32], transitions: sp.csr_array) -> None:
+    def __init__(self, log_pop: NDArray[np.float32], transitions: sp.csr_array, cooccurrence: sp.csr_array) -> None:
         self.log_pop = log_pop
         self.transitions = transitions
+        self.cooccurrence = cooccurrence
         self.out_degree = np.asarray(transitions.sum(axis=1)).ravel().astype(np.float32)
+        self.sessions = np.maximum(cooccurrence.diagonal(), 1.0).astype(np.float32)
 
     @classmethod
     def from_log(cls, log: InteractionLog) -> _ItemStats:
@@ -83,7 +94,13 @@ class _ItemStats:
         src, dst = log.item_idx[:-1][same], log.item_idx[1:][same]
         t = sp.csr_array((np.ones(len(src), np.float32), (src, dst)), shape=(n, n))
         t.sum_duplicates()
-        return cls(log_pop, t)
+        bounds = log.session_bounds()
+        lens = np.diff(bounds)
+        keep = np.arange(log.n_events) >= np.repeat(bounds[1:] - np.minimum(lens, _COOC_MAX_LEN), lens)
+        x = incidence_matrix(np.concatenate([[0], np.cumsum(np.minimum(lens, _COOC_MAX_LEN))]).astype(np.int64),
+                             log.item_idx[keep], n)
+        cooc = (x.T @ x).tocsr()
+        return cls(log_pop, t, cooc)
 
 
 def _gather(n_cols: int, ids: NDArray[np.int32], values: NDArray[np.floating], rows: NDArray[np.int64],
@@ -108,7 +125,7 @@ def _gather(n_cols: int, ids: NDArray[np.int32], values: NDArray[np.floating], r
 def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32],
                        knn_lists: list[tuple[NDArray[np.int32], NDArray[np.float32]]], stats: _ItemStats,
                        n_candidates: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
-    """Pool each query's candidates and describe every (query, candidate) pair by :data:`FEATURES`.
+    """Pool each query's candidates and describe every (query, candidate) pair.
 
     Parameters
     ----------
@@ -117,16 +134,16 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     emde_log_probs : ndarray of shape (q, n_items), float32
         EMDE's mean row log-probabilities (``EMDE._mean_log_probs``).
     knn_lists : list of (ids, scores), each of shape (q, n_candidates)
-        Top lists of up to two session-kNN models (``recommend``), padded with -1.
+        Top lists of the session-kNN models (``recommend``), padded with -1.
     stats : _ItemStats
-        Popularity and transitions of the log the models were fitted on.
+        Popularity, transitions and co-occurrences of the log the models were fitted on.
     n_candidates : int
         Length of each model's list pooled.
 
     Returns
     -------
-    (rows, items, X) : int64 (m,), int64 (m,), float32 (m, len(FEATURES)); the pairs sorted by
-    query then item.
+    (rows, items, X) : int64 (m,), int64 (m,), float32 (m, len(feature_names(knn))); the pairs
+    sorted by query then item; columns as :func:`feature_names`.
     """
     q, n_items = emde_log_probs.shape
     k = min(n_candidates, n_items)
@@ -143,42 +160,47 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
         pool_items.append(ids.ravel()[ok].astype(np.int64))
     keys = np.unique(np.concatenate(pool_rows) * n_items + np.concatenate(pool_items))
     rows, items = keys // n_items, keys % n_items
-    x = np.zeros((len(keys), len(FEATURES)), np.float32)
+    x = np.zeros((len(keys), len(BASE_FEATURES) + len(KNN_FEATURES) * len(knn_lists)), np.float32)
     best = emde_log_probs.max(axis=1)
     x[:, 0] = emde_log_probs[rows, items] - best[rows]
-    ranks = np.broadcast_to(np.arange(k, dtype=np.float32), top.shape)
-    x[:, 1] = _gather(n_items, top, ranks, rows, items, float(n_candidates))
-    for slot, (ids, scores) in enumerate(knn_lists[:_KNN_SLOTS]):
-        top_score = np.where(ids[:, 0] >= 0, scores[:, 0], 0.0).astype(np.float32)
-        norm = np.where(ids >= 0, scores / np.maximum(top_score[:, None], 1e-12), 0.0)
-        x[:, 2 + 2 * slot] = _gather(n_items, ids, norm, rows, items, 0.0)
-        x[:, 3 + 2 * slot] = _gather(n_items, ids, np.broadcast_to(np.arange(ids.shape[1], dtype=np.float32), ids.shape),
-                                     rows, items, float(n_candidates))
-        if slot == 0:
-            x[:, 13] = top_score[rows]
-    if len(knn_lists) < _KNN_SLOTS:
-        x[:, 5] = float(n_candidates)
+    x[:, 1] = _gather(n_items, top, np.broadcast_to(np.arange(k, dtype=np.float32), top.shape), rows, items,
+                      float(n_candidates))
+    x[:, 2] = best[rows]
     # repeat consumption: count and age of the candidate in the history
     age = (np.repeat(histories.indptr[1:], lens) - 1 - np.arange(len(histories.items))).astype(np.float32)
     h_keys, inv = np.unique(h_rows * n_items + histories.items.astype(np.int64), return_inverse=True)
-    h_count = np.bincount(inv, minlength=len(h_keys)).astype(np.float32)
-    h_age = np.full(len(h_keys), _ABSENT_AGE, np.float32)
-    np.minimum.at(h_age, inv, age)
-    pos = np.searchsorted(h_keys, keys)
-    pos_c = np.minimum(pos, max(len(h_keys) - 1, 0))
-    in_hist = (h_keys[pos_c] == keys) if len(h_keys) else np.zeros(len(keys), bool)
-    x[:, 6] = np.where(in_hist, h_count[pos_c] if len(h_keys) else 0.0, 0.0)
-    x[:, 7] = np.where(in_hist, h_age[pos_c] if len(h_keys) else _ABSENT_AGE, _ABSENT_AGE)
-    x[:, 8] = stats.log_pop[items]
-    has = lens > 0
-    last = np.zeros(q, np.int64)
+    if len(h_keys):
+        h_count = np.bincount(inv, minlength=len(h_keys)).astype(np.float32)
+        h_age = np.full(len(h_keys), _ABSENT_AGE, np.float32)
+        np.minimum.at(h_age, inv, age)
+        pos = np.minimum(np.searchsorted(h_keys, keys), len(h_keys) - 1)
+        in_hist = h_keys[pos] == keys
+        x[:, 3] = np.where(in_hist, h_count[pos], 0.0)
+        x[:, 4] = np.where(in_hist, h_age[pos], _ABSENT_AGE)
+    else:
+        x[:, 4] = _ABSENT_AGE
+    x[:, 5] = stats.log_pop[items]
+    has, has2 = lens > 0, lens > 1
+    last, prev = np.zeros(q, np.int64), np.zeros(q, np.int64)
     last[has] = histories.items[histories.indptr[1:][has] - 1]
-    lr = last[rows]
-    t = stats.transitions
-    x[:, 9] = np.where(has[rows], np.asarray(t[lr, items]).ravel() / np.maximum(stats.out_degree[lr], 1.0), 0.0)
-    x[:, 10] = np.where(has[rows], np.asarray(t[items, lr]).ravel() / np.maximum(stats.out_degree[items], 1.0), 0.0)
-    x[:, 11] = lens[rows]
-    x[:, 12] = best[rows]
+    prev[has2] = histories.items[histories.indptr[1:][has2] - 2]
+    lr, pr = last[rows], prev[rows]
+    t, c = stats.transitions, stats.cooccurrence
+    x[:, 6] = np.where(has[rows], np.asarray(t[lr, items]).ravel() / np.maximum(stats.out_degree[lr], 1.0), 0.0)
+    x[:, 7] = np.where(has[rows], np.asarray(t[items, lr]).ravel() / np.maximum(stats.out_degree[items], 1.0), 0.0)
+    x[:, 8] = np.where(has2[rows], np.asarray(t[pr, items]).ravel() / np.maximum(stats.out_degree[pr], 1.0), 0.0)
+    x[:, 9] = np.where(has[rows], np.asarray(c[lr, items]).ravel()
+                       / np.sqrt(stats.sessions[lr] * stats.sessions[items]), 0.0)
+    x[:, 10] = lens[rows]
+    col = len(BASE_FEATURES)
+    for ids, scores in knn_lists:
+        top_score = np.where(ids[:, 0] >= 0, scores[:, 0], 0.0).astype(np.float32)
+        norm = np.where(ids >= 0, scores / np.maximum(top_score[:, None], 1e-12), 0.0)
+        x[:, col] = _gather(n_items, ids, norm, rows, items, 0.0)
+        x[:, col + 1] = _gather(n_items, ids, np.broadcast_to(np.arange(ids.shape[1], dtype=np.float32), ids.shape),
+                                rows, items, float(n_candidates))
+        x[:, col + 2] = top_score[rows]
+        col += len(KNN_FEATURES)
     return rows, items, x
 
 
@@ -191,8 +213,7 @@ class SessionFusion:
         EMDE hyper-parameters; default: the registry's ``emde`` entry (the ranker learns the
         popularity correction itself from ``log_popularity``).
     knn : mapping of str to mapping, optional
-        Up to two registered session-kNN models and their hyper-parameters, in feature-slot
-        order; default ``{"vstan": registry params, "stan": registry params}``.
+        Registered session-kNN models and their hyper-parameters, in feature order; default ``{"vstan": registry params, "stan": registry params}``.
     n_candidates : int, default 100
         List length pooled from each model per query.
     holdout_frac : float, default 0.1
@@ -200,7 +221,8 @@ class SessionFusion:
     ranker_queries : int, default 20000
         Held-out prefixes sampled (seeded) to fit the ranker.
     n_trees, learning_rate, num_leaves, min_data_in_leaf : LightGBM ranker parameters
-        (defaults 100, 0.1, 31, 100; 63 histogram bins, monotone in each model's score, :data:`MONOTONE`).
+        (defaults 100, 0.1, 31, 100; 63 histogram bins, monotone in each model's score,
+        :data:`MONOTONE_BASE`, :data:`MONOTONE_KNN`).
     n_threads : int, default 2
         LightGBM threads (fixed, so results do not depend on the machine).
     random_state : int, default 0
@@ -237,14 +259,14 @@ class SessionFusion:
     # -- configuration -------------------------------------------------------------------------
     def _emde_params(self) -> dict[str, Any]:
         from models.registry import REGISTRY
-        return {**dict(REGISTRY["emde"].params), "random_state": self.random_state,
+        return {**dict(REGISTRY["emde"].params), "random_state": self.random_state, "progress": True,
                 **dict(self.emde or {})}
 
     def _knn_params(self) -> dict[str, dict[str, Any]]:
         from models.registry import REGISTRY
         spec = self.knn if self.knn is not None else {"vstan": {}, "stan": {}}
-        if not 1 <= len(spec) <= _KNN_SLOTS:
-            raise ValueError(f"knn: one or two session-kNN models; got {list(spec)}")
+        if not spec:
+            raise ValueError("knn: at least one session-kNN model")
         return {name: {**dict(REGISTRY[name].params), **dict(p)} for name, p in spec.items()}
 
     def _ranker_params(self) -> dict[str, Any]:
@@ -252,7 +274,8 @@ class SessionFusion:
                 "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_data_in_leaf,
                 "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8,
                 "lambdarank_truncation_level": 30, "max_bin": 63,
-                "monotone_constraints": list(MONOTONE), "monotone_constraints_method": "basic",
+                "monotone_constraints": list(MONOTONE_BASE) + list(MONOTONE_KNN) * len(self._knn_params()),
+                "monotone_constraints_method": "basic",
                 "deterministic": True, "force_row_wise": True,
                 "num_threads": self.n_threads, "seed": self.random_state, "verbose": -1}
 
@@ -289,7 +312,7 @@ class SessionFusion:
         positive[rows[label > 0]] = True
         keep = positive[rows]  # queries whose next item was pooled; the others carry no gradient
         group = np.bincount(rows[keep], minlength=task.n_queries)
-        data = lgb.Dataset(x[keep], label[keep], group=group[group > 0], feature_name=list(FEATURES),
+        data = lgb.Dataset(x[keep], label[keep], group=group[group > 0], feature_name=feature_names(list(knn_params)),
                            params={"max_bin": 63}, free_raw_data=True)
         self.ranker_ = lgb.train(self._ranker_params(), data)
         self.ranker_recall_ = float(positive.mean())
@@ -322,7 +345,8 @@ class SessionFusion:
             out_i.append(i)
             out_x.append(x)
         if not out_r:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, len(FEATURES)), np.float32)
+            width = len(BASE_FEATURES) + len(KNN_FEATURES) * len(self.knn_)
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, width), np.float32)
         return np.concatenate(out_r), np.concatenate(out_i), np.concatenate(out_x)
 
     def recommend(self, histories: Histories, n: int = 20, *, exclude_seen: bool = False
@@ -352,7 +376,8 @@ class SessionFusion:
         rows, cand, x = self._pairs(histories)
         if not len(rows):
             return ids, scores
-        s = self.ranker_.predict(x, num_threads=self.n_threads).astype(np.float64)
+        # ranker scores closer than 1e-3 are ties (noise of a small or saturated ranker): EMDE orders them
+        s = np.round(self.ranker_.predict(x, num_threads=self.n_threads), 3)
         if exclude_seen:
             lens = np.diff(histories.indptr)
             seen = np.unique(np.repeat(np.arange(q, dtype=np.int64), lens) * self.n_items_ + items)
@@ -377,11 +402,11 @@ class SessionFusion:
         """Write ``params.json`` + ``arrays.npz``, ``emde/``, ``knn_<i>/`` and ``ranker.txt`` to ``path``."""
         self._check_fitted()
         path = Path(path)
-        t = self.stats_.transitions
+        t, c = self.stats_.transitions, self.stats_.cooccurrence
         params = {**self.get_params(), "knn_names": self.knn_names_, "ranker_recall": self.ranker_recall_}
         save_model_dir(path, type(self).__name__, json.loads(json.dumps(params)), {
             "log_pop": self.stats_.log_pop, "t_indptr": t.indptr, "t_indices": t.indices, "t_data": t.data,
-            "n_items": np.array([self.n_items_])})
+            "c_indptr": c.indptr, "c_indices": c.indices, "c_data": c.data, "n_items": np.array([self.n_items_])})
         self.emde_.save(path / "emde")
         for slot, model in enumerate(self.knn_):
             model.save(path / f"knn_{slot}")
@@ -408,7 +433,8 @@ class SessionFusion:
         model = cls(**params)  # type: ignore[arg-type]
         n = int(a["n_items"][0])
         t = sp.csr_array((a["t_data"], a["t_indices"], a["t_indptr"]), shape=(n, n))
-        model.stats_ = _ItemStats(a["log_pop"], t)
+        c = sp.csr_array((a["c_data"], a["c_indices"], a["c_indptr"]), shape=(n, n))
+        model.stats_ = _ItemStats(a["log_pop"], t, c)
         model.emde_ = EMDE.load(path / "emde")
         knn = []
         for slot, name in enumerate(names):

@@ -21,12 +21,6 @@ NO_TASTE = {"pop"}
 """Models that ignore the history by design (checked against popularity instead)."""
 
 
-PLANTED_N = {"fusion": 3}
-"""List length checked for the planted taste. The planted sessions never repeat an item, and the
-fusion's ranker learns exactly that from its held-out sessions, so after [0, 1, 2] only 3, 4 and 5
-remain certain; the fourth slot is a guess between the history and the other taste."""
-
-
 def planted_log(seed: int = 0, n_sessions: int = 240) -> InteractionLog:
     """Sessions that walk one taste's items in order (random start and length 3..6)."""
     rng = np.random.default_rng(seed)
@@ -72,9 +66,8 @@ def test_is_a_recommender(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_planted_taste_is_recovered(name: str, fitted: dict[str, Recommender]) -> None:
-    n = PLANTED_N.get(name, 4)
-    ids, scores = fitted[name].recommend(queries(), n)
-    assert ids.shape == scores.shape == (6, n)
+    ids, scores = fitted[name].recommend(queries(), 4)
+    assert ids.shape == scores.shape == (6, 4)
     assert ids.dtype == np.int32 and scores.dtype == np.float32
     if name in NO_TASTE:
         assert set(ids[0].tolist()) <= TASTE_A                 # the popular taste
