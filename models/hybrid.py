@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from models.base import Histories, InteractionLog, incidence_matrix
+from models.base import Histories, InteractionLog
 from models.errors import ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
 
@@ -48,8 +48,6 @@ BASE_FEATURES: tuple[str, ...] = (
     "log_popularity",  # log(1 + training occurrences)
     "transition_from_last",  # P(candidate follows the last item) in training sessions
     "transition_to_last",  # P(last item follows the candidate)
-    "transition_from_previous",  # P(candidate follows the item before the last)
-    "cooccurrence_last",  # sessions holding both the last item and the candidate, cosine-normalised
     "history_length",
 )
 """Columns of :func:`candidate_features` before the per-kNN-model columns."""
@@ -58,7 +56,7 @@ KNN_FEATURES: tuple[str, ...] = ("score", "rank", "best_score")
 """Per session-kNN model: its score / its best score (0 when not listed), its rank (n_candidates
 when not listed), and its best score (per query: how close the nearest neighbours are)."""
 
-MONOTONE_BASE: tuple[int, ...] = (1, -1, 0, 0, 0, 0, 1, 0, 1, 1, 0)
+MONOTONE_BASE: tuple[int, ...] = (1, -1, 0, 0, 0, 0, 1, 0, 0)
 MONOTONE_KNN: tuple[int, ...] = (1, -1, 0)
 """The ranker's score may only rise with a model's score and fall with its rank (LightGBM
 ``monotone_constraints``): what a ranker fitted on a small or unusual shop may never unlearn."""
@@ -69,22 +67,18 @@ def feature_names(knn_names: list[str]) -> list[str]:
     return list(BASE_FEATURES) + [f"{m}_{f}" for m in knn_names for f in KNN_FEATURES]
 
 
-_COOC_MAX_LEN = 30
-"""Sessions are cut to their last this many items when counting co-occurrences."""
 _ABSENT_AGE = 99.0
 _SCORE_CELLS = 1 << 24
 """Max (queries x items) float32 cells of EMDE scores held at once (64 MB)."""
 
 
 class _ItemStats:
-    """Popularity, first-order transitions and session co-occurrences of a training log."""
+    """Popularity and first-order transitions of a training log (what the ranker's features read)."""
 
-    def __init__(self, log_pop: NDArray[np.float32], transitions: sp.csr_array, cooccurrence: sp.csr_array) -> None:
+    def __init__(self, log_pop: NDArray[np.float32], transitions: sp.csr_array) -> None:
         self.log_pop = log_pop
         self.transitions = transitions
-        self.cooccurrence = cooccurrence
         self.out_degree = np.asarray(transitions.sum(axis=1)).ravel().astype(np.float32)
-        self.sessions = np.maximum(cooccurrence.diagonal(), 1.0).astype(np.float32)
 
     @classmethod
     def from_log(cls, log: InteractionLog) -> _ItemStats:
@@ -94,13 +88,7 @@ class _ItemStats:
         src, dst = log.item_idx[:-1][same], log.item_idx[1:][same]
         t = sp.csr_array((np.ones(len(src), np.float32), (src, dst)), shape=(n, n))
         t.sum_duplicates()
-        bounds = log.session_bounds()
-        lens = np.diff(bounds)
-        keep = np.arange(log.n_events) >= np.repeat(bounds[1:] - np.minimum(lens, _COOC_MAX_LEN), lens)
-        x = incidence_matrix(np.concatenate([[0], np.cumsum(np.minimum(lens, _COOC_MAX_LEN))]).astype(np.int64),
-                             log.item_idx[keep], n)
-        cooc = (x.T @ x).tocsr()
-        return cls(log_pop, t, cooc)
+        return cls(log_pop, t)
 
 
 def _gather(n_cols: int, ids: NDArray[np.int32], values: NDArray[np.floating], rows: NDArray[np.int64],
@@ -136,7 +124,7 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     knn_lists : list of (ids, scores), each of shape (q, n_candidates)
         Top lists of the session-kNN models (``recommend``), padded with -1.
     stats : _ItemStats
-        Popularity, transitions and co-occurrences of the log the models were fitted on.
+        Popularity and transitions of the log the models were fitted on.
     n_candidates : int
         Length of each model's list pooled.
 
@@ -180,18 +168,14 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     else:
         x[:, 4] = _ABSENT_AGE
     x[:, 5] = stats.log_pop[items]
-    has, has2 = lens > 0, lens > 1
-    last, prev = np.zeros(q, np.int64), np.zeros(q, np.int64)
+    has = lens > 0
+    last = np.zeros(q, np.int64)
     last[has] = histories.items[histories.indptr[1:][has] - 1]
-    prev[has2] = histories.items[histories.indptr[1:][has2] - 2]
-    lr, pr = last[rows], prev[rows]
-    t, c = stats.transitions, stats.cooccurrence
+    lr = last[rows]
+    t = stats.transitions
     x[:, 6] = np.where(has[rows], np.asarray(t[lr, items]).ravel() / np.maximum(stats.out_degree[lr], 1.0), 0.0)
     x[:, 7] = np.where(has[rows], np.asarray(t[items, lr]).ravel() / np.maximum(stats.out_degree[items], 1.0), 0.0)
-    x[:, 8] = np.where(has2[rows], np.asarray(t[pr, items]).ravel() / np.maximum(stats.out_degree[pr], 1.0), 0.0)
-    x[:, 9] = np.where(has[rows], np.asarray(c[lr, items]).ravel()
-                       / np.sqrt(stats.sessions[lr] * stats.sessions[items]), 0.0)
-    x[:, 10] = lens[rows]
+    x[:, 8] = lens[rows]
     col = len(BASE_FEATURES)
     for ids, scores in knn_lists:
         top_score = np.where(ids[:, 0] >= 0, scores[:, 0], 0.0).astype(np.float32)
@@ -402,11 +386,11 @@ class SessionFusion:
         """Write ``params.json`` + ``arrays.npz``, ``emde/``, ``knn_<i>/`` and ``ranker.txt`` to ``path``."""
         self._check_fitted()
         path = Path(path)
-        t, c = self.stats_.transitions, self.stats_.cooccurrence
+        t = self.stats_.transitions
         params = {**self.get_params(), "knn_names": self.knn_names_, "ranker_recall": self.ranker_recall_}
         save_model_dir(path, type(self).__name__, json.loads(json.dumps(params)), {
             "log_pop": self.stats_.log_pop, "t_indptr": t.indptr, "t_indices": t.indices, "t_data": t.data,
-            "c_indptr": c.indptr, "c_indices": c.indices, "c_data": c.data, "n_items": np.array([self.n_items_])})
+            "n_items": np.array([self.n_items_])})
         self.emde_.save(path / "emde")
         for slot, model in enumerate(self.knn_):
             model.save(path / f"knn_{slot}")
@@ -433,8 +417,7 @@ class SessionFusion:
         model = cls(**params)  # type: ignore[arg-type]
         n = int(a["n_items"][0])
         t = sp.csr_array((a["t_data"], a["t_indices"], a["t_indptr"]), shape=(n, n))
-        c = sp.csr_array((a["c_data"], a["c_indices"], a["c_indptr"]), shape=(n, n))
-        model.stats_ = _ItemStats(a["log_pop"], t, c)
+        model.stats_ = _ItemStats(a["log_pop"], t)
         model.emde_ = EMDE.load(path / "emde")
         knn = []
         for slot, name in enumerate(names):
