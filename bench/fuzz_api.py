@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.app import create_app  # noqa: E402
+from api.http_protocol import server_config  # noqa: E402
 from operators.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
 from operators.kafka import ensure_topics, platform_topics  # noqa: E402
 from operators.settings import Settings  # noqa: E402
@@ -51,8 +52,7 @@ def run(max_examples: int, workers: int = 1, seed: int = 0, extra: list[str] | N
         with EventProducer.from_settings(s.kafka) as producer:
             producer.send_catalog(SyntheticShop(n_items=50, n_users=5, seed=2).catalog())
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="error",
-                                               h11_max_incomplete_event_size=s.api.max_header_bytes))
+        server = uvicorn.Server(server_config(create_app(s), s.api, host="127.0.0.1", port=port, log_level="error"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         try:

@@ -129,7 +129,11 @@ class ApiSettings(BaseModel):
     body_timeout_s: float = Field(default=10.0, gt=0, description=(
         "POST /v1/events: a body that stops arriving for this long is refused (408), seconds"))
     max_header_bytes: int = Field(default=65536, ge=4096, description=(
-        "Request line and headers (uvicorn h11_max_incomplete_event_size): larger ones are a 400"))
+        "Request line and headers, bytes: larger ones are refused (431, or 400 from the h11 parser) and the connection closed"))
+    header_timeout_s: float = Field(default=10.0, gt=0, description=(
+        "Request line and headers must arrive within this long of the connection opening or the previous "
+        "response (slow clients): else 408 and the connection is closed (api/http_protocol.py), seconds"))
+    keep_alive_s: float = Field(default=5.0, gt=0, description="An idle keep-alive connection is closed after this long, seconds")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description=(
         "POST /v1/events: body size; a larger one is refused (413) as soon as it passes this"))
     request_secret: str | None = Field(default=None, description=(
