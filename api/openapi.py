@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.analytics import CampaignParams
+from api.analytics import MAX_ABS_TS, CampaignParams
 from api.campaign_schema import ID_PATTERN, CampaignIn
 from api.campaigns import ArmsParams
 from api.json import json_response
@@ -28,6 +28,9 @@ _ID_LIST = {"type": "string", "maxLength": 4000,  # empty items are skipped
             "pattern": rf"^(?=[\s,]*[^\s,])(\s*{_ID_CHARS[:-1]},]{{0,256}}\s*)(,\s*{_ID_CHARS[:-1]},]{{0,256}}\s*){{0,99}}$"}
 """Comma-separated ids (``cart``, ``session``): 1 to 100 ids of at most 256 characters."""
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_TIME = {"anyOf": [{"type": "number", "minimum": -MAX_ABS_TS, "maximum": MAX_ABS_TS},
+                   {"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}]}
+"""A point in time as the analytics take it (``api/analytics.py`` ``_ts``): epoch seconds or RFC 3339."""
 
 
 def _no_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -46,6 +49,7 @@ def _query(model: type[BaseModel], optional: frozenset[str] = frozenset()) -> li
     return [{"name": name, "in": "query", "required": name in required,
              "description": prop.get("description", ""),
              "schema": ID_SCHEMA if name in _ID_PARAMS else _ID_LIST if name in ("cart", "session") else
+             _TIME if model is CampaignParams and name in ("from", "to") else
              {"type": "string", "maxLength": 32, "pattern": r"^\s*(\d*[1-9]\d*(\.\d+)?|\d+\.\d*[1-9]\d*)[smhdw]?\s*$"} if name == "window" else
              {k: v for k, v in _no_null(prop).items() if k not in ("title", "description")}}
             for name, prop in s["properties"].items()]
@@ -79,12 +83,17 @@ def event_schema(settings: Settings) -> dict[str, Any]:
                                "properties": {**props, "type": {"const": spec.name}}}
         need = []
         for req in spec.requires:  # present and not null (null counts as absent)
-            alt_of = [{"required": [n], "properties": {n: raw[n]}} for n in req.split("|")]
+            alt_of = [{"required": [n], "properties": {n: _present(raw[n])}} for n in req.split("|")]
             need.append(alt_of[0] if len(alt_of) == 1 else {"anyOf": alt_of})
         if need:
             alt["allOf"] = need
         alts.append(alt)
     return {"oneOf": alts}
+
+
+def _present(schema: dict[str, Any]) -> dict[str, Any]:
+    """A required field's schema: present means not empty (``operators/parse.py``: not None, "" or [])."""
+    return {**schema, "minLength": max(1, schema.get("minLength", 0))} if schema.get("type") == "string" else schema
 
 
 def _responses(ok: int, ok_schema: dict[str, Any] | None, *errors: int) -> dict[str, Any]:
@@ -105,6 +114,7 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or Settings()
     campaign = CampaignIn.model_json_schema(ref_template=_REF)
     defs = campaign.pop("$defs", {})
+    campaign["allOf"] = CampaignIn.floor_bounds()  # optimizer.floor <= 1 / len(arms)
     campaign["properties"]["goal"] = {"enum": sorted(t.name for t in settings.event_types), "default": "click",
                                       "description": "Goal event type (a configured one)"}
     event = event_schema(settings)

@@ -3,8 +3,11 @@
 Starts a local broker, the topics, a small catalog and the API over HTTP (keys required, the
 admin key sent: it holds both scopes), creates two campaigns so requests reach the campaign path,
 the IQL filter and the optimizer, then runs the schemathesis CLI with ``--max-examples N`` per
-operation (every phase: examples, coverage, fuzzing, stateful) and prints its summary. Exit code 0
-only when schemathesis found no failure (no 5xx, every conformance check passes).
+operation (every phase: examples, coverage, fuzzing, stateful) and every check, none excluded
+(``bench/schemathesis.toml``), and prints its summary. ``bench/fuzz_hooks.py`` teaches the generator
+the two rules of a campaign body JSON Schema cannot state (IQL formats over the catalog's
+attributes, unique arm names). Exit code 0 only when schemathesis found no failure (no 5xx, every
+conformance check passes).
 
 Run: ``.venv/bin/python bench/fuzz_api.py --max-examples 1000`` (about 30-60 min on 2 cores);
 ``tests/api/test_fuzz.py::test_extended_conformance`` (marker ``slow``) runs it with 1,000.
@@ -13,6 +16,8 @@ Run: ``.venv/bin/python bench/fuzz_api.py --max-examples 1000`` (about 30-60 min
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -64,13 +69,17 @@ def run(max_examples: int, workers: int = 1, seed: int = 0, extra: list[str] | N
                     time.sleep(0.1)
                 for cid, body in CAMPAIGNS.items():
                     c.put(f"/v1/campaigns/{cid}", json=body).raise_for_status()
+                attributes = c.get("/v1/catalog").json()["attributes"]
+            # the IQL formats and the unique arm names, for the generator (bench/fuzz_hooks.py)
+            env = dict(os.environ, SCHEMATHESIS_HOOKS=str(Path(__file__).with_name("fuzz_hooks.py")),
+                       FUZZ_CATALOG_ATTRIBUTES=json.dumps(attributes))
             cmd = [str(Path(sys.executable).with_name("schemathesis")), "--config-file",
                    str(Path(__file__).with_name("schemathesis.toml")), "run", f"{base}/openapi.json",
                    "--max-examples", str(max_examples), "--header", f"X-API-Key: {ADMIN}",
                    "--workers", str(workers), "--seed", str(seed), "--request-timeout", "20",
                    "--suppress-health-check", "all", "--output-sanitize", "false", *(extra or [])]
             print("$", " ".join(cmd), flush=True)
-            return subprocess.call(cmd, cwd=tmp)  # schemathesis keeps its cache in the working directory
+            return subprocess.call(cmd, cwd=tmp, env=env)  # schemathesis keeps its cache in the working directory
         finally:
             server.should_exit = True
             thread.join(10)
