@@ -12,7 +12,8 @@ event time), so a worker spends ~1 µs instead of ~9 µs on them.
 Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists and the
 offsets they reflect; then read only the tails of the topics, from those offsets (start-up costs
 the snapshot's size, not the history's length). A process without a snapshot (a new node)
-reads both topics from their start. A position beyond a recreated topic's log end is detected (``operators/offset_guard.py``) and
+reads both topics from their start: first the served lists written before start, then the
+events (so an event is never folded before the lists of its time). A position beyond a recreated topic's log end is detected (``operators/offset_guard.py``) and
 that partition is read again from its new start. Every ``snapshot_every_s`` the
 worker that owns the store writes the changes since the last snapshot in one batch, with the
 offsets (the first time: the whole state).
@@ -169,9 +170,18 @@ class FeedbackReader:
                       "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
                       "topic.metadata.refresh.interval.ms": 5000, "error_cb": self._on_error})
         c.assign([TopicPartition(t, p, self._queued.get((t, p), OFFSET_BEGINNING)) for t, ps in parts.items() for p in ps])
+        # the served lists written before start are read before any event: then no event is folded
+        # before the lists of its time (whatever the speed of each topic's reads), and most are skipped unparsed
+        held_back = [TopicPartition(self.events_topic, p) for p in parts[self.events_topic]]
+        paused = not self._served_history_read()
+        if paused:
+            c.pause(held_back)
         last_message_s = time.monotonic()
         try:
             while not self._stop.is_set():
+                if paused and self._served_history_read():
+                    c.resume(held_back)
+                    paused = False
                 idle = time.monotonic() - last_message_s >= 10.0
                 if any(g.due(idle) for g in self.guards.values()) and self._reset_beyond_end(c, parts, idle):
                     continue
