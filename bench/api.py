@@ -75,7 +75,9 @@ def _settings(bootstrap: str, tmp: Path, feedback: bool = True) -> Settings:
         kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "served_topic": f"served-{tag}", "dead_topic": f"dead-{tag}",
                "topn_topic": f"topn-{tag}", "catalog_topic": f"catalog-{tag}", "item_links_topic": f"links-{tag}", "partitions": 2},
         stream={"state_dir": tmp / "state", "model_dir": tmp / "models", "serving_dir": tmp / "serving"},
-        api={"state_dir": tmp / "api", "feedback": feedback, "require_keys": False, "rate_limit": None},  # a load bench on loopback
+        # a load bench on loopback: no rate limit ("" = off; None would be dropped from the TOML file and
+        # the default 200/s would answer most requests 429)
+        api={"state_dir": tmp / "api", "feedback": feedback, "require_keys": False, "rate_limit": ""},
     )
     k = s.kafka
     ensure_topics(k.brokers, platform_topics(k))
@@ -170,6 +172,15 @@ def main() -> None:
                 runs["trivial"].append(_wrk(url + "/healthz", plain, a.duration_s, a.connections))
                 runs["recommendations"].append(_wrk(url + "/", script, a.duration_s, a.connections))
             arms = c.get("/v1/campaigns/pdp/arms").json()
+            if any(r["non2xx"] for v in runs.values() for r in v):  # say what the failures were
+                codes: dict[int, int] = {}
+                sample = ""
+                for probe in range(200):
+                    r = c.get("/v1/recommendations", params={"campaign": "pdp", "item_id": ids[probe % len(ids)],
+                                                             "max_price": 200})
+                    codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                    sample = sample or ("" if r.status_code == 200 else f"{r.status_code} {r.text[:300]}")
+                print(f"after the load, 200 probes: {codes}; e.g. {sample}", flush=True)
     finally:
         if server is not None and server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
