@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -109,25 +110,47 @@ def build_analytics(settings: Settings) -> AnalyticsService:
     return AnalyticsService(settings, table, view)
 
 
+_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+_RFC3339 = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[Tt]([0-9]{2}:[0-9]{2}):([0-9]{2})(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$")
+MAX_ABS_TS = 1e12
+"""Epoch seconds the analytics take, either way of zero (RFC 3339 years 0001-9999 lie within)."""
+
+
 def _ts(v: object) -> float | None:
-    if v is None or v == "":
+    """Epoch seconds (a JSON number) or an RFC 3339 date-time / full date (UTC) -> epoch seconds.
+
+    Raises ``ValueError`` otherwise (a 422 naming the parameter), also for '' and a date that does not exist.
+    """
+    if v is None:
         return None
     s = str(v)
+    if _NUMBER.match(s):
+        t = float(s)
+        if not abs(t) <= MAX_ABS_TS:
+            raise ValueError(f"must be epoch seconds within +-{MAX_ABS_TS:g}")
+        return t
+    m = _RFC3339.match(s)
+    if not m:
+        raise ValueError("must be epoch seconds or an RFC 3339 date-time or date (2024-05-01T10:00:00Z)")
+    day, hm, sec, frac, zone = m.groups()
+    leap = sec == "60"  # a leap second: the second after :59
+    text = day if hm is None else f"{day}T{hm}:{'59' if leap else sec}{frac or ''}{'+00:00' if zone in 'Zz' else zone}"
     try:
-        return float(s)
-    except ValueError:
-        pass
-    try:
-        d = datetime.fromisoformat(s.replace("Z", "+00:00"))
+        d = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise ValueError("must be epoch seconds or ISO-8601") from exc
-    return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
+        raise ValueError(f"not a date: {exc}") from exc
+    return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp() + leap
 
 
 class CampaignParams(BaseModel, extra="forbid"):
-    from_: float | None = Field(default=None, alias="from")
-    to: float | None = None
-    bucket: str = "auto"
+    """Query of ``GET /v1/analytics/campaigns/{id}``: series over ``from <= bucket < to`` (``to <= from``: none)."""
+
+    from_: float | None = Field(default=None, alias="from", description=(
+        "Series from this time on (epoch seconds, or an RFC 3339 date-time or date); default: the campaign's start"))
+    to: float | None = Field(default=None, description=(
+        "Series before this time; the A/B uplift counts from the start to here; at or before `from`: no buckets"))
+    bucket: str = Field(default="auto", pattern=r"^(hour|day|week|auto|[6-9][0-9]|[1-9][0-9]{2,9})$", description=(
+        "hour, day, week, auto or a number of seconds >= 60"))
     format: str = Field(default="json", pattern="^(json|csv)$")
     max_points: int = Field(default=400, ge=10, le=20000)
     top: int = Field(default=10, ge=1, le=100)
@@ -136,13 +159,6 @@ class CampaignParams(BaseModel, extra="forbid"):
     @classmethod
     def _time(cls, v: object) -> float | None:
         return _ts(v)
-
-    @field_validator("bucket")
-    @classmethod
-    def _bucket(cls, v: str) -> str:
-        if v not in STEPS and v != "auto" and not (v.isdigit() and int(v) >= 60):
-            raise ValueError("must be hour, day, week, auto or a number of seconds >= 60")
-        return v
 
 
 def _step(p: CampaignParams, span: tuple[int, int] | None, base: int) -> int:
@@ -252,9 +268,7 @@ def _bandit_url(request: Request, campaign: str) -> str | None:
 
 async def get_campaign_analytics(request: Request) -> Response:
     svc: AnalyticsService = request.app.state.analytics
-    p = validate_params(CampaignParams, dict(request.query_params))
-    if p.from_ is not None and p.to is not None and p.to <= p.from_:
-        raise ApiError(422, "to", "must be after from", value=p.to)
+    p = validate_params(CampaignParams, dict(request.query_params))  # to <= from: an empty range (no buckets)
     report = campaign_report(svc, request.path_params["campaign_id"], p)
     report["bandit_url"] = _bandit_url(request, report["campaign_id"])  # type: ignore[arg-type]
     services = getattr(request.app.state, "services", None)

@@ -6,9 +6,9 @@ configured event types) happen in ``api/campaigns.py`` when the campaign is save
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from api.strategies import STRATEGY_NEEDS
 from state.campaigns import Arm, BanditConfig, Campaign
@@ -29,7 +29,8 @@ assert set(STRATEGY_NEEDS) == set(StrategyName.__args__), "StrategyName must lis
 class ArmIn(BaseModel, extra="forbid"):
     """One arm: a name unique in the campaign, a strategy, and its parameters."""
 
-    name: str = Field(pattern=ID_PATTERN, description="Arm name, unique within the campaign")
+    name: str = Field(pattern=ID_PATTERN, json_schema_extra={"not": {"const": "control"}},
+                      description="Arm name, unique within the campaign; 'control' is the control group's")
     strategy: StrategyName
     params: dict[str, ParamValue] = Field(default_factory=dict, max_length=32,
                                           description="Strategy parameters, e.g. {'window': '24h', 'category': 'shoes'}")
@@ -52,8 +53,10 @@ class CampaignIn(BaseModel, extra="forbid"):
     campaign_id: str | None = Field(default=None, pattern=ID_PATTERN, description="Required for POST; PUT takes it from the path")
     scenario: StrategyName
     arms: list[ArmIn] = Field(default_factory=list, max_length=20, description="Default: one arm running the scenario")
-    filter: str = Field(default="", max_length=4000, description="IQL filter, checked against the catalog when saved")
-    boosters: str = Field(default="", max_length=4000, description="IQL booster clauses, e.g. BOOST 1.5 IF brand == \"Acme\"")
+    filter: str = Field(default="", max_length=4000, json_schema_extra={"format": "iql-filter"}, description=(
+        "IQL filter (api/iql/LANGUAGE.md; empty = none), checked against the catalog's attributes when saved"))
+    boosters: str = Field(default="", max_length=4000, json_schema_extra={"format": "iql-boosters"}, description=(
+        "IQL booster clauses, e.g. BOOST 1.5 IF brand == \"Acme\" (empty = none)"))
     n: int = Field(strict=True, default=10, ge=1, le=500)
     goal: str = Field(default="click", pattern=r"^[a-z][a-z0-9_]{0,63}$", description="Goal event type")
     window_s: float = Field(strict=True, default=86400.0, gt=0, le=90 * 86400.0, description="Attribution window after serving, seconds")
@@ -61,6 +64,12 @@ class CampaignIn(BaseModel, extra="forbid"):
     control_share: float = Field(strict=True, default=0.0, ge=0, lt=1, description="Share of users (by hash) held out on the fallback")
     optimizer: OptimizerIn = Field(default_factory=OptimizerIn)
     params: dict[str, ParamValue] = Field(default_factory=dict, max_length=32, description="Parameters for every arm")
+
+    @field_validator("n", mode="before")
+    @classmethod
+    def _integral(cls, v: Any) -> Any:
+        """A JSON number with no fraction is an integer (``10.0``), as JSON Schema says; booleans are not."""
+        return int(v) if isinstance(v, float) and v.is_integer() else v
 
     @model_validator(mode="after")
     def _check(self) -> CampaignIn:
@@ -71,9 +80,17 @@ class CampaignIn(BaseModel, extra="forbid"):
         if "control" in names:
             raise ValueError("arms: 'control' is reserved for the control group")
         n_arms = max(1, len(self.arms))
-        if self.optimizer.floor * n_arms > 1:
-            raise ValueError(f"optimizer.floor: floor * n_arms must be <= 1; got {self.optimizer.floor} * {n_arms}")
+        if self.optimizer.floor > 1 / n_arms:  # the same bound as the schema's (floor_bounds)
+            raise ValueError(f"optimizer.floor: must be <= 1 / n_arms = {1 / n_arms}; got {self.optimizer.floor}")
         return self
+
+    @classmethod
+    def floor_bounds(cls) -> list[dict[str, Any]]:
+        """JSON Schema ``if``/``then`` clauses saying ``optimizer.floor <= 1 / len(arms)`` (the ``_check`` rule)."""
+        most = cls.model_fields["arms"].metadata[0].max_length
+        return [{"if": {"required": ["arms"], "properties": {"arms": {"minItems": k}}},
+                 "then": {"properties": {"optimizer": {"properties": {"floor": {"maximum": 1 / k}}}}}}
+                for k in range(2, most + 1)]
 
     def to_campaign(self, campaign_id: str, created_ts: float, now_ts: float, version: int) -> Campaign:
         arms = [Arm(a.name, a.strategy, dict(a.params)) for a in self.arms] or [Arm(self.scenario, self.scenario)]

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.analytics import CampaignParams
+from api.analytics import MAX_ABS_TS, CampaignParams
 from api.campaign_schema import ID_PATTERN, CampaignIn
 from api.campaigns import ArmsParams
 from api.json import json_response
@@ -23,11 +23,18 @@ _ID_CHARS = r"[^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u
 ID_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 256,
                              "pattern": rf"^\s*{_ID_CHARS[:-1]}\s]{_ID_CHARS}*\s*$"}
 """An id as ``operators/ids.py`` accepts it (printable, not only white space, at most 256 characters)."""
+BODY_ID_SCHEMA: dict[str, Any] = {"anyOf": [ID_SCHEMA, {
+    "type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1,
+    "description": "an integer id, written as a JSON integer (a float literal is exact only below 2**53)"}]}
+"""An id in a JSON body: the string rule, or a JSON integer (``12345`` is the id ``"12345"``)."""
 _ID_PARAMS = frozenset({"user_id", "item_id"})
 _ID_LIST = {"type": "string", "maxLength": 4000,  # empty items are skipped
             "pattern": rf"^(?=[\s,]*[^\s,])(\s*{_ID_CHARS[:-1]},]{{0,256}}\s*)(,\s*{_ID_CHARS[:-1]},]{{0,256}}\s*){{0,99}}$"}
 """Comma-separated ids (``cart``, ``session``): 1 to 100 ids of at most 256 characters."""
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_TIME = {"anyOf": [{"type": "number", "minimum": -MAX_ABS_TS, "maximum": MAX_ABS_TS},
+                   {"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}]}
+"""A point in time as the analytics take it (``api/analytics.py`` ``_ts``): epoch seconds or RFC 3339."""
 
 
 def _no_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -46,6 +53,7 @@ def _query(model: type[BaseModel], optional: frozenset[str] = frozenset()) -> li
     return [{"name": name, "in": "query", "required": name in required,
              "description": prop.get("description", ""),
              "schema": ID_SCHEMA if name in _ID_PARAMS else _ID_LIST if name in ("cart", "session") else
+             _TIME if model is CampaignParams and name in ("from", "to") else
              {"type": "string", "maxLength": 32, "pattern": r"^\s*(\d*[1-9]\d*(\.\d+)?|\d+\.\d*[1-9]\d*)[smhdw]?\s*$"} if name == "window" else
              {k: v for k, v in _no_null(prop).items() if k not in ("title", "description")}}
             for name, prop in s["properties"].items()]
@@ -60,12 +68,13 @@ def event_schema(settings: Settings) -> dict[str, Any]:
           "stream.future_skew_s ahead (bounds below: at the time this schema was served)",
           "minimum": round(now - max_age * 0.9), "maximum": round(now)}
     line = {"type": "object", "required": ["item_id"], "additionalProperties": False,
-            "properties": {"item_id": ID_SCHEMA, "quantity": {"type": "number"}, "price": {"type": "number"}}}
-    props = {"event_id": ID_SCHEMA, "ts": ts, "user_id": ID_SCHEMA, "session_id": ID_SCHEMA, "item_id": ID_SCHEMA,
-             "items": {"type": "array", "minItems": 1, "maxItems": 20, "items": {"anyOf": [ID_SCHEMA, line]}},
-             "quantity": {"type": "number"}, "price": {"type": "number"}, "store_id": ID_SCHEMA,
+            "properties": {"item_id": BODY_ID_SCHEMA, "quantity": {"type": "number"}, "price": {"type": "number"}}}
+    idx = BODY_ID_SCHEMA
+    props = {"event_id": idx, "ts": ts, "user_id": idx, "session_id": idx, "item_id": idx,
+             "items": {"type": "array", "minItems": 1, "maxItems": 20, "items": {"anyOf": [idx, line]}},
+             "quantity": {"type": "number"}, "price": {"type": "number"}, "store_id": idx,
              "query": {"type": "string"}, "lat": {"type": "number"}, "lon": {"type": "number"},
-             "campaign_id": ID_SCHEMA, "arm": {"type": "string"},  # free text, bounded by the event's size
+             "campaign_id": idx, "arm": {"type": "string"},  # free text, bounded by the event's size
              "request_id": {"type": "string", "minLength": 1, "maxLength": 1024, "description": (
                  "a request_id the API issued to this user_id (403 otherwise)")}}
     raw = props
@@ -79,12 +88,17 @@ def event_schema(settings: Settings) -> dict[str, Any]:
                                "properties": {**props, "type": {"const": spec.name}}}
         need = []
         for req in spec.requires:  # present and not null (null counts as absent)
-            alt_of = [{"required": [n], "properties": {n: raw[n]}} for n in req.split("|")]
+            alt_of = [{"required": [n], "properties": {n: _present(raw[n])}} for n in req.split("|")]
             need.append(alt_of[0] if len(alt_of) == 1 else {"anyOf": alt_of})
         if need:
             alt["allOf"] = need
         alts.append(alt)
     return {"oneOf": alts}
+
+
+def _present(schema: dict[str, Any]) -> dict[str, Any]:
+    """A required field's schema: present means not empty (``operators/parse.py``: not None, "" or [])."""
+    return {**schema, "minLength": max(1, schema.get("minLength", 0))} if schema.get("type") == "string" else schema
 
 
 def _responses(ok: int, ok_schema: dict[str, Any] | None, *errors: int) -> dict[str, Any]:
@@ -105,6 +119,7 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or Settings()
     campaign = CampaignIn.model_json_schema(ref_template=_REF)
     defs = campaign.pop("$defs", {})
+    campaign["allOf"] = CampaignIn.floor_bounds()  # optimizer.floor <= 1 / len(arms)
     campaign["properties"]["goal"] = {"enum": sorted(t.name for t in settings.event_types), "default": "click",
                                       "description": "Goal event type (a configured one)"}
     event = event_schema(settings)

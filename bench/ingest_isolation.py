@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import api.events as events_module  # noqa: E402
 from api.app import create_app  # noqa: E402
+from api.http_protocol import server_config  # noqa: E402
 from operators.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
 from operators.kafka import ensure_topics, platform_topics  # noqa: E402
 from operators.settings import Settings  # noqa: E402
@@ -78,7 +79,7 @@ def main() -> None:
                      api={"client_keys": [KEY], "admin_keys": ["bench-admin-key-0123456789"], "rate_limit": None})
         ensure_topics(s.kafka.brokers, platform_topics(s.kafka))
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="error"))
+        server = uvicorn.Server(server_config(create_app(s), s.api, host="127.0.0.1", port=port, log_level="error"))
         th = threading.Thread(target=server.run, daemon=True)
         th.start()
         wait_for_port("127.0.0.1", port, 30)

@@ -183,9 +183,10 @@ def serve_cmd(
         typer.echo(f"fusionrec serve: {problem}", err=True)
         raise typer.Exit(2)
 
+    # the protocol bounds slow clients: request head deadline and size (api/http_protocol.py)
     uvicorn.run("api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
                 workers=workers or s.api.workers, log_level="warning", h11_max_incomplete_event_size=s.api.max_header_bytes,
-                timeout_keep_alive=5)
+                http="api.http_protocol:HttpProtocol", timeout_keep_alive=s.api.keep_alive_s)  # type: ignore[arg-type]
 
 
 def _child(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -302,7 +303,8 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
     supervise("analytics", [sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", "1"],
               "analytics.log")  # attribution + counters (flows/analytics.py)
     supervise("api", [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
-                      "--port", str(api_port), "--log-level", "warning"], "api.log")
+                      "--port", str(api_port), "--log-level", "warning", "--http", "api.http_protocol:HttpProtocol"],
+              "api.log")
     if trainer_every not in ("0", ""):  # the learning loop (issue 12): lake + gated trainer
         from operators.lake_read import parse_window
 

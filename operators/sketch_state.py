@@ -36,9 +36,13 @@ __all__ = ["SketchUpdater", "supports_sketches"]
 
 
 def supports_sketches(version: ModelVersion | None) -> bool:
-    """True when the version's model scores raw EMDE sketches (has a layout and item columns)."""
+    """True when the version's model scores raw EMDE sketches (has a layout and item columns) whose
+    views the per-event fold supports (not EMDE's ``past`` view: such a model is scored from the
+    kept history with ``recommend``)."""
     m = None if version is None else version.model
-    return m is not None and all(hasattr(m, a) for a in ("layout_", "item_in_cols_", "recommend_sketches"))
+    if m is None or not all(hasattr(m, a) for a in ("layout_", "item_in_cols_", "recommend_sketches")):
+        return False
+    return all(v in _FOLDED or v.startswith("type:") for v in m.layout_.views)
 
 
 class SketchUpdater:
@@ -54,7 +58,7 @@ class SketchUpdater:
 
     def __init__(self, version: ModelVersion, prune_below: float = 1e-4) -> None:
         if not supports_sketches(version):
-            raise ValueError(f"model version {version.version} has no EMDE sketch layout")
+            raise ValueError(f"model version {version.version} has no EMDE sketch layout the stream folds")
         self.version = version
         m = version.model
         self.layout = m.layout_
@@ -168,6 +172,8 @@ class SketchUpdater:
 _PLAIN, _LAST, _KNN, _KNN_LAST = 0, 1, 2, 3
 """View kinds of the fold kernel: decayed item view (``session``, ``type:*``), ``last``,
 decayed neighbour view (``knn:session``), last item's neighbours (``knn:last``)."""
+_FOLDED = ("session", "last", "knn:session", "knn:last")
+"""Views the fold kernel maintains (and ``type:*``)."""
 
 
 @numba.njit(cache=True, nogil=True)

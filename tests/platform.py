@@ -17,6 +17,7 @@ import tomli_w
 import uvicorn
 
 from api.app import create_app
+from api.http_protocol import server_config
 from operators.broker import free_port, wait_for_port
 from operators.kafka import ensure_topics, high_watermarks, platform_topics
 from operators.settings import Settings
@@ -177,7 +178,8 @@ def dump_state(settings: Settings) -> dict[str, object]:
             users = {u: st for u, st in UserStore(db).all().items()}
             pop = {i: (round(r.score, 9), r.last_ts) for i, r in PopularityStore(db, 1.0)._rows.items()}
             out[str(p)] = {"offset": db.stored_offset(), "users": users, "popularity": pop,
-                           "dead": dict(db.scan(b"d:")), "links": dict(db.scan(b"l:"))}
+                           "dead": dict(db.scan(b"d:")), "links": dict(db.scan(b"l:")),
+                           "window": dict(db.scan(b"w:"))}  # windowed popularity (state/window_popularity.py)
         finally:
             db.close()
     return out
@@ -186,10 +188,11 @@ def dump_state(settings: Settings) -> dict[str, object]:
 class ApiServer:
     """The Starlette app under uvicorn in a background thread, on a free port."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, **config: object) -> None:
+        """``config``: more ``uvicorn.Config`` arguments (e.g. ``http``, the protocol class)."""
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(server_config(create_app(settings), settings.api, **{
+            "host": "127.0.0.1", "port": self.port, "log_level": "warning", "lifespan": "on", **config}))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

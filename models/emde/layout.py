@@ -6,12 +6,20 @@ view's offset). Views:
 
 - ``session``: all items of the history, decayed ``alpha ** (w * age)``;
 - ``last``: the newest item only;
+- ``past``: the history *without* its newest item, decayed ``alpha ** (w * age)`` with the age
+  taken from the newest item of the view (the second-newest of the history), so the last gap
+  never empties it. With ``views=("past", "last")``, ``norm="row"``, ``time_unit="seconds"``,
+  ``alpha=0.9``, ``decay_w=0.01`` this is the official EMDE session-rec input
+  (``0.9 ** (0.01 * dt)`` over real time gaps, the last item as its own view);
 - ``type:<name>``: the decayed items of one event type (when the log has several);
 - ``knn:session`` / ``knn:last``: the decayed session / the last item expanded to its
   co-occurrence neighbours (:mod:`models.emde.neighbours`).
 
 The stream keeps the raw (unnormalised) sketch; the network sees every view scaled to
-unit L2 norm, done by :meth:`SketchLayout.normalise` for both batch and stream input.
+unit L2 norm (``norm="view"``) or every depth row of every view scaled to unit L2 norm
+(``norm="row"``, the official recipe), done by :meth:`SketchLayout.normalise` for both batch and
+stream input. Views that depend on the newest item only (``ITEM_VIEWS``) can be precomputed
+once per item (:meth:`SketchLayout.item_sketches`), which is how training builds its inputs.
 """
 
 from __future__ import annotations
@@ -26,7 +34,10 @@ from models.base import Histories
 from models.emde.neighbours import expand_to_neighbours
 from models.emde.sketch import history_sketches, history_weights, last_item_sketches
 
-__all__ = ["SketchLayout"]
+__all__ = ["SketchLayout", "ITEM_VIEWS"]
+
+ITEM_VIEWS = ("last", "knn:last")
+"""Views that are a function of the newest item alone."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,16 @@ class SketchLayout:
         Age unit: positions before the newest event, or seconds (needs ``Histories.ts``).
     event_types : tuple of str
         Names of the event-type codes (views ``type:<name>`` exist only if listed in ``views``).
+    norm : {"view", "row"}
+        L2 normalisation unit of :meth:`normalise`: each view, or each depth row of each view.
+    row_widths : tuple of int
+        Width of every depth row of one view, in column order (needed by ``norm="row"``;
+        their sum is ``view_dim``).
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``norm``, or ``norm="row"`` with ``row_widths`` not summing to ``view_dim``.
     """
 
     views: tuple[str, ...]
@@ -55,6 +76,15 @@ class SketchLayout:
     decay_w: float = 1.0
     time_unit: str = "position"
     event_types: tuple[str, ...] = ()
+    norm: str = "view"
+    row_widths: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("view", "row"):
+            raise ValueError(f"norm must be 'view' or 'row'; got {self.norm!r}")
+        if self.norm == "row" and sum(self.row_widths) != self.view_dim:
+            raise ValueError(f"norm='row' needs row_widths summing to view_dim={self.view_dim}; "
+                             f"got {sum(self.row_widths)}")
 
     @property
     def input_dim(self) -> int:
@@ -65,7 +95,8 @@ class SketchLayout:
         return self.views.index(view) * self.view_dim
 
     def raw_sketches(self, item_cols: NDArray[np.int32], histories: Histories,
-                     neighbours: sp.csr_array | None = None) -> sp.csr_array:
+                     neighbours: sp.csr_array | None = None, *, views: tuple[str, ...] | None = None
+                     ) -> sp.csr_array:
         """Unnormalised input sketches of a batch of histories.
 
         Parameters
@@ -75,18 +106,33 @@ class SketchLayout:
         histories : Histories
         neighbours : csr_array of shape (n_items, n_items), optional
             Needed by ``knn:*`` views.
+        views : tuple of str, optional
+            Build only these of ``self.views`` (the others stay empty); default all.
 
         Returns
         -------
         csr_array of shape (n_queries, input_dim), float32
+
+        Raises
+        ------
+        ValueError
+            On an unknown view, or a ``knn:*`` view without ``neighbours``.
         """
         ts = histories.ts if self.time_unit == "seconds" else None
         weights = history_weights(histories.indptr, ts, self.alpha, self.decay_w)
-        blocks = []
-        for view in self.views:
+        blocks = [sp.csr_array((histories.n_queries, self.input_dim), dtype=np.float32)]
+        for view in self.views if views is None else views:
             cols = item_cols + self.offset(view)
             if view == "session":
                 m = history_sketches(cols, histories.indptr, histories.items, self.input_dim, weights)
+            elif view == "past":
+                lens = np.diff(histories.indptr)
+                keep = np.ones(len(histories.items), bool)
+                keep[histories.indptr[1:][lens > 0] - 1] = False  # drop each history's newest event
+                ptr = np.concatenate([[0], np.cumsum(np.maximum(lens - 1, 0))]).astype(np.int64)
+                past_w = history_weights(ptr, None if ts is None else np.asarray(ts)[keep],
+                                         self.alpha, self.decay_w)
+                m = history_sketches(cols, ptr, histories.items[keep], self.input_dim, past_w)
             elif view == "last":
                 m = last_item_sketches(cols, histories.indptr, histories.items, self.input_dim)
             elif view.startswith("type:"):
@@ -108,8 +154,8 @@ class SketchLayout:
                 ptr, its, wts = expand_to_neighbours(neighbours, ptr, its, wts)
                 m = history_sketches(cols, ptr, its, self.input_dim, wts)
             else:
-                raise ValueError(f"unknown view {view!r}; expected session, last, knn:session, knn:last "
-                                 f"or type:<name>")
+                raise ValueError(f"unknown view {view!r}; expected session, past, last, knn:session, "
+                                 f"knn:last or type:<name>")
             blocks.append(m)
         out = blocks[0]
         for m in blocks[1:]:
@@ -117,7 +163,8 @@ class SketchLayout:
         return sp.csr_array(out, dtype=np.float32)
 
     def normalise(self, raw: sp.csr_array | NDArray[np.floating]) -> sp.csr_array:
-        """Scale every view of every row to unit L2 norm (empty views stay empty).
+        """Scale every view (``norm="view"``) or every depth row of every view (``norm="row"``) of
+        every query to unit L2 norm (empty ones stay empty).
 
         Parameters
         ----------
@@ -137,9 +184,17 @@ class SketchLayout:
             raise ValueError(f"input sketches must have {self.input_dim} columns; got {m.shape[1]}")
         m.sum_duplicates()
         m.eliminate_zeros()
-        rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-        key = rows * len(self.views) + m.indices // self.view_dim
-        sq = np.bincount(key, weights=m.data.astype(np.float64) ** 2, minlength=m.shape[0] * len(self.views))
+        rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+        if self.norm == "view":
+            n_units, unit = len(self.views), m.indices // self.view_dim
+        else:  # every depth row of every view
+            bounds = np.cumsum(self.row_widths)
+            per_view = len(self.row_widths)
+            n_units = len(self.views) * per_view
+            unit = (m.indices // self.view_dim) * per_view + np.searchsorted(
+                bounds, m.indices % self.view_dim, side="right")
+        key = rows * n_units + unit
+        sq = np.bincount(key, weights=m.data.astype(np.float64) ** 2, minlength=m.shape[0] * n_units)
         norm = np.sqrt(sq[key])
         m.data = (m.data / np.where(norm > 0, norm, 1.0)).astype(np.float32)
         return m
@@ -149,12 +204,40 @@ class SketchLayout:
         """Normalised network input of a batch of histories (``normalise(raw_sketches(...))``)."""
         return self.normalise(self.raw_sketches(item_cols, histories, neighbours))
 
+    @property
+    def item_views(self) -> tuple[str, ...]:
+        """This layout's views that depend on the newest item only (``ITEM_VIEWS``)."""
+        return tuple(v for v in self.views if v in ITEM_VIEWS)
+
+    @property
+    def history_views(self) -> tuple[str, ...]:
+        """This layout's other views (they depend on the whole history)."""
+        return tuple(v for v in self.views if v not in ITEM_VIEWS)
+
+    def item_sketches(self, item_cols: NDArray[np.int32], neighbours: sp.csr_array | None = None
+                      ) -> sp.csr_array:
+        """Normalised ``item_views`` of every item as the newest event of a history.
+
+        Row ``i`` is the ``item_views`` part of ``input_sketches`` of any history ending in item
+        ``i`` (views are normalised independently, so the parts of a history add up to its input).
+
+        Returns
+        -------
+        csr_array of shape (n_items, input_dim), float32 (no entries when there are no item views)
+        """
+        n = len(item_cols)
+        one = Histories(indptr=np.arange(n + 1, dtype=np.int64), items=np.arange(n, dtype=np.int32),
+                        ts=np.zeros(n))
+        return self.normalise(self.raw_sketches(item_cols, one, neighbours, views=self.item_views))
+
     def to_dict(self) -> dict:
         return {"views": list(self.views), "view_dim": self.view_dim, "alpha": self.alpha,
-                "decay_w": self.decay_w, "time_unit": self.time_unit, "event_types": list(self.event_types)}
+                "decay_w": self.decay_w, "time_unit": self.time_unit, "event_types": list(self.event_types),
+                "norm": self.norm, "row_widths": list(self.row_widths)}
 
     @classmethod
     def from_dict(cls, d: dict) -> SketchLayout:
         return cls(views=tuple(d["views"]), view_dim=int(d["view_dim"]), alpha=float(d["alpha"]),
                    decay_w=float(d["decay_w"]), time_unit=str(d["time_unit"]),
-                   event_types=tuple(d["event_types"]))
+                   event_types=tuple(d["event_types"]), norm=str(d.get("norm", "view")),
+                   row_widths=tuple(int(w) for w in d.get("row_widths", ())))

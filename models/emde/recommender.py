@@ -40,7 +40,7 @@ from models.emde.examples import future_examples, next_item_examples
 from models.emde.layout import SketchLayout
 from models.emde.modality import ModalitySpec, code_modality, parse_modalities
 from models.emde.neighbours import cooccurrence_neighbours
-from models.emde.network import SketchNetwork, row_log_softmax, sparse_batch, train_network
+from models.emde.network import SketchNetwork, TrainInputs, row_log_softmax, sparse_batch, train_network
 from models.emde.sketch import item_columns
 from models.errors import ModelFitError, NotFittedError
 
@@ -60,7 +60,12 @@ class EMDE:
     views : sequence of str, default ("session", "last")
         Input views (see :mod:`models.emde.layout`); add ``"type:<name>"`` per event type and
         ``"knn:session"`` / ``"knn:last"`` for item-kNN-style neighbour views (better offline,
-        see bench/RESULTS.md; the stream folds every view per event, ``operators.sketch_state``).
+        see bench/RESULTS.md; the stream folds these views per event, ``operators.sketch_state``).
+        ``"past"`` (the history without its newest item) with ``"last"``, ``view_norm="row"``,
+        ``time_unit="seconds"``, ``alpha=0.9``, ``decay_w=0.01`` is the official EMDE session-rec
+        input; the stream does not fold ``past`` yet.
+    view_norm : {"view", "row"}, default "view"
+        L2-normalise every input view, or every depth row of every view (official).
     knn_k : int, default 10
         Co-occurrence neighbours per item for ``knn:*`` views.
     alpha : float, default 0.9
@@ -103,9 +108,10 @@ class EMDE:
                  lr_step_epochs: int = 1, lr_gamma: float = 0.5, max_prefix: int = 50, n_cuts: int = 4,
                  max_train_seconds: float | None = None, random_state: int | None = 0,
                  progress: bool = False, knn_k: int = 10, decoder: str = "mean",
-                 pop_weight: float = 1.0) -> None:
+                 pop_weight: float = 1.0, view_norm: str = "view") -> None:
         self.modalities = modalities
         self.views = tuple(views)
+        self.view_norm = view_norm
         self.alpha = alpha
         self.decay_w = decay_w
         self.time_unit = time_unit
@@ -129,7 +135,7 @@ class EMDE:
     # ----------------------------------------------------------------- parameters
     _PARAMS = ("views", "alpha", "decay_w", "time_unit", "objective", "hidden", "n_layers", "epochs",
                "batch_size", "lr", "lr_step_epochs", "lr_gamma", "max_prefix", "n_cuts",
-               "max_train_seconds", "random_state", "progress", "knn_k", "decoder", "pop_weight")
+               "max_train_seconds", "random_state", "progress", "knn_k", "decoder", "pop_weight", "view_norm")
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters as JSON-able values (modalities as a list of dicts)."""
@@ -171,6 +177,8 @@ class EMDE:
             raise ValueError(f"decoder must be 'popularity' or 'mean'; got {self.decoder!r}")
         if self.time_unit not in ("position", "seconds"):
             raise ValueError(f"time_unit must be 'position' or 'seconds'; got {self.time_unit!r}")
+        if self.view_norm not in ("view", "row"):
+            raise ValueError(f"view_norm must be 'view' or 'row'; got {self.view_norm!r}")
         t0 = time.perf_counter()
         rng = np.random.default_rng(self.random_state)
         specs = self._specs()
@@ -199,12 +207,9 @@ class EMDE:
                                             random_state=rng)
         if hist.n_queries < 2:
             raise ModelFitError(f"EMDE: the log gives {hist.n_queries} training examples; need >= 2")
-        def inputs(rows: NDArray[np.int64]) -> sp.csr_array:
-            return self.layout_.input_sketches(self.item_in_cols_, _take(hist, rows), self.neighbours_)
-
         self.network_ = SketchNetwork(self.layout_.input_dim, self.out_blocks_, self.hidden, self.n_layers)
         self.train_loss_ = train_network(
-            self.network_, inputs, targets, self.item_out_cols_, epochs=self.epochs, batch_size=self.batch_size,
+            self.network_, self._train_inputs(hist), targets, self.item_out_cols_, epochs=self.epochs, batch_size=self.batch_size,
             lr=self.lr, lr_step_epochs=self.lr_step_epochs, lr_gamma=self.lr_gamma, random_state=rng,
             max_seconds=self.max_train_seconds, progress=self.progress)
         if not np.all(np.isfinite(self.train_loss_)):
@@ -213,6 +218,26 @@ class EMDE:
         self._readout_ = None
         self._bias_ = None
         return self
+
+    def _train_inputs(self, hist: Histories, chunk: int = 65_536) -> TrainInputs:
+        """Normalised input sketches of the training histories, built once (in chunks of queries).
+
+        The history views are stored per example; the item views (``last``, ``knn:last``) once
+        per item, with one extra empty row for empty histories.
+        """
+        lay = self.layout_
+        parts = [lay.normalise(lay.raw_sketches(self.item_in_cols_, _slice(hist, s, min(s + chunk, hist.n_queries)),
+                                                self.neighbours_, views=lay.history_views))
+                 for s in range(0, hist.n_queries, chunk)]
+        examples = sp.csr_array(sp.vstack(parts, format="csr"), dtype=np.float32)
+        if not lay.item_views:
+            return TrainInputs(examples)
+        items = lay.item_sketches(self.item_in_cols_, self.neighbours_)
+        items = sp.csr_array(sp.vstack([items, sp.csr_array((1, lay.input_dim), dtype=np.float32)], format="csr"))
+        lens = np.diff(hist.indptr)
+        last = np.full(hist.n_queries, self.n_items_, np.int64)
+        last[lens > 0] = hist.items[hist.indptr[1:][lens > 0] - 1]
+        return TrainInputs(examples, items, last)
 
     def _fit_popularity(self, log: InteractionLog) -> None:
         """``item_log_pop_`` (n_items,) and ``bucket_log_prior_`` (out_dim,) of the popularity decoder.
@@ -242,9 +267,10 @@ class EMDE:
         self.out_blocks_ = [(m.depth, m.width) for m in self.modality_specs_ if m.output]
         self.n_items_ = n_items
         view_dim = sum(m.depth * m.width for m in self.modality_specs_ if m.input)
+        row_widths = tuple(m.width for m in self.modality_specs_ if m.input for _ in range(m.depth))
         self.layout_ = SketchLayout(views=self.views, view_dim=view_dim, alpha=self.alpha,
                                     decay_w=self.decay_w, time_unit=self.time_unit,
-                                    event_types=tuple(event_types))
+                                    event_types=tuple(event_types), norm=self.view_norm, row_widths=row_widths)
 
     def item_columns(self, codes: Mapping[str, NDArray[np.int32]]
                      ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
@@ -423,15 +449,6 @@ class EMDE:
         from models.emde.model_dir import load_emde
 
         return load_emde(cls, Path(path))
-
-
-def _take(h: Histories, rows: NDArray[np.int64]) -> Histories:
-    """Queries ``rows`` of a batch of histories."""
-    lens = np.diff(h.indptr)[rows]
-    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    pos = np.repeat(h.indptr[rows] - indptr[:-1], lens) + np.arange(indptr[-1])
-    return Histories(indptr=indptr, items=h.items[pos], ts=None if h.ts is None else h.ts[pos],
-                     event_type=None if h.event_type is None else h.event_type[pos])
 
 
 def _slice(h: Histories, s: int, e: int) -> Histories:

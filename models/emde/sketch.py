@@ -191,12 +191,11 @@ def history_sketches(
     -------
     csr_array of shape (n_queries, sketch_dim), float32, duplicates summed.
     """
-    lens = np.diff(np.asarray(indptr))
+    indptr = np.asarray(indptr, dtype=np.int64)
     depth = item_cols.shape[1]
-    rows = np.repeat(np.repeat(np.arange(len(lens), dtype=np.int64), lens), depth)
-    cols = item_cols[np.asarray(items, dtype=np.int64)].ravel()
+    cols = item_cols[np.asarray(items, dtype=np.int64)].ravel()  # row-major already: build CSR directly
     w = np.ones(len(items), np.float32) if weights is None else np.asarray(weights, np.float32)
-    m = sp.coo_array((np.repeat(w, depth), (rows, cols)), shape=(len(lens), sketch_dim)).tocsr()
+    m = sp.csr_array((np.repeat(w, depth), cols, (indptr - indptr[0]) * depth), shape=(len(indptr) - 1, sketch_dim))
     m.sum_duplicates()
     return m
 

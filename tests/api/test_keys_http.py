@@ -9,8 +9,10 @@ development key is.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -18,8 +20,9 @@ from starlette.routing import Route
 
 from api.app import create_app
 from api.auth import exposure_problem, scope_of
+from operators.broker import free_port, wait_for_port
 from operators.settings import Settings
-from tests.platform import ROOT, ApiServer, make_settings
+from tests.platform import ROOT, ApiServer, make_settings, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -73,19 +76,50 @@ def test_key_matrix_with_keys_configured(broker, tmp_path, host):
     s = s.model_copy(update={"api": type(s.api)(host=host, admin_keys=[ADMIN], client_keys=[CLIENT],
                                                 rate_limit=None)})
     with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
-        for method, path in _endpoints():
-            need = scope_of(path)
-            got = {who: _call(c, method, path, key) for who, key in (("none", None), ("client", CLIENT),
-                                                                        ("admin", ADMIN), ("other", "nope"))}
-            if need is None:
-                assert all(v in (200, 503) for v in got.values()), (method, path, got)
-                continue
-            assert got["none"] == 401 and got["other"] == 401, (method, path, got)
-            assert got["admin"] not in (401, 403) and got["admin"] < 500, (method, path, got)
-            if need == "admin":
-                assert got["client"] == 403, (method, path, got)
-            else:
-                assert got["client"] not in (401, 403) and got["client"] < 500, (method, path, got)
+        _assert_key_matrix(c)
+
+
+def _assert_key_matrix(c: httpx.Client) -> None:
+    """Every endpoint with no key, an unknown one, the client key and the admin key: who gets what."""
+    for method, path in _endpoints():
+        need = scope_of(path)
+        got = {who: _call(c, method, path, key) for who, key in (("none", None), ("client", CLIENT),
+                                                                    ("admin", ADMIN), ("other", "nope"))}
+        if need is None:
+            assert all(v in (200, 503) for v in got.values()), (method, path, got)
+            continue
+        assert got["none"] == 401 and got["other"] == 401, (method, path, got)
+        assert got["admin"] not in (401, 403) and got["admin"] < 500, (method, path, got)
+        if need == "admin":
+            assert got["client"] == 403, (method, path, got)
+        else:
+            assert got["client"] not in (401, 403) and got["client"] < 500, (method, path, got)
+
+
+def test_serve_on_a_public_address_with_real_keys(broker, tmp_path):
+    """``fusionrec serve --host 0.0.0.0`` itself (keys from the environment): it starts, answers the same
+    key matrix, and its protocol closes a half-sent request at ``api.header_timeout_s``."""
+    s = make_settings(broker, tmp_path, partitions=1)
+    s = s.model_copy(update={"api": type(s.api)(rate_limit=None, header_timeout_s=1.0)})
+    port = free_port()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONREC_")}
+    full.update(FUSIONREC_CONFIG=str(write_config(s, tmp_path / "fusionrec.toml")), PYTHONPATH=str(ROOT),
+                FUSIONREC_API__ADMIN_KEYS=f'["{ADMIN}"]', FUSIONREC_API__CLIENT_KEYS=f'["{CLIENT}"]')
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--host", "0.0.0.0", "--port", str(port)],
+                            env=full, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", port, 60)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            _assert_key_matrix(c)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /v1/recommendations?user_id=u1 HTTP/1.1\r\nHost: x\r\n")
+            t0 = time.monotonic()
+            reply = sock.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 408 ") and time.monotonic() - t0 < 6, reply[:100]
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0].decode(errors="replace")
+    assert "Traceback" not in out, out[-2000:]
 
 
 @pytest.mark.parametrize(("env", "says"), [

@@ -8,14 +8,18 @@ the server served and the feedback on them.
 
 from __future__ import annotations
 
+import base64
 import time
 
 import httpx
+import orjson
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
+from operators.kafka import make_producer
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, make_settings, wait_for
+from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +101,7 @@ def test_oversize_events_ids_and_batches_are_4xx(api):
     big = "x" * (1 << 20)
     cases = {
         "1 MB field": {"type": "view", "user_id": "u1", "item_id": "i1", "note": big},
+        "2 MB event": {"type": "view", "user_id": "u1", "item_id": "i1", "note": big * 2},  # the issue's case
         "1 MB user_id": {"type": "view", "user_id": big, "item_id": "i1"},
         "10k-line basket": {"type": "purchase", "user_id": "u1", "items": [f"i{i}" for i in range(10_000)]},
     }
@@ -123,3 +128,44 @@ def test_hostile_iql_is_a_400_naming_the_place(api):
         assert r.status_code == 400, (flt[:40], r.status_code, r.text[:300])
         err = r.json()["error"]
         assert err["field"] == "filter" and err["line"] == 1 and err["column"] >= 1, err
+
+
+def test_a_far_future_event_from_the_shops_producer_does_not_poison_top_lists_even_after_a_restart(broker, tmp_path):
+    """The issue's case past the API: a ``view`` in 2099 written straight to ``events`` (a shop's own producer).
+    The flow dead-letters it (``bad_timestamp`` against the Kafka timestamp), so the windowed popularity it
+    publishes keeps the real items: a top/24h list is i1, i2, i3, before and after an API restart."""
+    s = make_settings(broker, tmp_path, partitions=1, window_publish_s=0.2)
+    now = time.time()
+    with EventProducer.from_settings(s.kafka) as producer:
+        producer.send_catalog([{"item_id": i, "price": 1.0} for i in ("i1", "i2", "i3", "poison")])
+    p = make_producer(broker)
+    for n, item in enumerate(["i1"] * 3 + ["i2"] * 2 + ["i3"]):
+        p.produce(s.kafka.events_topic, key=f"u{n}".encode(), value=orjson.dumps(
+            {"event_id": f"e{n}", "ts": now - 60, "type": "view", "user_id": f"u{n}", "item_id": item}))
+    p.produce(s.kafka.events_topic, key=b"attacker", value=orjson.dumps(
+        {"event_id": "poison", "ts": 4_070_908_800, "type": "view", "user_id": "attacker", "item_id": "poison"}))
+    assert p.flush(30) == 0
+    top24 = {"scenario": "top", "arms": [{"name": "day", "strategy": "top", "params": {"window": "24h"}}]}
+    flow = FlowProcess(s, tmp_path / "flow.toml").start()
+    try:
+        wait_caught_up(s, flow, timeout_s=90)
+        for start in ("first", "restart"):
+            with ApiServer(s) as server, httpx.Client(base_url=server.url, timeout=10) as c:
+                if start == "first":
+                    assert c.put("/v1/campaigns/top24", json=top24).status_code == 201
+
+                def ids() -> list[str]:
+                    r = c.get("/v1/recommendations", params={"campaign": "top24", "user_id": "new-user"})
+                    return [i["item_id"] for i in r.json()["items"]] if r.status_code == 200 else []
+
+                got = wait_for(lambda: (lambda x: x if x[:3] == ["i1", "i2", "i3"] else None)(ids()), 30,
+                               what=f"top/24h = i1, i2, i3 ({start}); last: {ids()}")
+                assert "poison" not in got, (start, got)
+    finally:
+        flow.stop()
+    c = Consumer({"bootstrap.servers": broker, "group.id": "t", "enable.auto.commit": False})
+    c.assign([TopicPartition(s.kafka.dead_topic, 0, 0)])
+    dead = [orjson.loads(m.value()) for m in c.consume(100, 5.0) if not m.error()]
+    c.close()
+    assert [(d["reason"], orjson.loads(base64.b64decode(d["raw"]))["event_id"]) for d in dead] == [
+        ("bad_timestamp", "poison")], dead

@@ -134,3 +134,16 @@ def test_a_new_user_with_more_events_than_the_kept_history_counts_each_once(vers
         one_by_one.items.append(it), one_by_one.types.append(ty), one_by_one.ts.append(t)
         up.fold(one_by_one, [it], [ty], [t])
     np.testing.assert_array_equal(up.matrix([st]).toarray(), up.matrix([one_by_one]).toarray())
+
+
+def test_a_model_with_the_past_view_is_scored_from_history_not_folded():
+    """The fold kernel has no ``past`` view (the official EMDE input): such a version is not sketched per
+    event (the stream scores it with ``recommend`` on the kept history) instead of being folded wrongly."""
+    shop = SyntheticShop(n_items=60, n_users=20, seed=3)
+    log = events_to_log(shop.history(600), ["view", "add_to_cart", "purchase", "pos_purchase"])
+    model = EMDE("graph=sessions:4x16:2", views=("past", "last"), view_norm="row", hidden=16, epochs=1,
+                 random_state=0).fit(log)
+    past = ModelVersion(version="v2", model=model, item_ids=list(log.item_ids), manifest={})
+    assert not supports_sketches(past)
+    with pytest.raises(ValueError, match="no EMDE sketch layout the stream folds"):
+        SketchUpdater(past)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from models.base import Histories, InteractionLog
 from models.emde import EMDE, ModalitySpec, fit_dlsh, parse_modalities
 from models.emde.layout import SketchLayout
+from models.emde.network import sparse_batch
 from models.emde.sketch import (
     decay_factor,
     history_sketches,
@@ -253,3 +254,97 @@ def test_popularity_decoder_is_the_official_readout(fitted: EMDE, tmp_path) -> N
 def test_the_wall_clock_safety_stop_is_a_failure_not_a_result() -> None:
     with pytest.raises(ModelFitError, match="safety stop"):
         EMDE(_MODS, **{**_SMALL, "max_train_seconds": 0.0}).fit(_planted_log())
+
+
+_FIT_AND_RECOMMEND = """
+import hashlib, numpy as np, torch
+from models.base import Histories, InteractionLog
+from models.emde import EMDE
+torch.set_num_threads(1)
+rng = np.random.default_rng(3)
+lens = rng.integers(2, 8, size=400)
+sess = np.repeat(np.arange(400), lens).astype(np.int32)
+taste = np.repeat(rng.integers(4, size=400), lens)
+items = (taste * 15 + rng.integers(15, size=len(sess))).astype(np.int32)
+log = InteractionLog(session_idx=sess, item_idx=items, ts=np.arange(len(sess), dtype=np.float64), n_items=60)
+model = EMDE("g=sessions:6x16:2,r=random:4x16", views=("session", "last", "knn:last"), knn_k=4, hidden=32,
+             epochs=2, batch_size=64, random_state=7).fit(log)
+ids, scores = model.recommend(Histories.from_lists([[1, 2, 3], [40], [16, 17, 30, 31]]), 10)
+digest = hashlib.sha256(ids.tobytes() + scores.tobytes()).hexdigest()
+"""
+
+
+def _fit_and_recommend() -> tuple[np.ndarray, np.ndarray, str]:
+    scope: dict = {}
+    exec(_FIT_AND_RECOMMEND, scope)  # the same code the child process runs
+    return scope["ids"], scope["scores"], scope["digest"]
+
+
+def test_same_seed_same_recommendations_in_process_and_across_processes() -> None:
+    """Determinism: two fits with one random_state give bit-identical lists and scores, also in a new process."""
+    import subprocess
+    import sys
+
+    ids_a, scores_a, digest_a = _fit_and_recommend()
+    ids_b, scores_b, digest_b = _fit_and_recommend()
+    np.testing.assert_array_equal(ids_a, ids_b)
+    np.testing.assert_array_equal(scores_a, scores_b)
+    assert np.isfinite(scores_a).all() and len(np.unique(ids_a)) > 10  # a real ranking, not a constant
+    child = subprocess.run([sys.executable, "-c", _FIT_AND_RECOMMEND + "\nprint(digest)"],
+                           capture_output=True, text=True, check=True, timeout=120)
+    assert child.stdout.strip().splitlines()[-1] == digest_a
+    scope: dict = {}
+    exec(_FIT_AND_RECOMMEND.replace("random_state=7", "random_state=8"), scope)
+    assert scope["digest"] != digest_a  # the seed is what fixes the result
+
+def test_past_view_is_the_official_decayed_history_without_the_last_item() -> None:
+    """views ("past", "last"), per-row L2 norm, 0.9 ** (0.01 * dt s): hand-computed on a 3-item history."""
+    codes = np.array([[0, 1], [2, 1], [3, 3]])  # items a, b, c; depth 2, width 4; a and b share row 1's bucket
+    cols = item_columns(codes, 4)
+    layout = SketchLayout(views=("past", "last"), view_dim=8, alpha=0.9, decay_w=0.01, time_unit="seconds",
+                          norm="row", row_widths=(4, 4))
+    h = Histories.from_lists([[0, 1, 2]], [[1000.0, 1100.0, 1250.0]])  # a, b, c; gaps 100 s and 150 s
+    raw = layout.raw_sketches(cols, h).toarray()[0]
+    wa = 0.9 ** (0.01 * 100)  # a is 100 s older than b, the newest item of the past view; the 150 s gap to c
+    expected_raw = np.zeros(16)  # does not enter the past view
+    expected_raw[[0, 4 + 1]] += wa
+    expected_raw[[2, 4 + 1]] += 1.0
+    expected_raw[8 + 3] = expected_raw[8 + 4 + 3] = 1.0  # last view: c alone
+    np.testing.assert_allclose(raw, expected_raw, rtol=1e-6)
+    x = layout.normalise(raw[None, :]).toarray()[0]
+    expected = np.zeros(16)
+    expected[0], expected[2] = wa / np.hypot(wa, 1.0), 1.0 / np.hypot(wa, 1.0)  # row 0: two buckets
+    expected[5] = 1.0  # row 1: a and b share a bucket (wa + 1), scaled to 1
+    expected[11] = expected[15] = 1.0
+    np.testing.assert_allclose(x, expected, rtol=1e-6)
+    one = layout.raw_sketches(cols, Histories.from_lists([[2]], [[5.0]])).toarray()[0]
+    assert not one[:8].any() and one[8:].sum() == 2.0  # a one-item history has an empty past view
+    with pytest.raises(ValueError, match="row_widths"):
+        SketchLayout(views=("past",), view_dim=8, norm="row", row_widths=(4,))
+
+
+def test_training_inputs_are_the_input_sketches(tmp_path) -> None:
+    """The precomputed training inputs (history views per example + item views per newest item) add up to
+    ``layout_.input_sketches`` of each prefix; the official views train and survive save/load."""
+    log = _planted_log()
+    m = EMDE("g=sessions:8x32:2,r=random:4x32", views=("past", "session", "last", "knn:last"), knn_k=5,
+             view_norm="row", time_unit="seconds", decay_w=0.01, **_SMALL).fit(log)
+    from models.emde.examples import next_item_examples
+
+    hist, _ = next_item_examples(log, m.max_prefix)
+    inputs = m._train_inputs(hist)
+    rows = np.arange(0, hist.n_queries, 97)
+    sub = Histories.from_lists([list(hist.items[hist.indptr[r]:hist.indptr[r + 1]]) for r in rows],
+                               [list(hist.ts[hist.indptr[r]:hist.indptr[r + 1]]) for r in rows])
+    full = m.layout_.input_sketches(m.item_in_cols_, sub, m.neighbours_).toarray()
+    split = inputs.examples[rows].toarray() + inputs.items[inputs.last[rows]].toarray()
+    np.testing.assert_allclose(split, full, rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        np.testing.assert_allclose(inputs.embed(m.network_, rows).numpy(),
+                                   m.network_.embed(*sparse_batch(m.layout_.normalise(full))).numpy(),
+                                   rtol=1e-4, atol=1e-5)
+    m.save(tmp_path / "o")
+    loaded = EMDE.load(tmp_path / "o")
+    assert loaded.layout_.norm == "row" and loaded.layout_.views == m.layout_.views
+    h = Histories.from_lists([[5, 6, 7], [61]], [[0.0, 30.0, 400.0], [9.0]])
+    np.testing.assert_array_equal(m.recommend(h, 5)[0], loaded.recommend(h, 5)[0])
