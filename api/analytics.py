@@ -117,11 +117,11 @@ MAX_ABS_TS = 1e12
 
 
 def _ts(v: object) -> float | None:
-    """Epoch seconds (a JSON number) or an RFC 3339 date-time / full date (UTC) -> epoch seconds; '' -> None.
+    """Epoch seconds (a JSON number) or an RFC 3339 date-time / full date (UTC) -> epoch seconds.
 
-    Raises ``ValueError`` otherwise (a 422 naming the parameter), also for a date that does not exist.
+    Raises ``ValueError`` otherwise (a 422 naming the parameter), also for '' and a date that does not exist.
     """
-    if v is None or v == "":
+    if v is None:
         return None
     s = str(v)
     if _NUMBER.match(s):

@@ -1,4 +1,4 @@
-"""The optimizer's feed: served lists become pulls, feedback events become rewards (and popularity).
+"""The optimizer's feed: served lists become pulls, feedback events become rewards.
 
 ``FeedbackFold`` is the in-memory fold over the served-list and events topics: ``rec_request``
 records of the server-only ``served`` topic (one per list a campaign served, produced by
@@ -23,7 +23,6 @@ from collections.abc import Callable
 import msgspec
 
 from api.optimizer import OptimizerConfig, ThompsonOptimizer
-from api.window_popularity import WindowPopularity
 from operators.attribution import REQUEST_TYPE, Impression, attribute_events, impression_of
 from operators.schema import Event
 
@@ -33,18 +32,15 @@ _PER_USER = 20  # open lists kept per user for last-touch matching
 
 
 class FeedbackFold:
-    """Pulls, rewards and windowed popularity from served lists and events.
+    """Pulls and rewards from served lists and events (windowed popularity is the flow's:
+    ``api/window_popularity.py``).
 
     Parameters
     ----------
     optimizer : ThompsonOptimizer
         Receives ``record(pulls=1)`` per list and ``record(rewards=1)`` per attributed list.
-    popularity : WindowPopularity
-        Receives every event's items with its type weight.
     config_of : callable campaign_id -> OptimizerConfig
         The campaign's optimizer knobs (discount half-life) at fold time.
-    type_weights : dict of str to float
-        Weight of each event type in popularity.
     max_open, max_orphans : int
         Bounds of the lists kept for attribution and of the parked early feedback.
     declares : callable (campaign_id, arm) -> bool, optional
@@ -54,20 +50,19 @@ class FeedbackFold:
         Segments kept per campaign; lists of further segments count for segment ``""``.
     """
 
-    def __init__(self, optimizer: ThompsonOptimizer, popularity: WindowPopularity,
-                 config_of: Callable[[str], OptimizerConfig], type_weights: dict[str, float],
+    def __init__(self, optimizer: ThompsonOptimizer, config_of: Callable[[str], OptimizerConfig],
                  max_open: int = 200_000, max_orphans: int = 10_000,
                  declares: Callable[[str, str], bool] | None = None, max_segments: int = 100) -> None:
-        self.optimizer, self.popularity, self.config_of = optimizer, popularity, config_of
+        self.optimizer, self.config_of = optimizer, config_of
         self.declares, self.max_segments = declares, max_segments
         self._segments: dict[str, set[str]] = {}
-        self.type_weights = type_weights
         self.max_open, self.max_orphans = max_open, max_orphans
         self.open: OrderedDict[str, Impression] = OrderedDict()
         self.rewarded: OrderedDict[str, float] = OrderedDict()  # request_id -> end of its window
         self.by_user: dict[str, deque[str]] = {}
         self.orphans: OrderedDict[str, list[Event]] = OrderedDict()
-        self.clock = 0.0
+        self.clock = 0.0  # newest served list's time
+        self.event_clock = 0.0  # newest folded event's time
         self.n_served = self.n_rewards = 0
         self.skipped: dict[str, int] = {}
         self.by_campaign: dict[str, dict[str, int]] = {}  # campaign -> served, rewards, open_lists, skipped:<reason>
@@ -112,7 +107,7 @@ class FeedbackFold:
             self.served(imp)
 
     def event(self, ev: Event) -> None:
-        """One event of ``events``: popularity, and a reward if it converts a served list.
+        """One event of ``events``: a reward if it converts a served list.
 
         A ``rec_request`` here did not come from the server (served lists travel on their own topic)
         and counts for nothing (``skipped["request_on_events"]``).
@@ -120,7 +115,8 @@ class FeedbackFold:
         if ev.type == REQUEST_TYPE:
             self.skipped["request_on_events"] = self.skipped.get("request_on_events", 0) + 1
             return
-        self.popularity.add(ev.item_ids(), self.type_weights.get(ev.type, 0.0), ev.ts)
+        if ev.ts > self.event_clock:
+            self.event_clock = ev.ts
         if ev.request_id is None and ev.user_id not in self.by_user:
             return
         with self.lock:
@@ -163,9 +159,13 @@ class FeedbackFold:
                 "open_lists": row.get("open_lists", 0), "skipped": skipped}
 
     def _expire(self) -> None:
+        """Close lists whose window has passed, by the older of the two clocks (served lists, events):
+        a list stays open until the events of its window have been read, however the reads of the
+        two topics interleave (a new node reads the served lists of a day long before its events)."""
+        clock = min(self.clock, self.event_clock)
         while self.open:
             rid, imp = next(iter(self.open.items()))
-            if imp.ts + imp.window_s >= self.clock and len(self.open) <= self.max_open:
+            if imp.ts + imp.window_s >= clock and len(self.open) <= self.max_open:
                 break
             del self.open[rid]
             self.open_delta[rid] = None
@@ -177,7 +177,7 @@ class FeedbackFold:
                     del self.by_user[imp.user_id]  # type: ignore[arg-type]
         while self.rewarded:
             rid, end = next(iter(self.rewarded.items()))
-            if end >= self.clock and len(self.rewarded) <= self.max_open:
+            if end >= clock and len(self.rewarded) <= self.max_open:
                 break
             del self.rewarded[rid]
             self.rewarded_delta[rid] = None

@@ -4,8 +4,8 @@ Liveness says the process works: the event loop answers and its background threa
 readers, producer poller, broker probe) run; an orchestrator restarts a process that fails it.
 It stays 200 through a broker outage, which a restart would not cure. Readiness says requests
 get right answers now: the broker answers (events can be made durable) and the readers have
-caught up with what was written before start (top-N lists, catalog, feedback for the optimizer
-and windowed popularity); 503 with the reasons otherwise.
+caught up with what was written before start (top-N lists, catalog, the flow's windowed
+popularity, feedback for the optimizer); 503 with the reasons otherwise.
 """
 
 from __future__ import annotations
@@ -32,15 +32,17 @@ def not_ready_reasons(svc: Services) -> list[str]:
         reasons.append("user-topn: still reading the published lists")
     if not svc.catalog.wait_caught_up(0):
         reasons.append("catalog: still reading the catalog")
+    if not svc.window_table.wait_caught_up(0):
+        reasons.append("popularity: still reading the flow's windowed popularity")
     if svc.reader is not None and not svc.reader.wait_caught_up(0):
-        reasons.append("feedback: still folding the events topic (optimizer, windowed popularity)")
+        reasons.append("feedback: still folding the served lists and events (optimizer)")
     return reasons
 
 
 async def healthz(request: Request) -> Response:
     svc: Services = request.app.state.services
     threads = {"producer": svc.durable.alive(), "user-topn": svc.topn.alive(), "catalog": svc.catalog.alive(),
-               "item-links": svc.item_links.alive()}
+               "item-links": svc.item_links.alive(), "popularity": svc.window_table.alive()}
     if svc.reader is not None:
         threads["feedback"] = svc.reader.alive()
     dead = sorted(k for k, ok in threads.items() if not ok)

@@ -23,6 +23,10 @@ _ID_CHARS = r"[^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u
 ID_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 256,
                              "pattern": rf"^\s*{_ID_CHARS[:-1]}\s]{_ID_CHARS}*\s*$"}
 """An id as ``operators/ids.py`` accepts it (printable, not only white space, at most 256 characters)."""
+BODY_ID_SCHEMA: dict[str, Any] = {"anyOf": [ID_SCHEMA, {
+    "type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1,
+    "description": "an integer id, written as a JSON integer (a float literal is exact only below 2**53)"}]}
+"""An id in a JSON body: the string rule, or a JSON integer (``12345`` is the id ``"12345"``)."""
 _ID_PARAMS = frozenset({"user_id", "item_id"})
 _ID_LIST = {"type": "string", "maxLength": 4000,  # empty items are skipped
             "pattern": rf"^(?=[\s,]*[^\s,])(\s*{_ID_CHARS[:-1]},]{{0,256}}\s*)(,\s*{_ID_CHARS[:-1]},]{{0,256}}\s*){{0,99}}$"}
@@ -64,12 +68,13 @@ def event_schema(settings: Settings) -> dict[str, Any]:
           "stream.future_skew_s ahead (bounds below: at the time this schema was served)",
           "minimum": round(now - max_age * 0.9), "maximum": round(now)}
     line = {"type": "object", "required": ["item_id"], "additionalProperties": False,
-            "properties": {"item_id": ID_SCHEMA, "quantity": {"type": "number"}, "price": {"type": "number"}}}
-    props = {"event_id": ID_SCHEMA, "ts": ts, "user_id": ID_SCHEMA, "session_id": ID_SCHEMA, "item_id": ID_SCHEMA,
-             "items": {"type": "array", "minItems": 1, "maxItems": 20, "items": {"anyOf": [ID_SCHEMA, line]}},
-             "quantity": {"type": "number"}, "price": {"type": "number"}, "store_id": ID_SCHEMA,
+            "properties": {"item_id": BODY_ID_SCHEMA, "quantity": {"type": "number"}, "price": {"type": "number"}}}
+    idx = BODY_ID_SCHEMA
+    props = {"event_id": idx, "ts": ts, "user_id": idx, "session_id": idx, "item_id": idx,
+             "items": {"type": "array", "minItems": 1, "maxItems": 20, "items": {"anyOf": [idx, line]}},
+             "quantity": {"type": "number"}, "price": {"type": "number"}, "store_id": idx,
              "query": {"type": "string"}, "lat": {"type": "number"}, "lon": {"type": "number"},
-             "campaign_id": ID_SCHEMA, "arm": {"type": "string"},  # free text, bounded by the event's size
+             "campaign_id": idx, "arm": {"type": "string"},  # free text, bounded by the event's size
              "request_id": {"type": "string", "minLength": 1, "maxLength": 1024, "description": (
                  "a request_id the API issued to this user_id (403 otherwise)")}}
     raw = props

@@ -31,6 +31,7 @@ from operators.parse import EventRules
 from operators.schema import Event, encode_event
 from operators.score import POPULAR_KEY_PREFIX, TopN, decode_topn
 from operators.settings import Settings
+from operators.window_topic import decode_window_piece
 from state.bandit import BanditStore
 from state.campaigns import CampaignStore
 from state.serving import ServingOptions, ServingStore
@@ -83,6 +84,8 @@ class Services:
     campaigns: CampaignRegistry
     optimizer: ThompsonOptimizer
     window_popularity: WindowPopularity
+    window_table: TopicTable
+    """Reader of the flow's windowed popularity (``kafka.window_topic()``) into ``window_popularity``."""
     fold: FeedbackFold
     signer: RequestSigner
     ingest_rules: EventRules
@@ -143,6 +146,7 @@ class Services:
         self.catalog.stop()
         self.item_links.stop()
         self.flow_stats.stop()
+        self.window_table.stop()
         self.durable.stop()
         if self.reader is not None:
             self.reader.stop()
@@ -158,7 +162,8 @@ def _keep_popular(popular: dict[str, TopN], key: str, value: object | None) -> N
 
 
 def build_services(settings: Settings) -> Services:
-    """Start the readers of ``user-topn``, ``catalog``, ``item-links`` and (feedback) the events topic;
+    """Start the readers of ``user-topn``, ``catalog``, ``item-links``, windowed popularity and (feedback)
+    the served-list and events topics;
     open the campaign and optimizer stores under ``api.state_dir``; a producer for ``events``."""
     k, a = settings.kafka, settings.api
     state_dir = a.state_dir or settings.stream.state_dir.parent / "api"
@@ -177,8 +182,9 @@ def build_services(settings: Settings) -> Services:
     rules = EventRules.from_settings(settings)
     # live ingestion (POST /v1/events): the flow's rules, and events no older than api.max_age_s
     ingest_rules = dataclasses.replace(rules, max_age_s=min(settings.stream.max_age_s or a.max_age_s, a.max_age_s))
-    fold = FeedbackFold(optimizer, popularity, campaigns.config_of, {t.name: t.weight for t in settings.event_types},
-                        max_open=a.max_open_lists, declares=campaigns.declares)
+    window_table = TopicTable(k.brokers, k.window_topic(), decode_window_piece, on_update=popularity.apply,
+                              keep=False, on_beyond_end=beyond_end).start()
+    fold = FeedbackFold(optimizer, campaigns.config_of, max_open=a.max_open_lists, declares=campaigns.declares)
     reader = None
     if a.feedback:
         reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),
@@ -210,6 +216,7 @@ def build_services(settings: Settings) -> Services:
         campaigns=campaigns,
         optimizer=optimizer,
         window_popularity=popularity,
+        window_table=window_table,
         fold=fold,
         signer=RequestSigner(load_request_secret(a.request_secret, state_dir)),
         ingest_rules=ingest_rules,

@@ -1,84 +1,87 @@
-"""Item popularity over a sliding time window ("top products of the last 24 h"), from the events topic.
+"""Item popularity over a sliding time window ("top products of the last 24 h"), as the flow publishes it.
 
-Weights (the event type's weight from settings) are summed into time buckets of ``bucket_s``;
-a window of ``w`` seconds sums the buckets that end after ``clock - w``, where ``clock`` is the
-newest event time seen (so a replayed log has windows too, not only a live shop). Buckets older
-than ``horizon_s`` are dropped. Rankings are cached per window for ``cache_s`` seconds.
+Each partition of the flow counts event weights per (time bucket, item) exactly once in its
+RocksDB and publishes them in pieces to the compacted ``kafka.window_topic()``
+(``operators/window_topic.py``); ``apply`` is the reader's hook for one piece (a tombstone drops
+it). The API no longer folds ``events`` for this: a new process reads the compacted pieces
+(at most partitions x buckets in the horizon x shards records), not the history.
+
+A window of ``w`` seconds sums the buckets that start after ``clock - w`` (bucket-aligned),
+where ``clock`` is the newest event time of any partition (so a replayed log has windows too,
+not only a live shop). Rankings are cached per window for ``cache_s`` seconds and recomputed off
+the request path (stale-while-revalidate).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 
 import numpy as np
+
+from operators.window_topic import WindowPiece
 
 __all__ = ["WindowPopularity"]
 
 
 class WindowPopularity:
-    """Bucketed item weights; ``top(window_s)`` ranks items by their sum over the window.
+    """The published pieces of every partition; ``top(window_s)`` ranks items by their sum over the window.
 
     Parameters
     ----------
     bucket_s : float
-        Bucket width, seconds.
+        Bucket width, seconds (as the flow's ``api.popularity_bucket_s``).
     horizon_s : float
-        Longest window served; older buckets are dropped.
+        Longest window served (the flow drops older buckets).
     cache_s : float
         How long a ranking is reused (wall clock).
     """
 
     def __init__(self, bucket_s: float = 3600.0, horizon_s: float = 30 * 86400.0, cache_s: float = 1.0) -> None:
         self.bucket_s, self.horizon_s, self.cache_s = bucket_s, horizon_s, cache_s
-        self.clock = 0.0
-        self._buckets: dict[int, dict[str, float]] = defaultdict(dict)
+        self._clocks: dict[int, float] = {}  # partition -> newest event time it published
+        # (partition, bucket, shard) -> (item index array int32, weights float64)
+        self._pieces: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._vocab: dict[str, int] = {}  # item_id -> dense index (grows; ids of pieces only)
+        self._ids: list[str] = []
         self._cache: dict[float, tuple[float, list[str], np.ndarray]] = {}
         self._lock = threading.Lock()
-        self._dirty: set[tuple[int, str]] = set()  # (bucket, item) changed since ``take_dirty``
-        self._dropped: set[int] = set()  # buckets dropped since ``take_dirty``
         self._refreshing: set[float] = set()  # windows being re-ranked in the background
 
-    def add(self, item_ids: list[str], weight: float, ts: float) -> None:
-        """Count ``weight`` for each of ``item_ids`` at event time ``ts`` (epoch s)."""
-        if weight <= 0 or not item_ids:
+    @property
+    def clock(self) -> float:
+        """Newest event time of any partition (epoch s; 0 before the first piece)."""
+        return max(self._clocks.values(), default=0.0)
+
+    def apply(self, key: str, piece: object | None) -> None:
+        """Reader hook for one record of the window topic: store the piece, or drop it (tombstone).
+
+        A key that is not ``<partition>:<bucket>:<shard>`` is ignored (it is not ours).
+        """
+        try:
+            p, b, s = (int(x) for x in key.split(":"))
+        except ValueError:
             return
-        b = int(ts // self.bucket_s)
+        if not isinstance(piece, WindowPiece):
+            with self._lock:
+                self._pieces.pop((p, b, s), None)
+            return
         with self._lock:
-            bucket = self._buckets[b]
-            for i in item_ids:
-                bucket[i] = bucket.get(i, 0.0) + weight
-                self._dirty.add((b, i))
-            if ts > self.clock:
-                oldest = int((ts - self.horizon_s) // self.bucket_s)
-                if self.clock == 0.0 or oldest > int((self.clock - self.horizon_s) // self.bucket_s):
-                    for old in [k for k in self._buckets if k < oldest]:
-                        del self._buckets[old]
-                        self._dropped.add(old)
-                self.clock = ts
+            vocab, ids = self._vocab, self._ids
+            idx = np.empty(len(piece.items), dtype=np.int32)
+            for j, item in enumerate(piece.items):
+                i = vocab.get(item)
+                if i is None:
+                    i = vocab[item] = len(ids)
+                    ids.append(item)
+                idx[j] = i
+            self._pieces[(p, b, s)] = (idx, np.asarray(piece.weights, dtype=np.float64))
+            if piece.clock > self._clocks.get(p, 0.0):
+                self._clocks[p] = piece.clock
 
-    def take_dirty(self) -> tuple[dict[tuple[int, str], float], set[int], float]:
-        """What changed since the last call: ((bucket, item) -> weight, dropped buckets, clock) (for snapshots)."""
-        with self._lock:
-            # a bucket dropped and re-created by an older event since then no longer holds the item
-            changed = {(b, i): self._buckets[b][i] for b, i in self._dirty if i in self._buckets.get(b, ())}
-            dropped = self._dropped
-            self._dirty, self._dropped = set(), set()
-            return changed, dropped, self.clock
-
-    def weights(self) -> dict[tuple[int, str], float]:
-        """Every (bucket, item) weight held (a full snapshot)."""
-        with self._lock:
-            return {(b, i): w for b, bucket in self._buckets.items() for i, w in bucket.items()}
-
-    def restore(self, weights: dict[tuple[int, str], float], clock: float) -> None:
-        """Load a snapshot (as written from ``take_dirty``): bucketed weights and the clock."""
-        with self._lock:
-            for (b, i), w in weights.items():
-                self._buckets[b][i] = w
-            self.clock = max(self.clock, clock)
-            self._cache.clear()
+    def __len__(self) -> int:
+        """Pieces held."""
+        return len(self._pieces)
 
     def top(self, window_s: float) -> tuple[list[str], np.ndarray]:
         """All items with weight in the window, best first: (item ids, float64 sums); ties by id.
@@ -104,16 +107,20 @@ class WindowPopularity:
 
     def _rank(self, window_s: float) -> tuple[list[str], np.ndarray]:
         now = time.monotonic()
-        first = int((self.clock - window_s) // self.bucket_s) + 1
-        total: dict[str, float] = {}
         with self._lock:
-            buckets = [bucket.copy() for b, bucket in self._buckets.items() if b >= first]
-        for bucket in buckets:
-            for i, w in bucket.items():
-                total[i] = total.get(i, 0.0) + w
-        ids = sorted(total, key=lambda i: (-total[i], i))
-        scores = np.fromiter((total[i] for i in ids), dtype=np.float64, count=len(ids))
+            first = int((self.clock - window_s) // self.bucket_s) + 1
+            parts = [v for (_, b, _), v in self._pieces.items() if b >= first]
+            n_vocab, ids = len(self._ids), self._ids
+        if parts:
+            total = np.bincount(np.concatenate([p[0] for p in parts]), weights=np.concatenate([p[1] for p in parts]),
+                                minlength=n_vocab)
+        else:
+            total = np.zeros(0)
+        nz = np.flatnonzero(total > 0)
+        names = np.array([ids[i] for i in nz], dtype=object)
+        order = np.lexsort((names.astype(str), -total[nz])) if len(nz) else nz
+        ranked, scores = names[order].tolist(), total[nz][order]
         if len(self._cache) > 64:  # windows come from requests: keep the cache bounded
             self._cache.clear()
-        self._cache[window_s] = (now, ids, scores)
-        return ids, scores
+        self._cache[window_s] = (now, ranked, scores)
+        return ranked, scores

@@ -33,8 +33,16 @@ sys.path.insert(0, str(ROOT))
 
 from api.app import create_app  # noqa: E402
 from api.http_protocol import server_config  # noqa: E402
+from operators.analytics_topic import (  # noqa: E402
+    CounterRow,
+    GroupRow,
+    Record,
+    TopItemsRow,
+    encode_record,
+    record_key,
+)
 from operators.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
-from operators.kafka import ensure_topics, platform_topics  # noqa: E402
+from operators.kafka import ensure_topics, make_producer, platform_topics  # noqa: E402
 from operators.settings import Settings  # noqa: E402
 from simulators.producer import EventProducer  # noqa: E402
 from simulators.shop import SyntheticShop  # noqa: E402
@@ -44,6 +52,29 @@ CAMPAIGNS = {
     "home": {"scenario": "personalized", "filter": "price < $max_price"},
     "pdp": {"scenario": "similar", "arms": [{"name": "a", "strategy": "similar"}, {"name": "b", "strategy": "visual"}]},
 }
+
+
+def _seed_analytics(s: Settings, c: httpx.Client) -> None:
+    """Two days of hourly analytics rows for each campaign (as the analytics flow writes them), so
+    ``GET /v1/analytics/campaigns/{id}`` runs its report (ranges, buckets, uplift), not only a 404."""
+    now = int(time.time()) // 3600 * 3600
+    p = make_producer(s.kafka.brokers)
+    for cid in CAMPAIGNS:
+        rows: list[Record] = [TopItemsRow(0, cid, [("i000001", 9), ("i000002", 4)], [("i000001", 2)])]
+        for h in range(48):
+            bucket = now - h * 3600
+            rows += [CounterRow(0, cid, arm, arm, bucket, [20.0, 18.0, 3.0, 2.0 + h % 3, 1.0, 0.0, 1.0, 0.0, 12.5])
+                     for arm in ("a", "b")]
+            rows += [GroupRow(0, cid, g, bucket, [5.0, 3.0, 2.0, 1.0 + h % 2, 2.0, 25.0, 300.0])
+                     for g in ("exposed", "control")]
+        for r in rows:
+            p.produce(s.analytics.topic, key=record_key(r), value=encode_record(r))
+    assert p.flush(30) == 0
+    deadline = time.monotonic() + 30
+    while any(c.get(f"/v1/analytics/campaigns/{cid}").status_code != 200 for cid in CAMPAIGNS):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the seeded analytics rows did not reach the API")
+        time.sleep(0.2)
 
 
 def run(max_examples: int, workers: int = 1, seed: int = 0, extra: list[str] | None = None) -> int:
@@ -70,9 +101,12 @@ def run(max_examples: int, workers: int = 1, seed: int = 0, extra: list[str] | N
                 for cid, body in CAMPAIGNS.items():
                     c.put(f"/v1/campaigns/{cid}", json=body).raise_for_status()
                 attributes = c.get("/v1/catalog").json()["attributes"]
+                _seed_analytics(s, c)
             # the IQL formats and the unique arm names, for the generator (bench/fuzz_hooks.py)
             env = dict(os.environ, SCHEMATHESIS_HOOKS=str(Path(__file__).with_name("fuzz_hooks.py")),
-                       FUZZ_CATALOG_ATTRIBUTES=json.dumps(attributes))
+                       FUZZ_CATALOG_ATTRIBUTES=json.dumps(attributes),
+                       FUZZ_EXISTING_IDS=json.dumps({"campaign_id": list(CAMPAIGNS),
+                                                     "item_id": [f"i{i:06d}" for i in range(0, 50, 7)]}))
             cmd = [str(Path(sys.executable).with_name("schemathesis")), "--config-file",
                    str(Path(__file__).with_name("schemathesis.toml")), "run", f"{base}/openapi.json",
                    "--max-examples", str(max_examples), "--header", f"X-API-Key: {ADMIN}",

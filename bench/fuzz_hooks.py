@@ -8,7 +8,10 @@ data is valid data, this module
 - registers a strategy for each IQL format that writes conditions over the catalog's attributes
   (``FUZZ_CATALOG_ATTRIBUTES``: ``{"name": "type"}`` as ``GET /v1/catalog`` lists them), with
   every operator form of ``api/iql/LANGUAGE.md`` a campaign can use without request context;
-- drops *positive* cases whose arms repeat a name (negative cases are left alone).
+- drops *positive* cases whose arms repeat a name (negative cases are left alone);
+- points half of the *positive* cases of ``GET /v1/analytics/campaigns/{campaign_id}`` and
+  ``GET /v1/items/{item_id}`` at ids that exist (``FUZZ_EXISTING_IDS``), so those operations run
+  their report and lookup, not only a 404 (a valid id for another valid id: still positive data).
 
 Nothing here filters failures or responses: every check of ``--checks all`` runs on every case.
 Loaded by schemathesis from ``SCHEMATHESIS_HOOKS`` (a file path), set by ``bench/fuzz_api.py``.
@@ -27,6 +30,8 @@ from hypothesis import strategies as st
 __all__ = ["boosters_strategy", "filter_strategy"]
 
 _ATTRS: dict[str, str] = json.loads(os.environ.get("FUZZ_CATALOG_ATTRIBUTES", "{}"))
+_EXISTING: dict[str, list[str]] = json.loads(os.environ.get("FUZZ_EXISTING_IDS", "{}"))
+_POINTED = ("/v1/analytics/campaigns/{campaign_id}", "/v1/items/{item_id}")
 _TEXT = st.text(alphabet=string.ascii_letters + string.digits + " _-'é\"\\", max_size=12)
 _NUM = st.one_of(st.integers(-10**6, 10**6).map(str),
                  st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False).map(lambda x: f"{x:.6g}"))
@@ -119,3 +124,17 @@ def filter_case(context: Any, case: Any) -> bool:
         return True
     names = [a.get("name") for a in arms if isinstance(a, dict)]
     return len(names) == len(set(names))
+
+
+@schemathesis.hook
+def map_case(context: Any, case: Any) -> Any:
+    """Positive cases of the analytics report and the item lookup: every other one names an existing id."""
+    meta = getattr(case, "meta", None)
+    if meta is None or not meta.generation.mode.is_positive or case.operation.path not in _POINTED:
+        return case
+    for name, value in (case.path_parameters or {}).items():
+        ids = _EXISTING.get(name)
+        digest = sum(str(value).encode())
+        if ids and digest % 2 == 0:
+            case.path_parameters[name] = ids[digest // 2 % len(ids)]
+    return case

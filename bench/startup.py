@@ -1,18 +1,22 @@
-"""API start to ready, and its memory: a first start (reads everything) vs a restart (snapshot + tail).
+"""API start to ready, and its memory: a new node (empty data directories) vs a restart (snapshot + tail).
 
-    .venv/bin/python bench/startup.py [--events 1000000] [--users 200000] [--rounds 3]
+    .venv/bin/python bench/startup.py [--events 1000000] [--users 200000] [--rounds 3] [--stores memory,rocksdb]
 
 Starts a local Tansu broker and fills it like a shop with history: ``--events`` view/purchase
-events in ``events`` (4 partitions) and one published top-N list (50 items) per user in
-``user-topn``. Then starts the API (uvicorn, one worker, feedback reader on) as a child process
-and times ``GET /readyz`` until 200 (the broker answers and every reader has caught up), and
-reads the process's resident memory once ready:
+events in ``events`` (4 partitions), one published top-N list (50 items) per user in
+``user-topn``, and the windowed popularity the flow publishes for those events
+(``<events>.popularity``: one record per partition, hour bucket and shard, as compaction leaves
+it; built with the flow's own ``WindowStore`` and record encoding). Then starts the API
+(uvicorn, one worker, feedback reader on) as a child process and times ``GET /readyz`` until 200
+(the broker answers and every reader has caught up), and reads the process's resident memory
+once ready:
 
-* ``first start``: empty API state: the feedback reader folds the whole events topic (what every
-  start did before: windowed popularity was not in the snapshot) and the top-N lists are read
-  in full; with ``topn_store = memory`` (the old dict) and ``rocksdb``;
-* ``restart``: the same process started again on its state: the optimizer's snapshot (with
-  windowed popularity) and the local top-N store, then only the tail.
+* ``first start``: a new node, empty API state: windowed popularity from the published pieces,
+  the top-N lists in full, and the optimizer's reader over the served lists and the events from
+  their start (events that change nothing are skipped unparsed); with ``topn_store = memory``
+  (the old dict) and ``rocksdb``;
+* ``restart``: the same process started again on its state: the optimizer's snapshot and the
+  local top-N store, then only the tails.
 
 Prints a table (medians over ``--rounds``) and the command.
 """
@@ -41,6 +45,9 @@ from operators.kafka import ensure_topics, make_producer, platform_topics  # noq
 from operators.schema import Event, encode_event  # noqa: E402
 from operators.score import TopN, encode_topn  # noqa: E402
 from operators.settings import Settings  # noqa: E402
+from operators.window_topic import encode_window_piece, window_key  # noqa: E402
+from state.partition import PartitionDB  # noqa: E402
+from state.window_popularity import WindowStore  # noqa: E402
 
 
 def _produce(brokers: str, topic: str, records) -> None:  # noqa: ANN001
@@ -53,6 +60,24 @@ def _produce(brokers: str, topic: str, records) -> None:  # noqa: ANN001
             except BufferError:
                 p.poll(0.05)
     assert p.flush(600) == 0
+
+
+def _window_pieces(s: Settings, events: list[tuple[str, float, float, str]], tmp: Path) -> list[tuple[bytes, bytes]]:
+    """The flow's windowed-popularity records for ``(user, ts, weight, item)`` events (partition by a
+    stable hash of the user: which partition holds an item's counts does not change the sums)."""
+    out: list[tuple[bytes, bytes]] = []
+    n = s.kafka.partitions
+    for p in range(n):
+        with PartitionDB(tmp / f"window-p{p}") as db:
+            store = WindowStore(db, s.api.popularity_bucket_s, s.api.popularity_horizon_s, s.stream.window_shards)
+            for user, ts, w, item in events:
+                if hash(user) % n == p:
+                    store.add(item, w, ts)
+            store.stage(db.new_batch())
+            for (b, shard), weights in sorted(store.take_unpublished(db.new_batch()).items()):
+                if weights is not None:
+                    out.append((window_key(p, b, shard), encode_window_piece(p, b, shard, store.clock, weights)))
+    return out
 
 
 def _rss_mb(pid: int) -> float:
@@ -74,8 +99,11 @@ def _start_api(config: Path, port: int) -> tuple[float, float]:
         with httpx.Client(timeout=2) as c:
             while True:
                 try:
-                    if c.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    r = c.get(f"http://127.0.0.1:{port}/readyz")
+                    if r.status_code == 200:
                         break
+                    if os.environ.get("BENCH_VERBOSE"):
+                        print(f"{time.perf_counter() - t0:.1f} s: {r.json()['reasons']}", flush=True)
                 except httpx.HTTPError:
                     pass
                 if proc.poll() is not None:
@@ -95,6 +123,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=200_000)
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--stores", default="memory,rocksdb", help="topn_store values to measure")
     a = ap.parse_args()
     with LocalBroker() as broker, tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -106,21 +135,29 @@ def main() -> None:
         ensure_topics(broker.bootstrap, platform_topics(base.kafka))
         t0 = time.perf_counter()
         now = time.time()
-        _produce(broker.bootstrap, base.kafka.events_topic, (
-            (f"u{j % a.users:08d}".encode(), encode_event(Event(
-                event_id=f"e{j}", ts=now - 7 * 86400 + j * (7 * 86400 / a.events), type="view" if j % 5 else "purchase",
-                user_id=f"u{j % a.users:08d}", item_id=f"i{(j * 7919) % a.items:07d}")))
-            for j in range(a.events)))
+        weights = {t.name: t.weight for t in base.event_types}
+
+        def event(j: int) -> Event:
+            return Event(event_id=f"e{j}", ts=now - 7 * 86400 + j * (7 * 86400 / a.events),
+                         type="view" if j % 5 else "purchase", user_id=f"u{j % a.users:08d}",
+                         item_id=f"i{(j * 7919) % a.items:07d}")
+
+        _produce(broker.bootstrap, base.kafka.events_topic,
+                 ((e.user_id.encode(), encode_event(e)) for e in map(event, range(a.events))))
+        pieces = _window_pieces(base, [(e.user_id, e.ts, weights[e.type], e.item_id or "")
+                                       for e in map(event, range(a.events))], tmp)
+        _produce(broker.bootstrap, base.kafka.window_topic(), pieces)
         _produce(broker.bootstrap, base.kafka.topn_topic, (
             (f"u{j:08d}".encode(), encode_topn(TopN(user_id=f"u{j:08d}", items=[f"i{(j + k) % a.items:07d}" for k in range(50)],
                                                     scores=[1.0 - k / 50 for k in range(50)], source="model",
                                                     model_version="v1", updated_ts=now, last_event_ts=now)))
             for j in range(a.users)))
-        print(f"history: {a.events:,} events, {a.users:,} top-N lists, published in {time.perf_counter() - t0:.0f} s",
+        print(f"history: {a.events:,} events, {a.users:,} top-N lists, {len(pieces):,} popularity pieces "
+              f"({sum(len(v) for _, v in pieces) / 1e6:.0f} MB), published in {time.perf_counter() - t0:.0f} s",
               flush=True)
         rows: dict[str, list[tuple[float, float]]] = {}
         for r in range(a.rounds):
-            for store in ("memory", "rocksdb"):
+            for store in a.stores.split(","):
                 root = tmp / f"{store}-{r}"
                 s = base.model_copy(update={
                     "stream": base.stream.model_copy(update={"state_dir": root / "state", "model_dir": root / "models",
@@ -142,7 +179,7 @@ def main() -> None:
     for name, vals in rows.items():
         print(f"| {name} | {statistics.median(v[0] for v in vals):.1f} | {statistics.median(v[1] for v in vals):.0f} |")
     print(f"\ncommand: .venv/bin/python bench/startup.py --events {a.events} --users {a.users} --items {a.items} "
-          f"--rounds {a.rounds}")
+          f"--rounds {a.rounds} --stores {a.stores}")
 
 
 if __name__ == "__main__":

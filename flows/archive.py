@@ -26,7 +26,8 @@ def build_flow(settings: Settings) -> Dataflow:
     tables = {k.events_topic: "events", k.catalog_topic: "catalog"}
     rules = EventRules.from_settings(settings)
     flow = Dataflow("archive")
-    src = LakeSource(k.brokers.split(","), tables, str(settings.lake.lake_dir), batch_size=settings.stream.batch_size)
+    src = LakeSource(k.brokers.split(","), tables, str(settings.lake.lake_dir), batch_size=settings.stream.batch_size,
+                     offset_policy=settings.stream.offset_beyond_end)
     msgs = op.input("topics", flow, src)                                               # KafkaSourceMessage | KafkaError
     rows = op.filter_map("key", msgs, partial(to_archive_row, tables, rules))          # ("events:3", (table, partition, offset, payload))
     reports = op.stateful_batch("write", rows, lambda _resume: ArchiveLogic(settings.lake))  # ("events:3", ArchiveReport)

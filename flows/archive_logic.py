@@ -19,9 +19,16 @@ from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import OFFSET_BEGINNING
 
-from flows.source import AssignedKafkaSource
+from flows.source import (
+    GUARDED_CONSUMER_CONFIG,
+    AssignedKafkaSource,
+    GuardedPartition,
+    OffsetReset,
+    PartitionWake,
+)
 from operators.lake_schema import catalog_table, events_table
 from operators.lake_store import LakePartition, read_manifest
+from operators.offset_guard import OffsetPolicy
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import Event
 from operators.settings import LakeSettings
@@ -37,28 +44,42 @@ catalog message, or ``None`` for a message that is not archived (a dead letter).
 
 class LakeSource(AssignedKafkaSource):
     """Bytewax's ``KafkaSource`` (``assign()``, no consumer group) over ``events`` and ``catalog``,
-    each partition started at the ``next_offset`` of its lake manifest (the beginning when none)."""
+    each partition started at the ``next_offset`` of its lake manifest (the beginning when none).
 
-    def __init__(self, brokers: list[str], topics: dict[str, str], lake_dir: str, *, batch_size: int = 2000) -> None:
+    Partitions are read by the realtime flow's ``GuardedPartition``: through a broker outage the
+    reader waits and reconnects, and a manifest offset beyond the log end (a recreated topic) is
+    detected at start, after a lost connection and while idle, logged, counted and handled by
+    ``stream.offset_beyond_end`` (an ``OffsetReset`` item tells the writer to move its manifest).
+    """
+
+    def __init__(self, brokers: list[str], topics: dict[str, str], lake_dir: str, *, batch_size: int = 2000,
+                 offset_policy: OffsetPolicy = "earliest") -> None:
         super().__init__(brokers, list(topics), tail=True, starting_offset=OFFSET_BEGINNING, batch_size=batch_size,
                          raise_on_errors=False, add_config={"fetch.wait.max.ms": "20", "statistics.interval.ms": "0"})
         self.tables = topics  # topic -> lake table
         self.lake_dir = lake_dir
+        self.offset_policy = offset_policy
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None):  # noqa: ANN201
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> GuardedPartition:
         idx, topic = for_part.split("-", 1)
         m = read_manifest(self.lake_dir, self.tables[topic], int(idx))
         log.info("lake: %s partition %s resumes at offset %s", topic, idx, m.next_offset if m else 0)
-        return super().build_part(step_id, for_part, m.next_offset if m else resume_state)
+        return GuardedPartition(self._brokers, topic, int(idx), m.next_offset if m else resume_state,
+                                self._batch_size, self.offset_policy, GUARDED_CONSUMER_CONFIG)
 
 
-def to_archive_row(tables: dict[str, str], rules: EventRules, msg: KafkaSourceMessage | KafkaError
-                   ) -> tuple[str, ArchiveRow] | None:
+def to_archive_row(tables: dict[str, str], rules: EventRules,
+                   msg: KafkaSourceMessage | KafkaError | PartitionWake | OffsetReset) -> tuple[str, ArchiveRow] | None:
     """Key a source message by ``"<table>:<partition>"`` for the stateful writer.
 
     ``events`` messages are parsed with the flow's own rules: a dead letter keeps its offset
-    (the partition moves past it) but is not archived. A Kafka client error is logged and dropped.
+    (the partition moves past it) but is not archived. An ``OffsetReset`` (a recreated topic) is
+    passed on with offset -2; a ``PartitionWake`` and a Kafka client error are dropped (logged).
     """
+    if isinstance(msg, PartitionWake):
+        return None
+    if isinstance(msg, OffsetReset):
+        return f"{tables[msg.topic]}:{msg.partition}", (tables[msg.topic], msg.partition, -2, msg)
     if isinstance(msg, KafkaError):
         log.warning("kafka error in the archiver's source: %s", msg.err)
         return None
@@ -99,7 +120,16 @@ class ArchiveLogic(StatefulBatchLogic[ArchiveRow, ArchiveReport, None]):
             table, part = values[0][0], values[0][1]
             self.writer = LakePartition(self.lake.lake_dir, table, part)
             self.next_offset = self.writer.next_offset
+        reports: list[ArchiveReport] = []
         for row in values:
+            if isinstance(row[3], OffsetReset):  # a recreated log: archive what is buffered, then move on
+                reports += self._flush()
+                assert self.writer is not None
+                self.writer.reset(row[3].to_offset)
+                self.next_offset = row[3].to_offset
+                log.error("lake: %s partition %d now resumes at offset %d (manifest offset %d was beyond the log "
+                          "end %d)", row[0], row[1], row[3].to_offset, row[3].from_offset, row[3].log_end)
+                continue
             if row[2] < self.next_offset:  # already archived (a re-delivered message)
                 continue
             self.next_offset = row[2] + 1
@@ -108,8 +138,8 @@ class ArchiveLogic(StatefulBatchLogic[ArchiveRow, ArchiveReport, None]):
             if self.first_buffered_s is None:
                 self.first_buffered_s = time.monotonic()
         if len(self.rows) >= self.lake.flush_rows or self._due():
-            return self._flush(), StatefulBatchLogic.RETAIN
-        return [], StatefulBatchLogic.RETAIN
+            reports += self._flush()
+        return reports, StatefulBatchLogic.RETAIN
 
     def _due(self) -> bool:
         return self.first_buffered_s is not None and time.monotonic() - self.first_buffered_s >= self.lake.flush_interval_s

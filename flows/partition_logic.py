@@ -3,7 +3,8 @@
 Per batch: apply the messages (``operators.user_update``; changed users are marked pending
 in the same write batch; new items' co-occurrence rows are published to ``item-links``), and when the debounce interval (``stream.rescore_interval_s``) has
 passed, score every pending user once (``operators.score``); produce their top-N, the
-partition's popular list and the dead letters, flush the producer, and only then commit the
+partition's popular list, the dead letters and (at most every ``stream.window_publish_s``) the
+changed pieces of windowed popularity (``operators/window_topic.py``), flush the producer, and only then commit the
 state, the cleared markers and the next offset in one write batch. A timer (``notify_at``)
 scores users left pending when no batch follows. So outputs are at-least-once (a crash between
 flush and commit republishes the same lists, harmless on the compacted topic; pending markers
@@ -35,6 +36,7 @@ from operators.sketch_state import SketchUpdater, supports_sketches
 from operators.topic_table import TopicTable
 from operators.user_embedding import EmbeddingUpdater
 from operators.user_update import PartitionApplier
+from operators.window_topic import encode_window_piece, window_key
 from state.partition import PartitionDB, partition_path
 
 __all__ = ["Parsed", "BatchReport", "WorkerResources", "PartitionLogic"]
@@ -158,6 +160,7 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         self.partition = -1
         self.last_scored_s = 0.0  # time.monotonic() of the last scoring
         self.popular_published_s = 0.0  # time.time() the popular list was last published
+        self.window_published_s = 0.0  # time.monotonic() windowed popularity was last published
         self.stats = FlowStats()  # this worker's scoring time, published with the partition's counters
 
     def _open(self, partition: int) -> PartitionApplier:
@@ -169,7 +172,8 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         st = s.stream
         return PartitionApplier(db, weights, st.history_len, st.half_life_s, st.links_window, st.links_max_gap_s,
                                 st.links_per_item, dedupe_window_s=st.dedupe_window_s,
-                                dedupe_max_ids=st.dedupe_max_ids)
+                                dedupe_max_ids=st.dedupe_max_ids, window_bucket_s=s.api.popularity_bucket_s,
+                                window_horizon_s=s.api.popularity_horizon_s, window_shards=st.window_shards)
 
     def on_batch(self, values: list[Parsed]) -> tuple[list[BatchReport], bool]:
         if self.applier is None:
@@ -199,7 +203,7 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         t2 = time.perf_counter()
         if lists:
             self.stats.scored(t2 - t1, len(lists))
-        self._publish(lists, applied.dead, applied.links)
+        self._publish(lists, applied.dead, applied.links, self._window_records(applied.batch))
         self.applier.commit(applied)
         self._publish_stats()
         t3 = time.perf_counter()
@@ -222,14 +226,30 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
             self.popular_published_s = now
         return lists
 
+    def _window_records(self, batch: WriteBatch) -> list[Record]:
+        """The windowed-popularity pieces changed since they were last published, when
+        ``stream.window_publish_s`` has passed (their markers' removal is staged in ``batch``)."""
+        assert self.applier is not None
+        window = self.applier.window
+        if not window.unpublished or time.monotonic() - self.window_published_s < \
+                self.res.settings.stream.window_publish_s:
+            return []
+        self.window_published_s = time.monotonic()
+        topic = self.res.settings.kafka.window_topic()
+        return [(topic, window_key(self.partition, b, shard),
+                 None if weights is None else encode_window_piece(self.partition, b, shard, window.clock, weights))
+                for (b, shard), weights in sorted(window.take_unpublished(batch).items())]
+
     def notify_at(self) -> datetime | None:
         """Wake up when pending users are due for rescoring (no new batch may come soon), or when
-        unpublished stats are due."""
+        unpublished windowed popularity or stats are due."""
         if self.applier is None:
             return None
         dues = []
         if self.applier.dirty:
             dues.append(self.last_scored_s + self.res.settings.stream.rescore_interval_s - time.monotonic())
+        if self.applier.window.unpublished:
+            dues.append(self.window_published_s + self.res.settings.stream.window_publish_s - time.monotonic())
         if self.stats.pending:
             dues.append(self.stats.published_ts + 1.0 - time.time())
         if not dues:
@@ -239,14 +259,17 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
     def on_notify(self) -> tuple[list[BatchReport], bool]:
         if self.applier is None:
             return [], StatefulBatchLogic.RETAIN
-        if not self.applier.dirty:
+        batch = self.applier.db.new_batch()
+        window = self._window_records(batch)
+        if not self.applier.dirty and not window:
             self._publish_stats(changed=False)
             return [], StatefulBatchLogic.RETAIN
-        batch = self.applier.db.new_batch()
-        t0 = time.perf_counter()
-        lists = self._score(batch, 0.0)
-        self.stats.scored(time.perf_counter() - t0, len(lists))
-        self._publish(lists, [])
+        lists: list[TopN] = []
+        if self.applier.dirty:
+            t0 = time.perf_counter()
+            lists = self._score(batch, 0.0)
+            self.stats.scored(time.perf_counter() - t0, len(lists))
+        self._publish(lists, [], None, window)
         self.applier.db.commit(batch, self.applier.next_offset)
         self._publish_stats()
         return [], StatefulBatchLogic.RETAIN
@@ -269,10 +292,10 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         self.res.producer.poll(0)
 
     def _publish(self, lists: list[TopN], dead: list[DeadLetter],
-                 links: dict[str, dict[str, int] | None] | None = None) -> None:
-        """Produce the lists, dead letters and changed new-item links, and wait for delivery
-        (before any commit)."""
-        if not lists and not dead and not links:
+                 links: dict[str, dict[str, int] | None] | None = None, window: list[Record] | None = None) -> None:
+        """Produce the lists, dead letters, changed new-item links and windowed-popularity pieces,
+        and wait for delivery (before any commit)."""
+        if not lists and not dead and not links and not window:
             return
         k = self.res.settings.kafka
         records: list[Record] = [(k.topn_topic, t.user_id.encode(), encode_topn(t)) for t in lists]
@@ -280,6 +303,7 @@ class PartitionLogic(StatefulBatchLogic[Parsed, BatchReport, None]):
         records += [(k.item_links_topic, links_key(item_id, self.partition),
                      None if counts is None else encode_links(item_id, counts))  # None: tombstone
                     for item_id, counts in (links or {}).items()]
+        records += window or []
         # through a broker outage: wait (nothing is committed before the outputs are acknowledged)
         deliver_all(self.res.producer, records, what=f"outputs of partition {self.partition}")
 

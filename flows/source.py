@@ -21,7 +21,7 @@ from operators.schema import DeadLetter, Event
 from state.errors import PartitionOwned
 from state.partition import PartitionDB, check_not_owned, partition_path, read_stored_offset
 
-__all__ = ["AssignedKafkaSource", "ResumingKafkaSource", "PartitionWake", "OffsetReset", "parse_by_partition",
+__all__ = ["AssignedKafkaSource", "ResumingKafkaSource", "GuardedPartition", "GUARDED_CONSUMER_CONFIG", "PartitionWake", "OffsetReset", "parse_by_partition",
            "ReportSink", "FLOW_OFFSET_BEYOND_END", "split_at_resets", "apply_offset_reset"]
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,11 @@ FLOW_OFFSET_BEYOND_END = Counter(
 """In the process-wide registry, beside Bytewax's own metrics (its dataflow API serves them at
 ``/metrics`` with ``BYTEWAX_DATAFLOW_API_ENABLED=true``); the durable count is in each partition's
 RocksDB (``meta:offset_resets``)."""
+
+
+GUARDED_CONSUMER_CONFIG = {"fetch.wait.max.ms": "20", "statistics.interval.ms": "0",
+                           "topic.metadata.refresh.interval.ms": "5000", "enable.partition.eof": "false"}
+"""Consumer settings of a ``GuardedPartition`` (the realtime and the archiving flow)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class OffsetReset:
     topic: str = ""
 
 
-class _GuardedPartition(StatefulSourcePartition):
+class GuardedPartition(StatefulSourcePartition):
     """One Kafka partition read with ``assign()`` from the stored offset, checked against the log end.
 
     Emits a ``PartitionWake`` first, then batches of ``KafkaSourceMessage``; an ``OffsetReset``
@@ -170,10 +175,8 @@ class ResumingKafkaSource(AssignedKafkaSource):
         stored = read_stored_offset(self.state_dir, self.topic, part, **(
             {"key": self.also[topic]} if topic in self.also else {}))
         log.info("partition %d of %s resumes at offset %s", part, topic, stored)
-        return _GuardedPartition(self._brokers, topic, part, stored if stored is not None else resume_state,
-                                 self._batch_size, self.offset_policy,
-                                 {"fetch.wait.max.ms": "20", "statistics.interval.ms": "0",
-                                  "topic.metadata.refresh.interval.ms": "5000", "enable.partition.eof": "false"})
+        return GuardedPartition(self._brokers, topic, part, stored if stored is not None else resume_state,
+                                self._batch_size, self.offset_policy, GUARDED_CONSUMER_CONFIG)
 
 
 def parse_by_partition(rules: EventRules, msg: KafkaSourceMessage | KafkaError | PartitionWake | OffsetReset, *,

@@ -41,7 +41,6 @@ import numpy as np
 import orjson
 import scipy.sparse as sp
 
-from models.emde.cold_start import extend_emde, nearest_known, title_vectors
 from operators.model_version import ModelVersion, ModelWatcher
 
 __all__ = ["CatalogItems", "CatalogOverlay", "CatalogModelWatcher", "supports_extension", "supports_links",
@@ -226,6 +225,7 @@ class CatalogOverlay:
     def _title_neighbours(self, base: ModelVersion, titles: dict[str, str], new_ids: list[str]
                           ) -> tuple[np.ndarray, np.ndarray]:
         """``nearest_known`` of the new items' titles, cached per (item, title) for this base."""
+        from models.emde.cold_start import nearest_known, title_vectors  # imported (with torch) only for EMDE
         known = [titles.get(i) for i in base.item_ids]
         if base is not self._extended_base or known != self._known_titles or self._known_vectors is None:
             self._known_titles = known
@@ -245,6 +245,8 @@ class CatalogOverlay:
     def _build(self, base: ModelVersion) -> ModelVersion:
         """Extend ``base`` with the catalog items it does not know (sorted by id) that have a
         title match or links."""
+        from models.emde.cold_start import extend_emde  # imported (with torch) only for EMDE versions
+
         self.n_builds += 1
         titles = self._titles()
         new_ids = sorted(i for i, _ in self.catalog.items() if i not in base.item_index)

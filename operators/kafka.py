@@ -39,6 +39,7 @@ def platform_topics(kafka: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(kafka.catalog_topic, 1, compacted=True),
         TopicSpec(kafka.item_links_topic, 1, compacted=True),
         TopicSpec(kafka.flow_stats_topic(), 1, compacted=True),
+        TopicSpec(kafka.window_topic(), 1, compacted=True),  # windowed popularity, keyed by partition
     ]
 
 

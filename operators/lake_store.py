@@ -193,6 +193,11 @@ class LakePartition:
             self._commit(Manifest(self.table, self.partition, next_offset, self.manifest.files + new))
         return new
 
+    def reset(self, next_offset: int) -> None:
+        """Move the partition to ``next_offset`` of a recreated log (its offsets start again; the files
+        archived from the old log stay): the one way ``next_offset`` may go back."""
+        self._commit(Manifest(self.table, self.partition, next_offset, self.manifest.files))
+
     def _replace(self, old: list[LakeFile], new: list[LakeFile]) -> None:
         """Commit a manifest without ``old`` and with ``new``, then delete ``old``'s files."""
         gone = {f.path for f in old}

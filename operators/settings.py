@@ -64,6 +64,11 @@ class KafkaSettings(BaseModel):
         """The flow's stats topic: ``stats_topic`` or ``<events_topic>.stats``."""
         return self.stats_topic or f"{self.events_topic}.stats"
 
+    def window_topic(self) -> str:
+        """The compacted topic of the flow's windowed popularity (``operators/window_topic.py``):
+        ``<events_topic>.popularity``."""
+        return f"{self.events_topic}.popularity"
+
 
 class StreamSettings(BaseModel):
     state_dir: Path = Path("var/state")
@@ -96,6 +101,11 @@ class StreamSettings(BaseModel):
     offset_beyond_end: Literal["earliest", "latest", "fail"] = Field(default="earliest", description=(
         "A stored offset beyond the log end (the topic was recreated, e.g. an empty broker): resume at the "
         "new log's start (earliest), at its end (latest), or stop the flow with an error (fail)"))
+    window_publish_s: float = Field(default=1.0, ge=0, description=(
+        "Windowed popularity: each partition publishes its changed pieces at most this often, seconds "
+        "(buckets and horizon: api.popularity_bucket_s / api.popularity_horizon_s)"))
+    window_shards: int = Field(default=8, ge=1, le=4096, description=(
+        "Windowed popularity: pieces per (partition, bucket) in the published topic (items by CRC-32)"))
 
 
 class ApiSettings(BaseModel):
@@ -130,7 +140,7 @@ class ApiSettings(BaseModel):
         "HMAC key of the request ids the API issues (share it between replicas); default: a random key "
         "kept in <api state_dir>/request_secret"))
     state_dir: Path | None = Field(default=None, description="The API's RocksDB (campaigns, optimizer); default <stream.state_dir>/../api")
-    feedback: bool = Field(default=True, description="Read the events topic for pulls, rewards and windowed popularity")
+    feedback: bool = Field(default=True, description="Read the served lists and events for pulls and rewards (the optimizer)")
     snapshot_every_s: float = Field(default=0.5, gt=0, description="Optimizer snapshot interval, seconds")
     max_open_lists: int = Field(default=200_000, ge=1, description="Served lists kept for attribution (oldest dropped first)")
     campaign_check_s: float = Field(default=0.5, gt=0, description="How often a worker checks for campaigns written by others")
@@ -144,8 +154,10 @@ class ApiSettings(BaseModel):
     in_stock_attribute: str | None = Field(default="in_stock", description="Catalog bool: false = never served (out of stock)")
     stock_attribute: str | None = Field(default="stock", description="Catalog number: <= 0 = never served (out of stock)")
     gc_tuning: bool = Field(default=True, description="After startup: gc.freeze() and a gen-0 threshold of 50,000 (p99 under load)")
-    popularity_bucket_s: float = Field(default=3600.0, gt=0, description="Bucket of windowed popularity, seconds")
-    popularity_horizon_s: float = Field(default=30 * 86400.0, gt=0, description="Longest popularity window, seconds")
+    popularity_bucket_s: float = Field(default=3600.0, gt=0, description=(
+        "Bucket of windowed popularity, seconds (the flow counts in these buckets, the API sums them)"))
+    popularity_horizon_s: float = Field(default=30 * 86400.0, gt=0, description=(
+        "Longest popularity window, seconds (the flow drops older buckets)"))
     topn_store: Literal["rocksdb", "memory"] = Field(default="rocksdb", description=(
         "Where each API process keeps user-topn: a local RocksDB under stream.serving_dir (bounded memory, "
         "restarts read only the tail) or a dict (everything in RAM, re-read from the start)"))

@@ -23,6 +23,7 @@ from state.item_links import ItemLinkStore
 from state.partition import PartitionDB
 from state.popularity import PopularityStore
 from state.users import UserState, UserStore
+from state.window_popularity import WindowStore
 
 __all__ = ["Applied", "PartitionApplier", "apply_event"]
 
@@ -97,16 +98,21 @@ class PartitionApplier:
         New items' links (``operators.item_links``, ``state.item_links``): previous items of
         the user an event's item is paired with, their maximum age (seconds), and the links
         kept per item.
+    window_bucket_s, window_horizon_s, window_shards
+        Windowed popularity (``state.window_popularity``): bucket width and horizon (seconds),
+        and the pieces a bucket is published in.
     """
 
     def __init__(self, db: PartitionDB, type_weights: dict[str, float], history_len: int,
                  half_life_s: float, links_window: int = 5, links_max_gap_s: float = 1800.0,
                  links_per_item: int = 100, dedupe_window_s: float = DEFAULT_WINDOW_S,
-                 dedupe_max_ids: int = DEFAULT_KEEP_MAX) -> None:
+                 dedupe_max_ids: int = DEFAULT_KEEP_MAX, window_bucket_s: float = 3600.0,
+                 window_horizon_s: float = 30 * 86400.0, window_shards: int = 8) -> None:
         self.db = db
         self.dedupe_window_s, self.dedupe_max_ids = dedupe_window_s, dedupe_max_ids
         self.users = UserStore(db)
         self.popularity = PopularityStore(db, half_life_s)
+        self.window = WindowStore(db, window_bucket_s, window_horizon_s, window_shards)
         self.links = ItemLinkStore(db, links_per_item)
         self.links_window = links_window
         self.links_max_gap_s = links_max_gap_s
@@ -181,6 +187,7 @@ class PartitionApplier:
                 for item_id in msg.item_ids():
                     new[0].append(item_id), new[1].append(msg.type), new[2].append(msg.ts)
                     self.popularity.add(item_id, w, msg.ts)
+                    self.window.add(item_id, w, msg.ts)
                 if before is not None:
                     for new_item, known_item in new_item_links(
                             before, msg.item_ids(), known_items, self.links_window,  # type: ignore[arg-type]
@@ -200,6 +207,7 @@ class PartitionApplier:
                 self.dirty[uid] = st  # the newest state is what gets scored
             self.users.stage(out.batch, uid, st)
         self.popularity.stage(out.batch)
+        self.window.stage(out.batch)
         out.links = self.links.stage(out.batch)
         for reason, n in dead_counts.items():
             k = keys.dead_key(reason)

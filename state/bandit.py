@@ -10,12 +10,11 @@ key                                value
                                    (msgpack of the caller's struct, version byte first)
 ``r:`` request_id                  epoch seconds the list was rewarded (float64 BE)
 ``o:`` topic NUL partition         next Kafka offset the snapshot reflects (int64 BE)
-``w:`` bucket (int64 BE) item      windowed popularity: summed weight of the item in
-                                   that time bucket (float64 BE)
-``c:popularity``                   the popularity clock (float64 BE); present once the
-                                   snapshot holds windowed popularity, so a restart
-                                   reads only the tail of ``events``
 =================================  ==================================================
+
+(Snapshots of earlier versions also held windowed popularity under ``w:`` and
+``c:popularity``; those keys are ignored and go with the first full snapshot: the flow
+publishes windowed popularity now.)
 
 One writer: API worker processes share the directory, and every worker folds the same topics
 into the same state, so any of them may write it. The first to take the file lock
@@ -41,7 +40,7 @@ __all__ = ["ArmKey", "ArmStats", "BanditSnapshot", "BanditStore"]
 
 ArmKey = tuple[str, str, str]  # (campaign_id, arm, segment)
 
-_ARM, _IMPRESSION, _REWARDED, _OFFSET, _WEIGHT, _CLOCK = b"a:", b"i:", b"r:", b"o:", b"w:", b"c:popularity"
+_ARM, _IMPRESSION, _REWARDED, _OFFSET = b"a:", b"i:", b"r:", b"o:"
 _F64 = struct.Struct(">d")
 _I64 = struct.Struct(">q")
 
@@ -92,10 +91,6 @@ class BanditSnapshot:
     impressions: dict[str, bytes] = field(default_factory=dict)
     rewarded: dict[str, float] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    popularity: dict[tuple[int, str], float] = field(default_factory=dict)
-    """Windowed popularity: (time bucket, item_id) -> summed weight."""
-    popularity_clock: float | None = None
-    """Newest event time folded into ``popularity``; None in snapshots written without it."""
 
 
 def _arm_key(k: ArmKey) -> bytes:
@@ -163,16 +158,6 @@ class BanditStore:
     def stage_offset(self, batch: WriteBatch, topic: str, partition: int, offset: int) -> None:
         batch.put(_OFFSET + f"{topic}\x00{partition}".encode(), _I64.pack(offset))
 
-    def stage_popularity(self, batch: WriteBatch, weights: dict[tuple[int, str], float], dropped: set[int],
-                         clock: float) -> None:
-        """Changed (bucket, item) weights, buckets dropped past the horizon, and the clock."""
-        for b in dropped:
-            lo = _WEIGHT + _I64.pack(b)
-            batch.delete_range(lo, _WEIGHT + _I64.pack(b + 1))
-        for (b, item), w in weights.items():
-            batch.put(_WEIGHT + _I64.pack(b) + item.encode(), _F64.pack(w))
-        batch.put(_CLOCK, _F64.pack(clock))
-
     def commit(self, batch: WriteBatch) -> None:
         """Write a staged batch atomically (writer only)."""
         if self._db is None:
@@ -194,8 +179,6 @@ class BanditStore:
             self.stage_rewarded(batch, rid, ts)
         for (topic, part), off in snap.offsets.items():
             self.stage_offset(batch, topic, part, off)
-        if snap.popularity_clock is not None:
-            self.stage_popularity(batch, snap.popularity, set(), snap.popularity_clock)
         self._db.write(batch)
 
     def close(self) -> None:
@@ -221,10 +204,5 @@ def _read(db: Rdict) -> BanditSnapshot:
         elif k.startswith(_OFFSET):
             topic, part = k[len(_OFFSET):].decode().rsplit("\x00", 1)
             snap.offsets[(topic, int(part))] = _I64.unpack(v)[0]
-        elif k.startswith(_WEIGHT):
-            b = _I64.unpack(k[len(_WEIGHT):len(_WEIGHT) + 8])[0]
-            snap.popularity[(b, k[len(_WEIGHT) + 8:].decode())] = _F64.unpack(v)[0]
-        elif k == _CLOCK:
-            snap.popularity_clock = _F64.unpack(v)[0]
         it.next()
     return snap

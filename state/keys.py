@@ -8,11 +8,14 @@ default            ``p:`` + item_id        ItemPopularity (decayed count, last t
 default            ``d:`` + reason         dead-letter count (int64 big-endian)
 default            ``r:`` + user_id        empty: the user changed and awaits rescoring
 default            ``l:`` + item_id        ItemLinks of a new item (co-occurring known items)
+default            ``w:``, ``W:``          windowed popularity and its unpublished pieces
+                                           (``state/window_popularity.py``)
 meta               ``offset``              next Kafka offset to read (int64 big-endian)
 meta               ``applied``             events applied so far (int64 big-endian)
 meta               ``duplicates``          events skipped as duplicates (same event_id) so far
 meta               ``model_version``       version string of the models the state uses
 meta               ``offset_resets``       times the stored offset was beyond the log end (int64)
+meta               ``window_clock``        newest event time in windowed popularity (float64)
 =================  ======================  ===============================================
 
 Ids are UTF-8. Integers are fixed-width big-endian so they sort.

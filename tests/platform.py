@@ -178,7 +178,8 @@ def dump_state(settings: Settings) -> dict[str, object]:
             users = {u: st for u, st in UserStore(db).all().items()}
             pop = {i: (round(r.score, 9), r.last_ts) for i, r in PopularityStore(db, 1.0)._rows.items()}
             out[str(p)] = {"offset": db.stored_offset(), "users": users, "popularity": pop,
-                           "dead": dict(db.scan(b"d:")), "links": dict(db.scan(b"l:"))}
+                           "dead": dict(db.scan(b"d:")), "links": dict(db.scan(b"l:")),
+                           "window": dict(db.scan(b"w:"))}  # windowed popularity (state/window_popularity.py)
         finally:
             db.close()
     return out

@@ -58,8 +58,8 @@ def test_no_server_errors(api_url, case):
 
 @pytest.mark.slow
 def test_extended_conformance_run_has_no_failure():
-    """``bench/fuzz_api.py``: schemathesis, every check (two documented exceptions in bench/schemathesis.toml),
-    1,000 examples per operation over HTTP against a real broker: no 5xx, no conformance failure."""
+    """``bench/fuzz_api.py``: schemathesis, every check (none excluded, bench/schemathesis.toml), 1,000
+    examples per operation over HTTP against a real broker: no 5xx, no conformance failure."""
     import importlib.util
 
     from tests.platform import ROOT

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from api.feedback import FeedbackFold
 from api.optimizer import OptimizerConfig, ThompsonOptimizer
-from api.window_popularity import WindowPopularity
 from operators.attribution import Impression
 from operators.schema import Event
 from state.bandit import ArmStats
@@ -108,7 +107,7 @@ def _simulate(rates: list[float], rounds: int, seed: int, delay: int = 20) -> tu
     """
     rng = np.random.default_rng(seed)
     opt = ThompsonOptimizer(np.random.default_rng(seed + 1))
-    fold = FeedbackFold(opt, WindowPopularity(), lambda _: CFG, {})
+    fold = FeedbackFold(opt, lambda _: CFG)
     arms = [f"arm{i}" for i in range(len(rates))]
     pending: list[tuple[int, Event]] = []
     picks = []

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from operators.kafka import high_watermarks, make_producer
 from operators.lake_read import lake_dataset, read_catalog
-from operators.lake_store import lake_manifests
+from operators.lake_store import LakePartition, lake_manifests
 from operators.parse import EventRules, parse_event
 from operators.schema import Event
 from simulators.producer import EventProducer
@@ -126,3 +126,30 @@ def test_lake_kill9_exactly_once(broker, tmp_path):
     assert {i: json.loads(r)["title"] for i, r in cat.items()} == {c["item_id"]: c["title"] for c in catalog}
     # the schema keeps the contract's fields; a dataset over the hive layout sees the date column
     assert "date" in ds.dataset(s.lake.lake_dir / "events", partitioning="hive").schema.names
+
+
+def test_archiver_resumes_a_recreated_log_at_its_start(broker, tmp_path):
+    """A manifest offset beyond the log end (the topic was recreated, e.g. an empty broker): the
+    archiver detects it with the realtime flow's guard, logs it, moves the manifest back and
+    archives every event of the new log (``stream.offset_beyond_end = earliest``)."""
+    s = make_settings(broker, tmp_path, partitions=2)
+    s = s.model_copy(update={"lake": s.lake.model_copy(update={"lake_dir": tmp_path / "lake", "flush_interval_s": 0.2})})
+    for p in range(2):  # manifests of an older, longer log of the same name
+        LakePartition(s.lake.lake_dir, "events", p).reset(500)
+    events = [Event(event_id=f"n{j}", ts=time.time() - 60 + j * 0.01, type="view", user_id=f"u{j % 9}",
+                    item_id=f"i{j % 5}") for j in range(40)]
+    with EventProducer.from_settings(s.kafka) as p:
+        p.send_events(events, progress=False)
+    flow = FlowProcess(s, tmp_path / "archive.toml", flow="flows.archive:flow").start()
+    try:
+        end = high_watermarks(s.kafka.brokers, s.kafka.events_topic)
+        deadline = time.monotonic() + 60
+        while {m.partition: m.next_offset for m in lake_manifests(s.lake.lake_dir, "events")} != end:
+            assert flow.alive(), flow.log_text()[-3000:]
+            assert time.monotonic() < deadline, lake_manifests(s.lake.lake_dir, "events")
+            time.sleep(0.1)
+    finally:
+        flow.stop()
+    lake = lake_dataset(s.lake.lake_dir, "events").to_table(columns=["event_id"])
+    assert sorted(lake.column("event_id").to_pylist()) == sorted(e.event_id for e in events)
+    assert "beyond the log end" in flow.log_text()
