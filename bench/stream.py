@@ -6,7 +6,8 @@ parity of the published top-N. Not a test.
     .venv/bin/python bench/stream.py                  # more events, more test sessions
 
 The model is EMDE (sketches updated per event in RocksDB, batched rescoring) unless
-``--model covisit``. Input: ../shared/datasets/rsc15_100k_sessionrec when present (train_full
+``--model covisit`` or ``--model fusion`` (EMDE + V-STAN/STAN under a learned ranker, rescored
+from each user's history). Input: ../shared/datasets/rsc15_100k_sessionrec when present (train_full
 to train and to replay, test for parity), else (or with ``--synthetic``) the synthetic shop, whose
 next events after the replayed ones are held out for parity.
 Parity: held-out test sessions are replayed position by position through the live flow; after
@@ -62,7 +63,8 @@ def load_events(n: int, synthetic: bool = False) -> tuple[list[Event], list[Even
     return ev[:n], ev[n:], "synthetic shop (held out: the next events)"
 
 
-MODEL_PARAMS = {"emde": {"max_train_seconds": 90.0, "epochs": 3, "progress": False}, "covisit": {}}
+MODEL_PARAMS = {"emde": {"max_train_seconds": 90.0, "epochs": 3, "progress": False}, "covisit": {},
+                "fusion": {"emde": {"max_train_seconds": 90.0, "epochs": 3, "progress": False}}}
 
 
 def _share_models(s, model_dir: Path):  # noqa: ANN001, ANN202
@@ -228,7 +230,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--events", type=int, default=None)
     ap.add_argument("--partitions", type=int, default=4)
-    ap.add_argument("--model", default="emde", choices=["emde", "covisit"])
+    ap.add_argument("--model", default="emde", choices=["emde", "covisit", "fusion"])
     ap.add_argument("--synthetic", action="store_true", help="Use the synthetic shop even when rsc15 is present")
     ap.add_argument("--views", default=None, help="EMDE input views, comma-separated (e.g. session,last,knn:last)")
     args = ap.parse_args()
@@ -243,6 +245,8 @@ def main() -> None:
         params = dict(MODEL_PARAMS[args.model])
         if args.quick and args.model == "emde":
             params.update(max_train_seconds=40.0, epochs=2)
+        if args.quick and args.model == "fusion":
+            params.update(emde={"max_train_seconds": 40.0, "epochs": 2, "progress": False})
         if args.views and args.model == "emde":
             params["views"] = tuple(args.views.split(","))
         train_model(events, train_settings, args.model, **params)

@@ -115,6 +115,13 @@ class Histories:
     def query(self, q: int) -> NDArray[np.int32]:
         return self.items[self.indptr[q]:self.indptr[q + 1]]
 
+    def slice(self, lo: int, hi: int) -> Histories:
+        """Queries ``lo:hi`` as their own batch (views, no copies)."""
+        a, b = int(self.indptr[lo]), int(self.indptr[hi])
+        return Histories(indptr=self.indptr[lo:hi + 1] - a, items=self.items[a:b],
+                         ts=None if self.ts is None else self.ts[a:b],
+                         event_type=None if self.event_type is None else self.event_type[a:b])
+
 
 @runtime_checkable
 class Recommender(Protocol):

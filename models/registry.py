@@ -50,6 +50,8 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
     "emde": ModelSpec("models.emde:EMDE", {
         "epochs": 3, "views": ("session", "last", "knn:last"),
         "modalities": "g=sessions:16x128:3,s=transitions:16x128:2:in,r=random:8x128"}),
+    # EMDE and V-STAN/STAN fused by a LambdaMART ranker fitted on the latest 10 % of training sessions
+    "fusion": ModelSpec("models.hybrid:SessionFusion"),
 })
 """Name -> spec; the names ``fusionrec eval --models`` accepts."""
 

@@ -6,9 +6,9 @@ import numpy as np
 
 from models.base import Histories, InteractionLog
 from models.data.encoding import Dataset
-from models.data.task import expand_sessions
+from models.data.task import NextItemTask, expand_sessions
 
-__all__ = ["validation_split"]
+__all__ = ["validation_split", "holdout_sessions"]
 
 _DAY_S = 86_400.0
 
@@ -41,7 +41,23 @@ def validation_split(data: Dataset, *, days: float | None = None, frac: float = 
     ValueError
         If ``frac`` is outside (0, 1) or the split leaves train or validation empty.
     """
-    log = data.train
+    train, task, n_dropped = holdout_sessions(data.train, days=days, frac=frac, name=data.name)
+    return Dataset(name=f"{data.name}/valid", train=train, test=task, exclude_seen=data.exclude_seen,
+                   n_dropped_test=n_dropped)
+
+
+def holdout_sessions(log: InteractionLog, *, days: float | None = None, frac: float = 0.1,
+                     name: str = "log") -> tuple[InteractionLog, NextItemTask, int]:
+    """:func:`validation_split` on a bare log: ``(shortened log, next-item task, items dropped)``.
+
+    Models that fit something on held-out sessions of their own training log (the learned
+    fusion of :mod:`models.hybrid`) use this, so they hold out exactly as the tuning protocol does.
+
+    Raises
+    ------
+    ValueError
+        If ``frac`` is outside (0, 1) or the split leaves train or validation empty.
+    """
     if days is None and not 0.0 < frac < 1.0:
         raise ValueError(f"frac must be in (0, 1); got {frac}")
     bounds = log.session_bounds()
@@ -54,7 +70,7 @@ def validation_split(data: Dataset, *, days: float | None = None, frac: float = 
         is_valid = np.zeros(n_s, dtype=bool)
         is_valid[order[n_s - max(1, int(round(n_s * frac))):]] = True
     if is_valid.all() or not is_valid.any():
-        raise ValueError(f"validation split of {data.name} leaves train or validation empty "
+        raise ValueError(f"validation split of {name} leaves train or validation empty "
                          f"({int(is_valid.sum())} of {n_s} sessions held out)")
     ev_valid = is_valid[log.session_idx]
     remap = np.cumsum(~is_valid) - 1
@@ -79,5 +95,4 @@ def validation_split(data: Dataset, *, days: float | None = None, frac: float = 
     indptr = np.concatenate([[0], np.cumsum(np.bincount(inv_k, minlength=int(long.sum())))]).astype(np.int64)
     sessions = Histories(indptr=indptr, items=v_items[keep], ts=v_ts[keep])
     task = expand_sessions(sessions, tuple(str(c) for c in codes[long]))
-    return Dataset(name=f"{data.name}/valid", train=train, test=task, exclude_seen=data.exclude_seen,
-                   n_dropped_test=int((~ok).sum()))
+    return train, task, int((~ok).sum())

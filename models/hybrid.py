@@ -1,0 +1,434 @@
+"""EMDE fused with session kNN: a learned ranker over their pooled candidates.
+
+The seed paper (Dąbrowski et al., "An efficient manifold density estimator for all
+recommendation systems", 2021) ends its session experiments with "in practice the techniques are
+often mixed". :class:`SessionFusion` mixes them at the score level, with weights that are
+*learned*, not guessed:
+
+1. hold out the latest sessions of the training log (:func:`models.data.validation.holdout_sessions`,
+   the same split the tuning protocol uses);
+2. fit EMDE and the session-kNN models (V-STAN and STAN by
+   default) on the rest;
+3. pool each held-out prefix's candidates: EMDE's top ``n_candidates``, each kNN's top
+   ``n_candidates`` and the prefix's own items (repeat consumption);
+4. describe each (prefix, candidate) pair (:func:`feature_names`) and fit a LambdaMART ranker
+   (LightGBM, ``lambdarank``) whose target is the next item;
+5. refit the kNN models on the whole log (cheap: an index) and keep the EMDE fitted in 2, so the
+   ranker sees at serving time the same kind of scores it was fitted on.
+
+``recommend`` repeats 3 and 4 for each query batch and returns the ranker's top ``n``. Everything
+is deterministic for a fixed ``random_state``: EMDE's seed, the sampled prefixes, and LightGBM's
+``deterministic`` mode with a fixed thread count.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+from tqdm.auto import tqdm
+
+from models.base import Histories, InteractionLog
+from models.errors import ModelFormatError, NotFittedError
+from models.persistence import load_model_dir, save_model_dir
+
+__all__ = ["SessionFusion", "BASE_FEATURES", "KNN_FEATURES", "feature_names", "candidate_features"]
+
+BASE_FEATURES: tuple[str, ...] = (
+    "emde_log_prob",  # EMDE mean row log-probability minus the query's best (<= 0)
+    "emde_rank",  # rank in EMDE's list; n_candidates when not in it
+    "emde_best_log_prob",  # per query: how sure EMDE is
+    "history_count",  # times the candidate occurs in the query history (repeat consumption)
+    "history_age",  # positions since its newest occurrence (0 = the last item); 99 when absent
+    "log_popularity",  # log(1 + training occurrences)
+    "transition_from_last",  # P(candidate follows the last item) in training sessions
+    "transition_to_last",  # P(last item follows the candidate)
+    "history_length",
+)
+"""Columns of :func:`candidate_features` before the per-kNN-model columns."""
+
+KNN_FEATURES: tuple[str, ...] = ("score", "rank", "best_score")
+"""Per session-kNN model: its score / its best score (0 when not listed), its rank (n_candidates
+when not listed), and its best score (per query: how close the nearest neighbours are)."""
+
+MONOTONE_BASE: tuple[int, ...] = (1, -1, 0, 0, 0, 0, 1, 0, 0)
+MONOTONE_KNN: tuple[int, ...] = (1, -1, 0)
+"""The ranker's score may only rise with a model's score and fall with its rank (LightGBM
+``monotone_constraints``): what a ranker fitted on a small or unusual shop may never unlearn."""
+
+
+def feature_names(knn_names: list[str]) -> list[str]:
+    """All feature columns for the given kNN models, in order."""
+    return list(BASE_FEATURES) + [f"{m}_{f}" for m in knn_names for f in KNN_FEATURES]
+
+
+_ABSENT_AGE = 99.0
+_SCORE_CELLS = 1 << 24
+"""Max (queries x items) float32 cells of EMDE scores held at once (64 MB)."""
+
+
+class _ItemStats:
+    """Popularity and first-order transitions of a training log (what the ranker's features read)."""
+
+    def __init__(self, log_pop: NDArray[np.float32], transitions: sp.csr_array) -> None:
+        self.log_pop = log_pop
+        self.transitions = transitions
+        self.out_degree = np.asarray(transitions.sum(axis=1)).ravel().astype(np.float32)
+
+    @classmethod
+    def from_log(cls, log: InteractionLog) -> _ItemStats:
+        n = log.n_items
+        log_pop = np.log1p(np.bincount(log.item_idx, minlength=n)).astype(np.float32)
+        same = log.session_idx[1:] == log.session_idx[:-1]
+        src, dst = log.item_idx[:-1][same], log.item_idx[1:][same]
+        t = sp.csr_array((np.ones(len(src), np.float32), (src, dst)), shape=(n, n))
+        t.sum_duplicates()
+        return cls(log_pop, t)
+
+
+def _gather(n_cols: int, ids: NDArray[np.int32], values: NDArray[np.floating], rows: NDArray[np.int64],
+            cols: NDArray[np.int64], default: float) -> NDArray[np.float32]:
+    """``values[q, j]`` where ``ids[q, j] == cols`` for each (rows, cols) pair; ``default`` if absent.
+
+    ``ids`` (n_queries, k) holds distinct ids per row, -1 for padding.
+    """
+    q_of = np.repeat(np.arange(ids.shape[0], dtype=np.int64), ids.shape[1])
+    flat = ids.ravel().astype(np.int64)
+    ok = flat >= 0
+    keys = q_of[ok] * n_cols + flat[ok]
+    vals = np.asarray(values, dtype=np.float32).ravel()[ok]
+    order = np.argsort(keys, kind="stable")
+    keys, vals = keys[order], vals[order]
+    want = rows * n_cols + cols
+    pos = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
+    hit = (keys[pos] == want) if len(keys) else np.zeros(len(want), bool)
+    return np.where(hit, vals[pos] if len(keys) else default, default).astype(np.float32)
+
+
+def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32],
+                       knn_lists: list[tuple[NDArray[np.int32], NDArray[np.float32]]], stats: _ItemStats,
+                       n_candidates: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """Pool each query's candidates and describe every (query, candidate) pair.
+
+    Parameters
+    ----------
+    histories : Histories
+        ``q`` queries.
+    emde_log_probs : ndarray of shape (q, n_items), float32
+        EMDE's mean row log-probabilities (``EMDE._mean_log_probs``).
+    knn_lists : list of (ids, scores), each of shape (q, n_candidates)
+        Top lists of the session-kNN models (``recommend``), padded with -1.
+    stats : _ItemStats
+        Popularity and transitions of the log the models were fitted on.
+    n_candidates : int
+        Length of each model's list pooled.
+
+    Returns
+    -------
+    (rows, items, X) : int64 (m,), int64 (m,), float32 (m, len(feature_names(knn))); the pairs
+    sorted by query then item; columns as :func:`feature_names`.
+    """
+    q, n_items = emde_log_probs.shape
+    k = min(n_candidates, n_items)
+    top = np.argpartition(-emde_log_probs, k - 1, axis=1)[:, :k]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(emde_log_probs, top, 1), axis=1,
+                                             kind="stable"), 1).astype(np.int32)
+    lens = np.diff(histories.indptr)
+    h_rows = np.repeat(np.arange(q, dtype=np.int64), lens)
+    pool_rows = [np.repeat(np.arange(q, dtype=np.int64), k), h_rows]
+    pool_items = [top.ravel().astype(np.int64), histories.items.astype(np.int64)]
+    for ids, _ in knn_lists:
+        ok = ids.ravel() >= 0
+        pool_rows.append(np.repeat(np.arange(q, dtype=np.int64), ids.shape[1])[ok])
+        pool_items.append(ids.ravel()[ok].astype(np.int64))
+    keys = np.unique(np.concatenate(pool_rows) * n_items + np.concatenate(pool_items))
+    rows, items = keys // n_items, keys % n_items
+    x = np.zeros((len(keys), len(BASE_FEATURES) + len(KNN_FEATURES) * len(knn_lists)), np.float32)
+    best = emde_log_probs.max(axis=1)
+    x[:, 0] = emde_log_probs[rows, items] - best[rows]
+    x[:, 1] = _gather(n_items, top, np.broadcast_to(np.arange(k, dtype=np.float32), top.shape), rows, items,
+                      float(n_candidates))
+    x[:, 2] = best[rows]
+    # repeat consumption: count and age of the candidate in the history
+    age = (np.repeat(histories.indptr[1:], lens) - 1 - np.arange(len(histories.items))).astype(np.float32)
+    h_keys, inv = np.unique(h_rows * n_items + histories.items.astype(np.int64), return_inverse=True)
+    if len(h_keys):
+        h_count = np.bincount(inv, minlength=len(h_keys)).astype(np.float32)
+        h_age = np.full(len(h_keys), _ABSENT_AGE, np.float32)
+        np.minimum.at(h_age, inv, age)
+        pos = np.minimum(np.searchsorted(h_keys, keys), len(h_keys) - 1)
+        in_hist = h_keys[pos] == keys
+        x[:, 3] = np.where(in_hist, h_count[pos], 0.0)
+        x[:, 4] = np.where(in_hist, h_age[pos], _ABSENT_AGE)
+    else:
+        x[:, 4] = _ABSENT_AGE
+    x[:, 5] = stats.log_pop[items]
+    has = lens > 0
+    last = np.zeros(q, np.int64)
+    last[has] = histories.items[histories.indptr[1:][has] - 1]
+    lr = last[rows]
+    t = stats.transitions
+    x[:, 6] = np.where(has[rows], np.asarray(t[lr, items]).ravel() / np.maximum(stats.out_degree[lr], 1.0), 0.0)
+    x[:, 7] = np.where(has[rows], np.asarray(t[items, lr]).ravel() / np.maximum(stats.out_degree[items], 1.0), 0.0)
+    x[:, 8] = lens[rows]
+    col = len(BASE_FEATURES)
+    for ids, scores in knn_lists:
+        top_score = np.where(ids[:, 0] >= 0, scores[:, 0], 0.0).astype(np.float32)
+        norm = np.where(ids >= 0, scores / np.maximum(top_score[:, None], 1e-12), 0.0)
+        x[:, col] = _gather(n_items, ids, norm, rows, items, 0.0)
+        x[:, col + 1] = _gather(n_items, ids, np.broadcast_to(np.arange(ids.shape[1], dtype=np.float32), ids.shape),
+                                rows, items, float(n_candidates))
+        x[:, col + 2] = top_score[rows]
+        col += len(KNN_FEATURES)
+    return rows, items, x
+
+
+class SessionFusion:
+    """EMDE and session kNN fused by a LambdaMART ranker fitted on held-out sessions.
+
+    Parameters
+    ----------
+    emde : mapping, optional
+        EMDE hyper-parameters; default: the registry's ``emde`` entry (the ranker learns the
+        popularity correction itself from ``log_popularity``).
+    knn : mapping of str to mapping, optional
+        Registered session-kNN models and their hyper-parameters, in feature order; default ``{"vstan": registry params, "stan": registry params}``.
+    n_candidates : int, default 100
+        List length pooled from each model per query.
+    holdout_frac : float, default 0.1
+        Share of the latest training sessions the ranker is fitted on.
+    ranker_queries : int, default 20000
+        Held-out prefixes sampled (seeded) to fit the ranker.
+    n_trees, learning_rate, num_leaves, min_data_in_leaf : LightGBM ranker parameters
+        (defaults 100, 0.1, 31, 100; 63 histogram bins, monotone in each model's score,
+        :data:`MONOTONE_BASE`, :data:`MONOTONE_KNN`).
+    n_threads : int, default 2
+        LightGBM threads (fixed, so results do not depend on the machine).
+    random_state : int, default 0
+
+    References
+    ----------
+    Dąbrowski et al., "An efficient manifold density estimator for all recommendation systems",
+    ICONIP 2021 (EMDE); Garg et al., SIGIR 2019 (STAN); Ludewig et al. 2021 (V-STAN);
+    Burges, "From RankNet to LambdaRank to LambdaMART", MSR-TR-2010-82.
+    """
+
+    def __init__(self, emde: Mapping[str, Any] | None = None, knn: Mapping[str, Mapping[str, Any]] | None = None,
+                 n_candidates: int = 100, holdout_frac: float = 0.1, ranker_queries: int = 20000,
+                 n_trees: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
+                 min_data_in_leaf: int = 100, n_threads: int = 2, random_state: int = 0) -> None:
+        self.emde = emde
+        self.knn = knn
+        self.n_candidates = n_candidates
+        self.holdout_frac = holdout_frac
+        self.ranker_queries = ranker_queries
+        self.n_trees = n_trees
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_data_in_leaf = min_data_in_leaf
+        self.n_threads = n_threads
+        self.random_state = random_state
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments as stored (scikit-learn's rule)."""
+        return {k: getattr(self, k) for k in ("emde", "knn", "n_candidates", "holdout_frac", "ranker_queries",
+                                              "n_trees", "learning_rate", "num_leaves", "min_data_in_leaf",
+                                              "n_threads", "random_state")}
+
+    # -- configuration -------------------------------------------------------------------------
+    def _emde_params(self) -> dict[str, Any]:
+        from models.registry import REGISTRY
+        return {**dict(REGISTRY["emde"].params), "random_state": self.random_state, "progress": True,
+                **dict(self.emde or {})}
+
+    def _knn_params(self) -> dict[str, dict[str, Any]]:
+        from models.registry import REGISTRY
+        spec = self.knn if self.knn is not None else {"vstan": {}, "stan": {}}
+        if not spec:
+            raise ValueError("knn: at least one session-kNN model")
+        return {name: {**dict(REGISTRY[name].params), **dict(p)} for name, p in spec.items()}
+
+    def _ranker_params(self) -> dict[str, Any]:
+        return {"objective": "lambdarank", "num_iterations": self.n_trees, "learning_rate": self.learning_rate,
+                "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_data_in_leaf,
+                "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8,
+                "lambdarank_truncation_level": 30, "max_bin": 63,
+                "monotone_constraints": list(MONOTONE_BASE) + list(MONOTONE_KNN) * len(self._knn_params()),
+                "monotone_constraints_method": "basic",
+                "deterministic": True, "force_row_wise": True,
+                "num_threads": self.n_threads, "seed": self.random_state, "verbose": -1}
+
+    # -- fit -----------------------------------------------------------------------------------
+    def fit(self, log: InteractionLog) -> Self:
+        """Fit EMDE and the kNN models on ``log`` minus its latest sessions, the ranker on those.
+
+        Raises
+        ------
+        ValueError
+            If a parameter is invalid or ``log`` is too small to hold sessions out.
+        models.errors.ModelFitError
+            If EMDE's wall-clock safety stop fires.
+        """
+        import lightgbm as lgb
+
+        from models.data.validation import holdout_sessions
+        from models.emde import EMDE
+        from models.evaluate import sample_queries
+        from models.registry import create_model
+
+        if self.n_candidates < 1 or self.ranker_queries < 1:
+            raise ValueError("n_candidates and ranker_queries must be >= 1")
+        knn_params = self._knn_params()
+        inner_log, task, _ = holdout_sessions(log, frac=self.holdout_frac, name="fusion")
+        emde = EMDE(**self._emde_params()).fit(inner_log)
+        inner_knn = [create_model(name, **p).fit(inner_log) for name, p in knn_params.items()]
+        task = sample_queries(task, self.ranker_queries, seed=self.random_state)
+        self.emde_, self.stats_ = emde, _ItemStats.from_log(inner_log)
+        self.knn_ = inner_knn
+        rows, items, x = self._pairs(task.prefixes(), desc="fusion: ranker examples")
+        label = (items == task.next_items()[rows]).astype(np.float32)
+        positive = np.zeros(task.n_queries, bool)
+        positive[rows[label > 0]] = True
+        keep = positive[rows]  # queries whose next item was pooled; the others carry no gradient
+        group = np.bincount(rows[keep], minlength=task.n_queries)
+        data = lgb.Dataset(x[keep], label[keep], group=group[group > 0], feature_name=feature_names(list(knn_params)),
+                           params={"max_bin": 63}, free_raw_data=True)
+        self.ranker_ = lgb.train(self._ranker_params(), data)
+        self.ranker_recall_ = float(positive.mean())
+        self.knn_ = [create_model(name, **p).fit(log) for name, p in knn_params.items()]
+        self.stats_ = _ItemStats.from_log(log)
+        self.n_items_ = log.n_items
+        self.knn_names_ = list(knn_params)
+        return self
+
+    # -- scoring -------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "ranker_"):
+            raise NotFittedError(self)
+
+    def _pairs(self, histories: Histories, *, desc: str | None = None
+               ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+        """Candidate pairs and features for all queries, in chunks of bounded memory."""
+        n_items = self.emde_.n_items_
+        step = max(1, _SCORE_CELLS // max(n_items, 1))
+        out_r, out_i, out_x = [], [], []
+        chunks = range(0, histories.n_queries, step)
+        for lo in tqdm(chunks, desc=desc, unit="batch", disable=desc is None):
+            hi = min(histories.n_queries, lo + step)
+            sub = histories.slice(lo, hi)
+            raw = self.emde_.layout_.raw_sketches(self.emde_.item_in_cols_, sub, self.emde_.neighbours_)
+            lp = self.emde_._mean_log_probs(raw).numpy()
+            lists = [m.recommend(sub, self.n_candidates) for m in self.knn_]
+            r, i, x = candidate_features(sub, lp, lists, self.stats_, self.n_candidates)
+            out_r.append(r + lo)
+            out_i.append(i)
+            out_x.append(x)
+        if not out_r:
+            width = len(BASE_FEATURES) + len(KNN_FEATURES) * len(self.knn_)
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, width), np.float32)
+        return np.concatenate(out_r), np.concatenate(out_i), np.concatenate(out_x)
+
+    def recommend(self, histories: Histories, n: int = 20, *, exclude_seen: bool = False
+                  ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """Top-``n`` items per history, ranked by the fitted ranker (see :class:`models.base.Recommender`).
+
+        Scores are the ranker's output squashed to (0, 1) by a logistic; ids padded with -1 /
+        scores with -inf when fewer than ``n`` candidates qualify.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            If ``n < 1`` or a history item lies outside ``[0, n_items)``.
+        """
+        self._check_fitted()
+        if n < 1:
+            raise ValueError(f"n must be >= 1; got {n}")
+        items = np.asarray(histories.items)
+        if len(items) and (items.min() < 0 or items.max() >= self.n_items_):
+            bad = items[(items < 0) | (items >= self.n_items_)][0]
+            raise ValueError(f"histories.items: item index {bad} outside the catalogue [0, {self.n_items_})")
+        q = histories.n_queries
+        ids = np.full((q, n), -1, np.int32)
+        scores = np.full((q, n), -np.inf, np.float32)
+        rows, cand, x = self._pairs(histories)
+        if not len(rows):
+            return ids, scores
+        # ranker scores closer than 1e-3 are ties (noise of a small or saturated ranker): EMDE orders them
+        s = np.round(self.ranker_.predict(x, num_threads=self.n_threads), 3)
+        if exclude_seen:
+            lens = np.diff(histories.indptr)
+            seen = np.unique(np.repeat(np.arange(q, dtype=np.int64), lens) * self.n_items_ + items)
+            s[np.isin(rows * self.n_items_ + cand, seen)] = -np.inf
+        order = np.lexsort((cand, -x[:, 0], -s, rows))  # by query, best first; ties by EMDE, then item index
+        rows, cand, s = rows[order], cand[order], s[order]
+        start = np.searchsorted(rows, np.arange(q))
+        rank = np.arange(len(rows)) - start[rows]
+        ok = (rank < n) & np.isfinite(s)
+        ids[rows[ok], rank[ok]] = cand[ok]
+        scores[rows[ok], rank[ok]] = (1.0 / (1.0 + np.exp(-s[ok]))).astype(np.float32)
+        return ids, scores
+
+    def similar_items(self, item_idx: NDArray[np.int32], n: int = 20
+                      ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """EMDE's similar items (one-item histories scored; the item itself excluded)."""
+        self._check_fitted()
+        return self.emde_.similar_items(item_idx, n)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: Path | str) -> None:
+        """Write ``params.json`` + ``arrays.npz``, ``emde/``, ``knn_<i>/`` and ``ranker.txt`` to ``path``."""
+        self._check_fitted()
+        path = Path(path)
+        t = self.stats_.transitions
+        params = {**self.get_params(), "knn_names": self.knn_names_, "ranker_recall": self.ranker_recall_}
+        save_model_dir(path, type(self).__name__, json.loads(json.dumps(params)), {
+            "log_pop": self.stats_.log_pop, "t_indptr": t.indptr, "t_indices": t.indices, "t_data": t.data,
+            "n_items": np.array([self.n_items_])})
+        self.emde_.save(path / "emde")
+        for slot, model in enumerate(self.knn_):
+            model.save(path / f"knn_{slot}")
+        (path / "ranker.txt").write_text(self.ranker_.model_to_string())
+
+    @classmethod
+    def load(cls, path: Path | str) -> Self:
+        """Read a directory written by :meth:`save` (no pickles).
+
+        Raises
+        ------
+        ModelFormatError
+            If a part is missing or unreadable (the message names it).
+        """
+        import lightgbm as lgb
+
+        from models.emde import EMDE
+        from models.registry import REGISTRY
+
+        path = Path(path)
+        params, a = load_model_dir(path, cls.__name__)
+        names = list(params.pop("knn_names"))  # type: ignore[call-overload]
+        recall = float(params.pop("ranker_recall"))  # type: ignore[arg-type]
+        model = cls(**params)  # type: ignore[arg-type]
+        n = int(a["n_items"][0])
+        t = sp.csr_array((a["t_data"], a["t_indices"], a["t_indptr"]), shape=(n, n))
+        model.stats_ = _ItemStats(a["log_pop"], t)
+        model.emde_ = EMDE.load(path / "emde")
+        knn = []
+        for slot, name in enumerate(names):
+            module, cls_name = REGISTRY[name].target.split(":")
+            knn_cls = getattr(__import__(module, fromlist=[cls_name]), cls_name)
+            knn.append(knn_cls.load(path / f"knn_{slot}"))
+        model.knn_ = knn
+        try:
+            model.ranker_ = lgb.Booster(model_str=(path / "ranker.txt").read_text())
+        except (OSError, lgb.basic.LightGBMError) as exc:
+            raise ModelFormatError(f"{path / 'ranker.txt'}: unreadable LightGBM model ({exc})") from exc
+        model.n_items_, model.knn_names_, model.ranker_recall_ = n, names, recall
+        return model
+

@@ -1,0 +1,60 @@
+"""The EMDE + session-kNN fusion: its features by hand, and repeat consumption learned from data."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.base import Histories, InteractionLog
+from models.hybrid import BASE_FEATURES, SessionFusion, _ItemStats, candidate_features, feature_names
+
+
+def test_features_by_hand() -> None:
+    # one query: history 1, 2, 1 (item 1 repeated, newest last); 5 items
+    h = Histories.from_lists([[1, 2, 1]])
+    lp = np.log(np.array([[0.1, 0.2, 0.4, 0.25, 0.05]], np.float32))
+    knn = [(np.array([[3, 1, -1]], np.int32), np.array([[2.0, 0.5, -np.inf]], np.float32))]
+    # transitions: 1 -> 3 twice, 1 -> 2 once; 3 -> 1 once
+    t = sp.csr_array((np.array([2.0, 1.0, 1.0], np.float32), (np.array([1, 1, 3]), np.array([3, 2, 1]))), shape=(5, 5))
+    stats = _ItemStats(np.log1p(np.array([0, 4, 1, 2, 0], np.float32)), t)
+    rows, items, x = candidate_features(h, lp, knn, stats, n_candidates=2)
+    names = feature_names(["stan"])
+    assert x.shape == (len(items), len(names)) and len(names) == len(BASE_FEATURES) + 3
+    # pool: EMDE's top 2 (2, 3), the kNN list (3, 1), the history (1, 2)
+    assert rows.tolist() == [0, 0, 0] and items.tolist() == [1, 2, 3]
+    f = {n: x[:, j] for j, n in enumerate(names)}
+    np.testing.assert_allclose(f["emde_log_prob"], np.log([0.2, 0.4, 0.25]) - np.log(0.4), rtol=1e-5)
+    assert f["emde_rank"].tolist() == [2, 0, 1]  # 1 is not in EMDE's top 2: rank = n_candidates
+    assert f["history_count"].tolist() == [2, 1, 0]
+    assert f["history_age"].tolist() == [0, 1, 99]  # 1 is the last item, 2 the one before
+    np.testing.assert_allclose(f["transition_from_last"], [0.0, 1 / 3, 2 / 3], rtol=1e-6)
+    np.testing.assert_allclose(f["transition_to_last"], [0.0, 0.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(f["stan_score"], [0.25, 0.0, 1.0])
+    assert f["stan_rank"].tolist() == [1, 2, 0] and f["stan_best_score"].tolist() == [2, 2, 2]
+    assert f["history_length"].tolist() == [3, 3, 3]
+
+
+def _repeat_log(seed: int = 0, n_sessions: int = 600) -> InteractionLog:
+    """Sessions that come back to their first item: a, x, a, y, a (a random, x/y random others)."""
+    rng = np.random.default_rng(seed)
+    sess, items, ts = [], [], []
+    for s in range(n_sessions):
+        a = int(rng.integers(0, 20))
+        others = rng.choice([i for i in range(20) if i != a], size=2, replace=False)
+        for j, it in enumerate([a, int(others[0]), a, int(others[1]), a]):
+            sess.append(s)
+            items.append(it)
+            ts.append(1_400_000_000.0 + 600.0 * s + 10.0 * j)
+    return InteractionLog(session_idx=np.array(sess, np.int32), item_idx=np.array(items, np.int32),
+                          ts=np.array(ts), n_items=20)
+
+
+def test_repeat_consumption_is_learned() -> None:
+    """After a, x the next item is a again: the ranker must learn it from the held-out sessions."""
+    model = SessionFusion(knn={"stan": {"k": 50, "sample_size": 200}}, emde={"epochs": 1, "progress": False},
+                          holdout_frac=0.3, n_trees=30, min_data_in_leaf=10).fit(_repeat_log())
+    rng = np.random.default_rng(1)
+    firsts = rng.integers(0, 20, size=50)
+    hist = Histories.from_lists([[int(a), int((a + 7) % 20)] for a in firsts])
+    ids, _ = model.recommend(hist, 5)
+    assert (ids[:, 0] == firsts).mean() >= 0.9
