@@ -200,7 +200,7 @@ class TrainerSettings(BaseModel):
 
     every_s: float = Field(default=6 * 3600.0, gt=0, description="Seconds between trainer runs")
     window_days: float = Field(default=30.0, gt=0, description="Training window ending at the newest archived event, days")
-    model: str = Field(default="covisit", description="Registered model of the challenger (models/registry.py)")
+    model: str = Field(default="fusion", description="Registered model of the challenger (models/registry.py)")
     min_events: int = Field(default=1000, ge=1, description="Fewer events in the window: the run is skipped")
 
 
