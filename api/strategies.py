@@ -22,7 +22,7 @@ popular        -                  decayed popularity published by the flow's par
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +101,32 @@ def _ranked(version: ModelVersion, ids: np.ndarray, scores: np.ndarray) -> Ranke
     return [version.item_ids[i] for i in ids[keep]], scores[keep].astype(float).tolist()
 
 
+class _LazyIds(Sequence[str]):
+    """Item ids of a ranking kept as dense indices: strings are made only for the slices read.
+
+    A whole-model ranking (``model_ranking``) is walked a chunk at a time and usually only its
+    head is read, so building every id and score per request was allocation churn (~15 % of a
+    worker's samples under load, py-spy).
+    """
+
+    def __init__(self, names: Sequence[str], idx: np.ndarray) -> None:
+        self._names, self._idx = names, idx
+
+    def __len__(self) -> int:
+        return len(self._idx)
+
+    def __getitem__(self, i):  # noqa: ANN001, ANN204
+        if isinstance(i, slice):
+            return [self._names[j] for j in self._idx[i]]
+        return self._names[self._idx[i]]
+
+
+def _ranked_lazy(version: ModelVersion, ids: np.ndarray, scores: np.ndarray) -> tuple[_LazyIds, np.ndarray]:
+    """As ``_ranked``, with ids made on demand and scores a float64 array."""
+    keep = (ids >= 0) & np.isfinite(scores)
+    return _LazyIds(version.item_ids, ids[keep]), scores[keep].astype(np.float64)
+
+
 def _indices(version: ModelVersion, item_ids: tuple[str, ...] | list[str]) -> list[int]:
     return [i for i in (version.item_index.get(x) for x in item_ids) if i is not None]
 
@@ -124,8 +150,9 @@ def _similar(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, cach
         ids, scores = version.model.similar_items(np.asarray(hist, dtype=np.int32), k)  # type: ignore[union-attr]
         return _ranked(version, ids[0], scores[0])  # type: ignore[arg-type]
 
-    if not cache:
-        return compute()
+    if not cache:  # a whole-model ranking, walked in chunks: ids on demand
+        ids, scores = version.model.similar_items(np.asarray(hist, dtype=np.int32), k)  # type: ignore[union-attr]
+        return _ranked_lazy(version, ids[0], scores[0])  # type: ignore[arg-type,return-value]
     return svc.candidates.get(("similar", version.version, hist[0], k), compute)  # type: ignore[union-attr]
 
 

@@ -108,7 +108,7 @@ def run(max_examples: int, workers: int = 1, seed: int = 0, extra: list[str] | N
                        FUZZ_EXISTING_IDS=json.dumps({"campaign_id": list(CAMPAIGNS),
                                                      "item_id": [f"i{i:06d}" for i in range(0, 50, 7)]}))
             cmd = [str(Path(sys.executable).with_name("schemathesis")), "--config-file",
-                   str(Path(__file__).with_name("schemathesis.toml")), "run", f"{base}/openapi.json",
+                   str(Path(__file__).with_name("schemathesis.toml")), "run", f"{base}/openapi.json", "--checks", "all",
                    "--max-examples", str(max_examples), "--header", f"X-API-Key: {ADMIN}",
                    "--workers", str(workers), "--seed", str(seed), "--request-timeout", "20",
                    "--suppress-health-check", "all", "--output-sanitize", "false", *(extra or [])]

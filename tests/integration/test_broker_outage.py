@@ -9,7 +9,9 @@ does). The flow and the API keep running, nobody restarts them:
 * when it is back, the API is ready again within 10 s; the flow finds its stored offsets beyond
   the new log's end, logs an error, counts it (``meta:offset_resets``, ``/metrics``) and resumes
   at the new log's start (``stream.offset_beyond_end = "earliest"``), so every event accepted
-  with 202, before and after the outage, is applied exactly once and reaches the user's list.
+  with 202, before and after the outage, is applied exactly once and reaches the user's list;
+* the archiving flow, running all along too, does the same with its lake manifests: the lake holds
+  every accepted event exactly once.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import httpx
 import pytest
 
 from operators.broker import LocalBroker
-from operators.kafka import ensure_topics, platform_topics
+from operators.kafka import ensure_topics, high_watermarks, platform_topics
+from operators.lake_read import lake_dataset
+from operators.lake_store import lake_manifests
 from operators.schema import Event
 from operators.training import train_model
 from simulators.producer import EventProducer
@@ -81,11 +85,21 @@ def _events(shop: SyntheticShop, users: list[str], n: int) -> list[dict]:
 
 def test_flow_and_api_ride_out_a_broker_outage_and_an_empty_broker(own_broker, tmp_path):
     s = make_settings(own_broker.bootstrap, tmp_path, partitions=2, rescore_interval_s=0.05)
-    s = s.model_copy(update={"api": s.api.model_copy(update={"event_ack_timeout_s": 2.0, "retry_after_s": 3})})
+    s = s.model_copy(update={"api": s.api.model_copy(update={"event_ack_timeout_s": 2.0, "retry_after_s": 3}),
+                             "lake": s.lake.model_copy(update={"lake_dir": tmp_path / "lake", "flush_interval_s": 0.3})})
     shop = SyntheticShop(n_items=200, n_users=80, seed=7)
     train_model(shop.history(3000), s, "covisit")
     flow = FlowProcess(s, tmp_path / "flow.toml").start()
     flow_pid = flow.procs[0].pid
+    archive = FlowProcess(s, tmp_path / "archive.toml", flow="flows.archive:flow").start()
+    archive_pid = archive.procs[0].pid
+
+    def archived() -> bool:
+        end = high_watermarks(s.kafka.brokers, s.kafka.events_topic)
+        done = {m.partition: m.next_offset for m in lake_manifests(s.lake.lake_dir, "events")}
+        assert archive.alive(), archive.log_text()[-3000:]
+        return all(done.get(p, 0) == e for p, e in end.items())
+
     users = [f"outage-u{j}" for j in range(40)]
     try:
         with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=30) as c:
@@ -93,6 +107,7 @@ def test_flow_and_api_ride_out_a_broker_outage_and_an_empty_broker(own_broker, t
             before = _events(shop, users, 400)
             accepted = _post_all(c, before)
             wait_caught_up(s, flow, timeout_s=60)
+            _wait(archived, 60, "the archiver caught up before the outage")
 
             own_broker.stop()
             down_at = time.monotonic()
@@ -110,6 +125,7 @@ def test_flow_and_api_ride_out_a_broker_outage_and_an_empty_broker(own_broker, t
                 r = c.post("/v1/events", json=_events(shop, users, 1))
                 assert r.status_code == 503 and "Retry-After" in r.headers
                 assert flow.alive(), flow.log_text()[-3000:]
+                assert archive.alive(), archive.log_text()[-3000:]
                 time.sleep(2.0)
 
             own_broker.start()  # same port, in-memory: no topics, no events
@@ -129,6 +145,7 @@ def test_flow_and_api_ride_out_a_broker_outage_and_an_empty_broker(own_broker, t
             assert accepted == len(before) + len(burst) + len(after)
             wait_caught_up(s, flow, timeout_s=60)
             serving_s = time.monotonic() - back_at
+            _wait(archived, 60, "the archiver caught up with the new log")
 
             # the API reads the flow's new lists (its user-topn reader re-read the new log)
             last = after[-1]
@@ -138,8 +155,14 @@ def test_flow_and_api_ride_out_a_broker_outage_and_an_empty_broker(own_broker, t
             _wait(fresh, 20, "a list built from the events after the outage")
             metrics = c.get("/metrics").text
         assert flow.alive() and flow.procs[0].pid == flow_pid  # never restarted
+        assert archive.alive() and archive.procs[0].pid == archive_pid
     finally:
         flow.stop()
+        archive.stop()
+
+    lake_ids = lake_dataset(s.lake.lake_dir, "events").to_table(columns=["event_id"]).column("event_id").to_pylist()
+    assert sorted(lake_ids) == sorted([e["event_id"] for e in before + after] + [e.event_id for e in burst])
+    assert "beyond the log end" in archive.log_text()
 
     state = dump_state(s)
     applied = sum(sum(st.counts.values()) for p in state.values() for st in p["users"].values())
