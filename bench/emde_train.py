@@ -142,14 +142,15 @@ def _steps_only(args, params, load_dataset, validation_split, emde_cls) -> None:
                     raise _Enough
 
             handle = topt.register_optimizer_step_post_hook(hook)
+            model = emde_cls(**params)
             try:
-                emde_cls(**params).fit(valid.train)
+                model.fit(valid.train)
             except _Enough:
                 pass
             finally:
                 handle.remove()
             (w0, c0), (w1, c1) = ticks[10], ticks[10 + args.steps]
-            n_ex = args.steps * params["batch_size"]
+            n_ex = args.steps * model.batch_size
             print(json.dumps({"code": args.label, "dataset": name, "round": r, "steps": args.steps,
                               "examples_per_s_wall": n_ex / (w1 - w0), "examples_per_s_cpu": n_ex / (c1 - c0),
                               "s_per_step": (w1 - w0) / args.steps, "cpu_s_per_step": (c1 - c0) / args.steps}),
