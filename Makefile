@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 REPLAY ?=
 FORMAT ?= sessionrec
-MODEL ?= covisit
+MODEL ?= fusion
 PYTEST_ARGS ?=
 
 .PHONY: install run test lint bench-deps clean

@@ -65,8 +65,9 @@ def train_cmd(
     events: Annotated[Path | None, typer.Option(help="JSONL event log to train on")] = None,
     simulate: Annotated[int, typer.Option(help="Or: train on this many synthetic-shop events")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic shop")] = 0,
-    model: Annotated[str, typer.Option(help="Registered model: covisit, emde, vsknn, ... (models/registry.py)")
-                     ] = "covisit",
+    model: Annotated[str, typer.Option(help=(
+        "Registered model (models/registry.py): fusion (default: EMDE + V-STAN/STAN under a learned ranker, "
+        "the validation winner), emde, vstan, covisit (seconds to train), ..."))] = "fusion",
     lake: Annotated[Path | None, typer.Option(help="Or: train on the event lake under this directory")] = None,
     window: Annotated[str, typer.Option(help="With --lake: the newest window to train on, e.g. 30d, 12h")] = "30d",
 ) -> None:
@@ -225,8 +226,9 @@ def run_cmd(
     replay_limit: Annotated[int, typer.Option(help="Max events to replay (0 = all)")] = 200000,
     var: Annotated[Path, typer.Option(help="Working directory for state, models and logs")] = Path("var/run"),
     model: Annotated[str, typer.Option(help=(
-        "Model of the first version: covisit (seconds to train) or emde (sketches and M′·Q in the stream, "
-        "new items by title and by M′·Q; trains whole epochs)"))] = "covisit",
+        "Model of the first version: fusion (default; EMDE + V-STAN/STAN under a learned ranker, the "
+        "validation winner; about a minute on the synthetic shop), emde (sketches and M′·Q in the stream, new "
+        "items by title and by M′·Q) or covisit (seconds to train)"))] = "fusion",
     train_seconds: Annotated[float, typer.Option(help="EMDE: safety stop of the network training, seconds (it trains whole epochs; passing the stop is an error)")] = 600.0,
     trainer_every: Annotated[str, typer.Option(help=(
         "The learning loop: archive events to the lake and run the gated trainer this often (first run after "
@@ -337,7 +339,7 @@ A failed piece is restarted with backoff (logs in {var}/); Ctrl-C stops everythi
 
 
 def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, fmt: str, limit: int,
-                    model: str = "covisit", train_seconds: float = 600.0) -> None:
+                    model: str = "fusion", train_seconds: float = 600.0) -> None:
     """Train the first model version on the history, then produce the catalog and the history to Kafka."""
     from operators.training import train_model
     from simulators.producer import EventProducer
@@ -360,7 +362,9 @@ def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, f
         events = shop.history(history, end_ts=time.time(), rate_per_s=max(1.0, history / 7 / 86400))
         catalog = shop.catalog()  # after the history: it includes the items that appeared during it
     typer.echo(f"training {model} on {len(events)} events...")
-    train_model(events, s, model, **({"max_train_seconds": train_seconds} if model == "emde" else {}))
+    stop = {"max_train_seconds": train_seconds}  # the network's safety stop (EMDE alone or inside the fusion)
+    params = {"emde": stop, "fusion": {"emde": stop}}.get(model, {})
+    train_model(events, s, model, **params)
     with EventProducer.from_settings(s.kafka) as p:
         p.send_catalog(catalog)
         p.send_events(events, progress=True)

@@ -264,8 +264,11 @@ class SessionFusion:
                 "num_threads": self.n_threads, "seed": self.random_state, "verbose": -1}
 
     # -- fit -----------------------------------------------------------------------------------
-    def fit(self, log: InteractionLog) -> Self:
+    def fit(self, log: InteractionLog, *, side: Mapping[str, Any] | None = None) -> Self:
         """Fit EMDE and the kNN models on ``log`` minus its latest sessions, the ranker on those.
+
+        ``side`` (item side data by modality name: titles, vectors) goes to EMDE's ``fit``, for
+        catalog modalities (``models.emde``).
 
         Raises
         ------
@@ -285,7 +288,7 @@ class SessionFusion:
             raise ValueError("n_candidates and ranker_queries must be >= 1")
         knn_params = self._knn_params()
         inner_log, task, _ = holdout_sessions(log, frac=self.holdout_frac, name="fusion")
-        emde = EMDE(**self._emde_params()).fit(inner_log)
+        emde = EMDE(**self._emde_params()).fit(inner_log, side=side)
         inner_knn = [create_model(name, **p).fit(inner_log) for name, p in knn_params.items()]
         task = sample_queries(task, self.ranker_queries, seed=self.random_state)
         self.emde_, self.stats_ = emde, _ItemStats.from_log(inner_log)

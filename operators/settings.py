@@ -101,7 +101,7 @@ class StreamSettings(BaseModel):
     offset_beyond_end: Literal["earliest", "latest", "fail"] = Field(default="earliest", description=(
         "A stored offset beyond the log end (the topic was recreated, e.g. an empty broker): resume at the "
         "new log's start (earliest), at its end (latest), or stop the flow with an error (fail)"))
-    window_publish_s: float = Field(default=1.0, ge=0, description=(
+    window_publish_s: float = Field(default=5.0, ge=0, description=(
         "Windowed popularity: each partition publishes its changed pieces at most this often, seconds "
         "(buckets and horizon: api.popularity_bucket_s / api.popularity_horizon_s)"))
     window_shards: int = Field(default=8, ge=1, le=4096, description=(
@@ -200,7 +200,7 @@ class TrainerSettings(BaseModel):
 
     every_s: float = Field(default=6 * 3600.0, gt=0, description="Seconds between trainer runs")
     window_days: float = Field(default=30.0, gt=0, description="Training window ending at the newest archived event, days")
-    model: str = Field(default="covisit", description="Registered model of the challenger (models/registry.py)")
+    model: str = Field(default="fusion", description="Registered model of the challenger (models/registry.py)")
     min_events: int = Field(default=1000, ge=1, description="Fewer events in the window: the run is skipped")
 
 

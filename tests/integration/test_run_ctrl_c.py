@@ -39,7 +39,7 @@ def test_ctrl_c_exits_0_and_logs_start_fresh(tmp_path):
     var = tmp_path / "var"
     # 1: Ctrl-C during start-up (training)
     p = _start(var, tmp_path / "1.out")
-    _wait_for(tmp_path / "1.out", "training covisit", 120)
+    _wait_for(tmp_path / "1.out", "training fusion", 120)
     os.killpg(p.pid, signal.SIGINT)
     assert p.wait(60) == 0, (tmp_path / "1.out").read_text()[-2000:]
     first_broker_log = (var / "broker.log").read_bytes()
