@@ -13,7 +13,8 @@ then HR@20 / MRR@20 on a seeded sample of ``--queries`` validation prefixes
 Per-epoch seconds come from hooking ``StepLR.step`` (the training loop calls it once at set-up
 and once per epoch), so the same measurement works on any revision of ``models/``: ``--src DIR``
 puts DIR first on ``sys.path``, e.g. a ``git worktree`` of the old commit, to run the *same*
-script against the old code side by side. ``seconds/epoch`` includes building input sketches
+script against the old code side by side. On a shared box compare ``CPU s/epoch`` (process CPU
+time, both threads) as well as wall seconds. ``seconds/epoch`` includes building input sketches
 when the code builds them per batch; the one-time set-up (codes, CSR sketches) is
 ``fit s - sum(epoch s)``.
 
@@ -42,6 +43,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override an EMDE parameter")
     ap.add_argument("--src", type=Path, default=None, help="import models/ from this tree (old revision)")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="speed only: time optimiser steps 10..10+N (wall and CPU), then stop the fit")
     ap.add_argument("--label", default="")
     ap.add_argument("--out", type=Path, default=None, help="append the JSON line to this file")
     args = ap.parse_args()
@@ -66,17 +69,21 @@ def main() -> None:
         params["epochs"] = args.epochs
     params.pop("max_train_seconds", None)
     marks: list[float] = []
+    cpu_marks: list[float] = []
     orig_step = torch.optim.lr_scheduler.StepLR.step
 
     def step(self, *a, **k):  # noqa: ANN001, ANN202
         marks.append(time.perf_counter())
+        cpu_marks.append(time.process_time())
         return orig_step(self, *a, **k)
 
     torch.optim.lr_scheduler.StepLR.step = step
+    if args.steps:
+        return _steps_only(args, params, load_dataset, validation_split, EMDE)
     rows = []
-    print("| code | dataset | round | examples | epochs | s/epoch | examples/s | loss per epoch | fit s | "
-          "HR@20 | MRR@20 | lists sha256 |")
-    print("|---|---|---:|---:|---:|---|---:|---|---:|---:|---:|---|")
+    print("| code | dataset | round | examples | epochs | s/epoch | CPU s/epoch | examples/s | loss per epoch | "
+          "fit s | HR@20 | MRR@20 | lists sha256 |")
+    print("|---|---|---:|---:|---:|---|---|---:|---|---:|---:|---:|---|")
     for name in [d for d in args.datasets.split(",") if d]:
         fmt = "sessionrec" if name.startswith("rsc15") else "srgnn"
         valid = validation_split(load_dataset(DATA / name, fmt), frac=0.1)
@@ -85,15 +92,17 @@ def main() -> None:
         n_ex = int(np.maximum(lens - 1, 0).sum())
         for r in range(args.rounds):
             marks.clear()
+            cpu_marks.clear()
             model = EMDE(**params)
             t0 = time.perf_counter()
             model.fit(valid.train)
             fit_s = time.perf_counter() - t0
             epoch_s = list(np.diff(marks[-(params["epochs"] + 1):]))
+            epoch_cpu_s = list(np.diff(cpu_marks[-(params["epochs"] + 1):]))
             recs, _ = rank_queries(model, task, 20)
             nxt = task.next_items()
             row = {"code": args.label or rev, "dataset": name, "round": r, "examples": n_ex,
-                   "epochs": params["epochs"], "epoch_s": epoch_s,
+                   "epochs": params["epochs"], "epoch_s": epoch_s, "epoch_cpu_s": epoch_cpu_s,
                    "examples_per_s": n_ex * len(epoch_s) / max(sum(epoch_s), 1e-9),
                    "loss": [float(x) for x in model.train_loss_], "fit_s": fit_s,
                    "HR@20": hr_at_k(recs, nxt, 20), "MRR@20": mrr_at_k(recs, nxt, 20),
@@ -101,7 +110,8 @@ def main() -> None:
                    "params": {k: v for k, v in params.items() if k != "modalities"}}
             rows.append(row)
             print(f"| {row['code']} | {name} | {r} | {n_ex} | {row['epochs']} | "
-                  f"{' / '.join(f'{s:.0f}' for s in epoch_s)} | {row['examples_per_s']:.0f} | "
+                  f"{' / '.join(f'{s:.0f}' for s in epoch_s)} | {' / '.join(f'{s:.0f}' for s in epoch_cpu_s)} | "
+                  f"{row['examples_per_s']:.0f} | "
                   f"{' / '.join(f'{x:.4f}' for x in row['loss'])} | {fit_s:.0f} | {row['HR@20']:.4f} | "
                   f"{row['MRR@20']:.4f} | {row['sha256']} |", flush=True)
     line = json.dumps({"command": " ".join(["python"] + sys.argv), "rev": rev, "overrides": overrides,
@@ -110,6 +120,41 @@ def main() -> None:
     if args.out is not None:
         with args.out.open("a") as f:
             f.write(line + "\n")
+
+
+class _Enough(Exception):
+    """Raised by the step hook once the measured steps are done."""
+
+
+def _steps_only(args, params, load_dataset, validation_split, emde_cls) -> None:  # noqa: ANN001
+    """Examples/s over optimiser steps 10..10+steps (set-up excluded), wall and CPU, per dataset."""
+    import torch.optim.optimizer as topt
+
+    for name in [d for d in args.datasets.split(",") if d]:
+        fmt = "sessionrec" if name.startswith("rsc15") else "srgnn"
+        valid = validation_split(load_dataset(DATA / name, fmt), frac=0.1)
+        for r in range(args.rounds):
+            ticks: list[tuple[float, float]] = []
+
+            def hook(opt, a, k, ticks=ticks) -> None:  # noqa: ANN001
+                ticks.append((time.perf_counter(), time.process_time()))
+                if len(ticks) > 10 + args.steps:
+                    raise _Enough
+
+            handle = topt.register_optimizer_step_post_hook(hook)
+            model = emde_cls(**params)
+            try:
+                model.fit(valid.train)
+            except _Enough:
+                pass
+            finally:
+                handle.remove()
+            (w0, c0), (w1, c1) = ticks[10], ticks[10 + args.steps]
+            n_ex = args.steps * model.batch_size
+            print(json.dumps({"code": args.label, "dataset": name, "round": r, "steps": args.steps,
+                              "examples_per_s_wall": n_ex / (w1 - w0), "examples_per_s_cpu": n_ex / (c1 - c0),
+                              "s_per_step": (w1 - w0) / args.steps, "cpu_s_per_step": (c1 - c0) / args.steps}),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ it; built with the flow's own ``WindowStore`` and record encoding). Then starts 
 once ready:
 
 * ``first start``: a new node, empty API state: windowed popularity from the published pieces,
-  the top-N lists in full, and the optimizer's reader over the served lists and the events from
-  their start (events that change nothing are skipped unparsed); with ``topn_store = memory``
-  (the old dict) and ``rocksdb``;
+  the top-N lists in full, and the optimizer's reader over the served lists from their start and
+  the events from the first one that could reward a list (none older than the first served list:
+  without served lists none of the history; ``--served-at-start`` puts one at the start, then all
+  of it; events that change nothing are skipped unparsed); with ``topn_store = memory`` (the old
+  dict) and ``rocksdb``. Events carry their own time as Kafka timestamp, as a real history does;
 * ``restart``: the same process started again on its state: the optimizer's snapshot and the
   local top-N store, then only the tails.
 
@@ -40,6 +42,7 @@ import tomli_w
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from operators.attribution import REQUEST_TYPE  # noqa: E402
 from operators.broker import LocalBroker, free_port  # noqa: E402
 from operators.kafka import ensure_topics, make_producer, platform_topics  # noqa: E402
 from operators.schema import Event, encode_event  # noqa: E402
@@ -51,11 +54,13 @@ from state.window_popularity import WindowStore  # noqa: E402
 
 
 def _produce(brokers: str, topic: str, records) -> None:  # noqa: ANN001
+    """Produce ``(key, value)`` or ``(key, value, timestamp_ms)`` records (the Kafka timestamp of a
+    history's record is when it happened, not when this bench wrote it)."""
     p = make_producer(brokers)
-    for k, v in records:
+    for k, v, *ts in records:
         while True:
             try:
-                p.produce(topic, key=k, value=v)
+                p.produce(topic, key=k, value=v, **({"timestamp": ts[0]} if ts else {}))
                 break
             except BufferError:
                 p.poll(0.05)
@@ -124,6 +129,8 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--stores", default="memory,rocksdb", help="topn_store values to measure")
+    ap.add_argument("--served-at-start", action="store_true",
+                    help="one served list at the start of the history (a new node then reads every event after it)")
     a = ap.parse_args()
     with LocalBroker() as broker, tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -143,7 +150,12 @@ def main() -> None:
                          item_id=f"i{(j * 7919) % a.items:07d}")
 
         _produce(broker.bootstrap, base.kafka.events_topic,
-                 ((e.user_id.encode(), encode_event(e)) for e in map(event, range(a.events))))
+                 ((e.user_id.encode(), encode_event(e), round(e.ts * 1000)) for e in map(event, range(a.events))))
+        if a.served_at_start:  # a campaign served a list when the history began
+            first = Event(event_id="r0", ts=now - 7 * 86400, type=REQUEST_TYPE, user_id="u00000000", campaign_id="c",
+                          arm="a", request_id="r0", extra={"goal": "click", "served_items": ["i0000000"]})
+            _produce(broker.bootstrap, base.kafka.served_topic,
+                     [(b"u00000000", encode_event(first), round(first.ts * 1000))])
         pieces = _window_pieces(base, [(e.user_id, e.ts, weights[e.type], e.item_id or "")
                                        for e in map(event, range(a.events))], tmp)
         _produce(broker.bootstrap, base.kafka.window_topic(), pieces)
@@ -172,14 +184,15 @@ def main() -> None:
                 rows.setdefault(f"restart, topn_store={store}", []).append(again)
                 print(f"round {r} {store}: first {first}, restart {again}", flush=True)
                 shutil.rmtree(root, ignore_errors=True)
-    print(f"\nAPI start to /readyz 200, one process, {a.events:,} events in history, {a.users:,} users "
+    print(f"\nAPI start to /readyz 200, one process, {a.events:,} events in history, {a.users:,} users, "
+          f"{'one served list at the start' if a.served_at_start else 'no served lists'} "
           f"(medians of {a.rounds} rounds)\n")
     print("| start | ready after (s) | RSS when ready (MB) |")
     print("|---|---|---|")
     for name, vals in rows.items():
         print(f"| {name} | {statistics.median(v[0] for v in vals):.1f} | {statistics.median(v[1] for v in vals):.0f} |")
     print(f"\ncommand: .venv/bin/python bench/startup.py --events {a.events} --users {a.users} --items {a.items} "
-          f"--rounds {a.rounds} --stores {a.stores}")
+          f"--rounds {a.rounds} --stores {a.stores}" + (" --served-at-start" if a.served_at_start else ""))
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ class StreamSettings(BaseModel):
     offset_beyond_end: Literal["earliest", "latest", "fail"] = Field(default="earliest", description=(
         "A stored offset beyond the log end (the topic was recreated, e.g. an empty broker): resume at the "
         "new log's start (earliest), at its end (latest), or stop the flow with an error (fail)"))
-    window_publish_s: float = Field(default=1.0, ge=0, description=(
+    window_publish_s: float = Field(default=5.0, ge=0, description=(
         "Windowed popularity: each partition publishes its changed pieces at most this often, seconds "
         "(buckets and horizon: api.popularity_bucket_s / api.popularity_horizon_s)"))
     window_shards: int = Field(default=8, ge=1, le=4096, description=(

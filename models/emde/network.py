@@ -145,8 +145,8 @@ class TrainInputs:
 
     The input of example ``j`` is ``examples[j] + items[last[j]]``: the views that depend on
     the whole history are stored per example, the views that depend on the newest item only
-    (``last``, ``knn:last``: most of the non-zeros) once per item. A batch embeds its examples'
-    rows and its distinct newest items' rows and adds them (the same ``sketch @ W``).
+    (``last``, ``knn:last``: most of the non-zeros) once per item. A batch adds its examples'
+    rows and their newest items' rows and embeds the sum (the same ``sketch @ W``).
 
     Attributes
     ----------
@@ -172,11 +172,10 @@ class TrainInputs:
 
     def embed(self, net: SketchNetwork, rows: NDArray[np.int64]) -> torch.Tensor:
         """``sketch @ W`` of the examples ``rows`` (sorted), shape (len(rows), hidden)."""
-        if self.items is None:
-            return net.embed_csr(self.examples[rows])
-        uniq, inv = np.unique(self.last[rows], return_inverse=True)
-        h = net.embed_csr(sp.csr_array(sp.vstack([self.examples[rows], self.items[uniq]], format="csr")))
-        return h[:len(rows)] + h[len(rows):][torch.from_numpy(inv.astype(np.int64))]
+        x = self.examples[rows]
+        if self.items is not None:  # the views lie in disjoint columns: the sum is the concatenation
+            x = x + self.items[self.last[rows]]
+        return net.embed_csr(x)  # (not a gather of distinct items' rows: its backward is not deterministic)
 
 
 def _out_block_codes(out_blocks: Sequence[tuple[int, int]], out_cols: NDArray[np.int32]
