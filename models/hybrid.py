@@ -203,7 +203,7 @@ class SessionFusion:
         popularity correction itself from ``log_popularity``).
     knn : mapping of str to mapping, optional
         Registered session-kNN models and their hyper-parameters, in feature order; default ``{"vstan": registry params, "stan": registry params}``.
-    n_candidates : int, default 100
+    n_candidates : int, default 50
         List length pooled from each model per query.
     holdout_frac : float, default 0.1
         Share of the latest training sessions the ranker is fitted on.
@@ -224,7 +224,7 @@ class SessionFusion:
     """
 
     def __init__(self, emde: Mapping[str, Any] | None = None, knn: Mapping[str, Mapping[str, Any]] | None = None,
-                 n_candidates: int = 100, holdout_frac: float = 0.1, ranker_queries: int = 20000,
+                 n_candidates: int = 50, holdout_frac: float = 0.1, ranker_queries: int = 20000,
                  n_trees: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
                  min_data_in_leaf: int = 100, n_threads: int = 2, random_state: int = 0) -> None:
         self.emde = emde
