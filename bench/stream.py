@@ -64,7 +64,7 @@ def load_events(n: int, synthetic: bool = False) -> tuple[list[Event], list[Even
 
 
 MODEL_PARAMS = {"emde": {"max_train_seconds": 90.0, "epochs": 3, "progress": False}, "covisit": {},
-                "fusion": {"emde": {"max_train_seconds": 90.0, "epochs": 3, "progress": False}}}
+                "fusion": {"emde": {"max_train_seconds": 600.0, "epochs": 3, "progress": False}}}
 
 
 def _share_models(s, model_dir: Path):  # noqa: ANN001, ANN202
@@ -246,7 +246,7 @@ def main() -> None:
         if args.quick and args.model == "emde":
             params.update(max_train_seconds=40.0, epochs=2)
         if args.quick and args.model == "fusion":
-            params.update(emde={"max_train_seconds": 40.0, "epochs": 2, "progress": False})
+            params.update(emde={"max_train_seconds": 600.0, "epochs": 1, "progress": False})
         if args.views and args.model == "emde":
             params["views"] = tuple(args.views.split(","))
         train_model(events, train_settings, args.model, **params)

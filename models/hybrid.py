@@ -30,6 +30,7 @@ from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
@@ -110,6 +111,12 @@ def _gather(n_cols: int, ids: NDArray[np.int32], values: NDArray[np.floating], r
     return np.where(hit, vals[pos] if len(keys) else default, default).astype(np.float32)
 
 
+def _sorted_unique(keys: NDArray[np.int64]) -> NDArray[np.int64]:
+    """``np.unique`` by one sort (numpy's hash-based unique is several times slower on int64 keys)."""
+    keys = np.sort(keys)
+    return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
+
+
 def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32],
                        knn_lists: list[tuple[NDArray[np.int32], NDArray[np.float32]]], stats: _ItemStats,
                        n_candidates: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
@@ -135,9 +142,7 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     """
     q, n_items = emde_log_probs.shape
     k = min(n_candidates, n_items)
-    top = np.argpartition(-emde_log_probs, k - 1, axis=1)[:, :k]
-    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(emde_log_probs, top, 1), axis=1,
-                                             kind="stable"), 1).astype(np.int32)
+    top = torch.topk(torch.from_numpy(emde_log_probs), k, dim=1).indices.numpy().astype(np.int32)  # sorted
     lens = np.diff(histories.indptr)
     h_rows = np.repeat(np.arange(q, dtype=np.int64), lens)
     pool_rows = [np.repeat(np.arange(q, dtype=np.int64), k), h_rows]
@@ -146,7 +151,7 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
         ok = ids.ravel() >= 0
         pool_rows.append(np.repeat(np.arange(q, dtype=np.int64), ids.shape[1])[ok])
         pool_items.append(ids.ravel()[ok].astype(np.int64))
-    keys = np.unique(np.concatenate(pool_rows) * n_items + np.concatenate(pool_items))
+    keys = _sorted_unique(np.concatenate(pool_rows) * n_items + np.concatenate(pool_items))
     rows, items = keys // n_items, keys % n_items
     x = np.zeros((len(keys), len(BASE_FEATURES) + len(KNN_FEATURES) * len(knn_lists)), np.float32)
     best = emde_log_probs.max(axis=1)
@@ -198,7 +203,7 @@ class SessionFusion:
         popularity correction itself from ``log_popularity``).
     knn : mapping of str to mapping, optional
         Registered session-kNN models and their hyper-parameters, in feature order; default ``{"vstan": registry params, "stan": registry params}``.
-    n_candidates : int, default 100
+    n_candidates : int, default 50
         List length pooled from each model per query.
     holdout_frac : float, default 0.1
         Share of the latest training sessions the ranker is fitted on.
@@ -219,7 +224,7 @@ class SessionFusion:
     """
 
     def __init__(self, emde: Mapping[str, Any] | None = None, knn: Mapping[str, Mapping[str, Any]] | None = None,
-                 n_candidates: int = 100, holdout_frac: float = 0.1, ranker_queries: int = 20000,
+                 n_candidates: int = 50, holdout_frac: float = 0.1, ranker_queries: int = 20000,
                  n_trees: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
                  min_data_in_leaf: int = 100, n_threads: int = 2, random_state: int = 0) -> None:
         self.emde = emde
