@@ -12,9 +12,8 @@ event time), so a worker spends ~1 µs instead of ~9 µs on them.
 Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists and the
 offsets they reflect; then read only the tails of the topics, from those offsets (start-up costs
 the snapshot's size, not the history's length). A process without a snapshot (a new node)
-reads the served lists from their start, then the events from the first one appended after the
-first served list (minus ``future_skew_s``: nothing earlier can reward a list;
-``_skip_before_first_list``), so an event is never folded before the lists of its time. A position beyond a recreated topic's log end is detected (``operators/offset_guard.py``) and
+reads both topics from their start: first the served lists written before start, then the
+events (so an event is never folded before the lists of its time). A position beyond a recreated topic's log end is detected (``operators/offset_guard.py``) and
 that partition is read again from its new start. Every ``snapshot_every_s`` the
 worker that owns the store writes the changes since the last snapshot in one batch, with the
 offsets (the first time: the whole state).
@@ -35,7 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from api.feedback import FeedbackFold
 from operators.attribution import REQUEST_TYPE, Impression
 from operators.ids import BadId, canonical_id
-from operators.kafka import high_watermarks, offsets_at_time, record_timestamps, topic_partitions
+from operators.kafka import high_watermarks, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import Event
@@ -124,27 +123,6 @@ class FeedbackReader:
         self._queued.update(tails)
         self._pos.update(tails)
 
-    def _skip_before_first_list(self) -> None:
-        """A new node (no stored offset for an events partition) starts that partition at the first
-        event appended after the first served list's time minus ``future_skew_s`` and a minute: an
-        event rewards only a list served no later than its own time, and its time is at most
-        ``future_skew_s`` after its Kafka timestamp (the parse rule), so no earlier event can change
-        the optimizer. Without served lists the mark is now (lists served later are newer)."""
-        skew = self.rules.future_skew_s
-        assert self._end is not None
-        new = {p: e for (t, p), e in self._end.items() if t == self.events_topic and (t, p) not in self._stored}
-        if skew is None or self.served_topic is None or not new:
-            return
-        served = [p for (t, p), e in self._end.items() if t == self.served_topic and e > 0]
-        firsts = record_timestamps(self.brokers, self.served_topic, dict.fromkeys(served, 0))
-        mark_ms = min(firsts.values(), default=round(time.time() * 1000)) - round((skew + 60.0) * 1000)
-        for p, off in offsets_at_time(self.brokers, self.events_topic, new, mark_ms).items():
-            key = (self.events_topic, p)
-            self._stored[key] = self.offsets[key] = self._queued[key] = self._pos[key] = off
-            if off:
-                log.info("feedback: %s[%d] starts at offset %d: the %d events before were appended before any "
-                         "served list (they cannot reward one)", self.events_topic, p, off, off)
-
     def alive(self) -> bool:
         """The reader thread runs (it retries its own failures; only a bug ends it)."""
         return self._thread is not None and self._thread.is_alive()
@@ -188,7 +166,6 @@ class FeedbackReader:
                 self.guards[t].detected += 1
                 if self.on_beyond_end is not None:
                     self.on_beyond_end(b)
-            self._skip_before_first_list()
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-api-feedback",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
                       "topic.metadata.refresh.interval.ms": 5000, "error_cb": self._on_error})

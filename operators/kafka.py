@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from operators.settings import KafkaSettings
 
 __all__ = ["TopicSpec", "producer_config", "make_producer", "ensure_topics", "high_watermarks",
-           "topic_partitions", "platform_topics", "record_timestamps", "offsets_at_time"]
+           "topic_partitions", "platform_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -126,55 +126,5 @@ def high_watermarks(brokers: str, topic: str, timeout_s: float = 10.0) -> dict[i
                 if not m.error():
                     ends[m.partition()] = max(ends[m.partition()], m.offset() + 1)
         return ends
-    finally:
-        c.close()
-
-
-def _timestamp_at(c: Consumer, topic: str, partition: int, offset: int, timeout_s: float) -> int:
-    """Kafka timestamp (ms) of the first record at or after ``offset`` (the caller knows one exists)."""
-    low = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)[0]
-    c.assign([TopicPartition(topic, partition, max(offset, low, 0))])
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for m in c.consume(1, 0.2):
-            if not m.error():
-                return int(m.timestamp()[1])
-    raise TimeoutError(f"no record at or after offset {offset} of {topic}[{partition}] within {timeout_s} s")
-
-
-def _reader(brokers: str) -> Consumer:
-    return Consumer({"bootstrap.servers": brokers, "group.id": "fusionrec-timestamps", "enable.auto.commit": False,
-                     "fetch.wait.max.ms": 10})
-
-
-def record_timestamps(brokers: str, topic: str, offsets: dict[int, int], timeout_s: float = 10.0) -> dict[int, int]:
-    """Kafka timestamp (epoch ms) of the record at each ``{partition: offset}`` (at or after it)."""
-    c = _reader(brokers)
-    try:
-        return {p: _timestamp_at(c, topic, p, off, timeout_s) for p, off in offsets.items()}
-    finally:
-        c.close()
-
-
-def offsets_at_time(brokers: str, topic: str, ends: dict[int, int], ts_ms: int,
-                    timeout_s: float = 10.0) -> dict[int, int]:
-    """Per partition, the first offset whose record's Kafka timestamp is ``>= ts_ms`` (its end
-    ``ends[p]`` when there is none), by binary search over the records (``offsets_for_times``
-    answers 0 on Tansu 0.6: checked). Assumes timestamps grow with offsets; callers leave a margin
-    for producers whose clocks disagree.
-    """
-    c = _reader(brokers)
-    try:
-        out = {}
-        for p, end in ends.items():
-            lo, hi = max(c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[0], 0), end
-            while lo < hi:  # the answer lies in [lo, hi]
-                mid = (lo + hi) // 2
-                if _timestamp_at(c, topic, p, mid, timeout_s) < ts_ms:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            out[p] = lo
-        return out
     finally:
         c.close()
