@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from models.base import Histories, InteractionLog
 from models.errors import ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
+from models.session_index import check_histories
 
 __all__ = ["SessionFusion", "BASE_FEATURES", "KNN_FEATURES", "feature_names", "candidate_features"]
 
@@ -358,10 +359,8 @@ class SessionFusion:
         self._check_fitted()
         if n < 1:
             raise ValueError(f"n must be >= 1; got {n}")
+        check_histories(histories, self.n_items_, type(self).__name__)
         items = np.asarray(histories.items)
-        if len(items) and (items.min() < 0 or items.max() >= self.n_items_):
-            bad = items[(items < 0) | (items >= self.n_items_)][0]
-            raise ValueError(f"histories.items: item index {bad} outside the catalogue [0, {self.n_items_})")
         q = histories.n_queries
         ids = np.full((q, n), -1, np.int32)
         scores = np.full((q, n), -np.inf, np.float32)
