@@ -4,7 +4,11 @@
 ``api.event_ack_timeout_s`` (or is known to be down) the answer is 503 with ``Retry-After`` and
 nothing is accepted.
 
-``event_id`` (a UUID) and ``ts`` (now, epoch seconds) are filled in when absent; everything
+``event_id`` (a UUID) and ``ts`` (now, epoch seconds) are filled in when absent. A ``ts`` ahead of
+the API's clock (by at most ``stream.future_skew_s``, else 422) is a client clock running fast: it
+is set to the time the API received the event, since nothing happens after it is reported. So
+last-touch attribution never counts a list served after the feedback was posted, and the optimizer
+and the analytics agree however their reads of the two topics interleave. Everything
 else must satisfy the flow's own event contract (operators/parse.py: fields, types, size,
 ``ts`` within ``stream.future_skew_s`` ahead and ``api.max_age_s`` behind now), so what is
 answered 202 is never dead-lettered later. A list is accepted whole or refused whole, with the
@@ -23,6 +27,7 @@ import time
 import uuid
 from functools import partial
 
+import msgspec
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -110,6 +115,8 @@ def _validate(svc: Services, raw: list[object], many: bool, now: float) -> tuple
             ev = validate_event_dict(e, svc.ingest_rules, now)
             if ev.type in server_only:
                 raise BadEvent("type", "only the server produces this event type", ev.type)
+            if ev.ts > now:  # a client clock ahead (within future_skew_s): the event happened by now
+                ev = msgspec.structs.replace(ev, ts=now)
             _check_feedback(svc, ev, now)
             value = encode_event(ev)
             if len(value) > max_bytes:  # the flow's too_large rule, on the bytes the flow will read

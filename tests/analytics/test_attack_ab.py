@@ -167,7 +167,8 @@ def test_forged_feedback_at_10x_the_click_rate_changes_nothing(broker, tmp_path)
                         and {g: t["orders"] for g, t in groups.items()} == want_orders
                         and dash == {a: v for a, v in bandit.items() if v != (0, 0)}):
                     break
-                assert time.monotonic() < deadline, (got, want_lists, groups, want_orders, bandit)
+                assert time.monotonic() < deadline, (dash, bandit, want_lists, {g: t["orders"] for g, t in groups.items()},
+                                                       want_orders)
                 time.sleep(0.5)
             # the analytics count exactly the real traffic: lists, impressions and clicks per arm, orders per group
             assert {a: t["impressions"] for a, t in got.items() if t["impressions"]} == dict(driver.impressions)

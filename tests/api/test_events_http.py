@@ -33,6 +33,10 @@ def test_post_events(broker, tmp_path):
         assert r.status_code == 202 and r.json()["accepted"] == 1
         batch = [{"type": "add_to_cart", "user_id": "u2", "item_id": "i2", "event_id": "e2", "ts": int(time.time()) - 3600}]
         assert c.post("/v1/events", json=batch).status_code == 202
+        before = time.time()
+        ahead = {"type": "purchase", "user_id": "u3", "item_id": "i3", "event_id": "e3", "ts": before + 60}
+        assert c.post("/v1/events", json=ahead).status_code == 202  # a client clock 60 s fast
+        after = time.time()
 
         bad = c.post("/v1/events", json=[batch[0], {**batch[0], "ts": 1764400000000}])
         assert bad.status_code == 422
@@ -45,8 +49,11 @@ def test_post_events(broker, tmp_path):
         r = c.get("/v1/recommendations", params={"n": 0})
         assert (r.status_code, r.json()["error"]["field"]) == (422, "n")
         assert c.get("/v1/items/nope").status_code == 404
-        assert "fusionrec_api_events_accepted_total 2.0" in c.get("/metrics").text
+        assert "fusionrec_api_events_accepted_total 3.0" in c.get("/metrics").text
 
-    msgs = _consume(broker, s.kafka.events_topic, 2, 2)
+    msgs = _consume(broker, s.kafka.events_topic, 2, 3)
     got = sorted((m.key(), orjson.loads(m.value())["type"]) for m in msgs)
-    assert got == [(b"42", "view"), (b"u2", "add_to_cart")]
+    assert got == [(b"42", "view"), (b"u2", "add_to_cart"), (b"u3", "purchase")]
+    stamped = {orjson.loads(m.value())["event_id"]: orjson.loads(m.value())["ts"] for m in msgs}
+    assert stamped["e2"] == batch[0]["ts"]  # a past ts is kept
+    assert before <= stamped["e3"] <= after  # a ts ahead of the API's clock is when the API received it
