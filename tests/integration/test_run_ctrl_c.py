@@ -35,16 +35,34 @@ def _wait_for(out: Path, text: str, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def test_ctrl_c_exits_0_and_logs_start_fresh(tmp_path):
+@pytest.fixture
+def started():
+    """The ``fusionrec run`` processes a test started; any still running at its end are killed (a failed
+    assertion must not leave a whole platform running)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        for sig, wait_s in ((signal.SIGINT, 60), (signal.SIGKILL, 10)):  # Ctrl-C stops its children too
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, sig)
+                    p.wait(wait_s)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+
+
+def test_ctrl_c_exits_0_and_logs_start_fresh(tmp_path, started):
     var = tmp_path / "var"
     # 1: Ctrl-C during start-up (training)
     p = _start(var, tmp_path / "1.out")
+    started.append(p)
     _wait_for(tmp_path / "1.out", "training fusion", 120)
     os.killpg(p.pid, signal.SIGINT)
     assert p.wait(60) == 0, (tmp_path / "1.out").read_text()[-2000:]
     first_broker_log = (var / "broker.log").read_bytes()
     # 2: Ctrl-C while running, and again while stopping
     p = _start(var, tmp_path / "2.out")
+    started.append(p)
     _wait_for(tmp_path / "2.out", "Ctrl-C stops everything", 180)
     os.killpg(p.pid, signal.SIGINT)
     time.sleep(0.3)
