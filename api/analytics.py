@@ -44,9 +44,9 @@ from api.errors import ApiError, validate_params
 from api.json import json_response
 from api.topic_table import TopicTable
 from api.trainer_view import trainer_ops
-from operators.analytics_join import COUNTER_FIELDS, GROUP_FIELDS
-from operators.analytics_topic import decode_record
-from operators.analytics_uplift import METHOD, GroupTotals, uplift
+from operators.analytics.join import COUNTER_FIELDS, GROUP_FIELDS
+from operators.analytics.topic import decode_record
+from operators.analytics.uplift import METHOD, GroupTotals, uplift
 from operators.control_group import CONTROL, EXPOSED
 from operators.kafka import TopicSpec, ensure_topics, high_watermarks
 from operators.model_version import latest_version_path

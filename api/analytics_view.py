@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from operators.analytics_join import COUNTER_FIELDS, GROUP_FIELDS
-from operators.analytics_topic import CounterRow, GroupRow, OpsRow, Record, TopItemsRow
+from operators.analytics.join import COUNTER_FIELDS, GROUP_FIELDS
+from operators.analytics.topic import CounterRow, GroupRow, OpsRow, Record, TopItemsRow
 
 __all__ = ["Series", "AnalyticsView", "Slice"]
 

@@ -3,7 +3,7 @@
 Per item: the arm and scenario, the strategy that produced it (the arm's, or the campaign's
 fallback for topped-up items), the campaign's filter (every served item passed it), the booster
 clauses that matched the item and their combined multiplier, and the strongest contributions to
-its score computed from the model (``operators/analytics_explain.py``): for co-visitation,
+its score computed from the model (``operators/analytics/explain.py``): for co-visitation,
 which of the history items the strategy scored -- the user's recent items, the session, the
 current item or the cart -- weighed most; for EMDE, how much each modality's sketch raised it. Strategies that score no history (popular, top, visual, last seen) say
 what their score is instead.
@@ -19,7 +19,7 @@ import numpy as np
 
 from api.iql.booster import boost_multipliers
 from api.strategies import Inputs
-from operators.analytics_explain import (
+from operators.analytics.explain import (
     history_contributions,
     modality_contributions,
     supports_contributions,

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from api.app import create_app  # noqa: E402
 from api.http_protocol import server_config  # noqa: E402
-from operators.analytics_topic import (  # noqa: E402
+from operators.analytics.topic import (  # noqa: E402
     CounterRow,
     GroupRow,
     Record,

@@ -73,8 +73,8 @@ def shop_events(n: int, seed: int = 0, days: float = 30.0, chunk: int = 500_000)
 
 def write_lake(lake: Path, n: int, partitions: int = 4, jsonl: Path | None = None) -> None:
     """Fill ``lake`` with ``n`` events (and ``jsonl`` with the same events, when given)."""
-    from operators.lake_schema import events_table
-    from operators.lake_store import LakePartition
+    from operators.lake.schema import events_table
+    from operators.lake.store import LakePartition
     from operators.schema import encode_event
 
     shutil.rmtree(lake, ignore_errors=True)  # a half-written lake of an interrupted run
@@ -101,8 +101,8 @@ def write_lake(lake: Path, n: int, partitions: int = 4, jsonl: Path | None = Non
 
 def child_train(args: argparse.Namespace) -> None:
     """One round in a fresh process: read the window (lake or JSONL), fit, print JSON."""
-    from operators.lake_read import parse_window
-    from operators.lake_training import read_window, window_bounds
+    from operators.lake.read import parse_window
+    from operators.lake.training import read_window, window_bounds
     from operators.settings import Settings
     from operators.training import events_to_log, fit_model, read_events_jsonl, weighted_types
 
@@ -164,7 +164,7 @@ def bench_archive(args: argparse.Namespace, work: Path) -> dict:
 
     from operators.broker import LocalBroker
     from operators.kafka import high_watermarks
-    from operators.lake_store import lake_manifests
+    from operators.lake.store import lake_manifests
     from simulators.producer import EventProducer
     from tests.platform import FlowProcess, make_settings
 

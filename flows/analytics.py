@@ -4,7 +4,7 @@ Run: ``python -m bytewax.run flows.analytics:flow -w 1`` (settings from ``fusion
 ``FUSIONREC_*``). A flow of its own, beside ``flows/realtime.py`` and built the same way: it
 reads every partition of ``events`` from the offset stored in its own RocksDB
 (``state_dir/analytics/<topic>/p0003``), joins feedback to served lists
-(``operators/analytics_join.py``) and commits counters and offset in one write batch, so a
+(``operators/analytics/join.py``) and commits counters and offset in one write batch, so a
 ``kill -9`` changes nothing in the final counters. ``flow`` is built on first access.
 """
 
@@ -23,7 +23,7 @@ from flows.analytics_logic import (
     analytics_state_dir,
 )
 from flows.source import OffsetReset, ReportSink, ResumingKafkaSource, parse_by_partition
-from operators.analytics_apply import SERVED_OFFSET
+from operators.analytics.apply import SERVED_OFFSET
 from operators.kafka import TopicSpec, ensure_topics
 from operators.parse import EventRules
 from operators.schema import DeadLetter, Event

@@ -6,7 +6,7 @@ until the served lists of its time have been read (its ``ts`` <= the newest serv
 ``ts``), at most ``analytics.served_wait_s`` of wall time, so last-touch attribution does not
 depend on how the two topics' reads interleave (a restart after ``kill -9`` counts the same).
 
-Per batch: ``operators.analytics_apply`` stages the join's changes; the changed rows (absolute
+Per batch: ``operators.analytics.apply`` stages the join's changes; the changed rows (absolute
 values) go to the compacted ``analytics`` topic; after the producer has flushed, the batch is
 committed with both next offsets in one RocksDB write (the events offset stops at the first
 event still waiting: it is re-read after a crash). Counters are exactly-once, the published
@@ -25,9 +25,9 @@ from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Producer
 
 from flows.source import OffsetReset, apply_offset_reset
-from operators.analytics_apply import SERVED_OFFSET, AnalyticsApplier
-from operators.analytics_join import JoinRules
-from operators.analytics_topic import encode_record, record_key
+from operators.analytics.apply import SERVED_OFFSET, AnalyticsApplier
+from operators.analytics.join import JoinRules
+from operators.analytics.topic import encode_record, record_key
 from operators.delivery import deliver_all
 from operators.kafka import make_producer
 from operators.schema import DeadLetter, Event

@@ -21,7 +21,7 @@ __all__ = ["build_flow"]
 
 
 def build_flow(settings: Settings) -> Dataflow:
-    """Wire the archiver; the logic lives in ``flows/archive_logic.py`` and ``operators/lake_*.py``."""
+    """Wire the archiver; the logic lives in ``flows/archive_logic.py`` and ``operators/lake/``."""
     k = settings.kafka
     tables = {k.events_topic: "events", k.catalog_topic: "catalog"}
     rules = EventRules.from_settings(settings)

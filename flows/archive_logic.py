@@ -3,7 +3,7 @@
 Per (table, partition) a :class:`ArchiveLogic` buffers rows and writes them to the lake when
 ``lake.flush_rows`` rows are waiting or the oldest has waited ``lake.flush_interval_s`` (a
 timer, ``notify_at``, flushes a quiet partition). A flush writes the files and then commits
-the partition's manifest with the next offset (``operators/lake_store.py``): a ``kill -9``
+the partition's manifest with the next offset (``operators/lake/store.py``): a ``kill -9``
 loses only the buffer, which the source reads again from the manifest's offset. After a flush,
 small files are compacted and old dates dropped (``lake.retention_days``).
 """
@@ -26,8 +26,8 @@ from flows.source import (
     OffsetReset,
     PartitionWake,
 )
-from operators.lake_schema import catalog_table, events_table
-from operators.lake_store import LakePartition, read_manifest
+from operators.lake.schema import catalog_table, events_table
+from operators.lake.store import LakePartition, read_manifest
 from operators.offset_guard import OffsetPolicy
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import Event

@@ -76,8 +76,8 @@ def train_cmd(
 
     s = _settings()
     if lake is not None:
-        from operators.lake_read import parse_window
-        from operators.lake_training import train_from_lake
+        from operators.lake.read import parse_window
+        from operators.lake.training import train_from_lake
 
         try:
             path = train_from_lake(s, parse_window(window), model, lake_dir=lake)
@@ -308,7 +308,7 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
                       "--port", str(api_port), "--log-level", "warning", "--http", "api.http_protocol:HttpProtocol"],
               "api.log")
     if trainer_every not in ("0", ""):  # the learning loop (issue 12): lake + gated trainer
-        from operators.lake_read import parse_window
+        from operators.lake.read import parse_window
 
         first = f"{0.8 * parse_window(trainer_every):.0f}s"
         supervise("archive", [sys.executable, "-m", "bytewax.run", "flows.archive:flow", "-w", "1"], "archive.log")

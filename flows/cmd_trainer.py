@@ -31,7 +31,7 @@ def trainer_cmd(
     model: Annotated[str | None, typer.Option(help="Challenger model (default trainer.model)")] = None,
 ) -> None:
     """Every interval: train a challenger on the lake, gate it against the serving model, promote or keep."""
-    from operators.lake_read import parse_window
+    from operators.lake.read import parse_window
     from operators.trainer import run_once
 
     s = _settings()

@@ -28,8 +28,8 @@ from typing import Any
 
 from models.base import InteractionLog
 from operators.gate import decide, evaluate_versions
-from operators.lake_read import read_catalog
-from operators.lake_training import read_window, side_data, window_bounds, window_card
+from operators.lake.read import read_catalog
+from operators.lake.training import read_window, side_data, window_bounds, window_card
 from operators.model_registry import append_run, iso, promote, write_card
 from operators.model_version import latest_version_path, load_version
 from operators.settings import Settings

@@ -1,6 +1,6 @@
 """A straightforward recount of an event log by the documented rules (the oracle of the tests).
 
-Written independently of operators/analytics_join.py: plain dicts and loops over the log in the
+Written independently of operators/analytics/join.py: plain dicts and loops over the log in the
 order the stream reads it (per user, log order = partition order), no pruning, no RocksDB.
 """
 

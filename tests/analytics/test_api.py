@@ -9,7 +9,7 @@ import pytest
 
 from api.analytics import AnalyticsService, CampaignParams, campaign_report
 from api.analytics_view import AnalyticsView, Series
-from operators.analytics_topic import CounterRow, GroupRow, TopItemsRow
+from operators.analytics.topic import CounterRow, GroupRow, TopItemsRow
 from operators.settings import Settings
 from tests.platform import ApiServer, make_settings
 

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from models.base import Histories
 from models.covisit import CoVisitation
-from operators.analytics_explain import (
+from operators.analytics.explain import (
     history_contributions,
     modality_contributions,
     supports_contributions,

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from flows.analytics_logic import analytics_state_dir
-from operators.analytics_join import COUNTER_FIELDS, GROUP_FIELDS
+from operators.analytics.join import COUNTER_FIELDS, GROUP_FIELDS
 from operators.kafka import high_watermarks
 from operators.settings import Settings
 from simulators.producer import EventProducer

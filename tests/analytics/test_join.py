@@ -1,4 +1,4 @@
-"""The join (operators/analytics_join.py) against a straightforward recount, duplicates, late events."""
+"""The join (operators/analytics/join.py) against a straightforward recount, duplicates, late events."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.analytics_join import (
+from operators.analytics.join import (
     COUNTER_FIELDS,
     GROUP_FIELDS,
     AnalyticsUser,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from operators.analytics_apply import AnalyticsApplier
-from operators.analytics_join import COUNTER_FIELDS, JoinRules
-from operators.analytics_topic import (
+from operators.analytics.apply import AnalyticsApplier
+from operators.analytics.join import COUNTER_FIELDS, JoinRules
+from operators.analytics.topic import (
     CounterRow,
     OpsRow,
     TopItemsRow,

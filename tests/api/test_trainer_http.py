@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from operators.lake_schema import events_table
-from operators.lake_store import LakePartition
+from operators.lake.schema import events_table
+from operators.lake.store import LakePartition
 from operators.trainer import run_once
 from simulators.shop import SyntheticShop
 from tests.platform import ApiServer, make_settings

@@ -26,8 +26,8 @@ import pytest
 
 from operators.broker import LocalBroker
 from operators.kafka import ensure_topics, high_watermarks, platform_topics
-from operators.lake_read import lake_dataset
-from operators.lake_store import lake_manifests
+from operators.lake.read import lake_dataset
+from operators.lake.store import lake_manifests
 from operators.schema import Event
 from operators.training import train_model
 from simulators.producer import EventProducer

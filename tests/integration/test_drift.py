@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from operators.kafka import high_watermarks
-from operators.lake_store import lake_manifests
+from operators.lake.store import lake_manifests
 from operators.model_registry import rollback
 from operators.model_version import latest_version_path
 from operators.score import decode_topn

@@ -1,7 +1,7 @@
 """The archiving flow: ``kill -9`` at random moments, then the lake holds every valid event exactly once.
 
 Why it holds: a partition's files are written and fsynced before its manifest (files + next
-offset) is replaced atomically (operators/lake_store.py); the source resumes at the manifest's
+offset) is replaced atomically (operators/lake/store.py); the source resumes at the manifest's
 offset and files no manifest lists are deleted on restart (flows/archive_logic.py).
 """
 
@@ -18,8 +18,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from operators.kafka import high_watermarks, make_producer
-from operators.lake_read import lake_dataset, read_catalog
-from operators.lake_store import LakePartition, lake_manifests
+from operators.lake.read import lake_dataset, read_catalog
+from operators.lake.store import LakePartition, lake_manifests
 from operators.parse import EventRules, parse_event
 from operators.schema import Event
 from simulators.producer import EventProducer

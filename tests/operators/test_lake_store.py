@@ -8,9 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from operators.lake_read import lake_dataset, parse_window, read_catalog, read_interactions
-from operators.lake_schema import catalog_table, events_table
-from operators.lake_store import LakePartition, lake_manifests
+from operators.lake.read import lake_dataset, parse_window, read_catalog, read_interactions
+from operators.lake.schema import catalog_table, events_table
+from operators.lake.store import LakePartition, lake_manifests
 from operators.schema import BasketLine, Event
 from operators.training import events_to_log
 

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from flows.cli import _register, app
 from models.base import InteractionLog
-from operators.lake_schema import events_table
-from operators.lake_store import LakePartition
+from operators.lake.schema import events_table
+from operators.lake.store import LakePartition
 from operators.model_registry import read_card, read_runs, rollback
 from operators.model_version import ModelWatcher, latest_version_path
 from operators.settings import Settings
@@ -135,8 +135,8 @@ def test_every_version_has_a_card(tmp_path):
 
 def test_lake_training_gives_catalog_side_data_to_emde(tmp_path):
     """EMDE trained from the lake reads titles, attributes and vectors of the catalog as of the window's end."""
-    from operators.lake_schema import catalog_table
-    from operators.lake_training import side_data, train_from_lake
+    from operators.lake.schema import catalog_table
+    from operators.lake.training import side_data, train_from_lake
     from operators.model_version import load_version
 
     shop = SyntheticShop(n_items=200, n_users=80, seed=3)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from operators.lake_read import LakeWindow, lake_time_range, read_catalog, read_interactions
+from operators.lake.read import LakeWindow, lake_time_range, read_catalog, read_interactions
 from operators.model_registry import iso, write_card
 from operators.model_version import point_latest
 from operators.settings import Settings

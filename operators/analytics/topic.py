@@ -16,7 +16,7 @@ __all__ = ["CounterRow", "GroupRow", "TopItemsRow", "OpsRow", "Record", "record_
 
 
 class CounterRow(msgspec.Struct, tag="c", frozen=True):
-    """Counters (``analytics_join.COUNTER_FIELDS``) of campaign x arm x scenario x bucket in one partition."""
+    """Counters (``analytics.join.COUNTER_FIELDS``) of campaign x arm x scenario x bucket in one partition."""
 
     partition: int
     campaign_id: str
@@ -27,7 +27,7 @@ class CounterRow(msgspec.Struct, tag="c", frozen=True):
 
 
 class GroupRow(msgspec.Struct, tag="g", frozen=True):
-    """Exposed/control stats (``analytics_join.GROUP_FIELDS``) of campaign x group x bucket in one partition."""
+    """Exposed/control stats (``analytics.join.GROUP_FIELDS``) of campaign x group x bucket in one partition."""
 
     partition: int
     campaign_id: str

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rocksdict import WriteBatch
 
-from operators.analytics_join import (
+from operators.analytics.join import (
     COUNTER_FIELDS,
     GROUP_FIELDS,
     AnalyticsUser,
@@ -29,7 +29,7 @@ from operators.analytics_join import (
     decode_user,
     encode_user,
 )
-from operators.analytics_topic import CounterRow, GroupRow, OpsRow, Record, TopItemsRow
+from operators.analytics.topic import CounterRow, GroupRow, OpsRow, Record, TopItemsRow
 from operators.schema import DeadLetter, Event
 from state import analytics as keys
 from state.analytics import AnalyticsStore

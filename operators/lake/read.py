@@ -1,6 +1,6 @@
 """Reading the event lake: a time window of events as an ``InteractionLog``, the catalog as of a time.
 
-Files come from the partitions' manifests (``operators/lake_store.py``), never from a directory
+Files come from the partitions' manifests (``operators/lake/store.py``), never from a directory
 listing, so a half-written batch is never read. The window is a pyarrow dataset scan with
 predicate pushdown: the ``date`` hive partition prunes whole files, the ``ts`` and ``type``
 filters use the row groups' statistics, and only the columns training needs are read, one
@@ -22,8 +22,8 @@ import pyarrow.dataset as ds
 from numpy.typing import NDArray
 
 from models.base import InteractionLog
-from operators.lake_schema import date_keys
-from operators.lake_store import lake_manifests
+from operators.lake.schema import date_keys
+from operators.lake.store import lake_manifests
 
 __all__ = ["lake_dataset", "lake_time_range", "read_catalog", "read_interactions", "parse_window", "LakeWindow"]
 

@@ -24,7 +24,7 @@ METHOD = "normal approximation (delta method on the log ratio), 95 %"
 
 @dataclass(frozen=True)
 class GroupTotals:
-    """Sums over a group's users and orders (``analytics_join.GROUP_FIELDS``)."""
+    """Sums over a group's users and orders (``analytics.join.GROUP_FIELDS``)."""
 
     users: float = 0.0
     converted: float = 0.0

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from operators.lake_schema import date_keys
+from operators.lake.schema import date_keys
 
 __all__ = ["LakeFile", "Manifest", "LakePartition", "manifest_path", "read_manifest", "lake_manifests",
            "TABLES"]
