@@ -26,6 +26,9 @@ class EASE:
         L2 regularisation added to the Gram matrix diagonal.
     binary : bool, default True
         Count a (history, item) pair once, however often it occurs.
+    max_items : int, default 20000
+        Largest catalogue ``fit`` accepts (the Gram matrix is dense: 8 bytes × n_items²; 20k
+        items need 3.2 GB for it and as much again for its inverse).
 
     Attributes
     ----------
@@ -42,15 +45,25 @@ class EASE:
     H. Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019, arXiv 1905.03375.
     """
 
-    def __init__(self, lambda_: float = 500.0, binary: bool = True) -> None:
+    def __init__(self, lambda_: float = 500.0, binary: bool = True, max_items: int = 20_000) -> None:
         self.lambda_ = lambda_
         self.binary = binary
+        self.max_items = max_items
 
     def _matrix(self, indptr: NDArray[np.int64], items: NDArray[np.int32], n_items: int) -> sp.csr_array:
         return incidence_matrix(indptr, items, n_items, binary=self.binary)
 
     def fit(self, log: InteractionLog) -> Self:
-        """Solve for the item-item weights from the (session or user) x item matrix of ``log``."""
+        """Solve for the item-item weights from the (session or user) x item matrix of ``log``.
+
+        Raises
+        ------
+        ValueError
+            If the catalogue has more than ``max_items`` items (the dense inverse would not fit).
+        """
+        if log.n_items > self.max_items:
+            raise ValueError(f"EASE: {log.n_items} items > max_items={self.max_items} "
+                             f"(a dense {log.n_items}² inverse); use a session model or raise max_items")
         x = self._matrix(log.session_bounds(), log.item_idx, log.n_items)
         gram = (x.T @ x).toarray().astype(np.float64)
         gram[np.diag_indices_from(gram)] += self.lambda_

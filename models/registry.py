@@ -52,6 +52,14 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
         "modalities": "g=sessions:16x128:3,s=transitions:16x128:2:in,r=random:8x128"}),
     # EMDE and V-STAN/STAN fused by a LambdaMART ranker fitted on the latest 10 % of training sessions
     "fusion": ModelSpec("models.hybrid:SessionFusion"),
+    # user top-N (returning customers): EASE, and EMDE trained to predict a user's future (bench/emde.py)
+    "ease": ModelSpec("models.ease:EASE", {"lambda_": 500.0}),
+    "emde_user": ModelSpec("models.emde:EMDE", {
+        "modalities": "g=sessions:16x128:3,r=random:8x128", "views": ("session", "knn:session"),
+        "objective": "future", "time_unit": "seconds", "alpha": 1.0, "n_cuts": 8, "max_prefix": 200,
+        "hidden": 512, "epochs": 10, "lr": 2e-3, "batch_size": 256}),
+    # whichever of its candidates wins validation on the log it is fitted on (models/router.py)
+    "router": ModelSpec("models.router:ValidationRouter"),
 })
 """Name -> spec; the names ``fusionrec eval --models`` accepts."""
 

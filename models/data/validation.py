@@ -1,4 +1,6 @@
-"""A validation split carved from the training log (the last sessions), for tuning without test."""
+"""Validation splits carved from the training log, for tuning without test: the last sessions
+(next item, :func:`holdout_sessions`) or the last events of every user (user top-N,
+:func:`holdout_user_futures`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from models.base import Histories, InteractionLog
 from models.data.encoding import Dataset
 from models.data.task import NextItemTask, expand_sessions
 
-__all__ = ["validation_split", "holdout_sessions"]
+__all__ = ["validation_split", "holdout_sessions", "holdout_user_futures"]
 
 _DAY_S = 86_400.0
 
@@ -96,3 +98,60 @@ def holdout_sessions(log: InteractionLog, *, days: float | None = None, frac: fl
     sessions = Histories(indptr=indptr, items=v_items[keep], ts=v_ts[keep])
     task = expand_sessions(sessions, tuple(str(c) for c in codes[long]))
     return train, task, int((~ok).sum())
+
+
+def holdout_user_futures(log: InteractionLog, *, frac: float = 0.2, name: str = "log"
+                         ) -> tuple[InteractionLog, NextItemTask]:
+    """Hold out the newest ``frac`` of every history (user) of ``log``: the user top-N protocol.
+
+    The same cut as :func:`models.data.load_movielens` makes for its test set: each history
+    (a row of ``log``, oldest first) with at least 2 events keeps its first events for training
+    and its last ``max(1, floor(frac * length))`` as the future to predict. Held-out events of
+    items the shortened log never saw are dropped. The task has one query per history that kept
+    a future: the prefix is its training part, the *rest* (targets of P@k/R@k) its future.
+
+    Parameters
+    ----------
+    log : InteractionLog
+        Histories sorted by row then time (one row per user for user top-N data).
+    frac : float
+        Fraction of each history held out, in (0, 1).
+    name : str
+        Name for error messages.
+
+    Returns
+    -------
+    (train, task) : the shortened log (same rows, item index space kept) and the task.
+
+    Raises
+    ------
+    ValueError
+        If ``frac`` is outside (0, 1) or no history keeps both a training part and a future.
+    """
+    if not 0.0 < frac < 1.0:
+        raise ValueError(f"frac must be in (0, 1); got {frac}")
+    bounds = log.session_bounds()
+    counts = np.diff(bounds)
+    n_future = np.where(counts >= 2, np.maximum(1, np.floor(counts * frac)), 0).astype(np.int64)
+    pos = np.arange(log.n_events) - bounds[:-1][log.session_idx]
+    is_future = pos >= (counts - n_future)[log.session_idx]
+    keep = ~is_future
+    train = InteractionLog(
+        session_idx=log.session_idx[keep], item_idx=log.item_idx[keep], ts=log.ts[keep], n_items=log.n_items,
+        event_type=None if log.event_type is None else log.event_type[keep], event_types=log.event_types,
+        user_idx=None if log.user_idx is None else log.user_idx[keep], item_ids=log.item_ids)
+    seen = np.zeros(log.n_items, dtype=bool)
+    seen[train.item_idx] = True
+    ev = keep | seen[log.item_idx]
+    sess, future = log.session_idx[ev].astype(np.int64), is_future[ev]
+    n_rows = len(counts)
+    lens = np.bincount(sess, minlength=n_rows)
+    n_train = np.bincount(sess[~future], minlength=n_rows)
+    rows = np.flatnonzero((n_train >= 1) & (lens > n_train))
+    if not len(rows):
+        raise ValueError(f"user holdout of {name}: no history keeps both training events and a future")
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    histories = Histories(indptr=indptr, items=log.item_idx[ev].astype(np.int32), ts=log.ts[ev])
+    task = NextItemTask(histories, rows.astype(np.int64), n_train[rows].astype(np.int64),
+                        tuple(str(r) for r in range(n_rows)))
+    return train, task

@@ -15,7 +15,9 @@ N_ITEMS = 12
 TASTE_A = set(range(0, 6))      # sessions walk 0 -> 1 -> ... -> 5
 TASTE_B = set(range(6, 12))     # sessions walk 6 -> 7 -> ... -> 11
 NAMES = sorted(REGISTRY)
-FAST_PARAMS: dict[str, dict[str, object]] = {"fusion": {"holdout_frac": 0.3, "min_data_in_leaf": 5, "n_trees": 50}}
+FAST_PARAMS: dict[str, dict[str, object]] = {"fusion": {"holdout_frac": 0.3, "min_data_in_leaf": 5, "n_trees": 50},
+                                              "emde_user": {"epochs": 3},
+                                              "router": {"candidates": {"ease": {}, "itemknn": {}}}}
 """Per-model overrides that keep this file fast (e.g. fewer epochs); defaults otherwise."""
 NO_TASTE = {"pop"}
 """Models that ignore the history by design (checked against popularity instead)."""
