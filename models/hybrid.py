@@ -24,6 +24,8 @@ is deterministic for a fixed ``random_state``: EMDE's seed, the sampled prefixes
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -38,6 +40,8 @@ from models.base import Histories, InteractionLog
 from models.errors import ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
 from models.session_index import check_histories
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SessionFusion", "BASE_FEATURES", "KNN_FEATURES", "feature_names", "candidate_features"]
 
@@ -110,6 +114,18 @@ def _gather(n_cols: int, ids: NDArray[np.int32], values: NDArray[np.floating], r
     pos = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
     hit = (keys[pos] == want) if len(keys) else np.zeros(len(want), bool)
     return np.where(hit, vals[pos] if len(keys) else default, default).astype(np.float32)
+
+
+class _StageClock:
+    """Logs how long each stage of a fit took (INFO), so a user sees where a long fit spends its time."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+
+    def done(self, what: str) -> None:
+        now = time.perf_counter()
+        logger.info("fusion: %s in %.1f s", what, now - self.t)
+        self.t = now
 
 
 def _sorted_unique(keys: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -293,13 +309,16 @@ class SessionFusion:
         if self.n_candidates < 1 or self.ranker_queries < 1:
             raise ValueError("n_candidates and ranker_queries must be >= 1")
         knn_params = self._knn_params()
+        clock = _StageClock()
         inner_log, task, _ = holdout_sessions(log, frac=self.holdout_frac, name="fusion")
         emde = EMDE(**self._emde_params()).fit(inner_log, side=side)
+        clock.done("EMDE fitted on the newest-sessions-held-out log")
         inner_knn = [create_model(name, **p).fit(inner_log) for name, p in knn_params.items()]
         task = sample_queries(task, self.ranker_queries, seed=self.random_state)
         self.emde_, self.stats_ = emde, _ItemStats.from_log(inner_log)
         self.knn_ = inner_knn
         rows, items, x = self._pairs(task.prefixes(), desc="fusion: ranker examples")
+        clock.done(f"candidates and features of {task.n_queries} held-out prefixes")
         label = (items == task.next_items()[rows]).astype(np.float32)
         positive = np.zeros(task.n_queries, bool)
         positive[rows[label > 0]] = True
@@ -309,8 +328,10 @@ class SessionFusion:
                            params={"max_bin": 63}, free_raw_data=True)
         self.ranker_ = lgb.train(self._ranker_params(), data)
         self.ranker_recall_ = float(positive.mean())
+        clock.done(f"ranker trained on {int(keep.sum())} candidate rows (pool recall {self.ranker_recall_:.3f})")
         self.knn_ = [create_model(name, **p).fit(log) for name, p in knn_params.items()]
         self.stats_ = _ItemStats.from_log(log)
+        clock.done("kNN models refitted on the whole log")
         self.n_items_ = log.n_items
         self.knn_names_ = list(knn_params)
         return self
