@@ -67,7 +67,8 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic shop")] = 0,
     model: Annotated[str, typer.Option(help=(
         "Registered model (models/registry.py): fusion (default: EMDE + V-STAN/STAN under a learned ranker, "
-        "the validation winner), emde, vstan, covisit (seconds to train), ..."))] = "fusion",
+        "the validation winner), emde, vstan, covisit (seconds to train), router (user top-N: "
+        "whichever of EASE and EMDE wins validation), ..."))] = "fusion",
     lake: Annotated[Path | None, typer.Option(help="Or: train on the event lake under this directory")] = None,
     window: Annotated[str, typer.Option(help="With --lake: the newest window to train on, e.g. 30d, 12h")] = "30d",
 ) -> None:
