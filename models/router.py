@@ -80,28 +80,47 @@ class ValidationRouter:
 
     def _candidates(self) -> dict[str, dict[str, Any]]:
         from models.registry import REGISTRY
-        spec = dict(self.candidates) if self.candidates is not None else {"ease": {}, "emde_user": {}}
+        spec = self.candidates if self.candidates is not None else {"ease": {}, "emde_user": {}}
+        names = ", ".join(n for n in REGISTRY if n != "router")
+        if not isinstance(spec, Mapping) or not all(isinstance(p, Mapping) for p in spec.values()):
+            raise ValueError(f"candidates must map a registered model name to its parameters, e.g. "
+                             f'{{"ease": {{}}, "emde_user": {{"epochs": 5}}}}; got {spec!r}')
         if not spec:
-            raise ValueError("candidates: at least one registered model")
+            raise ValueError(f"candidates: at least one registered model ({names})")
         for name in spec:
             if name not in REGISTRY or name == "router":
-                raise ValueError(f"candidates: unknown model {name!r}; registered: {', '.join(REGISTRY)}")
+                raise ValueError(f"candidates: unknown model {name!r}; registered: {names}")
         return {name: dict(p) for name, p in spec.items()}
+
+    def _check_params(self) -> None:
+        if self.task not in _TASKS:
+            raise ValueError(f"task must be one of {sorted(_TASKS)}; got {self.task!r}")
+        if isinstance(self.holdout_frac, bool) or not isinstance(self.holdout_frac, int | float) \
+                or not 0.0 < self.holdout_frac < 1.0:
+            raise ValueError(f"holdout_frac must be a number in (0, 1); got {self.holdout_frac!r}")
+        if isinstance(self.max_queries, bool) or not isinstance(self.max_queries, int) or self.max_queries < 1:
+            raise ValueError(f"max_queries must be an integer >= 1; got {self.max_queries!r}")
 
     def fit(self, log: InteractionLog) -> Self:
         """Fit every candidate on ``log`` minus the validation cut, pick the best, refit it on ``log``.
 
         A candidate whose fit raises ``ValueError`` or ``MemoryError`` (e.g. EASE on a catalogue
-        too large for its dense inverse) is excluded and the reason kept in ``validation_``.
+        too large for its dense inverse) is excluded and the reason kept in ``validation_``; a
+        candidate with a parameter its model does not take is an error, not an exclusion.
+
+        Raises
+        ------
+        ValueError
+            On a bad parameter (of the router or of a candidate), or when every candidate fails to fit.
         """
         from models.data.encoding import Dataset
         from models.data.validation import holdout_sessions, holdout_user_futures
         from models.evaluate import fit_and_evaluate
         from models.registry import create_model
 
-        if self.task not in _TASKS:
-            raise ValueError(f"task must be one of {sorted(_TASKS)}; got {self.task!r}")
+        self._check_params()
         candidates = self._candidates()
+        models = {name: create_model(name, **params) for name, params in candidates.items()}  # bad params raise here
         if self.task == "user":
             inner, task = holdout_user_futures(log, frac=self.holdout_frac, name="router")
         else:
@@ -109,11 +128,10 @@ class ValidationRouter:
         valid = Dataset(name="router/valid", train=inner, test=task, exclude_seen=self.task == "user")
         metric = _TASKS[self.task]
         results: dict[str, dict[str, Any]] = {}
-        for name, params in candidates.items():
+        for name, model in models.items():
             try:
-                r = fit_and_evaluate(name, create_model(name, **params), valid, max_queries=self.max_queries,
-                                     seed=self.random_state)
-            except (ValueError, MemoryError) as exc:
+                r = fit_and_evaluate(name, model, valid, max_queries=self.max_queries, seed=self.random_state)
+            except (ValueError, MemoryError) as exc:  # it cannot fit this log (e.g. EASE's max_items)
                 logger.warning("router: %s excluded (%s)", name, exc)
                 results[name] = {"error": str(exc)}
                 continue

@@ -70,3 +70,18 @@ def test_a_candidate_that_cannot_fit_is_excluded_and_all_failing_is_an_error() -
         ValidationRouter({"nope": {}}).fit(log)
     with pytest.raises(ValueError, match="task"):
         ValidationRouter(task="items").fit(log)
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"candidates": {"ease": {"l2_reg": 100}}}, "bad hyper-parameter"),  # a typo is an error, not an exclusion
+    ({"candidates": {"ease": None}}, "must map"),
+    ({"candidates": ["ease"]}, "must map"),
+    ({"candidates": {"router": {}}}, "unknown model"),
+    ({"holdout_frac": "x"}, "holdout_frac"),
+    ({"holdout_frac": 1.5}, "holdout_frac"),
+    ({"max_queries": 0}, "max_queries"),
+    ({"max_queries": 2.5}, "max_queries"),
+])
+def test_bad_parameters_are_clear_errors_before_anything_is_fitted(params: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ValidationRouter(**{"candidates": {"pop": {}}, **params}).fit(planted_log())
