@@ -436,7 +436,7 @@ class SessionFusion:
         import lightgbm as lgb
 
         from models.emde import EMDE
-        from models.registry import REGISTRY
+        from models.registry import model_class
 
         path = Path(path)
         params, a = load_model_dir(path, cls.__name__)
@@ -449,9 +449,7 @@ class SessionFusion:
         model.emde_ = EMDE.load(path / "emde")
         knn = []
         for slot, name in enumerate(names):
-            module, cls_name = REGISTRY[name].target.split(":")
-            knn_cls = getattr(__import__(module, fromlist=[cls_name]), cls_name)
-            knn.append(knn_cls.load(path / f"knn_{slot}"))
+            knn.append(model_class(name).load(path / f"knn_{slot}"))
         model.knn_ = knn
         try:
             model.ranker_ = lgb.Booster(model_str=(path / "ranker.txt").read_text())

@@ -69,6 +69,20 @@ def model_names() -> list[str]:
     return list(REGISTRY)
 
 
+def model_class(name: str) -> type[Recommender]:
+    """The recommender class registered as ``name`` (imported on first use; e.g. to ``load`` a saved one).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not registered (the message lists the names).
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"models: unknown model {name!r}; registered: {', '.join(REGISTRY)}")
+    module_name, cls_name = REGISTRY[name].target.split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
 def create_model(name: str, **overrides: object) -> Recommender:
     """A new, unfitted recommender: ``REGISTRY[name]`` with ``overrides`` on top of its parameters.
 
@@ -78,12 +92,8 @@ def create_model(name: str, **overrides: object) -> Recommender:
         If ``name`` is not registered (the message lists the names).
         Also if an override is not a constructor parameter (the message names the model).
     """
-    if name not in REGISTRY:
-        raise ValueError(f"models: unknown model {name!r}; registered: {', '.join(REGISTRY)}")
-    spec = REGISTRY[name]
-    module_name, cls_name = spec.target.split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
+    cls = model_class(name)
     try:
-        return cls(**{**dict(spec.params), **overrides})
+        return cls(**{**dict(REGISTRY[name].params), **overrides})
     except TypeError as exc:
         raise ValueError(f"{name}: bad hyper-parameter in {sorted(overrides)} ({exc})") from exc

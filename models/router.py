@@ -14,8 +14,6 @@ seen items excluded); ``task="next"`` holds out the latest sessions
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,8 +22,9 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import NDArray
 
-from models.base import Histories, InteractionLog, Recommender
+from models.base import Histories, InteractionLog
 from models.errors import ModelFormatError, NotFittedError
+from models.persistence import load_model_dir, save_model_dir
 
 __all__ = ["ValidationRouter"]
 
@@ -168,15 +167,13 @@ class ValidationRouter:
         return self.model_.similar_items(item_idx, n)
 
     def save(self, path: Path | str) -> None:
-        """``router.json`` (parameters, the winner's name, every candidate's validation result) and
-        the winner's own directory under ``path / "model"``."""
+        """``params.json`` (parameters, the winner's name, every candidate's validation result; no
+        arrays of its own) and the winner's own directory under ``path / "model"``."""
         self._check_fitted()
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        save_model_dir(path, type(self).__name__, {**self.get_params(), "chosen": self.chosen_,
+                                                   "metric": self.metric_, "validation": self.validation_}, {})
         self.model_.save(path / "model")
-        meta = {"class": type(self).__name__, "params": self.get_params(), "chosen": self.chosen_,
-                "metric": self.metric_, "validation": self.validation_}
-        (path / "router.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, path: Path | str) -> Self:
@@ -185,19 +182,18 @@ class ValidationRouter:
         Raises
         ------
         ModelFormatError
-            If ``router.json`` is missing or unreadable, or names an unregistered model.
+            If a file is missing or unreadable, or the winner is not a registered model.
         """
-        from models.registry import REGISTRY
+        from models.registry import model_class
 
         path = Path(path)
+        params, _ = load_model_dir(path, cls.__name__)
+        chosen, metric, validation = params.pop("chosen"), params.pop("metric"), params.pop("validation")
         try:
-            meta = json.loads((path / "router.json").read_text())
-            chosen = meta["chosen"]
-            module, cls_name = REGISTRY[chosen].target.split(":")
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelFormatError(f"{path / 'router.json'}: not a saved ValidationRouter ({exc!r})") from exc
-        model = cls(**meta["params"])
-        winner: Recommender = getattr(importlib.import_module(module), cls_name).load(path / "model")
-        model.model_, model.chosen_ = winner, chosen
-        model.validation_, model.metric_ = meta["validation"], meta["metric"]
+            winner_cls = model_class(str(chosen))
+        except ValueError as exc:
+            raise ModelFormatError(f"{path / 'params.json'}: {exc}") from exc
+        model = cls(**params)  # type: ignore[arg-type]
+        model.model_, model.chosen_ = winner_cls.load(path / "model"), str(chosen)
+        model.validation_, model.metric_ = validation, str(metric)  # type: ignore[assignment]
         return model

@@ -8,9 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from models.base import Histories
 from models.data.encoding import Dataset, encode_train, lookup_items
-from models.data.task import NextItemTask
+from models.data.task import futures_task, newest_share
 
 __all__ = ["load_movielens"]
 
@@ -56,23 +55,9 @@ def load_movielens(data_dir: Path, *, holdout_frac: float = 0.2, min_rating: flo
     u_ids, u_code = np.unique(user, return_inverse=True)
     order = np.lexsort((ts, u_code))
     user, item, ts, u_code = user[order], item[order], ts[order], u_code[order]
-    counts = np.bincount(u_code, minlength=len(u_ids))
-    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    n_test = np.maximum(1, np.floor(counts * holdout_frac)).astype(np.int64)
-    n_test = np.where(counts >= 2, n_test, 0)
-    pos = np.arange(len(item)) - start[u_code]
-    is_test = pos >= (counts - n_test)[u_code]
+    is_test = newest_share(u_code, holdout_frac)
     log, _ = encode_train(user[~is_test], item[~is_test], ts[~is_test], user_keys=user[~is_test])
     idx = lookup_items(log.item_ids or (), item)
-    known = idx >= 0
-    dropped = int((is_test & ~known).sum())
-    ev = known | ~is_test
-    u2, i2, t2, test2 = u_code[ev], idx[ev], ts[ev], is_test[ev]
-    counts2 = np.bincount(u2, minlength=len(u_ids))
-    n_train = np.bincount(u2[~test2], minlength=len(u_ids))
-    users = np.flatnonzero((n_train >= 1) & (counts2 > n_train))
-    indptr = np.concatenate([[0], np.cumsum(counts2)]).astype(np.int64)
-    sessions = Histories(indptr=indptr, items=i2.astype(np.int32), ts=t2)
-    task = NextItemTask(sessions, users.astype(np.int64), n_train[users].astype(np.int64),
-                        tuple(str(u) for u in u_ids))
+    dropped = int((is_test & (idx < 0)).sum())
+    task = futures_task(u_code, idx, ts, is_test, tuple(str(u) for u in u_ids))
     return Dataset(name=Path(data_dir).name, train=log, test=task, exclude_seen=True, n_dropped_test=dropped)

@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 
 from models.base import Histories
 
-__all__ = ["NextItemTask", "expand_sessions", "pairs_task"]
+__all__ = ["NextItemTask", "expand_sessions", "pairs_task", "newest_share", "futures_task"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,58 @@ def pairs_task(prefixes: list[list[int]], targets: list[int], ts: list[list[floa
     n = len(seqs)
     return NextItemTask(sessions, np.arange(n, dtype=np.int64),
                         np.array([len(p) for p in prefixes], dtype=np.int64), session_ids)
+
+
+def newest_share(rows: NDArray[np.integer], frac: float) -> NDArray[np.bool_]:
+    """Which events are the newest ``frac`` of their history: the user top-N holdout cut.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n_events,), integer
+        History (user) code of each event, sorted, each history's events oldest first.
+    frac : float
+        Share held out, in (0, 1): ``max(1, floor(frac * length))`` events of every history
+        with at least 2 events; none of a one-event history.
+
+    Returns
+    -------
+    ndarray of shape (n_events,), bool: True for held-out (future) events.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    counts = np.bincount(rows) if len(rows) else np.zeros(0, np.int64)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    n_future = np.where(counts >= 2, np.maximum(1, np.floor(counts * frac)), 0).astype(np.int64)
+    pos = np.arange(len(rows)) - start[rows]
+    return pos >= (counts - n_future)[rows]
+
+
+def futures_task(rows: NDArray[np.integer], items: NDArray[np.integer], ts: NDArray[np.floating],
+                 is_future: NDArray[np.bool_], row_ids: tuple[str, ...]) -> NextItemTask:
+    """The user top-N task: each history's training part is the prefix, its future the *rest*.
+
+    Parameters
+    ----------
+    rows, items, ts : ndarrays of shape (n_events,)
+        History code (sorted, as in :func:`newest_share`), train item index (``-1`` for an item
+        the training log never saw: such future events are dropped) and time of each event.
+    is_future : ndarray of shape (n_events,), bool
+        The held-out events (:func:`newest_share`).
+    row_ids : tuple of str
+        Id of every history code (``len(row_ids)`` histories).
+
+    Returns
+    -------
+    NextItemTask with one query per history that kept both training events and a future.
+    """
+    keep = np.asarray(items) >= 0
+    r, fut = np.asarray(rows, dtype=np.int64)[keep], np.asarray(is_future)[keep]
+    n_rows = len(row_ids)
+    lens = np.bincount(r, minlength=n_rows)
+    n_train = np.bincount(r[~fut], minlength=n_rows)
+    queries = np.flatnonzero((n_train >= 1) & (lens > n_train)).astype(np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    histories = Histories(indptr=indptr, items=np.asarray(items)[keep].astype(np.int32), ts=np.asarray(ts)[keep])
+    return NextItemTask(histories, queries, n_train[queries].astype(np.int64), row_ids)
 
 
 def _ranges(start: NDArray[np.int64], lens: NDArray[np.int64]) -> NDArray[np.int64]:

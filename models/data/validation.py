@@ -8,7 +8,7 @@ import numpy as np
 
 from models.base import Histories, InteractionLog
 from models.data.encoding import Dataset
-from models.data.task import NextItemTask, expand_sessions
+from models.data.task import NextItemTask, expand_sessions, futures_task, newest_share
 
 __all__ = ["validation_split", "holdout_sessions", "holdout_user_futures"]
 
@@ -130,11 +130,7 @@ def holdout_user_futures(log: InteractionLog, *, frac: float = 0.2, name: str = 
     """
     if not 0.0 < frac < 1.0:
         raise ValueError(f"frac must be in (0, 1); got {frac}")
-    bounds = log.session_bounds()
-    counts = np.diff(bounds)
-    n_future = np.where(counts >= 2, np.maximum(1, np.floor(counts * frac)), 0).astype(np.int64)
-    pos = np.arange(log.n_events) - bounds[:-1][log.session_idx]
-    is_future = pos >= (counts - n_future)[log.session_idx]
+    is_future = newest_share(log.session_idx, frac)
     keep = ~is_future
     train = InteractionLog(
         session_idx=log.session_idx[keep], item_idx=log.item_idx[keep], ts=log.ts[keep], n_items=log.n_items,
@@ -142,16 +138,8 @@ def holdout_user_futures(log: InteractionLog, *, frac: float = 0.2, name: str = 
         user_idx=None if log.user_idx is None else log.user_idx[keep], item_ids=log.item_ids)
     seen = np.zeros(log.n_items, dtype=bool)
     seen[train.item_idx] = True
-    ev = keep | seen[log.item_idx]
-    sess, future = log.session_idx[ev].astype(np.int64), is_future[ev]
-    n_rows = len(counts)
-    lens = np.bincount(sess, minlength=n_rows)
-    n_train = np.bincount(sess[~future], minlength=n_rows)
-    rows = np.flatnonzero((n_train >= 1) & (lens > n_train))
-    if not len(rows):
+    items = np.where(seen[log.item_idx], log.item_idx, -1)
+    task = futures_task(log.session_idx, items, log.ts, is_future, tuple(str(r) for r in range(log.n_sessions)))
+    if not task.n_queries:
         raise ValueError(f"user holdout of {name}: no history keeps both training events and a future")
-    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    histories = Histories(indptr=indptr, items=log.item_idx[ev].astype(np.int32), ts=log.ts[ev])
-    task = NextItemTask(histories, rows.astype(np.int64), n_train[rows].astype(np.int64),
-                        tuple(str(r) for r in range(n_rows)))
     return train, task

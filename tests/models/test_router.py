@@ -46,7 +46,7 @@ def _tastes_log(n_tastes: int = 10, n_users: int = 300, seed: int = 0) -> Intera
     return _log(rows, n_items=6 * n_tastes)
 
 
-def test_router_serves_the_candidate_that_wins_validation() -> None:
+def test_router_serves_the_candidate_that_wins_validation(tmp_path) -> None:
     log = _tastes_log()
     router = ValidationRouter({"pop": {}, "ease": {}}, task="user").fit(log)
     assert router.chosen_ == "ease"  # popularity cannot tell the tastes apart
@@ -56,6 +56,10 @@ def test_router_serves_the_candidate_that_wins_validation() -> None:
     assert set(ids[1][ids[1] >= 0].tolist()) <= TASTE_B and set(ids[0][ids[0] >= 0].tolist()) <= TASTE_A
     same, _ = router.model_.recommend(queries(), 3, exclude_seen=True)
     assert np.array_equal(ids, same)
+    router.save(tmp_path / "r")
+    back = ValidationRouter.load(tmp_path / "r")
+    assert (back.chosen_, back.metric_, back.validation_) == ("ease", "P@20", v)
+    assert np.array_equal(back.recommend(queries(), 3, exclude_seen=True)[0], ids)
     nxt = ValidationRouter({"pop": {}, "sknn": {}}, task="next").fit(_tastes_log(n_users=600, seed=1))
     assert nxt.chosen_ == "sknn" and nxt.metric_ == "HR@20"
 
