@@ -11,12 +11,19 @@ event time), so a worker spends ~1 µs instead of ~9 µs on them.
 
 Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists and the
 offsets they reflect; then read only the tails of the topics, from those offsets (start-up costs
-the snapshot's size, not the history's length). A process without a snapshot (a new node)
-reads both topics from their start: first the served lists written before start, then the
-events (so an event is never folded before the lists of its time). A position beyond a recreated topic's log end is detected (``operators/offset_guard.py``) and
+the snapshot's size, not the history's length). A process without a local snapshot (a new node)
+loads the newest snapshot another node published (``api/snapshot_topic.py``; every worker folds
+the same topics into the same state, so any node's snapshot is valid here) and reads the tails
+from its offsets, as a restart does; it is fetched on the reader thread (retried while the
+broker does not answer) and nothing is folded before it is in. Without a published snapshot (or
+with an unusable one: logged as an error) it reads both topics from their start: first the
+served lists written before start, then the events (so an event is never folded before the
+lists of its time). A position beyond a recreated topic's log end is detected (``operators/offset_guard.py``) and
 that partition is read again from its new start. Every ``snapshot_every_s`` the
 worker that owns the store writes the changes since the last snapshot in one batch, with the
-offsets (the first time: the whole state).
+offsets (the first time: the whole state); every ``publish_every_s`` it also publishes the
+whole state to the snapshot topic (encoded and sent on a background thread), and once more when
+it stops.
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+import msgspec
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from api.feedback import FeedbackFold
+from api.snapshot_topic import SnapshotTopic
 from operators.attribution import REQUEST_TYPE, Impression
 from operators.ids import BadId, canonical_id
 from operators.kafka import high_watermarks, topic_partitions
@@ -72,7 +81,8 @@ class FeedbackReader:
     def __init__(self, brokers: str, events_topic: str, fold: FeedbackFold,
                  store: BanditStore, rules: EventRules, snapshot_every_s: float = 2.0,
                  served_topic: str | None = None, served_wait_s: float = 2.0,
-                 on_beyond_end: Callable[[BeyondLogEnd], None] | None = None) -> None:
+                 on_beyond_end: Callable[[BeyondLogEnd], None] | None = None,
+                 published: SnapshotTopic | None = None, publish_every_s: float = 60.0) -> None:
         self.brokers, self.events_topic, self.served_topic = brokers, events_topic, served_topic
         self.topics = [events_topic] + ([served_topic] if served_topic else [])
         self.on_beyond_end = on_beyond_end
@@ -97,6 +107,10 @@ class FeedbackReader:
         self._pos: dict[tuple[str, int], int] = {}
         self._end: dict[tuple[str, int], int] | None = None
         self._last_snapshot = time.monotonic()
+        self.published, self.publish_every_s = published, publish_every_s
+        self._last_publish = time.monotonic()
+        self.restored_from = ""  # "local", "published" or "history" (nothing to restore: folds from the start)
+        self._restored = threading.Event()  # the snapshot is in: drain may fold
         self.n_folded = 0  # messages folded by this process (a restart from a snapshot folds only the tails)
         self.n_unparsed = 0  # events of them skipped unparsed (``_no_effect``)
         self._stop = threading.Event()
@@ -107,13 +121,15 @@ class FeedbackReader:
         # resolve the struct types once, on this thread, before the reader thread uses them
         decode_value(b"warm-up", encode_value(Impression("r", "c", "a", 0.0, "click", 1.0)), Impression)
         snap = self.store.load()
-        self._restore(snap)
         self.drain_on_loop = drain_on_loop
+        if snap.offsets or self.published is None:
+            self._restore(snap, "local" if snap.offsets else "history")
+        # else a new node: the reader thread loads the published snapshot first
         self._thread = threading.Thread(target=self._run, name="feedback-reader", daemon=True)
         self._thread.start()
         return self
 
-    def _restore(self, snap: BanditSnapshot) -> None:
+    def _restore(self, snap: BanditSnapshot, source: str) -> None:
         self.fold.optimizer.arms.update(snap.arms)
         opened = [decode_value(rid.encode(), raw, Impression) for rid, raw in snap.impressions.items()]
         self.fold.restore(opened, snap.rewarded)
@@ -122,6 +138,25 @@ class FeedbackReader:
         tails = {k: off for k, off in snap.offsets.items() if k[0] in self.topics}  # read only the tails
         self._queued.update(tails)
         self._pos.update(tails)
+        self.restored_from = source
+        self._restored.set()
+
+    def _restore_published(self) -> None:
+        """A new node: restore the newest published snapshot, or nothing (then both topics are read
+        from their start). Raises ``KafkaException`` while the broker does not answer (retried)."""
+        assert self.published is not None
+        t0 = time.monotonic()
+        found = self.published.load()
+        if found is None:
+            log.info("no published optimizer snapshot in %s: reading %s from their start", self.published.topic,
+                     " and ".join(self.topics))
+            self._restore(BanditSnapshot(), "history")
+            return
+        snap, head = found
+        log.info("optimizer restored from the snapshot %s published by %s at %.0f (%d arms, %d open lists, "
+                 "%d bytes, %.1f s); reading the tails", head.generation, head.writer, head.published_ts,
+                 len(snap.arms), len(snap.impressions), head.size, time.monotonic() - t0)
+        self._restore(snap, "published")
 
     def alive(self) -> bool:
         """The reader thread runs (it retries its own failures; only a bug ends it)."""
@@ -137,13 +172,19 @@ class FeedbackReader:
             self._thread.join(5)
         try:
             self.drain(None)
-            self.snapshot()
+            if self.snapshot() and self.published is not None:
+                try:
+                    self.published.publish(self._state()(), timeout_s=5.0)  # a node leaving hands its newest state on
+                except Exception:
+                    log.exception("publishing the optimizer snapshot at stop failed")
         finally:
             self.store.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                if not self._restored.is_set():
+                    self._restore_published()
                 self._consume()
             except Exception:
                 log.exception("feedback reader failed; retrying in 1 s")
@@ -238,6 +279,8 @@ class FeedbackReader:
         The app calls this from its event loop (``drain_on_loop``), so folding never competes
         with request handling for the GIL; otherwise the reader thread calls it itself.
         """
+        if not self._restored.is_set():
+            return 0
         n = 0
         while self._queue and (max_messages is None or n < max_messages):
             batch = self._queue.popleft()
@@ -331,7 +374,10 @@ class FeedbackReader:
             self.offsets[key] = offset + 1
 
     def snapshot(self) -> bool:
-        """Write the changes since the last snapshot if this process is the store's writer."""
+        """Write the changes since the last snapshot if this process is the store's writer (and publish
+        the whole state when ``publish_every_s`` has passed); False if another process writes."""
+        if not self._restored.is_set():
+            return False
         if not self.store.try_own():
             self.fold.take_deltas()  # another worker writes: nothing to keep
             self.fold.optimizer.take_dirty()
@@ -361,7 +407,22 @@ class FeedbackReader:
         for (topic, part), off in offsets.items():
             self.store.stage_offset(batch, topic, part, off)
         self.store.commit(batch)
+        if self.published is not None and time.monotonic() - self._last_publish >= self.publish_every_s:
+            self._last_publish = time.monotonic()
+            self.published.publish_async(self._state())  # copied here, encoded and sent on the publisher's thread
         return True
+
+    def _state(self) -> Callable[[], BanditSnapshot]:
+        """A copy of the whole state with the offsets it reflects, taken now (the fold's thread: nothing
+        is folded meanwhile); calling the result encodes it (open lists are immutable structs)."""
+        with self.fold.lock:
+            arms = {k: msgspec.structs.replace(st) for k, st in self.fold.optimizer.arms.items()}
+            opened, rewarded, offsets = list(self.fold.open.items()), dict(self.fold.rewarded), dict(self.offsets)
+
+        def build() -> BanditSnapshot:
+            return BanditSnapshot(arms=arms, impressions={rid: encode_value(imp) for rid, imp in opened},
+                                  rewarded=rewarded, offsets=offsets)
+        return build
 
 
 async def drain_forever(reader: FeedbackReader, interval_s: float = 0.005, max_messages: int = 200) -> None:

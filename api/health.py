@@ -56,7 +56,9 @@ async def readyz(request: Request) -> Response:
     svc: Services = request.app.state.services
     reasons = not_ready_reasons(svc)
     return json_response({"status": "ready" if not reasons else "not_ready", "reasons": reasons,
-                          "users_with_topn": len(svc.topn), "catalog_items": len(svc.catalog)},
+                          "users_with_topn": len(svc.topn), "catalog_items": len(svc.catalog),
+                          # where the optimizer's state came from: local snapshot, published one, or the history
+                          "optimizer_from": svc.reader.restored_from if svc.reader is not None else None},
                          status_code=200 if not reasons else 503)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,6 +22,7 @@ from api.feedback import FeedbackFold
 from api.feedback_reader import FeedbackReader
 from api.optimizer import ThompsonOptimizer
 from api.request_ids import RequestSigner, load_request_secret
+from api.snapshot_topic import SnapshotTopic
 from api.topic_table import TopicTable
 from api.window_popularity import WindowPopularity
 from operators.attribution import ANONYMOUS_USER, REQUEST_TYPE, Impression
@@ -190,7 +192,9 @@ def build_services(settings: Settings) -> Services:
         reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),
                                 rules, a.snapshot_every_s, served_topic=k.served_topic,
                                 served_wait_s=settings.analytics.served_wait_s,
-                                on_beyond_end=beyond_end).start(drain_on_loop=True)
+                                on_beyond_end=beyond_end,
+                                published=SnapshotTopic(k.brokers, k.optimizer_topic()),
+                                publish_every_s=a.snapshot_publish_s or math.inf).start(drain_on_loop=True)
     catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update,
                          on_beyond_end=beyond_end).start()
     item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads, on_beyond_end=beyond_end).start()

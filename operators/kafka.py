@@ -40,6 +40,7 @@ def platform_topics(kafka: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(kafka.item_links_topic, 1, compacted=True),
         TopicSpec(kafka.flow_stats_topic(), 1, compacted=True),
         TopicSpec(kafka.window_topic(), 1, compacted=True),  # windowed popularity, keyed by partition
+        TopicSpec(kafka.optimizer_topic(), 2, compacted=True),  # the API's optimizer snapshots: heads, chunks
     ]
 
 

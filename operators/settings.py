@@ -69,6 +69,11 @@ class KafkaSettings(BaseModel):
         ``<events_topic>.popularity``."""
         return f"{self.events_topic}.popularity"
 
+    def optimizer_topic(self) -> str:
+        """The compacted topic of the API's published optimizer snapshots (``api/snapshot_topic.py``):
+        ``<events_topic>.optimizer``."""
+        return f"{self.events_topic}.optimizer"
+
 
 class StreamSettings(BaseModel):
     state_dir: Path = Path("var/state")
@@ -142,6 +147,9 @@ class ApiSettings(BaseModel):
     state_dir: Path | None = Field(default=None, description="The API's RocksDB (campaigns, optimizer); default <stream.state_dir>/../api")
     feedback: bool = Field(default=True, description="Read the served lists and events for pulls and rewards (the optimizer)")
     snapshot_every_s: float = Field(default=0.5, gt=0, description="Optimizer snapshot interval, seconds")
+    snapshot_publish_s: float = Field(default=60.0, ge=0, description=(
+        "The optimizer snapshot's writer also publishes the whole state to kafka.optimizer_topic() this often "
+        "(and when it stops), seconds; a new node starts from the newest one plus the tails (0 = never publish)"))
     max_open_lists: int = Field(default=200_000, ge=1, description="Served lists kept for attribution (oldest dropped first)")
     campaign_check_s: float = Field(default=0.5, gt=0, description="How often a worker checks for campaigns written by others")
     vector_attribute: str = Field(default="vector", description="Catalog attribute holding a dense vector (visual similarity)")
