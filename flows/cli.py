@@ -14,9 +14,21 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="fusionrec: r
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. A configuration error (``fusionrec.toml`` or a ``FUSIONREC_*``
+    variable: wrong type, unknown key) is one clear message and exit status 2, not a traceback."""
+    from pydantic import ValidationError
+
     _register()
-    app()
+    try:
+        app()
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        typer.echo(f"fusionrec: configuration error ({exc.error_count()}):", err=True)
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            typer.echo(f"  {where}: {err['msg']}", err=True)
+        raise SystemExit(2) from None
 
 
 def _register() -> None:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,7 +23,19 @@ __all__ = ["EventTypeSpec", "KafkaSettings", "StreamSettings", "ApiSettings", "A
            "DEFAULT_EVENT_TYPES", "LakeSettings", "TrainerSettings", "GateSettings"]
 
 
-class EventTypeSpec(BaseModel):
+class _Block(BaseModel):
+    """A configuration block: an unknown key (a typo in ``fusionrec.toml`` or in a
+    ``FUSIONREC_<BLOCK>__<FIELD>`` name) is a validation error that names it, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+_OTHER_ENV = ("FUSIONREC_CONFIG", "FUSIONREC_DATASETS")
+"""``FUSIONREC_*`` names that are not settings: the config file's path, the benchmarks' data directory
+(and ``FUSIONREC_TEST_*``, the test suite's own knobs)."""
+
+
+class EventTypeSpec(_Block):
     """One configurable event type: its name, the fields it requires and its weight in models."""
 
     name: str
@@ -45,7 +57,7 @@ DEFAULT_EVENT_TYPES: list[EventTypeSpec] = [
 ]
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(_Block):
     brokers: str = "127.0.0.1:9092"
     events_topic: str = "events"
     dead_topic: str = "events.dead"
@@ -75,7 +87,7 @@ class KafkaSettings(BaseModel):
         return f"{self.events_topic}.optimizer"
 
 
-class StreamSettings(BaseModel):
+class StreamSettings(_Block):
     state_dir: Path = Path("var/state")
     serving_dir: Path = Path("var/serving")
     model_dir: Path = Path("var/models")
@@ -113,7 +125,7 @@ class StreamSettings(BaseModel):
         "Windowed popularity: pieces per (partition, bucket) in the published topic (items by CRC-32)"))
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(_Block):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
@@ -176,7 +188,7 @@ class ApiSettings(BaseModel):
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After of a 503 (events not durable), seconds")
 
 
-class AnalyticsSettings(BaseModel):
+class AnalyticsSettings(_Block):
     """The analytics flow (flows/analytics.py): attribution rule, buckets, output topic."""
 
     topic: str = Field(default="analytics", description="Compacted topic of aggregated counters")
@@ -191,7 +203,7 @@ class AnalyticsSettings(BaseModel):
         "An event waits at most this long (wall clock) for the served lists of its time to be read, seconds"))
 
 
-class LakeSettings(BaseModel):
+class LakeSettings(_Block):
     """The event lake (flows/archive.py): Parquet files of ``events`` and ``catalog`` by date."""
 
     lake_dir: Path = Path("var/lake")
@@ -203,7 +215,7 @@ class LakeSettings(BaseModel):
     read_batch_rows: int = Field(default=262_144, ge=1024, description="Rows per record batch when training reads the lake")
 
 
-class TrainerSettings(BaseModel):
+class TrainerSettings(_Block):
     """``fusionrec trainer``: what it trains and how often."""
 
     every_s: float = Field(default=6 * 3600.0, gt=0, description="Seconds between trainer runs")
@@ -212,7 +224,7 @@ class TrainerSettings(BaseModel):
     min_events: int = Field(default=1000, ge=1, description="Fewer events in the window: the run is skipped")
 
 
-class GateSettings(BaseModel):
+class GateSettings(_Block):
     """The gate a challenger passes before it goes live (``fusionrec trainer``)."""
 
     holdout_hours: float = Field(default=24.0, gt=0, description="Newest slice held out of the challenger's training, hours")
@@ -222,7 +234,7 @@ class GateSettings(BaseModel):
     min_queries: int = Field(default=200, ge=1, description="Fewer holdout prefixes: no verdict, the champion stays")
 
 
-class RetailCleaningSettings(BaseModel):
+class RetailCleaningSettings(_Block):
     """The cleaning rule of Online Retail logs (replay and training; models/data/retail_cleaning.py)."""
 
     non_product_codes: list[str] = Field(default_factory=lambda: [
@@ -255,6 +267,21 @@ class Settings(BaseSettings):
     gate: GateSettings = Field(default_factory=GateSettings)
     event_types: list[EventTypeSpec] = Field(default_factory=lambda: list(DEFAULT_EVENT_TYPES))
     seed: int = 42
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_env(cls, data: object) -> object:
+        """Refuse a ``FUSIONREC_*`` environment variable that names no setting (a typo would
+        otherwise be ignored without a word); block fields are checked by :class:`_Block`."""
+        fields = {f.upper() for f in cls.model_fields}
+        for name in os.environ:
+            if not name.startswith("FUSIONREC_") or name in _OTHER_ENV or name.startswith("FUSIONREC_TEST_"):
+                continue
+            head = name[len("FUSIONREC_"):].split("__", 1)[0]
+            if head not in fields:
+                raise ValueError(f"environment variable {name}: no setting {head.lower()!r}; blocks and settings: "
+                                 f"{', '.join(sorted(f.lower() for f in fields))}")
+        return data
 
     @classmethod
     def settings_customise_sources(
