@@ -72,6 +72,10 @@ class KafkaSettings(_Block):
     stats_topic: str = Field(default="", description=(
         "Compacted topic of the flow's counters per partition, read by the API's /metrics (default '<events_topic>.stats')"))
 
+    optimizer_snapshot_topic: str = Field(default="", description=(
+        "Compacted topic (2 partitions) of the API's published optimizer snapshots, read by new nodes "
+        "(default '<events_topic>.optimizer')"))
+
     def flow_stats_topic(self) -> str:
         """The flow's stats topic: ``stats_topic`` or ``<events_topic>.stats``."""
         return self.stats_topic or f"{self.events_topic}.stats"
@@ -83,8 +87,8 @@ class KafkaSettings(_Block):
 
     def optimizer_topic(self) -> str:
         """The compacted topic of the API's published optimizer snapshots (``api/snapshot_topic.py``):
-        ``<events_topic>.optimizer``."""
-        return f"{self.events_topic}.optimizer"
+        ``optimizer_snapshot_topic`` or ``<events_topic>.optimizer``."""
+        return self.optimizer_snapshot_topic or f"{self.events_topic}.optimizer"
 
 
 class StreamSettings(_Block):

@@ -160,14 +160,14 @@ class TopicTable:
                 if self.guard.suspect:  # at start or after a lost connection: read nothing before a check passed
                     time.sleep(0.05)
                     continue
+                batch = [m for m in c.consume(5000, 0.05) if m.error() is None]
                 changed: dict[int, int] = {}
-                for m in c.consume(5000, 0.05):
-                    if m.error():
-                        continue
+                if batch:
                     last_message_s = time.monotonic()
-                    offsets[m.partition()] = changed[m.partition()] = m.offset() + 1
-                    last_ts[m.partition()] = m.timestamp()[1]
-                    self._apply(m.key(), m.value())
+                    changed = {m.partition(): m.offset() + 1 for m in batch}  # the last of each partition
+                    offsets.update(changed)
+                    last_ts.update({m.partition(): m.timestamp()[1] for m in batch})
+                    self._apply_batch(batch)
                 if self.store is not None and (changed or self._pending):
                     self.store.write(self._pending, changed)  # values and their offsets in one batch
                     self._pending = []
@@ -180,12 +180,30 @@ class TopicTable:
         if err.name() in CONNECTION_LOST_CODES:
             self.guard.connection_lost()
 
-    def _apply(self, key: bytes | None, value: bytes | None, write: bool = True) -> None:
+    def _apply_batch(self, batch: list) -> None:  # noqa: ANN001 (confluent_kafka Messages)
+        """Apply consumed messages in order. With a serving store, values go to it undecoded and only
+        the keys under ``update_prefix`` are decoded for ``on_update`` (one pass, no per-message call)."""
+        if self.store is None:
+            for m in batch:
+                self._apply(m.key(), m.value())
+            return
+        keyed = [(m.key(), m.value()) for m in batch if m.key() is not None]
+        self._pending.extend(keyed)
+        self.n_messages += len(keyed)
+        self.last_update_s = time.time()
+        if self.on_update is not None:
+            prefix = self.update_prefix.encode()
+            for k, v in keyed:
+                if k.startswith(prefix):
+                    self._apply(k, v, write=False, count=False)
+
+    def _apply(self, key: bytes | None, value: bytes | None, write: bool = True, count: bool = True) -> None:
         if key is None:
             return
         k = key.decode(errors="replace")
-        self.n_messages += 1
-        self.last_update_s = time.time()
+        if count:
+            self.n_messages += 1
+            self.last_update_s = time.time()
         if self.store is not None:
             if write:
                 self._pending.append((key, value))

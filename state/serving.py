@@ -9,6 +9,10 @@ meta               ``o:`` + partition      next offset to read (int64 big-endian
 
 One writer: the process's reader thread. The values and the offsets they reflect are written in
 one batch, so a restarted process resumes from its stored offsets and reads only the tail.
+Writes skip the write-ahead log (the topic is the log: a cold load of 1M lists spent 40 % of
+its write time there) and both column families are flushed atomically, so after a crash the
+store is the state of some earlier batch, values and offsets alike, and the reader re-reads the
+topic from those offsets; a clean close flushes the memtables.
 Memory is bounded by the block cache and the write buffers, whatever the number of keys.
 Several processes on one host each take a free slot directory (``slot-0``, ``slot-1``, ...,
 held by a ``flock``), so a restarted worker reuses a slot another one left.
@@ -47,6 +51,7 @@ class ServingOptions:
         opts.create_missing_column_families(True)
         opts.set_write_buffer_size(self.write_buffer_bytes)
         opts.set_max_write_buffer_number(self.max_write_buffers)
+        opts.set_atomic_flush(True)  # values and offsets (two column families) reach disk together: no WAL needed
         table = BlockBasedOptions()
         table.set_block_cache(Cache(self.block_cache_bytes))
         table.set_cache_index_and_filter_blocks(False)  # index / filters held per open file (~1-2 % of the data), not thrashed
@@ -91,6 +96,7 @@ class ServingStore:
         self._meta = self._db.get_column_family("meta")
         self._meta_handle = self._db.get_column_family_handle("meta")
         self._write_opts = WriteOptions()
+        self._write_opts.disable_wal = True  # a crash loses at most the unflushed tail, values and offsets alike
 
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
