@@ -13,8 +13,11 @@ often mixed". :class:`SessionFusion` mixes them at the score level, with weights
    ``n_candidates`` and the prefix's own items (repeat consumption);
 4. describe each (prefix, candidate) pair (:func:`feature_names`) and fit a LambdaMART ranker
    (LightGBM, ``lambdarank``) whose target is the next item;
-5. refit the kNN models on the whole log (cheap: an index) and keep the EMDE fitted in 2, so the
-   ranker sees at serving time the same kind of scores it was fitted on.
+5. refit the kNN models on the whole log (cheap: an index) and, by default, EMDE too (same
+   parameters and seed), so the served models have seen the newest sessions; the ranker reads
+   the same kind of scores it was fitted on. The item statistics the features read (popularity,
+   recent popularity, how long ago an item was first and last seen, transitions, sequential
+   rules) are recomputed on the whole log as well.
 
 ``recommend`` repeats 3 and 4 for each query batch and returns the ranker's top ``n``. Everything
 is deterministic for a fixed ``random_state``: EMDE's seed, the sampled prefixes, and LightGBM's
@@ -55,6 +58,12 @@ BASE_FEATURES: tuple[str, ...] = (
     "transition_from_last",  # P(candidate follows the last item) in training sessions
     "transition_to_last",  # P(last item follows the candidate)
     "history_length",
+    "recent_popularity",  # log(1 + occurrences among the newest 1 % of training events): what is trending
+    "recent_popularity_10",  # the same over the newest 10 %
+    "events_since_last_seen",  # log(1 + training events after the candidate's newest occurrence)
+    "events_since_first_seen",  # log(1 + training events after its first occurrence): how new it is
+    "transition_from_prev",  # P(candidate follows the item before the last one)
+    "sequential_rules",  # sequential rules from the history's newest items, decayed by age (see _ItemStats)
 )
 """Columns of :func:`candidate_features` before the per-kNN-model columns."""
 
@@ -62,7 +71,7 @@ KNN_FEATURES: tuple[str, ...] = ("score", "rank", "best_score")
 """Per session-kNN model: its score / its best score (0 when not listed), its rank (n_candidates
 when not listed), and its best score (per query: how close the nearest neighbours are)."""
 
-MONOTONE_BASE: tuple[int, ...] = (1, -1, 0, 0, 0, 0, 1, 0, 0)
+MONOTONE_BASE: tuple[int, ...] = (1, -1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0)
 MONOTONE_KNN: tuple[int, ...] = (1, -1, 0)
 """The ranker's score may only rise with a model's score and fall with its rank (LightGBM
 ``monotone_constraints``): what a ranker fitted on a small or unusual shop may never unlearn."""
@@ -79,22 +88,67 @@ _SCORE_CELLS = 1 << 24
 
 
 class _ItemStats:
-    """Popularity and first-order transitions of a training log (what the ranker's features read)."""
+    """What the ranker's item features read from a training log: popularity (all time and recent),
+    each item's first and newest occurrence, first-order transitions and sequential rules.
 
-    def __init__(self, log_pop: NDArray[np.float32], transitions: sp.csr_array) -> None:
+    Sequential rules (Ludewig et al. 2021, session-rec's ``SR``): item ``b`` following ``a`` at
+    distance ``d <= RULE_WINDOW`` in a session adds ``1/d`` to rule ``a -> b``; each row is
+    normalised to sum 1. A history scores a candidate by the rules of its ``RULE_HISTORY`` newest
+    items, the newest weighted 1 and each older one ``RULE_DECAY`` times less.
+    """
+
+    RULE_WINDOW = 5
+    RULE_HISTORY = 10
+    RULE_DECAY = 0.7
+    RECENT_SHARES = (0.01, 0.1)
+
+    def __init__(self, log_pop: NDArray[np.float32], transitions: sp.csr_array, recent: NDArray[np.float32],
+                 since_seen: NDArray[np.float32], rules: sp.csr_array) -> None:
         self.log_pop = log_pop
         self.transitions = transitions
         self.out_degree = np.asarray(transitions.sum(axis=1)).ravel().astype(np.float32)
+        self.recent = recent  # (len(RECENT_SHARES), n_items): log1p counts among the newest events
+        self.since_seen = since_seen  # (2, n_items): log1p events since the newest / the first occurrence
+        self.rules = rules  # (n_items, n_items), rows sum to 1 (or 0)
 
     @classmethod
     def from_log(cls, log: InteractionLog) -> _ItemStats:
-        n = log.n_items
+        n, m = log.n_items, log.n_events
         log_pop = np.log1p(np.bincount(log.item_idx, minlength=n)).astype(np.float32)
         same = log.session_idx[1:] == log.session_idx[:-1]
         src, dst = log.item_idx[:-1][same], log.item_idx[1:][same]
         t = sp.csr_array((np.ones(len(src), np.float32), (src, dst)), shape=(n, n))
         t.sum_duplicates()
-        return cls(log_pop, t)
+        by_time = log.item_idx[np.argsort(log.ts, kind="stable")]
+        recent = np.stack([np.log1p(np.bincount(by_time[m - max(1, int(m * share)):], minlength=n))
+                           for share in cls.RECENT_SHARES]).astype(np.float32)
+        newest = np.full(n, -1, np.int64)
+        newest[by_time] = np.arange(m)  # the last write wins: each item's newest position
+        first = np.full(n, m, np.int64)
+        first[by_time[::-1]] = np.arange(m)[::-1]
+        since_seen = np.log1p(np.stack([m - 1 - newest, m - 1 - first]).clip(0, m)).astype(np.float32)
+        src_r, dst_r, w_r = [], [], []
+        for d in range(1, cls.RULE_WINDOW + 1):
+            ok = log.session_idx[d:] == log.session_idx[:-d]
+            src_r.append(log.item_idx[:-d][ok])
+            dst_r.append(log.item_idx[d:][ok])
+            w_r.append(np.full(int(ok.sum()), 1.0 / d, np.float32))
+        r = sp.csr_array((np.concatenate(w_r), (np.concatenate(src_r), np.concatenate(dst_r))), shape=(n, n))
+        r.sum_duplicates()
+        row_sum = np.asarray(r.sum(axis=1)).ravel()
+        r = sp.csr_array(sp.diags_array(1.0 / np.maximum(row_sum, 1e-12)) @ r, dtype=np.float32)
+        return cls(log_pop, t, recent, since_seen, r)
+
+    def rule_scores(self, histories: Histories, rows: NDArray[np.int64], items: NDArray[np.int64]
+                    ) -> NDArray[np.float32]:
+        """Sequential-rule score of each (query row, item) pair, shape (len(rows),), float32."""
+        lens = np.diff(histories.indptr)
+        age = np.repeat(histories.indptr[1:], lens) - 1 - np.arange(len(histories.items))
+        keep = age < self.RULE_HISTORY
+        q = np.repeat(np.arange(len(lens), dtype=np.int64), lens)[keep]
+        h = sp.csr_array(((self.RULE_DECAY ** age[keep]).astype(np.float32), (q, histories.items[keep])),
+                         shape=(len(lens), self.rules.shape[0]))
+        return np.asarray((h @ self.rules)[rows, items], dtype=np.float32).ravel()
 
 
 def _gather(n_cols: int, ids: NDArray[np.int32], values: NDArray[np.floating], rows: NDArray[np.int64],
@@ -198,6 +252,16 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     x[:, 6] = np.where(has[rows], np.asarray(t[lr, items]).ravel() / np.maximum(stats.out_degree[lr], 1.0), 0.0)
     x[:, 7] = np.where(has[rows], np.asarray(t[items, lr]).ravel() / np.maximum(stats.out_degree[items], 1.0), 0.0)
     x[:, 8] = lens[rows]
+    x[:, 9] = stats.recent[0][items]
+    x[:, 10] = stats.recent[1][items]
+    x[:, 11] = stats.since_seen[0][items]
+    x[:, 12] = stats.since_seen[1][items]
+    two = lens > 1
+    prev = np.zeros(q, np.int64)
+    prev[two] = histories.items[histories.indptr[1:][two] - 2]
+    pr = prev[rows]
+    x[:, 13] = np.where(two[rows], np.asarray(t[pr, items]).ravel() / np.maximum(stats.out_degree[pr], 1.0), 0.0)
+    x[:, 14] = stats.rule_scores(histories, rows, items)
     col = len(BASE_FEATURES)
     for ids, scores in knn_lists:
         top_score = np.where(ids[:, 0] >= 0, scores[:, 0], 0.0).astype(np.float32)
@@ -229,6 +293,10 @@ class SessionFusion:
     n_trees, learning_rate, num_leaves, min_data_in_leaf : LightGBM ranker parameters
         (defaults 100, 0.1, 31, 100; 63 histogram bins, monotone in each model's score,
         :data:`MONOTONE_BASE`, :data:`MONOTONE_KNN`).
+    refit_emde : bool, default True
+        After the ranker is fitted, fit EMDE again (same parameters and seed, whole epochs) on the
+        whole log, so the served EMDE has seen the newest sessions too (as the kNN models have);
+        costs a second EMDE fit. False serves the EMDE fitted without the held-out sessions.
     n_threads : int, default 2
         LightGBM threads (fixed, so results do not depend on the machine).
     random_state : int, default 0
@@ -243,7 +311,8 @@ class SessionFusion:
     def __init__(self, emde: Mapping[str, Any] | None = None, knn: Mapping[str, Mapping[str, Any]] | None = None,
                  n_candidates: int = 50, holdout_frac: float = 0.1, ranker_queries: int = 20000,
                  n_trees: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
-                 min_data_in_leaf: int = 100, n_threads: int = 2, random_state: int = 0) -> None:
+                 min_data_in_leaf: int = 100, refit_emde: bool = True, n_threads: int = 2,
+                 random_state: int = 0) -> None:
         self.emde = emde
         self.knn = knn
         self.n_candidates = n_candidates
@@ -253,6 +322,7 @@ class SessionFusion:
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_data_in_leaf = min_data_in_leaf
+        self.refit_emde = refit_emde
         self.n_threads = n_threads
         self.random_state = random_state
 
@@ -260,7 +330,7 @@ class SessionFusion:
         """Constructor arguments as stored (scikit-learn's rule)."""
         return {k: getattr(self, k) for k in ("emde", "knn", "n_candidates", "holdout_frac", "ranker_queries",
                                               "n_trees", "learning_rate", "num_leaves", "min_data_in_leaf",
-                                              "n_threads", "random_state")}
+                                              "refit_emde", "n_threads", "random_state")}
 
     # -- configuration -------------------------------------------------------------------------
     def _emde_params(self) -> dict[str, Any]:
@@ -332,6 +402,9 @@ class SessionFusion:
         self.knn_ = [create_model(name, **p).fit(log) for name, p in knn_params.items()]
         self.stats_ = _ItemStats.from_log(log)
         clock.done("kNN models refitted on the whole log")
+        if self.refit_emde:
+            self.emde_ = EMDE(**self._emde_params()).fit(log, side=side)
+            clock.done("EMDE refitted on the whole log")
         self.n_items_ = log.n_items
         self.knn_names_ = list(knn_params)
         return self
@@ -418,6 +491,8 @@ class SessionFusion:
         params = {**self.get_params(), "knn_names": self.knn_names_, "ranker_recall": self.ranker_recall_}
         save_model_dir(path, type(self).__name__, json.loads(json.dumps(params)), {
             "log_pop": self.stats_.log_pop, "t_indptr": t.indptr, "t_indices": t.indices, "t_data": t.data,
+            "recent": self.stats_.recent, "since_seen": self.stats_.since_seen, "r_indptr": self.stats_.rules.indptr,
+            "r_indices": self.stats_.rules.indices, "r_data": self.stats_.rules.data,
             "n_items": np.array([self.n_items_])})
         self.emde_.save(path / "emde")
         for slot, model in enumerate(self.knn_):
@@ -444,8 +519,12 @@ class SessionFusion:
         recall = float(params.pop("ranker_recall"))  # type: ignore[arg-type]
         model = cls(**params)  # type: ignore[arg-type]
         n = int(a["n_items"][0])
+        missing = [k for k in ("recent", "since_seen", "r_data") if k not in a]
+        if missing:
+            raise ModelFormatError(f"{path}: written by an older fusionrec (no {', '.join(missing)}): train it again")
         t = sp.csr_array((a["t_data"], a["t_indices"], a["t_indptr"]), shape=(n, n))
-        model.stats_ = _ItemStats(a["log_pop"], t)
+        rules = sp.csr_array((a["r_data"], a["r_indices"], a["r_indptr"]), shape=(n, n))
+        model.stats_ = _ItemStats(a["log_pop"], t, a["recent"], a["since_seen"], rules)
         model.emde_ = EMDE.load(path / "emde")
         knn = []
         for slot, name in enumerate(names):
@@ -455,6 +534,9 @@ class SessionFusion:
             model.ranker_ = lgb.Booster(model_str=(path / "ranker.txt").read_text())
         except (OSError, lgb.basic.LightGBMError) as exc:
             raise ModelFormatError(f"{path / 'ranker.txt'}: unreadable LightGBM model ({exc})") from exc
+        if model.ranker_.feature_name() != feature_names(names):
+            raise ModelFormatError(f"{path / 'ranker.txt'}: its features {model.ranker_.feature_name()} are not this "
+                                   f"fusionrec's {feature_names(names)}: train it again")
         model.n_items_, model.knn_names_, model.ranker_recall_ = n, names, recall
         return model
 

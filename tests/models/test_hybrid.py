@@ -16,7 +16,12 @@ def test_features_by_hand() -> None:
     knn = [(np.array([[3, 1, -1]], np.int32), np.array([[2.0, 0.5, -np.inf]], np.float32))]
     # transitions: 1 -> 3 twice, 1 -> 2 once; 3 -> 1 once
     t = sp.csr_array((np.array([2.0, 1.0, 1.0], np.float32), (np.array([1, 1, 3]), np.array([3, 2, 1]))), shape=(5, 5))
-    stats = _ItemStats(np.log1p(np.array([0, 4, 1, 2, 0], np.float32)), t)
+    recent = np.log1p(np.array([[0, 1, 0, 2, 0], [0, 3, 1, 2, 0]], np.float32))
+    since = np.log1p(np.array([[9, 0, 4, 1, 9], [9, 8, 4, 6, 9]], np.float32))
+    # rules (rows sum to 1): 1 -> 3 (0.75), 1 -> 2 (0.25); 2 -> 3 (1.0)
+    rules = sp.csr_array((np.array([0.25, 0.75, 1.0], np.float32), (np.array([1, 1, 2]), np.array([2, 3, 3]))),
+                         shape=(5, 5))
+    stats = _ItemStats(np.log1p(np.array([0, 4, 1, 2, 0], np.float32)), t, recent, since, rules)
     rows, items, x = candidate_features(h, lp, knn, stats, n_candidates=2)
     names = feature_names(["stan"])
     assert x.shape == (len(items), len(names)) and len(names) == len(BASE_FEATURES) + 3
@@ -32,6 +37,30 @@ def test_features_by_hand() -> None:
     np.testing.assert_allclose(f["stan_score"], [0.25, 0.0, 1.0])
     assert f["stan_rank"].tolist() == [1, 2, 0] and f["stan_best_score"].tolist() == [2, 2, 2]
     assert f["history_length"].tolist() == [3, 3, 3]
+    np.testing.assert_allclose(f["recent_popularity"], np.log1p([1, 0, 2]), rtol=1e-6)
+    np.testing.assert_allclose(f["recent_popularity_10"], np.log1p([3, 1, 2]), rtol=1e-6)
+    np.testing.assert_allclose(f["events_since_last_seen"], np.log1p([0, 4, 1]), rtol=1e-6)
+    np.testing.assert_allclose(f["events_since_first_seen"], np.log1p([8, 4, 6]), rtol=1e-6)
+    # the item before the last is 2: 2 -> ? has no transitions
+    np.testing.assert_allclose(f["transition_from_prev"], [0.0, 0.0, 0.0])
+    # rules from the last item 1 (weight 1), from 2 (0.7) and from the first 1 (0.49)
+    np.testing.assert_allclose(f["sequential_rules"], [0.0, 1.49 * 0.25, 1.49 * 0.75 + 0.7 * 1.0], rtol=1e-5)
+
+
+def test_item_stats_from_a_log_by_hand() -> None:
+    """Two sessions in time order: (0, 1, 2) then (1, 3); item 4 never occurs."""
+    log = InteractionLog(session_idx=np.array([0, 0, 0, 1, 1], np.int32), item_idx=np.array([0, 1, 2, 1, 3], np.int32),
+                         ts=np.array([1.0, 2.0, 3.0, 10.0, 11.0]), n_items=5)
+    st = _ItemStats.from_log(log)
+    # the newest 1 % and 10 % of 5 events: the newest one (item 3)
+    np.testing.assert_allclose(st.recent, np.log1p([[0, 0, 0, 1, 0], [0, 0, 0, 1, 0]]), rtol=1e-6)
+    # events after the newest / the first occurrence (an absent item: all 5 since it was seen, and new)
+    np.testing.assert_allclose(st.since_seen, np.log1p([[4, 1, 2, 0, 5], [4, 3, 2, 0, 0]]), rtol=1e-6)
+    # rules: 0 -> 1 (1), 0 -> 2 (1/2), 1 -> 2 (1), 1 -> 3 (1); rows normalised
+    want = np.zeros((5, 5), np.float32)
+    want[0, 1], want[0, 2], want[1, 2], want[1, 3] = 2 / 3, 1 / 3, 0.5, 0.5
+    np.testing.assert_allclose(st.rules.toarray(), want, rtol=1e-6)
+    assert st.transitions.toarray()[0, 1] == 1 and st.transitions.toarray()[1, 3] == 1
 
 
 def _repeat_log(seed: int = 0, n_sessions: int = 600) -> InteractionLog:
