@@ -193,17 +193,18 @@ class PopularitySnapshots:
             if len(keys) != len(lengths) or len(items) != len(weights) or int(lengths.sum()) != len(items) or (
                     len(items) and int(items.max()) >= len(snap.ids)):
                 raise ValueError("inconsistent array lengths")
-        except (msgspec.DecodeError, ValueError) as exc:
+            cuts = np.cumsum(lengths)[:-1]
+            split = zip(keys.tolist(), np.split(items, cuts), np.split(weights, cuts), strict=True) if len(keys) else ()
+            pieces = {(int(a), int(b), int(c)): (i, w) for (a, b, c), i, w in split}
+        except Exception as exc:  # whatever is wrong with the file, the topic is still there: never fail a start
             log.error("popularity snapshot %s unusable (%s): reading %s from its start", self.path, exc, self.topic)
             return {}
-        cuts = np.cumsum(lengths)[:-1]
         p = self.popularity
         with p._lock:
             p._ids = list(snap.ids)
             p._vocab = {item: i for i, item in enumerate(p._ids)}
             p._clocks = dict(snap.clocks)
-            p._pieces = {(int(a), int(b), int(c)): (i, w) for (a, b, c), i, w in
-                         zip(keys.tolist(), np.split(items, cuts), np.split(weights, cuts), strict=True)}
+            p._pieces = pieces
         self._offsets = self._saved = dict(snap.offsets)
         log.info("popularity restored from %s: %d pieces, %d items; reading %s from offsets %s",
                  self.path, len(keys), len(snap.ids), self.topic, snap.offsets)

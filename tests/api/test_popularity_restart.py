@@ -59,6 +59,12 @@ def _tops(pop: WindowPopularity) -> list[tuple[list[str], list[float]]]:
 def test_a_restart_restores_popularity_and_reads_only_the_tail(broker, tmp_path, caplog):
     topic = f"events-{uuid.uuid4().hex[:8]}.popularity"
     ensure_topics(broker, [TopicSpec(topic, 1, compacted=True)])
+    empty, snaps, table = _node(broker, topic, tmp_path / "popularity.snapshot")  # nothing published yet
+    table.stop()
+    snaps.save()
+    empty, _e, table = _node(broker, topic, tmp_path / "popularity.snapshot")  # a restart on an empty snapshot
+    table.stop()
+    assert len(empty) == 0 and empty.top(86400.0)[0] == []
     n_first = _publish(broker, topic, range(0, 2))
     pop, snaps, table = _node(broker, topic, tmp_path / "popularity.snapshot")
     table.stop()
