@@ -109,6 +109,7 @@ class FeedbackReader:
         self._last_snapshot = time.monotonic()
         self.published, self.publish_every_s = published, publish_every_s
         self._last_publish = time.monotonic()
+        self._published: dict[tuple[str, int], int] | None = None  # offsets of the state last published (or restored from)
         self.restored_from = ""  # "local", "published" or "history" (nothing to restore: folds from the start)
         self._restored = threading.Event()  # the snapshot is in: drain may fold
         self.n_folded = 0  # messages folded by this process (a restart from a snapshot folds only the tails)
@@ -157,6 +158,7 @@ class FeedbackReader:
                  "%d bytes, %.1f s); reading the tails", head.generation, head.writer, head.published_ts,
                  len(snap.arms), len(snap.impressions), head.size, time.monotonic() - t0)
         self._restore(snap, "published")
+        self._published = dict(self.offsets)  # nothing new to publish until something is folded
 
     def alive(self) -> bool:
         """The reader thread runs (it retries its own failures; only a bug ends it)."""
@@ -173,10 +175,13 @@ class FeedbackReader:
         try:
             self.drain(None)
             if self.snapshot() and self.published is not None:
-                try:
-                    self.published.publish(self._state()(), timeout_s=5.0)  # a node leaving hands its newest state on
-                except Exception:
-                    log.exception("publishing the optimizer snapshot at stop failed")
+                if self.offsets == self._published:  # published already (maybe still under way)
+                    self.published.wait_idle(5.0)
+                else:
+                    try:
+                        self.published.publish(self._state()(), timeout_s=5.0)  # a node leaving hands its newest state on
+                    except Exception:
+                        log.exception("publishing the optimizer snapshot at stop failed")
         finally:
             self.store.close()
 
@@ -407,9 +412,11 @@ class FeedbackReader:
         for (topic, part), off in offsets.items():
             self.store.stage_offset(batch, topic, part, off)
         self.store.commit(batch)
-        if self.published is not None and time.monotonic() - self._last_publish >= self.publish_every_s:
+        if (self.published is not None and time.monotonic() - self._last_publish >= self.publish_every_s
+                and self.offsets != self._published):  # unchanged: a broker that does not compact keeps every copy
             self._last_publish = time.monotonic()
-            self.published.publish_async(self._state())  # copied here, encoded and sent on the publisher's thread
+            if self.published.publish_async(self._state()):  # copied here, encoded and sent on the publisher's thread
+                self._published = dict(self.offsets)
         return True
 
     def _state(self) -> Callable[[], BanditSnapshot]:

@@ -24,7 +24,7 @@ from api.optimizer import ThompsonOptimizer
 from api.request_ids import RequestSigner, load_request_secret
 from api.snapshot_topic import SnapshotTopic
 from api.topic_table import TopicTable
-from api.window_popularity import WindowPopularity
+from api.window_popularity import PopularitySnapshots, WindowPopularity
 from operators.attribution import ANONYMOUS_USER, REQUEST_TYPE, Impression
 from operators.catalog_overlay import CatalogModelWatcher, CatalogOverlay
 from operators.model_version import ModelWatcher
@@ -96,6 +96,8 @@ class Services:
     popular_lists: dict[str, TopN] = field(default_factory=dict)
     """The partitions' popular lists (kept apart by the user-topn reader: ranking never scans users)."""
     _popular: tuple[float, list[tuple[str, float]]] = (0.0, [])
+    popularity_snapshots: PopularitySnapshots | None = None
+    """Local snapshots of the windowed popularity (a restart reads only the topic's tail)."""
 
     def publish_served(self, imp: Impression, scenario: str, strategy: str) -> None:
         """Record a served campaign list as a ``rec_request`` record in the server-only ``served`` topic
@@ -149,6 +151,11 @@ class Services:
         self.item_links.stop()
         self.flow_stats.stop()
         self.window_table.stop()
+        if self.popularity_snapshots is not None and not self.window_table.alive():
+            try:
+                self.popularity_snapshots.save()
+            except OSError:
+                log.exception("saving the popularity snapshot at stop failed")
         self.durable.stop()
         if self.reader is not None:
             self.reader.stop()
@@ -184,8 +191,10 @@ def build_services(settings: Settings) -> Services:
     rules = EventRules.from_settings(settings)
     # live ingestion (POST /v1/events): the flow's rules, and events no older than api.max_age_s
     ingest_rules = dataclasses.replace(rules, max_age_s=min(settings.stream.max_age_s or a.max_age_s, a.max_age_s))
+    snapshots = PopularitySnapshots(popularity, state_dir / "popularity.snapshot", k.window_topic())
     window_table = TopicTable(k.brokers, k.window_topic(), decode_window_piece, on_update=popularity.apply,
-                              keep=False, on_beyond_end=beyond_end).start()
+                              keep=False, on_beyond_end=beyond_end, start_offsets=snapshots.load(),
+                              on_batch=snapshots.on_batch).start()
     fold = FeedbackFold(optimizer, campaigns.config_of, max_open=a.max_open_lists, declares=campaigns.declares)
     reader = None
     if a.feedback:
@@ -221,6 +230,7 @@ def build_services(settings: Settings) -> Services:
         optimizer=optimizer,
         window_popularity=popularity,
         window_table=window_table,
+        popularity_snapshots=snapshots,
         fold=fold,
         signer=RequestSigner(load_request_secret(a.request_secret, state_dir)),
         ingest_rules=ingest_rules,

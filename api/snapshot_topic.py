@@ -229,6 +229,13 @@ class SnapshotTopic:
                  self.topic, len(data), len(pieces), len(snap.arms), len(snap.impressions))
         return head
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no publication is under way (at most ``timeout_s``); True if none is."""
+        if not self._busy.acquire(timeout=timeout_s):
+            return False
+        self._busy.release()
+        return True
+
     def close(self) -> None:
         if self._producer is not None:
             self._producer.flush(5.0)

@@ -10,18 +10,31 @@ A window of ``w`` seconds sums the buckets that start after ``clock - w`` (bucke
 where ``clock`` is the newest event time of any partition (so a replayed log has windows too,
 not only a live shop). Rankings are cached per window for ``cache_s`` seconds and recomputed off
 the request path (stale-while-revalidate).
+
+A restart does not read the topic again: ``PopularitySnapshots`` writes the pieces as arrays,
+with the topic offsets they reflect, to a local file (``<api state_dir>/popularity.snapshot``)
+once the reader has caught up and then at most every ``every_s`` while pieces change; a process
+that finds the file loads it (arrays, no per-item work) and reads the topic from those offsets.
+A missing, corrupt or foreign file (another topic or bucket width) is ignored (logged), and the
+topic is read from its start.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
+from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from operators.window_topic import WindowPiece
 
-__all__ = ["WindowPopularity"]
+__all__ = ["WindowPopularity", "PopularitySnapshots"]
+
+log = logging.getLogger(__name__)
 
 
 class WindowPopularity:
@@ -68,14 +81,12 @@ class WindowPopularity:
             return
         with self._lock:
             vocab, ids = self._vocab, self._ids
-            idx = np.empty(len(piece.items), dtype=np.int32)
-            for j, item in enumerate(piece.items):
-                i = vocab.get(item)
-                if i is None:
-                    i = vocab[item] = len(ids)
-                    ids.append(item)
-                idx[j] = i
-            self._pieces[(p, b, s)] = (idx, np.asarray(piece.weights, dtype=np.float64))
+            n0 = len(vocab)
+            # a new item gets the next index (len(vocab) before it is inserted); a piece's items are unique
+            found = [vocab.setdefault(item, len(vocab)) for item in piece.items]
+            if len(vocab) > n0:
+                ids.extend(item for item, i in zip(piece.items, found, strict=True) if i >= n0)
+            self._pieces[(p, b, s)] = (np.array(found, dtype=np.int32), np.asarray(piece.weights, dtype=np.float64))
             if piece.clock > self._clocks.get(p, 0.0):
                 self._clocks[p] = piece.clock
 
@@ -124,3 +135,101 @@ class WindowPopularity:
             self._cache.clear()
         self._cache[window_s] = (now, ranked, scores)
         return ranked, scores
+
+
+class _Snapshot(msgspec.Struct):
+    """The file's content: pieces as flat arrays (raw little-endian bytes), ids, clocks, offsets."""
+
+    version: int
+    topic: str
+    bucket_s: float
+    offsets: dict[int, int]
+    clocks: dict[int, float]
+    ids: list[str]
+    keys: bytes  # int64 (n_pieces, 3): partition, bucket, shard
+    lengths: bytes  # int64 (n_pieces,)
+    items: bytes  # int32, every piece's item indices, concatenated
+    weights: bytes  # float64, same length
+
+
+class PopularitySnapshots:
+    """Local snapshots of a ``WindowPopularity`` and the window topic's offsets it reflects.
+
+    Parameters
+    ----------
+    popularity : WindowPopularity
+        What is saved and restored.
+    path : Path
+        The snapshot file (written to a temporary name, then renamed: readers never see half a file;
+        several processes on one state directory may write it, each a consistent state).
+    topic : str
+        The window topic (a file of another topic is ignored).
+    every_s : float
+        Least interval between two saves while pieces change, seconds.
+    """
+
+    def __init__(self, popularity: WindowPopularity, path: Path, topic: str, every_s: float = 30.0) -> None:
+        self.popularity, self.path, self.topic, self.every_s = popularity, Path(path), topic, every_s
+        self._offsets: dict[int, int] = {}
+        self._saved: dict[int, int] | None = None
+        self._last_save = 0.0
+
+    def load(self) -> dict[int, int]:
+        """Restore the saved pieces; returns the offsets to read the topic from ({} = its start)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            snap = msgspec.msgpack.decode(raw, type=_Snapshot)
+            if snap.version != 1 or snap.topic != self.topic or snap.bucket_s != self.popularity.bucket_s:
+                log.info("popularity snapshot %s is of another topic or bucket width: reading %s from its start",
+                         self.path, self.topic)
+                return {}
+            keys = np.frombuffer(snap.keys, dtype="<i8").reshape(-1, 3)
+            lengths = np.frombuffer(snap.lengths, dtype="<i8")
+            items = np.frombuffer(snap.items, dtype="<i4")
+            weights = np.frombuffer(snap.weights, dtype="<f8")
+            if len(keys) != len(lengths) or len(items) != len(weights) or int(lengths.sum()) != len(items) or (
+                    len(items) and int(items.max()) >= len(snap.ids)):
+                raise ValueError("inconsistent array lengths")
+            cuts = np.cumsum(lengths)[:-1]
+            split = zip(keys.tolist(), np.split(items, cuts), np.split(weights, cuts), strict=True) if len(keys) else ()
+            pieces = {(int(a), int(b), int(c)): (i, w) for (a, b, c), i, w in split}
+        except Exception as exc:  # whatever is wrong with the file, the topic is still there: never fail a start
+            log.error("popularity snapshot %s unusable (%s): reading %s from its start", self.path, exc, self.topic)
+            return {}
+        p = self.popularity
+        with p._lock:
+            p._ids = list(snap.ids)
+            p._vocab = {item: i for i, item in enumerate(p._ids)}
+            p._clocks = dict(snap.clocks)
+            p._pieces = pieces
+        self._offsets = self._saved = dict(snap.offsets)
+        log.info("popularity restored from %s: %d pieces, %d items; reading %s from offsets %s",
+                 self.path, len(keys), len(snap.ids), self.topic, snap.offsets)
+        return dict(snap.offsets)
+
+    def on_batch(self, offsets: dict[int, int], caught_up: bool) -> None:
+        """The window table's hook (its reader thread): save once caught up, then at most every ``every_s``."""
+        self._offsets = offsets
+        if caught_up and offsets != self._saved and (self._saved is None or time.monotonic() - self._last_save >= self.every_s):
+            self.save()
+
+    def save(self) -> None:
+        """Write the pieces and the offsets last reported (call on the reader thread, or after it stopped)."""
+        p = self.popularity
+        with p._lock:
+            pieces = list(p._pieces.items())
+            ids, clocks = list(p._ids), dict(p._clocks)
+        keys = np.array([k for k, _ in pieces], dtype="<i8").reshape(-1, 3)
+        lengths = np.array([len(v[0]) for _, v in pieces], dtype="<i8")
+        items = np.concatenate([v[0] for _, v in pieces]).astype("<i4") if pieces else np.zeros(0, "<i4")
+        weights = np.concatenate([v[1] for _, v in pieces]).astype("<f8") if pieces else np.zeros(0, "<f8")
+        raw = msgspec.msgpack.encode(_Snapshot(1, self.topic, p.bucket_s, dict(self._offsets), clocks, ids,
+                                               keys.tobytes(), lengths.tobytes(), items.tobytes(), weights.tobytes()))
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(raw)
+        os.replace(tmp, self.path)
+        self._saved, self._last_save = dict(self._offsets), time.monotonic()

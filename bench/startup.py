@@ -1,26 +1,27 @@
-"""API start to ready, and its memory: a new node (empty data directories) vs a restart (snapshot + tail).
+"""API start to ready, and its memory: a new node without and with a published optimizer snapshot, and a restart.
 
-    .venv/bin/python bench/startup.py [--events 1000000] [--users 200000] [--rounds 3] [--stores memory,rocksdb]
+    .venv/bin/python bench/startup.py [--events 1000000] [--users 200000] [--items 100000] [--rounds 3]
+                                      [--served-every 100] [--tail 60000]
 
 Starts a local Tansu broker and fills it like a shop with history: ``--events`` view/purchase
-events in ``events`` (4 partitions), one published top-N list (50 items) per user in
-``user-topn``, and the windowed popularity the flow publishes for those events
-(``<events>.popularity``: one record per partition, hour bucket and shard, as compaction leaves
-it; built with the flow's own ``WindowStore`` and record encoding). Then starts the API
-(uvicorn, one worker, feedback reader on) as a child process and times ``GET /readyz`` until 200
-(the broker answers and every reader has caught up), and reads the process's resident memory
-once ready:
+events in ``events`` (4 partitions, spread over 7 days, Kafka timestamp = event time), a served
+list of campaign ``c`` (goal view, two arms) in ``served`` before every ``--served-every``-th
+event, one published top-N list (50 items) per user in ``user-topn``, and the windowed
+popularity the flow publishes for those events (``<events>.popularity``: one record per
+partition, hour bucket and shard, as compaction leaves it; weights summed with numpy, encoded
+with the flow's ``encode_window_piece``). Then, per round, starts the API (uvicorn, one worker,
+feedback reader on; the campaign in its store) as a child process, times ``GET /readyz`` until
+200 (and when each reader stopped being a reason), reads its RSS, and stops it with SIGTERM
+(it writes its snapshots and publishes the optimizer's):
 
-* ``first start``: a new node, empty API state: windowed popularity from the published pieces,
-  the top-N lists in full, and the optimizer's reader over the served lists from their start and
-  the events from the first one that could reward a list (none older than the first served list:
-  without served lists none of the history; ``--served-at-start`` puts one at the start, then all
-  of it; events that change nothing are skipped unparsed); with ``topn_store = memory`` (the old
-  dict) and ``rocksdb``. Events carry their own time as Kafka timestamp, as a real history does;
-* ``restart``: the same process started again on its state: the optimizer's snapshot and the
-  local top-N store, then only the tails.
+* ``new node, no published snapshot``: empty state directories and an empty snapshot topic of
+  the round's own: the optimizer folds both topics from their start (the path before the
+  published snapshot; it publishes when it stops);
+* ``restart``: the same node again on its local state, after ``--tail`` more events;
+* ``new node, published snapshot``: other empty directories, after ``--tail`` more events: the
+  optimizer from the snapshot the first node published, then the tails.
 
-Prints a table (medians over ``--rounds``) and the command.
+Prints a table (medians over ``--rounds``), the load averages and the command.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from operators.window_topic import encode_window_piece, window_key  # noqa: E402
 from state.campaigns import Arm, Campaign, CampaignStore  # noqa: E402
 from state.window_popularity import shard_of  # noqa: E402
 
+_READERS = ("user-topn", "popularity", "feedback")  # /readyz reasons timed (a reader never named: the first answer)
 _EVENT = b'{"event_id":"e%d","ts":%r,"type":"%s","user_id":"%s","item_id":"i%07d"}'
 
 
@@ -141,7 +143,8 @@ def _start_api(config: Path, port: int) -> dict[str, object]:
     """Spawn the API, poll ``/readyz`` until 200, read its RSS, stop it (SIGTERM: it snapshots and publishes).
 
     Returns ``ready_s`` (spawn to 200), ``rss_mb``, ``optimizer_from`` and, per reader named in the
-    reasons (``user-topn``, ``popularity``, ``feedback``, ...), the seconds after which it no longer was.
+    reasons (``user-topn``, ``popularity``, ``feedback``), the seconds after which it no longer was
+    (the first answer's time if it never was).
     """
     env = dict(os.environ, FUSIONREC_CONFIG=str(config), PYTHONPATH=str(ROOT))
     t0 = time.perf_counter()
@@ -149,12 +152,14 @@ def _start_api(config: Path, port: int) -> dict[str, object]:
                              "--port", str(port), "--log-level", "warning"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last_seen: dict[str, float] = {}
+    first_answer = 0.0
     try:
         with httpx.Client(timeout=2) as c:
             while True:
                 try:
                     r = c.get(f"http://127.0.0.1:{port}/readyz")
                     body = r.json()
+                    first_answer = first_answer or time.perf_counter() - t0
                     if r.status_code == 200:
                         break
                     for reason in body["reasons"]:
@@ -169,7 +174,7 @@ def _start_api(config: Path, port: int) -> dict[str, object]:
         ready_s = time.perf_counter() - t0
         time.sleep(1.0)
         return {"ready_s": ready_s, "rss_mb": _rss_mb(proc.pid), "optimizer_from": body.get("optimizer_from"),
-                **{f"{k}_s": v for k, v in last_seen.items()}}
+                **{f"{k}_s": last_seen.get(k, first_answer) for k in _READERS}}
     finally:
         proc.terminate()
         proc.wait(120)

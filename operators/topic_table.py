@@ -54,6 +54,13 @@ class TopicTable:
         Called when a position was found beyond the log end (the topic was recreated, e.g. by a
         broker that came back empty); the reader then re-reads the new log from its start and
         keeps the values it holds until they are replaced.
+    start_offsets : dict partition -> offset, optional
+        Where to start reading without a serving store: the offsets a snapshot of what
+        ``on_update`` folded reflects (e.g. windowed popularity); default the topic's start.
+    on_batch : callable (offsets, caught_up), optional
+        Called on the reader thread after every applied batch and once when caught up, with
+        every partition's next offset (what has been applied so far) and whether the reader has
+        caught up: a consistent point to snapshot what ``on_update`` folded.
 
     Attributes
     ----------
@@ -66,10 +73,13 @@ class TopicTable:
     def __init__(self, brokers: str, topic: str, decode: Callable[[bytes], object],
                  on_update: Callable[[str, object | None], None] | None = None, keep: bool = True,
                  reader: str = "api", on_beyond_end: Callable[[BeyondLogEnd], None] | None = None,
-                 store: ServingStore | None = None, update_prefix: str = "") -> None:
+                 store: ServingStore | None = None, update_prefix: str = "",
+                 start_offsets: dict[int, int] | None = None,
+                 on_batch: Callable[[dict[int, int], bool], None] | None = None) -> None:
         self.brokers, self.topic, self.decode, self.on_update = brokers, topic, decode, on_update
         self.on_beyond_end = on_beyond_end
         self.store, self.update_prefix = store, update_prefix
+        self.start_offsets, self.on_batch = dict(start_offsets or {}), on_batch
         self.guard = OffsetGuard(brokers, topic, "earliest")
         self.keep, self.reader = keep, reader
         self._data: dict[str, object] = {}
@@ -139,11 +149,13 @@ class TopicTable:
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": f"fusionrec-{self.reader}-{self.topic}",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
                       "error_cb": self._on_error})
-        stored = self.store.offsets() if self.store is not None else {}
+        stored = self.store.offsets() if self.store is not None else self.start_offsets
         offsets = {p: stored.get(p, 0) for p in parts}
         c.assign([TopicPartition(self.topic, p, offsets[p] or OFFSET_BEGINNING) for p in parts])
         if all(offsets[p] >= end.get(p, 0) for p in parts):
             self._caught_up.set()
+            if self.on_batch is not None:
+                self.on_batch(dict(offsets), True)
         last_message_s = time.monotonic()
         last_ts: dict[int, int] = {}  # Kafka timestamp (ms) of the last record read per partition
         try:
@@ -171,8 +183,11 @@ class TopicTable:
                 if self.store is not None and (changed or self._pending):
                     self.store.write(self._pending, changed)  # values and their offsets in one batch
                     self._pending = []
-                if not self._caught_up.is_set() and all(offsets[p] >= end.get(p, 0) for p in parts):
+                caught_up_now = not self._caught_up.is_set() and all(offsets[p] >= end.get(p, 0) for p in parts)
+                if caught_up_now:
                     self._caught_up.set()
+                if self.on_batch is not None and (batch or caught_up_now):
+                    self.on_batch(dict(offsets), self._caught_up.is_set())
         finally:
             c.close()
 

@@ -182,11 +182,18 @@ def test_without_a_published_snapshot_a_new_node_folds_the_history(broker, tmp_p
             _fold_all(r, n)
         assert new.restored_from == "history" and new.n_folded == n
         assert _arms(new) == _arms(fresh) and new.fold.n_rewards > 0
-        deadline = time.monotonic() + 20  # the writer publishes every publish_every_s while it runs
-        while new.published.n_published < 2 and time.monotonic() < deadline:
-            new.drain(None)
+        time.sleep(1.5)  # the writer publishes every publish_every_s while it runs
+        k = new.published.n_published
+        assert k >= 1
+        time.sleep(1.5)
+        assert new.published.n_published == k  # nothing folded since: not published again
+        n += _produce(broker, topics, 1000, 100)
+        _fold_all(new, n)
+        _fold_all(fresh, n)
+        deadline = time.monotonic() + 20
+        while new.published.n_published == k and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert new.published.n_published >= 2
+        assert new.published.n_published > k
     finally:
         new.stop()
         fresh.stop()
