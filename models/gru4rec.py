@@ -12,7 +12,7 @@ Model directory (``save``/``load``, :mod:`models.persistence`)::
 
     params.json   {"class": "GRU4Rec", "version": 1, "params": {...constructor arguments}}
     arrays.npz    net__item_emb (n_items, d) float32        tied input/output item embedding
-                  net__item_bias (n_items,) float32         output bias
+                  net__item_bias (n_items, 1) float32       output bias
                   net__gru.* (the GRU's weights and biases) float32
                   train_loss (epochs,) float64              mean sampled cross-entropy per epoch
 """
@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from tqdm.auto import tqdm
 
 from models.base import Histories, InteractionLog
@@ -63,7 +62,7 @@ class _GRUNet(nn.Module):
     def __init__(self, n_items: int, d: int) -> None:
         super().__init__()
         self.item_emb = nn.Parameter(torch.empty(n_items, d))
-        self.item_bias = nn.Parameter(torch.zeros(n_items))
+        self.item_bias = nn.Parameter(torch.zeros(n_items, 1))
         self.gru = nn.GRU(d, d, batch_first=True)
 
     def init_weights(self, gen: torch.Generator) -> None:
@@ -81,29 +80,45 @@ class _GRUNet(nn.Module):
                 else:
                     p.copy_(torch.rand(p.shape, generator=gen) * (2 * k) - k)
 
-    def encode(self, x: torch.Tensor, lens: torch.Tensor, *, dropout: float = 0.0,
-               gen: torch.Generator | None = None) -> torch.Tensor:
-        """Last hidden state of each prefix.
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Last hidden state of each prefix, all of one length (no padding, so no packing).
 
         Parameters
         ----------
-        x : int64 tensor of shape (B, T)
-            Item indices, oldest first, right-padded (entries at positions >= ``lens`` ignored).
-        lens : int64 tensor of shape (B,)
-            Prefix lengths, each in ``[1, T]``.
-        dropout : float
-            Dropout on the item embeddings (training only; the mask is drawn from ``gen``).
+        x : int64 tensor of shape (B, L), item indices, oldest first.
 
         Returns
         -------
         float32 tensor of shape (B, d).
         """
-        packed = pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False)
-        emb = nn.functional.embedding(packed.data, self.item_emb)
-        if dropout > 0 and gen is not None:
-            emb = emb * (torch.empty_like(emb).bernoulli_(1.0 - dropout, generator=gen) / (1.0 - dropout))
-        _, h_n = self.gru(PackedSequence(emb, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices))
-        return h_n[0]
+        return self.gru(nn.functional.embedding(x, self.item_emb))[1][0]
+
+
+class _RowAdam:
+    """Adam over the item rows a mini-batch touches (lazy Adam, as torch's SparseAdam or GRU4Rec's
+    indexed optimisers): rows absent from a batch keep their weights and moments unchanged.
+
+    Bias correction uses the global step count. Updates are in place on the given tensors.
+    """
+
+    def __init__(self, params: list[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, rows: torch.Tensor, grads: list[torch.Tensor]) -> None:
+        """Update ``p[rows]`` of every parameter given the gradients of those rows (one per param)."""
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
+        for p, m, v, g in zip(self.params, self.m, self.v, grads, strict=True):
+            mr = m[rows].mul_(b1).add_(g, alpha=1.0 - b1)
+            vr = v[rows].mul_(b2).addcmul_(g, g, value=1.0 - b2)
+            m[rows], v[rows] = mr, vr
+            p[rows] -= (self.lr / c1) * mr / (vr.div(c2).sqrt_().add_(self.eps))
 
 
 def _session_examples(log: InteractionLog, max_len: int
@@ -131,6 +146,28 @@ def _session_examples(log: InteractionLog, max_len: int
     return x, lens.astype(np.int64), items[cut].astype(np.int64)
 
 
+def _length_batches(lens: NDArray[np.int64], batch_size: int, rng: np.random.Generator
+                    ) -> tuple[NDArray[np.int64], list[tuple[int, int]]]:
+    """One epoch's mini-batches, each of prefixes of one length (length bucketing: no padding).
+
+    Examples are shuffled, grouped by length (stable, so shuffled within a length), cut into
+    batches of ``batch_size`` per length, and the batches shuffled.
+
+    Returns
+    -------
+    (order, bounds) : example indices (n,) and the ``(start, end)`` slices of ``order`` per batch.
+    """
+    perm = rng.permutation(len(lens))
+    order = perm[np.argsort(lens[perm], kind="stable")]
+    sl = lens[order]
+    g_start = np.flatnonzero(np.r_[True, sl[1:] != sl[:-1]])
+    g_end = np.r_[g_start[1:], len(sl)]
+    starts = np.concatenate([np.arange(a, b, batch_size) for a, b in zip(g_start, g_end, strict=True)])
+    ends = np.minimum(starts + batch_size, np.repeat(g_end, np.ceil((g_end - g_start) / batch_size).astype(np.int64)))
+    pick = rng.permutation(len(starts))
+    return order, [(int(a), int(b)) for a, b in zip(starts[pick], ends[pick], strict=True)]
+
+
 class GRU4Rec:
     """Session-based recommendations with a GRU (Hidasi et al. 2016; Hidasi & Czapp 2023 settings).
 
@@ -142,7 +179,9 @@ class GRU4Rec:
     candidate's logit is lowered by ``logq`` times the log of its expected count in the
     candidate set (the logQ correction: ``batch_size * p_target(i)`` for the in-batch targets,
     ``n_sample * p_sample(i)`` for the drawn ones), and a candidate equal to a row's target
-    other than its own column is masked (accidental hit). An empty history scores ``b``.
+    other than its own column is masked (accidental hit). Item rows are updated by a lazy
+    (row-wise) Adam, the GRU by Adam; mini-batches hold prefixes of one length (no padding).
+    ``recommend`` returns full-softmax probabilities; an empty history scores ``softmax(b)``.
 
     Parameters
     ----------
@@ -162,10 +201,13 @@ class GRU4Rec:
         Scale of the logQ correction (0 = off).
     dropout : float, default 0.2
         Dropout on the input item embeddings while training.
-    n_threads : int, default 2
-        torch threads during ``fit`` and scoring (restored afterwards).
+    n_threads : int, default 1
+        torch threads during ``fit`` and scoring (restored afterwards). One: its matrices are small
+        (a batch is 256 x d), and on a 2-core box shared with another job two threads ran 3-12x
+        slower than one (bench/RESULTS.md, GRU4Rec).
     random_state : int or None, default 0
-        Seeds the weights, the example order, the negatives and the dropout masks.
+        Seeds the weights (a torch generator), the example order, the negatives and the dropout
+        masks (a numpy generator).
     progress : bool, default True
         tqdm bar over training examples (examples/s).
 
@@ -188,7 +230,7 @@ class GRU4Rec:
 
     def __init__(self, d: int = 128, max_len: int = 20, epochs: int = 5, batch_size: int = 256, lr: float = 2e-3,
                  n_sample: int = 2048, sample_alpha: float = 0.75, logq: float = 1.0, dropout: float = 0.2,
-                 n_threads: int = 2, random_state: int | None = 0, progress: bool = True) -> None:
+                 n_threads: int = 1, random_state: int | None = 0, progress: bool = True) -> None:
         self.d = d
         self.max_len = max_len
         self.epochs = epochs
@@ -233,7 +275,7 @@ class GRU4Rec:
         n = len(y_np)
         if n == 0:
             raise ModelFitError("GRU4Rec.fit: no session has two events; nothing to learn from")
-        rng = np.random.default_rng(self.random_state)
+        rng = np.random.default_rng(self.random_state)  # example order, negatives, dropout masks
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         pop = np.bincount(log.item_idx, minlength=log.n_items).astype(np.float64)
         sample_w = pop ** float(self.sample_alpha)
@@ -242,34 +284,43 @@ class GRU4Rec:
             target_pop = np.bincount(y_np, minlength=log.n_items).astype(np.float64)
             logq_batch = torch.from_numpy(np.log(self.batch_size * target_pop / n).astype(np.float32))
             logq_sample = torch.from_numpy(np.log(self.n_sample * sample_w / sample_w.sum()).astype(np.float32))
-        x_t, lens_t, y_t = torch.from_numpy(x_np), torch.from_numpy(lens_np), torch.from_numpy(y_np)
+        x_t, y_t = torch.from_numpy(x_np), torch.from_numpy(y_np)
         net = _GRUNet(log.n_items, int(self.d))
-        n_batches = math.ceil(n / self.batch_size)
         losses: list[float] = []
         t0 = time.perf_counter()
         with _torch_threads(self.n_threads):
             net.init_weights(gen)
-            opt = torch.optim.Adam(net.parameters(), lr=self.lr, fused=True)
+            # item rows: lazy Adam over the rows a batch touches; the GRU: dense Adam
+            opt_items = _RowAdam([net.item_emb.data, net.item_bias.data], lr=self.lr)
+            opt_gru = torch.optim.Adam(net.gru.parameters(), lr=self.lr, fused=True)
             net.train()
             with tqdm(total=self.epochs * n, desc="GRU4Rec", unit="ex", unit_scale=True, disable=not self.progress,
                       leave=False) as bar:
                 for _ in range(int(self.epochs)):
-                    order = torch.from_numpy(rng.permutation(n))
+                    order, bounds = _length_batches(lens_np, int(self.batch_size), rng)
                     total = 0.0
-                    for b in range(n_batches):
-                        rows = order[b * self.batch_size:(b + 1) * self.batch_size]
-                        lens = lens_t[rows]
-                        x = x_t[rows, :int(lens.max())].long()
+                    for s, e in bounds:
+                        rows = torch.from_numpy(order[s:e])
+                        x = x_t[rows, :int(lens_np[order[s]])].long()
                         y = y_t[rows]
                         sampled = torch.from_numpy(np.minimum(
                             np.searchsorted(sample_cdf, rng.random(self.n_sample), side="right"), log.n_items - 1))
-                        loss = self._batch_loss(net, x, lens, y, sampled, logq_batch, logq_sample, gen)
-                        opt.zero_grad(set_to_none=True)
+                        uniq, inv = torch.unique(torch.cat([x.reshape(-1), y, sampled]), return_inverse=True)
+                        emb = net.item_emb.detach()[uniq].requires_grad_()
+                        bias = net.item_bias.detach()[uniq].requires_grad_()
+                        keep = None
+                        if self.dropout > 0:
+                            keep = torch.from_numpy(rng.random((*x.shape, emb.shape[1]), dtype=np.float32)
+                                                    >= self.dropout)
+                        loss = self._batch_loss(net, emb, bias, inv[:x.numel()].view(x.shape), inv[x.numel():],
+                                                y, sampled, logq_batch, logq_sample, keep)
+                        opt_gru.zero_grad(set_to_none=True)
                         loss.backward()
-                        opt.step()
-                        total += float(loss.detach())
-                        bar.update(len(rows))
-                    losses.append(total / n_batches)
+                        opt_items.step(uniq, [emb.grad, bias.grad])
+                        opt_gru.step()
+                        total += float(loss.detach()) * (e - s)
+                        bar.update(e - s)
+                    losses.append(total / n)
             net.eval()
         train_s = time.perf_counter() - t0
         if not np.all(np.isfinite(losses)):
@@ -283,20 +334,26 @@ class GRU4Rec:
                     n, self.epochs, train_s, self.examples_per_s_, [round(v, 4) for v in losses])
         return self
 
-    def _batch_loss(self, net: _GRUNet, x: torch.Tensor, lens: torch.Tensor, y: torch.Tensor,
-                    sampled: torch.Tensor, logq_batch: torch.Tensor, logq_sample: torch.Tensor,
-                    gen: torch.Generator) -> torch.Tensor:
-        """Sampled softmax cross-entropy of one mini-batch (row ``r``'s positive is candidate ``r``)."""
-        h = net.encode(x, lens, dropout=float(self.dropout), gen=gen)
-        cand = torch.cat([y, sampled])
-        logits = torch.addmm(net.item_bias[cand], h, net.item_emb[cand].T)
+    def _batch_loss(self, net: _GRUNet, emb: torch.Tensor, bias: torch.Tensor, x_rows: torch.Tensor,
+                    cand_rows: torch.Tensor, y: torch.Tensor, sampled: torch.Tensor, logq_batch: torch.Tensor,
+                    logq_sample: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """Sampled softmax cross-entropy of one mini-batch (row ``r``'s positive is candidate ``r``).
+
+        ``emb`` (U, d) and ``bias`` (U, 1) are the rows of the items the batch touches; ``x_rows``
+        (B, L) and ``cand_rows`` (B + n_sample,) index them; ``keep`` is the dropout mask (B, L, d).
+        """
+        inp = nn.functional.embedding(x_rows, emb)
+        if keep is not None:
+            inp = inp * keep / (1.0 - self.dropout)
+        h = net.gru(inp)[1][0]
+        logits = torch.addmm(bias[cand_rows, 0], h, nn.functional.embedding(cand_rows, emb).T)
         if self.logq:
             logits = logits - self.logq * torch.cat([logq_batch[y], logq_sample[sampled]])
-        rows = torch.arange(len(y))
+        cand = torch.cat([y, sampled])
         hit = cand[None, :] == y[:, None]
+        rows = torch.arange(len(y))
         hit[rows, rows] = False
-        logits = logits.masked_fill(hit, -torch.inf)
-        return nn.functional.cross_entropy(logits, rows)
+        return nn.functional.cross_entropy(logits.masked_fill_(hit, -torch.inf), rows)
 
     # ----------------------------------------------------------------- scoring
     def _check_fitted(self) -> None:
@@ -305,21 +362,20 @@ class GRU4Rec:
 
     def _hidden(self, histories: Histories) -> torch.Tensor:
         """Last GRU state of each history's newest ``max_len`` items, (n_queries, d); zeros if empty."""
-        lens_all = np.diff(histories.indptr)
-        lens = np.minimum(lens_all, self.max_len)
+        lens = np.minimum(np.diff(histories.indptr), self.max_len)
         h = torch.zeros(histories.n_queries, self.net_.item_emb.shape[1])
-        nonempty = np.flatnonzero(lens > 0)
-        if len(nonempty):
-            ln = lens[nonempty]
-            end = histories.indptr[1:][nonempty]
-            pos = (end - ln)[:, None] + np.arange(int(ln.max()))[None, :]
-            valid = pos < end[:, None]
-            x = np.where(valid, histories.items[np.minimum(pos, len(histories.items) - 1)], 0).astype(np.int64)
-            h[torch.from_numpy(nonempty)] = self.net_.encode(torch.from_numpy(x), torch.from_numpy(ln.astype(np.int64)))
+        end = histories.indptr[1:]
+        for length in np.unique(lens[lens > 0]):  # one dense GRU pass per prefix length
+            q = np.flatnonzero(lens == length)
+            x = histories.items[(end[q] - length)[:, None] + np.arange(length)[None, :]].astype(np.int64)
+            h[torch.from_numpy(q)] = self.net_.encode(torch.from_numpy(x))
         return h
 
     def score(self, histories: Histories) -> NDArray[np.float32]:
-        """Full-softmax logits ``h · E[i] + b[i]`` of every item, (n_queries, n_items) float32.
+        """Full-softmax probability ``softmax(h · E + b)[i]`` of every item, (n_queries, n_items) float32.
+
+        Probabilities, not logits: their relative rounding error does not depend on the batch
+        (a logit near 0 would carry a large relative error from batch-size-dependent GEMM kernels).
 
         Raises
         ------
@@ -332,7 +388,7 @@ class GRU4Rec:
         check_histories(histories, self.n_items_, "GRU4Rec")
         with _torch_threads(self.n_threads), torch.no_grad():
             h = self._hidden(histories)
-            return torch.addmm(self.net_.item_bias, h, self.net_.item_emb.T).numpy()
+            return torch.softmax(torch.addmm(self.net_.item_bias[:, 0], h, self.net_.item_emb.T), dim=1).numpy()
 
     def recommend(self, histories: Histories, n: int = 20, *, exclude_seen: bool = False,
                   batch_size: int = 1024) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
@@ -341,7 +397,7 @@ class GRU4Rec:
         Returns
         -------
         (ids, scores) : int32 and float32 arrays of shape (n_queries, n), best first (scores are
-        the logits), padded with -1 / -inf.
+        the full-softmax probabilities), padded with -1 / -inf.
 
         Raises
         ------

@@ -1,0 +1,236 @@
+"""Fusion ranker ablation on a validation split: fit EMDE and the kNN models once, cache every
+(prefix, candidate) pair's features, then refit only the LightGBM ranker per variant.
+
+A variant adds feature groups (``+``-joined) on top of ``models.hybrid.candidate_features``:
+``recent``, ``age``, ``sr``, ``prev``, ``sess`` (the candidate features issue 11's session 5 tried;
+at commit a1aa580, before they became part of ``models/hybrid.py``, they were extra columns);
+``base`` adds none. ``--rp`` refits the ranker with LightGBM parameter overrides, ``--emde-full``
+scores the evaluation prefixes with an EMDE fitted on the whole validation-train log, ``--knn``
+overrides the fusion's kNN models. Prints one JSON line per variant (HR@20, MRR@20, the pool's
+recall, the features with the most gain).
+
+    .venv/bin/python bench/fusion_ablation.py ../shared/datasets/retailrocket_mtd srgnn \
+        bench/tuned/retailrocket_mtd.json var/ablation/rr --variants base,recent,age --emde-full
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.data import load_dataset
+from models.data.validation import holdout_sessions, validation_split
+from models.emde import EMDE
+from models.evaluate import sample_queries
+from models.hybrid import SessionFusion, _ItemStats, feature_names
+from models.registry import create_model
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+ap = argparse.ArgumentParser()
+ap.add_argument("data")
+ap.add_argument("fmt")
+ap.add_argument("params")
+ap.add_argument("cache")
+ap.add_argument("--variants", default="base")
+ap.add_argument("--rq", type=int, default=20000)
+ap.add_argument("--rp", default="[{}]")
+ap.add_argument("--emde-full", action="store_true")
+ap.add_argument("--knn", default="")
+a = ap.parse_args()
+cache = Path(a.cache)
+cache.mkdir(parents=True, exist_ok=True)
+data = validation_split(load_dataset(Path(a.data), a.fmt), frac=0.1)
+params = json.loads(Path(a.params).read_text()).get("fusion", {})
+if a.knn:
+    params = {**params, "knn": json.loads(a.knn)}
+KT = ("_" + hashlib.md5(a.knn.encode()).hexdigest()[:6]) if a.knn else ""
+fus = SessionFusion(**params)
+knn_params = fus._knn_params()
+train = data.train
+inner_log, task, _ = holdout_sessions(train, frac=fus.holdout_frac, name="fusion")
+full_task = task
+task = sample_queries(task, a.rq, seed=fus.random_state)
+emde_dir = cache / "emde"
+if emde_dir.exists():
+    emde = EMDE.load(emde_dir)
+else:
+    emde = EMDE(**fus._emde_params()).fit(inner_log)
+    emde.save(emde_dir)
+
+
+def pairs(f, hist):
+    return f._pairs(hist, desc="pairs")
+
+
+tr_file = cache / f"train_{a.rq}{KT}.npz"
+if not tr_file.exists():
+    fus.emde_ = emde
+    fus.stats_ = _ItemStats.from_log(inner_log)
+    fus.knn_ = [create_model(n, **p).fit(inner_log) for n, p in knn_params.items()]
+    r, i, x = pairs(fus, task.prefixes())
+    np.savez(tr_file, r=r, i=i, x=x, y=task.next_items())
+te_file = cache / (("test_full" if a.emde_full else "test") + KT + ".npz")
+if a.emde_full:
+    fdir = cache / "emde_full"
+    if fdir.exists():
+        emde = EMDE.load(fdir)
+    else:
+        emde = EMDE(**fus._emde_params()).fit(train)
+        emde.save(fdir)
+if not te_file.exists():
+    fus.emde_ = emde
+    fus.stats_ = _ItemStats.from_log(train)
+    fus.knn_ = [create_model(n, **p).fit(train) for n, p in knn_params.items()]
+    t0 = time.time()
+    r, i, x = pairs(fus, data.test.prefixes())
+    print("test pairs s", round(time.time() - t0, 1), "queries", data.test.n_queries, flush=True)
+    for m in fus.knn_:
+        t0 = time.time()
+        m.recommend(data.test.prefixes(), 50)
+        print("knn", type(m).__name__, "s", round(time.time() - t0, 1), flush=True)
+    np.savez(te_file, r=r, i=i, x=x, y=data.test.next_items())
+tr = dict(np.load(tr_file))
+te = dict(np.load(te_file))
+names = feature_names(list(knn_params))
+
+
+# ---- extra features --------------------------------------------------------------------------
+def seq_rules(log, window=5):
+    n = log.n_items
+    s, it = log.session_idx, log.item_idx
+    src, dst, w = [], [], []
+    for d in range(1, window + 1):
+        same = s[d:] == s[:-d]
+        src.append(it[:-d][same])
+        dst.append(it[d:][same])
+        w.append(np.full(same.sum(), 1.0 / d, np.float32))
+    m = sp.csr_array((np.concatenate(w), (np.concatenate(src), np.concatenate(dst))), shape=(n, n))
+    m.sum_duplicates()
+    return m
+
+
+def extra(log, hist, rows, items, which):
+    cols, nm = [], []
+    n = log.n_items
+    lens = np.diff(hist.indptr)
+    has = lens > 0
+    last = np.zeros(len(lens), np.int64)
+    last[has] = hist.items[hist.indptr[1:][has] - 1]
+    lr = last[rows]
+    if "recent" in which:
+        N = log.n_events
+        for share in (0.01, 0.1):
+            c = np.bincount(log.item_idx[int(N * (1 - share)) :], minlength=n)
+            cols.append(np.log1p(c)[items])
+            nm.append(f"recent_pop_{share}")
+    if "age" in which:
+        lastpos = np.full(n, -1, np.int64)
+        lastpos[log.item_idx] = np.arange(log.n_events)  # last write wins
+        firstpos = np.full(n, log.n_events, np.int64)
+        firstpos[log.item_idx[::-1]] = np.arange(log.n_events)[::-1]
+        cols.append(np.log1p(log.n_events - lastpos[items]))
+        nm.append("item_last_seen")
+        cols.append(np.log1p(log.n_events - firstpos[items]))
+        nm.append("item_first_seen")
+    if "sr" in which:
+        m = seq_rules(log)
+        deg = np.asarray(m.sum(axis=1)).ravel()
+        v = np.asarray(m[lr, items]).ravel()
+        cols.append(np.where(has[rows], v / np.maximum(deg[lr], 1e-9), 0))
+        nm.append("sr_from_last")
+        cols.append(np.where(has[rows], np.log1p(v), 0))
+        nm.append("sr_raw")
+    if "prev" in which:
+        t = _ItemStats.from_log(log)
+        two = lens > 1
+        prev = np.zeros(len(lens), np.int64)
+        prev[two] = hist.items[hist.indptr[1:][two] - 2]
+        pr = prev[rows]
+        cols.append(
+            np.where(
+                two[rows], np.asarray(t.transitions[pr, items]).ravel() / np.maximum(t.out_degree[pr], 1), 0
+            )
+        )
+        nm.append("trans_from_prev")
+    if "sess" in which:
+        # SR over the whole history, decayed by position: sum_h w(age) * SR[h, cand] / deg(h)
+        m = seq_rules(log)
+        deg = np.asarray(m.sum(axis=1)).ravel()
+        mn = sp.diags(1 / np.maximum(deg, 1e-9)) @ m
+        age = np.repeat(hist.indptr[1:], lens) - 1 - np.arange(len(hist.items))
+        keep = age < 10
+        qrow = np.repeat(np.arange(len(lens)), lens)[keep]
+        H = sp.csr_array(
+            ((0.7 ** age[keep]).astype(np.float32), (qrow, hist.items[keep])), shape=(len(lens), n)
+        )
+        S = (H @ mn).tocsr()
+        cols.append(np.asarray(S[rows, items]).ravel())
+        nm.append("sr_session")
+    return (np.stack(cols, 1).astype(np.float32) if cols else np.zeros((len(rows), 0), np.float32)), nm
+
+
+def run(variant, rp=None):
+    rp = rp or {}
+    import lightgbm as lgb
+
+    which = set(variant.split("+"))
+    t0 = time.time()
+    xtr_e, nm = extra(inner_log, task.prefixes(), tr["r"], tr["i"], which)
+    xte_e, _ = extra(train, data.test.prefixes(), te["r"], te["i"], which)
+    xtr = np.hstack([tr["x"], xtr_e])
+    xte = np.hstack([te["x"], xte_e])
+    label = (tr["i"] == tr["y"][tr["r"]]).astype(np.float32)
+    nq = len(tr["y"])
+    pos = np.zeros(nq, bool)
+    pos[tr["r"][label > 0]] = True
+    keep = pos[tr["r"]]
+    group = np.bincount(tr["r"][keep], minlength=nq)
+    p = fus._ranker_params()
+    p["monotone_constraints"] = p["monotone_constraints"] + [0] * len(nm)
+    p.update(rp)
+    if p.get("objective") == "binary":
+        p.pop("lambdarank_truncation_level", None)
+    ds = lgb.Dataset(
+        xtr[keep], label[keep], group=group[group > 0], feature_name=names + nm, params={"max_bin": 63}
+    )
+    ranker = lgb.train(p, ds)
+    s = np.round(ranker.predict(xte, num_threads=2), 3)
+    r, c = te["r"], te["i"]
+    order = np.lexsort((c, -xte[:, 0], -s, r))
+    r, c = r[order], c[order]
+    q = len(te["y"])
+    start = np.searchsorted(r, np.arange(q))
+    rank = np.arange(len(r)) - start[r]
+    hit = (c == te["y"][r]) & (rank < 20)
+    hr = np.zeros(q)
+    mrr = np.zeros(q)
+    hr[r[hit]] = 1
+    mrr[r[hit]] = 1 / (rank[hit] + 1)
+    imp = dict(zip(names + nm, ranker.feature_importance("gain").round(0)))
+    top = sorted(imp.items(), key=lambda kv: -kv[1])[:8]
+    print(
+        json.dumps(
+            {
+                "variant": variant,
+                "rp": rp,
+                "HR@20": round(hr.mean(), 4),
+                "MRR@20": round(mrr.mean(), 4),
+                "pool_recall_test": round(float(np.isin(np.arange(q), r[c == te["y"][r]]).mean()), 4),
+                "s": round(time.time() - t0, 1),
+                "top_gain": [k for k, _ in top],
+            }
+        ),
+        flush=True,
+    )
+
+
+for v in a.variants.split(","):
+    for rp in json.loads(a.rp):
+        run(v if v != "base" else "", rp)
