@@ -139,6 +139,10 @@ def extra(log, hist, rows, items, which):
         nm.append("item_last_seen")
         cols.append(np.log1p(log.n_events - firstpos[items]))
         nm.append("item_first_seen")
+    if "gru" in which:
+        cols_g, nm_g = _gru_features(log, hist, rows, items)
+        cols += cols_g
+        nm += nm_g
     if "sr" in which:
         m = seq_rules(log)
         deg = np.asarray(m.sum(axis=1)).ravel()
@@ -174,6 +178,39 @@ def extra(log, hist, rows, items, which):
         cols.append(np.asarray(S[rows, items]).ravel())
         nm.append("sr_session")
     return (np.stack(cols, 1).astype(np.float32) if cols else np.zeros((len(rows), 0), np.float32)), nm
+
+
+def _gru_features(log, hist, rows, items, chunk=1000):
+    """GRU4Rec (fitted once on the inner log, cached) log-probability minus the query's best, and rank."""
+    from models.gru4rec import GRU4Rec
+
+    key = "tr" if log is inner_log else "te"
+    f = cache / f"gru_{key}{KT}.npz"
+    if not f.exists():
+        gdir = cache / "gru4rec"
+        if gdir.exists():
+            gru = GRU4Rec.load(gdir)
+        else:
+            gp = json.loads(Path(a.params).read_text()).get("gru4rec", {})
+            gru = GRU4Rec(**gp).fit(inner_log)
+            gru.save(gdir)
+        q, n = hist.n_queries, log.n_items
+        start = np.searchsorted(rows, np.arange(q + 1))
+        v_out = np.zeros(len(rows), np.float32)
+        rk_out = np.zeros(len(rows), np.float32)
+        for lo in range(0, q, chunk):
+            hi = min(q, lo + chunk)
+            p = gru.score(hist.slice(lo, hi)) * 0.999
+            lo_p, hi_p = start[lo], start[hi]
+            rr, ii = rows[lo_p:hi_p] - lo, items[lo_p:hi_p]
+            v = p[rr, ii]
+            v_out[lo_p:hi_p] = np.log(v + 1e-30) - np.log(p.max(1)[rr] + 1e-30)
+            flat = np.sort(p, 1) + np.arange(hi - lo)[:, None]
+            below = np.searchsorted(flat.ravel(), rr + v, side="right") - rr * n
+            rk_out[lo_p:hi_p] = n - below
+        np.savez(f, v=v_out, rk=rk_out)
+    z = np.load(f)
+    return [z["v"], z["rk"]], ["gru_log_prob", "gru_rank"]
 
 
 def run(variant, rp=None):
