@@ -163,19 +163,8 @@ def extra(log, hist, rows, items, which):
             )
         )
         nm.append("trans_from_prev")
-    if "sess" in which:
-        # SR over the whole history, decayed by position: sum_h w(age) * SR[h, cand] / deg(h)
-        m = seq_rules(log)
-        deg = np.asarray(m.sum(axis=1)).ravel()
-        mn = sp.diags(1 / np.maximum(deg, 1e-9)) @ m
-        age = np.repeat(hist.indptr[1:], lens) - 1 - np.arange(len(hist.items))
-        keep = age < 10
-        qrow = np.repeat(np.arange(len(lens)), lens)[keep]
-        H = sp.csr_array(
-            ((0.7 ** age[keep]).astype(np.float32), (qrow, hist.items[keep])), shape=(len(lens), n)
-        )
-        S = (H @ mn).tocsr()
-        cols.append(np.asarray(S[rows, items]).ravel())
+    if "sess" in which:  # the model's own sequential-rule score (models/hybrid.py _ItemStats.rule_scores)
+        cols.append(_ItemStats.from_log(log).rule_scores(hist, rows, items))
         nm.append("sr_session")
     return (np.stack(cols, 1).astype(np.float32) if cols else np.zeros((len(rows), 0), np.float32)), nm
 
