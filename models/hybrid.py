@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from models.base import Histories, InteractionLog
 from models.errors import ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
+from models.ragged_topk import top_per_row
 from models.session_index import check_histories
 
 logger = logging.getLogger(__name__)
@@ -77,9 +78,14 @@ MONOTONE_KNN: tuple[int, ...] = (1, -1, 0)
 ``monotone_constraints``): what a ranker fitted on a small or unusual shop may never unlearn."""
 
 
-def feature_names(knn_names: list[str]) -> list[str]:
-    """All feature columns for the given kNN models, in order."""
-    return list(BASE_FEATURES) + [f"{m}_{f}" for m in knn_names for f in KNN_FEATURES]
+RULE_LIST = "rules"
+"""Name of the sequential-rule candidate list among the ranked lists (``SessionFusion(rule_candidates=...)``)."""
+
+
+def feature_names(knn_names: list[str], rule_candidates: bool = False) -> list[str]:
+    """All feature columns for the given kNN models (and the sequential-rule list, if pooled), in order."""
+    lists = list(knn_names) + ([RULE_LIST] if rule_candidates else [])
+    return list(BASE_FEATURES) + [f"{m}_{f}" for m in lists for f in KNN_FEATURES]
 
 
 _ABSENT_AGE = 99.0
@@ -139,16 +145,38 @@ class _ItemStats:
         r = sp.csr_array(sp.diags_array(1.0 / np.maximum(row_sum, 1e-12)) @ r, dtype=np.float32)
         return cls(log_pop, t, recent, since_seen, r)
 
-    def rule_scores(self, histories: Histories, rows: NDArray[np.int64], items: NDArray[np.int64]
-                    ) -> NDArray[np.float32]:
-        """Sequential-rule score of each (query row, item) pair, shape (len(rows),), float32."""
+    def _history_weights(self, histories: Histories) -> sp.csr_array:
+        """(n_queries, n_items) float32: each query's ``RULE_HISTORY`` newest items, weighted by age."""
         lens = np.diff(histories.indptr)
         age = np.repeat(histories.indptr[1:], lens) - 1 - np.arange(len(histories.items))
         keep = age < self.RULE_HISTORY
         q = np.repeat(np.arange(len(lens), dtype=np.int64), lens)[keep]
-        h = sp.csr_array(((self.RULE_DECAY ** age[keep]).astype(np.float32), (q, histories.items[keep])),
-                         shape=(len(lens), self.rules.shape[0]))
-        return np.asarray((h @ self.rules)[rows, items], dtype=np.float32).ravel()
+        return sp.csr_array(((self.RULE_DECAY ** age[keep]).astype(np.float32), (q, histories.items[keep])),
+                            shape=(len(lens), self.rules.shape[0]))
+
+    def rule_scores(self, histories: Histories, rows: NDArray[np.int64], items: NDArray[np.int64]
+                    ) -> NDArray[np.float32]:
+        """Sequential-rule score of each (query row, item) pair, shape (len(rows),), float32."""
+        return np.asarray((self._history_weights(histories) @ self.rules)[rows, items], dtype=np.float32).ravel()
+
+    def rule_top(self, histories: Histories, k: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """The ``k`` items with the best sequential-rule scores per query, best first (ties: lower index).
+
+        Returns ids (n_queries, k) int32 padded with -1 and scores (n_queries, k) float32 padded with 0;
+        only items with a positive score are listed.
+        """
+        s = sp.csr_array(self._history_weights(histories) @ self.rules)
+        s.sum_duplicates()
+        q = histories.n_queries
+        ids = np.full((q, k), -1, np.int32)
+        scores = np.zeros((q, k), np.float32)
+        rows = np.repeat(np.arange(q, dtype=np.int64), np.diff(s.indptr))
+        pos = s.data > 0
+        rows, cols, vals = rows[pos], s.indices[pos], s.data[pos]
+        sel, rank = top_per_row(rows, [-vals, cols], k)
+        ids[rows[sel], rank] = cols[sel]
+        scores[rows[sel], rank] = vals[sel]
+        return ids, scores
 
 
 def _gather(n_cols: int, ids: NDArray[np.int32], values: NDArray[np.floating], rows: NDArray[np.int64],
@@ -199,8 +227,10 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
         ``q`` queries.
     emde_log_probs : ndarray of shape (q, n_items), float32
         EMDE's mean row log-probabilities (``EMDE._mean_log_probs``).
-    knn_lists : list of (ids, scores), each of shape (q, n_candidates)
-        Top lists of the session-kNN models (``recommend``), padded with -1.
+    knn_lists : list of (ids, scores), each of shape (q, k_list)
+        Ranked lists pooled with their features: the session-kNN models' (``recommend``, ``k_list =
+        n_candidates``) and optionally the sequential rules' (:meth:`_ItemStats.rule_top`); padded
+        with -1. An item absent from a list gets rank ``max(n_candidates, k_list)``.
     stats : _ItemStats
         Popularity and transitions of the log the models were fitted on.
     n_candidates : int
@@ -268,7 +298,7 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
         norm = np.where(ids >= 0, scores / np.maximum(top_score[:, None], 1e-12), 0.0)
         x[:, col] = _gather(n_items, ids, norm, rows, items, 0.0)
         x[:, col + 1] = _gather(n_items, ids, np.broadcast_to(np.arange(ids.shape[1], dtype=np.float32), ids.shape),
-                                rows, items, float(n_candidates))
+                                rows, items, float(max(n_candidates, ids.shape[1])))
         x[:, col + 2] = top_score[rows]
         col += len(KNN_FEATURES)
     return rows, items, x
@@ -293,6 +323,9 @@ class SessionFusion:
     n_trees, learning_rate, num_leaves, min_data_in_leaf : LightGBM ranker parameters
         (defaults 100, 0.1, 31, 100; 63 histogram bins, monotone in each model's score,
         :data:`MONOTONE_BASE`, :data:`MONOTONE_KNN`).
+    rule_candidates : int, default 0
+        Also pool the ``rule_candidates`` items the sequential rules score best
+        (:meth:`_ItemStats.rule_top`), with their score and rank as features; 0 pools none.
     refit_emde : bool, default True
         After the ranker is fitted, fit EMDE again (same parameters and seed, whole epochs) on the
         whole log, so the served EMDE has seen the newest sessions too (as the kNN models have);
@@ -311,8 +344,8 @@ class SessionFusion:
     def __init__(self, emde: Mapping[str, Any] | None = None, knn: Mapping[str, Mapping[str, Any]] | None = None,
                  n_candidates: int = 50, holdout_frac: float = 0.1, ranker_queries: int = 20000,
                  n_trees: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
-                 min_data_in_leaf: int = 100, refit_emde: bool = True, n_threads: int = 2,
-                 random_state: int = 0) -> None:
+                 min_data_in_leaf: int = 100, rule_candidates: int = 0, refit_emde: bool = True,
+                 n_threads: int = 2, random_state: int = 0) -> None:
         self.emde = emde
         self.knn = knn
         self.n_candidates = n_candidates
@@ -322,6 +355,7 @@ class SessionFusion:
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_data_in_leaf = min_data_in_leaf
+        self.rule_candidates = rule_candidates
         self.refit_emde = refit_emde
         self.n_threads = n_threads
         self.random_state = random_state
@@ -330,7 +364,7 @@ class SessionFusion:
         """Constructor arguments as stored (scikit-learn's rule)."""
         return {k: getattr(self, k) for k in ("emde", "knn", "n_candidates", "holdout_frac", "ranker_queries",
                                               "n_trees", "learning_rate", "num_leaves", "min_data_in_leaf",
-                                              "refit_emde", "n_threads", "random_state")}
+                                              "rule_candidates", "refit_emde", "n_threads", "random_state")}
 
     # -- configuration -------------------------------------------------------------------------
     def _emde_params(self) -> dict[str, Any]:
@@ -350,7 +384,8 @@ class SessionFusion:
                 "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_data_in_leaf,
                 "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8,
                 "lambdarank_truncation_level": 30, "max_bin": 63,
-                "monotone_constraints": list(MONOTONE_BASE) + list(MONOTONE_KNN) * len(self._knn_params()),
+                "monotone_constraints": list(MONOTONE_BASE) + list(MONOTONE_KNN) * (len(self._knn_params())
+                                                                                  + (self.rule_candidates > 0)),
                 "monotone_constraints_method": "basic",
                 "deterministic": True, "force_row_wise": True,
                 "num_threads": self.n_threads, "seed": self.random_state, "verbose": -1}
@@ -376,8 +411,8 @@ class SessionFusion:
         from models.evaluate import sample_queries
         from models.registry import create_model
 
-        if self.n_candidates < 1 or self.ranker_queries < 1:
-            raise ValueError("n_candidates and ranker_queries must be >= 1")
+        if self.n_candidates < 1 or self.ranker_queries < 1 or self.rule_candidates < 0:
+            raise ValueError("n_candidates and ranker_queries must be >= 1, rule_candidates >= 0")
         knn_params = self._knn_params()
         clock = _StageClock()
         inner_log, task, _ = holdout_sessions(log, frac=self.holdout_frac, name="fusion")
@@ -394,7 +429,7 @@ class SessionFusion:
         positive[rows[label > 0]] = True
         keep = positive[rows]  # queries whose next item was pooled; the others carry no gradient
         group = np.bincount(rows[keep], minlength=task.n_queries)
-        data = lgb.Dataset(x[keep], label[keep], group=group[group > 0], feature_name=feature_names(list(knn_params)),
+        data = lgb.Dataset(x[keep], label[keep], group=group[group > 0], feature_name=self._feature_names(list(knn_params)),
                            params={"max_bin": 63}, free_raw_data=True)
         self.ranker_ = lgb.train(self._ranker_params(), data)
         self.ranker_recall_ = float(positive.mean())
@@ -408,6 +443,9 @@ class SessionFusion:
         self.n_items_ = log.n_items
         self.knn_names_ = list(knn_params)
         return self
+
+    def _feature_names(self, knn_names: list[str]) -> list[str]:
+        return feature_names(knn_names, self.rule_candidates > 0)
 
     # -- scoring -------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -427,12 +465,14 @@ class SessionFusion:
             raw = self.emde_.layout_.raw_sketches(self.emde_.item_in_cols_, sub, self.emde_.neighbours_)
             lp = self.emde_._mean_log_probs(raw).numpy()
             lists = [m.recommend(sub, self.n_candidates) for m in self.knn_]
+            if self.rule_candidates:
+                lists.append(self.stats_.rule_top(sub, self.rule_candidates))
             r, i, x = candidate_features(sub, lp, lists, self.stats_, self.n_candidates)
             out_r.append(r + lo)
             out_i.append(i)
             out_x.append(x)
         if not out_r:
-            width = len(BASE_FEATURES) + len(KNN_FEATURES) * len(self.knn_)
+            width = len(BASE_FEATURES) + len(KNN_FEATURES) * (len(self.knn_) + (self.rule_candidates > 0))
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, width), np.float32)
         return np.concatenate(out_r), np.concatenate(out_i), np.concatenate(out_x)
 
@@ -534,9 +574,9 @@ class SessionFusion:
             model.ranker_ = lgb.Booster(model_str=(path / "ranker.txt").read_text())
         except (OSError, lgb.basic.LightGBMError) as exc:
             raise ModelFormatError(f"{path / 'ranker.txt'}: unreadable LightGBM model ({exc})") from exc
-        if model.ranker_.feature_name() != feature_names(names):
+        if model.ranker_.feature_name() != model._feature_names(names):
             raise ModelFormatError(f"{path / 'ranker.txt'}: its features {model.ranker_.feature_name()} are not this "
-                                   f"fusionrec's {feature_names(names)}: train it again")
+                                   f"fusionrec's {model._feature_names(names)}: train it again")
         model.n_items_, model.knn_names_, model.ranker_recall_ = n, names, recall
         return model
 

@@ -35,7 +35,7 @@ def test_features_by_hand() -> None:
     np.testing.assert_allclose(f["transition_from_last"], [0.0, 1 / 3, 2 / 3], rtol=1e-6)
     np.testing.assert_allclose(f["transition_to_last"], [0.0, 0.0, 1.0], rtol=1e-6)
     np.testing.assert_allclose(f["stan_score"], [0.25, 0.0, 1.0])
-    assert f["stan_rank"].tolist() == [1, 2, 0] and f["stan_best_score"].tolist() == [2, 2, 2]
+    assert f["stan_rank"].tolist() == [1, 3, 0] and f["stan_best_score"].tolist() == [2, 2, 2]
     assert f["history_length"].tolist() == [3, 3, 3]
     np.testing.assert_allclose(f["recent_popularity"], np.log1p([1, 0, 2]), rtol=1e-6)
     np.testing.assert_allclose(f["recent_popularity_10"], np.log1p([3, 1, 2]), rtol=1e-6)
