@@ -19,6 +19,7 @@ UMUAI 2021; github.com/rn5l/session-rec ``algorithms/knn/``.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -178,6 +179,18 @@ def days_table(base: float, now: NDArray[np.float64], last_ts: NDArray[np.float6
     return base ** np.arange(size, dtype=np.float64)
 
 
+def _njit(**options: object) -> Callable[[Callable], Callable]:
+    """``numba.njit`` with numba's on-disk cache (``cache=True``), or without it when no cache
+    directory is writable (numba raises RuntimeError at decoration then: a read-only install
+    with no writable ``NUMBA_CACHE_DIR`` / home); the kernel then compiles once per process."""
+    def wrap(fn: Callable) -> Callable:
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        except RuntimeError:
+            return numba.njit(cache=False, **options)(fn)
+    return wrap
+
+
 def _debruijn_table() -> NDArray[np.int64]:
     mult = 0x03F79D71B4CB0A89
     table = np.zeros(64, dtype=np.int64)
@@ -191,7 +204,7 @@ _DEBRUIJN_BIT = _debruijn_table()
 """Index of the single set bit ``b`` of a word: ``_DEBRUIJN_BIT[(b * _DEBRUIJN) >> 58]``."""
 
 
-@numba.njit(cache=True)
+@_njit()
 def _drain_bits(bits: NDArray[np.uint64], lo: int, hi: int, out: NDArray[np.int64]) -> int:
     """Write the set bits of words ``lo >> 6 .. hi >> 6`` ascending into ``out``, clear them, return the count."""
     c = 0
@@ -209,7 +222,7 @@ def _drain_bits(bits: NDArray[np.uint64], lo: int, hi: int, out: NDArray[np.int6
     return c
 
 
-@numba.njit(cache=True)
+@_njit()
 def _kth_largest(buf: NDArray[np.float64], m: int, k: int) -> float:
     """The ``k``-th largest (1-based) of ``buf[:m]``, which is reordered (quickselect, median of three)."""
     lo, hi, target = 0, m - 1, k - 1
@@ -236,7 +249,7 @@ def _kth_largest(buf: NDArray[np.float64], m: int, k: int) -> float:
     return buf[target]
 
 
-@numba.njit(cache=True)
+@_njit()
 def _keep_top(ids: NDArray[np.int64], keys: NDArray[np.float64], m: int, k: int, buf: NDArray[np.float64]) -> int:
     """Keep, in place and in order, the ``k`` entries of ``ids[:m]`` / ``keys[:m]`` with the largest keys
     (ties at the cut: the earlier entries); return how many are kept."""
@@ -259,12 +272,12 @@ def _keep_top(ids: NDArray[np.int64], keys: NDArray[np.float64], m: int, k: int,
     return c
 
 
-@numba.njit(cache=True, inline="always")
+@_njit(inline="always")
 def _worse(s1: float, i1: int, s2: float, i2: int) -> bool:
     return s1 < s2 or (s1 == s2 and i1 > i2)
 
 
-@numba.njit(cache=True)
+@_njit()
 def _heap_offer(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int, cap: int, s: float, it: int) -> int:
     """Offer ``(s, it)`` to a heap of the ``cap`` best (score desc, id asc) whose root is the worst; return its size."""
     if size < cap:
@@ -284,7 +297,7 @@ def _heap_offer(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int, cap: 
     return size
 
 
-@numba.njit(cache=True)
+@_njit()
 def _sift_down(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int) -> None:
     """Restore the worst-at-root heap order of ``hs[:size]`` / ``hi[:size]`` after the root changed."""
     j = 0
@@ -302,9 +315,9 @@ def _sift_down(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int) -> Non
     hs[j], hi[j] = s, it
 
 
-@numba.njit(cache=True)
+@_njit()
 def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
-                xt_ptr, xt_sess, xt_pos, x_ptr, x_items, x_pos, sess_nu, sess_sqrt_nu, last_ts, rand_key,
+                xt_ptr, xt_ent, x_ptr, x_ent, sess_nu, sess_sqrt_nu, last_ts, rand_key,
                 k, sample_size, random_sampling, positive_only,
                 sim_kind, decay, decay_scale, decay_table, step_table, step_first, gap_table,
                 entry_item, final_item, exclude_seen,
@@ -347,8 +360,8 @@ def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
             if truncate and e1 - e0 > sample_size:
                 e1 = e0 + sample_size
             for e in range(e0, e1):
-                s = xt_sess[e]
-                ps = np.float64(xt_pos[e])
+                s = xt_ent[e, 0]
+                ps = np.float64(xt_ent[e, 1])
                 if stamp[s] != tag:
                     stamp[s] = tag
                     sacc[s, 0] = 1.0
@@ -416,12 +429,12 @@ def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
                     pre = pre * f
                 else:
                     post = f
-            p_star = sacc[s, 3]
+            p_star = int(sacc[s, 3])
             for e in range(x_ptr[s], x_ptr[s + 1]):
-                it = x_items[e]
+                it = x_ent[e, 0]
                 w = pre
                 if has_gap:
-                    w = w * gap_table[int(abs(np.float64(x_pos[e]) - p_star))]
+                    w = w * gap_table[abs(x_ent[e, 1] - p_star)]
                 if has_entry_item:
                     w = w * entry_item[it]
                 if has_step and not step_first:
@@ -440,7 +453,8 @@ def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
             score = acc[it]
             if has_final:
                 score = score * final_item[it]
-            if score > 0.0 and not (exclude_seen and seen[it] == tag):
+            if score > 0.0 and not (exclude_seen and seen[it] == tag) and (
+                    size < n or _worse(heap_s[0], heap_i[0], score, it)):
                 size = _heap_offer(heap_s, heap_i, size, n, score, it)
         while size > 0:  # pop the worst into the last free rank
             size -= 1
@@ -599,14 +613,15 @@ class SessionKNNBase:
         q_ptr = np.concatenate([[0], np.cumsum(q.n_unique)]).astype(np.int64)
         _knn_kernel(q_ptr, q.items.astype(np.int64), q.last_pos, np.ascontiguousarray(spec.query_w, dtype=np.float64),
                     q.length, q.n_unique, q.now, np.ascontiguousarray(spec.query_sq, dtype=np.float64),
-                    kn["xt_ptr"], kn["xt_sess"], ix.xt_last_pos, kn["x_ptr"], kn["x_items"], ix.last_pos,
+                    kn["xt_ptr"], kn["xt_ent"], kn["x_ptr"], kn["x_ent"],
                     kn["sess_nu"], kn["sess_sqrt_nu"], ix.last_ts, self.rand_key_,
                     int(self.k), int(self.sample_size), self.sampling == "random", bool(self._positive_only),
                     int(spec.sim), int(spec.decay), float(spec.decay_scale), _f64(spec.decay_table),
                     _f64(spec.step_table), bool(spec.step_first), _f64(spec.gap_table), _f64(spec.entry_item),
                     _f64(spec.final_item), bool(exclude_seen or not getattr(self, "remind", True)),
-                    np.zeros(n_s, dtype=np.int32), np.empty((n_s, 4)), np.zeros(n_s // 64 + 1, dtype=np.uint64), np.zeros(self.n_items_, dtype=np.int32),
-                    np.empty(self.n_items_), np.zeros(self.n_items_, dtype=np.int32), ids, vals)
+                    np.zeros(n_s, dtype=np.int32), np.empty((n_s, 4)), np.zeros(n_s // 64 + 1, dtype=np.uint64),
+                    np.zeros(self.n_items_, dtype=np.int32), np.empty(self.n_items_),
+                    np.zeros(self.n_items_, dtype=np.int32), ids, vals)
         return ids, vals
 
     def _kernel_arrays(self) -> dict[str, NDArray]:
@@ -616,8 +631,10 @@ class SessionKNNBase:
         if cached is not None and cached[0] is ix:
             return cached[1]
         nu = ix.n_unique
-        arrays = {"xt_ptr": ix.xt.indptr.astype(np.int64), "xt_sess": ix.xt.indices.astype(np.int64),
-                  "x_ptr": ix.x.indptr.astype(np.int64), "x_items": ix.x.indices.astype(np.int64),
+        arrays = {"xt_ptr": ix.xt.indptr.astype(np.int64),
+                  "x_ptr": ix.x.indptr.astype(np.int64),
+                  "xt_ent": np.stack([ix.xt.indices, ix.xt_last_pos], axis=1).astype(np.int32),
+                  "x_ent": np.stack([ix.x.indices, ix.last_pos], axis=1).astype(np.int32),
                   "sess_nu": nu.astype(np.float64), "sess_sqrt_nu": np.sqrt(nu).astype(np.float64),
                   "max_pos": int(ix.last_pos.max(initial=0.0))}
         self._kernel_arrays_ = (ix, arrays)
