@@ -2,7 +2,7 @@
 reference (``_recommend_reference``), side by side on the same prefixes, with identical lists checked.
 
     .venv/bin/python bench/knn_speed.py [--data-dir ../shared/datasets] [--sets yoochoose1_64_srgnn,retailrocket_mtd]
-        [--models sknn,vsknn,stan,vstan] [--rounds 3] [--n 20] [--max-queries 0]
+        [--models sknn,vsknn,stan,vstan] [--rounds 3] [--n 20] [--max-queries 0] [--single 300]
 
 Each set is loaded in the SR-GNN format and split as tuning does
 (``validation_split(load_dataset(path, "srgnn"), frac=0.1)``); each model gets the registry
@@ -10,7 +10,9 @@ defaults with the tuned parameters of ``bench/tuned/<set>.json`` on top, is fitt
 scores all validation prefixes (or the first ``--max-queries``) in one ``recommend`` call per
 path. A warm-up call compiles the kernel (cached on disk by numba) before timing. Each round
 times the reference then the kernel on the same prefixes (same minute, so machine load hits
-both); the table gives medians over rounds in prefixes/s and their ratio. Not a test: it
+both); the table gives medians over rounds in prefixes/s and their ratio, and the median time of
+one ``recommend`` call on a single prefix (``--single`` prefixes spread over the set; the
+stream rescores a few users per call). Not a test: it
 exits non-zero if any list differs: scores must agree within 1e-6 relative and ids must be equal,
 up to the order of equal scores (see :func:`compare`; the table counts both).
 """
@@ -67,6 +69,8 @@ def main(
     rounds: int = typer.Option(3, "--rounds", min=1),
     n: int = typer.Option(20, "--n", min=1, help="List length."),
     max_queries: int = typer.Option(0, "--max-queries", min=0, help="First prefixes only (0 = all)."),
+    single: int = typer.Option(300, "--single", min=0,
+                               help="Also time this many one-prefix calls (the stream's per-user path); 0 = skip."),
 ) -> None:
     """Time reference vs kernel per (set, model); print a table and a final JSON line."""
     typer.echo("command: .venv/bin/python bench/knn_speed.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
@@ -81,8 +85,7 @@ def main(
             params = tuned.get(mname, {})
             model = create_model(mname, **params).fit(ds.train)
             t0 = time.perf_counter()
-            model.recommend(hist.__class__(indptr=hist.indptr[:2] - hist.indptr[0],
-                                           items=hist.items[hist.indptr[0]:hist.indptr[1]]), n)
+            model.recommend(hist.slice(0, 1), n)
             warm = time.perf_counter() - t0
             t_ref, t_new = [], []
             for _ in range(rounds):
@@ -92,6 +95,16 @@ def main(
                 t0 = time.perf_counter()
                 new = model.recommend(hist, n)
                 t_new.append(time.perf_counter() - t0)
+            t_one_ref, t_one_new = [], []
+            if single:
+                step = max(1, hist.n_queries // single)
+                ones = [hist.slice(i, i + 1) for i in range(0, hist.n_queries, step)][:single]
+                for _ in range(rounds):
+                    for fn, out in ((model._recommend_reference, t_one_ref), (model.recommend, t_one_new)):
+                        t0 = time.perf_counter()
+                        for one in ones:
+                            fn(one, n)
+                        out.append((time.perf_counter() - t0) / len(ones))
             ids_diff, beyond_ties, rel = compare(new, ref)
             ok = beyond_ties == 0 and rel <= 1e-6
             if not ok:
@@ -100,15 +113,20 @@ def main(
                    "reference_pps": hist.n_queries / float(np.median(t_ref)),
                    "kernel_pps": hist.n_queries / float(np.median(t_new)),
                    "speedup": float(np.median(t_ref) / np.median(t_new)),
+                   "single_reference_us": 1e6 * float(np.median(t_one_ref)) if single else None,
+                   "single_kernel_us": 1e6 * float(np.median(t_one_new)) if single else None,
                    "rows_ids_differ": ids_diff, "rows_differ_beyond_ties": beyond_ties, "max_rel_score_diff": rel, "first_call_s": warm,
                    "reference_s": [round(t, 3) for t in t_ref], "kernel_s": [round(t, 3) for t in t_new]}
             rows.append(row)
             typer.echo(f"  {mname}: reference {row['reference_s']} s, kernel {row['kernel_s']} s, "
                        f"ids differ in {ids_diff} rows ({beyond_ties} beyond the order of equal scores), "
                        f"max rel score diff {rel:.1e}")
-    typer.echo("\n| set | model | prefixes | reference pref/s | kernel pref/s | speed-up | lists |")
-    typer.echo("|---|---|---:|---:|---:|---:|---|")
+    typer.echo("\n| set | model | prefixes | reference pref/s | kernel pref/s | speed-up | one-prefix call, "
+               "reference / kernel | lists |")
+    typer.echo("|---|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
+        one = (f"{r['single_reference_us']:,.0f} / {r['single_kernel_us']:,.0f} µs"
+               if r["single_kernel_us"] is not None else "-")
         if r["rows_ids_differ"] == 0:
             lists = "identical"
         elif r["rows_differ_beyond_ties"] == 0:
@@ -116,7 +134,7 @@ def main(
         else:
             lists = f"**{r['rows_differ_beyond_ties']} rows differ**"
         typer.echo(f"| {r['set']} | {r['model']} | {r['prefixes']:,} | {r['reference_pps']:,.0f} | "
-                   f"{r['kernel_pps']:,.0f} | {r['speedup']:.1f}x | {lists} (max rel score diff "
+                   f"{r['kernel_pps']:,.0f} | {r['speedup']:.1f}x | {one} | {lists} (max rel score diff "
                    f"{r['max_rel_score_diff']:.0e}) |")
     typer.echo(json.dumps({"rounds": rounds, "n": n, "rows": rows}))
     if failed:

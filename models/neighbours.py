@@ -380,9 +380,10 @@ def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
             continue
         c = _drain_bits(bits, lo, hi, cand)  # ascending session index = newest first
         if sample_size > 0 and c > sample_size:
-            if random_sampling:  # smallest (random key, session)
-                keep = cand[:c][np.argsort(rand_key[cand[:c]], kind="mergesort")[:sample_size]]
-                cand[:sample_size] = np.sort(keep)
+            if random_sampling:  # the smallest (random key, session), kept in session order
+                for j in range(c):
+                    nb_sim[j] = -rand_key[cand[j]]
+                _keep_top(cand, nb_sim, c, sample_size, buf)
             c = sample_size
         # 2. similarity of each sampled candidate
         length = q_len[r]
