@@ -1,14 +1,21 @@
-"""The session-neighbourhood engine behind SKNN, V-SKNN, STAN and V-STAN, vectorised over a batch.
+"""The session-neighbourhood engine behind SKNN, V-SKNN, STAN and V-STAN.
 
-For a batch of prefixes it (1) finds every training session sharing an item with each prefix
-with one sparse product ``Q @ X.T``, (2) keeps the ``sample_size`` most recent (or random) of
-them (sessions are indexed newest first, so this is each row's head), (3) scores their
-similarity, (4) keeps the ``k`` most similar per prefix (:mod:`models.ragged_topk`) and (5)
-spreads each neighbour's weight over its items: one sparse product ``N @ X`` when the weight
-factors into (neighbour) x (item) as in SKNN/V-SKNN, else per-entry weights summed by a COO->CSR
-conversion (STAN/V-STAN). No step loops in Python over sessions or items. Subclasses define the
-similarity (:meth:`SessionKNNBase._similarity`) and either :meth:`SessionKNNBase._pair_weights`
-(+ ``_item_factor``) or :meth:`SessionKNNBase._entry_weights`.
+For each prefix, ``recommend`` (1) finds every training session sharing an item with it,
+(2) keeps the ``sample_size`` most recent (or random) of them (sessions are indexed newest
+first), (3) scores their similarity, (4) keeps the ``k`` most similar (ties: the newer session)
+and (5) spreads each neighbour's weight over its items, then returns the top ``n`` items (ties:
+the lower index). It runs as one compiled numba kernel over the batch, prefix by prefix
+(``_knn_kernel``): the item -> sessions lists of the prefix's items (cut at ``sample_size`` for
+recency sampling) fill dense per-session scratch, a bit map yields the candidates in session
+order, a quickselect keeps the ``k`` best, a dense per-item accumulator sums the weights and a
+bounded heap keeps the top ``n``. Subclasses declare what they compute in a
+:class:`KernelSpec` (:meth:`SessionKNNBase._kernel_spec`: a similarity code, a recency decay and
+numpy-computed weight tables).
+
+``_recommend_reference`` keeps the earlier vectorised path (sparse products ``Q @ X.T`` and
+``N @ X``, :mod:`models.ragged_topk`), defined by the hooks ``_similarity`` and
+``_pair_weights`` (+ ``_item_factor``) or ``_entry_weights``; ``tests/models/test_knn_kernel.py``
+pins the kernel to it and ``bench/knn_speed.py`` times both.
 
 References
 ----------
@@ -140,8 +147,10 @@ class KernelSpec:
     ``step = step_table[n - i]``, ``i`` being the newest prefix position of an item the neighbour
     shares with the prefix (of length ``n``); ``step_first`` says whether it multiplies before the
     per-entry factors or last. ``p`` is the item's newest position in the neighbour, ``p*`` the
-    newest position there of an item shared with the prefix. An empty table means "factor 1";
-    every table is computed by numpy, so the factors equal the vectorised reference bit for bit.
+    newest position there of an item shared with the prefix. An empty table means "factor 1".
+    Every table is computed by numpy, so its factors equal the reference path's bit for bit; only
+    ``DECAY_EXP`` is evaluated in the kernel (the C library's ``exp``, which can differ from
+    numpy's vectorised one in the last bit).
 
     Attributes
     ----------
