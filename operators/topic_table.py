@@ -8,6 +8,7 @@ workers read ``catalog`` the same way (new items, ``operators.catalog_overlay``)
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from operators.kafka import high_watermarks, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from state.serving import ServingStore
 
-__all__ = ["TopicTable", "FETCH_BYTES", "CONSUME_BATCH"]
+__all__ = ["TopicTable", "FETCH_BYTES", "CONSUME_BATCH", "release_free_heap"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,19 @@ FETCH_BYTES = 16 * 1024 * 1024
 top-N lists from Tansu ~2x slower: one round trip per MB and partition)."""
 CONSUME_BATCH = 10_000
 """Messages taken from the consumer's queue per call (values and offsets written to a serving store together)."""
+
+
+def release_free_heap() -> None:
+    """Give the C heap's free pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    A cold read frees hundreds of MB (fetched records, RocksDB write buffers, decoded pieces) that
+    glibc otherwise keeps in the process's RSS: ~330 MB of 900 MB after reading 1M top-N lists and
+    the popularity pieces of 10M events. Takes ~50 ms then; called once per reader when it catches up.
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class TopicTable:
@@ -198,6 +212,7 @@ class TopicTable:
                 if caught_up_now:
                     if self.store is not None:
                         self.store.end_bulk_load()
+                    release_free_heap()
                     self._caught_up.set()
                 if self.on_batch is not None and (batch or caught_up_now):
                     self.on_batch(dict(offsets), self._caught_up.is_set())
