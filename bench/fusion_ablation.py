@@ -29,7 +29,7 @@ from models.data import load_dataset
 from models.data.validation import holdout_sessions, validation_split
 from models.emde import EMDE
 from models.evaluate import sample_queries
-from models.hybrid import SessionFusion, _ItemStats, feature_names
+from models.hybrid import SessionFusion, _ItemStats
 from models.registry import create_model
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -42,7 +42,10 @@ ap.add_argument("--variants", default="base")
 ap.add_argument("--rq", type=int, default=20000)
 ap.add_argument("--rp", default="[{}]")
 ap.add_argument("--emde-full", action="store_true")
+ap.add_argument("--future", type=int, default=0,
+                help="graded labels: the next item 2, the W items after it in the session 1 (0: next item only)")
 ap.add_argument("--knn", default="")
+ap.add_argument("--fusion", default="", help="JSON of SessionFusion parameter overrides (own caches)")
 a = ap.parse_args()
 cache = Path(a.cache)
 cache.mkdir(parents=True, exist_ok=True)
@@ -50,7 +53,9 @@ data = validation_split(load_dataset(Path(a.data), a.fmt), frac=0.1)
 params = json.loads(Path(a.params).read_text()).get("fusion", {})
 if a.knn:
     params = {**params, "knn": json.loads(a.knn)}
-KT = ("_" + hashlib.md5(a.knn.encode()).hexdigest()[:6]) if a.knn else ""
+if a.fusion:
+    params = {**params, **json.loads(a.fusion)}
+KT = ("_" + hashlib.md5((a.knn + a.fusion).encode()).hexdigest()[:6]) if a.knn or a.fusion else ""
 fus = SessionFusion(**params)
 knn_params = fus._knn_params()
 train = data.train
@@ -77,6 +82,7 @@ if not tr_file.exists():
     r, i, x = pairs(fus, task.prefixes())
     np.savez(tr_file, r=r, i=i, x=x, y=task.next_items())
 te_file = cache / (("test_full" if a.emde_full else "test") + KT + ".npz")
+emde_inner = emde
 if a.emde_full:
     fdir = cache / "emde_full"
     if fdir.exists():
@@ -98,7 +104,7 @@ if not te_file.exists():
     np.savez(te_file, r=r, i=i, x=x, y=data.test.next_items())
 tr = dict(np.load(tr_file))
 te = dict(np.load(te_file))
-names = feature_names(list(knn_params))
+names = fus._feature_names(list(knn_params))
 
 
 # ---- extra features --------------------------------------------------------------------------
@@ -166,7 +172,69 @@ def extra(log, hist, rows, items, which):
     if "sess" in which:  # the model's own sequential-rule score (models/hybrid.py _ItemStats.rule_scores)
         cols.append(_ItemStats.from_log(log).rule_scores(hist, rows, items))
         nm.append("sr_session")
+    if "qrank" in which:  # per-query rank (0 = best) of item-level scores among the pooled candidates
+        for c in ("log_popularity", "transition_from_last", "sequential_rules", "recent_popularity_10"):
+            cols.append(_query_rank(rows, xbase(log)[:, names.index(c)]))
+            nm.append(f"qrank_{c}")
+    if "cooc" in which:  # session co-occurrence cosine with the last item, and the best over the history
+        b = sp.csr_array((np.ones(log.n_events, np.float32), (log.session_idx, log.item_idx)),
+                         shape=(int(log.session_idx.max()) + 1, n))
+        b.data[:] = 1.0
+        b.sum_duplicates()
+        b.data[:] = 1.0
+        c = (b.T @ b).tocsr()
+        norm = np.sqrt(c.diagonal()).astype(np.float32)
+        cos_last = np.asarray(c[lr, items]).ravel() / np.maximum(norm[lr] * norm[items], 1e-9)
+        cols.append(np.where(has[rows], cos_last, 0))
+        nm.append("cooc_cos_last")
+        h_rows = np.repeat(np.arange(len(lens)), lens)
+        best = np.zeros(len(rows), np.float32)
+        start = np.searchsorted(rows, np.arange(len(lens) + 1))
+        for j in range(int(min(lens.max(initial=0), 10))):  # the 10 newest history items
+            ok = lens > j
+            it = np.zeros(len(lens), np.int64)
+            it[ok] = hist.items[hist.indptr[1:][ok] - 1 - j]
+            hr = it[rows]
+            v = np.asarray(c[hr, items]).ravel() / np.maximum(norm[hr] * norm[items], 1e-9)
+            best = np.maximum(best, np.where(ok[rows], v, 0))
+        del h_rows, start
+        cols.append(best)
+        nm.append("cooc_cos_best")
+    if "cooc2" in which:  # cosine with the last item, and its decayed sum over the 10 newest (as rule_scores)
+        b = sp.csr_array((np.ones(log.n_events, np.float32), (log.session_idx, log.item_idx)),
+                         shape=(int(log.session_idx.max()) + 1, n))
+        b.sum_duplicates()
+        b.data[:] = 1.0
+        c = sp.csr_array(b.T @ b)
+        inv = 1.0 / np.maximum(np.sqrt(c.diagonal()), 1e-9)
+        cos = sp.csr_array(sp.diags_array(inv) @ c @ sp.diags_array(inv), dtype=np.float32)
+        cols.append(np.where(has[rows], np.asarray(cos[lr, items]).ravel(), 0))
+        nm.append("cooc_cos_last")
+        st = _ItemStats.from_log(log)
+        cols.append(np.asarray((st._history_weights(hist) @ cos)[rows, items]).ravel())
+        nm.append("cooc_cos_decayed")
+    if "sketch" in which:  # EMDE code agreement (share of DLSH rows in the same bucket) with the last item
+        cols_in = (emde_inner if log is inner_log else emde).item_in_cols_
+        agree = np.zeros(len(rows), np.float32)
+        for lo in range(0, len(rows), 500_000):
+            sl = slice(lo, lo + 500_000)
+            agree[sl] = (cols_in[lr[sl]] == cols_in[items[sl]]).mean(1)
+        cols.append(np.where(has[rows], agree, 0))
+        nm.append("sketch_agree_last")
     return (np.stack(cols, 1).astype(np.float32) if cols else np.zeros((len(rows), 0), np.float32)), nm
+
+
+def xbase(log):
+    return tr["x"] if log is inner_log else te["x"]
+
+
+def _query_rank(rows, v):
+    """Rank of each pair's value within its query, descending (0 = the query's best)."""
+    order = np.lexsort((-v, rows))
+    start = np.searchsorted(rows[order], rows[order])
+    rank = np.empty(len(rows), np.float32)
+    rank[order] = np.arange(len(rows)) - start
+    return rank
 
 
 def _gru_features(log, hist, rows, items, chunk=1000):
@@ -216,6 +284,14 @@ def run(variant, rp=None):
     nq = len(tr["y"])
     pos = np.zeros(nq, bool)
     pos[tr["r"][label > 0]] = True
+    if a.future:
+        indptr, rest = task.rest()
+        lens = np.minimum(np.diff(indptr), a.future + 1)
+        q_of = np.repeat(np.arange(nq), lens)
+        at = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        fut = np.unique(q_of[at > 0] * 10**9 + rest[np.repeat(indptr[:-1], lens) + at][at > 0])
+        later = np.isin(tr["r"] * 10**9 + tr["i"], fut) & (label == 0)
+        label = np.where(label > 0, 2.0, np.where(later, 1.0, 0.0)).astype(np.float32)
     keep = pos[tr["r"]]
     group = np.bincount(tr["r"][keep], minlength=nq)
     p = fus._ranker_params()

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from models.base import Histories, InteractionLog
 from models.errors import ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
+from models.ragged_topk import top_per_row
 from models.session_index import check_histories
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ BASE_FEATURES: tuple[str, ...] = (
     "events_since_first_seen",  # log(1 + training events after its first occurrence): how new it is
     "transition_from_prev",  # P(candidate follows the item before the last one)
     "sequential_rules",  # sequential rules from the history's newest items, decayed by age (see _ItemStats)
+    "cooc_last",  # cosine of the candidate and the last item over training sessions (co-occurrence)
+    "cooc_history",  # that cosine summed over the history's newest items, decayed as sequential_rules
 )
 """Columns of :func:`candidate_features` before the per-kNN-model columns."""
 
@@ -71,15 +74,20 @@ KNN_FEATURES: tuple[str, ...] = ("score", "rank", "best_score")
 """Per session-kNN model: its score / its best score (0 when not listed), its rank (n_candidates
 when not listed), and its best score (per query: how close the nearest neighbours are)."""
 
-MONOTONE_BASE: tuple[int, ...] = (1, -1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+MONOTONE_BASE: tuple[int, ...] = (1, -1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 MONOTONE_KNN: tuple[int, ...] = (1, -1, 0)
 """The ranker's score may only rise with a model's score and fall with its rank (LightGBM
 ``monotone_constraints``): what a ranker fitted on a small or unusual shop may never unlearn."""
 
 
-def feature_names(knn_names: list[str]) -> list[str]:
-    """All feature columns for the given kNN models, in order."""
-    return list(BASE_FEATURES) + [f"{m}_{f}" for m in knn_names for f in KNN_FEATURES]
+RULE_LIST = "rules"
+"""Name of the sequential-rule candidate list among the ranked lists (``SessionFusion(rule_candidates=...)``)."""
+
+
+def feature_names(knn_names: list[str], rule_candidates: bool = False) -> list[str]:
+    """All feature columns for the given kNN models (and the sequential-rule list, if pooled), in order."""
+    lists = list(knn_names) + ([RULE_LIST] if rule_candidates else [])
+    return list(BASE_FEATURES) + [f"{m}_{f}" for m in lists for f in KNN_FEATURES]
 
 
 _ABSENT_AGE = 99.0
@@ -89,12 +97,17 @@ _SCORE_CELLS = 1 << 24
 
 class _ItemStats:
     """What the ranker's item features read from a training log: popularity (all time and recent),
-    each item's first and newest occurrence, first-order transitions and sequential rules.
+    each item's first and newest occurrence, first-order transitions, sequential rules and the
+    cosine of items' session co-occurrence.
 
     Sequential rules (Ludewig et al. 2021, session-rec's ``SR``): item ``b`` following ``a`` at
     distance ``d <= RULE_WINDOW`` in a session adds ``1/d`` to rule ``a -> b``; each row is
     normalised to sum 1. A history scores a candidate by the rules of its ``RULE_HISTORY`` newest
     items, the newest weighted 1 and each older one ``RULE_DECAY`` times less.
+
+    Co-occurrence (item-kNN's similarity, Sarwar et al. 2001, on sessions as baskets): with ``B``
+    the binary (sessions, items) matrix, ``cooc = D^-1/2 BᵀB D^-1/2`` (``D`` its diagonal), the
+    cosine of two items' session sets. Its size is bounded by the item pairs that share a session.
     """
 
     RULE_WINDOW = 5
@@ -103,13 +116,14 @@ class _ItemStats:
     RECENT_SHARES = (0.01, 0.1)
 
     def __init__(self, log_pop: NDArray[np.float32], transitions: sp.csr_array, recent: NDArray[np.float32],
-                 since_seen: NDArray[np.float32], rules: sp.csr_array) -> None:
+                 since_seen: NDArray[np.float32], rules: sp.csr_array, cooc: sp.csr_array) -> None:
         self.log_pop = log_pop
         self.transitions = transitions
         self.out_degree = np.asarray(transitions.sum(axis=1)).ravel().astype(np.float32)
         self.recent = recent  # (len(RECENT_SHARES), n_items): log1p counts among the newest events
         self.since_seen = since_seen  # (2, n_items): log1p events since the newest / the first occurrence
         self.rules = rules  # (n_items, n_items), rows sum to 1 (or 0)
+        self.cooc = cooc  # (n_items, n_items), float32 cosine; the diagonal is 1 for items seen
 
     @classmethod
     def from_log(cls, log: InteractionLog) -> _ItemStats:
@@ -137,18 +151,58 @@ class _ItemStats:
         r.sum_duplicates()
         row_sum = np.asarray(r.sum(axis=1)).ravel()
         r = sp.csr_array(sp.diags_array(1.0 / np.maximum(row_sum, 1e-12)) @ r, dtype=np.float32)
-        return cls(log_pop, t, recent, since_seen, r)
+        return cls(log_pop, t, recent, since_seen, r, cls._cooc_cosine(log))
 
-    def rule_scores(self, histories: Histories, rows: NDArray[np.int64], items: NDArray[np.int64]
-                    ) -> NDArray[np.float32]:
-        """Sequential-rule score of each (query row, item) pair, shape (len(rows),), float32."""
+    @staticmethod
+    def _cooc_cosine(log: InteractionLog) -> sp.csr_array:
+        n_sessions = int(log.session_idx.max()) + 1 if log.n_events else 0
+        b = sp.csr_array((np.ones(log.n_events, np.float32), (log.session_idx, log.item_idx)),
+                         shape=(n_sessions, log.n_items))
+        b.sum_duplicates()
+        b.data[:] = 1.0
+        c = sp.csr_array(b.T @ b)
+        inv = sp.diags_array(1.0 / np.sqrt(np.maximum(c.diagonal(), 1.0)))
+        c = sp.csr_array(inv @ c @ inv, dtype=np.float32)
+        c.sort_indices()
+        return c
+
+    def _history_weights(self, histories: Histories) -> sp.csr_array:
+        """(n_queries, n_items) float32: each query's ``RULE_HISTORY`` newest items, weighted by age."""
         lens = np.diff(histories.indptr)
         age = np.repeat(histories.indptr[1:], lens) - 1 - np.arange(len(histories.items))
         keep = age < self.RULE_HISTORY
         q = np.repeat(np.arange(len(lens), dtype=np.int64), lens)[keep]
-        h = sp.csr_array(((self.RULE_DECAY ** age[keep]).astype(np.float32), (q, histories.items[keep])),
-                         shape=(len(lens), self.rules.shape[0]))
-        return np.asarray((h @ self.rules)[rows, items], dtype=np.float32).ravel()
+        return sp.csr_array(((self.RULE_DECAY ** age[keep]).astype(np.float32), (q, histories.items[keep])),
+                            shape=(len(lens), self.rules.shape[0]))
+
+    def rule_scores(self, histories: Histories, rows: NDArray[np.int64], items: NDArray[np.int64]
+                    ) -> NDArray[np.float32]:
+        """Sequential-rule score of each (query row, item) pair, shape (len(rows),), float32."""
+        return np.asarray((self._history_weights(histories) @ self.rules)[rows, items], dtype=np.float32).ravel()
+
+    def cooc_scores(self, histories: Histories, rows: NDArray[np.int64], items: NDArray[np.int64]
+                    ) -> NDArray[np.float32]:
+        """Co-occurrence cosine summed over each query's newest items, decayed as :meth:`rule_scores`."""
+        return np.asarray((self._history_weights(histories) @ self.cooc)[rows, items], dtype=np.float32).ravel()
+
+    def rule_top(self, histories: Histories, k: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """The ``k`` items with the best sequential-rule scores per query, best first (ties: lower index).
+
+        Returns ids (n_queries, k) int32 padded with -1 and scores (n_queries, k) float32 padded with 0;
+        only items with a positive score are listed.
+        """
+        s = sp.csr_array(self._history_weights(histories) @ self.rules)
+        s.sum_duplicates()
+        q = histories.n_queries
+        ids = np.full((q, k), -1, np.int32)
+        scores = np.zeros((q, k), np.float32)
+        rows = np.repeat(np.arange(q, dtype=np.int64), np.diff(s.indptr))
+        pos = s.data > 0
+        rows, cols, vals = rows[pos], s.indices[pos], s.data[pos]
+        sel, rank = top_per_row(rows, [-vals, cols], k)
+        ids[rows[sel], rank] = cols[sel]
+        scores[rows[sel], rank] = vals[sel]
+        return ids, scores
 
 
 def _gather(n_cols: int, ids: NDArray[np.int32], values: NDArray[np.floating], rows: NDArray[np.int64],
@@ -199,8 +253,10 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
         ``q`` queries.
     emde_log_probs : ndarray of shape (q, n_items), float32
         EMDE's mean row log-probabilities (``EMDE._mean_log_probs``).
-    knn_lists : list of (ids, scores), each of shape (q, n_candidates)
-        Top lists of the session-kNN models (``recommend``), padded with -1.
+    knn_lists : list of (ids, scores), each of shape (q, k_list)
+        Ranked lists pooled with their features: the session-kNN models' (``recommend``, ``k_list =
+        n_candidates``) and optionally the sequential rules' (:meth:`_ItemStats.rule_top`); padded
+        with -1. An item absent from a list gets rank ``max(n_candidates, k_list)``.
     stats : _ItemStats
         Popularity and transitions of the log the models were fitted on.
     n_candidates : int
@@ -262,13 +318,15 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     pr = prev[rows]
     x[:, 13] = np.where(two[rows], np.asarray(t[pr, items]).ravel() / np.maximum(stats.out_degree[pr], 1.0), 0.0)
     x[:, 14] = stats.rule_scores(histories, rows, items)
+    x[:, 15] = np.where(has[rows], np.asarray(stats.cooc[lr, items]).ravel(), 0.0)
+    x[:, 16] = stats.cooc_scores(histories, rows, items)
     col = len(BASE_FEATURES)
     for ids, scores in knn_lists:
         top_score = np.where(ids[:, 0] >= 0, scores[:, 0], 0.0).astype(np.float32)
         norm = np.where(ids >= 0, scores / np.maximum(top_score[:, None], 1e-12), 0.0)
         x[:, col] = _gather(n_items, ids, norm, rows, items, 0.0)
         x[:, col + 1] = _gather(n_items, ids, np.broadcast_to(np.arange(ids.shape[1], dtype=np.float32), ids.shape),
-                                rows, items, float(n_candidates))
+                                rows, items, float(max(n_candidates, ids.shape[1])))
         x[:, col + 2] = top_score[rows]
         col += len(KNN_FEATURES)
     return rows, items, x
@@ -293,6 +351,9 @@ class SessionFusion:
     n_trees, learning_rate, num_leaves, min_data_in_leaf : LightGBM ranker parameters
         (defaults 100, 0.1, 31, 100; 63 histogram bins, monotone in each model's score,
         :data:`MONOTONE_BASE`, :data:`MONOTONE_KNN`).
+    rule_candidates : int, default 0
+        Also pool the ``rule_candidates`` items the sequential rules score best
+        (:meth:`_ItemStats.rule_top`), with their score and rank as features; 0 pools none.
     refit_emde : bool, default True
         After the ranker is fitted, fit EMDE again (same parameters and seed, whole epochs) on the
         whole log, so the served EMDE has seen the newest sessions too (as the kNN models have);
@@ -311,8 +372,8 @@ class SessionFusion:
     def __init__(self, emde: Mapping[str, Any] | None = None, knn: Mapping[str, Mapping[str, Any]] | None = None,
                  n_candidates: int = 50, holdout_frac: float = 0.1, ranker_queries: int = 20000,
                  n_trees: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
-                 min_data_in_leaf: int = 100, refit_emde: bool = True, n_threads: int = 2,
-                 random_state: int = 0) -> None:
+                 min_data_in_leaf: int = 100, rule_candidates: int = 0, refit_emde: bool = True,
+                 n_threads: int = 2, random_state: int = 0) -> None:
         self.emde = emde
         self.knn = knn
         self.n_candidates = n_candidates
@@ -322,6 +383,7 @@ class SessionFusion:
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_data_in_leaf = min_data_in_leaf
+        self.rule_candidates = rule_candidates
         self.refit_emde = refit_emde
         self.n_threads = n_threads
         self.random_state = random_state
@@ -330,7 +392,7 @@ class SessionFusion:
         """Constructor arguments as stored (scikit-learn's rule)."""
         return {k: getattr(self, k) for k in ("emde", "knn", "n_candidates", "holdout_frac", "ranker_queries",
                                               "n_trees", "learning_rate", "num_leaves", "min_data_in_leaf",
-                                              "refit_emde", "n_threads", "random_state")}
+                                              "rule_candidates", "refit_emde", "n_threads", "random_state")}
 
     # -- configuration -------------------------------------------------------------------------
     def _emde_params(self) -> dict[str, Any]:
@@ -350,7 +412,8 @@ class SessionFusion:
                 "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_data_in_leaf,
                 "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8,
                 "lambdarank_truncation_level": 30, "max_bin": 63,
-                "monotone_constraints": list(MONOTONE_BASE) + list(MONOTONE_KNN) * len(self._knn_params()),
+                "monotone_constraints": list(MONOTONE_BASE) + list(MONOTONE_KNN) * (len(self._knn_params())
+                                                                                  + (self.rule_candidates > 0)),
                 "monotone_constraints_method": "basic",
                 "deterministic": True, "force_row_wise": True,
                 "num_threads": self.n_threads, "seed": self.random_state, "verbose": -1}
@@ -376,8 +439,8 @@ class SessionFusion:
         from models.evaluate import sample_queries
         from models.registry import create_model
 
-        if self.n_candidates < 1 or self.ranker_queries < 1:
-            raise ValueError("n_candidates and ranker_queries must be >= 1")
+        if self.n_candidates < 1 or self.ranker_queries < 1 or self.rule_candidates < 0:
+            raise ValueError("n_candidates and ranker_queries must be >= 1, rule_candidates >= 0")
         knn_params = self._knn_params()
         clock = _StageClock()
         inner_log, task, _ = holdout_sessions(log, frac=self.holdout_frac, name="fusion")
@@ -394,7 +457,7 @@ class SessionFusion:
         positive[rows[label > 0]] = True
         keep = positive[rows]  # queries whose next item was pooled; the others carry no gradient
         group = np.bincount(rows[keep], minlength=task.n_queries)
-        data = lgb.Dataset(x[keep], label[keep], group=group[group > 0], feature_name=feature_names(list(knn_params)),
+        data = lgb.Dataset(x[keep], label[keep], group=group[group > 0], feature_name=self._feature_names(list(knn_params)),
                            params={"max_bin": 63}, free_raw_data=True)
         self.ranker_ = lgb.train(self._ranker_params(), data)
         self.ranker_recall_ = float(positive.mean())
@@ -408,6 +471,9 @@ class SessionFusion:
         self.n_items_ = log.n_items
         self.knn_names_ = list(knn_params)
         return self
+
+    def _feature_names(self, knn_names: list[str]) -> list[str]:
+        return feature_names(knn_names, self.rule_candidates > 0)
 
     # -- scoring -------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -427,12 +493,14 @@ class SessionFusion:
             raw = self.emde_.layout_.raw_sketches(self.emde_.item_in_cols_, sub, self.emde_.neighbours_)
             lp = self.emde_._mean_log_probs(raw).numpy()
             lists = [m.recommend(sub, self.n_candidates) for m in self.knn_]
+            if self.rule_candidates:
+                lists.append(self.stats_.rule_top(sub, self.rule_candidates))
             r, i, x = candidate_features(sub, lp, lists, self.stats_, self.n_candidates)
             out_r.append(r + lo)
             out_i.append(i)
             out_x.append(x)
         if not out_r:
-            width = len(BASE_FEATURES) + len(KNN_FEATURES) * len(self.knn_)
+            width = len(BASE_FEATURES) + len(KNN_FEATURES) * (len(self.knn_) + (self.rule_candidates > 0))
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, width), np.float32)
         return np.concatenate(out_r), np.concatenate(out_i), np.concatenate(out_x)
 
@@ -493,6 +561,7 @@ class SessionFusion:
             "log_pop": self.stats_.log_pop, "t_indptr": t.indptr, "t_indices": t.indices, "t_data": t.data,
             "recent": self.stats_.recent, "since_seen": self.stats_.since_seen, "r_indptr": self.stats_.rules.indptr,
             "r_indices": self.stats_.rules.indices, "r_data": self.stats_.rules.data,
+            "c_indptr": self.stats_.cooc.indptr, "c_indices": self.stats_.cooc.indices, "c_data": self.stats_.cooc.data,
             "n_items": np.array([self.n_items_])})
         self.emde_.save(path / "emde")
         for slot, model in enumerate(self.knn_):
@@ -519,12 +588,13 @@ class SessionFusion:
         recall = float(params.pop("ranker_recall"))  # type: ignore[arg-type]
         model = cls(**params)  # type: ignore[arg-type]
         n = int(a["n_items"][0])
-        missing = [k for k in ("recent", "since_seen", "r_data") if k not in a]
+        missing = [k for k in ("recent", "since_seen", "r_data", "c_data") if k not in a]
         if missing:
             raise ModelFormatError(f"{path}: written by an older fusionrec (no {', '.join(missing)}): train it again")
         t = sp.csr_array((a["t_data"], a["t_indices"], a["t_indptr"]), shape=(n, n))
         rules = sp.csr_array((a["r_data"], a["r_indices"], a["r_indptr"]), shape=(n, n))
-        model.stats_ = _ItemStats(a["log_pop"], t, a["recent"], a["since_seen"], rules)
+        cooc = sp.csr_array((a["c_data"], a["c_indices"], a["c_indptr"]), shape=(n, n))
+        model.stats_ = _ItemStats(a["log_pop"], t, a["recent"], a["since_seen"], rules, cooc)
         model.emde_ = EMDE.load(path / "emde")
         knn = []
         for slot, name in enumerate(names):
@@ -534,9 +604,9 @@ class SessionFusion:
             model.ranker_ = lgb.Booster(model_str=(path / "ranker.txt").read_text())
         except (OSError, lgb.basic.LightGBMError) as exc:
             raise ModelFormatError(f"{path / 'ranker.txt'}: unreadable LightGBM model ({exc})") from exc
-        if model.ranker_.feature_name() != feature_names(names):
+        if model.ranker_.feature_name() != model._feature_names(names):
             raise ModelFormatError(f"{path / 'ranker.txt'}: its features {model.ranker_.feature_name()} are not this "
-                                   f"fusionrec's {feature_names(names)}: train it again")
+                                   f"fusionrec's {model._feature_names(names)}: train it again")
         model.n_items_, model.knn_names_, model.ranker_recall_ = n, names, recall
         return model
 

@@ -19,9 +19,11 @@ UMUAI 2021; github.com/rn5l/session-rec ``algorithms/knn/``.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
@@ -32,7 +34,9 @@ from models.persistence import load_model_dir, save_model_dir
 from models.ragged_topk import select_per_row, top_per_row
 from models.session_index import SessionIndex, check_histories
 
-__all__ = ["SessionKNNBase", "QueryItems", "expand_rows", "day_window"]
+__all__ = ["SessionKNNBase", "QueryItems", "KernelSpec", "expand_rows", "day_window", "SIM_COSINE", "SIM_JACCARD",
+           "SIM_DICE", "SIM_WEIGHTED_MEAN", "SIM_WEIGHTED_COSINE", "DECAY_NONE", "DECAY_EXP", "DECAY_DAYS",
+           "days_table"]
 
 _DAY_S = 86_400.0
 _ENTRY_BUDGET = 2_000_000
@@ -106,6 +110,347 @@ class QueryItems:
         return sp.csr_array((v, (self.rows, self.items)), shape=(self.n_queries, self.n_items))
 
 
+# ---- the compiled per-query kernel ---------------------------------------------------------
+
+SIM_COSINE, SIM_JACCARD, SIM_DICE, SIM_WEIGHTED_MEAN, SIM_WEIGHTED_COSINE = 0, 1, 2, 3, 4
+"""Similarity codes of :class:`KernelSpec`: set cosine ``o / sqrt(a b)``, Jaccard ``o / (a + b - o)``,
+Dice ``2o / (2o + a + b)``, weighted mean ``num / a`` and weighted cosine ``num / (sqrt(sq) sqrt(b))``
+(``o`` shared distinct items, ``a``/``b`` distinct items of prefix / session, ``num`` the sum of
+the prefix weights of shared items, ``sq`` the sum of squared prefix weights)."""
+
+DECAY_NONE, DECAY_EXP, DECAY_DAYS = 0, 1, 2
+"""Neighbour-recency codes of :class:`KernelSpec`: none, ``exp(-age / scale)``, or
+``table[round(age / scale)]`` (age = seconds from the session's end to the prefix's "now", >= 0)."""
+
+_EMPTY = np.zeros(0, dtype=np.float64)
+
+
+def _f64(a: NDArray) -> NDArray[np.float64]:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """What a session-kNN model computes, in the form the compiled kernel takes.
+
+    A neighbour (similarity ``sim``, found as in the module docstring) gives each item of its
+    session the weight ``(((sim [* step]) * gap[|p - p*|]) * entry_item[item]) [* step]``, summed
+    over neighbours (ascending session index, i.e. newest first), then times ``final_item[item]``.
+    ``step = step_table[n - i]``, ``i`` being the newest prefix position of an item the neighbour
+    shares with the prefix (of length ``n``); ``step_first`` says whether it multiplies before the
+    per-entry factors or last. ``p`` is the item's newest position in the neighbour, ``p*`` the
+    newest position there of an item shared with the prefix. An empty table means "factor 1";
+    every table is computed by numpy, so the factors equal the vectorised reference bit for bit.
+
+    Attributes
+    ----------
+    sim : int
+        One of the ``SIM_*`` codes.
+    query_w : ndarray of shape (n_pairs,), float64
+        Weight of each (prefix, item) pair of the :class:`QueryItems` (ones when unweighted).
+    query_sq : ndarray of shape (n_queries,), float64
+        Sum of squared ``query_w`` per prefix (used by ``SIM_WEIGHTED_COSINE``).
+    decay, decay_scale, decay_table :
+        Neighbour recency (``DECAY_*`` code, seconds, table by rounded age).
+    step_table, step_first, gap_table, entry_item, final_item :
+        The weight factors above.
+    """
+
+    sim: int
+    query_w: NDArray[np.float64]
+    query_sq: NDArray[np.float64]
+    decay: int = DECAY_NONE
+    decay_scale: float = 1.0
+    decay_table: NDArray[np.float64] = field(default_factory=lambda: _EMPTY)
+    step_table: NDArray[np.float64] = field(default_factory=lambda: _EMPTY)
+    step_first: bool = True
+    gap_table: NDArray[np.float64] = field(default_factory=lambda: _EMPTY)
+    entry_item: NDArray[np.float64] = field(default_factory=lambda: _EMPTY)
+    final_item: NDArray[np.float64] = field(default_factory=lambda: _EMPTY)
+
+
+def days_table(base: float, now: NDArray[np.float64], last_ts: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``base ** d`` for every whole number of days ``d`` an age ``max(now - last_ts, 0)`` can round to
+    (numpy's power, so the kernel's factors equal the reference's); at most 8,000 entries, by
+    which ``base ** d`` (``base`` <= 0.9) is 0, and the kernel clamps longer ages to the last."""
+    span = float(np.max(now, initial=0.0) - np.min(last_ts, initial=0.0)) if len(now) and len(last_ts) else 0.0
+    size = int(min(max(np.round(max(span, 0.0) / _DAY_S), 0.0), 8_000.0)) + 1
+    return base ** np.arange(size, dtype=np.float64)
+
+
+def _debruijn_table() -> NDArray[np.int64]:
+    mult = 0x03F79D71B4CB0A89
+    table = np.zeros(64, dtype=np.int64)
+    for i in range(64):
+        table[(((1 << i) * mult) & 0xFFFFFFFFFFFFFFFF) >> 58] = i
+    return table
+
+
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_DEBRUIJN_BIT = _debruijn_table()
+"""Index of the single set bit ``b`` of a word: ``_DEBRUIJN_BIT[(b * _DEBRUIJN) >> 58]``."""
+
+
+@numba.njit(cache=True)
+def _drain_bits(bits: NDArray[np.uint64], lo: int, hi: int, out: NDArray[np.int64]) -> int:
+    """Write the set bits of words ``lo >> 6 .. hi >> 6`` ascending into ``out``, clear them, return the count."""
+    c = 0
+    for wi in range(lo >> 6, (hi >> 6) + 1):
+        w = bits[wi]
+        if w == 0:
+            continue
+        bits[wi] = np.uint64(0)
+        base = wi * 64
+        while w != 0:
+            low = w & (~w + np.uint64(1))
+            out[c] = base + _DEBRUIJN_BIT[(low * _DEBRUIJN) >> np.uint64(58)]
+            c += 1
+            w ^= low
+    return c
+
+
+@numba.njit(cache=True)
+def _kth_largest(buf: NDArray[np.float64], m: int, k: int) -> float:
+    """The ``k``-th largest (1-based) of ``buf[:m]``, which is reordered (quickselect, median of three)."""
+    lo, hi, target = 0, m - 1, k - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        a, b, c = buf[lo], buf[mid], buf[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:  # descending: larger values to the left
+            while buf[i] > pivot:
+                i += 1
+            while buf[j] < pivot:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            return buf[target]
+    return buf[target]
+
+
+@numba.njit(cache=True)
+def _keep_top(ids: NDArray[np.int64], keys: NDArray[np.float64], m: int, k: int, buf: NDArray[np.float64]) -> int:
+    """Keep, in place and in order, the ``k`` entries of ``ids[:m]`` / ``keys[:m]`` with the largest keys
+    (ties at the cut: the earlier entries); return how many are kept."""
+    if m <= k:
+        return m
+    buf[:m] = keys[:m]
+    thr = _kth_largest(buf, m, k)
+    room = k
+    for j in range(m):
+        if keys[j] > thr:
+            room -= 1
+    c = 0
+    for j in range(m):
+        if keys[j] > thr or (keys[j] == thr and room > 0):
+            if keys[j] == thr:
+                room -= 1
+            ids[c] = ids[j]
+            keys[c] = keys[j]
+            c += 1
+    return c
+
+
+@numba.njit(cache=True, inline="always")
+def _worse(s1: float, i1: int, s2: float, i2: int) -> bool:
+    return s1 < s2 or (s1 == s2 and i1 > i2)
+
+
+@numba.njit(cache=True)
+def _heap_offer(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int, cap: int, s: float, it: int) -> int:
+    """Offer ``(s, it)`` to a heap of the ``cap`` best (score desc, id asc) whose root is the worst; return its size."""
+    if size < cap:
+        j = size
+        size += 1
+        while j > 0:
+            p = (j - 1) >> 1
+            if not _worse(s, it, hs[p], hi[p]):
+                break
+            hs[j], hi[j] = hs[p], hi[p]
+            j = p
+        hs[j], hi[j] = s, it
+        return size
+    if _worse(hs[0], hi[0], s, it):
+        hs[0], hi[0] = s, it
+        _sift_down(hs, hi, size)
+    return size
+
+
+@numba.njit(cache=True)
+def _sift_down(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int) -> None:
+    """Restore the worst-at-root heap order of ``hs[:size]`` / ``hi[:size]`` after the root changed."""
+    j = 0
+    s, it = hs[0], hi[0]
+    while True:
+        c = 2 * j + 1
+        if c >= size:
+            break
+        if c + 1 < size and _worse(hs[c + 1], hi[c + 1], hs[c], hi[c]):
+            c += 1
+        if not _worse(hs[c], hi[c], s, it):
+            break
+        hs[j], hi[j] = hs[c], hi[c]
+        j = c
+    hs[j], hi[j] = s, it
+
+
+@numba.njit(cache=True)
+def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
+                xt_ptr, xt_sess, xt_pos, x_ptr, x_items, x_pos, sess_nu, sess_sqrt_nu, last_ts, rand_key,
+                k, sample_size, random_sampling, positive_only,
+                sim_kind, decay, decay_scale, decay_table, step_table, step_first, gap_table,
+                entry_item, final_item, exclude_seen,
+                stamp, sacc, bits, istamp, acc, seen, ids_out, vals_out):
+    """Score every prefix (see :class:`KernelSpec`); fills ``ids_out`` / ``vals_out`` rows in place.
+
+    Scratch: ``stamp`` (n_sessions,) int32 zeros, ``sacc`` (n_sessions, 4) float64, ``bits``
+    (n_sessions // 64 + 1,) uint64 zeros, ``istamp`` / ``seen`` (n_items,) int32 zeros, ``acc``
+    (n_items,) float64; a value is valid only where its stamp equals the prefix's tag.
+    """
+    n = ids_out.shape[1]
+    n_s = len(stamp)
+    cand = np.empty(n_s, dtype=np.int64)
+    nb_sess = np.empty(n_s, dtype=np.int64)
+    nb_sim = np.empty(n_s, dtype=np.float64)
+    buf = np.empty(n_s, dtype=np.float64)
+    touched = np.empty(len(istamp), dtype=np.int64)
+    heap_s = np.empty(n, dtype=np.float64)
+    heap_i = np.empty(n, dtype=np.int64)
+    truncate = sample_size > 0 and not random_sampling
+    has_step, has_gap = len(step_table) > 0, len(gap_table) > 0
+    has_entry_item, has_final = len(entry_item) > 0, len(final_item) > 0
+    for r in range(len(q_ptr) - 1):
+        tag = r + 1
+        a, b = q_ptr[r], q_ptr[r + 1]
+        if a == b:
+            continue
+        # 1. candidates: sessions sharing an item, with (overlap, weighted overlap, newest prefix
+        # position of a shared item, newest position in the session of a shared item). Each
+        # item's sessions are stored newest first; with recency sampling a session among the
+        # sample_size newest candidates is among the sample_size newest sessions of each of its
+        # items, so each list is cut there. Items are visited in ascending index, the order in
+        # which the reference's sparse product sums the weights.
+        lo, hi = n_s, -1
+        for j in range(a, b):
+            it = q_items[j]
+            seen[it] = tag
+            wj, pj = q_w[j], q_pos[j]
+            e0, e1 = xt_ptr[it], xt_ptr[it + 1]
+            if truncate and e1 - e0 > sample_size:
+                e1 = e0 + sample_size
+            for e in range(e0, e1):
+                s = xt_sess[e]
+                ps = np.float64(xt_pos[e])
+                if stamp[s] != tag:
+                    stamp[s] = tag
+                    sacc[s, 0] = 1.0
+                    sacc[s, 1] = wj
+                    sacc[s, 2] = pj
+                    sacc[s, 3] = ps
+                    bits[s >> 6] |= np.uint64(1) << np.uint64(s & 63)
+                    lo = min(lo, s)
+                    hi = max(hi, s)
+                else:
+                    sacc[s, 0] += 1.0
+                    sacc[s, 1] += wj
+                    sacc[s, 2] = max(sacc[s, 2], pj)
+                    sacc[s, 3] = max(sacc[s, 3], ps)
+        if hi < 0:
+            continue
+        c = _drain_bits(bits, lo, hi, cand)  # ascending session index = newest first
+        if sample_size > 0 and c > sample_size:
+            if random_sampling:  # smallest (random key, session)
+                keep = cand[:c][np.argsort(rand_key[cand[:c]], kind="mergesort")[:sample_size]]
+                cand[:sample_size] = np.sort(keep)
+            c = sample_size
+        # 2. similarity of each sampled candidate
+        length = q_len[r]
+        a_nu = np.float64(q_nu[r])
+        sqrt_sq = np.sqrt(q_sq[r])
+        now = q_now[r]
+        m = 0
+        for j in range(c):
+            s = cand[j]
+            if sim_kind == 0:
+                sim = sacc[s, 0] / np.sqrt(a_nu * sess_nu[s])
+            elif sim_kind == 1:
+                sim = sacc[s, 0] / (a_nu + sess_nu[s] - sacc[s, 0])
+            elif sim_kind == 2:
+                sim = 2.0 * sacc[s, 0] / (2.0 * sacc[s, 0] + a_nu + sess_nu[s])
+            elif sim_kind == 3:
+                sim = sacc[s, 1] / a_nu
+            else:
+                sim = sacc[s, 1] / (sqrt_sq * sess_sqrt_nu[s])
+                if not np.isfinite(sim):
+                    sim = 0.0
+            if decay == 1:
+                sim = sim * np.exp(-max(now - last_ts[s], 0.0) / decay_scale)
+            elif decay == 2:
+                d = min(round(max(now - last_ts[s], 0.0) / decay_scale), len(decay_table) - 1)
+                sim = sim * decay_table[d]
+            if positive_only and not sim > 0.0:
+                continue
+            nb_sess[m] = s
+            nb_sim[m] = sim
+            m += 1
+        # 3. the k most similar (ties: the newer session), still in session order
+        m = _keep_top(nb_sess, nb_sim, m, k, buf)
+        # 4. spread each neighbour's weight over its items (neighbours in session order, as the
+        # reference's sparse product sums them)
+        t = 0
+        for j in range(m):
+            s = nb_sess[j]
+            pre = nb_sim[j]
+            post = 1.0
+            if has_step:
+                f = step_table[int(length - sacc[s, 2])]
+                if step_first:
+                    pre = pre * f
+                else:
+                    post = f
+            p_star = sacc[s, 3]
+            for e in range(x_ptr[s], x_ptr[s + 1]):
+                it = x_items[e]
+                w = pre
+                if has_gap:
+                    w = w * gap_table[int(abs(np.float64(x_pos[e]) - p_star))]
+                if has_entry_item:
+                    w = w * entry_item[it]
+                if has_step and not step_first:
+                    w = w * post
+                if istamp[it] != tag:
+                    istamp[it] = tag
+                    acc[it] = w
+                    touched[t] = it
+                    t += 1
+                else:
+                    acc[it] += w
+        # 5. top n items by (score desc, index asc)
+        size = 0
+        for j in range(t):
+            it = touched[j]
+            score = acc[it]
+            if has_final:
+                score = score * final_item[it]
+            if score > 0.0 and not (exclude_seen and seen[it] == tag):
+                size = _heap_offer(heap_s, heap_i, size, n, score, it)
+        while size > 0:  # pop the worst into the last free rank
+            size -= 1
+            ids_out[r, size] = heap_i[0]
+            vals_out[r, size] = heap_s[0]
+            last_s, last_i = heap_s[size], heap_i[size]
+            heap_s[0], heap_i[0] = last_s, last_i
+            _sift_down(heap_s, heap_i, size)
+
+
 class SessionKNNBase:
     """Shared fit / recommend / save of the session-kNN family (see the module docstring).
 
@@ -160,6 +505,11 @@ class SessionKNNBase:
                        sim: NDArray[np.float64], owner: NDArray[np.int64], entry: NDArray[np.int64]
                        ) -> NDArray[np.float64]:
         """Non-separable models: the weight of each neighbour entry (``entry`` indexes ``x``)."""
+        raise NotImplementedError
+
+    def _kernel_spec(self, q: QueryItems) -> KernelSpec:
+        """The similarity and weights of this model for the compiled kernel (same maths as the
+        ``_similarity`` / ``_pair_weights`` / ``_entry_weights`` hooks of the reference path)."""
         raise NotImplementedError
 
     # ---- the estimator contract ----------------------------------------------------------
@@ -232,6 +582,51 @@ class SessionKNNBase:
         ValueError
             If ``n < 1`` or a history holds an index outside the catalogue.
         """
+        self._check_fitted()
+        if n < 1:
+            raise ValueError(f"n must be >= 1; got {n}")
+        check_histories(histories, self.n_items_, type(self).__name__)
+        b = histories.n_queries
+        ids = np.full((b, n), -1, dtype=np.int32)
+        vals = np.full((b, n), -np.inf, dtype=np.float32)
+        if b == 0:
+            return ids, vals
+        q = QueryItems(histories, self.n_items_, self.now_)
+        spec = self._kernel_spec(q)
+        ix = self.index_
+        n_s = ix.n_sessions
+        kn = self._kernel_arrays()
+        q_ptr = np.concatenate([[0], np.cumsum(q.n_unique)]).astype(np.int64)
+        _knn_kernel(q_ptr, q.items.astype(np.int64), q.last_pos, np.ascontiguousarray(spec.query_w, dtype=np.float64),
+                    q.length, q.n_unique, q.now, np.ascontiguousarray(spec.query_sq, dtype=np.float64),
+                    kn["xt_ptr"], kn["xt_sess"], ix.xt_last_pos, kn["x_ptr"], kn["x_items"], ix.last_pos,
+                    kn["sess_nu"], kn["sess_sqrt_nu"], ix.last_ts, self.rand_key_,
+                    int(self.k), int(self.sample_size), self.sampling == "random", bool(self._positive_only),
+                    int(spec.sim), int(spec.decay), float(spec.decay_scale), _f64(spec.decay_table),
+                    _f64(spec.step_table), bool(spec.step_first), _f64(spec.gap_table), _f64(spec.entry_item),
+                    _f64(spec.final_item), bool(exclude_seen or not getattr(self, "remind", True)),
+                    np.zeros(n_s, dtype=np.int32), np.empty((n_s, 4)), np.zeros(n_s // 64 + 1, dtype=np.uint64), np.zeros(self.n_items_, dtype=np.int32),
+                    np.empty(self.n_items_), np.zeros(self.n_items_, dtype=np.int32), ids, vals)
+        return ids, vals
+
+    def _kernel_arrays(self) -> dict[str, NDArray]:
+        """The session index in the kernel's dtypes, built once per fitted index."""
+        ix = self.index_
+        cached = getattr(self, "_kernel_arrays_", None)
+        if cached is not None and cached[0] is ix:
+            return cached[1]
+        nu = ix.n_unique
+        arrays = {"xt_ptr": ix.xt.indptr.astype(np.int64), "xt_sess": ix.xt.indices.astype(np.int64),
+                  "x_ptr": ix.x.indptr.astype(np.int64), "x_items": ix.x.indices.astype(np.int64),
+                  "sess_nu": nu.astype(np.float64), "sess_sqrt_nu": np.sqrt(nu).astype(np.float64),
+                  "max_pos": int(ix.last_pos.max(initial=0.0))}
+        self._kernel_arrays_ = (ix, arrays)
+        return arrays
+
+    def _recommend_reference(self, histories: Histories, n: int = 20, *, exclude_seen: bool = False
+                             ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """:meth:`recommend` by the vectorised numpy/scipy path (sparse products, ragged top-k),
+        kept as the reference the compiled kernel is tested and benchmarked against."""
         self._check_fitted()
         if n < 1:
             raise ValueError(f"n must be >= 1; got {n}")

@@ -6,11 +6,25 @@ Both follow session-rec's ``algorithms/knn/sknn.py`` (``ContextKNN``) and ``vskn
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from numpy.typing import NDArray
 
 from models.base import InteractionLog
-from models.neighbours import QueryItems, SessionKNNBase, day_window
+from models.neighbours import (
+    DECAY_DAYS,
+    SIM_COSINE,
+    SIM_DICE,
+    SIM_JACCARD,
+    SIM_WEIGHTED_COSINE,
+    SIM_WEIGHTED_MEAN,
+    KernelSpec,
+    QueryItems,
+    SessionKNNBase,
+    day_window,
+    days_table,
+)
 
 __all__ = ["SKNN", "VSKNN", "POSITION_WEIGHTS", "DECAY_WEIGHTS"]
 
@@ -91,6 +105,10 @@ class SKNN(SessionKNNBase):
     def _pair_weights(self, q: QueryItems, rows: NDArray[np.int64], sess: NDArray[np.int64],
                       sim: NDArray[np.float64]) -> NDArray[np.float64]:
         return sim
+
+    def _kernel_spec(self, q: QueryItems) -> KernelSpec:
+        sim = {"cosine": SIM_COSINE, "jaccard": SIM_JACCARD, "tanimoto": SIM_JACCARD, "binary": SIM_DICE}
+        return KernelSpec(sim=sim[self.similarity], query_w=np.ones(len(q.keys)), query_sq=np.zeros(q.n_queries))
 
 
 class VSKNN(SessionKNNBase):
@@ -185,3 +203,17 @@ class VSKNN(SessionKNNBase):
 
     def _item_factor(self) -> NDArray[np.float64] | None:
         return 1.0 + self.idf_ * self.idf_weighting if self.idf_weighting else None
+
+    def _kernel_spec(self, q: QueryItems) -> KernelSpec:
+        w = self._position_weights(q)
+        steps = np.arange(1, max(int(q.length.max(initial=0)), 1) + 1, dtype=np.float64)
+        factor = self._item_factor()
+        spec = KernelSpec(
+            sim=SIM_WEIGHTED_MEAN if self.similarity == "vec" else SIM_WEIGHTED_COSINE, query_w=w,
+            query_sq=np.bincount(q.rows, weights=w * w, minlength=q.n_queries),
+            step_table=DECAY_WEIGHTS[self.weighting_score](steps), step_first=True,
+            final_item=factor if factor is not None else np.zeros(0))
+        if self.weighting_time:
+            spec = replace(spec, decay=DECAY_DAYS, decay_scale=_DAY_S,
+                           decay_table=days_table(7.0 / 8.0, q.now, self.index_.last_ts))
+        return spec

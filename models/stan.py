@@ -6,10 +6,19 @@ vectorised engine of :mod:`models.neighbours`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from numpy.typing import NDArray
 
-from models.neighbours import QueryItems, SessionKNNBase
+from models.neighbours import (
+    DECAY_EXP,
+    DECAY_NONE,
+    SIM_WEIGHTED_COSINE,
+    KernelSpec,
+    QueryItems,
+    SessionKNNBase,
+)
 
 __all__ = ["STAN", "VSTAN"]
 
@@ -95,6 +104,15 @@ class STAN(SessionKNNBase):
             w = w * np.exp(-np.abs(self.index_.last_pos[entry] - p_star[owner]) / self.lambda_inh)
         return w
 
+    def _kernel_spec(self, q: QueryItems) -> KernelSpec:
+        w = self._query_weights(q)
+        gaps = np.arange(self._kernel_arrays()["max_pos"] + 1, dtype=np.float64)
+        return KernelSpec(
+            sim=SIM_WEIGHTED_COSINE, query_w=w, query_sq=np.bincount(q.rows, weights=w * w, minlength=q.n_queries),
+            decay=DECAY_NONE if self.lambda_snh is None else DECAY_EXP,
+            decay_scale=1.0 if self.lambda_snh is None else self.lambda_snh * _DAY_S,
+            gap_table=np.zeros(0) if self.lambda_inh is None else np.exp(-np.abs(gaps) / self.lambda_inh))
+
 
 class VSTAN(STAN):
     """V-STAN: STAN plus V-SKNN's neighbour decay and IDF boost.
@@ -140,3 +158,10 @@ class VSTAN(STAN):
         if self.lambda_ipw is not None:
             w = w * np.exp((q_newest - q.length[rows]) / self.lambda_ipw)[owner]
         return w
+
+    def _kernel_spec(self, q: QueryItems) -> KernelSpec:
+        steps = np.arange(max(int(q.length.max(initial=0)), 1), dtype=np.float64)
+        return replace(
+            super()._kernel_spec(q), step_first=False,
+            step_table=np.zeros(0) if self.lambda_ipw is None else np.exp(-steps / self.lambda_ipw),
+            entry_item=np.zeros(0) if self.lambda_idf is None else 1.0 + self.idf_ * self.lambda_idf)
