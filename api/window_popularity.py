@@ -29,6 +29,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import pyarrow as pa
 
 from operators.window_topic import WindowPiece
 
@@ -48,15 +49,22 @@ class WindowPopularity:
         Longest window served (the flow drops older buckets).
     cache_s : float
         How long a ranking is reused (wall clock).
+    pending_entries : int
+        Items of received pieces that may wait before they are indexed (bounds the memory of
+        pieces held as decoded; they are indexed earlier when a ranking or snapshot needs them).
     """
 
-    def __init__(self, bucket_s: float = 3600.0, horizon_s: float = 30 * 86400.0, cache_s: float = 1.0) -> None:
+    def __init__(self, bucket_s: float = 3600.0, horizon_s: float = 30 * 86400.0, cache_s: float = 1.0,
+                 pending_entries: int = 1_000_000) -> None:
         self.bucket_s, self.horizon_s, self.cache_s = bucket_s, horizon_s, cache_s
+        self.pending_entries = pending_entries
         self._clocks: dict[int, float] = {}  # partition -> newest event time it published
         # (partition, bucket, shard) -> (item index array int32, weights float64)
         self._pieces: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._vocab: dict[str, int] = {}  # item_id -> dense index (grows; ids of pieces only)
         self._ids: list[str] = []
+        self._pending: dict[tuple[int, int, int], WindowPiece] = {}  # decoded, items not indexed yet
+        self._pending_entries = 0
         self._cache: dict[float, tuple[float, list[str], np.ndarray]] = {}
         self._lock = threading.Lock()
         self._refreshing: set[float] = set()  # windows being re-ranked in the background
@@ -69,30 +77,54 @@ class WindowPopularity:
     def apply(self, key: str, piece: object | None) -> None:
         """Reader hook for one record of the window topic: store the piece, or drop it (tombstone).
 
-        A key that is not ``<partition>:<bucket>:<shard>`` is ignored (it is not ours).
+        A key that is not ``<partition>:<bucket>:<shard>`` is ignored (it is not ours). A piece is
+        held as it was decoded until its items are indexed, all pending pieces at once
+        (``_index_pending``: one Arrow dictionary encoding, Python work only per distinct item):
+        when a ranking or a snapshot needs them, or once ``pending_entries`` items wait.
         """
         try:
             p, b, s = (int(x) for x in key.split(":"))
         except ValueError:
             return
-        if not isinstance(piece, WindowPiece):
-            with self._lock:
-                self._pieces.pop((p, b, s), None)
-            return
         with self._lock:
-            vocab, ids = self._vocab, self._ids
-            n0 = len(vocab)
-            # a new item gets the next index (len(vocab) before it is inserted); a piece's items are unique
-            found = [vocab.setdefault(item, len(vocab)) for item in piece.items]
-            if len(vocab) > n0:
-                ids.extend(item for item, i in zip(piece.items, found, strict=True) if i >= n0)
-            self._pieces[(p, b, s)] = (np.array(found, dtype=np.int32), np.asarray(piece.weights, dtype=np.float64))
+            self._pieces.pop((p, b, s), None)
+            old = self._pending.pop((p, b, s), None)  # re-inserted below: dict order stays the arrival order
+            if old is not None:
+                self._pending_entries -= len(old.items)
+            if not isinstance(piece, WindowPiece):
+                return
+            self._pending_entries += len(piece.items)
+            self._pending[(p, b, s)] = piece
             if piece.clock > self._clocks.get(p, 0.0):
                 self._clocks[p] = piece.clock
+            if self._pending_entries >= self.pending_entries:
+                self._index_pending()
+
+    def _index_pending(self) -> None:
+        """Give the pending pieces' items dense indices (new items get the next ones); call with the lock held.
+
+        Cost: a C++ hash pass over all pending entries, then one dict lookup per distinct item.
+        """
+        if not self._pending:
+            return
+        keys, pieces = list(self._pending), list(self._pending.values())
+        enc = pa.concat_arrays([p.items for p in pieces]).dictionary_encode()
+        vocab, ids = self._vocab, self._ids
+        n0 = len(vocab)
+        uniq = enc.dictionary.to_pylist()
+        mapped = np.fromiter((vocab.setdefault(item, len(vocab)) for item in uniq), dtype=np.int32, count=len(uniq))
+        if len(vocab) > n0:
+            ids.extend(item for item, i in zip(uniq, mapped.tolist(), strict=True) if i >= n0)
+        idx = mapped[enc.indices.to_numpy(zero_copy_only=False)] if len(uniq) else np.zeros(len(enc), np.int32)
+        cuts = np.cumsum([len(p.items) for p in pieces])[:-1]
+        for key, piece, part in zip(keys, pieces, np.split(idx, cuts), strict=True):
+            self._pieces[key] = (part, np.array(piece.weights, dtype=np.float64))  # a copy: not the raw record
+        self._pending.clear()
+        self._pending_entries = 0
 
     def __len__(self) -> int:
         """Pieces held."""
-        return len(self._pieces)
+        return len(self._pieces) + len(self._pending)
 
     def top(self, window_s: float) -> tuple[list[str], np.ndarray]:
         """All items with weight in the window, best first: (item ids, float64 sums); ties by id.
@@ -119,6 +151,7 @@ class WindowPopularity:
     def _rank(self, window_s: float) -> tuple[list[str], np.ndarray]:
         now = time.monotonic()
         with self._lock:
+            self._index_pending()
             first = int((self.clock - window_s) // self.bucket_s) + 1
             parts = [v for (_, b, _), v in self._pieces.items() if b >= first]
             n_vocab, ids = len(self._ids), self._ids
@@ -205,6 +238,8 @@ class PopularitySnapshots:
             p._vocab = {item: i for i, item in enumerate(p._ids)}
             p._clocks = dict(snap.clocks)
             p._pieces = pieces
+            p._pending.clear()
+            p._pending_entries = 0
         self._offsets = self._saved = dict(snap.offsets)
         log.info("popularity restored from %s: %d pieces, %d items; reading %s from offsets %s",
                  self.path, len(keys), len(snap.ids), self.topic, snap.offsets)
@@ -220,6 +255,7 @@ class PopularitySnapshots:
         """Write the pieces and the offsets last reported (call on the reader thread, or after it stopped)."""
         p = self.popularity
         with p._lock:
+            p._index_pending()
             pieces = list(p._pieces.items())
             ids, clocks = list(p._ids), dict(p._clocks)
         keys = np.array([k for k, _ in pieces], dtype="<i8").reshape(-1, 3)

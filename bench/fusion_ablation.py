@@ -42,6 +42,8 @@ ap.add_argument("--variants", default="base")
 ap.add_argument("--rq", type=int, default=20000)
 ap.add_argument("--rp", default="[{}]")
 ap.add_argument("--emde-full", action="store_true")
+ap.add_argument("--future", type=int, default=0,
+                help="graded labels: the next item 2, the W items after it in the session 1 (0: next item only)")
 ap.add_argument("--knn", default="")
 ap.add_argument("--fusion", default="", help="JSON of SessionFusion parameter overrides (own caches)")
 a = ap.parse_args()
@@ -198,6 +200,19 @@ def extra(log, hist, rows, items, which):
         del h_rows, start
         cols.append(best)
         nm.append("cooc_cos_best")
+    if "cooc2" in which:  # cosine with the last item, and its decayed sum over the 10 newest (as rule_scores)
+        b = sp.csr_array((np.ones(log.n_events, np.float32), (log.session_idx, log.item_idx)),
+                         shape=(int(log.session_idx.max()) + 1, n))
+        b.sum_duplicates()
+        b.data[:] = 1.0
+        c = sp.csr_array(b.T @ b)
+        inv = 1.0 / np.maximum(np.sqrt(c.diagonal()), 1e-9)
+        cos = sp.csr_array(sp.diags_array(inv) @ c @ sp.diags_array(inv), dtype=np.float32)
+        cols.append(np.where(has[rows], np.asarray(cos[lr, items]).ravel(), 0))
+        nm.append("cooc_cos_last")
+        st = _ItemStats.from_log(log)
+        cols.append(np.asarray((st._history_weights(hist) @ cos)[rows, items]).ravel())
+        nm.append("cooc_cos_decayed")
     if "sketch" in which:  # EMDE code agreement (share of DLSH rows in the same bucket) with the last item
         cols_in = (emde_inner if log is inner_log else emde).item_in_cols_
         agree = np.zeros(len(rows), np.float32)
@@ -269,6 +284,14 @@ def run(variant, rp=None):
     nq = len(tr["y"])
     pos = np.zeros(nq, bool)
     pos[tr["r"][label > 0]] = True
+    if a.future:
+        indptr, rest = task.rest()
+        lens = np.minimum(np.diff(indptr), a.future + 1)
+        q_of = np.repeat(np.arange(nq), lens)
+        at = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        fut = np.unique(q_of[at > 0] * 10**9 + rest[np.repeat(indptr[:-1], lens) + at][at > 0])
+        later = np.isin(tr["r"] * 10**9 + tr["i"], fut) & (label == 0)
+        label = np.where(label > 0, 2.0, np.where(later, 1.0, 0.0)).astype(np.float32)
     keep = pos[tr["r"]]
     group = np.bincount(tr["r"][keep], minlength=nq)
     p = fus._ranker_params()

@@ -65,6 +65,8 @@ BASE_FEATURES: tuple[str, ...] = (
     "events_since_first_seen",  # log(1 + training events after its first occurrence): how new it is
     "transition_from_prev",  # P(candidate follows the item before the last one)
     "sequential_rules",  # sequential rules from the history's newest items, decayed by age (see _ItemStats)
+    "cooc_last",  # cosine of the candidate and the last item over training sessions (co-occurrence)
+    "cooc_history",  # that cosine summed over the history's newest items, decayed as sequential_rules
 )
 """Columns of :func:`candidate_features` before the per-kNN-model columns."""
 
@@ -72,7 +74,7 @@ KNN_FEATURES: tuple[str, ...] = ("score", "rank", "best_score")
 """Per session-kNN model: its score / its best score (0 when not listed), its rank (n_candidates
 when not listed), and its best score (per query: how close the nearest neighbours are)."""
 
-MONOTONE_BASE: tuple[int, ...] = (1, -1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+MONOTONE_BASE: tuple[int, ...] = (1, -1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 MONOTONE_KNN: tuple[int, ...] = (1, -1, 0)
 """The ranker's score may only rise with a model's score and fall with its rank (LightGBM
 ``monotone_constraints``): what a ranker fitted on a small or unusual shop may never unlearn."""
@@ -95,12 +97,17 @@ _SCORE_CELLS = 1 << 24
 
 class _ItemStats:
     """What the ranker's item features read from a training log: popularity (all time and recent),
-    each item's first and newest occurrence, first-order transitions and sequential rules.
+    each item's first and newest occurrence, first-order transitions, sequential rules and the
+    cosine of items' session co-occurrence.
 
     Sequential rules (Ludewig et al. 2021, session-rec's ``SR``): item ``b`` following ``a`` at
     distance ``d <= RULE_WINDOW`` in a session adds ``1/d`` to rule ``a -> b``; each row is
     normalised to sum 1. A history scores a candidate by the rules of its ``RULE_HISTORY`` newest
     items, the newest weighted 1 and each older one ``RULE_DECAY`` times less.
+
+    Co-occurrence (item-kNN's similarity, Sarwar et al. 2001, on sessions as baskets): with ``B``
+    the binary (sessions, items) matrix, ``cooc = D^-1/2 BᵀB D^-1/2`` (``D`` its diagonal), the
+    cosine of two items' session sets. Its size is bounded by the item pairs that share a session.
     """
 
     RULE_WINDOW = 5
@@ -109,13 +116,14 @@ class _ItemStats:
     RECENT_SHARES = (0.01, 0.1)
 
     def __init__(self, log_pop: NDArray[np.float32], transitions: sp.csr_array, recent: NDArray[np.float32],
-                 since_seen: NDArray[np.float32], rules: sp.csr_array) -> None:
+                 since_seen: NDArray[np.float32], rules: sp.csr_array, cooc: sp.csr_array) -> None:
         self.log_pop = log_pop
         self.transitions = transitions
         self.out_degree = np.asarray(transitions.sum(axis=1)).ravel().astype(np.float32)
         self.recent = recent  # (len(RECENT_SHARES), n_items): log1p counts among the newest events
         self.since_seen = since_seen  # (2, n_items): log1p events since the newest / the first occurrence
         self.rules = rules  # (n_items, n_items), rows sum to 1 (or 0)
+        self.cooc = cooc  # (n_items, n_items), float32 cosine; the diagonal is 1 for items seen
 
     @classmethod
     def from_log(cls, log: InteractionLog) -> _ItemStats:
@@ -143,7 +151,20 @@ class _ItemStats:
         r.sum_duplicates()
         row_sum = np.asarray(r.sum(axis=1)).ravel()
         r = sp.csr_array(sp.diags_array(1.0 / np.maximum(row_sum, 1e-12)) @ r, dtype=np.float32)
-        return cls(log_pop, t, recent, since_seen, r)
+        return cls(log_pop, t, recent, since_seen, r, cls._cooc_cosine(log))
+
+    @staticmethod
+    def _cooc_cosine(log: InteractionLog) -> sp.csr_array:
+        n_sessions = int(log.session_idx.max()) + 1 if log.n_events else 0
+        b = sp.csr_array((np.ones(log.n_events, np.float32), (log.session_idx, log.item_idx)),
+                         shape=(n_sessions, log.n_items))
+        b.sum_duplicates()
+        b.data[:] = 1.0
+        c = sp.csr_array(b.T @ b)
+        inv = sp.diags_array(1.0 / np.sqrt(np.maximum(c.diagonal(), 1.0)))
+        c = sp.csr_array(inv @ c @ inv, dtype=np.float32)
+        c.sort_indices()
+        return c
 
     def _history_weights(self, histories: Histories) -> sp.csr_array:
         """(n_queries, n_items) float32: each query's ``RULE_HISTORY`` newest items, weighted by age."""
@@ -158,6 +179,11 @@ class _ItemStats:
                     ) -> NDArray[np.float32]:
         """Sequential-rule score of each (query row, item) pair, shape (len(rows),), float32."""
         return np.asarray((self._history_weights(histories) @ self.rules)[rows, items], dtype=np.float32).ravel()
+
+    def cooc_scores(self, histories: Histories, rows: NDArray[np.int64], items: NDArray[np.int64]
+                    ) -> NDArray[np.float32]:
+        """Co-occurrence cosine summed over each query's newest items, decayed as :meth:`rule_scores`."""
+        return np.asarray((self._history_weights(histories) @ self.cooc)[rows, items], dtype=np.float32).ravel()
 
     def rule_top(self, histories: Histories, k: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
         """The ``k`` items with the best sequential-rule scores per query, best first (ties: lower index).
@@ -292,6 +318,8 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     pr = prev[rows]
     x[:, 13] = np.where(two[rows], np.asarray(t[pr, items]).ravel() / np.maximum(stats.out_degree[pr], 1.0), 0.0)
     x[:, 14] = stats.rule_scores(histories, rows, items)
+    x[:, 15] = np.where(has[rows], np.asarray(stats.cooc[lr, items]).ravel(), 0.0)
+    x[:, 16] = stats.cooc_scores(histories, rows, items)
     col = len(BASE_FEATURES)
     for ids, scores in knn_lists:
         top_score = np.where(ids[:, 0] >= 0, scores[:, 0], 0.0).astype(np.float32)
@@ -533,6 +561,7 @@ class SessionFusion:
             "log_pop": self.stats_.log_pop, "t_indptr": t.indptr, "t_indices": t.indices, "t_data": t.data,
             "recent": self.stats_.recent, "since_seen": self.stats_.since_seen, "r_indptr": self.stats_.rules.indptr,
             "r_indices": self.stats_.rules.indices, "r_data": self.stats_.rules.data,
+            "c_indptr": self.stats_.cooc.indptr, "c_indices": self.stats_.cooc.indices, "c_data": self.stats_.cooc.data,
             "n_items": np.array([self.n_items_])})
         self.emde_.save(path / "emde")
         for slot, model in enumerate(self.knn_):
@@ -559,12 +588,13 @@ class SessionFusion:
         recall = float(params.pop("ranker_recall"))  # type: ignore[arg-type]
         model = cls(**params)  # type: ignore[arg-type]
         n = int(a["n_items"][0])
-        missing = [k for k in ("recent", "since_seen", "r_data") if k not in a]
+        missing = [k for k in ("recent", "since_seen", "r_data", "c_data") if k not in a]
         if missing:
             raise ModelFormatError(f"{path}: written by an older fusionrec (no {', '.join(missing)}): train it again")
         t = sp.csr_array((a["t_data"], a["t_indices"], a["t_indptr"]), shape=(n, n))
         rules = sp.csr_array((a["r_data"], a["r_indices"], a["r_indptr"]), shape=(n, n))
-        model.stats_ = _ItemStats(a["log_pop"], t, a["recent"], a["since_seen"], rules)
+        cooc = sp.csr_array((a["c_data"], a["c_indices"], a["c_indptr"]), shape=(n, n))
+        model.stats_ = _ItemStats(a["log_pop"], t, a["recent"], a["since_seen"], rules, cooc)
         model.emde_ = EMDE.load(path / "emde")
         knn = []
         for slot, name in enumerate(names):

@@ -21,7 +21,12 @@ def test_features_by_hand() -> None:
     # rules (rows sum to 1): 1 -> 3 (0.75), 1 -> 2 (0.25); 2 -> 3 (1.0)
     rules = sp.csr_array((np.array([0.25, 0.75, 1.0], np.float32), (np.array([1, 1, 2]), np.array([2, 3, 3]))),
                          shape=(5, 5))
-    stats = _ItemStats(np.log1p(np.array([0, 4, 1, 2, 0], np.float32)), t, recent, since, rules)
+    # co-occurrence cosine (symmetric, 1 on the diagonal): 1~2 0.4, 1~3 0.5, 2~3 0.2
+    c = np.eye(5, dtype=np.float32)
+    c[1, 2] = c[2, 1] = 0.4
+    c[1, 3] = c[3, 1] = 0.5
+    c[2, 3] = c[3, 2] = 0.2
+    stats = _ItemStats(np.log1p(np.array([0, 4, 1, 2, 0], np.float32)), t, recent, since, rules, sp.csr_array(c))
     rows, items, x = candidate_features(h, lp, knn, stats, n_candidates=2)
     names = feature_names(["stan"])
     assert x.shape == (len(items), len(names)) and len(names) == len(BASE_FEATURES) + 3
@@ -45,6 +50,9 @@ def test_features_by_hand() -> None:
     np.testing.assert_allclose(f["transition_from_prev"], [0.0, 0.0, 0.0])
     # rules from the last item 1 (weight 1), from 2 (0.7) and from the first 1 (0.49)
     np.testing.assert_allclose(f["sequential_rules"], [0.0, 1.49 * 0.25, 1.49 * 0.75 + 0.7 * 1.0], rtol=1e-5)
+    np.testing.assert_allclose(f["cooc_last"], [1.0, 0.4, 0.5], rtol=1e-6)
+    # the same weights: item 1 (1 + 0.49), item 2 (0.7)
+    np.testing.assert_allclose(f["cooc_history"], [1.49 + 0.7 * 0.4, 1.49 * 0.4 + 0.7, 1.49 * 0.5 + 0.7 * 0.2], rtol=1e-5)
 
 
 def test_item_stats_from_a_log_by_hand() -> None:
@@ -61,6 +69,11 @@ def test_item_stats_from_a_log_by_hand() -> None:
     want[0, 1], want[0, 2], want[1, 2], want[1, 3] = 2 / 3, 1 / 3, 0.5, 0.5
     np.testing.assert_allclose(st.rules.toarray(), want, rtol=1e-6)
     assert st.transitions.toarray()[0, 1] == 1 and st.transitions.toarray()[1, 3] == 1
+    # co-occurrence: item 1 is in both sessions, the others in one; cosine = shared / sqrt(n_a * n_b)
+    want = np.diag([1.0, 1.0, 1.0, 1.0, 0.0]).astype(np.float32)
+    want[0, 1] = want[1, 0] = want[1, 2] = want[2, 1] = want[1, 3] = want[3, 1] = 1 / np.sqrt(2)
+    want[0, 2] = want[2, 0] = 1.0
+    np.testing.assert_allclose(st.cooc.toarray(), want, rtol=1e-6)
 
 
 def _repeat_log(seed: int = 0, n_sessions: int = 600) -> InteractionLog:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import time
 import uuid
 
+import msgspec
+import pytest
+
 from operators.kafka import TopicSpec, ensure_topics, make_producer
 from operators.score import POPULAR_KEY_PREFIX, TopN, decode_topn, encode_topn
 from operators.topic_table import TopicTable
@@ -74,3 +77,65 @@ def test_two_processes_on_one_host_take_separate_slots(tmp_path):
         assert c.get(b"k") == b"v"
     finally:
         c.close()
+
+
+class _Watched(ServingStore):
+    """A real store that notes what its reader had done when a bulk load began and ended."""
+
+    table: TopicTable | None = None
+    events: list[tuple[str, bool, int]]
+
+    def begin_bulk_load(self) -> None:
+        self.events.append(("begin", self.table is not None and self.table.wait_caught_up(0), self.estimated_len()))
+        super().begin_bulk_load()
+
+    def end_bulk_load(self) -> None:
+        if self.bulk_loading:
+            stored = sum(1 for _ in self.scan(b""))
+            self.events.append(("end", self.table is not None and self.table.wait_caught_up(0), stored))
+        super().end_bulk_load()
+
+
+def test_a_new_nodes_store_is_bulk_loaded_and_caught_up_only_once_every_list_is_stored(broker, tmp_path):
+    """An empty store is filled in bulk-load mode, which ends before the reader says it caught up (what
+    ``/readyz`` waits for) and only once every published list is stored; old JSON values read as new ones."""
+    topic = f"topn-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker, [TopicSpec(topic, 3, compacted=True)])
+    lists = [_list(f"u{j}", j) for j in range(3000)]
+    p = make_producer(broker)
+    for t in lists:  # a third as an older flow published them (JSON)
+        p.produce(topic, key=t.user_id.encode(), value=msgspec.json.encode(t) if int(t.user_id[1:]) % 3 == 0 else
+                  encode_topn(t))
+    assert p.flush(10) == 0
+    store = _Watched(tmp_path / topic)
+    store.events = []
+    table = TopicTable(broker, topic, decode_topn, store=store)
+    store.table = table
+    table.start()
+    try:
+        assert table.wait_caught_up(30)
+        assert [e[:2] for e in store.events] == [("begin", False), ("end", False)]
+        assert store.events[1][2] == len(lists) and not store.bulk_loading  # every list, before "caught up"
+        assert all(table.get(t.user_id) == t for t in lists)
+    finally:
+        table.stop()
+    again = _Watched(tmp_path / topic)  # a restart: the store has data, no bulk load
+    again.events = []
+    table = TopicTable(broker, topic, decode_topn, store=again).start()
+    try:
+        assert table.wait_caught_up(30) and again.events == [] and table.get("u7") == lists[7]
+    finally:
+        table.stop()
+
+
+def test_topn_values_are_messagepack_and_old_json_values_still_read():
+    t = TopN(user_id="u1", items=["a", "é"], scores=[0.1, 1e-300], source="model+popular", model_version=None,
+             updated_ts=1.7e9 + 0.25, last_event_ts=1.7e9, recent=["z"])
+    raw = encode_topn(t)
+    assert raw[:1] != b"{" and msgspec.msgpack.decode(raw)["items"] == ["a", "é"]
+    assert decode_topn(raw) == t and decode_topn(msgspec.json.encode(t)) == t
+    assert len(raw) < len(msgspec.json.encode(t))
+    with pytest.raises(msgspec.DecodeError):
+        decode_topn(b"\xc1 not a list")
+    with pytest.raises(msgspec.ValidationError):
+        decode_topn(b'{"user_id": "u1"}')
