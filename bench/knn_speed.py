@@ -4,10 +4,10 @@ reference (``_recommend_reference``), side by side on the same prefixes, with id
     .venv/bin/python bench/knn_speed.py [--data-dir ../shared/datasets] [--sets yoochoose1_64_srgnn,retailrocket_mtd]
         [--models sknn,vsknn,stan,vstan] [--rounds 3] [--n 20] [--max-queries 0] [--single 300]
 
-Each set is loaded in the SR-GNN format and split as tuning does
+Each set is loaded (SR-GNN format unless ``FORMATS`` says otherwise) and split as tuning does
 (``validation_split(load_dataset(path, "srgnn"), frac=0.1)``); each model gets the registry
 defaults with the tuned parameters of ``bench/tuned/<set>.json`` on top, is fitted once, then
-scores all validation prefixes (or the first ``--max-queries``) in one ``recommend`` call per
+scores all validation prefixes (or ``--max-queries`` of them, evenly spread) in one ``recommend`` call per
 path. A warm-up call compiles the kernel (cached on disk by numba) before timing. Each round
 times the reference then the kernel on the same prefixes (same minute, so machine load hits
 both); the table gives medians over rounds in prefixes/s and their ratio, and the median time of
@@ -34,6 +34,8 @@ from models.data import load_dataset, validation_split  # noqa: E402
 from models.registry import create_model  # noqa: E402
 
 TUNED = Path(__file__).resolve().parent / "tuned"
+FORMATS = {"rsc15_100k_sessionrec": "sessionrec", "uci_online_retail": "online_retail"}
+"""Loader format per set (``srgnn`` otherwise)."""
 
 
 def compare(new: tuple[np.ndarray, np.ndarray], ref: tuple[np.ndarray, np.ndarray]) -> tuple[int, int, float]:
@@ -68,7 +70,7 @@ def main(
     models: str = typer.Option("sknn,vsknn,stan,vstan", "--models"),
     rounds: int = typer.Option(3, "--rounds", min=1),
     n: int = typer.Option(20, "--n", min=1, help="List length."),
-    max_queries: int = typer.Option(0, "--max-queries", min=0, help="First prefixes only (0 = all)."),
+    max_queries: int = typer.Option(0, "--max-queries", min=0, help="A sample of this many prefixes spread over the set (0 = all)."),
     single: int = typer.Option(300, "--single", min=0,
                                help="Also time this many one-prefix calls (the stream's per-user path); 0 = skip."),
 ) -> None:
@@ -76,8 +78,10 @@ def main(
     typer.echo("command: .venv/bin/python bench/knn_speed.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     rows, failed = [], []
     for name in [s.strip() for s in sets.split(",") if s.strip()]:
-        ds = validation_split(load_dataset(data_dir / name, "srgnn"), frac=0.1)
-        task = ds.test if not max_queries else ds.test.subset(np.arange(min(max_queries, ds.test.n_queries)))
+        ds = validation_split(load_dataset(data_dir / name, FORMATS.get(name, "srgnn")), frac=0.1)
+        task = ds.test
+        if max_queries and max_queries < task.n_queries:  # spread over the set (prefix lengths vary along it)
+            task = task.subset(np.unique(np.linspace(0, task.n_queries - 1, max_queries).astype(np.int64)))
         hist = task.prefixes()
         tuned = json.loads((TUNED / f"{name}.json").read_text())
         typer.echo(f"# {ds.name}: {ds.train.n_sessions} train sessions, {hist.n_queries} prefixes, n={n}")
