@@ -4,7 +4,8 @@
 A variant adds feature groups (``+``-joined) on top of ``models.hybrid.candidate_features``:
 ``recent``, ``age``, ``sr``, ``prev``, ``sess`` (the candidate features issue 11's session 5 tried;
 at commit a1aa580, before they became part of ``models/hybrid.py``, they were extra columns);
-``base`` adds none. ``--rp`` refits the ranker with LightGBM parameter overrides, ``--emde-full``
+``cooc`` / ``cooc2`` (session 6's co-occurrence rows, computed by the model's own ``_ItemStats``;
+since ``d10953e`` the adopted ``cooc2`` pair is part of the base features, so they now repeat those columns); ``base`` adds none. ``--rp`` refits the ranker with LightGBM parameter overrides, ``--emde-full``
 scores the evaluation prefixes with an EMDE fitted on the whole validation-train log, ``--knn``
 overrides the fusion's kNN models. Prints one JSON line per variant (HR@20, MRR@20, the pool's
 recall, the features with the most gain).
@@ -176,42 +177,21 @@ def extra(log, hist, rows, items, which):
         for c in ("log_popularity", "transition_from_last", "sequential_rules", "recent_popularity_10"):
             cols.append(_query_rank(rows, xbase(log)[:, names.index(c)]))
             nm.append(f"qrank_{c}")
-    if "cooc" in which:  # session co-occurrence cosine with the last item, and the best over the history
-        b = sp.csr_array((np.ones(log.n_events, np.float32), (log.session_idx, log.item_idx)),
-                         shape=(int(log.session_idx.max()) + 1, n))
-        b.data[:] = 1.0
-        b.sum_duplicates()
-        b.data[:] = 1.0
-        c = (b.T @ b).tocsr()
-        norm = np.sqrt(c.diagonal()).astype(np.float32)
-        cos_last = np.asarray(c[lr, items]).ravel() / np.maximum(norm[lr] * norm[items], 1e-9)
-        cols.append(np.where(has[rows], cos_last, 0))
+    if "cooc" in which or "cooc2" in which:  # the model's own co-occurrence cosine (_ItemStats.cooc)
+        st = _ItemStats.from_log(log)
+        cols.append(np.where(has[rows], np.asarray(st.cooc[lr, items]).ravel(), 0))
         nm.append("cooc_cos_last")
-        h_rows = np.repeat(np.arange(len(lens)), lens)
+    if "cooc" in which:  # the best cosine over the 10 newest history items
         best = np.zeros(len(rows), np.float32)
-        start = np.searchsorted(rows, np.arange(len(lens) + 1))
-        for j in range(int(min(lens.max(initial=0), 10))):  # the 10 newest history items
+        for j in range(int(min(lens.max(initial=0), 10))):
             ok = lens > j
             it = np.zeros(len(lens), np.int64)
             it[ok] = hist.items[hist.indptr[1:][ok] - 1 - j]
-            hr = it[rows]
-            v = np.asarray(c[hr, items]).ravel() / np.maximum(norm[hr] * norm[items], 1e-9)
-            best = np.maximum(best, np.where(ok[rows], v, 0))
-        del h_rows, start
+            best = np.maximum(best, np.where(ok[rows], np.asarray(st.cooc[it[rows], items]).ravel(), 0))
         cols.append(best)
         nm.append("cooc_cos_best")
-    if "cooc2" in which:  # cosine with the last item, and its decayed sum over the 10 newest (as rule_scores)
-        b = sp.csr_array((np.ones(log.n_events, np.float32), (log.session_idx, log.item_idx)),
-                         shape=(int(log.session_idx.max()) + 1, n))
-        b.sum_duplicates()
-        b.data[:] = 1.0
-        c = sp.csr_array(b.T @ b)
-        inv = 1.0 / np.maximum(np.sqrt(c.diagonal()), 1e-9)
-        cos = sp.csr_array(sp.diags_array(inv) @ c @ sp.diags_array(inv), dtype=np.float32)
-        cols.append(np.where(has[rows], np.asarray(cos[lr, items]).ravel(), 0))
-        nm.append("cooc_cos_last")
-        st = _ItemStats.from_log(log)
-        cols.append(np.asarray((st._history_weights(hist) @ cos)[rows, items]).ravel())
+    if "cooc2" in which:  # its decayed sum over the 10 newest (_ItemStats.cooc_scores, as in models/hybrid.py)
+        cols.append(st.cooc_scores(hist, rows, items))
         nm.append("cooc_cos_decayed")
     if "sketch" in which:  # EMDE code agreement (share of DLSH rows in the same bucket) with the last item
         cols_in = (emde_inner if log is inner_log else emde).item_in_cols_
