@@ -76,6 +76,17 @@ def test_item_stats_from_a_log_by_hand() -> None:
     np.testing.assert_allclose(st.cooc.toarray(), want, rtol=1e-6)
 
 
+def test_rule_top_lists_the_best_sequential_rule_scores_by_hand() -> None:
+    """The optional fourth candidate source (``rule_candidates``): rules of the log above."""
+    log = InteractionLog(session_idx=np.array([0, 0, 0, 1, 1], np.int32), item_idx=np.array([0, 1, 2, 1, 3], np.int32),
+                         ts=np.array([1.0, 2.0, 3.0, 10.0, 11.0]), n_items=5)
+    st = _ItemStats.from_log(log)
+    # history (0): 0 -> 1 (2/3), 0 -> 2 (1/3); history (0, 1): 1 -> 2, 3 (1/2 each) + 0.7 x the rules of 0
+    ids, scores = st.rule_top(Histories.from_lists([[0], [0, 1], [4]]), 3)
+    assert ids.tolist() == [[1, 2, -1], [2, 3, 1], [-1, -1, -1]]
+    np.testing.assert_allclose(scores, [[2 / 3, 1 / 3, 0], [0.5 + 0.7 / 3, 0.5, 0.7 * 2 / 3], [0, 0, 0]], rtol=1e-6)
+
+
 def _repeat_log(seed: int = 0, n_sessions: int = 600) -> InteractionLog:
     """Sessions that come back to their first item: a, x, a, y, a (a random, x/y random others)."""
     rng = np.random.default_rng(seed)
@@ -100,3 +111,11 @@ def test_repeat_consumption_is_learned() -> None:
     hist = Histories.from_lists([[int(a), int((a + 7) % 20)] for a in firsts])
     ids, _ = model.recommend(hist, 5)
     assert (ids[:, 0] == firsts).mean() >= 0.9
+
+
+def test_rule_candidates_add_a_ranked_list_with_its_own_features() -> None:
+    model = SessionFusion(knn={"stan": {"k": 50, "sample_size": 200}}, emde={"epochs": 1, "progress": False},
+                          holdout_frac=0.3, n_trees=10, min_data_in_leaf=10, rule_candidates=5).fit(_repeat_log())
+    assert model.ranker_.feature_name() == feature_names(["stan"], True)
+    ids, _ = model.recommend(Histories.from_lists([[3, 10]]), 5)
+    assert ids[0, 0] == 3  # repeat consumption still learned with the extra list
