@@ -1,4 +1,4 @@
-"""API start to ready, and its memory: a new node without and with a published optimizer snapshot, and a restart.
+"""API start to ready, and its memory: a new node without and with a published optimizer snapshot and user-topn checkpoint, and a restart.
 
     .venv/bin/python bench/startup.py [--events 1000000] [--users 200000] [--items 100000] [--rounds 3]
                                       [--served-every 100] [--tail 60000]
@@ -14,12 +14,15 @@ feedback reader on; the campaign in its store) as a child process, times ``GET /
 200 (and when each reader stopped being a reason), reads its RSS, and stops it with SIGTERM
 (it writes its snapshots and publishes the optimizer's):
 
-* ``new node, no published snapshot``: empty state directories and an empty snapshot topic of
-  the round's own: the optimizer folds both topics from their start (the path before the
-  published snapshot; it publishes when it stops);
+* ``new node, no published snapshot``: empty state directories and empty snapshot and checkpoint
+  topics of the round's own: the optimizer folds both topics from their start and the user-topn
+  store is filled from the topic record by record (the paths before the published snapshot and
+  checkpoint; it publishes a checkpoint of its store once caught up, and its optimizer snapshot
+  when it stops);
 * ``restart``: the same node again on its local state, after ``--tail`` more events;
-* ``new node, published snapshot``: other empty directories, after ``--tail`` more events: the
-  optimizer from the snapshot the first node published, then the tails.
+* ``new node, published snapshot + tails``: other empty directories, after ``--tail`` more events:
+  the optimizer from the snapshot the first node published, the user-topn store from its
+  checkpoint, then the tails.
 
 Prints a table (medians over ``--rounds``), the load averages and the command.
 """
@@ -174,6 +177,7 @@ def _start_api(config: Path, port: int) -> dict[str, object]:
         ready_s = time.perf_counter() - t0
         time.sleep(1.0)
         return {"ready_s": ready_s, "rss_mb": _rss_mb(proc.pid), "optimizer_from": body.get("optimizer_from"),
+                "topn_from": body.get("topn_from") or "topic",
                 **{f"{k}_s": last_seen.get(k, first_answer) for k in _READERS}}
     finally:
         proc.terminate()
@@ -237,15 +241,17 @@ def main() -> None:
         rows: dict[str, list[dict[str, object]]] = {}
         for r in range(a.rounds):
             # a snapshot topic of this round's own: the first node finds none (today's path) and publishes when it stops
-            snapshots = f"optimizer-{tag}-{r}"
-            ensure_topics(broker.bootstrap, [TopicSpec(snapshots, 2, compacted=True)])
+            snapshots, checkpoints = f"optimizer-{tag}-{r}", f"topn-checkpoint-{tag}-{r}"
+            ensure_topics(broker.bootstrap, [TopicSpec(snapshots, 2, compacted=True),
+                                             TopicSpec(checkpoints, 2, compacted=True)])
             runs = []
             for name, node in (("new node, no published snapshot (folds the history: the old path)", "a"),
                                ("restart (local snapshot + tails)", "a"),
                                ("new node, published snapshot + tails", "b")):
                 root = tmp / f"{node}-{r}"
                 s = base.model_copy(update={
-                    "kafka": base.kafka.model_copy(update={"optimizer_snapshot_topic": snapshots}),
+                    "kafka": base.kafka.model_copy(update={"optimizer_snapshot_topic": snapshots,
+                                                           "topn_checkpoint_topic": checkpoints}),
                     "stream": base.stream.model_copy(update={"state_dir": root / "state", "model_dir": root / "models",
                                                              "serving_dir": root / "serving"})})
                 config = root / "fusionrec.toml"
@@ -260,7 +266,8 @@ def main() -> None:
                 rows.setdefault(name, []).append(got)
                 runs.append(got)
                 tail()
-            print(f"round {r}: " + "; ".join(f"{x['ready_s']:.1f} s ({x['optimizer_from']})" for x in runs), flush=True)
+            print(f"round {r}: " + "; ".join(f"{x['ready_s']:.1f} s (optimizer {x['optimizer_from']}, user-topn "
+                                             f"{x['topn_from']})" for x in runs), flush=True)
             for node in "ab":
                 shutil.rmtree(tmp / f"{node}-{r}", ignore_errors=True)
     print(f"\nAPI start to /readyz 200, one uvicorn process, {a.events:,} events in history, {a.users:,} users, "
