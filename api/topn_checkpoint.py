@@ -58,6 +58,7 @@ CHECKPOINT_VERSION = 1
 """Head version of a store checkpoint (a tar stream of a RocksDB checkpoint directory)."""
 _HEAD_KEY = b"head"
 _IN_FLIGHT = 32  # chunks produced but not yet acknowledged, at most (bounds the producer's memory)
+_RETRY_S = 30.0  # wait after a failed checkpoint or publication, seconds
 
 
 class _ChunkWriter:
@@ -147,6 +148,7 @@ class TopnCheckpoints:
         self.n_published = 0
         self.restored_from = ""
         self._last_published_ts = 0.0  # wall clock of the newest checkpoint this node knows of
+        self._retry_at = 0.0  # monotonic: no new attempt before, after a failed one
         self._busy = threading.Lock()
         self._producer = None
         self._previous: tuple[str, int] | None = None
@@ -175,8 +177,12 @@ class TopnCheckpoints:
                 head = msgspec.msgpack.decode(raw, type=SnapshotHead)
                 if head.version != CHECKPOINT_VERSION:
                     raise SnapshotCorrupt(f"unknown version {head.version}")
+                if any(t != self.source_topic for t, _p, _o in head.offsets):
+                    raise SnapshotCorrupt(f"a checkpoint of another topic ({head.offsets[0][0]})")
                 self._load(head)
-            except (msgspec.DecodeError, SnapshotCorrupt, tarfile.TarError, OSError, ValueError) as exc:
+            except KafkaException:
+                raise
+            except Exception as exc:  # whatever is wrong with it (chunks, checksum, files), the topic is still there
                 log.error("user-topn checkpoint (head at offset %d of %s[%d]) unusable: %s; trying an older one",
                           at, self.topic, HEAD_PARTITION, exc)
                 continue
@@ -253,22 +259,24 @@ class TopnCheckpoints:
         """The store's reader hook (its thread, between writes): once caught up, checkpoint the store
         every ``publish_every_s`` and publish it on a background thread."""
         if (not caught_up or self.publish_every_s <= 0 or time.time() - self._last_published_ts < self.publish_every_s
-                or not self._busy.acquire(blocking=False)):
+                or time.monotonic() < self._retry_at or not self._busy.acquire(blocking=False)):
             return
         try:
             source = self.store.path.parent / f"checkpoint.{os.getpid()}.{uuid.uuid4().hex}"
             offsets = self.store.checkpoint(source)
         except Exception:
             self._busy.release()
-            log.exception("checkpointing the user-topn store failed (the next one is tried later)")
-            self._last_published_ts = time.time()
+            self._retry_at = time.monotonic() + _RETRY_S
+            log.exception("checkpointing the user-topn store failed (tried again in %.0f s)", _RETRY_S)
             return
 
         def run() -> None:
             try:
                 self.publish(source, offsets)
             except Exception:
-                log.exception("publishing the user-topn checkpoint to %s failed (the next one is tried later)", self.topic)
+                self._retry_at = time.monotonic() + _RETRY_S
+                log.exception("publishing the user-topn checkpoint to %s failed (tried again in %.0f s)", self.topic,
+                              _RETRY_S)
             finally:
                 shutil.rmtree(source, ignore_errors=True)
                 self._busy.release()

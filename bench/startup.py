@@ -1,7 +1,7 @@
 """API start to ready, and its memory: a new node without and with a published optimizer snapshot and user-topn checkpoint, and a restart.
 
     .venv/bin/python bench/startup.py [--events 1000000] [--users 200000] [--items 100000] [--rounds 3]
-                                      [--served-every 100] [--tail 60000]
+                                      [--served-every 100] [--tail 60000] [--list-tail 1]
 
 Starts a local Tansu broker and fills it like a shop with history: ``--events`` view/purchase
 events in ``events`` (4 partitions, spread over 7 days, Kafka timestamp = event time), a served
@@ -19,7 +19,8 @@ feedback reader on; the campaign in its store) as a child process, times ``GET /
   store is filled from the topic record by record (the paths before the published snapshot and
   checkpoint; it publishes a checkpoint of its store once caught up, and its optimizer snapshot
   when it stops);
-* ``restart``: the same node again on its local state, after ``--tail`` more events;
+* ``restart``: the same node again on its local state, after ``--tail`` more events (and, with
+  ``--list-tail 1``, a new top-N list for each of their users, as the flow would publish);
 * ``new node, published snapshot + tails``: other empty directories, after ``--tail`` more events:
   the optimizer from the snapshot the first node published, the user-topn store from its
   checkpoint, then the tails.
@@ -153,7 +154,7 @@ def _start_api(config: Path, port: int) -> dict[str, object]:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
                              "--port", str(port), "--log-level", "warning"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=open(config.parent / "api.log", "ab"))  # noqa: SIM115
     last_seen: dict[str, float] = {}
     first_answer = 0.0
     try:
@@ -165,6 +166,10 @@ def _start_api(config: Path, port: int) -> dict[str, object]:
                     first_answer = first_answer or time.perf_counter() - t0
                     if r.status_code == 200:
                         break
+                    if "reasons" not in body:  # not a readiness answer (an error): printed, polled again
+                        print(f"{time.perf_counter() - t0:.1f} s: /readyz {r.status_code} {body}", flush=True)
+                        time.sleep(0.05)
+                        continue
                     for reason in body["reasons"]:
                         last_seen[reason.split(":")[0]] = time.perf_counter() - t0
                     if os.environ.get("BENCH_VERBOSE"):
@@ -196,6 +201,10 @@ def main() -> None:
     ap.add_argument("--tail", type=int, default=60_000,
                     help="events written after each stop (before the restart, and before the new node that starts from "
                          "the published snapshot): a minute at 1,000 events/s, the publication interval")
+    ap.add_argument("--list-tail", type=int, default=1, choices=(0, 1),
+                    help="with each tail, also publish a new top-N list for every user with an event in it, as the "
+                         "flow would (1, the default); 0: the tails leave user-topn unchanged (the bench before "
+                         "issue 14, part 4)")
     a = ap.parse_args()
     uptimes: list[str] = []
     with LocalBroker() as broker, tempfile.TemporaryDirectory() as tmp_dir:
@@ -219,11 +228,15 @@ def main() -> None:
         hist = {name: v[:a.events] for name, v in h.items()}
         pieces = _window_pieces(base, hist, a.items)
         _produce(broker.bootstrap, k.window_topic(), pieces)
-        _produce(broker.bootstrap, k.topn_topic, (
-            (f"u{j:08d}".encode(), encode_topn(TopN(user_id=f"u{j:08d}", items=[f"i{(j + x) % a.items:07d}" for x in range(50)],
-                                                    scores=[1.0 - x / 50 for x in range(50)], source="model",
-                                                    model_version="v1", updated_ts=now, last_event_ts=now)))
-            for j in range(a.users)))
+
+        def lists(users, shift: int = 0):  # noqa: ANN001, ANN202
+            """The published top-N list of each user (items shifted by ``shift``: a rescored list)."""
+            return ((f"u{j:08d}".encode(), encode_topn(TopN(
+                user_id=f"u{j:08d}", items=[f"i{(j + shift + x) % a.items:07d}" for x in range(50)],
+                scores=[1.0 - x / 50 for x in range(50)], source="model", model_version="v1", updated_ts=now,
+                last_event_ts=now))) for j in users)
+
+        _produce(broker.bootstrap, k.topn_topic, lists(range(a.users)))
         print(f"history: {a.events:,} events ({t_events:.0f} s), "
               f"{a.events // a.served_every if a.served_every else 0:,} served lists, {a.users:,} top-N lists, "
               f"{len(pieces):,} popularity pieces ({sum(len(v) for _, v in pieces) / 1e6:.0f} MB), "
@@ -236,6 +249,9 @@ def main() -> None:
                 _produce(broker.bootstrap, k.events_topic, _events(h, next_tail, next_tail + a.tail, a.served_every))
                 if a.served_every:
                     _produce(broker.bootstrap, k.served_topic, _served(h, next_tail, next_tail + a.tail, a.served_every))
+                if a.list_tail:  # the flow rescores the users of those events: a new list each
+                    users = np.unique(h["user"][next_tail:next_tail + a.tail]).tolist()
+                    _produce(broker.bootstrap, k.topn_topic, lists(users, shift=next_tail))
                 next_tail += a.tail
 
         rows: dict[str, list[dict[str, object]]] = {}
@@ -250,8 +266,9 @@ def main() -> None:
                                ("new node, published snapshot + tails", "b")):
                 root = tmp / f"{node}-{r}"
                 s = base.model_copy(update={
-                    "kafka": base.kafka.model_copy(update={"optimizer_snapshot_topic": snapshots,
-                                                           "topn_checkpoint_topic": checkpoints}),
+                    "kafka": base.kafka.model_copy(update={"optimizer_snapshot_topic": snapshots, **(
+                        {"topn_checkpoint_topic": checkpoints} if "topn_checkpoint_topic" in type(base.kafka).model_fields
+                        else {})}),  # (a tree before the checkpoints runs this bench too)
                     "stream": base.stream.model_copy(update={"state_dir": root / "state", "model_dir": root / "models",
                                                              "serving_dir": root / "serving"})})
                 config = root / "fusionrec.toml"
@@ -272,6 +289,7 @@ def main() -> None:
                 shutil.rmtree(tmp / f"{node}-{r}", ignore_errors=True)
     print(f"\nAPI start to /readyz 200, one uvicorn process, {a.events:,} events in history, {a.users:,} users, "
           f"{a.items:,} items, a served list every {a.served_every} events, {a.tail:,} events written after each stop "
+          f"{'(and a new list for each of their users) ' if a.list_tail else ''}"
           f"(medians of {a.rounds} rounds; 1-minute load average at each ready: {', '.join(uptimes)})\n")
     readers = sorted({key for vals in rows.values() for v in vals for key in v if key.endswith("_s") and key != "ready_s"})
     print("| start | ready after (s) | RSS when ready (MB) | " + " | ".join(f"{x[:-2]} caught up (s)" for x in readers) + " |")
@@ -281,7 +299,7 @@ def main() -> None:
         print(f"| {name} | {statistics.median(float(v['ready_s']) for v in vals):.1f} | "  # type: ignore[arg-type]
               f"{statistics.median(float(v['rss_mb']) for v in vals):.0f} | " + " | ".join(cells) + " |")  # type: ignore[arg-type]
     print(f"\ncommand: .venv/bin/python bench/startup.py --events {a.events} --users {a.users} --items {a.items} "
-          f"--rounds {a.rounds} --served-every {a.served_every} --tail {a.tail}")
+          f"--rounds {a.rounds} --served-every {a.served_every} --tail {a.tail} --list-tail {a.list_tail}")
 
 
 if __name__ == "__main__":
