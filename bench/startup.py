@@ -166,8 +166,12 @@ def _start_api(config: Path, port: int) -> dict[str, object]:
                     first_answer = first_answer or time.perf_counter() - t0
                     if r.status_code == 200:
                         break
-                    if "reasons" not in body:  # not a readiness answer (an error): printed, polled again
+                    if "reasons" not in body:  # not a readiness answer (an error): printed with the log, polled again
                         print(f"{time.perf_counter() - t0:.1f} s: /readyz {r.status_code} {body}", flush=True)
+                        time.sleep(0.5)
+                        tb = [x for x in (config.parent / "api.log").read_text(errors="replace").splitlines()
+                              if "beyond the log end" not in x]
+                        print("\n".join(tb[-40:]), flush=True)
                         time.sleep(0.05)
                         continue
                     for reason in body["reasons"]:
