@@ -606,13 +606,8 @@ class SessionKNNBase:
         ValueError
             If ``n < 1`` or a history holds an index outside the catalogue.
         """
-        self._check_fitted()
-        if n < 1:
-            raise ValueError(f"n must be >= 1; got {n}")
-        check_histories(histories, self.n_items_, type(self).__name__)
+        ids, vals = self._padded_lists(histories, n)
         b = histories.n_queries
-        ids = np.full((b, n), -1, dtype=np.int32)
-        vals = np.full((b, n), -np.inf, dtype=np.float32)
         if b == 0:
             return ids, vals
         q = QueryItems(histories, self.n_items_, self.now_)
@@ -634,6 +629,16 @@ class SessionKNNBase:
                     np.zeros(self.n_items_, dtype=np.int32), ids, vals)
         return ids, vals
 
+    def _padded_lists(self, histories: Histories, n: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """Check a ``recommend`` call (fitted, ``n >= 1``, indices in the catalogue) and return its
+        empty result: ids (n_queries, n) of -1 and scores of -inf."""
+        self._check_fitted()
+        if n < 1:
+            raise ValueError(f"n must be >= 1; got {n}")
+        check_histories(histories, self.n_items_, type(self).__name__)
+        return (np.full((histories.n_queries, n), -1, dtype=np.int32),
+                np.full((histories.n_queries, n), -np.inf, dtype=np.float32))
+
     def _kernel_arrays(self) -> dict[str, NDArray]:
         """The session index in the kernel's dtypes, built once per fitted index."""
         ix = self.index_
@@ -654,13 +659,8 @@ class SessionKNNBase:
                              ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
         """:meth:`recommend` by the vectorised numpy/scipy path (sparse products, ragged top-k),
         kept as the reference the compiled kernel is tested and benchmarked against."""
-        self._check_fitted()
-        if n < 1:
-            raise ValueError(f"n must be >= 1; got {n}")
-        check_histories(histories, self.n_items_, type(self).__name__)
+        ids, vals = self._padded_lists(histories, n)
         b = histories.n_queries
-        ids = np.full((b, n), -1, dtype=np.int32)
-        vals = np.full((b, n), -np.inf, dtype=np.float32)
         chunk = self._chunk_size()
         for lo in range(0, b, chunk):
             hi = min(lo + chunk, b)
