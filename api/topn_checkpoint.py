@@ -137,7 +137,7 @@ class TopnCheckpoints:
     n_published : int
         Checkpoints this process published.
     restored_from : str
-        ``"published"`` once the store was restored from a checkpoint, else ``""``.
+        ``"published"`` once the store was restored from a checkpoint, else ``"topic"`` (read from the topic).
     """
 
     def __init__(self, brokers: str, topic: str, store: ServingStore, source_topic: str,
@@ -146,7 +146,7 @@ class TopnCheckpoints:
         self.publish_every_s, self.chunk_bytes, self.timeout_s = publish_every_s, chunk_bytes, timeout_s
         self._topic = SnapshotTopic(brokers, topic, chunk_bytes, timeout_s)
         self.n_published = 0
-        self.restored_from = ""
+        self.restored_from = "topic"
         self._last_published_ts = 0.0  # wall clock of the newest checkpoint this node knows of
         self._retry_at = 0.0  # monotonic: no new attempt before, after a failed one
         self._busy = threading.Lock()
@@ -293,6 +293,11 @@ class TopnCheckpoints:
             If the broker did not acknowledge every record within ``timeout_s``.
         """
         newest = self._newest_published_ts()
+        if newest is None:
+            log.warning("no user-topn checkpoint topic %s (2 partitions, compacted): not publishing; tried again in "
+                        "%.0f s", self.topic, _RETRY_S)
+            self._retry_at = time.monotonic() + _RETRY_S
+            return None
         if time.time() - newest < self.publish_every_s:
             self._last_published_ts = newest
             return None
@@ -349,12 +354,12 @@ class TopnCheckpoints:
                  offsets)
         return head
 
-    def _newest_published_ts(self) -> float:
-        """Publication time of the newest decodable head (0 without one)."""
+    def _newest_published_ts(self) -> float | None:
+        """Publication time of the newest decodable head (0 without one; None without the topic)."""
         md = AdminClient({"bootstrap.servers": self.brokers}).list_topics(self.topic, timeout=self.timeout_s)
         meta = md.topics.get(self.topic)
-        if meta is None or meta.error is not None:
-            return 0.0
+        if meta is None or meta.error is not None or len(meta.partitions) < 2:
+            return None
         for _at, raw in reversed(self._topic.heads()):
             try:
                 return msgspec.msgpack.decode(raw, type=SnapshotHead).published_ts

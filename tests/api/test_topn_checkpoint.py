@@ -78,7 +78,7 @@ def test_a_new_node_restores_the_published_checkpoint_and_reads_only_the_tail(br
     try:
         assert first.wait_caught_up(20)
         assert _wait(lambda: ck.n_published == 1), "a caught-up node publishes its first checkpoint"
-        assert ck.wait_idle(20) and ck.restored_from == ""
+        assert ck.wait_idle(20) and ck.restored_from == "topic"
     finally:
         first.stop()
     # lists published after the checkpoint: a change, a new user, a tombstone
@@ -136,8 +136,20 @@ def test_an_unusable_checkpoint_is_skipped_and_the_topic_read_from_its_start(bro
     assert p.flush(10) == 0
     third, ck3, _ = _node(broker, topic, other, tmp_path / "c", every_s=0)
     try:
-        assert third.wait_caught_up(20) and ck3.restored_from == ""
+        assert third.wait_caught_up(20) and ck3.restored_from == "topic"
         assert third.n_messages == 100 and third.get("u42") == _list("u42", 42)
         assert ck3.n_published == 0  # every_s = 0: never publishes
     finally:
         third.stop()
+
+
+def test_without_the_checkpoint_topic_a_node_reads_the_topic(broker, tmp_path):
+    topic = f"topn-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker, [TopicSpec(topic, 2, compacted=True)])
+    _produce(broker, topic, [(f"u{j}", _list(f"u{j}", j)) for j in range(50)])
+    table, ck, _ = _node(broker, topic, f"{topic}.checkpoint", tmp_path / "a")
+    try:
+        assert table.wait_caught_up(20) and ck.restored_from == "topic" and table.get("u3") == _list("u3", 3)
+        assert ck.wait_idle(20)  # (a broker that creates topics on demand, as Tansu does, then gets a checkpoint)
+    finally:
+        table.stop()
