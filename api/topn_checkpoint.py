@@ -17,9 +17,10 @@ tar stream. Several nodes publish without coordination: a node skips its turn wh
 head (anyone's) is younger than ``publish_every_s``.
 
 Readiness stays truthful: the node is ready only once its reader has caught up with ``user-topn``
-from the checkpoint's offsets. A head whose chunks are missing, out of order or fail the checksum,
-or whose files are not a store, is logged as an error and the next older head is tried; without
-any, the node reads ``user-topn`` from its start (as before this topic existed).
+from the checkpoint's offsets. A head whose chunks are missing, out of order, stall (no chunk for
+10 s) or fail the checksum, or whose files are not a store, is logged as an error and the next
+older head is tried; without any, the node reads ``user-topn`` from its start (as before this
+topic existed).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ CHECKPOINT_VERSION = 1
 _HEAD_KEY = b"head"
 _IN_FLIGHT = 32  # chunks produced but not yet acknowledged, at most (bounds the producer's memory)
 _RETRY_S = 30.0  # wait after a failed checkpoint or publication, seconds
+_STALL_S = 10.0  # a restore whose next chunk does not arrive this long gives up on that checkpoint, seconds
 
 
 class _ChunkWriter:
@@ -180,9 +182,7 @@ class TopnCheckpoints:
                 if any(t != self.source_topic for t, _p, _o in head.offsets):
                     raise SnapshotCorrupt(f"a checkpoint of another topic ({head.offsets[0][0]})")
                 self._load(head)
-            except KafkaException:
-                raise
-            except Exception as exc:  # whatever is wrong with it (chunks, checksum, files), the topic is still there
+            except Exception as exc:  # whatever is wrong with it (chunks, checksum, files, a stalled read), the topic is still there
                 log.error("user-topn checkpoint (head at offset %d of %s[%d]) unusable: %s; trying an older one",
                           at, self.topic, HEAD_PARTITION, exc)
                 continue
@@ -220,16 +220,16 @@ class TopnCheckpoints:
         SnapshotCorrupt
             If a chunk is missing or out of order, or does not decode.
         KafkaException
-            If the chunks were not read within ``timeout_s``.
+            If no chunk arrived for ``_STALL_S`` seconds (the checkpoint is given up: the topic is read).
         """
         c = self._topic.consumer()
         try:
             c.assign([TopicPartition(self.topic, CHUNK_PARTITION, head.first_offset)])
-            want, deadline = 0, time.monotonic() + self.timeout_s
+            want, deadline = 0, time.monotonic() + _STALL_S
             while want < head.n_chunks:
                 if time.monotonic() > deadline:
-                    raise KafkaException(f"reading the checkpoint's chunks from {self.topic} took more than "
-                                         f"{self.timeout_s} s")
+                    raise KafkaException(f"no chunk of the checkpoint from {self.topic} for {_STALL_S} s "
+                                         f"({want} of {head.n_chunks} read)")
                 for m in c.consume(64, 0.2):
                     if want == head.n_chunks:
                         return
@@ -247,6 +247,7 @@ class TopnCheckpoints:
                             if ch.index != want:
                                 raise SnapshotCorrupt(f"chunk {ch.index} where {want} was expected (compacted or lost)")
                             want += 1
+                            deadline = time.monotonic() + _STALL_S
                             yield ch.data
                     if m.offset() >= head.last_offset and want < head.n_chunks:
                         raise SnapshotCorrupt(f"{head.n_chunks - want} of {head.n_chunks} chunks missing")
