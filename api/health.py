@@ -58,7 +58,9 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ready" if not reasons else "not_ready", "reasons": reasons,
                           "users_with_topn": len(svc.topn), "catalog_items": len(svc.catalog),
                           # where the optimizer's state came from: local snapshot, published one, or the history
-                          "optimizer_from": svc.reader.restored_from if svc.reader is not None else None},
+                          "optimizer_from": svc.reader.restored_from if svc.reader is not None else None,
+                          # where the local user-topn store started from: a published checkpoint or the topic
+                          "topn_from": svc.topn_checkpoints.restored_from if svc.topn_checkpoints is not None else None},
                          status_code=200 if not reasons else 503)
 
 

@@ -2,8 +2,11 @@
 
 The caller is the pair (API key sent, client address): the client key is shared by every shopper
 of a shop, so limiting the key alone would throttle the whole shop for one abuser. Over the limit
--> 429 with ``Retry-After`` (seconds) and a JSON error naming ``api_key``. ``/healthz`` is never
-limited. Each API process counts its own callers (a replica's limit is per process).
+-> 429 with ``Retry-After`` (seconds) and a JSON error naming ``api_key``. ``/healthz`` and
+``/readyz`` (the orchestrator's probes: cheap, no I/O) are never limited, and never reach the
+limiter's storage: its in-memory backend starts a short-lived expiry thread from the calling
+thread when none runs, and a probe every 50 ms during start-up was found (py-spy) holding the
+event loop, where the optimizer's fold runs, in ``Thread.start``. Each API process counts its own callers (a replica's limit is per process).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["RateLimitMiddleware"]
 
-_EXEMPT = frozenset({"/healthz"})
+_EXEMPT = frozenset({"/healthz", "/readyz"})
 
 
 class RateLimitMiddleware:

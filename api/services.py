@@ -24,6 +24,7 @@ from api.optimizer import ThompsonOptimizer
 from api.request_ids import RequestSigner, load_request_secret
 from api.snapshot_topic import SnapshotTopic
 from api.topic_table import TopicTable
+from api.topn_checkpoint import TopnCheckpoints
 from api.window_popularity import PopularitySnapshots, WindowPopularity
 from operators.attribution import ANONYMOUS_USER, REQUEST_TYPE, Impression
 from operators.catalog_overlay import CatalogModelWatcher, CatalogOverlay
@@ -96,6 +97,8 @@ class Services:
     popular_lists: dict[str, TopN] = field(default_factory=dict)
     """The partitions' popular lists (kept apart by the user-topn reader: ranking never scans users)."""
     _popular: tuple[float, list[tuple[str, float]]] = (0.0, [])
+    topn_checkpoints: TopnCheckpoints | None = None
+    """Checkpoints of the local user-topn store: published when due, restored by a new node."""
     popularity_snapshots: PopularitySnapshots | None = None
     """Local snapshots of the windowed popularity (a restart reads only the topic's tail)."""
 
@@ -207,14 +210,18 @@ def build_services(settings: Settings) -> Services:
     catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update,
                          on_beyond_end=beyond_end).start()
     item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads, on_beyond_end=beyond_end).start()
+    topn_store = checkpoints = None
+    if a.topn_store == "rocksdb":
+        topn_store = ServingStore(settings.stream.serving_dir / k.topn_topic, ServingOptions(block_cache_bytes=a.topn_cache_bytes))
+        checkpoints = TopnCheckpoints(k.brokers, k.topn_checkpoints_topic(), topn_store, k.topn_topic, a.topn_checkpoint_s)
     return Services(
         settings=settings,
         rules=rules,
         topn=TopicTable(k.brokers, k.topn_topic, decode_topn, on_update=partial(_keep_popular, popular_lists),
-                        update_prefix=POPULAR_KEY_PREFIX, on_beyond_end=beyond_end,
-                        store=None if a.topn_store == "memory" else ServingStore(
-                            settings.stream.serving_dir / k.topn_topic,
-                            ServingOptions(block_cache_bytes=a.topn_cache_bytes))).start(),
+                        update_prefix=POPULAR_KEY_PREFIX, on_beyond_end=beyond_end, store=topn_store,
+                        restore=checkpoints.restore if checkpoints is not None else None,
+                        on_batch=checkpoints.on_batch if checkpoints is not None else None).start(),
+        topn_checkpoints=checkpoints,
         popular_lists=popular_lists,
         catalog=catalog,
         item_links=item_links,

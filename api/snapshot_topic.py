@@ -257,7 +257,7 @@ class SnapshotTopic:
             log.info("no optimizer snapshot topic %s (%s)", self.topic,
                      "missing" if meta is None or meta.error is not None else "fewer than 2 partitions")
             return None
-        heads = self._heads()
+        heads = self.heads()
         for at, raw in reversed(heads):
             try:
                 head = msgspec.msgpack.decode(raw, type=SnapshotHead)
@@ -272,13 +272,13 @@ class SnapshotTopic:
                       len(heads), self.topic)
         return None
 
-    def _consumer(self) -> Consumer:
+    def consumer(self) -> Consumer:
         return Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-api-optimizer-snapshot",
                          "enable.auto.commit": False, "enable.partition.eof": True, "fetch.wait.max.ms": 10,
                          "auto.offset.reset": "error",
                          "fetch.message.max.bytes": 4 * self.chunk_bytes})
 
-    def _read(self, partition: int, start: int, stop: Callable[[int], bool]) -> list[tuple[int, bytes | None]]:
+    def read_partition(self, partition: int, start: int, stop: Callable[[int], bool]) -> list[tuple[int, bytes | None]]:
         """(offset, value) of ``partition`` from ``start`` until its end or ``stop(offset)``.
 
         Raises
@@ -288,7 +288,7 @@ class SnapshotTopic:
         SnapshotCorrupt
             If ``start`` lies beyond the partition's log (a head pointing past a recreated topic).
         """
-        c = self._consumer()
+        c = self.consumer()
         out: list[tuple[int, bytes | None]] = []
         try:
             c.assign([TopicPartition(self.topic, partition, start)])
@@ -310,9 +310,9 @@ class SnapshotTopic:
         finally:
             c.close()
 
-    def _heads(self) -> list[tuple[int, bytes]]:
+    def heads(self) -> list[tuple[int, bytes]]:
         """The values of the newest head records (the tail of partition 0), oldest first."""
-        c = self._consumer()
+        c = self.consumer()
         try:
             low, high = c.get_watermark_offsets(TopicPartition(self.topic, HEAD_PARTITION), timeout=self.timeout_s,
                                                 cached=False)
@@ -320,7 +320,7 @@ class SnapshotTopic:
             c.close()
         # Tansu reports the newest batch's base offset as the high watermark: read from before it to EOF
         start = OFFSET_BEGINNING if high - _HEAD_TAIL <= low else high - _HEAD_TAIL
-        return [(at, v) for at, v in self._read(HEAD_PARTITION, start, lambda _o: False) if v is not None]
+        return [(at, v) for at, v in self.read_partition(HEAD_PARTITION, start, lambda _o: False) if v is not None]
 
     def _chunks(self, head: SnapshotHead) -> BanditSnapshot:
         end = high_watermarks(self.brokers, self.topic, self.timeout_s).get(CHUNK_PARTITION, 0)
@@ -328,7 +328,7 @@ class SnapshotTopic:
             raise SnapshotCorrupt(f"its chunks ({head.first_offset}..{head.last_offset}) lie beyond the log end {end} "
                                   f"of {self.topic}[{CHUNK_PARTITION}] (the topic was recreated)")
         got: dict[int, bytes] = {}
-        for _at, v in self._read(CHUNK_PARTITION, head.first_offset, lambda o: o >= head.last_offset):
+        for _at, v in self.read_partition(CHUNK_PARTITION, head.first_offset, lambda o: o >= head.last_offset):
             if v is None:
                 continue
             try:

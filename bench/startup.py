@@ -1,7 +1,7 @@
-"""API start to ready, and its memory: a new node without and with a published optimizer snapshot, and a restart.
+"""API start to ready, and its memory: a new node without and with a published optimizer snapshot and user-topn checkpoint, and a restart.
 
     .venv/bin/python bench/startup.py [--events 1000000] [--users 200000] [--items 100000] [--rounds 3]
-                                      [--served-every 100] [--tail 60000]
+                                      [--served-every 100] [--tail 60000] [--list-tail 1]
 
 Starts a local Tansu broker and fills it like a shop with history: ``--events`` view/purchase
 events in ``events`` (4 partitions, spread over 7 days, Kafka timestamp = event time), a served
@@ -14,12 +14,16 @@ feedback reader on; the campaign in its store) as a child process, times ``GET /
 200 (and when each reader stopped being a reason), reads its RSS, and stops it with SIGTERM
 (it writes its snapshots and publishes the optimizer's):
 
-* ``new node, no published snapshot``: empty state directories and an empty snapshot topic of
-  the round's own: the optimizer folds both topics from their start (the path before the
-  published snapshot; it publishes when it stops);
-* ``restart``: the same node again on its local state, after ``--tail`` more events;
-* ``new node, published snapshot``: other empty directories, after ``--tail`` more events: the
-  optimizer from the snapshot the first node published, then the tails.
+* ``new node, no published snapshot``: empty state directories and empty snapshot and checkpoint
+  topics of the round's own: the optimizer folds both topics from their start and the user-topn
+  store is filled from the topic record by record (the paths before the published snapshot and
+  checkpoint; it publishes a checkpoint of its store once caught up, and its optimizer snapshot
+  when it stops);
+* ``restart``: the same node again on its local state, after ``--tail`` more events (and, with
+  ``--list-tail 1``, a new top-N list for each of their users, as the flow would publish);
+* ``new node, published snapshot + tails``: other empty directories, after ``--tail`` more events:
+  the optimizer from the snapshot the first node published, the user-topn store from its
+  checkpoint, then the tails.
 
 Prints a table (medians over ``--rounds``), the load averages and the command.
 """
@@ -150,7 +154,7 @@ def _start_api(config: Path, port: int) -> dict[str, object]:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
                              "--port", str(port), "--log-level", "warning"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=open(config.parent / "api.log", "ab"))  # noqa: SIM115
     last_seen: dict[str, float] = {}
     first_answer = 0.0
     try:
@@ -162,6 +166,14 @@ def _start_api(config: Path, port: int) -> dict[str, object]:
                     first_answer = first_answer or time.perf_counter() - t0
                     if r.status_code == 200:
                         break
+                    if "reasons" not in body:  # not a readiness answer (an error): printed with the log, polled again
+                        print(f"{time.perf_counter() - t0:.1f} s: /readyz {r.status_code} {body}", flush=True)
+                        time.sleep(0.5)
+                        tb = [x for x in (config.parent / "api.log").read_text(errors="replace").splitlines()
+                              if "beyond the log end" not in x]
+                        print("\n".join(tb[-40:]), flush=True)
+                        time.sleep(0.05)
+                        continue
                     for reason in body["reasons"]:
                         last_seen[reason.split(":")[0]] = time.perf_counter() - t0
                     if os.environ.get("BENCH_VERBOSE"):
@@ -174,6 +186,7 @@ def _start_api(config: Path, port: int) -> dict[str, object]:
         ready_s = time.perf_counter() - t0
         time.sleep(1.0)
         return {"ready_s": ready_s, "rss_mb": _rss_mb(proc.pid), "optimizer_from": body.get("optimizer_from"),
+                "topn_from": body.get("topn_from") or "topic",
                 **{f"{k}_s": last_seen.get(k, first_answer) for k in _READERS}}
     finally:
         proc.terminate()
@@ -192,6 +205,10 @@ def main() -> None:
     ap.add_argument("--tail", type=int, default=60_000,
                     help="events written after each stop (before the restart, and before the new node that starts from "
                          "the published snapshot): a minute at 1,000 events/s, the publication interval")
+    ap.add_argument("--list-tail", type=int, default=1, choices=(0, 1),
+                    help="with each tail, also publish a new top-N list for every user with an event in it, as the "
+                         "flow would (1, the default); 0: the tails leave user-topn unchanged (the bench before "
+                         "issue 14, part 4)")
     a = ap.parse_args()
     uptimes: list[str] = []
     with LocalBroker() as broker, tempfile.TemporaryDirectory() as tmp_dir:
@@ -215,11 +232,15 @@ def main() -> None:
         hist = {name: v[:a.events] for name, v in h.items()}
         pieces = _window_pieces(base, hist, a.items)
         _produce(broker.bootstrap, k.window_topic(), pieces)
-        _produce(broker.bootstrap, k.topn_topic, (
-            (f"u{j:08d}".encode(), encode_topn(TopN(user_id=f"u{j:08d}", items=[f"i{(j + x) % a.items:07d}" for x in range(50)],
-                                                    scores=[1.0 - x / 50 for x in range(50)], source="model",
-                                                    model_version="v1", updated_ts=now, last_event_ts=now)))
-            for j in range(a.users)))
+
+        def lists(users, shift: int = 0):  # noqa: ANN001, ANN202
+            """The published top-N list of each user (items shifted by ``shift``: a rescored list)."""
+            return ((f"u{j:08d}".encode(), encode_topn(TopN(
+                user_id=f"u{j:08d}", items=[f"i{(j + shift + x) % a.items:07d}" for x in range(50)],
+                scores=[1.0 - x / 50 for x in range(50)], source="model", model_version="v1", updated_ts=now,
+                last_event_ts=now))) for j in users)
+
+        _produce(broker.bootstrap, k.topn_topic, lists(range(a.users)))
         print(f"history: {a.events:,} events ({t_events:.0f} s), "
               f"{a.events // a.served_every if a.served_every else 0:,} served lists, {a.users:,} top-N lists, "
               f"{len(pieces):,} popularity pieces ({sum(len(v) for _, v in pieces) / 1e6:.0f} MB), "
@@ -232,20 +253,26 @@ def main() -> None:
                 _produce(broker.bootstrap, k.events_topic, _events(h, next_tail, next_tail + a.tail, a.served_every))
                 if a.served_every:
                     _produce(broker.bootstrap, k.served_topic, _served(h, next_tail, next_tail + a.tail, a.served_every))
+                if a.list_tail:  # the flow rescores the users of those events: a new list each
+                    users = np.unique(h["user"][next_tail:next_tail + a.tail]).tolist()
+                    _produce(broker.bootstrap, k.topn_topic, lists(users, shift=next_tail))
                 next_tail += a.tail
 
         rows: dict[str, list[dict[str, object]]] = {}
         for r in range(a.rounds):
             # a snapshot topic of this round's own: the first node finds none (today's path) and publishes when it stops
-            snapshots = f"optimizer-{tag}-{r}"
-            ensure_topics(broker.bootstrap, [TopicSpec(snapshots, 2, compacted=True)])
+            snapshots, checkpoints = f"optimizer-{tag}-{r}", f"topn-checkpoint-{tag}-{r}"
+            ensure_topics(broker.bootstrap, [TopicSpec(snapshots, 2, compacted=True),
+                                             TopicSpec(checkpoints, 2, compacted=True)])
             runs = []
             for name, node in (("new node, no published snapshot (folds the history: the old path)", "a"),
                                ("restart (local snapshot + tails)", "a"),
                                ("new node, published snapshot + tails", "b")):
                 root = tmp / f"{node}-{r}"
                 s = base.model_copy(update={
-                    "kafka": base.kafka.model_copy(update={"optimizer_snapshot_topic": snapshots}),
+                    "kafka": base.kafka.model_copy(update={"optimizer_snapshot_topic": snapshots, **(
+                        {"topn_checkpoint_topic": checkpoints} if "topn_checkpoint_topic" in type(base.kafka).model_fields
+                        else {})}),  # (a tree before the checkpoints runs this bench too)
                     "stream": base.stream.model_copy(update={"state_dir": root / "state", "model_dir": root / "models",
                                                              "serving_dir": root / "serving"})})
                 config = root / "fusionrec.toml"
@@ -260,11 +287,13 @@ def main() -> None:
                 rows.setdefault(name, []).append(got)
                 runs.append(got)
                 tail()
-            print(f"round {r}: " + "; ".join(f"{x['ready_s']:.1f} s ({x['optimizer_from']})" for x in runs), flush=True)
+            print(f"round {r}: " + "; ".join(f"{x['ready_s']:.1f} s (optimizer {x['optimizer_from']}, user-topn "
+                                             f"{x['topn_from']})" for x in runs), flush=True)
             for node in "ab":
                 shutil.rmtree(tmp / f"{node}-{r}", ignore_errors=True)
     print(f"\nAPI start to /readyz 200, one uvicorn process, {a.events:,} events in history, {a.users:,} users, "
           f"{a.items:,} items, a served list every {a.served_every} events, {a.tail:,} events written after each stop "
+          f"{'(and a new list for each of their users) ' if a.list_tail else ''}"
           f"(medians of {a.rounds} rounds; 1-minute load average at each ready: {', '.join(uptimes)})\n")
     readers = sorted({key for vals in rows.values() for v in vals for key in v if key.endswith("_s") and key != "ready_s"})
     print("| start | ready after (s) | RSS when ready (MB) | " + " | ".join(f"{x[:-2]} caught up (s)" for x in readers) + " |")
@@ -274,7 +303,7 @@ def main() -> None:
         print(f"| {name} | {statistics.median(float(v['ready_s']) for v in vals):.1f} | "  # type: ignore[arg-type]
               f"{statistics.median(float(v['rss_mb']) for v in vals):.0f} | " + " | ".join(cells) + " |")  # type: ignore[arg-type]
     print(f"\ncommand: .venv/bin/python bench/startup.py --events {a.events} --users {a.users} --items {a.items} "
-          f"--rounds {a.rounds} --served-every {a.served_every} --tail {a.tail}")
+          f"--rounds {a.rounds} --served-every {a.served_every} --tail {a.tail} --list-tail {a.list_tail}")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def platform_topics(kafka: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(kafka.flow_stats_topic(), 1, compacted=True),
         TopicSpec(kafka.window_topic(), 1, compacted=True),  # windowed popularity, keyed by partition
         TopicSpec(kafka.optimizer_topic(), 2, compacted=True),  # the API's optimizer snapshots: heads, chunks
+        TopicSpec(kafka.topn_checkpoints_topic(), 2, compacted=True),  # checkpoints of the API's user-topn store
     ]
 
 

@@ -47,30 +47,37 @@ class BeyondLogEnd:
     resume_at: int
 
 
-def _confirmed_end(brokers: str, topic: str, partition: int, reported: int, timeout_s: float) -> int:
-    """The log end, checked by reading from the reported one to the partition's EOF (Tansu 0.6
-    reports the *base* offset of the newest record batch as the high watermark; on Apache Kafka
-    the reported end is exact).
+def _confirmed_ends(brokers: str, topic: str, reported: dict[int, int], timeout_s: float) -> dict[int, int]:
+    """The log ends of the partitions in ``reported`` (partition -> reported end), checked by reading
+    from the reported end to each partition's EOF with one client (Tansu 0.6 reports the *base*
+    offset of the newest record batch as the high watermark; on Apache Kafka the reported end is
+    exact).
 
     Raises
     ------
     KafkaException
-        If the end of the partition was not reached within ``timeout_s`` (the check is postponed).
+        If the end of a partition was not reached within ``timeout_s`` (the check is postponed).
     """
+    if not reported:
+        return {}
     c = Consumer({"bootstrap.servers": brokers, "group.id": "fusionrec-offset-guard", "enable.auto.commit": False,
                   "fetch.wait.max.ms": 10, "enable.partition.eof": True})
     try:
-        c.assign([TopicPartition(topic, partition, max(reported, 0))])
-        end = max(reported, 0)
+        c.assign([TopicPartition(topic, p, max(off, 0)) for p, off in reported.items()])
+        ends = {p: max(off, 0) for p, off in reported.items()}
+        done: set[int] = set()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for m in c.consume(10000, 0.2):
-                err = m.error()
+                err, p = m.error(), m.partition()
                 if err is None:
-                    end = max(end, m.offset() + 1)
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    return max(end, m.offset())
-        raise KafkaException(f"end of {topic}[{partition}] not reached within {timeout_s} s")
+                    ends[p] = max(ends[p], m.offset() + 1)
+                elif err.code() == KafkaError._PARTITION_EOF and p in ends:
+                    ends[p] = max(ends[p], m.offset())
+                    done.add(p)
+            if len(done) == len(ends):
+                return ends
+        raise KafkaException(f"end of {topic}{sorted(set(ends) - done)} not reached within {timeout_s} s")
     finally:
         c.close()
 
@@ -131,17 +138,21 @@ class OffsetGuard:
         consumer = Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-offset-guard",
                              "enable.auto.commit": False})
         try:
+            marks: dict[int, tuple[int, int]] = {}
             for p, nxt in positions.items():
                 if nxt <= 0:
                     continue
                 low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=2.0, cached=False)
                 if low < 0 or high < 0:
                     raise KafkaException(f"no offsets for {self.topic}[{p}] yet (the topic is being created)")
-                end, why = high, ""
-                if nxt > high:
-                    end = _confirmed_end(self.brokers, self.topic, p, high, 5.0)
-                    if nxt > end:
-                        why = f"the log ends at {end}"
+                marks[p] = (low, high)
+            confirmed = _confirmed_ends(self.brokers, self.topic,
+                                        {p: high for p, (_low, high) in marks.items() if positions[p] > high}, 5.0)
+            for p, (low, high) in marks.items():
+                nxt = positions[p]
+                end, why = confirmed.get(p, high), ""
+                if nxt > end:
+                    why = f"the log ends at {end}"
                 last = (last_timestamps or {}).get(p)
                 if not why and self._reconnected and last is not None:
                     ts = _timestamp_at(self.brokers, self.topic, p, nxt - 1)

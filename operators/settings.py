@@ -75,6 +75,9 @@ class KafkaSettings(_Block):
     optimizer_snapshot_topic: str = Field(default="", description=(
         "Compacted topic (2 partitions) of the API's published optimizer snapshots, read by new nodes "
         "(default '<events_topic>.optimizer')"))
+    topn_checkpoint_topic: str = Field(default="", description=(
+        "Compacted topic (2 partitions) of checkpoints of the API's local user-topn store, read by new nodes "
+        "(default '<topn_topic>.checkpoint')"))
 
     def flow_stats_topic(self) -> str:
         """The flow's stats topic: ``stats_topic`` or ``<events_topic>.stats``."""
@@ -89,6 +92,11 @@ class KafkaSettings(_Block):
         """The compacted topic of the API's published optimizer snapshots (``api/snapshot_topic.py``):
         ``optimizer_snapshot_topic`` or ``<events_topic>.optimizer``."""
         return self.optimizer_snapshot_topic or f"{self.events_topic}.optimizer"
+
+    def topn_checkpoints_topic(self) -> str:
+        """The compacted topic of checkpoints of the API's ``user-topn`` store (``api/topn_checkpoint.py``):
+        ``topn_checkpoint_topic`` or ``<topn_topic>.checkpoint``."""
+        return self.topn_checkpoint_topic or f"{self.topn_topic}.checkpoint"
 
 
 class StreamSettings(_Block):
@@ -185,6 +193,10 @@ class ApiSettings(_Block):
     topn_store: Literal["rocksdb", "memory"] = Field(default="rocksdb", description=(
         "Where each API process keeps user-topn: a local RocksDB under stream.serving_dir (bounded memory, "
         "restarts read only the tail) or a dict (everything in RAM, re-read from the start)"))
+    topn_checkpoint_s: float = Field(default=300.0, ge=0, description=(
+        "A node whose user-topn store is caught up publishes a checkpoint of it to kafka.topn_checkpoints_topic() "
+        "this often, seconds, unless any node published one more recently; a new node (empty store) starts from "
+        "the newest one and reads only the lists published since (0 = never publish)"))
     topn_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=1 << 20, description=(
         "Block cache of the local user-topn store, bytes (its memory bound, with 32 MB of write buffers)"))
     event_ack_timeout_s: float = Field(default=5.0, gt=0, description=(

@@ -81,6 +81,12 @@ class TopicTable:
         Called on the reader thread after every applied batch and once when caught up, with
         every partition's next offset (what has been applied so far) and whether the reader has
         caught up: a consistent point to snapshot what ``on_update`` folded.
+    restore : callable () -> bool, optional
+        With a serving store that is empty (a new node): called once on the reader thread before
+        anything is read, to fill the store from a copy of another node's (e.g.
+        ``api.topn_checkpoint.TopnCheckpoints.restore``); True if it did, and the reader then
+        reads the topic from the offsets stored with the copy. An exception is retried (the
+        broker did not answer); False reads the topic from its start.
 
     Attributes
     ----------
@@ -95,11 +101,13 @@ class TopicTable:
                  reader: str = "api", on_beyond_end: Callable[[BeyondLogEnd], None] | None = None,
                  store: ServingStore | None = None, update_prefix: str = "",
                  start_offsets: dict[int, int] | None = None,
-                 on_batch: Callable[[dict[int, int], bool], None] | None = None) -> None:
+                 on_batch: Callable[[dict[int, int], bool], None] | None = None,
+                 restore: Callable[[], bool] | None = None) -> None:
         self.brokers, self.topic, self.decode, self.on_update = brokers, topic, decode, on_update
         self.on_beyond_end = on_beyond_end
         self.store, self.update_prefix = store, update_prefix
         self.start_offsets, self.on_batch = dict(start_offsets or {}), on_batch
+        self.restore, self._restore_done = restore, restore is None or store is None
         self.guard = OffsetGuard(brokers, topic, "earliest")
         self.keep, self.reader = keep, reader
         self._data: dict[str, object] = {}
@@ -132,12 +140,16 @@ class TopicTable:
         return len(self._data) if self.store is None else self.store.estimated_len()
 
     def start(self) -> TopicTable:
-        if self.store is not None and self.on_update is not None and self.update_prefix:
-            for k, raw in self.store.scan(self.update_prefix.encode()):  # e.g. the partitions' popular lists
-                self._apply(k, raw, write=False)
+        self._replay_stored()
         self._thread = threading.Thread(target=self._run, name=f"topic-table-{self.topic}", daemon=True)
         self._thread.start()
         return self
+
+    def _replay_stored(self) -> None:
+        """``on_update`` for the stored keys under ``update_prefix`` (e.g. the partitions' popular lists)."""
+        if self.store is not None and self.on_update is not None and self.update_prefix:
+            for k, raw in self.store.scan(self.update_prefix.encode()):
+                self._apply(k, raw, write=False)
 
     def alive(self) -> bool:
         """The reader thread runs (it retries its own failures; only a bug ends it)."""
@@ -158,6 +170,11 @@ class TopicTable:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                if not self._restore_done:
+                    assert self.restore is not None and self.store is not None
+                    if self.store.is_empty() and self.restore():
+                        self._replay_stored()
+                    self._restore_done = True
                 self._consume()
             except Exception:
                 log.exception("reader of %s failed; retrying in 1 s", self.topic)

@@ -20,17 +20,33 @@ configured ones again, and RocksDB compacts the loaded files in its background t
 load of 1M lists: ~5 s of CPU, mostly flushes waiting on compactions, down to ~2.5 s).
 Several processes on one host each take a free slot directory (``slot-0``, ``slot-1``, ...,
 held by a ``flock``), so a restarted worker reuses a slot another one left.
+
+A store can be copied as files: ``checkpoint`` writes a consistent copy (RocksDB's checkpoint:
+memtables flushed atomically, SST files hard-linked; values and offsets of the same batch) and
+``restore`` makes an empty store that copy (a new node starts from another node's files and
+reads only the topic's tail: ``api/topn_checkpoint.py``).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import (
+    AccessType,
+    BlockBasedOptions,
+    Cache,
+    Checkpoint,
+    DbClosedError,
+    Options,
+    Rdict,
+    WriteBatch,
+    WriteOptions,
+)
 
 from state import keys
 
@@ -97,18 +113,24 @@ class ServingStore:
             break
         else:
             raise RuntimeError(f"{root}: all 64 serving-store slots are held by other processes")
+        self._options = options or ServingOptions()
+        self._write_opts = WriteOptions()
+        self._write_opts.disable_wal = True  # a crash loses at most the unflushed tail, values and offsets alike
+        self._open()
+        self.bulk_loading = False
+
+    def _open(self) -> None:
         cf = {"meta": Options(raw_mode=True)}
-        self._db = Rdict(str(self.path), options=(options or ServingOptions()).to_rocksdict(), column_families=cf,
+        self._db = Rdict(str(self.path), options=self._options.to_rocksdict(), column_families=cf,
                          access_type=AccessType.read_write())
         self._meta = self._db.get_column_family("meta")
         self._meta_handle = self._db.get_column_family_handle("meta")
-        self._write_opts = WriteOptions()
-        self._write_opts.disable_wal = True  # a crash loses at most the unflushed tail, values and offsets alike
-        self._options = options or ServingOptions()
-        self.bulk_loading = False
 
     def get(self, key: bytes) -> bytes | None:
-        return self._db.get(key)
+        try:
+            return self._db.get(key)
+        except DbClosedError:  # ``restore`` is replacing the files: not ready, nothing to serve yet
+            return None
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Stored (key, value) pairs whose key starts with ``prefix``, in key order."""
@@ -162,9 +184,59 @@ class ServingStore:
                               "max_write_buffer_number": str(o.max_write_buffers), "disable_auto_compactions": "false"})
         self.bulk_loading = False
 
+    def checkpoint(self, target: Path) -> dict[int, int]:
+        """Write a consistent copy of the store to the new directory ``target``; returns its offsets.
+
+        Call on the writer's thread (between two ``write``s): the memtables of both column families
+        are flushed atomically first, so the copy holds the values of every write so far and the
+        offsets they reflect. The SST files are hard links (same filesystem: no data copied).
+
+        Raises
+        ------
+        Exception
+            RocksDB's error if ``target`` exists or cannot be written.
+        """
+        offsets = self.offsets()
+        Checkpoint(self._db).create_checkpoint(str(target))
+        return offsets
+
+    def restore(self, source: Path) -> None:
+        """Make this (empty) store the copy in ``source`` (a ``checkpoint``): the files are moved
+        into the store's directory and it is opened again; returns once it serves them.
+
+        Call on the writer's thread. ``get`` answers None while the files are swapped.
+
+        Raises
+        ------
+        ValueError
+            If the store is not empty (a restore never replaces data a reader wrote).
+        Exception
+            RocksDB's error if ``source`` is not a store (the empty store is opened again first).
+        """
+        if not self.is_empty():
+            raise ValueError(f"{self.path}: restore into a store that is not empty")
+        bulk = self.bulk_loading
+        self._meta = None  # type: ignore[assignment]
+        self._meta_handle = None
+        self._db.close()
+        shutil.rmtree(self.path)
+        try:
+            os.replace(source, self.path)
+            self._open()
+        except Exception:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self._open()  # empty again: the reader fills it from the topic
+            raise
+        if bulk:
+            self.bulk_loading = False
+            self.begin_bulk_load()
+
     def estimated_len(self) -> int:
         """RocksDB's estimate of the number of keys (exact after a compaction)."""
-        raw = self._db.property_int_value("rocksdb.estimate-num-keys")
+        try:
+            raw = self._db.property_int_value("rocksdb.estimate-num-keys")
+        except DbClosedError:  # ``restore`` is replacing the files
+            return 0
         return int(raw or 0)
 
     def close(self) -> None:

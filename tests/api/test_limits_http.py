@@ -35,6 +35,7 @@ def test_rate_limit_is_per_key_and_client_with_retry_after(api):
         assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 1
         assert r.json()["error"]["field"] == "api_key"
         assert c.get("/healthz").status_code in (200, 503)  # never limited
+        assert c.get("/readyz").status_code in (200, 503)  # nor the readiness probe
         # another key from the same client has its own budget (an unknown one is refused by the key check)
         assert c.get("/v1/recommendations", params={"user_id": "u1"}, headers={"X-API-Key": "other"}).status_code == 401
         time.sleep(1.1)

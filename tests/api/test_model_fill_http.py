@@ -26,6 +26,9 @@ def _ready(c: httpx.Client, n: int) -> None:
     while c.get("/healthz").json().get("catalog_items", 0) < n:
         assert time.monotonic() < deadline, "catalog not loaded"
         time.sleep(0.1)
+    while (r := c.get("/readyz")).status_code != 200:  # the popular list (the fallback) is read too
+        assert time.monotonic() < deadline, r.json()
+        time.sleep(0.1)
 
 
 def test_filter_steers_the_arm_and_short_lists_say_why(broker, tmp_path):

@@ -139,3 +139,55 @@ def test_topn_values_are_messagepack_and_old_json_values_still_read():
         decode_topn(b"\xc1 not a list")
     with pytest.raises(msgspec.ValidationError):
         decode_topn(b'{"user_id": "u1"}')
+
+
+def _contents(store: ServingStore) -> list[tuple[bytes, bytes]]:
+    return list(store.scan(b""))
+
+
+def test_a_checkpoint_restored_into_an_empty_store_has_the_same_values_and_offsets(tmp_path):
+    src = ServingStore(tmp_path / "a")
+    src.write([(b"u%03d" % j, b"v%d" % j) for j in range(300)], {0: 150, 1: 151})
+    src.write([(b"u007", b"new"), (b"u008", None)], {0: 152})  # a later value and a tombstone
+    offsets = src.checkpoint(tmp_path / "a" / "copy")
+    assert offsets == {0: 152, 1: 151}
+    dst = ServingStore(tmp_path / "b")
+    dst.begin_bulk_load()
+    dst.restore(tmp_path / "a" / "copy")
+    try:
+        assert _contents(dst) == _contents(src) and len(_contents(dst)) == 299
+        assert dst.get(b"u007") == b"new" and dst.get(b"u008") is None
+        assert dst.offsets() == {0: 152, 1: 151} and dst.bulk_loading
+        dst.write([(b"u009", b"after")], {1: 160})  # the restored store is written to as any other
+        assert dst.get(b"u009") == b"after" and dst.offsets() == {0: 152, 1: 160}
+        assert not (tmp_path / "a" / "copy").exists()  # moved, not copied
+    finally:
+        src.close()
+        dst.close()
+    again = ServingStore(tmp_path / "b")  # and survives a reopen
+    try:
+        assert again.get(b"u009") == b"after" and again.offsets() == {0: 152, 1: 160}
+    finally:
+        again.close()
+
+
+def test_restore_refuses_a_store_with_data_and_survives_files_that_are_no_store(tmp_path):
+    full = ServingStore(tmp_path / "full")
+    full.write([(b"k", b"v")], {0: 1})
+    full.checkpoint(tmp_path / "copy")
+    with pytest.raises(ValueError, match="not empty"):
+        full.restore(tmp_path / "copy")
+    assert full.get(b"k") == b"v"
+    full.close()
+    empty = ServingStore(tmp_path / "empty")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "CURRENT").write_text("MANIFEST-999999\n")  # points at nothing
+    with pytest.raises(Exception):  # noqa: B017 (RocksDB's own error type)
+        empty.restore(junk)
+    try:
+        assert empty.is_empty()  # opened again, empty: the reader fills it from the topic
+        empty.write([(b"k", b"v")], {0: 1})
+        assert empty.get(b"k") == b"v"
+    finally:
+        empty.close()
