@@ -1,0 +1,62 @@
+"""The rate limiter's storage: counts as ``limits`` does, starts no thread per call, and still frees
+the entries of callers that went quiet."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from limits import parse, strategies
+
+from api.rate_limit import SweptMemoryStorage
+
+
+@pytest.fixture()
+def swept():
+    store = SweptMemoryStorage(sweep_s=0.05)
+    yield store
+    store.close()
+
+
+def test_counts_like_the_library_moving_window(swept):
+    limiter = strategies.MovingWindowRateLimiter(swept)
+    two = parse("2/second")
+    assert [limiter.hit(two, "k|1.2.3.4") for _ in range(3)] == [True, True, False]
+    assert limiter.hit(two, "k|5.6.7.8")  # another caller has its own window
+    time.sleep(1.05)
+    assert limiter.hit(two, "k|1.2.3.4")
+
+
+def test_no_thread_is_started_by_a_hit(swept, monkeypatch):
+    limiter = strategies.MovingWindowRateLimiter(swept)
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def counting_start(self: threading.Thread) -> None:
+        started.append(self.name)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    item = parse("1000/second")
+    for _ in range(5):  # the library's own storage starts a 10 ms Timer again after each of these pauses
+        limiter.hit(item, "k|1.2.3.4")
+        time.sleep(0.03)
+    assert started == []
+
+
+def test_quiet_callers_are_swept(swept):
+    limiter = strategies.MovingWindowRateLimiter(swept)
+    limiter.hit(parse("5/second"), "k|9.9.9.9")
+    assert swept.events
+    deadline = time.monotonic() + 3
+    while swept.events and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not swept.events
+
+
+def test_close_stops_the_sweeper():
+    store = SweptMemoryStorage(sweep_s=0.01)
+    store.close()
+    store._sweeper.join(timeout=2)
+    assert not store._sweeper.is_alive()
