@@ -10,13 +10,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from operators.settings import KafkaSettings
 
 __all__ = ["TopicSpec", "producer_config", "make_producer", "ensure_topics", "high_watermarks",
-           "topic_partitions", "platform_topics"]
+           "confirmed_ends", "topic_partitions", "platform_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -107,26 +107,59 @@ def topic_partitions(brokers: str, topic: str, timeout_s: float = 10.0) -> list[
 
 
 def high_watermarks(brokers: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
-    """Log end offset (next offset to be written) per partition.
+    """Log end offset (next offset to be written) per partition, confirmed by reading to each end.
 
-    The broker's answer is checked by reading from it: Tansu 0.6 reports the *base* offset of
-    the newest record batch as the high watermark (checked: 7,350 reported, 7,588 stored), so any
-    records found at or after the reported offset move the end forward.
+    Tansu 0.6 reports the *base* offset of the newest record batch as the high watermark
+    (checked: 7,350 reported, 7,588 stored); :func:`confirmed_ends` reads from the reported end to
+    each partition's EOF, so the answer is the true end on Tansu and Apache Kafka alike.
+
+    Raises
+    ------
+    KafkaException
+        If the broker did not answer, or an end was not reached, within ``timeout_s`` (never a
+        guess: a reader that trusted a low end would take a valid snapshot for a broken one).
     """
-    c = Consumer({"bootstrap.servers": brokers, "group.id": "fusionrec-watermarks", "enable.auto.commit": False,
-                  "fetch.wait.max.ms": 10})
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "fusionrec-watermarks", "enable.auto.commit": False})
     try:
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
-                for p in topic_partitions(brokers, topic, timeout_s)}
-        c.assign([TopicPartition(topic, p, max(hw, 0)) for p, hw in ends.items()])
+        reported = {}
+        for p in topic_partitions(brokers, topic, timeout_s):
+            _low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
+            if high < 0:
+                raise KafkaException(f"no offsets for {topic}[{p}] yet (the topic is being created)")
+            reported[p] = high
+    finally:
+        c.close()
+    return confirmed_ends(brokers, topic, reported, timeout_s)
+
+
+def confirmed_ends(brokers: str, topic: str, reported: dict[int, int], timeout_s: float) -> dict[int, int]:
+    """The log ends of the partitions in ``reported`` (partition -> reported end), checked by reading
+    from the reported end to each partition's EOF with one client.
+
+    Raises
+    ------
+    KafkaException
+        If the end of a partition was not reached within ``timeout_s``.
+    """
+    if not reported:
+        return {}
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "fusionrec-watermarks", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 10, "enable.partition.eof": True})
+    try:
+        c.assign([TopicPartition(topic, p, max(off, 0)) for p, off in reported.items()])
+        ends = {p: max(off, 0) for p, off in reported.items()}
+        done: set[int] = set()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            msgs = c.consume(10000, 0.2)
-            if not msgs:
-                break
-            for m in msgs:
-                if not m.error():
-                    ends[m.partition()] = max(ends[m.partition()], m.offset() + 1)
-        return ends
+            for m in c.consume(10000, 0.2):
+                err, p = m.error(), m.partition()
+                if err is None:
+                    ends[p] = max(ends[p], m.offset() + 1)
+                elif err.code() == KafkaError._PARTITION_EOF and p in ends:
+                    ends[p] = max(ends[p], m.offset())
+                    done.add(p)
+            if len(done) == len(ends):
+                return ends
+        raise KafkaException(f"end of {topic}{sorted(set(ends) - done)} not reached within {timeout_s} s")
     finally:
         c.close()

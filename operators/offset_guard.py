@@ -20,7 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from operators.kafka import confirmed_ends
 
 __all__ = ["OffsetPolicy", "BeyondLogEnd", "OffsetGuard", "CONNECTION_LOST_CODES"]
 
@@ -45,41 +47,6 @@ class BeyondLogEnd:
     log_start: int
     log_end: int
     resume_at: int
-
-
-def _confirmed_ends(brokers: str, topic: str, reported: dict[int, int], timeout_s: float) -> dict[int, int]:
-    """The log ends of the partitions in ``reported`` (partition -> reported end), checked by reading
-    from the reported end to each partition's EOF with one client (Tansu 0.6 reports the *base*
-    offset of the newest record batch as the high watermark; on Apache Kafka the reported end is
-    exact).
-
-    Raises
-    ------
-    KafkaException
-        If the end of a partition was not reached within ``timeout_s`` (the check is postponed).
-    """
-    if not reported:
-        return {}
-    c = Consumer({"bootstrap.servers": brokers, "group.id": "fusionrec-offset-guard", "enable.auto.commit": False,
-                  "fetch.wait.max.ms": 10, "enable.partition.eof": True})
-    try:
-        c.assign([TopicPartition(topic, p, max(off, 0)) for p, off in reported.items()])
-        ends = {p: max(off, 0) for p, off in reported.items()}
-        done: set[int] = set()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for m in c.consume(10000, 0.2):
-                err, p = m.error(), m.partition()
-                if err is None:
-                    ends[p] = max(ends[p], m.offset() + 1)
-                elif err.code() == KafkaError._PARTITION_EOF and p in ends:
-                    ends[p] = max(ends[p], m.offset())
-                    done.add(p)
-            if len(done) == len(ends):
-                return ends
-        raise KafkaException(f"end of {topic}{sorted(set(ends) - done)} not reached within {timeout_s} s")
-    finally:
-        c.close()
 
 
 class OffsetGuard:
@@ -146,7 +113,7 @@ class OffsetGuard:
                 if low < 0 or high < 0:
                     raise KafkaException(f"no offsets for {self.topic}[{p}] yet (the topic is being created)")
                 marks[p] = (low, high)
-            confirmed = _confirmed_ends(self.brokers, self.topic,
+            confirmed = confirmed_ends(self.brokers, self.topic,
                                         {p: high for p, (_low, high) in marks.items() if positions[p] > high}, 5.0)
             for p, (low, high) in marks.items():
                 nxt = positions[p]
