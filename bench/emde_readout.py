@@ -52,13 +52,13 @@ def main(data: Path = typer.Option(..., "--data"), fmt: str = typer.Option("srgn
     emde = EMDE(**{**dict(REGISTRY["emde"].params), "epochs": epochs}).fit(valid.train)
     r = emde.item_out_cols_.shape[1]
     raw = emde.layout_.raw_sketches(emde.item_in_cols_, h, emde.neighbours_)
-    mean = emde._mean_log_probs(raw).numpy() * r
+    mean = emde._mean_log_probs(raw) * r
     rows.append(("EMDE, mean readout", *_hr_mrr(mean, nxt)))
     pops = {}
     for w in (0.5, 1.0):
         pop = copy.copy(emde)
         pop.decoder, pop.pop_weight, pop._bias_ = "popularity", w, None
-        pops[w] = pop._mean_log_probs(raw).numpy() * r
+        pops[w] = pop._mean_log_probs(raw) * r
         rows.append((f"EMDE, popularity decoder, pop_weight {w}", *_hr_mrr(pops[w], nxt)))
     lens = np.diff(h.indptr)
     q_of = np.repeat(np.arange(len(lens)), lens)

@@ -35,11 +35,11 @@ from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from models.base import Histories, InteractionLog
+from models.emde.readout import row_top
 from models.errors import ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
 from models.ragged_topk import top_per_row
@@ -269,7 +269,7 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     """
     q, n_items = emde_log_probs.shape
     k = min(n_candidates, n_items)
-    top = torch.topk(torch.from_numpy(emde_log_probs), k, dim=1).indices.numpy().astype(np.int32)  # sorted
+    top = row_top(emde_log_probs, k)  # best first, ties by item index
     lens = np.diff(histories.indptr)
     h_rows = np.repeat(np.arange(q, dtype=np.int64), lens)
     pool_rows = [np.repeat(np.arange(q, dtype=np.int64), k), h_rows]
@@ -491,7 +491,7 @@ class SessionFusion:
             hi = min(histories.n_queries, lo + step)
             sub = histories.slice(lo, hi)
             raw = self.emde_.layout_.raw_sketches(self.emde_.item_in_cols_, sub, self.emde_.neighbours_)
-            lp = self.emde_._mean_log_probs(raw).numpy()
+            lp = self.emde_._mean_log_probs(raw)
             lists = [m.recommend(sub, self.n_candidates) for m in self.knn_]
             if self.rule_candidates:
                 lists.append(self.stats_.rule_top(sub, self.rule_candidates))

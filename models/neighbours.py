@@ -26,18 +26,17 @@ UMUAI 2021; github.com/rn5l/session-rec ``algorithms/knn/``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from models.base import Histories, InteractionLog
 from models.errors import ModelFitError, NotFittedError
+from models.jit import njit_cached
 from models.persistence import load_model_dir, save_model_dir
 from models.ragged_topk import select_per_row, top_per_row
 from models.session_index import SessionIndex, check_histories
@@ -188,16 +187,7 @@ def days_table(base: float, now: NDArray[np.float64], last_ts: NDArray[np.float6
     return base ** np.arange(size, dtype=np.float64)
 
 
-def _njit(**options: object) -> Callable[[Callable], Callable]:
-    """``numba.njit`` with numba's on-disk cache (``cache=True``), or without it when no cache
-    directory is writable (numba raises RuntimeError at decoration then: a read-only install
-    with no writable ``NUMBA_CACHE_DIR`` / home); the kernel then compiles once per process."""
-    def wrap(fn: Callable) -> Callable:
-        try:
-            return numba.njit(cache=True, **options)(fn)
-        except RuntimeError:
-            return numba.njit(cache=False, **options)(fn)
-    return wrap
+
 
 
 def _debruijn_table() -> NDArray[np.int64]:
@@ -213,7 +203,7 @@ _DEBRUIJN_BIT = _debruijn_table()
 """Index of the single set bit ``b`` of a word: ``_DEBRUIJN_BIT[(b * _DEBRUIJN) >> 58]``."""
 
 
-@_njit()
+@njit_cached()
 def _drain_bits(bits: NDArray[np.uint64], lo: int, hi: int, out: NDArray[np.int64]) -> int:
     """Write the set bits of words ``lo >> 6 .. hi >> 6`` ascending into ``out``, clear them, return the count."""
     c = 0
@@ -231,7 +221,7 @@ def _drain_bits(bits: NDArray[np.uint64], lo: int, hi: int, out: NDArray[np.int6
     return c
 
 
-@_njit()
+@njit_cached()
 def _kth_largest(buf: NDArray[np.float64], m: int, k: int) -> float:
     """The ``k``-th largest (1-based) of ``buf[:m]``, which is reordered (quickselect, median of three)."""
     lo, hi, target = 0, m - 1, k - 1
@@ -258,7 +248,7 @@ def _kth_largest(buf: NDArray[np.float64], m: int, k: int) -> float:
     return buf[target]
 
 
-@_njit()
+@njit_cached()
 def _keep_top(ids: NDArray[np.int64], keys: NDArray[np.float64], m: int, k: int, buf: NDArray[np.float64]) -> int:
     """Keep, in place and in order, the ``k`` entries of ``ids[:m]`` / ``keys[:m]`` with the largest keys
     (ties at the cut: the earlier entries); return how many are kept."""
@@ -281,12 +271,12 @@ def _keep_top(ids: NDArray[np.int64], keys: NDArray[np.float64], m: int, k: int,
     return c
 
 
-@_njit(inline="always")
+@njit_cached(inline="always")
 def _worse(s1: float, i1: int, s2: float, i2: int) -> bool:
     return s1 < s2 or (s1 == s2 and i1 > i2)
 
 
-@_njit()
+@njit_cached()
 def _heap_offer(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int, cap: int, s: float, it: int) -> int:
     """Offer ``(s, it)`` to a heap of the ``cap`` best (score desc, id asc) whose root is the worst; return its size."""
     if size < cap:
@@ -306,7 +296,7 @@ def _heap_offer(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int, cap: 
     return size
 
 
-@_njit()
+@njit_cached()
 def _sift_down(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int) -> None:
     """Restore the worst-at-root heap order of ``hs[:size]`` / ``hi[:size]`` after the root changed."""
     j = 0
@@ -324,7 +314,7 @@ def _sift_down(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int) -> Non
     hs[j], hi[j] = s, it
 
 
-@_njit()
+@njit_cached()
 def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
                 xt_ptr, xt_ent, x_ptr, x_ent, sess_nu, sess_sqrt_nu, last_ts, rand_key,
                 k, sample_size, random_sampling, positive_only,

@@ -317,7 +317,6 @@ def extend_emde(model: Any, new_titles: Sequence[str | None], known: Sequence[st
                                np.flatnonzero(added), a_nbr[:, 0], int(getattr(model, "knn_k", 10)))
         out.neighbours_ = sp.csr_array(sp.vstack([nb, rows]), dtype=np.float32)
         out.neighbours_.resize((out.n_items_, out.n_items_))
-    out._readout_ = None
     out._bias_ = None
     if getattr(model, "item_log_pop_", None) is not None:  # popularity decoder: a new item borrows its donor's
         out.item_log_pop_ = np.concatenate([model.item_log_pop_, model.item_log_pop_[a_nbr[:, 0]]])

@@ -104,6 +104,5 @@ def load_emde(cls: type, path: Path) -> Any:
         raise ModelFormatError(f"{path}: network.npz does not match params.json: {exc}") from exc
     net.eval()
     model.network_ = net
-    model._readout_ = None
     model._bias_ = None
     return model

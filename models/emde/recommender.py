@@ -24,7 +24,6 @@ for each view, and scores with :meth:`EMDE.recommend_sketches`.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -41,6 +40,7 @@ from models.emde.layout import SketchLayout
 from models.emde.modality import ModalitySpec, code_modality, parse_modalities
 from models.emde.neighbours import cooccurrence_neighbours
 from models.emde.network import SketchNetwork, TrainInputs, row_log_softmax, sparse_batch, train_network
+from models.emde.readout import bucket_mean_scores, row_top
 from models.emde.sketch import item_columns
 from models.errors import ModelFitError, NotFittedError
 
@@ -215,7 +215,6 @@ class EMDE:
         if not np.all(np.isfinite(self.train_loss_)):
             raise ModelFitError(f"EMDE: training loss is not finite: {self.train_loss_}")
         self.fit_seconds_ = time.perf_counter() - t0
-        self._readout_ = None
         self._bias_ = None
         return self
 
@@ -251,14 +250,14 @@ class EMDE:
         per_row = np.bincount(self.item_out_cols_.ravel(), weights=np.repeat(counts, r), minlength=out_dim)
         self.bucket_log_prior_ = np.log(np.maximum(per_row / counts.sum(), 1e-12)).astype(np.float32)
 
-    def _item_bias(self) -> torch.Tensor | None:
+    def _item_bias(self) -> NDArray[np.float32] | None:
         """Per-item additive readout term of the popularity decoder, (n_items,), or None."""
         if self.decoder != "popularity" or getattr(self, "item_log_pop_", None) is None:
             return None
         if getattr(self, "_bias_", None) is None:
             r = self.item_out_cols_.shape[1]
             bias = (self.item_log_pop_ - self.bucket_log_prior_[self.item_out_cols_].sum(axis=1)) / r
-            self._bias_ = torch.from_numpy((self.pop_weight * bias).astype(np.float32))
+            self._bias_ = (self.pop_weight * bias).astype(np.float32)
         return self._bias_
 
     def _build_layout(self, n_items: int, event_types: Sequence[str]) -> None:
@@ -309,29 +308,14 @@ class EMDE:
         if not hasattr(self, "network_"):
             raise NotFittedError(self)
 
-    def _readout(self) -> torch.Tensor:
-        """Sparse (n_items, out_dim) one-hot code matrix, built once."""
-        if getattr(self, "_readout_", None) is None:
-            n, r = self.item_out_cols_.shape
-            out_dim = sum(d * w for d, w in self.out_blocks_)
-            c = sp.csr_array((np.full(n * r, 1.0 / r, np.float32), self.item_out_cols_.ravel().astype(np.int64),
-                              np.arange(0, n * r + 1, r, dtype=np.int64)), shape=(n, out_dim))
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                self._readout_ = torch.sparse_csr_tensor(
-                    torch.from_numpy(c.indptr.astype(np.int64)), torch.from_numpy(c.indices.astype(np.int64)),
-                    torch.from_numpy(c.data), size=c.shape, check_invariants=True)
-        return self._readout_
-
-    def _mean_log_probs(self, raw: sp.csr_array | NDArray[np.floating]) -> torch.Tensor:
-        """Mean over output depth rows of each item's bucket log-probability, (n_queries, n_items)."""
+    def _mean_log_probs(self, raw: sp.csr_array | NDArray[np.floating]) -> NDArray[np.float32]:
+        """Mean over output depth rows of each item's bucket log-probability (plus the popularity
+        decoder's item term), (n_queries, n_items) float32, C-contiguous (:mod:`models.emde.readout`)."""
         self._check_fitted()
         x = self.layout_.normalise(raw)
         with torch.no_grad():
-            logp = row_log_softmax(self.network_(*sparse_batch(x)), self.out_blocks_)
-            scores = torch.sparse.mm(self._readout(), logp.T).T
-            bias = self._item_bias()
-            return scores if bias is None else scores + bias
+            logp = row_log_softmax(self.network_(*sparse_batch(x)), self.out_blocks_).numpy()
+        return bucket_mean_scores(logp, self.item_out_cols_, self._item_bias())
 
     def score_sketches(self, raw: sp.csr_array | NDArray[np.floating]) -> NDArray[np.float32]:
         """Score every item for a batch of raw input sketches.
@@ -348,7 +332,7 @@ class EMDE:
         minimum replaced by the geometric mean), computed as ``exp(log_probs @ C)`` with
         ``C`` the sparse one-hot code matrix (entries ``1 / n_rows``).
         """
-        return torch.exp(self._mean_log_probs(raw)).numpy()
+        return np.exp(self._mean_log_probs(raw))
 
     def recommend_sketches(self, raw: sp.csr_array | NDArray[np.floating], n: int = 20, *,
                            exclude: sp.csr_array | None = None
@@ -372,16 +356,15 @@ class EMDE:
         mean_logp = self._mean_log_probs(raw)
         if exclude is not None:
             ex = sp.coo_array(exclude)
-            mean_logp[torch.from_numpy(ex.row.astype(np.int64)), torch.from_numpy(ex.col.astype(np.int64))] = -np.inf
+            mean_logp[ex.row, ex.col] = -np.inf
         q, n_items = mean_logp.shape
         k = min(n, n_items)
-        val, idx = torch.topk(mean_logp, k, dim=1)  # deterministic on CPU
         ids = np.full((q, n), -1, np.int32)
         scores = np.full((q, n), -np.inf, np.float32)
-        val_np = val.numpy()
-        ids[:, :k] = np.where(np.isfinite(val_np), idx.numpy(), -1)
-        scores[:, :k] = np.exp(val_np)
-        scores[ids < 0] = -np.inf
+        top = row_top(mean_logp, k)  # ties: the lower item index first
+        ids[:, :k] = top
+        ok = top >= 0
+        scores[:, :k][ok] = np.exp(np.take_along_axis(mean_logp, np.maximum(top, 0).astype(np.int64), axis=1)[ok])
         return ids, scores
 
     def recommend(self, histories: Histories, n: int = 20, *, exclude_seen: bool = False,

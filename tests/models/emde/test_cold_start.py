@@ -51,7 +51,6 @@ def test_nearest_known_orders_by_cosine_then_index() -> None:
 
 def test_new_item_borrows_its_nearest_items_codes_and_the_original_is_untouched(fitted: EMDE) -> None:
     before = {k: getattr(fitted, k).copy() for k in ("item_in_cols_", "item_out_cols_")}
-    readout = fitted._readout()
     ext, nbr, added = extend_emde(fitted, ["Cobalt w45 classic NEW", "qqq zzz"], _titles(), new_ids=["n1", "n2"])
     assert nbr[:, 0].tolist() == [45, -1] and added.tolist() == [True, False]  # the second shares no word: left out
     assert ext.n_items_ == 101 and ext.item_ids_[-1] == "n1" and len(ext.item_ids_) == 101
@@ -59,8 +58,8 @@ def test_new_item_borrows_its_nearest_items_codes_and_the_original_is_untouched(
     np.testing.assert_array_equal(ext.item_out_cols_[100], fitted.item_out_cols_[45])
     for name, codes in fitted.codes_.items():
         np.testing.assert_array_equal(ext.codes_[name][100], codes[45])
-    # the original keeps its tables and readout (other threads score with it)
-    assert fitted.n_items_ == 100 and fitted._readout() is readout and len(fitted.item_ids_) == 100
+    # the original keeps its tables (other threads score with it)
+    assert fitted.n_items_ == 100 and len(fitted.item_ids_) == 100
     for k, v in before.items():
         np.testing.assert_array_equal(getattr(fitted, k), v)
     # recommendable: scored exactly like its donor, by every query
@@ -93,13 +92,13 @@ def test_similar_items_of_a_new_item_are_its_donors_neighbours(fitted: EMDE) -> 
 def test_vote_over_k_neighbours_takes_the_heaviest_bucket_per_column() -> None:
     cols = np.array([[1, 10], [1, 11], [2, 11], [3, 12]], np.int32)
     m = SimpleNamespace(item_in_cols_=cols, item_out_cols_=cols + 100, codes_={"t": cols - 1}, n_items_=4,
-                        item_ids_=None, _readout_="built", item_columns=lambda c: (c["t"] + 1, c["t"] + 101))
+                        item_ids_=None, _bias_="built", item_columns=lambda c: (c["t"] + 1, c["t"] + 101))
     titles = ["red scarf", "red scarf wool", "red wool", "green tea"]
     ext, nbr, _ = extend_emde(m, ["red scarf wool"], titles, k=3)
     assert nbr[0, 0] == 1 and sorted(nbr[0].tolist()) == [0, 1, 2]  # 0 and 2 are equally near
     # column 0: bucket 1 (items 1, 0) beats 2; column 1: bucket 11 (items 1, 2) beats 10
     assert ext.item_in_cols_[-1].tolist() == [1, 11] and ext.item_out_cols_[-1].tolist() == [101, 111]
-    assert ext.codes_["t"][-1].tolist() == [0, 10] and ext._readout_ is None and m._readout_ == "built"
+    assert ext.codes_["t"][-1].tolist() == [0, 10] and ext._bias_ is None and m._bias_ == "built"
 
 
 def test_extend_emde_checks_its_inputs(fitted: EMDE) -> None:

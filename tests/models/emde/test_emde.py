@@ -237,14 +237,14 @@ def test_popularity_decoder_is_the_official_readout(fitted: EMDE, tmp_path) -> N
     pop.decoder, pop._bias_ = "popularity", None
     h = Histories.from_lists([[1, 2, 3], [45], [60, 61]])
     raw = fitted.layout_.raw_sketches(fitted.item_in_cols_, h)
-    mean = fitted._mean_log_probs(raw).numpy()  # mean over rows of log out(code_row(i))
+    mean = fitted._mean_log_probs(raw)  # mean over rows of log out(code_row(i))
     counts = np.bincount(log.item_idx, minlength=100) + 1.0
     rows = fitted.item_out_cols_.shape[1]
     prior = np.bincount(fitted.item_out_cols_.ravel(), weights=np.repeat(counts, rows),
                         minlength=int(fitted.item_out_cols_.max()) + 1) / counts.sum()
     official = (rows * mean + np.log(counts / counts.sum())[None, :]
                 - np.log(prior)[fitted.item_out_cols_].sum(axis=1)[None, :])
-    np.testing.assert_allclose(pop._mean_log_probs(raw).numpy() * rows, official, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(pop._mean_log_probs(raw) * rows, official, rtol=1e-4, atol=1e-3)
     ids, _ = pop.recommend(h, 5)
     np.testing.assert_array_equal(ids, np.argsort(-official, axis=1, kind="stable")[:, :5])
     pop.save(tmp_path / "pop")
