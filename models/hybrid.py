@@ -44,6 +44,7 @@ from models.errors import ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
 from models.ragged_topk import top_per_row
 from models.session_index import check_histories
+from models.sparse_pairs import history_pair_sums, pair_values
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ class _ItemStats:
         self.since_seen = since_seen  # (2, n_items): log1p events since the newest / the first occurrence
         self.rules = rules  # (n_items, n_items), rows sum to 1 (or 0)
         self.cooc = cooc  # (n_items, n_items), float32 cosine; the diagonal is 1 for items seen
+        for m in (self.transitions, self.rules, self.cooc):
+            m.sum_duplicates()  # sorted rows, for the pair lookups (models.sparse_pairs); no-op when so already
 
     @classmethod
     def from_log(cls, log: InteractionLog) -> _ItemStats:
@@ -178,12 +181,12 @@ class _ItemStats:
     def rule_scores(self, histories: Histories, rows: NDArray[np.int64], items: NDArray[np.int64]
                     ) -> NDArray[np.float32]:
         """Sequential-rule score of each (query row, item) pair, shape (len(rows),), float32."""
-        return np.asarray((self._history_weights(histories) @ self.rules)[rows, items], dtype=np.float32).ravel()
+        return history_pair_sums(self.rules, self._history_weights(histories), rows, items)
 
     def cooc_scores(self, histories: Histories, rows: NDArray[np.int64], items: NDArray[np.int64]
                     ) -> NDArray[np.float32]:
         """Co-occurrence cosine summed over each query's newest items, decayed as :meth:`rule_scores`."""
-        return np.asarray((self._history_weights(histories) @ self.cooc)[rows, items], dtype=np.float32).ravel()
+        return history_pair_sums(self.cooc, self._history_weights(histories), rows, items)
 
     def rule_top(self, histories: Histories, k: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
         """The ``k`` items with the best sequential-rule scores per query, best first (ties: lower index).
@@ -305,8 +308,8 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     last[has] = histories.items[histories.indptr[1:][has] - 1]
     lr = last[rows]
     t = stats.transitions
-    x[:, 6] = np.where(has[rows], np.asarray(t[lr, items]).ravel() / np.maximum(stats.out_degree[lr], 1.0), 0.0)
-    x[:, 7] = np.where(has[rows], np.asarray(t[items, lr]).ravel() / np.maximum(stats.out_degree[items], 1.0), 0.0)
+    x[:, 6] = np.where(has[rows], pair_values(t, lr, items) / np.maximum(stats.out_degree[lr], 1.0), 0.0)
+    x[:, 7] = np.where(has[rows], pair_values(t, items, lr) / np.maximum(stats.out_degree[items], 1.0), 0.0)
     x[:, 8] = lens[rows]
     x[:, 9] = stats.recent[0][items]
     x[:, 10] = stats.recent[1][items]
@@ -316,9 +319,9 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     prev = np.zeros(q, np.int64)
     prev[two] = histories.items[histories.indptr[1:][two] - 2]
     pr = prev[rows]
-    x[:, 13] = np.where(two[rows], np.asarray(t[pr, items]).ravel() / np.maximum(stats.out_degree[pr], 1.0), 0.0)
+    x[:, 13] = np.where(two[rows], pair_values(t, pr, items) / np.maximum(stats.out_degree[pr], 1.0), 0.0)
     x[:, 14] = stats.rule_scores(histories, rows, items)
-    x[:, 15] = np.where(has[rows], np.asarray(stats.cooc[lr, items]).ravel(), 0.0)
+    x[:, 15] = np.where(has[rows], pair_values(stats.cooc, lr, items), 0.0)
     x[:, 16] = stats.cooc_scores(histories, rows, items)
     col = len(BASE_FEATURES)
     for ids, scores in knn_lists:
