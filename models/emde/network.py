@@ -124,6 +124,10 @@ class _SparseInput(torch.autograd.Function):
 
 def row_log_softmax(logits: torch.Tensor, out_blocks: Sequence[tuple[int, int]]) -> torch.Tensor:
     """Log-softmax over the width of every depth row; same flat shape as ``logits``."""
+    widths = {w for _, w in out_blocks}
+    if len(widths) == 1:  # one width (the usual layout): a single softmax over every row, no copies
+        w = widths.pop()
+        return torch.log_softmax(logits.reshape(logits.shape[0], -1, w), dim=-1).reshape(logits.shape[0], -1)
     parts, start = [], 0
     for depth, width in out_blocks:
         block = logits[:, start:start + depth * width].reshape(-1, depth, width)
