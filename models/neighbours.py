@@ -26,10 +26,13 @@ UMUAI 2021; github.com/rn5l/session-rec ``algorithms/knn/``.
 from __future__ import annotations
 
 import inspect
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
@@ -203,6 +206,29 @@ _DEBRUIJN_BIT = _debruijn_table()
 """Index of the single set bit ``b`` of a word: ``_DEBRUIJN_BIT[(b * _DEBRUIJN) >> 58]``."""
 
 
+_POOL: ThreadPoolExecutor | None = None
+_MIN_CHUNK = 64
+"""Queries per thread below which a batch is scored on the calling thread alone."""
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=_n_threads(), thread_name_prefix="knn")
+    return _POOL
+
+
+def _n_threads() -> int:
+    return max(1, min(numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1))
+
+
+def _query_chunks(n_queries: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges splitting a batch over the scoring threads (one range for small batches)."""
+    k = max(1, min(_n_threads(), n_queries // _MIN_CHUNK))
+    bounds = np.linspace(0, n_queries, k + 1).astype(int)
+    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 @njit_cached()
 def _drain_bits(bits: NDArray[np.uint64], lo: int, hi: int, out: NDArray[np.int64]) -> int:
     """Write the set bits of words ``lo >> 6 .. hi >> 6`` ascending into ``out``, clear them, return the count."""
@@ -314,7 +340,7 @@ def _sift_down(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int) -> Non
     hs[j], hi[j] = s, it
 
 
-@njit_cached()
+@njit_cached(nogil=True)
 def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
                 xt_ptr, xt_ent, x_ptr, x_ent, sess_nu, sess_sqrt_nu, last_ts, rand_key,
                 k, sample_size, random_sampling, positive_only,
@@ -598,8 +624,19 @@ class SessionKNNBase:
         """
         ids, vals = self._padded_lists(histories, n)
         b = histories.n_queries
-        if b == 0:
-            return ids, vals
+        parts = _query_chunks(b)
+        if len(parts) == 1:
+            self._score_into(histories, ids, vals, exclude_seen)
+        else:  # the kernel releases the GIL: chunks of queries run side by side (each query alone decides its list)
+            list(_pool().map(lambda lh: self._score_into(histories.slice(*lh), ids[lh[0]:lh[1]], vals[lh[0]:lh[1]],
+                                                           exclude_seen), parts))
+        return ids, vals
+
+    def _score_into(self, histories: Histories, ids: NDArray[np.int32], vals: NDArray[np.float32],
+                    exclude_seen: bool) -> None:
+        """Run the kernel for ``histories``, writing its lists into the rows ``ids`` / ``vals`` (views)."""
+        if histories.n_queries == 0:
+            return
         q = QueryItems(histories, self.n_items_, self.now_)
         spec = self._kernel_spec(q)
         ix = self.index_
@@ -617,7 +654,6 @@ class SessionKNNBase:
                     np.zeros(n_s, dtype=np.int32), np.empty((n_s, 4)), np.zeros(n_s // 64 + 1, dtype=np.uint64),
                     np.zeros(self.n_items_, dtype=np.int32), np.empty(self.n_items_),
                     np.zeros(self.n_items_, dtype=np.int32), ids, vals)
-        return ids, vals
 
     def _padded_lists(self, histories: Histories, n: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
         """Check a ``recommend`` call (fitted, ``n >= 1``, indices in the catalogue) and return its
