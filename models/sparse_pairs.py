@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from models.jit import njit_cached
+from models.jit import PARALLEL_LAUNCH, njit_cached
 
 __all__ = ["pair_values", "history_pair_sums"]
 
@@ -77,7 +77,8 @@ def pair_values(m: sp.csr_array, src: NDArray[np.integer], dst: NDArray[np.integ
     _check(m, src, dst)
     out = np.zeros(len(src), np.float32)
     if len(src):
-        _pair_values_kernel(*_canonical(m), src, dst, out)
+        with PARALLEL_LAUNCH:
+            _pair_values_kernel(*_canonical(m), src, dst, out)
     return out
 
 
@@ -107,7 +108,8 @@ def history_pair_sums(m: sp.csr_array, weights: sp.csr_array, rows: NDArray[np.i
     _check(m, np.zeros(0, np.int64), cols)
     out = np.zeros(len(rows), np.float32)
     if len(rows):
-        _history_sums_kernel(*_canonical(m), *_canonical(weights), rows, cols, out)
+        with PARALLEL_LAUNCH:
+            _history_sums_kernel(*_canonical(m), *_canonical(weights), rows, cols, out)
     return out
 
 

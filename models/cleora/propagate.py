@@ -29,6 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from models.jit import PARALLEL_LAUNCH
+
 __all__ = ["propagate", "as_kernel_csr"]
 
 
@@ -197,13 +199,15 @@ def propagate(
             for d0 in range(0, dim, width):
                 d1 = min(d0 + width, dim)
                 yb = y if d1 - d0 == width else y[:, : d1 - d0]
-                _spmm_block(indptr, indices, data, scale, q, yb, sq, chunks, d0, d1)
-                _store_block(q, yb, d0)
+                with PARALLEL_LAUNCH:  # one launch at a time per process (models.jit)
+                    _spmm_block(indptr, indices, data, scale, q, yb, sq, chunks, d0, d1)
+                    _store_block(q, yb, d0)
             scale = _inv_norm(sq)
             if on_iteration is not None:
                 on_iteration(it + 1)
         del y
-        _scale_rows(q, scale)
+        with PARALLEL_LAUNCH:
+            _scale_rows(q, scale)
         return q
     finally:
         numba.set_num_threads(old_threads)

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.errors import ModelFitError
-from models.jit import njit_cached
+from models.jit import PARALLEL_LAUNCH, njit_cached
 
 __all__ = ["SketchNetwork", "TrainInputs", "train_network", "sparse_batch", "row_log_softmax", "csr_times_dense"]
 
@@ -125,7 +125,8 @@ def csr_times_dense(x: sp.csr_array, dense: NDArray[np.float32]) -> NDArray[np.f
     order).
     """
     out = np.empty((x.shape[0], dense.shape[1]), np.float32)
-    _csr_times_dense(x.indptr, x.indices, np.asarray(x.data, dtype=np.float32), dense, out)
+    with PARALLEL_LAUNCH:
+        _csr_times_dense(x.indptr, x.indices, np.asarray(x.data, dtype=np.float32), dense, out)
     return out
 
 

@@ -14,7 +14,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from models.jit import njit_cached
+from models.jit import PARALLEL_LAUNCH, njit_cached
 
 __all__ = ["bucket_mean_scores", "row_top"]
 
@@ -71,7 +71,8 @@ def bucket_mean_scores(logp: NDArray[np.float32], cols: NDArray[np.int32],
         raise ValueError(f"bias must have shape ({n},); got {b.shape}")
     out = np.empty((logp.shape[0], n), np.float32)
     if out.size:
-        _bucket_mean_kernel(np.ascontiguousarray(logp.T), cols, b, out)
+        with PARALLEL_LAUNCH:
+            _bucket_mean_kernel(np.ascontiguousarray(logp.T), cols, b, out)
     return out
 
 
@@ -148,5 +149,6 @@ def row_top(scores: NDArray[np.float32], k: int) -> NDArray[np.int32]:
         raise ValueError(f"scores must be 2-D; got shape {scores.shape}")
     ids = np.full((scores.shape[0], k), -1, np.int32)
     if scores.size:
-        _row_top_kernel(scores, k, ids)
+        with PARALLEL_LAUNCH:
+            _row_top_kernel(scores, k, ids)
     return ids

@@ -43,3 +43,16 @@ def test_row_top_pads_rows_with_too_few_finite_entries() -> None:
     assert row_top(x, 3).tolist() == [[2, 0, -1], [-1, -1, -1]]
     with pytest.raises(ValueError, match="k must be"):
         row_top(x, 0)
+
+
+def test_threads_may_score_at_once() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(2)
+    logp = rng.standard_normal((64, 40)).astype(np.float32)
+    cols = rng.integers(0, 40, (500, 5)).astype(np.int32)
+    want = bucket_mean_scores(logp, cols)
+    with ThreadPoolExecutor(4) as pool:  # the stream's workers are threads (models.jit.PARALLEL_LAUNCH)
+        got = list(pool.map(lambda _: row_top(bucket_mean_scores(logp, cols), 10), range(16)))
+    for ids in got:
+        np.testing.assert_array_equal(ids, row_top(want, 10))
