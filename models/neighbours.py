@@ -39,6 +39,9 @@ from numpy.typing import NDArray
 
 from models.base import Histories, InteractionLog
 from models.errors import ModelFitError, NotFittedError
+from models.heap import heap_offer as _heap_offer
+from models.heap import heap_worse as _worse
+from models.heap import sift_down as _sift_down
 from models.jit import njit_cached
 from models.persistence import load_model_dir, save_model_dir
 from models.ragged_topk import select_per_row, top_per_row
@@ -295,49 +298,6 @@ def _keep_top(ids: NDArray[np.int64], keys: NDArray[np.float64], m: int, k: int,
             keys[c] = keys[j]
             c += 1
     return c
-
-
-@njit_cached(inline="always")
-def _worse(s1: float, i1: int, s2: float, i2: int) -> bool:
-    return s1 < s2 or (s1 == s2 and i1 > i2)
-
-
-@njit_cached()
-def _heap_offer(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int, cap: int, s: float, it: int) -> int:
-    """Offer ``(s, it)`` to a heap of the ``cap`` best (score desc, id asc) whose root is the worst; return its size."""
-    if size < cap:
-        j = size
-        size += 1
-        while j > 0:
-            p = (j - 1) >> 1
-            if not _worse(s, it, hs[p], hi[p]):
-                break
-            hs[j], hi[j] = hs[p], hi[p]
-            j = p
-        hs[j], hi[j] = s, it
-        return size
-    if _worse(hs[0], hi[0], s, it):
-        hs[0], hi[0] = s, it
-        _sift_down(hs, hi, size)
-    return size
-
-
-@njit_cached()
-def _sift_down(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int) -> None:
-    """Restore the worst-at-root heap order of ``hs[:size]`` / ``hi[:size]`` after the root changed."""
-    j = 0
-    s, it = hs[0], hi[0]
-    while True:
-        c = 2 * j + 1
-        if c >= size:
-            break
-        if c + 1 < size and _worse(hs[c + 1], hi[c + 1], hs[c], hi[c]):
-            c += 1
-        if not _worse(hs[c], hi[c], s, it):
-            break
-        hs[j], hi[j] = hs[c], hi[c]
-        j = c
-    hs[j], hi[j] = s, it
 
 
 @njit_cached(nogil=True)

@@ -14,6 +14,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from models.heap import heap_offer
 from models.jit import PARALLEL_LAUNCH, njit_cached
 
 __all__ = ["bucket_mean_scores", "row_top"]
@@ -81,41 +82,14 @@ def _row_top_kernel(scores: NDArray[np.float32], k: int, ids: NDArray[np.int32])
     q, n = scores.shape
     for a in numba.prange(q):
         row = scores[a]
-        hs = np.empty(k, np.float32)  # a heap of the k best, the worst (lowest score, then highest id) at the root
+        hs = np.empty(k, np.float64)
         hi = np.empty(k, np.int64)
         size = 0
         for i in range(n):
             s = row[i]
             if s == -np.inf or s != s:
                 continue
-            if size == k and not (s > hs[0]):  # ties keep the lower id, which came first
-                continue
-            if size < k:
-                j = size
-                size += 1
-            else:  # replace the root, sift down
-                j = 0
-                while True:
-                    c = 2 * j + 1
-                    if c >= size:
-                        break
-                    if c + 1 < size and (hs[c + 1] < hs[c] or (hs[c + 1] == hs[c] and hi[c + 1] > hi[c])):
-                        c += 1
-                    if hs[c] < s or (hs[c] == s and hi[c] > i):
-                        hs[j], hi[j] = hs[c], hi[c]
-                        j = c
-                    else:
-                        break
-                hs[j], hi[j] = s, i
-                continue
-            while j > 0:  # sift up a new entry
-                p = (j - 1) >> 1
-                if s < hs[p] or (s == hs[p] and i > hi[p]):
-                    hs[j], hi[j] = hs[p], hi[p]
-                    j = p
-                else:
-                    break
-            hs[j], hi[j] = s, i
+            size = heap_offer(hs, hi, size, k, s, i)
         order = np.argsort(hi[:size], kind="mergesort")  # by id, then stably by score (desc)
         order = order[np.argsort(-hs[:size][order], kind="mergesort")]
         for t in range(size):
