@@ -21,7 +21,7 @@ from operators.model_version import latest_version_path, load_version
 from operators.training import train_covisitation
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up
+from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_for
 
 
 def tiny_model() -> CoVisitation:
@@ -129,8 +129,13 @@ def test_api_explains_each_item_from_the_model(broker, tmp_path):
                 assert ex["boost"] == (2.0 if brands[it["item_id"]] == brand else 1.0)
 
             user = max({e.user_id for e in live}, key=lambda u: sum(e.user_id == u for e in live))
-            plain = c.get("/v1/recommendations", params={"user_id": user, "n": 5, "explain": "true"}).json()
-            assert plain["source"].startswith("model")
+
+            def served_from_model() -> dict | None:
+                # the flow has applied the events; its top-N list reaches the API through the top-N topic
+                body = c.get("/v1/recommendations", params={"user_id": user, "n": 5, "explain": "true"}).json()
+                return body if body["source"].startswith("model") else None
+
+            plain = wait_for(served_from_model, timeout_s=30, what=f"a model list for {user}")
             first = plain["explanations"][0]
             assert first["scenario"] == "personalized" and first["contributions"]
             unexplained = c.get("/v1/recommendations", params={"campaign": "sim", "item_id": item}).json()
