@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import tomli_w
 import uvicorn
 
@@ -43,6 +44,19 @@ def wait_for(pred: Callable[[], T], timeout_s: float = 20.0, what: str = "condit
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_model_list(client: httpx.Client, user: str, timeout_s: float = 30.0, **params: object) -> dict:
+    """GET ``/v1/recommendations`` for ``user`` until the body comes from the model, and return it.
+
+    The flow writing a user's top-N list does not mean the API has read it: lists reach the
+    API through the top-N topic. Raises ``AssertionError`` after ``timeout_s`` seconds.
+    """
+    def body() -> dict | None:
+        b = client.get("/v1/recommendations", params={"user_id": user, **params}).json()
+        return b if str(b.get("source", "")).startswith("model") else None
+
+    return wait_for(body, timeout_s, f"a model list for {user}")
 
 
 def make_settings(bootstrap: str, tmp: Path, partitions: int = 4, **stream: object) -> Settings:

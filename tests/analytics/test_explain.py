@@ -21,7 +21,7 @@ from operators.model_version import latest_version_path, load_version
 from operators.training import train_covisitation
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_for
+from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_model_list
 
 
 def tiny_model() -> CoVisitation:
@@ -130,12 +130,7 @@ def test_api_explains_each_item_from_the_model(broker, tmp_path):
 
             user = max({e.user_id for e in live}, key=lambda u: sum(e.user_id == u for e in live))
 
-            def served_from_model() -> dict | None:
-                # the flow has applied the events; its top-N list reaches the API through the top-N topic
-                body = c.get("/v1/recommendations", params={"user_id": user, "n": 5, "explain": "true"}).json()
-                return body if body["source"].startswith("model") else None
-
-            plain = wait_for(served_from_model, timeout_s=30, what=f"a model list for {user}")
+            plain = wait_model_list(c, user, n=5, explain="true")
             first = plain["explanations"][0]
             assert first["scenario"] == "personalized" and first["contributions"]
             unexplained = c.get("/v1/recommendations", params={"campaign": "sim", "item_id": item}).json()

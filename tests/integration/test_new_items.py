@@ -19,7 +19,7 @@ from operators.training import train_model
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
 from tests.integration.test_stream_emde import SMALL_EMDE
-from tests.platform import ApiServer, FlowProcess, dump_state, make_settings, wait_caught_up
+from tests.platform import ApiServer, FlowProcess, dump_state, make_settings, wait_caught_up, wait_model_list
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def test_new_item_is_recommended_and_similar_within_seconds(broker, tmp_path):
             p.send_events(live, progress=False)
             wait_caught_up(s, flow, timeout_s=120)
             user = max({e.user_id for e in live}, key=lambda u: (sum(e.user_id == u for e in live), u))
-            before = c.get("/v1/recommendations", params={"user_id": user, "n": 20}).json()
+            before = wait_model_list(c, user, n=20)
             assert before["model_version"] == base.version and before["source"] == "model", before
 
             r = c.put("/v1/campaigns/pdp", json={"scenario": "similar", "n": 10})

@@ -13,7 +13,7 @@ import pytest
 from operators.training import train_model
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, FlowProcess, dump_state, make_settings, wait_caught_up
+from tests.platform import ApiServer, FlowProcess, dump_state, make_settings, wait_caught_up, wait_model_list
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def test_emde_sketches_in_state_and_add_to_cart_moves_the_list(broker, tmp_path)
             p.send_events(live, progress=False)
             wait_caught_up(s, flow, timeout_s=120)
             user = Counter(e.user_id for e in live).most_common(1)[0][0]
-            before = c.get("/v1/recommendations", params={"user_id": user, "n": 20}).json()
+            before = wait_model_list(c, user, n=20)
             assert before["model_version"] == version and before["source"].startswith("model")
             cats_before = Counter(category.get(i["item_id"]) for i in before["items"])
             # the category the list shows least of: add three of its items to the cart
