@@ -87,7 +87,7 @@ def _row_top_kernel(scores: NDArray[np.float32], k: int, ids: NDArray[np.int32])
         size = 0
         for i in range(n):
             s = row[i]
-            if s == -np.inf or s != s:
+            if s == -np.inf or s != s or (size == k and not (s > hs[0])):  # ties keep the lower id, seen first
                 continue
             size = heap_offer(hs, hi, size, k, s, i)
         order = np.argsort(hi[:size], kind="mergesort")  # by id, then stably by score (desc)
