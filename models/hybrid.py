@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from models.base import Histories, InteractionLog
-from models.emde.readout import row_top
+from models.emde.readout import BucketReadout
 from models.errors import ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
 from models.ragged_topk import top_per_row
@@ -245,7 +245,7 @@ def _sorted_unique(keys: NDArray[np.int64]) -> NDArray[np.int64]:
     return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
 
 
-def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32],
+def candidate_features(histories: Histories, emde: BucketReadout,
                        knn_lists: list[tuple[NDArray[np.int32], NDArray[np.float32]]], stats: _ItemStats,
                        n_candidates: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
     """Pool each query's candidates and describe every (query, candidate) pair.
@@ -254,8 +254,9 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     ----------
     histories : Histories
         ``q`` queries.
-    emde_log_probs : ndarray of shape (q, n_items), float32
-        EMDE's mean row log-probabilities (``EMDE._mean_log_probs``).
+    emde : BucketReadout of shape (q, n_items)
+        EMDE's readout of the queries (``EMDE.readout``): its item scores are the mean row
+        log-probabilities.
     knn_lists : list of (ids, scores), each of shape (q, k_list)
         Ranked lists pooled with their features: the session-kNN models' (``recommend``, ``k_list =
         n_candidates``) and optionally the sequential rules' (:meth:`_ItemStats.rule_top`); padded
@@ -270,9 +271,9 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     (rows, items, X) : int64 (m,), int64 (m,), float32 (m, len(feature_names(knn))); the pairs
     sorted by query then item; columns as :func:`feature_names`.
     """
-    q, n_items = emde_log_probs.shape
+    q, n_items = emde.shape
     k = min(n_candidates, n_items)
-    top = row_top(emde_log_probs, k)  # best first, ties by item index
+    top, top_scores = emde.top(k)  # best first, ties by item index
     lens = np.diff(histories.indptr)
     h_rows = np.repeat(np.arange(q, dtype=np.int64), lens)
     pool_rows = [np.repeat(np.arange(q, dtype=np.int64), k), h_rows]
@@ -284,8 +285,8 @@ def candidate_features(histories: Histories, emde_log_probs: NDArray[np.float32]
     keys = _sorted_unique(np.concatenate(pool_rows) * n_items + np.concatenate(pool_items))
     rows, items = keys // n_items, keys % n_items
     x = np.zeros((len(keys), len(BASE_FEATURES) + len(KNN_FEATURES) * len(knn_lists)), np.float32)
-    best = emde_log_probs.max(axis=1)
-    x[:, 0] = emde_log_probs[rows, items] - best[rows]
+    best = top_scores[:, 0]  # the query's maximum (-inf when no item has a finite score)
+    x[:, 0] = emde.pairs(rows, items) - best[rows]
     x[:, 1] = _gather(n_items, top, np.broadcast_to(np.arange(k, dtype=np.float32), top.shape), rows, items,
                       float(n_candidates))
     x[:, 2] = best[rows]
@@ -494,7 +495,7 @@ class SessionFusion:
             hi = min(histories.n_queries, lo + step)
             sub = histories.slice(lo, hi)
             raw = self.emde_.layout_.raw_sketches(self.emde_.item_in_cols_, sub, self.emde_.neighbours_)
-            lp = self.emde_._mean_log_probs(raw)
+            lp = self.emde_.readout(raw)
             lists = [m.recommend(sub, self.n_candidates) for m in self.knn_]
             if self.rule_candidates:
                 lists.append(self.stats_.rule_top(sub, self.rule_candidates))

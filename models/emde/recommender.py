@@ -40,7 +40,7 @@ from models.emde.layout import SketchLayout
 from models.emde.modality import ModalitySpec, code_modality, parse_modalities
 from models.emde.neighbours import cooccurrence_neighbours
 from models.emde.network import SketchNetwork, TrainInputs, row_log_softmax, sparse_batch, train_network
-from models.emde.readout import bucket_mean_scores, row_top
+from models.emde.readout import BucketReadout, row_top
 from models.emde.sketch import item_columns
 from models.errors import ModelFitError, NotFittedError
 
@@ -308,14 +308,34 @@ class EMDE:
         if not hasattr(self, "network_"):
             raise NotFittedError(self)
 
-    def _mean_log_probs(self, raw: sp.csr_array | NDArray[np.floating]) -> NDArray[np.float32]:
-        """Mean over output depth rows of each item's bucket log-probability (plus the popularity
-        decoder's item term), (n_queries, n_items) float32, C-contiguous (:mod:`models.emde.readout`)."""
+    def readout(self, raw: sp.csr_array | NDArray[np.floating]) -> BucketReadout:
+        """The network's output for raw input sketches, as a lazily scored readout.
+
+        Parameters
+        ----------
+        raw : csr_array or ndarray of shape (n_queries, layout_.input_dim)
+            Unnormalised input sketches.
+
+        Returns
+        -------
+        BucketReadout whose item score is the mean over output depth rows of the item's bucket
+        log-probability plus the popularity decoder's item term (:mod:`models.emde.readout`);
+        its ``top(k)`` never builds the (n_queries, n_items) matrix.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        """
         self._check_fitted()
         x = self.layout_.normalise(raw)
         with torch.no_grad():
             logp = row_log_softmax(self.network_(*sparse_batch(x)), self.out_blocks_).numpy()
-        return bucket_mean_scores(logp, self.item_out_cols_, self._item_bias())
+        return BucketReadout(logp, self.item_out_cols_, self._item_bias())
+
+    def _mean_log_probs(self, raw: sp.csr_array | NDArray[np.floating]) -> NDArray[np.float32]:
+        """:meth:`readout`'s scores for every item, (n_queries, n_items) float32, C-contiguous."""
+        return self.readout(raw).dense()
 
     def score_sketches(self, raw: sp.csr_array | NDArray[np.floating]) -> NDArray[np.float32]:
         """Score every item for a batch of raw input sketches.
@@ -353,18 +373,22 @@ class EMDE:
         """
         if n < 1:
             raise ValueError(f"n must be >= 1; got {n}")
-        mean_logp = self._mean_log_probs(raw)
-        if exclude is not None:
-            ex = sp.coo_array(exclude)
-            mean_logp[ex.row, ex.col] = -np.inf
-        q, n_items = mean_logp.shape
+        readout = self.readout(raw)
+        q, n_items = readout.shape
         k = min(n, n_items)
         ids = np.full((q, n), -1, np.int32)
         scores = np.full((q, n), -np.inf, np.float32)
-        top = row_top(mean_logp, k)  # ties: the lower item index first
+        if exclude is None:
+            top, top_logp = readout.top(k)  # ties: the lower item index first
+        else:
+            mean_logp = readout.dense()
+            ex = sp.coo_array(exclude)
+            mean_logp[ex.row, ex.col] = -np.inf
+            top = row_top(mean_logp, k)
+            top_logp = np.take_along_axis(mean_logp, np.maximum(top, 0).astype(np.int64), axis=1)
         ids[:, :k] = top
         ok = top >= 0
-        scores[:, :k][ok] = np.exp(np.take_along_axis(mean_logp, np.maximum(top, 0).astype(np.int64), axis=1)[ok])
+        scores[:, :k][ok] = np.exp(top_logp[ok])
         return ids, scores
 
     def recommend(self, histories: Histories, n: int = 20, *, exclude_seen: bool = False,

@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.base import Histories, InteractionLog
+from models.emde.readout import BucketReadout
 from models.hybrid import BASE_FEATURES, SessionFusion, _ItemStats, candidate_features, feature_names
 
 
@@ -27,7 +28,8 @@ def test_features_by_hand() -> None:
     c[1, 3] = c[3, 1] = 0.5
     c[2, 3] = c[3, 2] = 0.2
     stats = _ItemStats(np.log1p(np.array([0, 4, 1, 2, 0], np.float32)), t, recent, since, rules, sp.csr_array(c))
-    rows, items, x = candidate_features(h, lp, knn, stats, n_candidates=2)
+    emde = BucketReadout(lp, np.arange(5, dtype=np.int32)[:, None])  # one output row: the scores are lp
+    rows, items, x = candidate_features(h, emde, knn, stats, n_candidates=2)
     names = feature_names(["stan"])
     assert x.shape == (len(items), len(names)) and len(names) == len(BASE_FEATURES) + 3
     # pool: EMDE's top 2 (2, 3), the kNN list (3, 1), the history (1, 2)

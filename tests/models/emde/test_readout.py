@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.emde.readout import bucket_mean_scores, row_top
+from models.emde.readout import BucketReadout, bucket_mean_pairs, bucket_mean_scores, bucket_mean_top, row_top
 
 
 def test_bucket_mean_scores_is_the_mean_of_each_items_buckets_plus_its_bias() -> None:
@@ -54,5 +54,43 @@ def test_threads_may_score_at_once() -> None:
     want = bucket_mean_scores(logp, cols)
     with ThreadPoolExecutor(4) as pool:  # the stream's workers are threads (models.jit.PARALLEL_LAUNCH)
         got = list(pool.map(lambda _: row_top(bucket_mean_scores(logp, cols), 10), range(16)))
-    for ids in got:
+        fused = list(pool.map(lambda _: bucket_mean_top(logp, cols, 10)[0], range(16)))
+    for ids in got + fused:
         np.testing.assert_array_equal(ids, row_top(want, 10))
+
+
+def test_fused_top_and_pairs_equal_the_dense_readout_bit_for_bit() -> None:
+    """``bucket_mean_top`` / ``bucket_mean_pairs`` skip the dense matrix but return its entries."""
+    rng = np.random.default_rng(3)
+    logp = np.round(rng.standard_normal((37, 60)), 1).astype(np.float32)  # coarse values: many tied items
+    cols = rng.integers(0, 60, (400, 4)).astype(np.int32)
+    bias = np.round(rng.standard_normal(400), 1).astype(np.float32)
+    bias[::9] = -np.inf  # the popularity decoder's term of an item never seen
+    dense = bucket_mean_scores(logp, cols, bias)
+    for k in (1, 25, 400):
+        ids, scores = bucket_mean_top(logp, cols, k, bias)
+        want = row_top(dense, k)
+        np.testing.assert_array_equal(ids, want)
+        ok = want >= 0
+        np.testing.assert_array_equal(scores[ok], np.take_along_axis(dense, np.maximum(want, 0), axis=1)[ok])
+        assert np.all(scores[~ok] == -np.inf) and (~ok).any() == (k == 400)
+    rows, items = rng.integers(0, 37, 500), rng.integers(0, 400, 500)
+    np.testing.assert_array_equal(bucket_mean_pairs(logp, cols, rows, items, bias), dense[rows, items])
+    readout = BucketReadout(logp, cols, bias)
+    assert readout.shape == (37, 400)
+    np.testing.assert_array_equal(readout.dense(), dense)
+    np.testing.assert_array_equal(readout.pairs(rows, items), dense[rows, items])
+    # a query's list does not depend on its batch (the kernel splits queries over threads)
+    np.testing.assert_array_equal(bucket_mean_top(logp[5:6], cols, 25, bias)[0][0], bucket_mean_top(logp, cols, 25, bias)[0][5])
+
+
+def test_fused_readout_refuses_bad_input() -> None:
+    logp, cols = np.zeros((2, 4), np.float32), np.array([[0, 3]], np.int32)
+    with pytest.raises(ValueError, match="k must be"):
+        bucket_mean_top(logp, cols, 0)
+    with pytest.raises(ValueError, match="cols must lie in"):
+        bucket_mean_top(logp, cols + 1, 1)
+    with pytest.raises(ValueError, match="pairs must lie in"):
+        bucket_mean_pairs(logp, cols, np.array([2]), np.array([0]))
+    with pytest.raises(ValueError, match="one length"):
+        bucket_mean_pairs(logp, cols, np.array([0, 1]), np.array([0]))
