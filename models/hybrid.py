@@ -352,8 +352,9 @@ class SessionFusion:
         Share of the latest training sessions the ranker is fitted on.
     ranker_queries : int, default 20000
         Held-out prefixes sampled (seeded) to fit the ranker.
-    n_trees, learning_rate, num_leaves, min_data_in_leaf : LightGBM ranker parameters
-        (defaults 100, 0.1, 31, 100; 63 histogram bins, monotone in each model's score,
+    n_trees, learning_rate, num_leaves, min_data_in_leaf : LightGBM ranker parameters; 50 trees
+        matched 100 on the validation splits of rsc15, yoochoose and retailrocket (bench/RESULTS.md)
+        (defaults 50, 0.1, 31, 100; 63 histogram bins, monotone in each model's score,
         :data:`MONOTONE_BASE`, :data:`MONOTONE_KNN`).
     rule_candidates : int, default 0
         Also pool the ``rule_candidates`` items the sequential rules score best
@@ -375,7 +376,7 @@ class SessionFusion:
 
     def __init__(self, emde: Mapping[str, Any] | None = None, knn: Mapping[str, Mapping[str, Any]] | None = None,
                  n_candidates: int = 50, holdout_frac: float = 0.1, ranker_queries: int = 20000,
-                 n_trees: int = 100, learning_rate: float = 0.1, num_leaves: int = 31,
+                 n_trees: int = 50, learning_rate: float = 0.1, num_leaves: int = 31,
                  min_data_in_leaf: int = 100, rule_candidates: int = 0, refit_emde: bool = True,
                  n_threads: int = 2, random_state: int = 0) -> None:
         self.emde = emde
