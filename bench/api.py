@@ -1,6 +1,7 @@
 """HTTP load benchmark: campaign recommendations with an IQL filter vs a trivial JSON endpoint, same app, same run.
 
     .venv/bin/python bench/api.py [--quick] [--items 5000] [--duration-s 20] [--connections 32] [--workers 2]
+        [--ingest-rate 1000] [--rate-limit 1000000/second]
 
 Starts a local Tansu broker, sends a synthetic catalog (with vectors) and a co-visitation model
 trained on the synthetic shop, then runs the app under uvicorn with ``--workers`` processes
@@ -15,9 +16,19 @@ random current item per request. Measured, alternating, ``--rounds`` times each:
   workers fold back (the full serving path, feedback reader included);
 * ``trivial``: ``GET /healthz`` of the same app (a small JSON body, no work).
 
+With ``--ingest-rate R`` the realtime flow runs too (one worker, the co-visitation model) while
+synthetic events go into ``events`` at ``R`` per second for the whole measurement (issue 14's
+condition); a probe thread then sends one event for a probe user every 0.5 s and polls that
+user's list (on the same server wrk loads) until its ``last_event_ts`` shows the event: the
+event -> visible latency, p50 / p99, with probes not visible within 10 s counted as misses.
+``--rate-limit`` sets ``[api] rate_limit`` (default off); a limit above the offered load
+measures what the limiter costs per request without answering 429.
+
 Prints a table (best round of each, by throughput, and the median round), the command, and as the last
-line one JSON object: ``rps``, ``p99_ms`` (recommendations), ``trivial_rps``, ``ratio``.
-Targets (issue 5): >= 3,000 req/s, p99 <= 15 ms, >= 50 % of the trivial endpoint.
+line one JSON object: ``rps``, ``p99_ms`` (recommendations), ``trivial_rps``, ``ratio`` (and
+``visible_p50_ms`` / ``visible_p99_ms`` / ``visible_missed`` with ``--ingest-rate``).
+Targets (issue 5): >= 3,000 req/s, p99 <= 15 ms, >= 50 % of the trivial endpoint; (issue 14) the
+same while the flow ingests 1,000 events/s, and event -> visible p99 <= 1 s.
 """
 
 from __future__ import annotations
@@ -32,22 +43,28 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import httpx
+import msgspec
 import tomli_w
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+
 from operators.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
 from operators.kafka import ensure_topics, platform_topics  # noqa: E402
+from operators.schema import Event, encode_event  # noqa: E402
 from operators.settings import Settings  # noqa: E402
 from operators.training import train_covisitation  # noqa: E402
 from simulators.producer import EventProducer  # noqa: E402
 from simulators.shop import SyntheticShop  # noqa: E402
+from tests.platform import FlowProcess  # noqa: E402
 
 FILTER = "category == context.item.category AND price < $max_price"
 BOOSTERS = "BOOST 1.5 IF on_sale == true"
@@ -69,7 +86,7 @@ end
 """Appended to every wrk script: prints the 99.9th latency percentile (wrk's --latency stops at 99)."""
 
 
-def _settings(bootstrap: str, tmp: Path, feedback: bool = True) -> Settings:
+def _settings(bootstrap: str, tmp: Path, feedback: bool = True, rate_limit: str = "") -> Settings:
     tag = uuid.uuid4().hex[:8]
     s = Settings(
         kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "served_topic": f"served-{tag}", "dead_topic": f"dead-{tag}",
@@ -77,7 +94,7 @@ def _settings(bootstrap: str, tmp: Path, feedback: bool = True) -> Settings:
         stream={"state_dir": tmp / "state", "model_dir": tmp / "models", "serving_dir": tmp / "serving"},
         # a load bench on loopback: no rate limit ("" = off; None would be dropped from the TOML file and
         # the default 200/s would answer most requests 429)
-        api={"state_dir": tmp / "api", "feedback": feedback, "require_keys": False, "rate_limit": ""},
+        api={"state_dir": tmp / "api", "feedback": feedback, "require_keys": False, "rate_limit": rate_limit},
     )
     k = s.kafka
     ensure_topics(k.brokers, platform_topics(k))
@@ -104,6 +121,92 @@ def _wrk(url: str, script: Path | None, duration_s: float, connections: int) -> 
             "socket_errors": 1.0 if errors else 0.0}
 
 
+class Ingest:
+    """The realtime flow plus a paced producer of synthetic events, and event -> visible probes.
+
+    The load's events are generated and encoded before ``start`` (``rate`` per second for
+    ``seconds``, stamped on that schedule from ``start`` on), so the bench process only hands
+    bytes to librdkafka while it measures. ``start`` launches the flow and a thread producing them
+    at ``rate`` per second until ``stop``; a second thread sends one event for one of 50 probe users
+    (users of their own, so the load never touches them) every 0.5 s and polls ``url`` for that
+    user's list until ``last_event_ts`` reaches the event's time (10 s at most: a miss).
+    """
+
+    def __init__(self, settings: Settings, tmp: Path, shop: SyntheticShop, rate: float, seconds: float,
+                 url: str) -> None:
+        self.settings, self.rate, self.url = settings, rate, url
+        self.flow = FlowProcess(settings, tmp / "flow.toml")
+        self.stop_event = threading.Event()
+        self.visible_ms: list[float] = []
+        self.missed = 0
+        self.sent = 0
+        self.items = [d["item_id"] for d in shop.catalog(vectors=False)]
+        events = list(shop.events(int(rate * seconds), rate_per_s=rate, warm_up=False))
+        start_ts = time.time() + 5.0
+        self.load = [(e.user_id.encode(), encode_event(msgspec.structs.replace(e, ts=start_ts + i / rate)))
+                     for i, e in enumerate(events)]
+        self.threads = [threading.Thread(target=self._produce, daemon=True),
+                        threading.Thread(target=self._probe, daemon=True)]
+
+    def start(self) -> Ingest:
+        self.flow.start()
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(30)
+        self.flow.stop()
+
+    def reset(self) -> None:
+        """Forget the probes so far (the next measurement's own)."""
+        self.visible_ms, self.missed = [], 0
+
+    def _produce(self) -> None:
+        topic = self.settings.kafka.events_topic
+        with EventProducer.from_settings(self.settings.kafka) as producer:
+            t0 = time.monotonic()
+            for key, value in self.load:
+                if self.stop_event.is_set():
+                    break
+                producer.produce(topic, key, value)
+                self.sent += 1
+                if self.sent % 100 == 0:
+                    ahead = self.sent / self.rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        self.stop_event.wait(ahead)
+            producer.flush(10)
+
+    def _probe(self) -> None:
+        rng = np.random.default_rng(1)
+        client = httpx.Client(base_url=self.url, timeout=5)
+        with EventProducer.from_settings(self.settings.kafka) as producer:
+            i = 0
+            while not self.stop_event.is_set():
+                user = f"probe-user-{i % 50}"
+                event = Event(event_id=f"probe-{i}", ts=time.time(), type="view", user_id=user,
+                              item_id=self.items[int(rng.integers(len(self.items)))])
+                i += 1
+                t0 = time.perf_counter()
+                producer.produce(self.settings.kafka.events_topic, user.encode(), encode_event(event))
+                producer.flush(5)
+                while True:
+                    if time.perf_counter() - t0 > 10:
+                        self.missed += 1
+                        break
+                    try:
+                        body = client.get("/v1/recommendations", params={"user_id": user, "n": 5}).json()
+                    except httpx.HTTPError:
+                        body = {}
+                    if (body.get("last_event_ts") or 0) >= event.ts:
+                        self.visible_ms.append((time.perf_counter() - t0) * 1000)
+                        break
+                    time.sleep(0.005)
+                self.stop_event.wait(0.5)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="8 s per measurement, 2 rounds")
@@ -113,6 +216,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ingest-rate", type=float, default=0.0,
+                    help="events/s into the running realtime flow during the load (0: no flow)")
+    ap.add_argument("--rate-limit", default="", help="[api] rate_limit, e.g. 1000000/second ('' = off)")
     ap.add_argument("--no-feedback", action="store_true",
                     help="api.feedback=false: no events reader (lists counted by the serving worker only)")
     a = ap.parse_args()
@@ -123,9 +229,11 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
     server: subprocess.Popen[bytes] | None = None
+    ingest: Ingest | None = None
+    ingested = 0
     try:
         with LocalBroker() as broker:
-            s = _settings(broker.bootstrap, tmp, feedback=not a.no_feedback)
+            s = _settings(broker.bootstrap, tmp, feedback=not a.no_feedback, rate_limit=a.rate_limit)
             shop = SyntheticShop(n_items=a.items, n_users=max(100, a.items // 10), seed=a.seed)
             train_covisitation(shop.history(max(20_000, a.items * 6)), s)
             catalog = shop.catalog()
@@ -167,10 +275,21 @@ def main() -> None:
             assert answered >= 20, f"only {answered} of 40 probes got items"
             _wrk(url + "/healthz", None, 2, a.connections)  # warm-up
             _wrk(url + "/", script, 2, a.connections)
+            if a.ingest_rate > 0:
+                seconds = 2 * a.rounds * (a.duration_s + 1) + 150  # the rounds, the warm-up and slack
+                ingest = Ingest(s, tmp, shop, a.ingest_rate, seconds, url).start()
+                deadline = time.monotonic() + 120
+                while not ingest.visible_ms and time.monotonic() < deadline:  # the flow is up and publishing
+                    time.sleep(0.5)
+                assert ingest.visible_ms, f"no probe event became visible in 120 s:\n{ingest.flow.log_text()[-2000:]}"
+                ingest.reset()
             runs: dict[str, list[dict[str, float]]] = {"recommendations": [], "trivial": []}
             for _ in range(a.rounds):
                 runs["trivial"].append(_wrk(url + "/healthz", plain, a.duration_s, a.connections))
                 runs["recommendations"].append(_wrk(url + "/", script, a.duration_s, a.connections))
+            if ingest is not None:
+                ingest.stop()
+                ingested = ingest.sent
             arms = c.get("/v1/campaigns/pdp/arms").json()
             if any(r["non2xx"] for v in runs.values() for r in v):  # say what the failures were
                 codes: dict[int, int] = {}
@@ -182,6 +301,8 @@ def main() -> None:
                     sample = sample or ("" if r.status_code == 200 else f"{r.status_code} {r.text[:300]}")
                 print(f"after the load, 200 probes: {codes}; e.g. {sample}", flush=True)
     finally:
+        if ingest is not None and not ingest.stop_event.is_set():
+            ingest.stop()
         if server is not None and server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             try:
@@ -208,12 +329,22 @@ def main() -> None:
     per_arm = ", ".join(f"{x['arm']} {x['pulls']:,}" for x in arms["arms"])
     print(f"\nrecommendations / trivial = {ratio:.0%}; lists served and folded back by the optimizer: {served:,} "
           f"({per_arm})")
+    extra: dict[str, object] = {"rate_limit": a.rate_limit or None}
+    if ingest is not None:
+        vis = np.array(ingest.visible_ms) if ingest.visible_ms else np.array([np.nan])
+        extra.update(ingest_rate=a.ingest_rate, ingested=ingested, probes=len(ingest.visible_ms) + ingest.missed,
+                     visible_p50_ms=round(float(np.percentile(vis, 50)), 1),
+                     visible_p99_ms=round(float(np.percentile(vis, 99)), 1), visible_missed=ingest.missed)
+        print(f"flow ingesting {a.ingest_rate:,.0f} events/s ({ingested:,} sent): event -> visible p50 "
+              f"{extra['visible_p50_ms']} ms, p99 {extra['visible_p99_ms']} ms over {extra['probes']} probes, "
+              f"{ingest.missed} not visible within 10 s")
     print(f"command: .venv/bin/python bench/api.py {' '.join(sys.argv[1:])}".rstrip())
     print(json.dumps({"api": "recommendations+filter", "rps": round(best["recommendations"]["rps"], 1),
                       "p99_ms": round(best["recommendations"]["p99_ms"], 2),
+                      "median_p99_ms": round(statistics.median(r["p99_ms"] for r in runs["recommendations"]), 2),
                       "trivial_rps": round(best["trivial"]["rps"], 1), "ratio": round(ratio, 3),
                       "median_rps": round(med["recommendations"], 1), "items": a.items, "workers": a.workers,
-                      "feedback": not a.no_feedback}))
+                      "feedback": not a.no_feedback, **extra}))
 
 
 if __name__ == "__main__":

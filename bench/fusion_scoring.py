@@ -75,6 +75,7 @@ def main(data: Path = typer.Argument(..., help="dataset directory"),
         print(json.dumps({"rate": _score(data, fmt, model, batch, max_queries, worker_out)}))
         return
     sys.path.insert(0, str(ROOT))
+    data, model = data.resolve(), model.resolve()  # the workers run in the other tree's directory
     if not model.exists():
         _fit(data, fmt, params_file, model, epochs)
     trees = {"this checkout": ROOT}
