@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 
 from models.jit import njit_cached
 
-__all__ = ["heap_worse", "heap_offer", "sift_down"]
+__all__ = ["heap_worse", "heap_offer", "sift_down", "heap_order"]
 
 
 @njit_cached(inline="always")
@@ -55,3 +55,10 @@ def sift_down(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int) -> None
         j = c
     hs[j], hi[j] = s, it
 
+
+
+@njit_cached()
+def heap_order(hs: NDArray[np.float64], hi: NDArray[np.int64], size: int) -> NDArray[np.int64]:
+    """Positions of the heap's ``size`` entries, best first (score descending, then id ascending)."""
+    order = np.argsort(hi[:size], kind="mergesort")  # by id, then stably by score (desc)
+    return order[np.argsort(-hs[:size][order], kind="mergesort")]

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from models.heap import heap_offer
+from models.heap import heap_offer, heap_order
 from models.jit import PARALLEL_LAUNCH, njit_cached
 
 __all__ = ["BucketReadout", "bucket_mean_scores", "bucket_mean_top", "bucket_mean_pairs", "row_top"]
@@ -84,8 +84,7 @@ def _row_top_kernel(scores: NDArray[np.float32], k: int, ids: NDArray[np.int32])
             if s == -np.inf or s != s or (size == k and not (s > hs[0])):  # ties keep the lower id, seen first
                 continue
             size = heap_offer(hs, hi, size, k, s, i)
-        order = np.argsort(hi[:size], kind="mergesort")  # by id, then stably by score (desc)
-        order = order[np.argsort(-hs[:size][order], kind="mergesort")]
+        order = heap_order(hs, hi, size)
         for t in range(size):
             ids[a, t] = hi[order[t]]
 
@@ -167,8 +166,7 @@ def _bucket_mean_top_kernel(logp_blocks: NDArray[np.float32], cols: NDArray[np.i
                         floor[a] = hs[a, 0]
         for a in range(m):
             sz = size[a]
-            order = np.argsort(hi[a, :sz], kind="mergesort")  # by id, then stably by score (desc)
-            order = order[np.argsort(-hs[a, :sz][order], kind="mergesort")]
+            order = heap_order(hs[a], hi[a], sz)
             for t in range(sz):
                 ids[lo + a, t] = hi[a, order[t]]
                 tops[lo + a, t] = hs[a, order[t]]
