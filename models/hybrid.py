@@ -352,10 +352,10 @@ class SessionFusion:
         Share of the latest training sessions the ranker is fitted on.
     ranker_queries : int, default 20000
         Held-out prefixes sampled (seeded) to fit the ranker.
-    n_trees, learning_rate, num_leaves, min_data_in_leaf : LightGBM ranker parameters; 50 trees
-        matched 100 on the validation splits of rsc15, yoochoose and retailrocket (bench/RESULTS.md)
+    n_trees, learning_rate, num_leaves, min_data_in_leaf : LightGBM ranker parameters
         (defaults 50, 0.1, 31, 100; 63 histogram bins, monotone in each model's score,
-        :data:`MONOTONE_BASE`, :data:`MONOTONE_KNN`).
+        :data:`MONOTONE_BASE`, :data:`MONOTONE_KNN`). 50 trees matched 100 on the validation
+        splits of rsc15, yoochoose and retailrocket (bench/RESULTS.md).
     rule_candidates : int, default 0
         Also pool the ``rule_candidates`` items the sequential rules score best
         (:meth:`_ItemStats.rule_top`), with their score and rank as features; 0 pools none.
@@ -496,11 +496,11 @@ class SessionFusion:
             hi = min(histories.n_queries, lo + step)
             sub = histories.slice(lo, hi)
             raw = self.emde_.layout_.raw_sketches(self.emde_.item_in_cols_, sub, self.emde_.neighbours_)
-            lp = self.emde_.readout(raw)
+            readout = self.emde_.readout(raw)
             lists = [m.recommend(sub, self.n_candidates) for m in self.knn_]
             if self.rule_candidates:
                 lists.append(self.stats_.rule_top(sub, self.rule_candidates))
-            r, i, x = candidate_features(sub, lp, lists, self.stats_, self.n_candidates)
+            r, i, x = candidate_features(sub, readout, lists, self.stats_, self.n_candidates)
             out_r.append(r + lo)
             out_i.append(i)
             out_x.append(x)

@@ -11,7 +11,7 @@ import pytest
 from operators.training import train_model
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up
+from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_model_list
 
 pytestmark = pytest.mark.integration
 
@@ -27,10 +27,7 @@ def test_new_version_is_used_without_restart(broker, tmp_path):
             p.send_events(first, progress=False)
             wait_caught_up(s, flow)
             u = first[-1].user_id
-            deadline = time.monotonic() + 10
-            while (body := c.get("/v1/recommendations", params={"user_id": u}).json())["source"] == "popular":
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            body = wait_model_list(c, u, timeout_s=10)
             assert body["model_version"] == v1
 
             v2 = train_model(shop.history(5000), s, "covisit", window=1).name
