@@ -305,9 +305,13 @@ def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
                 xt_ptr, xt_ent, x_ptr, x_ent, sess_nu, sess_sqrt_nu, last_ts, rand_key,
                 k, sample_size, random_sampling, positive_only,
                 sim_kind, decay, decay_scale, decay_table, step_table, step_first, gap_table,
-                entry_item, final_item, exclude_seen,
+                entry_item, final_item, exclude_seen, session_block,
                 stamp, sacc, bits, istamp, acc, seen, ids_out, vals_out):
     """Score every prefix (see :class:`KernelSpec`); fills ``ids_out`` / ``vals_out`` rows in place.
+
+    ``session_block`` (int > 0): with recency sampling, the candidate walk visits the sessions in
+    blocks of this many indices and stops after the block in which ``sample_size`` candidates
+    are reached (see step 1).
 
     Scratch: ``stamp`` (n_sessions,) int32 zeros, ``sacc`` (n_sessions, 4) float64, ``bits``
     (n_sessions // 64 + 1,) uint64 zeros, ``istamp`` / ``seen`` (n_items,) int32 zeros, ``acc``
@@ -320,6 +324,11 @@ def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
     nb_sim = np.empty(n_s, dtype=np.float64)
     buf = np.empty(n_s, dtype=np.float64)
     touched = np.empty(len(istamp), dtype=np.int64)
+    longest = 0
+    for r in range(len(q_ptr) - 1):
+        longest = max(longest, q_ptr[r + 1] - q_ptr[r])
+    cur = np.empty(longest, dtype=np.int64)
+    end = np.empty(longest, dtype=np.int64)
     heap_s = np.empty(n, dtype=np.float64)
     heap_i = np.empty(n, dtype=np.int64)
     truncate = sample_size > 0 and not random_sampling
@@ -334,33 +343,51 @@ def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
         # position of a shared item, newest position in the session of a shared item). Each
         # item's sessions are stored newest first; with recency sampling a session among the
         # sample_size newest candidates is among the sample_size newest sessions of each of its
-        # items, so each list is cut there. Items are visited in ascending index, the order in
-        # which the reference's sparse product sums the weights.
+        # items, so each list is cut there, and the lists are walked side by side in blocks of
+        # session_block session indices (a cursor per list): once sample_size candidates are
+        # found, no later block can hold one of the sample_size newest, so the walk stops there.
+        # Within a block items are visited in ascending index, and all of a session's entries lie
+        # in one block, so each session's sums run in ascending item order, the order in which
+        # the reference's sparse product sums the weights.
         lo, hi = n_s, -1
         for j in range(a, b):
             it = q_items[j]
             seen[it] = tag
-            wj, pj = q_w[j], q_pos[j]
-            e0, e1 = xt_ptr[it], xt_ptr[it + 1]
-            if truncate and e1 - e0 > sample_size:
-                e1 = e0 + sample_size
-            for e in range(e0, e1):
-                s = xt_ent[e, 0]
-                ps = np.float64(xt_ent[e, 1])
-                if stamp[s] != tag:
-                    stamp[s] = tag
-                    sacc[s, 0] = 1.0
-                    sacc[s, 1] = wj
-                    sacc[s, 2] = pj
-                    sacc[s, 3] = ps
-                    bits[s >> 6] |= np.uint64(1) << np.uint64(s & 63)
-                    lo = min(lo, s)
-                    hi = max(hi, s)
-                else:
-                    sacc[s, 0] += 1.0
-                    sacc[s, 1] += wj
-                    sacc[s, 2] = max(sacc[s, 2], pj)
-                    sacc[s, 3] = max(sacc[s, 3], ps)
+            cur[j - a] = xt_ptr[it]
+            end[j - a] = xt_ptr[it + 1]
+            if truncate and end[j - a] - cur[j - a] > sample_size:
+                end[j - a] = cur[j - a] + sample_size
+        found = 0
+        block_end = session_block if truncate else n_s
+        while True:
+            for j in range(a, b):
+                wj, pj = q_w[j], q_pos[j]
+                e, e1 = cur[j - a], end[j - a]
+                while e < e1:
+                    s = xt_ent[e, 0]
+                    if s >= block_end:
+                        break
+                    ps = np.float64(xt_ent[e, 1])
+                    if stamp[s] != tag:
+                        stamp[s] = tag
+                        sacc[s, 0] = 1.0
+                        sacc[s, 1] = wj
+                        sacc[s, 2] = pj
+                        sacc[s, 3] = ps
+                        bits[s >> 6] |= np.uint64(1) << np.uint64(s & 63)
+                        lo = min(lo, s)
+                        hi = max(hi, s)
+                        found += 1
+                    else:
+                        sacc[s, 0] += 1.0
+                        sacc[s, 1] += wj
+                        sacc[s, 2] = max(sacc[s, 2], pj)
+                        sacc[s, 3] = max(sacc[s, 3], ps)
+                    e += 1
+                cur[j - a] = e
+            if block_end >= n_s or found >= sample_size:
+                break
+            block_end += session_block
         if hi < 0:
             continue
         c = _drain_bits(bits, lo, hi, cand)  # ascending session index = newest first
@@ -463,6 +490,8 @@ class SessionKNNBase:
     """Prefixes scored at once inside ``recommend`` (bounds memory)."""
     _positive_only: bool = True
     """Drop neighbours with similarity <= 0 (session-rec's ``if similarity > 0``)."""
+    _min_session_block: int = 1024
+    """Fewest session indices per block of the kernel's candidate walk (see :meth:`_session_block`)."""
 
     k: int
     sample_size: int
@@ -611,9 +640,16 @@ class SessionKNNBase:
                     int(spec.sim), int(spec.decay), float(spec.decay_scale), _f64(spec.decay_table),
                     _f64(spec.step_table), bool(spec.step_first), _f64(spec.gap_table), _f64(spec.entry_item),
                     _f64(spec.final_item), bool(exclude_seen or not getattr(self, "remind", True)),
+                    self._session_block(n_s),
                     np.zeros(n_s, dtype=np.int32), np.empty((n_s, 4)), np.zeros(n_s // 64 + 1, dtype=np.uint64),
                     np.zeros(self.n_items_, dtype=np.int32), np.empty(self.n_items_),
                     np.zeros(self.n_items_, dtype=np.int32), ids, vals)
+
+    def _session_block(self, n_sessions: int) -> int:
+        """Session indices per block of the kernel's recency-sampled candidate walk: at least
+        ``_min_session_block`` and at most 64 blocks over the index (each block costs a pass over
+        the prefix's item lists; the walk overshoots the sample by less than one block)."""
+        return max(int(self._min_session_block), -(-n_sessions // 64), 1)
 
     def _padded_lists(self, histories: Histories, n: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
         """Check a ``recommend`` call (fitted, ``n >= 1``, indices in the catalogue) and return its

@@ -138,3 +138,20 @@ def test_a_bigger_random_catalogue_matches_too() -> None:
                   STAN(k=300, sample_size=800, lambda_snh=10.0), VSTAN(k=150, sample_size=2000)):
         model.fit(log)
         assert_same_lists(model, hist, 20)
+
+
+@pytest.mark.parametrize(("cls", "params"), [c for c in CASES if c[1]["sample_size"] and c[1].get("sampling") != "random"],
+                         ids=lambda c: getattr(c, "__name__", ""))
+def test_the_blockwise_candidate_walk_keeps_the_lists(cls: type[SessionKNNBase], params: dict[str, object]) -> None:
+    """Recency sampling walks the sessions in blocks and stops once the sample is found: with blocks
+    of 5 sessions (60 blocks over 300) the lists equal the one-block walk's, bit for bit."""
+    model = cls(**params).fit(make_log())
+    hist = make_histories(timed=True)
+    model._min_session_block = 10**9  # one block: the whole index
+    whole = model.recommend(hist, 45)
+    model._min_session_block = 1  # ceil(300 / 64) = 5 sessions per block
+    assert model._session_block(model.index_.n_sessions) == 5
+    blocks = model.recommend(hist, 45)
+    np.testing.assert_array_equal(blocks[0], whole[0])
+    np.testing.assert_array_equal(blocks[1], whole[1])
+    assert_same_lists(model, hist, 45)
