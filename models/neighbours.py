@@ -323,7 +323,8 @@ def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
     nb_sess = np.empty(n_s, dtype=np.int64)
     nb_sim = np.empty(n_s, dtype=np.float64)
     buf = np.empty(n_s, dtype=np.float64)
-    touched = np.empty(len(istamp), dtype=np.int64)
+    n_items = len(istamp)
+    touched = np.empty(n_items, dtype=np.int64)
     longest = 0
     for r in range(len(q_ptr) - 1):
         longest = max(longest, q_ptr[r + 1] - q_ptr[r])
@@ -430,7 +431,16 @@ def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
         # 3. the k most similar (ties: the newer session), still in session order
         m = _keep_top(nb_sess, nb_sim, m, k, buf)
         # 4. spread each neighbour's weight over its items (neighbours in session order, as the
-        # reference's sparse product sums them)
+        # reference's sparse product sums them). When the neighbours hold at least as many
+        # entries as the catalogue has items, the accumulator is zeroed whole and read whole
+        # (no per-entry stamp; 0.0 + w == w, so the sums are the same bits); else only the
+        # touched items are stamped and read.
+        n_entries = 0
+        for j in range(m):
+            n_entries += x_ptr[nb_sess[j] + 1] - x_ptr[nb_sess[j]]
+        dense = n_entries >= n_items
+        if dense:
+            acc[:] = 0.0
         t = 0
         for j in range(m):
             s = nb_sess[j]
@@ -452,7 +462,9 @@ def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
                     w = w * entry_item[it]
                 if has_step and not step_first:
                     w = w * post
-                if istamp[it] != tag:
+                if dense:
+                    acc[it] += w
+                elif istamp[it] != tag:
                     istamp[it] = tag
                     acc[it] = w
                     touched[t] = it
@@ -461,8 +473,8 @@ def _knn_kernel(q_ptr, q_items, q_pos, q_w, q_len, q_nu, q_now, q_sq,
                     acc[it] += w
         # 5. top n items by (score desc, index asc)
         size = 0
-        for j in range(t):
-            it = touched[j]
+        for j in range(n_items if dense else t):
+            it = j if dense else touched[j]
             score = acc[it]
             if has_final:
                 score = score * final_item[it]
