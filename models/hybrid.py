@@ -208,25 +208,6 @@ class _ItemStats:
         return ids, scores
 
 
-def _gather(n_cols: int, ids: NDArray[np.int32], values: NDArray[np.floating], rows: NDArray[np.int64],
-            cols: NDArray[np.int64], default: float) -> NDArray[np.float32]:
-    """``values[q, j]`` where ``ids[q, j] == cols`` for each (rows, cols) pair; ``default`` if absent.
-
-    ``ids`` (n_queries, k) holds distinct ids per row, -1 for padding.
-    """
-    q_of = np.repeat(np.arange(ids.shape[0], dtype=np.int64), ids.shape[1])
-    flat = ids.ravel().astype(np.int64)
-    ok = flat >= 0
-    keys = q_of[ok] * n_cols + flat[ok]
-    vals = np.asarray(values, dtype=np.float32).ravel()[ok]
-    order = np.argsort(keys, kind="stable")
-    keys, vals = keys[order], vals[order]
-    want = rows * n_cols + cols
-    pos = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
-    hit = (keys[pos] == want) if len(keys) else np.zeros(len(want), bool)
-    return np.where(hit, vals[pos] if len(keys) else default, default).astype(np.float32)
-
-
 class _StageClock:
     """Logs how long each stage of a fit took (INFO), so a user sees where a long fit spends its time."""
 
@@ -276,19 +257,18 @@ def candidate_features(histories: Histories, emde: BucketReadout,
     top, top_scores = emde.top(k)  # best first, ties by item index
     lens = np.diff(histories.indptr)
     h_rows = np.repeat(np.arange(q, dtype=np.int64), lens)
-    pool_rows = [np.repeat(np.arange(q, dtype=np.int64), k), h_rows]
-    pool_items = [top.ravel().astype(np.int64), histories.items.astype(np.int64)]
-    for ids, _ in knn_lists:
-        ok = ids.ravel() >= 0
-        pool_rows.append(np.repeat(np.arange(q, dtype=np.int64), ids.shape[1])[ok])
-        pool_items.append(ids.ravel()[ok].astype(np.int64))
-    keys = _sorted_unique(np.concatenate(pool_rows) * n_items + np.concatenate(pool_items))
+    listed = [top, *(ids for ids, _ in knn_lists)]
+    ok = [ids.ravel() >= 0 for ids in listed]  # (q * k_list,) bool: the list's entries that are not padding
+    list_keys = [np.repeat(np.arange(q, dtype=np.int64), ids.shape[1])[o] * n_items + ids.ravel()[o]
+                 for ids, o in zip(listed, ok, strict=True)]
+    keys = _sorted_unique(np.concatenate([*list_keys, h_rows * n_items + histories.items]))
+    at = [np.searchsorted(keys, lk) for lk in list_keys]  # where each listed (query, item) sits in the pool
     rows, items = keys // n_items, keys % n_items
     x = np.zeros((len(keys), len(BASE_FEATURES) + len(KNN_FEATURES) * len(knn_lists)), np.float32)
     best = top_scores[:, 0]  # the query's maximum (-inf when no item has a finite score)
     x[:, 0] = emde.pairs(rows, items) - best[rows]
-    x[:, 1] = _gather(n_items, top, np.broadcast_to(np.arange(k, dtype=np.float32), top.shape), rows, items,
-                      float(n_candidates))
+    x[:, 1] = float(n_candidates)
+    x[at[0], 1] = np.tile(np.arange(k, dtype=np.float32), q)[ok[0]]
     x[:, 2] = best[rows]
     # repeat consumption: count and age of the candidate in the history
     age = (np.repeat(histories.indptr[1:], lens) - 1 - np.arange(len(histories.items))).astype(np.float32)
@@ -325,12 +305,12 @@ def candidate_features(histories: Histories, emde: BucketReadout,
     x[:, 15] = np.where(has[rows], pair_values(stats.cooc, lr, items), 0.0)
     x[:, 16] = stats.cooc_scores(histories, rows, items)
     col = len(BASE_FEATURES)
-    for ids, scores in knn_lists:
+    for (ids, scores), pos, o in zip(knn_lists, at[1:], ok[1:], strict=True):
         top_score = np.where(ids[:, 0] >= 0, scores[:, 0], 0.0).astype(np.float32)
         norm = np.where(ids >= 0, scores / np.maximum(top_score[:, None], 1e-12), 0.0)
-        x[:, col] = _gather(n_items, ids, norm, rows, items, 0.0)
-        x[:, col + 1] = _gather(n_items, ids, np.broadcast_to(np.arange(ids.shape[1], dtype=np.float32), ids.shape),
-                                rows, items, float(max(n_candidates, ids.shape[1])))
+        x[pos, col] = norm.ravel()[o]  # 0 for the pairs it does not list
+        x[:, col + 1] = float(max(n_candidates, ids.shape[1]))
+        x[pos, col + 1] = np.tile(np.arange(ids.shape[1], dtype=np.float32), q)[o]
         x[:, col + 2] = top_score[rows]
         col += len(KNN_FEATURES)
     return rows, items, x
