@@ -25,8 +25,11 @@ event -> visible latency, p50 / p99, with probes not visible within 10 s counted
 measures what the limiter costs per request without answering 429.
 
 Prints a table (best round of each, by throughput, and the median round), the command, and as the last
-line one JSON object: ``rps``, ``p99_ms`` (recommendations), ``trivial_rps``, ``ratio`` (and
-``visible_p50_ms`` / ``visible_p99_ms`` / ``visible_missed`` with ``--ingest-rate``).
+line one JSON object: ``rps``, ``p99_ms`` (recommendations), ``trivial_rps``, ``ratio`` (best rounds),
+``median_ratio`` (recommendations / trivial req/s of adjacent rounds), ``cpu_ms`` / ``trivial_cpu_ms``
+(the server's CPU per request: its processes' user + system time over a round / requests served;
+on a shared machine it moves far less with other load than req/s does) (and ``visible_p50_ms`` /
+``visible_p99_ms`` / ``visible_missed`` with ``--ingest-rate``).
 Targets (issue 5): >= 3,000 req/s, p99 <= 15 ms, >= 50 % of the trivial endpoint; (issue 14) the
 same while the flow ingests 1,000 events/s, and event -> visible p99 <= 1 s.
 """
@@ -119,6 +122,24 @@ def _wrk(url: str, script: Path | None, duration_s: float, connections: int) -> 
     return {"rps": rps, "p50_ms": ms("50"), "p99_ms": ms("99"),
             "p999_ms": float(p999.group(1)) / 1000 if p999 else float("nan"), "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
             "socket_errors": 1.0 if errors else 0.0}
+
+
+def _session_cpu_s(sid: int) -> float:
+    """CPU seconds (user + system) so far of every process in session ``sid``: the API server and its
+    workers (their Kafka client threads included). Per request it is the server's cost, which other
+    load on a shared machine changes far less than it changes req/s."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Ingest:
@@ -285,8 +306,11 @@ def main() -> None:
                 ingest.reset()
             runs: dict[str, list[dict[str, float]]] = {"recommendations": [], "trivial": []}
             for _ in range(a.rounds):
-                runs["trivial"].append(_wrk(url + "/healthz", plain, a.duration_s, a.connections))
-                runs["recommendations"].append(_wrk(url + "/", script, a.duration_s, a.connections))
+                for name, target, lua in (("trivial", url + "/healthz", plain), ("recommendations", url + "/", script)):
+                    cpu0, t0 = _session_cpu_s(server.pid), time.monotonic()
+                    r = _wrk(target, lua, a.duration_s, a.connections)
+                    r["cpu_ms"] = (_session_cpu_s(server.pid) - cpu0) * 1000 / max(r["rps"] * (time.monotonic() - t0), 1.0)
+                    runs[name].append(r)
             if ingest is not None:
                 ingest.stop()
                 ingested = ingest.sent
@@ -316,14 +340,15 @@ def main() -> None:
     print(f"\nAPI load, loopback, uvicorn {a.workers} workers (uvloop, httptools), wrk -t1 -c{a.connections}, "
           f"{a.duration_s:.0f} s x {a.rounds} rounds, {a.items:,} items, feedback reader "
           f"{'off' if a.no_feedback else 'on'}\n")
+    cpu = {k: statistics.median(r["cpu_ms"] for r in v) for k, v in runs.items()}
     print("| endpoint | best req/s | median req/s | p50 ms (best) | p99 ms (best) | median p50 / p99 / p99.9 ms "
-          "| worst p99 ms | non-2xx |")
-    print("|---|--:|--:|--:|--:|--:|--:|--:|")
+          "| worst p99 ms | non-2xx | median server CPU ms / request |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for k in ("recommendations", "trivial"):
         b, v = best[k], runs[k]
         mid = " / ".join(f"{statistics.median(r[q] for r in v):.2f}" for q in ("p50_ms", "p99_ms", "p999_ms"))
         print(f"| {k} | {b['rps']:,.0f} | {med[k]:,.0f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} | {mid} "
-              f"| {max(r['p99_ms'] for r in v):.2f} | {b['non2xx']:.0f} |")
+              f"| {max(r['p99_ms'] for r in v):.2f} | {b['non2xx']:.0f} | {cpu[k]:.3f} |")
     ratio = best["recommendations"]["rps"] / best["trivial"]["rps"]
     served = sum(x["pulls"] for x in arms["arms"])
     per_arm = ", ".join(f"{x['arm']} {x['pulls']:,}" for x in arms["arms"])
@@ -344,6 +369,9 @@ def main() -> None:
                       "median_p99_ms": round(statistics.median(r["p99_ms"] for r in runs["recommendations"]), 2),
                       "trivial_rps": round(best["trivial"]["rps"], 1), "ratio": round(ratio, 3),
                       "median_rps": round(med["recommendations"], 1), "items": a.items, "workers": a.workers,
+                      "median_ratio": round(statistics.median(r["rps"] / t["rps"] for r, t in
+                                                              zip(runs["recommendations"], runs["trivial"], strict=True)), 3),
+                      "cpu_ms": round(cpu["recommendations"], 4), "trivial_cpu_ms": round(cpu["trivial"], 4),
                       "feedback": not a.no_feedback, **extra}))
 
 
