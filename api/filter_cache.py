@@ -89,6 +89,16 @@ class BitmapCache:
         self._refs: dict[object, tuple[tuple[str, ...], ...]] = {}
         self.hits = self.misses = 0
 
+    def key(self, node: p.FilterPlan | p.PlanNode, ctx: RequestContext) -> tuple[Hashable, tuple[Hashable, ...]]:
+        """``(plan node, the values it binds from ctx)``: equal keys give the same bitmap on one catalog version."""
+        root = node.root if isinstance(node, p.FilterPlan) else node
+        refs = self._refs.get(root)
+        if refs is None:
+            if len(self._refs) > self.max_entries:
+                self._refs.clear()
+            refs = self._refs[root] = _refs(root)
+        return root, tuple(_bound(r, ctx) for r in refs)
+
     def bitmap(self, node: p.FilterPlan | p.PlanNode, ctx: RequestContext, catalog_version: int) -> BitMap:
         """``evaluate(node, index, ctx)``, reused when the catalog and the bound values are the same.
 
@@ -100,13 +110,8 @@ class BitmapCache:
         if catalog_version != self._version:
             self._entries.clear()
             self._version = catalog_version
-        root = node.root if isinstance(node, p.FilterPlan) else node
-        refs = self._refs.get(root)
-        if refs is None:
-            if len(self._refs) > self.max_entries:
-                self._refs.clear()
-            refs = self._refs[root] = _refs(root)
-        key = (root, tuple(_bound(r, ctx) for r in refs))
+        key = self.key(node, ctx)
+        root = key[0]
         hit = self._entries.get(key)
         if hit is not None:
             self._entries.move_to_end(key)

@@ -96,27 +96,37 @@ class ThompsonOptimizer:
             st.add(ts, cfg.half_life_s, pulls, rewards)
             self.dirty.add(key)
 
+    def _posterior(self, campaign_id: str, arms: Sequence[str], segment: str, cfg: OptimizerConfig,
+                   now_ts: float) -> list[tuple[float, float]]:
+        """``(alpha, beta)`` per arm as Python floats (the request path: no array per draw)."""
+        out = []
+        for arm in arms:
+            st = self.arms.get((campaign_id, arm, segment))
+            pr, rw = st.decayed(now_ts, cfg.half_life_s) if st is not None else (0.0, 0.0)
+            rw = min(rw, pr)
+            out.append((cfg.prior_alpha + rw, cfg.prior_beta + pr - rw))
+        return out
+
     def posterior(self, campaign_id: str, arms: Sequence[str], segment: str, cfg: OptimizerConfig,
                   now_ts: float) -> tuple[np.ndarray, np.ndarray]:
         """Beta parameters (alpha, beta), float64 arrays of shape (n_arms,), as of ``now_ts``."""
-        pr = np.zeros(len(arms))
-        rw = np.zeros(len(arms))
-        for i, arm in enumerate(arms):
-            st = self.arms.get((campaign_id, arm, segment))
-            if st is not None:
-                pr[i], rw[i] = st.decayed(now_ts, cfg.half_life_s)
-        rw = np.minimum(rw, pr)
-        return cfg.prior_alpha + rw, cfg.prior_beta + pr - rw
+        ab = np.array(self._posterior(campaign_id, arms, segment, cfg, now_ts), dtype=np.float64).reshape(len(arms), 2)
+        return ab[:, 0].copy(), ab[:, 1].copy()
 
     def choose(self, campaign_id: str, arms: Sequence[str], segment: str, cfg: OptimizerConfig,
                now_ts: float) -> str:
-        """One arm for one request: uniform with probability ``floor * n_arms``, else Thompson."""
+        """One arm for one request: uniform with probability ``floor * n_arms``, else Thompson.
+
+        One scalar beta draw per arm, in arm order: the same stream as one array draw (numpy draws an
+        array's elements in order), at a seventh of its cost (no per-call array checks).
+        """
         if len(arms) == 1:
             return arms[0]
         if cfg.floor > 0 and self.rng.random() < min(1.0, cfg.floor * len(arms)):
             return arms[int(self.rng.integers(len(arms)))]
-        a, b = self.posterior(campaign_id, arms, segment, cfg, now_ts)
-        return arms[int(np.argmax(self.rng.beta(a, b)))]
+        beta = self.rng.beta
+        draws = [beta(a, b) for a, b in self._posterior(campaign_id, arms, segment, cfg, now_ts)]
+        return arms[max(range(len(draws)), key=draws.__getitem__)]  # the first best, as np.argmax
 
     def p_best(self, campaign_id: str, arms: Sequence[str], segment: str, cfg: OptimizerConfig,
                now_ts: float, draws: int = 10_000) -> np.ndarray:

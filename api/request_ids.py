@@ -68,9 +68,12 @@ class RequestSigner:
         if len(secret) < 16:
             raise ValueError(f"request_secret: at least 16 bytes; got {len(secret)}")
         self._secret = secret
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied per id: the key is hashed once
 
     def _mac(self, payload: bytes, user_id: str | None) -> bytes:
-        return hmac.new(self._secret, payload + b"\x00" + (user_id or "").encode(), hashlib.sha256).digest()[:_MAC_BYTES]
+        h = self._keyed.copy()
+        h.update(payload + b"\x00" + (user_id or "").encode())
+        return h.digest()[:_MAC_BYTES]
 
     def issue(self, campaign_id: str, arm: str, user_id: str | None, ts: float) -> str:
         """A fresh id for a list served at ``ts`` (epoch s) to ``user_id`` (None: anonymous)."""

@@ -12,7 +12,7 @@ the result says how many came from it and why the arm fell short (``reason``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from api.filter_cache import in_bitmap
 from api.iql import RequestContext
-from api.strategies import Inputs, model_ranking, run_strategy
+from api.strategies import Inputs, model_ranking, ranking_source, run_strategy
 from state.campaigns import Campaign
 
 if TYPE_CHECKING:
@@ -97,10 +97,40 @@ def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: 
     return _select(svc, campaign, ctx, ids, scores, exclude)
 
 
+def _from_model_key(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
+                    need: int, exclude: set[str]) -> Hashable | None:
+    """Everything ``_from_model`` depends on, or None when its answer cannot be reused (a ranking
+    that moves with time or the user's state): the arm's ranking source (model or catalog version)
+    and the request's items, the catalog version (filter, availability, ids), the filter's and the
+    boosters' bound values, ``need`` and the excluded items."""
+    source = ranking_source(strategy, svc)
+    if source is None:
+        return None
+    view = svc.catalog_view
+    filter_key = view.bitmaps.key(view.engine.compile_filter(campaign.filter), ctx) if campaign.filter.strip() else None
+    booster_key = (tuple((w, view.bitmaps.key(cond, ctx)) for w, cond in view.engine.compile_boosters(campaign.boosters).clauses)
+                   if campaign.boosters.strip() else None)
+    return ("from_model", strategy, source, inputs.item_id, inputs.cart, inputs.session, view.version, filter_key,
+            booster_key, need, frozenset(exclude))
+
+
 def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
                 params: Mapping[str, Any], need: int, exclude: set[str]) -> tuple[list[str], np.ndarray] | None:
     """The filtered catalog scored by the arm's model: its whole ranking (``model_ranking``) walked
-    in growing chunks through the filter until ``need`` items are kept; None if the strategy has none."""
+    in growing chunks through the filter until ``need`` items are kept; None if the strategy has none.
+
+    Reused from ``svc.filled`` when everything it depends on is the same (``_from_model_key``): the
+    whole ranking is the costliest part of a request whose filter keeps fewer than ``n`` candidates.
+    """
+    key = _from_model_key(svc, campaign, ctx, strategy, inputs, need, exclude)
+    if key is None:
+        return _walk_model(svc, campaign, ctx, strategy, inputs, params, need, exclude)
+    return svc.filled.get(key, lambda: _walk_model(svc, campaign, ctx, strategy, inputs, params, need, exclude))
+
+
+def _walk_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
+                params: Mapping[str, Any], need: int, exclude: set[str]) -> tuple[list[str], np.ndarray] | None:
+    """``_from_model`` computed."""
     ranking = model_ranking(strategy, svc, inputs, params)
     if ranking is None:
         return None

@@ -36,7 +36,8 @@ from operators.score import TopN
 if TYPE_CHECKING:
     from api.services import Services
 
-__all__ = ["Inputs", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "model_ranking", "parse_duration_s"]
+__all__ = ["Inputs", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "model_ranking", "ranking_source",
+           "parse_duration_s"]
 
 Ranked = tuple[list[str], list[float]]
 
@@ -259,6 +260,22 @@ def model_ranking(name: str, svc: Services, inputs: Inputs, params: Mapping[str,
         return _top(svc, inputs, params, 1 << 30)
     if name == "popular":
         return _popular(svc, inputs, params, 1 << 30)
+    return None
+
+
+def ranking_source(name: str, svc: Services) -> tuple[str, str | int] | None:
+    """What ``model_ranking(name, ...)`` depends on besides the request's items (item, cart, session).
+
+    ``("model", version)`` for ``similar``, ``session`` and ``cart`` (the current model version),
+    ``("catalog", version)`` for ``visual`` (the catalog's vectors); None for strategies whose
+    ranking moves with time or with the user's state (``personalized``, ``top``, ``popular``,
+    ``last_seen``): their rankings cannot be reused across requests.
+    """
+    if name in ("similar", "session", "cart"):
+        version = svc.models.current()
+        return ("model", version.version) if version is not None else None
+    if name == "visual":
+        return ("catalog", svc.catalog_view.version)
     return None
 
 

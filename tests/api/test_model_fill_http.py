@@ -60,6 +60,7 @@ def test_filter_steers_the_arm_and_short_lists_say_why(broker, tmp_path):
             if len(selected & in_model) < n:
                 continue
             eligible += 1
+            last_eligible = item
             for k, c in clients.items():
                 body = c.get("/v1/recommendations", params={"campaign": "pdp", "item_id": item, "max_price": 60}).json()
                 got = [i["item_id"] for i in body["items"]]
@@ -73,6 +74,22 @@ def test_filter_steers_the_arm_and_short_lists_say_why(broker, tmp_path):
         assert served["before"] < served["after"]  # the old path fell back to popular items
 
         c = clients["after"]
+        # the list drawn from the model is reused (api/serving.py) while nothing it depends on changed:
+        # the same answer again, and a catalog change is seen by the next request
+        params = {"campaign": "pdp", "item_id": last_eligible, "max_price": 60}
+        first = c.get("/v1/recommendations", params=params).json()
+        again = c.get("/v1/recommendations", params=params).json()
+        assert again["items"] == first["items"] and first["from_arm"] == n
+        hidden = first["items"][-1]["item_id"]
+        with EventProducer.from_settings(s.kafka) as p:
+            p.send_item({**catalog[hidden], "hidden": True})
+        deadline = time.monotonic() + 20
+        while (body := c.get("/v1/recommendations", params=params).json()) == again or \
+                hidden in [i["item_id"] for i in body["items"]]:
+            assert time.monotonic() < deadline, body
+            time.sleep(0.1)
+        assert len(body["items"]) == n and body["from_arm"] == n
+        assert [i["item_id"] for i in body["items"]][: n - 1] == [i["item_id"] for i in first["items"]][: n - 1]
         # filter too selective: fewer servable items than n -> reason, the rest is what exists
         item = items[0]
         body = c.get("/v1/recommendations", params={"campaign": "pdp", "item_id": item, "max_price": 0.5}).json()

@@ -154,3 +154,17 @@ def test_posterior_and_p_best_invariants(counts, prior_a, prior_b):
     pb = opt.p_best("c", arms, "", cfg, 0.0, draws=2000)
     assert pb.sum() == pytest.approx(1.0) and (pb >= 0).all()
     assert opt.choose("c", arms, "", cfg, 0.0) in arms
+
+
+def test_choice_matches_one_array_draw_per_request():
+    """``choose`` draws each arm's beta as a scalar, in arm order: the same arms as one array draw."""
+    cfg = OptimizerConfig(half_life_s=3600.0)
+    opt = ThompsonOptimizer(np.random.default_rng(7))
+    ref = np.random.default_rng(7)
+    arms = ["a", "b", "c"]
+    for i, arm in enumerate(arms):
+        opt.record(("home", arm, ""), ts=100.0, cfg=cfg, pulls=20 + 5 * i, rewards=3 + i)
+    for t in range(300):
+        a, b = opt.posterior("home", arms, "", cfg, 200.0 + t)
+        expected = arms[int(np.argmax(ref.beta(a, b)))]
+        assert opt.choose("home", arms, "", cfg, 200.0 + t) == expected
