@@ -57,6 +57,44 @@ def test_features_by_hand() -> None:
     np.testing.assert_allclose(f["cooc_history"], [1.49 + 0.7 * 0.4, 1.49 * 0.4 + 0.7, 1.49 * 0.5 + 0.7 * 0.2], rtol=1e-5)
 
 
+def test_list_features_of_every_pooled_pair_in_a_batch() -> None:
+    """Ranks and scores of each ranked list, for a batch with padded, empty and overlapping lists:
+    each pooled pair gets its position in the list (``n_candidates`` when absent) and its score over
+    the list's best (0 when absent), whichever query it belongs to."""
+    rng = np.random.default_rng(4)
+    n_items, q = 30, 6
+    h = Histories.from_lists([rng.integers(0, n_items, size=int(rng.integers(0, 6))).tolist() for _ in range(q)])
+    lp = np.log(rng.dirichlet(np.ones(n_items), size=q)).astype(np.float32)
+    emde = BucketReadout(lp, np.arange(n_items, dtype=np.int32)[:, None])
+    lists = []
+    for width in (4, 7):
+        ids = np.full((q, width), -1, np.int32)
+        scores = np.full((q, width), -np.inf, np.float32)
+        for r in range(q - 1):  # the last query's lists are empty
+            m = int(rng.integers(1, width + 1))
+            ids[r, :m] = rng.choice(n_items, size=m, replace=False)
+            scores[r, :m] = np.sort(rng.uniform(0.1, 3.0, size=m))[::-1]
+        lists.append((ids, scores))
+    stats = _ItemStats(np.zeros(n_items, np.float32), sp.csr_array((n_items, n_items), dtype=np.float32),
+                       np.zeros((2, n_items), np.float32), np.zeros((2, n_items), np.float32),
+                       sp.csr_array((n_items, n_items), dtype=np.float32), sp.csr_array((n_items, n_items), dtype=np.float32))
+    rows, items, x = candidate_features(h, emde, lists, stats, n_candidates=5)
+    top = np.argsort(-lp, axis=1, kind="stable")[:, :5]
+    for p, (r, it) in enumerate(zip(rows.tolist(), items.tolist(), strict=True)):
+        where = np.flatnonzero(top[r] == it)
+        assert x[p, 1] == (where[0] if len(where) else 5)
+        for j, (ids, scores) in enumerate(lists):
+            col = len(BASE_FEATURES) + 3 * j
+            where = np.flatnonzero(ids[r] == it)
+            best = scores[r, 0] if ids[r, 0] >= 0 else 0.0
+            assert x[p, col + 1] == (where[0] if len(where) else max(5, ids.shape[1]))
+            assert x[p, col] == (np.float32(scores[r, where[0]] / max(best, 1e-12)) if len(where) else 0.0)
+            assert x[p, col + 2] == best
+    pooled = set(zip(rows.tolist(), items.tolist(), strict=True))
+    for ids in [top, *(lst[0] for lst in lists)]:
+        assert {(r, int(i)) for r in range(q) for i in ids[r] if i >= 0} <= pooled
+
+
 def test_item_stats_from_a_log_by_hand() -> None:
     """Two sessions in time order: (0, 1, 2) then (1, 3); item 4 never occurs."""
     log = InteractionLog(session_idx=np.array([0, 0, 0, 1, 1], np.int32), item_idx=np.array([0, 1, 2, 1, 3], np.int32),
