@@ -674,18 +674,27 @@ class SessionKNNBase:
                 np.full((histories.n_queries, n), -np.inf, dtype=np.float32))
 
     def _kernel_arrays(self) -> dict[str, NDArray]:
-        """The session index in the kernel's dtypes, built once per fitted index."""
+        """The session index in the kernel's dtypes, built once per fitted index.
+
+        ``xt_ent`` (session, newest position) and ``x_ent`` (item, newest position) are (nnz, 2)
+        uint16 when every value fits (UCI: 17k sessions, 3.5k items), else int32: the neighbour
+        walk of a long-basket set is bound by reading them (UCI STAN part 0.50 -> 0.40 ms CPU
+        per prefix with uint16 items and positions).
+        """
         ix = self.index_
         cached = getattr(self, "_kernel_arrays_", None)
         if cached is not None and cached[0] is ix:
             return cached[1]
         nu = ix.n_unique
+        max_pos = int(ix.last_pos.max(initial=0.0))
         arrays = {"xt_ptr": ix.xt.indptr.astype(np.int64),
                   "x_ptr": ix.x.indptr.astype(np.int64),
-                  "xt_ent": np.stack([ix.xt.indices, ix.xt_last_pos], axis=1).astype(np.int32),
-                  "x_ent": np.stack([ix.x.indices, ix.last_pos], axis=1).astype(np.int32),
+                  "xt_ent": np.stack([ix.xt.indices, ix.xt_last_pos], axis=1).astype(
+                      np.uint16 if max(ix.n_sessions, max_pos + 1) <= 1 << 16 else np.int32),
+                  "x_ent": np.stack([ix.x.indices, ix.last_pos], axis=1).astype(
+                      np.uint16 if max(ix.x.shape[1], max_pos + 1) <= 1 << 16 else np.int32),
                   "sess_nu": nu.astype(np.float64), "sess_sqrt_nu": np.sqrt(nu).astype(np.float64),
-                  "max_pos": int(ix.last_pos.max(initial=0.0))}
+                  "max_pos": max_pos}
         self._kernel_arrays_ = (ix, arrays)
         return arrays
 

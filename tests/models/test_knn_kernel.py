@@ -155,3 +155,19 @@ def test_the_blockwise_candidate_walk_keeps_the_lists(cls: type[SessionKNNBase],
     np.testing.assert_array_equal(blocks[0], whole[0])
     np.testing.assert_array_equal(blocks[1], whole[1])
     assert_same_lists(model, hist, 45)
+
+
+@pytest.mark.parametrize(("cls", "params"), [CASES[4], CASES[9], CASES[13]], ids=["VSKNN", "STAN", "VSTAN"])
+def test_narrow_and_wide_entry_arrays_give_the_same_lists(cls: type[SessionKNNBase], params: dict[str, object]) -> None:
+    """The kernel reads the index entries as uint16 when they fit (here) and as int32 otherwise
+    (big catalogues): the same lists bit for bit either way."""
+    model = cls(**params).fit(make_log())
+    hist = make_histories(timed=True)
+    arrays = model._kernel_arrays()
+    assert arrays["x_ent"].dtype == np.uint16 and arrays["xt_ent"].dtype == np.uint16
+    narrow = model.recommend(hist, 30)
+    model._kernel_arrays_ = (model.index_, {**arrays, "x_ent": arrays["x_ent"].astype(np.int32),
+                                            "xt_ent": arrays["xt_ent"].astype(np.int32)})
+    wide = model.recommend(hist, 30)
+    np.testing.assert_array_equal(narrow[0], wide[0])
+    np.testing.assert_array_equal(narrow[1], wide[1])
