@@ -432,8 +432,12 @@ class FeedbackReader:
         return build
 
 
-async def drain_forever(reader: FeedbackReader, interval_s: float = 0.005, max_messages: int = 200) -> None:
-    """Fold the reader's queue on the app's event loop, a bounded slice at a time, until cancelled."""
+async def drain_forever(reader: FeedbackReader, interval_s: float = 0.005, max_messages: int = 50) -> None:
+    """Fold the reader's queue on the app's event loop, a bounded slice at a time, until cancelled.
+
+    A slice holds the loop (and every request waiting on it) for its duration, ~20 µs per record
+    under load: 50 records (~1 ms) rather than 200 (~4 ms, a p99 step at thousands of lists a second);
+    a full slice yields at once, so the fold keeps up just the same."""
     while True:
         n = reader.drain(max_messages)
         await asyncio.sleep(0 if n >= max_messages else interval_s)

@@ -93,8 +93,9 @@ class Services:
     signer: RequestSigner
     ingest_rules: EventRules
     candidates: CandidateCache[tuple[list[str], list[float]]] = field(default_factory=CandidateCache)
-    filled: CandidateCache[tuple[list[str], np.ndarray] | None] = field(default_factory=CandidateCache)
-    """Filtered lists drawn from an arm's whole model ranking (``api/serving.py``), by everything they depend on."""
+    filled: CandidateCache[tuple[list[str], np.ndarray, int]] = field(default_factory=CandidateCache)
+    """The arm's part of campaign lists, filtered and filled from its model (``api/serving.py``), by everything it
+    depends on."""
     reader: FeedbackReader | None = None
     popular_lists: dict[str, TopN] = field(default_factory=dict)
     """The partitions' popular lists (kept apart by the user-topn reader: ranking never scans users)."""

@@ -8,6 +8,12 @@ scores and the list is re-ranked (stable). If fewer than ``n`` remain, the filte
 the filtered catalog is scored with the arm's model (its whole ranking, walked through the
 filter). Only then does the campaign's fallback strategy fill the rest through the same filter;
 the result says how many came from it and why the arm fell short (``reason``).
+
+The arm's part (candidates through filter and boosters, filled from the model) of the strategies
+whose ranking depends only on the request's items and a version (``similar``, ``visual``,
+``session``, ``cart``: ``strategies.ranking_source``) is kept in ``Services.filled`` under
+everything it depends on, catalog version and the filter's bound values included, so requests
+that repeat it do no per-request ranking, lookups or filtering; the fallback is always computed.
 """
 
 from __future__ import annotations
@@ -97,40 +103,48 @@ def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: 
     return _select(svc, campaign, ctx, ids, scores, exclude)
 
 
-def _from_model_key(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
-                    need: int, exclude: set[str]) -> Hashable | None:
-    """Everything ``_from_model`` depends on, or None when its answer cannot be reused (a ranking
-    that moves with time or the user's state): the arm's ranking source (model or catalog version)
-    and the request's items, the catalog version (filter, availability, ids), the filter's and the
-    boosters' bound values, ``need`` and the excluded items."""
+def _arm_key(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
+             n: int, k: int, exclude: set[str], fill_from_model: bool) -> Hashable | None:
+    """Everything the arm's part of a list (``_arm_list``) depends on, or None when it cannot be reused
+    (a strategy whose ranking moves with time or the user's state): the ranking's source (model or
+    catalog version) and the request's items, the catalog version (filter, availability, ids), the
+    filter's and the boosters' bound values, ``n``, ``k``, the excluded items and ``fill_from_model``.
+    """
     source = ranking_source(strategy, svc)
     if source is None:
         return None
     view = svc.catalog_view
-    filter_key = view.bitmaps.key(view.engine.compile_filter(campaign.filter), ctx) if campaign.filter.strip() else None
-    booster_key = (tuple((w, view.bitmaps.key(cond, ctx)) for w, cond in view.engine.compile_boosters(campaign.boosters).clauses)
+    bitmaps, engine = view.bitmaps, view.engine
+    filter_key = bitmaps.key(engine.compile_filter(campaign.filter), ctx) if campaign.filter.strip() else None
+    booster_key = (tuple((w, bitmaps.key(cond, ctx)) for w, cond in engine.compile_boosters(campaign.boosters).clauses)
                    if campaign.boosters.strip() else None)
-    return ("from_model", strategy, source, inputs.item_id, inputs.cart, inputs.session, view.version, filter_key,
-            booster_key, need, frozenset(exclude))
+    return (strategy, source, inputs.item_id, inputs.cart, inputs.session, view.version, filter_key, booster_key,
+            n, k, frozenset(exclude), fill_from_model)
+
+
+def _arm_list(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, params: Mapping[str, Any],
+              inputs: Inputs, n: int, k: int, exclude: set[str], fill_from_model: bool
+              ) -> tuple[list[str], np.ndarray, int]:
+    """The arm's items for one request, best first, and how many candidates its strategy gave: its
+    ``k`` over-fetched candidates through the filter and boosters, then (``fill_from_model``, fewer
+    than ``n`` kept) the filtered catalog in its model's order (``_from_model``), below them."""
+    raw_ids, raw_scores = run_strategy(strategy, svc, inputs, params, k)
+    ids, scores = _select(svc, campaign, ctx, raw_ids, raw_scores, exclude)
+    if len(ids) < n and fill_from_model and raw_ids:
+        deep = _from_model(svc, campaign, ctx, strategy, inputs, params, n, exclude)
+        if deep is not None:
+            seen = set(ids)
+            extra = [j for j, i in enumerate(deep[0]) if i not in seen]
+            ids = ids + [deep[0][j] for j in extra]
+            floor = float(scores[-1]) if len(scores) else np.inf  # below the arm's own candidates
+            scores = np.concatenate([scores, np.minimum(deep[1][extra], floor)])
+    return ids, scores, len(raw_ids)
 
 
 def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
                 params: Mapping[str, Any], need: int, exclude: set[str]) -> tuple[list[str], np.ndarray] | None:
     """The filtered catalog scored by the arm's model: its whole ranking (``model_ranking``) walked
-    in growing chunks through the filter until ``need`` items are kept; None if the strategy has none.
-
-    Reused from ``svc.filled`` when everything it depends on is the same (``_from_model_key``): the
-    whole ranking is the costliest part of a request whose filter keeps fewer than ``n`` candidates.
-    """
-    key = _from_model_key(svc, campaign, ctx, strategy, inputs, need, exclude)
-    if key is None:
-        return _walk_model(svc, campaign, ctx, strategy, inputs, params, need, exclude)
-    return svc.filled.get(key, lambda: _walk_model(svc, campaign, ctx, strategy, inputs, params, need, exclude))
-
-
-def _walk_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
-                params: Mapping[str, Any], need: int, exclude: set[str]) -> tuple[list[str], np.ndarray] | None:
-    """``_from_model`` computed."""
+    in growing chunks through the filter until ``need`` items are kept; None if the strategy has none."""
     ranking = model_ranking(strategy, svc, inputs, params)
     if ranking is None:
         return None
@@ -206,21 +220,19 @@ def serve_list(svc: Services, campaign: Campaign, strategy: str, params: Mapping
         _boost(svc, campaign, ctx, none)
     exclude = set(inputs.cart) | set(inputs.session) | ({inputs.item_id} if inputs.item_id else set())
     k = n * _OVERFETCH + len(exclude)
-    raw_ids, raw_scores = run_strategy(strategy, svc, inputs, params, k)
-    ids, scores = _select(svc, campaign, ctx, raw_ids, raw_scores, exclude)
-    if len(ids) < n and fill_from_model and raw_ids:
-        deep = _from_model(svc, campaign, ctx, strategy, inputs, params, n, exclude)
-        if deep is not None:
-            seen = set(ids)
-            extra = [j for j, i in enumerate(deep[0]) if i not in seen]
-            ids = ids + [deep[0][j] for j in extra]
-            floor = float(scores[-1]) if len(scores) else np.inf  # below the arm's own candidates
-            scores = np.concatenate([scores, np.minimum(deep[1][extra], floor)])
+    key = _arm_key(svc, campaign, ctx, strategy, inputs, n, k, exclude, fill_from_model)
+
+    def arm() -> tuple[list[str], np.ndarray, int]:
+        return _arm_list(svc, campaign, ctx, strategy, params, inputs, n, k, exclude, fill_from_model)
+
+    # reused while nothing it depends on changed: with a selective filter the arm's part is the
+    # costliest of a request (the whole model ranking walked through the filter)
+    ids, scores, n_raw = arm() if key is None else svc.filled.get(key, arm)
     out = ServedList()
     out.items = [{"item_id": i, "score": float(s)} for i, s in zip(ids[:n], scores[:n].tolist(), strict=True)]
     out.from_arm = len(out.items)
     if len(out.items) < n:
-        out.reason, out.reason_detail = _reason(svc, campaign, ctx, strategy, inputs, len(raw_ids), out.from_arm,
+        out.reason, out.reason_detail = _reason(svc, campaign, ctx, strategy, inputs, n_raw, out.from_arm,
                                                 n, exclude)
         taken = exclude | set(ids[:n])
         # the fallback is filtered too: draw from a deep pool so a narrow filter still fills the list

@@ -254,8 +254,9 @@ def model_ranking(name: str, svc: Services, inputs: Inputs, params: Mapping[str,
     if name == "visual":
         if not inputs.item_id:
             return [], []
-        ids, scores = svc.catalog_view.vectors.similar(inputs.item_id, max(len(svc.catalog_view.vectors), 1))
-        return ids, scores.astype(float).tolist()
+        vectors = svc.catalog_view.vectors  # a whole ranking, walked in chunks: ids on demand
+        rows, scores = vectors.similar_rows(inputs.item_id, max(len(vectors), 1))
+        return _LazyIds(vectors.ids, rows), scores.astype(np.float64)  # type: ignore[return-value]
     if name == "top":
         return _top(svc, inputs, params, 1 << 30)
     if name == "popular":

@@ -73,14 +73,16 @@ class VectorIndex:
             self._live[row] = False
             self._matrix = None
 
-    def similar(self, item_id: str, n: int) -> tuple[list[str], NDArray[np.float32]]:
-        """The ``n`` items with the most similar vectors (the item itself excluded), best first.
+    @property
+    def ids(self) -> list[str]:
+        """item_id of each row (rows are never reused: an id keeps its row while the index lives)."""
+        return self._ids
 
-        Returns ``([], empty)`` when the item has no vector.
-        """
+    def similar_rows(self, item_id: str, n: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """As ``similar``, with rows (``ids[row]`` is the item_id) instead of ids: no string per item."""
         row = self._row.get(item_id)
         if row is None or not self._live[row]:
-            return [], np.zeros(0, dtype=np.float32)
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
         if self._matrix is None:
             self._matrix = np.vstack(self._vecs)
             self._live_arr = np.asarray(self._live)
@@ -89,4 +91,12 @@ class VectorIndex:
         scores[row] = -np.inf
         idx, val = topk(scores[None, :], n)
         keep = idx[0] >= 0
-        return [self._ids[i] for i in idx[0][keep]], val[0][keep]
+        return idx[0][keep], val[0][keep]
+
+    def similar(self, item_id: str, n: int) -> tuple[list[str], NDArray[np.float32]]:
+        """The ``n`` items with the most similar vectors (the item itself excluded), best first.
+
+        Returns ``([], empty)`` when the item has no vector.
+        """
+        rows, val = self.similar_rows(item_id, n)
+        return [self._ids[i] for i in rows], val
