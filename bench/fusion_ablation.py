@@ -193,6 +193,32 @@ def extra(log, hist, rows, items, which):
     if "cooc2" in which:  # its decayed sum over the 10 newest (_ItemStats.cooc_scores, as in models/hybrid.py)
         cols.append(st.cooc_scores(hist, rows, items))
         nm.append("cooc_cos_decayed")
+    if "rep" in which:  # repeat consumption beyond the candidate's own count / age
+        key = log.session_idx.astype(np.int64) * n + log.item_idx
+        order = np.argsort(key, kind="stable")
+        dup = np.zeros(log.n_events, bool)
+        dup[order[1:]] = key[order][1:] == key[order][:-1]  # the item occurred earlier in the session
+        occ = np.bincount(log.item_idx, minlength=n)
+        rep = (np.bincount(log.item_idx, weights=dup, minlength=n) + 1.0) / (occ + 2.0)
+        cols.append(rep[items])
+        nm.append("item_repeat_rate")
+        h_key = np.repeat(np.arange(len(lens), dtype=np.int64), lens) * n + hist.items
+        distinct = np.bincount(np.repeat(np.arange(len(lens)), lens)[np.unique(h_key, return_index=True)[1]],
+                               minlength=len(lens))
+        cols.append((distinct / np.maximum(lens, 1))[rows])
+        nm.append("session_distinct_ratio")
+    if "time" in which:  # seconds between the last two events and since the session's first (NaN without ts)
+        gap = np.full(len(lens), np.nan, np.float32)
+        dur = np.full(len(lens), np.nan, np.float32)
+        if hist.ts is not None:
+            two = lens > 1
+            end = hist.indptr[1:]
+            gap[two] = np.log1p(np.maximum(hist.ts[end[two] - 1] - hist.ts[end[two] - 2], 0))
+            dur[has] = np.log1p(np.maximum(hist.ts[end[has] - 1] - hist.ts[hist.indptr[:-1][has]], 0))
+        cols.append(gap[rows])
+        nm.append("last_gap_log_s")
+        cols.append(dur[rows])
+        nm.append("session_duration_log_s")
     if "sketch" in which:  # EMDE code agreement (share of DLSH rows in the same bucket) with the last item
         cols_in = (emde_inner if log is inner_log else emde).item_in_cols_
         agree = np.zeros(len(rows), np.float32)
