@@ -103,12 +103,13 @@ def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: 
     return _select(svc, campaign, ctx, ids, scores, exclude)
 
 
-def _arm_key(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
-             n: int, k: int, exclude: set[str], fill_from_model: bool) -> Hashable | None:
+def _arm_key(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, params: Mapping[str, Any],
+             inputs: Inputs, n: int, k: int, exclude: set[str], fill_from_model: bool) -> Hashable | None:
     """Everything the arm's part of a list (``_arm_list``) depends on, or None when it cannot be reused
     (a strategy whose ranking moves with time or the user's state): the ranking's source (model or
     catalog version) and the request's items, the catalog version (filter, availability, ids), the
-    filter's and the boosters' bound values, ``n``, ``k``, the excluded items and ``fill_from_model``.
+    filter's and the boosters' bound values, the arm's strategy parameters, ``n``, ``k``, the excluded
+    items and ``fill_from_model``.
     """
     source = ranking_source(strategy, svc)
     if source is None:
@@ -118,7 +119,8 @@ def _arm_key(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: s
     filter_key = bitmaps.key(engine.compile_filter(campaign.filter), ctx) if campaign.filter.strip() else None
     booster_key = (tuple((w, bitmaps.key(cond, ctx)) for w, cond in engine.compile_boosters(campaign.boosters).clauses)
                    if campaign.boosters.strip() else None)
-    return (strategy, source, inputs.item_id, inputs.cart, inputs.session, view.version, filter_key, booster_key,
+    arm_params = tuple(sorted((name, repr(value)) for name, value in params.items()))
+    return (strategy, source, arm_params, inputs.item_id, inputs.cart, inputs.session, view.version, filter_key, booster_key,
             n, k, frozenset(exclude), fill_from_model)
 
 
@@ -220,7 +222,7 @@ def serve_list(svc: Services, campaign: Campaign, strategy: str, params: Mapping
         _boost(svc, campaign, ctx, none)
     exclude = set(inputs.cart) | set(inputs.session) | ({inputs.item_id} if inputs.item_id else set())
     k = n * _OVERFETCH + len(exclude)
-    key = _arm_key(svc, campaign, ctx, strategy, inputs, n, k, exclude, fill_from_model)
+    key = _arm_key(svc, campaign, ctx, strategy, params, inputs, n, k, exclude, fill_from_model)
 
     def arm() -> tuple[list[str], np.ndarray, int]:
         return _arm_list(svc, campaign, ctx, strategy, params, inputs, n, k, exclude, fill_from_model)
