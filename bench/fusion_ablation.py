@@ -5,7 +5,9 @@ A variant adds feature groups (``+``-joined) on top of ``models.hybrid.candidate
 ``recent``, ``age``, ``sr``, ``prev``, ``sess`` (the candidate features issue 11's session 5 tried;
 at commit a1aa580, before they became part of ``models/hybrid.py``, they were extra columns);
 ``cooc`` / ``cooc2`` (session 6's co-occurrence rows, computed by the model's own ``_ItemStats``;
-since ``d10953e`` the adopted ``cooc2`` pair is part of the base features, so they now repeat those columns); ``base`` adds none. ``--rp`` refits the ranker with LightGBM parameter overrides, ``--emde-full``
+since ``d10953e`` the adopted ``cooc2`` pair is part of the base features, so they now repeat those columns);
+``rep`` (item repeat rate, session distinct ratio: part of the base features since session 11, so on caches
+written after that it repeats them) and ``time``; ``base`` adds none. ``--rp`` refits the ranker with LightGBM parameter overrides, ``--emde-full``
 scores the evaluation prefixes with an EMDE fitted on the whole validation-train log, ``--knn``
 overrides the fusion's kNN models. Prints one JSON line per variant (HR@20, MRR@20, the pool's
 recall, the features with the most gain).

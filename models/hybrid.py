@@ -48,7 +48,7 @@ from models.sparse_pairs import history_pair_sums, pair_values
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SessionFusion", "BASE_FEATURES", "KNN_FEATURES", "feature_names", "candidate_features"]
+__all__ = ["SessionFusion", "BASE_FEATURES", "KNN_FEATURES", "REPEAT_FEATURES", "feature_names", "candidate_features"]
 
 BASE_FEATURES: tuple[str, ...] = (
     "emde_log_prob",  # EMDE mean row log-probability minus the query's best (<= 0)
@@ -75,8 +75,17 @@ KNN_FEATURES: tuple[str, ...] = ("score", "rank", "best_score")
 """Per session-kNN model: its score / its best score (0 when not listed), its rank (n_candidates
 when not listed), and its best score (per query: how close the nearest neighbours are)."""
 
+REPEAT_FEATURES: tuple[str, ...] = (
+    "item_repeat_rate",  # (repeats + 1) / (occurrences + 2) of the item in training sessions
+    "session_distinct_ratio",  # per query: distinct items / history length (1 when nothing repeats)
+)
+"""Repeat consumption beyond the candidate's own count and age: how often shoppers come back to
+this item within a session, and how much this session revisits. The last columns, after the
+per-list ones (the order they were validated in, issue 11 session 10)."""
+
 MONOTONE_BASE: tuple[int, ...] = (1, -1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 MONOTONE_KNN: tuple[int, ...] = (1, -1, 0)
+MONOTONE_REPEAT: tuple[int, ...] = (0, 0)
 """The ranker's score may only rise with a model's score and fall with its rank (LightGBM
 ``monotone_constraints``): what a ranker fitted on a small or unusual shop may never unlearn."""
 
@@ -88,7 +97,11 @@ RULE_LIST = "rules"
 def feature_names(knn_names: list[str], rule_candidates: bool = False) -> list[str]:
     """All feature columns for the given kNN models (and the sequential-rule list, if pooled), in order."""
     lists = list(knn_names) + ([RULE_LIST] if rule_candidates else [])
-    return list(BASE_FEATURES) + [f"{m}_{f}" for m in lists for f in KNN_FEATURES]
+    return list(BASE_FEATURES) + [f"{m}_{f}" for m in lists for f in KNN_FEATURES] + list(REPEAT_FEATURES)
+
+
+def _n_features(n_lists: int) -> int:
+    return len(BASE_FEATURES) + len(KNN_FEATURES) * n_lists + len(REPEAT_FEATURES)
 
 
 _ABSENT_AGE = 99.0
@@ -109,6 +122,10 @@ class _ItemStats:
     Co-occurrence (item-kNN's similarity, Sarwar et al. 2001, on sessions as baskets): with ``B``
     the binary (sessions, items) matrix, ``cooc = D^-1/2 BᵀB D^-1/2`` (``D`` its diagonal), the
     cosine of two items' session sets. Its size is bounded by the item pairs that share a session.
+
+    Repeat rate: ``(r + 1) / (o + 2)`` with ``o`` the item's occurrences and ``r`` those that repeat
+    it within a session (its occurrences after the first in each session): a smoothed share of
+    visits that are returns (Ren et al. 2019, "RepeatNet", on why repeat consumption needs its own signal).
     """
 
     RULE_WINDOW = 5
@@ -117,8 +134,10 @@ class _ItemStats:
     RECENT_SHARES = (0.01, 0.1)
 
     def __init__(self, log_pop: NDArray[np.float32], transitions: sp.csr_array, recent: NDArray[np.float32],
-                 since_seen: NDArray[np.float32], rules: sp.csr_array, cooc: sp.csr_array) -> None:
+                 since_seen: NDArray[np.float32], rules: sp.csr_array, cooc: sp.csr_array,
+                 repeat_rate: NDArray[np.float32]) -> None:
         self.log_pop = log_pop
+        self.repeat_rate = repeat_rate  # (n_items,) float32 in (0, 1)
         self.transitions = transitions
         self.out_degree = np.asarray(transitions.sum(axis=1)).ravel().astype(np.float32)
         self.recent = recent  # (len(RECENT_SHARES), n_items): log1p counts among the newest events
@@ -154,7 +173,17 @@ class _ItemStats:
         r.sum_duplicates()
         row_sum = np.asarray(r.sum(axis=1)).ravel()
         r = sp.csr_array(sp.diags_array(1.0 / np.maximum(row_sum, 1e-12)) @ r, dtype=np.float32)
-        return cls(log_pop, t, recent, since_seen, r, cls._cooc_cosine(log))
+        return cls(log_pop, t, recent, since_seen, r, cls._cooc_cosine(log), cls._repeat_rate(log))
+
+    @staticmethod
+    def _repeat_rate(log: InteractionLog) -> NDArray[np.float32]:
+        n = log.n_items
+        key = log.session_idx.astype(np.int64) * n + log.item_idx
+        order = np.argsort(key, kind="stable")
+        repeat = np.zeros(log.n_events, bool)
+        repeat[order[1:]] = key[order][1:] == key[order][:-1]  # the item occurred earlier in its session
+        occ = np.bincount(log.item_idx, minlength=n)
+        return ((np.bincount(log.item_idx, weights=repeat, minlength=n) + 1.0) / (occ + 2.0)).astype(np.float32)
 
     @staticmethod
     def _cooc_cosine(log: InteractionLog) -> sp.csr_array:
@@ -264,7 +293,7 @@ def candidate_features(histories: Histories, emde: BucketReadout,
     keys = _sorted_unique(np.concatenate([*list_keys, h_rows * n_items + histories.items]))
     at = [np.searchsorted(keys, lk) for lk in list_keys]  # where each listed (query, item) sits in the pool
     rows, items = keys // n_items, keys % n_items
-    x = np.zeros((len(keys), len(BASE_FEATURES) + len(KNN_FEATURES) * len(knn_lists)), np.float32)
+    x = np.zeros((len(keys), _n_features(len(knn_lists))), np.float32)
     best = top_scores[:, 0]  # the query's maximum (-inf when no item has a finite score)
     x[:, 0] = emde.pairs(rows, items) - best[rows]
     x[:, 1] = float(n_candidates)
@@ -313,6 +342,9 @@ def candidate_features(histories: Histories, emde: BucketReadout,
         x[pos, col + 1] = np.tile(np.arange(ids.shape[1], dtype=np.float32), q)[o]
         x[:, col + 2] = top_score[rows]
         col += len(KNN_FEATURES)
+    x[:, col] = stats.repeat_rate[items]
+    distinct = np.bincount(h_rows[np.unique(h_rows * n_items + histories.items, return_index=True)[1]], minlength=q)
+    x[:, col + 1] = (distinct / np.maximum(lens, 1))[rows]
     return rows, items, x
 
 
@@ -398,7 +430,8 @@ class SessionFusion:
                 "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8,
                 "lambdarank_truncation_level": 30, "max_bin": 63,
                 "monotone_constraints": list(MONOTONE_BASE) + list(MONOTONE_KNN) * (len(self._knn_params())
-                                                                                  + (self.rule_candidates > 0)),
+                                                                                  + (self.rule_candidates > 0))
+                                        + list(MONOTONE_REPEAT),
                 "monotone_constraints_method": "basic",
                 "deterministic": True, "force_row_wise": True,
                 "num_threads": self.n_threads, "seed": self.random_state, "verbose": -1}
@@ -485,7 +518,7 @@ class SessionFusion:
             out_i.append(i)
             out_x.append(x)
         if not out_r:
-            width = len(BASE_FEATURES) + len(KNN_FEATURES) * (len(self.knn_) + (self.rule_candidates > 0))
+            width = _n_features(len(self.knn_) + (self.rule_candidates > 0))
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, width), np.float32)
         return np.concatenate(out_r), np.concatenate(out_i), np.concatenate(out_x)
 
@@ -547,7 +580,7 @@ class SessionFusion:
             "recent": self.stats_.recent, "since_seen": self.stats_.since_seen, "r_indptr": self.stats_.rules.indptr,
             "r_indices": self.stats_.rules.indices, "r_data": self.stats_.rules.data,
             "c_indptr": self.stats_.cooc.indptr, "c_indices": self.stats_.cooc.indices, "c_data": self.stats_.cooc.data,
-            "n_items": np.array([self.n_items_])})
+            "repeat_rate": self.stats_.repeat_rate, "n_items": np.array([self.n_items_])})
         self.emde_.save(path / "emde")
         for slot, model in enumerate(self.knn_):
             model.save(path / f"knn_{slot}")
@@ -573,13 +606,13 @@ class SessionFusion:
         recall = float(params.pop("ranker_recall"))  # type: ignore[arg-type]
         model = cls(**params)  # type: ignore[arg-type]
         n = int(a["n_items"][0])
-        missing = [k for k in ("recent", "since_seen", "r_data", "c_data") if k not in a]
+        missing = [k for k in ("recent", "since_seen", "r_data", "c_data", "repeat_rate") if k not in a]
         if missing:
             raise ModelFormatError(f"{path}: written by an older fusionrec (no {', '.join(missing)}): train it again")
         t = sp.csr_array((a["t_data"], a["t_indices"], a["t_indptr"]), shape=(n, n))
         rules = sp.csr_array((a["r_data"], a["r_indices"], a["r_indptr"]), shape=(n, n))
         cooc = sp.csr_array((a["c_data"], a["c_indices"], a["c_indptr"]), shape=(n, n))
-        model.stats_ = _ItemStats(a["log_pop"], t, a["recent"], a["since_seen"], rules, cooc)
+        model.stats_ = _ItemStats(a["log_pop"], t, a["recent"], a["since_seen"], rules, cooc, a["repeat_rate"])
         model.emde_ = EMDE.load(path / "emde")
         knn = []
         for slot, name in enumerate(names):

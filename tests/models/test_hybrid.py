@@ -27,11 +27,13 @@ def test_features_by_hand() -> None:
     c[1, 2] = c[2, 1] = 0.4
     c[1, 3] = c[3, 1] = 0.5
     c[2, 3] = c[3, 2] = 0.2
-    stats = _ItemStats(np.log1p(np.array([0, 4, 1, 2, 0], np.float32)), t, recent, since, rules, sp.csr_array(c))
+    repeat_rate = np.array([0.5, 0.25, 0.1, 0.6, 0.5], np.float32)
+    stats = _ItemStats(np.log1p(np.array([0, 4, 1, 2, 0], np.float32)), t, recent, since, rules, sp.csr_array(c),
+                       repeat_rate)
     emde = BucketReadout(lp, np.arange(5, dtype=np.int32)[:, None])  # one output row: the scores are lp
     rows, items, x = candidate_features(h, emde, knn, stats, n_candidates=2)
     names = feature_names(["stan"])
-    assert x.shape == (len(items), len(names)) and len(names) == len(BASE_FEATURES) + 3
+    assert x.shape == (len(items), len(names)) and len(names) == len(BASE_FEATURES) + 3 + 2
     # pool: EMDE's top 2 (2, 3), the kNN list (3, 1), the history (1, 2)
     assert rows.tolist() == [0, 0, 0] and items.tolist() == [1, 2, 3]
     f = {n: x[:, j] for j, n in enumerate(names)}
@@ -55,6 +57,8 @@ def test_features_by_hand() -> None:
     np.testing.assert_allclose(f["cooc_last"], [1.0, 0.4, 0.5], rtol=1e-6)
     # the same weights: item 1 (1 + 0.49), item 2 (0.7)
     np.testing.assert_allclose(f["cooc_history"], [1.49 + 0.7 * 0.4, 1.49 * 0.4 + 0.7, 1.49 * 0.5 + 0.7 * 0.2], rtol=1e-5)
+    np.testing.assert_allclose(f["item_repeat_rate"], [0.25, 0.1, 0.6])
+    np.testing.assert_allclose(f["session_distinct_ratio"], [2 / 3] * 3, rtol=1e-6)  # items 1, 2 in 3 events
 
 
 def test_list_features_of_every_pooled_pair_in_a_batch() -> None:
@@ -77,7 +81,8 @@ def test_list_features_of_every_pooled_pair_in_a_batch() -> None:
         lists.append((ids, scores))
     stats = _ItemStats(np.zeros(n_items, np.float32), sp.csr_array((n_items, n_items), dtype=np.float32),
                        np.zeros((2, n_items), np.float32), np.zeros((2, n_items), np.float32),
-                       sp.csr_array((n_items, n_items), dtype=np.float32), sp.csr_array((n_items, n_items), dtype=np.float32))
+                       sp.csr_array((n_items, n_items), dtype=np.float32), sp.csr_array((n_items, n_items), dtype=np.float32),
+                       np.zeros(n_items, np.float32))
     rows, items, x = candidate_features(h, emde, lists, stats, n_candidates=5)
     top = np.argsort(-lp, axis=1, kind="stable")[:, :5]
     for p, (r, it) in enumerate(zip(rows.tolist(), items.tolist(), strict=True)):
@@ -114,6 +119,11 @@ def test_item_stats_from_a_log_by_hand() -> None:
     want[0, 1] = want[1, 0] = want[1, 2] = want[2, 1] = want[1, 3] = want[3, 1] = 1 / np.sqrt(2)
     want[0, 2] = want[2, 0] = 1.0
     np.testing.assert_allclose(st.cooc.toarray(), want, rtol=1e-6)
+    # repeat rate (r + 1) / (o + 2): no item repeats within a session; item 1 occurs twice
+    np.testing.assert_allclose(st.repeat_rate, [1 / 3, 1 / 4, 1 / 3, 1 / 3, 1 / 2], rtol=1e-6)
+    again = InteractionLog(session_idx=np.array([0, 0, 0, 1], np.int32), item_idx=np.array([2, 2, 2, 2], np.int32),
+                           ts=np.array([1.0, 2.0, 3.0, 4.0]), n_items=3)
+    np.testing.assert_allclose(_ItemStats.from_log(again).repeat_rate, [1 / 2, 1 / 2, 3 / 6], rtol=1e-6)
 
 
 def test_rule_top_lists_the_best_sequential_rule_scores_by_hand() -> None:
