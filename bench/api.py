@@ -67,7 +67,7 @@ from operators.settings import Settings  # noqa: E402
 from operators.training import train_covisitation  # noqa: E402
 from simulators.producer import EventProducer  # noqa: E402
 from simulators.shop import SyntheticShop  # noqa: E402
-from tests.platform import FlowProcess  # noqa: E402
+from tests.platform import FlowProcess, time_until_visible  # noqa: E402
 
 FILTER = "category == context.item.category AND price < $max_price"
 BOOSTERS = "BOOST 1.5 IF on_sale == true"
@@ -210,21 +210,11 @@ class Ingest:
                 event = Event(event_id=f"probe-{i}", ts=time.time(), type="view", user_id=user,
                               item_id=self.items[int(rng.integers(len(self.items)))])
                 i += 1
-                t0 = time.perf_counter()
-                producer.produce(self.settings.kafka.events_topic, user.encode(), encode_event(event))
-                producer.flush(5)
-                while True:
-                    if time.perf_counter() - t0 > 10:
-                        self.missed += 1
-                        break
-                    try:
-                        body = client.get("/v1/recommendations", params={"user_id": user, "n": 5}).json()
-                    except httpx.HTTPError:
-                        body = {}
-                    if (body.get("last_event_ts") or 0) >= event.ts:
-                        self.visible_ms.append((time.perf_counter() - t0) * 1000)
-                        break
-                    time.sleep(0.005)
+                ms = time_until_visible(producer, client, self.settings.kafka.events_topic, event)
+                if ms is None:
+                    self.missed += 1
+                else:
+                    self.visible_ms.append(ms)
                 self.stop_event.wait(0.5)
 
 

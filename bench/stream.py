@@ -44,7 +44,14 @@ from operators.schema import Event, encode_event  # noqa: E402
 from operators.training import train_model  # noqa: E402
 from simulators.producer import EventProducer  # noqa: E402
 from simulators.shop import SyntheticShop  # noqa: E402
-from tests.platform import ApiServer, FlowProcess, make_settings, stored_total, wait_caught_up  # noqa: E402
+from tests.platform import (  # noqa: E402
+    ApiServer,
+    FlowProcess,
+    make_settings,
+    stored_total,
+    time_until_visible,
+    wait_caught_up,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "rsc15_100k_sessionrec"
 
@@ -154,15 +161,9 @@ def visible_latency(bootstrap: str, tmp: Path, events: list[Event], rate: float,
                 probe = Event(event_id=f"probe-{i}", ts=time.time(), type="view", user_id=u,
                               item_id=events[i % len(events)].item_id or "x")
                 i += 1
-                t0 = time.perf_counter()
-                producer.produce(s.kafka.events_topic, u.encode(), encode_event(probe))
-                producer.flush(5)
-                while time.perf_counter() - t0 < 10:
-                    body = client.get("/v1/recommendations", params={"user_id": u, "n": 5}).json()
-                    if body.get("last_event_ts", 0) >= probe.ts:
-                        lat_ms.append((time.perf_counter() - t0) * 1000)
-                        break
-                    time.sleep(0.002)
+                ms = time_until_visible(producer, client, s.kafka.events_topic, probe, poll_s=0.002)
+                if ms is not None:
+                    lat_ms.append(ms)
                 time.sleep(0.05)
             th.join()
     finally:

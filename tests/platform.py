@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 import tomli_w
@@ -21,11 +21,15 @@ from api.app import create_app
 from api.http_protocol import server_config
 from operators.broker import free_port, wait_for_port
 from operators.kafka import ensure_topics, high_watermarks, platform_topics
+from operators.schema import Event, encode_event
 from operators.settings import Settings
 from state import keys
 from state.partition import PartitionDB, list_partitions, partition_path, read_stored_offset
 from state.popularity import PopularityStore
 from state.users import UserStore
+
+if TYPE_CHECKING:
+    from simulators.producer import EventProducer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +61,28 @@ def wait_model_list(client: httpx.Client, user: str, timeout_s: float = 30.0, **
         return b if str(b.get("source", "")).startswith("model") else None
 
     return wait_for(body, timeout_s, f"a model list for {user}")
+
+
+def time_until_visible(producer: EventProducer, client: httpx.Client, topic: str, event: Event,
+                       timeout_s: float = 10.0, poll_s: float = 0.005) -> float | None:
+    """Send ``event`` and poll its user's list until it shows it (``last_event_ts >= event.ts``).
+
+    Returns the milliseconds from the send until the list showed it, or None after ``timeout_s``
+    (or when the API never answered). The event → visible probe of ``bench/api.py`` and
+    ``bench/stream.py``.
+    """
+    t0 = time.perf_counter()
+    producer.produce(topic, event.user_id.encode(), encode_event(event))
+    producer.flush(5)
+    while time.perf_counter() - t0 < timeout_s:
+        try:
+            body = client.get("/v1/recommendations", params={"user_id": event.user_id, "n": 5}).json()
+        except (httpx.HTTPError, ValueError):
+            body = {}
+        if (body.get("last_event_ts") or 0) >= event.ts:
+            return (time.perf_counter() - t0) * 1000
+        time.sleep(poll_s)
+    return None
 
 
 def make_settings(bootstrap: str, tmp: Path, partitions: int = 4, **stream: object) -> Settings:
