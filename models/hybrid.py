@@ -343,7 +343,7 @@ def candidate_features(histories: Histories, emde: BucketReadout,
         x[:, col + 2] = top_score[rows]
         col += len(KNN_FEATURES)
     x[:, col] = stats.repeat_rate[items]
-    distinct = np.bincount(h_rows[np.unique(h_rows * n_items + histories.items, return_index=True)[1]], minlength=q)
+    distinct = np.bincount(h_keys // n_items, minlength=q)  # h_keys: the (query, item) pairs of the histories
     x[:, col + 1] = (distinct / np.maximum(lens, 1))[rows]
     return rows, items, x
 
