@@ -23,10 +23,12 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from models.base import InteractionLog
+from models.errors import ModelFormatError
 from operators.gate import decide, evaluate_versions
 from operators.lake.read import read_catalog
 from operators.lake.training import read_window, side_data, window_bounds, window_card
@@ -57,6 +59,9 @@ def run_once(settings: Settings, *, model: str | None = None,
 
     Returns
     -------
+    A champion that this version cannot load (``ModelFormatError``: saved by an older fusionrec) is
+    left out of the gate; the challenger is then promoted and the reason says so.
+
     The run record also appended to ``model_dir/trainer_runs.jsonl``: ``verdict`` (promoted,
     rejected, skipped, failed), ``reason``, ``challenger``, ``champion``, ``metrics``, ``duration_s``.
     """
@@ -101,20 +106,30 @@ def _run(settings: Settings, model: str, transform: Callable[[InteractionLog], I
     champ_path = latest_version_path(settings.stream.model_dir)
     versions = {"challenger": challenger}
     champion_card: dict[str, Any] | None = None
+    unreadable: str | None = None
     if champ_path is not None:
-        versions["champion"] = load_version(champ_path)
-        champion_card = {"version": champ_path.name, **versions["champion"].manifest}
+        try:
+            versions["champion"] = load_version(champ_path)
+            champion_card = {"version": champ_path.name, **versions["champion"].manifest}
+        except ModelFormatError as exc:  # saved by an older fusionrec: nothing can serve it any more
+            unreadable = str(exc)
+            log.warning("champion %s cannot be read by this version (%s): the gate runs without it",
+                        champ_path.name, exc)
     t1 = time.perf_counter()
     metrics, n_queries = evaluate_versions(holdout.log, versions, max_queries=gate.max_queries, seed=settings.seed)
     eval_s = time.perf_counter() - t1
     verdict = decide(metrics["challenger"], metrics.get("champion"), metric=gate.metric, margin=gate.margin,
                      n_queries=n_queries, min_queries=gate.min_queries)
+    if unreadable is not None:
+        verdict = replace(verdict, reason=f"the champion {champ_path.name if champ_path else ''} cannot be read by "
+                                          f"this version ({unreadable}): promoted without a comparison")
     card = window_card(train, catalog_items=len(catalog), model=model, read_s=read_s, fit_s=fit_s)
     card["gate"] = {"verdict": "promoted" if verdict.promoted else "rejected", "reason": verdict.reason,
                     "metric": gate.metric, "margin": gate.margin, "holdout": {
                         "start": iso(cut), "end": iso(end), "events": holdout.n_rows, "queries": n_queries},
                     "challenger": metrics["challenger"], "champion": metrics.get("champion"),
-                    "champion_version": champ_path.name if champ_path else None, "eval_s": round(eval_s, 3)}
+                    "champion_version": champ_path.name if champ_path else None, "eval_s": round(eval_s, 3),
+                    "champion_unreadable": unreadable}
     if transform is not None:
         card["gate"]["transform"] = getattr(transform, "__name__", repr(transform))
     write_card(path, card)

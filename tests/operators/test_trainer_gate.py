@@ -89,6 +89,21 @@ def test_gate_rejects_bad_challengers_promotes_better_and_rolls_back(lake, tmp_p
     assert time.monotonic() - t0 <= 2.5
 
 
+def test_a_champion_saved_by_an_older_version_is_replaced_not_a_failed_run_forever(lake, tmp_path):
+    """After an upgrade that changed a model's saved format, the serving champion cannot be loaded
+    by anything: the trainer promotes its challenger (saying why) instead of failing every run."""
+    s = _settings(lake, tmp_path)
+    old = run_once(s, model="pop")["challenger"]
+    meta = s.stream.model_dir / old / "model" / "params.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": -1}))  # an older format
+    run = run_once(s, model="covisit")
+    assert run["verdict"] == "promoted" and "cannot be read by this version" in run["reason"], run
+    assert run["champion"] == old and run["metrics"]["champion"] is None
+    assert latest_version_path(s.stream.model_dir).name == run["challenger"]
+    card = read_card(s.stream.model_dir / run["challenger"])
+    assert "version must be" in card["gate"]["champion_unreadable"]
+
+
 def test_models_cli(lake, tmp_path, monkeypatch):
     s = _settings(lake, tmp_path)
     monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(s.stream.model_dir))
