@@ -141,11 +141,15 @@ def load_version(path: Path) -> ModelVersion:
                         item_vectors=vectors)
 
 
+_RETRY_FAILED_S = 30.0
+
+
 class ModelWatcher:
     """Holds the current version and swaps in a newer one when ``LATEST`` changes.
 
     ``current()`` checks the pointer at most every ``check_every_s`` seconds; a failed load
-    keeps the old version and logs the error.
+    keeps the old version and logs the error; a version that failed is tried again after
+    30 s (not at every check), or at once when ``LATEST`` names another one.
     """
 
     def __init__(self, model_dir: Path, check_every_s: float = 2.0) -> None:
@@ -153,16 +157,21 @@ class ModelWatcher:
         self.check_every_s = check_every_s
         self._current: ModelVersion | None = None
         self._checked = 0.0
+        self._unloadable: tuple[str, float] | None = None  # the version that failed to load, and when
 
     def current(self) -> ModelVersion | None:
         now = time.monotonic()
         if now - self._checked >= self.check_every_s or self._current is None and self._checked == 0.0:
             self._checked = now
             path = latest_version_path(self.model_dir)
-            if path is not None and (self._current is None or self._current.version != path.name):
+            failed_recently = (path is not None and self._unloadable is not None
+                               and self._unloadable[0] == path.name and now - self._unloadable[1] < _RETRY_FAILED_S)
+            if (path is not None and not failed_recently
+                    and (self._current is None or self._current.version != path.name)):
                 try:
                     self._current = load_version(path)
                     log.info("loaded model version %s", path.name)
                 except Exception:  # keep serving the old version; the error is logged
-                    log.exception("cannot load model version %s", path)
+                    self._unloadable = (path.name, now)
+                    log.exception("cannot load model version %s (tried again in %.0f s)", path, _RETRY_FAILED_S)
         return self._current

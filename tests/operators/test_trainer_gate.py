@@ -10,6 +10,7 @@ import json
 import time
 import zlib
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -102,6 +103,37 @@ def test_a_champion_saved_by_an_older_version_is_replaced_not_a_failed_run_forev
     assert latest_version_path(s.stream.model_dir).name == run["challenger"]
     card = read_card(s.stream.model_dir / run["challenger"])
     assert "version must be" in card["gate"]["champion_unreadable"]
+
+
+def test_the_watcher_does_not_reload_a_broken_version_at_every_check(lake, tmp_path, monkeypatch):
+    """A version that cannot be loaded is logged and tried again after 30 s, not every 2 s (a log
+    line with a traceback per check); a newly promoted one is loaded at the next check."""
+    import operators.model_version as mv
+
+    s = _settings(lake, tmp_path)
+    broken = run_once(s, model="pop")["challenger"]
+    meta = s.stream.model_dir / broken / "model" / "params.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": -1}))
+    calls: list[str] = []
+    real = mv.load_version
+
+    def counted(path):
+        calls.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(mv, "load_version", counted)
+    clock = [1000.0]
+    monkeypatch.setattr(mv, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    watcher = ModelWatcher(s.stream.model_dir, check_every_s=2.0)
+    for _ in range(10):  # 20 s of checks
+        assert watcher.current() is None
+        clock[0] += 2.0
+    assert calls == [broken]
+    clock[0] += 12.0  # 32 s after the failure: tried again
+    assert watcher.current() is None and calls == [broken, broken]
+    good = run_once(s, model="covisit")["challenger"]  # promoted: the champion cannot be read
+    clock[0] += 2.0
+    assert watcher.current().version == good and calls[-1] == good
 
 
 def test_models_cli(lake, tmp_path, monkeypatch):
