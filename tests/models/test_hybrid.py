@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from models.base import Histories, InteractionLog
 from models.emde.readout import BucketReadout
+from models.errors import ModelFormatError
 from models.hybrid import BASE_FEATURES, SessionFusion, _ItemStats, candidate_features, feature_names
 
 
@@ -169,3 +171,19 @@ def test_rule_candidates_add_a_ranked_list_with_its_own_features() -> None:
     assert model.ranker_.feature_name() == feature_names(["stan"], True)
     ids, _ = model.recommend(Histories.from_lists([[3, 10]]), 5)
     assert ids[0, 0] == 3  # repeat consumption still learned with the extra list
+
+
+def test_a_model_saved_without_the_repeat_rates_asks_to_be_trained_again(tmp_path) -> None:
+    """Fusion models saved before the repeat-consumption features lack ``repeat_rate``: a clear error."""
+    model = SessionFusion(knn={"stan": {"k": 50, "sample_size": 200}}, emde={"epochs": 1, "progress": False},
+                          holdout_frac=0.3, n_trees=5, min_data_in_leaf=10, refit_emde=False).fit(_repeat_log())
+    model.save(tmp_path / "m")
+    back = SessionFusion.load(tmp_path / "m")
+    np.testing.assert_array_equal(back.stats_.repeat_rate, model.stats_.repeat_rate)
+    hist = Histories.from_lists([[3, 10], [5]])
+    np.testing.assert_array_equal(back.recommend(hist, 5)[0], model.recommend(hist, 5)[0])
+    arrays = dict(np.load(tmp_path / "m" / "arrays.npz"))
+    del arrays["repeat_rate"]
+    np.savez(tmp_path / "m" / "arrays.npz", **arrays)
+    with pytest.raises(ModelFormatError, match="no repeat_rate.*train it again"):
+        SessionFusion.load(tmp_path / "m")
