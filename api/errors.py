@@ -36,7 +36,8 @@ def validate_params(model: type[M], data: dict[str, object]) -> M:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "$"
-        raise ApiError(422, field, err["msg"], value=err.get("input") if not isinstance(err.get("input"), dict) else None) from exc
+        given = err.get("input")  # echoed only when it is a scalar: a nested input may be any size or depth
+        raise ApiError(422, field, err["msg"], value=given if isinstance(given, str | int | float | bool) else None) from exc
 
 
 def _error(status: int, field: str, reason: str, **extra: object) -> JSONResponse:

@@ -25,6 +25,10 @@ __all__ = ["EventRules", "parse_event", "validate_event_dict", "is_event", "kafk
 # epoch seconds accepted: 2000-01-01 .. 2100-01-01; larger values are most likely milliseconds
 _TS_MIN_S = 946_684_800.0
 _TS_MAX_S = 4_102_444_800.0
+MAX_EXTRA_DEPTH = 16
+"""Deepest nesting of arrays / objects in an event's extra (unknown) fields: JSON deeper than this
+is no shop's data, and encoders downstream (the lake's orjson: 255 levels; msgspec: the Python
+stack) fail on it, so it is a ``BadEvent`` (400 / dead letter) at the door."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,26 @@ def _ts(value: float | str, rules: EventRules, received_ts: float | None) -> flo
     return float(value)
 
 
+def _nesting_over(value: object, limit: int) -> bool:
+    """True if ``value`` nests arrays / objects more than ``limit`` levels deep (iterative: no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth >= limit:
+                return True
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return False
+
+
+def _extra(obj: dict[str, object]) -> dict[str, object] | None:
+    extra = {k: v for k, v in obj.items() if k not in EVENT_FIELDS}
+    for k, v in extra.items():
+        if _nesting_over(v, MAX_EXTRA_DEPTH):
+            raise BadEvent(k, f"nested deeper than {MAX_EXTRA_DEPTH} levels of arrays/objects", None)
+    return extra or None
+
+
 def validate_event_dict(obj: object, rules: EventRules, received_ts: float | None = None) -> Event:
     """Validate a decoded JSON object against the contract.
 
@@ -169,7 +193,7 @@ def validate_event_dict(obj: object, rules: EventRules, received_ts: float | Non
         campaign_id=_id("campaign_id", w.campaign_id),
         arm=w.arm,
         request_id=w.request_id,
-        extra={k: v for k, v in obj.items() if k not in EVENT_FIELDS} or None,
+        extra=_extra(obj),
     )
     for req in requires:
         alternatives = req.split("|")

@@ -120,6 +120,28 @@ def test_oversize_events_ids_and_batches_are_4xx(api):
     assert 400 <= r.status_code < 500
 
 
+def test_deeply_nested_json_is_a_4xx_never_a_500_nor_an_accepted_event(api):
+    """Extra fields nested past 16 levels would stop the lake's archiver (orjson's 255-level limit)
+    or hit the Python stack; they are refused at the door (a new user found a 202 and a 500)."""
+    c = api
+
+    def nested(depth: int) -> bytes:
+        return b"[" * depth + b"1" + b"]" * depth
+
+    ok = b'{"type":"view","user_id":"u1","item_id":"i1","tags":' + nested(16) + b"}"
+    assert c.post("/v1/events", content=ok, headers=CLIENT).status_code == 202
+    for depth in (17, 260, 1000, 1023, 5000):
+        body = b'{"type":"view","user_id":"u1","item_id":"i1","tags":' + nested(depth) + b"}"
+        r = c.post("/v1/events", content=body, headers=CLIENT)
+        assert 400 <= r.status_code < 500, (depth, r.status_code, r.text[:200])
+        if depth < 1024:  # deeper is refused by the JSON parser itself ("body")
+            assert r.json()["error"]["field"] in ("tags", "events[0].tags"), r.text[:200]
+    for depth in (300, 1000):
+        body = b'{"scenario":"popular","params":' + nested(depth) + b"}"
+        r = c.put("/v1/campaigns/deep", content=body, headers={**ADMIN, "content-type": "application/json"})
+        assert 400 <= r.status_code < 500, (depth, r.status_code, r.text[:200])
+
+
 def test_hostile_iql_is_a_400_naming_the_place(api):
     c = api
     for flt in (r'brand == "\x4"', r'brand == "\N{NO SUCH}"', 'brand == "a\x00b"', "NOT " * 300 + "on_sale",

@@ -90,3 +90,23 @@ def test_dead_letter_reasons(key, value, reason):
     assert isinstance(out, DeadLetter)
     assert (out.reason, out.partition, out.offset) == (reason, 3, 42)
     assert out.raw == (value or b"")
+
+
+def test_extra_fields_nested_past_the_limit_are_dead_letters_for_the_flow_and_the_lake() -> None:
+    """The flow and the archiver parse with ``parse_event``: an event the API refuses (nested
+    deeper than ``MAX_EXTRA_DEPTH``) that reached the topic another way is a dead letter, not a
+    crash of the lake's encoder; 16 levels still pass and are encoded."""
+    from operators.lake.schema import events_table
+    from operators.parse import MAX_EXTRA_DEPTH
+
+    def event(depth: int) -> bytes:
+        return (b'{"type":"view","user_id":"u","item_id":"i","event_id":"e","ts":1764400000,"meta":{"a":'
+                + b"[" * (depth - 1) + b"1" + b"]" * (depth - 1) + b"}}")
+
+    ok = parse_event(b"u", event(MAX_EXTRA_DEPTH), RULES, received_ts=1764400000.0)
+    assert isinstance(ok, Event) and ok.extra is not None
+    assert events_table([(0, 0, ok)]).num_rows == 1 and encode_event(ok)
+    for depth in (MAX_EXTRA_DEPTH + 1, 300):
+        dead = parse_event(b"u", event(depth), RULES, received_ts=1764400000.0)
+        assert isinstance(dead, DeadLetter) and (dead.reason, dead.field) == ("invalid_field", "meta"), dead
+        assert "nested deeper than 16" in dead.detail
