@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -88,13 +89,17 @@ def run_eval(data_dir: Path, fmt: str, models: list[str], *, max_queries: int | 
     Raises
     ------
     ValueError
-        For an unknown model, format or split.
+        For no model or an unknown model, format or split, or a bad hyper-parameter.
     """
+    if not models:
+        raise ValueError(f"models: none given; registered: {', '.join(REGISTRY)}")
     unknown = [m for m in models if m not in REGISTRY]
     if unknown:
         raise ValueError(f"models: unknown {unknown}; registered: {', '.join(REGISTRY)}")
     if split not in ("test", "valid"):
         raise ValueError(f"split: must be 'test' or 'valid'; got {split!r}")
+    overrides = overrides or {}
+    built = [(name, create_model(name, **overrides.get(name, {}))) for name in models]  # bad params: before loading
     data = load_dataset(data_dir, fmt)
     if split == "valid":
         data = validation_split(data, days=valid_days, frac=valid_frac)
@@ -105,10 +110,8 @@ def run_eval(data_dir: Path, fmt: str, models: list[str], *, max_queries: int | 
     if data.cleaning is not None:  # Online Retail: what the shared cleaning rule did (models/data/retail_cleaning.py)
         for line in data.cleaning.lines():  # type: ignore[attr-defined]
             log.info("cleaning: %s", line)
-    overrides = overrides or {}
     reports = []
-    for name in models:
-        model = create_model(name, **overrides.get(name, {}))
+    for name, model in built:
         reports.append(fit_and_evaluate(name, model, data, ks=KS, max_queries=max_queries,
                                         batch_size=batch_size, seed=seed))
     return data.name, reports
@@ -131,13 +134,18 @@ def format_table(reports: list[EvalReport]) -> str:
 
 
 def summary_json(dataset: str, reports: list[EvalReport]) -> str:
-    """One JSON line: each model's HR@20, MRR@20, train and score seconds."""
+    """One JSON line: each model's HR@20, MRR@20, train and score seconds (null where undefined)."""
     return json.dumps({
         "dataset": dataset,
         "n_queries": reports[0].n_queries if reports else 0,
-        "models": {r.model: {"HR@20": round(r.metrics["HR@20"], 6), "MRR@20": round(r.metrics["MRR@20"], 6),
-                             "train_s": round(r.train_s, 3), "score_s": round(r.score_s, 3)} for r in reports},
-    })
+        "models": {r.model: {"HR@20": _num(r.metrics["HR@20"], 6), "MRR@20": _num(r.metrics["MRR@20"], 6),
+                             "train_s": _num(r.train_s, 3), "score_s": _num(r.score_s, 3)} for r in reports},
+    }, allow_nan=False)
+
+
+def _num(x: float, digits: int) -> float | None:
+    """``x`` rounded; None (JSON null) when undefined (NaN, e.g. a metric over no prefixes): NaN is not JSON."""
+    return round(x, digits) if math.isfinite(x) else None
 
 
 @app.command("eval")
@@ -146,14 +154,15 @@ def eval_command(
     fmt: str = typer.Option("sessionrec", "--format", help=f"One of: {', '.join(FORMATS)}."),
     models: str = typer.Option("pop,sknn,vsknn,stan,vstan", "--models", help="Comma-separated registry names."),
     quick: bool = typer.Option(False, "--quick", help=f"Score a seeded sample of {QUICK_QUERIES} test prefixes."),
-    max_queries: int | None = typer.Option(None, "--max-queries", help="Score a seeded sample of this many prefixes."),
+    max_queries: int | None = typer.Option(None, "--max-queries", min=1,
+                                            help="Score a seeded sample of this many prefixes."),
     split: str = typer.Option("test", "--split", help="'test', or 'valid' (last sessions of train; for tuning)."),
     valid_days: float | None = typer.Option(None, "--valid-days", help="Validation = sessions ending in the last N days."),
     valid_frac: float = typer.Option(0.1, "--valid-frac", help="Validation = last fraction of sessions (no --valid-days)."),
     set_: list[str] = typer.Option([], "--set", help="Override a hyper-parameter: model.param=value (repeatable)."),
     params_file: Path | None = typer.Option(None, "--params-file",
                                             help="JSON {model: {param: value}} (e.g. from bench/tune_baselines.py); --set wins."),
-    batch_size: int = typer.Option(500, "--batch-size", help="Prefixes per recommend call."),
+    batch_size: int = typer.Option(500, "--batch-size", min=1, help="Prefixes per recommend call."),
     seed: int = typer.Option(0, "--seed", help="Seed of the prefix sample."),
 ) -> None:
     """Fit and evaluate recommenders; print a table and end with one JSON line."""

@@ -104,7 +104,8 @@ def train_cmd(
 
 @app.command("catalog")
 def catalog_cmd(
-    items: Annotated[Path, typer.Argument(help="JSONL file: one item object per line, each with a string item_id")],
+    items: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
+                                          help="JSONL file: one item object per line, each with a string item_id")],
 ) -> None:
     """Publish catalog items (new or changed) to the compacted catalog topic.
 

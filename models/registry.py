@@ -7,6 +7,8 @@ only when created, so a registry entry costs nothing (no torch import) until it 
 from __future__ import annotations
 
 import importlib
+import inspect
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -92,10 +94,43 @@ def create_model(name: str, **overrides: object) -> Recommender:
     ------
     ValueError
         If ``name`` is not registered (the message lists the names).
-        Also if an override is not a constructor parameter (the message names the model).
+        Also if an override is not a constructor parameter, has the wrong type or fails the
+        model's parameter checks (the message names the model and the parameter).
     """
     cls = model_class(name)
+    _check_override_types(name, cls, overrides)
     try:
-        return cls(**{**dict(REGISTRY[name].params), **overrides})
-    except TypeError as exc:
+        model = cls(**{**dict(REGISTRY[name].params), **overrides})
+        validate = getattr(model, "_validate", None)  # the checks fit would make, before any data is read
+        if callable(validate):
+            validate()
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{name}: bad hyper-parameter in {sorted(overrides)} ({exc})") from exc
+    return model
+
+
+def _check_override_types(name: str, cls: type, overrides: Mapping[str, object]) -> None:
+    """An override whose constructor default is a bool, int, float or str must be one too (an int
+    for a float; None only where the annotation allows it), so ``k="abc"`` fails here, naming the
+    parameter, not deep inside ``fit``."""
+    params = inspect.signature(cls.__init__).parameters
+    for key, value in overrides.items():
+        p = params.get(key)
+        if p is None or p.default is inspect.Parameter.empty:
+            continue  # unknown names: the constructor's TypeError says so
+        default = REGISTRY[name].params.get(key, p.default)
+        kind = type(default)
+        ann = p.annotation
+        if kind not in (bool, int, float, str) or (
+                ann is not inspect.Parameter.empty and str(ann).replace(" | None", "") != kind.__name__):
+            continue  # e.g. ``str | Sequence[...]``: the constructor checks it
+        if value is None:
+            ok = "None" in str(p.annotation)
+        elif kind is float:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise ValueError(f"{name}.{key}: expected {'a number' if kind is float else kind.__name__}; got {value!r}")

@@ -17,7 +17,7 @@ import numpy as np
 from models.data.encoding import Dataset, encode_train, lookup_items
 from models.data.task import NextItemTask, pairs_task
 
-__all__ = ["load_srgnn", "read_plain_pickle", "sessions_from_pairs", "SESSION_SECONDS"]
+__all__ = ["load_srgnn", "read_plain_pickle", "PickleReadError", "sessions_from_pairs", "SESSION_SECONDS"]
 
 SESSION_SECONDS = 60.0
 """Pseudo-time: these files carry no train timestamps, so train session ``s`` is placed at
@@ -38,11 +38,20 @@ def read_plain_pickle(path: Path) -> object:
 
     Raises
     ------
-    pickle.UnpicklingError
-        If the file references any class or function.
+    PickleReadError
+        (an ``UnpicklingError`` and a ``ValueError``) if the file is not a readable pickle or
+        references any class or function; the message is ``cannot read <file>: ...``.
     """
     data = Path(path).read_bytes()
-    return _PlainUnpickler(io.BytesIO(data)).load()
+    try:
+        return _PlainUnpickler(io.BytesIO(data)).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            OverflowError, MemoryError, UnicodeDecodeError) as exc:  # what a corrupt pickle can raise
+        raise PickleReadError(f"cannot read {path}: {exc}") from exc
+
+
+class PickleReadError(pickle.UnpicklingError, ValueError):
+    """A dataset pickle that is corrupt or names a global (a ``ValueError``: bad input data)."""
 
 
 def _check_pairs(obj: object, path: Path) -> tuple[list, list]:

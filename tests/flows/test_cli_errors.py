@@ -1,0 +1,91 @@
+"""Bad input to ``fusionrec eval`` / ``fusionrec catalog`` is one clear error and exit status 2, not a traceback."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import flows.cmd_eval  # noqa: F401  (registers the command)
+import flows.cmd_platform  # noqa: F401  (registers the command)
+from flows.cli import app
+from flows.cmd_eval import summary_json
+from models.evaluate import EvalReport
+
+T0 = 1_400_000_000.0
+
+
+@pytest.fixture()
+def tiny_sessionrec(tmp_path: Path) -> Path:
+    head = "SessionId\tItemId\tTime\n"
+    train = [(1, "a", 0), (1, "b", 5), (2, "b", 10), (2, "c", 20), (3, "c", 40), (3, "a", 50)]
+    test = [(10, "a", 100), (10, "b", 110), (10, "c", 130)]
+    for name, rows in (("x_train_full.txt", train), ("x_test.txt", test)):
+        (tmp_path / name).write_text(head + "".join(f"{s}\t{i}\t{T0 + t}\n" for s, i, t in rows))
+    return tmp_path
+
+
+def _fails(args: list[str], *expected: str) -> str:
+    result = CliRunner().invoke(app, args)
+    out = result.output
+    assert result.exit_code == 2, out
+    assert "Traceback" not in out and not isinstance(result.exception, TypeError | ValueError), out
+    flat = " ".join(out.replace("│", " ").split())  # typer's usage-error box wraps long lines
+    for text in expected:
+        assert text in flat, out
+    return out
+
+
+def _eval(data: Path, *extra: str) -> list[str]:
+    return ["eval", "--data", str(data), "--format", "sessionrec", *extra]
+
+
+def test_eval_without_a_model_says_so(tiny_sessionrec: Path) -> None:
+    _fails(_eval(tiny_sessionrec, "--models", ""), "error: models: none given")
+    _fails(_eval(tiny_sessionrec, "--models", " , "), "error: models: none given")
+
+
+def test_eval_hyper_parameter_of_the_wrong_type_names_model_and_parameter(tiny_sessionrec: Path,
+                                                                          tmp_path: Path) -> None:
+    _fails(_eval(tiny_sessionrec, "--models", "stan", "--set", "stan.k=abc"), "error: stan.k: expected int; got 'abc'")
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"stan": {"k": "many"}}))
+    _fails(_eval(tiny_sessionrec, "--models", "stan", "--params-file", str(params)), "error: stan.k:", "'many'")
+    # a value of the right type the model's own checks refuse
+    _fails(_eval(tiny_sessionrec, "--models", "stan", "--set", "stan.k=0"), "error: stan:", "k: must be >= 1")
+    _fails(_eval(tiny_sessionrec, "--models", "stan", "--set", "stan.lambda_spw=x"), "error: stan.lambda_spw:")
+
+
+def test_eval_accepts_well_typed_overrides(tiny_sessionrec: Path) -> None:
+    result = CliRunner().invoke(app, _eval(tiny_sessionrec, "--models", "stan", "--set", "stan.k=5",
+                                           "--set", "stan.lambda_spw=null"))
+    assert result.exit_code == 0, result.output
+    json.loads(result.output.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("content", [b"\x00\x01garbage bytes", pickle.dumps([print])])
+def test_eval_unreadable_srgnn_pickle_is_named(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "all_train_seq.txt").write_bytes(content)
+    (tmp_path / "test.txt").write_bytes(pickle.dumps(([[1]], [1])))
+    _fails(["eval", "--data", str(tmp_path), "--format", "srgnn", "--models", "pop"],
+           f"error: cannot read {tmp_path / 'all_train_seq.txt'}:")
+
+
+@pytest.mark.parametrize(("option", "value"), [("--max-queries", "-3"), ("--max-queries", "0"),
+                                               ("--batch-size", "0")])
+def test_eval_rejects_non_positive_counts_up_front(tiny_sessionrec: Path, option: str, value: str) -> None:
+    _fails(_eval(tiny_sessionrec, "--models", "pop", option, value), option)
+
+
+def test_summary_json_writes_an_undefined_metric_as_null() -> None:
+    report = EvalReport("pop", 0, {"HR@20": math.nan, "MRR@20": math.nan}, train_s=0.1, score_s=0.0)
+    line = json.loads(summary_json("d", [report]))  # strict JSON: NaN would not be written (allow_nan=False)
+    assert line["models"]["pop"]["HR@20"] is None and line["models"]["pop"]["MRR@20"] is None
+
+
+def test_catalog_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    _fails(["catalog", str(tmp_path / "nonexistent.jsonl")], "does not exist")
