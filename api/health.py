@@ -48,7 +48,9 @@ async def healthz(request: Request) -> Response:
     dead = sorted(k for k, ok in threads.items() if not ok)
     return json_response({"status": "ok" if not dead else "failing", "dead_threads": dead,
                           "ready": not not_ready_reasons(svc), "broker_up": svc.durable.broker_up,
-                          "users_with_topn": len(svc.topn), "catalog_items": len(svc.catalog)},
+                          "users_with_topn": len(svc.topn), "catalog_items": len(svc.catalog),
+                          # the newest model version could not be loaded: lists come from the previous one or popularity
+                          "model_error": svc.models.load_error},
                          status_code=200 if not dead else 503)
 
 
@@ -60,7 +62,8 @@ async def readyz(request: Request) -> Response:
                           # where the optimizer's state came from: local snapshot, published one, or the history
                           "optimizer_from": svc.reader.restored_from if svc.reader is not None else None,
                           # where the local user-topn store started from: a published checkpoint or the topic
-                          "topn_from": svc.topn_checkpoints.restored_from if svc.topn_checkpoints is not None else None},
+                          "topn_from": svc.topn_checkpoints.restored_from if svc.topn_checkpoints is not None else None,
+                          "model_error": svc.models.load_error},
                          status_code=200 if not reasons else 503)
 
 

@@ -158,6 +158,7 @@ class ModelWatcher:
         self._current: ModelVersion | None = None
         self._checked = 0.0
         self._unloadable: tuple[str, float] | None = None  # the version that failed to load, and when
+        self.load_error: str | None = None  # why the version LATEST names is not the one served (None: it is)
 
     def current(self) -> ModelVersion | None:
         now = time.monotonic()
@@ -171,7 +172,10 @@ class ModelWatcher:
                 try:
                     self._current = load_version(path)
                     log.info("loaded model version %s", path.name)
-                except Exception:  # keep serving the old version; the error is logged
+                except Exception as exc:  # keep serving the old version; the error is logged
                     self._unloadable = (path.name, now)
+                    self.load_error = f"model version {path.name} cannot be loaded: {type(exc).__name__}: {exc}"
                     log.exception("cannot load model version %s (tried again in %.0f s)", path, _RETRY_FAILED_S)
+                else:
+                    self._unloadable = self.load_error = None
         return self._current

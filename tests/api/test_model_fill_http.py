@@ -104,3 +104,23 @@ def test_filter_steers_the_arm_and_short_lists_say_why(broker, tmp_path):
         assert c.put("/v1/campaigns/open", json={"scenario": "similar", "n": n}).status_code == 201
         body = c.get("/v1/recommendations", params={"campaign": "open", "item_id": item}).json()
         assert body["from_arm"] == n and body["reason"] is None
+
+
+def test_a_model_version_that_cannot_be_loaded_is_named_by_healthz_and_readyz(broker, tmp_path):
+    """A version saved by an older fusionrec (format changed) cannot be served: the API answers from
+    popularity and says why on /healthz and /readyz instead of only in its log."""
+    import json
+
+    s = make_settings(broker, tmp_path, partitions=1)
+    shop = SyntheticShop(n_items=100, n_users=20, seed=6, start_ts=time.time() - 86400)
+    version = train_covisitation(shop.history(2_000), s)
+    meta = version / "model" / "params.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": -1}))
+    with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
+        deadline = time.monotonic() + 20
+        while (err := c.get("/healthz").json()["model_error"]) is None:
+            assert time.monotonic() < deadline, "the failed load was never reported"
+            assert c.get("/metrics").status_code == 200  # the model gauges ask for the current version
+            time.sleep(0.2)
+        assert version.name in err and "cannot be loaded" in err
+        assert c.get("/readyz").json()["model_error"] == err

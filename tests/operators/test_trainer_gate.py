@@ -129,11 +129,12 @@ def test_the_watcher_does_not_reload_a_broken_version_at_every_check(lake, tmp_p
         assert watcher.current() is None
         clock[0] += 2.0
     assert calls == [broken]
+    assert watcher.load_error is not None and broken in watcher.load_error and "ModelFormatError" in watcher.load_error
     clock[0] += 12.0  # 32 s after the failure: tried again
     assert watcher.current() is None and calls == [broken, broken]
     good = run_once(s, model="covisit")["challenger"]  # promoted: the champion cannot be read
     clock[0] += 2.0
-    assert watcher.current().version == good and calls[-1] == good
+    assert watcher.current().version == good and calls[-1] == good and watcher.load_error is None
 
 
 def test_models_cli(lake, tmp_path, monkeypatch):
