@@ -22,7 +22,14 @@ import typer
 
 from flows.cli import app
 from flows.supervisor import Supervisor
-from operators.broker import LocalBroker, die_with_parent, wait_for_port
+from operators.broker import (
+    BrokerStartError,
+    LocalBroker,
+    PortInUseError,
+    die_with_parent,
+    port_in_use,
+    wait_for_port,
+)
 from operators.kafka import ensure_topics, platform_topics
 from operators.settings import Settings
 
@@ -43,7 +50,12 @@ def _topics(s: Settings) -> None:
 def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1")] = 9092) -> None:
     """Run a local Kafka-protocol broker (Tansu, in-memory storage) until Ctrl-C."""
     _settings()
-    with LocalBroker(port) as b:
+    try:
+        b = LocalBroker(port).start()
+    except (PortInUseError, BrokerStartError) as exc:
+        typer.echo(f"fusionrec broker: {exc}; choose another port with --port", err=True)
+        raise typer.Exit(2) from None
+    with b:
         typer.echo(f"broker on {b.bootstrap} (memory storage; Ctrl-C stops it)")
         try:
             while b.proc is not None and b.proc.poll() is None:
@@ -217,8 +229,11 @@ def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
 
 @app.command("run")
 def run_cmd(
-    port: Annotated[int, typer.Option(help="Broker port")] = 9092,
-    api_port: Annotated[int, typer.Option(help="API port")] = 8000,
+    port: Annotated[int | None, typer.Option(
+        help="Broker port (default: the port in kafka.brokers / FUSIONREC_KAFKA__BROKERS: 9092)",
+        show_default=False)] = None,
+    api_port: Annotated[int | None, typer.Option(
+        help="API port (default: api.port / FUSIONREC_API__PORT: 8000)", show_default=False)] = None,
     workers: Annotated[int, typer.Option("-w", "--workers", help="Flow worker threads")] = 2,
     history: Annotated[int, typer.Option(help="Synthetic history events to train on and replay")] = 30000,
     rate: Annotated[float, typer.Option(help="Live simulated events per second")] = 50.0,
@@ -240,9 +255,17 @@ def run_cmd(
 
     Ctrl-C (or SIGTERM/SIGHUP) at any moment stops everything and exits 0 (so ``make run`` ends
     quietly); a second Ctrl-C while stopping is ignored. Each run starts fresh logs in ``var``
-    (the previous run's are kept as ``*.log.1``).
+    (the previous run's are kept as ``*.log.1``). It starts nothing (exit status 2) when the broker or
+    the API port is already taken, e.g. by another ``fusionrec run``.
     """
-    _settings()
+    s = _settings()
+    port = port or _broker_port(s)
+    api_port = api_port or s.api.port
+    busy = _busy_ports(port, api_port)
+    if busy:
+        for line in busy:
+            typer.echo(f"fusionrec run: {line}", err=True)
+        raise typer.Exit(2)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     brokers: list[LocalBroker] = []
@@ -252,12 +275,33 @@ def run_cmd(
              train_seconds, trainer_every, children, brokers)
     except KeyboardInterrupt:
         typer.echo("stopping...")
+    except (PortInUseError, BrokerStartError) as exc:  # e.g. the port was taken between the check and the start
+        typer.echo(f"fusionrec run: {exc}", err=True)
+        raise typer.Exit(2) from None
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean stop short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop_all(children)
         for b in brokers:
             b.stop()
+
+
+def _broker_port(s: Settings) -> int:
+    """The port of the first ``[kafka] brokers`` entry (9092 when it names none)."""
+    _, _, tail = s.kafka.brokers.split(",")[0].strip().rpartition(":")
+    return int(tail) if tail.isdigit() else 9092
+
+
+def _busy_ports(port: int, api_port: int) -> list[str]:
+    """One message per port of ``run`` that another process already listens on (none: all free)."""
+    busy = []
+    if port_in_use(port):
+        busy.append(f"broker port {port} on 127.0.0.1 is already in use (another fusionrec run?); choose another "
+                    "with --port N or FUSIONREC_KAFKA__BROKERS=127.0.0.1:N ([kafka] brokers)")
+    if api_port == port or port_in_use(api_port):
+        busy.append(f"API port {api_port} on 127.0.0.1 is already in use (another fusionrec run?); choose another "
+                    "with --api-port N or FUSIONREC_API__PORT=N ([api] port)")
+    return busy
 
 
 def _rotate_logs(var: Path) -> None:
