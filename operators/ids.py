@@ -79,7 +79,8 @@ def canonical_id(value: object) -> str:
         s = str(value)
     elif isinstance(value, float):
         if not (value == value and abs(value) < _EXACT_FLOAT and value.is_integer()):
-            raise BadId("must be a string or an integer (a number with a fraction is not an id)", value)
+            raise BadId("must be a string or an integer (a number with a fraction, or one beyond 2**53 that JSON "
+                        "parsers turn into an inexact float, is not an id: send it as a string)", value)
         s = str(int(value))
     elif isinstance(value, str):
         s = value.strip()

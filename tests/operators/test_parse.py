@@ -59,7 +59,7 @@ def test_round_trip_keeps_unknown_fields_and_canonical_ids():
     (ev(ts="2025-11-29T10:00:00"), "ts", "needs a zone"),
     (ev(ts="yesterday"), "ts", "ISO-8601 time with zone"),
     (ev(user_id=None), "user_id", "required"),
-    (ev(user_id=1.5), "user_id", "fraction is not an id"),
+    (ev(user_id=1.5), "user_id", "a number with a fraction"),
     (ev(user_id=""), "user_id", "non-empty"),
     (ev(type="teleport"), "type", "unknown event type"),
     (ev(item_id=None), "item_id|items", "required for event type 'view'"),
