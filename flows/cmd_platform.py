@@ -66,7 +66,9 @@ def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1")] 
 
 @app.command("topics")
 def topics_cmd() -> None:
-    """Create the platform's topics (events, events.dead, user-topn, catalog, item-links) if missing."""
+    """Create the platform's topics if missing: events, served, events.dead, user-topn, catalog,
+    item-links, and the compacted <events>.stats, <events>.popularity, <events>.optimizer and
+    <user-topn>.checkpoint (``operators.kafka.platform_topics``)."""
     s = _settings()
     _topics(s)
     typer.echo(f"topics ready on {s.kafka.brokers}")
