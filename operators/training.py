@@ -167,13 +167,27 @@ def write_events_jsonl(events: Iterable[Event], path: Path) -> int:
 
 
 def read_events_jsonl(path: Path, settings: Settings) -> Iterator[Event]:
-    """Events from a JSONL file; invalid lines are logged with their line number and skipped."""
+    """Events from a JSONL file; invalid lines are logged with their line number and skipped.
+
+    Raises
+    ------
+    ValueError
+        If the file has lines and none of them is a valid event (naming the first line's error:
+        training files need ``event_id`` and ``ts`` on every line, which the API fills in itself).
+    """
     rules = EventRules.from_specs(settings.event_types, settings.stream.max_event_bytes)
+    valid, first_error = 0, None
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                yield validate_event_dict(msgspec.json.decode(line), rules)
+                event = validate_event_dict(msgspec.json.decode(line), rules)
             except (ValueError, msgspec.DecodeError) as exc:
                 log.warning("%s:%d: skipped: %s", path, lineno, exc)
+                first_error = first_error or f"line {lineno}: {exc}"
+                continue
+            valid += 1
+            yield event
+    if not valid and first_error is not None:
+        raise ValueError(f"{path}: no line is a valid event (the first: {first_error})")

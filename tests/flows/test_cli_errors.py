@@ -89,3 +89,12 @@ def test_summary_json_writes_an_undefined_metric_as_null() -> None:
 
 def test_catalog_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     _fails(["catalog", str(tmp_path / "nonexistent.jsonl")], "does not exist")
+
+
+def test_train_on_a_file_without_one_valid_event_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's API examples leave out ``event_id`` / ``ts`` (the API fills them in); a training
+    file needs them, and when no line has them the error names the first line's problem."""
+    monkeypatch.chdir(tmp_path)
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type":"view","user_id":"u1","item_id":"i1"}\n{"type":"view","user_id":"u2","item_id":"i2"}\n')
+    _fails(["train", "--events", str(events)], "no line is a valid event", "line 1: event_id: required")
