@@ -14,7 +14,8 @@ string             surrounding white space removed; a decimal integer written wi
                    write integer ids); other text is kept as is
 length             1 .. ``MAX_ID_CHARS`` (256) characters after that
 characters         any printable Unicode, spaces, ``/ + % &`` included; control, format and
-                   line-separator characters (tab, newline, NUL, zero-width, U+2028) are refused
+                   line-separator characters (tab, newline, NUL, zero-width, U+2028) are refused,
+                   and so are lone surrogates and U+FFFD (bytes that were not UTF-8, e.g. ``%ff``)
 bool, null, other  refused
 =================  ==============================================================================
 """
@@ -95,6 +96,8 @@ def canonical_id(value: object) -> str:
         raise BadId(f"must be at most {MAX_ID_CHARS} characters (has {len(s)})", value)
     if not s.isprintable() and _has_control(s):
         raise BadId("must not hold control characters (tab, newline, NUL, ...)", value)
+    if not s.isascii() and "\ufffd" in s:  # a decoder replaced bytes that were not UTF-8
+        raise BadId("must be valid UTF-8 (it holds U+FFFD: bytes that were not UTF-8, e.g. %ff)", value)
     return s
 
 

@@ -47,3 +47,5 @@ def test_ids_at_the_api(broker, tmp_path):
         for params, field in (({"user_id": "u\t1"}, "user_id"), ({"user_id": "x" * 10_000}, "user_id")):
             r = c.get("/v1/recommendations", params=params)
             assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
+        r = c.get("/v1/recommendations?user_id=%ff%fe")  # not UTF-8: decoded to U+FFFD by the query parser
+        assert r.status_code == 422 and r.json()["error"]["field"] == "user_id", r.text

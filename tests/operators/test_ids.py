@@ -31,6 +31,7 @@ def test_canonical_form(value, canonical):
 @pytest.mark.parametrize(("value", "match"), [
     ("", "non-empty"), ("   ", "non-empty"), ("x" * (MAX_ID_CHARS + 1), "at most 256"), ("x" * 10_000, "at most 256"),
     ("a\tb", "control"), ("a\nb", "control"), ("a\x00b", "control"), ("a\u200bb", "control"), ("a\u2028b", "control"),
+    ("\ufffd\ufffd", "valid UTF-8"), ("ab\udcff", "control|valid UTF-8"),  # %ff%fe in a query string; a lone surrogate
     (1.5, "fraction"), (float("nan"), "fraction"), (2.0**60, "fraction"), (True, "string or an integer"),
     (None, "string or an integer"), ([1], "string or an integer"),
 ])
