@@ -120,14 +120,10 @@ def wait_for_port(host: str, port: int, timeout_s: float = 10.0) -> None:
         If nothing listens within ``timeout_s`` seconds.
     """
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s") from None
-            time.sleep(0.02)
+    while not _answers(host, port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
+        time.sleep(0.02)
 
 
 class LocalBroker:

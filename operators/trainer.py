@@ -23,13 +23,12 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from models.base import InteractionLog
 from models.errors import ModelFormatError
-from operators.gate import decide, evaluate_versions
+from operators.gate import GateVerdict, decide, evaluate_versions
 from operators.lake.read import read_catalog
 from operators.lake.training import read_window, side_data, window_bounds, window_card
 from operators.model_registry import append_run, iso, promote, write_card
@@ -46,6 +45,9 @@ def run_once(settings: Settings, *, model: str | None = None,
              transform: Callable[[InteractionLog], InteractionLog] | None = None, **params: object) -> dict[str, Any]:
     """One trainer run; never raises (a failure is a run with verdict ``failed`` and the error).
 
+    A champion that this version cannot load (``ModelFormatError``: saved by an older fusionrec) is
+    left out of the gate; the challenger is then promoted and the reason says so.
+
     Parameters
     ----------
     settings : Settings
@@ -59,9 +61,6 @@ def run_once(settings: Settings, *, model: str | None = None,
 
     Returns
     -------
-    A champion that this version cannot load (``ModelFormatError``: saved by an older fusionrec) is
-    left out of the gate; the challenger is then promoted and the reason says so.
-
     The run record also appended to ``model_dir/trainer_runs.jsonl``: ``verdict`` (promoted,
     rejected, skipped, failed), ``reason``, ``challenger``, ``champion``, ``metrics``, ``duration_s``.
     """
@@ -112,17 +111,18 @@ def _run(settings: Settings, model: str, transform: Callable[[InteractionLog], I
             versions["champion"] = load_version(champ_path)
             champion_card = {"version": champ_path.name, **versions["champion"].manifest}
         except ModelFormatError as exc:  # saved by an older fusionrec: nothing can serve it any more
-            unreadable = str(exc)
+            unreadable = f"{champ_path.name}: {exc}"
             log.warning("champion %s cannot be read by this version (%s): the gate runs without it",
                         champ_path.name, exc)
     t1 = time.perf_counter()
     metrics, n_queries = evaluate_versions(holdout.log, versions, max_queries=gate.max_queries, seed=settings.seed)
     eval_s = time.perf_counter() - t1
-    verdict = decide(metrics["challenger"], metrics.get("champion"), metric=gate.metric, margin=gate.margin,
-                     n_queries=n_queries, min_queries=gate.min_queries)
-    if unreadable is not None:
-        verdict = replace(verdict, reason=f"the champion {champ_path.name if champ_path else ''} cannot be read by "
-                                          f"this version ({unreadable}): promoted without a comparison")
+    if unreadable is not None:  # nothing can serve the champion: the challenger replaces it unconditionally
+        verdict = GateVerdict(True, f"the champion cannot be read by this version ({unreadable}): "
+                                    "promoted without a comparison")
+    else:
+        verdict = decide(metrics["challenger"], metrics.get("champion"), metric=gate.metric, margin=gate.margin,
+                         n_queries=n_queries, min_queries=gate.min_queries)
     card = window_card(train, catalog_items=len(catalog), model=model, read_s=read_s, fit_s=fit_s)
     card["gate"] = {"verdict": "promoted" if verdict.promoted else "rejected", "reason": verdict.reason,
                     "metric": gate.metric, "margin": gate.margin, "holdout": {
