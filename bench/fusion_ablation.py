@@ -58,9 +58,11 @@ if a.knn:
     params = {**params, "knn": json.loads(a.knn)}
 if a.fusion:
     params = {**params, **json.loads(a.fusion)}
-KT = ("_" + hashlib.md5((a.knn + a.fusion).encode()).hexdigest()[:6]) if a.knn or a.fusion else ""
 fus = SessionFusion(**params)
 knn_params = fus._knn_params()
+# the pair caches hold the model's feature columns: their names say which kNN, fusion parameters and
+# feature set wrote them, so a cache of an older feature set is never read by a newer model
+KT = "_" + hashlib.md5((a.knn + a.fusion + ",".join(fus._feature_names(list(knn_params)))).encode()).hexdigest()[:6]
 train = data.train
 inner_log, task, _ = holdout_sessions(train, frac=fus.holdout_frac, name="fusion")
 full_task = task
@@ -196,19 +198,13 @@ def extra(log, hist, rows, items, which):
         cols.append(st.cooc_scores(hist, rows, items))
         nm.append("cooc_cos_decayed")
     if "rep" in which:  # repeat consumption beyond the candidate's own count / age
-        key = log.session_idx.astype(np.int64) * n + log.item_idx
-        order = np.argsort(key, kind="stable")
-        dup = np.zeros(log.n_events, bool)
-        dup[order[1:]] = key[order][1:] == key[order][:-1]  # the item occurred earlier in the session
-        occ = np.bincount(log.item_idx, minlength=n)
-        rep = (np.bincount(log.item_idx, weights=dup, minlength=n) + 1.0) / (occ + 2.0)
-        cols.append(rep[items])
-        nm.append("item_repeat_rate")
+        cols.append(_ItemStats._repeat_rate(log)[items])  # the model's own (models/hybrid.py)
+        nm.append("item_repeat_rate_2")  # a second copy: the base columns hold them since session 11
         h_key = np.repeat(np.arange(len(lens), dtype=np.int64), lens) * n + hist.items
         distinct = np.bincount(np.repeat(np.arange(len(lens)), lens)[np.unique(h_key, return_index=True)[1]],
                                minlength=len(lens))
         cols.append((distinct / np.maximum(lens, 1))[rows])
-        nm.append("session_distinct_ratio")
+        nm.append("session_distinct_ratio_2")
     if "time" in which:  # seconds between the last two events and since the session's first (NaN without ts)
         gap = np.full(len(lens), np.nan, np.float32)
         dur = np.full(len(lens), np.nan, np.float32)
