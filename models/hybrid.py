@@ -257,7 +257,8 @@ def _sorted_unique(keys: NDArray[np.int64]) -> NDArray[np.int64]:
 
 def candidate_features(histories: Histories, emde: BucketReadout,
                        knn_lists: list[tuple[NDArray[np.int32], NDArray[np.float32]]], stats: _ItemStats,
-                       n_candidates: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+                       n_candidates: int, history_candidates: int | None = None
+                       ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
     """Pool each query's candidates and describe every (query, candidate) pair.
 
     Parameters
@@ -275,6 +276,11 @@ def candidate_features(histories: Histories, emde: BucketReadout,
         Popularity and transitions of the log the models were fitted on.
     n_candidates : int
         Length of each model's list pooled.
+    history_candidates : int, optional
+        Pool only the items of the query's newest ``history_candidates`` positions from its own
+        history (repeat consumption); None pools every history item. Items further back are
+        still described (count, age) when a model lists them. A cap bounds the rows a long
+        prefix (a large basket) gives the ranker.
 
     Returns
     -------
@@ -290,7 +296,11 @@ def candidate_features(histories: Histories, emde: BucketReadout,
     ok = [ids.ravel() >= 0 for ids in listed]  # (q * k_list,) bool: the list's entries that are not padding
     list_keys = [np.repeat(np.arange(q, dtype=np.int64), ids.shape[1])[o] * n_items + ids.ravel()[o]
                  for ids, o in zip(listed, ok, strict=True)]
-    keys = _sorted_unique(np.concatenate([*list_keys, h_rows * n_items + histories.items]))
+    age = (np.repeat(histories.indptr[1:], lens) - 1 - np.arange(len(histories.items))).astype(np.float32)
+    h_pool = h_rows * n_items + histories.items
+    if history_candidates is not None:
+        h_pool = h_pool[age < history_candidates]
+    keys = _sorted_unique(np.concatenate([*list_keys, h_pool]))
     at = [np.searchsorted(keys, lk) for lk in list_keys]  # where each listed (query, item) sits in the pool
     rows, items = keys // n_items, keys % n_items
     x = np.zeros((len(keys), _n_features(len(knn_lists))), np.float32)
@@ -300,7 +310,6 @@ def candidate_features(histories: Histories, emde: BucketReadout,
     x[at[0], 1] = np.tile(np.arange(k, dtype=np.float32), q)[ok[0]]
     x[:, 2] = best[rows]
     # repeat consumption: count and age of the candidate in the history
-    age = (np.repeat(histories.indptr[1:], lens) - 1 - np.arange(len(histories.items))).astype(np.float32)
     h_keys, inv = np.unique(h_rows * n_items + histories.items.astype(np.int64), return_inverse=True)
     if len(h_keys):
         h_count = np.bincount(inv, minlength=len(h_keys)).astype(np.float32)
@@ -368,6 +377,9 @@ class SessionFusion:
         (defaults 50, 0.1, 31, 100; 63 histogram bins, monotone in each model's score,
         :data:`MONOTONE_BASE`, :data:`MONOTONE_KNN`). 50 trees matched 100 on the validation
         splits of rsc15, yoochoose and retailrocket (bench/RESULTS.md).
+    history_candidates : int, optional
+        Pool only the items of a prefix's newest ``history_candidates`` positions from its own
+        history (:func:`candidate_features`); None (the default) pools them all.
     rule_candidates : int, default 0
         Also pool the ``rule_candidates`` items the sequential rules score best
         (:meth:`_ItemStats.rule_top`), with their score and rank as features; 0 pools none.
@@ -390,7 +402,7 @@ class SessionFusion:
                  n_candidates: int = 50, holdout_frac: float = 0.1, ranker_queries: int = 20000,
                  n_trees: int = 50, learning_rate: float = 0.1, num_leaves: int = 31,
                  min_data_in_leaf: int = 100, rule_candidates: int = 0, refit_emde: bool = True,
-                 n_threads: int = 2, random_state: int = 0) -> None:
+                 n_threads: int = 2, random_state: int = 0, history_candidates: int | None = None) -> None:
         self.emde = emde
         self.knn = knn
         self.n_candidates = n_candidates
@@ -404,12 +416,14 @@ class SessionFusion:
         self.refit_emde = refit_emde
         self.n_threads = n_threads
         self.random_state = random_state
+        self.history_candidates = history_candidates
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments as stored (scikit-learn's rule)."""
         return {k: getattr(self, k) for k in ("emde", "knn", "n_candidates", "holdout_frac", "ranker_queries",
                                               "n_trees", "learning_rate", "num_leaves", "min_data_in_leaf",
-                                              "rule_candidates", "refit_emde", "n_threads", "random_state")}
+                                              "rule_candidates", "refit_emde", "n_threads", "random_state",
+                                              "history_candidates")}
 
     # -- configuration -------------------------------------------------------------------------
     def _emde_params(self) -> dict[str, Any]:
@@ -459,6 +473,8 @@ class SessionFusion:
 
         if self.n_candidates < 1 or self.ranker_queries < 1 or self.rule_candidates < 0:
             raise ValueError("n_candidates and ranker_queries must be >= 1, rule_candidates >= 0")
+        if self.history_candidates is not None and self.history_candidates < 0:
+            raise ValueError(f"history_candidates must be None or >= 0; got {self.history_candidates}")
         knn_params = self._knn_params()
         clock = _StageClock()
         inner_log, task, _ = holdout_sessions(log, frac=self.holdout_frac, name="fusion")
@@ -513,7 +529,8 @@ class SessionFusion:
             lists = [m.recommend(sub, self.n_candidates) for m in self.knn_]
             if self.rule_candidates:
                 lists.append(self.stats_.rule_top(sub, self.rule_candidates))
-            r, i, x = candidate_features(sub, readout, lists, self.stats_, self.n_candidates)
+            r, i, x = candidate_features(sub, readout, lists, self.stats_, self.n_candidates,
+                                         self.history_candidates)
             out_r.append(r + lo)
             out_i.append(i)
             out_x.append(x)

@@ -102,6 +102,30 @@ def test_list_features_of_every_pooled_pair_in_a_batch() -> None:
         assert {(r, int(i)) for r in range(q) for i in ids[r] if i >= 0} <= pooled
 
 
+def test_history_candidates_pool_only_the_newest_positions() -> None:
+    """``history_candidates=2`` pools the items of the newest two positions; an older history item
+    enters only when a model lists it, and is then still described by its count and age."""
+    n_items = 8
+    h = Histories.from_lists([[5, 6, 7, 1, 2]])  # newest last: 2 (age 0), 1 (age 1), 7, 6, 5
+    lp = np.log(np.full((1, n_items), 1.0 / n_items, np.float32))
+    emde = BucketReadout(lp, np.arange(n_items, dtype=np.int32)[:, None])
+    knn = [(np.array([[6, 0]], np.int32), np.array([[1.0, 0.5]], np.float32))]  # lists the old item 6
+    z = np.zeros(n_items, np.float32)
+    empty = sp.csr_array((n_items, n_items), dtype=np.float32)
+    stats = _ItemStats(z, empty, np.zeros((2, n_items), np.float32), np.zeros((2, n_items), np.float32), empty, empty, z)
+    _, all_items, _ = candidate_features(h, emde, knn, stats, n_candidates=1)
+    rows, items, x = candidate_features(h, emde, knn, stats, n_candidates=1, history_candidates=2)
+    assert all_items.tolist() == [0, 1, 2, 5, 6, 7]  # EMDE's top 1 (0), the list (6, 0), every history item
+    assert items.tolist() == [0, 1, 2, 6]  # 5 and 7 are older than two positions and listed by no model
+    names = feature_names(["stan"])
+    assert x[:, names.index("history_age")].tolist() == [99, 1, 0, 3]
+    assert x[:, names.index("history_count")].tolist() == [0, 1, 1, 1]
+    with pytest.raises(ValueError, match="history_candidates"):
+        SessionFusion(history_candidates=-1).fit(InteractionLog(
+            session_idx=np.array([0, 0], np.int32), item_idx=np.array([0, 1], np.int32), ts=np.array([1.0, 2.0]),
+            n_items=2))
+
+
 def test_item_stats_from_a_log_by_hand() -> None:
     """Two sessions in time order: (0, 1, 2) then (1, 3); item 4 never occurs."""
     log = InteractionLog(session_idx=np.array([0, 0, 0, 1, 1], np.int32), item_idx=np.array([0, 1, 2, 1, 3], np.int32),
