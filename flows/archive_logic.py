@@ -19,6 +19,7 @@ from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import OFFSET_BEGINNING
 
+from flows.routing import parse_part_name
 from flows.source import (
     GUARDED_CONSUMER_CONFIG,
     AssignedKafkaSource,
@@ -61,10 +62,10 @@ class LakeSource(AssignedKafkaSource):
         self.offset_policy = offset_policy
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> GuardedPartition:
-        idx, topic = for_part.split("-", 1)
-        m = read_manifest(self.lake_dir, self.tables[topic], int(idx))
+        idx, topic = parse_part_name(for_part)
+        m = read_manifest(self.lake_dir, self.tables[topic], idx)
         log.info("lake: %s partition %s resumes at offset %s", topic, idx, m.next_offset if m else 0)
-        return GuardedPartition(self._brokers, topic, int(idx), m.next_offset if m else resume_state,
+        return GuardedPartition(self._brokers, topic, idx, m.next_offset if m else resume_state,
                                 self._batch_size, self.offset_policy, GUARDED_CONSUMER_CONFIG)
 
 

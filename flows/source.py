@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from prometheus_client import Counter
 
+from flows.routing import parse_part_name, partition_key, source_part_name
 from operators.kafka import topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, OffsetGuard, OffsetPolicy
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
@@ -133,11 +134,14 @@ class AssignedKafkaSource(KafkaSource):
     The listing uses an ``AdminClient``, a producer-type handle in librdkafka: given the consumer
     properties of ``add_config`` (``fetch.wait.max.ms``) it logs "is a consumer property and will
     be ignored by this producer instance" in every flow log. Consumers still get ``add_config``.
+    Partitions are named by :func:`flows.routing.source_part_name`, so partition ``p`` of the
+    first topic is read by worker ``p % worker_count``, where its stateful work is keyed to.
     """
 
     def list_parts(self) -> list[str]:
         brokers = ",".join(self._brokers)
-        return [f"{p}-{topic}" for topic in self._topics for p in topic_partitions(brokers, topic)]
+        return [source_part_name(p, topic, main=i == 0) for i, topic in enumerate(self._topics)
+                for p in topic_partitions(brokers, topic)]
 
 
 class ResumingKafkaSource(AssignedKafkaSource):
@@ -164,8 +168,7 @@ class ResumingKafkaSource(AssignedKafkaSource):
         self.offset_policy = offset_policy
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None):  # noqa: ANN201
-        idx, topic = for_part.split("-", 1)
-        part = int(idx)
+        part, topic = parse_part_name(for_part)
         if topic == self.topic:  # one writer per partition database: refuse at once, naming the owner's pid
             try:
                 check_not_owned(partition_path(self.state_dir, self.topic, part))
@@ -180,23 +183,27 @@ class ResumingKafkaSource(AssignedKafkaSource):
 
 
 def parse_by_partition(rules: EventRules, msg: KafkaSourceMessage | KafkaError | PartitionWake | OffsetReset, *,
-                       wake: bool = True) -> tuple[str, tuple[int, int, Event | DeadLetter | OffsetReset | None]] | None:
-    """Key a source item by its Kafka partition: ``(partition, (partition, offset, Event | DeadLetter))``.
+                       wake: bool = True, workers: int = 1
+                       ) -> tuple[str, tuple[int, int, Event | DeadLetter | OffsetReset | None]] | None:
+    """Key a source item by its Kafka partition: ``(key, (partition, offset, Event | DeadLetter))``.
+
+    The key is :func:`flows.routing.partition_key` of the partition for ``workers`` Bytewax
+    workers in all: the worker that reads the partition also applies it.
 
     A ``PartitionWake`` becomes ``(partition, (partition, -1, None))`` when ``wake`` (else it is
     dropped); an ``OffsetReset`` ``(partition, (partition, -2, reset))``; a Kafka client error is
     logged and dropped (it is not an event).
     """
     if isinstance(msg, PartitionWake):
-        return (str(msg.partition), (msg.partition, -1, None)) if wake else None
+        return (partition_key(msg.partition, workers), (msg.partition, -1, None)) if wake else None
     if isinstance(msg, OffsetReset):
-        return str(msg.partition), (msg.partition, -2, msg)
+        return partition_key(msg.partition, workers), (msg.partition, -2, msg)
     if isinstance(msg, KafkaError):
         log.warning("kafka error in source: %s", msg.err)
         return None
     parsed = parse_event(msg.key, msg.value, rules, topic=msg.topic, partition=msg.partition, offset=msg.offset,
                          received_ts=kafka_timestamp_s(msg.timestamp))
-    return str(msg.partition), (msg.partition, msg.offset, parsed)
+    return partition_key(msg.partition, workers), (msg.partition, msg.offset, parsed)
 
 
 def split_at_resets(values: list[tuple[int, int, object]]) -> list[tuple[list, OffsetReset | None]]:
