@@ -2,6 +2,9 @@
 
 Validation is msgspec (``msgspec.convert`` onto a wire struct) plus the rules msgspec cannot
 express: known event type, fields each type requires, epoch-seconds timestamps, key = user_id.
+Money and coordinates are bounded (``MAX_QUANTITY``, ``MAX_PRICE``, latitude / longitude ranges),
+and a basket's repeated lines of one item are merged into one (quantities summed, the first price
+kept), so one event counts an item once in popularity, co-visitation and the analytics.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 import orjson
@@ -56,11 +60,23 @@ class EventRules:
 
 Id = str | int | float  # any of them becomes its canonical string (operators/ids.py) or a BadEvent
 
+MAX_QUANTITY = 1e6
+"""Largest ``quantity`` of an event or basket line (units; must be > 0)."""
+MAX_PRICE = 1e9
+"""Largest ``price`` (a unit price in the shop's currency; must be >= 0). With ``MAX_QUANTITY`` this
+keeps revenue, its square and their sums over years of orders finite in float64: one order of
+``inf`` or an overflowing square would stop a campaign's analytics row for good."""
+
+Quantity = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_QUANTITY)]
+Price = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_PRICE)]
+Latitude = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
+Longitude = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
+
 
 class _WireLine(msgspec.Struct, forbid_unknown_fields=True):
     item_id: Id
-    quantity: float = 1.0
-    price: float | None = None
+    quantity: Quantity = 1.0
+    price: Price | None = None
 
 
 class _WireEvent(msgspec.Struct):
@@ -71,12 +87,12 @@ class _WireEvent(msgspec.Struct):
     session_id: Id | None = None
     item_id: Id | None = None
     items: list[_WireLine | Id] | None = None
-    quantity: float | None = None
-    price: float | None = None
+    quantity: Quantity | None = None
+    price: Price | None = None
     store_id: Id | None = None
     query: str | None = None
-    lat: float | None = None
-    lon: float | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
     campaign_id: Id | None = None
     arm: str | None = None
     request_id: str | None = None
@@ -169,13 +185,21 @@ def validate_event_dict(obj: object, rules: EventRules, received_ts: float | Non
         raise BadEvent("type", f"unknown event type (configured: {', '.join(sorted(rules.types))})", w.type)
     items: tuple[BasketLine, ...] | None = None
     if w.items is not None:
-        lines = []
+        lines: dict[str, BasketLine] = {}  # one line per item: repeated lines of an item are merged
         for i, line in enumerate(w.items):
             if isinstance(line, _WireLine):
-                lines.append(BasketLine(_id(f"items[{i}].item_id", line.item_id) or "", line.quantity, line.price))
+                new = BasketLine(_id(f"items[{i}].item_id", line.item_id) or "", line.quantity, line.price)
             else:
-                lines.append(BasketLine(_id(f"items[{i}]", line) or ""))
-        items = tuple(lines)
+                new = BasketLine(_id(f"items[{i}]", line) or "")
+            had = lines.get(new.item_id)
+            if had is not None:
+                quantity = had.quantity + new.quantity
+                if quantity > MAX_QUANTITY:
+                    raise BadEvent(f"items[{i}].quantity", f"the item's lines add up to more than {MAX_QUANTITY:g}",
+                                   quantity)
+                new = BasketLine(new.item_id, quantity, had.price if had.price is not None else new.price)
+            lines[new.item_id] = new
+        items = tuple(lines.values())
     event = Event(
         event_id=_id("event_id", w.event_id) or "",
         ts=_ts(w.ts, rules, received_ts),

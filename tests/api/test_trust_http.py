@@ -96,6 +96,18 @@ def test_timestamps_far_from_now_are_refused(api):
     assert 'fusionrec_api_events_rejected_total{reason="bad_timestamp"} 4.0' in metrics
 
 
+def test_money_out_of_range_is_a_422_naming_the_field(api):
+    """A purchase of price 1e308 was accepted (202) and froze its campaign's analytics row for good."""
+    c = api
+    for body, field in (({"price": 1e308, "quantity": 10}, "price"), ({"price": -1e9}, "price"),
+                        ({"quantity": 0}, "quantity"), ({"item_id": None, "items": [{"item_id": "i1", "price": 1e200}]},
+                                                        "items[0].price")):
+        r = _post(c, {"type": "purchase", "user_id": "u1", "item_id": "i1", "ts": time.time(), **body})
+        assert (r.status_code, r.json()["error"]["field"]) == (422, field), body
+    assert _post(c, {"type": "purchase", "user_id": "u1", "ts": time.time(),
+                     "items": ["i1"] * 2500}).status_code == 202  # merged into one line of quantity 2,500
+
+
 def test_oversize_events_ids_and_batches_are_4xx(api):
     c = api
     big = "x" * (1 << 20)

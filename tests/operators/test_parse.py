@@ -110,3 +110,35 @@ def test_extra_fields_nested_past_the_limit_are_dead_letters_for_the_flow_and_th
         dead = parse_event(b"u", event(depth), RULES, received_ts=1764400000.0)
         assert isinstance(dead, DeadLetter) and (dead.reason, dead.field) == ("invalid_field", "meta"), dead
         assert "nested deeper than 16" in dead.detail
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"price": 1e308}, "price"), ({"price": -1.0}, "price"), ({"price": float("nan")}, "price"),
+    ({"quantity": 0}, "quantity"), ({"quantity": -3}, "quantity"), ({"quantity": 1e7}, "quantity"),
+    ({"lat": 91.0}, "lat"), ({"lon": -181.0}, "lon"),
+    ({"item_id": None, "items": [{"item_id": "a", "price": 1e300}]}, "items[0].price"),
+    ({"item_id": None, "items": [{"item_id": "a", "quantity": 6e5}, {"item_id": "a", "quantity": 6e5}]},
+     "items[1].quantity"),
+])
+def test_money_and_coordinates_out_of_range_are_refused(extra: dict, field: str) -> None:
+    """One order of price 1e308 made revenue inf and froze a campaign's analytics row for good."""
+    with pytest.raises(BadEvent) as exc:
+        validate_event_dict(ev(type="purchase", **extra), RULES)
+    assert exc.value.field == field
+    if extra.get("price") == extra.get("price"):  # NaN has no JSON form (orjson writes null)
+        dead = parse_event(b"u1", orjson.dumps(ev(type="purchase", **extra)), RULES)
+        assert isinstance(dead, DeadLetter) and dead.field == field
+    ok = validate_event_dict(ev(type="purchase", price=1e9, quantity=1e6, lat=-90.0, lon=180.0), RULES)
+    assert (ok.price, ok.quantity) == (1e9, 1e6)
+
+
+def test_repeated_basket_lines_of_an_item_are_merged_into_one() -> None:
+    """A basket repeating one id 2,500 times counted 2,500 times in popularity (one request took over
+    the popular list); now each item is one line: quantities summed, the first price kept."""
+    e = validate_event_dict(ev(type="purchase", item_id=None, items=[
+        "a", {"item_id": "b", "quantity": 2, "price": 5.0}, "a", {"item_id": "b", "quantity": 3, "price": 7.0},
+        {"item_id": "a", "price": 9.0}]), RULES)
+    assert [(ln.item_id, ln.quantity, ln.price) for ln in e.items] == [("a", 3.0, 9.0), ("b", 5.0, 5.0)]
+    assert e.item_ids() == ["a", "b"]
+    many = validate_event_dict(ev(type="purchase", item_id=None, items=["i777"] * 2500), RULES)
+    assert many.item_ids() == ["i777"] and many.items[0].quantity == 2500.0
