@@ -74,6 +74,8 @@ def coerce(value: Any, expect: AttrType | None, where: str, pos: Any, many: bool
             if isinstance(value, str) and expect is AttrType.TIMESTAMP and "-" in value[1:]:
                 return to_epoch_s(value)
             number = float(value)
+            if param is not None and not math.isfinite(number):  # &max_price=nan / inf: a 400, not an empty list
+                raise ValueError
             if math.isnan(number):
                 return None
             return number

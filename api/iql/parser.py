@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast as pyast
+import math
 from importlib.resources import files
 from typing import Any
 
@@ -15,6 +16,8 @@ from api.iql.schema import to_epoch_s
 
 __all__ = ["IQLParser"]
 
+MAX_BOOST = 1e6
+"""Largest ``BOOST`` weight: the sum of every clause's weight stays finite in float64."""
 MAX_DEPTH = 64
 """Deepest nesting of conditions and arithmetic a query may have (deeper: an ``IQLError``, not a RecursionError)."""
 _DURATION_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -49,8 +52,8 @@ class _ToAst(Transformer):
 
     def booster(self, meta: Any, c: list[Any]) -> ast.BoosterClause:
         weight = float(c[0])
-        if weight < 0:
-            raise IQLError(c[0].line, c[0].column, "a weight >= 0", f"'{c[0]}'", after="'BOOST'")
+        if not 0 <= weight <= MAX_BOOST:  # an infinite weight (1e400) or a sum of huge ones made scores null
+            raise IQLError(c[0].line, c[0].column, f"a weight in [0, {MAX_BOOST:g}]", f"'{c[0]}'", after="'BOOST'")
         return ast.BoosterClause(weight, c[1], _pos(meta))
 
     def or_expr(self, meta: Any, c: list[ast.Expr]) -> ast.Or:
@@ -114,11 +117,17 @@ class _ToAst(Transformer):
         return ast.Literal(value, "string", _pos(c[0]))
 
     def number(self, meta: Any, c: list[Token]) -> ast.Literal:
-        return ast.Literal(float(c[0]), "number", _pos(c[0]))
+        value = float(c[0])
+        if not math.isfinite(value):
+            raise IQLError(c[0].line, c[0].column, "a finite number", f"'{c[0]}'")
+        return ast.Literal(value, "number", _pos(c[0]))
 
     def duration(self, meta: Any, c: list[Token]) -> ast.Literal:
         text = str(c[0])
-        return ast.Literal(float(text[:-1]) * _DURATION_S[text[-1]], "duration", _pos(c[0]))
+        value = float(text[:-1]) * _DURATION_S[text[-1]]
+        if not math.isfinite(value):
+            raise IQLError(c[0].line, c[0].column, "a finite duration", f"'{c[0]}'")
+        return ast.Literal(value, "duration", _pos(c[0]))
 
     def timestamp(self, meta: Any, c: list[Token]) -> ast.Literal:
         try:

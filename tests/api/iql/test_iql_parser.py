@@ -169,5 +169,15 @@ def test_error_empty_query(parser: IQLParser) -> None:
 
 
 def test_error_negative_boost(parser: IQLParser) -> None:
-    with pytest.raises(IQLError, match="expected a weight >= 0"):
+    with pytest.raises(IQLError, match=r"expected a weight in \[0, 1e\+06\]"):
         parser.parse_boosters("BOOST -1 IF a")
+
+
+@pytest.mark.parametrize("text", ["BOOST 1e400 IF a", "BOOST 2e6 IF a", "price < 1e400", "created > now() - " + "9" * 400 + "d"])
+def test_error_non_finite_or_huge_numbers(parser: IQLParser, text: str) -> None:
+    """``BOOST 1e400`` was saved and made every boosted item's score null."""
+    with pytest.raises(IQLError, match="expected a (weight in|finite)"):
+        if text.startswith("BOOST"):
+            parser.parse_boosters(text)
+        else:
+            parser.parse_filter(text)

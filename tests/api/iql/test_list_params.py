@@ -39,6 +39,9 @@ def test_list_parameters(engine, text, params, expected):
     ("price < $p", {"p": ["1", "2"]}, "p"),
     ("price IN $p", {"p": ["1", "x"]}, "p"),
     ("brand == $b", {}, "b"),
+    ("price < $p", {"p": "nan"}, "p"),  # was an empty list (filter_too_selective), not a 400
+    ("price < $p", {"p": "inf"}, "p"),
+    ("price IN $p", {"p": ["1", "-inf"]}, "p"),
 ])
 def test_parameter_errors_name_the_parameter(engine, text, params, param):
     with pytest.raises(IQLError) as info:
