@@ -21,12 +21,31 @@ import threading
 import time
 
 import orjson
-from limits import parse_many, storage, strategies
+from limits import RateLimitItem, parse_many, storage, strategies
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["RateLimitMiddleware", "SweptMemoryStorage"]
+__all__ = ["RateLimitMiddleware", "SweptMemoryStorage", "parse_rate_limit"]
 
 _EXEMPT = frozenset({"/healthz", "/readyz"})
+
+
+def parse_rate_limit(limits: str) -> list[RateLimitItem]:
+    """The rate limits of ``limits`` (``"200/second;5000/minute"``, the ``limits`` notation).
+
+    Used by the settings (``api.rate_limit`` is checked when they load) and by the middleware.
+
+    Raises
+    ------
+    ValueError
+        If ``limits`` does not parse (the message names ``api.rate_limit`` and shows the notation).
+    """
+    try:
+        items = parse_many(limits)
+    except ValueError as exc:
+        raise ValueError(f"api.rate_limit: {limits!r} is not a rate limit like '200/second;5000/minute'") from exc
+    if not items:
+        raise ValueError(f"api.rate_limit: {limits!r} is not a rate limit like '200/second;5000/minute'")
+    return items
 
 
 class SweptMemoryStorage(storage.MemoryStorage):
@@ -73,10 +92,7 @@ class RateLimitMiddleware:
 
     def __init__(self, app: ASGIApp, limits: str) -> None:
         self.app = app
-        try:
-            self.items = parse_many(limits)
-        except ValueError as exc:
-            raise ValueError(f"api.rate_limit: {limits!r} is not a rate limit like '200/second;5000/minute'") from exc
+        self.items = parse_rate_limit(limits)
         self.limiter = strategies.MovingWindowRateLimiter(SweptMemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

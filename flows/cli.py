@@ -15,12 +15,18 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="fusionrec: r
 
 def main() -> None:
     """Console-script entry point. A configuration error (``fusionrec.toml`` or a ``FUSIONREC_*``
-    variable: wrong type, unknown key) is one clear message and exit status 2, not a traceback."""
+    variable: wrong type, unknown key, a missing or unparsable file, a non-JSON list) is one clear
+    message and exit status 2, not a traceback."""
     from pydantic import ValidationError
+
+    from operators.settings import ConfigError
 
     _register()
     try:
         app()
+    except ConfigError as exc:
+        typer.echo(f"fusionrec: configuration error: {exc}", err=True)
+        raise SystemExit(2) from None
     except ValidationError as exc:
         if exc.title != "Settings":
             raise

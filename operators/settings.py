@@ -7,20 +7,34 @@ Nested blocks use ``__`` in env names: ``FUSIONREC_KAFKA__BROKERS=host:9092``,
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import tomllib
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError
 
 __all__ = ["EventTypeSpec", "KafkaSettings", "StreamSettings", "ApiSettings", "AnalyticsSettings", "Settings",
-           "DEFAULT_EVENT_TYPES", "LakeSettings", "TrainerSettings", "GateSettings"]
+           "DEFAULT_EVENT_TYPES", "LakeSettings", "TrainerSettings", "GateSettings", "ConfigError",
+           "REQUEST_SECRET_MIN_BYTES"]
+
+REQUEST_SECRET_MIN_BYTES = 16
+"""Shortest ``api.request_secret`` (UTF-8 bytes): the HMAC key of request ids (``api/request_ids.py``)."""
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be read at all: the TOML file does not parse, or a ``FUSIONREC_*`` variable of a list/dict/block setting is not JSON. The message names the
+    file (and line) or the variable; ``fusionrec`` prints it as one configuration error, exit status 2."""
 
 
 class _Block(BaseModel):
@@ -166,8 +180,8 @@ class ApiSettings(_Block):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description=(
         "POST /v1/events: body size; a larger one is refused (413) as soon as it passes this"))
     request_secret: str | None = Field(default=None, description=(
-        "HMAC key of the request ids the API issues (share it between replicas); default: a random key "
-        "kept in <api state_dir>/request_secret"))
+        "HMAC key of the request ids the API issues (share it between replicas), at least 16 bytes; default: "
+        "a random key kept in <api state_dir>/request_secret"))
     state_dir: Path | None = Field(default=None, description="The API's RocksDB (campaigns, optimizer); default <stream.state_dir>/../api")
     feedback: bool = Field(default=True, description="Read the served lists and events for pulls and rewards (the optimizer)")
     snapshot_every_s: float = Field(default=0.5, gt=0, description="Optimizer snapshot interval, seconds")
@@ -202,6 +216,25 @@ class ApiSettings(_Block):
     event_ack_timeout_s: float = Field(default=5.0, gt=0, description=(
         "POST /v1/events waits this long for the broker's acknowledgement before answering 503, seconds"))
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After of a 503 (events not durable), seconds")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str | None) -> str | None:
+        """A rate limit that does not parse is refused when the settings load, not on each request."""
+        if value:  # None or "": no limit
+            from api.rate_limit import parse_rate_limit
+
+            parse_rate_limit(value)
+        return value
+
+    @field_validator("request_secret")
+    @classmethod
+    def _request_secret_long_enough(cls, value: str | None) -> str | None:
+        """The configured HMAC key is at least ``REQUEST_SECRET_MIN_BYTES`` long (checked at load, not by the API)."""
+        if value is not None and len(value.encode()) < REQUEST_SECRET_MIN_BYTES:
+            raise ValueError(f"must be at least {REQUEST_SECRET_MIN_BYTES} bytes; got {len(value.encode())} "
+                             "(e.g. the output of `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+        return value
 
 
 class AnalyticsSettings(_Block):
@@ -265,7 +298,82 @@ class RetailCleaningSettings(_Block):
 
 
 def _config_file() -> Path:
+    """The TOML file: ``FUSIONREC_CONFIG``, else ``fusionrec.toml`` (both optional)."""
     return Path(os.environ.get("FUSIONREC_CONFIG", "fusionrec.toml"))
+
+
+def _toml_source(settings_cls: type[BaseSettings]) -> TomlConfigSettingsSource:
+    """The TOML file's source; a syntax error is a :class:`ConfigError` naming the file and line."""
+    path = _config_file()
+    try:
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _complex(annotation: Any) -> bool:
+    """Whether a field of this type is read from the environment as JSON (list, dict, block)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (list, dict, set, tuple):
+        return True
+    return any(_complex(a) for a in typing.get_args(annotation) if a is not type(None))
+
+
+def _non_json_variables(field: str) -> list[str]:
+    """The ``FUSIONREC_<field>[__sub]`` variables whose setting is a list, dict or block but whose value is not JSON."""
+    found = []
+    for name, value in sorted(os.environ.items()):
+        parts = name.split("__")
+        if parts[0] != f"FUSIONREC_{field.upper()}":
+            continue
+        model: Any = Settings
+        annotation: Any = None
+        for part in [field, *(p.lower() for p in parts[1:])]:
+            info = getattr(model, "model_fields", {}).get(part)
+            if info is None:
+                annotation = None
+                break
+            annotation = info.annotation
+            model = annotation if isinstance(annotation, type) else None
+        if annotation is None or not _complex(annotation):
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            found.append(name)
+    return found
+
+
+class _EnvSource(PydanticBaseSettingsSource):
+    """The environment source, whose parse error names the variable and says its value must be JSON."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(inner.settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._inner.get_field_value(field, field_name)
+
+    def _set_current_state(self, state: dict[str, Any]) -> None:
+        super()._set_current_state(state)
+        self._inner._set_current_state(state)
+
+    def _set_settings_sources_data(self, states: dict[str, dict[str, Any]]) -> None:
+        super()._set_settings_sources_data(states)
+        self._inner._set_settings_sources_data(states)
+
+    def __call__(self) -> dict[str, Any]:
+        try:
+            return self._inner()
+        except SettingsError as exc:
+            m = re.search(r'field "([^"]+)"', str(exc))
+            field = m.group(1) if m else ""
+            names = _non_json_variables(field) if field else []
+            where = ", ".join(names) or f"a FUSIONREC_{field.upper()}* variable"
+            raise ConfigError(f"environment variable {where}: the value must be JSON for this setting, e.g. "
+                              f"'[\"key1\"]' for a list or '{{\"k\": 1}}' for a dict ({exc})") from None
 
 
 class Settings(BaseSettings):
@@ -308,4 +416,4 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=_config_file()))
+        return (init_settings, _EnvSource(env_settings), _toml_source(settings_cls))

@@ -60,3 +60,14 @@ def test_close_stops_the_sweeper():
     store.close()
     store._sweeper.join(timeout=2)
     assert not store._sweeper.is_alive()
+
+
+def test_parse_rate_limit_is_the_one_parser_of_api_rate_limit():
+    from api.rate_limit import RateLimitMiddleware, parse_rate_limit
+
+    assert [str(i) for i in parse_rate_limit("200/second;6000/minute")] == ["200 per 1 second", "6000 per 1 minute"]
+    for bad in ("abc", "5/parsec", " ; "):
+        with pytest.raises(ValueError, match=r"api\.rate_limit: .* is not a rate limit"):
+            parse_rate_limit(bad)
+    with pytest.raises(ValueError, match=r"api\.rate_limit: 'abc'"):
+        RateLimitMiddleware(None, "abc")  # type: ignore[arg-type]

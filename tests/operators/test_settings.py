@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 from pydantic import ValidationError
 
-from operators.settings import Settings
+from operators.settings import ConfigError, Settings
 
 
 def test_unknown_key_in_a_toml_block_is_refused(tmp_path, monkeypatch):
@@ -49,4 +50,62 @@ def test_cli_prints_a_configuration_error_and_exits_2(tmp_path):
                          timeout=60)
     assert out.returncode == 2
     assert "configuration error" in out.stderr and "stream.workers_typo" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_rate_limit_is_checked_when_the_settings_load(monkeypatch, tmp_path):
+    monkeypatch.setenv("FUSIONREC_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("FUSIONREC_API__RATE_LIMIT", "abc")
+    with pytest.raises(ValidationError, match=r"api\.rate_limit[\s\S]*'abc' is not a rate limit"):
+        Settings()
+    monkeypatch.setenv("FUSIONREC_API__RATE_LIMIT", "10/second;100/minute")
+    assert Settings().api.rate_limit == "10/second;100/minute"
+    monkeypatch.setenv("FUSIONREC_API__RATE_LIMIT", "")  # empty: no limit, as before
+    assert Settings().api.rate_limit == ""
+
+
+def test_request_secret_shorter_than_16_bytes_is_refused_at_load(monkeypatch, tmp_path):
+    monkeypatch.setenv("FUSIONREC_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("FUSIONREC_API__REQUEST_SECRET", "short")
+    with pytest.raises(ValidationError, match=r"api\.request_secret[\s\S]*at least 16 bytes; got 5"):
+        Settings()
+    monkeypatch.setenv("FUSIONREC_API__REQUEST_SECRET", "0123456789abcdef")
+    assert Settings().api.request_secret == "0123456789abcdef"
+
+
+def test_toml_syntax_error_names_the_file_and_line(monkeypatch, tmp_path):
+    cfg = tmp_path / "fusionrec.toml"
+    cfg.write_text("[api]\nport = 9000\n[kafka\n")
+    monkeypatch.setenv("FUSIONREC_CONFIG", str(cfg))
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(cfg))}: not valid TOML: .*line 3"):
+        Settings()
+
+
+def test_a_list_setting_that_is_not_json_names_the_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("FUSIONREC_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("FUSIONREC_API__PORT", "9000")  # a scalar of the same block: not blamed
+    monkeypatch.setenv("FUSIONREC_API__ADMIN_KEYS", "notjson")
+    with pytest.raises(ConfigError, match=r"FUSIONREC_API__ADMIN_KEYS: the value must be JSON.*\[\"key1\"\]") as err:
+        Settings()
+    assert "FUSIONREC_API__PORT" not in str(err.value)
+    monkeypatch.setenv("FUSIONREC_API__ADMIN_KEYS", '["a-long-admin-key-0001"]')
+    assert Settings().api.admin_keys == ["a-long-admin-key-0001"]
+
+
+@pytest.mark.parametrize(("env", "toml", "says"), [
+    ({"FUSIONREC_API__RATE_LIMIT": "abc"}, None, "api.rate_limit"),
+    ({"FUSIONREC_API__REQUEST_SECRET": "short"}, None, "api.request_secret"),
+    ({"FUSIONREC_API__ADMIN_KEYS": "notjson"}, None, "FUSIONREC_API__ADMIN_KEYS: the value must be JSON"),
+    ({}, "[kafka\n", "not valid TOML"),
+])
+def test_cli_reports_unreadable_configuration_and_exits_2(tmp_path, env, toml, says):
+    full = {"PATH": "/usr/bin:/bin", **env}
+    if toml is not None:
+        cfg = tmp_path / "bad.toml"
+        cfg.write_text(toml)
+        full["FUSIONREC_CONFIG"] = str(cfg)
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "models", "list"], env=full, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "fusionrec: configuration error" in out.stderr and says in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
