@@ -12,6 +12,7 @@ import typer
 
 from flows.cli import app
 from models.data import FORMATS, load_dataset, validation_split
+from models.errors import ModelFitError
 from models.evaluate import EvalReport, fit_and_evaluate
 from models.registry import REGISTRY, create_model
 
@@ -89,7 +90,8 @@ def run_eval(data_dir: Path, fmt: str, models: list[str], *, max_queries: int | 
     Raises
     ------
     ValueError
-        For no model or an unknown model, format or split, or a bad hyper-parameter.
+        For no model or an unknown model, format or split, a bad hyper-parameter, a split that gives
+        no queries, or a model whose fit fails (``ModelFitError``; the message names the model).
     """
     if not models:
         raise ValueError(f"models: none given; registered: {', '.join(REGISTRY)}")
@@ -107,13 +109,21 @@ def run_eval(data_dir: Path, fmt: str, models: list[str], *, max_queries: int | 
     log.info("%s: %d train events, %d sessions, %d items; %d test prefixes (%d test events dropped as unseen)",
              data.name, data.train.n_events, data.train.n_sessions, data.train.n_items, data.test.n_queries,
              data.n_dropped_test)
+    if not data.test.n_queries:  # every metric would be 0/0: refuse rather than print a table of nan
+        what = "test split" if split == "test" else "validation split (--split valid)"
+        raise ValueError(f"the {what} of {data_dir} gives no queries ({data.test.sessions.n_queries} test sessions usable, "
+                         f"{data.n_dropped_test} test events dropped as unseen in training; a query "
+                         "needs a session with at least 2 events whose items appear in training)")
     if data.cleaning is not None:  # Online Retail: what the shared cleaning rule did (models/data/retail_cleaning.py)
         for line in data.cleaning.lines():  # type: ignore[attr-defined]
             log.info("cleaning: %s", line)
     reports = []
     for name, model in built:
-        reports.append(fit_and_evaluate(name, model, data, ks=KS, max_queries=max_queries,
-                                        batch_size=batch_size, seed=seed))
+        try:
+            reports.append(fit_and_evaluate(name, model, data, ks=KS, max_queries=max_queries,
+                                            batch_size=batch_size, seed=seed))
+        except ModelFitError as exc:  # e.g. a log too small for the model: name it, no traceback
+            raise ValueError(f"{name}: cannot fit on {data.name}: {exc}") from exc
     return data.name, reports
 
 

@@ -9,6 +9,7 @@ as child processes in their own process groups, each restarted with backoff when
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import signal
@@ -48,20 +49,34 @@ def _topics(s: Settings) -> None:
 
 @app.command("broker")
 def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1")] = 9092) -> None:
-    """Run a local Kafka-protocol broker (Tansu, in-memory storage) until Ctrl-C."""
+    """Run a local Kafka-protocol broker (Tansu, in-memory storage) until Ctrl-C or SIGTERM (exit 0).
+
+    Exit status 2 when the port is taken or the broker does not start; 1 when it stops by itself.
+    """
     _settings()
+    b = LocalBroker(port)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C does: the broker process too, exit 0
     try:
-        b = LocalBroker(port).start()
+        b.start()  # once: LocalBroker's context manager would start it again (and find its own port taken)
     except (PortInUseError, BrokerStartError) as exc:
         typer.echo(f"fusionrec broker: {exc}; choose another port with --port", err=True)
         raise typer.Exit(2) from None
-    with b:
+    except KeyboardInterrupt:
+        b.stop()
+        return
+    try:
         typer.echo(f"broker on {b.bootstrap} (memory storage; Ctrl-C stops it)")
-        try:
-            while b.proc is not None and b.proc.poll() is None:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+        while b.proc is not None and b.proc.poll() is None:
+            time.sleep(0.5)
+        code = b.proc.returncode if b.proc is not None else None
+        typer.echo(f"fusionrec broker: the broker exited by itself (status {code})", err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        b.stop()
 
 
 @app.command("topics")
@@ -263,9 +278,11 @@ def run_cmd(
     s = _settings()
     port = port or _broker_port(s)
     api_port = api_port or s.api.port
-    busy = _busy_ports(port, api_port)
-    if busy:
-        for line in busy:
+    problems = _run_problems(model, train_seconds, trainer_every, workers, history, rate, replay, replay_format,
+                             replay_limit, var)
+    problems += _busy_ports(port, api_port)
+    if problems:  # before anything in var is deleted or anything started
+        for line in problems:
             typer.echo(f"fusionrec run: {line}", err=True)
         raise typer.Exit(2)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -286,6 +303,63 @@ def run_cmd(
         _stop_all(children)
         for b in brokers:
             b.stop()
+
+
+def _train_params(model: str, train_seconds: float) -> dict[str, object]:
+    """The first version's fit parameters: the network's safety stop (EMDE alone or inside the fusion)."""
+    stop = {"max_train_seconds": train_seconds}
+    return {"emde": stop, "fusion": {"emde": stop}}.get(model, {})
+
+
+def _run_problems(model: str, train_seconds: float, trainer_every: str, workers: int, history: int, rate: float,
+                  replay: Path | None, replay_format: str, replay_limit: int, var: Path) -> list[str]:
+    """One message per option of ``run`` that would make it fail after it started (none: all fine).
+
+    Checked before ``run`` deletes the previous run's state or starts the broker: the model name and
+    its parameters, the trainer interval, the counts, and the replayed log.
+    """
+    from models.registry import REGISTRY, create_model
+    from operators.lake.read import parse_window
+    from simulators.replay import REPLAY_FORMATS, resolve_log_path
+
+    problems = []
+    if model not in REGISTRY:
+        problems.append(f"--model: unknown model {model!r}; registered: {', '.join(REGISTRY)}")
+    elif not train_seconds > 0:
+        problems.append(f"--train-seconds: must be positive; got {train_seconds}")
+    else:
+        try:
+            create_model(model, **_train_params(model, train_seconds))
+        except ValueError as exc:
+            problems.append(f"--model {model}: {exc}")
+    if trainer_every.strip() not in ("0", ""):
+        try:
+            ok = math.isfinite(parse_window(trainer_every))
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(f"--trainer-every: must be a duration like 5m, 1h or 90s, or 0 (off); got {trainer_every!r}")
+    if workers < 1:
+        problems.append(f"--workers: must be >= 1; got {workers}")
+    if replay_limit < 0:
+        problems.append(f"--replay-limit: must be >= 0 (0 = all); got {replay_limit}")
+    if replay is None:
+        if history < 1:
+            problems.append(f"--history: must be >= 1 (the first model trains on it); got {history}")
+        if not (rate > 0 and math.isfinite(rate)):
+            problems.append(f"--rate: must be a positive number of events per second; got {rate}")
+    elif replay_format not in REPLAY_FORMATS:
+        problems.append(f"--format: must be one of {', '.join(REPLAY_FORMATS)}; got {replay_format!r}")
+    elif not replay.exists():
+        problems.append(f"--replay: {replay} does not exist")
+    else:
+        try:
+            resolve_log_path(replay, replay_format)
+        except (ValueError, OSError) as exc:
+            problems.append(f"--replay: {exc}")
+    if var.exists() and not var.is_dir():
+        problems.append(f"--var: {var} is not a directory")
+    return problems
 
 
 def _broker_port(s: Settings) -> int:
@@ -410,9 +484,7 @@ def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, f
         events = shop.history(history, end_ts=time.time(), rate_per_s=max(1.0, history / 7 / 86400))
         catalog = shop.catalog()  # after the history: it includes the items that appeared during it
     typer.echo(f"training {model} on {len(events)} events...")
-    stop = {"max_train_seconds": train_seconds}  # the network's safety stop (EMDE alone or inside the fusion)
-    params = {"emde": stop, "fusion": {"emde": stop}}.get(model, {})
-    train_model(events, s, model, **params)
+    train_model(events, s, model, **_train_params(model, train_seconds))
     with EventProducer.from_settings(s.kafka) as p:
         p.send_catalog(catalog)
         p.send_events(events, progress=True)

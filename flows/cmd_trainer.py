@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import threading
 from typing import Annotated
@@ -22,6 +23,26 @@ def _settings() -> Settings:
     return Settings()
 
 
+def _duration(text: str, option: str) -> float:
+    """``text`` (``6h``, ``10m``, ``45s``, ``1d`` or plain seconds) in seconds, positive.
+
+    Raises
+    ------
+    typer.BadParameter
+        If it is not such a duration (exit status 2, the message names ``option``).
+    """
+    from operators.lake.read import parse_window
+
+    try:
+        seconds = parse_window(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise typer.BadParameter(f"must be a positive duration like 6h, 10m, 45s or 1d; got {text!r}",
+                                 param_hint=option)
+    return seconds
+
+
 @app.command("trainer")
 def trainer_cmd(
     every: Annotated[str | None, typer.Option(help="Interval between runs, e.g. 6h, 10m (default trainer.every_s)")
@@ -31,14 +52,15 @@ def trainer_cmd(
     model: Annotated[str | None, typer.Option(help="Challenger model (default trainer.model)")] = None,
 ) -> None:
     """Every interval: train a challenger on the lake, gate it against the serving model, promote or keep."""
-    from operators.lake.read import parse_window
     from operators.trainer import run_once
 
+    every_given = _duration(every, "--every") if every is not None else None
+    delay_s = 0.0 if delay.strip() in ("0", "") else _duration(delay, "--delay")
     s = _settings()
-    every_s = parse_window(every) if every else s.trainer.every_s
+    every_s = every_given if every_given is not None else s.trainer.every_s
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    if delay.strip() not in ("0", "") and stop.wait(parse_window(delay)):
+    if delay_s and stop.wait(delay_s):
         return
     while True:
         run = run_once(s, model=model)

@@ -98,3 +98,59 @@ def test_train_on_a_file_without_one_valid_event_says_why(tmp_path: Path, monkey
     events = tmp_path / "events.jsonl"
     events.write_text('{"type":"view","user_id":"u1","item_id":"i1"}\n{"type":"view","user_id":"u2","item_id":"i2"}\n')
     _fails(["train", "--events", str(events)], "no line is a valid event", "line 1: event_id: required")
+
+
+@pytest.mark.parametrize("args", [["--every", "abc"], ["--every", "0"], ["--every", "-5m"], ["--every", "inf"],
+                                  ["--delay", "xyz"], ["--delay", "-1h"]])
+def test_trainer_bad_interval_names_the_option(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.cmd_trainer  # noqa: F401  (registers the command)
+
+    monkeypatch.chdir(tmp_path)
+    _fails(["trainer", *args, "--once"], args[0], "positive duration", repr(args[1]))
+
+
+@pytest.mark.parametrize("test_rows", [[(10, "a", 100), (11, "b", 110)], []])
+def test_eval_of_a_test_split_without_queries_is_an_error(tiny_sessionrec: Path, test_rows: list) -> None:
+    """Sessions of length 1 (or none at all) give no prefix to score: no table of nan."""
+    (tiny_sessionrec / "x_test.txt").write_text(
+        "SessionId\tItemId\tTime\n" + "".join(f"{s}\t{i}\t{T0 + t}\n" for s, i, t in test_rows))
+    out = _fails(_eval(tiny_sessionrec, "--models", "pop"), f"error: the test split of {tiny_sessionrec} gives no queries")
+    assert "nan" not in out and "inf" not in out
+
+
+def test_eval_model_fit_error_names_the_model(tiny_sessionrec: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.errors import ModelFitError
+
+    def fail(name: str, *args: object, **kwargs: object) -> EvalReport:
+        raise ModelFitError("EMDE: the log gives 0 training examples; need >= 2")
+
+    monkeypatch.setattr(flows.cmd_eval, "fit_and_evaluate", fail)
+    _fails(_eval(tiny_sessionrec, "--models", "emde"), "error: emde: cannot fit", "0 training examples")
+
+
+def test_eval_emde_on_a_log_too_small_is_a_clean_error(tiny_sessionrec: Path) -> None:
+    """The trial's repro without a stand-in: one training session of two events is one EMDE example."""
+    (tiny_sessionrec / "x_train_full.txt").write_text(f"SessionId\tItemId\tTime\n1\ta\t{T0}\n1\tb\t{T0 + 5}\n")
+    (tiny_sessionrec / "x_test.txt").write_text(f"SessionId\tItemId\tTime\n10\ta\t{T0 + 100}\n10\tb\t{T0 + 110}\n")
+    _fails(_eval(tiny_sessionrec, "--models", "emde"), "error: emde: cannot fit", "training examples")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--model", "nosuch"], "--model: unknown model 'nosuch'; registered:"),
+    (["--trainer-every", "abc"], "--trainer-every: must be a duration"),
+    (["--history", "0"], "--history: must be >= 1"),
+    (["--train-seconds", "0"], "--train-seconds: must be positive"),
+    (["--replay", "nowhere.tsv"], "--replay: nowhere.tsv does not exist"),
+])
+def test_run_checks_its_options_before_deleting_or_starting_anything(
+        args: list[str], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from operators.broker import free_port, port_in_use
+
+    monkeypatch.chdir(tmp_path)
+    var = tmp_path / "run"
+    for stale in ("state", "api", "lake", "serving"):  # the previous run's: deleted only once run starts
+        (var / stale).mkdir(parents=True)
+    port, api_port = free_port(), free_port()
+    _fails(["run", "--port", str(port), "--api-port", str(api_port), "--var", str(var), *args], expected)
+    assert all((var / stale).is_dir() for stale in ("state", "api", "lake", "serving"))
+    assert not port_in_use(port) and not list(var.glob("*.log"))
