@@ -55,16 +55,13 @@ def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1")] 
     """
     _settings()
     b = LocalBroker(port)
-    signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C does: the broker process too, exit 0
+    handlers = signal.getsignal(signal.SIGINT), signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM = Ctrl-C
     try:
-        b.start()  # once: LocalBroker's context manager would start it again (and find its own port taken)
-    except (PortInUseError, BrokerStartError) as exc:
-        typer.echo(f"fusionrec broker: {exc}; choose another port with --port", err=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        b.stop()
-        return
-    try:
+        try:
+            b.start()  # once: LocalBroker's context manager would start it again (and find its own port taken)
+        except (PortInUseError, BrokerStartError) as exc:
+            typer.echo(f"fusionrec broker: {exc}; choose another port with --port", err=True)
+            raise typer.Exit(2) from None
         typer.echo(f"broker on {b.bootstrap} (memory storage; Ctrl-C stops it)")
         while b.proc is not None and b.proc.poll() is None:
             time.sleep(0.5)
@@ -72,11 +69,13 @@ def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1")] 
         typer.echo(f"fusionrec broker: the broker exited by itself (status {code})", err=True)
         raise typer.Exit(1)
     except KeyboardInterrupt:
-        pass
+        pass  # Ctrl-C or SIGTERM: stop the broker, exit 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         b.stop()
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
 
 
 @app.command("topics")
