@@ -33,7 +33,7 @@ def main() -> None:
         typer.echo(f"fusionrec: configuration error ({exc.error_count()}):", err=True)
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "settings"
-            typer.echo(f"  {where}: {err['msg']}", err=True)
+            typer.echo(f"  {where}: {err['msg'].removeprefix('Value error, ')}", err=True)
         raise SystemExit(2) from None
 
 

@@ -224,7 +224,10 @@ class ApiSettings(_Block):
         if value:  # None or "": no limit
             from api.rate_limit import parse_rate_limit
 
-            parse_rate_limit(value)
+            try:
+                parse_rate_limit(value)
+            except ValueError as exc:  # the error's location already names api.rate_limit
+                raise ValueError(str(exc).removeprefix("api.rate_limit: ")) from None
         return value
 
     @field_validator("request_secret")
