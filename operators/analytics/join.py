@@ -13,7 +13,9 @@ optimizer, so the bandit and the dashboard never disagree):
   Nothing else registers a list: feedback naming an unknown list counts for nothing, and a
   ``rec_request`` on ``events`` (clients can write there) is skipped (``request_on_events``).
 * ``rec_impression`` counts once per list (a list re-displayed is one impression); its items are
-  what was actually shown. ``rec_click`` counts once per (list, item).
+  what was actually shown, kept only where the list served them (each once: an impression of 900
+  invented ids counts none of them). ``rec_click`` counts once per (list, item), for an item of
+  the list (as shown, else as served); a click on anything else is skipped (``click_not_in_list``).
 * add-to-carts and order lines are attributed per item: by ``request_id`` when the event has one,
   else **last touch** (``attribution.last_touch``): the newest list served to the user before
   the event, within that list's attribution window (``window_s``, default from settings), that
@@ -219,6 +221,8 @@ def _on_impression(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increm
         inc.skip("duplicate_impression")
         return
     s.impressed = True
+    served = set(s.imp.items)
+    shown = [i for i in dict.fromkeys(shown) if i in served]  # the list's own items, each once
     if shown and shown != s.imp.items:
         s.imp = msgspec.structs.replace(s.imp, items=shown)  # what was displayed is what can be credited
     b = rules.bucket(ev.ts)
@@ -235,6 +239,9 @@ def _on_click(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments)
         inc.skip("unknown_request")
         return
     item = ev.item_id or ""
+    if item not in s.imp.items:
+        inc.skip("click_not_in_list")
+        return
     if item in s.clicked:
         inc.skip("duplicate_click")
         return

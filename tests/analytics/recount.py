@@ -55,12 +55,13 @@ def recount(log: list[Event], bucket_s: int = 3600, window_s: float = 86400.0) -
             li = lists[e.request_id]
             if not li["impressed"]:
                 li["impressed"] = True
-                li["items"] = e.item_ids()
+                shown = [i for i in dict.fromkeys(e.item_ids()) if i in li["items"]]  # served items, once each
+                li["items"] = shown or li["items"]
                 counters[key(li, e.ts)]["impressions"] += 1
-                counters[key(li, e.ts)]["impressed_items"] += len(e.item_ids())
+                counters[key(li, e.ts)]["impressed_items"] += len(shown)
         elif e.type == "rec_click":
             li = lists[e.request_id]
-            if e.item_id not in li["clicked"]:
+            if e.item_id in li["items"] and e.item_id not in li["clicked"]:
                 li["clicked"].add(e.item_id)
                 counters[key(li, e.ts)]["clicks"] += 1
         elif e.type == "add_to_cart":

@@ -124,6 +124,25 @@ def test_control_request_puts_user_in_control_and_counts_orders():
     assert c == {("c", "control", "home", b0): {"requests": 1}}
 
 
+def test_impressions_and_clicks_count_only_the_lists_own_items():
+    """One impression of 900 invented ids and 1,000 clicks on items the list never held made an arm's
+    CTR 1.49 and filled the top impressed / clicked items with invented ids."""
+    log = [served(0, 0, "r1", "A", ["a", "b", "c"]),
+           ev(1, "rec_impression", 1, request_id="r1", campaign_id="c", arm="A",
+              items=tuple(BasketLine(i) for i in ["a", "FAKE", "b", "a"] + ["FAKE"] * 900)),
+           *[ev(2 + i, "rec_click", 2 + i, request_id="r1", campaign_id="c", arm="A", item_id=f"not-in-list-{i}")
+             for i in range(1000)],
+           ev(2000, "rec_click", 3000, request_id="r1", campaign_id="c", arm="A", item_id="c"),  # served, not shown
+           ev(2001, "rec_click", 3001, request_id="r1", campaign_id="c", arm="A", item_id="b")]
+    inc = run(log, JoinRules(window_s=6000.0))
+    counters, _ = as_dicts(inc)
+    total = {f: sum(r.get(f, 0) for r in counters.values()) for f in ("impressions", "impressed_items", "clicks")}
+    assert total == {"impressions": 1, "impressed_items": 2, "clicks": 1}  # a and b shown; b clicked
+    assert inc.skipped["click_not_in_list"] == 1001
+    assert {i for (_, kind, i) in inc.items if kind == "impressed"} == {"a", "b"}
+    assert {i for (_, kind, i) in inc.items if kind == "clicked"} == {"b"}
+
+
 def test_only_served_lists_register_a_list():
     """Feedback naming a list the server did not serve counts for nothing, and a rec_request posted to
     ``events`` (clients can write there) is not a served list (issue 13: forged lists rigged the analytics)."""
