@@ -301,8 +301,19 @@ class RetailCleaningSettings(_Block):
 
 
 def _config_file() -> Path:
-    """The TOML file: ``FUSIONREC_CONFIG``, else ``fusionrec.toml`` (both optional)."""
-    return Path(os.environ.get("FUSIONREC_CONFIG", "fusionrec.toml"))
+    """The TOML file: ``FUSIONREC_CONFIG``, else ``./fusionrec.toml`` (optional).
+
+    Raises
+    ------
+    ConfigError
+        If ``FUSIONREC_CONFIG`` names a file that does not exist (a typo must not run on defaults).
+    """
+    named = os.environ.get("FUSIONREC_CONFIG")
+    if named is None:
+        return Path("fusionrec.toml")
+    if not Path(named).is_file():
+        raise ConfigError(f"FUSIONREC_CONFIG={named}: no such file; unset it to use ./fusionrec.toml")
+    return Path(named)
 
 
 def _toml_source(settings_cls: type[BaseSettings]) -> TomlConfigSettingsSource:

@@ -131,6 +131,7 @@ def test_serve_on_a_public_address_with_real_keys(broker, tmp_path):
 ])
 def test_serve_refuses_a_public_bind_that_is_not_locked(tmp_path, env, says):
     full = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONREC_")}
+    (tmp_path / "none.toml").write_text("")  # a config without settings: the environment decides
     full.update(env, FUSIONREC_CONFIG=str(tmp_path / "none.toml"), PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
                        env=full, cwd=tmp_path, capture_output=True, text=True, timeout=60)

@@ -12,6 +12,13 @@ from pydantic import ValidationError
 from operators.settings import ConfigError, Settings
 
 
+def _empty_config(tmp_path) -> str:
+    """A config file without settings (a named file that does not exist is an error)."""
+    p = tmp_path / "empty.toml"
+    p.write_text("")
+    return str(p)
+
+
 def test_unknown_key_in_a_toml_block_is_refused(tmp_path, monkeypatch):
     cfg = tmp_path / "fusionrec.toml"
     cfg.write_text("[api]\nprot = 9000\n")
@@ -23,7 +30,7 @@ def test_unknown_key_in_a_toml_block_is_refused(tmp_path, monkeypatch):
 
 
 def test_unknown_block_field_in_the_environment_is_refused(monkeypatch, tmp_path):
-    monkeypatch.setenv("FUSIONREC_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("FUSIONREC_CONFIG", _empty_config(tmp_path))
     monkeypatch.setenv("FUSIONREC_KAFKA__BROKER", "kafka:9092")  # the field is "brokers"
     with pytest.raises(ValidationError, match=r"kafka\.broker"):
         Settings()
@@ -33,7 +40,7 @@ def test_unknown_block_field_in_the_environment_is_refused(monkeypatch, tmp_path
 
 
 def test_unknown_block_in_the_environment_is_refused(monkeypatch, tmp_path):
-    monkeypatch.setenv("FUSIONREC_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("FUSIONREC_CONFIG", _empty_config(tmp_path))
     monkeypatch.setenv("FUSIONREC_APII__PORT", "9000")
     with pytest.raises(ValidationError, match="FUSIONREC_APII__PORT: no setting 'apii'"):
         Settings()
@@ -54,7 +61,7 @@ def test_cli_prints_a_configuration_error_and_exits_2(tmp_path):
 
 
 def test_rate_limit_is_checked_when_the_settings_load(monkeypatch, tmp_path):
-    monkeypatch.setenv("FUSIONREC_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("FUSIONREC_CONFIG", _empty_config(tmp_path))
     monkeypatch.setenv("FUSIONREC_API__RATE_LIMIT", "abc")
     with pytest.raises(ValidationError, match=r"api\.rate_limit[\s\S]*'abc' is not a rate limit"):
         Settings()
@@ -65,7 +72,7 @@ def test_rate_limit_is_checked_when_the_settings_load(monkeypatch, tmp_path):
 
 
 def test_request_secret_shorter_than_16_bytes_is_refused_at_load(monkeypatch, tmp_path):
-    monkeypatch.setenv("FUSIONREC_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("FUSIONREC_CONFIG", _empty_config(tmp_path))
     monkeypatch.setenv("FUSIONREC_API__REQUEST_SECRET", "short")
     with pytest.raises(ValidationError, match=r"api\.request_secret[\s\S]*at least 16 bytes; got 5"):
         Settings()
@@ -82,7 +89,7 @@ def test_toml_syntax_error_names_the_file_and_line(monkeypatch, tmp_path):
 
 
 def test_a_list_setting_that_is_not_json_names_the_variable(monkeypatch, tmp_path):
-    monkeypatch.setenv("FUSIONREC_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("FUSIONREC_CONFIG", _empty_config(tmp_path))
     monkeypatch.setenv("FUSIONREC_API__PORT", "9000")  # a scalar of the same block: not blamed
     monkeypatch.setenv("FUSIONREC_API__ADMIN_KEYS", "notjson")
     with pytest.raises(ConfigError, match=r"FUSIONREC_API__ADMIN_KEYS: the value must be JSON.*\[\"key1\"\]") as err:
@@ -109,3 +116,13 @@ def test_cli_reports_unreadable_configuration_and_exits_2(tmp_path, env, toml, s
     assert out.returncode == 2, out.stdout + out.stderr
     assert "fusionrec: configuration error" in out.stderr and says in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_config_file_named_but_missing_is_an_error(monkeypatch, tmp_path):
+    """FUSIONREC_CONFIG=/typo.toml silently ran on the defaults."""
+    monkeypatch.setenv("FUSIONREC_CONFIG", str(tmp_path / "typo.toml"))
+    with pytest.raises(ConfigError, match=r"FUSIONREC_CONFIG=.*typo\.toml: no such file"):
+        Settings()
+    monkeypatch.delenv("FUSIONREC_CONFIG")
+    monkeypatch.chdir(tmp_path)  # ./fusionrec.toml stays optional
+    assert Settings().api.port > 0
