@@ -78,7 +78,16 @@ class LiveAB:
                        self.item_ids, self.prices, f"live{self.seed}-{self.n_visits}")
         if events:
             payload = [orjson.loads(encode_event(e)) for e in events]
-            client.post("/v1/events", json=payload, headers=h).raise_for_status()
+            for _ in range(5):  # the rate limit is shared with other local clients: wait as told, retry
+                r = client.post("/v1/events", json=payload, headers=h)
+                if r.status_code != 429:
+                    break
+                wait = r.headers.get("Retry-After", "1")
+                time.sleep(min(float(wait), 10.0) if wait.replace(".", "", 1).isdigit() else 1.0)
+            if r.status_code == 429:
+                log.warning("events of %s not posted: rate limited 5 times", user)
+                return 0
+            r.raise_for_status()
         return len(events)
 
     def run(self, visits_per_s: float, n_visits: int | None = None) -> None:
