@@ -11,17 +11,19 @@ from tqdm import tqdm
 
 from flows.cli import app
 from models.cleora import GraphInputError, build_graph, embed, read_tsv, rows_from_events
+from operators.ids import BadId, canonical_id
 
 __all__ = ["embed_command", "read_events"]
 
 
 def read_events(path: Path) -> Iterator[dict]:
-    """Events from a JSON-lines file, one object per line (blank lines skipped).
+    """Events from a JSON-lines file, one object per line (blank lines skipped), their ids canonical.
 
     Raises
     ------
     typer.BadParameter
-        On a line that is not a JSON object (the message gives the file and line number).
+        On a line that is not a JSON object, or with an id the id rule refuses (the message gives
+        the file and line number).
     """
     with open(path, encoding="utf-8") as fh:
         for no, line in enumerate(fh, start=1):
@@ -33,6 +35,15 @@ def read_events(path: Path) -> Iterator[dict]:
                 raise typer.BadParameter(f"{path}:{no}: not valid JSON ({exc.msg})") from exc
             if not isinstance(ev, dict):
                 raise typer.BadParameter(f"{path}:{no}: must be a JSON object; got {type(ev).__name__}")
+            try:  # the one id rule (operators/ids.py), as training and the stream apply it: 12345.0 is 12345
+                for field in ("user_id", "session_id", "item_id"):
+                    if ev.get(field) is not None:
+                        ev[field] = canonical_id(ev[field])
+                if isinstance(ev.get("items"), list):
+                    ev["items"] = [{**line, "item_id": canonical_id(line.get("item_id"))} if isinstance(line, dict)
+                                   else canonical_id(line) for line in ev["items"]]
+            except BadId as exc:
+                raise typer.BadParameter(f"{path}:{no}: {exc}") from exc
             yield ev
 
 

@@ -78,5 +78,12 @@ def test_cli_embed_tsv_and_events(tmp_path):
     res = CliRunner().invoke(app, ["embed", str(ev), "--events", "--out", str(tmp_path / "e"), "--dim", "8"])
     assert res.exit_code == 0, res.output
     assert sorted(EmbeddingStore.load(tmp_path / "e").labels) == ["a", "b"]
+    # ids follow the one id rule, as in training: 12345, 12345.0 and "12345.0" are one node
+    ev.write_text('{"user_id": 1, "session_id": "s", "item_id": 12345, "type": "view", "ts": 1}\n'
+                  '{"user_id": "1", "session_id": "s", "item_id": 12345.0, "type": "view", "ts": 2}\n'
+                  '{"user_id": "1.0", "session_id": "s", "items": ["12345.0", {"item_id": "b"}], "type": "purchase", "ts": 3}\n')
+    res = CliRunner().invoke(app, ["embed", str(ev), "--events", "--out", str(tmp_path / "c"), "--dim", "8"])
+    assert res.exit_code == 0, res.output
+    assert sorted(EmbeddingStore.load(tmp_path / "c").labels) == ["12345", "b"]
     res = CliRunner().invoke(app, ["embed", str(tsv), "--out", str(tmp_path / "x"), "--columns", "a b c"])
     assert res.exit_code == 2 and "columns: at most two columns" in res.output
