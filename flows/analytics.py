@@ -22,7 +22,7 @@ from flows.analytics_logic import (
     AnalyticsResources,
     analytics_state_dir,
 )
-from flows.routing import bytewax_worker_count, partition_key
+from flows.routing import bytewax_workers, partition_key
 from flows.source import OffsetReset, ReportSink, ResumingKafkaSource, parse_by_partition
 from operators.analytics.apply import SERVED_OFFSET
 from operators.kafka import TopicSpec, ensure_topics
@@ -35,11 +35,11 @@ __all__ = ["build_flow"]
 log = logging.getLogger(__name__)
 
 
-def build_flow(settings: Settings, workers: int | None = None) -> Dataflow:
+def build_flow(settings: Settings, layout: tuple[int, int] | None = None) -> Dataflow:
     """Wire the analytics dataflow (creates the compacted ``analytics`` topic if missing).
 
-    ``workers``: Bytewax workers in all (default: those of the ``bytewax.run`` command line), so each
-    partition is joined by the worker that reads it (:mod:`flows.routing`)."""
+    ``layout``: Bytewax ``(processes, workers_per_process)`` (default: those of the ``bytewax.run``
+    command line); partitions are spread over the processes (:mod:`flows.routing`)."""
     k, s = settings.kafka, settings.stream
     ensure_topics(k.brokers, [TopicSpec(settings.analytics.topic, 1, compacted=True)])
     rules = EventRules.from_settings(settings)
@@ -49,21 +49,22 @@ def build_flow(settings: Settings, workers: int | None = None) -> Dataflow:
                               batch_size=s.batch_size, also={k.served_topic: SERVED_OFFSET},
                               offset_policy=s.offset_beyond_end)
     msgs = op.input("events", flow, src)                                  # KafkaSourceMessage | KafkaError
-    to_key = partial(_parse, rules, k.served_topic, workers=workers or bytewax_worker_count())
+    to_key = partial(_parse, rules, k.served_topic, layout=layout or bytewax_workers())
     keyed = op.filter_map("parse", msgs, to_key)  # (partition_key, (partition, offset, parsed, served))
     reports = op.stateful_batch("join", keyed, lambda _resume: AnalyticsLogic(res))  # (partition_key, AnalyticsReport)
     op.output("reports", reports, ReportSink())
     return flow
 
 
-def _parse(rules: EventRules, served_topic: str, msg: KafkaSourceMessage | KafkaError, *, workers: int = 1
+def _parse(rules: EventRules, served_topic: str, msg: KafkaSourceMessage | KafkaError, *,
+           layout: tuple[int, int] = (1, 1)
            ) -> tuple[str, tuple[int, int, Event | DeadLetter, bool]] | None:
     """``parse_by_partition``, tagged with whether the message came from the served-list topic
     (an ``OffsetReset`` of either topic passes through, tagged the same way)."""
     if isinstance(msg, OffsetReset):
-        return (partition_key(msg.partition, workers),  # type: ignore[return-value]
+        return (partition_key(msg.partition, *layout),  # type: ignore[return-value]
                 (msg.partition, -2, msg, msg.topic == served_topic))
-    out = parse_by_partition(rules, msg, wake=False, workers=workers)
+    out = parse_by_partition(rules, msg, wake=False, layout=layout)
     if out is None or not isinstance(msg, KafkaSourceMessage):
         return None
     key, (partition, offset, parsed) = out

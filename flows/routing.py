@@ -1,16 +1,19 @@
-"""Place each Kafka partition's stateful work on the worker that reads that partition.
+"""Spread Kafka partitions' stateful work over a flow's processes, one worker thread per process.
 
-Bytewax 0.21 gives a fixed-partitioned source's partitions to workers round-robin over their
-sorted names (``"0-events"``, ``"1-events"``, ... : partition ``p`` is read by worker
-``p % worker_count`` for fewer than ten partitions), but routes a stateful step's key to worker
-``SipHash-1-3(key bytes + 0xFF) % worker_count`` (Rust's ``DefaultHasher`` over the key string, zero
-keys). Keyed by the bare partition number (``"0"`` ... ``"3"``), all four partitions of the
-default topic land on one worker of two: one worker applies every event while the other idles,
-and every event crosses between workers. :func:`partition_key` picks, per partition, the first of
-``"p"``, ``"p~1"``, ``"p~2"``, ... that routes to the worker reading the partition.
+Bytewax 0.21 routes a stateful step's key to worker ``SipHash-1-3(key bytes + 0xFF) % workers``
+(Rust's ``DefaultHasher`` over the key string, zero keys; :func:`bytewax_route`). Keyed by the
+bare partition number (``"0"`` ... ``"3"``), all four partitions of the default topic landed on one
+worker of two: with ``-i 0/1 -a "h1;h2"``, one process applied every event while the other idled.
+:func:`partition_key` picks, per partition, the first of ``"p"``, ``"p~1"``, ``"p~2"``, ... that
+routes to the first worker of process ``p % processes``. Within a process all partitions stay on
+one worker thread (the models it loads are shared by its threads; see :func:`partition_key`).
 
-The worker count comes from the ``python -m bytewax.run`` command line the flow runs under
-(``-w``, ``-a`` and their ``BYTEWAX_*`` environment variables; :func:`bytewax_worker_count`).
+Source partitions are handed out round-robin over their sorted names (:func:`source_part_name`
+zero-pads them, so partition ``p`` of the main topic is read by worker ``p % workers``: with one
+worker per process, the process that applies it).
+
+The worker layout comes from the ``python -m bytewax.run`` command line the flow runs under
+(``-w``, ``-a`` and their ``BYTEWAX_*`` environment variables; :func:`bytewax_workers`).
 The key only decides placement: the state itself is keyed by partition on disk
 (:func:`state.partition.partition_path`), so changing ``-w`` moves work, never state.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 import functools
 import sys
 
-__all__ = ["bytewax_route", "partition_key", "partition_of_key", "bytewax_worker_count", "source_part_name",
+__all__ = ["bytewax_route", "partition_key", "partition_of_key", "bytewax_workers", "source_part_name",
            "parse_part_name"]
 
 _M64 = (1 << 64) - 1
@@ -78,22 +81,30 @@ def bytewax_route(key: str, worker_count: int) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def partition_key(partition: int, worker_count: int) -> str:
-    """Stateful-step key of Kafka ``partition`` that routes to worker ``partition % worker_count``.
+def partition_key(partition: int, processes: int = 1, workers_per_process: int = 1) -> str:
+    """Stateful-step key of Kafka ``partition``: it routes to the first worker of process
+    ``partition % processes``.
 
-    ``str(partition)`` when it routes there already (always for one worker), else the first
-    ``f"{partition}~{n}"`` (n = 1, 2, ...) that does; :func:`partition_of_key` reads it back.
+    Partitions are spread over processes, and within a process every partition is applied by one
+    worker thread: the model objects a process loads (``WorkerResources``) are shared by its worker
+    threads and are not safe to score from two threads at once (spread over the threads of one
+    process, the fusion's online lists matched its offline ones for 90 % of pairs, not 100 %; and
+    under the GIL two scoring threads ran slower than one). ``-w`` above 1 still reads and parses
+    partitions in parallel. The key is ``str(partition)`` when it routes there already, else the
+    first ``f"{partition}~{n}"`` (n = 1, 2, ...) that does; :func:`partition_of_key` reads it back.
 
     Raises
     ------
     ValueError
-        If ``partition < 0`` or ``worker_count < 1``.
+        If ``partition < 0``, ``processes < 1`` or ``workers_per_process < 1``.
     """
-    if partition < 0:
-        raise ValueError(f"partition must be >= 0; got {partition}")
-    want = partition % worker_count if worker_count >= 1 else -1
+    if partition < 0 or processes < 1 or workers_per_process < 1:
+        raise ValueError(f"partition must be >= 0 and processes, workers_per_process >= 1; got {partition}, "
+                         f"{processes}, {workers_per_process}")
+    workers = processes * workers_per_process
+    want = (partition % processes) * workers_per_process
     key, n = str(partition), 0
-    while bytewax_route(key, worker_count) != want:  # ~worker_count tries on average
+    while bytewax_route(key, workers) != want:  # ~workers tries on average
         n += 1
         key = f"{partition}~{n}"
     return key
@@ -103,7 +114,8 @@ def source_part_name(partition: int, topic: str, *, main: bool = True) -> str:
     """Name of a Kafka partition as a Bytewax source partition: ``"00003-events"``.
 
     Bytewax hands the sorted names out round-robin, so zero-padded numbers put partition ``p`` of
-    the main topic on worker ``p % worker_count`` (where :func:`partition_key` sends its state);
+    the main topic on worker ``p % worker_count`` (with one worker per process, where
+    :func:`partition_key` sends its state);
     a second topic read alongside (``main=False``) sorts after all of the main topic's
     (``"~00003-served"``), on the same worker when the partition count is a multiple of the
     worker count.
@@ -122,18 +134,18 @@ def partition_of_key(key: str) -> int:
     return int(key.split("~", 1)[0])
 
 
-def bytewax_worker_count() -> int:
-    """Total Bytewax workers of the ``python -m bytewax.run`` this process runs under: workers per
-    process (``-w``, ``BYTEWAX_WORKERS_PER_PROCESS``) times processes (``-a``, ``BYTEWAX_ADDRESSES``
-    or the helm host file), parsed by Bytewax's own argument parser.
+def bytewax_workers() -> tuple[int, int]:
+    """``(processes, workers_per_process)`` of the ``python -m bytewax.run`` this process runs under:
+    ``-a`` addresses (``BYTEWAX_ADDRESSES`` or the helm host file) and ``-w``
+    (``BYTEWAX_WORKERS_PER_PROCESS``), parsed by Bytewax's own argument parser.
 
-    1 when the flow is not run by ``bytewax.run`` (tests running a flow in process).
+    ``(1, 1)`` when the flow is not run by ``bytewax.run`` (tests running a flow in process).
     """
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if spec is None or spec.name != "bytewax.run":
-        return 1
+        return 1, 1
     from bytewax.run import _parse_args  # the same parse bytewax.run did before it imported the flow
 
     args = _parse_args()
     processes = len([a for a in (args.addresses or "").split(";") if a.strip()]) or 1
-    return max(1, args.workers_per_process or 1) * processes
+    return processes, max(1, args.workers_per_process or 1)

@@ -183,27 +183,27 @@ class ResumingKafkaSource(AssignedKafkaSource):
 
 
 def parse_by_partition(rules: EventRules, msg: KafkaSourceMessage | KafkaError | PartitionWake | OffsetReset, *,
-                       wake: bool = True, workers: int = 1
+                       wake: bool = True, layout: tuple[int, int] = (1, 1)
                        ) -> tuple[str, tuple[int, int, Event | DeadLetter | OffsetReset | None]] | None:
     """Key a source item by its Kafka partition: ``(key, (partition, offset, Event | DeadLetter))``.
 
-    The key is :func:`flows.routing.partition_key` of the partition for ``workers`` Bytewax
-    workers in all: the worker that reads the partition also applies it.
+    The key is :func:`flows.routing.partition_key` of the partition for the Bytewax ``layout``
+    ``(processes, workers_per_process)``: partitions spread over processes, one worker each.
 
     A ``PartitionWake`` becomes ``(partition, (partition, -1, None))`` when ``wake`` (else it is
     dropped); an ``OffsetReset`` ``(partition, (partition, -2, reset))``; a Kafka client error is
     logged and dropped (it is not an event).
     """
     if isinstance(msg, PartitionWake):
-        return (partition_key(msg.partition, workers), (msg.partition, -1, None)) if wake else None
+        return (partition_key(msg.partition, *layout), (msg.partition, -1, None)) if wake else None
     if isinstance(msg, OffsetReset):
-        return partition_key(msg.partition, workers), (msg.partition, -2, msg)
+        return partition_key(msg.partition, *layout), (msg.partition, -2, msg)
     if isinstance(msg, KafkaError):
         log.warning("kafka error in source: %s", msg.err)
         return None
     parsed = parse_event(msg.key, msg.value, rules, topic=msg.topic, partition=msg.partition, offset=msg.offset,
                          received_ts=kafka_timestamp_s(msg.timestamp))
-    return partition_key(msg.partition, workers), (msg.partition, msg.offset, parsed)
+    return partition_key(msg.partition, *layout), (msg.partition, msg.offset, parsed)
 
 
 def split_at_resets(values: list[tuple[int, int, object]]) -> list[tuple[list, OffsetReset | None]]:
