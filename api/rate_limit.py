@@ -21,31 +21,14 @@ import threading
 import time
 
 import orjson
-from limits import RateLimitItem, parse_many, storage, strategies
+from limits import storage, strategies
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["RateLimitMiddleware", "SweptMemoryStorage", "parse_rate_limit"]
+from operators.settings import parse_rate_limit
+
+__all__ = ["RateLimitMiddleware", "SweptMemoryStorage", "parse_rate_limit"]  # the parser lives with the settings
 
 _EXEMPT = frozenset({"/healthz", "/readyz"})
-
-
-def parse_rate_limit(limits: str) -> list[RateLimitItem]:
-    """The rate limits of ``limits`` (``"200/second;5000/minute"``, the ``limits`` notation).
-
-    Used by the settings (``api.rate_limit`` is checked when they load) and by the middleware.
-
-    Raises
-    ------
-    ValueError
-        If ``limits`` does not parse (the message names ``api.rate_limit`` and shows the notation).
-    """
-    try:
-        items = parse_many(limits)
-    except ValueError as exc:
-        raise ValueError(f"api.rate_limit: {limits!r} is not a rate limit like '200/second;5000/minute'") from exc
-    if not items:
-        raise ValueError(f"api.rate_limit: {limits!r} is not a rate limit like '200/second;5000/minute'")
-    return items
 
 
 class SweptMemoryStorage(storage.MemoryStorage):

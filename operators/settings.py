@@ -15,6 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
+from limits import RateLimitItem, parse_many
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -26,7 +27,7 @@ from pydantic_settings.exceptions import SettingsError
 
 __all__ = ["EventTypeSpec", "KafkaSettings", "StreamSettings", "ApiSettings", "AnalyticsSettings", "Settings",
            "DEFAULT_EVENT_TYPES", "LakeSettings", "TrainerSettings", "GateSettings", "ConfigError",
-           "REQUEST_SECRET_MIN_BYTES"]
+           "REQUEST_SECRET_MIN_BYTES", "parse_rate_limit"]
 
 REQUEST_SECRET_MIN_BYTES = 16
 """Shortest ``api.request_secret`` (UTF-8 bytes): the HMAC key of request ids (``api/request_ids.py``)."""
@@ -35,6 +36,26 @@ REQUEST_SECRET_MIN_BYTES = 16
 class ConfigError(ValueError):
     """The configuration cannot be read at all: the TOML file does not parse, or a ``FUSIONREC_*`` variable of a list/dict/block setting is not JSON. The message names the
     file (and line) or the variable; ``fusionrec`` prints it as one configuration error, exit status 2."""
+
+
+def parse_rate_limit(limits: str) -> list[RateLimitItem]:
+    """The rate limits of ``limits`` (``"200/second;5000/minute"``, the ``limits`` notation).
+
+    Used by the settings (``api.rate_limit`` is checked when they load) and by the middleware
+    (``api/rate_limit.py``).
+
+    Raises
+    ------
+    ValueError
+        If ``limits`` does not parse (the message names ``api.rate_limit`` and shows the notation).
+    """
+    try:
+        items = parse_many(limits)
+    except ValueError as exc:
+        raise ValueError(f"api.rate_limit: {limits!r} is not a rate limit like '200/second;5000/minute'") from exc
+    if not items:
+        raise ValueError(f"api.rate_limit: {limits!r} is not a rate limit like '200/second;5000/minute'")
+    return items
 
 
 class _Block(BaseModel):
@@ -222,8 +243,6 @@ class ApiSettings(_Block):
     def _rate_limit_parses(cls, value: str | None) -> str | None:
         """A rate limit that does not parse is refused when the settings load, not on each request."""
         if value:  # None or "": no limit
-            from api.rate_limit import parse_rate_limit
-
             try:
                 parse_rate_limit(value)
             except ValueError as exc:  # the error's location already names api.rate_limit
