@@ -165,7 +165,10 @@ def test_forged_feedback_at_10x_the_click_rate_changes_nothing(broker, tmp_path)
                 groups = {g: v["totals"] for g, v in rep.get("groups", {}).items()}
                 if ({a: t["requests"] for a, t in got.items()} == want_lists
                         and {g: t["orders"] for g, t in groups.items()} == want_orders
-                        and dash == {a: v for a, v in bandit.items() if v != (0, 0)}):
+                        and dash == {a: v for a, v in bandit.items() if v != (0, 0)}
+                        # a visit's last impression or click may follow its user's order: wait for them too
+                        and {a: t["impressions"] for a, t in got.items() if t["impressions"]} == dict(driver.impressions)
+                        and {a: t["clicks"] for a, t in got.items() if t["clicks"]} == dict(driver.clicks)):
                     break
                 assert time.monotonic() < deadline, (dash, bandit, want_lists, {g: t["orders"] for g, t in groups.items()},
                                                        want_orders)
