@@ -21,6 +21,8 @@ from pathlib import Path
 
 import msgspec
 
+from operators.settings import REQUEST_SECRET_MIN_BYTES
+
 __all__ = ["IssuedRequest", "RequestSigner", "load_request_secret"]
 
 _VERSION = "r1"
@@ -65,8 +67,8 @@ class RequestSigner:
     """
 
     def __init__(self, secret: bytes) -> None:
-        if len(secret) < 16:
-            raise ValueError(f"request_secret: at least 16 bytes; got {len(secret)}")
+        if len(secret) < REQUEST_SECRET_MIN_BYTES:
+            raise ValueError(f"request_secret: at least {REQUEST_SECRET_MIN_BYTES} bytes; got {len(secret)}")
         self._secret = secret
         self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied per id: the key is hashed once
 
@@ -121,6 +123,6 @@ def load_request_secret(configured: str | None, state_dir: Path) -> bytes:
         finally:
             tmp.unlink()
     secret = path.read_bytes().strip()
-    if len(secret) < 16:
+    if len(secret) < REQUEST_SECRET_MIN_BYTES:
         raise RuntimeError(f"{path}: holds {len(secret)} bytes; delete it (a new key is made) or set api.request_secret")
     return secret
