@@ -110,6 +110,7 @@ class FeedbackReader:
         self.published, self.publish_every_s = published, publish_every_s
         self._last_publish = time.monotonic()
         self._published: dict[tuple[str, int], int] | None = None  # offsets of the state last published (or restored from)
+        self._restored_published: dict[tuple[str, int], int] | None = None  # offsets of the published state restored
         self.restored_from = ""  # "local", "published" or "history" (nothing to restore: folds from the start)
         self._restored = threading.Event()  # the snapshot is in: drain may fold
         self.n_folded = 0  # messages folded by this process (a restart from a snapshot folds only the tails)
@@ -159,6 +160,7 @@ class FeedbackReader:
                  len(snap.arms), len(snap.impressions), head.size, time.monotonic() - t0)
         self._restore(snap, "published")
         self._published = dict(self.offsets)  # nothing new to publish until something is folded
+        self._restored_published = dict(self.offsets)
 
     def alive(self) -> bool:
         """The reader thread runs (it retries its own failures; only a bug ends it)."""
@@ -175,11 +177,14 @@ class FeedbackReader:
         try:
             self.drain(None)
             if self.snapshot() and self.published is not None:
-                if self.offsets == self._published:  # published already (maybe still under way)
-                    self.published.wait_idle(5.0)
-                else:
+                # a node leaving hands its newest state on: wait for a publication under way, and
+                # publish again unless that one (acknowledged, not merely started) holds these offsets
+                self.published.wait_idle(self.published.timeout_s)
+                head = self.published.last_head
+                on_topic = self._restored_published if head is None else {(t, p): o for t, p, o in head.offsets}
+                if on_topic != self.offsets:
                     try:
-                        self.published.publish(self._state()(), timeout_s=5.0)  # a node leaving hands its newest state on
+                        self.published.publish(self._state()())
                     except Exception:
                         log.exception("publishing the optimizer snapshot at stop failed")
         finally:
