@@ -169,6 +169,10 @@ def write_events_jsonl(events: Iterable[Event], path: Path) -> int:
 def read_events_jsonl(path: Path, settings: Settings) -> Iterator[Event]:
     """Events from a JSONL file; invalid lines are logged with their line number and skipped.
 
+    An event whose ``event_id`` an earlier line already had (a producer's retry, a log written
+    twice) is skipped: the first copy counts, once, as the stream flow counts it
+    (``operators/dedupe.py``); how many were skipped is logged at the end.
+
     Raises
     ------
     ValueError
@@ -176,7 +180,8 @@ def read_events_jsonl(path: Path, settings: Settings) -> Iterator[Event]:
         training files need ``event_id`` and ``ts`` on every line, which the API fills in itself).
     """
     rules = EventRules.from_specs(settings.event_types, settings.stream.max_event_bytes)
-    valid, first_error = 0, None
+    valid, repeated, first_error = 0, 0, None
+    seen: set[str] = set()
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -188,6 +193,12 @@ def read_events_jsonl(path: Path, settings: Settings) -> Iterator[Event]:
                 first_error = first_error or f"line {lineno}: {exc}"
                 continue
             valid += 1
+            if event.event_id in seen:
+                repeated += 1
+                continue
+            seen.add(event.event_id)
             yield event
+    if repeated:
+        log.warning("%s: skipped %d events whose event_id an earlier line had (the first copy counts)", path, repeated)
     if not valid and first_error is not None:
         raise ValueError(f"{path}: no line is a valid event (the first: {first_error})")
