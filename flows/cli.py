@@ -1,27 +1,62 @@
 """The ``fusionrec`` command: one subcommand per piece, each startable alone.
 
 Commands are small functions in modules named after what they start; this file only
-registers them, so importing it does no work.
+registers them, so importing it does no work (not even importing typer: ``app`` is built on first
+use, so ``main`` sees a Ctrl-C from the moment the console script has imported it).
 """
 
 from __future__ import annotations
 
-import typer
+import sys
+from typing import TYPE_CHECKING
 
-__all__ = ["app", "main"]
+if TYPE_CHECKING:
+    import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="fusionrec: real-time multi-modal recommendations.")
+__all__ = ["app", "main"]  # noqa: F822 - app is built on first use by __getattr__
+
+_STOPPED_BY_CTRL_C = ("run", "broker")
+"""Commands that run until Ctrl-C: for them it is the normal stop (exit status 0), from the first moment."""
+
+_app: typer.Typer | None = None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``app``, the typer application every ``cmd_*`` module adds its commands to (built once)."""
+    global _app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _app is None:
+        import typer
+
+        _app = typer.Typer(no_args_is_help=True, add_completion=False,
+                           help="fusionrec: real-time multi-modal recommendations.")
+    return _app
 
 
 def main() -> None:
     """Console-script entry point. A configuration error (``fusionrec.toml`` or a ``FUSIONREC_*``
     variable: wrong type, unknown key, a missing or unparsable file, a non-JSON list) is one clear
-    message and exit status 2, not a traceback."""
+    message and exit status 2, not a traceback. So is a Ctrl-C that no command handles itself (e.g.
+    while the commands are still being loaded): ``fusionrec: interrupted``, exit status 130, or 0
+    for the commands that run until Ctrl-C (``run``, ``broker``)."""
+    try:
+        _main()
+    except KeyboardInterrupt:
+        command = sys.argv[1] if len(sys.argv) > 1 else ""
+        print("fusionrec: interrupted", file=sys.stderr)
+        raise SystemExit(0 if command in _STOPPED_BY_CTRL_C else 130) from None
+
+
+def _main() -> None:
     from pydantic import ValidationError
 
     from operators.settings import ConfigError
 
     _register()
+    import typer
+
+    app = __getattr__("app")
     try:
         app()
     except ConfigError as exc:

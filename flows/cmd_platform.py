@@ -274,24 +274,28 @@ def run_cmd(
     (the previous run's are kept as ``*.log.1``). It starts nothing (exit status 2) when the broker or
     the API port is already taken, e.g. by another ``fusionrec run``.
     """
-    s = _settings()
-    port = port or _broker_port(s)
-    api_port = api_port or s.api.port
-    problems = _run_problems(model, train_seconds, trainer_every, workers, history, rate, replay, replay_format,
-                             replay_limit, var)
-    problems += _busy_ports(port, api_port)
-    if problems:  # before anything in var is deleted or anything started
-        for line in problems:
-            typer.echo(f"fusionrec run: {line}", err=True)
-        raise typer.Exit(2)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     brokers: list[LocalBroker] = []
     children: list[subprocess.Popen[bytes]] = []
-    try:
+    try:  # from the first line: a Ctrl-C while the options are checked is a clean stop too
+        s = _settings()
+        port = port or _broker_port(s)
+        api_port = api_port or s.api.port
+        problems = _run_problems(model, train_seconds, trainer_every, workers, history, rate, replay, replay_format,
+                                 replay_limit, var)
+        problems += _busy_ports(port, api_port)
+        if problems:  # before anything in var is deleted or anything started
+            for line in problems:
+                typer.echo(f"fusionrec run: {line}", err=True)
+            raise typer.Exit(2)
         _run(port, api_port, workers, history, rate, seed, replay, replay_format, replay_limit, var, model,
              train_seconds, trainer_every, children, brokers)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean stop short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        handlers.clear()  # and none until the process has exited
         typer.echo("stopping...")
     except (PortInUseError, BrokerStartError) as exc:  # e.g. the port was taken between the check and the start
         typer.echo(f"fusionrec run: {exc}", err=True)
@@ -302,6 +306,8 @@ def run_cmd(
         _stop_all(children)
         for b in brokers:
             b.stop()
+        for sig, handler in handlers.items():  # not stopped by a signal: as they were (run called in-process)
+            signal.signal(sig, handler)
 
 
 def _train_params(model: str, train_seconds: float) -> dict[str, object]:

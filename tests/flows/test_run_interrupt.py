@@ -1,0 +1,69 @@
+"""``fusionrec run`` interrupted by Ctrl-C (SIGINT) at any moment, the first second included: a short
+message, exit status 0, no traceback, and nothing it started left running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from operators.broker import port_in_use
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    script = Path(sys.executable).with_name("fusionrec")  # the console script, as a user starts it
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
+    port, api_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONREC_")}
+    p = subprocess.Popen([*cmd, "run", "--port", str(port), "--api-port", str(api_port), "--var", str(tmp_path / "var"),
+                          "--model", "covisit", "--history", "300", "--trainer-every", "0"],
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return p, port
+
+
+def _interrupt(p: subprocess.Popen[str]) -> str:
+    p.send_signal(signal.SIGINT)
+    try:
+        out, _ = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        raise AssertionError(f"run did not stop within 60 s of Ctrl-C:\n{out}") from None
+    return out
+
+
+@pytest.mark.parametrize("delay_s", [0.15, 0.4, 0.8, 1.2])
+def test_ctrl_c_in_the_first_second_is_a_clean_stop(tmp_path: Path, delay_s: float) -> None:
+    p, port = _start(tmp_path)
+    time.sleep(delay_s)  # loading the commands, checking the options, or starting the broker
+    out = _interrupt(p)
+    assert p.returncode == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out and "Aborted" not in out, out
+    assert "fusionrec: interrupted" in out or "stopping..." in out, out
+    assert not port_in_use(port), "the broker outlived run"
+
+
+def test_ctrl_c_while_training_stops_the_broker(tmp_path: Path) -> None:
+    p, port = _start(tmp_path)
+    assert p.stdout is not None
+    deadline = time.monotonic() + 60
+    for line in p.stdout:  # the broker runs and the topics exist once training begins
+        if line.startswith("training ") or time.monotonic() > deadline:
+            break
+    assert port_in_use(port), "the broker should be running by now"
+    out = _interrupt(p)
+    assert p.returncode == 0, out
+    assert "stopping..." in out and "Traceback" not in out, out
+    assert not port_in_use(port), "the broker outlived run"
