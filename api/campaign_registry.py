@@ -8,7 +8,7 @@ from api.optimizer import OptimizerConfig
 from operators.control_group import CONTROL_ARM
 from state.campaigns import Campaign, CampaignStore
 
-__all__ = ["CampaignRegistry", "optimizer_config"]
+__all__ = ["CampaignRegistry", "optimizer_config", "declared_segment"]
 
 
 def optimizer_config(campaign: Campaign | None) -> OptimizerConfig:
@@ -17,6 +17,13 @@ def optimizer_config(campaign: Campaign | None) -> OptimizerConfig:
         return OptimizerConfig()
     o = campaign.optimizer
     return OptimizerConfig(o.prior_alpha, o.prior_beta, o.floor, o.half_life_s)
+
+
+def declared_segment(campaign: Campaign | None, value: str) -> str:
+    """The optimizer segment of a request's segment value: the value if the campaign declares it
+    (``optimizer.segments``), else ``""`` (the campaign's global arm statistics). Bounds the optimizer's
+    keys to the segments an admin declared, whatever values clients send."""
+    return value if campaign is not None and value in campaign.optimizer.segments else ""
 
 
 class CampaignRegistry:
@@ -68,6 +75,10 @@ class CampaignRegistry:
             self._refresh()
             c = self._campaigns.get(campaign_id)
         return c is not None and (arm == CONTROL_ARM or any(a.name == arm for a in c.arms))
+
+    def segment_of(self, campaign_id: str, value: str) -> str:
+        """``declared_segment`` by campaign id (reader thread; no refresh: ``declares`` ran first)."""
+        return declared_segment(self._campaigns.get(campaign_id), value)
 
     def put(self, campaign: Campaign) -> None:
         """Write through to the store, then re-read it (other workers may have written too)."""

@@ -13,9 +13,11 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from api.strategies import STRATEGY_NEEDS
 from state.campaigns import Arm, BanditConfig, Campaign
 
-__all__ = ["ID_PATTERN", "ArmIn", "OptimizerIn", "CampaignIn", "StrategyName", "FallbackName"]
+__all__ = ["ID_PATTERN", "MAX_SEGMENTS", "ArmIn", "OptimizerIn", "CampaignIn", "StrategyName", "FallbackName"]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_SEGMENTS = 100
+"""Segments a campaign may declare: with segment '' the optimizer keeps at most 101 per (campaign, arm)."""
 
 StrategyName = Literal["personalized", "session", "similar", "visual", "cart", "top", "last_seen", "popular"]
 FallbackName = Literal["popular", "top"]
@@ -45,6 +47,10 @@ class OptimizerIn(BaseModel, extra="forbid"):
     half_life_s: float | None = Field(strict=True, default=None, gt=0, le=1e9, description="Evidence half-life (drift); none = keep all")
     segment_param: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
                                       description="Request parameter whose value selects the optimizer segment")
+    segments: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=MAX_SEGMENTS, description=(
+            "The values of segment_param the optimizer learns apart (at most 100); a request with any other "
+            "value, or none, counts for the campaign's global arm statistics (segment '')"))
 
 
 class CampaignIn(BaseModel, extra="forbid"):
@@ -99,5 +105,6 @@ class CampaignIn(BaseModel, extra="forbid"):
             campaign_id=campaign_id, scenario=self.scenario, arms=arms, filter=self.filter,
             boosters=self.boosters, n=self.n, goal=self.goal, window_s=self.window_s, fallback=self.fallback,
             control_share=self.control_share,
-            optimizer=BanditConfig(o.prior_alpha, o.prior_beta, o.floor, o.half_life_s, o.segment_param),
+            optimizer=BanditConfig(o.prior_alpha, o.prior_beta, o.floor, o.half_life_s, o.segment_param,
+                                   tuple(dict.fromkeys(o.segments))),
             params=dict(self.params), created_ts=created_ts, updated_ts=now_ts, version=version)

@@ -46,15 +46,21 @@ class FeedbackFold:
     declares : callable (campaign_id, arm) -> bool, optional
         Whether a campaign exists and declares the arm; lists of others are not counted
         (``skipped["unknown_arm"]``), so the optimizer's keys stay bounded.
+    segment_of : callable (campaign_id, segment) -> str, optional
+        The segment a list counts for: the campaign's declared segment, else ``""``
+        (``skipped["undeclared_segment"]`` counts the lists moved), so the optimizer's keys stay bounded
+        by what the campaign declares even for lists served before it changed its segments.
     max_segments : int
-        Segments kept per campaign; lists of further segments count for segment ``""``.
+        Segments kept per campaign (a last bound across edits of the declared ones); lists of further
+        segments count for segment ``""``.
     """
 
     def __init__(self, optimizer: ThompsonOptimizer, config_of: Callable[[str], OptimizerConfig],
                  max_open: int = 200_000, max_orphans: int = 10_000,
-                 declares: Callable[[str, str], bool] | None = None, max_segments: int = 100) -> None:
+                 declares: Callable[[str, str], bool] | None = None, max_segments: int = 100,
+                 segment_of: Callable[[str, str], str] | None = None) -> None:
         self.optimizer, self.config_of = optimizer, config_of
-        self.declares, self.max_segments = declares, max_segments
+        self.declares, self.max_segments, self.segment_of = declares, max_segments, segment_of
         self._segments: dict[str, set[str]] = {}
         self.max_open, self.max_orphans = max_open, max_orphans
         self.open: OrderedDict[str, Impression] = OrderedDict()
@@ -77,6 +83,10 @@ class FeedbackFold:
         if self.declares is not None and not self.declares(imp.campaign_id, imp.arm):
             self.skipped["unknown_arm"] = self.skipped.get("unknown_arm", 0) + 1
             return
+        seg = self.segment_of(imp.campaign_id, imp.segment) if imp.segment and self.segment_of else imp.segment
+        if seg != imp.segment:
+            self.skipped["undeclared_segment"] = self.skipped.get("undeclared_segment", 0) + 1
+            imp = msgspec.structs.replace(imp, segment=seg)
         seen = self._segments.setdefault(imp.campaign_id, {""})
         if imp.segment not in seen:
             if len(seen) > self.max_segments:

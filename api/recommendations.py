@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.campaign_registry import optimizer_config
+from api.campaign_registry import declared_segment, optimizer_config
 from api.campaign_schema import ID_PATTERN
 from api.errors import ApiError, validate_params
 from api.explain import explain_items
@@ -112,6 +112,7 @@ def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False) ->
     segment = extras.get(c.optimizer.segment_param, "") if c.optimizer.segment_param else ""
     if not isinstance(segment, str):
         raise ApiError(400, c.optimizer.segment_param or "segment", "the segment parameter takes one value")
+    segment = declared_segment(c, segment)  # an undeclared value: the global arm statistics, no new key
     now = time.time()
     if c.control_share > 0 and p.user_id is not None and group_of(p.user_id, c.campaign_id, c.control_share) == CONTROL:
         arm, strategy, arm_params = CONTROL_ARM, c.fallback, {}

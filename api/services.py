@@ -201,7 +201,8 @@ def build_services(settings: Settings) -> Services:
     window_table = TopicTable(k.brokers, k.window_topic(), decode_window_piece, on_update=popularity.apply,
                               keep=False, on_beyond_end=beyond_end, start_offsets=snapshots.load(),
                               on_batch=snapshots.on_batch).start()
-    fold = FeedbackFold(optimizer, campaigns.config_of, max_open=a.max_open_lists, declares=campaigns.declares)
+    fold = FeedbackFold(optimizer, campaigns.config_of, max_open=a.max_open_lists, declares=campaigns.declares,
+                        segment_of=campaigns.segment_of)
     reader = None
     if a.feedback:
         reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),

@@ -44,6 +44,8 @@ class BanditConfig(msgspec.Struct, frozen=True):
     floor: float = 0.0
     half_life_s: float | None = None
     segment_param: str | None = None
+    segments: tuple[str, ...] = ()
+    """The values of ``segment_param`` learned apart; any other value counts for segment ``""``."""
 
 
 class Campaign(msgspec.Struct, frozen=True):

@@ -52,6 +52,23 @@ def test_segments_are_separate():
     assert opt.segments("c") == ["", "desktop", "mobile"]
 
 
+def test_lists_of_undeclared_segments_count_globally_and_add_no_key():
+    """The fold's segment_of (the campaign's declared segments) decides the key: a list served with a
+    value the campaign does not declare counts for segment "" and the optimizer's keys do not grow."""
+    opt = _opt()
+    declared = {"mobile", "desktop"}
+    fold = FeedbackFold(opt, lambda _: CFG, declares=lambda c, a: c == "c" and a == "a",
+                        segment_of=lambda c, s: s if s in declared else "")
+    for k, seg in enumerate(["mobile", "desktop", ""] + [f"junk{j}" for j in range(500)]):
+        fold.served(Impression(f"r{k}", "c", "a", 1000.0 + k, "click", 3600.0, user_id="u", segment=seg, items=["x"]))
+    fold.event(Event("e1", 1600.0, "rec_click", "u", item_id="x", request_id="r400"))  # a junk segment's list
+    assert opt.segments("c") == ["", "desktop", "mobile"]
+    assert set(opt.arms) == {("c", "a", ""), ("c", "a", "mobile"), ("c", "a", "desktop")}
+    assert (opt.arms[("c", "a", "")].total_pulls, opt.arms[("c", "a", "")].total_rewards) == (501, 1)
+    assert opt.arms[("c", "a", "mobile")].total_pulls == 1
+    assert fold.skipped["undeclared_segment"] == 500
+
+
 def test_exploration_floor_keeps_every_arm_alive():
     opt = _opt(3)
     cfg = OptimizerConfig(floor=0.1)

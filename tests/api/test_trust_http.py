@@ -203,3 +203,37 @@ def test_a_far_future_event_from_the_shops_producer_does_not_poison_top_lists_ev
     c.close()
     assert [(d["reason"], orjson.loads(base64.b64decode(d["raw"]))["event_id"]) for d in dead] == [
         ("bad_timestamp", "poison")], dead
+
+
+def test_segment_values_a_campaign_does_not_declare_create_no_optimizer_keys(api):
+    """The client key sends any segment value it likes: only the campaign's declared segments are
+    learned apart; every other value counts for the global arm statistics (segment "") and adds no key,
+    so junk values cannot fill the per-campaign bound and crowd out the real segments."""
+    c = api
+    seg = {"scenario": "popular", "arms": CAMPAIGN["arms"],
+           "optimizer": {"segment_param": "device", "segments": ["mobile", "desktop", "mobile"]}}
+    r = c.put("/v1/campaigns/seg-ab", json=seg, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    assert r.json()["optimizer"]["segments"] == ["mobile", "desktop"]
+    too_many = {**seg, "optimizer": {"segment_param": "device", "segments": [f"s{k}" for k in range(101)]}}
+    r = c.put("/v1/campaigns/seg-many", json=too_many, headers=ADMIN)
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "optimizer.segments"), r.text
+
+    sent = {"mobile": 0, "": 0}
+    for k in range(120):
+        device = "mobile" if k % 4 == 0 else f"junk-{k}"
+        r = c.get("/v1/recommendations", params={"campaign": "seg-ab", "user_id": f"u{k}", "device": device},
+                  headers=CLIENT)
+        assert r.status_code == 200, r.text
+        assert r.json()["segment"] == ("mobile" if device == "mobile" else ""), (device, r.json()["segment"])
+        sent[r.json()["segment"]] += 1
+
+    def pulls(segment: str) -> int:
+        body = c.get("/v1/campaigns/seg-ab/arms", params={"segment": segment}, headers=ADMIN).json()
+        return sum(a["pulls"] for a in body["arms"])
+
+    wait_for(lambda: pulls("") + pulls("mobile") == 120, what="the 120 lists' pulls")
+    assert (pulls("mobile"), pulls("")) == (sent["mobile"], sent[""]) == (30, 90)
+    arms = c.get("/v1/campaigns/seg-ab/arms", headers=ADMIN).json()
+    assert arms["segments"] == ["", "mobile"]  # no key for any junk value
+    assert pulls("junk-1") == 0
