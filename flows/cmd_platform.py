@@ -456,7 +456,7 @@ fusionrec is running (logs in {var}/):
   API              {base}
   recommendations  {base}/v1/recommendations?user_id=<user>
   health/metrics   {base}/healthz (live)   {base}/readyz (ready)   {base}/metrics (admin key)
-  dashboard        {base}/dashboard?api_key={s.api.admin_keys[0] if s.api.admin_keys else '<admin key>'}{ab}
+  dashboard        {base}/dashboard   (it asks for the admin key){ab}
   keys (X-API-Key) admin {s.api.admin_keys[:1]}, client {s.api.client_keys[:1]}
   learning loop    lake in {var}/lake, gated trainer every {trainer_every} (verdicts on the dashboard's ops panel)
 A failed piece is restarted with backoff (logs in {var}/); Ctrl-C stops everything.""")

@@ -1,9 +1,18 @@
 // fusionrec dashboard: draws /v1/analytics/* with uPlot (vendored). No framework, no CDN.
 "use strict";
 (function () {
+  // The admin key never goes in a URL (server logs, history, Referer headers): it is typed into the
+  // key form, kept in sessionStorage (this tab only, gone when it closes) and sent as X-API-Key.
+  const KEY_STORE = "fusionrec.admin_key";
   const params = new URLSearchParams(location.search);
-  const apiKey = params.get("api_key");
-  const headers = apiKey ? { "X-API-Key": apiKey } : {};
+  const legacyKey = params.has("api_key");
+  if (legacyKey) { // an old /dashboard?api_key=... link: take the key out of the address bar and history, unused
+    params.delete("api_key");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+  }
+  let apiKey = sessionStorage.getItem(KEY_STORE) || "";
+  const headers = () => (apiKey ? { "X-API-Key": apiKey } : {});
   const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563"];
   const state = { campaign: params.get("campaign"), overview: [], plots: {}, loads: 0, lastReport: null };
   window.dashboardState = state; // read by the browser test
@@ -12,10 +21,23 @@
     Number(v).toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
   const pct = (v, d = 1) => (v === null || v === undefined) ? "–" : fmt(100 * v, d) + " %";
 
+  class KeyNeeded extends Error {}
+
   async function getJSON(url) {
-    const r = await fetch(url, { headers });
+    const r = await fetch(url, { headers: headers() });
+    if (r.status === 401 || r.status === 403) {
+      askKey(r.status === 403 ? "this key is not an admin key" : apiKey ? "unknown key" : "admin key needed");
+      throw new KeyNeeded(url + " -> " + r.status);
+    }
     if (!r.ok) throw new Error(url + " -> " + r.status);
     return r.json();
+  }
+
+  function askKey(note) {
+    $("key-form").hidden = false;
+    $("key-forget").hidden = true;
+    $("key-note").textContent = note;
+    $("key-input").focus();
   }
 
   function setStatus(text) { $("status").textContent = text; }
@@ -230,7 +252,7 @@
     let bandit = null;
     if (rep.bandit_url) { // the optimizer's pulls and P(best), when the facade serves them
       try {
-        const r = await fetch(rep.bandit_url, { headers });
+        const r = await fetch(rep.bandit_url, { headers: headers() });
         if (r.ok) { const b = await r.json(); bandit = b.arms || b; }
       } catch (e) { bandit = null; }
     }
@@ -302,7 +324,7 @@
         await loadOps();
         setStatus("updated " + new Date().toLocaleTimeString());
       } catch (e) {
-        setStatus("error: " + e.message);
+        setStatus(e instanceof KeyNeeded ? "waiting for the admin key" : "error: " + e.message);
       } finally {
         pending -= 1;
       }
@@ -314,7 +336,7 @@
   $("csv").addEventListener("click", async (ev) => {
     ev.preventDefault();
     if (!state.csvUrl) return;
-    const r = await fetch(state.csvUrl, { headers });
+    const r = await fetch(state.csvUrl, { headers: headers() });
     if (!r.ok) { setStatus("CSV: " + r.status); return; }
     const a = document.createElement("a");
     a.href = URL.createObjectURL(await r.blob());
@@ -322,9 +344,25 @@
     a.click();
     URL.revokeObjectURL(a.href);
   });
+  $("key-form").addEventListener("submit", (ev) => {
+    ev.preventDefault(); // never a form submission: the key would end up in a URL or a body to log
+    apiKey = $("key-input").value.trim();
+    $("key-input").value = "";
+    if (apiKey) sessionStorage.setItem(KEY_STORE, apiKey); else sessionStorage.removeItem(KEY_STORE);
+    $("key-form").hidden = true;
+    $("key-forget").hidden = !apiKey;
+    refresh();
+  });
+  $("key-forget").addEventListener("click", () => {
+    apiKey = "";
+    sessionStorage.removeItem(KEY_STORE);
+    askKey("key forgotten");
+  });
+  $("key-forget").hidden = !apiKey;
+  if (legacyKey) askKey("keys do not go in the URL: enter it here");
   $("range").addEventListener("change", () => refresh(false));
   $("bucket").addEventListener("change", () => refresh(false));
   $("filter").addEventListener("input", renderList);
-  refresh();
-  setInterval(() => refresh(true, true), 5000);
+  if (!legacyKey) refresh();
+  setInterval(() => { if ($("key-form").hidden) refresh(true, true); }, 5000);
 })();

@@ -9,6 +9,7 @@ view go to ``tests/artifacts/`` (gitignored). Skipped when ``/usr/bin/chromium``
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import shutil
 import time
@@ -28,6 +29,9 @@ from tests.platform import ApiServer, FlowProcess, wait_caught_up
 CHROMIUM = Path("/usr/bin/chromium")
 SVG = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='8' height='8'%3E%3Crect width='8' height='8' fill='%232563eb'/%3E%3C/svg%3E"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ADMIN_KEY = "admin-dash-7c1e9b3f5a2d48e6"
+"""The platform requires keys: the page must ask for this one and send it in a header, never a URL."""
+ADMIN = {"X-API-Key": ADMIN_KEY}
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]
 
@@ -48,6 +52,8 @@ LIVE_HOUR: list[int] = []
 def platform(broker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dash")
     s = analytics_settings(broker, tmp)
+    s = s.model_copy(update={"api": s.api.model_copy(update={
+        "require_keys": True, "admin_keys": [ADMIN_KEY], "client_keys": ["client-dash-0123456789ab"]})})
     home = ab_simulation(800, seed=3)
     events = sorted(home.events() + campaign(home, "cart").events(), key=lambda e: e.ts)
     # a third campaign whose newest bucket is still filling (events up to now): no cliff is drawn
@@ -65,16 +71,26 @@ def platform(broker, tmp_path_factory):
     flow = FlowProcess(s, tmp / "analytics.toml", flow="flows.analytics:flow").start()
     try:
         wait_caught_up(s, flow, timeout_s=120, state_dir=analytics_state_dir(s))
-        with ApiServer(s) as api:
+        with ApiServer(s, log_level="info") as api:  # access log on: the test reads it for the key
             for name in ("home", "cart"):  # the facade's campaigns: the optimizer folds the same rec_requests
                 r = httpx.post(f"{api.url}/v1/campaigns", json={
                     "campaign_id": name, "scenario": "personalized", "goal": "purchase", "window_s": 3600,
                     "control_share": 0.2, "arms": [{"name": "covisit", "strategy": "personalized"},
-                                                   {"name": "emde", "strategy": "popular"}]}, timeout=10)
+                                                   {"name": "emde", "strategy": "popular"}]},
+                               headers=ADMIN, timeout=10)
                 assert r.status_code in (200, 201), r.text
             yield api
     finally:
         flow.stop()
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 def test_dashboard_renders_switches_campaign_and_range(platform):
@@ -82,6 +98,9 @@ def test_dashboard_renders_switches_campaign_and_range(platform):
 
     ARTIFACTS.mkdir(exist_ok=True)
     errors: list[str] = []
+    urls: list[str] = []
+    access = _Lines()
+    logging.getLogger("uvicorn.access").addHandler(access)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
@@ -89,7 +108,16 @@ def test_dashboard_renders_switches_campaign_and_range(platform):
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            page.on("request", lambda r: urls.append(r.url))
             page.goto(f"{platform.url}/dashboard")
+            # keys are required: the page asks for the admin key (its first data call was a 401)
+            expect(page.locator("#key-form")).to_be_visible(timeout=15000)
+            expect(page.locator("#status")).to_have_text("waiting for the admin key")
+            assert errors and all("401" in e for e in errors), errors
+            errors.clear()
+            page.fill("#key-input", ADMIN_KEY)
+            page.click("#key-form button[type=submit]")
+            expect(page.locator("#key-form")).to_be_hidden()
             # the analytics topic may still be loading: wait until a plot has data
             page.wait_for_function("() => Number(document.querySelector('#plot-traffic')?.dataset.points || 0) > 0",
                                    timeout=30000)
@@ -105,7 +133,7 @@ def test_dashboard_renders_switches_campaign_and_range(platform):
             control = page.locator("#arms tbody tr", has_text="control")
             assert control.locator("td").nth(11).inner_text() == "held back"
             assert control.locator("td").nth(12).inner_text() == "not an arm"
-            arms = httpx.get(f"{platform.url}/v1/campaigns/{first}/arms", timeout=10).json()
+            arms = httpx.get(f"{platform.url}/v1/campaigns/{first}/arms", headers=ADMIN, timeout=10).json()
             assert "control" not in [a["arm"] for a in arms["arms"]]
             for a in arms["arms"]:  # each arm's share of pulls is rendered (the table fills cell by cell)
                 share = page.locator("#arms tbody tr", has_text=a["arm"]).first.locator("td").nth(11)
@@ -156,7 +184,8 @@ def test_dashboard_renders_switches_campaign_and_range(platform):
             page.wait_for_function("() => document.querySelector('#plot-traffic').dataset.campaign === 'live'")
             page.wait_for_function(f"() => Number(document.body.dataset.loads) > {loads}")
             open_bucket = page.locator("#plot-traffic").get_attribute("data-open-bucket")
-            rep = httpx.get(f"{platform.url}/v1/analytics/campaigns/live", params={"bucket": "auto"}, timeout=10).json()
+            rep = httpx.get(f"{platform.url}/v1/analytics/campaigns/live", params={"bucket": "auto"}, headers=ADMIN,
+                            timeout=10).json()
             if int(time.time() // 3600) != LIVE_HOUR[-1]:
                 pytest.skip("the hour turned since the fixture wrote the live campaign: its newest bucket has closed")
             assert rep["open_bucket"] is not None and open_bucket == str(rep["open_bucket"]).removesuffix(".0")
@@ -169,6 +198,39 @@ def test_dashboard_renders_switches_campaign_and_range(platform):
                                  " return t.parentElement.scrollWidth <= t.parentElement.clientWidth; }")
         finally:
             browser.close()
+            logging.getLogger("uvicorn.access").removeHandler(access)
     assert errors == []
+    # the key went in headers only: in no URL the browser requested, in no line of the server's access log
+    assert any("/v1/analytics/" in u for u in urls) and any("/v1/analytics/" in line for line in access.lines)
+    assert [u for u in urls if ADMIN_KEY in u] == []
+    assert [line for line in access.lines if ADMIN_KEY in line] == []
     if shutil.which("true"):  # keep the artifact list visible in -s runs
         print("screenshots:", sorted(p.name for p in ARTIFACTS.glob("dashboard*.png")))
+
+
+def test_an_old_link_with_the_key_in_its_url_is_scrubbed_and_not_used(platform):
+    """``/dashboard?api_key=...`` (the old way): the page takes the key out of the address bar and its
+    history at once, does not use or store it, and asks for the key in its form instead."""
+    from playwright.sync_api import expect, sync_playwright
+
+    leaked = "leaked-key-in-an-old-link"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page()
+            urls: list[str] = []
+            page.on("request", lambda r: urls.append(r.url))
+            page.goto(f"{platform.url}/dashboard?api_key={leaked}&campaign=cart")
+            expect(page.locator("#key-form")).to_be_visible(timeout=15000)
+            assert page.url == f"{platform.url}/dashboard?campaign=cart"
+            assert page.evaluate("() => sessionStorage.length") == 0
+            page.wait_for_timeout(500)
+            assert [u for u in urls[1:] if leaked in u] == []  # only the navigation itself carried it
+            # the history entry was replaced, not pushed: back is the blank tab, forward the scrubbed URL
+            assert page.evaluate("() => history.length") == 2
+            page.go_back()
+            assert page.url == "about:blank"
+            page.go_forward()
+            assert page.url == f"{platform.url}/dashboard?campaign=cart"
+        finally:
+            browser.close()
