@@ -179,12 +179,14 @@ class FeedbackReader:
             if self.snapshot() and self.published is not None:
                 # a node leaving hands its newest state on: wait for a publication under way, and
                 # publish again unless that one (acknowledged, not merely started) holds these offsets
+                # (one budget for both: the topic's timeout, so a broker that is down delays a stop once)
+                deadline = time.monotonic() + self.published.timeout_s
                 self.published.wait_idle(self.published.timeout_s)
                 head = self.published.last_head
                 on_topic = self._restored_published if head is None else {(t, p): o for t, p, o in head.offsets}
                 if on_topic != self.offsets:
                     try:
-                        self.published.publish(self._state()())
+                        self.published.publish(self._state()(), timeout_s=max(1.0, deadline - time.monotonic()))
                     except Exception:
                         log.exception("publishing the optimizer snapshot at stop failed")
         finally:
