@@ -94,7 +94,8 @@
                    scales: { x }, legend: { live: false } };
     state.plots[id] = new uPlot(opts, data, el);
     el.dataset.points = String(data[0].length);
-    el.dataset.campaign = state.campaign;
+    // the campaign of the report drawn (a refresh begun before a click on another campaign draws its own)
+    el.dataset.campaign = state.lastReport ? state.lastReport.campaign_id : state.campaign;
   }
 
   // the newest bucket while it still fills (rep.open_bucket) is kept off the lines: drawn, it would
