@@ -30,7 +30,7 @@ __all__ = ["lake_dataset", "lake_time_range", "read_catalog", "read_interactions
 log = logging.getLogger(__name__)
 
 _DATE = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
-_COLUMNS = ["ts", "type", "user_id", "session_id", "item_id", "items"]
+_COLUMNS = ["event_id", "ts", "type", "user_id", "session_id", "item_id", "items"]
 
 
 def parse_window(text: str) -> float:
@@ -127,7 +127,8 @@ class LakeWindow:
     start_ts: float
     end_ts: float
     n_rows: int
-    """Lake rows (events) in the window of the weighted types, before baskets are expanded."""
+    """Lake rows (events) in the window of the weighted types, before baskets are expanded (a
+    repeated ``event_id`` counted once)."""
     n_users: int
 
 
@@ -137,7 +138,11 @@ def read_interactions(lake_dir: Path, start_ts: float, end_ts: float, event_type
 
     One row per (event, item): ``item_id`` and every basket line; sessions are ``session_id``,
     else ``user_id`` (as ``operators.training.events_to_log``). ``event_type`` codes index
-    ``event_types``; ``item_ids`` are in order of first appearance.
+    ``event_types``; ``item_ids`` are in order of first appearance. An event whose ``event_id`` an
+    earlier row of the window had (a producer's retry that the archive kept, as it keeps every
+    record) is skipped: the first copy counts once, as in ``operators.training.read_events_jsonl``.
+    Ids are compared by a 64-bit hash (two distinct ids of one window collide with odds near
+    ``n² / 2⁶⁵``: about 3e-6 for 10 M events), so memory stays at 8 bytes per event.
 
     Raises
     ------
@@ -148,13 +153,16 @@ def read_interactions(lake_dir: Path, start_ts: float, end_ts: float, event_type
     types = pa.array(list(event_types), pa.string())
     flt = _window_filter(start_ts, end_ts) & ds.field("type").isin(types)
     items, sessions, users = _Codes(), _Codes(), _Codes()
-    parts: dict[str, list[np.ndarray]] = {"s": [], "i": [], "t": [], "e": []}
+    parts: dict[str, list[np.ndarray]] = {"s": [], "i": [], "t": [], "e": [], "v": []}
+    id_hashes: list[NDArray[np.int64]] = []  # per event of the window, in reading order
     n_rows = 0
     for batch in dset.to_batches(columns=_COLUMNS, filter=flt, batch_size=batch_rows, batch_readahead=1,
                                  fragment_readahead=1):  # bounded memory: one batch in flight
         if batch.num_rows == 0:
             continue
+        first_event = n_rows
         n_rows += batch.num_rows
+        id_hashes.append(_id_hashes(batch.column("event_id")))
         users.encode(batch.column("user_id"))
         sess = sessions.encode(pc.coalesce(batch.column("session_id"), batch.column("user_id")))
         ts = batch.column("ts").to_numpy(zero_copy_only=False)
@@ -166,6 +174,7 @@ def read_interactions(lake_dir: Path, start_ts: float, end_ts: float, event_type
             parts["s"].append(sess[rows])
             parts["t"].append(ts[rows])
             parts["e"].append(etype[rows])
+            parts["v"].append(first_event + rows)
         basket = batch.column("items")
         if basket.null_count < len(basket):
             parent = pc.list_parent_indices(basket).to_numpy(zero_copy_only=False)
@@ -174,16 +183,39 @@ def read_interactions(lake_dir: Path, start_ts: float, end_ts: float, event_type
                 parts["s"].append(sess[parent])
                 parts["t"].append(ts[parent])
                 parts["e"].append(etype[parent])
+                parts["v"].append(first_event + parent)
 
     def cat(key: str, dtype: type) -> np.ndarray:
         return np.concatenate(parts[key]).astype(dtype, copy=False) if parts[key] else np.zeros(0, dtype)
 
-    s_arr, t_arr = cat("s", np.int32), cat("t", np.float64)
+    first_copy = np.zeros(n_rows, bool)
+    if n_rows:
+        first_copy[np.unique(np.concatenate(id_hashes), return_index=True)[1]] = True
+    repeated = n_rows - int(first_copy.sum())
+    if repeated:
+        log.warning("lake window [%.0f, %.0f): skipped %d events whose event_id an earlier one had "
+                    "(the first copy counts)", start_ts, end_ts, repeated)
+    keep = first_copy[cat("v", np.int64)]
+    s_arr, t_arr = cat("s", np.int32)[keep], cat("t", np.float64)[keep]
     order = np.lexsort((t_arr, s_arr))
-    il = InteractionLog(session_idx=s_arr[order], item_idx=cat("i", np.int32)[order], ts=t_arr[order],
-                        n_items=len(items.index), event_type=cat("e", np.int8)[order],
+    il = InteractionLog(session_idx=s_arr[order], item_idx=cat("i", np.int32)[keep][order], ts=t_arr[order],
+                        n_items=len(items.index), event_type=cat("e", np.int8)[keep][order],
                         event_types=tuple(event_types), item_ids=items.ids())
     log.info("lake window [%.0f, %.0f): %d events, %d interactions, %d items, %d sessions", start_ts, end_ts,
              n_rows, il.n_events, il.n_items, len(sessions.index))
-    return LakeWindow(il, start_ts, end_ts, n_rows, len(users.index))
+    return LakeWindow(il, start_ts, end_ts, n_rows - repeated, len(users.index))
+
+
+def _id_hashes(ids: pa.Array | pa.ChunkedArray) -> NDArray[np.int64]:
+    """64-bit hashes of a batch's event ids (each distinct id hashed once, in Python: a null id
+    hashes as None, so null ids count as one)."""
+    enc = pc.dictionary_encode(ids)
+    if isinstance(enc, pa.ChunkedArray):
+        enc = enc.combine_chunks() if enc.num_chunks != 1 else enc.chunk(0)
+    per_id = np.fromiter(map(hash, enc.dictionary.to_pylist()), np.int64, len(enc.dictionary))
+    idx = enc.indices
+    if idx.null_count:
+        idx = pc.fill_null(idx, len(per_id))
+        per_id = np.append(per_id, np.int64(hash(None)))
+    return per_id[idx.to_numpy(zero_copy_only=False)]
 

@@ -113,6 +113,25 @@ def test_window_read_equals_the_event_path(tmp_path):
     assert win.n_rows == sum(start <= e.ts < end for _, _, e in rows)
 
 
+def test_a_resent_event_counts_once_in_a_window_read(tmp_path):
+    """The archive keeps every record, a producer's retry too; training counts its first copy only."""
+    rows = _events(300, T0, 60.0)
+    LakePartition(tmp_path, "events", 0).append(events_table(rows), 1000)
+    resent = [(1, 5000 + k, e) for k, (_, _, e) in enumerate(rows[::4])]  # baskets among them
+    LakePartition(tmp_path, "events", 1).append(events_table(resent), 1000)
+    types = ["view", "purchase"]
+    start, end = T0, T0 + 300 * 60.0
+    clean_dir = tmp_path / "clean"
+    LakePartition(clean_dir, "events", 0).append(events_table(rows), 1000)
+    win = read_interactions(tmp_path, start, end, types, batch_rows=64)
+    clean = read_interactions(clean_dir, start, end, types, batch_rows=64)
+    assert win.n_rows == clean.n_rows == 300
+    assert win.log.n_events == clean.log.n_events > 300  # baskets expand to several rows
+    ids, clean_ids = np.asarray(win.log.item_ids), np.asarray(clean.log.item_ids)
+    assert sorted(zip(win.log.ts.tolist(), ids[win.log.item_idx].tolist(), strict=True)) == \
+        sorted(zip(clean.log.ts.tolist(), clean_ids[clean.log.item_idx].tolist(), strict=True))
+
+
 def test_parse_window():
     assert parse_window("30d") == 30 * DAY and parse_window("6h") == 21600 and parse_window("90") == 90
     with pytest.raises(ValueError, match="window"):
