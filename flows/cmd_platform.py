@@ -47,11 +47,17 @@ def _topics(s: Settings) -> None:
     ensure_topics(k.brokers, platform_topics(k))
 
 
+PORT_RANGE: dict[str, int] = {"min": 1, "max": 65535}
+"""``typer.Option(**PORT_RANGE)`` for every port option: a port outside 1-65535 is a usage error (exit
+status 2) naming the option, not an ``OverflowError`` from ``bind()``."""
+
+
 @app.command("broker")
-def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1")] = 9092) -> None:
+def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1", **PORT_RANGE)] = 9092) -> None:
     """Run a local Kafka-protocol broker (Tansu, in-memory storage) until Ctrl-C or SIGTERM (exit 0).
 
-    Exit status 2 when the port is taken or the broker does not start; 1 when it stops by itself.
+    Exit status 2 when the port is taken, out of range (1-65535) or the broker does not start; 1 when
+    it stops by itself.
     """
     _settings()
     b = LocalBroker(port)
@@ -196,7 +202,8 @@ def flow_cmd(workers: Annotated[int, typer.Option("-w", "--workers", help="Worke
 @app.command("serve")
 def serve_cmd(
     host: Annotated[str | None, typer.Option()] = None,
-    port: Annotated[int | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option(help="default: api.port / FUSIONREC_API__PORT: 8000", show_default=False,
+                                             **PORT_RANGE)] = None,
     workers: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Run the HTTP API with uvicorn (settings from fusionrec.toml / FUSIONREC_*).
@@ -247,9 +254,9 @@ def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
 def run_cmd(
     port: Annotated[int | None, typer.Option(
         help="Broker port (default: the port in kafka.brokers / FUSIONREC_KAFKA__BROKERS: 9092)",
-        show_default=False)] = None,
+        show_default=False, **PORT_RANGE)] = None,
     api_port: Annotated[int | None, typer.Option(
-        help="API port (default: api.port / FUSIONREC_API__PORT: 8000)", show_default=False)] = None,
+        help="API port (default: api.port / FUSIONREC_API__PORT: 8000)", show_default=False, **PORT_RANGE)] = None,
     workers: Annotated[int, typer.Option("-w", "--workers", help="Flow worker threads")] = 2,
     history: Annotated[int, typer.Option(help="Synthetic history events to train on and replay")] = 30000,
     rate: Annotated[float, typer.Option(help="Live simulated events per second")] = 50.0,
@@ -374,7 +381,11 @@ def _broker_port(s: Settings) -> int:
 
 
 def _busy_ports(port: int, api_port: int) -> list[str]:
-    """One message per port of ``run`` that another process already listens on (none: all free)."""
+    """One message per port of ``run`` that another process already listens on or that is no TCP port (none:
+    all free)."""
+    if not 1 <= port <= 65535:  # --port is checked by typer; this one came from [kafka] brokers
+        return [f"broker port {port} (from [kafka] brokers / FUSIONREC_KAFKA__BROKERS) is not a TCP port (1-65535); "
+                "choose one with --port N"]
     busy = []
     if port_in_use(port):
         busy.append(f"broker port {port} on 127.0.0.1 is already in use (another fusionrec run?); choose another "

@@ -154,3 +154,36 @@ def test_run_checks_its_options_before_deleting_or_starting_anything(
     _fails(["run", "--port", str(port), "--api-port", str(api_port), "--var", str(var), *args], expected)
     assert all((var / stale).is_dir() for stale in ("state", "api", "lake", "serving"))
     assert not port_in_use(port) and not list(var.glob("*.log"))
+
+
+@pytest.mark.parametrize(("args", "option", "bound"), [
+    (["broker", "--port", "99999"], "--port", "65535"),
+    (["broker", "--port", "-1"], "--port", "1"),
+    (["broker", "--port", "0"], "--port", "1"),
+    (["run", "--port", "99999"], "--port", "65535"),
+    (["run", "--api-port", "70000", "--port", "59117"], "--api-port", "65535"),
+    (["serve", "--port", "99999"], "--port", "65535"),
+])
+def test_a_port_out_of_range_is_a_usage_error(args: list[str], option: str, bound: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    def no_child(*a: object, **k: object) -> None:
+        raise AssertionError(f"a child was started: {a}")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(subprocess, "Popen", no_child)
+    out = _fails(args + (["--var", str(tmp_path / "run")] if args[0] == "run" else []), f"Invalid value for '{option}'",
+                 bound)
+    assert "OverflowError" not in out and not (tmp_path / "run").exists()
+
+
+def test_run_with_a_broker_port_out_of_range_in_the_settings_says_so(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from operators.broker import free_port
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", "127.0.0.1:99999")  # run's default --port comes from here
+    _fails(["run", "--api-port", str(free_port()), "--var", str(tmp_path / "run")],
+           "broker port 99999 (from [kafka] brokers / FUSIONREC_KAFKA__BROKERS) is not a TCP port (1-65535)")
+    assert not (tmp_path / "run").exists()
