@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     middleware = [Middleware(ApiKeyMiddleware, admin_keys=a.admin_keys, client_keys=a.client_keys)] if a.require_keys else []
     if a.rate_limit:  # outermost: a flood is refused before anything else runs
-        middleware.insert(0, Middleware(RateLimitMiddleware, limits=a.rate_limit))
+        middleware.insert(0, Middleware(RateLimitMiddleware, limits=a.rate_limit,
+                                        keys=[*a.admin_keys, *a.client_keys] if a.require_keys else []))
     return Starlette(routes=routes, middleware=middleware, exception_handlers=exception_handlers,  # type: ignore[arg-type]
                      lifespan=lifespan)

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from operators.exposure import DEV_KEYS, exposure_problem, is_loopback
 
-__all__ = ["ApiKeyMiddleware", "DEV_KEYS", "exposure_problem", "is_loopback", "scope_of"]
+__all__ = ["ApiKeyMiddleware", "DEV_KEYS", "exposure_problem", "is_loopback", "presented_key", "scope_of"]
 
 _SCOPED_PREFIXES: tuple[tuple[str, str], ...] = (
     ("/metrics", "admin"),
@@ -65,12 +65,7 @@ class ApiKeyMiddleware:
         if need is None:
             await self.app(scope, receive, send)
             return
-        key = None
-        for name, value in scope["headers"]:
-            if name == b"x-api-key":
-                key = value.decode("latin-1")
-            elif name == b"authorization" and value[:7].lower() == b"bearer ":
-                key = value[7:].decode("latin-1").strip()
+        key = presented_key(scope["headers"])
         if not key:
             await _deny(send, 401, "missing API key (X-API-Key header or Authorization: Bearer)")
             return
@@ -82,6 +77,20 @@ class ApiKeyMiddleware:
             await _deny(send, 403, f"this key lacks the {need!r} scope")
             return
         await self.app(scope, receive, send)
+
+
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The API key a request presents: ``X-API-Key``, or ``Authorization: Bearer <key>`` (stripped);
+    the last such header wins. None when there is none (an ``Authorization`` of another scheme is
+    not a key). The one reading of the headers: :class:`ApiKeyMiddleware` authenticates with it and
+    ``api.rate_limit`` counts callers by it."""
+    key = None
+    for name, value in headers:
+        if name == b"x-api-key":
+            key = value.decode("latin-1")
+        elif name == b"authorization" and value[:7].lower() == b"bearer ":
+            key = value[7:].decode("latin-1").strip()
+    return key
 
 
 async def _deny(send: Send, status: int, reason: str) -> None:

@@ -1,7 +1,10 @@
 """Per-caller rate limits: a pure ASGI middleware over the ``limits`` library (moving windows, in memory).
 
-The caller is the pair (API key sent, client address): the client key is shared by every shopper
-of a shop, so limiting the key alone would throttle the whole shop for one abuser. Over the limit
+The caller is the pair (API key, client address): the client key is shared by every shopper
+of a shop, so limiting the key alone would throttle the whole shop for one abuser. The key is one
+of the configured keys as ``api.auth.presented_key`` reads it (the header the authentication
+reads); any other value, or none, counts as no key, so headers that name no configured key
+(``Authorization: junk-1``, ``junk-2``, ...; a key padded with spaces) do not make a new caller. Over the limit
 -> 429 with ``Retry-After`` (seconds) and a JSON error naming ``api_key``. ``/healthz`` and
 ``/readyz`` (the orchestrator's probes: cheap, no I/O) are never limited, and never reach the
 limiter's storage: its in-memory backend starts a short-lived expiry thread from the calling
@@ -19,11 +22,13 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Iterable
 
 import orjson
 from limits import storage, strategies
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.auth import presented_key
 from operators.settings import parse_rate_limit
 
 __all__ = ["RateLimitMiddleware", "SweptMemoryStorage", "parse_rate_limit"]  # the parser lives with the settings
@@ -65,7 +70,8 @@ class SweptMemoryStorage(storage.MemoryStorage):
 
 
 class RateLimitMiddleware:
-    """Refuses callers over ``limits`` (e.g. ``"200/second;5000/minute"``, the ``limits`` notation).
+    """Refuses callers over ``limits`` (e.g. ``"200/second;5000/minute"``, the ``limits`` notation);
+    ``keys`` are the configured API keys (a caller is one of them, or none, and its address).
 
     Raises
     ------
@@ -73,8 +79,9 @@ class RateLimitMiddleware:
         If ``limits`` does not parse (at start-up, naming the setting).
     """
 
-    def __init__(self, app: ASGIApp, limits: str) -> None:
+    def __init__(self, app: ASGIApp, limits: str, keys: Iterable[str] = ()) -> None:
         self.app = app
+        self.keys = frozenset(keys)  # the configured keys: any other presented value counts as none
         self.items = parse_rate_limit(limits)
         self.limiter = strategies.MovingWindowRateLimiter(SweptMemoryStorage())
 
@@ -82,10 +89,9 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or scope["path"] in _EXEMPT:
             await self.app(scope, receive, send)
             return
-        key = ""
-        for name, value in scope["headers"]:
-            if name in (b"x-api-key", b"authorization"):
-                key = value.decode("latin-1")[-64:]
+        key = presented_key(scope["headers"])
+        if key not in self.keys:
+            key = ""
         client = scope.get("client") or ("?", 0)
         who = f"{key}|{client[0]}"
         for item in self.items:

@@ -42,6 +42,20 @@ def test_rate_limit_is_per_key_and_client_with_retry_after(api):
         assert c.get("/v1/recommendations", params={"user_id": "u1"}, headers={"X-API-Key": KEY}).status_code == 200
 
 
+def test_headers_that_name_no_configured_key_do_not_make_new_callers(api):
+    """The limiter counts the key the authentication reads: junk ``Authorization`` values next to the
+    key, or the key padded with spaces in a Bearer header, are one caller, not 8 (trial 13, D1)."""
+    variants = [{"X-API-Key": KEY, "Authorization": f"junk-{i}"} for i in range(4)]
+    variants += [{"Authorization": "Bearer " + " " * i + KEY} for i in range(4)]
+    with httpx.Client(base_url=api.url, timeout=10) as c:
+        got = [c.get("/v1/recommendations", params={"user_id": "u1"}, headers=h).status_code for h in variants]
+        assert got[:5] == [200] * 5 and set(got[5:]) == {429}, got
+        # no key or unknown keys share one budget per address: a stream of invented keys is refused early too
+        got = [c.get("/v1/recommendations", params={"user_id": "u1"},
+                     headers={"X-API-Key": f"invented-{i}"}).status_code for i in range(8)]
+        assert got[:5] == [401] * 5 and set(got[5:]) == {429}, got
+
+
 def test_half_sent_body_is_timed_out_and_a_huge_one_refused_early(api):
     host, port = "127.0.0.1", api.port
     with socket.create_connection((host, port), timeout=10) as sock:
