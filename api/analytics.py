@@ -12,7 +12,10 @@ The admin scope is enforced by ``api/auth.py``'s middleware for every ``/v1/anal
   ``format=csv`` returns one row per bucket and arm.
 * ``GET /v1/analytics/overview`` -- every campaign's totals.
 * ``GET /v1/analytics/ops`` -- events/s into ``events``, lag per partition of both flows,
-  dead letters by reason, model version.
+  dead letters by reason, model version. It needs the broker to confirm the ends of the events log
+  (off the event loop, one round trip at a time however many callers wait for it); when the broker
+  does not within ``analytics.ops_timeout_s`` the answer is 503 with ``Retry-After`` and a reason
+  naming the broker (a one-line warning in the log, no traceback).
 
 The data is the compacted ``analytics`` topic (flows/analytics.py), read by a ``TopicTable``
 into an ``AnalyticsView``. Dead-letter counts come from the analytics flow, which parses every
@@ -23,8 +26,10 @@ are read with a read-only open of its partition databases when ``state_dir`` is 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import logging
 import math
 import re
 import time
@@ -33,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from confluent_kafka import KafkaError, KafkaException
 from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -56,6 +62,8 @@ from state.partition import read_stored_offset
 __all__ = ["AnalyticsService", "build_analytics", "get_campaign_analytics", "get_overview",
            "get_ops", "analytics_routes", "STEPS"]
 
+log = logging.getLogger(__name__)
+
 STEPS = {"hour": 3600, "day": 86400, "week": 7 * 86400}
 _AUTO = (3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
 
@@ -68,14 +76,37 @@ class AnalyticsService:
     table: TopicTable
     view: AnalyticsView
     _last_end: tuple[float, int] | None = field(default=None)
+    _ops_running: asyncio.Future[dict[str, object]] | None = field(default=None)
 
     def close(self) -> None:
         self.table.stop()
 
+    async def ops_shared(self) -> dict[str, object]:
+        """:meth:`ops` on a worker thread, one at a time: a caller arriving while one runs waits for
+        that one's answer (a dashboard polling every 5 s while the broker takes 10 s to answer does
+        not pile up threads and broker clients).
+
+        Raises
+        ------
+        KafkaException
+            As :meth:`ops`.
+        """
+        if self._ops_running is None or self._ops_running.done():
+            fut = asyncio.ensure_future(run_in_threadpool(self.ops))
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if every caller left
+            self._ops_running = fut
+        return await asyncio.shield(self._ops_running)
+
     def ops(self) -> dict[str, object]:
-        """Blocking: reads the events log end (and the real-time flow's offsets when local)."""
+        """Blocking: reads the events log end (and the real-time flow's offsets when local).
+
+        Raises
+        ------
+        KafkaException
+            If the broker did not confirm the log's ends within ``analytics.ops_timeout_s``.
+        """
         k, s = self.settings.kafka, self.settings.stream
-        end = high_watermarks(k.brokers, k.events_topic)
+        end = high_watermarks(k.brokers, k.events_topic, timeout_s=self.settings.analytics.ops_timeout_s)
         now, total = time.monotonic(), sum(end.values())
         rate = None
         if self._last_end is not None and now - self._last_end[0] > 0.5:
@@ -294,8 +325,23 @@ async def get_overview(request: Request) -> Response:
 
 
 async def get_ops(request: Request) -> Response:
+    """The ops panel's data; 503 with ``Retry-After`` when the broker does not confirm the log's ends in time."""
     svc: AnalyticsService = request.app.state.analytics
-    return json_response(await run_in_threadpool(svc.ops))
+    try:
+        return json_response(await svc.ops_shared())
+    except KafkaException as exc:
+        s = svc.settings
+        reason = (f"the event broker {s.kafka.brokers} did not confirm the ends of the {s.kafka.events_topic!r} log "
+                  f"within {s.analytics.ops_timeout_s:g} s ({_kafka_detail(exc)})")
+        log.warning("GET /v1/analytics/ops answers 503: %s", reason)
+        return json_response({"error": {"field": "broker", "reason": f"{reason}; retry later"}}, status_code=503,
+                             headers={"Retry-After": str(s.api.retry_after_s)})
+
+
+def _kafka_detail(exc: KafkaException) -> str:
+    """The message of a ``KafkaException`` (its ``KafkaError``'s text, not the object's repr)."""
+    arg = exc.args[0] if exc.args else exc
+    return arg.str() if isinstance(arg, KafkaError) else str(arg)
 
 
 def analytics_routes() -> list[Route]:

@@ -185,7 +185,12 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
             "responses": _responses(200, obj, 401, 403), "security": admin}},
         "/v1/analytics/ops": {"get": {
             "summary": "Operations: events per second, lag per partition of both flows, dead letters by reason, model version",
-            "responses": _responses(200, obj, 401, 403), "security": admin}},
+            "responses": {**_responses(200, obj, 401, 403),
+                          "503": {"description": "The broker did not confirm the events log's ends in time; retry after "
+                                                 "the Retry-After seconds",
+                                  "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                                  "content": {"application/json": {"schema": _ERROR}}}},
+            "security": admin}},
         "/dashboard": {"get": {
             "summary": "The analytics dashboard (HTML; its data calls need the admin key)",
             "responses": {"200": {"description": "OK", "content": {"text/html": {"schema": {"type": "string"}}}}}}},

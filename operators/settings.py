@@ -272,6 +272,9 @@ class AnalyticsSettings(_Block):
     top_items: int = Field(default=20, ge=1, le=500, description="Top impressed/clicked items kept per campaign")
     served_wait_s: float = Field(default=2.0, ge=0, description=(
         "An event waits at most this long (wall clock) for the served lists of its time to be read, seconds"))
+    ops_timeout_s: float = Field(default=10.0, gt=0, description=(
+        "GET /v1/analytics/ops waits at most this long for the broker to confirm the events log's ends; "
+        "then 503 with Retry-After, seconds"))
 
 
 class LakeSettings(_Block):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import httpx
 import pytest
 
-from api.analytics import AnalyticsService, CampaignParams, campaign_report
+from api.analytics import AnalyticsService, CampaignParams, analytics_routes, campaign_report
 from api.analytics_view import AnalyticsView, Series
 from operators.analytics.topic import CounterRow, GroupRow, TopItemsRow
+from operators.kafka import TopicSpec, ensure_topics
 from operators.settings import Settings
 from tests.platform import ApiServer, make_settings
 
@@ -116,3 +118,61 @@ def test_endpoints_check_params_scope_and_campaign(broker, tmp_path):
         assert [p["partition"] for p in ops["partitions"]] == [0] and ops["dead_letters"] == {}
         assert c.get("/dashboard").status_code == 200  # the page itself is open; its data calls need the key
         assert "uPlot" in c.get("/dashboard/static/vendor/uPlot.iife.min.js").text[:2000]
+
+
+@pytest.mark.integration
+def test_ops_answers_503_with_retry_after_when_the_broker_does_not_confirm_the_log_ends(broker, caplog):
+    """The ops panel needs the events log's ends from the broker; a broker that does not give them in time
+    (here: nothing listens at its address) is a 503 naming it with Retry-After, one warning line, no 500 or
+    traceback; callers that arrive meanwhile share the one broker round trip."""
+    import asyncio
+    import logging
+
+    from starlette.applications import Starlette
+
+    from api.errors import exception_handlers
+    from operators.broker import free_port
+
+    s = Settings()
+    gone = f"127.0.0.1:{free_port()}"
+    s = s.model_copy(update={"kafka": s.kafka.model_copy(update={"brokers": gone}),
+                             "analytics": s.analytics.model_copy(update={"ops_timeout_s": 1.0}),
+                             "api": s.api.model_copy(update={"retry_after_s": 7})})
+    svc = AnalyticsService(s, None, AnalyticsView())  # type: ignore[arg-type]  # no reader: ops reads the broker
+    calls = []
+    real_ops = svc.ops
+
+    def counted_ops() -> dict[str, object]:
+        calls.append(1)
+        return real_ops()
+
+    svc.ops = counted_ops  # type: ignore[method-assign]
+    app = Starlette(routes=analytics_routes(), exception_handlers=exception_handlers)  # type: ignore[arg-type]
+    app.state.analytics = svc
+
+    async def three_at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            return await asyncio.gather(*(c.get("/v1/analytics/ops") for _ in range(3)))
+
+    with caplog.at_level(logging.WARNING):
+        t0 = time.monotonic()
+        answers = asyncio.run(three_at_once())
+        took = time.monotonic() - t0
+    assert len(calls) == 1 and took < 8.0  # one broker round trip for the three callers
+    for r in answers:
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "7"
+        err = r.json()["error"]
+        assert err["field"] == "broker" and gone in err["reason"] and "'events'" in err["reason"], err
+    warnings = [rec for rec in caplog.records if rec.name == "api.analytics"]
+    assert len(warnings) == 3 and all(rec.levelno == logging.WARNING and rec.exc_info is None for rec in warnings)
+    assert not any(rec.levelno >= logging.ERROR and rec.exc_info for rec in caplog.records)
+
+    # the same service against a broker that answers: 200 (and a new round trip, not the failed one again)
+    ok = s.model_copy(update={"kafka": s.kafka.model_copy(update={"brokers": broker,
+                                                                   "events_topic": f"ops-{uuid.uuid4().hex[:8]}"})})
+    ensure_topics(broker, [TopicSpec(ok.kafka.events_topic, 1)])
+    svc.settings = ok
+    r = asyncio.run(three_at_once())[0]
+    assert r.status_code == 200, r.text
+    assert [p["partition"] for p in r.json()["partitions"]] == [0] and len(calls) == 2
