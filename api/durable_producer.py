@@ -1,12 +1,16 @@
 """The API's producer, made honest: ``POST /v1/events`` answers 202 only after the broker acknowledged.
 
 A poller thread serves the producer's delivery reports and resolves the waiting requests'
-futures on the event loop; a probe thread asks the broker for metadata every ``probe_every_s``
-and says whether it answers (``/readyz``; while it does not, events are refused at once with 503
-instead of queueing). The producer's ``message.timeout.ms`` equals the acknowledgement timeout,
-so an event refused with 503 is not delivered later behind the client's back (except one whose
-acknowledgement was lost in flight: a client that retries with the same ``event_id`` lets the
-flow drop the copy).
+futures on the event loop; a probe thread asks the broker for metadata every ``probe_every_s``.
+The broker is *known down* (``broker_up`` False: ``/readyz`` says so and events are refused at
+once with 503 instead of queueing) only on evidence as strong as the acknowledgement timeout
+itself: ``down_after_probes`` (3) probes in a row without an answer, spanning at least
+``ack_timeout_s``, or an acknowledgement that timed out. One slow probe (a loaded broker or box)
+only makes it *suspect*: events are still produced and each request waits up to ``ack_timeout_s``
+for its acknowledgement. The first probe answered makes it up again. The producer's
+``message.timeout.ms`` equals the acknowledgement timeout, so an event refused with 503 is not
+delivered later behind the client's back (except one whose acknowledgement was lost in flight: a
+client that retries with the same ``event_id`` lets the flow drop the copy).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
@@ -47,23 +51,35 @@ class DurableProducer:
         ``message.timeout.ms``), seconds.
     probe_every_s : float
         Interval of the broker probe, seconds.
+    down_after_probes : int
+        Failed probes in a row (spanning at least ``ack_timeout_s``) that make the broker known down.
+    clock : callable
+        Monotonic seconds (tests pass their own).
 
     Attributes
     ----------
     producer : Producer
         The underlying producer (also used for fire-and-forget records, e.g. served lists).
     broker_up : bool
-        The last probe got an answer.
+        False while the broker is known down (see the module): events are refused at once.
+    failed_probes : int
+        Probes in a row without an answer (0 after one answered); > 0 with ``broker_up``: suspect.
     down_since_s : float or None
-        ``time.monotonic()`` when the broker stopped answering, None while it answers.
+        ``clock()`` when the broker stopped answering (the first failed probe of the run), None while
+        it is not known down.
     """
 
-    def __init__(self, brokers: str, ack_timeout_s: float = 5.0, probe_every_s: float = 1.0) -> None:
+    def __init__(self, brokers: str, ack_timeout_s: float = 5.0, probe_every_s: float = 1.0,
+                 down_after_probes: int = 3, clock: Callable[[], float] = time.monotonic) -> None:
         self.brokers, self.ack_timeout_s, self.probe_every_s = brokers, ack_timeout_s, probe_every_s
+        self.down_after_probes, self._clock = max(1, down_after_probes), clock
         self.producer = make_producer(brokers, **{"message.timeout.ms": max(int(ack_timeout_s * 1000), 1000)})
         self._admin = AdminClient({"bootstrap.servers": brokers})
         self.broker_up = True
+        self.failed_probes = 0
+        self._failing_since_s: float | None = None  # start of the first failed probe of the run
         self.down_since_s: float | None = None
+        self._state = threading.Lock()  # probe thread and event loop both change the state
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -85,8 +101,9 @@ class DurableProducer:
         Raises
         ------
         BrokerUnavailable
-            At once while the probe finds the broker down; else if any record failed or was
-            not acknowledged within ``ack_timeout_s``.
+            At once while the broker is known down; else (also while it is only suspect) if any
+            record failed or was not acknowledged within ``ack_timeout_s`` (a timeout makes the
+            broker known down until a probe gets an answer).
         """
         if not self.broker_up:
             raise BrokerUnavailable("the event broker is unreachable; events are not accepted until it is back")
@@ -110,8 +127,12 @@ class DurableProducer:
         try:
             err = await asyncio.wait_for(asyncio.shield(done), self.ack_timeout_s + 0.5)
         except TimeoutError as exc:
+            self._ack_timed_out()
             raise BrokerUnavailable(f"the broker did not acknowledge within {self.ack_timeout_s:g} s") from exc
         if err is not None:
+            if err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT):
+                self._ack_timed_out()
+                raise BrokerUnavailable(f"the broker did not acknowledge within {self.ack_timeout_s:g} s")
             raise BrokerUnavailable(f"the broker did not acknowledge: {err}")
 
     def stop(self, flush_s: float = 10.0) -> None:
@@ -129,18 +150,51 @@ class DurableProducer:
             self._probe()
 
     def _probe(self) -> None:
+        started = self._clock()
         try:
             self._admin.list_topics(timeout=min(self.probe_every_s, 2.0))
             ok = True
         except KafkaException:
             ok = False
-        if ok != self.broker_up:
+        self._probed(ok, started)
+
+    def _probed(self, ok: bool, started: float) -> None:
+        """Count one probe's outcome (``started``: its ``clock()`` at the start)."""
+        with self._state:
             if ok:
-                log.warning("the event broker answers again after %.1f s", time.monotonic() - (self.down_since_s or 0))
-            else:
-                log.error("the event broker %s does not answer; POST /v1/events answers 503", self.brokers)
-        self.broker_up = ok
-        self.down_since_s = None if ok else (self.down_since_s or time.monotonic())
+                if not self.broker_up:
+                    log.warning("the event broker %s answers again after %.1f s; POST /v1/events accepts events",
+                                self.brokers, self._clock() - (self.down_since_s or started))
+                elif self.failed_probes:
+                    log.info("the event broker %s answers again after %d probes without an answer", self.brokers,
+                             self.failed_probes)
+                self.broker_up, self.failed_probes, self._failing_since_s, self.down_since_s = True, 0, None, None
+                return
+            self.failed_probes += 1
+            if self._failing_since_s is None:
+                self._failing_since_s = started
+                if self.broker_up:
+                    log.info("the event broker %s did not answer a probe; events are still produced (503 once it "
+                             "does not answer for %g s, or an acknowledgement times out)", self.brokers,
+                             self.ack_timeout_s)
+            span = self._clock() - self._failing_since_s
+            if self.broker_up and self.failed_probes >= self.down_after_probes and span >= self.ack_timeout_s:
+                self._mark_down(f"no answer to {self.failed_probes} probes in {span:.1f} s")
+
+    def _ack_timed_out(self) -> None:
+        """An acknowledgement did not come within ``ack_timeout_s``: known down until a probe is answered."""
+        with self._state:
+            if self.broker_up:
+                if self._failing_since_s is None:
+                    self._failing_since_s = self._clock() - self.ack_timeout_s
+                self._mark_down(f"no acknowledgement within {self.ack_timeout_s:g} s")
+
+    def _mark_down(self, why: str) -> None:
+        """Known down (with ``_state`` held)."""
+        self.broker_up = False
+        self.down_since_s = self._failing_since_s
+        log.error("the event broker %s does not answer (%s); POST /v1/events answers 503 until it does",
+                  self.brokers, why)
 
 
 def _resolve(fut: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
