@@ -10,7 +10,10 @@ by ``operators/attribution.py`` (shared with analytics).
 
 A feedback event can be read before the list it refers to (another partition when the client
 used another user id): it is parked under its request_id and attributed when the list arrives
-(at most ``max_orphans`` parked; the oldest go first). Lists stay open for attribution until their
+(at most ``max_orphans`` lists awaited, the oldest go first, and ``_PARKED_PER_LIST`` events each, kept
+without their items and extra fields, which attribution by request id does not read: memory stays
+bounded whatever a client posts). Feedback naming a list served without a campaign is not parked:
+such lists are never published on ``served`` (``skipped["no_campaign_list"]``). Lists stay open for attribution until their
 window has passed (by the served clock) or ``max_open`` newer lists exist.
 """
 
@@ -23,12 +26,14 @@ from collections.abc import Callable
 import msgspec
 
 from api.optimizer import OptimizerConfig, ThompsonOptimizer
+from api.request_ids import names_campaign_list
 from operators.attribution import REQUEST_TYPE, Impression, attribute_events, impression_of
 from operators.schema import Event
 
 __all__ = ["FeedbackFold"]
 
 _PER_USER = 20  # open lists kept per user for last-touch matching
+_PARKED_PER_LIST = 8  # feedback events parked per awaited list (one reward per list; the first goal wins)
 
 
 class FeedbackFold:
@@ -144,16 +149,36 @@ class FeedbackFold:
             self.n_rewards += 1
             self._count(r.campaign_id, "rewards")
         known = self.open.get(ev.request_id) if ev.request_id is not None else None
+        # counted under the list's campaign, or under the campaign the event names only when lists of it
+        # were served here: a client's invented campaign ids make no counter rows
         campaign = known.campaign_id if known is not None else ev.campaign_id
+        if known is None and campaign not in self.by_campaign:
+            campaign = None
         for reason, n in res.skipped.items():
             if reason == "unknown_request" and ev.request_id is not None:
-                self.orphans.setdefault(ev.request_id, []).append(ev)
-                while len(self.orphans) > self.max_orphans:
-                    self.orphans.popitem(last=False)
+                self._park(ev)
             else:
                 self.skipped[reason] = self.skipped.get(reason, 0) + n
                 if campaign is not None:
                     self._count(campaign, f"skipped:{reason}", n)
+
+    def _park(self, ev: Event) -> None:
+        """Keep feedback that names a list not read yet (bounded: see the module docstring)."""
+        rid = ev.request_id
+        assert rid is not None
+        if not names_campaign_list(rid):
+            self.skipped["no_campaign_list"] = self.skipped.get("no_campaign_list", 0) + 1
+            return
+        parked = self.orphans.get(rid)
+        if parked is None:
+            parked = self.orphans[rid] = []
+            while len(self.orphans) > self.max_orphans:
+                self.orphans.popitem(last=False)
+        if len(parked) >= _PARKED_PER_LIST:
+            self.skipped["parked_full"] = self.skipped.get("parked_full", 0) + 1
+            return
+        parked.append(Event(event_id=ev.event_id, ts=ev.ts, type=ev.type, user_id=ev.user_id,
+                            campaign_id=ev.campaign_id, arm=ev.arm, request_id=rid))
 
     def _count(self, campaign_id: str, name: str, n: int = 1) -> None:
         row = self.by_campaign.setdefault(campaign_id, {"served": 0, "rewards": 0, "open_lists": 0})

@@ -23,7 +23,7 @@ import msgspec
 
 from operators.settings import REQUEST_SECRET_MIN_BYTES
 
-__all__ = ["IssuedRequest", "RequestSigner", "load_request_secret"]
+__all__ = ["IssuedRequest", "RequestSigner", "load_request_secret", "names_campaign_list"]
 
 _VERSION = "r1"
 _MAC_BYTES = 16
@@ -99,6 +99,20 @@ class RequestSigner:
         except msgspec.DecodeError:  # only reachable with the secret: a bug, not an attack
             return "not a request id issued by this API (bad payload)"
         return IssuedRequest(campaign_id, arm, ts_ms / 1000.0)
+
+
+def names_campaign_list(request_id: str) -> bool:
+    """Whether ``request_id`` reads as an id of a campaign's list, without verifying it (no secret:
+    the API verified it when it accepted the event). Lists served without a campaign are never
+    published on ``served``, so feedback naming one can never be attributed and is not parked. An id
+    of another form (a shop's own producer) counts as a campaign list: it may still arrive."""
+    parts = request_id.split(".")
+    if len(parts) != 3 or parts[0] != _VERSION or len(request_id) > 1024:
+        return True
+    try:
+        return bool(_dec.decode(_unb64(parts[1]))[0])
+    except (ValueError, TypeError, msgspec.DecodeError):
+        return True
 
 
 def load_request_secret(configured: str | None, state_dir: Path) -> bytes:

@@ -69,6 +69,44 @@ def test_lists_of_undeclared_segments_count_globally_and_add_no_key():
     assert fold.skipped["undeclared_segment"] == 500
 
 
+def test_early_feedback_is_parked_within_bounds_and_still_rewards():
+    """Feedback read before its list is parked, but a client cannot grow memory through it (trial 13,
+    D2): a few events per awaited list, stripped of extra fields; ids of lists served without a
+    campaign (never published on served) are not parked at all."""
+    from api.request_ids import RequestSigner
+
+    signer = RequestSigner(b"s" * 32)
+    rid, plain = signer.issue("c", "a", "u", 1000.0), signer.issue("", "", "u", 1000.0)
+    opt = _opt()
+    fold = FeedbackFold(opt, lambda _: CFG, max_orphans=100)
+    big = {"pad": "x" * 10_000}
+    for k in range(5_000):  # the list is not read yet: the events wait for it
+        fold.event(Event(f"e{k}", 1001.0, "rec_view", "u", item_id="x", request_id=rid, extra=big))
+        fold.event(Event(f"p{k}", 1001.0, "rec_click", "u", item_id="x", request_id=plain, extra=big))
+    fold.event(Event("click", 1002.0, "rec_click", "u", item_id="x", request_id=rid))  # beyond the per-list bound
+    assert list(fold.orphans) == [rid] and 0 < len(fold.orphans[rid]) <= 8
+    assert all(ev.extra is None for ev in fold.orphans[rid])
+    assert fold.skipped["no_campaign_list"] == 5_000 and fold.skipped["parked_full"] > 4_000
+    for k in range(300):  # many awaited lists: the oldest go first
+        fold.event(Event(f"o{k}", 1001.0, "rec_click", "u", item_id="x", request_id=signer.issue("c", "a", "u", 1000.0)))
+    assert len(fold.orphans) == 100
+    rid2 = next(iter(fold.orphans))
+    fold.served(Impression(rid2, "c", "a", 1000.0, "click", 3600.0, user_id="u", items=["x"]))
+    assert opt.arms[("c", "a", "")].total_rewards == 1 and rid2 not in fold.orphans
+
+
+def test_invented_campaign_ids_on_events_make_no_counter_rows():
+    """Skips are counted under the list's campaign, or under the event's campaign_id only when lists
+    of that campaign were served here: a client's invented ids grow nothing (trial 13, D3)."""
+    fold = FeedbackFold(_opt(), lambda _: CFG)
+    fold.served(Impression("r1", "home", "a", 1000.0, "click", 3600.0, user_id="u", items=["x"]))
+    for k in range(1_000):
+        fold.event(Event(f"e{k}", 1001.0, "view", "u", item_id="y", campaign_id=f"invented-{k}"))
+    fold.event(Event("h", 1001.0, "view", "u", item_id="y", campaign_id="home"))
+    assert set(fold.by_campaign) == {"home"}
+    assert sum(fold.campaign_counters("home")["skipped"].values()) == 1
+
+
 def test_exploration_floor_keeps_every_arm_alive():
     opt = _opt(3)
     cfg = OptimizerConfig(floor=0.1)
