@@ -1,7 +1,8 @@
 """The API's producer, made honest: ``POST /v1/events`` answers 202 only after the broker acknowledged.
 
 A poller thread serves the producer's delivery reports and resolves the waiting requests'
-futures on the event loop; a probe thread asks the broker for metadata every ``probe_every_s``.
+futures on the event loop; a probe thread asks the broker for metadata every ``probe_every_s``
+(waiting up to 2 s, at most ``ack_timeout_s``, for the answer).
 The broker is *known down* (``broker_up`` False: ``/readyz`` says so and events are refused at
 once with 503 instead of queueing) only on evidence as strong as the acknowledgement timeout
 itself: ``down_after_probes`` (3) probes in a row without an answer, spanning at least
@@ -152,7 +153,8 @@ class DurableProducer:
     def _probe(self) -> None:
         started = self._clock()
         try:
-            self._admin.list_topics(timeout=min(self.probe_every_s, 2.0))
+            # 2 s (at most the ack timeout), however often it probes: a loaded broker's metadata may take a second
+            self._admin.list_topics(timeout=min(2.0, self.ack_timeout_s))
             ok = True
         except KafkaException:
             ok = False
