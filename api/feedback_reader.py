@@ -37,13 +37,13 @@ from collections.abc import Callable
 
 import msgspec
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from api.feedback import FeedbackFold
 from api.snapshot_topic import SnapshotTopic
 from operators.attribution import REQUEST_TYPE, Impression
 from operators.ids import BadId, canonical_id
-from operators.kafka import high_watermarks, topic_partitions
+from operators.kafka import PatientEnds, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import Event
@@ -106,6 +106,7 @@ class FeedbackReader:
         self._queued: dict[tuple[str, int], int] = {}
         self._pos: dict[tuple[str, int], int] = {}
         self._end: dict[tuple[str, int], int] | None = None
+        self._ends = PatientEnds()  # the log ends at start, asked until the broker answers
         self._last_snapshot = time.monotonic()
         self.published, self.publish_every_s = published, publish_every_s
         self._last_publish = time.monotonic()
@@ -198,6 +199,9 @@ class FeedbackReader:
                 if not self._restored.is_set():
                     self._restore_published()
                 self._consume()
+            except KafkaException as exc:  # the broker is down or slow: one line, not a traceback per retry
+                log.warning("feedback reader: %s; retrying in 1 s", exc)
+                time.sleep(1.0)
             except Exception:
                 log.exception("feedback reader failed; retrying in 1 s")
                 time.sleep(1.0)
@@ -209,7 +213,7 @@ class FeedbackReader:
         """
         parts = {topic: topic_partitions(self.brokers, topic) for topic in self.topics}
         if self._end is None:
-            self._end = {(t, p): e for t in self.topics for p, e in high_watermarks(self.brokers, t).items()}
+            self._end = {(t, p): e for t in self.topics for p, e in self._ends.ends(self.brokers, t).items()}
             ahead = {k: off for k, off in self._stored.items() if k in self._end and off > self._end[k]}
             for (t, p), off in sorted(ahead.items()):  # a recreated topic (e.g. a fresh in-memory broker) under an old snapshot
                 b = BeyondLogEnd(t, p, off, 0, self._end[(t, p)], 0)

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from operators.settings import KafkaSettings
 
 __all__ = ["TopicSpec", "producer_config", "make_producer", "ensure_topics", "high_watermarks",
-           "confirmed_ends", "topic_partitions", "platform_topics"]
+           "confirmed_ends", "topic_partitions", "platform_topics", "PatientEnds"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,33 @@ def high_watermarks(brokers: str, topic: str, timeout_s: float = 10.0) -> dict[i
     finally:
         c.close()
     return confirmed_ends(brokers, topic, reported, timeout_s)
+
+
+class PatientEnds:
+    """:func:`high_watermarks` for a reader that retries until it gets an answer: each failure
+    doubles the next attempt's timeout (``first_s``, 2×, … up to ``max_s`` seconds), so a broker that
+    is merely slow to serve a long partition's tail (seen: 16 s on a loaded box) is waited for, where
+    a fixed 10 s failed on every retry and the reader never caught up. A success resets it.
+
+    Raises
+    ------
+    KafkaException
+        From :meth:`ends`, as :func:`high_watermarks` does (the caller retries).
+    """
+
+    def __init__(self, first_s: float = 10.0, max_s: float = 160.0) -> None:
+        self.first_s, self.max_s = first_s, max_s
+        self.timeout_s = first_s
+
+    def ends(self, brokers: str, topic: str) -> dict[int, int]:
+        """Confirmed log end per partition of ``topic`` (see :func:`high_watermarks`)."""
+        try:
+            out = high_watermarks(brokers, topic, self.timeout_s)
+        except KafkaException:
+            self.timeout_s = min(self.max_s, 2 * self.timeout_s)
+            raise
+        self.timeout_s = self.first_s
+        return out
 
 
 def confirmed_ends(brokers: str, topic: str, reported: dict[int, int], timeout_s: float) -> dict[int, int]:

@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from operators.kafka import high_watermarks, topic_partitions
+from operators.kafka import PatientEnds, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from state.serving import ServingStore
 
@@ -114,6 +114,7 @@ class TopicTable:
         self._pending: list[tuple[bytes, bytes | None]] = []  # changes for the serving store, per poll
         self._stop = threading.Event()
         self._caught_up = threading.Event()
+        self._ends = PatientEnds()  # the log end at start, asked until the broker answers
         self._thread: threading.Thread | None = None
         self.n_messages = 0
         self.last_update_s = 0.0
@@ -176,13 +177,16 @@ class TopicTable:
                         self._replay_stored()
                     self._restore_done = True
                 self._consume()
+            except KafkaException as exc:  # the broker is down or slow: one line, not a traceback per retry
+                log.warning("reader of %s: %s; retrying in 1 s", self.topic, exc)
+                time.sleep(1.0)
             except Exception:
                 log.exception("reader of %s failed; retrying in 1 s", self.topic)
                 time.sleep(1.0)
 
     def _consume(self) -> None:
         parts = topic_partitions(self.brokers, self.topic)
-        end = high_watermarks(self.brokers, self.topic)
+        end = self._ends.ends(self.brokers, self.topic)
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": f"fusionrec-{self.reader}-{self.topic}",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
                       "max.partition.fetch.bytes": FETCH_BYTES, "error_cb": self._on_error})

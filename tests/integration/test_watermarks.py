@@ -27,3 +27,25 @@ def test_end_of_an_empty_topic_is_zero(broker):
     topic = "watermarks-empty"
     ensure_topics(broker, [TopicSpec(topic, 3)])
     assert high_watermarks(broker, topic) == {0: 0, 1: 0, 2: 0}
+
+
+def test_a_reader_waits_longer_after_each_failure_and_resets_on_success(broker):
+    """A reader asking for the log ends at start (api/feedback_reader.py, operators/topic_table.py)
+    retries with a doubled timeout: a broker slow to serve a long partition's tail is waited for
+    (trial 13: a fixed 10 s failed on every retry and the restarted API never became ready)."""
+    import socket
+
+    from confluent_kafka import KafkaException
+
+    from operators.kafka import PatientEnds
+
+    with socket.socket() as s:  # a port nobody listens on: no answer
+        s.bind(("127.0.0.1", 0))
+        nobody = f"127.0.0.1:{s.getsockname()[1]}"
+    ends = PatientEnds(first_s=0.5, max_s=1.5)
+    for expected_next in (1.0, 1.5, 1.5):
+        with pytest.raises(KafkaException):
+            ends.ends(nobody, "watermarks-patient")
+        assert ends.timeout_s == expected_next
+    ensure_topics(broker, [TopicSpec("watermarks-patient", 1)])
+    assert ends.ends(broker, "watermarks-patient") == {0: 0} and ends.timeout_s == 0.5
