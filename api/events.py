@@ -75,20 +75,25 @@ def _reason(exc: BadEvent) -> str:
     return "bad_timestamp" if exc.field == "ts" else ("too_large" if exc.field == "$size" else "invalid_field")
 
 
-async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float, total_s: float) -> bytes:
     """The body, read chunk by chunk: refused (413) as soon as it passes ``limit`` bytes, before the rest
-    arrives, and (408) when no chunk comes for ``timeout_s`` (a half-sent request does not hold the worker)."""
+    arrives, and (408) when no chunk comes for ``timeout_s`` or the whole body has not come within
+    ``total_s`` seconds (a half-sent or dripping request does not hold the connection)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body", f"{declared} bytes > api.max_body_bytes={limit}")
     chunks, n = [], 0
     stream = request.stream().__aiter__()
+    deadline = time.monotonic() + total_s
     while True:
+        left = deadline - time.monotonic()
         try:
-            chunk = await asyncio.wait_for(stream.__anext__(), timeout_s)
+            chunk = await asyncio.wait_for(stream.__anext__(), min(timeout_s, max(left, 0.0)))
         except StopAsyncIteration:
             break
         except TimeoutError:
+            if left <= timeout_s:
+                raise ApiError(408, "body", f"the body did not arrive within api.body_total_s={total_s:g} s") from None
             raise ApiError(408, "body", f"no data for api.body_timeout_s={timeout_s:g} s") from None
         n += len(chunk)
         if n > limit:
@@ -138,7 +143,7 @@ async def post_events(request: Request) -> Response:
     svc: Services = request.app.state.services
     a = svc.settings.api
     try:
-        body = await _read_body(request, a.max_body_bytes, a.body_timeout_s)
+        body = await _read_body(request, a.max_body_bytes, a.body_timeout_s, a.body_total_s)
     except ApiError:
         svc.metrics.events_rejected.labels("too_large").inc()
         raise

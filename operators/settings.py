@@ -192,6 +192,9 @@ class ApiSettings(_Block):
         "Requests per (API key, client address), `limits` notation; over it: 429 with Retry-After; None = off"))
     body_timeout_s: float = Field(default=10.0, gt=0, description=(
         "POST /v1/events: a body that stops arriving for this long is refused (408), seconds"))
+    body_total_s: float = Field(default=60.0, gt=0, description=(
+        "POST /v1/events: the whole body must arrive within this long of the handler starting to read it "
+        "(408 otherwise: a byte every few seconds does not hold a connection), seconds"))
     max_header_bytes: int = Field(default=65536, ge=4096, description=(
         "Request line and headers, bytes: larger ones are refused (431, or 400 from the h11 parser) and the connection closed"))
     header_timeout_s: float = Field(default=10.0, gt=0, description=(

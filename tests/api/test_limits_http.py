@@ -21,7 +21,7 @@ def api(broker, tmp_path):
     s = make_settings(broker, tmp_path, partitions=1)
     s = s.model_copy(update={"api": s.api.model_copy(update={
         "require_keys": True, "client_keys": [KEY], "admin_keys": ["admin-" + "a" * 24],
-        "rate_limit": "5/second", "body_timeout_s": 1.0})})
+        "rate_limit": "5/second", "body_timeout_s": 1.0, "body_total_s": 3.0})})
     with ApiServer(s) as server:
         yield server
 
@@ -54,6 +54,25 @@ def test_headers_that_name_no_configured_key_do_not_make_new_callers(api):
         got = [c.get("/v1/recommendations", params={"user_id": "u1"},
                      headers={"X-API-Key": f"invented-{i}"}).status_code for i in range(8)]
         assert got[:5] == [401] * 5 and set(got[5:]) == {429}, got
+
+
+def test_a_dripping_body_is_timed_out_as_a_whole(api):
+    """One byte every 0.5 s never trips the 1 s gap, but the whole body must come within 3 s (trial 13, D11)."""
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode() +
+                     b"\r\nContent-Type: application/json\r\nContent-Length: 52\r\n\r\n")
+        sock.settimeout(0.5)
+        t0, reply = time.monotonic(), b""
+        while not reply and time.monotonic() - t0 < 10:
+            try:
+                sock.sendall(b" ")
+                reply = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:  # closed after the answer
+                break
+        assert reply.startswith(b"HTTP/1.1 408") and b"body_total_s" in reply, reply[:300]
+        assert 2.5 < time.monotonic() - t0 < 6
 
 
 def test_half_sent_body_is_timed_out_and_a_huge_one_refused_early(api):
