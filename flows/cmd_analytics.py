@@ -34,7 +34,11 @@ def simulate_ab_cmd(
     ctr_popular: Annotated[float, typer.Option(help="True CTR of the 'popular' arm")] = 0.10,
     seed: Annotated[int, typer.Option(help="Seed of the shop (users, catalog) and of the reactions")] = 0,
 ) -> None:
-    """Play users of the synthetic shop against a campaign of the running API, with known CTRs per arm."""
+    """Play users of the synthetic shop against a campaign of the running API, with known CTRs per arm.
+
+    Events refused with 429 or 503 are retried after ``Retry-After`` with the same event ids; the ids
+    carry a nonce of this run, so a restart with the same ``--seed`` sends new events.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
     from simulators.ab import ABSpec
@@ -52,5 +56,6 @@ def simulate_ab_cmd(
     live = LiveAB(api or f"http://{s.api.host}:{s.api.port}", spec, shop.user_ids, [c["item_id"] for c in cat],
                   np.array([c["price"] for c in cat]), seed=seed, admin_key=s.api.admin_keys[0],
                   client_key=s.api.client_keys[0])
-    typer.echo(f"A/B test {campaign!r}: arms {spec.arms} (true CTRs), control share {control_share}")
+    typer.echo(f"A/B test {campaign!r}: arms {spec.arms} (true CTRs), control share {control_share}; "
+               f"event ids live{seed}-{live.run_id}-*")
     live.run(visits_per_s, visits or None)

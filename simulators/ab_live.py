@@ -5,12 +5,21 @@ The loop a real shop runs, end to end: ``GET /v1/recommendations?campaign=...&us
 publishes the ``rec_request``), then the user's reaction (``simulators.ab.react``: impression,
 click with the arm's true CTR, cart, order) goes to ``POST /v1/events``. The analytics flow and
 the optimizer both see it; the dashboard shows it within seconds.
+
+Events are posted as a client should (README "Faults"): a 429 or a 503 is retried after its
+``Retry-After`` (a connection error after 1 s) with the same events, so the same event ids and a
+retry is idempotent, for at most ``retry_budget_s`` per visit; then the visit's events are dropped
+with a warning. Nothing a running API answers ends the loop with a traceback. Event ids carry a
+nonce of the run (``run_id``), so a simulator restarted with the same ``seed`` (``fusionrec run``'s
+supervisor does that) sends new events, not copies of the previous run's, while the users,
+lists asked for and reactions stay those of the seed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import httpx
@@ -40,6 +49,10 @@ class LiveAB:
         The shop's users (who ask) and catalog (what they buy).
     admin_key, client_key : str
         Keys sent as ``X-API-Key`` (admin for the campaign, client for lists and events).
+    run_id : str
+        In every event id (default: a fresh nonce per instance), so two runs never share ids.
+    retry_budget_s : float
+        How long one visit's events are retried (429, 503, connection errors), seconds.
     """
 
     base_url: str
@@ -50,6 +63,8 @@ class LiveAB:
     seed: int = 0
     admin_key: str = "admin-dev-key"
     client_key: str = "client-dev-key"
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    retry_budget_s: float = 60.0
     n_visits: int = field(default=0, init=False)
 
     def create_campaign(self, client: httpx.Client) -> None:
@@ -66,7 +81,11 @@ class LiveAB:
         s = self.spec
         user = self.user_ids[int(rng.integers(len(self.user_ids)))]
         h = {"X-API-Key": self.client_key}
-        r = client.get("/v1/recommendations", params={"campaign": s.campaign_id, "user_id": user}, headers=h)
+        try:
+            r = client.get("/v1/recommendations", params={"campaign": s.campaign_id, "user_id": user}, headers=h)
+        except httpx.TransportError as exc:
+            log.warning("list for %s: %s (the API is not reachable)", user, exc)
+            return 0
         if r.status_code != 200:
             log.warning("list for %s: %s %s", user, r.status_code, r.text[:200])
             return 0
@@ -75,20 +94,39 @@ class LiveAB:
         served = [] if control else [i["item_id"] for i in body["items"]]
         self.n_visits += 1
         events = react(s, rng, user, time.time(), body["request_id"], s.arms.get(body["arm"], 0.0), served,
-                       self.item_ids, self.prices, f"live{self.seed}-{self.n_visits}")
-        if events:
-            payload = [orjson.loads(encode_event(e)) for e in events]
-            for _ in range(5):  # the rate limit is shared with other local clients: wait as told, retry
-                r = client.post("/v1/events", json=payload, headers=h)
-                if r.status_code != 429:
-                    break
-                wait = r.headers.get("Retry-After", "1")
-                time.sleep(min(float(wait), 10.0) if wait.replace(".", "", 1).isdigit() else 1.0)
-            if r.status_code == 429:
-                log.warning("events of %s not posted: rate limited 5 times", user)
-                return 0
-            r.raise_for_status()
+                       self.item_ids, self.prices, self.id_prefix())
+        if events and not self.post_events(client, [orjson.loads(encode_event(e)) for e in events], user):
+            return 0
         return len(events)
+
+    def id_prefix(self) -> str:
+        """The event ids' prefix of the current visit: seed, run nonce, visit number."""
+        return f"live{self.seed}-{self.run_id}-{self.n_visits}"
+
+    def post_events(self, client: httpx.Client, payload: list[dict[str, object]], user: str) -> bool:
+        """POST ``payload`` until it is accepted (True), retrying the same events after a 429 or a 503
+        (``Retry-After`` seconds, at most 30) or a connection error (1 s) for ``retry_budget_s``;
+        False (logged) when another answer refuses them or the budget is spent."""
+        deadline = time.monotonic() + self.retry_budget_s
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                r = client.post("/v1/events", json=payload, headers={"X-API-Key": self.client_key})
+            except httpx.TransportError as exc:
+                r, why, wait = None, f"{type(exc).__name__}: {exc}", 1.0
+            else:
+                if r.is_success:
+                    return True
+                if r.status_code not in (429, 503):
+                    log.warning("events of %s refused: %s %s", user, r.status_code, r.text[:200])
+                    return False
+                why, wait = f"{r.status_code} {r.text[:200]}", _retry_after(r.headers.get("Retry-After"))
+            if time.monotonic() + wait > deadline:
+                log.warning("events of %s not posted after %d tries in %.0f s (last: %s); dropped", user, tries,
+                            self.retry_budget_s, why)
+                return False
+            time.sleep(wait)
 
     def run(self, visits_per_s: float, n_visits: int | None = None) -> None:
         """Create the campaign, then visit at ``visits_per_s`` until ``n_visits`` (None = forever)."""
@@ -100,6 +138,16 @@ class LiveAB:
                 delay = t0 + k / visits_per_s - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+                elif delay < -5.0:  # behind after waiting out an outage: go on at the rate, no burst
+                    t0 = time.monotonic() - k / visits_per_s
                 self.visit(client, rng)
                 k += 1
 
+
+def _retry_after(value: str | None) -> float:
+    """A ``Retry-After`` of seconds -> seconds in [0.1, 30]; anything else (absent, an HTTP date) -> 1 s."""
+    try:
+        wait = float(value) if value is not None else 1.0
+    except ValueError:
+        return 1.0
+    return min(max(wait, 0.1), 30.0) if wait == wait else 1.0
