@@ -9,6 +9,7 @@ live item ``cond`` does not select, nulls included. Results are always within ``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from typing import Any
@@ -37,7 +38,21 @@ def evaluate(plan: p.FilterPlan | p.PlanNode, index: CatalogIndex, context: Requ
         If a request parameter is missing or cannot be coerced to the type it is compared with.
     """
     root = plan.root if isinstance(plan, p.FilterPlan) else plan
-    return _Run(index, context).node(root) & index.live
+    run = _Run(index, context)
+    for param in _param_values(root):  # every parameter, whatever the data: AND stops early on an empty side
+        run.bind(param)
+    return run.node(root) & index.live
+
+
+def _param_values(node: object) -> list[p.ParamValue]:
+    """Every ``$param`` of a plan subtree, in text order (plan nodes are dataclasses, tuples of them)."""
+    if isinstance(node, p.ParamValue):
+        return [node]
+    if isinstance(node, tuple | list):
+        return [v for child in node for v in _param_values(child)]
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return [v for f in dataclasses.fields(node) for v in _param_values(getattr(node, f.name))]
+    return []
 
 
 def candidates_mask(selected: BitMap, candidates: NDArray[np.integer]) -> NDArray[np.bool_]:
