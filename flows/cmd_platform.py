@@ -89,9 +89,53 @@ def topics_cmd() -> None:
     """Create the platform's topics if missing: events, served, events.dead, user-topn, catalog,
     item-links, and the compacted <events>.stats, <events>.popularity, <events>.optimizer and
     <user-topn>.checkpoint (``operators.kafka.platform_topics``)."""
+    from confluent_kafka import KafkaException
+
     s = _settings()
-    _topics(s)
+    _require_broker(s, "topics")
+    try:
+        _topics(s)
+    except (KafkaException, TimeoutError) as exc:  # the broker went away or refused, after answering the probe
+        typer.echo(f"fusionrec topics: the broker at {s.kafka.brokers} did not create the topics: {_kafka_reason(exc)}",
+                   err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"topics ready on {s.kafka.brokers}")
+
+
+BROKER_WAIT_S = 10.0
+"""How long ``topics`` and ``catalog`` wait for the broker's answer to a metadata request before they
+give up with one line naming it (exit status 1)."""
+
+CATALOG_ACK_S = 25.0
+"""How long ``catalog`` waits for the broker to acknowledge each record before it fails (exit status 1)."""
+
+
+def _kafka_reason(exc: BaseException) -> str:
+    """The text of a ``KafkaException`` (its ``KafkaError``'s string) or of any other exception."""
+    err = exc.args[0] if exc.args else None
+    return err.str() if hasattr(err, "str") else str(exc)
+
+
+def _require_broker(s: Settings, command: str) -> None:
+    """Return when a broker of ``[kafka] brokers`` answers a metadata request within ``BROKER_WAIT_S``.
+
+    Raises
+    ------
+    typer.Exit
+        Status 1 after one line on stderr naming the address and what to check (librdkafka's own
+        connection errors are not logged: the probe's client logs nothing).
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    brokers = s.kafka.brokers
+    try:
+        AdminClient({"bootstrap.servers": brokers, "log_level": 0}).list_topics(timeout=BROKER_WAIT_S)
+    except KafkaException as exc:
+        typer.echo(f"fusionrec {command}: cannot reach the broker at {brokers} (no answer to a metadata request "
+                   f"within {BROKER_WAIT_S:g} s: {_kafka_reason(exc)}); check that it is running and that "
+                   f"[kafka] brokers (FUSIONREC_KAFKA__BROKERS) names it", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("train")
@@ -148,10 +192,15 @@ def catalog_cmd(
     the summary line says how many were published, coerced and rejected, and each rejection is
     printed with its line and reason. A line ``{"item_id": ..., "deleted": true}`` deletes the item.
 
+    A broker that does not answer within 10 s, or does not acknowledge every record, is one line
+    naming its address (exit status 1); publishing the file again is safe (the topic keeps the last
+    record per item).
+
     The API's IQL index and, with an EMDE model version, the flow and the API pick new items up
     within about a second (recommendable by title at once, by M′·Q once they have interactions).
     """
     import orjson
+    from confluent_kafka import KafkaException
 
     from operators.catalog_rule import check_catalog
     from operators.ids import BadId, canonical_id
@@ -180,10 +229,29 @@ def catalog_cmd(
             lines.append(lineno)
     # the catalog rule (operators/catalog_rule.py), as the API's index applies it: coerce or reject whole items
     check = check_catalog(records, exclude={*s.api.catalog_exclude, s.api.vector_attribute})
-    with EventProducer.from_settings(s.kafka) as p:
-        n = p.send_catalog(check.accepted)
-        for item_id in deletes:
-            p.produce(s.kafka.catalog_topic, item_id.encode(), None)  # type: ignore[arg-type]
+    n = 0
+    if check.accepted or deletes:
+        _require_broker(s, "catalog")
+        # a record the broker has not acknowledged within CATALOG_ACK_S fails (librdkafka's default: 5 minutes);
+        # neither librdkafka's connection errors nor a warning per failed record are logged: one line says it below
+        logging.getLogger("simulators.producer").setLevel(logging.ERROR)
+        p = EventProducer.from_settings(s.kafka, config={"message.timeout.ms": int(CATALOG_ACK_S * 1000),
+                                                         "log_level": 2})
+        problem = None
+        try:
+            for item in check.accepted:
+                p.send_item(item)
+            for item_id in deletes:
+                p.produce(s.kafka.catalog_topic, item_id.encode(), None)  # type: ignore[arg-type]
+            p.close(CATALOG_ACK_S + 5)  # one flush for all: by then each record is acknowledged or failed
+            n = len(check.accepted)
+        except KafkaException as exc:
+            problem = _kafka_reason(exc)
+        if problem is not None or p.delivered < p.sent:
+            typer.echo(f"fusionrec catalog: the broker at {s.kafka.brokers} acknowledged {p.delivered} of "
+                       f"{p.sent} records ({problem or dict(p.errors)}); check that it is running and that "
+                       f"{s.kafka.catalog_topic!r} exists (fusionrec topics), then publish the file again", err=True)
+            raise typer.Exit(1)
     coerced = ", ".join(f"{a} {k}" for a, k in sorted(check.coerced.items()))
     typer.echo(f"published {n} items to {s.kafka.catalog_topic} on {s.kafka.brokers}; "
                f"coerced {sum(check.coerced.values())} values{f' ({coerced})' if coerced else ''}; "

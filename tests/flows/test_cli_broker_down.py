@@ -1,0 +1,73 @@
+"""``fusionrec topics`` / ``fusionrec catalog`` with no broker at the configured address: one line naming
+it and what to check, exit status 1, no traceback, within the probe's wait (not after 65 s)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import flows.cmd_platform
+from flows.cli import app
+
+WAIT_S = 2.0
+
+
+@pytest.fixture()
+def nobody_listens(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """A free port on 127.0.0.1 nobody listens on, set as ``[kafka] brokers``; the probe waits ``WAIT_S``."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", address)
+    monkeypatch.setattr(flows.cmd_platform, "BROKER_WAIT_S", WAIT_S)
+    return address
+
+
+def _fails_naming_the_broker(args: list[str], address: str) -> None:
+    t0 = time.monotonic()
+    result = CliRunner().invoke(app, args)
+    took = time.monotonic() - t0
+    out = result.output
+    assert result.exit_code == 1, out
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in out and "KafkaException" not in out, out
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, out
+    assert f"fusionrec {args[0]}: cannot reach the broker at {address}" in lines[0], out
+    assert f"within {WAIT_S:g} s" in lines[0] and "FUSIONREC_KAFKA__BROKERS" in lines[0], out
+    assert took < WAIT_S + 5, took
+
+
+def test_topics_without_a_broker_is_one_line_naming_it(nobody_listens: str) -> None:
+    _fails_naming_the_broker(["topics"], nobody_listens)
+
+
+def test_catalog_without_a_broker_is_one_line_naming_it_early(nobody_listens: str, tmp_path: Path) -> None:
+    items = tmp_path / "items.jsonl"
+    items.write_bytes(b'{"item_id": "a", "title": "x"}\n{"item_id": "b", "title": "y"}\n'
+                      b'{"item_id": "c", "deleted": true}\n')
+    _fails_naming_the_broker(["catalog", str(items)], nobody_listens)
+
+
+def test_catalog_whose_records_are_not_acknowledged_is_one_line_not_a_traceback(
+        nobody_listens: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker that answered the probe and is gone before the records are acknowledged: one line with the counts."""
+    monkeypatch.setattr(flows.cmd_platform, "_require_broker", lambda s, command: None)
+    monkeypatch.setattr(flows.cmd_platform, "CATALOG_ACK_S", WAIT_S)
+    items = tmp_path / "items.jsonl"
+    items.write_bytes(b'{"item_id": "a", "title": "x"}\n{"item_id": "b", "title": "y"}\n'
+                      b'{"item_id": "c", "deleted": true}\n')
+    t0 = time.monotonic()
+    result = CliRunner().invoke(app, ["catalog", str(items)])
+    out = result.output
+    assert result.exit_code == 1, out
+    assert "Traceback" not in out and "published" not in out, out
+    assert out.strip().splitlines() == [
+        f"fusionrec catalog: the broker at {nobody_listens} acknowledged 0 of 3 records ({{'_MSG_TIMED_OUT': 3}}); "
+        "check that it is running and that 'catalog' exists (fusionrec topics), then publish the file again"], out
+    assert time.monotonic() - t0 < WAIT_S + 6
