@@ -189,8 +189,10 @@ def catalog_cmd(
 
     Values are coerced or items rejected by the catalog rule (operators/catalog_rule.py: a numeric
     string for a number becomes the number, ...; a value that still does not fit rejects the item);
-    the summary line says how many were published, coerced and rejected, and each rejection is
-    printed with its line and reason. A line ``{"item_id": ..., "deleted": true}`` deletes the item.
+    a line that is not a JSON object with a valid item_id (not JSON, a number out of range, an empty
+    id, ...) is rejected too. The rest are published: the summary line says how many were published,
+    coerced and rejected, and each rejected line is printed with its number and reason (exit status 0).
+    A line ``{"item_id": ..., "deleted": true}`` deletes the item.
 
     A broker that does not answer within 10 s, or does not acknowledge every record, is one line
     naming its address (exit status 1); publishing the file again is safe (the topic keeps the last
@@ -208,20 +210,24 @@ def catalog_cmd(
 
     s = _settings()
     records, lines, deletes = [], [], []
+    rejected: list[tuple[int, str]] = []  # (line number, reason): not published
     with open(items, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                item = orjson.loads(line)
+                item = orjson.loads(line.rstrip(b"\r\n"))  # without its newline: a column in the line, not "line 2"
             except orjson.JSONDecodeError as exc:
-                raise typer.BadParameter(f"{items}:{lineno}: not JSON: {exc}", param_hint="ITEMS") from exc
+                rejected.append((lineno, f"not JSON: {exc.msg} (column {exc.colno})"))
+                continue
             if not isinstance(item, dict):
-                raise typer.BadParameter(f"{items}:{lineno}: needs a JSON object with an item_id", param_hint="ITEMS")
+                rejected.append((lineno, f"needs a JSON object with an item_id; got a {type(item).__name__}"))
+                continue
             try:
                 item["item_id"] = canonical_id(item.get("item_id"))
             except BadId as exc:
-                raise typer.BadParameter(f"{items}:{lineno}: item_id: {exc}", param_hint="ITEMS") from exc
+                rejected.append((lineno, f"item_id: {exc}"))
+                continue
             if item.get("deleted") is True:  # {"item_id": ..., "deleted": true}: a tombstone
                 deletes.append(item["item_id"])
                 continue
@@ -229,6 +235,8 @@ def catalog_cmd(
             lines.append(lineno)
     # the catalog rule (operators/catalog_rule.py), as the API's index applies it: coerce or reject whole items
     check = check_catalog(records, exclude={*s.api.catalog_exclude, s.api.vector_attribute})
+    rejected += [(lines[pos], f"item {item_id!r}: {reason}") for pos, item_id, reason in check.rejected]
+    rejected.sort()
     n = 0
     if check.accepted or deletes:
         _require_broker(s, "catalog")
@@ -255,9 +263,9 @@ def catalog_cmd(
     coerced = ", ".join(f"{a} {k}" for a, k in sorted(check.coerced.items()))
     typer.echo(f"published {n} items to {s.kafka.catalog_topic} on {s.kafka.brokers}; "
                f"coerced {sum(check.coerced.values())} values{f' ({coerced})' if coerced else ''}; "
-               f"rejected {len(check.rejected)} items; deleted {len(deletes)}")
-    for pos, item_id, reason in check.rejected:
-        typer.echo(f"  rejected {items}:{lines[pos]}: item {item_id!r}: {reason}", err=True)
+               f"rejected {len(rejected)} lines; deleted {len(deletes)}")
+    for lineno, reason in rejected:
+        typer.echo(f"  rejected {items}:{lineno}: {reason}", err=True)
 
 
 @app.command("flow")

@@ -71,3 +71,14 @@ def test_catalog_whose_records_are_not_acknowledged_is_one_line_not_a_traceback(
         f"fusionrec catalog: the broker at {nobody_listens} acknowledged 0 of 3 records ({{'_MSG_TIMED_OUT': 3}}); "
         "check that it is running and that 'catalog' exists (fusionrec topics), then publish the file again"], out
     assert time.monotonic() - t0 < WAIT_S + 6
+
+
+def test_catalog_of_only_rejected_lines_reports_them_without_a_broker(nobody_listens: str, tmp_path: Path) -> None:
+    items = tmp_path / "items.jsonl"
+    items.write_bytes(b'{"item_id": "t13-d", "title": "x", "price": 1e999}\n{"item_id": "", "title": "y"}\n')
+    result = CliRunner().invoke(app, ["catalog", str(items)])
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "published 0 items" in out and "rejected 2 lines" in out, out
+    assert f"rejected {items}:1: not JSON: number is infinity" in out, out
+    assert f"rejected {items}:2: item_id: must be a non-empty string" in out, out

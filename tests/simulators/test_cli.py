@@ -120,10 +120,39 @@ def test_catalog_publishes_items_and_names_bad_lines(tansu_bootstrap: str, make_
     assert "published 2 items" in result.output
     got = {m.key().decode(): orjson.loads(m.value()) for m in _consume(tansu_bootstrap, topic, 1, 2)}
     assert got == {"n-1": {"item_id": "n-1", "title": "Red wool scarf", "price": 9.5}, "n-2": {"item_id": "n-2"}}
+
+
+
+def test_catalog_rejects_bad_lines_one_by_one_and_publishes_the_rest(tansu_bootstrap: str, make_topic,
+                                                                      tmp_path: Path, monkeypatch) -> None:
+    """Trial 13, D15: a line that is not JSON (a number out of range), has no or an empty item_id, or
+    is not an object is reported with its number and reason; every other line is published (exit 0)."""
+    import flows.cmd_platform  # noqa: F401  (registers the command)
+
+    topic = make_topic("cli-catalog-bad-lines", 1)
+    monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", tansu_bootstrap)
+    monkeypatch.setenv("FUSIONREC_KAFKA__CATALOG_TOPIC", topic)
     bad = tmp_path / "bad.jsonl"
-    bad.write_bytes(b'{"item_id": "n-3"}\n{"title": "no id"}\n')
+    bad.write_bytes(b'{"item_id": "n-3", "price": 2}\n{"title": "no id"}\n{"item_id": "n-4", "price": 1e999}\n'
+                    b'{"item_id": "", "title": "x"}\n[1, 2]\n{"item_id": "n-5", "price": "cheap"}\n{"item_id": "n-6"\n'
+                    b'\n{"item_id": "n-7", "title": "Blue hat"}\n{"item_id": "", "deleted": true}\n')
     result = CliRunner().invoke(app, ["catalog", str(bad)])
-    assert result.exit_code == 2 and "bad.jsonl:2" in result.output and "item_id" in result.output
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "Traceback" not in out and "Invalid value" not in out, out
+    assert "published 2 items" in out and "rejected 7 lines; deleted 0" in out, out
+    reported = [line.strip() for line in out.splitlines() if line.strip().startswith("rejected ")]
+    assert reported == [
+        f"rejected {bad}:2: item_id: must be a string or an integer; got None",
+        f"rejected {bad}:3: not JSON: number is infinity when parsed as double (column 29)",
+        f"rejected {bad}:4: item_id: must be a non-empty string; got ''",
+        f"rejected {bad}:5: needs a JSON object with an item_id; got a list",
+        f"rejected {bad}:6: item 'n-5': attribute 'price' must be a number; got 'cheap' (str)",
+        f"rejected {bad}:7: not JSON: unexpected end of data (column 18)",
+        f"rejected {bad}:10: item_id: must be a non-empty string; got ''",
+    ], out
+    got = {m.key().decode(): orjson.loads(m.value()) for m in _consume(tansu_bootstrap, topic, 1, 2)}
+    assert got == {"n-3": {"item_id": "n-3", "price": 2}, "n-7": {"item_id": "n-7", "title": "Blue hat"}}
 
 
 def test_catalog_coerces_rejects_and_deletes_by_the_rule(tansu_bootstrap: str, make_topic, tmp_path: Path,
@@ -139,7 +168,7 @@ def test_catalog_coerces_rejects_and_deletes_by_the_rule(tansu_bootstrap: str, m
     result = CliRunner().invoke(app, ["catalog", str(f)])
     assert result.exit_code == 0, result.output
     assert "published 3 items" in result.output and "coerced 1 values (price 1)" in result.output
-    assert "rejected 1 items; deleted 1" in result.output
+    assert "rejected 1 lines; deleted 1" in result.output
     assert "items.jsonl:3: item 'c': attribute 'price' must be a number; got 'cheap'" in result.output
     msgs = _consume(tansu_bootstrap, topic, 1, 4)
     got = {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None) for m in msgs}
