@@ -33,7 +33,7 @@ from operators.schema import Event
 __all__ = ["FeedbackFold"]
 
 _PER_USER = 20  # open lists kept per user for last-touch matching
-_PARKED_PER_LIST = 8  # feedback events parked per awaited list (one reward per list; the first goal wins)
+_PARKED_PER_LIST = 32  # feedback events parked per awaited list (one reward per list; the first goal wins)
 
 
 class FeedbackFold:
@@ -227,8 +227,12 @@ class FeedbackFold:
             return o, r
 
     def restore(self, open_lists: list[Impression], rewarded: dict[str, float]) -> None:
-        """Load open lists (served order) and rewarded lists from a snapshot."""
+        """Load open lists (served order) and rewarded lists from a snapshot (after the optimizer's
+        arms: the segments each campaign already counts are taken from them, so a restart does not
+        admit ``max_segments`` more)."""
         with self.lock:
+            for campaign_id, _arm, segment in self.optimizer.arms:
+                self._segments.setdefault(campaign_id, {""}).add(segment)
             for imp in sorted(open_lists, key=lambda i: i.ts):
                 if imp.request_id not in self.open:
                     self._count(imp.campaign_id, "open_lists")

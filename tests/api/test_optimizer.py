@@ -84,7 +84,7 @@ def test_early_feedback_is_parked_within_bounds_and_still_rewards():
         fold.event(Event(f"e{k}", 1001.0, "rec_view", "u", item_id="x", request_id=rid, extra=big))
         fold.event(Event(f"p{k}", 1001.0, "rec_click", "u", item_id="x", request_id=plain, extra=big))
     fold.event(Event("click", 1002.0, "rec_click", "u", item_id="x", request_id=rid))  # beyond the per-list bound
-    assert list(fold.orphans) == [rid] and 0 < len(fold.orphans[rid]) <= 8
+    assert list(fold.orphans) == [rid] and 0 < len(fold.orphans[rid]) <= 32
     assert all(ev.extra is None for ev in fold.orphans[rid])
     assert fold.skipped["no_campaign_list"] == 5_000 and fold.skipped["parked_full"] > 4_000
     for k in range(300):  # many awaited lists: the oldest go first
@@ -93,6 +93,20 @@ def test_early_feedback_is_parked_within_bounds_and_still_rewards():
     rid2 = next(iter(fold.orphans))
     fold.served(Impression(rid2, "c", "a", 1000.0, "click", 3600.0, user_id="u", items=["x"]))
     assert opt.arms[("c", "a", "")].total_rewards == 1 and rid2 not in fold.orphans
+
+
+def test_a_restored_fold_keeps_counting_the_segment_cap():
+    """The per-campaign segment cap holds across a restart: the restored arms' segments count (trial 13, D17)."""
+    opt = _opt()
+    fold = FeedbackFold(opt, lambda _: CFG, max_segments=3)
+    for k in range(10):
+        fold.served(Impression(f"r{k}", "c", "a", 1000.0 + k, "click", 3600.0, user_id="u", segment=f"s{k}", items=["x"]))
+    restarted = FeedbackFold(opt, lambda _: CFG, max_segments=3)
+    restarted.restore([], {})
+    for k in range(10, 20):
+        restarted.served(Impression(f"r{k}", "c", "a", 2000.0 + k, "click", 3600.0, user_id="u", segment=f"s{k}",
+                                    items=["x"]))
+    assert len({seg for (_c, _a, seg) in opt.arms}) == 4  # "" and the first three, before and after
 
 
 def test_invented_campaign_ids_on_events_make_no_counter_rows():
