@@ -249,6 +249,45 @@ class _StageClock:
         self.t = now
 
 
+class _StagedBar:
+    """A tqdm bar over queries whose chunks advance stage by stage (the stage under way is shown after the
+    bar), so a pass of one or a few large chunks does not sit at 0 % until its end. Display only."""
+
+    def __init__(self, total: int, desc: str | None, stages: list[str]) -> None:
+        self.bar = tqdm(total=total, desc=desc, unit="prefix", disable=desc is None, mininterval=0.5)
+        self.stages, self.size, self.shown, self.j = stages, 0, 0, 0
+
+    def chunk(self, size: int) -> None:
+        """A chunk of ``size`` queries begins with the first stage."""
+        self.size, self.shown, self.j = size, 0, 0
+        self.bar.set_postfix_str(self.stages[0])
+
+    def stage_done(self) -> None:
+        """The chunk's stage under way is done: its share of the chunk's queries counts."""
+        self.j += 1
+        upto = self.size * self.j // len(self.stages)
+        self.bar.update(upto - self.shown)
+        self.shown = upto
+        self.bar.set_postfix_str(self.stages[self.j] if self.j < len(self.stages) else "", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _boosting_bar(n_rounds: int, desc: str) -> tuple[Any, Any]:
+    """A tqdm bar over LightGBM's boosting rounds and the ``lgb.train`` callback that advances it (it only
+    reads the round: the model is the same with or without it)."""
+    bar = tqdm(total=n_rounds, desc=desc, unit="tree", mininterval=0.5)
+    bar.set_postfix_str("binning the features")
+
+    def advance(env: Any) -> None:
+        if env.iteration == env.begin_iteration:
+            bar.set_postfix_str("", refresh=False)
+        bar.update(1)
+
+    return bar, advance
+
+
 def _sorted_unique(keys: NDArray[np.int64]) -> NDArray[np.int64]:
     """``np.unique`` by one sort (numpy's hash-based unique is several times slower on int64 keys)."""
     keys = np.sort(keys)
@@ -493,7 +532,13 @@ class SessionFusion:
         group = np.bincount(rows[keep], minlength=task.n_queries)
         data = lgb.Dataset(x[keep], label[keep], group=group[group > 0], feature_name=self._feature_names(list(knn_params)),
                            params={"max_bin": 63}, free_raw_data=True)
-        self.ranker_ = lgb.train(self._ranker_params(), data)
+        logger.info("fusion: ranker: %d boosting rounds over %d candidate rows of %d queries", self.n_trees,
+                    int(keep.sum()), int((group > 0).sum()))
+        bar, advance = _boosting_bar(self.n_trees, "fusion: ranker boosting")
+        try:
+            self.ranker_ = lgb.train(self._ranker_params(), data, callbacks=[advance])
+        finally:
+            bar.close()
         self.ranker_recall_ = float(positive.mean())
         clock.done(f"ranker trained on {int(keep.sum())} candidate rows (pool recall {self.ranker_recall_:.3f})")
         self.knn_ = [create_model(name, **p).fit(log) for name, p in knn_params.items()]
@@ -520,20 +565,33 @@ class SessionFusion:
         n_items = self.emde_.n_items_
         step = max(1, _SCORE_CELLS // max(n_items, 1))
         out_r, out_i, out_x = [], [], []
-        chunks = range(0, histories.n_queries, step)
-        for lo in tqdm(chunks, desc=desc, unit="batch", disable=desc is None):
-            hi = min(histories.n_queries, lo + step)
-            sub = histories.slice(lo, hi)
-            raw = self.emde_.layout_.raw_sketches(self.emde_.item_in_cols_, sub, self.emde_.neighbours_)
-            readout = self.emde_.readout(raw)
-            lists = [m.recommend(sub, self.n_candidates) for m in self.knn_]
-            if self.rule_candidates:
-                lists.append(self.stats_.rule_top(sub, self.rule_candidates))
-            r, i, x = candidate_features(sub, readout, lists, self.stats_, self.n_candidates,
-                                         self.history_candidates)
-            out_r.append(r + lo)
-            out_i.append(i)
-            out_x.append(x)
+        stages = ["EMDE sketches", "EMDE readout", *(f"{type(m).__name__} lists" for m in self.knn_),
+                  *(["rule lists"] if self.rule_candidates else []), "features"]
+        bar = _StagedBar(histories.n_queries, desc, stages)
+        try:
+            for lo in range(0, histories.n_queries, step):
+                hi = min(histories.n_queries, lo + step)
+                bar.chunk(hi - lo)
+                sub = histories.slice(lo, hi)
+                raw = self.emde_.layout_.raw_sketches(self.emde_.item_in_cols_, sub, self.emde_.neighbours_)
+                bar.stage_done()
+                readout = self.emde_.readout(raw)
+                bar.stage_done()
+                lists = []
+                for m in self.knn_:
+                    lists.append(m.recommend(sub, self.n_candidates))
+                    bar.stage_done()
+                if self.rule_candidates:
+                    lists.append(self.stats_.rule_top(sub, self.rule_candidates))
+                    bar.stage_done()
+                r, i, x = candidate_features(sub, readout, lists, self.stats_, self.n_candidates,
+                                             self.history_candidates)
+                bar.stage_done()
+                out_r.append(r + lo)
+                out_i.append(i)
+                out_x.append(x)
+        finally:
+            bar.close()
         if not out_r:
             width = _n_features(len(self.knn_) + (self.rule_candidates > 0))
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, width), np.float32)

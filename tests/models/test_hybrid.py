@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -9,7 +11,14 @@ import scipy.sparse as sp
 from models.base import Histories, InteractionLog
 from models.emde.readout import BucketReadout
 from models.errors import ModelFormatError
-from models.hybrid import BASE_FEATURES, SessionFusion, _ItemStats, candidate_features, feature_names
+from models.hybrid import (
+    BASE_FEATURES,
+    SessionFusion,
+    _ItemStats,
+    _StagedBar,
+    candidate_features,
+    feature_names,
+)
 
 
 def test_features_by_hand() -> None:
@@ -211,3 +220,37 @@ def test_a_model_saved_without_the_repeat_rates_asks_to_be_trained_again(tmp_pat
     np.savez(tmp_path / "m" / "arrays.npz", **arrays)
     with pytest.raises(ModelFormatError, match="no repeat_rate.*train it again"):
         SessionFusion.load(tmp_path / "m")
+
+
+def test_staged_bar_advances_a_chunk_stage_by_stage() -> None:
+    """Trial 13, D9: one large chunk of ranker examples no longer sits at 0 % until its end."""
+    bar = _StagedBar(13, "examples", ["sketches", "readout", "stan lists", "features"])
+    seen = []
+    for size in (10, 3):
+        bar.chunk(size)
+        for _ in range(4):
+            bar.stage_done()
+            seen.append(bar.bar.n)
+    bar.close()
+    assert seen == [2, 5, 7, 10, 10, 11, 12, 13]
+
+
+def test_fit_shows_examples_and_boosting_progress_and_the_model_is_unchanged(capsys, monkeypatch) -> None:
+    """The bars count prefixes and boosting rounds; the fit is bit for bit the one without them."""
+    import lightgbm as lgb
+
+    params = dict(knn={"stan": {"k": 50, "sample_size": 200}}, emde={"epochs": 1, "progress": False},
+                  holdout_frac=0.3, n_trees=7, min_data_in_leaf=10, refit_emde=False)
+    model = SessionFusion(**params).fit(_repeat_log())
+    err = capsys.readouterr().err
+    assert "fusion: ranker boosting: 100%" in err and "7/7" in err, err
+    done = re.search(r"fusion: ranker examples: 100%\S* *\S* (\d+)/(\d+) \[[^]]*prefix/s", err)
+    assert done is not None and done[1] == done[2] and int(done[1]) > 0, err
+    train = lgb.train
+    monkeypatch.setattr(lgb, "train", lambda p, data, callbacks=None: train(p, data))  # no progress callback
+    monkeypatch.setattr("models.hybrid._StagedBar.stage_done", lambda self: None)
+    quiet = SessionFusion(**params).fit(_repeat_log())
+    assert quiet.ranker_.model_to_string() == model.ranker_.model_to_string()
+    hist = Histories.from_lists([[3, 10], [5], [1, 2, 3]])
+    for a, b in zip(quiet.recommend(hist, 5), model.recommend(hist, 5), strict=True):
+        np.testing.assert_array_equal(a, b)
