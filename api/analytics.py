@@ -133,9 +133,14 @@ class AnalyticsService:
 
 
 def build_analytics(settings: Settings) -> AnalyticsService:
-    """Create the ``analytics`` topic if missing and start reading it."""
+    """Create the ``analytics`` topic if missing and start reading it. A broker that does not answer
+    is not fatal: one warning, and the reader retries until it does (the analytics flow creates the
+    topic too), so the API starts and reports not ready instead of failing its start-up."""
     topic = settings.analytics.topic
-    ensure_topics(settings.kafka.brokers, [TopicSpec(topic, 1, compacted=True)])
+    try:
+        ensure_topics(settings.kafka.brokers, [TopicSpec(topic, 1, compacted=True)])
+    except KafkaException as exc:
+        log.warning("analytics topic %s not ensured (%s); its reader retries until the broker answers", topic, exc)
     view = AnalyticsView()
     table = TopicTable(settings.kafka.brokers, topic, decode_record, on_update=view.apply, keep=False).start()
     return AnalyticsService(settings, table, view)

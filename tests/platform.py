@@ -85,8 +85,10 @@ def time_until_visible(producer: EventProducer, client: httpx.Client, topic: str
     return None
 
 
-def make_settings(bootstrap: str, tmp: Path, partitions: int = 4, **stream: object) -> Settings:
-    """Settings with topics unique to one test and state/models under ``tmp``."""
+def make_settings(bootstrap: str, tmp: Path, partitions: int = 4, *, create_topics: bool = True,
+                  **stream: object) -> Settings:
+    """Settings with topics unique to one test and state/models under ``tmp`` (created on ``bootstrap``
+    unless ``create_topics`` is False)."""
     tag = uuid.uuid4().hex[:8]
     s = Settings(
         kafka={"brokers": bootstrap, "events_topic": f"events-{tag}", "served_topic": f"served-{tag}", "dead_topic": f"dead-{tag}",
@@ -96,8 +98,8 @@ def make_settings(bootstrap: str, tmp: Path, partitions: int = 4, **stream: obje
         # open on loopback and unthrottled for the tests; the key matrix and the limits have their own tests
         api={"require_keys": False, "rate_limit": None},
     )
-    k = s.kafka
-    ensure_topics(k.brokers, platform_topics(k))
+    if create_topics:
+        ensure_topics(s.kafka.brokers, platform_topics(s.kafka))
     return s
 
 
