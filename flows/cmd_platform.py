@@ -141,7 +141,8 @@ def _require_broker(s: Settings, command: str) -> None:
 @app.command("train")
 def train_cmd(
     events: Annotated[Path | None, typer.Option(help="JSONL event log to train on")] = None,
-    simulate: Annotated[int, typer.Option(help="Or: train on this many synthetic-shop events")] = 0,
+    simulate: Annotated[int | None, typer.Option(help="Or: train on this many synthetic-shop events (at least 1)",
+                                                 min=1)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic shop")] = 0,
     model: Annotated[str, typer.Option(help=(
         "Registered model (models/registry.py): fusion (default: EMDE + V-STAN/STAN under a learned ranker, "
@@ -166,7 +167,7 @@ def train_cmd(
         return
     if events is not None:
         stream = read_events_jsonl(events, s)
-    elif simulate > 0:
+    elif simulate is not None:
         from simulators.shop import SyntheticShop
 
         stream = iter(SyntheticShop(seed=seed).history(simulate))

@@ -187,3 +187,9 @@ def test_run_with_a_broker_port_out_of_range_in_the_settings_says_so(tmp_path: P
     _fails(["run", "--api-port", str(free_port()), "--var", str(tmp_path / "run")],
            "broker port 99999 (from [kafka] brokers / FUSIONREC_KAFKA__BROKERS) is not a TCP port (1-65535)")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("n", ["-5", "0"])
+def test_train_simulate_needs_at_least_one_event(n):
+    """``train --simulate -5`` said "give --events FILE, --simulate N or --lake DIR" (trial 13, D9)."""
+    _fails(["train", "--simulate", n, "--model", "covisit"], "--simulate", "greater than or equal to 1")
