@@ -159,6 +159,17 @@ async def post_events(request: Request) -> Response:
     if len(raw) > a.max_events_per_request:
         svc.metrics.events_rejected.labels("too_large").inc()
         raise ApiError(422, "events", f"{len(raw)} events > api.max_events_per_request={a.max_events_per_request}")
+    if svc.event_limiter is not None:
+        if len(raw) > svc.event_limiter.largest_batch:
+            raise ApiError(422, "events", f"{len(raw)} events > the largest batch api.event_rate_limit="
+                                          f"{a.event_rate_limit!r} allows; split it")
+        refused = svc.event_limiter.retry_after_s(request.scope, len(raw))
+        if refused is not None:
+            svc.metrics.events_rejected.labels("rate_limited").inc(len(raw))
+            retry, limit = refused
+            return json_response({"error": {"field": "api_key", "reason": f"event rate limit exceeded ({limit} events "
+                                            "per key and client)", "retry_after_s": retry}},
+                                 status_code=429, headers={"Retry-After": str(retry)})
     # big batches are validated on a worker thread: the event loop keeps serving other requests
     check = partial(_validate, svc, raw, many, time.time())
     events, encoded = await run_in_threadpool(check) if len(raw) > _INLINE_EVENTS else check()

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.auth import presented_key
 from operators.settings import parse_rate_limit
 
-__all__ = ["RateLimitMiddleware", "SweptMemoryStorage", "parse_rate_limit"]  # the parser lives with the settings
+__all__ = ["EventRateLimiter", "RateLimitMiddleware", "SweptMemoryStorage", "caller", "parse_rate_limit"]  # the parser lives with the settings
 
 _EXEMPT = frozenset({"/healthz", "/readyz"})
 
@@ -89,17 +89,53 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or scope["path"] in _EXEMPT:
             await self.app(scope, receive, send)
             return
-        key = presented_key(scope["headers"])
-        if key not in self.keys:
-            key = ""
-        client = scope.get("client") or ("?", 0)
-        who = f"{key}|{client[0]}"
+        who = caller(scope, self.keys)
         for item in self.items:
             if not self.limiter.hit(item, who):
                 reset = self.limiter.get_window_stats(item, who).reset_time
                 await _too_many(send, max(1, math.ceil(reset - time.time())), str(item))
                 return
         await self.app(scope, receive, send)
+
+
+def caller(scope: Scope, keys: frozenset[str]) -> str:
+    """Who a request counts for: the configured key it presents (else none) and its client address."""
+    key = presented_key(scope["headers"])
+    if key not in keys:
+        key = ""
+    client = scope.get("client") or ("?", 0)
+    return f"{key}|{client[0]}"
+
+
+class EventRateLimiter:
+    """Events per caller (``api.event_rate_limit``): a request of n events costs n, so one caller cannot
+    push 1,000-event batches at the request rate (200 requests/s were 200,000 events/s: more than the
+    flow applies, and a lever on popularity). Shares the caller of :class:`RateLimitMiddleware`.
+
+    Raises
+    ------
+    ValueError
+        If ``limits`` does not parse.
+    """
+
+    def __init__(self, limits: str, keys: Iterable[str] = ()) -> None:
+        self.keys = frozenset(keys)
+        self.items = parse_rate_limit(limits)
+        self.limiter = strategies.MovingWindowRateLimiter(SweptMemoryStorage())
+        self.largest_batch = min(item.amount for item in self.items)
+        """More events than this in one request never fit a window (the handler answers 422)."""
+
+    def retry_after_s(self, scope: Scope, n_events: int) -> tuple[int, str] | None:
+        """Count ``n_events`` for the request's caller: None if within every limit, else (seconds until
+        the window allows them, the limit). A refused request counts nothing."""
+        who = caller(scope, self.keys)
+        for item in self.items:
+            if not self.limiter.test(item, who, cost=n_events):
+                reset = self.limiter.get_window_stats(item, who).reset_time
+                return max(1, math.ceil(reset - time.time())), str(item)
+        for item in self.items:
+            self.limiter.hit(item, who, cost=n_events)
+        return None
 
 
 async def _too_many(send: Send, retry_after_s: int, limit: str) -> None:

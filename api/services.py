@@ -21,6 +21,7 @@ from api.durable_producer import DurableProducer
 from api.feedback import FeedbackFold
 from api.feedback_reader import FeedbackReader
 from api.optimizer import ThompsonOptimizer
+from api.rate_limit import EventRateLimiter
 from api.request_ids import RequestSigner, load_request_secret
 from api.snapshot_topic import SnapshotTopic
 from api.topic_table import TopicTable
@@ -97,6 +98,8 @@ class Services:
     """The arm's part of campaign lists, filtered and filled from its model (``api/serving.py``), by everything it
     depends on."""
     reader: FeedbackReader | None = None
+    event_limiter: EventRateLimiter | None = None
+    """Events per caller of ``POST /v1/events`` (``api.event_rate_limit``; None: off)."""
     popular_lists: dict[str, TopN] = field(default_factory=dict)
     """The partitions' popular lists (kept apart by the user-topn reader: ranking never scans users)."""
     _popular: tuple[float, list[tuple[str, float]]] = (0.0, [])
@@ -242,6 +245,8 @@ def build_services(settings: Settings) -> Services:
         window_popularity=popularity,
         window_table=window_table,
         popularity_snapshots=snapshots,
+        event_limiter=EventRateLimiter(a.event_rate_limit, [*a.admin_keys, *a.client_keys] if a.require_keys else [])
+        if a.event_rate_limit else None,
         fold=fold,
         signer=RequestSigner(load_request_secret(a.request_secret, state_dir)),
         ingest_rules=ingest_rules,

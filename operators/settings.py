@@ -190,6 +190,9 @@ class ApiSettings(_Block):
     max_events_per_request: int = Field(default=1000, ge=1, description="POST /v1/events: events in one request")
     rate_limit: str | None = Field(default="200/second;6000/minute", description=(
         "Requests per (API key, client address), `limits` notation; over it: 429 with Retry-After; None = off"))
+    event_rate_limit: str | None = Field(default="5000/second;150000/minute", description=(
+        "POST /v1/events: events (not requests) per (API key, client address), `limits` notation; over it: 429 "
+        "with Retry-After and nothing of the request is accepted; None = off"))
     body_timeout_s: float = Field(default=10.0, gt=0, description=(
         "POST /v1/events: a body that stops arriving for this long is refused (408), seconds"))
     body_total_s: float = Field(default=60.0, gt=0, description=(
@@ -241,7 +244,7 @@ class ApiSettings(_Block):
         "POST /v1/events waits this long for the broker's acknowledgement before answering 503, seconds"))
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After of a 503 (events not durable), seconds")
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "event_rate_limit")
     @classmethod
     def _rate_limit_parses(cls, value: str | None) -> str | None:
         """A rate limit that does not parse is refused when the settings load, not on each request."""

@@ -21,7 +21,8 @@ def api(broker, tmp_path):
     s = make_settings(broker, tmp_path, partitions=1)
     s = s.model_copy(update={"api": s.api.model_copy(update={
         "require_keys": True, "client_keys": [KEY], "admin_keys": ["admin-" + "a" * 24],
-        "rate_limit": "5/second", "body_timeout_s": 1.0, "body_total_s": 3.0})})
+        "rate_limit": "5/second", "event_rate_limit": "10/minute", "body_timeout_s": 1.0,
+        "body_total_s": 3.0})})
     with ApiServer(s) as server:
         yield server
 
@@ -54,6 +55,20 @@ def test_headers_that_name_no_configured_key_do_not_make_new_callers(api):
         got = [c.get("/v1/recommendations", params={"user_id": "u1"},
                      headers={"X-API-Key": f"invented-{i}"}).status_code for i in range(8)]
         assert got[:5] == [401] * 5 and set(got[5:]) == {429}, got
+
+
+def test_events_are_limited_per_caller_by_count_not_by_request(api):
+    """200 requests/s of 1,000 events were 200,000 events/s for one caller: the event limit counts events."""
+    def batch(n: int, tag: str) -> list[dict]:
+        return [{"type": "view", "user_id": "u1", "item_id": f"i{k}", "event_id": f"{tag}{k}"} for k in range(n)]
+
+    with httpx.Client(base_url=api.url, timeout=10, headers={"X-API-Key": KEY}) as c:
+        assert c.post("/v1/events", json=batch(11, "big")).status_code == 422  # never fits 10/minute
+        assert c.post("/v1/events", json=batch(6, "a")).status_code == 202
+        r = c.post("/v1/events", json=batch(6, "b"))
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1, r.text
+        assert r.json()["error"]["field"] == "api_key" and "event rate limit" in r.json()["error"]["reason"]
+        assert c.post("/v1/events", json=batch(4, "c")).status_code == 202  # the refused 6 counted nothing
 
 
 def test_a_dripping_body_is_timed_out_as_a_whole(api):
