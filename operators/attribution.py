@@ -53,11 +53,7 @@ class Impression(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     window_s : float
         Attribution window, seconds after ``ts``.
     user_id : str or None
-        Who it was served to (rewards and last-touch matching). A list served without a user id has
-        ``ANONYMOUS_USER``: only feedback of that same user id earns it, as in the analytics, which keep
-        a list in the state of the user it was served to (before, the optimizer let any user claim it
-        and the analytics could not: the bandit and the dashboard disagreed). None only for lists
-        built by hand (tests): any user's feedback matches.
+        Who it was served to (last-touch matching); None for anonymous requests.
     segment : str
         Optimizer segment ("" when the campaign has none).
     items : list of str
@@ -131,7 +127,7 @@ def impression_of(event: Event, default_goal: str = "click", default_window_s: f
         request_id=event.request_id, campaign_id=event.campaign_id, arm=event.arm or "unknown", ts=event.ts,
         goal=str(extra.get("goal") or default_goal),
         window_s=float(window) if isinstance(window, int | float) and not isinstance(window, bool) else default_window_s,
-        user_id=event.user_id, segment=str(extra.get("segment") or ""),
+        user_id=None if event.user_id == ANONYMOUS_USER else event.user_id, segment=str(extra.get("segment") or ""),
         items=[str(i) for i in served] if isinstance(served, list) else event.item_ids())
 
 

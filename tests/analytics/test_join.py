@@ -175,33 +175,3 @@ def test_join_equals_recount_for_any_noise(sim_seed, noise_seed, dup, late):
     counters, groups = as_dicts(run(log))
     want_c, want_g = recount(log)
     assert counters == clean(want_c) and groups == clean(want_g)
-
-
-def test_a_list_served_without_a_user_id_is_earned_by_the_same_feedback_in_both_folds():
-    """The analytics keep a list in its user's state, so a list served without a user id (kept under
-    ANONYMOUS_USER) can only be earned by that user id's feedback; the optimizer's fold applies the same
-    rule (before, it let any user claim the list: 20 rewards in /arms, 0 in the dashboard, trial 13 D12)."""
-    import numpy as np
-
-    from api.feedback import FeedbackFold
-    from api.optimizer import OptimizerConfig, ThompsonOptimizer
-    from operators.attribution import ANONYMOUS_USER
-
-    def anon(e: Event) -> Event:
-        return Event(**{**{f: getattr(e, f) for f in e.__struct_fields__}, "user_id": ANONYMOUS_USER})
-
-    lists = [anon(served(i, i, f"r{i}", "A", ["x"], window_s=6000.0)) for i in range(4)]
-    feedback = [Event(event_id=f"c{i}", ts=T0 + 100 + i, type="purchase", user_id=f"clicker-{i}", item_id="x",
-                      request_id=f"r{i}") for i in range(2)]
-    feedback += [Event(event_id=f"a{i}", ts=T0 + 200 + i, type="purchase", user_id=ANONYMOUS_USER, item_id="x",
-                       request_id=f"r{i}") for i in (2, 3)]
-    inc = run(lists + feedback, JoinRules(window_s=6000.0))
-    dashboard = sum(row.get("rewards", 0) for row in as_dicts(inc)[0].values())
-    opt = ThompsonOptimizer(np.random.default_rng(0))
-    fold = FeedbackFold(opt, lambda _c: OptimizerConfig())
-    for e in lists:
-        fold.served_record(e)
-    for e in feedback:
-        fold.event(e)
-    assert dashboard == fold.n_rewards == 2
-    assert fold.skipped["user_mismatch"] == 2
