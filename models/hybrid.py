@@ -254,16 +254,21 @@ class _StagedBar:
     bar), so a pass of one or a few large chunks does not sit at 0 % until its end. Display only."""
 
     def __init__(self, total: int, desc: str | None, stages: list[str]) -> None:
-        self.bar = tqdm(total=total, desc=desc, unit="prefix", disable=desc is None, mininterval=0.5)
+        # no bar at all without a description: scoring calls (the stream, the API) pay nothing for it
+        self.bar = None if desc is None else tqdm(total=total, desc=desc, unit="prefix", mininterval=0.5)
         self.stages, self.size, self.shown, self.j = stages, 0, 0, 0
 
     def chunk(self, size: int) -> None:
         """A chunk of ``size`` queries begins with the first stage."""
+        if self.bar is None:
+            return
         self.size, self.shown, self.j = size, 0, 0
         self.bar.set_postfix_str(self.stages[0])
 
     def stage_done(self) -> None:
         """The chunk's stage under way is done: its share of the chunk's queries counts."""
+        if self.bar is None:
+            return
         self.j += 1
         upto = self.size * self.j // len(self.stages)
         self.bar.update(upto - self.shown)
@@ -271,7 +276,8 @@ class _StagedBar:
         self.bar.set_postfix_str(self.stages[self.j] if self.j < len(self.stages) else "", refresh=False)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _boosting_bar(n_rounds: int, desc: str) -> tuple[Any, Any]:
