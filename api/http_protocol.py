@@ -50,6 +50,8 @@ class ServerConfig(uvicorn.Config):
         kwargs.setdefault("http", HttpProtocol)
         kwargs.setdefault("timeout_keep_alive", api.keep_alive_s)
         kwargs.setdefault("h11_max_incomplete_event_size", api.max_header_bytes)
+        kwargs.setdefault("proxy_headers", api.forwarded_allow_ips is not None)  # else X-Forwarded-For is ignored
+        kwargs.setdefault("forwarded_allow_ips", api.forwarded_allow_ips)
         super().__init__(app, **kwargs)
         self.header_timeout_s = api.header_timeout_s
         self.max_header_bytes = api.max_header_bytes

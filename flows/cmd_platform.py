@@ -301,7 +301,10 @@ def serve_cmd(
     # the protocol bounds slow clients: request head deadline and size (api/http_protocol.py)
     uvicorn.run("api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
                 workers=workers or s.api.workers, log_level="warning", h11_max_incomplete_event_size=s.api.max_header_bytes,
-                http="api.http_protocol:HttpProtocol", timeout_keep_alive=s.api.keep_alive_s)  # type: ignore[arg-type]
+                http="api.http_protocol:HttpProtocol", timeout_keep_alive=s.api.keep_alive_s,
+                # the client address (rate limits) comes from X-Forwarded-For only behind configured proxies
+                proxy_headers=s.api.forwarded_allow_ips is not None,
+                forwarded_allow_ips=s.api.forwarded_allow_ips)  # type: ignore[arg-type]
 
 
 def _child(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -520,7 +523,8 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
     supervise("analytics", [sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", "1"],
               "analytics.log")  # attribution + counters (flows/analytics.py)
     supervise("api", [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
-                      "--port", str(api_port), "--log-level", "warning", "--http", "api.http_protocol:HttpProtocol"],
+                      "--port", str(api_port), "--log-level", "warning", "--http", "api.http_protocol:HttpProtocol",
+                      "--no-proxy-headers"],  # loopback: X-Forwarded-For must not choose the rate limits' address
               "api.log")
     if trainer_every not in ("0", ""):  # the learning loop (issue 12): lake + gated trainer
         from operators.lake.read import parse_window

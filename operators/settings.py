@@ -190,6 +190,10 @@ class ApiSettings(_Block):
     max_events_per_request: int = Field(default=1000, ge=1, description="POST /v1/events: events in one request")
     rate_limit: str | None = Field(default="200/second;6000/minute", description=(
         "Requests per (API key, client address), `limits` notation; over it: 429 with Retry-After; None = off"))
+    forwarded_allow_ips: str | None = Field(default=None, description=(
+        "Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips, e.g. '10.0.0.5' or '*' behind a "
+        "load balancer); None = the header is ignored and the client is the peer address, so a client cannot choose "
+        "the address its rate limits count for"))
     event_rate_limit: str | None = Field(default="5000/second;150000/minute", description=(
         "POST /v1/events: events (not requests) per (API key, client address), `limits` notation; over it: 429 "
         "with Retry-After and nothing of the request is accepted; None = off"))

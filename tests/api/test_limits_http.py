@@ -51,6 +51,11 @@ def test_headers_that_name_no_configured_key_do_not_make_new_callers(api):
     with httpx.Client(base_url=api.url, timeout=10) as c:
         got = [c.get("/v1/recommendations", params={"user_id": "u1"}, headers=h).status_code for h in variants]
         assert got[:5] == [200] * 5 and set(got[5:]) == {429}, got
+        time.sleep(1.1)
+        # the address is the peer's: X-Forwarded-For from a client on loopback chooses nothing (trial 13b, D1)
+        got = [c.get("/v1/recommendations", params={"user_id": "u1"},
+                     headers={"X-API-Key": KEY, "X-Forwarded-For": f"10.0.{i}.1"}).status_code for i in range(8)]
+        assert got[:5] == [200] * 5 and set(got[5:]) == {429}, got
         # no key or unknown keys share one budget per address: a stream of invented keys is refused early too
         got = [c.get("/v1/recommendations", params={"user_id": "u1"},
                      headers={"X-API-Key": f"invented-{i}"}).status_code for i in range(8)]
