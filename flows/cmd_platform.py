@@ -23,6 +23,7 @@ import typer
 
 from flows.cli import app
 from flows.supervisor import Supervisor
+from models.errors import ModelFitError
 from operators.broker import (
     BrokerStartError,
     LocalBroker,
@@ -173,11 +174,16 @@ def train_cmd(
         stream = iter(SyntheticShop(seed=seed).history(simulate))
     else:
         raise typer.BadParameter("give --events FILE, --simulate N or --lake DIR", param_hint="--events")
+    source = "--simulate" if events is None else "--events"
     try:
         path = train_model(stream, s, model)
-    except (ValueError, KeyError, FileNotFoundError) as exc:  # unknown model, empty log, missing file
+    except (ValueError, KeyError, FileNotFoundError, ModelFitError) as exc:  # unknown model, too small a log, no file
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise typer.BadParameter(msg, param_hint="--model/--events") from exc
+        from models.registry import REGISTRY
+
+        if isinstance(exc, ModelFitError | ValueError) and events is None and model in REGISTRY:
+            msg = f"{simulate} simulated events are too few to train {model!r} ({msg}); simulate more"
+        raise typer.BadParameter(msg, param_hint=f"--model/{source}") from exc
     typer.echo(f"model version written: {path}")
 
 

@@ -193,3 +193,10 @@ def test_run_with_a_broker_port_out_of_range_in_the_settings_says_so(tmp_path: P
 def test_train_simulate_needs_at_least_one_event(n):
     """``train --simulate -5`` said "give --events FILE, --simulate N or --lake DIR" (trial 13, D9)."""
     _fails(["train", "--simulate", n, "--model", "covisit"], "--simulate", "greater than or equal to 1")
+
+
+@pytest.mark.parametrize(("n", "model"), [("3", "fusion"), ("1", "covisit")])
+def test_train_on_too_few_simulated_events_says_so(tmp_path, monkeypatch, n, model):
+    """``train --simulate 3`` (the default model) ended in a ModelFitError traceback (trial 13b, D4)."""
+    monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(tmp_path / "models"))
+    _fails(["train", "--simulate", n, "--model", model], "--simulate", f"{n} simulated events are too few")
