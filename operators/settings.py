@@ -55,6 +55,9 @@ def parse_rate_limit(limits: str) -> list[RateLimitItem]:
         raise ValueError(f"api.rate_limit: {limits!r} is not a rate limit like '200/second;5000/minute'") from exc
     if not items:
         raise ValueError(f"api.rate_limit: {limits!r} is not a rate limit like '200/second;5000/minute'")
+    if any(item.amount < 1 for item in items):  # would refuse everything: turning a limit off is None or ""
+        raise ValueError(f"api.rate_limit: {limits!r} allows nothing; give at least 1 per window, or leave the limit "
+                         "empty to turn it off")
     return items
 
 

@@ -69,6 +69,10 @@ def test_rate_limit_is_checked_when_the_settings_load(monkeypatch, tmp_path):
     assert Settings().api.rate_limit == "10/second;100/minute"
     monkeypatch.setenv("FUSIONREC_API__RATE_LIMIT", "")  # empty: no limit, as before
     assert Settings().api.rate_limit == ""
+    # a window of 0 would refuse every request: a configuration error, for the event limit too (trial 13b, D6)
+    monkeypatch.setenv("FUSIONREC_API__EVENT_RATE_LIMIT", "0/second")
+    with pytest.raises(ValidationError, match=r"api\.event_rate_limit[\s\S]*allows nothing"):
+        Settings()
 
 
 def test_request_secret_shorter_than_16_bytes_is_refused_at_load(monkeypatch, tmp_path):
