@@ -106,6 +106,7 @@ class FeedbackReader:
         self._queued: dict[tuple[str, int], int] = {}
         self._pos: dict[tuple[str, int], int] = {}
         self._end: dict[tuple[str, int], int] | None = None
+        self._drain_lock = threading.RLock()  # drain (loop or reader thread, the tests' thread) and stop's hand-over
         self._ends = PatientEnds()  # the log ends at start, asked until the broker answers
         self._last_snapshot = time.monotonic()
         self.published, self.publish_every_s = published, publish_every_s
@@ -176,22 +177,28 @@ class FeedbackReader:
         if self._thread is not None:
             self._thread.join(5)
         try:
-            self.drain(None)
-            if self.snapshot() and self.published is not None:
-                # a node leaving hands its newest state on: wait for a publication under way, and
-                # publish again unless that one (acknowledged, not merely started) holds these offsets
-                # (one budget for both: the topic's timeout, so a broker that is down delays a stop once)
-                deadline = time.monotonic() + self.published.timeout_s
-                self.published.wait_idle(self.published.timeout_s)
-                head = self.published.last_head
-                on_topic = self._restored_published if head is None else {(t, p): o for t, p, o in head.offsets}
-                if on_topic != self.offsets:
-                    try:
-                        self.published.publish(self._state()(), timeout_s=max(1.0, deadline - time.monotonic()))
-                    except Exception:
-                        log.exception("publishing the optimizer snapshot at stop failed")
+            with self._drain_lock:  # nothing is folded between the last drain and the hand-over below
+                self._hand_over()
         finally:
             self.store.close()
+
+    def _hand_over(self) -> None:
+        """Fold what is queued, write the snapshot and publish it unless the topic holds it already."""
+        self.drain(None)
+        if not (self.snapshot() and self.published is not None):
+            return
+        # a node leaving hands its newest state on: wait for a publication under way, and publish
+        # again unless that one (acknowledged, not merely started) holds these offsets (one budget for
+        # both: the topic's timeout, so a broker that is down delays a stop once)
+        deadline = time.monotonic() + self.published.timeout_s
+        self.published.wait_idle(self.published.timeout_s)
+        head = self.published.last_head
+        on_topic = self._restored_published if head is None else {(t, p): o for t, p, o in head.offsets}
+        if on_topic != self.offsets:
+            try:
+                self.published.publish(self._state()(), timeout_s=max(1.0, deadline - time.monotonic()))
+            except Exception:
+                log.exception("publishing the optimizer snapshot at stop failed")
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -297,6 +304,10 @@ class FeedbackReader:
         """
         if not self._restored.is_set():
             return 0
+        with self._drain_lock:  # one drainer at a time: two interleaved would store an offset behind the state
+            return self._drain(max_messages)
+
+    def _drain(self, max_messages: int | None) -> int:
         n = 0
         while self._queue and (max_messages is None or n < max_messages):
             batch = self._queue.popleft()
