@@ -7,8 +7,12 @@ use, so ``main`` sees a Ctrl-C from the moment the console script has imported i
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from typing import TYPE_CHECKING
+
+from flows.stop import STOP_REQUESTED, interrupt
 
 if TYPE_CHECKING:
     import typer
@@ -40,12 +44,35 @@ def main() -> None:
     message and exit status 2, not a traceback. So is a Ctrl-C that no command handles itself (e.g.
     while the commands are still being loaded): ``fusionrec: interrupted``, exit status 130, or 0
     for the commands that run until Ctrl-C (``run``, ``broker``)."""
+    signal.signal(signal.SIGINT, interrupt)  # a Ctrl-C from the first moment is marked (flows/stop.py)
     try:
         _main()
     except KeyboardInterrupt:
         command = sys.argv[1] if len(sys.argv) > 1 else ""
         print("fusionrec: interrupted", file=sys.stderr)
         raise SystemExit(0 if command in _STOPPED_BY_CTRL_C else 130) from None
+    except SystemExit as exc:
+        if STOP_REQUESTED.is_set() and sys.argv[1:2] and sys.argv[1] in _STOPPED_BY_CTRL_C:
+            _exit_after_stop(exc.code)
+        raise
+
+
+def _exit_after_stop(code: object) -> None:
+    """End a process that a command stopped cleanly after Ctrl-C (its children and broker are stopped).
+
+    Without it, a KeyboardInterrupt that crossed a C extension's embedded ``PyRun_*`` call on its way to the
+    command's handler leaves CPython's "unhandled Ctrl-C" mark set, and the interpreter then kills itself
+    with SIGINT at exit (status -2 / 130 instead of 0); and worker threads still scoring would delay the exit.
+    Streams and log handlers are flushed first."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or a broken pipe: nothing more to say
+            pass
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 def _main() -> None:

@@ -22,6 +22,7 @@ from typing import Annotated
 import typer
 
 from flows.cli import app
+from flows.stop import STOP_REQUESTED, STOP_SIGNALS, check_stop, deferred_interrupts, interrupt
 from flows.supervisor import Supervisor
 from models.errors import ModelFitError
 from operators.broker import (
@@ -62,16 +63,18 @@ def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1", *
     """
     _settings()
     b = LocalBroker(port)
-    handlers = signal.getsignal(signal.SIGINT), signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM = Ctrl-C
+    handlers = signal.signal(signal.SIGINT, interrupt), signal.signal(signal.SIGTERM, interrupt)  # SIGTERM = Ctrl-C
     try:
         try:
-            b.start()  # once: LocalBroker's context manager would start it again (and find its own port taken)
+            with deferred_interrupts():
+                b.start()  # once: LocalBroker's context manager would start it again (and find its own port taken)
         except (PortInUseError, BrokerStartError) as exc:
             typer.echo(f"fusionrec broker: {exc}; choose another port with --port", err=True)
             raise typer.Exit(2) from None
         typer.echo(f"broker on {b.bootstrap} (memory storage; Ctrl-C stops it)")
         while b.proc is not None and b.proc.poll() is None:
             time.sleep(0.5)
+            check_stop()
         code = b.proc.returncode if b.proc is not None else None
         typer.echo(f"fusionrec broker: the broker exited by itself (status {code})", err=True)
         raise typer.Exit(1)
@@ -319,10 +322,6 @@ def _child(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
                             preexec_fn=die_with_parent)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
     for p in reversed(children):
         if p.poll() is None:
@@ -367,12 +366,11 @@ def run_cmd(
     (the previous run's are kept as ``*.log.1``). It starts nothing (exit status 2) when the broker or
     the API port is already taken, e.g. by another ``fusionrec run``.
     """
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    handlers = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
     brokers: list[LocalBroker] = []
     children: list[subprocess.Popen[bytes]] = []
     try:  # from the first line: a Ctrl-C while the options are checked is a clean stop too
+        check_stop()  # a Ctrl-C while the commands were loaded, its exception lost
         s = _settings()
         port = port or _broker_port(s)
         api_port = api_port or s.api.port
@@ -393,6 +391,15 @@ def run_cmd(
     except (PortInUseError, BrokerStartError) as exc:  # e.g. the port was taken between the check and the start
         typer.echo(f"fusionrec run: {exc}", err=True)
         raise typer.Exit(2) from None
+    except Exception as exc:
+        if not STOP_REQUESTED.is_set() or isinstance(exc, typer.Exit):
+            raise
+        # the Ctrl-C surfaced as another error: confluent-kafka's flush drops the KeyboardInterrupt and fails
+        # with "SystemError: ... returned NULL without setting an exception"
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        handlers.clear()
+        typer.echo("stopping...")
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean stop short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -510,21 +517,33 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
         env.update(FUSIONREC_API__ADMIN_KEYS='["admin-dev-key"]', FUSIONREC_API__CLIENT_KEYS='["client-dev-key"]')
         os.environ.update(env)
         s = Settings()
-    broker = LocalBroker(port, log_path=var / "broker.log").start()
+    broker = LocalBroker(port, log_path=var / "broker.log")
     brokers.append(broker)
+    with deferred_interrupts():
+        broker.start()
+
+    def restart_broker() -> subprocess.Popen[bytes]:
+        if broker.proc is None or broker.proc.poll() is not None:
+            with deferred_interrupts():
+                broker.start()
+        assert broker.proc is not None
+        return broker.proc
+
     sup = Supervisor(notify=lambda msg: typer.echo(msg, err=True))
-    sup.add("broker", lambda: broker.start().proc if broker.proc is None or broker.proc.poll() is not None
-            else broker.proc, after_restart=lambda: _topics(s))  # comes back empty: topics again
+    sup.add("broker", restart_broker, after_restart=lambda: _topics(s))  # comes back empty: topics again
 
     def supervise(name: str, args: list[str], log_name: str) -> None:
         def start() -> subprocess.Popen[bytes]:
-            p = _child(args, env, var / log_name)
-            children.append(p)
+            with deferred_interrupts():  # a Ctrl-C while it starts: stopped with the others
+                p = _child(args, env, var / log_name)
+                children.append(p)
             return p
         sup.add(name, start)
 
     _topics(s)
+    check_stop()
     _seed_and_train(s, history, seed, replay, replay_format, replay_limit, model, train_seconds)
+    check_stop()
     supervise("flow", [sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)], "flow.log")
     supervise("analytics", [sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", "1"],
               "analytics.log")  # attribution + counters (flows/analytics.py)
@@ -559,6 +578,7 @@ fusionrec is running (logs in {var}/):
   learning loop    lake in {var}/lake, gated trainer every {trainer_every} (verdicts on the dashboard's ops panel)
 A failed piece is restarted with backoff (logs in {var}/); Ctrl-C stops everything.""")
     while True:
+        check_stop()
         time.sleep(1.0)
         sup.tick()
 
@@ -588,6 +608,7 @@ def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, f
         catalog = shop.catalog()  # after the history: it includes the items that appeared during it
     typer.echo(f"training {model} on {len(events)} events...")
     train_model(events, s, model, **_train_params(model, train_seconds))
+    check_stop()
     with EventProducer.from_settings(s.kafka) as p:
         p.send_catalog(catalog)
         p.send_events(events, progress=True)
