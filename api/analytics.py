@@ -32,6 +32,7 @@ import io
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -77,8 +78,15 @@ class AnalyticsService:
     view: AnalyticsView
     _last_end: tuple[float, int] | None = field(default=None)
     _ops_running: asyncio.Future[dict[str, object]] | None = field(default=None)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def request_stop(self) -> None:
+        """Ask the reader (and the topic's creator) to stop, without waiting (``close`` waits)."""
+        self._stop.set()
+        self.table.request_stop()
 
     def close(self) -> None:
+        self._stop.set()
         self.table.stop()
 
     async def ops_shared(self) -> dict[str, object]:
@@ -133,17 +141,39 @@ class AnalyticsService:
 
 
 def build_analytics(settings: Settings) -> AnalyticsService:
-    """Create the ``analytics`` topic if missing and start reading it. A broker that does not answer
-    is not fatal: one warning, and the reader retries until it does (the analytics flow creates the
-    topic too), so the API starts and reports not ready instead of failing its start-up."""
+    """Start reading the ``analytics`` topic, and create it if missing on a worker thread
+    (``_ensure_analytics_topic``): the API's start-up does not wait for a broker that does not answer
+    (it starts and reports not ready instead), and the reader retries until the topic exists."""
     topic = settings.analytics.topic
-    try:
-        ensure_topics(settings.kafka.brokers, [TopicSpec(topic, 1, compacted=True)])
-    except KafkaException as exc:
-        log.warning("analytics topic %s not ensured (%s); its reader retries until the broker answers", topic, exc)
     view = AnalyticsView()
     table = TopicTable(settings.kafka.brokers, topic, decode_record, on_update=view.apply, keep=False).start()
-    return AnalyticsService(settings, table, view)
+    service = AnalyticsService(settings, table, view)
+    threading.Thread(target=_ensure_analytics_topic, args=(settings.kafka.brokers, topic, service._stop),
+                     name="analytics-topic", daemon=True).start()
+    return service
+
+
+ENSURE_RETRY_S = 5.0
+"""Seconds between tries to create the analytics topic while the broker does not answer."""
+
+
+def _ensure_analytics_topic(brokers: str, topic: str, stop: threading.Event) -> None:
+    """Create the compacted ``topic`` once the broker answers (the analytics flow creates it too); one
+    warning while it does not, then a try every ``ENSURE_RETRY_S`` until ``stop`` is set."""
+    warned = False
+    while True:
+        try:
+            ensure_topics(brokers, [TopicSpec(topic, 1, compacted=True)])
+            if warned:
+                log.info("analytics topic %s ensured", topic)
+            return
+        except (KafkaException, TimeoutError) as exc:
+            if not warned:
+                log.warning("analytics topic %s not ensured (%s); retrying every %.0f s while its reader waits",
+                            topic, exc, ENSURE_RETRY_S)
+                warned = True
+        if stop.wait(ENSURE_RETRY_S):
+            return
 
 
 _NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")

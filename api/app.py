@@ -68,8 +68,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             if drain is not None:
                 drain.cancel()
-            app.state.analytics.close()
+            app.state.analytics.request_stop()  # its reader ends while the services' readers do
             app.state.services.close()
+            app.state.analytics.close()
 
     routes = [
         Route("/v1/recommendations", get_recommendations, methods=["GET"]),

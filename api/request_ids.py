@@ -84,13 +84,10 @@ class RequestSigner:
 
     def verify(self, request_id: str, user_id: str | None) -> IssuedRequest | str:
         """The list ``request_id`` names if it was issued by this secret to ``user_id``; else why not."""
-        parts = request_id.split(".")
-        if len(parts) != 3 or parts[0] != _VERSION or len(request_id) > 1024:
-            return "not a request id issued by this API (use the request_id of a served list)"
-        try:
-            payload, mac = _unb64(parts[1]), _unb64(parts[2])
-        except (ValueError, TypeError):
-            return "not a request id issued by this API (bad encoding)"
+        parts = _payload_and_mac(request_id)
+        if isinstance(parts, str):
+            return parts
+        payload, mac = parts
         if not (hmac.compare_digest(mac, self._mac(payload, user_id))
                 or hmac.compare_digest(mac, self._mac(payload, None))):  # served without a user id
             return "does not verify for this user_id (forged, altered or issued to another user)"
@@ -106,13 +103,24 @@ def names_campaign_list(request_id: str) -> bool:
     the API verified it when it accepted the event). Lists served without a campaign are never
     published on ``served``, so feedback naming one can never be attributed and is not parked. An id
     of another form (a shop's own producer) counts as a campaign list: it may still arrive."""
-    parts = request_id.split(".")
-    if len(parts) != 3 or parts[0] != _VERSION or len(request_id) > 1024:
+    parts = _payload_and_mac(request_id)
+    if isinstance(parts, str):
         return True
     try:
-        return bool(_dec.decode(_unb64(parts[1]))[0])
-    except (ValueError, TypeError, msgspec.DecodeError):
+        return bool(_dec.decode(parts[0])[0])
+    except msgspec.DecodeError:
         return True
+
+
+def _payload_and_mac(request_id: str) -> tuple[bytes, bytes] | str:
+    """The decoded payload and MAC of a request id of this API's form (not verified); else why not."""
+    parts = request_id.split(".")
+    if len(parts) != 3 or parts[0] != _VERSION or len(request_id) > 1024:
+        return "not a request id issued by this API (use the request_id of a served list)"
+    try:
+        return _unb64(parts[1]), _unb64(parts[2])
+    except (ValueError, TypeError):
+        return "not a request id issued by this API (bad encoding)"
 
 
 def load_request_secret(configured: str | None, state_dir: Path) -> bytes:

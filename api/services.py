@@ -155,6 +155,9 @@ class Services:
         return out[:n]
 
     def close(self) -> None:
+        tables = (self.topn, self.catalog, self.item_links, self.flow_stats, self.window_table)
+        for table in tables:  # all at once: each may be waiting on a broker that does not answer
+            table.request_stop()
         self.topn.stop()
         self.catalog.stop()
         self.item_links.stop()

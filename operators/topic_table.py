@@ -160,8 +160,14 @@ class TopicTable:
         """True once everything written before ``start`` has been read."""
         return self._caught_up.wait(timeout_s)
 
+    def request_stop(self) -> None:
+        """Ask the reader thread to stop, without waiting (``stop`` waits): a process stopping several
+        readers asks them all first, so readers blocked on a broker that does not answer end together."""
+        self._stop.set()
+
     def stop(self) -> None:
-        """Stop the reader thread; close the serving store (its offsets are already written)."""
+        """Stop the reader thread (waiting up to 5 s for it); close the serving store (its offsets are
+        already written)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
@@ -179,10 +185,10 @@ class TopicTable:
                 self._consume()
             except KafkaException as exc:  # the broker is down or slow: one line, not a traceback per retry
                 log.warning("reader of %s: %s; retrying in 1 s", self.topic, exc)
-                time.sleep(1.0)
+                self._stop.wait(1.0)
             except Exception:
                 log.exception("reader of %s failed; retrying in 1 s", self.topic)
-                time.sleep(1.0)
+                self._stop.wait(1.0)
 
     def _consume(self) -> None:
         parts = topic_partitions(self.brokers, self.topic)
