@@ -12,7 +12,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from flows.stop import STOP_REQUESTED, interrupt
+from flows.stop import STOP_REQUESTED, handle_stop_signals
 
 if TYPE_CHECKING:
     import typer
@@ -44,7 +44,7 @@ def main() -> None:
     message and exit status 2, not a traceback. So is a Ctrl-C that no command handles itself (e.g.
     while the commands are still being loaded): ``fusionrec: interrupted``, exit status 130, or 0
     for the commands that run until Ctrl-C (``run``, ``broker``)."""
-    signal.signal(signal.SIGINT, interrupt)  # a Ctrl-C from the first moment is marked (flows/stop.py)
+    handle_stop_signals((signal.SIGINT,))  # a Ctrl-C from the first moment is marked (flows/stop.py)
     try:
         _main()
     except KeyboardInterrupt:

@@ -22,7 +22,7 @@ from typing import Annotated
 import typer
 
 from flows.cli import app
-from flows.stop import STOP_REQUESTED, STOP_SIGNALS, check_stop, deferred_interrupts, interrupt
+from flows.stop import STOP_REQUESTED, STOP_SIGNALS, check_stop, deferred_interrupts, handle_stop_signals
 from flows.supervisor import Supervisor
 from models.errors import ModelFitError
 from operators.broker import (
@@ -63,7 +63,7 @@ def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1", *
     """
     _settings()
     b = LocalBroker(port)
-    handlers = signal.signal(signal.SIGINT, interrupt), signal.signal(signal.SIGTERM, interrupt)  # SIGTERM = Ctrl-C
+    handlers = handle_stop_signals((signal.SIGINT, signal.SIGTERM))  # SIGTERM = Ctrl-C
     try:
         try:
             with deferred_interrupts():
@@ -84,8 +84,8 @@ def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1", *
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         b.stop()
-        signal.signal(signal.SIGINT, handlers[0])
-        signal.signal(signal.SIGTERM, handlers[1])
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
 @app.command("topics")
@@ -366,7 +366,7 @@ def run_cmd(
     (the previous run's are kept as ``*.log.1``). It starts nothing (exit status 2) when the broker or
     the API port is already taken, e.g. by another ``fusionrec run``.
     """
-    handlers = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
+    handlers = handle_stop_signals(STOP_SIGNALS)
     brokers: list[LocalBroker] = []
     children: list[subprocess.Popen[bytes]] = []
     try:  # from the first line: a Ctrl-C while the options are checked is a clean stop too

@@ -41,6 +41,17 @@ def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
 
+def handle_stop_signals(signals: tuple[signal.Signals, ...]) -> dict[signal.Signals, object]:
+    """Make ``interrupt`` the handler of each of ``signals`` that the process does not ignore, and return
+    the handlers it replaced (to restore them). A signal inherited as ignored stays ignored, as Python
+    leaves it: a command started in the background by a shell without job control, or SIGHUP under nohup."""
+    replaced: dict[signal.Signals, object] = {}
+    for sig in signals:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            replaced[sig] = signal.signal(sig, interrupt)
+    return replaced
+
+
 def check_stop() -> None:
     """Raise KeyboardInterrupt when a stop was asked for (its exception may have been lost on the way).
 
