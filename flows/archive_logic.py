@@ -27,7 +27,6 @@ from flows.source import (
     OffsetReset,
     PartitionWake,
 )
-from operators.kafka import TAIL_FETCH_WAIT_MS
 from operators.lake.schema import catalog_table, events_table
 from operators.lake.store import LakePartition, read_manifest
 from operators.offset_guard import OffsetPolicy
@@ -57,7 +56,7 @@ class LakeSource(AssignedKafkaSource):
     def __init__(self, brokers: list[str], topics: dict[str, str], lake_dir: str, *, batch_size: int = 2000,
                  offset_policy: OffsetPolicy = "earliest") -> None:
         super().__init__(brokers, list(topics), tail=True, starting_offset=OFFSET_BEGINNING, batch_size=batch_size,
-                         raise_on_errors=False, add_config={"fetch.wait.max.ms": str(TAIL_FETCH_WAIT_MS), "statistics.interval.ms": "0"})
+                         raise_on_errors=False, add_config={"fetch.wait.max.ms": "20", "statistics.interval.ms": "0"})
         self.tables = topics  # topic -> lake table
         self.lake_dir = lake_dir
         self.offset_policy = offset_policy

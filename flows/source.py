@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError as ConfluentKafkaError
 from prometheus_client import Counter
 
 from flows.routing import parse_part_name, partition_key, source_part_name
-from operators.kafka import TAIL_FETCH_WAIT_MS, topic_partitions
+from operators.kafka import topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, OffsetGuard, OffsetPolicy
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import DeadLetter, Event
@@ -36,7 +36,7 @@ FLOW_OFFSET_BEYOND_END = Counter(
 RocksDB (``meta:offset_resets``)."""
 
 
-GUARDED_CONSUMER_CONFIG = {"fetch.wait.max.ms": str(TAIL_FETCH_WAIT_MS), "statistics.interval.ms": "0",
+GUARDED_CONSUMER_CONFIG = {"fetch.wait.max.ms": "20", "statistics.interval.ms": "0",
                            "topic.metadata.refresh.interval.ms": "5000", "enable.partition.eof": "false"}
 """Consumer settings of a ``GuardedPartition`` (the realtime and the archiving flow)."""
 
@@ -162,7 +162,7 @@ class ResumingKafkaSource(AssignedKafkaSource):
         self.also = dict(also or {})
         super().__init__(brokers, [topic, *self.also], tail=tail, starting_offset=OFFSET_BEGINNING,
                          batch_size=batch_size, raise_on_errors=False,
-                         add_config={"fetch.wait.max.ms": str(TAIL_FETCH_WAIT_MS), "statistics.interval.ms": "0"})
+                         add_config={"fetch.wait.max.ms": "20", "statistics.interval.ms": "0"})
         self.state_dir = Path(state_dir)
         self.topic = topic
         self.offset_policy = offset_policy

@@ -101,17 +101,6 @@ def ensure_topics(brokers: str, topics: list[TopicSpec], timeout_s: float = 15.0
         time.sleep(0.05)
 
 
-TAIL_FETCH_WAIT_MS = 100
-"""``fetch.wait.max.ms`` of the consumers that tail a topic (the flows' sources, the API's readers): how
-long the broker may hold a fetch while nothing new has arrived. At 10-20 ms every idle reader made the
-broker answer ~50-100 empty fetches a second: the broker of an idle ``fusionrec run`` (50 events/s) used
-65 % of a core, 27 % at 100 ms and 12 % at 500 ms. The broker answers a plain produce at once (long
-polling: 4-13 ms from produce to consume at 10, 100 and 500 ms), but the wait still adds to event ->
-visible latency (the flow's transactional writes appear not to wake a waiting fetch): p50 / p99 101 / 198 ms at 10 ms, 152 / 205 ms at 100 ms, 453 / 497 ms at 500 ms
-(``bench/stream.py --quick --model covisit --synthetic``). Readers that stop at the log's end
-(``confirmed_ends``) keep a short wait: their end-of-partition answer waits for it."""
-
-
 def topic_partitions(brokers: str, topic: str, timeout_s: float = 10.0) -> list[int]:
     md = AdminClient({"bootstrap.servers": brokers}).list_topics(topic, timeout=timeout_s)
     return sorted(md.topics[topic].partitions)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from operators.kafka import TAIL_FETCH_WAIT_MS, PatientEnds, topic_partitions
+from operators.kafka import PatientEnds, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from state.serving import ServingStore
 
@@ -194,7 +194,7 @@ class TopicTable:
         parts = topic_partitions(self.brokers, self.topic)
         end = self._ends.ends(self.brokers, self.topic)
         c = Consumer({"bootstrap.servers": self.brokers, "group.id": f"fusionrec-{self.reader}-{self.topic}",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": TAIL_FETCH_WAIT_MS, "fetch.error.backoff.ms": 10,
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
                       "max.partition.fetch.bytes": FETCH_BYTES, "error_cb": self._on_error})
         stored = self.store.offsets() if self.store is not None else self.start_offsets
         offsets = {p: stored.get(p, 0) for p in parts}
