@@ -81,8 +81,7 @@ def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1", *
     except KeyboardInterrupt:
         pass  # Ctrl-C or SIGTERM: stop the broker, exit 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_stop_signals()
         b.stop()
         for sig, handler in handlers.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
@@ -322,6 +321,12 @@ def _child(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
                             preexec_fn=die_with_parent)
 
 
+def _ignore_stop_signals() -> None:
+    """From the start of a clean stop: a second Ctrl-C or SIGTERM must not cut it short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
     for p in reversed(children):
         if p.poll() is None:
@@ -383,26 +388,20 @@ def run_cmd(
             raise typer.Exit(2)
         _run(port, api_port, workers, history, rate, seed, replay, replay_format, replay_limit, var, model,
              train_seconds, trainer_every, children, brokers)
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean stop short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        handlers.clear()  # and none until the process has exited
-        typer.echo("stopping...")
     except (PortInUseError, BrokerStartError) as exc:  # e.g. the port was taken between the check and the start
         typer.echo(f"fusionrec run: {exc}", err=True)
         raise typer.Exit(2) from None
-    except Exception as exc:
-        if not STOP_REQUESTED.is_set() or isinstance(exc, typer.Exit):
+    except BaseException as exc:
+        # a Ctrl-C, or an error it surfaced as once a stop was asked for: confluent-kafka's flush drops the
+        # KeyboardInterrupt and fails with "SystemError: ... returned NULL without setting an exception"
+        surfaced = STOP_REQUESTED.is_set() and isinstance(exc, Exception) and not isinstance(exc, typer.Exit)
+        if not (isinstance(exc, KeyboardInterrupt) or surfaced):
             raise
-        # the Ctrl-C surfaced as another error: confluent-kafka's flush drops the KeyboardInterrupt and fails
-        # with "SystemError: ... returned NULL without setting an exception"
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        handlers.clear()
+        _ignore_stop_signals()
+        handlers.clear()  # and none until the process has exited
         typer.echo("stopping...")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean stop short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_stop_signals()
         _stop_all(children)
         for b in brokers:
             b.stop()
