@@ -45,6 +45,7 @@ from models.persistence import load_model_dir, save_model_dir
 from models.ragged_topk import top_per_row
 from models.session_index import check_histories
 from models.sparse_pairs import history_pair_sums, pair_values
+from models.tree_ensemble import TreeEnsemble
 
 logger = logging.getLogger(__name__)
 
@@ -545,6 +546,7 @@ class SessionFusion:
             self.ranker_ = lgb.train(self._ranker_params(), data, callbacks=[advance])
         finally:
             bar.close()
+        self.ranker_trees_ = TreeEnsemble.from_booster(self.ranker_)
         self.ranker_recall_ = float(positive.mean())
         clock.done(f"ranker trained on {int(keep.sum())} candidate rows (pool recall {self.ranker_recall_:.3f})")
         self.knn_ = [create_model(name, **p).fit(log) for name, p in knn_params.items()]
@@ -629,7 +631,7 @@ class SessionFusion:
         if not len(rows):
             return ids, scores
         # ranker scores closer than 1e-3 are ties (noise of a small or saturated ranker): EMDE orders them
-        s = np.round(self.ranker_.predict(x, num_threads=self.n_threads), 3)
+        s = np.round(self.ranker_trees_.predict(x), 3)  # = ranker_.predict(x), bit for bit
         if exclude_seen:
             lens = np.diff(histories.indptr)
             seen = np.unique(np.repeat(np.arange(q, dtype=np.int64), lens) * self.n_items_ + items)
@@ -706,6 +708,7 @@ class SessionFusion:
         if model.ranker_.feature_name() != model._feature_names(names):
             raise ModelFormatError(f"{path / 'ranker.txt'}: its features {model.ranker_.feature_name()} are not this "
                                    f"fusionrec's {model._feature_names(names)}: train it again")
+        model.ranker_trees_ = TreeEnsemble.from_booster(model.ranker_)
         model.n_items_, model.knn_names_, model.ranker_recall_ = n, names, recall
         return model
 

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from models.base import Histories
 from models.emde.neighbours import expand_to_neighbours
 from models.emde.sketch import history_sketches, history_weights, last_item_sketches
+from models.jit import njit_cached
 
 __all__ = ["SketchLayout", "ITEM_VIEWS"]
 
@@ -120,7 +121,7 @@ class SketchLayout:
         """
         ts = histories.ts if self.time_unit == "seconds" else None
         weights = history_weights(histories.indptr, ts, self.alpha, self.decay_w)
-        blocks = [sp.csr_array((histories.n_queries, self.input_dim), dtype=np.float32)]
+        blocks: list[tuple[int, sp.csr_array]] = []
         for view in self.views if views is None else views:
             cols = item_cols + self.offset(view)
             if view == "session":
@@ -156,11 +157,9 @@ class SketchLayout:
             else:
                 raise ValueError(f"unknown view {view!r}; expected session, past, last, knn:session, "
                                  f"knn:last or type:<name>")
-            blocks.append(m)
-        out = blocks[0]
-        for m in blocks[1:]:
-            out = out + m
-        return sp.csr_array(out, dtype=np.float32)
+            blocks.append((self.offset(view), sp.csr_array(m, dtype=np.float32)))
+        return _join_views([m for _, m in sorted(blocks, key=lambda b: b[0])], histories.n_queries,
+                           self.input_dim)
 
     def normalise(self, raw: sp.csr_array | NDArray[np.floating]) -> sp.csr_array:
         """Scale every view (``norm="view"``) or every depth row of every view (``norm="row"``) of
@@ -241,3 +240,39 @@ class SketchLayout:
                    decay_w=float(d["decay_w"]), time_unit=str(d["time_unit"]),
                    event_types=tuple(d["event_types"]), norm=str(d.get("norm", "view")),
                    row_widths=tuple(int(w) for w in d.get("row_widths", ())))
+
+
+def _join_views(blocks: list[sp.csr_array], n_queries: int, input_dim: int) -> sp.csr_array:
+    """One CSR matrix from per-view blocks whose columns lie in disjoint, increasing ranges
+    (each block holds one view, in column order): every row is its blocks' rows concatenated,
+    so the result is canonical when every block is."""
+    canonical = all(m.has_canonical_format for m in blocks)
+    if not blocks:
+        return sp.csr_array((n_queries, input_dim), dtype=np.float32)
+    counts = [np.diff(m.indptr) for m in blocks]
+    indptr = np.zeros(n_queries + 1, np.int64)
+    np.cumsum(np.sum(counts, axis=0), out=indptr[1:])
+    indices = np.empty(int(indptr[-1]), np.int32)
+    data = np.empty(int(indptr[-1]), np.float32)
+    start = indptr[:-1].copy()
+    for m in blocks:
+        _append_rows(m.indptr.astype(np.int64, copy=False), m.indices.astype(np.int32, copy=False),
+                     m.data.astype(np.float32, copy=False), start, indices, data)
+    out = sp.csr_array((data, indices, indptr), shape=(n_queries, input_dim))
+    if canonical:
+        out.has_sorted_indices = True
+        out.has_canonical_format = True
+    return out
+
+
+@njit_cached(nogil=True)
+def _append_rows(indptr: NDArray[np.int64], indices: NDArray[np.int32], data: NDArray[np.float32],
+                 start: NDArray[np.int64], out_indices: NDArray[np.int32], out_data: NDArray[np.float32]) -> None:
+    """Copy every row of one CSR block to ``start[row]`` of the output and advance ``start``."""
+    for r in range(len(indptr) - 1):
+        at = start[r]
+        for j in range(indptr[r], indptr[r + 1]):
+            out_indices[at] = indices[j]
+            out_data[at] = data[j]
+            at += 1
+        start[r] = at

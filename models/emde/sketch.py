@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from models.jit import njit_cached
+
 __all__ = [
     "item_columns",
     "decay_factor",
@@ -189,15 +191,83 @@ def history_sketches(
 
     Returns
     -------
-    csr_array of shape (n_queries, sketch_dim), float32, duplicates summed.
+    csr_array of shape (n_queries, sketch_dim), float32, in canonical form (columns sorted,
+    duplicates summed). Each history's sums run in float64 over its events in order and are
+    rounded once, so a history's sketch does not depend on the batch it is built in (a compiled
+    kernel; the stream's recomputation and the training batches share it).
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` does not have one entry per event or an item lies outside ``item_cols``.
     """
     indptr = np.asarray(indptr, dtype=np.int64)
-    depth = item_cols.shape[1]
-    cols = item_cols[np.asarray(items, dtype=np.int64)].ravel()  # row-major already: build CSR directly
-    w = np.ones(len(items), np.float32) if weights is None else np.asarray(weights, np.float32)
-    m = sp.csr_array((np.repeat(w, depth), cols, (indptr - indptr[0]) * depth), shape=(len(indptr) - 1, sketch_dim))
-    m.sum_duplicates()
+    q = len(indptr) - 1
+    cols = np.ascontiguousarray(item_cols, dtype=np.int32)
+    its = np.ascontiguousarray(items, dtype=np.int64)
+    w = np.ones(len(its), np.float32) if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
+    if len(w) != len(its):
+        raise ValueError(f"weights must have one entry per event ({len(its)}); got {len(w)}")
+    n_events = int(indptr[-1] - indptr[0])
+    if n_events and (its.min() < 0 or its.max() >= cols.shape[0]):
+        raise ValueError(f"item indices must lie in [0, {cols.shape[0]})")
+    out_ptr = np.zeros(q + 1, np.int64)
+    out_cols = np.empty(n_events * cols.shape[1], np.int32)
+    out_vals = np.empty(n_events * cols.shape[1], np.float32)
+    if q:
+        _history_sketch_kernel(cols, indptr, its, w, sketch_dim, out_ptr, out_cols, out_vals)
+    nnz = int(out_ptr[-1])
+    m = sp.csr_array((out_vals[:nnz], out_cols[:nnz], out_ptr), shape=(q, sketch_dim))
+    m.has_sorted_indices = True
+    m.has_canonical_format = True
     return m
+
+
+@njit_cached(nogil=True)
+def _history_sketch_kernel(item_cols: NDArray[np.int32], indptr: NDArray[np.int64], items: NDArray[np.int64],
+                           weights: NDArray[np.float32], sketch_dim: int, out_ptr: NDArray[np.int64],
+                           out_cols: NDArray[np.int32], out_vals: NDArray[np.float32]) -> None:
+    """Scatter-add each history's item columns into a float64 row (events in order), then write
+    the row's touched columns sorted, their sums rounded once to float32: a history's sketch does
+    not depend on the batch it is built in."""
+    depth = item_cols.shape[1]
+    acc = np.zeros(sketch_dim, np.float64)
+    hit = np.zeros(sketch_dim, np.bool_)
+    touched = np.empty(max(1, out_cols.shape[0]), np.int64)
+    nnz = 0
+    base = indptr[0]
+    for a in range(len(indptr) - 1):
+        n_t = 0
+        lo, hi = sketch_dim, -1
+        for e in range(indptr[a] - base, indptr[a + 1] - base):
+            it, wt = items[e], np.float64(weights[e])
+            for d in range(depth):
+                c = item_cols[it, d]
+                acc[c] += wt
+                if not hit[c]:
+                    hit[c] = True
+                    touched[n_t] = c
+                    n_t += 1
+                    lo = min(lo, c)
+                    hi = max(hi, c)
+        if n_t * 16 < hi - lo + 1:  # few columns: sort them; many: read the touched span in order
+            cs = np.sort(touched[:n_t])
+            for j in range(n_t):
+                c = cs[j]
+                out_cols[nnz] = c
+                out_vals[nnz] = np.float32(acc[c])
+                acc[c] = 0.0
+                hit[c] = False
+                nnz += 1
+        else:
+            for c in range(lo, hi + 1):
+                if hit[c]:
+                    out_cols[nnz] = c
+                    out_vals[nnz] = np.float32(acc[c])
+                    acc[c] = 0.0
+                    hit[c] = False
+                    nnz += 1
+        out_ptr[a + 1] = nnz
 
 
 def last_item_sketches(item_cols: NDArray[np.integer], indptr: NDArray[np.int64],
