@@ -636,13 +636,11 @@ class SessionFusion:
             lens = np.diff(histories.indptr)
             seen = np.unique(np.repeat(np.arange(q, dtype=np.int64), lens) * self.n_items_ + items)
             s[np.isin(rows * self.n_items_ + cand, seen)] = -np.inf
-        order = np.lexsort((cand, -x[:, 0], -s, rows))  # by query, best first; ties by EMDE, then item index
-        rows, cand, s = rows[order], cand[order], s[order]
-        start = np.searchsorted(rows, np.arange(q))
-        rank = np.arange(len(rows)) - start[rows]
-        ok = (rank < n) & np.isfinite(s)
-        ids[rows[ok], rank[ok]] = cand[ok]
-        scores[rows[ok], rank[ok]] = (1.0 / (1.0 + np.exp(-s[ok]))).astype(np.float32)
+        sel, rank = top_per_row(rows, [-s, -x[:, 0], cand], n)  # best first; ties by EMDE, then item index
+        ok = np.isfinite(s[sel])
+        sel, rank = sel[ok], rank[ok]
+        ids[rows[sel], rank] = cand[sel]
+        scores[rows[sel], rank] = (1.0 / (1.0 + np.exp(-s[sel]))).astype(np.float32)
         return ids, scores
 
     def similar_items(self, item_idx: NDArray[np.int32], n: int = 20

@@ -51,6 +51,43 @@ def _history_sums_kernel(indptr, indices, data, h_ptr, h_items, h_w, rows, cols,
         out[p] = s
 
 
+@njit_cached(parallel=True)
+def _history_sums_sorted_kernel(indptr, indices, data, h_ptr, h_items, h_w, starts, cols, out) -> None:  # noqa: ANN001
+    """:func:`_history_sums_kernel` for pairs sorted by row, then column: each history item's matrix
+    row is searched from where the previous (smaller) column was found, galloping forward."""
+    for q in numba.prange(len(starts) - 1):
+        p0, p1 = starts[q], starts[q + 1]
+        if p0 == p1:
+            continue
+        for p in range(p0, p1):
+            out[p] = np.float32(0.0)
+        for j in range(h_ptr[q], h_ptr[q + 1]):
+            r, w = h_items[j], h_w[j]
+            lo, end = indptr[r], indptr[r + 1]
+            for p in range(p0, p1):
+                c = cols[p]
+                step = 1  # gallop: find a bound hi with indices[hi] >= c, then bisect [lo, hi]
+                hi = lo
+                while hi < end and indices[hi] < c:
+                    lo = hi + 1
+                    hi = hi + step
+                    step *= 2
+                if hi > end:
+                    hi = end
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if indices[mid] < c:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                v = np.float32(0.0)
+                if lo < end and indices[lo] == c:
+                    v = data[lo]
+                out[p] += w * v
+                if lo >= end:
+                    break
+
+
 def _canonical(m: sp.csr_array) -> tuple[NDArray[np.integer], NDArray[np.integer], NDArray[np.float32]]:
     """``(indptr, indices, data)`` with sorted, distinct indices per row; no copy when ``m`` has them."""
     if not m.has_canonical_format:
@@ -107,7 +144,14 @@ def history_pair_sums(m: sp.csr_array, weights: sp.csr_array, rows: NDArray[np.i
         raise ValueError(f"rows must lie in [0, {weights.shape[0]})")
     _check(m, np.zeros(0, np.int64), cols)
     out = np.zeros(len(rows), np.float32)
-    if len(rows):
+    if not len(rows):
+        return out
+    d_rows, d_cols = np.diff(rows), np.diff(cols)
+    if ((d_rows > 0) | ((d_rows == 0) & (d_cols >= 0))).all():  # sorted pairs (the fusion's pools)
+        starts = np.searchsorted(rows, np.arange(weights.shape[0] + 1))
+        with PARALLEL_LAUNCH:
+            _history_sums_sorted_kernel(*_canonical(m), *_canonical(weights), starts, cols, out)
+    else:
         with PARALLEL_LAUNCH:
             _history_sums_kernel(*_canonical(m), *_canonical(weights), rows, cols, out)
     return out

@@ -182,21 +182,19 @@ class SketchLayout:
         if m.shape[1] != self.input_dim:
             raise ValueError(f"input sketches must have {self.input_dim} columns; got {m.shape[1]}")
         m.sum_duplicates()
-        m.eliminate_zeros()
-        rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
         if self.norm == "view":
-            n_units, unit = len(self.views), m.indices // self.view_dim
+            bounds = np.array([self.view_dim], np.int64)
         else:  # every depth row of every view
-            bounds = np.cumsum(self.row_widths)
-            per_view = len(self.row_widths)
-            n_units = len(self.views) * per_view
-            unit = (m.indices // self.view_dim) * per_view + np.searchsorted(
-                bounds, m.indices % self.view_dim, side="right")
-        key = rows * n_units + unit
-        sq = np.bincount(key, weights=m.data.astype(np.float64) ** 2, minlength=m.shape[0] * n_units)
-        norm = np.sqrt(sq[key])
-        m.data = (m.data / np.where(norm > 0, norm, 1.0)).astype(np.float32)
-        return m
+            bounds = np.cumsum(self.row_widths).astype(np.int64)
+        indptr = np.zeros(m.shape[0] + 1, np.int64)
+        indices = np.empty(m.nnz, np.int32)
+        data = np.empty(m.nnz, np.float32)
+        _normalise_kernel(m.indptr.astype(np.int64, copy=False), m.indices.astype(np.int32, copy=False),
+                          m.data, self.view_dim, bounds, indptr, indices, data)
+        out = sp.csr_array((data[:indptr[-1]], indices[:indptr[-1]], indptr), shape=m.shape)
+        out.has_sorted_indices = True
+        out.has_canonical_format = True
+        return out
 
     def input_sketches(self, item_cols: NDArray[np.int32], histories: Histories,
                        neighbours: sp.csr_array | None = None) -> sp.csr_array:
@@ -276,3 +274,39 @@ def _append_rows(indptr: NDArray[np.int64], indices: NDArray[np.int32], data: ND
             out_data[at] = data[j]
             at += 1
         start[r] = at
+
+
+@njit_cached(nogil=True)
+def _normalise_kernel(indptr: NDArray[np.int64], indices: NDArray[np.int32], data: NDArray[np.float32],
+                      view_dim: int, bounds: NDArray[np.int64], out_ptr: NDArray[np.int64],
+                      out_indices: NDArray[np.int32], out_data: NDArray[np.float32]) -> None:
+    """Drop zeros and scale each unit (a view, or a depth row of a view: ``bounds`` are the units'
+    ends within a view) of each canonical CSR row to unit L2 norm: squares summed in float64 in
+    column order, each value divided in float64 and rounded once to float32."""
+    nnz = 0
+    for r in range(len(indptr) - 1):
+        j, end = indptr[r], indptr[r + 1]
+        view, u = -1, 0
+        while j < end:  # one run of entries per unit; columns are sorted, so units only grow
+            c = indices[j]
+            if c // view_dim != view:
+                view, u = c // view_dim, 0
+            while c % view_dim >= bounds[u]:
+                u += 1
+            stop = (view * view_dim + bounds[u])  # the unit's first column past its end
+            k = j
+            sq = 0.0
+            while k < end and indices[k] < stop:
+                x = np.float64(data[k])
+                sq += x * x
+                k += 1
+            norm = np.sqrt(sq)
+            if norm <= 0.0:
+                norm = 1.0
+            for i in range(j, k):
+                if data[i] != 0:
+                    out_indices[nnz] = indices[i]
+                    out_data[nnz] = np.float32(np.float64(data[i]) / norm)
+                    nnz += 1
+            j = k
+        out_ptr[r + 1] = nnz

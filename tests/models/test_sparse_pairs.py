@@ -48,3 +48,21 @@ def test_lookups_refuse_indices_outside_the_matrix() -> None:
     with pytest.raises(ValueError, match="one length"):
         history_pair_sums(m, sp.csr_array((2, 4), dtype=np.float32), np.array([0, 1]), np.array([0]))
     assert pair_values(m, np.array([], np.int64), np.array([], np.int64)).shape == (0,)
+
+
+def test_history_pair_sums_of_sorted_pairs_equal_the_sparse_product() -> None:
+    """Pairs sorted by query then column (the fusion's pools) take the galloping kernel: same bits."""
+    rng = np.random.default_rng(2)
+    m = _random_csr(rng, 300, 0.3)
+    q = 40
+    lens = rng.integers(0, 12, q)
+    qrows = np.repeat(np.arange(q), lens)
+    w = sp.csr_array((rng.random(len(qrows)).astype(np.float32), (qrows, rng.integers(0, 300, len(qrows)))),
+                     shape=(q, 300))
+    keys = np.unique(rng.integers(0, q * 300, 4000))
+    rows, cols = keys // 300, keys % 300
+    cols[rows == 3] = 299  # a run of one repeated column, past every row's last entry
+    order = np.lexsort((cols, rows))
+    rows, cols = rows[order], cols[order]
+    want = np.asarray((w @ m)[rows, cols], dtype=np.float32).ravel()
+    np.testing.assert_array_equal(history_pair_sums(m, w, rows, cols), want)
