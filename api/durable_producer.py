@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
-from operators.kafka import make_producer
+from operators.kafka import client_config, make_producer
 
 __all__ = ["BrokerUnavailable", "DurableProducer"]
 
@@ -75,7 +75,7 @@ class DurableProducer:
         self.brokers, self.ack_timeout_s, self.probe_every_s = brokers, ack_timeout_s, probe_every_s
         self.down_after_probes, self._clock = max(1, down_after_probes), clock
         self.producer = make_producer(brokers, **{"message.timeout.ms": max(int(ack_timeout_s * 1000), 1000)})
-        self._admin = AdminClient({"bootstrap.servers": brokers})
+        self._admin = AdminClient(client_config(brokers))  # long-lived: each probe also serves its log lines
         self.broker_up = True
         self.failed_probes = 0
         self._failing_since_s: float | None = None  # start of the first failed probe of the run
@@ -158,6 +158,7 @@ class DurableProducer:
             ok = True
         except KafkaException:
             ok = False
+        self._admin.poll(0)  # its librdkafka lines go to Python logging here (else they pile up in its queue)
         self._probed(ok, started)
 
     def _probed(self, ok: bool, started: float) -> None:

@@ -43,7 +43,7 @@ from api.feedback import FeedbackFold
 from api.snapshot_topic import SnapshotTopic
 from operators.attribution import REQUEST_TYPE, Impression
 from operators.ids import BadId, canonical_id
-from operators.kafka import PatientEnds, topic_partitions
+from operators.kafka import PatientEnds, client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import Event
@@ -230,7 +230,7 @@ class FeedbackReader:
                 self.guards[t].detected += 1
                 if self.on_beyond_end is not None:
                     self.on_beyond_end(b)
-        c = Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-api-feedback",
+        c = Consumer({**client_config(self.brokers), "group.id": "fusionrec-api-feedback",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
                       "topic.metadata.refresh.interval.ms": 5000, "error_cb": self._on_error})
         c.assign([TopicPartition(t, p, self._queued.get((t, p), OFFSET_BEGINNING)) for t, ps in parts.items() for p in ps])

@@ -39,9 +39,8 @@ from collections.abc import Callable
 
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
 
-from operators.kafka import high_watermarks, make_producer
+from operators.kafka import admin_client, client_config, high_watermarks, make_producer
 from state.bandit import ArmKey, ArmStats, BanditSnapshot
 
 __all__ = ["SnapshotHead", "SnapshotChunk", "SnapshotTopic", "HEAD_PARTITION", "CHUNK_PARTITION"]
@@ -251,7 +250,7 @@ class SnapshotTopic:
         KafkaException
             If the broker could not be asked (the caller retries: no answer is not "no snapshot").
         """
-        md = AdminClient({"bootstrap.servers": self.brokers}).list_topics(self.topic, timeout=self.timeout_s)
+        md = admin_client(self.brokers).list_topics(self.topic, timeout=self.timeout_s)
         meta = md.topics.get(self.topic)
         if meta is None or meta.error is not None or len(meta.partitions) < 2:
             log.info("no optimizer snapshot topic %s (%s)", self.topic,
@@ -273,7 +272,7 @@ class SnapshotTopic:
         return None
 
     def consumer(self) -> Consumer:
-        return Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-api-optimizer-snapshot",
+        return Consumer({**client_config(self.brokers), "group.id": "fusionrec-api-optimizer-snapshot",
                          "enable.auto.commit": False, "enable.partition.eof": True, "fetch.wait.max.ms": 10,
                          "auto.offset.reset": "error",
                          "fetch.message.max.bytes": 4 * self.chunk_bytes})

@@ -38,7 +38,6 @@ from pathlib import Path
 
 import msgspec
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from api.snapshot_topic import (
     CHUNK_PARTITION,
@@ -48,7 +47,7 @@ from api.snapshot_topic import (
     SnapshotHead,
     SnapshotTopic,
 )
-from operators.kafka import high_watermarks, make_producer
+from operators.kafka import admin_client, high_watermarks, make_producer
 from state.serving import ServingStore
 
 __all__ = ["TopnCheckpoints", "CHECKPOINT_VERSION"]
@@ -169,7 +168,7 @@ class TopnCheckpoints:
             If the broker could not be asked (the caller retries: no answer is not "no checkpoint").
         """
         t0 = time.monotonic()
-        md = AdminClient({"bootstrap.servers": self.brokers}).list_topics(self.topic, timeout=self.timeout_s)
+        md = admin_client(self.brokers).list_topics(self.topic, timeout=self.timeout_s)
         meta = md.topics.get(self.topic)
         if meta is None or meta.error is not None or len(meta.partitions) < 2:
             log.info("no user-topn checkpoint topic %s: reading %s from its start", self.topic, self.source_topic)
@@ -357,7 +356,7 @@ class TopnCheckpoints:
 
     def _newest_published_ts(self) -> float | None:
         """Publication time of the newest decodable head (0 without one; None without the topic)."""
-        md = AdminClient({"bootstrap.servers": self.brokers}).list_topics(self.topic, timeout=self.timeout_s)
+        md = admin_client(self.brokers).list_topics(self.topic, timeout=self.timeout_s)
         meta = md.topics.get(self.topic)
         if meta is None or meta.error is not None or len(meta.partitions) < 2:
             return None

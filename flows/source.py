@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError as ConfluentKafkaError
 from prometheus_client import Counter
 
 from flows.routing import parse_part_name, partition_key, source_part_name
-from operators.kafka import topic_partitions
+from operators.kafka import client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, OffsetGuard, OffsetPolicy
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import DeadLetter, Event
@@ -74,7 +74,7 @@ class GuardedPartition(StatefulSourcePartition):
                  policy: OffsetPolicy, add_config: dict[str, str]) -> None:
         self.topic, self.partition, self.batch_size, self.policy = topic, partition, batch_size, policy
         self.guard = OffsetGuard(",".join(brokers), topic, policy)
-        cfg: dict[str, object] = {"bootstrap.servers": ",".join(brokers), "group.id": "BYTEWAX_IGNORED",
+        cfg: dict[str, object] = {**client_config(",".join(brokers)), "group.id": "BYTEWAX_IGNORED",
                                   "enable.auto.commit": "false", "error_cb": self._on_error, **add_config}
         self.consumer = Consumer(cfg)
         self.next_offset = start if start is not None else 0

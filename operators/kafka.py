@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from operators.kafka_log import KAFKA_LOG
 from operators.settings import KafkaSettings
 
-__all__ = ["TopicSpec", "producer_config", "make_producer", "ensure_topics", "high_watermarks",
-           "confirmed_ends", "topic_partitions", "platform_topics", "PatientEnds"]
+__all__ = ["TopicSpec", "client_config", "admin_client", "producer_config", "make_producer", "ensure_topics",
+           "high_watermarks", "confirmed_ends", "topic_partitions", "platform_topics", "PatientEnds"]
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +46,33 @@ def platform_topics(kafka: KafkaSettings) -> list[TopicSpec]:
     ]
 
 
-def producer_config(brokers: str, **overrides: str | int) -> dict[str, str | int]:
+def client_config(brokers: str) -> dict[str, object]:
+    """Settings every librdkafka client of ours (producer, consumer, admin) starts from: the
+    bootstrap servers, and librdkafka's log lines through :data:`operators.kafka_log.KAFKA_LOG`
+    (Python logging, a repeated line at most once a minute) instead of straight to stderr, where a
+    broker that is down made each client write one line per reconnect, ~20 a second (issue 14)."""
+    return {"bootstrap.servers": brokers, "logger": KAFKA_LOG}
+
+
+def admin_client(brokers: str) -> AdminClient:
+    """A new admin client with :func:`client_config`, for one metadata request or topic creation.
+
+    It is never polled, so it logs nothing: the ``KafkaException`` its call raises is the report
+    (each caller retries and logs it). Short-lived on purpose: a long-lived client may keep
+    metadata of a topic that was since recreated (``operators/offset_guard.py``).
+    """
+    return AdminClient(client_config(brokers))
+
+
+def producer_config(brokers: str, **overrides: object) -> dict[str, object]:
     """librdkafka producer settings: Java-compatible murmur2 partitioner, small linger, no compression.
 
     Compression is off by default: the Tansu broker (0.6) gives a compressed record batch a
     single offset, which breaks per-message offsets (checked: 1,000 lz4 messages -> log end 1).
     Pass ``**{"compression.type": "lz4"}`` for Apache Kafka.
     """
-    cfg: dict[str, str | int] = {
-        "bootstrap.servers": brokers,
+    cfg: dict[str, object] = {
+        **client_config(brokers),
         "partitioner": "murmur2_random",
         "linger.ms": 5,
         "batch.num.messages": 10000,
@@ -77,7 +96,7 @@ def ensure_topics(brokers: str, topics: list[TopicSpec], timeout_s: float = 15.0
     KafkaException
         If a topic cannot be created (other than "already exists").
     """
-    admin = AdminClient({"bootstrap.servers": brokers})
+    admin = admin_client(brokers)
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1,
                     config={"cleanup.policy": "compact"} if t.compacted else {})
@@ -102,7 +121,8 @@ def ensure_topics(brokers: str, topics: list[TopicSpec], timeout_s: float = 15.0
 
 
 def topic_partitions(brokers: str, topic: str, timeout_s: float = 10.0) -> list[int]:
-    md = AdminClient({"bootstrap.servers": brokers}).list_topics(topic, timeout=timeout_s)
+    """The partition numbers of ``topic``, asked of the broker (KafkaException without an answer)."""
+    md = admin_client(brokers).list_topics(topic, timeout=timeout_s)
     return sorted(md.topics[topic].partitions)
 
 
@@ -119,7 +139,7 @@ def high_watermarks(brokers: str, topic: str, timeout_s: float = 10.0) -> dict[i
         If the broker did not answer, or an end was not reached, within ``timeout_s`` (never a
         guess: a reader that trusted a low end would take a valid snapshot for a broken one).
     """
-    c = Consumer({"bootstrap.servers": brokers, "group.id": "fusionrec-watermarks", "enable.auto.commit": False})
+    c = Consumer({**client_config(brokers), "group.id": "fusionrec-watermarks", "enable.auto.commit": False})
     try:
         reported = {}
         for p in topic_partitions(brokers, topic, timeout_s):
@@ -170,7 +190,7 @@ def confirmed_ends(brokers: str, topic: str, reported: dict[int, int], timeout_s
     """
     if not reported:
         return {}
-    c = Consumer({"bootstrap.servers": brokers, "group.id": "fusionrec-watermarks", "enable.auto.commit": False,
+    c = Consumer({**client_config(brokers), "group.id": "fusionrec-watermarks", "enable.auto.commit": False,
                   "fetch.wait.max.ms": 10, "enable.partition.eof": True})
     try:
         c.assign([TopicPartition(topic, p, max(off, 0)) for p, off in reported.items()])

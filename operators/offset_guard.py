@@ -22,7 +22,7 @@ from typing import Literal
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from operators.kafka import confirmed_ends
+from operators.kafka import client_config, confirmed_ends
 
 __all__ = ["OffsetPolicy", "BeyondLogEnd", "OffsetGuard", "CONNECTION_LOST_CODES"]
 
@@ -102,7 +102,7 @@ class OffsetGuard:
         """
         self._last_check = time.monotonic()
         found = []
-        consumer = Consumer({"bootstrap.servers": self.brokers, "group.id": "fusionrec-offset-guard",
+        consumer = Consumer({**client_config(self.brokers), "group.id": "fusionrec-offset-guard",
                              "enable.auto.commit": False})
         try:
             marks: dict[int, tuple[int, int]] = {}
@@ -144,7 +144,7 @@ class OffsetGuard:
 
 def _timestamp_at(brokers: str, topic: str, partition: int, offset: int) -> int | None:
     """Kafka timestamp (ms) of the record at ``offset``, or None if it cannot be read."""
-    c = Consumer({"bootstrap.servers": brokers, "group.id": "fusionrec-offset-guard", "enable.auto.commit": False,
+    c = Consumer({**client_config(brokers), "group.id": "fusionrec-offset-guard", "enable.auto.commit": False,
                   "fetch.wait.max.ms": 10})
     try:
         c.assign([TopicPartition(topic, partition, offset)])

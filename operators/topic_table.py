@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from operators.kafka import PatientEnds, topic_partitions
+from operators.kafka import PatientEnds, client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from state.serving import ServingStore
 
@@ -193,7 +193,7 @@ class TopicTable:
     def _consume(self) -> None:
         parts = topic_partitions(self.brokers, self.topic)
         end = self._ends.ends(self.brokers, self.topic)
-        c = Consumer({"bootstrap.servers": self.brokers, "group.id": f"fusionrec-{self.reader}-{self.topic}",
+        c = Consumer({**client_config(self.brokers), "group.id": f"fusionrec-{self.reader}-{self.topic}",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
                       "max.partition.fetch.bytes": FETCH_BYTES, "error_cb": self._on_error})
         stored = self.store.offsets() if self.store is not None else self.start_offsets
