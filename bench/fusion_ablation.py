@@ -60,9 +60,10 @@ if a.fusion:
     params = {**params, **json.loads(a.fusion)}
 fus = SessionFusion(**params)
 knn_params = fus._knn_params()
-# the pair caches hold the model's feature columns: their names say which kNN, fusion parameters and
-# feature set wrote them, so a cache of an older feature set is never read by a newer model
-KT = "_" + hashlib.md5((a.knn + a.fusion + ",".join(fus._feature_names(list(knn_params)))).encode()).hexdigest()[:6]
+# the pair caches hold the model's feature columns: their names say which fusion parameters (the file's and
+# the flags') and feature set wrote them, so a cache of an older feature set is never read by a newer model
+KT = "_" + hashlib.md5((json.dumps(params, sort_keys=True) + ",".join(fus._feature_names(list(knn_params))))
+                       .encode()).hexdigest()[:6]  # every fusion parameter in use, whichever flag or file set it
 train = data.train
 inner_log, task, _ = holdout_sessions(train, frac=fus.holdout_frac, name="fusion")
 full_task = task
