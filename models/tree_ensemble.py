@@ -151,14 +151,13 @@ class TreeEnsemble:
         out = np.zeros(len(x), np.float64)
         if not len(x):
             return out
-        xt = np.ascontiguousarray(x.T)  # feature-major: a block of rows reads one feature contiguously
-        xt[np.abs(xt) <= _ZERO_THRESHOLD] = 0.0  # as LightGBM reads a dense row
+        x = np.ascontiguousarray(x)
         with PARALLEL_LAUNCH:
-            if (self.missing == 1).any() or np.isnan(xt).any():
-                _predict_missing_kernel(xt, self.roots, self.feature, self.threshold, self.missing,
+            if (self.missing == 1).any() or np.isnan(x).any():
+                _predict_missing_kernel(x, self.roots, self.feature, self.threshold, self.missing,
                                         self.default_left, self.child, self.value, out)
             else:
-                _predict_kernel(xt, self.roots, self.depths, self.feature, self.threshold32, self.child,
+                _predict_kernel(x, self.roots, self.depths, self.feature, self.threshold32, self.child,
                                 self.value, out)
         return out
 
@@ -168,9 +167,10 @@ _BLOCK = 32
 
 
 @njit_cached(parallel=True)
-def _predict_kernel(xt, roots, depths, feature, threshold32, child, value, out) -> None:  # noqa: ANN001
-    """No NaN and no zero-as-missing split: every step is ``child[2 node + (v > threshold)]``."""
-    n = xt.shape[1]
+def _predict_kernel(x, roots, depths, feature, threshold32, child, value, out) -> None:  # noqa: ANN001
+    """No NaN and no zero-as-missing split: every step is ``child[2 node + (v > threshold)]``; a block
+    of rows (a few KB) stays in cache while every tree walks it."""
+    n = x.shape[0]
     for b in numba.prange((n + _BLOCK - 1) // _BLOCK):
         lo = b * _BLOCK
         m = min(n, lo + _BLOCK) - lo
@@ -182,7 +182,10 @@ def _predict_kernel(xt, roots, depths, feature, threshold32, child, value, out) 
             for _ in range(depths[t]):
                 for j in range(m):
                     nd = nodes[j]
-                    nodes[j] = child[2 * nd + (xt[feature[nd], lo + j] > threshold32[nd])]
+                    v = x[lo + j, feature[nd]]
+                    if abs(v) <= _ZERO_THRESHOLD:  # as LightGBM reads a dense row
+                        v = np.float32(0.0)
+                    nodes[j] = child[2 * nd + (v > threshold32[nd])]
             for j in range(m):
                 acc[j] += value[nodes[j]]
         for j in range(m):
@@ -190,15 +193,17 @@ def _predict_kernel(xt, roots, depths, feature, threshold32, child, value, out) 
 
 
 @njit_cached(parallel=True)
-def _predict_missing_kernel(xt, roots, feature, threshold, missing, default_left, child, value,  # noqa: ANN001
+def _predict_missing_kernel(x, roots, feature, threshold, missing, default_left, child, value,  # noqa: ANN001
                             out) -> None:  # noqa: ANN001
     """LightGBM's ``Tree::NumericalDecision`` step by step, for rows with NaN or zero-as-missing splits."""
-    for r in numba.prange(xt.shape[1]):
+    for r in numba.prange(x.shape[0]):
         acc = 0.0
         for t in range(len(roots)):
             node = roots[t]
             while child[2 * node] != node:
-                v = np.float64(xt[feature[node], r])
+                v = np.float64(x[r, feature[node]])
+                if abs(v) <= _ZERO_THRESHOLD:
+                    v = 0.0
                 m = missing[node]
                 if np.isnan(v) and m != 2:
                     v = 0.0
