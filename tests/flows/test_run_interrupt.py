@@ -29,7 +29,9 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONREC_")}
     p = subprocess.Popen([*cmd, "run", "--port", str(port), "--api-port", str(api_port), "--var", str(tmp_path / "var"),
                           "--model", "covisit", "--history", "300", "--trainer-every", "0"],
-                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         # a terminal's Ctrl-C, even when the tests run where SIGINT is ignored (a background job)
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return p, port
 
 

@@ -40,6 +40,7 @@ def _restore_run_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def _invoke_run(tmp_path: Path) -> str:
     before = signal.getsignal(signal.SIGINT)
     flows.stop.STOP_REQUESTED.clear()  # in-process: a previous test's stop
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, even in a background job
     try:
         result = CliRunner().invoke(app, ["run", "--port", str(free_port()), "--api-port", str(free_port()),
                                           "--var", str(tmp_path / "var"), "--trainer-every", "0", "--history", "10"])
