@@ -21,15 +21,21 @@ __all__ = ["pair_values", "history_pair_sums"]
 
 
 @njit_cached(inline="always")
-def _entry(indptr: NDArray[np.int64], indices: NDArray[np.int32], data: NDArray[np.float32], r: int, c: int
-           ) -> np.float32:
-    lo, hi = indptr[r], indptr[r + 1]
+def _lower_bound(indices: NDArray[np.int32], lo: int, hi: int, c: int) -> int:
+    """The first position in ``[lo, hi)`` whose index is ``>= c`` (``hi`` if none)."""
     while lo < hi:
         mid = (lo + hi) >> 1
         if indices[mid] < c:
             lo = mid + 1
         else:
             hi = mid
+    return lo
+
+
+@njit_cached(inline="always")
+def _entry(indptr: NDArray[np.int64], indices: NDArray[np.int32], data: NDArray[np.float32], r: int, c: int
+           ) -> np.float32:
+    lo = _lower_bound(indices, indptr[r], indptr[r + 1], c)
     if lo < indptr[r + 1] and indices[lo] == c:
         return data[lo]
     return np.float32(0.0)
@@ -72,14 +78,7 @@ def _history_sums_sorted_kernel(indptr, indices, data, h_ptr, h_items, h_w, star
                     lo = hi + 1
                     hi = hi + step
                     step *= 2
-                if hi > end:
-                    hi = end
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if indices[mid] < c:
-                        lo = mid + 1
-                    else:
-                        hi = mid
+                lo = _lower_bound(indices, lo, min(hi, end), c)
                 v = np.float32(0.0)
                 if lo < end and indices[lo] == c:
                     v = data[lo]
