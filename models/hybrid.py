@@ -434,7 +434,9 @@ class SessionFusion:
         whole log, so the served EMDE has seen the newest sessions too (as the kNN models have);
         costs a second EMDE fit. False serves the EMDE fitted without the held-out sessions.
     n_threads : int, default 2
-        LightGBM threads (fixed, so results do not depend on the machine).
+        LightGBM's threads when fitting the ranker (fixed, so results do not depend on the machine).
+        Scoring walks the ranker's trees with :class:`models.tree_ensemble.TreeEnsemble` (numba's
+        threads; each row's score is the same whatever the thread count).
     random_state : int, default 0
 
     References
