@@ -47,6 +47,7 @@ from operators.kafka import PatientEnds, client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import Event
+from operators.served import served_impression
 from state.bandit import BanditSnapshot, BanditStore
 from state.codec import decode_value, encode_value
 
@@ -339,7 +340,13 @@ class FeedbackReader:
         if offset < self._stored.get(key, 0):
             return  # already in the snapshot
         served = key[0] == self.served_topic
-        if not served and not self._held and self._no_effect(k, value):
+        if served:  # a list of this API's form: one typed decode (as parse_event + impression_of would give)
+            imp = served_impression(k, value, self.rules, received_ts)
+            if imp is not None:
+                self.fold.served(imp)
+                self.offsets[key] = offset + 1
+                return
+        elif not self._held and self._no_effect(k, value):
             self.offsets[key] = offset + 1
             self.n_unparsed += 1
             return
