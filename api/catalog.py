@@ -9,8 +9,9 @@ the next request.
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,11 +37,13 @@ class CatalogView:
     hidden_attribute, in_stock_attribute, stock_attribute : str or None
         The availability rule: an item with ``hidden == true``, ``in_stock == false`` or
         ``stock <= 0`` is never served (None switches a rule off).
+    attributes_cache_items : int
+        Items whose attributes ``item_attributes`` keeps between catalog changes (LRU).
     """
 
     def __init__(self, vector_attribute: str = "vector", exclude: Iterable[str] = (), *,
                  hidden_attribute: str | None = "hidden", in_stock_attribute: str | None = "in_stock",
-                 stock_attribute: str | None = "stock") -> None:
+                 stock_attribute: str | None = "stock", attributes_cache_items: int = 20_000) -> None:
         self.vector_attribute = vector_attribute
         self.index = CatalogIndex(exclude=set(exclude) | {vector_attribute}, hidden_attribute=hidden_attribute,
                                   in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute)
@@ -51,6 +54,9 @@ class CatalogView:
         self.n_rejected = 0  # catalog messages rejected by the schema rule so far
         self.rejected: dict[str, str] = {}  # item_id -> reason, for items whose latest version was rejected
         self.version = 0  # bumped by every sync that applied a change (caches key on it)
+        self.attributes_cache_items = attributes_cache_items
+        self._attributes: OrderedDict[str, Mapping[str, Any] | None] = OrderedDict()
+        self._attributes_version = 0
 
     def on_update(self, item_id: str, item: object | None) -> None:
         """TopicTable callback (reader thread): queue the change."""
@@ -92,6 +98,24 @@ class CatalogView:
                 self.vectors.set(str(item.get("item_id", item_id)), vec)
             else:
                 self.vectors.delete(item_id)
+
+    def item_attributes(self, item_id: str) -> Mapping[str, Any] | None:
+        """``index.get(item_id)`` (the item's indexed attributes, None if unknown or deleted), kept until the
+        catalog changes: a request's ``context.item`` without rebuilding it from every column. The mapping
+        is shared by later requests: read it, never change it. Call ``sync()`` first."""
+        cache = self._attributes
+        if self._attributes_version != self.version:
+            cache.clear()
+            self._attributes_version = self.version
+        try:
+            found = cache[item_id]
+        except KeyError:
+            found = cache[item_id] = self.index.get(item_id)
+            if len(cache) > self.attributes_cache_items:
+                cache.popitem(last=False)
+            return found
+        cache.move_to_end(item_id)
+        return found
 
     def servable(self, item_ids: Sequence[str]) -> NDArray[np.bool_]:
         """Mask over ``item_ids``: False for items the catalog has deleted, hidden or marked out of stock.

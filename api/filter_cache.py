@@ -99,8 +99,11 @@ class BitmapCache:
             refs = self._refs[root] = _refs(root)
         return root, tuple(_bound(r, ctx) for r in refs)
 
-    def bitmap(self, node: p.FilterPlan | p.PlanNode, ctx: RequestContext, catalog_version: int) -> BitMap:
+    def bitmap(self, node: p.FilterPlan | p.PlanNode, ctx: RequestContext, catalog_version: int,
+               key: tuple[Hashable, tuple[Hashable, ...]] | None = None) -> BitMap:
         """``evaluate(node, index, ctx)``, reused when the catalog and the bound values are the same.
+
+        ``key``: ``self.key(node, ctx)`` when the caller has it already (not computed twice).
 
         Raises
         ------
@@ -110,7 +113,8 @@ class BitmapCache:
         if catalog_version != self._version:
             self._entries.clear()
             self._version = catalog_version
-        key = self.key(node, ctx)
+        if key is None:
+            key = self.key(node, ctx)
         root = key[0]
         hit = self._entries.get(key)
         if hit is not None:

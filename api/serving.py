@@ -56,8 +56,11 @@ def request_context(svc: Services, inputs: Inputs) -> RequestContext:
     """The IQL context of a request: current item, cart, user attributes (``user.*`` params), params."""
     user = {"user_id": inputs.user_id} if inputs.user_id else {}
     user.update({k[5:]: v for k, v in inputs.params.items() if k.startswith("user.")})
-    return svc.catalog_view.engine.context(item_id=inputs.item_id, cart_item_ids=list(inputs.cart),
-                                           user=user or None, params=dict(inputs.params))
+    view = svc.catalog_view
+    # as engine.context(item_id=..., cart_item_ids=...), the item's attributes kept until the catalog changes
+    item = view.item_attributes(inputs.item_id) if inputs.item_id is not None else None
+    cart = tuple(c for c in map(view.item_attributes, inputs.cart) if c is not None)
+    return RequestContext(item=item, user=user or None, cart=cart, params=dict(inputs.params))
 
 
 def _keep(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarray) -> np.ndarray:
@@ -103,25 +106,46 @@ def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: 
     return _select(svc, campaign, ctx, ids, scores, exclude)
 
 
-def _arm_key(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, params: Mapping[str, Any],
-             inputs: Inputs, n: int, k: int, exclude: set[str], fill_from_model: bool) -> Hashable | None:
+_Bound = tuple[Hashable | None, tuple[tuple[float, Hashable], ...] | None]
+"""The filter's bitmap key and the boosters' (weight, bitmap key) pairs of one request (None: the campaign has none)."""
+
+
+def _bind(svc: Services, campaign: Campaign, ctx: RequestContext) -> _Bound:
+    """Bind the filter and the boosters to the request, each key computed once and each bitmap evaluated
+    (or found in ``BitmapCache``), so a request parameter that is missing or does not fit its use raises
+    here even when no candidate would reach the filter; returns the keys (``_arm_key`` reads them)."""
+    view = svc.catalog_view
+    bitmaps, engine = view.bitmaps, view.engine
+    filter_key = booster_key = None
+    if campaign.filter.strip():
+        plan = engine.compile_filter(campaign.filter)
+        filter_key = bitmaps.key(plan, ctx)
+        bitmaps.bitmap(plan, ctx, view.version, key=filter_key)
+    if campaign.boosters.strip():
+        keys = []
+        for weight, condition in engine.compile_boosters(campaign.boosters).clauses:
+            key = bitmaps.key(condition, ctx)
+            bitmaps.bitmap(condition, ctx, view.version, key=key)
+            keys.append((weight, key))
+        booster_key = tuple(keys)
+    return filter_key, booster_key
+
+
+def _arm_key(svc: Services, bound: _Bound, strategy: str, params: Mapping[str, Any], inputs: Inputs, n: int,
+             k: int, exclude: set[str], fill_from_model: bool) -> Hashable | None:
     """Everything the arm's part of a list (``_arm_list``) depends on, or None when it cannot be reused
     (a strategy whose ranking moves with time or the user's state): the ranking's source (model or
     catalog version) and the request's items, the catalog version (filter, availability, ids), the
-    filter's and the boosters' bound values, the arm's strategy parameters, ``n``, ``k``, the excluded
-    items and ``fill_from_model``.
+    filter's and the boosters' bound values (``bound``, from ``_bind``), the arm's strategy parameters,
+    ``n``, ``k``, the excluded items and ``fill_from_model``.
     """
     source = ranking_source(strategy, svc)
     if source is None:
         return None
-    view = svc.catalog_view
-    bitmaps, engine = view.bitmaps, view.engine
-    filter_key = bitmaps.key(engine.compile_filter(campaign.filter), ctx) if campaign.filter.strip() else None
-    booster_key = (tuple((w, bitmaps.key(cond, ctx)) for w, cond in engine.compile_boosters(campaign.boosters).clauses)
-                   if campaign.boosters.strip() else None)
+    filter_key, booster_key = bound
     arm_params = tuple(sorted((name, repr(value)) for name, value in params.items()))
-    return (strategy, source, arm_params, inputs.item_id, inputs.cart, inputs.session, view.version, filter_key, booster_key,
-            n, k, frozenset(exclude), fill_from_model)
+    return (strategy, source, arm_params, inputs.item_id, inputs.cart, inputs.session, svc.catalog_view.version,
+            filter_key, booster_key, n, k, frozenset(exclude), fill_from_model)
 
 
 def _arm_list(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, params: Mapping[str, Any],
@@ -215,14 +239,10 @@ def serve_list(svc: Services, campaign: Campaign, strategy: str, params: Mapping
     ctx = request_context(svc, inputs)
     # bind the filter and boosters first (cached per bound values): a request parameter that is
     # missing or does not fit its use is an IQLError even when no candidate would reach the filter
-    none = np.zeros(0, dtype=np.int64)
-    if campaign.filter.strip():
-        _keep(svc, campaign, ctx, none)
-    if campaign.boosters.strip():
-        _boost(svc, campaign, ctx, none)
+    bound = _bind(svc, campaign, ctx)
     exclude = set(inputs.cart) | set(inputs.session) | ({inputs.item_id} if inputs.item_id else set())
     k = n * _OVERFETCH + len(exclude)
-    key = _arm_key(svc, campaign, ctx, strategy, params, inputs, n, k, exclude, fill_from_model)
+    key = _arm_key(svc, bound, strategy, params, inputs, n, k, exclude, fill_from_model)
 
     def arm() -> tuple[list[str], np.ndarray, int]:
         return _arm_list(svc, campaign, ctx, strategy, params, inputs, n, k, exclude, fill_from_model)

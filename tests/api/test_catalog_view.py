@@ -1,0 +1,46 @@
+"""api/catalog.py: ``item_attributes`` (a request's ``context.item``) equals ``index.get`` before and after
+catalog changes, and the filter bound to it selects the same items as one bound to a fresh lookup."""
+
+from __future__ import annotations
+
+from api.catalog import CatalogView
+from api.iql import RequestContext
+
+
+def _view(cache_items: int = 20_000) -> CatalogView:
+    view = CatalogView(attributes_cache_items=cache_items)
+    for n in range(12):
+        view.on_update(f"i{n}", {"item_id": f"i{n}", "category": "ab"[n % 2], "price": 10.0 + n, "tags": ["x", str(n)]})
+    view.sync()
+    return view
+
+
+def _selected(view: CatalogView, item: object) -> list[int]:
+    ctx = RequestContext(item=item, params={"max_price": "19"})  # type: ignore[arg-type]
+    return sorted(view.engine.filter("category == context.item.category AND price < $max_price", ctx))
+
+
+def test_item_attributes_follow_every_catalog_change() -> None:
+    view = _view()
+    for n in range(12):
+        assert view.item_attributes(f"i{n}") == view.index.get(f"i{n}")
+    assert view.item_attributes("i3") is view.item_attributes("i3")  # kept between requests
+    assert _selected(view, view.item_attributes("i3")) == _selected(view, view.index.get("i3"))
+    before = _selected(view, view.item_attributes("i3"))
+
+    view.on_update("i3", {"item_id": "i3", "category": "a", "price": 13.0})  # moves to the other category
+    view.on_update("i5", None)  # deleted
+    view.sync()
+    assert view.item_attributes("i3") == view.index.get("i3") == {"item_id": "i3", "category": "a", "price": 13.0}
+    assert view.item_attributes("i5") is None and view.index.get("i5") is None
+    after = _selected(view, view.item_attributes("i3"))
+    assert after == _selected(view, view.index.get("i3")) and after != before
+    assert view.item_attributes("unknown") is None
+
+
+def test_item_attributes_cache_is_bounded() -> None:
+    view = _view(cache_items=3)
+    for n in range(12):
+        assert view.item_attributes(f"i{n}") == view.index.get(f"i{n}")
+    assert len(view._attributes) == 3
+    assert view.item_attributes("i0") == view.index.get("i0")  # dropped, looked up again
