@@ -34,6 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import msgspec
 import orjson
@@ -81,7 +82,7 @@ class FeedbackReader:
 
     def __init__(self, brokers: str, events_topic: str, fold: FeedbackFold,
                  store: BanditStore, rules: EventRules, snapshot_every_s: float = 2.0,
-                 served_topic: str | None = None, served_wait_s: float = 2.0,
+                 served_topic: str | None = None,
                  on_beyond_end: Callable[[BeyondLogEnd], None] | None = None,
                  published: SnapshotTopic | None = None, publish_every_s: float = 60.0) -> None:
         self.brokers, self.events_topic, self.served_topic = brokers, events_topic, served_topic
@@ -89,12 +90,13 @@ class FeedbackReader:
         self.on_beyond_end = on_beyond_end
         self.guards = {t: OffsetGuard(brokers, t, "earliest") for t in self.topics}
         self._last_ts: dict[tuple[str, int], int] = {}  # Kafka timestamp (ms) of the last record fetched
-        self.served_wait_s = served_wait_s
-        # events without request_id newer than the newest served list wait for the lists of their time
-        # (until the served lists written before start are read, then at most served_wait_s): last touch
-        # must not depend on how the two topics' reads interleave
+        # events without request_id newer than the newest served list wait for the lists of their time:
+        # until the served lists written before start are read, and those the broker held when the event
+        # was fetched (its log ends then); last touch must not depend on how the two topics' reads interleave
+        # nor on how far the fold is behind (no wall-clock limit)
         self._served_read = served_topic is None  # the served lists written before start have been read
-        self._held: deque[tuple[tuple[str, int], int, Event, float]] = deque()
+        self._served_ends: dict[tuple[str, int], int] = {}  # the served log ends fetched with the records being folded
+        self._held: deque[tuple[tuple[str, int], int, Event, dict[tuple[str, int], int]]] = deque()
         self.fold, self.store, self.rules = fold, store, rules
         self.snapshot_every_s = snapshot_every_s
         self.offsets: dict[tuple[str, int], int] = {}
@@ -103,7 +105,7 @@ class FeedbackReader:
         self.drain_on_loop = False
         # fetched batches, and {(topic, partition): offset} resets of a recreated log, in order
         self._queue: deque[list[tuple[str, int, int, bytes | None, bytes | None, float | None]]
-                           | dict[tuple[str, int], int]] = deque()
+                           | dict[tuple[str, int], int] | _ServedEnds] = deque()
         self._queued: dict[tuple[str, int], int] = {}
         self._pos: dict[tuple[str, int], int] = {}
         self._end: dict[tuple[str, int], int] | None = None
@@ -258,6 +260,8 @@ class FeedbackReader:
                          if not m.error()]
                 if batch:
                     last_message_s = time.monotonic()
+                    if self.served_topic is not None and any(r[0] == self.events_topic for r in batch):
+                        self._queue.append(_ServedEnds(self._served_log_ends(c, parts[self.served_topic])))
                     self._queue.append(batch)
                     for t, p, off, _k, _v, received in batch:
                         self._queued[(t, p)] = off + 1
@@ -267,6 +271,20 @@ class FeedbackReader:
                     self.drain(None)
         finally:
             c.close()
+
+    def _served_log_ends(self, c: Consumer, partitions: list[int]) -> dict[tuple[str, int], int]:
+        """The served partitions' log ends (high watermarks) the broker reported in its last fetch responses
+        (no request: librdkafka's cached values; a partition not fetched yet is left out)."""
+        assert self.served_topic is not None
+        ends = {}
+        for p in partitions:
+            try:
+                marks = c.get_watermark_offsets(TopicPartition(self.served_topic, p), cached=True)
+            except KafkaException:
+                continue
+            if marks is not None and marks[1] >= 0:
+                ends[(self.served_topic, p)] = marks[1]
+        return ends
 
     def _on_error(self, err: KafkaError) -> None:
         if err.name() in CONNECTION_LOST_CODES:
@@ -312,11 +330,17 @@ class FeedbackReader:
         n = 0
         while self._queue and (max_messages is None or n < max_messages):
             batch = self._queue.popleft()
+            if isinstance(batch, _ServedEnds):  # the served log ends fetched with the records that follow
+                self._served_ends = batch.ends
+                continue
             if isinstance(batch, dict):  # a recreated log: its partitions start again at these offsets
                 for k, off in batch.items():
                     self._pos[k] = off
                     self._stored[k] = min(self._stored.get(k, 0), off)
                     self.offsets[k] = off
+                    for ends in [self._served_ends] + [h[3] for h in self._held]:  # ends of the old log
+                        if k in ends:
+                            ends[k] = min(ends[k], off)
                 continue
             if max_messages is not None and len(batch) > max_messages - n:
                 self._queue.appendleft(batch[max_messages - n:])
@@ -358,7 +382,7 @@ class FeedbackReader:
             self.offsets[key] = offset + 1
         elif self._held or (ev.request_id is None and ev.ts > self.fold.clock
                             and (self.fold.clock > 0.0 or not self._served_history_read())):
-            self._held.append((key, offset, ev, time.monotonic()))
+            self._held.append((key, offset, ev, self._served_ends))
         else:
             self.fold.event(ev)
             self.offsets[key] = offset + 1
@@ -395,13 +419,14 @@ class FeedbackReader:
         return self._served_read
 
     def _release(self) -> None:
-        """Fold the waiting events, oldest first, whose served lists have been read or whose wait is over
-        (no wall-clock limit while the served lists written before start are still being read)."""
-        deadline = time.monotonic() - self.served_wait_s
+        """Fold the waiting events, oldest first, whose served lists have been read: a served list of their
+        time or later, or else every served list written before start and every one the broker held when the
+        event was fetched (offsets, not wall time: however far the fold is behind, the outcome is the same)."""
         history = self._served_history_read()
         while self._held:
-            key, offset, ev, read_at = self._held[0]
-            if ev.request_id is None and ev.ts > self.fold.clock and (read_at > deadline or not history):
+            key, offset, ev, ends = self._held[0]
+            if ev.request_id is None and ev.ts > self.fold.clock and not (
+                    history and all(self._pos.get(k, 0) >= end for k, end in ends.items())):
                 return
             self._held.popleft()
             self.fold.event(ev)
@@ -459,6 +484,14 @@ class FeedbackReader:
             return BanditSnapshot(arms=arms, impressions={rid: encode_value(imp) for rid, imp in opened},
                                   rewarded=rewarded, offsets=offsets)
         return build
+
+
+@dataclass(frozen=True, slots=True)
+class _ServedEnds:
+    """In the fetch queue, before a batch holding events: the served topic's log ends, {(topic, partition):
+    offset}, the broker reported when that batch was fetched (lowered in place if a served log is recreated)."""
+
+    ends: dict[tuple[str, int], int]
 
 
 async def drain_forever(reader: FeedbackReader, interval_s: float = 0.005, max_messages: int = 50) -> None:

@@ -117,8 +117,8 @@ class Services:
             self.fold.served(imp)
             return
         key = (imp.user_id or ANONYMOUS_USER).encode()
+        # delivery reports are served by the durable producer's poller thread, not on the event loop
         self.producer.produce(self.settings.kafka.served_topic, key=key, value=encode_served(imp, scenario, strategy))
-        self.producer.poll(0)
 
     def popular(self, n: int) -> list[tuple[str, float]]:
         """Items popular across all partitions (sum of the partitions' decayed scores), cached 1 s."""
@@ -210,7 +210,6 @@ def build_services(settings: Settings) -> Services:
     if a.feedback:
         reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),
                                 rules, a.snapshot_every_s, served_topic=k.served_topic,
-                                served_wait_s=settings.analytics.served_wait_s,
                                 on_beyond_end=beyond_end,
                                 published=SnapshotTopic(k.brokers, k.optimizer_topic()),
                                 publish_every_s=a.snapshot_publish_s or math.inf).start(drain_on_loop=True)

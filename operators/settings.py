@@ -284,7 +284,8 @@ class AnalyticsSettings(_Block):
     order_types: list[str] = Field(default_factory=lambda: ["purchase", "pos_purchase"])
     top_items: int = Field(default=20, ge=1, le=500, description="Top impressed/clicked items kept per campaign")
     served_wait_s: float = Field(default=2.0, ge=0, description=(
-        "An event waits at most this long (wall clock) for the served lists of its time to be read, seconds"))
+        "The analytics flow: an event waits at most this long (wall clock) for the served lists of its time to be "
+        "read, seconds (the API's optimizer waits by offsets instead: api/feedback_reader.py)"))
     ops_timeout_s: float = Field(default=10.0, gt=0, description=(
         "GET /v1/analytics/ops waits at most this long for the broker to confirm the events log's ends; "
         "then 503 with Retry-After, seconds"))
