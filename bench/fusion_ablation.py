@@ -48,6 +48,9 @@ ap.add_argument("--emde-full", action="store_true")
 ap.add_argument("--future", type=int, default=0,
                 help="graded labels: the next item 2, the W items after it in the session 1 (0: next item only)")
 ap.add_argument("--knn", default="")
+ap.add_argument("--folds", type=int, default=1,
+                help="ranker examples from this many rolling holdouts: fold f holds out the newest "
+                     "holdout_frac of fold f-1's shortened log, its models fitted on what precedes it (base variant only)")
 ap.add_argument("--fusion", default="", help="JSON of SessionFusion parameter overrides (own caches)")
 a = ap.parse_args()
 cache = Path(a.cache)
@@ -109,6 +112,25 @@ if not te_file.exists():
         print("knn", type(m).__name__, "s", round(time.time() - t0, 1), flush=True)
     np.savez(te_file, r=r, i=i, x=x, y=data.test.next_items())
 tr = dict(np.load(tr_file))
+fold_log = inner_log
+for f in range(1, a.folds):
+    fold_log, ftask, _ = holdout_sessions(fold_log, frac=fus.holdout_frac, name=f"fold {f}")
+    ftask = sample_queries(ftask, a.rq, seed=fus.random_state)
+    ff = cache / f"train_fold{f}_{a.rq}{KT}.npz"
+    if not ff.exists():
+        fdir_f = cache / f"emde_fold{f}"
+        fus.emde_ = EMDE.load(fdir_f) if fdir_f.exists() else EMDE(**fus._emde_params()).fit(fold_log)
+        if not fdir_f.exists():
+            fus.emde_.save(fdir_f)
+        fus.stats_ = _ItemStats.from_log(fold_log)
+        fus.knn_ = [create_model(n, **p).fit(fold_log) for n, p in knn_params.items()]
+        r, i, x = pairs(fus, ftask.prefixes())
+        np.savez(ff, r=r, i=i, x=x, y=ftask.next_items())
+    fz = dict(np.load(ff))
+    nq0 = len(tr["y"])
+    tr = {"r": np.concatenate([tr["r"], fz["r"] + nq0]), "i": np.concatenate([tr["i"], fz["i"]]),
+          "x": np.concatenate([tr["x"], fz["x"]]), "y": np.concatenate([tr["y"], fz["y"]])}
+    print(f"fold {f}: {len(fz['y'])} more ranker queries ({len(tr['y'])} in all)", flush=True)
 te = dict(np.load(te_file))
 names = fus._feature_names(list(knn_params))
 
@@ -130,6 +152,8 @@ def seq_rules(log, window=5):
 
 def extra(log, hist, rows, items, which):
     cols, nm = [], []
+    if which <= {""}:
+        return np.zeros((len(rows), 0), np.float32), nm
     n = log.n_items
     lens = np.diff(hist.indptr)
     has = lens > 0
@@ -151,6 +175,9 @@ def extra(log, hist, rows, items, which):
         nm.append("item_last_seen")
         cols.append(np.log1p(log.n_events - firstpos[items]))
         nm.append("item_first_seen")
+    if "emde2" in which:  # a second EMDE, fitted with another seed: its log-probability and rank
+        cols += _emde2_features(log, hist, rows, items)
+        nm += ["emde2_log_prob", "emde2_rank"]
     if "gru" in which:
         cols_g, nm_g = _gru_features(log, hist, rows, items)
         cols += cols_g
@@ -240,6 +267,42 @@ def _query_rank(rows, v):
     rank = np.empty(len(rows), np.float32)
     rank[order] = np.arange(len(rows)) - start
     return rank
+
+
+def _emde2_features(log, hist, rows, items):
+    """EMDE fitted with ``random_state + 1`` (cached): log-probability minus the query's best, rank in its top 50."""
+    from models.hybrid import _SCORE_CELLS
+
+    key = "tr" if log is inner_log else "te"
+    f = cache / f"emde2_{key}{KT}.npz"
+    if not f.exists():
+        d = cache / ("emde_s2" if log is inner_log else "emde_full_s2")
+        if d.exists():
+            m = EMDE.load(d)
+        else:
+            m = EMDE(**{**fus._emde_params(), "random_state": fus.random_state + 1}).fit(log)
+            m.save(d)
+        q, n = hist.n_queries, log.n_items
+        step = max(1, _SCORE_CELLS // n)
+        start = np.searchsorted(rows, np.arange(q + 1))
+        v_out = np.zeros(len(rows), np.float32)
+        rk_out = np.full(len(rows), float(fus.n_candidates), np.float32)
+        for lo in range(0, q, step):
+            hi = min(q, lo + step)
+            ro = m.readout(m.layout_.raw_sketches(m.item_in_cols_, hist.slice(lo, hi), m.neighbours_))
+            top, top_s = ro.top(fus.n_candidates)
+            a0, a1 = start[lo], start[hi]
+            rr, ii = rows[a0:a1] - lo, items[a0:a1]
+            v_out[a0:a1] = ro.pairs(rr, ii) - top_s[rr, 0]
+            tk = np.repeat(np.arange(hi - lo, dtype=np.int64), top.shape[1]) * n + top.ravel()
+            pk = rr * n + ii
+            srt = np.argsort(tk)
+            pos = np.minimum(np.searchsorted(tk[srt], pk), len(tk) - 1)
+            found = tk[srt][pos] == pk
+            rk_out[a0:a1] = np.where(found, (srt[pos] % top.shape[1]).astype(np.float32), rk_out[a0:a1])
+        np.savez(f, v=v_out, rk=rk_out)
+    z = np.load(f)
+    return [z["v"], z["rk"]]
 
 
 def _gru_features(log, hist, rows, items, chunk=1000):

@@ -60,6 +60,8 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
         "modalities": "g=sessions:16x128:3,r=random:8x128", "views": ("session", "knn:session"),
         "objective": "future", "time_unit": "seconds", "alpha": 1.0, "n_cuts": 8, "max_prefix": 200,
         "hidden": 512, "epochs": 10, "lr": 2e-3, "batch_size": 256}),
+    # SLIST (Choi et al. 2021): closed-form item-item weights from session co-occurrence and transitions
+    "slist": ModelSpec("models.slist:SLIST"),
     # GRU4Rec (Hidasi et al.) with Hidasi & Czapp 2023's settings: tied embedding, sampled softmax + logQ
     "gru4rec": ModelSpec("models.gru4rec:GRU4Rec"),
     # whichever of its candidates wins validation on the log it is fitted on (models/router.py)
