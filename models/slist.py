@@ -65,7 +65,7 @@ def _solve_spd(a: NDArray[np.float32], rhs: NDArray[np.float32]) -> NDArray[np.f
 
     a_t = torch.from_numpy(a)
     torch.linalg.cholesky(a_t, out=a_t)
-    return torch.cholesky_solve(torch.from_numpy(rhs), a_t).numpy()
+    return np.ascontiguousarray(torch.cholesky_solve(torch.from_numpy(rhs), a_t).numpy())  # LAPACK's is column-major
 
 
 class SLIST:
