@@ -246,18 +246,24 @@ class SLIST:
 
     def similar_items(self, item_idx: NDArray[np.int32], n: int = 20
                       ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
-        """Items with the largest weight from each given item (itself excluded); uncovered items get none."""
+        """Items with the largest weight from each given item (itself excluded); an uncovered item gets none.
+
+        Raises
+        ------
+        ValueError
+            If an index lies outside ``[0, n_items)``.
+        """
         self._check()
-        hist = Histories(indptr=np.arange(len(item_idx) + 1, dtype=np.int64), items=np.asarray(item_idx, np.int32))
-        ids, vals = self.recommend(hist, n + 1)
-        self_hit = ids == np.asarray(item_idx)[:, None]
-        out_i = np.full((len(ids), n), -1, np.int32)
-        out_v = np.full((len(ids), n), -np.inf, np.float32)
-        for r in range(len(ids)):
-            keep = ~self_hit[r]
-            out_i[r] = ids[r][keep][:n]
-            out_v[r] = vals[r][keep][:n]
-        return out_i, out_v
+        item_idx = np.asarray(item_idx, np.int64)
+        check_histories(Histories(indptr=np.arange(len(item_idx) + 1, dtype=np.int64), items=item_idx.astype(np.int32)),
+                        self.n_items_, "SLIST")
+        col = np.full(self.n_items_, -1, np.int64)
+        col[self.covered_] = np.arange(len(self.covered_))
+        c = col[item_idx]
+        scores = np.where((c >= 0)[:, None], self.weights_[np.maximum(c, 0)], -np.inf).astype(np.float32)
+        scores[np.flatnonzero(c >= 0), c[c >= 0]] = -np.inf
+        top, val = topk(scores, n)
+        return np.where(top >= 0, self.covered_[np.maximum(top, 0)], -1).astype(np.int32), val
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: Path) -> None:

@@ -109,3 +109,17 @@ def test_bad_parameters_and_directories_raise(tmp_path: Path) -> None:
         SLIST().fit(single)
     with pytest.raises(ModelFormatError, match="not a SLIST model directory"):
         SLIST.load(tmp_path)
+
+
+def test_similar_items_reads_the_weight_rows() -> None:
+    log = _log(seed=5)
+    model = SLIST(max_items=6).fit(log)
+    uncovered = int(np.setdiff1d(np.arange(log.n_items), model.covered_)[0])
+    probe = np.array([model.covered_[0], model.covered_[3], uncovered], np.int32)
+    ids, scores = model.similar_items(probe, 3)
+    for row, item in enumerate(probe[:2]):
+        w = model.weights_[int(np.searchsorted(model.covered_, item))].copy()
+        w[int(np.searchsorted(model.covered_, item))] = -np.inf
+        best = model.covered_[np.lexsort((np.arange(len(w)), -w))[:3]]
+        assert ids[row].tolist() == best.tolist() and item not in ids[row]
+    assert (ids[2] == -1).all() and np.isneginf(scores[2]).all()
