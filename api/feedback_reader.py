@@ -104,7 +104,7 @@ class FeedbackReader:
         # nor on how far the fold is behind (no wall-clock limit)
         self._served_read = served_topic is None  # the served lists written before start have been read
         self._served_ends: dict[tuple[str, int], int] = {}  # the served log ends fetched with the records being folded
-        self._held: deque[tuple[tuple[str, int], int, Event, dict[tuple[str, int], int]]] = deque()
+        self._held: deque[tuple[tuple[str, int], int, Event, dict[tuple[str, int], int], float]] = deque()
         self.fold, self.store, self.rules = fold, store, rules
         self.snapshot_every_s = snapshot_every_s
         self.offsets: dict[tuple[str, int], int] = {}
@@ -390,7 +390,7 @@ class FeedbackReader:
             self.offsets[key] = offset + 1
         elif self._held or (ev.request_id is None and ev.ts > self.fold.clock
                             and (self.fold.clock > 0.0 or not self._served_history_read())):
-            self._held.append((key, offset, ev, self._served_ends))
+            self._held.append((key, offset, ev, self._served_ends, time.monotonic()))
         else:
             self.fold.event(ev)
             self.offsets[key] = offset + 1
@@ -431,10 +431,11 @@ class FeedbackReader:
         time or later, or else every served list written before start and every one the broker held when the
         event was fetched (offsets, not wall time: however far the fold is behind, the outcome is the same)."""
         history = self._served_history_read()
+        settled = time.monotonic() - SERVED_GRACE_S
         while self._held:
-            key, offset, ev, ends = self._held[0]
+            key, offset, ev, ends, held_at = self._held[0]
             if ev.request_id is None and ev.ts > self.fold.clock and not (
-                    history and all(self._pos.get(k, 0) >= end for k, end in ends.items())):
+                    history and held_at <= settled and all(self._pos.get(k, 0) >= end for k, end in ends.items())):
                 return
             self._held.popleft()
             self.fold.event(ev)
@@ -492,6 +493,13 @@ class FeedbackReader:
             return BanditSnapshot(arms=arms, impressions={rid: encode_value(imp) for rid, imp in opened},
                                   rewarded=rewarded, offsets=offsets)
         return build
+
+
+SERVED_GRACE_S = 0.25
+"""An event waiting for served lists also waits this long (wall clock) after it was read. The served log
+ends it waits for are librdkafka's cached ones, from the served partition's last fetch: they can miss a
+list written just before the event (another worker's producer linger, the fetch wait), which a click
+right after its list would then not credit. A floor on the wait, not a limit: the offsets still decide."""
 
 
 @dataclass(frozen=True, slots=True)
