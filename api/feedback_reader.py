@@ -7,15 +7,7 @@ list and counts for nothing. Windowed popularity is not folded here: the flow pu
 
 Most events change nothing here (no request id, and their user has no open list): those are
 skipped before parsing (``_no_effect``: a byte search, a dict look-up and, when lists exist, the
-event time), so a worker spends ~1 µs instead of ~9 µs on them. Served lists are read in one typed
-decode (``operators/served.py``), falling back to ``parse_event`` for records of another form.
-
-An event without a request id that is newer than the newest served list may convert a list not
-folded yet (last touch): it waits until the served lists written before start have been read and
-those the broker held when the event was fetched (the served log ends librdkafka reported with
-that fetch) have been folded: by offsets, not wall time, so how far the fold runs behind changes
-nothing. A list still in a producer's buffer (``linger.ms``) when the event was fetched is not
-waited for.
+event time), so a worker spends ~1 µs instead of ~9 µs on them.
 
 Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists and the
 offsets they reflect; then read only the tails of the topics, from those offsets (start-up costs
@@ -42,7 +34,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import msgspec
 import orjson
@@ -56,7 +47,6 @@ from operators.kafka import PatientEnds, client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import Event
-from operators.served import served_impression
 from state.bandit import BanditSnapshot, BanditStore
 from state.codec import decode_value, encode_value
 
@@ -90,7 +80,7 @@ class FeedbackReader:
 
     def __init__(self, brokers: str, events_topic: str, fold: FeedbackFold,
                  store: BanditStore, rules: EventRules, snapshot_every_s: float = 2.0,
-                 served_topic: str | None = None,
+                 served_topic: str | None = None, served_wait_s: float = 2.0,
                  on_beyond_end: Callable[[BeyondLogEnd], None] | None = None,
                  published: SnapshotTopic | None = None, publish_every_s: float = 60.0) -> None:
         self.brokers, self.events_topic, self.served_topic = brokers, events_topic, served_topic
@@ -98,13 +88,12 @@ class FeedbackReader:
         self.on_beyond_end = on_beyond_end
         self.guards = {t: OffsetGuard(brokers, t, "earliest") for t in self.topics}
         self._last_ts: dict[tuple[str, int], int] = {}  # Kafka timestamp (ms) of the last record fetched
-        # events without request_id newer than the newest served list wait for the lists of their time:
-        # until the served lists written before start are read, and those the broker held when the event
-        # was fetched (its log ends then); last touch must not depend on how the two topics' reads interleave
-        # nor on how far the fold is behind (no wall-clock limit)
+        self.served_wait_s = served_wait_s
+        # events without request_id newer than the newest served list wait for the lists of their time
+        # (until the served lists written before start are read, then at most served_wait_s): last touch
+        # must not depend on how the two topics' reads interleave
         self._served_read = served_topic is None  # the served lists written before start have been read
-        self._served_ends: dict[tuple[str, int], int] = {}  # the served log ends fetched with the records being folded
-        self._held: deque[tuple[tuple[str, int], int, Event, dict[tuple[str, int], int], float]] = deque()
+        self._held: deque[tuple[tuple[str, int], int, Event, float]] = deque()
         self.fold, self.store, self.rules = fold, store, rules
         self.snapshot_every_s = snapshot_every_s
         self.offsets: dict[tuple[str, int], int] = {}
@@ -113,7 +102,7 @@ class FeedbackReader:
         self.drain_on_loop = False
         # fetched batches, and {(topic, partition): offset} resets of a recreated log, in order
         self._queue: deque[list[tuple[str, int, int, bytes | None, bytes | None, float | None]]
-                           | dict[tuple[str, int], int] | _ServedEnds] = deque()
+                           | dict[tuple[str, int], int]] = deque()
         self._queued: dict[tuple[str, int], int] = {}
         self._pos: dict[tuple[str, int], int] = {}
         self._end: dict[tuple[str, int], int] | None = None
@@ -268,8 +257,6 @@ class FeedbackReader:
                          if not m.error()]
                 if batch:
                     last_message_s = time.monotonic()
-                    if self.served_topic is not None and any(r[0] == self.events_topic for r in batch):
-                        self._queue.append(_ServedEnds(self._served_log_ends(c, parts[self.served_topic])))
                     self._queue.append(batch)
                     for t, p, off, _k, _v, received in batch:
                         self._queued[(t, p)] = off + 1
@@ -279,20 +266,6 @@ class FeedbackReader:
                     self.drain(None)
         finally:
             c.close()
-
-    def _served_log_ends(self, c: Consumer, partitions: list[int]) -> dict[tuple[str, int], int]:
-        """The served partitions' log ends (high watermarks) the broker reported in its last fetch responses
-        (no request: librdkafka's cached values; a partition not fetched yet is left out)."""
-        assert self.served_topic is not None
-        ends = {}
-        for p in partitions:
-            try:
-                marks = c.get_watermark_offsets(TopicPartition(self.served_topic, p), cached=True)
-            except KafkaException:
-                continue
-            if marks is not None and marks[1] >= 0:
-                ends[(self.served_topic, p)] = marks[1]
-        return ends
 
     def _on_error(self, err: KafkaError) -> None:
         if err.name() in CONNECTION_LOST_CODES:
@@ -338,17 +311,11 @@ class FeedbackReader:
         n = 0
         while self._queue and (max_messages is None or n < max_messages):
             batch = self._queue.popleft()
-            if isinstance(batch, _ServedEnds):  # the served log ends fetched with the records that follow
-                self._served_ends = batch.ends
-                continue
             if isinstance(batch, dict):  # a recreated log: its partitions start again at these offsets
                 for k, off in batch.items():
                     self._pos[k] = off
                     self._stored[k] = min(self._stored.get(k, 0), off)
                     self.offsets[k] = off
-                    for ends in [self._served_ends] + [h[3] for h in self._held]:  # ends of the old log
-                        if k in ends:
-                            ends[k] = min(ends[k], off)
                 continue
             if max_messages is not None and len(batch) > max_messages - n:
                 self._queue.appendleft(batch[max_messages - n:])
@@ -372,13 +339,7 @@ class FeedbackReader:
         if offset < self._stored.get(key, 0):
             return  # already in the snapshot
         served = key[0] == self.served_topic
-        if served:  # a list of this API's form: one typed decode (as parse_event + impression_of would give)
-            imp = served_impression(k, value, self.rules, received_ts)
-            if imp is not None:
-                self.fold.served(imp)
-                self.offsets[key] = offset + 1
-                return
-        elif not self._held and self._no_effect(k, value):
+        if not served and not self._held and self._no_effect(k, value):
             self.offsets[key] = offset + 1
             self.n_unparsed += 1
             return
@@ -390,7 +351,7 @@ class FeedbackReader:
             self.offsets[key] = offset + 1
         elif self._held or (ev.request_id is None and ev.ts > self.fold.clock
                             and (self.fold.clock > 0.0 or not self._served_history_read())):
-            self._held.append((key, offset, ev, self._served_ends, time.monotonic()))
+            self._held.append((key, offset, ev, time.monotonic()))
         else:
             self.fold.event(ev)
             self.offsets[key] = offset + 1
@@ -427,15 +388,13 @@ class FeedbackReader:
         return self._served_read
 
     def _release(self) -> None:
-        """Fold the waiting events, oldest first, whose served lists have been read: a served list of their
-        time or later, or else every served list written before start and every one the broker held when the
-        event was fetched (offsets, not wall time: however far the fold is behind, the outcome is the same)."""
+        """Fold the waiting events, oldest first, whose served lists have been read or whose wait is over
+        (no wall-clock limit while the served lists written before start are still being read)."""
+        deadline = time.monotonic() - self.served_wait_s
         history = self._served_history_read()
-        settled = time.monotonic() - SERVED_GRACE_S
         while self._held:
-            key, offset, ev, ends, held_at = self._held[0]
-            if ev.request_id is None and ev.ts > self.fold.clock and not (
-                    history and held_at <= settled and all(self._pos.get(k, 0) >= end for k, end in ends.items())):
+            key, offset, ev, read_at = self._held[0]
+            if ev.request_id is None and ev.ts > self.fold.clock and (read_at > deadline or not history):
                 return
             self._held.popleft()
             self.fold.event(ev)
@@ -495,25 +454,10 @@ class FeedbackReader:
         return build
 
 
-SERVED_GRACE_S = 0.25
-"""An event waiting for served lists also waits this long (wall clock) after it was read. The served log
-ends it waits for are librdkafka's cached ones, from the served partition's last fetch: they can miss a
-list written just before the event (another worker's producer linger, the fetch wait), which a click
-right after its list would then not credit. A floor on the wait, not a limit: the offsets still decide."""
-
-
-@dataclass(frozen=True, slots=True)
-class _ServedEnds:
-    """In the fetch queue, before a batch holding events: the served topic's log ends, {(topic, partition):
-    offset}, the broker reported when that batch was fetched (lowered in place if a served log is recreated)."""
-
-    ends: dict[tuple[str, int], int]
-
-
 async def drain_forever(reader: FeedbackReader, interval_s: float = 0.005, max_messages: int = 50) -> None:
     """Fold the reader's queue on the app's event loop, a bounded slice at a time, until cancelled.
 
-    A slice holds the loop (and every request waiting on it) for its duration, ~10-20 µs per record
+    A slice holds the loop (and every request waiting on it) for its duration, ~20 µs per record
     under load: 50 records (~1 ms) rather than 200 (~4 ms, a p99 step at thousands of lists a second);
     a full slice yields at once, so the fold keeps up just the same."""
     while True:

@@ -27,13 +27,13 @@ from api.snapshot_topic import SnapshotTopic
 from api.topic_table import TopicTable
 from api.topn_checkpoint import TopnCheckpoints
 from api.window_popularity import PopularitySnapshots, WindowPopularity
-from operators.attribution import ANONYMOUS_USER, Impression
+from operators.attribution import ANONYMOUS_USER, REQUEST_TYPE, Impression
 from operators.catalog_overlay import CatalogModelWatcher, CatalogOverlay
 from operators.model_version import ModelWatcher
 from operators.offset_guard import BeyondLogEnd
 from operators.parse import EventRules
+from operators.schema import Event, encode_event
 from operators.score import POPULAR_KEY_PREFIX, TopN, decode_topn
-from operators.served import encode_served
 from operators.settings import Settings
 from operators.window_topic import decode_window_piece
 from state.bandit import BanditStore
@@ -116,9 +116,12 @@ class Services:
         if self.reader is None:
             self.fold.served(imp)
             return
-        key = (imp.user_id or ANONYMOUS_USER).encode()
-        # delivery reports are served by the durable producer's poller thread, not on the event loop
-        self.producer.produce(self.settings.kafka.served_topic, key=key, value=encode_served(imp, scenario, strategy))
+        ev = Event(event_id=imp.request_id, ts=imp.ts, type=REQUEST_TYPE, user_id=imp.user_id or ANONYMOUS_USER,
+                   campaign_id=imp.campaign_id, arm=imp.arm, request_id=imp.request_id,
+                   extra={"scenario": scenario, "strategy": strategy, "goal": imp.goal, "window_s": imp.window_s,
+                          "segment": imp.segment, "served_items": imp.items})
+        self.producer.produce(self.settings.kafka.served_topic, key=ev.user_id.encode(), value=encode_event(ev))
+        self.producer.poll(0)
 
     def popular(self, n: int) -> list[tuple[str, float]]:
         """Items popular across all partitions (sum of the partitions' decayed scores), cached 1 s."""
@@ -210,6 +213,7 @@ def build_services(settings: Settings) -> Services:
     if a.feedback:
         reader = FeedbackReader(k.brokers, k.events_topic, fold, BanditStore(state_dir / "bandit"),
                                 rules, a.snapshot_every_s, served_topic=k.served_topic,
+                                served_wait_s=settings.analytics.served_wait_s,
                                 on_beyond_end=beyond_end,
                                 published=SnapshotTopic(k.brokers, k.optimizer_topic()),
                                 publish_every_s=a.snapshot_publish_s or math.inf).start(drain_on_loop=True)

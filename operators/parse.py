@@ -24,7 +24,7 @@ from operators.ids import BadId, canonical_id
 from operators.schema import EVENT_FIELDS, BasketLine, DeadLetter, Event
 from operators.settings import EventTypeSpec, Settings
 
-__all__ = ["EventRules", "parse_event", "validate_event_dict", "is_event", "kafka_timestamp_s", "checked_ts"]
+__all__ = ["EventRules", "parse_event", "validate_event_dict", "is_event", "kafka_timestamp_s"]
 
 # epoch seconds accepted: 2000-01-01 .. 2100-01-01; larger values are most likely milliseconds
 _TS_MIN_S = 946_684_800.0
@@ -111,9 +111,7 @@ def _id(field: str, value: Id | None) -> str | None:
         raise BadEvent(field, exc.reason, value) from exc
 
 
-def checked_ts(value: float | str, rules: EventRules, received_ts: float | None) -> float:
-    """An event's ``ts`` as epoch seconds (an ISO-8601 time with zone is converted), within the rules' bounds
-    around the receiving clock ``received_ts`` (None = now); raises ``BadEvent`` naming ``ts`` otherwise."""
+def _ts(value: float | str, rules: EventRules, received_ts: float | None) -> float:
     if isinstance(value, str):
         try:
             when = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -204,7 +202,7 @@ def validate_event_dict(obj: object, rules: EventRules, received_ts: float | Non
         items = tuple(lines.values())
     event = Event(
         event_id=_id("event_id", w.event_id) or "",
-        ts=checked_ts(w.ts, rules, received_ts),
+        ts=_ts(w.ts, rules, received_ts),
         type=w.type,
         user_id=_id("user_id", w.user_id) or "",
         session_id=_id("session_id", w.session_id),

@@ -283,12 +283,8 @@ class AnalyticsSettings(_Block):
     cart_types: list[str] = Field(default_factory=lambda: ["add_to_cart"])
     order_types: list[str] = Field(default_factory=lambda: ["purchase", "pos_purchase"])
     top_items: int = Field(default=20, ge=1, le=500, description="Top impressed/clicked items kept per campaign")
-    served_wait_s: float = Field(default=5.0, ge=0, description=(
-        "The analytics flow: an event waits at most this long (wall clock) for the served lists of its time to be "
-        "read, seconds (the API's optimizer waits by offsets instead: api/feedback_reader.py). The flow reads "
-        "the two topics apart, and on a loaded 2-core box their reads drifted more than 2 s apart (a click "
-        "then counted before its list, a reward the optimizer has and the dashboard lacks); longer only delays "
-        "the dashboard while no list is being served"))
+    served_wait_s: float = Field(default=2.0, ge=0, description=(
+        "An event waits at most this long (wall clock) for the served lists of its time to be read, seconds"))
     ops_timeout_s: float = Field(default=10.0, gt=0, description=(
         "GET /v1/analytics/ops waits at most this long for the broker to confirm the events log's ends; "
         "then 503 with Retry-After, seconds"))

@@ -44,7 +44,7 @@ class _ParseAll(FeedbackReader):
 def _reader(broker: str, topics: tuple[str, str], path, cls: type[FeedbackReader] = FeedbackReader) -> FeedbackReader:  # noqa: ANN001
     fold = FeedbackFold(ThompsonOptimizer(np.random.default_rng(0)), lambda _c: OptimizerConfig(half_life_s=86400.0))
     return cls(broker, topics[0], fold, BanditStore(path), EventRules.from_specs(DEFAULT_EVENT_TYPES, 65536),
-               snapshot_every_s=0.2, served_topic=topics[1]).start()
+               snapshot_every_s=0.2, served_topic=topics[1], served_wait_s=10.0).start()
 
 
 def _produce(broker: str, topics: tuple[str, str], start: int, n: int) -> int:
@@ -130,7 +130,7 @@ def _node(broker: str, topics: tuple[str, str], path, optimizer_topic: str | Non
           on_beyond_end=None, publish_every_s: float = 3600.0) -> FeedbackReader:  # noqa: ANN001
     fold = FeedbackFold(ThompsonOptimizer(np.random.default_rng(0)), lambda _c: OptimizerConfig(half_life_s=86400.0))
     return FeedbackReader(broker, topics[0], fold, BanditStore(path), EventRules.from_specs(DEFAULT_EVENT_TYPES, 65536),
-                          snapshot_every_s=0.2, served_topic=topics[1], on_beyond_end=on_beyond_end,
+                          snapshot_every_s=0.2, served_topic=topics[1], served_wait_s=10.0, on_beyond_end=on_beyond_end,
                           published=None if optimizer_topic is None else SnapshotTopic(broker, optimizer_topic, chunk_bytes=4096),
                           publish_every_s=publish_every_s).start()
 
