@@ -271,7 +271,7 @@ def _query_rank(rows, v):
 
 def _emde2_features(log, hist, rows, items):
     """EMDE fitted with ``random_state + 1`` (cached): log-probability minus the query's best, rank in its top 50."""
-    from models.hybrid import _SCORE_CELLS
+    from models.topk import SCORE_CELLS
 
     key = "tr" if log is inner_log else "te"
     f = cache / f"emde2_{key}{KT}.npz"
@@ -283,7 +283,7 @@ def _emde2_features(log, hist, rows, items):
             m = EMDE(**{**fus._emde_params(), "random_state": fus.random_state + 1}).fit(log)
             m.save(d)
         q, n = hist.n_queries, log.n_items
-        step = max(1, _SCORE_CELLS // n)
+        step = max(1, SCORE_CELLS // n)
         start = np.searchsorted(rows, np.arange(q + 1))
         v_out = np.zeros(len(rows), np.float32)
         rk_out = np.full(len(rows), float(fus.n_candidates), np.float32)

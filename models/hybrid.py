@@ -45,6 +45,7 @@ from models.persistence import load_model_dir, save_model_dir
 from models.ragged_topk import top_per_row
 from models.session_index import check_histories
 from models.sparse_pairs import history_pair_sums, pair_values
+from models.topk import SCORE_CELLS
 from models.tree_ensemble import TreeEnsemble
 
 logger = logging.getLogger(__name__)
@@ -106,8 +107,6 @@ def _n_features(n_lists: int) -> int:
 
 
 _ABSENT_AGE = 99.0
-_SCORE_CELLS = 1 << 24
-"""Max (queries x items) float32 cells of EMDE scores held at once (64 MB)."""
 
 
 class _ItemStats:
@@ -573,7 +572,7 @@ class SessionFusion:
                ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
         """Candidate pairs and features for all queries, in chunks of bounded memory."""
         n_items = self.emde_.n_items_
-        step = max(1, _SCORE_CELLS // max(n_items, 1))
+        step = max(1, SCORE_CELLS // max(n_items, 1))
         out_r, out_i, out_x = [], [], []
         stages = ["EMDE sketches", "EMDE readout", *(f"{type(m).__name__} lists" for m in self.knn_),
                   *(["rule lists"] if self.rule_candidates else []), "features"]

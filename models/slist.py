@@ -36,13 +36,11 @@ from numpy.typing import NDArray
 from models.base import Histories, InteractionLog
 from models.errors import ModelFormatError, NotFittedError
 from models.session_index import check_histories
-from models.topk import topk
+from models.topk import SCORE_CELLS, topk
 
 __all__ = ["SLIST"]
 
 _DAY_S = 86_400.0
-_SCORE_CELLS = 1 << 24
-"""Max (queries x items) float32 cells of scores held at once (64 MB)."""
 
 
 def _add_gram(out: NDArray[np.float32], left: sp.csr_array, w: NDArray[np.float64], right: sp.csr_array,
@@ -230,7 +228,7 @@ class SLIST:
         q, m = x.shape
         ids = np.full((q, n), -1, np.int32)
         vals = np.full((q, n), -np.inf, np.float32)
-        step = max(1, _SCORE_CELLS // max(m, 1))
+        step = max(1, SCORE_CELLS // max(m, 1))
         for lo in range(0, q, step):
             hi = min(q, lo + step)
             xs = x[lo:hi]

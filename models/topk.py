@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["topk"]
+__all__ = ["topk", "SCORE_CELLS"]
+
+SCORE_CELLS = 1 << 24
+"""Max (queries x items) float32 cells of dense scores a model holds at once (64 MB): its chunk of queries."""
 
 
 def topk(scores: NDArray[np.floating], n: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
