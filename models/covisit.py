@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from models.base import Histories, InteractionLog
 from models.errors import ModelFormatError, NotFittedError
-from models.topk import topk
+from models.sparse_topk import prior_order, sparse_prior_topk
 
 __all__ = ["CoVisitation"]
 
@@ -101,11 +101,9 @@ class CoVisitation:
         """Top-``n`` items per history: ids int32 (n_queries, n) padded with -1, scores float32."""
         self._check()
         h = self._history_matrix(histories)
-        scores = (h @ self.covisit_).toarray() + self.popularity_weight * self.popularity_[None, :]
-        if exclude_seen:
-            hs = h.tocoo()
-            scores[hs.row, hs.col] = -np.inf
-        return topk(scores, n)
+        prior, order = self._prior(self.popularity_weight)
+        # the dense scores' top-n (h @ C + prior) without the dense matrix: O(nnz) per history, not O(items)
+        return sparse_prior_topk(h @ self.covisit_, prior, order, n, exclude=h if exclude_seen else None)
 
     def similar_items(self, item_idx: NDArray[np.int32], n: int = 20
                       ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
@@ -113,9 +111,18 @@ class CoVisitation:
         self._check()
         item_idx = np.asarray(item_idx, dtype=np.int32)
         self._check_items(item_idx, "item_idx")
-        scores = self.covisit_[item_idx].toarray() + 1e-6 * self.popularity_[None, :]
-        scores[np.arange(len(item_idx)), item_idx] = -np.inf
-        return topk(scores, n)
+        prior, order = self._prior(1e-6)
+        return sparse_prior_topk(self.covisit_[item_idx], prior, order, n, exclude_items=item_idx)
+
+    def _prior(self, weight: float) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
+        """``weight * popularity_`` (float32, as the dense sum adds it) and its order, kept per
+        popularity array and weight (``models.sparse_topk``)."""
+        cache = self.__dict__.setdefault("_priors", {})
+        hit = cache.get(weight)
+        if hit is None or hit[0] is not self.popularity_:
+            prior = np.asarray(weight * self.popularity_, dtype=np.float32)
+            hit = cache[weight] = (self.popularity_, prior, prior_order(prior))
+        return hit[1], hit[2]
 
     def save(self, path: Path) -> None:
         self._check()
