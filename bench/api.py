@@ -30,6 +30,12 @@ line one JSON object: ``rps``, ``p99_ms`` (recommendations), ``trivial_rps``, ``
 (the server's CPU per request: its processes' user + system time over a round / requests served;
 on a shared machine it moves far less with other load than req/s does) (and ``visible_p50_ms`` /
 ``visible_p99_ms`` / ``visible_missed`` with ``--ingest-rate``).
+Also printed and in the JSON line: ``worker_rss_mb`` / ``worker_hwm_mb`` (VmRSS and peak VmHWM of
+each uvicorn worker, read from /proc after the rounds) and the set-up times ``build_s`` (data and
+model), ``send_s`` (catalog to the topic), ``catalog_ready_s`` (server start until ``/healthz``
+counts every item), ``first_list_s`` (until 40 probe lists were answered). From ``SCALED_FROM``
+(100,000) items on, the catalog, model and live events come from ``bench/scaled_shop.py``
+(array operations: ``SyntheticShop`` takes hours to wire 1M items) and wrk draws item ids in Lua.
 Targets (issue 5): >= 3,000 req/s, p99 <= 15 ms, >= 50 % of the trivial endpoint; (issue 14) the
 same while the flow ingests 1,000 events/s, and event -> visible p99 <= 1 s.
 """
@@ -49,6 +55,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -60,13 +67,12 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.scaled_shop import BenchData  # noqa: E402
 from operators.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
 from operators.kafka import ensure_topics, platform_topics  # noqa: E402
 from operators.schema import Event, encode_event  # noqa: E402
 from operators.settings import Settings  # noqa: E402
-from operators.training import train_covisitation  # noqa: E402
 from simulators.producer import EventProducer  # noqa: E402
-from simulators.shop import SyntheticShop  # noqa: E402
 from tests.platform import FlowProcess, time_until_visible  # noqa: E402
 
 FILTER = "category == context.item.category AND price < $max_price"
@@ -80,6 +86,15 @@ request = function()
   return wrk.format("GET", "/v1/recommendations?campaign=pdp&item_id=" .. id .. "&max_price=200")
 end
 """
+
+_LUA_SCALED = """
+math.randomseed(%d)
+request = function()
+  local id = string.format("i%%06d", math.random(0, %d))
+  return wrk.format("GET", "/v1/recommendations?campaign=pdp&item_id=" .. id .. "&max_price=200")
+end
+"""
+"""A catalog of ``bench.scaled_shop.SCALED_FROM`` items or more: ids made in Lua (a literal list of 1M ids is too big a chunk)."""
 
 _DONE_LUA = """
 done = function(summary, latency, requests)
@@ -124,6 +139,27 @@ def _wrk(url: str, script: Path | None, duration_s: float, connections: int) -> 
             "socket_errors": 1.0 if errors else 0.0}
 
 
+def _workers_rss_mb(server_pid: int) -> list[dict[str, float]]:
+    """VmRSS and VmHWM (peak) in MB of each uvicorn worker: the server's child processes other than
+    multiprocessing's resource tracker."""
+    try:
+        children = open(f"/proc/{server_pid}/task/{server_pid}/children").read().split()
+    except OSError:
+        return []
+    out = []
+    for pid in children:
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            status = open(f"/proc/{pid}/status").read()
+        except OSError:
+            continue
+        if b"resource_tracker" in cmd:
+            continue
+        kb = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.M))
+        out.append({"pid": float(pid), "rss_mb": int(kb.get("VmRSS", 0)) / 1024, "hwm_mb": int(kb.get("VmHWM", 0)) / 1024})
+    return out
+
+
 def _session_cpu_s(sid: int) -> float:
     """CPU seconds (user + system) so far of every process in session ``sid``: the API server and its
     workers (their Kafka client threads included). Per request it is the server's cost, which other
@@ -153,16 +189,15 @@ class Ingest:
     user's list until ``last_event_ts`` reaches the event's time (10 s at most: a miss).
     """
 
-    def __init__(self, settings: Settings, tmp: Path, shop: SyntheticShop, rate: float, seconds: float,
-                 url: str) -> None:
+    def __init__(self, settings: Settings, tmp: Path, item_id: Callable[[int], str], n_items: int,
+                 events: list[Event], rate: float, url: str) -> None:
         self.settings, self.rate, self.url = settings, rate, url
         self.flow = FlowProcess(settings, tmp / "flow.toml")
         self.stop_event = threading.Event()
         self.visible_ms: list[float] = []
         self.missed = 0
         self.sent = 0
-        self.items = [d["item_id"] for d in shop.catalog(vectors=False)]
-        events = list(shop.events(int(rate * seconds), rate_per_s=rate, warm_up=False))
+        self.item_id, self.n_items = item_id, n_items
         start_ts = time.time() + 5.0
         self.load = [(e.user_id.encode(), encode_event(msgspec.structs.replace(e, ts=start_ts + i / rate)))
                      for i, e in enumerate(events)]
@@ -208,7 +243,7 @@ class Ingest:
             while not self.stop_event.is_set():
                 user = f"probe-user-{i % 50}"
                 event = Event(event_id=f"probe-{i}", ts=time.time(), type="view", user_id=user,
-                              item_id=self.items[int(rng.integers(len(self.items)))])
+                              item_id=self.item_id(int(rng.integers(self.n_items))))
                 i += 1
                 ms = time_until_visible(producer, client, self.settings.kafka.events_topic, event)
                 if ms is None:
@@ -242,14 +277,18 @@ def main() -> None:
     server: subprocess.Popen[bytes] | None = None
     ingest: Ingest | None = None
     ingested = 0
+    timings: dict[str, float] = {}
+    rss: list[dict[str, float]] = []
     try:
         with LocalBroker() as broker:
             s = _settings(broker.bootstrap, tmp, feedback=not a.no_feedback, rate_limit=a.rate_limit)
-            shop = SyntheticShop(n_items=a.items, n_users=max(100, a.items // 10), seed=a.seed)
-            train_covisitation(shop.history(max(20_000, a.items * 6)), s)
-            catalog = shop.catalog()
+            t0 = time.monotonic()
+            data = BenchData.build(a.items, a.seed, s)
+            timings["build_s"] = time.monotonic() - t0
+            t0 = time.monotonic()
             with EventProducer.from_settings(s.kafka) as producer:
-                producer.send_catalog(catalog)
+                producer.send_catalog(data.records)
+            timings["send_s"] = time.monotonic() - t0
             config = tmp / "fusionrec.toml"
             config.write_text(tomli_w.dumps(s.model_dump(mode="json", exclude_none=True)))
             port = free_port()
@@ -259,36 +298,50 @@ def main() -> None:
                  "--port", str(port), "--workers", str(a.workers), "--loop", "uvloop", "--http", "httptools",
                  "--no-access-log", "--log-level", "warning"],
                 env=env, cwd=tmp, start_new_session=True)
+            t_start = time.monotonic()
             url = f"http://127.0.0.1:{port}"
             wait_for_port("127.0.0.1", port, 60)
             c = httpx.Client(base_url=url, timeout=10)
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 60 + data.n_items / 2000  # 1M items: ~9 min at most
+            stalls = 0
             while time.monotonic() < deadline:
-                r = c.get("/healthz")
-                if r.status_code == 200 and r.json()["catalog_items"] == len(catalog):
+                try:
+                    r = c.get("/healthz")
+                except httpx.TimeoutException:  # a worker's event loop busy > 10 s (the catalog applied on it)
+                    stalls += 1
+                    continue
+                if r.status_code == 200 and r.json()["catalog_items"] == data.n_items:
                     break
                 time.sleep(0.2)
+            if stalls:
+                print(f"start-up: /healthz timed out (10 s) {stalls} times", flush=True)
+            timings["catalog_ready_s"] = time.monotonic() - t_start
             body = {"scenario": "similar", "filter": FILTER, "boosters": BOOSTERS, "n": 10,
                     "arms": [{"name": "covisit", "strategy": "similar"}, {"name": "visual", "strategy": "visual"}]}
             r = c.put("/v1/campaigns/pdp", json=body)
             assert r.status_code in (200, 201), r.text
             time.sleep(2 * s.api.campaign_check_s + 0.2)  # the other worker picks the campaign up
-            ids = [d["item_id"] for d in catalog]
             script = tmp / "recs.lua"
-            script.write_text(_LUA % (",".join(f'"{i}"' for i in ids), a.seed) + _DONE_LUA)
+            if data.ids is not None:
+                script.write_text(_LUA % (",".join(f'"{i}"' for i in data.ids), a.seed) + _DONE_LUA)
+            else:
+                script.write_text(_LUA_SCALED % (a.seed, data.n_items - 1) + _DONE_LUA)
             plain = tmp / "plain.lua"
             plain.write_text(_DONE_LUA)
             answered = 0
             for probe in range(40):  # both workers answer the campaign (and warm their caches)
-                r = c.get("/v1/recommendations", params={"campaign": "pdp", "item_id": ids[probe], "max_price": 200})
+                r = c.get("/v1/recommendations", params={"campaign": "pdp", "item_id": data.item_id(probe),
+                                                         "max_price": 200}, timeout=600)  # the 1st applies the catalog
                 assert r.status_code == 200, r.text
                 answered += bool(r.json()["items"])
             assert answered >= 20, f"only {answered} of 40 probes got items"
+            timings["first_list_s"] = time.monotonic() - t_start
             _wrk(url + "/healthz", None, 2, a.connections)  # warm-up
             _wrk(url + "/", script, 2, a.connections)
             if a.ingest_rate > 0:
                 seconds = 2 * a.rounds * (a.duration_s + 1) + 150  # the rounds, the warm-up and slack
-                ingest = Ingest(s, tmp, shop, a.ingest_rate, seconds, url).start()
+                ingest = Ingest(s, tmp, data.item_id, data.n_items, data.events(int(a.ingest_rate * seconds), a.ingest_rate),
+                                a.ingest_rate, url).start()
                 deadline = time.monotonic() + 120
                 while not ingest.visible_ms and time.monotonic() < deadline:  # the flow is up and publishing
                     time.sleep(0.5)
@@ -301,6 +354,7 @@ def main() -> None:
                     r = _wrk(target, lua, a.duration_s, a.connections)
                     r["cpu_ms"] = (_session_cpu_s(server.pid) - cpu0) * 1000 / max(r["rps"] * (time.monotonic() - t0), 1.0)
                     runs[name].append(r)
+            rss = _workers_rss_mb(server.pid)
             if ingest is not None:
                 ingest.stop()
                 ingested = ingest.sent
@@ -309,7 +363,8 @@ def main() -> None:
                 codes: dict[int, int] = {}
                 sample = ""
                 for probe in range(200):
-                    r = c.get("/v1/recommendations", params={"campaign": "pdp", "item_id": ids[probe % len(ids)],
+                    r = c.get("/v1/recommendations", params={"campaign": "pdp",
+                                                             "item_id": data.item_id(probe % data.n_items),
                                                              "max_price": 200})
                     codes[r.status_code] = codes.get(r.status_code, 0) + 1
                     sample = sample or ("" if r.status_code == 200 else f"{r.status_code} {r.text[:300]}")
@@ -353,6 +408,14 @@ def main() -> None:
         print(f"flow ingesting {a.ingest_rate:,.0f} events/s ({ingested:,} sent): event -> visible p50 "
               f"{extra['visible_p50_ms']} ms, p99 {extra['visible_p99_ms']} ms over {extra['probes']} probes, "
               f"{ingest.missed} not visible within 10 s")
+    if rss:
+        extra.update(worker_rss_mb=[round(w["rss_mb"], 1) for w in rss], worker_hwm_mb=[round(w["hwm_mb"], 1) for w in rss])
+        print("API workers after the rounds: RSS " + ", ".join(f"{w['rss_mb']:,.0f}" for w in rss) + " MB (peak "
+              + ", ".join(f"{w['hwm_mb']:,.0f}" for w in rss) + " MB)")
+    extra.update({k: round(v, 1) for k, v in timings.items()})
+    print("set-up: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+          + " (build: data and model; send: catalog to the topic; catalog_ready: server start to /healthz showing "
+            "every item; first_list: to 40 answered probes)")
     print(f"command: .venv/bin/python bench/api.py {' '.join(sys.argv[1:])}".rstrip())
     print(json.dumps({"api": "recommendations+filter", "rps": round(best["recommendations"]["rps"], 1),
                       "p99_ms": round(best["recommendations"]["p99_ms"], 2),

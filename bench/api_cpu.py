@@ -1,6 +1,6 @@
 """CPU per campaign request of the API in one process, without HTTP: the handler plus the fold of its served list.
 
-    .venv/bin/python bench/api_cpu.py [--tree PATH] [--items 5000] [--requests 20000] [--rounds 3]
+    .venv/bin/python bench/api_cpu.py [--tree PATH] [--items 5000] [--requests 20000] [--rounds 3] [--fresh]
 
 ``bench/api.py`` measures the served API under ``wrk`` (req/s, latency, and the server's CPU per
 request), but on a shared 2-core box the other jobs move even its CPU per request by ±20 %. This
@@ -16,6 +16,9 @@ time, i.e. with the machine's load, not with requests); and the handler's own ti
 wall clock inside ``app(...)``). One process folds each list once (a server with ``w`` workers
 folds it ``w`` times); no HTTP parsing, no socket writes.
 
+``--items`` sizes the catalog (from 100,000 on built by ``bench/scaled_shop.py``, always this
+script's copy); ``--fresh`` draws new random items for every round, so a large catalog's caches
+miss as they do under ``wrk``'s random items (by default the rounds repeat the warm-up's requests).
 ``--tree PATH`` measures the code of another checkout (a ``git worktree`` of an older commit) with
 this script: side-by-side comparisons run both trees alternately from one file. Prints a table and
 one JSON line.
@@ -25,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +62,8 @@ async def _call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
-async def _run(a: argparse.Namespace, settings: Any, ids: list[str]) -> list[dict[str, float]]:
+async def _run(a: argparse.Namespace, settings: Any, n_items: int, item_id: Callable[[int], str]
+               ) -> list[dict[str, float]]:
     import numpy as np
 
     from api.app import create_app
@@ -68,7 +74,8 @@ async def _run(a: argparse.Namespace, settings: Any, ids: list[str]) -> list[dic
     async with app.router.lifespan_context(app):
         svc = app.state.services
         deadline = time.monotonic() + 60
-        while svc.catalog_view.index.capacity < len(ids) and time.monotonic() < deadline:
+        deadline += n_items / 2000  # 1M items: ~9 min at most
+        while svc.catalog_view.index.capacity < n_items and time.monotonic() < deadline:
             svc.catalog_view.sync()
             await asyncio.sleep(0.1)
         body = {"scenario": "similar", "filter": FILTER, "boosters": BOOSTERS, "n": 10,
@@ -76,8 +83,11 @@ async def _run(a: argparse.Namespace, settings: Any, ids: list[str]) -> list[dic
         status, out = await _call(app, _app_scope(b"", "PUT", "/v1/campaigns/pdp"), json.dumps(body).encode())
         assert status in (200, 201), out
         rng = np.random.default_rng(a.seed)
-        queries = [f"campaign=pdp&item_id={ids[int(i)]}&max_price=200".encode()
-                   for i in rng.integers(len(ids), size=a.requests)]
+        def draw() -> list[bytes]:
+            return [f"campaign=pdp&item_id={item_id(int(i))}&max_price=200".encode()
+                    for i in rng.integers(n_items, size=a.requests)]
+
+        queries = draw()
         for q in queries:  # warm-up, the same requests: the rounds measure the steady state (caches filled)
             status, out = await _call(app, _app_scope(q))
             assert status == 200, out
@@ -87,6 +97,8 @@ async def _run(a: argparse.Namespace, settings: Any, ids: list[str]) -> list[dic
         await asyncio.sleep(3.0)  # idle: the readers' and clients' background threads poll anyway
         idle_per_s = (time.process_time() - c0) / (time.monotonic() - w0)
         for _ in range(a.rounds):
+            if a.fresh:
+                queries = draw()
             await _wait_folded(svc)
             served0 = svc.fold.n_served
             handler: list[float] = []
@@ -126,6 +138,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh", action="store_true",
+                    help="each round draws new random items (caches as cold as wrk's random items make them) "
+                         "instead of repeating the warm-up's requests")
     a = ap.parse_args()
     tree = a.tree.resolve()
     sys.path.insert(0, str(tree))
@@ -133,24 +148,27 @@ def main() -> None:
 
     from bench.api import _settings
     from operators.broker import LocalBroker
-    from operators.training import train_covisitation
     from simulators.producer import EventProducer
-    from simulators.shop import SyntheticShop
+
+    # the data of this script's tree (bench/scaled_shop.py), built with the measured tree's modules
+    spec = importlib.util.spec_from_file_location("_bench_data_of_script", ROOT / "bench" / "scaled_shop.py")
+    assert spec is not None and spec.loader is not None
+    bench_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_data)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-cpu-"))
     try:
         with LocalBroker() as broker:
             s = _settings(broker.bootstrap, tmp)
-            shop = SyntheticShop(n_items=a.items, n_users=max(100, a.items // 10), seed=a.seed)
-            train_covisitation(shop.history(max(20_000, a.items * 6)), s)
-            catalog = shop.catalog()
+            data = bench_data.BenchData.build(a.items, a.seed, s)
             with EventProducer.from_settings(s.kafka) as producer:
-                producer.send_catalog(catalog)
-            rounds = uvloop.run(_run(a, s, [d["item_id"] for d in catalog]))
+                producer.send_catalog(data.records)
+            rounds = uvloop.run(_run(a, s, data.n_items, data.item_id))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-    print(f"\nAPI in one process (ASGI, no HTTP), {a.items:,} items, {a.requests:,} requests x {a.rounds} rounds, "
+    print(f"\nAPI in one process (ASGI, no HTTP), {a.items:,} items, {a.requests:,} requests x {a.rounds} rounds"
+          f"{' (new random items each round)' if a.fresh else ''}, "
           f"tree {tree}\n")
     print("| CPU us / request (median) | rounds | net of idle polling (median) | rounds "
           "| handler p50 / p99 / max us (median) |")
@@ -160,7 +178,7 @@ def main() -> None:
     print(f"| {med['cpu_us']:.1f} | {per_round} | {med['net_cpu_us']:.1f} | {net_rounds} | "
           f"{med['handler_p50_us']:.1f} / {med['handler_p99_us']:.1f} / {med['handler_max_us']:.0f} |")
     print(f"command: .venv/bin/python bench/api_cpu.py {' '.join(sys.argv[1:])}".rstrip())
-    print(json.dumps({"bench": "api_cpu", "tree": str(tree), **{k: round(v, 2) for k, v in med.items()},
+    print(json.dumps({"bench": "api_cpu", "tree": str(tree), "items": a.items, "fresh": a.fresh, **{k: round(v, 2) for k, v in med.items()},
                       "cpu_us_rounds": [round(r["cpu_us"], 2) for r in rounds],
                       "net_cpu_us_rounds": [round(r["net_cpu_us"], 2) for r in rounds]}))
 
