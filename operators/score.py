@@ -153,18 +153,23 @@ def score_users(
     else:
         ids = scores = None
         has_hist = np.zeros(len(uids), dtype=bool)
+    # Python lists once per batch (indexing them per item is ~10x cheaper than numpy scalars)
+    id_rows = ids.tolist() if ids is not None else []
+    score_rows = scores.tolist() if scores is not None else []
+    item_ids = version.item_ids if version is not None else []
+    pop_pairs = list(zip(pop_ids, pop_scores.tolist(), strict=False))
     for q, uid in enumerate(uids):
         items: list[str] = []
         vals: list[float] = []
         source = "popular"
         if ids is not None and has_hist[q]:
-            keep = ids[q] >= 0
-            items = [version.item_ids[i] for i in ids[q][keep]]  # type: ignore[union-attr]
-            vals = scores[q][keep].tolist()  # type: ignore[index]
+            kept = [(item_ids[i], v) for i, v in zip(id_rows[q], score_rows[q], strict=True) if i >= 0]
+            items = [i for i, _ in kept]
+            vals = [v for _, v in kept]
             source = "model"
         if len(items) < n:
             seen = set(items)
-            extra = [(i, s) for i, s in zip(pop_ids, pop_scores.tolist()) if i not in seen][: n - len(items)]
+            extra = [(i, s) for i, s in pop_pairs if i not in seen][: n - len(items)]
             from_model = bool(items)
             if extra and from_model:
                 source = "model+popular"
