@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -211,7 +212,8 @@ def _popular(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> R
     if len(ids) < k:
         w_ids, _ = svc.window_popularity.top(svc.settings.api.popularity_horizon_s)
         seen, floor = set(ids), (scores[-1] if scores else 1.0)
-        tail = [i for i in w_ids if i not in seen][: k - len(ids)]
+        # stops after the k - len(ids) it needs: w_ids holds every item with events in the horizon (1M items: all)
+        tail = list(islice((i for i in w_ids if i not in seen), k - len(ids)))
         ids += tail
         scores += (floor * (1.0 - (np.arange(len(tail)) + 1.0) / (len(tail) + 1.0))).tolist()
     return ids, scores
@@ -229,8 +231,18 @@ STRATEGY_NEEDS: dict[str, tuple[str, ...]] = {
 """Request inputs each strategy needs (``a|b``: one of them)."""
 
 
-def model_ranking(name: str, svc: Services, inputs: Inputs, params: Mapping[str, Any]) -> Ranked | None:
+def model_ranking(name: str, svc: Services, inputs: Inputs, params: Mapping[str, Any], n: int | None = None
+                  ) -> Ranked | None:
     """The arm's whole ranking: every item its model (or source) can score, best first, uncached.
+
+    ``n``: at most the first ``n`` items (the model's top-``n``: O(n) with an exact top-k such as
+    co-visitation's, instead of a sort of the whole catalog) for ``similar``, ``session``,
+    ``personalized`` and ``visual``; the other strategies give their whole ranking whatever ``n``
+    (``cart`` sums per-item top-k lists, so its top-n is not a prefix of its whole ranking).
+    A model's top-``n`` equals the first ``n`` of its whole ranking except, with a top-k that
+    breaks ties at the cut arbitrarily (``np.argpartition``), for items whose score equals the
+    ``n``-th one: callers that need the exact prefix check ``scores[n - 1] > scores[n]`` of a
+    top-``n + 1`` (``api.serving._ranking_prefix``).
 
     What a campaign filter is applied to when the arm's over-fetched candidates run out, so a
     selective filter is served from the arm's model rather than from the fallback: ``similar``,
@@ -241,21 +253,25 @@ def model_ranking(name: str, svc: Services, inputs: Inputs, params: Mapping[str,
     ``last_seen`` (nothing beyond the user's recent items).
     """
     version = svc.models.current()
-    n_model = len(version.item_ids) if version is not None else 0
-    if name in ("session", "cart"):
-        return _STRATEGIES[name](svc, inputs, params, max(n_model, 1))
+    n_model = max(len(version.item_ids) if version is not None else 0, 1)
+    k = n_model if n is None else max(min(n, n_model), 1)
+    if name == "cart":
+        return _cart(svc, inputs, params, n_model)
+    if name == "session":
+        return _session(svc, inputs, params, k)
     if name == "similar":
-        return _similar(svc, inputs, params, max(n_model, 1), cache=False)
+        return _similar(svc, inputs, params, k, cache=False)
     if name == "personalized":
         t = _topn(svc, inputs.user_id)
         if t is None or not t.recent:
             return [], []
-        return _session(svc, Inputs(session=tuple(reversed(t.recent))), params, max(n_model, 1))
+        return _session(svc, Inputs(session=tuple(reversed(t.recent))), params, k)
     if name == "visual":
         if not inputs.item_id:
             return [], []
         vectors = svc.catalog_view.vectors  # a whole ranking, walked in chunks: ids on demand
-        rows, scores = vectors.similar_rows(inputs.item_id, max(len(vectors), 1))
+        n_vec = max(len(vectors), 1)
+        rows, scores = vectors.similar_rows(inputs.item_id, n_vec if n is None else max(min(n, n_vec), 1))
         return _LazyIds(vectors.ids, rows), scores.astype(np.float64)  # type: ignore[return-value]
     if name == "top":
         return _top(svc, inputs, params, 1 << 30)

@@ -1,0 +1,100 @@
+"""``api.serving._from_model`` walks only the prefix of the arm's ranking it needs (issue 14, 1M items):
+the lists it gives are the same as the walk over the whole ranking it replaced, pinned here on a
+random catalog with selective filters, boosters, excluded items and tied scores."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from api.candidate_cache import CandidateCache
+from api.catalog import CatalogView
+from api.iql import RequestContext
+from api.serving import _from_model, _select
+from api.strategies import Inputs, model_ranking
+from models.base import InteractionLog
+from models.covisit import CoVisitation
+from operators.model_version import ModelVersion
+from state.campaigns import Arm, Campaign
+
+
+def _whole_walk(svc: Any, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
+                need: int, exclude: set[str]) -> tuple[list[str], np.ndarray] | None:
+    """The walk before issue 14's change: the whole ranking, in chunks of 8 * need (>= 256), x4 each."""
+    ranking = model_ranking(strategy, svc, inputs, {})
+    if ranking is None:
+        return None
+    all_ids, all_scores = ranking
+    out_ids: list[str] = []
+    out_s: list[np.ndarray] = []
+    start, chunk = 0, max(8 * need, 256)
+    while start < len(all_ids) and len(out_ids) < need:
+        ids, s = _select(svc, campaign, ctx, all_ids[start:start + chunk], all_scores[start:start + chunk], exclude)
+        out_ids += ids
+        out_s.append(s)
+        start, chunk = start + chunk, chunk * 4
+    return out_ids, (np.concatenate(out_s) if out_s else np.zeros(0))
+
+
+@pytest.fixture(scope="module")
+def svc() -> SimpleNamespace:
+    rng = np.random.default_rng(7)
+    n_items, n_catalog = 3000, 3100  # 100 catalog items the model does not know; 50 model items not in the catalog
+    ids = [f"i{j:05d}" for j in range(n_catalog)]
+    view = CatalogView()
+    cats = rng.integers(0, 12, n_catalog)
+    vecs = rng.normal(size=(n_catalog, 4)).round(1)  # coarse: many tied cosines
+    vecs[::7] = vecs[0]  # and exact duplicates
+    for j, item_id in enumerate(ids):
+        if 3000 <= j < 3050:
+            continue
+        view.on_update(item_id, {"item_id": item_id, "category": f"c{cats[j]}", "price": float(rng.uniform(1, 100)),
+                                 "on_sale": bool(rng.random() < 0.2), "hidden": bool(rng.random() < 0.03),
+                                 "vector": vecs[j].tolist()})
+    view.sync()
+    n_sessions = 4000
+    sess = np.repeat(np.arange(n_sessions, dtype=np.int32), 5)
+    item = rng.integers(0, n_items, len(sess)).astype(np.int32)
+    ts = np.round(1.7e9 + rng.uniform(0, 1e6, len(sess)), -4)  # coarse times: tied popularity values
+    order = np.lexsort((ts, sess))
+    model_ids = [*ids[:2950], *(f"gone{j}" for j in range(50))]
+    log = InteractionLog(session_idx=sess[order], item_idx=item[order], ts=ts[order], n_items=n_items,
+                         item_ids=tuple(model_ids))
+    version = ModelVersion("v1", CoVisitation().fit(log), model_ids, {})
+    return SimpleNamespace(models=SimpleNamespace(current=lambda: version), catalog_view=view,
+                           candidates=CandidateCache(), ids=ids, cats=cats)
+
+
+@pytest.mark.parametrize("strategy", ["similar", "session", "visual"])
+@pytest.mark.parametrize(("max_price", "boosters", "need"), [(100.0, "", 10), (30.0, "BOOST 3 IF on_sale == true", 10),
+                                                             (5.0, "BOOST 2 IF on_sale == true", 10), (60.0, "", 300),
+                                                             (2.0, "", 10)])
+def test_prefix_walk_equals_the_whole_ranking_walk(svc, strategy, max_price, boosters, need):
+    campaign = Campaign("c", "similar", [Arm("a", strategy)], filter="category == context.item.category AND price < $p",
+                        boosters=boosters)
+    rng = np.random.default_rng(int(max_price * 10) + need)
+    for j in rng.choice(len(svc.ids), 40, replace=False):
+        item_id = svc.ids[j]
+        exclude = {item_id, *(svc.ids[int(x)] for x in rng.integers(0, len(svc.ids), 3))}
+        inputs = Inputs(item_id=item_id, session=(item_id,) if strategy == "session" else ())
+        ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": max_price})
+        want = _whole_walk(svc, campaign, ctx, strategy, inputs, need, exclude)
+        got = _from_model(svc, campaign, ctx, strategy, inputs, {}, need, exclude)
+        assert want is not None and got is not None
+        assert got[0] == want[0], (item_id, strategy)
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_no_filter_and_unknown_items(svc):
+    campaign = Campaign("c", "similar", [Arm("a", "similar")])
+    for item_id in ("i00010", "i03020", "gone3", "nope"):
+        inputs = Inputs(item_id=item_id)
+        ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id))
+        want = _whole_walk(svc, campaign, ctx, "similar", inputs, 10, {item_id})
+        got = _from_model(svc, campaign, ctx, "similar", inputs, {}, 10, {item_id})
+        assert got is not None and want is not None
+        assert got[0] == want[0]
+        np.testing.assert_array_equal(got[1], want[1])
