@@ -1,8 +1,8 @@
 """Nearest neighbours in a vector modality of the catalog (cosine, exact, numpy).
 
 Items may carry a dense vector attribute (image embedding or any other modality). Rows are
-L2-normalised when set; the matrix is rebuilt lazily after changes, so a burst of catalog
-updates costs one ``vstack``. A query is one matrix-vector product and an ``argpartition``.
+L2-normalised when set, into one growing float32 matrix (no copy per catalog change). A query
+is one matrix-vector product and an ``argpartition``.
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ class VectorIndex:
         self.dim = dim
         self._row: dict[str, int] = {}
         self._ids: list[str] = []
-        self._vecs: list[NDArray[np.float32]] = []
-        self._live: list[bool] = []
-        self._matrix: NDArray[np.float32] | None = None
-        self._live_arr: NDArray[np.bool_] | None = None
+        # rows in one growing float32 buffer (capacity doubles): ~dim * 4 bytes per item, where a list
+        # of per-item arrays cost ~110 bytes more each and a vstack copy of the whole matrix per change
+        self._buf: NDArray[np.float32] | None = None
+        self._live_buf = np.zeros(0, dtype=bool)
+        self._n_live = 0
 
     def __len__(self) -> int:
-        return sum(self._live)
+        return self._n_live
 
     def set(self, item_id: str, vector: object) -> bool:
         """Insert or replace an item's vector; False (and logged) if it is not a finite vector of ``dim``."""
@@ -57,21 +58,35 @@ class VectorIndex:
             return False
         row = self._row.get(item_id)
         if row is None:
-            self._row[item_id] = len(self._ids)
+            row = self._row[item_id] = len(self._ids)
             self._ids.append(item_id)
-            self._vecs.append(v / norm)
-            self._live.append(True)
-        else:
-            self._vecs[row] = v / norm
-            self._live[row] = True
-        self._matrix = None
+            self._grow(row + 1)
+        buf = self._buf
+        assert buf is not None
+        buf[row] = v / norm
+        if not self._live_buf[row]:
+            self._live_buf[row] = True
+            self._n_live += 1
         return True
+
+    def _grow(self, rows: int) -> None:
+        """Room for ``rows`` rows (capacity doubled, so n inserts copy O(n) rows in all)."""
+        cap = 0 if self._buf is None else len(self._buf)
+        if rows <= cap:
+            return
+        new_cap = max(rows, 2 * cap, 64)
+        buf = np.zeros((new_cap, self.dim or 0), dtype=np.float32)
+        live = np.zeros(new_cap, dtype=bool)
+        if self._buf is not None:
+            buf[:cap] = self._buf
+            live[:cap] = self._live_buf
+        self._buf, self._live_buf = buf, live
 
     def delete(self, item_id: str) -> None:
         row = self._row.get(item_id)
-        if row is not None and self._live[row]:
-            self._live[row] = False
-            self._matrix = None
+        if row is not None and self._live_buf[row]:
+            self._live_buf[row] = False
+            self._n_live -= 1
 
     @property
     def ids(self) -> list[str]:
@@ -81,13 +96,12 @@ class VectorIndex:
     def similar_rows(self, item_id: str, n: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
         """As ``similar``, with rows (``ids[row]`` is the item_id) instead of ids: no string per item."""
         row = self._row.get(item_id)
-        if row is None or not self._live[row]:
+        if row is None or not self._live_buf[row]:
             return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
-        if self._matrix is None:
-            self._matrix = np.vstack(self._vecs)
-            self._live_arr = np.asarray(self._live)
-        scores = self._matrix @ self._matrix[row]
-        scores[~self._live_arr] = -np.inf  # type: ignore[operator]
+        n_rows = len(self._ids)
+        matrix = self._buf[:n_rows]  # type: ignore[index]  # a view: no copy
+        scores = matrix @ matrix[row]
+        scores[~self._live_buf[:n_rows]] = -np.inf
         scores[row] = -np.inf
         idx, val = topk(scores[None, :], n)
         keep = idx[0] >= 0

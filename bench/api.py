@@ -318,7 +318,7 @@ def main() -> None:
             timings["catalog_ready_s"] = time.monotonic() - t_start
             body = {"scenario": "similar", "filter": FILTER, "boosters": BOOSTERS, "n": 10,
                     "arms": [{"name": "covisit", "strategy": "similar"}, {"name": "visual", "strategy": "visual"}]}
-            r = c.put("/v1/campaigns/pdp", json=body)
+            r = c.put("/v1/campaigns/pdp", json=body, timeout=600)  # its worker applies the catalog first
             assert r.status_code in (200, 201), r.text
             time.sleep(2 * s.api.campaign_check_s + 0.2)  # the other worker picks the campaign up
             script = tmp / "recs.lua"

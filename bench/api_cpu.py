@@ -96,6 +96,12 @@ async def _run(a: argparse.Namespace, settings: Any, n_items: int, item_id: Call
         c0, w0 = time.process_time(), time.monotonic()
         await asyncio.sleep(3.0)  # idle: the readers' and clients' background threads poll anyway
         idle_per_s = (time.process_time() - c0) / (time.monotonic() - w0)
+        profiler = None
+        if a.profile is not None:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         for _ in range(a.rounds):
             if a.fresh:
                 queries = draw()
@@ -117,6 +123,9 @@ async def _run(a: argparse.Namespace, settings: Any, n_items: int, item_id: Call
                            "handler_p50_us": float(np.percentile(h, 50)),
                            "handler_p99_us": float(np.percentile(h, 99)), "handler_max_us": float(h.max())})
             print(f"round: {rounds[-1]}", flush=True)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(a.profile)
     return rounds
 
 
@@ -141,6 +150,8 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true",
                     help="each round draws new random items (caches as cold as wrk's random items make them) "
                          "instead of repeating the warm-up's requests")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="write a cProfile of the rounds (the event loop's thread) to this file")
     a = ap.parse_args()
     tree = a.tree.resolve()
     sys.path.insert(0, str(tree))
