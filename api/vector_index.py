@@ -38,6 +38,7 @@ class VectorIndex:
         self._buf: NDArray[np.float32] | None = None
         self._live_buf = np.zeros(0, dtype=bool)
         self._n_live = 0
+        self._dead: NDArray[np.intp] | None = None  # rows not live, kept until a row changes liveness
 
     def __len__(self) -> int:
         return self._n_live
@@ -67,6 +68,7 @@ class VectorIndex:
         if not self._live_buf[row]:
             self._live_buf[row] = True
             self._n_live += 1
+            self._dead = None
         return True
 
     def _grow(self, rows: int) -> None:
@@ -87,6 +89,7 @@ class VectorIndex:
         if row is not None and self._live_buf[row]:
             self._live_buf[row] = False
             self._n_live -= 1
+            self._dead = None
 
     @property
     def ids(self) -> list[str]:
@@ -101,7 +104,9 @@ class VectorIndex:
         n_rows = len(self._ids)
         matrix = self._buf[:n_rows]  # type: ignore[index]  # a view: no copy
         scores = matrix @ matrix[row]
-        scores[~self._live_buf[:n_rows]] = -np.inf
+        if self._dead is None or (len(self._dead) and self._dead[-1] >= n_rows):
+            self._dead = np.flatnonzero(~self._live_buf[:n_rows])
+        scores[self._dead] = -np.inf  # usually few rows: no pass over a mask of every row
         scores[row] = -np.inf
         idx, val = topk(scores[None, :], n)
         keep = idx[0] >= 0
