@@ -146,8 +146,7 @@ def build_analytics(settings: Settings) -> AnalyticsService:
     (it starts and reports not ready instead), and the reader retries until the topic exists."""
     topic = settings.analytics.topic
     view = AnalyticsView()
-    table = TopicTable(settings.kafka.brokers, topic, decode_record, on_update=view.apply, keep=False,
-                       fetch_wait_ms=settings.kafka.table_fetch_wait_ms).start()
+    table = TopicTable(settings.kafka.brokers, topic, decode_record, on_update=view.apply, keep=False).start()
     service = AnalyticsService(settings, table, view)
     threading.Thread(target=_ensure_analytics_topic, args=(settings.kafka.brokers, topic, service._stop),
                      name="analytics-topic", daemon=True).start()

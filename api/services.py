@@ -206,7 +206,7 @@ def build_services(settings: Settings) -> Services:
     snapshots = PopularitySnapshots(popularity, state_dir / "popularity.snapshot", k.window_topic())
     window_table = TopicTable(k.brokers, k.window_topic(), decode_window_piece, on_update=popularity.apply,
                               keep=False, on_beyond_end=beyond_end, start_offsets=snapshots.load(),
-                              on_batch=snapshots.on_batch, fetch_wait_ms=k.table_fetch_wait_ms).start()
+                              on_batch=snapshots.on_batch).start()
     fold = FeedbackFold(optimizer, campaigns.config_of, max_open=a.max_open_lists, declares=campaigns.declares,
                         segment_of=campaigns.segment_of)
     reader = None
@@ -218,11 +218,9 @@ def build_services(settings: Settings) -> Services:
                                 published=SnapshotTopic(k.brokers, k.optimizer_topic()),
                                 publish_every_s=a.snapshot_publish_s or math.inf).start(drain_on_loop=True)
     # items kept as their JSON (decoded per GET /v1/items/{id}): ~1.1 GB less per process at 1M items
-    side = k.table_fetch_wait_ms  # side tables: the broker may hold their empty fetches longer (fewer requests)
     catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update,
-                         on_beyond_end=beyond_end, keep_raw=True, fetch_wait_ms=side).start()
-    item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads, on_beyond_end=beyond_end,
-                            fetch_wait_ms=side).start()
+                         on_beyond_end=beyond_end, keep_raw=True).start()
+    item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads, on_beyond_end=beyond_end).start()
     topn_store = checkpoints = None
     if a.topn_store == "rocksdb":
         topn_store = ServingStore(settings.stream.serving_dir / k.topn_topic, ServingOptions(block_cache_bytes=a.topn_cache_bytes))
@@ -239,7 +237,7 @@ def build_services(settings: Settings) -> Services:
         catalog=catalog,
         item_links=item_links,
         flow_stats=TopicTable(k.brokers, k.flow_stats_topic(), orjson.loads,
-                              on_beyond_end=beyond_end, fetch_wait_ms=side).start(),  # the flow's counters (/metrics)
+                              on_beyond_end=beyond_end).start(),  # the flow's counters (/metrics)
         producer=durable.producer,
         durable=durable,
         metrics=metrics,

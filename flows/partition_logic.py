@@ -118,10 +118,8 @@ class WorkerResources:
         if self._overlay is None:
             k = self.settings.kafka
             self._overlay = CatalogOverlay(
-                TopicTable(k.brokers, k.catalog_topic, orjson.loads, reader="flow",
-                           fetch_wait_ms=k.table_fetch_wait_ms).start(),
-                links=TopicTable(k.brokers, k.item_links_topic, orjson.loads, reader="flow",
-                                 fetch_wait_ms=k.table_fetch_wait_ms).start())
+                TopicTable(k.brokers, k.catalog_topic, orjson.loads, reader="flow").start(),
+                links=TopicTable(k.brokers, k.item_links_topic, orjson.loads, reader="flow").start())
         return self._overlay
 
     def known_items(self) -> dict[str, int] | None:

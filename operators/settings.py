@@ -107,11 +107,6 @@ class KafkaSettings(_Block):
         "Served lists (rec_request records), written by the API only, read by the optimizer and the analytics "
         "flow; as many partitions as events, same key (user_id)"))
     partitions: int = Field(default=4, ge=1, description="Partitions of the events topic (unit of scale)")
-    table_fetch_wait_ms: int = Field(default=100, ge=1, le=1000, description=(
-        "fetch.wait.max.ms of the readers of side tables (catalog, item-links, the flow's stats, windowed "
-        "popularity, analytics rows): how long the broker may hold an empty fetch. Each reader of every "
-        "process asks the broker 1000 / this many times a second while nothing changes; the user-topn reader "
-        "and the optimizer's feed keep 10 ms (freshness)"))
     stats_topic: str = Field(default="", description=(
         "Compacted topic of the flow's counters per partition, read by the API's /metrics (default '<events_topic>.stats')"))
 

@@ -91,10 +91,6 @@ class TopicTable:
         ``api.topn_checkpoint.TopnCheckpoints.restore``); True if it did, and the reader then
         reads the topic from the offsets stored with the copy. An exception is retried (the
         broker did not answer); False reads the topic from its start.
-    fetch_wait_ms : int
-        librdkafka ``fetch.wait.max.ms``: how long the broker may hold a fetch that finds nothing
-        (a reader sends ~1000 / this fetches a second while the topic is idle). 10 for the tables
-        whose changes must show at once (user-topn); side tables take ``kafka.table_fetch_wait_ms``.
 
     Attributes
     ----------
@@ -110,8 +106,7 @@ class TopicTable:
                  store: ServingStore | None = None, update_prefix: str = "",
                  start_offsets: dict[int, int] | None = None,
                  on_batch: Callable[[dict[int, int], bool], None] | None = None,
-                 restore: Callable[[], bool] | None = None, keep_raw: bool = False,
-                 fetch_wait_ms: int = 10) -> None:
+                 restore: Callable[[], bool] | None = None, keep_raw: bool = False) -> None:
         self.brokers, self.topic, self.decode, self.on_update = brokers, topic, decode, on_update
         self.on_beyond_end = on_beyond_end
         self.store, self.update_prefix = store, update_prefix
@@ -119,7 +114,6 @@ class TopicTable:
         self.restore, self._restore_done = restore, restore is None or store is None
         self.guard = OffsetGuard(brokers, topic, "earliest")
         self.keep, self.reader, self.keep_raw = keep, reader, keep_raw
-        self.fetch_wait_ms = fetch_wait_ms
         self._data: dict[str, object] = {}
         self._pending: list[tuple[bytes, bytes | None]] = []  # changes for the serving store, per poll
         self._stop = threading.Event()
@@ -209,8 +203,8 @@ class TopicTable:
         parts = topic_partitions(self.brokers, self.topic)
         end = self._ends.ends(self.brokers, self.topic)
         c = Consumer({**client_config(self.brokers), "group.id": f"fusionrec-{self.reader}-{self.topic}",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": self.fetch_wait_ms,
-                      "fetch.error.backoff.ms": 10, "max.partition.fetch.bytes": FETCH_BYTES, "error_cb": self._on_error})
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
+                      "max.partition.fetch.bytes": FETCH_BYTES, "error_cb": self._on_error})
         stored = self.store.offsets() if self.store is not None else self.start_offsets
         offsets = {p: stored.get(p, 0) for p in parts}
         c.assign([TopicPartition(self.topic, p, offsets[p] or OFFSET_BEGINNING) for p in parts])
