@@ -1,17 +1,27 @@
-"""Nearest neighbours in a vector modality of the catalog (cosine, exact, numpy).
+"""Nearest neighbours in a vector modality of the catalog (cosine; exact below a size, IVF above).
 
 Items may carry a dense vector attribute (image embedding or any other modality). Rows are
-L2-normalised when set, into one growing float32 matrix (no copy per catalog change). A query
-is one matrix-vector product and an ``argpartition``.
+L2-normalised when set, into one growing float32 matrix (no copy per catalog change).
+
+Below ``exact_below`` live rows a query is one matrix-vector product and an ``argpartition``
+(exact). From ``exact_below`` rows on, a query ranks the rows of the nearest inverted lists
+(``models.ivf``: k-means coarse lists, exact re-ranking of the probed rows; O(n_probe x rows per
+list), ~16k rows at 1M items; the lists copy the vectors, ``dim * 4 + 12`` bytes more per row). The lists are trained in a background thread when the index first
+reaches ``exact_below`` rows and again each time it has grown ``4x`` since, and installed on the
+next call; until then queries use the previous lists (or the exact scan). Each ``set``/``delete``
+moves one row in the installed lists at once (O(1) amortised), so a new or changed item is
+findable by the next query and a deleted item is never returned.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 from numpy.typing import NDArray
 
+from models.ivf import InvertedLists, nearest_list, train_centroids
 from models.topk import topk
 
 __all__ = ["VectorIndex"]
@@ -27,10 +37,30 @@ class VectorIndex:
     dim : int or None
         Vector length; taken from the first vector when None. Vectors of another length are
         refused (logged, the item is left out).
+    exact_below : int
+        Live rows below which every query is exact (``api.vector_exact_below``); from it on, the
+        approximate inverted lists answer once built.
+    n_probe : int
+        Inverted lists a query ranks exactly first (recall against cost; see ``models.ivf``).
+    seed : int
+        Seed of the k-means sample and initialisation: the same changes in the same order give
+        the same lists and answers.
+    background : bool
+        Train the lists in a background thread (the default: the event loop is not held for the
+        seconds a 1M-row build takes); False builds them inside the ``set`` that crosses a size
+        (tests, offline use: answers then never depend on timing).
     """
 
-    def __init__(self, dim: int | None = None) -> None:
+    def __init__(self, dim: int | None = None, *, exact_below: int = 50_000, n_probe: int = 16, seed: int = 0,
+                 background: bool = True) -> None:
         self.dim = dim
+        self.exact_below = exact_below
+        self.n_probe = n_probe
+        self.seed = seed
+        self.background = background
+        self._ivf: InvertedLists | None = None
+        self._built_rows = 0  # live rows when the installed (or building) lists were started
+        self._build: _Build | None = None  # a background build not installed yet
         self._row: dict[str, int] = {}
         self._ids: list[str] = []
         # rows in one growing float32 buffer (capacity doubles): ~dim * 4 bytes per item, where a list
@@ -69,6 +99,12 @@ class VectorIndex:
             self._live_buf[row] = True
             self._n_live += 1
             self._dead = None
+        self._install()
+        if self._build is not None:
+            self._build.touched.append(row)
+        if self._ivf is not None:
+            self._ivf.add(row, buf[row])
+        self._maybe_build()
         return True
 
     def _grow(self, rows: int) -> None:
@@ -85,11 +121,73 @@ class VectorIndex:
         self._buf, self._live_buf = buf, live
 
     def delete(self, item_id: str) -> None:
+        """Drop an item's vector (unknown ids are ignored); never returned by a query after this."""
         row = self._row.get(item_id)
         if row is not None and self._live_buf[row]:
             self._live_buf[row] = False
             self._n_live -= 1
             self._dead = None
+            self._install()
+            if self._build is not None:
+                self._build.touched.append(row)
+            if self._ivf is not None:
+                self._ivf.remove(row)
+
+    @property
+    def approximate(self) -> bool:
+        """True when queries are answered by the inverted lists (``exact_below`` live rows or more, lists built)."""
+        self._install()
+        return self._ivf is not None and self._n_live >= self.exact_below
+
+    def wait_built(self, timeout_s: float | None = None) -> bool:
+        """Wait for a background build and install it; False if it is still running after ``timeout_s``."""
+        build = self._build
+        if build is not None and not build.done.wait(timeout_s):
+            return False
+        self._install()
+        return True
+
+    def _maybe_build(self) -> None:
+        """Start a build when the live rows reach ``exact_below`` (first) or 4x the last build's rows."""
+        n = self._n_live
+        if self._build is not None or n < max(self.exact_below, 1) or (self._ivf is not None and n < 4 * self._built_rows):
+            return
+        n_rows = len(self._ids)
+        live = np.flatnonzero(self._live_buf[:n_rows])
+        n_lists = int(np.clip(round(np.sqrt(n)), 16, 4096))
+        rng = np.random.default_rng(self.seed)
+        sample_rows = np.sort(rng.choice(live, min(len(live), 64 * n_lists), replace=False))
+        assert self._buf is not None
+        build = _Build(self._buf, n_rows, self._live_buf[:n_rows].copy(), self._buf[sample_rows], n_lists,
+                       self.n_probe, self.seed)
+        self._build, self._built_rows = build, n
+        if self.background:
+            threading.Thread(target=build.run, name="vector-index-build", daemon=True).start()
+        else:
+            build.run()
+            self._install()
+
+    def _install(self) -> None:
+        """Install a finished build: rows changed or added since it started are re-placed (on this thread)."""
+        build = self._build
+        if build is None or not build.done.is_set():
+            return
+        self._build = None
+        if build.lists is None:
+            log.error("vector index: building the inverted lists failed; keeping %s",
+                      "the previous lists" if self._ivf is not None else "exact search")
+            return
+        lists = build.lists
+        n_rows = len(self._ids)
+        fix = np.unique(np.concatenate([np.asarray(build.touched, dtype=np.int64),
+                                        np.arange(build.n_rows, n_rows)])).astype(np.int32)
+        lists.remove_many(fix)
+        fix = fix[self._live_buf[fix]]
+        assert self._buf is not None
+        lists.add_many(fix, self._buf[fix])
+        self._ivf = lists
+        log.info("vector index: %d inverted lists over %d rows installed (%d rows re-placed)",
+                 len(lists.centroids), len(lists), len(fix))
 
     @property
     def ids(self) -> list[str]:
@@ -97,12 +195,20 @@ class VectorIndex:
         return self._ids
 
     def similar_rows(self, item_id: str, n: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
-        """As ``similar``, with rows (``ids[row]`` is the item_id) instead of ids: no string per item."""
+        """As ``similar``, with rows (``ids[row]`` is the item_id) instead of ids: no string per item.
+
+        Exact: the ``n`` best rows by cosine (ties: the lower row). Approximate (``approximate``):
+        the first ``n`` of the inverted lists' tiered ranking (``models.ivf.InvertedLists.search``),
+        which is one fixed order for a given catalog, so a smaller ``n`` gives a prefix of a larger one.
+        """
         row = self._row.get(item_id)
         if row is None or not self._live_buf[row]:
             return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
         n_rows = len(self._ids)
         matrix = self._buf[:n_rows]  # type: ignore[index]  # a view: no copy
+        if self.approximate:
+            assert self._ivf is not None
+            return self._ivf.search(matrix[row], n, exclude_row=row)
         scores = matrix @ matrix[row]
         if self._dead is None or (len(self._dead) and self._dead[-1] >= n_rows):
             self._dead = np.flatnonzero(~self._live_buf[:n_rows])
@@ -119,3 +225,31 @@ class VectorIndex:
         """
         rows, val = self.similar_rows(item_id, n)
         return [self._ids[i] for i in rows], val
+
+
+class _Build:
+    """One training of inverted lists over a snapshot of the rows (run on any thread; reads only).
+
+    Rows the caller changes while it runs are listed in ``touched`` (by the caller's thread) and
+    re-placed when it is installed; a row read while being written is among them.
+    """
+
+    def __init__(self, buf: NDArray[np.float32], n_rows: int, live: NDArray[np.bool_], sample: NDArray[np.float32],
+                 n_lists: int, n_probe: int, seed: int) -> None:
+        self.buf, self.n_rows, self.live, self.sample = buf, n_rows, live, sample
+        self.n_lists, self.n_probe, self.seed = n_lists, n_probe, seed
+        self.touched: list[int] = []
+        self.lists: InvertedLists | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            centroids = train_centroids(self.sample, self.n_lists, seed=self.seed)
+            list_of = nearest_list(self.buf[:self.n_rows], centroids)
+            list_of[~self.live] = -1
+            self.lists = InvertedLists.from_assignment(centroids, list_of, self.buf[:self.n_rows], self.n_probe)
+        except Exception:  # logged; the index keeps its previous lists (or exact search)
+            log.exception("vector index: building %d inverted lists over %d rows failed", self.n_lists, self.n_rows)
+        finally:
+            self.buf = self.sample = self.live = None  # type: ignore[assignment]
+            self.done.set()
