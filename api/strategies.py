@@ -36,6 +36,7 @@ from operators.score import TopN
 
 if TYPE_CHECKING:
     from api.services import Services
+    from api.vector_index import VectorIndex
 
 __all__ = ["Inputs", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "model_ranking", "ranking_source",
            "parse_duration_s"]
@@ -172,16 +173,38 @@ def _cart(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Rank
     return _ranked(version, order, total[order])  # type: ignore[arg-type]
 
 
+def _vector_index(svc: Services) -> VectorIndex:
+    """The catalog's vector index, with ``api.vector_exact_below`` applied (``CatalogView`` builds it with
+    the default; a Services without settings, as in tests, keeps the index's own)."""
+    vectors = svc.catalog_view.vectors
+    settings = getattr(svc, "settings", None)
+    if settings is not None and vectors.exact_below != settings.api.vector_exact_below:
+        vectors.set_exact_below(settings.api.vector_exact_below)
+    return vectors
+
+
+def _visual_source(svc: Services) -> str:
+    """``ranking_source`` of ``visual``: the catalog version and the vector index's ranking key. A finished
+    background build of the index's lists is installed here, at the start of a request (``_arm_key`` asks
+    first), so the request's candidates and every chunk of its walk rank with the same lists."""
+    vectors = _vector_index(svc)
+    vectors.install_ready()
+    return f"{svc.catalog_view.version}.{vectors.ranking_key}"
+
+
 def _visual(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+    """Items with the most similar vectors (exact, or the inverted lists' ranking from ``api.vector_exact_below``
+    vectors on: the same order ``model_ranking("visual", ...)`` walks, so its top-k is that ranking's prefix)."""
     if not inp.item_id:
         return [], []
     view = svc.catalog_view
+    vectors = _vector_index(svc)
 
     def compute() -> Ranked:
-        ids, scores = view.vectors.similar(inp.item_id, k)  # type: ignore[arg-type]
+        ids, scores = vectors.similar(inp.item_id, k)  # type: ignore[arg-type]
         return ids, scores.astype(float).tolist()
 
-    return svc.candidates.get(("visual", view.version, inp.item_id, k), compute)
+    return svc.candidates.get(("visual", view.version, vectors.ranking_key, inp.item_id, k), compute)
 
 
 def _top(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
@@ -269,7 +292,7 @@ def model_ranking(name: str, svc: Services, inputs: Inputs, params: Mapping[str,
     if name == "visual":
         if not inputs.item_id:
             return [], []
-        vectors = svc.catalog_view.vectors  # a whole ranking, walked in chunks: ids on demand
+        vectors = _vector_index(svc)  # a whole ranking, walked in chunks: ids on demand
         n_vec = max(len(vectors), 1)
         rows, scores = vectors.similar_rows(inputs.item_id, n_vec if n is None else max(min(n, n_vec), 1))
         return _LazyIds(vectors.ids, rows), scores.astype(np.float64)  # type: ignore[return-value]
@@ -284,7 +307,8 @@ def ranking_source(name: str, svc: Services) -> tuple[str, str | int] | None:
     """What ``model_ranking(name, ...)`` depends on besides the request's items (item, cart, session).
 
     ``("model", version)`` for ``similar``, ``session`` and ``cart`` (the current model version),
-    ``("catalog", version)`` for ``visual`` (the catalog's vectors); None for strategies whose
+    ``("catalog", "<catalog version>.<vector ranking key>")`` for ``visual`` (the catalog's vectors and
+    the vector index's lists, which a background build may replace between requests); None for strategies whose
     ranking moves with time or with the user's state (``personalized``, ``top``, ``popular``,
     ``last_seen``): their rankings cannot be reused across requests.
     """
@@ -292,7 +316,7 @@ def ranking_source(name: str, svc: Services) -> tuple[str, str | int] | None:
         version = svc.models.current()
         return ("model", version.version) if version is not None else None
     if name == "visual":
-        return ("catalog", svc.catalog_view.version)
+        return ("catalog", _visual_source(svc))
     return None
 
 

@@ -6,9 +6,11 @@ L2-normalised when set, into one growing float32 matrix (no copy per catalog cha
 Below ``exact_below`` live rows a query is one matrix-vector product and an ``argpartition``
 (exact). From ``exact_below`` rows on, a query ranks the rows of the nearest inverted lists
 (``models.ivf``: k-means coarse lists, exact re-ranking of the probed rows; O(n_probe x rows per
-list), ~16k rows at 1M items; the lists copy the vectors, ``dim * 4 + 12`` bytes more per row). The lists are trained in a background thread when the index first
-reaches ``exact_below`` rows and again each time it has grown ``4x`` since, and installed on the
-next call; until then queries use the previous lists (or the exact scan). Each ``set``/``delete``
+list), ~16k rows at 1M items, in one compiled loop; the lists copy the vectors, ``dim * 4 + 12``
+bytes more per row plus room). The lists are trained in a background thread when the index first
+reaches ``exact_below`` rows and again each time it has grown ``4x`` since, and installed by the next
+``set``/``delete`` or ``install_ready`` (never inside a query, so one request's chunks see one
+ranking); until then queries use the previous lists (or the exact scan). Each ``set``/``delete``
 moves one row in the installed lists at once (O(1) amortised), so a new or changed item is
 findable by the next query and a deleted item is never returned.
 """
@@ -61,6 +63,7 @@ class VectorIndex:
         self._ivf: InvertedLists | None = None
         self._built_rows = 0  # live rows when the installed (or building) lists were started
         self._build: _Build | None = None  # a background build not installed yet
+        self._generation = 0  # lists installed so far
         self._row: dict[str, int] = {}
         self._ids: list[str] = []
         # rows in one growing float32 buffer (capacity doubles): ~dim * 4 bytes per item, where a list
@@ -133,11 +136,32 @@ class VectorIndex:
             if self._ivf is not None:
                 self._ivf.remove(row)
 
+    def set_exact_below(self, exact_below: int) -> None:
+        """Change ``exact_below`` (``api.vector_exact_below``); a build starts now if the index is already that large."""
+        self.exact_below = exact_below
+        self._maybe_build()
+
     @property
     def approximate(self) -> bool:
-        """True when queries are answered by the inverted lists (``exact_below`` live rows or more, lists built)."""
-        self._install()
+        """True when queries are answered by the inverted lists (``exact_below`` live rows or more, lists installed)."""
         return self._ivf is not None and self._n_live >= self.exact_below
+
+    @property
+    def ranking_key(self) -> int:
+        """Changes whenever the order queries rank in may change without an item changing: 0 while exact,
+        else the installed lists' generation (1, 2, ...). Caches of answers key on it with the catalog version."""
+        return self._generation if self.approximate else 0
+
+    def install_ready(self) -> bool:
+        """Install a finished background build (True if one was installed).
+
+        Called by ``set``/``delete`` and by the caller at a point where the ranking may change (the start
+        of a request: ``api.strategies.ranking_source``), never by a query, so the calls of one request
+        that walk a ranking in chunks all see the same lists.
+        """
+        generation = self._generation
+        self._install()
+        return self._generation != generation
 
     def wait_built(self, timeout_s: float | None = None) -> bool:
         """Wait for a background build and install it; False if it is still running after ``timeout_s``."""
@@ -186,6 +210,7 @@ class VectorIndex:
         assert self._buf is not None
         lists.add_many(fix, self._buf[fix])
         self._ivf = lists
+        self._generation += 1
         log.info("vector index: %d inverted lists over %d rows installed (%d rows re-placed)",
                  len(lists.centroids), len(lists), len(fix))
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from models.jit import njit_cached
+
 __all__ = ["InvertedLists", "nearest_list", "train_centroids"]
 
 _ASSIGN_CELLS = 1 << 23
@@ -94,11 +96,13 @@ def train_centroids(sample: NDArray[np.float32], n_lists: int, n_iter: int = 10,
 
 
 class InvertedLists:
-    """Unit vectors grouped by nearest centroid, each list a contiguous block; exact ranking of probed lists.
+    """Unit vectors grouped by nearest centroid, each list a contiguous segment; exact ranking of probed lists.
 
-    Each list keeps its rows' numbers and a copy of their vectors in one growing block (capacity
-    doubles), so a probe reads memory in order instead of gathering rows scattered over the whole
-    catalog: ``dim * 4 + 12`` bytes per row, up to twice that in list slack.
+    All lists share one block of row numbers and one of vector copies. List ``j`` is the segment
+    ``[start[j], start[j] + count[j])`` with room up to ``start[j] + cap[j]``; a full list moves to the
+    end of the block with twice the room, and the block is compacted when half of it is holes. So a
+    probe reads each list's vectors in order (no gather of rows scattered over the catalog) in one
+    compiled loop: ``dim * 4 + 12`` bytes per row, up to ~4x that in room and holes.
 
     Parameters
     ----------
@@ -121,8 +125,11 @@ class InvertedLists:
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.n_probe = n_probe
         n_lists, dim = self.centroids.shape
-        self._rows: list[NDArray[np.int32]] = [np.zeros(0, dtype=np.int32) for _ in range(n_lists)]
-        self._vecs: list[NDArray[np.float32]] = [np.zeros((0, dim), dtype=np.float32) for _ in range(n_lists)]
+        self._rows = np.zeros(0, dtype=np.int32)  # the block: row numbers
+        self._vecs = np.zeros((0, dim), dtype=np.float32)  # the block: vector copies
+        self._end = 0  # used part of the block (segments and holes)
+        self._start = np.zeros(n_lists, dtype=np.int64)
+        self._cap = np.zeros(n_lists, dtype=np.int64)
         self._count = np.zeros(n_lists, dtype=np.int64)
         self._list_of = np.full(0, -1, dtype=np.int32)  # row -> its list, -1 = not held
         self._pos_of = np.zeros(0, dtype=np.int32)  # row -> its position in its list
@@ -135,17 +142,30 @@ class InvertedLists:
         lists = cls(centroids, n_probe)
         rows = np.flatnonzero(list_of >= 0).astype(np.int32)
         order = rows[np.argsort(list_of[rows], kind="stable")]  # by list, rows ascending within a list
-        bounds = np.searchsorted(list_of[order], np.arange(len(centroids) + 1))
-        vecs = vectors[order]
-        lists._rows = [order[bounds[j]:bounds[j + 1]].copy() for j in range(len(centroids))]
-        lists._vecs = [vecs[bounds[j]:bounds[j + 1]].copy() for j in range(len(centroids))]
-        lists._count = np.diff(bounds).astype(np.int64)
+        count = np.bincount(list_of[order], minlength=len(centroids)).astype(np.int64)
+        lists._place(order, vectors[order], count, list_of[order])
         lists._grow_rows(len(list_of))
         lists._list_of[:len(list_of)] = list_of
-        pos = np.arange(len(order), dtype=np.int32) - bounds[list_of[order]].astype(np.int32)
-        lists._pos_of[order] = pos
-        lists.n_rows = len(rows)
         return lists
+
+    def _place(self, rows: NDArray[np.int32], vecs: NDArray[np.float32], count: NDArray[np.int64],
+               lists: NDArray[np.int32]) -> None:
+        """Lay out ``rows``/``vecs`` (grouped by list, ``count`` per list) in a new block with 25 % room per list."""
+        cap = count + count // 4 + 4
+        start = np.concatenate([[0], np.cumsum(cap)[:-1]]).astype(np.int64)
+        total = int(cap.sum())
+        self._rows = np.zeros(total, dtype=np.int32)
+        self._vecs = np.zeros((total, self.centroids.shape[1]), dtype=np.float32)
+        pos = (np.arange(len(rows), dtype=np.int64)
+               - np.repeat(np.concatenate([[0], np.cumsum(count)[:-1]]), count))  # position within its list
+        at = start[lists] + pos
+        self._rows[at] = rows
+        self._vecs[at] = vecs
+        self._start, self._cap, self._count, self._end = start, cap, count.astype(np.int64), total
+        if len(rows):
+            self._grow_rows(int(rows.max()) + 1)
+        self._pos_of[rows] = pos.astype(np.int32)
+        self.n_rows = len(rows)
 
     def __len__(self) -> int:
         return self.n_rows
@@ -155,9 +175,9 @@ class InvertedLists:
         return self._count.copy()
 
     def nbytes(self) -> int:
-        """Bytes of the lists' arrays (slack included) and the per-row maps."""
-        return (sum(r.nbytes + v.nbytes for r, v in zip(self._rows, self._vecs))
-                + self._list_of.nbytes + self._pos_of.nbytes + self.centroids.nbytes)
+        """Bytes of the block (room and holes included), the per-row maps and the centroids."""
+        return (self._rows.nbytes + self._vecs.nbytes + self._list_of.nbytes + self._pos_of.nbytes
+                + self.centroids.nbytes + 3 * self._start.nbytes)
 
     def _grow_rows(self, rows: int) -> None:
         if rows <= len(self._list_of):
@@ -176,49 +196,77 @@ class InvertedLists:
         """Hold ``row`` (a row held already is moved) with its unit ``vector`` of shape (dim,)."""
         self.remove(row)
         self._grow_rows(row + 1)
-        self._append(int(np.argmax(self.centroids @ vector)), np.array([row], dtype=np.int32), vector.reshape(1, -1))
+        j = int(np.argmax(self.centroids @ vector))
+        if self._count[j] == self._cap[j]:
+            self._relocate(j, 1)
+        at = int(self._start[j] + self._count[j])
+        self._rows[at] = row
+        self._vecs[at] = vector
+        self._list_of[row] = j
+        self._pos_of[row] = self._count[j]
+        self._count[j] += 1
         self.n_rows += 1
 
-    def add_many(self, rows: NDArray[np.integer], vectors: NDArray[np.float32],
-                 lists: NDArray[np.int32] | None = None) -> None:
-        """Hold ``rows`` (none held yet: :meth:`remove` them first) with their unit ``vectors`` of shape
-        (len(rows), dim), each in its nearest centroid's list (``lists`` when the caller has them)."""
+    def add_many(self, rows: NDArray[np.integer], vectors: NDArray[np.float32]) -> None:
+        """Hold ``rows`` (none held yet) with their unit ``vectors`` of shape (len(rows), dim): a batch
+        (install-time repairs) laid out again with the lists' rows in one pass."""
         rows = np.asarray(rows, dtype=np.int32)
-        if len(rows) == 0:
+        if len(rows) < 4096:  # a few: one at a time; many: one O(held) pass
+            for i, row in enumerate(rows.tolist()):
+                self.add(row, vectors[i])
             return
+        held = np.flatnonzero(self._list_of >= 0).astype(np.int32)
+        held_lists = self._list_of[held]
+        at = self._start[held_lists] + self._pos_of[held]
+        all_rows = np.concatenate([held, rows])
+        all_lists = np.concatenate([held_lists, nearest_list(np.asarray(vectors, dtype=np.float32), self.centroids)])
+        all_vecs = np.concatenate([self._vecs[at], vectors])
+        order = np.lexsort((np.concatenate([self._pos_of[held], np.arange(len(rows)) + len(held)]), all_lists))
+        count = np.bincount(all_lists, minlength=len(self.centroids)).astype(np.int64)
         self._grow_rows(int(rows.max()) + 1)
-        if lists is None:
-            lists = nearest_list(np.asarray(vectors, dtype=np.float32).reshape(len(rows), -1), self.centroids)
-        for j in (np.unique(lists) if len(lists) > 1 else lists):  # the lists this batch touches
-            mine = lists == j
-            self._append(int(j), rows[mine], vectors[mine])
-        self.n_rows += len(rows)
+        self._list_of[all_rows] = all_lists
+        self._place(all_rows[order], all_vecs[order], count, all_lists[order])
 
-    def _append(self, j: int, rows: NDArray[np.int32], vectors: NDArray[np.float32]) -> None:
-        count, m = int(self._count[j]), len(rows)
-        if count + m > len(self._rows[j]):  # double the list's block
-            cap = max(count + m, 2 * len(self._rows[j]), 8)
-            r = np.zeros(cap, dtype=np.int32)
-            v = np.zeros((cap, self.centroids.shape[1]), dtype=np.float32)
-            r[:count] = self._rows[j][:count]
-            v[:count] = self._vecs[j][:count]
-            self._rows[j], self._vecs[j] = r, v
-        self._rows[j][count:count + m] = rows
-        self._vecs[j][count:count + m] = vectors
-        self._list_of[rows] = j
-        self._pos_of[rows] = np.arange(count, count + m, dtype=np.int32)
-        self._count[j] = count + m
+    def _relocate(self, j: int, more: int) -> None:
+        """Move list ``j`` to the block's end with room for ``more`` rows (twice its room at least)."""
+        count = int(self._count[j])
+        cap = max(2 * int(self._cap[j]), count + more, 8)
+        if self._end + cap > len(self._rows):
+            used = int(self._count.sum())
+            if used < (self._end + cap) // 2:  # half holes: lay every list out again, compact
+                self._compact()
+                if self._count[j] + more <= self._cap[j]:
+                    return
+            size = max(self._end + cap, 2 * len(self._rows), 64)
+            rows = np.zeros(size, dtype=np.int32)
+            vecs = np.zeros((size, self._vecs.shape[1]), dtype=np.float32)
+            rows[:self._end] = self._rows[:self._end]
+            vecs[:self._end] = self._vecs[:self._end]
+            self._rows, self._vecs = rows, vecs
+        s0, s1 = int(self._start[j]), self._end
+        self._rows[s1:s1 + count] = self._rows[s0:s0 + count]
+        self._vecs[s1:s1 + count] = self._vecs[s0:s0 + count]
+        self._start[j], self._cap[j] = s1, cap
+        self._end = s1 + cap
+
+    def _compact(self) -> None:
+        held = np.flatnonzero(self._list_of >= 0).astype(np.int32)
+        lists = self._list_of[held]
+        order = np.lexsort((self._pos_of[held], lists))
+        held, lists = held[order], lists[order]
+        at = self._start[lists] + self._pos_of[held]
+        self._place(held, self._vecs[at], self._count.copy(), lists)
 
     def remove(self, row: int) -> None:
         """Stop holding ``row`` (O(1): the list's last row takes its place); a row not held is ignored."""
         if not self.holds(row):
             return
         j, p = int(self._list_of[row]), int(self._pos_of[row])
-        last = int(self._count[j]) - 1
+        s, last = int(self._start[j]), int(self._count[j]) - 1
         if p != last:
-            moved = int(self._rows[j][last])
-            self._rows[j][p] = moved
-            self._vecs[j][p] = self._vecs[j][last]
+            moved = int(self._rows[s + last])
+            self._rows[s + p] = moved
+            self._vecs[s + p] = self._vecs[s + last]
             self._pos_of[moved] = p
         self._count[j] = last
         self._list_of[row] = -1
@@ -251,21 +299,22 @@ class InvertedLists:
         -------
         (rows, scores) : int32 and float32 arrays of shape (<= n,).
         """
-        order = np.argsort(-(self.centroids @ query), kind="stable")
+        query = np.ascontiguousarray(query, dtype=np.float32)
+        near = -(self.centroids @ query)
+        first = min(self.n_probe, len(near))  # tier 0 by a partial sort; the whole order only for deeper tiers
+        top = np.argpartition(near, first - 1)[:first]
+        order = top[np.lexsort((top, near[top]))]
         out_rows: list[NDArray[np.int32]] = []
         out_scores: list[NDArray[np.float32]] = []
         got, start, width = 0, 0, self.n_probe
-        count = self._count
-        while got < n and start < len(order):
-            tier = [int(j) for j in order[start:start + width] if count[j]]
+        while got < n and start < len(near):
+            if start >= len(order):
+                order = np.lexsort((np.arange(len(near)), near))
+            tier = order[start:start + width]
             start, width = start + width, width * 4
-            if not tier:
+            cand, scores = _score_lists(self._rows, self._vecs, self._start, self._count, tier, query, exclude_row)
+            if len(cand) == 0:
                 continue
-            cand = np.concatenate([self._rows[j][:count[j]] for j in tier])
-            scores = np.concatenate([self._vecs[j][:count[j]] for j in tier]) @ query
-            if exclude_row >= 0:
-                keep = cand != exclude_row
-                cand, scores = cand[keep], scores[keep]
             rows, scores = _top_by_score(cand, scores, n - got)
             out_rows.append(rows)
             out_scores.append(scores)
@@ -274,6 +323,33 @@ class InvertedLists:
             return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
         return (np.concatenate(out_rows).astype(np.int32, copy=False),
                 np.concatenate(out_scores).astype(np.float32, copy=False))
+
+
+@njit_cached(fastmath=True)
+def _score_lists(rows: NDArray[np.int32], vecs: NDArray[np.float32], start: NDArray[np.int64],
+                 count: NDArray[np.int64], lists: NDArray[np.int64], query: NDArray[np.float32], exclude_row: int
+                 ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:  # pragma: no cover - compiled
+    """Rows of ``lists`` (segments of the block) and their dot products with ``query``, ``exclude_row`` left out."""
+    total = 0
+    for j in lists:
+        total += count[j]
+    out_rows = np.empty(total, dtype=np.int32)
+    out = np.empty(total, dtype=np.float32)
+    dim = vecs.shape[1]
+    k = 0
+    for j in lists:
+        s = start[j]
+        for i in range(s, s + count[j]):
+            r = rows[i]
+            if r == exclude_row:
+                continue
+            acc = np.float32(0.0)
+            for d in range(dim):
+                acc += vecs[i, d] * query[d]
+            out_rows[k] = r
+            out[k] = acc
+            k += 1
+    return out_rows[:k], out[:k]
 
 
 def _top_by_score(rows: NDArray[np.int32], scores: NDArray[np.float32], k: int

@@ -42,3 +42,152 @@ def test_similar_equals_a_dense_reference_through_changes():
             np.testing.assert_allclose(got, val[0][keep], rtol=1e-6)
     assert index.set("bad", [1.0, 2.0]) is False  # wrong length: refused
     assert index.similar("unknown", 5)[0] == []
+
+
+def _clustered(n: int, dim: int = 16, centres: int = 40, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centres, dim))
+    return (c[rng.integers(0, centres, n)] + 0.35 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def _exact_reference(index: VectorIndex, item_id: str, n: int) -> list[str]:
+    """The exact answer of the same index (the approximate path switched off for one call)."""
+    saved = index.exact_below
+    index.exact_below = 1 << 62
+    try:
+        return index.similar(item_id, n)[0]
+    finally:
+        index.exact_below = saved
+
+
+def _ann_index(vecs: np.ndarray, exact_below: int = 1000, **kw) -> tuple[VectorIndex, list[str]]:
+    index = VectorIndex(exact_below=exact_below, background=False, **kw)
+    ids = [f"i{j}" for j in range(len(vecs))]
+    for item_id, v in zip(ids, vecs, strict=True):
+        index.set(item_id, v)
+    return index, ids
+
+
+def test_below_the_threshold_every_answer_is_exact():
+    vecs = _clustered(900)
+    index, ids = _ann_index(vecs, exact_below=1000)
+    assert not index.approximate and index.ranking_key == 0
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    for j in (0, 17, 899):
+        scores = unit @ unit[j]
+        scores[j] = -np.inf
+        idx, val = topk(scores[None, :], 30)
+        got, got_s = index.similar(ids[j], 30)
+        assert got == [ids[i] for i in idx[0]]
+        np.testing.assert_allclose(got_s, val[0], rtol=1e-5)
+
+
+def test_above_the_threshold_recall_on_clustered_data():
+    vecs = _clustered(6000)
+    index, ids = _ann_index(vecs, exact_below=1000)
+    assert index.approximate and index.ranking_key == 2  # built at 1,000 rows and again at 4,000
+    rng = np.random.default_rng(1)
+    for n in (10, 44, 257):
+        recalls = []
+        for j in rng.choice(len(ids), 40, replace=False):
+            got, _ = index.similar(ids[j], n)
+            want = _exact_reference(index, ids[j], n)
+            assert len(got) == n and ids[j] not in got and len(set(got)) == n
+            recalls.append(len(set(got) & set(want)) / n)
+        assert np.mean(recalls) >= 0.95, (n, np.mean(recalls))
+
+
+def test_ann_rankings_are_prefixes_of_longer_ones_and_cover_the_catalog():
+    vecs = _clustered(3000)
+    index, ids = _ann_index(vecs, exact_below=500)
+    assert index.approximate
+    for j in (3, 1500):
+        whole, whole_s = index.similar_rows(ids[j], len(index))
+        assert len(whole) == len(index) - 1 and j not in whole.tolist()  # every other row, once
+        assert len(set(whole.tolist())) == len(whole)
+        for n in (1, 7, 44, 257, 1025, 2999):
+            rows, scores = index.similar_rows(ids[j], n)
+            np.testing.assert_array_equal(rows, whole[:n])
+            np.testing.assert_array_equal(scores, whole_s[:n])
+
+
+def test_ann_never_returns_deleted_or_stale_items_and_finds_new_ones_at_once():
+    rng = np.random.default_rng(5)
+    vecs = _clustered(3000)
+    index, ids = _ann_index(vecs, exact_below=500)
+    gone: set[str] = set()
+    for step in range(400):
+        j = int(rng.integers(0, len(ids)))
+        if rng.random() < 0.4:
+            index.delete(ids[j])
+            gone.add(ids[j])
+        else:
+            v = vecs[int(rng.integers(0, len(ids)))] + np.float32(0.01)
+            index.set(ids[j], v)  # a re-set: possibly another list
+            gone.discard(ids[j])
+        if step % 40 == 0:
+            query = ids[int(rng.integers(0, len(ids)))]
+            got, _ = index.similar(query, len(ids))
+            assert not gone & set(got)
+            assert query not in got and len(got) == len(set(got))
+            if query not in gone:
+                assert len(got) == len(index) - 1  # every live item is reachable
+    new_id = "twin"
+    index.set(new_id, vecs[42] * 1.0001)  # a new item right beside i42 (a second, exact copy): found by the next query
+    assert index.similar("i42", 1)[0] == [new_id] or "i42" in gone
+    index.set("i42", vecs[42])
+    assert index.similar("i42", 1)[0] == [new_id]
+    index.delete(new_id)
+    assert new_id not in index.similar("i42", len(ids))[0]
+
+
+def test_ann_is_deterministic():
+    vecs = _clustered(4000, seed=2)
+    a, ids = _ann_index(vecs, exact_below=800)
+    b, _ = _ann_index(vecs, exact_below=800)
+    for index in (a, b):
+        index.delete("i7")
+        index.set("i8", vecs[9])
+    for j in (0, 9, 3999):
+        ra, sa = a.similar_rows(ids[j], 300)
+        rb, sb = b.similar_rows(ids[j], 300)
+        np.testing.assert_array_equal(ra, rb)
+        np.testing.assert_array_equal(sa, sb)
+
+
+def test_background_build_serves_exact_until_installed_and_repairs_changes():
+    vecs = _clustered(5000, seed=4)
+    index = VectorIndex(exact_below=2000)  # background build
+    ids = [f"i{j}" for j in range(len(vecs))]
+    for item_id, v in zip(ids[:2000], vecs[:2000], strict=True):
+        index.set(item_id, v)
+    # changes while the build may be running: they are re-placed when it is installed
+    for item_id, v in zip(ids[2000:], vecs[2000:], strict=True):
+        index.set(item_id, v)
+    index.delete("i5")
+    index.set("i6", vecs[100])
+    assert index.wait_built(60.0)
+    assert index.approximate and index.ranking_key == 1
+    got, _ = index.similar("i100", len(ids))
+    assert "i5" not in got and len(got) == len(index) - 1
+    assert got[0] == "i6"  # the re-set copy of i100's vector
+    sync, _ = _ann_index(vecs, exact_below=2000)
+    sync.delete("i5")
+    sync.set("i6", vecs[100])
+    for j in (0, 100, 4999):  # the same lists as a build in line: same answers
+        assert index.similar(ids[j], 100)[0] == sync.similar(ids[j], 100)[0]
+
+
+def test_a_finished_build_is_installed_only_by_a_change_or_install_ready():
+    vecs = _clustered(3000, seed=6)
+    index = VectorIndex(exact_below=1000)
+    for j, v in enumerate(vecs):
+        index.set(f"i{j}", v)
+    build = index._build
+    if build is not None:
+        assert build.done.wait(60.0)
+    before = index.ranking_key
+    index.similar("i1", 10)  # a query never installs lists
+    assert index.ranking_key == before
+    index.install_ready()
+    assert index.approximate and index.ranking_key == 1
