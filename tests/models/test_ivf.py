@@ -1,0 +1,85 @@
+"""``models.ivf``: spherical k-means lists with exact re-ranking, under adds, moves and removes (issue 14)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.ivf import InvertedLists, nearest_list, train_centroids
+
+
+def _unit(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_train_centroids_is_deterministic_and_checks_its_input():
+    v = _unit(2000)
+    a = train_centroids(v, 32, seed=3)
+    np.testing.assert_array_equal(a, train_centroids(v, 32, seed=3))
+    assert a.shape == (32, 8) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
+    assert train_centroids(v[:5], 32).shape == (5, 8)
+    with pytest.raises(ValueError, match="n_lists must be >= 1; got 0"):
+        train_centroids(v, 0)
+    with pytest.raises(ValueError, match="sample must be 2-D"):
+        train_centroids(v[0], 4)
+    with pytest.raises(ValueError, match="n_probe must be >= 1; got 0"):
+        InvertedLists(a, n_probe=0)
+
+
+def _check_layout(lists: InvertedLists, vecs: dict[int, np.ndarray]) -> None:
+    """Every held row once, in its nearest centroid's list, with its vector; nothing else."""
+    assert len(lists) == len(vecs)
+    seen = []
+    for j in range(len(lists.centroids)):
+        s, c = int(lists._start[j]), int(lists._count[j])
+        rows = lists._rows[s:s + c].tolist()
+        seen += rows
+        for p, r in enumerate(rows):
+            np.testing.assert_array_equal(lists._vecs[s + p], vecs[r])
+            assert lists._list_of[r] == j and lists._pos_of[r] == p
+    assert sorted(seen) == sorted(vecs)
+
+
+def test_adds_moves_and_removes_keep_the_lists_exact():
+    rng = np.random.default_rng(1)
+    pool = _unit(3000, seed=1)
+    lists = InvertedLists(train_centroids(pool[:500], 16), n_probe=4)
+    vecs: dict[int, np.ndarray] = {}
+    for step in range(3000):  # lists overflow, move to the block's end, and the block is compacted
+        row = int(rng.integers(0, 800))
+        if rng.random() < 0.3:
+            lists.remove(row)
+            vecs.pop(row, None)
+        else:
+            v = pool[int(rng.integers(0, len(pool)))]
+            lists.add(row, v)
+            vecs[row] = v
+        if step % 500 == 0:
+            _check_layout(lists, vecs)
+    new = np.arange(1000, 6000, dtype=np.int32)  # a bulk add (install-time repairs)
+    lists.add_many(new, pool[new % len(pool)])
+    vecs.update({int(r): pool[r % len(pool)] for r in new})
+    _check_layout(lists, vecs)
+    assert (nearest_list(np.stack([vecs[r] for r in new[:50]]), lists.centroids) == lists._list_of[new[:50]]).all()
+
+
+def test_search_tiers_are_exact_within_and_prefixes_across():
+    v = _unit(5000, seed=2)
+    c = train_centroids(v, 40)
+    lists = InvertedLists.from_assignment(c, nearest_list(v, c), v, n_probe=3)
+    q = v[10]
+    whole, whole_s = lists.search(q, 10_000, exclude_row=10)
+    assert sorted(whole.tolist()) == [r for r in range(5000) if r != 10]
+    for n in (1, 5, 100, 700, 4999):
+        rows, scores = lists.search(q, n, exclude_row=10)
+        np.testing.assert_array_equal(rows, whole[:n])
+        np.testing.assert_array_equal(scores, whole_s[:n])
+    # the first tier is the exact ranking of the 3 nearest lists' rows
+    first = np.argsort(-(c @ q), kind="stable")[:3]
+    members = np.flatnonzero(np.isin(nearest_list(v, c), first))
+    members = members[members != 10]
+    exact = members[np.lexsort((members, -(v[members] @ q)))]
+    np.testing.assert_array_equal(whole[:len(exact)], exact)
+    np.testing.assert_allclose(whole_s[:len(exact)], v[exact] @ q, rtol=1e-5, atol=1e-6)
