@@ -103,7 +103,7 @@ class VectorIndex:
             self._n_live += 1
             self._dead = None
         self._install()
-        if self._build is not None:
+        if self._build is not None and row < self._build.n_rows:  # later rows are all re-placed anyway
             self._build.touched.append(row)
         if self._ivf is not None:
             self._ivf.add(row, buf[row])
@@ -131,7 +131,7 @@ class VectorIndex:
             self._n_live -= 1
             self._dead = None
             self._install()
-            if self._build is not None:
+            if self._build is not None and row < self._build.n_rows:
                 self._build.touched.append(row)
             if self._ivf is not None:
                 self._ivf.remove(row)
