@@ -1,16 +1,21 @@
 """The catalog as the request path sees it: IQL index and vector index, fed by the catalog topic.
 
-The ``catalog`` TopicTable's reader thread hands each change to ``CatalogView.on_update``, which
-only queues it. ``sync()``, called at the start of a request on the event-loop thread, applies
-the queue, so the indexes are changed and read by one thread and every change is visible on
-the next request.
+Two phases. **Initial load** (``initial_load=True``, how ``api.services`` wires it): while the
+``catalog`` TopicTable reads the topic up to its end, the view keeps nothing (the table holds
+each item as its JSON bytes). When the table has caught up, its reader thread calls
+``load_initial``, which bulk-builds a new index and vector index from those bytes, 20,000
+items decoded at a time, and queues the finished pair. **Live**: the reader thread queues each
+later change (``on_update``). ``sync()``, called at the start of a request on the event-loop
+thread, takes the built pair (an O(1) swap) and applies the queued changes in order, so the
+indexes are changed and read by one thread at a time (the reader thread only before handing
+them over) and every change is visible on the next request.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,11 +23,20 @@ from numpy.typing import NDArray
 
 from api.filter_cache import BitmapCache, in_bitmap
 from api.iql import CatalogIndex, CatalogSchemaError, IQLEngine
+from api.iql.index import BUILD_CHUNK_ITEMS
 from api.vector_index import VectorIndex
 
 __all__ = ["CatalogView"]
 
 log = logging.getLogger(__name__)
+
+_BUILT = "\0built"  # queue key of a (CatalogIndex, VectorIndex, rejected) built by ``load_initial``
+
+
+def _same_id(value: object, key: str) -> object:
+    """``key`` itself when the item's id equals its topic key (the usual case), else ``value``: the
+    index, the vector index and the table then share one string per item (~55 B less per item)."""
+    return key if value == key else value
 
 
 class CatalogView:
@@ -39,18 +53,24 @@ class CatalogView:
         ``stock <= 0`` is never served (None switches a rule off).
     attributes_cache_items : int
         Items whose attributes ``item_attributes`` keeps between catalog changes (LRU).
+    initial_load : bool
+        Ignore ``on_update`` until ``load_initial`` has built the catalog read so far (the
+        TopicTable holds it); ``initial_built`` is False until then. False: every change is queued
+        from the start (no initial phase).
     """
 
     def __init__(self, vector_attribute: str = "vector", exclude: Iterable[str] = (), *,
                  hidden_attribute: str | None = "hidden", in_stock_attribute: str | None = "in_stock",
-                 stock_attribute: str | None = "stock", attributes_cache_items: int = 20_000) -> None:
+                 stock_attribute: str | None = "stock", attributes_cache_items: int = 20_000,
+                 initial_load: bool = False) -> None:
         self.vector_attribute = vector_attribute
-        self.index = CatalogIndex(exclude=set(exclude) | {vector_attribute}, hidden_attribute=hidden_attribute,
-                                  in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute)
-        self.engine = IQLEngine(self.index)
-        self.bitmaps = BitmapCache(self.index)
-        self.vectors = VectorIndex()
+        self._index_options: dict[str, Any] = dict(
+            exclude=set(exclude) | {vector_attribute}, hidden_attribute=hidden_attribute,
+            in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute)
+        self._use(CatalogIndex(**self._index_options), VectorIndex())
         self._queue: deque[tuple[str, object | None]] = deque()
+        self._loading = initial_load  # reader thread: drop changes until load_initial has run
+        self.initial_built = not initial_load  # set by the reader thread once load_initial has queued its result
         self.n_rejected = 0  # catalog messages rejected by the schema rule so far
         self.rejected: dict[str, str] = {}  # item_id -> reason, for items whose latest version was rejected
         self.version = 0  # bumped by every sync that applied a change (caches key on it)
@@ -58,9 +78,65 @@ class CatalogView:
         self._attributes: OrderedDict[str, Mapping[str, Any] | None] = OrderedDict()
         self._attributes_version = 0
 
+    def _use(self, index: CatalogIndex, vectors: VectorIndex) -> None:
+        """Serve from ``index`` and ``vectors`` (with a new engine and filter cache over them)."""
+        self.index, self.vectors = index, vectors
+        self.engine = IQLEngine(index)
+        self.bitmaps = BitmapCache(index)
+
     def on_update(self, item_id: str, item: object | None) -> None:
-        """TopicTable callback (reader thread): queue the change."""
-        self._queue.append((item_id, item))
+        """TopicTable callback (reader thread): queue the change (dropped during the initial load:
+        ``load_initial`` reads it from the table)."""
+        if not self._loading:
+            self._queue.append((item_id, item))
+
+    def load_initial(self, items: Iterable[tuple[str, bytes]], decode: Callable[[bytes], object]) -> None:
+        """Bulk-build the index and vector index from a table's held values and queue them for ``sync``.
+
+        Called once, on the TopicTable's reader thread, when it has caught up (``on_caught_up``);
+        changes it reads later are queued behind the built pair, so none is lost or applied twice.
+        The items are decoded a chunk at a time (``api.iql.index.BUILD_CHUNK_ITEMS``): the
+        decoded catalog is never held whole. Items are rejected as ``sync`` rejects them.
+
+        Parameters
+        ----------
+        items : iterable of (key, JSON bytes)
+            The latest value of each catalog key (``TopicTable.raw_items()``).
+        decode : callable bytes -> object
+            The table's decoder (``orjson.loads``).
+        """
+        vectors = VectorIndex()
+        rejected: dict[str, str] = {}
+        keys: dict[int, str] = {}  # id(item) -> its key, for items being built (to reject by key)
+
+        def reject(item: Mapping[str, Any], exc: Exception) -> None:
+            key = keys.get(id(item), str(item.get("item_id")))
+            rejected[key] = str(exc)
+            vectors.delete(key)
+            log.warning("catalog item rejected: %s", exc)
+
+        def decoded() -> Iterable[Mapping[str, Any]]:
+            for key, raw in items:
+                item = decode(raw)
+                if not isinstance(item, dict):
+                    rejected[key] = "not a JSON object"
+                    log.warning("catalog item %r is not a JSON object; rejected", key)
+                    continue
+                if len(keys) >= 4 * BUILD_CHUNK_ITEMS:
+                    keys.clear()  # built chunks are past rejection (duplicates are rare; they fall back to their id)
+                item = {**item, "item_id": _same_id(item.get("item_id", key), key)}
+                keys[id(item)] = key
+                vec = item.get(self.vector_attribute)
+                if vec is not None:
+                    vectors.set(str(item["item_id"]), vec)
+                yield item
+
+        index = CatalogIndex.build(decoded(), on_reject=reject, **self._index_options)
+        for key in rejected:
+            index.withdraw(key)
+        self._queue.append((_BUILT, (index, vectors, rejected)))
+        self._loading = False
+        self.initial_built = True
 
     def sync(self) -> None:
         """Apply queued changes (call on the thread that serves requests)."""
@@ -69,6 +145,12 @@ class CatalogView:
             self.version += 1
         while q:
             item_id, item = q.popleft()
+            if item_id == _BUILT and isinstance(item, tuple):
+                index, vectors, rejected = item
+                self._use(index, vectors)
+                self.rejected = dict(rejected)
+                self.n_rejected += len(rejected)
+                continue
             if item is None:
                 self.index.delete(item_id)
                 self.vectors.delete(item_id)
@@ -82,7 +164,7 @@ class CatalogView:
                 log.warning("catalog item %r is not a JSON object; rejected", item_id)
                 continue
             try:
-                self.index.upsert({**item, "item_id": item.get("item_id", item_id)})
+                self.index.upsert({**item, "item_id": _same_id(item.get("item_id", item_id), item_id)})
             except CatalogSchemaError as exc:
                 # the catalog rule (operators/catalog_rule.py): a value that does not fit even after
                 # coercion rejects the whole item, so nothing serves it with a value the filter cannot see

@@ -32,11 +32,19 @@ def not_ready_reasons(svc: Services) -> list[str]:
         reasons.append("user-topn: still reading the published lists")
     if not svc.catalog.wait_caught_up(0):
         reasons.append("catalog: still reading the catalog")
+    elif not svc.catalog_view.initial_built:
+        reasons.append("catalog: still building the catalog index")
     if not svc.window_table.wait_caught_up(0):
         reasons.append("popularity: still reading the flow's windowed popularity")
     if svc.reader is not None and not svc.reader.wait_caught_up(0):
         reasons.append("feedback: still folding the served lists and events (optimizer)")
     return reasons
+
+
+def _catalog_items(svc: Services) -> int:
+    """Catalog items read, or 0 while the initial catalog index is being built (until then a request
+    sees none of them: a client that waits for this count can rely on it)."""
+    return len(svc.catalog) if svc.catalog_view.initial_built else 0
 
 
 async def healthz(request: Request) -> Response:
@@ -48,7 +56,7 @@ async def healthz(request: Request) -> Response:
     dead = sorted(k for k, ok in threads.items() if not ok)
     return json_response({"status": "ok" if not dead else "failing", "dead_threads": dead,
                           "ready": not not_ready_reasons(svc), "broker_up": svc.durable.broker_up,
-                          "users_with_topn": len(svc.topn), "catalog_items": len(svc.catalog),
+                          "users_with_topn": len(svc.topn), "catalog_items": _catalog_items(svc),
                           # the newest model version could not be loaded: lists come from the previous one or popularity
                           "model_error": svc.models.load_error},
                          status_code=200 if not dead else 503)
@@ -58,7 +66,7 @@ async def readyz(request: Request) -> Response:
     svc: Services = request.app.state.services
     reasons = not_ready_reasons(svc)
     return json_response({"status": "ready" if not reasons else "not_ready", "reasons": reasons,
-                          "users_with_topn": len(svc.topn), "catalog_items": len(svc.catalog),
+                          "users_with_topn": len(svc.topn), "catalog_items": _catalog_items(svc),
                           # where the optimizer's state came from: local snapshot, published one, or the history
                           "optimizer_from": svc.reader.restored_from if svc.reader is not None else None,
                           # where the local user-topn store started from: a published checkpoint or the topic

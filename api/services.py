@@ -196,7 +196,8 @@ def build_services(settings: Settings) -> Services:
         metrics.offset_beyond_end.labels(b.topic).inc()
 
     view = CatalogView(a.vector_attribute, a.catalog_exclude, hidden_attribute=a.hidden_attribute,
-                       in_stock_attribute=a.in_stock_attribute, stock_attribute=a.stock_attribute)
+                       in_stock_attribute=a.in_stock_attribute, stock_attribute=a.stock_attribute,
+                       initial_load=True)
     campaigns = CampaignRegistry(CampaignStore(state_dir / "campaigns"), a.campaign_check_s)
     optimizer = ThompsonOptimizer(np.random.default_rng(settings.seed))
     popularity = WindowPopularity(a.popularity_bucket_s, a.popularity_horizon_s)
@@ -217,9 +218,11 @@ def build_services(settings: Settings) -> Services:
                                 on_beyond_end=beyond_end,
                                 published=SnapshotTopic(k.brokers, k.optimizer_topic()),
                                 publish_every_s=a.snapshot_publish_s or math.inf).start(drain_on_loop=True)
-    # items kept as their JSON (decoded per GET /v1/items/{id}): ~1.1 GB less per process at 1M items
+    # items kept as their JSON (decoded per GET /v1/items/{id}): ~1.1 GB less per process at 1M items;
+    # the view is bulk-built from them on the reader thread once it has caught up (api/catalog.py)
     catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update,
-                         on_beyond_end=beyond_end, keep_raw=True).start()
+                         on_beyond_end=beyond_end, keep_raw=True,
+                         on_caught_up=lambda table: view.load_initial(table.raw_items(), table.decode)).start()
     item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads, on_beyond_end=beyond_end).start()
     topn_store = checkpoints = None
     if a.topn_store == "rocksdb":

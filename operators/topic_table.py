@@ -12,7 +12,7 @@ import ctypes
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -85,6 +85,11 @@ class TopicTable:
         Called on the reader thread after every applied batch and once when caught up, with
         every partition's next offset (what has been applied so far) and whether the reader has
         caught up: a consistent point to snapshot what ``on_update`` folded.
+    on_caught_up : callable (TopicTable), optional
+        Called once on the reader thread when it has first caught up, before ``wait_caught_up``
+        returns True and before any later message is applied: a consistent point to bulk-build from
+        what the table holds (``raw_items``; the catalog view's initial load). An exception is
+        logged and the call retried with the reader's reconnect.
     restore : callable () -> bool, optional
         With a serving store that is empty (a new node): called once on the reader thread before
         anything is read, to fill the store from a copy of another node's (e.g.
@@ -106,7 +111,8 @@ class TopicTable:
                  store: ServingStore | None = None, update_prefix: str = "",
                  start_offsets: dict[int, int] | None = None,
                  on_batch: Callable[[dict[int, int], bool], None] | None = None,
-                 restore: Callable[[], bool] | None = None, keep_raw: bool = False) -> None:
+                 restore: Callable[[], bool] | None = None, keep_raw: bool = False,
+                 on_caught_up: Callable[[TopicTable], None] | None = None) -> None:
         self.brokers, self.topic, self.decode, self.on_update = brokers, topic, decode, on_update
         self.on_beyond_end = on_beyond_end
         self.store, self.update_prefix = store, update_prefix
@@ -114,6 +120,7 @@ class TopicTable:
         self.restore, self._restore_done = restore, restore is None or store is None
         self.guard = OffsetGuard(brokers, topic, "earliest")
         self.keep, self.reader, self.keep_raw = keep, reader, keep_raw
+        self.on_caught_up = on_caught_up
         self._data: dict[str, object] = {}
         self._pending: list[tuple[bytes, bytes | None]] = []  # changes for the serving store, per poll
         self._stop = threading.Event()
@@ -144,6 +151,21 @@ class TopicTable:
         if self.keep_raw:  # O(n) decodes: for background work (the catalog overlay's rebuilds)
             return [(k, self.decode(v)) for k, v in list(self._data.items())]  # type: ignore[arg-type]
         return list(self._data.items())
+
+    def raw_items(self) -> Iterator[tuple[str, bytes]]:
+        """(key, value bytes) of every key held, without decoding, in the order keys first arrived.
+
+        Only for ``on_caught_up`` (the reader thread, the dict's one writer) of a table with
+        ``keep_raw`` and no serving store.
+
+        Raises
+        ------
+        TypeError
+            Without ``keep_raw``, or with a serving store.
+        """
+        if not self.keep_raw or self.store is not None:
+            raise TypeError(f"{self.topic}: raw_items needs keep_raw=True and no serving store")
+        return iter(self._data.items())  # type: ignore[arg-type]  # keep_raw: the values are bytes
 
     def __len__(self) -> int:
         """Keys held (with a serving store: RocksDB's estimate)."""
@@ -211,6 +233,7 @@ class TopicTable:
         if all(offsets[p] >= end.get(p, 0) for p in parts):
             if self.store is not None:
                 self.store.end_bulk_load()
+            self._call_caught_up()
             self._caught_up.set()
             if self.on_batch is not None:
                 self.on_batch(dict(offsets), True)
@@ -248,12 +271,18 @@ class TopicTable:
                 if caught_up_now:
                     if self.store is not None:
                         self.store.end_bulk_load()
+                    self._call_caught_up()
                     release_free_heap()
                     self._caught_up.set()
                 if self.on_batch is not None and (batch or caught_up_now):
                     self.on_batch(dict(offsets), self._caught_up.is_set())
         finally:
             c.close()
+
+    def _call_caught_up(self) -> None:
+        """``on_caught_up``, the first time the reader catches up (an exception propagates: retried)."""
+        if self.on_caught_up is not None and not self._caught_up.is_set():
+            self.on_caught_up(self)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.name() in CONNECTION_LOST_CODES:

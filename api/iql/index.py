@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,9 +15,11 @@ from api.iql.numeric import NumericColumn
 from api.iql.schema import NUMERIC_TYPES, AttrType, Schema
 from operators.ids import BadId, canonical_id
 
-__all__ = ["CatalogIndex", "Column"]
+__all__ = ["BUILD_CHUNK_ITEMS", "CatalogIndex", "Column"]
 
 Column = CategoricalColumn | ListColumn | NumericColumn
+BUILD_CHUNK_ITEMS = 20_000
+"""Items ``CatalogIndex.build`` normalises together (~30 MB of decoded catalog items at a time)."""
 
 
 def _item_id(item: Mapping[str, Any]) -> str:
@@ -94,44 +96,137 @@ class CatalogIndex:
     # ---- building ------------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, items: Iterable[Mapping[str, Any]], **options: Any) -> CatalogIndex:
-        """Bulk-build from item dicts (columns loaded with vectorised grouping; later duplicates upserted).
+    def build(
+        cls,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        on_reject: Callable[[Mapping[str, Any], CatalogSchemaError], None] | None = None,
+        chunk_items: int = BUILD_CHUNK_ITEMS,
+        **options: Any,
+    ) -> CatalogIndex:
+        """Bulk-build from item dicts, ``chunk_items`` at a time; later duplicates are upserted.
+
+        Each chunk's values are normalised per column and kept as codes and float arrays, so the
+        items need not all be held: ``items`` may be a generator decoding them as it goes. Columns
+        are indexed once, after the last chunk. Answers equal those of upserting the items in order.
+
+        Parameters
+        ----------
+        items : iterable of mappings
+            ``item_id`` plus attributes, as for ``upsert``.
+        on_reject : callable (item, CatalogSchemaError), optional
+            Called for an item that does not fit the schema (missing ``item_id``, a value that
+            conflicts with its attribute's type); the item is left out, as a failed ``upsert``
+            leaves it. Without it such an item raises.
+        chunk_items : int
+            Items normalised together (bounds the memory of the build beyond the index itself).
+        **options
+            ``CatalogIndex`` constructor arguments.
 
         Raises
         ------
         CatalogSchemaError
-            On a missing ``item_id`` or an attribute value that conflicts with its type.
+            Without ``on_reject``: on a missing ``item_id`` or an attribute value that conflicts
+            with its type.
         """
         index = cls(**options)
-        raw: dict[str, tuple[list[int], list[Any]]] = {}
-        duplicates = []
+        duplicates: list[Mapping[str, Any]] = []
+        chunk: list[Mapping[str, Any]] = []
         for item in items:
-            item_id = _item_id(item)
-            if item_id in index._idx_of:
-                duplicates.append(item)
-                continue
-            idx = index._idx_of[item_id] = len(index._ids)
-            index._ids.append(item_id)
-            for name, value in item.items():
-                if value is not None and name not in index.exclude:
-                    column = raw.get(name)
-                    if column is None:
-                        column = raw[name] = ([], [])
-                    column[0].append(idx)
-                    column[1].append(value)
-        for name, (rows, values) in raw.items():
-            normalized = index.schema.normalize_many([index._ids[r] for r in rows], name, values)
-            if name in index.schema.skipped:
-                continue
-            keep = [i for i, v in enumerate(normalized) if v is not None]
-            column = index._new_column(index.schema[name])
-            column.bulk_load(np.asarray(rows, dtype=np.int64)[keep], [normalized[i] for i in keep])
-            index._columns[name] = column
+            chunk.append(item)
+            if len(chunk) >= chunk_items:
+                index._append_chunk(chunk, duplicates, on_reject)
+                chunk = []
+        index._append_chunk(chunk, duplicates, on_reject)
+        for column in index._columns.values():
+            column.finish_bulk()
         index.existing = BitMap(range(len(index._ids)))
         index.live = index.existing - index._unavailable()
         for item in duplicates:
-            index.upsert(item)
+            try:
+                index.upsert(item)
+            except CatalogSchemaError as exc:
+                if on_reject is None:
+                    raise
+                on_reject(item, exc)
         return index
+
+    def _append_chunk(
+        self,
+        chunk: Sequence[Mapping[str, Any]],
+        duplicates: list[Mapping[str, Any]],
+        on_reject: Callable[[Mapping[str, Any], CatalogSchemaError], None] | None,
+    ) -> None:
+        """``build``'s step: give the chunk's new items an item_idx and append their values to the columns."""
+        fresh: list[tuple[str, Mapping[str, Any]]] = []
+        seen: set[str] = set()
+        for item in chunk:
+            try:
+                item_id = _item_id(item)
+            except CatalogSchemaError as exc:
+                if on_reject is None:
+                    raise
+                on_reject(item, exc)
+                continue
+            if item_id in self._idx_of or item_id in seen:
+                duplicates.append(item)
+            else:
+                seen.add(item_id)
+                fresh.append((item_id, item))
+        try:
+            normalized = self._normalize_chunk(fresh)
+        except CatalogSchemaError:
+            if on_reject is None:
+                raise
+            fresh = [(i, item) for i, item in fresh if self._fits(i, item, on_reject)]
+            normalized = self._normalize_chunk(fresh)
+        first = len(self._ids)
+        for item_id, _ in fresh:
+            self._idx_of[item_id] = len(self._ids)
+            self._ids.append(item_id)
+        for name, (pos, values) in normalized.items():
+            column = self._columns.get(name)
+            if column is None:
+                column = self._columns[name] = self._new_column(self.schema[name])
+            column.append_bulk(pos + first, values)
+
+    def _normalize_chunk(
+        self, fresh: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> dict[str, tuple[NDArray[np.int64], list[Any]]]:
+        """Per attribute: positions in ``fresh`` (int64) and normalised non-null values. Raises
+        CatalogSchemaError (changing nothing but inferred types) if a value does not fit."""
+        raw: dict[str, tuple[list[int], list[Any]]] = {}
+        for pos, (_, item) in enumerate(fresh):
+            for name, value in item.items():
+                if value is not None and name not in self.exclude:
+                    column = raw.get(name)
+                    if column is None:
+                        column = raw[name] = ([], [])
+                    column[0].append(pos)
+                    column[1].append(value)
+        out: dict[str, tuple[NDArray[np.int64], list[Any]]] = {}
+        for name, (rows, values) in raw.items():
+            normalized = self.schema.normalize_many([fresh[r][0] for r in rows], name, values)
+            if name in self.schema.skipped:
+                continue
+            keep = [i for i, v in enumerate(normalized) if v is not None]
+            if len(keep) == len(normalized):
+                out[name] = (np.asarray(rows, dtype=np.int64), normalized)
+            else:
+                out[name] = (np.asarray(rows, dtype=np.int64)[keep], [normalized[i] for i in keep])
+        return out
+
+    def _fits(self, item_id: str, item: Mapping[str, Any],
+              on_reject: Callable[[Mapping[str, Any], CatalogSchemaError], None]) -> bool:
+        """True if every attribute of ``item`` fits the schema (``upsert``'s check); else ``on_reject``."""
+        try:
+            for name, value in item.items():
+                if name not in self.exclude:
+                    self.schema.normalize(item_id, name, value)
+        except CatalogSchemaError as exc:
+            on_reject(item, exc)
+            return False
+        return True
 
     def _new_column(self, kind: AttrType) -> Column:
         if kind in NUMERIC_TYPES:

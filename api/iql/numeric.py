@@ -96,18 +96,31 @@ class NumericColumn:
         self._bucket_opt, self._max_delta_opt = bucket, max_delta
         self.values = np.full(0, np.nan, dtype=np.float64)
         self.present = BitMap()
+        self._pending: list[NDArray[np.int64]] = []  # (bulk loads) present item_idx per appended chunk
         self.rebuild()
 
-    def bulk_load(self, idx: NDArray[np.int64], values: Iterable[float | None]) -> None:
-        """Load an empty column from item_idx and float values (None/NaN = null)."""
+    def append_bulk(self, idx: NDArray[np.int64], values: Iterable[float | None]) -> None:
+        """Add new items (none set before) and their float values (None/NaN = null); queries see them
+        after ``finish_bulk``."""
         vals = np.asarray(
             [np.nan if v is None else v for v in values] if not isinstance(values, np.ndarray) else values,
             dtype=np.float64,
         )
         self.values = grow(self.values, int(idx.max()) + 1 if len(idx) else 0, np.nan)
         self.values[idx] = vals
-        self.present = bitmap_of(np.sort(idx[~np.isnan(vals)]))
+        self._pending.append(np.asarray(idx, dtype=np.int64)[~np.isnan(vals)])
+
+    def finish_bulk(self) -> None:
+        """Index the items ``append_bulk`` added: the present set and a rebuilt base (once, at the end)."""
+        if self._pending:
+            self.present |= bitmap_of(np.sort(np.concatenate(self._pending)))
+        self._pending = []
         self.rebuild()
+
+    def bulk_load(self, idx: NDArray[np.int64], values: Iterable[float | None]) -> None:
+        """Load an empty column from item_idx and float values (None/NaN = null)."""
+        self.append_bulk(idx, values)
+        self.finish_bulk()
 
     def set(self, idx: int, value: float | None) -> None:
         """Give item ``idx`` the value ``value`` (None = null); rebuild when the delta is full."""

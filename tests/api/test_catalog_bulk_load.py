@@ -1,0 +1,192 @@
+"""``CatalogView.load_initial`` (issue 14: the catalog bulk-built from the table's bytes on the reader
+thread) answers every IQL filter, availability and attribute look-up as the per-item path
+(``on_update`` + ``sync``) does on the same catalog, before and after live changes; and the
+columns' one-item-per-value form (no BitMap per distinct title) answers as a plain dict of sets."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Producer
+
+from api.catalog import CatalogView
+from api.iql import RequestContext
+from api.iql.columns import CategoricalColumn, ListColumn
+from operators.kafka import TopicSpec, ensure_topics
+from operators.topic_table import TopicTable
+
+FILTERS = [
+    "title == 'Acme shoe 7'",
+    "title IN ('Acme shoe 7', 'shared title', 'Bolt hat 123', 'nobody')",
+    "title != 'shared title'",
+    "title == 'shared title' AND price < 50",
+    "title == context.item.title",
+    "category == context.item.category AND price < $max_price",
+    "category IN ('shoe', 'hat') AND NOT on_sale",
+    "tags CONTAINS 'gift'",
+    "tags CONTAINS 'sku-17' OR tags CONTAINS 'sku-3'",
+    "tags ANY ['gift', 'sku-5']",
+    "tags ALL ['gift', 'sku-8']",
+    "price >= 20 AND price <= 70",
+    "created_ts > 1700000500",
+    "sku == 'S-42' OR sku == 'S-43'",
+    "title IS NULL",
+    "stock > 3",
+]
+
+
+def _catalog(n: int, seed: int) -> list[tuple[str, object]]:
+    """(key, value) messages: unique titles, a few shared, unique list elements, hidden and sold-out
+    items, type conflicts (rejected), a non-object, a missing title."""
+    rng = np.random.default_rng(seed)
+    out: list[tuple[str, object]] = []
+    for j in range(n):
+        item: dict[str, Any] = {
+            "item_id": f"i{j}",
+            "title": "shared title" if j % 17 == 0 else f"{['Acme', 'Bolt'][j % 2]} {['shoe', 'hat', 'bag'][j % 3]} {j}",
+            "category": ["shoe", "hat", "bag"][j % 3],
+            "price": float(rng.integers(1, 100)),
+            "on_sale": bool(rng.random() < 0.3),
+            "tags": [t for t in ("gift", "new", f"sku-{j}") if rng.random() < 0.5],
+            "created_ts": 1_700_000_000 + float(rng.integers(0, 1000)),
+            "sku": f"S-{j}",
+            "vector": rng.standard_normal(4).round(4).tolist(),
+        }
+        if j % 11 == 0:
+            item["hidden"] = True
+        if j % 13 == 0:
+            item["stock"] = int(rng.integers(0, 6))
+        if j % 29 == 5:
+            del item["title"]
+        if j % 37 == 9:
+            item["price"] = "not a price"  # rejected: conflicts with the number type
+        out.append((f"i{j}", item))
+    out.append(("odd", [1, 2, 3]))  # not a JSON object: rejected
+    return out
+
+
+def _old_path(messages: list[tuple[str, object]]) -> CatalogView:
+    view = CatalogView()
+    for key, item in messages:
+        view.on_update(key, item)
+    view.sync()
+    return view
+
+
+def _bulk(messages: list[tuple[str, object]]) -> CatalogView:
+    view = CatalogView(initial_load=True)
+    view.on_update("ignored", {"item_id": "ignored"})  # before load_initial: the table holds it
+    assert not view.initial_built
+    view.load_initial([(k, orjson.dumps(v)) for k, v in messages], orjson.loads)
+    assert view.initial_built
+    view.sync()
+    return view
+
+
+def _answers(view: CatalogView, ids: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"rejected": dict(view.rejected), "servable": view.servable(ids).tolist(),
+                           "get": [view.index.get(i) for i in ids], "n_live": len(view.index),
+                           "n_vectors": len(view.vectors), "similar": sorted(view.vectors.similar("i1", 1000)[0])}
+    for expr in FILTERS:
+        for item_id in ("i7", "i34", "i5"):
+            ctx = RequestContext(item=view.item_attributes(item_id), params={"max_price": "60"})
+            out[f"{expr} @ {item_id}"] = sorted(view.index.item_ids(view.engine.filter(expr, ctx)))
+    return out
+
+
+def test_bulk_load_answers_as_the_per_item_path_before_and_after_live_changes() -> None:
+    messages = _catalog(400, seed=3)
+    old, new = _old_path(messages), _bulk(messages)
+    ids = [k for k, _ in messages] + ["never-seen"]
+    before = _answers(old, ids)
+    assert before == _answers(new, ids)
+    assert before["title == 'shared title' AND price < 50 @ i7"]  # the filters select something
+    assert before["title == 'Acme shoe 7' @ i7"] == []  # i7 is "Bolt hat 7"
+    assert before["title == context.item.title @ i7"] == ["i7"]
+    assert len(before["rejected"]) == 12 and "odd" in before["rejected"]
+    changes: list[tuple[str, object]] = [
+        ("i7", {"item_id": "i7", "title": "shared title", "category": "hat", "price": 10.0}),  # unique -> shared
+        ("i17", {"item_id": "i17", "title": "Acme shoe 7", "price": 12.0, "tags": ["sku-3"]}),  # shared -> unique
+        ("i34", None),  # deleted
+        ("i9", {"item_id": "i9", "title": "back", "price": 5.0}),  # a rejected item comes back valid
+        ("i2", {"item_id": "i2", "title": "Bolt hat 2", "price": "bad"}),  # a valid item is rejected
+        ("new1", {"item_id": "new1", "title": "Bolt hat 123", "price": 1.0, "stock": 9}),
+    ]
+    for view in (old, new):
+        for key, item in changes:
+            view.on_update(key, item)
+        view.sync()
+    after = _answers(old, ids + ["new1"])
+    assert after == _answers(new, ids + ["new1"])
+    assert after != before
+    shared = "title == 'shared title' AND price < 50 @ i7"
+    assert "i7" in after[shared] and "i7" not in before[shared]
+    assert after["title == 'Acme shoe 7' @ i7"] == ["i17"] and after["title IS NULL @ i7"] != before["title IS NULL @ i7"]
+
+
+def _check_column(column: CategoricalColumn | ListColumn, truth: dict[int, Any], pool: list[str]) -> None:
+    for value in pool:
+        want = sorted(i for i, v in truth.items() if v is not None and (value in v if isinstance(column, ListColumn) else v == value))
+        assert list(column.eq(value)) == want, value
+    pick = pool[::7]
+    want = sorted(i for i, v in truth.items() if v is not None and (set(v) & set(pick) if isinstance(column, ListColumn) else v in pick))
+    assert list(column.any_of(pick)) == want
+    assert list(column.present) == sorted(i for i, v in truth.items() if v is not None)
+    for i, v in truth.items():
+        assert column.value_at(i) == v
+
+
+def test_one_item_values_answer_as_a_dict_of_sets_through_sets_and_moves() -> None:
+    rng = np.random.default_rng(11)
+    pool = [f"v{k}" for k in range(300)]  # mostly one item per value, some shared, some moving
+    for kind in (CategoricalColumn, ListColumn):
+        column = kind()
+        n = 200
+        first = {i: (pool[i] if kind is CategoricalColumn else (pool[i], pool[(i * 7) % 300])) for i in range(n)}
+        column.bulk_load(np.arange(n, dtype=np.int64), list(first.values()))
+        truth: dict[int, Any] = dict(first)
+        _check_column(column, truth, pool)
+        for _ in range(2000):
+            i = int(rng.integers(0, n + 20))
+            r = rng.random()
+            value: Any = None if r < 0.15 else pool[int(rng.integers(0, 300))]
+            if kind is ListColumn and value is not None:
+                value = tuple(dict.fromkeys([value, pool[int(rng.integers(0, 300))]]))
+            column.set(i, value)
+            truth[i] = value
+        _check_column(column, truth, pool)
+
+
+def test_the_api_catalog_view_is_built_once_caught_up_and_then_follows_changes(broker) -> None:
+    topic = f"catalog-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker, [TopicSpec(topic, 2, compacted=True)])
+    p = Producer({"bootstrap.servers": broker})
+    messages = _catalog(60, seed=5)
+    for key, item in messages:
+        p.produce(topic, key=key.encode(), value=orjson.dumps(item))
+    p.produce(topic, key=b"i3", value=None)  # a tombstone before the start
+    assert p.flush(10) == 0
+    view = CatalogView(initial_load=True)
+    table = TopicTable(broker, topic, orjson.loads, on_update=view.on_update, keep_raw=True,
+                       on_caught_up=lambda t: view.load_initial(t.raw_items(), t.decode)).start()
+    try:
+        assert table.wait_caught_up(20)
+        assert view.initial_built  # built before wait_caught_up says caught up
+        view.sync()
+        expected = _old_path([(k, v) for k, v in messages if k != "i3"])
+        ids = [k for k, _ in messages]
+        assert _answers(view, ids) == _answers(expected, ids)
+        p.produce(topic, key=b"i8", value=orjson.dumps({"item_id": "i8", "title": "live", "price": 1.0}))
+        assert p.flush(10) == 0
+        deadline = time.monotonic() + 10
+        while view.index.get("i8") != {"item_id": "i8", "title": "live", "price": 1.0} and time.monotonic() < deadline:
+            time.sleep(0.05)
+            view.sync()
+        assert view.index.get("i8") == {"item_id": "i8", "title": "live", "price": 1.0}
+        assert sorted(view.index.item_ids(view.engine.filter("title == 'live'", RequestContext()))) == ["i8"]
+    finally:
+        table.stop()
