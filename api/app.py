@@ -24,6 +24,7 @@ from api.campaigns import (
     list_campaigns,
     put_campaign,
 )
+from api.catalog import sync_forever
 from api.dashboard import dashboard_routes
 from api.errors import exception_handlers
 from api.events import post_events
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.analytics = build_analytics(settings)
         reader = app.state.services.reader
         drain = asyncio.create_task(drain_forever(reader)) if reader is not None else None
+        catalog_sync = asyncio.create_task(sync_forever(app.state.services.catalog_view))
         if settings.api.gc_tuning:
             _tune_gc()
         try:
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             if drain is not None:
                 drain.cancel()
+            catalog_sync.cancel()
             app.state.analytics.request_stop()  # its reader ends while the services' readers do
             app.state.services.close()
             app.state.analytics.close()

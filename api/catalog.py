@@ -8,12 +8,17 @@ items decoded at a time, and queues the finished pair. **Live**: the reader thre
 later change (``on_update``). ``sync()``, called at the start of a request on the event-loop
 thread, takes the built pair (an O(1) swap) and applies the queued changes in order, so the
 indexes are changed and read by one thread at a time (the reader thread only before handing
-them over) and every change is visible on the next request.
+them over) and every change is visible on the next request. ``sync_forever`` (a task on the
+loop) also applies the queue in slices between requests, and ``max_queue`` makes the reader
+wait for it, so a re-published catalog is never queued whole.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -26,7 +31,7 @@ from api.iql import CatalogIndex, CatalogSchemaError, IQLEngine
 from api.iql.index import BUILD_CHUNK_ITEMS
 from api.vector_index import VectorIndex
 
-__all__ = ["CatalogView"]
+__all__ = ["CatalogView", "sync_forever"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,13 @@ class CatalogView:
         ``stock <= 0`` is never served (None switches a rule off).
     attributes_cache_items : int
         Items whose attributes ``item_attributes`` keeps between catalog changes (LRU).
+    max_queue : int or None
+        Changes queued at most: at this length ``on_update`` (the reader thread) waits, up to
+        ``max_wait_s``, for ``sync`` to make room, so a re-published catalog never waits as 1M
+        decoded items (with ``sync_forever`` running on the loop; None = unbounded).
+    max_wait_s : float
+        The longest ``on_update`` waits for room before queueing anyway (a loop that stopped
+        syncing must not stop the reader).
     initial_load : bool
         Ignore ``on_update`` until ``load_initial`` has built the catalog read so far (the
         TopicTable holds it); ``initial_built`` is False until then. False: every change is queued
@@ -62,13 +74,15 @@ class CatalogView:
     def __init__(self, vector_attribute: str = "vector", exclude: Iterable[str] = (), *,
                  hidden_attribute: str | None = "hidden", in_stock_attribute: str | None = "in_stock",
                  stock_attribute: str | None = "stock", attributes_cache_items: int = 20_000,
-                 initial_load: bool = False) -> None:
+                 initial_load: bool = False, max_queue: int | None = None, max_wait_s: float = 10.0) -> None:
         self.vector_attribute = vector_attribute
         self._index_options: dict[str, Any] = dict(
             exclude=set(exclude) | {vector_attribute}, hidden_attribute=hidden_attribute,
             in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute)
         self._use(CatalogIndex(**self._index_options), VectorIndex())
         self._queue: deque[tuple[str, object | None]] = deque()
+        self.max_queue, self.max_wait_s = max_queue, max_wait_s
+        self._room = threading.Event()  # set by sync after it has taken changes off the queue
         self._loading = initial_load  # reader thread: drop changes until load_initial has run
         self.initial_built = not initial_load  # set by the reader thread once load_initial has queued its result
         self.n_rejected = 0  # catalog messages rejected by the schema rule so far
@@ -87,8 +101,15 @@ class CatalogView:
     def on_update(self, item_id: str, item: object | None) -> None:
         """TopicTable callback (reader thread): queue the change (dropped during the initial load:
         ``load_initial`` reads it from the table)."""
-        if not self._loading:
-            self._queue.append((item_id, item))
+        if self._loading:
+            return
+        q = self._queue
+        q.append((item_id, item))
+        if self.max_queue is not None and len(q) >= self.max_queue:
+            deadline = time.monotonic() + self.max_wait_s
+            self._room.clear()
+            while len(q) >= self.max_queue and time.monotonic() < deadline:
+                self._room.wait(0.05)
 
     def load_initial(self, items: Iterable[tuple[str, bytes]], decode: Callable[[bytes], object]) -> None:
         """Bulk-build the index and vector index from a table's held values and queue them for ``sync``.
@@ -138,12 +159,16 @@ class CatalogView:
         self._loading = False
         self.initial_built = True
 
-    def sync(self) -> None:
-        """Apply queued changes (call on the thread that serves requests)."""
+    def sync(self, max_items: int | None = None) -> int:
+        """Apply queued changes (call on the thread that serves requests); returns how many.
+
+        ``max_items`` bounds one call (``sync_forever``'s slices); a request applies all of them."""
         q = self._queue
         if q:
             self.version += 1
-        while q:
+        n = 0
+        while q and (max_items is None or n < max_items):
+            n += 1
             item_id, item = q.popleft()
             if item_id == _BUILT and isinstance(item, tuple):
                 index, vectors, rejected = item
@@ -180,6 +205,9 @@ class CatalogView:
                 self.vectors.set(str(item.get("item_id", item_id)), vec)
             else:
                 self.vectors.delete(item_id)
+        if n:
+            self._room.set()
+        return n
 
     def item_attributes(self, item_id: str) -> Mapping[str, Any] | None:
         """``index.get(item_id)`` (the item's indexed attributes, None if unknown or deleted), kept until the
@@ -209,3 +237,13 @@ class CatalogView:
             return np.ones(len(item_ids), dtype=bool)
         idx = self.index.lookup(item_ids)
         return (idx < 0) | in_bitmap(self.index.live, idx)
+
+
+async def sync_forever(view: CatalogView, interval_s: float = 0.05, max_items: int = 1_000) -> None:
+    """Apply the view's queued changes on the app's event loop, a bounded slice at a time, until
+    cancelled: the initial build is swapped in and a re-published catalog applied without waiting for
+    requests, and ``on_update`` finds room (``max_queue``). A slice of 1,000 changes holds the loop
+    ~20 ms; a full slice yields at once."""
+    while True:
+        n = view.sync(max_items)
+        await asyncio.sleep(0 if n >= max_items else interval_s)

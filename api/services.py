@@ -182,6 +182,10 @@ def _keep_popular(popular: dict[str, TopN], key: str, value: object | None) -> N
             popular.pop(key, None)
 
 
+CATALOG_MAX_QUEUE = 10_000
+"""Catalog changes queued for the event loop at most (``CatalogView.max_queue``; ``sync_forever`` drains it)."""
+
+
 def build_services(settings: Settings) -> Services:
     """Start the readers of ``user-topn``, ``catalog``, ``item-links``, windowed popularity and (feedback)
     the served-list and events topics;
@@ -197,7 +201,7 @@ def build_services(settings: Settings) -> Services:
 
     view = CatalogView(a.vector_attribute, a.catalog_exclude, hidden_attribute=a.hidden_attribute,
                        in_stock_attribute=a.in_stock_attribute, stock_attribute=a.stock_attribute,
-                       initial_load=True)
+                       initial_load=True, max_queue=CATALOG_MAX_QUEUE)
     campaigns = CampaignRegistry(CampaignStore(state_dir / "campaigns"), a.campaign_check_s)
     optimizer = ThompsonOptimizer(np.random.default_rng(settings.seed))
     popularity = WindowPopularity(a.popularity_bucket_s, a.popularity_horizon_s)

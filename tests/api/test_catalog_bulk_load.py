@@ -5,6 +5,8 @@ columns' one-item-per-value form (no BitMap per distinct title) answers as a pla
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 import uuid
 from typing import Any
@@ -13,7 +15,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Producer
 
-from api.catalog import CatalogView
+from api.catalog import CatalogView, sync_forever
 from api.iql import RequestContext
 from api.iql.columns import CategoricalColumn, ListColumn
 from operators.kafka import TopicSpec, ensure_topics
@@ -190,3 +192,38 @@ def test_the_api_catalog_view_is_built_once_caught_up_and_then_follows_changes(b
         assert sorted(view.index.item_ids(view.engine.filter("title == 'live'", RequestContext()))) == ["i8"]
     finally:
         table.stop()
+
+
+def test_the_live_queue_is_bounded_and_sync_forever_applies_it_without_requests() -> None:
+    view = CatalogView(max_queue=8, max_wait_s=30.0)
+    sizes: list[int] = []
+
+    def publish() -> None:
+        for j in range(200):
+            view.on_update(f"i{j}", {"item_id": f"i{j}", "title": f"t{j}", "price": float(j)})
+            sizes.append(len(view._queue))
+
+    async def run() -> None:
+        task = asyncio.create_task(sync_forever(view, interval_s=0.001, max_items=3))
+        thread = threading.Thread(target=publish)
+        thread.start()
+        while thread.is_alive():
+            await asyncio.sleep(0.001)
+        deadline = time.monotonic() + 10
+        while view._queue and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(run())
+    assert max(sizes) <= 8 and len(sizes) == 200
+    assert len(view.index) == 200 and view.index.get("i199") == {"item_id": "i199", "title": "t199", "price": 199.0}
+
+
+def test_a_full_queue_waits_at_most_max_wait_s_when_nothing_syncs() -> None:
+    view = CatalogView(max_queue=2, max_wait_s=0.2)
+    t0 = time.monotonic()
+    for j in range(4):
+        view.on_update(f"i{j}", {"item_id": f"i{j}"})
+    waited = time.monotonic() - t0
+    assert 0.5 <= waited < 2.0  # the 2nd, 3rd and 4th changes each waited 0.2 s, then were queued
+    assert view.sync() == 4 and len(view.index) == 4
