@@ -1,0 +1,45 @@
+"""api/iql/strings.py: ``StringVocabulary`` codes strings as a dict would (first sight order, stable
+codes, None for unknown), through merges, bulk ``codes`` and hash collisions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from api.iql.strings import StringVocabulary
+
+
+def _reference(values: list[str]) -> dict[str, int]:
+    ref: dict[str, int] = {}
+    for v in values:
+        ref.setdefault(v, len(ref))
+    return ref
+
+
+@pytest.mark.parametrize("hash_fn", [hash, len, lambda s: 0], ids=["hash", "len-collides", "all-collide"])
+def test_codes_equal_a_dict_through_merges_bulk_adds_and_collisions(hash_fn) -> None:
+    rng = np.random.default_rng(4)
+    n = 3_000 if hash_fn is not len else 12_000  # > _MIN_RECENT: at least one merge before the lookups
+    if hash_fn is not hash and hash_fn is not len:
+        n = 600  # every string in one hash run: quadratic, keep it small
+    pool = [f"title {k} é" if k % 5 else f"t{k}\ud800" for k in range(n)]  # non-ASCII and a lone surrogate
+    vocab = StringVocabulary(hash_fn)
+    seen: list[str] = []
+    for k in range(0, n, 400):  # bulk chunks with repeats inside and across chunks
+        chunk = [pool[int(i)] for i in rng.integers(0, min(n, k + 400), 300)]
+        codes = vocab.codes(chunk)
+        seen.extend(chunk)
+        ref = _reference(seen)
+        assert codes.tolist() == [ref[v] for v in chunk]
+    for v in pool[: n // 2]:
+        assert vocab.code(v) == _reference(seen + [v])[v]
+        seen.append(v)
+    ref = _reference(seen)
+    assert len(vocab) == len(ref)
+    for v, code in ref.items():
+        assert vocab.get(v) == code and vocab.value(code) == v
+    assert vocab.get("never added") is None and vocab.get("") is None
+    vocab.merge()
+    assert all(vocab.get(v) == code for v, code in ref.items())
+    with pytest.raises(IndexError, match="code -1 not in"):
+        vocab.value(-1)
