@@ -190,4 +190,6 @@ class Schema(Mapping[str, AttrType]):
             return values
         if kind in NUMERIC_TYPES and types <= {int, float}:
             return [None if v != v else float(v) for v in values]  # type: ignore[arg-type]
+        if kind is AttrType.STRING_LIST and types == {list} and all(type(e) is str for v in values for e in v):  # type: ignore[attr-defined]
+            return [tuple(dict.fromkeys(v)) for v in values]  # type: ignore[call-overload]
         return [self.normalize(i, name, v) for i, v in zip(item_ids, values, strict=True)]
