@@ -129,6 +129,7 @@ class CatalogView:
         """
         # inverted lists trained once, in the background, after the last row (exact until installed):
         # trained while rows arrive, at 50k, 200k and 800k rows, then added to row by row, 1M sets took ~5x longer
+        t0 = time.monotonic()
         vectors = VectorIndex(exact_below=_NEVER)
         rejected: dict[str, str] = {}
         keys: dict[int, str] = {}  # id(item) -> its key, for items being built (to reject by key)
@@ -160,6 +161,8 @@ class CatalogView:
         for key in rejected:
             index.withdraw(key)
         self._queue.append((_BUILT, (index, vectors, rejected)))
+        log.info("catalog index built: %d items (%d rejected, %d with vectors) in %.1f s",
+                 len(index), len(rejected), len(vectors), time.monotonic() - t0)
         self._loading = False
         self.initial_built = True
 
