@@ -83,6 +83,7 @@ class CatalogView:
         self._use(CatalogIndex(**self._index_options), VectorIndex())
         self._queue: deque[tuple[str, object | None]] = deque()
         self.max_queue, self.max_wait_s = max_queue, max_wait_s
+        self.build_chunk_items = BUILD_CHUNK_ITEMS  # items load_initial decodes and indexes together
         self._room = threading.Event()  # set by sync after it has taken changes off the queue
         self._loading = initial_load  # reader thread: drop changes until load_initial has run
         self.initial_built = not initial_load  # set by the reader thread once load_initial has queued its result
@@ -117,7 +118,7 @@ class CatalogView:
 
         Called once, on the TopicTable's reader thread, when it has caught up (``on_caught_up``);
         changes it reads later are queued behind the built pair, so none is lost or applied twice.
-        The items are decoded a chunk at a time (``api.iql.index.BUILD_CHUNK_ITEMS``): the
+        The items are decoded a chunk at a time (``build_chunk_items``, 20,000): the
         decoded catalog is never held whole. Items are rejected as ``sync`` rejects them.
 
         Parameters
@@ -141,14 +142,17 @@ class CatalogView:
             log.warning("catalog item rejected: %s", exc)
 
         def decoded() -> Iterable[Mapping[str, Any]]:
+            n = 0
             for key, raw in items:
                 item = decode(raw)
                 if not isinstance(item, dict):
                     rejected[key] = "not a JSON object"
                     log.warning("catalog item %r is not a JSON object; rejected", key)
                     continue
-                if len(keys) >= 4 * BUILD_CHUNK_ITEMS:
-                    keys.clear()  # built chunks are past rejection (duplicates are rare; they fall back to their id)
+                if n % self.build_chunk_items == 0:
+                    keys.clear()  # build has indexed every item before this one (a duplicate id, rejected
+                    # after the last chunk, is named by its id: the key unless the item's own id differs)
+                n += 1
                 item = {**item, "item_id": _same_id(item.get("item_id", key), key)}
                 keys[id(item)] = key
                 vec = item.get(self.vector_attribute)
@@ -156,7 +160,8 @@ class CatalogView:
                     vectors.set(str(item["item_id"]), vec)
                 yield item
 
-        index = CatalogIndex.build(decoded(), on_reject=reject, **self._index_options)
+        index = CatalogIndex.build(decoded(), on_reject=reject, chunk_items=self.build_chunk_items,
+                                   **self._index_options)
         vectors.set_exact_below(self.vectors.exact_below)  # the serving value (a request may have set it)
         for key in rejected:
             index.withdraw(key)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from confluent_kafka import Producer
 
 from api.catalog import CatalogView, sync_forever
@@ -68,6 +69,8 @@ def _catalog(n: int, seed: int) -> list[tuple[str, object]]:
             item["price"] = "not a price"  # rejected: conflicts with the number type
         out.append((f"i{j}", item))
     out.append(("odd", [1, 2, 3]))  # not a JSON object: rejected
+    for j in range(3):  # keys that are not the item's id: rejections are named by the key
+        out.append((f"key-{j}", {"item_id": f"own-{j}", "price": "bad" if j == 1 else 1.0, "title": "t"}))
     return out
 
 
@@ -79,8 +82,9 @@ def _old_path(messages: list[tuple[str, object]]) -> CatalogView:
     return view
 
 
-def _bulk(messages: list[tuple[str, object]]) -> CatalogView:
+def _bulk(messages: list[tuple[str, object]], chunk_items: int = 20_000) -> CatalogView:
     view = CatalogView(initial_load=True)
+    view.build_chunk_items = chunk_items
     view.on_update("ignored", {"item_id": "ignored"})  # before load_initial: the table holds it
     assert not view.initial_built
     view.load_initial([(k, orjson.dumps(v)) for k, v in messages], orjson.loads)
@@ -100,16 +104,17 @@ def _answers(view: CatalogView, ids: list[str]) -> dict[str, Any]:
     return out
 
 
-def test_bulk_load_answers_as_the_per_item_path_before_and_after_live_changes() -> None:
+@pytest.mark.parametrize("chunk_items", [20_000, 7], ids=["one-chunk", "chunks-of-7"])
+def test_bulk_load_answers_as_the_per_item_path_before_and_after_live_changes(chunk_items: int) -> None:
     messages = _catalog(400, seed=3)
-    old, new = _old_path(messages), _bulk(messages)
+    old, new = _old_path(messages), _bulk(messages, chunk_items)
     ids = [k for k, _ in messages] + ["never-seen"]
     before = _answers(old, ids)
     assert before == _answers(new, ids)
     assert before["title == 'shared title' AND price < 50 @ i7"]  # the filters select something
     assert before["title == 'Acme shoe 7' @ i7"] == []  # i7 is "Bolt hat 7"
     assert before["title == context.item.title @ i7"] == ["i7"]
-    assert len(before["rejected"]) == 12 and "odd" in before["rejected"]
+    assert len(before["rejected"]) == 13 and "odd" in before["rejected"] and "key-1" in before["rejected"]
     changes: list[tuple[str, object]] = [
         ("i7", {"item_id": "i7", "title": "shared title", "category": "hat", "price": 10.0}),  # unique -> shared
         ("i17", {"item_id": "i17", "title": "Acme shoe 7", "price": 12.0, "tags": ["sku-3"]}),  # shared -> unique
