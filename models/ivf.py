@@ -300,16 +300,17 @@ class InvertedLists:
         (rows, scores) : int32 and float32 arrays of shape (<= n,).
         """
         query = np.ascontiguousarray(query, dtype=np.float32)
-        near = -(self.centroids @ query)
-        first = min(self.n_probe, len(near))  # tier 0 by a partial sort; the whole order only for deeper tiers
-        top = np.argpartition(near, first - 1)[:first]
-        order = top[np.lexsort((top, near[top]))]
+        near = self.centroids @ query
+        lists = np.arange(len(near))
+        # tier 0 by a partial sort, ties at its cut by the lower list (so it is the whole order's prefix);
+        # the whole order (the same rule) only for deeper tiers
+        order = _top_by_score(lists, near, self.n_probe)[0]
         out_rows: list[NDArray[np.int32]] = []
         out_scores: list[NDArray[np.float32]] = []
         got, start, width = 0, 0, self.n_probe
         while got < n and start < len(near):
             if start >= len(order):
-                order = np.lexsort((np.arange(len(near)), near))
+                order = np.lexsort((lists, -near))
             tier = order[start:start + width]
             start, width = start + width, width * 4
             cand, scores = _score_lists(self._rows, self._vecs, self._start, self._count, tier, query, exclude_row)
@@ -352,8 +353,8 @@ def _score_lists(rows: NDArray[np.int32], vecs: NDArray[np.float32], start: NDAr
     return out_rows[:k], out[:k]
 
 
-def _top_by_score(rows: NDArray[np.int32], scores: NDArray[np.float32], k: int
-                  ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+def _top_by_score(rows: NDArray[np.integer], scores: NDArray[np.float32], k: int
+                  ) -> tuple[NDArray[np.integer], NDArray[np.float32]]:
     """The ``k`` best (rows, scores) by score descending, ties by the lower row (the same at any ``k``)."""
     if k < len(scores):
         cut = len(scores) - k

@@ -83,3 +83,18 @@ def test_search_tiers_are_exact_within_and_prefixes_across():
     exact = members[np.lexsort((members, -(v[members] @ q)))]
     np.testing.assert_array_equal(whole[:len(exact)], exact)
     np.testing.assert_allclose(whole_s[:len(exact)], v[exact] @ q, rtol=1e-5, atol=1e-6)
+
+
+def test_tied_centroids_keep_the_tiers_disjoint():
+    """Duplicate centroids tie at the first tier's cut: every row still comes once, prefixes still hold."""
+    v = _unit(3000, seed=4)
+    c = train_centroids(v, 24)
+    c = np.concatenate([c, c])  # every centroid twice: ties everywhere, the second copy's lists stay empty
+    lists = InvertedLists.from_assignment(c, nearest_list(v, c), v, n_probe=5)
+    lists.add(5000, c[3].copy())  # the later rows go where the ties put them
+    lists.add(5001, c[3].copy())
+    for q_row in (0, 1, 2999):
+        whole, _ = lists.search(v[q_row], 10_000, exclude_row=q_row)
+        assert len(whole) == len(set(whole.tolist())) == len(lists) - 1
+        for n in (3, 50, 400):
+            np.testing.assert_array_equal(lists.search(v[q_row], n, exclude_row=q_row)[0], whole[:n])
