@@ -132,6 +132,11 @@ class Recommender(Protocol):
     when fewer than ``n`` items qualify. Before ``fit`` they raise ``models.errors.NotFittedError``.
     ``save(path)`` writes a directory of ``.npz``/``.npy`` arrays plus ``params.json``;
     ``load`` reads it with ``allow_pickle=False``.
+
+    A model may set the class attribute ``dense_scores = False`` when ``recommend`` costs
+    O(nnz) per history and never holds a (histories x items) score matrix; callers that bound
+    that matrix (``operators.score``) then pass every history in one call. Absent, it is taken
+    as True.
     """
 
     def fit(self, log: InteractionLog) -> Self: ...

@@ -41,6 +41,10 @@ class CoVisitation:
         Weight per event-type code of ``InteractionLog.event_type`` (default all 1).
     """
 
+    dense_scores = False
+    """``recommend`` never holds a (histories x items) score matrix (``models.sparse_topk``): callers
+    need not chunk histories by catalogue size (``models.base.Recommender``)."""
+
     def __init__(self, window: int = 3, half_life_s: float = 30 * 86400.0, position_decay: float = 0.8,
                  popularity_weight: float = 1e-3, type_weights: tuple[float, ...] | None = None) -> None:
         self.window = window

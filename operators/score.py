@@ -100,9 +100,11 @@ _SCORE_CELLS = 1 << 23
 
 def _recommend(version: ModelVersion, states: list[UserState], hist: Histories, n: int,
                sketcher: SketchUpdater | None) -> tuple[np.ndarray, np.ndarray]:
-    """Batched top-``n`` in chunks that keep the dense score matrix under ``_SCORE_CELLS``."""
+    """Batched top-``n``; models that score densely (``dense_scores``, see :class:`models.base.Recommender`)
+    get chunks that keep the (users x items) score matrix under ``_SCORE_CELLS``."""
     n_items = max(len(version.item_ids), 1)
-    step = max(1, _SCORE_CELLS // n_items)
+    dense = sketcher is not None or getattr(version.model, "dense_scores", True)
+    step = max(1, _SCORE_CELLS // n_items) if dense else max(len(states), 1)
     ids = np.full((len(states), n), -1, np.int32)
     scores = np.full((len(states), n), -np.inf, np.float32)
     for lo in range(0, len(states), step):
