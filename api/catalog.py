@@ -70,17 +70,21 @@ class CatalogView:
         Ignore ``on_update`` until ``load_initial`` has built the catalog read so far (the
         TopicTable holds it); ``initial_built`` is False until then. False: every change is queued
         from the start (no initial phase).
+    vector_exact_below : int
+        Live vectors below which the visual arm's queries are exact (``api.vector_exact_below``;
+        ``VectorIndex``'s ``exact_below``).
     """
 
     def __init__(self, vector_attribute: str = "vector", exclude: Iterable[str] = (), *,
                  hidden_attribute: str | None = "hidden", in_stock_attribute: str | None = "in_stock",
                  stock_attribute: str | None = "stock", attributes_cache_items: int = 20_000,
-                 initial_load: bool = False, max_queue: int | None = None, max_wait_s: float = 10.0) -> None:
+                 initial_load: bool = False, max_queue: int | None = None, max_wait_s: float = 10.0,
+                 vector_exact_below: int = 50_000) -> None:
         self.vector_attribute = vector_attribute
         self._index_options: dict[str, Any] = dict(
             exclude=set(exclude) | {vector_attribute}, hidden_attribute=hidden_attribute,
             in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute)
-        self._use(CatalogIndex(**self._index_options), VectorIndex())
+        self._use(CatalogIndex(**self._index_options), VectorIndex(exact_below=vector_exact_below))
         self._queue: deque[tuple[str, object | None]] = deque()
         self.max_queue, self.max_wait_s = max_queue, max_wait_s
         self.build_chunk_items = BUILD_CHUNK_ITEMS  # items load_initial decodes and indexes together

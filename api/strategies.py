@@ -36,7 +36,6 @@ from operators.score import TopN
 
 if TYPE_CHECKING:
     from api.services import Services
-    from api.vector_index import VectorIndex
 
 __all__ = ["Inputs", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "model_ranking", "ranking_source",
            "parse_duration_s"]
@@ -173,21 +172,11 @@ def _cart(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Rank
     return _ranked(version, order, total[order])  # type: ignore[arg-type]
 
 
-def _vector_index(svc: Services) -> VectorIndex:
-    """The catalog's vector index, with ``api.vector_exact_below`` applied (``CatalogView`` builds it with
-    the default; a Services without settings, as in tests, keeps the index's own)."""
-    vectors = svc.catalog_view.vectors
-    settings = getattr(svc, "settings", None)
-    if settings is not None and vectors.exact_below != settings.api.vector_exact_below:
-        vectors.set_exact_below(settings.api.vector_exact_below)
-    return vectors
-
-
 def _visual_source(svc: Services) -> str:
     """``ranking_source`` of ``visual``: the catalog version and the vector index's ranking key. A finished
     background build of the index's lists is installed here, at the start of a request (``_arm_key`` asks
     first), so the request's candidates and every chunk of its walk rank with the same lists."""
-    vectors = _vector_index(svc)
+    vectors = svc.catalog_view.vectors
     vectors.install_ready()
     return f"{svc.catalog_view.version}.{vectors.ranking_key}"
 
@@ -198,7 +187,7 @@ def _visual(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ra
     if not inp.item_id:
         return [], []
     view = svc.catalog_view
-    vectors = _vector_index(svc)
+    vectors = svc.catalog_view.vectors
 
     def compute() -> Ranked:
         ids, scores = vectors.similar(inp.item_id, k)  # type: ignore[arg-type]
@@ -292,7 +281,7 @@ def model_ranking(name: str, svc: Services, inputs: Inputs, params: Mapping[str,
     if name == "visual":
         if not inputs.item_id:
             return [], []
-        vectors = _vector_index(svc)  # a whole ranking, walked in chunks: ids on demand
+        vectors = svc.catalog_view.vectors  # a whole ranking, walked in chunks: ids on demand
         n_vec = max(len(vectors), 1)
         rows, scores = vectors.similar_rows(inputs.item_id, n_vec if n is None else max(min(n, n_vec), 1))
         return _LazyIds(vectors.ids, rows), scores.astype(np.float64)  # type: ignore[return-value]

@@ -232,3 +232,14 @@ def test_a_full_queue_waits_at_most_max_wait_s_when_nothing_syncs() -> None:
     waited = time.monotonic() - t0
     assert 0.5 <= waited < 2.0  # the 2nd, 3rd and 4th changes each waited 0.2 s, then were queued
     assert view.sync() == 4 and len(view.index) == 4
+
+
+def test_vector_exact_below_reaches_the_served_index() -> None:
+    """``api.vector_exact_below`` (passed by ``build_services``) holds before and after the bulk build."""
+    view = CatalogView(initial_load=True, vector_exact_below=7)
+    assert view.vectors.exact_below == 7
+    view.load_initial([(f"i{k}", orjson.dumps({"item_id": f"i{k}", "vector": [1.0, float(k)]})) for k in range(3)],
+                      orjson.loads)
+    view.sync()
+    assert view.vectors.exact_below == 7
+    assert len(view.vectors) == 3
