@@ -178,12 +178,15 @@ class CatalogView:
     def sync(self, max_items: int | None = None) -> int:
         """Apply queued changes (call on the thread that serves requests); returns how many.
 
-        ``max_items`` bounds one call (``sync_forever``'s slices); a request applies all of them."""
+        ``max_items`` bounds one call (``sync_forever``'s slices); without it, a call applies what was
+        queued when it started (at most ``max_queue``): not the changes the reader thread adds meanwhile,
+        which a bulk re-publish would otherwise feed into one request for as long as it lasts."""
         q = self._queue
         if q:
             self.version += 1
         n = 0
-        while q and (max_items is None or n < max_items):
+        limit = len(q) if max_items is None else max_items
+        while q and n < limit:
             n += 1
             item_id, item = q.popleft()
             if item_id == _BUILT and isinstance(item, tuple):

@@ -243,3 +243,22 @@ def test_vector_exact_below_reaches_the_served_index() -> None:
     view.sync()
     assert view.vectors.exact_below == 7
     assert len(view.vectors) == 3
+
+
+def test_a_request_applies_only_what_was_queued_when_it_started() -> None:
+    """A reader that keeps adding while ``sync()`` runs (a bulk re-publish) does not feed one request."""
+    view = CatalogView()
+    for k in range(5):
+        view.on_update(f"a{k}", {"item_id": f"a{k}", "price": 1.0})
+    late = iter(range(1000))
+    upsert = view.index.upsert
+
+    def upsert_and_queue_another(item: dict[str, Any]) -> None:  # the reader thread, racing the loop
+        upsert(item)
+        k = next(late)
+        view.on_update(f"b{k}", {"item_id": f"b{k}", "price": 1.0})
+
+    view.index.upsert = upsert_and_queue_another  # type: ignore[method-assign]
+    assert view.sync() == 5
+    assert len(view.index) == 5
+    assert len(view._queue) == 5  # the five added meanwhile wait for the next call
