@@ -190,9 +190,17 @@ def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy
     Only the ranking's prefix the walk reaches is asked for (``_ranking_prefix``: the model's top-n
     to the current chunk's end, asked again, 4x deeper, per chunk), so a request whose filter keeps
     enough of the first chunk costs O(chunk) rather than a sort of the model's whole catalog (1M
-    items: ~0.1 s); the chunks, and so the list, are the same as the whole ranking's."""
+    items: ~0.1 s); the chunks, and so the list, are the same as the whole ranking's.
+
+    With a filter, the walk stops once it has kept every item the filter selects for this request
+    (``_filtered_catalog_size``; none: no ranking is asked for): a filter that selects a few items, or
+    none, must not make each request rank the whole catalog (a request parameter can choose it)."""
     out_ids: list[str] = []
     out_s: list[np.ndarray] = []
+    if campaign.filter.strip():
+        need = min(need, _filtered_catalog_size(svc, campaign, ctx, exclude))
+        if need == 0:
+            return out_ids, np.zeros(0)
     start, chunk = 0, max(8 * need, 256)
     while len(out_ids) < need:
         prefix = _ranking_prefix(strategy, svc, inputs, params, start + chunk)

@@ -98,3 +98,31 @@ def test_no_filter_and_unknown_items(svc):
         assert got is not None and want is not None
         assert got[0] == want[0]
         np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_the_walk_stops_once_the_filter_has_nothing_more_to_give(svc, monkeypatch):
+    """A filter that selects no item asks for no ranking; one that selects a few stops once it has them
+    all, with the same list as the whole walk (a request parameter must not make each request rank the
+    whole catalog)."""
+    import api.serving as serving
+
+    asked: list[int | None] = []
+
+    def counting(strategy, svc_, inputs, params, n=None):
+        asked.append(n)
+        return model_ranking(strategy, svc_, inputs, params, n)
+
+    monkeypatch.setattr(serving, "model_ranking", counting)
+    campaign = Campaign("c", "similar", [Arm("a", "visual")], filter="category == context.item.category AND price < $p")
+    item_id = "i00010"
+    inputs = Inputs(item_id=item_id)
+    ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": 0.5})  # prices are >= 1
+    got = _from_model(svc, campaign, ctx, "visual", inputs, {}, 10, {item_id})
+    assert got is not None and got[0] == [] and len(got[1]) == 0
+    assert asked == []
+    ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": 3.0})  # a few items
+    got = _from_model(svc, campaign, ctx, "visual", inputs, {}, 10, {item_id})
+    want = _whole_walk(svc, campaign, ctx, "visual", inputs, 10, {item_id})
+    assert got is not None and want is not None
+    assert 0 < len(got[0]) < 10 and got[0] == want[0]
+    assert None not in asked  # never the whole ranking: the walk stopped at the last selected item
