@@ -22,17 +22,27 @@ V = TypeVar("V")
 class CandidateCache(Generic[V]):
     """``get(key, compute)``: the cached value (a ranked list) for ``key``, computed on a miss.
 
-    Callers must not mutate what ``get`` returns (it is shared by every later hit).
+    Callers must not mutate what ``get`` returns (it is shared by every later hit). A value is a
+    tuple whose first element is its list of item ids; its length is what the value costs.
 
     Parameters
     ----------
     max_entries : int
         Lists kept (least recently used dropped first).
+    max_items : int
+        Item ids kept over all lists (least recently used lists dropped first): a client asking
+        for long lists (``n`` = 500) of ever new items must not grow a worker by ~190 KB per
+        request up to ``max_entries`` lists (~4 GB); 1M ids are ~40-60 MB.
     """
 
-    def __init__(self, max_entries: int = 20_000) -> None:
+    def __init__(self, max_entries: int = 20_000, max_items: int = 1_000_000) -> None:
         self.max_entries = max_entries
+        self.max_items = max_items
+        self.n_items = 0  # item ids held over all lists
         self._entries: OrderedDict[Hashable, V] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def get(self, key: Hashable, compute: Callable[[], V]) -> V:
         hit = self._entries.get(key)
@@ -41,6 +51,16 @@ class CandidateCache(Generic[V]):
             return hit
         value = compute()
         self._entries[key] = value
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self.n_items += _size(value)
+        while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self.n_items > self.max_items):
+            _, old = self._entries.popitem(last=False)
+            self.n_items -= _size(old)
         return value
+
+
+def _size(value: object) -> int:
+    """Item ids in a cached value: the length of its first element (1 if it has none)."""
+    try:
+        return len(value[0])  # type: ignore[index,arg-type]
+    except (TypeError, IndexError, KeyError):
+        return 1
