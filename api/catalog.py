@@ -39,12 +39,6 @@ _NEVER = 2**62  # a VectorIndex exact_below that is never reached
 _BUILT = "\0built"  # queue key of a (CatalogIndex, VectorIndex, rejected) built by ``load_initial``
 
 
-def _same_id(value: object, key: str) -> object:
-    """``key`` itself when the item's id equals its topic key (the usual case), else ``value``: the
-    index, the vector index and the table then share one string per item (~55 B less per item)."""
-    return key if value == key else value
-
-
 class CatalogView:
     """CatalogIndex + IQLEngine (+ a cache of its results) + VectorIndex, updated from a queue of catalog changes.
 
@@ -137,31 +131,24 @@ class CatalogView:
         t0 = time.monotonic()
         vectors = VectorIndex(exact_below=_NEVER)
         rejected: dict[str, str] = {}
-        keys: dict[int, str] = {}  # id(item) -> its key, for items being built (to reject by key)
 
         def reject(item: Mapping[str, Any], exc: Exception) -> None:
-            key = keys.get(id(item), str(item.get("item_id")))
+            key = str(item["item_id"])  # the record's key (see ``decoded``)
             rejected[key] = str(exc)
             vectors.delete(key)
             log.warning("catalog item rejected: %s", exc)
 
         def decoded() -> Iterable[Mapping[str, Any]]:
-            n = 0
             for key, raw in items:
                 item = decode(raw)
                 if not isinstance(item, dict):
                     rejected[key] = "not a JSON object"
                     log.warning("catalog item %r is not a JSON object; rejected", key)
                     continue
-                if n % self.build_chunk_items == 0:
-                    keys.clear()  # build has indexed every item before this one (a duplicate id, rejected
-                    # after the last chunk, is named by its id: the key unless the item's own id differs)
-                n += 1
-                item = {**item, "item_id": _same_id(item.get("item_id", key), key)}
-                keys[id(item)] = key
+                item = {**item, "item_id": key}  # an item is its record's key (``sync``'s rule)
                 vec = item.get(self.vector_attribute)
                 if vec is not None:
-                    vectors.set(str(item["item_id"]), vec)
+                    vectors.set(key, vec)
                 yield item
 
         index = CatalogIndex.build(decoded(), on_reject=reject, chunk_items=self.build_chunk_items,
@@ -208,7 +195,9 @@ class CatalogView:
                 log.warning("catalog item %r is not a JSON object; rejected", item_id)
                 continue
             try:
-                self.index.upsert({**item, "item_id": _same_id(item.get("item_id", item_id), item_id)})
+                # an item is its record's key: a value naming another id (or the same id written
+                # another way) is indexed, deleted and rejected under the key, as the table holds it
+                self.index.upsert({**item, "item_id": item_id})
             except CatalogSchemaError as exc:
                 # the catalog rule (operators/catalog_rule.py): a value that does not fit even after
                 # coercion rejects the whole item, so nothing serves it with a value the filter cannot see
@@ -221,7 +210,7 @@ class CatalogView:
             self.rejected.pop(item_id, None)
             vec = item.get(self.vector_attribute)
             if vec is not None:
-                self.vectors.set(str(item.get("item_id", item_id)), vec)
+                self.vectors.set(item_id, vec)
             else:
                 self.vectors.delete(item_id)
         if n:

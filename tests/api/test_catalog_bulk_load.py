@@ -262,3 +262,23 @@ def test_a_request_applies_only_what_was_queued_when_it_started() -> None:
     assert view.sync() == 5
     assert len(view.index) == 5
     assert len(view._queue) == 5  # the five added meanwhile wait for the next call
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_an_item_is_its_records_key(bulk: bool) -> None:
+    """A value naming another id (or the same id written another way) is indexed, served and deleted under
+    its record's key, on the bulk path and the live path alike (nodes never disagree)."""
+    records = [("k1", {"item_id": "v1", "title": "keydiff", "vector": [1.0, 0.0]}),
+               ("777", {"item_id": " 777.0 ", "title": "spaced", "vector": [0.9, 0.1]}),
+               ("k3", {"item_id": "k3", "price": 1.0, "vector": [0.7, 0.3]}),
+               ("k2", {"item_id": "v2", "price": "bad", "vector": [0.8, 0.2]})]  # rejected: price is a number
+    view = _bulk(records) if bulk else _old_path(records)
+    assert view.index.lookup(["k1", "v1", "777", " 777.0 "]).tolist()[1::2] == [-1, -1]
+    assert view.index.get("k1") == {"item_id": "k1", "title": "keydiff"}
+    assert sorted(view.vectors.similar("k3", 10)[0]) == ["777", "k1"]  # the rejected k2's vector is gone
+    assert "k2" in view.rejected
+    view.on_update("k1", None)
+    view.on_update("777", None)
+    view.sync()
+    assert view.index.get("k1") is None and view.index.get("777") is None
+    assert view.vectors.similar("k3", 10)[0] == []
