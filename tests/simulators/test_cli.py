@@ -174,3 +174,23 @@ def test_catalog_coerces_rejects_and_deletes_by_the_rule(tansu_bootstrap: str, m
     got = {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None) for m in msgs}
     assert got == {"a": {"item_id": "a", "price": 10.0}, "b": {"item_id": "b", "price": 12.5},
                    "7": {"item_id": "7", "price": 1}, "old": None}
+
+
+def test_catalog_the_last_line_of_an_item_wins(tansu_bootstrap: str, make_topic, tmp_path: Path, monkeypatch) -> None:
+    """A delete followed by a new version publishes the new version, a version followed by a delete
+    publishes the delete (the file's order, not upserts first and deletes after)."""
+    import flows.cmd_platform  # noqa: F401  (registers the command)
+
+    topic = make_topic("cli-catalog-last-line", 1)
+    monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", tansu_bootstrap)
+    monkeypatch.setenv("FUSIONREC_KAFKA__CATALOG_TOPIC", topic)
+    f = tmp_path / "items.jsonl"
+    f.write_bytes(b'{"item_id": "readd", "deleted": true}\n{"item_id": "readd", "price": 2.0}\n'
+                  b'{"item_id": "gone", "price": 3.0}\n{"item_id": "gone", "deleted": true}\n'
+                  b'{"item_id": "twice", "price": 4.0}\n{"item_id": "twice", "price": 5.0}\n')
+    result = CliRunner().invoke(app, ["catalog", str(f)])
+    assert result.exit_code == 0, result.output
+    assert "published 2 items" in result.output and "deleted 1" in result.output, result.output
+    msgs = _consume(tansu_bootstrap, topic, 1, 3)
+    got = {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None) for m in msgs}
+    assert got == {"readd": {"item_id": "readd", "price": 2.0}, "gone": None, "twice": {"item_id": "twice", "price": 5.0}}
