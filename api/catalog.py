@@ -67,18 +67,21 @@ class CatalogView:
     vector_exact_below : int
         Live vectors below which the visual arm's queries are exact (``api.vector_exact_below``;
         ``VectorIndex``'s ``exact_below``).
+    vector_dim : int or None
+        Length of every vector (``api.vector_dim``); None: the first vector's length.
     """
 
     def __init__(self, vector_attribute: str = "vector", exclude: Iterable[str] = (), *,
                  hidden_attribute: str | None = "hidden", in_stock_attribute: str | None = "in_stock",
                  stock_attribute: str | None = "stock", attributes_cache_items: int = 20_000,
                  initial_load: bool = False, max_queue: int | None = None, max_wait_s: float = 10.0,
-                 vector_exact_below: int = 50_000) -> None:
+                 vector_exact_below: int = 50_000, vector_dim: int | None = None) -> None:
         self.vector_attribute = vector_attribute
         self._index_options: dict[str, Any] = dict(
             exclude=set(exclude) | {vector_attribute}, hidden_attribute=hidden_attribute,
             in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute)
-        self._use(CatalogIndex(**self._index_options), VectorIndex(exact_below=vector_exact_below))
+        self.vector_dim = vector_dim
+        self._use(CatalogIndex(**self._index_options), VectorIndex(vector_dim, exact_below=vector_exact_below))
         self._queue: deque[tuple[str, object | None]] = deque()
         self.max_queue, self.max_wait_s = max_queue, max_wait_s
         self.build_chunk_items = BUILD_CHUNK_ITEMS  # items load_initial decodes and indexes together
@@ -129,7 +132,7 @@ class CatalogView:
         # inverted lists trained once, in the background, after the last row (exact until installed):
         # trained while rows arrive, at 50k, 200k and 800k rows, then added to row by row, 1M sets took ~5x longer
         t0 = time.monotonic()
-        vectors = VectorIndex(exact_below=_NEVER)
+        vectors = VectorIndex(self.vector_dim, exact_below=_NEVER)
         rejected: dict[str, str] = {}
 
         def reject(item: Mapping[str, Any], exc: Exception) -> None:

@@ -225,6 +225,9 @@ class ApiSettings(_Block):
     max_open_lists: int = Field(default=200_000, ge=1, description="Served lists kept for attribution (oldest dropped first)")
     campaign_check_s: float = Field(default=0.5, gt=0, description="How often a worker checks for campaigns written by others")
     vector_attribute: str = Field(default="vector", description="Catalog attribute holding a dense vector (visual similarity)")
+    vector_dim: int | None = Field(default=None, ge=1, description=(
+        "Length of every catalog vector; other lengths are refused (logged). None: the first vector's "
+        "length, so one wrong vector read first refuses all the others: set it in production"))
     vector_exact_below: int = Field(default=50_000, ge=0, description=(
         "Visual similarity is exact (a scan of every vector) below this many vectors; from it on, approximate "
         "inverted lists (api/vector_index.py, models/ivf.py: recall@257 0.99 on the bench's 1M vectors, ~0.3 ms a query)"))

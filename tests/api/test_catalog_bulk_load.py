@@ -282,3 +282,25 @@ def test_an_item_is_its_records_key(bulk: bool) -> None:
     view.sync()
     assert view.index.get("k1") is None and view.index.get("777") is None
     assert view.vectors.similar("k3", 10)[0] == []
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_vector_dim_refuses_a_wrong_first_vector_not_the_rest(bulk: bool) -> None:
+    """With ``api.vector_dim`` set, one wrong vector read first is refused alone (without it, the first
+    vector's length would refuse every other)."""
+    records: list[tuple[str, object]] = [("bad", {"item_id": "bad", "vector": [1.0, 2.0, 3.0]})]
+    records += [(f"i{k}", {"item_id": f"i{k}", "vector": [1.0, float(k), 0.5, 0.25]}) for k in range(20)]
+    if bulk:
+        view = CatalogView(initial_load=True, vector_dim=4)
+        view.load_initial([(k, orjson.dumps(v)) for k, v in records], orjson.loads)
+    else:
+        view = CatalogView(vector_dim=4)
+        for key, item in records:
+            view.on_update(key, item)
+    view.sync()
+    assert len(view.vectors) == 20 and view.vectors.dim == 4
+    default = CatalogView()
+    for key, item in records:
+        default.on_update(key, item)
+    default.sync()
+    assert len(default.vectors) == 1  # the documented hazard of vector_dim = None
