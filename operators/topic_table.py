@@ -324,9 +324,14 @@ class TopicTable:
             try:
                 obj = self.decode(value)
             except Exception as exc:  # a bad value must not stop the reader
-                log.warning("skipping undecodable value for key %r in %s: %s", k, self.topic, exc)
-                return
-            if self.keep and self.store is None:
-                self._data[k] = value if self.keep_raw else obj
+                # the key's latest value is unusable: as a node that reads the topic afresh (only that value,
+                # after compaction) would have nothing for it, the key is dropped (as a tombstone), not left
+                # at its previous value
+                log.warning("undecodable value for key %r in %s, treated as deleted: %s", k, self.topic, exc)
+                self._data.pop(k, None)
+                obj = None
+            else:
+                if self.keep and self.store is None:
+                    self._data[k] = value if self.keep_raw else obj
         if self.on_update is not None and k.startswith(self.update_prefix):
             self.on_update(k, obj)

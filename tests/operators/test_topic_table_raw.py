@@ -41,3 +41,27 @@ def test_raw_table_answers_as_the_decoded_one(broker):
     finally:
         raw.stop()
         plain.stop()
+
+
+def test_an_undecodable_latest_value_drops_the_key(broker):
+    """The key's previous value is not left live: a node reading the topic afresh would have nothing for it."""
+    topic = f"catalog-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker, [TopicSpec(topic, 1, compacted=True)])
+    p = Producer({"bootstrap.servers": broker})
+    p.produce(topic, key=b"a", value=orjson.dumps({"item_id": "a", "hidden": False}))
+    p.produce(topic, key=b"b", value=orjson.dumps({"item_id": "b"}))
+    p.produce(topic, key=b"a", value=b'{"item_id": "a", "hidden": true, "vector": [NaN, 1]}')  # not JSON
+    assert p.flush(10) == 0
+    seen: list[tuple[str, object]] = []
+    for keep_raw in (True, False):
+        seen.clear()
+        table = TopicTable(broker, topic, orjson.loads, on_update=lambda k, v: seen.append((k, v)), keep_raw=keep_raw).start()
+        try:
+            assert table.wait_caught_up(20)
+            deadline = time.monotonic() + 10
+            while table.n_messages < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert table.get("a") is None and table.get("b") == {"item_id": "b"} and len(table) == 1
+            assert seen[-1] == ("a", None)  # the view hears a delete, not nothing
+        finally:
+            table.stop()
