@@ -123,20 +123,27 @@ def test_catalog_publishes_items_and_names_bad_lines(tansu_bootstrap: str, make_
 
 
 
+def _publish_catalog(bootstrap: str, make_topic, monkeypatch, path: Path, topic_name: str, lines: bytes):
+    """``fusionrec catalog <path>`` with ``lines`` into a new one-partition topic: (result, topic)."""
+    import flows.cmd_platform  # noqa: F401  (registers the command)
+
+    topic = make_topic(topic_name, 1)
+    monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", bootstrap)
+    monkeypatch.setenv("FUSIONREC_KAFKA__CATALOG_TOPIC", topic)
+    path.write_bytes(lines)
+    return CliRunner().invoke(app, ["catalog", str(path)]), topic
+
+
 def test_catalog_rejects_bad_lines_one_by_one_and_publishes_the_rest(tansu_bootstrap: str, make_topic,
                                                                       tmp_path: Path, monkeypatch) -> None:
     """Trial 13, D15: a line that is not JSON (a number out of range), has no or an empty item_id, or
     is not an object is reported with its number and reason; every other line is published (exit 0)."""
-    import flows.cmd_platform  # noqa: F401  (registers the command)
-
-    topic = make_topic("cli-catalog-bad-lines", 1)
-    monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", tansu_bootstrap)
-    monkeypatch.setenv("FUSIONREC_KAFKA__CATALOG_TOPIC", topic)
     bad = tmp_path / "bad.jsonl"
-    bad.write_bytes(b'{"item_id": "n-3", "price": 2}\n{"title": "no id"}\n{"item_id": "n-4", "price": 1e999}\n'
-                    b'{"item_id": "", "title": "x"}\n[1, 2]\n{"item_id": "n-5", "price": "cheap"}\n{"item_id": "n-6"\n'
-                    b'\n{"item_id": "n-7", "title": "Blue hat"}\n{"item_id": "", "deleted": true}\n')
-    result = CliRunner().invoke(app, ["catalog", str(bad)])
+    result, topic = _publish_catalog(
+        tansu_bootstrap, make_topic, monkeypatch, bad, "cli-catalog-bad-lines",
+        b'{"item_id": "n-3", "price": 2}\n{"title": "no id"}\n{"item_id": "n-4", "price": 1e999}\n'
+        b'{"item_id": "", "title": "x"}\n[1, 2]\n{"item_id": "n-5", "price": "cheap"}\n{"item_id": "n-6"\n'
+        b'\n{"item_id": "n-7", "title": "Blue hat"}\n{"item_id": "", "deleted": true}\n')
     out = result.output
     assert result.exit_code == 0, out
     assert "Traceback" not in out and "Invalid value" not in out, out
@@ -157,15 +164,10 @@ def test_catalog_rejects_bad_lines_one_by_one_and_publishes_the_rest(tansu_boots
 
 def test_catalog_coerces_rejects_and_deletes_by_the_rule(tansu_bootstrap: str, make_topic, tmp_path: Path,
                                                          monkeypatch) -> None:
-    import flows.cmd_platform  # noqa: F401  (registers the command)
-
-    topic = make_topic("cli-catalog-rule", 1)
-    monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", tansu_bootstrap)
-    monkeypatch.setenv("FUSIONREC_KAFKA__CATALOG_TOPIC", topic)
-    f = tmp_path / "items.jsonl"
-    f.write_bytes(b'{"item_id": "a", "price": 10.0}\n{"item_id": "b", "price": "12.5"}\n'
-                  b'{"item_id": "c", "price": "cheap"}\n{"item_id": 7.0, "price": 1}\n{"item_id": "old", "deleted": true}\n')
-    result = CliRunner().invoke(app, ["catalog", str(f)])
+    result, topic = _publish_catalog(
+        tansu_bootstrap, make_topic, monkeypatch, tmp_path / "items.jsonl", "cli-catalog-rule",
+        b'{"item_id": "a", "price": 10.0}\n{"item_id": "b", "price": "12.5"}\n'
+        b'{"item_id": "c", "price": "cheap"}\n{"item_id": 7.0, "price": 1}\n{"item_id": "old", "deleted": true}\n')
     assert result.exit_code == 0, result.output
     assert "published 3 items" in result.output and "coerced 1 values (price 1)" in result.output
     assert "rejected 1 lines; deleted 1" in result.output
@@ -179,16 +181,11 @@ def test_catalog_coerces_rejects_and_deletes_by_the_rule(tansu_bootstrap: str, m
 def test_catalog_the_last_line_of_an_item_wins(tansu_bootstrap: str, make_topic, tmp_path: Path, monkeypatch) -> None:
     """A delete followed by a new version publishes the new version, a version followed by a delete
     publishes the delete (the file's order, not upserts first and deletes after)."""
-    import flows.cmd_platform  # noqa: F401  (registers the command)
-
-    topic = make_topic("cli-catalog-last-line", 1)
-    monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", tansu_bootstrap)
-    monkeypatch.setenv("FUSIONREC_KAFKA__CATALOG_TOPIC", topic)
-    f = tmp_path / "items.jsonl"
-    f.write_bytes(b'{"item_id": "readd", "deleted": true}\n{"item_id": "readd", "price": 2.0}\n'
-                  b'{"item_id": "gone", "price": 3.0}\n{"item_id": "gone", "deleted": true}\n'
-                  b'{"item_id": "twice", "price": 4.0}\n{"item_id": "twice", "price": 5.0}\n')
-    result = CliRunner().invoke(app, ["catalog", str(f)])
+    result, topic = _publish_catalog(
+        tansu_bootstrap, make_topic, monkeypatch, tmp_path / "items.jsonl", "cli-catalog-last-line",
+        b'{"item_id": "readd", "deleted": true}\n{"item_id": "readd", "price": 2.0}\n'
+        b'{"item_id": "gone", "price": 3.0}\n{"item_id": "gone", "deleted": true}\n'
+        b'{"item_id": "twice", "price": 4.0}\n{"item_id": "twice", "price": 5.0}\n')
     assert result.exit_code == 0, result.output
     assert "published 2 items" in result.output and "deleted 1" in result.output, result.output
     msgs = _consume(tansu_bootstrap, topic, 1, 3)
