@@ -10,7 +10,8 @@ thread, takes the built pair (an O(1) swap) and applies the queued changes in or
 indexes are changed and read by one thread at a time (the reader thread only before handing
 them over) and every change is visible on the next request. ``sync_forever`` (a task on the
 loop) also applies the queue in slices between requests, and ``max_queue`` makes the reader
-wait for it, so a re-published catalog is never queued whole.
+wait for it, so a re-published catalog is never queued whole. An item is its record's key, whatever
+``item_id`` the value names (as the table holds it, and as a tombstone deletes it).
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ class CatalogView:
 
         index = CatalogIndex.build(decoded(), on_reject=reject, chunk_items=self.build_chunk_items,
                                    **self._index_options)
-        vectors.set_exact_below(self.vectors.exact_below)  # the serving value (a request may have set it)
+        # the serving value (api.vector_exact_below): the lists are trained once, in the background
+        vectors.set_exact_below(self.vectors.exact_below)
         for key in rejected:
             index.withdraw(key)
         self._queue.append((_BUILT, (index, vectors, rejected)))

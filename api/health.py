@@ -30,10 +30,9 @@ def not_ready_reasons(svc: Services) -> list[str]:
         reasons.append("broker: the event broker does not answer")
     if not svc.topn.wait_caught_up(0):
         reasons.append("user-topn: still reading the published lists")
-    if not svc.catalog.wait_caught_up(0):
-        reasons.append("catalog: still reading the catalog")
-    elif not svc.catalog_view.initial_built:
-        reasons.append("catalog: still building the catalog index")
+    # the index is built on the reader thread before it reports caught up (TopicTable.on_caught_up): one reason
+    if not svc.catalog.wait_caught_up(0) or not svc.catalog_view.initial_built:
+        reasons.append("catalog: still reading the catalog and building its index")
     if not svc.window_table.wait_caught_up(0):
         reasons.append("popularity: still reading the flow's windowed popularity")
     if svc.reader is not None and not svc.reader.wait_caught_up(0):
