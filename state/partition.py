@@ -177,20 +177,26 @@ class PartitionDB:
         self.close()
 
 
+def _column_families(path: Path) -> list[str]:
+    """The column families of the database at ``path`` (raises a bare ``Exception`` on IO races)."""
+    return Rdict.list_cf(str(path), Options(raw_mode=True))
+
+
 def read_stored_offset(state_dir: Path, topic: str, partition: int, attempts: int = 20,
                        key: bytes = keys.META_OFFSET) -> int | None:
     """The committed offset of one partition, read without the writer's lock; ``None`` if no DB.
 
     ``key`` names another offset kept in the ``meta`` column family (e.g. of a second input topic).
 
-    A read-only open races with the writer's compactions (a file named by the MANIFEST can be
-    gone a moment later); such an open is retried up to ``attempts`` times, 50 ms apart.
+    A read-only open (and the column-family listing before it) races with the writer's
+    compactions (the MANIFEST or a file it names can be gone a moment later); both are retried
+    up to ``attempts`` times, 50 ms apart.
     """
     path = partition_path(state_dir, topic, partition)
     for attempt in range(attempts):
-        if not (path / "CURRENT").exists() or "meta" not in Rdict.list_cf(str(path), Options(raw_mode=True)):
-            return None  # no database, or one being created: nothing committed yet
         try:
+            if not (path / "CURRENT").exists() or "meta" not in _column_families(path):
+                return None  # no database, or one being created: nothing committed yet
             db = PartitionDB(path, read_only=True)
         except Exception:  # rocksdict raises a bare Exception for IO/corruption races
             if attempt == attempts - 1:

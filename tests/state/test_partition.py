@@ -55,6 +55,25 @@ def test_commit_writes_state_and_offset_together(tmp_path):
     assert list_partitions(tmp_path, "events") == [2]
 
 
+def test_read_stored_offset_retries_a_listing_that_races_a_compaction(tmp_path, monkeypatch):
+    """Listing column families can name a MANIFEST the writer has just replaced (a CI failure)."""
+    import state.partition as partition
+
+    with PartitionDB(partition_path(tmp_path, "events", 0)) as db:
+        db.commit(db.new_batch(), 5)
+    real, calls = partition._column_families, []
+
+    def racy(path):
+        calls.append(path)
+        if len(calls) < 3:
+            raise Exception("IO error: No such file or directory: MANIFEST-000023")
+        return real(path)
+
+    monkeypatch.setattr(partition, "_column_families", racy)
+    monkeypatch.setattr(partition.time, "sleep", lambda s: None)
+    assert read_stored_offset(tmp_path, "events", 0) == 5 and len(calls) == 3
+
+
 def test_applier_skips_replayed_offsets_and_duplicate_event_ids(tmp_path):
     db = PartitionDB(tmp_path / "p")
     ap = PartitionApplier(db, WEIGHTS, history_len=3, half_life_s=3600.0)
