@@ -12,6 +12,10 @@ them over) and every change is visible on the next request. ``sync_forever`` (a 
 loop) also applies the queue in slices between requests, and ``max_queue`` makes the reader
 wait for it, so a re-published catalog is never queued whole. An item is its record's key, whatever
 ``item_id`` the value names (as the table holds it, and as a tombstone deletes it).
+
+Each value goes through the catalog rule's ``check_item`` first (operators/catalog_rule.py, as
+``fusionrec catalog`` applies it), whoever published it: ``"deleted": true`` deletes the item as a
+tombstone does, ``"deleted": false`` is dropped, any other ``deleted`` rejects the item.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from api.filter_cache import BitmapCache, in_bitmap
 from api.iql import CatalogIndex, CatalogSchemaError, IQLEngine
 from api.iql.index import BUILD_CHUNK_ITEMS
 from api.vector_index import VectorIndex
+from operators.catalog_rule import CatalogValueError, check_item
 
 __all__ = ["CatalogView", "sync_forever"]
 
@@ -149,7 +154,15 @@ class CatalogView:
                     rejected[key] = "not a JSON object"
                     log.warning("catalog item %r is not a JSON object; rejected", key)
                     continue
-                item = {**item, "item_id": key}  # an item is its record's key (``sync``'s rule)
+                try:
+                    checked = check_item(item)
+                except CatalogValueError as exc:
+                    rejected[key] = str(exc)
+                    log.warning("catalog item %r rejected: %s", key, exc)
+                    continue
+                if checked is None:  # "deleted": true: as a tombstone, which the table would not hold
+                    continue
+                item = {**checked, "item_id": key}  # an item is its record's key (``sync``'s rule)
                 vec = item.get(self.vector_attribute)
                 if vec is not None:
                     vectors.set(key, vec)
@@ -187,17 +200,19 @@ class CatalogView:
                 self.rejected = dict(rejected)
                 self.n_rejected += len(rejected)
                 continue
+            if isinstance(item, dict):
+                try:
+                    item = check_item(item)  # the catalog rule's command: "deleted": true is a tombstone
+                except CatalogValueError as exc:
+                    self._reject(item_id, str(exc))
+                    continue
             if item is None:
                 self.index.delete(item_id)
                 self.vectors.delete(item_id)
                 self.rejected.pop(item_id, None)
                 continue
-            if not isinstance(item, dict):
-                self.n_rejected += 1
-                self.rejected[item_id] = "not a JSON object"
-                self.index.withdraw(item_id)
-                self.vectors.delete(item_id)
-                log.warning("catalog item %r is not a JSON object; rejected", item_id)
+            if not isinstance(item, Mapping):
+                self._reject(item_id, "not a JSON object")
                 continue
             try:
                 # an item is its record's key: a value naming another id (or the same id written
@@ -206,11 +221,7 @@ class CatalogView:
             except CatalogSchemaError as exc:
                 # the catalog rule (operators/catalog_rule.py): a value that does not fit even after
                 # coercion rejects the whole item, so nothing serves it with a value the filter cannot see
-                self.n_rejected += 1
-                self.rejected[item_id] = str(exc)
-                self.index.withdraw(item_id)
-                self.vectors.delete(item_id)
-                log.warning("catalog item rejected: %s", exc)
+                self._reject(item_id, str(exc))
                 continue
             self.rejected.pop(item_id, None)
             vec = item.get(self.vector_attribute)
@@ -221,6 +232,14 @@ class CatalogView:
         if n:
             self._room.set()
         return n
+
+    def _reject(self, item_id: str, reason: str) -> None:
+        """``sync``'s step for a value the catalog rule rejects: counted, known but never served."""
+        self.n_rejected += 1
+        self.rejected[item_id] = reason
+        self.index.withdraw(item_id)
+        self.vectors.delete(item_id)
+        log.warning("catalog item %r rejected: %s", item_id, reason)
 
     def item_attributes(self, item_id: str) -> Mapping[str, Any] | None:
         """``index.get(item_id)`` (the item's indexed attributes, None if unknown or deleted), kept until the

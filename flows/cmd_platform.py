@@ -201,7 +201,9 @@ def catalog_cmd(
     a line that is not a JSON object with a valid item_id (not JSON, a number out of range, an empty
     id, ...) is rejected too. The rest are published: the summary line says how many were published,
     coerced and rejected, and each rejected line is printed with its number and reason (exit status 0).
-    A line ``{"item_id": ..., "deleted": true}`` deletes the item. When an item has several lines,
+    A line ``{"item_id": ..., "deleted": true}`` deletes the item; ``"deleted": false`` publishes it
+    as any other line, without ``deleted`` (a command, not an attribute); any other ``deleted``
+    (``"true"``, ``1``) is rejected by the rule, naming the field. When an item has several lines,
     the last one wins (only it is published; if the catalog rule rejects it, nothing is published
     for that item).
 
@@ -220,7 +222,7 @@ def catalog_cmd(
     from simulators.producer import EventProducer
 
     s = _settings()
-    records, lines, deletes = [], [], []
+    records, lines = [], []
     latest: dict[str, int] = {}  # item_id -> its last line
     rejected: list[tuple[int, str]] = []  # (line number, reason): not published
     with open(items, "rb") as f:
@@ -241,17 +243,15 @@ def catalog_cmd(
                 rejected.append((lineno, f"item_id: {exc}"))
                 continue
             latest[item["item_id"]] = lineno
-            if item.get("deleted") is True:  # {"item_id": ..., "deleted": true}: a tombstone
-                deletes.append((lineno, item["item_id"]))
-                continue
             records.append(item)
             lines.append(lineno)
     # the last line of an item wins (the compacted topic keeps one record per item, whatever the send order)
     keep = [pos for pos, (lineno, item) in enumerate(zip(lines, records, strict=True)) if latest[item["item_id"]] == lineno]
     records, lines = [records[pos] for pos in keep], [lines[pos] for pos in keep]
-    deletes = [item_id for lineno, item_id in deletes if latest[item_id] == lineno]
-    # the catalog rule (operators/catalog_rule.py), as the API's index applies it: coerce or reject whole items
+    # the catalog rule (operators/catalog_rule.py), as the API's index applies it: coerce or reject whole
+    # items; "deleted": true is a tombstone
     check = check_catalog(records, exclude={*s.api.catalog_exclude, s.api.vector_attribute})
+    deletes = [item_id for _, item_id in check.deleted]
     rejected += [(lines[pos], f"item {item_id!r}: {reason}") for pos, item_id, reason in check.rejected]
     rejected.sort()
     n = 0

@@ -16,7 +16,14 @@ anything else that does not fit   the **item is rejected**: not indexed, not ser
 ================================  ====================================================
 
 ``item_id`` follows the id rule (operators/ids.py). Attributes whose first value has no supported
-kind (objects, lists of numbers such as vectors) are left out of the index but kept in the item.
+kind (objects, lists of numbers) are left out of the index but kept in the item.
+
+One attribute is not free (``check_item``, applied before the types above):
+
+- ``deleted`` is a command, not an attribute: ``true`` deletes the item (a tombstone; the rest
+  of the line is ignored), ``false`` or ``null`` keeps it live and is **dropped** from the item
+  (neither published nor indexed); any other value (``"true"``, ``1``, ...) rejects the item,
+  the reason saying to use true/false.
 """
 
 from __future__ import annotations
@@ -30,11 +37,14 @@ from typing import Any
 
 from operators.ids import BadId, canonical_id
 
-__all__ = ["CatalogValueError", "coerce_value", "infer_kind", "CatalogCheck", "check_catalog", "KINDS"]
+__all__ = ["CatalogValueError", "coerce_value", "infer_kind", "check_item", "CatalogCheck",
+           "check_catalog", "KINDS", "DELETED"]
 
 KINDS = ("string", "number", "bool", "timestamp", "list of strings")
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 _NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+DELETED = "deleted"
+"""The command attribute: ``true`` deletes the item, ``false`` (or null) keeps it; not kept in the item."""
 
 
 class CatalogValueError(ValueError):
@@ -97,12 +107,39 @@ def coerce_value(attribute: str, value: object, kind: str) -> object:
     raise CatalogValueError(attribute, kind, value)
 
 
+def check_item(item: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The rule's command for one item: ``deleted``.
+
+    Applied by ``check_catalog`` (``fusionrec catalog``) and, before its index, by the API
+    (api/catalog.py), for records read from the topic whoever published them.
+
+    Returns
+    -------
+    None if the item deletes itself (``"deleted": true``); else the item without ``deleted``
+    (the same mapping when it has none).
+
+    Raises
+    ------
+    CatalogValueError
+        For a ``deleted`` that is neither a JSON bool nor null.
+    """
+    if DELETED in item:
+        deleted = item[DELETED]
+        if deleted is True:
+            return None
+        if deleted is not False and deleted is not None:
+            raise CatalogValueError(DELETED, "JSON bool: use true to delete the item or false to keep it", deleted)
+        item = {k: v for k, v in item.items() if k != DELETED}  # a command, not an attribute
+    return item
+
+
 @dataclass
 class CatalogCheck:
-    """Outcome of ``check_catalog``: accepted items (coerced), rejections and coercion counts."""
+    """Outcome of ``check_catalog``: accepted items (coerced), deletes, rejections and coercion counts."""
 
     accepted: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (position, item_id, reason)
+    deleted: list[tuple[int, str]] = field(default_factory=list)  # (position, item_id): "deleted": true
     coerced: dict[str, int] = field(default_factory=dict)  # attribute -> values coerced
     kinds: dict[str, str] = field(default_factory=dict)
 
@@ -119,7 +156,8 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
 
     Returns
     -------
-    CatalogCheck; an item with an invalid id or a value that does not fit is rejected whole.
+    CatalogCheck; an item with an invalid id, a ``deleted`` that is not a JSON bool or a value that
+    does not fit is rejected whole; ``"deleted": true`` is listed in ``deleted``.
     """
     out = CatalogCheck(kinds=dict(declared or {}))
     skip = set(exclude) | {"item_id"}
@@ -129,6 +167,15 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
         except BadId as exc:
             out.rejected.append((pos, str(item.get("item_id"))[:80], f"item_id: {exc}"))
             continue
+        try:
+            kept = check_item(item)
+        except CatalogValueError as exc:
+            out.rejected.append((pos, item_id, str(exc)))
+            continue
+        if kept is None:
+            out.deleted.append((pos, item_id))
+            continue
+        item = kept
         fixed = {**item, "item_id": item_id}
         try:
             for name, value in item.items():

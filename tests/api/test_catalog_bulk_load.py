@@ -304,3 +304,29 @@ def test_vector_dim_refuses_a_wrong_first_vector_not_the_rest(bulk: bool) -> Non
         default.on_update(key, item)
     default.sync()
     assert len(default.vectors) == 1  # the documented hazard of vector_dim = None
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_deleted_is_the_catalog_rules_command_on_the_topic_too(bulk: bool) -> None:
+    """Issue 13: a record published to the topic directly follows the rule ``fusionrec catalog`` applies:
+    ``"deleted": true`` deletes, ``false`` is dropped, ``"true"`` or ``1`` rejects the item (it was indexed
+    and served with a ``deleted`` attribute)."""
+    records: list[tuple[str, object]] = [
+        ("gone", {"item_id": "gone", "deleted": True, "title": "t", "vector": [1.0, 0.0]}),
+        ("live", {"item_id": "live", "deleted": False, "title": "t", "vector": [0.9, 0.1]}),
+        ("str", {"item_id": "str", "deleted": "true", "title": "t", "vector": [0.8, 0.2]}),
+        ("one", {"item_id": "one", "deleted": 1, "title": "t", "vector": [0.7, 0.3]}),
+        ("other", {"item_id": "other", "title": "t", "vector": [0.6, 0.4]})]
+    view = _bulk(records) if bulk else _old_path(records)
+    assert view.index.get("live") == {"item_id": "live", "title": "t"}  # no deleted column
+    assert view.index.column("deleted") is None
+    assert view.index.get("gone") is None and view.index.get("str") is None and view.index.get("one") is None
+    assert view.servable(["live", "other", "str", "one"]).tolist() == [True, True, False, False]
+    assert sorted(view.rejected) == ["one", "str"]
+    assert view.rejected["str"] == ("attribute 'deleted' must be a JSON bool: use true to delete the item or "
+                                    "false to keep it; got 'true' (str)")
+    assert sorted(view.vectors.similar("live", 10)[0]) == ["other"]
+    view.on_update("live", {"item_id": "live", "deleted": True})  # a later version deletes it, as a tombstone
+    view.sync()
+    assert view.index.get("live") is None and view.servable(["live"]).tolist() == [False]
+    assert view.vectors.similar("other", 10)[0] == []

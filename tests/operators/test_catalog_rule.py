@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from api.iql import CatalogIndex, CatalogSchemaError
-from operators.catalog_rule import CatalogValueError, check_catalog, coerce_value
+from operators.catalog_rule import CatalogValueError, check_catalog, check_item, coerce_value
 
 
 @pytest.mark.parametrize(("value", "kind", "out"), [
@@ -49,3 +49,26 @@ def test_index_applies_the_same_coercions():
     assert index.get("b") == {"item_id": "b", "price": 12.5, "on_sale": False}
     with pytest.raises(CatalogSchemaError, match="'price' must be a number"):
         index.upsert({"item_id": "c", "price": "cheap"})
+
+
+@pytest.mark.parametrize("value", ["true", 1, 0, "false", [True], {"x": True}])
+def test_deleted_that_is_not_a_json_bool_rejects_the_item(value):
+    """Issue 13: ``"deleted": "true"`` or ``1`` was published as a live item carrying a ``deleted`` attribute."""
+    check = check_catalog([{"item_id": "a", "deleted": value, "price": 1.0}])
+    assert check.accepted == [] and check.deleted == []
+    assert check.rejected == [(0, "a", "attribute 'deleted' must be a JSON bool: use true to delete the item "
+                                       f"or false to keep it; got {value!r} ({type(value).__name__})")]
+    with pytest.raises(CatalogValueError, match="'deleted' must be a JSON bool: use true"):
+        check_item({"item_id": "a", "deleted": value})
+
+
+def test_deleted_true_deletes_and_false_is_dropped():
+    items = [{"item_id": "a", "deleted": True, "price": "cheap"}, {"item_id": "b", "deleted": False, "price": 2.0},
+             {"item_id": 7.0, "deleted": None}, {"item_id": "c", "price": 3.0}]
+    check = check_catalog(items)
+    assert check.deleted == [(0, "a")]  # the rest of a delete's line is not checked
+    assert check.accepted == [{"item_id": "b", "price": 2.0}, {"item_id": "7"}, {"item_id": "c", "price": 3.0}]
+    assert check.rejected == [] and "deleted" not in check.kinds
+    assert check_item({"item_id": "a", "deleted": True}) is None
+    item = {"item_id": "c", "price": 3.0}
+    assert check_item(item) is item

@@ -191,3 +191,25 @@ def test_catalog_the_last_line_of_an_item_wins(tansu_bootstrap: str, make_topic,
     msgs = _consume(tansu_bootstrap, topic, 1, 3)
     got = {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None) for m in msgs}
     assert got == {"readd": {"item_id": "readd", "price": 2.0}, "gone": None, "twice": {"item_id": "twice", "price": 5.0}}
+
+
+def test_catalog_deleted_must_be_a_json_bool(tansu_bootstrap: str, make_topic, tmp_path: Path, monkeypatch) -> None:
+    """Issue 13: ``"deleted": "true"`` or ``1`` was published as a live item with a ``deleted`` attribute; it is
+    a rejected line now, ``"deleted": false`` a live item without it."""
+    path = tmp_path / "items.jsonl"
+    result, topic = _publish_catalog(
+        tansu_bootstrap, make_topic, monkeypatch, path, "cli-catalog-deleted",
+        b'{"item_id": "s", "deleted": "true"}\n{"item_id": "one", "deleted": 1, "price": 2.0}\n'
+        b'{"item_id": "keep", "deleted": false, "price": 3.0}\n{"item_id": "gone", "deleted": true}\n')
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "published 1 items" in out and "rejected 2 lines; deleted 1" in out, out
+    reported = [line.strip() for line in out.splitlines() if line.strip().startswith("rejected ")]
+    assert reported == [
+        f"rejected {path}:1: item 's': attribute 'deleted' must be a JSON bool: use true to delete the item or "
+        "false to keep it; got 'true' (str)",
+        f"rejected {path}:2: item 'one': attribute 'deleted' must be a JSON bool: use true to delete the item or "
+        "false to keep it; got 1 (int)"], out
+    msgs = _consume(tansu_bootstrap, topic, 1, 2)
+    got = {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None) for m in msgs}
+    assert got == {"keep": {"item_id": "keep", "price": 3.0}, "gone": None}
