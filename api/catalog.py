@@ -15,7 +15,8 @@ wait for it, so a re-published catalog is never queued whole. An item is its rec
 
 Each value goes through the catalog rule's ``check_item`` first (operators/catalog_rule.py, as
 ``fusionrec catalog`` applies it), whoever published it: ``"deleted": true`` deletes the item as a
-tombstone does, ``"deleted": false`` is dropped, any other ``deleted`` rejects the item.
+tombstone does, ``"deleted": false`` is dropped, any other ``deleted`` rejects the item, and so does
+a vector that is not a flat array of finite numbers (of ``vector_dim`` numbers when set).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class CatalogView:
                     log.warning("catalog item %r is not a JSON object; rejected", key)
                     continue
                 try:
-                    checked = check_item(item)
+                    checked = check_item(item, vector_attribute=self.vector_attribute, vector_dim=self.vector_dim)
                 except CatalogValueError as exc:
                     rejected[key] = str(exc)
                     log.warning("catalog item %r rejected: %s", key, exc)
@@ -202,7 +203,8 @@ class CatalogView:
                 continue
             if isinstance(item, dict):
                 try:
-                    item = check_item(item)  # the catalog rule's command: "deleted": true is a tombstone
+                    # the catalog rule's command and vector: "deleted": true is a tombstone
+                    item = check_item(item, vector_attribute=self.vector_attribute, vector_dim=self.vector_dim)
                 except CatalogValueError as exc:
                     self._reject(item_id, str(exc))
                     continue

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from models.ivf import InvertedLists, nearest_list, train_centroids
 from models.topk import topk
+from operators.catalog_rule import CatalogValueError, check_vector
 
 __all__ = ["VectorIndex"]
 
@@ -77,17 +78,19 @@ class VectorIndex:
         return self._n_live
 
     def set(self, item_id: str, vector: object) -> bool:
-        """Insert or replace an item's vector; False (and logged) if it is not a finite vector of ``dim``."""
-        try:
-            v = np.asarray(vector, dtype=np.float32).ravel()
-        except (TypeError, ValueError):
-            log.warning("item %r: vector is not numeric; left out of visual similarity", item_id)
+        """Insert or replace an item's vector; False (and logged, the item's vector dropped) if it is not a
+        flat array of ``dim`` finite numbers (``operators.catalog_rule.check_vector``) or has norm 0."""
+        try:  # the catalog rule's vector check (operators/catalog_rule.py), as the catalog applies it
+            v = check_vector("vector", vector, self.dim)
+        except CatalogValueError as exc:
+            log.warning("item %r: %s; left out of visual similarity", item_id, exc)
+            self.delete(item_id)
             return False
-        if self.dim is None and v.size:
+        if self.dim is None:
             self.dim = int(v.size)
-        norm = float(np.linalg.norm(v)) if v.size else 0.0
-        if v.size != self.dim or not np.isfinite(norm) or norm == 0.0:
-            log.warning("item %r: vector must be %s finite non-zero floats; got %d values", item_id, self.dim, v.size)
+        norm = float(np.linalg.norm(v))
+        if not np.isfinite(norm) or norm == 0.0:
+            log.warning("item %r: vector has norm %s; left out of visual similarity", item_id, norm)
             self.delete(item_id)
             return False
         row = self._row.get(item_id)

@@ -203,7 +203,9 @@ def catalog_cmd(
     coerced and rejected, and each rejected line is printed with its number and reason (exit status 0).
     A line ``{"item_id": ..., "deleted": true}`` deletes the item; ``"deleted": false`` publishes it
     as any other line, without ``deleted`` (a command, not an attribute); any other ``deleted``
-    (``"true"``, ``1``) is rejected by the rule, naming the field. When an item has several lines,
+    (``"true"``, ``1``) is rejected by the rule, naming the field, and so is an item whose vector
+    (``api.vector_attribute``) is not a flat array of finite numbers (of ``api.vector_dim`` when
+    set). When an item has several lines,
     the last one wins (only it is published; if the catalog rule rejects it, nothing is published
     for that item).
 
@@ -250,7 +252,8 @@ def catalog_cmd(
     records, lines = [records[pos] for pos in keep], [lines[pos] for pos in keep]
     # the catalog rule (operators/catalog_rule.py), as the API's index applies it: coerce or reject whole
     # items; "deleted": true is a tombstone
-    check = check_catalog(records, exclude={*s.api.catalog_exclude, s.api.vector_attribute})
+    check = check_catalog(records, exclude=s.api.catalog_exclude, vector_attribute=s.api.vector_attribute,
+                          vector_dim=s.api.vector_dim)
     deletes = [item_id for _, item_id in check.deleted]
     rejected += [(lines[pos], f"item {item_id!r}: {reason}") for pos, item_id, reason in check.rejected]
     rejected.sort()

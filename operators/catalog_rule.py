@@ -18,12 +18,19 @@ anything else that does not fit   the **item is rejected**: not indexed, not ser
 ``item_id`` follows the id rule (operators/ids.py). Attributes whose first value has no supported
 kind (objects, lists of numbers) are left out of the index but kept in the item.
 
-One attribute is not free (``check_item``, applied before the types above):
+Two attributes are not free (``check_item``, applied before the types above):
 
 - ``deleted`` is a command, not an attribute: ``true`` deletes the item (a tombstone; the rest
   of the line is ignored), ``false`` or ``null`` keeps it live and is **dropped** from the item
   (neither published nor indexed); any other value (``"true"``, ``1``, ...) rejects the item,
   the reason saying to use true/false.
+- the vector attribute (``api.vector_attribute``), when not null, must be a flat JSON array of
+  finite numbers (ints or floats; not bools, strings, null or nested arrays; finite as float32),
+  of ``api.vector_dim`` numbers when that is set; anything else rejects the item
+  (``check_vector``). With ``api.vector_dim`` unset the API's vector index takes the first
+  vector's length and leaves a vector of another length out of visual similarity (logged), the
+  item still served: the rule cannot know that length (the file's first vector need not be the
+  topic's).
 """
 
 from __future__ import annotations
@@ -35,9 +42,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from operators.ids import BadId, canonical_id
 
-__all__ = ["CatalogValueError", "coerce_value", "infer_kind", "check_item", "CatalogCheck",
+__all__ = ["CatalogValueError", "coerce_value", "infer_kind", "check_vector", "check_item", "CatalogCheck",
            "check_catalog", "KINDS", "DELETED"]
 
 KINDS = ("string", "number", "bool", "timestamp", "list of strings")
@@ -45,14 +55,17 @@ _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d
 _NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 DELETED = "deleted"
 """The command attribute: ``true`` deletes the item, ``false`` (or null) keeps it; not kept in the item."""
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class CatalogValueError(ValueError):
     """A value that does not fit its attribute's type, even after coercion."""
 
     def __init__(self, attribute: str, kind: str, value: object) -> None:
-        shown = value[:80] if isinstance(value, str) else value
-        super().__init__(f"attribute {attribute!r} must be a {kind}; got {shown!r} ({type(value).__name__})")
+        shown = repr(value[:80] if isinstance(value, str) else value)
+        if not isinstance(value, str) and len(shown) > 80:  # a long vector: its start
+            shown = shown[:80] + "..."
+        super().__init__(f"attribute {attribute!r} must be a {kind}; got {shown} ({type(value).__name__})")
         self.attribute, self.kind, self.value = attribute, kind, value
 
 
@@ -107,11 +120,94 @@ def coerce_value(attribute: str, value: object, kind: str) -> object:
     raise CatalogValueError(attribute, kind, value)
 
 
-def check_item(item: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The rule's command for one item: ``deleted``.
+def _json_kind(value: object) -> str:
+    """How JSON names the kind of ``value`` ("a string", "null", "an array", ...), for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool | np.bool_):
+        return "a bool"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple | np.ndarray):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def check_vector(attribute: str, value: object, dim: int | None = None) -> NDArray[np.float32]:
+    """The vector rule: ``value`` as float32 if it is a flat array of ``dim`` finite numbers.
+
+    Parameters
+    ----------
+    attribute : str
+        The vector attribute's name (``api.vector_attribute``), for the message.
+    value : object
+        A JSON array (list) of ints and floats, or a 1-D real ndarray. Bools, strings, null,
+        nested arrays and values that are not finite as float32 (NaN, inf, ``1e39``) do not fit.
+    dim : int or None
+        The length every vector must have (``api.vector_dim``); None: any non-zero length.
+
+    Returns
+    -------
+    ndarray of shape (dim,), float32 (not normalised; an all-zero vector fits).
+
+    Raises
+    ------
+    CatalogValueError
+        If it does not fit; the message says why (``element 0 is an array``, ``3 numbers, not 4``).
+
+    Examples
+    --------
+    >>> check_vector("vector", [1, 2.5]).tolist()
+    [1.0, 2.5]
+    >>> check_vector("vector", ["1", "2"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    operators.catalog_rule.CatalogValueError: attribute 'vector' must be a flat JSON array ... (element 0 is a string); ...
+    """
+    want = f"flat JSON array of {dim} finite numbers" if dim is not None else "flat JSON array of finite numbers"
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1 or value.dtype.kind not in "iuf":
+            raise CatalogValueError(attribute, f"{want} (a {value.ndim}-d {value.dtype} array)", value)
+        elements = value
+    elif isinstance(value, list | tuple):
+        elements = value
+        if not set(map(type, value)) <= {int, float}:  # one pass in C; the loop below only names the culprit
+            for i, x in enumerate(value):
+                if not isinstance(x, numbers.Real) or isinstance(x, bool | np.bool_):
+                    raise CatalogValueError(attribute, f"{want} (element {i} is {_json_kind(x)})", value)
+    else:
+        raise CatalogValueError(attribute, want, value)
+    if len(elements) == 0 or dim is not None and len(elements) != dim:
+        n = len(elements)
+        raise CatalogValueError(attribute, f"{want} ({n} number{'s' * (n != 1)}{f', not {dim}' if dim else ''})", value)
+    try:
+        with np.errstate(over="ignore"):  # a float beyond float32 becomes inf, refused below
+            v = np.asarray(elements, dtype=np.float32)
+    except OverflowError:  # an integer beyond float64
+        i = next(j for j, x in enumerate(elements) if isinstance(x, int) and abs(x) > _FLOAT32_MAX)
+        raise CatalogValueError(attribute, f"{want} (element {i} is not a finite float32)", value) from None
+    if not math.isfinite(v.sum(dtype=np.float64)):  # one reduction: NaN or inf in any element
+        i = int(np.flatnonzero(~np.isfinite(v))[0])
+        raise CatalogValueError(attribute, f"{want} (element {i} is not a finite float32)", value)
+    return v
+
+
+def check_item(item: Mapping[str, Any], *, vector_attribute: str | None = None,
+               vector_dim: int | None = None) -> Mapping[str, Any] | None:
+    """The rule's commands and payloads for one item: ``deleted`` and the vector attribute.
 
     Applied by ``check_catalog`` (``fusionrec catalog``) and, before its index, by the API
     (api/catalog.py), for records read from the topic whoever published them.
+
+    Parameters
+    ----------
+    item : mapping
+        One catalog item (its ``item_id`` is not checked here).
+    vector_attribute : str or None
+        The attribute that holds a vector (``api.vector_attribute``); None: no vector rule.
+    vector_dim : int or None
+        The length of every vector (``check_vector``'s ``dim``).
 
     Returns
     -------
@@ -121,7 +217,7 @@ def check_item(item: Mapping[str, Any]) -> Mapping[str, Any] | None:
     Raises
     ------
     CatalogValueError
-        For a ``deleted`` that is neither a JSON bool nor null.
+        For a ``deleted`` that is neither a JSON bool nor null, or a vector ``check_vector`` refuses.
     """
     if DELETED in item:
         deleted = item[DELETED]
@@ -130,6 +226,8 @@ def check_item(item: Mapping[str, Any]) -> Mapping[str, Any] | None:
         if deleted is not False and deleted is not None:
             raise CatalogValueError(DELETED, "JSON bool: use true to delete the item or false to keep it", deleted)
         item = {k: v for k, v in item.items() if k != DELETED}  # a command, not an attribute
+    if vector_attribute is not None and item.get(vector_attribute) is not None:
+        check_vector(vector_attribute, item[vector_attribute], vector_dim)
     return item
 
 
@@ -145,7 +243,8 @@ class CatalogCheck:
 
 
 def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str] | None = None,
-                  exclude: Iterable[str] = ()) -> CatalogCheck:
+                  exclude: Iterable[str] = (), *, vector_attribute: str | None = None,
+                  vector_dim: int | None = None) -> CatalogCheck:
     """Apply the rule to a batch of items, types fixed by the first value in the batch (or ``declared``).
 
     Parameters
@@ -153,14 +252,18 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
     items : iterable of mappings, each with an ``item_id``
     declared : mapping attribute -> kind, optional
     exclude : attributes not checked (modality payloads: vectors, image paths)
+    vector_attribute : str, optional
+        Checked by the vector rule (``check_vector``) and never typed; None: no vector rule.
+    vector_dim : int, optional
+        The vectors' length (``api.vector_dim``); None: any length.
 
     Returns
     -------
-    CatalogCheck; an item with an invalid id, a ``deleted`` that is not a JSON bool or a value that
-    does not fit is rejected whole; ``"deleted": true`` is listed in ``deleted``.
+    CatalogCheck; an item with an invalid id, a ``deleted`` that is not a JSON bool, a vector that
+    does not fit or a value that does not fit is rejected whole; ``"deleted": true`` is listed in ``deleted``.
     """
     out = CatalogCheck(kinds=dict(declared or {}))
-    skip = set(exclude) | {"item_id"}
+    skip = set(exclude) | {"item_id"} | ({vector_attribute} if vector_attribute is not None else set())
     for pos, item in enumerate(items):
         try:
             item_id = canonical_id(item.get("item_id"))
@@ -168,7 +271,7 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
             out.rejected.append((pos, str(item.get("item_id"))[:80], f"item_id: {exc}"))
             continue
         try:
-            kept = check_item(item)
+            kept = check_item(item, vector_attribute=vector_attribute, vector_dim=vector_dim)
         except CatalogValueError as exc:
             out.rejected.append((pos, item_id, str(exc)))
             continue

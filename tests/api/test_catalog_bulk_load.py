@@ -330,3 +330,34 @@ def test_deleted_is_the_catalog_rules_command_on_the_topic_too(bulk: bool) -> No
     view.sync()
     assert view.index.get("live") is None and view.servable(["live"]).tolist() == [False]
     assert view.vectors.similar("other", 10)[0] == []
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_an_item_whose_vector_does_not_fit_is_rejected_as_by_the_cli(bulk: bool) -> None:
+    """Issue 14: a nested vector or one of numeric strings was indexed (np.asarray flattened or parsed it) and the
+    item served; it is rejected now by the rule ``fusionrec catalog`` applies (``check_vector``), as a wrong
+    length is with ``api.vector_dim`` set."""
+    records: list[tuple[str, object]] = [
+        ("ok", {"item_id": "ok", "title": "t", "vector": [1.0, 0.0]}),
+        ("near", {"item_id": "near", "title": "t", "vector": [1, 1]}),
+        ("nested", {"item_id": "nested", "title": "t", "vector": [[1.0], [0.5]]}),
+        ("strings", {"item_id": "strings", "title": "t", "vector": ["0.9", "0.1"]}),
+        ("bools", {"item_id": "bools", "title": "t", "vector": [True, False]}),
+        ("long", {"item_id": "long", "title": "t", "vector": [0.9, 0.1, 0.0]}),
+        ("none", {"item_id": "none", "title": "t", "vector": None})]
+    if bulk:
+        view = CatalogView(initial_load=True, vector_dim=2)
+        view.load_initial([(k, orjson.dumps(v)) for k, v in records], orjson.loads)
+    else:
+        view = CatalogView(vector_dim=2)
+        for key, item in records:
+            view.on_update(key, item)
+    view.sync()
+    assert sorted(view.rejected) == ["bools", "long", "nested", "strings"]
+    assert view.rejected["nested"] == ("attribute 'vector' must be a flat JSON array of 2 finite numbers "
+                                       "(element 0 is an array); got [[1.0], [0.5]] (list)")
+    assert view.rejected["strings"].startswith("attribute 'vector' must be a flat JSON array of 2 finite numbers "
+                                               "(element 0 is a string)")
+    assert view.servable(["ok", "near", "none", "nested", "strings", "bools", "long"]).tolist() == [
+        True, True, True, False, False, False, False]
+    assert view.vectors.similar("ok", 10)[0] == ["near"]

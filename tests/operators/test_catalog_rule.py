@@ -3,10 +3,11 @@ index applies the same coercions (api/iql/schema.py)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from api.iql import CatalogIndex, CatalogSchemaError
-from operators.catalog_rule import CatalogValueError, check_catalog, check_item, coerce_value
+from operators.catalog_rule import CatalogValueError, check_catalog, check_item, check_vector, coerce_value
 
 
 @pytest.mark.parametrize(("value", "kind", "out"), [
@@ -72,3 +73,37 @@ def test_deleted_true_deletes_and_false_is_dropped():
     assert check_item({"item_id": "a", "deleted": True}) is None
     item = {"item_id": "c", "price": 3.0}
     assert check_item(item) is item
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ([[1, 2], [3, 4]], "element 0 is an array"), (["1", "2"], "element 0 is a string"),
+    ([1.0, None], "element 1 is null"), ([True, 1.0], "element 0 is a bool"), ([1.0, 1e39], "element 1 is not a finite float32"),
+    ([1.0, float("nan")], "element 1 is not a finite float32"), ([1, 2, 3], "3 numbers, not 2"), ([1.0], "1 number, not 2"),
+    ([], "0 numbers, not 2"), (np.array([[1.0, 2.0]]), "a 2-d float64 array"),
+])
+def test_a_vector_is_a_flat_array_of_finite_numbers(value, why):
+    """Issue 14: a nested vector or one of numeric strings was accepted (and np.asarray flattened or parsed it)."""
+    with pytest.raises(CatalogValueError) as exc:
+        check_vector("vector", value, 2)
+    assert str(exc.value).startswith(f"attribute 'vector' must be a flat JSON array of 2 finite numbers ({why}); got ")
+
+
+def test_check_vector_accepts_ints_floats_and_any_length_without_dim():
+    assert check_vector("v", [1, 2.5, -3e-3], 3).tolist() == pytest.approx([1.0, 2.5, -3e-3])
+    assert check_vector("v", [0, 0, 0, 0, 0]).dtype == np.float32  # no dim: any non-zero length; zeros fit
+    with pytest.raises(CatalogValueError, match=r"\(0 numbers\); got \[\]"):
+        check_vector("v", [])
+    with pytest.raises(CatalogValueError, match=r"must be a flat JSON array of finite numbers; got '1,2' \(str\)"):
+        check_vector("v", "1,2")
+
+
+def test_check_catalog_rejects_an_item_whose_vector_does_not_fit():
+    items = [{"item_id": "a", "vector": [0.1, 0.2]}, {"item_id": "b", "vector": [[0.1, 0.2]]},
+             {"item_id": "c", "vector": ["0.1", "0.2"]}, {"item_id": "d", "vector": None},
+             {"item_id": "e", "vector": [0.1, 0.2, 0.3]}, {"item_id": "f", "vector": [0.1, 0.2], "deleted": "no"}]
+    check = check_catalog(items, vector_attribute="vector", vector_dim=2)
+    assert [i["item_id"] for i in check.accepted] == ["a", "d"] and "vector" not in check.kinds
+    assert [(pos, item_id, reason.split(" (")[1].split(")")[0]) for pos, item_id, reason in check.rejected[:3]] == [
+        (1, "b", "element 0 is an array"), (2, "c", "element 0 is a string"), (4, "e", "3 numbers, not 2")]
+    assert check.rejected[3][:2] == (5, "f") and "'deleted' must be a JSON bool" in check.rejected[3][2]
+    assert [i["item_id"] for i in check_catalog(items[:5], vector_attribute="vector").accepted] == ["a", "d", "e"]

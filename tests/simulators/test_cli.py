@@ -213,3 +213,26 @@ def test_catalog_deleted_must_be_a_json_bool(tansu_bootstrap: str, make_topic, t
     msgs = _consume(tansu_bootstrap, topic, 1, 2)
     got = {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None) for m in msgs}
     assert got == {"keep": {"item_id": "keep", "price": 3.0}, "gone": None}
+
+
+def test_catalog_vector_must_be_a_flat_array_of_finite_numbers(tansu_bootstrap: str, make_topic, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """Issue 14: a nested vector or one of numeric strings was published; with ``api.vector_dim`` set, a wrong
+    length is rejected too (the API's index rejects the same items)."""
+    monkeypatch.setenv("FUSIONREC_API__VECTOR_DIM", "2")
+    path = tmp_path / "items.jsonl"
+    result, topic = _publish_catalog(
+        tansu_bootstrap, make_topic, monkeypatch, path, "cli-catalog-vectors",
+        b'{"item_id": "ok", "vector": [1, 0.5]}\n{"item_id": "nested", "vector": [[1, 2], [3, 4]]}\n'
+        b'{"item_id": "strings", "vector": ["1", "2"]}\n{"item_id": "long", "vector": [1.0, 2.0, 3.0]}\n')
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "published 1 items" in out and "rejected 3 lines; deleted 0" in out, out
+    reported = [line.strip() for line in out.splitlines() if line.strip().startswith("rejected ")]
+    want = "attribute 'vector' must be a flat JSON array of 2 finite numbers"
+    assert reported == [
+        f"rejected {path}:2: item 'nested': {want} (element 0 is an array); got [[1, 2], [3, 4]] (list)",
+        f"rejected {path}:3: item 'strings': {want} (element 0 is a string); got ['1', '2'] (list)",
+        f"rejected {path}:4: item 'long': {want} (3 numbers, not 2); got [1.0, 2.0, 3.0] (list)"], out
+    got = {m.key().decode(): orjson.loads(m.value()) for m in _consume(tansu_bootstrap, topic, 1, 1)}
+    assert got == {"ok": {"item_id": "ok", "vector": [1, 0.5]}}
