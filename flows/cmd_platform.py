@@ -189,6 +189,36 @@ def train_cmd(
     typer.echo(f"model version written: {path}")
 
 
+CATALOG_CHUNK_LINES = 1_000
+"""Items ``catalog`` parses, checks and sends together (its memory: one chunk, plus a dict of each item's
+last line number during the first pass)."""
+
+
+def _catalog_line(line: bytes, lineno: int, rejected: list[tuple[int, str]]) -> dict | None:
+    """``catalog``'s parse of one line: the JSON object with its canonical ``item_id``; None for a blank
+    line, or for a line rejected (appended to ``rejected`` with its number and reason)."""
+    import orjson
+
+    from operators.ids import BadId, canonical_id
+
+    if not line.strip():
+        return None
+    try:
+        item = orjson.loads(line.rstrip(b"\r\n"))  # without its newline: a column in the line, not "line 2"
+    except orjson.JSONDecodeError as exc:
+        rejected.append((lineno, f"not JSON: {exc.msg} (column {exc.colno})"))
+        return None
+    if not isinstance(item, dict):
+        rejected.append((lineno, f"needs a JSON object with an item_id; got a {type(item).__name__}"))
+        return None
+    try:
+        item["item_id"] = canonical_id(item.get("item_id"))
+    except BadId as exc:
+        rejected.append((lineno, f"item_id: {exc}"))
+        return None
+    return item
+
+
 @app.command("catalog")
 def catalog_cmd(
     items: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
@@ -215,75 +245,84 @@ def catalog_cmd(
 
     The API's IQL index and, with an EMDE model version, the flow and the API pick new items up
     within about a second (recommendable by title at once, by M′·Q once they have interactions).
+
+    The file is read twice (each item's last line, then those lines ``CATALOG_CHUNK_LINES`` at a
+    time), so memory does not grow with the file: never hold it whole.
     """
-    import orjson
     from confluent_kafka import KafkaException
 
-    from operators.catalog_rule import check_catalog
-    from operators.ids import BadId, canonical_id
+    from operators.catalog_rule import CatalogCheck, check_catalog
     from simulators.producer import EventProducer
 
     s = _settings()
-    records, lines = [], []
-    latest: dict[str, int] = {}  # item_id -> its last line
     rejected: list[tuple[int, str]] = []  # (line number, reason): not published
+    # pass 1: each item's last line (the last line of an item wins: the compacted topic keeps one record
+    # per item, whatever the send order); only the winning line numbers are kept, not the items
+    latest: dict[str, int] = {}
     with open(items, "rb") as f:
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = orjson.loads(line.rstrip(b"\r\n"))  # without its newline: a column in the line, not "line 2"
-            except orjson.JSONDecodeError as exc:
-                rejected.append((lineno, f"not JSON: {exc.msg} (column {exc.colno})"))
-                continue
-            if not isinstance(item, dict):
-                rejected.append((lineno, f"needs a JSON object with an item_id; got a {type(item).__name__}"))
-                continue
-            try:
-                item["item_id"] = canonical_id(item.get("item_id"))
-            except BadId as exc:
-                rejected.append((lineno, f"item_id: {exc}"))
-                continue
-            latest[item["item_id"]] = lineno
-            records.append(item)
-            lines.append(lineno)
-    # the last line of an item wins (the compacted topic keeps one record per item, whatever the send order)
-    keep = [pos for pos, (lineno, item) in enumerate(zip(lines, records, strict=True)) if latest[item["item_id"]] == lineno]
-    records, lines = [records[pos] for pos in keep], [lines[pos] for pos in keep]
-    # the catalog rule (operators/catalog_rule.py), as the API's index applies it: coerce or reject whole
-    # items; "deleted": true is a tombstone
-    check = check_catalog(records, exclude=s.api.catalog_exclude, vector_attribute=s.api.vector_attribute,
-                          vector_dim=s.api.vector_dim)
-    deletes = [item_id for _, item_id in check.deleted]
-    rejected += [(lines[pos], f"item {item_id!r}: {reason}") for pos, item_id, reason in check.rejected]
+            item = _catalog_line(line, lineno, rejected)
+            if item is not None:
+                latest[item["item_id"]] = lineno
+    winners = set(latest.values())
+    last = max(winners, default=0)
+    del latest
+    # pass 2: the winning lines, CATALOG_CHUNK_LINES at a time, through the catalog rule
+    # (operators/catalog_rule.py, as the API's index applies it: coerce or reject whole items;
+    # "deleted": true is a tombstone), and sent
+    check: CatalogCheck | None = None
+    p: EventProducer | None = None
+    n = n_deleted = 0
+    problem = None
+    with open(items, "rb") as f:
+        chunk: list[dict] = []
+        lines: list[int] = []
+        for lineno, line in enumerate(f, 1):
+            if lineno in winners and (item := _catalog_line(line, lineno, [])) is not None:
+                chunk.append(item)
+                lines.append(lineno)
+            if len(chunk) >= CATALOG_CHUNK_LINES or chunk and lineno == last:
+                check = check_catalog(chunk, exclude=s.api.catalog_exclude, vector_attribute=s.api.vector_attribute,
+                                      vector_dim=s.api.vector_dim, start=check)
+                rejected += [(lines[pos], f"item {item_id!r}: {reason}") for pos, item_id, reason in check.rejected]
+                chunk, lines = [], []
+                if not (check.accepted or check.deleted):
+                    continue
+                if p is None:
+                    _require_broker(s, "catalog")
+                    # a record the broker has not acknowledged within CATALOG_ACK_S fails (librdkafka's default:
+                    # 5 minutes); neither librdkafka's connection errors nor a warning per failed record are
+                    # logged: one line says it below
+                    logging.getLogger("simulators.producer").setLevel(logging.ERROR)
+                    p = EventProducer.from_settings(s.kafka, config={"message.timeout.ms": int(CATALOG_ACK_S * 1000),
+                                                                     "log_level": 2})
+                try:
+                    for accepted in check.accepted:
+                        p.send_item(accepted)
+                    for _, item_id in check.deleted:
+                        p.produce(s.kafka.catalog_topic, item_id.encode(), None)  # type: ignore[arg-type]
+                except KafkaException as exc:
+                    problem = _kafka_reason(exc)
+                    break
+                n += len(check.accepted)
+                n_deleted += len(check.deleted)
     rejected.sort()
-    n = 0
-    if check.accepted or deletes:
-        _require_broker(s, "catalog")
-        # a record the broker has not acknowledged within CATALOG_ACK_S fails (librdkafka's default: 5 minutes);
-        # neither librdkafka's connection errors nor a warning per failed record are logged: one line says it below
-        logging.getLogger("simulators.producer").setLevel(logging.ERROR)
-        p = EventProducer.from_settings(s.kafka, config={"message.timeout.ms": int(CATALOG_ACK_S * 1000),
-                                                         "log_level": 2})
-        problem = None
-        try:
-            for item in check.accepted:
-                p.send_item(item)
-            for item_id in deletes:
-                p.produce(s.kafka.catalog_topic, item_id.encode(), None)  # type: ignore[arg-type]
-            p.close(CATALOG_ACK_S + 5)  # one flush for all: by then each record is acknowledged or failed
-            n = len(check.accepted)
-        except KafkaException as exc:
-            problem = _kafka_reason(exc)
+    if p is not None:
+        if problem is None:
+            try:
+                p.close(CATALOG_ACK_S + 5)  # one flush for all: by then each record is acknowledged or failed
+            except KafkaException as exc:
+                problem = _kafka_reason(exc)
         if problem is not None or p.delivered < p.sent:
             typer.echo(f"fusionrec catalog: the broker at {s.kafka.brokers} acknowledged {p.delivered} of "
                        f"{p.sent} records ({problem or dict(p.errors)}); check that it is running and that "
                        f"{s.kafka.catalog_topic!r} exists (fusionrec topics), then publish the file again", err=True)
             raise typer.Exit(1)
-    coerced = ", ".join(f"{a} {k}" for a, k in sorted(check.coerced.items()))
+    coerced_by = check.coerced if check is not None else {}
+    coerced = ", ".join(f"{a} {k}" for a, k in sorted(coerced_by.items()))
     typer.echo(f"published {n} items to {s.kafka.catalog_topic} on {s.kafka.brokers}; "
-               f"coerced {sum(check.coerced.values())} values{f' ({coerced})' if coerced else ''}; "
-               f"rejected {len(rejected)} lines; deleted {len(deletes)}")
+               f"coerced {sum(coerced_by.values())} values{f' ({coerced})' if coerced else ''}; "
+               f"rejected {len(rejected)} lines; deleted {n_deleted}")
     for lineno, reason in rejected:
         typer.echo(f"  rejected {items}:{lineno}: {reason}", err=True)
 

@@ -233,18 +233,23 @@ def check_item(item: Mapping[str, Any], *, vector_attribute: str | None = None,
 
 @dataclass
 class CatalogCheck:
-    """Outcome of ``check_catalog``: accepted items (coerced), deletes, rejections and coercion counts."""
+    """Outcome of ``check_catalog``: accepted items (coerced), deletes, rejections and coercion counts.
+
+    ``kinds``, ``unindexed`` and ``coerced`` are the rule's state so far (a later
+    ``check_catalog(..., start=check)`` continues from them); the lists hold one call's items.
+    """
 
     accepted: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (position, item_id, reason)
     deleted: list[tuple[int, str]] = field(default_factory=list)  # (position, item_id): "deleted": true
     coerced: dict[str, int] = field(default_factory=dict)  # attribute -> values coerced
     kinds: dict[str, str] = field(default_factory=dict)
+    unindexed: set[str] = field(default_factory=set)  # attributes whose first value has no kind
 
 
 def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str] | None = None,
                   exclude: Iterable[str] = (), *, vector_attribute: str | None = None,
-                  vector_dim: int | None = None) -> CatalogCheck:
+                  vector_dim: int | None = None, start: CatalogCheck | None = None) -> CatalogCheck:
     """Apply the rule to a batch of items, types fixed by the first value in the batch (or ``declared``).
 
     Parameters
@@ -256,13 +261,20 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
         Checked by the vector rule (``check_vector``) and never typed; None: no vector rule.
     vector_dim : int, optional
         The vectors' length (``api.vector_dim``); None: any length.
+    start : CatalogCheck, optional
+        A previous call's outcome to continue from (a file checked in chunks): its types and
+        coercion counts; ``declared`` is then ignored.
 
     Returns
     -------
     CatalogCheck; an item with an invalid id, a ``deleted`` that is not a JSON bool, a vector that
-    does not fit or a value that does not fit is rejected whole; ``"deleted": true`` is listed in ``deleted``.
+    does not fit or a value that does not fit is rejected whole; ``"deleted": true`` is listed in
+    ``deleted``. Positions count this call's items from 0.
     """
-    out = CatalogCheck(kinds=dict(declared or {}))
+    if start is None:
+        out = CatalogCheck(kinds=dict(declared or {}))
+    else:
+        out = CatalogCheck(kinds=start.kinds, coerced=start.coerced, unindexed=start.unindexed)
     skip = set(exclude) | {"item_id"} | ({vector_attribute} if vector_attribute is not None else set())
     for pos, item in enumerate(items):
         try:
@@ -282,13 +294,13 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
         fixed = {**item, "item_id": item_id}
         try:
             for name, value in item.items():
-                if name in skip or value is None:
+                if name in skip or name in out.unindexed or value is None:
                     continue
                 kind = out.kinds.get(name)
                 if kind is None:
                     kind = infer_kind(value)
                     if kind is None:
-                        skip.add(name)  # not indexable: kept in the item, left out of IQL
+                        out.unindexed.add(name)  # not indexable: kept in the item, left out of IQL
                         continue
                     out.kinds[name] = kind
                 new = coerce_value(name, value, kind)

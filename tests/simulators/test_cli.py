@@ -236,3 +236,47 @@ def test_catalog_vector_must_be_a_flat_array_of_finite_numbers(tansu_bootstrap: 
         f"rejected {path}:4: item 'long': {want} (3 numbers, not 2); got [1.0, 2.0, 3.0] (list)"], out
     got = {m.key().decode(): orjson.loads(m.value()) for m in _consume(tansu_bootstrap, topic, 1, 1)}
     assert got == {"ok": {"item_id": "ok", "vector": [1, 0.5]}}
+
+
+def test_catalog_is_checked_in_chunks_as_one_file(tansu_bootstrap: str, make_topic, tmp_path: Path,
+                                                  monkeypatch) -> None:
+    """Chunks of 2 lines: types fixed by the file's first values and counts carry across chunks; the last
+    line of an item wins across chunks; rejected lines keep their numbers."""
+    import flows.cmd_platform
+
+    monkeypatch.setattr(flows.cmd_platform, "CATALOG_CHUNK_LINES", 2)
+    path = tmp_path / "items.jsonl"
+    result, topic = _publish_catalog(
+        tansu_bootstrap, make_topic, monkeypatch, path, "cli-catalog-chunks",
+        b'{"item_id": "x", "price": 1.0, "meta": {"k": 1}}\n{"item_id": "b", "price": "2.5"}\n'
+        b'{"item_id": "c", "price": "cheap"}\n{"item_id": "a", "price": 1.0}\n{"item_id": "a", "price": "3"}\n'
+        b'{"item_id": "d", "meta": "x"}\n{"item_id": "b", "deleted": true}\n{"item_id": "e"\n')
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "published 3 items" in out and "coerced 1 values (price 1)" in out, out
+    assert "rejected 2 lines; deleted 1" in out, out
+    reported = [line.strip() for line in out.splitlines() if line.strip().startswith("rejected ")]
+    assert reported == [f"rejected {path}:3: item 'c': attribute 'price' must be a number; got 'cheap' (str)",
+                        f"rejected {path}:8: not JSON: unexpected end of data (column 16)"], out
+    msgs = _consume(tansu_bootstrap, topic, 1, 4)
+    got = {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None) for m in msgs}
+    assert got == {"x": {"item_id": "x", "price": 1.0, "meta": {"k": 1}}, "a": {"item_id": "a", "price": 3},
+                   "d": {"item_id": "d", "meta": "x"}, "b": None}  # meta: not indexed, from the first chunk on
+
+
+def test_catalog_memory_does_not_grow_with_the_file(tansu_bootstrap: str, make_topic, tmp_path: Path,
+                                                    monkeypatch) -> None:
+    """Issue 14: every parsed line was held (~481 MB RSS for 100k items); now one chunk is (bench/RESULTS.md)."""
+    import tracemalloc
+
+    item = {"title": "t" * 200, "tags": [f"tag-{k}" for k in range(20)], "vector": [0.125] * 64}
+    lines = b"".join(orjson.dumps({"item_id": f"i{j}", **item}) + b"\n" for j in range(20_000))
+    tracemalloc.start()
+    try:
+        result, topic = _publish_catalog(tansu_bootstrap, make_topic, monkeypatch, tmp_path / "items.jsonl",
+                                         "cli-catalog-memory", lines)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 0 and "published 20000 items" in result.output, result.output
+    assert peak < 20e6, peak  # the 20k parsed items alone take ~80 MB
