@@ -36,7 +36,7 @@ from api.filter_cache import BitmapCache, in_bitmap
 from api.iql import CatalogIndex, CatalogSchemaError, IQLEngine
 from api.iql.index import BUILD_CHUNK_ITEMS
 from api.vector_index import VectorIndex
-from operators.catalog_rule import CatalogValueError, check_item
+from operators.catalog_rule import CatalogValueError, check_item, check_vector
 
 __all__ = ["CatalogView", "sync_forever"]
 
@@ -156,18 +156,16 @@ class CatalogView:
                     log.warning("catalog item %r is not a JSON object; rejected", key)
                     continue
                 try:
-                    checked = check_item(item, vector_attribute=self.vector_attribute, vector_dim=self.vector_dim)
+                    checked, vec = self._check(item)
                 except CatalogValueError as exc:
                     rejected[key] = str(exc)
                     log.warning("catalog item %r rejected: %s", key, exc)
                     continue
                 if checked is None:  # "deleted": true: as a tombstone, which the table would not hold
                     continue
-                item = {**checked, "item_id": key}  # an item is its record's key (``sync``'s rule)
-                vec = item.get(self.vector_attribute)
                 if vec is not None:
                     vectors.set(key, vec)
-                yield item
+                yield {**checked, "item_id": key}  # an item is its record's key (``sync``'s rule)
 
         index = CatalogIndex.build(decoded(), on_reject=reject, chunk_items=self.build_chunk_items,
                                    **self._index_options)
@@ -201,10 +199,10 @@ class CatalogView:
                 self.rejected = dict(rejected)
                 self.n_rejected += len(rejected)
                 continue
+            vec = None
             if isinstance(item, dict):
-                try:
-                    # the catalog rule's command and vector: "deleted": true is a tombstone
-                    item = check_item(item, vector_attribute=self.vector_attribute, vector_dim=self.vector_dim)
+                try:  # the catalog rule's command and vector: "deleted": true is a tombstone
+                    item, vec = self._check(item)
                 except CatalogValueError as exc:
                     self._reject(item_id, str(exc))
                     continue
@@ -226,7 +224,6 @@ class CatalogView:
                 self._reject(item_id, str(exc))
                 continue
             self.rejected.pop(item_id, None)
-            vec = item.get(self.vector_attribute)
             if vec is not None:
                 self.vectors.set(item_id, vec)
             else:
@@ -234,6 +231,14 @@ class CatalogView:
         if n:
             self._room.set()
         return n
+
+    def _check(self, item: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, NDArray[np.float32] | None]:
+        """The catalog rule for one value: ``check_item``'s ``deleted`` command (None: a tombstone), and
+        the vector as ``check_vector`` returns it (None: no vector), so ``VectorIndex.set`` gets it checked
+        once. Raises ``CatalogValueError`` as they do."""
+        kept = check_item(item)
+        vec = None if kept is None or self.vector_attribute is None else kept.get(self.vector_attribute)
+        return kept, None if vec is None else check_vector(self.vector_attribute, vec, self.vector_dim)
 
     def _reject(self, item_id: str, reason: str) -> None:
         """``sync``'s step for a value the catalog rule rejects: counted, known but never served."""

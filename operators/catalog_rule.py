@@ -56,6 +56,8 @@ _NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 DELETED = "deleted"
 """The command attribute: ``true`` deletes the item, ``false`` (or null) keeps it; not kept in the item."""
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_MAX_SQ = _FLOAT32_MAX * _FLOAT32_MAX  # a float64 sum of squares at most this: every element fits float32
+_NUMBER_TYPES = frozenset((int, float))
 
 
 class CatalogValueError(ValueError):
@@ -165,6 +167,20 @@ def check_vector(attribute: str, value: object, dim: int | None = None) -> NDArr
     Traceback (most recent call last):
     operators.catalog_rule.CatalogValueError: attribute 'vector' must be a flat JSON array ... (element 0 is a string); ...
     """
+    # fast path (the bulk load checks every item): one conversion and one reduction; NaN fails the
+    # comparison, and anything it does not take goes to the checks below, which name the culprit
+    if type(value) is list and value and (dim is None or len(value) == dim) and set(map(type, value)) <= _NUMBER_TYPES:
+        try:
+            x = np.array(value, dtype=np.float64)
+        except OverflowError:  # an integer beyond float64: named below
+            pass
+        else:
+            if float(x @ x) <= _FLOAT32_MAX_SQ:
+                return x.astype(np.float32)
+    elif type(value) is np.ndarray and value.dtype == np.float32 and value.ndim == 1 and value.size \
+            and (dim is None or value.size == dim):
+        if math.isfinite(value.sum(dtype=np.float64)):  # float32 elements cannot overflow a float64 sum
+            return value
     want = f"flat JSON array of {dim} finite numbers" if dim is not None else "flat JSON array of finite numbers"
     if isinstance(value, np.ndarray):
         if value.ndim != 1 or value.dtype.kind not in "iuf":
