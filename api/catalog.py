@@ -37,6 +37,7 @@ from api.iql import CatalogIndex, CatalogSchemaError, IQLEngine
 from api.iql.index import BUILD_CHUNK_ITEMS
 from api.vector_index import VectorIndex
 from operators.catalog_rule import CatalogValueError, check_item, check_vector
+from operators.settings import ApiSettings
 
 __all__ = ["CatalogView", "sync_forever"]
 
@@ -76,19 +77,23 @@ class CatalogView:
         ``VectorIndex``'s ``exact_below``).
     vector_dim : int or None
         Length of every vector (``api.vector_dim``); None: the first vector's length.
+    vector_n_probe : int
+        Inverted lists a visual query ranks exactly first (``api.vector_n_probe``; ``VectorIndex``'s
+        ``n_probe``).
     """
 
     def __init__(self, vector_attribute: str = "vector", exclude: Iterable[str] = (), *,
                  hidden_attribute: str | None = "hidden", in_stock_attribute: str | None = "in_stock",
                  stock_attribute: str | None = "stock", attributes_cache_items: int = 20_000,
                  initial_load: bool = False, max_queue: int | None = None, max_wait_s: float = 10.0,
-                 vector_exact_below: int = 50_000, vector_dim: int | None = None) -> None:
+                 vector_exact_below: int = 50_000, vector_dim: int | None = None, vector_n_probe: int = 48) -> None:
         self.vector_attribute = vector_attribute
         self._index_options: dict[str, Any] = dict(
             exclude=set(exclude) | {vector_attribute}, hidden_attribute=hidden_attribute,
             in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute)
-        self.vector_dim = vector_dim
-        self._use(CatalogIndex(**self._index_options), VectorIndex(vector_dim, exact_below=vector_exact_below))
+        self.vector_dim, self.vector_n_probe = vector_dim, vector_n_probe
+        self._use(CatalogIndex(**self._index_options),
+                  VectorIndex(vector_dim, exact_below=vector_exact_below, n_probe=vector_n_probe))
         self._queue: deque[tuple[str, object | None]] = deque()
         self.max_queue, self.max_wait_s = max_queue, max_wait_s
         self.build_chunk_items = BUILD_CHUNK_ITEMS  # items load_initial decodes and indexes together
@@ -121,6 +126,16 @@ class CatalogView:
             while len(q) >= self.max_queue and time.monotonic() < deadline:
                 self._room.wait(0.05)
 
+    @classmethod
+    def from_settings(cls, a: ApiSettings, **kwargs: Any) -> CatalogView:
+        """The view the API serves from, configured by the ``[api]`` settings (vector attribute, excluded
+        attributes, serving rules, ``vector_exact_below``, ``vector_dim``, ``vector_n_probe``); ``kwargs``
+        are the other constructor arguments (``initial_load``, ``max_queue``, ...)."""
+        return cls(a.vector_attribute, a.catalog_exclude, hidden_attribute=a.hidden_attribute,
+                   in_stock_attribute=a.in_stock_attribute, stock_attribute=a.stock_attribute,
+                   vector_exact_below=a.vector_exact_below, vector_dim=a.vector_dim,
+                   vector_n_probe=a.vector_n_probe, **kwargs)
+
     def load_initial(self, items: Iterable[tuple[str, bytes]], decode: Callable[[bytes], object]) -> None:
         """Bulk-build the index and vector index from a table's held values and queue them for ``sync``.
 
@@ -139,7 +154,7 @@ class CatalogView:
         # inverted lists trained once, in the background, after the last row (exact until installed):
         # trained while rows arrive, at 50k, 200k and 800k rows, then added to row by row, 1M sets took ~5x longer
         t0 = time.monotonic()
-        vectors = VectorIndex(self.vector_dim, exact_below=_NEVER)
+        vectors = VectorIndex(self.vector_dim, exact_below=_NEVER, n_probe=self.vector_n_probe)
         rejected: dict[str, str] = {}
 
         def reject(item: Mapping[str, Any], exc: Exception) -> None:

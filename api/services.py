@@ -199,10 +199,7 @@ def build_services(settings: Settings) -> Services:
     def beyond_end(b: BeyondLogEnd) -> None:
         metrics.offset_beyond_end.labels(b.topic).inc()
 
-    view = CatalogView(a.vector_attribute, a.catalog_exclude, hidden_attribute=a.hidden_attribute,
-                       in_stock_attribute=a.in_stock_attribute, stock_attribute=a.stock_attribute,
-                       initial_load=True, max_queue=CATALOG_MAX_QUEUE, vector_exact_below=a.vector_exact_below,
-                       vector_dim=a.vector_dim)
+    view = CatalogView.from_settings(a, initial_load=True, max_queue=CATALOG_MAX_QUEUE)
     campaigns = CampaignRegistry(CampaignStore(state_dir / "campaigns"), a.campaign_check_s)
     optimizer = ThompsonOptimizer(np.random.default_rng(settings.seed))
     popularity = WindowPopularity(a.popularity_bucket_s, a.popularity_horizon_s)

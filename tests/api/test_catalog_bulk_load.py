@@ -20,6 +20,7 @@ from api.catalog import CatalogView, sync_forever
 from api.iql import RequestContext
 from api.iql.columns import CategoricalColumn, ListColumn
 from operators.kafka import TopicSpec, ensure_topics
+from operators.settings import ApiSettings
 from operators.topic_table import TopicTable
 
 FILTERS = [
@@ -234,15 +235,24 @@ def test_a_full_queue_waits_at_most_max_wait_s_when_nothing_syncs() -> None:
     assert view.sync() == 4 and len(view.index) == 4
 
 
-def test_vector_exact_below_reaches_the_served_index() -> None:
-    """``api.vector_exact_below`` (passed by ``build_services``) holds before and after the bulk build."""
-    view = CatalogView(initial_load=True, vector_exact_below=7)
-    assert view.vectors.exact_below == 7
+def test_vector_exact_below_and_n_probe_reach_the_served_index() -> None:
+    """``api.vector_exact_below`` and ``api.vector_n_probe`` (passed by ``build_services``) hold before and
+    after the bulk build."""
+    view = CatalogView(initial_load=True, vector_exact_below=7, vector_n_probe=5)
+    assert (view.vectors.exact_below, view.vectors.n_probe) == (7, 5)
     view.load_initial([(f"i{k}", orjson.dumps({"item_id": f"i{k}", "vector": [1.0, float(k)]})) for k in range(3)],
                       orjson.loads)
     view.sync()
-    assert view.vectors.exact_below == 7
+    assert (view.vectors.exact_below, view.vectors.n_probe) == (7, 5)
     assert len(view.vectors) == 3
+
+
+def test_the_api_settings_reach_the_view() -> None:
+    """``CatalogView.from_settings`` (what ``build_services`` serves from) takes the ``[api]`` settings."""
+    a = ApiSettings(vector_exact_below=11, vector_n_probe=3, vector_dim=4, hidden_attribute="gone")
+    view = CatalogView.from_settings(a, initial_load=True)
+    assert (view.vectors.exact_below, view.vectors.n_probe, view.vector_dim) == (11, 3, 4)
+    assert view._index_options["hidden_attribute"] == "gone" and not view.initial_built
 
 
 def test_a_request_applies_only_what_was_queued_when_it_started() -> None:
