@@ -70,6 +70,7 @@ import numpy as np  # noqa: E402
 from bench.scaled_shop import BenchData  # noqa: E402
 from operators.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
 from operators.kafka import ensure_topics, platform_topics  # noqa: E402
+from operators.scheduling import ONE_BOX_API_NICE  # noqa: E402
 from operators.schema import Event, encode_event  # noqa: E402
 from operators.settings import Settings  # noqa: E402
 from simulators.producer import EventProducer  # noqa: E402
@@ -265,6 +266,8 @@ def main() -> None:
     ap.add_argument("--ingest-rate", type=float, default=0.0,
                     help="events/s into the running realtime flow during the load (0: no flow)")
     ap.add_argument("--rate-limit", default="", help="[api] rate_limit, e.g. 1000000/second ('' = off)")
+    ap.add_argument("--autogroup-nice", default=str(ONE_BOX_API_NICE),
+                    help="api.autogroup_nice of the API's session ('none': unchanged); the default is fusionrec run's")
     ap.add_argument("--no-feedback", action="store_true",
                     help="api.feedback=false: no events reader (lists counted by the serving worker only)")
     a = ap.parse_args()
@@ -293,6 +296,8 @@ def main() -> None:
             config.write_text(tomli_w.dumps(s.model_dump(mode="json", exclude_none=True)))
             port = free_port()
             env = dict(os.environ, FUSIONREC_CONFIG=str(config), PYTHONPATH=str(ROOT))
+            if a.autogroup_nice != "none":
+                env["FUSIONREC_API__AUTOGROUP_NICE"] = a.autogroup_nice
             server = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
                  "--port", str(port), "--workers", str(a.workers), "--loop", "uvloop", "--http", "httptools",
@@ -425,7 +430,7 @@ def main() -> None:
                       "median_ratio": round(statistics.median(r["rps"] / t["rps"] for r, t in
                                                               zip(runs["recommendations"], runs["trivial"], strict=True)), 3),
                       "cpu_ms": round(cpu["recommendations"], 4), "trivial_cpu_ms": round(cpu["trivial"], 4),
-                      "feedback": not a.no_feedback, **extra}))
+                      "feedback": not a.no_feedback, "autogroup_nice": a.autogroup_nice, **extra}))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from operators.broker import (
     wait_for_port,
 )
 from operators.kafka import ensure_topics, platform_topics
+from operators.scheduling import ONE_BOX_API_NICE
 from operators.settings import Settings
 
 log = logging.getLogger("fusionrec")
@@ -566,6 +567,8 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
         env.update(FUSIONREC_API__ADMIN_KEYS='["admin-dev-key"]', FUSIONREC_API__CLIENT_KEYS='["client-dev-key"]')
         os.environ.update(env)
         s = Settings()
+    if s.api.autogroup_nice is None:  # one box: the API's session yields CPU to the flow (operators/scheduling.py)
+        env["FUSIONREC_API__AUTOGROUP_NICE"] = str(ONE_BOX_API_NICE)
     broker = LocalBroker(port, log_path=var / "broker.log")
     brokers.append(broker)
     with deferred_interrupts():

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from operators.broker import free_port
+from operators.scheduling import ONE_BOX_API_NICE, autogroup_nice
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +27,19 @@ def _start(var: Path, out: Path) -> subprocess.Popen[bytes]:
     env.pop("FUSIONREC_CONFIG", None)
     return subprocess.Popen(args, stdout=open(out, "wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=env,  # noqa: SIM115
                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _wait_for(out: Path, text: str, timeout_s: float) -> None:
@@ -64,6 +78,13 @@ def test_ctrl_c_exits_0_and_logs_start_fresh(tmp_path, started):
     p = _start(var, tmp_path / "2.out")
     started.append(p)
     _wait_for(tmp_path / "2.out", "Ctrl-C stops everything", 180)
+    if Path("/proc/self/autogroup").exists():  # one box: the API's session yields CPU to the flow
+        api = [c for c in _children(p.pid) if b"api.app:create_app" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(api) == 1
+        deadline = time.monotonic() + 30  # set by the app's lifespan
+        while autogroup_nice(Path(f"/proc/{api[0]}/autogroup")) != ONE_BOX_API_NICE:
+            assert time.monotonic() < deadline, Path(f"/proc/{api[0]}/autogroup").read_text()
+            time.sleep(0.2)
     os.killpg(p.pid, signal.SIGINT)
     time.sleep(0.3)
     if p.poll() is None:

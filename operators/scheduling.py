@@ -1,0 +1,65 @@
+"""CPU weight of a process's scheduling autogroup (Linux): how the write path keeps its share on one box.
+
+With ``kernel.sched_autogroup_enabled = 1`` (most desktop and many server kernels), the scheduler
+shares the CPU fairly between *sessions* first, and a thread's ``nice`` only orders it inside its
+own session. fusionrec's components each run in their own session (``fusionrec run`` starts them
+with ``start_new_session``), so on one machine the API, the flow, the broker and any load generator
+get equal shares whatever their threads' nice. Only the autogroup's own nice
+(``/proc/<pid>/autogroup``, see ``sched(7)``) moves that: a process may raise it (lower its weight)
+without privileges. ``api.autogroup_nice`` uses it to give the API's session a smaller share, so the
+flow keeps event -> visible fresh under serving load (bench/RESULTS.md, issue 14).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+__all__ = ["set_autogroup_nice", "autogroup_nice", "ONE_BOX_API_NICE"]
+
+log = logging.getLogger(__name__)
+
+ONE_BOX_API_NICE = 2
+"""``api.autogroup_nice`` when every component shares one machine (``fusionrec run``, ``bench/api.py``) and
+none is configured. At 1,000 events/s under saturating serving load on 2 quiet cores: event -> visible p99
+0.40-0.63 s (3 runs) against 0.67-1.28 s unchanged (6 runs), for ~10 % fewer recommendations per second
+(median of runs 1,639 against 1,827); 4 gave 0.25-0.35 s for ~37 % fewer (bench/RESULTS.md, issue 14)."""
+
+SELF_AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def autogroup_nice(path: Path = SELF_AUTOGROUP) -> int | None:
+    """The nice of the autogroup ``path`` describes (``/autogroup-42 nice 3`` -> 3); None if unreadable.
+
+    Parameters
+    ----------
+    path : Path
+        ``/proc/<pid>/autogroup`` (default: this process's).
+    """
+    try:
+        return int(path.read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def set_autogroup_nice(nice: int, path: Path = SELF_AUTOGROUP) -> bool:
+    """Set the nice (-20..19) of this process's autogroup, i.e. of its whole session; True if it took.
+
+    Every process of the session shares the new weight (uvicorn's workers with their parent).
+    Raising it needs no privilege; lowering it below the current value may (``EPERM``). A kernel
+    without autogroups (no ``path``) or a refusal is logged once at warning and returns False: the
+    process runs on at its current weight.
+
+    Raises
+    ------
+    ValueError
+        If ``nice`` is outside -20..19.
+    """
+    if not -20 <= nice <= 19:
+        raise ValueError(f"autogroup nice must be in -20..19; got {nice}")
+    try:
+        path.write_text(f"{nice}\n")
+    except OSError as exc:
+        log.warning("cannot set the session's autogroup nice to %d (%s): CPU shares are left as they are", nice, exc)
+        return False
+    return autogroup_nice(path) == nice

@@ -1,0 +1,64 @@
+"""The session's autogroup nice: set for a whole session, inherited by its workers, applied by the API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from operators.scheduling import SELF_AUTOGROUP, autogroup_nice, set_autogroup_nice
+from tests.platform import make_settings, write_config
+
+pytestmark = pytest.mark.skipif(not SELF_AUTOGROUP.exists(), reason="kernel without scheduling autogroups")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _in_new_session(code: str, **env: str) -> str:
+    """Run ``code`` in a child in its own session (its own autogroup: never this test process's)."""
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, start_new_session=True, env={"PATH": "/usr/bin:/bin", **env})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_the_nice_holds_for_the_whole_session_and_its_workers() -> None:
+    got = _in_new_session("""
+        import subprocess, sys
+        from operators.scheduling import autogroup_nice, set_autogroup_nice
+        before = autogroup_nice()
+        assert set_autogroup_nice(3)
+        worker = subprocess.run([sys.executable, "-c", "from operators.scheduling import autogroup_nice; print(autogroup_nice())"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        print(before, autogroup_nice(), worker)
+    """)
+    assert got == "0 3 3"
+    assert autogroup_nice() == 0  # this process's own session is untouched
+
+
+def test_bad_values_and_missing_autogroups(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="-20..19"):
+        set_autogroup_nice(20)
+    assert set_autogroup_nice(2, tmp_path / "no" / "autogroup") is False  # logged; runs on unchanged
+    assert autogroup_nice(tmp_path / "no" / "autogroup") is None
+
+
+def test_the_api_sets_its_sessions_nice_at_start(broker: str, tmp_path: Path) -> None:
+    s = make_settings(broker, tmp_path)
+    cfg = write_config(s.model_copy(update={"api": s.api.model_copy(update={"autogroup_nice": 2})}), tmp_path / "f.toml")
+    got = _in_new_session("""
+        import asyncio
+        from api.app import create_app
+        from operators.scheduling import autogroup_nice
+        from operators.settings import Settings
+
+        async def main():
+            app = create_app(Settings())
+            before = autogroup_nice()
+            async with app.router.lifespan_context(app):
+                print(before, autogroup_nice())
+        asyncio.run(main())
+    """, FUSIONREC_CONFIG=str(cfg))
+    assert got.splitlines()[-1] == "0 2"
