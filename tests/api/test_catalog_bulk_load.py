@@ -75,16 +75,16 @@ def _catalog(n: int, seed: int) -> list[tuple[str, object]]:
     return out
 
 
-def _old_path(messages: list[tuple[str, object]]) -> CatalogView:
-    view = CatalogView()
+def _old_path(messages: list[tuple[str, object]], **options: Any) -> CatalogView:
+    view = CatalogView(**options)
     for key, item in messages:
         view.on_update(key, item)
     view.sync()
     return view
 
 
-def _bulk(messages: list[tuple[str, object]], chunk_items: int = 20_000) -> CatalogView:
-    view = CatalogView(initial_load=True)
+def _bulk(messages: list[tuple[str, object]], chunk_items: int = 20_000, **options: Any) -> CatalogView:
+    view = CatalogView(initial_load=True, **options)
     view.build_chunk_items = chunk_items
     view.on_update("ignored", {"item_id": "ignored"})  # before load_initial: the table holds it
     assert not view.initial_built
@@ -300,14 +300,7 @@ def test_vector_dim_refuses_a_wrong_first_vector_not_the_rest(bulk: bool) -> Non
     vector's length would refuse every other)."""
     records: list[tuple[str, object]] = [("bad", {"item_id": "bad", "vector": [1.0, 2.0, 3.0]})]
     records += [(f"i{k}", {"item_id": f"i{k}", "vector": [1.0, float(k), 0.5, 0.25]}) for k in range(20)]
-    if bulk:
-        view = CatalogView(initial_load=True, vector_dim=4)
-        view.load_initial([(k, orjson.dumps(v)) for k, v in records], orjson.loads)
-    else:
-        view = CatalogView(vector_dim=4)
-        for key, item in records:
-            view.on_update(key, item)
-    view.sync()
+    view = _bulk(records, vector_dim=4) if bulk else _old_path(records, vector_dim=4)
     assert len(view.vectors) == 20 and view.vectors.dim == 4
     default = CatalogView()
     for key, item in records:
@@ -355,14 +348,7 @@ def test_an_item_whose_vector_does_not_fit_is_rejected_as_by_the_cli(bulk: bool)
         ("bools", {"item_id": "bools", "title": "t", "vector": [True, False]}),
         ("long", {"item_id": "long", "title": "t", "vector": [0.9, 0.1, 0.0]}),
         ("none", {"item_id": "none", "title": "t", "vector": None})]
-    if bulk:
-        view = CatalogView(initial_load=True, vector_dim=2)
-        view.load_initial([(k, orjson.dumps(v)) for k, v in records], orjson.loads)
-    else:
-        view = CatalogView(vector_dim=2)
-        for key, item in records:
-            view.on_update(key, item)
-    view.sync()
+    view = _bulk(records, vector_dim=2) if bulk else _old_path(records, vector_dim=2)
     assert sorted(view.rejected) == ["bools", "long", "nested", "strings"]
     assert view.rejected["nested"] == ("attribute 'vector' must be a flat JSON array of 2 finite numbers "
                                        "(element 0 is an array); got [[1.0], [0.5]] (list)")

@@ -31,6 +31,17 @@ def _consume(bootstrap: str, topic: str, partitions: int, expected: int) -> list
     return out
 
 
+def _records(bootstrap: str, topic: str, expected: int) -> dict[str, object]:
+    """Each key's value on a one-partition topic (decoded JSON; None for a tombstone), ``expected`` records read."""
+    return {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None)
+            for m in _consume(bootstrap, topic, 1, expected)}
+
+
+def _rejected_lines(out: str) -> list[str]:
+    """The ``rejected <file>:<line>: <reason>`` lines ``fusionrec catalog`` printed."""
+    return [line.strip() for line in out.splitlines() if line.strip().startswith("rejected ")]
+
+
 def test_simulate_sends_catalog_then_events(tansu_bootstrap: str, make_topic) -> None:
     events, catalog = make_topic("sim-events", 2), make_topic("sim-catalog", 1)
     args = [
@@ -118,7 +129,7 @@ def test_catalog_publishes_items_and_names_bad_lines(tansu_bootstrap: str, make_
     result = CliRunner().invoke(app, ["catalog", str(good)])
     assert result.exit_code == 0, result.output
     assert "published 2 items" in result.output
-    got = {m.key().decode(): orjson.loads(m.value()) for m in _consume(tansu_bootstrap, topic, 1, 2)}
+    got = _records(tansu_bootstrap, topic, 2)
     assert got == {"n-1": {"item_id": "n-1", "title": "Red wool scarf", "price": 9.5}, "n-2": {"item_id": "n-2"}}
 
 
@@ -148,7 +159,7 @@ def test_catalog_rejects_bad_lines_one_by_one_and_publishes_the_rest(tansu_boots
     assert result.exit_code == 0, out
     assert "Traceback" not in out and "Invalid value" not in out, out
     assert "published 2 items" in out and "rejected 7 lines; deleted 0" in out, out
-    reported = [line.strip() for line in out.splitlines() if line.strip().startswith("rejected ")]
+    reported = _rejected_lines(out)
     assert reported == [
         f"rejected {bad}:2: item_id: must be a string or an integer; got None",
         f"rejected {bad}:3: not JSON: number is infinity when parsed as double (column 29)",
@@ -158,7 +169,7 @@ def test_catalog_rejects_bad_lines_one_by_one_and_publishes_the_rest(tansu_boots
         f"rejected {bad}:7: not JSON: unexpected end of data (column 18)",
         f"rejected {bad}:10: item_id: must be a non-empty string; got ''",
     ], out
-    got = {m.key().decode(): orjson.loads(m.value()) for m in _consume(tansu_bootstrap, topic, 1, 2)}
+    got = _records(tansu_bootstrap, topic, 2)
     assert got == {"n-3": {"item_id": "n-3", "price": 2}, "n-7": {"item_id": "n-7", "title": "Blue hat"}}
 
 
@@ -172,8 +183,7 @@ def test_catalog_coerces_rejects_and_deletes_by_the_rule(tansu_bootstrap: str, m
     assert "published 3 items" in result.output and "coerced 1 values (price 1)" in result.output
     assert "rejected 1 lines; deleted 1" in result.output
     assert "items.jsonl:3: item 'c': attribute 'price' must be a number; got 'cheap'" in result.output
-    msgs = _consume(tansu_bootstrap, topic, 1, 4)
-    got = {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None) for m in msgs}
+    got = _records(tansu_bootstrap, topic, 4)
     assert got == {"a": {"item_id": "a", "price": 10.0}, "b": {"item_id": "b", "price": 12.5},
                    "7": {"item_id": "7", "price": 1}, "old": None}
 
@@ -188,8 +198,7 @@ def test_catalog_the_last_line_of_an_item_wins(tansu_bootstrap: str, make_topic,
         b'{"item_id": "twice", "price": 4.0}\n{"item_id": "twice", "price": 5.0}\n')
     assert result.exit_code == 0, result.output
     assert "published 2 items" in result.output and "deleted 1" in result.output, result.output
-    msgs = _consume(tansu_bootstrap, topic, 1, 3)
-    got = {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None) for m in msgs}
+    got = _records(tansu_bootstrap, topic, 3)
     assert got == {"readd": {"item_id": "readd", "price": 2.0}, "gone": None, "twice": {"item_id": "twice", "price": 5.0}}
 
 
@@ -204,14 +213,13 @@ def test_catalog_deleted_must_be_a_json_bool(tansu_bootstrap: str, make_topic, t
     out = result.output
     assert result.exit_code == 0, out
     assert "published 1 items" in out and "rejected 2 lines; deleted 1" in out, out
-    reported = [line.strip() for line in out.splitlines() if line.strip().startswith("rejected ")]
+    reported = _rejected_lines(out)
     assert reported == [
         f"rejected {path}:1: item 's': attribute 'deleted' must be a JSON bool: use true to delete the item or "
         "false to keep it; got 'true' (str)",
         f"rejected {path}:2: item 'one': attribute 'deleted' must be a JSON bool: use true to delete the item or "
         "false to keep it; got 1 (int)"], out
-    msgs = _consume(tansu_bootstrap, topic, 1, 2)
-    got = {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None) for m in msgs}
+    got = _records(tansu_bootstrap, topic, 2)
     assert got == {"keep": {"item_id": "keep", "price": 3.0}, "gone": None}
 
 
@@ -228,13 +236,13 @@ def test_catalog_vector_must_be_a_flat_array_of_finite_numbers(tansu_bootstrap: 
     out = result.output
     assert result.exit_code == 0, out
     assert "published 1 items" in out and "rejected 3 lines; deleted 0" in out, out
-    reported = [line.strip() for line in out.splitlines() if line.strip().startswith("rejected ")]
+    reported = _rejected_lines(out)
     want = "attribute 'vector' must be a flat JSON array of 2 finite numbers"
     assert reported == [
         f"rejected {path}:2: item 'nested': {want} (element 0 is an array); got [[1, 2], [3, 4]] (list)",
         f"rejected {path}:3: item 'strings': {want} (element 0 is a string); got ['1', '2'] (list)",
         f"rejected {path}:4: item 'long': {want} (3 numbers, not 2); got [1.0, 2.0, 3.0] (list)"], out
-    got = {m.key().decode(): orjson.loads(m.value()) for m in _consume(tansu_bootstrap, topic, 1, 1)}
+    got = _records(tansu_bootstrap, topic, 1)
     assert got == {"ok": {"item_id": "ok", "vector": [1, 0.5]}}
 
 
@@ -255,11 +263,10 @@ def test_catalog_is_checked_in_chunks_as_one_file(tansu_bootstrap: str, make_top
     assert result.exit_code == 0, out
     assert "published 3 items" in out and "coerced 1 values (price 1)" in out, out
     assert "rejected 2 lines; deleted 1" in out, out
-    reported = [line.strip() for line in out.splitlines() if line.strip().startswith("rejected ")]
+    reported = _rejected_lines(out)
     assert reported == [f"rejected {path}:3: item 'c': attribute 'price' must be a number; got 'cheap' (str)",
                         f"rejected {path}:8: not JSON: unexpected end of data (column 16)"], out
-    msgs = _consume(tansu_bootstrap, topic, 1, 4)
-    got = {m.key().decode(): (orjson.loads(m.value()) if m.value() is not None else None) for m in msgs}
+    got = _records(tansu_bootstrap, topic, 4)
     assert got == {"x": {"item_id": "x", "price": 1.0, "meta": {"k": 1}}, "a": {"item_id": "a", "price": 3},
                    "d": {"item_id": "d", "meta": "x"}, "b": None}  # meta: not indexed, from the first chunk on
 
