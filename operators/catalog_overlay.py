@@ -41,6 +41,7 @@ import numpy as np
 import orjson
 import scipy.sparse as sp
 
+from operators.catalog_rule import CatalogValueError, check_item
 from operators.model_version import ModelVersion, ModelWatcher
 
 __all__ = ["CatalogItems", "CatalogOverlay", "CatalogModelWatcher", "supports_extension", "supports_links",
@@ -188,10 +189,25 @@ class CatalogOverlay:
 
     def _titles(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for item_id, item in self.catalog.items():
-            title = item.get(self.title_field) if isinstance(item, dict) else None
+        for item_id, item in self._items():
+            title = item.get(self.title_field)
             if isinstance(title, str) and title.strip():
                 out[item_id] = title
+        return out
+
+    def _items(self) -> list[tuple[str, dict[str, Any]]]:
+        """The catalog's items as the API's index takes them (the catalog rule's ``check_item``, its ``deleted``
+        command): a value that deletes itself (``"deleted": true``), has another ``deleted`` than a bool, or is
+        not a JSON object is no item."""
+        out = []
+        for item_id, item in self.catalog.items():
+            if not isinstance(item, dict):
+                continue
+            try:
+                if check_item(item) is not None:
+                    out.append((item_id, item))
+            except CatalogValueError:
+                continue
         return out
 
     def _links(self, base: ModelVersion, new_ids: list[str]) -> sp.csr_array | None:
@@ -249,7 +265,7 @@ class CatalogOverlay:
 
         self.n_builds += 1
         titles = self._titles()
-        new_ids = sorted(i for i, _ in self.catalog.items() if i not in base.item_index)
+        new_ids = sorted(i for i, _ in self._items() if i not in base.item_index)
         if not new_ids:
             return base
         neighbours = self._title_neighbours(base, titles, new_ids)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from operators.catalog_rule import CatalogValueError, check_item
 from operators.lake.read import LakeWindow, lake_time_range, read_catalog, read_interactions
 from operators.model_registry import iso, write_card
 from operators.model_version import point_latest
@@ -37,7 +38,7 @@ def side_data(catalog: dict[str, str], item_ids: Sequence[str], vector_attribute
     carries a list of numbers under ``vector_attribute``, that name -> ``(vectors float32
     (n_items, dim), present bool (n_items,))``. Items the catalog lacks get ``""`` / no vector.
     """
-    records = [orjson.loads(catalog[i]) if i in catalog else {} for i in item_ids]
+    records = [_checked(catalog[i], vector_attribute) if i in catalog else {} for i in item_ids]
     out: dict[str, Any] = {"title": [str(r.get("title") or "") for r in records],
                            "attributes": [_attribute_words(r, vector_attribute) for r in records]}
     vecs = [r.get(vector_attribute) for r in records]
@@ -50,6 +51,18 @@ def side_data(catalog: dict[str, str], item_ids: Sequence[str], vector_attribute
                 arr[k], present[k] = v, True
         out[vector_attribute] = (arr, present)
     return out
+
+
+def _checked(raw: str | bytes, vector_attribute: str) -> dict[str, Any]:
+    """One catalog record as the API's index takes it (the catalog rule's ``check_item``): an item that
+    deletes itself (``"deleted": true``), one the rule rejects (e.g. a nested vector) or a value that is
+    not a JSON object is no item ({}), and ``"deleted": false`` is no attribute."""
+    try:
+        record = orjson.loads(raw)
+        checked = check_item(record, vector_attribute=vector_attribute) if isinstance(record, dict) else None
+    except (orjson.JSONDecodeError, CatalogValueError):
+        return {}
+    return dict(checked) if checked is not None else {}
 
 
 def _attribute_words(record: dict[str, Any], vector_attribute: str) -> str:

@@ -67,6 +67,19 @@ def test_new_items_join_the_version_for_scoring(base: ModelVersion) -> None:
     assert sim[0, 0] // 20 == 2 and 100 not in sim[0]  # the donor's taste
 
 
+def test_items_the_catalog_rule_deletes_or_rejects_do_not_join(base: ModelVersion) -> None:
+    """A record published to the topic as ``"deleted": true`` (or with a ``deleted`` that is not a bool) is no
+    item for the API's index, so it gets no scoring codes either; ``"deleted": false`` is a live item."""
+    cat = _catalog()
+    overlay = CatalogOverlay(cat, clock=Clock(), background=False)
+    cat.put("n-a", {"title": "cobalt w45 classic", "deleted": False})
+    cat.put("n-b", {"title": "Ember w85 classic", "deleted": True})
+    cat.put("n-c", {"title": "Ember w85 classic", "deleted": "true"})
+    overlay.clock.t += 1.0  # type: ignore[attr-defined]
+    ext = overlay.apply(base)
+    assert ext is not None and ext.item_ids[100:] == ["n-a"]
+
+
 def test_rebuilds_are_debounced_and_follow_the_base_version(base: ModelVersion) -> None:
     cat, clock = _catalog(), Clock()
     cat.put("n-a", {"title": "cobalt w45 classic"})

@@ -181,6 +181,22 @@ def test_every_version_has_a_card(tmp_path):
     assert card["window"]["start_ts"] == min(e.ts for e in events if e.type != "search")
 
 
+def test_side_data_takes_the_catalog_as_the_api_does():
+    """A record that deletes itself, one the catalog rule rejects (a nested vector, a string ``deleted``) or one
+    that is not an object gives no side data; ``"deleted": false`` is no attribute word."""
+    from operators.lake.training import side_data
+
+    catalog = {"live": json.dumps({"item_id": "live", "title": "a", "deleted": False, "vector": [1.0, 0.0]}),
+               "gone": json.dumps({"item_id": "gone", "title": "b", "deleted": True, "vector": [0.0, 1.0]}),
+               "nested": json.dumps({"item_id": "nested", "title": "c", "vector": [[1.0], [0.0]]}),
+               "flag": json.dumps({"item_id": "flag", "title": "d", "deleted": "true"}),
+               "list": "[1, 2]"}
+    side = side_data(catalog, ["live", "gone", "nested", "flag", "list"])
+    assert side["title"] == ["a", "", "", "", ""]
+    assert "deleted" not in side["attributes"][0]
+    assert side["vector"][1].tolist() == [True, False, False, False, False]
+
+
 def test_lake_training_gives_catalog_side_data_to_emde(tmp_path):
     """EMDE trained from the lake reads titles, attributes and vectors of the catalog as of the window's end."""
     from operators.lake.schema import catalog_table
