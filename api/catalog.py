@@ -136,7 +136,8 @@ class CatalogView:
                    vector_exact_below=a.vector_exact_below, vector_dim=a.vector_dim,
                    vector_n_probe=a.vector_n_probe, **kwargs)
 
-    def load_initial(self, items: Iterable[tuple[str, bytes]], decode: Callable[[bytes], object]) -> None:
+    def load_initial(self, items: Iterable[tuple[str, bytes]], decode: Callable[[bytes], object],
+                     deleted: Iterable[str] = ()) -> None:
         """Bulk-build the index and vector index from a table's held values and queue them for ``sync``.
 
         Called once, on the TopicTable's reader thread, when it has caught up (``on_caught_up``);
@@ -150,12 +151,17 @@ class CatalogView:
             The latest value of each catalog key (``TopicTable.raw_items()``).
         decode : callable bytes -> object
             The table's decoder (``orjson.loads``).
+        deleted : iterable of str
+            Keys whose latest record deletes them (``TopicTable.tombstoned_keys()``): known to the index
+            and never served, as the live path leaves a deleted item, so a restarted or new node does
+            not serve again an item the catalog deleted (while the topic still holds the tombstone).
         """
         # inverted lists trained once, in the background, after the last row (exact until installed):
         # trained while rows arrive, at 50k, 200k and 800k rows, then added to row by row, 1M sets took ~5x longer
         t0 = time.monotonic()
         vectors = VectorIndex(self.vector_dim, exact_below=_NEVER, n_probe=self.vector_n_probe)
         rejected: dict[str, str] = {}
+        gone: list[str] = list(deleted)  # tombstones, and records that delete themselves
 
         def reject(item: Mapping[str, Any], exc: Exception) -> None:
             key = str(item["item_id"])  # the record's key (see ``decoded``)
@@ -176,7 +182,8 @@ class CatalogView:
                     rejected[key] = str(exc)
                     log.warning("catalog item %r rejected: %s", key, exc)
                     continue
-                if checked is None:  # "deleted": true: as a tombstone, which the table would not hold
+                if checked is None:  # "deleted": true: as a tombstone
+                    gone.append(key)
                     continue
                 if vec is not None:
                     vectors.set(key, vec)
@@ -186,7 +193,7 @@ class CatalogView:
                                    **self._index_options)
         # the serving value (api.vector_exact_below): the lists are trained once, in the background
         vectors.set_exact_below(self.vectors.exact_below)
-        for key in rejected:
+        for key in (*rejected, *gone):
             index.withdraw(key)
         self._queue.append((_BUILT, (index, vectors, rejected)))
         log.info("catalog index built: %d items (%d rejected, %d with vectors) in %.1f s",
@@ -221,8 +228,8 @@ class CatalogView:
                 except CatalogValueError as exc:
                     self._reject(item_id, str(exc))
                     continue
-            if item is None:
-                self.index.delete(item_id)
+            if item is None:  # a tombstone or "deleted": true: known and never served (load_initial's rule)
+                self.index.withdraw(item_id)
                 self.vectors.delete(item_id)
                 self.rejected.pop(item_id, None)
                 continue

@@ -224,7 +224,8 @@ def build_services(settings: Settings) -> Services:
     # the view is bulk-built from them on the reader thread once it has caught up (api/catalog.py)
     catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update,
                          on_beyond_end=beyond_end, keep_raw=True,
-                         on_caught_up=lambda table: view.load_initial(table.raw_items(), table.decode)).start()
+                         on_caught_up=lambda table: view.load_initial(table.raw_items(), table.decode,
+                                                                      table.tombstoned_keys())).start()
     item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads, on_beyond_end=beyond_end).start()
     topn_store = checkpoints = None
     if a.topn_store == "rocksdb":

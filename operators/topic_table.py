@@ -122,6 +122,7 @@ class TopicTable:
         self.keep, self.reader, self.keep_raw = keep, reader, keep_raw
         self.on_caught_up = on_caught_up
         self._data: dict[str, object] = {}
+        self._tombstoned: set[str] = set()  # keep_raw: keys whose latest record deletes them (tombstoned_keys)
         self._pending: list[tuple[bytes, bytes | None]] = []  # changes for the serving store, per poll
         self._stop = threading.Event()
         self._caught_up = threading.Event()
@@ -166,6 +167,20 @@ class TopicTable:
         if not self.keep_raw or self.store is not None:
             raise TypeError(f"{self.topic}: raw_items needs keep_raw=True and no serving store")
         return iter(self._data.items())  # type: ignore[arg-type]  # keep_raw: the values are bytes
+
+    def tombstoned_keys(self) -> list[str]:
+        """Keys whose latest record read is a tombstone (or an undecodable value), as a node reading the
+        topic now sees them until compaction removes the tombstones; only for ``on_caught_up`` of a table
+        with ``keep_raw`` and no serving store (the catalog view's initial load).
+
+        Raises
+        ------
+        TypeError
+            Without ``keep_raw``, or with a serving store.
+        """
+        if not self.keep_raw or self.store is not None:
+            raise TypeError(f"{self.topic}: tombstoned_keys needs keep_raw=True and no serving store")
+        return list(self._tombstoned)
 
     def __len__(self) -> int:
         """Keys held (with a serving store: RocksDB's estimate)."""
@@ -319,6 +334,8 @@ class TopicTable:
                 return
         if value is None:
             self._data.pop(k, None)
+            if self.keep_raw:
+                self._tombstoned.add(k)
             obj = None
         else:
             try:
@@ -329,9 +346,13 @@ class TopicTable:
                 # at its previous value
                 log.warning("undecodable value for key %r in %s, treated as deleted: %s", k, self.topic, exc)
                 self._data.pop(k, None)
+                if self.keep_raw:
+                    self._tombstoned.add(k)
                 obj = None
             else:
                 if self.keep and self.store is None:
                     self._data[k] = value if self.keep_raw else obj
+                    if self.keep_raw:
+                        self._tombstoned.discard(k)
         if self.on_update is not None and k.startswith(self.update_prefix):
             self.on_update(k, obj)

@@ -38,6 +38,12 @@ def test_raw_table_answers_as_the_decoded_one(broker):
         assert raw.get("i7") is not raw.get("i7")  # decoded per call: callers may not share it
         assert sorted(raw.items(), key=lambda kv: kv[0]) == sorted(plain.items(), key=lambda kv: kv[0])
         assert seen["i4"] == {"item_id": "i4", "price": 40} and seen["i3"] is None  # on_update gets decoded values
+        assert sorted(raw.tombstoned_keys()) == ["bad", "i3"]  # the keys a fresh node must not serve
+        p.produce(topic, key=b"i3", value=orjson.dumps({"item_id": "i3", "price": 3}))  # published again
+        assert p.flush(10) == 0
+        while raw.n_messages < 54 and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
+        assert raw.tombstoned_keys() == ["bad"] and raw.get("i3") == {"item_id": "i3", "price": 3}
     finally:
         raw.stop()
         plain.stop()
