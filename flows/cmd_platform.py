@@ -8,6 +8,7 @@ as child processes in their own process groups, each restarted with backoff when
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -15,7 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -250,12 +253,32 @@ def catalog_cmd(
     The file is read twice (each item's last line, then those lines ``CATALOG_CHUNK_LINES`` at a
     time), so memory does not grow with the file: never hold it whole.
     """
+    s = _settings()
+    with _rereadable(items) as path:
+        _publish_catalog(s, path, shown=items)
+
+
+@contextlib.contextmanager
+def _rereadable(path: Path) -> Iterator[Path]:
+    """``path`` itself if it is a regular file, else (a pipe, ``/dev/stdin``, ``<(...)``) a temporary copy of
+    what it gives: ``catalog`` reads its file twice, and a pipe is empty the second time."""
+    if path.is_file():
+        yield path
+        return
+    with tempfile.NamedTemporaryFile(prefix="fusionrec-catalog-", suffix=".jsonl") as copy:
+        with open(path, "rb") as src:
+            shutil.copyfileobj(src, copy, 1 << 20)
+        copy.flush()
+        yield Path(copy.name)
+
+
+def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
+    """``catalog``'s body: ``items`` is a regular file (read twice); ``shown`` names it in messages."""
     from confluent_kafka import KafkaException
 
     from operators.catalog_rule import CatalogCheck, check_catalog
     from simulators.producer import EventProducer
 
-    s = _settings()
     rejected: list[tuple[int, str]] = []  # (line number, reason): not published
     # pass 1: each item's last line (the last line of an item wins: the compacted topic keeps one record
     # per item, whatever the send order); only the winning line numbers are kept, not the items
@@ -325,7 +348,7 @@ def catalog_cmd(
                f"coerced {sum(coerced_by.values())} values{f' ({coerced})' if coerced else ''}; "
                f"rejected {len(rejected)} lines; deleted {n_deleted}")
     for lineno, reason in rejected:
-        typer.echo(f"  rejected {items}:{lineno}: {reason}", err=True)
+        typer.echo(f"  rejected {shown}:{lineno}: {reason}", err=True)
 
 
 @app.command("flow")

@@ -145,6 +145,30 @@ def _publish_catalog(bootstrap: str, make_topic, monkeypatch, path: Path, topic_
     return CliRunner().invoke(app, ["catalog", str(path)]), topic
 
 
+def test_catalog_reads_a_pipe(tansu_bootstrap: str, make_topic, tmp_path: Path, monkeypatch) -> None:
+    """``fusionrec catalog /dev/stdin`` (or ``<(...)``): the command reads its file twice, and a pipe is empty
+    the second time; it published nothing, with exit status 0 (a fresh-user try)."""
+    import os
+    import threading
+
+    import flows.cmd_platform  # noqa: F401  (registers the command)
+
+    topic = make_topic("cli-catalog-pipe", 1)
+    monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", tansu_bootstrap)
+    monkeypatch.setenv("FUSIONREC_KAFKA__CATALOG_TOPIC", topic)
+    fifo = tmp_path / "items.pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes,
+                              args=(b'{"item_id": "p1", "price": 1}\n{"item_id": "p2", "price": "x"}\n',))
+    writer.start()
+    result = CliRunner().invoke(app, ["catalog", str(fifo)])
+    writer.join(10)
+    assert result.exit_code == 0, result.output
+    assert "published 1 items" in result.output and "rejected 1 lines" in result.output, result.output
+    assert f"rejected {fifo}:2: item 'p2'" in result.output
+    assert _records(tansu_bootstrap, topic, 1) == {"p1": {"item_id": "p1", "price": 1}}
+
+
 def test_catalog_rejects_bad_lines_one_by_one_and_publishes_the_rest(tansu_bootstrap: str, make_topic,
                                                                       tmp_path: Path, monkeypatch) -> None:
     """Trial 13, D15: a line that is not JSON (a number out of range), has no or an empty item_id, or
