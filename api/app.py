@@ -35,7 +35,7 @@ from api.openapi import openapi
 from api.rate_limit import RateLimitMiddleware
 from api.recommendations import get_recommendations
 from api.services import build_services
-from operators.scheduling import set_autogroup_nice
+from operators.scheduling import set_own_session_nice
 from operators.settings import Settings
 
 __all__ = ["create_app"]
@@ -59,8 +59,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if a.autogroup_nice is not None:  # the whole session (every worker) at this CPU weight
-            set_autogroup_nice(a.autogroup_nice)
+        if a.autogroup_nice is not None:  # the whole session (every worker) at this CPU weight, if it is ours
+            set_own_session_nice(a.autogroup_nice)
         app.state.services = build_services(settings)
         app.state.analytics = build_analytics(settings)
         reader = app.state.services.reader

@@ -13,9 +13,10 @@ flow keeps event -> visible fresh under serving load (bench/RESULTS.md, issue 14
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
-__all__ = ["set_autogroup_nice", "autogroup_nice", "ONE_BOX_API_NICE"]
+__all__ = ["set_autogroup_nice", "set_own_session_nice", "leads_own_session", "autogroup_nice", "ONE_BOX_API_NICE"]
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +64,34 @@ def set_autogroup_nice(nice: int, path: Path = SELF_AUTOGROUP) -> bool:
         log.warning("cannot set the session's autogroup nice to %d (%s): CPU shares are left as they are", nice, exc)
         return False
     return autogroup_nice(path) == nice
+
+
+def leads_own_session() -> bool:
+    """True if this process's session is its own: led by this process, or by its parent running the same
+    executable (uvicorn's master of its workers). False when it was started inside another program's
+    session, e.g. from an interactive shell, whose whole session an autogroup nice would slow down too."""
+    sid = os.getsid(0)
+    if sid not in (os.getpid(), os.getppid()):
+        return False
+    try:
+        return os.path.realpath(f"/proc/{sid}/exe") == os.path.realpath("/proc/self/exe")
+    except OSError:
+        return False
+
+
+def set_own_session_nice(nice: int, what: str = "api.autogroup_nice") -> bool:
+    """``set_autogroup_nice`` if this process leads its own session (``leads_own_session``); else nothing is
+    changed and a warning says to start it in its own session (``setsid fusionrec serve``, as ``fusionrec
+    run`` does): the nice would hold for the shell that started it and for everything else it starts.
+
+    Raises
+    ------
+    ValueError
+        If ``nice`` is outside -20..19.
+    """
+    if not leads_own_session():
+        log.warning("%s = %d not applied: this process does not lead its own session, so it would slow down "
+                    "the session that started it (a shell and what else it runs) and outlive it; start it with "
+                    "setsid (e.g. `setsid fusionrec serve`), as fusionrec run starts each component", what, nice)
+        return False
+    return set_autogroup_nice(nice)

@@ -180,7 +180,8 @@ class ApiSettings(_Block):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
     autogroup_nice: int | None = Field(default=None, ge=-20, le=19, description=(
-        "Linux: the API sets its session's scheduling autogroup nice to this at start (operators/scheduling.py), "
+        "Linux: the API sets its session's scheduling autogroup nice to this at start, when it leads its own session "
+        "(fusionrec run, setsid fusionrec serve; operators/scheduling.py), "
         "so on one machine the flow keeps its CPU share under serving load (at 2: event -> visible p99 0.4-0.6 s "
         "instead of 0.7-1.3 s at 1,000 events/s, for ~10 % fewer req/s; bench/RESULTS.md). None: unchanged "
         "(fusionrec run then uses 2)"))

@@ -62,3 +62,20 @@ def test_the_api_sets_its_sessions_nice_at_start(broker: str, tmp_path: Path) ->
         asyncio.run(main())
     """, FUSIONREC_CONFIG=str(cfg))
     assert got.splitlines()[-1] == "0 2"
+
+
+def test_an_api_inside_another_programs_session_leaves_it_alone() -> None:
+    """Started from a shell (the shell leads the session), the nice would slow the shell and all it runs, and
+    outlive the API: it is not applied (a fresh-user try found the shell at nice 7 after ``fusionrec serve``)."""
+    code = ("from operators.scheduling import autogroup_nice, set_own_session_nice; "
+            "print(set_own_session_nice(5), autogroup_nice())")
+    out = subprocess.run(["bash", "-c", f'{sys.executable} -c "{code}"; true'], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, start_new_session=True, env={"PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "0"]
+    assert "not applied" in out.stderr
+    led = _in_new_session("""
+        from operators.scheduling import autogroup_nice, set_own_session_nice
+        print(set_own_session_nice(5), autogroup_nice())
+    """)
+    assert led.split() == ["True", "5"]
