@@ -18,6 +18,7 @@ findable by the next query and a deleted item is never returned.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 
 import numpy as np
@@ -89,6 +90,9 @@ class VectorIndex:
         if self.dim is None:
             self.dim = int(v.size)
         norm = float(np.linalg.norm(v))
+        if math.isinf(norm):  # float32 overflowed (elements beyond ~1.8e19): the norm in float64
+            w = v.astype(np.float64)
+            norm = math.sqrt(float(w @ w))
         if not np.isfinite(norm) or norm == 0.0:
             log.warning("item %r: vector has norm %s; left out of visual similarity", item_id, norm)
             self.delete(item_id)

@@ -56,7 +56,6 @@ _NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 DELETED = "deleted"
 """The command attribute: ``true`` deletes the item, ``false`` (or null) keeps it; not kept in the item."""
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_FLOAT32_MAX_SQ = _FLOAT32_MAX * _FLOAT32_MAX  # a float64 sum of squares at most this: every element fits float32
 _NUMBER_TYPES = frozenset((int, float))
 
 
@@ -175,7 +174,7 @@ def check_vector(attribute: str, value: object, dim: int | None = None) -> NDArr
         except OverflowError:  # an integer beyond float64: named below
             pass
         else:
-            if float(x @ x) <= _FLOAT32_MAX_SQ:
+            if np.abs(x).max() <= _FLOAT32_MAX:  # NaN fails the comparison; nothing overflows (no warning)
                 return x.astype(np.float32)
     elif type(value) is np.ndarray and value.dtype == np.float32 and value.ndim == 1 and value.size \
             and (dim is None or value.size == dim):

@@ -4,6 +4,7 @@ replacements, deletes and re-inserts (issue 14: no per-item arrays, no copy of t
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from api.vector_index import VectorIndex
 from models.topk import topk
@@ -191,3 +192,13 @@ def test_a_finished_build_is_installed_only_by_a_change_or_install_ready():
     assert index.ranking_key == before
     index.install_ready()
     assert index.approximate and index.ranking_key == 1
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")  # numpy's, once, from the float32 norm tried first
+def test_a_vector_of_large_finite_values_is_kept() -> None:
+    """Its float32 norm overflowed (``norm inf``), so the item was left out of visual similarity although the
+    catalog rule accepts it."""
+    index = VectorIndex(2)
+    assert index.set("big", [1e38, 1e38]) and index.set("b", [1.0, 0.0])
+    ids, scores = index.similar("b", 5)
+    assert ids == ["big"] and abs(float(scores[0]) - 0.5 ** 0.5) < 1e-6

@@ -107,3 +107,15 @@ def test_check_catalog_rejects_an_item_whose_vector_does_not_fit():
         (1, "b", "element 0 is an array"), (2, "c", "element 0 is a string"), (4, "e", "3 numbers, not 2")]
     assert check.rejected[3][:2] == (5, "f") and "'deleted' must be a JSON bool" in check.rejected[3][2]
     assert [i["item_id"] for i in check_catalog(items[:5], vector_attribute="vector").accepted] == ["a", "d", "e"]
+
+
+def test_check_vector_refuses_huge_values_without_numpy_warnings() -> None:
+    """A vector with ``1e308`` printed numpy's "overflow encountered in matmul" on the CLI and in the API log."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for bad in ([1e308, 1.0], [-1e39, 0.5], [float("nan"), 1.0]):
+            with pytest.raises(CatalogValueError, match="element 0 is not a finite float32"):
+                check_vector("vector", bad)
+        assert check_vector("vector", [3.4e38, -3.4e38]).tolist() == pytest.approx([3.4e38, -3.4e38], rel=1e-6)
