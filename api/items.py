@@ -8,6 +8,7 @@ from starlette.responses import Response
 from api.errors import ApiError
 from api.json import json_response
 from api.services import Services
+from operators.catalog_rule import CatalogValueError, check_item
 from operators.ids import BadId, canonical_id
 
 __all__ = ["get_item", "get_catalog"]
@@ -25,6 +26,10 @@ async def get_item(request: Request) -> Response:
     if rejected is not None:  # the catalog rule rejected its latest version: not served anywhere
         raise ApiError(404, "item_id", f"item {item_id!r} was rejected by the catalog schema rule: {rejected}")
     item = svc.catalog.get(item_id)
+    try:  # the catalog rule's command, as the index takes it: "deleted": true is a tombstone, false no attribute
+        item = check_item(item) if isinstance(item, dict) else item
+    except CatalogValueError as exc:  # read from the table after the sync above rejected nothing yet
+        raise ApiError(404, "item_id", f"item {item_id!r} was rejected by the catalog schema rule: {exc}") from exc
     if item is None:
         raise ApiError(404, "item_id", f"unknown item {item_id!r}")
     return json_response(item)

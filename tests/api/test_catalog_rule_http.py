@@ -53,3 +53,14 @@ def test_rule_at_the_api(broker, tmp_path):
         while c.get("/v1/items/i5").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert c.get("/v1/items/i5").json()["price"] == 1.0
+        # records published to the topic directly: "deleted": true is a tombstone, false no attribute (a
+        # fresh-user try found /v1/items answering the deleted record with its "deleted": true)
+        with EventProducer.from_settings(s.kafka) as p:
+            p.send_item({"item_id": "i6", "price": 2.0, "deleted": True})
+            p.send_item({"item_id": "i7", "price": 2.0, "deleted": False})
+        deadline = time.monotonic() + 20
+        while c.get("/v1/items/i7").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.get("/v1/items/i7").json() == {"item_id": "i7", "price": 2.0}
+        r = c.get("/v1/items/i6")
+        assert r.status_code == 404 and r.json()["error"]["reason"] == "unknown item 'i6'"
