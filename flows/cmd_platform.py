@@ -36,7 +36,7 @@ from operators.broker import (
     port_in_use,
     wait_for_port,
 )
-from operators.kafka import ensure_topics, platform_topics
+from operators.kafka import MAX_MESSAGE_BYTES, ensure_topics, platform_topics
 from operators.scheduling import ONE_BOX_API_NICE
 from operators.settings import Settings
 
@@ -274,7 +274,7 @@ def _rereadable(path: Path) -> Iterator[Path]:
 
 def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
     """``catalog``'s body: ``items`` is a regular file (read twice); ``shown`` names it in messages."""
-    from confluent_kafka import KafkaException
+    from confluent_kafka import KafkaError, KafkaException
 
     from operators.catalog_rule import CatalogCheck, check_catalog
     from simulators.producer import EventProducer
@@ -309,6 +309,8 @@ def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
                 check = check_catalog(chunk, exclude=s.api.catalog_exclude, vector_attribute=s.api.vector_attribute,
                                       vector_dim=s.api.vector_dim, start=check)
                 rejected += [(lines[pos], f"item {item_id!r}: {reason}") for pos, item_id, reason in check.rejected]
+                skipped = {pos for pos, _, _ in check.rejected} | {pos for pos, _ in check.deleted}
+                accepted_lines = [lineno for pos, lineno in enumerate(lines) if pos not in skipped]
                 chunk, lines = [], []
                 if not (check.accepted or check.deleted):
                     continue
@@ -321,14 +323,21 @@ def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
                     p = EventProducer.from_settings(s.kafka, config={"message.timeout.ms": int(CATALOG_ACK_S * 1000),
                                                                      "log_level": 2})
                 try:
-                    for accepted in check.accepted:
-                        p.send_item(accepted)
+                    for accepted, lineno in zip(check.accepted, accepted_lines, strict=True):
+                        try:
+                            p.send_item(accepted)
+                        except KafkaException as exc:  # one record too large for the producer: that line only
+                            if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                                raise
+                            rejected.append((lineno, f"item {accepted['item_id']!r}: the record is larger than "
+                                                     f"{MAX_MESSAGE_BYTES:,} bytes (message.max.bytes)"))
+                            continue
+                        n += 1
                     for _, item_id in check.deleted:
                         p.produce(s.kafka.catalog_topic, item_id.encode(), None)  # type: ignore[arg-type]
                 except KafkaException as exc:
                     problem = _kafka_reason(exc)
                     break
-                n += len(check.accepted)
                 n_deleted += len(check.deleted)
     rejected.sort()
     if p is not None:

@@ -64,6 +64,10 @@ def admin_client(brokers: str) -> AdminClient:
     return AdminClient(client_config(brokers))
 
 
+MAX_MESSAGE_BYTES = 2_000_000
+"""A producer's largest record (librdkafka's ``message.max.bytes``): a larger one is refused at ``produce``."""
+
+
 def producer_config(brokers: str, **overrides: object) -> dict[str, object]:
     """librdkafka producer settings: Java-compatible murmur2 partitioner, small linger, no compression.
 
@@ -78,7 +82,7 @@ def producer_config(brokers: str, **overrides: object) -> dict[str, object]:
         "batch.num.messages": 10000,
         "compression.type": "none",
         "acks": "all",
-        "message.max.bytes": 2_000_000,
+        "message.max.bytes": MAX_MESSAGE_BYTES,
     }
     cfg.update(overrides)
     return cfg

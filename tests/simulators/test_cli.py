@@ -169,6 +169,21 @@ def test_catalog_reads_a_pipe(tansu_bootstrap: str, make_topic, tmp_path: Path, 
     assert _records(tansu_bootstrap, topic, 1) == {"p1": {"item_id": "p1", "price": 1}}
 
 
+def test_catalog_rejects_a_record_too_large_to_send_and_publishes_the_rest(tansu_bootstrap: str, make_topic,
+                                                                           tmp_path: Path, monkeypatch) -> None:
+    """A 2.7 MB line (a huge vector, which the rule takes without ``api.vector_dim``) stopped the whole file
+    with one error line and nothing after it published, however often it was run again (a fresh-user try)."""
+    big = orjson.dumps({"item_id": "huge", "vector": [0.123456] * 300_000})
+    path = tmp_path / "items.jsonl"
+    result, topic = _publish_catalog(tansu_bootstrap, make_topic, monkeypatch, path, "cli-catalog-huge",
+                                     b'{"item_id": "a", "price": 1}\n' + big + b'\n{"item_id": "b", "price": 2}\n')
+    assert result.exit_code == 0, result.output
+    assert "published 2 items" in result.output and "rejected 1 lines" in result.output, result.output
+    assert _rejected_lines(result.output) == [f"rejected {path}:2: item 'huge': the record is larger than "
+                                              "2,000,000 bytes (message.max.bytes)"]
+    assert _records(tansu_bootstrap, topic, 2) == {"a": {"item_id": "a", "price": 1}, "b": {"item_id": "b", "price": 2}}
+
+
 def test_catalog_rejects_bad_lines_one_by_one_and_publishes_the_rest(tansu_bootstrap: str, make_topic,
                                                                       tmp_path: Path, monkeypatch) -> None:
     """Trial 13, D15: a line that is not JSON (a number out of range), has no or an empty item_id, or
