@@ -164,8 +164,7 @@ class TopicTable:
         TypeError
             Without ``keep_raw``, or with a serving store.
         """
-        if not self.keep_raw or self.store is not None:
-            raise TypeError(f"{self.topic}: raw_items needs keep_raw=True and no serving store")
+        self._require_raw("raw_items")
         return iter(self._data.items())  # type: ignore[arg-type]  # keep_raw: the values are bytes
 
     def tombstoned_keys(self) -> list[str]:
@@ -178,9 +177,13 @@ class TopicTable:
         TypeError
             Without ``keep_raw``, or with a serving store.
         """
-        if not self.keep_raw or self.store is not None:
-            raise TypeError(f"{self.topic}: tombstoned_keys needs keep_raw=True and no serving store")
+        self._require_raw("tombstoned_keys")
         return list(self._tombstoned)
+
+    def _require_raw(self, what: str) -> None:
+        """TypeError unless the table keeps raw values in its dict (``keep_raw``, no serving store)."""
+        if not self.keep_raw or self.store is not None:
+            raise TypeError(f"{self.topic}: {what} needs keep_raw=True and no serving store")
 
     def __len__(self) -> int:
         """Keys held (with a serving store: RocksDB's estimate)."""
