@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from limits import RateLimitItem, parse_many
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -61,11 +61,43 @@ def parse_rate_limit(limits: str) -> list[RateLimitItem]:
     return items
 
 
+def _takes_bool(annotation: Any) -> bool | None:
+    """Whether a setting of this type takes true/false: True for ``bool`` (or a union with it), False for
+    a number (``int``, ``float``, optional or not), None for anything else (left to pydantic)."""
+    kinds: set[Any] = set()
+    todo = [annotation]
+    while todo:
+        a = todo.pop()
+        args = typing.get_args(a)
+        if args and typing.get_origin(a) is not Literal:
+            todo.extend(args)
+        else:
+            kinds.add(a)
+    if bool in kinds:
+        return True
+    return False if kinds & {int, float} else None
+
+
+def _no_bool_for_number(model: type[BaseModel], value: Any, field_name: str | None) -> Any:
+    """A JSON/TOML ``true``/``false`` given for a number is an error (pydantic's lax mode reads it as 1/0:
+    ``autogroup_nice = true`` would have meant a nice of 1)."""
+    field = model.model_fields.get(field_name or "")
+    if isinstance(value, bool) and field is not None and _takes_bool(field.annotation) is False:
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
 class _Block(BaseModel):
     """A configuration block: an unknown key (a typo in ``fusionrec.toml`` or in a
-    ``FUSIONREC_<BLOCK>__<FIELD>`` name) is a validation error that names it, never ignored."""
+    ``FUSIONREC_<BLOCK>__<FIELD>`` name) is a validation error that names it, never ignored; true or
+    false where a number is expected is an error too."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _number_not_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        return _no_bool_for_number(cls, value, info.field_name)
 
 
 _OTHER_ENV = ("FUSIONREC_CONFIG", "FUSIONREC_DATASETS")
@@ -456,6 +488,11 @@ class Settings(BaseSettings):
     gate: GateSettings = Field(default_factory=GateSettings)
     event_types: list[EventTypeSpec] = Field(default_factory=lambda: list(DEFAULT_EVENT_TYPES))
     seed: int = 42
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_not_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        return _no_bool_for_number(cls, value, info.field_name)
 
     @model_validator(mode="before")
     @classmethod

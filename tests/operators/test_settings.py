@@ -29,6 +29,22 @@ def test_unknown_key_in_a_toml_block_is_refused(tmp_path, monkeypatch):
     assert Settings().api.port == 9000
 
 
+@pytest.mark.parametrize("line, field", [("[api]\nautogroup_nice = true", "api.autogroup_nice"),
+                                         ("[api]\nport = false", "api.port"),
+                                         ("[stream]\nmax_age_s = true", "stream.max_age_s"),
+                                         ("seed = true", "seed")])
+def test_true_or_false_for_a_number_is_refused(tmp_path, monkeypatch, line, field):
+    """pydantic's lax mode reads TOML's true as 1: ``autogroup_nice = true`` meant a nice of 1."""
+    cfg = tmp_path / "fusionrec.toml"
+    cfg.write_text(line + "\n")
+    monkeypatch.setenv("FUSIONREC_CONFIG", str(cfg))
+    with pytest.raises(ValidationError, match=rf"{re.escape(field)}\n.*expected a number, got (true|false)"):
+        Settings()
+    cfg.write_text("[api]\nautogroup_nice = 3\nfeedback = false\n")  # numbers and bools where they belong
+    s = Settings()
+    assert (s.api.autogroup_nice, s.api.feedback) == (3, False)
+
+
 def test_unknown_block_field_in_the_environment_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("FUSIONREC_CONFIG", _empty_config(tmp_path))
     monkeypatch.setenv("FUSIONREC_KAFKA__BROKER", "kafka:9092")  # the field is "brokers"
