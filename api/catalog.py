@@ -288,6 +288,13 @@ class CatalogView:
         cache.move_to_end(item_id)
         return found
 
+    @property
+    def n_items(self) -> int:
+        """Items in the catalog as applied so far: indexed (hidden and out-of-stock ones included) plus
+        rejected by the catalog rule; deleted ones (a tombstone or ``"deleted": true``) are not counted,
+        though the topic may still hold a record for them. Call ``sync()`` first for the newest count."""
+        return len(self.index.existing) + len(self.rejected)
+
     def servable(self, item_ids: Sequence[str]) -> NDArray[np.bool_]:
         """Mask over ``item_ids``: False for items the catalog has deleted, hidden or marked out of stock.
 

@@ -41,9 +41,10 @@ def not_ready_reasons(svc: Services) -> list[str]:
 
 
 def _catalog_items(svc: Services) -> int:
-    """Catalog items read, or 0 while the initial catalog index is being built (until then a request
-    sees none of them: a client that waits for this count can rely on it)."""
-    return len(svc.catalog) if svc.catalog_view.initial_built else 0
+    """Catalog items applied (``CatalogView.n_items``: deleted ones not counted), or 0 while the initial
+    catalog index is being built (until then a request sees none of them: a client that waits for this
+    count can rely on it)."""
+    return svc.catalog_view.n_items if svc.catalog_view.initial_built else 0
 
 
 async def healthz(request: Request) -> Response:
@@ -77,7 +78,7 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     svc: Services = request.app.state.services
     svc.metrics.topn_users.set(len(svc.topn))
-    svc.metrics.catalog_items.set(len(svc.catalog))
+    svc.metrics.catalog_items.set(_catalog_items(svc))
     svc.metrics.broker_up.set(1 if svc.durable.broker_up else 0)
     svc.metrics.catalog_rejected.set(len(svc.catalog_view.rejected))
     body = (generate_latest(svc.metrics.registry) + trainer_metrics_text(svc.settings.stream.model_dir)

@@ -42,6 +42,6 @@ async def get_catalog(request: Request) -> Response:
     view = svc.catalog_view
     view.sync()
     rejected = [{"item_id": i, "reason": r} for i, r in list(view.rejected.items())[:100]]
-    return json_response({"items": len(svc.catalog), "servable": len(view.index),
+    return json_response({"items": view.n_items, "servable": len(view.index),
                           "attributes": {k: v.value for k, v in view.index.schema.items()},
                           "rejected": len(view.rejected), "rejected_items": rejected})

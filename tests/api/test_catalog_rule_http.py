@@ -64,3 +64,15 @@ def test_rule_at_the_api(broker, tmp_path):
         assert c.get("/v1/items/i7").json() == {"item_id": "i7", "price": 2.0}
         r = c.get("/v1/items/i6")
         assert r.status_code == 404 and r.json()["error"]["reason"] == "unknown item 'i6'"
+        # the counts say how many items the catalog holds: the record that deleted itself is not one (they
+        # counted the table's 8 keys), a rejected item is (i5 was, and is indexed now)
+        admin = {"X-API-Key": s.api.admin_keys[0]} if s.api.admin_keys else {}
+        assert c.get("/healthz").json()["catalog_items"] == 7
+        assert c.get("/v1/catalog", headers=admin).json()["items"] == 7
+        assert "fusionrec_api_catalog_items 7.0" in c.get("/metrics", headers=admin).text
+        with EventProducer.from_settings(s.kafka) as p:
+            p.send_item({"item_id": "i8", "price": "cheap"})  # rejected: still an item of the catalog
+        deadline = time.monotonic() + 20
+        while c.get("/healthz").json()["catalog_items"] != 8 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.get("/v1/catalog", headers=admin).json()["items"] == 8
