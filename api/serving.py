@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pyroaring import BitMap
 
 from api.filter_cache import in_bitmap
 from api.iql import RequestContext
-from api.strategies import Inputs, model_ranking, ranking_source, run_strategy
+from api.strategies import Inputs, model_ranking, ranking_positions, ranking_source, run_strategy
 from state.campaigns import Campaign
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ __all__ = ["ServedList", "serve_list", "request_context"]
 _OVERFETCH = 4
 _FALLBACK_POOL = 2000
 """Candidates the fallback strategy is asked for before the campaign filter (popular lists are cheap)."""
+FEW_SELECTED = 4096
+"""A filter that selects at most this many items for a request is applied to the arm's whole ranking by
+position (``_from_model_few``) rather than by walking the ranking: the strings made and looked up are
+bounded by it, not by the catalog."""
 
 
 @dataclass
@@ -201,6 +206,8 @@ def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy
         need = min(need, _filtered_catalog_size(svc, campaign, ctx, exclude))
         if need == 0:
             return out_ids, np.zeros(0)
+        if len(selected := _selected(svc, campaign, ctx)) <= FEW_SELECTED:
+            return _from_model_few(svc, campaign, ctx, strategy, inputs, params, need, exclude, selected)
     start, chunk = 0, max(8 * need, 256)
     while len(out_ids) < need:
         prefix = _ranking_prefix(strategy, svc, inputs, params, start + chunk)
@@ -218,12 +225,44 @@ def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy
     return out_ids, (np.concatenate(out_s) if out_s else np.zeros(0))
 
 
+def _from_model_few(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
+                    params: Mapping[str, Any], need: int, exclude: set[str], selected: BitMap
+                    ) -> tuple[list[str], np.ndarray] | None:
+    """``_from_model`` for a filter that selects at most ``FEW_SELECTED`` items: the arm's whole ranking is
+    asked for once and only the positions of the selected items in it are read, in ``_from_model``'s chunks
+    (the boosters re-rank within a chunk), so the list is the walk's. A walk reads every ranked item up to
+    the last selected one: ~250 ms per request at 200k items when a filter selects 3 scattered items, a cost
+    a request parameter (e.g. a low ``$max_price``) could make every request pay."""
+    ranking = model_ranking(strategy, svc, inputs, params)
+    if ranking is None:
+        return None
+    ids, scores = ranking
+    pos = ranking_positions(ids, svc.catalog_view.index.item_ids(selected))
+    all_scores = np.asarray(scores, dtype=np.float64)
+    out_ids: list[str] = []
+    out_s: list[np.ndarray] = []
+    start, chunk = 0, max(8 * need, 256)
+    while len(out_ids) < need and start < len(ids):
+        lo, hi = np.searchsorted(pos, [start, start + chunk])
+        at = pos[lo:hi]
+        kept, s = _select(svc, campaign, ctx, [ids[j] for j in at], all_scores[at], exclude)
+        out_ids += kept
+        out_s.append(s)
+        start, chunk = start + chunk, chunk * 4
+    return out_ids, (np.concatenate(out_s) if out_s else np.zeros(0))
+
+
+def _selected(svc: Services, campaign: Campaign, ctx: RequestContext) -> BitMap:
+    """The items (item_idx) the campaign's filter selects for this request; without a filter the live items."""
+    view = svc.catalog_view
+    return (view.bitmaps.bitmap(view.engine.compile_filter(campaign.filter), ctx, view.version)
+            if campaign.filter.strip() else view.index.live)
+
+
 def _filtered_catalog_size(svc: Services, campaign: Campaign, ctx: RequestContext, exclude: set[str]) -> int:
     """Servable items the campaign's filter selects for this request, the request's own items excluded."""
-    view = svc.catalog_view
-    selected = (view.bitmaps.bitmap(view.engine.compile_filter(campaign.filter), ctx, view.version)
-                if campaign.filter.strip() else view.index.live)
-    idx = view.index.lookup(list(exclude))
+    selected = _selected(svc, campaign, ctx)
+    idx = svc.catalog_view.index.lookup(list(exclude))
     return len(selected) - int(in_bitmap(selected, idx).sum())
 
 

@@ -22,7 +22,7 @@ popular        -                  decayed popularity published by the flow's par
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from api.services import Services
 
 __all__ = ["Inputs", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "model_ranking", "ranking_source",
-           "parse_duration_s"]
+           "ranking_positions", "parse_duration_s"]
 
 Ranked = tuple[list[str], list[float]]
 
@@ -111,11 +111,18 @@ class _LazyIds(Sequence[str]):
     worker's samples under load, py-spy).
     """
 
-    def __init__(self, names: Sequence[str], idx: np.ndarray) -> None:
-        self._names, self._idx = names, idx
+    def __init__(self, names: Sequence[str], idx: np.ndarray, index_of: Mapping[str, int]) -> None:
+        self._names, self._idx, self._index_of = names, idx, index_of
 
     def __len__(self) -> int:
         return len(self._idx)
+
+    def positions(self, item_ids: Iterable[str]) -> np.ndarray:
+        """Positions (int64, ascending) in this ranking of the given item ids; ids it does not hold are
+        skipped. O(len(ranking)) vectorised plus one dict lookup per id: no string per ranked item."""
+        get = self._index_of.get
+        wanted = np.fromiter((j for j in map(get, item_ids) if j is not None), dtype=np.int64)
+        return np.flatnonzero(np.isin(self._idx, wanted))
 
     def __getitem__(self, i):  # noqa: ANN001, ANN204
         if isinstance(i, slice):
@@ -123,23 +130,34 @@ class _LazyIds(Sequence[str]):
         return self._names[self._idx[i]]
 
 
+def ranking_positions(ids: Sequence[str], item_ids: Iterable[str]) -> np.ndarray:
+    """Positions (int64, ascending) in a ranking's ``ids`` (as ``model_ranking`` gives them) of the given item
+    ids; ids the ranking does not hold are skipped. For a lazy ranking (``similar``, ``visual``, ``session``,
+    ``cart``, ``personalized``) O(len(ids)) vectorised plus one lookup per given id: no string per ranked item."""
+    if isinstance(ids, _LazyIds):
+        return ids.positions(item_ids)
+    wanted = set(item_ids)
+    return np.fromiter((j for j, x in enumerate(ids) if x in wanted), dtype=np.int64)
+
+
 def _ranked_lazy(version: ModelVersion, ids: np.ndarray, scores: np.ndarray) -> tuple[_LazyIds, np.ndarray]:
     """As ``_ranked``, with ids made on demand and scores a float64 array."""
     keep = (ids >= 0) & np.isfinite(scores)
-    return _LazyIds(version.item_ids, ids[keep]), scores[keep].astype(np.float64)
+    return _LazyIds(version.item_ids, ids[keep], version.item_index), scores[keep].astype(np.float64)
 
 
 def _indices(version: ModelVersion, item_ids: tuple[str, ...] | list[str]) -> list[int]:
     return [i for i in (version.item_index.get(x) for x in item_ids) if i is not None]
 
 
-def _session(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+def _session(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, lazy: bool = False) -> Ranked:
+    """``lazy``: ids made on demand (``_LazyIds``; a whole-model ranking, walked in chunks)."""
     version = svc.models.current()
     hist = _indices(version, list(inp.session) or ([inp.item_id] if inp.item_id else [])) if version else []
     if not hist:
         return [], []
     ids, scores = version.model.recommend(Histories.from_lists([hist]), k)  # type: ignore[union-attr]
-    return _ranked(version, ids[0], scores[0])  # type: ignore[arg-type]
+    return (_ranked_lazy if lazy else _ranked)(version, ids[0], scores[0])  # type: ignore[arg-type,return-value]
 
 
 def _similar(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, cache: bool = True) -> Ranked:
@@ -158,7 +176,8 @@ def _similar(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, cach
     return svc.candidates.get(("similar", version.version, hist[0], k), compute)  # type: ignore[union-attr]
 
 
-def _cart(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:
+def _cart(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, lazy: bool = False) -> Ranked:
+    """``lazy``: ids made on demand (``_LazyIds``; a whole-model ranking, walked in chunks)."""
     version = svc.models.current()
     hist = sorted(set(_indices(version, inp.cart))) if version else []
     if not hist:
@@ -169,7 +188,7 @@ def _cart(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Rank
     total[hist] = 0.0
     order = np.flatnonzero(total > 0)
     order = order[np.lexsort((order, -total[order]))][:k]
-    return _ranked(version, order, total[order])  # type: ignore[arg-type]
+    return (_ranked_lazy if lazy else _ranked)(version, order, total[order])  # type: ignore[arg-type,return-value]
 
 
 def _visual_source(svc: Services) -> str:
@@ -268,23 +287,23 @@ def model_ranking(name: str, svc: Services, inputs: Inputs, params: Mapping[str,
     n_model = max(len(version.item_ids) if version is not None else 0, 1)
     k = n_model if n is None else max(min(n, n_model), 1)
     if name == "cart":
-        return _cart(svc, inputs, params, n_model)
+        return _cart(svc, inputs, params, n_model, lazy=True)
     if name == "session":
-        return _session(svc, inputs, params, k)
+        return _session(svc, inputs, params, k, lazy=True)
     if name == "similar":
         return _similar(svc, inputs, params, k, cache=False)
     if name == "personalized":
         t = _topn(svc, inputs.user_id)
         if t is None or not t.recent:
             return [], []
-        return _session(svc, Inputs(session=tuple(reversed(t.recent))), params, k)
+        return _session(svc, Inputs(session=tuple(reversed(t.recent))), params, k, lazy=True)
     if name == "visual":
         if not inputs.item_id:
             return [], []
         vectors = svc.catalog_view.vectors  # a whole ranking, walked in chunks: ids on demand
         n_vec = max(len(vectors), 1)
         rows, scores = vectors.similar_rows(inputs.item_id, n_vec if n is None else max(min(n, n_vec), 1))
-        return _LazyIds(vectors.ids, rows), scores.astype(np.float64)  # type: ignore[return-value]
+        return _LazyIds(vectors.ids, rows, vectors.row_index), scores.astype(np.float64)  # type: ignore[return-value]
     if name == "top":
         return _top(svc, inputs, params, 1 << 30)
     if name == "popular":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Mapping
 
 import numpy as np
 from numpy.typing import NDArray
@@ -226,6 +227,11 @@ class VectorIndex:
     def ids(self) -> list[str]:
         """item_id of each row (rows are never reused: an id keeps its row while the index lives)."""
         return self._ids
+
+    @property
+    def row_index(self) -> Mapping[str, int]:
+        """item_id -> its row (read it, never change it)."""
+        return self._row
 
     def similar_rows(self, item_id: str, n: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
         """As ``similar``, with rows (``ids[row]`` is the item_id) instead of ids: no string per item.

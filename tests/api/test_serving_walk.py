@@ -68,11 +68,17 @@ def svc() -> SimpleNamespace:
                            candidates=CandidateCache(), ids=ids, cats=cats)
 
 
+@pytest.mark.parametrize("few_selected", [0, 4096], ids=["prefix-walk", "few-by-position"])
 @pytest.mark.parametrize("strategy", ["similar", "session", "visual"])
 @pytest.mark.parametrize(("max_price", "boosters", "need"), [(100.0, "", 10), (30.0, "BOOST 3 IF on_sale == true", 10),
                                                              (5.0, "BOOST 2 IF on_sale == true", 10), (60.0, "", 300),
                                                              (2.0, "", 10)])
-def test_prefix_walk_equals_the_whole_ranking_walk(svc, strategy, max_price, boosters, need):
+def test_prefix_walk_equals_the_whole_ranking_walk(svc, strategy, max_price, boosters, need, few_selected, monkeypatch):
+    """Both ways ``_from_model`` applies a filter give the whole walk's list: the prefix walk, and (a filter
+    selecting at most ``FEW_SELECTED`` items; every filter here) the selected items' positions in the ranking."""
+    import api.serving as serving
+
+    monkeypatch.setattr(serving, "FEW_SELECTED", few_selected)
     campaign = Campaign("c", "similar", [Arm("a", strategy)], filter="category == context.item.category AND price < $p",
                         boosters=boosters)
     rng = np.random.default_rng(int(max_price * 10) + need)
@@ -100,11 +106,14 @@ def test_no_filter_and_unknown_items(svc):
         np.testing.assert_array_equal(got[1], want[1])
 
 
-def test_the_walk_stops_once_the_filter_has_nothing_more_to_give(svc, monkeypatch):
+@pytest.mark.parametrize("few_selected", [0, 4096])
+def test_the_walk_stops_once_the_filter_has_nothing_more_to_give(svc, monkeypatch, few_selected):
     """A filter that selects no item asks for no ranking; one that selects a few stops once it has them
     all, with the same list as the whole walk (a request parameter must not make each request rank the
-    whole catalog)."""
+    whole catalog); at most ``FEW_SELECTED`` of them are found by position in one whole ranking."""
     import api.serving as serving
+
+    monkeypatch.setattr(serving, "FEW_SELECTED", few_selected)
 
     asked: list[int | None] = []
 
@@ -125,4 +134,7 @@ def test_the_walk_stops_once_the_filter_has_nothing_more_to_give(svc, monkeypatc
     want = _whole_walk(svc, campaign, ctx, "visual", inputs, 10, {item_id})
     assert got is not None and want is not None
     assert 0 < len(got[0]) < 10 and got[0] == want[0]
-    assert None not in asked  # never the whole ranking: the walk stopped at the last selected item
+    if few_selected:
+        assert asked == [None]  # one whole ranking, read only at the selected items' positions
+    else:
+        assert None not in asked  # never the whole ranking: the walk stopped at the last selected item

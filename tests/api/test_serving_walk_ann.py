@@ -50,7 +50,12 @@ def svc() -> SimpleNamespace:
 
 @pytest.mark.parametrize(("max_price", "boosters", "need"), [(100.0, "", 10), (30.0, "BOOST 3 IF on_sale == true", 10),
                                                              (5.0, "", 10), (60.0, "", 300), (2.0, "", 10)])
-def test_prefix_walk_equals_the_whole_ranking_walk_on_the_ann_ranking(svc, max_price, boosters, need):
+@pytest.mark.parametrize("few_selected", [0, 4096], ids=["prefix-walk", "few-by-position"])
+def test_prefix_walk_equals_the_whole_ranking_walk_on_the_ann_ranking(svc, max_price, boosters, need, few_selected,
+                                                                     monkeypatch):
+    import api.serving as serving
+
+    monkeypatch.setattr(serving, "FEW_SELECTED", few_selected)
     campaign = Campaign("c", "similar", [Arm("a", "visual")], filter="category == context.item.category AND price < $p",
                         boosters=boosters)
     rng = np.random.default_rng(int(max_price * 10) + need)
