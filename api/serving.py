@@ -27,7 +27,7 @@ from pyroaring import BitMap
 
 from api.filter_cache import in_bitmap
 from api.iql import RequestContext
-from api.strategies import Inputs, model_ranking, ranking_positions, ranking_source, run_strategy
+from api.strategies import Inputs, model_ranking, ranking_at, ranking_source, run_strategy
 from state.campaigns import Campaign
 
 if TYPE_CHECKING:
@@ -228,24 +228,21 @@ def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy
 def _from_model_few(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
                     params: Mapping[str, Any], need: int, exclude: set[str], selected: BitMap
                     ) -> tuple[list[str], np.ndarray] | None:
-    """``_from_model`` for a filter that selects at most ``FEW_SELECTED`` items: the arm's whole ranking is
-    asked for once and only the positions of the selected items in it are read, in ``_from_model``'s chunks
-    (the boosters re-rank within a chunk), so the list is the walk's. A walk reads every ranked item up to
+    """``_from_model`` for a filter that selects at most ``FEW_SELECTED`` items: only the selected items'
+    positions in the arm's whole ranking are read (``ranking_at``), in ``_from_model``'s chunks (the boosters
+    re-rank within a chunk), so the list is the walk's. A walk reads every ranked item up to
     the last selected one: ~250 ms per request at 200k items when a filter selects 3 scattered items, a cost
     a request parameter (e.g. a low ``$max_price``) could make every request pay."""
-    ranking = model_ranking(strategy, svc, inputs, params)
-    if ranking is None:
+    at = ranking_at(strategy, svc, inputs, params, svc.catalog_view.index.item_ids(selected))
+    if at is None:
         return None
-    ids, scores = ranking
-    pos = ranking_positions(ids, svc.catalog_view.index.item_ids(selected))
-    all_scores = np.asarray(scores, dtype=np.float64)
+    pos, ids, scores, total = at
     out_ids: list[str] = []
     out_s: list[np.ndarray] = []
     start, chunk = 0, max(8 * need, 256)
-    while len(out_ids) < need and start < len(ids):
+    while len(out_ids) < need and start < total:
         lo, hi = np.searchsorted(pos, [start, start + chunk])
-        at = pos[lo:hi]
-        kept, s = _select(svc, campaign, ctx, [ids[j] for j in at], all_scores[at], exclude)
+        kept, s = _select(svc, campaign, ctx, ids[lo:hi], scores[lo:hi], exclude)
         out_ids += kept
         out_s.append(s)
         start, chunk = start + chunk, chunk * 4

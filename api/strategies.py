@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from api.services import Services
 
 __all__ = ["Inputs", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "model_ranking", "ranking_source",
-           "ranking_positions", "parse_duration_s"]
+           "ranking_at", "parse_duration_s"]
 
 Ranked = tuple[list[str], list[float]]
 
@@ -130,10 +130,10 @@ class _LazyIds(Sequence[str]):
         return self._names[self._idx[i]]
 
 
-def ranking_positions(ids: Sequence[str], item_ids: Iterable[str]) -> np.ndarray:
+def _positions(ids: Sequence[str], item_ids: Iterable[str]) -> np.ndarray:
     """Positions (int64, ascending) in a ranking's ``ids`` (as ``model_ranking`` gives them) of the given item
-    ids; ids the ranking does not hold are skipped. For a lazy ranking (``similar``, ``visual``, ``session``,
-    ``cart``, ``personalized``) O(len(ids)) vectorised plus one lookup per given id: no string per ranked item."""
+    ids; ids the ranking does not hold are skipped. For a lazy ranking (``similar``, ``session``, ``cart``,
+    ``personalized``) O(len(ids)) vectorised plus one lookup per given id: no string per ranked item."""
     if isinstance(ids, _LazyIds):
         return ids.positions(item_ids)
     wanted = set(item_ids)
@@ -309,6 +309,32 @@ def model_ranking(name: str, svc: Services, inputs: Inputs, params: Mapping[str,
     if name == "popular":
         return _popular(svc, inputs, params, 1 << 30)
     return None
+
+
+def ranking_at(name: str, svc: Services, inputs: Inputs, params: Mapping[str, Any], item_ids: Sequence[str]
+               ) -> tuple[np.ndarray, list[str], np.ndarray, int] | None:
+    """Where ``item_ids`` sit in ``model_ranking(name, ...)``'s whole ranking, without reading the rest of it.
+
+    Returns ``(positions, ids, scores, total)``: the positions (int64, ascending) of the given ids the ranking
+    holds, the ids and scores (float64) there, and the whole ranking's length; None if the strategy has no
+    model ranking. ``visual`` counts each id's rank without ranking the catalog
+    (``VectorIndex.ranking_positions``: 1M vectors in ~30 ms instead of a ~170 ms sort); the others rank once
+    and read the positions (``similar`` at 1M items: ~40 ms). For a filter that selects a few items
+    (``api.serving._from_model_few``).
+    """
+    if name == "visual":
+        if not inputs.item_id:
+            return np.zeros(0, dtype=np.int64), [], np.zeros(0), 0
+        vectors = svc.catalog_view.vectors
+        pos, rows, scores, total = vectors.ranking_positions(inputs.item_id, item_ids)
+        names = vectors.ids
+        return pos, [names[r] for r in rows.tolist()], scores.astype(np.float64), total
+    ranking = model_ranking(name, svc, inputs, params)
+    if ranking is None:
+        return None
+    ids, scores = ranking
+    pos = _positions(ids, item_ids)
+    return pos, [ids[j] for j in pos.tolist()], np.asarray(scores, dtype=np.float64)[pos], len(ids)
 
 
 def ranking_source(name: str, svc: Services) -> tuple[str, str | int] | None:

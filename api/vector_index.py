@@ -20,13 +20,13 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
 
 from models.ivf import InvertedLists, nearest_list, train_centroids
-from models.topk import topk
+from models.topk import ranks_among, topk
 from operators.catalog_rule import CatalogValueError, check_vector
 
 __all__ = ["VectorIndex"]
@@ -256,6 +256,36 @@ class VectorIndex:
         idx, val = topk(scores[None, :], n)
         keep = idx[0] >= 0
         return idx[0][keep], val[0][keep]
+
+    def ranking_positions(self, item_id: str, item_ids: Iterable[str]
+                          ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32], int]:
+        """Where ``item_ids`` sit in the whole ranking ``similar_rows(item_id, len(self))`` gives, without
+        ranking every row (``InvertedLists.positions``; exact: every row scored, each wanted row's rank
+        counted by ``models.topk.ranks_among``): O(rows) + O(rows x log len(item_ids)), no sort of the catalog.
+
+        Returns
+        -------
+        (positions, rows, scores, total) : positions ascending (int64), the rows there (int32) and their
+        scores (float32), and the whole ranking's length; ids without a live vector are left out.
+        """
+        row = self._row.get(item_id)
+        empty = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32), 0
+        if row is None or not self._live_buf[row]:
+            return empty
+        get = self._row.get
+        wanted = np.fromiter((r for r in map(get, item_ids) if r is not None), dtype=np.int64)
+        n_rows = len(self._ids)
+        matrix = self._buf[:n_rows]  # type: ignore[index]
+        if self.approximate:
+            assert self._ivf is not None
+            return self._ivf.positions(matrix[row], wanted, exclude_row=row)
+        ranked = np.flatnonzero(self._live_buf[:n_rows])
+        ranked = ranked[ranked != row]
+        scores = (matrix @ matrix[row])[ranked]  # the product similar_rows takes (the same float32 values)
+        at = np.flatnonzero(np.isin(ranked, wanted))
+        ranks, values = ranks_among(ranked, scores, at)
+        by = np.argsort(ranks, kind="stable")
+        return ranks[by], ranked[at][by].astype(np.int32), values[by], len(ranked)
 
     def similar(self, item_id: str, n: int) -> tuple[list[str], NDArray[np.float32]]:
         """The ``n`` items with the most similar vectors (the item itself excluded), best first.

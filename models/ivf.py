@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.jit import njit_cached
+from models.topk import ranks_among
 
 __all__ = ["InvertedLists", "nearest_list", "train_centroids"]
 
@@ -324,6 +325,44 @@ class InvertedLists:
             return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
         return (np.concatenate(out_rows).astype(np.int32, copy=False),
                 np.concatenate(out_scores).astype(np.float32, copy=False))
+
+
+    def positions(self, query: NDArray[np.float32], wanted: NDArray[np.integer], exclude_row: int = -1
+                  ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32], int]:
+        """Where the rows ``wanted`` sit in the whole tiered ranking ``search(query, len(self))`` gives,
+        without sorting it: every tier is scored as ``search`` scores it and each wanted row's rank within
+        its tier counted (``models.topk.ranks_among``). Rows the ranking does not hold (not in the lists,
+        ``exclude_row``) are left out.
+
+        Returns
+        -------
+        (positions, rows, scores, total) : positions ascending (int64), the rows at them (int32) and
+        their scores (float32); ``total`` the whole ranking's length.
+        """
+        query = np.ascontiguousarray(query, dtype=np.float32)
+        wanted = np.asarray(wanted, dtype=np.int64)
+        near = self.centroids @ query
+        lists = np.arange(len(near))
+        order = np.lexsort((lists, -near))  # search's order of the lists (its tier 0 is this order's prefix)
+        pos: list[NDArray[np.int64]] = []
+        out_rows: list[NDArray[np.int32]] = []
+        out_scores: list[NDArray[np.float32]] = []
+        offset, start, width = 0, 0, self.n_probe
+        while start < len(near):
+            tier = order[start:start + width]
+            start, width = start + width, width * 4
+            cand, scores = _score_lists(self._rows, self._vecs, self._start, self._count, tier, query, exclude_row)
+            at = np.flatnonzero(np.isin(cand, wanted))
+            ranks, values = ranks_among(cand, scores, at)
+            pos.append(offset + ranks)
+            out_rows.append(cand[at])
+            out_scores.append(values)
+            offset += len(cand)
+        if not pos:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32), 0
+        p, r, v = np.concatenate(pos), np.concatenate(out_rows), np.concatenate(out_scores)
+        by = np.argsort(p, kind="stable")
+        return p[by], r[by].astype(np.int32, copy=False), v[by].astype(np.float32, copy=False), offset
 
 
 @njit_cached(fastmath=True)

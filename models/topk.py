@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["topk", "SCORE_CELLS"]
+from models.jit import njit_cached
+
+__all__ = ["topk", "SCORE_CELLS", "ranks_among"]
 
 SCORE_CELLS = 1 << 24
 """Max (queries x items) float32 cells of dense scores a model holds at once (64 MB): its chunk of queries."""
@@ -55,3 +57,56 @@ def topk(scores: NDArray[np.floating], n: int) -> tuple[NDArray[np.int32], NDArr
     idx[:, :k] = top
     val[:, :k] = top_val
     return idx, val
+
+
+def ranks_among(rows: NDArray[np.integer], scores: NDArray[np.float32], which: NDArray[np.integer]
+                ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Rank (0 = best) of the entries ``which`` in the order "score descending, ties by the lower row" of
+    ``(rows, scores)``, and their scores, without sorting the entries: O(n log m) for m = ``len(which)``.
+
+    What a ranking's positions of a few of its entries cost when the ranking itself is not needed
+    (``api.vector_index.VectorIndex.ranking_positions``: a filter that selects a few items).
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n,), int
+        Distinct row ids of the ranked entries.
+    scores : ndarray of shape (n,), float32
+        Their scores (no NaN).
+    which : ndarray of shape (m,), int
+        Indices into ``rows`` / ``scores`` (distinct).
+
+    Returns
+    -------
+    (ranks, values) : int64 and float32 arrays of shape (m,), in the order of ``which``.
+    """
+    which = np.asarray(which, dtype=np.int64)
+    if len(which) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    rows = np.asarray(rows, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float32)
+    sel_s, sel_r = scores[which], rows[which]
+    order = np.lexsort((sel_r, -sel_s))  # the selected entries best first
+    below = _count_beaten(rows, scores, sel_s[order], sel_r[order])
+    ranks = np.empty(len(which), dtype=np.int64)
+    ranks[order] = np.cumsum(below)[:-1] - 1  # entries at or before each selected one in the order, itself excluded
+    return ranks, sel_s
+
+
+@njit_cached()
+def _count_beaten(rows: NDArray[np.int64], scores: NDArray[np.float32], sel_s: NDArray[np.float32],
+                  sel_r: NDArray[np.int64]) -> NDArray[np.int64]:  # pragma: no cover - compiled
+    """``out[j]``: entries that exactly ``j`` of the (sorted, best first) selected entries come before."""
+    m = len(sel_s)
+    out = np.zeros(m + 1, dtype=np.int64)
+    for i in range(len(scores)):
+        s, r = scores[i], rows[i]
+        lo, hi = 0, m
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if sel_s[mid] > s or (sel_s[mid] == s and sel_r[mid] < r):
+                lo = mid + 1
+            else:
+                hi = mid
+        out[lo] += 1
+    return out

@@ -202,3 +202,26 @@ def test_a_vector_of_large_finite_values_is_kept() -> None:
     assert index.set("big", [1e38, 1e38]) and index.set("b", [1.0, 0.0])
     ids, scores = index.similar("b", 5)
     assert ids == ["big"] and abs(float(scores[0]) - 0.5 ** 0.5) < 1e-6
+
+
+@pytest.mark.parametrize("exact_below", [10**6, 500], ids=["exact", "approximate"])
+def test_ranking_positions_are_the_whole_rankings(exact_below):
+    """``ranking_positions`` counts where a few items sit in ``similar_rows``'s whole ranking without sorting
+    it (a filter that selects a few items): the same positions, rows and scores, ties and deletes included."""
+    vecs = _clustered(3000).round(1)  # coarse: tied scores
+    vecs[::9] = vecs[0]  # and exact duplicates
+    index, ids = _ann_index(vecs, exact_below=exact_below)
+    assert index.approximate == (exact_below == 500)
+    for j in (5, 40, 2000):
+        index.delete(ids[j + 1])
+    rng = np.random.default_rng(3)
+    for j in (0, 9, 5, 1777):
+        whole, whole_s = index.similar_rows(ids[j], len(index))
+        for m in (0, 1, 7, 300):
+            wanted = [ids[int(k)] for k in rng.choice(len(ids), m, replace=False)] + ["unknown", ids[6]]
+            pos, rows, scores, total = index.ranking_positions(ids[j], wanted)
+            assert total == len(whole)
+            want = np.flatnonzero(np.isin(whole, [index.row_index[i] for i in wanted if i in index.row_index]))
+            np.testing.assert_array_equal(pos, want)
+            np.testing.assert_array_equal(rows, whole[want])
+            np.testing.assert_array_equal(scores, whole_s[want])

@@ -1,0 +1,27 @@
+"""``models.topk.ranks_among``: ranks of a few entries in "score descending, ties by the lower row" order, counted without a sort."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.topk import ranks_among
+
+
+def test_ranks_among_equal_the_sorted_order_with_ties():
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 400))
+        rows = rng.permutation(100_000)[:n]
+        scores = (rng.integers(-4, 5, n) / 3).astype(np.float32)  # few distinct values: many ties
+        which = rng.permutation(n)[:int(rng.integers(0, n + 1))]
+        order = np.lexsort((rows, -scores))
+        rank_of = np.empty(n, dtype=np.int64)
+        rank_of[order] = np.arange(n)
+        ranks, values = ranks_among(rows, scores, which)
+        np.testing.assert_array_equal(ranks, rank_of[which], err_msg=str(trial))
+        np.testing.assert_array_equal(values, scores[which])
+
+
+def test_nothing_asked():
+    ranks, values = ranks_among(np.arange(5), np.ones(5, np.float32), np.zeros(0, np.int64))
+    assert ranks.shape == (0,) and values.shape == (0,)
