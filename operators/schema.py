@@ -43,10 +43,12 @@ class Event(msgspec.Struct, frozen=True, omit_defaults=True):
     extra: dict[str, Any] | None = None
 
     def item_ids(self) -> list[str]:
-        """The item ids this event touches: ``item_id`` and/or every basket line, in order."""
+        """The item ids this event touches, each once: ``item_id``, then the basket lines (merged per item by
+        ``operators.parse``) other than it. An event naming one item both ways counted it twice in popularity,
+        co-visitation and the user's history (a trial doubled an item's weight that way)."""
         out = [self.item_id] if self.item_id is not None else []
         if self.items:
-            out.extend(line.item_id for line in self.items)
+            out.extend(line.item_id for line in self.items if line.item_id != self.item_id)
         return out
 
 

@@ -142,3 +142,11 @@ def test_repeated_basket_lines_of_an_item_are_merged_into_one() -> None:
     assert e.item_ids() == ["a", "b"]
     many = validate_event_dict(ev(type="purchase", item_id=None, items=["i777"] * 2500), RULES)
     assert many.item_ids() == ["i777"] and many.items[0].quantity == 2500.0
+
+
+def test_an_item_named_by_item_id_and_a_basket_line_counts_once() -> None:
+    """``{"item_id": "x", "items": ["x"]}`` doubled x's weight in popularity (a fresh-user trial: 200
+    against 100 for 20 purchases); the event touches each item once, ``item_id`` first."""
+    e = validate_event_dict(ev(type="purchase", item_id="x", items=["x", "y", {"item_id": "x", "quantity": 2}]), RULES)
+    assert e.item_ids() == ["x", "y"]
+    assert validate_event_dict(ev(type="purchase", item_id="x", items=["y"]), RULES).item_ids() == ["x", "y"]
