@@ -20,7 +20,9 @@ from api.campaign_registry import optimizer_config
 from api.campaign_schema import ID_PATTERN, CampaignIn
 from api.errors import ApiError, validate_params
 from api.iql import IQLError
+from api.iql.evaluate import param_names
 from api.json import json_response
+from api.recommendations import RESERVED_PARAMS
 from api.services import Services
 from operators.control_group import CONTROL_ARM
 from state.campaigns import Campaign
@@ -68,6 +70,12 @@ async def _read_campaign(request: Request, svc: Services) -> CampaignIn:
                 check(text)
             except IQLError as exc:
                 raise ApiError(400, field, str(exc), **exc.to_dict()) from exc
+            plan = view.engine.compile_filter(text) if field == "filter" else view.engine.compile_boosters(text)
+            reserved = sorted(set(param_names(plan)) & RESERVED_PARAMS)
+            if reserved:
+                raise ApiError(400, field, f"${reserved[0]} is a query parameter of the request itself "
+                               f"({', '.join(sorted(RESERVED_PARAMS))}), so no request can set it; give the "
+                               "IQL parameter another name")
     return c
 
 

@@ -87,6 +87,11 @@ class CampaignRequestParams(BaseModel, extra="allow"):
         return extra
 
 
+RESERVED_PARAMS: frozenset[str] = frozenset(CampaignRequestParams.model_fields) | {"explain"}
+"""Query parameters a campaign request reads itself: never IQL ``$params`` (a filter's ``$n`` or ``$category``
+could not be set by any request, so a campaign that uses one is refused when saved)."""
+
+
 def _check_inputs(c: Campaign, inputs: Inputs) -> None:
     for need in STRATEGY_NEEDS[c.scenario]:
         options = need.split("|")

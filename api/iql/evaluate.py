@@ -26,7 +26,7 @@ from api.iql.index import CatalogIndex
 from api.iql.numeric import NumericColumn
 from api.iql.schema import NUMERIC_TYPES, AttrType, to_epoch_s
 
-__all__ = ["candidates_mask", "evaluate"]
+__all__ = ["candidates_mask", "evaluate", "param_names"]
 
 
 def evaluate(plan: p.FilterPlan | p.PlanNode, index: CatalogIndex, context: RequestContext) -> BitMap:
@@ -42,6 +42,11 @@ def evaluate(plan: p.FilterPlan | p.PlanNode, index: CatalogIndex, context: Requ
     for param in _param_values(root):  # every parameter, whatever the data: AND stops early on an empty side
         run.bind(param)
     return run.node(root) & index.live
+
+
+def param_names(plan: object) -> list[str]:
+    """Names of every ``$param`` a compiled filter or booster plan reads, in text order (repeats kept)."""
+    return [v.name for v in _param_values(plan)]
 
 
 def _param_values(node: object) -> list[p.ParamValue]:

@@ -60,3 +60,13 @@ def test_list_parameters_and_errors(broker, tmp_path):
         assert c.put("/v1/campaigns/empty", json={"scenario": "top", "filter": "price < $p"}).status_code == 201
         r = c.get("/v1/recommendations?campaign=empty&p=x")
         assert r.status_code == 400 and r.json()["error"]["field"] == "p"
+        # a request's own query parameters (n, category, window, cart, ...) never reach IQL: a campaign whose
+        # filter or boosters read one could never be served with it, so it is refused when saved
+        for body, field, name in (({"scenario": "popular", "filter": "price < $n"}, "filter", "$n"),
+                                  ({"scenario": "popular", "filter": "brand == $category"}, "filter", "$category"),
+                                  ({"scenario": "popular", "boosters": "BOOST 2 IF brand == $explain"}, "boosters",
+                                   "$explain")):
+            r = c.put("/v1/campaigns/reserved", json=body)
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["field"] == field and name in r.json()["error"]["reason"], r.text
+        assert c.get("/v1/campaigns/reserved").status_code == 404
