@@ -49,6 +49,9 @@ def parse_rate_limit(limits: str) -> list[RateLimitItem]:
     ValueError
         If ``limits`` does not parse (the message names ``api.rate_limit`` and shows the notation).
     """
+    if re.search(r"(/|\bper\b)\s*0+\s*[a-z]", limits, re.I):  # the parser reads a window of 0 as 1 (10/0second = 10/second)
+        raise ValueError(f"api.rate_limit: {limits!r} has a window of 0; give at least 1 per window, e.g. "
+                         "'200/second;5000/minute'")
     try:
         items = parse_many(limits)
     except ValueError as exc:
@@ -129,6 +132,15 @@ DEFAULT_EVENT_TYPES: list[EventTypeSpec] = [
 
 class KafkaSettings(_Block):
     brokers: str = "127.0.0.1:9092"
+
+    @field_validator("brokers")
+    @classmethod
+    def _brokers(cls, v: str) -> str:
+        """``host:port[,host:port...]``: an empty list, or an empty entry, would only fail at the first connection."""
+        entries = [e.strip() for e in v.split(",")]
+        if not all(entries):
+            raise ValueError(f"kafka.brokers: {v!r} is not a list of host:port addresses, e.g. '127.0.0.1:9092'")
+        return v
     events_topic: str = "events"
     dead_topic: str = "events.dead"
     topn_topic: str = "user-topn"

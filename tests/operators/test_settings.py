@@ -89,6 +89,22 @@ def test_rate_limit_is_checked_when_the_settings_load(monkeypatch, tmp_path):
     monkeypatch.setenv("FUSIONREC_API__EVENT_RATE_LIMIT", "0/second")
     with pytest.raises(ValidationError, match=r"api\.event_rate_limit[\s\S]*allows nothing"):
         Settings()
+    # the parser reads a window of 0 as 1 (10/0second was 10 per second, silently; a fresh-user try)
+    for text in ("10/0second", "10 per 0 seconds"):
+        monkeypatch.setenv("FUSIONREC_API__EVENT_RATE_LIMIT", text)
+        with pytest.raises(ValidationError, match=r"api\.event_rate_limit[\s\S]*window of 0"):
+            Settings()
+    monkeypatch.setenv("FUSIONREC_API__EVENT_RATE_LIMIT", "100/10 seconds")
+    assert Settings().api.event_rate_limit == "100/10 seconds"
+
+
+@pytest.mark.parametrize("brokers", ["", " ", "a:9092,", ",a:9092"])
+def test_an_empty_broker_list_or_entry_is_refused(monkeypatch, tmp_path, brokers):
+    """``FUSIONREC_KAFKA__BROKERS=`` was accepted; the first command then failed 11 s later naming a blank address."""
+    monkeypatch.setenv("FUSIONREC_CONFIG", _empty_config(tmp_path))
+    monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", brokers)
+    with pytest.raises(ValidationError, match=r"kafka\.brokers[\s\S]*host:port"):
+        Settings()
 
 
 def test_request_secret_shorter_than_16_bytes_is_refused_at_load(monkeypatch, tmp_path):
