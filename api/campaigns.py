@@ -58,9 +58,11 @@ async def _read_campaign(request: Request, svc: Services) -> CampaignIn:
     if not isinstance(obj, dict):
         raise ApiError(422, "body", f"must be a JSON object; got {type(obj).__name__}")
     c = validate_params(CampaignIn, obj)
-    goals = {t.name for t in svc.settings.event_types}
+    # a goal is what a shopper does after a list: a server-only type (the served lists themselves) would be
+    # "reached" by every list served
+    goals = {t.name for t in svc.settings.event_types} - set(svc.settings.api.server_only_types)
     if c.goal not in goals:
-        raise ApiError(422, "goal", f"must be a configured event type {sorted(goals)}", value=c.goal)
+        raise ApiError(422, "goal", f"must be a configured event type that clients post {sorted(goals)}", value=c.goal)
     view = svc.catalog_view
     view.sync()
     for field, text, check in (("filter", c.filter, view.engine.validate_filter),

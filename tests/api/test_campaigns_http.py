@@ -74,6 +74,8 @@ def test_crud_validation_iql_errors_and_restart(shop_settings):
         assert r.status_code == 422 and r.json()["error"]["field"] == "arms.0.strategy"
         r = c.put("/v1/campaigns/bad", json={**body, "goal": "teleport"})
         assert r.status_code == 422 and r.json()["error"]["field"] == "goal"
+        r = c.put("/v1/campaigns/bad", json={**body, "goal": "rec_request"})  # server-only: every served list would reach it
+        assert r.status_code == 422 and r.json()["error"]["field"] == "goal", r.text
         r = c.put("/v1/campaigns/bad", json={**body, "control_share": 1.5})
         assert r.status_code == 422 and r.json()["error"]["field"] == "control_share"
         r = c.put("/v1/campaigns/b%20d", json=body)
