@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from api.analytics import analytics_routes, build_analytics
@@ -100,5 +101,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if a.rate_limit:  # outermost: a flood is refused before anything else runs
         middleware.insert(0, Middleware(RateLimitMiddleware, limits=a.rate_limit,
                                         keys=[*a.admin_keys, *a.client_keys] if a.require_keys else []))
+    if a.cors_origins:  # a shop's pages on another origin: preflights answered before the key check (they carry no key)
+        middleware.insert(0, Middleware(CORSMiddleware, allow_origins=a.cors_origins, allow_methods=["GET", "POST"],
+                                        allow_headers=["X-API-Key", "Authorization", "Content-Type"], max_age=600))
     return Starlette(routes=routes, middleware=middleware, exception_handlers=exception_handlers,  # type: ignore[arg-type]
                      lifespan=lifespan)

@@ -233,6 +233,19 @@ class ApiSettings(_Block):
         "Keys of the admin scope (and client); from the config file or FUSIONREC_API__ADMIN_KEYS, none built in"))
     client_keys: list[str] = Field(default_factory=list, description=(
         "Keys of the client scope (recommendations, events: the key shops put in pages and apps)"))
+    cors_origins: list[str] = Field(default_factory=list, description=(
+        "Origins whose pages may call the API from a browser (CORS), e.g. ['https://shop.example']; '*' for any. "
+        "Empty (default): no CORS headers, so browsers allow same-origin pages only"))
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+                raise ValueError(f"api.cors_origins: {origin!r} is not an origin like 'https://shop.example' "
+                                 "(scheme and host, optional port, no path) or '*'")
+        return v
+
     require_keys: bool = Field(default=True, description=(
         "Closed by default; false opens every endpoint (refused on a non-loopback bind address)"))
     max_age_s: float = Field(default=7 * 86400.0, gt=0, description=(
