@@ -58,7 +58,9 @@ class CatalogView:
         Attributes IQL does not index (modality payloads); the vector attribute is always excluded.
     hidden_attribute, in_stock_attribute, stock_attribute : str or None
         The availability rule: an item with ``hidden == true``, ``in_stock == false`` or
-        ``stock <= 0`` is never served (None switches a rule off).
+        ``stock <= 0`` is never served (None switches a rule off). Their types are fixed (bool, bool,
+        number) whatever value comes first, on the bulk and live paths alike (``CatalogIndex``):
+        ``"hidden": "true"`` hides the item, ``"hidden": "maybe"`` rejects it.
     attributes_cache_items : int
         Items whose attributes ``item_attributes`` keeps between catalog changes (LRU).
     max_queue : int or None

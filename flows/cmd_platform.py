@@ -239,7 +239,9 @@ def catalog_cmd(
     as any other line, without ``deleted`` (a command, not an attribute); any other ``deleted``
     (``"true"``, ``1``) is rejected by the rule, naming the field, and so is an item whose vector
     (``api.vector_attribute``) is not a flat array of finite numbers (of ``api.vector_dim`` when
-    set). When an item has several lines,
+    set). The serving attributes (``api.hidden_attribute``, ``api.in_stock_attribute``: bools;
+    ``api.stock_attribute``: a number) have these types whatever value comes first: ``"hidden": "true"``
+    is published as ``true``, ``"hidden": "maybe"`` is rejected. When an item has several lines,
     the last one wins (only it is published; if the catalog rule rejects it, nothing is published
     for that item).
 
@@ -276,7 +278,7 @@ def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
     """``catalog``'s body: ``items`` is a regular file (read twice); ``shown`` names it in messages."""
     from confluent_kafka import KafkaError, KafkaException
 
-    from operators.catalog_rule import CatalogCheck, check_catalog
+    from operators.catalog_rule import CatalogCheck, check_catalog, serving_kinds
     from simulators.producer import EventProducer
 
     rejected: list[tuple[int, str]] = []  # (line number, reason): not published
@@ -295,6 +297,8 @@ def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
     # (operators/catalog_rule.py, as the API's index applies it: coerce or reject whole items;
     # "deleted": true is a tombstone), and sent
     check: CatalogCheck | None = None
+    # the serving attributes (hidden, in_stock, stock) have fixed types whatever value comes first
+    serving = serving_kinds(s.api.hidden_attribute, s.api.in_stock_attribute, s.api.stock_attribute)
     p: EventProducer | None = None
     n = n_deleted = 0
     problem = None
@@ -306,8 +310,8 @@ def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
                 chunk.append(item)
                 lines.append(lineno)
             if len(chunk) >= CATALOG_CHUNK_LINES or chunk and lineno == last:
-                check = check_catalog(chunk, exclude=s.api.catalog_exclude, vector_attribute=s.api.vector_attribute,
-                                      vector_dim=s.api.vector_dim, start=check)
+                check = check_catalog(chunk, serving, exclude=s.api.catalog_exclude,
+                                      vector_attribute=s.api.vector_attribute, vector_dim=s.api.vector_dim, start=check)
                 rejected += [(lines[pos], f"item {item_id!r}: {reason}") for pos, item_id, reason in check.rejected]
                 skipped = {pos for pos, _, _ in check.rejected} | {pos for pos, _ in check.deleted}
                 accepted_lines = [lineno for pos, lineno in enumerate(lines) if pos not in skipped]

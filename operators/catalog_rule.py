@@ -15,6 +15,12 @@ anything else that does not fit   the **item is rejected**: not indexed, not ser
                                   attribute and the reason
 ================================  ====================================================
 
+The serving attributes (``api.hidden_attribute``, ``api.in_stock_attribute``, ``api.stock_attribute``:
+``hidden``, ``in_stock``, ``stock``) have fixed types whatever value comes first (``serving_kinds``):
+``hidden`` and ``in_stock`` are bools, ``stock`` is a number, so ``"hidden": "true"`` first is
+coerced to ``true`` (the item hidden), not made a string attribute that serves it and then rejects
+a later ``true``; ``"hidden": "maybe"`` rejects the item.
+
 ``item_id`` follows the id rule (operators/ids.py). Attributes whose first value has no supported
 kind (objects, lists of numbers) are left out of the index but kept in the item.
 
@@ -48,7 +54,7 @@ from numpy.typing import NDArray
 from operators.ids import BadId, canonical_id
 
 __all__ = ["CatalogValueError", "coerce_value", "infer_kind", "check_vector", "check_item", "CatalogCheck",
-           "check_catalog", "KINDS", "DELETED"]
+           "check_catalog", "serving_kinds", "KINDS", "DELETED"]
 
 KINDS = ("string", "number", "bool", "timestamp", "list of strings")
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
@@ -81,6 +87,47 @@ def infer_kind(value: object) -> str | None:
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return "list of strings"
     return None
+
+
+def serving_kinds(hidden_attribute: str | None = "hidden", in_stock_attribute: str | None = "in_stock",
+                  stock_attribute: str | None = "stock") -> dict[str, str]:
+    """The fixed types of the serving attributes (``KINDS``), whatever value comes first.
+
+    The API serves no item with ``hidden == true``, ``in_stock == false`` or ``stock <= 0``; those
+    rules see only a bool (a number for ``stock``), so the types are not left to the first value:
+    ``"hidden": "true"`` first would make ``hidden`` a string attribute, the item served though the
+    shop meant it hidden, and a later ``"hidden": true`` rejected. Both ``check_catalog`` (as
+    ``declared``, by ``fusionrec catalog``) and the API's index (``CatalogIndex``) take these.
+
+    Parameters
+    ----------
+    hidden_attribute, in_stock_attribute, stock_attribute : str or None
+        The configured names (``api.hidden_attribute``, ``api.in_stock_attribute``,
+        ``api.stock_attribute``); None: that rule is off and its attribute free.
+
+    Returns
+    -------
+    dict attribute -> kind: ``"bool"`` for the first two, ``"number"`` for the stock attribute.
+
+    Raises
+    ------
+    ValueError
+        If one name is configured both as a bool and as the stock number.
+
+    Examples
+    --------
+    >>> serving_kinds("hidden", "in_stock", None)
+    {'hidden': 'bool', 'in_stock': 'bool'}
+    """
+    kinds: dict[str, str] = {}
+    for name, kind in ((hidden_attribute, "bool"), (in_stock_attribute, "bool"), (stock_attribute, "number")):
+        if name is None:
+            continue
+        if kinds.get(name, kind) != kind:
+            raise ValueError(f"attribute {name!r} cannot be both a bool serving attribute (hidden_attribute, "
+                             f"in_stock_attribute) and the stock number (stock_attribute)")
+        kinds[name] = kind
+    return kinds
 
 
 def coerce_value(attribute: str, value: object, kind: str) -> object:

@@ -13,6 +13,7 @@ from api.iql.columns import CategoricalColumn, ListColumn
 from api.iql.errors import CatalogSchemaError
 from api.iql.numeric import NumericColumn
 from api.iql.schema import NUMERIC_TYPES, AttrType, Schema
+from operators.catalog_rule import serving_kinds
 from operators.ids import BadId, canonical_id
 
 __all__ = ["BUILD_CHUNK_ITEMS", "CatalogIndex", "Column"]
@@ -52,6 +53,9 @@ class CatalogIndex:
     stock_attribute : str or None
         A number attribute that, when ``<= 0``, removes the item from ``live`` (default None; the
         API passes ``api.stock_attribute``, ``"stock"``).
+        These three have fixed types whatever value comes first (``operators.catalog_rule.serving_kinds``:
+        bool, bool, number): ``"hidden": "true"`` is coerced to ``true``, ``"stock": "0"`` to ``0``, and a
+        value no coercion fits (``"hidden": "maybe"``) rejects the item.
     exclude : iterable of str
         Attributes not indexed (modality payloads: title text, image path, vectors).
     skip_unsupported : bool
@@ -81,7 +85,9 @@ class CatalogIndex:
         bucket: int | None = None,
         max_delta: int | None = None,
     ) -> None:
-        self.schema = Schema(declared, skip_unsupported)
+        # the serving attributes' types do not depend on the first value (operators/catalog_rule.py)
+        self.schema = Schema(declared, skip_unsupported,
+                             fixed=serving_kinds(hidden_attribute, in_stock_attribute, stock_attribute))
         self.hidden_attribute = hidden_attribute
         self.in_stock_attribute = in_stock_attribute
         self.stock_attribute = stock_attribute

@@ -105,7 +105,7 @@ def _fits(value: object, kind: AttrType) -> bool:
 
 
 class Schema(Mapping[str, AttrType]):
-    """Attribute name -> type, inferred from the first non-null value unless declared.
+    """Attribute name -> type, inferred from the first non-null value unless declared or fixed.
 
     An ISO-8601 string infers a timestamp; a later non-ISO string for it is then a conflict
     (declare the attribute as ``"string"`` to avoid that). Numbers are accepted for timestamps
@@ -115,6 +115,11 @@ class Schema(Mapping[str, AttrType]):
     ----------
     declared : mapping of str to AttrType or its value, optional
         Types fixed up front (``{"created_at": "timestamp"}``).
+    fixed : mapping of str to AttrType or its value, optional
+        Types an attribute takes when first seen instead of its first value's (the serving
+        attributes: ``operators.catalog_rule.serving_kinds``); unlike ``declared`` the attribute is
+        listed only once an item has it. A first value of another kind is coerced or rejected as
+        any later value is, and is never skipped as unsupported.
     skip_unsupported : bool
         If true, an attribute whose first value IQL cannot index (a dict, a list of numbers such
         as an embedding) is listed in ``skipped`` and ignored from then on, instead of raising.
@@ -122,9 +127,17 @@ class Schema(Mapping[str, AttrType]):
     """
 
     def __init__(
-        self, declared: Mapping[str, AttrType | str] | None = None, skip_unsupported: bool = False
+        self,
+        declared: Mapping[str, AttrType | str] | None = None,
+        skip_unsupported: bool = False,
+        *,
+        fixed: Mapping[str, AttrType | str] | None = None,
     ) -> None:
         self._types: dict[str, AttrType] = {k: AttrType(v) for k, v in (declared or {}).items()}
+        self._fixed: dict[str, AttrType] = {k: AttrType(v) for k, v in (fixed or {}).items()}
+        for name, kind in self._fixed.items():
+            if self._types.get(name, kind) is not kind:
+                raise ValueError(f"attribute {name!r} is declared a {self._types[name]}, but its type is fixed: {kind}")
         self.skip_unsupported = skip_unsupported
         self.skipped: set[str] = set()
         self.version = 0
@@ -152,7 +165,7 @@ class Schema(Mapping[str, AttrType]):
         if value is None or name in self.skipped:
             return None
         kind = self._types.get(name)
-        if kind is None:
+        if kind is None and (kind := self._fixed.get(name)) is None:
             kind = _infer(value)
             if self.skip_unsupported and (kind is None or not _fits(value, kind)):
                 self.skipped.add(name)
@@ -167,7 +180,8 @@ class Schema(Mapping[str, AttrType]):
             try:  # the catalog rule's coercions ("12.5" -> 12.5, "true" -> True, 123 -> "123"): operators/catalog_rule.py
                 normalized = _normalize(coerce_value(name, value, kind.value), kind)
             except ValueError:
-                raise CatalogSchemaError(item_id, name, f"a {kind} (its type in this catalogue)", value) from None
+                why = "the fixed type of this serving attribute" if name in self._fixed else "its type in this catalogue"
+                raise CatalogSchemaError(item_id, name, f"a {kind} ({why})", value) from None
         if name not in self._types:
             self._types[name] = kind
             self.version += 1

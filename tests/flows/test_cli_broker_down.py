@@ -82,3 +82,20 @@ def test_catalog_of_only_rejected_lines_reports_them_without_a_broker(nobody_lis
     assert "published 0 items" in out and "rejected 2 lines" in out, out
     assert f"rejected {items}:1: not JSON: number is infinity" in out, out
     assert f"rejected {items}:2: item_id: must be a non-empty string" in out, out
+
+
+def test_catalog_rejects_a_serving_attribute_of_no_coercible_kind_without_a_broker(
+        nobody_listens: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serving attributes have fixed types whatever value comes first (a bool, a bool, a number; the
+    configured names): a first value no coercion fits rejects the line naming the attribute."""
+    monkeypatch.setenv("FUSIONREC_API__HIDDEN_ATTRIBUTE", "concealed")
+    items = tmp_path / "items.jsonl"
+    items.write_bytes(b'{"item_id": "h", "concealed": "maybe"}\n{"item_id": "i", "in_stock": "no"}\n'
+                      b'{"item_id": "s", "stock": "none"}\n')
+    result = CliRunner().invoke(app, ["catalog", str(items)])
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "published 0 items" in out and "rejected 3 lines" in out, out
+    assert f"rejected {items}:1: item 'h': attribute 'concealed' must be a bool; got 'maybe' (str)" in out, out
+    assert f"rejected {items}:2: item 'i': attribute 'in_stock' must be a bool; got 'no' (str)" in out, out
+    assert f"rejected {items}:3: item 's': attribute 'stock' must be a number; got 'none' (str)" in out, out

@@ -326,3 +326,31 @@ def test_catalog_memory_does_not_grow_with_the_file(tansu_bootstrap: str, make_t
         tracemalloc.stop()
     assert result.exit_code == 0 and "published 20000 items" in result.output, result.output
     assert peak < 20e6, peak  # the 20k parsed items alone take ~80 MB
+
+
+def test_catalog_serving_attributes_have_fixed_types(tansu_bootstrap: str, make_topic, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    """New-user trial: ``"hidden": "true"`` first made ``hidden`` a string attribute (published as the string,
+    served by the API, and a later ``"hidden": true`` rejected); the same for ``in_stock`` and ``stock``. They
+    are a bool, a bool and a number whatever comes first: coerced, or the line rejected naming the attribute;
+    chunks of 2 lines, so the types hold across chunks."""
+    import flows.cmd_platform
+
+    monkeypatch.setattr(flows.cmd_platform, "CATALOG_CHUNK_LINES", 2)
+    path = tmp_path / "items.jsonl"
+    result, topic = _publish_catalog(
+        tansu_bootstrap, make_topic, monkeypatch, path, "cli-catalog-serving",
+        b'{"item_id": "s20hid1", "hidden": "true"}\n{"item_id": "s20stk1", "in_stock": "false"}\n'
+        b'{"item_id": "s20stk2", "stock": "0"}\n{"item_id": "later", "hidden": true, "in_stock": true, "stock": 4}\n'
+        b'{"item_id": "maybe", "hidden": "maybe"}\n{"item_id": "lots", "stock": "lots"}\n')
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "published 4 items" in out and "coerced 3 values (hidden 1, in_stock 1, stock 1)" in out, out
+    assert _rejected_lines(out) == [
+        f"rejected {path}:5: item 'maybe': attribute 'hidden' must be a bool; got 'maybe' (str)",
+        f"rejected {path}:6: item 'lots': attribute 'stock' must be a number; got 'lots' (str)"], out
+    got = _records(tansu_bootstrap, topic, 4)
+    assert got == {"s20hid1": {"item_id": "s20hid1", "hidden": True},
+                   "s20stk1": {"item_id": "s20stk1", "in_stock": False},
+                   "s20stk2": {"item_id": "s20stk2", "stock": 0},
+                   "later": {"item_id": "later", "hidden": True, "in_stock": True, "stock": 4}}
