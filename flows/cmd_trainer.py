@@ -75,7 +75,12 @@ def models_list() -> None:
     from operators.model_registry import list_versions
 
     s = _settings()
-    for v in list_versions(s.stream.model_dir):
+    versions = list_versions(s.stream.model_dir)
+    if not versions:  # say where it looked: `fusionrec run` keeps its versions under its own --var
+        typer.echo(f"no model versions under {s.stream.model_dir} ([stream] model_dir; `fusionrec run` keeps its "
+                   "versions under var/run/models: FUSIONREC_STREAM__MODEL_DIR=var/run/models fusionrec models list)",
+                   err=True)
+    for v in versions:
         gate = v.get("gate") or {}
         metric = gate.get("metric")
         score = (gate.get("challenger") or {}).get(metric) if metric else None

@@ -140,6 +140,9 @@ def test_the_watcher_does_not_reload_a_broken_version_at_every_check(lake, tmp_p
 def test_models_cli(lake, tmp_path, monkeypatch):
     s = _settings(lake, tmp_path)
     monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(s.stream.model_dir))
+    _register()
+    none = CliRunner().invoke(app, ["models", "list"])  # says where it looked (a new user's run kept them elsewhere)
+    assert none.exit_code == 0 and f"no model versions under {s.stream.model_dir}" in none.output
     a = run_once(s, model="pop")["challenger"]
     b = run_once(s, model="covisit")["challenger"]
     _register()
