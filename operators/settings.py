@@ -335,6 +335,22 @@ class ApiSettings(_Block):
                 raise ValueError(str(exc).removeprefix("api.rate_limit: ")) from None
         return value
 
+    @model_validator(mode="after")
+    def _serving_attributes_indexed(self) -> ApiSettings:
+        """The serving rules' attributes are indexed and distinct: one in ``catalog_exclude`` was never checked nor
+        indexed, so its rule stopped hiding items without a word; one name as a bool and as the stock number
+        cannot have both types."""
+        names = {"hidden_attribute": self.hidden_attribute, "in_stock_attribute": self.in_stock_attribute,
+                 "stock_attribute": self.stock_attribute}
+        for field, name in names.items():
+            if name is not None and name in self.catalog_exclude:
+                raise ValueError(f"api.{field} {name!r} is in api.catalog_exclude: the rule would never see it")
+        used = [n for n in names.values() if n is not None]
+        if len(set(used)) < len(used):
+            raise ValueError("api.hidden_attribute, api.in_stock_attribute and api.stock_attribute must name "
+                             f"different attributes; got {names}")
+        return self
+
     @field_validator("request_secret")
     @classmethod
     def _request_secret_long_enough(cls, value: str | None) -> str | None:

@@ -162,3 +162,14 @@ def test_a_config_file_named_but_missing_is_an_error(monkeypatch, tmp_path):
     monkeypatch.delenv("FUSIONREC_CONFIG")
     monkeypatch.chdir(tmp_path)  # ./fusionrec.toml stays optional
     assert Settings().api.port > 0
+
+
+@pytest.mark.parametrize(("api", "says"), [
+    ({"catalog_exclude": ["vector", "hidden"]}, "hidden_attribute 'hidden' is in api.catalog_exclude"),
+    ({"stock_attribute": "hidden"}, "must name different attributes"),
+])
+def test_the_serving_rules_attributes_are_indexed_and_distinct(api, says):
+    """An excluded serving attribute was never indexed, so its rule stopped hiding items without a word."""
+    with pytest.raises(ValidationError, match=re.escape(says)):
+        Settings(api=api)
+    assert Settings(api={"catalog_exclude": ["vector"], "stock_attribute": None, "hidden_attribute": "concealed"})
