@@ -49,7 +49,7 @@ from starlette.routing import Route
 from api.analytics_view import AnalyticsView, Slice
 from api.errors import ApiError, validate_params
 from api.json import json_response
-from api.topic_table import TopicTable
+from api.topic_table import BACKGROUND_FETCH_WAIT_MS, TopicTable
 from api.trainer_view import trainer_ops
 from operators.analytics.join import COUNTER_FIELDS, GROUP_FIELDS
 from operators.analytics.topic import decode_record
@@ -146,7 +146,8 @@ def build_analytics(settings: Settings) -> AnalyticsService:
     (it starts and reports not ready instead), and the reader retries until the topic exists."""
     topic = settings.analytics.topic
     view = AnalyticsView()
-    table = TopicTable(settings.kafka.brokers, topic, decode_record, on_update=view.apply, keep=False).start()
+    table = TopicTable(settings.kafka.brokers, topic, decode_record, on_update=view.apply, keep=False,
+                       fetch_wait_ms=BACKGROUND_FETCH_WAIT_MS).start()
     service = AnalyticsService(settings, table, view)
     threading.Thread(target=_ensure_analytics_topic, args=(settings.kafka.brokers, topic, service._stop),
                      name="analytics-topic", daemon=True).start()

@@ -47,6 +47,7 @@ from operators.kafka import PatientEnds, client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import Event
+from operators.topic_table import BACKGROUND_FETCH_WAIT_MS
 from state.bandit import BanditSnapshot, BanditStore
 from state.codec import decode_value, encode_value
 
@@ -82,8 +83,10 @@ class FeedbackReader:
                  store: BanditStore, rules: EventRules, snapshot_every_s: float = 2.0,
                  served_topic: str | None = None, served_wait_s: float = 2.0,
                  on_beyond_end: Callable[[BeyondLogEnd], None] | None = None,
-                 published: SnapshotTopic | None = None, publish_every_s: float = 60.0) -> None:
+                 published: SnapshotTopic | None = None, publish_every_s: float = 60.0,
+                 fetch_wait_ms: int = BACKGROUND_FETCH_WAIT_MS) -> None:
         self.brokers, self.events_topic, self.served_topic = brokers, events_topic, served_topic
+        self.fetch_wait_ms = fetch_wait_ms  # not on the event -> visible path: few empty fetches (operators.topic_table)
         self.topics = [events_topic] + ([served_topic] if served_topic else [])
         self.on_beyond_end = on_beyond_end
         self.guards = {t: OffsetGuard(brokers, t, "earliest") for t in self.topics}
@@ -231,7 +234,7 @@ class FeedbackReader:
                 if self.on_beyond_end is not None:
                     self.on_beyond_end(b)
         c = Consumer({**client_config(self.brokers), "group.id": "fusionrec-api-feedback",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
+                      "enable.auto.commit": False, "fetch.wait.max.ms": self.fetch_wait_ms, "fetch.error.backoff.ms": 10,
                       "topic.metadata.refresh.interval.ms": 5000, "error_cb": self._on_error})
         c.assign([TopicPartition(t, p, self._queued.get((t, p), OFFSET_BEGINNING)) for t, ps in parts.items() for p in ps])
         # the served lists written before start are read before any event: then no event is folded

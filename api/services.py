@@ -24,7 +24,7 @@ from api.optimizer import ThompsonOptimizer
 from api.rate_limit import EventRateLimiter
 from api.request_ids import RequestSigner, load_request_secret
 from api.snapshot_topic import SnapshotTopic
-from api.topic_table import TopicTable
+from api.topic_table import BACKGROUND_FETCH_WAIT_MS, TopicTable
 from api.topn_checkpoint import TopnCheckpoints
 from api.window_popularity import PopularitySnapshots, WindowPopularity
 from operators.attribution import ANONYMOUS_USER, REQUEST_TYPE, Impression
@@ -209,7 +209,7 @@ def build_services(settings: Settings) -> Services:
     snapshots = PopularitySnapshots(popularity, state_dir / "popularity.snapshot", k.window_topic())
     window_table = TopicTable(k.brokers, k.window_topic(), decode_window_piece, on_update=popularity.apply,
                               keep=False, on_beyond_end=beyond_end, start_offsets=snapshots.load(),
-                              on_batch=snapshots.on_batch).start()
+                              on_batch=snapshots.on_batch, fetch_wait_ms=BACKGROUND_FETCH_WAIT_MS).start()
     fold = FeedbackFold(optimizer, campaigns.config_of, max_open=a.max_open_lists, declares=campaigns.declares,
                         segment_of=campaigns.segment_of)
     reader = None
@@ -223,10 +223,11 @@ def build_services(settings: Settings) -> Services:
     # items kept as their JSON (decoded per GET /v1/items/{id}): ~1.1 GB less per process at 1M items;
     # the view is bulk-built from them on the reader thread once it has caught up (api/catalog.py)
     catalog = TopicTable(k.brokers, k.catalog_topic, orjson.loads, on_update=view.on_update,
-                         on_beyond_end=beyond_end, keep_raw=True,
+                         on_beyond_end=beyond_end, keep_raw=True, fetch_wait_ms=BACKGROUND_FETCH_WAIT_MS,
                          on_caught_up=lambda table: view.load_initial(table.raw_items(), table.decode,
                                                                       table.tombstoned_keys())).start()
-    item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads, on_beyond_end=beyond_end).start()
+    item_links = TopicTable(k.brokers, k.item_links_topic, orjson.loads, on_beyond_end=beyond_end,
+                            fetch_wait_ms=BACKGROUND_FETCH_WAIT_MS).start()
     topn_store = checkpoints = None
     if a.topn_store == "rocksdb":
         topn_store = ServingStore(settings.stream.serving_dir / k.topn_topic, ServingOptions(block_cache_bytes=a.topn_cache_bytes))
@@ -242,8 +243,8 @@ def build_services(settings: Settings) -> Services:
         popular_lists=popular_lists,
         catalog=catalog,
         item_links=item_links,
-        flow_stats=TopicTable(k.brokers, k.flow_stats_topic(), orjson.loads,
-                              on_beyond_end=beyond_end).start(),  # the flow's counters (/metrics)
+        flow_stats=TopicTable(k.brokers, k.flow_stats_topic(), orjson.loads, on_beyond_end=beyond_end,
+                              fetch_wait_ms=BACKGROUND_FETCH_WAIT_MS).start(),  # the flow's counters (/metrics)
         producer=durable.producer,
         durable=durable,
         metrics=metrics,

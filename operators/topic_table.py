@@ -20,13 +20,20 @@ from operators.kafka import PatientEnds, client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from state.serving import ServingStore
 
-__all__ = ["TopicTable", "FETCH_BYTES", "CONSUME_BATCH", "release_free_heap"]
+__all__ = ["TopicTable", "FETCH_BYTES", "CONSUME_BATCH", "FETCH_WAIT_MS", "BACKGROUND_FETCH_WAIT_MS", "release_free_heap"]
 
 log = logging.getLogger(__name__)
 
 FETCH_BYTES = 16 * 1024 * 1024
 """``max.partition.fetch.bytes`` of the readers (librdkafka's default, 1 MB, made a cold read of 1M
 top-N lists from Tansu ~2x slower: one round trip per MB and partition)."""
+FETCH_WAIT_MS = 10
+"""``fetch.wait.max.ms`` of a reader on the event -> visible path (``user-topn``): how long the broker may hold
+an empty fetch. Each idle reader makes ~1 / wait fetches a second per broker connection."""
+BACKGROUND_FETCH_WAIT_MS = 250
+"""``fetch.wait.max.ms`` of the readers whose changes are not on the event -> visible path (catalog, item links,
+windowed popularity, the flow's statistics, the optimizer's feedback): ~4 empty fetches a second each instead of
+~100. At 10 ms the API's idle readers kept the embedded broker busy (bench/RESULTS.md, issue 14)."""
 CONSUME_BATCH = 10_000
 """Messages taken from the consumer's queue per call (values and offsets written to a serving store together)."""
 
@@ -85,6 +92,9 @@ class TopicTable:
         Called on the reader thread after every applied batch and once when caught up, with
         every partition's next offset (what has been applied so far) and whether the reader has
         caught up: a consistent point to snapshot what ``on_update`` folded.
+    fetch_wait_ms : int
+        ``fetch.wait.max.ms`` of its consumer: ``FETCH_WAIT_MS`` (10) for a table on the event -> visible path,
+        ``BACKGROUND_FETCH_WAIT_MS`` (250) for the others, so idle readers do not keep the broker busy.
     on_caught_up : callable (TopicTable), optional
         Called once on the reader thread when it has first caught up, before ``wait_caught_up``
         returns True and before any later message is applied: a consistent point to bulk-build from
@@ -112,7 +122,7 @@ class TopicTable:
                  start_offsets: dict[int, int] | None = None,
                  on_batch: Callable[[dict[int, int], bool], None] | None = None,
                  restore: Callable[[], bool] | None = None, keep_raw: bool = False,
-                 on_caught_up: Callable[[TopicTable], None] | None = None) -> None:
+                 on_caught_up: Callable[[TopicTable], None] | None = None, fetch_wait_ms: int = FETCH_WAIT_MS) -> None:
         self.brokers, self.topic, self.decode, self.on_update = brokers, topic, decode, on_update
         self.on_beyond_end = on_beyond_end
         self.store, self.update_prefix = store, update_prefix
@@ -121,6 +131,7 @@ class TopicTable:
         self.guard = OffsetGuard(brokers, topic, "earliest")
         self.keep, self.reader, self.keep_raw = keep, reader, keep_raw
         self.on_caught_up = on_caught_up
+        self.fetch_wait_ms = fetch_wait_ms
         self._data: dict[str, object] = {}
         self._tombstoned: set[str] = set()  # keep_raw: keys whose latest record deletes them (tombstoned_keys)
         self._pending: list[tuple[bytes, bytes | None]] = []  # changes for the serving store, per poll
@@ -243,8 +254,8 @@ class TopicTable:
         parts = topic_partitions(self.brokers, self.topic)
         end = self._ends.ends(self.brokers, self.topic)
         c = Consumer({**client_config(self.brokers), "group.id": f"fusionrec-{self.reader}-{self.topic}",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
-                      "max.partition.fetch.bytes": FETCH_BYTES, "error_cb": self._on_error})
+                      "enable.auto.commit": False, "fetch.wait.max.ms": self.fetch_wait_ms,
+                      "fetch.error.backoff.ms": 10, "max.partition.fetch.bytes": FETCH_BYTES, "error_cb": self._on_error})
         stored = self.store.offsets() if self.store is not None else self.start_offsets
         offsets = {p: stored.get(p, 0) for p in parts}
         c.assign([TopicPartition(self.topic, p, offsets[p] or OFFSET_BEGINNING) for p in parts])
