@@ -32,8 +32,9 @@ FETCH_WAIT_MS = 10
 an empty fetch. Each idle reader makes ~1 / wait fetches a second per broker connection."""
 BACKGROUND_FETCH_WAIT_MS = 250
 """``fetch.wait.max.ms`` of the readers whose changes are not on the event -> visible path (catalog, item links,
-windowed popularity, the flow's statistics, the optimizer's feedback): ~4 empty fetches a second each instead of
-~100. At 10 ms the API's idle readers kept the embedded broker busy (bench/RESULTS.md, issue 14)."""
+windowed popularity, the flow's statistics, analytics): ~4 empty fetches a second each instead of ~100. At 10 ms
+the API's idle readers kept the embedded broker busy (bench/RESULTS.md, issue 14). The optimizer's feedback reader
+keeps ``FETCH_WAIT_MS`` (``api.feedback_reader``)."""
 CONSUME_BATCH = 10_000
 """Messages taken from the consumer's queue per call (values and offsets written to a serving store together)."""
 
