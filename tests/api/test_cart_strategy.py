@@ -22,10 +22,11 @@ class _Counting:
     """A model that records how many histories each ``recommend`` call scores."""
 
     def __init__(self, model: CoVisitation) -> None:
-        self.model, self.histories = model, []
+        self.model, self.histories, self.items = model, [], set()
 
     def recommend(self, histories, k):  # noqa: ANN001, ANN201
         self.histories.append(histories.n_queries)
+        self.items.update(histories.items.tolist())
         return self.model.recommend(histories, k)
 
 
@@ -49,8 +50,13 @@ def test_a_large_cart_scores_its_last_items_and_excludes_every_one():
     out = serve_list(svc, campaign, "cart", {}, Inputs(cart=cart, params={"k": "10"}), 10)
     assert model.histories and max(model.histories) == CART_ITEMS_SCORED
     assert len(out.items) == 10 and not {i["item_id"] for i in out.items} & set(cart)
-    # the last distinct items are the ones scored: the same list as a cart of only those
+    assert model.items == set(range(80, 100))  # the last 20 the request lists (ids[j] is model item j)
+    # the last *distinct* ones: repeating them changes nothing; moving older ones to the end makes them the scored ones
     model.histories.clear()
     svc.filled, svc.candidates = CandidateCache(), CandidateCache()
     last = serve_list(svc, campaign, "cart", {}, Inputs(cart=(*cart[:80], *cart[80:], *cart[80:]), params={"k": "10"}), 10)
     assert last.items == out.items
+    model.items.clear()
+    svc.filled, svc.candidates = CandidateCache(), CandidateCache()
+    serve_list(svc, campaign, "cart", {}, Inputs(cart=(*cart[20:], *cart[:20]), params={"k": "10"}), 10)
+    assert model.items == set(range(20))
