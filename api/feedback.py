@@ -121,8 +121,9 @@ class FeedbackFold:
         if imp is not None:
             self.served(imp)
 
-    def event(self, ev: Event) -> None:
-        """One event of ``events``: a reward if it converts a served list.
+    def event(self, ev: Event, received_ts: float | None = None) -> None:
+        """One event of ``events``: a reward if it converts a served list. ``received_ts`` is its record's Kafka
+        timestamp (epoch s): last touch takes no list served after it (``operators.attribution.attribution_ts``).
 
         A ``rec_request`` here did not come from the server (served lists travel on their own topic)
         and counts for nothing (``skipped["request_on_events"]``).
@@ -135,13 +136,14 @@ class FeedbackFold:
         if ev.request_id is None and ev.user_id not in self.by_user:
             return
         with self.lock:
-            self._feedback(ev)
+            self._feedback(ev, received_ts)
 
     def _served_to(self, user_id: str) -> list[Impression]:
         return [imp for rid in self.by_user.get(user_id, ()) if (imp := self.open.get(rid)) is not None]
 
-    def _feedback(self, ev: Event) -> None:
-        res = attribute_events([ev], self.open.get, rewarded=self.rewarded, served_to=self._served_to)
+    def _feedback(self, ev: Event, received_ts: float | None = None) -> None:
+        res = attribute_events([ev], self.open.get, rewarded=self.rewarded, served_to=self._served_to,
+                               received_ts=received_ts)
         for r in res.rewards:
             imp = self.open[r.request_id]
             self.optimizer.record((r.campaign_id, r.arm, r.segment), r.ts, self.config_of(r.campaign_id), rewards=1)

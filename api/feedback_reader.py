@@ -9,6 +9,15 @@ Most events change nothing here (no request id, and their user has no open list)
 skipped before parsing (``_no_effect``: a byte search, a dict look-up and, when lists exist, the
 event time), so a worker spends ~1 µs instead of ~9 µs on them.
 
+Which lists an event credits does not depend on how the reads of the two topics interleave
+(``operators.attribution`` rule 2, as in the analytics flow): last touch takes only lists served
+before the event was received (its record's Kafka timestamp), and an event is folded once the
+served partition of its user has been read past that time plus ``SERVED_ORDER_SLACK_S``; the
+events after it wait behind it. Only when no newer list comes does it go on after
+``served_wait_s`` of wall time (an idle partition), and until the first list was ever read no
+event waits. So the reader fetches with a long wait (``BACKGROUND_FETCH_WAIT_MS``): at 10 ms its
+fetches of the served lists kept the embedded broker at ~0.8 of a core under serving load.
+
 Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists and the
 offsets they reflect; then read only the tails of the topics, from those offsets (start-up costs
 the snapshot's size, not the history's length). A process without a local snapshot (a new node)
@@ -41,7 +50,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from api.feedback import FeedbackFold
 from api.snapshot_topic import SnapshotTopic
-from operators.attribution import REQUEST_TYPE, Impression
+from operators.attribution import REQUEST_TYPE, SERVED_ORDER_SLACK_S, Impression, served_lists_read
 from operators.ids import BadId, canonical_id
 from operators.kafka import PatientEnds, client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
@@ -86,20 +95,21 @@ class FeedbackReader:
                  published: SnapshotTopic | None = None, publish_every_s: float = 60.0,
                  fetch_wait_ms: int = FETCH_WAIT_MS) -> None:
         self.brokers, self.events_topic, self.served_topic = brokers, events_topic, served_topic
-        # the short wait of operators.topic_table: with 250 ms the optimizer's rewards stopped matching the analytics
-        # flow's (36 against 34 in tests/analytics/test_attack_ab.py): which served lists are folded before an event
-        # depends on how the two topics' fetches interleave
+        # the app passes BACKGROUND_FETCH_WAIT_MS: the optimizer is off the event -> visible path, and which lists an
+        # event credits does not depend on how the two topics' fetches interleave (``_waits``)
         self.fetch_wait_ms = fetch_wait_ms
         self.topics = [events_topic] + ([served_topic] if served_topic else [])
         self.on_beyond_end = on_beyond_end
         self.guards = {t: OffsetGuard(brokers, t, "earliest") for t in self.topics}
         self._last_ts: dict[tuple[str, int], int] = {}  # Kafka timestamp (ms) of the last record fetched
         self.served_wait_s = served_wait_s
-        # events without request_id newer than the newest served list wait for the lists of their time
-        # (until the served lists written before start are read, then at most served_wait_s): last touch
+        # an event waits until the lists that can be its last touch have been read (served_lists_read, by the
+        # newest list's ts read from its user's partition) or, after the served lists written before start are
+        # read, at most served_wait_s; the events after it wait behind it: as in the analytics flow, last touch
         # must not depend on how the two topics' reads interleave
         self._served_read = served_topic is None  # the served lists written before start have been read
-        self._held: deque[tuple[tuple[str, int], int, Event, float]] = deque()
+        self._held: deque[tuple[tuple[str, int], int, Event, float, float | None]] = deque()
+        self._served_clock: dict[int, float] = {}  # served partition -> newest list ts read from it
         self.fold, self.store, self.rules = fold, store, rules
         self.snapshot_every_s = snapshot_every_s
         self.offsets: dict[tuple[str, int], int] = {}
@@ -345,7 +355,7 @@ class FeedbackReader:
         if offset < self._stored.get(key, 0):
             return  # already in the snapshot
         served = key[0] == self.served_topic
-        if not served and not self._held and self._no_effect(k, value):
+        if not served and not self._held and self._no_effect(k, value, key[1], received_ts):
             self.offsets[key] = offset + 1
             self.n_unparsed += 1
             return
@@ -353,20 +363,40 @@ class FeedbackReader:
         if not isinstance(ev, Event):
             return  # the flow dead-letters it
         if served:
+            if ev.ts > self._served_clock.get(key[1], 0.0):
+                self._served_clock[key[1]] = ev.ts
             self.fold.served_record(ev)
             self.offsets[key] = offset + 1
-        elif self._held or (ev.request_id is None and ev.ts > self.fold.clock
-                            and (self.fold.clock > 0.0 or not self._served_history_read())):
-            self._held.append((key, offset, ev, time.monotonic()))
+        elif self._held or self._waits(ev, received_ts, key[1]):
+            self._held.append((key, offset, ev, time.monotonic(), received_ts))
         else:
-            self.fold.event(ev)
+            self.fold.event(ev, received_ts)
             self.offsets[key] = offset + 1
 
-    def _no_effect(self, k: bytes | None, value: bytes | None) -> bool:
+    def _served_clock_of(self, partition: int) -> float:
+        """The newest list ts read from the served partition of the users of ``events`` partition ``partition``
+        (the same number: same key, same partitioner); the oldest over all of them when the two topics'
+        partition counts differ."""
+        if self._end is not None:
+            n_events = sum(1 for t, _ in self._end if t == self.events_topic)
+            n_served = sum(1 for t, _ in self._end if t == self.served_topic)
+            if n_events != n_served:
+                return min((self._served_clock.get(p, 0.0) for t, p in self._end if t == self.served_topic),
+                           default=0.0)
+        return self._served_clock.get(partition, 0.0)
+
+    def _waits(self, ev: Event, received_ts: float | None, partition: int) -> bool:
+        """True while lists that can be ``ev``'s last touch may be unread (``served_lists_read``); never when
+        no list was ever served and the served lists written before start have been read."""
+        if self.fold.clock <= 0.0 and self._served_history_read():
+            return False
+        return not served_lists_read(ev, received_ts, self._served_clock_of(partition))
+
+    def _no_effect(self, k: bytes | None, value: bytes | None, partition: int, received_ts: float | None) -> bool:
         """True when folding this ``events`` record now (nothing held) would change nothing, decided
         without parsing it: it names no request id and is no ``rec_request``, its user (the key) has no
-        open list, and no list is open at all or its event time is not after the served clock (so it
-        would not wait for lists either). False whenever that cannot be told cheaply (then it is parsed)."""
+        open list, and no list is open at all or the lists that can be its last touch have all been read
+        (so it would not wait for lists either). False whenever that cannot be told cheaply (then it is parsed)."""
         if k is None or value is None:
             return True  # a dead letter of the flow
         if b'"request_id"' in value or _REQUEST_BYTES in value:
@@ -385,7 +415,10 @@ class FeedbackReader:
         except orjson.JSONDecodeError:
             return True
         ts = obj.get("ts") if isinstance(obj, dict) else None
-        return isinstance(ts, int | float) and not isinstance(ts, bool) and ts <= clock
+        if not isinstance(ts, int | float) or isinstance(ts, bool):
+            return False
+        at = ts if received_ts is None else min(ts, received_ts)
+        return at + SERVED_ORDER_SLACK_S <= self._served_clock_of(partition)
 
     def _served_history_read(self) -> bool:
         """True once every served list written before start has been read (a new node's history)."""
@@ -399,11 +432,11 @@ class FeedbackReader:
         deadline = time.monotonic() - self.served_wait_s
         history = self._served_history_read()
         while self._held:
-            key, offset, ev, read_at = self._held[0]
-            if ev.request_id is None and ev.ts > self.fold.clock and (read_at > deadline or not history):
+            key, offset, ev, read_at, received_ts = self._held[0]
+            if self._waits(ev, received_ts, key[1]) and (read_at > deadline or not history):
                 return
             self._held.popleft()
-            self.fold.event(ev)
+            self.fold.event(ev, received_ts)
             self.offsets[key] = offset + 1
 
     def snapshot(self) -> bool:

@@ -26,7 +26,7 @@ from flows.routing import bytewax_workers, partition_key
 from flows.source import OffsetReset, ReportSink, ResumingKafkaSource, parse_by_partition
 from operators.analytics.apply import SERVED_OFFSET
 from operators.kafka import TopicSpec, ensure_topics
-from operators.parse import EventRules
+from operators.parse import EventRules, kafka_timestamp_s
 from operators.schema import DeadLetter, Event
 from operators.settings import Settings
 
@@ -50,7 +50,7 @@ def build_flow(settings: Settings, layout: tuple[int, int] | None = None) -> Dat
                               offset_policy=s.offset_beyond_end)
     msgs = op.input("events", flow, src)                                  # KafkaSourceMessage | KafkaError
     to_key = partial(_parse, rules, k.served_topic, layout=layout or bytewax_workers())
-    keyed = op.filter_map("parse", msgs, to_key)  # (partition_key, (partition, offset, parsed, served))
+    keyed = op.filter_map("parse", msgs, to_key)  # (partition_key, (partition, offset, parsed, served, received_ts))
     reports = op.stateful_batch("join", keyed, lambda _resume: AnalyticsLogic(res))  # (partition_key, AnalyticsReport)
     op.output("reports", reports, ReportSink())
     return flow
@@ -58,18 +58,19 @@ def build_flow(settings: Settings, layout: tuple[int, int] | None = None) -> Dat
 
 def _parse(rules: EventRules, served_topic: str, msg: KafkaSourceMessage | KafkaError, *,
            layout: tuple[int, int] = (1, 1)
-           ) -> tuple[str, tuple[int, int, Event | DeadLetter, bool]] | None:
-    """``parse_by_partition``, tagged with whether the message came from the served-list topic
-    (an ``OffsetReset`` of either topic passes through, tagged the same way)."""
+           ) -> tuple[str, tuple[int, int, Event | DeadLetter, bool, float | None]] | None:
+    """``parse_by_partition``, tagged with whether the message came from the served-list topic and with
+    its record's Kafka timestamp (epoch s, None if the log gave none: last touch's ``attribution_ts``);
+    an ``OffsetReset`` of either topic passes through, tagged the same way."""
     if isinstance(msg, OffsetReset):
         return (partition_key(msg.partition, *layout),  # type: ignore[return-value]
-                (msg.partition, -2, msg, msg.topic == served_topic))
+                (msg.partition, -2, msg, msg.topic == served_topic, None))
     out = parse_by_partition(rules, msg, wake=False, layout=layout)
     if out is None or not isinstance(msg, KafkaSourceMessage):
         return None
     key, (partition, offset, parsed) = out
     assert parsed is not None
-    return key, (partition, offset, parsed, msg.topic == served_topic)
+    return key, (partition, offset, parsed, msg.topic == served_topic, kafka_timestamp_s(msg.timestamp))
 
 
 def __getattr__(name: str) -> Dataflow:

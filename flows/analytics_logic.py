@@ -2,9 +2,10 @@
 
 Input: partition ``p`` of ``events`` and partition ``p`` of the server-only ``served`` topic
 (same key, so the same users). Served lists are registered as they are read; an event waits
-until the served lists of its time have been read (its ``ts`` <= the newest served list's
-``ts``), at most ``analytics.served_wait_s`` of wall time, so last-touch attribution does not
-depend on how the two topics' reads interleave (a restart after ``kill -9`` counts the same).
+until the served lists that can be its last touch have been read (the newest served list's
+``ts`` is past its attribution time plus a slack: ``operators.attribution.served_lists_read``),
+at most ``analytics.served_wait_s`` of wall time, so last-touch attribution does not depend on
+how the two topics' reads interleave (a restart after ``kill -9`` counts the same).
 
 Per batch: ``operators.analytics.apply`` stages the join's changes; the changed rows (absolute
 values) go to the compacted ``analytics`` topic; after the producer has flushed, the batch is
@@ -28,6 +29,7 @@ from flows.source import OffsetReset, apply_offset_reset
 from operators.analytics.apply import SERVED_OFFSET, AnalyticsApplier
 from operators.analytics.join import JoinRules
 from operators.analytics.topic import encode_record, record_key
+from operators.attribution import served_lists_read
 from operators.delivery import deliver_all
 from operators.kafka import make_producer
 from operators.schema import DeadLetter, Event
@@ -39,7 +41,8 @@ __all__ = ["Parsed", "AnalyticsReport", "AnalyticsResources", "AnalyticsLogic", 
 
 log = logging.getLogger(__name__)
 
-Parsed = tuple[int, int, Event | DeadLetter, bool]  # (partition, offset, parsed message, from the served topic)
+Parsed = tuple[int, int, Event | DeadLetter, bool, float | None]
+"""(partition, offset, parsed message, from the served topic, the record's Kafka timestamp in epoch s)"""
 
 
 def analytics_state_dir(settings: Settings) -> Path:
@@ -84,7 +87,8 @@ class AnalyticsLogic(StatefulBatchLogic[Parsed, AnalyticsReport, None]):
     def __init__(self, res: AnalyticsResources) -> None:
         self.res = res
         self.applier: AnalyticsApplier | None = None
-        self.held: list[tuple[int, Event | DeadLetter, float]] = []  # (offset, message, monotonic time read)
+        # (offset, message, monotonic time read, Kafka timestamp of the record)
+        self.held: list[tuple[int, Event | DeadLetter, float, float | None]] = []
 
     def _open(self, partition: int) -> AnalyticsApplier:
         s = self.res.settings
@@ -95,15 +99,15 @@ class AnalyticsLogic(StatefulBatchLogic[Parsed, AnalyticsReport, None]):
     def on_batch(self, values: list[Parsed]) -> tuple[list[AnalyticsReport], bool]:
         if self.applier is None:
             self.applier = self._open(values[0][0])
-        for _, _, reset, served_topic in values:  # a recreated log: commit its new offset first
+        for _, _, reset, served_topic, _ in values:  # a recreated log: commit its new offset first
             if isinstance(reset, OffsetReset):
                 self._reset(reset, served_topic)
         values = [v for v in values if not isinstance(v[2], OffsetReset)]
         now = time.monotonic()
         last = self.held[-1][0] if self.held else self.applier.next_offset - 1
-        self.held += [(o, m, now) for o, m in sorted(((o, m) for _, o, m, srv in values if not srv),
-                                                      key=lambda x: x[0]) if o > last]
-        served = sorted(((o, m) for _, o, m, srv in values if srv), key=lambda x: x[0])
+        self.held += [(o, m, now, r) for o, m, r in sorted(((o, m, r) for _, o, m, srv, r in values if not srv),
+                                                            key=lambda x: x[0]) if o > last]
+        served = sorted(((o, m) for _, o, m, srv, _ in values if srv), key=lambda x: x[0])
         return self._apply(served)
 
     def _reset(self, reset: OffsetReset, served_topic: bool) -> None:
@@ -131,24 +135,27 @@ class AnalyticsLogic(StatefulBatchLogic[Parsed, AnalyticsReport, None]):
     def on_notify(self) -> tuple[list[AnalyticsReport], bool]:
         return self._apply([])
 
-    def _release(self, served_wm: float) -> list[tuple[int, Event | DeadLetter]]:
-        """The waiting events, oldest first, up to the first whose lists may not all have been read."""
+    def _release(self, served_wm: float) -> tuple[list[tuple[int, Event | DeadLetter]], dict[int, float]]:
+        """The waiting events, oldest first, up to the first whose lists may not all have been read, and
+        the Kafka timestamps of those that have one (offset -> epoch s)."""
         deadline = time.monotonic() - self.res.settings.analytics.served_wait_s
         n = 0
-        for _, m, read_at in self.held:
-            if isinstance(m, Event) and m.ts > served_wm and read_at > deadline:
+        for _, m, read_at, received in self.held:
+            if isinstance(m, Event) and not served_lists_read(m, received, served_wm) and read_at > deadline:
                 break
             n += 1
-        out = [(o, m) for o, m, _ in self.held[:n]]
+        out = [(o, m) for o, m, _, _ in self.held[:n]]
+        received_ts = {o: r for o, _, _, r in self.held[:n] if r is not None}
         del self.held[:n]
-        return out
+        return out, received_ts
 
     def _apply(self, served: list[tuple[int, Event | DeadLetter]]) -> tuple[list[AnalyticsReport], bool]:
         a = self.applier
         if a is None:
             return [], StatefulBatchLogic.RETAIN
         wm = max([a.served_wm] + [m.ts for o, m in served if isinstance(m, Event) and o >= a.served_next_offset])
-        applied = a.apply(self._release(wm), served)
+        released, received_ts = self._release(wm)
+        applied = a.apply(released, served, received_ts)
         if applied.next_offset == a.next_offset and applied.served_next_offset == a.served_next_offset:
             return [], StatefulBatchLogic.RETAIN
         topic = self.res.settings.analytics.topic

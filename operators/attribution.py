@@ -6,7 +6,14 @@ so the bandit and the dashboard never disagree. The rules, in order:
 1. A feedback event is a rec_click or a campaign's goal event (``goal_types``).
 2. It refers to a served list by ``request_id`` (any goal event type may carry it); without a
    ``request_id``, last-touch (``last_touch``): the newest list served to the same user before
-   the event, within the window, that contains one of the event's items.
+   the event, within the window, that contains one of the event's items. "Before the event" is
+   before its *attribution time* ``attribution_ts``: the older of its ``ts`` and the time the log
+   received it (the Kafka timestamp of its record), so a list served after the event reached the
+   server never earns it, whatever ``ts`` the client wrote. Both readers (the optimizer's and the
+   analytics flow) fold an event only once the served lists of its partition have been read past
+   ``attribution_ts + SERVED_ORDER_SLACK_S`` (``served_lists_read``), or after a wall-clock wait
+   when no newer list comes: so which lists are candidates does not depend on how the reads of
+   the two topics interleave.
 3. The served list must be known (an ``Impression``) and served to the event's user (lists served
    without a user id excepted); if the event names a ``campaign_id`` or an ``arm``, they must match
    the list's.
@@ -24,13 +31,16 @@ import msgspec
 
 from operators.schema import Event
 
-__all__ = ["Impression", "Reward", "Attribution", "REQUEST_TYPE", "ANONYMOUS_USER", "goal_types", "impression_of", "attribute",
-           "last_touch", "attribute_events"]
+__all__ = ["Impression", "Reward", "Attribution", "REQUEST_TYPE", "ANONYMOUS_USER", "SERVED_ORDER_SLACK_S", "goal_types",
+           "impression_of", "attribute", "attribution_ts", "served_lists_read", "last_touch", "attribute_events"]
 
 REQUEST_TYPE = "rec_request"
 """Event type of a served list: the API produces one per campaign list into the events topic."""
 ANONYMOUS_USER = "anonymous"
 """User id (and Kafka key) of the record of a list served without a user id; such a list is bound to no user."""
+SERVED_ORDER_SLACK_S = 0.5
+"""How far apart in time two served lists of one partition may be appended out of their ``ts`` order, seconds:
+several API workers produce to one partition, each with a few ms of linger (``operators.kafka``)."""
 
 
 class Impression(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -158,13 +168,27 @@ def attribute(event: Event, impression: Impression | None) -> Reward | str:
                   event.event_id, event.type, event.ts, delay)
 
 
-def last_touch(event: Event, served: Sequence[Impression]) -> Impression | None:
-    """The newest of ``served`` (one user's lists, any order) before ``event``, within its window,
-    holding one of the event's items; None if there is none."""
+def attribution_ts(event: Event, received_ts: float | None) -> float:
+    """The time last-touch attribution takes ``event`` to have happened: the older of its ``ts`` and
+    ``received_ts`` (epoch s, the Kafka timestamp of its record; None when the log gave none)."""
+    return event.ts if received_ts is None else min(event.ts, received_ts)
+
+
+def served_lists_read(event: Event, received_ts: float | None, served_clock: float) -> bool:
+    """True once every list that can be ``event``'s last touch has been read, given ``served_clock``: the
+    newest ``ts`` of the lists read from the served partition of its user (rule 2 of the module docstring)."""
+    return attribution_ts(event, received_ts) + SERVED_ORDER_SLACK_S <= served_clock
+
+
+def last_touch(event: Event, served: Sequence[Impression], received_ts: float | None = None) -> Impression | None:
+    """The newest of ``served`` (one user's lists, any order) served at or before the event's
+    ``attribution_ts`` (its ``ts``, or ``received_ts`` when older), within its window, holding one of
+    the event's items; None if there is none."""
     items = set(event.item_ids())
+    until = attribution_ts(event, received_ts)
     best: Impression | None = None
     for imp in served:
-        if imp.ts <= event.ts <= imp.ts + imp.window_s and items.intersection(imp.items):
+        if imp.ts <= until and event.ts <= imp.ts + imp.window_s and items.intersection(imp.items):
             if best is None or imp.ts > best.ts:
                 best = imp
     return best
@@ -177,6 +201,7 @@ def attribute_events(
     rewarded: Container[str] = frozenset(),
     seen_event_ids: Container[str] = frozenset(),
     served_to: Callable[[str], Sequence[Impression]] | None = None,
+    received_ts: float | None = None,
 ) -> Attribution:
     """Rewards earned by ``events`` (all five rules), in event order.
 
@@ -192,6 +217,9 @@ def attribute_events(
         event_ids already used (earlier batches).
     served_to : callable user_id -> sequence of Impression, optional
         A user's recent lists; enables last-touch for events without ``request_id``.
+    received_ts : float, optional
+        When the log received ``events`` (the Kafka timestamp of their records, epoch s): last touch
+        takes no list served after it (``attribution_ts``).
 
     Returns
     -------
@@ -210,7 +238,7 @@ def attribute_events(
         if ev.request_id is not None:
             imp = find(ev.request_id)
         elif served_to is not None:
-            imp = last_touch(ev, served_to(ev.user_id))
+            imp = last_touch(ev, served_to(ev.user_id), received_ts)
             if imp is None:
                 out.skip("no_request")
                 continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,9 +86,13 @@ class AnalyticsApplier:
         self._tops: dict[tuple[str, str], dict[str, int]] = {}
 
     def apply(self, messages: Sequence[tuple[int, Event | DeadLetter]],
-              served: Sequence[tuple[int, Event | DeadLetter]] = ()) -> AnalyticsApplied:
+              served: Sequence[tuple[int, Event | DeadLetter]] = (),
+              received_ts: Mapping[int, float] | None = None) -> AnalyticsApplied:
         """Stage the effect of ``(offset, parsed message)`` pairs of ``events`` and of the served-list
-        topic (``served``, registered first), each in offset order; nothing is written yet."""
+        topic (``served``, registered first), each in offset order; nothing is written yet.
+        ``received_ts`` maps an ``events`` offset to its record's Kafka timestamp (epoch s): last touch
+        takes no list served after it (``operators.attribution.attribution_ts``)."""
+        received = received_ts or {}
         out = AnalyticsApplied(batch=self.db.new_batch(), next_offset=self.next_offset,
                                served_next_offset=self.served_next_offset, served_wm=self.served_wm)
         fresh = [(o, m) for o, m in messages if o >= self.next_offset]
@@ -107,11 +111,11 @@ class AnalyticsApplier:
                 out.served_wm = max(out.served_wm, m.ts)
         if lists:
             out.served_next_offset = lists[-1][0] + 1
-        for _, m in fresh:
+        for o, m in fresh:
             if isinstance(m, DeadLetter):
                 dead[m.reason] = dead.get(m.reason, 0) + 1
                 continue
-            if apply_event(users[m.user_id], m, self.rules, inc):
+            if apply_event(users[m.user_id], m, self.rules, inc, received.get(o)):
                 out.n_applied += 1
                 self.max_event_ts = max(self.max_event_ts, m.ts)
         b = out.batch

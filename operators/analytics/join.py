@@ -250,7 +250,7 @@ def _on_click(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments)
     inc.item(s.imp.campaign_id, "clicked", item)
 
 
-def _match(user: AnalyticsUser, line: Event) -> Served | None:
+def _match(user: AnalyticsUser, line: Event, received_ts: float | None = None) -> Served | None:
     """The list a one-item event is credited to (attribution.py's rules, without the goal test)."""
     if line.request_id is not None:
         s = _find(user, line.request_id)
@@ -258,7 +258,7 @@ def _match(user: AnalyticsUser, line: Event) -> Served | None:
             return None
         ok = attribute(line, msgspec.structs.replace(s.imp, goal=line.type))
         return s if isinstance(ok, Reward) else None
-    imp = last_touch(line, [s.imp for s in user.served])
+    imp = last_touch(line, [s.imp for s in user.served], received_ts)
     return None if imp is None else _find(user, imp.request_id)
 
 
@@ -271,20 +271,20 @@ def _lines(ev: Event) -> list[tuple[str, float, float]]:
     return []
 
 
-def _on_cart(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments) -> None:
+def _on_cart(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments, received_ts: float | None) -> None:
     b = rules.bucket(ev.ts)
     for item, _, _ in _lines(ev):
-        s = _match(user, msgspec.structs.replace(ev, item_id=item, items=None))
+        s = _match(user, msgspec.structs.replace(ev, item_id=item, items=None), received_ts)
         if s is not None:
             inc.count(s, b, "carts")
 
 
-def _on_order(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments) -> None:
+def _on_order(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments, received_ts: float | None) -> None:
     b = rules.bucket(ev.ts)
     lines = _lines(ev)
     per_list: dict[str, tuple[Served, float, float]] = {}
     for item, qty, price in lines:
-        s = _match(user, msgspec.structs.replace(ev, item_id=item, items=None))
+        s = _match(user, msgspec.structs.replace(ev, item_id=item, items=None), received_ts)
         if s is not None:
             _, q0, r0 = per_list.get(s.imp.request_id, (s, 0.0, 0.0))
             per_list[s.imp.request_id] = (s, q0 + qty, r0 + qty * price)
@@ -301,9 +301,10 @@ def _on_order(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments)
             m.converted = True
 
 
-def _rewards(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments) -> None:
+def _rewards(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments, received_ts: float | None) -> None:
     att = attribute_events([ev], lambda rid: (s.imp if (s := _find(user, rid)) else None),
-                           rewarded=set(user.rewarded), served_to=lambda _u: [s.imp for s in user.served])
+                           rewarded=set(user.rewarded), served_to=lambda _u: [s.imp for s in user.served],
+                           received_ts=received_ts)
     for r in att.rewards:
         s = _find(user, r.request_id)
         if s is not None:
@@ -332,7 +333,8 @@ def apply_served(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Incremen
     _on_request(user, ev, rules, inc)
 
 
-def apply_event(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments) -> bool:
+def apply_event(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments,
+                received_ts: float | None = None) -> bool:
     """Add the effect of ``ev`` to ``inc`` and update ``user`` in place.
 
     Parameters
@@ -344,6 +346,9 @@ def apply_event(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increment
     rules : JoinRules
     inc : Increments
         Accumulates counter deltas (mutated).
+    received_ts : float, optional
+        When the log received ``ev`` (its record's Kafka timestamp, epoch s): last touch takes no list
+        served after it (``operators.attribution.attribution_ts``).
 
     Returns
     -------
@@ -362,11 +367,11 @@ def apply_event(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increment
     elif t == rules.click_type:
         _on_click(user, ev, rules, inc)
     elif t in rules.cart_types:
-        _on_cart(user, ev, rules, inc)
+        _on_cart(user, ev, rules, inc, received_ts)
     elif t in rules.order_types:
-        _on_order(user, ev, rules, inc)
+        _on_order(user, ev, rules, inc, received_ts)
     if user.served and t != rules.request_type and t != rules.impression_type:
-        _rewards(user, ev, rules, inc)
+        _rewards(user, ev, rules, inc, received_ts)
     if ev.ts > user.last_ts:
         user.last_ts = ev.ts
         _prune(user)

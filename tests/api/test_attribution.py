@@ -5,7 +5,16 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.attribution import Impression, attribute, attribute_events, goal_types, last_touch
+from operators.attribution import (
+    SERVED_ORDER_SLACK_S,
+    Impression,
+    attribute,
+    attribute_events,
+    attribution_ts,
+    goal_types,
+    last_touch,
+    served_lists_read,
+)
 from operators.schema import Event
 
 IMP = Impression("r1", "home", "a", 100.0, "click", 60.0, user_id="u1", items=["i1", "i2"])
@@ -53,6 +62,29 @@ def test_last_touch_picks_newest_list_with_the_item():
     res = attribute_events([buy], {}.get, served_to=lambda u: [older, newer, newest])
     assert [(r.request_id, r.arm) for r in res.rewards] == [("r3", "c")]
     assert attribute_events([buy], {}.get).skipped == {"no_request": 1}
+
+
+def test_last_touch_takes_no_list_served_after_the_event_was_received():
+    """A client may date an event ahead of the clock (up to ``future_skew_s``): a list served after the log
+    received the event is not its last touch, whatever ``ts`` says."""
+    before = Impression("r1", "home", "a", 100.0, "purchase", 600.0, user_id="u1", items=["i1"])
+    after = Impression("r2", "home", "b", 102.0, "purchase", 600.0, user_id="u1", items=["i1"])
+    buy = _ev("p", 160.0, "purchase")  # dated a minute after the first list; received at 101
+    assert last_touch(buy, [before, after]) is after  # no receive time: its ts alone
+    assert last_touch(buy, [before, after], received_ts=101.0) is before
+    assert last_touch(buy, [after], received_ts=101.0) is None
+    res = attribute_events([buy], {}.get, served_to=lambda u: [before, after], received_ts=101.0)
+    assert [r.request_id for r in res.rewards] == ["r1"]
+    # an event dated before it was received keeps its own ts
+    assert attribution_ts(_ev("q", 99.0, "purchase"), 101.0) == 99.0
+    assert attribution_ts(buy, 101.0) == 101.0 and attribution_ts(buy, None) == 160.0
+
+
+def test_served_lists_read_waits_for_a_list_past_the_slack():
+    buy = _ev("p", 160.0, "purchase")
+    assert not served_lists_read(buy, 101.0, 101.0 + SERVED_ORDER_SLACK_S - 0.01)
+    assert served_lists_read(buy, 101.0, 101.0 + SERVED_ORDER_SLACK_S)
+    assert not served_lists_read(buy, None, 150.0)  # without a receive time: its ts
 
 
 @settings(max_examples=100, deadline=None)

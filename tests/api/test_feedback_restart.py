@@ -37,7 +37,7 @@ NOW = time.time()
 class _ParseAll(FeedbackReader):
     """The reader without the unparsed skip: every event is parsed and folded."""
 
-    def _no_effect(self, k: bytes | None, value: bytes | None) -> bool:
+    def _no_effect(self, k: bytes | None, value: bytes | None, partition: int, received_ts: float | None) -> bool:
         return False
 
 

@@ -1,6 +1,6 @@
 """Readers off the event -> visible path fetch with ``BACKGROUND_FETCH_WAIT_MS`` (few empty fetches: at 10 ms the
 API's idle readers kept the embedded broker at ~0.8 of a core under serving load); ``user-topn`` keeps
-``FETCH_WAIT_MS``, and so does the optimizer's feedback reader. A background reader still sees a change within ~0.3 s (2 s allowed on a loaded box). Real broker."""
+``FETCH_WAIT_MS``. A background reader still sees a change within ~0.3 s (2 s allowed on a loaded box). Real broker."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_the_api_reads_only_user_topn_with_the_short_wait(broker, tmp_path):
                     "window": svc.window_table.fetch_wait_ms, "feedback": svc.reader.fetch_wait_ms}
 
     got = asyncio.run(waits())
-    # user-topn is on the event -> visible path; the optimizer's feedback keeps the short wait too: its rewards must
-    # match the analytics flow's, and which served lists it folds before an event depends on the fetches' interleaving
-    assert (got.pop("topn"), got.pop("feedback")) == (FETCH_WAIT_MS, FETCH_WAIT_MS)
+    # user-topn is on the event -> visible path; the optimizer's feedback waits long too: which lists it credits
+    # does not depend on how its fetches interleave (tests/api/test_feedback_interleaving.py)
+    assert got.pop("topn") == FETCH_WAIT_MS
     assert set(got.values()) == {BACKGROUND_FETCH_WAIT_MS}, got
