@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,9 @@ from api.iql.numeric import NumericColumn
 from api.iql.schema import NUMERIC_TYPES, AttrType, to_epoch_s
 
 __all__ = ["candidates_mask", "evaluate", "param_names"]
+
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?nan", re.ASCII | re.IGNORECASE)
+"""A number given as text (a request's ``$param``, a context attribute): ASCII decimal, or NaN (read as absent)."""
 
 
 def evaluate(plan: p.FilterPlan | p.PlanNode, index: CatalogIndex, context: RequestContext) -> BitMap:
@@ -93,6 +97,8 @@ def coerce(value: Any, expect: AttrType | None, where: str, pos: Any, many: bool
                 raise ValueError
             if isinstance(value, str) and expect is AttrType.TIMESTAMP and "-" in value[1:]:
                 return to_epoch_s(value)
+            if isinstance(value, str) and not _DECIMAL.fullmatch(value.strip()):
+                raise ValueError  # float() also reads "٣", "1_000" and "infinity": a number here is ASCII decimal
             number = float(value)
             if param is not None and not math.isfinite(number):  # &max_price=nan / inf: a 400, not an empty list
                 raise ValueError

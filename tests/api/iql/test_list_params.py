@@ -42,6 +42,9 @@ def test_list_parameters(engine, text, params, expected):
     ("price < $p", {"p": "nan"}, "p"),  # was an empty list (filter_too_selective), not a 400
     ("price < $p", {"p": "inf"}, "p"),
     ("price IN $p", {"p": ["1", "-inf"]}, "p"),
+    ("price < $p", {"p": "\u0663"}, "p"),  # ARABIC-INDIC DIGIT THREE: float() reads 3.0; a number is ASCII decimal
+    ("price < $p", {"p": "1_000"}, "p"),
+    ("price < $p", {"p": "infinity"}, "p"),
     # checked whatever the data selects: the left side selects nothing, so AND never reached $b (trial 13, D16)
     ("brand IN $bs AND brand == $b", {"bs": "Nope"}, "b"),
     ("brand IN $bs AND price < $p", {"bs": "Nope", "p": ["1", "2"]}, "p"),  # (== takes a list, as IN)
