@@ -11,8 +11,8 @@ by ``operators/attribution.py`` (shared with analytics).
 A feedback event can be read before the list it refers to (another partition when the client
 used another user id): it is parked under its request_id and attributed when the list arrives
 (at most ``max_orphans`` lists awaited, the oldest go first, and ``_PARKED_PER_LIST`` events each, kept
-without their items and extra fields, which attribution by request id does not read: memory stays
-bounded whatever a client posts). Feedback naming a list served without a campaign is not parked:
+without their extra fields and with at most ``_PARKED_ITEMS`` item ids, the list's items being all that
+attribution by request id reads of them: memory stays bounded whatever a client posts). Feedback naming a list served without a campaign is not parked:
 such lists are never published on ``served`` (``skipped["no_campaign_list"]``). Lists stay open for attribution until their
 window has passed (by the served clock) or ``max_open`` newer lists exist.
 """
@@ -27,13 +27,22 @@ import msgspec
 
 from api.optimizer import OptimizerConfig, ThompsonOptimizer
 from api.request_ids import names_campaign_list
-from operators.attribution import REQUEST_TYPE, Impression, attribute_events, impression_of
-from operators.schema import Event
+from operators.attribution import (
+    ANONYMOUS_USER,
+    IMPRESSION_TYPE,
+    REQUEST_TYPE,
+    Impression,
+    attribute_events,
+    impression_of,
+    shown_as,
+)
+from operators.schema import BasketLine, Event
 
 __all__ = ["FeedbackFold"]
 
 _PER_USER = 20  # open lists kept per user for last-touch matching
 _PARKED_PER_LIST = 32  # feedback events parked per awaited list (one reward per list; the first goal wins)
+_PARKED_ITEMS = 100  # item ids kept per parked event (rule 3 reads them: one must be on the list)
 
 
 class FeedbackFold:
@@ -112,7 +121,10 @@ class FeedbackFold:
                 q.append(imp.request_id)
             self.clock = max(self.clock, imp.ts)
             for ev in self.orphans.pop(imp.request_id, []):
-                self._feedback(ev)
+                if ev.type == IMPRESSION_TYPE:
+                    self._shown(ev)
+                else:
+                    self._feedback(ev)
             self._expire()
 
     def served_record(self, ev: Event) -> None:
@@ -136,7 +148,25 @@ class FeedbackFold:
         if ev.request_id is None and ev.user_id not in self.by_user:
             return
         with self.lock:
-            self._feedback(ev, received_ts)
+            if ev.type == IMPRESSION_TYPE:
+                self._shown(ev)
+            else:
+                self._feedback(ev, received_ts)
+
+    def _shown(self, ev: Event) -> None:
+        """A ``rec_impression``: its list is narrowed to the items it displays (``attribution.shown_as``; rule 3),
+        as the analytics flow does; it rewards nothing. Parked while its list is unknown."""
+        rid = ev.request_id
+        imp = self.open.get(rid) if rid is not None else None
+        if imp is None:
+            if rid is not None:
+                self._park(ev)
+            return
+        if (imp.user_id or ANONYMOUS_USER) != ev.user_id:
+            return  # the analytics flow finds a list among its user's only (a list served without one: "anonymous")
+        narrowed = shown_as(imp, ev)
+        if narrowed is not None:
+            self.open[imp.request_id] = self.open_delta[imp.request_id] = narrowed
 
     def _served_to(self, user_id: str) -> list[Impression]:
         return [imp for rid in self.by_user.get(user_id, ()) if (imp := self.open.get(rid)) is not None]
@@ -179,8 +209,10 @@ class FeedbackFold:
         if len(parked) >= _PARKED_PER_LIST:
             self.skipped["parked_full"] = self.skipped.get("parked_full", 0) + 1
             return
+        items = ev.item_ids()[:_PARKED_ITEMS]
         parked.append(Event(event_id=ev.event_id, ts=ev.ts, type=ev.type, user_id=ev.user_id,
-                            campaign_id=ev.campaign_id, arm=ev.arm, request_id=rid))
+                            campaign_id=ev.campaign_id, arm=ev.arm, request_id=rid,
+                            items=tuple(BasketLine(i) for i in items) or None))
 
     def _count(self, campaign_id: str, name: str, n: int = 1) -> None:
         row = self.by_campaign.setdefault(campaign_id, {"served": 0, "rewards": 0, "open_lists": 0})

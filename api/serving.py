@@ -270,10 +270,9 @@ _NEEDS_REASON = {"personalized": "unknown_user", "last_seen": "unknown_user", "s
 
 def _reason(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
             n_candidates: int, from_arm: int, n: int, exclude: set[str]) -> tuple[str, str]:
-    """Why the arm gave fewer than ``n`` items: ``(code, detail)``."""
-    filtered = _filtered_catalog_size(svc, campaign, ctx, exclude)
-    if campaign.filter.strip() and filtered < n:
-        return "filter_too_selective", f"the filter selects {filtered} servable items for this request; n = {n}"
+    """Why the arm gave fewer than ``n`` items: ``(code, detail)``. An arm without any candidate says why first
+    (an unknown item or user, no model): a filter that reads the request's item selects nothing for an item the
+    catalog does not know either, and "too selective" would hide the cause."""
     if n_candidates == 0:
         if strategy in ("similar", "session", "cart", "personalized") and svc.models.current() is None:
             return "no_model", "no model version is loaded yet"
@@ -284,6 +283,9 @@ def _reason(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: st
                 "no_events_in_window": "no events in the popularity window",
                 "no_popular_items": "no popular items published yet"}.get(code, "the arm returned no candidates")
         return code, what
+    filtered = _filtered_catalog_size(svc, campaign, ctx, exclude)
+    if campaign.filter.strip() and filtered < n:
+        return "filter_too_selective", f"the filter selects {filtered} servable items for this request; n = {n}"
     if strategy in ("last_seen",):
         return "history_too_short", f"the user has {n_candidates} recently seen items"
     return "model_exhausted", f"the arm's model scores {from_arm} of the {filtered} items the filter selects"

@@ -8,15 +8,18 @@ so the bandit and the dashboard never disagree. The rules, in order:
    ``request_id``, last-touch (``last_touch``): the newest list served to the same user before
    the event, within the window, that contains one of the event's items. "Before the event" is
    before its *attribution time* ``attribution_ts``: the older of its ``ts`` and the time the log
-   received it (the Kafka timestamp of its record), so a list served after the event reached the
-   server never earns it, whatever ``ts`` the client wrote. Both readers (the optimizer's and the
-   analytics flow) fold an event only once the served lists of its partition have been read past
-   ``attribution_ts + SERVED_ORDER_SLACK_S`` (``served_lists_read``), or after a wall-clock wait
-   when no newer list comes: so which lists are candidates does not depend on how the reads of
-   the two topics interleave.
+   received it (the Kafka timestamp of its record, stamped by the API's producer for events posted
+   to ``/v1/events``), so a list served after such an event reached the server never earns it,
+   whatever ``ts`` the client wrote. Both readers (the optimizer's and the analytics flow) fold an
+   event only once the served lists of its partition have been read past that time (for an event
+   naming a ``request_id``: past its receive time, as its list was served before it) plus
+   ``SERVED_ORDER_SLACK_S`` (``served_lists_read``), or after a wall-clock wait when no newer list
+   comes: so which lists are candidates does not depend on how the reads of the two topics
+   interleave.
 3. The served list must be known (an ``Impression``) and served to the event's user (lists served
    without a user id excepted); if the event names a ``campaign_id`` or an ``arm``, they must match
-   the list's.
+   the list's; if it names items, one of them must be on the list as displayed: the first
+   ``rec_impression`` of a list (``IMPRESSION_TYPE``) narrows it to the items it shows (``shown``).
 4. ``0 <= event.ts - impression.ts <= impression.window_s`` (late or early feedback is ignored).
 5. One reward per served list (a Bernoulli trial: the list converted or it did not), one use
    per ``event_id`` (duplicates from producer retries are ignored).
@@ -31,16 +34,21 @@ import msgspec
 
 from operators.schema import Event
 
-__all__ = ["Impression", "Reward", "Attribution", "REQUEST_TYPE", "ANONYMOUS_USER", "SERVED_ORDER_SLACK_S", "goal_types",
-           "impression_of", "attribute", "attribution_ts", "served_lists_read", "last_touch", "attribute_events"]
+__all__ = ["Impression", "Reward", "Attribution", "REQUEST_TYPE", "ANONYMOUS_USER", "SERVED_ORDER_SLACK_S",
+           "IMPRESSION_TYPE", "goal_types", "impression_of", "attribute", "shown_as", "attribution_ts",
+           "served_lists_read", "last_touch", "attribute_events"]
 
 REQUEST_TYPE = "rec_request"
 """Event type of a served list: the API produces one per campaign list into the events topic."""
 ANONYMOUS_USER = "anonymous"
 """User id (and Kafka key) of the record of a list served without a user id; such a list is bound to no user."""
-SERVED_ORDER_SLACK_S = 0.5
-"""How far apart in time two served lists of one partition may be appended out of their ``ts`` order, seconds:
-several API workers produce to one partition, each with a few ms of linger (``operators.kafka``)."""
+IMPRESSION_TYPE = "rec_impression"
+"""Event type a client sends when it displays a served list (``request_id`` and the items shown)."""
+SERVED_ORDER_SLACK_S = 1.0
+"""How far out of their ``ts`` order two served lists of one partition may be appended, seconds: a list's ``ts``
+is taken when its request starts, and its record is produced once the list is served (tens of ms at a loaded
+p99), by one of several API workers, each with a few ms of linger (``operators.kafka``). A list appended later
+than this after a newer one may be credited differently by two readers."""
 
 
 class Impression(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -67,7 +75,9 @@ class Impression(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     segment : str
         Optimizer segment ("" when the campaign has none).
     items : list of str
-        The served item ids, best first.
+        The served item ids, best first; once ``shown``, those of them the first ``rec_impression`` displayed.
+    shown : bool
+        A ``rec_impression`` of the list was applied (``shown_as``): later ones change nothing.
     """
 
     request_id: str
@@ -79,6 +89,7 @@ class Impression(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     user_id: str | None = None
     segment: str = ""
     items: list[str] = msgspec.field(default_factory=list)
+    shown: bool = False
 
 
 class Reward(msgspec.Struct, frozen=True):
@@ -147,7 +158,8 @@ def attribute(event: Event, impression: Impression | None) -> Reward | str:
     Returns
     -------
     Reward, or a reason string when it does not: ``unknown_request``, ``user_mismatch``, ``not_goal``,
-    ``campaign_mismatch``, ``arm_mismatch``, ``before_serving``, ``outside_window``.
+    ``campaign_mismatch``, ``arm_mismatch``, ``not_in_list`` (the event names items, none of them on the
+    list), ``before_serving``, ``outside_window``.
     """
     if impression is None:
         return "unknown_request"
@@ -159,6 +171,9 @@ def attribute(event: Event, impression: Impression | None) -> Reward | str:
         return "campaign_mismatch"
     if event.arm is not None and event.arm != impression.arm:
         return "arm_mismatch"
+    named = event.item_ids()
+    if named and not set(named).intersection(impression.items):
+        return "not_in_list"
     delay = event.ts - impression.ts
     if delay < 0:
         return "before_serving"
@@ -168,6 +183,17 @@ def attribute(event: Event, impression: Impression | None) -> Reward | str:
                   event.event_id, event.type, event.ts, delay)
 
 
+def shown_as(impression: Impression, event: Event) -> Impression | None:
+    """``impression`` narrowed by a ``rec_impression`` ``event``: its items the event shows, in the order shown,
+    each once, and ``shown``; None when it changes nothing (already shown). An impression that shows none of
+    the list's items marks it shown and keeps its items."""
+    if impression.shown:
+        return None
+    served = set(impression.items)
+    displayed = [i for i in dict.fromkeys(event.item_ids()) if i in served]
+    return msgspec.structs.replace(impression, items=displayed or impression.items, shown=True)
+
+
 def attribution_ts(event: Event, received_ts: float | None) -> float:
     """The time last-touch attribution takes ``event`` to have happened: the older of its ``ts`` and
     ``received_ts`` (epoch s, the Kafka timestamp of its record; None when the log gave none)."""
@@ -175,9 +201,12 @@ def attribution_ts(event: Event, received_ts: float | None) -> float:
 
 
 def served_lists_read(event: Event, received_ts: float | None, served_clock: float) -> bool:
-    """True once every list that can be ``event``'s last touch has been read, given ``served_clock``: the
-    newest ``ts`` of the lists read from the served partition of its user (rule 2 of the module docstring)."""
-    return attribution_ts(event, received_ts) + SERVED_ORDER_SLACK_S <= served_clock
+    """True once every list ``event`` can be credited to has been read, given ``served_clock``: the newest ``ts``
+    of the lists read from the served partition of its user (rule 2 of the module docstring). An event naming a
+    ``request_id`` waits by its receive time (its list was served before it, whatever its ``ts`` says), any
+    other by its ``attribution_ts``."""
+    at = received_ts if event.request_id is not None and received_ts is not None else attribution_ts(event, received_ts)
+    return at + SERVED_ORDER_SLACK_S <= served_clock
 
 
 def last_touch(event: Event, served: Sequence[Impression], received_ts: float | None = None) -> Impression | None:

@@ -31,8 +31,9 @@ optimizer, so the bandit and the dashboard never disagree):
 Duplicates: an ``event_id`` seen among the user's last ``_RECENT_IDS``, or within 15 minutes of
 event time (``operators/dedupe.py``), is skipped; impressions
 and clicks are also deduplicated by list (and item), whatever their event ids. Late events are
-counted in the time bucket of their own ``ts``; a conversion is attributed when it arrives, to
-lists the stream has seen by then (a list that arrives after its conversion is not credited).
+counted in the time bucket of their own ``ts``; a conversion is attributed once the lists served
+before it have been read (``flows/analytics_logic.py`` holds it until then: ``attribution``'s rule 2),
+so a list served after it is never credited.
 """
 
 from __future__ import annotations
@@ -41,7 +42,16 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from operators.attribution import Impression, Reward, attribute, attribute_events, impression_of, last_touch
+from operators.attribution import (
+    IMPRESSION_TYPE,
+    Impression,
+    Reward,
+    attribute,
+    attribute_events,
+    impression_of,
+    last_touch,
+    shown_as,
+)
 from operators.control_group import CONTROL, CONTROL_ARM, EXPOSED
 from operators.dedupe import remember_event
 from operators.schema import Event
@@ -84,7 +94,7 @@ class JoinRules:
     cart_types: frozenset[str] = frozenset({"add_to_cart"})
     order_types: frozenset[str] = frozenset({"purchase", "pos_purchase"})
     request_type: str = "rec_request"
-    impression_type: str = "rec_impression"
+    impression_type: str = IMPRESSION_TYPE
     click_type: str = "rec_click"
 
     def bucket(self, ts: float) -> int:
@@ -223,8 +233,7 @@ def _on_impression(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increm
     s.impressed = True
     served = set(s.imp.items)
     shown = [i for i in dict.fromkeys(shown) if i in served]  # the list's own items, each once
-    if shown and shown != s.imp.items:
-        s.imp = msgspec.structs.replace(s.imp, items=shown)  # what was displayed is what can be credited
+    s.imp = shown_as(s.imp, ev) or s.imp  # what was displayed is what can be credited (as the optimizer does)
     b = rules.bucket(ev.ts)
     inc.count(s, b, "impressions")
     inc.count(s, b, "impressed_items", float(len(shown)))

@@ -14,6 +14,7 @@ from operators.attribution import (
     goal_types,
     last_touch,
     served_lists_read,
+    shown_as,
 )
 from operators.schema import Event
 
@@ -41,6 +42,21 @@ def test_attribute_reasons():
     r = attribute(_ev("e", 160.0, request_id="r1", campaign_id="home", arm="a"), IMP)
     assert not isinstance(r, str)
     assert (r.request_id, r.campaign_id, r.arm, r.event_id, r.delay_s) == ("r1", "home", "a", "e", 60.0)
+
+
+def test_an_event_naming_items_rewards_only_a_list_holding_one():
+    buy = IMP.__class__("r9", "home", "a", 100.0, "purchase", 600.0, user_id="u1", items=["i1", "i2"])
+    assert attribute(_ev("p", 110.0, "purchase", request_id="r9", item_id="zz"), buy) == "not_in_list"
+    assert not isinstance(attribute(_ev("p", 110.0, "purchase", request_id="r9", item_id="i2"), buy), str)
+    signup = IMP.__class__("r8", "home", "a", 100.0, "signup", 600.0, user_id="u1", items=["i1"])
+    assert not isinstance(attribute(_ev("s", 110.0, "signup", request_id="r8", item_id=None), signup), str)
+    # the first impression narrows the list to what it displayed; later ones change nothing
+    shown = shown_as(buy, _ev("v", 101.0, "rec_impression", request_id="r9", item_id="i2"))
+    assert shown is not None and (shown.items, shown.shown) == (["i2"], True)
+    assert shown_as(shown, _ev("v2", 102.0, "rec_impression", request_id="r9", item_id="i1")) is None
+    assert attribute(_ev("p", 110.0, "purchase", request_id="r9", item_id="i1"), shown) == "not_in_list"
+    unknown = shown_as(buy, _ev("v", 101.0, "rec_impression", request_id="r9", item_id="zz"))
+    assert unknown is not None and unknown.items == ["i1", "i2"]  # shows none of the list: the list stays
 
 
 def test_one_reward_per_list_and_per_event():

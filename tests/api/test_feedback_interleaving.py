@@ -1,7 +1,8 @@
 """The optimizer's feedback reader rewards the same lists whatever the order its two topics' records arrive in
 (api/feedback_reader.py, operators/attribution.py rule 2), as the analytics flow does (its reads interleave
 differently): last touch takes only lists served before the event was received, and an event is folded once
-its partition's served lists have been read past that time plus ``SERVED_ORDER_SLACK_S``.
+its partition's served lists have been read past that time plus ``SERVED_ORDER_SLACK_S``. Both credit only
+items the list displayed (rule 3: the first ``rec_impression`` narrows it).
 
 The records are handed to the reader's fold step directly, in chosen orders and batches (no broker: the
 reader's thread is not started), so every interleaving is exercised, not only those a broker happens to give.
@@ -50,16 +51,16 @@ def _records() -> tuple[list[Record], list[Record]]:
     return served, events
 
 
-def _reader(path: Path) -> FeedbackReader:
-    """A reader whose history is read, that has read one list already (another user's): until the first list
-    ever, events are folded without waiting (a shop without campaigns parses nothing)."""
+def _reader(path: Path, first_list: bool = True) -> FeedbackReader:
+    """A reader whose history is read, that has read one list already (another user's) if ``first_list``."""
     fold = FeedbackFold(ThompsonOptimizer(np.random.default_rng(0)), lambda _c: OptimizerConfig(half_life_s=86400.0))
     r = FeedbackReader("127.0.0.1:1", "events", fold, BanditStore(path),
                        EventRules.from_specs(DEFAULT_EVENT_TYPES, 65536, future_skew_s=300.0, max_age_s=None),
                        served_topic="served", served_wait_s=3600.0)
     r._end = {("events", 0): 0, ("served", 0): 0}  # nothing written before start: the history is read
     r._restored.set()
-    _fold(r, [[_served(-1, "r0", T - 60.0, ["i1"], user="u2")]])
+    if first_list:
+        _fold(r, [[_served(-1, "r0", T - 60.0, ["i1"], user="u2")]])
     return r
 
 
@@ -117,3 +118,75 @@ def test_the_analytics_flow_credits_the_same_list(tmp_path):
         assert {r.arm: r.values[at] for r in applied.rows if isinstance(r, CounterRow) and r.values[at]} == {"a": 1.0}
     finally:
         db.close()
+
+
+def test_both_credit_only_what_the_list_displayed(tmp_path):
+    """List a served i1 and i2 and displayed only i2: a purchase of i1 naming a's request id rewards nothing
+    (the optimizer and the analytics alike), a later purchase of i2 rewards it."""
+    served, _ = _records()
+    shown = Event("v1", T + 0.5, "rec_impression", "u1", request_id="ra", item_id="i2")
+    wrong = Event("p1", T + 0.8, "purchase", "u1", item_id="i1", request_id="ra")
+    right = Event("p2", T + 0.9, "purchase", "u1", item_id="i2", request_id="ra")
+    events = [("events", o, b"u1", encode_event(e), e.ts) for o, e in enumerate([shown, wrong])]
+    r = _reader(tmp_path / "reader")
+    try:
+        _fold(r, [served[:1], events, served[2:]])
+        assert r.fold.n_rewards == 0 and r.fold.open["ra"].items == ["i2"]
+        _fold(r, [[("events", 2, b"u1", encode_event(right), right.ts)]])
+        assert dict(r.fold.rewarded) == {"ra": T + 3600.0}
+    finally:
+        r.store.close()
+    rules = EventRules.from_specs(DEFAULT_EVENT_TYPES, 65536, future_skew_s=300.0, max_age_s=None)
+    a = AnalyticsApplier(PartitionDB(tmp_path / "analytics"), 0, JoinRules(default_goal="purchase"))
+    try:
+        lists = [(off, parse_event(k, v, rules)) for _, off, k, v, _ in served]
+        at = COUNTER_FIELDS.index("rewards")
+        first = a.apply([(0, shown), (1, wrong)], lists, {0: shown.ts, 1: wrong.ts})
+        a.commit(first)
+        assert not any(isinstance(x, CounterRow) and x.values[at] for x in first.rows)
+        then = a.apply([(2, right)], [], {2: right.ts})
+        assert {x.arm: x.values[at] for x in then.rows if isinstance(x, CounterRow) and x.values[at]} == {"a": 1.0}
+    finally:
+        a.db.close()
+
+
+def test_before_any_list_was_served_an_event_waits_too(tmp_path):
+    """As the analytics flow does: the purchase read before the first list ever still credits list a."""
+    served, events = _records()
+    r = _reader(tmp_path / "first", first_list=False)
+    try:
+        _fold(r, [events])
+        assert len(r._held) == 1
+        _fold(r, [served])
+        assert not r._held and dict(r.fold.rewarded) == {"ra": T + 3600.0}
+    finally:
+        r.store.close()
+
+
+def test_an_impression_dated_before_its_list_still_narrows_it(tmp_path):
+    """An event naming a request id waits by its receive time, not its ``ts``: an impression dated before its
+    list (a client's clock) is not folded before the list is read, in either reader."""
+    served, _ = _records()
+    shown = Event("v1", T - 30.0, "rec_impression", "u1", request_id="ra", item_id="i2")
+    r = _reader(tmp_path / "early")
+    try:
+        _fold(r, [[("events", 0, b"u1", encode_event(shown), T + 0.2)], served[:1]])
+        assert len(r._held) == 1  # the list is read, but nothing past the impression's receive time + slack yet
+        _fold(r, [served[1:]])
+        assert not r._held and r.fold.open["ra"].items == ["i2"] and r.fold.open["ra"].shown
+    finally:
+        r.store.close()
+
+
+def test_events_held_from_a_recreated_log_are_dropped(tmp_path):
+    served, events = _records()
+    r = _reader(tmp_path / "reset")
+    try:
+        _fold(r, [served[:1], events])
+        assert len(r._held) == 1
+        r._queue.append({("events", 0): 0})  # the events log was recreated: its partition starts again at 0
+        r.drain(None)
+        _fold(r, [served[1:]])
+        assert not r._held and r.fold.n_rewards == 0 and r.offsets[("events", 0)] == 0
+    finally:
+        r.store.close()

@@ -100,6 +100,10 @@ def test_filter_steers_the_arm_and_short_lists_say_why(broker, tmp_path):
         body = c.get("/v1/recommendations", params={"campaign": "pdp", "item_id": "brand-new", "max_price": 1000}).json()
         assert body["reason"] == "unknown_item" and body["from_arm"] == 0 and body["topped_up"] == n, body
         assert all(catalog[i["item_id"]]["category"] == "toys" for i in body["items"])
+        # an item neither the model nor the catalog knows: still unknown_item, though the filter (which reads the
+        # request's item's category) selects nothing for it
+        body = c.get("/v1/recommendations", params={"campaign": "pdp", "item_id": "nowhere", "max_price": 1000}).json()
+        assert body["reason"] == "unknown_item" and body["from_arm"] == 0, body
         # a full list carries no reason
         assert c.put("/v1/campaigns/open", json={"scenario": "similar", "n": n}).status_code == 201
         body = c.get("/v1/recommendations", params={"campaign": "open", "item_id": item}).json()

@@ -24,8 +24,9 @@ from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up
 pytestmark = pytest.mark.integration
 
 ADMIN, CLIENT = {"X-API-Key": "admin-t"}, {"X-API-Key": "client-t"}
-CAMPAIGN = {"scenario": "popular", "goal": "purchase", "window_s": 600,
-            "arms": [{"name": "popular", "strategy": "popular"}, {"name": "other", "strategy": "popular"}]}
+# visual arms: their lists hold items without any event (rewards need one of a list's items: attribution rule 3)
+CAMPAIGN = {"scenario": "visual", "goal": "purchase", "window_s": 600,
+            "arms": [{"name": "popular", "strategy": "visual"}, {"name": "other", "strategy": "visual"}]}
 
 
 
@@ -39,6 +40,7 @@ def api(broker, tmp_path):
         producer.send_catalog(SyntheticShop(n_items=50, n_users=5, seed=3).catalog())
     with ApiServer(s) as server, httpx.Client(base_url=server.url, timeout=10) as c:
         assert c.put("/v1/campaigns/home-ab", json=CAMPAIGN, headers=ADMIN).status_code == 201
+        wait_for(lambda: c.get("/healthz").json().get("catalog_items", 0) >= 50, what="the catalog")
         yield c
 
 
@@ -54,7 +56,8 @@ def _post(c: httpx.Client, event: dict) -> httpx.Response:
 def test_forged_and_replayed_feedback_is_refused_and_never_counted(api):
     c = api
     now = time.time()
-    served = c.get("/v1/recommendations", params={"campaign": "home-ab", "user_id": "victim"}, headers=CLIENT).json()
+    served = c.get("/v1/recommendations", params={"campaign": "home-ab", "user_id": "victim", "item_id": "i000000"},
+                   headers=CLIENT).json()
     rid, arm = served["request_id"], served["arm"]
     wait_for(lambda: sum(p for p, _ in _pulls(c).values()) == 1, what="the served list's pull")
 
@@ -75,9 +78,16 @@ def test_forged_and_replayed_feedback_is_refused_and_never_counted(api):
                          ("ts", {"ts": now - 400}), ("ts", {"ts": now + 700})):
         r = _post(c, {"type": "purchase", "user_id": "victim", "request_id": rid, "item_id": "i1", **extra})
         assert r.status_code in (403, 422) and r.json()["error"]["field"] == field, (extra, r.text)
-    # the real feedback of the real user counts, once however often it is sent
+    # feedback naming no item of the list earns it nothing (attribution rule 3)
+    listed = [i["item_id"] for i in served["items"]]
+    assert listed, served
+    absent = next(f"i{k}" for k in range(10_000) if f"i{k}" not in listed)
+    r = _post(c, {"type": "purchase", "user_id": "victim", "request_id": rid, "item_id": absent, "event_id": "q"})
+    assert r.status_code == 202, r.text
+    # the real feedback of the real user on an item of its list counts, once however often it is sent
     for i in range(5):
-        r = _post(c, {"type": "purchase", "user_id": "victim", "request_id": rid, "item_id": "i1", "event_id": f"p{i}"})
+        r = _post(c, {"type": "purchase", "user_id": "victim", "request_id": rid, "item_id": listed[-1],
+                      "event_id": f"p{i}"})
         assert r.status_code == 202, r.text
     wait_for(lambda: sum(w for _, w in _pulls(c).values()) == 1, what="the one reward")
     time.sleep(1.0)
