@@ -51,7 +51,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from api.feedback import FeedbackFold
 from api.snapshot_topic import SnapshotTopic
-from operators.attribution import REQUEST_TYPE, SERVED_ORDER_SLACK_S, Impression, served_lists_read
+from operators.attribution import (
+    REQUEST_TYPE,
+    SERVED_ORDER_SLACK_S,
+    Impression,
+    attribution_time,
+    served_lists_read,
+)
 from operators.ids import BadId, canonical_id
 from operators.kafka import PatientEnds, client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
@@ -424,8 +430,7 @@ class FeedbackReader:
         ts = obj.get("ts") if isinstance(obj, dict) else None
         if not isinstance(ts, int | float) or isinstance(ts, bool):
             return False
-        at = ts if received_ts is None else min(ts, received_ts)
-        return at + SERVED_ORDER_SLACK_S <= self._served_clock_of(partition)
+        return attribution_time(ts, received_ts) + SERVED_ORDER_SLACK_S <= self._served_clock_of(partition)
 
     def _served_history_read(self) -> bool:
         """True once every served list written before start has been read (a new node's history)."""

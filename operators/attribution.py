@@ -35,7 +35,7 @@ import msgspec
 from operators.schema import Event
 
 __all__ = ["Impression", "Reward", "Attribution", "REQUEST_TYPE", "ANONYMOUS_USER", "SERVED_ORDER_SLACK_S",
-           "IMPRESSION_TYPE", "goal_types", "impression_of", "attribute", "shown_as", "attribution_ts",
+           "IMPRESSION_TYPE", "goal_types", "impression_of", "attribute", "shown_as", "attribution_ts", "attribution_time",
            "served_lists_read", "last_touch", "attribute_events"]
 
 REQUEST_TYPE = "rec_request"
@@ -197,7 +197,12 @@ def shown_as(impression: Impression, event: Event) -> Impression | None:
 def attribution_ts(event: Event, received_ts: float | None) -> float:
     """The time last-touch attribution takes ``event`` to have happened: the older of its ``ts`` and
     ``received_ts`` (epoch s, the Kafka timestamp of its record; None when the log gave none)."""
-    return event.ts if received_ts is None else min(event.ts, received_ts)
+    return attribution_time(event.ts, received_ts)
+
+
+def attribution_time(ts: float, received_ts: float | None) -> float:
+    """``attribution_ts`` from an event's ``ts`` alone (a reader that has not parsed the event), epoch s."""
+    return ts if received_ts is None else min(ts, received_ts)
 
 
 def served_lists_read(event: Event, received_ts: float | None, served_clock: float) -> bool:

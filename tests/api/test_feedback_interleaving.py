@@ -11,6 +11,7 @@ reader's thread is not started), so every interleaving is exercised, not only th
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,20 @@ def _reader(path: Path, first_list: bool = True) -> FeedbackReader:
     return r
 
 
+@pytest.fixture()
+def new_reader(tmp_path: Path) -> Iterator[Callable[..., FeedbackReader]]:
+    """``_reader`` in a fresh directory of ``tmp_path``; every store it opened is closed at the end."""
+    made: list[FeedbackReader] = []
+
+    def make(first_list: bool = True) -> FeedbackReader:
+        made.append(_reader(tmp_path / str(len(made)), first_list))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.store.close()
+
+
 def _fold(r: FeedbackReader, batches: list[list[Record]]) -> None:
     for batch in batches:
         r._queue.append([(t, 0, off + (t == "served"), k, v, ts) for t, off, k, v, ts in batch])
@@ -71,34 +86,28 @@ def _fold(r: FeedbackReader, batches: list[list[Record]]) -> None:
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(4))))
-def test_the_reward_does_not_depend_on_how_the_topics_interleave(tmp_path, order):
+def test_the_reward_does_not_depend_on_how_the_topics_interleave(new_reader, order):
     served, events = _records()
     records = served + events
     # the served topic keeps its own order: only where the event falls among its lists varies
     served_order = iter(served)
     arrival = [next(served_order) if records[i][0] == "served" else records[i] for i in order]
     for split in (1, 4):  # one record per fetch, or all in one
-        r = _reader(tmp_path / f"{''.join(map(str, order))}-{split}")
-        try:
-            _fold(r, [arrival[i:i + split] for i in range(0, len(arrival), split)])
-            assert dict(r.fold.rewarded) == {"ra": T + 3600.0}, (order, split)
-            assert r.offsets[("events", 0)] == 1  # folded, not waiting
-        finally:
-            r.store.close()
+        r = new_reader()
+        _fold(r, [arrival[i:i + split] for i in range(0, len(arrival), split)])
+        assert dict(r.fold.rewarded) == {"ra": T + 3600.0}, (order, split)
+        assert r.offsets[("events", 0)] == 1  # folded, not waiting
 
 
-def test_an_event_waits_for_a_list_past_its_receive_time(tmp_path):
+def test_an_event_waits_for_a_list_past_its_receive_time(new_reader):
     served, events = _records()
-    r = _reader(tmp_path / "wait")
-    try:
-        _fold(r, [served[:1], events])  # only list a read: b, served before the slack ran out, may still come
-        assert len(r._held) == 1 and r.fold.n_rewards == 0
-        _fold(r, [served[1:2]])  # b was served after the purchase was received, but within the slack
-        assert len(r._held) == 1
-        _fold(r, [served[2:]])
-        assert not r._held and dict(r.fold.rewarded) == {"ra": T + 3600.0}
-    finally:
-        r.store.close()
+    r = new_reader()
+    _fold(r, [served[:1], events])  # only list a read: b, served before the slack ran out, may still come
+    assert len(r._held) == 1 and r.fold.n_rewards == 0
+    _fold(r, [served[1:2]])  # b was served after the purchase was received, but within the slack
+    assert len(r._held) == 1
+    _fold(r, [served[2:]])
+    assert not r._held and dict(r.fold.rewarded) == {"ra": T + 3600.0}
 
 
 def test_the_analytics_flow_credits_the_same_list(tmp_path):
@@ -120,7 +129,7 @@ def test_the_analytics_flow_credits_the_same_list(tmp_path):
         db.close()
 
 
-def test_both_credit_only_what_the_list_displayed(tmp_path):
+def test_both_credit_only_what_the_list_displayed(new_reader, tmp_path):
     """List a served i1 and i2 and displayed only i2: a purchase of i1 naming a's request id rewards nothing
     (the optimizer and the analytics alike), a later purchase of i2 rewards it."""
     served, _ = _records()
@@ -128,14 +137,11 @@ def test_both_credit_only_what_the_list_displayed(tmp_path):
     wrong = Event("p1", T + 0.8, "purchase", "u1", item_id="i1", request_id="ra")
     right = Event("p2", T + 0.9, "purchase", "u1", item_id="i2", request_id="ra")
     events = [("events", o, b"u1", encode_event(e), e.ts) for o, e in enumerate([shown, wrong])]
-    r = _reader(tmp_path / "reader")
-    try:
-        _fold(r, [served[:1], events, served[2:]])
-        assert r.fold.n_rewards == 0 and r.fold.open["ra"].items == ["i2"]
-        _fold(r, [[("events", 2, b"u1", encode_event(right), right.ts)]])
-        assert dict(r.fold.rewarded) == {"ra": T + 3600.0}
-    finally:
-        r.store.close()
+    r = new_reader()
+    _fold(r, [served[:1], events, served[2:]])
+    assert r.fold.n_rewards == 0 and r.fold.open["ra"].items == ["i2"]
+    _fold(r, [[("events", 2, b"u1", encode_event(right), right.ts)]])
+    assert dict(r.fold.rewarded) == {"ra": T + 3600.0}
     rules = EventRules.from_specs(DEFAULT_EVENT_TYPES, 65536, future_skew_s=300.0, max_age_s=None)
     a = AnalyticsApplier(PartitionDB(tmp_path / "analytics"), 0, JoinRules(default_goal="purchase"))
     try:
@@ -150,43 +156,34 @@ def test_both_credit_only_what_the_list_displayed(tmp_path):
         a.db.close()
 
 
-def test_before_any_list_was_served_an_event_waits_too(tmp_path):
+def test_before_any_list_was_served_an_event_waits_too(new_reader):
     """As the analytics flow does: the purchase read before the first list ever still credits list a."""
     served, events = _records()
-    r = _reader(tmp_path / "first", first_list=False)
-    try:
-        _fold(r, [events])
-        assert len(r._held) == 1
-        _fold(r, [served])
-        assert not r._held and dict(r.fold.rewarded) == {"ra": T + 3600.0}
-    finally:
-        r.store.close()
+    r = new_reader(first_list=False)
+    _fold(r, [events])
+    assert len(r._held) == 1
+    _fold(r, [served])
+    assert not r._held and dict(r.fold.rewarded) == {"ra": T + 3600.0}
 
 
-def test_an_impression_dated_before_its_list_still_narrows_it(tmp_path):
+def test_an_impression_dated_before_its_list_still_narrows_it(new_reader):
     """An event naming a request id waits by its receive time, not its ``ts``: an impression dated before its
     list (a client's clock) is not folded before the list is read, in either reader."""
     served, _ = _records()
     shown = Event("v1", T - 30.0, "rec_impression", "u1", request_id="ra", item_id="i2")
-    r = _reader(tmp_path / "early")
-    try:
-        _fold(r, [[("events", 0, b"u1", encode_event(shown), T + 0.2)], served[:1]])
-        assert len(r._held) == 1  # the list is read, but nothing past the impression's receive time + slack yet
-        _fold(r, [served[1:]])
-        assert not r._held and r.fold.open["ra"].items == ["i2"] and r.fold.open["ra"].shown
-    finally:
-        r.store.close()
+    r = new_reader()
+    _fold(r, [[("events", 0, b"u1", encode_event(shown), T + 0.2)], served[:1]])
+    assert len(r._held) == 1  # the list is read, but nothing past the impression's receive time + slack yet
+    _fold(r, [served[1:]])
+    assert not r._held and r.fold.open["ra"].items == ["i2"] and r.fold.open["ra"].shown
 
 
-def test_events_held_from_a_recreated_log_are_dropped(tmp_path):
+def test_events_held_from_a_recreated_log_are_dropped(new_reader):
     served, events = _records()
-    r = _reader(tmp_path / "reset")
-    try:
-        _fold(r, [served[:1], events])
-        assert len(r._held) == 1
-        r._queue.append({("events", 0): 0})  # the events log was recreated: its partition starts again at 0
-        r.drain(None)
-        _fold(r, [served[1:]])
-        assert not r._held and r.fold.n_rewards == 0 and r.offsets[("events", 0)] == 0
-    finally:
-        r.store.close()
+    r = new_reader()
+    _fold(r, [served[:1], events])
+    assert len(r._held) == 1
+    r._queue.append({("events", 0): 0})  # the events log was recreated: its partition starts again at 0
+    r.drain(None)
+    _fold(r, [served[1:]])
+    assert not r._held and r.fold.n_rewards == 0 and r.offsets[("events", 0)] == 0
