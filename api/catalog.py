@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from api.filter_cache import BitmapCache, in_bitmap
+from api.id_bridge import IdBridge
 from api.iql import CatalogIndex, CatalogSchemaError, IQLEngine
 from api.iql.index import BUILD_CHUNK_ITEMS
 from api.vector_index import VectorIndex
@@ -114,6 +115,7 @@ class CatalogView:
         self.index, self.vectors = index, vectors
         self.engine = IQLEngine(index)
         self.bitmaps = BitmapCache(index)
+        self.id_bridge = IdBridge()  # model / vector positions -> this index's item_idx
 
     def on_update(self, item_id: str, item: object | None) -> None:
         """TopicTable callback (reader thread): queue the change (dropped during the initial load:
@@ -296,6 +298,12 @@ class CatalogView:
         rejected by the catalog rule; deleted ones (a tombstone or ``"deleted": true``) are not counted,
         though the topic may still hold a record for them. Call ``sync()`` first for the newest count."""
         return len(self.index.existing) + len(self.rejected)
+
+    def item_idx(self, names: Sequence[str], positions: NDArray[np.integer]) -> NDArray[np.int64]:
+        """item_idx (int64; -1 unknown) of ``names[positions]``, where ``names`` is an append-only id list (a
+        model version's ``item_ids``, the vector index's ``ids``): ``index.lookup`` without a string per
+        position once it was read before (``api.id_bridge.IdBridge``). Call ``sync()`` first."""
+        return self.id_bridge.item_idx(self.index, names, positions)
 
     def servable(self, item_ids: Sequence[str]) -> NDArray[np.bool_]:
         """Mask over ``item_ids``: False for items the catalog has deleted, hidden or marked out of stock.

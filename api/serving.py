@@ -18,7 +18,7 @@ that repeat it do no per-request ranking, lookups or filtering; the fallback is 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from pyroaring import BitMap
 
 from api.filter_cache import in_bitmap
 from api.iql import RequestContext
-from api.strategies import Inputs, model_ranking, ranking_at, ranking_source, run_strategy
+from api.strategies import Inputs, LazyIds, model_ranking, ranking_at, ranking_source, run_strategy
 from state.campaigns import Campaign
 
 if TYPE_CHECKING:
@@ -87,16 +87,41 @@ def _boost(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarr
     return mult
 
 
-def _select(svc: Services, campaign: Campaign, ctx: RequestContext, ids: list[str], scores: list[float],
+def _item_idx(svc: Services, ids: Sequence[str]) -> np.ndarray:
+    """The catalog's item_idx (int64; -1 unknown) of each candidate: for a model's or the vector index's
+    ranking (``LazyIds``) without making its strings."""
+    if isinstance(ids, LazyIds):
+        return ids.item_idx(svc.catalog_view)
+    return svc.catalog_view.index.lookup(ids)
+
+
+def _not_excluded(svc: Services, ids: Sequence[str], idx: np.ndarray, exclude: set[str]) -> np.ndarray:
+    """Mask over the candidates: False for the request's own items (``exclude``), compared by item_idx; a
+    candidate the catalog does not know is compared by its id, when an excluded id is unknown too."""
+    if not exclude:
+        return np.ones(len(idx), dtype=bool)
+    ex = svc.catalog_view.index.lookup(list(exclude))
+    known = ex[ex >= 0]
+    out = ~np.isin(idx, known) if len(known) else np.ones(len(idx), dtype=bool)
+    if len(known) < len(ex):
+        for j in np.flatnonzero(idx < 0).tolist():
+            if ids[j] in exclude:
+                out[j] = False
+    return out
+
+
+def _select(svc: Services, campaign: Campaign, ctx: RequestContext, ids: Sequence[str], scores: Sequence[float],
             exclude: set[str]) -> tuple[list[str], np.ndarray]:
-    """Candidates the filter keeps (and the request does not exclude), boosted and re-ranked (stable)."""
-    if not ids:
+    """Candidates the filter keeps (and the request does not exclude), boosted and re-ranked (stable).
+
+    ``ids`` may be a ``LazyIds``: only the kept candidates' strings are made."""
+    if not len(ids):
         return [], np.zeros(0)
     s = np.asarray(scores, dtype=np.float64)
-    idx = svc.catalog_view.index.lookup(ids)
-    keep = _keep(svc, campaign, ctx, idx) & np.fromiter((i not in exclude for i in ids), bool, len(ids))
+    idx = _item_idx(svc, ids)
+    keep = _keep(svc, campaign, ctx, idx) & _not_excluded(svc, ids, idx, exclude)
     sel = np.flatnonzero(keep)
-    ids = [ids[i] for i in sel]
+    ids = [ids[i] for i in sel.tolist()]
     s = s[sel]
     if campaign.boosters.strip() and ids:
         s = s * _boost(svc, campaign, ctx, idx[sel])

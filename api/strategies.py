@@ -35,9 +35,10 @@ from operators.model_version import ModelVersion
 from operators.score import TopN
 
 if TYPE_CHECKING:
+    from api.catalog import CatalogView
     from api.services import Services
 
-__all__ = ["Inputs", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "model_ranking", "ranking_source",
+__all__ = ["Inputs", "LazyIds", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "model_ranking", "ranking_source",
            "ranking_at", "parse_duration_s"]
 
 Ranked = tuple[list[str], list[float]]
@@ -103,12 +104,14 @@ def _ranked(version: ModelVersion, ids: np.ndarray, scores: np.ndarray) -> Ranke
     return [version.item_ids[i] for i in ids[keep]], scores[keep].astype(float).tolist()
 
 
-class _LazyIds(Sequence[str]):
-    """Item ids of a ranking kept as dense indices: strings are made only for the slices read.
+class LazyIds(Sequence[str]):
+    """Item ids of a ranking kept as dense indices into an append-only id list (a model version's
+    ``item_ids``, the vector index's ``ids``): a string is made only for an item read.
 
     A whole-model ranking (``model_ranking``) is walked a chunk at a time and usually only its
     head is read, so building every id and score per request was allocation churn (~15 % of a
-    worker's samples under load, py-spy).
+    worker's samples under load, py-spy). A slice is a ``LazyIds`` too, and ``item_idx`` gives the
+    catalog's item_idx of every entry without making its string (``CatalogView.item_idx``).
     """
 
     def __init__(self, names: Sequence[str], idx: np.ndarray, index_of: Mapping[str, int]) -> None:
@@ -116,6 +119,10 @@ class _LazyIds(Sequence[str]):
 
     def __len__(self) -> int:
         return len(self._idx)
+
+    def item_idx(self, view: CatalogView) -> np.ndarray:
+        """The catalog's item_idx (int64; -1 unknown) of each entry, as ``view.index.lookup(list(self))``."""
+        return view.item_idx(self._names, self._idx)
 
     def positions(self, item_ids: Iterable[str]) -> np.ndarray:
         """Positions (int64, ascending) in this ranking of the given item ids; ids it does not hold are
@@ -126,7 +133,7 @@ class _LazyIds(Sequence[str]):
 
     def __getitem__(self, i):  # noqa: ANN001, ANN204
         if isinstance(i, slice):
-            return [self._names[j] for j in self._idx[i]]
+            return LazyIds(self._names, self._idx[i], self._index_of)
         return self._names[self._idx[i]]
 
 
@@ -134,16 +141,16 @@ def _positions(ids: Sequence[str], item_ids: Iterable[str]) -> np.ndarray:
     """Positions (int64, ascending) in a ranking's ``ids`` (as ``model_ranking`` gives them) of the given item
     ids; ids the ranking does not hold are skipped. For a lazy ranking (``similar``, ``session``, ``cart``,
     ``personalized``) O(len(ids)) vectorised plus one lookup per given id: no string per ranked item."""
-    if isinstance(ids, _LazyIds):
+    if isinstance(ids, LazyIds):
         return ids.positions(item_ids)
     wanted = set(item_ids)
     return np.fromiter((j for j, x in enumerate(ids) if x in wanted), dtype=np.int64)
 
 
-def _ranked_lazy(version: ModelVersion, ids: np.ndarray, scores: np.ndarray) -> tuple[_LazyIds, np.ndarray]:
+def _ranked_lazy(version: ModelVersion, ids: np.ndarray, scores: np.ndarray) -> tuple[LazyIds, np.ndarray]:
     """As ``_ranked``, with ids made on demand and scores a float64 array."""
     keep = (ids >= 0) & np.isfinite(scores)
-    return _LazyIds(version.item_ids, ids[keep], version.item_index), scores[keep].astype(np.float64)
+    return LazyIds(version.item_ids, ids[keep], version.item_index), scores[keep].astype(np.float64)
 
 
 def _indices(version: ModelVersion, item_ids: tuple[str, ...] | list[str]) -> list[int]:
@@ -151,7 +158,7 @@ def _indices(version: ModelVersion, item_ids: tuple[str, ...] | list[str]) -> li
 
 
 def _session(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, lazy: bool = False) -> Ranked:
-    """``lazy``: ids made on demand (``_LazyIds``; a whole-model ranking, walked in chunks)."""
+    """``lazy``: ids made on demand (``LazyIds``; a whole-model ranking, walked in chunks)."""
     version = svc.models.current()
     hist = _indices(version, list(inp.session) or ([inp.item_id] if inp.item_id else [])) if version else []
     if not hist:
@@ -166,13 +173,12 @@ def _similar(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, cach
     if not hist:
         return [], []
 
-    def compute() -> Ranked:
-        ids, scores = version.model.similar_items(np.asarray(hist, dtype=np.int32), k)  # type: ignore[union-attr]
-        return _ranked(version, ids[0], scores[0])  # type: ignore[arg-type]
-
-    if not cache:  # a whole-model ranking, walked in chunks: ids on demand
+    def compute() -> Ranked:  # ids on demand: the filter reads item_idx, strings are made for the items kept
         ids, scores = version.model.similar_items(np.asarray(hist, dtype=np.int32), k)  # type: ignore[union-attr]
         return _ranked_lazy(version, ids[0], scores[0])  # type: ignore[arg-type,return-value]
+
+    if not cache:  # a whole-model ranking, walked in chunks
+        return compute()
     return svc.candidates.get(("similar", version.version, hist[0], k), compute)  # type: ignore[union-attr]
 
 
@@ -184,7 +190,7 @@ on the API's event loop in a trial). Every cart item is still excluded from the 
 
 
 def _cart(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, lazy: bool = False) -> Ranked:
-    """``lazy``: ids made on demand (``_LazyIds``; a whole-model ranking, walked in chunks)."""
+    """``lazy``: ids made on demand (``LazyIds``; a whole-model ranking, walked in chunks)."""
     version = svc.models.current()
     in_cart = _indices(version, inp.cart) if version else []
     hist = sorted(set(list(dict.fromkeys(reversed(in_cart)))[:CART_ITEMS_SCORED]))  # the last distinct ones
@@ -216,9 +222,9 @@ def _visual(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ra
     view = svc.catalog_view
     vectors = svc.catalog_view.vectors
 
-    def compute() -> Ranked:
-        ids, scores = vectors.similar(inp.item_id, k)  # type: ignore[arg-type]
-        return ids, scores.astype(float).tolist()
+    def compute() -> Ranked:  # ids on demand, as ``similar``'s
+        rows, scores = vectors.similar_rows(inp.item_id, k)  # type: ignore[arg-type]
+        return LazyIds(vectors.ids, rows, vectors.row_index), scores.astype(np.float64)  # type: ignore[return-value]
 
     return svc.candidates.get(("visual", view.version, vectors.ranking_key, inp.item_id, k), compute)
 
@@ -311,7 +317,7 @@ def model_ranking(name: str, svc: Services, inputs: Inputs, params: Mapping[str,
         vectors = svc.catalog_view.vectors  # a whole ranking, walked in chunks: ids on demand
         n_vec = max(len(vectors), 1)
         rows, scores = vectors.similar_rows(inputs.item_id, n_vec if n is None else max(min(n, n_vec), 1))
-        return _LazyIds(vectors.ids, rows, vectors.row_index), scores.astype(np.float64)  # type: ignore[return-value]
+        return LazyIds(vectors.ids, rows, vectors.row_index), scores.astype(np.float64)  # type: ignore[return-value]
     if name == "top":
         return _top(svc, inputs, params, 1 << 30)
     if name == "popular":

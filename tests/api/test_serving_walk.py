@@ -14,7 +14,7 @@ from api.candidate_cache import CandidateCache
 from api.catalog import CatalogView
 from api.iql import RequestContext
 from api.serving import _from_model, _select
-from api.strategies import Inputs, model_ranking
+from api.strategies import Inputs, LazyIds, model_ranking
 from models.base import InteractionLog
 from models.covisit import CoVisitation
 from operators.model_version import ModelVersion
@@ -138,3 +138,32 @@ def test_the_walk_stops_once_the_filter_has_nothing_more_to_give(svc, monkeypatc
         assert asked == []  # the selected items' positions in the visual ranking are counted: no ranking asked
     else:
         assert None not in asked  # never the whole ranking: the walk stopped at the last selected item
+
+
+@pytest.mark.parametrize("campaign_filter", ["", "category == context.item.category AND price < $p"])
+def test_selection_by_item_idx_equals_selection_by_id(svc, campaign_filter):
+    """``_select`` reads a model ranking (``LazyIds``) by item_idx and excludes the request's items by item_idx:
+    the same list as from the ranking's id strings, also for model items the catalog does not know (``gone*``),
+    excluded or not."""
+    campaign = Campaign("c", "similar", [Arm("a", "similar")], filter=campaign_filter,
+                        boosters="BOOST 2 IF on_sale == true")
+    rng = np.random.default_rng(3)
+    for item_id in ("i00010", "i00500", "i02000"):
+        ranking = model_ranking("similar", svc, Inputs(item_id=item_id), {})
+        assert ranking is not None
+        lazy, scores = ranking
+        assert isinstance(lazy, LazyIds)
+        names = list(lazy)
+        gone = [x for x in names if x.startswith("gone")]
+        assert gone  # the ranking holds ids the catalog does not know
+        for exclude in ({item_id}, {item_id, gone[0], names[3]}, {"nope", names[0]}, set()):
+            ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": 50.0})
+            start = int(rng.integers(0, 100))
+            got = _select(svc, campaign, ctx, lazy[start:start + 2000], scores[start:start + 2000], exclude)
+            # the reference: every candidate by its id string, the excluded ids removed afterwards by string
+            ids, s = _select(svc, campaign, ctx, names[start:start + 2000], scores[start:start + 2000], set())
+            kept = [j for j, x in enumerate(ids) if x not in exclude]
+            assert got[0] == [ids[j] for j in kept]
+            np.testing.assert_array_equal(got[1], s[kept])
+            if not campaign_filter:
+                assert set(gone[1:]) - exclude <= set(got[0]) | set(names[:start]) | set(names[start + 2000:])

@@ -77,7 +77,7 @@ def test_candidates_are_the_prefix_of_the_model_ranking(svc):
         assert ranking is not None
         whole = list(ranking[0])
         ids, scores = run_strategy("visual", svc, Inputs(item_id=item_id), {}, 44)
-        assert ids == whole[:len(ids)]
+        assert list(ids) == whole[:len(ids)]
         assert item_id not in whole
 
 

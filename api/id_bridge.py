@@ -1,0 +1,95 @@
+"""Positions in an append-only id list -> the catalog's item_idx, without a string per candidate.
+
+A model version names its items by a dense index (``ModelVersion.item_ids``), the vector index its
+rows (``VectorIndex.ids``) and the catalog its items by ``item_idx`` (``CatalogIndex``). A campaign
+list runs every candidate of its arm through the filter, a bitmap over ``item_idx``: the candidates
+of a model ranking were made into item-id strings and looked up one by one in the catalog's dict,
+up to thousands per request at 1M items (a filtered walk of the ranking, ``api/serving.py``).
+
+``IdBridge`` keeps, per id list, an ``int64`` array from a position in the list to ``item_idx``,
+filled lazily: a position is looked up (one string, one dict probe) the first time any request
+reads it, and is an array gather afterwards. Both sides only grow (a catalog index never reassigns
+an ``item_idx``; a model version's list is fixed; the vector index's rows are never reused), so an
+answer stays right except for positions that were unknown to the catalog, which are asked again
+once the catalog has grown.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from api.iql.index import CatalogIndex
+
+__all__ = ["IdBridge"]
+
+_UNSEEN = -2  # a position not looked up yet (-1: looked up, unknown to the catalog)
+
+
+class _Table:
+    __slots__ = ("names", "index", "capacity", "idx")
+
+    def __init__(self, names: Sequence[str], index: CatalogIndex) -> None:
+        self.names = names  # held, so the id() key stays this list's
+        self.index = index
+        self.capacity = index.capacity
+        self.idx = np.full(len(names), _UNSEEN, dtype=np.int64)
+
+
+class IdBridge:
+    """``item_idx(index, names, positions)``: the catalog's item_idx of ``names[positions]`` (-1: unknown).
+
+    Parameters
+    ----------
+    max_lists : int
+        Id lists kept (least recently used dropped first): the current and previous model versions and
+        the vector index. Each costs 8 bytes per id in the list (8 MB at 1M items).
+
+    Not thread-safe: the API calls it on its event loop only.
+    """
+
+    def __init__(self, max_lists: int = 4) -> None:
+        self.max_lists = max_lists
+        self._tables: OrderedDict[int, _Table] = OrderedDict()
+
+    def item_idx(self, index: CatalogIndex, names: Sequence[str], positions: NDArray[np.integer]
+                 ) -> NDArray[np.int64]:
+        """item_idx (int64, shape of ``positions``) of ``names[p]`` for each position ``p``; -1 where the catalog
+        does not know the id. Equal to ``index.lookup([names[p] for p in positions])``, at the cost of an array
+        gather once each position was read before.
+
+        Raises
+        ------
+        IndexError
+            If a position is outside ``names``.
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        if index.capacity == 0 or len(positions) == 0:
+            return np.full(len(positions), -1, dtype=np.int64)
+        t = self._table(index, names)
+        out = t.idx[positions]
+        unseen = np.flatnonzero(out == _UNSEEN)
+        if len(unseen):
+            at = positions[unseen]
+            found = index.lookup([names[p] for p in at.tolist()])
+            t.idx[at] = found
+            out[unseen] = found
+        return out
+
+    def _table(self, index: CatalogIndex, names: Sequence[str]) -> _Table:
+        key = id(names)
+        t = self._tables.get(key)
+        if t is None or t.names is not names or t.index is not index:
+            t = self._tables[key] = _Table(names, index)
+            while len(self._tables) > self.max_lists:
+                self._tables.popitem(last=False)
+        self._tables.move_to_end(key)
+        if len(names) > len(t.idx):  # the list grew (new vector rows): its new positions are unseen
+            t.idx = np.concatenate([t.idx, np.full(len(names) - len(t.idx), _UNSEEN, dtype=np.int64)])
+        if index.capacity != t.capacity:  # new catalog ids: what was unknown may be known now
+            t.idx[t.idx == -1] = _UNSEEN
+            t.capacity = index.capacity
+        return t

@@ -1,0 +1,67 @@
+"""IdBridge: model / vector positions -> catalog item_idx equals a lookup of the ids' strings, as both sides grow."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from api.id_bridge import IdBridge
+from api.iql import CatalogIndex
+
+
+def _index(ids: list[str]) -> CatalogIndex:
+    index = CatalogIndex()
+    for i in ids:
+        index.upsert({"item_id": i, "price": 1.0})
+    return index
+
+
+def _check(bridge: IdBridge, index: CatalogIndex, names: list[str], positions: np.ndarray) -> None:
+    want = index.lookup([names[p] for p in positions.tolist()])
+    got = bridge.item_idx(index, names, positions)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+
+
+def test_equals_lookup_as_the_catalog_and_the_list_grow():
+    rng = np.random.default_rng(0)
+    names = [f"m{i}" for i in range(200)]  # the model's items; the catalog holds every other one at first
+    index = _index([f"m{i}" for i in range(0, 200, 2)] + ["c-only"])
+    bridge = IdBridge()
+    for _ in range(5):
+        _check(bridge, index, names, rng.integers(0, len(names), 50))
+    for i in range(1, 200, 2):  # the rest arrive: what was unknown must be found now
+        index.upsert({"item_id": f"m{i}", "price": 2.0})
+        if i % 37 == 1:
+            _check(bridge, index, names, rng.integers(0, len(names), 50))
+    _check(bridge, index, names, np.arange(len(names)))
+    assert (bridge.item_idx(index, names, np.arange(len(names))) >= 0).all()
+    names += [f"m{i}" for i in range(200, 260)]  # an append-only list (the vector index's rows) grows
+    index.upsert({"item_id": "m250", "price": 3.0})
+    _check(bridge, index, names, np.arange(len(names)))
+
+
+def test_deleted_items_keep_their_item_idx():
+    names = ["a", "b", "c"]
+    index = _index(names)
+    bridge = IdBridge()
+    _check(bridge, index, names, np.arange(3))
+    index.delete("b")  # liveness is the filter's business: the id keeps its item_idx
+    _check(bridge, index, names, np.arange(3))
+
+
+def test_a_new_index_or_list_is_not_answered_from_the_old_one():
+    names = ["a", "b", "c"]
+    bridge = IdBridge(max_lists=1)
+    old = _index(["a", "b", "c"])
+    _check(bridge, old, names, np.arange(3))
+    new = _index(["c", "b", "a"])  # a rebuilt catalog numbers its items anew
+    _check(bridge, new, names, np.arange(3))
+    other = ["c", "x"]
+    _check(bridge, new, other, np.arange(2))
+    _check(bridge, new, names, np.array([2, 0, 1]))
+
+
+def test_an_empty_catalog_knows_nothing():
+    bridge = IdBridge()
+    got = bridge.item_idx(CatalogIndex(), ["a", "b"], np.array([1, 0, 1]))
+    np.testing.assert_array_equal(got, [-1, -1, -1])
