@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from models.base import Histories, InteractionLog
 from models.errors import ModelFormatError, NotFittedError
-from models.sparse_topk import prior_order, sparse_prior_topk
+from models.sparse_topk import prior_order, sparse_prior_topk, sparse_prior_topk_of_rows
 
 __all__ = ["CoVisitation"]
 
@@ -116,7 +116,7 @@ class CoVisitation:
         item_idx = np.asarray(item_idx, dtype=np.int32)
         self._check_items(item_idx, "item_idx")
         prior, order = self._prior(1e-6)
-        return sparse_prior_topk(self.covisit_[item_idx], prior, order, n, exclude_items=item_idx)
+        return sparse_prior_topk_of_rows(self.covisit_, item_idx, prior, order, n)
 
     def _prior(self, weight: float) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
         """``weight * popularity_`` (float32, as the dense sum adds it) and its order, kept per

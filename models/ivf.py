@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.jit import njit_cached
-from models.topk import ranks_among
+from models.topk import ranks_among, top_rows
 
 __all__ = ["InvertedLists", "nearest_list", "train_centroids"]
 
@@ -305,7 +305,7 @@ class InvertedLists:
         lists = np.arange(len(near))
         # tier 0 by a partial sort, ties at its cut by the lower list (so it is the whole order's prefix);
         # the whole order (the same rule) only for deeper tiers
-        order = _top_by_score(lists, near, self.n_probe)[0]
+        order = top_rows(lists, near, self.n_probe)[0]
         out_rows: list[NDArray[np.int32]] = []
         out_scores: list[NDArray[np.float32]] = []
         got, start, width = 0, 0, self.n_probe
@@ -317,7 +317,7 @@ class InvertedLists:
             cand, scores = _score_lists(self._rows, self._vecs, self._start, self._count, tier, query, exclude_row)
             if len(cand) == 0:
                 continue
-            rows, scores = _top_by_score(cand, scores, n - got)
+            rows, scores = top_rows(cand, scores, n - got)
             out_rows.append(rows)
             out_scores.append(scores)
             got += len(rows)
@@ -390,18 +390,3 @@ def _score_lists(rows: NDArray[np.int32], vecs: NDArray[np.float32], start: NDAr
             out[k] = acc
             k += 1
     return out_rows[:k], out[:k]
-
-
-def _top_by_score(rows: NDArray[np.integer], scores: NDArray[np.float32], k: int
-                  ) -> tuple[NDArray[np.integer], NDArray[np.float32]]:
-    """The ``k`` best (rows, scores) by score descending, ties by the lower row (the same at any ``k``)."""
-    if k < len(scores):
-        cut = len(scores) - k
-        thr = np.partition(scores, cut)[cut]  # the k-th largest score
-        above = np.flatnonzero(scores > thr)
-        tied = np.flatnonzero(scores == thr)
-        tied = tied[np.argsort(rows[tied], kind="stable")[:k - len(above)]]
-        keep = np.concatenate([above, tied])
-        rows, scores = rows[keep], scores[keep]
-    order = np.lexsort((rows, -scores))
-    return rows[order], scores[order]

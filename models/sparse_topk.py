@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from models.jit import njit_cached
 
-__all__ = ["prior_order", "sparse_prior_topk"]
+__all__ = ["prior_order", "sparse_prior_topk", "sparse_prior_topk_of_rows"]
 
 
 def prior_order(prior: NDArray[np.floating]) -> NDArray[np.int32]:
@@ -150,4 +150,53 @@ def sparse_prior_topk(rows: sp.csr_array | sp.csr_matrix, prior: NDArray[np.floa
         _topk_rows(rows.indptr, rows.indices, rows.data, ex_indptr, ex_indices,
                    np.ascontiguousarray(prior, dtype=np.float32), np.ascontiguousarray(order, dtype=np.int32),
                    n, idx, val)
+    return idx, val
+
+
+def sparse_prior_topk_of_rows(matrix: sp.csr_array | sp.csr_matrix, row_idx: NDArray[np.integer],
+                              prior: NDArray[np.float32], order: NDArray[np.int32], n: int
+                              ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+    """``sparse_prior_topk(matrix[row_idx], prior, order, n, exclude_items=row_idx)`` without scipy's row indexing.
+
+    An item's similar items (co-visitation's ``similar_items``): the rows' segments of ``matrix`` are read by
+    their ``indptr`` (a slice for one row), not copied into a new CSR array by scipy's fancy indexing, which
+    cost ~50 us of a ~60 us call at 1M items (one request's candidates). Same results, same errors.
+
+    Parameters
+    ----------
+    matrix : CSR of shape (n_items, n_items), float32 values
+    row_idx : ndarray of shape (n_queries,), int
+        The rows scored; each row's own item is excluded from its list.
+    prior, order, n : as :func:`sparse_prior_topk`.
+
+    Raises
+    ------
+    ValueError
+        If ``n < 1``, a row is out of range or ``prior`` / ``order`` do not have the matrix's width.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    row_idx = np.asarray(row_idx, dtype=np.int64)
+    n_rows, n_items = matrix.shape
+    if len(row_idx) and (row_idx.min() < 0 or row_idx.max() >= n_rows):
+        raise ValueError(f"row_idx must be in [0, {n_rows})")
+    if prior.shape != (n_items,) or order.shape != (n_items,):
+        raise ValueError(f"prior and order must have shape ({n_items},); got {prior.shape} and {order.shape}")
+    starts = matrix.indptr[row_idx].astype(np.int64)
+    lens = matrix.indptr[row_idx + 1].astype(np.int64) - starts
+    indptr = np.zeros(len(row_idx) + 1, dtype=np.int64)
+    np.cumsum(lens, out=indptr[1:])
+    if len(row_idx) == 1:
+        seg = slice(int(starts[0]), int(starts[0] + lens[0]))
+        indices, data = matrix.indices[seg], matrix.data[seg]
+    else:
+        take = np.repeat(starts - indptr[:-1], lens) + np.arange(indptr[-1])
+        indices, data = matrix.indices[take], matrix.data[take]
+    n_q = len(row_idx)
+    idx = np.full((n_q, n), -1, np.int32)
+    val = np.full((n_q, n), -np.inf, np.float32)
+    if n_q and n_items:
+        _topk_rows(indptr, indices, np.asarray(data, dtype=np.float32), np.arange(n_q + 1, dtype=np.int64),
+                   row_idx.astype(np.int32), np.ascontiguousarray(prior, dtype=np.float32),
+                   np.ascontiguousarray(order, dtype=np.int32), n, idx, val)
     return idx, val

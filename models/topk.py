@@ -7,7 +7,7 @@ from numpy.typing import NDArray
 
 from models.jit import njit_cached
 
-__all__ = ["topk", "SCORE_CELLS", "ranks_among"]
+__all__ = ["topk", "SCORE_CELLS", "ranks_among", "top_rows"]
 
 SCORE_CELLS = 1 << 24
 """Max (queries x items) float32 cells of dense scores a model holds at once (64 MB): its chunk of queries."""
@@ -110,3 +110,83 @@ def _count_beaten(rows: NDArray[np.int64], scores: NDArray[np.float32], sel_s: N
                 hi = mid
         out[lo] += 1
     return out
+
+
+def top_rows(rows: NDArray[np.integer], scores: NDArray[np.float32], k: int
+             ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """The ``k`` best entries of ``(rows, scores)`` in the order "score descending, ties by the lower row", best
+    first: O(n log k) in one compiled pass with a heap of ``k`` (no partition of a copy of the scores, no sort of
+    the n entries). The same entries and order as a lexsort of all of them by ``(-scores, rows)`` cut at ``k``.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n,), int
+        Distinct row ids of the entries.
+    scores : ndarray of shape (n,), float32
+        Their scores (no NaN).
+    k : int
+        Entries wanted (all of them when ``k >= n``; none when ``k <= 0``).
+
+    Returns
+    -------
+    (rows, scores) : int64 and float32 arrays of shape (min(k, n),), best first.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float32)
+    k = max(min(int(k), len(rows)), 0)
+    return _heap_top(rows, scores, k)
+
+
+@njit_cached()
+def _worse(sa: np.float32, ra: np.int64, sb: np.float32, rb: np.int64) -> bool:  # pragma: no cover - compiled
+    return sa < sb or (sa == sb and ra > rb)
+
+
+@njit_cached()
+def _sift_down(hs: NDArray[np.float32], hr: NDArray[np.int64], i: int, size: int) -> None:  # pragma: no cover
+    """Restore the heap below ``i`` (the root holds the worst entry kept)."""
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            return
+        if c + 1 < size and _worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
+            c += 1
+        if not _worse(hs[c], hr[c], hs[i], hr[i]):
+            return
+        hs[i], hs[c] = hs[c], hs[i]
+        hr[i], hr[c] = hr[c], hr[i]
+        i = c
+
+
+@njit_cached()
+def _heap_top(rows: NDArray[np.int64], scores: NDArray[np.float32], k: int
+              ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:  # pragma: no cover - compiled
+    hs = np.empty(k, dtype=np.float32)
+    hr = np.empty(k, dtype=np.int64)
+    if k == 0:
+        return hr, hs
+    size = 0
+    for i in range(len(scores)):
+        s, r = scores[i], rows[i]
+        if size < k:  # push, then sift up
+            j = size
+            hs[j], hr[j] = s, r
+            size += 1
+            while j > 0:
+                p = (j - 1) >> 1
+                if not _worse(hs[j], hr[j], hs[p], hr[p]):
+                    break
+                hs[j], hs[p] = hs[p], hs[j]
+                hr[j], hr[p] = hr[p], hr[j]
+                j = p
+        elif _worse(hs[0], hr[0], s, r):  # better than the worst kept: it takes the root's place
+            hs[0], hr[0] = s, r
+            _sift_down(hs, hr, 0, size)
+    out_s = np.empty(k, dtype=np.float32)
+    out_r = np.empty(k, dtype=np.int64)
+    for j in range(k - 1, -1, -1):  # pop the worst first: fills from the back
+        out_s[j], out_r[j] = hs[0], hr[0]
+        size -= 1
+        hs[0], hr[0] = hs[size], hr[size]
+        _sift_down(hs, hr, 0, size)
+    return out_r, out_s

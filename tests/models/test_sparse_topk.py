@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from models.base import Histories, InteractionLog
 from models.covisit import CoVisitation
-from models.sparse_topk import prior_order, sparse_prior_topk
+from models.sparse_topk import prior_order, sparse_prior_topk, sparse_prior_topk_of_rows
 from models.topk import topk
 
 
@@ -88,3 +88,24 @@ def test_covisitation_lists_equal_the_dense_scores() -> None:
     want = _reference(dense, 30)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+    for one in items[:5]:  # one item at a time: the API's path (a slice of the matrix, no scipy indexing)
+        single = m.similar_items(np.array([one], dtype=np.int32), 30)
+        np.testing.assert_array_equal(single[0][0], want[0][list(items).index(one)])
+
+
+@pytest.mark.parametrize("n_rows", [0, 1, 2, 17])
+def test_of_rows_equals_the_indexed_rows_with_the_item_excluded(n_rows: int) -> None:
+    rng = np.random.default_rng(n_rows)
+    m = sp.random(40, 40, density=0.15, random_state=n_rows, format="csr", dtype=np.float32)
+    m.data = np.round(m.data * 4) / 4
+    prior = (rng.integers(0, 3, 40) / 8).astype(np.float32)
+    rows = rng.integers(0, 40, n_rows).astype(np.int32)  # repeats allowed
+    got = sparse_prior_topk_of_rows(m, rows, prior, prior_order(prior), 12)
+    want = sparse_prior_topk(m[rows], prior, prior_order(prior), 12, exclude_items=rows)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    with pytest.raises(ValueError, match="row_idx"):
+        sparse_prior_topk_of_rows(m, np.array([40]), prior, prior_order(prior), 12)
+    with pytest.raises(ValueError, match="n must be"):
+        sparse_prior_topk_of_rows(m, rows, prior, prior_order(prior), 0)

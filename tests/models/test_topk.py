@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.topk import ranks_among
+from models.topk import ranks_among, top_rows
 
 
 def test_ranks_among_equal_the_sorted_order_with_ties():
@@ -25,3 +25,18 @@ def test_ranks_among_equal_the_sorted_order_with_ties():
 def test_nothing_asked():
     ranks, values = ranks_among(np.arange(5), np.ones(5, np.float32), np.zeros(0, np.int64))
     assert ranks.shape == (0,) and values.shape == (0,)
+
+
+def test_top_rows_equal_the_sorted_order_cut_at_k():
+    """The heap selection gives the first k of the lexsort by (-score, row), ties at the cut included."""
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 7, 500, 5000):
+        rows = rng.permutation(10 * n + 1)[:n]
+        scores = rng.integers(0, 20, n).astype(np.float32) / 4  # many ties
+        order = np.lexsort((rows, -scores))
+        for k in (0, 1, 3, 81, n - 1, n, n + 5):
+            got_r, got_s = top_rows(rows, scores, k)
+            want = order[:max(min(k, n), 0)]
+            np.testing.assert_array_equal(got_r, rows[want])
+            np.testing.assert_array_equal(got_s, scores[want])
+            assert got_r.dtype == np.int64 and got_s.dtype == np.float32
