@@ -11,7 +11,7 @@ from functools import partial
 
 import numpy as np
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from api.campaign_registry import CampaignRegistry
@@ -29,6 +29,7 @@ from api.topn_checkpoint import TopnCheckpoints
 from api.window_popularity import PopularitySnapshots, WindowPopularity
 from operators.attribution import ANONYMOUS_USER, REQUEST_TYPE, Impression
 from operators.catalog_overlay import CatalogModelWatcher, CatalogOverlay
+from operators.kafka import check_co_partitioned
 from operators.model_version import ModelWatcher
 from operators.offset_guard import BeyondLogEnd
 from operators.parse import EventRules
@@ -189,8 +190,19 @@ CATALOG_MAX_QUEUE = 10_000
 def build_services(settings: Settings) -> Services:
     """Start the readers of ``user-topn``, ``catalog``, ``item-links``, windowed popularity and (feedback)
     the served-list and events topics;
-    open the campaign and optimizer stores under ``api.state_dir``; a producer for ``events``."""
+    open the campaign and optimizer stores under ``api.state_dir``; a producer for ``events``.
+
+    Raises
+    ------
+    operators.kafka.TopicLayoutError
+        With the feedback reader on, if ``events`` and ``served`` exist with different partition counts.
+    """
     k, a = settings.kafka, settings.api
+    if a.feedback:
+        try:  # the reader waits per partition: refuse topics partitioned apart (a broker not up yet: not checked)
+            check_co_partitioned(k.brokers, [k.events_topic, k.served_topic], timeout_s=5.0)
+        except KafkaException as exc:
+            log.warning("could not check the partitions of %s and %s: %s", k.events_topic, k.served_topic, exc)
     state_dir = a.state_dir or settings.stream.state_dir.parent / "api"
     metrics = ApiMetrics()
     popular_lists: dict[str, TopN] = {}

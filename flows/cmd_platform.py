@@ -36,7 +36,13 @@ from operators.broker import (
     port_in_use,
     wait_for_port,
 )
-from operators.kafka import MAX_MESSAGE_BYTES, ensure_topics, platform_topics
+from operators.kafka import (
+    MAX_MESSAGE_BYTES,
+    TopicLayoutError,
+    check_co_partitioned,
+    ensure_topics,
+    platform_topics,
+)
 from operators.scheduling import ONE_BOX_API_NICE
 from operators.settings import Settings
 
@@ -51,6 +57,7 @@ def _settings() -> Settings:
 def _topics(s: Settings) -> None:
     k = s.kafka
     ensure_topics(k.brokers, platform_topics(k))
+    check_co_partitioned(k.brokers, [k.events_topic, k.served_topic])
 
 
 PORT_RANGE: dict[str, int] = {"min": 1, "max": 65535}
@@ -105,6 +112,9 @@ def topics_cmd() -> None:
     except (KafkaException, TimeoutError) as exc:  # the broker went away or refused, after answering the probe
         typer.echo(f"fusionrec topics: the broker at {s.kafka.brokers} did not create the topics: {_kafka_reason(exc)}",
                    err=True)
+        raise typer.Exit(1) from None
+    except TopicLayoutError as exc:
+        typer.echo(f"fusionrec topics: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"topics ready on {s.kafka.brokers}")
 
@@ -628,7 +638,11 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
             return p
         sup.add(name, start)
 
-    _topics(s)
+    try:
+        _topics(s)
+    except TopicLayoutError as exc:  # an external broker's topics, created apart
+        typer.echo(f"fusionrec run: {exc}", err=True)
+        raise typer.Exit(1) from None
     check_stop()
     _seed_and_train(s, history, seed, replay, replay_format, replay_limit, model, train_seconds)
     check_stop()

@@ -17,7 +17,8 @@ from operators.kafka_log import KAFKA_LOG
 from operators.settings import KafkaSettings
 
 __all__ = ["TopicSpec", "client_config", "admin_client", "producer_config", "make_producer", "ensure_topics",
-           "high_watermarks", "confirmed_ends", "topic_partitions", "platform_topics", "PatientEnds"]
+           "high_watermarks", "confirmed_ends", "topic_partitions", "platform_topics", "PatientEnds",
+           "TopicLayoutError", "check_co_partitioned"]
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +96,17 @@ def make_producer(brokers: str, **overrides: str | int) -> Producer:
 def ensure_topics(brokers: str, topics: list[TopicSpec], timeout_s: float = 15.0) -> None:
     """Create the topics that do not exist yet and wait until their metadata is visible.
 
+    A topic that already exists is left as it is: its partition count is not waited for (a topic
+    created with fewer partitions never gets more), and a count other than the spec's is logged
+    (``check_co_partitioned`` refuses the pairs that must match).
+
     Raises
     ------
     KafkaException
         If a topic cannot be created (other than "already exists").
     """
     admin = admin_client(brokers)
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    existing = admin.list_topics(timeout=timeout_s).topics
     new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1,
                     config={"cleanup.policy": "compact"} if t.compacted else {})
            for t in topics if t.name not in existing]
@@ -114,7 +119,10 @@ def ensure_topics(brokers: str, topics: list[TopicSpec], timeout_s: float = 15.0
                     raise
             log.info("created topic %s", name)
     deadline = time.monotonic() + timeout_s
-    want = {t.name: t.partitions for t in topics}
+    want = {t.name: t.partitions if t.name not in existing else 1 for t in topics}
+    for t in topics:
+        if t.name in existing and (n := len(existing[t.name].partitions)) != t.partitions:
+            log.warning("topic %s exists with %d partitions (%d configured): used as it is", t.name, n, t.partitions)
     while True:
         md = admin.list_topics(timeout=timeout_s).topics
         if all(n in md and len(md[n].partitions) >= p for n, p in want.items()):
@@ -122,6 +130,35 @@ def ensure_topics(brokers: str, topics: list[TopicSpec], timeout_s: float = 15.0
         if time.monotonic() > deadline:
             raise TimeoutError(f"topics {sorted(want)} not visible after {timeout_s} s")
         time.sleep(0.05)
+
+
+class TopicLayoutError(ValueError):
+    """Topics that must be partitioned alike are not (e.g. ``events`` and ``served``)."""
+
+
+def check_co_partitioned(brokers: str, topics: list[str], timeout_s: float = 10.0) -> None:
+    """Refuse topics that share a key but not a partition count.
+
+    ``served`` lists and ``events`` are keyed by user id and joined by partition number: the analytics flow
+    joins a user's lists and events within one partition, and the optimizer's feedback reader waits per
+    partition until the lists an event may credit are read. With different counts a user's lists and events
+    land in different partitions: the flow would credit nothing and the reader would wait on unrelated
+    partitions. Topics that do not exist yet are skipped (they are created alike).
+
+    Raises
+    ------
+    TopicLayoutError
+        Naming each topic's partition count and how to fix it.
+    KafkaException
+        If the broker does not answer within ``timeout_s``.
+    """
+    md = admin_client(brokers).list_topics(timeout=timeout_s).topics
+    counts = {t: len(md[t].partitions) for t in topics if t in md}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{t!r} has {n}" for t, n in counts.items())
+        raise TopicLayoutError(f"topics {sorted(counts)} are keyed alike and joined by partition number, so they need "
+                               f"the same partition count; {listed}. Recreate the smaller ones with "
+                               f"{max(counts.values())} partitions (or set kafka.partitions and start on new topics)")
 
 
 def topic_partitions(brokers: str, topic: str, timeout_s: float = 10.0) -> list[int]:
