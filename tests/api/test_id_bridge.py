@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
+import pytest
 
 from api.id_bridge import IdBridge
 from api.iql import CatalogIndex
@@ -22,11 +26,12 @@ def _check(bridge: IdBridge, index: CatalogIndex, names: list[str], positions: n
     np.testing.assert_array_equal(got, want)
 
 
-def test_equals_lookup_as_the_catalog_and_the_list_grow():
+@pytest.mark.parametrize("background_fill", [False, True])
+def test_equals_lookup_as_the_catalog_and_the_list_grow(background_fill):
     rng = np.random.default_rng(0)
     names = [f"m{i}" for i in range(200)]  # the model's items; the catalog holds every other one at first
     index = _index([f"m{i}" for i in range(0, 200, 2)] + ["c-only"])
-    bridge = IdBridge()
+    bridge = IdBridge(background_fill=background_fill)
     for _ in range(5):
         _check(bridge, index, names, rng.integers(0, len(names), 50))
     for i in range(1, 200, 2):  # the rest arrive: what was unknown must be found now
@@ -65,3 +70,41 @@ def test_an_empty_catalog_knows_nothing():
     bridge = IdBridge()
     got = bridge.item_idx(CatalogIndex(), ["a", "b"], np.array([1, 0, 1]))
     np.testing.assert_array_equal(got, [-1, -1, -1])
+
+
+def _wait_fills() -> None:
+    deadline = time.monotonic() + 10
+    while any(t.name == "id-bridge-fill" for t in threading.enumerate()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_the_background_fill_ends_per_request_lookups(monkeypatch):
+    names = [f"m{i}" for i in range(5000)]
+    index = _index(names[::2])
+    bridge = IdBridge()
+    _check(bridge, index, names, np.arange(3))  # starts the fill
+    _wait_fills()
+    asked: list[int] = []
+    real = index.lookup
+    monkeypatch.setattr(index, "lookup", lambda ids: asked.append(len(ids)) or real(ids))
+    got = bridge.item_idx(index, names, np.arange(len(names)))
+    assert asked == []  # every position came from the fill
+    monkeypatch.undo()
+    np.testing.assert_array_equal(got, index.lookup(names))
+
+
+def test_a_fill_that_finishes_after_the_catalog_grew_asks_its_unknown_positions_again():
+    names = [f"m{i}" for i in range(3000)]
+    index = _index(names[:1000])
+    bridge = IdBridge(background_fill=False)
+    _check(bridge, index, names, np.arange(5))
+    table = bridge._tables[id(names)]
+    at = index.capacity
+    table.fill(len(names), at)  # the thread's lookups, at the old capacity: positions 1000.. unknown
+    pending, table.filled = table.filled, None
+    for i in range(1000, 3000, 3):
+        index.upsert({"item_id": names[i], "price": 1.0})
+    _check(bridge, index, names, np.arange(5))  # the loop has seen the new capacity before the fill lands
+    table.filled = pending
+    _check(bridge, index, names, np.arange(len(names)))  # installed now: the new ids are found
