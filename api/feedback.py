@@ -30,6 +30,7 @@ from api.request_ids import names_campaign_list
 from operators.attribution import (
     ANONYMOUS_USER,
     IMPRESSION_TYPE,
+    LAST_TOUCH_LISTS,
     REQUEST_TYPE,
     Impression,
     attribute_events,
@@ -40,7 +41,6 @@ from operators.schema import BasketLine, Event
 
 __all__ = ["FeedbackFold"]
 
-_PER_USER = 20  # open lists kept per user for last-touch matching
 _PARKED_PER_LIST = 32  # feedback events parked per awaited list (one reward per list; the first goal wins)
 _PARKED_ITEMS = 100  # item ids kept per parked event (rule 3 reads them: one must be on the list)
 
@@ -117,7 +117,7 @@ class FeedbackFold:
             self.open[imp.request_id] = imp
             self.open_delta[imp.request_id] = imp
             if imp.user_id is not None:
-                q = self.by_user.setdefault(imp.user_id, deque(maxlen=_PER_USER))
+                q = self.by_user.setdefault(imp.user_id, deque(maxlen=LAST_TOUCH_LISTS))
                 q.append(imp.request_id)
             self.clock = max(self.clock, imp.ts)
             for ev in self.orphans.pop(imp.request_id, []):
@@ -272,7 +272,7 @@ class FeedbackFold:
                     self._count(imp.campaign_id, "open_lists")
                 self.open[imp.request_id] = imp
                 if imp.user_id is not None:
-                    self.by_user.setdefault(imp.user_id, deque(maxlen=_PER_USER)).append(imp.request_id)
+                    self.by_user.setdefault(imp.user_id, deque(maxlen=LAST_TOUCH_LISTS)).append(imp.request_id)
                 self.clock = max(self.clock, imp.ts)
             for rid, end in sorted(rewarded.items(), key=lambda kv: kv[1]):
                 self.rewarded[rid] = end

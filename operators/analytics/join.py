@@ -44,6 +44,7 @@ import msgspec
 
 from operators.attribution import (
     IMPRESSION_TYPE,
+    LAST_TOUCH_LISTS,
     Impression,
     Reward,
     attribute,
@@ -68,7 +69,6 @@ GROUP_FIELDS: tuple[str, ...] = ("users", "converted", "orders", "items", "items
 _C = {f: i for i, f in enumerate(COUNTER_FIELDS)}
 _G = {f: i for i, f in enumerate(GROUP_FIELDS)}
 _RECENT_IDS = 256
-_MAX_SERVED = 200
 
 
 @dataclass(frozen=True)
@@ -322,9 +322,9 @@ def _rewards(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments, 
 
 
 def _prune(user: AnalyticsUser) -> None:
-    """Forget lists whose window closed a day before the user's newest event; keep at most 200."""
+    """Forget lists whose window closed a day before the user's newest event; keep the newest ``LAST_TOUCH_LISTS``."""
     horizon = user.last_ts - 86400.0
-    user.served = [s for s in user.served if s.imp.ts + s.imp.window_s >= horizon][-_MAX_SERVED:]
+    user.served = [s for s in user.served if s.imp.ts + s.imp.window_s >= horizon][-LAST_TOUCH_LISTS:]
     live = {s.imp.request_id for s in user.served}
     user.rewarded = [r for r in user.rewarded if r in live]
 
