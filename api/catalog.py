@@ -299,11 +299,13 @@ class CatalogView:
         though the topic may still hold a record for them. Call ``sync()`` first for the newest count."""
         return len(self.index.existing) + len(self.rejected)
 
-    def item_idx(self, names: Sequence[str], positions: NDArray[np.integer]) -> NDArray[np.int64]:
+    def item_idx(self, names: Sequence[str], positions: NDArray[np.integer], root: Sequence[str] | None = None
+                 ) -> NDArray[np.int64]:
         """item_idx (int64; -1 unknown) of ``names[positions]``, where ``names`` is an append-only id list (a
-        model version's ``item_ids``, the vector index's ``ids``): ``index.lookup`` without a string per
-        position once it was read before (``api.id_bridge.IdBridge``). Call ``sync()`` first."""
-        return self.id_bridge.item_idx(self.index, names, positions)
+        model version's ``item_ids``, the vector index's ``ids``; ``root``: the list it extends, see
+        ``IdBridge.item_idx``): ``index.lookup`` without a string per position once it was read before
+        (``api.id_bridge.IdBridge``). Call ``sync()`` first."""
+        return self.id_bridge.item_idx(self.index, names, positions, root)
 
     def servable(self, item_ids: Sequence[str]) -> NDArray[np.bool_]:
         """Mask over ``item_ids``: False for items the catalog has deleted, hidden or marked out of stock.

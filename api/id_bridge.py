@@ -82,11 +82,16 @@ class IdBridge:
         self.background_fill = background_fill
         self._tables: OrderedDict[int, _Table] = OrderedDict()
 
-    def item_idx(self, index: CatalogIndex, names: Sequence[str], positions: NDArray[np.integer]
-                 ) -> NDArray[np.int64]:
+    def item_idx(self, index: CatalogIndex, names: Sequence[str], positions: NDArray[np.integer],
+                 root: Sequence[str] | None = None) -> NDArray[np.int64]:
         """item_idx (int64, shape of ``positions``) of ``names[p]`` for each position ``p``; -1 where the catalog
         does not know the id. Equal to ``index.lookup([names[p] for p in positions])``, at the cost of an array
         gather once each position was read before.
+
+        ``root``: a list whose ids are the first ``len(root)`` of ``names`` (a model version that the catalog
+        overlay extended with new items keeps its base's list: ``ModelVersion.root_item_ids``). The table is kept
+        for ``root``, so each extension (a new list object, up to once a second) reuses it, and the few positions
+        past it are looked up per call.
 
         Raises
         ------
@@ -96,7 +101,19 @@ class IdBridge:
         positions = np.asarray(positions, dtype=np.int64)
         if index.capacity == 0 or len(positions) == 0:
             return np.full(len(positions), -1, dtype=np.int64)
-        t = self._table(index, names)
+        if root is None or root is names:
+            return self._gather(self._table(index, names), index, names, positions)
+        inside = positions < len(root)
+        if inside.all():
+            return self._gather(self._table(index, root), index, root, positions)
+        out = np.empty(len(positions), dtype=np.int64)
+        out[inside] = self._gather(self._table(index, root), index, root, positions[inside])
+        out[~inside] = index.lookup([names[p] for p in positions[~inside].tolist()])
+        return out
+
+    @staticmethod
+    def _gather(t: _Table, index: CatalogIndex, names: Sequence[str], positions: NDArray[np.int64]
+                ) -> NDArray[np.int64]:
         out = t.idx[positions]
         unseen = np.flatnonzero(out == _UNSEEN)
         if len(unseen):

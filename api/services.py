@@ -200,7 +200,7 @@ def build_services(settings: Settings) -> Services:
     k, a = settings.kafka, settings.api
     if a.feedback:
         try:  # the reader waits per partition: refuse topics partitioned apart (a broker not up yet: not checked)
-            check_co_partitioned(k.brokers, [k.events_topic, k.served_topic], timeout_s=5.0)
+            check_co_partitioned(k.brokers, [k.events_topic, k.served_topic], timeout_s=1.0)
         except KafkaException as exc:
             log.warning("could not check the partitions of %s and %s: %s", k.events_topic, k.served_topic, exc)
     state_dir = a.state_dir or settings.stream.state_dir.parent / "api"

@@ -114,15 +114,16 @@ class LazyIds(Sequence[str]):
     catalog's item_idx of every entry without making its string (``CatalogView.item_idx``).
     """
 
-    def __init__(self, names: Sequence[str], idx: np.ndarray, index_of: Mapping[str, int]) -> None:
-        self._names, self._idx, self._index_of = names, idx, index_of
+    def __init__(self, names: Sequence[str], idx: np.ndarray, index_of: Mapping[str, int],
+                 root: Sequence[str] | None = None) -> None:
+        self._names, self._idx, self._index_of, self._root = names, idx, index_of, root
 
     def __len__(self) -> int:
         return len(self._idx)
 
     def item_idx(self, view: CatalogView) -> np.ndarray:
         """The catalog's item_idx (int64; -1 unknown) of each entry, as ``view.index.lookup(list(self))``."""
-        return view.item_idx(self._names, self._idx)
+        return view.item_idx(self._names, self._idx, self._root)
 
     def positions(self, item_ids: Iterable[str]) -> np.ndarray:
         """Positions (int64, ascending) in this ranking of the given item ids; ids it does not hold are
@@ -133,7 +134,7 @@ class LazyIds(Sequence[str]):
 
     def __getitem__(self, i):  # noqa: ANN001, ANN204
         if isinstance(i, slice):
-            return LazyIds(self._names, self._idx[i], self._index_of)
+            return LazyIds(self._names, self._idx[i], self._index_of, self._root)
         return self._names[self._idx[i]]
 
 
@@ -149,8 +150,19 @@ def _positions(ids: Sequence[str], item_ids: Iterable[str]) -> np.ndarray:
 
 def _ranked_lazy(version: ModelVersion, ids: np.ndarray, scores: np.ndarray) -> tuple[LazyIds, np.ndarray]:
     """As ``_ranked``, with ids made on demand and scores a float64 array."""
+    return _lazy(version, *_kept(ids, scores))
+
+
+def _kept(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A model's top-k row without its padding and non-finite scores: (positions, float64 scores)."""
     keep = (ids >= 0) & np.isfinite(scores)
-    return LazyIds(version.item_ids, ids[keep], version.item_index), scores[keep].astype(np.float64)
+    return ids[keep], scores[keep].astype(np.float64)
+
+
+def _lazy(version: ModelVersion, positions: np.ndarray, scores: np.ndarray) -> tuple[LazyIds, np.ndarray]:
+    """Positions in ``version.item_ids`` named through ``version`` (the one serving this request: cached positions
+    pin no model version's id list)."""
+    return LazyIds(version.item_ids, positions, version.item_index, version.root_item_ids), scores
 
 
 def _indices(version: ModelVersion, item_ids: tuple[str, ...] | list[str]) -> list[int]:
@@ -173,13 +185,14 @@ def _similar(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, cach
     if not hist:
         return [], []
 
-    def compute() -> Ranked:  # ids on demand: the filter reads item_idx, strings are made for the items kept
+    def compute() -> tuple[np.ndarray, np.ndarray]:  # positions: cached, they hold no model version alive
         ids, scores = version.model.similar_items(np.asarray(hist, dtype=np.int32), k)  # type: ignore[union-attr]
-        return _ranked_lazy(version, ids[0], scores[0])  # type: ignore[arg-type,return-value]
+        return _kept(ids[0], scores[0])
 
-    if not cache:  # a whole-model ranking, walked in chunks
-        return compute()
-    return svc.candidates.get(("similar", version.version, hist[0], k), compute)  # type: ignore[union-attr]
+    # ids on demand (LazyIds): the filter reads item_idx, strings are made for the items kept
+    positions, scores = compute() if not cache else svc.candidates.get(  # not cached: a whole-model ranking, walked
+        ("similar", version.version, hist[0], k), compute)  # type: ignore[union-attr]
+    return _lazy(version, positions, scores)  # type: ignore[arg-type,return-value]
 
 
 CART_ITEMS_SCORED = 20
@@ -222,11 +235,12 @@ def _visual(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ra
     view = svc.catalog_view
     vectors = svc.catalog_view.vectors
 
-    def compute() -> Ranked:  # ids on demand, as ``similar``'s
+    def compute() -> tuple[np.ndarray, np.ndarray]:  # rows: cached, they hold no vector index alive
         rows, scores = vectors.similar_rows(inp.item_id, k)  # type: ignore[arg-type]
-        return LazyIds(vectors.ids, rows, vectors.row_index), scores.astype(np.float64)  # type: ignore[return-value]
+        return rows, scores.astype(np.float64)
 
-    return svc.candidates.get(("visual", view.version, vectors.ranking_key, inp.item_id, k), compute)
+    rows, scores = svc.candidates.get(("visual", view.version, vectors.ranking_key, inp.item_id, k), compute)
+    return LazyIds(vectors.ids, rows, vectors.row_index), scores  # type: ignore[return-value]  # ids on demand
 
 
 def _top(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:

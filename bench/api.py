@@ -1,7 +1,7 @@
 """HTTP load benchmark: campaign recommendations with an IQL filter vs a trivial JSON endpoint, same app, same run.
 
     .venv/bin/python bench/api.py [--quick] [--items 5000] [--duration-s 20] [--connections 32] [--workers 2]
-        [--ingest-rate 1000] [--rate-limit 1000000/second]
+        [--ingest-rate 1000] [--rate-limit 1000000/second] [--rate 1000]
 
 Starts a local Tansu broker, sends a synthetic catalog (with vectors) and a co-visitation model
 trained on the synthetic shop, then runs the app under uvicorn with ``--workers`` processes
@@ -22,7 +22,11 @@ condition); a probe thread then sends one event for a probe user every 0.5 s and
 user's list (on the same server wrk loads) until its ``last_event_ts`` shows the event: the
 event -> visible latency, p50 / p99, with probes not visible within 10 s counted as misses.
 ``--rate-limit`` sets ``[api] rate_limit`` (default off); a limit above the offered load
-measures what the limiter costs per request without answering 429.
+measures what the limiter costs per request without answering 429. ``--rate R`` paces wrk's
+connections to about ``R`` requests/s in all (exponential think times): the latency at a load the
+server sustains, where the default (as fast as answered) measures it at saturation, where p99 is the
+queue. Think times make a closed loop that sends less while the server stalls (coordinated
+omission), so a paced p99 understates a stall's effect; the achieved req/s is printed.
 
 Prints a table (best round of each, by throughput, and the median round), the command, and as the last
 line one JSON object: ``rps``, ``p99_ms`` (recommendations), ``trivial_rps``, ``ratio`` (best rounds),
@@ -103,6 +107,14 @@ done = function(summary, latency, requests)
 end
 """
 """Appended to every wrk script: prints the 99.9th latency percentile (wrk's --latency stops at 99)."""
+
+_PACED_LUA = """
+delay = function()
+  return -math.log(1 - math.random()) * %.3f
+end
+"""
+"""Appended with ``--rate``: each connection waits an exponential think time (mean ``connections / rate``)
+after each response, so the offered load is about ``rate`` when latency is well below the think time."""
 
 
 def _settings(bootstrap: str, tmp: Path, feedback: bool = True, rate_limit: str = "") -> Settings:
@@ -262,6 +274,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="offered requests/s over all connections (exponential think times; 0: as fast as answered, "
+                         "the saturated closed loop); the latency at a rate the server sustains, as an SLO reads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ingest-rate", type=float, default=0.0,
                     help="events/s into the running realtime flow during the load (0: no flow)")
@@ -327,12 +342,13 @@ def main() -> None:
             assert r.status_code in (200, 201), r.text
             time.sleep(2 * s.api.campaign_check_s + 0.2)  # the other worker picks the campaign up
             script = tmp / "recs.lua"
+            paced = _PACED_LUA % (a.connections * 1000.0 / a.rate) if a.rate > 0 else ""
             if data.ids is not None:
-                script.write_text(_LUA % (",".join(f'"{i}"' for i in data.ids), a.seed) + _DONE_LUA)
+                script.write_text(_LUA % (",".join(f'"{i}"' for i in data.ids), a.seed) + _DONE_LUA + paced)
             else:
-                script.write_text(_LUA_SCALED % (a.seed, data.n_items - 1) + _DONE_LUA)
+                script.write_text(_LUA_SCALED % (a.seed, data.n_items - 1) + _DONE_LUA + paced)
             plain = tmp / "plain.lua"
-            plain.write_text(_DONE_LUA)
+            plain.write_text(_DONE_LUA + paced)
             answered = 0
             for probe in range(40):  # both workers answer the campaign (and warm their caches)
                 r = c.get("/v1/recommendations", params={"campaign": "pdp", "item_id": data.item_id(probe),
@@ -389,7 +405,8 @@ def main() -> None:
     med = {k: statistics.median(r["rps"] for r in v) for k, v in runs.items()}
     print(f"\nAPI load, loopback, uvicorn {a.workers} workers (uvloop, httptools), wrk -t1 -c{a.connections}, "
           f"{a.duration_s:.0f} s x {a.rounds} rounds, {a.items:,} items, feedback reader "
-          f"{'off' if a.no_feedback else 'on'}\n")
+          f"{'off' if a.no_feedback else 'on'}"
+          f"{f', paced to ~{a.rate:,.0f} req/s offered' if a.rate > 0 else ', saturated (no pacing)'}\n")
     cpu = {k: statistics.median(r["cpu_ms"] for r in v) for k, v in runs.items()}
     print("| endpoint | best req/s | median req/s | p50 ms (best) | p99 ms (best) | median p50 / p99 / p99.9 ms "
           "| worst p99 ms | non-2xx | median server CPU ms / request |")
@@ -404,7 +421,7 @@ def main() -> None:
     per_arm = ", ".join(f"{x['arm']} {x['pulls']:,}" for x in arms["arms"])
     print(f"\nrecommendations / trivial = {ratio:.0%}; lists served and folded back by the optimizer: {served:,} "
           f"({per_arm})")
-    extra: dict[str, object] = {"rate_limit": a.rate_limit or None}
+    extra: dict[str, object] = {"rate_limit": a.rate_limit or None, "offered_rate": a.rate or None}
     if ingest is not None:
         vis = np.array(ingest.visible_ms) if ingest.visible_ms else np.array([np.nan])
         extra.update(ingest_rate=a.ingest_rate, ingested=ingested, probes=len(ingest.visible_ms) + ingest.missed,

@@ -184,13 +184,15 @@ def sparse_prior_topk_of_rows(matrix: sp.csr_array | sp.csr_matrix, row_idx: NDA
         raise ValueError(f"prior and order must have shape ({n_items},); got {prior.shape} and {order.shape}")
     starts = matrix.indptr[row_idx].astype(np.int64)
     lens = matrix.indptr[row_idx + 1].astype(np.int64) - starts
-    indptr = np.zeros(len(row_idx) + 1, dtype=np.int64)
+    # the matrix's own index dtype (int32 for most): the kernel compiled for scipy's rows is reused, where an
+    # int64 indptr compiled a second specialisation (~5 s) on the first call of a fresh process
+    indptr = np.zeros(len(row_idx) + 1, dtype=matrix.indptr.dtype)
     np.cumsum(lens, out=indptr[1:])
     if len(row_idx) == 1:
         seg = slice(int(starts[0]), int(starts[0] + lens[0]))
         indices, data = matrix.indices[seg], matrix.data[seg]
     else:
-        take = np.repeat(starts - indptr[:-1], lens) + np.arange(indptr[-1])
+        take = np.repeat(starts - indptr[:-1], lens) + np.arange(int(indptr[-1]))
         indices, data = matrix.indices[take], matrix.data[take]
     n_q = len(row_idx)
     idx = np.full((n_q, n), -1, np.int32)

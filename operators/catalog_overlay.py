@@ -293,6 +293,7 @@ class CatalogOverlay:
         self._logged = counts
         return replace(base, version=f"{base.version}+{len(added)}.{h.hexdigest()}", model=model,
                        item_ids=list(base.item_ids) + added, item_index=index,
+                       root_item_ids=base.root_item_ids or base.item_ids,
                        manifest={**base.manifest, "base_version": base.version, "catalog_items": len(added),
                                  "linked_items": n_linked})
 

@@ -49,6 +49,9 @@ class ModelVersion:
     item_index: dict[str, int] = field(default_factory=dict)
     item_vectors: NDArray[np.float32] | None = None
     """Cleora item embeddings (n_items, dim) float32, row = item_idx, memory-mapped; for M′·Q."""
+    root_item_ids: list[str] | None = None
+    """For a version the catalog overlay extended with new items: the ``item_ids`` of the version it extends,
+    the first ``len(root_item_ids)`` of its own (the API's ``IdBridge`` keeps one table per root); None otherwise."""
 
     def __post_init__(self) -> None:
         if not self.item_index:

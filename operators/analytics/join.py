@@ -312,7 +312,8 @@ def _on_order(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments,
 
 def _rewards(user: AnalyticsUser, ev: Event, rules: JoinRules, inc: Increments, received_ts: float | None) -> None:
     att = attribute_events([ev], lambda rid: (s.imp if (s := _find(user, rid)) else None),
-                           rewarded=set(user.rewarded), served_to=lambda _u: [s.imp for s in user.served],
+                           rewarded=set(user.rewarded),
+                           served_to=lambda _u: [s.imp for s in user.served[-LAST_TOUCH_LISTS:]],  # as the optimizer
                            received_ts=received_ts)
     for r in att.rewards:
         s = _find(user, r.request_id)

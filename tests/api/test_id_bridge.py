@@ -108,3 +108,19 @@ def test_a_fill_that_finishes_after_the_catalog_grew_asks_its_unknown_positions_
     _check(bridge, index, names, np.arange(5))  # the loop has seen the new capacity before the fill lands
     table.filled = pending
     _check(bridge, index, names, np.arange(len(names)))  # installed now: the new ids are found
+
+
+def test_extensions_of_one_root_share_its_table():
+    """The catalog overlay makes a new, longer list for every extension of a model version (up to once a second):
+    they all read the root's table, and the positions past the root are looked up per call."""
+    root = [f"m{i}" for i in range(300)]
+    index = _index(root[::3] + [f"new{j}" for j in range(10)])
+    bridge = IdBridge(max_lists=2, background_fill=False)
+    for round_ in range(6):  # more extensions than the bridge keeps lists
+        ext = list(root) + [f"new{j}" for j in range(round_ + 1)] + ["not-in-catalog"]
+        positions = np.arange(len(ext))
+        want = index.lookup(ext)
+        np.testing.assert_array_equal(bridge.item_idx(index, ext, positions, root=root), want)
+        np.testing.assert_array_equal(bridge.item_idx(index, ext, positions[::-1], root=root), want[::-1])
+        np.testing.assert_array_equal(bridge.item_idx(index, ext, np.arange(10), root=root), want[:10])
+    assert list(bridge._tables) == [id(root)]  # one table, the root's: no rebuild per extension

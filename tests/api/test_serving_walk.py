@@ -167,3 +167,25 @@ def test_selection_by_item_idx_equals_selection_by_id(svc, campaign_filter):
             np.testing.assert_array_equal(got[1], s[kept])
             if not campaign_filter:
                 assert set(gone[1:]) - exclude <= set(got[0]) | set(names[:start]) | set(names[start + 2000:])
+
+
+def test_cached_candidates_are_named_by_the_version_serving_the_request(svc):
+    """The candidate cache keeps positions, not the model version's id list: a version replaced by an equal one
+    under the same version string (the catalog overlay does this) is not kept alive by cached candidates, and a
+    cache hit is named through the version now serving."""
+    from api.strategies import run_strategy
+
+    first = svc.models.current()
+    again = ModelVersion(first.version, first.model, list(first.item_ids), {})
+    ids1, s1 = run_strategy("similar", svc, Inputs(item_id="i00010"), {}, 40)
+    old_current = svc.models.current
+    svc.models.current = lambda: again
+    try:
+        ids2, s2 = run_strategy("similar", svc, Inputs(item_id="i00010"), {}, 40)
+    finally:
+        svc.models.current = old_current
+    assert isinstance(ids2, LazyIds) and ids2._names is again.item_ids
+    assert list(ids1) == list(ids2)
+    np.testing.assert_array_equal(s1, s2)
+    for value in svc.candidates._entries.values():
+        assert all(isinstance(part, np.ndarray) for part in value)
