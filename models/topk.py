@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from models.heap import heap_offer, heap_order, heap_worse, sift_down
 from models.jit import njit_cached
 
 __all__ = ["topk", "SCORE_CELLS", "ranks_among", "top_rows"]
@@ -115,8 +116,9 @@ def _count_beaten(rows: NDArray[np.int64], scores: NDArray[np.float32], sel_s: N
 def top_rows(rows: NDArray[np.integer], scores: NDArray[np.float32], k: int
              ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """The ``k`` best entries of ``(rows, scores)`` in the order "score descending, ties by the lower row", best
-    first: O(n log k) in one compiled pass with a heap of ``k`` (no partition of a copy of the scores, no sort of
-    the n entries). The same entries and order as a lexsort of all of them by ``(-scores, rows)`` cut at ``k``.
+    first: O(n log k) in one compiled pass with a heap of ``k`` (``models.heap``; no partition of a copy of the
+    scores, no sort of the n entries). The same entries and order as a lexsort of all of them by ``(-scores,
+    rows)`` cut at ``k``.
 
     Parameters
     ----------
@@ -138,55 +140,20 @@ def top_rows(rows: NDArray[np.integer], scores: NDArray[np.float32], k: int
 
 
 @njit_cached()
-def _worse(sa: np.float32, ra: np.int64, sb: np.float32, rb: np.int64) -> bool:  # pragma: no cover - compiled
-    return sa < sb or (sa == sb and ra > rb)
-
-
-@njit_cached()
-def _sift_down(hs: NDArray[np.float32], hr: NDArray[np.int64], i: int, size: int) -> None:  # pragma: no cover
-    """Restore the heap below ``i`` (the root holds the worst entry kept)."""
-    while True:
-        c = 2 * i + 1
-        if c >= size:
-            return
-        if c + 1 < size and _worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
-            c += 1
-        if not _worse(hs[c], hr[c], hs[i], hr[i]):
-            return
-        hs[i], hs[c] = hs[c], hs[i]
-        hr[i], hr[c] = hr[c], hr[i]
-        i = c
-
-
-@njit_cached()
 def _heap_top(rows: NDArray[np.int64], scores: NDArray[np.float32], k: int
               ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:  # pragma: no cover - compiled
-    hs = np.empty(k, dtype=np.float32)
-    hr = np.empty(k, dtype=np.int64)
+    """``models.heap``'s bounded heap over the entries (float32 scores held exactly as float64), best first."""
+    hs = np.empty(k, dtype=np.float64)
+    hi = np.empty(k, dtype=np.int64)
     if k == 0:
-        return hr, hs
+        return hi, hs.astype(np.float32)
     size = 0
     for i in range(len(scores)):
-        s, r = scores[i], rows[i]
-        if size < k:  # push, then sift up
-            j = size
-            hs[j], hr[j] = s, r
-            size += 1
-            while j > 0:
-                p = (j - 1) >> 1
-                if not _worse(hs[j], hr[j], hs[p], hr[p]):
-                    break
-                hs[j], hs[p] = hs[p], hs[j]
-                hr[j], hr[p] = hr[p], hr[j]
-                j = p
-        elif _worse(hs[0], hr[0], s, r):  # better than the worst kept: it takes the root's place
-            hs[0], hr[0] = s, r
-            _sift_down(hs, hr, 0, size)
-    out_s = np.empty(k, dtype=np.float32)
-    out_r = np.empty(k, dtype=np.int64)
-    for j in range(k - 1, -1, -1):  # pop the worst first: fills from the back
-        out_s[j], out_r[j] = hs[0], hr[0]
-        size -= 1
-        hs[0], hr[0] = hs[size], hr[size]
-        _sift_down(hs, hr, 0, size)
-    return out_r, out_s
+        s, r = np.float64(scores[i]), rows[i]
+        if size < k:
+            size = heap_offer(hs, hi, size, k, s, r)
+        elif heap_worse(hs[0], hi[0], s, r):  # most entries stop at this one comparison, inlined
+            hs[0], hi[0] = s, r
+            sift_down(hs, hi, size)
+    order = heap_order(hs, hi, size)
+    return hi[order], hs[order].astype(np.float32)
