@@ -23,7 +23,9 @@ class CandidateCache(Generic[V]):
     """``get(key, compute)``: the cached value (a ranked list) for ``key``, computed on a miss.
 
     Callers must not mutate what ``get`` returns (it is shared by every later hit). A value is a
-    tuple whose first element is its list of item ids; its length is what the value costs.
+    tuple whose first element holds its items (ids, or positions in a model's or the vector index's
+    id list: ``similar`` and ``visual`` keep positions, so no entry pins an old version's list); its
+    length is what the value costs.
 
     Parameters
     ----------
