@@ -120,9 +120,10 @@ def ensure_topics(brokers: str, topics: list[TopicSpec], timeout_s: float = 15.0
             log.info("created topic %s", name)
     deadline = time.monotonic() + timeout_s
     want = {t.name: t.partitions if t.name not in existing else 1 for t in topics}
-    for t in topics:
+    for t in topics:  # fewer than configured is worth a warning; more (e.g. a broker's auto-created default) is not
         if t.name in existing and (n := len(existing[t.name].partitions)) != t.partitions:
-            log.warning("topic %s exists with %d partitions (%d configured): used as it is", t.name, n, t.partitions)
+            log.log(logging.WARNING if n < t.partitions else logging.INFO,
+                    "topic %s exists with %d partitions (%d configured): used as it is", t.name, n, t.partitions)
     while True:
         md = admin.list_topics(timeout=timeout_s).topics
         if all(n in md and len(md[n].partitions) >= p for n, p in want.items()):
