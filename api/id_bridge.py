@@ -9,10 +9,10 @@ up to thousands per request at 1M items (a filtered walk of the ranking, ``api/s
 ``IdBridge`` keeps, per id list, an ``int64`` array from a position in the list to ``item_idx``:
 a background thread looks every position up once when the list is first seen (~0.2 s at 1M ids,
 off the event loop), and until it has, a position is looked up (one string, one dict probe) the
-first time a request reads it; afterwards each is an array gather. Both sides only grow (a catalog index never reassigns
-an ``item_idx``; a model version's list is fixed; the vector index's rows are never reused), so an
-answer stays right except for positions that were unknown to the catalog, which are asked again
-once the catalog has grown.
+first time a request reads it; afterwards each is an array gather. Both sides only grow (a catalog
+index never reassigns an ``item_idx``; a model version's list is fixed; the vector index's rows are
+never reused), so an answer stays right except for positions that were unknown to the catalog,
+which are asked again once the catalog has grown.
 """
 
 from __future__ import annotations
@@ -50,6 +50,17 @@ class _Table:
             self.filled = (capacity, self.index.lookup(self.names[:n]))
         except Exception:  # noqa: BLE001 - the list or the index changed under it: the lazy fill stays
             log.warning("id bridge: the background fill of %d positions failed", n, exc_info=True)
+
+    def gather(self, positions: NDArray[np.int64]) -> NDArray[np.int64]:
+        """item_idx of ``names[positions]``: positions not seen yet are looked up and kept."""
+        out = self.idx[positions]
+        unseen = np.flatnonzero(out == _UNSEEN)
+        if len(unseen):
+            at = positions[unseen]
+            found = self.index.lookup([self.names[p] for p in at.tolist()])
+            self.idx[at] = found
+            out[unseen] = found
+        return out
 
     def install_filled(self) -> None:
         """Take a finished background fill (on the loop): positions unknown at its capacity are asked again
@@ -102,25 +113,13 @@ class IdBridge:
         if index.capacity == 0 or len(positions) == 0:
             return np.full(len(positions), -1, dtype=np.int64)
         if root is None or root is names:
-            return self._gather(self._table(index, names), index, names, positions)
+            return self._table(index, names).gather(positions)
         inside = positions < len(root)
         if inside.all():
-            return self._gather(self._table(index, root), index, root, positions)
+            return self._table(index, root).gather(positions)
         out = np.empty(len(positions), dtype=np.int64)
-        out[inside] = self._gather(self._table(index, root), index, root, positions[inside])
+        out[inside] = self._table(index, root).gather(positions[inside])
         out[~inside] = index.lookup([names[p] for p in positions[~inside].tolist()])
-        return out
-
-    @staticmethod
-    def _gather(t: _Table, index: CatalogIndex, names: Sequence[str], positions: NDArray[np.int64]
-                ) -> NDArray[np.int64]:
-        out = t.idx[positions]
-        unseen = np.flatnonzero(out == _UNSEEN)
-        if len(unseen):
-            at = positions[unseen]
-            found = index.lookup([names[p] for p in at.tolist()])
-            t.idx[at] = found
-            out[unseen] = found
         return out
 
     def _table(self, index: CatalogIndex, names: Sequence[str]) -> _Table:
