@@ -12,7 +12,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from flows.stop import STOP_REQUESTED, handle_stop_signals
+from flows.stop import STOP_REQUESTED, deferred_interrupts, handle_stop_signals
 
 if TYPE_CHECKING:
     import typer
@@ -48,13 +48,28 @@ def main() -> None:
     try:
         _main()
     except KeyboardInterrupt:
-        command = sys.argv[1] if len(sys.argv) > 1 else ""
-        print("fusionrec: interrupted", file=sys.stderr)
-        raise SystemExit(0 if command in _STOPPED_BY_CTRL_C else 130) from None
+        _interrupted()
+    except Exception:
+        # A Ctrl-C that lands inside a C extension's import (numba's ``_dispatcher`` importing
+        # ``_devicearray``) comes out as an ImportError: after a stop signal, any error is its debris.
+        if not STOP_REQUESTED.is_set():
+            raise
+        _interrupted()
     except SystemExit as exc:
         if STOP_REQUESTED.is_set() and sys.argv[1:2] and sys.argv[1] in _STOPPED_BY_CTRL_C:
             _exit_after_stop(exc.code)
         raise
+
+
+def _interrupted() -> None:
+    """Report a Ctrl-C that no command handled and exit: status 0 for ``run`` and ``broker``, else 130.
+
+    Raises:
+        SystemExit: always.
+    """
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    print("fusionrec: interrupted", file=sys.stderr)
+    raise SystemExit(0 if command in _STOPPED_BY_CTRL_C else 130) from None
 
 
 def _exit_after_stop(code: object) -> None:
@@ -80,7 +95,8 @@ def _main() -> None:
 
     from operators.settings import ConfigError
 
-    _register()
+    with deferred_interrupts():  # a Ctrl-C inside a C extension's import would print its traceback
+        _register()
     import typer
 
     app = __getattr__("app")

@@ -64,11 +64,13 @@ def check_stop() -> None:
 
 @contextmanager
 def deferred_interrupts() -> Iterator[None]:
-    """Start a child process inside this: a stop signal meanwhile is raised just after the block.
+    """Start a child process, or import C extensions, inside this: a stop signal meanwhile is raised just
+    after the block.
 
     Python runs its at-fork hooks in the parent after ``fork``; a KeyboardInterrupt raised inside one is
     printed as "Exception ignored" with a traceback and dropped. Register the child for stopping inside the
-    block too, so a stop never leaves it behind.
+    block too, so a stop never leaves it behind. A KeyboardInterrupt inside a C extension's module
+    initialisation is printed there and turned into an ImportError (numba's ``_dispatcher``).
 
     Raises:
         KeyboardInterrupt: a stop was asked for before or during the block.

@@ -69,3 +69,30 @@ def test_ctrl_c_while_training_stops_the_broker(tmp_path: Path) -> None:
     assert p.returncode == 0, out
     assert "stopping..." in out and "Traceback" not in out, out
     assert not port_in_use(port), "the broker outlived run"
+
+
+_CTRL_C_WHILE_LOADING = """
+import os, signal, sys, time
+import flows.cli
+
+def _register():  # a Ctrl-C lands while the commands load, then an extension's import fails from it
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)  # a KeyboardInterrupt raised here would cut the loading short
+    print("loaded", flush=True)
+    raise ImportError("numba._devicearray failed to import")
+
+flows.cli._register = _register
+sys.argv = ["fusionrec", "run"]
+flows.cli.main()
+"""
+
+
+def test_ctrl_c_while_the_commands_load_is_held_until_they_are_loaded() -> None:
+    """A KeyboardInterrupt inside a C extension's import is printed there and becomes an ImportError
+    (numba's ``_dispatcher``): the commands load with the Ctrl-C held, and the error it caused is its
+    debris, reported as the interrupt."""
+    p = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_LOADING], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "loaded", p.stdout
+    assert p.stderr.strip() == "fusionrec: interrupted", p.stderr
