@@ -25,9 +25,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
+    """A topic to create: its name, partition count and cleanup policy. ``partitions_like`` names a topic
+    it is joined with by partition number: when that one already exists, this one is created with its
+    count instead of ``partitions`` (``check_co_partitioned`` refuses the pair otherwise)."""
+
     name: str
     partitions: int
     compacted: bool = False
+    partitions_like: str | None = None
 
 
 def platform_topics(kafka: KafkaSettings) -> list[TopicSpec]:
@@ -35,7 +40,8 @@ def platform_topics(kafka: KafkaSettings) -> list[TopicSpec]:
     (latest value per key)."""
     return [
         TopicSpec(kafka.events_topic, kafka.partitions),
-        TopicSpec(kafka.served_topic, kafka.partitions),  # served lists: the API's alone, same key and partitions
+        # served lists: the API's alone, keyed and partitioned as the events they are joined with
+        TopicSpec(kafka.served_topic, kafka.partitions, partitions_like=kafka.events_topic),
         TopicSpec(kafka.dead_topic, 1),
         TopicSpec(kafka.topn_topic, kafka.partitions, compacted=True),
         TopicSpec(kafka.catalog_topic, 1, compacted=True),
@@ -107,6 +113,7 @@ def ensure_topics(brokers: str, topics: list[TopicSpec], timeout_s: float = 15.0
     """
     admin = admin_client(brokers)
     existing = admin.list_topics(timeout=timeout_s).topics
+    topics = [_like_existing(t, existing) for t in topics]
     new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1,
                     config={"cleanup.policy": "compact"} if t.compacted else {})
            for t in topics if t.name not in existing]
@@ -131,6 +138,18 @@ def ensure_topics(brokers: str, topics: list[TopicSpec], timeout_s: float = 15.0
         if time.monotonic() > deadline:
             raise TimeoutError(f"topics {sorted(want)} not visible after {timeout_s} s")
         time.sleep(0.05)
+
+
+def _like_existing(spec: TopicSpec, existing: dict[str, object]) -> TopicSpec:
+    """``spec`` with the partition count of its existing ``partitions_like`` topic, if that one exists
+    with a listed count (a topic listed with none is still being created)."""
+    like = existing.get(spec.partitions_like) if spec.partitions_like else None
+    n = len(like.partitions) if like is not None else 0  # type: ignore[attr-defined]
+    if n and n != spec.partitions:
+        log.info("topic %s is created with %d partitions, as %s has (%d configured)", spec.name, n,
+                 spec.partitions_like, spec.partitions)
+        return TopicSpec(spec.name, n, spec.compacted, spec.partitions_like)
+    return spec
 
 
 class TopicLayoutError(ValueError):

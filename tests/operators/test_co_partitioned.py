@@ -64,3 +64,16 @@ def test_fusionrec_topics_says_so_in_one_line(broker, tmp_path, monkeypatch):
     assert "Traceback" not in result.output
     line, = result.output.strip().splitlines()
     assert line.startswith("fusionrec topics: topics") and f"'sv-{tag}' has 1" in line, line
+
+
+def test_served_is_created_with_the_partitions_of_existing_events(broker, tmp_path):
+    """A shop's broker already holds ``events`` with another count than ``kafka.partitions``: ``served`` is
+    created like it, so ``fusionrec run`` and the API start instead of refusing the pair they made."""
+    from operators.kafka import platform_topics, topic_partitions
+
+    s = make_settings(broker, tmp_path, partitions=2, create_topics=False)
+    ensure_topics(broker, [TopicSpec(s.kafka.events_topic, 3)])
+    ensure_topics(broker, platform_topics(s.kafka))
+    assert len(topic_partitions(broker, s.kafka.served_topic)) == 3
+    assert len(topic_partitions(broker, s.kafka.topn_topic)) == 2  # not joined by partition number: as configured
+    check_co_partitioned(broker, [s.kafka.events_topic, s.kafka.served_topic])
