@@ -32,6 +32,7 @@ from api.events import post_events
 from api.feedback_reader import drain_forever
 from api.health import healthz, metrics, readyz
 from api.items import get_catalog, get_item
+from api.loop_lag import CollectorPauses, LoopLagProbe, StallWatchdog
 from api.openapi import openapi
 from api.rate_limit import RateLimitMiddleware
 from api.recommendations import get_recommendations
@@ -67,6 +68,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         reader = app.state.services.reader
         drain = asyncio.create_task(drain_forever(reader)) if reader is not None else None
         catalog_sync = asyncio.create_task(sync_forever(app.state.services.catalog_view))
+        api_metrics = app.state.services.metrics
+        collections = CollectorPauses(api_metrics.gc_pause).install()
+        watchdog = (StallWatchdog(a.loop_stall_log_ms / 1000, collections=collections).start()
+                    if a.loop_stall_log_ms > 0 else None)
+        lag_probe = asyncio.create_task(LoopLagProbe(api_metrics.loop_lag, watchdog=watchdog).run_forever())
         if settings.api.gc_tuning:
             _tune_gc()
         try:
@@ -75,6 +81,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if drain is not None:
                 drain.cancel()
             catalog_sync.cancel()
+            lag_probe.cancel()
+            collections.uninstall()
+            if watchdog is not None:
+                watchdog.stop()
             app.state.analytics.request_stop()  # its reader ends while the services' readers do
             app.state.services.close()
             app.state.analytics.close()

@@ -12,7 +12,7 @@ from functools import partial
 import numpy as np
 import orjson
 from confluent_kafka import KafkaException, Producer
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from api.campaign_registry import CampaignRegistry
 from api.candidate_cache import CandidateCache
@@ -20,6 +20,7 @@ from api.catalog import CatalogView
 from api.durable_producer import DurableProducer
 from api.feedback import FeedbackFold
 from api.feedback_reader import FeedbackReader
+from api.loop_lag import LAG_BUCKETS_S
 from api.optimizer import ThompsonOptimizer
 from api.rate_limit import EventRateLimiter
 from api.request_ids import RequestSigner, load_request_secret
@@ -54,6 +55,7 @@ class ApiMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        ProcessCollector(registry=r)  # process_*: CPU seconds, resident memory, open files, start time
         self.requests = Counter("fusionrec_api_requests", "HTTP requests", ["endpoint", "status"], registry=r)
         self.latency = Histogram("fusionrec_api_latency_seconds", "Handler latency", ["endpoint"], registry=r,
                                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
@@ -68,6 +70,12 @@ class ApiMetrics:
                                          "Reader positions found beyond the log end (topic recreated); re-read from "
                                          "the new log's start", ["topic"], registry=r)
         self.broker_up = Gauge("fusionrec_api_broker_up", "1 while the event broker answers", registry=r)
+        self.loop_lag = Histogram("fusionrec_api_event_loop_lag_seconds",
+                                  "How late the event loop woke a 10 ms sleeper (api/loop_lag.py): the wait a "
+                                  "request arriving then had before its handler ran", registry=r, buckets=LAG_BUCKETS_S)
+        self.gc_pause = Histogram("fusionrec_api_gc_pause_seconds",
+                                  "Cyclic garbage collections by generation: every thread waits for one",
+                                  ["generation"], registry=r, buckets=LAG_BUCKETS_S)
         self.catalog_rejected = Gauge("fusionrec_api_catalog_rejected",
                                       "Catalog items whose latest version the schema rule rejected (not served)",
                                       registry=r)

@@ -34,7 +34,10 @@ line one JSON object: ``rps``, ``p99_ms`` (recommendations), ``trivial_rps``, ``
 (the server's CPU per request: its processes' user + system time over a round / requests served;
 on a shared machine it moves far less with other load than req/s does) (and ``visible_p50_ms`` /
 ``visible_p99_ms`` / ``visible_missed`` with ``--ingest-rate``).
-Also printed and in the JSON line: ``worker_rss_mb`` / ``worker_hwm_mb`` (VmRSS and peak VmHWM of
+Also printed and in the JSON line: ``loop_lag``, each worker's event-loop lag and collector pauses since
+it started (``fusionrec_api_event_loop_lag_seconds`` and ``fusionrec_api_gc_pause_seconds`` of its
+``/metrics``: wake-ups of a 10 ms sleeper late by more than 10 / 50 ms, collections over 20 ms by
+generation); ``worker_rss_mb`` / ``worker_hwm_mb`` (VmRSS and peak VmHWM of
 each uvicorn worker, read from /proc after the rounds) and the set-up times ``build_s`` (data and
 model), ``send_s`` (catalog to the topic), ``catalog_ready_s`` (server start until ``/healthz``
 counts every item), ``first_list_s`` (until 40 probe lists were answered). From ``SCALED_FROM``
@@ -173,6 +176,36 @@ def _workers_rss_mb(server_pid: int) -> list[dict[str, float]]:
     return out
 
 
+def _histogram(text: str, name: str, label: str = "") -> dict[float, float]:
+    """Cumulative bucket counts ``{le: count}`` of one Prometheus histogram (``label``: e.g. 'generation="1",')."""
+    out: dict[float, float] = {}
+    for m in re.finditer(rf'^{name}_bucket{{{label}le="([^"]+)"}} (\S+)$', text, re.M):
+        out[float(m.group(1))] = float(m.group(2))
+    return out
+
+
+def _above(buckets: dict[float, float], le: float) -> float:
+    """Observations above the bucket bound ``le``."""
+    return buckets.get(float("inf"), 0.0) - buckets.get(le, 0.0)
+
+
+def _loop_lag_by_worker(url: str, scrapes: int = 16) -> list[dict[str, float]]:
+    """Each worker's event-loop lag and collector pauses over its life (``/metrics`` of the worker a new
+    connection reaches, told apart by ``process_start_time_seconds``; workers started in the same 10 ms
+    merge): wake-ups of the 10 ms probe late by more than 10 / 50 ms, and collections longer than 20 ms by
+    generation."""
+    seen: dict[str, dict[str, float]] = {}
+    for _ in range(scrapes):
+        text = httpx.get(url + "/metrics", timeout=10).text
+        start = re.search(r"^process_start_time_seconds (\S+)$", text, re.M)
+        lag = _histogram(text, "fusionrec_api_event_loop_lag_seconds")
+        row = {"wakeups": lag.get(float("inf"), 0.0), "late_10ms": _above(lag, 0.01), "late_50ms": _above(lag, 0.05)}
+        for gen in "012":
+            row[f"gc{gen}_over_20ms"] = _above(_histogram(text, "fusionrec_api_gc_pause_seconds", f'generation="{gen}",'), 0.02)
+        seen[start.group(1) if start else "?"] = row
+    return list(seen.values())
+
+
 def _session_cpu_s(sid: int) -> float:
     """CPU seconds (user + system) so far of every process in session ``sid``: the API server and its
     workers (their Kafka client threads included). Per request it is the server's cost, which other
@@ -297,6 +330,7 @@ def main() -> None:
     ingested = 0
     timings: dict[str, float] = {}
     rss: list[dict[str, float]] = []
+    workers_loop: list[dict[str, float]] = []
     try:
         with LocalBroker() as broker:
             s = _settings(broker.bootstrap, tmp, feedback=not a.no_feedback, rate_limit=a.rate_limit)
@@ -376,6 +410,7 @@ def main() -> None:
                     r["cpu_ms"] = (_session_cpu_s(server.pid) - cpu0) * 1000 / max(r["rps"] * (time.monotonic() - t0), 1.0)
                     runs[name].append(r)
             rss = _workers_rss_mb(server.pid)
+            workers_loop = _loop_lag_by_worker(url)
             if ingest is not None:
                 ingest.stop()
                 ingested = ingest.sent
@@ -430,6 +465,12 @@ def main() -> None:
         print(f"flow ingesting {a.ingest_rate:,.0f} events/s ({ingested:,} sent): event -> visible p50 "
               f"{extra['visible_p50_ms']} ms, p99 {extra['visible_p99_ms']} ms over {extra['probes']} probes, "
               f"{ingest.missed} not visible within 10 s")
+    if workers_loop:
+        extra["loop_lag"] = workers_loop
+        for w in workers_loop:
+            print(f"worker event loop: {w['late_10ms']:,.0f} of {w['wakeups']:,.0f} wake-ups late > 10 ms, "
+                  f"{w['late_50ms']:,.0f} > 50 ms; collections > 20 ms by generation 0 / 1 / 2: "
+                  f"{w['gc0_over_20ms']:.0f} / {w['gc1_over_20ms']:.0f} / {w['gc2_over_20ms']:.0f} (since start)")
     if rss:
         extra.update(worker_rss_mb=[round(w["rss_mb"], 1) for w in rss], worker_hwm_mb=[round(w["hwm_mb"], 1) for w in rss])
         print("API workers after the rounds: RSS " + ", ".join(f"{w['rss_mb']:,.0f}" for w in rss) + " MB (peak "

@@ -307,6 +307,9 @@ class ApiSettings(_Block):
     in_stock_attribute: str | None = Field(default="in_stock", description="Catalog bool: false = never served (out of stock)")
     stock_attribute: str | None = Field(default="stock", description="Catalog number: <= 0 = never served (out of stock)")
     gc_tuning: bool = Field(default=True, description="After startup: gc.freeze() and a gen-0 threshold of 50,000 (p99 under load)")
+    loop_stall_log_ms: float = Field(default=0.0, ge=0, description=(
+        "Log every thread's stack (WARNING, api.loop_lag) when a worker's event loop is held longer than this, "
+        "milliseconds: where tail latency comes from (0 = off; the lag histogram is always in /metrics)"))
     popularity_bucket_s: float = Field(default=3600.0, gt=0, description=(
         "Bucket of windowed popularity, seconds (the flow counts in these buckets, the API sums them)"))
     popularity_horizon_s: float = Field(default=30 * 86400.0, gt=0, description=(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -49,7 +50,11 @@ def test_post_events(broker, tmp_path):
         r = c.get("/v1/recommendations", params={"n": 0})
         assert (r.status_code, r.json()["error"]["field"]) == (422, "n")
         assert c.get("/v1/items/nope").status_code == 404
-        assert "fusionrec_api_events_accepted_total 3.0" in c.get("/metrics").text
+        text = c.get("/metrics").text
+        assert "fusionrec_api_events_accepted_total 3.0" in text
+        lag_count = re.search(r"^fusionrec_api_event_loop_lag_seconds_count (\S+)$", text, re.M)
+        assert lag_count is not None and float(lag_count.group(1)) > 0, "the loop-lag probe runs in the app"
+        assert "fusionrec_api_gc_pause_seconds" in text and "process_resident_memory_bytes" in text
 
     msgs = _consume(broker, s.kafka.events_topic, 2, 3)
     got = sorted((m.key(), orjson.loads(m.value())["type"]) for m in msgs)
