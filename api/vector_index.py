@@ -317,6 +317,8 @@ class _Build:
             list_of = nearest_list(self.buf[:self.n_rows], centroids)
             list_of[~self.live] = -1
             self.lists = InvertedLists.from_assignment(centroids, list_of, self.buf[:self.n_rows], self.n_probe)
+            # the first search compiles its kernels (~1 s on a machine with no numba cache): here, not on the event loop
+            self.lists.search(self.sample[0], 1)
         except Exception:  # logged; the index keeps its previous lists (or exact search)
             log.exception("vector index: building %d inverted lists over %d rows failed", self.n_lists, self.n_rows)
         finally:
