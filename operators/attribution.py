@@ -16,8 +16,8 @@ so the bandit and the dashboard never disagree. The rules, in order:
    ``SERVED_ORDER_SLACK_S`` (``served_lists_read``), or after a wall-clock wait when no newer list
    comes: so which lists are candidates does not depend on how the reads of the two topics
    interleave.
-3. The served list must be known (an ``Impression``) and served to the event's user (a list served
-   without a user id: to ``ANONYMOUS_USER``, the key its record has, as the analytics flow finds it); if the event names a ``campaign_id`` or an ``arm``, they must match
+3. The served list must be known (an ``Impression``) and served to the event's user (lists served
+   without a user id excepted); if the event names a ``campaign_id`` or an ``arm``, they must match
    the list's; if it names items, one of them must be on the list as displayed: the first
    ``rec_impression`` of a list (``IMPRESSION_TYPE``) narrows it to the items it shows (``shown``).
 4. ``0 <= event.ts - impression.ts <= impression.window_s`` (late or early feedback is ignored).
@@ -41,12 +41,11 @@ __all__ = ["Impression", "Reward", "Attribution", "REQUEST_TYPE", "ANONYMOUS_USE
 REQUEST_TYPE = "rec_request"
 """Event type of a served list: the API produces one per campaign list into the events topic."""
 ANONYMOUS_USER = "anonymous"
-"""User id (and Kafka key) of the record of a list served without a user id; only events of this user id are
-credited to such a list (rule 3), by the optimizer and the analytics flow alike."""
 LAST_TOUCH_LISTS = 200
 """A user's newest served lists that last touch looks among (rule 2), in the optimizer's reader and the
 analytics flow alike: with fewer in one of them, a user served more lists than that within a window would
 have an event credited by one reader and not by the other."""
+"""User id (and Kafka key) of the record of a list served without a user id; such a list is bound to no user."""
 IMPRESSION_TYPE = "rec_impression"
 """Event type a client sends when it displays a served list (``request_id`` and the items shown)."""
 SERVED_ORDER_SLACK_S = 1.0
@@ -168,7 +167,7 @@ def attribute(event: Event, impression: Impression | None) -> Reward | str:
     """
     if impression is None:
         return "unknown_request"
-    if (impression.user_id or ANONYMOUS_USER) != event.user_id:
+    if impression.user_id is not None and impression.user_id != event.user_id:
         return "user_mismatch"
     if event.type not in goal_types(impression.goal):
         return "not_goal"

@@ -6,7 +6,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.attribution import (
-    ANONYMOUS_USER,
     SERVED_ORDER_SLACK_S,
     Impression,
     attribute,
@@ -117,10 +116,3 @@ def test_any_feedback_rewards_each_list_at_most_once_inside_its_window(evs):
         imp = imps[r.request_id]
         assert r.event_type in goal_types(imp.goal) and 0 <= r.ts - imp.ts <= imp.window_s
     assert len(res.rewards) + sum(res.skipped.values()) == len(events)
-
-
-def test_a_list_is_credited_only_by_its_users_events():
-    assert attribute(_ev("e", 110.0, request_id="r1", user_id="u2"), IMP) == "user_mismatch"
-    anonymous = Impression("r2", "home", "a", 100.0, "click", 60.0, user_id=None, items=["i1"])
-    assert attribute(_ev("e", 110.0, request_id="r2", user_id="u2"), anonymous) == "user_mismatch"
-    assert not isinstance(attribute(_ev("e", 110.0, request_id="r2", user_id=ANONYMOUS_USER), anonymous), str)

@@ -23,7 +23,7 @@ from api.optimizer import OptimizerConfig, ThompsonOptimizer
 from operators.analytics.apply import AnalyticsApplier
 from operators.analytics.join import COUNTER_FIELDS, JoinRules
 from operators.analytics.topic import CounterRow
-from operators.attribution import ANONYMOUS_USER, LAST_TOUCH_LISTS, REQUEST_TYPE, SERVED_ORDER_SLACK_S
+from operators.attribution import LAST_TOUCH_LISTS, REQUEST_TYPE, SERVED_ORDER_SLACK_S
 from operators.parse import EventRules, parse_event
 from operators.schema import Event, encode_event
 from operators.settings import DEFAULT_EVENT_TYPES
@@ -210,31 +210,6 @@ def test_last_touch_looks_as_far_back_in_both(new_reader, tmp_path, n_lists):
         rules = EventRules.from_specs(DEFAULT_EVENT_TYPES, 65536, future_skew_s=300.0, max_age_s=None)
         applied = a.apply([(0, parse_event(k, v, rules)) for _, _, k, v, _ in events],
                           [(off, parse_event(k, v, rules)) for _, off, k, v, _ in served], {0: T + 100.0})
-        at = COUNTER_FIELDS.index("rewards")
-        got = {r.arm: r.values[at] for r in applied.rows if isinstance(r, CounterRow) and r.values[at]}
-        assert got == ({"0": 1.0} if credited else {})
-    finally:
-        db.close()
-
-
-@pytest.mark.parametrize("buyer", ["u1", ANONYMOUS_USER])
-def test_a_list_served_without_a_user_is_credited_alike_in_both(new_reader, tmp_path, buyer):
-    """A list served without a user id is recorded under ``ANONYMOUS_USER``: an event of another user naming its
-    request id is credited by neither reader (the optimizer let any user claim it while the analytics flow,
-    which finds lists among the event's user's, did not), an event of ``ANONYMOUS_USER`` by both."""
-    served = [_served(0, "rz0", T, ["i1"], user=ANONYMOUS_USER), _served(1, "rlast0", T + 200.0, ["i9"])]
-    buy = Event("p1", T + 10.0, "purchase", buyer, item_id="i1", request_id="rz0")
-    events = [("events", 0, buyer.encode(), encode_event(buy), T + 10.0)]
-    credited = buyer == ANONYMOUS_USER
-    r = new_reader()
-    _fold(r, [served, events])
-    assert dict(r.fold.rewarded) == ({"rz0": T + 3600.0} if credited else {})
-    db = PartitionDB(tmp_path / "analytics")
-    try:
-        a = AnalyticsApplier(db, 0, JoinRules(default_goal="purchase"))
-        rules = EventRules.from_specs(DEFAULT_EVENT_TYPES, 65536, future_skew_s=300.0, max_age_s=None)
-        applied = a.apply([(0, parse_event(k, v, rules)) for _, _, k, v, _ in events],
-                          [(off, parse_event(k, v, rules)) for _, off, k, v, _ in served], {0: T + 10.0})
         at = COUNTER_FIELDS.index("rewards")
         got = {r.arm: r.values[at] for r in applied.rows if isinstance(r, CounterRow) and r.values[at]}
         assert got == ({"0": 1.0} if credited else {})
