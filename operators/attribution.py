@@ -41,11 +41,13 @@ __all__ = ["Impression", "Reward", "Attribution", "REQUEST_TYPE", "ANONYMOUS_USE
 REQUEST_TYPE = "rec_request"
 """Event type of a served list: the API produces one per campaign list into the events topic."""
 ANONYMOUS_USER = "anonymous"
+"""User id (and Kafka key) of the record of a list served without a user id; such a list is bound to no user
+(the optimizer credits it to any user's event naming it; the analytics flow, which finds a list among its
+event's user's, only to events of this user id)."""
 LAST_TOUCH_LISTS = 200
 """A user's newest served lists that last touch looks among (rule 2), in the optimizer's reader and the
 analytics flow alike: with fewer in one of them, a user served more lists than that within a window would
 have an event credited by one reader and not by the other."""
-"""User id (and Kafka key) of the record of a list served without a user id; such a list is bound to no user."""
 IMPRESSION_TYPE = "rec_impression"
 """Event type a client sends when it displays a served list (``request_id`` and the items shown)."""
 SERVED_ORDER_SLACK_S = 1.0

@@ -92,7 +92,9 @@ def test_ctrl_c_while_the_commands_load_is_held_until_they_are_loaded() -> None:
     (numba's ``_dispatcher``): the commands load with the Ctrl-C held, and the error it caused is its
     debris, reported as the interrupt."""
     p = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_LOADING], capture_output=True, text=True, timeout=60,
-                       cwd=Path(__file__).resolve().parents[2])
+                       cwd=Path(__file__).resolve().parents[2],
+                       # a terminal's Ctrl-C, even when the tests run where SIGINT is ignored (a background job)
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "loaded", p.stdout
     assert p.stderr.strip() == "fusionrec: interrupted", p.stderr
