@@ -110,8 +110,8 @@ def topics_cmd() -> None:
     try:
         _topics(s)
     except (KafkaException, TimeoutError) as exc:  # the broker went away or refused, after answering the probe
-        typer.echo(f"fusionrec topics: the broker at {s.kafka.brokers} did not create the topics: {_kafka_reason(exc)}",
-                   err=True)
+        typer.echo(f"fusionrec topics: the broker at {s.kafka.brokers} failed while creating or checking the topics: "
+                   f"{_kafka_reason(exc)}", err=True)
         raise typer.Exit(1) from None
     except TopicLayoutError as exc:
         typer.echo(f"fusionrec topics: {exc}", err=True)
