@@ -3,12 +3,12 @@
 Every request of a worker waits while its event loop is held: by a handler's own work, a fold, a
 scan, a collector pause, or another thread holding the GIL. ``LoopLagProbe`` asks the loop to wake
 it every ``interval_s`` and records how late the wake-up came (``fusionrec_api_event_loop_lag_seconds``
-in ``/metrics``): a request arriving then waited about as long. With ``api.loop_stall_log_ms`` set,
-a watchdog thread also logs where every thread's Python code was while the loop was held longer than
-that (``StallWatchdog``), one warning per stall, naming the collector when a garbage collection
-(timed by ``CollectorPauses``, ``fusionrec_api_gc_pause_seconds``) ended within it: the place to look first when p99.9 is far above
-p99. The probe costs ~100 wake-ups a second; the watchdog one more thread waking every
-``threshold / 4``.
+in ``/metrics``): a request arriving then waited about as long. ``CollectorPauses`` times every garbage
+collection (``fusionrec_api_gc_pause_seconds``). With ``api.loop_stall_log_ms`` set, a watchdog thread
+also logs where every thread's Python code was while the loop was held longer than that
+(``StallWatchdog``), one warning per stall, naming a collection that ended within it: the place to look
+first when p99.9 is far above p99. The probe costs ~100 wake-ups a second; the watchdog one more thread
+waking every ``threshold / 4``.
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ class StallWatchdog:
     """A daemon thread that logs the threads' stacks once per event-loop stall longer than ``threshold_s``.
 
     The loop's side calls ``beat(interval_s)`` whenever it runs, saying when it will run next; the thread
-    checks every ``threshold_s / 4`` seconds how late that next run is. Python threads only: a stall inside one C call shows the line
-    that called it (the thread can sample only when the GIL is free, so a C call that holds the GIL is
-    seen when it returns, with the stall's length).
+    checks every ``threshold_s / 4`` seconds how late that next run is. Python frames only: a stall inside
+    one C call shows the line that called it. The thread samples only when the GIL is free, so a C call
+    that holds the GIL is seen when it returns, or not at all if the loop runs first.
     """
 
     def __init__(self, threshold_s: float, main_thread_id: int | None = None,
