@@ -68,6 +68,8 @@ from pathlib import Path
 import httpx
 import msgspec
 import tomli_w
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -176,12 +178,12 @@ def _workers_rss_mb(server_pid: int) -> list[dict[str, float]]:
     return out
 
 
-def _histogram(text: str, name: str, label: str = "") -> dict[float, float]:
-    """Cumulative bucket counts ``{le: count}`` of one Prometheus histogram (``label``: e.g. 'generation="1",')."""
-    out: dict[float, float] = {}
-    for m in re.finditer(rf'^{name}_bucket{{{label}le="([^"]+)"}} (\S+)$', text, re.M):
-        out[float(m.group(1))] = float(m.group(2))
-    return out
+def _buckets(families: dict[str, Metric], name: str, **labels: str) -> dict[float, float]:
+    """Cumulative bucket counts ``{le: count}`` of one histogram of a parsed ``/metrics`` page (``labels``: which
+    series, e.g. ``generation="1"``)."""
+    fam = families.get(name)
+    return {float(x.labels["le"]): x.value for x in (fam.samples if fam else [])
+            if x.name.endswith("_bucket") and all(x.labels.get(k) == v for k, v in labels.items())}
 
 
 def _above(buckets: dict[float, float], le: float) -> float:
@@ -194,15 +196,15 @@ def _loop_lag_by_worker(url: str, scrapes: int = 16) -> list[dict[str, float]]:
     connection reaches, told apart by ``process_start_time_seconds``; workers started in the same 10 ms
     merge): wake-ups of the 10 ms probe late by more than 10 / 50 ms, and collections longer than 20 ms by
     generation."""
-    seen: dict[str, dict[str, float]] = {}
+    seen: dict[float, dict[str, float]] = {}
     for _ in range(scrapes):
-        text = httpx.get(url + "/metrics", timeout=10).text
-        start = re.search(r"^process_start_time_seconds (\S+)$", text, re.M)
-        lag = _histogram(text, "fusionrec_api_event_loop_lag_seconds")
+        families = {f.name: f for f in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text)}
+        start = families.get("process_start_time_seconds")
+        lag = _buckets(families, "fusionrec_api_event_loop_lag_seconds")
         row = {"wakeups": lag.get(float("inf"), 0.0), "late_10ms": _above(lag, 0.01), "late_50ms": _above(lag, 0.05)}
         for gen in "012":
-            row[f"gc{gen}_over_20ms"] = _above(_histogram(text, "fusionrec_api_gc_pause_seconds", f'generation="{gen}",'), 0.02)
-        seen[start.group(1) if start else "?"] = row
+            row[f"gc{gen}_over_20ms"] = _above(_buckets(families, "fusionrec_api_gc_pause_seconds", generation=gen), 0.02)
+        seen[start.samples[0].value if start else 0.0] = row
     return list(seen.values())
 
 
