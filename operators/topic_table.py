@@ -18,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from operators.kafka import PatientEnds, client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
+from operators.value_packer import ValuePacker
 from state.serving import ServingStore
 
 __all__ = ["TopicTable", "FETCH_BYTES", "CONSUME_BATCH", "FETCH_WAIT_MS", "BACKGROUND_FETCH_WAIT_MS", "release_free_heap"]
@@ -69,9 +70,13 @@ class TopicTable:
         Keep the latest value per key (``get``/``items``); False when ``on_update`` folds the
         values into its own structure (the analytics view), so they are not held twice.
     keep_raw : bool
-        With ``keep``: hold each value as the bytes read and decode it in every ``get`` and
-        ``items`` (a new object per call). A catalog item with a 16-float vector is ~350 B of JSON
-        and ~1.5 KB decoded: 1M items held decoded cost ~1.1 GB more per process.
+        With ``keep``: hold each value as the bytes read, packed (``packer``), and decode it in every
+        ``get`` and ``items`` (a new object per call). A catalog item with a 16-float vector is ~350 B
+        of JSON and ~1.5 KB decoded: 1M items held decoded cost ~1.1 GB more per process; packed, the
+        JSON costs ~170 B per item instead of ~350 B.
+    packer : ValuePacker, optional
+        With ``keep_raw``: how values are packed (default ``ValuePacker()``: DEFLATE against a
+        dictionary learned from the first 64 values, ``operators.value_packer``).
     reader : str
         Names the reader in the consumer's ``group.id`` (``fusionrec-<reader>-<topic>``; no
         group is joined, offsets are assigned).
@@ -123,7 +128,8 @@ class TopicTable:
                  start_offsets: dict[int, int] | None = None,
                  on_batch: Callable[[dict[int, int], bool], None] | None = None,
                  restore: Callable[[], bool] | None = None, keep_raw: bool = False,
-                 on_caught_up: Callable[[TopicTable], None] | None = None, fetch_wait_ms: int = FETCH_WAIT_MS) -> None:
+                 on_caught_up: Callable[[TopicTable], None] | None = None, fetch_wait_ms: int = FETCH_WAIT_MS,
+                 packer: ValuePacker | None = None) -> None:
         self.brokers, self.topic, self.decode, self.on_update = brokers, topic, decode, on_update
         self.on_beyond_end = on_beyond_end
         self.store, self.update_prefix = store, update_prefix
@@ -131,6 +137,7 @@ class TopicTable:
         self.restore, self._restore_done = restore, restore is None or store is None
         self.guard = OffsetGuard(brokers, topic, "earliest")
         self.keep, self.reader, self.keep_raw = keep, reader, keep_raw
+        self.packer = (packer or ValuePacker()) if keep_raw else None
         self.on_caught_up = on_caught_up
         self.fetch_wait_ms = fetch_wait_ms
         self._data: dict[str, object] = {}
@@ -146,9 +153,9 @@ class TopicTable:
     def get(self, key: str) -> object | None:
         if self.store is None:
             value = self._data.get(key)
-            if not self.keep_raw or value is None:
+            if self.packer is None or value is None:
                 return value
-            return self.decode(value)  # type: ignore[arg-type]  # decoded when it was read: it decodes
+            return self.decode(self.packer.unpack(value))  # type: ignore[arg-type]  # decoded when read: it decodes
         raw = self.store.get(key.encode())
         if raw is None:
             return None
@@ -161,12 +168,13 @@ class TopicTable:
     def items(self) -> list[tuple[str, object]]:
         if self.store is not None:
             raise TypeError(f"{self.topic}: a table kept in a serving store is not iterated (bounded memory); use get")
-        if self.keep_raw:  # O(n) decodes: for background work (the catalog overlay's rebuilds)
-            return [(k, self.decode(v)) for k, v in list(self._data.items())]  # type: ignore[arg-type]
+        if self.packer is not None:  # O(n) decodes: for background work (the catalog overlay's rebuilds)
+            unpack = self.packer.unpack
+            return [(k, self.decode(unpack(v))) for k, v in list(self._data.items())]  # type: ignore[arg-type]
         return list(self._data.items())
 
     def raw_items(self) -> Iterator[tuple[str, bytes]]:
-        """(key, value bytes) of every key held, without decoding, in the order keys first arrived.
+        """(key, value bytes) of every key held, unpacked but not decoded, in the order keys first arrived.
 
         Only for ``on_caught_up`` (the reader thread, the dict's one writer) of a table with
         ``keep_raw`` and no serving store.
@@ -177,7 +185,9 @@ class TopicTable:
             Without ``keep_raw``, or with a serving store.
         """
         self._require_raw("raw_items")
-        return iter(self._data.items())  # type: ignore[arg-type]  # keep_raw: the values are bytes
+        assert self.packer is not None
+        unpack = self.packer.unpack
+        return ((k, unpack(v)) for k, v in self._data.items())  # type: ignore[arg-type]  # keep_raw: packed bytes
 
     def tombstoned_keys(self) -> list[str]:
         """Keys whose latest record read is a tombstone (or an undecodable value), as a node reading the
@@ -366,7 +376,7 @@ class TopicTable:
                 obj = None
             else:
                 if self.keep and self.store is None:
-                    self._data[k] = value if self.keep_raw else obj
+                    self._data[k] = obj if self.packer is None else self.packer.pack(value)
                     if self.keep_raw:
                         self._tombstoned.discard(k)
         if self.on_update is not None and k.startswith(self.update_prefix):

@@ -11,6 +11,7 @@ from confluent_kafka import Producer
 
 from operators.kafka import TopicSpec, ensure_topics
 from operators.topic_table import TopicTable
+from operators.value_packer import ValuePacker
 
 
 def test_raw_table_answers_as_the_decoded_one(broker):
@@ -24,7 +25,9 @@ def test_raw_table_answers_as_the_decoded_one(broker):
     p.produce(topic, key=b"bad", value=b"{not json")
     assert p.flush(10) == 0
     seen: dict[str, object] = {}
-    raw = TopicTable(broker, topic, orjson.loads, on_update=seen.__setitem__, keep_raw=True).start()
+    # values held packed (DEFLATE against the first 8 values): the answers are the decoded table's
+    raw = TopicTable(broker, topic, orjson.loads, on_update=seen.__setitem__, keep_raw=True,
+                     packer=ValuePacker(learn_values=8)).start()
     plain = TopicTable(broker, topic, orjson.loads).start()
     try:
         assert raw.wait_caught_up(20) and plain.wait_caught_up(20)
@@ -37,6 +40,9 @@ def test_raw_table_answers_as_the_decoded_one(broker):
         assert raw.get("i3") is None and raw.get("bad") is None
         assert raw.get("i7") is not raw.get("i7")  # decoded per call: callers may not share it
         assert sorted(raw.items(), key=lambda kv: kv[0]) == sorted(plain.items(), key=lambda kv: kv[0])
+        assert raw.packer is not None and raw.packer.dictionary is not None
+        assert sum(v[:1] == b"\x00" for v in raw._data.values()) >= 30  # most are held deflated
+        assert {k: orjson.loads(v) for k, v in raw.raw_items()} == dict(plain.items())  # unpacked, not decoded
         assert seen["i4"] == {"item_id": "i4", "price": 40} and seen["i3"] is None  # on_update gets decoded values
         assert sorted(raw.tombstoned_keys()) == ["bad", "i3"]  # the keys a fresh node must not serve
         p.produce(topic, key=b"i3", value=orjson.dumps({"item_id": "i3", "price": 3}))  # published again
