@@ -3,10 +3,20 @@
 Layout
 ------
 ``values[idx]`` always holds the current value (float64, NaN = null). Range queries run on a
-*base* snapshot: the present items sorted by value (``sorted_values``, ``sorted_idx``) and, every
-``bucket`` ranks, a prefix BitMap ``prefix[k]`` = items of rank < k * bucket. A range of ranks
-[a, b) is ``prefix[kb] - prefix[ka]`` for the bucket bounds nearest a and b, corrected by at most
-two partial runs of < bucket/2 items each, so cost does not grow with selectivity.
+*base* snapshot: the present items sorted by value (``sorted_values``, ``sorted_idx``), the items
+of each ``bucket`` ranks as a BitMap (``fine[k]``: ranks [k * bucket, (k + 1) * bucket)), and every
+``GROUP`` buckets a prefix BitMap (``coarse[j]``: ranks < j * GROUP * bucket). The items of rank
+< k * bucket are the nearest coarse prefix plus or minus at most ``GROUP / 2`` fine buckets. A range
+of ranks [a, b) is that prefix at the bucket bound nearest b minus the one nearest a (the fine
+buckets between them when they are at most ``GROUP`` apart), corrected by at most two partial runs
+of < bucket/2 items each, so cost does not grow with selectivity.
+
+A prefix BitMap over most of 1M items is ~130 KB (bitset containers): a prefix per bucket (256 of
+them) cost ~33 MB per column, ~34 B per item. The fine buckets are disjoint (~2 B per item, array
+containers) and the coarse prefixes 4 times fewer: ~10 MB per column at 1M items, for the same
+answers (``tests/api/iql/test_iql_numeric_prefix.py``) at the same cost (25-260 µs per range at 1M
+items, as before: ``/work/exp/s24/numeric_check.py``). With 16 buckets per prefix it was ~4 MB,
+but ranges took 2-4 times longer (pyroaring's unions of several small bitmaps are slow).
 
 Updates (the delta choice): an upsert writes ``values[idx]`` and adds idx to ``dirty``. A query
 removes dirty items from the base answer and re-tests them against their current values with
@@ -29,13 +39,16 @@ from pyroaring import BitMap
 from api.iql.bitmaps import bitmap_of, indices_of
 from api.iql.columns import grow
 
-__all__ = ["NumericColumn"]
+__all__ = ["NumericColumn", "GROUP"]
+
+GROUP = 4
+"""Fine buckets per coarse prefix: a prefix is a coarse one and at most ``GROUP / 2`` fine buckets."""
 
 
 class _Base:
     """A sorted snapshot of the column plus the items changed since (the delta)."""
 
-    __slots__ = ("bucket", "dirty", "dirty_idx", "prefix", "sorted_idx", "sorted_values")
+    __slots__ = ("bucket", "coarse", "dirty", "dirty_idx", "fine", "sorted_idx", "sorted_values")
 
     def __init__(self, values: NDArray[np.float64], present: BitMap, bucket: int) -> None:
         idx = indices_of(present)
@@ -43,11 +56,12 @@ class _Base:
         self.sorted_idx = idx[order].astype(np.uint32)
         self.sorted_values = values[self.sorted_idx]
         self.bucket = bucket
-        prefix, acc = [BitMap()], BitMap()
-        for start in range(0, len(idx), bucket):
-            acc = acc | bitmap_of(np.sort(self.sorted_idx[start : start + bucket]))
-            prefix.append(acc)
-        self.prefix = prefix
+        self.fine = [bitmap_of(np.sort(self.sorted_idx[start : start + bucket])) for start in range(0, len(idx), bucket)]
+        coarse, acc = [BitMap()], BitMap()
+        for j in range(0, len(self.fine), GROUP):
+            acc = acc | BitMap.union(*self.fine[j : j + GROUP])
+            coarse.append(acc)
+        self.coarse = coarse  # coarse[j]: the first min(j * GROUP, len(fine)) buckets
         self.dirty = BitMap()
         self.dirty_idx = np.zeros(0, dtype=np.int64)
 
@@ -62,14 +76,39 @@ class _Base:
         """Items of rank in [a, b), built from the sorted arrays."""
         return bitmap_of(np.sort(self.sorted_idx[a:b])) if b > a else BitMap()
 
+    def _coarse_end(self, j: int) -> int:
+        """Fine buckets below ``coarse[j]``'s bound."""
+        return min(j * GROUP, len(self.fine))
+
+    def _nearest_coarse(self, k: int) -> int:
+        """The coarse prefix whose bound is nearest the bound of ``k`` fine buckets."""
+        return min(round(k / GROUP), len(self.coarse) - 1)
+
+    def _shift(self, result: BitMap, at: int, k: int, *, add: bool) -> None:
+        """Move a bound of ``result`` from ``at`` fine buckets to ``k`` (``add``: its upper bound, else its
+        lower): the fine buckets between them are added to or removed from ``result``."""
+        if k == at:
+            return
+        between = BitMap.union(*self.fine[min(at, k) : max(at, k)])
+        if (k > at) == add:
+            result |= between
+        else:
+            result -= between
+
     def ranks(self, a: int, b: int) -> BitMap:
         """Items of rank in [a, b) (a new BitMap): prefix difference plus two partial runs."""
         if b - a <= self.bucket:
             return self.run(a, b)
         ka = round(a / self.bucket)
-        kb = min(round(b / self.bucket), len(self.prefix) - 1)
+        kb = min(round(b / self.bucket), len(self.fine))
         lo_rank, hi_rank = ka * self.bucket, min(kb * self.bucket, len(self.sorted_idx))
-        result = self.prefix[kb] - self.prefix[ka]
+        if kb - ka <= GROUP:
+            result = BitMap.union(*self.fine[ka:kb]) if kb > ka else BitMap()
+        else:  # prefix(kb) - prefix(ka), each a coarse prefix corrected by fine buckets (small in-place changes)
+            ja, jb = self._nearest_coarse(ka), self._nearest_coarse(kb)
+            result = self.coarse[jb] - self.coarse[ja]
+            self._shift(result, self._coarse_end(jb), kb, add=True)
+            self._shift(result, self._coarse_end(ja), ka, add=False)
         if a < lo_rank:
             result |= self.run(a, lo_rank)
         elif a > lo_rank:
