@@ -1,0 +1,94 @@
+"""``operators.id_index.IdIndex`` answers as the ``dict[str, int]`` it replaces (issue 14's memory)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import operators.id_index as id_index
+from operators.id_index import IdIndex
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.text(max_size=6), max_size=200), st.lists(st.text(max_size=6), max_size=120),
+       st.integers(0, 120))
+def test_agrees_with_a_dict_through_adds(initial, added, n_queries):
+    first = list(dict.fromkeys(initial))
+    index = IdIndex(list(first))
+    truth = {k: i for i, k in enumerate(first)}
+    for k in added:
+        assert index.add(k) == truth.setdefault(k, len(truth))
+    assert index.ids == list(truth)
+    queries = [*added[:n_queries], *initial[:n_queries], "never-added", ""]
+    assert index.lookup(queries).tolist() == [truth.get(q, -1) for q in queries]
+    assert [index.get(q) for q in queries] == [truth.get(q) for q in queries]
+    assert all((q in index) == (q in truth) for q in queries)
+    assert dict(index) == truth and len(index) == len(truth)
+
+
+def test_colliding_hashes_are_told_apart(monkeypatch):
+    """Every id in one home slot (a forced hash): probing finds each, batch and single alike."""
+    class Same(str):
+        def __hash__(self) -> int:
+            return 7
+
+    ids = [Same(f"id{i}") for i in range(300)]
+    index = IdIndex(list(ids[:100]))
+    for k in ids[100:]:
+        index.add(k)
+    assert index.lookup(ids).tolist() == list(range(300))
+    assert index.lookup([Same("nope")] * 60).tolist() == [-1] * 60
+    assert [index.get(k) for k in ids[::37]] == list(range(0, 300, 37))
+
+
+def test_large_batch_and_growth():
+    rng = np.random.default_rng(0)
+    ids = [f"i{i:06d}" for i in range(50_000)]
+    index = IdIndex()
+    for k in ids[:20_000]:
+        index.add(k)
+    index = IdIndex(index.ids)
+    for k in ids[20_000:]:
+        index.add(k)
+    assert len(index._slots) >= 4 * len(ids)  # at most a quarter full
+    picks = rng.integers(0, 60_000, 5_000)
+    queries = [f"i{i:06d}" for i in picks]
+    assert index.lookup(queries).tolist() == [int(i) if i < 50_000 else -1 for i in picks]
+    assert index.lookup(iter(queries[:100])).tolist() == index.lookup(queries[:100]).tolist()
+    assert index.lookup([]).tolist() == [] and IdIndex().lookup(["a"]).tolist() == [-1]
+
+
+def test_a_repeated_id_is_refused():
+    with pytest.raises(ValueError, match="id 'b' at positions 1 and 3"):
+        IdIndex(["a", "b", "c", "b"])
+    with pytest.raises(KeyError):
+        IdIndex(["a"])["z"]
+
+
+def test_lookups_on_another_thread_while_adding(monkeypatch):
+    """The id bridge's background fill: an id added before a look-up started is always found."""
+    monkeypatch.setattr(id_index, "_MIN_SLOTS", 64)
+    index = IdIndex()
+    done = threading.Event()
+    errors: list[str] = []
+    returned = [0]  # ids whose add has returned
+
+    def read() -> None:
+        while not done.is_set():
+            n = returned[0]
+            got = index.lookup(index.ids[:n])
+            if (got != np.arange(n)).any():
+                errors.append(f"{int((got != np.arange(n)).sum())} of {n} not found")
+
+    t = threading.Thread(target=read)
+    t.start()
+    for i in range(30_000):
+        index.add(f"k{i}")
+        returned[0] = i + 1
+    done.set()
+    t.join()
+    assert errors == []
