@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from models.ivf import InvertedLists, nearest_list, train_centroids
 from models.topk import ranks_among, topk
 from operators.catalog_rule import CatalogValueError, check_vector
+from operators.id_index import IdIndex
 
 __all__ = ["VectorIndex"]
 
@@ -67,8 +68,8 @@ class VectorIndex:
         self._built_rows = 0  # live rows when the installed (or building) lists were started
         self._build: _Build | None = None  # a background build not installed yet
         self._generation = 0  # lists installed so far
-        self._row: dict[str, int] = {}
         self._ids: list[str] = []
+        self._row = IdIndex(self._ids)  # item_id -> row in flat arrays (a dict cost ~59 B per row more)
         # rows in one growing float32 buffer (capacity doubles): ~dim * 4 bytes per item, where a list
         # of per-item arrays cost ~110 bytes more each and a vstack copy of the whole matrix per change
         self._buf: NDArray[np.float32] | None = None
@@ -100,8 +101,7 @@ class VectorIndex:
             return False
         row = self._row.get(item_id)
         if row is None:
-            row = self._row[item_id] = len(self._ids)
-            self._ids.append(item_id)
+            row = self._row.add(item_id)
             self._grow(row + 1)
         buf = self._buf
         assert buf is not None

@@ -114,6 +114,23 @@ class IdIndex(Mapping[str, int]):
         slots[i] = pos
         return pos
 
+    def extend(self, keys: Sequence[str]) -> None:
+        """Append ``keys``, each new and not repeated (a bulk load: check with ``lookup`` first), with array
+        operations.
+
+        Raises
+        ------
+        ValueError
+            If a key is already held or repeated (the message names it and both positions); the index is
+            then unusable.
+        """
+        first = len(self.ids)
+        self.ids.extend(keys)  # before the slots name them: a reader that finds a position can read the id
+        if 4 * len(self.ids) > len(self._slots):
+            self._slots = self._placed(self.ids, _size_for(len(self.ids)))
+        else:
+            _place(self._slots, self.ids, first)
+
     # ---- batch look-up ---------------------------------------------------------------------------
 
     def lookup(self, keys: Sequence[str] | Iterable[str]) -> NDArray[np.int64]:
@@ -148,32 +165,38 @@ class IdIndex(Mapping[str, int]):
 
     @staticmethod
     def _placed(ids: list[str], size: int) -> NDArray[np.int32]:
-        """A new slot array of ``size`` (a power of two) holding every position of ``ids`` (array operations:
-        each round places, per free home slot, the first id probing it, and moves the others one slot on).
-
-        Raises ValueError if an id is there twice."""
+        """A new slot array of ``size`` (a power of two) holding every position of ``ids``; ValueError if an id
+        is there twice."""
         slots = np.full(size, -1, dtype=np.int32)
-        mask = size - 1
-        hashes = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
-        at = hashes & mask
-        pending = np.arange(len(ids), dtype=np.int64)
-        while len(pending):
-            free = slots[at[pending]] < 0
-            cand = pending[free]
-            home, first = np.unique(at[cand], return_index=True)  # the lowest position wins a contested slot
-            slots[home] = cand[first]
-            placed = np.zeros(len(pending), dtype=bool)
-            placed[np.flatnonzero(free)[first]] = True
-            pending = pending[~placed]
-            if len(pending):  # an id equal to the one in its probed slot is there twice
-                held = slots[at[pending]]
-                busy = held >= 0
-                same_hash = pending[busy][hashes[pending[busy]] == hashes[held[busy]]]
-                for p, q in zip(same_hash.tolist(), slots[at[same_hash]].tolist(), strict=True):
-                    if ids[p] == ids[q]:
-                        raise ValueError(f"id {ids[p]!r} at positions {min(p, q)} and {max(p, q)}")
-            at[pending] = (at[pending] + 1) & mask
+        _place(slots, ids, 0)
         return slots
+
+
+def _place(slots: NDArray[np.int32], ids: list[str], first: int) -> None:
+    """Put the positions ``first..len(ids)`` into ``slots`` with array operations: each round places, per free
+    slot, the lowest position probing it, and moves the others one slot on. Raises ValueError if an id equals
+    the one in a slot it probes (held twice)."""
+    mask = len(slots) - 1
+    hashes = np.fromiter(map(hash, ids[first:]), dtype=np.int64, count=len(ids) - first)
+    at = hashes & mask
+    pending = np.arange(len(hashes), dtype=np.int64)  # offsets from first
+    while len(pending):
+        free = np.flatnonzero(slots[at[pending]] < 0)
+        home, lowest = np.unique(at[pending[free]], return_index=True)  # the lowest position wins a contested slot
+        slots[home] = pending[free[lowest]] + first
+        placed = np.zeros(len(pending), dtype=bool)
+        placed[free[lowest]] = True
+        pending = pending[~placed]
+        if not len(pending):
+            break
+        # the others probe a taken slot: an id equal to the one there is held twice (equal hashes, then the text)
+        held = slots[at[pending]]
+        held_hash = np.fromiter(map(hash, map(ids.__getitem__, held.tolist())), dtype=np.int64, count=len(held))
+        same = hashes[pending] == held_hash
+        for p, q in zip(pending[same].tolist(), held[same].tolist(), strict=True):
+            if ids[first + p] == ids[q]:
+                raise ValueError(f"id {ids[q]!r} at positions {q} and {first + p}")
+        at[pending] = (at[pending] + 1) & mask
 
 
 def _size_for(n: int) -> int:

@@ -22,6 +22,10 @@ def test_agrees_with_a_dict_through_adds(initial, added, n_queries):
     truth = {k: i for i, k in enumerate(first)}
     for k in added:
         assert index.add(k) == truth.setdefault(k, len(truth))
+    bulk = [f"bulk-{k}" for k in dict.fromkeys(added)]  # new ids appended at once (CatalogIndex.build's chunks)
+    index.extend(bulk)
+    n0 = len(truth)
+    truth.update((k, n0 + j) for j, k in enumerate(bulk))
     assert index.ids == list(truth)
     queries = [*added[:n_queries], *initial[:n_queries], "never-added", ""]
     assert index.lookup(queries).tolist() == [truth.get(q, -1) for q in queries]
@@ -65,6 +69,10 @@ def test_large_batch_and_growth():
 def test_a_repeated_id_is_refused():
     with pytest.raises(ValueError, match="id 'b' at positions 1 and 3"):
         IdIndex(["a", "b", "c", "b"])
+    with pytest.raises(ValueError, match="id 'a' at positions 0 and 2"):
+        IdIndex(["a"]).extend(["b", "a"])
+    with pytest.raises(ValueError, match="id 'c' at positions 1 and 2"):
+        IdIndex(["a"]).extend(["c", "c"])
     with pytest.raises(KeyError):
         IdIndex(["a"])["z"]
 
