@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -122,7 +123,7 @@ class WorkerResources:
                 links=TopicTable(k.brokers, k.item_links_topic, orjson.loads, reader="flow").start())
         return self._overlay
 
-    def known_items(self) -> dict[str, int] | None:
+    def known_items(self) -> Mapping[str, int] | None:
         """The trained version's item index when its model codes new items by M′·Q, else None."""
         version = self.watcher.current()
         return version.item_index if version is not None and supports_links(version) else None

@@ -42,6 +42,7 @@ import orjson
 import scipy.sparse as sp
 
 from operators.catalog_rule import CatalogValueError, check_item
+from operators.id_index import IdIndex
 from operators.model_version import ModelVersion, ModelWatcher
 
 __all__ = ["CatalogItems", "CatalogOverlay", "CatalogModelWatcher", "supports_extension", "supports_links",
@@ -284,15 +285,14 @@ class CatalogOverlay:
         if nb is not None:  # knn views: the new items' neighbour rows (from links) change scores too
             rows = sp.csr_array(nb[len(base.item_ids):])
             h.update(rows.indices.tobytes() + rows.data.tobytes() + rows.indptr.tobytes())
-        index = dict(base.item_index)
-        index.update((i, len(base.item_ids) + j) for j, i in enumerate(added))
+        item_ids = list(base.item_ids) + added
         counts = (base.version, len(added), n_linked)
         log.log(logging.INFO if counts[:2] != self._logged[:2] else logging.DEBUG,  # INFO when the item set grows
                 "model version %s: %d new catalog items scorable (%d with enough interactions for M′·Q, "
                 "%d without title match or links)", base.version, len(added), n_linked, len(new_ids) - len(added))
         self._logged = counts
         return replace(base, version=f"{base.version}+{len(added)}.{h.hexdigest()}", model=model,
-                       item_ids=list(base.item_ids) + added, item_index=index,
+                       item_ids=item_ids, item_index=IdIndex(item_ids),
                        root_item_ids=base.root_item_ids or base.item_ids,
                        manifest={**base.manifest, "base_version": base.version, "catalog_items": len(added),
                                  "linked_items": n_linked})

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.base import Recommender
+from operators.id_index import IdIndex
 
 __all__ = ["ModelVersion", "write_version", "latest_version_path", "load_version", "ModelWatcher", "point_latest",
            "PROMOTIONS"]
@@ -46,7 +48,9 @@ class ModelVersion:
     model: Recommender
     item_ids: list[str]
     manifest: dict[str, Any]
-    item_index: dict[str, int] = field(default_factory=dict)
+    item_index: Mapping[str, int] = field(default_factory=dict)
+    """item_id -> item_idx; by default an ``IdIndex`` over ``item_ids`` (flat arrays: ~17 MB at 1M items, where a
+    dict took ~60); a version that repeats an id is refused (ValueError)."""
     item_vectors: NDArray[np.float32] | None = None
     """Cleora item embeddings (n_items, dim) float32, row = item_idx, memory-mapped; for M′·Q."""
     root_item_ids: list[str] | None = None
@@ -55,7 +59,7 @@ class ModelVersion:
 
     def __post_init__(self) -> None:
         if not self.item_index:
-            object.__setattr__(self, "item_index", {s: i for i, s in enumerate(self.item_ids)})
+            object.__setattr__(self, "item_index", IdIndex(self.item_ids))
 
 
 def _class_path(model: object) -> str:

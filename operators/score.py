@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
 import numpy as np
 
@@ -89,9 +91,17 @@ def recent_items(history: list[str], k: int = RECENT_ITEMS) -> list[str]:
     return list(out)
 
 
-def _histories(states: list[UserState], index: dict[str, int]) -> Histories:
-    seqs = [[index[i] for i in st.items if i in index] for st in states]
-    return Histories.from_lists(seqs)
+def _histories(states: list[UserState], index: Mapping[str, int]) -> Histories:
+    """Each user's history as the version's item_idx, ids it does not know left out (one batch look-up)."""
+    flat = [i for st in states for i in st.items]
+    lookup = getattr(index, "lookup", None)  # IdIndex (ModelVersion.item_index): array operations
+    pos = (lookup(flat) if lookup is not None
+           else np.fromiter((index.get(i, -1) for i in flat), dtype=np.int64, count=len(flat)))
+    owner = np.repeat(np.arange(len(states)), [len(st.items) for st in states])
+    known = pos >= 0
+    lens = np.bincount(owner[known], minlength=len(states))
+    return Histories(indptr=np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), items=pos[known].astype(np.int32),
+                     ts=None)
 
 
 _SCORE_CELLS = 1 << 23
