@@ -6,7 +6,7 @@ list runs every candidate of its arm through the filter, a bitmap over ``item_id
 of a model ranking were made into item-id strings and looked up one by one in the catalog's dict,
 up to thousands per request at 1M items (a filtered walk of the ranking, ``api/serving.py``).
 
-``IdBridge`` keeps, per id list, an ``int64`` array from a position in the list to ``item_idx``:
+``IdBridge`` keeps, per id list, an ``int32`` array from a position in the list to ``item_idx``:
 a background thread looks every position up once when the list is first seen (~0.2 s at 1M ids,
 off the event loop), and until it has, a position is looked up (one string, one dict probe) the
 first time a request reads it; afterwards each is an array gather. Both sides only grow (a catalog
@@ -41,7 +41,7 @@ class _Table:
         self.names = names  # held, so the id() key stays this list's
         self.index = index
         self.capacity = index.capacity
-        self.idx = np.full(len(names), _UNSEEN, dtype=np.int64)
+        self.idx = np.full(len(names), _UNSEEN, dtype=np.int32)  # item_idx < 2**31: 4 MB at 1M ids, not 8
         self.filled: tuple[int, NDArray[np.int64]] | None = None  # (catalog capacity, item_idx) from _fill
 
     def fill(self, n: int, capacity: int) -> None:
@@ -53,7 +53,7 @@ class _Table:
 
     def gather(self, positions: NDArray[np.int64]) -> NDArray[np.int64]:
         """item_idx of ``names[positions]``: positions not seen yet are looked up and kept."""
-        out = self.idx[positions]
+        out = self.idx[positions].astype(np.int64)
         unseen = np.flatnonzero(out == _UNSEEN)
         if len(unseen):
             at = positions[unseen]
@@ -80,7 +80,7 @@ class IdBridge:
     ----------
     max_lists : int
         Id lists kept (least recently used dropped first): the current and previous model versions and
-        the vector index. Each costs 8 bytes per id in the list (8 MB at 1M items).
+        the vector index. Each costs 4 bytes per id in the list (4 MB at 1M items).
     background_fill : bool
         Look every position of a new list up on a background thread (installed by a later call);
         False: only as requests read them (tests that pin the lazy path).
@@ -136,7 +136,7 @@ class IdBridge:
         if t.filled is not None:
             t.install_filled()
         if len(names) > len(t.idx):  # the list grew (new vector rows): its new positions are unseen
-            t.idx = np.concatenate([t.idx, np.full(len(names) - len(t.idx), _UNSEEN, dtype=np.int64)])
+            t.idx = np.concatenate([t.idx, np.full(len(names) - len(t.idx), _UNSEEN, dtype=np.int32)])
         if index.capacity != t.capacity:  # new catalog ids: what was unknown may be known now
             t.idx[t.idx == -1] = _UNSEEN
             t.capacity = index.capacity
