@@ -304,8 +304,9 @@ class CatalogModelWatcher(ModelWatcher):
     For readers that only score (the API): ``current()`` = ``overlay.apply(newest trained version)``.
     """
 
-    def __init__(self, model_dir: Path, overlay: CatalogOverlay, check_every_s: float = 2.0) -> None:
-        super().__init__(model_dir, check_every_s)
+    def __init__(self, model_dir: Path, overlay: CatalogOverlay, check_every_s: float = 2.0,
+                 share_ids: Callable[[list[str]], list[str]] | None = None) -> None:
+        super().__init__(model_dir, check_every_s, share_ids)
         self.overlay = overlay
 
     def current(self) -> ModelVersion | None:
