@@ -7,7 +7,9 @@ Below ``exact_below`` live rows a query is one matrix-vector product and an ``ar
 (exact). From ``exact_below`` rows on, a query ranks the rows of the nearest inverted lists
 (``models.ivf``: k-means coarse lists, exact re-ranking of the probed rows; O(n_probe x rows per
 list), ~24k rows at 1M items, in one compiled loop; the lists copy the vectors, ``dim * 4 + 12``
-bytes more per row plus room). The lists are trained in a background thread when the index first
+bytes per row plus room). Once installed lists hold every live row, the matrix is dropped and the
+lists hold the only copy (67 MB less at 1M 16-float rows); it is rebuilt from them, with the same
+float32 values, when a new build or an exact query needs it (``_matrix``). The lists are trained in a background thread when the index first
 reaches ``exact_below`` rows and again each time it has grown ``4x`` since, and installed by the next
 ``set``/``delete`` or ``install_ready`` (never inside a query, so one request's chunks see one
 ranking); until then queries use the previous lists (or the exact scan). Each ``set``/``delete``
@@ -51,6 +53,9 @@ class VectorIndex:
     seed : int
         Seed of the k-means sample and initialisation: the same changes in the same order give
         the same lists and answers.
+    keep_matrix : bool
+        Keep the row matrix beside installed lists (tests that compare the two layouts); by default
+        it is dropped once the lists hold every live row.
     background : bool
         Train the lists in a background thread (the default: the event loop is not held for the
         seconds a 1M-row build takes); False builds them inside the ``set`` that crosses a size
@@ -58,12 +63,13 @@ class VectorIndex:
     """
 
     def __init__(self, dim: int | None = None, *, exact_below: int = 50_000, n_probe: int = 48, seed: int = 0,
-                 background: bool = True) -> None:
+                 background: bool = True, keep_matrix: bool = False) -> None:
         self.dim = dim
         self.exact_below = exact_below
         self.n_probe = n_probe
         self.seed = seed
         self.background = background
+        self.keep_matrix = keep_matrix
         self._ivf: InvertedLists | None = None
         self._built_rows = 0  # live rows when the installed (or building) lists were started
         self._build: _Build | None = None  # a background build not installed yet
@@ -71,7 +77,8 @@ class VectorIndex:
         self._ids: list[str] = []
         self._row = IdIndex(self._ids)  # item_id -> row in flat arrays (a dict cost ~59 B per row more)
         # rows in one growing float32 buffer (capacity doubles): ~dim * 4 bytes per item, where a list
-        # of per-item arrays cost ~110 bytes more each and a vstack copy of the whole matrix per change
+        # of per-item arrays cost ~110 bytes more each and a vstack copy of the whole matrix per change;
+        # None while installed lists hold every live row's vector (the only copy then; see _matrix)
         self._buf: NDArray[np.float32] | None = None
         self._live_buf = np.zeros(0, dtype=bool)
         self._n_live = 0
@@ -103,9 +110,9 @@ class VectorIndex:
         if row is None:
             row = self._row.add(item_id)
             self._grow(row + 1)
-        buf = self._buf
-        assert buf is not None
-        buf[row] = v / norm
+        v = v / norm
+        if self._buf is not None:
+            self._buf[row] = v
         if not self._live_buf[row]:
             self._live_buf[row] = True
             self._n_live += 1
@@ -114,22 +121,41 @@ class VectorIndex:
         if self._build is not None and row < self._build.n_rows:  # later rows are all re-placed anyway
             self._build.touched.append(row)
         if self._ivf is not None:
-            self._ivf.add(row, buf[row])
+            self._ivf.add(row, v)
         self._maybe_build()
         return True
 
     def _grow(self, rows: int) -> None:
-        """Room for ``rows`` rows (capacity doubled, so n inserts copy O(n) rows in all)."""
-        cap = 0 if self._buf is None else len(self._buf)
+        """Room for ``rows`` rows (capacity doubled, so n inserts copy O(n) rows in all); the matrix only while
+        it is kept (``_buf``), the liveness flags always."""
+        cap = len(self._live_buf)
         if rows <= cap:
             return
         new_cap = max(rows, 2 * cap, 64)
-        buf = np.zeros((new_cap, self.dim or 0), dtype=np.float32)
         live = np.zeros(new_cap, dtype=bool)
+        live[:cap] = self._live_buf
+        if self._buf is not None or cap == 0:
+            buf = np.zeros((new_cap, self.dim or 0), dtype=np.float32)
+            if self._buf is not None:
+                buf[:len(self._buf)] = self._buf
+            self._buf = buf
+        self._live_buf = live
+
+    def _matrix(self) -> NDArray[np.float32]:
+        """Every row's unit vector (a view of the kept matrix; rows not live may hold anything). Rebuilt from
+        the installed lists if it was dropped (the same float32 values: the lists copied them), and kept
+        until lists are installed again."""
+        if self._buf is None:
+            assert self._ivf is not None
+            self._buf = self._ivf.vectors_of(np.arange(len(self._live_buf)))
+        return self._buf
+
+    def _vector(self, row: int) -> NDArray[np.float32]:
+        """One live row's unit vector, from the matrix or, once it was dropped, from the lists."""
         if self._buf is not None:
-            buf[:cap] = self._buf
-            live[:cap] = self._live_buf
-        self._buf, self._live_buf = buf, live
+            return self._buf[row]
+        assert self._ivf is not None
+        return self._ivf.vectors_of(np.array([row]))[0]
 
     def delete(self, item_id: str) -> None:
         """Drop an item's vector (unknown ids are ignored); never returned by a query after this."""
@@ -190,8 +216,8 @@ class VectorIndex:
         n_lists = int(np.clip(round(2 * np.sqrt(n)), 16, 8192))
         rng = np.random.default_rng(self.seed)
         sample_rows = np.sort(rng.choice(live, min(len(live), 64 * n_lists), replace=False))
-        assert self._buf is not None
-        build = _Build(self._buf, n_rows, self._live_buf[:n_rows].copy(), self._buf[sample_rows], n_lists,
+        matrix = self._matrix()  # kept while the build runs (_install reads it)
+        build = _Build(matrix, n_rows, self._live_buf[:n_rows].copy(), matrix[sample_rows], n_lists,
                        self.n_probe, self.seed)
         self._build, self._built_rows = build, n
         if self.background:
@@ -220,6 +246,8 @@ class VectorIndex:
         lists.add_many(fix, self._buf[fix])
         self._ivf = lists
         self._generation += 1
+        if not self.keep_matrix:  # the lists now hold every live row: their copy is the only one
+            self._buf = None
         log.info("vector index: %d inverted lists over %d rows installed (%d rows re-placed)",
                  len(lists.centroids), len(lists), len(fix))
 
@@ -244,10 +272,10 @@ class VectorIndex:
         if row is None or not self._live_buf[row]:
             return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
         n_rows = len(self._ids)
-        matrix = self._buf[:n_rows]  # type: ignore[index]  # a view: no copy
         if self.approximate:
             assert self._ivf is not None
-            return self._ivf.search(matrix[row], n, exclude_row=row)
+            return self._ivf.search(self._vector(row), n, exclude_row=row)
+        matrix = self._matrix()[:n_rows]  # a view: no copy
         scores = matrix @ matrix[row]
         if self._dead is None or (len(self._dead) and self._dead[-1] >= n_rows):
             self._dead = np.flatnonzero(~self._live_buf[:n_rows])
@@ -275,10 +303,10 @@ class VectorIndex:
         get = self._row.get
         wanted = np.fromiter((r for r in map(get, item_ids) if r is not None), dtype=np.int64)
         n_rows = len(self._ids)
-        matrix = self._buf[:n_rows]  # type: ignore[index]
         if self.approximate:
             assert self._ivf is not None
-            return self._ivf.positions(matrix[row], wanted, exclude_row=row)
+            return self._ivf.positions(self._vector(row), wanted, exclude_row=row)
+        matrix = self._matrix()[:n_rows]
         ranked = np.flatnonzero(self._live_buf[:n_rows])
         ranked = ranked[ranked != row]
         scores = (matrix @ matrix[row])[ranked]  # the product similar_rows takes (the same float32 values)

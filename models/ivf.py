@@ -190,6 +190,16 @@ class InvertedLists:
         pos_of[:len(self._pos_of)] = self._pos_of
         self._list_of, self._pos_of = list_of, pos_of
 
+    def vectors_of(self, rows: NDArray[np.integer]) -> NDArray[np.float32]:
+        """The held vectors of ``rows`` (a copy, shape (len(rows), dim)); zeros for rows not held."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros((len(rows), self.centroids.shape[1]), dtype=np.float32)
+        inside = rows < len(self._list_of)
+        held = np.flatnonzero(inside)[self._list_of[rows[inside]] >= 0]
+        r = rows[held]
+        out[held] = self._vecs[self._start[self._list_of[r]] + self._pos_of[r]]
+        return out
+
     def holds(self, row: int) -> bool:
         return 0 <= row < len(self._list_of) and bool(self._list_of[row] >= 0)
 
