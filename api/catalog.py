@@ -292,6 +292,17 @@ class CatalogView:
         cache.move_to_end(item_id)
         return found
 
+    def intern_ids(self, item_ids: list[str]) -> bool:
+        """``ModelWatcher``'s ``intern_ids``: once a catalog is in use (``index.capacity > 0``), replace in place each
+        id of ``item_ids`` (a model version's) the catalog knows by the catalog's own equal string and return True;
+        False until then, so the watcher tries again at its next check (a version is often loaded before the
+        catalog is built: ``/metrics`` asks for it). Call on the thread that serves requests (it reads the index)."""
+        if self.index.capacity == 0:
+            return False
+        n = self.index.intern_ids(item_ids)
+        log.info("model item ids: %d of %d share the catalog's strings", n, len(item_ids))
+        return True
+
     @property
     def n_items(self) -> int:
         """Items in the catalog as applied so far: indexed (hidden and out-of-stock ones included) plus

@@ -272,10 +272,10 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         catalog_view=view,
         # + new catalog items: title codes at once, graph codes by M′·Q once they have interactions
-        # a version's item ids become the catalog index's own strings where it knows them (loaded on the loop, where
-        # the index is read; a version loaded before the catalog is built keeps its own)
+        # a version's item ids become the catalog index's own strings once the catalog is in use (checked on the loop,
+        # where the index is read)
         models=CatalogModelWatcher(settings.stream.model_dir, CatalogOverlay(catalog, links=item_links),
-                                   share_ids=lambda ids: view.index.shared_ids(ids)),
+                                   intern_ids=view.intern_ids),
         campaigns=campaigns,
         optimizer=optimizer,
         window_popularity=popularity,

@@ -305,8 +305,8 @@ class CatalogModelWatcher(ModelWatcher):
     """
 
     def __init__(self, model_dir: Path, overlay: CatalogOverlay, check_every_s: float = 2.0,
-                 share_ids: Callable[[list[str]], list[str]] | None = None) -> None:
-        super().__init__(model_dir, check_every_s, share_ids)
+                 intern_ids: Callable[[list[str]], bool] | None = None) -> None:
+        super().__init__(model_dir, check_every_s, intern_ids)
         self.overlay = overlay
 
     def current(self) -> ModelVersion | None:

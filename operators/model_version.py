@@ -126,11 +126,8 @@ def latest_version_path(model_dir: Path) -> Path | None:
     return path if (path / "manifest.json").exists() else None
 
 
-def load_version(path: Path, share_ids: Callable[[list[str]], list[str]] | None = None) -> ModelVersion:
+def load_version(path: Path) -> ModelVersion:
     """Load one version directory.
-
-    ``share_ids``: maps the version's ``item_ids`` to an equal list, e.g. of the string objects the
-    catalog already holds (``CatalogIndex.shared_ids``): a 1M-item version's own ids cost ~56 MB.
 
     Raises
     ------
@@ -145,8 +142,6 @@ def load_version(path: Path, share_ids: Callable[[list[str]], list[str]] | None 
     cls = getattr(importlib.import_module(module), qualname)
     model = cls.load(path / "model")
     item_ids = json.loads((path / "item_ids.json").read_text())
-    if share_ids is not None:
-        item_ids = share_ids(item_ids)
     vec_path = path / "item_vectors.npy"
     vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False) if vec_path.exists() else None
     return ModelVersion(version=manifest["version"], model=model, item_ids=item_ids, manifest=manifest,
@@ -161,15 +156,19 @@ class ModelWatcher:
 
     ``current()`` checks the pointer at most every ``check_every_s`` seconds; a failed load
     keeps the old version and logs the error; a version that failed is tried again after
-    30 s (not at every check), or at once when ``LATEST`` names another one. ``share_ids``: see
-    ``load_version``.
+    30 s (not at every check), or at once when ``LATEST`` names another one.
+
+    ``intern_ids``: called at each check with the current version's ``item_ids`` until it returns True;
+    it may replace ids, in place, by equal strings (the API's ``CatalogView.intern_ids``: the catalog's
+    own, so a 1M-item version's ids do not cost ~56 MB of their own). Equal strings: every answer stays.
     """
 
     def __init__(self, model_dir: Path, check_every_s: float = 2.0,
-                 share_ids: Callable[[list[str]], list[str]] | None = None) -> None:
+                 intern_ids: Callable[[list[str]], bool] | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.check_every_s = check_every_s
-        self.share_ids = share_ids
+        self.intern_ids = intern_ids
+        self._interned = False  # intern_ids has returned True for the current version
         self._current: ModelVersion | None = None
         self._checked = 0.0
         self._unloadable: tuple[str, float] | None = None  # the version that failed to load, and when
@@ -185,7 +184,8 @@ class ModelWatcher:
             if (path is not None and not failed_recently
                     and (self._current is None or self._current.version != path.name)):
                 try:
-                    self._current = load_version(path, self.share_ids)
+                    self._current = load_version(path)
+                    self._interned = False
                     log.info("loaded model version %s", path.name)
                 except Exception as exc:  # keep serving the old version; the error is logged
                     self._unloadable = (path.name, now)
@@ -193,4 +193,6 @@ class ModelWatcher:
                     log.exception("cannot load model version %s (tried again in %.0f s)", path, _RETRY_FAILED_S)
                 else:
                     self._unloadable = self.load_error = None
+            if self._current is not None and self.intern_ids is not None and not self._interned:
+                self._interned = self.intern_ids(self._current.item_ids)
         return self._current
