@@ -52,6 +52,9 @@ ap.add_argument("--folds", type=int, default=1,
                 help="ranker examples from this many rolling holdouts: fold f holds out the newest "
                      "holdout_frac of fold f-1's shortened log, its models fitted on what precedes it (base variant only)")
 ap.add_argument("--fusion", default="", help="JSON of SessionFusion parameter overrides (own caches)")
+ap.add_argument("--no-refit", default="",
+                help="comma-separated list models scored on the evaluation prefixes as fitted on the ranker's "
+                     "inner log (not refitted on the whole validation-train log)")
 a = ap.parse_args()
 cache = Path(a.cache)
 cache.mkdir(parents=True, exist_ok=True)
@@ -90,7 +93,16 @@ if not tr_file.exists():
     fus.knn_ = [create_model(n, **p).fit(inner_log) for n, p in knn_params.items()]
     r, i, x = pairs(fus, task.prefixes())
     np.savez(tr_file, r=r, i=i, x=x, y=task.next_items())
-te_file = cache / (("test_full" if a.emde_full else "test") + KT + ".npz")
+no_refit = {n for n in a.no_refit.split(",") if n}
+te_file = cache / (("test_full" if a.emde_full else "test") + KT
+                   + (("_norefit_" + "_".join(sorted(no_refit))) if no_refit else "") + ".npz")
+
+
+def served_list_model(name, p):
+    """A list model as the evaluation prefixes see it: refitted on the whole validation-train log, or kept as
+    fitted on the inner log (--no-refit)."""
+    return create_model(name, **p).fit(inner_log if name in no_refit else train)
+
 emde_inner = emde
 if a.emde_full:
     fdir = cache / "emde_full"
@@ -102,7 +114,7 @@ if a.emde_full:
 if not te_file.exists():
     fus.emde_ = emde
     fus.stats_ = _ItemStats.from_log(train)
-    fus.knn_ = [create_model(n, **p).fit(train) for n, p in knn_params.items()]
+    fus.knn_ = [served_list_model(n, p) for n, p in knn_params.items()]
     t0 = time.time()
     r, i, x = pairs(fus, data.test.prefixes())
     print("test pairs s", round(time.time() - t0, 1), "queries", data.test.n_queries, flush=True)

@@ -192,6 +192,11 @@ class GRU4Rec:
         validation HR@20 / MRR@20 on yoochoose 1/64 and rsc15 (bench/RESULTS.md); 10 trains faster.
     epochs : int, default 5
         Whole passes over the examples (fixed; never cut by time).
+    epoch_examples : int or None, default None
+        If set, the epochs are ``min(epochs, ceil(epoch_examples / n))`` for a log of ``n`` training
+        examples: small logs get all ``epochs``, large ones the whole epochs that cover about
+        ``epoch_examples`` examples. Still a function of the data alone (deterministic; never
+        cut by time). ``SessionFusion``'s GRU list uses 10 epochs and 1.5 M (bench/RESULTS.md, issue 11 session 24).
     batch_size : int, default 256
     lr : float, default 2e-3
         Adam's learning rate.
@@ -231,7 +236,8 @@ class GRU4Rec:
 
     def __init__(self, d: int = 128, max_len: int = 10, epochs: int = 5, batch_size: int = 256, lr: float = 2e-3,
                  n_sample: int = 2048, sample_alpha: float = 0.75, logq: float = 1.0, dropout: float = 0.2,
-                 n_threads: int = 1, random_state: int | None = 0, progress: bool = True) -> None:
+                 n_threads: int = 1, random_state: int | None = 0, progress: bool = True,
+                 epoch_examples: int | None = None) -> None:
         self.d = d
         self.max_len = max_len
         self.epochs = epochs
@@ -244,6 +250,7 @@ class GRU4Rec:
         self.n_threads = n_threads
         self.random_state = random_state
         self.progress = progress
+        self.epoch_examples = epoch_examples
 
     def get_params(self) -> dict[str, object]:
         """Constructor arguments as stored (scikit-learn's rule)."""
@@ -253,6 +260,8 @@ class GRU4Rec:
         for name in ("d", "max_len", "epochs", "batch_size", "n_threads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"GRU4Rec: {name} must be >= 1; got {getattr(self, name)}")
+        if self.epoch_examples is not None and int(self.epoch_examples) < 1:
+            raise ValueError(f"GRU4Rec: epoch_examples must be None or >= 1; got {self.epoch_examples}")
         if self.n_sample < 0:
             raise ValueError(f"GRU4Rec: n_sample must be >= 0; got {self.n_sample}")
         if not 0.0 <= self.dropout < 1.0:
@@ -261,6 +270,13 @@ class GRU4Rec:
             raise ValueError(f"GRU4Rec: lr must be > 0; got {self.lr}")
 
     # ----------------------------------------------------------------- fit
+    def n_epochs(self, n_examples: int) -> int:
+        """Whole epochs ``fit`` runs on ``n_examples`` training examples: ``epochs``, or fewer when
+        ``epoch_examples`` is set (``min(epochs, ceil(epoch_examples / n_examples))``, at least 1)."""
+        if self.epoch_examples is None or n_examples < 1:
+            return int(self.epochs)
+        return max(1, min(int(self.epochs), math.ceil(int(self.epoch_examples) / n_examples)))
+
     def fit(self, log: InteractionLog) -> Self:
         """Train on every (prefix -> next item) pair of the sessions of ``log``.
 
@@ -276,6 +292,7 @@ class GRU4Rec:
         n = len(y_np)
         if n == 0:
             raise ModelFitError("GRU4Rec.fit: no session has two events; nothing to learn from")
+        epochs = self.n_epochs(n)
         rng = np.random.default_rng(self.random_state)  # example order, negatives, dropout masks
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         pop = np.bincount(log.item_idx, minlength=log.n_items).astype(np.float64)
@@ -295,9 +312,9 @@ class GRU4Rec:
             opt_items = _RowAdam([net.item_emb.data, net.item_bias.data], lr=self.lr)
             opt_gru = torch.optim.Adam(net.gru.parameters(), lr=self.lr, fused=True)
             net.train()
-            with tqdm(total=self.epochs * n, desc="GRU4Rec", unit="ex", unit_scale=True, disable=not self.progress,
+            with tqdm(total=epochs * n, desc="GRU4Rec", unit="ex", unit_scale=True, disable=not self.progress,
                       leave=False) as bar:
-                for _ in range(int(self.epochs)):
+                for _ in range(epochs):
                     order, bounds = _length_batches(lens_np, int(self.batch_size), rng)
                     total = 0.0
                     for s, e in bounds:
@@ -330,9 +347,9 @@ class GRU4Rec:
         self.n_items_ = int(log.n_items)
         self.train_loss_ = losses
         self.n_examples_ = int(n)
-        self.examples_per_s_ = self.epochs * n / max(train_s, 1e-9)
+        self.examples_per_s_ = epochs * n / max(train_s, 1e-9)
         logger.info("gru4rec: %d examples x %d epochs in %.1f s (%.0f examples/s), loss per epoch %s",
-                    n, self.epochs, train_s, self.examples_per_s_, [round(v, 4) for v in losses])
+                    n, epochs, train_s, self.examples_per_s_, [round(v, 4) for v in losses])
         return self
 
     def _batch_loss(self, net: _GRUNet, emb: torch.Tensor, bias: torch.Tensor, x_rows: torch.Tensor,

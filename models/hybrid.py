@@ -1,4 +1,4 @@
-"""EMDE fused with session kNN: a learned ranker over their pooled candidates.
+"""EMDE fused with session kNN and GRU4Rec: a learned ranker over their pooled candidates.
 
 The seed paper (Dąbrowski et al., "An efficient manifold density estimator for all
 recommendation systems", 2021) ends its session experiments with "in practice the techniques are
@@ -7,14 +7,14 @@ often mixed". :class:`SessionFusion` mixes them at the score level, with weights
 
 1. hold out the latest sessions of the training log (:func:`models.data.validation.holdout_sessions`,
    the same split the tuning protocol uses);
-2. fit EMDE and the session-kNN models (V-STAN and STAN by
-   default) on the rest;
-3. pool each held-out prefix's candidates: EMDE's top ``n_candidates``, each kNN's top
+2. fit EMDE and the list models (session kNN: V-STAN and STAN; and GRU4Rec, by default) on the rest;
+3. pool each held-out prefix's candidates: EMDE's top ``n_candidates``, each list model's top
    ``n_candidates`` and the prefix's own items (repeat consumption);
 4. describe each (prefix, candidate) pair (:func:`feature_names`) and fit a LambdaMART ranker
    (LightGBM, ``lambdarank``) whose target is the next item;
-5. refit the kNN models on the whole log (cheap: an index) and, by default, EMDE too (same
-   parameters and seed), so the served models have seen the newest sessions; the ranker reads
+5. refit the list models on the whole log (kNN: cheap, an index; GRU4Rec: a second fit, same
+   parameters and seed) and, by default, EMDE too, so the served models have seen the newest
+   sessions; the ranker reads
    the same kind of scores it was fitted on. The item statistics the features read (popularity,
    recent popularity, how long ago an item was first and last seen, transitions, sequential
    rules) are recomputed on the whole log as well.
@@ -31,6 +31,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Self
 
 import numpy as np
@@ -50,7 +51,7 @@ from models.tree_ensemble import TreeEnsemble
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SessionFusion", "BASE_FEATURES", "KNN_FEATURES", "REPEAT_FEATURES", "feature_names", "candidate_features"]
+__all__ = ["SessionFusion", "DEFAULT_LISTS", "BASE_FEATURES", "KNN_FEATURES", "REPEAT_FEATURES", "feature_names", "candidate_features"]
 
 BASE_FEATURES: tuple[str, ...] = (
     "emde_log_prob",  # EMDE mean row log-probability minus the query's best (<= 0)
@@ -91,6 +92,13 @@ MONOTONE_REPEAT: tuple[int, ...] = (0, 0)
 """The ranker's score may only rise with a model's score and fall with its rank (LightGBM
 ``monotone_constraints``): what a ranker fitted on a small or unusual shop may never unlearn."""
 
+
+DEFAULT_LISTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "vstan": {}, "stan": {}, "gru4rec": {"epochs": 10, "epoch_examples": 1_500_000}})
+"""The fusion's list models by default: V-STAN, STAN and GRU4Rec (10 epochs on a small log, the whole
+epochs that cover ~1.5 M examples on a large one). GRU4Rec's list, refitted on the whole log, added
+.0061 HR@20 on rsc15 and .0058 on yoochoose validation over the two kNN lists alone (bench/RESULTS.md,
+issue 11 session 24): a GRU ranks items new to the session that neighbouring sessions miss."""
 
 RULE_LIST = "rules"
 """Name of the sequential-rule candidate list among the ranked lists (``SessionFusion(rule_candidates=...)``)."""
@@ -411,7 +419,9 @@ class SessionFusion:
         EMDE hyper-parameters; default: the registry's ``emde`` entry (the ranker learns the
         popularity correction itself from ``log_popularity``).
     knn : mapping of str to mapping, optional
-        Registered session-kNN models and their hyper-parameters, in feature order; default ``{"vstan": registry params, "stan": registry params}``.
+        The list models: registered recommenders (session kNN, GRU4Rec, any model whose
+        ``recommend`` scores are >= 0) and their hyper-parameters (over the registry's), in
+        feature order; default :data:`DEFAULT_LISTS`.
     n_candidates : int, default 50
         List length pooled from each model per query.
     holdout_frac : float, default 0.1
@@ -480,9 +490,9 @@ class SessionFusion:
 
     def _knn_params(self) -> dict[str, dict[str, Any]]:
         from models.registry import REGISTRY
-        spec = self.knn if self.knn is not None else {"vstan": {}, "stan": {}}
+        spec = self.knn if self.knn is not None else DEFAULT_LISTS
         if not spec:
-            raise ValueError("knn: at least one session-kNN model")
+            raise ValueError("knn: at least one list model")
         return {name: {**dict(REGISTRY[name].params), **dict(p)} for name, p in spec.items()}
 
     def _ranker_params(self) -> dict[str, Any]:
@@ -552,7 +562,7 @@ class SessionFusion:
         clock.done(f"ranker trained on {int(keep.sum())} candidate rows (pool recall {self.ranker_recall_:.3f})")
         self.knn_ = [create_model(name, **p).fit(log) for name, p in knn_params.items()]
         self.stats_ = _ItemStats.from_log(log)
-        clock.done("kNN models refitted on the whole log")
+        clock.done("list models refitted on the whole log")
         if self.refit_emde:
             self.emde_ = EMDE(**self._emde_params()).fit(log, side=side)
             clock.done("EMDE refitted on the whole log")

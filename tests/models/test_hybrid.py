@@ -13,6 +13,7 @@ from models.emde.readout import BucketReadout
 from models.errors import ModelFormatError
 from models.hybrid import (
     BASE_FEATURES,
+    DEFAULT_LISTS,
     SessionFusion,
     _ItemStats,
     _StagedBar,
@@ -254,3 +255,28 @@ def test_fit_shows_examples_and_boosting_progress_and_the_model_is_unchanged(cap
     hist = Histories.from_lists([[3, 10], [5], [1, 2, 3]])
     for a, b in zip(quiet.recommend(hist, 5), model.recommend(hist, 5), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_gru4rec_list_is_refitted_on_the_whole_log_and_reloaded_to_the_same_lists(tmp_path) -> None:
+    """GRU4Rec as a list model (as in :data:`DEFAULT_LISTS`): its features follow the kNN's, the served GRU
+    is fitted on the whole log (more training examples than the held-out log's), saved and reloaded."""
+    gru = {"d": 16, "epochs": 3, "batch_size": 64, "n_sample": 16, "progress": False}
+    log = _repeat_log()
+    model = SessionFusion(knn={"stan": {"k": 50, "sample_size": 200}, "gru4rec": gru},
+                          emde={"epochs": 1, "progress": False}, holdout_frac=0.3, n_trees=10, min_data_in_leaf=10,
+                          refit_emde=False).fit(log)
+    served = model.knn_[1]
+    assert model.ranker_.feature_name() == feature_names(["stan", "gru4rec"])
+    assert served.n_examples_ == log.n_events - log.n_sessions  # every (prefix -> next) pair of the whole log
+    model.save(tmp_path / "m")
+    back = SessionFusion.load(tmp_path / "m")
+    hist = Histories.from_lists([[3, 10], [5], [1, 2, 3]])
+    for a, b in zip(back.recommend(hist, 5), model.recommend(hist, 5), strict=True):
+        np.testing.assert_array_equal(a, b)
+    ids, _ = model.recommend(Histories.from_lists([[3, 10]]), 5)
+    assert ids[0, 0] == 3  # repeat consumption still learned with the GRU list
+
+
+def test_the_default_lists_are_the_two_stans_and_gru4rec() -> None:
+    assert list(SessionFusion()._knn_params()) == ["vstan", "stan", "gru4rec"]
+    assert SessionFusion()._knn_params()["gru4rec"]["epoch_examples"] == DEFAULT_LISTS["gru4rec"]["epoch_examples"]

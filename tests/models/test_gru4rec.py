@@ -1,0 +1,35 @@
+"""GRU4Rec's epochs from the size of the log (``epoch_examples``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.base import InteractionLog
+from models.gru4rec import GRU4Rec
+
+FAST = {"d": 16, "epochs": 2, "batch_size": 32, "n_sample": 8, "progress": False}
+
+
+def _walks(n_sessions: int, n_items: int = 12, seed: int = 0) -> InteractionLog:
+    """Sessions walking the items in order from a random start (3..5 steps)."""
+    rng = np.random.default_rng(seed)
+    sess, items, ts = [], [], []
+    for s in range(n_sessions):
+        start = int(rng.integers(n_items))
+        for j in range(int(rng.integers(3, 6))):
+            sess.append(s)
+            items.append((start + j) % n_items)
+            ts.append(1_400_000_000.0 + 100.0 * s + j)
+    return InteractionLog(session_idx=np.array(sess, np.int32), item_idx=np.array(items, np.int32),
+                          ts=np.array(ts), n_items=n_items)
+
+
+def test_epoch_examples_gives_large_logs_fewer_whole_epochs() -> None:
+    model = GRU4Rec(epochs=10, epoch_examples=1_500_000)
+    assert [model.n_epochs(n) for n in (42_000, 285_000, 456_000, 700_000, 2_000_000)] == [10, 6, 4, 3, 1]
+    assert GRU4Rec(epochs=5).n_epochs(10_000_000) == 5  # None: always ``epochs``
+    fitted = GRU4Rec(**{**FAST, "epochs": 4}, epoch_examples=1).fit(_walks(50))
+    assert len(fitted.train_loss_) == 1
+    with pytest.raises(ValueError, match="epoch_examples must be None or >= 1"):
+        GRU4Rec(epoch_examples=0)._validate()
