@@ -17,7 +17,8 @@ def test_stream_lists_equal_offline_recommend() -> None:
     shop = SyntheticShop(n_items=120, n_users=60, seed=3)
     events = list(shop.history(4000))
     log = events_to_log(events[:3000], ["view", "add_to_cart", "purchase", "pos_purchase"])
-    model = SessionFusion(knn={"vstan": {"k": 50, "sample_size": 500}, "stan": {"k": 50, "sample_size": 500}},
+    model = SessionFusion(knn={"vstan": {"k": 50, "sample_size": 500}, "stan": {"k": 50, "sample_size": 500},
+                               "gru4rec": {"d": 32, "epochs": 2, "n_sample": 64, "progress": False}},
                           emde={"epochs": 1, "progress": False, "hidden": 64}, n_trees=20,
                           min_data_in_leaf=20).fit(log)
     version = ModelVersion(version="v1", model=model, item_ids=list(log.item_ids), manifest={})
