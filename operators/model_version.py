@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from models.base import Recommender
 from operators.id_index import IdIndex
+from operators.topic_table import release_free_heap
 
 __all__ = ["ModelVersion", "write_version", "latest_version_path", "load_version", "ModelWatcher", "point_latest",
            "PROMOTIONS"]
@@ -186,6 +187,7 @@ class ModelWatcher:
                 try:
                     self._current = load_version(path)
                     self._interned = False
+                    release_free_heap()  # the load's temporaries (an npz of 160 MB at 1M items is read whole, then copied)
                     log.info("loaded model version %s", path.name)
                 except Exception as exc:  # keep serving the old version; the error is logged
                     self._unloadable = (path.name, now)
