@@ -5,7 +5,7 @@ catalog) spent ~350 B per item on them: ~315 B of JSON, a third of it a vector's
 ``bytes`` object. Compressed alone, a 300 B value hardly shrinks: DEFLATE has no history to match
 against. Against a preset dictionary (zlib's ``zdict``) made of the first values seen, the keys,
 the common values and the number formats all match, and the value shrinks to ~40 % (132 B at
-level 1 for the bench's scaled-shop items; ``/work/exp/s24``). Each value stays packed apart, so
+level 1 for the bench's scaled-shop items; bench/RESULTS.md, "Memory per API worker at 1M items"). Each value stays packed apart, so
 one value is unpacked (~3 µs) without touching the others, and replacing a value packs only it.
 
 The dictionary is learned once, from the first ``learn_values`` values, and never changes, so every

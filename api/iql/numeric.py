@@ -15,7 +15,7 @@ A prefix BitMap over most of 1M items is ~130 KB (bitset containers): a prefix p
 them) cost ~33 MB per column, ~34 B per item. The fine buckets are disjoint (~2 B per item, array
 containers) and the coarse prefixes 4 times fewer: ~10 MB per column at 1M items, for the same
 answers (``tests/api/iql/test_iql_numeric_prefix.py``) at the same cost (25-260 µs per range at 1M
-items, as before: ``/work/exp/s24/numeric_check.py``). With 16 buckets per prefix it was ~4 MB,
+items, as before; bench/RESULTS.md, "Memory per API worker at 1M items"). With 16 buckets per prefix it was ~4 MB,
 but ranges took 2-4 times longer (pyroaring's unions of several small bitmaps are slow).
 
 Updates (the delta choice): an upsert writes ``values[idx]`` and adds idx to ``dirty``. A query
