@@ -208,9 +208,12 @@ class GRU4Rec:
     dropout : float, default 0.2
         Dropout on the input item embeddings while training.
     n_threads : int, default 1
-        torch threads during ``fit`` and scoring (restored afterwards). One: its matrices are small
+        torch threads during ``fit`` (restored afterwards). One: its matrices are small
         (a batch is 256 x d), and on a 2-core box shared with another job two threads ran 3-12x
         slower than one (bench/RESULTS.md, GRU4Rec).
+    score_threads : int, default 2
+        torch threads while scoring (restored afterwards): the (queries x d) x (d x n_items) product and
+        the softmax, large enough to split. The scores equal one thread's to float rounding.
     random_state : int or None, default 0
         Seeds the weights (a torch generator), the example order, the negatives and the dropout
         masks (a numpy generator).
@@ -237,7 +240,7 @@ class GRU4Rec:
     def __init__(self, d: int = 128, max_len: int = 10, epochs: int = 5, batch_size: int = 256, lr: float = 2e-3,
                  n_sample: int = 2048, sample_alpha: float = 0.75, logq: float = 1.0, dropout: float = 0.2,
                  n_threads: int = 1, random_state: int | None = 0, progress: bool = True,
-                 epoch_examples: int | None = None) -> None:
+                 epoch_examples: int | None = None, score_threads: int = 2) -> None:
         self.d = d
         self.max_len = max_len
         self.epochs = epochs
@@ -251,13 +254,14 @@ class GRU4Rec:
         self.random_state = random_state
         self.progress = progress
         self.epoch_examples = epoch_examples
+        self.score_threads = score_threads
 
     def get_params(self) -> dict[str, object]:
         """Constructor arguments as stored (scikit-learn's rule)."""
         return {n: getattr(self, n) for n in inspect.signature(type(self).__init__).parameters if n != "self"}
 
     def _validate(self) -> None:
-        for name in ("d", "max_len", "epochs", "batch_size", "n_threads"):
+        for name in ("d", "max_len", "epochs", "batch_size", "n_threads", "score_threads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"GRU4Rec: {name} must be >= 1; got {getattr(self, name)}")
         if self.epoch_examples is not None and int(self.epoch_examples) < 1:
@@ -404,7 +408,7 @@ class GRU4Rec:
         """
         self._check_fitted()
         check_histories(histories, self.n_items_, "GRU4Rec")
-        with _torch_threads(self.n_threads), torch.no_grad():
+        with _torch_threads(self.score_threads), torch.no_grad():
             h = self._hidden(histories)
             return torch.softmax(torch.addmm(self.net_.item_bias[:, 0], h, self.net_.item_emb.T), dim=1).numpy()
 

@@ -1,4 +1,5 @@
-"""Top-k selection over score matrices with ``np.argpartition`` (no Python loop over rows)."""
+"""Top-k selection over score matrices and score lists: compiled bounded heaps (``models.heap``), one pass
+over the scores, no partition of a copy and no sort of all entries."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def topk(scores: NDArray[np.floating], n: int) -> tuple[NDArray[np.int32], NDArr
     Returns
     -------
     (idx, val) : int32 and float32 arrays of shape (n_queries, n).
-        Ties are broken by the lower item index, so results are deterministic.
+        Ties are broken by the lower item index, so results are deterministic. ``NaN`` entries are
+        never selected.
 
     Raises
     ------
@@ -44,18 +46,9 @@ def topk(scores: NDArray[np.floating], n: int) -> tuple[NDArray[np.int32], NDArr
     val = np.full((n_q, n), -np.inf, dtype=np.float32)
     if k == 0 or n_q == 0:
         return idx, val
-    s = np.asarray(scores, dtype=np.float32)
-    if k < n_items:
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(n_items), (n_q, n_items))
-    part_val = np.take_along_axis(s, part, axis=1)
-    order = np.lexsort((part, -part_val), axis=1)
-    top = np.take_along_axis(part, order, axis=1)
-    top_val = np.take_along_axis(part_val, order, axis=1)
+    top, top_val = _dense_top(np.ascontiguousarray(scores, dtype=np.float32), k)
     bad = ~np.isfinite(top_val) & (top_val < 0)
-    top = np.where(bad, -1, top)
-    idx[:, :k] = top
+    idx[:, :k] = np.where(bad, -1, top)
     val[:, :k] = top_val
     return idx, val
 
@@ -157,3 +150,32 @@ def _heap_top(rows: NDArray[np.int64], scores: NDArray[np.float32], k: int
             sift_down(hs, hi, size)
     order = heap_order(hs, hi, size)
     return hi[order], hs[order].astype(np.float32)
+
+
+@njit_cached()
+def _dense_top(scores: NDArray[np.float32], k: int
+               ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:  # pragma: no cover - compiled
+    """Each row's ``k`` best (score descending, column ascending) entries, best first, by a bounded heap per
+    row; ``NaN`` skipped, rows with fewer than ``k`` other entries padded with ``-1`` / ``-inf``."""
+    n_q, n_items = scores.shape
+    idx = np.full((n_q, k), -1, dtype=np.int32)
+    val = np.full((n_q, k), -np.inf, dtype=np.float32)
+    hs = np.empty(k, dtype=np.float64)
+    hi = np.empty(k, dtype=np.int64)
+    for q in range(n_q):
+        size = 0
+        row = scores[q]
+        for j in range(n_items):
+            s = np.float64(row[j])
+            if s != s:
+                continue
+            if size < k:
+                size = heap_offer(hs, hi, size, k, s, j)
+            elif s > hs[0]:  # a later column never wins a tie: only a strictly higher score gets in
+                hs[0], hi[0] = s, j
+                sift_down(hs, hi, size)
+        order = heap_order(hs, hi, size)
+        for r in range(size):
+            idx[q, r] = hi[order[r]]
+            val[q, r] = hs[order[r]]
+    return idx, val

@@ -33,3 +33,17 @@ def test_epoch_examples_gives_large_logs_fewer_whole_epochs() -> None:
     assert len(fitted.train_loss_) == 1
     with pytest.raises(ValueError, match="epoch_examples must be None or >= 1"):
         GRU4Rec(epoch_examples=0)._validate()
+
+
+
+def test_scores_with_one_or_two_threads_agree_to_float_rounding() -> None:
+    """``score_threads`` is speed only: a product large enough that torch splits it over both threads."""
+    from models.base import Histories
+
+    log = _walks(300, n_items=5_000, seed=1)
+    one = GRU4Rec(**{**FAST, "d": 128, "epochs": 1}, score_threads=1).fit(log)
+    histories = Histories(indptr=np.arange(0, 601, 3, dtype=np.int64), items=log.item_idx[:600])
+    single, single_top = one.score(histories), one.recommend(histories, 20)[0]
+    one.score_threads = 2
+    np.testing.assert_allclose(one.score(histories), single, rtol=1e-5, atol=0)
+    np.testing.assert_array_equal(one.recommend(histories, 20)[0], single_top)

@@ -1,10 +1,29 @@
-"""``models.topk.ranks_among``: ranks of a few entries in "score descending, ties by the lower row" order, counted without a sort."""
+"""``models.topk``: the top ``n`` of a score matrix, and ranks of a few entries in "score descending, ties by the
+lower row" order, counted without a sort."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from models.topk import ranks_among, top_rows
+from models.topk import ranks_among, top_rows, topk
+
+
+def test_topk_equals_a_full_sort_of_each_row_with_ties_infinities_and_nan():
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n_q, n_items, n = int(rng.integers(1, 12)), int(rng.integers(1, 200)), int(rng.integers(1, 250))
+        scores = (rng.integers(-3, 4, (n_q, n_items)) / 3).astype(np.float32)  # few values: ties at the cut
+        scores[rng.random(scores.shape) < 0.2] = -np.inf  # excluded items
+        scores[rng.random(scores.shape) < 0.05] = np.inf
+        scores[rng.random(scores.shape) < 0.05] = np.nan
+        idx, val = topk(scores, n)
+        assert idx.shape == val.shape == (n_q, n)
+        for q in range(n_q):
+            keep = np.flatnonzero(np.isfinite(scores[q]) | (scores[q] > 0))  # NaN and -inf never selected
+            want = keep[np.lexsort((keep, -scores[q, keep]))][:n]
+            np.testing.assert_array_equal(idx[q, :len(want)], want, err_msg=str(trial))
+            np.testing.assert_array_equal(val[q, :len(want)], scores[q, want])
+            assert (idx[q, len(want):] == -1).all() and (val[q, len(want):] == -np.inf).all()
 
 
 def test_ranks_among_equal_the_sorted_order_with_ties():
