@@ -83,7 +83,7 @@ from operators.scheduling import ONE_BOX_API_NICE  # noqa: E402
 from operators.schema import Event, encode_event  # noqa: E402
 from operators.settings import Settings  # noqa: E402
 from simulators.producer import EventProducer  # noqa: E402
-from tests.platform import FlowProcess, time_until_visible  # noqa: E402
+from tests.harness import FlowProcess, time_until_visible  # noqa: E402
 
 FILTER = "category == context.item.category AND price < $max_price"
 BOOSTERS = "BOOST 1.5 IF on_sale == true"

@@ -39,7 +39,7 @@ from operators.score import recent_items  # noqa: E402
 from operators.training import train_model  # noqa: E402
 from simulators.producer import EventProducer  # noqa: E402
 from simulators.shop import SyntheticShop  # noqa: E402
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up  # noqa: E402
+from tests.harness import ApiServer, FlowProcess, make_settings, wait_caught_up  # noqa: E402
 
 SCENARIOS = ("personalized", "session", "similar", "visual", "cart", "top", "last_seen", "popular")
 ITEM_FILTER = "category == context.item.category AND price < $max_price"

@@ -166,7 +166,7 @@ def bench_archive(args: argparse.Namespace, work: Path) -> dict:
     from operators.kafka import high_watermarks
     from operators.lake.store import lake_manifests
     from simulators.producer import EventProducer
-    from tests.platform import FlowProcess, make_settings
+    from tests.harness import FlowProcess, make_settings
 
     out: dict = {"raw_consume_per_s": [], "archive_per_s": [], "archive_steady_per_s": [], "startup_s": [],
                  "bytes_per_event": []}

@@ -33,7 +33,7 @@ from operators.retail_cleaning import CleaningReport, read_retail_table  # noqa:
 from operators.training import train_covisitation  # noqa: E402
 from simulators.producer import EventProducer  # noqa: E402
 from simulators.replay import read_replay, resolve_log_path  # noqa: E402
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up  # noqa: E402
+from tests.harness import ApiServer, FlowProcess, make_settings, wait_caught_up  # noqa: E402
 
 
 def main() -> int:

@@ -44,7 +44,7 @@ from operators.schema import Event, encode_event  # noqa: E402
 from operators.training import train_model  # noqa: E402
 from simulators.producer import EventProducer  # noqa: E402
 from simulators.shop import SyntheticShop  # noqa: E402
-from tests.platform import (  # noqa: E402
+from tests.harness import (  # noqa: E402
     ApiServer,
     FlowProcess,
     make_settings,

@@ -13,7 +13,7 @@ from api.analytics_view import AnalyticsView, Series
 from operators.analytics.topic import CounterRow, GroupRow, TopItemsRow
 from operators.kafka import TopicSpec, ensure_topics
 from operators.settings import Settings
-from tests.platform import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings
 
 H = 3600
 T0 = 1_700_000_000 // H * H

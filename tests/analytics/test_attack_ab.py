@@ -28,7 +28,7 @@ from simulators.ab_live import LiveAB
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
 from tests.analytics.test_flow import analytics_settings
-from tests.platform import ApiServer, FlowProcess, wait_caught_up
+from tests.harness import ApiServer, FlowProcess, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from operators.model_version import latest_version_path, load_version
 from operators.training import train_covisitation
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_model_list
+from tests.harness import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_model_list
 
 
 def tiny_model() -> CoVisitation:

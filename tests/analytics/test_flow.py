@@ -27,7 +27,7 @@ from state.analytics import COUNTER, GROUP, AnalyticsStore, split_key
 from state.partition import PartitionDB, list_partitions, partition_path, read_stored_offset
 from tests.analytics.conftest import ab_simulation, with_noise
 from tests.analytics.recount import recount
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up
+from tests.harness import ApiServer, FlowProcess, make_settings, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from operators.settings import Settings
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, make_settings, wait_for
+from tests.harness import ApiServer, make_settings, wait_for
 
 pytestmark = pytest.mark.integration
 

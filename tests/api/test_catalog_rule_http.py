@@ -11,7 +11,7 @@ import pytest
 
 from operators.score import POPULAR_KEY_PREFIX, TopN, encode_topn
 from simulators.producer import EventProducer
-from tests.platform import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 
 from operators.score import POPULAR_KEY_PREFIX, TopN, encode_topn
 from simulators.producer import EventProducer
-from tests.platform import ApiServer, make_settings, wait_for
+from tests.harness import ApiServer, make_settings, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from operators.settings import Settings
-from tests.platform import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings
 
 pytestmark = pytest.mark.integration
 

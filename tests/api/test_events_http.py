@@ -10,7 +10,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.platform import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings
 
 pytestmark = pytest.mark.integration
 

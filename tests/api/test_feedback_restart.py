@@ -29,7 +29,7 @@ from operators.schema import Event, encode_event
 from operators.settings import DEFAULT_EVENT_TYPES
 from simulators.producer import EventProducer
 from state.bandit import ArmStats, BanditSnapshot, BanditStore
-from tests.platform import ApiServer, make_settings, wait_for
+from tests.harness import ApiServer, make_settings, wait_for
 
 NOW = time.time()
 

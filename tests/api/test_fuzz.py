@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from api.openapi import build_openapi
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def test_extended_conformance_run_has_no_failure():
     examples per operation over HTTP against a real broker: no 5xx, no conformance failure."""
     import importlib.util
 
-    from tests.platform import ROOT
+    from tests.harness import ROOT
 
     spec = importlib.util.spec_from_file_location("fuzz_api", ROOT / "bench" / "fuzz_api.py")
     fuzz = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from simulators.producer import EventProducer
-from tests.platform import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings
 
 pytestmark = pytest.mark.integration
 

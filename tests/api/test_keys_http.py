@@ -22,7 +22,7 @@ from api.app import create_app
 from api.auth import exposure_problem, scope_of
 from operators.broker import free_port, wait_for_port
 from operators.settings import Settings
-from tests.platform import ROOT, ApiServer, make_settings, write_config
+from tests.harness import ROOT, ApiServer, make_settings, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from operators.score import POPULAR_KEY_PREFIX, TopN, encode_topn
 from operators.training import train_covisitation
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from operators.score import recent_items
 from operators.training import train_covisitation
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_for
+from tests.harness import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from api.http_protocol import GuardedH11Protocol, HttpProtocol
-from tests.platform import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from operators.lake.schema import events_table
 from operators.lake.store import LakePartition
 from operators.trainer import run_once
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 from operators.kafka import make_producer
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_for
+from tests.harness import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from simulators.ab import ABSimulation
 from simulators.producer import EventProducer
 from tests.analytics.conftest import ab_simulation
 from tests.analytics.test_flow import analytics_settings
-from tests.platform import ApiServer, FlowProcess, wait_caught_up
+from tests.harness import ApiServer, FlowProcess, wait_caught_up
 
 CHROMIUM = Path("/usr/bin/chromium")
 SVG = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='8' height='8'%3E%3Crect width='8' height='8' fill='%232563eb'/%3E%3C/svg%3E"

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up
+from tests.harness import ApiServer, FlowProcess, make_settings, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

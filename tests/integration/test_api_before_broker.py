@@ -11,7 +11,7 @@ import pytest
 
 from operators.broker import LocalBroker, free_port
 from operators.kafka import ensure_topics, platform_topics
-from tests.platform import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings
 
 pytestmark = pytest.mark.integration
 

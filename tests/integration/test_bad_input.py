@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from operators.kafka import make_producer
-from tests.platform import FlowProcess, dump_state, make_settings, wait_caught_up
+from tests.harness import FlowProcess, dump_state, make_settings, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ import pytest
 
 from operators.broker import LocalBroker, free_port, wait_for_port
 from operators.settings import Settings
-from tests.platform import ROOT, make_settings, write_config
+from tests.harness import ROOT, make_settings, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -34,7 +34,7 @@ from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
 from state import keys
 from state.partition import PartitionDB, partition_path
-from tests.platform import ApiServer, FlowProcess, dump_state, make_settings, wait_caught_up
+from tests.harness import ApiServer, FlowProcess, dump_state, make_settings, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

@@ -26,8 +26,8 @@ from operators.trainer import run_once
 from operators.training import train_model
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
+from tests.harness import FlowProcess, make_settings, wait_caught_up
 from tests.integration.test_kill9 import _last_lists
-from tests.platform import FlowProcess, make_settings, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import pytest
 from operators.kafka import make_producer
 from operators.training import train_covisitation
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up
+from tests.harness import ApiServer, FlowProcess, make_settings, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from operators.score import POPULAR_KEY_PREFIX, decode_topn
 from operators.training import train_model
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
+from tests.harness import FlowProcess, dump_state, make_settings, stored_total, wait_caught_up
 from tests.integration.test_stream_emde import SMALL_EMDE
-from tests.platform import FlowProcess, dump_state, make_settings, stored_total, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from operators.parse import EventRules, parse_event
 from operators.schema import Event
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import FlowProcess, make_settings
+from tests.harness import FlowProcess, make_settings
 
 pytestmark = pytest.mark.integration
 

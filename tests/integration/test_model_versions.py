@@ -11,7 +11,7 @@ import pytest
 from operators.training import train_model
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_model_list
+from tests.harness import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_model_list
 
 pytestmark = pytest.mark.integration
 

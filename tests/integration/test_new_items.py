@@ -18,8 +18,8 @@ from operators.model_version import load_version
 from operators.training import train_model
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
+from tests.harness import ApiServer, FlowProcess, dump_state, make_settings, wait_caught_up, wait_model_list
 from tests.integration.test_stream_emde import SMALL_EMDE
-from tests.platform import ApiServer, FlowProcess, dump_state, make_settings, wait_caught_up, wait_model_list
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from operators.offset_guard import OffsetGuard
 from operators.schema import Event, encode_event
 from state import keys
 from state.partition import PartitionDB, partition_path
-from tests.platform import FlowProcess, dump_state, make_settings, wait_caught_up
+from tests.harness import FlowProcess, dump_state, make_settings, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

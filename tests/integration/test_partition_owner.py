@@ -8,7 +8,7 @@ import time
 import pytest
 
 from operators.kafka import make_producer
-from tests.platform import FlowProcess, make_settings, wait_caught_up
+from tests.harness import FlowProcess, make_settings, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import pytest
 
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
-from tests.platform import FlowProcess, dump_state, make_settings, stored_total, wait_caught_up
+from tests.harness import FlowProcess, dump_state, make_settings, stored_total, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import pytest
 from operators.kafka import high_watermarks
 from operators.schema import Event
 from simulators.producer import EventProducer
-from tests.platform import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_for
+from tests.harness import ApiServer, FlowProcess, make_settings, wait_caught_up, wait_for
 
 pytestmark = pytest.mark.integration
 

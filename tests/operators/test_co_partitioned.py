@@ -9,7 +9,7 @@ import pytest
 
 from flows.analytics import build_flow
 from operators.kafka import TopicLayoutError, TopicSpec, check_co_partitioned, ensure_topics
-from tests.platform import make_settings
+from tests.harness import make_settings
 
 
 def _topics(broker: str, *counts: int) -> list[str]:

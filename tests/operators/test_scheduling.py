@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from operators.scheduling import SELF_AUTOGROUP, autogroup_nice, set_autogroup_nice
-from tests.platform import make_settings, write_config
+from tests.harness import make_settings, write_config
 
 pytestmark = pytest.mark.skipif(not SELF_AUTOGROUP.exists(), reason="kernel without scheduling autogroups")
 ROOT = Path(__file__).resolve().parents[2]

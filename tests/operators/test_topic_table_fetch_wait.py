@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 from api.app import create_app
 from operators.kafka import TopicSpec, ensure_topics
 from operators.topic_table import BACKGROUND_FETCH_WAIT_MS, FETCH_WAIT_MS, TopicTable
-from tests.platform import make_settings
+from tests.harness import make_settings
 
 
 def test_a_background_reader_sees_a_change_within_a_second(broker):
