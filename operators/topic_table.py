@@ -13,11 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from operators.kafka import PatientEnds, client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
+from operators.spilled_values import SpilledValues
 from operators.value_packer import ValuePacker
 from state.serving import ServingStore
 
@@ -77,6 +79,11 @@ class TopicTable:
     packer : ValuePacker, optional
         With ``keep_raw``: how values are packed (default ``ValuePacker()``: DEFLATE against a
         dictionary learned from the first 64 values, ``operators.value_packer``).
+    spill_dir : Path, optional
+        With ``keep_raw`` and no serving store: hold the packed values in an unlinked file under this
+        directory (``operators.spilled_values.SpilledValues``, the same answers and order as the
+        dict) instead of in memory; each ``get`` then reads one value from the file. At 1M catalog items
+        ~37 B per key stay in memory instead of ~200 (bench/RESULTS.md, issue 14 session 25).
     reader : str
         Names the reader in the consumer's ``group.id`` (``fusionrec-<reader>-<topic>``; no
         group is joined, offsets are assigned).
@@ -129,7 +136,7 @@ class TopicTable:
                  on_batch: Callable[[dict[int, int], bool], None] | None = None,
                  restore: Callable[[], bool] | None = None, keep_raw: bool = False,
                  on_caught_up: Callable[[TopicTable], None] | None = None, fetch_wait_ms: int = FETCH_WAIT_MS,
-                 packer: ValuePacker | None = None) -> None:
+                 packer: ValuePacker | None = None, spill_dir: Path | None = None) -> None:
         self.brokers, self.topic, self.decode, self.on_update = brokers, topic, decode, on_update
         self.on_beyond_end = on_beyond_end
         self.store, self.update_prefix = store, update_prefix
@@ -140,7 +147,9 @@ class TopicTable:
         self.packer = (packer or ValuePacker()) if keep_raw else None
         self.on_caught_up = on_caught_up
         self.fetch_wait_ms = fetch_wait_ms
-        self._data: dict[str, object] = {}
+        self._data: dict[str, object] | SpilledValues = {}
+        if spill_dir is not None and keep_raw and store is None:
+            self._data = SpilledValues(spill_dir)
         self._tombstoned: set[str] = set()  # keep_raw: keys whose latest record deletes them (tombstoned_keys)
         self._pending: list[tuple[bytes, bytes | None]] = []  # changes for the serving store, per poll
         self._stop = threading.Event()

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import orjson
+import pytest
 from confluent_kafka import Producer
 
 from operators.kafka import TopicSpec, ensure_topics
+from operators.spilled_values import SpilledValues
 from operators.topic_table import TopicTable
 from operators.value_packer import ValuePacker
 
 
-def test_raw_table_answers_as_the_decoded_one(broker):
+@pytest.mark.parametrize("spill", [False, True])
+def test_raw_table_answers_as_the_decoded_one(broker, tmp_path: Path, spill: bool):
+    """Held in a dict or spilled to an unlinked file (``spill_dir``, operators/spilled_values.py) alike."""
     topic = f"catalog-{uuid.uuid4().hex[:8]}"
     ensure_topics(broker, [TopicSpec(topic, 2, compacted=True)])
     p = Producer({"bootstrap.servers": broker})
@@ -27,7 +32,8 @@ def test_raw_table_answers_as_the_decoded_one(broker):
     seen: dict[str, object] = {}
     # values held packed (DEFLATE against the first 8 values): the answers are the decoded table's
     raw = TopicTable(broker, topic, orjson.loads, on_update=seen.__setitem__, keep_raw=True,
-                     packer=ValuePacker(learn_values=8)).start()
+                     packer=ValuePacker(learn_values=8), spill_dir=tmp_path / "spill" if spill else None).start()
+    assert isinstance(raw._data, SpilledValues) == spill
     plain = TopicTable(broker, topic, orjson.loads).start()
     try:
         assert raw.wait_caught_up(20) and plain.wait_caught_up(20)
@@ -50,6 +56,7 @@ def test_raw_table_answers_as_the_decoded_one(broker):
         while raw.n_messages < 54 and time.monotonic() < deadline + 10:
             time.sleep(0.05)
         assert raw.tombstoned_keys() == ["bad"] and raw.get("i3") == {"item_id": "i3", "price": 3}
+        assert [k for k, _ in raw.raw_items()][-1] == "i3"  # published again after its delete: last, as in a dict
     finally:
         raw.stop()
         plain.stop()
