@@ -307,6 +307,10 @@ class ApiSettings(_Block):
     in_stock_attribute: str | None = Field(default="in_stock", description="Catalog bool: false = never served (out of stock)")
     stock_attribute: str | None = Field(default="stock", description="Catalog number: <= 0 = never served (out of stock)")
     gc_tuning: bool = Field(default=True, description="After startup: gc.freeze() and a gen-0 threshold of 50,000 (p99 under load)")
+    malloc_arenas: int = Field(default=1, ge=0, description=(
+        "glibc malloc arenas of each API process (mallopt M_ARENA_MAX, set when the app is made, before its reader "
+        "threads start): 1 keeps what the catalog reader thread frees reusable by the event loop instead of in an "
+        "arena of its own (bench/RESULTS.md, issue 14 session 25); 0 = glibc's default (8 per core)"))
     loop_stall_log_ms: float = Field(default=0.0, ge=0, description=(
         "Log every thread's stack (WARNING, api.loop_lag) when a worker's event loop is held longer than this, "
         "milliseconds: where tail latency comes from (0 = off; the lag histogram is always in /metrics)"))
