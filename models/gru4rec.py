@@ -212,8 +212,10 @@ class GRU4Rec:
         (a batch is 256 x d), and on a 2-core box shared with another job two threads ran 3-12x
         slower than one (bench/RESULTS.md, GRU4Rec).
     score_threads : int, default 2
-        torch threads while scoring (restored afterwards): the (queries x d) x (d x n_items) product and
-        the softmax, large enough to split. The scores equal one thread's to float rounding.
+        torch threads for the (queries x d) x (d x n_items) product and the softmax while scoring
+        (restored afterwards): large enough to split. The GRU steps before them run on ``n_threads``:
+        split over two threads they ran ~50x slower while another process used the other core. The
+        scores equal one thread's to float rounding.
     random_state : int or None, default 0
         Seeds the weights (a torch generator), the example order, the negatives and the dropout
         masks (a numpy generator).
@@ -408,9 +410,11 @@ class GRU4Rec:
         """
         self._check_fitted()
         check_histories(histories, self.n_items_, "GRU4Rec")
-        with _torch_threads(self.score_threads), torch.no_grad():
-            h = self._hidden(histories)
-            return torch.softmax(torch.addmm(self.net_.item_bias[:, 0], h, self.net_.item_emb.T), dim=1).numpy()
+        with torch.no_grad():
+            with _torch_threads(self.n_threads):  # the GRU's small per-step products: split, they wait on a busy core
+                h = self._hidden(histories)
+            with _torch_threads(self.score_threads):
+                return torch.softmax(torch.addmm(self.net_.item_bias[:, 0], h, self.net_.item_emb.T), dim=1).numpy()
 
     def recommend(self, histories: Histories, n: int = 20, *, exclude_seen: bool = False,
                   batch_size: int = 1024) -> tuple[NDArray[np.int32], NDArray[np.float32]]:

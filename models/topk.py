@@ -3,11 +3,12 @@ over the scores, no partition of a copy and no sort of all entries."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
 from models.heap import heap_offer, heap_order, heap_worse, sift_down
-from models.jit import njit_cached
+from models.jit import PARALLEL_LAUNCH, njit_cached
 
 __all__ = ["topk", "SCORE_CELLS", "ranks_among", "top_rows"]
 
@@ -46,7 +47,12 @@ def topk(scores: NDArray[np.floating], n: int) -> tuple[NDArray[np.int32], NDArr
     val = np.full((n_q, n), -np.inf, dtype=np.float32)
     if k == 0 or n_q == 0:
         return idx, val
-    top, top_val = _dense_top(np.ascontiguousarray(scores, dtype=np.float32), k)
+    s = np.ascontiguousarray(scores, dtype=np.float32)
+    if n_q >= PARALLEL_ROWS:
+        with PARALLEL_LAUNCH:
+            top, top_val = _dense_top_parallel(s, k)
+    else:
+        top, top_val = _dense_top_serial(s, k)
     bad = ~np.isfinite(top_val) & (top_val < 0)
     idx[:, :k] = np.where(bad, -1, top)
     val[:, :k] = top_val
@@ -152,30 +158,55 @@ def _heap_top(rows: NDArray[np.int64], scores: NDArray[np.float32], k: int
     return hi[order], hs[order].astype(np.float32)
 
 
+@njit_cached(inline="always")
+def _dense_top_row(scores: NDArray[np.float32], k: int, q: int, idx: NDArray[np.int32], val: NDArray[np.float32],
+                   hs: NDArray[np.float64], hi: NDArray[np.int64]) -> None:  # pragma: no cover - compiled
+    """Row ``q``'s ``k`` best (score descending, column ascending) entries into ``idx[q]`` / ``val[q]``, best
+    first, by a bounded heap (``hs`` / ``hi``: its scratch of ``k``); ``NaN`` skipped."""
+    size = 0
+    row = scores[q]
+    for j in range(row.shape[0]):
+        s = np.float64(row[j])
+        if s != s:
+            continue
+        if size < k:
+            size = heap_offer(hs, hi, size, k, s, j)
+        elif s > hs[0]:  # a later column never wins a tie: only a strictly higher score gets in
+            hs[0], hi[0] = s, j
+            sift_down(hs, hi, size)
+    order = heap_order(hs, hi, size)
+    for r in range(size):
+        idx[q, r] = hi[order[r]]
+        val[q, r] = hs[order[r]]
+
+
+
 @njit_cached()
-def _dense_top(scores: NDArray[np.float32], k: int
-               ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:  # pragma: no cover - compiled
-    """Each row's ``k`` best (score descending, column ascending) entries, best first, by a bounded heap per
-    row; ``NaN`` skipped, rows with fewer than ``k`` other entries padded with ``-1`` / ``-inf``."""
-    n_q, n_items = scores.shape
-    idx = np.full((n_q, k), -1, dtype=np.int32)
-    val = np.full((n_q, k), -np.inf, dtype=np.float32)
+def _dense_top_serial(scores: NDArray[np.float32], k: int
+                      ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:  # pragma: no cover - compiled
+    """Each row's ``k`` best entries (see ``_dense_top_row``), rows with fewer padded with ``-1`` / ``-inf``."""
+    idx = np.full((scores.shape[0], k), -1, dtype=np.int32)
+    val = np.full((scores.shape[0], k), -np.inf, dtype=np.float32)
     hs = np.empty(k, dtype=np.float64)
     hi = np.empty(k, dtype=np.int64)
-    for q in range(n_q):
-        size = 0
-        row = scores[q]
-        for j in range(n_items):
-            s = np.float64(row[j])
-            if s != s:
-                continue
-            if size < k:
-                size = heap_offer(hs, hi, size, k, s, j)
-            elif s > hs[0]:  # a later column never wins a tie: only a strictly higher score gets in
-                hs[0], hi[0] = s, j
-                sift_down(hs, hi, size)
-        order = heap_order(hs, hi, size)
-        for r in range(size):
-            idx[q, r] = hi[order[r]]
-            val[q, r] = hs[order[r]]
+    for q in range(scores.shape[0]):
+        _dense_top_row(scores, k, q, idx, val, hs, hi)
     return idx, val
+
+
+@njit_cached(parallel=True)
+def _dense_top_parallel(scores: NDArray[np.float32], k: int
+                        ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:  # pragma: no cover - compiled
+    """``_dense_top_serial`` with the rows split over numba's threads (a heap per row): the same answers."""
+    idx = np.full((scores.shape[0], k), -1, dtype=np.int32)
+    val = np.full((scores.shape[0], k), -np.inf, dtype=np.float32)
+    for q in numba.prange(scores.shape[0]):
+        hs = np.empty(k, dtype=np.float64)
+        hi = np.empty(k, dtype=np.int64)
+        _dense_top_row(scores, k, q, idx, val, hs, hi)
+    return idx, val
+
+
+PARALLEL_ROWS = 64
+"""``topk`` splits a matrix of at least this many rows over numba's threads (a model scoring a batch); fewer rows
+(an API request's one) stay on the calling thread."""
