@@ -582,7 +582,9 @@ class SessionFusion:
                ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
         """Candidate pairs and features for all queries, in chunks of bounded memory."""
         n_items = self.emde_.n_items_
-        step = max(1, SCORE_CELLS // max(n_items, 1))
+        # two dense (queries x items) float32 blocks at most (EMDE's readout, a GRU list's softmax): a chunk of
+        # 2 x SCORE_CELLS cells, so a 500-prefix batch over 37k items is one chunk, not 453 + 47 (+7 % prefixes/s)
+        step = max(1, 2 * SCORE_CELLS // max(n_items, 1))
         out_r, out_i, out_x = [], [], []
         stages = ["EMDE sketches", "EMDE readout", *(f"{type(m).__name__} lists" for m in self.knn_),
                   *(["rule lists"] if self.rule_candidates else []), "features"]
