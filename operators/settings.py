@@ -324,7 +324,7 @@ class ApiSettings(_Block):
     catalog_store: Literal["disk", "memory"] = Field(default="disk", description=(
         "Where each API process keeps the catalog items as published (for GET /v1/items and the catalog overlay; "
         "the filter and vector indexes are in memory either way): packed in an unlinked file under "
-        "stream.serving_dir (~37 B of memory per item, a file read per GET) or packed in a dict (~200 B per item)"))
+        "stream.serving_dir (~42 B of memory per item, a file read per GET) or packed in a dict (~200 B per item)"))
     topn_checkpoint_s: float = Field(default=300.0, ge=0, description=(
         "A node whose user-topn store is caught up publishes a checkpoint of it to kafka.topn_checkpoints_topic() "
         "this often, seconds, unless any node published one more recently; a new node (empty store) starts from "

@@ -83,7 +83,7 @@ class TopicTable:
         With ``keep_raw`` and no serving store: hold the packed values in an unlinked file under this
         directory (``operators.spilled_values.SpilledValues``, the same answers and order as the
         dict) instead of in memory; each ``get`` then reads one value from the file. At 1M catalog items
-        ~37 B per key stay in memory instead of ~200 (bench/RESULTS.md, issue 14 session 25).
+        ~42 B per key stay in memory instead of ~200 (bench/RESULTS.md, issue 14 session 25).
     reader : str
         Names the reader in the consumer's ``group.id`` (``fusionrec-<reader>-<topic>``; no
         group is joined, offsets are assigned).
