@@ -208,9 +208,10 @@ class GRU4Rec:
     dropout : float, default 0.2
         Dropout on the input item embeddings while training.
     n_threads : int, default 1
-        torch threads during ``fit`` (restored afterwards). One: its matrices are small
-        (a batch is 256 x d), and on a 2-core box shared with another job two threads ran 3-12x
-        slower than one (bench/RESULTS.md, GRU4Rec).
+        torch threads during ``fit`` and for the GRU steps while scoring (restored afterwards). One:
+        its matrices are small (a batch is 256 x d), and on a 2-core box shared with another job two
+        threads ran 3-12x slower than one (bench/RESULTS.md, GRU4Rec). Part of the result: two
+        threads gave other weights than one on a 3k-item log (bench/RESULTS.md, issue 11 session 25).
     score_threads : int, default 2
         torch threads for the (queries x d) x (d x n_items) product and the softmax while scoring
         (restored afterwards): large enough to split. The GRU steps before them run on ``n_threads``:
