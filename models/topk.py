@@ -10,10 +10,14 @@ from numpy.typing import NDArray
 from models.heap import heap_offer, heap_order, heap_worse, sift_down
 from models.jit import PARALLEL_LAUNCH, njit_cached
 
-__all__ = ["topk", "SCORE_CELLS", "ranks_among", "top_rows"]
+__all__ = ["topk", "SCORE_CELLS", "PARALLEL_ROWS", "ranks_among", "top_rows"]
 
 SCORE_CELLS = 1 << 24
 """Max (queries x items) float32 cells of dense scores a model holds at once (64 MB): its chunk of queries."""
+
+PARALLEL_ROWS = 64
+"""``topk`` splits a matrix of at least this many rows over numba's threads (a model scoring a batch); fewer rows
+(an API request's one) stay on the calling thread."""
 
 
 def topk(scores: NDArray[np.floating], n: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
@@ -180,7 +184,6 @@ def _dense_top_row(scores: NDArray[np.float32], k: int, q: int, idx: NDArray[np.
         val[q, r] = hs[order[r]]
 
 
-
 @njit_cached()
 def _dense_top_serial(scores: NDArray[np.float32], k: int
                       ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:  # pragma: no cover - compiled
@@ -205,8 +208,3 @@ def _dense_top_parallel(scores: NDArray[np.float32], k: int
         hi = np.empty(k, dtype=np.int64)
         _dense_top_row(scores, k, q, idx, val, hs, hi)
     return idx, val
-
-
-PARALLEL_ROWS = 64
-"""``topk`` splits a matrix of at least this many rows over numba's threads (a model scoring a batch); fewer rows
-(an API request's one) stay on the calling thread."""
