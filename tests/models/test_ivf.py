@@ -98,3 +98,54 @@ def test_tied_centroids_keep_the_tiers_disjoint():
         assert len(whole) == len(set(whole.tolist())) == len(lists) - 1
         for n in (3, 50, 400):
             np.testing.assert_array_equal(lists.search(v[q_row], n, exclude_row=q_row)[0], whole[:n])
+
+
+def _block(lists: InvertedLists) -> tuple[np.ndarray, ...]:
+    return (lists._rows[:lists._end], lists._vecs[:lists._end], lists._start, lists._cap, lists._count,
+            lists._list_of, lists._pos_of)
+
+
+def test_vectors_placed_in_chunks_give_the_same_block(monkeypatch):
+    """``_place`` copies vectors a few at a time (no gathered copy of all): every layout step (bulk
+    assignment, overflow moves, compaction, a bulk add) gives the block one copy at once gave."""
+    import models.ivf as ivf
+
+    def run() -> tuple[np.ndarray, ...]:
+        rng = np.random.default_rng(7)
+        v = _unit(3000, seed=7)
+        c = train_centroids(v[:600], 16)
+        lists = InvertedLists.from_assignment(c, nearest_list(v[:2000], c), v[:2000], n_probe=4)
+        out = [*_block(lists)]
+        for _ in range(4000):  # overflows move lists to the end; half holes compact the block
+            row = int(rng.integers(0, 2500))
+            if rng.random() < 0.4:
+                lists.remove(row)
+            else:
+                lists.add(row, v[int(rng.integers(0, 3000))])
+        out += _block(lists)
+        new = np.arange(5000, 10_000, dtype=np.int32)
+        lists.add_many(new, v[new % 3000])
+        return (*out, *_block(lists))
+
+    whole = run()
+    monkeypatch.setattr(ivf, "_PLACE_CELLS", 8 * 3 + 5)  # 3 rows of 8 floats a chunk: many chunks, a short last one
+    chunked = run()
+    assert len(whole) == len(chunked)
+    for a, b in zip(whole, chunked, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_bulk_assignment_holds_no_gathered_copy_of_the_vectors():
+    """The new block plus small per-row arrays, not the block plus a copy of every vector (64 MB at 1M rows)."""
+    import tracemalloc
+
+    v = _unit(100_000, dim=64, seed=8)
+    c = train_centroids(v[:4000], 64)
+    list_of = nearest_list(v, c)
+    tracemalloc.start()
+    try:
+        lists = InvertedLists.from_assignment(c, list_of, v, n_probe=4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lists._vecs.nbytes < peak < lists._vecs.nbytes + v.nbytes // 2, (peak, lists._vecs.nbytes, v.nbytes)
