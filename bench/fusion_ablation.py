@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from models.background_fit import ModelsFit, fit_models
 from models.data import load_dataset
 from models.data.validation import holdout_sessions, validation_split
 from models.emde import EMDE
@@ -87,21 +88,25 @@ def pairs(f, hist):
 
 
 tr_file = cache / f"train_{a.rq}{KT}.npz"
-if not tr_file.exists():
-    fus.emde_ = emde
-    fus.stats_ = _ItemStats.from_log(inner_log)
-    fus.knn_ = [create_model(n, **p).fit(inner_log) for n, p in knn_params.items()]
-    r, i, x = pairs(fus, task.prefixes())
-    np.savez(tr_file, r=r, i=i, x=x, y=task.next_items())
 no_refit = {n for n in a.no_refit.split(",") if n}
 te_file = cache / (("test_full" if a.emde_full else "test") + KT
                    + (("_norefit_" + "_".join(sorted(no_refit))) if no_refit else "") + ".npz")
+# the whole-log list fits in a child process while the inner ones fit here (bit-identical, as SessionFusion.fit)
+whole_specs = {n: p for n, p in knn_params.items() if n not in no_refit}
+whole_fit = ModelsFit(whole_specs, train, background=not te_file.exists() and not tr_file.exists())
+if not tr_file.exists():
+    fus.emde_ = emde
+    fus.stats_ = _ItemStats.from_log(inner_log)
+    fus.knn_ = fit_models(knn_params, inner_log)
+    r, i, x = pairs(fus, task.prefixes())
+    np.savez(tr_file, r=r, i=i, x=x, y=task.next_items())
+whole_models = dict(zip(whole_specs, whole_fit.result(), strict=True)) if not te_file.exists() else {}
 
 
 def served_list_model(name, p):
     """A list model as the evaluation prefixes see it: refitted on the whole validation-train log, or kept as
     fitted on the inner log (--no-refit)."""
-    return create_model(name, **p).fit(inner_log if name in no_refit else train)
+    return whole_models[name] if name in whole_models else create_model(name, **p).fit(inner_log)
 
 emde_inner = emde
 if a.emde_full:

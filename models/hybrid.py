@@ -39,6 +39,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
+from models.background_fit import ModelsFit, fit_models
 from models.base import Histories, InteractionLog
 from models.emde.readout import BucketReadout
 from models.errors import ModelFormatError, NotFittedError
@@ -447,6 +448,12 @@ class SessionFusion:
         Scoring walks the ranker's trees with :class:`models.tree_ensemble.TreeEnsemble` (numba's
         threads; each row's score is the same whatever the thread count).
     random_state : int, default 0
+    child_refit_events : int or None, default 50000
+        On a log of at least this many events, the list models' whole-log fit runs in a child
+        process (:mod:`models.background_fit`) while this one fits them on the held-out log: the
+        same models bit for bit (each fit keeps its seeds and thread counts; GRU4Rec trains on one
+        thread), in about a GRU fit less of wall time on two cores (bench/RESULTS.md, issue 11
+        session 26). None fits both here, one after the other.
 
     References
     ----------
@@ -459,7 +466,8 @@ class SessionFusion:
                  n_candidates: int = 50, holdout_frac: float = 0.1, ranker_queries: int = 20000,
                  n_trees: int = 50, learning_rate: float = 0.1, num_leaves: int = 31,
                  min_data_in_leaf: int = 100, rule_candidates: int = 0, refit_emde: bool = True,
-                 n_threads: int = 2, random_state: int = 0, history_candidates: int | None = None) -> None:
+                 n_threads: int = 2, random_state: int = 0, history_candidates: int | None = None,
+                 child_refit_events: int | None = 50_000) -> None:
         self.emde = emde
         self.knn = knn
         self.n_candidates = n_candidates
@@ -474,13 +482,14 @@ class SessionFusion:
         self.n_threads = n_threads
         self.random_state = random_state
         self.history_candidates = history_candidates
+        self.child_refit_events = child_refit_events
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments as stored (scikit-learn's rule)."""
         return {k: getattr(self, k) for k in ("emde", "knn", "n_candidates", "holdout_frac", "ranker_queries",
                                               "n_trees", "learning_rate", "num_leaves", "min_data_in_leaf",
                                               "rule_candidates", "refit_emde", "n_threads", "random_state",
-                                              "history_candidates")}
+                                              "history_candidates", "child_refit_events")}
 
     # -- configuration -------------------------------------------------------------------------
     def _emde_params(self) -> dict[str, Any]:
@@ -526,7 +535,6 @@ class SessionFusion:
         from models.data.validation import holdout_sessions
         from models.emde import EMDE
         from models.evaluate import sample_queries
-        from models.registry import create_model
 
         if self.n_candidates < 1 or self.ranker_queries < 1 or self.rule_candidates < 0:
             raise ValueError("n_candidates and ranker_queries must be >= 1, rule_candidates >= 0")
@@ -537,7 +545,13 @@ class SessionFusion:
         inner_log, task, _ = holdout_sessions(log, frac=self.holdout_frac, name="fusion")
         emde = EMDE(**self._emde_params()).fit(inner_log, side=side)
         clock.done("EMDE fitted on the newest-sessions-held-out log")
-        inner_knn = [create_model(name, **p).fit(inner_log) for name, p in knn_params.items()]
+        in_child = self.child_refit_events is not None and log.n_events >= self.child_refit_events
+        with ModelsFit(knn_params, log, background=in_child) as whole_fit:
+            inner_knn = fit_models(knn_params, inner_log)
+            if in_child:
+                logger.info("fusion: waiting for the list models' whole-log fit in the child process")
+                whole_knn = whole_fit.result()
+                clock.done("list models fitted on the held-out log, and on the whole log in a child process")
         task = sample_queries(task, self.ranker_queries, seed=self.random_state)
         self.emde_, self.stats_ = emde, _ItemStats.from_log(inner_log)
         self.knn_ = inner_knn
@@ -560,9 +574,11 @@ class SessionFusion:
         self.ranker_trees_ = TreeEnsemble.from_booster(self.ranker_)
         self.ranker_recall_ = float(positive.mean())
         clock.done(f"ranker trained on {int(keep.sum())} candidate rows (pool recall {self.ranker_recall_:.3f})")
-        self.knn_ = [create_model(name, **p).fit(log) for name, p in knn_params.items()]
+        if not in_child:
+            whole_knn = fit_models(knn_params, log)
+            clock.done("list models refitted on the whole log")
+        self.knn_ = whole_knn
         self.stats_ = _ItemStats.from_log(log)
-        clock.done("list models refitted on the whole log")
         if self.refit_emde:
             self.emde_ = EMDE(**self._emde_params()).fit(log, side=side)
             clock.done("EMDE refitted on the whole log")

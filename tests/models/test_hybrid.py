@@ -280,3 +280,21 @@ def test_a_gru4rec_list_is_refitted_on_the_whole_log_and_reloaded_to_the_same_li
 def test_the_default_lists_are_the_two_stans_and_gru4rec() -> None:
     assert list(SessionFusion()._knn_params()) == ["vstan", "stan", "gru4rec"]
     assert SessionFusion()._knn_params()["gru4rec"]["epoch_examples"] == DEFAULT_LISTS["gru4rec"]["epoch_examples"]
+
+
+def test_the_whole_log_list_fit_in_a_child_process_gives_the_same_models_bit_for_bit() -> None:
+    """``child_refit_events``: the list models' whole-log fit in a child process (:mod:`models.background_fit`)
+    gives the GRU's weights, the lists and the fusion's answers of the fit in this process, exactly."""
+    gru = {"d": 16, "epochs": 2, "batch_size": 64, "n_sample": 16, "progress": False}
+    log = _repeat_log()
+    params = dict(knn={"stan": {"k": 50, "sample_size": 200}, "gru4rec": gru}, emde={"epochs": 1, "progress": False},
+                  holdout_frac=0.3, n_trees=10, min_data_in_leaf=10, refit_emde=False)
+    here = SessionFusion(**params, child_refit_events=None).fit(log)
+    child = SessionFusion(**params, child_refit_events=0).fit(log)
+    for name in ("item_emb", "item_bias"):
+        a, b = getattr(here.knn_[1].net_, name).detach().numpy(), getattr(child.knn_[1].net_, name).detach().numpy()
+        assert a.tobytes() == b.tobytes()
+    assert here.knn_[1].train_loss_ == child.knn_[1].train_loss_
+    hist = Histories.from_lists([[3, 10], [5], [1, 2, 3], [7, 7, 8]])
+    for a, b in zip(here.recommend(hist, 10), child.recommend(hist, 10), strict=True):
+        assert a.tobytes() == b.tobytes()
