@@ -8,7 +8,7 @@ thread counts), so the fitted models, and every score they give, are bit-identic
 changes (``tests/models/test_background_fit.py``). Two one-thread GRU fits side by side each kept the speed of
 one alone (bench/RESULTS.md, issue 11 session 26).
 
-The child is a fresh interpreter (``python -m models.background_fit IN OUT``), not a ``multiprocessing``
+The child is a fresh interpreter (``python -m models.background_fit IN OUT PARENT_PID``), not a ``multiprocessing``
 process: spawning would re-import the caller's ``__main__`` script, and forking would copy the parent's torch
 and OpenMP threads mid-state. Input and output go through pickles in a private temporary directory.
 """
@@ -20,6 +20,8 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,7 +79,8 @@ class ModelsFit:
                 pickle.dump((self._specs, log, _threads()), f, protocol=pickle.HIGHEST_PROTOCOL)
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
             with open(self._err, "wb") as err:  # its progress bars would garble this process's
-                self._proc = subprocess.Popen([sys.executable, "-m", "models.background_fit", str(src), str(self._out)],
+                self._proc = subprocess.Popen([sys.executable, "-m", "models.background_fit", str(src), str(self._out),
+                                               str(os.getpid())],
                                               env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
 
     def __enter__(self) -> ModelsFit:
@@ -136,13 +139,27 @@ def _threads() -> int:
     return int(torch.get_num_threads())
 
 
-def _main(src: str, out: str) -> int:
+def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """End this process when its parent ``parent`` (a pid) is gone (``kill -9`` of the trainer): a daemon
+    thread watches this process's parent pid, so an orphaned fit never runs on for minutes."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fusionrec-fit-parent-watch", daemon=True).start()
+
+
+def _main(src: str, out: str, parent: int) -> int:
     """The child: read ``(specs, log)`` from ``src``, fit, write ``(True, models)`` or
     ``(False, error, traceback)`` to ``out`` (through a temporary name, so a half-written answer is never read)."""
     import torch
 
+    _exit_with_parent(parent)
     with open(src, "rb") as f:
         specs, log, threads = pickle.load(f)
+    os.unlink(src)  # read: nothing of the log is left behind, whatever happens next
     torch.set_num_threads(threads)  # the parent's count: a model that sets none fits as it would there
 
     try:
@@ -160,4 +177,4 @@ def _main(src: str, out: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1], sys.argv[2]))
+    sys.exit(_main(sys.argv[1], sys.argv[2], int(sys.argv[3])))

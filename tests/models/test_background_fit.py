@@ -47,3 +47,39 @@ def test_closing_stops_a_child_still_fitting_and_removes_its_files() -> None:
     assert proc.poll() is not None
     import os
     assert not os.path.exists(folder)
+
+
+def test_the_child_ends_when_its_parent_is_killed(tmp_path) -> None:
+    """A trainer killed with -9 leaves no fit running on: the child watches its parent's pid."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from tests.models.test_background_fit import _log\n"
+        "from models.background_fit import ModelsFit\n"
+        "fit = ModelsFit({'gru4rec': {'d': 8, 'epochs': 500, 'progress': False}}, _log(3000), background=True)\n"
+        "print(fit._proc.pid, flush=True)\n"
+        "time.sleep(600)\n")
+    root = str(Path(__file__).resolve().parents[2])
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, cwd=root,
+                              env={**os.environ, "PYTHONPATH": root})
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state in ("Z", "X"):  # exited; reaping is its new parent's business
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"the child {child} outlived its killed parent by 30 s")
