@@ -46,7 +46,9 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
-_M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+_M_ARENA_MAX = -8  # glibc's mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_M_TRIM_THRESHOLD = -1
 
 
 def _tune_gc() -> None:
@@ -76,6 +78,29 @@ def _limit_malloc_arenas(arenas: int) -> None:
         log.warning("mallopt(M_ARENA_MAX, %d) was refused", arenas)
 
 
+def _fix_malloc_thresholds(mmap_threshold_bytes: int, trim_threshold_bytes: int) -> None:
+    """Fixed glibc thresholds (``mallopt(M_MMAP_THRESHOLD)``, ``mallopt(M_TRIM_THRESHOLD)``; 0 or not glibc: unchanged).
+
+    By default glibc raises its mmap threshold to the size of each mmapped block freed, up to 32 MB (and the
+    trim threshold to twice that): after the first large numpy temporaries are freed, later ones up to 32 MB
+    come from the heap, and what they leave free among long-lived blocks stays in RSS (~70 MB in a worker at
+    1M items, and ~180 MB more at the peak while the vector index builds beside the first requests;
+    bench/RESULTS.md, issue 14 session 26). A fixed threshold (setting either stops the adjustment) keeps each
+    block from ``mmap_threshold_bytes`` on in a mapping of its own, returned to the OS when freed, and the
+    heap's free top is returned beyond ``trim_threshold_bytes``.
+    """
+    for param, value, name in ((_M_MMAP_THRESHOLD, mmap_threshold_bytes, "M_MMAP_THRESHOLD"),
+                               (_M_TRIM_THRESHOLD, trim_threshold_bytes, "M_TRIM_THRESHOLD")):
+        if value <= 0:
+            continue
+        try:
+            ok = ctypes.CDLL(None).mallopt(param, value)
+        except (OSError, AttributeError):  # not glibc
+            return
+        if not ok:
+            log.warning("mallopt(%s, %d) was refused", name, value)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The app; raises ``RuntimeError`` if ``api.host`` is not loopback and the keys leave it open (``exposure_problem``)."""
     settings = settings or Settings()
@@ -84,6 +109,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if problem:
         raise RuntimeError(problem)
     _limit_malloc_arenas(a.malloc_arenas)
+    _fix_malloc_thresholds(a.malloc_mmap_threshold_bytes, a.malloc_trim_threshold_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -311,6 +311,14 @@ class ApiSettings(_Block):
         "glibc malloc arenas of each API process (mallopt M_ARENA_MAX, set when the app is made, before its reader "
         "threads start): 1 keeps what the catalog reader thread frees reusable by the event loop instead of in an "
         "arena of its own (bench/RESULTS.md, issue 14 session 25); 0 = glibc's default (8 per core)"))
+    malloc_mmap_threshold_bytes: int = Field(default=1 << 20, ge=0, le=1 << 25, description=(
+        "glibc's mmap threshold of each API process, fixed (mallopt M_MMAP_THRESHOLD): blocks from this size on get a "
+        "mapping of their own, returned to the OS when freed; glibc's default raises it to 32 MB as large blocks are "
+        "freed, and large numpy temporaries then fragment the heap (~70 MB more RSS per worker at 1M items, "
+        "bench/RESULTS.md, issue 14 session 26); 0 = glibc's default"))
+    malloc_trim_threshold_bytes: int = Field(default=4 << 20, ge=0, description=(
+        "glibc's trim threshold of each API process, fixed (mallopt M_TRIM_THRESHOLD): free memory at the heap's top "
+        "beyond this is returned to the OS; 0 = glibc's default"))
     loop_stall_log_ms: float = Field(default=0.0, ge=0, description=(
         "Log every thread's stack (WARNING, api.loop_lag) when a worker's event loop is held longer than this, "
         "milliseconds: where tail latency comes from (0 = off; the lag histogram is always in /metrics)"))

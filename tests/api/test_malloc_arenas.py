@@ -63,3 +63,43 @@ def test_threads_share_the_arenas_the_setting_allows() -> None:
     assert after == before  # the threads share the arenas there were (one, or the few native threads took at import)
     before, after = _arenas(0)
     assert after > before  # glibc's default: the threads get arenas of their own
+
+
+_FRAGMENT = textwrap.dedent("""
+    import re, sys
+    from api.app import create_app
+    from operators.settings import Settings
+
+    def rss_mb():
+        return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+
+    mmap_bytes, trim_bytes = map(int, sys.argv[1:3])
+    create_app(Settings(api={"malloc_mmap_threshold_bytes": mmap_bytes, "malloc_trim_threshold_bytes": trim_bytes,
+                             "require_keys": False}))
+    big = bytearray(16 << 20)  # freed: glibc's default then serves blocks up to 16 MB from the heap
+    del big
+    before = rss_mb()
+    temporaries, kept = [], []
+    for _ in range(40):  # 2 MB temporaries between long-lived small blocks (as numpy temporaries between objects)
+        temporaries.append(bytearray(2 << 20))
+        kept.append(bytearray(64 << 10))
+    del temporaries
+    print(rss_mb() - before)
+""")
+
+
+def _rss_left_mb(mmap_bytes: int, trim_bytes: int) -> float:
+    """MB of RSS a process that made the app with these thresholds keeps after freeing 80 MB of 2 MB temporaries."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", _FRAGMENT, str(mmap_bytes), str(trim_bytes)], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=120, check=True).stdout
+    return float(out.split()[-1])
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "malloc_info"), reason="glibc only")
+def test_freed_temporaries_leave_the_process_with_fixed_thresholds() -> None:
+    from operators.settings import ApiSettings
+
+    a = ApiSettings()
+    assert _rss_left_mb(a.malloc_mmap_threshold_bytes, a.malloc_trim_threshold_bytes) < 20  # the defaults: mapped, unmapped
+    assert _rss_left_mb(0, 0) > 60  # glibc's own: in the heap between the kept blocks, still resident
