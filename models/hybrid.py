@@ -448,7 +448,7 @@ class SessionFusion:
         Scoring walks the ranker's trees with :class:`models.tree_ensemble.TreeEnsemble` (numba's
         threads; each row's score is the same whatever the thread count).
     random_state : int, default 0
-    child_refit_events : int or None, default 50000
+    child_refit_events : int or None, default 20000
         On a log of at least this many events, the list models' whole-log fit runs in a child
         process (:mod:`models.background_fit`) while this one fits them on the held-out log: the
         same models bit for bit (each fit keeps its seeds and thread counts; GRU4Rec trains on one
@@ -467,7 +467,7 @@ class SessionFusion:
                  n_trees: int = 50, learning_rate: float = 0.1, num_leaves: int = 31,
                  min_data_in_leaf: int = 100, rule_candidates: int = 0, refit_emde: bool = True,
                  n_threads: int = 2, random_state: int = 0, history_candidates: int | None = None,
-                 child_refit_events: int | None = 50_000) -> None:
+                 child_refit_events: int | None = 20_000) -> None:
         self.emde = emde
         self.knn = knn
         self.n_candidates = n_candidates
