@@ -15,6 +15,7 @@ and OpenMP threads mid-state. Input and output go through pickles in a private t
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import subprocess
@@ -32,6 +33,7 @@ from models.errors import ModelFitError
 
 __all__ = ["ModelsFit", "fit_models"]
 
+logger = logging.getLogger(__name__)
 _ROOT = Path(__file__).resolve().parents[1]  # the folder holding the ``models`` package
 
 
@@ -71,6 +73,9 @@ class ModelsFit:
         self._models: list[Any] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
+        if background and not sys.executable:  # an embedded interpreter: nothing to start a child with
+            logger.warning("no Python executable to fit the list models in a child process: fitting them here")
+            background = False
         if background:
             self._dir = tempfile.TemporaryDirectory(prefix="fusionrec-fit-")
             src, self._out = Path(self._dir.name) / "in.pkl", Path(self._dir.name) / "out.pkl"
