@@ -68,14 +68,19 @@ def _limit_malloc_arenas(arenas: int) -> None:
     runs before the app starts any (its lifespan); Python code allocates under the GIL, so one arena is
     hardly contended.
     """
-    if arenas <= 0:
-        return
+    if arenas > 0:
+        _mallopt(_M_ARENA_MAX, arenas, "M_ARENA_MAX")
+
+
+def _mallopt(param: int, value: int, name: str) -> bool:
+    """``mallopt(param, value)``; False if this is not glibc (nothing set), a warning if glibc refuses it."""
     try:
-        ok = ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas)
+        ok = ctypes.CDLL(None).mallopt(param, value)
     except (OSError, AttributeError):  # not glibc
-        return
+        return False
     if not ok:
-        log.warning("mallopt(M_ARENA_MAX, %d) was refused", arenas)
+        log.warning("mallopt(%s, %d) was refused", name, value)
+    return True
 
 
 def _fix_malloc_thresholds(mmap_threshold_bytes: int, trim_threshold_bytes: int) -> None:
@@ -91,14 +96,8 @@ def _fix_malloc_thresholds(mmap_threshold_bytes: int, trim_threshold_bytes: int)
     """
     for param, value, name in ((_M_MMAP_THRESHOLD, mmap_threshold_bytes, "M_MMAP_THRESHOLD"),
                                (_M_TRIM_THRESHOLD, trim_threshold_bytes, "M_TRIM_THRESHOLD")):
-        if value <= 0:
-            continue
-        try:
-            ok = ctypes.CDLL(None).mallopt(param, value)
-        except (OSError, AttributeError):  # not glibc
+        if value > 0 and not _mallopt(param, value, name):
             return
-        if not ok:
-            log.warning("mallopt(%s, %d) was refused", name, value)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
