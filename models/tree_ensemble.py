@@ -162,31 +162,40 @@ class TreeEnsemble:
         return out
 
 
-_BLOCK = 32
-"""Rows walked side by side: their independent walks overlap in the CPU's pipeline."""
+_BLOCK = 64
+"""Rows walked side by side: their independent walks overlap in the CPU's pipeline, and the step over them
+compiles to vector gathers."""
 
 
 @njit_cached(parallel=True)
 def _predict_kernel(x, roots, depths, feature, threshold32, child, value, out) -> None:  # noqa: ANN001
-    """No NaN and no zero-as-missing split: every step is ``child[2 node + (v > threshold)]``; a block
-    of rows (a few KB) stays in cache while every tree walks it."""
-    n = x.shape[0]
+    """No NaN and no zero-as-missing split: every step is ``child[2 node + (v > threshold)]``. A block of
+    rows is copied once into a tile (a few KB that stays in cache while every tree walks it), with values
+    of magnitude <= ``_ZERO_THRESHOLD`` read as 0 there, as LightGBM reads a dense row. The step over the
+    block's rows has no branch, so it compiles to vector gathers: 1.8x faster than testing every value at
+    every step (the fusion's ranker on 623k candidate rows, bench/RESULTS.md session 27)."""
+    n, n_feat = x.shape
     for b in numba.prange((n + _BLOCK - 1) // _BLOCK):
         lo = b * _BLOCK
         m = min(n, lo + _BLOCK) - lo
+        tile = np.zeros(_BLOCK * n_feat, np.float32)  # rows past the end stay 0: walked, never written out
+        for j in range(m):
+            for f in range(n_feat):
+                v = x[lo + j, f]
+                tile[j * n_feat + f] = np.float32(0.0) if abs(v) <= _ZERO_THRESHOLD else v
+        row_start = np.arange(_BLOCK).astype(np.int32) * n_feat
         acc = np.zeros(_BLOCK, np.float64)
         nodes = np.empty(_BLOCK, np.int32)
         for t in range(len(roots)):
-            for j in range(m):
-                nodes[j] = roots[t]
+            root = roots[t]
+            for j in range(_BLOCK):
+                nodes[j] = root
             for _ in range(depths[t]):
-                for j in range(m):
+                for j in range(_BLOCK):
                     nd = nodes[j]
-                    v = x[lo + j, feature[nd]]
-                    if abs(v) <= _ZERO_THRESHOLD:  # as LightGBM reads a dense row
-                        v = np.float32(0.0)
-                    nodes[j] = child[2 * nd + (v > threshold32[nd])]
-            for j in range(m):
+                    right = np.int32(1) if tile[row_start[j] + feature[nd]] > threshold32[nd] else np.int32(0)
+                    nodes[j] = child[2 * nd + right]
+            for j in range(_BLOCK):
                 acc[j] += value[nodes[j]]
         for j in range(m):
             out[lo + j] = acc[j]
