@@ -172,12 +172,23 @@ class IdIndex(Mapping[str, int]):
         return slots
 
 
+_PLACE_CHUNK = 1 << 16
+"""Positions ``_place`` places together: its arrays (~70 B per position) stay ~5 MB, where placing 1M ids in one
+go held ~70 MB of temporaries at once (the peak of a model version's load, bench/RESULTS.md issue 14)."""
+
+
 def _place(slots: NDArray[np.int32], ids: list[str], first: int) -> None:
-    """Put the positions ``first..len(ids)`` into ``slots`` with array operations: each round places, per free
+    """Put the positions ``first..len(ids)`` into ``slots``, ``_PLACE_CHUNK`` at a time (``_place_chunk``)."""
+    for lo in range(first, len(ids), _PLACE_CHUNK):
+        _place_chunk(slots, ids, lo, min(lo + _PLACE_CHUNK, len(ids)))
+
+
+def _place_chunk(slots: NDArray[np.int32], ids: list[str], first: int, end: int) -> None:
+    """Put the positions ``first..end`` into ``slots`` with array operations: each round places, per free
     slot, the lowest position probing it, and moves the others one slot on. Raises ValueError if an id equals
     the one in a slot it probes (held twice)."""
     mask = len(slots) - 1
-    hashes = np.fromiter(map(hash, ids[first:]), dtype=np.int64, count=len(ids) - first)
+    hashes = np.fromiter(map(hash, map(ids.__getitem__, range(first, end))), dtype=np.int64, count=end - first)
     at = hashes & mask
     pending = np.arange(len(hashes), dtype=np.int64)  # offsets from first
     while len(pending):
