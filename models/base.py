@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-__all__ = ["InteractionLog", "Histories", "Recommender", "incidence_matrix"]
+__all__ = ["InteractionLog", "Histories", "Recommender", "incidence_matrix", "whole_epochs"]
 
 
 @dataclass(frozen=True)
@@ -178,3 +178,25 @@ def incidence_matrix(indptr: NDArray[np.int64], items: NDArray[np.integer], n_it
     if binary:
         x.data[:] = 1.0
     return x
+
+
+def whole_epochs(epochs: int, epoch_examples: int | None, n_examples: int) -> int:
+    """Whole training epochs for a log of ``n_examples`` examples: ``epochs``, or fewer on a large log.
+
+    ``min(epochs, ceil(epoch_examples / n_examples))``, at least 1; ``epochs`` when ``epoch_examples`` is
+    None. Small logs get every epoch, large ones the whole epochs that cover about ``epoch_examples``
+    examples. A function of the data alone, so training stays deterministic and never depends on the
+    machine's speed (issue 11). Used by GRU4Rec and EMDE.
+
+    Raises
+    ------
+    ValueError
+        If ``epochs < 1`` or ``epoch_examples < 1``.
+    """
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1; got {epochs}")
+    if epoch_examples is None or n_examples < 1:
+        return int(epochs)
+    if int(epoch_examples) < 1:
+        raise ValueError(f"epoch_examples must be None or >= 1; got {epoch_examples}")
+    return max(1, min(int(epochs), -(-int(epoch_examples) // int(n_examples))))

@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.base import Histories, InteractionLog
+from models.base import Histories, InteractionLog, whole_epochs
 from models.errors import ModelFitError, ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
 from models.session_index import check_histories, mask_seen
@@ -280,9 +280,7 @@ class GRU4Rec:
     def n_epochs(self, n_examples: int) -> int:
         """Whole epochs ``fit`` runs on ``n_examples`` training examples: ``epochs``, or fewer when
         ``epoch_examples`` is set (``min(epochs, ceil(epoch_examples / n_examples))``, at least 1)."""
-        if self.epoch_examples is None or n_examples < 1:
-            return int(self.epochs)
-        return max(1, min(int(self.epochs), math.ceil(int(self.epoch_examples) / n_examples)))
+        return whole_epochs(self.epochs, self.epoch_examples, n_examples)
 
     def fit(self, log: InteractionLog) -> Self:
         """Train on every (prefix -> next item) pair of the sessions of ``log``.

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 import torch
 from numpy.typing import NDArray
 
-from models.base import Histories, InteractionLog
+from models.base import Histories, InteractionLog, whole_epochs
 from models.emde.dlsh import DLSHCodebook
 from models.emde.examples import future_examples, next_item_examples
 from models.emde.layout import SketchLayout
@@ -79,6 +79,11 @@ class EMDE:
         Hidden layers (1-5).
     epochs, batch_size, lr, lr_step_epochs, lr_gamma
         Adam with step decay.
+    epoch_examples : int or None, default None
+        If set, the network trains ``min(epochs, ceil(epoch_examples / n))`` whole epochs on ``n``
+        training examples (:func:`models.base.whole_epochs`): a large log gets fewer passes, each
+        still whole. A function of the data alone, never of time. ``SessionFusion``'s EMDE uses
+        900,000 (bench/RESULTS.md, issue 11 session 27).
     max_prefix : int, default 50
         Newest events kept per training prefix / history.
     n_cuts : int, default 4
@@ -108,7 +113,7 @@ class EMDE:
                  lr_step_epochs: int = 1, lr_gamma: float = 0.5, max_prefix: int = 50, n_cuts: int = 4,
                  max_train_seconds: float | None = None, random_state: int | None = 0,
                  progress: bool = False, knn_k: int = 10, decoder: str = "mean",
-                 pop_weight: float = 1.0, view_norm: str = "view") -> None:
+                 pop_weight: float = 1.0, view_norm: str = "view", epoch_examples: int | None = None) -> None:
         self.modalities = modalities
         self.views = tuple(views)
         self.view_norm = view_norm
@@ -119,6 +124,7 @@ class EMDE:
         self.hidden = hidden
         self.n_layers = n_layers
         self.epochs = epochs
+        self.epoch_examples = epoch_examples
         self.batch_size = batch_size
         self.lr = lr
         self.lr_step_epochs = lr_step_epochs
@@ -135,7 +141,8 @@ class EMDE:
     # ----------------------------------------------------------------- parameters
     _PARAMS = ("views", "alpha", "decay_w", "time_unit", "objective", "hidden", "n_layers", "epochs",
                "batch_size", "lr", "lr_step_epochs", "lr_gamma", "max_prefix", "n_cuts",
-               "max_train_seconds", "random_state", "progress", "knn_k", "decoder", "pop_weight", "view_norm")
+               "max_train_seconds", "random_state", "progress", "knn_k", "decoder", "pop_weight", "view_norm",
+               "epoch_examples")
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters as JSON-able values (modalities as a list of dicts)."""
@@ -209,7 +216,8 @@ class EMDE:
             raise ModelFitError(f"EMDE: the log gives {hist.n_queries} training examples; need >= 2")
         self.network_ = SketchNetwork(self.layout_.input_dim, self.out_blocks_, self.hidden, self.n_layers)
         self.train_loss_ = train_network(
-            self.network_, self._train_inputs(hist), targets, self.item_out_cols_, epochs=self.epochs, batch_size=self.batch_size,
+            self.network_, self._train_inputs(hist), targets, self.item_out_cols_,
+            epochs=whole_epochs(self.epochs, self.epoch_examples, hist.n_queries), batch_size=self.batch_size,
             lr=self.lr, lr_step_epochs=self.lr_step_epochs, lr_gamma=self.lr_gamma, random_state=rng,
             max_seconds=self.max_train_seconds, progress=self.progress)
         if not np.all(np.isfinite(self.train_loss_)):

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.base import Histories, InteractionLog
+from models.base import Histories, InteractionLog, whole_epochs
 from models.emde import EMDE, ModalitySpec, fit_dlsh, parse_modalities
 from models.emde.examples import next_item_examples
 from models.emde.layout import SketchLayout
@@ -183,6 +183,27 @@ def test_network_training_is_deterministic() -> None:
     assert a.train_loss_ == b.train_loss_
     for (ka, va), (_, vb) in zip(a.network_.state_dict().items(), b.network_.state_dict().items(), strict=True):
         assert torch.equal(va, vb), ka
+
+
+def test_epoch_examples_gives_a_large_log_fewer_whole_epochs(tmp_path) -> None:
+    log = _planted_log(1)  # 4,949 training examples (prefix -> next item)
+    few = EMDE(_MODS, **{**_SMALL, "epochs": 3}, epoch_examples=5_000).fit(log)
+    assert len(few.train_loss_) == 2  # ceil(5,000 / n) whole epochs, not 3
+    assert len(EMDE(_MODS, **{**_SMALL, "epochs": 3}, epoch_examples=10**9).fit(log).train_loss_) == 3
+    two = EMDE(_MODS, **_SMALL).fit(log)  # two epochs asked for outright: the same network
+    assert few.train_loss_ == two.train_loss_
+    few.save(tmp_path / "m")
+    assert EMDE.load(tmp_path / "m").epoch_examples == 5_000
+
+
+def test_whole_epochs() -> None:
+    assert [whole_epochs(3, 900_000, n) for n in (100_000, 326_000, 460_000, 507_000, 700_000, 2_000_000)] == [
+        3, 3, 2, 2, 2, 1]
+    assert whole_epochs(3, None, 10**9) == 3
+    with pytest.raises(ValueError, match="epoch_examples must be None or >= 1"):
+        whole_epochs(3, 0, 10)
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        whole_epochs(0, None, 10)
 
 
 def test_save_load_round_trip(fitted: EMDE, tmp_path) -> None:
