@@ -61,16 +61,26 @@ class VectorIndex:
         Train the lists in a background thread (the default: the event loop is not held for the
         seconds a 1M-row build takes); False builds them inside the ``set`` that crosses a size
         (tests, offline use: answers then never depend on timing).
+    build_gate : threading.Event or None
+        A background build waits until it is set (at most ``gate_wait_s``) before its work starts;
+        queries stay exact (or on the previous lists) meanwhile. The API holds the first build of a
+        1M-row catalog until the model version has loaded, so the two peaks (~150 MB of lists and
+        assignment beside the row matrix, ~250 MB of version) do not add up (``api.app``; bench/RESULTS.md,
+        issue 14). None: builds start at once.
+    gate_wait_s : float
+        The longest a build waits for ``build_gate`` (then it starts anyway).
     """
 
     def __init__(self, dim: int | None = None, *, exact_below: int = 50_000, n_probe: int = 48, seed: int = 0,
-                 background: bool = True, keep_matrix: bool = False) -> None:
+                 background: bool = True, keep_matrix: bool = False, build_gate: threading.Event | None = None,
+                 gate_wait_s: float = 120.0) -> None:
         self.dim = dim
         self.exact_below = exact_below
         self.n_probe = n_probe
         self.seed = seed
         self.background = background
         self.keep_matrix = keep_matrix
+        self.build_gate, self.gate_wait_s = build_gate, gate_wait_s
         self._ivf: InvertedLists | None = None
         self._built_rows = 0  # live rows when the installed (or building) lists were started
         self._build: _Build | None = None  # a background build not installed yet
@@ -220,6 +230,8 @@ class VectorIndex:
         matrix = self._matrix()  # kept while the build runs (_install reads it)
         build = _Build(matrix, n_rows, self._live_buf[:n_rows].copy(), matrix[sample_rows], n_lists,
                        self.n_probe, self.seed)
+        if self.background and self.build_gate is not None:
+            build.gate, build.gate_wait_s = self.build_gate, self.gate_wait_s
         self._build, self._built_rows = build, n
         if self.background:
             threading.Thread(target=build.run, name="vector-index-build", daemon=True).start()
@@ -339,8 +351,12 @@ class _Build:
         self.touched: list[int] = []
         self.lists: InvertedLists | None = None
         self.done = threading.Event()
+        self.gate: threading.Event | None = None  # waited for (at most gate_wait_s) before the work starts
+        self.gate_wait_s = 0.0
 
     def run(self) -> None:
+        if self.gate is not None and not self.gate.wait(self.gate_wait_s):
+            log.warning("vector index: the build gate was not opened in %.0f s; building now", self.gate_wait_s)
         try:
             centroids = train_centroids(self.sample, self.n_lists, seed=self.seed)
             list_of = nearest_list(self.buf[:self.n_rows], centroids)

@@ -3,6 +3,8 @@ replacements, deletes and re-inserts (issue 14: no per-item arrays, no copy of t
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -177,6 +179,41 @@ def test_background_build_serves_exact_until_installed_and_repairs_changes():
     sync.set("i6", vecs[100])
     for j in (0, 100, 4999):  # the same lists as a build in line: same answers
         assert index.similar(ids[j], 100)[0] == sync.similar(ids[j], 100)[0]
+
+
+def test_a_gated_build_waits_for_its_gate_and_serves_exact_meanwhile():
+    """Issue 14: the API holds the first 1M-row build until the model version has loaded (their peaks added up
+    to ~1.1 GB per worker); until the gate opens, nothing is trained and every answer is exact."""
+    vecs = _clustered(3000, seed=7)
+    gate = threading.Event()
+    index = VectorIndex(exact_below=1000, build_gate=gate)
+    ids = [f"i{j}" for j in range(len(vecs))]
+    for item_id, v in zip(ids, vecs, strict=True):
+        index.set(item_id, v)
+    build = index._build
+    assert build is not None and not index.wait_built(0.5)  # held: not trained
+    assert build.lists is None and not index.approximate and index.ranking_key == 0
+    assert index.similar("i3", 50)[0] == _exact_reference(index, "i3", 50)
+    index.set("i4", vecs[3])  # a change while held: re-placed when installed
+    gate.set()
+    assert index.wait_built(60.0) and index.approximate and index.ranking_key == 1
+    sync, _ = _ann_index(vecs, exact_below=1000)  # the same lists as an ungated build in line
+    sync.set("i4", vecs[3])
+    for j in (0, 3, 2999):
+        assert index.similar(ids[j], 100)[0] == sync.similar(ids[j], 100)[0]
+
+
+def test_a_gate_never_opened_holds_a_build_at_most_gate_wait_s():
+    vecs = _clustered(1500, seed=8)
+    index = VectorIndex(exact_below=1000, build_gate=threading.Event(), gate_wait_s=0.2)
+    for j, v in enumerate(vecs):
+        index.set(f"i{j}", v)
+    assert index.wait_built(60.0) and index.approximate
+
+
+def test_a_build_in_line_ignores_the_gate():
+    index, _ = _ann_index(_clustered(1500, seed=9), build_gate=threading.Event())
+    assert index.approximate  # background=False: built inside the set that crossed exact_below
 
 
 def test_a_finished_build_is_installed_only_by_a_change_or_install_ready():
