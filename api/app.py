@@ -38,11 +38,11 @@ from api.loop_lag import CollectorPauses, LoopLagProbe, StallWatchdog
 from api.openapi import openapi
 from api.rate_limit import RateLimitMiddleware
 from api.recommendations import get_recommendations
-from api.services import build_services
+from api.services import Services, build_services
 from operators.scheduling import set_own_session_nice
 from operators.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "load_model_then_build_vectors"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,30 @@ def _fix_malloc_thresholds(mmap_threshold_bytes: int, trim_threshold_bytes: int)
             return
 
 
+async def load_model_then_build_vectors(svc: Services, poll_s: float = 0.05) -> None:
+    """Start-up order: the catalog's initial build swapped in, then the model version loaded, then the vector
+    index's first inverted lists trained (``CatalogView.vector_build_gate``; nothing to order without one).
+
+    At 1M items a worker held ~1.1 GB at its peak when the version (~250 MB while it loads) came with the first
+    requests while the lists were built (~150 MB beside the row matrix); one after the other they stay under
+    1 GB (bench/RESULTS.md, issue 14 session 27). The version is loaded as the first request would load it, on
+    the loop, after the swap, so its ids become the catalog's strings at once (``CatalogView.intern_ids``).
+    Visual queries are exact until the lists are installed, as during the build. The gate is opened whatever
+    happens here (a version that cannot be loaded, a cancelled start-up).
+    """
+    view = svc.catalog_view
+    gate = view.vector_build_gate
+    if gate is None:
+        return
+    try:
+        while not view.initial_built:
+            await asyncio.sleep(poll_s)
+        view.sync()  # the built index in use: the version's ids are interned as it loads
+        svc.models.current()
+    finally:
+        gate.set()
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The app; raises ``RuntimeError`` if ``api.host`` is not loopback and the keys leave it open (``exposure_problem``)."""
     settings = settings or Settings()
@@ -119,6 +143,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         reader = app.state.services.reader
         drain = asyncio.create_task(drain_forever(reader)) if reader is not None else None
         catalog_sync = asyncio.create_task(sync_forever(app.state.services.catalog_view))
+        start_order = asyncio.create_task(load_model_then_build_vectors(app.state.services))
         api_metrics = app.state.services.metrics
         collections = CollectorPauses(api_metrics.gc_pause).install()
         watchdog = (StallWatchdog(a.loop_stall_log_ms / 1000, collections=collections).start()
@@ -132,6 +157,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if drain is not None:
                 drain.cancel()
             catalog_sync.cancel()
+            start_order.cancel()
             lag_probe.cancel()
             collections.uninstall()
             if watchdog is not None:

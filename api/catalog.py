@@ -83,18 +83,26 @@ class CatalogView:
     vector_n_probe : int
         Inverted lists a visual query ranks exactly first (``api.vector_n_probe``; ``VectorIndex``'s
         ``n_probe``).
+    vector_build_gate : threading.Event or None
+        The vector index ``load_initial`` builds waits for it (at most ``vector_gate_wait_s``) before training its
+        inverted lists (``VectorIndex``'s ``build_gate``): the app sets it once the model version has loaded
+        (``api.app``). None: the lists are trained at once.
+    vector_gate_wait_s : float
+        The longest that build waits (``api.vector_build_waits_for_model_s``).
     """
 
     def __init__(self, vector_attribute: str = "vector", exclude: Iterable[str] = (), *,
                  hidden_attribute: str | None = "hidden", in_stock_attribute: str | None = "in_stock",
                  stock_attribute: str | None = "stock", attributes_cache_items: int = 20_000,
                  initial_load: bool = False, max_queue: int | None = None, max_wait_s: float = 10.0,
-                 vector_exact_below: int = 50_000, vector_dim: int | None = None, vector_n_probe: int = 48) -> None:
+                 vector_exact_below: int = 50_000, vector_dim: int | None = None, vector_n_probe: int = 48,
+                 vector_build_gate: threading.Event | None = None, vector_gate_wait_s: float = 120.0) -> None:
         self.vector_attribute = vector_attribute
         self._index_options: dict[str, Any] = dict(
             exclude=set(exclude) | {vector_attribute}, hidden_attribute=hidden_attribute,
             in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute)
         self.vector_dim, self.vector_n_probe = vector_dim, vector_n_probe
+        self.vector_build_gate, self.vector_gate_wait_s = vector_build_gate, vector_gate_wait_s
         self._use(CatalogIndex(**self._index_options),
                   VectorIndex(vector_dim, exact_below=vector_exact_below, n_probe=vector_n_probe))
         self._queue: deque[tuple[str, object | None]] = deque()
@@ -133,12 +141,15 @@ class CatalogView:
     @classmethod
     def from_settings(cls, a: ApiSettings, **kwargs: Any) -> CatalogView:
         """The view the API serves from, configured by the ``[api]`` settings (vector attribute, excluded
-        attributes, serving rules, ``vector_exact_below``, ``vector_dim``, ``vector_n_probe``); ``kwargs``
-        are the other constructor arguments (``initial_load``, ``max_queue``, ...)."""
+        attributes, serving rules, ``vector_exact_below``, ``vector_dim``, ``vector_n_probe``; with
+        ``vector_build_waits_for_model_s`` > 0 a ``vector_build_gate`` that ``load_initial``'s build waits for);
+        ``kwargs`` are the other constructor arguments (``initial_load``, ``max_queue``, ...)."""
+        gate = threading.Event() if a.vector_build_waits_for_model_s > 0 else None
         return cls(a.vector_attribute, a.catalog_exclude, hidden_attribute=a.hidden_attribute,
                    in_stock_attribute=a.in_stock_attribute, stock_attribute=a.stock_attribute,
                    vector_exact_below=a.vector_exact_below, vector_dim=a.vector_dim,
-                   vector_n_probe=a.vector_n_probe, **kwargs)
+                   vector_n_probe=a.vector_n_probe, vector_build_gate=gate,
+                   vector_gate_wait_s=a.vector_build_waits_for_model_s, **kwargs)
 
     def load_initial(self, items: Iterable[tuple[str, bytes]], decode: Callable[[bytes], object],
                      deleted: Iterable[str] = ()) -> None:
@@ -163,7 +174,8 @@ class CatalogView:
         # inverted lists trained once, in the background, after the last row (exact until installed):
         # trained while rows arrive, at 50k, 200k and 800k rows, then added to row by row, 1M sets took ~5x longer
         t0 = time.monotonic()
-        vectors = VectorIndex(self.vector_dim, exact_below=_NEVER, n_probe=self.vector_n_probe)
+        vectors = VectorIndex(self.vector_dim, exact_below=_NEVER, n_probe=self.vector_n_probe,
+                              build_gate=self.vector_build_gate, gate_wait_s=self.vector_gate_wait_s)
         rejected: dict[str, str] = {}
         gone: list[str] = list(deleted)  # tombstones, and records that delete themselves
 
