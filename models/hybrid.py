@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from models.background_fit import ModelsFit, fit_models
 from models.base import Histories, InteractionLog
+from models.data.task import NextItemTask
 from models.emde.readout import BucketReadout
 from models.errors import ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
@@ -530,8 +531,6 @@ class SessionFusion:
         models.errors.ModelFitError
             If EMDE's wall-clock safety stop fires.
         """
-        import lightgbm as lgb
-
         from models.data.validation import holdout_sessions
         from models.emde import EMDE
         from models.evaluate import sample_queries
@@ -546,23 +545,43 @@ class SessionFusion:
         emde = EMDE(**self._emde_params()).fit(inner_log, side=side)
         clock.done("EMDE fitted on the newest-sessions-held-out log")
         in_child = self.child_refit_events is not None and log.n_events >= self.child_refit_events
+        # the whole log's list models: in a child process from now on (while this one fits the held-out log's
+        # models, builds the ranker's examples and trains it), or here when asked for after the ranker
         with ModelsFit(knn_params, log, background=in_child) as whole_fit:
-            inner_knn = fit_models(knn_params, inner_log)
+            self.knn_ = fit_models(knn_params, inner_log)
+            clock.done("list models fitted on the held-out log" + (" (the whole log's in a child process)"
+                                                                  if in_child else ""))
+            task = sample_queries(task, self.ranker_queries, seed=self.random_state)
+            self.emde_, self.stats_ = emde, _ItemStats.from_log(inner_log)
+            rows, items, x = self._pairs(task.prefixes(), desc="fusion: ranker examples")
+            clock.done(f"candidates and features of {task.n_queries} held-out prefixes")
+            self._fit_ranker(task, rows, items, x, list(knn_params))
+            del rows, items, x
+            clock.done(f"ranker trained (pool recall {self.ranker_recall_:.3f})")
             if in_child:
                 logger.info("fusion: waiting for the list models' whole-log fit in the child process")
-                whole_knn = whole_fit.result()
-                clock.done("list models fitted on the held-out log, and on the whole log in a child process")
-        task = sample_queries(task, self.ranker_queries, seed=self.random_state)
-        self.emde_, self.stats_ = emde, _ItemStats.from_log(inner_log)
-        self.knn_ = inner_knn
-        rows, items, x = self._pairs(task.prefixes(), desc="fusion: ranker examples")
-        clock.done(f"candidates and features of {task.n_queries} held-out prefixes")
+            whole_knn = whole_fit.result()
+            clock.done("list models fitted on the whole log" + (" (child process)" if in_child else ""))
+        self.knn_ = whole_knn
+        self.stats_ = _ItemStats.from_log(log)
+        if self.refit_emde:
+            self.emde_ = EMDE(**self._emde_params()).fit(log, side=side)
+            clock.done("EMDE refitted on the whole log")
+        self.n_items_ = log.n_items
+        self.knn_names_ = list(knn_params)
+        return self
+
+    def _fit_ranker(self, task: NextItemTask, rows: NDArray[np.int64], items: NDArray[np.int64], x: NDArray[np.float32],
+                    knn_names: list[str]) -> None:
+        """LambdaMART over the held-out prefixes' candidate pairs: ``ranker_``, ``ranker_trees_``, ``ranker_recall_``."""
+        import lightgbm as lgb
+
         label = (items == task.next_items()[rows]).astype(np.float32)
         positive = np.zeros(task.n_queries, bool)
         positive[rows[label > 0]] = True
         keep = positive[rows]  # queries whose next item was pooled; the others carry no gradient
         group = np.bincount(rows[keep], minlength=task.n_queries)
-        data = lgb.Dataset(x[keep], label[keep], group=group[group > 0], feature_name=self._feature_names(list(knn_params)),
+        data = lgb.Dataset(x[keep], label[keep], group=group[group > 0], feature_name=self._feature_names(knn_names),
                            params={"max_bin": 63}, free_raw_data=True)
         logger.info("fusion: ranker: %d boosting rounds over %d candidate rows of %d queries", self.n_trees,
                     int(keep.sum()), int((group > 0).sum()))
@@ -573,18 +592,6 @@ class SessionFusion:
             bar.close()
         self.ranker_trees_ = TreeEnsemble.from_booster(self.ranker_)
         self.ranker_recall_ = float(positive.mean())
-        clock.done(f"ranker trained on {int(keep.sum())} candidate rows (pool recall {self.ranker_recall_:.3f})")
-        if not in_child:
-            whole_knn = fit_models(knn_params, log)
-            clock.done("list models refitted on the whole log")
-        self.knn_ = whole_knn
-        self.stats_ = _ItemStats.from_log(log)
-        if self.refit_emde:
-            self.emde_ = EMDE(**self._emde_params()).fit(log, side=side)
-            clock.done("EMDE refitted on the whole log")
-        self.n_items_ = log.n_items
-        self.knn_names_ = list(knn_params)
-        return self
 
     def _feature_names(self, knn_names: list[str]) -> list[str]:
         return feature_names(knn_names, self.rule_candidates > 0)
