@@ -15,6 +15,11 @@ without their extra fields and with at most ``_PARKED_ITEMS`` item ids, the list
 attribution by request id reads of them: memory stays bounded whatever a client posts). Feedback naming a list served without a campaign is not parked:
 such lists are never published on ``served`` (``skipped["no_campaign_list"]``). Lists stay open for attribution until their
 window has passed (by the served clock) or ``max_open`` newer lists exist.
+
+Snapshots (``api/feedback_reader.py``) hold everything the fold's future depends on: the arms, the open
+and rewarded lists, the parked events (``ParkedList``, in parking order) and the counters and clocks
+(``FoldCounters``), so a fold restored from a snapshot and fed the rest of the topics ends in the same
+state as one fed the topics from their start. ``take_deltas`` gives what changed since the last call.
 """
 
 from __future__ import annotations
@@ -39,10 +44,42 @@ from operators.attribution import (
 )
 from operators.schema import BasketLine, Event
 
-__all__ = ["FeedbackFold"]
+__all__ = ["FeedbackFold", "FoldCounters", "FoldDeltas", "ParkedList"]
 
 _PARKED_PER_LIST = 32  # feedback events parked per awaited list (one reward per list; the first goal wins)
 _PARKED_ITEMS = 100  # item ids kept per parked event (rule 3 reads them: one must be on the list)
+
+
+class ParkedList(msgspec.Struct, frozen=True, array_like=True):
+    """The feedback events parked for one list not read yet, as a snapshot keeps them.
+
+    ``seq`` orders the parked lists (the oldest is evicted first at ``max_orphans``); ``events`` are
+    stripped as ``FeedbackFold`` parks them, oldest first.
+    """
+
+    seq: int
+    events: tuple[Event, ...]
+
+
+class FoldCounters(msgspec.Struct, array_like=True):
+    """The fold's counters and clocks, as a snapshot keeps them (see ``FeedbackFold``'s attributes)."""
+
+    n_served: int
+    n_rewards: int
+    clock: float
+    event_clock: float
+    next_park_seq: int
+    skipped: dict[str, int]
+    by_campaign: dict[str, dict[str, int]]
+
+
+class FoldDeltas(msgspec.Struct):
+    """What changed since the last ``take_deltas``: lists opened (None: closed), lists rewarded (None:
+    forgotten), lists whose parked events changed (None: none parked any more: attributed or evicted)."""
+
+    opened: dict[str, Impression | None]
+    rewarded: dict[str, float | None]
+    parked: dict[str, ParkedList | None]
 
 
 class FeedbackFold:
@@ -80,7 +117,9 @@ class FeedbackFold:
         self.open: OrderedDict[str, Impression] = OrderedDict()
         self.rewarded: OrderedDict[str, float] = OrderedDict()  # request_id -> end of its window
         self.by_user: dict[str, deque[str]] = {}
-        self.orphans: OrderedDict[str, list[Event]] = OrderedDict()
+        self.orphans: OrderedDict[str, list[Event]] = OrderedDict()  # request_id -> parked events, oldest first
+        self._park_seq: dict[str, int] = {}  # request_id -> its ParkedList.seq
+        self._next_seq = 0
         self.clock = 0.0  # newest served list's time
         self.event_clock = 0.0  # newest folded event's time
         self.n_served = self.n_rewards = 0
@@ -88,6 +127,7 @@ class FeedbackFold:
         self.by_campaign: dict[str, dict[str, int]] = {}  # campaign -> served, rewards, open_lists, skipped:<reason>
         self.open_delta: dict[str, Impression | None] = {}
         self.rewarded_delta: dict[str, float | None] = {}
+        self.parked_delta: set[str] = set()  # request_ids whose parked events changed
         self.lock = threading.RLock()  # snapshot takes it around take_deltas, which takes it too
 
     # ---- folding -------------------------------------------------------------------------
@@ -120,7 +160,11 @@ class FeedbackFold:
                 q = self.by_user.setdefault(imp.user_id, deque(maxlen=LAST_TOUCH_LISTS))
                 q.append(imp.request_id)
             self.clock = max(self.clock, imp.ts)
-            for ev in self.orphans.pop(imp.request_id, []):
+            parked = self.orphans.pop(imp.request_id, [])
+            if parked:
+                del self._park_seq[imp.request_id]
+                self.parked_delta.add(imp.request_id)
+            for ev in parked:
                 if ev.type == IMPRESSION_TYPE:
                     self._shown(ev)
                 else:
@@ -204,11 +248,16 @@ class FeedbackFold:
         parked = self.orphans.get(rid)
         if parked is None:
             parked = self.orphans[rid] = []
+            self._park_seq[rid] = self._next_seq
+            self._next_seq += 1
             while len(self.orphans) > self.max_orphans:
-                self.orphans.popitem(last=False)
+                evicted, _ = self.orphans.popitem(last=False)
+                del self._park_seq[evicted]
+                self.parked_delta.add(evicted)
         if len(parked) >= _PARKED_PER_LIST:
             self.skipped["parked_full"] = self.skipped.get("parked_full", 0) + 1
             return
+        self.parked_delta.add(rid)
         items = ev.item_ids()[:_PARKED_ITEMS]
         parked.append(Event(event_id=ev.event_id, ts=ev.ts, type=ev.type, user_id=ev.user_id,
                             campaign_id=ev.campaign_id, arm=ev.arm, request_id=rid,
@@ -253,17 +302,38 @@ class FeedbackFold:
 
     # ---- snapshot support ----------------------------------------------------------------
 
-    def take_deltas(self) -> tuple[dict[str, Impression | None], dict[str, float | None]]:
-        """Lists opened/closed and rewarded/forgotten since the last call."""
+    def take_deltas(self) -> FoldDeltas:
+        """Lists opened/closed, rewarded/forgotten and parked/un-parked since the last call (a list's
+        parked events as they are now)."""
         with self.lock:
-            o, r = self.open_delta, self.rewarded_delta
-            self.open_delta, self.rewarded_delta = {}, {}
-            return o, r
+            parked = {rid: self._parked_list(rid) for rid in self.parked_delta}
+            d = FoldDeltas(opened=self.open_delta, rewarded=self.rewarded_delta, parked=parked)
+            self.open_delta, self.rewarded_delta, self.parked_delta = {}, {}, set()
+            return d
 
-    def restore(self, open_lists: list[Impression], rewarded: dict[str, float]) -> None:
-        """Load open lists (served order) and rewarded lists from a snapshot (after the optimizer's
-        arms: the segments each campaign already counts are taken from them, so a restart does not
-        admit ``max_segments`` more)."""
+    def _parked_list(self, rid: str) -> ParkedList | None:
+        events = self.orphans.get(rid)
+        return None if events is None else ParkedList(self._park_seq[rid], tuple(events))
+
+    def parked_lists(self) -> list[tuple[str, ParkedList]]:
+        """Every list's parked events, oldest parked first (for a full snapshot)."""
+        with self.lock:
+            return [(rid, ParkedList(self._park_seq[rid], tuple(evs))) for rid, evs in self.orphans.items()]
+
+    def counters(self) -> FoldCounters:
+        """A copy of the counters and clocks (for a snapshot)."""
+        with self.lock:
+            return FoldCounters(n_served=self.n_served, n_rewards=self.n_rewards, clock=self.clock,
+                                event_clock=self.event_clock, next_park_seq=self._next_seq, skipped=dict(self.skipped),
+                                by_campaign={c: dict(row) for c, row in self.by_campaign.items()})
+
+    def restore(self, open_lists: list[Impression], rewarded: dict[str, float],
+                parked: list[tuple[str, ParkedList]] | None = None, counters: FoldCounters | None = None) -> None:
+        """Load open lists (served order), rewarded lists, parked events and counters from a snapshot
+        (after the optimizer's arms: the segments each campaign already counts are taken from them, so a
+        restart does not admit ``max_segments`` more). Parked events are bounded as ``_park`` bounds them
+        (the oldest lists go first). Without ``counters`` (a snapshot that has none) the counters start
+        from zero but for the open lists."""
         with self.lock:
             for campaign_id, _arm, segment in self.optimizer.arms:
                 self._segments.setdefault(campaign_id, {""}).add(segment)
@@ -276,3 +346,15 @@ class FeedbackFold:
                 self.clock = max(self.clock, imp.ts)
             for rid, end in sorted(rewarded.items(), key=lambda kv: kv[1]):
                 self.rewarded[rid] = end
+            for rid, pl in sorted(parked or (), key=lambda kv: kv[1].seq):
+                self.orphans[rid] = list(pl.events[:_PARKED_PER_LIST])
+                self._park_seq[rid] = pl.seq
+                self._next_seq = max(self._next_seq, pl.seq + 1)
+            while len(self.orphans) > self.max_orphans:
+                del self._park_seq[self.orphans.popitem(last=False)[0]]
+            if counters is not None:
+                self.n_served, self.n_rewards = counters.n_served, counters.n_rewards
+                self.clock, self.event_clock = counters.clock, counters.event_clock
+                self._next_seq = max(self._next_seq, counters.next_park_seq)
+                self.skipped = dict(counters.skipped)
+                self.by_campaign = {c: dict(row) for c, row in counters.by_campaign.items()}

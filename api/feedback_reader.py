@@ -19,9 +19,13 @@ events after it wait behind it. Only when no newer list comes does it go on afte
 ``served_wait_s`` of wall time (an idle partition, or no list served yet). So the reader fetches with a long wait (``BACKGROUND_FETCH_WAIT_MS``): at 10 ms its
 fetches of the served lists kept the embedded broker at ~0.8 of a core under serving load.
 
-Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists and the
-offsets they reflect; then read only the tails of the topics, from those offsets (start-up costs
-the snapshot's size, not the history's length). A process without a local snapshot (a new node)
+Start: load the snapshot (``state/bandit.py``): arm counts, open and rewarded lists, the feedback
+events parked for lists not read yet, the fold's counters and clocks, and the offsets they reflect;
+then read only the tails of the topics, from those offsets (start-up costs the snapshot's size, not
+the history's length). The fold then ends in the same state as one that read the topics from their
+start. A snapshot of another format version (``state.bandit.FORMAT_VERSION``; version 1 held no
+parked events) or one that does not decode is logged as an error and not used: the state is folded
+from the published snapshot or the topics' start instead. A process without a local snapshot (a new node)
 loads the newest snapshot another node published (``api/snapshot_topic.py``; every worker folds
 the same topics into the same state, so any node's snapshot is valid here) and reads the tails
 from its offsets, as a restart does; it is fetched on the reader thread (retried while the
@@ -49,7 +53,7 @@ import msgspec
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from api.feedback import FeedbackFold
+from api.feedback import FeedbackFold, FoldCounters, ParkedList
 from api.snapshot_topic import SnapshotTopic
 from operators.attribution import (
     REQUEST_TYPE,
@@ -64,8 +68,9 @@ from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGu
 from operators.parse import EventRules, kafka_timestamp_s, parse_event
 from operators.schema import Event
 from operators.topic_table import FETCH_WAIT_MS
-from state.bandit import BanditSnapshot, BanditStore
+from state.bandit import FORMAT_VERSION, BanditSnapshot, BanditStore
 from state.codec import decode_value, encode_value
+from state.errors import StateCorrupted
 
 __all__ = ["FeedbackReader", "drain_forever"]
 
@@ -148,7 +153,7 @@ class FeedbackReader:
     def start(self, drain_on_loop: bool = False) -> FeedbackReader:
         # resolve the struct types once, on this thread, before the reader thread uses them
         decode_value(b"warm-up", encode_value(Impression("r", "c", "a", 0.0, "click", 1.0)), Impression)
-        snap = self.store.load()
+        snap = self._load_local()
         self.drain_on_loop = drain_on_loop
         if snap.offsets or self.published is None:
             self._restore(snap, "local" if snap.offsets else "history")
@@ -157,10 +162,33 @@ class FeedbackReader:
         self._thread.start()
         return self
 
+    def _load_local(self) -> BanditSnapshot:
+        """The local snapshot, or an empty one (logged as an error) when it is of another format version or
+        does not decode: then the published snapshot or the topics' start is folded instead."""
+        try:
+            snap = self.store.load()
+        except StateCorrupted as exc:
+            log.error("optimizer snapshot in %s unusable (%s): not restored", self.store.path, exc)
+            return BanditSnapshot()
+        if snap.version != FORMAT_VERSION:
+            log.error("optimizer snapshot in %s is of format version %d, this build reads %d (version 1 holds no "
+                      "parked feedback events): not restored", self.store.path, snap.version, FORMAT_VERSION)
+            return BanditSnapshot()
+        return snap
+
     def _restore(self, snap: BanditSnapshot, source: str) -> None:
+        """Load ``snap`` into the fold and read the tails from its offsets; a snapshot that does not
+        decode is logged as an error and the topics are read from their start instead."""
+        try:
+            opened = [decode_value(rid.encode(), raw, Impression) for rid, raw in snap.impressions.items()]
+            parked = [(rid, decode_value(rid.encode(), raw, ParkedList)) for rid, raw in snap.parked.items()]
+            counters = decode_value(b"f:", snap.counters, FoldCounters) if snap.counters else None
+        except StateCorrupted as exc:
+            log.error("optimizer snapshot (%s) unusable (%s): reading %s from their start", source, exc,
+                      " and ".join(self.topics))
+            snap, source, opened, parked, counters = BanditSnapshot(), "history", [], [], None
         self.fold.optimizer.arms.update(snap.arms)
-        opened = [decode_value(rid.encode(), raw, Impression) for rid, raw in snap.impressions.items()]
-        self.fold.restore(opened, snap.rewarded)
+        self.fold.restore(opened, snap.rewarded, parked, counters)
         self._stored = dict(snap.offsets)
         self.offsets = dict(snap.offsets)
         tails = {k: off for k, off in snap.offsets.items() if k[0] in self.topics}  # read only the tails
@@ -182,8 +210,9 @@ class FeedbackReader:
             return
         snap, head = found
         log.info("optimizer restored from the snapshot %s published by %s at %.0f (%d arms, %d open lists, "
-                 "%d bytes, %.1f s); reading the tails", head.generation, head.writer, head.published_ts,
-                 len(snap.arms), len(snap.impressions), head.size, time.monotonic() - t0)
+                 "%d lists' feedback parked, %d bytes, %.1f s); reading the tails", head.generation, head.writer,
+                 head.published_ts, len(snap.arms), len(snap.impressions), len(snap.parked), head.size,
+                 time.monotonic() - t0)
         self._restore(snap, "published")
         self._published = dict(self.offsets)  # nothing new to publish until something is folded
         self._restored_published = dict(self.offsets)
@@ -463,25 +492,24 @@ class FeedbackReader:
         if not self._wrote_full:
             self.fold.take_deltas()
             self.fold.optimizer.take_dirty()
-            with self.fold.lock:
-                snap = BanditSnapshot(
-                    arms=dict(self.fold.optimizer.arms),
-                    impressions={rid: encode_value(imp) for rid, imp in self.fold.open.items()},
-                    rewarded=dict(self.fold.rewarded), offsets=dict(self.offsets))
-            self.store.replace(snap)
+            self.store.replace(self._state()())
             self._wrote_full = True
             return True
         with self.fold.lock:
-            opened, rewarded = self.fold.take_deltas()
+            deltas = self.fold.take_deltas()
             arms = self.fold.optimizer.take_dirty()
+            counters = self.fold.counters()
             offsets = dict(self.offsets)
         batch = self.store.new_batch()
         for ak, st in arms.items():
             self.store.stage_arm(batch, ak, st)
-        for rid, imp in opened.items():
+        for rid, imp in deltas.opened.items():
             self.store.stage_impression(batch, rid, None if imp is None else encode_value(imp))
-        for rid, end in rewarded.items():
+        for rid, end in deltas.rewarded.items():
             self.store.stage_rewarded(batch, rid, end)
+        for rid, pl in deltas.parked.items():
+            self.store.stage_parked(batch, rid, None if pl is None else encode_value(pl))
+        self.store.stage_counters(batch, encode_value(counters))
         for (topic, part), off in offsets.items():
             self.store.stage_offset(batch, topic, part, off)
         self.store.commit(batch)
@@ -494,14 +522,17 @@ class FeedbackReader:
 
     def _state(self) -> Callable[[], BanditSnapshot]:
         """A copy of the whole state with the offsets it reflects, taken now (the fold's thread: nothing
-        is folded meanwhile); calling the result encodes it (open lists are immutable structs)."""
+        is folded meanwhile); calling the result encodes it (open lists and parked events are immutable structs)."""
         with self.fold.lock:
             arms = {k: msgspec.structs.replace(st) for k, st in self.fold.optimizer.arms.items()}
             opened, rewarded, offsets = list(self.fold.open.items()), dict(self.fold.rewarded), dict(self.offsets)
+            parked, counters = self.fold.parked_lists(), self.fold.counters()
 
         def build() -> BanditSnapshot:
             return BanditSnapshot(arms=arms, impressions={rid: encode_value(imp) for rid, imp in opened},
-                                  rewarded=rewarded, offsets=offsets)
+                                  rewarded=rewarded, offsets=offsets,
+                                  parked={rid: encode_value(pl) for rid, pl in parked},
+                                  counters=encode_value(counters))
         return build
 
 

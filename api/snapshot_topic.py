@@ -23,7 +23,9 @@ partition 0 (never the whole partition) and reads partition 1 from the head's fi
 chunk offset: the cost is the snapshot's size, not the history's length nor the number of
 publications. A head whose chunks are missing or fail their checksum, or that does not decode,
 is logged as an error and the next older head in the tail is tried; without any, the node
-folds the topics from their start (as before this topic existed).
+folds the topics from their start (as before this topic existed). So is a head of another format
+version (``SnapshotHead.version``): version 1 held no parked feedback events and no fold counters, so
+a node restored from it would end in another state than one that folded the topics.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 
 HEAD_PARTITION, CHUNK_PARTITION = 0, 1
 _HEAD_KEY = b"head"
-_VERSION = 1
+_VERSION = 2  # 2: the payload holds the parked feedback events and the fold's counters
 _HEAD_TAIL = 64  # records of the head partition read from its end when looking for the newest head
 
 
@@ -83,12 +85,15 @@ class SnapshotChunk(msgspec.Struct, frozen=True, array_like=True):
 
 
 class _Payload(msgspec.Struct, array_like=True):
-    """The snapshot itself (``state/bandit.py``'s ``BanditSnapshot``; impressions stay encoded)."""
+    """The snapshot itself (``state/bandit.py``'s ``BanditSnapshot``; impressions, parked events and
+    counters stay encoded)."""
 
     arms: list[tuple[str, str, str, ArmStats]]
     impressions: list[tuple[str, bytes]]
     rewarded: list[tuple[str, float]]
     offsets: list[tuple[str, int, int]]
+    parked: list[tuple[str, bytes]]
+    counters: bytes
 
 
 class SnapshotCorrupt(ValueError):
@@ -101,7 +106,8 @@ def encode_snapshot(snap: BanditSnapshot) -> bytes:
         arms=[(c, a, s, st) for (c, a, s), st in snap.arms.items()],
         impressions=list(snap.impressions.items()),
         rewarded=list(snap.rewarded.items()),
-        offsets=[(t, p, off) for (t, p), off in snap.offsets.items()]))
+        offsets=[(t, p, off) for (t, p), off in snap.offsets.items()],
+        parked=list(snap.parked.items()), counters=snap.counters))
 
 
 def decode_snapshot(raw: bytes) -> BanditSnapshot:
@@ -118,7 +124,8 @@ def decode_snapshot(raw: bytes) -> BanditSnapshot:
         raise SnapshotCorrupt(f"undecodable snapshot payload: {exc}") from exc
     arms: dict[ArmKey, ArmStats] = {(c, a, s): st for c, a, s, st in p.arms}
     return BanditSnapshot(arms=arms, impressions=dict(p.impressions), rewarded=dict(p.rewarded),
-                          offsets={(t, part): off for t, part, off in p.offsets})
+                          offsets={(t, part): off for t, part, off in p.offsets}, parked=dict(p.parked),
+                          counters=p.counters)
 
 
 class SnapshotTopic:
@@ -261,7 +268,8 @@ class SnapshotTopic:
             try:
                 head = msgspec.msgpack.decode(raw, type=SnapshotHead)
                 if head.version != _VERSION:
-                    raise SnapshotCorrupt(f"unknown version {head.version}")
+                    raise SnapshotCorrupt(f"format version {head.version}, this build reads {_VERSION} (version 1 "
+                                          "holds no parked feedback events)")
                 return self._chunks(head), head
             except (msgspec.DecodeError, SnapshotCorrupt) as exc:
                 log.error("published optimizer snapshot (head at offset %d of %s[%d]) unusable: %s; trying an older one",

@@ -10,7 +10,16 @@ key                                value
                                    (msgpack of the caller's struct, version byte first)
 ``r:`` request_id                  epoch seconds the list was rewarded (float64 BE)
 ``o:`` topic NUL partition         next Kafka offset the snapshot reflects (int64 BE)
+``p:`` request_id                  feedback events parked until that list is read
+                                   (encoded by the caller, version byte first)
+``f:``                             the fold's counters and clocks (encoded by the caller)
+``v:``                             format version of the store (int64 BE,
+                                   ``FORMAT_VERSION``)
 =================================  ==================================================
+
+A store without ``v:`` but with other keys is of version 1 (before parked events and the fold's
+counters were kept): ``load`` reports that version and the caller rejects it (its state would
+differ from a fold of the topics); the writer's first full snapshot replaces it.
 
 (Snapshots of earlier versions also held windowed popularity under ``w:`` and
 ``c:popularity``; those keys are ignored and go with the first full snapshot: the flow
@@ -36,11 +45,14 @@ from rocksdict import AccessType, Options, Rdict, WriteBatch
 
 from state.codec import decode_value, encode_value
 
-__all__ = ["ArmKey", "ArmStats", "BanditSnapshot", "BanditStore"]
+__all__ = ["ArmKey", "ArmStats", "BanditSnapshot", "BanditStore", "FORMAT_VERSION"]
 
 ArmKey = tuple[str, str, str]  # (campaign_id, arm, segment)
 
-_ARM, _IMPRESSION, _REWARDED, _OFFSET = b"a:", b"i:", b"r:", b"o:"
+_ARM, _IMPRESSION, _REWARDED, _OFFSET, _PARKED = b"a:", b"i:", b"r:", b"o:", b"p:"
+_COUNTERS, _VERSION = b"f:", b"v:"
+FORMAT_VERSION = 2
+"""Version of the stored snapshot: 2 added the parked feedback events (``p:``) and the fold's counters (``f:``)."""
 _F64 = struct.Struct(">d")
 _I64 = struct.Struct(">q")
 
@@ -82,15 +94,21 @@ class ArmStats(msgspec.Struct, array_like=True):
 
 @dataclass
 class BanditSnapshot:
-    """Everything the optimizer feed needs to resume: arms, open lists, rewarded lists, offsets.
+    """Everything the optimizer feed needs to resume: arms, open lists, rewarded lists, parked
+    feedback events, the fold's counters and the offsets they reflect.
 
-    ``impressions`` values are raw encoded structs (the caller owns their type).
+    ``impressions`` and ``parked`` values and ``counters`` are raw encoded structs (the caller owns
+    their types; ``counters`` is empty when none were stored). ``version`` is the format the
+    snapshot was stored in (``FORMAT_VERSION`` unless read from an older store).
     """
 
     arms: dict[ArmKey, ArmStats] = field(default_factory=dict)
     impressions: dict[str, bytes] = field(default_factory=dict)
     rewarded: dict[str, float] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    parked: dict[str, bytes] = field(default_factory=dict)
+    counters: bytes = b""
+    version: int = FORMAT_VERSION
 
 
 def _arm_key(k: ArmKey) -> bytes:
@@ -158,6 +176,16 @@ class BanditStore:
     def stage_offset(self, batch: WriteBatch, topic: str, partition: int, offset: int) -> None:
         batch.put(_OFFSET + f"{topic}\x00{partition}".encode(), _I64.pack(offset))
 
+    def stage_parked(self, batch: WriteBatch, request_id: str, raw: bytes | None) -> None:
+        """Store the feedback events parked for a list not read yet (``raw`` encoded by the caller) or,
+        with None, drop them (attributed or evicted)."""
+        k = _PARKED + request_id.encode()
+        batch.put(k, raw) if raw is not None else batch.delete(k)
+
+    def stage_counters(self, batch: WriteBatch, raw: bytes) -> None:
+        """Store the fold's counters and clocks (``raw`` encoded by the caller)."""
+        batch.put(_COUNTERS, raw)
+
     def commit(self, batch: WriteBatch) -> None:
         """Write a staged batch atomically (writer only)."""
         if self._db is None:
@@ -179,6 +207,11 @@ class BanditStore:
             self.stage_rewarded(batch, rid, ts)
         for (topic, part), off in snap.offsets.items():
             self.stage_offset(batch, topic, part, off)
+        for rid, raw in snap.parked.items():
+            self.stage_parked(batch, rid, raw)
+        if snap.counters:
+            self.stage_counters(batch, snap.counters)
+        batch.put(_VERSION, _I64.pack(FORMAT_VERSION))
         self._db.write(batch)
 
     def close(self) -> None:
@@ -190,10 +223,13 @@ class BanditStore:
 
 def _read(db: Rdict) -> BanditSnapshot:
     snap = BanditSnapshot()
+    version: int | None = None
     it = db.iter()
     it.seek_to_first()
     while it.valid():
         k, v = it.key(), it.value()
+        if version is None:
+            version = 1  # a store with keys but no version key predates FORMAT_VERSION 2
         if k.startswith(_ARM):
             c, a, s = k[len(_ARM):].decode().split("\x00")
             snap.arms[(c, a, s)] = decode_value(k, v, ArmStats)
@@ -204,5 +240,12 @@ def _read(db: Rdict) -> BanditSnapshot:
         elif k.startswith(_OFFSET):
             topic, part = k[len(_OFFSET):].decode().rsplit("\x00", 1)
             snap.offsets[(topic, int(part))] = _I64.unpack(v)[0]
+        elif k.startswith(_PARKED):
+            snap.parked[k[len(_PARKED):].decode()] = v
+        elif k == _COUNTERS:
+            snap.counters = v
+        elif k == _VERSION:
+            version = _I64.unpack(v)[0]
         it.next()
+    snap.version = FORMAT_VERSION if version is None else version
     return snap
