@@ -149,3 +149,27 @@ def test_a_bulk_assignment_holds_no_gathered_copy_of_the_vectors():
     finally:
         tracemalloc.stop()
     assert lists._vecs.nbytes < peak < lists._vecs.nbytes + v.nbytes // 2, (peak, lists._vecs.nbytes, v.nbytes)
+
+
+def test_a_bulk_assignment_holds_few_bytes_per_row_beside_its_block(monkeypatch):
+    """Issue 14: the order and block positions of a 1M-row assignment were whole int64 arrays (~30 MB beside the
+    new block, at the worker's peak); now a sort's int64 indices and two int32 copies (~15 B a row, 20 before)."""
+    import tracemalloc
+
+    import models.ivf as ivf
+
+    monkeypatch.setattr(ivf, "_PLACE_CELLS", 1 << 14)  # vectors copied in small chunks: what is left is per row
+    n = 300_000
+    rng = np.random.default_rng(9)
+    v = rng.normal(size=(n, 4)).astype(np.float32)
+    c = _unit(64, dim=4, seed=9)
+    list_of = nearest_list(v, c)
+    list_of[::7] = -1  # rows left out
+    tracemalloc.start()
+    try:
+        lists = InvertedLists.from_assignment(c, list_of, v, n_probe=4)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - held < 17 * n, f"{(peak - held) / n:.1f} B a row of temporaries"
+    assert len(lists) == n - len(range(0, n, 7)) and not lists.holds(7) and lists.holds(8)
