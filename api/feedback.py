@@ -269,7 +269,8 @@ class FeedbackFold:
 
     def campaign_counters(self, campaign_id: str) -> dict[str, object]:
         """This API worker's feedback counters of one campaign: lists served (pulls), rewards, lists
-        open for attribution, and feedback events skipped by reason (those naming the campaign or one of its lists)."""
+        open for attribution, and feedback events skipped by reason (those naming the campaign or one of its lists);
+        since the topics' start (a restored fold starts from the snapshot's counters)."""
         with self.lock:
             row = dict(self.by_campaign.get(campaign_id, {}))
         skipped = {k[8:]: v for k, v in row.items() if k.startswith("skipped:")}
