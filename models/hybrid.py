@@ -53,7 +53,7 @@ from models.tree_ensemble import TreeEnsemble
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SessionFusion", "DEFAULT_LISTS", "BASE_FEATURES", "KNN_FEATURES", "REPEAT_FEATURES", "feature_names", "candidate_features"]
+__all__ = ["SessionFusion", "DEFAULT_LISTS", "EMDE_EPOCH_EXAMPLES", "BASE_FEATURES", "KNN_FEATURES", "REPEAT_FEATURES", "feature_names", "candidate_features"]
 
 BASE_FEATURES: tuple[str, ...] = (
     "emde_log_prob",  # EMDE mean row log-probability minus the query's best (<= 0)
@@ -101,6 +101,12 @@ DEFAULT_LISTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
 epochs that cover ~1.5 M examples on a large one). GRU4Rec's list, refitted on the whole log, added
 .0061 HR@20 on rsc15 and .0058 on yoochoose validation over the two kNN lists alone (bench/RESULTS.md,
 issue 11 session 24): a GRU ranks items new to the session that neighbouring sessions miss."""
+
+EMDE_EPOCH_EXAMPLES = 1_000_000
+"""The fusion's EMDE trains ``min(epochs, ceil(1 M / examples))`` whole epochs (``EMDE(epoch_examples=...)``):
+3 on rsc15, yoochoose and UCI, 2 on retailrocket's 507k and 560k training prefixes. On retailrocket validation
+2 epochs gave the fusion .6118 / .3502 HR@20 / MRR@20 against .6120 / .3505 with 3, and cut ~2 x 70 s of its
+training (bench/RESULTS.md, issue 11 session 27)."""
 
 RULE_LIST = "rules"
 """Name of the sequential-rule candidate list among the ranked lists (``SessionFusion(rule_candidates=...)``)."""
@@ -495,8 +501,8 @@ class SessionFusion:
     # -- configuration -------------------------------------------------------------------------
     def _emde_params(self) -> dict[str, Any]:
         from models.registry import REGISTRY
-        return {**dict(REGISTRY["emde"].params), "random_state": self.random_state, "progress": True,
-                **dict(self.emde or {})}
+        return {**dict(REGISTRY["emde"].params), "epoch_examples": EMDE_EPOCH_EXAMPLES,
+                "random_state": self.random_state, "progress": True, **dict(self.emde or {})}
 
     def _knn_params(self) -> dict[str, dict[str, Any]]:
         from models.registry import REGISTRY

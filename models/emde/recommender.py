@@ -83,7 +83,7 @@ class EMDE:
         If set, the network trains ``min(epochs, ceil(epoch_examples / n))`` whole epochs on ``n``
         training examples (:func:`models.base.whole_epochs`): a large log gets fewer passes, each
         still whole. A function of the data alone, never of time. ``SessionFusion``'s EMDE uses
-        900,000 (bench/RESULTS.md, issue 11 session 27).
+        1,000,000 (``models.hybrid.EMDE_EPOCH_EXAMPLES``).
     max_prefix : int, default 50
         Newest events kept per training prefix / history.
     n_cuts : int, default 4

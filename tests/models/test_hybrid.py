@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models.base import Histories, InteractionLog
+from models.base import Histories, InteractionLog, whole_epochs
 from models.emde.readout import BucketReadout
 from models.errors import ModelFormatError
 from models.hybrid import (
     BASE_FEATURES,
     DEFAULT_LISTS,
+    EMDE_EPOCH_EXAMPLES,
     SessionFusion,
     _ItemStats,
     _StagedBar,
@@ -280,6 +281,14 @@ def test_a_gru4rec_list_is_refitted_on_the_whole_log_and_reloaded_to_the_same_li
 def test_the_default_lists_are_the_two_stans_and_gru4rec() -> None:
     assert list(SessionFusion()._knn_params()) == ["vstan", "stan", "gru4rec"]
     assert SessionFusion()._knn_params()["gru4rec"]["epoch_examples"] == DEFAULT_LISTS["gru4rec"]["epoch_examples"]
+
+
+def test_the_fusions_emde_trains_fewer_whole_epochs_on_a_large_log() -> None:
+    params = SessionFusion()._emde_params()
+    assert params["epoch_examples"] == EMDE_EPOCH_EXAMPLES == 1_000_000
+    assert [whole_epochs(params["epochs"], params["epoch_examples"], n) for n in (52_484, 465_183, 507_279, 700_000)] == [
+        3, 3, 2, 2]  # rsc15, UCI's whole log, retailrocket's held-out log, the 700k prefixes
+    assert SessionFusion(emde={"epoch_examples": None})._emde_params()["epoch_examples"] is None
 
 
 def test_the_whole_log_list_fit_in_a_child_process_gives_the_same_models_bit_for_bit() -> None:
