@@ -102,11 +102,12 @@ def _fix_malloc_thresholds(mmap_threshold_bytes: int, trim_threshold_bytes: int)
 
 async def load_model_then_build_vectors(svc: Services, poll_s: float = 0.05) -> None:
     """Start-up order: the catalog's initial build swapped in, then the model version loaded, then the vector
-    index's first inverted lists trained (``CatalogView.vector_build_gate``; nothing to order without one).
+    index's first inverted lists laid out (``CatalogView.vector_build_gate``; nothing to order without one).
+    Their centroids and the rows' assignment (CPU, little memory) run meanwhile, as before.
 
     At 1M items a worker held ~1.1 GB at its peak when the version (~250 MB while it loads) came with the first
-    requests while the lists were built (~150 MB beside the row matrix); one after the other they stay under
-    1 GB (bench/RESULTS.md, issue 14 session 27). The version is loaded as the first request would load it, on
+    requests while the lists were laid out (~100 MB beside the row matrix); one after the other they stay
+    under 1 GB (bench/RESULTS.md, issue 14 session 27). The version is loaded as the first request would load it, on
     the loop, after the swap, so its ids become the catalog's strings at once (``CatalogView.intern_ids``).
     Visual queries are exact until the lists are installed, as during the build. The gate is opened whatever
     happens here (a version that cannot be loaded, a cancelled start-up).

@@ -62,13 +62,14 @@ class VectorIndex:
         seconds a 1M-row build takes); False builds them inside the ``set`` that crosses a size
         (tests, offline use: answers then never depend on timing).
     build_gate : threading.Event or None
-        A background build waits until it is set (at most ``gate_wait_s``) before its work starts;
-        queries stay exact (or on the previous lists) meanwhile. The API holds the first build of a
-        1M-row catalog until the model version has loaded, so the two peaks (~150 MB of lists and
-        assignment beside the row matrix, ~250 MB of version) do not add up (``api.app``; bench/RESULTS.md,
-        issue 14). None: builds start at once.
+        A background build trains its centroids and assigns every row at once (CPU, little memory), then
+        waits until the gate is set (at most ``gate_wait_s``) before it lays out the new lists (~100 MB
+        beside the row matrix at 1M rows); queries stay exact (or on the previous lists) meanwhile. The API
+        holds the layout of the first build of a 1M-row catalog until the model version has loaded, so the
+        two peaks (the new block, ~250 MB of version while it loads) do not add up (``api.app``;
+        bench/RESULTS.md, issue 14). None: no wait.
     gate_wait_s : float
-        The longest a build waits for ``build_gate`` (then it starts anyway).
+        The longest a build waits for ``build_gate`` (then it lays the lists out anyway).
     """
 
     def __init__(self, dim: int | None = None, *, exact_below: int = 50_000, n_probe: int = 48, seed: int = 0,
@@ -355,12 +356,13 @@ class _Build:
         self.gate_wait_s = 0.0
 
     def run(self) -> None:
-        if self.gate is not None and not self.gate.wait(self.gate_wait_s):
-            log.warning("vector index: the build gate was not opened in %.0f s; building now", self.gate_wait_s)
         try:
             centroids = train_centroids(self.sample, self.n_lists, seed=self.seed)
             list_of = nearest_list(self.buf[:self.n_rows], centroids)
             list_of[~self.live] = -1
+            if self.gate is not None and not self.gate.wait(self.gate_wait_s):  # the layout's memory waits
+                log.warning("vector index: the build gate was not opened in %.0f s; laying out the lists now",
+                            self.gate_wait_s)
             self.lists = InvertedLists.from_assignment(centroids, list_of, self.buf[:self.n_rows], self.n_probe)
             # the first search compiles its kernels (~1 s on a machine with no numba cache): here, not on the event loop
             self.lists.search(self.sample[0], 1)

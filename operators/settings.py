@@ -299,10 +299,11 @@ class ApiSettings(_Block):
         "recall against CPU. 48 gives recall@257 0.99 on clustered vectors at 1M items, 0.82 on uniformly random "
         "ones (~128 for 0.95); each query costs about n_probe lists' rows"))
     vector_build_waits_for_model_s: float = Field(default=120.0, ge=0, description=(
-        "At start, the catalog's first inverted-list build waits at most this long for the model version to load "
-        "(the app lets it start once the version is loaded, or none is there), so the two do not hold their memory "
-        "at once (~1.1 GB peak per worker at 1M items otherwise, bench/RESULTS.md, issue 14 session 27); visual "
-        "queries are exact meanwhile, as during the build; 0 = build at once"))
+        "At start, the catalog's first inverted-list build, once its rows are assigned, waits at most this long for "
+        "the model version to load before it lays out the lists (the app lets it go on once the version is loaded, "
+        "or none is there), so the two do not hold their memory at once (~1.1 GB peak per worker at 1M items "
+        "otherwise, bench/RESULTS.md, issue 14 session 27); visual queries are exact meanwhile, as during the "
+        "build; 0 = no wait"))
     catalog_exclude: list[str] = Field(default_factory=lambda: ["vector", "image", "image_path"],
                                        description="Catalog attributes not indexed for IQL (modality payloads)")
     fill_from_model: bool = Field(default=True, description=(

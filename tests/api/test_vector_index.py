@@ -182,8 +182,8 @@ def test_background_build_serves_exact_until_installed_and_repairs_changes():
 
 
 def test_a_gated_build_waits_for_its_gate_and_serves_exact_meanwhile():
-    """Issue 14: the API holds the first 1M-row build until the model version has loaded (their peaks added up
-    to ~1.1 GB per worker); until the gate opens, nothing is trained and every answer is exact."""
+    """Issue 14: the API holds the layout of the first 1M-row build until the model version has loaded (their
+    peaks added up to ~1.1 GB per worker); until the gate opens, no lists are installed and every answer is exact."""
     vecs = _clustered(3000, seed=7)
     gate = threading.Event()
     index = VectorIndex(exact_below=1000, build_gate=gate)
@@ -191,7 +191,7 @@ def test_a_gated_build_waits_for_its_gate_and_serves_exact_meanwhile():
     for item_id, v in zip(ids, vecs, strict=True):
         index.set(item_id, v)
     build = index._build
-    assert build is not None and not index.wait_built(0.5)  # held: not trained
+    assert build is not None and not index.wait_built(0.5)  # held: not laid out
     assert build.lists is None and not index.approximate and index.ranking_key == 0
     assert index.similar("i3", 50)[0] == _exact_reference(index, "i3", 50)
     index.set("i4", vecs[3])  # a change while held: re-placed when installed
