@@ -26,9 +26,9 @@ from models.topk import ranks_among, top_rows
 
 __all__ = ["InvertedLists", "nearest_list", "train_centroids"]
 
-_ASSIGN_CELLS = 1 << 21
-"""(rows x centroids) float32 cells of scores held at once while assigning rows (8 MB: the API assigns 1M rows
-while a model version may load beside it, bench/RESULTS.md issue 14)."""
+_ASSIGN_CELLS = 1 << 23
+"""(rows x centroids) float32 cells of scores held at once while assigning rows (32 MB; 8 MB took 1.5-3.5x as long
+at 1M rows x 2,000 lists on the bench box, issue 14 session 27)."""
 _PLACE_CELLS = 1 << 20
 """float32 cells of vectors ``InvertedLists._place`` gathers at once into a new block (4 MB)."""
 
