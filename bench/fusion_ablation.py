@@ -75,7 +75,10 @@ train = data.train
 inner_log, task, _ = holdout_sessions(train, frac=fus.holdout_frac, name="fusion")
 full_task = task
 task = sample_queries(task, a.rq, seed=fus.random_state)
-emde_dir = cache / "emde"
+# EMDE's caches are named by its parameters when --fusion or the file changes them (a run with other EMDE
+# parameters never loads the default's EMDE)
+ET = ("_" + hashlib.md5(json.dumps(params["emde"], sort_keys=True).encode()).hexdigest()[:6]) if params.get("emde") else ""
+emde_dir = cache / f"emde{ET}"
 if emde_dir.exists():
     emde = EMDE.load(emde_dir)
 else:
@@ -110,7 +113,7 @@ def served_list_model(name, p):
 
 emde_inner = emde
 if a.emde_full:
-    fdir = cache / "emde_full"
+    fdir = cache / f"emde_full{ET}"
     if fdir.exists():
         emde = EMDE.load(fdir)
     else:
@@ -135,7 +138,7 @@ for f in range(1, a.folds):
     ftask = sample_queries(ftask, a.rq, seed=fus.random_state)
     ff = cache / f"train_fold{f}_{a.rq}{KT}.npz"
     if not ff.exists():
-        fdir_f = cache / f"emde_fold{f}"
+        fdir_f = cache / f"emde_fold{f}{ET}"
         fus.emde_ = EMDE.load(fdir_f) if fdir_f.exists() else EMDE(**fus._emde_params()).fit(fold_log)
         if not fdir_f.exists():
             fus.emde_.save(fdir_f)
@@ -293,7 +296,7 @@ def _emde2_features(log, hist, rows, items):
     key = "tr" if log is inner_log else "te"
     f = cache / f"emde2_{key}{KT}.npz"
     if not f.exists():
-        d = cache / ("emde_s2" if log is inner_log else "emde_full_s2")
+        d = cache / (("emde_s2" if log is inner_log else "emde_full_s2") + ET)
         if d.exists():
             m = EMDE.load(d)
         else:
