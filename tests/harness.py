@@ -29,6 +29,7 @@ from state.popularity import PopularityStore
 from state.users import UserStore
 
 if TYPE_CHECKING:
+    from api.feedback_reader import FeedbackReader
     from simulators.producer import EventProducer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,3 +250,14 @@ class ApiServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+def fold_feedback(reader: FeedbackReader, total: int, timeout_s: float = 30.0) -> None:
+    """Drain ``reader`` until it has read ``total`` records of its topics and holds none back; fails otherwise."""
+    assert reader.wait_caught_up(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while (reader._held or sum(reader._pos.values()) < total) and time.monotonic() < deadline:
+        reader.drain(None)
+        time.sleep(0.05)
+    reader.drain(None)
+    assert not reader._held and sum(reader._pos.values()) >= total

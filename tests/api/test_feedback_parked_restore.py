@@ -43,6 +43,7 @@ from operators.parse import EventRules
 from operators.schema import Event, encode_event
 from operators.settings import DEFAULT_EVENT_TYPES
 from state.bandit import FORMAT_VERSION, ArmStats, BanditStore
+from tests.harness import fold_feedback
 
 T = 1.7e9  # epoch s of the first list
 Record = tuple[str, bytes, bytes, float]  # (topic, key, value, Kafka timestamp s)
@@ -295,16 +296,6 @@ def _produce(broker: str, topics: tuple[str, str], records: list[Event]) -> int:
     return len(records)
 
 
-def _fold_all(r: FeedbackReader, total: int, timeout_s: float = 30.0) -> None:
-    assert r.wait_caught_up(timeout_s)
-    deadline = time.monotonic() + timeout_s
-    while (r._held or sum(r._pos.values()) < total) and time.monotonic() < deadline:
-        r.drain(None)
-        time.sleep(0.05)
-    r.drain(None)
-    assert not r._held and sum(r._pos.values()) >= total
-
-
 def _served(rid: str, ts: float, user: str, item: str) -> Event:
     return Event(f"s-{rid}", ts, REQUEST_TYPE, user, campaign_id="c", arm="a", request_id=rid,
                  extra={"goal": "purchase", "window_s": 3600.0, "served_items": [item]})
@@ -317,7 +308,7 @@ def test_a_new_node_and_a_restart_keep_feedback_parked_before_the_published_snap
     n = _produce(broker, topics, [_served("r0", NOW - 300, "u2", "i0"),
                                   Event("e1", NOW - 100, "purchase", "u1", item_id="i1", request_id="rx")])
     first = _node(broker, topics, tmp_path / "first", opt)
-    _fold_all(first, n)
+    fold_feedback(first, n)
     assert list(first.fold.orphans) == ["rx"] and first.fold.n_rewards == 0
     first.stop()  # writes its snapshot and publishes it
     n += _produce(broker, topics, [_served("rx", NOW - 200, "u1", "i1")])  # the list, after the snapshots
@@ -327,7 +318,7 @@ def test_a_new_node_and_a_restart_keep_feedback_parked_before_the_published_snap
     fresh = _node(broker, topics, tmp_path / "fresh", None)
     try:
         for r in (new, restarted, fresh):
-            _fold_all(r, n)
+            fold_feedback(r, n)
         assert (new.restored_from, restarted.restored_from, fresh.restored_from) == ("published", "local", "history")
         assert new.n_folded == restarted.n_folded == 1
         assert fresh.fold.n_rewards == 1 and dict(fresh.fold.rewarded) == {"rx": NOW - 200 + 3600.0}
@@ -359,7 +350,7 @@ def test_a_published_snapshot_of_format_version_1_is_rejected_and_the_history_fo
     fresh = _node(broker, topics, tmp_path / "fresh", None)
     try:
         for r in (new, fresh):
-            _fold_all(r, n)
+            fold_feedback(r, n)
         assert new.restored_from == "history" and new.n_folded == n
         assert fresh.fold.n_rewards == 1 and _dump(new.fold) == _dump(fresh.fold)
     finally:

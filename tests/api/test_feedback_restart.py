@@ -29,7 +29,7 @@ from operators.schema import Event, encode_event
 from operators.settings import DEFAULT_EVENT_TYPES
 from simulators.producer import EventProducer
 from state.bandit import ArmStats, BanditSnapshot, BanditStore
-from tests.harness import ApiServer, make_settings, wait_for
+from tests.harness import ApiServer, fold_feedback, make_settings, wait_for
 
 NOW = time.time()
 
@@ -70,16 +70,6 @@ def _produce(broker: str, topics: tuple[str, str], start: int, n: int) -> int:
     return written
 
 
-def _fold_all(reader: FeedbackReader, total: int, timeout_s: float = 30.0) -> None:
-    assert reader.wait_caught_up(timeout_s)
-    deadline = time.monotonic() + timeout_s
-    while (reader._held or sum(reader._pos.values()) < total) and time.monotonic() < deadline:
-        reader.drain(None)
-        time.sleep(0.05)
-    reader.drain(None)
-    assert not reader._held
-
-
 def _arms(reader: FeedbackReader) -> dict[tuple[str, str, str], tuple[int, int, float, float]]:
     return {k: (st.total_pulls, st.total_rewards, round(st.pulls, 9), round(st.rewards, 9))
             for k, st in reader.fold.optimizer.arms.items()}
@@ -102,7 +92,7 @@ def test_a_restart_reads_the_snapshot_and_only_the_tail(broker, tmp_path):
     ensure_topics(broker, [TopicSpec(topics[0], 1), TopicSpec(topics[1], 1)])
     n_first = _produce(broker, topics, 0, 3000)
     first = _reader(broker, topics, tmp_path / "bandit")
-    _fold_all(first, n_first)
+    fold_feedback(first, n_first)
     first.stop()  # drains and writes the snapshot with its offsets
 
     n_tail = _produce(broker, topics, 3000, 200)  # written while the process is down
@@ -111,7 +101,7 @@ def test_a_restart_reads_the_snapshot_and_only_the_tail(broker, tmp_path):
     parsed = _reader(broker, topics, tmp_path / "parsed", _ParseAll)
     try:
         for r in (again, fresh, parsed):
-            _fold_all(r, n_first + n_tail)
+            fold_feedback(r, n_first + n_tail)
         assert first.n_folded == n_first and again.n_folded == n_tail  # only the tail
         assert fresh.n_folded == parsed.n_folded == n_first + n_tail
         assert fresh.fold.n_rewards > 0 and fresh.fold.n_served == 320
@@ -148,7 +138,7 @@ def test_a_new_node_restores_the_published_snapshot_and_reads_only_the_tails(bro
     topics, opt = _topics3(broker)
     n_first = _produce(broker, topics, 0, 3000)
     first = _node(broker, topics, tmp_path / "first", opt)
-    _fold_all(first, n_first)
+    fold_feedback(first, n_first)
     first.stop()  # the store's writer publishes its state when it stops
     assert first.published is not None and first.published.n_published == 1
     head = first.published.last_head
@@ -161,7 +151,7 @@ def test_a_new_node_restores_the_published_snapshot_and_reads_only_the_tails(bro
     restarted = _node(broker, topics, tmp_path / "first", opt)  # its own local snapshot
     try:
         for r in (new, fresh, restarted):
-            _fold_all(r, n_first + n_tail)
+            fold_feedback(r, n_first + n_tail)
         assert (new.restored_from, fresh.restored_from, restarted.restored_from) == ("published", "history", "local")
         assert new.n_folded == n_tail and restarted.n_folded == n_tail and fresh.n_folded == n_first + n_tail
         assert fresh.fold.n_rewards > 0 and len(_arms(fresh)) == 2
@@ -175,7 +165,7 @@ def test_a_new_node_restores_the_published_snapshot_and_reads_only_the_tails(bro
             r.stop()
     again = _node(broker, topics, tmp_path / "new", opt)  # the new node wrote its own snapshot: a restart now
     try:
-        _fold_all(again, n_first + n_tail)
+        fold_feedback(again, n_first + n_tail)
         assert again.restored_from == "local" and again.n_folded == 0 and _arms(again) == _arms(fresh)
     finally:
         again.stop()
@@ -188,7 +178,7 @@ def test_without_a_published_snapshot_a_new_node_folds_the_history(broker, tmp_p
     fresh = _node(broker, topics, tmp_path / "fresh", None)
     try:
         for r in (new, fresh):
-            _fold_all(r, n)
+            fold_feedback(r, n)
         assert new.restored_from == "history" and new.n_folded == n
         assert _arms(new) == _arms(fresh) and new.fold.n_rewards > 0
         time.sleep(1.5)  # the writer publishes every publish_every_s while it runs
@@ -197,8 +187,8 @@ def test_without_a_published_snapshot_a_new_node_folds_the_history(broker, tmp_p
         time.sleep(1.5)
         assert new.published.n_published == k  # nothing folded since: not published again
         n += _produce(broker, topics, 1000, 100)
-        _fold_all(new, n)
-        _fold_all(fresh, n)
+        fold_feedback(new, n)
+        fold_feedback(fresh, n)
         deadline = time.monotonic() + 20
         while new.published.n_published == k and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -208,7 +198,7 @@ def test_without_a_published_snapshot_a_new_node_folds_the_history(broker, tmp_p
         fresh.stop()
     late = _node(broker, topics, tmp_path / "late", opt)  # starts from the newest of those publications
     try:
-        _fold_all(late, n)
+        fold_feedback(late, n)
         assert late.restored_from == "published" and late.n_folded == 0 and _arms(late) == _arms(fresh)
     finally:
         late.stop()
@@ -218,7 +208,7 @@ def test_an_unusable_published_snapshot_is_logged_and_the_history_folded(broker,
     topics, opt = _topics3(broker)
     n = _produce(broker, topics, 0, 1000)
     first = _node(broker, topics, tmp_path / "first", opt)
-    _fold_all(first, n)
+    fold_feedback(first, n)
     first.stop()
     good = first.published.last_head
     p = make_producer(broker)
@@ -230,7 +220,7 @@ def test_an_unusable_published_snapshot_is_logged_and_the_history_folded(broker,
     # the newest usable head (the first one, older) is taken
     older = _node(broker, topics, tmp_path / "older", opt)
     try:
-        _fold_all(older, n)
+        fold_feedback(older, n)
         assert older.restored_from == "published" and older.n_folded == 0 and _arms(older) == _arms(first)
     finally:
         older.stop()
@@ -248,7 +238,7 @@ def test_an_unusable_published_snapshot_is_logged_and_the_history_folded(broker,
     fresh = _node(broker, topics2, tmp_path / "fresh", None)
     try:
         for r in (new, fresh):
-            _fold_all(r, n2)
+            fold_feedback(r, n2)
         assert new.restored_from == "history" and new.n_folded == n2 and _arms(new) == _arms(fresh)
     finally:
         new.stop()
@@ -269,7 +259,7 @@ def test_a_published_snapshot_beyond_a_recreated_topic_reads_the_new_log_from_it
     fresh = _node(broker, topics, tmp_path / "fresh", None)
     try:
         for r in (new, fresh):
-            _fold_all(r, n)
+            fold_feedback(r, n)
         assert new.restored_from == "published" and new.n_folded == n
         assert sorted(b.topic for b in found) == sorted(topics) and all(b.resume_at == 0 for b in found)
         assert new.guards[topics[0]].detected == 1
