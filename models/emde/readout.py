@@ -21,6 +21,11 @@ from models.jit import PARALLEL_LAUNCH, njit_cached
 
 __all__ = ["BucketReadout", "bucket_mean_scores", "bucket_mean_top", "bucket_mean_pairs", "row_top"]
 
+TOP_QUERY_BLOCK = 128
+"""Queries :func:`bucket_mean_top` scores together per thread: the fewer, the more items beat none of the block's
+worst kept scores and skip the heap loop; the more, the fewer passes over the item codes. 128 was the fastest of
+64-512 on retailrocket's 37k items (bench/RESULTS.md, issue 11 session 28)."""
+
 
 @njit_cached(parallel=True)
 def _bucket_mean_kernel(logp_t: NDArray[np.float32], cols: NDArray[np.int32], bias: NDArray[np.float32],
@@ -142,7 +147,7 @@ def _bucket_mean_top_kernel(logp_blocks: NDArray[np.float32], cols: NDArray[np.i
     n_blocks, _, qb = logp_blocks.shape
     n, r = cols.shape
     inv_r = np.float32(1.0 / r)
-    for blk in numba.prange(n_blocks):  # one block of queries per thread; every thread reads all items
+    for blk in numba.prange(n_blocks):  # blocks of queries split over the threads; every block reads all items
         src_blk = logp_blocks[blk]
         lo = blk * qb
         m = min(qb, q - lo)
@@ -150,7 +155,9 @@ def _bucket_mean_top_kernel(logp_blocks: NDArray[np.float32], cols: NDArray[np.i
         hi = np.empty((qb, k), np.int64)
         size = np.zeros(qb, np.int64)
         floor = np.full(qb, -np.inf, np.float32)  # the worst kept score once a heap is full
+        floor[m:] = np.inf  # the block's padding never enters
         acc = np.empty(qb, np.float32)
+        sv = np.empty(qb, np.float32)
         for i in range(n):
             acc[:] = 0
             for j in range(r):  # rows in order: the float32 sum of _bucket_mean_kernel
@@ -158,8 +165,15 @@ def _bucket_mean_top_kernel(logp_blocks: NDArray[np.float32], cols: NDArray[np.i
                 for a in range(qb):
                     acc[a] += src[a]
             b = bias[i]
+            beats = 0
+            for a in range(qb):  # branch-free (vectorised): most items beat no query's worst kept score
+                sv[a] = acc[a] * inv_r + b
+                if sv[a] > floor[a]:
+                    beats += 1
+            if beats == 0:
+                continue
             for a in range(m):
-                s = acc[a] * inv_r + b
+                s = sv[a]
                 if s > floor[a]:  # ties keep the lower id, seen first; -inf and NaN never pass
                     size[a] = heap_offer(hs[a], hi[a], size[a], k, s, i)
                     if size[a] == k:
@@ -207,7 +221,8 @@ def bucket_mean_top(logp: NDArray[np.floating], cols: NDArray[np.integer], k: in
     tops = np.full((q, k), -np.inf, np.float32)
     if q == 0 or cols.shape[0] == 0:
         return ids, tops
-    n_blocks = max(1, min(q, numba.get_num_threads()))
+    threads = max(1, numba.get_num_threads())
+    n_blocks = threads * -(-q // (threads * TOP_QUERY_BLOCK))  # whole rounds of blocks of at most TOP_QUERY_BLOCK
     qb = -(-q // n_blocks)
     blocks = np.zeros((n_blocks, d, qb), np.float32)
     for blk in range(n_blocks):

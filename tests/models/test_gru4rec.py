@@ -47,3 +47,32 @@ def test_scores_with_one_or_two_threads_agree_to_float_rounding() -> None:
     one.score_threads = 2
     np.testing.assert_allclose(one.score(histories), single, rtol=1e-5, atol=0)
     np.testing.assert_array_equal(one.recommend(histories, 20)[0], single_top)
+
+
+def test_recommend_in_small_probability_blocks_gives_the_lists_of_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``recommend`` cuts its batch into blocks of ``SCORE_BLOCK_CELLS`` cells (at least 64 rows): lists, scores
+    and the seen-item mask are those of the whole batch's probabilities, whatever the block."""
+    import models.gru4rec as gru4rec
+    from models.base import Histories
+    from models.topk import topk
+
+    log = _walks(200, n_items=300, seed=2)
+    model = GRU4Rec(**{**FAST, "d": 32, "epochs": 1}).fit(log)
+    histories = Histories(indptr=np.arange(0, 451, 3, dtype=np.int64), items=log.item_idx[:450])  # 150 queries
+    whole = model.score(histories)
+    for exclude_seen in (False, True):
+        monkeypatch.setattr(gru4rec, "SCORE_BLOCK_CELLS", 1 << 30)  # one block
+        one_block = model.recommend(histories, 20, exclude_seen=exclude_seen)
+        monkeypatch.setattr(gru4rec, "SCORE_BLOCK_CELLS", 1)  # blocks of 64, 64 and 22 rows
+        blocks = model.recommend(histories, 20, exclude_seen=exclude_seen, batch_size=100)
+        np.testing.assert_array_equal(blocks[0], one_block[0])
+        np.testing.assert_array_equal(blocks[1], one_block[1])
+        if not exclude_seen:
+            want_ids, want_scores = topk(whole, 20)
+            np.testing.assert_array_equal(blocks[0], want_ids)
+            np.testing.assert_allclose(blocks[1], want_scores, rtol=1e-6, atol=0)
+        else:
+            rows = np.repeat(np.arange(150), 3)
+            listed = np.zeros((150, model.n_items_), bool)
+            np.put_along_axis(listed, np.maximum(blocks[0], 0).astype(np.int64), True, axis=1)
+            assert not listed[rows, histories.items].any()

@@ -84,6 +84,27 @@ def test_fused_top_and_pairs_equal_the_dense_readout_bit_for_bit() -> None:
     np.testing.assert_array_equal(bucket_mean_top(logp[5:6], cols, 25, bias)[0][0], bucket_mean_top(logp, cols, 25, bias)[0][5])
 
 
+@pytest.mark.parametrize("block", [1, 4, 7, 128])
+def test_fused_top_in_any_query_block_equals_the_dense_readout(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``TOP_QUERY_BLOCK`` is speed only: blocks of 1, 4, 7 or 128 queries (with padding in the last block) give
+    ``row_top`` of the dense scores and their entries, bit for bit."""
+    import models.emde.readout as readout
+
+    rng = np.random.default_rng(4)
+    logp = np.round(rng.standard_normal((37, 60)), 1).astype(np.float32)
+    cols = rng.integers(0, 60, (400, 4)).astype(np.int32)
+    bias = np.round(rng.standard_normal(400), 1).astype(np.float32)
+    logp[3] = -np.inf  # a query no item can score
+    dense = bucket_mean_scores(logp, cols, bias)
+    monkeypatch.setattr(readout, "TOP_QUERY_BLOCK", block)
+    ids, scores = bucket_mean_top(logp, cols, 25, bias)
+    want = row_top(dense, 25)
+    np.testing.assert_array_equal(ids, want)
+    ok = want >= 0
+    np.testing.assert_array_equal(scores[ok], np.take_along_axis(dense, np.maximum(want, 0), axis=1)[ok])
+    assert (ids[3] == -1).all() and ok[:3].all()
+
+
 def test_fused_readout_refuses_bad_input() -> None:
     logp, cols = np.zeros((2, 4), np.float32), np.array([[0, 3]], np.int32)
     with pytest.raises(ValueError, match="k must be"):
