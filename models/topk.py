@@ -162,22 +162,83 @@ def _heap_top(rows: NDArray[np.int64], scores: NDArray[np.float32], k: int
     return hi[order], hs[order].astype(np.float32)
 
 
+TOP_BLOCK = 64
+"""Entries per block of a row whose maxima bound the row's k-th best (``_dense_top_row``)."""
+
+
+_LANES = 16
+
+
+@njit_cached()
+def _block_maxima(row: NDArray[np.float32], out: NDArray[np.float32]) -> None:  # pragma: no cover - compiled
+    """``out[b]``: the largest non-NaN entry of ``row[b * TOP_BLOCK:(b + 1) * TOP_BLOCK]`` (``-inf`` if none).
+
+    :data:`_LANES` running maxima per block, each a select ``v if v > m else m`` (NaN never taken): a loop across
+    lanes that compiles to vector maxima without fast-math (bench/RESULTS.md, issue 11 session 28).
+    """
+    n = row.shape[0]
+    lane = np.empty(_LANES, np.float32)
+    full = n // TOP_BLOCK
+    for b in range(full):
+        lo = b * TOP_BLOCK
+        lane[:] = -np.inf
+        for t in range(lo, lo + TOP_BLOCK, _LANES):
+            for j in range(_LANES):
+                v = row[t + j]
+                lane[j] = v if v > lane[j] else lane[j]
+        m = lane[0]
+        for j in range(1, _LANES):
+            m = lane[j] if lane[j] > m else m
+        out[b] = m
+    if full < out.shape[0]:
+        m = np.float32(-np.inf)
+        for t in range(full * TOP_BLOCK, n):
+            m = row[t] if row[t] > m else m
+        out[full] = m
+
+
 @njit_cached(inline="always")
 def _dense_top_row(scores: NDArray[np.float32], k: int, q: int, idx: NDArray[np.int32], val: NDArray[np.float32],
                    hs: NDArray[np.float64], hi: NDArray[np.int64]) -> None:  # pragma: no cover - compiled
     """Row ``q``'s ``k`` best (score descending, column ascending) entries into ``idx[q]`` / ``val[q]``, best
-    first, by a bounded heap (``hs`` / ``hi``: its scratch of ``k``); ``NaN`` skipped."""
+    first, by a bounded heap (``hs`` / ``hi``: its scratch of ``k``); ``NaN`` skipped.
+
+    A row of at least ``4 k`` blocks of :data:`TOP_BLOCK` entries is bounded first: the ``k``-th largest block
+    maximum (NaN ignored) ``tau`` is at most the row's ``k``-th best entry (``k`` blocks reach it), so only the
+    entries that reach ``tau``, in the blocks whose maximum reaches it, are offered to the heap, in column
+    order. The heap keeps the ``k`` best of what it is offered, and every one of the row's ``k`` best is
+    offered: the same entries as offering all (2.2x faster on 37k items, bench/RESULTS.md, issue 11 session 28).
+    """
     size = 0
     row = scores[q]
-    for j in range(row.shape[0]):
-        s = np.float64(row[j])
-        if s != s:
-            continue
-        if size < k:
-            size = heap_offer(hs, hi, size, k, s, j)
-        elif s > hs[0]:  # a later column never wins a tie: only a strictly higher score gets in
-            hs[0], hi[0] = s, j
-            sift_down(hs, hi, size)
+    n = row.shape[0]
+    n_blocks = (n + TOP_BLOCK - 1) // TOP_BLOCK
+    if n_blocks >= 4 * k:
+        maxima = np.empty(n_blocks, np.float32)
+        _block_maxima(row, maxima)
+        tau = np.partition(maxima, n_blocks - k)[n_blocks - k]
+        for b in range(n_blocks):
+            if maxima[b] < tau:
+                continue
+            for j in range(b * TOP_BLOCK, min(n, (b + 1) * TOP_BLOCK)):
+                if not row[j] >= tau:  # below the bound (or NaN): never among the k best
+                    continue
+                s = np.float64(row[j])
+                if size < k:
+                    size = heap_offer(hs, hi, size, k, s, j)
+                elif s > hs[0]:  # a later column never wins a tie: only a strictly higher score gets in
+                    hs[0], hi[0] = s, j
+                    sift_down(hs, hi, size)
+    else:
+        for j in range(n):
+            s = np.float64(row[j])
+            if s != s:
+                continue
+            if size < k:
+                size = heap_offer(hs, hi, size, k, s, j)
+            elif s > hs[0]:  # a later column never wins a tie: only a strictly higher score gets in
+                hs[0], hi[0] = s, j
+                sift_down(hs, hi, size)
     order = heap_order(hs, hi, size)
     for r in range(size):
         idx[q, r] = hi[order[r]]

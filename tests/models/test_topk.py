@@ -60,3 +60,30 @@ def test_top_rows_equal_the_sorted_order_cut_at_k():
             np.testing.assert_array_equal(got_r, rows[want])
             np.testing.assert_array_equal(got_s, scores[want])
             assert got_r.dtype == np.int64 and got_s.dtype == np.float32
+
+
+def test_topk_of_long_rows_bounded_by_block_maxima_equals_a_full_sort():
+    """Rows of at least ``4 k`` blocks take the bounded path (``TOP_BLOCK``): ties at the cut, a tail block, NaN
+    and -inf blocks, rows sorted ascending (every entry would enter a plain heap), rows with fewer finite entries
+    than ``k``."""
+    from models.topk import TOP_BLOCK
+
+    rng = np.random.default_rng(1)
+    for trial in range(40):
+        n = int(rng.integers(1, 40))
+        n_items = int(rng.integers(4 * n * TOP_BLOCK, 6 * n * TOP_BLOCK + 100))
+        n_q = PARALLEL_ROWS + 2 if trial % 4 == 0 else 3
+        scores = (rng.integers(-20, 20, (n_q, n_items)) / 7).astype(np.float32)
+        scores[rng.random(scores.shape) < 0.1] = -np.inf
+        scores[rng.random(scores.shape) < 0.02] = np.nan
+        scores[0, :3 * TOP_BLOCK] = np.nan  # whole blocks of NaN
+        scores[1] = np.sort(scores[1])  # ascending, NaN last
+        scores[2, :] = -np.inf
+        scores[2, rng.integers(0, n_items, max(1, n // 2))] = 1.0  # fewer finite entries than n
+        idx, val = topk(scores, n)
+        for q in range(n_q):
+            keep = np.flatnonzero(np.isfinite(scores[q]) | (scores[q] > 0))
+            want = keep[np.lexsort((keep, -scores[q, keep]))][:n]
+            np.testing.assert_array_equal(idx[q, :len(want)], want, err_msg=str(trial))
+            np.testing.assert_array_equal(val[q, :len(want)], scores[q, want])
+            assert (idx[q, len(want):] == -1).all()
