@@ -101,16 +101,17 @@ def _fix_malloc_thresholds(mmap_threshold_bytes: int, trim_threshold_bytes: int)
 
 
 async def load_model_then_build_vectors(svc: Services, poll_s: float = 0.05) -> None:
-    """Start-up order: the catalog's initial build swapped in, then the model version loaded, then the vector
-    index's first inverted lists laid out (``CatalogView.vector_build_gate``; nothing to order without one).
-    Their centroids and the rows' assignment (CPU, little memory) run meanwhile, as before.
+    """Start-up order: the catalog's initial build swapped in (with the vector index's first inverted lists, laid
+    out on the reader thread before the swap: ``CatalogView.load_initial``), then the model version loaded, then
+    ``CatalogView.vector_build_gate`` opened (nothing to order without one). The gate holds only a background
+    build of the lists that starts before the version is in (a catalog that reaches ``vector_exact_below`` by
+    live changes): its layout waits until the version has loaded.
 
     At 1M items a worker held ~1.1 GB at its peak when the version (~250 MB while it loads) came with the first
     requests while the lists were laid out (~100 MB beside the row matrix); one after the other they stay
-    under 1 GB (bench/RESULTS.md, issue 14 session 27). The version is loaded as the first request would load it, on
-    the loop, after the swap, so its ids become the catalog's strings at once (``CatalogView.intern_ids``).
-    Visual queries are exact until the lists are installed, as during the build. The gate is opened whatever
-    happens here (a version that cannot be loaded, a cancelled start-up).
+    under 1 GB (bench/RESULTS.md, issue 14 sessions 27-28). The version is loaded as the first request would load
+    it, on the loop, after the swap, so its ids become the catalog's strings at once (``CatalogView.intern_ids``).
+    The gate is opened whatever happens here (a version that cannot be loaded, a cancelled start-up).
     """
     view = svc.catalog_view
     gate = view.vector_build_gate

@@ -4,7 +4,8 @@ Two phases. **Initial load** (``initial_load=True``, how ``api.services`` wires 
 ``catalog`` TopicTable reads the topic up to its end, the view keeps nothing (the table holds
 each item as its JSON bytes). When the table has caught up, its reader thread calls
 ``load_initial``, which bulk-builds a new index and vector index from those bytes, 20,000
-items decoded at a time, and queues the finished pair. **Live**: the reader thread queues each
+items decoded at a time, builds the vector index's first inverted lists (from ``vector_exact_below``
+vectors), and queues the finished pair. **Live**: the reader thread queues each
 later change (``on_update``). ``sync()``, called at the start of a request on the event-loop
 thread, takes the built pair (an O(1) swap) and applies the queued changes in order, so the
 indexes are changed and read by one thread at a time (the reader thread only before handing
@@ -84,9 +85,11 @@ class CatalogView:
         Inverted lists a visual query ranks exactly first (``api.vector_n_probe``; ``VectorIndex``'s
         ``n_probe``).
     vector_build_gate : threading.Event or None
-        The vector index ``load_initial`` builds waits for it (at most ``vector_gate_wait_s``) before training its
-        inverted lists (``VectorIndex``'s ``build_gate``): the app sets it once the model version has loaded
-        (``api.app``). None: the lists are trained at once.
+        A background build of the vector index ``load_initial`` builds waits for it (at most ``vector_gate_wait_s``)
+        before laying out its inverted lists (``VectorIndex``'s ``build_gate``): the app sets it once the model
+        version has loaded (``api.app``). The first lists of a catalog that has ``vector_exact_below`` vectors at
+        its initial load are built in line, before the swap, and never wait; the gate holds a build that starts
+        later (a catalog that reaches the size by live changes) until the version is in. None: no wait.
     vector_gate_wait_s : float
         The longest that build waits (``api.vector_build_waits_for_model_s``).
     """
@@ -171,8 +174,8 @@ class CatalogView:
             and never served, as the live path leaves a deleted item, so a restarted or new node does
             not serve again an item the catalog deleted (while the topic still holds the tombstone).
         """
-        # inverted lists trained once, in the background, after the last row (exact until installed):
-        # trained while rows arrive, at 50k, 200k and 800k rows, then added to row by row, 1M sets took ~5x longer
+        # inverted lists trained once, after the last row (below): trained while rows arrive, at 50k, 200k and
+        # 800k rows, then added to row by row, 1M sets took ~5x longer
         t0 = time.monotonic()
         vectors = VectorIndex(self.vector_dim, exact_below=_NEVER, n_probe=self.vector_n_probe,
                               build_gate=self.vector_build_gate, gate_wait_s=self.vector_gate_wait_s)
@@ -207,8 +210,11 @@ class CatalogView:
 
         index = CatalogIndex.build(decoded(), on_reject=reject, chunk_items=self.build_chunk_items,
                                    **self._index_options)
-        # the serving value (api.vector_exact_below): the lists are trained once, in the background
-        vectors.set_exact_below(self.vectors.exact_below)
+        # the serving value (api.vector_exact_below): the first lists are built here, on the reader thread, before
+        # the pair is queued: the index is served with its lists from the first request (no exact scans of every
+        # row), and their layout (~100 MB beside the row matrix at 1M rows, which it then replaces) is over before
+        # the model version loads (api.app; bench/RESULTS.md, issue 14)
+        vectors.set_exact_below(self.vectors.exact_below, in_line=True)
         for key in (*rejected, *gone):
             index.withdraw(key)
         self._queue.append((_BUILT, (index, vectors, rejected)))

@@ -182,10 +182,14 @@ class VectorIndex:
             if self._ivf is not None:
                 self._ivf.remove(row)
 
-    def set_exact_below(self, exact_below: int) -> None:
-        """Change ``exact_below`` (``api.vector_exact_below``); a build starts now if the index is already that large."""
+    def set_exact_below(self, exact_below: int, *, in_line: bool = False) -> None:
+        """Change ``exact_below`` (``api.vector_exact_below``); a build starts now if the index is already that large.
+
+        ``in_line``: that build runs on this thread and is installed before this returns (the row matrix dropped),
+        whatever ``background`` says; ``api.catalog.CatalogView.load_initial`` builds the first lists so on the
+        catalog reader thread, before the index is served (later builds follow ``background``)."""
         self.exact_below = exact_below
-        self._maybe_build()
+        self._maybe_build(in_line=in_line)
 
     @property
     def approximate(self) -> bool:
@@ -217,8 +221,9 @@ class VectorIndex:
         self._install()
         return True
 
-    def _maybe_build(self) -> None:
-        """Start a build when the live rows reach ``exact_below`` (first) or 4x the last build's rows."""
+    def _maybe_build(self, in_line: bool = False) -> None:
+        """Start a build when the live rows reach ``exact_below`` (first) or 4x the last build's rows (on this thread,
+        installed at once, if ``in_line`` or not ``background``)."""
         n = self._n_live
         if self._build is not None or n < max(self.exact_below, 1) or (self._ivf is not None and n < 4 * self._built_rows):
             return
@@ -231,10 +236,11 @@ class VectorIndex:
         matrix = self._matrix()  # kept while the build runs (_install reads it)
         build = _Build(matrix, n_rows, self._live_buf[:n_rows].copy(), matrix[sample_rows], n_lists,
                        self.n_probe, self.seed)
-        if self.background and self.build_gate is not None:
+        background = self.background and not in_line
+        if background and self.build_gate is not None:
             build.gate, build.gate_wait_s = self.build_gate, self.gate_wait_s
         self._build, self._built_rows = build, n
-        if self.background:
+        if background:
             threading.Thread(target=build.run, name="vector-index-build", daemon=True).start()
         else:
             build.run()

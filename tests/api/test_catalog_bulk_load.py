@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 from api.catalog import CatalogView, sync_forever
 from api.iql import RequestContext
 from api.iql.columns import CategoricalColumn, ListColumn
+from api.vector_index import VectorIndex
 from operators.kafka import TopicSpec, ensure_topics
 from operators.settings import ApiSettings
 from operators.topic_table import TopicTable
@@ -249,6 +250,25 @@ def test_vector_exact_below_and_n_probe_reach_the_served_index() -> None:
     view.sync()
     assert (view.vectors.exact_below, view.vectors.n_probe) == (7, 5)
     assert len(view.vectors) == 3
+
+
+def test_the_first_vector_lists_are_laid_out_before_the_bulk_built_index_is_served() -> None:
+    """Issue 14: from ``vector_exact_below`` vectors, ``load_initial`` queues the vector index with its inverted lists
+    installed and its row matrix dropped (their layout never meets the model version's load, and no request scans
+    every row exactly); the answers are those of the lists a background build installs."""
+    rng = np.random.default_rng(5)
+    vecs = rng.normal(size=(600, 8)).astype(np.float32)
+    messages = [(f"i{k}", {"item_id": f"i{k}", "vector": v.tolist()}) for k, v in enumerate(vecs)]
+    view = _bulk(messages, vector_exact_below=200, vector_build_gate=threading.Event())  # a gate never opened
+    served = view.vectors
+    assert served.approximate and served._build is None and served._buf is None
+    reference = VectorIndex(exact_below=1 << 62, background=False)
+    for k, v in messages:
+        reference.set(k, v["vector"])
+    reference.set_exact_below(200)
+    for item_id in ("i0", "i17", "i599"):
+        assert served.similar(item_id, 50)[0] == reference.similar(item_id, 50)[0]
+    assert len(served) == 600
 
 
 def test_the_api_settings_reach_the_view() -> None:

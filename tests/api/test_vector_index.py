@@ -216,6 +216,28 @@ def test_a_build_in_line_ignores_the_gate():
     assert index.approximate  # background=False: built inside the set that crossed exact_below
 
 
+def test_a_build_asked_for_in_line_is_installed_at_once_and_answers_as_a_background_build():
+    """Issue 14: ``CatalogView.load_initial`` builds the first lists on the reader thread before the index is served,
+    so their layout (beside the row matrix, which they then replace) never meets the model version's load."""
+    vecs = _clustered(3000, seed=10)
+    ids = [f"i{j}" for j in range(len(vecs))]
+    index = VectorIndex(exact_below=1 << 62, build_gate=threading.Event())  # background, gated: load_initial's
+    for item_id, v in zip(ids, vecs, strict=True):
+        index.set(item_id, v)
+    index.set_exact_below(1000, in_line=True)  # the gate is never waited for
+    assert index._build is None and index.approximate and index.ranking_key == 1
+    assert index._buf is None  # the lists hold the only copy of the rows
+    background = VectorIndex(exact_below=1 << 62)
+    for item_id, v in zip(ids, vecs, strict=True):
+        background.set(item_id, v)
+    background.set_exact_below(1000)
+    assert background.wait_built(60.0) and background.approximate
+    for j in (0, 3, 2999):
+        assert index.similar_rows(ids[j], 300)[0].tolist() == background.similar_rows(ids[j], 300)[0].tolist()
+    index.set("i5", vecs[6])  # later changes as before
+    assert index.similar("i6", 1)[0] == ["i5"]
+
+
 def test_a_finished_build_is_installed_only_by_a_change_or_install_ready():
     vecs = _clustered(3000, seed=6)
     index = VectorIndex(exact_below=1000)
