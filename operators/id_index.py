@@ -5,8 +5,10 @@ A ``dict[str, int]`` over 1M ids costs ~59 B per id beyond the strings: ~31 B of
 items (the catalog index's, the vector index's and the model version's; bench/RESULTS.md, issue 14).
 ``IdIndex`` keeps one ``int32`` array of slots, each the position of an id or -1;
 an id's home slot is its ``hash`` modulo the size, and linear probing from there finds it (the
-string in the list tells it apart from another id in the slot). The table is at most a quarter
-full, so few ids sit past their home slot: 16-32 B per id (16.8 MB at 1M ids, where the dict took 60).
+string in the list tells it apart from another id in the slot). The table is at most half full, so
+few ids sit far past their home slot (1.5 slots read per id found on average at half full, 2.5 per id
+never added): 8-16 B per id (8.4 MB at 1M ids, where the dict took 60; a quarter full took 16.8, four of
+them in an API worker, bench/RESULTS.md issue 14 session 28).
 
 Positions are never removed, so a probe never crosses a slot that was emptied. ``get`` costs a hash
 (cached by ``str``), a slot read or two and a string comparison (~0.3 µs, a dict ~0.05 µs); ``lookup``
@@ -103,7 +105,7 @@ class IdIndex(Mapping[str, int]):
             return pos
         pos = len(self.ids)
         self.ids.append(key)  # before the slot names it: a reader that finds the position can read the id
-        if 4 * (pos + 1) > len(self._slots):
+        if 2 * (pos + 1) > len(self._slots):
             self._slots = self._placed(self.ids, 2 * len(self._slots))
             return pos
         slots = self._slots
@@ -126,7 +128,7 @@ class IdIndex(Mapping[str, int]):
         """
         first = len(self.ids)
         self.ids.extend(keys)  # before the slots name them: a reader that finds a position can read the id
-        if 4 * len(self.ids) > len(self._slots):
+        if 2 * len(self.ids) > len(self._slots):
             self._slots = self._placed(self.ids, _size_for(len(self.ids)))
         else:
             _place(self._slots, self.ids, first)
@@ -157,7 +159,10 @@ class IdIndex(Mapping[str, int]):
             where = np.arange(n) if pending is None else pending
             out[where[same]] = pos[same]
             pending = where[filled & ~same]  # another id in the slot: the next one
-            if not len(pending):
+            if len(pending) <= _SMALL_BATCH:  # the long probes' tail id by id: no array round per slot of the longest
+                get = self.get
+                for i in pending.tolist():
+                    out[i] = get(keys[i], -1)
                 return out
             at[pending] = (at[pending] + 1) & mask
 
@@ -211,5 +216,5 @@ def _place_chunk(slots: NDArray[np.int32], ids: list[str], first: int, end: int)
 
 
 def _size_for(n: int) -> int:
-    """Slots for ``n`` ids: the power of two at least 4n (at most a quarter full: few probes go past the home slot)."""
-    return max(_MIN_SLOTS, 1 << (4 * n - 1).bit_length())
+    """Slots for ``n`` ids: the power of two at least 2n (at most half full: few probes go far past the home slot)."""
+    return max(_MIN_SLOTS, 1 << (2 * n - 1).bit_length())
