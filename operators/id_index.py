@@ -144,6 +144,11 @@ class IdIndex(Mapping[str, int]):
         if n <= _SMALL_BATCH:
             get = self.get
             return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=n)
+        if n > _LOOKUP_CHUNK:  # ~85 B of temporaries per key: 1M keys at once held ~85 MB (the id bridge's fill)
+            out = np.empty(n, dtype=np.int64)
+            for lo in range(0, n, _LOOKUP_CHUNK):
+                out[lo:lo + _LOOKUP_CHUNK] = self.lookup(keys[lo:lo + _LOOKUP_CHUNK])
+            return out
         slots, ids = self._slots, self.ids
         mask = len(slots) - 1
         at = np.fromiter(map(hash, keys), dtype=np.int64, count=n) & mask
@@ -177,6 +182,10 @@ class IdIndex(Mapping[str, int]):
         return slots
 
 
+_LOOKUP_CHUNK = 1 << 16
+"""Keys ``lookup`` looks up together: its arrays and the list of positions it compares (~85 B per key) stay ~5 MB,
+where a model version's or the vector index's 1M ids at once held ~85 MB (the id bridge's fill and the version's
+``intern_ids``: +50-80 MB peaks in an API worker's first requests, bench/RESULTS.md issue 14 session 28)."""
 _PLACE_CHUNK = 1 << 16
 """Positions ``_place`` places together: its arrays (~70 B per position) stay ~5 MB, where placing 1M ids in one
 go held ~70 MB of temporaries at once (the peak of a model version's load, bench/RESULTS.md issue 14)."""

@@ -136,6 +136,30 @@ def test_the_table_is_at_most_half_full_and_more_than_a_quarter(n):
         assert index.lookup(ids[::101]).tolist() == list(range(0, n, 101)) and index.get("never") is None
 
 
+def test_a_large_lookup_holds_few_temporaries(monkeypatch):
+    """Issue 14: the id bridge looks a model version's (or the vector index's) 1M ids up at once, and a version's
+    ``intern_ids`` too: ~85 B of temporaries per key held ~85 MB; looked up in chunks, a few MB whatever n. The
+    answers are those of one batch (a chunk of 7 keys: many chunks, ids and misses mixed)."""
+    import tracemalloc
+
+    ids = [f"item-{i:07d}" for i in range(400_000)]
+    index = IdIndex(ids)
+    keys = [f"item-{i:07d}" for i in range(0, 600_000, 2)]  # a third unknown
+    want = [i if i < 400_000 else -1 for i in range(0, 600_000, 2)]
+    tracemalloc.start()
+    try:
+        got = index.lookup(keys)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    temporaries = peak - got.nbytes
+    assert temporaries < 10 * 2**20, f"{temporaries / 2**20:.1f} MB of temporaries for {len(keys)} keys"
+    assert got.tolist() == want
+    monkeypatch.setattr(id_index, "_LOOKUP_CHUNK", 7 * 8)
+    assert index.lookup(keys[:5_000]).tolist() == want[:5_000]
+    assert index.lookup(iter(keys[:5_000])).tolist() == want[:5_000]
+
+
 def test_a_repeat_across_chunks_is_refused(monkeypatch):
     monkeypatch.setattr(id_index, "_PLACE_CHUNK", 4)
     with pytest.raises(ValueError, match="id 'c' at positions 2 and 9"):
