@@ -127,8 +127,12 @@ def latest_version_path(model_dir: Path) -> Path | None:
     return path if (path / "manifest.json").exists() else None
 
 
-def load_version(path: Path) -> ModelVersion:
+def load_version(path: Path, intern_ids: Callable[[list[str]], object] | None = None) -> ModelVersion:
     """Load one version directory.
+
+    ``intern_ids``: called with the version's item ids as soon as they are read, before the model itself loads
+    (``ModelWatcher``'s): ids it replaces by equal strings (the catalog's) are freed before the model's arrays
+    are read, not beside them (~56 MB of strings at 1M items; bench/RESULTS.md, issue 14 session 28).
 
     Raises
     ------
@@ -141,8 +145,10 @@ def load_version(path: Path) -> ModelVersion:
     if not module.startswith("models."):
         raise ValueError(f"model_class must live in models/; got {manifest['model_class']!r}")
     cls = getattr(importlib.import_module(module), qualname)
-    model = cls.load(path / "model")
     item_ids = json.loads((path / "item_ids.json").read_text())
+    if intern_ids is not None:
+        intern_ids(item_ids)
+    model = cls.load(path / "model")
     vec_path = path / "item_vectors.npy"
     vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False) if vec_path.exists() else None
     return ModelVersion(version=manifest["version"], model=model, item_ids=item_ids, manifest=manifest,
@@ -184,9 +190,11 @@ class ModelWatcher:
                                and self._unloadable[0] == path.name and now - self._unloadable[1] < _RETRY_FAILED_S)
             if (path is not None and not failed_recently
                     and (self._current is None or self._current.version != path.name)):
+                interned: list[bool] = []  # intern_ids's answer, asked as the ids are read (before the model loads)
+                intern = self.intern_ids
                 try:
-                    self._current = load_version(path)
-                    self._interned = False
+                    self._current = load_version(path, None if intern is None else lambda ids: interned.append(intern(ids)))
+                    self._interned = bool(interned and interned[-1])
                     release_free_heap()  # the load's temporaries (an npz of 160 MB at 1M items is read whole, then copied)
                     log.info("loaded model version %s", path.name)
                 except Exception as exc:  # keep serving the old version; the error is logged
