@@ -193,7 +193,8 @@ class ModelWatcher:
                 interned: list[bool] = []  # intern_ids's answer, asked as the ids are read (before the model loads)
                 intern = self.intern_ids
                 try:
-                    self._current = load_version(path, None if intern is None else lambda ids: interned.append(intern(ids)))
+                    self._current = (load_version(path) if intern is None
+                                     else load_version(path, intern_ids=lambda ids: interned.append(intern(ids))))
                     self._interned = bool(interned and interned[-1])
                     release_free_heap()  # the load's temporaries (an npz of 160 MB at 1M items is read whole, then copied)
                     log.info("loaded model version %s", path.name)
