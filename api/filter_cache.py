@@ -23,12 +23,39 @@ from api.iql.context import RequestContext
 from api.iql.evaluate import evaluate
 from api.iql.index import CatalogIndex
 
-__all__ = ["BitmapCache", "in_bitmap"]
+__all__ = ["BitmapCache", "in_bitmap", "DENSE_FROM"]
+
+DENSE_FROM = 128
+"""Candidates from which ``BitmapCache.contains`` probes a cached bitmap through its packed bit array (a few numpy
+operations over the whole array) instead of one ``in`` per candidate (~65 us per 1,000 candidates): the arm's
+walk through its ranking and the fallback's pool of 2,000 ask about hundreds to thousands of items at once."""
+
+_DENSE_MAX = 64
+"""Packed bit arrays kept (each ``max item_idx / 8`` bytes: ~125 KB at 1M items, 8 MB for all of them)."""
 
 
 def in_bitmap(selected: BitMap, idx: NDArray[np.integer]) -> NDArray[np.bool_]:
     """Mask over a short candidate array: True where the item_idx is in ``selected`` (-1 never is)."""
     return np.fromiter((i >= 0 and i in selected for i in idx.tolist()), dtype=bool, count=len(idx))
+
+
+def _packed(selected: BitMap) -> NDArray[np.uint8]:
+    """``selected`` as a packed bit array (bit ``i % 8`` of byte ``i // 8``: item_idx ``i``), as long as its largest
+    member needs."""
+    if not selected:
+        return np.zeros(0, dtype=np.uint8)
+    members = np.frombuffer(selected.to_array(), dtype=np.uint32)
+    mask = np.zeros(int(members[-1]) + 1, dtype=bool)
+    mask[members] = True
+    return np.packbits(mask, bitorder="little")
+
+
+def _in_packed(bits: NDArray[np.uint8], idx: NDArray[np.integer]) -> NDArray[np.bool_]:
+    """``in_bitmap`` against ``_packed(selected)``: the same mask, vectorised."""
+    idx = np.asarray(idx, dtype=np.int64)
+    ok = (idx >= 0) & (idx < 8 * len(bits))
+    at = np.where(ok, idx, 0)
+    return ok & ((bits[at >> 3] >> (at & 7)) & 1).astype(bool) if len(bits) else ok
 
 
 def _refs(node: object) -> tuple[tuple[str, ...], ...]:
@@ -91,6 +118,7 @@ class BitmapCache:
         # held, so its id is not reused while the entry lives; serials are never reused
         self._nodes: dict[int, tuple[object, int, tuple[tuple[str, ...], ...]]] = {}
         self._serial = 0
+        self._dense: OrderedDict[Hashable, NDArray[np.uint8]] = OrderedDict()  # key -> _packed(its bitmap)
         self.hits = self.misses = 0
 
     def key(self, node: p.FilterPlan | p.PlanNode, ctx: RequestContext) -> tuple[int, tuple[Hashable, ...]]:
@@ -119,6 +147,7 @@ class BitmapCache:
         """
         if catalog_version != self._version:
             self._entries.clear()
+            self._dense.clear()
             self._version = catalog_version
         if key is None:
             key = self.key(node, ctx)
@@ -133,3 +162,27 @@ class BitmapCache:
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return result
+
+    def contains(self, node: p.FilterPlan | p.PlanNode, ctx: RequestContext, catalog_version: int,
+                 idx: NDArray[np.integer]) -> NDArray[np.bool_]:
+        """``in_bitmap(self.bitmap(node, ctx, catalog_version), idx)``: from ``DENSE_FROM`` candidates on, through
+        the bitmap's packed bit array, made once per cached bitmap (up to ``_DENSE_MAX`` kept, cleared with the
+        bitmaps when the catalog changes).
+
+        Raises
+        ------
+        IQLError
+            As ``bitmap``.
+        """
+        key = self.key(node, ctx)
+        selected = self.bitmap(node, ctx, catalog_version, key=key)
+        if len(idx) < DENSE_FROM:
+            return in_bitmap(selected, idx)
+        bits = self._dense.get(key)
+        if bits is None:
+            bits = self._dense[key] = _packed(selected)
+            if len(self._dense) > _DENSE_MAX:
+                self._dense.popitem(last=False)
+        else:
+            self._dense.move_to_end(key)
+        return _in_packed(bits, idx)

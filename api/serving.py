@@ -72,7 +72,7 @@ def _keep(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarra
     view = svc.catalog_view
     if campaign.filter.strip():
         plan = view.engine.compile_filter(campaign.filter)
-        return in_bitmap(view.bitmaps.bitmap(plan, ctx, view.version), idx)
+        return view.bitmaps.contains(plan, ctx, view.version, idx)
     if view.index.capacity == 0:
         return np.ones(len(idx), dtype=bool)
     return (idx < 0) | in_bitmap(view.index.live, idx)  # unknown to the catalog: kept (as CatalogView.servable)
@@ -83,7 +83,7 @@ def _boost(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarr
     view = svc.catalog_view
     mult = np.ones(len(idx))
     for weight, condition in view.engine.compile_boosters(campaign.boosters).clauses:
-        mult[in_bitmap(view.bitmaps.bitmap(condition, ctx, view.version), idx)] *= weight
+        mult[view.bitmaps.contains(condition, ctx, view.version, idx)] *= weight
     return mult
 
 
@@ -126,13 +126,13 @@ def _select(svc: Services, campaign: Campaign, ctx: RequestContext, ids: Sequenc
     idx = _item_idx(svc, ids)
     keep = _keep(svc, campaign, ctx, idx) & _not_excluded(svc, ids, idx, exclude)
     sel = np.flatnonzero(keep)
-    ids = [ids[i] for i in sel.tolist()]
     s = s[sel]
-    if campaign.boosters.strip() and ids:
+    if campaign.boosters.strip() and len(sel):
         s = s * _boost(svc, campaign, ctx, idx[sel])
         order = np.argsort(-s, kind="stable")
-        ids, s = [ids[i] for i in order], s[order]
-    return ids, s
+        sel, s = sel[order], s[order]
+    # the kept candidates' strings, made once, in their final order
+    return (ids.take(sel) if isinstance(ids, LazyIds) else [ids[i] for i in sel.tolist()]), s
 
 
 def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,

@@ -132,6 +132,11 @@ class LazyIds(Sequence[str]):
         wanted = np.fromiter((j for j in map(get, item_ids) if j is not None), dtype=np.int64)
         return np.flatnonzero(np.isin(self._idx, wanted))
 
+    def take(self, at: Sequence[int]) -> list[str]:
+        """The ids at positions ``at`` of this ranking (``[self[i] for i in at]``, one list comprehension)."""
+        names, idx = self._names, self._idx
+        return [names[j] for j in idx[np.asarray(at, dtype=np.int64)].tolist()]
+
     def __getitem__(self, i):  # noqa: ANN001, ANN204
         if isinstance(i, slice):
             return LazyIds(self._names, self._idx[i], self._index_of, self._root)
