@@ -173,3 +173,24 @@ def test_a_bulk_assignment_holds_few_bytes_per_row_beside_its_block(monkeypatch)
         tracemalloc.stop()
     assert peak - held < 17 * n, f"{(peak - held) / n:.1f} B a row of temporaries"
     assert len(lists) == n - len(range(0, n, 7)) and not lists.holds(7) and lists.holds(8)
+
+
+def test_a_tier_scored_into_its_heap_equals_the_top_of_its_scored_rows():
+    """``_score_lists_top`` (search's one pass per tier) gives ``top_rows(*_score_lists(...), k)`` bit for bit:
+    the same rows, float32 scores and order, with ``exclude_row`` left out, ties included (duplicate vectors)."""
+    from models.ivf import _score_lists, _score_lists_top
+    from models.topk import top_rows
+
+    v = _unit(4000, dim=16, seed=6)
+    v[2000:2100] = v[100:200]  # exact ties across rows
+    c = train_centroids(v, 30)
+    lists = InvertedLists.from_assignment(c, nearest_list(v, c), v, n_probe=4)
+    parts = (lists._rows, lists._vecs, lists._start, lists._count)
+    for q_row in (0, 150, 2150, 3999):
+        tier = np.argsort(-(c @ v[q_row]), kind="stable")[:6].astype(np.int64)
+        for k in (1, 10, 257, 10_000):
+            want = top_rows(*_score_lists(*parts, tier, v[q_row], q_row), k)
+            got = _score_lists_top(*parts, tier, v[q_row], q_row, k)
+            for w, g in zip(want, got, strict=True):
+                assert g.dtype == w.dtype
+                np.testing.assert_array_equal(g, w)
