@@ -303,7 +303,7 @@ class CatalogView:
         try:
             found = cache[item_id]
         except KeyError:
-            found = cache[item_id] = self.index.get(item_id)
+            found = cache[item_id] = self.index.attributes(item_id)  # attributes read as the request asks for them
             if len(cache) > self.attributes_cache_items:
                 cache.popitem(last=False)
             return found

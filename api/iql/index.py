@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from operators.catalog_rule import serving_kinds
 from operators.id_index import IdIndex
 from operators.ids import BadId, canonical_id
 
-__all__ = ["BUILD_CHUNK_ITEMS", "CatalogIndex", "Column"]
+__all__ = ["BUILD_CHUNK_ITEMS", "CatalogIndex", "Column", "ItemAttributes"]
 
 Column = CategoricalColumn | ListColumn | NumericColumn
 BUILD_CHUNK_ITEMS = 20_000
@@ -363,6 +363,14 @@ class CatalogIndex:
         """item_idx -> item_id strings."""
         return [self._ids[i] for i in idx]
 
+    def attributes(self, item_id: str) -> ItemAttributes | None:
+        """``get(item_id)`` as a mapping that reads each attribute from its column when it is first asked for (a
+        request's ``context.item`` is read for the one or two attributes its filter names, not all of them)."""
+        idx = self._idx_of.get(item_id)
+        if idx is None or idx not in self.existing:
+            return None
+        return ItemAttributes(self._columns, idx, item_id)
+
     def get(self, item_id: str) -> dict[str, Any] | None:
         """The indexed attributes of a live-or-hidden item (timestamps as epoch seconds), or None."""
         idx = self._idx_of.get(item_id)
@@ -374,3 +382,46 @@ class CatalogIndex:
             if value is not None:
                 item[name] = list(value) if isinstance(value, tuple) else value
         return item
+
+
+class ItemAttributes(Mapping[str, Any]):
+    """The indexed attributes of one item (``CatalogIndex.get``'s mapping: the same keys and values), each read from
+    its column (and kept) on first access. Valid while the index is unchanged (``CatalogView`` drops them when the
+    catalog changes); read it, never change it."""
+
+    __slots__ = ("_columns", "_idx", "_item_id", "_read")
+
+    def __init__(self, columns: Mapping[str, Any], idx: int, item_id: str) -> None:
+        self._columns, self._idx, self._item_id = columns, idx, item_id
+        self._read: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:  # noqa: ANN401 - an attribute's value, as CatalogIndex.get gives it
+        try:
+            return self._read[name]
+        except KeyError:
+            pass
+        column = self._columns.get(name)
+        value = None if column is None else column.value_at(self._idx)
+        if value is None:
+            if name == "item_id":
+                return self._item_id
+            raise KeyError(name)
+        value = self._read[name] = list(value) if isinstance(value, tuple) else value
+        return value
+
+    def _whole(self) -> dict[str, Any]:
+        item: dict[str, Any] = {"item_id": self._item_id}
+        for name in self._columns:
+            value = self.get(name)
+            if value is not None:
+                item[name] = value
+        return item
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._whole())
+
+    def __len__(self) -> int:
+        return len(self._whole())
+
+    def __repr__(self) -> str:
+        return f"ItemAttributes({self._whole()!r})"

@@ -238,3 +238,29 @@ def test_skip_unsupported_attributes_instead_of_raising() -> None:
     assert dict(index.schema) == {"p": AttrType.NUMBER} and index.schema.skipped == {"emb", "meta"}
     with pytest.raises(CatalogSchemaError, match="attribute 'p' must be a number"):
         index.upsert({"item_id": "d", "p": "x"})
+
+
+def test_item_attributes_read_lazily_equal_get() -> None:
+    """``CatalogIndex.attributes`` (a request's ``context.item``, read attribute by attribute) has ``get``'s keys and
+    values, whichever attribute is read first: missing ones absent, lists as lists, timestamps as epoch seconds;
+    unknown and deleted items are None; a hidden item keeps its attributes."""
+    items = [
+        {"item_id": "a", "s": "x", "n": 3, "l": ["p", "q"], "t": "2024-01-02T03:04:05Z", "b": True},
+        {"item_id": "b", "s": "y", "f": 1.5, "b": False},
+        {"item_id": "c", "n": 7, "l": []},
+        {"item_id": "d", "s": "x", "hidden": True},
+    ]
+    index = CatalogIndex.build(items)
+    index.upsert({"item_id": "e", "s": "z", "n": 1})
+    index.delete("b")
+    for item_id in ("a", "b", "c", "d", "e", "nope"):
+        want = index.get(item_id)
+        got = index.attributes(item_id)
+        if want is None:
+            assert got is None
+            continue
+        for name in ("s", "n", "f", "l", "t", "b", "hidden", "item_id", "other"):
+            assert got.get(name) == want.get(name)
+            assert (name in got) == (name in want)
+        assert dict(got) == want and len(got) == len(want) and got == want
+        assert dict(index.attributes(item_id)) == want  # iterated before any read
