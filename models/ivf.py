@@ -391,6 +391,15 @@ class InvertedLists:
         return p[by], r[by].astype(np.int32, copy=False), v[by].astype(np.float32, copy=False), offset
 
 
+@njit_cached(fastmath=True, inline="always")
+def _row_dot(vecs: NDArray[np.float32], i: int, query: NDArray[np.float32]) -> np.float32:  # pragma: no cover - compiled
+    """``vecs[i] · query`` in float32, summed as both scoring kernels sum it (inlined into them)."""
+    acc = np.float32(0.0)
+    for d in range(vecs.shape[1]):
+        acc += vecs[i, d] * query[d]
+    return acc
+
+
 @njit_cached(fastmath=True)
 def _score_lists(rows: NDArray[np.int32], vecs: NDArray[np.float32], start: NDArray[np.int64],
                  count: NDArray[np.int64], lists: NDArray[np.int64], query: NDArray[np.float32], exclude_row: int
@@ -401,7 +410,6 @@ def _score_lists(rows: NDArray[np.int32], vecs: NDArray[np.float32], start: NDAr
         total += count[j]
     out_rows = np.empty(total, dtype=np.int32)
     out = np.empty(total, dtype=np.float32)
-    dim = vecs.shape[1]
     k = 0
     for j in lists:
         s = start[j]
@@ -409,11 +417,8 @@ def _score_lists(rows: NDArray[np.int32], vecs: NDArray[np.float32], start: NDAr
             r = rows[i]
             if r == exclude_row:
                 continue
-            acc = np.float32(0.0)
-            for d in range(dim):
-                acc += vecs[i, d] * query[d]
             out_rows[k] = r
-            out[k] = acc
+            out[k] = _row_dot(vecs, i, query)
             k += 1
     return out_rows[:k], out[:k]
 
@@ -433,7 +438,6 @@ def _score_lists_top(rows: NDArray[np.int32], vecs: NDArray[np.float32], start: 
     hi = np.empty(cap, dtype=np.int64)
     if cap == 0:
         return hi, hs.astype(np.float32)
-    dim = vecs.shape[1]
     size = 0
     for j in lists:
         s = start[j]
@@ -441,10 +445,7 @@ def _score_lists_top(rows: NDArray[np.int32], vecs: NDArray[np.float32], start: 
             r = rows[i]
             if r == exclude_row:
                 continue
-            acc = np.float32(0.0)
-            for d in range(dim):
-                acc += vecs[i, d] * query[d]
-            sc, ri = np.float64(acc), np.int64(r)
+            sc, ri = np.float64(_row_dot(vecs, i, query)), np.int64(r)
             if size < cap:
                 size = heap_offer(hs, hi, size, cap, sc, ri)
             elif heap_worse(hs[0], hi[0], sc, ri):
