@@ -97,7 +97,15 @@ class _GRUNet(nn.Module):
         -------
         float32 tensor of shape (B, d).
         """
-        return self.gru(nn.functional.embedding(x, self.item_emb))[1][0]
+        return self.encode_embedded(nn.functional.embedding(x, self.item_emb))
+
+    def encode_embedded(self, inp: torch.Tensor) -> torch.Tensor:
+        """Last hidden state of embedded prefixes ``inp`` (B, L, d) float32: (B, d) float32."""
+        return self.gru(inp)[1][0]
+
+    def dense_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters dense Adam updates (every one but the item rows): the GRU's."""
+        return self.gru.parameters()
 
 
 class _RowAdam:
@@ -283,6 +291,10 @@ class GRU4Rec:
             raise ValueError(f"GRU4Rec: lr must be > 0; got {self.lr}")
 
     # ----------------------------------------------------------------- fit
+    def _make_net(self, n_items: int) -> _GRUNet:
+        """The untrained network for ``n_items`` items (a subclass swaps the prefix encoder)."""
+        return _GRUNet(n_items, int(self.d))
+
     def n_epochs(self, n_examples: int) -> int:
         """Whole epochs ``fit`` runs on ``n_examples`` training examples: ``epochs``, or fewer when
         ``epoch_examples`` is set (``min(epochs, ceil(epoch_examples / n_examples))``, at least 1)."""
@@ -314,16 +326,16 @@ class GRU4Rec:
             logq_batch = torch.from_numpy(np.log(self.batch_size * target_pop / n).astype(np.float32))
             logq_sample = torch.from_numpy(np.log(self.n_sample * sample_w / sample_w.sum()).astype(np.float32))
         x_t, y_t = torch.from_numpy(x_np), torch.from_numpy(y_np)
-        net = _GRUNet(log.n_items, int(self.d))
+        net = self._make_net(log.n_items)
         losses: list[float] = []
         t0 = time.perf_counter()
         with _torch_threads(self.n_threads):
             net.init_weights(gen)
             # item rows: lazy Adam over the rows a batch touches; the GRU: dense Adam
             opt_items = _RowAdam([net.item_emb.data, net.item_bias.data], lr=self.lr)
-            opt_gru = torch.optim.Adam(net.gru.parameters(), lr=self.lr, fused=True)
+            opt_gru = torch.optim.Adam(net.dense_parameters(), lr=self.lr, fused=True)
             net.train()
-            with tqdm(total=epochs * n, desc="GRU4Rec", unit="ex", unit_scale=True, disable=not self.progress,
+            with tqdm(total=epochs * n, desc=type(self).__name__, unit="ex", unit_scale=True, disable=not self.progress,
                       leave=False) as bar:
                 for _ in range(epochs):
                     order, bounds = _length_batches(lens_np, int(self.batch_size), rng)
@@ -359,11 +371,11 @@ class GRU4Rec:
         self.train_loss_ = losses
         self.n_examples_ = int(n)
         self.examples_per_s_ = epochs * n / max(train_s, 1e-9)
-        logger.info("gru4rec: %d examples x %d epochs in %.1f s (%.0f examples/s), loss per epoch %s",
+        logger.info("%s: %d examples x %d epochs in %.1f s (%.0f examples/s), loss per epoch %s", type(self).__name__,
                     n, epochs, train_s, self.examples_per_s_, [round(v, 4) for v in losses])
         return self
 
-    def _batch_loss(self, net: _GRUNet, emb: torch.Tensor, bias: torch.Tensor, x_rows: torch.Tensor,
+    def _batch_loss(self, net: _GRUNet | nn.Module, emb: torch.Tensor, bias: torch.Tensor, x_rows: torch.Tensor,
                     cand_rows: torch.Tensor, y: torch.Tensor, sampled: torch.Tensor, logq_batch: torch.Tensor,
                     logq_sample: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         """Sampled softmax cross-entropy of one mini-batch (row ``r``'s positive is candidate ``r``).
@@ -374,7 +386,7 @@ class GRU4Rec:
         inp = nn.functional.embedding(x_rows, emb)
         if keep is not None:
             inp = inp * keep / (1.0 - self.dropout)
-        h = net.gru(inp)[1][0]
+        h = net.encode_embedded(inp)
         logits = torch.addmm(bias[cand_rows, 0], h, nn.functional.embedding(cand_rows, emb).T)
         if self.logq:
             logits = logits - self.logq * torch.cat([logq_batch[y], logq_sample[sampled]])
@@ -479,7 +491,7 @@ class GRU4Rec:
         """Write ``arrays.npz`` (the network's tensors as arrays) and ``params.json`` to ``path``."""
         self._check_fitted()
         arrays = {f"net__{k}": v.detach().numpy() for k, v in self.net_.state_dict().items()}
-        save_model_dir(path, "GRU4Rec", self.get_params(),
+        save_model_dir(path, type(self).__name__, self.get_params(),
                        {**arrays, "train_loss": np.asarray(self.train_loss_, dtype=np.float64)})
 
     @classmethod
@@ -491,7 +503,7 @@ class GRU4Rec:
         ModelFormatError
             If a file is missing, the class/version differ, or the tensors do not match the network.
         """
-        params, arrays = load_model_dir(path, "GRU4Rec")
+        params, arrays = load_model_dir(path, cls.__name__)
         model = cls(**params)
         state = {k.removeprefix("net__"): torch.from_numpy(v) for k, v in arrays.items() if k.startswith("net__")}
         if "item_emb" not in state or state["item_emb"].ndim != 2:
@@ -499,11 +511,11 @@ class GRU4Rec:
         n_items, d = state["item_emb"].shape
         if d != model.d:
             raise ModelFormatError(f"{path}: net__item_emb has dim {d}; params.json says d={model.d}")
-        net = _GRUNet(int(n_items), int(d))
+        net = model._make_net(int(n_items))
         try:
             net.load_state_dict(state)
         except RuntimeError as exc:
-            raise ModelFormatError(f"{path}: the saved tensors do not match a GRU4Rec network ({exc})") from exc
+            raise ModelFormatError(f"{path}: the saved tensors do not match a {cls.__name__} network ({exc})") from exc
         net.eval()
         model.net_ = net
         model.n_items_ = int(n_items)

@@ -64,6 +64,8 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
     "slist": ModelSpec("models.slist:SLIST"),
     # GRU4Rec (Hidasi et al.) with Hidasi & Czapp 2023's settings: tied embedding, sampled softmax + logQ
     "gru4rec": ModelSpec("models.gru4rec:GRU4Rec"),
+    # SASRec-style self-attention over the prefix (Kang & McAuley 2018), trained and scored as GRU4Rec
+    "sasrec": ModelSpec("models.sasrec:SASRec"),
     # whichever of its candidates wins validation on the log it is fitted on (models/router.py)
     "router": ModelSpec("models.router:ValidationRouter"),
 })
