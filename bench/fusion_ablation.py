@@ -7,7 +7,8 @@ at commit a1aa580, before they became part of ``models/hybrid.py``, they were ex
 ``cooc`` / ``cooc2`` (session 6's co-occurrence rows, computed by the model's own ``_ItemStats``;
 since ``d10953e`` the adopted ``cooc2`` pair is part of the base features, so they now repeat those columns);
 ``rep`` (item repeat rate, session distinct ratio: part of the base features since session 11, so on caches
-written after that it repeats them) and ``time``; ``base`` adds none. ``--rp`` refits the ranker with LightGBM parameter overrides, ``--emde-full``
+written after that it repeats them), ``time`` and ``votes`` (how many lists pool a candidate, their reciprocal-rank
+fusion and its rank in the query; session 29, not adopted); ``base`` adds none. ``--rp`` refits the ranker with LightGBM parameter overrides, ``--emde-full``
 scores the evaluation prefixes with an EMDE fitted on the whole validation-train log, ``--knn``
 overrides the fusion's kNN models. Prints one JSON line per variant (HR@20, MRR@20, the pool's
 recall, the features with the most gain).
@@ -202,6 +203,15 @@ def extra(log, hist, rows, items, which):
         cols_g, nm_g = _gru_features(log, hist, rows, items)
         cols += cols_g
         nm += nm_g
+    if "votes" in which:  # how many lists pool the candidate, and their reciprocal-rank fusion (k 60)
+        ranks = xbase(log)[:, [j for j, c in enumerate(names) if c.endswith("_rank")]]
+        cols.append((ranks < fus.n_candidates).sum(1).astype(np.float32))
+        nm.append("n_lists")
+        rrf = (1.0 / (60.0 + ranks)).sum(1)
+        cols.append(rrf)
+        nm.append("rrf")
+        cols.append(_query_rank(rows, rrf))
+        nm.append("qrank_rrf")
     if "sr" in which:
         m = seq_rules(log)
         deg = np.asarray(m.sum(axis=1)).ravel()
