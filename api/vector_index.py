@@ -167,7 +167,8 @@ class VectorIndex:
         if self._buf is not None:
             return self._buf[row]
         assert self._ivf is not None
-        return self._ivf.vectors_of(np.array([row]))[0]
+        vector = self._ivf.vector_of(row)  # O(1): one row, no arrays set up for a batch of rows
+        return vector if vector is not None else np.zeros(self._ivf.centroids.shape[1], dtype=np.float32)
 
     def delete(self, item_id: str) -> None:
         """Drop an item's vector (unknown ids are ignored); never returned by a query after this."""

@@ -214,6 +214,14 @@ class InvertedLists:
         out[held] = self._vecs[self._start[self._list_of[r]] + self._pos_of[r]]
         return out
 
+    def vector_of(self, row: int) -> NDArray[np.float32] | None:
+        """The held vector of one ``row`` (a copy, shape (dim,)); None if the row is not held. What
+        ``vectors_of([row])[0]`` gives for a held row, without its array set-up (a query's own vector,
+        read once per request)."""
+        if not self.holds(row):
+            return None
+        return self._vecs[self._start[self._list_of[row]] + self._pos_of[row]].copy()
+
     def holds(self, row: int) -> bool:
         return 0 <= row < len(self._list_of) and bool(self._list_of[row] >= 0)
 

@@ -65,6 +65,30 @@ def test_adds_moves_and_removes_keep_the_lists_exact():
     assert (nearest_list(np.stack([vecs[r] for r in new[:50]]), lists.centroids) == lists._list_of[new[:50]]).all()
 
 
+def test_vector_of_one_row_equals_vectors_of():
+    """The one-row read a query's own vector takes (``VectorIndex._vector``) gives ``vectors_of``'s values after
+    adds, moves, removes and relocations; a copy (writing it leaves the block alone); None for a row not held."""
+    rng = np.random.default_rng(4)
+    pool = _unit(2000, seed=4)
+    lists = InvertedLists(train_centroids(pool[:400], 12), n_probe=3)
+    for _ in range(2500):
+        row = int(rng.integers(0, 600))
+        if rng.random() < 0.3:
+            lists.remove(row)
+        else:
+            lists.add(row, pool[int(rng.integers(0, len(pool)))])
+    for row in range(-1, 700):
+        got = lists.vector_of(row)
+        if not lists.holds(row):
+            assert got is None
+            continue
+        want = lists.vectors_of(np.array([row]))[0]
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        got[:] = 9.0
+        np.testing.assert_array_equal(lists.vectors_of(np.array([row]))[0], want)
+
+
 def test_search_tiers_are_exact_within_and_prefixes_across():
     v = _unit(5000, seed=2)
     c = train_centroids(v, 40)
