@@ -164,17 +164,22 @@ class BitmapCache:
         return result
 
     def contains(self, node: p.FilterPlan | p.PlanNode, ctx: RequestContext, catalog_version: int,
-                 idx: NDArray[np.integer]) -> NDArray[np.bool_]:
+                 idx: NDArray[np.integer], key: tuple[int, tuple[Hashable, ...]] | None = None
+                 ) -> NDArray[np.bool_]:
         """``in_bitmap(self.bitmap(node, ctx, catalog_version), idx)``: from ``DENSE_FROM`` candidates on, through
         the bitmap's packed bit array, made once per cached bitmap (up to ``_DENSE_MAX`` kept, cleared with the
         bitmaps when the catalog changes).
+
+        ``key``: ``self.key(node, ctx)`` when the caller has it already (a request binds its filter and boosters
+        once, ``api.serving._bind``, then filters several candidate lists: not computed again per list).
 
         Raises
         ------
         IQLError
             As ``bitmap``.
         """
-        key = self.key(node, ctx)
+        if key is None:
+            key = self.key(node, ctx)
         selected = self.bitmap(node, ctx, catalog_version, key=key)
         if len(idx) < DENSE_FROM:
             return in_bitmap(selected, idx)

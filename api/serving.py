@@ -68,22 +68,26 @@ def request_context(svc: Services, inputs: Inputs) -> RequestContext:
     return RequestContext(item=item, user=user or None, cart=cart, params=dict(inputs.params))
 
 
-def _keep(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarray) -> np.ndarray:
+def _keep(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, idx: np.ndarray) -> np.ndarray:
+    """Mask over the candidates the filter selects (its bitmap found through the key ``_bind`` made, ``bound``)."""
     view = svc.catalog_view
     if campaign.filter.strip():
         plan = view.engine.compile_filter(campaign.filter)
-        return view.bitmaps.contains(plan, ctx, view.version, idx)
+        return view.bitmaps.contains(plan, ctx, view.version, idx, key=bound[0])  # type: ignore[arg-type]
     if view.index.capacity == 0:
         return np.ones(len(idx), dtype=bool)
     return (idx < 0) | in_bitmap(view.index.live, idx)  # unknown to the catalog: kept (as CatalogView.servable)
 
 
-def _boost(svc: Services, campaign: Campaign, ctx: RequestContext, idx: np.ndarray) -> np.ndarray:
-    """Score multipliers: the product of the weights of the booster clauses each candidate matches."""
+def _boost(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, idx: np.ndarray) -> np.ndarray:
+    """Score multipliers: the product of the weights of the booster clauses each candidate matches (each clause's
+    bitmap found through its key in ``bound``, made by ``_bind`` in the clauses' order)."""
     view = svc.catalog_view
     mult = np.ones(len(idx))
-    for weight, condition in view.engine.compile_boosters(campaign.boosters).clauses:
-        mult[view.bitmaps.contains(condition, ctx, view.version, idx)] *= weight
+    keys = bound[1] or ()
+    for c, (weight, condition) in enumerate(view.engine.compile_boosters(campaign.boosters).clauses):
+        key = keys[c][1] if c < len(keys) else None
+        mult[view.bitmaps.contains(condition, ctx, view.version, idx, key=key)] *= weight  # type: ignore[arg-type]
     return mult
 
 
@@ -115,30 +119,31 @@ def _not_excluded(svc: Services, ids: Sequence[str], idx: np.ndarray, exclude: s
     return out
 
 
-def _select(svc: Services, campaign: Campaign, ctx: RequestContext, ids: Sequence[str], scores: Sequence[float],
-            exclude: set[str]) -> tuple[list[str], np.ndarray]:
+def _select(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, ids: Sequence[str],
+            scores: Sequence[float], exclude: set[str]) -> tuple[list[str], np.ndarray]:
     """Candidates the filter keeps (and the request does not exclude), boosted and re-ranked (stable).
 
-    ``ids`` may be a ``LazyIds``: only the kept candidates' strings are made."""
+    ``ids`` may be a ``LazyIds``: only the kept candidates' strings are made. ``bound``: the request's bitmap
+    keys (``_bind``), so each list filtered (the arm's, each chunk of a walk, the fallback's) computes none again."""
     if not len(ids):
         return [], np.zeros(0)
     s = np.asarray(scores, dtype=np.float64)
     idx = _item_idx(svc, ids)
-    keep = _keep(svc, campaign, ctx, idx) & _not_excluded(svc, ids, idx, exclude)
+    keep = _keep(svc, campaign, ctx, bound, idx) & _not_excluded(svc, ids, idx, exclude)
     sel = np.flatnonzero(keep)
     s = s[sel]
     if campaign.boosters.strip() and len(sel):
-        s = s * _boost(svc, campaign, ctx, idx[sel])
+        s = s * _boost(svc, campaign, ctx, bound, idx[sel])
         order = np.argsort(-s, kind="stable")
         sel, s = sel[order], s[order]
     # the kept candidates' strings, made once, in their final order
     return (ids.take(sel) if isinstance(ids, LazyIds) else [ids[i] for i in sel.tolist()]), s
 
 
-def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
+def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, strategy: str, inputs: Inputs,
               params: Mapping[str, Any], k: int, exclude: set[str]) -> tuple[list[str], np.ndarray]:
     ids, scores = run_strategy(strategy, svc, inputs, params, k)
-    return _select(svc, campaign, ctx, ids, scores, exclude)
+    return _select(svc, campaign, ctx, bound, ids, scores, exclude)
 
 
 _Bound = tuple[Hashable | None, tuple[tuple[float, Hashable], ...] | None]
@@ -183,16 +188,16 @@ def _arm_key(svc: Services, bound: _Bound, strategy: str, params: Mapping[str, A
             filter_key, booster_key, n, k, frozenset(exclude), fill_from_model)
 
 
-def _arm_list(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, params: Mapping[str, Any],
-              inputs: Inputs, n: int, k: int, exclude: set[str], fill_from_model: bool
+def _arm_list(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, strategy: str,
+              params: Mapping[str, Any], inputs: Inputs, n: int, k: int, exclude: set[str], fill_from_model: bool
               ) -> tuple[list[str], np.ndarray, int]:
     """The arm's items for one request, best first, and how many candidates its strategy gave: its
     ``k`` over-fetched candidates through the filter and boosters, then (``fill_from_model``, fewer
     than ``n`` kept) the filtered catalog in its model's order (``_from_model``), below them."""
     raw_ids, raw_scores = run_strategy(strategy, svc, inputs, params, k)
-    ids, scores = _select(svc, campaign, ctx, raw_ids, raw_scores, exclude)
+    ids, scores = _select(svc, campaign, ctx, bound, raw_ids, raw_scores, exclude)
     if len(ids) < n and fill_from_model and raw_ids:
-        deep = _from_model(svc, campaign, ctx, strategy, inputs, params, n, exclude)
+        deep = _from_model(svc, campaign, ctx, bound, strategy, inputs, params, n, exclude)
         if deep is not None:
             seen = set(ids)
             extra = [j for j, i in enumerate(deep[0]) if i not in seen]
@@ -217,8 +222,9 @@ def _ranking_prefix(strategy: str, svc: Services, inputs: Inputs, params: Mappin
     return ids, scores, len(ids) <= end
 
 
-def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
-                params: Mapping[str, Any], need: int, exclude: set[str]) -> tuple[list[str], np.ndarray] | None:
+def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, strategy: str,
+                inputs: Inputs, params: Mapping[str, Any], need: int, exclude: set[str]
+                ) -> tuple[list[str], np.ndarray] | None:
     """The filtered catalog scored by the arm's model: its whole ranking (``model_ranking``) walked
     in growing chunks through the filter until ``need`` items are kept; None if the strategy has none.
 
@@ -237,7 +243,7 @@ def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy
         if need == 0:
             return out_ids, np.zeros(0)
         if len(selected := _selected(svc, campaign, ctx)) <= FEW_SELECTED:
-            return _from_model_few(svc, campaign, ctx, strategy, inputs, params, need, exclude, selected)
+            return _from_model_few(svc, campaign, ctx, bound, strategy, inputs, params, need, exclude, selected)
     start, chunk = 0, max(8 * need, 256)
     while len(out_ids) < need:
         prefix = _ranking_prefix(strategy, svc, inputs, params, start + chunk)
@@ -246,7 +252,8 @@ def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy
         all_ids, all_scores, whole = prefix
         if start >= len(all_ids):
             break
-        ids, s = _select(svc, campaign, ctx, all_ids[start:start + chunk], all_scores[start:start + chunk], exclude)
+        ids, s = _select(svc, campaign, ctx, bound, all_ids[start:start + chunk], all_scores[start:start + chunk],
+                         exclude)
         out_ids += ids
         out_s.append(s)
         if whole and start + chunk >= len(all_ids):
@@ -255,8 +262,8 @@ def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, strategy
     return out_ids, (np.concatenate(out_s) if out_s else np.zeros(0))
 
 
-def _from_model_few(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
-                    params: Mapping[str, Any], need: int, exclude: set[str], selected: BitMap
+def _from_model_few(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, strategy: str,
+                    inputs: Inputs, params: Mapping[str, Any], need: int, exclude: set[str], selected: BitMap
                     ) -> tuple[list[str], np.ndarray] | None:
     """``_from_model`` for a filter that selects at most ``FEW_SELECTED`` items: only the selected items'
     positions in the arm's whole ranking are read (``ranking_at``), in ``_from_model``'s chunks (the boosters
@@ -272,7 +279,7 @@ def _from_model_few(svc: Services, campaign: Campaign, ctx: RequestContext, stra
     start, chunk = 0, max(8 * need, 256)
     while len(out_ids) < need and start < total:
         lo, hi = np.searchsorted(pos, [start, start + chunk])
-        kept, s = _select(svc, campaign, ctx, ids[lo:hi], scores[lo:hi], exclude)
+        kept, s = _select(svc, campaign, ctx, bound, ids[lo:hi], scores[lo:hi], exclude)
         out_ids += kept
         out_s.append(s)
         start, chunk = start + chunk, chunk * 4
@@ -345,7 +352,7 @@ def serve_list(svc: Services, campaign: Campaign, strategy: str, params: Mapping
     key = _arm_key(svc, bound, strategy, params, inputs, n, k, exclude, fill_from_model)
 
     def arm() -> tuple[list[str], np.ndarray, int]:
-        return _arm_list(svc, campaign, ctx, strategy, params, inputs, n, k, exclude, fill_from_model)
+        return _arm_list(svc, campaign, ctx, bound, strategy, params, inputs, n, k, exclude, fill_from_model)
 
     # reused while nothing it depends on changed: with a selective filter the arm's part is the
     # costliest of a request (the whole model ranking walked through the filter)
@@ -359,7 +366,7 @@ def serve_list(svc: Services, campaign: Campaign, strategy: str, params: Mapping
         taken = exclude | set(ids[:n])
         # the fallback is filtered too: draw from a deep pool so a narrow filter still fills the list
         pool = max(k + len(taken), _FALLBACK_POOL)
-        more, more_scores = _filtered(svc, campaign, ctx, campaign.fallback, inputs, params, pool, taken)
+        more, more_scores = _filtered(svc, campaign, ctx, bound, campaign.fallback, inputs, params, pool, taken)
         extra_items = [{"item_id": i, "score": float(s), "fallback": True}
                        for i, s in zip(more[: n - len(out.items)], more_scores.tolist(), strict=False)]
         out.items += extra_items

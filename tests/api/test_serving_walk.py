@@ -13,7 +13,7 @@ import pytest
 from api.candidate_cache import CandidateCache
 from api.catalog import CatalogView
 from api.iql import RequestContext
-from api.serving import _from_model, _select
+from api.serving import _bind, _from_model, _select
 from api.strategies import Inputs, LazyIds, model_ranking
 from models.base import InteractionLog
 from models.covisit import CoVisitation
@@ -32,7 +32,8 @@ def _whole_walk(svc: Any, campaign: Campaign, ctx: RequestContext, strategy: str
     out_s: list[np.ndarray] = []
     start, chunk = 0, max(8 * need, 256)
     while start < len(all_ids) and len(out_ids) < need:
-        ids, s = _select(svc, campaign, ctx, all_ids[start:start + chunk], all_scores[start:start + chunk], exclude)
+        ids, s = _select(svc, campaign, ctx, (None, None), all_ids[start:start + chunk],  # keys computed per list
+                          all_scores[start:start + chunk], exclude)
         out_ids += ids
         out_s.append(s)
         start, chunk = start + chunk, chunk * 4
@@ -88,7 +89,7 @@ def test_prefix_walk_equals_the_whole_ranking_walk(svc, strategy, max_price, boo
         inputs = Inputs(item_id=item_id, session=(item_id,) if strategy == "session" else ())
         ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": max_price})
         want = _whole_walk(svc, campaign, ctx, strategy, inputs, need, exclude)
-        got = _from_model(svc, campaign, ctx, strategy, inputs, {}, need, exclude)
+        got = _from_model(svc, campaign, ctx, _bind(svc, campaign, ctx), strategy, inputs, {}, need, exclude)
         assert want is not None and got is not None
         assert got[0] == want[0], (item_id, strategy)
         np.testing.assert_array_equal(got[1], want[1])
@@ -100,7 +101,7 @@ def test_no_filter_and_unknown_items(svc):
         inputs = Inputs(item_id=item_id)
         ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id))
         want = _whole_walk(svc, campaign, ctx, "similar", inputs, 10, {item_id})
-        got = _from_model(svc, campaign, ctx, "similar", inputs, {}, 10, {item_id})
+        got = _from_model(svc, campaign, ctx, _bind(svc, campaign, ctx), "similar", inputs, {}, 10, {item_id})
         assert got is not None and want is not None
         assert got[0] == want[0]
         np.testing.assert_array_equal(got[1], want[1])
@@ -126,11 +127,11 @@ def test_the_walk_stops_once_the_filter_has_nothing_more_to_give(svc, monkeypatc
     item_id = "i00010"
     inputs = Inputs(item_id=item_id)
     ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": 0.5})  # prices are >= 1
-    got = _from_model(svc, campaign, ctx, "visual", inputs, {}, 10, {item_id})
+    got = _from_model(svc, campaign, ctx, _bind(svc, campaign, ctx), "visual", inputs, {}, 10, {item_id})
     assert got is not None and got[0] == [] and len(got[1]) == 0
     assert asked == []
     ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": 3.0})  # a few items
-    got = _from_model(svc, campaign, ctx, "visual", inputs, {}, 10, {item_id})
+    got = _from_model(svc, campaign, ctx, _bind(svc, campaign, ctx), "visual", inputs, {}, 10, {item_id})
     want = _whole_walk(svc, campaign, ctx, "visual", inputs, 10, {item_id})
     assert got is not None and want is not None
     assert 0 < len(got[0]) < 10 and got[0] == want[0]
@@ -159,9 +160,10 @@ def test_selection_by_item_idx_equals_selection_by_id(svc, campaign_filter):
         for exclude in ({item_id}, {item_id, gone[0], names[3]}, {"nope", names[0]}, set()):
             ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": 50.0})
             start = int(rng.integers(0, 100))
-            got = _select(svc, campaign, ctx, lazy[start:start + 2000], scores[start:start + 2000], exclude)
+            bound = _bind(svc, campaign, ctx)
+            got = _select(svc, campaign, ctx, bound, lazy[start:start + 2000], scores[start:start + 2000], exclude)
             # the reference: every candidate by its id string, the excluded ids removed afterwards by string
-            ids, s = _select(svc, campaign, ctx, names[start:start + 2000], scores[start:start + 2000], set())
+            ids, s = _select(svc, campaign, ctx, bound, names[start:start + 2000], scores[start:start + 2000], set())
             kept = [j for j, x in enumerate(ids) if x not in exclude]
             assert got[0] == [ids[j] for j in kept]
             np.testing.assert_array_equal(got[1], s[kept])
@@ -189,3 +191,32 @@ def test_cached_candidates_are_named_by_the_version_serving_the_request(svc):
     np.testing.assert_array_equal(s1, s2)
     for value in svc.candidates._entries.values():
         assert all(isinstance(part, np.ndarray) for part in value)
+
+
+@pytest.mark.parametrize("boosters", ["", "BOOST 2 IF on_sale == true", "BOOST 3 IF on_sale == true BOOST 0.5 IF price < 20"])
+@pytest.mark.parametrize("campaign_filter", ["", "category == context.item.category AND price < $p"])
+def test_bound_keys_select_the_same_lists_and_compute_no_key_again(svc, campaign_filter, boosters, monkeypatch):
+    """``_select`` finds the filter's and boosters' bitmaps through the keys ``_bind`` made for the request: no
+    ``BitmapCache.key`` per filtered list (the arm's, each chunk of a walk, the fallback's), and the same lists as
+    with every key computed again (``(None, None)``: the path before the keys were passed)."""
+    campaign = Campaign("c", "similar", [Arm("a", "similar")], filter=campaign_filter, boosters=boosters)
+    bitmaps = svc.catalog_view.bitmaps
+    key = bitmaps.key
+    calls: list[object] = []
+    monkeypatch.setattr(bitmaps, "key", lambda node, ctx: calls.append(node) or key(node, ctx))
+    for item_id in ("i00010", "i00500", "i02000"):
+        ranking = model_ranking("similar", svc, Inputs(item_id=item_id), {})
+        assert ranking is not None
+        lazy, scores = ranking
+        ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": 50.0})
+        bound = _bind(svc, campaign, ctx)
+        n_bound = len(calls)
+        assert n_bound == bool(campaign_filter) + boosters.count("BOOST")
+        for lo, hi in ((0, 44), (0, 300), (300, 1500)):  # below and from the dense threshold (128)
+            del calls[:]
+            got = _select(svc, campaign, ctx, bound, lazy[lo:hi], scores[lo:hi], {item_id})
+            assert calls == []
+            want = _select(svc, campaign, ctx, (None, None), lazy[lo:hi], scores[lo:hi], {item_id})
+            assert got[0] == want[0]
+            np.testing.assert_array_equal(got[1], want[1])
+        del calls[:]

@@ -12,7 +12,7 @@ import pytest
 from api.candidate_cache import CandidateCache
 from api.catalog import CatalogView
 from api.iql import RequestContext
-from api.serving import _from_model
+from api.serving import _bind, _from_model
 from api.strategies import Inputs, model_ranking, ranking_source, run_strategy
 from api.vector_index import VectorIndex
 from state.campaigns import Arm, Campaign
@@ -65,7 +65,7 @@ def test_prefix_walk_equals_the_whole_ranking_walk_on_the_ann_ranking(svc, max_p
         inputs = Inputs(item_id=item_id)
         ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": max_price})
         want = _whole_walk(svc, campaign, ctx, "visual", inputs, need, exclude)
-        got = _from_model(svc, campaign, ctx, "visual", inputs, {}, need, exclude)
+        got = _from_model(svc, campaign, ctx, _bind(svc, campaign, ctx), "visual", inputs, {}, need, exclude)
         assert want is not None and got is not None
         assert got[0] == want[0], item_id
         np.testing.assert_array_equal(got[1], want[1])
