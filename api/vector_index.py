@@ -6,7 +6,7 @@ L2-normalised when set, into one growing float32 matrix (no copy per catalog cha
 Below ``exact_below`` live rows a query is one matrix-vector product and an ``argpartition``
 (exact). From ``exact_below`` rows on, a query ranks the rows of the nearest inverted lists
 (``models.ivf``: k-means coarse lists, exact re-ranking of the probed rows; O(n_probe x rows per
-list), ~24k rows at 1M items, in one compiled loop; the lists copy the vectors, ``dim * 4 + 12``
+list), ~24k rows at 1M items, in one compiled loop; the lists copy the vectors and their int8 codes, ``dim * 5 + 12``
 bytes per row plus room). Once installed lists hold every live row, the matrix is dropped and the
 lists hold the only copy (67 MB less at 1M 16-float rows); it is rebuilt from them, with the same
 float32 values, when a new build or an exact query needs it (``_matrix``). The lists are trained in a background thread when the index first

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.ivf import InvertedLists, nearest_list, train_centroids
+from models.ivf import InvertedLists, _codes_of, nearest_list, train_centroids
 
 
 def _unit(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
@@ -38,6 +38,7 @@ def _check_layout(lists: InvertedLists, vecs: dict[int, np.ndarray]) -> None:
         seen += rows
         for p, r in enumerate(rows):
             np.testing.assert_array_equal(lists._vecs[s + p], vecs[r])
+            np.testing.assert_array_equal(lists._codes[s + p], _codes_of(vecs[r]))  # the codes follow the vectors
             assert lists._list_of[r] == j and lists._pos_of[r] == p
     assert sorted(seen) == sorted(vecs)
 
@@ -160,7 +161,8 @@ def test_vectors_placed_in_chunks_give_the_same_block(monkeypatch):
 
 
 def test_a_bulk_assignment_holds_no_gathered_copy_of_the_vectors():
-    """The new block plus small per-row arrays, not the block plus a copy of every vector (64 MB at 1M rows)."""
+    """The new block (vectors and their int8 codes) plus small per-row arrays, not the block plus a copy of every
+    vector (64 MB at 1M rows)."""
     import tracemalloc
 
     v = _unit(100_000, dim=64, seed=8)
@@ -172,7 +174,8 @@ def test_a_bulk_assignment_holds_no_gathered_copy_of_the_vectors():
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert lists._vecs.nbytes < peak < lists._vecs.nbytes + v.nbytes // 2, (peak, lists._vecs.nbytes, v.nbytes)
+    block = lists._vecs.nbytes + lists._codes.nbytes
+    assert block < peak < block + v.nbytes // 2, (peak, block, v.nbytes)
 
 
 def test_a_bulk_assignment_holds_few_bytes_per_row_beside_its_block(monkeypatch):
@@ -207,14 +210,43 @@ def test_a_tier_scored_into_its_heap_equals_the_top_of_its_scored_rows():
 
     v = _unit(4000, dim=16, seed=6)
     v[2000:2100] = v[100:200]  # exact ties across rows
+    v[3000:3050] = v[3050:3100] + np.float32(1e-6)  # near ties: scores closer than the codes can tell apart
     c = train_centroids(v, 30)
     lists = InvertedLists.from_assignment(c, nearest_list(v, c), v, n_probe=4)
     parts = (lists._rows, lists._vecs, lists._start, lists._count)
-    for q_row in (0, 150, 2150, 3999):
+    for q_row in (0, 150, 2150, 3010, 3999):
         tier = np.argsort(-(c @ v[q_row]), kind="stable")[:6].astype(np.int64)
         for k in (1, 10, 257, 10_000):
             want = top_rows(*_score_lists(*parts, tier, v[q_row], q_row), k)
-            got = _score_lists_top(*parts, tier, v[q_row], q_row, k)
-            for w, g in zip(want, got, strict=True):
-                assert g.dtype == w.dtype
-                np.testing.assert_array_equal(g, w)
+            # rows skipped by their int8 codes (the search's bound); none skipped (a bound too large; codes not read)
+            for err in (lists._code_error(v[q_row]), 1e30, -1.0):
+                got = _score_lists_top(*parts, tier, v[q_row], q_row, k, lists._codes, err)
+                for w, g in zip(want, got, strict=True):
+                    assert g.dtype == w.dtype
+                    np.testing.assert_array_equal(g, w)
+
+
+def test_the_int8_codes_bound_every_rows_score_and_searches_skip_rows():
+    """A row's code score is within ``_code_error`` of its exact score (unit vectors, and vectors beyond unit length
+    whose codes clip), so a search that skips rows by their codes returns the rows of one that scores every row;
+    and at 4,000 rows most rows of a tier are skipped (the bound is tight enough to pay)."""
+    from models.ivf import _score_lists
+
+    rng = np.random.default_rng(11)
+    for scale in (1.0, 3.0):  # 3.0: elements beyond 1 clip to +-127 (the bound widens with the largest element)
+        v = _unit(4000, dim=16, seed=11) * np.float32(scale)
+        c = train_centroids(_unit(4000, dim=16, seed=11), 20)
+        lists = InvertedLists.from_assignment(c, nearest_list(v, c), v, n_probe=3)
+        for q_row in rng.integers(0, 4000, 20).tolist():
+            q = _unit(1, dim=16, seed=q_row)[0]
+            exact = v @ q
+            approx = _codes_of(v).astype(np.float32) @ (q / np.float32(127))
+            assert np.abs(exact - approx).max() <= lists._code_error(q)
+    v = _unit(4000, dim=16, seed=12)
+    c = train_centroids(v, 20)
+    lists = InvertedLists.from_assignment(c, nearest_list(v, c), v, n_probe=3)
+    tier = np.argsort(-(c @ v[7]), kind="stable")[:3].astype(np.int64)
+    rows, scores = _score_lists(lists._rows, lists._vecs, lists._start, lists._count, tier, v[7], 7)
+    approx = _codes_of(lists.vectors_of(rows)).astype(np.float32) @ (v[7] / np.float32(127))
+    kth = np.sort(scores)[-10]
+    assert np.mean(approx + lists._code_error(v[7]) < kth) > 0.5  # rows a top-10 never scores exactly
