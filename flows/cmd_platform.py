@@ -171,6 +171,9 @@ def train_cmd(
     """Train a model and write a new model version (running flows and APIs pick it up without restart)."""
     from operators.training import read_events_jsonl, train_model
 
+    given = [name for name, v in (("--events", events), ("--simulate", simulate), ("--lake", lake)) if v is not None]
+    if len(given) > 1:
+        raise typer.BadParameter(f"give one source of events, not {' and '.join(given)}", param_hint="/".join(given))
     s = _settings()
     if lake is not None:
         from operators.lake.read import parse_window

@@ -278,17 +278,18 @@ class GRU4Rec:
         return {n: getattr(self, n) for n in inspect.signature(type(self).__init__).parameters if n != "self"}
 
     def _validate(self) -> None:
+        cls = type(self).__name__
         for name in ("d", "max_len", "epochs", "batch_size", "n_threads", "score_threads"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"GRU4Rec: {name} must be >= 1; got {getattr(self, name)}")
+                raise ValueError(f"{cls}: {name} must be >= 1; got {getattr(self, name)}")
         if self.epoch_examples is not None and int(self.epoch_examples) < 1:
-            raise ValueError(f"GRU4Rec: epoch_examples must be None or >= 1; got {self.epoch_examples}")
+            raise ValueError(f"{cls}: epoch_examples must be None or >= 1; got {self.epoch_examples}")
         if self.n_sample < 0:
-            raise ValueError(f"GRU4Rec: n_sample must be >= 0; got {self.n_sample}")
+            raise ValueError(f"{cls}: n_sample must be >= 0; got {self.n_sample}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GRU4Rec: dropout must lie in [0, 1); got {self.dropout}")
+            raise ValueError(f"{cls}: dropout must lie in [0, 1); got {self.dropout}")
         if self.lr <= 0:
-            raise ValueError(f"GRU4Rec: lr must be > 0; got {self.lr}")
+            raise ValueError(f"{cls}: lr must be > 0; got {self.lr}")
 
     # ----------------------------------------------------------------- fit
     def _make_net(self, n_items: int) -> _GRUNet:
@@ -314,7 +315,7 @@ class GRU4Rec:
         x_np, lens_np, y_np = _session_examples(log, int(self.max_len))
         n = len(y_np)
         if n == 0:
-            raise ModelFitError("GRU4Rec.fit: no session has two events; nothing to learn from")
+            raise ModelFitError(f"{type(self).__name__}.fit: no session has two events; nothing to learn from")
         epochs = self.n_epochs(n)
         rng = np.random.default_rng(self.random_state)  # example order, negatives, dropout masks
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -365,7 +366,7 @@ class GRU4Rec:
             net.eval()
         train_s = time.perf_counter() - t0
         if not np.all(np.isfinite(losses)):
-            raise ModelFitError(f"GRU4Rec.fit: training loss is not finite: {losses}")
+            raise ModelFitError(f"{type(self).__name__}.fit: training loss is not finite: {losses}")
         self.net_ = net
         self.n_items_ = int(log.n_items)
         self.train_loss_ = losses
@@ -426,7 +427,7 @@ class GRU4Rec:
             If a history holds an index outside ``[0, n_items_)``.
         """
         self._check_fitted()
-        check_histories(histories, self.n_items_, "GRU4Rec")
+        check_histories(histories, self.n_items_, type(self).__name__)
         with torch.no_grad():
             with _torch_threads(self.n_threads):  # the GRU's small per-step products: split, they wait on a busy core
                 h = self._hidden(histories)
@@ -459,7 +460,7 @@ class GRU4Rec:
             If a history holds an index outside ``[0, n_items_)`` or ``n < 1``.
         """
         self._check_fitted()
-        check_histories(histories, self.n_items_, "GRU4Rec")
+        check_histories(histories, self.n_items_, type(self).__name__)
         if n < 1:
             raise ValueError(f"n must be >= 1; got {n}")
         q = histories.n_queries

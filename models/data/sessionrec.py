@@ -95,7 +95,13 @@ def read_events_tsv(path: Path) -> tuple[NDArray, NDArray, NDArray[np.float64]]:
 
 
 def _epoch_seconds(col: pa.ChunkedArray, where: str) -> NDArray[np.float64]:
-    """Numbers (s, ms or us by magnitude) or ISO 8601 text -> float64 epoch seconds."""
+    """Numbers (s, ms or us by magnitude) or ISO 8601 text -> float64 epoch seconds.
+
+    Raises
+    ------
+    ValueError
+        On empty values, text that is neither a number nor ISO 8601, or NaN / infinite numbers.
+    """
     if col.null_count:
         raise ValueError(f"{where}: {col.null_count} empty values")
     try:
@@ -106,7 +112,11 @@ def _epoch_seconds(col: pa.ChunkedArray, where: str) -> NDArray[np.float64]:
         except pa.ArrowInvalid as exc:
             raise ValueError(f"{where}: must be epoch seconds or ISO 8601; got {col[0].as_py()!r}") from exc
         return pc.cast(stamps, pa.int64()).to_numpy(zero_copy_only=False) / 1e6
-    top = float(np.nanmax(np.abs(ts))) if ts.size else 0.0
+    bad = ~np.isfinite(ts)
+    if bad.any():  # NaN would leave the order of a session's events undefined
+        raise ValueError(f"{where}: {int(bad.sum())} values are not finite numbers (NaN or infinity), "
+                         f"e.g. row {int(np.flatnonzero(bad)[0])}")
+    top = float(np.max(np.abs(ts))) if ts.size else 0.0
     for limit, unit, scale in ((1e14, "microseconds", 1e6), (1e11, "milliseconds", 1e3)):
         if top > limit:
             log.warning("%s: values up to %.0f look like %s; converted to seconds", where, top, unit)

@@ -195,6 +195,15 @@ def test_train_simulate_needs_at_least_one_event(n):
     _fails(["train", "--simulate", n, "--model", "covisit"], "--simulate", "greater than or equal to 1")
 
 
+def test_train_takes_one_source_of_events(tmp_path):
+    """``train --simulate 100 --events FILE`` trained on the file and ignored ``--simulate`` without a word
+    (session 29's new-user trial, F4)."""
+    _fails(["train", "--simulate", "100", "--events", str(tmp_path / "e.jsonl"), "--model", "covisit"],
+           "give one source of events, not --events and --simulate")
+    _fails(["train", "--simulate", "100", "--lake", str(tmp_path), "--model", "covisit"],
+           "not --simulate and --lake")
+
+
 @pytest.mark.parametrize(("n", "model"), [("3", "fusion"), ("1", "covisit")])
 def test_train_on_too_few_simulated_events_says_so(tmp_path, monkeypatch, n, model):
     """``train --simulate 3`` (the default model) ended in a ModelFitError traceback (trial 13b, D4)."""

@@ -69,6 +69,10 @@ def test_sessionrec_errors_name_the_problem(tmp_path: Path) -> None:
     write_tsv(tmp_path / "x_train_full.txt", [(1, "a", "yesterday"), (1, "b", T0)])
     with pytest.raises(ValueError, match="must be epoch seconds or ISO 8601; got 'yesterday'"):
         load_dataset(tmp_path, "sessionrec")
+    for bad in ("nan", "inf", "-inf"):
+        write_tsv(tmp_path / "x_train_full.txt", [(1, "a", T0), (1, "b", bad)])
+        with pytest.raises(ValueError, match=r"Time: 1 values are not finite numbers \(NaN or infinity\), e.g. row 1"):
+            load_dataset(tmp_path, "sessionrec")
     write_tsv(tmp_path / "x_train_full.txt", [(1, "a", T0)], header="Session\tProduct\tTime")
     with pytest.raises(ValueError, match="no item column"):
         load_dataset(tmp_path, "sessionrec")

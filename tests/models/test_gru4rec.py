@@ -129,3 +129,14 @@ def test_save_load_round_trip_and_class_check(tmp_path: Path) -> None:
 def test_heads_must_divide_d() -> None:
     with pytest.raises(ValueError, match="n_heads must divide d"):
         SASRec(**{**FAST, "d": 16}, n_heads=3).fit(_walks(10))
+
+
+def test_sasrec_errors_name_sasrec() -> None:
+    from models.errors import ModelFitError
+
+    with pytest.raises(ValueError, match="^SASRec: epochs must be >= 1"):
+        SASRec(epochs=0)._validate()
+    one_event_sessions = InteractionLog(session_idx=np.arange(3, dtype=np.int32), item_idx=np.arange(3, dtype=np.int32),
+                                        ts=np.arange(3, dtype=float), n_items=3)
+    with pytest.raises(ModelFitError, match="^SASRec.fit: no session has two events"):
+        SASRec(**FAST).fit(one_event_sessions)
