@@ -99,7 +99,7 @@ def main() -> None:
             fit_s = time.perf_counter() - t0
             epoch_s = list(np.diff(marks[-(params["epochs"] + 1):]))
             epoch_cpu_s = list(np.diff(cpu_marks[-(params["epochs"] + 1):]))
-            recs, _ = rank_queries(model, task, 20)
+            recs, _ = rank_queries(model, task, 20, warmup=False)
             nxt = task.next_items()
             row = {"code": args.label or rev, "dataset": name, "round": r, "examples": n_ex,
                    "epochs": params["epochs"], "epoch_s": epoch_s, "epoch_cpu_s": epoch_cpu_s,

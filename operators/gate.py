@@ -86,7 +86,7 @@ def evaluate_versions(holdout: InteractionLog, versions: Mapping[str, ModelVersi
         if not len(sel):
             out[name] = {}
             continue
-        recs, _ = rank_queries(v.model, _to_model(task, sel, lookups[name]), max(ks))
+        recs, _ = rank_queries(v.model, _to_model(task, sel, lookups[name]), max(ks), warmup=False)
         back = {m: h for h, m in enumerate(lookups[name]) if m >= 0}  # model idx -> holdout idx
         to_holdout = np.array([back.get(m, -1) for m in range(len(v.item_ids))] + [-1], dtype=np.int32)
         out[name] = score_rankings(to_holdout[recs], common, counts, ks)  # -1 (pad) maps to the last entry

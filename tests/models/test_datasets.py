@@ -170,6 +170,32 @@ def test_fit_and_evaluate_reports_every_metric(sessionrec_dir: Path) -> None:
     np.testing.assert_array_equal(a, b)
 
 
+def test_rank_queries_times_no_first_call_compilation(tmp_path: Path) -> None:
+    """The first ``recommend`` (numba's compilation on a fresh machine) is a warm-up outside the timed pass,
+    with the same lists; ``warmup=False`` times it (session 29's new-user trial: 1 prefix/s on 109 prefixes)."""
+    import time
+
+    write_tsv(tmp_path / "x_train_full.txt", [(1, "a", T0), (1, "b", T0 + 1), (2, "b", T0 + 2), (2, "c", T0 + 3)])
+    write_tsv(tmp_path / "x_test.txt", [(3, "a", T0 + 9), (3, "b", T0 + 10), (3, "c", T0 + 11)])
+    ds = load_dataset(tmp_path, "sessionrec")
+
+    class SlowFirstCall(Popularity):
+        calls = 0
+
+        def recommend(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            SlowFirstCall.calls += 1
+            if SlowFirstCall.calls == 1:
+                time.sleep(0.5)
+            return super().recommend(*args, **kwargs)
+
+    model = SlowFirstCall().fit(ds.train)
+    recs, seconds = rank_queries(model, ds.test, 2)
+    assert seconds < 0.4 and SlowFirstCall.calls == 2
+    np.testing.assert_array_equal(recs, rank_queries(Popularity().fit(ds.train), ds.test, 2, warmup=False)[0])
+    SlowFirstCall.calls = 0
+    assert rank_queries(model, ds.test, 2, warmup=False)[1] >= 0.5
+
+
 def test_srgnn_train_pairs_are_folded_back_into_sessions(tmp_path: Path) -> None:
     sessions = [[1, 2, 3], [1, 2], [4, 1, 4, 2]]
     pairs = [(s[:-i], s[-i]) for s in sessions for i in range(1, len(s))]
