@@ -69,6 +69,13 @@ class CampaignRequestParams(BaseModel, extra="allow"):
             parse_duration_s(v)
         return v
 
+    @field_validator("category")
+    @classmethod
+    def _category(cls, v: str | None) -> str | None:
+        if v is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in v):
+            raise ValueError("must not hold control characters")
+        return v
+
     def extras(self) -> dict[str, str | list[str]]:
         """The extra query parameters (IQL ``$params``), checked: at most 32, short names and values.
 

@@ -44,7 +44,8 @@ def test_ids_at_the_api(broker, tmp_path):
             assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
         r = c.get("/v1/recommendations", params={"user_id": "12345.0"})
         assert r.status_code == 200 and r.json()["user_id"] == "12345"
-        for params, field in (({"user_id": "u\t1"}, "user_id"), ({"user_id": "x" * 10_000}, "user_id")):
+        for params, field in (({"user_id": "u\t1"}, "user_id"), ({"user_id": "x" * 10_000}, "user_id"),
+                              ({"user_id": "u1", "category": "\x00"}, "category")):  # session 29's trial, F6
             r = c.get("/v1/recommendations", params=params)
             assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
         r = c.get("/v1/recommendations?user_id=%ff%fe")  # not UTF-8: decoded to U+FFFD by the query parser
