@@ -20,7 +20,7 @@ from api.serving import serve_list
 from api.strategies import STRATEGY_NEEDS, Inputs, parse_duration_s
 from operators.attribution import Impression
 from operators.control_group import CONTROL, CONTROL_ARM, group_of
-from operators.ids import BadId, CanonicalId, canonical_id
+from operators.ids import BadId, CanonicalId, canonical_id, has_control
 from operators.score import TopN
 from state.campaigns import Campaign
 
@@ -72,7 +72,7 @@ class CampaignRequestParams(BaseModel, extra="allow"):
     @field_validator("category")
     @classmethod
     def _category(cls, v: str | None) -> str | None:
-        if v is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in v):
+        if v is not None and has_control(v):
             raise ValueError("must not hold control characters")
         return v
 

@@ -28,7 +28,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator
 
-__all__ = ["MAX_ID_CHARS", "BadId", "CanonicalId", "canonical_id", "is_canonical_id"]
+__all__ = ["MAX_ID_CHARS", "BadId", "CanonicalId", "canonical_id", "has_control", "is_canonical_id"]
 
 MAX_ID_CHARS = 256
 _ZERO_FRACTION = re.compile(r"^([+-]?\d+)\.0+$")
@@ -47,7 +47,9 @@ class BadId(ValueError):
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # control, format, surrogate, line/paragraph separators
 
 
-def _has_control(s: str) -> bool:
+def has_control(s: str) -> bool:
+    """True if ``s`` holds a control, format or surrogate character or a line/paragraph separator (what no id,
+    and no value a request names items by, may hold)."""
     return any(unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in s)
 
 
@@ -94,7 +96,7 @@ def canonical_id(value: object) -> str:
         raise BadId("must be a non-empty string", value)
     if len(s) > MAX_ID_CHARS:
         raise BadId(f"must be at most {MAX_ID_CHARS} characters (has {len(s)})", value)
-    if not s.isprintable() and _has_control(s):
+    if not s.isprintable() and has_control(s):
         raise BadId("must not hold control characters (tab, newline, NUL, ...)", value)
     if not s.isascii() and "\ufffd" in s:  # a decoder replaced bytes that were not UTF-8
         raise BadId("must be valid UTF-8 (it holds U+FFFD: bytes that were not UTF-8, e.g. %ff)", value)
