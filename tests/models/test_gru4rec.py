@@ -109,9 +109,17 @@ def test_position_counts_from_the_newest_item() -> None:
     with torch.no_grad():
         x = torch.tensor([[1, 2, 3]])
         inp = torch.nn.functional.embedding(x, net.item_emb)
-        manual = inp + net.pos_emb[:3].flip(0)
-        assert torch.equal(manual[0, -1], inp[0, -1] + net.pos_emb[0])
-        assert not torch.allclose(net.encode(x), net.encode(torch.tensor([[3, 2, 1]])))
+
+        def through_blocks(positions: torch.Tensor) -> torch.Tensor:
+            z = inp + positions
+            for block in net.blocks:
+                z = block(z)
+            return net.out_norm(z[:, -1])
+
+        newest_first = through_blocks(net.pos_emb[:3].flip(0))  # item 3 at position 0, item 1 at position 2
+        torch.testing.assert_close(net.encode(x), newest_first)
+        assert not torch.allclose(newest_first, through_blocks(net.pos_emb[:3]), atol=1e-6)
+        assert not torch.allclose(net.encode(x), net.encode(torch.tensor([[3, 2, 1]])), atol=1e-6)
 
 
 def test_save_load_round_trip_and_class_check(tmp_path: Path) -> None:
