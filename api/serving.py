@@ -68,26 +68,26 @@ def request_context(svc: Services, inputs: Inputs) -> RequestContext:
     return RequestContext(item=item, user=user or None, cart=cart, params=dict(inputs.params))
 
 
-def _keep(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, idx: np.ndarray) -> np.ndarray:
-    """Mask over the candidates the filter selects (its bitmap found through the key ``_bind`` made, ``bound``)."""
-    view = svc.catalog_view
-    if campaign.filter.strip():
-        plan = view.engine.compile_filter(campaign.filter)
-        return view.bitmaps.contains(plan, ctx, view.version, idx, key=bound[0])  # type: ignore[arg-type]
+def _keep(req: _Request, idx: np.ndarray) -> np.ndarray:
+    """Mask over the candidates the filter selects (its bitmap found through the key ``_bind`` made)."""
+    view = req.svc.catalog_view
+    if req.campaign.filter.strip():
+        plan = view.engine.compile_filter(req.campaign.filter)
+        return view.bitmaps.contains(plan, req.ctx, view.version, idx, key=req.filter_key)  # type: ignore[arg-type]
     if view.index.capacity == 0:
         return np.ones(len(idx), dtype=bool)
     return (idx < 0) | in_bitmap(view.index.live, idx)  # unknown to the catalog: kept (as CatalogView.servable)
 
 
-def _boost(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, idx: np.ndarray) -> np.ndarray:
+def _boost(req: _Request, idx: np.ndarray) -> np.ndarray:
     """Score multipliers: the product of the weights of the booster clauses each candidate matches (each clause's
-    bitmap found through its key in ``bound``, made by ``_bind`` in the clauses' order)."""
-    view = svc.catalog_view
+    bitmap found through its key in ``req.booster_keys``, made by ``_bind`` in the clauses' order)."""
+    view = req.svc.catalog_view
     mult = np.ones(len(idx))
-    keys = bound[1] or ()
-    for c, (weight, condition) in enumerate(view.engine.compile_boosters(campaign.boosters).clauses):
+    keys = req.booster_keys or ()
+    for c, (weight, condition) in enumerate(view.engine.compile_boosters(req.campaign.boosters).clauses):
         key = keys[c][1] if c < len(keys) else None
-        mult[view.bitmaps.contains(condition, ctx, view.version, idx, key=key)] *= weight  # type: ignore[arg-type]
+        mult[view.bitmaps.contains(condition, req.ctx, view.version, idx, key=key)] *= weight  # type: ignore[arg-type]
     return mult
 
 
@@ -119,41 +119,53 @@ def _not_excluded(svc: Services, ids: Sequence[str], idx: np.ndarray, exclude: s
     return out
 
 
-def _select(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, ids: Sequence[str],
-            scores: Sequence[float], exclude: set[str]) -> tuple[list[str], np.ndarray]:
+def _select(req: _Request, ids: Sequence[str], scores: Sequence[float], exclude: set[str]
+            ) -> tuple[list[str], np.ndarray]:
     """Candidates the filter keeps (and the request does not exclude), boosted and re-ranked (stable).
 
-    ``ids`` may be a ``LazyIds``: only the kept candidates' strings are made. ``bound``: the request's bitmap
-    keys (``_bind``), so each list filtered (the arm's, each chunk of a walk, the fallback's) computes none again."""
+    ``ids`` may be a ``LazyIds``: only the kept candidates' strings are made. The filter's and boosters'
+    bitmap keys are the request's (``_bind``), so each list filtered (the arm's, each chunk of a walk, the
+    fallback's) computes none again."""
     if not len(ids):
         return [], np.zeros(0)
     s = np.asarray(scores, dtype=np.float64)
-    idx = _item_idx(svc, ids)
-    keep = _keep(svc, campaign, ctx, bound, idx) & _not_excluded(svc, ids, idx, exclude)
+    idx = _item_idx(req.svc, ids)
+    keep = _keep(req, idx) & _not_excluded(req.svc, ids, idx, exclude)
     sel = np.flatnonzero(keep)
     s = s[sel]
-    if campaign.boosters.strip() and len(sel):
-        s = s * _boost(svc, campaign, ctx, bound, idx[sel])
+    if req.campaign.boosters.strip() and len(sel):
+        s = s * _boost(req, idx[sel])
         order = np.argsort(-s, kind="stable")
         sel, s = sel[order], s[order]
     # the kept candidates' strings, made once, in their final order
     return (ids.take(sel) if isinstance(ids, LazyIds) else [ids[i] for i in sel.tolist()]), s
 
 
-def _filtered(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, strategy: str, inputs: Inputs,
-              params: Mapping[str, Any], k: int, exclude: set[str]) -> tuple[list[str], np.ndarray]:
-    ids, scores = run_strategy(strategy, svc, inputs, params, k)
-    return _select(svc, campaign, ctx, bound, ids, scores, exclude)
+def _filtered(req: _Request, strategy: str, params: Mapping[str, Any], k: int, exclude: set[str]
+              ) -> tuple[list[str], np.ndarray]:
+    ids, scores = run_strategy(strategy, req.svc, req.inputs, params, k)
+    return _select(req, ids, scores, exclude)
 
 
-_Bound = tuple[Hashable | None, tuple[tuple[float, Hashable], ...] | None]
-"""The filter's bitmap key and the boosters' (weight, bitmap key) pairs of one request (None: the campaign has none)."""
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One campaign request as the filter and boosters see it: the services, the campaign, the IQL context,
+    the request's items, and the bitmap keys ``_bind`` made for the filter (None: no filter) and for each
+    booster clause (``(weight, key)`` pairs; None: no boosters)."""
+
+    svc: Services
+    campaign: Campaign
+    ctx: RequestContext
+    inputs: Inputs
+    filter_key: Hashable | None
+    booster_keys: tuple[tuple[float, Hashable], ...] | None
 
 
-def _bind(svc: Services, campaign: Campaign, ctx: RequestContext) -> _Bound:
+def _bind(svc: Services, campaign: Campaign, ctx: RequestContext, inputs: Inputs) -> _Request:
     """Bind the filter and the boosters to the request, each key computed once and each bitmap evaluated
     (or found in ``BitmapCache``), so a request parameter that is missing or does not fit its use raises
-    here even when no candidate would reach the filter; returns the keys (``_arm_key`` reads them)."""
+    here even when no candidate would reach the filter; returns the request with its keys (``_arm_key``
+    reads them)."""
     view = svc.catalog_view
     bitmaps, engine = view.bitmaps, view.engine
     filter_key = booster_key = None
@@ -168,36 +180,35 @@ def _bind(svc: Services, campaign: Campaign, ctx: RequestContext) -> _Bound:
             bitmaps.bitmap(condition, ctx, view.version, key=key)
             keys.append((weight, key))
         booster_key = tuple(keys)
-    return filter_key, booster_key
+    return _Request(svc, campaign, ctx, inputs, filter_key, booster_key)
 
 
-def _arm_key(svc: Services, bound: _Bound, strategy: str, params: Mapping[str, Any], inputs: Inputs, n: int,
-             k: int, exclude: set[str], fill_from_model: bool) -> Hashable | None:
+def _arm_key(req: _Request, strategy: str, params: Mapping[str, Any], n: int, k: int, exclude: set[str],
+             fill_from_model: bool) -> Hashable | None:
     """Everything the arm's part of a list (``_arm_list``) depends on, or None when it cannot be reused
     (a strategy whose ranking moves with time or the user's state): the ranking's source (model or
     catalog version) and the request's items, the catalog version (filter, availability, ids), the
-    filter's and the boosters' bound values (``bound``, from ``_bind``), the arm's strategy parameters,
+    filter's and the boosters' bound values (their keys, from ``_bind``), the arm's strategy parameters,
     ``n``, ``k``, the excluded items and ``fill_from_model``.
     """
-    source = ranking_source(strategy, svc)
+    source = ranking_source(strategy, req.svc)
     if source is None:
         return None
-    filter_key, booster_key = bound
     arm_params = tuple(sorted((name, repr(value)) for name, value in params.items()))
-    return (strategy, source, arm_params, inputs.item_id, inputs.cart, inputs.session, svc.catalog_view.version,
-            filter_key, booster_key, n, k, frozenset(exclude), fill_from_model)
+    inputs = req.inputs
+    return (strategy, source, arm_params, inputs.item_id, inputs.cart, inputs.session, req.svc.catalog_view.version,
+            req.filter_key, req.booster_keys, n, k, frozenset(exclude), fill_from_model)
 
 
-def _arm_list(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, strategy: str,
-              params: Mapping[str, Any], inputs: Inputs, n: int, k: int, exclude: set[str], fill_from_model: bool
-              ) -> tuple[list[str], np.ndarray, int]:
+def _arm_list(req: _Request, strategy: str, params: Mapping[str, Any], n: int, k: int, exclude: set[str],
+              fill_from_model: bool) -> tuple[list[str], np.ndarray, int]:
     """The arm's items for one request, best first, and how many candidates its strategy gave: its
     ``k`` over-fetched candidates through the filter and boosters, then (``fill_from_model``, fewer
     than ``n`` kept) the filtered catalog in its model's order (``_from_model``), below them."""
-    raw_ids, raw_scores = run_strategy(strategy, svc, inputs, params, k)
-    ids, scores = _select(svc, campaign, ctx, bound, raw_ids, raw_scores, exclude)
+    raw_ids, raw_scores = run_strategy(strategy, req.svc, req.inputs, params, k)
+    ids, scores = _select(req, raw_ids, raw_scores, exclude)
     if len(ids) < n and fill_from_model and raw_ids:
-        deep = _from_model(svc, campaign, ctx, bound, strategy, inputs, params, n, exclude)
+        deep = _from_model(req, strategy, params, n, exclude)
         if deep is not None:
             seen = set(ids)
             extra = [j for j, i in enumerate(deep[0]) if i not in seen]
@@ -222,8 +233,7 @@ def _ranking_prefix(strategy: str, svc: Services, inputs: Inputs, params: Mappin
     return ids, scores, len(ids) <= end
 
 
-def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, strategy: str,
-                inputs: Inputs, params: Mapping[str, Any], need: int, exclude: set[str]
+def _from_model(req: _Request, strategy: str, params: Mapping[str, Any], need: int, exclude: set[str]
                 ) -> tuple[list[str], np.ndarray] | None:
     """The filtered catalog scored by the arm's model: its whole ranking (``model_ranking``) walked
     in growing chunks through the filter until ``need`` items are kept; None if the strategy has none.
@@ -236,6 +246,7 @@ def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _
     With a filter, the walk stops once it has kept every item the filter selects for this request
     (``_filtered_catalog_size``; none: no ranking is asked for): a filter that selects a few items, or
     none, must not make each request rank the whole catalog (a request parameter can choose it)."""
+    svc, campaign, ctx = req.svc, req.campaign, req.ctx
     out_ids: list[str] = []
     out_s: list[np.ndarray] = []
     if campaign.filter.strip():
@@ -243,17 +254,16 @@ def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _
         if need == 0:
             return out_ids, np.zeros(0)
         if len(selected := _selected(svc, campaign, ctx)) <= FEW_SELECTED:
-            return _from_model_few(svc, campaign, ctx, bound, strategy, inputs, params, need, exclude, selected)
+            return _from_model_few(req, strategy, params, need, exclude, selected)
     start, chunk = 0, max(8 * need, 256)
     while len(out_ids) < need:
-        prefix = _ranking_prefix(strategy, svc, inputs, params, start + chunk)
+        prefix = _ranking_prefix(strategy, svc, req.inputs, params, start + chunk)
         if prefix is None:
             return None
         all_ids, all_scores, whole = prefix
         if start >= len(all_ids):
             break
-        ids, s = _select(svc, campaign, ctx, bound, all_ids[start:start + chunk], all_scores[start:start + chunk],
-                         exclude)
+        ids, s = _select(req, all_ids[start:start + chunk], all_scores[start:start + chunk], exclude)
         out_ids += ids
         out_s.append(s)
         if whole and start + chunk >= len(all_ids):
@@ -262,15 +272,15 @@ def _from_model(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _
     return out_ids, (np.concatenate(out_s) if out_s else np.zeros(0))
 
 
-def _from_model_few(svc: Services, campaign: Campaign, ctx: RequestContext, bound: _Bound, strategy: str,
-                    inputs: Inputs, params: Mapping[str, Any], need: int, exclude: set[str], selected: BitMap
-                    ) -> tuple[list[str], np.ndarray] | None:
+def _from_model_few(req: _Request, strategy: str, params: Mapping[str, Any], need: int, exclude: set[str],
+                    selected: BitMap) -> tuple[list[str], np.ndarray] | None:
     """``_from_model`` for a filter that selects at most ``FEW_SELECTED`` items: only the selected items'
     positions in the arm's whole ranking are read (``ranking_at``), in ``_from_model``'s chunks (the boosters
     re-rank within a chunk), so the list is the walk's. A walk reads every ranked item up to
     the last selected one: ~250 ms per request at 200k items when a filter selects 3 scattered items, a cost
     a request parameter (e.g. a low ``$max_price``) could make every request pay."""
-    at = ranking_at(strategy, svc, inputs, params, svc.catalog_view.index.item_ids(selected))
+    svc = req.svc
+    at = ranking_at(strategy, svc, req.inputs, params, svc.catalog_view.index.item_ids(selected))
     if at is None:
         return None
     pos, ids, scores, total = at
@@ -279,7 +289,7 @@ def _from_model_few(svc: Services, campaign: Campaign, ctx: RequestContext, boun
     start, chunk = 0, max(8 * need, 256)
     while len(out_ids) < need and start < total:
         lo, hi = np.searchsorted(pos, [start, start + chunk])
-        kept, s = _select(svc, campaign, ctx, bound, ids[lo:hi], scores[lo:hi], exclude)
+        kept, s = _select(req, ids[lo:hi], scores[lo:hi], exclude)
         out_ids += kept
         out_s.append(s)
         start, chunk = start + chunk, chunk * 4
@@ -346,13 +356,13 @@ def serve_list(svc: Services, campaign: Campaign, strategy: str, params: Mapping
     ctx = request_context(svc, inputs)
     # bind the filter and boosters first (cached per bound values): a request parameter that is
     # missing or does not fit its use is an IQLError even when no candidate would reach the filter
-    bound = _bind(svc, campaign, ctx)
+    req = _bind(svc, campaign, ctx, inputs)
     exclude = set(inputs.cart) | set(inputs.session) | ({inputs.item_id} if inputs.item_id else set())
     k = n * _OVERFETCH + len(exclude)
-    key = _arm_key(svc, bound, strategy, params, inputs, n, k, exclude, fill_from_model)
+    key = _arm_key(req, strategy, params, n, k, exclude, fill_from_model)
 
     def arm() -> tuple[list[str], np.ndarray, int]:
-        return _arm_list(svc, campaign, ctx, bound, strategy, params, inputs, n, k, exclude, fill_from_model)
+        return _arm_list(req, strategy, params, n, k, exclude, fill_from_model)
 
     # reused while nothing it depends on changed: with a selective filter the arm's part is the
     # costliest of a request (the whole model ranking walked through the filter)
@@ -366,7 +376,7 @@ def serve_list(svc: Services, campaign: Campaign, strategy: str, params: Mapping
         taken = exclude | set(ids[:n])
         # the fallback is filtered too: draw from a deep pool so a narrow filter still fills the list
         pool = max(k + len(taken), _FALLBACK_POOL)
-        more, more_scores = _filtered(svc, campaign, ctx, bound, campaign.fallback, inputs, params, pool, taken)
+        more, more_scores = _filtered(req, campaign.fallback, params, pool, taken)
         extra_items = [{"item_id": i, "score": float(s), "fallback": True}
                        for i, s in zip(more[: n - len(out.items)], more_scores.tolist(), strict=False)]
         out.items += extra_items

@@ -13,12 +13,17 @@ import pytest
 from api.candidate_cache import CandidateCache
 from api.catalog import CatalogView
 from api.iql import RequestContext
-from api.serving import _bind, _from_model, _select
+from api.serving import _bind, _from_model, _Request, _select
 from api.strategies import Inputs, LazyIds, model_ranking
 from models.base import InteractionLog
 from models.covisit import CoVisitation
 from operators.model_version import ModelVersion
 from state.campaigns import Arm, Campaign
+
+
+def _unbound(svc: Any, campaign: Campaign, ctx: RequestContext) -> _Request:
+    """A request whose filter and booster keys were not bound first: ``_select`` computes them per list."""
+    return _Request(svc, campaign, ctx, Inputs(), None, None)
 
 
 def _whole_walk(svc: Any, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
@@ -32,7 +37,7 @@ def _whole_walk(svc: Any, campaign: Campaign, ctx: RequestContext, strategy: str
     out_s: list[np.ndarray] = []
     start, chunk = 0, max(8 * need, 256)
     while start < len(all_ids) and len(out_ids) < need:
-        ids, s = _select(svc, campaign, ctx, (None, None), all_ids[start:start + chunk],  # keys computed per list
+        ids, s = _select(_unbound(svc, campaign, ctx), all_ids[start:start + chunk],  # keys computed per list
                           all_scores[start:start + chunk], exclude)
         out_ids += ids
         out_s.append(s)
@@ -89,7 +94,7 @@ def test_prefix_walk_equals_the_whole_ranking_walk(svc, strategy, max_price, boo
         inputs = Inputs(item_id=item_id, session=(item_id,) if strategy == "session" else ())
         ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": max_price})
         want = _whole_walk(svc, campaign, ctx, strategy, inputs, need, exclude)
-        got = _from_model(svc, campaign, ctx, _bind(svc, campaign, ctx), strategy, inputs, {}, need, exclude)
+        got = _from_model(_bind(svc, campaign, ctx, inputs), strategy, {}, need, exclude)
         assert want is not None and got is not None
         assert got[0] == want[0], (item_id, strategy)
         np.testing.assert_array_equal(got[1], want[1])
@@ -101,7 +106,7 @@ def test_no_filter_and_unknown_items(svc):
         inputs = Inputs(item_id=item_id)
         ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id))
         want = _whole_walk(svc, campaign, ctx, "similar", inputs, 10, {item_id})
-        got = _from_model(svc, campaign, ctx, _bind(svc, campaign, ctx), "similar", inputs, {}, 10, {item_id})
+        got = _from_model(_bind(svc, campaign, ctx, inputs), "similar", {}, 10, {item_id})
         assert got is not None and want is not None
         assert got[0] == want[0]
         np.testing.assert_array_equal(got[1], want[1])
@@ -127,11 +132,11 @@ def test_the_walk_stops_once_the_filter_has_nothing_more_to_give(svc, monkeypatc
     item_id = "i00010"
     inputs = Inputs(item_id=item_id)
     ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": 0.5})  # prices are >= 1
-    got = _from_model(svc, campaign, ctx, _bind(svc, campaign, ctx), "visual", inputs, {}, 10, {item_id})
+    got = _from_model(_bind(svc, campaign, ctx, inputs), "visual", {}, 10, {item_id})
     assert got is not None and got[0] == [] and len(got[1]) == 0
     assert asked == []
     ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": 3.0})  # a few items
-    got = _from_model(svc, campaign, ctx, _bind(svc, campaign, ctx), "visual", inputs, {}, 10, {item_id})
+    got = _from_model(_bind(svc, campaign, ctx, inputs), "visual", {}, 10, {item_id})
     want = _whole_walk(svc, campaign, ctx, "visual", inputs, 10, {item_id})
     assert got is not None and want is not None
     assert 0 < len(got[0]) < 10 and got[0] == want[0]
@@ -160,10 +165,10 @@ def test_selection_by_item_idx_equals_selection_by_id(svc, campaign_filter):
         for exclude in ({item_id}, {item_id, gone[0], names[3]}, {"nope", names[0]}, set()):
             ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": 50.0})
             start = int(rng.integers(0, 100))
-            bound = _bind(svc, campaign, ctx)
-            got = _select(svc, campaign, ctx, bound, lazy[start:start + 2000], scores[start:start + 2000], exclude)
+            bound = _bind(svc, campaign, ctx, Inputs(item_id=item_id))
+            got = _select(bound, lazy[start:start + 2000], scores[start:start + 2000], exclude)
             # the reference: every candidate by its id string, the excluded ids removed afterwards by string
-            ids, s = _select(svc, campaign, ctx, bound, names[start:start + 2000], scores[start:start + 2000], set())
+            ids, s = _select(bound, names[start:start + 2000], scores[start:start + 2000], set())
             kept = [j for j, x in enumerate(ids) if x not in exclude]
             assert got[0] == [ids[j] for j in kept]
             np.testing.assert_array_equal(got[1], s[kept])
@@ -209,14 +214,14 @@ def test_bound_keys_select_the_same_lists_and_compute_no_key_again(svc, campaign
         assert ranking is not None
         lazy, scores = ranking
         ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": 50.0})
-        bound = _bind(svc, campaign, ctx)
+        bound = _bind(svc, campaign, ctx, Inputs(item_id=item_id))
         n_bound = len(calls)
         assert n_bound == bool(campaign_filter) + boosters.count("BOOST")
         for lo, hi in ((0, 44), (0, 300), (300, 1500)):  # below and from the dense threshold (128)
             del calls[:]
-            got = _select(svc, campaign, ctx, bound, lazy[lo:hi], scores[lo:hi], {item_id})
+            got = _select(bound, lazy[lo:hi], scores[lo:hi], {item_id})
             assert calls == []
-            want = _select(svc, campaign, ctx, (None, None), lazy[lo:hi], scores[lo:hi], {item_id})
+            want = _select(_unbound(svc, campaign, ctx), lazy[lo:hi], scores[lo:hi], {item_id})
             assert got[0] == want[0]
             np.testing.assert_array_equal(got[1], want[1])
         del calls[:]

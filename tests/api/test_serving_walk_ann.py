@@ -65,7 +65,7 @@ def test_prefix_walk_equals_the_whole_ranking_walk_on_the_ann_ranking(svc, max_p
         inputs = Inputs(item_id=item_id)
         ctx = RequestContext(item=svc.catalog_view.item_attributes(item_id), params={"p": max_price})
         want = _whole_walk(svc, campaign, ctx, "visual", inputs, need, exclude)
-        got = _from_model(svc, campaign, ctx, _bind(svc, campaign, ctx), "visual", inputs, {}, need, exclude)
+        got = _from_model(_bind(svc, campaign, ctx, inputs), "visual", {}, need, exclude)
         assert want is not None and got is not None
         assert got[0] == want[0], item_id
         np.testing.assert_array_equal(got[1], want[1])
