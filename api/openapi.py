@@ -28,9 +28,10 @@ BODY_ID_SCHEMA: dict[str, Any] = {"anyOf": [ID_SCHEMA, {
     "description": "an integer id, written as a JSON integer (a float literal is exact only below 2**53)"}]}
 """An id in a JSON body: the string rule, or a JSON integer (``12345`` is the id ``"12345"``)."""
 _ID_PARAMS = frozenset({"user_id", "item_id"})
-_ID_LIST = {"type": "string", "maxLength": 4000,  # empty items are skipped
-            "pattern": rf"^(?=[\s,]*[^\s,])(\s*{_ID_CHARS[:-1]},]{{0,256}}\s*)(,\s*{_ID_CHARS[:-1]},]{{0,256}}\s*){{0,99}}$"}
-"""Comma-separated ids (``cart``, ``session``): 1 to 100 ids of at most 256 characters."""
+_ID_ELEMENT = rf"\s*{_ID_CHARS[:-1]}\s,]{_ID_CHARS[:-1]},]{{0,255}}\s*"  # an id: not empty, not only white space
+_ID_LIST = {"type": "string", "maxLength": 4000, "pattern": rf"^{_ID_ELEMENT}(,{_ID_ELEMENT}){{0,99}}$"}
+"""Comma-separated ids (``cart``, ``session``): 1 to 100 ids of at most 256 characters, none empty
+(``api/recommendations.py`` ``_id_list``)."""
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TIME = {"anyOf": [{"type": "number", "minimum": -MAX_ABS_TS, "maximum": MAX_ABS_TS},
                    {"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}]}

@@ -36,18 +36,37 @@ class RecommendationParams(BaseModel, extra="allow"):
 
 
 def _id_list(value: str | None) -> tuple[str, ...]:
-    """Comma-separated item ids -> distinct ids in order. Raises ValueError naming the bound broken."""
+    """Comma-separated item ids -> distinct ids in order. Raises ValueError naming the bound broken.
+
+    Every element is an id: an empty one (``a,,b``, a leading or trailing comma, an element of white
+    space only) is refused, not skipped, as an empty ``cart=`` is (the client's list lost an id).
+    """
     if value is None:
         return ()
-    parts = [x for x in value.split(",") if x.strip()]
-    if not parts:
+    if not value.strip():
         raise ValueError("must hold at least one item id (comma-separated)")
+    parts = value.split(",")
     if len(parts) > _MAX_LIST:
         raise ValueError(f"at most {_MAX_LIST} item ids; got {len(parts)}")
+    empty = [i for i, x in enumerate(parts, 1) if not x.strip()]
+    if empty:
+        raise ValueError(f"item id {empty[0]} of {len(parts)} is empty (item ids are separated by single commas, "
+                         f"none empty); got {value[:80]!r}")
     try:
         return tuple(dict.fromkeys(canonical_id(x) for x in parts))
     except BadId as exc:
         raise ValueError(f"item ids: {exc}") from exc
+
+
+def _id_lists(p: CampaignRequestParams) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``cart`` and ``session`` by ``_id_list`` (both request paths); a broken one is a 422 naming it."""
+    lists: dict[str, tuple[str, ...]] = {}
+    for field in ("cart", "session"):
+        try:
+            lists[field] = _id_list(getattr(p, field))
+        except ValueError as exc:
+            raise ApiError(422, field, str(exc)) from exc
+    return lists["cart"], lists["session"]
 
 
 class CampaignRequestParams(BaseModel, extra="allow"):
@@ -108,13 +127,7 @@ def _check_inputs(c: Campaign, inputs: Inputs) -> None:
 
 def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False) -> Response:
     p = validate_params(CampaignRequestParams, raw)
-    lists: dict[str, tuple[str, ...]] = {}
-    for field in ("cart", "session"):
-        try:
-            lists[field] = _id_list(getattr(p, field))
-        except ValueError as exc:
-            raise ApiError(422, field, str(exc)) from exc
-    cart, session = lists["cart"], lists["session"]
+    cart, session = _id_lists(p)
     c = svc.campaigns.get(p.campaign)
     if c is None:
         raise ApiError(404, "campaign", f"unknown campaign {p.campaign!r}")
@@ -179,11 +192,7 @@ async def get_recommendations(request: Request) -> Response:
     if "campaign" in raw:
         return _campaign_list(svc, raw, explain)
     checked = validate_params(CampaignRequestParams, {**raw, "campaign": "x"})  # documented parameters hold on both paths
-    for field in ("cart", "session"):
-        try:
-            _id_list(getattr(checked, field))
-        except ValueError as exc:
-            raise ApiError(422, field, str(exc)) from exc
+    _id_lists(checked)
     p = validate_params(RecommendationParams, raw)
     t = svc.topn.get(p.user_id) if p.user_id else None
     if isinstance(t, TopN):
