@@ -17,7 +17,9 @@ wait for it, so a re-published catalog is never queued whole. An item is its rec
 Each value goes through the catalog rule's ``check_item`` first (operators/catalog_rule.py, as
 ``fusionrec catalog`` applies it), whoever published it: ``"deleted": true`` deletes the item as a
 tombstone does, ``"deleted": false`` is dropped, any other ``deleted`` rejects the item, and so does
-a vector that is not a flat array of finite numbers (of ``vector_dim`` numbers when set).
+a vector that is not a flat array of finite numbers (of ``vector_dim`` numbers when set), and so does an
+item over a size limit (``check_size`` with ``limits``: checked on the reader thread, from the record's
+bytes at the initial load and by encoding a live change in ``on_update``, never on the event loop).
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ from api.id_bridge import IdBridge
 from api.iql import CatalogIndex, CatalogSchemaError, IQLEngine
 from api.iql.index import BUILD_CHUNK_ITEMS
 from api.vector_index import VectorIndex
-from operators.catalog_rule import CatalogValueError, check_item, check_vector
+from operators.catalog_rule import (
+    DELETED,
+    CatalogLimits,
+    CatalogSizeError,
+    CatalogValueError,
+    check_item,
+    check_size,
+    check_vector,
+)
 from operators.settings import ApiSettings
 
 __all__ = ["CatalogView", "sync_forever"]
@@ -47,6 +57,10 @@ log = logging.getLogger(__name__)
 
 _NEVER = 2**62  # a VectorIndex exact_below that is never reached
 _BUILT = "\0built"  # queue key of a (CatalogIndex, VectorIndex, rejected) built by ``load_initial``
+
+
+class _TooLarge(str):
+    """A queued change ``on_update`` found over a size limit: the reason (``sync`` rejects the item)."""
 
 
 class CatalogView:
@@ -92,6 +106,8 @@ class CatalogView:
         later (a catalog that reaches the size by live changes) until the version is in. None: no wait.
     vector_gate_wait_s : float
         The longest that build waits (``api.vector_build_waits_for_model_s``).
+    limits : CatalogLimits, optional
+        The size rule (``api.catalog_max_*``): an item over a limit is rejected; None: no limit.
     """
 
     def __init__(self, vector_attribute: str = "vector", exclude: Iterable[str] = (), *,
@@ -99,8 +115,10 @@ class CatalogView:
                  stock_attribute: str | None = "stock", attributes_cache_items: int = 20_000,
                  initial_load: bool = False, max_queue: int | None = None, max_wait_s: float = 10.0,
                  vector_exact_below: int = 50_000, vector_dim: int | None = None, vector_n_probe: int = 48,
-                 vector_build_gate: threading.Event | None = None, vector_gate_wait_s: float = 120.0) -> None:
+                 vector_build_gate: threading.Event | None = None, vector_gate_wait_s: float = 120.0,
+                 limits: CatalogLimits | None = None) -> None:
         self.vector_attribute = vector_attribute
+        self.limits = limits
         self._index_options: dict[str, Any] = dict(
             exclude=set(exclude) | {vector_attribute}, hidden_attribute=hidden_attribute,
             in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute)
@@ -133,6 +151,11 @@ class CatalogView:
         ``load_initial`` reads it from the table)."""
         if self._loading:
             return
+        if self.limits is not None and isinstance(item, dict) and item.get(DELETED) is not True:
+            try:  # here, not in ``sync``: encoding the item to measure it is no work for the event loop
+                check_size(item, self.limits)
+            except CatalogSizeError as exc:
+                item = _TooLarge(exc)
         q = self._queue
         q.append((item_id, item))
         if self.max_queue is not None and len(q) >= self.max_queue:
@@ -145,14 +168,16 @@ class CatalogView:
     def from_settings(cls, a: ApiSettings, **kwargs: Any) -> CatalogView:
         """The view the API serves from, configured by the ``[api]`` settings (vector attribute, excluded
         attributes, serving rules, ``vector_exact_below``, ``vector_dim``, ``vector_n_probe``; with
-        ``vector_build_waits_for_model_s`` > 0 a ``vector_build_gate`` that ``load_initial``'s build waits for);
+        ``vector_build_waits_for_model_s`` > 0 a ``vector_build_gate`` that ``load_initial``'s build waits for;
+        the size limits ``catalog_max_*``);
         ``kwargs`` are the other constructor arguments (``initial_load``, ``max_queue``, ...)."""
         gate = threading.Event() if a.vector_build_waits_for_model_s > 0 else None
         return cls(a.vector_attribute, a.catalog_exclude, hidden_attribute=a.hidden_attribute,
                    in_stock_attribute=a.in_stock_attribute, stock_attribute=a.stock_attribute,
                    vector_exact_below=a.vector_exact_below, vector_dim=a.vector_dim,
                    vector_n_probe=a.vector_n_probe, vector_build_gate=gate,
-                   vector_gate_wait_s=a.vector_build_waits_for_model_s, **kwargs)
+                   vector_gate_wait_s=a.vector_build_waits_for_model_s, limits=CatalogLimits.from_settings(a),
+                   **kwargs)
 
     def load_initial(self, items: Iterable[tuple[str, bytes]], decode: Callable[[bytes], object],
                      deleted: Iterable[str] = ()) -> None:
@@ -196,7 +221,7 @@ class CatalogView:
                     log.warning("catalog item %r is not a JSON object; rejected", key)
                     continue
                 try:
-                    checked, vec = self._check(item)
+                    checked, vec = self._check(item, len(raw))
                 except CatalogValueError as exc:
                     rejected[key] = str(exc)
                     log.warning("catalog item %r rejected: %s", key, exc)
@@ -244,6 +269,9 @@ class CatalogView:
                 self.n_rejected += len(rejected)
                 continue
             vec = None
+            if isinstance(item, _TooLarge):  # on_update's size rule
+                self._reject(item_id, str(item))
+                continue
             if isinstance(item, dict):
                 try:  # the catalog rule's command and vector: "deleted": true is a tombstone
                     item, vec = self._check(item)
@@ -276,11 +304,15 @@ class CatalogView:
             self._room.set()
         return n
 
-    def _check(self, item: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, NDArray[np.float32] | None]:
+    def _check(self, item: Mapping[str, Any], record_bytes: int | None = None
+               ) -> tuple[Mapping[str, Any] | None, NDArray[np.float32] | None]:
         """The catalog rule for one value: ``check_item``'s ``deleted`` command (None: a tombstone), and
         the vector as ``check_vector`` returns it (None: no vector), so ``VectorIndex.set`` gets it checked
-        once. Raises ``CatalogValueError`` as they do."""
+        once; with ``record_bytes`` (the record's size, at the initial load) the size rule too (a live
+        change had it in ``on_update``). Raises ``CatalogValueError`` as they do."""
         kept = check_item(item)
+        if kept is not None and record_bytes is not None and self.limits is not None:
+            check_size(kept, self.limits, record_bytes)
         vec = None if kept is None or self.vector_attribute is None else kept.get(self.vector_attribute)
         return kept, None if vec is None else check_vector(self.vector_attribute, vec, self.vector_dim)
 

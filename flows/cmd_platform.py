@@ -252,7 +252,9 @@ def catalog_cmd(
     as any other line, without ``deleted`` (a command, not an attribute); any other ``deleted``
     (``"true"``, ``1``) is rejected by the rule, naming the field, and so is an item whose vector
     (``api.vector_attribute``) is not a flat array of finite numbers (of ``api.vector_dim`` when
-    set). The serving attributes (``api.hidden_attribute``, ``api.in_stock_attribute``: bools;
+    set), and so is an item over a size limit (``api.catalog_max_value_bytes`` for one string value,
+    ``api.catalog_max_attributes``, ``api.catalog_max_item_bytes`` for the record as JSON), naming the
+    attribute: nothing over a limit is published. The serving attributes (``api.hidden_attribute``, ``api.in_stock_attribute``: bools;
     ``api.stock_attribute``: a number) have these types whatever value comes first: ``"hidden": "true"``
     is published as ``true``, ``"hidden": "maybe"`` is rejected. When an item has several lines,
     the last one wins (only it is published; if the catalog rule rejects it, nothing is published
@@ -291,7 +293,7 @@ def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
     """``catalog``'s body: ``items`` is a regular file (read twice); ``shown`` names it in messages."""
     from confluent_kafka import KafkaError, KafkaException
 
-    from operators.catalog_rule import CatalogCheck, check_catalog, serving_kinds
+    from operators.catalog_rule import CatalogCheck, CatalogLimits, check_catalog, serving_kinds
     from simulators.producer import EventProducer
 
     rejected: list[tuple[int, str]] = []  # (line number, reason): not published
@@ -312,6 +314,7 @@ def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
     check: CatalogCheck | None = None
     # the serving attributes (hidden, in_stock, stock) have fixed types whatever value comes first
     serving = serving_kinds(s.api.hidden_attribute, s.api.in_stock_attribute, s.api.stock_attribute)
+    limits = CatalogLimits.from_settings(s.api)  # sizes: a line over one is rejected, never published
     p: EventProducer | None = None
     n = n_deleted = 0
     problem = None
@@ -324,7 +327,8 @@ def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
                 lines.append(lineno)
             if len(chunk) >= CATALOG_CHUNK_LINES or chunk and lineno == last:
                 check = check_catalog(chunk, serving, exclude=s.api.catalog_exclude,
-                                      vector_attribute=s.api.vector_attribute, vector_dim=s.api.vector_dim, start=check)
+                                      vector_attribute=s.api.vector_attribute, vector_dim=s.api.vector_dim, start=check,
+                                      limits=limits)
                 rejected += [(lines[pos], f"item {item_id!r}: {reason}") for pos, item_id, reason in check.rejected]
                 skipped = {pos for pos, _, _ in check.rejected} | {pos for pos, _ in check.deleted}
                 accepted_lines = [lineno for pos, lineno in enumerate(lines) if pos not in skipped]

@@ -37,6 +37,12 @@ Two attributes are not free (``check_item``, applied before the types above):
   vector's length and leaves a vector of another length out of visual similarity (logged), the
   item still served: the rule cannot know that length (the file's first vector need not be the
   topic's).
+
+Sizes (``check_size``, ``CatalogLimits`` from ``api.catalog_max_value_bytes``,
+``api.catalog_max_attributes``, ``api.catalog_max_item_bytes``): an item with a string value (or a
+string in a list) longer than ``max_value_bytes`` in UTF-8, more than ``max_attributes`` attributes
+besides ``item_id``, or a record longer than ``max_item_bytes`` as compact JSON is rejected
+(``CatalogSizeError``, naming the attribute), by the publisher and the API's index alike.
 """
 
 from __future__ import annotations
@@ -46,14 +52,18 @@ import numbers
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 
 from operators.ids import BadId, canonical_id
 
-__all__ = ["CatalogValueError", "coerce_value", "infer_kind", "check_vector", "check_item", "CatalogCheck",
+if TYPE_CHECKING:
+    from operators.settings import ApiSettings
+
+__all__ = ["CatalogValueError", "CatalogSizeError", "CatalogLimits", "check_size", "coerce_value", "infer_kind", "check_vector", "check_item", "CatalogCheck",
            "check_catalog", "serving_kinds", "KINDS", "DELETED"]
 
 KINDS = ("string", "number", "bool", "timestamp", "list of strings")
@@ -74,6 +84,90 @@ class CatalogValueError(ValueError):
             shown = shown[:80] + "..."
         super().__init__(f"attribute {attribute!r} must be a {kind}; got {shown} ({type(value).__name__})")
         self.attribute, self.kind, self.value = attribute, kind, value
+
+
+class CatalogSizeError(CatalogValueError):
+    """An item over a size limit (``CatalogLimits``): ``attribute`` names the value over it (for the
+    whole record, its largest attribute), ``size`` and ``limit`` are the two numbers, ``setting`` the
+    setting to raise if the item is meant."""
+
+    def __init__(self, attribute: str, what: str, size: int, limit: int, setting: str) -> None:  # what: with the size
+        ValueError.__init__(self, f"{what}; at most {limit:,} ({setting})")
+        self.attribute, self.kind, self.value = attribute, "size", size
+        self.size, self.limit, self.setting = size, limit, setting
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogLimits:
+    """Size limits of one catalog item (``api.catalog_max_*``; the defaults and why are in the settings)."""
+
+    max_value_bytes: int  # one string value, or one string of a list, UTF-8 bytes
+    max_attributes: int  # attributes besides item_id
+    max_item_bytes: int  # the item as compact JSON (the catalog record), bytes
+
+    @classmethod
+    def from_settings(cls, a: ApiSettings) -> CatalogLimits:
+        """The limits of the ``[api]`` settings (``catalog_max_value_bytes``, ``catalog_max_attributes``,
+        ``catalog_max_item_bytes``)."""
+        return cls(a.catalog_max_value_bytes, a.catalog_max_attributes, a.catalog_max_item_bytes)
+
+
+def _utf8_bytes(s: str) -> int:
+    """Bytes of ``s`` in UTF-8 (a lone surrogate, which JSON can carry, counted as its 3 bytes)."""
+    return len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass"))
+
+
+def _json_bytes(value: object) -> int:
+    """Bytes of ``value`` as compact JSON (as ``fusionrec catalog`` publishes it)."""
+    return len(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+def check_size(item: Mapping[str, Any], limits: CatalogLimits, record_bytes: int | None = None) -> None:
+    """The size rule: every string value within ``limits.max_value_bytes``, at most ``limits.max_attributes``
+    attributes besides ``item_id``, the whole record within ``limits.max_item_bytes``.
+
+    Parameters
+    ----------
+    item : mapping
+        One catalog item, as it is published (after coercion).
+    limits : CatalogLimits
+    record_bytes : int, optional
+        The item's record size if the caller holds it (the catalog topic's value); None: the item is
+        encoded as compact JSON to measure it. A record within ``max_value_bytes`` cannot hold a
+        longer string, so the values are then not looked at one by one.
+
+    Raises
+    ------
+    CatalogSizeError
+        Naming the attribute over its limit (for the whole record, its largest attribute), its size
+        and the limit with its setting.
+
+    Examples
+    --------
+    >>> check_size({"item_id": "a", "title": "x" * 20}, CatalogLimits(16, 8, 1024))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    operators.catalog_rule.CatalogSizeError: attribute 'title' is 20 bytes (UTF-8); at most 16 (api.catalog_max_value_bytes)
+    """
+    n = len(item) - ("item_id" in item)
+    if n > limits.max_attributes:
+        raise CatalogSizeError("", f"the item has {n:,} attributes besides item_id", n, limits.max_attributes,
+                               "api.catalog_max_attributes")
+    if record_bytes is None:
+        record_bytes = _json_bytes(item)
+    if record_bytes > limits.max_value_bytes:  # else no string in it can be longer
+        for name, value in item.items():
+            strings = value if isinstance(value, list | tuple) else (value,)
+            for i, v in enumerate(strings):
+                if isinstance(v, str) and len(v) * 4 > limits.max_value_bytes \
+                        and (size := _utf8_bytes(v)) > limits.max_value_bytes:
+                    where = f"attribute {name!r}" + (f" element {i}" if strings is value else "")
+                    raise CatalogSizeError(name, f"{where} is {size:,} bytes (UTF-8)", size, limits.max_value_bytes,
+                                           "api.catalog_max_value_bytes")
+    if record_bytes > limits.max_item_bytes:
+        largest = max(item, key=lambda k: _json_bytes(item[k]))
+        raise CatalogSizeError(largest, f"the item is {record_bytes:,} bytes as JSON (its largest attribute, "
+                               f"{largest!r}: {_json_bytes(item[largest]):,} bytes)", record_bytes, limits.max_item_bytes,
+                               "api.catalog_max_item_bytes")
 
 
 def infer_kind(value: object) -> str | None:
@@ -311,7 +405,8 @@ class CatalogCheck:
 
 def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str] | None = None,
                   exclude: Iterable[str] = (), *, vector_attribute: str | None = None,
-                  vector_dim: int | None = None, start: CatalogCheck | None = None) -> CatalogCheck:
+                  vector_dim: int | None = None, start: CatalogCheck | None = None,
+                  limits: CatalogLimits | None = None) -> CatalogCheck:
     """Apply the rule to a batch of items, types fixed by the first value in the batch (or ``declared``).
 
     Parameters
@@ -326,11 +421,14 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
     start : CatalogCheck, optional
         A previous call's outcome to continue from (a file checked in chunks): its types and
         coercion counts; ``declared`` is then ignored.
+    limits : CatalogLimits, optional
+        The size rule (``check_size``), applied to each item as it would be published (coerced);
+        None: no size limit.
 
     Returns
     -------
     CatalogCheck; an item with an invalid id, a ``deleted`` that is not a JSON bool, a vector that
-    does not fit or a value that does not fit is rejected whole; ``"deleted": true`` is listed in
+    does not fit, a value that does not fit or an item over a size limit is rejected whole; ``"deleted": true`` is listed in
     ``deleted``. Positions count this call's items from 0.
     """
     if start is None:
@@ -369,6 +467,8 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
                 if new is not value and new != value or type(new) is not type(value):
                     fixed[name] = new
                     out.coerced[name] = out.coerced.get(name, 0) + 1
+            if limits is not None:
+                check_size(fixed, limits)
         except CatalogValueError as exc:
             out.rejected.append((pos, item_id, str(exc)))
             continue

@@ -306,6 +306,19 @@ class ApiSettings(_Block):
         "build; 0 = no wait"))
     catalog_exclude: list[str] = Field(default_factory=lambda: ["vector", "image", "image_path"],
                                        description="Catalog attributes not indexed for IQL (modality payloads)")
+    catalog_max_value_bytes: int = Field(default=16 * 1024, ge=64, description=(
+        "Catalog: one string value (or one string of a list of strings), UTF-8 bytes; an item with a longer one is "
+        "rejected (fusionrec catalog reports its line, the API's index does not serve it). A title is ~100 B and a "
+        "long HTML description a few KB, so 16 KB is never reached by a real catalog; a longer value is a pasted "
+        "file or a broken export, held in every API process's memory and served back on every GET /v1/items"))
+    catalog_max_attributes: int = Field(default=512, ge=1, description=(
+        "Catalog: attributes of one item besides item_id; an item with more is rejected. Rich product data has tens "
+        "to a couple of hundred; more is a broken export (a column per value) that would widen every IQL schema"))
+    catalog_max_item_bytes: int = Field(default=64 * 1024, ge=1024, le=1_000_000, description=(
+        "Catalog: one item's record as compact JSON (the catalog topic's value), bytes; a larger item is rejected. "
+        "A product with a long description, a few hundred attributes and a 1,024-d vector (~20 KB as JSON) stays "
+        "well under 64 KB; at most 1,000,000, under the broker's message limit (~1 MB by default), so an item "
+        "is refused by the rule, with its line and attribute, rather than by the broker"))
     fill_from_model: bool = Field(default=True, description=(
         "Campaign lists: when the filter leaves fewer than n of the arm's candidates, score the filtered catalog "
         "with the arm's model before the fallback"))

@@ -71,3 +71,34 @@ def test_unservable_items_never_served(broker, tmp_path):
             p.flush()
         wait_for(lambda: "i02" in _served(c.get("/v1/recommendations", params={"user_id": "u1", "n": 5})), what="restock")
         assert orjson.loads(c.get("/v1/items/i02").content)["in_stock"] is True
+
+
+def test_items_over_a_size_limit_are_not_served(broker, tmp_path):
+    """A new user's trial (F2): an item with a 200,000-character title, published by anyone, was indexed and
+    served back; the API's index applies the size rule (``api.catalog_max_*``) as ``fusionrec catalog`` does,
+    at the initial load and for a live change: GET /v1/items answers 404 naming the attribute and the limit."""
+    s = make_settings(broker, tmp_path, partitions=1)
+    s = s.model_copy(update={"api": s.api.model_copy(update={"catalog_max_attributes": 3})})
+    with EventProducer.from_settings(s.kafka) as p:  # the producer has no rule: the API's index must refuse them
+        p.send_catalog([{"item_id": "ok", "title": "Red wool scarf"}, {"item_id": "long", "title": "x" * 200_000}])
+    with ApiServer(s) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        wait_for(lambda: c.get("/v1/catalog").json()["items"] == 2, what="catalog")
+        assert c.get("/v1/items/ok").status_code == 200
+        r = c.get("/v1/items/long")
+        assert r.status_code == 404 and r.json()["error"]["field"] == "item_id", r.text
+        assert r.json()["error"]["reason"] == ("item 'long' was rejected by the catalog schema rule: attribute 'title' is "
+                                               "200,000 bytes (UTF-8); at most 16,384 (api.catalog_max_value_bytes)")
+        with EventProducer.from_settings(s.kafka) as p:  # live changes
+            p.send_catalog([{"item_id": "wide", "a": 1, "b": 2, "c": 3, "d": 4},
+                            {"item_id": "ok", "title": "y" * 70_000}, {"item_id": "new", "title": "Blue hat"}])
+        wait_for(lambda: c.get("/v1/items/new").status_code == 200, what="live catalog change")
+        body = c.get("/v1/catalog").json()
+        assert body["servable"] == 1 and body["rejected_items"] == [
+            {"item_id": "long", "reason": "attribute 'title' is 200,000 bytes (UTF-8); at most 16,384 "
+                                          "(api.catalog_max_value_bytes)"},
+            {"item_id": "wide", "reason": "the item has 4 attributes besides item_id; at most 3 "
+                                          "(api.catalog_max_attributes)"},
+            {"item_id": "ok", "reason": "attribute 'title' is 70,000 bytes (UTF-8); at most 16,384 "
+                                        "(api.catalog_max_value_bytes)"}], body
+        assert c.get("/v1/items/ok").status_code == 404  # its latest version is over the limit: not served

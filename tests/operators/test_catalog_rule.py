@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 
 from api.iql import CatalogIndex, CatalogSchemaError
-from operators.catalog_rule import CatalogValueError, check_catalog, check_item, check_vector, coerce_value
+from operators.catalog_rule import (
+    CatalogLimits,
+    CatalogSizeError,
+    CatalogValueError,
+    check_catalog,
+    check_item,
+    check_size,
+    check_vector,
+    coerce_value,
+)
+from operators.settings import ApiSettings
 
 
 @pytest.mark.parametrize(("value", "kind", "out"), [
@@ -119,3 +129,51 @@ def test_check_vector_refuses_huge_values_without_numpy_warnings() -> None:
             with pytest.raises(CatalogValueError, match="element 0 is not a finite float32"):
                 check_vector("vector", bad)
         assert check_vector("vector", [3.4e38, -3.4e38]).tolist() == pytest.approx([3.4e38, -3.4e38], rel=1e-6)
+
+
+LIMITS = CatalogLimits(max_value_bytes=100, max_attributes=4, max_item_bytes=400)
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ({"item_id": "a", "title": "x" * 101},
+     "attribute 'title' is 101 bytes (UTF-8); at most 100 (api.catalog_max_value_bytes)"),
+    ({"item_id": "a", "title": "é" * 51},  # 51 characters, 102 bytes
+     "attribute 'title' is 102 bytes (UTF-8); at most 100 (api.catalog_max_value_bytes)"),
+    ({"item_id": "a", "tags": ["s", "x" * 150]},
+     "attribute 'tags' element 1 is 150 bytes (UTF-8); at most 100 (api.catalog_max_value_bytes)"),
+    ({"item_id": "a", **{f"k{n}": n for n in range(5)}},
+     "the item has 5 attributes besides item_id; at most 4 (api.catalog_max_attributes)"),
+    ({"item_id": "a", "vector": [0.25] * 100},
+     "the item is 526 bytes as JSON (its largest attribute, 'vector': 501 bytes); at most 400 (api.catalog_max_item_bytes)"),
+])
+def test_check_size_names_the_attribute_and_the_limit(item, message):
+    """A new user's trial (F2): a 200,000-character title was published and served back; every size limit
+    rejects the item with the attribute, both numbers and the setting to raise."""
+    with pytest.raises(CatalogSizeError) as caught:
+        check_size(item, LIMITS)
+    assert str(caught.value) == message
+    assert isinstance(caught.value, CatalogValueError)  # every path that rejects an item by the rule rejects it
+
+
+def test_check_size_takes_items_within_the_limits():
+    check_size({"item_id": "a", "title": "x" * 100, "tags": ["é" * 50], "k": 1}, LIMITS)
+    check_size({"item_id": "a", "title": "x" * 100}, LIMITS, record_bytes=100)  # the record's size, when known
+
+
+def test_the_default_limits_take_a_rich_item_and_refuse_a_200k_title():
+    limits = CatalogLimits.from_settings(ApiSettings())
+    rich = {"item_id": "sku-1", "title": "Red wool scarf " * 10, "description": "<p>Warm.</p>" * 400,
+            "vector": [0.123456789] * 1024, **{f"attr_{n}": f"value {n}" for n in range(300)}}
+    check_size(rich, limits)
+    with pytest.raises(CatalogSizeError, match="attribute 'title' is 200,000 bytes"):
+        check_size({"item_id": "sku-2", "title": "x" * 200_000}, limits)
+
+
+def test_check_catalog_rejects_items_over_a_size_limit():
+    items = [{"item_id": "a", "title": "ok"}, {"item_id": "b", "title": "x" * 200},
+             {"item_id": "c", "price": "1" * 99}]  # coerced to a number: measured as published
+    check = check_catalog(items, limits=LIMITS)
+    assert [i["item_id"] for i in check.accepted] == ["a", "c"]
+    assert check.rejected == [(1, "b", "attribute 'title' is 200 bytes (UTF-8); at most 100 "
+                                       "(api.catalog_max_value_bytes)")]
+    assert [i["item_id"] for i in check_catalog(items).accepted] == ["a", "b", "c"]  # no limits: none

@@ -179,9 +179,33 @@ def test_catalog_rejects_a_record_too_large_to_send_and_publishes_the_rest(tansu
                                      b'{"item_id": "a", "price": 1}\n' + big + b'\n{"item_id": "b", "price": 2}\n')
     assert result.exit_code == 0, result.output
     assert "published 2 items" in result.output and "rejected 1 lines" in result.output, result.output
-    assert _rejected_lines(result.output) == [f"rejected {path}:2: item 'huge': the record is larger than "
-                                              "2,000,000 bytes (message.max.bytes)"]
+    assert _rejected_lines(result.output) == [  # by the size rule now, before the producer's record limit
+        f"rejected {path}:2: item 'huge': the item is 2,700,029 bytes as JSON (its largest attribute, 'vector': "
+        "2,700,001 bytes); at most 65,536 (api.catalog_max_item_bytes)"]
     assert _records(tansu_bootstrap, topic, 2) == {"a": {"item_id": "a", "price": 1}, "b": {"item_id": "b", "price": 2}}
+
+
+def test_catalog_rejects_items_over_a_size_limit_and_publishes_the_rest(tansu_bootstrap: str, make_topic,
+                                                                        tmp_path: Path, monkeypatch) -> None:
+    """A new user's trial (F2): a line with a 200,000-character title was published (and served back); an
+    item over a size limit (``api.catalog_max_*``) is a rejected line naming the item and the attribute."""
+    monkeypatch.setenv("FUSIONREC_API__CATALOG_MAX_ATTRIBUTES", "3")
+    path = tmp_path / "items.jsonl"
+    lines = [{"item_id": "a", "title": "Red wool scarf"}, {"item_id": "long", "title": "x" * 200_000},
+             {"item_id": "wide", "a": 1, "b": 2, "c": 3, "d": 4}, {"item_id": "b", "tags": ["s", "é" * 9000]},
+             {"item_id": "c", "title": "Blue hat", "price": 2}]
+    result, topic = _publish_catalog(tansu_bootstrap, make_topic, monkeypatch, path, "cli-catalog-size",
+                                     b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    assert result.exit_code == 0, result.output
+    assert "published 2 items" in result.output and "rejected 3 lines" in result.output, result.output
+    assert _rejected_lines(result.output) == [
+        f"rejected {path}:2: item 'long': attribute 'title' is 200,000 bytes (UTF-8); at most 16,384 "
+        "(api.catalog_max_value_bytes)",
+        f"rejected {path}:3: item 'wide': the item has 4 attributes besides item_id; at most 3 "
+        "(api.catalog_max_attributes)",
+        f"rejected {path}:4: item 'b': attribute 'tags' element 1 is 18,000 bytes (UTF-8); at most 16,384 "
+        "(api.catalog_max_value_bytes)"], result.output
+    assert _records(tansu_bootstrap, topic, 2) == {"a": lines[0], "c": lines[4]}
 
 
 def test_catalog_rejects_bad_lines_one_by_one_and_publishes_the_rest(tansu_bootstrap: str, make_topic,
