@@ -49,3 +49,24 @@ def test_a_reader_waits_longer_after_each_failure_and_resets_on_success(broker):
         assert ends.timeout_s == expected_next
     ensure_topics(broker, [TopicSpec("watermarks-patient", 1)])
     assert ends.ends(broker, "watermarks-patient") == {0: 0} and ends.timeout_s == 0.5
+
+
+def test_end_of_a_long_partition_is_confirmed_without_reading_its_tail(broker):
+    """Tansu 0.6's in-memory storage lists every record batch of a partition on each fetch below its end
+    and answers empty when the fetch's wait runs out first: reading the tail to EOF with a 10 ms wait
+    never got there once a partition held a few 10,000 batches (GET /v1/analytics/ops answered 503
+    after ~6 min of `fusionrec run` on a loaded box). The fetch answer's high watermark is the end."""
+    topic = "watermarks-long"
+    n = 50_000
+    ensure_topics(broker, [TopicSpec(topic, 1)])
+    one_per_batch = make_producer(broker, **{"linger.ms": 0, "batch.num.messages": 1})
+    for i in range(n):
+        one_per_batch.produce(topic, value=b"x", partition=0)
+        if i % 5000 == 4999:
+            assert one_per_batch.flush(30) == 0
+    assert one_per_batch.flush(30) == 0
+    lingered = make_producer(broker, **{"linger.ms": 50})  # newest batch of many: reported end < true end
+    for i in range(50):
+        lingered.produce(topic, value=b"y%d" % i, partition=0)
+    assert lingered.flush(10) == 0
+    assert high_watermarks(broker, topic, timeout_s=5.0) == {0: n + 50}
