@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from api.strategies import STRATEGY_NEEDS
 from state.campaigns import Arm, BanditConfig, Campaign
@@ -22,7 +23,24 @@ MAX_SEGMENTS = 100
 StrategyName = Literal["personalized", "session", "similar", "visual", "cart", "top", "last_seen", "popular"]
 FallbackName = Literal["popular", "top"]
 Scalar = str | int | float | bool
-ParamValue = Scalar | Annotated[list[Scalar], Field(max_length=1000)]
+
+
+def _param_shape(value: Any) -> Any:
+    """Refuse, with one clear message, a parameter that is neither a scalar nor a list of scalars.
+
+    Without it pydantic reports each member of the union it tried (``params.p.str: Input should be a
+    valid string``) for an object, a null or a nested list.
+    """
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if not isinstance(item, str | int | float | bool):
+            kind = {dict: "an object", list: "a nested list", type(None): "null"}.get(type(item), type(item).__name__)
+            raise PydanticCustomError("param_value", "must be a string, number or boolean, or a list of those "
+                                      "(an IQL $param is bound to one value or a list); got {kind}", {"kind": kind})
+    return value
+
+
+ParamValue = Annotated[Scalar | Annotated[list[Scalar], Field(max_length=1000)], BeforeValidator(_param_shape)]
 """A campaign or arm parameter: one value or a list (an IQL ``$param`` used with IN / ANY / ALL)."""
 
 assert set(STRATEGY_NEEDS) == set(StrategyName.__args__), "StrategyName must list every strategy"  # type: ignore[attr-defined]

@@ -1,8 +1,10 @@
 """``/v1/campaigns``: create, read, replace, delete campaigns; ``/arms`` shows the optimizer's view.
 
 A campaign is checked whole when saved: fields (``api/campaign_schema.py``), the goal against
-the configured event types, and the IQL filter and boosters against the catalog schema, so a
-typo fails here with its line and column (HTTP 400), never at request time.
+the configured event types, the IQL filter and boosters against the catalog schema, so a
+typo fails here with its line and column (HTTP 400), never at request time, and the default
+``params`` (campaign and arms) bound into them as a request binds them (HTTP 422 naming
+``params.<name>``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from api.campaign_registry import optimizer_config
 from api.campaign_schema import ID_PATTERN, CampaignIn
 from api.errors import ApiError, validate_params
 from api.iql import IQLError
-from api.iql.evaluate import param_names
+from api.iql.evaluate import check_params, param_names
 from api.json import json_response
 from api.recommendations import RESERVED_PARAMS
 from api.services import Services
@@ -65,6 +67,7 @@ async def _read_campaign(request: Request, svc: Services) -> CampaignIn:
         raise ApiError(422, "goal", f"must be a configured event type that clients post {sorted(goals)}", value=c.goal)
     view = svc.catalog_view
     view.sync()
+    plans: dict[str, object] = {}
     for field, text, check in (("filter", c.filter, view.engine.validate_filter),
                                ("boosters", c.boosters, view.engine.validate_boosters)):
         if text.strip():
@@ -78,7 +81,29 @@ async def _read_campaign(request: Request, svc: Services) -> CampaignIn:
                 raise ApiError(400, field, f"${reserved[0]} is a query parameter of the request itself "
                                f"({', '.join(sorted(RESERVED_PARAMS))}), so no request can set it; give the "
                                "IQL parameter another name")
+            plans[field] = plan
+    _check_param_defaults(c, plans)
     return c
+
+
+def _check_param_defaults(c: CampaignIn, plans: dict[str, object]) -> None:
+    """Refuse default ``$params`` that no request could use: each is bound as a request binds it.
+
+    A request's parameters are ``{**campaign params, **arm params, **query}``, so a default that does
+    not fit its use in the filter or boosters (``price < $p`` with ``"p": "abc"``, or a list where one
+    value is compared) would make every request that does not override it a 400 naming a parameter the
+    client never sent. The 422 names where the default is (``params.p`` or ``arms.1.params.p``).
+    """
+    sources = [("params", dict(c.params))] + [(f"arms.{i}.params", dict(a.params)) for i, a in enumerate(c.arms)]
+    for field, plan in plans.items():
+        for where, params in sources:
+            try:
+                check_params(plan, params)
+            except IQLError as exc:
+                name = exc.param or "?"
+                raise ApiError(422, f"{where}.{name}", f"default of ${name} does not fit its use in the {field}: "
+                               f"{exc.expected}, found {exc.found} (line {exc.line}, column {exc.column})",
+                               **exc.to_dict()) from exc
 
 
 async def list_campaigns(request: Request) -> Response:

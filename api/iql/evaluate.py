@@ -13,6 +13,7 @@ import dataclasses
 import math
 import numbers
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from api.iql.index import CatalogIndex
 from api.iql.numeric import NumericColumn
 from api.iql.schema import NUMERIC_TYPES, AttrType, to_epoch_s
 
-__all__ = ["candidates_mask", "evaluate", "param_names"]
+__all__ = ["bind_param", "candidates_mask", "check_params", "evaluate", "param_names"]
 
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?nan", re.ASCII | re.IGNORECASE)
 """A number given as text (a request's ``$param``, a context attribute): ASCII decimal, or NaN (read as absent)."""
@@ -51,6 +52,36 @@ def evaluate(plan: p.FilterPlan | p.PlanNode, index: CatalogIndex, context: Requ
 def param_names(plan: object) -> list[str]:
     """Names of every ``$param`` a compiled filter or booster plan reads, in text order (repeats kept)."""
     return [v.name for v in _param_values(plan)]
+
+
+def bind_param(node: p.ParamValue, params: Mapping[str, Any]) -> Any:
+    """The value of ``$name`` from ``params``, coerced to what the plan compares it with (see ``coerce``).
+
+    Raises
+    ------
+    IQLError
+        If ``params`` lacks the parameter or its value does not fit its use (``param`` names it).
+    """
+    if node.name not in params:
+        raise IQLError(node.pos.line, node.pos.column, f"a value for request parameter ${node.name}", "none",
+                       param=node.name)
+    return coerce(params[node.name], node.expect, f"${node.name}", node.pos, node.many)
+
+
+def check_params(plan: object, params: Mapping[str, Any]) -> None:
+    """Bind every ``$param`` of ``plan`` that ``params`` gives, as each request does (``bind_param``).
+
+    A campaign's saved defaults are checked with it: a default that fails here would fail every
+    request that does not override it. Parameters ``params`` lacks are skipped (requests give them).
+
+    Raises
+    ------
+    IQLError
+        For the first parameter, in text order, whose value does not fit its use.
+    """
+    for node in _param_values(plan):
+        if node.name in params:
+            bind_param(node, params)
 
 
 def _param_values(node: object) -> list[p.ParamValue]:
@@ -133,10 +164,8 @@ class _Run:
         match node:
             case p.Const(value=value):
                 return value
-            case p.ParamValue(name=name, expect=expect, pos=pos, many=many):
-                if name not in self.ctx.params:
-                    raise IQLError(pos.line, pos.column, f"a value for request parameter ${name}", "none", param=name)
-                return coerce(self.ctx.params[name], expect, f"${name}", pos, many)
+            case p.ParamValue():
+                return bind_param(node, self.ctx.params)
             case p.ContextValue(scope=scope, name=name, expect=expect, pos=pos, many=many):
                 source = self.ctx.item if scope == "item" else self.ctx.user
                 raw = None if source is None else source.get(name)

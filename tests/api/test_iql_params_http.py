@@ -70,3 +70,37 @@ def test_list_parameters_and_errors(broker, tmp_path):
             assert r.status_code == 400, r.text
             assert r.json()["error"]["field"] == field and name in r.json()["error"]["reason"], r.text
         assert c.get("/v1/campaigns/reserved").status_code == 404
+
+
+def test_campaign_param_defaults_checked_when_saved(broker, tmp_path):
+    """A default ``$param`` that no request could bind (``price < $p`` with ``"p": "abc"``) is refused when
+    saved, naming ``params.p`` and the type its use needs, instead of a 201 and then a 400 on every request."""
+    s = make_settings(broker, tmp_path, partitions=1)
+    with EventProducer.from_settings(s.kafka) as p:
+        p.send_catalog(ITEMS)
+        p.flush()
+    with ApiServer(s) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        deadline = time.monotonic() + 20
+        while c.get("/healthz").json().get("catalog_items", 0) < 30 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for body, field, needs in (
+                ({"filter": "price < $p", "params": {"p": "abc"}}, "params.p", "a number for $p"),
+                ({"filter": "price < $p", "params": {"p": [1, 2]}}, "params.p", "a single value for $p"),
+                ({"boosters": "BOOST 2 IF brand == $b", "params": {"b": True}}, "params.b", "a string for $b"),
+                ({"filter": "price < $p", "params": {"p": 5},
+                  "arms": [{"name": "a", "strategy": "top"}, {"name": "b", "strategy": "top", "params": {"p": "x"}}]},
+                 "arms.1.params.p", "a number for $p")):
+            r = c.put("/v1/campaigns/bad", json={"scenario": "top", **body})
+            assert r.status_code == 422, (body, r.text)
+            err = r.json()["error"]
+            assert err["field"] == field and needs in err["reason"] and err["param"] == field.rsplit(".", 1)[1], r.text
+        r = c.put("/v1/campaigns/bad", json={"scenario": "top", "filter": "price < $p", "params": {"p": {"a": 1}}})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "params.p", r.text
+        assert "got an object" in r.json()["error"]["reason"] and ".str" not in r.json()["error"]["reason"], r.text
+        assert c.get("/v1/campaigns/bad").status_code == 404
+        # defaults that fit are saved and served; a parameter the filter does not read is not checked
+        r = c.put("/v1/campaigns/ok", json={"scenario": "top", "filter": "price < $p AND brand IN $bs",
+                                            "params": {"p": "12", "bs": ["Acme"], "unused": "abc"}})
+        assert r.status_code == 201, r.text
+        assert c.get("/v1/recommendations?campaign=ok").status_code == 200
