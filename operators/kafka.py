@@ -194,23 +194,37 @@ def high_watermarks(brokers: str, topic: str, timeout_s: float = 10.0) -> dict[i
     (checked: 7,350 reported, 7,588 stored); :func:`confirmed_ends` fetches from the reported end and
     takes the fetch answer's high watermark, so the answer is the true end on Tansu and Apache Kafka alike.
 
+    ``timeout_s`` bounds the whole call: listing the partitions, each partition's reported end and the
+    confirming fetch share one deadline, each step getting what is left of it (each step had the full
+    ``timeout_s`` before, so a slow broker made a 10 s bound an 11-26 s wait).
+
     Raises
     ------
     KafkaException
         If the broker did not answer, or an end was not reached, within ``timeout_s`` (never a
         guess: a reader that trusted a low end would take a valid snapshot for a broken one).
     """
+    deadline = time.monotonic() + timeout_s
+
+    def left(step: str) -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KafkaException(f"{step} of {topic}: no time left of {timeout_s:g} s")
+        return remaining
+
+    partitions = topic_partitions(brokers, topic, left("listing the partitions"))
     c = Consumer({**client_config(brokers), "group.id": "fusionrec-watermarks", "enable.auto.commit": False})
     try:
         reported = {}
-        for p in topic_partitions(brokers, topic, timeout_s):
-            _low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
+        for p in partitions:
+            _low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=left(f"the end of [{p}]"),
+                                                 cached=False)
             if high < 0:
                 raise KafkaException(f"no offsets for {topic}[{p}] yet (the topic is being created)")
             reported[p] = high
     finally:
         c.close()
-    return confirmed_ends(brokers, topic, reported, timeout_s)
+    return confirmed_ends(brokers, topic, reported, left("confirming the ends") if reported else 0.0)
 
 
 class PatientEnds:
@@ -267,7 +281,7 @@ def confirmed_ends(brokers: str, topic: str, reported: dict[int, int], timeout_s
         done: set[int] = set()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for m in c.consume(10000, 0.2):
+            for m in c.consume(10000, max(0.0, min(0.2, deadline - time.monotonic()))):
                 err, p = m.error(), m.partition()
                 if err is None:
                     ends[p] = max(ends[p], m.offset() + 1)

@@ -70,3 +70,35 @@ def test_end_of_a_long_partition_is_confirmed_without_reading_its_tail(broker):
         lingered.produce(topic, value=b"y%d" % i, partition=0)
     assert lingered.flush(10) == 0
     assert high_watermarks(broker, topic, timeout_s=5.0) == {0: n + 50}
+
+
+def test_one_deadline_bounds_the_whole_call(broker, monkeypatch):
+    """``timeout_s`` bounds the whole call, not each step: a broker that takes 1 s per step (listing the
+    partitions, confirming the ends) is given up on at the 1.5 s deadline; with a bound per step the call
+    took 2 s and answered (trial: GET /v1/analytics/ops took 11-26 s under its 10 s bound, then 503)."""
+    import time
+
+    from confluent_kafka import KafkaException
+
+    import operators.kafka as kafka
+
+    topic = "watermarks-deadline"
+    ensure_topics(broker, [TopicSpec(topic, 2)])
+
+    def slow(step, delay_s: float):  # a broker that answers this step after delay_s (a fault injected)
+        def answer(*args, **kwargs):
+            *rest, timeout_s = args
+            if timeout_s < delay_s:
+                time.sleep(timeout_s)
+                raise KafkaException(f"{step}: timed out after {timeout_s} s")
+            time.sleep(delay_s)
+            return step(*rest, timeout_s - delay_s, **kwargs)
+        return answer
+
+    monkeypatch.setattr(kafka, "topic_partitions", slow(kafka.topic_partitions, 1.0))
+    monkeypatch.setattr(kafka, "confirmed_ends", slow(kafka.confirmed_ends, 1.0))
+    t0 = time.monotonic()
+    with pytest.raises(KafkaException):
+        high_watermarks(broker, topic, timeout_s=1.5)
+    assert time.monotonic() - t0 < 1.9
+    assert high_watermarks(broker, topic, timeout_s=5.0) == {0: 0, 1: 0}  # time enough for both steps
