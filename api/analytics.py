@@ -14,8 +14,11 @@ The admin scope is enforced by ``api/auth.py``'s middleware for every ``/v1/anal
 * ``GET /v1/analytics/ops`` -- events/s into ``events``, lag per partition of both flows,
   dead letters by reason, model version. It needs the broker to confirm the ends of the events log
   (off the event loop, one round trip at a time however many callers wait for it); when the broker
-  does not within ``analytics.ops_timeout_s`` the answer is 503 with ``Retry-After`` and a reason
-  naming the broker (a one-line warning in the log, no traceback).
+  does not within ``analytics.ops_timeout_s`` (one deadline for the whole round trip, not per
+  step) the answer is the last good one marked ``"stale": true`` with its ``age_s`` and a
+  ``stale_reason`` naming the broker, or, when there is none yet, 503 with ``Retry-After`` and
+  that reason (either way a one-line warning in the log, no traceback). A fresh answer says
+  ``"stale": false, "age_s": 0``.
 
 The data is the compacted ``analytics`` topic (flows/analytics.py), read by a ``TopicTable``
 into an ``AnalyticsView``. Dead-letter counts come from the analytics flow, which parses every
@@ -77,6 +80,7 @@ class AnalyticsService:
     table: TopicTable
     view: AnalyticsView
     _last_end: tuple[float, int] | None = field(default=None)
+    _last_good: tuple[float, dict[str, object]] | None = field(default=None)
     _ops_running: asyncio.Future[dict[str, object]] | None = field(default=None)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -134,10 +138,20 @@ class AnalyticsService:
                           "realtime_offset": rt, "realtime_lag": None if rt is None else max(0, end[p] - rt),
                           "max_event_ts": row.max_event_ts if row else None})
         latest = latest_version_path(s.model_dir)
-        return {"events_per_s": rate, "log_end_total": total, "partitions": parts, "dead_letters": dead,
-                "model_version": latest.name if latest else None,
-                "analytics_updated_ts": max((r.updated_ts for r in self.view.ops.values()), default=None),
-                **trainer_ops(s.model_dir)}
+        answer: dict[str, object] = {
+            "stale": False, "age_s": 0.0, "events_per_s": rate, "log_end_total": total, "partitions": parts,
+            "dead_letters": dead, "model_version": latest.name if latest else None,
+            "analytics_updated_ts": max((r.updated_ts for r in self.view.ops.values()), default=None),
+            **trainer_ops(s.model_dir)}
+        self._last_good = (time.monotonic(), answer)
+        return answer
+
+    def last_good(self) -> tuple[float, dict[str, object]] | None:
+        """The newest answer :meth:`ops` gave, and its age in seconds; None before the first."""
+        if self._last_good is None:
+            return None
+        ts, answer = self._last_good
+        return time.monotonic() - ts, answer
 
 
 def build_analytics(settings: Settings) -> AnalyticsService:
@@ -361,7 +375,8 @@ async def get_overview(request: Request) -> Response:
 
 
 async def get_ops(request: Request) -> Response:
-    """The ops panel's data; 503 with ``Retry-After`` when the broker does not confirm the log's ends in time."""
+    """The ops panel's data. When the broker does not confirm the log's ends within ``ops_timeout_s``:
+    the last good answer marked ``stale`` with its ``age_s``, or 503 with ``Retry-After`` if there is none."""
     svc: AnalyticsService = request.app.state.analytics
     try:
         return json_response(await svc.ops_shared())
@@ -369,6 +384,11 @@ async def get_ops(request: Request) -> Response:
         s = svc.settings
         reason = (f"the event broker {s.kafka.brokers} did not confirm the ends of the {s.kafka.events_topic!r} log "
                   f"within {s.analytics.ops_timeout_s:g} s ({_kafka_detail(exc)})")
+        last = svc.last_good()
+        if last is not None:
+            age_s, answer = last
+            log.warning("GET /v1/analytics/ops answers its last good answer (%.1f s old): %s", age_s, reason)
+            return json_response({**answer, "stale": True, "age_s": round(age_s, 3), "stale_reason": reason})
         log.warning("GET /v1/analytics/ops answers 503: %s", reason)
         return json_response({"error": {"field": "broker", "reason": f"{reason}; retry later"}}, status_code=503,
                              headers={"Retry-After": str(s.api.retry_after_s)})

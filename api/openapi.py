@@ -186,6 +186,9 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
             "responses": _responses(200, obj, 401, 403), "security": admin}},
         "/v1/analytics/ops": {"get": {
             "summary": "Operations: events per second, lag per partition of both flows, dead letters by reason, model version",
+            "description": "When the broker does not confirm the events log's ends within analytics.ops_timeout_s (one "
+                           "deadline for the whole call), the last good answer with stale: true, its age_s and a "
+                           "stale_reason; 503 only before any good answer",
             "responses": {**_responses(200, obj, 401, 403),
                           "503": {"description": "The broker did not confirm the events log's ends in time; retry after "
                                                  "the Retry-After seconds",

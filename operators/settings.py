@@ -413,8 +413,8 @@ class AnalyticsSettings(_Block):
     served_wait_s: float = Field(default=2.0, ge=0, description=(
         "An event waits at most this long (wall clock) for the served lists of its time to be read, seconds"))
     ops_timeout_s: float = Field(default=10.0, gt=0, description=(
-        "GET /v1/analytics/ops waits at most this long for the broker to confirm the events log's ends; "
-        "then 503 with Retry-After, seconds"))
+        "GET /v1/analytics/ops waits at most this long, in all, for the broker to confirm the events log's ends; "
+        "then the last good answer marked stale (with its age), or 503 with Retry-After if none yet, seconds"))
 
 
 class LakeSettings(_Block):

@@ -176,3 +176,45 @@ def test_ops_answers_503_with_retry_after_when_the_broker_does_not_confirm_the_l
     r = asyncio.run(three_at_once())[0]
     assert r.status_code == 200, r.text
     assert [p["partition"] for p in r.json()["partitions"]] == [0] and len(calls) == 2
+
+
+@pytest.mark.integration
+def test_ops_answers_its_last_good_answer_marked_stale_once_the_deadline_passes(broker, caplog):
+    """Once the ops panel has had an answer, a broker that does not confirm the log's ends within
+    ``ops_timeout_s`` (here: nothing listens at its address) gets the last good answer marked stale, with its
+    age and the reason, within the deadline; before any good answer it is the 503 with Retry-After."""
+    import asyncio
+    import logging
+
+    from starlette.applications import Starlette
+
+    from api.errors import exception_handlers
+    from operators.broker import free_port
+
+    s = Settings()
+    ok = s.model_copy(update={"kafka": s.kafka.model_copy(update={"brokers": broker,
+                                                                   "events_topic": f"ops-{uuid.uuid4().hex[:8]}"}),
+                              "analytics": s.analytics.model_copy(update={"ops_timeout_s": 1.0})})
+    ensure_topics(broker, [TopicSpec(ok.kafka.events_topic, 2)])
+    svc = AnalyticsService(ok, None, AnalyticsView())  # type: ignore[arg-type]  # no reader: ops reads the broker
+    app = Starlette(routes=analytics_routes(), exception_handlers=exception_handlers)  # type: ignore[arg-type]
+    app.state.analytics = svc
+
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            return await c.get("/v1/analytics/ops")
+
+    fresh = asyncio.run(get())
+    assert fresh.status_code == 200 and fresh.json()["stale"] is False and fresh.json()["age_s"] == 0, fresh.text
+    gone = f"127.0.0.1:{free_port()}"
+    svc.settings = ok.model_copy(update={"kafka": ok.kafka.model_copy(update={"brokers": gone})})
+    time.sleep(0.3)
+    with caplog.at_level(logging.WARNING):
+        t0 = time.monotonic()
+        r = asyncio.run(get())
+        took = time.monotonic() - t0
+    assert r.status_code == 200 and took < 2.5, (r.text, took)
+    body = r.json()
+    assert body["stale"] is True and 0.3 <= body["age_s"] < 1.0 + took and gone in body["stale_reason"], body
+    assert body["partitions"] == fresh.json()["partitions"]
+    assert [rec.levelno for rec in caplog.records if rec.name == "api.analytics"] == [logging.WARNING]
