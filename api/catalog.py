@@ -153,7 +153,8 @@ class CatalogView:
             return
         if self.limits is not None and isinstance(item, dict) and item.get(DELETED) is not True:
             try:  # here, not in ``sync``: encoding the item to measure it is no work for the event loop
-                check_size(item, self.limits)
+                # measured as check_item leaves it (``deleted`` is a command, never an attribute), as load_initial does
+                check_size({k: v for k, v in item.items() if k != DELETED} if DELETED in item else item, self.limits)
             except CatalogSizeError as exc:
                 item = _TooLarge(exc)
         q = self._queue
@@ -308,8 +309,9 @@ class CatalogView:
                ) -> tuple[Mapping[str, Any] | None, NDArray[np.float32] | None]:
         """The catalog rule for one value: ``check_item``'s ``deleted`` command (None: a tombstone), and
         the vector as ``check_vector`` returns it (None: no vector), so ``VectorIndex.set`` gets it checked
-        once; with ``record_bytes`` (the record's size, at the initial load) the size rule too (a live
-        change had it in ``on_update``). Raises ``CatalogValueError`` as they do."""
+        once; with ``record_bytes`` (the record's size, at the initial load) the size rule too, measuring the
+        kept item as ``on_update`` does for a live change (``check_size``: compact JSON; the record's size only
+        when the item cannot be over). Raises ``CatalogValueError`` as they do."""
         kept = check_item(item)
         if kept is not None and record_bytes is not None and self.limits is not None:
             check_size(kept, self.limits, record_bytes)

@@ -122,6 +122,11 @@ def _json_bytes(value: object) -> int:
     return len(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
+_MAX_GROWTH = 4
+"""Compact JSON of a decoded record is at most ~3.8x the record: strings, whitespace and repeated keys never
+grow, a number may (``1e15,``, 5 bytes, is written ``1000000000000000.0,``, 19)."""
+
+
 def check_size(item: Mapping[str, Any], limits: CatalogLimits, record_bytes: int | None = None) -> None:
     """The size rule: every string value within ``limits.max_value_bytes``, at most ``limits.max_attributes``
     attributes besides ``item_id``, the whole record within ``limits.max_item_bytes``.
@@ -132,9 +137,12 @@ def check_size(item: Mapping[str, Any], limits: CatalogLimits, record_bytes: int
         One catalog item, as it is published (after coercion).
     limits : CatalogLimits
     record_bytes : int, optional
-        The item's record size if the caller holds it (the catalog topic's value); None: the item is
-        encoded as compact JSON to measure it. A record within ``max_value_bytes`` cannot hold a
-        longer string, so the values are then not looked at one by one.
+        The length of the record the item was decoded from, if the caller holds it (the catalog topic's value);
+        None: unknown. The item is always measured as compact JSON of ``item`` (one measure on every path:
+        indent or a ``deleted`` in the record do not count); the record's length stands in for it only when
+        the compact encoding cannot be over ``max_item_bytes`` (``_MAX_GROWTH`` times it within the limit), so
+        most items are not encoded again. A record within ``max_value_bytes`` cannot hold a longer string, so
+        the values are then not looked at one by one.
 
     Raises
     ------
@@ -152,7 +160,7 @@ def check_size(item: Mapping[str, Any], limits: CatalogLimits, record_bytes: int
     if n > limits.max_attributes:
         raise CatalogSizeError("", f"the item has {n:,} attributes besides item_id", n, limits.max_attributes,
                                "api.catalog_max_attributes")
-    if record_bytes is None:
+    if record_bytes is None or record_bytes * _MAX_GROWTH > limits.max_item_bytes:
         record_bytes = _json_bytes(item)
     if record_bytes > limits.max_value_bytes:  # else no string in it can be longer
         for name, value in item.items():

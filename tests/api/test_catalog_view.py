@@ -3,8 +3,12 @@ catalog changes, and the filter bound to it selects the same items as one bound 
 
 from __future__ import annotations
 
+import orjson
+import pytest
+
 from api.catalog import CatalogView
 from api.iql import RequestContext
+from operators.catalog_rule import CatalogLimits
 
 
 def _view(cache_items: int = 20_000) -> CatalogView:
@@ -44,3 +48,29 @@ def test_item_attributes_cache_is_bounded() -> None:
         assert view.item_attributes(f"i{n}") == view.index.get(f"i{n}")
     assert len(view._attributes) == 3
     assert view.item_attributes("i0") == view.index.get("i0")  # dropped, looked up again
+
+
+@pytest.mark.parametrize("record", ["indented", "deleted false"])
+def test_the_size_rule_measures_a_record_alike_live_and_at_the_initial_load(record: str) -> None:
+    """A new user's trial (catalog defect 2): a record written with indent (149 KB raw, 47 KB compact) was served by a
+    running API and rejected by a restarted one (its raw bytes measured); and ``"deleted": false`` beside 512
+    attributes was counted as a 513th live only. Both paths measure the item as check_item leaves it, compact."""
+    limits = CatalogLimits(16 * 1024, 512, 64 * 1024)
+    if record == "indented":
+        item = {"item_id": "it", **{f"a{n}": "v" * 80 for n in range(500)}}  # ~47 KB compact
+    else:
+        item = {"item_id": "it", **{f"a{n}": n for n in range(512)}, "deleted": False}
+    over = {"item_id": "over", **{f"a{n}": n for n in range(513)}}
+    raw = {i["item_id"]: orjson.dumps(i, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n" + b" " * 100)
+           for i in (item, over)}
+    assert record != "indented" or len(raw["it"]) > 64 * 1024 > len(orjson.dumps(item))
+    for live in (True, False):
+        view = CatalogView(limits=limits, initial_load=not live)
+        if live:
+            for key, value in raw.items():
+                view.on_update(key, orjson.loads(value))
+        else:
+            view.load_initial(raw.items(), orjson.loads)
+        view.sync()
+        assert view.index.get("it") is not None, (live, view.rejected)
+        assert list(view.rejected) == ["over"] and "513 attributes" in view.rejected["over"], live

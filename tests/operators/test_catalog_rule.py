@@ -4,6 +4,7 @@ index applies the same coercions (api/iql/schema.py)."""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from api.iql import CatalogIndex, CatalogSchemaError
@@ -177,3 +178,17 @@ def test_check_catalog_rejects_items_over_a_size_limit():
     assert check.rejected == [(1, "b", "attribute 'title' is 200 bytes (UTF-8); at most 100 "
                                        "(api.catalog_max_value_bytes)")]
     assert [i["item_id"] for i in check_catalog(items).accepted] == ["a", "b", "c"]  # no limits: none
+
+
+def test_check_size_measures_compact_json_whatever_the_record():
+    """A record written with indent is measured as compact JSON (catalog defect 2: a running API served it, a
+    restarted one measured the raw record and rejected it); its raw length stands in only when it is small."""
+    limits = CatalogLimits(100_000, 512, 50_000)
+    item = {"item_id": "a", **{f"attr_{n}": "v" * 80 for n in range(400)}}  # ~37 KB compact
+    raw = len(orjson.dumps(item, option=orjson.OPT_INDENT_2)) + 60_000  # as if indented by far more
+    check_size(item, limits, raw)
+    with pytest.raises(CatalogSizeError, match="api.catalog_max_item_bytes"):
+        check_size({**item, "more": "m" * 20_000}, limits, raw)
+    dense = {"item_id": "b", "vector": [1e15] * 3_000}  # written as 1e15, 5 bytes a number; compact: 19
+    with pytest.raises(CatalogSizeError, match="api.catalog_max_item_bytes"):
+        check_size(dense, limits, 15_000)
