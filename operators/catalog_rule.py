@@ -460,25 +460,34 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
             continue
         item = kept
         fixed = {**item, "item_id": item_id}
+        # the types and counts this item would register: kept only if it is accepted (a rejected line
+        # fixes no type for later lines)
+        kinds: dict[str, str] = {}
+        unindexed: list[str] = []
+        coerced: list[str] = []
         try:
             for name, value in item.items():
                 if name in skip or name in out.unindexed or value is None:
                     continue
-                kind = out.kinds.get(name)
+                kind = out.kinds.get(name) or kinds.get(name)
                 if kind is None:
                     kind = infer_kind(value)
                     if kind is None:
-                        out.unindexed.add(name)  # not indexable: kept in the item, left out of IQL
+                        unindexed.append(name)  # not indexable: kept in the item, left out of IQL
                         continue
-                    out.kinds[name] = kind
+                    kinds[name] = kind
                 new = coerce_value(name, value, kind)
                 if new is not value and new != value or type(new) is not type(value):
                     fixed[name] = new
-                    out.coerced[name] = out.coerced.get(name, 0) + 1
+                    coerced.append(name)
             if limits is not None:
                 check_size(fixed, limits)
         except CatalogValueError as exc:
             out.rejected.append((pos, item_id, str(exc)))
             continue
+        out.kinds.update(kinds)
+        out.unindexed.update(unindexed)
+        for name in coerced:
+            out.coerced[name] = out.coerced.get(name, 0) + 1
         out.accepted.append(fixed)
     return out

@@ -180,6 +180,16 @@ def test_check_catalog_rejects_items_over_a_size_limit():
     assert [i["item_id"] for i in check_catalog(items).accepted] == ["a", "b", "c"]  # no limits: none
 
 
+def test_a_rejected_line_fixes_no_type_for_later_lines():
+    """A new user's trial (catalog defect 3): line 1, rejected for its size, made ``zcolor`` a number, and line 2's
+    ``"red"`` was then rejected; a rejected line registers nothing (types, unindexed names, coercion counts)."""
+    items = [{"item_id": "z1", "zcolor": 1, "n": "5", "title": "x" * 200},
+             {"item_id": "z2", "zcolor": "red", "n": "six"}]
+    check = check_catalog(items, limits=LIMITS)
+    assert [i["item_id"] for i in check.accepted] == ["z2"] and [r[1] for r in check.rejected] == ["z1"]
+    assert check.kinds == {"zcolor": "string", "n": "string"} and check.coerced == {}
+
+
 def test_check_size_measures_compact_json_whatever_the_record():
     """A record written with indent is measured as compact JSON (catalog defect 2: a running API served it, a
     restarted one measured the raw record and rejected it); its raw length stands in only when it is small."""
