@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -64,6 +65,8 @@ class CatalogIndex:
         (dicts, lists of numbers) instead of raising; type conflicts still raise.
     bucket, max_delta : int, optional
         Tuning of numeric columns, see ``api.iql.numeric.NumericColumn``.
+    Each item's attribute names (a superset of the columns it holds, shared by items with the same keys) are
+    kept, so an upsert or delete touches the columns the item had and has, whatever the catalog's width.
 
     Examples
     --------
@@ -97,6 +100,11 @@ class CatalogIndex:
         self._ids: list[str] = []
         self._idx_of = IdIndex(self._ids)  # item_id -> item_idx in flat arrays (a dict cost ~59 B per item more)
         self._columns: dict[str, Column] = {}
+        # per item_idx, the id of its names (a superset of the columns it holds; 0: none), so an upsert touches
+        # only its own columns (nulling every column an item lacks cost O(catalog width) per upsert)
+        self._shape_of = array("i")
+        self._shapes: list[tuple[str, ...]] = [()]
+        self._shape_ids: dict[tuple[str, ...], int] = {(): 0}
         self.live = BitMap()
         self.existing = BitMap()
 
@@ -191,6 +199,8 @@ class CatalogIndex:
             normalized = self._normalize_chunk(fresh)
         first = len(self._ids)
         self._idx_of.extend([item_id for item_id, _ in fresh])
+        self._pad_shapes(first)
+        self._shape_of.extend([self._shape_id(tuple(item)) for _, item in fresh])
         for name, (pos, values) in normalized.items():
             column = self._columns.get(name)
             if column is None:
@@ -222,6 +232,23 @@ class CatalogIndex:
             else:
                 out[name] = (np.asarray(rows, dtype=np.int64)[keep], [normalized[i] for i in keep])
         return out
+
+    def _pad_shapes(self, n: int) -> None:
+        """Give item_idx below ``n`` a names entry (0: none; item_idx reserved by ``withdraw`` have none)."""
+        if len(self._shape_of) < n:
+            self._shape_of.extend([0] * (n - len(self._shape_of)))
+
+    def _shape_id(self, names: tuple[str, ...]) -> int:
+        """The id of a tuple of names (interned: items with the same keys share one)."""
+        shape = self._shape_ids.get(names)
+        if shape is None:
+            shape = self._shape_ids[names] = len(self._shapes)
+            self._shapes.append(names)
+        return shape
+
+    def _names_of(self, idx: int) -> tuple[str, ...]:
+        """The names item ``idx`` may hold a column value for (a superset of its columns)."""
+        return self._shapes[self._shape_of[idx]] if idx < len(self._shape_of) else ()
 
     def _fits(self, item_id: str, item: Mapping[str, Any],
               on_reject: Callable[[Mapping[str, Any], CatalogSchemaError], None]) -> bool:
@@ -265,16 +292,26 @@ class CatalogIndex:
             if name not in self.exclude
         }
         idx = self._idx_of.add(item_id)
+        old = self._names_of(idx)
         if not partial:
-            for name in self._columns.keys() - values.keys():
-                values[name] = None
+            for name in old:  # the columns the item held (not every column of the catalog: O(its width))
+                if name not in values and name not in self.exclude:
+                    values[name] = None
+            names = tuple(name for name, value in values.items() if value is not None)
+        else:
+            names = tuple(name for name in dict.fromkeys((*old, *values))
+                          if values.get(name, True) is not None and name not in self.exclude)
         for name, value in values.items():
             column = self._columns.get(name)
             if column is None:
                 if value is None:
                     continue
                 column = self._columns[name] = self._new_column(self.schema[name])
+            elif value is None and idx not in column.present:
+                continue
             column.set(idx, value)
+        self._pad_shapes(idx + 1)
+        self._shape_of[idx] = self._shape_id(names)
         self.existing.add(idx)
         if self._is_hidden(idx):
             self.live.discard(idx)
@@ -287,9 +324,12 @@ class CatalogIndex:
         idx = self._idx_of.get(str(item_id))
         if idx is None or idx not in self.existing:
             return False
-        for column in self._columns.values():
-            if idx in column.present:
+        for name in self._names_of(idx):
+            column = self._columns.get(name)
+            if column is not None and idx in column.present:
                 column.set(idx, None)
+        if idx < len(self._shape_of):
+            self._shape_of[idx] = 0
         self.existing.discard(idx)
         self.live.discard(idx)
         return True

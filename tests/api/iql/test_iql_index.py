@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
 
 from api.iql import AttrType, CatalogIndex, CatalogSchemaError, IQLEngine, RequestContext
+from api.iql.columns import CategoricalColumn, ListColumn
 from api.iql.numeric import NumericColumn
 
 
@@ -264,3 +266,44 @@ def test_item_attributes_read_lazily_equal_get() -> None:
             assert (name in got) == (name in want)
         assert dict(got) == want and len(got) == len(want) and got == want
         assert dict(index.attributes(item_id)) == want  # iterated before any read
+
+
+def _wide(names: int, build: bool) -> CatalogIndex:
+    """A catalog of ``names`` distinct attribute names (100 a item), plus item "x" holding ``a`` and ``price``."""
+    items = [{"item_id": f"w{k}", **{f"n{k}_{j}": j for j in range(100)}} for k in range(names // 100)]
+    items.append({"item_id": "x", "a": "red", "price": 3.0})
+    if build:
+        return CatalogIndex.build(items)
+    index = CatalogIndex()
+    for item in items:
+        index.upsert(item)
+    return index
+
+
+@pytest.mark.parametrize("build", [False, True])
+def test_an_upsert_touches_the_items_columns_whatever_the_catalog_width(build: bool, monkeypatch: pytest.MonkeyPatch
+                                                                        ) -> None:
+    """A new user's trial (catalog defect 1): a full upsert nulled every column the item lacked, 788 ms per upsert
+    at 50,000 names, on the request path; it now writes only the columns the item had and has (column writes
+    counted, not timed)."""
+    writes = [0]
+    for cls in (CategoricalColumn, ListColumn, NumericColumn):
+        def counted(self: object, idx: int, value: object, _set: Any = cls.set) -> None:
+            writes[0] += 1
+            _set(self, idx, value)
+        monkeypatch.setattr(cls, "set", counted)
+    for width in (100, 5_000):
+        index = _wide(width, build)
+        engine = IQLEngine(index)
+        before = writes[0]
+        index.upsert({"item_id": "x", "a": "blue", "size": 2})  # price nulled, a changed, size new
+        index.upsert({"item_id": "x", "price": 5.0}, partial=True)
+        index.upsert({"item_id": "w0", "n0_1": 7})  # 99 of its own columns nulled, none of the others
+        assert writes[0] - before == 3 + 1 + 100, width
+        assert index.get("x") == {"item_id": "x", "a": "blue", "size": 2, "price": 5.0}
+        assert index.get("w0") == {"item_id": "w0", "n0_1": 7}
+        assert ids(engine, "n0_2 == 2") == [] and ids(engine, "price > 4") == ["x"]
+        before = writes[0]
+        assert index.delete("x") and writes[0] - before == 3 and ids(engine, "price > 4") == []
+        index.upsert({"item_id": "x", "b": True})
+        assert index.get("x") == {"item_id": "x", "b": True} and ids(engine, "a == 'blue'") == []
