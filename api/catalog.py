@@ -18,8 +18,11 @@ Each value goes through the catalog rule's ``check_item`` first (operators/catal
 ``fusionrec catalog`` applies it), whoever published it: ``"deleted": true`` deletes the item as a
 tombstone does, ``"deleted": false`` is dropped, any other ``deleted`` rejects the item, and so does
 a vector that is not a flat array of finite numbers (of ``vector_dim`` numbers when set), and so does an
-item over a size limit (``check_size`` with ``limits``: checked on the reader thread, from the record's
-bytes at the initial load and by encoding a live change in ``on_update``, never on the event loop).
+item over a size limit (``check_size`` with ``limits``: checked on the reader thread, at the initial load
+and for a live change in ``on_update``, never on the event loop; both measure the item without ``deleted``
+as compact JSON, the record's length standing in only when the item cannot be over), and so is an item
+that would bring the catalog's distinct attribute names beyond ``limits.max_attribute_names``
+(``CatalogIndex``'s ``max_attribute_names``, applied as the item is indexed).
 """
 
 from __future__ import annotations
@@ -121,7 +124,8 @@ class CatalogView:
         self.limits = limits
         self._index_options: dict[str, Any] = dict(
             exclude=set(exclude) | {vector_attribute}, hidden_attribute=hidden_attribute,
-            in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute)
+            in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute,
+            max_attribute_names=None if limits is None else limits.max_attribute_names)
         self.vector_dim, self.vector_n_probe = vector_dim, vector_n_probe
         self.vector_build_gate, self.vector_gate_wait_s = vector_build_gate, vector_gate_wait_s
         self._use(CatalogIndex(**self._index_options),

@@ -254,7 +254,9 @@ def catalog_cmd(
     (``api.vector_attribute``) is not a flat array of finite numbers (of ``api.vector_dim`` when
     set), and so is an item over a size limit (``api.catalog_max_value_bytes`` for one string value,
     ``api.catalog_max_attributes``, ``api.catalog_max_item_bytes`` for the record as JSON), naming the
-    attribute: nothing over a limit is published. The serving attributes (``api.hidden_attribute``, ``api.in_stock_attribute``: bools;
+    attribute, and so is an item that would bring the file's distinct attribute names beyond
+    ``api.catalog_max_attribute_names``: nothing over a limit is published. A rejected line fixes no
+    attribute type for later lines. The serving attributes (``api.hidden_attribute``, ``api.in_stock_attribute``: bools;
     ``api.stock_attribute``: a number) have these types whatever value comes first: ``"hidden": "true"``
     is published as ``true``, ``"hidden": "maybe"`` is rejected. When an item has several lines,
     the last one wins (only it is published; if the catalog rule rejects it, nothing is published

@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +63,7 @@ from operators.ids import BadId, canonical_id
 if TYPE_CHECKING:
     from operators.settings import ApiSettings
 
-__all__ = ["CatalogValueError", "CatalogSizeError", "CatalogLimits", "check_size", "coerce_value", "infer_kind", "check_vector", "check_item", "CatalogCheck",
+__all__ = ["CatalogValueError", "CatalogSizeError", "CatalogLimits", "check_size", "check_new_names", "coerce_value", "infer_kind", "check_vector", "check_item", "CatalogCheck",
            "check_catalog", "serving_kinds", "KINDS", "DELETED"]
 
 KINDS = ("string", "number", "bool", "timestamp", "list of strings")
@@ -104,12 +104,47 @@ class CatalogLimits:
     max_value_bytes: int  # one string value, or one string of a list, UTF-8 bytes
     max_attributes: int  # attributes besides item_id
     max_item_bytes: int  # the item as compact JSON (the catalog record), bytes
+    max_attribute_names: int | None = None  # distinct indexed names over the whole catalog; None: no limit
 
     @classmethod
     def from_settings(cls, a: ApiSettings) -> CatalogLimits:
         """The limits of the ``[api]`` settings (``catalog_max_value_bytes``, ``catalog_max_attributes``,
-        ``catalog_max_item_bytes``)."""
-        return cls(a.catalog_max_value_bytes, a.catalog_max_attributes, a.catalog_max_item_bytes)
+        ``catalog_max_item_bytes``, ``catalog_max_attribute_names``)."""
+        return cls(a.catalog_max_value_bytes, a.catalog_max_attributes, a.catalog_max_item_bytes,
+                   a.catalog_max_attribute_names)
+
+
+def check_new_names(new: Collection[str], known: int, limit: int | None) -> None:
+    """The catalog-wide width rule: an item may bring attribute names the catalog does not hold yet only while
+    the catalog stays within ``limit`` distinct indexed names (``api.catalog_max_attribute_names``).
+
+    Parameters
+    ----------
+    new : collection of str
+        The item's indexed names (non-null, not excluded) the catalog does not hold yet.
+    known : int
+        Distinct indexed names the catalog holds.
+    limit : int or None
+        The limit; None: none.
+
+    Raises
+    ------
+    CatalogSizeError
+        Naming the first new attribute, the count it would reach and the limit with its setting.
+
+    Examples
+    --------
+    >>> check_new_names(["a", "b"], 3, 4)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    operators.catalog_rule.CatalogSizeError: attribute 'a' (and 1 more new name) would make 5 distinct attribute names in the catalog; at most 4 (api.catalog_max_attribute_names)
+    """
+    if limit is None or not new or known + len(new) <= limit:
+        return
+    first = min(new)
+    more = len(new) - 1
+    extra = f" (and {more:,} more new name{'s' * (more != 1)})" if more else ""
+    raise CatalogSizeError(first, f"attribute {first!r}{extra} would make {known + len(new):,} distinct attribute "
+                           f"names in the catalog", known + len(new), limit, "api.catalog_max_attribute_names")
 
 
 def _utf8_bytes(s: str) -> int:
@@ -409,6 +444,7 @@ class CatalogCheck:
     coerced: dict[str, int] = field(default_factory=dict)  # attribute -> values coerced
     kinds: dict[str, str] = field(default_factory=dict)
     unindexed: set[str] = field(default_factory=set)  # attributes whose first value has no kind
+    names: set[str] = field(default_factory=set)  # indexed attributes accepted items hold (the index's columns)
 
 
 def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str] | None = None,
@@ -442,7 +478,7 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
     if start is None:
         out = CatalogCheck(kinds=dict(declared or {}))
     else:
-        out = CatalogCheck(kinds=start.kinds, coerced=start.coerced, unindexed=start.unindexed)
+        out = CatalogCheck(kinds=start.kinds, coerced=start.coerced, unindexed=start.unindexed, names=start.names)
     skip = set(exclude) | {"item_id"} | ({vector_attribute} if vector_attribute is not None else set())
     for pos, item in enumerate(items):
         try:
@@ -460,7 +496,7 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
             continue
         item = kept
         fixed = {**item, "item_id": item_id}
-        # the types and counts this item would register: kept only if it is accepted (a rejected line
+        # the types, names and counts this item would register: kept only if it is accepted (a rejected line
         # fixes no type for later lines)
         kinds: dict[str, str] = {}
         unindexed: list[str] = []
@@ -482,6 +518,9 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
                     coerced.append(name)
             if limits is not None:
                 check_size(fixed, limits)
+                new_names = [name for name, value in item.items() if value is not None and name not in skip
+                             and name not in out.unindexed and name not in unindexed and name not in out.names]
+                check_new_names(new_names, len(out.names), limits.max_attribute_names)
         except CatalogValueError as exc:
             out.rejected.append((pos, item_id, str(exc)))
             continue
@@ -489,5 +528,7 @@ def check_catalog(items: Iterable[Mapping[str, Any]], declared: Mapping[str, str
         out.unindexed.update(unindexed)
         for name in coerced:
             out.coerced[name] = out.coerced.get(name, 0) + 1
+        out.names.update(name for name, value in item.items() if value is not None and name not in skip
+                         and name not in out.unindexed)
         out.accepted.append(fixed)
     return out

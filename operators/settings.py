@@ -314,6 +314,13 @@ class ApiSettings(_Block):
     catalog_max_attributes: int = Field(default=512, ge=1, description=(
         "Catalog: attributes of one item besides item_id; an item with more is rejected. Rich product data has tens "
         "to a couple of hundred; more is a broken export (a column per value) that would widen every IQL schema"))
+    catalog_max_attribute_names: int = Field(default=1_024, ge=1, description=(
+        "Catalog: distinct indexed attribute names over the whole catalog (item_id and api.catalog_exclude not "
+        "counted); an item that would add a name beyond it is rejected (fusionrec catalog reports its line, the API's "
+        "index does not serve it). The IQL index keeps a column per name, so a catalog of many items that each bring "
+        "their own names (a column per value in a broken export) makes every API process's memory and each full "
+        "upsert grow with it. A real shop has tens to a few hundred names across all its categories, so 1,024 is "
+        "never reached"))
     catalog_max_item_bytes: int = Field(default=64 * 1024, ge=1024, le=1_000_000, description=(
         "Catalog: one item's record as compact JSON (the catalog topic's value), bytes; a larger item is rejected. "
         "A product with a long description, a few hundred attributes and a 1,024-d vector (~20 KB as JSON) stays "

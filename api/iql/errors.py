@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CatalogSchemaError", "IQLError"]
+__all__ = ["CatalogSchemaError", "CatalogWidthError", "IQLError"]
 
 
 class IQLError(ValueError):
@@ -74,3 +74,22 @@ class CatalogSchemaError(ValueError):
             f"item {item_id!r}: attribute {attribute!r} must be {expected}; got {value!r} ({type(value).__name__})"
         )
         self.item_id, self.attribute, self.expected, self.value = item_id, attribute, expected, value
+
+
+class CatalogWidthError(CatalogSchemaError):
+    """An item that would add attribute names beyond the catalog's limit of distinct names
+    (``api.catalog_max_attribute_names``; the rule is ``operators.catalog_rule.check_new_names``).
+
+    Parameters
+    ----------
+    item_id : str
+        The item being indexed.
+    attribute : str
+        The first new name it brings.
+    reason : str
+        The rule's message (the names, the count they would reach, the limit and its setting).
+    """
+
+    def __init__(self, item_id: str, attribute: str, reason: str) -> None:
+        ValueError.__init__(self, f"item {item_id!r}: {reason}")
+        self.item_id, self.attribute, self.expected, self.value = item_id, attribute, "a known name", None

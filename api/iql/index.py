@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,10 +11,10 @@ from numpy.typing import NDArray
 from pyroaring import BitMap
 
 from api.iql.columns import CategoricalColumn, ListColumn
-from api.iql.errors import CatalogSchemaError
+from api.iql.errors import CatalogSchemaError, CatalogWidthError
 from api.iql.numeric import NumericColumn
-from api.iql.schema import NUMERIC_TYPES, AttrType, Schema
-from operators.catalog_rule import serving_kinds
+from api.iql.schema import NUMERIC_TYPES, AttrType, Schema, _infer
+from operators.catalog_rule import CatalogSizeError, check_new_names, serving_kinds
 from operators.id_index import IdIndex
 from operators.ids import BadId, canonical_id
 
@@ -65,6 +65,10 @@ class CatalogIndex:
         (dicts, lists of numbers) instead of raising; type conflicts still raise.
     bucket, max_delta : int, optional
         Tuning of numeric columns, see ``api.iql.numeric.NumericColumn``.
+    max_attribute_names : int or None
+        Columns (distinct indexed attribute names) the index holds at most (``api.catalog_max_attribute_names``):
+        an item that would add a name beyond it is rejected (``CatalogWidthError``); None: no limit.
+
     Each item's attribute names (a superset of the columns it holds, shared by items with the same keys) are
     kept, so an upsert or delete touches the columns the item had and has, whatever the catalog's width.
 
@@ -88,6 +92,7 @@ class CatalogIndex:
         skip_unsupported: bool = False,
         bucket: int | None = None,
         max_delta: int | None = None,
+        max_attribute_names: int | None = None,
     ) -> None:
         # the serving attributes' types do not depend on the first value (operators/catalog_rule.py)
         self.schema = Schema(declared, skip_unsupported,
@@ -100,6 +105,7 @@ class CatalogIndex:
         self._ids: list[str] = []
         self._idx_of = IdIndex(self._ids)  # item_id -> item_idx in flat arrays (a dict cost ~59 B per item more)
         self._columns: dict[str, Column] = {}
+        self.max_attribute_names = max_attribute_names
         # per item_idx, the id of its names (a superset of the columns it holds; 0: none), so an upsert touches
         # only its own columns (nulling every column an item lacks cost O(catalog width) per upsert)
         self._shape_of = array("i")
@@ -190,6 +196,8 @@ class CatalogIndex:
             else:
                 seen.add(item_id)
                 fresh.append((item_id, item))
+        if self.max_attribute_names is not None:
+            fresh = self._within_width(fresh, on_reject)
         try:
             normalized = self._normalize_chunk(fresh)
         except CatalogSchemaError:
@@ -232,6 +240,38 @@ class CatalogIndex:
             else:
                 out[name] = (np.asarray(rows, dtype=np.int64)[keep], [normalized[i] for i in keep])
         return out
+
+    def _within_width(self, fresh: list[tuple[str, Mapping[str, Any]]],
+                      on_reject: Callable[[Mapping[str, Any], CatalogSchemaError], None] | None
+                      ) -> list[tuple[str, Mapping[str, Any]]]:
+        """``build``'s width rule: ``fresh`` without the items that would add names beyond ``max_attribute_names``
+        (in order, as ``upsert`` applies it; ``on_reject`` for each, or raise)."""
+        names = set(self._columns)
+        kept: list[tuple[str, Mapping[str, Any]]] = []
+        for item_id, item in fresh:
+            try:
+                new = self._check_width(item_id, item, names)
+            except CatalogWidthError as exc:
+                if on_reject is None:
+                    raise
+                on_reject(item, exc)
+                continue
+            names.update(new)
+            kept.append((item_id, item))
+        return kept
+
+    def _check_width(self, item_id: str, item: Mapping[str, Any], known: Collection[str]) -> list[str]:
+        """The item's indexed names not in ``known``; raises ``CatalogWidthError`` if they would make more than
+        ``max_attribute_names`` (``operators.catalog_rule.check_new_names``)."""
+        schema = self.schema
+        new = [name for name, value in item.items()
+               if value is not None and name not in known and name not in self.exclude and name not in schema.skipped
+               and not (schema.skip_unsupported and name not in schema and _infer(value) is None)]
+        try:
+            check_new_names(new, len(known), self.max_attribute_names)
+        except CatalogSizeError as exc:
+            raise CatalogWidthError(item_id, exc.attribute, str(exc)) from None
+        return new
 
     def _pad_shapes(self, n: int) -> None:
         """Give item_idx below ``n`` a names entry (0: none; item_idx reserved by ``withdraw`` have none)."""
@@ -286,6 +326,8 @@ class CatalogIndex:
             Before any change, if an attribute value conflicts with the attribute's type.
         """
         item_id = _item_id(item)
+        if self.max_attribute_names is not None:
+            self._check_width(item_id, item, self._columns.keys())
         values = {
             name: self.schema.normalize(item_id, name, value)
             for name, value in item.items()

@@ -102,3 +102,28 @@ def test_items_over_a_size_limit_are_not_served(broker, tmp_path):
             {"item_id": "ok", "reason": "attribute 'title' is 70,000 bytes (UTF-8); at most 16,384 "
                                         "(api.catalog_max_value_bytes)"}], body
         assert c.get("/v1/items/ok").status_code == 404  # its latest version is over the limit: not served
+
+
+def test_items_adding_names_beyond_the_catalog_limit_are_not_served(broker, tmp_path):
+    """A new user's trial (catalog defect 1): 100 items of 500 names each, all within the per-item limits, froze the
+    API (115 s for one request, 3 GB); ``api.catalog_max_attribute_names`` rejects an item that would add a name
+    beyond it, at the initial load and live, with a 404 naming why, counted as rejected."""
+    s = make_settings(broker, tmp_path, partitions=1)
+    s = s.model_copy(update={"api": s.api.model_copy(update={"catalog_max_attribute_names": 4})})
+    with EventProducer.from_settings(s.kafka) as p:
+        p.send_catalog([{"item_id": "a", "brand": "x", "price": 1},
+                        {"item_id": "wide", "brand": "y", "w1": 1, "w2": 2, "w3": 3}])
+    with ApiServer(s) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        wait_for(lambda: c.get("/v1/catalog").json()["items"] == 2, what="catalog")
+        assert c.get("/v1/items/a").status_code == 200
+        r = c.get("/v1/items/wide")
+        assert r.status_code == 404 and r.json()["error"]["reason"] == (
+            "item 'wide' was rejected by the catalog schema rule: item 'wide': attribute 'w1' (and 2 more new names) "
+            "would make 5 distinct attribute names in the catalog; at most 4 (api.catalog_max_attribute_names)"), r.text
+        with EventProducer.from_settings(s.kafka) as p:  # live: one new name fits (4), two more do not
+            p.send_catalog([{"item_id": "b", "color": "red", "price": 2}, {"item_id": "c", "size": 3, "weight": 1},
+                            {"item_id": "d", "brand": "z", "color": "blue"}])
+        wait_for(lambda: c.get("/v1/items/d").status_code == 200, what="live catalog change")
+        assert c.get("/v1/items/b").status_code == 200 and c.get("/v1/items/c").status_code == 404
+        assert [r["item_id"] for r in c.get("/v1/catalog").json()["rejected_items"]] == ["wide", "c"]

@@ -74,3 +74,19 @@ def test_the_size_rule_measures_a_record_alike_live_and_at_the_initial_load(reco
         view.sync()
         assert view.index.get("it") is not None, (live, view.rejected)
         assert list(view.rejected) == ["over"] and "513 attributes" in view.rejected["over"], live
+
+
+def test_an_item_adding_names_beyond_the_catalog_limit_is_rejected_live_and_at_the_initial_load() -> None:
+    """``api.catalog_max_attribute_names`` through the view: rejected and counted, the reason kept for GET /v1/items."""
+    limits = CatalogLimits(16 * 1024, 512, 64 * 1024, max_attribute_names=150)
+    items = {f"w{k}": {"item_id": f"w{k}", **{f"n{k}_{j}": j for j in range(100)}} for k in range(3)}
+    for live in (True, False):
+        view = CatalogView(limits=limits, initial_load=not live)
+        if live:
+            for key, item in items.items():
+                view.on_update(key, item)
+        else:
+            view.load_initial([(k, orjson.dumps(v)) for k, v in items.items()], orjson.loads)
+        view.sync()
+        assert view.index.get("w0") is not None and view.index.get("w1") is None and view.index.get("w2") is None
+        assert view.n_rejected == 2 and "at most 150 (api.catalog_max_attribute_names)" in view.rejected["w1"], live

@@ -180,6 +180,24 @@ def test_check_catalog_rejects_items_over_a_size_limit():
     assert [i["item_id"] for i in check_catalog(items).accepted] == ["a", "b", "c"]  # no limits: none
 
 
+def test_check_catalog_rejects_an_item_adding_names_beyond_the_catalog_limit():
+    """A new user's trial (catalog defect 1): items within the per-item limits but each with its own names widened the
+    index to 50,000 columns; ``api.catalog_max_attribute_names`` bounds the distinct names of the whole file."""
+    limits = CatalogLimits(1000, 100, 10_000, max_attribute_names=4)
+    items = [{"item_id": "a", "brand": "x", "price": 1, "vector": [1.0], "deleted": False},  # 2 names
+             {"item_id": "b", "brand": "y", "color": "red", "size": None},  # 3 (a null adds no name)
+             {"item_id": "c", "brand": "z", "w": 1, "h": 2},  # would make 5: rejected
+             {"item_id": "d", "w": 1},  # 4
+             {"item_id": "e", "price": 2, "color": "blue", "w": 3, "x": None}]  # known names only
+    check = check_catalog(items, exclude={"vector"}, limits=limits)
+    assert [i["item_id"] for i in check.accepted] == ["a", "b", "d", "e"]
+    assert check.rejected == [(2, "c", "attribute 'h' (and 1 more new name) would make 5 distinct attribute names "
+                                       "in the catalog; at most 4 (api.catalog_max_attribute_names)")]
+    assert check.names == {"brand", "price", "color", "w"}
+    assert ApiSettings().catalog_max_attribute_names == 1_024
+    assert CatalogLimits.from_settings(ApiSettings()).max_attribute_names == 1_024
+
+
 def test_a_rejected_line_fixes_no_type_for_later_lines():
     """A new user's trial (catalog defect 3): line 1, rejected for its size, made ``zcolor`` a number, and line 2's
     ``"red"`` was then rejected; a rejected line registers nothing (types, unindexed names, coercion counts)."""

@@ -208,6 +208,28 @@ def test_catalog_rejects_items_over_a_size_limit_and_publishes_the_rest(tansu_bo
     assert _records(tansu_bootstrap, topic, 2) == {"a": lines[0], "c": lines[4]}
 
 
+def test_catalog_rejects_lines_adding_names_beyond_the_catalog_limit(tansu_bootstrap: str, make_topic,
+                                                                     tmp_path: Path, monkeypatch) -> None:
+    """A new user's trial (catalog defects 1 and 3): lines within the per-item limits but each with its own names
+    froze the API; a line that would bring the file's distinct names beyond ``api.catalog_max_attribute_names`` is
+    rejected. And a line rejected for its size fixed ``zcolor`` as a number, rejecting a later ``"red"``."""
+    monkeypatch.setenv("FUSIONREC_API__CATALOG_MAX_ATTRIBUTE_NAMES", "3")
+    path = tmp_path / "items.jsonl"
+    lines = [{"item_id": "z1", "zcolor": 1, "title": "x" * 17_000}, {"item_id": "z2", "zcolor": "red"},
+             {"item_id": "a", "brand": "b", "price": 1}, {"item_id": "wide", "w1": 1, "brand": "c"},
+             {"item_id": "c", "zcolor": "blue", "price": 2}]
+    result, topic = _publish_catalog(tansu_bootstrap, make_topic, monkeypatch, path, "cli-catalog-names",
+                                     b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    assert result.exit_code == 0, result.output
+    assert "published 3 items" in result.output and "rejected 2 lines" in result.output, result.output
+    assert _rejected_lines(result.output) == [
+        f"rejected {path}:1: item 'z1': attribute 'title' is 17,000 bytes (UTF-8); at most 16,384 "
+        "(api.catalog_max_value_bytes)",
+        f"rejected {path}:4: item 'wide': attribute 'w1' would make 4 distinct attribute names in the catalog; "
+        "at most 3 (api.catalog_max_attribute_names)"], result.output
+    assert _records(tansu_bootstrap, topic, 3) == {"z2": lines[1], "a": lines[2], "c": lines[4]}
+
+
 def test_catalog_rejects_bad_lines_one_by_one_and_publishes_the_rest(tansu_bootstrap: str, make_topic,
                                                                       tmp_path: Path, monkeypatch) -> None:
     """Trial 13, D15: a line that is not JSON (a number out of range), has no or an empty item_id, or

@@ -307,3 +307,34 @@ def test_an_upsert_touches_the_items_columns_whatever_the_catalog_width(build: b
         assert index.delete("x") and writes[0] - before == 3 and ids(engine, "price > 4") == []
         index.upsert({"item_id": "x", "b": True})
         assert index.get("x") == {"item_id": "x", "b": True} and ids(engine, "a == 'blue'") == []
+
+
+@pytest.mark.parametrize("build", [False, True])
+def test_max_attribute_names_rejects_an_item_adding_names_beyond_it(build: bool) -> None:
+    """``api.catalog_max_attribute_names``: an item bringing names beyond the catalog's limit is rejected whole, before
+    any change (a null or an excluded attribute adds no name); the known names stay free to use."""
+    items = [{"item_id": "a", "brand": "x", "price": 1, "image": "a.jpg"},
+             {"item_id": "b", "brand": "y", "color": "red", "size": None},
+             {"item_id": "c", "w": 1, "h": 2},
+             {"item_id": "d", "w": 1},
+             {"item_id": "e", "color": "blue", "price": 2}]
+    options = dict(max_attribute_names=4, exclude={"image"})
+    rejected: list[tuple[str, str]] = []
+    if build:
+        index = CatalogIndex.build(items, on_reject=lambda item, exc: rejected.append((item["item_id"], str(exc))),
+                                   **options)
+    else:
+        index = CatalogIndex(**options)
+        for item in items:
+            try:
+                index.upsert(item)
+            except CatalogSchemaError as exc:
+                rejected.append((item["item_id"], str(exc)))
+    assert rejected == [("c", "item 'c': attribute 'h' (and 1 more new name) would make 5 distinct attribute names "
+                              "in the catalog; at most 4 (api.catalog_max_attribute_names)")]
+    assert index.get("c") is None and index.column("h") is None and index.get("d") == {"item_id": "d", "w": 1}
+    with pytest.raises(CatalogSchemaError, match="api.catalog_max_attribute_names"):
+        index.upsert({"item_id": "a", "brand": "x", "new": 1})
+    assert index.get("a") == {"item_id": "a", "brand": "x", "price": 1}
+    index.upsert({"item_id": "a", "brand": "z", "color": "g", "w": 5})
+    assert sorted(index.item_ids(index.column("w").present)) == ["a", "d"]
