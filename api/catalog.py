@@ -125,6 +125,9 @@ class CatalogView:
         self._index_options: dict[str, Any] = dict(
             exclude=set(exclude) | {vector_attribute}, hidden_attribute=hidden_attribute,
             in_stock_attribute=in_stock_attribute, stock_attribute=stock_attribute,
+            # objects and lists of numbers are kept in the item, not indexed: the catalog rule's ``unindexed``
+            # (fusionrec catalog publishes them), never a reason to reject the item
+            skip_unsupported=True,
             max_attribute_names=None if limits is None else limits.max_attribute_names)
         self.vector_dim, self.vector_n_probe = vector_dim, vector_n_probe
         self.vector_build_gate, self.vector_gate_wait_s = vector_build_gate, vector_gate_wait_s

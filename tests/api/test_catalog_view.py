@@ -90,3 +90,26 @@ def test_an_item_adding_names_beyond_the_catalog_limit_is_rejected_live_and_at_t
         view.sync()
         assert view.index.get("w0") is not None and view.index.get("w1") is None and view.index.get("w2") is None
         assert view.n_rejected == 2 and "at most 150 (api.catalog_max_attribute_names)" in view.rejected["w1"], live
+
+
+def test_objects_and_lists_of_numbers_are_kept_unindexed_not_a_reason_to_reject() -> None:
+    """A new user's trial (defect 2): ``fusionrec catalog`` publishes an item whose first ``spec`` is an object or
+    whose ``sizes`` is a list of numbers (its rule keeps such attributes unindexed), and the API's index rejected the
+    whole item. Both are kept out of IQL, live and at the initial load; a later type conflict still rejects."""
+    items = {"obj": {"item_id": "obj", "spec": {"color": "red"}, "price": 3.0},
+             "nums": {"item_id": "nums", "sizes": [1, 2, 3], "price": 4.0},
+             "nested": {"item_id": "nested", "grid": [[1, 2], [3, 4]], "price": 5.0},
+             "clash": {"item_id": "clash", "price": "cheap"}}
+    for live in (True, False):
+        view = CatalogView(initial_load=not live)
+        if live:
+            for key, item in items.items():
+                view.on_update(key, item)
+        else:
+            view.load_initial([(k, orjson.dumps(v)) for k, v in items.items()], orjson.loads)
+        view.sync()
+        assert list(view.rejected) == ["clash"], (live, view.rejected)
+        for key in ("obj", "nums", "nested"):
+            assert view.index.get(key) == {"item_id": key, "price": items[key]["price"]}, live
+        assert sorted(view.engine.filter("price < 4.5", RequestContext())) == sorted(
+            view.index.lookup(["obj", "nums"]).tolist())
