@@ -19,6 +19,19 @@ def _view(cache_items: int = 20_000) -> CatalogView:
     return view
 
 
+def _fed(records: dict[str, bytes], live: bool, limits: CatalogLimits | None = None) -> CatalogView:
+    """A view fed ``records`` (item_id -> the catalog topic's value) live (``on_update``, one change at a time)
+    or at the initial load (``load_initial``), then synced: the two ways an API reads the catalog."""
+    view = CatalogView(limits=limits, initial_load=not live)
+    if live:
+        for key, value in records.items():
+            view.on_update(key, orjson.loads(value))
+    else:
+        view.load_initial(records.items(), orjson.loads)
+    view.sync()
+    return view
+
+
 def _selected(view: CatalogView, item: object) -> list[int]:
     ctx = RequestContext(item=item, params={"max_price": "19"})  # type: ignore[arg-type]
     return sorted(view.engine.filter("category == context.item.category AND price < $max_price", ctx))
@@ -65,13 +78,7 @@ def test_the_size_rule_measures_a_record_alike_live_and_at_the_initial_load(reco
            for i in (item, over)}
     assert record != "indented" or len(raw["it"]) > 64 * 1024 > len(orjson.dumps(item))
     for live in (True, False):
-        view = CatalogView(limits=limits, initial_load=not live)
-        if live:
-            for key, value in raw.items():
-                view.on_update(key, orjson.loads(value))
-        else:
-            view.load_initial(raw.items(), orjson.loads)
-        view.sync()
+        view = _fed(raw, live, limits)
         assert view.index.get("it") is not None, (live, view.rejected)
         assert list(view.rejected) == ["over"] and "513 attributes" in view.rejected["over"], live
 
@@ -81,13 +88,7 @@ def test_an_item_adding_names_beyond_the_catalog_limit_is_rejected_live_and_at_t
     limits = CatalogLimits(16 * 1024, 512, 64 * 1024, max_attribute_names=150)
     items = {f"w{k}": {"item_id": f"w{k}", **{f"n{k}_{j}": j for j in range(100)}} for k in range(3)}
     for live in (True, False):
-        view = CatalogView(limits=limits, initial_load=not live)
-        if live:
-            for key, item in items.items():
-                view.on_update(key, item)
-        else:
-            view.load_initial([(k, orjson.dumps(v)) for k, v in items.items()], orjson.loads)
-        view.sync()
+        view = _fed({k: orjson.dumps(v) for k, v in items.items()}, live, limits)
         assert view.index.get("w0") is not None and view.index.get("w1") is None and view.index.get("w2") is None
         assert view.n_rejected == 2 and "at most 150 (api.catalog_max_attribute_names)" in view.rejected["w1"], live
 
@@ -101,13 +102,7 @@ def test_objects_and_lists_of_numbers_are_kept_unindexed_not_a_reason_to_reject(
              "nested": {"item_id": "nested", "grid": [[1, 2], [3, 4]], "price": 5.0},
              "clash": {"item_id": "clash", "price": "cheap"}}
     for live in (True, False):
-        view = CatalogView(initial_load=not live)
-        if live:
-            for key, item in items.items():
-                view.on_update(key, item)
-        else:
-            view.load_initial([(k, orjson.dumps(v)) for k, v in items.items()], orjson.loads)
-        view.sync()
+        view = _fed({k: orjson.dumps(v) for k, v in items.items()}, live)
         assert list(view.rejected) == ["clash"], (live, view.rejected)
         for key in ("obj", "nums", "nested"):
             assert view.index.get(key) == {"item_id": key, "price": items[key]["price"]}, live
