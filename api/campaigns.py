@@ -2,9 +2,10 @@
 
 A campaign is checked whole when saved: fields (``api/campaign_schema.py``), the goal against
 the configured event types, the IQL filter and boosters against the catalog schema, so a
-typo fails here with its line and column (HTTP 400), never at request time, and the default
+typo fails here with its line and column (HTTP 400), never at request time, the default
 ``params`` (campaign and arms) bound into them as a request binds them (HTTP 422 naming
-``params.<name>``).
+``params.<name>``), and the strategy parameters (``window``, ``category``, ``category_attribute``)
+as the strategy reads them (HTTP 422 naming the arm and the parameter).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from starlette.responses import Response
 from api.campaign_registry import optimizer_config
 from api.campaign_schema import ID_PATTERN, CampaignIn
 from api.errors import ApiError, validate_params
-from api.iql import IQLError
+from api.iql import IQLEngine, IQLError
 from api.iql.evaluate import check_params, param_names
 from api.json import json_response
 from api.recommendations import RESERVED_PARAMS
 from api.services import Services
+from api.strategies import STRATEGY_PARAMS, check_strategy_param
 from operators.control_group import CONTROL_ARM
 from state.campaigns import Campaign
 
@@ -83,6 +85,7 @@ async def _read_campaign(request: Request, svc: Services) -> CampaignIn:
                                "IQL parameter another name")
             plans[field] = plan
     _check_param_defaults(c, plans)
+    _check_strategy_params(c, view.engine)
     return c
 
 
@@ -104,6 +107,22 @@ def _check_param_defaults(c: CampaignIn, plans: dict[str, object]) -> None:
                 raise ApiError(422, f"{where}.{name}", f"default of ${name} does not fit its use in the {field}: "
                                f"{exc.expected}, found {exc.found} (line {exc.line}, column {exc.column})",
                                **exc.to_dict()) from exc
+
+
+def _check_strategy_params(c: CampaignIn, engine: IQLEngine) -> None:
+    """Refuse a strategy parameter its strategy could not use (``"window": "soon"``), which would otherwise
+    fail every request served by that arm: the 422 names where it is (``arms.1.params.window``, or
+    ``params.window``: the campaign's, read by every arm and the fallback), the arm and the parameter."""
+    sources = [("params", None, c.params, c.params)]
+    sources += [(f"arms.{i}.params", a, a.params, {**c.params, **a.params}) for i, a in enumerate(c.arms)]
+    for where, arm, own, params in sources:
+        for name in [n for n in own if n in STRATEGY_PARAMS]:
+            try:
+                check_strategy_param(name, params, engine)
+            except ValueError as exc:
+                who = "the campaign's params (every arm's)" if arm is None else f"arm {arm.name!r} (strategy {arm.strategy})"
+                raise ApiError(422, f"{where}.{name}", f"{name} of {who}: {exc}", param=name,
+                               arm=None if arm is None else arm.name) from exc
 
 
 async def list_campaigns(request: Request) -> Response:

@@ -30,16 +30,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from api.iql import IQLError, RequestContext
+from api.iql.evaluate import check_params
 from models.base import Histories
 from operators.model_version import ModelVersion
 from operators.score import TopN
 
 if TYPE_CHECKING:
     from api.catalog import CatalogView
+    from api.iql import IQLEngine
     from api.services import Services
 
 __all__ = ["Inputs", "LazyIds", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "model_ranking", "ranking_source",
-           "ranking_at", "parse_duration_s"]
+           "ranking_at", "parse_duration_s", "STRATEGY_PARAMS", "check_strategy_param"]
 
 Ranked = tuple[list[str], list[float]]
 
@@ -255,9 +257,8 @@ def _top(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranke
     if category is None or not ids:
         return ids[:k], scores[:k].tolist()
     view = svc.catalog_view
-    attr = str(params.get("category_attribute", "category"))
     try:
-        mask = view.engine.filter_candidates(f"{attr} == $category", RequestContext(params={"category": category}),
+        mask = view.engine.filter_candidates(_category_filter(params), RequestContext(params={"category": category}),
                                              view.index.lookup(ids))
     except IQLError as exc:
         if exc.param is not None:  # the value does not fit the attribute's type: a 400 naming `category`
@@ -265,6 +266,52 @@ def _top(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranke
         return [], []  # the catalog has no such attribute (yet)
     sel = np.flatnonzero(mask)[:k]
     return [ids[i] for i in sel], scores[sel].tolist()
+
+
+def _category_filter(params: Mapping[str, Any]) -> str:
+    """The IQL filter ``top`` selects ``category`` with: ``<category_attribute> == $category``."""
+    return f"{params.get('category_attribute', 'category')} == $category"
+
+
+STRATEGY_PARAMS = frozenset({"window", "category", "category_attribute"})
+"""Arm (and campaign) parameters a strategy reads (``top``: its popularity window, the category it keeps and the
+catalog attribute holding it); every other parameter is an IQL ``$param`` default."""
+
+
+def check_strategy_param(name: str, params: Mapping[str, Any], engine: IQLEngine) -> None:
+    """Check strategy parameter ``name`` of an arm's ``params`` as its strategy reads it, when a campaign is saved.
+
+    ``params`` are the arm's parameters over the campaign's (what ``run_strategy`` gets, before a request's
+    ``window=``/``category=`` override them); ``engine`` is the catalog's, for ``category`` and
+    ``category_attribute``. A category attribute the catalog does not hold yet is accepted (``top`` gives
+    nothing until it does); one it holds must take ``category`` as the request's ``$category`` would be bound.
+
+    Raises
+    ------
+    ValueError
+        Saying what the parameter must be and what it got (``name`` is not in the message).
+    """
+    value = params[name]
+    if name == "window":
+        parse_duration_s(value)
+    elif name == "category_attribute":
+        if not isinstance(value, str):
+            raise ValueError(f"must be the name of a catalog attribute; got {value!r}")
+        try:
+            engine.parser.parse_filter(_category_filter(params))
+        except IQLError as exc:
+            raise ValueError(f"must be the name of a catalog attribute (an IQL attribute name); got {value!r}"
+                             ) from exc
+    elif name == "category":
+        if isinstance(value, list) or (isinstance(value, str) and not value.strip()):
+            raise ValueError(f"must be one non-empty value; got {value!r}")
+        attr = str(params.get("category_attribute", "category"))
+        if attr in engine.index.schema:
+            try:
+                check_params(engine.compile_filter(_category_filter(params)), {"category": value})
+            except IQLError as exc:
+                raise ValueError(f"must fit the catalog attribute {attr!r}: expected {exc.expected}, found {exc.found}"
+                                 ) from exc
 
 
 def _popular(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranked:

@@ -124,3 +124,37 @@ def test_api_keys_and_scopes(shop_settings):
         r = c.post("/v1/events", json={"type": "view", "user_id": "u1", "item_id": "i000001"}, headers=CLIENT)
         assert r.status_code == 202
         assert c.post("/v1/events", json={"type": "view", "user_id": "u1", "item_id": "i1"}).status_code == 401
+
+
+def test_strategy_params_are_checked_when_saved(shop_settings):
+    """A strategy parameter its strategy cannot use (``window``, ``category``, ``category_attribute`` of ``top``)
+    is a 422 when the campaign is saved, naming the arm and the parameter, instead of a 201 and then a failure
+    on every request that arm serves."""
+    arms = [{"name": "day", "strategy": "top", "params": {"window": "1d"}}, {"name": "pop", "strategy": "popular"}]
+    with ApiServer(shop_settings) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        wait_for(lambda: _ready(c), what="catalog")
+        for arm_params, campaign_params, field, words in (
+                ({"window": "soon"}, {}, "arms.1.params.window", "window of arm 'week' (strategy top): must be a duration"),
+                ({"window": -3}, {}, "arms.1.params.window", "must be > 0"),
+                ({"window": ["1d"]}, {}, "arms.1.params.window", "must be a duration"),
+                ({"category": ["toys", "books"]}, {}, "arms.1.params.category", "must be one non-empty value"),
+                ({"category": " "}, {}, "arms.1.params.category", "must be one non-empty value"),
+                ({"category": "cheap", "category_attribute": "price"}, {}, "arms.1.params.category",
+                 "must fit the catalog attribute 'price': expected a number for $category"),
+                ({"category_attribute": "on sale"}, {}, "arms.1.params.category_attribute",
+                 "must be the name of a catalog attribute"),
+                ({}, {"window": "7 days"}, "params.window", "window of the campaign's params (every arm's)")):
+            body = {"scenario": "top", "params": campaign_params,
+                    "arms": [*arms[:1], {"name": "week", "strategy": "top", "params": arm_params}]}
+            r = c.put("/v1/campaigns/bad", json=body)
+            assert r.status_code == 422, (arm_params, r.text)
+            err = r.json()["error"]
+            assert err["field"] == field and words in err["reason"], (arm_params, err)
+            assert err["param"] == field.rsplit(".", 1)[1] and err.get("arm") == ("week" if "arms" in field else None)
+        assert c.get("/v1/campaigns/bad").status_code == 404
+        # values the strategy can use are saved and served; a category attribute the catalog lacks is not an error
+        for params in ({"window": "12h", "category": "bedding"}, {"window": 3600, "category": "x", "category_attribute": "colour"}):
+            r = c.put("/v1/campaigns/ok", json={"scenario": "top", "arms": [{"name": "a", "strategy": "top", "params": params}]})
+            assert r.status_code in (200, 201), (params, r.text)
+            assert c.get("/v1/recommendations", params={"campaign": "ok"}).status_code == 200
