@@ -11,11 +11,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match
 
-__all__ = ["ApiError", "exception_handlers", "validate_params"]
+__all__ = ["MAX_ECHO_CHARS", "ApiError", "exception_handlers", "validate_params"]
 
 M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger(__name__)
+
+MAX_ECHO_CHARS = 500
+"""Longest string an error body holds (its field, its reason, an echoed value or IQL token): a longer one is cut
+here and marked with how many characters were left out, so a 4,000-character input is never sent back whole."""
 
 
 class ApiError(Exception):
@@ -40,10 +44,22 @@ def validate_params(model: type[M], data: dict[str, object]) -> M:
         raise ApiError(422, field, err["msg"], value=given if isinstance(given, str | int | float | bool) else None) from exc
 
 
+def _bounded(value: object) -> object:
+    """``value`` with every string in it at most ``MAX_ECHO_CHARS`` long (plus the marker saying what was cut)."""
+    if isinstance(value, str) and len(value) > MAX_ECHO_CHARS:
+        return f"{value[:MAX_ECHO_CHARS]}… ({len(value) - MAX_ECHO_CHARS} more characters)"
+    if isinstance(value, list | tuple):
+        return [_bounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _bounded(v) for k, v in value.items()}
+    return value
+
+
 def _error(status: int, field: str, reason: str, **extra: object) -> JSONResponse:
+    """The one place error bodies are built: whatever a message or an extra echoes of the input is bounded."""
     body: dict[str, object] = {"field": field, "reason": reason}
     body.update({k: v for k, v in extra.items() if v is not None})
-    return JSONResponse({"error": body}, status_code=status)
+    return JSONResponse({"error": _bounded(body)}, status_code=status)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
