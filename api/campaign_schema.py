@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from api.iql.evaluate import param_control_char
 from api.strategies import STRATEGY_NEEDS
 from state.campaigns import Arm, BanditConfig, Campaign
 
@@ -22,11 +23,14 @@ MAX_SEGMENTS = 100
 
 StrategyName = Literal["personalized", "session", "similar", "visual", "cart", "top", "last_seen", "popular"]
 FallbackName = Literal["popular", "top"]
-Scalar = str | int | float | bool
+_ParamText = Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"})]
+"""A parameter's text: the schema says what ``_param_shape`` refuses (control characters, Unicode category Cc)."""
+Scalar = _ParamText | int | float | bool
 
 
 def _param_shape(value: Any) -> Any:
-    """Refuse, with one clear message, a parameter that is neither a scalar nor a list of scalars.
+    """Refuse, with one clear message, a parameter that is neither a scalar nor a list of scalars, or that holds
+    a control character (as a request's ``$param`` may not: ``api/recommendations.py``).
 
     Without it pydantic reports each member of the union it tried (``params.p.str: Input should be a
     valid string``) for an object, a null or a nested list.
@@ -37,6 +41,10 @@ def _param_shape(value: Any) -> Any:
             kind = {dict: "an object", list: "a nested list", type(None): "null"}.get(type(item), type(item).__name__)
             raise PydanticCustomError("param_value", "must be a string, number or boolean, or a list of those "
                                       "(an IQL $param is bound to one value or a list); got {kind}", {"kind": kind})
+    bad = param_control_char(value)
+    if bad is not None:
+        raise PydanticCustomError("param_value", "must not hold control characters (Unicode category Cc); found {char}",
+                                  {"char": bad})
     return value
 
 

@@ -14,6 +14,7 @@ from api.campaign_schema import ID_PATTERN
 from api.errors import ApiError, validate_params
 from api.explain import explain_items
 from api.iql import IQLError
+from api.iql.evaluate import param_control_char
 from api.json import json_response
 from api.services import Services
 from api.serving import serve_list
@@ -99,7 +100,8 @@ class CampaignRequestParams(BaseModel, extra="allow"):
         """The extra query parameters (IQL ``$params``), checked: at most 32, short names and values.
 
         A key given more than once (``&bs=Acme&bs=Bolt``) is a list parameter (for ``IN $bs``,
-        ``ANY $bs``); given once it is one value, which IN reads as a list of one.
+        ``ANY $bs``); given once it is one value, which IN reads as a list of one. A value holding a control
+        character (Unicode category Cc: NUL, tab, newline, ...) is a 422 naming the parameter.
         """
         extra = dict(self.model_extra or {})
         if len(extra) > 32:
@@ -110,6 +112,10 @@ class CampaignRequestParams(BaseModel, extra="allow"):
             values = v if isinstance(v, list) else [v]
             if len(values) > 100 or not all(isinstance(x, str) and len(x) <= 1000 for x in values):
                 raise ApiError(422, k, "must be at most 100 values of at most 1000 characters each")
+            bad = param_control_char(values)
+            if bad is not None:
+                raise ApiError(422, k, f"must not hold control characters (Unicode category Cc); found {bad}",
+                               param=k)
         return extra
 
 

@@ -28,10 +28,29 @@ from api.iql.index import CatalogIndex
 from api.iql.numeric import NumericColumn
 from api.iql.schema import NUMERIC_TYPES, AttrType, to_epoch_s
 
-__all__ = ["bind_param", "candidates_mask", "check_params", "evaluate", "param_names"]
+__all__ = ["bind_param", "candidates_mask", "check_params", "evaluate", "param_control_char", "param_names"]
 
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?nan", re.ASCII | re.IGNORECASE)
 """A number given as text (a request's ``$param``, a context attribute): ASCII decimal, or NaN (read as absent)."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""Unicode category Cc (C0 and C1 controls, DEL): no ``$param`` value may hold one."""
+
+
+def param_control_char(value: object) -> str | None:
+    """The first control character (Unicode category Cc) of a ``$param`` value, a string or a list of values,
+    as ``U+XXXX``; None if it holds none. Request parameters and campaign defaults are refused with it (422).
+
+    Examples
+    --------
+    >>> param_control_char(["Acme", "Bo\\x00lt"]), param_control_char("Acme")
+    ('U+0000', None)
+    """
+    for text in value if isinstance(value, list | tuple) else [value]:
+        found = _CONTROL.search(text) if isinstance(text, str) else None
+        if found is not None:
+            return f"U+{ord(found.group()):04X}"
+    return None
 
 
 def evaluate(plan: p.FilterPlan | p.PlanNode, index: CatalogIndex, context: RequestContext) -> BitMap:

@@ -56,6 +56,18 @@ def test_list_parameters_and_errors(broker, tmp_path):
             r = get(q)
             assert r.status_code == 400, (q, r.text)
             assert r.json()["error"]["field"] == field and r.json()["error"]["param"] == field, r.text
+        # a control character (Unicode category Cc) in any $param value is a 422 naming the parameter, whether
+        # the filter reads it or not (before, "5\t" was read as 5 and "Ac\x00me" matched nothing)
+        for q, field, char in (("bs=Ac%00me", "bs", "U+0000"), ("bs=Acme&bs=Bo%0Alt", "bs", "U+000A"),
+                               ("bs=Acme&max_price=5%09", "max_price", "U+0009"),
+                               ("bs=Acme&user.segment=vip%C2%85", "user.segment", "U+0085"),
+                               ("bs=Acme&utm=%7F", "utm", "U+007F")):
+            r = get(q)
+            assert r.status_code == 422, (q, r.text)
+            err = r.json()["error"]
+            assert (err["field"], err["param"]) == (field, field) and "control characters" in err["reason"], r.text
+            assert err["reason"].endswith(f"found {char}"), r.text
+        assert get("bs=Acme&max_price=5%20").status_code == 200  # white space is not a control character here
         # a campaign over a strategy with no candidates still checks its parameters
         assert c.put("/v1/campaigns/empty", json={"scenario": "top", "filter": "price < $p"}).status_code == 201
         r = c.get("/v1/recommendations?campaign=empty&p=x")
@@ -95,6 +107,11 @@ def test_campaign_param_defaults_checked_when_saved(broker, tmp_path):
             assert r.status_code == 422, (body, r.text)
             err = r.json()["error"]
             assert err["field"] == field and needs in err["reason"] and err["param"] == field.rsplit(".", 1)[1], r.text
+        for where, params in (("params", {"params": {"b": "Ac\u0000me"}}),
+                              ("arms.0.params", {"arms": [{"name": "a", "strategy": "top", "params": {"b": ["x", "\n"]}}]})):
+            r = c.put("/v1/campaigns/bad", json={"scenario": "top", "filter": "brand IN $b", **params})
+            assert r.status_code == 422 and r.json()["error"]["field"] == f"{where}.b", r.text
+            assert "control characters (Unicode category Cc)" in r.json()["error"]["reason"], r.text
         r = c.put("/v1/campaigns/bad", json={"scenario": "top", "filter": "price < $p", "params": {"p": {"a": 1}}})
         assert r.status_code == 422 and r.json()["error"]["field"] == "params.p", r.text
         assert "got an object" in r.json()["error"]["reason"] and ".str" not in r.json()["error"]["reason"], r.text
