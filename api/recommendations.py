@@ -124,6 +124,16 @@ RESERVED_PARAMS: frozenset[str] = frozenset(CampaignRequestParams.model_fields) 
 could not be set by any request, so a campaign that uses one is refused when saved)."""
 
 
+def _once(raw: dict[str, str | list[str]]) -> None:
+    """Refuse a request parameter given more than once (``cart=a&cart=b``): only IQL ``$params`` are lists
+    when repeated; ``cart`` and ``session`` are one comma-separated list (``cart=a,b``)."""
+    for name in sorted(RESERVED_PARAMS):
+        given = raw.get(name)
+        if isinstance(given, list):
+            how = f", as one comma-separated list of item ids ({name}=a,b)" if name in ("cart", "session") else ""
+            raise ApiError(422, name, f"must be given once{how}; got {len(given)} {name}= parameters")
+
+
 def _check_inputs(c: Campaign, inputs: Inputs) -> None:
     for need in STRATEGY_NEEDS[c.scenario]:
         options = need.split("|")
@@ -190,6 +200,7 @@ async def get_recommendations(request: Request) -> Response:
     for k, v in request.query_params.multi_items():  # a repeated key is a list parameter
         prev = raw.get(k)
         raw[k] = v if prev is None else [*prev, v] if isinstance(prev, list) else [prev, v]
+    _once(raw)
     flag = raw.pop("explain", "false")  # explain=true: per-item explanations (api/explain.py)
     flag = flag.lower() if isinstance(flag, str) else str(flag)
     if flag not in ("true", "false", "1", "0"):

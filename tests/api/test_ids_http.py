@@ -75,3 +75,28 @@ def test_an_empty_id_in_cart_or_session_is_a_422_naming_it(broker, tmp_path):
                 r = c.get("/v1/recommendations", params={**path, field: " a , b,c "})
                 assert r.status_code == 200, (path, field, r.text)
                 assert patterns[field].search(" a , b,c ")
+
+
+def test_a_repeated_request_parameter_is_a_422_saying_to_give_it_once(broker, tmp_path):
+    """``cart=a&cart=b`` was a 422 saying ``Input should be a valid string``: the request's own parameters are given
+    once (``cart`` and ``session`` as one comma-separated list, as the README says); only IQL ``$params`` are lists
+    when repeated. On the plain path and the campaign path."""
+    s = make_settings(broker, tmp_path, partitions=1)
+    with ApiServer(s) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        assert c.put("/v1/campaigns/home", json={"scenario": "personalized"}).status_code == 201
+        for path in ("user_id=u1", "user_id=u1&campaign=home"):
+            for field in ("cart", "session"):
+                r = c.get(f"/v1/recommendations?{path}&{field}=a&{field}=b")
+                assert r.status_code == 422, (path, r.text)
+                err = r.json()["error"]
+                assert err["field"] == field, r.text
+                assert err["reason"] == (f"must be given once, as one comma-separated list of item ids ({field}=a,b); "
+                                         f"got 2 {field}= parameters"), r.text
+                assert c.get(f"/v1/recommendations?{path}&{field}=a,b").status_code == 200
+            for q, field in (("n=3&n=4", "n"), ("explain=true&explain=false", "explain"), ("user_id=u2", "user_id")):
+                r = c.get(f"/v1/recommendations?{path}&{q}")
+                assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
+                assert r.json()["error"]["reason"] == f"must be given once; got 2 {field}= parameters", r.text
+        r = c.get("/v1/recommendations?campaign=home&campaign=home&user_id=u1")
+        assert r.status_code == 422 and r.json()["error"]["field"] == "campaign", r.text
