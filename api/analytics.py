@@ -16,9 +16,9 @@ The admin scope is enforced by ``api/auth.py``'s middleware for every ``/v1/anal
   (off the event loop, one round trip at a time however many callers wait for it); when the broker
   does not within ``analytics.ops_timeout_s`` (one deadline for the whole round trip, not per
   step) the answer is the last good one marked ``"stale": true`` with its ``age_s`` and a
-  ``stale_reason`` naming the broker, or, when there is none yet, 503 with ``Retry-After`` and
-  that reason (either way a one-line warning in the log, no traceback). A fresh answer says
-  ``"stale": false, "age_s": 0``.
+  ``stale_reason`` naming the broker, or, when there is none yet or it is older than
+  ``analytics.ops_stale_max_s``, 503 with ``Retry-After`` and that reason (either way a one-line
+  warning in the log, no traceback). A fresh answer says ``"stale": false, "age_s": 0``.
 
 The data is the compacted ``analytics`` topic (flows/analytics.py), read by a ``TopicTable``
 into an ``AnalyticsView``. Dead-letter counts come from the analytics flow, which parses every
@@ -376,7 +376,8 @@ async def get_overview(request: Request) -> Response:
 
 async def get_ops(request: Request) -> Response:
     """The ops panel's data. When the broker does not confirm the log's ends within ``ops_timeout_s``:
-    the last good answer marked ``stale`` with its ``age_s``, or 503 with ``Retry-After`` if there is none."""
+    the last good answer marked ``stale`` with its ``age_s``, or 503 with ``Retry-After`` if there is none
+    or it is older than ``ops_stale_max_s`` (an hour-old lag is no answer)."""
     svc: AnalyticsService = request.app.state.analytics
     try:
         return json_response(await svc.ops_shared())
@@ -385,10 +386,13 @@ async def get_ops(request: Request) -> Response:
         reason = (f"the event broker {s.kafka.brokers} did not confirm the ends of the {s.kafka.events_topic!r} log "
                   f"within {s.analytics.ops_timeout_s:g} s ({_kafka_detail(exc)})")
         last = svc.last_good()
-        if last is not None:
+        if last is not None and last[0] <= s.analytics.ops_stale_max_s:
             age_s, answer = last
             log.warning("GET /v1/analytics/ops answers its last good answer (%.1f s old): %s", age_s, reason)
             return json_response({**answer, "stale": True, "age_s": round(age_s, 3), "stale_reason": reason})
+        if last is not None:
+            reason += (f"; the last good answer is {last[0]:.0f} s old, more than analytics.ops_stale_max_s = "
+                       f"{s.analytics.ops_stale_max_s:g} s")
         log.warning("GET /v1/analytics/ops answers 503: %s", reason)
         return json_response({"error": {"field": "broker", "reason": f"{reason}; retry later"}}, status_code=503,
                              headers={"Retry-After": str(s.api.retry_after_s)})

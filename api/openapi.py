@@ -188,7 +188,8 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
             "summary": "Operations: events per second, lag per partition of both flows, dead letters by reason, model version",
             "description": "When the broker does not confirm the events log's ends within analytics.ops_timeout_s (one "
                            "deadline for the whole call), the last good answer with stale: true, its age_s and a "
-                           "stale_reason; 503 only before any good answer",
+                           "stale_reason while that answer is at most analytics.ops_stale_max_s old; 503 before any "
+                           "good answer or once the last one is older",
             "responses": {**_responses(200, obj, 401, 403),
                           "503": {"description": "The broker did not confirm the events log's ends in time; retry after "
                                                  "the Retry-After seconds",

@@ -422,6 +422,9 @@ class AnalyticsSettings(_Block):
     ops_timeout_s: float = Field(default=10.0, gt=0, description=(
         "GET /v1/analytics/ops waits at most this long, in all, for the broker to confirm the events log's ends; "
         "then the last good answer marked stale (with its age), or 503 with Retry-After if none yet, seconds"))
+    ops_stale_max_s: float = Field(default=300.0, gt=0, description=(
+        "GET /v1/analytics/ops answers its last good answer marked stale only while it is at most this old; "
+        "an older one is not shown: 503 with Retry-After instead, seconds"))
 
 
 class LakeSettings(_Block):

@@ -269,8 +269,24 @@
     document.body.dataset.loads = String(state.loads);
   }
 
+  // the ops panel says when its numbers are old: a stale answer (the broker did not confirm the log's ends in
+  // time) with its age, no answer at all (503: none yet, or too old) as unavailable; the reason on hover
+  function markOps(text, reason) {
+    const m = $("ops-stale");
+    m.hidden = !text;
+    m.textContent = text;
+    m.title = reason || "";
+  }
+
   async function loadOps() {
-    const o = await getJSON("/v1/analytics/ops");
+    let o;
+    try {
+      o = await getJSON("/v1/analytics/ops");
+    } catch (e) {
+      if (!(e instanceof KeyNeeded)) markOps("unavailable", e.message);
+      throw e;
+    }
+    markOps(o.stale ? `stale (${Math.round(o.age_s)} s old)` : "", o.stale_reason);
     $("ops-rate").textContent = o.events_per_s === null ? "…" : fmt(o.events_per_s, 1);
     $("ops-model").textContent = o.model_version || "none";
     const tb = $("ops-lag").querySelector("tbody");

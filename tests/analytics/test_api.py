@@ -182,7 +182,8 @@ def test_ops_answers_503_with_retry_after_when_the_broker_does_not_confirm_the_l
 def test_ops_answers_its_last_good_answer_marked_stale_once_the_deadline_passes(broker, caplog):
     """Once the ops panel has had an answer, a broker that does not confirm the log's ends within
     ``ops_timeout_s`` (here: nothing listens at its address) gets the last good answer marked stale, with its
-    age and the reason, within the deadline; before any good answer it is the 503 with Retry-After."""
+    age and the reason, within the deadline; before any good answer, or once the last one is older than
+    ``ops_stale_max_s``, it is the 503 with Retry-After."""
     import asyncio
     import logging
 
@@ -218,3 +219,12 @@ def test_ops_answers_its_last_good_answer_marked_stale_once_the_deadline_passes(
     assert body["stale"] is True and 0.3 <= body["age_s"] < 1.0 + took and gone in body["stale_reason"], body
     assert body["partitions"] == fresh.json()["partitions"]
     assert [rec.levelno for rec in caplog.records if rec.name == "api.analytics"] == [logging.WARNING]
+
+    # older than analytics.ops_stale_max_s: no longer shown as the panel's numbers, a 503 saying how old it is
+    svc.settings = svc.settings.model_copy(update={"analytics": svc.settings.analytics.model_copy(
+        update={"ops_stale_max_s": 0.2})})
+    r = asyncio.run(get())
+    assert r.status_code == 503 and r.headers["Retry-After"] == str(ok.api.retry_after_s), r.text
+    reason = r.json()["error"]["reason"]
+    assert gone in reason and "s old, more than analytics.ops_stale_max_s = 0.2 s" in reason, reason
+    assert Settings().analytics.ops_stale_max_s == 300

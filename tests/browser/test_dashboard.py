@@ -234,3 +234,47 @@ def test_an_old_link_with_the_key_in_its_url_is_scrubbed_and_not_used(platform):
             assert page.url == f"{platform.url}/dashboard?campaign=cart"
         finally:
             browser.close()
+
+
+def test_the_ops_panel_marks_a_stale_or_missing_answer(platform):
+    """``GET /v1/analytics/ops`` answers its last good answer marked ``stale`` with its ``age_s`` when the broker
+    does not confirm the log's ends in time, and a 503 when it has none young enough: the panel says so
+    (``stale (N s old)``, ``unavailable``) next to the numbers it last drew, and drops the mark once fresh.
+    The broker is the session's: its answers are rewritten in the browser (Playwright's routing)."""
+    from playwright.sync_api import Route, expect, sync_playwright
+
+    answer: dict[str, object] = {}
+
+    def ops(route: Route) -> None:
+        if answer.get("status") == 503:
+            route.fulfill(status=503, headers={"Retry-After": "5"},
+                          json={"error": {"field": "broker", "reason": "too old; retry later"}})
+            return
+        real = route.fetch()
+        route.fulfill(response=real, json={**real.json(), **answer})
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.route("**/v1/analytics/ops", ops)
+            page.goto(f"{platform.url}/dashboard")
+            expect(page.locator("#key-form")).to_be_visible(timeout=15000)
+            page.fill("#key-input", ADMIN_KEY)
+            page.click("#key-form button[type=submit]")
+            page.wait_for_function("() => document.querySelector('#ops-lag tbody').children.length === 4",
+                                   timeout=30000)
+            mark = page.locator("#ops-stale")
+            expect(mark).to_be_hidden()  # a fresh answer: no mark
+            answer.update({"stale": True, "age_s": 42.4, "stale_reason": "the event broker did not confirm in time"})
+            expect(mark).to_be_visible(timeout=15000)  # the page polls every 5 s
+            expect(mark).to_have_text("stale (42 s old)")
+            assert mark.get_attribute("title") == "the event broker did not confirm in time"
+            assert page.locator("#ops-lag tbody tr").count() == 4  # the numbers stay, marked
+            page.screenshot(path=str(ARTIFACTS / "dashboard-ops-stale.png"))
+            answer["status"] = 503
+            expect(mark).to_have_text("unavailable", timeout=15000)
+            answer.clear()
+            expect(mark).to_be_hidden(timeout=15000)
+        finally:
+            browser.close()
