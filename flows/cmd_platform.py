@@ -43,7 +43,7 @@ from operators.kafka import (
     ensure_topics,
     platform_topics,
 )
-from operators.scheduling import ONE_BOX_API_NICE
+from operators.scheduling import ONE_BOX_API_NICE, ONE_BOX_TRAINER_NICE
 from operators.settings import Settings
 
 log = logging.getLogger("fusionrec")
@@ -624,6 +624,8 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
         s = Settings()
     if s.api.autogroup_nice is None:  # one box: the API's session yields CPU to the flow (operators/scheduling.py)
         env["FUSIONREC_API__AUTOGROUP_NICE"] = str(ONE_BOX_API_NICE)
+    if s.trainer.autogroup_nice is None:  # and the gated trainer takes only what the flow and the API leave
+        env["FUSIONREC_TRAINER__AUTOGROUP_NICE"] = str(ONE_BOX_TRAINER_NICE)
     broker = LocalBroker(port, log_path=var / "broker.log")
     brokers.append(broker)
     with deferred_interrupts():

@@ -16,7 +16,8 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["set_autogroup_nice", "set_own_session_nice", "leads_own_session", "autogroup_nice", "ONE_BOX_API_NICE"]
+__all__ = ["set_autogroup_nice", "set_own_session_nice", "leads_own_session", "autogroup_nice", "ONE_BOX_API_NICE",
+           "ONE_BOX_TRAINER_NICE"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,12 @@ ONE_BOX_API_NICE = 2
 none is configured. At 1,000 events/s under saturating serving load on 2 quiet cores: event -> visible p99
 0.40-0.63 s (3 runs) against 0.67-1.28 s unchanged (6 runs), for ~10 % fewer recommendations per second
 (median of runs 1,639 against 1,827); 4 gave 0.25-0.35 s for ~37 % fewer (bench/RESULTS.md, issue 14)."""
+
+ONE_BOX_TRAINER_NICE = 19
+"""``trainer.autogroup_nice`` under ``fusionrec run`` when none is configured: the lowest CPU weight (15 against
+1,024 at nice 0), so the gated trainer's fits (minutes of both cores for the fusion) take what the flow and the API
+leave instead of half the box: a new user's trial (session 31) saw event -> visible at 1.9-12 s while the trainer
+trained at the same weight as the flow."""
 
 SELF_AUTOGROUP = Path("/proc/self/autogroup")
 

@@ -446,6 +446,11 @@ class TrainerSettings(_Block):
     window_days: float = Field(default=30.0, gt=0, description="Training window ending at the newest archived event, days")
     model: str = Field(default="fusion", description="Registered model of the challenger (models/registry.py)")
     min_events: int = Field(default=1000, ge=1, description="Fewer events in the window: the run is skipped")
+    autogroup_nice: int | None = Field(default=None, ge=-20, le=19, description=(
+        "Linux: the trainer sets its session's scheduling autogroup nice to this at start, when it leads its own "
+        "session (fusionrec run starts it so; operators/scheduling.py): a challenger's training then takes the CPU the "
+        "flow and the API leave, and events stay visible within a second on one box. None: unchanged "
+        "(fusionrec run then uses 19, the lowest weight)"))
 
 
 class GateSettings(_Block):

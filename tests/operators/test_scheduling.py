@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,25 @@ def test_an_api_inside_another_programs_session_leaves_it_alone() -> None:
         print(set_own_session_nice(5), autogroup_nice())
     """)
     assert led.split() == ["True", "5"]
+
+
+def test_the_trainer_sets_its_sessions_nice_at_start(tmp_path: Path) -> None:
+    """``fusionrec run`` starts the gated trainer in its own session with ``trainer.autogroup_nice`` = 19: a
+    challenger's fit takes only the CPU the flow and the API leave (a new user's trial, session 31, saw events take
+    seconds to show while the fusion's trainer ran at the flow's weight)."""
+    env = {"PATH": "/usr/bin:/bin", "FUSIONREC_TRAINER__AUTOGROUP_NICE": "19",
+           "FUSIONREC_LAKE__LAKE_DIR": str(tmp_path / "lake"), "FUSIONREC_STREAM__MODEL_DIR": str(tmp_path / "models")}
+    trainer = subprocess.Popen([sys.executable, "-m", "flows.cli", "trainer", "--delay", "60s"], cwd=ROOT, env=env,
+                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        group = Path(f"/proc/{trainer.pid}/autogroup")
+        deadline = time.monotonic() + 20
+        while autogroup_nice(group) != 19 and trainer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # the CLI imports, reads its settings, then sets the nice and waits out --delay
+        assert trainer.poll() is None
+        assert autogroup_nice(group) == 19
+    finally:
+        trainer.terminate()
+        out, _ = trainer.communicate(timeout=30)
+    assert trainer.returncode == 0, out  # SIGTERM during --delay: a clean stop
+
