@@ -57,6 +57,10 @@ def trainer_cmd(
     every_given = _duration(every, "--every") if every is not None else None
     delay_s = 0.0 if delay.strip() in ("0", "") else _duration(delay, "--delay")
     s = _settings()
+    if s.trainer.autogroup_nice is not None:  # a background job: the flow and the API keep the CPU they need
+        from operators.scheduling import set_own_session_nice
+
+        set_own_session_nice(s.trainer.autogroup_nice, "trainer.autogroup_nice")
     every_s = every_given if every_given is not None else s.trainer.every_s
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
