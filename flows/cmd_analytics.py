@@ -17,7 +17,7 @@ __all__ = ["analytics_cmd", "simulate_ab_cmd"]
 
 
 @app.command("analytics")
-def analytics_cmd(workers: Annotated[int, typer.Option("-w", "--workers", help="Worker threads")] = 1) -> None:
+def analytics_cmd(workers: Annotated[int, typer.Option("-w", "--workers", help="Worker threads", min=1)] = 1) -> None:
     """Run the analytics dataflow (same as ``python -m bytewax.run flows.analytics:flow -w N``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     os.execv(sys.executable, [sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", str(workers)])

@@ -384,7 +384,7 @@ def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
 
 
 @app.command("flow")
-def flow_cmd(workers: Annotated[int, typer.Option("-w", "--workers", help="Worker threads")] = 1) -> None:
+def flow_cmd(workers: Annotated[int, typer.Option("-w", "--workers", help="Worker threads", min=1)] = 1) -> None:
     """Run the real-time dataflow (same as ``python -m bytewax.run flows.realtime:flow -w N``)."""
     _settings()
     os.execv(sys.executable, [sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)])
@@ -400,9 +400,20 @@ def serve_cmd(
     """Run the HTTP API with uvicorn (settings from fusionrec.toml / FUSIONREC_*).
 
     Refuses a non-loopback ``--host`` unless keys are required, an admin key is configured and no
-    development key is (README, "Security").
+    development key is (README, "Security"). A port already taken is one line and exit status 2, checked
+    before the app loads anything or reaches a broker.
     """
     s = _settings()
+    bind_host, bind_port = host or s.api.host, port or s.api.port
+    try:
+        busy = port_in_use(bind_port, bind_host)
+    except OSError as exc:  # e.g. an address of another machine
+        typer.echo(f"fusionrec serve: cannot listen on {bind_host}:{bind_port}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    if busy:
+        typer.echo(f"fusionrec serve: port {bind_port} on {bind_host} is already in use; choose another with --port N "
+                   "or FUSIONREC_API__PORT=N ([api] port)", err=True)
+        raise typer.Exit(2)
     import uvicorn
 
     from operators.exposure import exposure_problem

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,7 +96,7 @@ def replay_cmd(
     speed: Annotated[float | None, typer.Option(help="Replay at event time x this factor")] = None,
     rate: Annotated[float | None, typer.Option(help="Replay at this many events per second")] = None,
     max_rate: Annotated[bool, typer.Option("--max-rate", help="As fast as possible (the default)")] = False,
-    limit: Annotated[int | None, typer.Option(help="Replay only the first N events")] = None,
+    limit: Annotated[int | None, typer.Option(help="Replay only the first N events", min=1)] = None,
     now: Annotated[bool, typer.Option("--now", help="Shift event times so the first event is now")] = False,
     source: Annotated[str | None, typer.Option(help="Prefix of event ids (default: file stem)")] = None,
     catalog: Annotated[bool, typer.Option(help="Publish the item records the log carries first")] = True,
@@ -113,6 +114,9 @@ def replay_cmd(
         raise typer.BadParameter(f"must be one of {list(REPLAY_FORMATS)}; got {fmt!r}", param_hint="--format")
     if sum(x is not None for x in (speed, rate)) + max_rate > 1:
         raise typer.BadParameter("give one of --speed, --rate, --max-rate", param_hint="--speed")
+    for hint, value in (("--speed", speed), ("--rate", rate)):  # before the catalog is published
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise typer.BadParameter(f"must be a positive number; got {value}", param_hint=hint)
     brokers, topic, catalog_topic = _kafka(brokers, topic, catalog_topic)
     path = resolve_log_path(path, fmt)
     rule = cleaning_rule(Settings().retail_cleaning)

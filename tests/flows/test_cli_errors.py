@@ -209,3 +209,63 @@ def test_train_on_too_few_simulated_events_says_so(tmp_path, monkeypatch, n, mod
     """``train --simulate 3`` (the default model) ended in a ModelFitError traceback (trial 13b, D4)."""
     monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(tmp_path / "models"))
     _fails(["train", "--simulate", n, "--model", model], "--simulate", f"{n} simulated events are too few")
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--limit", "-5"], "--limit"), (["--limit", "0"], "--limit"),
+    (["--rate", "0"], "--rate"), (["--rate", "-1"], "--rate"), (["--rate", "nan"], "--rate"),
+    (["--speed", "0"], "--speed"), (["--speed", "-2"], "--speed"),
+])
+def test_replay_bad_option_values_are_usage_errors_before_anything_is_sent(
+        args: list[str], option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``replay --limit -5`` replayed the whole file; ``--rate 0`` / ``--speed 0`` ended in a traceback after
+    the catalog was published (trial 31, finding 6)."""
+    import flows.cmd_simulate  # noqa: F401  (registers the command)
+    import simulators.producer
+
+    def no_producer(*a: object, **k: object) -> None:
+        raise AssertionError("a producer was created")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(simulators.producer.EventProducer, "__init__", no_producer)
+    log = tmp_path / "log_test.txt"
+    log.write_text(f"SessionId\tItemId\tTime\n1\ta\t{T0}\n1\tb\t{T0 + 5}\n")
+    _fails(["replay", str(log), *args], f"Invalid value for {option}" if args[0] != "--limit" else "'--limit'")
+
+
+@pytest.mark.parametrize("command", ["flow", "analytics", "archive"])
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_dataflow_commands_need_at_least_one_worker(command: str, workers: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``flow -w 0`` ran 7.6 s and exited 0; ``flow -w -1`` was bytewax's OverflowError (trial 31, finding 6)."""
+    import os
+
+    import flows.cmd_analytics  # noqa: F401  (registers the command)
+    import flows.cmd_lake  # noqa: F401  (registers the command)
+
+    def no_exec(*a: object) -> None:
+        raise AssertionError(f"the dataflow was started: {a}")
+
+    monkeypatch.setattr(os, "execv", no_exec)
+    _fails([command, "-w", workers], "Invalid value for '-w' / '--workers'", "1")
+
+
+def test_serve_on_a_taken_port_says_so_before_loading_anything(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """It loaded the checkpoint and the optimizer snapshot and reached a broker for 17 s, then failed with
+    uvicorn's "address already in use", exit status 3 (trial 31, finding 6)."""
+    import socket
+
+    import uvicorn
+
+    def no_server(*a: object, **k: object) -> None:
+        raise AssertionError("the API was started")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(uvicorn, "run", no_server)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        _fails(["serve", "--port", str(port)], f"fusionrec serve: port {port} on 127.0.0.1 is already in use",
+               "--port N or FUSIONREC_API__PORT=N")
