@@ -25,6 +25,7 @@ from typing import Annotated
 import typer
 
 from flows.cli import app
+from flows.run_lock import RunDirBusy, RunDirLock, lock_run_dir
 from flows.stop import STOP_REQUESTED, STOP_SIGNALS, check_stop, deferred_interrupts, handle_stop_signals
 from flows.supervisor import Supervisor
 from models.errors import ModelFitError
@@ -471,7 +472,9 @@ def run_cmd(
     replay: Annotated[Path | None, typer.Option(help="Replay this real log instead of the synthetic shop")] = None,
     replay_format: Annotated[str, typer.Option("--format", help="sessionrec | srgnn | online_retail")] = "sessionrec",
     replay_limit: Annotated[int, typer.Option(help="Max events to replay (0 = all)")] = 200000,
-    var: Annotated[Path, typer.Option(help="Working directory for state, models and logs")] = Path("var/run"),
+    var: Annotated[Path | None, typer.Option(help=(
+        "Run directory for state, models and logs (default: [run] var_dir / FUSIONREC_RUN__VAR_DIR: var/run); "
+        "one run at a time per directory"), show_default=False)] = None,
     model: Annotated[str, typer.Option(help=(
         "Model of the first version: fusion (default; EMDE + V-STAN/STAN under a learned ranker, the "
         "validation winner; about a minute on the synthetic shop), emde (sketches and M′·Q in the stream, new "
@@ -486,16 +489,19 @@ def run_cmd(
     Ctrl-C (or SIGTERM/SIGHUP) at any moment stops everything and exits 0 (so ``make run`` ends
     quietly); a second Ctrl-C while stopping is ignored. Each run starts fresh logs in ``var``
     (the previous run's are kept as ``*.log.1``). It starts nothing (exit status 2) when the broker or
-    the API port is already taken, e.g. by another ``fusionrec run``.
+    the API port is already taken, e.g. by another ``fusionrec run``, or when another run holds the run
+    directory's lock (``flows/run_lock.py``; the message names its PID).
     """
     handlers = handle_stop_signals(STOP_SIGNALS)
     brokers: list[LocalBroker] = []
     children: list[subprocess.Popen[bytes]] = []
+    lock: RunDirLock | None = None
     try:  # from the first line: a Ctrl-C while the options are checked is a clean stop too
         check_stop()  # a Ctrl-C while the commands were loaded, its exception lost
         s = _settings()
         port = port or _broker_port(s)
         api_port = api_port or s.api.port
+        var = var or s.run.var_dir
         problems = _run_problems(model, train_seconds, trainer_every, workers, history, rate, replay, replay_format,
                                  replay_limit, var)
         problems += _busy_ports(port, api_port)
@@ -503,9 +509,10 @@ def run_cmd(
             for line in problems:
                 typer.echo(f"fusionrec run: {line}", err=True)
             raise typer.Exit(2)
+        lock = lock_run_dir(var)  # before anything in var is touched; held until the children are stopped
         _run(port, api_port, workers, history, rate, seed, replay, replay_format, replay_limit, var, model,
              train_seconds, trainer_every, children, brokers)
-    except (PortInUseError, BrokerStartError) as exc:  # e.g. the port was taken between the check and the start
+    except (PortInUseError, BrokerStartError, RunDirBusy) as exc:  # e.g. a port taken since the check
         typer.echo(f"fusionrec run: {exc}", err=True)
         raise typer.Exit(2) from None
     except BaseException as exc:
@@ -522,6 +529,8 @@ def run_cmd(
         _stop_all(children)
         for b in brokers:
             b.stop()
+        if lock is not None:
+            lock.release()
         for sig, handler in handlers.items():  # not stopped by a signal: as they were (run called in-process)
             signal.signal(sig, handler)
 

@@ -26,7 +26,7 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 
 __all__ = ["EventTypeSpec", "KafkaSettings", "StreamSettings", "ApiSettings", "AnalyticsSettings", "Settings",
-           "DEFAULT_EVENT_TYPES", "LakeSettings", "TrainerSettings", "GateSettings", "ConfigError",
+           "DEFAULT_EVENT_TYPES", "LakeSettings", "TrainerSettings", "GateSettings", "RunSettings", "ConfigError",
            "REQUEST_SECRET_MIN_BYTES", "parse_rate_limit"]
 
 REQUEST_SECRET_MIN_BYTES = 16
@@ -463,6 +463,15 @@ class GateSettings(_Block):
     min_queries: int = Field(default=200, ge=1, description="Fewer holdout prefixes: no verdict, the champion stays")
 
 
+class RunSettings(_Block):
+    """``fusionrec run`` / ``make run``: the embedded platform's run directory."""
+
+    var_dir: Path = Field(default=Path("var/run"), description=(
+        "Run directory of fusionrec run: its state, models, lake and logs. One run at a time per directory "
+        "(an flock on <var_dir>/.lock): a second platform on the same machine needs another directory and "
+        "other ports; run --var overrides it"))
+
+
 class RetailCleaningSettings(_Block):
     """The cleaning rule of Online Retail logs (replay and training; models/data/retail_cleaning.py)."""
 
@@ -580,6 +589,7 @@ class Settings(BaseSettings):
     lake: LakeSettings = Field(default_factory=LakeSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
     event_types: list[EventTypeSpec] = Field(default_factory=lambda: list(DEFAULT_EVENT_TYPES))
     seed: int = 42
 
