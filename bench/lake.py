@@ -31,11 +31,10 @@ import time
 import zlib
 from pathlib import Path
 
-from tqdm import tqdm
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.progress import progress_bar  # noqa: E402
 from operators.schema import Event  # noqa: E402
 
 DAY = 86400.0
@@ -81,7 +80,7 @@ def write_lake(lake: Path, n: int, partitions: int = 4, jsonl: Path | None = Non
     writers = [LakePartition(lake, "events", p) for p in range(partitions)]
     offsets = [0] * partitions
     out = open(jsonl, "wb") if jsonl else None  # noqa: SIM115
-    with tqdm(total=n, desc="lake", unit="ev") as bar:
+    with progress_bar(total=n, desc="lake", unit="ev") as bar:
         for chunk in shop_events(n):
             rows: list[list[tuple[int, int, Event]]] = [[] for _ in range(partitions)]
             for e in chunk:

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import typer
-from tqdm import tqdm
 
 from flows.cli import app
 from models.cleora import GraphInputError, build_graph, embed, read_tsv, rows_from_events
+from models.progress import progress_bar
 from operators.ids import BadId, canonical_id
 
 __all__ = ["embed_command", "read_events"]
@@ -78,14 +78,14 @@ def _run(input_path: Path, out: Path, columns: str, events: bool, group_by: str,
          threads: int | None, name: str | None) -> None:
     """The command's body (separate so bad input becomes one error line and exit code 2)."""
     if events:
-        evs = tqdm(read_events(input_path), desc="read events", unit=" ev")
+        evs = progress_bar(read_events(input_path), desc="read events", unit=" ev")
         rows, spec = rows_from_events(evs, group_by=group_by, types=set(event_type) or None, shape=shape)
     else:
-        rows, spec = tqdm(read_tsv(input_path), desc="read rows", unit=" rows"), columns
+        rows, spec = progress_bar(read_tsv(input_path), desc="read rows", unit=" rows"), columns
     graph = build_graph(rows, spec, max_hyperedge_size=max_hyperedge_size)
     typer.echo(f"graph: {graph.n_nodes:,} nodes, {graph.nnz:,} non-zeros, {graph.n_rows:,} rows "
                f"({graph.n_dropped:,} dropped, {graph.n_trimmed:,} trimmed), columns '{spec}'")
-    with tqdm(total=iterations, desc=f"propagate dim {dim}", unit=" it") as bar:
+    with progress_bar(total=iterations, desc=f"propagate dim {dim}", unit=" it") as bar:
         store = embed(graph, dim, iterations, seed=seed, markov=markov, n_threads=threads, keep_basis=True,
                       name=name or input_path.stem, on_iteration=lambda _: bar.update(1))
     path = store.save(out)

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
-from tqdm.auto import tqdm
 
 from models.base import Histories, InteractionLog, whole_epochs
 from models.errors import ModelFitError, ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
+from models.progress import progress_bar
 from models.session_index import check_histories, mask_seen
 from models.topk import PARALLEL_ROWS, topk
 
@@ -336,7 +336,7 @@ class GRU4Rec:
             opt_items = _RowAdam([net.item_emb.data, net.item_bias.data], lr=self.lr)
             opt_gru = torch.optim.Adam(net.dense_parameters(), lr=self.lr, fused=True)
             net.train()
-            with tqdm(total=epochs * n, desc=type(self).__name__, unit="ex", unit_scale=True, disable=not self.progress,
+            with progress_bar(total=epochs * n, desc=type(self).__name__, unit="ex", unit_scale=True, disable=not self.progress,
                       leave=False) as bar:
                 for _ in range(epochs):
                     order, bounds = _length_batches(lens_np, int(self.batch_size), rng)

@@ -37,7 +37,6 @@ from typing import Any, Self
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
-from tqdm.auto import tqdm
 
 from models.background_fit import ModelsFit, fit_models
 from models.base import Histories, InteractionLog
@@ -45,6 +44,7 @@ from models.data.task import NextItemTask
 from models.emde.readout import BucketReadout
 from models.errors import ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
+from models.progress import progress_bar
 from models.ragged_topk import top_per_row
 from models.session_index import check_histories
 from models.sparse_pairs import history_pair_sums, pair_values
@@ -271,7 +271,7 @@ class _StagedBar:
 
     def __init__(self, total: int, desc: str | None, stages: list[str]) -> None:
         # no bar at all without a description: scoring calls (the stream, the API) pay nothing for it
-        self.bar = None if desc is None else tqdm(total=total, desc=desc, unit="prefix", mininterval=0.5)
+        self.bar = None if desc is None else progress_bar(total=total, desc=desc, unit="prefix", mininterval=0.5)
         self.stages, self.size, self.shown, self.j = stages, 0, 0, 0
 
     def chunk(self, size: int) -> None:
@@ -299,7 +299,7 @@ class _StagedBar:
 def _boosting_bar(n_rounds: int, desc: str) -> tuple[Any, Any]:
     """A tqdm bar over LightGBM's boosting rounds and the ``lgb.train`` callback that advances it (it only
     reads the round: the model is the same with or without it)."""
-    bar = tqdm(total=n_rounds, desc=desc, unit="tree", mininterval=0.5)
+    bar = progress_bar(total=n_rounds, desc=desc, unit="tree", mininterval=0.5)
     bar.set_postfix_str("binning the features")
 
     def advance(env: Any) -> None:

@@ -23,10 +23,10 @@ import scipy.sparse as sp
 import torch
 from numpy.typing import NDArray
 from torch import nn
-from tqdm.auto import tqdm
 
 from models.errors import ModelFitError
 from models.jit import PARALLEL_LAUNCH, njit_cached
+from models.progress import progress_bar
 
 __all__ = ["SketchNetwork", "TrainInputs", "train_network", "sparse_batch", "row_log_softmax", "csr_times_dense"]
 
@@ -283,7 +283,7 @@ def train_network(
     start_t = time.perf_counter()
     losses: list[float] = []
     net.train()
-    with tqdm(total=epochs * n, desc="EMDE", unit="ex", unit_scale=True, disable=not progress,
+    with progress_bar(total=epochs * n, desc="EMDE", unit="ex", unit_scale=True, disable=not progress,
               leave=False) as bar:  # examples/s
         for _ in range(epochs):
             order = rng.permutation(n)
