@@ -58,7 +58,7 @@ from operators.analytics.join import COUNTER_FIELDS, GROUP_FIELDS
 from operators.analytics.topic import decode_record
 from operators.analytics.uplift import METHOD, GroupTotals, uplift
 from operators.control_group import CONTROL, EXPOSED
-from operators.kafka import TopicSpec, ensure_topics, high_watermarks
+from operators.kafka import TopicSpec, analytics_topic, ensure_topics, high_watermarks
 from operators.model_version import latest_version_path
 from operators.settings import Settings
 from state.partition import read_stored_offset
@@ -163,7 +163,8 @@ def build_analytics(settings: Settings) -> AnalyticsService:
     table = TopicTable(settings.kafka.brokers, topic, decode_record, on_update=view.apply, keep=False,
                        fetch_wait_ms=BACKGROUND_FETCH_WAIT_MS).start()
     service = AnalyticsService(settings, table, view)
-    threading.Thread(target=_ensure_analytics_topic, args=(settings.kafka.brokers, topic, service._stop),
+    threading.Thread(target=_ensure_analytics_topic,
+                     args=(settings.kafka.brokers, analytics_topic(settings), service._stop),
                      name="analytics-topic", daemon=True).start()
     return service
 
@@ -172,13 +173,14 @@ ENSURE_RETRY_S = 5.0
 """Seconds between tries to create the analytics topic while the broker does not answer."""
 
 
-def _ensure_analytics_topic(brokers: str, topic: str, stop: threading.Event) -> None:
-    """Create the compacted ``topic`` once the broker answers (the analytics flow creates it too); one
-    warning while it does not, then a try every ``ENSURE_RETRY_S`` until ``stop`` is set."""
-    warned = False
+def _ensure_analytics_topic(brokers: str, spec: TopicSpec, stop: threading.Event) -> None:
+    """Create the topic of ``spec`` (``operators.kafka.analytics_topic``) once the broker answers (the
+    analytics flow and ``fusionrec topics`` create it too); one warning while it does not, then a try every
+    ``ENSURE_RETRY_S`` until ``stop`` is set."""
+    topic, warned = spec.name, False
     while True:
         try:
-            ensure_topics(brokers, [TopicSpec(topic, 1, compacted=True)])
+            ensure_topics(brokers, [spec])
             if warned:
                 log.info("analytics topic %s ensured", topic)
             return

@@ -132,8 +132,7 @@ def _settings(bootstrap: str, tmp: Path, feedback: bool = True, rate_limit: str 
         # the default 200/s would answer most requests 429)
         api={"state_dir": tmp / "api", "feedback": feedback, "require_keys": False, "rate_limit": rate_limit},
     )
-    k = s.kafka
-    ensure_topics(k.brokers, platform_topics(k))
+    ensure_topics(s.kafka.brokers, platform_topics(s))
     return s
 
 

@@ -84,7 +84,7 @@ def run(max_examples: int, workers: int = 1, seed: int = 0, extra: list[str] | N
                      stream={"state_dir": Path(tmp) / "state", "model_dir": Path(tmp) / "models"},
                      # the limiter would answer most requests 429 and hide the endpoints (it has its own test)
                      api={"admin_keys": [ADMIN], "client_keys": ["fuzz-client-key-0123456789"], "rate_limit": None})
-        ensure_topics(s.kafka.brokers, platform_topics(s.kafka))
+        ensure_topics(s.kafka.brokers, platform_topics(s))
         with EventProducer.from_settings(s.kafka) as producer:
             producer.send_catalog(SyntheticShop(n_items=50, n_users=5, seed=2).catalog())
         port = free_port()

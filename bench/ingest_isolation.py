@@ -77,7 +77,7 @@ def main() -> None:
         s = Settings(kafka={"brokers": broker.bootstrap, "partitions": 2},
                      stream={"state_dir": Path(tmp) / "state", "model_dir": Path(tmp) / "models"},
                      api={"client_keys": [KEY], "admin_keys": ["bench-admin-key-0123456789"], "rate_limit": None})
-        ensure_topics(s.kafka.brokers, platform_topics(s.kafka))
+        ensure_topics(s.kafka.brokers, platform_topics(s))
         port = free_port()
         server = uvicorn.Server(server_config(create_app(s), s.api, host="127.0.0.1", port=port, log_level="error"))
         th = threading.Thread(target=server.run, daemon=True)

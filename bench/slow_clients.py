@@ -105,7 +105,7 @@ def main() -> None:
         s = Settings(kafka={"brokers": broker.bootstrap, "partitions": 1},
                      stream={"state_dir": Path(tmp) / "state", "model_dir": Path(tmp) / "models"},
                      api={"require_keys": False, "rate_limit": None, "header_timeout_s": args.header_timeout_s})
-        ensure_topics(s.kafka.brokers, platform_topics(s.kafka))
+        ensure_topics(s.kafka.brokers, platform_topics(s))
         for r in range(args.rounds):
             for name, http in modes.items():
                 port = free_port()

@@ -218,7 +218,7 @@ def main() -> None:
                                "served_topic": f"served-{tag}", "topn_topic": f"topn-{tag}",
                                "catalog_topic": f"catalog-{tag}", "item_links_topic": f"links-{tag}", "partitions": 4},
                         api={"require_keys": False})
-        ensure_topics(broker.bootstrap, platform_topics(base.kafka))
+        ensure_topics(broker.bootstrap, platform_topics(base))
         t0 = time.perf_counter()
         now = time.time()
         total = a.events + 3 * a.rounds * a.tail

@@ -25,7 +25,7 @@ from flows.analytics_logic import (
 from flows.routing import bytewax_workers, partition_key
 from flows.source import OffsetReset, ReportSink, ResumingKafkaSource, parse_by_partition
 from operators.analytics.apply import SERVED_OFFSET
-from operators.kafka import TopicSpec, check_co_partitioned, ensure_topics
+from operators.kafka import analytics_topic, check_co_partitioned, ensure_topics
 from operators.parse import EventRules, kafka_timestamp_s
 from operators.schema import DeadLetter, Event
 from operators.settings import Settings
@@ -41,7 +41,7 @@ def build_flow(settings: Settings, layout: tuple[int, int] | None = None) -> Dat
     ``layout``: Bytewax ``(processes, workers_per_process)`` (default: those of the ``bytewax.run``
     command line); partitions are spread over the processes (:mod:`flows.routing`)."""
     k, s = settings.kafka, settings.stream
-    ensure_topics(k.brokers, [TopicSpec(settings.analytics.topic, 1, compacted=True)])
+    ensure_topics(k.brokers, [analytics_topic(settings)])
     check_co_partitioned(k.brokers, [k.events_topic, k.served_topic])  # the join is per partition
     rules = EventRules.from_settings(settings)
     res = AnalyticsResources(settings)

@@ -57,7 +57,7 @@ def _settings() -> Settings:
 
 def _topics(s: Settings) -> None:
     k = s.kafka
-    ensure_topics(k.brokers, platform_topics(k))
+    ensure_topics(k.brokers, platform_topics(s))  # analytics too: the same specs at start and after a broker restart
     check_co_partitioned(k.brokers, [k.events_topic, k.served_topic])
 
 
@@ -102,8 +102,8 @@ def broker_cmd(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1", *
 @app.command("topics")
 def topics_cmd() -> None:
     """Create the platform's topics if missing: events, served, events.dead, user-topn, catalog,
-    item-links, and the compacted <events>.stats, <events>.popularity, <events>.optimizer and
-    <user-topn>.checkpoint (``operators.kafka.platform_topics``)."""
+    item-links, and the compacted <events>.stats, <events>.popularity, <events>.optimizer,
+    <user-topn>.checkpoint and analytics (``operators.kafka.platform_topics``)."""
     from confluent_kafka import KafkaException
 
     s = _settings()

@@ -100,7 +100,7 @@ def make_settings(bootstrap: str, tmp: Path, partitions: int = 4, *, create_topi
         api={"require_keys": False, "rate_limit": None, "event_rate_limit": None},
     )
     if create_topics:
-        ensure_topics(s.kafka.brokers, platform_topics(s.kafka))
+        ensure_topics(s.kafka.brokers, platform_topics(s))
     return s
 
 

@@ -25,7 +25,7 @@ def test_the_api_starts_before_its_broker_and_becomes_ready_when_it_answers(tmp_
         assert r.status_code == 503 and r.json()["status"] == "not_ready"
         broker = LocalBroker(port=port).start()
         try:
-            ensure_topics(broker.bootstrap, platform_topics(s.kafka))  # as the flows do when they start
+            ensure_topics(broker.bootstrap, platform_topics(s))  # as the flows do when they start
             deadline = time.monotonic() + 90
             while c.get("/readyz").status_code != 200:
                 assert time.monotonic() < deadline, c.get("/readyz").json()

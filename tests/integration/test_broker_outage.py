@@ -130,7 +130,7 @@ def test_flow_and_api_ride_out_a_broker_outage_and_an_empty_broker(own_broker, t
 
             own_broker.start()  # same port, in-memory: no topics, no events
             back_at, back_wall = time.monotonic(), time.time()
-            ensure_topics(s.kafka.brokers, platform_topics(s.kafka))  # what `fusionrec run` does for its broker
+            ensure_topics(s.kafka.brokers, platform_topics(s))  # what `fusionrec run` does for its broker
             # a shop's own producer writes at once, before the flow looked: the new log grows past
             # the flow's stored offsets, which the flow must still notice (the record before its
             # position is not the one it read) instead of resuming there and skipping the rest

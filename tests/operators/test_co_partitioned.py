@@ -73,7 +73,7 @@ def test_served_is_created_with_the_partitions_of_existing_events(broker, tmp_pa
 
     s = make_settings(broker, tmp_path, partitions=2, create_topics=False)
     ensure_topics(broker, [TopicSpec(s.kafka.events_topic, 3)])
-    ensure_topics(broker, platform_topics(s.kafka))
+    ensure_topics(broker, platform_topics(s))
     assert len(topic_partitions(broker, s.kafka.served_topic)) == 3
     assert len(topic_partitions(broker, s.kafka.topn_topic)) == 2  # not joined by partition number: as configured
     check_co_partitioned(broker, [s.kafka.events_topic, s.kafka.served_topic])
