@@ -17,7 +17,7 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from operators.kafka import PatientEnds, client_config, topic_partitions
+from operators.kafka import PatientEnds, admin_client, client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from operators.spilled_values import SpilledValues
 from operators.value_packer import ValuePacker
@@ -63,7 +63,10 @@ class TopicTable:
     brokers : str
         Bootstrap servers.
     topic : str
-        Topic to read from the beginning (``assign()``, no consumer group).
+        Topic to read from the beginning (``assign()``, no consumer group), every partition: they are
+        listed again every ``guard.check_every_s`` (10 s), busy or idle, so a partition that appears later
+        (the topic recreated with another count, e.g. auto-created with a broker's default after it came
+        back empty) is read from its start too, with a warning, instead of never.
     decode : callable bytes -> object
         Turns a value into what ``get`` returns; a value that fails to decode is logged and skipped.
     on_update : callable (key, value or None), optional
@@ -288,11 +291,12 @@ class TopicTable:
                 self.on_batch(dict(offsets), True)
         elif self.store is not None and not self._caught_up.is_set() and self.store.is_empty():
             self.store.begin_bulk_load()  # a new node's first fill: ended once caught up
-        last_message_s = time.monotonic()
+        last_message_s = parts_listed_s = time.monotonic()
         last_ts: dict[int, int] = {}  # Kafka timestamp (ms) of the last record read per partition
         try:
             while not self._stop.is_set():
                 idle = time.monotonic() - last_message_s >= self.guard.check_every_s
+                found: list[BeyondLogEnd] = []
                 if self.guard.due(idle):
                     found = self.guard.check(offsets, last_ts)
                     for b in found:
@@ -301,6 +305,9 @@ class TopicTable:
                             self.on_beyond_end(b)
                     if found:
                         c.assign([TopicPartition(self.topic, p, off) for p, off in offsets.items()])
+                if found or time.monotonic() - parts_listed_s >= self.guard.check_every_s:  # busy or idle
+                    parts_listed_s = time.monotonic()
+                    parts = self._follow_partitions(c, parts, offsets)
                 if self.guard.suspect:  # at start or after a lost connection: read nothing before a check passed
                     time.sleep(0.05)
                     continue
@@ -327,6 +334,29 @@ class TopicTable:
                     self.on_batch(dict(offsets), self._caught_up.is_set())
         finally:
             c.close()
+
+    def _follow_partitions(self, c: Consumer, parts: list[int], offsets: dict[int, int]) -> list[int]:
+        """The topic's partitions now, read by ``c``: a partition that appeared (the topic was recreated with
+        another count, e.g. auto-created by a client after the broker came back empty, or grown) is logged and
+        read from its start, one that went away is dropped; ``parts`` while the topic is not listed.
+
+        The topic is looked up in a listing of all topics: asking for it by name makes a broker that
+        auto-creates topics create a missing one with its defaults (seen with Tansu).
+        """
+        try:
+            listed = admin_client(self.brokers).list_topics(timeout=2.0).topics.get(self.topic)
+        except KafkaException as exc:
+            log.info("partition listing of %s postponed: %s", self.topic, exc)
+            return parts
+        now = sorted(listed.partitions) if listed is not None and listed.error is None else []
+        if not now or now == parts:  # not listed: deleted or being created (the offset guard handles a new log)
+            return parts
+        log.warning("topic %s now has partitions %s (it had %s): recreated or grown; reading all of them, "
+                    "each new one from its start", self.topic, now, parts)
+        for p in set(parts) - set(now):
+            offsets.pop(p, None)
+        c.assign([TopicPartition(self.topic, p, offsets.setdefault(p, 0) or OFFSET_BEGINNING) for p in now])
+        return now
 
     def _call_caught_up(self) -> None:
         """``on_caught_up``, the first time the reader catches up (an exception propagates: retried)."""
