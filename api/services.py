@@ -62,7 +62,8 @@ class ApiMetrics:
         self.events_accepted = Counter("fusionrec_api_events_accepted", "Events produced to Kafka", registry=r)
         self.events_rejected = Counter("fusionrec_api_events_rejected", "Events refused", ["reason"], registry=r)
         self.recs_source = Counter("fusionrec_api_recommendations", "Lists served by source", ["source"], registry=r)
-        self.topn_users = Gauge("fusionrec_api_topn_users", "Users with a published top-N", registry=r)
+        self.topn_users = Gauge("fusionrec_api_topn_users", "Users with a published top-N, RocksDB's "
+                                "estimate of the user-topn store's keys (exact only after a compaction)", registry=r)
         self.catalog_items = Gauge("fusionrec_api_catalog_items", "Items in the catalog", registry=r)
         self.events_unavailable = Counter("fusionrec_api_events_unavailable",
                                           "Events refused with 503: the broker did not acknowledge them", registry=r)
