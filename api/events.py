@@ -23,6 +23,7 @@ the list's attribution window (else 403: the caller may not report on that list)
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from functools import partial
@@ -30,7 +31,7 @@ from functools import partial
 import msgspec
 import orjson
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from api.durable_producer import BrokerUnavailable
@@ -43,6 +44,8 @@ from operators.parse import validate_event_dict
 from operators.schema import Event, encode_event
 
 __all__ = ["post_events"]
+
+log = logging.getLogger(__name__)
 
 
 class FeedbackRefused(BadEvent):
@@ -78,7 +81,9 @@ def _reason(exc: BadEvent) -> str:
 async def _read_body(request: Request, limit: int, timeout_s: float, total_s: float) -> bytes:
     """The body, read chunk by chunk: refused (413) as soon as it passes ``limit`` bytes, before the rest
     arrives, and (408) when no chunk comes for ``timeout_s`` or the whole body has not come within
-    ``total_s`` seconds (a half-sent or dripping request does not hold the connection)."""
+    ``total_s`` seconds (a half-sent or dripping request does not hold the connection). A client that closes
+    the connection before its body is complete is a client error (400, which it never reads) and one INFO
+    line, not an unhandled error with its traceback."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body", f"{declared} bytes > api.max_body_bytes={limit}")
@@ -91,6 +96,10 @@ async def _read_body(request: Request, limit: int, timeout_s: float, total_s: fl
             chunk = await asyncio.wait_for(stream.__anext__(), min(timeout_s, max(left, 0.0)))
         except StopAsyncIteration:
             break
+        except ClientDisconnect:
+            log.info("POST %s: the client closed the connection after %d of %s body bytes", request.url.path, n,
+                     declared or "?")
+            raise ApiError(400, "body", "the client closed the connection before the body was complete") from None
         except TimeoutError:
             if left <= timeout_s:
                 raise ApiError(408, "body", f"the body did not arrive within api.body_total_s={total_s:g} s") from None
@@ -144,8 +153,8 @@ async def post_events(request: Request) -> Response:
     a = svc.settings.api
     try:
         body = await _read_body(request, a.max_body_bytes, a.body_timeout_s, a.body_total_s)
-    except ApiError:
-        svc.metrics.events_rejected.labels("too_large").inc()
+    except ApiError as exc:
+        svc.metrics.events_rejected.labels("client_disconnected" if exc.status == 400 else "too_large").inc()
         raise
     try:
         obj = orjson.loads(body)

@@ -3,6 +3,7 @@ Retry-After, bodies refused while they stream in, half-sent bodies timed out, bi
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
@@ -109,3 +110,43 @@ def test_half_sent_body_is_timed_out_and_a_huge_one_refused_early(api):
                      b"\r\nContent-Type: application/json\r\nContent-Length: 104857600\r\n\r\n[")
         reply = sock.recv(4096)
         assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_body_the_client_aborts_is_one_short_line_not_a_traceback(api):
+    """A client that sends part of its body and closes the connection wrote two tracebacks per request to api.log
+    ('unhandled error' and uvicorn's 'Exception in ASGI application', ~6 KB; trial 31, finding 4): it is a client
+    error, one INFO line, no traceback, nothing at ERROR."""
+    got = _Records()
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn.error")]  # api.events propagates to the root
+    level = logging.getLogger("api.events").level
+    for lg in loggers:
+        lg.addHandler(got)
+    logging.getLogger("api.events").setLevel(logging.INFO)
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+                sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode() +
+                             b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{\"type\"")
+        deadline = time.monotonic() + 10
+        while sum("closed the connection" in r.getMessage() for r in got.records) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # anything logged after the line
+    finally:
+        for lg in loggers:
+            lg.removeHandler(got)
+        logging.getLogger("api.events").setLevel(level)
+    lines = [r for r in got.records if r.name == "api.events"]
+    assert len(lines) == 3, [r.getMessage() for r in got.records]
+    assert lines[0].levelno == logging.INFO and lines[0].exc_info is None
+    assert lines[0].getMessage() == "POST /v1/events: the client closed the connection after 8 of 1000 body bytes"
+    assert not [r for r in got.records if r.levelno >= logging.WARNING or r.exc_info], \
+        [r.getMessage() for r in got.records]
