@@ -33,7 +33,7 @@ from api.errors import exception_handlers
 from api.events import post_events
 from api.feedback_reader import drain_forever
 from api.health import healthz, metrics, readyz
-from api.items import get_catalog, get_item
+from api.items import IdPathRoute, get_catalog, get_item
 from api.loop_lag import CollectorPauses, LoopLagProbe, StallWatchdog
 from api.openapi import openapi
 from api.rate_limit import RateLimitMiddleware
@@ -171,7 +171,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         Route("/v1/recommendations", get_recommendations, methods=["GET"]),
         Route("/v1/events", post_events, methods=["POST"]),
-        Route("/v1/items/{item_id:path}", get_item, methods=["GET"]),
+        IdPathRoute("/v1/items/{item_id:path}", get_item, methods=["GET"]),  # an id with a line break: a 422
         Route("/v1/catalog", get_catalog, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from api.errors import ApiError
 from api.json import json_response
@@ -11,7 +15,21 @@ from api.services import Services
 from operators.catalog_rule import CatalogValueError, check_item
 from operators.ids import BadId, canonical_id
 
-__all__ = ["get_item", "get_catalog"]
+__all__ = ["IdPathRoute", "get_item", "get_catalog"]
+
+
+class IdPathRoute(Route):
+    """A ``Route`` whose ``{name:path}`` parameter matches every character, line breaks included.
+
+    Starlette's ``path`` convertor is ``.*``, which stops at a newline: ``/v1/items/a%0Ab`` matched no route
+    (a 404 naming ``path``) and ``/v1/items/a%0A`` matched as the item ``a``. With ``re.DOTALL`` the whole
+    decoded id reaches the handler, which refuses a control character as for any other bad id (422 naming
+    ``item_id``).
+    """
+
+    def __init__(self, path: str, endpoint: Callable[[Request], Awaitable[Response]], **kwargs: object) -> None:
+        super().__init__(path, endpoint, **kwargs)  # type: ignore[arg-type]
+        self.path_regex = re.compile(self.path_regex.pattern, re.DOTALL)
 
 
 async def get_item(request: Request) -> Response:

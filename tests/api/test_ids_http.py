@@ -36,6 +36,9 @@ def test_ids_at_the_api(broker, tmp_path):
         assert c.get("/v1/items/nope%2Fx").status_code == 404
         r = c.get("/v1/items/a%09b")
         assert r.status_code == 422 and r.json()["error"]["field"] == "item_id"
+        for bad in ("a%0Ab", "%0A", "a%0Db", "a%0A%0Ab"):  # a line break matched no route (404 naming path), trial 31
+            r = c.get("/v1/items/" + bad)
+            assert r.status_code == 422 and r.json()["error"]["field"] == "item_id", (bad, r.text)
 
         r = c.post("/v1/events", json={"type": "view", "user_id": 12345.0, "item_id": "777.0"})
         assert r.status_code == 202, r.text
