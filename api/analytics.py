@@ -50,7 +50,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.analytics_view import AnalyticsView, Slice
-from api.errors import ApiError, validate_params
+from api.errors import ApiError, once_params, validate_params
 from api.json import json_response
 from api.topic_table import BACKGROUND_FETCH_WAIT_MS, TopicTable
 from api.trainer_view import trainer_ops
@@ -351,7 +351,7 @@ def _bandit_url(request: Request, campaign: str) -> str | None:
 
 async def get_campaign_analytics(request: Request) -> Response:
     svc: AnalyticsService = request.app.state.analytics
-    p = validate_params(CampaignParams, dict(request.query_params))  # to <= from: an empty range (no buckets)
+    p = validate_params(CampaignParams, once_params(request.query_params))  # to <= from: an empty range (no buckets)
     report = campaign_report(svc, request.path_params["campaign_id"], p)
     report["bandit_url"] = _bandit_url(request, report["campaign_id"])  # type: ignore[arg-type]
     services = getattr(request.app.state, "services", None)

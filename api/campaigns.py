@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from api.campaign_registry import optimizer_config
 from api.campaign_schema import ID_PATTERN, CampaignIn
-from api.errors import ApiError, validate_params
+from api.errors import ApiError, once_params, validate_params
 from api.iql import IQLEngine, IQLError
 from api.iql.evaluate import check_params, param_names
 from api.json import json_response
@@ -182,7 +182,7 @@ async def get_arms(request: Request) -> Response:
     c = svc.campaigns.get(cid)
     if c is None:
         raise ApiError(404, "campaign_id", f"unknown campaign {cid!r}")
-    p = validate_params(ArmsParams, dict(request.query_params))
+    p = validate_params(ArmsParams, once_params(request.query_params))
     now = time.time()
     names = [a.name for a in c.arms]  # the optimizer's arms only: the control group is not one
     reports = svc.optimizer.report(cid, names, p.segment, optimizer_config(c), now)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match
 
-__all__ = ["MAX_ECHO_CHARS", "ApiError", "exception_handlers", "validate_params"]
+__all__ = ["MAX_ECHO_CHARS", "ApiError", "exception_handlers", "given_once", "once_params", "validate_params"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,6 +44,22 @@ def validate_params(model: type[M], data: dict[str, object]) -> M:
         field = ".".join(str(p) for p in err["loc"]) or "$"
         given = err.get("input")  # echoed only when it is a scalar: a nested input may be any size or depth
         raise ApiError(422, field, err["msg"], value=given if isinstance(given, str | int | float | bool) else None) from exc
+
+
+def given_once(name: str, count: int, how: str = "") -> ApiError:
+    """The 422 for a request parameter given ``count`` > 1 times, naming it (``how``: how to give several values)."""
+    return ApiError(422, name, f"must be given once{how}; got {count} {name}= parameters")
+
+
+def once_params(query: QueryParams) -> dict[str, str]:
+    """The query as one value per name; a name given more than once (``from=0&from=1``) is a 422 naming it
+    (``given_once``), instead of one of the values taken silently."""
+    items = query.multi_items()
+    out = dict(items)
+    if len(out) < len(items):
+        name, count = next((k, n) for k, n in Counter(k for k, _ in items).items() if n > 1)
+        raise given_once(name, count)
+    return out
 
 
 def _bounded(value: object) -> object:

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from api.campaign_registry import declared_segment, optimizer_config
 from api.campaign_schema import ID_PATTERN
-from api.errors import ApiError, validate_params
+from api.errors import ApiError, given_once, validate_params
 from api.explain import explain_items
 from api.iql import IQLError
 from api.iql.evaluate import param_control_char
@@ -131,7 +131,7 @@ def _once(raw: dict[str, str | list[str]]) -> None:
         given = raw.get(name)
         if isinstance(given, list):
             how = f", as one comma-separated list of item ids ({name}=a,b)" if name in ("cart", "session") else ""
-            raise ApiError(422, name, f"must be given once{how}; got {len(given)} {name}= parameters")
+            raise given_once(name, len(given), how)
 
 
 def _check_inputs(c: Campaign, inputs: Inputs) -> None:

@@ -105,6 +105,11 @@ def test_endpoints_check_params_scope_and_campaign(broker, tmp_path):
         assert r.status_code == 404 and r.json()["error"]["field"] == "campaign_id"
         r = c.get("/v1/analytics/campaigns/nope", params={"from": "yesterday"}, headers=h)
         assert r.status_code == 422 and r.json()["error"]["field"] == "from"
+        for q, field in (("from=0&from=1", "from"), ("to=1&from=0&to=2&to=3", "to"), ("bucket=day&bucket=day", "bucket")):
+            r = c.get(f"/v1/analytics/campaigns/nope?{q}", headers=h)  # one value was taken silently (trial 31, 8.7)
+            assert r.status_code == 422, (q, r.text)
+            count = q.count(f"{field}=")
+            assert r.json()["error"] == {"field": field, "reason": f"must be given once; got {count} {field}= parameters"}
         r = c.get("/v1/analytics/campaigns/nope", params={"bucket": "fortnight"}, headers=h)
         assert r.status_code == 422 and r.json()["error"]["field"] == "bucket"
         for bad in ("", "2024-13-01", "2024-02-30", "inf", "nan", "1e13", "2024-01-01 10:00", "1_000", "\u0661"):

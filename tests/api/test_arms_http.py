@@ -51,3 +51,6 @@ def test_arms_without_control_and_per_campaign_feedback(broker, tmp_path):
         assert held["feedback"]["served"] == served["held"] == 40
         assert other["feedback"]["served"] == served["other"] == 10 and other["control"] is None
         assert held["feedback"]["open_lists"] == 40
+        r = c.get("/v1/campaigns/held/arms?segment=a&segment=b")  # one was taken silently (trial 31, 8.7)
+        assert r.status_code == 422 and r.json()["error"] == {
+            "field": "segment", "reason": "must be given once; got 2 segment= parameters"}, r.text
