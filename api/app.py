@@ -38,7 +38,8 @@ from api.loop_lag import CollectorPauses, LoopLagProbe, StallWatchdog
 from api.openapi import openapi
 from api.rate_limit import RateLimitMiddleware
 from api.recommendations import get_recommendations
-from api.services import Services, build_services
+from api.request_metrics import RequestMetricsMiddleware
+from api.services import ApiMetrics, Services, build_services
 from operators.scheduling import set_own_session_nice
 from operators.settings import Settings
 
@@ -135,18 +136,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
         raise RuntimeError(problem)
     _limit_malloc_arenas(a.malloc_arenas)
     _fix_malloc_thresholds(a.malloc_mmap_threshold_bytes, a.malloc_trim_threshold_bytes)
+    api_metrics = ApiMetrics()  # made here: the request middleware is built before the lifespan runs
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if a.autogroup_nice is not None:  # the whole session (every worker) at this CPU weight, if it is ours
             set_own_session_nice(a.autogroup_nice)
-        app.state.services = build_services(settings)
+        app.state.services = build_services(settings, api_metrics)
         app.state.analytics = build_analytics(settings)
         reader = app.state.services.reader
         drain = asyncio.create_task(drain_forever(reader)) if reader is not None else None
         catalog_sync = asyncio.create_task(sync_forever(app.state.services.catalog_view))
         start_order = asyncio.create_task(load_model_then_build_vectors(app.state.services))
-        api_metrics = app.state.services.metrics
         collections = CollectorPauses(api_metrics.gc_pause).install()
         watchdog = (StallWatchdog(a.loop_stall_log_ms / 1000, collections=collections).start()
                     if a.loop_stall_log_ms > 0 else None)
@@ -193,5 +194,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if a.cors_origins:  # a shop's pages on another origin: preflights answered before the key check (they carry no key)
         middleware.insert(0, Middleware(CORSMiddleware, allow_origins=a.cors_origins, allow_methods=["GET", "POST"],
                                         allow_headers=["X-API-Key", "Authorization", "Content-Type"], max_age=600))
+    # outermost: every answer is counted, the key check's and the rate limit's too
+    middleware.insert(0, Middleware(RequestMetricsMiddleware, requests=api_metrics.requests, latency=api_metrics.latency))
     return Starlette(routes=routes, middleware=middleware, exception_handlers=exception_handlers,  # type: ignore[arg-type]
                      lifespan=lifespan)

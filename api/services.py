@@ -56,8 +56,11 @@ class ApiMetrics:
     def __post_init__(self) -> None:
         r = self.registry
         ProcessCollector(registry=r)  # process_*: CPU seconds, resident memory, open files, start time
-        self.requests = Counter("fusionrec_api_requests", "HTTP requests", ["endpoint", "status"], registry=r)
-        self.latency = Histogram("fusionrec_api_latency_seconds", "Handler latency", ["endpoint"], registry=r,
+        # recorded by api/request_metrics.py: endpoint = the route's template (``unrouted``: none matched)
+        self.requests = Counter("fusionrec_api_requests", "HTTP requests by endpoint (route template) and status",
+                                ["endpoint", "status"], registry=r)
+        self.latency = Histogram("fusionrec_api_latency_seconds", "Time to answer a request, by endpoint",
+                                 ["endpoint"], registry=r,
                                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
         self.events_accepted = Counter("fusionrec_api_events_accepted", "Events produced to Kafka", registry=r)
         self.events_rejected = Counter("fusionrec_api_events_rejected", "Events refused", ["reason"], registry=r)
@@ -196,10 +199,11 @@ CATALOG_MAX_QUEUE = 10_000
 """Catalog changes queued for the event loop at most (``CatalogView.max_queue``; ``sync_forever`` drains it)."""
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, metrics: ApiMetrics | None = None) -> Services:
     """Start the readers of ``user-topn``, ``catalog``, ``item-links``, windowed popularity and (feedback)
     the served-list and events topics;
-    open the campaign and optimizer stores under ``api.state_dir``; a producer for ``events``.
+    open the campaign and optimizer stores under ``api.state_dir``; a producer for ``events``. ``metrics``: the
+    app's (its request middleware records into them), else new ones.
 
     Raises
     ------
@@ -213,7 +217,7 @@ def build_services(settings: Settings) -> Services:
         except KafkaException as exc:
             log.warning("could not check the partitions of %s and %s: %s", k.events_topic, k.served_topic, exc)
     state_dir = a.state_dir or settings.stream.state_dir.parent / "api"
-    metrics = ApiMetrics()
+    metrics = metrics or ApiMetrics()
     popular_lists: dict[str, TopN] = {}
     durable = DurableProducer(k.brokers, a.event_ack_timeout_s).start()
 
