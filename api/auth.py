@@ -4,7 +4,9 @@ A pure ASGI middleware (no per-request task overhead). When ``require_keys`` is 
 default), a request to a scoped path needs ``X-API-Key: <key>`` (or ``Authorization: Bearer
 <key>``): no or an unknown key -> 401, a key without the path's scope -> 403. Admin keys hold
 both scopes. Paths without a scope (``/healthz``, the OpenAPI schema, the dashboard's static
-page, whose data calls need the admin key) are open.
+page, whose data calls need the admin key) are open. The scopes a request's key holds are left in
+its ASGI scope (``holds_scope``), for what an endpoint of the client scope keeps to admin keys
+(``explain``, ``n`` above ``api.client_max_n`` on ``GET /v1/recommendations``).
 
 Closed by default: no key is built in (``api.admin_keys``/``api.client_keys`` come from the
 config file or ``FUSIONREC_API__*_KEYS``), and ``exposure_problem`` refuses a bind address other
@@ -20,7 +22,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from operators.exposure import DEV_KEYS, exposure_problem, is_loopback
 
-__all__ = ["ApiKeyMiddleware", "DEV_KEYS", "exposure_problem", "is_loopback", "presented_key", "scope_of"]
+__all__ = ["ApiKeyMiddleware", "DEV_KEYS", "KEY_SCOPES", "exposure_problem", "holds_scope", "is_loopback",
+           "presented_key", "scope_of"]
 
 _SCOPED_PREFIXES: tuple[tuple[str, str], ...] = (
     ("/metrics", "admin"),
@@ -31,6 +34,17 @@ _SCOPED_PREFIXES: tuple[tuple[str, str], ...] = (
     ("/v1/recommendations", "client"),
     ("/v1/events", "client"),
 )
+
+
+KEY_SCOPES = "fusionrec.key_scopes"
+"""ASGI scope entry: the frozenset of scopes the request's key holds, set by :class:`ApiKeyMiddleware` on a scoped
+path (absent when keys are not required)."""
+
+
+def holds_scope(scope: Scope, need: str) -> bool:
+    """Whether the request's key holds ``need``; True when keys are not required (every caller holds every scope)."""
+    granted = scope.get(KEY_SCOPES)
+    return granted is None or need in granted
 
 
 def scope_of(path: str) -> str | None:
@@ -76,6 +90,7 @@ class ApiKeyMiddleware:
         if need not in granted:
             await _deny(send, 403, f"this key lacks the {need!r} scope")
             return
+        scope[KEY_SCOPES] = granted
         await self.app(scope, receive, send)
 
 

@@ -115,6 +115,21 @@ def _responses(ok: int, ok_schema: dict[str, Any] | None, *errors: int) -> dict[
     return out
 
 
+def _recommendation_params(settings: Settings) -> list[dict[str, Any]]:
+    """The query of ``GET /v1/recommendations``: the request model's fields, what a client key may ask (``n`` up to
+    ``api.client_max_n``; ``explain`` only with an admin key), and ``explain``, which the handler reads itself."""
+    cap = settings.api.client_max_n
+    params = _query(CampaignRequestParams, frozenset({"campaign"}))
+    for p in params:
+        if p["name"] == "n":
+            p["description"] = (f"List length (default: the campaign's n, else 20); at most {cap} with a client key "
+                                f"(api.client_max_n; above it a 422 naming n), up to 500 with an admin key")
+    explain = {"name": "explain", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+               "description": "Per-item explanations (a debugging aid): admin keys only, a 403 naming explain "
+                              "with a client key"}
+    return [*params, explain]
+
+
 def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
     """The schema as a dict (paths, parameters, bodies, errors, security); event types and limits from ``settings``."""
     settings = settings or Settings()
@@ -133,7 +148,7 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v1/recommendations": {"get": {
             "summary": "Recommendations: a campaign's list, or the user's published top-N without a campaign",
-            "parameters": _query(CampaignRequestParams, frozenset({"campaign"})),
+            "parameters": _recommendation_params(settings),
             "responses": _responses(200, obj, 400, 401, 403, 404, 422), "security": client}},
         "/v1/events": {"post": {
             "summary": "Send one event or a list of events",

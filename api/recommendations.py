@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.auth import holds_scope
 from api.campaign_registry import declared_segment, optimizer_config
 from api.campaign_schema import ID_PATTERN
 from api.errors import ApiError, given_once, validate_params
@@ -134,6 +135,18 @@ def _once(raw: dict[str, str | list[str]]) -> None:
             raise given_once(name, len(given), how)
 
 
+def _check_client_cost(n: int | None, explain: bool, admin: bool, max_n: int) -> None:
+    """Keep a client key's request cheap: ``explain`` (a debugging aid that ablates every item through the model) is
+    a 403 naming it, and ``n`` above ``api.client_max_n`` a 422 naming it; an admin key may ask for both."""
+    if admin:
+        return
+    if explain:
+        raise ApiError(403, "explain", "needs an admin key (a debugging aid, costly per item); this key is a client key")
+    if n is not None and n > max_n:
+        raise ApiError(422, "n", f"at most api.client_max_n={max_n} with a client key (an admin key: up to 500); "
+                                 f"got {n}", value=n)
+
+
 def _check_inputs(c: Campaign, inputs: Inputs) -> None:
     for need in STRATEGY_NEEDS[c.scenario]:
         options = need.split("|")
@@ -141,8 +154,9 @@ def _check_inputs(c: Campaign, inputs: Inputs) -> None:
             raise ApiError(422, options[0], f"required for campaign {c.campaign_id!r} (scenario {c.scenario})")
 
 
-def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False) -> Response:
+def _campaign_list(svc: Services, raw: dict[str, str], explain: bool = False, admin: bool = True) -> Response:
     p = validate_params(CampaignRequestParams, raw)
+    _check_client_cost(p.n, explain, admin, svc.settings.api.client_max_n)
     cart, session = _id_lists(p)
     c = svc.campaigns.get(p.campaign)
     if c is None:
@@ -206,11 +220,13 @@ async def get_recommendations(request: Request) -> Response:
     if flag not in ("true", "false", "1", "0"):
         raise ApiError(422, "explain", "must be true or false", value=flag)
     explain = flag in ("true", "1")
+    admin = holds_scope(request.scope, "admin")
     if "campaign" in raw:
-        return _campaign_list(svc, raw, explain)
+        return _campaign_list(svc, raw, explain, admin)
     checked = validate_params(CampaignRequestParams, {**raw, "campaign": "x"})  # documented parameters hold on both paths
     _id_lists(checked)
     p = validate_params(RecommendationParams, raw)
+    _check_client_cost(p.n, explain, admin, svc.settings.api.client_max_n)
     t = svc.topn.get(p.user_id) if p.user_id else None
     if isinstance(t, TopN):
         # the flow published this list before the catalog may have changed: drop what is no longer servable

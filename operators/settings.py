@@ -326,6 +326,11 @@ class ApiSettings(_Block):
         "A product with a long description, a few hundred attributes and a 1,024-d vector (~20 KB as JSON) stays "
         "well under 64 KB; at most 1,000,000, under the broker's message limit (~1 MB by default), so an item "
         "is refused by the rule, with its line and attribute, rather than by the broker"))
+    client_max_n: int = Field(default=100, ge=1, le=500, description=(
+        "GET /v1/recommendations: the largest n a client key may ask for (422 naming n above it); admin keys, and "
+        "every caller when keys are not required, may ask up to 500. A long list is filled by scoring the catalogue "
+        "with the model, so the request limit alone did not bound a public key's CPU (explain=true, which ablates "
+        "every item, is admin-only for the same reason)"))
     fill_from_model: bool = Field(default=True, description=(
         "Campaign lists: when the filter leaves fewer than n of the arm's candidates, score the filtered catalog "
         "with the arm's model before the fallback"))

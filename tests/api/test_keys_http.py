@@ -22,6 +22,7 @@ from api.app import create_app
 from api.auth import exposure_problem, scope_of
 from operators.broker import free_port, wait_for_port
 from operators.settings import Settings
+from simulators.producer import EventProducer
 from tests.harness import ROOT, ApiServer, make_settings, write_config
 
 pytestmark = pytest.mark.integration
@@ -158,3 +159,39 @@ def test_undeclared_methods_are_405_with_allow(broker, tmp_path):
                                     "DELETE, GET, HEAD, PUT"), ("DELETE", "/v1/events", "POST")):
             r = c.request(method, path)
             assert r.status_code == 405 and r.headers["allow"] == allow, (method, path, r.headers)
+
+
+def test_a_client_key_cannot_ask_for_costly_lists(broker, tmp_path):
+    """``n=500&explain=true`` cost ~80 ms of CPU a request with the public client key, so a few requests a second,
+    far under the rate limit, slowed every shopper 100-300x (trial 31, finding 3): ``explain`` needs an admin key
+    (403 naming it) and a client key's ``n`` is at most ``api.client_max_n`` (422 naming it), on both paths."""
+    s = make_settings(broker, tmp_path, partitions=1)
+    s = s.model_copy(update={"api": type(s.api)(admin_keys=[ADMIN], client_keys=[CLIENT], rate_limit=None,
+                                                client_max_n=30)})
+    with EventProducer.from_settings(s.kafka) as p:
+        p.send_catalog([{"item_id": f"i{k}"} for k in range(5)])
+    with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
+        admin, client = {"X-API-Key": ADMIN}, {"X-API-Key": CLIENT}
+        assert c.put("/v1/campaigns/home", json={"scenario": "popular", "n": 50}, headers=admin).status_code == 201
+        for path in ({"user_id": "u1"}, {"user_id": "u1", "campaign": "home"}):
+            for n, status in (("30", 200), ("31", 422), ("500", 422)):
+                r = c.get("/v1/recommendations", params={**path, "n": n}, headers=client)
+                assert r.status_code == status, (path, n, r.text)
+                if status == 422:
+                    assert r.json()["error"] == {"field": "n", "value": int(n), "reason": (
+                        f"at most api.client_max_n=30 with a client key (an admin key: up to 500); got {n}")}, r.text
+            for flag in ("true", "1", "TRUE"):
+                r = c.get("/v1/recommendations", params={**path, "explain": flag}, headers=client)
+                assert r.status_code == 403, (path, flag, r.text)
+                assert r.json()["error"] == {"field": "explain", "reason": (
+                    "needs an admin key (a debugging aid, costly per item); this key is a client key")}, r.text
+            r = c.get("/v1/recommendations", params={**path, "explain": "false"}, headers=client)
+            assert r.status_code == 200 and "explanations" not in r.json(), r.text
+            r = c.get("/v1/recommendations", params={**path, "n": "500", "explain": "true"}, headers=admin)
+            assert r.status_code == 200 and "explanations" in r.json(), r.text
+        # the campaign's own n is the admin's choice: a client that does not ask gets it
+        assert c.get("/v1/recommendations", params={"campaign": "home"}, headers=client).status_code == 200
+        params = {p["name"]: p for p in c.get("/openapi.json").json()["paths"]["/v1/recommendations"]["get"]["parameters"]}
+        assert "at most 30 with a client key" in params["n"]["description"]
+        assert params["explain"]["schema"] == {"type": "boolean", "default": False}
+        assert "admin keys only" in params["explain"]["description"]
