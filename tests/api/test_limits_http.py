@@ -150,3 +150,8 @@ def test_a_body_the_client_aborts_is_one_short_line_not_a_traceback(api):
     assert lines[0].getMessage() == "POST /v1/events: the client closed the connection after 8 of 1000 body bytes"
     assert not [r for r in got.records if r.levelno >= logging.WARNING or r.exc_info], \
         [r.getMessage() for r in got.records]
+    with httpx.Client(base_url=api.url, timeout=10, headers={"X-API-Key": "admin-" + "a" * 24}) as c:
+        metrics = c.get("/metrics").text
+    assert 'fusionrec_api_requests_total{endpoint="/v1/events",status="400"} 3.0' in metrics  # a client error
+    assert 'status="500"' not in metrics
+    assert 'fusionrec_api_events_rejected_total{reason="client_disconnected"} 3.0' in metrics
