@@ -19,7 +19,8 @@ class RequestContext:
     item : mapping, optional
         Attributes of the current item (``context.item.*``); e.g. ``CatalogIndex.get(item_id)``.
     user : mapping, optional
-        Attributes of the user (``context.user.*``), e.g. ``{"segment": "vip"}``.
+        Attributes of the user (``context.user.*``), e.g. ``{"segment": "vip"}``. One also given in
+        ``params`` as ``user.<a>`` (the API's request parameter) is named so by a binding error.
     cart : sequence of mappings
         Attributes of each cart item (``MIN(context.cart.price)``, ``ANY(context.cart.brand)``).
     params : mapping

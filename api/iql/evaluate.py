@@ -124,21 +124,26 @@ def candidates_mask(selected: BitMap, candidates: NDArray[np.integer]) -> NDArra
     return valid & np.isin(cand, indices_of(inside))
 
 
-def coerce(value: Any, expect: AttrType | None, where: str, pos: Any, many: bool = False) -> Any:
+def coerce(value: Any, expect: AttrType | None, where: str, pos: Any, many: bool = False,
+           param: str | None = None) -> Any:
     """A bound value in the form columns store: float, str, bool, frozenset of those, or None.
+
+    ``param`` is the request parameter the value came from, named by the error (``$name`` is ``name``
+    without it; a ``context.user.<a>`` given as ``user.<a>`` passes ``"user.<a>"``).
 
     Raises
     ------
     IQLError
-        Naming ``where`` (``$price_max``, ``context.user.segment``) at ``pos``.
+        Naming ``where`` (``$price_max``, ``context.user.segment``) at ``pos``, and ``param``.
     """
     if value is None:
         return None
-    param = where[1:] if where.startswith("$") else None
+    dollar = where.startswith("$")
+    param = where[1:] if dollar else param
     if isinstance(value, list | tuple | set | frozenset):
         if not many:
             raise IQLError(pos.line, pos.column, f"a single value for {where}", f"{list(value)!r}", param=param)
-        return frozenset(v for v in (coerce(x, expect, where, pos) for x in value) if v is not None)
+        return frozenset(v for v in (coerce(x, expect, where, pos, param=param) for x in value) if v is not None)
     if expect is None:
         return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
     try:
@@ -150,7 +155,7 @@ def coerce(value: Any, expect: AttrType | None, where: str, pos: Any, many: bool
             if isinstance(value, str) and not _DECIMAL.fullmatch(value.strip()):
                 raise ValueError  # float() also reads "٣", "1_000" and "infinity": a number here is ASCII decimal
             number = float(value)
-            if param is not None and not math.isfinite(number):  # &max_price=nan / inf: a 400, not an empty list
+            if dollar and not math.isfinite(number):  # &max_price=nan / inf: a 400, not an empty list
                 raise ValueError
             if math.isnan(number):
                 return None
@@ -188,7 +193,8 @@ class _Run:
             case p.ContextValue(scope=scope, name=name, expect=expect, pos=pos, many=many):
                 source = self.ctx.item if scope == "item" else self.ctx.user
                 raw = None if source is None else source.get(name)
-                return coerce(raw, expect, f"context.{scope}.{name}", pos, many)
+                given = f"user.{name}" if scope == "user" and f"user.{name}" in self.ctx.params else None
+                return coerce(raw, expect, f"context.{scope}.{name}", pos, many, param=given)
             case p.CartValue(func=func, name=name, expect=expect, pos=pos):
                 return self._cart(func, name, expect, pos)
             case p.NowValue():

@@ -72,6 +72,13 @@ def test_list_parameters_and_errors(broker, tmp_path):
         assert c.put("/v1/campaigns/empty", json={"scenario": "top", "filter": "price < $p"}).status_code == 201
         r = c.get("/v1/recommendations?campaign=empty&p=x")
         assert r.status_code == 400 and r.json()["error"]["field"] == "p"
+        # a context.user.<a> given as user.<a> that does not fit its use names that parameter (was "filter")
+        assert c.put("/v1/campaigns/budget", json={"scenario": "popular",
+                                                   "filter": "price < context.user.budget"}).status_code == 201
+        for q in ("user.budget=abc", "user.budget=1&user.budget=2"):
+            r = c.get(f"/v1/recommendations?campaign=budget&{q}")
+            assert r.status_code == 400, (q, r.text)
+            assert (r.json()["error"]["field"], r.json()["error"]["param"]) == ("user.budget", "user.budget"), r.text
         # a request's own query parameters (n, category, window, cart, ...) never reach IQL: a campaign whose
         # filter or boosters read one could never be served with it, so it is refused when saved
         for body, field, name in (({"scenario": "popular", "filter": "price < $n"}, "filter", "$n"),

@@ -54,3 +54,21 @@ def test_parameter_errors_name_the_parameter(engine, text, params, param):
     with pytest.raises(IQLError) as info:
         ids(engine, text, **params)
     assert info.value.param == param and info.value.to_dict()["param"] == param
+
+
+@pytest.mark.parametrize(("user", "param"), [
+    ({"budget": "abc"}, "user.budget"),  # &user.budget=abc: was param None (the API's 400 named "filter")
+    ({"budget": ["1", "2"]}, "user.budget"),  # &user.budget=1&user.budget=2: one value is compared
+])
+def test_context_user_errors_name_the_request_parameter(engine, user, param):
+    ctx = RequestContext(user=user, params={f"user.{k}": v for k, v in user.items()})
+    with pytest.raises(IQLError) as info:
+        engine.filter("price < context.user.budget", ctx)
+    assert info.value.param == param and info.value.to_dict()["param"] == param
+    assert "context.user.budget" in str(info.value)
+
+
+def test_context_user_not_from_a_request_parameter_names_none(engine):
+    with pytest.raises(IQLError) as info:  # set by the caller, not a request's user.<a>: no parameter to name
+        engine.filter("price < context.user.budget", RequestContext(user={"budget": "abc"}))
+    assert info.value.param is None
