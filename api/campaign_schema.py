@@ -15,11 +15,13 @@ from api.iql.evaluate import param_control_char
 from api.strategies import STRATEGY_NEEDS
 from state.campaigns import Arm, BanditConfig, Campaign
 
-__all__ = ["ID_PATTERN", "MAX_SEGMENTS", "ArmIn", "OptimizerIn", "CampaignIn", "StrategyName", "FallbackName"]
+__all__ = ["ID_PATTERN", "MAX_SEGMENTS", "PRIOR_MAX", "PRIOR_MIN", "ArmIn", "OptimizerIn", "CampaignIn", "StrategyName", "FallbackName"]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_SEGMENTS = 100
 """Segments a campaign may declare: with segment '' the optimizer keeps at most 101 per (campaign, arm)."""
+PRIOR_MIN, PRIOR_MAX = 1e-3, 1e6
+"""Bounds of ``optimizer.prior_alpha`` / ``prior_beta``: below ~1e-3 a Beta draw underflows to 0 (every arm ties)."""
 
 StrategyName = Literal["personalized", "session", "similar", "visual", "cart", "top", "last_seen", "popular"]
 FallbackName = Literal["popular", "top"]
@@ -67,8 +69,10 @@ class ArmIn(BaseModel, extra="forbid"):
 class OptimizerIn(BaseModel, extra="forbid"):
     """Thompson-sampling knobs (see api/optimizer.py)."""
 
-    prior_alpha: float = Field(strict=True, default=1.0, gt=0, le=1e6)
-    prior_beta: float = Field(strict=True, default=1.0, gt=0, le=1e6)
+    prior_alpha: float = Field(strict=True, default=1.0, ge=PRIOR_MIN, le=PRIOR_MAX,
+                               description="Beta prior alpha, in [0.001, 1e6]; (1, 1) is uniform")
+    prior_beta: float = Field(strict=True, default=1.0, ge=PRIOR_MIN, le=PRIOR_MAX,
+                              description="Beta prior beta, in [0.001, 1e6]")
     floor: float = Field(strict=True, default=0.0, ge=0, le=1, description="Minimum traffic share per arm")
     half_life_s: float | None = Field(strict=True, default=None, gt=0, le=1e9, description="Evidence half-life (drift); none = keep all")
     segment_param: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",

@@ -33,7 +33,7 @@ class OptimizerConfig:
     Parameters
     ----------
     prior_alpha, prior_beta : float
-        Beta prior (> 0); ``(1, 1)`` is uniform.
+        Beta prior (> 0; a campaign's are in [0.001, 1e6], ``api/campaign_schema.py``); ``(1, 1)`` is uniform.
     floor : float
         Minimum share of traffic per arm, in [0, 1/n_arms].
     half_life_s : float or None
@@ -118,7 +118,9 @@ class ThompsonOptimizer:
         """One arm for one request: uniform with probability ``floor * n_arms``, else Thompson.
 
         One scalar beta draw per arm, in arm order: the same stream as one array draw (numpy draws an
-        array's elements in order), at a seventh of its cost (no per-call array checks).
+        array's elements in order), at a seventh of its cost (no per-call array checks). Arms whose draws
+        tie for the best (draws that underflow to 0 or round to 1) are chosen between uniformly, with one
+        more draw from the same generator; no tie, no extra draw.
         """
         if len(arms) == 1:
             return arms[0]
@@ -126,17 +128,23 @@ class ThompsonOptimizer:
             return arms[int(self.rng.integers(len(arms)))]
         beta = self.rng.beta
         draws = [beta(a, b) for a, b in self._posterior(campaign_id, arms, segment, cfg, now_ts)]
-        return arms[max(range(len(draws)), key=draws.__getitem__)]  # the first best, as np.argmax
+        best = max(draws)
+        ties = [i for i, d in enumerate(draws) if d == best]
+        return arms[ties[0] if len(ties) == 1 else ties[int(self.rng.integers(len(ties)))]]
 
     def p_best(self, campaign_id: str, arms: Sequence[str], segment: str, cfg: OptimizerConfig,
                now_ts: float, draws: int = 10_000) -> np.ndarray:
-        """P(arm has the highest conversion rate), Monte Carlo from the posteriors, shape (n_arms,)."""
+        """P(arm has the highest conversion rate), Monte Carlo from the posteriors, shape (n_arms,).
+
+        A draw where several arms tie for the best counts a share for each, as ``choose`` picks among them.
+        """
         if not arms:
             return np.zeros(0)
         a, b = self.posterior(campaign_id, arms, segment, cfg, now_ts)
         rng = np.random.default_rng(0)  # a fixed stream: the report does not jitter between calls
         samples = rng.beta(a[None, :], b[None, :], size=(draws, len(arms)))
-        return np.bincount(samples.argmax(axis=1), minlength=len(arms)) / draws
+        wins = samples == samples.max(axis=1, keepdims=True)  # (draws, n_arms), a True per tied best
+        return (wins / wins.sum(axis=1, keepdims=True)).sum(axis=0) / draws
 
     def report(self, campaign_id: str, arms: Sequence[str], segment: str, cfg: OptimizerConfig,
                now_ts: float) -> list[ArmReport]:

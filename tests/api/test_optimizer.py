@@ -237,3 +237,18 @@ def test_choice_matches_one_array_draw_per_request():
         a, b = opt.posterior("home", arms, "", cfg, 200.0 + t)
         expected = arms[int(np.argmax(ref.beta(a, b)))]
         assert opt.choose("home", arms, "", cfg, 200.0 + t) == expected
+
+
+def test_tied_draws_do_not_favour_the_first_arm():
+    """Priors so small that every Beta draw underflows to 0 (tester31, 8.2): the arms tie on every draw, and
+    each is chosen about half the time (it was always the first), reproducibly; P(best) shares the tie."""
+    cfg = OptimizerConfig(prior_alpha=1e-320, prior_beta=1e-320)
+    opt = _opt(3)
+    for arm in ("a", "b"):
+        opt.record(("c", arm, ""), 0.0, cfg, pulls=4)
+    picks = [opt.choose("c", ["a", "b"], "", cfg, 0.0) for _ in range(2000)]
+    assert 0.45 < picks.count("a") / len(picks) < 0.55
+    again = _opt(3)
+    again.arms = opt.arms
+    assert [again.choose("c", ["a", "b"], "", cfg, 0.0) for _ in range(2000)] == picks
+    assert opt.p_best("c", ["a", "b"], "", cfg, 0.0).tolist() == pytest.approx([0.5, 0.5])
