@@ -68,12 +68,16 @@ def event_schema(settings: Settings) -> dict[str, Any]:
     ts = {"type": "number", "description": "epoch seconds (default: now); at most api.max_age_s old and "
           "stream.future_skew_s ahead (bounds below: at the time this schema was served)",
           "minimum": round(now - max_age * 0.9), "maximum": round(now)}
+    quantity = {"type": "number", "exclusiveMinimum": 0, "maximum": settings.stream.max_quantity,
+                "description": "units, at most stream.max_quantity (an item's repeated basket lines summed)"}
+    price = {"type": "number", "minimum": 0, "maximum": settings.stream.max_price,
+             "description": "per unit, in the shop's currency; at most stream.max_price"}
     line = {"type": "object", "required": ["item_id"], "additionalProperties": False,
-            "properties": {"item_id": BODY_ID_SCHEMA, "quantity": {"type": "number"}, "price": {"type": "number"}}}
+            "properties": {"item_id": BODY_ID_SCHEMA, "quantity": quantity, "price": price}}
     idx = BODY_ID_SCHEMA
     props = {"event_id": idx, "ts": ts, "user_id": idx, "session_id": idx, "item_id": idx,
              "items": {"type": "array", "minItems": 1, "maxItems": 20, "items": {"anyOf": [idx, line]}},
-             "quantity": {"type": "number"}, "price": {"type": "number"}, "store_id": idx,
+             "quantity": quantity, "price": price, "store_id": idx,
              "query": {"type": "string"}, "lat": {"type": "number"}, "lon": {"type": "number"},
              "campaign_id": idx, "arm": {"type": "string"},  # free text, bounded by the event's size
              "request_id": {"type": "string", "minLength": 1, "maxLength": 1024, "description": (

@@ -2,8 +2,8 @@
 
 Validation is msgspec (``msgspec.convert`` onto a wire struct) plus the rules msgspec cannot
 express: known event type, fields each type requires, epoch-seconds timestamps, key = user_id.
-Money and coordinates are bounded (``MAX_QUANTITY``, ``MAX_PRICE``, latitude / longitude ranges),
-and a basket's repeated lines of one item are merged into one (quantities summed, the first price
+Money and coordinates are bounded (``EventRules.max_quantity`` / ``max_price``, from ``[stream]``, within
+``MAX_QUANTITY`` / ``MAX_PRICE``; latitude / longitude ranges), and a basket's repeated lines of one item are merged into one (quantities summed, the first price
 kept), so one event counts an item once in popularity, co-visitation and the analytics.
 """
 
@@ -34,38 +34,47 @@ MAX_EXTRA_DEPTH = 16
 is no shop's data, and encoders downstream (the lake's orjson: 255 levels; msgspec: the Python
 stack) fail on it, so it is a ``BadEvent`` (400 / dead letter) at the door."""
 
+MAX_QUANTITY = 1e6
+"""Hard bound of ``quantity`` of an event or basket line (units; must be > 0); ``[stream] max_quantity``
+is the configured one (default 10,000)."""
+MAX_PRICE = 1e9
+"""Hard bound of ``price`` (a unit price in the shop's currency; must be >= 0); ``[stream] max_price`` is the
+configured one (default 1e6). With ``MAX_QUANTITY`` this keeps revenue, its square and their sums over
+years of orders finite in float64: one order of ``inf`` or an overflowing square would stop a campaign's
+analytics row for good."""
+
 
 @dataclass(frozen=True, slots=True)
 class EventRules:
-    """What a valid event is: the configured event types, the size limit (bytes) and how far ``ts`` may
-    lie ahead of (``future_skew_s``) or behind (``max_age_s``) the receiving clock (None = no bound)."""
+    """What a valid event is: the configured event types, the size limit (bytes), how far ``ts`` may
+    lie ahead of (``future_skew_s``) or behind (``max_age_s``) the receiving clock (None = no bound), and
+    the largest ``price`` and ``quantity`` one event or basket line may claim (what it adds to the
+    analytics' revenue; the defaults are the hard bounds ``MAX_PRICE`` and ``MAX_QUANTITY``)."""
 
     types: dict[str, tuple[str, ...]]
     max_event_bytes: int = 65536
     future_skew_s: float | None = 300.0
     max_age_s: float | None = None
+    max_price: float = MAX_PRICE
+    max_quantity: float = MAX_QUANTITY
 
     @classmethod
     def from_specs(cls, specs: Iterable[EventTypeSpec], max_event_bytes: int = 65536,
-                   future_skew_s: float | None = 300.0, max_age_s: float | None = None) -> EventRules:
+                   future_skew_s: float | None = 300.0, max_age_s: float | None = None,
+                   max_price: float = MAX_PRICE, max_quantity: float = MAX_QUANTITY) -> EventRules:
         return cls(types={s.name: tuple(s.requires) for s in specs}, max_event_bytes=max_event_bytes,
-                   future_skew_s=future_skew_s, max_age_s=max_age_s)
+                   future_skew_s=future_skew_s, max_age_s=max_age_s, max_price=max_price, max_quantity=max_quantity)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EventRules:
-        """The flow's rules: event types, ``stream.max_event_bytes``, ``future_skew_s`` and ``max_age_s``."""
+        """The flow's rules (the API applies them too): event types, ``stream.max_event_bytes``,
+        ``future_skew_s``, ``max_age_s``, ``max_price`` and ``max_quantity``."""
         s = settings.stream
-        return cls.from_specs(settings.event_types, s.max_event_bytes, s.future_skew_s, s.max_age_s)
+        return cls.from_specs(settings.event_types, s.max_event_bytes, s.future_skew_s, s.max_age_s,
+                              s.max_price, s.max_quantity)
 
 
 Id = str | int | float  # any of them becomes its canonical string (operators/ids.py) or a BadEvent
-
-MAX_QUANTITY = 1e6
-"""Largest ``quantity`` of an event or basket line (units; must be > 0)."""
-MAX_PRICE = 1e9
-"""Largest ``price`` (a unit price in the shop's currency; must be >= 0). With ``MAX_QUANTITY`` this
-keeps revenue, its square and their sums over years of orders finite in float64: one order of
-``inf`` or an overflowing square would stop a campaign's analytics row for good."""
 
 Quantity = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_QUANTITY)]
 Price = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_PRICE)]
@@ -136,6 +145,14 @@ def _ts(value: float | str, rules: EventRules, received_ts: float | None) -> flo
     return float(value)
 
 
+def _check_money(prefix: str, price: float | None, quantity: float | None, rules: EventRules) -> None:
+    """BadEvent naming ``<prefix>price`` / ``<prefix>quantity`` above ``rules.max_price`` / ``max_quantity``."""
+    if price is not None and price > rules.max_price:
+        raise BadEvent(f"{prefix}price", f"must be at most stream.max_price={rules.max_price:g}", price)
+    if quantity is not None and quantity > rules.max_quantity:
+        raise BadEvent(f"{prefix}quantity", f"must be at most stream.max_quantity={rules.max_quantity:g}", quantity)
+
+
 def _nesting_over(value: object, limit: int) -> bool:
     """True if ``value`` nests arrays / objects more than ``limit`` levels deep (iterative: no recursion)."""
     stack = [(value, 0)]
@@ -183,20 +200,22 @@ def validate_event_dict(obj: object, rules: EventRules, received_ts: float | Non
     requires = rules.types.get(w.type)
     if requires is None:
         raise BadEvent("type", f"unknown event type (configured: {', '.join(sorted(rules.types))})", w.type)
+    _check_money("", w.price, w.quantity, rules)
     items: tuple[BasketLine, ...] | None = None
     if w.items is not None:
         lines: dict[str, BasketLine] = {}  # one line per item: repeated lines of an item are merged
         for i, line in enumerate(w.items):
             if isinstance(line, _WireLine):
+                _check_money(f"items[{i}].", line.price, line.quantity, rules)
                 new = BasketLine(_id(f"items[{i}].item_id", line.item_id) or "", line.quantity, line.price)
             else:
                 new = BasketLine(_id(f"items[{i}]", line) or "")
             had = lines.get(new.item_id)
             if had is not None:
                 quantity = had.quantity + new.quantity
-                if quantity > MAX_QUANTITY:
-                    raise BadEvent(f"items[{i}].quantity", f"the item's lines add up to more than {MAX_QUANTITY:g}",
-                                   quantity)
+                if quantity > rules.max_quantity:
+                    raise BadEvent(f"items[{i}].quantity", f"the item's lines add up to more than "
+                                   f"stream.max_quantity={rules.max_quantity:g}", quantity)
                 new = BasketLine(new.item_id, quantity, had.price if had.price is not None else new.price)
             lines[new.item_id] = new
         items = tuple(lines.values())

@@ -189,6 +189,12 @@ class StreamSettings(_Block):
     history_len: int = Field(default=50, ge=1, description="Recent items kept per user")
     half_life_s: float = Field(default=7 * 86400.0, gt=0, description="Decay half-life of item popularity and co-visitation, seconds")
     max_event_bytes: int = Field(default=65536, ge=256)
+    max_price: float = Field(default=1e6, gt=0, le=1e9, description=(
+        "Largest `price` (per unit, the shop's currency) of an event or a basket line; more is a 422 naming the "
+        "field, or a dead letter `invalid_field` (at most 1e9, operators.parse.MAX_PRICE)"))
+    max_quantity: float = Field(default=10_000, gt=0, le=1e6, description=(
+        "Largest `quantity` of an event or a basket line (an item's repeated lines summed); more is a 422 "
+        "naming the field, or a dead letter `invalid_field` (at most 1e6, operators.parse.MAX_QUANTITY)"))
     future_skew_s: float | None = Field(default=300.0, ge=0, description=(
         "Events more than this ahead of their receiving clock (the Kafka message timestamp, else the "
         "wall clock) are dead letters `bad_timestamp`, seconds; None = no bound"))

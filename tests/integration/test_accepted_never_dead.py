@@ -1,6 +1,6 @@
 """What POST /v1/events answers 202 to is never dead-lettered by the flow (issue 13): the API applies
-the flow's own rules (fields, types, ids, size, ts bounds), so events at the edge of every bound pass
-both, and events just past a bound are refused by the API with a 4xx."""
+the flow's own rules (fields, types, ids, size, ts, price and quantity bounds), so events at the edge of
+every bound pass both, and events just past a bound are refused by the API with a 4xx."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def test_events_at_every_bound_are_accepted_and_applied(broker, tmp_path):
         {"type": "view", "user_id": "u3", "item_id": "i3", "note": "x" * room},
         {"type": "purchase", "user_id": "u4", "items": [f"i{i}" for i in range(room // 40)]},
         {"type": "add_to_cart", "user_id": 12345, "item_id": 67890.0},
+        {"type": "purchase", "user_id": "u6", "item_id": "i6", "price": s.stream.max_price,
+         "quantity": s.stream.max_quantity},
         {"type": "view", "user_id": "u" * 256, "item_id": "i5", "ts": "2026-01-01T00:00:00Z"} if
         now - 1_767_225_600 < s.api.max_age_s else {"type": "view", "user_id": "u" * 256, "item_id": "i5"},
     ]
@@ -34,6 +36,8 @@ def test_events_at_every_bound_are_accepted_and_applied(broker, tmp_path):
         {"type": "view", "user_id": "u2", "item_id": "i2", "ts": now - s.api.max_age_s - 60},
         {"type": "view", "user_id": "u3", "item_id": "i3", "note": "x" * (s.stream.max_event_bytes + 10)},
         {"type": "view", "user_id": "u" * 257, "item_id": "i5"},
+        {"type": "purchase", "user_id": "u6", "item_id": "i6", "price": s.stream.max_price * 1.01},
+        {"type": "purchase", "user_id": "u6", "items": [{"item_id": "i6", "quantity": s.stream.max_quantity + 1}]},
     ]
     with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
         for ev in edge:
