@@ -27,7 +27,15 @@ from pyroaring import BitMap
 
 from api.filter_cache import in_bitmap
 from api.iql import RequestContext
-from api.strategies import Inputs, LazyIds, model_ranking, ranking_at, ranking_source, run_strategy
+from api.strategies import (
+    Inputs,
+    LazyIds,
+    category_size,
+    model_ranking,
+    ranking_at,
+    ranking_source,
+    run_strategy,
+)
 from state.campaigns import Campaign
 
 if TYPE_CHECKING:
@@ -53,7 +61,7 @@ class ServedList:
     topped_up: int = 0
     reason: str | None = None
     """Why the arm gave fewer than n items: filter_too_selective, unknown_user, unknown_item, no_model,
-    no_events_in_window, no_popular_items, history_too_short, model_exhausted."""
+    no_events_in_window, no_items_in_category, no_popular_items, history_too_short, model_exhausted."""
     reason_detail: str | None = None
 
 
@@ -315,14 +323,17 @@ _NEEDS_REASON = {"personalized": "unknown_user", "last_seen": "unknown_user", "s
                  "top": "no_events_in_window", "popular": "no_popular_items"}
 
 
-def _reason(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, inputs: Inputs,
-            n_candidates: int, from_arm: int, n: int, exclude: set[str]) -> tuple[str, str]:
+def _reason(svc: Services, campaign: Campaign, ctx: RequestContext, strategy: str, params: Mapping[str, Any],
+            inputs: Inputs, n_candidates: int, from_arm: int, n: int, exclude: set[str]) -> tuple[str, str]:
     """Why the arm gave fewer than ``n`` items: ``(code, detail)``. An arm without any candidate says why first
     (an unknown item or user, no model): a filter that reads the request's item selects nothing for an item the
     catalog does not know either, and "too selective" would hide the cause."""
     if n_candidates == 0:
         if strategy in ("similar", "session", "cart", "personalized") and svc.models.current() is None:
             return "no_model", "no model version is loaded yet"
+        if strategy == "top" and params.get("category") is not None and category_size(svc.catalog_view, params) == 0:
+            attribute = params.get("category_attribute", "category")
+            return "no_items_in_category", f"the catalog has no item whose {attribute} is {params['category']!r}"
         code = _NEEDS_REASON.get(strategy, "no_candidates")
         what = {"unknown_user": f"user {inputs.user_id!r} has no published list or history yet",
                 "unknown_item": "the request's items are unknown to the arm's model"
@@ -371,7 +382,7 @@ def serve_list(svc: Services, campaign: Campaign, strategy: str, params: Mapping
     out.items = [{"item_id": i, "score": float(s)} for i, s in zip(ids[:n], scores[:n].tolist(), strict=True)]
     out.from_arm = len(out.items)
     if len(out.items) < n:
-        out.reason, out.reason_detail = _reason(svc, campaign, ctx, strategy, inputs, n_raw, out.from_arm,
+        out.reason, out.reason_detail = _reason(svc, campaign, ctx, strategy, params, inputs, n_raw, out.from_arm,
                                                 n, exclude)
         taken = exclude | set(ids[:n])
         # the fallback is filtered too: draw from a deep pool so a narrow filter still fills the list

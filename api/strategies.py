@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from api.services import Services
 
 __all__ = ["Inputs", "LazyIds", "Strategy", "STRATEGY_NEEDS", "strategy_names", "run_strategy", "model_ranking", "ranking_source",
-           "ranking_at", "parse_duration_s", "STRATEGY_PARAMS", "check_strategy_param"]
+           "ranking_at", "parse_duration_s", "STRATEGY_PARAMS", "check_strategy_param", "category_size"]
 
 Ranked = tuple[list[str], list[float]]
 
@@ -266,6 +266,15 @@ def _top(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int) -> Ranke
         return [], []  # the catalog has no such attribute (yet)
     sel = np.flatnonzero(mask)[:k]
     return [ids[i] for i in sel], scores[sel].tolist()
+
+
+def category_size(view: CatalogView, params: Mapping[str, Any]) -> int:
+    """Live catalog items in ``top``'s ``category`` (``params``); 0 when the catalog has no such attribute or the
+    value does not fit it. Says why a ``top`` list in a category is empty (``no_items_in_category``)."""
+    try:
+        return len(view.engine.filter(_category_filter(params), RequestContext(params={"category": params["category"]})))
+    except IQLError:
+        return 0
 
 
 def _category_filter(params: Mapping[str, Any]) -> str:

@@ -12,6 +12,7 @@ import pytest
 from operators.model_version import latest_version_path, load_version
 from operators.score import POPULAR_KEY_PREFIX, TopN, encode_topn
 from operators.training import train_covisitation
+from operators.window_topic import encode_window_piece, window_key
 from simulators.producer import EventProducer
 from simulators.shop import SyntheticShop
 from tests.harness import ApiServer, make_settings
@@ -128,3 +129,39 @@ def test_a_model_version_that_cannot_be_loaded_is_named_by_healthz_and_readyz(br
             time.sleep(0.2)
         assert version.name in err and "cannot be loaded" in err
         assert c.get("/readyz").json()["model_error"] == err
+
+
+def test_a_top_list_in_a_category_without_items_says_so(broker, tmp_path):
+    """A ``top`` arm whose ``category`` no catalog item has answered ``no_events_in_window`` (tester31, 8.6): the
+    window had events, the category had no items. Windowed popularity is published directly, as the flow does."""
+    s = make_settings(broker, tmp_path, partitions=1)
+    shoes = [f"s{k}" for k in range(5)]
+    catalog = [{"item_id": i, "category": "shoes", "price": 1.0} for i in shoes]
+    catalog.append({"item_id": "h0", "category": "hats", "price": 1.0})
+    now = time.time()
+    bucket = int(now // s.api.popularity_bucket_s)
+    with EventProducer.from_settings(s.kafka) as p:
+        p.send_catalog(catalog)
+        p.produce(s.kafka.window_topic(), window_key(0, bucket, 0),
+                  encode_window_piece(0, bucket, 0, now, {i: float(5 - k) for k, i in enumerate(shoes)}))
+        ranked = [d["item_id"] for d in catalog]  # the fallback's popular list
+        p.produce(s.kafka.topn_topic, f"{POPULAR_KEY_PREFIX}0".encode(),
+                  encode_topn(TopN(f"{POPULAR_KEY_PREFIX}0", ranked, [float(-j) for j in range(len(ranked))], "popular",
+                                   None, 1.0)))
+    with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
+        _ready(c, len(catalog))
+        assert c.put("/v1/campaigns/top", json={"scenario": "top", "n": 3, "params": {"window": "7d"}}).status_code == 201
+
+        def rec(category: str) -> dict:
+            return c.get("/v1/recommendations", params={"campaign": "top", "category": category}).json()
+
+        deadline = time.monotonic() + 30
+        while (body := rec("shoes"))["from_arm"] < 3:  # the window is read
+            assert time.monotonic() < deadline, body
+            time.sleep(0.2)
+        assert [i["item_id"] for i in body["items"]] == shoes[:3] and body["reason"] is None, body
+        body = rec("nosuch")
+        assert (body["reason"], body["from_arm"]) == ("no_items_in_category", 0), body
+        assert body["reason_detail"] == "the catalog has no item whose category is 'nosuch'", body
+        body = rec("hats")  # the category has an item, the window no event of it
+        assert (body["reason"], body["from_arm"]) == ("no_events_in_window", 0), body
