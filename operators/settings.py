@@ -192,7 +192,7 @@ class StreamSettings(_Block):
     max_price: float = Field(default=1e6, gt=0, le=1e9, description=(
         "Largest `price` (per unit, the shop's currency) of an event or a basket line; more is a 422 naming the "
         "field, or a dead letter `invalid_field` (at most 1e9, operators.parse.MAX_PRICE)"))
-    max_quantity: float = Field(default=10_000, gt=0, le=1e6, description=(
+    max_quantity: float = Field(default=100_000, gt=0, le=1e6, description=(
         "Largest `quantity` of an event or a basket line (an item's repeated lines summed); more is a 422 "
         "naming the field, or a dead letter `invalid_field` (at most 1e6, operators.parse.MAX_QUANTITY)"))
     future_skew_s: float | None = Field(default=300.0, ge=0, description=(

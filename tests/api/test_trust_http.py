@@ -117,15 +117,15 @@ def test_money_out_of_range_is_a_422_naming_the_field(api):
     assert _post(c, {"type": "purchase", "user_id": "u1", "ts": time.time(),
                      "items": ["i1"] * 2500}).status_code == 202  # merged into one line of quantity 2,500
     # one line of price 1e9 x quantity 1e6 was a 202 (tester31, 8.3): [stream] max_price / max_quantity bound
-    # what one event adds to the analytics' revenue (defaults 1e6 and 10,000)
+    # what one event adds to the analytics' revenue (defaults 1e6 and 100,000)
     for body, field in (({"price": 1e9, "quantity": 1e6}, "price"), ({"price": 1.0, "quantity": 1e6}, "quantity"),
                         ({"item_id": None, "items": [{"item_id": "i1", "price": 2e6}]}, "items[0].price"),
-                        ({"item_id": None, "items": [{"item_id": "i1", "quantity": 20_000}]}, "items[0].quantity")):
+                        ({"item_id": None, "items": [{"item_id": "i1", "quantity": 200_000}]}, "items[0].quantity")):
         r = _post(c, {"type": "purchase", "user_id": "u1", "item_id": "i1", "ts": time.time(), **body})
         assert (r.status_code, r.json()["error"]["field"]) == (422, field), body
         assert "stream.max_" in r.json()["error"]["reason"], r.text
     assert _post(c, {"type": "purchase", "user_id": "u1", "item_id": "i1", "ts": time.time(),
-                     "price": 1e6, "quantity": 10_000}).status_code == 202
+                     "price": 1e6, "quantity": 100_000}).status_code == 202
 
 
 def test_oversize_events_ids_and_batches_are_4xx(api):

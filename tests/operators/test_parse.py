@@ -134,27 +134,27 @@ def test_money_and_coordinates_out_of_range_are_refused(extra: dict, field: str)
 
 @pytest.mark.parametrize(("extra", "field"), [
     ({"price": 1e9, "quantity": 1}, "price"), ({"price": 1.0, "quantity": 1e6}, "quantity"),
-    ({"price": 1e6 + 1}, "price"), ({"quantity": 10_001}, "quantity"),
+    ({"price": 1e6 + 1}, "price"), ({"quantity": 100_001}, "quantity"),
     ({"item_id": None, "items": [{"item_id": "a"}, {"item_id": "b", "price": 2e6}]}, "items[1].price"),
-    ({"item_id": None, "items": [{"item_id": "a", "quantity": 2e4}]}, "items[0].quantity"),
-    ({"item_id": None, "items": [{"item_id": "a", "quantity": 6e3}, {"item_id": "a", "quantity": 6e3}]},
+    ({"item_id": None, "items": [{"item_id": "a", "quantity": 2e5}]}, "items[0].quantity"),
+    ({"item_id": None, "items": [{"item_id": "a", "quantity": 6e4}, {"item_id": "a", "quantity": 6e4}]},
      "items[1].quantity"),
 ])
 def test_price_and_quantity_are_bounded_by_the_configured_rules(extra: dict, field: str) -> None:
     """One purchase of price 1e9 x quantity 1e6 was accepted (tester31, 8.3): what one event or line adds to
-    the analytics' revenue is bounded by [stream] max_price (1e6) and max_quantity (10,000), in the flow's rules
+    the analytics' revenue is bounded by [stream] max_price (1e6) and max_quantity (100,000), in the flow's rules
     (a dead letter) which the API applies too (a 422 naming the field)."""
     rules = EventRules.from_settings(Settings())
-    assert (rules.max_price, rules.max_quantity) == (1e6, 10_000)
+    assert (rules.max_price, rules.max_quantity) == (1e6, 100_000)
     with pytest.raises(BadEvent, match="must be at most stream.max_|more than stream.max_quantity") as exc:
         validate_event_dict(ev(type="purchase", **extra), rules)
     assert exc.value.field == field
     dead = parse_event(b"u1", orjson.dumps(ev(type="purchase", **extra)), rules, received_ts=TS)
     assert isinstance(dead, DeadLetter) and (dead.reason, dead.field) == ("invalid_field", field)
-    ok = validate_event_dict(ev(type="purchase", price=1e6, quantity=1e4, item_id=None,
-                                items=[{"item_id": "a", "price": 1e6, "quantity": 4e3}, {"item_id": "a", "quantity": 6e3}]),
+    ok = validate_event_dict(ev(type="purchase", price=1e6, quantity=1e5, item_id=None,
+                                items=[{"item_id": "a", "price": 1e6, "quantity": 4e4}, {"item_id": "a", "quantity": 6e4}]),
                              rules)
-    assert (ok.price, ok.quantity, ok.items[0].quantity) == (1e6, 1e4, 1e4)
+    assert (ok.price, ok.quantity, ok.items[0].quantity) == (1e6, 1e5, 1e5)
     wider = EventRules.from_settings(Settings(stream={"max_price": 1e9, "max_quantity": 1e6}))
     assert validate_event_dict(ev(type="purchase", **extra), wider).type == "purchase"
 
