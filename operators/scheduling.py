@@ -30,8 +30,9 @@ none is configured. At 1,000 events/s under saturating serving load on 2 quiet c
 ONE_BOX_TRAINER_NICE = 19
 """``trainer.autogroup_nice`` under ``fusionrec run`` when none is configured: the lowest CPU weight (15 against
 1,024 at nice 0), so the gated trainer's fits (minutes of both cores for the fusion) take what the flow and the API
-leave instead of half the box: a new user's trial (session 31) saw event -> visible at 1.9-12 s while the trainer
-trained at the same weight as the flow."""
+leave instead of half the box. Measured (session 31, quiet 2-core box, one run each): while the fusion trained,
+event -> visible p50 / p99 0.35 / 3.0 s at 19 against 0.43 / 3.5 s at 0 (0.11 / 0.23 s before the run), the run
+6.0 min against 4.4: the weight helps little, so the trainer's CPU share is not the main cause (bench/RESULTS.md)."""
 
 SELF_AUTOGROUP = Path("/proc/self/autogroup")
 
