@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from simulators.producer import EventProducer
-from tests.harness import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -20,9 +20,7 @@ def test_arms_without_control_and_per_campaign_feedback(broker, tmp_path):
         p.send_catalog([{"item_id": f"i{k}", "price": k} for k in range(50)])
     with ApiServer(s) as api:
         c = httpx.Client(base_url=api.url, timeout=10)
-        deadline = time.monotonic() + 20
-        while c.get("/healthz").json().get("catalog_items", 0) < 50 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: c.get("/healthz").json().get("catalog_items", 0) >= 50, what="the catalog")
         arms = [{"name": "a", "strategy": "popular"}, {"name": "b", "strategy": "top"}]
         assert c.put("/v1/campaigns/held", json={"scenario": "popular", "arms": arms, "control_share": 0.5}).status_code == 201
         assert c.put("/v1/campaigns/other", json={"scenario": "popular", "arms": arms}).status_code == 201

@@ -11,7 +11,7 @@ import pytest
 
 from operators.score import POPULAR_KEY_PREFIX, TopN, encode_topn
 from simulators.producer import EventProducer
-from tests.harness import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +29,7 @@ def test_rule_at_the_api(broker, tmp_path):
         p.flush()
     with ApiServer(s) as api:
         c = httpx.Client(base_url=api.url, timeout=10)
-        deadline = time.monotonic() + 20
-        while c.get("/healthz").json().get("catalog_items", 0) < 6 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: c.get("/healthz").json().get("catalog_items", 0) >= 6, what="the catalog")
         deadline = time.monotonic() + 20  # the published popular list is read (the API caches popular lists 1 s)
         while not c.get("/v1/recommendations", params={"n": 1}).json()["items"] and time.monotonic() < deadline:
             time.sleep(0.2)

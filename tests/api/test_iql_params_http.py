@@ -11,7 +11,7 @@ import pytest
 
 from operators.score import POPULAR_KEY_PREFIX, TopN, encode_topn
 from simulators.producer import EventProducer
-from tests.harness import ApiServer, make_settings
+from tests.harness import ApiServer, make_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,9 +30,7 @@ def test_list_parameters_and_errors(broker, tmp_path):
     brand = {i["item_id"]: i["brand"] for i in ITEMS}
     with ApiServer(s) as api:
         c = httpx.Client(base_url=api.url, timeout=10)
-        deadline = time.monotonic() + 20
-        while c.get("/healthz").json().get("catalog_items", 0) < 30 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: c.get("/healthz").json().get("catalog_items", 0) >= 30, what="the catalog")
         deadline = time.monotonic() + 20  # the published popular list is read (the API caches popular lists 1 s)
         while not c.get("/v1/recommendations", params={"n": 1}).json()["items"] and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -100,9 +98,7 @@ def test_campaign_param_defaults_checked_when_saved(broker, tmp_path):
         p.flush()
     with ApiServer(s) as api:
         c = httpx.Client(base_url=api.url, timeout=10)
-        deadline = time.monotonic() + 20
-        while c.get("/healthz").json().get("catalog_items", 0) < 30 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: c.get("/healthz").json().get("catalog_items", 0) >= 30, what="the catalog")
         for body, field, needs in (
                 ({"filter": "price < $p", "params": {"p": "abc"}}, "params.p", "a number for $p"),
                 ({"filter": "price < $p", "params": {"p": [1, 2]}}, "params.p", "a single value for $p"),
