@@ -17,7 +17,7 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from operators.kafka import PatientEnds, admin_client, client_config, topic_partitions
+from operators.kafka import PatientEnds, client_config, topic_partitions
 from operators.offset_guard import CONNECTION_LOST_CODES, BeyondLogEnd, OffsetGuard
 from operators.spilled_values import SpilledValues
 from operators.value_packer import ValuePacker
@@ -344,7 +344,7 @@ class TopicTable:
         auto-creates topics create a missing one with its defaults (seen with Tansu).
         """
         try:
-            listed = admin_client(self.brokers).list_topics(timeout=2.0).topics.get(self.topic)
+            listed = c.list_topics(timeout=2.0).topics.get(self.topic)  # the reader's own client, no new one
         except KafkaException as exc:
             log.info("partition listing of %s postponed: %s", self.topic, exc)
             return parts
