@@ -385,12 +385,16 @@ class TopicTable:
                     self._apply(k, v, write=False, count=False)
 
     def _apply(self, key: bytes | None, value: bytes | None, write: bool = True, count: bool = True) -> None:
+        """Apply one message; it is counted in ``n_messages`` only once applied, so a reader that waits for
+        the count sees the value (and the tombstone set) it brought."""
         if key is None:
             return
-        k = key.decode(errors="replace")
+        self._apply_value(key.decode(errors="replace"), key, value, write)
         if count:
             self.n_messages += 1
             self.last_update_s = time.time()
+
+    def _apply_value(self, k: str, key: bytes, value: bytes | None, write: bool) -> None:
         if self.store is not None:
             if write:
                 self._pending.append((key, value))
