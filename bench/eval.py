@@ -1,6 +1,6 @@
 """Session baselines side by side: ``python bench/eval.py --data DIR --format F --models ...``.
 
-The same runner and options as ``fusionrec eval`` (``flows.cmd_eval.eval_command``); this
+The same runner and options as ``fusionrec eval`` (``flows.commands.eval.eval_command``); this
 script lets a benchmark start from ``bench/`` without the console script.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cmd_eval import eval_command
+from flows.commands.eval import eval_command
 
 if __name__ == "__main__":
     typer.run(eval_command)

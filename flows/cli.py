@@ -1,8 +1,8 @@
 """The ``fusionrec`` command: one subcommand per piece, each startable alone.
 
-Commands are small functions in modules named after what they start; this file only
-registers them, so importing it does no work (not even importing typer: ``app`` is built on first
-use, so ``main`` sees a Ctrl-C from the moment the console script has imported it).
+Commands are small functions in the modules of ``flows/commands/``, named after what they start;
+this file only registers them, so importing it does no work (not even importing typer: ``app`` is
+built on first use, so ``main`` sees a Ctrl-C from the moment the console script has imported it).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _app: typer.Typer | None = None
 
 
 def __getattr__(name: str) -> typer.Typer:
-    """``app``, the typer application every ``cmd_*`` module adds its commands to (built once)."""
+    """``app``, the typer application every ``flows.commands`` module adds its commands to (built once)."""
     global _app
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -116,15 +116,14 @@ def _main() -> None:
 
 
 def _register() -> None:
-    """Import command modules (each adds its commands to ``app``)."""
+    """Import the command modules of ``flows.commands`` (each adds its commands to ``app``)."""
     import importlib
     import pkgutil
 
-    import flows
+    import flows.commands
 
-    for mod in pkgutil.iter_modules(flows.__path__):
-        if mod.name.startswith("cmd_"):
-            importlib.import_module(f"flows.{mod.name}")
+    for mod in pkgutil.iter_modules(flows.commands.__path__):
+        importlib.import_module(f"flows.commands.{mod.name}")
 
 
 if __name__ == "__main__":  # python -m flows.cli: use the importable module's app, not __main__'s

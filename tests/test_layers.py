@@ -17,8 +17,8 @@ ALLOWED = {
     "flows": {"flows", "operators", "state", "models"},
     "api": {"api", "operators", "state", "models"},
 }
-# The CLI modules (flows/cmd_*.py) start every piece, so they may also import simulators.
-EXTRA = {"flows/cmd_": {"simulators"}}
+# The CLI modules (flows/commands/*.py) start every piece, so they may also import simulators.
+EXTRA = {"flows/commands/": {"simulators"}}
 
 
 def _imports(path: Path) -> set[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import flows.cmd_platform
+import flows.commands.platform
 from flows.cli import app
 
 WAIT_S = 2.0
@@ -24,7 +24,7 @@ def nobody_listens(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
         address = f"127.0.0.1:{s.getsockname()[1]}"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", address)
-    monkeypatch.setattr(flows.cmd_platform, "BROKER_WAIT_S", WAIT_S)
+    monkeypatch.setattr(flows.commands.platform, "BROKER_WAIT_S", WAIT_S)
     return address
 
 
@@ -57,8 +57,8 @@ def test_catalog_without_a_broker_is_one_line_naming_it_early(nobody_listens: st
 def test_catalog_whose_records_are_not_acknowledged_is_one_line_not_a_traceback(
         nobody_listens: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A broker that answered the probe and is gone before the records are acknowledged: one line with the counts."""
-    monkeypatch.setattr(flows.cmd_platform, "_require_broker", lambda s, command: None)
-    monkeypatch.setattr(flows.cmd_platform, "CATALOG_ACK_S", WAIT_S)
+    monkeypatch.setattr(flows.commands.platform, "_require_broker", lambda s, command: None)
+    monkeypatch.setattr(flows.commands.platform, "CATALOG_ACK_S", WAIT_S)
     items = tmp_path / "items.jsonl"
     items.write_bytes(b'{"item_id": "a", "title": "x"}\n{"item_id": "b", "title": "y"}\n'
                       b'{"item_id": "c", "deleted": true}\n')

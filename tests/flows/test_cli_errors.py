@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import flows.cmd_eval  # noqa: F401  (registers the command)
-import flows.cmd_platform  # noqa: F401  (registers the command)
+import flows.commands.eval  # noqa: F401  (registers the command)
+import flows.commands.platform  # noqa: F401  (registers the command)
 from flows.cli import app
-from flows.cmd_eval import summary_json
+from flows.commands.eval import summary_json
 from models.evaluate import EvalReport
 
 T0 = 1_400_000_000.0
@@ -103,7 +103,7 @@ def test_train_on_a_file_without_one_valid_event_says_why(tmp_path: Path, monkey
 @pytest.mark.parametrize("args", [["--every", "abc"], ["--every", "0"], ["--every", "-5m"], ["--every", "inf"],
                                   ["--delay", "xyz"], ["--delay", "-1h"]])
 def test_trainer_bad_interval_names_the_option(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import flows.cmd_trainer  # noqa: F401  (registers the command)
+    import flows.commands.trainer  # noqa: F401  (registers the command)
 
     monkeypatch.chdir(tmp_path)
     _fails(["trainer", *args, "--once"], args[0], "positive duration", repr(args[1]))
@@ -124,7 +124,7 @@ def test_eval_model_fit_error_names_the_model(tiny_sessionrec: Path, monkeypatch
     def fail(name: str, *args: object, **kwargs: object) -> EvalReport:
         raise ModelFitError("EMDE: the log gives 0 training examples; need >= 2")
 
-    monkeypatch.setattr(flows.cmd_eval, "fit_and_evaluate", fail)
+    monkeypatch.setattr(flows.commands.eval, "fit_and_evaluate", fail)
     _fails(_eval(tiny_sessionrec, "--models", "emde"), "error: emde: cannot fit", "0 training examples")
 
 
@@ -220,7 +220,7 @@ def test_replay_bad_option_values_are_usage_errors_before_anything_is_sent(
         args: list[str], option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``replay --limit -5`` replayed the whole file; ``--rate 0`` / ``--speed 0`` ended in a traceback after
     the catalog was published (trial 31, finding 6)."""
-    import flows.cmd_simulate  # noqa: F401  (registers the command)
+    import flows.commands.simulate  # noqa: F401  (registers the command)
     import simulators.producer
 
     def no_producer(*a: object, **k: object) -> None:
@@ -240,8 +240,8 @@ def test_dataflow_commands_need_at_least_one_worker(command: str, workers: str,
     """``flow -w 0`` ran 7.6 s and exited 0; ``flow -w -1`` was bytewax's OverflowError (trial 31, finding 6)."""
     import os
 
-    import flows.cmd_analytics  # noqa: F401  (registers the command)
-    import flows.cmd_lake  # noqa: F401  (registers the command)
+    import flows.commands.analytics  # noqa: F401  (registers the command)
+    import flows.commands.lake  # noqa: F401  (registers the command)
 
     def no_exec(*a: object) -> None:
         raise AssertionError(f"the dataflow was started: {a}")

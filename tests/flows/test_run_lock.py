@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import flows.cmd_platform  # noqa: F401  (registers the commands)
+import flows.commands.platform  # noqa: F401  (registers the commands)
 from flows.cli import app
 from flows.run_lock import LOCK_NAME, RunDirBusy, lock_run_dir
 from operators.broker import free_port

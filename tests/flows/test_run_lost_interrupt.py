@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import flows.cmd_platform
+import flows.commands.platform
 import flows.stop
 from flows.cli import app
 from operators.broker import free_port
@@ -61,8 +61,8 @@ def test_a_ctrl_c_while_a_child_starts_stops_run_and_that_child(tmp_path: Path, 
         signal.raise_signal(signal.SIGINT)  # as if in an at-fork hook: before this returns
         return p
 
-    monkeypatch.setattr(flows.cmd_platform, "_seed_and_train", lambda *a, **k: None)
-    monkeypatch.setattr(flows.cmd_platform, "_child", child_started_during_a_ctrl_c)
+    monkeypatch.setattr(flows.commands.platform, "_seed_and_train", lambda *a, **k: None)
+    monkeypatch.setattr(flows.commands.platform, "_child", child_started_during_a_ctrl_c)
     try:
         out = _invoke_run(tmp_path)
         assert len(started) == 1  # no second child after the Ctrl-C
@@ -90,8 +90,8 @@ def test_a_ctrl_c_whose_exception_was_swallowed_still_stops_run(tmp_path: Path, 
     def no_child(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
         raise AssertionError(f"a child was started after the Ctrl-C: {args}")
 
-    monkeypatch.setattr(flows.cmd_platform, "_seed_and_train", train_then_lose_the_interrupt)
-    monkeypatch.setattr(flows.cmd_platform, "_child", no_child)
+    monkeypatch.setattr(flows.commands.platform, "_seed_and_train", train_then_lose_the_interrupt)
+    monkeypatch.setattr(flows.commands.platform, "_child", no_child)
     out = _invoke_run(tmp_path)
     assert trained == [1]
     assert "stopping..." in out

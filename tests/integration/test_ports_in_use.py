@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import flows.cmd_platform  # noqa: F401  (registers the commands)
+import flows.commands.platform  # noqa: F401  (registers the commands)
 import operators.broker
 from flows.cli import app
 from operators.broker import BrokerStartError, LocalBroker, PortInUseError

@@ -50,7 +50,7 @@ def test_the_api_refuses_them_before_it_starts_a_reader(broker, tmp_path):
 def test_fusionrec_topics_says_so_in_one_line(broker, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import flows.cmd_platform  # noqa: F401  (registers the platform's commands)
+    import flows.commands.platform  # noqa: F401  (registers the platform's commands)
     from flows.cli import app
 
     tag = uuid.uuid4().hex[:8]

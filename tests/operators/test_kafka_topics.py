@@ -1,5 +1,5 @@
 """``operators.kafka.platform_topics``: every topic the platform uses, created by ``fusionrec topics`` and by
-``fusionrec run`` at start and after its embedded broker came back empty (``flows/cmd_platform.py`` ``_topics``)."""
+``fusionrec run`` at start and after its embedded broker came back empty (``flows/commands/platform.py`` ``_topics``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 
 from typer.testing import CliRunner
 
-import flows.cmd_platform  # noqa: F401  (registers the platform's commands)
+import flows.commands.platform  # noqa: F401  (registers the platform's commands)
 from flows.cli import app
 from operators.kafka import TopicSpec, analytics_topic, platform_topics, topic_partitions
 from tests.harness import make_settings

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import flows.cmd_platform  # noqa: F401  (registers the command)
+import flows.commands.platform  # noqa: F401  (registers the command)
 from flows.cli import app
 from operators.settings import Settings
 from operators.training import read_events_jsonl

@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from typer.testing import CliRunner
 
-import flows.cmd_simulate  # noqa: F401  (registers the commands)
+import flows.commands.simulate  # noqa: F401  (registers the commands)
 from flows.cli import app
 from simulators.shop import SyntheticShop
 
@@ -119,7 +119,7 @@ def test_replay_rejects_unknown_format_and_two_paces(tmp_path: Path) -> None:
 
 def test_catalog_publishes_items_and_names_bad_lines(tansu_bootstrap: str, make_topic, tmp_path: Path,
                                                      monkeypatch) -> None:
-    import flows.cmd_platform  # noqa: F401  (registers the command)
+    import flows.commands.platform  # noqa: F401  (registers the command)
 
     topic = make_topic("cli-catalog", 1)
     monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", tansu_bootstrap)
@@ -136,7 +136,7 @@ def test_catalog_publishes_items_and_names_bad_lines(tansu_bootstrap: str, make_
 
 def _publish_catalog(bootstrap: str, make_topic, monkeypatch, path: Path, topic_name: str, lines: bytes):
     """``fusionrec catalog <path>`` with ``lines`` into a new one-partition topic: (result, topic)."""
-    import flows.cmd_platform  # noqa: F401  (registers the command)
+    import flows.commands.platform  # noqa: F401  (registers the command)
 
     topic = make_topic(topic_name, 1)
     monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", bootstrap)
@@ -151,7 +151,7 @@ def test_catalog_reads_a_pipe(tansu_bootstrap: str, make_topic, tmp_path: Path, 
     import os
     import threading
 
-    import flows.cmd_platform  # noqa: F401  (registers the command)
+    import flows.commands.platform  # noqa: F401  (registers the command)
 
     topic = make_topic("cli-catalog-pipe", 1)
     monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", tansu_bootstrap)
@@ -335,9 +335,9 @@ def test_catalog_is_checked_in_chunks_as_one_file(tansu_bootstrap: str, make_top
                                                   monkeypatch) -> None:
     """Chunks of 2 lines: types fixed by the file's first values and counts carry across chunks; the last
     line of an item wins across chunks; rejected lines keep their numbers."""
-    import flows.cmd_platform
+    import flows.commands.platform
 
-    monkeypatch.setattr(flows.cmd_platform, "CATALOG_CHUNK_LINES", 2)
+    monkeypatch.setattr(flows.commands.platform, "CATALOG_CHUNK_LINES", 2)
     path = tmp_path / "items.jsonl"
     result, topic = _publish_catalog(
         tansu_bootstrap, make_topic, monkeypatch, path, "cli-catalog-chunks",
@@ -380,9 +380,9 @@ def test_catalog_serving_attributes_have_fixed_types(tansu_bootstrap: str, make_
     served by the API, and a later ``"hidden": true`` rejected); the same for ``in_stock`` and ``stock``. They
     are a bool, a bool and a number whatever comes first: coerced, or the line rejected naming the attribute;
     chunks of 2 lines, so the types hold across chunks."""
-    import flows.cmd_platform
+    import flows.commands.platform
 
-    monkeypatch.setattr(flows.cmd_platform, "CATALOG_CHUNK_LINES", 2)
+    monkeypatch.setattr(flows.commands.platform, "CATALOG_CHUNK_LINES", 2)
     path = tmp_path / "items.jsonl"
     result, topic = _publish_catalog(
         tansu_bootstrap, make_topic, monkeypatch, path, "cli-catalog-serving",

@@ -60,7 +60,7 @@ def test_embed_rejects_bad_parameters(store):
 def test_cli_embed_tsv_and_events(tmp_path):
     import typer
 
-    from flows.cmd_embed import embed_command
+    from flows.commands.embed import embed_command
 
     app = typer.Typer()  # a private app: other engineers' commands are not imported here
     app.command("embed")(embed_command)
