@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import api.iql.strings as strings_module
 from api.iql.strings import StringVocabulary
 
 
@@ -17,24 +18,29 @@ def _reference(values: list[str]) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("hash_fn", [hash, len, lambda s: 0], ids=["hash", "len-collides", "all-collide"])
-def test_codes_equal_a_dict_through_merges_bulk_adds_and_collisions(hash_fn) -> None:
+def test_codes_equal_a_dict_through_merges_bulk_adds_and_collisions(hash_fn, monkeypatch) -> None:
+    # merges at 512 recent strings instead of 4,096: several merges of colliding runs, at a quarter of the
+    # strings (len's long runs of equal hashes cost quadratic time in the size of the vocabulary)
+    monkeypatch.setattr(strings_module, "_MIN_RECENT", 512)
     rng = np.random.default_rng(4)
-    n = 3_000 if hash_fn is not len else 12_000  # > _MIN_RECENT: at least one merge before the lookups
+    n = 3_000
     if hash_fn is not hash and hash_fn is not len:
         n = 600  # every string in one hash run: quadratic, keep it small
     pool = [f"title {k} é" if k % 5 else f"t{k}\ud800" for k in range(n)]  # non-ASCII and a lone surrogate
     vocab = StringVocabulary(hash_fn)
     seen: list[str] = []
+    ref: dict[str, int] = {}  # _reference(seen), kept up to date as seen grows (rebuilding it per value is quadratic)
     for k in range(0, n, 400):  # bulk chunks with repeats inside and across chunks
         chunk = [pool[int(i)] for i in rng.integers(0, min(n, k + 400), 300)]
         codes = vocab.codes(chunk)
         seen.extend(chunk)
-        ref = _reference(seen)
+        for v in chunk:
+            ref.setdefault(v, len(ref))
         assert codes.tolist() == [ref[v] for v in chunk]
     for v in pool[: n // 2]:
-        assert vocab.code(v) == _reference(seen + [v])[v]
+        assert vocab.code(v) == ref.setdefault(v, len(ref))
         seen.append(v)
-    ref = _reference(seen)
+    assert ref == _reference(seen)
     assert len(vocab) == len(ref)
     for v, code in ref.items():
         assert vocab.get(v) == code and vocab.value(code) == v
