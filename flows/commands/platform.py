@@ -44,7 +44,7 @@ from operators.kafka import (
     ensure_topics,
     platform_topics,
 )
-from operators.scheduling import ONE_BOX_API_NICE, ONE_BOX_TRAINER_NICE
+from operators.scheduling import ONE_BOX_API_NICE, ONE_BOX_TRAINER_NICE, one_box_trainer_cpus
 from operators.settings import Settings
 
 log = logging.getLogger("fusionrec")
@@ -646,6 +646,8 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
         env["FUSIONREC_API__AUTOGROUP_NICE"] = str(ONE_BOX_API_NICE)
     if s.trainer.autogroup_nice is None:  # and the gated trainer takes only what the flow and the API leave
         env["FUSIONREC_TRAINER__AUTOGROUP_NICE"] = str(ONE_BOX_TRAINER_NICE)
+    if s.trainer.cpus is None and (trainer_cpus := one_box_trainer_cpus()) is not None:  # and never every CPU
+        env["FUSIONREC_TRAINER__CPUS"] = str(trainer_cpus)
     broker = LocalBroker(port, log_path=var / "broker.log")
     brokers.append(broker)
     with deferred_interrupts():

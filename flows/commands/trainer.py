@@ -57,6 +57,10 @@ def trainer_cmd(
     every_given = _duration(every, "--every") if every is not None else None
     delay_s = 0.0 if delay.strip() in ("0", "") else _duration(delay, "--delay")
     s = _settings()
+    if s.trainer.cpus is not None:  # first: threads and processes started later inherit the CPUs
+        from operators.scheduling import confine_to_cpus
+
+        confine_to_cpus(s.trainer.cpus)
     if s.trainer.autogroup_nice is not None:  # a background job: the flow and the API keep the CPU they need
         from operators.scheduling import set_own_session_nice
 

@@ -1,7 +1,9 @@
-"""The session's autogroup nice: set for a whole session, inherited by its workers, applied by the API."""
+"""The session's autogroup nice (set for a whole session, inherited by its workers, applied by the API and the
+trainer) and the trainer's CPUs."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from operators.scheduling import SELF_AUTOGROUP, autogroup_nice, set_autogroup_nice
+from operators.scheduling import (
+    SELF_AUTOGROUP,
+    autogroup_nice,
+    confine_to_cpus,
+    one_box_trainer_cpus,
+    set_autogroup_nice,
+)
 from tests.harness import make_settings, write_config
 
 pytestmark = pytest.mark.skipif(not SELF_AUTOGROUP.exists(), reason="kernel without scheduling autogroups")
@@ -87,7 +95,7 @@ def test_the_trainer_sets_its_sessions_nice_at_start(tmp_path: Path) -> None:
     """``fusionrec run`` starts the gated trainer in its own session with ``trainer.autogroup_nice`` = 19: a
     challenger's fit takes only the CPU the flow and the API leave (a new user's trial, session 31, saw events take
     seconds to show while the fusion's trainer ran at the flow's weight)."""
-    env = {"PATH": "/usr/bin:/bin", "FUSIONREC_TRAINER__AUTOGROUP_NICE": "19",
+    env = {"PATH": "/usr/bin:/bin", "FUSIONREC_TRAINER__AUTOGROUP_NICE": "19", "FUSIONREC_TRAINER__CPUS": "1",
            "FUSIONREC_LAKE__LAKE_DIR": str(tmp_path / "lake"), "FUSIONREC_STREAM__MODEL_DIR": str(tmp_path / "models")}
     trainer = subprocess.Popen([sys.executable, "-m", "flows.cli", "trainer", "--delay", "60s"], cwd=ROOT, env=env,
                                start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -98,8 +106,30 @@ def test_the_trainer_sets_its_sessions_nice_at_start(tmp_path: Path) -> None:
             time.sleep(0.1)  # the CLI imports, reads its settings, then sets the nice and waits out --delay
         assert trainer.poll() is None
         assert autogroup_nice(group) == 19
+        assert os.sched_getaffinity(trainer.pid) == {max(os.sched_getaffinity(0))}  # trainer.cpus, set before the nice
     finally:
         trainer.terminate()
         out, _ = trainer.communicate(timeout=30)
     assert trainer.returncode == 0, out  # SIGTERM during --delay: a clean stop
 
+
+
+def test_confine_to_cpus_keeps_the_highest_cpus_for_the_process_and_its_children() -> None:
+    """``trainer.cpus``: the trainer and the processes its fits start run on the highest-numbered CPUs; under
+    ``fusionrec run`` all but one, so one CPU stays free for the flow, the broker and the API."""
+    mine = sorted(os.sched_getaffinity(0))
+    if len(mine) < 2:
+        pytest.skip("needs 2 CPUs")
+    got = _in_new_session("""
+        import os, subprocess, sys
+        from operators.scheduling import confine_to_cpus
+        kept = confine_to_cpus(1)
+        child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        print(sorted(kept), sorted(os.sched_getaffinity(0)), child, sorted(confine_to_cpus(99)))
+    """)
+    top = str([mine[-1]])
+    assert got.splitlines()[-1] == f"{top} {top} {top} {top}"  # a larger n than it has changes nothing
+    with pytest.raises(ValueError, match=">= 1"):
+        confine_to_cpus(0)
+    assert [one_box_trainer_cpus(n) for n in (1, 2, 8)] == [None, 1, 7]
