@@ -32,7 +32,8 @@ ONE_BOX_TRAINER_NICE = 19
 1,024 at nice 0), so the gated trainer's fits (minutes of both cores for the fusion) take what the flow and the API
 leave instead of half the box. Measured (session 31, quiet 2-core box, one run each): while the fusion trained,
 event -> visible p50 / p99 0.35 / 3.0 s at 19 against 0.43 / 3.5 s at 0 (0.11 / 0.23 s before the run), the run
-6.0 min against 4.4: the weight helps little, so the trainer's CPU share is not the main cause (bench/RESULTS.md)."""
+6.0 min against 4.4: the weight alone helps little. With ``trainer.cpus`` keeping one CPU free as well
+(``one_box_trainer_cpus``, session 32): p50 / p99 0.19 / 0.54 s, against 0.30 / 2.8 s on both CPUs (bench/RESULTS.md)."""
 
 SELF_AUTOGROUP = Path("/proc/self/autogroup")
 

@@ -460,8 +460,8 @@ class TrainerSettings(_Block):
     autogroup_nice: int | None = Field(default=None, ge=-20, le=19, description=(
         "Linux: the trainer sets its session's scheduling autogroup nice to this at start, when it leads its own "
         "session (fusionrec run starts it so; operators/scheduling.py): a challenger's training then takes the CPU the "
-        "flow and the API leave (it does not keep event -> visible within a second while the fusion trains: "
-        "bench/RESULTS.md). None: unchanged (fusionrec run then uses 19, the lowest weight)"))
+        "flow and the API leave (with trainer.cpus keeping one CPU free, event -> visible stays within a second while "
+        "the fusion trains: bench/RESULTS.md). None: unchanged (fusionrec run then uses 19, the lowest weight)"))
     cpus: int | None = Field(default=None, ge=1, description=(
         "Linux: the trainer and its fits run on at most this many CPUs (the highest-numbered it may use; "
         "operators/scheduling.py confine_to_cpus), so the others stay free for the flow, the broker and the API. "

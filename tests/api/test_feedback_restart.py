@@ -41,10 +41,16 @@ class _ParseAll(FeedbackReader):
         return False
 
 
+SERVED_WAIT_S = 2.0
+"""``served_wait_s`` of the readers whose topics were written before they started: every served list is then
+history, read before any event is folded, so the wait does not change the fold; it only delays the events
+after the last list (a reader started while records are still being written waits 10 s)."""
+
+
 def _reader(broker: str, topics: tuple[str, str], path, cls: type[FeedbackReader] = FeedbackReader) -> FeedbackReader:  # noqa: ANN001
     fold = FeedbackFold(ThompsonOptimizer(np.random.default_rng(0)), lambda _c: OptimizerConfig(half_life_s=86400.0))
     return cls(broker, topics[0], fold, BanditStore(path), EventRules.from_specs(DEFAULT_EVENT_TYPES, 65536),
-               snapshot_every_s=0.2, served_topic=topics[1], served_wait_s=10.0).start()
+               snapshot_every_s=0.2, served_topic=topics[1], served_wait_s=SERVED_WAIT_S).start()
 
 
 def _produce(broker: str, topics: tuple[str, str], start: int, n: int) -> int:
@@ -126,10 +132,10 @@ def _topics3(broker: str) -> tuple[tuple[str, str], str]:
 
 
 def _node(broker: str, topics: tuple[str, str], path, optimizer_topic: str | None,  # noqa: ANN001
-          on_beyond_end=None, publish_every_s: float = 3600.0) -> FeedbackReader:  # noqa: ANN001
+          on_beyond_end=None, publish_every_s: float = 3600.0, served_wait_s: float = SERVED_WAIT_S) -> FeedbackReader:  # noqa: ANN001
     fold = FeedbackFold(ThompsonOptimizer(np.random.default_rng(0)), lambda _c: OptimizerConfig(half_life_s=86400.0))
     return FeedbackReader(broker, topics[0], fold, BanditStore(path), EventRules.from_specs(DEFAULT_EVENT_TYPES, 65536),
-                          snapshot_every_s=0.2, served_topic=topics[1], served_wait_s=10.0, on_beyond_end=on_beyond_end,
+                          snapshot_every_s=0.2, served_topic=topics[1], served_wait_s=served_wait_s, on_beyond_end=on_beyond_end,
                           published=None if optimizer_topic is None else SnapshotTopic(broker, optimizer_topic, chunk_bytes=4096),
                           publish_every_s=publish_every_s).start()
 
@@ -174,8 +180,9 @@ def test_a_new_node_restores_the_published_snapshot_and_reads_only_the_tails(bro
 def test_without_a_published_snapshot_a_new_node_folds_the_history(broker, tmp_path):
     topics, opt = _topics3(broker)
     n = _produce(broker, topics, 0, 1000)
-    new = _node(broker, topics, tmp_path / "new", opt, publish_every_s=0.5)
-    fresh = _node(broker, topics, tmp_path / "fresh", None)
+    # these two read records written after they started: lists may come after the events they precede
+    new = _node(broker, topics, tmp_path / "new", opt, publish_every_s=0.5, served_wait_s=10.0)
+    fresh = _node(broker, topics, tmp_path / "fresh", None, served_wait_s=10.0)
     try:
         for r in (new, fresh):
             fold_feedback(r, n)

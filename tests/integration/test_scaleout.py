@@ -34,14 +34,14 @@ def test_one_worker_two_workers_two_processes_and_rescaling_agree(broker, tmp_pa
         states[name] = sn
 
     # rescale the 1-worker deployment: 2 processes take over its state for the next events, then 1 again
+    # (the 2-worker and 2-process deployments go to 1 process directly, with the events of both steps)
     with EventProducer.from_settings(s.kafka) as p:
         p.send_events(events[8000:10000], progress=False)
-    for name, (workers, processes) in [("1w", (1, 2)), ("2w", (2, 1)), ("2p", (1, 2))]:
-        flow = FlowProcess(states[name], tmp_path / f"{name}.toml", workers=workers, processes=processes).start()
-        try:
-            wait_caught_up(states[name], flow, timeout_s=120)
-        finally:
-            flow.stop()
+    flow = FlowProcess(states["1w"], tmp_path / "1w.toml", workers=1, processes=2).start()
+    try:
+        wait_caught_up(states["1w"], flow, timeout_s=120)
+    finally:
+        flow.stop()
     with EventProducer.from_settings(s.kafka) as p:
         p.send_events(events[10000:], progress=False)
     for name in layouts:
