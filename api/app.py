@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from api.analytics import analytics_routes, build_analytics
 from api.auth import ApiKeyMiddleware, exposure_problem
-from api.campaigns import (
+from api.campaigns.endpoints import (
     create_campaign,
     delete_campaign,
     get_arms,

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.analytics import MAX_ABS_TS, CampaignParams
-from api.campaign_schema import ID_PATTERN, CampaignIn
-from api.campaigns import ArmsParams
+from api.campaigns.endpoints import ArmsParams
+from api.campaigns.schema import ID_PATTERN, CampaignIn
 from api.json import json_response
 from api.recommendations import CampaignRequestParams
 from operators.settings import Settings

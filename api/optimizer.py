@@ -33,7 +33,7 @@ class OptimizerConfig:
     Parameters
     ----------
     prior_alpha, prior_beta : float
-        Beta prior (> 0; a campaign's are in [0.001, 1e6], ``api/campaign_schema.py``); ``(1, 1)`` is uniform.
+        Beta prior (> 0; a campaign's are in [0.001, 1e6], ``api/campaigns/schema.py``); ``(1, 1)`` is uniform.
     floor : float
         Minimum share of traffic per arm, in [0, 1/n_arms].
     half_life_s : float or None

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import holds_scope
-from api.campaign_registry import declared_segment, optimizer_config
-from api.campaign_schema import ID_PATTERN
+from api.campaigns.registry import declared_segment, optimizer_config
+from api.campaigns.schema import ID_PATTERN
 from api.errors import ApiError, given_once, validate_params
 from api.explain import explain_items
 from api.iql import IQLError

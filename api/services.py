@@ -14,7 +14,7 @@ import orjson
 from confluent_kafka import KafkaException, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-from api.campaign_registry import CampaignRegistry
+from api.campaigns.registry import CampaignRegistry
 from api.candidate_cache import CandidateCache
 from api.catalog import CatalogView
 from api.durable_producer import DurableProducer

@@ -1,10 +1,10 @@
-"""The campaign document's field bounds (api/campaign_schema.py): a bad value is a 422 naming the field."""
+"""The campaign document's field bounds (api/campaigns/schema.py): a bad value is a 422 naming the field."""
 
 from __future__ import annotations
 
 import pytest
 
-from api.campaign_schema import PRIOR_MAX, PRIOR_MIN, CampaignIn
+from api.campaigns.schema import PRIOR_MAX, PRIOR_MIN, CampaignIn
 from api.errors import ApiError, validate_params
 
 

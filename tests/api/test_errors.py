@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.campaign_schema import CampaignIn
+from api.campaigns.schema import CampaignIn
 from api.errors import MAX_ECHO_CHARS, ApiError, exception_handlers, validate_params
 from api.recommendations import CampaignRequestParams
 

@@ -1,7 +1,7 @@
 """The campaign document the admin API accepts, validated field by field (pydantic).
 
 Checks that need the running platform (IQL against the catalog schema, the goal against the
-configured event types) happen in ``api/campaigns.py`` when the campaign is saved.
+configured event types) happen in ``api/campaigns/endpoints.py`` when the campaign is saved.
 """
 
 from __future__ import annotations

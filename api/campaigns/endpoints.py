@@ -1,6 +1,6 @@
 """``/v1/campaigns``: create, read, replace, delete campaigns; ``/arms`` shows the optimizer's view.
 
-A campaign is checked whole when saved: fields (``api/campaign_schema.py``), the goal against
+A campaign is checked whole when saved: fields (``api/campaigns/schema.py``), the goal against
 the configured event types, the IQL filter and boosters against the catalog schema, so a
 typo fails here with its line and column (HTTP 400), never at request time, the default
 ``params`` (campaign and arms) bound into them as a request binds them (HTTP 422 naming
@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.campaign_registry import optimizer_config
-from api.campaign_schema import ID_PATTERN, CampaignIn
+from api.campaigns.registry import optimizer_config
+from api.campaigns.schema import ID_PATTERN, CampaignIn
 from api.errors import ApiError, once_params, validate_params
 from api.iql import IQLEngine, IQLError
 from api.iql.evaluate import check_params, param_names
