@@ -52,7 +52,6 @@ from starlette.routing import Route
 from api.analytics_view import AnalyticsView, Slice
 from api.errors import ApiError, once_params, validate_params
 from api.json import json_response
-from api.topic_table import BACKGROUND_FETCH_WAIT_MS, TopicTable
 from api.trainer_view import trainer_ops
 from operators.analytics.join import COUNTER_FIELDS, GROUP_FIELDS
 from operators.analytics.topic import decode_record
@@ -61,6 +60,7 @@ from operators.control_group import CONTROL, EXPOSED
 from operators.kafka import TopicSpec, analytics_topic, ensure_topics, high_watermarks
 from operators.model_version import latest_version_path
 from operators.settings import Settings
+from operators.topic_table import BACKGROUND_FETCH_WAIT_MS, TopicTable
 from state.partition import read_stored_offset
 
 __all__ = ["AnalyticsService", "build_analytics", "get_campaign_analytics", "get_overview",

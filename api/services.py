@@ -25,7 +25,6 @@ from api.optimizer import ThompsonOptimizer
 from api.rate_limit import EventRateLimiter
 from api.request_ids import RequestSigner, load_request_secret
 from api.snapshot_topic import SnapshotTopic
-from api.topic_table import BACKGROUND_FETCH_WAIT_MS, TopicTable
 from api.topn_checkpoint import TopnCheckpoints
 from api.window_popularity import PopularitySnapshots, WindowPopularity
 from operators.attribution import ANONYMOUS_USER, REQUEST_TYPE, Impression
@@ -37,6 +36,7 @@ from operators.parse import EventRules
 from operators.schema import Event, encode_event
 from operators.score import POPULAR_KEY_PREFIX, TopN, decode_topn
 from operators.settings import Settings
+from operators.topic_table import BACKGROUND_FETCH_WAIT_MS, TopicTable
 from operators.window_topic import decode_window_piece
 from state.bandit import BanditStore
 from state.campaigns import CampaignStore
