@@ -6,7 +6,7 @@
 
 Archive: a Tansu broker, ``events`` with 4 partitions filled with synthetic-shop events; per round
 the raw rate (one confluent-kafka consumer, ``assign()``, all partitions, 2,000-message batches,
-values discarded) and then the archiving flow (``flows.archive:flow``, 1 worker, default
+values discarded) and then the archiving flow (``flows.archive.dataflow:flow``, 1 worker, default
 ``[lake]`` settings) from an empty lake until every manifest reaches the log end, wall time
 including the flow's start-up. Window: the events are written straight into a lake (4 partitions
 by user, the archiver's files and manifests), spread over 30 days; each round runs in a fresh
@@ -189,7 +189,7 @@ def bench_archive(args: argparse.Namespace, work: Path) -> dict:
             sr = s.model_copy(update={"lake": s.lake.model_copy(update={
                 "lake_dir": lake_dir, "flush_interval_s": args.flush_interval_s})})
             t0 = time.perf_counter()
-            flow = FlowProcess(sr, work / f"arch-{r}.toml", flow="flows.archive:flow").start()
+            flow = FlowProcess(sr, work / f"arch-{r}.toml", flow="flows.archive.dataflow:flow").start()
             first: tuple[float, int] | None = None
             try:
                 while True:

@@ -418,7 +418,7 @@ class ApiSettings(_Block):
 
 
 class AnalyticsSettings(_Block):
-    """The analytics flow (flows/analytics.py): attribution rule, buckets, output topic."""
+    """The analytics flow (flows/analytics/dataflow.py): attribution rule, buckets, output topic."""
 
     topic: str = Field(default="analytics", description="Compacted topic of aggregated counters")
     bucket_s: int = Field(default=3600, ge=60, description="Time bucket of the counters, seconds")
@@ -439,7 +439,7 @@ class AnalyticsSettings(_Block):
 
 
 class LakeSettings(_Block):
-    """The event lake (flows/archive.py): Parquet files of ``events`` and ``catalog`` by date."""
+    """The event lake (flows/archive/dataflow.py): Parquet files of ``events`` and ``catalog`` by date."""
 
     lake_dir: Path = Path("var/lake")
     retention_days: float = Field(default=90.0, gt=0, description="Dates older than this before the newest event are deleted, days")

@@ -29,7 +29,7 @@ def test_service_commands_and_environment(name, monkeypatch):
             assert cmd[1] in _commands(), f"{name}: unknown subcommand {cmd[1]}"
         else:
             assert cmd[:3] == ["python", "-m", "bytewax.run"]
-            assert cmd[3] in ("flows.realtime:flow", "flows.analytics:flow")
+            assert cmd[3] in ("flows.realtime:flow", "flows.analytics.dataflow:flow")
             module = importlib.import_module(cmd[3].split(":")[0])
             assert callable(module.build_flow)
         env = {k: str(v) for k, v in svc["environment"].items() if k.startswith("FUSIONREC_")}

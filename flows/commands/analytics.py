@@ -18,9 +18,9 @@ __all__ = ["analytics_cmd", "simulate_ab_cmd"]
 
 @app.command("analytics")
 def analytics_cmd(workers: Annotated[int, typer.Option("-w", "--workers", help="Worker threads", min=1)] = 1) -> None:
-    """Run the analytics dataflow (same as ``python -m bytewax.run flows.analytics:flow -w N``)."""
+    """Run the analytics dataflow (same as ``python -m bytewax.run flows.analytics.dataflow:flow -w N``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    os.execv(sys.executable, [sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", str(workers)])
+    os.execv(sys.executable, [sys.executable, "-m", "bytewax.run", "flows.analytics.dataflow:flow", "-w", str(workers)])
 
 
 @app.command("simulate-ab")

@@ -14,5 +14,5 @@ from flows.cli import app
 @app.command("archive")
 def archive_cmd(workers: Annotated[int, typer.Option("-w", "--workers", help="Worker threads", min=1)] = 1) -> None:
     """Archive events and the catalog's change log to Parquet under lake.lake_dir, exactly once
-    (same as ``python -m bytewax.run flows.archive:flow -w N``)."""
-    os.execv(sys.executable, [sys.executable, "-m", "bytewax.run", "flows.archive:flow", "-w", str(workers)])
+    (same as ``python -m bytewax.run flows.archive.dataflow:flow -w N``)."""
+    os.execv(sys.executable, [sys.executable, "-m", "bytewax.run", "flows.archive.dataflow:flow", "-w", str(workers)])

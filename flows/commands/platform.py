@@ -680,8 +680,8 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
     _seed_and_train(s, history, seed, replay, replay_format, replay_limit, model, train_seconds)
     check_stop()
     supervise("flow", [sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)], "flow.log")
-    supervise("analytics", [sys.executable, "-m", "bytewax.run", "flows.analytics:flow", "-w", "1"],
-              "analytics.log")  # attribution + counters (flows/analytics.py)
+    supervise("analytics", [sys.executable, "-m", "bytewax.run", "flows.analytics.dataflow:flow", "-w", "1"],
+              "analytics.log")  # attribution + counters (flows/analytics/dataflow.py)
     supervise("api", [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
                       "--port", str(api_port), "--log-level", "warning", "--http", "api.http_protocol:HttpProtocol",
                       "--no-proxy-headers"],  # loopback: X-Forwarded-For must not choose the rate limits' address
@@ -690,7 +690,7 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
         from operators.lake.read import parse_window
 
         first = f"{0.8 * parse_window(trainer_every):.0f}s"
-        supervise("archive", [sys.executable, "-m", "bytewax.run", "flows.archive:flow", "-w", "1"], "archive.log")
+        supervise("archive", [sys.executable, "-m", "bytewax.run", "flows.archive.dataflow:flow", "-w", "1"], "archive.log")
         supervise("trainer", [sys.executable, "-m", "flows.cli", "trainer", "--every", trainer_every,
                               "--delay", first, "--model", model], "trainer.log")
     wait_for_port("127.0.0.1", api_port, 30)

@@ -32,7 +32,7 @@ Duplicates: an ``event_id`` seen among the user's last ``_RECENT_IDS``, or withi
 event time (``operators/dedupe.py``), is skipped; impressions
 and clicks are also deduplicated by list (and item), whatever their event ids. Late events are
 counted in the time bucket of their own ``ts``; a conversion is attributed once the lists served
-before it have been read (``flows/analytics_logic.py`` holds it until then: ``attribution``'s rule 2),
+before it have been read (``flows/analytics/logic.py`` holds it until then: ``attribution``'s rule 2),
 so a list served after it is never credited.
 """
 

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 import pytest
 
-from flows.analytics_logic import analytics_state_dir
+from flows.analytics.logic import analytics_state_dir
 from operators.schema import encode_event
 from operators.training import train_covisitation
 from simulators.ab import ABSpec, react
@@ -117,7 +117,7 @@ def test_forged_feedback_at_10x_the_click_rate_changes_nothing(broker, tmp_path)
     train_covisitation(shop.history(6000), s)
     catalog = shop.catalog(vectors=False)
     realtime = FlowProcess(s, tmp_path / "rt.toml").start()
-    analytics = FlowProcess(s, tmp_path / "an.toml", flow="flows.analytics:flow").start()
+    analytics = FlowProcess(s, tmp_path / "an.toml", flow="flows.analytics.dataflow:flow").start()
     try:
         with ApiServer(s) as api, EventProducer.from_settings(s.kafka) as producer:
             producer.send_catalog(catalog)

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.analytics_logic import analytics_state_dir
+from flows.analytics.logic import analytics_state_dir
 from operators.analytics.join import COUNTER_FIELDS, GROUP_FIELDS
 from operators.kafka import high_watermarks
 from operators.settings import Settings
@@ -31,7 +31,7 @@ from tests.harness import ApiServer, FlowProcess, make_settings, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
-FLOW = "flows.analytics:flow"
+FLOW = "flows.analytics.dataflow:flow"
 
 
 def analytics_settings(broker: str, tmp: Path) -> Settings:

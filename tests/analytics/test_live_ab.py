@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from flows.analytics_logic import analytics_state_dir
+from flows.analytics.logic import analytics_state_dir
 from operators.training import train_covisitation
 from simulators.ab import ABSpec
 from simulators.ab_live import LiveAB
@@ -31,7 +31,7 @@ def test_live_ab_bandit_and_analytics_agree(broker, tmp_path):
     live = list(shop.events(1500, rate_per_s=100.0))
     catalog = shop.catalog(vectors=False)
     realtime = FlowProcess(s, tmp_path / "rt.toml").start()
-    analytics = FlowProcess(s, tmp_path / "an.toml", flow="flows.analytics:flow").start()
+    analytics = FlowProcess(s, tmp_path / "an.toml", flow="flows.analytics.dataflow:flow").start()
     try:
         with ApiServer(s) as api, EventProducer.from_settings(s.kafka) as producer:
             producer.send_catalog(catalog)

@@ -19,7 +19,7 @@ import httpx
 import msgspec
 import pytest
 
-from flows.analytics_logic import analytics_state_dir
+from flows.analytics.logic import analytics_state_dir
 from simulators.ab import ABSimulation
 from simulators.producer import EventProducer
 from tests.analytics.conftest import ab_simulation
@@ -68,7 +68,7 @@ def platform(broker, tmp_path_factory):
         p.send_events(events + live, progress=False)
         for bad in (b"{not json", b'{"type": "view"}'):  # two dead letters for the ops panel
             p.produce(s.kafka.events_topic, b"ab000001", bad)
-    flow = FlowProcess(s, tmp / "analytics.toml", flow="flows.analytics:flow").start()
+    flow = FlowProcess(s, tmp / "analytics.toml", flow="flows.analytics.dataflow:flow").start()
     try:
         wait_caught_up(s, flow, timeout_s=120, state_dir=analytics_state_dir(s))
         with ApiServer(s, log_level="info") as api:  # access log on: the test reads it for the key

@@ -91,7 +91,7 @@ def test_flow_and_api_ride_out_a_broker_outage_and_an_empty_broker(own_broker, t
     train_model(shop.history(3000), s, "covisit")
     flow = FlowProcess(s, tmp_path / "flow.toml").start()
     flow_pid = flow.procs[0].pid
-    archive = FlowProcess(s, tmp_path / "archive.toml", flow="flows.archive:flow").start()
+    archive = FlowProcess(s, tmp_path / "archive.toml", flow="flows.archive.dataflow:flow").start()
     archive_pid = archive.procs[0].pid
 
     def archived() -> bool:

@@ -68,7 +68,7 @@ def test_trainer_recovers_hit_rate_after_drift(broker, tmp_path):
     v0 = latest_version_path(a.stream.model_dir).name
 
     flows = [FlowProcess(a, tmp_path / "a.toml").start(), FlowProcess(b, tmp_path / "b.toml").start(),
-             FlowProcess(b, tmp_path / "archive.toml", flow="flows.archive:flow").start()]
+             FlowProcess(b, tmp_path / "archive.toml", flow="flows.archive.dataflow:flow").start()]
     try:
         with EventProducer.from_settings(a.kafka) as p:
             p.send_events(pre, progress=False)

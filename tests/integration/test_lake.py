@@ -2,7 +2,7 @@
 
 Why it holds: a partition's files are written and fsynced before its manifest (files + next
 offset) is replaced atomically (operators/lake/store.py); the source resumes at the manifest's
-offset and files no manifest lists are deleted on restart (flows/archive_logic.py).
+offset and files no manifest lists are deleted on restart (flows/archive/logic.py).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def test_lake_kill9_exactly_once(broker, tmp_path):
     producer = threading.Thread(target=produce)
     producer.start()
     rng = random.Random(7)
-    flow = FlowProcess(s, tmp_path / "archive.toml", flow="flows.archive:flow").start()
+    flow = FlowProcess(s, tmp_path / "archive.toml", flow="flows.archive.dataflow:flow").start()
     kills, at_kill = 0, []
     try:
         while producer.is_alive() or kills < 3:
@@ -101,7 +101,7 @@ def test_lake_kill9_exactly_once(broker, tmp_path):
             at_kill.append(_archived_total(s))
             flow.kill9()
             kills += 1
-            flow = FlowProcess(s, tmp_path / "archive.toml", flow="flows.archive:flow").start()
+            flow = FlowProcess(s, tmp_path / "archive.toml", flow="flows.archive.dataflow:flow").start()
         producer.join()
         _wait_archived(s, flow)
         time.sleep(1.0)  # the catalog partition flushes on its timer
@@ -140,7 +140,7 @@ def test_archiver_resumes_a_recreated_log_at_its_start(broker, tmp_path):
                     item_id=f"i{j % 5}") for j in range(40)]
     with EventProducer.from_settings(s.kafka) as p:
         p.send_events(events, progress=False)
-    flow = FlowProcess(s, tmp_path / "archive.toml", flow="flows.archive:flow").start()
+    flow = FlowProcess(s, tmp_path / "archive.toml", flow="flows.archive.dataflow:flow").start()
     try:
         end = high_watermarks(s.kafka.brokers, s.kafka.events_topic)
         deadline = time.monotonic() + 60

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from flows.analytics import build_flow
+from flows.analytics.dataflow import build_flow
 from operators.kafka import TopicLayoutError, TopicSpec, check_co_partitioned, ensure_topics
 from tests.harness import make_settings
 

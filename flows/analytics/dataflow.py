@@ -1,6 +1,6 @@
 """The analytics dataflow: ``events`` + ``served`` -> per-partition attribution and counters -> ``analytics``.
 
-Run: ``python -m bytewax.run flows.analytics:flow -w 1`` (settings from ``fusionrec.toml`` and
+Run: ``python -m bytewax.run flows.analytics.dataflow:flow -w 1`` (settings from ``fusionrec.toml`` and
 ``FUSIONREC_*``). A flow of its own, beside ``flows/realtime.py`` and built the same way: it
 reads every partition of ``events`` from the offset stored in its own RocksDB
 (``state_dir/analytics/<topic>/p0003``), joins feedback to served lists
@@ -17,7 +17,7 @@ import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 
-from flows.analytics_logic import (
+from flows.analytics.logic import (
     AnalyticsLogic,
     AnalyticsResources,
     analytics_state_dir,

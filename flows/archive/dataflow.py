@@ -1,6 +1,6 @@
 """The archiving dataflow: ``events`` and ``catalog`` -> Parquet files by date in the lake, exactly once.
 
-Run: ``python -m bytewax.run flows.archive:flow -w 1`` (or ``fusionrec archive``; settings from
+Run: ``python -m bytewax.run flows.archive.dataflow:flow -w 1`` (or ``fusionrec archive``; settings from
 ``fusionrec.toml`` and ``FUSIONREC_*``). ``flow`` is built on first access.
 """
 
@@ -12,7 +12,7 @@ from functools import partial
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from flows.archive_logic import ArchiveLogic, LakeSource, to_archive_row
+from flows.archive.logic import ArchiveLogic, LakeSource, to_archive_row
 from flows.source import ReportSink
 from operators.parse import EventRules
 from operators.settings import Settings
@@ -21,7 +21,7 @@ __all__ = ["build_flow"]
 
 
 def build_flow(settings: Settings) -> Dataflow:
-    """Wire the archiver; the logic lives in ``flows/archive_logic.py`` and ``operators/lake/``."""
+    """Wire the archiver; the logic lives in ``flows/archive/logic.py`` and ``operators/lake/``."""
     k = settings.kafka
     tables = {k.events_topic: "events", k.catalog_topic: "catalog"}
     rules = EventRules.from_settings(settings)
