@@ -17,7 +17,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api.analytics import analytics_routes, build_analytics
+from api.analytics.endpoints import analytics_routes, build_analytics
 from api.auth import ApiKeyMiddleware, exposure_problem
 from api.campaigns.endpoints import (
     create_campaign,

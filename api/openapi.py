@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.analytics import MAX_ABS_TS, CampaignParams
+from api.analytics.endpoints import MAX_ABS_TS, CampaignParams
 from api.campaigns.endpoints import ArmsParams
 from api.campaigns.schema import ID_PATTERN, CampaignIn
 from api.json import json_response
@@ -35,7 +35,7 @@ _ID_LIST = {"type": "string", "maxLength": 4000, "pattern": rf"^{_ID_ELEMENT}(,{
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TIME = {"anyOf": [{"type": "number", "minimum": -MAX_ABS_TS, "maximum": MAX_ABS_TS},
                    {"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}]}
-"""A point in time as the analytics take it (``api/analytics.py`` ``_ts``): epoch seconds or RFC 3339."""
+"""A point in time as the analytics take it (``api/analytics/endpoints.py`` ``_ts``): epoch seconds or RFC 3339."""
 
 
 def _no_null(schema: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,8 @@ import uuid
 import httpx
 import pytest
 
-from api.analytics import AnalyticsService, CampaignParams, analytics_routes, campaign_report
-from api.analytics_view import AnalyticsView, Series
+from api.analytics.endpoints import AnalyticsService, CampaignParams, analytics_routes, campaign_report
+from api.analytics.view import AnalyticsView, Series
 from operators.analytics.topic import CounterRow, GroupRow, TopItemsRow
 from operators.kafka import TopicSpec, ensure_topics
 from operators.settings import Settings
@@ -169,7 +169,7 @@ def test_ops_answers_503_with_retry_after_when_the_broker_does_not_confirm_the_l
         assert r.headers["Retry-After"] == "7"
         err = r.json()["error"]
         assert err["field"] == "broker" and gone in err["reason"] and "'events'" in err["reason"], err
-    warnings = [rec for rec in caplog.records if rec.name == "api.analytics"]
+    warnings = [rec for rec in caplog.records if rec.name == "api.analytics.endpoints"]
     assert len(warnings) == 3 and all(rec.levelno == logging.WARNING and rec.exc_info is None for rec in warnings)
     assert not any(rec.levelno >= logging.ERROR and rec.exc_info for rec in caplog.records)
 
@@ -223,7 +223,7 @@ def test_ops_answers_its_last_good_answer_marked_stale_once_the_deadline_passes(
     body = r.json()
     assert body["stale"] is True and 0.3 <= body["age_s"] < 1.0 + took and gone in body["stale_reason"], body
     assert body["partitions"] == fresh.json()["partitions"]
-    assert [rec.levelno for rec in caplog.records if rec.name == "api.analytics"] == [logging.WARNING]
+    assert [rec.levelno for rec in caplog.records if rec.name == "api.analytics.endpoints"] == [logging.WARNING]
 
     # older than analytics.ops_stale_max_s: no longer shown as the panel's numbers, a 503 saying how old it is
     svc.settings = svc.settings.model_copy(update={"analytics": svc.settings.analytics.model_copy(

@@ -20,7 +20,7 @@ The admin scope is enforced by ``api/auth.py``'s middleware for every ``/v1/anal
   ``analytics.ops_stale_max_s``, 503 with ``Retry-After`` and that reason (either way a one-line
   warning in the log, no traceback). A fresh answer says ``"stale": false, "age_s": 0``.
 
-The data is the compacted ``analytics`` topic (flows/analytics.py), read by a ``TopicTable``
+The data is the compacted ``analytics`` topic (flows/analytics/dataflow.py), read by a ``TopicTable``
 into an ``AnalyticsView``. Dead-letter counts come from the analytics flow, which parses every
 message with the same rules as the real-time flow and counts dead letters exactly once in its
 own database (the API never opens a flow's RocksDB as a writer). The real-time flow's offsets
@@ -49,7 +49,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.analytics_view import AnalyticsView, Slice
+from api.analytics.view import AnalyticsView, Slice
 from api.errors import ApiError, once_params, validate_params
 from api.json import json_response
 from api.trainer_view import trainer_ops
