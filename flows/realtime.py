@@ -12,6 +12,7 @@ from functools import partial
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from flows.entry import lazy_flow
 from flows.partition_logic import PartitionLogic, WorkerResources
 from flows.routing import bytewax_workers
 from flows.source import ReportSink, ResumingKafkaSource, parse_by_partition
@@ -42,8 +43,4 @@ def build_flow(settings: Settings, layout: tuple[int, int] | None = None) -> Dat
     return flow
 
 
-def __getattr__(name: str) -> Dataflow:
-    if name == "flow":
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        return build_flow(Settings())
-    raise AttributeError(name)
+__getattr__ = lazy_flow(build_flow)  # bytewax.run's ``flow``, built on first access

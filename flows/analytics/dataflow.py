@@ -22,6 +22,7 @@ from flows.analytics.logic import (
     AnalyticsResources,
     analytics_state_dir,
 )
+from flows.entry import lazy_flow
 from flows.routing import bytewax_workers, partition_key
 from flows.source import OffsetReset, ReportSink, ResumingKafkaSource, parse_by_partition
 from operators.analytics.apply import SERVED_OFFSET
@@ -74,8 +75,4 @@ def _parse(rules: EventRules, served_topic: str, msg: KafkaSourceMessage | Kafka
     return key, (partition, offset, parsed, msg.topic == served_topic, kafka_timestamp_s(msg.timestamp))
 
 
-def __getattr__(name: str) -> Dataflow:
-    if name == "flow":
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        return build_flow(Settings())
-    raise AttributeError(name)
+__getattr__ = lazy_flow(build_flow)  # bytewax.run's ``flow``, built on first access

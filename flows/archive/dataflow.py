@@ -6,13 +6,13 @@ Run: ``python -m bytewax.run flows.archive.dataflow:flow -w 1`` (or ``fusionrec 
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from flows.archive.logic import ArchiveLogic, LakeSource, to_archive_row
+from flows.entry import lazy_flow
 from flows.source import ReportSink
 from operators.parse import EventRules
 from operators.settings import Settings
@@ -35,8 +35,4 @@ def build_flow(settings: Settings) -> Dataflow:
     return flow
 
 
-def __getattr__(name: str) -> Dataflow:
-    if name == "flow":
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        return build_flow(Settings())
-    raise AttributeError(name)
+__getattr__ = lazy_flow(build_flow)  # bytewax.run's ``flow``, built on first access
