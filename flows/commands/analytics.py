@@ -32,7 +32,7 @@ def simulate_ab_cmd(
     control_share: Annotated[float, typer.Option(help="Share of users held back (control group)")] = 0.2,
     ctr_personalized: Annotated[float, typer.Option(help="True CTR of the 'personalized' arm")] = 0.25,
     ctr_popular: Annotated[float, typer.Option(help="True CTR of the 'popular' arm")] = 0.10,
-    seed: Annotated[int, typer.Option(help="Seed of the shop (users, catalog) and of the reactions")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the shop (users, catalog) and of the reactions", min=0)] = 0,
 ) -> None:
     """Play users of the synthetic shop against a campaign of the running API, with known CTRs per arm.
 

@@ -173,7 +173,7 @@ def eval_command(
     params_file: Path | None = typer.Option(None, "--params-file",
                                             help="JSON {model: {param: value}} (e.g. from bench/tune_baselines.py); --set wins."),
     batch_size: int = typer.Option(500, "--batch-size", min=1, help="Prefixes per recommend call."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the prefix sample."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the prefix sample."),
 ) -> None:
     """Fit and evaluate recommenders; print a table and end with one JSON line."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")

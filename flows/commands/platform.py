@@ -161,7 +161,7 @@ def train_cmd(
     events: Annotated[Path | None, typer.Option(help="JSONL event log to train on")] = None,
     simulate: Annotated[int | None, typer.Option(help="Or: train on this many synthetic-shop events (at least 1)",
                                                  min=1)] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic shop")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic shop", min=0)] = 0,
     model: Annotated[str, typer.Option(help=(
         "Registered model (models/registry.py): fusion (default: EMDE + V-STAN/STAN under a learned ranker, "
         "the validation winner), emde, vstan, covisit (seconds to train), router (user top-N: "
@@ -468,7 +468,7 @@ def run_cmd(
     workers: Annotated[int, typer.Option("-w", "--workers", help="Flow worker threads")] = 2,
     history: Annotated[int, typer.Option(help="Synthetic history events to train on and replay")] = 30000,
     rate: Annotated[float, typer.Option(help="Live simulated events per second")] = 50.0,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic shop and of the live A/B test", min=0)] = 0,
     replay: Annotated[Path | None, typer.Option(help="Replay this real log instead of the synthetic shop")] = None,
     replay_format: Annotated[str, typer.Option("--format", help="sessionrec | srgnn | online_retail")] = "sessionrec",
     replay_limit: Annotated[int, typer.Option(help="Max events to replay (0 = all)")] = 200000,

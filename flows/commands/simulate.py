@@ -44,7 +44,7 @@ def simulate_cmd(
     brokers: Annotated[str | None, typer.Option(help="Bootstrap servers (default: settings)")] = None,
     events: Annotated[int, typer.Option(help="Live events to send")] = 20_000,
     rate: Annotated[float, typer.Option(help="Events per second (0 = as fast as possible)")] = 50.0,
-    seed: Annotated[int, typer.Option(help="Shop seed: same seed, same shop and events")] = 0,
+    seed: Annotated[int, typer.Option(help="Shop seed: same seed, same shop and events", min=0)] = 0,
     n_items: Annotated[int, typer.Option(help="Initial catalog size")] = 2000,
     n_users: Annotated[int, typer.Option(help="Initial users")] = 500,
     skip_history: Annotated[

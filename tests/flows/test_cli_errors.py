@@ -269,3 +269,38 @@ def test_serve_on_a_taken_port_says_so_before_loading_anything(tmp_path: Path,
         port = taken.getsockname()[1]
         _fails(["serve", "--port", str(port)], f"fusionrec serve: port {port} on 127.0.0.1 is already in use",
                "--port N or FUSIONREC_API__PORT=N")
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--model", "covisit"],
+    ["train", "--simulate", "300", "--model", "covisit"],
+    ["simulate", "--events", "1"],
+    ["simulate-ab", "--visits", "1"],
+    ["eval", "--data", ".", "--models", "pop"],
+    ["embed", "graph.tsv", "--out", "emb"],
+])
+def test_a_negative_seed_is_a_usage_error_before_anything_starts(args: list[str], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run --seed -1`` started the broker, created the topics and rotated the logs, then died with numpy's
+    ``ValueError: expected non-negative integer`` (exit 1); ``train`` and ``simulate`` the same (new-user trial)."""
+    import subprocess
+
+    import flows.commands.analytics  # noqa: F401  (registers the command)
+    import flows.commands.embed  # noqa: F401  (registers the command)
+    import flows.commands.simulate  # noqa: F401  (registers the command)
+    from operators.broker import free_port
+
+    def no_child(*a: object, **k: object) -> None:
+        raise AssertionError(f"a child was started: {a}")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(subprocess, "Popen", no_child)
+    monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("FUSIONREC_API__ADMIN_KEYS", '["a-key-a-key-a-key"]')  # simulate-ab needs keys to go on
+    monkeypatch.setenv("FUSIONREC_API__CLIENT_KEYS", '["c-key-c-key-c-key"]')
+    (tmp_path / "graph.tsv").write_text("a b\n")
+    var = tmp_path / "run"
+    if args[0] == "run":
+        args = [*args, "--port", str(free_port()), "--api-port", str(free_port()), "--var", str(var)]
+    _fails([*args, "--seed", "-1"], "Invalid value for '--seed'", "greater than or equal to 0")
+    assert not var.exists() and not (tmp_path / "models").exists() and not (tmp_path / "emb").exists()
