@@ -42,13 +42,14 @@ def _kafka(brokers: str | None, topic: str | None, catalog_topic: str | None) ->
 @app.command("simulate")
 def simulate_cmd(
     brokers: Annotated[str | None, typer.Option(help="Bootstrap servers (default: settings)")] = None,
-    events: Annotated[int, typer.Option(help="Live events to send")] = 20_000,
+    events: Annotated[int, typer.Option(help="Live events to send (at least 1)", min=1)] = 20_000,
     rate: Annotated[float, typer.Option(help="Events per second (0 = as fast as possible)")] = 50.0,
     seed: Annotated[int, typer.Option(help="Shop seed: same seed, same shop and events", min=0)] = 0,
-    n_items: Annotated[int, typer.Option(help="Initial catalog size")] = 2000,
-    n_users: Annotated[int, typer.Option(help="Initial users")] = 500,
+    n_items: Annotated[int, typer.Option(help="Initial catalog size (at least 1)", min=1)] = 2000,
+    n_users: Annotated[int, typer.Option(help="Initial users (at least 1)", min=1)] = 500,
     skip_history: Annotated[
-        int, typer.Option(help="Generate (and not send) this many history events first, as `run` trained on")
+        int, typer.Option(help="Generate (and not send) this many history events first, as `run` trained on",
+                          min=0)
     ] = 0,
     topic: Annotated[str | None, typer.Option(help="Events topic (default: settings)")] = None,
     catalog_topic: Annotated[str | None, typer.Option(help="Catalog topic (default: settings)")] = None,
@@ -62,8 +63,8 @@ def simulate_cmd(
     from simulators.producer import EventProducer
     from simulators.shop import SyntheticShop
 
-    if rate < 0:
-        raise typer.BadParameter(f"must be >= 0; got {rate}", param_hint="--rate")
+    if not (rate >= 0 and math.isfinite(rate)):  # nan passes a range check: before the catalog is published
+        raise typer.BadParameter(f"must be a number >= 0 (0 = as fast as possible); got {rate}", param_hint="--rate")
     brokers, topic, catalog_topic = _kafka(brokers, topic, catalog_topic)
     shop = SyntheticShop(n_items=n_items, n_users=n_users, seed=seed)
     if skip_history:

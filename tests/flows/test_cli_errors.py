@@ -304,3 +304,23 @@ def test_a_negative_seed_is_a_usage_error_before_anything_starts(args: list[str]
         args = [*args, "--port", str(free_port()), "--api-port", str(free_port()), "--var", str(var)]
     _fails([*args, "--seed", "-1"], "Invalid value for '--seed'", "greater than or equal to 0")
     assert not var.exists() and not (tmp_path / "models").exists() and not (tmp_path / "emb").exists()
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--n-items", "0"], "'--n-items'"), (["--n-items", "-3"], "'--n-items'"),
+    (["--n-users", "0"], "'--n-users'"), (["--events", "-5"], "'--events'"), (["--events", "0"], "'--events'"),
+    (["--skip-history", "-1"], "'--skip-history'"),
+    (["--rate", "-1"], "--rate"), (["--rate", "nan"], "--rate"), (["--rate", "inf"], "--rate"),
+])
+def test_simulate_bad_option_values_are_usage_errors_before_anything_is_sent(
+        args: list[str], option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``simulate --n-items 0`` ended in a ValueError traceback and ``--events -5`` ran (new-user trial)."""
+    import flows.commands.simulate  # noqa: F401  (registers the command)
+    import simulators.producer
+
+    def no_producer(*a: object, **k: object) -> None:
+        raise AssertionError("a producer was created")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(simulators.producer.EventProducer, "__init__", no_producer)
+    _fails(["simulate", "--no-progress", *args], f"Invalid value for {option}")
