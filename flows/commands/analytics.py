@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from typing import Annotated
@@ -25,20 +26,39 @@ def analytics_cmd(workers: Annotated[int, typer.Option("-w", "--workers", help="
 
 @app.command("simulate-ab")
 def simulate_ab_cmd(
-    api: Annotated[str | None, typer.Option(help="Base URL of the API (default: settings)")] = None,
+    api: Annotated[str | None, typer.Option(help="Base URL of the API, http://HOST:PORT (default: settings)")] = None,
     campaign: Annotated[str, typer.Option(help="Campaign to create and drive")] = "home-ab",
-    visits_per_s: Annotated[float, typer.Option(help="Users asking for a list per second")] = 4.0,
-    visits: Annotated[int, typer.Option(help="Visits before stopping (0 = forever)")] = 0,
-    control_share: Annotated[float, typer.Option(help="Share of users held back (control group)")] = 0.2,
-    ctr_personalized: Annotated[float, typer.Option(help="True CTR of the 'personalized' arm")] = 0.25,
-    ctr_popular: Annotated[float, typer.Option(help="True CTR of the 'popular' arm")] = 0.10,
+    visits_per_s: Annotated[float, typer.Option(help="Users asking for a list per second (positive)")] = 4.0,
+    visits: Annotated[int, typer.Option(help="Visits before stopping (0 = forever)", min=0)] = 0,
+    control_share: Annotated[float, typer.Option(help="Share of users held back (control group), in [0, 1)")] = 0.2,
+    ctr_personalized: Annotated[float, typer.Option(help="True CTR of the 'personalized' arm", min=0.0,
+                                                    max=1.0)] = 0.25,
+    ctr_popular: Annotated[float, typer.Option(help="True CTR of the 'popular' arm", min=0.0, max=1.0)] = 0.10,
     seed: Annotated[int, typer.Option(help="Seed of the shop (users, catalog) and of the reactions", min=0)] = 0,
 ) -> None:
     """Play users of the synthetic shop against a campaign of the running API, with known CTRs per arm.
 
     Events refused with 429 or 503 are retried after ``Retry-After`` with the same event ids; the ids
     carry a nonce of this run, so a restart with the same ``--seed`` sends new events.
+
+    A bad option value is a usage error (exit status 2) before any request; an API that cannot be reached
+    is one line naming its URL (exit status 1).
     """
+    import httpx
+
+    if not (visits_per_s > 0 and math.isfinite(visits_per_s)):  # a range check: 0 would divide, inf never wait
+        raise typer.BadParameter(f"must be a positive number of visits per second; got {visits_per_s}",
+                                 param_hint="--visits-per-s")
+    if not 0 <= control_share < 1:  # as the campaign's control_share (api/campaigns/schema.py)
+        raise typer.BadParameter(f"must be a share in [0, 1); got {control_share}", param_hint="--control-share")
+    if api is not None:
+        try:
+            url = httpx.URL(api)
+        except httpx.InvalidURL as exc:
+            raise typer.BadParameter(f"must be a URL like http://127.0.0.1:8000; got {api!r} ({exc})",
+                                     param_hint="--api") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise typer.BadParameter(f"must be a URL like http://127.0.0.1:8000; got {api!r}", param_hint="--api")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
     from simulators.ab import ABSpec
@@ -53,9 +73,16 @@ def simulate_ab_cmd(
     cat = shop.catalog(vectors=False)
     spec = ABSpec(campaign_id=campaign, scenario="personalized", control_share=control_share,
                   arms={"personalized": ctr_personalized, "popular": ctr_popular})
-    live = LiveAB(api or f"http://{s.api.host}:{s.api.port}", spec, shop.user_ids, [c["item_id"] for c in cat],
+    base_url = api or f"http://{s.api.host}:{s.api.port}"
+    live = LiveAB(base_url, spec, shop.user_ids, [c["item_id"] for c in cat],
                   np.array([c["price"] for c in cat]), seed=seed, admin_key=s.api.admin_keys[0],
                   client_key=s.api.client_keys[0])
     typer.echo(f"A/B test {campaign!r}: arms {spec.arms} (true CTRs), control share {control_share}; "
                f"event ids live{seed}-{live.run_id}-*")
-    live.run(visits_per_s, visits or None)
+    try:
+        live.run(visits_per_s, visits or None)
+    except httpx.TransportError as exc:  # creating the campaign (a visit logs its own and goes on)
+        typer.echo(f"fusionrec simulate-ab: cannot reach the API at {base_url} ({type(exc).__name__}: {exc}); check "
+                   "that it is running (fusionrec serve, fusionrec run) and that --api ([api] host and port) names it",
+                   err=True)
+        raise typer.Exit(1) from None

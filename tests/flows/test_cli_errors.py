@@ -324,3 +324,53 @@ def test_simulate_bad_option_values_are_usage_errors_before_anything_is_sent(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(simulators.producer.EventProducer, "__init__", no_producer)
     _fails(["simulate", "--no-progress", *args], f"Invalid value for {option}")
+
+
+@pytest.fixture()
+def ab_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``simulate-ab``'s keys (it needs an admin and a client key), in an empty working directory."""
+    import flows.commands.analytics  # noqa: F401  (registers the command)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FUSIONREC_API__ADMIN_KEYS", '["a-key-a-key-a-key"]')
+    monkeypatch.setenv("FUSIONREC_API__CLIENT_KEYS", '["c-key-c-key-c-key"]')
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--control-share", "5"], "--control-share"), (["--control-share", "1"], "--control-share"),
+    (["--control-share", "-0.1"], "--control-share"), (["--control-share", "nan"], "--control-share"),
+    (["--visits-per-s", "0"], "--visits-per-s"), (["--visits-per-s", "-3"], "--visits-per-s"),
+    (["--visits-per-s", "inf"], "--visits-per-s"), (["--visits-per-s", "nan"], "--visits-per-s"),
+    (["--ctr-popular", "2"], "'--ctr-popular'"), (["--ctr-popular", "-0.1"], "'--ctr-popular'"),
+    (["--ctr-personalized", "1.5"], "'--ctr-personalized'"), (["--ctr-personalized", "nan"], "'--ctr-personalized'"),
+    (["--visits", "-1"], "'--visits'"),
+    (["--api", "127.0.0.1:8000"], "--api"), (["--api", "ftp://127.0.0.1:8000"], "--api"), (["--api", "http://"], "--api"),
+])
+def test_simulate_ab_bad_option_values_are_usage_errors_before_any_request(
+        args: list[str], option: str, ab_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``simulate-ab`` took ``--control-share 5``, ``--visits-per-s 0`` or ``-3``, ``--ctr-popular 2`` and
+    ``--visits -1`` (new-user trial)."""
+    import httpx
+
+    def no_client(*a: object, **k: object) -> None:
+        raise AssertionError("an HTTP client was created")
+
+    monkeypatch.setattr(httpx.Client, "__init__", no_client)
+    api = [] if args[0] == "--api" else ["--api", "http://127.0.0.1:9"]
+    _fails(["simulate-ab", *api, *args], f"Invalid value for {option}")
+
+
+def test_simulate_ab_with_an_unreachable_api_says_so_in_one_line(ab_keys: None) -> None:
+    """It died with a ConnectError traceback (exit status 1) when nothing listened at ``--api``."""
+    import socket
+
+    with socket.socket() as reserved:  # bound, not listening: a connection is refused
+        reserved.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{reserved.getsockname()[1]}"
+        result = CliRunner().invoke(app, ["simulate-ab", "--api", url, "--visits", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fusionrec simulate-ab: cannot reach the API at {url}"), \
+        result.stderr
