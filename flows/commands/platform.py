@@ -396,7 +396,8 @@ def serve_cmd(
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option(help="default: api.port / FUSIONREC_API__PORT: 8000", show_default=False,
                                              **PORT_RANGE)] = None,
-    workers: Annotated[int | None, typer.Option()] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes (default: api.workers / "
+                                                     "FUSIONREC_API__WORKERS: 1)", show_default=False, min=1)] = None,
 ) -> None:
     """Run the HTTP API with uvicorn (settings from fusionrec.toml / FUSIONREC_*).
 

@@ -374,3 +374,19 @@ def test_simulate_ab_with_an_unreachable_api_says_so_in_one_line(ab_keys: None) 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"fusionrec simulate-ab: cannot reach the API at {url}"), \
         result.stderr
+
+
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_serve_needs_at_least_one_worker(workers: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve --workers 0`` and ``--workers -1`` were accepted and the server started (new-user trial)."""
+    import uvicorn
+
+    from operators.broker import free_port
+
+    def no_server(*a: object, **k: object) -> None:
+        raise AssertionError("the API was started")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(uvicorn, "run", no_server)
+    _fails(["serve", "--port", str(free_port()), "--workers", workers], "Invalid value for '--workers'",
+           "greater than or equal to 1")
