@@ -471,7 +471,8 @@ def run_cmd(
     rate: Annotated[float, typer.Option(help="Live simulated events per second")] = 50.0,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic shop and of the live A/B test", min=0)] = 0,
     replay: Annotated[Path | None, typer.Option(help="Replay this real log instead of the synthetic shop")] = None,
-    replay_format: Annotated[str, typer.Option("--format", help="sessionrec | srgnn | online_retail")] = "sessionrec",
+    replay_format: Annotated[str | None, typer.Option("--format", help=(
+        "With --replay: the log's format, sessionrec (default) | srgnn | online_retail"), show_default=False)] = None,
     replay_limit: Annotated[int, typer.Option(help="Max events to replay (0 = all)")] = 200000,
     var: Annotated[Path | None, typer.Option(help=(
         "Run directory for state, models and logs (default: [run] var_dir / FUSIONREC_RUN__VAR_DIR: var/run); "
@@ -511,8 +512,8 @@ def run_cmd(
                 typer.echo(f"fusionrec run: {line}", err=True)
             raise typer.Exit(2)
         lock = lock_run_dir(var)  # before anything in var is touched; held until the children are stopped
-        _run(port, api_port, workers, history, rate, seed, replay, replay_format, replay_limit, var, model,
-             train_seconds, trainer_every, children, brokers)
+        _run(port, api_port, workers, history, rate, seed, replay, replay_format or DEFAULT_REPLAY_FORMAT,
+             replay_limit, var, model, train_seconds, trainer_every, children, brokers)
     except (PortInUseError, BrokerStartError, RunDirBusy) as exc:  # e.g. a port taken since the check
         typer.echo(f"fusionrec run: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -536,6 +537,10 @@ def run_cmd(
             signal.signal(sig, handler)
 
 
+DEFAULT_REPLAY_FORMAT = "sessionrec"
+"""``run --replay``'s log format when ``--format`` is not given."""
+
+
 def _train_params(model: str, train_seconds: float) -> dict[str, object]:
     """The first version's fit parameters: the network's safety stop (EMDE alone or inside the fusion)."""
     stop = {"max_train_seconds": train_seconds}
@@ -543,11 +548,13 @@ def _train_params(model: str, train_seconds: float) -> dict[str, object]:
 
 
 def _run_problems(model: str, train_seconds: float, trainer_every: str, workers: int, history: int, rate: float,
-                  replay: Path | None, replay_format: str, replay_limit: int, var: Path) -> list[str]:
-    """One message per option of ``run`` that would make it fail after it started (none: all fine).
+                  replay: Path | None, replay_format: str | None, replay_limit: int, var: Path) -> list[str]:
+    """One message per option of ``run`` that would make it fail after it started, or that it would ignore
+    (none: all fine).
 
     Checked before ``run`` deletes the previous run's state or starts the broker: the model name and
-    its parameters, the trainer interval, the counts, and the replayed log.
+    its parameters, the trainer interval, the counts, and the replayed log and its format (``None``: not
+    given, ``DEFAULT_REPLAY_FORMAT``; given without ``--replay``, a problem).
     """
     from models.registry import REGISTRY, create_model
     from operators.lake.read import parse_window
@@ -579,13 +586,16 @@ def _run_problems(model: str, train_seconds: float, trainer_every: str, workers:
             problems.append(f"--history: must be >= 1 (the first model trains on it); got {history}")
         if not (rate > 0 and math.isfinite(rate)):
             problems.append(f"--rate: must be a positive number of events per second; got {rate}")
-    elif replay_format not in REPLAY_FORMATS:
+    if replay_format is not None and replay_format not in REPLAY_FORMATS:  # with --replay or without
         problems.append(f"--format: must be one of {', '.join(REPLAY_FORMATS)}; got {replay_format!r}")
-    elif not replay.exists():
+    elif replay is None and replay_format is not None:  # else silently ignored
+        problems.append(f"--format: applies only with --replay PATH (the replayed log's format); got "
+                        f"{replay_format!r} without --replay")
+    elif replay is not None and not replay.exists():
         problems.append(f"--replay: {replay} does not exist")
-    else:
+    elif replay is not None:
         try:
-            resolve_log_path(replay, replay_format)
+            resolve_log_path(replay, replay_format or DEFAULT_REPLAY_FORMAT)
         except (ValueError, OSError) as exc:
             problems.append(f"--replay: {exc}")
     if var.exists() and not var.is_dir():

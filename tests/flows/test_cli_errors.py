@@ -141,12 +141,22 @@ def test_eval_emde_on_a_log_too_small_is_a_clean_error(tiny_sessionrec: Path) ->
     (["--history", "0"], "--history: must be >= 1"),
     (["--train-seconds", "0"], "--train-seconds: must be positive"),
     (["--replay", "nowhere.tsv"], "--replay: nowhere.tsv does not exist"),
+    # --format was checked only with --replay: a bogus one, or one given alone, was silently ignored
+    (["--format", "bogus"], "--format: must be one of sessionrec, srgnn, online_retail; got 'bogus'"),
+    (["--format", "srgnn"], "--format: applies only with --replay PATH"),
+    (["--replay", "nowhere.tsv", "--format", "bogus"], "--format: must be one of"),
 ])
 def test_run_checks_its_options_before_deleting_or_starting_anything(
         args: list[str], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
     from operators.broker import free_port, port_in_use
 
+    def no_child(*a: object, **k: object) -> None:
+        raise AssertionError(f"a child was started: {a}")
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(subprocess, "Popen", no_child)
     var = tmp_path / "run"
     for stale in ("state", "api", "lake", "serving"):  # the previous run's: deleted only once run starts
         (var / stale).mkdir(parents=True)
