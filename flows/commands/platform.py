@@ -9,6 +9,8 @@ as child processes in their own process groups, each restarted with backoff when
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
 import math
 import os
@@ -18,9 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -46,6 +48,9 @@ from operators.kafka import (
 )
 from operators.scheduling import ONE_BOX_API_NICE, ONE_BOX_TRAINER_NICE, one_box_trainer_cpus
 from operators.settings import Settings
+
+if TYPE_CHECKING:
+    from operators.catalog_rule import CatalogCheck
 
 log = logging.getLogger("fusionrec")
 
@@ -256,9 +261,10 @@ def catalog_cmd(
     set), and so is an item over a size limit (``api.catalog_max_value_bytes`` for one string value,
     ``api.catalog_max_attributes``, ``api.catalog_max_item_bytes`` for the record as JSON), naming the
     attribute, and so is an item that would bring the file's distinct attribute names beyond
-    ``api.catalog_max_attribute_names``: nothing over a limit is published. A rejected line fixes no
-    attribute type for later lines. The serving attributes (``api.hidden_attribute``, ``api.in_stock_attribute``: bools;
-    ``api.stock_attribute``: a number) have these types whatever value comes first: ``"hidden": "true"``
+    ``api.catalog_max_attribute_names``: nothing over a limit is published. An attribute's type comes from
+    its first value in the file, in file order (a line that a later line of its item supersedes counts; a
+    rejected line fixes no attribute type for later lines). The serving attributes
+    (``api.hidden_attribute``, ``api.in_stock_attribute``: bools; ``api.stock_attribute``: a number) have these types whatever value comes first: ``"hidden": "true"``
     is published as ``true``, ``"hidden": "maybe"`` is rejected. When an item has several lines,
     the last one wins (only it is published; if the catalog rule rejects it, nothing is published
     for that item).
@@ -292,6 +298,35 @@ def _rereadable(path: Path) -> Iterator[Path]:
         yield Path(copy.name)
 
 
+def _catalog_first_pass(items: Path, rule: Callable[..., CatalogCheck], rejected: list[tuple[int, str]]
+                        ) -> tuple[set[int], CatalogCheck | None]:
+    """``catalog``'s pass 1 over ``items``: the numbers of the items' last lines, and the attribute types.
+
+    The last line of an item wins (the compacted topic keeps one record per item, whatever the send
+    order); only the winning line numbers are kept, not the items. The types are those the file's first
+    values fix, in file order and superseded lines included: every line goes through ``rule``
+    (``check_catalog`` with the command's settings), ``CATALOG_CHUNK_LINES`` at a time, and a line it
+    rejects fixes no type. So a number first stays a number when a later line of its item wins, and a
+    numeric string there is coerced to it, not the number to a string. Returns the winning line numbers
+    and the rule's state (types and unindexed attributes; None when no line is a valid item). Lines that
+    are not a JSON object with a valid item_id are appended to ``rejected``.
+    """
+    latest: dict[str, int] = {}
+    types: CatalogCheck | None = None
+    chunk: list[dict] = []
+    with open(items, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            item = _catalog_line(line, lineno, rejected)
+            if item is not None:
+                latest[item["item_id"]] = lineno
+                chunk.append(item)
+            if len(chunk) >= CATALOG_CHUNK_LINES:
+                types, chunk = rule(chunk, start=types), []
+    if chunk:
+        types = rule(chunk, start=types)
+    return set(latest.values()), types
+
+
 def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
     """``catalog``'s body: ``items`` is a regular file (read twice); ``shown`` names it in messages."""
     from confluent_kafka import KafkaError, KafkaException
@@ -300,24 +335,19 @@ def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
     from simulators.producer import EventProducer
 
     rejected: list[tuple[int, str]] = []  # (line number, reason): not published
-    # pass 1: each item's last line (the last line of an item wins: the compacted topic keeps one record
-    # per item, whatever the send order); only the winning line numbers are kept, not the items
-    latest: dict[str, int] = {}
-    with open(items, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            item = _catalog_line(line, lineno, rejected)
-            if item is not None:
-                latest[item["item_id"]] = lineno
-    winners = set(latest.values())
-    last = max(winners, default=0)
-    del latest
-    # pass 2: the winning lines, CATALOG_CHUNK_LINES at a time, through the catalog rule
-    # (operators/catalog_rule.py, as the API's index applies it: coerce or reject whole items;
-    # "deleted": true is a tombstone), and sent
-    check: CatalogCheck | None = None
     # the serving attributes (hidden, in_stock, stock) have fixed types whatever value comes first
     serving = serving_kinds(s.api.hidden_attribute, s.api.in_stock_attribute, s.api.stock_attribute)
     limits = CatalogLimits.from_settings(s.api)  # sizes: a line over one is rejected, never published
+    # pass 1: each item's last line, and the types of the file's first values (the catalog-wide names limit
+    # counts the published items only: pass 2)
+    winners, types = _catalog_first_pass(items, functools.partial(
+        check_catalog, declared=serving, exclude=s.api.catalog_exclude, vector_attribute=s.api.vector_attribute,
+        vector_dim=s.api.vector_dim, limits=dataclasses.replace(limits, max_attribute_names=None)), rejected)
+    last = max(winners, default=0)
+    # pass 2: the winning lines, CATALOG_CHUNK_LINES at a time, through the catalog rule
+    # (operators/catalog_rule.py, as the API's index applies it: coerce or reject whole items;
+    # "deleted": true is a tombstone), and sent; the types from pass 1, the counts of pass 2 alone
+    check = CatalogCheck(kinds=types.kinds, unindexed=types.unindexed) if types is not None else None
     p: EventProducer | None = None
     n = n_deleted = 0
     problem = None

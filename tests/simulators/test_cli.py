@@ -400,3 +400,28 @@ def test_catalog_serving_attributes_have_fixed_types(tansu_bootstrap: str, make_
                    "s20stk1": {"item_id": "s20stk1", "in_stock": False},
                    "s20stk2": {"item_id": "s20stk2", "stock": 0},
                    "later": {"item_id": "later", "hidden": True, "in_stock": True, "stock": 4}}
+
+
+def test_catalog_types_come_from_the_first_values_in_file_order(tansu_bootstrap: str, make_topic, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """New-user trial: ``t33-new-1``'s first line (price 10.5) is superseded by its last (price 11), so only the
+    winning lines fixed the types: ``"12.50"`` of line 2 made ``price`` a string and the number 11 was published
+    as ``"11"``. The types come from the file's first values in file order, superseded lines included (a rejected
+    line still fixes none); chunks of 2 lines, so the order holds across chunks."""
+    import flows.commands.platform
+
+    monkeypatch.setattr(flows.commands.platform, "CATALOG_CHUNK_LINES", 2)
+    path = tmp_path / "items.jsonl"
+    lines = [{"item_id": "t33-rej", "price": "cheap", "color": 1, "deleted": 1},  # rejected: fixes no type
+             {"item_id": "t33-new-1", "price": 10.5}, {"item_id": "t33-new-2", "price": "12.50"},
+             {"item_id": "t33-new-3", "color": "red"}, {"item_id": "t33-new-1", "price": 11}]
+    result, topic = _publish_catalog(tansu_bootstrap, make_topic, monkeypatch, path, "cli-catalog-first-values",
+                                     b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "published 3 items" in out and "coerced 1 values (price 1)" in out and "rejected 1 lines" in out, out
+    got = _records(tansu_bootstrap, topic, 3)
+    assert got == {"t33-new-1": {"item_id": "t33-new-1", "price": 11},
+                   "t33-new-2": {"item_id": "t33-new-2", "price": 12.5},
+                   "t33-new-3": {"item_id": "t33-new-3", "color": "red"}}
+    assert type(got["t33-new-1"]["price"]) is int  # type: ignore[index]
