@@ -167,8 +167,10 @@ def eval_command(
     max_queries: int | None = typer.Option(None, "--max-queries", min=1,
                                             help="Score a seeded sample of this many prefixes."),
     split: str = typer.Option("test", "--split", help="'test', or 'valid' (last sessions of train; for tuning)."),
-    valid_days: float | None = typer.Option(None, "--valid-days", help="Validation = sessions ending in the last N days."),
-    valid_frac: float = typer.Option(0.1, "--valid-frac", help="Validation = last fraction of sessions (no --valid-days)."),
+    valid_days: float | None = typer.Option(None, "--valid-days",
+                                            help="Validation = sessions ending in the last N days (N > 0)."),
+    valid_frac: float = typer.Option(0.1, "--valid-frac",
+                                     help="Validation = last fraction of sessions, in (0, 1) (no --valid-days)."),
     set_: list[str] = typer.Option([], "--set", help="Override a hyper-parameter: model.param=value (repeatable)."),
     params_file: Path | None = typer.Option(None, "--params-file",
                                             help="JSON {model: {param: value}} (e.g. from bench/tune_baselines.py); --set wins."),
@@ -176,6 +178,11 @@ def eval_command(
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the prefix sample."),
 ) -> None:
     """Fit and evaluate recommenders; print a table and end with one JSON line."""
+    # open ranges (typer's min/max are closed): usage errors naming the option, before the dataset is loaded
+    if valid_days is not None and not (valid_days > 0 and math.isfinite(valid_days)):
+        raise typer.BadParameter(f"must be a positive number of days; got {valid_days}", param_hint="--valid-days")
+    if not 0 < valid_frac < 1:
+        raise typer.BadParameter(f"must be a fraction in (0, 1); got {valid_frac}", param_hint="--valid-frac")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     names = [m.strip() for m in models.split(",") if m.strip()]
     limit = max_queries if max_queries is not None else (QUICK_QUERIES if quick else None)

@@ -400,3 +400,17 @@ def test_serve_needs_at_least_one_worker(workers: str, tmp_path: Path, monkeypat
     monkeypatch.setattr(uvicorn, "run", no_server)
     _fails(["serve", "--port", str(free_port()), "--workers", workers], "Invalid value for '--workers'",
            "greater than or equal to 1")
+
+
+@pytest.mark.parametrize(("option", "value"), [("--valid-days", "-1"), ("--valid-days", "0"), ("--valid-days", "nan"),
+                                               ("--valid-frac", "0"), ("--valid-frac", "1"), ("--valid-frac", "5"),
+                                               ("--valid-frac", "-0.1")])
+def test_eval_rejects_a_validation_split_option_out_of_range_before_loading(
+        tiny_sessionrec: Path, option: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``eval --split valid --valid-days -1`` loaded the dataset, then said the split "leaves train or validation
+    empty"; ``--valid-frac 5`` said "frac must be in (0, 1)" after loading (sweep after a new-user trial)."""
+    def no_load(*a: object, **k: object) -> None:
+        raise AssertionError("the dataset was loaded")
+
+    monkeypatch.setattr(flows.commands.eval, "load_dataset", no_load)
+    _fails(_eval(tiny_sessionrec, "--models", "pop", "--split", "valid", option, value), f"Invalid value for {option}")
