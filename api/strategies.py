@@ -32,6 +32,7 @@ import numpy as np
 from api.iql import IQLError, RequestContext
 from api.iql.evaluate import check_params
 from models.base import Histories
+from models.threads import kernel_threads
 from operators.model_version import ModelVersion
 from operators.score import TopN
 
@@ -182,7 +183,8 @@ def _session(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, lazy
     hist = _indices(version, list(inp.session) or ([inp.item_id] if inp.item_id else [])) if version else []
     if not hist:
         return [], []
-    ids, scores = version.model.recommend(Histories.from_lists([hist]), k)  # type: ignore[union-attr]
+    with kernel_threads(1):  # one request's prefix: too small to split over threads (models.threads)
+        ids, scores = version.model.recommend(Histories.from_lists([hist]), k)  # type: ignore[union-attr]
     return (_ranked_lazy if lazy else _ranked)(version, ids[0], scores[0])  # type: ignore[arg-type,return-value]
 
 
@@ -193,7 +195,8 @@ def _similar(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, cach
         return [], []
 
     def compute() -> tuple[np.ndarray, np.ndarray]:  # positions: cached, they hold no model version alive
-        ids, scores = version.model.similar_items(np.asarray(hist, dtype=np.int32), k)  # type: ignore[union-attr]
+        with kernel_threads(1):
+            ids, scores = version.model.similar_items(np.asarray(hist, dtype=np.int32), k)  # type: ignore[union-attr]
         return _kept(ids[0], scores[0])
 
     # ids on demand (LazyIds): the filter reads item_idx, strings are made for the items kept
@@ -216,7 +219,8 @@ def _cart(svc: Services, inp: Inputs, params: Mapping[str, Any], k: int, lazy: b
     hist = sorted(set(list(dict.fromkeys(reversed(in_cart)))[:CART_ITEMS_SCORED]))  # the last distinct ones
     if not hist:
         return [], []
-    ids, scores = version.model.recommend(Histories.from_lists([[i] for i in hist]), k)  # type: ignore[union-attr]
+    with kernel_threads(1):  # at most CART_ITEMS_SCORED prefixes
+        ids, scores = version.model.recommend(Histories.from_lists([[i] for i in hist]), k)  # type: ignore[union-attr]
     keep = (ids >= 0) & np.isfinite(scores)
     total = np.bincount(ids[keep], weights=scores[keep], minlength=len(version.item_ids))  # type: ignore[union-attr]
     total[in_cart] = 0.0

@@ -38,6 +38,7 @@ from models.errors import ModelFitError, ModelFormatError, NotFittedError
 from models.persistence import load_model_dir, save_model_dir
 from models.progress import progress_bar
 from models.session_index import check_histories, mask_seen
+from models.threads import thread_cap
 from models.topk import PARALLEL_ROWS, topk
 
 __all__ = ["GRU4Rec"]
@@ -55,7 +56,8 @@ block (bench/RESULTS.md, issue 11 session 28)."""
 def _torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(n)``, restoring the previous count after."""
     old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
+    cap = thread_cap()  # a small batch's one thread (models.threads.kernel_threads) wins over the model's own count
+    torch.set_num_threads(max(1, int(n) if cap is None else min(int(n), cap)))
     try:
         yield
     finally:

@@ -8,6 +8,7 @@ import msgspec
 import numpy as np
 
 from models.base import Histories
+from models.threads import small_batch_threads
 from operators.model_version import ModelVersion
 from operators.sketch_state import SketchUpdater
 from state.users import UserState
@@ -119,12 +120,13 @@ def _recommend(version: ModelVersion, states: list[UserState], hist: Histories, 
     scores = np.full((len(states), n), -np.inf, np.float32)
     for lo in range(0, len(states), step):
         hi = min(len(states), lo + step)
-        if sketcher is not None:
-            ids[lo:hi], scores[lo:hi] = version.model.recommend_sketches(sketcher.matrix(states[lo:hi]), n)
-        else:
-            sub = Histories(indptr=hist.indptr[lo:hi + 1] - hist.indptr[lo],
-                            items=hist.items[hist.indptr[lo]:hist.indptr[hi]])
-            ids[lo:hi], scores[lo:hi] = version.model.recommend(sub, n)
+        with small_batch_threads(hi - lo):  # an event's few users: one kernel thread (models.threads)
+            if sketcher is not None:
+                ids[lo:hi], scores[lo:hi] = version.model.recommend_sketches(sketcher.matrix(states[lo:hi]), n)
+            else:
+                sub = Histories(indptr=hist.indptr[lo:hi + 1] - hist.indptr[lo],
+                                items=hist.items[hist.indptr[lo]:hist.indptr[hi]])
+                ids[lo:hi], scores[lo:hi] = version.model.recommend(sub, n)
     return ids, scores
 
 
