@@ -496,7 +496,7 @@ def run_cmd(
         show_default=False, **PORT_RANGE)] = None,
     api_port: Annotated[int | None, typer.Option(
         help="API port (default: api.port / FUSIONREC_API__PORT: 8000)", show_default=False, **PORT_RANGE)] = None,
-    workers: Annotated[int, typer.Option("-w", "--workers", help="Flow worker threads")] = 2,
+    workers: Annotated[int, typer.Option("-w", "--workers", help="Flow worker threads (1: the thread that applies every partition also reads them; see README, Scaling)")] = 1,
     history: Annotated[int, typer.Option(help="Synthetic history events to train on and replay")] = 30000,
     rate: Annotated[float, typer.Option(help="Live simulated events per second")] = 50.0,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic shop and of the live A/B test", min=0)] = 0,
