@@ -9,9 +9,12 @@ parsed. These subclasses of uvicorn's own protocols add, per connection:
   of the connection opening or of the previous response ending (keep-alive); otherwise the
   connection is closed, with a ``408`` if the client had sent part of a request. Dripping bytes does
   not extend it. A request whose head is complete is never cut (bodies have ``api.body_timeout_s``);
-- a **head size bound**: more than ``api.max_header_bytes`` received before the head completes is a
-  ``431`` and the connection is closed (uvicorn's ``h11_max_incomplete_event_size`` binds only the
-  h11 parser; this binds httptools too).
+- a **head size bound**: a head (request line, headers and the blank line that ends them) over
+  ``api.max_header_bytes`` is a ``431`` and the connection is closed, checked on each chunk *before*
+  the parser sees it, so the chunk that completes a head counts too and the app never sees the
+  request (uvicorn's ``h11_max_incomplete_event_size`` binds only the h11 parser, and only an
+  incomplete head; this binds httptools too). Bytes after the blank line are the body's
+  (``api.max_body_bytes``).
 
 Use :func:`server_config` to run the app (tests, benches), or give uvicorn the import string
 ``api.http_protocol:HttpProtocol`` (``--http``): without :class:`ServerConfig` the limits come from
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from typing import Any
 
 import uvicorn
@@ -38,6 +42,9 @@ except ImportError:  # pragma: no cover - httptools is a dependency; h11 is uvic
 __all__ = ["GuardedH11Protocol", "HttpProtocol", "ServerConfig", "server_config"]
 
 _log = logging.getLogger("uvicorn.error")
+
+_HEAD_END = re.compile(rb"\n\r?\n")
+"""The blank line that ends a request head (CRLF CRLF; both parsers also take bare LFs)."""
 
 
 class ServerConfig(uvicorn.Config):
@@ -86,6 +93,7 @@ class _HeadGuard:
         self._max_head_bytes: int = api.max_header_bytes if api else self.config.max_header_bytes
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
+        self._head_tail: bytes | None = None  # last 2 bytes of the pending head; None until its first line starts
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
@@ -100,16 +108,36 @@ class _HeadGuard:
     def data_received(self, data: bytes) -> None:
         cycle = self.cycle
         mid_body = cycle is not None and not cycle.response_complete and cycle.more_body
+        if not mid_body:  # a head is pending: count its bytes in this chunk before the parser takes them
+            end = self._head_end(data)
+            if self._head_bytes + (len(data) if end is None else end) > self._max_head_bytes:
+                _log.info("request head over %d bytes: 431, closed", self._max_head_bytes)
+                self._refuse(431, "Request Header Fields Too Large", "request line and headers too large")
+                return
         super().data_received(data)  # type: ignore[misc]
         if self.transport.is_closing() or mid_body:
             return
         if self.cycle is not cycle:  # a head completed in this chunk
-            self._head_bytes = 0
+            self._head_bytes, self._head_tail = 0, None
             return
         self._head_bytes += len(data)
-        if self._head_bytes > self._max_head_bytes:
-            _log.info("request head over %d bytes: 431, closed", self._max_head_bytes)
-            self._refuse(431, "Request Header Fields Too Large", "request line and headers too large")
+        started = data.lstrip(b"\r\n") if self._head_tail is None else data
+        if started:
+            self._head_tail = ((self._head_tail or b"") + started[-2:])[-2:]
+
+    def _head_end(self, data: bytes) -> int | None:
+        """Offset in ``data`` just past the blank line that ends the pending head; None if it does not end here.
+
+        Empty lines before a request line end nothing (both parsers skip them)."""
+        tail, start = self._head_tail, 0
+        if tail is None:
+            start = len(data) - len(data.lstrip(b"\r\n"))
+            tail = b""
+        m = _HEAD_END.search(tail + data[start:start + 2])  # a blank line across the previous chunk
+        if m is None or m.end() <= len(tail):
+            m = _HEAD_END.search(data, start)
+            return None if m is None else m.end()
+        return start + m.end() - len(tail)
 
     def on_response_complete(self) -> None:
         if not self.transport.is_closing():
@@ -119,7 +147,7 @@ class _HeadGuard:
     def _arm_head_deadline(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
-        self._head_bytes = 0
+        self._head_bytes, self._head_tail = 0, None
         self._head_timer = self.loop.call_later(self._head_timeout_s, self._head_deadline_passed)
 
     def _head_deadline_passed(self) -> None:

@@ -206,3 +206,69 @@ def test_a_head_over_max_header_bytes_is_refused(api):
         reply, closed = _read_to_close(sock, 10)
         assert reply.startswith((b"HTTP/1.1 431 ", b"HTTP/1.1 400 ")), reply[:200]
         assert closed - t0 < HEAD_TIMEOUT_S
+
+
+def _head_of(size: int) -> bytes:
+    """``GET /healthz`` whose request line and headers (final blank line included) are exactly ``size`` bytes."""
+    start, end = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: ", b"\r\n\r\n"
+    return start + b"a" * (size - len(start) - len(end)) + end
+
+
+# how a head is cut into writes (a pause between them, so the server reads them apart)
+CHUNKINGS = {
+    "whole": lambda h: [h],
+    "line_then_rest": lambda h: [h[:23], h[23:]],
+    "all_but_the_blank_line": lambda h: [h[:-4], h[-4:]],  # the final chunk completes the head
+    "last_byte_alone": lambda h: [h[:-1], h[-1:]],
+    "blank_line_in_three": lambda h: [h[:-3], h[-3:-1], h[-1:]],
+    "halves": lambda h: [h[:len(h) // 2], h[len(h) // 2:]],
+    "1000_byte_pieces": lambda h: [h[i:i + 1000] for i in range(0, len(h), 1000)],
+}
+
+
+def _send_head(port: int, pieces: list[bytes]) -> bytes:
+    """Send ``pieces`` with a short pause between them; the server's first reply bytes (b"" if it closed)."""
+    with _connect(port) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in pieces:
+            try:
+                sock.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):  # refused (and closed) before the rest was sent
+                break
+            time.sleep(0.005)
+        try:
+            return sock.recv(65536)
+        except ConnectionResetError:
+            return b""
+
+
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+def test_the_head_bound_holds_whatever_the_chunking(api, chunking):
+    """The chunk that completes the head counts too: a head of max_header_bytes is served, one byte more is a 431
+    (a head completed in its last chunk was not counted, so heads up to ~2x the bound were served)."""
+    cut = CHUNKINGS[chunking]
+    served = _send_head(api.port, cut(_head_of(MAX_HEAD)))
+    assert served.startswith(b"HTTP/1.1 200 "), served[:200]
+    for size in (MAX_HEAD + 1, MAX_HEAD + 100, 2 * MAX_HEAD - 100):
+        reply = _send_head(api.port, cut(_head_of(size)))
+        assert reply.startswith(b"HTTP/1.1 431 "), (size, reply[:200])
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def api_default_head(request, broker, tmp_path):
+    s = make_settings(broker, tmp_path, partitions=1)
+    assert s.api.max_header_bytes == 65536
+    http = HttpProtocol if request.param == "httptools" else GuardedH11Protocol
+    with ApiServer(s, http=http) as server:
+        yield server
+
+
+def test_the_default_head_bound_is_64_kb(api_default_head):
+    """The trial's case: one ``X-A`` header making the head 65,600, 100,000 or 120,000 bytes got a 200 (only
+    131,000 bytes and more were refused); every head over 65,536 bytes is a 431."""
+    port = api_default_head.port
+    assert _send_head(port, [_head_of(65_536)]).startswith(b"HTTP/1.1 200 ")
+    for size in (65_537, 65_600, 100_000, 120_000, 131_000):
+        for pieces in ([_head_of(size)], CHUNKINGS["all_but_the_blank_line"](_head_of(size))):
+            reply = _send_head(port, pieces)
+            assert reply.startswith(b"HTTP/1.1 431 "), (size, len(pieces), reply[:200])
