@@ -111,20 +111,51 @@ async def _read_body(request: Request, limit: int, timeout_s: float, total_s: fl
     return b"".join(chunks)
 
 
+_JSON_TYPES: dict[type, str] = {dict: "object", list: "array", str: "string", int: "number", float: "number",
+                                bool: "boolean", type(None): "null"}
+"""JSON's name for each type orjson decodes to (bool before int: ``type()`` is exact)."""
+
+
+def _not_an_event(field: str, reason: str, value: object) -> ApiError:
+    """422 naming ``field``: ``reason`` followed by the JSON type sent; a short scalar is echoed as ``value``."""
+    scalar = isinstance(value, str | int | float) and not isinstance(value, bool)
+    echo = value if scalar and len(str(value)) <= 200 else None
+    return ApiError(422, field, f"{reason}; got {_JSON_TYPES.get(type(value), 'unknown')}", value=echo)
+
+
+def _events_of(obj: object) -> tuple[list[dict[str, object]], bool]:
+    """The events of a decoded body (one object, or an array of objects) and whether it was an array.
+
+    Raises
+    ------
+    ApiError
+        422 naming ``body`` (neither an object nor an array) or ``events[i]`` (an element that is no object),
+        with the JSON type sent.
+    """
+    if isinstance(obj, dict):
+        return [obj], False
+    if not isinstance(obj, list):
+        raise _not_an_event("body", "must be one event (a JSON object) or a batch of events (a JSON array of objects)",
+                            obj)
+    for i, e in enumerate(obj):
+        if not isinstance(e, dict):
+            raise _not_an_event(f"events[{i}]", "an event must be a JSON object", e)
+    return obj, True
+
+
 _INLINE_EVENTS = 64
 """Batches up to this many events are validated on the event loop (cheaper than a thread hop)."""
 
 
-def _validate(svc: Services, raw: list[object], many: bool, now: float) -> tuple[list[Event], list[bytes]]:
+def _validate(svc: Services, raw: list[dict[str, object]], many: bool, now: float) -> tuple[list[Event], list[bytes]]:
     """Validate and encode every event of a request, or raise ``ApiError`` naming the first bad field."""
     a = svc.settings.api
     server_only = frozenset(a.server_only_types)
     max_bytes = svc.settings.stream.max_event_bytes
     events, encoded = [], []
     for i, e in enumerate(raw):
-        if isinstance(e, dict):
-            e.setdefault("event_id", uuid.uuid4().hex)
-            e.setdefault("ts", now)
+        e.setdefault("event_id", uuid.uuid4().hex)
+        e.setdefault("ts", now)
         try:
             ev = validate_event_dict(e, svc.ingest_rules, now)
             if ev.type in server_only:
@@ -161,8 +192,11 @@ async def post_events(request: Request) -> Response:
     except orjson.JSONDecodeError as exc:
         svc.metrics.events_rejected.labels("malformed_json").inc()
         raise ApiError(400, "body", f"malformed JSON: {exc}") from exc
-    many = isinstance(obj, list)
-    raw = obj if many else [obj]
+    try:
+        raw, many = _events_of(obj)
+    except ApiError:
+        svc.metrics.events_rejected.labels("invalid_field").inc()
+        raise
     if many and not raw:
         raise ApiError(422, "events", "empty list")
     if len(raw) > a.max_events_per_request:

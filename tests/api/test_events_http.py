@@ -62,3 +62,28 @@ def test_post_events(broker, tmp_path):
     stamped = {orjson.loads(m.value())["event_id"]: orjson.loads(m.value())["ts"] for m in msgs}
     assert stamped["e2"] == batch[0]["ts"]  # a past ts is kept
     assert before <= stamped["e3"] <= after  # a ts ahead of the API's clock is when the API received it
+
+
+def test_a_body_that_is_not_events_says_what_was_expected_and_the_json_type_sent(broker, tmp_path):
+    """``null``, ``42`` or ``[[...]]`` were a 422 whose ``value`` was a Python type name (``NoneType``, ``int``,
+    ``list``); the error now says what an events body is and which JSON type was sent."""
+    s = make_settings(broker, tmp_path, partitions=1)
+    event = {"type": "view", "user_id": "u1", "item_id": "i1"}
+    expected_body = "must be one event (a JSON object) or a batch of events (a JSON array of objects)"
+    with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
+        for body, sent in ((b"null", "null"), (b"42", "number"), (b"-1.5", "number"), (b'"view"', "string"),
+                           (b"true", "boolean")):
+            r = c.post("/v1/events", content=body)
+            assert r.status_code == 422, body
+            assert r.json()["error"] == {"field": "body", "reason": f"{expected_body}; got {sent}",
+                                         **({"value": orjson.loads(body)} if sent in ("number", "string") else {})}
+        for batch, i, sent in (([[event]], 0, "array"), ([event, None], 1, "null"), ([event, event, 7], 2, "number"),
+                               ([event, "i1"], 1, "string"), ([False], 0, "boolean")):
+            r = c.post("/v1/events", json=batch)
+            assert r.status_code == 422, batch
+            assert r.json()["error"] == {"field": f"events[{i}]", "reason": f"an event must be a JSON object; got {sent}",
+                                         **({"value": batch[i]} if sent in ("number", "string") else {})}
+        assert c.post("/v1/events", json=[event]).status_code == 202  # nothing of the refused batches was accepted
+        text = c.get("/metrics").text
+        assert "fusionrec_api_events_accepted_total 1.0" in text
+        assert 'fusionrec_api_events_rejected_total{reason="invalid_field"} 10.0' in text
