@@ -159,7 +159,7 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "oneOf": [event, {"type": "array", "minItems": 1, "maxItems": settings.api.max_events_per_request,
                                   "items": event}]}}}},
-            "responses": _responses(202, obj, 400, 401, 403, 413, 422, 503), "security": client}},
+            "responses": _responses(202, obj, 400, 401, 403, 413, 415, 422, 503), "security": client}},
         "/v1/items/{item_id}": {"get": {
             "summary": "One catalog item",
             "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": ID_SCHEMA}],

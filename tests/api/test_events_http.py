@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 import time
 
@@ -87,3 +88,27 @@ def test_a_body_that_is_not_events_says_what_was_expected_and_the_json_type_sent
         text = c.get("/metrics").text
         assert "fusionrec_api_events_accepted_total 1.0" in text
         assert 'fusionrec_api_events_rejected_total{reason="invalid_field"} 10.0' in text
+
+
+def test_a_content_encoding_the_api_does_not_decode_is_a_415_naming_it(broker, tmp_path):
+    """A gzip body was read as JSON and answered 400 "malformed JSON: str is not valid UTF-8"; a body in any
+    content-coding but identity is a 415 naming the coding, with ``Accept-Encoding: identity`` (RFC 7694)."""
+    s = make_settings(broker, tmp_path, partitions=1)
+    body = orjson.dumps({"type": "view", "user_id": "u1", "item_id": "i1"})
+    with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
+        for coding, named in (("gzip", "gzip"), ("GZip", "gzip"), ("br", "br"), ("deflate", "deflate"),
+                              ("zstd", "zstd"), ("identity, gzip", "gzip"), ("x-made-up", "x-made-up")):
+            sent = gzip.compress(body) if named == "gzip" else body
+            r = c.post("/v1/events", content=sent, headers={"Content-Encoding": coding,
+                                                             "Content-Type": "application/json"})
+            assert r.status_code == 415, (coding, r.status_code, r.text)
+            assert r.headers["accept-encoding"] == "identity"
+            assert r.json()["error"] == {
+                "field": "content-encoding",
+                "reason": f"the API does not decode content-coding {named!r}: send the JSON body uncompressed "
+                          "(no Content-Encoding, or identity)"}
+        r = c.post("/v1/events", content=body, headers={"Content-Encoding": "identity"})
+        assert r.status_code == 202, r.text
+        text = c.get("/metrics").text
+        assert 'fusionrec_api_events_rejected_total{reason="unsupported_encoding"} 7.0' in text
+        assert "fusionrec_api_events_accepted_total 1.0" in text
