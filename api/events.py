@@ -15,6 +15,10 @@ else must satisfy the flow's own event contract (operators/parse.py: fields, typ
 answered 202 is never dead-lettered later. A list is accepted whole or refused whole, with the
 index of the first bad event in the field path (``events[3].ts``).
 
+Each request is charged to its caller (key and address) before it is validated: its events against
+``api.event_rate_limit`` and the item ids they name against ``api.event_item_rate_limit`` (429 with
+``Retry-After`` over either, nothing accepted). A basket names at most ``api.max_basket_items`` items.
+
 Trust boundary: server-only event types (``api.server_only_types``: served lists) are refused,
 and an event naming a ``request_id`` must carry one the API issued (``api/request_ids.py``) to
 the same ``user_id``, for the same ``campaign_id``/``arm`` when it names them, with ``ts`` inside
@@ -38,6 +42,7 @@ from starlette.responses import Response
 from api.durable_producer import BrokerUnavailable
 from api.errors import ApiError
 from api.json import json_response
+from api.rate_limit import EVENTS, ITEM_IDS
 from api.request_ids import IssuedRequest
 from api.services import Services
 from operators.errors import BadEvent
@@ -156,8 +161,70 @@ def _events_of(obj: object) -> tuple[list[dict[str, object]], bool]:
     return obj, True
 
 
+def _id_key(value: object) -> object:
+    """A set key for a raw id: the value itself when it is a JSON scalar, else one of its own (it will be refused)."""
+    return value if isinstance(value, str | int | float) else object()
+
+
+def _item_ids_named(raw: list[dict[str, object]], max_basket_items: int, many: bool) -> int:
+    """The item ids the events name, what ``api.event_item_rate_limit`` charges: per event, its ``item_id`` and
+    basket lines, a value repeated in one event once. Counted on the decoded JSON before validation, so never
+    fewer than the validated events' ``item_ids()`` (JSON values equal in Python are one canonical id; spellings
+    that canonicalise alike, ``12`` and ``"12"``, count twice).
+
+    Raises
+    ------
+    ApiError
+        422 naming ``items`` (``events[i].items``) if a basket names more than ``max_basket_items`` distinct items
+        (``api.max_basket_items``; repeated lines of an item, which validation merges, are one).
+    """
+    n = 0
+    for i, e in enumerate(raw):
+        lines = e.get("items")
+        ids: set[object] = set()
+        if isinstance(lines, list):
+            try:
+                ids = set(lines)  # plain ids: at C speed
+            except TypeError:  # line objects (or junk)
+                ids = {_id_key(line.get("item_id") if isinstance(line, dict) else line) for line in lines}
+            if len(ids) > max_basket_items:
+                raise ApiError(422, f"events[{i}].items" if many else "items",
+                               f"{len(ids)} distinct items > api.max_basket_items={max_basket_items}")
+        item = e.get("item_id")
+        if item is not None:
+            ids.add(_id_key(item))
+        n += len(ids)
+    return n
+
+
+def _charge(svc: Services, request: Request, n_events: int, n_item_ids: int) -> Response | None:
+    """Charge the caller's event limits (``svc.event_limiter``): None if the request fits, else the 429 to answer
+    (with ``Retry-After``; nothing charged). A request that could never fit a window is a 422 (raised)."""
+    limiter, a = svc.event_limiter, svc.settings.api
+    if limiter is None:
+        return None
+    costs = {EVENTS: n_events, ITEM_IDS: n_item_ids}
+    for unit, setting, spec in ((EVENTS, "event_rate_limit", a.event_rate_limit),
+                                (ITEM_IDS, "event_item_rate_limit", a.event_item_rate_limit)):
+        largest = limiter.largest(unit)
+        if largest is not None and costs[unit] > largest:
+            svc.metrics.events_rejected.labels("too_large").inc(n_events)
+            raise ApiError(422, "events", f"{costs[unit]} {unit} > the most api.{setting}={spec!r} allows in one "
+                                          "request; split it")
+    refused = limiter.retry_after_s(request.scope, costs)
+    if refused is None:
+        return None
+    svc.metrics.events_rejected.labels("rate_limited").inc(n_events)
+    retry, limit = refused
+    return json_response({"error": {"field": "api_key", "reason": f"event rate limit exceeded ({limit}, per key and "
+                                    "client); nothing of the request was accepted", "retry_after_s": retry}},
+                         status_code=429, headers={"Retry-After": str(retry)})
+
+
 _INLINE_EVENTS = 64
-"""Batches up to this many events are validated on the event loop (cheaper than a thread hop)."""
+"""Batches up to this many events are counted and validated on the event loop (cheaper than a thread hop)..."""
+_INLINE_BODY_BYTES = 65536
+"""... when their body is at most this long (a few events of long baskets are as much work as many events)."""
 
 
 def _validate(svc: Services, raw: list[dict[str, object]], many: bool, now: float) -> tuple[list[Event], list[bytes]]:
@@ -221,20 +288,19 @@ async def post_events(request: Request) -> Response:
     if len(raw) > a.max_events_per_request:
         svc.metrics.events_rejected.labels("too_large").inc()
         raise ApiError(422, "events", f"{len(raw)} events > api.max_events_per_request={a.max_events_per_request}")
-    if svc.event_limiter is not None:
-        if len(raw) > svc.event_limiter.largest_batch:
-            raise ApiError(422, "events", f"{len(raw)} events > the largest batch api.event_rate_limit="
-                                          f"{a.event_rate_limit!r} allows; split it")
-        refused = svc.event_limiter.retry_after_s(request.scope, len(raw))
-        if refused is not None:
-            svc.metrics.events_rejected.labels("rate_limited").inc(len(raw))
-            retry, limit = refused
-            return json_response({"error": {"field": "api_key", "reason": f"event rate limit exceeded ({limit} events "
-                                            "per key and client)", "retry_after_s": retry}},
-                                 status_code=429, headers={"Retry-After": str(retry)})
-    # big batches are validated on a worker thread: the event loop keeps serving other requests
+    # big requests are counted and validated on a worker thread: the event loop keeps serving other requests
+    offload = len(raw) > _INLINE_EVENTS or len(body) > _INLINE_BODY_BYTES
+    count = partial(_item_ids_named, raw, a.max_basket_items, many)
+    try:
+        n_item_ids = await run_in_threadpool(count) if offload else count()
+    except ApiError:
+        svc.metrics.events_rejected.labels("too_large").inc(len(raw))
+        raise
+    refused = _charge(svc, request, len(raw), n_item_ids)
+    if refused is not None:
+        return refused
     check = partial(_validate, svc, raw, many, time.time())
-    events, encoded = await run_in_threadpool(check) if len(raw) > _INLINE_EVENTS else check()
+    events, encoded = await run_in_threadpool(check) if offload else check()
     topic = svc.settings.kafka.events_topic
     try:  # 202 only once the broker acknowledged every event (api/durable_producer.py)
         await svc.durable.produce_acked([(topic, ev.user_id.encode(), value)

@@ -14,7 +14,8 @@ requests, started a new expiry thread whenever its last one (a 10 ms ``threading
 finished: up to 100 ``Thread.start`` calls a second on the event loop under load, each waiting for
 the GIL. :class:`SweptMemoryStorage` keeps the library's storage and strategies and moves the expiry
 sweep to one long-lived thread. Each API process counts its own callers (a replica's limit is per
-process).
+process). ``POST /v1/events`` is also charged by what its body holds (:class:`EventRateLimiter`): its events, and
+the item ids they name.
 """
 
 from __future__ import annotations
@@ -22,18 +23,24 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import orjson
-from limits import storage, strategies
+from limits import RateLimitItem, storage, strategies
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import presented_key
 from operators.settings import parse_rate_limit
 
-__all__ = ["EventRateLimiter", "RateLimitMiddleware", "SweptMemoryStorage", "caller", "parse_rate_limit"]  # the parser lives with the settings
+__all__ = ["EVENTS", "ITEM_IDS", "EventRateLimiter", "RateLimitMiddleware", "SweptMemoryStorage", "caller",
+           "parse_rate_limit"]  # the parser lives with the settings
 
 _EXEMPT = frozenset({"/healthz", "/readyz"})
+
+EVENTS = "events"
+"""The unit of ``api.event_rate_limit``: a request of n events costs n."""
+ITEM_IDS = "item ids"
+"""The unit of ``api.event_item_rate_limit``: each event's distinct item ids (``item_id`` and basket lines)."""
 
 
 class SweptMemoryStorage(storage.MemoryStorage):
@@ -108,33 +115,48 @@ def caller(scope: Scope, keys: frozenset[str]) -> str:
 
 
 class EventRateLimiter:
-    """Events per caller (``api.event_rate_limit``): a request of n events costs n, so one caller cannot
-    push 1,000-event batches at the request rate (200 requests/s were 200,000 events/s: more than the
-    flow applies, and a lever on popularity). Shares the caller of :class:`RateLimitMiddleware`.
+    """What one caller may post to ``POST /v1/events``, charged per request: its events against
+    ``api.event_rate_limit`` and the item ids they name against ``api.event_item_rate_limit`` (either may be off).
+
+    Events, because 1,000-event batches at the request rate were 200,000 events/s for one caller (more than the
+    flow applies, and a lever on popularity); item ids, because events may name items the catalogue does not hold
+    yet and each new id grows the flow's and the API's per-item state: 60 view events of 2,500-line baskets named
+    150,000 invented ids in one request. Shares the caller of :class:`RateLimitMiddleware`; the two counts are kept
+    apart (``unit`` is part of the counter's key).
 
     Raises
     ------
     ValueError
-        If ``limits`` does not parse.
+        If ``limits`` or ``item_limits`` does not parse.
     """
 
-    def __init__(self, limits: str, keys: Iterable[str] = ()) -> None:
+    def __init__(self, limits: str | None, keys: Iterable[str] = (), item_limits: str | None = None) -> None:
         self.keys = frozenset(keys)
-        self.items = parse_rate_limit(limits)
+        self.budgets: dict[str, list[RateLimitItem]] = {
+            unit: parse_rate_limit(spec) for unit, spec in ((EVENTS, limits), (ITEM_IDS, item_limits)) if spec}
+        """The limits of each unit charged (``EVENTS``, ``ITEM_IDS``); a unit without limits is not counted."""
         self.limiter = strategies.MovingWindowRateLimiter(SweptMemoryStorage())
-        self.largest_batch = min(item.amount for item in self.items)
-        """More events than this in one request never fit a window (the handler answers 422)."""
 
-    def retry_after_s(self, scope: Scope, n_events: int) -> tuple[int, str] | None:
-        """Count ``n_events`` for the request's caller: None if within every limit, else (seconds until
-        the window allows them, the limit). A refused request counts nothing."""
+    def largest(self, unit: str) -> int | None:
+        """The most ``unit`` one request may cost: more never fits the smallest window (the handler answers 422,
+        not a 429 whose retry could never succeed); None when ``unit`` is not limited."""
+        items = self.budgets.get(unit)
+        return min(item.amount for item in items) if items else None
+
+    def retry_after_s(self, scope: Scope, costs: Mapping[str, int]) -> tuple[int, str] | None:
+        """Charge the request's caller ``costs`` (units -> amount, e.g. ``{EVENTS: 60, ITEM_IDS: 150_000}``): None
+        if every limit of every unit allows it, else (seconds until the window allows it, the limit that refused it,
+        e.g. ``"300000 item ids per 1 minute"``). A refused request counts nothing, in any unit."""
         who = caller(scope, self.keys)
-        for item in self.items:
-            if not self.limiter.test(item, who, cost=n_events):
-                reset = self.limiter.get_window_stats(item, who).reset_time
-                return max(1, math.ceil(reset - time.time())), str(item)
-        for item in self.items:
-            self.limiter.hit(item, who, cost=n_events)
+        charged = [(unit, item, cost) for unit, items in self.budgets.items() if (cost := costs.get(unit, 0)) > 0
+                   for item in items]
+        for unit, item, cost in charged:
+            if not self.limiter.test(item, unit, who, cost=cost):
+                reset = self.limiter.get_window_stats(item, unit, who).reset_time
+                return (max(1, math.ceil(reset - time.time())),
+                        f"{item.amount} {unit} per {item.multiples} {item.GRANULARITY.name}")
+        for unit, item, cost in charged:
+            self.limiter.hit(item, unit, who, cost=cost)
         return None
 
 

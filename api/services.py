@@ -112,7 +112,8 @@ class Services:
     depends on."""
     reader: FeedbackReader | None = None
     event_limiter: EventRateLimiter | None = None
-    """Events per caller of ``POST /v1/events`` (``api.event_rate_limit``; None: off)."""
+    """Events and the item ids they name per caller of ``POST /v1/events`` (``api.event_rate_limit``,
+    ``api.event_item_rate_limit``; None: both off)."""
     popular_lists: dict[str, TopN] = field(default_factory=dict)
     """The partitions' popular lists (kept apart by the user-topn reader: ranking never scans users)."""
     _popular: tuple[float, list[tuple[str, float]]] = (0.0, [])
@@ -289,8 +290,9 @@ def build_services(settings: Settings, metrics: ApiMetrics | None = None) -> Ser
         window_popularity=popularity,
         window_table=window_table,
         popularity_snapshots=snapshots,
-        event_limiter=EventRateLimiter(a.event_rate_limit, [*a.admin_keys, *a.client_keys] if a.require_keys else [])
-        if a.event_rate_limit else None,
+        event_limiter=EventRateLimiter(a.event_rate_limit, [*a.admin_keys, *a.client_keys] if a.require_keys else [],
+                                       item_limits=a.event_item_rate_limit)
+        if a.event_rate_limit or a.event_item_rate_limit else None,
         fold=fold,
         signer=RequestSigner(load_request_secret(a.request_secret, state_dir)),
         ingest_rules=ingest_rules,

@@ -97,7 +97,7 @@ def make_settings(bootstrap: str, tmp: Path, partitions: int = 4, *, create_topi
         stream={"state_dir": tmp / "state", "model_dir": tmp / "models", "serving_dir": tmp / "serving",
                 "batch_size": 500, **stream},
         # open on loopback and unthrottled for the tests; the key matrix and the limits have their own tests
-        api={"require_keys": False, "rate_limit": None, "event_rate_limit": None},
+        api={"require_keys": False, "rate_limit": None, "event_rate_limit": None, "event_item_rate_limit": None},
     )
     if create_topics:
         ensure_topics(s.kafka.brokers, platform_topics(s))

@@ -4,12 +4,14 @@ Retry-After, bodies refused while they stream in, half-sent bodies timed out, bi
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 
 import httpx
 import pytest
 
+from operators.settings import Settings
 from tests.harness import ApiServer, make_settings
 
 pytestmark = pytest.mark.integration
@@ -75,6 +77,87 @@ def test_events_are_limited_per_caller_by_count_not_by_request(api):
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1, r.text
         assert r.json()["error"]["field"] == "api_key" and "event rate limit" in r.json()["error"]["reason"]
         assert c.post("/v1/events", json=batch(4, "c")).status_code == 202  # the refused 6 counted nothing
+
+
+@pytest.fixture()
+def item_limited(broker, tmp_path):
+    s = make_settings(broker, tmp_path, partitions=1)
+    s = s.model_copy(update={"api": s.api.model_copy(update={
+        "require_keys": True, "client_keys": [KEY], "admin_keys": ["admin-" + "a" * 24],
+        "event_rate_limit": "100/minute", "event_item_rate_limit": "50/second;120/minute", "max_basket_items": 40})})
+    with ApiServer(s) as server:
+        yield server
+
+
+def _basket(tag: str, n_lines: int, **extra: object) -> dict:
+    return {"type": "purchase", "user_id": "u1", "event_id": tag, "items": [f"{tag}-i{k}" for k in range(n_lines)],
+            **extra}
+
+
+def _accepted(c: httpx.Client) -> float:
+    text = c.get("/metrics", headers={"X-API-Key": "admin-" + "a" * 24}).text
+    m = re.search(r"^fusionrec_api_events_accepted_total (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_events_are_charged_by_the_item_ids_they_name(item_limited):
+    """60 view events of 2,500 invented item ids each (one 2 MB request) were 202: the event limit counted 60. Each
+    event now also costs its distinct item ids (api.event_item_rate_limit), a basket has at most
+    api.max_basket_items items, and a request over either is refused whole."""
+    with httpx.Client(base_url=item_limited.url, timeout=10, headers={"X-API-Key": KEY}) as c:
+        r = c.post("/v1/events", json=_basket("long", 41))  # over max_basket_items: refused before any charge
+        assert r.status_code == 422
+        assert r.json()["error"] == {"field": "items", "reason": "41 distinct items > api.max_basket_items=40"}
+        r = c.post("/v1/events", json=[_basket("a", 1), _basket("b", 41)])
+        assert (r.status_code, r.json()["error"]["field"]) == (422, "events[1].items")
+        r = c.post("/v1/events", json=[_basket("c", 30), _basket("d", 30)])  # 60 ids never fit 50/second
+        assert r.status_code == 422
+        assert r.json()["error"] == {"field": "events", "reason": "60 item ids > the most api.event_item_rate_limit="
+                                                                  "'50/second;120/minute' allows in one request; split it"}
+        # repeats within an event count once (plain ids, line objects and item_id alike; a line per unit scanned is
+        # one item, under max_basket_items too): 2 + 1 + 37 = 40 item ids
+        same = {**_basket("e", 0), "item_id": "x", "items": ["x", {"item_id": "x", "quantity": 2}, "y", "y"]}
+        scanned = {**_basket("e2", 0), "items": ["z"] * 100}
+        assert c.post("/v1/events", json=[same, scanned, _basket("f", 37)]).status_code == 202
+        assert _accepted(c) == 3
+        r = c.post("/v1/events", json=[_basket("g", 5), _basket("h", 6)])  # 40 + 11 > 50 in the second
+        assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 1, r.text
+        err = r.json()["error"]
+        assert err["field"] == "api_key" and "50 item ids per 1 second" in err["reason"], err
+        assert _accepted(c) == 3  # nothing of the refused batch was accepted
+        assert c.post("/v1/events", json=[_basket("i", 10)]).status_code == 202  # and it charged nothing: 50
+        time.sleep(1.1)
+        assert c.post("/v1/events", json=[_basket("j", 40), _basket("k", 10)]).status_code == 202  # 100 this minute
+        time.sleep(1.1)
+        assert c.post("/v1/events", json=_basket("l", 20)).status_code == 202  # 120: the minute is full
+        r = c.post("/v1/events", json={"type": "view", "user_id": "u1", "item_id": "one-more"})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 30, r.text
+        assert "120 item ids per 1 minute" in r.json()["error"]["reason"]
+        assert c.post("/v1/events", json={"type": "search", "user_id": "u1", "query": "x"}).status_code == 202
+        assert _accepted(c) == 8  # an event naming no item costs no item id
+
+
+def test_the_default_limits_refuse_the_trials_request(broker, tmp_path):
+    """The trial's request under the default limits: 60 events of 2,500 invented ids is a 422 (baskets over
+    api.max_basket_items), 150 events of 1,000 ids (150,000) is a 422 (over the 50,000 a second allows), 40
+    events of 1,000 lines are accepted (the 429s: test_events_are_charged_by_the_item_ids_they_name)."""
+    s = make_settings(broker, tmp_path, partitions=1)
+    s = s.model_copy(update={"api": s.api.model_copy(update={
+        "event_rate_limit": Settings().api.event_rate_limit, "event_item_rate_limit": Settings().api.event_item_rate_limit})})
+    assert (s.api.event_item_rate_limit, s.api.max_basket_items) == ("50000/second;300000/minute", 1000)
+
+    def batch(tag: str, n_events: int, n_lines: int) -> list[dict]:
+        return [{"type": "view", "user_id": f"u{e}", "items": [f"{tag}{e}-{k}" for k in range(n_lines)]}
+                for e in range(n_events)]
+
+    with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=30) as c:
+        r = c.post("/v1/events", json=batch("t", 60, 2500))
+        assert (r.status_code, r.json()["error"]["field"]) == (422, "events[0].items"), r.text
+        r = c.post("/v1/events", json=batch("u", 150, 1000))
+        assert r.status_code == 422 and "150000 item ids" in r.json()["error"]["reason"], r.text
+        assert _accepted(c) == 0
+        assert c.post("/v1/events", json=batch("v", 40, 1000)).status_code == 202  # a big real batch still passes
+        assert _accepted(c) == 40
 
 
 def test_a_dripping_body_is_timed_out_as_a_whole(api):

@@ -71,3 +71,28 @@ def test_parse_rate_limit_is_the_one_parser_of_api_rate_limit():
             parse_rate_limit(bad)
     with pytest.raises(ValueError, match=r"api\.rate_limit: 'abc'"):
         RateLimitMiddleware(None, "abc")  # type: ignore[arg-type]
+
+
+def test_event_limiter_charges_events_and_item_ids_apart_and_a_refusal_charges_nothing():
+    from api.rate_limit import EVENTS, ITEM_IDS, EventRateLimiter
+
+    limiter = EventRateLimiter("10/minute", item_limits="20/minute")
+    try:
+        scope = {"type": "http", "headers": [], "client": ("10.1.2.3", 5000)}
+        assert (limiter.largest(EVENTS), limiter.largest(ITEM_IDS)) == (10, 20)
+        assert limiter.retry_after_s(scope, {EVENTS: 2, ITEM_IDS: 15}) is None
+        retry, limit = limiter.retry_after_s(scope, {EVENTS: 1, ITEM_IDS: 6})  # 21 item ids > 20/minute
+        assert limit == "20 item ids per 1 minute" and 1 <= retry <= 60
+        assert limiter.retry_after_s(scope, {EVENTS: 8, ITEM_IDS: 5}) is None  # the refused request charged nothing
+        retry, limit = limiter.retry_after_s(scope, {EVENTS: 1, ITEM_IDS: 0})  # 11 events > 10/minute
+        assert limit == "10 events per 1 minute"
+        other = {**scope, "client": ("10.9.9.9", 5000)}  # another address has budgets of its own
+        assert limiter.retry_after_s(other, {EVENTS: 10, ITEM_IDS: 20}) is None
+        same = EventRateLimiter("20/minute", item_limits="20/minute")  # one spec for both: counted apart
+        assert same.retry_after_s(scope, {EVENTS: 20, ITEM_IDS: 20}) is None
+        same.limiter.storage.close()
+        items_only = EventRateLimiter(None, item_limits="5/second")
+        assert (items_only.largest(EVENTS), items_only.largest(ITEM_IDS)) == (None, 5)
+        items_only.limiter.storage.close()
+    finally:
+        limiter.limiter.storage.close()
