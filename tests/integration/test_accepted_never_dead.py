@@ -24,7 +24,7 @@ def test_events_at_every_bound_are_accepted_and_applied(broker, tmp_path):
         {"type": "view", "user_id": "u1", "item_id": "i1", "ts": now + s.stream.future_skew_s - 30},
         {"type": "view", "user_id": "u2", "item_id": "i2", "ts": now - s.api.max_age_s + 60},
         {"type": "view", "user_id": "u3", "item_id": "i3", "note": "x" * room},
-        {"type": "purchase", "user_id": "u4", "items": [f"i{i}" for i in range(room // 40)]},
+        {"type": "purchase", "user_id": "u4", "items": [f"i{i}" for i in range(min(room // 40, s.api.max_basket_items))]},
         {"type": "add_to_cart", "user_id": 12345, "item_id": 67890.0},
         {"type": "purchase", "user_id": "u6", "item_id": "i6", "price": s.stream.max_price,
          "quantity": s.stream.max_quantity},
@@ -36,6 +36,7 @@ def test_events_at_every_bound_are_accepted_and_applied(broker, tmp_path):
         {"type": "view", "user_id": "u2", "item_id": "i2", "ts": now - s.api.max_age_s - 60},
         {"type": "view", "user_id": "u3", "item_id": "i3", "note": "x" * (s.stream.max_event_bytes + 10)},
         {"type": "view", "user_id": "u" * 257, "item_id": "i5"},
+        {"type": "purchase", "user_id": "u4", "items": [f"i{i}" for i in range(s.api.max_basket_items + 1)]},
         {"type": "purchase", "user_id": "u6", "item_id": "i6", "price": s.stream.max_price * 1.01},
         {"type": "purchase", "user_id": "u6", "items": [{"item_id": "i6", "quantity": s.stream.max_quantity + 1}]},
     ]
