@@ -106,11 +106,11 @@ class SASRec(GRU4Rec):
                  n_sample: int = 2048, sample_alpha: float = 0.75, logq: float = 1.0, dropout: float = 0.2,
                  n_threads: int = 1, random_state: int | None = 0, progress: bool = True,
                  epoch_examples: int | None = None, score_threads: int = 2, n_layers: int = 2,
-                 n_heads: int = 2) -> None:
+                 n_heads: int = 2, n_models: int = 1) -> None:
         super().__init__(d=d, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr, n_sample=n_sample,
                          sample_alpha=sample_alpha, logq=logq, dropout=dropout, n_threads=n_threads,
                          random_state=random_state, progress=progress, epoch_examples=epoch_examples,
-                         score_threads=score_threads)
+                         score_threads=score_threads, n_models=n_models)
         self.n_layers = n_layers
         self.n_heads = n_heads
 

@@ -148,3 +148,45 @@ def test_sasrec_errors_name_sasrec() -> None:
                                         ts=np.arange(3, dtype=float), n_items=3)
     with pytest.raises(ModelFitError, match="^SASRec.fit: no session has two events"):
         SASRec(**FAST).fit(one_event_sessions)
+
+
+def _same_net(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(p.detach().numpy().tobytes() == q.detach().numpy().tobytes()
+               for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_an_ensemble_is_its_seeds_networks_scored_by_their_mean_logit() -> None:
+    """``n_models=3``: networks m = the single model fitted with seed ``random_state + m`` (bit for bit), scored
+    by the softmax of their mean logit; the lists are the ranking of the mean log-probability."""
+    log = _walks(120, n_items=30, seed=3)
+    ens = GRU4Rec(**FAST, n_models=3, random_state=5).fit(log)
+    singles = [GRU4Rec(**FAST, random_state=5 + m).fit(log) for m in range(3)]
+    assert len(ens.nets_) == 3 and ens.net_ is ens.nets_[0]
+    for net, single in zip(ens.nets_, singles, strict=True):
+        assert _same_net(net, single.net_)
+    assert not _same_net(singles[0].net_, singles[1].net_)  # the seeds differ
+    hist = Histories(indptr=np.array([0, 1, 4, 6], np.int64), items=np.array([2, 7, 8, 9, 20, 21], np.int32))
+    log_p = np.mean([np.log(s.score(hist)) for s in singles], axis=0)
+    want = np.exp(log_p - log_p.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    got = ens.score(hist)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-7)
+    ids, scores = ens.recommend(hist, 5)
+    np.testing.assert_array_equal(ids, np.argsort(-got, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(np.exp(ens.train_loss_), np.exp(np.mean([s.train_loss_ for s in singles], axis=0)))
+    with pytest.raises(ValueError, match="n_models must be >= 1"):
+        GRU4Rec(**FAST, n_models=0).fit(log)
+
+
+def test_an_ensemble_saves_and_loads_every_network(tmp_path: Path) -> None:
+    log = _walks(60, n_items=20)
+    model = GRU4Rec(**FAST, n_models=2).fit(log)
+    model.save(tmp_path / "m")
+    back = GRU4Rec.load(tmp_path / "m")
+    assert back.n_models == 2 and all(_same_net(a, b) for a, b in zip(back.nets_, model.nets_, strict=True))
+    hist = Histories(indptr=np.array([0, 2], np.int64), items=np.array([3, 4], np.int32))
+    np.testing.assert_array_equal(back.score(hist), model.score(hist))
+    params = (tmp_path / "m" / "params.json")
+    params.write_text(params.read_text().replace('"n_models": 2', '"n_models": 3'))
+    with pytest.raises(ModelFormatError, match="no 2-D net2__item_emb"):
+        GRU4Rec.load(tmp_path / "m")
