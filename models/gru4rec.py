@@ -14,7 +14,8 @@ Model directory (``save``/``load``, :mod:`models.persistence`)::
     arrays.npz    net__item_emb (n_items, d) float32        tied input/output item embedding
                   net__item_bias (n_items, 1) float32       output bias
                   net__gru.* (the GRU's weights and biases) float32
-                  train_loss (epochs,) float64              mean sampled cross-entropy per epoch
+                  train_loss (epochs,) float64              mean sampled cross-entropy per epoch (networks' mean)
+                  n_networks () int64                       networks saved (an ensemble's net1__*, net2__*, ...)
 """
 
 from __future__ import annotations
@@ -249,6 +250,11 @@ class GRU4Rec:
         probabilities). Each costs a fit and a ``(queries x d)`` share of the scoring product. On the
         small rsc15 100k log, 3 networks lifted HR@20 from .652 to .681 on validation (seed variance
         of a network trained on ~47k examples; bench/RESULTS.md, issue 11 session 34).
+    ensemble_examples : int or None, default None
+        If set, fewer networks on a large log: ``min(n_models, floor(ensemble_examples / (epochs * n)))``
+        (at least 1) for ``n`` training examples and the epochs :meth:`n_epochs` gives, so the
+        ensemble's training passes stay within about this many examples. ``SessionFusion``'s GRU list
+        uses 3 networks within 3 M: 3 on logs up to 100k examples, 1 on yoochoose's and larger.
 
     Attributes
     ----------
@@ -271,7 +277,8 @@ class GRU4Rec:
     def __init__(self, d: int = 128, max_len: int = 10, epochs: int = 5, batch_size: int = 256, lr: float = 2e-3,
                  n_sample: int = 2048, sample_alpha: float = 0.75, logq: float = 1.0, dropout: float = 0.2,
                  n_threads: int = 1, random_state: int | None = 0, progress: bool = True,
-                 epoch_examples: int | None = None, score_threads: int = 2, n_models: int = 1) -> None:
+                 epoch_examples: int | None = None, score_threads: int = 2, n_models: int = 1,
+                 ensemble_examples: int | None = None) -> None:
         self.d = d
         self.max_len = max_len
         self.epochs = epochs
@@ -287,6 +294,7 @@ class GRU4Rec:
         self.epoch_examples = epoch_examples
         self.score_threads = score_threads
         self.n_models = n_models
+        self.ensemble_examples = ensemble_examples
 
     def get_params(self) -> dict[str, object]:
         """Constructor arguments as stored (scikit-learn's rule)."""
@@ -299,6 +307,8 @@ class GRU4Rec:
                 raise ValueError(f"{cls}: {name} must be >= 1; got {getattr(self, name)}")
         if self.epoch_examples is not None and int(self.epoch_examples) < 1:
             raise ValueError(f"{cls}: epoch_examples must be None or >= 1; got {self.epoch_examples}")
+        if self.ensemble_examples is not None and int(self.ensemble_examples) < 1:
+            raise ValueError(f"{cls}: ensemble_examples must be None or >= 1; got {self.ensemble_examples}")
         if self.n_sample < 0:
             raise ValueError(f"{cls}: n_sample must be >= 0; got {self.n_sample}")
         if not 0.0 <= self.dropout < 1.0:
@@ -315,6 +325,15 @@ class GRU4Rec:
         """Whole epochs ``fit`` runs on ``n_examples`` training examples: ``epochs``, or fewer when
         ``epoch_examples`` is set (``min(epochs, ceil(epoch_examples / n_examples))``, at least 1)."""
         return whole_epochs(self.epochs, self.epoch_examples, n_examples)
+
+    def n_networks(self, n_examples: int) -> int:
+        """Networks ``fit`` trains on ``n_examples`` training examples: ``n_models``, or fewer when
+        ``ensemble_examples`` is set (``min(n_models, floor(ensemble_examples / (epochs * n_examples)))``,
+        at least 1, with ``epochs`` from :meth:`n_epochs`). A function of the data alone."""
+        if self.ensemble_examples is None or n_examples < 1:
+            return int(self.n_models)
+        per_network = self.n_epochs(n_examples) * int(n_examples)
+        return max(1, min(int(self.n_models), int(self.ensemble_examples) // per_network))
 
     def fit(self, log: InteractionLog) -> Self:
         """Train on every (prefix -> next item) pair of the sessions of ``log``.
@@ -333,7 +352,7 @@ class GRU4Rec:
             raise ModelFitError(f"{type(self).__name__}.fit: no session has two events; nothing to learn from")
         epochs = self.n_epochs(n)
         nets, losses, train_s = [], [], 0.0
-        for m in range(int(self.n_models)):  # model m: seed random_state + m (model 0 is the single model's)
+        for m in range(self.n_networks(n)):  # model m: seed random_state + m (model 0 is the single model's)
             seed = None if self.random_state is None else int(self.random_state) + m
             net, net_losses, seconds = self._fit_net(log, x_np, lens_np, y_np, epochs, seed, m)
             if not np.all(np.isfinite(net_losses)):
@@ -368,7 +387,8 @@ class GRU4Rec:
         x_t, y_t = torch.from_numpy(x_np), torch.from_numpy(y_np)
         net = self._make_net(log.n_items)
         losses: list[float] = []
-        desc = type(self).__name__ + (f" {m + 1}/{self.n_models}" if int(self.n_models) > 1 else "")
+        count = self.n_networks(n)
+        desc = type(self).__name__ + (f" {m + 1}/{count}" if count > 1 else "")
         t0 = time.perf_counter()
         with _torch_threads(self.n_threads):
             net.init_weights(gen)
@@ -546,7 +566,8 @@ class GRU4Rec:
         arrays = {f"{_net_prefix(m)}{k}": v.detach().numpy() for m, net in enumerate(self.nets_)
                   for k, v in net.state_dict().items()}
         save_model_dir(path, type(self).__name__, self.get_params(),
-                       {**arrays, "train_loss": np.asarray(self.train_loss_, dtype=np.float64)})
+                       {**arrays, "train_loss": np.asarray(self.train_loss_, dtype=np.float64),
+                        "n_networks": np.asarray(len(self.nets_), dtype=np.int64)})
 
     @classmethod
     def load(cls, path: Path) -> Self:
@@ -560,7 +581,10 @@ class GRU4Rec:
         params, arrays = load_model_dir(path, cls.__name__)
         model = cls(**params)
         nets, n_items = [], 0
-        for m in range(int(model.n_models)):
+        saved = int(arrays["n_networks"]) if "n_networks" in arrays else int(model.n_models)
+        if not 1 <= saved <= int(model.n_models):
+            raise ModelFormatError(f"{path}: arrays.npz says {saved} networks; params.json allows 1..{model.n_models}")
+        for m in range(saved):
             prefix = _net_prefix(m)
             state = {k.removeprefix(prefix): torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix)}
             if "item_emb" not in state or state["item_emb"].ndim != 2:

@@ -187,6 +187,19 @@ def test_an_ensemble_saves_and_loads_every_network(tmp_path: Path) -> None:
     hist = Histories(indptr=np.array([0, 2], np.int64), items=np.array([3, 4], np.int32))
     np.testing.assert_array_equal(back.score(hist), model.score(hist))
     params = (tmp_path / "m" / "params.json")
-    params.write_text(params.read_text().replace('"n_models": 2', '"n_models": 3'))
-    with pytest.raises(ModelFormatError, match="no 2-D net2__item_emb"):
+    params.write_text(params.read_text().replace('"n_models": 2', '"n_models": 1'))
+    with pytest.raises(ModelFormatError, match="says 2 networks; params.json allows 1..1"):
         GRU4Rec.load(tmp_path / "m")
+
+
+def test_ensemble_examples_gives_large_logs_fewer_networks(tmp_path: Path) -> None:
+    model = GRU4Rec(epochs=10, epoch_examples=1_500_000, n_models=3, ensemble_examples=3_000_000)
+    assert [model.n_networks(n) for n in (47_000, 100_000, 120_000, 150_001, 326_000, 700_000)] == [3, 3, 2, 1, 1, 1]
+    assert GRU4Rec(n_models=4).n_networks(10_000_000) == 4  # None: always ``n_models``
+    log = _walks(40)  # 40 sessions of 3..5 items: ~120 examples, 2 epochs each
+    fitted = GRU4Rec(**FAST, n_models=3, ensemble_examples=500).fit(log)
+    assert len(fitted.nets_) == 500 // (2 * fitted.n_examples_)
+    fitted.save(tmp_path / "m")
+    assert len(GRU4Rec.load(tmp_path / "m").nets_) == len(fitted.nets_)
+    with pytest.raises(ValueError, match="ensemble_examples must be None or >= 1"):
+        GRU4Rec(ensemble_examples=0)._validate()
