@@ -42,6 +42,7 @@ from starlette.responses import Response
 from api.durable_producer import BrokerUnavailable
 from api.errors import ApiError
 from api.json import json_response
+from api.json_body import refuse_content_coding
 from api.rate_limit import EVENTS, ITEM_IDS
 from api.request_ids import IssuedRequest
 from api.services import Services
@@ -82,18 +83,6 @@ def _check_feedback(svc: Services, ev: Event, now: float) -> None:
 
 def _reason(exc: BadEvent) -> str:
     return "bad_timestamp" if exc.field == "ts" else ("too_large" if exc.field == "$size" else "invalid_field")
-
-
-def _unsupported_coding(request: Request) -> str | None:
-    """The first content-coding of the request other than ``identity`` (lower case), None if there is none.
-
-    The API reads bodies as sent: a compressed one would otherwise be parsed as JSON and refused as malformed."""
-    for header in request.headers.getlist("content-encoding"):
-        for coding in header.split(","):
-            coding = coding.strip().lower()
-            if coding and coding != "identity":
-                return coding
-    return None
 
 
 async def _read_body(request: Request, limit: int, timeout_s: float, total_s: float) -> bytes:
@@ -262,12 +251,10 @@ def _validate(svc: Services, raw: list[dict[str, object]], many: bool, now: floa
 async def post_events(request: Request) -> Response:
     svc: Services = request.app.state.services
     a = svc.settings.api
-    coding = _unsupported_coding(request)
-    if coding is not None:  # refused before the body is read (RFC 7694: 415 and the codings accepted)
+    refused = refuse_content_coding(request)
+    if refused is not None:  # refused before the body is read (RFC 7694: 415 and the codings accepted)
         svc.metrics.events_rejected.labels("unsupported_encoding").inc()
-        return json_response({"error": {"field": "content-encoding", "reason": (
-            f"the API does not decode content-coding {coding[:100]!r}: send the JSON body uncompressed "
-            "(no Content-Encoding, or identity)")}}, status_code=415, headers={"Accept-Encoding": "identity"})
+        return refused
     try:
         body = await _read_body(request, a.max_body_bytes, a.body_timeout_s, a.body_total_s)
     except ApiError as exc:

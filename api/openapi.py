@@ -170,12 +170,12 @@ def build_openapi(settings: Settings | None = None) -> dict[str, Any]:
                 "application/json": {"schema": {"allOf": [{"$ref": _REF.format(model="CampaignIn")}, {
                     "required": ["campaign_id"],
                     "properties": {"campaign_id": {"type": "string", "pattern": ID_PATTERN}}}]}}}},
-                     "responses": _responses(201, obj, 400, 401, 403, 409, 413, 422), "security": admin}},
+                     "responses": _responses(201, obj, 400, 401, 403, 409, 413, 415, 422), "security": admin}},
         "/v1/campaigns/{campaign_id}": {
             "get": {"summary": "One campaign", "parameters": cid,
                     "responses": _responses(200, obj, 401, 403, 404, 422), "security": admin},
             "put": {"summary": "Create or replace a campaign", "parameters": cid, "requestBody": body,
-                    "responses": {**_responses(200, obj, 400, 401, 403, 413, 422),
+                    "responses": {**_responses(200, obj, 400, 401, 403, 413, 415, 422),
                                   "201": {"description": "Created"}}, "security": admin},
             "delete": {"summary": "Delete a campaign", "parameters": cid,
                        "responses": {**_responses(204, None, 401, 403, 404, 422)}, "security": admin}},

@@ -25,6 +25,7 @@ from api.errors import ApiError, once_params, validate_params
 from api.iql import IQLEngine, IQLError
 from api.iql.evaluate import check_params, param_names
 from api.json import json_response
+from api.json_body import refuse_content_coding
 from api.recommendations import RESERVED_PARAMS
 from api.services import Services
 from api.strategies import STRATEGY_PARAMS, check_strategy_param
@@ -52,7 +53,7 @@ def _dump(c: Campaign) -> dict[str, object]:
 
 
 async def _read_campaign(request: Request, svc: Services) -> CampaignIn:
-    body = await request.body()
+    body = await request.body()  # the caller refused a content-coding first (refuse_content_coding)
     if len(body) > 64_000:
         raise ApiError(413, "body", f"{len(body)} bytes > limit 64000")
     try:
@@ -132,6 +133,9 @@ async def list_campaigns(request: Request) -> Response:
 
 async def create_campaign(request: Request) -> Response:
     svc: Services = request.app.state.services
+    refused = refuse_content_coding(request)
+    if refused is not None:  # before the body is read: a gzip body is not "malformed JSON"
+        return refused
     c = await _read_campaign(request, svc)
     if c.campaign_id is None:
         raise ApiError(422, "campaign_id", "required (or PUT /v1/campaigns/{campaign_id})")
@@ -154,6 +158,9 @@ async def get_campaign(request: Request) -> Response:
 
 async def put_campaign(request: Request) -> Response:
     svc: Services = request.app.state.services
+    refused = refuse_content_coding(request)
+    if refused is not None:  # before the body is read: a gzip body is not "malformed JSON"
+        return refused
     cid = _campaign_id(request)
     c = await _read_campaign(request, svc)
     if c.campaign_id is not None and c.campaign_id != cid:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import time
 
 import httpx
+import orjson
 import pytest
 
 from operators.settings import Settings
@@ -158,3 +160,27 @@ def test_strategy_params_are_checked_when_saved(shop_settings):
             r = c.put("/v1/campaigns/ok", json={"scenario": "top", "arms": [{"name": "a", "strategy": "top", "params": params}]})
             assert r.status_code in (200, 201), (params, r.text)
             assert c.get("/v1/recommendations", params={"campaign": "ok"}).status_code == 200
+
+
+def test_a_content_encoding_the_api_does_not_decode_is_a_415_as_for_events(shop_settings):
+    """A gzip campaign was read as JSON and answered 400 "malformed JSON: str is not valid UTF-8"; POST and PUT
+    refuse any content-coding but identity with the 415 of POST /v1/events (``api/json_body.py``), naming it."""
+    body = orjson.dumps({"campaign_id": "zipped", "scenario": "top"})
+    with ApiServer(shop_settings) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        wait_for(lambda: _ready(c), what="catalog")
+        for coding, named in (("gzip", "gzip"), ("BR", "br"), ("identity, deflate", "deflate"), ("x-made-up", "x-made-up")):
+            sent = gzip.compress(body) if named == "gzip" else body
+            for r in (c.post("/v1/campaigns", content=sent, headers={"Content-Encoding": coding}),
+                      c.put("/v1/campaigns/zipped", content=sent, headers={"Content-Encoding": coding})):
+                assert r.status_code == 415, (coding, r.request.method, r.text)
+                assert r.headers["accept-encoding"] == "identity"
+                assert r.json()["error"] == {
+                    "field": "content-encoding",
+                    "reason": f"the API does not decode content-coding {named!r}: send the JSON body uncompressed "
+                              "(no Content-Encoding, or identity)"}
+        assert c.get("/v1/campaigns/zipped").status_code == 404  # nothing was saved
+        r = c.post("/v1/campaigns", content=body, headers={"Content-Encoding": "identity"})
+        assert r.status_code == 201, r.text
+        r = c.put("/v1/campaigns/zipped", content=body, headers={"Content-Encoding": "identity"})
+        assert r.status_code == 200, r.text
