@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match
 
+from api.json_body import json_type
+
 __all__ = ["MAX_ECHO_CHARS", "ApiError", "exception_handlers", "given_once", "once_params", "validate_params"]
 
 M = TypeVar("M", bound=BaseModel)
@@ -43,7 +45,16 @@ def validate_params(model: type[M], data: dict[str, object]) -> M:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "$"
         given = err.get("input")  # echoed only when it is a scalar: a nested input may be any size or depth
-        raise ApiError(422, field, err["msg"], value=given if isinstance(given, str | int | float | bool) else None) from exc
+        expected = _JSON_EXPECTED.get(err["type"])
+        reason = err["msg"] if expected is None else f"must be {expected}; got {json_type(given)}"
+        raise ApiError(422, field, reason, value=given if isinstance(given, str | int | float | bool) else None) from exc
+
+
+_JSON_EXPECTED = {"dict_type": "a JSON object", "model_type": "a JSON object", "model_attributes_type": "a JSON object",
+                  "list_type": "a JSON array", "string_type": "a string", "int_type": "an integer",
+                  "float_type": "a number", "bool_type": "a boolean"}
+"""What a pydantic type error expected, in JSON's terms: pydantic's own message names Python's (``Input should be a
+valid dictionary or instance of ArmIn``); the reason then names the JSON type sent (``...; got null``)."""
 
 
 def given_once(name: str, count: int, how: str = "") -> ApiError:

@@ -42,7 +42,7 @@ from starlette.responses import Response
 from api.durable_producer import BrokerUnavailable
 from api.errors import ApiError
 from api.json import json_response
-from api.json_body import refuse_content_coding
+from api.json_body import json_type, refuse_content_coding
 from api.rate_limit import EVENTS, ITEM_IDS
 from api.request_ids import IssuedRequest
 from api.services import Services
@@ -118,16 +118,11 @@ async def _read_body(request: Request, limit: int, timeout_s: float, total_s: fl
     return b"".join(chunks)
 
 
-_JSON_TYPES: dict[type, str] = {dict: "object", list: "array", str: "string", int: "number", float: "number",
-                                bool: "boolean", type(None): "null"}
-"""JSON's name for each type orjson decodes to (bool before int: ``type()`` is exact)."""
-
-
 def _not_an_event(field: str, reason: str, value: object) -> ApiError:
     """422 naming ``field``: ``reason`` followed by the JSON type sent; a short scalar is echoed as ``value``."""
     scalar = isinstance(value, str | int | float) and not isinstance(value, bool)
     echo = value if scalar and len(str(value)) <= 200 else None
-    return ApiError(422, field, f"{reason}; got {_JSON_TYPES.get(type(value), 'unknown')}", value=echo)
+    return ApiError(422, field, f"{reason}; got {json_type(value)}", value=echo)
 
 
 def _events_of(obj: object) -> tuple[list[dict[str, object]], bool]:

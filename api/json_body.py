@@ -1,4 +1,4 @@
-"""A request's JSON body: the content-codings the API reads."""
+"""A request's JSON body: the content-codings the API reads, and JSON's names for the types a body decodes to."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ from starlette.responses import Response
 
 from api.json import json_response
 
-__all__ = ["refuse_content_coding"]
+__all__ = ["JSON_TYPES", "json_type", "refuse_content_coding"]
+
+JSON_TYPES: dict[type, str] = {dict: "object", list: "array", str: "string", int: "number", float: "number",
+                               bool: "boolean", type(None): "null"}
+"""JSON's name for each type orjson decodes to (``type()`` is exact, so a bool is a boolean, not a number)."""
+
+
+def json_type(value: object) -> str:
+    """JSON's name for the type of ``value`` as orjson decoded it (``object``, ``array``, ``string``, ``number``,
+    ``boolean``, ``null``), never a Python type name."""
+    return JSON_TYPES.get(type(value), "unknown")
 
 
 def _unsupported_coding(request: Request) -> str | None:

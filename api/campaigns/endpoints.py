@@ -25,7 +25,7 @@ from api.errors import ApiError, once_params, validate_params
 from api.iql import IQLEngine, IQLError
 from api.iql.evaluate import check_params, param_names
 from api.json import json_response
-from api.json_body import refuse_content_coding
+from api.json_body import json_type, refuse_content_coding
 from api.recommendations import RESERVED_PARAMS
 from api.services import Services
 from api.strategies import STRATEGY_PARAMS, check_strategy_param
@@ -61,7 +61,7 @@ async def _read_campaign(request: Request, svc: Services) -> CampaignIn:
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "body", f"malformed JSON: {exc}") from exc
     if not isinstance(obj, dict):
-        raise ApiError(422, "body", f"must be a JSON object; got {type(obj).__name__}")
+        raise ApiError(422, "body", f"must be a JSON object (a campaign); got {json_type(obj)}")
     c = validate_params(CampaignIn, obj)
     # a goal is what a shopper does after a list: a server-only type (the served lists themselves) would be
     # "reached" by every list served

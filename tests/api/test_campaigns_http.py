@@ -184,3 +184,36 @@ def test_a_content_encoding_the_api_does_not_decode_is_a_415_as_for_events(shop_
         assert r.status_code == 201, r.text
         r = c.put("/v1/campaigns/zipped", content=body, headers={"Content-Encoding": "identity"})
         assert r.status_code == 200, r.text
+
+
+def test_wrong_json_types_are_named_in_json_terms(shop_settings):
+    """A campaign body that is no object was a 422 naming a Python type (``got NoneType``, ``got list``), and a field
+    of the wrong type said ``Input should be a valid dictionary or instance of ArmIn``; both speak JSON now."""
+    with ApiServer(shop_settings) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        wait_for(lambda: _ready(c), what="catalog")
+        for body, sent in ((b"null", "null"), (b"42", "number"), (b'"top"', "string"), (b"[]", "array"),
+                           (b"true", "boolean")):
+            for r in (c.post("/v1/campaigns", content=body), c.put("/v1/campaigns/typed", content=body)):
+                assert r.status_code == 422, (body, r.text)
+                assert r.json()["error"] == {"field": "body", "reason": f"must be a JSON object (a campaign); got {sent}"}
+        for field, value, reason in (
+                ("arms", [1], ("arms.0", "must be a JSON object; got number")),
+                ("arms", "a", ("arms", "must be a JSON array; got string")),
+                ("arms", [{"name": "a", "strategy": "top", "params": None}], ("arms.0.params", "must be a JSON object; got null")),
+                ("params", [], ("params", "must be a JSON object; got array")),
+                ("optimizer", None, ("optimizer", "must be a JSON object; got null")),
+                ("optimizer", {"segments": [True]}, ("optimizer.segments.0", "must be a string; got boolean")),
+                ("optimizer", {"prior_alpha": "1"}, ("optimizer.prior_alpha", "must be a number; got string")),
+                ("campaign_id", 5, ("campaign_id", "must be a string; got number")),
+                ("n", "5", ("n", "must be an integer; got string")),
+                ("n", True, ("n", "must be an integer; got boolean")),
+                ("window_s", None, ("window_s", "must be a number; got null")),
+                ("control_share", False, ("control_share", "must be a number; got boolean")),
+                ("filter", {}, ("filter", "must be a string; got object"))):
+            body = {"campaign_id": "typed", "scenario": "top", field: value}
+            r = c.post("/v1/campaigns", json=body)
+            assert r.status_code == 422, (field, value, r.text)
+            err = r.json()["error"]
+            assert (err["field"], err["reason"]) == reason, (field, value, err)
+        assert c.get("/v1/campaigns/typed").status_code == 404
