@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -29,9 +30,26 @@ import orjson
 from operators.schema import encode_event
 from simulators.ab import ABSpec, react
 
-__all__ = ["LiveAB"]
+__all__ = ["CampaignRefused", "LiveAB"]
 
 log = logging.getLogger(__name__)
+
+
+class CampaignRefused(RuntimeError):
+    """The API did not create the campaign: its HTTP ``status`` and ``error`` (the body's ``error``, or its text)."""
+
+    def __init__(self, campaign_id: str, status: int, error: str) -> None:
+        super().__init__(f"campaign {campaign_id!r} not created: {status} {error}")
+        self.campaign_id, self.status, self.error = campaign_id, status, error
+
+
+def _error_text(r: httpx.Response) -> str:
+    """The API's ``{"error": {"field", "reason"}}`` as ``field: reason``; any other body as its first 200 characters."""
+    try:
+        err = r.json()["error"]
+        return f"{err['field']}: {err['reason']}"
+    except (ValueError, KeyError, TypeError):
+        return r.text[:200].strip() or r.reason_phrase
 
 
 @dataclass
@@ -68,13 +86,17 @@ class LiveAB:
     n_visits: int = field(default=0, init=False)
 
     def create_campaign(self, client: httpx.Client) -> None:
-        """PUT the campaign: one arm per ``spec.arms`` entry, the control share, goal purchase."""
+        """PUT the campaign: one arm per ``spec.arms`` entry, the control share, goal purchase.
+
+        Raises ``CampaignRefused`` when the API answers anything but 200 or 201 (a key without the admin
+        scope, an invalid campaign), and ``httpx.TransportError`` when it cannot be reached."""
         s = self.spec
         body = {"scenario": s.scenario, "n": s.list_size, "goal": "purchase", "window_s": s.window_s,
                 "control_share": s.control_share, "arms": [{"name": a, "strategy": a} for a in sorted(s.arms)]}
-        r = client.put(f"/v1/campaigns/{s.campaign_id}", json=body, headers={"X-API-Key": self.admin_key})
+        path = f"/v1/campaigns/{quote(s.campaign_id, safe='')}"  # 'a?b' or 'a/b' is refused by name, not another campaign
+        r = client.put(path, json=body, headers={"X-API-Key": self.admin_key})
         if r.status_code not in (200, 201):
-            raise RuntimeError(f"campaign {s.campaign_id!r} not created: {r.status_code} {r.text}")
+            raise CampaignRefused(s.campaign_id, r.status_code, _error_text(r))
 
     def visit(self, client: httpx.Client, rng: np.random.Generator) -> int:
         """One user asks for a list and reacts; returns the number of events posted."""

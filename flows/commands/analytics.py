@@ -42,7 +42,8 @@ def simulate_ab_cmd(
     carry a nonce of this run, so a restart with the same ``--seed`` sends new events.
 
     A bad option value is a usage error (exit status 2) before any request; an API that cannot be reached
-    is one line naming its URL (exit status 1).
+    is one line naming its URL, and an API that refuses to create the campaign (a key without the admin scope,
+    an invalid campaign) one line naming the status and the API's error (exit status 1).
     """
     import httpx
 
@@ -62,7 +63,7 @@ def simulate_ab_cmd(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
     from simulators.ab import ABSpec
-    from simulators.ab_live import LiveAB
+    from simulators.ab_live import CampaignRefused, LiveAB
     from simulators.shop import SyntheticShop
 
     s = Settings()
@@ -85,4 +86,10 @@ def simulate_ab_cmd(
         typer.echo(f"fusionrec simulate-ab: cannot reach the API at {base_url} ({type(exc).__name__}: {exc}); check "
                    "that it is running (fusionrec serve, fusionrec run) and that --api ([api] host and port) names it",
                    err=True)
+        raise typer.Exit(1) from None
+    except CampaignRefused as exc:  # a key without the admin scope, an invalid campaign: the API's own words
+        hint = (" (the key is api.admin_keys[0]: set FUSIONREC_API__ADMIN_KEYS to a key of the API's admin scope)"
+                if exc.status in (401, 403) else "")
+        typer.echo(f"fusionrec simulate-ab: the API at {base_url} refused to create campaign {exc.campaign_id!r}: "
+                   f"{exc.status} {exc.error}{hint}", err=True)
         raise typer.Exit(1) from None

@@ -386,6 +386,49 @@ def test_simulate_ab_with_an_unreachable_api_says_so_in_one_line(ab_keys: None) 
         result.stderr
 
 
+@pytest.mark.parametrize(("status", "body", "campaign", "said"), [
+    (403, b'{"error":{"field":"api_key","reason":"this key lacks the \'admin\' scope"}}', "home-ab",
+     "403 api_key: this key lacks the 'admin' scope (the key is api.admin_keys[0]"),
+    (422, b'{"error":{"field":"campaign_id","reason":"String should match pattern"}}', "a?b",
+     "422 campaign_id: String should match pattern"),
+    (502, b"<html>bad gateway</html>", "home-ab", "502 <html>bad gateway</html>"),
+])
+def test_simulate_ab_with_a_campaign_the_api_refuses_says_so_in_one_line(
+        status: int, body: bytes, campaign: str, said: str, ab_keys: None) -> None:
+    """A refused campaign (a key without the admin scope, an invalid one) died with a RuntimeError traceback; it is
+    one line naming the status and the API's error (exit status 1), and the id is sent as one path segment."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    paths: list[str] = []
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            paths.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Refuse) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = CliRunner().invoke(app, ["simulate-ab", "--api", url, "--visits", "1", "--campaign", campaign])
+        server.shutdown()
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"fusionrec simulate-ab: the API at {url} refused to create campaign {campaign!r}: "
+                               f"{said}"), lines[0]
+    assert paths == [f"/v1/campaigns/{campaign.replace('?', '%3F')}"]
+
+
 @pytest.mark.parametrize("workers", ["0", "-1"])
 def test_serve_needs_at_least_one_worker(workers: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``serve --workers 0`` and ``--workers -1`` were accepted and the server started (new-user trial)."""
