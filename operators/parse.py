@@ -108,6 +108,16 @@ class _WireEvent(msgspec.Struct):
 
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_TYPE = re.compile(r"`([^`]*)`")
+_JSON_TYPE = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
+"""JSON's name for each Python type msgspec names in a type error (``array``, ``object``, ``null`` are JSON's already)."""
+
+
+def _json_terms(reason: str) -> str:
+    """msgspec's ``Expected `float | null`, got `str``` in JSON's terms: ``Expected `number | null`, got `string```."""
+    if not reason.startswith("Expected"):  # "Object missing required field `x`" names a field, not a type
+        return reason
+    return _TYPE.sub(lambda m: "`" + " | ".join(_JSON_TYPE.get(t, t) for t in m.group(1).split(" | ")) + "`", reason)
 
 
 def _id(field: str, value: Id | None) -> str | None:
@@ -192,7 +202,7 @@ def validate_event_dict(obj: object, rules: EventRules, received_ts: float | Non
         msg = str(exc)
         m = _PATH.search(msg)
         field = m.group("path") if m else "$"
-        reason = _PATH.sub("", msg)
+        reason = _json_terms(_PATH.sub("", msg))
         if reason.startswith("Object missing required field"):
             field = reason.split("`")[1]
             reason = "required"

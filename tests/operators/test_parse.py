@@ -72,6 +72,24 @@ def test_bad_event_names_the_field(obj, field, match):
     assert info.value.field == field
 
 
+@pytest.mark.parametrize(("obj", "field", "reason"), [
+    (ev(type=5), "type", "Expected `string`, got `integer`"),
+    (ev(type="purchase", price="5"), "price", "Expected `number | null`, got `string`"),
+    (ev(type="purchase", quantity=True), "quantity", "Expected `number | null`, got `boolean`"),
+    (ev(type="purchase", price=-5), "price", "Expected `number` >= 0.0"),
+    (ev(item_id=None, items="abc"), "items", "Expected `array | null`, got `string`"),
+    (ev(item_id=None, items=[{"item_id": "a", "quantity": "x"}]), "items[0].quantity", "Expected `number`, got `string`"),
+    (ev(user_id={"a": 1}), "user_id", "Expected `integer | number | string`, got `object`"),
+    (ev(session_id=[1]), "session_id", "Expected `integer | number | string | null`, got `array`"),
+])
+def test_type_errors_name_json_types(obj, field, reason):
+    """msgspec's reasons named Python types to the client and in dead letters (``Expected `float | null`, got
+    `str```); they name JSON's, as the API's other errors do."""
+    with pytest.raises(BadEvent) as info:
+        validate_event_dict(obj, RULES)
+    assert (info.value.field, info.value.reason) == (field, reason)
+
+
 def test_iso_time_is_converted_and_baskets_accept_plain_ids():
     e = validate_event_dict(ev(ts="2025-11-29T10:00:00Z", type="purchase", item_id=None, items=["a", 3]), RULES)
     assert e.ts == 1764410400.0
