@@ -96,21 +96,29 @@ def read_sessionrec(
     Raises
     ------
     ReplayFormatError
-        If a column is missing or ``Time`` looks like milliseconds.
+        If the file is not UTF-8 text, a column is missing, a row does not parse (its column count, a
+        ``Time`` that is no number) or ``Time`` looks like milliseconds.
     """
     path = Path(path)
-    header = path.open("r", encoding="utf-8").readline().rstrip("\r\n").split("\t")
+    try:
+        with path.open("r", encoding="utf-8") as f:
+            header = f.readline().rstrip("\r\n").split("\t")
+    except UnicodeDecodeError as exc:  # a binary file, or another encoding
+        raise ReplayFormatError(f"{path}: not a session-rec TSV (UTF-8 text): {exc}") from exc
     missing = {"SessionId", "ItemId", "Time"} - set(header)
     if missing:
         raise ReplayFormatError(
             f"{path}: session-rec TSV needs columns SessionId, ItemId, Time; missing {sorted(missing)}"
         )
     types = {c: pa.string() for c in header if c != "Time"} | {"Time": pa.float64()}
-    table = pcsv.read_csv(
-        path,
-        parse_options=pcsv.ParseOptions(delimiter="\t"),
-        convert_options=pcsv.ConvertOptions(column_types=types),
-    )
+    try:
+        table = pcsv.read_csv(
+            path,
+            parse_options=pcsv.ParseOptions(delimiter="\t"),
+            convert_options=pcsv.ConvertOptions(column_types=types),
+        )
+    except pa.ArrowInvalid as exc:  # a row with another column count, a Time that is no number
+        raise ReplayFormatError(f"{path}: not a readable session-rec TSV: {exc}") from exc
     ts = table.column("Time").to_numpy()
     if len(ts) and np.nanmax(ts) > _MS_THRESHOLD:
         raise ReplayFormatError(

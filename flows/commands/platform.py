@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -47,6 +47,7 @@ from operators.kafka import (
     platform_topics,
 )
 from operators.scheduling import ONE_BOX_API_NICE, ONE_BOX_TRAINER_NICE, one_box_trainer_cpus
+from operators.schema import Event
 from operators.settings import Settings
 
 if TYPE_CHECKING:
@@ -542,8 +543,10 @@ def run_cmd(
                 typer.echo(f"fusionrec run: {line}", err=True)
             raise typer.Exit(2)
         lock = lock_run_dir(var)  # before anything in var is touched; held until the children are stopped
-        _run(port, api_port, workers, history, rate, seed, replay, replay_format or DEFAULT_REPLAY_FORMAT,
-             replay_limit, var, model, train_seconds, trainer_every, children, brokers)
+        # the replayed log is read before anything in var is deleted or started: a file not of its --format stops here
+        replayed = _read_replay_log(s, replay, replay_format or DEFAULT_REPLAY_FORMAT, replay_limit) if replay else None
+        _run(port, api_port, workers, history, rate, seed, replayed, var, model, train_seconds, trainer_every,
+             children, brokers)
     except (PortInUseError, BrokerStartError, RunDirBusy) as exc:  # e.g. a port taken since the check
         typer.echo(f"fusionrec run: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -661,8 +664,8 @@ def _rotate_logs(var: Path) -> None:
         log_file.replace(log_file.with_name(log_file.name + ".1"))
 
 
-def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed: int, replay: Path | None,
-         replay_format: str, replay_limit: int, var: Path, model: str, train_seconds: float, trainer_every: str,
+def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed: int, replayed: _Replayed | None,
+         var: Path, model: str, train_seconds: float, trainer_every: str,
          children: list[subprocess.Popen[bytes]], brokers: list[LocalBroker]) -> None:
     """The body of ``run``: supervises the children until Ctrl-C (KeyboardInterrupt out of it);
     the broker and the children are appended to ``brokers``/``children`` as they start, so the
@@ -718,7 +721,7 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
         typer.echo(f"fusionrec run: {exc}", err=True)
         raise typer.Exit(1) from None
     check_stop()
-    _seed_and_train(s, history, seed, replay, replay_format, replay_limit, model, train_seconds)
+    _seed_and_train(s, history, seed, replayed, model, train_seconds)
     check_stop()
     supervise("flow", [sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)], "flow.log")
     supervise("analytics", [sys.executable, "-m", "bytewax.run", "flows.analytics.dataflow:flow", "-w", "1"],
@@ -735,14 +738,14 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
         supervise("trainer", [sys.executable, "-m", "flows.cli", "trainer", "--every", trainer_every,
                               "--delay", first, "--model", model], "trainer.log")
     wait_for_port("127.0.0.1", api_port, 30)
-    if replay is None:
+    if replayed is None:
         supervise("simulate", [sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
                                "--events", "100000000", "--rate", str(rate), "--seed", str(seed),
                                "--skip-history", str(history), "--no-progress"], "simulate.log")
         supervise("simulate-ab", [sys.executable, "-m", "flows.cli", "simulate-ab", "--api",
                                   f"http://127.0.0.1:{api_port}", "--seed", str(seed)], "simulate-ab.log")
     base = f"http://127.0.0.1:{api_port}"
-    ab = "   (campaign home-ab: a live A/B test with a control group)" if replay is None else ""
+    ab = "   (campaign home-ab: a live A/B test with a control group)" if replayed is None else ""
     typer.echo(f"""
 fusionrec is running (logs in {var}/):
   broker           127.0.0.1:{port}   (Tansu, in-memory)
@@ -759,22 +762,38 @@ A failed piece is restarted with backoff (logs in {var}/); Ctrl-C stops everythi
         sup.tick()
 
 
-def _seed_and_train(s: Settings, history: int, seed: int, replay: Path | None, fmt: str, limit: int,
+_Replayed = tuple[list[Event], list[dict[str, Any]]]
+"""``run --replay``'s log as read: its events and its catalog."""
+
+
+def _read_replay_log(s: Settings, replay: Path, fmt: str, limit: int) -> _Replayed:
+    """The events (at most ``limit``, 0 = all) and the catalog of the replayed log, cleaned as ``replay`` cleans
+    them; a file that is not of ``fmt`` is one line (exit status 2)."""
+    from operators.retail_cleaning import CleaningReport, cleaning_rule
+    from simulators.replay import ReplayFormatError, read_replay, replay_catalog, resolve_log_path
+
+    rule, report = cleaning_rule(s.retail_cleaning), CleaningReport()
+    try:
+        path = resolve_log_path(replay, fmt)
+        events = list(read_replay(path, fmt, limit=limit or None, cleaning=rule, report=report))
+        catalog = replay_catalog(path, fmt, rule)
+    except ReplayFormatError as exc:
+        typer.echo(f"fusionrec run: --replay: {exc} (--format {fmt})", err=True)
+        raise typer.Exit(2) from None
+    if fmt == "online_retail":  # the same cleaned lines train the model and go to Kafka
+        typer.echo("cleaning (Online Retail):\n  " + "\n  ".join(report.lines()))
+    return events, catalog
+
+
+def _seed_and_train(s: Settings, history: int, seed: int, replayed: _Replayed | None,
                     model: str = "fusion", train_seconds: float = 600.0) -> None:
-    """Train the first model version on the history, then produce the catalog and the history to Kafka."""
+    """Train the first model version on the history (or the replayed log, ``_read_replay_log``), then produce the
+    catalog and the events to Kafka."""
     from operators.training import train_model
     from simulators.producer import EventProducer
 
-    if replay is not None:
-        from operators.retail_cleaning import CleaningReport, cleaning_rule
-        from simulators.replay import read_replay, replay_catalog, resolve_log_path
-
-        replay = resolve_log_path(replay, fmt)
-        rule, report = cleaning_rule(s.retail_cleaning), CleaningReport()
-        events = list(read_replay(replay, fmt, limit=limit or None, cleaning=rule, report=report))
-        catalog = replay_catalog(replay, fmt, rule)
-        if fmt == "online_retail":  # the same cleaned lines train the model and go to Kafka
-            typer.echo("cleaning (Online Retail):\n  " + "\n  ".join(report.lines()))
+    if replayed is not None:
+        events, catalog = replayed
     else:
         from simulators.shop import SyntheticShop
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -109,7 +110,13 @@ def replay_cmd(
     """Replay a real log (session-rec TSV, SR-GNN pickle, UCI Online Retail parquet) into Kafka, keyed by user."""
     from operators.retail_cleaning import CleaningReport, cleaning_rule
     from simulators.producer import EventProducer
-    from simulators.replay import REPLAY_FORMATS, read_replay, replay_catalog, resolve_log_path
+    from simulators.replay import (
+        REPLAY_FORMATS,
+        ReplayFormatError,
+        read_replay,
+        replay_catalog,
+        resolve_log_path,
+    )
 
     if fmt not in REPLAY_FORMATS:
         raise typer.BadParameter(f"must be one of {list(REPLAY_FORMATS)}; got {fmt!r}", param_hint="--format")
@@ -119,15 +126,21 @@ def replay_cmd(
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise typer.BadParameter(f"must be a positive number; got {value}", param_hint=hint)
     brokers, topic, catalog_topic = _kafka(brokers, topic, catalog_topic)
-    path = resolve_log_path(path, fmt)
     rule = cleaning_rule(Settings().retail_cleaning)
     report = CleaningReport()
-    stream = read_replay(path, fmt, limit=limit, source=source, cleaning=rule, report=report)
-    if now:
-        stream = shift_to(stream, time.time())
-    with EventProducer(brokers, events_topic=topic, catalog_topic=catalog_topic) as producer:
-        n_items = producer.send_catalog(replay_catalog(path, fmt, rule)) if catalog else 0
-        sent = producer.send_events(stream, speed=speed, rate_per_s=rate, progress=progress, total=limit)
+    try:  # a file that is not of its --format: one line (exit status 2), before the catalog is published
+        path = resolve_log_path(path, fmt)
+        stream = read_replay(path, fmt, limit=limit, source=source, cleaning=rule, report=report)
+        first = next(stream, None)
+        stream = itertools.chain([] if first is None else [first], stream)
+        if now:
+            stream = shift_to(stream, time.time())
+        with EventProducer(brokers, events_topic=topic, catalog_topic=catalog_topic) as producer:
+            n_items = producer.send_catalog(replay_catalog(path, fmt, rule)) if catalog else 0
+            sent = producer.send_events(stream, speed=speed, rate_per_s=rate, progress=progress, total=limit)
+    except ReplayFormatError as exc:
+        typer.echo(f"fusionrec replay: {exc} (--format {fmt})", err=True)
+        raise typer.Exit(2) from None
     typer.echo(
         f"replayed {sent} events from {path} to {topic} ({n_items} catalog items); "
         f"delivered {producer.delivered}, errors {dict(producer.errors) or 0}"

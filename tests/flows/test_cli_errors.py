@@ -166,6 +166,61 @@ def test_run_checks_its_options_before_deleting_or_starting_anything(
     assert not port_in_use(port) and not list(var.glob("*.log"))
 
 
+_NOT_OF_ITS_FORMAT = [  # (file name, bytes, --format, what the one line says)
+    ("passwd.tsv", b"root:x:0:0:root:/root:/bin/bash\n", "sessionrec", "needs columns SessionId, ItemId, Time"),
+    ("binary.tsv", b"\x7fELF\x02\x01\x01\x00\xd0\xff\n", "sessionrec", "not a session-rec TSV (UTF-8 text)"),
+    ("ragged.tsv", b"SessionId\tItemId\tTime\n1\ta\n", "sessionrec", "not a readable session-rec TSV: CSV parse error"),
+    ("words.tsv", b"SessionId\tItemId\tTime\n1\ta\tyesterday\n", "sessionrec", "not a readable session-rec TSV"),
+    ("all_train_seq.txt", b"not a pickle", "srgnn", "not an SR-GNN pickle"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "fmt", "expected"), _NOT_OF_ITS_FORMAT)
+def test_run_with_a_replayed_file_not_of_its_format_says_so_before_starting_anything(
+        name: str, content: bytes, fmt: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run --replay /etc/passwd`` started the broker, created the topics, deleted the run directory's state and
+    then died with a ReplayFormatError traceback (a binary file: UnicodeDecodeError; a ragged row: ArrowInvalid)."""
+    import subprocess
+
+    import operators.broker
+    from operators.broker import free_port
+
+    def no_child(*a: object, **k: object) -> None:
+        raise AssertionError(f"a child was started: {a}")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(subprocess, "Popen", no_child)
+    monkeypatch.setattr(operators.broker.LocalBroker, "start", no_child)
+    log = tmp_path / name
+    log.write_bytes(content)
+    var = tmp_path / "run"
+    (var / "state").mkdir(parents=True)
+    port = free_port()
+    api_port = next(p for p in iter(free_port, None) if p != port)  # two binds may get the same port
+    out = _fails(["run", "--port", str(port), "--api-port", str(api_port), "--var", str(var),
+                  "--replay", str(log), "--format", fmt], f"fusionrec run: --replay: {log}", expected, f"(--format {fmt})")
+    assert "Traceback" not in out and len(out.strip().splitlines()) == 1, out
+    assert (var / "state").is_dir() and not list(var.glob("*.log*"))
+
+
+@pytest.mark.parametrize(("name", "content", "fmt", "expected"), _NOT_OF_ITS_FORMAT)
+def test_replay_of_a_file_not_of_its_format_says_so_before_anything_is_sent(
+        name: str, content: bytes, fmt: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``replay /etc/passwd`` ended in a ReplayFormatError traceback (exit status 1)."""
+    import flows.commands.simulate  # noqa: F401  (registers the command)
+    import simulators.producer
+
+    def no_producer(*a: object, **k: object) -> None:
+        raise AssertionError("a producer was created")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(simulators.producer.EventProducer, "__init__", no_producer)
+    log = tmp_path / name
+    log.write_bytes(content)
+    out = _fails(["replay", str(log), "--format", fmt], f"fusionrec replay: {log}", expected)
+    assert "Traceback" not in out and len(out.strip().splitlines()) == 1, out
+
+
 @pytest.mark.parametrize(("args", "option", "bound"), [
     (["broker", "--port", "99999"], "--port", "65535"),
     (["broker", "--port", "-1"], "--port", "1"),
