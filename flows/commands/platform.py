@@ -802,7 +802,13 @@ def _seed_and_train(s: Settings, history: int, seed: int, replayed: _Replayed | 
         events = shop.history(history, end_ts=time.time(), rate_per_s=max(1.0, history / 7 / 86400))
         catalog = shop.catalog()  # after the history: it includes the items that appeared during it
     typer.echo(f"training {model} on {len(events)} events...")
-    train_model(events, s, model, **_train_params(model, train_seconds))
+    try:
+        train_model(events, s, model, **_train_params(model, train_seconds))
+    except (ValueError, ModelFitError) as exc:  # too few events for the model: one line; the caller stops the rest
+        given, more = (("the --replay log", "replay a longer log") if replayed is not None
+                       else (f"--history {history}", "give more history, --history N"))
+        typer.echo(f"fusionrec run: cannot train {model!r} on {len(events)} events ({given}): {exc}; {more}", err=True)
+        raise typer.Exit(2) from None
     check_stop()
     with EventProducer.from_settings(s.kafka) as p:
         p.send_catalog(catalog)

@@ -221,6 +221,32 @@ def test_replay_of_a_file_not_of_its_format_says_so_before_anything_is_sent(
     assert "Traceback" not in out and len(out.strip().splitlines()) == 1, out
 
 
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--history", "1"], "fusionrec run: cannot train 'covisit' on 1 events (--history 1): graph: no hyperedge"),
+    (["--replay", "header_only.tsv"],
+     "fusionrec run: cannot train 'covisit' on 0 events (the --replay log): events: no interactions"),
+])
+def test_run_with_too_few_events_to_train_says_so_and_stops_everything(
+        args: list[str], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run --history 1`` ended in an EmptyGraphError traceback, and ``run --replay`` of a log with a header only
+    in a ValueError one, after the broker had started (exit status 1)."""
+    import flows.commands.platform
+    from operators.broker import free_port, port_in_use
+
+    def no_child(*a: object, **k: object) -> None:
+        raise AssertionError(f"a child was started: {a}")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(flows.commands.platform, "_child", no_child)  # the broker (Tansu) starts for real
+    (tmp_path / "header_only.tsv").write_text("SessionId\tItemId\tTime\n")
+    port = free_port()
+    api_port = next(p for p in iter(free_port, None) if p != port)
+    out = _fails(["run", "--port", str(port), "--api-port", str(api_port), "--var", str(tmp_path / "run"),
+                  "--model", "covisit", *args], expected)
+    assert "Traceback" not in out, out
+    assert not port_in_use(port)  # the broker it started is stopped
+
+
 @pytest.mark.parametrize(("args", "option", "bound"), [
     (["broker", "--port", "99999"], "--port", "65535"),
     (["broker", "--port", "-1"], "--port", "1"),
