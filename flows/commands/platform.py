@@ -506,7 +506,7 @@ def run_cmd(
         "With --replay: the log's format, sessionrec (default) | srgnn | online_retail"), show_default=False)] = None,
     replay_limit: Annotated[int, typer.Option(help="Max events to replay (0 = all)")] = 200000,
     var: Annotated[Path | None, typer.Option(help=(
-        "Run directory for state, models and logs (default: [run] var_dir / FUSIONREC_RUN__VAR_DIR: var/run); "
+        "Run directory for state, models and logs (default: \\[run] var_dir / FUSIONREC_RUN__VAR_DIR: var/run); "
         "one run at a time per directory"), show_default=False)] = None,
     model: Annotated[str, typer.Option(help=(
         "Model of the first version: fusion (default; EMDE + V-STAN/STAN under a learned ranker, the "

@@ -35,3 +35,27 @@ def test_readme_topics_row_names_every_platform_topic(tmp_path: Path, monkeypatc
         if not any(name in row for name in names):
             missing.append(spec.name)
     assert not missing, f"README's `fusionrec topics` row does not name {missing}"
+
+
+def test_option_help_shows_config_blocks_in_brackets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run --help`` said ``(default:  var_dir / FUSIONREC_RUN__VAR_DIR: var/run)``: typer's rich help took
+    ``[run]`` for a markup tag and dropped it. A ``[block]`` in any option's help is escaped (``\\[run]``)."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from flows.cli import _register, app
+
+    _register()  # every command, as the console script has them
+
+    def commands(cmd: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+        subs = getattr(cmd, "commands", {})
+        return [(path, cmd)] + [c for name, sub in subs.items() for c in commands(sub, (*path, name))]
+
+    swallowed = [(" ".join(path), p.name, p.help) for path, cmd in commands(typer.main.get_command(app))
+                 for p in getattr(cmd, "params", []) if re.search(r"(?<!\\)\[[a-z_]+\]", getattr(p, "help", None) or "")]
+    assert not swallowed, swallowed
+    monkeypatch.setenv("COLUMNS", "300")
+    out = CliRunner().invoke(app, ["run", "--help"]).output
+    assert "(default: [run] var_dir / FUSIONREC_RUN__VAR_DIR: var/run)" in " ".join(out.replace("│", " ").split())
