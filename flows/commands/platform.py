@@ -542,7 +542,12 @@ def run_cmd(
             for line in problems:
                 typer.echo(f"fusionrec run: {line}", err=True)
             raise typer.Exit(2)
-        lock = lock_run_dir(var)  # before anything in var is touched; held until the children are stopped
+        try:
+            lock = lock_run_dir(var)  # before anything in var is touched; held until the children are stopped
+        except OSError as exc:  # /proc/x, a read-only or a foreign directory: one line, not a traceback
+            typer.echo(f"fusionrec run: --var: cannot use {var} as the run directory: {exc.strerror or exc}",
+                       err=True)
+            raise typer.Exit(2) from None
         # the replayed log is read before anything in var is deleted or started: a file not of its --format stops here
         replayed = _read_replay_log(s, replay, replay_format or DEFAULT_REPLAY_FORMAT, replay_limit) if replay else None
         _run(port, api_port, workers, history, rate, seed, replayed, var, model, train_seconds, trainer_every,

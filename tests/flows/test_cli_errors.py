@@ -247,6 +247,21 @@ def test_run_with_too_few_events_to_train_says_so_and_stops_everything(
     assert not port_in_use(port)  # the broker it started is stopped
 
 
+def test_run_with_a_run_directory_it_cannot_create_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run --var /proc/x`` (or under a file) was a FileNotFoundError traceback (exit status 1)."""
+    from operators.broker import free_port, port_in_use
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    port = free_port()
+    api_port = next(p for p in iter(free_port, None) if p != port)
+    for var, why in (("/proc/fusionrec-run", "No such file or directory"), (tmp_path / "a-file" / "run", "Not a directory")):
+        out = _fails(["run", "--port", str(port), "--api-port", str(api_port), "--var", str(var)],
+                     f"fusionrec run: --var: cannot use {var} as the run directory: {why}")
+        assert "Traceback" not in out and len(out.strip().splitlines()) == 1, out
+        assert not port_in_use(port)
+
+
 @pytest.mark.parametrize(("args", "option", "bound"), [
     (["broker", "--port", "99999"], "--port", "65535"),
     (["broker", "--port", "-1"], "--port", "1"),
