@@ -113,7 +113,7 @@ def topics_cmd() -> None:
     from confluent_kafka import KafkaException
 
     s = _settings()
-    _require_broker(s, "topics")
+    require_broker(s.kafka.brokers, "topics")
     try:
         _topics(s)
     except (KafkaException, TimeoutError) as exc:  # the broker went away or refused, after answering the probe
@@ -140,8 +140,9 @@ def _kafka_reason(exc: BaseException) -> str:
     return err.str() if hasattr(err, "str") else str(exc)
 
 
-def _require_broker(s: Settings, command: str) -> None:
-    """Return when a broker of ``[kafka] brokers`` answers a metadata request within ``BROKER_WAIT_S``.
+def require_broker(brokers: str, command: str, named_by: str = "[kafka] brokers (FUSIONREC_KAFKA__BROKERS)") -> None:
+    """Return when a broker of ``brokers`` answers a metadata request within ``BROKER_WAIT_S``; ``named_by`` is
+    where the address came from, for the message (``topics``, ``catalog``, ``simulate``, ``replay``).
 
     Raises
     ------
@@ -152,13 +153,12 @@ def _require_broker(s: Settings, command: str) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    brokers = s.kafka.brokers
     try:
         AdminClient({"bootstrap.servers": brokers, "log_level": 0}).list_topics(timeout=BROKER_WAIT_S)
     except KafkaException as exc:
         typer.echo(f"fusionrec {command}: cannot reach the broker at {brokers} (no answer to a metadata request "
                    f"within {BROKER_WAIT_S:g} s: {_kafka_reason(exc)}); check that it is running and that "
-                   f"[kafka] brokers (FUSIONREC_KAFKA__BROKERS) names it", err=True)
+                   f"{named_by} names it", err=True)
         raise typer.Exit(1) from None
 
 
@@ -370,7 +370,7 @@ def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
                 if not (check.accepted or check.deleted):
                     continue
                 if p is None:
-                    _require_broker(s, "catalog")
+                    require_broker(s.kafka.brokers, "catalog")
                     # a record the broker has not acknowledged within CATALOG_ACK_S fails (librdkafka's default:
                     # 5 minutes); neither librdkafka's connection errors nor a warning per failed record are
                     # logged: one line says it below

@@ -14,6 +14,7 @@ import msgspec
 import typer
 
 from flows.cli import app
+from flows.commands.platform import require_broker
 from operators.schema import Event
 from operators.settings import Settings
 
@@ -32,6 +33,10 @@ def shift_to(events: Iterator[Event], start_ts: float) -> Iterator[Event]:
         if offset is None:
             offset = start_ts - ev.ts
         yield msgspec.structs.replace(ev, ts=ev.ts + offset)
+
+
+_NAMED_BY = "--brokers (default [kafka] brokers, FUSIONREC_KAFKA__BROKERS)"
+"""Where ``simulate``'s and ``replay``'s broker address comes from, for ``require_broker``'s message."""
 
 
 def _kafka(brokers: str | None, topic: str | None, catalog_topic: str | None) -> tuple[str, str, str]:
@@ -67,6 +72,7 @@ def simulate_cmd(
     if not (rate >= 0 and math.isfinite(rate)):  # nan passes a range check: before the catalog is published
         raise typer.BadParameter(f"must be a number >= 0 (0 = as fast as possible); got {rate}", param_hint="--rate")
     brokers, topic, catalog_topic = _kafka(brokers, topic, catalog_topic)
+    require_broker(brokers, "simulate", _NAMED_BY)  # one line within BROKER_WAIT_S, not a hang
     shop = SyntheticShop(n_items=n_items, n_users=n_users, seed=seed)
     if skip_history:
         # the same call `fusionrec run` trains on, so the live shop continues that history
@@ -133,6 +139,7 @@ def replay_cmd(
         stream = read_replay(path, fmt, limit=limit, source=source, cleaning=rule, report=report)
         first = next(stream, None)
         stream = itertools.chain([] if first is None else [first], stream)
+        require_broker(brokers, "replay", _NAMED_BY)  # one line within BROKER_WAIT_S, not a hang
         if now:
             stream = shift_to(stream, time.time())
         with EventProducer(brokers, events_topic=topic, catalog_topic=catalog_topic) as producer:

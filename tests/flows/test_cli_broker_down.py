@@ -1,4 +1,4 @@
-"""``fusionrec topics`` / ``fusionrec catalog`` with no broker at the configured address: one line naming
+"""``fusionrec topics`` / ``catalog`` / ``simulate`` / ``replay`` with no broker at the configured address: one line naming
 it and what to check, exit status 1, no traceback, within the probe's wait (not after 65 s)."""
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def nobody_listens(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     return address
 
 
-def _fails_naming_the_broker(args: list[str], address: str) -> None:
+def _fails_naming_the_broker(args: list[str], address: str,
+                             named_by: str = "[kafka] brokers (FUSIONREC_KAFKA__BROKERS)") -> None:
     t0 = time.monotonic()
     result = CliRunner().invoke(app, args)
     took = time.monotonic() - t0
@@ -39,7 +40,7 @@ def _fails_naming_the_broker(args: list[str], address: str) -> None:
     lines = out.strip().splitlines()
     assert len(lines) == 1, out
     assert f"fusionrec {args[0]}: cannot reach the broker at {address}" in lines[0], out
-    assert f"within {WAIT_S:g} s" in lines[0] and "FUSIONREC_KAFKA__BROKERS" in lines[0], out
+    assert f"within {WAIT_S:g} s" in lines[0] and f"check that it is running and that {named_by} names it" in lines[0], out
     assert took < WAIT_S + 5, took
 
 
@@ -54,10 +55,27 @@ def test_catalog_without_a_broker_is_one_line_naming_it_early(nobody_listens: st
     _fails_naming_the_broker(["catalog", str(items)], nobody_listens)
 
 
+@pytest.mark.parametrize("given", ["settings", "--brokers"])
+@pytest.mark.parametrize("command", ["simulate", "replay"])
+def test_simulate_and_replay_without_a_broker_are_one_line_naming_it(
+        command: str, given: str, nobody_listens: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``simulate`` and ``replay`` with nobody at the address logged librdkafka's connection errors and hung (still
+    running after 40 s); they say so in one line, exit status 1, as ``topics`` and ``catalog`` do."""
+    import flows.commands.simulate  # noqa: F401  (registers the commands)
+
+    log = tmp_path / "log_test.txt"
+    log.write_text("SessionId\tItemId\tTime\n1\ta\t1400000000\n1\tb\t1400000005\n")
+    args = ["simulate", "--events", "5", "--no-progress"] if command == "simulate" else ["replay", str(log), "--no-progress"]
+    if given == "--brokers":  # the option names the address, the settings another one
+        monkeypatch.setenv("FUSIONREC_KAFKA__BROKERS", "127.0.0.1:9")
+        args += ["--brokers", nobody_listens]
+    _fails_naming_the_broker(args, nobody_listens, "--brokers (default [kafka] brokers, FUSIONREC_KAFKA__BROKERS)")
+
+
 def test_catalog_whose_records_are_not_acknowledged_is_one_line_not_a_traceback(
         nobody_listens: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A broker that answered the probe and is gone before the records are acknowledged: one line with the counts."""
-    monkeypatch.setattr(flows.commands.platform, "_require_broker", lambda s, command: None)
+    monkeypatch.setattr(flows.commands.platform, "require_broker", lambda *a, **k: None)
     monkeypatch.setattr(flows.commands.platform, "CATALOG_ACK_S", WAIT_S)
     items = tmp_path / "items.jsonl"
     items.write_bytes(b'{"item_id": "a", "title": "x"}\n{"item_id": "b", "title": "y"}\n'
