@@ -64,13 +64,44 @@ def embed_command(
     threads: int | None = typer.Option(None, min=1, help="Kernel threads (default: all cores)."),
     name: str | None = typer.Option(None, help="Graph name in the manifest (default: input file stem)."),
 ) -> None:
-    """Embed a graph with Cleora and save vectors, ids and a manifest as memory-mappable files."""
+    """Embed a graph with Cleora and save vectors, ids and a manifest as memory-mappable files.
+
+    Options are checked before the input is read: a ``--markov``, ``--group-by`` or ``--shape`` that is none of
+    its values, an events option (``--group-by``, ``--type``, ``--shape``) without ``--events`` or ``--columns``
+    with it, or an ``--out`` that is a file, is a usage error (exit status 2), never silently ignored.
+    """
+    _check_options(out, columns, events, group_by, event_type, shape, markov)
     try:
         _run(input_path, out, columns, events, group_by, event_type, shape, dim, iterations, seed, markov,
              max_hyperedge_size, threads, name)
     except (GraphInputError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except OSError as exc:  # --out under /proc, read-only, under a file: one line, not a traceback
+        typer.echo(f"error: --out {out}: cannot write the embedding store: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+_CHOICES = {"--markov": ("left", "symmetric"), "--group-by": ("user_id", "session_id", "event"),
+            "--shape": ("clique", "bipartite")}
+
+
+def _check_options(out: Path, columns: str, events: bool, group_by: str, event_type: list[str], shape: str,
+                   markov: str) -> None:
+    """Refuse (``typer.BadParameter``) a value that is none of its choices, and an option its input kind ignores."""
+    for hint, value in (("--markov", markov), ("--group-by", group_by), ("--shape", shape)):
+        if value not in _CHOICES[hint]:
+            raise typer.BadParameter(f"must be one of {', '.join(_CHOICES[hint])}; got {value!r}", param_hint=hint)
+    if events and columns != "complex::reflexive::node":
+        raise typer.BadParameter("applies to a TSV input only; with --events the columns follow --shape",
+                                 param_hint="--columns")
+    if not events:
+        given = [hint for hint, is_set in (("--group-by", group_by != "session_id"), ("--type", bool(event_type)),
+                                           ("--shape", shape != "clique")) if is_set]
+        if given:
+            raise typer.BadParameter("applies only with --events (a JSON-lines event log)", param_hint=given[0])
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file; give a directory (replaced if present)", param_hint="--out")
 
 
 def _run(input_path: Path, out: Path, columns: str, events: bool, group_by: str, event_type: list[str],

@@ -87,3 +87,55 @@ def test_cli_embed_tsv_and_events(tmp_path):
     assert sorted(EmbeddingStore.load(tmp_path / "c").labels) == ["12345", "b"]
     res = CliRunner().invoke(app, ["embed", str(tsv), "--out", str(tmp_path / "x"), "--columns", "a b c"])
     assert res.exit_code == 2 and "columns: at most two columns" in res.output
+
+
+@pytest.mark.parametrize(("args", "hint", "says"), [
+    (["--markov", "nope"], "--markov", "must be one of left, symmetric; got 'nope'"),
+    (["--events", "--group-by", "nope"], "--group-by", "must be one of user_id, session_id, event; got 'nope'"),
+    (["--events", "--shape", "star"], "--shape", "must be one of clique, bipartite; got 'star'"),
+    (["--shape", "bipartite"], "--shape", "applies only with --events"),
+    (["--type", "view"], "--type", "applies only with --events"),
+    (["--group-by", "user_id"], "--group-by", "applies only with --events"),
+    (["--events", "--columns", "user complex::item"], "--columns", "applies to a TSV input only"),
+    (["--out", "a-file"], "--out", "a-file is a file"),
+])
+def test_cli_embed_options_are_checked_before_the_input_is_read(tmp_path, monkeypatch, args, hint, says):
+    """``--shape``, ``--type`` and ``--group-by`` without ``--events`` were silently ignored, ``--shape nope`` too;
+    ``--markov nope`` failed after the graph was built; ``--out`` naming a file was a NotADirectoryError traceback."""
+    import typer
+
+    import flows.commands.embed
+    from flows.commands.embed import embed_command
+
+    def no_read(*a, **k):
+        raise AssertionError("the input was read")
+
+    app = typer.Typer()
+    app.command("embed")(embed_command)
+    app.command("version")(lambda: None)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(flows.commands.embed, "_run", no_read)
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "g.tsv").write_text("u1\ta b c\n")
+    res = CliRunner().invoke(app, ["embed", "g.tsv", "--out", "emb", *args])
+    assert res.exit_code == 2, res.output
+    flat = " ".join(res.output.replace("│", " ").split())
+    assert f"Invalid value for {hint}: {says}" in flat, res.output
+
+
+def test_cli_embed_to_an_out_it_cannot_write_is_one_line(tmp_path):
+    import typer
+
+    from flows.commands.embed import embed_command
+
+    app = typer.Typer()
+    app.command("embed")(embed_command)
+    app.command("version")(lambda: None)
+    tsv = tmp_path / "g.tsv"
+    tsv.write_text("u1\ta b c\nu2\tb c\n")
+    (tmp_path / "a-file").write_text("")
+    for out, why in (("/proc/fusionrec-emb", "No such file or directory"), (tmp_path / "a-file" / "emb", "Not a directory")):
+        res = CliRunner().invoke(app, ["embed", str(tsv), "--out", str(out), "--columns", "user complex::item", "--dim", "8"])
+        assert res.exit_code == 2, res.output
+        assert res.output.strip().splitlines()[-1] == f"error: --out {out}: cannot write the embedding store: {why}"
+        assert "Traceback" not in res.output
