@@ -169,8 +169,8 @@ def eval_command(
     split: str = typer.Option("test", "--split", help="'test', or 'valid' (last sessions of train; for tuning)."),
     valid_days: float | None = typer.Option(None, "--valid-days",
                                             help="Validation = sessions ending in the last N days (N > 0)."),
-    valid_frac: float = typer.Option(0.1, "--valid-frac",
-                                     help="Validation = last fraction of sessions, in (0, 1) (no --valid-days)."),
+    valid_frac: float | None = typer.Option(None, "--valid-frac", help=(
+        "Validation = last fraction of sessions, in (0, 1) (default 0.1; not with --valid-days).")),
     set_: list[str] = typer.Option([], "--set", help="Override a hyper-parameter: model.param=value (repeatable)."),
     params_file: Path | None = typer.Option(None, "--params-file",
                                             help="JSON {model: {param: value}} (e.g. from bench/tune_baselines.py); --set wins."),
@@ -181,17 +181,27 @@ def eval_command(
     # open ranges (typer's min/max are closed): usage errors naming the option, before the dataset is loaded
     if valid_days is not None and not (valid_days > 0 and math.isfinite(valid_days)):
         raise typer.BadParameter(f"must be a positive number of days; got {valid_days}", param_hint="--valid-days")
-    if not 0 < valid_frac < 1:
+    if valid_frac is not None and not 0 < valid_frac < 1:
         raise typer.BadParameter(f"must be a fraction in (0, 1); got {valid_frac}", param_hint="--valid-frac")
+    # options that would otherwise be silently ignored
+    given = [hint for hint, value in (("--valid-days", valid_days), ("--valid-frac", valid_frac)) if value is not None]
+    if split != "valid" and given:
+        raise typer.BadParameter(f"applies only with --split valid; got --split {split}", param_hint=given[0])
+    if len(given) == 2:
+        raise typer.BadParameter("give one of --valid-days and --valid-frac", param_hint="--valid-frac")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     names = [m.strip() for m in models.split(",") if m.strip()]
     limit = max_queries if max_queries is not None else (QUICK_QUERIES if quick else None)
     try:
         overrides = read_params_file(params_file) if params_file else {}
         for model, params in parse_overrides(set_).items():
+            if model not in names:  # --params-file may hold other models (a tuned file covers many)
+                raise typer.BadParameter(f"model {model!r} is not evaluated (--models {','.join(names)}); "
+                                         f"got {next(p for p in set_ if p.startswith(model + '.'))!r}",
+                                         param_hint="--set")
             overrides.setdefault(model, {}).update(params)
         name, reports = run_eval(data, fmt, names, max_queries=limit, split=split, valid_days=valid_days,
-                                 valid_frac=valid_frac, overrides=overrides,
+                                 valid_frac=0.1 if valid_frac is None else valid_frac, overrides=overrides,
                                  batch_size=batch_size, seed=seed)
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)

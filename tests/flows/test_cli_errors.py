@@ -553,3 +553,36 @@ def test_eval_rejects_a_validation_split_option_out_of_range_before_loading(
 
     monkeypatch.setattr(flows.commands.eval, "load_dataset", no_load)
     _fails(_eval(tiny_sessionrec, "--models", "pop", "--split", "valid", option, value), f"Invalid value for {option}")
+
+
+@pytest.mark.parametrize(("extra", "hint", "says"), [
+    (("--valid-days", "2"), "--valid-days", "applies only with --split valid; got --split test"),
+    (("--valid-frac", "0.3"), "--valid-frac", "applies only with --split valid; got --split test"),
+    (("--split", "valid", "--valid-days", "2", "--valid-frac", "0.3"), "--valid-frac",
+     "give one of --valid-days and --valid-frac"),
+    (("--set", "pop.k=1"), "--set", "model 'pop' is not evaluated (--models sknn); got 'pop.k=1'"),
+    (("--set", "nope.k=1"), "--set", "model 'nope' is not evaluated (--models sknn); got 'nope.k=1'"),
+])
+def test_eval_refuses_options_it_would_ignore_before_loading(
+        tiny_sessionrec: Path, extra: tuple[str, ...], hint: str, says: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--valid-days`` / ``--valid-frac`` with ``--split test``, ``--valid-frac`` beside ``--valid-days``, and a
+    ``--set`` for a model not in ``--models`` were silently ignored (the same table as without them)."""
+    def no_load(*a: object, **k: object) -> None:
+        raise AssertionError("the dataset was loaded")
+
+    monkeypatch.setattr(flows.commands.eval, "load_dataset", no_load)
+    _fails(_eval(tiny_sessionrec, "--models", "sknn", *extra), f"Invalid value for {hint}: {says}")
+
+
+def test_eval_validation_split_defaults_to_a_tenth(tiny_sessionrec: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--valid-frac`` has no default in the options any more (to tell it given from not): 0.1 still applies."""
+    seen: list[tuple[float | None, float]] = []
+
+    def record(data: object, *, days: float | None, frac: float) -> object:
+        seen.append((days, frac))
+        raise ValueError("recorded")
+
+    monkeypatch.setattr(flows.commands.eval, "validation_split", record)
+    _fails(_eval(tiny_sessionrec, "--models", "pop", "--split", "valid"), "error: recorded")
+    _fails(_eval(tiny_sessionrec, "--models", "pop", "--split", "valid", "--valid-days", "3"), "error: recorded")
+    assert seen == [(None, 0.1), (3.0, 0.1)]
