@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from flows.cli import app
-from flows.run_lock import RunDirBusy, RunDirLock, lock_run_dir
+from flows.run_lock import LOCK_NAME, RunDirBusy, RunDirLock, lock_run_dir
 from flows.stop import STOP_REQUESTED, STOP_SIGNALS, check_stop, deferred_interrupts, handle_stop_signals
 from flows.supervisor import Supervisor
 from models.errors import ModelFitError
@@ -638,7 +638,22 @@ def _run_problems(model: str, train_seconds: float, trainer_every: str, workers:
             problems.append(f"--replay: {exc}")
     if var.exists() and not var.is_dir():
         problems.append(f"--var: {var} is not a directory")
+    elif var.is_dir():  # `--var .` or an empty FUSIONREC_RUN__VAR_DIR in a checkout: its api/ is the source code
+        foreign = sorted(e.name for e in var.iterdir() if not _is_run_entry(e.name))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            problems.append(f"--var: {var} holds {shown}, which no fusionrec run writes, and run deletes the state, "
+                            f"api, lake and serving directories of its run directory; give a new or empty directory, "
+                            f"or a previous run's (default [run] var_dir: var/run)")
     return problems
+
+
+RUN_ENTRIES = frozenset({"state", "api", "lake", "serving", "models", LOCK_NAME})
+"""What ``run`` writes in its run directory, besides its logs (``*.log`` and the previous run's ``*.log.1``)."""
+
+
+def _is_run_entry(name: str) -> bool:
+    return name in RUN_ENTRIES or name.endswith((".log", ".log.1"))
 
 
 def _broker_port(s: Settings) -> int:

@@ -247,6 +247,35 @@ def test_run_with_too_few_events_to_train_says_so_and_stops_everything(
     assert not port_in_use(port)  # the broker it started is stopped
 
 
+@pytest.mark.parametrize("how", ["--var .", "FUSIONREC_RUN__VAR_DIR="])
+def test_run_refuses_a_run_directory_holding_what_no_run_writes(
+        how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--var .`` or an empty ``FUSIONREC_RUN__VAR_DIR`` in a checkout made run delete ./api (the API's source
+    code), ./state, ./lake and ./serving before starting; such a directory is refused before anything is touched."""
+    import subprocess
+
+    from operators.broker import free_port
+
+    def no_child(*a: object, **k: object) -> None:
+        raise AssertionError(f"a child was started: {a}")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(subprocess, "Popen", no_child)
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api" / "app.py").write_text("source\n")
+    (tmp_path / "README.md").write_text("readme\n")
+    (tmp_path / "flow.log").write_text("a previous run's log\n")
+    args = ["--var", "."] if how == "--var ." else []
+    if how != "--var .":
+        monkeypatch.setenv("FUSIONREC_RUN__VAR_DIR", "")
+    port = free_port()
+    api_port = next(p for p in iter(free_port, None) if p != port)
+    _fails(["run", "--port", str(port), "--api-port", str(api_port), "--model", "covisit", *args],
+           "fusionrec run: --var: . holds README.md, which no fusionrec run writes")
+    assert (tmp_path / "api" / "app.py").read_text() == "source\n"
+    assert (tmp_path / "flow.log").exists() and not (tmp_path / "flow.log.1").exists()
+
+
 def test_run_with_a_run_directory_it_cannot_create_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``run --var /proc/x`` (or under a file) was a FileNotFoundError traceback (exit status 1)."""
     from operators.broker import free_port, port_in_use
