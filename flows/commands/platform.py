@@ -173,7 +173,8 @@ def train_cmd(
         "the validation winner), emde, vstan, covisit (seconds to train), router (user top-N: "
         "whichever of EASE and EMDE wins validation), ..."))] = "fusion",
     lake: Annotated[Path | None, typer.Option(help="Or: train on the event lake under this directory")] = None,
-    window: Annotated[str, typer.Option(help="With --lake: the newest window to train on, e.g. 30d, 12h")] = "30d",
+    window: Annotated[str | None, typer.Option(help=(
+        "With --lake: the newest window to train on, e.g. 30d, 12h (default 30d)"), show_default=False)] = None,
 ) -> None:
     """Train a model and write a new model version (running flows and APIs pick it up without restart)."""
     from operators.training import read_events_jsonl, train_model
@@ -181,13 +182,16 @@ def train_cmd(
     given = [name for name, v in (("--events", events), ("--simulate", simulate), ("--lake", lake)) if v is not None]
     if len(given) > 1:
         raise typer.BadParameter(f"give one source of events, not {' and '.join(given)}", param_hint="/".join(given))
+    if window is not None and lake is None:  # else silently ignored
+        raise typer.BadParameter(f"applies only with --lake DIR (the lake's newest window); got {window!r} with "
+                                 f"{given[0] if given else 'no --lake'}", param_hint="--window")
     s = _settings()
     if lake is not None:
         from operators.lake.read import parse_window
         from operators.lake.training import train_from_lake
 
         try:
-            path = train_from_lake(s, parse_window(window), model, lake_dir=lake)
+            path = train_from_lake(s, parse_window(window or "30d"), model, lake_dir=lake)
         except (ValueError, FileNotFoundError) as exc:
             raise typer.BadParameter(str(exc), param_hint="--lake/--window/--model") from exc
         typer.echo(f"model version written: {path}")

@@ -330,6 +330,22 @@ def test_train_simulate_needs_at_least_one_event(n):
     _fails(["train", "--simulate", n, "--model", "covisit"], "--simulate", "greater than or equal to 1")
 
 
+@pytest.mark.parametrize("source", [["--simulate", "3000"], ["--events", "e.jsonl"]])
+def test_train_window_applies_only_with_a_lake(source: list[str], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train --simulate 3000 --window 5d`` (or ``--window garbage``) trained on all the events and said nothing."""
+    import operators.training
+
+    def no_training(*a: object, **k: object) -> None:
+        raise AssertionError("a model was trained")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(operators.training, "train_model", no_training)
+    (tmp_path / "e.jsonl").write_text("")
+    _fails(["train", *source, "--window", "5d", "--model", "covisit"],
+           f"Invalid value for --window: applies only with --lake DIR (the lake's newest window); got '5d' with {source[0]}")
+
+
 def test_train_takes_one_source_of_events(tmp_path):
     """``train --simulate 100 --events FILE`` trained on the file and ignored ``--simulate`` without a word
     (session 29's new-user trial, F4)."""
