@@ -52,11 +52,19 @@ def trainer_cmd(
     model: Annotated[str | None, typer.Option(help="Challenger model (default trainer.model)")] = None,
 ) -> None:
     """Every interval: train a challenger on the lake, gate it against the serving model, promote or keep."""
+    from models.registry import REGISTRY
     from operators.trainer import run_once
 
     every_given = _duration(every, "--every") if every is not None else None
     delay_s = 0.0 if delay.strip() in ("0", "") else _duration(delay, "--delay")
+    if once and every_given is not None:  # else silently ignored: one run has no interval
+        raise typer.BadParameter(f"is the interval between runs; --once runs once (got --every {every!r})",
+                                 param_hint="--every")
     s = _settings()
+    challenger = model or s.trainer.model
+    if challenger not in REGISTRY:  # before the delay: not the first run's error hours later, nor a skip saying nothing
+        where = "--model" if model else "[trainer] model (FUSIONREC_TRAINER__MODEL)"
+        raise typer.BadParameter(f"unknown model {challenger!r}; registered: {', '.join(REGISTRY)}", param_hint=where)
     if s.trainer.cpus is not None:  # first: threads and processes started later inherit the CPUs
         from operators.scheduling import confine_to_cpus
 
