@@ -27,7 +27,7 @@ from pydantic_settings.exceptions import SettingsError
 
 __all__ = ["EventTypeSpec", "KafkaSettings", "StreamSettings", "ApiSettings", "AnalyticsSettings", "Settings",
            "DEFAULT_EVENT_TYPES", "LakeSettings", "TrainerSettings", "GateSettings", "RunSettings", "ConfigError",
-           "REQUEST_SECRET_MIN_BYTES", "parse_rate_limit"]
+           "GATE_METRICS", "REQUEST_SECRET_MIN_BYTES", "parse_rate_limit"]
 
 REQUEST_SECRET_MIN_BYTES = 16
 """Shortest ``api.request_secret`` (UTF-8 bytes): the HMAC key of request ids (``api/request_ids.py``)."""
@@ -484,14 +484,26 @@ class TrainerSettings(_Block):
         "None: every CPU (fusionrec run then uses all but one on a box of 2 or more)"))
 
 
+GATE_METRICS: tuple[str, ...] = tuple(f"{m}@{k}" for k in (10, 20) for m in ("HR", "MRR", "P", "R", "MAP"))
+"""The metrics the gate can decide on: those ``operators/gate.py`` ``evaluate_versions`` computes (k = 10, 20) for
+which higher is better. Any other name is a 0 for both models, so no challenger would ever be promoted."""
+
+
 class GateSettings(_Block):
     """The gate a challenger passes before it goes live (``fusionrec trainer``)."""
 
     holdout_hours: float = Field(default=24.0, gt=0, description="Newest slice held out of the challenger's training, hours")
-    metric: str = Field(default="HR@20", description="Gate metric (models/evaluate.py score_rankings key)")
+    metric: str = Field(default="HR@20", description=f"Gate metric, one of {', '.join(GATE_METRICS)}")
     margin: float = Field(default=0.02, ge=0, description="Relative gain over the champion needed to promote (0.02 = 2 %)")
     max_queries: int = Field(default=20_000, ge=1, description="Holdout prefixes evaluated (seeded sample)")
     min_queries: int = Field(default=200, ge=1, description="Fewer holdout prefixes: no verdict, the champion stays")
+
+    @field_validator("metric")
+    @classmethod
+    def _gate_metric(cls, v: str) -> str:
+        if v not in GATE_METRICS:
+            raise ValueError(f"must be one of {', '.join(GATE_METRICS)} (what the gate evaluates); got {v!r}")
+        return v
 
 
 class RunSettings(_Block):

@@ -173,3 +173,27 @@ def test_the_serving_rules_attributes_are_indexed_and_distinct(api, says):
     with pytest.raises(ValidationError, match=re.escape(says)):
         Settings(api=api)
     assert Settings(api={"catalog_exclude": ["vector"], "stock_attribute": None, "hidden_attribute": "concealed"})
+
+
+@pytest.mark.parametrize("metric", ["NOPE@20", "HR@5", "Coverage@20", "hr@20"])
+def test_a_gate_metric_the_gate_does_not_compute_is_refused_at_load(monkeypatch, tmp_path, metric):
+    """``[gate] metric = "HR@5"`` (or a typo) loaded, and the gate compared 0 with 0 on every run: no challenger was
+    ever promoted, each run "rejected" with a reason naming a metric nobody computes."""
+    monkeypatch.setenv("FUSIONREC_CONFIG", _empty_config(tmp_path))
+    monkeypatch.setenv("FUSIONREC_GATE__METRIC", metric)
+    with pytest.raises(ValidationError, match=rf"gate\.metric[\s\S]*must be one of HR@10, MRR@10, [\s\S]*got '{metric}'"):
+        Settings()
+
+
+def test_every_gate_metric_is_one_the_gate_computes():
+    """``GATE_METRICS`` is what ``evaluate_versions`` scores by default: its ``ks`` and ``score_rankings``' keys."""
+    import inspect
+
+    from models.evaluate import score_rankings
+    from operators.gate import evaluate_versions
+    from operators.settings import GATE_METRICS
+
+    ks = inspect.signature(evaluate_versions).parameters["ks"].default
+    assert {int(m.split("@")[1]) for m in GATE_METRICS} == set(ks)
+    source = inspect.getsource(score_rankings)
+    assert all(f'out[f"{m.split("@")[0]}@{{k}}"]' in source for m in GATE_METRICS)
