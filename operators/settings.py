@@ -115,6 +115,21 @@ class EventTypeSpec(_Block):
     requires: list[str] = Field(default_factory=list, description="Fields that must be present, e.g. ['item_id|items']")
     weight: float = 1.0
 
+    @field_validator("requires")
+    @classmethod
+    def _event_fields(cls, v: list[str]) -> list[str]:
+        """Each alternative is a field of the event (``operators/schema.py`` ``Event``): another name (a typo, or a
+        field the event carries in ``extra``) is never present, so every event of the type would be refused."""
+        from operators.schema import Event
+
+        fields = [f for f in Event.__struct_fields__ if f != "extra"]
+        for req in v:
+            unknown = [a for a in req.split("|") if a not in fields]
+            if unknown:
+                raise ValueError(f"{req!r}: {unknown[0]!r} is no event field (so no event of the type would pass); "
+                                 f"fields: {', '.join(fields)}")
+        return v
+
 
 DEFAULT_EVENT_TYPES: list[EventTypeSpec] = [
     EventTypeSpec(name="view", requires=["item_id|items"], weight=1.0),
@@ -635,6 +650,16 @@ class Settings(BaseSettings):
     run: RunSettings = Field(default_factory=RunSettings)
     event_types: list[EventTypeSpec] = Field(default_factory=lambda: list(DEFAULT_EVENT_TYPES))
     seed: int = 42
+
+    @field_validator("event_types")
+    @classmethod
+    def _unique_event_types(cls, v: list[EventTypeSpec]) -> list[EventTypeSpec]:
+        """One spec per name: with two, the last one silently won (the first one's ``requires`` and ``weight`` ignored)."""
+        names = [t.name for t in v]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"names must be unique; repeated {repeated}")
+        return v
 
     @field_validator("seed", mode="before")
     @classmethod

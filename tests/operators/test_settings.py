@@ -197,3 +197,24 @@ def test_every_gate_metric_is_one_the_gate_computes():
     assert {int(m.split("@")[1]) for m in GATE_METRICS} == set(ks)
     source = inspect.getsource(score_rankings)
     assert all(f'out[f"{m.split("@")[0]}@{{k}}"]' in source for m in GATE_METRICS)
+
+
+@pytest.mark.parametrize(("toml", "says"), [
+    ('[[event_types]]\nname = "view"\nrequires = ["itemid"]\n',
+     r"event_types\.0\.requires[\s\S]*'itemid' is no event field \(so no event of the type would pass\); "
+     r"fields: event_id, ts, type, user_id, session_id, item_id, items,"),
+    ('[[event_types]]\nname = "view"\nrequires = ["item_id|basket"]\n', r"'basket' is no event field"),
+    ('[[event_types]]\nname = "view"\nrequires = ["extra"]\n', r"'extra' is no event field"),
+    ('[[event_types]]\nname = "view"\nweight = 1\n[[event_types]]\nname = "click"\n[[event_types]]\nname = "view"\n'
+     'weight = 3\n', r"event_types[\s\S]*names must be unique; repeated \['view'\]"),
+])
+def test_event_types_that_no_event_could_pass_or_repeated_are_refused_at_load(monkeypatch, tmp_path, toml, says):
+    """``requires = ["itemid"]`` loaded, and every event of the type was then refused ("itemid: required") by the API
+    and dead-lettered by the flow, even one carrying ``itemid`` (kept in ``extra``); a repeated name loaded too."""
+    path = tmp_path / "fusionrec.toml"
+    path.write_text(toml)
+    monkeypatch.setenv("FUSIONREC_CONFIG", str(path))
+    with pytest.raises(ValidationError, match=says):
+        Settings()
+    path.write_text('[[event_types]]\nname = "view"\nrequires = ["item_id|items", "session_id"]\n')
+    assert [t.requires for t in Settings().event_types] == [["item_id|items", "session_id"]]
