@@ -12,6 +12,7 @@ import numpy as np
 import typer
 
 from flows.cli import app
+from flows.commands.platform import require_broker
 from operators.settings import Settings
 
 __all__ = ["analytics_cmd", "simulate_ab_cmd"]
@@ -19,8 +20,10 @@ __all__ = ["analytics_cmd", "simulate_ab_cmd"]
 
 @app.command("analytics")
 def analytics_cmd(workers: Annotated[int, typer.Option("-w", "--workers", help="Worker threads", min=1)] = 1) -> None:
-    """Run the analytics dataflow (same as ``python -m bytewax.run flows.analytics.dataflow:flow -w N``)."""
+    """Run the analytics dataflow (same as ``python -m bytewax.run flows.analytics.dataflow:flow -w N``); a broker
+    that does not answer within 10 s is one line naming it (exit status 1)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    require_broker(Settings().kafka.brokers, "analytics")  # else a KafkaException traceback
     os.execv(sys.executable, [sys.executable, "-m", "bytewax.run", "flows.analytics.dataflow:flow", "-w", str(workers)])
 
 

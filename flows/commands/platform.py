@@ -421,8 +421,9 @@ def _publish_catalog(s: Settings, items: Path, shown: Path) -> None:
 
 @app.command("flow")
 def flow_cmd(workers: Annotated[int, typer.Option("-w", "--workers", help="Worker threads", min=1)] = 1) -> None:
-    """Run the real-time dataflow (same as ``python -m bytewax.run flows.realtime:flow -w N``)."""
-    _settings()
+    """Run the real-time dataflow (same as ``python -m bytewax.run flows.realtime:flow -w N``); a broker that does
+    not answer within 10 s is one line naming it (exit status 1)."""
+    require_broker(_settings().kafka.brokers, "flow")  # else a Rust panic and five chained tracebacks
     os.execv(sys.executable, [sys.executable, "-m", "bytewax.run", "flows.realtime:flow", "-w", str(workers)])
 
 

@@ -72,6 +72,23 @@ def test_simulate_and_replay_without_a_broker_are_one_line_naming_it(
     _fails_naming_the_broker(args, nobody_listens, "--brokers (default [kafka] brokers, FUSIONREC_KAFKA__BROKERS)")
 
 
+@pytest.mark.parametrize("command", ["flow", "analytics", "archive"])
+def test_dataflow_commands_without_a_broker_are_one_line_naming_it(
+        command: str, nobody_listens: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``flow`` and ``archive`` ended in a Rust panic and five chained tracebacks after 12 s, ``analytics`` in a
+    KafkaException traceback; the dataflow is not started without a broker that answers."""
+    import os
+
+    import flows.commands.analytics  # noqa: F401  (registers the commands)
+    import flows.commands.lake  # noqa: F401
+
+    def no_exec(*a: object) -> None:
+        raise AssertionError(f"the dataflow was started: {a}")
+
+    monkeypatch.setattr(os, "execv", no_exec)
+    _fails_naming_the_broker([command], nobody_listens)
+
+
 def test_catalog_whose_records_are_not_acknowledged_is_one_line_not_a_traceback(
         nobody_listens: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A broker that answered the probe and is gone before the records are acknowledged: one line with the counts."""
