@@ -830,9 +830,9 @@ def _seed_and_train(s: Settings, history: int, seed: int, replayed: _Replayed | 
     try:
         train_model(events, s, model, **_train_params(model, train_seconds))
     except (ValueError, ModelFitError) as exc:  # too few events for the model: one line; the caller stops the rest
-        given, more = (("the --replay log", "replay a longer log") if replayed is not None
-                       else (f"--history {history}", "give more history, --history N"))
-        typer.echo(f"fusionrec run: cannot train {model!r} on {len(events)} events ({given}): {exc}; {more}", err=True)
+        given = "the --replay log" if replayed is not None else f"--history {history}"
+        typer.echo(f"fusionrec run: cannot train {model!r} on {len(events)} events ({given}, --train-seconds "
+                   f"{train_seconds:g}): {exc}", err=True)
         raise typer.Exit(2) from None
     check_stop()
     with EventProducer.from_settings(s.kafka) as p:

@@ -222,9 +222,10 @@ def test_replay_of_a_file_not_of_its_format_says_so_before_anything_is_sent(
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["--history", "1"], "fusionrec run: cannot train 'covisit' on 1 events (--history 1): graph: no hyperedge"),
+    (["--history", "1"],
+     "fusionrec run: cannot train 'covisit' on 1 events (--history 1, --train-seconds 600): graph: no hyperedge"),
     (["--replay", "header_only.tsv"],
-     "fusionrec run: cannot train 'covisit' on 0 events (the --replay log): events: no interactions"),
+     "fusionrec run: cannot train 'covisit' on 0 events (the --replay log, --train-seconds 600): events: no interactions"),
 ])
 def test_run_with_too_few_events_to_train_says_so_and_stops_everything(
         args: list[str], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
