@@ -27,7 +27,6 @@ the list's attribution window (else 403: the caller may not report on that list)
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -36,13 +35,13 @@ from functools import partial
 import msgspec
 import orjson
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from api.durable_producer import BrokerUnavailable
 from api.errors import ApiError
-from api.json import json_response
-from api.json_body import json_type, refuse_content_coding
+from api.json import json_response, json_type
+from api.json_body import read_body, refuse_content_coding
 from api.rate_limit import EVENTS, ITEM_IDS
 from api.request_ids import IssuedRequest
 from api.services import Services
@@ -83,39 +82,6 @@ def _check_feedback(svc: Services, ev: Event, now: float) -> None:
 
 def _reason(exc: BadEvent) -> str:
     return "bad_timestamp" if exc.field == "ts" else ("too_large" if exc.field == "$size" else "invalid_field")
-
-
-async def _read_body(request: Request, limit: int, timeout_s: float, total_s: float) -> bytes:
-    """The body, read chunk by chunk: refused (413) as soon as it passes ``limit`` bytes, before the rest
-    arrives, and (408) when no chunk comes for ``timeout_s`` or the whole body has not come within
-    ``total_s`` seconds (a half-sent or dripping request does not hold the connection). A client that closes
-    the connection before its body is complete is a client error (400, which it never reads) and one INFO
-    line, not an unhandled error with its traceback."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body", f"{declared} bytes > api.max_body_bytes={limit}")
-    chunks, n = [], 0
-    stream = request.stream().__aiter__()
-    deadline = time.monotonic() + total_s
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            chunk = await asyncio.wait_for(stream.__anext__(), min(timeout_s, max(left, 0.0)))
-        except StopAsyncIteration:
-            break
-        except ClientDisconnect:
-            log.info("POST %s: the client closed the connection after %d of %s body bytes", request.url.path, n,
-                     declared or "?")
-            raise ApiError(400, "body", "the client closed the connection before the body was complete") from None
-        except TimeoutError:
-            if left <= timeout_s:
-                raise ApiError(408, "body", f"the body did not arrive within api.body_total_s={total_s:g} s") from None
-            raise ApiError(408, "body", f"no data for api.body_timeout_s={timeout_s:g} s") from None
-        n += len(chunk)
-        if n > limit:
-            raise ApiError(413, "body", f"more than api.max_body_bytes={limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _not_an_event(field: str, reason: str, value: object) -> ApiError:
@@ -251,7 +217,7 @@ async def post_events(request: Request) -> Response:
         svc.metrics.events_rejected.labels("unsupported_encoding").inc()
         return refused
     try:
-        body = await _read_body(request, a.max_body_bytes, a.body_timeout_s, a.body_total_s)
+        body = await read_body(request, a.max_body_bytes, a.body_timeout_s, a.body_total_s)
     except ApiError as exc:
         svc.metrics.events_rejected.labels("client_disconnected" if exc.status == 400 else "too_large").inc()
         raise

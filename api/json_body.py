@@ -1,24 +1,20 @@
-"""A request's JSON body: the content-codings the API reads, and JSON's names for the types a body decodes to."""
+"""A request's JSON body: the content-codings the API reads, and reading it within size and time bounds."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
+import asyncio
+import logging
+import time
+
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from api.errors import ApiError
 from api.json import json_response
 
-__all__ = ["JSON_TYPES", "json_type", "refuse_content_coding"]
+__all__ = ["read_body", "refuse_content_coding"]
 
-JSON_TYPES: dict[type, str] = {dict: "object", list: "array", str: "string", int: "number", float: "number",
-                               bool: "boolean", type(None): "null"}
-"""JSON's name for each type orjson decodes to (``type()`` is exact, so a bool is a boolean, not a number)."""
-
-
-def json_type(value: object) -> str:
-    """JSON's name for the type of ``value`` as orjson decoded it (``object``, ``array``, ``string``, ``number``,
-    ``boolean``, ``null``), never a Python type name."""
-    return JSON_TYPES.get(type(value), "unknown")
-
+log = logging.getLogger(__name__)
 
 def _unsupported_coding(request: Request) -> str | None:
     """The first content-coding of the request other than ``identity`` (lower case), None if there is none."""
@@ -42,3 +38,37 @@ def refuse_content_coding(request: Request) -> Response | None:
     return json_response({"error": {"field": "content-encoding", "reason": (
         f"the API does not decode content-coding {coding[:100]!r}: send the JSON body uncompressed "
         "(no Content-Encoding, or identity)")}}, status_code=415, headers={"Accept-Encoding": "identity"})
+
+
+async def read_body(request: Request, limit: int, timeout_s: float, total_s: float,
+                    limit_name: str = "api.max_body_bytes") -> bytes:
+    """The body, read chunk by chunk: refused (413) as soon as it passes ``limit`` bytes (``limit_name`` in the
+    message), before the rest arrives, and (408) when no chunk comes for ``timeout_s`` or the whole body has not
+    come within ``total_s`` seconds (a half-sent or dripping request does not hold the connection). A client that
+    closes the connection before its body is complete is a client error (400, which it never reads) and one INFO
+    line, not an unhandled error with its traceback."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body", f"{declared} bytes > {limit_name}={limit}")
+    chunks, n = [], 0
+    stream = request.stream().__aiter__()
+    deadline = time.monotonic() + total_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), min(timeout_s, max(left, 0.0)))
+        except StopAsyncIteration:
+            break
+        except ClientDisconnect:
+            log.info("%s %s: the client closed the connection after %d of %s body bytes", request.method,
+                     request.url.path, n, declared or "?")
+            raise ApiError(400, "body", "the client closed the connection before the body was complete") from None
+        except TimeoutError:
+            if left <= timeout_s:
+                raise ApiError(408, "body", f"the body did not arrive within api.body_total_s={total_s:g} s") from None
+            raise ApiError(408, "body", f"no data for api.body_timeout_s={timeout_s:g} s") from None
+        n += len(chunk)
+        if n > limit:
+            raise ApiError(413, "body", f"more than {limit_name}={limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

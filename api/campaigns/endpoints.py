@@ -24,15 +24,19 @@ from api.campaigns.schema import ID_PATTERN, CampaignIn
 from api.errors import ApiError, once_params, validate_params
 from api.iql import IQLEngine, IQLError
 from api.iql.evaluate import check_params, param_names
-from api.json import json_response
-from api.json_body import json_type, refuse_content_coding
+from api.json import json_response, json_type
+from api.json_body import read_body, refuse_content_coding
 from api.recommendations import RESERVED_PARAMS
 from api.services import Services
 from api.strategies import STRATEGY_PARAMS, check_strategy_param
 from operators.control_group import CONTROL_ARM
 from state.campaigns import Campaign
 
-__all__ = ["list_campaigns", "create_campaign", "get_campaign", "put_campaign", "delete_campaign", "get_arms"]
+__all__ = ["MAX_CAMPAIGN_BYTES", "list_campaigns", "create_campaign", "get_campaign", "put_campaign", "delete_campaign", "get_arms"]
+
+
+MAX_CAMPAIGN_BYTES = 64_000
+"""Largest campaign body: refused (413) while it streams in, before the rest is read into memory."""
 
 
 class ArmsParams(BaseModel, extra="forbid"):
@@ -53,9 +57,8 @@ def _dump(c: Campaign) -> dict[str, object]:
 
 
 async def _read_campaign(request: Request, svc: Services) -> CampaignIn:
-    body = await request.body()  # the caller refused a content-coding first (refuse_content_coding)
-    if len(body) > 64_000:
-        raise ApiError(413, "body", f"{len(body)} bytes > limit 64000")
+    a = svc.settings.api  # the caller refused a content-coding first (refuse_content_coding)
+    body = await read_body(request, MAX_CAMPAIGN_BYTES, a.body_timeout_s, a.body_total_s, "the campaign limit")
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

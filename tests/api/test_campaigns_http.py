@@ -217,3 +217,32 @@ def test_wrong_json_types_are_named_in_json_terms(shop_settings):
             err = r.json()["error"]
             assert (err["field"], err["reason"]) == reason, (field, value, err)
         assert c.get("/v1/campaigns/typed").status_code == 404
+
+
+def test_a_campaign_body_over_the_limit_is_refused_while_it_streams_in(shop_settings):
+    """The campaign body was read whole into memory (``request.body()``) and only then compared with 64,000 bytes;
+    it is read as ``POST /v1/events`` reads its body (``api/json_body.py`` ``read_body``): a declared length over the
+    limit is refused before a byte is read, a chunked body as soon as it passes the limit."""
+    sent: list[int] = []
+
+    def chunks():
+        for _ in range(1000):  # 1,000 x 1,000 bytes: far past the limit, stopped early
+            sent.append(1000)
+            yield b" " * 1000
+
+    with ApiServer(shop_settings) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        r = c.put("/v1/campaigns/big", content=b" " * 64_001)
+        assert r.status_code == 413
+        assert r.json()["error"] == {"field": "body", "reason": "64001 bytes > the campaign limit=64000"}
+        try:
+            r = c.post("/v1/campaigns", content=chunks())
+        except httpx.TransportError:  # the server may answer and close while the client still sends
+            pass
+        else:
+            assert r.status_code == 413, r.text
+            assert r.json()["error"] == {"field": "body", "reason": "more than the campaign limit=64000 bytes"}
+        assert sum(sent) < 1_000_000
+        body = orjson.dumps({"campaign_id": "padded", "scenario": "top"}) + b" " * 60_000
+        wait_for(lambda: _ready(c), what="catalog")
+        assert c.post("/v1/campaigns", content=body).status_code == 201

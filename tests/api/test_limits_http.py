@@ -209,11 +209,11 @@ def test_a_body_the_client_aborts_is_one_short_line_not_a_traceback(api):
     ('unhandled error' and uvicorn's 'Exception in ASGI application', ~6 KB; trial 31, finding 4): it is a client
     error, one INFO line, no traceback, nothing at ERROR."""
     got = _Records()
-    loggers = [logging.getLogger(name) for name in ("", "uvicorn.error")]  # api.events propagates to the root
-    level = logging.getLogger("api.events").level
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn.error")]  # api.json_body propagates to the root
+    level = logging.getLogger("api.json_body").level
     for lg in loggers:
         lg.addHandler(got)
-    logging.getLogger("api.events").setLevel(logging.INFO)
+    logging.getLogger("api.json_body").setLevel(logging.INFO)
     try:
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
@@ -226,8 +226,8 @@ def test_a_body_the_client_aborts_is_one_short_line_not_a_traceback(api):
     finally:
         for lg in loggers:
             lg.removeHandler(got)
-        logging.getLogger("api.events").setLevel(level)
-    lines = [r for r in got.records if r.name == "api.events"]
+        logging.getLogger("api.json_body").setLevel(level)
+    lines = [r for r in got.records if r.name == "api.json_body"]
     assert len(lines) == 3, [r.getMessage() for r in got.records]
     assert lines[0].levelno == logging.INFO and lines[0].exc_info is None
     assert lines[0].getMessage() == "POST /v1/events: the client closed the connection after 8 of 1000 body bytes"
