@@ -221,6 +221,13 @@ def test_replay_of_a_file_not_of_its_format_says_so_before_anything_is_sent(
     assert "Traceback" not in out and len(out.strip().splitlines()) == 1, out
 
 
+_RUN_ENV = ("FUSIONREC_KAFKA__BROKERS", "FUSIONREC_STREAM__STATE_DIR", "FUSIONREC_STREAM__MODEL_DIR",
+            "FUSIONREC_STREAM__SERVING_DIR", "FUSIONREC_API__PORT", "FUSIONREC_LAKE__LAKE_DIR",
+            "FUSIONREC_GATE__HOLDOUT_HOURS", "FUSIONREC_ANALYTICS__BUCKET_S", "FUSIONREC_API__ADMIN_KEYS",
+            "FUSIONREC_API__CLIENT_KEYS")
+"""What ``run`` exports to its children through ``os.environ`` (in-process, a later test would read them)."""
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["--history", "1"],
      "fusionrec run: cannot train 'covisit' on 1 events (--history 1, --train-seconds 600): graph: no hyperedge"),
@@ -237,6 +244,9 @@ def test_run_with_too_few_events_to_train_says_so_and_stops_everything(
     def no_child(*a: object, **k: object) -> None:
         raise AssertionError(f"a child was started: {a}")
 
+    for name in _RUN_ENV:  # run exports these to its children (os.environ): restored after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(flows.commands.platform, "_child", no_child)  # the broker (Tansu) starts for real
     (tmp_path / "header_only.tsv").write_text("SessionId\tItemId\tTime\n")
