@@ -78,9 +78,12 @@ def point_latest(model_dir: Path, version: str, *, action: str = "promote", reas
     Raises
     ------
     FileNotFoundError
-        If ``version`` is not a complete version directory under ``model_dir``.
+        If ``version`` is not the name of a complete version directory under ``model_dir`` (a path such as
+        ``v1/../v2`` is not a name).
     """
     model_dir = Path(model_dir)
+    if Path(version).name != version or version in ("", ".", ".."):  # "v1/../v2", "../elsewhere/v": not under model_dir
+        raise FileNotFoundError(f"{version!r}: not a version name (one directory under {model_dir})")
     if not (model_dir / version / "manifest.json").exists():
         raise FileNotFoundError(f"{model_dir / version}: not a complete model version")
     latest_tmp = model_dir / f".LATEST-{version}"

@@ -664,3 +664,26 @@ def test_trainer_refuses_an_unknown_model_and_an_interval_with_once(
     if env is not None:
         monkeypatch.setenv("FUSIONREC_TRAINER__MODEL", env)
     _fails(["trainer", *args], f"Invalid value for {hint}: {says}")
+
+
+def test_models_promote_takes_a_version_name_not_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``models promote v1/../v2`` (a complete version through a path) failed naming an internal file
+    (``.LATEST-v1/../v2``: No such file or directory); a path is refused as no version name, LATEST unchanged."""
+    import flows.commands.trainer  # noqa: F401  (registers the command)
+    from operators.model_version import point_latest
+
+    models = tmp_path / "models"
+    for v in ("v1", "v2"):
+        (models / v).mkdir(parents=True)
+        (models / v / "manifest.json").write_text("{}")
+    (tmp_path / "elsewhere" / "v3").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "v3" / "manifest.json").write_text("{}")
+    point_latest(models, "v1")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(models))
+    for version in ("v1/../v2", "../elsewhere/v3", ".."):
+        _fails(["models", "promote", version], f"Invalid value for VERSION: '{version}': not a version name (one "
+                                               f"directory under {models})")
+        assert (models / "LATEST").read_text() == "v1" and not list(models.glob(".LATEST-*"))
+    assert CliRunner().invoke(app, ["models", "promote", "v2"]).exit_code == 0
+    assert (models / "LATEST").read_text() == "v2"
