@@ -21,6 +21,7 @@ from models.hybrid import (
     candidate_features,
     feature_names,
 )
+from models.registry import create_model
 
 
 def test_features_by_hand() -> None:
@@ -281,6 +282,9 @@ def test_a_gru4rec_list_is_refitted_on_the_whole_log_and_reloaded_to_the_same_li
 def test_the_default_lists_are_the_two_stans_and_gru4rec() -> None:
     assert list(SessionFusion()._knn_params()) == ["vstan", "stan", "gru4rec"]
     assert SessionFusion()._knn_params()["gru4rec"]["epoch_examples"] == DEFAULT_LISTS["gru4rec"]["epoch_examples"]
+    gru = create_model("gru4rec", **SessionFusion()._knn_params()["gru4rec"])
+    # 3 networks on rsc15's 47k examples; one on yoochoose's 326k, retailrocket's 507k and 560k, the issue's 700k
+    assert [gru.n_networks(n) for n in (46_717, 326_000, 507_279, 560_000, 700_000)] == [3, 1, 1, 1, 1]
 
 
 def test_the_fusions_emde_trains_fewer_whole_epochs_on_a_large_log() -> None:
