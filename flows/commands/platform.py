@@ -585,9 +585,15 @@ DEFAULT_REPLAY_FORMAT = "sessionrec"
 
 
 def _train_params(model: str, train_seconds: float) -> dict[str, object]:
-    """The first version's fit parameters: the network's safety stop (EMDE alone or inside the fusion)."""
+    """The first version's fit parameters: the network's safety stop (EMDE alone or inside the fusion), and
+    for the fusion one GRU network, so the first version is ready in about a minute (the default's
+    three networks on a log this small took ~2x as long; the trainer's later versions use the defaults)."""
+    from models.hybrid import DEFAULT_LISTS
+
     stop = {"max_train_seconds": train_seconds}
-    return {"emde": stop, "fusion": {"emde": stop}}.get(model, {})
+    lists = {name: dict(p) for name, p in DEFAULT_LISTS.items()}
+    lists["gru4rec"]["n_models"] = 1
+    return {"emde": stop, "fusion": {"emde": stop, "knn": lists}}.get(model, {})
 
 
 def _run_problems(model: str, train_seconds: float, trainer_every: str, workers: int, history: int, rate: float,
