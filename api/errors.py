@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match
 
-from api.json import json_type
+from operators.parse import json_type
 
 __all__ = ["MAX_ECHO_CHARS", "ApiError", "exception_handlers", "given_once", "once_params", "validate_params"]
 

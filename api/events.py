@@ -40,13 +40,13 @@ from starlette.responses import Response
 
 from api.durable_producer import BrokerUnavailable
 from api.errors import ApiError
-from api.json import json_response, json_type
+from api.json import json_response
 from api.json_body import read_body, refuse_content_coding
 from api.rate_limit import EVENTS, ITEM_IDS
 from api.request_ids import IssuedRequest
 from api.services import Services
 from operators.errors import BadEvent
-from operators.parse import validate_event_dict
+from operators.parse import json_type, validate_event_dict
 from operators.schema import Event, encode_event
 
 __all__ = ["post_events"]

@@ -24,7 +24,8 @@ from operators.ids import BadId, canonical_id
 from operators.schema import EVENT_FIELDS, BasketLine, DeadLetter, Event
 from operators.settings import EventTypeSpec, Settings
 
-__all__ = ["EventRules", "parse_event", "validate_event_dict", "is_event", "kafka_timestamp_s"]
+__all__ = ["EventRules", "parse_event", "validate_event_dict", "is_event", "kafka_timestamp_s", "JSON_TYPES",
+           "json_type"]
 
 # epoch seconds accepted: 2000-01-01 .. 2100-01-01; larger values are most likely milliseconds
 _TS_MIN_S = 946_684_800.0
@@ -105,6 +106,17 @@ class _WireEvent(msgspec.Struct):
     campaign_id: Id | None = None
     arm: str | None = None
     request_id: str | None = None
+
+
+JSON_TYPES: dict[type, str] = {dict: "object", list: "array", str: "string", int: "number", float: "number",
+                               bool: "boolean", type(None): "null"}
+"""JSON's name for each type orjson decodes to (``type()`` is exact, so a bool is a boolean, not a number)."""
+
+
+def json_type(value: object) -> str:
+    """JSON's name for the type of ``value`` as orjson decoded it (``object``, ``array``, ``string``, ``number``,
+    ``boolean``, ``null``), never a Python type name."""
+    return JSON_TYPES.get(type(value), "unknown")
 
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")

@@ -24,12 +24,13 @@ from api.campaigns.schema import ID_PATTERN, CampaignIn
 from api.errors import ApiError, once_params, validate_params
 from api.iql import IQLEngine, IQLError
 from api.iql.evaluate import check_params, param_names
-from api.json import json_response, json_type
+from api.json import json_response
 from api.json_body import read_body, refuse_content_coding
 from api.recommendations import RESERVED_PARAMS
 from api.services import Services
 from api.strategies import STRATEGY_PARAMS, check_strategy_param
 from operators.control_group import CONTROL_ARM
+from operators.parse import json_type
 from state.campaigns import Campaign
 
 __all__ = ["MAX_CAMPAIGN_BYTES", "list_campaigns", "create_campaign", "get_campaign", "put_campaign", "delete_campaign", "get_arms"]

@@ -12,6 +12,7 @@ from flows.cli import app
 from models.cleora import GraphInputError, build_graph, embed, read_tsv, rows_from_events
 from models.progress import progress_bar
 from operators.ids import BadId, canonical_id
+from operators.parse import json_type
 
 __all__ = ["embed_command", "read_events"]
 
@@ -34,7 +35,7 @@ def read_events(path: Path) -> Iterator[dict]:
             except json.JSONDecodeError as exc:
                 raise typer.BadParameter(f"{path}:{no}: not valid JSON ({exc.msg})") from exc
             if not isinstance(ev, dict):
-                raise typer.BadParameter(f"{path}:{no}: must be a JSON object; got {type(ev).__name__}")
+                raise typer.BadParameter(f"{path}:{no}: must be a JSON object; got {json_type(ev)}")
             try:  # the one id rule (operators/ids.py), as training and the stream apply it: 12345.0 is 12345
                 for field in ("user_id", "session_id", "item_id"):
                     if ev.get(field) is not None:

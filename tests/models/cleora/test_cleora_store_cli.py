@@ -87,6 +87,10 @@ def test_cli_embed_tsv_and_events(tmp_path):
     assert sorted(EmbeddingStore.load(tmp_path / "c").labels) == ["12345", "b"]
     res = CliRunner().invoke(app, ["embed", str(tsv), "--out", str(tmp_path / "x"), "--columns", "a b c"])
     assert res.exit_code == 2 and "columns: at most two columns" in res.output
+    # a line that is JSON but no object is named in JSON's terms, not Python's
+    ev.write_text('{"user_id": "1", "session_id": "s", "item_id": "a", "type": "view", "ts": 1}\n[1, 2]\n')
+    res = CliRunner().invoke(app, ["embed", str(ev), "--events", "--out", str(tmp_path / "j"), "--dim", "8"])
+    assert res.exit_code == 2 and "must be a JSON object; got array" in " ".join(res.output.split()), res.output
 
 
 @pytest.mark.parametrize(("args", "hint", "says"), [
