@@ -7,6 +7,7 @@ import logging
 import math
 import signal
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -85,13 +86,21 @@ def trainer_cmd(
             return
 
 
+def _model_dir(s: Settings) -> Path:
+    """``[stream] model_dir``, refused (usage error) when it exists but is no directory."""
+    model_dir = Path(s.stream.model_dir)
+    if model_dir.exists() and not model_dir.is_dir():
+        raise typer.BadParameter(f"{model_dir} is not a directory", param_hint="[stream] model_dir")
+    return model_dir
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Versions, oldest first: serving marker, model, data window end, gate verdict and metric."""
     from operators.model_registry import list_versions
 
     s = _settings()
-    versions = list_versions(s.stream.model_dir)
+    versions = list_versions(_model_dir(s))
     if not versions:  # say where it looked: `fusionrec run` keeps its versions under its own --var
         typer.echo(f"no model versions under {s.stream.model_dir} ([stream] model_dir; `fusionrec run` keeps its "
                    "versions under var/run/models: FUSIONREC_STREAM__MODEL_DIR=var/run/models fusionrec models list)",
@@ -112,7 +121,10 @@ def models_show(version: Annotated[str | None, typer.Argument(help="Version (def
     from operators.model_version import latest_version_path
 
     s = _settings()
-    path = s.stream.model_dir / version if version else latest_version_path(s.stream.model_dir)
+    if version is not None and (Path(version).name != version or version in ("", ".", "..")):
+        raise typer.BadParameter(f"{version!r}: not a version name (one directory under {s.stream.model_dir})",
+                                 param_hint="VERSION")
+    path = _model_dir(s) / version if version else latest_version_path(_model_dir(s))
     if path is None or not (path / "manifest.json").exists():
         raise typer.BadParameter(f"no version {version or 'serving'} under {s.stream.model_dir}", param_hint="VERSION")
     typer.echo(json.dumps(read_card(path), indent=2))

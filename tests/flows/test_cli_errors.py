@@ -687,3 +687,24 @@ def test_models_promote_takes_a_version_name_not_a_path(tmp_path: Path, monkeypa
         assert (models / "LATEST").read_text() == "v1" and not list(models.glob(".LATEST-*"))
     assert CliRunner().invoke(app, ["models", "promote", "v2"]).exit_code == 0
     assert (models / "LATEST").read_text() == "v2"
+
+
+def test_models_list_and_show_refuse_a_model_dir_that_is_a_file_and_show_takes_a_version_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[stream] model_dir`` naming a file said "no model versions"; ``models show ../elsewhere/v3`` read a card
+    outside the model directory. Both are usage errors now, as ``models promote`` refuses a path."""
+    import flows.commands.trainer  # noqa: F401  (registers the command)
+
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0\n")
+    monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(a_file))
+    for args in (["models", "list"], ["models", "show"]):
+        _fails(args, f"Invalid value for [stream] model_dir: {a_file} is not a directory")
+    models = tmp_path / "models"
+    (models / "v1").mkdir(parents=True)
+    (models / "v1" / "manifest.json").write_text("{}")
+    (tmp_path / "elsewhere" / "v3").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "v3" / "manifest.json").write_text("{}")
+    monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(models))
+    for version in ("../elsewhere/v3", "v1/../v1", ".."):
+        _fails(["models", "show", version], f"'{version}': not a version name (one directory under {models})")
