@@ -131,6 +131,9 @@ def replay_cmd(
     for hint, value in (("--speed", speed), ("--rate", rate)):  # before the catalog is published
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise typer.BadParameter(f"must be a positive number; got {value}", param_hint=hint)
+    if source is not None and not source.strip():  # ids ":<row>" of every file would collide
+        raise typer.BadParameter("must not be empty: it prefixes every event id, so files replayed under one "
+                                 "source would collide", param_hint="--source")
     brokers, topic, catalog_topic = _kafka(brokers, topic, catalog_topic)
     rule = cleaning_rule(Settings().retail_cleaning)
     report = CleaningReport()

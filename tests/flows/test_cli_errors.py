@@ -377,6 +377,7 @@ def test_train_on_too_few_simulated_events_says_so(tmp_path, monkeypatch, n, mod
     (["--limit", "-5"], "--limit"), (["--limit", "0"], "--limit"),
     (["--rate", "0"], "--rate"), (["--rate", "-1"], "--rate"), (["--rate", "nan"], "--rate"),
     (["--speed", "0"], "--speed"), (["--speed", "-2"], "--speed"),
+    (["--source", ""], "--source"), (["--source", "  "], "--source"),  # ids ":<row>" of every file collide
 ])
 def test_replay_bad_option_values_are_usage_errors_before_anything_is_sent(
         args: list[str], option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
