@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from flows.stop import STOP_REQUESTED, deferred_interrupts, handle_stop_signals
 
@@ -111,8 +112,18 @@ def _main() -> None:
         typer.echo(f"fusionrec: configuration error ({exc.error_count()}):", err=True)
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "settings"
-            typer.echo(f"  {where}: {err['msg'].removeprefix('Value error, ')}", err=True)
+            typer.echo(f"  {where}: {_config_message(err, where)}", err=True)
         raise SystemExit(2) from None
+
+
+def _config_message(err: Mapping[str, Any], where: str) -> str:
+    """A settings error in the config file's terms: a section given as a value is "must be a table ([api])",
+    not pydantic's "a valid dictionary or instance of ApiSettings"."""
+    from operators.parse import json_type
+
+    if err["type"] in ("model_type", "dict_type"):
+        return f"must be a table ([{where}] in the config file); got {json_type(err.get('input'))}"
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _register() -> None:

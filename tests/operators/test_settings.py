@@ -140,6 +140,7 @@ def test_a_list_setting_that_is_not_json_names_the_variable(monkeypatch, tmp_pat
     ({"FUSIONREC_API__REQUEST_SECRET": "short"}, None, "api.request_secret"),
     ({"FUSIONREC_API__ADMIN_KEYS": "notjson"}, None, "FUSIONREC_API__ADMIN_KEYS: the value must be JSON"),
     ({}, "[kafka\n", "not valid TOML"),
+    ({}, "api = 3\n", "api: must be a table ([api] in the config file); got number"),  # not "instance of ApiSettings"
 ])
 def test_cli_reports_unreadable_configuration_and_exits_2(tmp_path, env, toml, says):
     full = {"PATH": "/usr/bin:/bin", **env}
