@@ -259,7 +259,7 @@ class GRU4Rec:
     Attributes
     ----------
     net_ : the first trained network (``item_emb`` (n_items, d), ``item_bias`` (n_items,), ``gru``).
-    nets_ : list of the ``n_models`` trained networks (``nets_[0]`` is ``net_``).
+    nets_ : list of the trained networks, :meth:`n_networks` of them (``nets_[0]`` is ``net_``).
     n_items_ : int
     train_loss_ : list of float, the mean sampled cross-entropy of every epoch (the networks' mean).
     n_examples_ : int, training examples per epoch.
@@ -352,9 +352,11 @@ class GRU4Rec:
             raise ModelFitError(f"{type(self).__name__}.fit: no session has two events; nothing to learn from")
         epochs = self.n_epochs(n)
         nets, losses, train_s = [], [], 0.0
-        for m in range(self.n_networks(n)):  # model m: seed random_state + m (model 0 is the single model's)
+        count = self.n_networks(n)
+        for m in range(count):  # network m: seed random_state + m (network 0 is the single model's)
             seed = None if self.random_state is None else int(self.random_state) + m
-            net, net_losses, seconds = self._fit_net(log, x_np, lens_np, y_np, epochs, seed, m)
+            desc = type(self).__name__ + (f" {m + 1}/{count}" if count > 1 else "")
+            net, net_losses, seconds = self._fit_net(log, x_np, lens_np, y_np, epochs, seed, desc)
             if not np.all(np.isfinite(net_losses)):
                 raise ModelFitError(f"{type(self).__name__}.fit: training loss is not finite: {net_losses}")
             nets.append(net)
@@ -371,9 +373,10 @@ class GRU4Rec:
         return self
 
     def _fit_net(self, log: InteractionLog, x_np: NDArray[np.int32], lens_np: NDArray[np.int64],
-                 y_np: NDArray[np.int32], epochs: int, seed: int | None, m: int
+                 y_np: NDArray[np.int32], epochs: int, seed: int | None, desc: str
                  ) -> tuple[nn.Module, list[float], float]:
-        """One network trained from ``seed``: (net in eval mode, mean loss per epoch, training seconds)."""
+        """One network trained from ``seed`` (``desc`` names its progress bar): (net in eval mode, mean loss
+        per epoch, training seconds)."""
         n = len(y_np)
         rng = np.random.default_rng(seed)  # example order, negatives, dropout masks
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -387,8 +390,6 @@ class GRU4Rec:
         x_t, y_t = torch.from_numpy(x_np), torch.from_numpy(y_np)
         net = self._make_net(log.n_items)
         losses: list[float] = []
-        count = self.n_networks(n)
-        desc = type(self).__name__ + (f" {m + 1}/{count}" if count > 1 else "")
         t0 = time.perf_counter()
         with _torch_threads(self.n_threads):
             net.init_weights(gen)
