@@ -16,6 +16,7 @@ __all__ = ["read_body", "refuse_content_coding"]
 
 log = logging.getLogger(__name__)
 
+
 def _unsupported_coding(request: Request) -> str | None:
     """The first content-coding of the request other than ``identity`` (lower case), None if there is none."""
     for header in request.headers.getlist("content-encoding"):
