@@ -498,6 +498,16 @@ class TrainerSettings(_Block):
         "operators/scheduling.py confine_to_cpus), so the others stay free for the flow, the broker and the API. "
         "None: every CPU (fusionrec run then uses all but one on a box of 2 or more)"))
 
+    @field_validator("model")
+    @classmethod
+    def _registered_model(cls, v: str) -> str:
+        """Only a name of ``models/registry.py``: an unknown one used to load and fail at the trainer's first run."""
+        from models.registry import REGISTRY
+
+        if v not in REGISTRY:
+            raise ValueError(f"unknown model {v!r}; registered: {', '.join(REGISTRY)}")
+        return v
+
 
 GATE_METRICS: tuple[str, ...] = tuple(f"{m}@{k}" for k in (10, 20) for m in ("HR", "MRR", "P", "R", "MAP"))
 """The metrics the gate can decide on: those ``operators/gate.py`` ``evaluate_versions`` computes (k = 10, 20) for

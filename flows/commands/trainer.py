@@ -64,8 +64,9 @@ def trainer_cmd(
     s = _settings()
     challenger = model or s.trainer.model
     if challenger not in REGISTRY:  # before the delay: not the first run's error hours later, nor a skip saying nothing
-        where = "--model" if model else "[trainer] model (FUSIONREC_TRAINER__MODEL)"
-        raise typer.BadParameter(f"unknown model {challenger!r}; registered: {', '.join(REGISTRY)}", param_hint=where)
+        # (``[trainer] model`` is checked when the settings load: a configuration error)
+        raise typer.BadParameter(f"unknown model {challenger!r}; registered: {', '.join(REGISTRY)}",
+                                 param_hint="--model")
     if s.trainer.cpus is not None:  # first: threads and processes started later inherit the CPUs
         from operators.scheduling import confine_to_cpus
 

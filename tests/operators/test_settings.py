@@ -186,6 +186,32 @@ def test_a_gate_metric_the_gate_does_not_compute_is_refused_at_load(monkeypatch,
         Settings()
 
 
+def test_a_trainer_model_that_is_not_registered_is_refused_at_load(monkeypatch, tmp_path):
+    """``[trainer] model = "fusoin"`` loaded, and failed only when the trainer (or ``fusionrec run``'s) first ran."""
+    from models.registry import REGISTRY
+
+    cfg = tmp_path / "fusionrec.toml"
+    cfg.write_text('[trainer]\nmodel = "fusoin"\n')
+    monkeypatch.setenv("FUSIONREC_CONFIG", str(cfg))
+    with pytest.raises(ValidationError, match=rf"trainer\.model\n.*unknown model 'fusoin'; registered: "
+                                              rf"{re.escape(', '.join(REGISTRY))}"):
+        Settings()
+    cfg.write_text('[trainer]\nmodel = "covisit"\n')
+    assert Settings().trainer.model == "covisit"
+
+
+def test_cli_names_an_unregistered_trainer_model_and_exits_2(tmp_path):
+    cfg = tmp_path / "fusionrec.toml"
+    cfg.write_text('[trainer]\nmodel = "fusoin"\n')
+    env = {"FUSIONREC_CONFIG": str(cfg), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "trainer", "--once"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "fusionrec: configuration error (1):\n  trainer.model: unknown model 'fusoin'; registered: pop, covisit, " \
+        in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_every_gate_metric_is_one_the_gate_computes():
     """``GATE_METRICS`` is what ``evaluate_versions`` scores by default: its ``ks`` and ``score_rankings``' keys."""
     import inspect
