@@ -52,6 +52,7 @@ from starlette.routing import Route
 from api.analytics.view import AnalyticsView, Slice
 from api.errors import ApiError, once_params, validate_params
 from api.json import json_response
+from api.raw_path_route import RawPathRoute
 from api.trainer_view import trainer_ops
 from operators.analytics.join import COUNTER_FIELDS, GROUP_FIELDS
 from operators.analytics.topic import decode_record
@@ -409,7 +410,7 @@ def _kafka_detail(exc: KafkaException) -> str:
 def analytics_routes() -> list[Route]:
     """The analytics routes, for ``create_app``'s route list."""
     return [
-        Route("/v1/analytics/campaigns/{campaign_id}", get_campaign_analytics, methods=["GET"]),
+        RawPathRoute("/v1/analytics/campaigns/{campaign_id}", get_campaign_analytics, methods=["GET"]),  # nope%2Fx whole
         Route("/v1/analytics/overview", get_overview, methods=["GET"]),
         Route("/v1/analytics/ops", get_ops, methods=["GET"]),
     ]

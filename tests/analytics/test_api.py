@@ -103,6 +103,9 @@ def test_endpoints_check_params_scope_and_campaign(broker, tmp_path):
         h = {"X-API-Key": admin}
         r = c.get("/v1/analytics/campaigns/nope", headers=h)
         assert r.status_code == 404 and r.json()["error"]["field"] == "campaign_id"
+        r = c.get("/v1/analytics/campaigns/nope%2Fx", headers=h)  # was a 404 naming `path`: no route matched
+        assert r.status_code == 404 and r.json()["error"] == {"field": "campaign_id",
+                                                              "reason": "no analytics for campaign 'nope/x'"}
         r = c.get("/v1/analytics/campaigns/nope", params={"from": "yesterday"}, headers=h)
         assert r.status_code == 422 and r.json()["error"]["field"] == "from"
         for q, field in (("from=0&from=1", "from"), ("to=1&from=0&to=2&to=3", "to"), ("bucket=day&bucket=day", "bucket")):

@@ -106,6 +106,37 @@ def test_crud_validation_iql_errors_and_restart(shop_settings):
         assert c.delete("/v1/campaigns/home").status_code == 404
 
 
+def test_a_campaign_id_with_an_encoded_slash_is_a_422_naming_campaign_id(shop_settings):
+    """``DELETE /v1/campaigns/nope%2Fx`` was a 404 naming ``path`` (the server decodes the slash before routing, so
+    no route matched), and ``GET /v1/campaigns/home%2Farms`` answered campaign ``home``'s arms. The whole id reaches
+    the handler, which refuses it as any other invalid id: a 422 naming ``campaign_id`` and giving the id."""
+    body = {"scenario": "top", "arms": [{"name": "pop", "strategy": "popular"}]}
+    with ApiServer(shop_settings) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        wait_for(lambda: _ready(c), what="catalog")
+        assert c.put("/v1/campaigns/home", json=body).status_code == 201
+        invalid = c.delete("/v1/campaigns/b%20d").json()["error"]  # an id the pattern refuses, no slash in it
+        assert invalid["field"] == "campaign_id" and invalid["value"] == "b d", invalid
+        for method, path, sent in (("DELETE", "/v1/campaigns/nope%2Fx", "nope/x"),
+                                   ("DELETE", "/v1/campaigns/nope%2fx", "nope/x"),
+                                   ("GET", "/v1/campaigns/nope%2Fx", "nope/x"),
+                                   ("PUT", "/v1/campaigns/nope%2Fx", "nope/x"),
+                                   ("GET", "/v1/campaigns/nope%2Fx/arms", "nope/x"),
+                                   ("GET", "/v1/campaigns/home%2Farms", "home/arms"),
+                                   ("DELETE", "/v1/campaigns/home%2F%2E%2E%2Fhome", "home/../home")):
+            r = c.request(method, path, json=body if method == "PUT" else None)
+            assert r.status_code == 422, (method, path, r.text)
+            assert r.json()["error"] == {**invalid, "value": sent}, (method, path, r.text)
+        r = c.post("/v1/campaigns/nope%2Fx", json=body)  # the path exists, the method does not
+        assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET, HEAD, PUT", r.text
+        assert c.get("/v1/campaigns/nope%2Fx", params={"a": "b/c%2Fd"}).json()["error"]["value"] == "nope/x"
+        assert [x["campaign_id"] for x in c.get("/v1/campaigns").json()["campaigns"]] == ["home"]  # nothing changed
+        assert c.get("/v1/campaigns/home/arms").status_code == 200
+        assert c.delete("/v1/campaigns/home").status_code == 204
+        assert c.delete("/v1/campaigns/home").json()["error"] == {"field": "campaign_id",
+                                                                  "reason": "unknown campaign 'home'"}
+
+
 def test_api_keys_and_scopes(shop_settings):
     s = _with_api(shop_settings, require_keys=True, admin_keys=["admin-1"], client_keys=["client-1"])
     with ApiServer(s) as api:
