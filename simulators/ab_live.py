@@ -30,7 +30,7 @@ import orjson
 from operators.schema import encode_event
 from simulators.ab import ABSpec, react
 
-__all__ = ["CampaignRefused", "LiveAB"]
+__all__ = ["CampaignExists", "CampaignRefused", "LiveAB"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ class CampaignRefused(RuntimeError):
     def __init__(self, campaign_id: str, status: int, error: str) -> None:
         super().__init__(f"campaign {campaign_id!r} not created: {status} {error}")
         self.campaign_id, self.status, self.error = campaign_id, status, error
+
+
+class CampaignExists(CampaignRefused):
+    """The API already holds a campaign of that id (409), and ``LiveAB.replace`` is off: it is left as it is."""
 
 
 def _error_text(r: httpx.Response) -> str:
@@ -69,6 +73,9 @@ class LiveAB:
         Keys sent as ``X-API-Key`` (admin for the campaign, client for lists and events).
     run_id : str
         In every event id (default: a fresh nonce per instance), so two runs never share ids.
+    replace : bool
+        Replace a campaign of the same id the API already holds (PUT); False (default): create it (POST), and
+        an existing one is refused (``CampaignExists``), never overwritten.
     retry_budget_s : float
         How long one visit's events are retried (429, 503, connection errors), seconds.
     """
@@ -83,18 +90,27 @@ class LiveAB:
     client_key: str = "client-dev-key"
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     retry_budget_s: float = 60.0
+    replace: bool = False
     n_visits: int = field(default=0, init=False)
 
     def create_campaign(self, client: httpx.Client) -> None:
-        """PUT the campaign: one arm per ``spec.arms`` entry, the control share, goal purchase.
+        """Create the campaign (POST; PUT when ``replace``): one arm per ``spec.arms`` entry, the control share,
+        goal purchase.
 
-        Raises ``CampaignRefused`` when the API answers anything but 200 or 201 (a key without the admin
-        scope, an invalid campaign), and ``httpx.TransportError`` when it cannot be reached."""
+        Raises ``CampaignExists`` when the API already holds the campaign and ``replace`` is off (409: it is
+        left unchanged), ``CampaignRefused`` when it answers anything else but 200 or 201 (a key without the
+        admin scope, an invalid campaign), and ``httpx.TransportError`` when it cannot be reached."""
         s = self.spec
         body = {"scenario": s.scenario, "n": s.list_size, "goal": "purchase", "window_s": s.window_s,
                 "control_share": s.control_share, "arms": [{"name": a, "strategy": a} for a in sorted(s.arms)]}
-        path = f"/v1/campaigns/{quote(s.campaign_id, safe='')}"  # 'a?b' or 'a/b' is refused by name, not another campaign
-        r = client.put(path, json=body, headers={"X-API-Key": self.admin_key})
+        headers = {"X-API-Key": self.admin_key}
+        if self.replace:
+            path = f"/v1/campaigns/{quote(s.campaign_id, safe='')}"  # 'a?b' or 'a/b' is refused by name, not another campaign
+            r = client.put(path, json=body, headers=headers)
+        else:  # the API creates it only if no campaign has the id (PUT would replace one silently)
+            r = client.post("/v1/campaigns", json={**body, "campaign_id": s.campaign_id}, headers=headers)
+            if r.status_code == 409:
+                raise CampaignExists(s.campaign_id, r.status_code, _error_text(r))
         if r.status_code not in (200, 201):
             raise CampaignRefused(s.campaign_id, r.status_code, _error_text(r))
 

@@ -38,11 +38,17 @@ def simulate_ab_cmd(
                                                     max=1.0)] = 0.25,
     ctr_popular: Annotated[float, typer.Option(help="True CTR of the 'popular' arm", min=0.0, max=1.0)] = 0.10,
     seed: Annotated[int, typer.Option(help="Seed of the shop (users, catalog) and of the reactions", min=0)] = 0,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Replace a campaign of the same id the API already holds (without it, an existing "
+                          "campaign is left as it is and the command stops: exit status 1)")] = False,
 ) -> None:
     """Play users of the synthetic shop against a campaign of the running API, with known CTRs per arm.
 
     Events refused with 429 or 503 are retried after ``Retry-After`` with the same event ids; the ids
     carry a nonce of this run, so a restart with the same ``--seed`` sends new events.
+
+    The campaign is created only if the API holds none of that id: an existing one is left as it is, and the
+    command stops with one line saying so (exit status 1), unless --replace is given.
 
     A bad option value is a usage error (exit status 2) before any request; an API that cannot be reached
     is one line naming its URL, and an API that refuses to create the campaign (a key without the admin scope,
@@ -66,7 +72,7 @@ def simulate_ab_cmd(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
     from simulators.ab import ABSpec
-    from simulators.ab_live import CampaignRefused, LiveAB
+    from simulators.ab_live import CampaignExists, CampaignRefused, LiveAB
     from simulators.shop import SyntheticShop
 
     s = Settings()
@@ -80,7 +86,7 @@ def simulate_ab_cmd(
     base_url = api or f"http://{s.api.host}:{s.api.port}"
     live = LiveAB(base_url, spec, shop.user_ids, [c["item_id"] for c in cat],
                   np.array([c["price"] for c in cat]), seed=seed, admin_key=s.api.admin_keys[0],
-                  client_key=s.api.client_keys[0])
+                  client_key=s.api.client_keys[0], replace=replace)
     typer.echo(f"A/B test {campaign!r}: arms {spec.arms} (true CTRs), control share {control_share}; "
                f"event ids live{seed}-{live.run_id}-*")
     try:
@@ -89,6 +95,10 @@ def simulate_ab_cmd(
         typer.echo(f"fusionrec simulate-ab: cannot reach the API at {base_url} ({type(exc).__name__}: {exc}); check "
                    "that it is running (fusionrec serve, fusionrec run) and that --api ([api] host and port) names it",
                    err=True)
+        raise typer.Exit(1) from None
+    except CampaignExists as exc:  # before CampaignRefused, its base
+        typer.echo(f"fusionrec simulate-ab: the API at {base_url} already has campaign {exc.campaign_id!r}; left "
+                   "unchanged: pass --replace to replace it, or --campaign another id", err=True)
         raise typer.Exit(1) from None
     except CampaignRefused as exc:  # a key without the admin scope, an invalid campaign: the API's own words
         hint = (" (the key is api.admin_keys[0]: set FUSIONREC_API__ADMIN_KEYS to a key of the API's admin scope)"

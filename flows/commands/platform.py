@@ -773,8 +773,9 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
         supervise("simulate", [sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
                                "--events", "100000000", "--rate", str(rate), "--seed", str(seed),
                                "--skip-history", str(history), "--no-progress"], "simulate.log")
+        # --replace: a restarted simulate-ab finds the campaign its previous instance created
         supervise("simulate-ab", [sys.executable, "-m", "flows.cli", "simulate-ab", "--api",
-                                  f"http://127.0.0.1:{api_port}", "--seed", str(seed)], "simulate-ab.log")
+                                  f"http://127.0.0.1:{api_port}", "--seed", str(seed), "--replace"], "simulate-ab.log")
     base = f"http://127.0.0.1:{api_port}"
     ab = "   (campaign home-ab: a live A/B test with a control group)" if replayed is None else ""
     typer.echo(f"""

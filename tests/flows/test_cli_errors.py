@@ -539,30 +539,35 @@ def test_simulate_ab_with_an_unreachable_api_says_so_in_one_line(ab_keys: None) 
         result.stderr
 
 
-@pytest.mark.parametrize(("status", "body", "campaign", "said"), [
-    (403, b'{"error":{"field":"api_key","reason":"this key lacks the \'admin\' scope"}}', "home-ab",
+@pytest.mark.parametrize(("status", "body", "campaign", "replace", "said"), [
+    (403, b'{"error":{"field":"api_key","reason":"this key lacks the \'admin\' scope"}}', "home-ab", False,
      "403 api_key: this key lacks the 'admin' scope (the key is api.admin_keys[0]"),
-    (422, b'{"error":{"field":"campaign_id","reason":"String should match pattern"}}', "a?b",
+    (422, b'{"error":{"field":"campaign_id","reason":"String should match pattern"}}', "a?b", False,
      "422 campaign_id: String should match pattern"),
-    (502, b"<html>bad gateway</html>", "home-ab", "502 <html>bad gateway</html>"),
+    (422, b'{"error":{"field":"campaign_id","reason":"String should match pattern"}}', "a?b", True,
+     "422 campaign_id: String should match pattern"),
+    (502, b"<html>bad gateway</html>", "home-ab", False, "502 <html>bad gateway</html>"),
 ])
 def test_simulate_ab_with_a_campaign_the_api_refuses_says_so_in_one_line(
-        status: int, body: bytes, campaign: str, said: str, ab_keys: None) -> None:
+        status: int, body: bytes, campaign: str, replace: bool, said: str, ab_keys: None) -> None:
     """A refused campaign (a key without the admin scope, an invalid one) died with a RuntimeError traceback; it is
-    one line naming the status and the API's error (exit status 1), and the id is sent as one path segment."""
+    one line naming the status and the API's error (exit status 1). The campaign is created by a POST (its id in the
+    body), or with ``--replace`` by a PUT that sends the id as one path segment."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    paths: list[str] = []
+    requests: list[tuple[str, str, object]] = []
 
     class Refuse(BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:
-            paths.append(self.path)
-            self.rfile.read(int(self.headers["Content-Length"]))
+        def _refuse(self) -> None:
+            sent = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            requests.append((self.command, self.path, sent.get("campaign_id")))
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        do_PUT = do_POST = _refuse
 
         def log_message(self, *args: object) -> None:
             pass
@@ -570,7 +575,8 @@ def test_simulate_ab_with_a_campaign_the_api_refuses_says_so_in_one_line(
     with ThreadingHTTPServer(("127.0.0.1", 0), Refuse) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        result = CliRunner().invoke(app, ["simulate-ab", "--api", url, "--visits", "1", "--campaign", campaign])
+        result = CliRunner().invoke(app, ["simulate-ab", "--api", url, "--visits", "1", "--campaign", campaign,
+                                          *(["--replace"] if replace else [])])
         server.shutdown()
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
@@ -579,7 +585,43 @@ def test_simulate_ab_with_a_campaign_the_api_refuses_says_so_in_one_line(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"fusionrec simulate-ab: the API at {url} refused to create campaign {campaign!r}: "
                                f"{said}"), lines[0]
-    assert paths == [f"/v1/campaigns/{campaign.replace('?', '%3F')}"]
+    if replace:
+        assert requests == [("PUT", f"/v1/campaigns/{campaign.replace('?', '%3F')}", None)]
+    else:
+        assert requests == [("POST", "/v1/campaigns", campaign)]
+
+
+@pytest.mark.integration
+def test_simulate_ab_leaves_an_existing_campaign_unless_told_to_replace_it(ab_keys: None, broker: str,
+                                                                          tmp_path: Path) -> None:
+    """``simulate-ab`` PUT its campaign, silently replacing one of the same id (new-user trial): it stops with one
+    line (exit status 1) and the campaign unchanged, unless ``--replace`` is given."""
+    import httpx
+
+    from tests.harness import ApiServer, make_settings
+
+    theirs = {"scenario": "popular", "n": 3, "arms": [{"name": "mine", "strategy": "popular"}]}
+    with ApiServer(make_settings(broker, tmp_path, partitions=1)) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        assert c.put("/v1/campaigns/home-ab", json=theirs).status_code == 201
+        before = c.get("/v1/campaigns/home-ab").json()
+        result = CliRunner().invoke(app, ["simulate-ab", "--api", api.url, "--visits", "1"])
+        assert result.exit_code == 1, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert result.stderr.strip().splitlines() == [
+            f"fusionrec simulate-ab: the API at {api.url} already has campaign 'home-ab'; left unchanged: pass "
+            "--replace to replace it, or --campaign another id"], result.stderr
+        assert c.get("/v1/campaigns/home-ab").json() == before  # version 1, its own arms
+
+        result = CliRunner().invoke(app, ["simulate-ab", "--api", api.url, "--visits", "1", "--campaign", "new-ab"])
+        assert result.exit_code == 0, result.output
+        assert c.get("/v1/campaigns/new-ab").json()["version"] == 1  # a new id is created as before
+
+        result = CliRunner().invoke(app, ["simulate-ab", "--api", api.url, "--visits", "1", "--replace"])
+        assert result.exit_code == 0, result.output
+        after = c.get("/v1/campaigns/home-ab").json()
+        assert after["version"] == 2 and [a["name"] for a in after["arms"]] == ["personalized", "popular"]
+        assert after["created_ts"] == before["created_ts"]
 
 
 @pytest.mark.parametrize("workers", ["0", "-1"])
