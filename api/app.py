@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -167,8 +168,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if watchdog is not None:
                 watchdog.stop()
             app.state.analytics.request_stop()  # its reader ends while the services' readers do
-            app.state.services.close()
-            app.state.analytics.close()
+            stop_by = time.monotonic() + a.stop_timeout_s  # one bound for both (a broker that is down held it ~45 s)
+            app.state.services.close(a.stop_timeout_s)
+            app.state.analytics.close(max(0.0, stop_by - time.monotonic()))
 
     routes = [
         Route("/v1/recommendations", get_recommendations, methods=["GET"]),

@@ -136,11 +136,24 @@ class DurableProducer:
                 raise BrokerUnavailable(f"the broker did not acknowledge within {self.ack_timeout_s:g} s")
             raise BrokerUnavailable(f"the broker did not acknowledge: {err}")
 
-    def stop(self, flush_s: float = 10.0) -> None:
+    def request_stop(self) -> None:
+        """Ask the poller and probe threads to stop, without waiting (``stop`` waits)."""
         self._stop.set()
-        for t in self._threads:
-            t.join(5)
-        self.producer.flush(flush_s)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the threads and deliver what is still queued, within ``timeout_s`` seconds in all.
+
+        Events answered 202 were acknowledged before the answer, so what may be queued here is only what nobody
+        waits for: served lists (fire-and-forget) and events already answered 503. Left undelivered when the broker
+        does not answer in time (logged with their count), not waited for up to ``message.timeout.ms``."""
+        deadline = time.monotonic() + timeout_s
+        self._stop.set()
+        for t in self._threads:  # the probe may be waiting up to 2 s for the broker: a daemon, left if it is
+            t.join(min(5.0, max(0.0, deadline - time.monotonic())))
+        left = self.producer.flush(max(0.0, deadline - time.monotonic()))
+        if left:
+            log.warning("%d records (served lists, events answered 503) not delivered at stop: the broker %s did not "
+                        "acknowledge them within the stop's %.1f s", left, self.brokers, timeout_s)
 
     def _poll_forever(self) -> None:
         while not self._stop.is_set():

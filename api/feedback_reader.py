@@ -225,31 +225,51 @@ class FeedbackReader:
         """True once every event written before ``start`` has been folded."""
         return self._caught_up.wait(timeout_s)
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Ask the reader thread to stop, without waiting (``stop`` waits and hands the state over)."""
+        self._stop.set()
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop the reader thread, fold what it queued, write the local snapshot and hand it over (publish it).
+
+        ``timeout_s`` bounds the whole stop, seconds: the wait for the thread (at most 5 s) and the publication,
+        which a broker that does not answer would otherwise hold for the topic's timeout (None: the topic's
+        timeout, 30 s). The local snapshot is written whatever happens: a restart folds only the tails after it.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(5.0 if deadline is None else min(5.0, max(0.0, deadline - time.monotonic())))
         try:
             with self._drain_lock:  # nothing is folded between the last drain and the hand-over below
-                self._hand_over()
+                self._hand_over(deadline)
         finally:
             self.store.close()
 
-    def _hand_over(self) -> None:
-        """Fold what is queued, write the snapshot and publish it unless the topic holds it already."""
+    def _hand_over(self, deadline: float | None = None) -> None:
+        """Fold what is queued, write the snapshot and publish it unless the topic holds it already; the publication
+        ends at ``deadline`` (``time.monotonic()``; None: the topic's timeout from now)."""
         self.drain(None)
         if not (self.snapshot() and self.published is not None):
             return
         # a node leaving hands its newest state on: wait for a publication under way, and publish
         # again unless that one (acknowledged, not merely started) holds these offsets (one budget for
-        # both: the topic's timeout, so a broker that is down delays a stop once)
-        deadline = time.monotonic() + self.published.timeout_s
-        self.published.wait_idle(self.published.timeout_s)
+        # both: the topic's timeout, or what is left of the stop's, so a broker that is down delays a stop once)
+        if deadline is None:
+            deadline = time.monotonic() + self.published.timeout_s
+        if not self.published.wait_idle(max(0.0, deadline - time.monotonic())):
+            log.warning("optimizer snapshot not published at stop: a publication to %s was still under way (the "
+                        "local snapshot is written; a new node reads the tails after the last published one)",
+                        self.published.topic)
+            return
         head = self.published.last_head
         on_topic = self._restored_published if head is None else {(t, p): o for t, p, o in head.offsets}
         if on_topic != self.offsets:
             try:
-                self.published.publish(self._state()(), timeout_s=max(1.0, deadline - time.monotonic()))
+                self.published.publish(self._state()(), timeout_s=max(0.5, deadline - time.monotonic()))
+            except KafkaException as exc:  # the broker did not answer in time: one line, the local snapshot is kept
+                log.warning("optimizer snapshot not published to %s at stop (%s); the local snapshot is written",
+                            self.published.topic, exc)
             except Exception:
                 log.exception("publishing the optimizer snapshot at stop failed")
 

@@ -168,23 +168,36 @@ class Services:
             start, chunk = start + chunk, chunk * 2
         return out[:n]
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop the readers, the producer and the feedback reader, within ``timeout_s`` seconds in all.
+
+        Every thread is asked to stop first, so threads waiting on a broker that does not answer end together, and
+        then waited for against one deadline: a broker that is down delays the stop by ``timeout_s`` at most, not by
+        each reader's wait plus the snapshot's and the producer's timeouts (~45 s). What a thread still waiting on
+        the broker had not done is left (daemon threads); local state (the optimizer and popularity snapshots) is
+        written whatever happens.
+        """
+        deadline = time.monotonic() + timeout_s
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         tables = (self.topn, self.catalog, self.item_links, self.flow_stats, self.window_table)
         for table in tables:  # all at once: each may be waiting on a broker that does not answer
             table.request_stop()
-        self.topn.stop()
-        self.catalog.stop()
-        self.item_links.stop()
-        self.flow_stats.stop()
-        self.window_table.stop()
+        self.durable.request_stop()
+        if self.reader is not None:
+            self.reader.request_stop()
+        for table in tables:
+            table.stop(left())
         if self.popularity_snapshots is not None and not self.window_table.alive():
             try:
                 self.popularity_snapshots.save()
             except OSError:
                 log.exception("saving the popularity snapshot at stop failed")
-        self.durable.stop()
-        if self.reader is not None:
-            self.reader.stop()
+        if self.reader is not None:  # its snapshot hand-over gets half of what is left, the producer the rest
+            self.reader.stop(left() / 2)
+        self.durable.stop(left())
 
 
 def _keep_popular(popular: dict[str, TopN], key: str, value: object | None) -> None:

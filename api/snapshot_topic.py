@@ -191,7 +191,11 @@ class SnapshotTopic:
             return self._publish(snap, timeout_s)
 
     def _publish(self, snap: BanditSnapshot, timeout_s: float | None = None) -> SnapshotHead:
-        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)  # one for every flush
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         if self._producer is None:
             self._producer = make_producer(self.brokers, **{"linger.ms": 0})
         p = self._producer
@@ -213,7 +217,7 @@ class SnapshotTopic:
             p.produce(self.topic, key=f"{gen}:{i}".encode(), partition=CHUNK_PARTITION,
                       value=msgspec.msgpack.encode(SnapshotChunk(gen, i, piece)), on_delivery=delivered(i))
             p.poll(0)
-        if p.flush(timeout_s) != 0 or errors or len(offsets) != len(pieces):
+        if p.flush(left()) != 0 or errors or len(offsets) != len(pieces):
             raise KafkaException(f"chunks of the optimizer snapshot not acknowledged by {self.topic}: {errors[:1]}")
         head = SnapshotHead(version=_VERSION, generation=gen, n_chunks=len(pieces), first_offset=min(offsets.values()),
                             last_offset=max(offsets.values()), size=len(data), sha256=hashlib.sha256(data).hexdigest(),
@@ -221,13 +225,13 @@ class SnapshotTopic:
                             offsets=[(t, part, off) for (t, part), off in sorted(snap.offsets.items())])
         p.produce(self.topic, key=_HEAD_KEY, partition=HEAD_PARTITION, value=msgspec.msgpack.encode(head),
                   on_delivery=delivered(-1))
-        if p.flush(timeout_s) != 0 or errors:
+        if p.flush(left()) != 0 or errors:
             raise KafkaException(f"head of the optimizer snapshot not acknowledged by {self.topic}: {errors[:1]}")
         if self._previous is not None:  # compaction may drop the previous generation now
             old, n = self._previous
             for i in range(n):
                 p.produce(self.topic, key=f"{old}:{i}".encode(), partition=CHUNK_PARTITION, value=None)
-            p.flush(timeout_s)
+            p.flush(left())
         self._previous = (gen, len(pieces))
         self.n_published += 1
         self.last_head = head

@@ -410,6 +410,10 @@ class ApiSettings(_Block):
     event_ack_timeout_s: float = Field(default=5.0, gt=0, description=(
         "POST /v1/events waits this long for the broker's acknowledgement before answering 503, seconds"))
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After of a 503 (events not durable), seconds")
+    stop_timeout_s: float = Field(default=2.0, ge=0, description=(
+        "A stopping API (Ctrl-C, SIGTERM), once its requests are answered, waits at most this long in all for its "
+        "reader threads and its broker (the optimizer snapshot handed over, served lists delivered), seconds: a "
+        "broker that does not answer is not waited for longer. Events answered 202 are already acknowledged"))
 
     @field_validator("rate_limit", "event_rate_limit", "event_item_rate_limit")
     @classmethod

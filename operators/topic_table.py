@@ -248,12 +248,13 @@ class TopicTable:
         readers asks them all first, so readers blocked on a broker that does not answer end together."""
         self._stop.set()
 
-    def stop(self) -> None:
-        """Stop the reader thread (waiting up to 5 s for it); close the serving store (its offsets are
-        already written)."""
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the reader thread (waiting up to ``timeout_s`` seconds for it); close the serving store (its offsets
+        are already written) once the thread has ended. A thread still waiting on a broker that does not answer is
+        left (a daemon): the store stays open for it, and its offsets and data were written together."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(max(0.0, timeout_s))
         if self.store is not None and (self._thread is None or not self._thread.is_alive()):
             self.store.close()
 

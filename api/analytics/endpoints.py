@@ -90,9 +90,10 @@ class AnalyticsService:
         self._stop.set()
         self.table.request_stop()
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the reader, waiting up to ``timeout_s`` seconds for its thread."""
         self._stop.set()
-        self.table.stop()
+        self.table.stop(timeout_s)
 
     async def ops_shared(self) -> dict[str, object]:
         """:meth:`ops` on a worker thread, one at a time: a caller arriving while one runs waits for

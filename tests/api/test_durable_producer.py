@@ -112,7 +112,7 @@ def test_one_failed_probe_spanning_the_ack_timeout_is_not_enough():
         dp._probed(False, clock.t)
         assert not dp.broker_up
     finally:
-        dp.stop(flush_s=0.1)
+        dp.stop(timeout_s=0.1)
 
 
 def test_an_acknowledgement_that_timed_out_makes_the_broker_known_down():
@@ -131,4 +131,4 @@ def test_an_acknowledgement_that_timed_out_makes_the_broker_known_down():
             asyncio.run(dp.produce_acked([("events", b"u", b"v")]))
         assert time.monotonic() - t0 < 0.5
     finally:
-        dp.stop(flush_s=0.1)
+        dp.stop(timeout_s=0.1)
