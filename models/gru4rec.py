@@ -317,8 +317,9 @@ class GRU4Rec:
             raise ValueError(f"{cls}: lr must be > 0; got {self.lr}")
 
     # ----------------------------------------------------------------- fit
-    def _make_net(self, n_items: int) -> _GRUNet:
-        """The untrained network for ``n_items`` items (a subclass swaps the prefix encoder)."""
+    def _make_net(self, n_items: int, index: int = 0) -> nn.Module:
+        """The untrained network ``index`` of the ensemble for ``n_items`` items (a subclass swaps the prefix
+        encoder, or varies it by ``index``)."""
         return _GRUNet(n_items, int(self.d))
 
     def n_epochs(self, n_examples: int) -> int:
@@ -356,7 +357,7 @@ class GRU4Rec:
         for m in range(count):  # network m: seed random_state + m (network 0 is the single model's)
             seed = None if self.random_state is None else int(self.random_state) + m
             desc = type(self).__name__ + (f" {m + 1}/{count}" if count > 1 else "")
-            net, net_losses, seconds = self._fit_net(log, x_np, lens_np, y_np, epochs, seed, desc)
+            net, net_losses, seconds = self._fit_net(log, x_np, lens_np, y_np, epochs, seed, desc, m)
             if not np.all(np.isfinite(net_losses)):
                 raise ModelFitError(f"{type(self).__name__}.fit: training loss is not finite: {net_losses}")
             nets.append(net)
@@ -373,9 +374,9 @@ class GRU4Rec:
         return self
 
     def _fit_net(self, log: InteractionLog, x_np: NDArray[np.int32], lens_np: NDArray[np.int64],
-                 y_np: NDArray[np.int32], epochs: int, seed: int | None, desc: str
+                 y_np: NDArray[np.int32], epochs: int, seed: int | None, desc: str, index: int = 0
                  ) -> tuple[nn.Module, list[float], float]:
-        """One network trained from ``seed`` (``desc`` names its progress bar): (net in eval mode, mean loss
+        """Network ``index`` trained from ``seed`` (``desc`` names its progress bar): (net in eval mode, mean loss
         per epoch, training seconds)."""
         n = len(y_np)
         rng = np.random.default_rng(seed)  # example order, negatives, dropout masks
@@ -388,7 +389,7 @@ class GRU4Rec:
             logq_batch = torch.from_numpy(np.log(self.batch_size * target_pop / n).astype(np.float32))
             logq_sample = torch.from_numpy(np.log(self.n_sample * sample_w / sample_w.sum()).astype(np.float32))
         x_t, y_t = torch.from_numpy(x_np), torch.from_numpy(y_np)
-        net = self._make_net(log.n_items)
+        net = self._make_net(log.n_items, index)
         losses: list[float] = []
         t0 = time.perf_counter()
         with _torch_threads(self.n_threads):
@@ -594,7 +595,7 @@ class GRU4Rec:
             n_items, d = state["item_emb"].shape
             if d != model.d:
                 raise ModelFormatError(f"{path}: {prefix}item_emb has dim {d}; params.json says d={model.d}")
-            net = model._make_net(int(n_items))
+            net = model._make_net(int(n_items), m)
             try:
                 net.load_state_dict(state)
             except RuntimeError as exc:

@@ -66,6 +66,8 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
     "gru4rec": ModelSpec("models.gru4rec:GRU4Rec"),
     # SASRec-style self-attention over the prefix (Kang & McAuley 2018), trained and scored as GRU4Rec
     "sasrec": ModelSpec("models.sasrec:SASRec"),
+    # GRU4Rec and SASRec networks from consecutive seeds, scored by their mean logit (models/seq_ensemble.py)
+    "seq_ensemble": ModelSpec("models.seq_ensemble:SequenceEnsemble"),
     # whichever of its candidates wins validation on the log it is fitted on (models/router.py)
     "router": ModelSpec("models.router:ValidationRouter"),
 })

@@ -106,11 +106,11 @@ class SASRec(GRU4Rec):
                  n_sample: int = 2048, sample_alpha: float = 0.75, logq: float = 1.0, dropout: float = 0.2,
                  n_threads: int = 1, random_state: int | None = 0, progress: bool = True,
                  epoch_examples: int | None = None, score_threads: int = 2, n_layers: int = 2,
-                 n_heads: int = 2, n_models: int = 1) -> None:
+                 n_heads: int = 2, n_models: int = 1, ensemble_examples: int | None = None) -> None:
         super().__init__(d=d, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr, n_sample=n_sample,
                          sample_alpha=sample_alpha, logq=logq, dropout=dropout, n_threads=n_threads,
                          random_state=random_state, progress=progress, epoch_examples=epoch_examples,
-                         score_threads=score_threads, n_models=n_models)
+                         score_threads=score_threads, n_models=n_models, ensemble_examples=ensemble_examples)
         self.n_layers = n_layers
         self.n_heads = n_heads
 
@@ -120,5 +120,5 @@ class SASRec(GRU4Rec):
             raise ValueError(f"SASRec: n_layers and n_heads must be >= 1 and n_heads must divide d; "
                              f"got n_layers={self.n_layers}, n_heads={self.n_heads}, d={self.d}")
 
-    def _make_net(self, n_items: int) -> _SelfAttentionNet:
+    def _make_net(self, n_items: int, index: int = 0) -> nn.Module:
         return _SelfAttentionNet(n_items, int(self.d), int(self.max_len), int(self.n_layers), int(self.n_heads))

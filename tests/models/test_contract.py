@@ -21,11 +21,13 @@ FAST_PARAMS: dict[str, dict[str, object]] = {"fusion": {"holdout_frac": 0.3, "mi
                                                           "n_sample": 16, "n_threads": 1, "progress": False},
                                               "sasrec": {"d": 16, "epochs": 10, "batch_size": 64, "lr": 1e-2,
                                                          "n_sample": 16, "n_threads": 1, "progress": False},
+                                              "seq_ensemble": {"d": 16, "epochs": 10, "batch_size": 64, "lr": 1e-2,
+                                                               "n_sample": 16, "n_threads": 1, "progress": False},
                                               "router": {"candidates": {"ease": {}, "itemknn": {}}}}
 """Per-model overrides that keep this file fast (e.g. fewer epochs); defaults otherwise."""
 NO_TASTE = {"pop"}
 """Models that ignore the history by design (checked against popularity instead)."""
-NEXT_ONLY = {"gru4rec", "sasrec"}
+NEXT_ONLY = {"gru4rec", "sasrec", "seq_ensemble"}
 """Models trained on (prefix -> next item) pairs alone: on the planted walks the next item is certain,
 so the data says nothing about the order below it; they must rank the planted next item first instead."""
 
