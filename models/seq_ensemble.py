@@ -62,7 +62,9 @@ class SequenceEnsemble(SASRec):
 
     def _validate(self) -> None:
         super()._validate()
-        if isinstance(self.encoders, str) or not self.encoders or not set(self.encoders) <= set(ENCODERS):
+        # a list or tuple of names only: a string or a mapping (its keys) would pass a set test and fail at fit
+        if (not isinstance(self.encoders, (list, tuple)) or not self.encoders
+                or not all(isinstance(e, str) and e in ENCODERS for e in self.encoders)):
             raise ValueError(f"SequenceEnsemble: encoders must be a non-empty list of {list(ENCODERS)}; "
                              f"got {self.encoders!r}")
 

@@ -64,7 +64,7 @@ def test_one_network_is_gru4rec_and_save_load_keeps_every_encoder(tmp_path: Path
     np.testing.assert_array_equal(back.score(hist), model.score(hist))
 
 
-@pytest.mark.parametrize("encoders", [[], ["gru", "lstm"], "gru"])
+@pytest.mark.parametrize("encoders", [[], ["gru", "lstm"], "gru", {"gru": 1}, [["gru"]], [1], None])
 def test_unknown_or_empty_encoders_are_refused(encoders: object) -> None:
     with pytest.raises(ValueError, match="encoders must be a non-empty list"):
         SequenceEnsemble(**FAST, encoders=encoders).fit(_walks(10))  # type: ignore[arg-type]
