@@ -74,8 +74,8 @@ class LiveAB:
     run_id : str
         In every event id (default: a fresh nonce per instance), so two runs never share ids.
     replace : bool
-        Replace a campaign of the same id the API already holds (PUT); False (default): create it (POST), and
-        an existing one is refused (``CampaignExists``), never overwritten.
+        Replace a campaign of the same id the API already holds (a PUT after the POST's 409); False (default):
+        create it (POST), and an existing one is refused (``CampaignExists``), never overwritten.
     retry_budget_s : float
         How long one visit's events are retried (429, 503, connection errors), seconds.
     """
@@ -94,8 +94,8 @@ class LiveAB:
     n_visits: int = field(default=0, init=False)
 
     def create_campaign(self, client: httpx.Client) -> None:
-        """Create the campaign (POST; PUT when ``replace``): one arm per ``spec.arms`` entry, the control share,
-        goal purchase.
+        """Create the campaign (POST; then PUT when it exists and ``replace``): one arm per ``spec.arms`` entry, the
+        control share, goal purchase.
 
         Raises ``CampaignExists`` when the API already holds the campaign and ``replace`` is off (409: it is
         left unchanged), ``CampaignRefused`` when it answers anything else but 200 or 201 (a key without the
@@ -104,13 +104,15 @@ class LiveAB:
         body = {"scenario": s.scenario, "n": s.list_size, "goal": "purchase", "window_s": s.window_s,
                 "control_share": s.control_share, "arms": [{"name": a, "strategy": a} for a in sorted(s.arms)]}
         headers = {"X-API-Key": self.admin_key}
-        if self.replace:
-            path = f"/v1/campaigns/{quote(s.campaign_id, safe='')}"  # 'a?b' or 'a/b' is refused by name, not another campaign
+        # POST first, replace or not: the API creates it only if no campaign has the id (PUT would replace one
+        # silently), and it judges the id in the body, so '', '.' or '..' (which a client's URL normalisation
+        # turns into another path: a 307, 405 or 404) is refused by name (422) as 'a?b' or 'a/b' is
+        r = client.post("/v1/campaigns", json={**body, "campaign_id": s.campaign_id}, headers=headers)
+        if r.status_code == 409 and self.replace:
+            path = f"/v1/campaigns/{quote(s.campaign_id, safe='')}"  # a valid id: one path segment
             r = client.put(path, json=body, headers=headers)
-        else:  # the API creates it only if no campaign has the id (PUT would replace one silently)
-            r = client.post("/v1/campaigns", json={**body, "campaign_id": s.campaign_id}, headers=headers)
-            if r.status_code == 409:
-                raise CampaignExists(s.campaign_id, r.status_code, _error_text(r))
+        elif r.status_code == 409:
+            raise CampaignExists(s.campaign_id, r.status_code, _error_text(r))
         if r.status_code not in (200, 201):
             raise CampaignRefused(s.campaign_id, r.status_code, _error_text(r))
 
