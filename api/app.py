@@ -34,6 +34,7 @@ from api.errors import exception_handlers
 from api.events import post_events
 from api.feedback_reader import drain_forever
 from api.health import healthz, metrics, readyz
+from api.http_protocol import SERVER_STOPPING
 from api.items import IdPathRoute, get_catalog, get_item
 from api.loop_lag import CollectorPauses, LoopLagProbe, StallWatchdog
 from api.openapi import openapi
@@ -141,7 +142,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     api_metrics = ApiMetrics()  # made here: the request middleware is built before the lifespan runs
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         if a.autogroup_nice is not None:  # the whole session (every worker) at this CPU weight, if it is ours
             set_own_session_nice(a.autogroup_nice)
         app.state.services = build_services(settings, api_metrics)
@@ -156,8 +157,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lag_probe = asyncio.create_task(LoopLagProbe(api_metrics.loop_lag, watchdog=watchdog).run_forever())
         if settings.api.gc_tuning:
             _tune_gc()
-        try:
-            yield
+        durable = app.state.services.durable
+        try:  # the server's protocol calls this when it stops taking requests (api/http_protocol.py)
+            yield {SERVER_STOPPING: lambda: durable.begin_stop(min(1.0, a.stop_timeout_s / 2))}
         finally:
             if drain is not None:
                 drain.cancel()

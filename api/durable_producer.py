@@ -83,6 +83,8 @@ class DurableProducer:
         self._state = threading.Lock()  # probe thread and event loop both change the state
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._stop_at: float | None = None  # the server stops: ``loop.time()`` when waits end (``begin_stop``)
+        self._waiting: set[asyncio.Future[object]] = set()  # the requests' acknowledgement futures
 
     def start(self) -> DurableProducer:
         self._probe()  # the first answer before the app serves
@@ -109,6 +111,9 @@ class DurableProducer:
         if not self.broker_up:
             raise BrokerUnavailable("the event broker is unreachable; events are not accepted until it is back")
         loop = asyncio.get_running_loop()
+        wait_s = self.ack_timeout_s + 0.5
+        if self._stop_at is not None:  # the server stops: a healthy broker still acknowledges within the grace
+            wait_s = min(wait_s, max(0.0, self._stop_at - loop.time()))
         done: asyncio.Future[KafkaError | None] = loop.create_future()
         left = [len(records)]
         lock = threading.Lock()
@@ -125,16 +130,36 @@ class DurableProducer:
                 self.producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
         except (BufferError, KafkaException) as exc:
             raise BrokerUnavailable(f"the producer cannot take more events now ({exc})") from exc
+        self._waiting.add(done)  # type: ignore[arg-type]
         try:
-            err = await asyncio.wait_for(asyncio.shield(done), self.ack_timeout_s + 0.5)
+            err = await asyncio.wait_for(asyncio.shield(done), wait_s)
         except TimeoutError as exc:
+            if self._stop_at is not None:
+                raise BrokerUnavailable(_STOPPING_REASON) from exc
             self._ack_timed_out()
             raise BrokerUnavailable(f"the broker did not acknowledge within {self.ack_timeout_s:g} s") from exc
+        finally:
+            self._waiting.discard(done)  # type: ignore[arg-type]
+        if err is _STOPPED:
+            raise BrokerUnavailable(_STOPPING_REASON)
         if err is not None:
             if err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT):
                 self._ack_timed_out()
                 raise BrokerUnavailable(f"the broker did not acknowledge within {self.ack_timeout_s:g} s")
             raise BrokerUnavailable(f"the broker did not acknowledge: {err}")
+
+    def begin_stop(self, grace_s: float) -> None:
+        """The server stops (called on the event loop when it stops taking requests, before it waits for those in
+        flight): a request still waiting for its acknowledgement ``grace_s`` seconds from now is answered 503 (nothing
+        of it was accepted; its events may still arrive, and a retry with the same ``event_id`` is dropped by the
+        flow as a copy), and so is one produced later that is not acknowledged by then. Without it, a broker that
+        stopped answering held the stop for up to ``ack_timeout_s`` before ``api.stop_timeout_s`` even began."""
+        if self._stop_at is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._stop_at = loop.time() + max(0.0, grace_s)
+        for fut in list(self._waiting):
+            loop.call_at(self._stop_at, _resolve, fut, _STOPPED)
 
     def request_stop(self) -> None:
         """Ask the poller and probe threads to stop, without waiting (``stop`` waits)."""
@@ -213,6 +238,12 @@ class DurableProducer:
                   self.brokers, why)
 
 
-def _resolve(fut: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
+_STOPPED = object()
+"""The result of an acknowledgement future that ``begin_stop`` ended."""
+
+_STOPPING_REASON = "the API is stopping and the broker had not acknowledged the events yet"
+
+
+def _resolve(fut: asyncio.Future[KafkaError | None], err: KafkaError | None | object) -> None:
     if not fut.done():
         fut.set_result(err)

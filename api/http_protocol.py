@@ -39,7 +39,10 @@ try:
 except ImportError:  # pragma: no cover - httptools is a dependency; h11 is uvicorn's fallback
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
-__all__ = ["GuardedH11Protocol", "HttpProtocol", "ServerConfig", "server_config"]
+__all__ = ["GuardedH11Protocol", "HttpProtocol", "SERVER_STOPPING", "ServerConfig", "server_config"]
+
+SERVER_STOPPING = "fusionrec.server_stopping"
+"""Key of the lifespan state holding the app's callable for "the server stops taking requests"."""
 
 _log = logging.getLogger("uvicorn.error")
 
@@ -85,6 +88,7 @@ class _HeadGuard:
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     cycle: Any
+    app_state: dict[str, Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -98,6 +102,11 @@ class _HeadGuard:
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
         self._arm_head_deadline()
+
+    def shutdown(self) -> None:
+        """The server stops (called per connection before it waits for the requests in flight): the app is told."""
+        _server_stopping(self.app_state)
+        super().shutdown()  # type: ignore[misc]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_timer is not None:
@@ -168,6 +177,13 @@ class _HeadGuard:
                              b"content-length: %d\r\nconnection: close\r\n\r\n%s"
                              % (status, reason.encode("ascii"), len(body), body))
         self.transport.close()
+
+
+def _server_stopping(app_state: dict[str, Any]) -> None:
+    """Tell the app the server stops taking requests (its lifespan put ``SERVER_STOPPING`` in the state)."""
+    hook = app_state.get(SERVER_STOPPING)
+    if callable(hook):
+        hook()
 
 
 class GuardedH11Protocol(_HeadGuard, H11Protocol):

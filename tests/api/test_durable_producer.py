@@ -132,3 +132,30 @@ def test_an_acknowledgement_that_timed_out_makes_the_broker_known_down():
         assert time.monotonic() - t0 < 0.5
     finally:
         dp.stop(timeout_s=0.1)
+
+
+def test_a_stop_ends_a_wait_for_an_acknowledgement_after_its_grace():
+    """``fusionrec serve`` stopped while a request waited on a broker that no longer answered (not yet known down):
+    uvicorn waits for requests in flight before the lifespan stops, so the stop took the ack timeout (5 s) plus
+    ``api.stop_timeout_s``, 7-9 s (new-user trial). ``begin_stop`` (the server stops taking requests) ends the wait
+    after its grace with a 503 reason, and a later one by the same deadline; it is no outage (``broker_up`` stays)."""
+    dp = DurableProducer(f"127.0.0.1:{free_port()}", ack_timeout_s=5.0, probe_every_s=3600.0).start()
+
+    async def stopped_while_waiting() -> None:
+        waiting = asyncio.create_task(dp.produce_acked([("events", b"u", b"v")]))
+        await asyncio.sleep(0.1)
+        dp.begin_stop(0.2)
+        with pytest.raises(BrokerUnavailable, match="the API is stopping"):
+            await waiting
+
+    try:
+        t0 = time.monotonic()
+        asyncio.run(stopped_while_waiting())
+        assert time.monotonic() - t0 < 1.5
+        assert dp.broker_up
+        t0 = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match="the API is stopping"):
+            asyncio.run(dp.produce_acked([("events", b"u", b"v")]))
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        dp.stop(timeout_s=0.1)
