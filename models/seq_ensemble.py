@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from models.gru4rec import _GRUNet
+from models.gru4rec import GRU4Rec, _GRUNet
 from models.sasrec import SASRec, _SelfAttentionNet
 
 __all__ = ["SequenceEnsemble", "ENCODERS"]
@@ -61,12 +61,15 @@ class SequenceEnsemble(SASRec):
         self.encoders = encoders
 
     def _validate(self) -> None:
-        super()._validate()
         # a list or tuple of names only: a string or a mapping (its keys) would pass a set test and fail at fit
         if (not isinstance(self.encoders, (list, tuple)) or not self.encoders
                 or not all(isinstance(e, str) and e in ENCODERS for e in self.encoders)):
             raise ValueError(f"SequenceEnsemble: encoders must be a non-empty list of {list(ENCODERS)}; "
                              f"got {self.encoders!r}")
+        if "attention" in self.encoders:
+            super()._validate()  # SASRec's: n_layers, n_heads shape the attention networks
+        else:
+            GRU4Rec._validate(self)  # GRU networks only: n_layers and n_heads play no part
 
     def encoder(self, index: int) -> str:
         """Prefix encoder of network ``index``: ``encoders[index % len(encoders)]``."""

@@ -68,3 +68,10 @@ def test_one_network_is_gru4rec_and_save_load_keeps_every_encoder(tmp_path: Path
 def test_unknown_or_empty_encoders_are_refused(encoders: object) -> None:
     with pytest.raises(ValueError, match="encoders must be a non-empty list"):
         SequenceEnsemble(**FAST, encoders=encoders).fit(_walks(10))  # type: ignore[arg-type]
+
+
+def test_attention_settings_are_checked_only_when_an_attention_network_is_asked_for() -> None:
+    log = _walks(30)
+    assert len(SequenceEnsemble(**FAST, encoders=["gru"], n_heads=3).fit(log).nets_) == 2  # d 16: 3 heads unused
+    with pytest.raises(ValueError, match="n_heads must divide d"):
+        SequenceEnsemble(**FAST, n_heads=3).fit(log)
