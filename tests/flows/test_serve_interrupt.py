@@ -3,11 +3,13 @@ and every event it answered 202 is in the topic."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,8 +29,10 @@ took 15-20 s (fresh state; ~45 s with an optimizer snapshot to hand over): every
 5 s in turn, then the feedback reader 5 s more, the snapshot's publication 30 s and the producer's flush 10 s."""
 
 
-def _serve(settings: Settings, tmp_path: Path) -> tuple[subprocess.Popen[bytes], httpx.Client, Path]:
-    """``fusionrec serve`` on a free port, its lifespan started (``/healthz`` answers); output in a log file."""
+@contextlib.contextmanager
+def _serve(settings: Settings, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, Path]]:
+    """``fusionrec serve`` on a free port, its lifespan started (``/healthz`` answers); output in a log file.
+    On leaving: the client closed, the process killed if it still runs."""
     config = write_config(settings, tmp_path / "fusionrec.toml")
     port, log = free_port(), tmp_path / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONREC_")}
@@ -47,8 +51,14 @@ def _serve(settings: Settings, tmp_path: Path) -> tuple[subprocess.Popen[bytes],
             assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
             return False
 
-    wait_for(started, timeout_s=60, what="serve started")
-    return proc, client, log
+    try:
+        wait_for(started, timeout_s=60, what="serve started")
+        yield proc, client, log
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _interrupt(proc: subprocess.Popen[bytes], log: Path) -> float:
@@ -83,18 +93,12 @@ def _event_ids(broker: str, topic: str, n: int) -> set[str]:
 
 def test_ctrl_c_stops_serve_at_once_and_keeps_every_accepted_event(broker: str, tmp_path: Path) -> None:
     s = make_settings(broker, tmp_path, partitions=1)
-    proc, client, log = _serve(s, tmp_path)
-    try:
+    with _serve(s, tmp_path) as (proc, client, log):
         events = [{"type": "view", "user_id": f"u{k}", "item_id": f"i{k}"} for k in range(5)]
         r = client.post("/v1/events", json=events)
         assert r.status_code == 202, r.text
         accepted = set(r.json()["event_ids"])
         took = _interrupt(proc, log)  # at once: a 202 means the broker has acknowledged the events already
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert took < STOP_BOUND_S, f"serve took {took:.1f} s to stop"
     assert _event_ids(broker, s.kafka.events_topic, len(accepted)) == accepted
 
@@ -102,15 +106,9 @@ def test_ctrl_c_stops_serve_at_once_and_keeps_every_accepted_event(broker: str, 
 def test_ctrl_c_stops_serve_at_once_when_its_broker_does_not_answer(tmp_path: Path) -> None:
     """Readers waiting on a broker nobody runs: the stop waits ``api.stop_timeout_s`` for them in all."""
     s = make_settings(f"127.0.0.1:{free_port()}", tmp_path, partitions=1, create_topics=False)
-    proc, client, log = _serve(s, tmp_path)
-    try:
+    with _serve(s, tmp_path) as (proc, _, log):
         time.sleep(1.0)  # the readers are in their broker calls (topic metadata, 10 s timeouts)
         took = _interrupt(proc, log)
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert took < STOP_BOUND_S, f"serve took {took:.1f} s to stop with its broker down"
 
 
@@ -122,20 +120,14 @@ def test_ctrl_c_stops_serve_soon_while_an_event_waits_on_a_broker_that_does_not_
     import threading
 
     s = make_settings(f"127.0.0.1:{free_port()}", tmp_path, partitions=1, create_topics=False)
-    proc, client, log = _serve(s, tmp_path)
     answers: list[httpx.Response] = []
-    try:
+    with _serve(s, tmp_path) as (proc, client, log):
         post = threading.Thread(target=lambda: answers.append(
             client.post("/v1/events", json={"type": "view", "user_id": "u1", "item_id": "i1"})))
         post.start()
         time.sleep(0.3)  # the request waits for the acknowledgement
         took = _interrupt(proc, log)
         post.join(10)
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert answers and answers[0].status_code == 503, answers
     assert "event_ids" in answers[0].json()["error"]
     assert took < STOP_BOUND_S + 1.0, f"serve took {took:.1f} s to stop with an event waiting on its broker"
