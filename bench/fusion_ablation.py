@@ -7,7 +7,7 @@ at commit a1aa580, before they became part of ``models/hybrid.py``, they were ex
 ``cooc`` / ``cooc2`` (session 6's co-occurrence rows, computed by the model's own ``_ItemStats``;
 since ``d10953e`` the adopted ``cooc2`` pair is part of the base features, so they now repeat those columns);
 ``rep`` (item repeat rate, session distinct ratio: part of the base features since session 11, so on caches
-written after that it repeats them), ``time`` and ``votes`` (how many lists pool a candidate, their reciprocal-rank
+written after that it repeats them), ``time``, ``dwell`` (seconds to the next click: the candidate's in the history, the item's in training; session 36, not adopted) and ``votes`` (how many lists pool a candidate, their reciprocal-rank
 fusion and its rank in the query; session 29, not adopted); ``base`` adds none. ``--rp`` refits the ranker with LightGBM parameter overrides, ``--emde-full``
 scores the evaluation prefixes with an EMDE fitted on the whole validation-train log, ``--knn``
 overrides the fusion's kNN models. Prints one JSON line per variant (HR@20, MRR@20, the pool's
@@ -275,6 +275,10 @@ def extra(log, hist, rows, items, which):
         nm.append("last_gap_log_s")
         cols.append(dur[rows])
         nm.append("session_duration_log_s")
+    if "dwell" in which:  # seconds until the next click (dwell): the candidate's in this history, the item's in training
+        cols_d, nm_d = _dwell_features(log, hist, rows, items)
+        cols += cols_d
+        nm += nm_d
     if "sketch" in which:  # EMDE code agreement (share of DLSH rows in the same bucket) with the last item
         cols_in = (emde_inner if log is inner_log else emde).item_in_cols_
         agree = np.zeros(len(rows), np.float32)
@@ -284,6 +288,57 @@ def extra(log, hist, rows, items, which):
         cols.append(np.where(has[rows], agree, 0))
         nm.append("sketch_agree_last")
     return (np.stack(cols, 1).astype(np.float32) if cols else np.zeros((len(rows), 0), np.float32)), nm
+
+
+def _dwell_features(log, hist, rows, items):
+    """Dwell = seconds from an event to the session's next one (unknown for the last). Per pair: log1p of the
+    candidate's longest dwell in the query's history (NaN when absent or only last); log1p of the history's
+    median dwell (per query); the item's median log1p dwell over training sessions (NaN when never followed)."""
+    n = log.n_items
+    same = log.session_idx[1:] == log.session_idx[:-1]
+    d_log = np.log1p(np.maximum(log.ts[1:] - log.ts[:-1], 0.0))[same]
+    it = log.item_idx[:-1][same]
+    order = np.lexsort((d_log, it))
+    it_s, d_s = it[order], d_log[order]
+    lo = np.searchsorted(it_s, np.arange(n), "left")
+    hi = np.searchsorted(it_s, np.arange(n), "right")
+    item_med = np.full(n, np.nan, np.float32)
+    has_d = hi > lo
+    item_med[has_d] = d_s[(lo[has_d] + hi[has_d] - 1) // 2]
+    lens = np.diff(hist.indptr)
+    q = len(lens)
+    cand = np.full(len(rows), np.nan, np.float32)
+    qmed = np.full(q, np.nan, np.float32)
+    if hist.ts is not None and len(hist.items):
+        hq = np.repeat(np.arange(q, dtype=np.int64), lens)
+        nxt_same = np.zeros(len(hist.items), bool)
+        nxt_same[:-1] = hq[1:] == hq[:-1]
+        dw = np.full(len(hist.items), np.nan)
+        dw[:-1] = np.log1p(np.maximum(hist.ts[1:] - hist.ts[:-1], 0.0))
+        dw[~nxt_same] = np.nan
+        ok = ~np.isnan(dw)
+        key = hq[ok] * n + hist.items[ok]
+        kd = dw[ok]
+        o = np.lexsort((-kd, key))
+        key, kd = key[o], kd[o]
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]
+        ukey, umax = key[first], kd[first]
+        pk = rows * n + items
+        pos = np.minimum(np.searchsorted(ukey, pk), max(len(ukey) - 1, 0))
+        if len(ukey):
+            hit = ukey[pos] == pk
+            cand[hit] = umax[pos[hit]]
+        if True:  # per-query median of the known dwells
+            qk = hq[ok][np.argsort(hq[ok], kind="stable")]
+            vals = dw[ok][np.argsort(hq[ok], kind="stable")]
+            o2 = np.lexsort((vals, qk))
+            qk, vals = qk[o2], vals[o2]
+            a_ = np.searchsorted(qk, np.arange(q), "left")
+            b_ = np.searchsorted(qk, np.arange(q), "right")
+            hv = b_ > a_
+            qmed[hv] = vals[(a_[hv] + b_[hv] - 1) // 2]
+    return [cand, qmed[rows], item_med[items]], ["dwell_candidate", "dwell_query_median", "dwell_item_median"]
 
 
 def xbase(log):

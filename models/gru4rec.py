@@ -374,7 +374,7 @@ class GRU4Rec:
         return self
 
     def _fit_net(self, log: InteractionLog, x_np: NDArray[np.int32], lens_np: NDArray[np.int64],
-                 y_np: NDArray[np.int32], epochs: int, seed: int | None, desc: str, index: int = 0
+                 y_np: NDArray[np.int32], epochs: int, seed: int | None, desc: str, index: int
                  ) -> tuple[nn.Module, list[float], float]:
         """Network ``index`` trained from ``seed`` (``desc`` names its progress bar): (net in eval mode, mean loss
         per epoch, training seconds)."""
