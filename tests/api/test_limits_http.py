@@ -193,6 +193,15 @@ def test_half_sent_body_is_timed_out_and_a_huge_one_refused_early(api):
                      b"\r\nContent-Type: application/json\r\nContent-Length: 104857600\r\n\r\n[")
         reply = sock.recv(4096)
         assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+        # and the connection is closed at once: not held open to read and discard the 100 MB announced
+        assert b"\r\nconnection: close\r\n" in reply.lower(), reply[:300]
+        sock.settimeout(3.0)
+        t0 = time.monotonic()
+        try:
+            assert sock.recv(4096) == b""
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - t0 < 1.0
 
 
 class _Records(logging.Handler):
