@@ -43,6 +43,7 @@ from api.raw_path_route import RawPathRoute
 from api.recommendations import get_recommendations
 from api.request_metrics import RequestMetricsMiddleware
 from api.services import ApiMetrics, Services, build_services
+from api.unread_body import CloseUnreadBodyMiddleware
 from operators.scheduling import set_own_session_nice
 from operators.settings import Settings
 
@@ -202,5 +203,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                         allow_headers=["X-API-Key", "Authorization", "Content-Type"], max_age=600))
     # outermost: every answer is counted, the key check's and the rate limit's too
     middleware.insert(0, Middleware(RequestMetricsMiddleware, requests=api_metrics.requests, latency=api_metrics.latency))
+    # outside all of them: whichever answers before the body was read to its end closes the connection
+    middleware.insert(0, Middleware(CloseUnreadBodyMiddleware))
     return Starlette(routes=routes, middleware=middleware, exception_handlers=exception_handlers,  # type: ignore[arg-type]
                      lifespan=lifespan)

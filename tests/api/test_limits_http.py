@@ -247,3 +247,55 @@ def test_a_body_the_client_aborts_is_one_short_line_not_a_traceback(api):
     assert 'fusionrec_api_requests_total{endpoint="/v1/events",status="400"} 3.0' in metrics  # a client error
     assert 'status="500"' not in metrics
     assert 'fusionrec_api_events_rejected_total{reason="client_disconnected"} 3.0' in metrics
+
+
+def _answer_then_closed(sock: socket.socket) -> bytes:
+    """The answer on ``sock`` once the connection is closed (within 2 s), failing if it stays open."""
+    sock.settimeout(2.0)
+    reply = b""
+    try:
+        while chunk := sock.recv(65536):
+            reply += chunk
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        raise AssertionError(f"the connection stayed open after {reply[:300]!r}") from None
+    return reply
+
+
+@pytest.mark.parametrize("refused", ["unknown key", "content-encoding"])
+def test_an_early_answer_to_a_body_not_yet_read_closes_the_connection(api, refused):
+    """A 401 (key check) or 415 (content-coding) answered before the body was read left the connection open:
+    uvicorn read on, and the rest of the body counted as the next request's head, so a 200 kB upload got its
+    401 and then a spurious 431 "request line and headers too large" (trial 36). Any answer given before the body
+    was read to its end now says Connection: close and the connection is closed; a new one is served."""
+    head = {"unknown key": b"X-API-Key: nope\r\n",
+            "content-encoding": b"X-API-Key: " + KEY.encode() + b"\r\nContent-Encoding: gzip\r\n"}[refused]
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + head +
+                     b"Content-Type: application/json\r\nContent-Length: 200000\r\n\r\n" + b" " * 1000)
+        time.sleep(0.3)  # the answer is sent; the client goes on sending its body
+        try:
+            for _ in range(20):
+                sock.sendall(b" " * 10000)
+        except OSError:  # closed while sending: fine
+            pass
+        reply = _answer_then_closed(sock)
+    status = {"unknown key": b"401", "content-encoding": b"415"}[refused]
+    assert reply.startswith(b"HTTP/1.1 " + status), reply[:300]
+    assert b"\r\nconnection: close\r\n" in reply.partition(b"\r\n\r\n")[0].lower() + b"\r\n", reply[:400]
+    assert reply.count(b"HTTP/1.1 ") == 1, reply[:600]  # no 431 for the body read as a head
+    with httpx.Client(base_url=api.url, timeout=10) as c:  # a new connection is served
+        assert c.get("/v1/recommendations", params={"user_id": "u1"}, headers={"X-API-Key": KEY}).status_code == 200
+
+
+def test_a_body_read_to_its_end_keeps_the_connection_for_pipelined_requests(api):
+    """An answer after the whole body was read (a 400 for malformed JSON) keeps the connection: the request
+    pipelined behind it is answered, once, on the same connection."""
+    bad = b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode() + b"\r\nContent-Length: 5\r\n\r\n{abc}"
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        sock.sendall(bad + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = _answer_then_closed(sock)
+    first, _, rest = reply.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 400") and b"connection: close" not in first.lower(), reply[:400]
+    assert rest.count(b"HTTP/1.1 ") == 1 and b"HTTP/1.1 200" in rest, reply[:800]
