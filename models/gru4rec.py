@@ -311,6 +311,8 @@ class GRU4Rec:
             raise ValueError(f"{cls}: ensemble_examples must be None or >= 1; got {self.ensemble_examples}")
         if self.n_sample < 0:
             raise ValueError(f"{cls}: n_sample must be >= 0; got {self.n_sample}")
+        if self.random_state is not None and int(self.random_state) < 0:  # numpy's seeding refuses it only in fit
+            raise ValueError(f"{cls}: random_state must be None or >= 0; got {self.random_state}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"{cls}: dropout must lie in [0, 1); got {self.dropout}")
         if self.lr <= 0:

@@ -60,6 +60,14 @@ def test_eval_hyper_parameter_of_the_wrong_type_names_model_and_parameter(tiny_s
     _fails(_eval(tiny_sessionrec, "--models", "stan", "--set", "stan.lambda_spw=x"), "error: stan.lambda_spw:")
 
 
+def test_eval_negative_seed_of_a_sequence_model_names_model_and_parameter(tiny_sessionrec: Path) -> None:
+    """``--set seq_ensemble.random_state=-1`` passed the checks, the data was loaded, and fit died in numpy's seeding
+    with a bare ``error: expected non-negative integer`` naming neither the model nor the parameter (trial 36)."""
+    for name in ("gru4rec", "sasrec", "seq_ensemble"):
+        _fails(_eval(tiny_sessionrec, "--models", name, "--set", f"{name}.random_state=-1"),
+               f"error: {name}:", "random_state must be None or >= 0; got -1")
+
+
 def test_eval_accepts_well_typed_overrides(tiny_sessionrec: Path) -> None:
     result = CliRunner().invoke(app, _eval(tiny_sessionrec, "--models", "stan", "--set", "stan.k=5",
                                            "--set", "stan.lambda_spw=null"))
