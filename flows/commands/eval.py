@@ -90,7 +90,7 @@ def run_eval(data_dir: Path, fmt: str, models: list[str], *, max_queries: int | 
     Raises
     ------
     ValueError
-        For no model or an unknown model, format or split, a bad hyper-parameter, a split that gives
+        For no model, an unknown or repeated model, an unknown format or split, a bad hyper-parameter, a split that gives
         no queries, or a model whose fit fails (``ModelFitError``; the message names the model).
     """
     if not models:
@@ -98,6 +98,9 @@ def run_eval(data_dir: Path, fmt: str, models: list[str], *, max_queries: int | 
     unknown = [m for m in models if m not in REGISTRY]
     if unknown:
         raise ValueError(f"models: unknown {unknown}; registered: {', '.join(REGISTRY)}")
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:  # it was fitted and scored once per mention, with one row each but one entry in the JSON line
+        raise ValueError(f"models: {repeated} given more than once; name each model once (--set configures it)")
     if split not in ("test", "valid"):
         raise ValueError(f"split: must be 'test' or 'valid'; got {split!r}")
     overrides = overrides or {}

@@ -68,6 +68,11 @@ def test_eval_negative_seed_of_a_sequence_model_names_model_and_parameter(tiny_s
                f"error: {name}:", "random_state must be None or >= 0; got -1")
 
 
+def test_eval_refuses_a_model_named_twice(tiny_sessionrec: Path) -> None:
+    """``--models pop,pop`` fitted and scored pop twice: two table rows, one entry in the JSON line (trial 36)."""
+    _fails(_eval(tiny_sessionrec, "--models", "pop,stan,pop"), "error: models: ['pop'] given more than once")
+
+
 def test_eval_accepts_well_typed_overrides(tiny_sessionrec: Path) -> None:
     result = CliRunner().invoke(app, _eval(tiny_sessionrec, "--models", "stan", "--set", "stan.k=5",
                                            "--set", "stan.lambda_spw=null"))
