@@ -117,8 +117,8 @@ def create_model(name: str, **overrides: object) -> Recommender:
 
 def _check_override_types(name: str, cls: type, overrides: Mapping[str, object]) -> None:
     """An override whose constructor default is a bool, int, float or str must be one too (an int
-    for a float; None only where the annotation allows it), so ``k="abc"`` fails here, naming the
-    parameter, not deep inside ``fit``."""
+    for a float, an int within 64 bits; None only where the annotation allows it), so ``k="abc"`` fails
+    here, naming the parameter, not deep inside ``fit``."""
     params = inspect.signature(cls.__init__).parameters
     for key, value in overrides.items():
         p = params.get(key)
@@ -136,6 +136,8 @@ def _check_override_types(name: str, cls: type, overrides: Mapping[str, object])
             ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
         elif kind is int:
             ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            if ok and not -2**63 <= int(value) < 2**63:  # numpy and torch would fail on it deep inside fit
+                raise ValueError(f"{name}.{key}: expected an int of at most 64 bits; got {value!r}")
         else:
             ok = isinstance(value, kind)
         if not ok:

@@ -73,6 +73,16 @@ def test_eval_refuses_a_model_named_twice(tiny_sessionrec: Path) -> None:
     _fails(_eval(tiny_sessionrec, "--models", "pop,stan,pop"), "error: models: ['pop'] given more than once")
 
 
+def test_eval_integer_override_beyond_64_bits_names_model_and_parameter(tiny_sessionrec: Path) -> None:
+    """``--set gru4rec.max_len=10**23`` passed the checks and fit died with an OverflowError traceback (``d`` with a
+    torch one; trial 36): an int override must fit in 64 bits."""
+    huge = "100000000000000000000000"
+    _fails(_eval(tiny_sessionrec, "--models", "gru4rec", "--set", f"gru4rec.max_len={huge}"),
+           f"error: gru4rec.max_len: expected an int of at most 64 bits; got {huge}")
+    _fails(_eval(tiny_sessionrec, "--models", "seq_ensemble", "--set", f"seq_ensemble.d=-{huge}"),
+           "error: seq_ensemble.d: expected an int of at most 64 bits")
+
+
 def test_eval_accepts_well_typed_overrides(tiny_sessionrec: Path) -> None:
     result = CliRunner().invoke(app, _eval(tiny_sessionrec, "--models", "stan", "--set", "stan.k=5",
                                            "--set", "stan.lambda_spw=null"))
