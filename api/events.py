@@ -187,8 +187,11 @@ def _validate(svc: Services, raw: list[dict[str, object]], many: bool, now: floa
         e.setdefault("event_id", uuid.uuid4().hex)
         e.setdefault("ts", now)
         try:
+            kind = e.get("type")  # refused before its fields: their errors would walk a client through its contract
+            if isinstance(kind, str) and kind in server_only:
+                raise BadEvent("type", "only the server produces this event type", kind)
             ev = validate_event_dict(e, svc.ingest_rules, now)
-            if ev.type in server_only:
+            if ev.type in server_only:  # as validated, whatever the spelling sent
                 raise BadEvent("type", "only the server produces this event type", ev.type)
             if ev.ts > now:  # a client clock ahead (within future_skew_s): the event happened by now
                 ev = msgspec.structs.replace(ev, ts=now)

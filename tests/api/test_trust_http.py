@@ -53,6 +53,21 @@ def _post(c: httpx.Client, event: dict) -> httpx.Response:
     return c.post("/v1/events", json=event, headers=CLIENT)
 
 
+def test_a_server_only_type_is_refused_first_whatever_else_it_lacks(api):
+    """A bare ``rec_request`` was refused for a missing ``request_id``, then with one for a missing ``campaign_id``:
+    the errors walked a client through the fields of a type it may never send (trial 36). The type is refused
+    first, as a 422 on ``type`` (``events[i].type`` in a batch)."""
+    for event in ({"type": "rec_request", "user_id": "u1"}, {"type": "rec_request", "user_id": "u1", "request_id": "r"}):
+        r = _post(api, event)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "type", r.text
+        assert r.json()["error"]["reason"] == "only the server produces this event type", r.text
+    r = api.post("/v1/events", json=[{"type": "view", "user_id": "u1", "item_id": "i1"}, {"type": "rec_request"}],
+                 headers=CLIENT)
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "events[1].type"), r.text
+    r = _post(api, {"type": ["rec_request"], "user_id": "u1", "item_id": "i1"})  # not a string: the usual 422
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "type"), r.text
+
+
 def test_forged_and_replayed_feedback_is_refused_and_never_counted(api):
     c = api
     now = time.time()
