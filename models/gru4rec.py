@@ -315,6 +315,9 @@ class GRU4Rec:
             raise ValueError(f"{cls}: random_state must be None or >= 0; got {self.random_state}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"{cls}: dropout must lie in [0, 1); got {self.dropout}")
+        for name in ("lr", "sample_alpha", "logq"):  # NaN or inf failed only in fit: torch's error, or a NaN loss
+            if not math.isfinite(float(getattr(self, name))):
+                raise ValueError(f"{cls}: {name} must be a finite number; got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"{cls}: lr must be > 0; got {self.lr}")
 

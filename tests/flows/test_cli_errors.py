@@ -62,10 +62,14 @@ def test_eval_hyper_parameter_of_the_wrong_type_names_model_and_parameter(tiny_s
 
 def test_eval_negative_seed_of_a_sequence_model_names_model_and_parameter(tiny_sessionrec: Path) -> None:
     """``--set seq_ensemble.random_state=-1`` passed the checks, the data was loaded, and fit died in numpy's seeding
-    with a bare ``error: expected non-negative integer`` naming neither the model nor the parameter (trial 36)."""
+    with a bare ``error: expected non-negative integer`` naming neither the model nor the parameter, and ``lr=NaN``
+    with torch's ``Invalid learning rate: nan`` (trial 36)."""
     for name in ("gru4rec", "sasrec", "seq_ensemble"):
         _fails(_eval(tiny_sessionrec, "--models", name, "--set", f"{name}.random_state=-1"),
                f"error: {name}:", "random_state must be None or >= 0; got -1")
+    for param, value in (("lr", "NaN"), ("lr", "Infinity"), ("sample_alpha", "NaN"), ("logq", "-Infinity")):
+        _fails(_eval(tiny_sessionrec, "--models", "seq_ensemble", "--set", f"seq_ensemble.{param}={value}"),
+               "error: seq_ensemble:", f"{param} must be a finite number")
 
 
 def test_eval_refuses_a_model_named_twice(tiny_sessionrec: Path) -> None:
