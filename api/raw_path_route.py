@@ -19,6 +19,8 @@ class RawPathRoute(Route):
     matched ``/v1/campaigns/{campaign_id}/arms`` as campaign ``home``. When the raw path holds an encoded slash,
     this route matches the raw path instead and decodes each parameter after the match, so the handler gets
     ``nope/x`` whole and refuses it as it refuses any other invalid id. Other paths match as for ``Route``.
+    A path with an encoded slash is never redirected to its form without the trailing slash (Starlette's
+    ``redirect_slashes``): ``/v1/campaigns/home%2F/`` was a 307 to campaign ``home``; it matches no route (404).
     """
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
@@ -28,8 +30,12 @@ class RawPathRoute(Route):
         encoded = raw.decode("ascii", "replace")  # the server refuses a path that is not ASCII
         decoded = unquote(encoded)
         prefix = scope["path"].removesuffix(decoded)  # a root_path the server put in front, if any
-        if prefix + decoded != scope["path"]:  # not the path the server decoded: leave it to the plain match
-            return super().matches(scope)
+        if prefix + decoded != scope["path"]:
+            if scope["path"].rstrip("/").endswith(decoded.rstrip("/")):
+                # the router's trailing-slash probe (its redirect): the path with the slashes after the id removed
+                # or added, decoded, so ``/v1/campaigns/home%2F/`` would be sent to campaign ``home``: no match
+                return Match.NONE, {}
+            return super().matches(scope)  # not the path the server decoded: leave it to the plain match
         match, child = super().matches({**scope, "path": prefix + encoded})
         if match is not Match.NONE:
             params: dict[str, Any] = child["path_params"]

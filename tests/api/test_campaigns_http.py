@@ -130,6 +130,13 @@ def test_a_campaign_id_with_an_encoded_slash_is_a_422_naming_campaign_id(shop_se
         r = c.post("/v1/campaigns/nope%2Fx", json=body)  # the path exists, the method does not
         assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET, HEAD, PUT", r.text
         assert c.get("/v1/campaigns/nope%2Fx", params={"a": "b/c%2Fd"}).json()["error"]["value"] == "nope/x"
+        # with a trailing slash: no 307 to campaign home (the slash decoded, the trailing ones stripped), and a
+        # PUT that followed it replaced home (trial 36)
+        for method, path in (("GET", "/v1/campaigns/home%2F/"), ("PUT", "/v1/campaigns/home%2F/"),
+                             ("GET", "/v1/campaigns/home%2F%2F/"), ("GET", "/v1/campaigns/home%2Farms/")):
+            r = c.request(method, path, json=body if method == "PUT" else None)
+            assert r.status_code == 404 and "location" not in r.headers, (method, path, r.status_code, r.text)
+        assert c.get("/v1/campaigns/home/").status_code == 307  # a plain trailing slash is redirected as before
         assert [x["campaign_id"] for x in c.get("/v1/campaigns").json()["campaigns"]] == ["home"]  # nothing changed
         assert c.get("/v1/campaigns/home/arms").status_code == 200
         assert c.delete("/v1/campaigns/home").status_code == 204
