@@ -27,14 +27,11 @@ here and marked with how many characters were left out, so a 4,000-character inp
 
 
 class ApiError(Exception):
-    """A request the API refuses: HTTP ``status``, the offending ``field`` and the ``reason``; ``headers`` go on
-    the answer (``Connection: close`` for a body refused before it was read to its end), ``extra`` in its body."""
+    """A request the API refuses: HTTP ``status``, the offending ``field`` and the ``reason``."""
 
-    def __init__(self, status: int, field: str, reason: str, *, headers: dict[str, str] | None = None,
-                 **extra: object) -> None:
+    def __init__(self, status: int, field: str, reason: str, **extra: object) -> None:
         super().__init__(f"{field}: {reason}")
         self.status, self.field, self.reason, self.extra = status, field, reason, extra
-        self.headers = headers or {}
 
     def __repr__(self) -> str:
         return f"ApiError(status={self.status}, field={self.field!r}, reason={self.reason!r})"
@@ -96,9 +93,7 @@ def _error(status: int, field: str, reason: str, **extra: object) -> JSONRespons
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    resp = _error(exc.status, exc.field, exc.reason, **exc.extra)
-    resp.headers.update(exc.headers)
-    return resp
+    return _error(exc.status, exc.field, exc.reason, **exc.extra)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -16,11 +16,6 @@ __all__ = ["read_body", "refuse_content_coding"]
 
 log = logging.getLogger(__name__)
 
-_CLOSE = {"Connection": "close"}
-"""On an answer given before the body was read to its end: the server then closes the connection (RFC 9110
-15.5.14), so a client streaming an oversized or endless body is cut off at once instead of having the rest read
-and discarded until the keep-alive timeout."""
-
 
 def _unsupported_coding(request: Request) -> str | None:
     """The first content-coding of the request other than ``identity`` (lower case), None if there is none."""
@@ -55,7 +50,7 @@ async def read_body(request: Request, limit: int, timeout_s: float, total_s: flo
     line, not an unhandled error with its traceback."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body", f"{declared} bytes > {limit_name}={limit}", headers=_CLOSE)
+        raise ApiError(413, "body", f"{declared} bytes > {limit_name}={limit}")
     chunks, n = [], 0
     stream = request.stream().__aiter__()
     deadline = time.monotonic() + total_s
@@ -68,15 +63,13 @@ async def read_body(request: Request, limit: int, timeout_s: float, total_s: flo
         except ClientDisconnect:
             log.info("%s %s: the client closed the connection after %d of %s body bytes", request.method,
                      request.url.path, n, declared or "?")
-            raise ApiError(400, "body", "the client closed the connection before the body was complete",
-                           headers=_CLOSE) from None
+            raise ApiError(400, "body", "the client closed the connection before the body was complete") from None
         except TimeoutError:
             if left <= timeout_s:
-                raise ApiError(408, "body", f"the body did not arrive within api.body_total_s={total_s:g} s",
-                               headers=_CLOSE) from None
-            raise ApiError(408, "body", f"no data for api.body_timeout_s={timeout_s:g} s", headers=_CLOSE) from None
+                raise ApiError(408, "body", f"the body did not arrive within api.body_total_s={total_s:g} s") from None
+            raise ApiError(408, "body", f"no data for api.body_timeout_s={timeout_s:g} s") from None
         n += len(chunk)
         if n > limit:
-            raise ApiError(413, "body", f"more than {limit_name}={limit} bytes", headers=_CLOSE)
+            raise ApiError(413, "body", f"more than {limit_name}={limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
