@@ -117,7 +117,7 @@ def create_model(name: str, **overrides: object) -> Recommender:
 
 def _check_override_types(name: str, cls: type, overrides: Mapping[str, object]) -> None:
     """An override whose constructor default is a bool, int, float or str must be one too (an int
-    for a float, an int within 64 bits; None only where the annotation allows it), so ``k="abc"`` fails
+    for a float, never NaN; an int within 64 bits; None only where the annotation allows it), so ``k="abc"`` fails
     here, naming the parameter, not deep inside ``fit``."""
     params = inspect.signature(cls.__init__).parameters
     for key, value in overrides.items():
@@ -134,6 +134,8 @@ def _check_override_types(name: str, cls: type, overrides: Mapping[str, object])
             ok = "None" in str(p.annotation)
         elif kind is float:
             ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if ok and value != value:  # NaN: no model reads it as a setting (each bound check passes it silently)
+                raise ValueError(f"{name}.{key}: expected a number; got NaN")
         elif kind is int:
             ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
             if ok and not -2**63 <= int(value) < 2**63:  # numpy and torch would fail on it deep inside fit

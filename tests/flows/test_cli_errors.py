@@ -67,9 +67,20 @@ def test_eval_negative_seed_of_a_sequence_model_names_model_and_parameter(tiny_s
     for name in ("gru4rec", "sasrec", "seq_ensemble"):
         _fails(_eval(tiny_sessionrec, "--models", name, "--set", f"{name}.random_state=-1"),
                f"error: {name}:", "random_state must be None or >= 0; got -1")
-    for param, value in (("lr", "NaN"), ("lr", "Infinity"), ("sample_alpha", "NaN"), ("logq", "-Infinity")):
+    for param, value in (("lr", "Infinity"), ("logq", "-Infinity")):
         _fails(_eval(tiny_sessionrec, "--models", "seq_ensemble", "--set", f"seq_ensemble.{param}={value}"),
                "error: seq_ensemble:", f"{param} must be a finite number")
+    for param in ("lr", "sample_alpha"):  # NaN: refused for any model's float (registry), before the model's check
+        _fails(_eval(tiny_sessionrec, "--models", "seq_ensemble", "--set", f"seq_ensemble.{param}=NaN"),
+               f"error: seq_ensemble.{param}: expected a number; got NaN")
+
+
+@pytest.mark.parametrize("param", ["stan.lambda_spw", "vstan.lambda_idf", "emde.lr", "ease.lambda_"])
+def test_eval_nan_float_override_of_any_model_names_model_and_parameter(tiny_sessionrec: Path, param: str) -> None:
+    """A NaN float hyper-parameter of any registered model is refused before the data is loaded (session 36's trial
+    found it for the sequence models only; a bound check such as ``lr <= 0`` is False for NaN and passed it)."""
+    name = param.split(".")[0]
+    _fails(_eval(tiny_sessionrec, "--models", name, "--set", f"{param}=NaN"), f"error: {param}: expected a number; got NaN")
 
 
 def test_eval_refuses_a_model_named_twice(tiny_sessionrec: Path) -> None:
