@@ -205,5 +205,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     middleware.insert(0, Middleware(RequestMetricsMiddleware, requests=api_metrics.requests, latency=api_metrics.latency))
     # outside all of them: whichever answers before the body was read to its end closes the connection
     middleware.insert(0, Middleware(CloseUnreadBodyMiddleware))
-    return Starlette(routes=routes, middleware=middleware, exception_handlers=exception_handlers,  # type: ignore[arg-type]
-                     lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=exception_handlers,  # type: ignore[arg-type]
+                    lifespan=lifespan)
+    app.router.redirect_slashes = False  # redirected by the 404 handler, to a relative Location (api/errors.py)
+    return app

@@ -10,12 +10,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Match
 
 from operators.parse import json_type
 
-__all__ = ["MAX_ECHO_CHARS", "ApiError", "exception_handlers", "given_once", "once_params", "validate_params"]
+__all__ = ["MAX_ECHO_CHARS", "ApiError", "exception_handlers", "given_once", "once_params", "slash_redirect",
+           "validate_params"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -96,8 +97,33 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status, exc.field, exc.reason, **exc.extra)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+def _matches_a_route(request: Request, path: str) -> bool:
+    scope = {**request.scope, "path": path}
+    return any(route.matches(scope)[0] is not Match.NONE for route in request.app.routes)
+
+
+def slash_redirect(request: Request) -> str | None:
+    """Where a path that matches no route is redirected: the same path with its trailing slash removed (or one
+    added) when a route holds that form, as Starlette's ``redirect_slashes`` does, but as a *relative* reference
+    built from the path as sent (``raw_path``) and the query, never from the client's ``Host`` header (Starlette's
+    absolute ``Location`` took it: ``Host: evil.example`` was answered ``Location: http://evil.example/...``, which
+    a shared cache in front of the API could hand to every client). None when there is nothing to redirect to."""
+    path = request.scope["path"]
+    if path == "/" or _matches_a_route(request, path):  # a route matched and answered 404 itself (a static file)
+        return None
+    alt = path.rstrip("/") if path.endswith("/") else path + "/"
+    if not _matches_a_route(request, alt):
+        return None
+    raw: bytes = request.scope.get("raw_path") or path.encode()
+    raw = raw.rstrip(b"/") if path.endswith("/") else raw + b"/"
+    query: bytes = request.scope.get("query_string", b"")
+    return (raw + (b"?" + query if query else b"")).decode("latin-1")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 404 and (location := slash_redirect(request)) is not None:
+        return RedirectResponse(location, status_code=307)
     resp = _error(exc.status_code, "path" if exc.status_code in (404, 405) else "$", str(exc.detail))
     if exc.status_code == 405:  # RFC 9110: list every method the path has (routes may split them)
         allowed: set[str] = set()

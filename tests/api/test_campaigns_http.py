@@ -137,6 +137,17 @@ def test_a_campaign_id_with_an_encoded_slash_is_a_422_naming_campaign_id(shop_se
             r = c.request(method, path, json=body if method == "PUT" else None)
             assert r.status_code == 404 and "location" not in r.headers, (method, path, r.status_code, r.text)
         assert c.get("/v1/campaigns/home/").status_code == 307  # a plain trailing slash is redirected as before
+        # to a relative Location from the path as sent and the query, never from the client's Host header (Starlette's
+        # own redirect answered Host: evil.example with Location: http://evil.example/v1/campaigns/home)
+        r = c.get("/v1/campaigns/home/", params={"a": "b c"}, headers={"Host": "evil.example"})
+        assert (r.status_code, r.headers["location"]) == (307, "/v1/campaigns/home?a=b+c"), r.headers
+        r = c.get("/v1/campaigns/home/arms/", headers={"Host": "evil.example"})
+        assert (r.status_code, r.headers["location"]) == (307, "/v1/campaigns/home/arms")
+        r = c.get("/dashboard/", headers={"Host": "evil.example"})
+        assert (r.status_code, r.headers["location"]) == (307, "/dashboard")
+        r = c.get("/dashboard/static/no-such-file.js")  # a route that answers 404 itself is not redirected
+        assert r.status_code == 404 and "location" not in r.headers
+        assert c.get("/v1/no-such-route/").status_code == 404
         assert [x["campaign_id"] for x in c.get("/v1/campaigns").json()["campaigns"]] == ["home"]  # nothing changed
         assert c.get("/v1/campaigns/home/arms").status_code == 200
         assert c.delete("/v1/campaigns/home").status_code == 204
