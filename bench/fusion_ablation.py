@@ -329,15 +329,12 @@ def _dwell_features(log, hist, rows, items):
         if len(ukey):
             hit = ukey[pos] == pk
             cand[hit] = umax[pos[hit]]
-        if True:  # per-query median of the known dwells
-            qk = hq[ok][np.argsort(hq[ok], kind="stable")]
-            vals = dw[ok][np.argsort(hq[ok], kind="stable")]
-            o2 = np.lexsort((vals, qk))
-            qk, vals = qk[o2], vals[o2]
-            a_ = np.searchsorted(qk, np.arange(q), "left")
-            b_ = np.searchsorted(qk, np.arange(q), "right")
-            hv = b_ > a_
-            qmed[hv] = vals[(a_[hv] + b_[hv] - 1) // 2]
+        o2 = np.lexsort((dw[ok], hq[ok]))  # per-query median of the known dwells
+        qk, vals = hq[ok][o2], dw[ok][o2]
+        a_ = np.searchsorted(qk, np.arange(q), "left")
+        b_ = np.searchsorted(qk, np.arange(q), "right")
+        hv = b_ > a_
+        qmed[hv] = vals[(a_[hv] + b_[hv] - 1) // 2]
     return [cand, qmed[rows], item_med[items]], ["dwell_candidate", "dwell_query_median", "dwell_item_median"]
 
 

@@ -272,7 +272,7 @@ def test_a_campaign_body_over_the_limit_is_refused_while_it_streams_in(shop_sett
     """The campaign body was read whole into memory (``request.body()``) and only then compared with 64,000 bytes;
     it is read as ``POST /v1/events`` reads its body (``api/json_body.py`` ``read_body``): a declared length over the
     limit is refused before a byte is read, a chunked body as soon as it passes the limit. The answer says
-    ``Connection: close`` and the server closes the connection: before, it read and discarded the rest of the body
+    ``Connection: close`` and the server closes the connection (``api/unread_body.py``): before, it read and discarded the rest of the body
     until the keep-alive timeout, so a fast client sent all of it (CI, session 35: 1,000,000 bytes)."""
     sent: list[int] = []
 
