@@ -27,12 +27,31 @@ def _unsupported_coding(request: Request) -> str | None:
     return None
 
 
+def _unsupported_transfer_coding(request: Request) -> str | None:
+    """The first transfer-coding of the request other than ``chunked`` (lower case), None if there is none."""
+    for header in request.headers.getlist("transfer-encoding"):
+        for coding in header.split(","):
+            coding = coding.strip().lower()
+            if coding and coding != "chunked":
+                return coding
+    return None
+
+
 def refuse_content_coding(request: Request) -> Response | None:
-    """The 415 for a body in a content-coding other than ``identity`` (``gzip``, ``br``, ...), None for a plain one.
+    """The 415 for a body in a content-coding other than ``identity`` (``gzip``, ``br``, ...) or a transfer-coding
+    other than ``chunked``; None for a plain body.
 
     The API reads bodies as sent: a compressed one would otherwise be parsed as JSON and refused as malformed
-    (400). Call it before reading the body; the answer names the coding and says ``Accept-Encoding: identity``
-    (RFC 7694)."""
+    (400), and uvicorn's parsers undo only ``chunked``, so ``Transfer-Encoding: gzip, chunked`` reached the app
+    as if it were plain. Call it before reading the body. The answer names the coding; a content-coding's says
+    ``Accept-Encoding: identity`` (RFC 7694). RFC 9112 6.1 suggests 501 for a transfer coding the server does
+    not understand; it is a 415 here because bad input is a 4xx at this API (a 5xx reads as the server's fault
+    in a shop's monitoring)."""
+    transfer = _unsupported_transfer_coding(request)
+    if transfer is not None:
+        return json_response({"error": {"field": "transfer-encoding", "reason": (
+            f"the API does not decode transfer-coding {transfer[:100]!r}: send the body as it is, with "
+            "Content-Length or Transfer-Encoding: chunked")}}, status_code=415)
     coding = _unsupported_coding(request)
     if coding is None:
         return None

@@ -279,6 +279,10 @@ def extra(log, hist, rows, items, which):
         cols_d, nm_d = _dwell_features(log, hist, rows, items)
         cols += cols_d
         nm += nm_d
+    if "markov2" in which:  # second-order transitions: P(candidate | prev, last) over consecutive triples, its support
+        cols_m, nm_m = _markov2_features(log, hist, rows, items)
+        cols += cols_m
+        nm += nm_m
     if "sketch" in which:  # EMDE code agreement (share of DLSH rows in the same bucket) with the last item
         cols_in = (emde_inner if log is inner_log else emde).item_in_cols_
         agree = np.zeros(len(rows), np.float32)
@@ -288,6 +292,42 @@ def extra(log, hist, rows, items, which):
         cols.append(np.where(has[rows], agree, 0))
         nm.append("sketch_agree_last")
     return (np.stack(cols, 1).astype(np.float32) if cols else np.zeros((len(rows), 0), np.float32)), nm
+
+
+def _markov2_features(log, hist, rows, items):
+    """Second-order Markov: for training triples (a, b, c) consecutive in one session, P(c | a, b) and log1p of
+    the (a, b) pair's count; plus the skip transition P(c two steps after b). NaN when the pair is unseen."""
+    n = log.n_items
+    s, it = log.session_idx, log.item_idx
+    ok3 = (s[2:] == s[1:-1]) & (s[1:-1] == s[:-2])
+    a, b, c = it[:-2][ok3].astype(np.int64), it[1:-1][ok3].astype(np.int64), it[2:][ok3].astype(np.int64)
+    pkeys, pid = np.unique(a * n + b, return_inverse=True)
+    m = sp.csr_array((np.ones(len(c), np.float32), (pid, c)), shape=(len(pkeys), n))
+    m.sum_duplicates()
+    deg = np.asarray(m.sum(axis=1)).ravel()
+    skip = sp.csr_array((np.ones(len(c), np.float32), (a, c)), shape=(n, n))
+    skip.sum_duplicates()
+    sdeg = np.asarray(skip.sum(axis=1)).ravel()
+    lens = np.diff(hist.indptr)
+    two = lens > 1
+    end = hist.indptr[1:]
+    qlast = np.zeros(len(lens), np.int64)
+    qprev = np.zeros(len(lens), np.int64)
+    qlast[lens > 0] = hist.items[end[lens > 0] - 1]
+    qprev[two] = hist.items[end[two] - 2]
+    qk = qprev * n + qlast
+    pos = np.clip(np.searchsorted(pkeys, qk), 0, max(len(pkeys) - 1, 0))
+    found = two & (len(pkeys) > 0) & (pkeys[pos] == qk)
+    f = found[rows]
+    p2 = np.full(len(rows), np.nan, np.float32)
+    p2[f] = np.asarray(m[pos[rows][f], items[f]]).ravel() / deg[pos[rows][f]]
+    sup = np.where(f, np.log1p(deg[pos[rows]]), 0).astype(np.float32)
+    # skip: the candidate two steps after the last item's predecessor... i.e. P(c | a = prev) two steps on
+    has = two[rows]
+    sk = np.full(len(rows), np.nan, np.float32)
+    pr = qprev[rows][has]
+    sk[has] = np.asarray(skip[pr, items[has]]).ravel() / np.maximum(sdeg[pr], 1)
+    return [p2, sup, sk], ["markov2_prob", "markov2_support", "skip_from_prev"]
 
 
 def _dwell_features(log, hist, rows, items):

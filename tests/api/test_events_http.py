@@ -90,6 +90,54 @@ def test_a_body_that_is_not_events_says_what_was_expected_and_the_json_type_sent
         assert 'fusionrec_api_events_rejected_total{reason="invalid_field"} 10.0' in text
 
 
+def _raw_post(url: str, path: str, head: str, body: bytes) -> tuple[int, bytes]:
+    """Send one request as raw bytes (headers httpx would rewrite); the status and the response's bytes."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{head}\r\n".encode()
+                     + body)
+        data = b""
+        while True:
+            head_end = data.find(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", data[:head_end]) if head_end >= 0 else None
+            if length is not None and len(data) >= head_end + 4 + int(length.group(1)):
+                break
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def test_a_transfer_coding_other_than_chunked_is_a_415_naming_it(broker, tmp_path):
+    """uvicorn's parsers undo only ``chunked``: ``Transfer-Encoding: gzip, chunked`` with a plain JSON body was
+    accepted (202) as if it were plain, and a gzip one refused as malformed JSON. Any transfer-coding but chunked
+    is now refused before the body is read (415 naming it); plain chunked is still read."""
+    s = make_settings(broker, tmp_path, partitions=1)
+    body = orjson.dumps({"type": "view", "user_id": "u1", "item_id": "i1"})
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    with ApiServer(s) as api, httpx.Client(base_url=api.url, timeout=10) as c:
+        for coding, named in (("gzip, chunked", "gzip"), ("Deflate, chunked", "deflate"),
+                              ("x-made-up, chunked", "x-made-up")):
+            status, raw = _raw_post(api.url, "/v1/events", f"Transfer-Encoding: {coding}\r\n", chunked)
+            assert status == 415, (coding, raw)
+            assert orjson.loads(raw.split(b"\r\n\r\n", 1)[1])["error"] == {
+                "field": "transfer-encoding",
+                "reason": f"the API does not decode transfer-coding {named!r}: send the body as it is, with "
+                          "Content-Length or Transfer-Encoding: chunked"}
+        status, raw = _raw_post(api.url, "/v1/events", "Transfer-Encoding: chunked\r\n", chunked)
+        assert status == 202, raw
+        status, raw = _raw_post(api.url, "/v1/campaigns", "Transfer-Encoding: gzip, chunked\r\n",
+                                b"2\r\n{}\r\n0\r\n\r\n")
+        assert status == 415 and b'"transfer-encoding"' in raw, raw
+        text = c.get("/metrics").text
+        assert 'fusionrec_api_events_rejected_total{reason="unsupported_encoding"} 3.0' in text
+        assert "fusionrec_api_events_accepted_total 1.0" in text
+
+
 def test_a_content_encoding_the_api_does_not_decode_is_a_415_naming_it(broker, tmp_path):
     """A gzip body was read as JSON and answered 400 "malformed JSON: str is not valid UTF-8"; a body in any
     content-coding but identity is a 415 naming the coding, with ``Accept-Encoding: identity`` (RFC 7694)."""
