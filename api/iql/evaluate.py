@@ -204,8 +204,12 @@ class _Run:
                 if a is None or b is None:
                     return None
                 if op == "/":
-                    return a / b if b else None
-                return a + b if op == "+" else a - b if op == "-" else a * b
+                    result = a / b if b else None
+                else:
+                    result = a + b if op == "+" else a - b if op == "-" else a * b
+                # an overflow (1e308 * 10) or inf - inf is null, as a division by zero is: a NaN bound made
+                # ``price < NaN`` select every priced item (numpy sorts NaN last), an inf one every item
+                return result if result is not None and math.isfinite(result) else None
             case p.ValueList(items=items):
                 out: set[Any] = set()
                 for item in items:

@@ -203,3 +203,16 @@ def test_filter_candidates_keeps_order_and_unknowns(engine: IQLEngine) -> None:
     cand = index.lookup(["c", "zz", "b", "a", "e"])
     mask = engine.filter_candidates('brand == "Acme"', RequestContext(), cand)
     assert mask.tolist() == [True, False, False, True, False]
+
+
+@pytest.mark.parametrize("a", ["1e308", "1e200"])
+def test_arithmetic_beyond_the_float_range_is_null(engine: IQLEngine, a: str) -> None:
+    """An overflow (``$a * $a``) or ``inf - inf`` is null, as a division by zero is: a NaN bound made
+    ``price < NaN`` select every priced item, and an infinite one ``price < inf`` too."""
+    ctx = RequestContext(params={"a": a, "d": "0"}, now_s=NOW_S)
+    for text in ("price < $a * $a - $a * $a", "price < $a * $a", "price != $a * $a - $a * $a",
+                 "price BETWEEN 0 AND $a * $a", "price > 0 - $a * $a", "price < 10 / $d"):
+        assert ids(engine, text, ctx) == [], text
+    assert ids(engine, "NOT (price >= $a * $a - $a * $a)", ctx) == ["a", "b", "c", "d", "f"]
+    assert ids(engine, "$a * $a IS NULL AND price == 10", ctx) == ["a"]
+    assert ids(engine, "price < $a - $a + 40", ctx) == ["a", "b", "f"]  # finite results are unchanged
