@@ -155,8 +155,8 @@ def coerce(value: Any, expect: AttrType | None, where: str, pos: Any, many: bool
             if isinstance(value, str) and not _DECIMAL.fullmatch(value.strip()):
                 raise ValueError  # float() also reads "٣", "1_000" and "infinity": a number here is ASCII decimal
             number = float(value)
-            if dollar and not math.isfinite(number):  # &max_price=nan / inf: a 400, not an empty list
-                raise ValueError
+            if param is not None and not math.isfinite(number):  # &max_price=nan / 1e999, &user.budget=1e999:
+                raise ValueError  # a 400, not an empty list (nan) or every item (1e999 is inf, as 'inf' is refused)
             if math.isnan(number):
                 return None
             return number

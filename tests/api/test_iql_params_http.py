@@ -73,7 +73,7 @@ def test_list_parameters_and_errors(broker, tmp_path):
         # a context.user.<a> given as user.<a> that does not fit its use names that parameter (was "filter")
         assert c.put("/v1/campaigns/budget", json={"scenario": "popular",
                                                    "filter": "price < context.user.budget"}).status_code == 201
-        for q in ("user.budget=abc", "user.budget=1&user.budget=2"):
+        for q in ("user.budget=abc", "user.budget=1&user.budget=2", "user.budget=1e999", "user.budget=nan"):
             r = c.get(f"/v1/recommendations?campaign=budget&{q}")
             assert r.status_code == 400, (q, r.text)
             assert (r.json()["error"]["field"], r.json()["error"]["param"]) == ("user.budget", "user.budget"), r.text

@@ -59,6 +59,8 @@ def test_parameter_errors_name_the_parameter(engine, text, params, param):
 @pytest.mark.parametrize(("user", "param"), [
     ({"budget": "abc"}, "user.budget"),  # &user.budget=abc: was param None (the API's 400 named "filter")
     ({"budget": ["1", "2"]}, "user.budget"),  # &user.budget=1&user.budget=2: one value is compared
+    ({"budget": "1e999"}, "user.budget"),  # was inf (every priced item) while &user.budget=inf was a 400
+    ({"budget": "nan"}, "user.budget"),  # was null (an empty list), where &p=nan is a 400
 ])
 def test_context_user_errors_name_the_request_parameter(engine, user, param):
     ctx = RequestContext(user=user, params={f"user.{k}": v for k, v in user.items()})
