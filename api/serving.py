@@ -27,6 +27,7 @@ from pyroaring import BitMap
 
 from api.filter_cache import in_bitmap
 from api.iql import RequestContext
+from api.iql.booster import MAX_MULTIPLIER
 from api.strategies import (
     Inputs,
     LazyIds,
@@ -88,14 +89,16 @@ def _keep(req: _Request, idx: np.ndarray) -> np.ndarray:
 
 
 def _boost(req: _Request, idx: np.ndarray) -> np.ndarray:
-    """Score multipliers: the product of the weights of the booster clauses each candidate matches (each clause's
-    bitmap found through its key in ``req.booster_keys``, made by ``_bind`` in the clauses' order)."""
+    """Score multipliers: the product of the weights of the booster clauses each candidate matches, at most
+    ``MAX_MULTIPLIER`` (each clause's bitmap found through its key in ``req.booster_keys``, made by ``_bind`` in the
+    clauses' order)."""
     view = req.svc.catalog_view
     mult = np.ones(len(idx))
     keys = req.booster_keys or ()
     for c, (weight, condition) in enumerate(view.engine.compile_boosters(req.campaign.boosters).clauses):
         key = keys[c][1] if c < len(keys) else None
-        mult[view.bitmaps.contains(condition, req.ctx, view.version, idx, key=key)] *= weight  # type: ignore[arg-type]
+        hit = view.bitmaps.contains(condition, req.ctx, view.version, idx, key=key)  # type: ignore[arg-type]
+        mult[hit] = np.minimum(mult[hit] * weight, MAX_MULTIPLIER)  # finite: no inf score, no inf * 0
     return mult
 
 

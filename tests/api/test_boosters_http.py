@@ -20,6 +20,7 @@ ITEMS = [{"item_id": "q", "vector": [1.0, 0.0], "on_sale": False, "name": "q"}] 
     {"item_id": f"i{j:02d}", "vector": [-1.0, float(j)], "on_sale": j in (1, 2, 3), "name": f"i{j:02d}"} for j in range(12)]
 BY_COSINE = [f"i{j:02d}" for j in range(11, -1, -1)]  # the visual arm's order, best first
 ON_SALE = ["i03", "i02", "i01"]  # the three with the lowest cosines
+P = {"item_id": "p", "vector": [-1.0, 0.0], "on_sale": False, "name": "p"}  # positive cosines with every i
 
 
 def test_boosters_raise_items_with_negative_scores(broker, tmp_path):
@@ -33,10 +34,11 @@ def test_boosters_raise_items_with_negative_scores(broker, tmp_path):
             assert time.monotonic() < deadline, "catalog not loaded"
             time.sleep(0.1)
 
-        def served(boosters: str) -> list[dict]:
+        def served(boosters: str, item: str = "q", explain: bool = False) -> list[dict]:
             r = c.put("/v1/campaigns/look", json={"scenario": "visual", "n": 12, "boosters": boosters})
             assert r.status_code in (200, 201), r.text
-            body = c.get("/v1/recommendations", params={"campaign": "look", "item_id": "q"}).json()
+            body = c.get("/v1/recommendations", params={"campaign": "look", "item_id": item,
+                                                        "explain": str(explain).lower()}).json()
             assert body["from_arm"] == 12, body
             return body["items"]
 
@@ -55,3 +57,25 @@ def test_boosters_raise_items_with_negative_scores(broker, tmp_path):
         got = served("BOOST 0 IF on_sale")
         assert [i["item_id"] for i in got][-3:] == ON_SALE, got
         assert all(isinstance(i["score"], float) and math.isfinite(i["score"]) for i in got), got
+
+
+def test_many_boosters_give_finite_scores(broker, tmp_path):
+    """60 clauses of 1e6 made the product of weights inf: the boosted items' scores were null in JSON, and a later
+    ``BOOST 0`` made an item's score NaN (null, ranked last); the product is capped (``MAX_MULTIPLIER``)."""
+    s = make_settings(broker, tmp_path, partitions=1)
+    with EventProducer.from_settings(s.kafka) as p:
+        p.send_catalog(ITEMS[1:] + [P])
+    with ApiServer(s) as api:
+        c = httpx.Client(base_url=api.url, timeout=10)
+        deadline = time.monotonic() + 30
+        while c.get("/healthz").json().get("catalog_items", 0) < len(ITEMS):
+            assert time.monotonic() < deadline, "catalog not loaded"
+            time.sleep(0.1)
+        boosters = "BOOST 1e6 IF on_sale " * 60 + 'BOOST 0 IF name == "i01"'
+        assert c.put("/v1/campaigns/many", json={"scenario": "visual", "n": 12, "boosters": boosters}).status_code == 201
+        body = c.get("/v1/recommendations", params={"campaign": "many", "item_id": "p", "explain": "true"}).json()
+        items = body["items"]
+        assert [i["item_id"] for i in items][:2] == ["i02", "i03"], body  # cosines 1/sqrt(5) > 1/sqrt(10)
+        assert items[-1]["item_id"] == "i01" and items[-1]["score"] == 0.0, body  # BOOST 0: the bottom
+        assert all(isinstance(i["score"], float) and math.isfinite(i["score"]) for i in items), body
+        assert all(isinstance(e["boost"], float) for e in body["explanations"]), body

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from api.iql import CatalogIndex, IQLEngine, IQLError, RequestContext
+from api.iql.booster import MAX_MULTIPLIER
 
 
 @pytest.fixture
@@ -54,3 +55,11 @@ def test_booster_errors_are_caught_at_save_time(engine: IQLEngine) -> None:
         engine.validate_boosters('BOOST 1.5 IF colour == "red"')
     with pytest.raises(IQLError, match="expected 'IF' after '1.5', found 'WHEN'"):
         engine.validate_boosters('BOOST 1.5 WHEN brand == "Acme"')
+
+
+def test_the_product_of_weights_stays_finite(engine: IQLEngine) -> None:
+    """Seven clauses of 1e6 made inf in float32 (a null ``boost`` in explanations), and a later ``BOOST 0`` NaN."""
+    cand = engine.index.lookup(["a", "b", "c"])
+    text = 'BOOST 1e6 IF brand == "Acme" ' * 60 + "BOOST 0 IF price > 100"
+    out = engine.boost(text, RequestContext(), cand)
+    assert np.isfinite(out).all() and out.tolist() == [float(np.float32(MAX_MULTIPLIER)), 0.0, 0.0]
