@@ -93,9 +93,11 @@ def _no_bool_for_number(model: type[BaseModel], value: Any, field_name: str | No
 class _Block(BaseModel):
     """A configuration block: an unknown key (a typo in ``fusionrec.toml`` or in a
     ``FUSIONREC_<BLOCK>__<FIELD>`` name) is a validation error that names it, never ignored; true or
-    false where a number is expected is an error too."""
+    false where a number is expected is an error too, and so is a number that is not finite (``inf``, TOML's
+    ``inf``, ``1e999``): ``[trainer] every_s = inf`` crashed the trainer after its first run (``Event.wait``'s
+    OverflowError), and an infinite timeout or interval elsewhere is no setting a process can use."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod

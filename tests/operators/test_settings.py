@@ -116,6 +116,29 @@ def test_request_secret_shorter_than_16_bytes_is_refused_at_load(monkeypatch, tm
     assert Settings().api.request_secret == "0123456789abcdef"
 
 
+@pytest.mark.parametrize(("env", "toml", "field"), [
+    ({"FUSIONREC_TRAINER__EVERY_S": "inf"}, None, "trainer.every_s"),  # the trainer crashed after its first run
+    ({"FUSIONREC_STREAM__HALF_LIFE_S": "1e999"}, None, "stream.half_life_s"),
+    ({"FUSIONREC_API__BODY_TIMEOUT_S": "-inf"}, None, "api.body_timeout_s"),
+    ({}, "[analytics]\nattribution_window_s = inf\n", "analytics.attribution_window_s"),  # TOML's own inf
+    ({}, "[stream]\nmax_age_s = nan\n", "stream.max_age_s"),
+])
+def test_a_number_that_is_not_finite_is_refused_at_load(monkeypatch, tmp_path, env, toml, field):
+    """``inf`` passed every ``gt=0`` bound: ``[trainer] every_s = inf`` was an OverflowError traceback once the first
+    run ended (``threading.Event.wait``)."""
+    cfg = tmp_path / "fusionrec.toml"
+    cfg.write_text(toml or "")
+    monkeypatch.setenv("FUSIONREC_CONFIG", str(cfg))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=rf"{re.escape(field)}\n.*finite number"):
+        Settings()
+    for name in env:
+        monkeypatch.setenv(name, "30")
+    cfg.write_text((toml or "").replace("inf", "30").replace("nan", "30"))
+    assert Settings()
+
+
 def test_toml_syntax_error_names_the_file_and_line(monkeypatch, tmp_path):
     cfg = tmp_path / "fusionrec.toml"
     cfg.write_text("[api]\nport = 9000\n[kafka\n")
