@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import tomllib
 import typing
 from pathlib import Path
@@ -490,7 +491,8 @@ class LakeSettings(_Block):
 class TrainerSettings(_Block):
     """``fusionrec trainer``: what it trains and how often."""
 
-    every_s: float = Field(default=6 * 3600.0, gt=0, description="Seconds between trainer runs")
+    every_s: float = Field(default=6 * 3600.0, gt=0, le=threading.TIMEOUT_MAX, description=(
+        "Seconds between trainer runs; at most threading.TIMEOUT_MAX (~292 years), the longest wait a thread takes"))
     window_days: float = Field(default=30.0, gt=0, description="Training window ending at the newest archived event, days")
     model: str = Field(default="fusion", description="Registered model of the challenger (models/registry.py)")
     min_events: int = Field(default=1000, ge=1, description="Fewer events in the window: the run is skipped")

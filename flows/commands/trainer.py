@@ -25,7 +25,8 @@ def _settings() -> Settings:
 
 
 def _duration(text: str, option: str) -> float:
-    """``text`` (``6h``, ``10m``, ``45s``, ``1d`` or plain seconds) in seconds, positive.
+    """``text`` (``6h``, ``10m``, ``45s``, ``1d`` or plain seconds) in seconds, positive and at most
+    ``threading.TIMEOUT_MAX`` (~292 years: the longest wait ``threading.Event.wait`` takes).
 
     Raises
     ------
@@ -38,9 +39,9 @@ def _duration(text: str, option: str) -> float:
         seconds = parse_window(text)
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds):
-        raise typer.BadParameter(f"must be a positive duration like 6h, 10m, 45s or 1d; got {text!r}",
-                                 param_hint=option)
+    if not math.isfinite(seconds) or seconds > threading.TIMEOUT_MAX:  # a longer wait is Event.wait's OverflowError
+        raise typer.BadParameter(f"must be a positive duration like 6h, 10m, 45s or 1d, at most "
+                                 f"{threading.TIMEOUT_MAX:.0f} s; got {text!r}", param_hint=option)
     return seconds
 
 

@@ -139,7 +139,8 @@ def test_train_on_a_file_without_one_valid_event_says_why(tmp_path: Path, monkey
 
 
 @pytest.mark.parametrize("args", [["--every", "abc"], ["--every", "0"], ["--every", "-5m"], ["--every", "inf"],
-                                  ["--delay", "xyz"], ["--delay", "-1h"]])
+                                  ["--delay", "xyz"], ["--delay", "-1h"],
+                                  ["--delay", "1e300"], ["--delay", "99999999999d"], ["--every", "1e300s"]])
 def test_trainer_bad_interval_names_the_option(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import flows.commands.trainer  # noqa: F401  (registers the command)
 

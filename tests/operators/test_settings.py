@@ -268,3 +268,14 @@ def test_event_types_that_no_event_could_pass_or_repeated_are_refused_at_load(mo
         Settings()
     path.write_text('[[event_types]]\nname = "view"\nrequires = ["item_id|items", "session_id"]\n')
     assert [t.requires for t in Settings().event_types] == [["item_id|items", "session_id"]]
+
+
+def test_a_trainer_interval_longer_than_a_thread_can_wait_is_refused_at_load(monkeypatch, tmp_path):
+    """``[trainer] every_s = 1e300`` is finite, but ``threading.Event.wait`` takes at most ``TIMEOUT_MAX``: the
+    trainer died with an OverflowError once its first run ended."""
+    monkeypatch.setenv("FUSIONREC_CONFIG", _empty_config(tmp_path))
+    monkeypatch.setenv("FUSIONREC_TRAINER__EVERY_S", "1e300")
+    with pytest.raises(ValidationError, match=r"trainer\.every_s\n.*less than or equal to"):
+        Settings()
+    monkeypatch.setenv("FUSIONREC_TRAINER__EVERY_S", str(365 * 86400.0))
+    assert Settings().trainer.every_s == 365 * 86400.0
