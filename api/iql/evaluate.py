@@ -238,7 +238,13 @@ class _Run:
             return min(values)
         if func == "max":
             return max(values)
-        return sum(values) / len(values) if func == "avg" else float(sum(values))
+        total = float(sum(values))
+        if func == "avg":
+            mean = total / len(values)
+            return mean if math.isfinite(mean) else sum(v / len(values) for v in values)  # finite values: finite mean
+        # cart prices near the float range sum to inf, which would make ``price < SUM(...)`` select every priced
+        # item: null, as an arithmetic result beyond the range is
+        return total if math.isfinite(total) else None
 
     # ---- predicates ----------------------------------------------------------------------------
 

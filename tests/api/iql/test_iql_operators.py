@@ -205,6 +205,18 @@ def test_filter_candidates_keeps_order_and_unknowns(engine: IQLEngine) -> None:
     assert mask.tolist() == [True, False, False, True, False]
 
 
+def test_a_cart_sum_beyond_the_float_range_is_null_and_its_mean_finite(engine: IQLEngine) -> None:
+    """Two cart items priced 1e308 summed to inf, so ``price < SUM(context.cart.price)`` selected every priced
+    item; the sum is null (selects nothing, as arithmetic beyond the range), the mean stays the finite 1e308."""
+    engine.index.upsert({"item_id": "big1", "brand": "Core", "price": 1e308})
+    engine.index.upsert({"item_id": "big2", "brand": "Core", "price": 1e308})
+    ctx = engine.context(cart_item_ids=["big1", "big2"], now_s=NOW_S)
+    assert ids(engine, "price < SUM(context.cart.price)", ctx) == []
+    assert ids(engine, "SUM(context.cart.price) IS NULL AND price == 10", ctx) == ["a"]
+    assert ids(engine, "price >= AVG(context.cart.price)", ctx) == ["big1", "big2"]
+    assert ids(engine, "price < AVG(context.cart.price)", ctx) == ["a", "b", "c", "f"]  # every other priced item
+
+
 @pytest.mark.parametrize("a", ["1e308", "1e200"])
 def test_arithmetic_beyond_the_float_range_is_null(engine: IQLEngine, a: str) -> None:
     """An overflow (``$a * $a``) or ``inf - inf`` is null, as a division by zero is: a NaN bound made
