@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from api.iql.booster import boost_multipliers
+from api.iql.evaluate import candidates_mask, evaluate
 from api.strategies import Inputs
 from operators.analytics.explain import (
     history_contributions,
@@ -70,9 +70,8 @@ def _boosters(svc: Services, campaign: Campaign | None, inputs: Inputs, ids: lis
     if len(texts) != len(plan.clauses):
         texts = [f"BOOST {w} (clause {k + 1})" for k, (w, _) in enumerate(plan.clauses)]
     matched = np.zeros((len(plan.clauses), len(ids)), dtype=bool)
-    for k, clause in enumerate(plan.clauses):
-        single = dataclasses.replace(plan, clauses=(clause,))
-        matched[k] = boost_multipliers(single, svc.catalog_view.index, ctx, idx) != 1.0
+    for k, (_, condition) in enumerate(plan.clauses):  # what each clause selects, whatever its weight (BOOST 1 too)
+        matched[k] = candidates_mask(evaluate(condition, svc.catalog_view.index, ctx), idx)
     total = engine.boost(campaign.boosters, ctx, idx)
     return [([texts[k].strip() for k in np.flatnonzero(matched[:, j])], float(total[j])) for j in range(len(ids))]
 

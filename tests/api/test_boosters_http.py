@@ -57,6 +57,13 @@ def test_boosters_raise_items_with_negative_scores(broker, tmp_path):
         got = served("BOOST 0 IF on_sale")
         assert [i["item_id"] for i in got][-3:] == ON_SALE, got
         assert all(isinstance(i["score"], float) and math.isfinite(i["score"]) for i in got), got
+        # explain names every clause an item matched, a BOOST 1 too (it was left out: its weight changed nothing)
+        served("BOOST 1 IF on_sale BOOST 2 IF name == \"i01\"")
+        body = c.get("/v1/recommendations", params={"campaign": "look", "item_id": "q", "explain": "true"}).json()
+        why = {i["item_id"]: e for i, e in zip(body["items"], body["explanations"], strict=True)}
+        assert why["i01"]["boosters"] == ["BOOST 1 IF on_sale", 'BOOST 2 IF name == "i01"'] and why["i01"]["boost"] == 2.0
+        assert why["i02"]["boosters"] == ["BOOST 1 IF on_sale"] and why["i02"]["boost"] == 1.0, why["i02"]
+        assert why["i11"]["boosters"] == [] and why["i11"]["boost"] == 1.0, why["i11"]
 
 
 def test_many_boosters_give_finite_scores(broker, tmp_path):
