@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -55,15 +56,22 @@ def load_model_dir(path: Path, model_name: str) -> tuple[dict[str, object], dict
     Raises
     ------
     ModelFormatError
-        If a file is missing, the class or version differ, or the npz is unreadable; the
-        message names the path and what was found.
+        If a file is missing, ``params.json`` is not a JSON object with an object ``params``
+        (truncated, empty, not UTF-8), the class or version differ, or the npz is unreadable
+        (truncated); the message names the path and what was found.
     """
     path = Path(path)
     meta_path, arr_path = path / "params.json", path / "arrays.npz"
     if not meta_path.exists() or not arr_path.exists():
         raise ModelFormatError(f"{path}: a saved {model_name} needs params.json and arrays.npz; "
                                f"found {sorted(p.name for p in path.iterdir()) if path.is_dir() else 'no directory'}")
-    meta = json.loads(meta_path.read_text())
+    try:  # a truncated, emptied or hand-broken file is a bad model directory, not a JSON traceback
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelFormatError(f"{meta_path}: unreadable ({exc})") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("params", {}), dict):
+        raise ModelFormatError(f"{meta_path}: expected an object {{class, version, params: {{...}}}}; "
+                               f"got {json.dumps(meta)[:80]}")
     if meta.get("class") != model_name:
         raise ModelFormatError(f"{meta_path}: class must be {model_name!r}; got {meta.get('class')!r}")
     if meta.get("version") != FORMAT_VERSION:
@@ -71,6 +79,6 @@ def load_model_dir(path: Path, model_name: str) -> tuple[dict[str, object], dict
     try:
         with np.load(arr_path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:  # a truncated npz is a BadZipFile
         raise ModelFormatError(f"{arr_path}: unreadable ({exc})") from exc
     return dict(meta.get("params", {})), arrays
