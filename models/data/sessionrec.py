@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -63,10 +64,13 @@ def read_events_tsv(path: Path) -> tuple[NDArray, NDArray, NDArray[np.float64]]:
         or the time column holds empty or unparseable values.
     """
     path = Path(path)
-    with path.open("r", encoding="utf-8") as fh:
-        header = fh.readline().rstrip("\r\n")
+    try:  # utf-8-sig: a spreadsheet's export starts with a byte-order mark, which pyarrow skips too
+        with path.open("r", encoding="utf-8-sig", newline="") as fh:
+            header = fh.readline().rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path.name}: not UTF-8 text ({exc})") from exc
     delim = max(("\t", ",", ";"), key=header.count)
-    names = header.split(delim)
+    names = next(csv.reader([header], delimiter=delim), [""])  # quoted names, as pyarrow reads them
     norm = [n.strip().lower() for n in names]
 
     def pick(options: tuple[str, ...], what: str) -> str | None:

@@ -82,6 +82,21 @@ def test_sessionrec_errors_name_the_problem(tmp_path: Path) -> None:
         load_dataset(tmp_path, "parquet")
 
 
+def test_sessionrec_reads_a_spreadsheet_export(sessionrec_dir: Path) -> None:
+    """A byte-order mark, CRLF line ends and quoted header names (Excel's "CSV UTF-8") are read as plain TSV."""
+    expected = load_dataset(sessionrec_dir, "sessionrec")
+    for name in ("x_train_full.txt", "x_test.txt"):
+        lines = (sessionrec_dir / name).read_text().splitlines()
+        head = "\t".join(f'"{c}"' for c in lines[0].split("\t"))
+        (sessionrec_dir / name).write_bytes(("\ufeff" + "\r\n".join([head, *lines[1:]]) + "\r\n").encode())
+    ds = load_dataset(sessionrec_dir, "sessionrec")
+    assert ds.train.item_ids == expected.train.item_ids and ds.train.ts.tolist() == expected.train.ts.tolist()
+    assert ds.test.n_queries == expected.test.n_queries and ds.n_dropped_test == expected.n_dropped_test
+    (sessionrec_dir / "x_test.txt").write_bytes("SessionId\tItemId\tTime\n1\tcaf\xe9\t5\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="x_test.txt: not UTF-8 text"):
+        load_dataset(sessionrec_dir, "sessionrec")
+
+
 def test_srgnn_loader_drops_unknown_items(tmp_path: Path) -> None:
     (tmp_path / "all_train_seq.txt").write_bytes(pickle.dumps([[1, 2, 3], [2, 3], [4, 1]]))
     prefixes = [[1, 2], [9, 2], [9], [3]]
