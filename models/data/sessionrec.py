@@ -114,7 +114,8 @@ def _epoch_seconds(col: pa.ChunkedArray, where: str) -> NDArray[np.float64]:
         try:
             stamps = pc.cast(col, pa.timestamp("us"))
         except pa.ArrowInvalid as exc:
-            raise ValueError(f"{where}: must be epoch seconds or ISO 8601; got {col[0].as_py()!r}") from exc
+            row, value = _first_bad_time(col)
+            raise ValueError(f"{where}: must be epoch seconds or ISO 8601; got {value!r} in row {row}") from exc
         return pc.cast(stamps, pa.int64()).to_numpy(zero_copy_only=False) / 1e6
     bad = ~np.isfinite(ts)
     if bad.any():  # NaN would leave the order of a session's events undefined
@@ -126,6 +127,31 @@ def _epoch_seconds(col: pa.ChunkedArray, where: str) -> NDArray[np.float64]:
             log.warning("%s: values up to %.0f look like %s; converted to seconds", where, top, unit)
             return ts / scale
     return ts
+
+
+def _first_bad_time(col: pa.ChunkedArray) -> tuple[int, str]:
+    """(row, value) of the first value unlike the first one: not a number when it is one, else not ISO 8601.
+
+    Found by bisection with pyarrow's own casts (about one pass over the column, however long).
+    """
+    def parses(part: pa.ChunkedArray, kind: pa.DataType) -> bool:
+        try:
+            pc.cast(part, kind)
+        except pa.ArrowInvalid:
+            return False
+        return True
+
+    kind = pa.float64() if parses(col.slice(0, 1), pa.float64()) else pa.timestamp("us")
+    lo, hi = 0, len(col)  # col[lo:hi] holds a value that does not parse as kind
+    if parses(col, kind):
+        return 0, col[0].as_py()
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if parses(col.slice(lo, mid - lo), kind):
+            lo = mid
+        else:
+            hi = mid
+    return lo, col[lo].as_py()
 
 
 def load_sessionrec(data_dir: Path, *, validation: bool = False) -> Dataset:

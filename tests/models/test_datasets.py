@@ -67,7 +67,7 @@ def test_sessionrec_time_units_are_detected(tmp_path: Path, caplog: pytest.LogCa
 def test_sessionrec_errors_name_the_problem(tmp_path: Path) -> None:
     write_tsv(tmp_path / "x_test.txt", [(2, "a", T0), (2, "b", T0)])
     write_tsv(tmp_path / "x_train_full.txt", [(1, "a", "yesterday"), (1, "b", T0)])
-    with pytest.raises(ValueError, match="must be epoch seconds or ISO 8601; got 'yesterday'"):
+    with pytest.raises(ValueError, match="must be epoch seconds or ISO 8601; got 'yesterday' in row 0"):
         load_dataset(tmp_path, "sessionrec")
     for bad in ("nan", "inf", "-inf"):
         write_tsv(tmp_path / "x_train_full.txt", [(1, "a", T0), (1, "b", bad)])
@@ -80,6 +80,19 @@ def test_sessionrec_errors_name_the_problem(tmp_path: Path) -> None:
         load_dataset(tmp_path / "..", "sessionrec")
     with pytest.raises(ValueError, match="format: must be one of"):
         load_dataset(tmp_path, "parquet")
+
+
+def test_sessionrec_bad_time_names_the_bad_value_and_its_row(tmp_path: Path) -> None:
+    """Not the first value of the column, which is fine: the one that does not parse."""
+    write_tsv(tmp_path / "x_test.txt", [(2, "a", T0), (2, "b", T0)])
+    rows = [(1, "a", T0 + j) for j in range(50)]
+    for bad, row in (("yesterday", 37), ("", 49)):
+        write_tsv(tmp_path / "x_train_full.txt", [*rows[:row], (1, "b", bad), *rows[row + 1:]])
+        with pytest.raises(ValueError, match=f"Time: must be epoch seconds or ISO 8601; got '{bad}' in row {row}$"):
+            load_dataset(tmp_path, "sessionrec")
+    write_tsv(tmp_path / "x_train_full.txt", [(1, "a", "2014-04-07T00:49:00"), (1, "b", "2014-04-07 junk")])
+    with pytest.raises(ValueError, match="got '2014-04-07 junk' in row 1"):
+        load_dataset(tmp_path, "sessionrec")
 
 
 def test_sessionrec_reads_a_spreadsheet_export(sessionrec_dir: Path) -> None:
