@@ -13,6 +13,8 @@ from models.data.task import futures_task, newest_share
 
 __all__ = ["load_movielens"]
 
+_COLUMNS = {"userId": pa.string(), "movieId": pa.string(), "rating": pa.float64(), "timestamp": pa.float64()}
+
 
 def load_movielens(data_dir: Path, *, holdout_frac: float = 0.2, min_rating: float = 0.0) -> Dataset:
     """Load MovieLens (e.g. latest-small) as user-history top-N data.
@@ -37,15 +39,28 @@ def load_movielens(data_dir: Path, *, holdout_frac: float = 0.2, min_rating: flo
     FileNotFoundError
         If ``ratings.csv`` is missing.
     ValueError
-        If ``holdout_frac`` is not in (0, 1).
+        If ``holdout_frac`` is not in (0, 1), or ``ratings.csv`` does not parse, lacks a column,
+        holds no rating or an empty or non-finite timestamp (the message names the file).
     """
     if not 0.0 < holdout_frac < 1.0:
         raise ValueError(f"holdout_frac must be in (0, 1); got {holdout_frac}")
     path = Path(data_dir) / "ratings.csv"
     if not path.exists():
         raise FileNotFoundError(f"{data_dir}: no ratings.csv (MovieLens layout)")
-    t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={
-        "userId": pa.string(), "movieId": pa.string(), "rating": pa.float64(), "timestamp": pa.float64()}))
+    try:
+        t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=_COLUMNS))
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"{path}: not a readable MovieLens ratings file: {exc}") from exc
+    missing = [c for c in _COLUMNS if c not in t.column_names]
+    if missing:  # e.g. a tab-separated file, read as one column
+        raise ValueError(f"{path}: MovieLens needs columns {list(_COLUMNS)}; missing {missing} "
+                         f"(header is {t.column_names})")
+    if not t.num_rows:
+        raise ValueError(f"{path}: no ratings (a header only)")
+    bad = ~np.isfinite(t["timestamp"].to_numpy(zero_copy_only=False))
+    if bad.any():  # an empty or NaN time would be sorted last: silently the user's newest rating
+        raise ValueError(f"{path}: timestamp: {int(bad.sum())} values are empty or not finite numbers, "
+                         f"e.g. row {int(np.flatnonzero(bad)[0])}")
     user = np.asarray(t["userId"].to_numpy(zero_copy_only=False), dtype=str)
     item = np.asarray(t["movieId"].to_numpy(zero_copy_only=False), dtype=str)
     rating = t["rating"].to_numpy()

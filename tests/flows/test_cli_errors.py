@@ -792,3 +792,10 @@ def test_models_list_and_show_refuse_a_model_dir_that_is_a_file_and_show_takes_a
     monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(models))
     for version in ("../elsewhere/v3", "v1/../v1", ".."):
         _fails(["models", "show", version], f"'{version}': not a version name (one directory under {models})")
+
+
+def test_eval_movielens_ratings_without_a_column_is_one_line(tmp_path: Path) -> None:
+    """A tab-separated ratings.csv (read as one column) was a KeyError traceback, exit status 1."""
+    (tmp_path / "ratings.csv").write_text("userId\tmovieId\trating\ttimestamp\n1\t2\t4.0\t5\n")
+    _fails(["eval", "--data", str(tmp_path), "--format", "movielens", "--models", "pop"],
+           "ratings.csv: MovieLens needs columns", "missing ['userId', 'movieId', 'rating', 'timestamp']")

@@ -166,6 +166,19 @@ def test_movielens_loader_holds_out_the_last_ratings(tmp_path: Path) -> None:
     assert ds.test.prefixes().query(0).tolist() == [ds.train.item_ids.index("11")]
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("userId\tmovieId\trating\ttimestamp\n1\t2\t4.0\t5\n", r"missing \['userId', 'movieId', 'rating', 'timestamp'\]"),
+    ("userId,movieId,timestamp\n1,2,5\n", r"needs columns .*; missing \['rating'\]"),
+    ("userId,movieId,rating,timestamp\n1,2,4.0,5\n1,3,x,6\n", "not a readable MovieLens ratings file: .*'x'"),
+    ("userId,movieId,rating,timestamp\n1,2,4.0,5\n1,3,4.0,\n1,4,4.0,nan\n", "timestamp: 2 values .*e.g. row 1"),
+    ("userId,movieId,rating,timestamp\n", r"no ratings \(a header only\)"),
+])
+def test_movielens_errors_name_the_file(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "ratings.csv").write_text(text)
+    with pytest.raises(ValueError, match=f"ratings.csv: .*{expected}"):
+        load_dataset(tmp_path, "movielens")
+
+
 def test_validation_split_keeps_the_item_space(sessionrec_dir: Path) -> None:
     ds = load_dataset(sessionrec_dir, "sessionrec")
     val = validation_split(ds, frac=0.34)
