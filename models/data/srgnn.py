@@ -54,10 +54,41 @@ class PickleReadError(pickle.UnpicklingError, ValueError):
     """A dataset pickle that is corrupt or names a global (a ``ValueError``: bad input data)."""
 
 
-def _check_pairs(obj: object, path: Path) -> tuple[list, list]:
-    if not (isinstance(obj, tuple | list) and len(obj) == 2 and len(obj[0]) == len(obj[1])):
+def _check_pairs(obj: object, path: Path, *, timed: bool = False) -> tuple[list[list[int]], list[int]]:
+    """``(prefixes, targets)`` of item ints; ``timed``: elements are ``(item, unix_seconds)`` (test_time.txt)."""
+    if not (isinstance(obj, tuple | list) and len(obj) == 2 and all(isinstance(x, tuple | list) for x in obj)
+            and len(obj[0]) == len(obj[1])):
         raise ValueError(f"{path.name}: expected a pair (prefixes, targets) of equal length")
-    return list(obj[0]), list(obj[1])
+    prefixes = _sessions(obj[0], path, "prefix", timed=timed)
+    targets = [_item(t, path, f"target {q}", timed=timed) for q, t in enumerate(obj[1])]
+    return prefixes, targets
+
+
+def _sessions(obj: list | tuple, path: Path, what: str, *, timed: bool = False) -> list[list[int]]:
+    """Each element of ``obj`` as a list of item ints; a malformed one is a ValueError naming the file and where."""
+    out = []
+    for q, seq in enumerate(obj):
+        if not isinstance(seq, tuple | list):
+            raise ValueError(f"{path.name}: {what} {q} must be a list of item ids; got {seq!r:.60}")
+        out.append([_item(e, path, f"{what} {q}, position {j}", timed=timed) for j, e in enumerate(seq)])
+    return out
+
+
+def _item(value: object, path: Path, where: str, *, timed: bool = False) -> int:
+    """An item id as an int (an int, an integral float or a string of digits); else a ValueError naming it."""
+    if type(value) is int:  # the common case, first: datasets hold millions
+        return value
+    if timed and isinstance(value, tuple | list) and value:  # test_time.txt: (item, unix_seconds)
+        value = value[0]
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise TypeError
+        item = int(value)
+        if isinstance(value, float) and item != value:  # 2.7 would silently become item 2
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{path.name}: {where}: an item id must be an integer; got {value!r:.60}") from None
+    return item
 
 
 def load_srgnn(data_dir: Path) -> Dataset:
@@ -108,7 +139,7 @@ def _read_train_sessions(data_dir: Path) -> list[list[int]]:
         seqs = read_plain_pickle(path)
         if not isinstance(seqs, list):
             raise ValueError(f"{path.name}: expected a list of sessions; got {type(seqs).__name__}")
-        return seqs
+        return _sessions(seqs, path, "session")
     path = data_dir / "train.txt"
     if not path.exists():
         raise FileNotFoundError(f"{data_dir}: no all_train_seq.txt or train.txt (SR-GNN layout)")
@@ -142,8 +173,7 @@ def _read_test(data_dir: Path) -> tuple[list, list]:
         return _check_pairs(read_plain_pickle(path), path)
     path = data_dir / "test_time.txt"
     if path.exists():
-        pre, tar = _check_pairs(read_plain_pickle(path), path)
-        return [[e[0] for e in p] for p in pre], [t[0] if isinstance(t, tuple | list) else t for t in tar]
+        return _check_pairs(read_plain_pickle(path), path, timed=True)
     raise FileNotFoundError(f"{data_dir}: no test.txt or test_time.txt (SR-GNN layout)")
 
 

@@ -131,6 +131,32 @@ def test_srgnn_pickle_with_a_global_is_refused(tmp_path: Path) -> None:
         load_dataset(tmp_path, "srgnn")
 
 
+@pytest.mark.parametrize(("name", "obj", "expected"), [
+    ("all_train_seq.txt", [[1, 2], 3], "all_train_seq.txt: session 1 must be a list of item ids; got 3"),
+    ("all_train_seq.txt", [[1, None]], "all_train_seq.txt: session 0, position 1: an item id must be an integer; got None"),
+    ("all_train_seq.txt", [[1, [2]]], "position 1: an item id must be an integer; got \\[2\\]"),
+    ("all_train_seq.txt", [[1, float("inf")]], "position 1: an item id must be an integer; got inf"),
+    ("all_train_seq.txt", [[1.5, 2.7]], "position 0: an item id must be an integer; got 1.5"),
+    ("test.txt", (5, 6), "test.txt: expected a pair"),
+    ("test.txt", ([[1]], ["x"]), "test.txt: target 0: an item id must be an integer; got 'x'"),
+])
+def test_srgnn_malformed_pickles_name_the_file_and_place(tmp_path: Path, name: str, obj: object,
+                                                          expected: str) -> None:
+    """Each was a TypeError / OverflowError traceback, or (2.7) silently item 2."""
+    (tmp_path / "all_train_seq.txt").write_bytes(pickle.dumps([[1, 2], [2, 3]]))
+    (tmp_path / "test.txt").write_bytes(pickle.dumps(([[1]], [2])))
+    (tmp_path / name).write_bytes(pickle.dumps(obj))
+    with pytest.raises(ValueError, match=expected):
+        load_dataset(tmp_path, "srgnn")
+
+
+def test_srgnn_test_time_pairs_are_read(tmp_path: Path) -> None:
+    (tmp_path / "all_train_seq.txt").write_bytes(pickle.dumps([[1, 2], [2, 3], [3.0, 1]]))
+    (tmp_path / "test_time.txt").write_bytes(pickle.dumps(([[(1, 5.0), (2, 6.0)], [(3, 7.0)]], [(3, 8.0), 1])))
+    ds = load_dataset(tmp_path, "srgnn")
+    assert ds.test.n_queries == 2 and ds.train.item_ids == ("1", "2", "3")
+
+
 def test_online_retail_loader(tmp_path: Path) -> None:
     rows = []
     day = datetime(2011, 11, 1, 10, 0)
