@@ -139,7 +139,10 @@ def read_retail_table(path: str | Path) -> pa.Table:
     cols = {}
     for c in RETAIL_COLUMNS:  # optional columns absent from the file are nulls (no price: price rules do not apply)
         cols[c] = table.column(c) if c in table.column_names else pa.nulls(table.num_rows, _CSV_TYPES.get(c, pa.string()))
-    cols["InvoiceDate"] = cols["InvoiceDate"].cast(pa.timestamp("us"))
+    try:  # a date none of _TIME_FORMATS reads leaves the CSV column as text
+        cols["InvoiceDate"] = cols["InvoiceDate"].cast(pa.timestamp("us"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"{path}: InvoiceDate must be a date such as 12/1/2010 8:26 or ISO 8601: {exc}") from exc
     return pa.table(cols)
 
 

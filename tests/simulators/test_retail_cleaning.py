@@ -110,3 +110,12 @@ def test_unsupported_file(tmp_path):
     (tmp_path / "r.xlsx").write_bytes(b"x")
     with pytest.raises(ValueError, match=r"\.parquet or \.csv"):
         read_retail_table(tmp_path / "r.xlsx")
+
+
+def test_a_date_that_does_not_parse_names_the_file(tmp_path):
+    """It was pyarrow's bare 'Failed to parse string' (naming no file) from eval, replay and run --replay."""
+    path = tmp_path / "r.csv"
+    path.write_text("InvoiceNo,StockCode,Quantity,InvoiceDate,CustomerID\n"
+                    "1,A,1,12/1/2010 8:26,17850\n2,B,1,next tuesday,17850\n")
+    with pytest.raises(ValueError, match=r"r\.csv: InvoiceDate must be a date .*'next tuesday'"):
+        read_retail_table(path)
