@@ -197,6 +197,9 @@ def train_cmd(
         typer.echo(f"model version written: {path}")
         return
     if events is not None:
+        if not events.is_file():  # a directory was an IsADirectoryError traceback once training read it
+            why = "is a directory" if events.is_dir() else "no such file"
+            raise typer.BadParameter(f"{events}: {why}; give a JSONL event log", param_hint="--events")
         stream = read_events_jsonl(events, s)
     elif simulate is not None:
         from simulators.shop import SyntheticShop

@@ -799,3 +799,9 @@ def test_eval_movielens_ratings_without_a_column_is_one_line(tmp_path: Path) -> 
     (tmp_path / "ratings.csv").write_text("userId\tmovieId\trating\ttimestamp\n1\t2\t4.0\t5\n")
     _fails(["eval", "--data", str(tmp_path), "--format", "movielens", "--models", "pop"],
            "ratings.csv: MovieLens needs columns", "missing ['userId', 'movieId', 'rating', 'timestamp']")
+
+
+def test_train_events_that_is_no_file_is_a_usage_error(tmp_path: Path) -> None:
+    """A directory was an IsADirectoryError traceback (exit 1); a missing file named --model/--events."""
+    _fails(["train", "--events", str(tmp_path), "--model", "covisit"], "Invalid value for --events:", "is a directory")
+    _fails(["train", "--events", str(tmp_path / "nope.jsonl"), "--model", "covisit"], "Invalid value for --events:", "no such file")
