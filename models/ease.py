@@ -111,11 +111,15 @@ class EASE:
         """Read a directory written by :meth:`save` (no pickle)."""
         path = Path(path)
         try:
-            meta = json.loads((path / "params.json").read_text())
+            meta = json.loads((path / "params.json").read_text(encoding="utf-8"))
             weights = np.load(path / "weights.npy", allow_pickle=False)
+            model = cls(lambda_=meta["lambda_"], binary=meta["binary"])
         except FileNotFoundError as exc:
             raise ModelFormatError(f"{path}: not an EASE model directory ({exc.filename} missing)") from exc
-        model = cls(lambda_=meta["lambda_"], binary=meta["binary"])
+        except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:  # truncated, hand-edited, another model's
+            raise ModelFormatError(f"{path}: not a readable EASE model directory ({type(exc).__name__}: {exc})") from exc
+        if weights.ndim != 2 or weights.shape[0] != weights.shape[1]:
+            raise ModelFormatError(f"{path}: weights.npy must be a square matrix; got shape {weights.shape}")
         model.weights_ = weights
         model.n_items_ = weights.shape[0]
         return model

@@ -285,13 +285,19 @@ class SLIST:
         """
         path = Path(path)
         try:
-            meta = json.loads((path / "params.json").read_text())
+            meta = json.loads((path / "params.json").read_text(encoding="utf-8"))
             weights = np.load(path / "weights.npy", allow_pickle=False)
             covered = np.load(path / "covered.npy", allow_pickle=False)
         except FileNotFoundError as exc:
             raise ModelFormatError(f"{path}: not a SLIST model directory ({exc.filename} missing)") from exc
-        if meta.get("format") != "fusionrec.slist":
-            raise ModelFormatError(f"{path}: format {meta.get('format')!r}, expected 'fusionrec.slist'")
-        model = cls(**{k: meta[k] for k in cls._PARAMS})
-        model.weights_, model.covered_, model.n_items_ = weights, covered, int(meta["n_items"])
+        except (OSError, ValueError, EOFError) as exc:  # a truncated or hand-broken file
+            raise ModelFormatError(f"{path}: not a readable SLIST model directory ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(meta, dict) or meta.get("format") != "fusionrec.slist":
+            found = meta.get("format") if isinstance(meta, dict) else meta
+            raise ModelFormatError(f"{path}: format {found!r:.80}, expected 'fusionrec.slist'")
+        try:
+            model = cls(**{k: meta[k] for k in cls._PARAMS})
+            model.weights_, model.covered_, model.n_items_ = weights, covered, int(meta["n_items"])
+        except (KeyError, TypeError, ValueError) as exc:  # a parameter missing or of the wrong kind
+            raise ModelFormatError(f"{path}: params.json: {type(exc).__name__}: {exc}") from exc
         return model

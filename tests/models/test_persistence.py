@@ -41,3 +41,28 @@ def test_a_truncated_arrays_npz_is_a_format_error_naming_it(saved: Path) -> None
     (saved / "arrays.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFormatError, match="arrays.npz: unreadable"):
         Popularity.load(saved)
+
+
+@pytest.mark.parametrize("name", ["ease", "slist"])
+@pytest.mark.parametrize("broken", ["truncated params", "params of another model", "truncated weights"])
+def test_ease_and_slist_directories_that_are_broken_are_format_errors(tmp_path: Path, name: str, broken: str) -> None:
+    """EASE and SLIST write their own files (weights.npy): a truncated params.json was a JSONDecodeError, another
+    model's a KeyError, a truncated weights.npy a bare ValueError; each is a ModelFormatError naming the directory."""
+    from models.registry import create_model
+
+    log = InteractionLog(session_idx=np.array([0, 0, 1, 1, 2, 2], np.int32),
+                         item_idx=np.array([0, 1, 1, 2, 0, 2], np.int32), ts=np.arange(6.0), n_items=3)
+    model = create_model(name).fit(log)
+    model.save(tmp_path / name)
+    cls = type(model)
+    cls.load(tmp_path / name)  # the intact directory loads
+    if broken == "truncated params":
+        (tmp_path / name / "params.json").write_text('{"lambda_": 1')
+    elif broken == "params of another model":
+        (tmp_path / name / "params.json").write_text('{"format": "fusionrec.slist", "alpha": 1}' if name == "slist"
+                                                     else '{"lambda_": 1.0}')
+    else:
+        data = (tmp_path / name / "weights.npy").read_bytes()
+        (tmp_path / name / "weights.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFormatError, match=str(tmp_path / name)):
+        cls.load(tmp_path / name)
