@@ -61,7 +61,7 @@ def read_events_tsv(path: Path) -> tuple[NDArray, NDArray, NDArray[np.float64]]:
     ------
     ValueError
         If the session or item column is missing (the message names it and lists the header),
-        or the time column holds empty or unparseable values.
+        holds an empty (or blank) id, or the time column holds empty or unparseable values.
     """
     path = Path(path)
     try:  # utf-8-sig: a spreadsheet's export starts with a byte-order mark, which pyarrow skips too
@@ -89,6 +89,11 @@ def read_events_tsv(path: Path) -> tuple[NDArray, NDArray, NDArray[np.float64]]:
                                    column_types={n: pa.string() for n in names}, include_columns=cols))
     except pa.ArrowInvalid as exc:
         raise ValueError(f"{path.name}: cannot parse ({exc})") from exc
+    for col, what in ((s_col, "session"), (i_col, "item")):
+        empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(table[col])), 0).to_numpy(zero_copy_only=False)
+        if empty.any():  # '5\t\t7' would be an item (or a session) whose id is ''
+            raise ValueError(f"{path.name}: {col}: {int(empty.sum())} empty {what} ids, e.g. row "
+                             f"{int(np.flatnonzero(empty)[0])}")
     if t_col is None:
         log.warning("%s: no time column (looked for %s); using the file order as time", path.name, _TIME)
         ts = np.arange(table.num_rows, dtype=np.float64)

@@ -95,6 +95,17 @@ def test_sessionrec_bad_time_names_the_bad_value_and_its_row(tmp_path: Path) -> 
         load_dataset(tmp_path, "sessionrec")
 
 
+def test_sessionrec_empty_ids_name_the_column_and_row(tmp_path: Path) -> None:
+    """'5<TAB><TAB>7' was an item whose id is '' (and an empty session id a session ''): now an error naming the
+    file, the column and the first row."""
+    write_tsv(tmp_path / "x_test.txt", [(2, "a", T0), (2, "b", T0)])
+    rows = [(1, "a", T0 + j) for j in range(10)]
+    for bad_row, col in (((1, "", T0 + 4), "ItemId"), ((" ", "b", T0 + 4), "SessionId")):
+        write_tsv(tmp_path / "x_train_full.txt", [*rows[:4], bad_row, *rows[5:]])
+        with pytest.raises(ValueError, match=f"x_train_full.txt: {col}: 1 empty (item|session) ids, e.g. row 4$"):
+            load_dataset(tmp_path, "sessionrec")
+
+
 def test_sessionrec_reads_a_spreadsheet_export(sessionrec_dir: Path) -> None:
     """A byte-order mark, CRLF line ends and quoted header names (Excel's "CSV UTF-8") are read as plain TSV."""
     expected = load_dataset(sessionrec_dir, "sessionrec")
