@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from models.data.encoding import Dataset, encode_train, lookup_items
@@ -61,6 +62,10 @@ def load_movielens(data_dir: Path, *, holdout_frac: float = 0.2, min_rating: flo
     if bad.any():  # an empty or NaN time would be sorted last: silently the user's newest rating
         raise ValueError(f"{path}: timestamp: {int(bad.sum())} values are empty or not finite numbers, "
                          f"e.g. row {int(np.flatnonzero(bad)[0])}")
+    for col in ("userId", "movieId"):  # a string column reads an empty field as '': a user or movie whose id is ''
+        empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(t[col].fill_null(""))), 0).to_numpy(zero_copy_only=False)
+        if empty.any():
+            raise ValueError(f"{path}: {col}: {int(empty.sum())} empty ids, e.g. row {int(np.flatnonzero(empty)[0])}")
     user = np.asarray(t["userId"].to_numpy(zero_copy_only=False), dtype=str)
     item = np.asarray(t["movieId"].to_numpy(zero_copy_only=False), dtype=str)
     rating = t["rating"].to_numpy()

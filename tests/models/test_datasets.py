@@ -208,6 +208,8 @@ def test_movielens_loader_holds_out_the_last_ratings(tmp_path: Path) -> None:
     ("userId,movieId,timestamp\n1,2,5\n", r"needs columns .*; missing \['rating'\]"),
     ("userId,movieId,rating,timestamp\n1,2,4.0,5\n1,3,x,6\n", "not a readable MovieLens ratings file: .*'x'"),
     ("userId,movieId,rating,timestamp\n1,2,4.0,5\n1,3,4.0,\n1,4,4.0,nan\n", "timestamp: 2 values .*e.g. row 1"),
+    ("userId,movieId,rating,timestamp\n1,2,4.0,5\n,3,4.0,6\n", r"userId: 1 empty ids, e.g. row 1$"),
+    ("userId,movieId,rating,timestamp\n1,2,4.0,5\n1, ,4.0,6\n1,,4.0,7\n", r"movieId: 2 empty ids, e.g. row 1$"),
     ("userId,movieId,rating,timestamp\n", r"no ratings \(a header only\)"),
 ])
 def test_movielens_errors_name_the_file(tmp_path: Path, text: str, expected: str) -> None:
