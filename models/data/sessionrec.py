@@ -183,6 +183,8 @@ def load_sessionrec(data_dir: Path, *, validation: bool = False) -> Dataset:
     """
     train_path, test_path = find_sessionrec_files(Path(data_dir), validation=validation)
     s, i, t = read_events_tsv(train_path)
+    if not len(s):
+        raise ValueError(f"{train_path.name}: no events (a header only)")
     log, _ = encode_train(s, i, t)
     ts_, ti, tt = read_events_tsv(test_path)
     task, dropped = encode_test(log.item_ids or (), ts_, ti, tt)

@@ -122,6 +122,8 @@ def load_srgnn(data_dir: Path) -> Dataset:
     data_dir = Path(data_dir)
     seqs = _read_train_sessions(data_dir)
     lens = np.array([len(s) for s in seqs], dtype=np.int64)
+    if not lens.sum():
+        raise ValueError(f"{data_dir}: the training sessions (all_train_seq.txt or train.txt) hold no items")
     items = np.array([str(int(i)) for s in seqs for i in s])
     sess = np.repeat(np.arange(len(seqs), dtype=np.int64), lens)
     pos = np.arange(len(items)) - np.repeat(np.cumsum(lens) - lens, lens)

@@ -76,6 +76,9 @@ def test_sessionrec_errors_name_the_problem(tmp_path: Path) -> None:
     write_tsv(tmp_path / "x_train_full.txt", [(1, "a", T0)], header="Session\tProduct\tTime")
     with pytest.raises(ValueError, match="no item column"):
         load_dataset(tmp_path, "sessionrec")
+    (tmp_path / "x_train_full.txt").write_text("SessionId\tItemId\tTime\n")
+    with pytest.raises(ValueError, match=r"^x_train_full.txt: no events \(a header only\)$"):
+        load_dataset(tmp_path, "sessionrec")
     with pytest.raises(FileNotFoundError, match="_train_full"):
         load_dataset(tmp_path / "..", "sessionrec")
     with pytest.raises(ValueError, match="format: must be one of"):
@@ -119,6 +122,15 @@ def test_sessionrec_reads_a_spreadsheet_export(sessionrec_dir: Path) -> None:
     (sessionrec_dir / "x_test.txt").write_bytes("SessionId\tItemId\tTime\n1\tcaf\xe9\t5\n".encode("latin-1"))
     with pytest.raises(ValueError, match="x_test.txt: not UTF-8 text"):
         load_dataset(sessionrec_dir, "sessionrec")
+
+
+@pytest.mark.parametrize("sessions", [[], [[], []]])
+def test_srgnn_training_sessions_without_items_name_the_files(tmp_path: Path, sessions: list) -> None:
+    """It said "the training data holds no events", naming no file."""
+    (tmp_path / "all_train_seq.txt").write_bytes(pickle.dumps(sessions))
+    (tmp_path / "test.txt").write_bytes(pickle.dumps(([[1]], [2])))
+    with pytest.raises(ValueError, match=r"the training sessions \(all_train_seq.txt or train.txt\) hold no items$"):
+        load_dataset(tmp_path, "srgnn")
 
 
 def test_srgnn_loader_drops_unknown_items(tmp_path: Path) -> None:
