@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from models.base import Histories, InteractionLog
 from models.errors import ModelFormatError, NotFittedError
+from models.persistence import construct_saved
 from models.sparse_topk import prior_order, sparse_prior_topk, sparse_prior_topk_of_rows
 
 __all__ = ["CoVisitation"]
@@ -148,9 +149,15 @@ class CoVisitation:
             z = np.load(path / "covisit.npz", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ModelFormatError(f"cannot load CoVisitation from {path}: {exc}") from exc
+        if not isinstance(params, dict):
+            raise ModelFormatError(f"cannot load CoVisitation from {path}: params.json must be an object")
         params.pop("class", None)
         tw = params.pop("type_weights", None)
-        model = cls(type_weights=tuple(tw) if tw else None, **params)
+        try:
+            params["type_weights"] = tuple(tw) if tw else None
+        except TypeError as exc:
+            raise ModelFormatError(f"{path / 'params.json'}: type_weights: {exc}") from exc
+        model = construct_saved(cls, params, path)
         model.covisit_ = sp.csr_array((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         model.popularity_ = z["popularity"]
         return model

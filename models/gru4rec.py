@@ -36,7 +36,7 @@ from torch import nn
 
 from models.base import Histories, InteractionLog, whole_epochs
 from models.errors import ModelFitError, ModelFormatError, NotFittedError
-from models.persistence import load_model_dir, save_model_dir
+from models.persistence import construct_saved, load_model_dir, save_model_dir
 from models.progress import progress_bar
 from models.session_index import check_histories, mask_seen
 from models.threads import thread_cap
@@ -586,7 +586,7 @@ class GRU4Rec:
             If a file is missing, the class/version differ, or the tensors do not match the network.
         """
         params, arrays = load_model_dir(path, cls.__name__)
-        model = cls(**params)
+        model = construct_saved(cls, params, path)
         nets, n_items = [], 0
         saved = int(arrays["n_networks"]) if "n_networks" in arrays else int(model.n_models)
         if not 1 <= saved <= int(model.n_models):

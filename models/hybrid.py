@@ -43,7 +43,7 @@ from models.base import Histories, InteractionLog
 from models.data.task import NextItemTask
 from models.emde.readout import BucketReadout
 from models.errors import ModelFormatError, NotFittedError
-from models.persistence import load_model_dir, save_model_dir
+from models.persistence import construct_saved, load_model_dir, save_model_dir
 from models.progress import progress_bar
 from models.ragged_topk import top_per_row
 from models.session_index import check_histories
@@ -731,7 +731,7 @@ class SessionFusion:
         params, a = load_model_dir(path, cls.__name__)
         names = list(params.pop("knn_names"))  # type: ignore[call-overload]
         recall = float(params.pop("ranker_recall"))  # type: ignore[arg-type]
-        model = cls(**params)  # type: ignore[arg-type]
+        model = construct_saved(cls, params, path)
         n = int(a["n_items"][0])
         missing = [k for k in ("recent", "since_seen", "r_data", "c_data", "repeat_rate") if k not in a]
         if missing:

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from models.base import Histories, InteractionLog
 from models.errors import ModelFitError, NotFittedError
-from models.persistence import load_model_dir, save_model_dir
+from models.persistence import construct_saved, load_model_dir, save_model_dir
 from models.ragged_topk import select_per_row, top_per_row
 from models.session_index import check_histories
 
@@ -165,7 +165,7 @@ class ItemKNN:
     def load(cls, path: Path) -> Self:
         """Read a directory written by :meth:`save` (``allow_pickle=False``)."""
         params, a = load_model_dir(path, "ItemKNN")
-        model = cls(**params)
+        model = construct_saved(cls, params, path)
         n = int(a["n_items"][0])
         model.sims_ = sp.csr_array((a["data"], a["indices"], a["indptr"]), shape=(n, n))
         return model

@@ -43,7 +43,7 @@ from models.heap import heap_offer as _heap_offer
 from models.heap import heap_worse as _worse
 from models.heap import sift_down as _sift_down
 from models.jit import njit_cached
-from models.persistence import load_model_dir, save_model_dir
+from models.persistence import construct_saved, load_model_dir, save_model_dir
 from models.ragged_topk import select_per_row, top_per_row
 from models.session_index import SessionIndex, check_histories
 
@@ -837,7 +837,7 @@ class SessionKNNBase:
     def load(cls, path: Path) -> Self:
         """Read a directory written by :meth:`save` (``allow_pickle=False``)."""
         params, a = load_model_dir(path, cls.__name__)
-        model = cls(**params)
+        model = construct_saved(cls, params, path)
         index = SessionIndex.from_arrays(a["indptr"], a["indices"], a["last_pos"], a["last_ts"], int(a["n_items"][0]))
         model._set_state(index, a["idf"], a["rand_key"], float(a["now"][0]))
         return model

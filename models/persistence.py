@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from models.errors import ModelFormatError
 
-__all__ = ["FORMAT_VERSION", "save_model_dir", "load_model_dir"]
+__all__ = ["FORMAT_VERSION", "save_model_dir", "load_model_dir", "construct_saved"]
 
 FORMAT_VERSION = 1
 """Version written into ``params.json``; ``load_model_dir`` refuses any other."""
@@ -82,3 +84,24 @@ def load_model_dir(path: Path, model_name: str) -> tuple[dict[str, object], dict
     except (OSError, ValueError, zipfile.BadZipFile) as exc:  # a truncated npz is a BadZipFile
         raise ModelFormatError(f"{arr_path}: unreadable ({exc})") from exc
     return dict(meta.get("params", {})), arrays
+
+
+_M = TypeVar("_M")
+
+
+def construct_saved(make: Callable[..., _M], params: object, path: Path, *args: object) -> _M:
+    """``make(*args, **params)`` for a saved model directory's parameters.
+
+    Raises
+    ------
+    ModelFormatError
+        If ``params`` is not an object, or the constructor refuses it (an unknown parameter hand-added to
+        ``params.json``, a value of the wrong kind or out of range: ``TypeError`` / ``ValueError``); the message
+        names ``path/params.json``. The trainer replaces an unreadable champion only on this error.
+    """
+    if not isinstance(params, dict):
+        raise ModelFormatError(f"{Path(path) / 'params.json'}: params must be an object; got {json.dumps(params)[:80]}")
+    try:
+        return make(*args, **params)
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{Path(path) / 'params.json'}: {exc}") from exc

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from models.base import Histories, InteractionLog
 from models.errors import ModelFitError, NotFittedError
-from models.persistence import load_model_dir, save_model_dir
+from models.persistence import construct_saved, load_model_dir, save_model_dir
 from models.session_index import check_histories, mask_seen
 from models.topk import topk
 
@@ -92,6 +92,6 @@ class Popularity:
     def load(cls, path: Path) -> Self:
         """Read a directory written by :meth:`save` (``allow_pickle=False``)."""
         params, arrays = load_model_dir(path, "Popularity")
-        model = cls(**params)
+        model = construct_saved(cls, params, path)
         model.scores_ = arrays["scores"].astype(np.float32)
         return model

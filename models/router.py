@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from models.base import Histories, InteractionLog
 from models.errors import ModelFormatError, NotFittedError
-from models.persistence import load_model_dir, save_model_dir
+from models.persistence import construct_saved, load_model_dir, save_model_dir
 
 __all__ = ["ValidationRouter"]
 
@@ -193,7 +193,7 @@ class ValidationRouter:
             winner_cls = model_class(str(chosen))
         except ValueError as exc:
             raise ModelFormatError(f"{path / 'params.json'}: {exc}") from exc
-        model = cls(**params)  # type: ignore[arg-type]
+        model = construct_saved(cls, params, path)
         model.model_, model.chosen_ = winner_cls.load(path / "model"), str(chosen)
         model.validation_, model.metric_ = validation, str(metric)  # type: ignore[assignment]
         return model

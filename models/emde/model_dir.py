@@ -19,6 +19,7 @@ from models.emde.layout import SketchLayout
 from models.emde.modality import ModalitySpec
 from models.emde.network import SketchNetwork
 from models.errors import ModelFormatError
+from models.persistence import construct_saved
 
 __all__ = ["save_emde", "load_emde", "FORMAT", "VERSION"]
 
@@ -68,14 +69,21 @@ def load_emde(cls: type, path: Path) -> Any:
     for f in ("params.json", "arrays.npz", "network.npz"):
         if not (path / f).is_file():
             raise ModelFormatError(f"{path}: missing {f}; not an EMDE model directory")
-    meta = json.loads((path / "params.json").read_text())
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+    try:
+        meta = json.loads((path / "params.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # truncated, emptied, not UTF-8
+        raise ModelFormatError(f"{path / 'params.json'}: unreadable ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        found = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (None, None)
         raise ModelFormatError(f"{path}: expected format {FORMAT!r} version {VERSION}; got "
-                               f"{meta.get('format')!r} version {meta.get('version')}")
-    params = dict(meta["params"])
-    specs = [ModalitySpec.from_dict(m) for m in meta["modalities"]]
+                               f"{found[0]!r} version {found[1]}")
+    try:
+        params = dict(meta["params"])
+        specs = [ModalitySpec.from_dict(m) for m in meta["modalities"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{path / 'params.json'}: params or modalities: {type(exc).__name__}: {exc}") from exc
     params.pop("modalities", None)
-    model = cls(specs, **params)
+    model = construct_saved(cls, params, path, specs)
     with np.load(path / "arrays.npz", allow_pickle=False) as z:
         model.item_in_cols_ = z["item_in_cols"]
         model.item_out_cols_ = z["item_out_cols"]

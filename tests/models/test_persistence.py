@@ -66,3 +66,27 @@ def test_ease_and_slist_directories_that_are_broken_are_format_errors(tmp_path: 
         (tmp_path / name / "weights.npy").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFormatError, match=str(tmp_path / name)):
         cls.load(tmp_path / name)
+
+
+@pytest.mark.parametrize("name", ["pop", "covisit", "itemknn", "stan", "vsknn", "emde", "gru4rec"])
+def test_an_unknown_or_ill_typed_saved_parameter_is_a_format_error(tmp_path: Path, name: str) -> None:
+    """A parameter hand-added to params.json (or one of the wrong kind) was a TypeError from the model's
+    constructor; it is a ModelFormatError naming params.json, so the trainer sets such a champion aside."""
+    import json
+
+    from models.registry import create_model
+
+    log = InteractionLog(session_idx=np.repeat(np.arange(6, dtype=np.int32), 3),
+                         item_idx=np.array([0, 1, 2, 1, 2, 3, 2, 3, 0, 3, 0, 1, 0, 2, 3, 1, 3, 0], np.int32),
+                         ts=np.arange(18.0), n_items=4)
+    fast = {"emde": {"epochs": 1}, "gru4rec": {"epochs": 1, "d": 8}}.get(name, {})
+    model = create_model(name, **fast).fit(log)
+    model.save(tmp_path / name)
+    type(model).load(tmp_path / name)  # the intact directory loads
+    meta_path = tmp_path / name / "params.json"
+    meta = json.loads(meta_path.read_text())
+    params = meta["params"] if isinstance(meta.get("params"), dict) else meta  # covisit writes its params flat
+    params["bogus"] = 1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="params.json"):
+        type(model).load(tmp_path / name)
