@@ -120,7 +120,8 @@ def read_retail_table(path: str | Path) -> pa.Table:
     Raises
     ------
     ValueError
-        If the file is of another kind or lacks a column (the message names the file and the columns).
+        If the file is of another kind or lacks a column (the message names the file and the columns), an
+        ``InvoiceDate`` is empty or unreadable, or a ``CustomerID`` is not a whole number (the file and the row).
     """
     path = Path(path)
     try:
@@ -143,6 +144,14 @@ def read_retail_table(path: str | Path) -> pa.Table:
         cols["InvoiceDate"] = cols["InvoiceDate"].cast(pa.timestamp("us"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise ValueError(f"{path}: InvoiceDate must be a date such as 12/1/2010 8:26 or ISO 8601: {exc}") from exc
+    if cols["InvoiceDate"].null_count:  # an invoice without a date has no place in time (the split, the order)
+        empty = np.flatnonzero(cols["InvoiceDate"].is_null().to_numpy(zero_copy_only=False))
+        raise ValueError(f"{path}: InvoiceDate: {len(empty)} empty values, e.g. row {int(empty[0])}")
+    cust = pc.cast(cols["CustomerID"], pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)
+    bad = ~(np.isfinite(cust) & (np.abs(cust) < 2.0 ** 53) & (cust == np.floor(cust)))
+    if bad.any():  # 1e30 became a garbage int64 id, 12.5 customer 12
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{path}: CustomerID must be a whole number (below 2**53) or empty; got {float(cust[row])!r} in row {row}")
     return pa.table(cols)
 
 

@@ -119,3 +119,18 @@ def test_a_date_that_does_not_parse_names_the_file(tmp_path):
                     "1,A,1,12/1/2010 8:26,17850\n2,B,1,next tuesday,17850\n")
     with pytest.raises(ValueError, match=r"r\.csv: InvoiceDate must be a date .*'next tuesday'"):
         read_retail_table(path)
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ("1,A,1,,17850\n", r"r\.csv: InvoiceDate: 1 empty values, e\.g\. row 1$"),
+    ("1,A,1,12/1/2010 8:27,1e30\n", r"r\.csv: CustomerID must be a whole number .*; got 1e\+30 in row 1$"),
+    ("1,A,1,12/1/2010 8:27,12.5\n", r"CustomerID .*; got 12\.5 in row 1$"),
+])
+def test_an_empty_date_or_a_customer_id_that_is_no_whole_number_names_the_row(tmp_path, rows, expected):
+    """An empty InvoiceDate was accepted (a null time), CustomerID 1e30 became a garbage int64 id and 12.5 customer 12."""
+    path = tmp_path / "r.csv"
+    path.write_text("InvoiceNo,StockCode,Quantity,InvoiceDate,CustomerID\n1,A,1,12/1/2010 8:26,17850\n" + rows)
+    with pytest.raises(ValueError, match=expected):
+        read_retail_table(path)
+    path.write_text("InvoiceNo,StockCode,Quantity,InvoiceDate,CustomerID\n1,A,1,12/1/2010 8:26,17850\n2,B,1,12/1/2010 8:27,\n")
+    assert read_retail_table(path).num_rows == 2  # no CustomerID is a guest, as before
