@@ -17,22 +17,13 @@ __all__ = ["read_body", "refuse_content_coding"]
 log = logging.getLogger(__name__)
 
 
-def _unsupported_coding(request: Request) -> str | None:
-    """The first content-coding of the request other than ``identity`` (lower case), None if there is none."""
-    for header in request.headers.getlist("content-encoding"):
-        for coding in header.split(","):
+def _unsupported_coding(request: Request, header: str, understood: str) -> str | None:
+    """The first coding in the request's ``header`` (``content-encoding`` or ``transfer-encoding``) other than
+    ``understood`` (``identity``, ``chunked``), lower case; None if there is none."""
+    for value in request.headers.getlist(header):
+        for coding in value.split(","):
             coding = coding.strip().lower()
-            if coding and coding != "identity":
-                return coding
-    return None
-
-
-def _unsupported_transfer_coding(request: Request) -> str | None:
-    """The first transfer-coding of the request other than ``chunked`` (lower case), None if there is none."""
-    for header in request.headers.getlist("transfer-encoding"):
-        for coding in header.split(","):
-            coding = coding.strip().lower()
-            if coding and coding != "chunked":
+            if coding and coding != understood:
                 return coding
     return None
 
@@ -47,12 +38,12 @@ def refuse_content_coding(request: Request) -> Response | None:
     ``Accept-Encoding: identity`` (RFC 7694). RFC 9112 6.1 suggests 501 for a transfer coding the server does
     not understand; it is a 415 here because bad input is a 4xx at this API (a 5xx reads as the server's fault
     in a shop's monitoring)."""
-    transfer = _unsupported_transfer_coding(request)
+    transfer = _unsupported_coding(request, "transfer-encoding", "chunked")
     if transfer is not None:
         return json_response({"error": {"field": "transfer-encoding", "reason": (
             f"the API does not decode transfer-coding {transfer[:100]!r}: send the body as it is, with "
             "Content-Length or Transfer-Encoding: chunked")}}, status_code=415)
-    coding = _unsupported_coding(request)
+    coding = _unsupported_coding(request, "content-encoding", "identity")
     if coding is None:
         return None
     return json_response({"error": {"field": "content-encoding", "reason": (

@@ -23,16 +23,22 @@ ON_SALE = ["i03", "i02", "i01"]  # the three with the lowest cosines
 P = {"item_id": "p", "vector": [-1.0, 0.0], "on_sale": False, "name": "p"}  # positive cosines with every i
 
 
+def _client_once_loaded(url: str, n_items: int) -> httpx.Client:
+    """A client of the API at ``url``, once its catalog holds ``n_items`` items (30 s at most)."""
+    c = httpx.Client(base_url=url, timeout=10)
+    deadline = time.monotonic() + 30
+    while c.get("/healthz").json().get("catalog_items", 0) < n_items:
+        assert time.monotonic() < deadline, "catalog not loaded"
+        time.sleep(0.1)
+    return c
+
+
 def test_boosters_raise_items_with_negative_scores(broker, tmp_path):
     s = make_settings(broker, tmp_path, partitions=1)
     with EventProducer.from_settings(s.kafka) as p:
         p.send_catalog(ITEMS)
     with ApiServer(s) as api:
-        c = httpx.Client(base_url=api.url, timeout=10)
-        deadline = time.monotonic() + 30
-        while c.get("/healthz").json().get("catalog_items", 0) < len(ITEMS):
-            assert time.monotonic() < deadline, "catalog not loaded"
-            time.sleep(0.1)
+        c = _client_once_loaded(api.url, len(ITEMS))
 
         def served(boosters: str, item: str = "q", explain: bool = False) -> list[dict]:
             r = c.put("/v1/campaigns/look", json={"scenario": "visual", "n": 12, "boosters": boosters})
@@ -73,11 +79,7 @@ def test_many_boosters_give_finite_scores(broker, tmp_path):
     with EventProducer.from_settings(s.kafka) as p:
         p.send_catalog(ITEMS[1:] + [P])
     with ApiServer(s) as api:
-        c = httpx.Client(base_url=api.url, timeout=10)
-        deadline = time.monotonic() + 30
-        while c.get("/healthz").json().get("catalog_items", 0) < len(ITEMS):
-            assert time.monotonic() < deadline, "catalog not loaded"
-            time.sleep(0.1)
+        c = _client_once_loaded(api.url, len(ITEMS))
         boosters = "BOOST 1e6 IF on_sale " * 60 + 'BOOST 0 IF name == "i01"'
         assert c.put("/v1/campaigns/many", json={"scenario": "visual", "n": 12, "boosters": boosters}).status_code == 201
         body = c.get("/v1/recommendations", params={"campaign": "many", "item_id": "p", "explain": "true"}).json()
