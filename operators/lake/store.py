@@ -107,7 +107,10 @@ class LakePartition:
     """The single writer of one (table, partition): append batches, compact, apply retention.
 
     Opening it deletes the files of this partition that its manifest does not list (left by a
-    crash between writing them and committing the manifest).
+    crash between writing them and committing the manifest), and drops from the manifest the files
+    it lists that are gone (deleted by hand, or with the lake directory while the archiver ran):
+    their rows are lost either way, and compacting or reading a file that does not exist would
+    fail at every flush, so the archiver would never archive again.
     """
 
     def __init__(self, lake_dir: Path, table: str, partition: int, *, compression: str = "zstd") -> None:
@@ -116,6 +119,7 @@ class LakePartition:
         self.lake_dir, self.table, self.partition = Path(lake_dir), table, partition
         self.compression = compression
         self.manifest = read_manifest(self.lake_dir, table, partition) or Manifest(table, partition)
+        self._drop_missing()
         self._remove_orphans()
 
     @property
@@ -124,6 +128,18 @@ class LakePartition:
 
     def _prefix(self) -> str:
         return f"p{self.partition:04d}-"
+
+    def _drop_missing(self) -> None:
+        """Commit the manifest without the files it lists that do not exist (logged as an error)."""
+        missing = [f for f in self.manifest.files if not (self.lake_dir / f.path).exists()]
+        if not missing:
+            return
+        log.error("lake: %d files listed by the manifest of %s partition %d are gone (%d rows lost, e.g. %s); "
+                  "dropped from the manifest", len(missing), self.table, self.partition, sum(f.rows for f in missing),
+                  missing[0].path)
+        gone = {f.path for f in missing}
+        self._commit(Manifest(self.table, self.partition, self.manifest.next_offset,
+                              [f for f in self.manifest.files if f.path not in gone]))
 
     def _remove_orphans(self) -> None:
         listed = {f.path for f in self.manifest.files}

@@ -56,6 +56,24 @@ def test_orphans_of_a_crash_are_removed_on_open(tmp_path):
     assert lake_dataset(tmp_path).count_rows() == 10
 
 
+def test_files_gone_from_the_lake_are_dropped_from_the_manifest_on_open(tmp_path):
+    """A lake directory deleted while the archiver ran: the manifest it committed afterwards lists files that
+    are gone; the next open drops them, so compaction and readers work again (they failed at every flush)."""
+    w = LakePartition(tmp_path, "events", 2)
+    for b in range(4):
+        w.append(events_table([(2, o, e) for _, o, e in _events(10, T0 + b * 10, 1.0, offset0=b * 10)]), (b + 1) * 10)
+    gone = w.manifest.files[:2]
+    for f in gone:
+        (tmp_path / f.path).unlink()
+    w = LakePartition(tmp_path, "events", 2)
+    assert [f.path for f in w.manifest.files] == [f.path for f in lake_manifests(tmp_path, "events")[0].files]
+    assert not {f.path for f in gone} & {f.path for f in w.manifest.files} and w.next_offset == 40
+    w.append(events_table([(2, o, e) for _, o, e in _events(10, T0 + 40, 1.0, offset0=40)]), 50)
+    assert w.compact(min_files=3, small_rows=100) == 3
+    offs = lake_dataset(tmp_path).to_table().column("kafka_offset").to_pylist()
+    assert sorted(offs) == list(range(20, 50))
+
+
 def test_compaction_merges_small_files_and_keeps_every_row(tmp_path):
     w = LakePartition(tmp_path, "events", 0)
     for b in range(6):
