@@ -78,6 +78,10 @@ def _attribute_words(record: dict[str, Any], vector_attribute: str) -> str:
 def window_bounds(settings: Settings, window_s: float, lake_dir: Path | None = None) -> tuple[float, float]:
     """``(start, end)`` epoch seconds of a window ending just after the newest archived event.
 
+    A window longer than the lake starts at the oldest archived event: the whole lake, whatever the
+    window (``--window 100000d`` or ``1e400``; its start was a date before year 1, which the card cannot
+    name, or ``-inf``, which matched no date partition, so nothing was read).
+
     Raises
     ------
     FileNotFoundError
@@ -88,7 +92,7 @@ def window_bounds(settings: Settings, window_s: float, lake_dir: Path | None = N
     if rng is None:
         raise FileNotFoundError(f"{lake_dir}: no archived events (is `fusionrec archive` running?)")
     end = rng[1] + 1e-3
-    return end - window_s, end
+    return max(end - window_s, rng[0]), end
 
 
 def read_window(settings: Settings, start_ts: float, end_ts: float, lake_dir: Path | None = None) -> LakeWindow:

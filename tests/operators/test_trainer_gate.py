@@ -172,6 +172,23 @@ def test_train_from_the_lake_cli(lake, tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "archive" in " ".join(bad.output.split())
 
 
+@pytest.mark.parametrize("window", ["100000d", "1e400"])
+def test_a_window_longer_than_the_lake_trains_on_the_whole_lake(lake, tmp_path, monkeypatch, window):
+    """It failed with 'year -711 is out of range' (the card's start before year 1) or, for an infinite window,
+    read nothing ('no interactions': a start of -inf matched no date partition)."""
+    from operators.lake.read import lake_time_range
+
+    model_dir = tmp_path / "models"
+    monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(model_dir))
+    _register()
+    out = CliRunner().invoke(app, ["train", "--lake", str(lake), "--window", window, "--model", "covisit"])
+    assert out.exit_code == 0, out.output
+    card = read_card(latest_version_path(model_dir))
+    assert card["window"]["start_ts"] == lake_time_range(lake)[0]
+    assert card["counts"]["events"] == sum(1 for _ in SyntheticShop(n_items=400, n_users=300, seed=4)
+                                           .history(40000, rate_per_s=2.0) if _.type != "search")
+
+
 def test_every_version_has_a_card(tmp_path):
     from operators.training import train_model
 
