@@ -84,12 +84,17 @@ def _log(model_dir: Path, name: str) -> list[dict[str, Any]]:
 
 
 def list_versions(model_dir: Path) -> list[dict[str, Any]]:
-    """Every complete version, oldest first: its card plus ``serving`` (is LATEST) and ``promoted`` (ever served)."""
+    """Every complete version, oldest first: its card plus ``serving`` (is LATEST) and ``promoted`` (ever served).
+
+    A ``.tmp-<version>`` directory is a version being written, or left by a crash before its rename
+    (``write_version``): not a version, though it may hold a manifest naming one.
+    """
     model_dir = Path(model_dir)
     latest = latest_version_path(model_dir)
     ever = {e["version"] for e in _log(model_dir, PROMOTIONS)}
     out = []
-    for d in sorted(p for p in model_dir.iterdir() if p.is_dir() and (p / "manifest.json").exists()) \
+    for d in sorted(p for p in model_dir.iterdir()
+                    if not p.name.startswith(".") and p.is_dir() and (p / "manifest.json").exists()) \
             if model_dir.is_dir() else []:
         card = read_card(d)
         card["serving"] = latest is not None and d.name == latest.name

@@ -158,6 +158,27 @@ def test_models_cli(lake, tmp_path, monkeypatch):
     assert runner.invoke(app, ["models", "promote", "nope"]).exit_code != 0
 
 
+def test_a_version_cut_short_by_a_crash_is_no_version(tmp_path, monkeypatch):
+    """``kill -9`` after ``write_version`` wrote the manifest, before its rename: ``.tmp-<v>`` was listed as
+    version ``<v>`` (which promote and show refuse), and rollback chose it and failed with a traceback."""
+    import shutil
+
+    from operators.model_registry import list_versions
+    from operators.training import train_model
+
+    s = Settings(stream={"model_dir": tmp_path / "models"})
+    path = train_model(SyntheticShop(n_items=200, n_users=50, seed=1).history(3000), s, "covisit")
+    cut = "20000101T000000000000Z-0ld0ld"  # older than the real version: the rollback target by name
+    shutil.copytree(path, path.with_name(f".tmp-{cut}"))
+    manifest = path.with_name(f".tmp-{cut}") / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": cut}))
+    assert [v["version"] for v in list_versions(s.stream.model_dir)] == [path.name]
+    monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(s.stream.model_dir))
+    _register()
+    out = CliRunner().invoke(app, ["models", "rollback"])
+    assert out.exit_code == 2 and "no earlier version" in " ".join(out.output.replace("│", " ").split()), out.output
+
+
 def test_train_from_the_lake_cli(lake, tmp_path, monkeypatch):
     model_dir = tmp_path / "models"
     monkeypatch.setenv("FUSIONREC_STREAM__MODEL_DIR", str(model_dir))
