@@ -3,7 +3,9 @@
 A child that exits with a non-zero code (or is killed) is started again after ``backoff_s``,
 doubled on each failure in a row up to ``max_backoff_s``, and reset once it has run for
 ``stable_s``; the other children keep serving meanwhile. A child that exits with 0 has finished
-its job and is left alone. The embedded broker is supervised the same way: it comes back on
+its job and is left alone, unless it is a service (``add(..., service=True)``: it runs until the
+supervisor's owner stops it, so any exit is a failure; e.g. the trainer, which exits 0 on a SIGTERM
+of its own). The embedded broker is supervised the same way: it comes back on
 the same port, empty (memory storage), and ``on_broker_restart`` re-creates the topics; the
 flows and the API ride the outage out and resume on their own (see README, "Recovery").
 """
@@ -32,6 +34,8 @@ class Child:
     started_at: float = 0.0
     restart_at: float | None = None
     after_restart: Callable[[], None] | None = None
+    service: bool = False
+    """Runs until stopped by the supervisor's owner: an exit with 0 is a failure too (restarted)."""
     history: list[tuple[float, int]] = field(default_factory=list)  # (time, exit code) of each failure
 
     def exit_code(self) -> int | None:
@@ -58,9 +62,10 @@ class Supervisor:
         self.notify = notify
         self.children: list[Child] = []
 
-    def add(self, name: str, start: Callable[[], object], after_restart: Callable[[], None] | None = None) -> Child:
-        """Start a child now and supervise it."""
-        child = Child(name, start, backoff_s=self.initial_backoff_s, after_restart=after_restart)
+    def add(self, name: str, start: Callable[[], object], after_restart: Callable[[], None] | None = None,
+            service: bool = False) -> Child:
+        """Start a child now and supervise it (``service``: restarted after any exit, 0 included)."""
+        child = Child(name, start, backoff_s=self.initial_backoff_s, after_restart=after_restart, service=service)
         child.proc = start()
         child.started_at = time.monotonic()
         self.children.append(child)
@@ -75,7 +80,7 @@ class Supervisor:
                     self._restart(c)
                 continue
             code = c.exit_code()
-            if code is None or code == 0:
+            if code is None or code == 0 and not c.service:
                 continue
             if now - c.started_at >= self.stable_s:
                 c.backoff_s = self.initial_backoff_s

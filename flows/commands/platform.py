@@ -739,15 +739,17 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
         return broker.proc
 
     sup = Supervisor(notify=lambda msg: typer.echo(msg, err=True))
-    sup.add("broker", restart_broker, after_restart=lambda: _topics(s))  # comes back empty: topics again
+    sup.add("broker", restart_broker, after_restart=lambda: _topics(s), service=True)  # comes back empty: topics again
 
-    def supervise(name: str, args: list[str], log_name: str) -> None:
+    def supervise(name: str, args: list[str], log_name: str, service: bool = True) -> None:
+        """Start and supervise a child; a service (all but the simulators, which may finish) is restarted
+        after any exit: the trainer exits 0 on a SIGTERM, and was left stopped for the rest of the run."""
         def start() -> subprocess.Popen[bytes]:
             with deferred_interrupts():  # a Ctrl-C while it starts: stopped with the others
                 p = _child(args, env, var / log_name)
                 children.append(p)
             return p
-        sup.add(name, start)
+        sup.add(name, start, service=service)
 
     try:
         _topics(s)
@@ -775,10 +777,11 @@ def _run(port: int, api_port: int, workers: int, history: int, rate: float, seed
     if replayed is None:
         supervise("simulate", [sys.executable, "-m", "flows.cli", "simulate", "--brokers", s.kafka.brokers,
                                "--events", "100000000", "--rate", str(rate), "--seed", str(seed),
-                               "--skip-history", str(history), "--no-progress"], "simulate.log")
+                               "--skip-history", str(history), "--no-progress"], "simulate.log", service=False)
         # --replace: a restarted simulate-ab finds the campaign its previous instance created
         supervise("simulate-ab", [sys.executable, "-m", "flows.cli", "simulate-ab", "--api",
-                                  f"http://127.0.0.1:{api_port}", "--seed", str(seed), "--replace"], "simulate-ab.log")
+                                  f"http://127.0.0.1:{api_port}", "--seed", str(seed), "--replace"], "simulate-ab.log",
+                  service=False)
     base = f"http://127.0.0.1:{api_port}"
     ab = "   (campaign home-ab: a live A/B test with a control group)" if replayed is None else ""
     typer.echo(f"""

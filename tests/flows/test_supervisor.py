@@ -59,3 +59,28 @@ def test_a_child_that_finished_cleanly_is_left_alone():
         sup.tick()
         time.sleep(0.05)
     assert done.restarts == 0 and done.history == []
+
+
+def test_a_service_that_exits_cleanly_is_restarted():
+    """``fusionrec run``'s trainer exits 0 on a SIGTERM of its own: it was left stopped, without a word, for the
+    rest of the run (the flow and the API, killed by the same signal, were restarted)."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        procs.append(subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(60) if len(sys.argv) > 1 "
+                                       "else None", *(["keep"] if procs else [])]))
+        return procs[-1]
+
+    messages: list[str] = []
+    sup = Supervisor(initial_backoff_s=0.1, notify=messages.append)
+    service = sup.add("trainer", start, service=True)
+    try:
+        service.proc.wait()
+        _until(lambda: (sup.tick() or True) and service.restarts == 1)
+        assert service.history[0][1] == 0 and service.exit_code() is None
+        assert any("trainer exited with code 0; restarting" in m for m in messages)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
