@@ -24,8 +24,11 @@ P = {"item_id": "p", "vector": [-1.0, 0.0], "on_sale": False, "name": "p"}  # po
 
 
 def _client_once_loaded(url: str, n_items: int) -> httpx.Client:
-    """A client of the API at ``url``, once its catalog holds ``n_items`` items (30 s at most)."""
-    c = httpx.Client(base_url=url, timeout=10)
+    """A client of the API at ``url``, once its catalog holds ``n_items`` items (30 s at most).
+
+    Its timeout is long: on a fresh clone the first visual request compiles the scan's numba kernels (cached on
+    disk after), and on a busy 2-core box that took over 10 s (a ReadTimeout in a full local run)."""
+    c = httpx.Client(base_url=url, timeout=120)
     deadline = time.monotonic() + 30
     while c.get("/healthz").json().get("catalog_items", 0) < n_items:
         assert time.monotonic() < deadline, "catalog not loaded"
