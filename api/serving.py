@@ -4,7 +4,7 @@
 (over-fetched, so filtering leaves enough), items of the request (current item, cart, session)
 are excluded, the campaign's IQL filter keeps the items it selects (a bitmap over the catalog
 index; without a filter, hidden and deleted items are still dropped), boosters multiply the
-scores (a negative score is divided: ``_boosted``) and the list is re-ranked (stable). If fewer than ``n`` remain, the filter steers the arm:
+scores (a negative score is divided: ``api.iql.booster.boosted_scores``) and the list is re-ranked (stable). If fewer than ``n`` remain, the filter steers the arm:
 the filtered catalog is scored with the arm's model (its whole ranking, walked through the
 filter). Only then does the campaign's fallback strategy fill the rest through the same filter;
 the result says how many came from it and why the arm fell short (``reason``).
@@ -27,7 +27,7 @@ from pyroaring import BitMap
 
 from api.filter_cache import in_bitmap
 from api.iql import RequestContext
-from api.iql.booster import MAX_MULTIPLIER
+from api.iql.booster import MAX_MULTIPLIER, boosted_scores
 from api.strategies import (
     Inputs,
     LazyIds,
@@ -102,18 +102,6 @@ def _boost(req: _Request, idx: np.ndarray) -> np.ndarray:
     return mult
 
 
-def _boosted(scores: np.ndarray, mult: np.ndarray) -> np.ndarray:
-    """Scores with their boosters' multipliers applied, so that a multiplier above 1 raises an item and one below 1
-    lowers it whatever its score's sign: a score >= 0 is multiplied, a negative one (a visual arm's cosine, EASE's or
-    SLIST's scores) divided. Multiplied, ``BOOST 10 IF on_sale`` put the on-sale items of a list of negative scores
-    last. A multiplier of 0 makes a score >= 0 zero and a negative one the lowest finite number."""
-    negative = scores < 0
-    out = scores * mult
-    out[negative] = np.divide(scores[negative], mult[negative], out=np.full(int(negative.sum()), -np.finfo(np.float64).max),
-                              where=mult[negative] > 0)
-    return out
-
-
 def _item_idx(svc: Services, ids: Sequence[str]) -> np.ndarray:
     """The catalog's item_idx (int64; -1 unknown) of each candidate: for a model's or the vector index's
     ranking (``LazyIds``) without making its strings."""
@@ -157,7 +145,7 @@ def _select(req: _Request, ids: Sequence[str], scores: Sequence[float], exclude:
     sel = np.flatnonzero(keep)
     s = s[sel]
     if req.campaign.boosters.strip() and len(sel):
-        s = _boosted(s, _boost(req, idx[sel]))
+        s = boosted_scores(s, _boost(req, idx[sel]))
         order = np.argsort(-s, kind="stable")
         sel, s = sel[order], s[order]
     # the kept candidates' strings, made once, in their final order

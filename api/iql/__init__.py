@@ -7,9 +7,10 @@ Typical use in the app::
     engine.validate_filter(campaign.filter)            # at save time; IQLError -> HTTP 400
     ctx = engine.context(item_id=..., cart_item_ids=..., user={...}, params={...})
     keep = engine.filter_candidates(campaign.filter, ctx, candidate_idx)   # bool mask
-    scores *= engine.boost(campaign.boosters, ctx, candidate_idx)          # float32 multipliers
+    scores = boosted_scores(scores, engine.boost(campaign.boosters, ctx, candidate_idx))  # raises whatever the sign
 """
 
+from api.iql.booster import boosted_scores
 from api.iql.context import RequestContext
 from api.iql.engine import IQLEngine
 from api.iql.errors import CatalogSchemaError, IQLError
@@ -31,4 +32,5 @@ __all__ = [
     "RequestContext",
     "candidates_mask",
     "evaluate",
+    "boosted_scores",
 ]

@@ -63,3 +63,14 @@ def test_the_product_of_weights_stays_finite(engine: IQLEngine) -> None:
     text = 'BOOST 1e6 IF brand == "Acme" ' * 60 + "BOOST 0 IF price > 100"
     out = engine.boost(text, RequestContext(), cand)
     assert np.isfinite(out).all() and out.tolist() == [float(np.float32(MAX_MULTIPLIER)), 0.0, 0.0]
+
+
+def test_boosted_scores_raise_and_lower_whatever_the_sign() -> None:
+    """The package's documented use (``boosted_scores(scores, engine.boost(...))``): a multiplier above 1 raises a
+    negative score too (it is divided), below 1 lowers it, 0 gives a score >= 0 zero and a negative one the lowest
+    finite number."""
+    from api.iql import boosted_scores
+
+    got = boosted_scores(np.array([0.5, -0.5, -0.5, -0.5, 0.5, 0.0]), np.array([10.0, 10.0, 0.5, 0.0, 0.0, 3.0]))
+    assert got.tolist() == [5.0, -0.05, -1.0, -np.finfo(np.float64).max, 0.0, 0.0]
+    assert np.isfinite(got).all()
